@@ -1,0 +1,209 @@
+/* The backbones as compositions of blocks: which front end feeds which bottom,
+   which bottom feeds which tower, and the head that turns logits into probabilities. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blocks.h"
+
+static int rmtl_model_build(rmtl_model *m) {
+    int st = RMTL_OK;
+    int in = (m->F + 1) * m->E;
+    m->n_front = m->kind == RMTL_SINGLETASK ? m->T : 1;
+    m->n_bottom_mlp = m->kind == RMTL_SHAREDBOTTOM ? 1 : m->T;
+    m->bottoms = calloc((size_t)m->n_bottom_mlp, sizeof(rmtl_mlp));
+    m->towers = calloc((size_t)m->T, sizeof(rmtl_mlp));
+    if (m->bottoms == NULL || m->towers == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    char name[RMTL_NAME_LEN];
+    for (int f = 0; f < m->n_front && st == RMTL_OK; f++) {
+        snprintf(name, sizeof(name), "%d.", f);
+        st = rmtl_frontend_build(m, &m->front[f], m->n_front > 1 ? name : "");
+    }
+    for (int b = 0; b < m->n_bottom_mlp && st == RMTL_OK; b++) {
+        if (m->n_bottom_mlp > 1) {
+            snprintf(name, sizeof(name), "bottom.%d.mlp", b);
+        } else {
+            snprintf(name, sizeof(name), "bottom.mlp");
+        }
+        st = rmtl_mlp_build(m, &m->bottoms[b], name, in, m->bottom, m->n_bottom, 0);
+    }
+    for (int k = 0; k < m->T && st == RMTL_OK; k++) {
+        snprintf(name, sizeof(name), "tower.%d.mlp", k);
+        st = rmtl_mlp_build(m, &m->towers[k], name, m->bottom[m->n_bottom - 1], m->tower,
+                            m->n_tower, 1);
+    }
+    return st;
+}
+
+int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
+    *out = NULL;
+    if (cfg->kind < 0 || cfg->kind >= RMTL_NUM_BACKBONES || cfg->F < 1 || cfg->D < 0 ||
+        cfg->T < 1 || cfg->T > RMTL_MAX_TASKS || cfg->E < 1 || cfg->n_bottom < 1 || cfg->n_bottom > RMTL_MAX_LAYERS ||
+        cfg->n_tower < 0 || cfg->n_tower > RMTL_MAX_LAYERS || cfg->dropout < 0.0f ||
+        cfg->dropout >= 1.0f || (cfg->kind == RMTL_ESMM && cfg->T != 2)) {
+        return RMTL_ERR_ARG;
+    }
+    rmtl_model *m = calloc(1, sizeof(rmtl_model));
+    if (m == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    m->kind = cfg->kind;
+    m->F = cfg->F;
+    m->D = cfg->D;
+    m->T = cfg->T;
+    m->E = cfg->E;
+    m->n_bottom = cfg->n_bottom;
+    m->n_tower = cfg->n_tower;
+    m->dropout = cfg->dropout;
+    m->seed = cfg->seed;
+    m->training = 1;
+    m->field_dims = malloc((size_t)cfg->F * sizeof(int32_t));
+    m->field_offset = malloc((size_t)cfg->F * sizeof(int64_t));
+    int st = (m->field_dims && m->field_offset) ? RMTL_OK : RMTL_ERR_NOMEM;
+    int64_t off = 0;
+    for (int f = 0; f < cfg->F && st == RMTL_OK; f++) {
+        if (cfg->field_dims[f] < 1) {
+            st = RMTL_ERR_ARG;
+            break;
+        }
+        m->field_dims[f] = cfg->field_dims[f];
+        m->field_offset[f] = off;
+        off += cfg->field_dims[f];
+    }
+    for (int j = 0; j < cfg->n_bottom && st == RMTL_OK; j++) {
+        st = cfg->bottom[j] > 0 ? RMTL_OK : RMTL_ERR_ARG;
+        m->bottom[j] = cfg->bottom[j];
+    }
+    for (int j = 0; j < cfg->n_tower && st == RMTL_OK; j++) {
+        st = cfg->tower[j] > 0 ? RMTL_OK : RMTL_ERR_ARG;
+        m->tower[j] = cfg->tower[j];
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_model_build(m);
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_params_alloc(&m->params, m->seed);
+    }
+    if (st != RMTL_OK) {
+        rmtl_model_free(m);
+        return st;
+    }
+    *out = m;
+    return RMTL_OK;
+}
+
+static void rmtl_model_free_batch(rmtl_model *m) {
+    free(m->codes);
+    free(m->dense);
+    free(m->labels);
+    free(m->prob);
+    free(m->sig);
+    m->codes = NULL;
+    m->dense = m->labels = m->prob = m->sig = NULL;
+}
+
+void rmtl_model_free(rmtl_model *m) {
+    if (m == NULL) {
+        return;
+    }
+    rmtl_params_free(&m->params);
+    rmtl_arena_free(&m->arena);
+    rmtl_model_free_batch(m);
+    free(m->bottoms);
+    free(m->towers);
+    free(m->field_dims);
+    free(m->field_offset);
+    free(m);
+}
+
+/* grows the activation and batch buffers to hold `batch` rows (never shrinks) */
+int rmtl_model_reserve(rmtl_model *m, int batch) {
+    if (batch <= m->arena.cap) {
+        return RMTL_OK;
+    }
+    size_t n = (size_t)batch;
+    rmtl_model_free_batch(m);
+    m->codes = malloc(n * (size_t)m->F * sizeof(int32_t));
+    m->dense = malloc(n * (size_t)(m->D ? m->D : 1) * sizeof(float));
+    m->labels = malloc(n * (size_t)m->T * sizeof(float));
+    m->prob = malloc(n * (size_t)m->T * sizeof(float));
+    m->sig = malloc(n * (size_t)m->T * sizeof(float));
+    if (!m->codes || !m->dense || !m->labels || !m->prob || !m->sig) {
+        rmtl_model_free_batch(m);
+        rmtl_arena_free(&m->arena);
+        return RMTL_ERR_NOMEM;
+    }
+    int st = rmtl_arena_resize(&m->arena, batch);
+    if (st != RMTL_OK) {
+        rmtl_model_free_batch(m);
+    }
+    return st;
+}
+
+static int rmtl_model_bottom_of(const rmtl_model *m, int k) {
+    return m->n_bottom_mlp == 1 ? 0 : k;
+}
+
+static const rmtl_frontend *rmtl_model_front_of(const rmtl_model *m, int b) {
+    return &m->front[m->n_front == 1 ? 0 : b];
+}
+
+/* codes (B,F) dense (B,D) -> m->prob (B,T); the caller reserved B rows */
+int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
+    const float *logit[RMTL_MAX_TASKS];
+    if (B > m->arena.cap) {
+        return RMTL_ERR_ARG;
+    }
+    if (m->training) {
+        m->counter++;
+    }
+    for (int f = 0; f < m->n_front; f++) {
+        rmtl_frontend_forward(m, &m->front[f], codes, dense, B);
+    }
+    for (int b = 0; b < m->n_bottom_mlp; b++) {
+        rmtl_mlp_forward(m, &m->bottoms[b], rmtl_arena_val(&m->arena, rmtl_model_front_of(m, b)->act),
+                         B);
+    }
+    for (int k = 0; k < m->T; k++) {
+        const rmtl_mlp *bottom = &m->bottoms[rmtl_model_bottom_of(m, k)];
+        logit[k] = rmtl_mlp_forward(m, &m->towers[k],
+                                    rmtl_arena_val(&m->arena, rmtl_mlp_out(bottom)), B);
+    }
+    rmtl_head_forward(m->prob, m->sig, logit, m->kind == RMTL_ESMM, B, m->T);
+    return RMTL_OK;
+}
+
+/* after the head's logit gradients are in the arena: everything below them */
+void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
+    for (int k = 0; k < m->T; k++) {
+        size_t col = rmtl_mlp_out(&m->bottoms[rmtl_model_bottom_of(m, k)]);
+        rmtl_mlp_backward(m, &m->towers[k], rmtl_arena_grad(&m->arena, col),
+                          rmtl_arena_val(&m->arena, col), B);
+    }
+    for (int b = 0; b < m->n_bottom_mlp; b++) {
+        size_t col = rmtl_model_front_of(m, b)->act;
+        rmtl_mlp_backward(m, &m->bottoms[b], rmtl_arena_grad(&m->arena, col),
+                          rmtl_arena_val(&m->arena, col), B);
+    }
+    for (int f = 0; f < m->n_front; f++) {
+        rmtl_frontend_backward(m, &m->front[f], codes, dense, B);
+    }
+}
+
+void rmtl_model_zero_grad(rmtl_model *m) {
+    rmtl_params_zero_grad(&m->params);
+    rmtl_arena_zero_grad(&m->arena);
+}
+
+/* index of the first code outside [0, field_dims[f]), or -1 */
+int64_t rmtl_codes_check(const int32_t *codes, int64_t n, int F, const int32_t *field_dims) {
+    for (int64_t i = 0; i < n * F; i++) {
+        int32_t c = codes[i];
+        if (c < 0 || c >= field_dims[i % F]) {
+            return i;
+        }
+    }
+    return -1;
+}

@@ -1,0 +1,148 @@
+#include "blocks.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t rmtl_arena_reserve(rmtl_arena *a, size_t width) {
+    size_t col = a->width;
+    a->width += width;
+    return col;
+}
+
+int rmtl_arena_resize(rmtl_arena *a, int cap) {
+    if (cap <= a->cap) {
+        return RMTL_OK;
+    }
+    size_t n = a->width * (size_t)cap;
+    float *v = malloc(n * sizeof(float));
+    float *g = malloc(n * sizeof(float));
+    if (v == NULL || g == NULL) {
+        free(v);
+        free(g);
+        return RMTL_ERR_NOMEM;
+    }
+    free(a->val);
+    free(a->grad);
+    a->val = v;
+    a->grad = g;
+    a->cap = cap;
+    return RMTL_OK;
+}
+
+void rmtl_arena_free(rmtl_arena *a) {
+    free(a->val);
+    free(a->grad);
+    a->val = a->grad = NULL;
+    a->cap = 0;
+}
+
+float *rmtl_arena_val(const rmtl_arena *a, size_t col) {
+    return a->val + col * (size_t)a->cap;
+}
+
+float *rmtl_arena_grad(const rmtl_arena *a, size_t col) {
+    return a->grad + col * (size_t)a->cap;
+}
+
+void rmtl_arena_zero_grad(rmtl_arena *a) {
+    memset(a->grad, 0, a->width * (size_t)a->cap * sizeof(float));
+}
+
+int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index) {
+    char name[RMTL_NAME_LEN];
+    int st;
+    fe->F = m->F;
+    fe->D = m->D;
+    fe->E = m->E;
+    fe->table_rows = (size_t)(m->field_offset[m->F - 1] + m->field_dims[m->F - 1]);
+    snprintf(name, sizeof(name), "embedding.%sembedding.weight", index);
+    st = rmtl_params_add(&m->params, &fe->table, name, (int)fe->table_rows, m->E, RMTL_INIT_XAVIER,
+                         m->E);
+    if (st == RMTL_OK) {
+        st = rmtl_params_freeze(&m->params, fe->table, fe->table + (size_t)m->E);
+    }
+    if (st == RMTL_OK) {
+        snprintf(name, sizeof(name), "numerical_layer.%sweight", index);
+        st = rmtl_params_add(&m->params, &fe->num_w, name, m->E, m->D, RMTL_INIT_LINEAR, m->D);
+    }
+    if (st == RMTL_OK) {
+        snprintf(name, sizeof(name), "numerical_layer.%sbias", index);
+        st = rmtl_params_add(&m->params, &fe->num_b, name, m->E, 0, RMTL_INIT_LINEAR, m->D);
+    }
+    fe->act = rmtl_arena_reserve(&m->arena, (size_t)(m->F + 1) * m->E);
+    return st;
+}
+
+void rmtl_frontend_forward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
+                           const float *dense, int B) {
+    int W = (fe->F + 1) * fe->E;
+    float *out = rmtl_arena_val(&m->arena, fe->act), *p = m->params.param;
+    rmtl_dropout none = {0.0f, 0, 0};
+    rmtl_embedding_forward(out, codes, p + fe->table, m->field_offset, B, fe->F, fe->E, W);
+    rmtl_linear_forward(out + (size_t)fe->F * fe->E, dense, p + fe->num_w, p + fe->num_b, 0, none,
+                        B, fe->D, fe->E, W);
+}
+
+void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
+                            const float *dense, int B) {
+    int W = (fe->F + 1) * fe->E;
+    float *dout = rmtl_arena_grad(&m->arena, fe->act), *g = m->params.grad;
+    const float *out = rmtl_arena_val(&m->arena, fe->act);
+    rmtl_embedding_backward(g + fe->table, dout, codes, m->field_offset, B, fe->F, fe->E, W);
+    rmtl_linear_backward(NULL, g + fe->num_w, g + fe->num_b, dout + (size_t)fe->F * fe->E,
+                         out + (size_t)fe->F * fe->E, dense, m->params.param + fe->num_w, 0, 0.0f,
+                         B, fe->D, fe->E, W);
+}
+
+int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const int *dims, int n,
+                   int output_layer) {
+    char buf[RMTL_NAME_LEN];
+    int st = RMTL_OK;
+    mlp->n = n + (output_layer ? 1 : 0);
+    for (int j = 0; j < mlp->n && st == RMTL_OK; j++) {
+        rmtl_linear *l = &mlp->layer[j];
+        l->in = in;
+        l->out = j < n ? dims[j] : 1;
+        l->relu = j < n;
+        l->salt = (uint32_t)m->params.count;
+        snprintf(buf, sizeof(buf), "%s.%d.weight", name, 3 * j);
+        st = rmtl_params_add(&m->params, &l->w, buf, l->out, l->in, RMTL_INIT_LINEAR, l->in);
+        if (st == RMTL_OK) {
+            snprintf(buf, sizeof(buf), "%s.%d.bias", name, 3 * j);
+            st = rmtl_params_add(&m->params, &l->b, buf, l->out, 0, RMTL_INIT_LINEAR, l->in);
+        }
+        l->act = rmtl_arena_reserve(&m->arena, (size_t)l->out);
+        in = l->out;
+    }
+    return st;
+}
+
+size_t rmtl_mlp_out(const rmtl_mlp *mlp) {
+    return mlp->layer[mlp->n - 1].act;
+}
+
+const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int B) {
+    const float *p = m->params.param;
+    for (int j = 0; j < mlp->n; j++) {
+        const rmtl_linear *l = &mlp->layer[j];
+        float *out = rmtl_arena_val(&m->arena, l->act);
+        rmtl_dropout drop = {m->training ? m->dropout : 0.0f, m->seed,
+                             (m->counter << 12) | (uint64_t)l->salt};
+        rmtl_linear_forward(out, inp, p + l->w, p + l->b, l->relu, drop, B, l->in, l->out, l->out);
+        inp = out;
+    }
+    return inp;
+}
+
+void rmtl_mlp_backward(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp, int B) {
+    float drop_p = m->training ? m->dropout : 0.0f;
+    for (int j = mlp->n - 1; j >= 0; j--) {
+        const rmtl_linear *l = &mlp->layer[j];
+        const float *x = j > 0 ? rmtl_arena_val(&m->arena, mlp->layer[j - 1].act) : inp;
+        float *dx = j > 0 ? rmtl_arena_grad(&m->arena, mlp->layer[j - 1].act) : dinp;
+        rmtl_linear_backward(dx, m->params.grad + l->w, m->params.grad + l->b,
+                             rmtl_arena_grad(&m->arena, l->act), rmtl_arena_val(&m->arena, l->act),
+                             x, m->params.param + l->w, l->relu, drop_p, B, l->in, l->out, l->out);
+    }
+}

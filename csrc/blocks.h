@@ -1,0 +1,28 @@
+/* Building blocks with forward and backward: feature front end and MLP stacks. */
+#ifndef RMTL_BLOCKS_H
+#define RMTL_BLOCKS_H
+#include "kernels.h"
+#include "params.h"
+
+size_t rmtl_arena_reserve(rmtl_arena *a, size_t width);
+int rmtl_arena_resize(rmtl_arena *a, int cap);
+void rmtl_arena_free(rmtl_arena *a);
+float *rmtl_arena_val(const rmtl_arena *a, size_t col);
+float *rmtl_arena_grad(const rmtl_arena *a, size_t col);
+void rmtl_arena_zero_grad(rmtl_arena *a);
+
+/* prefix "" gives "embedding.embedding.weight"; "0." gives "embedding.0.embedding.weight" */
+int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index);
+void rmtl_frontend_forward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
+                           const float *dense, int B);
+void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
+                            const float *dense, int B);
+
+/* name e.g. "tower.1.mlp"; output_layer appends Linear(dims[n-1], 1) */
+int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const int *dims, int n,
+                   int output_layer);
+const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int B);
+void rmtl_mlp_backward(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp, int B);
+/* the gradient of the MLP output must already be in the arena; dinp may be NULL */
+size_t rmtl_mlp_out(const rmtl_mlp *mlp);
+#endif

@@ -1,0 +1,157 @@
+/* rmtl core: public types, status codes and entry points used by the binding. */
+#ifndef RMTL_H
+#define RMTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    RMTL_OK = 0,
+    RMTL_ERR_NOMEM = 1,
+    RMTL_ERR_ARG = 2,      /* an argument is out of its documented range */
+    RMTL_ERR_INDEX = 3,    /* a categorical code is outside [0, field_dims) */
+    RMTL_ERR_NONFINITE = 4 /* a NaN or infinity reached a place that forbids it */
+};
+
+enum {
+    RMTL_SINGLETASK = 0,
+    RMTL_SHAREDBOTTOM = 1,
+    RMTL_ESMM = 2,
+    RMTL_NUM_BACKBONES = 3
+};
+
+#define RMTL_MAX_LAYERS 8
+#define RMTL_MAX_TASKS 8
+#define RMTL_NAME_LEN 64
+
+/* One named tensor inside a flat buffer; rows x cols, cols == 0 for a vector. */
+typedef struct {
+    char name[RMTL_NAME_LEN];
+    int rows, cols;
+    size_t offset, size;
+    int init; /* RMTL_INIT_* */
+    int fan_in;
+} rmtl_tensor;
+
+typedef struct {
+    rmtl_tensor *tensors;
+    int count, capacity;
+    size_t total;
+    float *param, *grad, *adam_m, *adam_v;
+    /* spans [frozen_lo[i], frozen_hi[i]) the optimiser never touches (padding rows) */
+    size_t *frozen_lo, *frozen_hi;
+    int n_frozen;
+    long adam_step;
+} rmtl_params;
+
+/* Activation buffers sized per batch row: an activation of width w at column
+   offset c lives at buf + c * cap and holds (cap, w) row-major values. */
+typedef struct {
+    size_t width; /* sum of reserved widths */
+    int cap;      /* batch rows the buffers currently hold */
+    float *val, *grad;
+} rmtl_arena;
+
+typedef struct {
+    int in, out;
+    size_t w, b;   /* parameter offsets of weight (out, in) and bias (out) */
+    size_t act;    /* arena column of the output */
+    int relu;      /* ReLU + dropout epilogue (hidden layers) or plain (output layer) */
+    uint32_t salt; /* distinguishes dropout masks of different layers */
+} rmtl_linear;
+
+typedef struct {
+    int n;
+    rmtl_linear layer[RMTL_MAX_LAYERS + 1];
+} rmtl_mlp;
+
+typedef struct {
+    int F, D, E;
+    size_t table, table_rows; /* embedding table offset and sum(field_dims) */
+    size_t num_w, num_b;      /* numerical_layer (E, D), (E) */
+    size_t act;               /* arena column of the (F+1)*E front-end output */
+} rmtl_frontend;
+
+typedef struct {
+    int kind, F, D, T, E;
+    int n_bottom, n_tower;
+    int bottom[RMTL_MAX_LAYERS], tower[RMTL_MAX_LAYERS];
+    float dropout;
+    uint64_t seed;
+    int32_t *field_dims;
+    int64_t *field_offset;
+
+    rmtl_params params;
+    rmtl_arena arena;
+    int n_front, n_bottom_mlp;
+    rmtl_frontend front[RMTL_MAX_TASKS]; /* one, or one per task (SingleTask) */
+    rmtl_mlp *bottoms;                    /* one, or one per task */
+    rmtl_mlp *towers;                     /* one per task */
+
+    int training;    /* dropout active */
+    uint64_t counter; /* training forwards so far: keys the dropout masks */
+
+    /* batch buffers, cap rows each: gathered inputs and the head */
+    int32_t *codes;
+    float *dense, *labels, *prob, *sig;
+} rmtl_model;
+
+typedef struct {
+    int kind, F, D, T, E;
+    const int32_t *field_dims;
+    int n_bottom, n_tower;
+    const int *bottom, *tower;
+    float dropout;
+    uint64_t seed;
+} rmtl_model_config;
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+} rmtl_adam;
+
+/* gemm.c */
+typedef void (*rmtl_sgemm_fn)(char *ta, char *tb, int *m, int *n, int *k, float *alpha,
+                              float *a, int *lda, float *b, int *ldb, float *beta, float *c,
+                              int *ldc);
+void rmtl_gemm_set_blas(rmtl_sgemm_fn fn);
+int rmtl_gemm_uses_blas(void);
+void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
+void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc);
+
+/* backbones.c */
+int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg);
+void rmtl_model_free(rmtl_model *m);
+int rmtl_model_reserve(rmtl_model *m, int batch);
+int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
+void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
+void rmtl_model_zero_grad(rmtl_model *m);
+int64_t rmtl_codes_check(const int32_t *codes, int64_t n, int F, const int32_t *field_dims);
+
+/* train.c */
+int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, const float *dense,
+                             const float *labels, const float *weights, int B);
+int rmtl_model_train_chunk(rmtl_model *m, double *loss_sum, const int64_t *rows, int64_t n_rows,
+                           const int32_t *codes, const float *dense, const float *labels, int B,
+                           const rmtl_adam *opt);
+int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
+                       int64_t n, int B);
+
+/* params.c */
+void rmtl_params_adam_step(rmtl_params *p, const rmtl_adam *opt);
+
+/* rng.c */
+uint64_t rmtl_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
+float rmtl_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
+void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream);
+
+/* metrics.c: scratch arrays are caller-provided so the metrics never allocate */
+int rmtl_auc(double *out, const float *score, const float *label, int64_t n, int64_t *scratch);
+int rmtl_logloss(double *out, const float *prob, const float *label, int64_t n);
+int rmtl_session_logloss(double *out, const float *prob, const float *label,
+                         const int64_t *offsets, int64_t n_sessions);
+int rmtl_gauc(double *out, const float *score, const float *label, const int64_t *group, int64_t n,
+              int64_t *scratch);
+
+#endif

@@ -1,0 +1,33 @@
+/* Counter-based random numbers: every draw is a pure function of
+   (seed, stream, index), so results never depend on thread count or order. */
+#include "rmtl.h"
+
+static uint64_t rmtl_rng_mix(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+uint64_t rmtl_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
+    uint64_t key = rmtl_rng_mix(seed ^ rmtl_rng_mix(stream * 0xD1B54A32D192ED03ULL + 1));
+    return rmtl_rng_mix(key ^ rmtl_rng_mix(index + 0xA0761D6478BD642FULL));
+}
+
+/* uniform in [0, 1) with 24 random bits, exact in float32 */
+float rmtl_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+    return (float)(rmtl_rng_u64(seed, stream, index) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* out holds a permutation of 0..n-1 (Fisher-Yates from the counter stream) */
+void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream) {
+    for (int64_t i = 0; i < n; i++) {
+        out[i] = i;
+    }
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(rmtl_rng_u64(seed, stream, (uint64_t)i) % (uint64_t)(i + 1));
+        int64_t t = out[i];
+        out[i] = out[j];
+        out[j] = t;
+    }
+}

@@ -1,0 +1,75 @@
+/* Chunked loops over batches: one call runs many steps with no Python in between. */
+#include <string.h>
+
+#include "blocks.h"
+
+/* zero grads, forward in the current mode, BCE head, backward; gradients stay in the model */
+int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, const float *dense,
+                             const float *labels, const float *weights, int B) {
+    float *dlogit[RMTL_MAX_TASKS];
+    int st = rmtl_model_reserve(m, B);
+    if (st != RMTL_OK) {
+        return st;
+    }
+    rmtl_model_zero_grad(m);
+    st = rmtl_model_forward(m, codes, dense, B);
+    if (st != RMTL_OK) {
+        return st;
+    }
+    for (int k = 0; k < m->T; k++) {
+        dlogit[k] = rmtl_arena_grad(&m->arena, rmtl_mlp_out(&m->towers[k]));
+    }
+    *loss = rmtl_head_backward(dlogit, m->prob, m->sig, labels, weights, m->kind == RMTL_ESMM, B,
+                               m->T);
+    rmtl_model_backward(m, codes, dense, B);
+    return RMTL_OK;
+}
+
+/* copies rows[0..B) of the full arrays into the model's batch buffers */
+static void rmtl_gather_batch(rmtl_model *m, const int64_t *rows, int B, const int32_t *codes,
+                              const float *dense, const float *labels) {
+    int F = m->F, D = m->D, T = m->T;
+#pragma omp parallel for schedule(static) if (B > 4096)
+    for (int i = 0; i < B; i++) {
+        int64_t r = rows[i];
+        memcpy(m->codes + (size_t)i * F, codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
+        memcpy(m->dense + (size_t)i * D, dense + (size_t)r * D, (size_t)D * sizeof(float));
+        memcpy(m->labels + (size_t)i * T, labels + (size_t)r * T, (size_t)T * sizeof(float));
+    }
+}
+
+/* one Adam step per batch of B consecutive entries of rows (the last may be short);
+   loss_sum receives the sum over batches of batch loss * batch size */
+int rmtl_model_train_chunk(rmtl_model *m, double *loss_sum, const int64_t *rows, int64_t n_rows,
+                           const int32_t *codes, const float *dense, const float *labels, int B,
+                           const rmtl_adam *opt) {
+    int st = rmtl_model_reserve(m, B);
+    *loss_sum = 0.0;
+    for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += B) {
+        int nb = (int)(n_rows - start < B ? n_rows - start : B);
+        double loss = 0.0;
+        rmtl_gather_batch(m, rows + start, nb, codes, dense, labels);
+        st = rmtl_model_loss_backward(m, &loss, m->codes, m->dense, m->labels, NULL, nb);
+        if (st == RMTL_OK) {
+            rmtl_params_adam_step(&m->params, opt);
+            *loss_sum += loss * nb;
+        }
+    }
+    return st;
+}
+
+/* eval-mode probabilities of n rows, B at a time, into out (n,T) */
+int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
+                       int64_t n, int B) {
+    int st = rmtl_model_reserve(m, B), training = m->training;
+    m->training = 0;
+    for (int64_t start = 0; start < n && st == RMTL_OK; start += B) {
+        int nb = (int)(n - start < B ? n - start : B);
+        st = rmtl_model_forward(m, codes + (size_t)start * m->F, dense + (size_t)start * m->D, nb);
+        if (st == RMTL_OK) {
+            memcpy(out + (size_t)start * m->T, m->prob, (size_t)nb * m->T * sizeof(float));
+        }
+    }
+    m->training = training;
+    return st;
+}

@@ -1,0 +1,247 @@
+"""SessionData: impressions grouped into sessions, the one table every part of rmtl reads."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_codes, as_dense, as_float, as_labels
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class SessionData:
+    """A table of impressions, grouped into sessions and time-sorted inside each session.
+
+    Parameters
+    ----------
+    session : int array (n,)
+        Session id per row; the rows of one session must be contiguous.
+    time : int array (n,)
+        Event time in milliseconds; non-decreasing inside a session.
+    sparse : int array (n, F)
+        Categorical codes; field ``f`` takes values in ``[0, field_dims[f])``, 0 = unknown.
+    dense : float array (n, D) or None
+        Numerical features (D may be 0).
+    labels : array (n, T)
+        One 0/1 label per task.
+    field_dims : sequence of int (F,)
+        Cardinality of every categorical field.
+    user, item : int array (n,), optional
+        Raw ids; ``user`` enables GAUC.
+    task_names : sequence of str (T,), optional
+        Defaults to ``task0, task1, ...``.
+    truth : float array (n, T), optional
+        True response probabilities (synthetic data), for oracle metrics.
+
+    Rows are stored as given. ``offsets`` (S+1 int64) are the CSR session boundaries.
+    """
+
+    def __init__(
+        self,
+        session: Sequence[int],
+        time: Sequence[int],
+        sparse: np.ndarray,
+        dense: Optional[np.ndarray],
+        labels: np.ndarray,
+        field_dims: Sequence[int],
+        *,
+        user: Optional[Sequence[int]] = None,
+        item: Optional[Sequence[int]] = None,
+        task_names: Optional[Sequence[str]] = None,
+        truth: Optional[np.ndarray] = None,
+    ) -> None:
+        self.field_dims = tuple(int(d) for d in field_dims)
+        if not self.field_dims or min(self.field_dims) < 1:
+            raise ValueError(f"field_dims: expected at least one field, each >= 1, got {self.field_dims}")
+        self.sparse = as_codes(sparse, len(self.field_dims))
+        n = self.sparse.shape[0]
+        if n == 0:
+            raise ValueError("sparse: the data set is empty; expected at least one row")
+        self.session = _as_ids(session, n, "session")
+        self.time = _as_ids(time, n, "time")
+        num_dense = 0 if dense is None else np.shape(dense)[-1] if np.ndim(dense) == 2 else -1
+        if num_dense < 0:
+            raise ValueError(f"dense: expected shape (n, D), got {np.shape(dense)}")
+        self.dense = as_dense(dense, n, num_dense)
+        labels_arr = np.asarray(labels)
+        if labels_arr.ndim != 2:
+            raise ValueError(f"labels: expected shape (n, T), got {labels_arr.shape}")
+        self.labels = as_labels(labels_arr, n, labels_arr.shape[1])
+        if self.labels.shape[1] < 1:
+            raise ValueError("labels: expected at least one task column")
+        self.user = None if user is None else _as_ids(user, n, "user")
+        self.item = None if item is None else _as_ids(item, n, "item")
+        T = self.labels.shape[1]
+        self.task_names = tuple(task_names) if task_names is not None else tuple(f"task{k}" for k in range(T))
+        if len(self.task_names) != T:
+            raise ValueError(f"task_names: expected {T} names, got {len(self.task_names)}")
+        self.truth = None
+        if truth is not None:
+            self.truth = as_float(truth, (n, T), "truth")
+            if ((self.truth < 0) | (self.truth > 1)).any():
+                raise ValueError("truth: expected probabilities in [0, 1]")
+        bad = np.flatnonzero(self.sparse >= np.asarray(self.field_dims, np.int64))
+        if bad.size:
+            r, f = divmod(int(bad[0]), len(self.field_dims))
+            raise ValueError(
+                f"sparse: code {self.sparse[r, f]} at row {r}, field {f} is outside "
+                f"[0, {self.field_dims[f]}) (field_dims[{f}])"
+            )
+        self.offsets = _session_offsets(self.session, self.time)
+
+    # ------------------------------------------------------------------ shape
+    def __len__(self) -> int:
+        return self.sparse.shape[0]
+
+    @property
+    def num_sessions(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.field_dims)
+
+    @property
+    def num_dense(self) -> int:
+        return self.dense.shape[1]
+
+    @property
+    def num_tasks(self) -> int:
+        return self.labels.shape[1]
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionData(rows={len(self)}, sessions={self.num_sessions}, fields={self.num_fields}, "
+            f"dense={self.num_dense}, tasks={list(self.task_names)})"
+        )
+
+    # ------------------------------------------------------------------ selection
+    def subset(self, sessions: Sequence[int]) -> "SessionData":
+        """The sessions at these positions (0..num_sessions-1), in the order given."""
+        idx = np.asarray(sessions, dtype=np.int64)
+        if idx.ndim != 1 or idx.size == 0:
+            raise ValueError("sessions: expected a non-empty 1-D sequence of session positions")
+        if idx.min() < 0 or idx.max() >= self.num_sessions:
+            raise ValueError(f"sessions: positions must lie in [0, {self.num_sessions})")
+        lengths = np.diff(self.offsets)[idx]
+        starts = self.offsets[idx]
+        rows = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+        rows += np.arange(lengths.sum())
+        return self.take_rows(rows)
+
+    def take_rows(self, rows: np.ndarray) -> "SessionData":
+        """A new SessionData of these rows (whole sessions, contiguous, in order)."""
+        pick = lambda a: None if a is None else a[rows]  # noqa: E731
+        return SessionData(
+            self.session[rows], self.time[rows], self.sparse[rows], self.dense[rows],
+            self.labels[rows], self.field_dims, user=pick(self.user), item=pick(self.item),
+            task_names=self.task_names, truth=pick(self.truth),
+        )
+
+    def split(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> Tuple["SessionData", ...]:
+        """Split by session in order of session start time (train, validation, test, ...).
+
+        Every part gets ``round(cumulative fraction * S)`` sessions; fractions must be
+        positive and sum to 1. Ties in start time keep the stored order.
+        """
+        fr = np.asarray(fractions, dtype=np.float64)
+        if fr.ndim != 1 or fr.size < 2 or (fr <= 0).any() or abs(fr.sum() - 1.0) > 1e-6:
+            raise ValueError(f"fractions: expected >= 2 positive numbers summing to 1, got {tuple(fractions)}")
+        order = np.argsort(self.time[self.offsets[:-1]], kind="stable")
+        cuts = np.round(np.cumsum(fr) * self.num_sessions).astype(np.int64)
+        cuts[-1] = self.num_sessions
+        bounds = np.concatenate(([0], cuts))
+        if (np.diff(bounds) < 1).any():
+            raise ValueError(
+                f"fractions: {self.num_sessions} sessions cannot fill every part of {tuple(fractions)}"
+            )
+        return tuple(self.subset(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+
+    def batches(self, batch_size: int = 2048, shuffle: bool = True, seed: int = 0,
+                epoch: int = 0) -> Iterator[np.ndarray]:
+        """Row indices in batches; shuffled by rmtl's counter-based generator keyed by
+        (seed, epoch), so the same arguments always give the same batches."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        order = row_order(len(self), shuffle, seed, epoch)
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size]
+
+    # ------------------------------------------------------------------ summary
+    def describe(self) -> str:
+        """A short human-readable summary: sizes, session lengths, label rates, fields."""
+        lengths = np.diff(self.offsets)
+        lines = [
+            f"rows {len(self)}, sessions {self.num_sessions}, "
+            f"session length mean {lengths.mean():.2f} / median {np.median(lengths):.0f} / max {lengths.max()}",
+            f"fields {self.num_fields} (dims {list(self.field_dims)}), dense {self.num_dense}",
+        ]
+        for k, name in enumerate(self.task_names):
+            line = f"task {name}: positive rate {self.labels[:, k].mean():.4f}"
+            if self.truth is not None:
+                from .metrics import oracle_auc
+                line += f", oracle AUC {oracle_auc(self.truth[:, k]):.4f}"
+            lines.append(line)
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: PathLike) -> None:
+        """Write every array and the schema to one .npz file."""
+        arrays = {k: getattr(self, k) for k in ("session", "time", "sparse", "dense", "labels")}
+        for k in ("user", "item", "truth"):
+            if getattr(self, k) is not None:
+                arrays[k] = getattr(self, k)
+        schema = {"field_dims": list(self.field_dims), "task_names": list(self.task_names), "format": 1}
+        np.savez(path, schema=np.frombuffer(json.dumps(schema).encode(), dtype=np.uint8), **arrays)
+
+    @classmethod
+    def load(cls, path: PathLike) -> "SessionData":
+        """Read a file written by :meth:`save`."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"path: no such file: {path}")
+        with np.load(path, allow_pickle=False) as z:
+            if "schema" not in z.files:
+                raise ValueError(f"path: {path} is not an rmtl SessionData file (no schema)")
+            schema = json.loads(bytes(z["schema"]).decode())
+            get = lambda k: z[k] if k in z.files else None  # noqa: E731
+            return cls(z["session"], z["time"], z["sparse"], z["dense"], z["labels"],
+                       schema["field_dims"], user=get("user"), item=get("item"),
+                       task_names=schema["task_names"], truth=get("truth"))
+
+
+def row_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
+    """0..n-1, or its permutation drawn from (seed, epoch) by the core's generator."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return _core.shuffle(n, int(seed) & (2**64 - 1), int(epoch))
+
+
+def _as_ids(x, n: int, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer array, got dtype {a.dtype}")
+    if a.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _session_offsets(session: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """CSR boundaries of the runs of equal session ids; each id must form one run and
+    time must not decrease inside it."""
+    change = np.flatnonzero(session[1:] != session[:-1]) + 1
+    offsets = np.concatenate(([0], change, [len(session)])).astype(np.int64)
+    starts = session[offsets[:-1]]
+    if np.unique(starts).size != starts.size:
+        dup = starts[np.flatnonzero(np.bincount(np.unique(starts, return_inverse=True)[1]) > 1)[0]]
+        raise ValueError(f"session: the rows of session {dup} are not contiguous; sort rows by session")
+    inside = np.ones(len(session) - 1, bool)
+    inside[change - 1] = False
+    back = np.flatnonzero(inside & (time[1:] < time[:-1]))
+    if back.size:
+        r = int(back[0]) + 1
+        raise ValueError(f"time: decreases inside session {session[r]} at row {r}; sort each session by time")
+    return offsets

@@ -1,0 +1,81 @@
+"""Metrics computed in C: AUC (equal to sklearn.metrics.roc_auc_score), logloss with
+PyTorch's BCE semantics (each log clamped at -100), session logloss and GAUC."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_float
+
+__all__ = ["auc", "logloss", "session_logloss", "gauc", "evaluate"]
+
+
+def _pair(y_true: Any, y_score: Any, name: str = "y_score"):
+    s = as_float(y_score, (-1,), name)
+    y = as_float(y_true, (s.shape[0],), "y_true")
+    if s.size == 0:
+        raise ValueError("y_true: expected at least one row, got 0")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("y_true: expected 0/1 labels")
+    return y, s
+
+
+def auc(y_true: Any, y_score: Any) -> float:
+    """Area under the ROC curve; tied scores count one half. Raises ValueError when only
+    one class is present (the AUC is undefined), like scikit-learn."""
+    y, s = _pair(y_true, y_score)
+    return _core.auc(s, y)
+
+
+def logloss(y_true: Any, y_prob: Any) -> float:
+    """Mean binary cross-entropy, each log clamped at -100 (torch.nn.BCELoss)."""
+    y, p = _pair(y_true, y_prob, "y_prob")
+    return _core.logloss(p, y)
+
+
+def session_logloss(y_true: Any, y_prob: Any, offsets: Any) -> float:
+    """Mean over sessions of each session's mean BCE; ``offsets`` are the CSR session
+    boundaries (S+1 int64, as ``SessionData.offsets``)."""
+    y, p = _pair(y_true, y_prob, "y_prob")
+    off = np.ascontiguousarray(np.asarray(offsets), dtype=np.int64)
+    return _core.logloss(p, y, off)
+
+
+def gauc(y_true: Any, y_score: Any, groups: Any) -> float:
+    """Group AUC: per-group (e.g. per-user) AUC weighted by the group's rows, over the
+    groups that hold both classes."""
+    y, s = _pair(y_true, y_score)
+    g = np.asarray(groups)
+    if g.dtype.kind not in "iu" or g.shape != s.shape:
+        raise ValueError(f"groups: expected integer ids of shape {s.shape}, got {g.dtype} {g.shape}")
+    return _core.auc(s, y, np.ascontiguousarray(g, dtype=np.int64))
+
+
+def evaluate(model: Any, data: Any, batch_size: int = 16384,
+             prob: Optional[np.ndarray] = None) -> Dict[str, Dict[str, float]]:
+    """Per-task AUC, logloss, s-logloss (and GAUC when the data has user ids).
+
+    ``model`` is any object with ``predict(sparse, dense, batch_size)``; pass ``prob``
+    (n, T) to score predictions already made. Returns ``{task_name: {metric: value}}``;
+    a metric that is undefined on this data (one class only) is NaN.
+    """
+    if prob is None:
+        prob = model.predict(data.sparse, data.dense, batch_size=batch_size)
+    out: Dict[str, Dict[str, float]] = {}
+    for k, name in enumerate(data.task_names):
+        y, p = data.labels[:, k], np.ascontiguousarray(prob[:, k])
+        row = {"auc": _or_nan(auc, y, p), "logloss": logloss(y, p),
+               "s_logloss": session_logloss(y, p, data.offsets)}
+        if data.user is not None:
+            row["gauc"] = _or_nan(gauc, y, p, data.user)
+        out[name] = row
+    return out
+
+
+def _or_nan(fn, *args) -> float:
+    try:
+        return fn(*args)
+    except ValueError:
+        return float("nan")

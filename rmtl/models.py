@@ -1,0 +1,270 @@
+"""Multi-task backbones over the C core, with PyTorch-like module conventions.
+
+Every backbone owns one flat float32 buffer each for parameters, gradients and Adam's
+two moments; :meth:`Backbone.named_parameters` hands out zero-copy views into it, and
+:meth:`Backbone.state_dict` uses exactly the keys and shapes of the reference PyTorch
+modules (``embedding.embedding.weight``, ``bottom.mlp.0.weight``, ``tower.1.mlp.6.bias``,
+...), so weights move between the two in either direction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections import OrderedDict
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_codes, as_dense, as_labels, as_float, _detach
+
+__all__ = ["BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "create", "save", "load"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Everything needed to rebuild a backbone (reference values from SPEC section 4)."""
+
+    name: str
+    field_dims: Tuple[int, ...]
+    num_dense: int
+    num_tasks: int
+    embed_dim: int = 128
+    bottom_dims: Tuple[int, ...] = (512, 256)
+    tower_dims: Tuple[int, ...] = (128, 64)
+    dropout: float = 0.2
+    seed: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Backbone:
+    """Base class: a multi-task model predicting one probability per task.
+
+    Subclasses set ``name`` and ``_kind``; construction arguments are those of
+    :class:`BackboneConfig` without ``name``.
+    """
+
+    name = ""
+    _kind = -1
+
+    def __init__(
+        self,
+        field_dims: Sequence[int],
+        num_dense: int,
+        num_tasks: int,
+        embed_dim: int = 128,
+        bottom_dims: Sequence[int] = (512, 256),
+        tower_dims: Sequence[int] = (128, 64),
+        dropout: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        cfg = BackboneConfig(self.name, tuple(int(d) for d in field_dims), int(num_dense),
+                             int(num_tasks), int(embed_dim), tuple(int(d) for d in bottom_dims),
+                             tuple(int(d) for d in tower_dims), float(dropout), int(seed))
+        _check_config(cfg)
+        self.config = cfg
+        self._core = _core.Model(self._kind, np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
+                                 cfg.num_tasks, cfg.embed_dim, cfg.bottom_dims, cfg.tower_dims,
+                                 cfg.dropout, cfg.seed & (2**64 - 1))
+        self._table = self._core.param_table()
+        self._flat = {b: self._core.buffer(b) for b in ("param", "grad", "adam_m", "adam_v")}
+        self._views = {b: OrderedDict((n, buf[o:o + int(np.prod(s))].reshape(s)) for n, o, s in self._table)
+                       for b, buf in self._flat.items()}
+
+    # ------------------------------------------------------------------ modes
+    @property
+    def training(self) -> bool:
+        """True in training mode (dropout active)."""
+        return self._core.training
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """Set training mode (dropout on) and return self, like ``torch.nn.Module.train``."""
+        self._core.training = bool(mode)
+        return self
+
+    def eval(self) -> "Backbone":
+        """Set evaluation mode (dropout off) and return self."""
+        return self.train(False)
+
+    # ------------------------------------------------------------------ compute
+    def __call__(self, sparse: Any, dense: Any = None) -> np.ndarray:
+        """Forward pass in the current mode: (n, T) float32 probabilities."""
+        codes = as_codes(sparse, len(self.config.field_dims))
+        return self._core.forward(codes, as_dense(dense, codes.shape[0], self.config.num_dense))
+
+    forward = __call__
+
+    def predict(self, sparse: Any, dense: Any = None, batch_size: int = 16384) -> np.ndarray:
+        """Evaluation-mode probabilities (n, T) float32, in batches (Ctrl-C stops between them)."""
+        codes = as_codes(sparse, len(self.config.field_dims))
+        dense = as_dense(dense, codes.shape[0], self.config.num_dense)
+        out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
+        step = max(1, int(batch_size)) * 8
+        for start in range(0, codes.shape[0], step):
+            self._core.predict(codes[start:start + step], dense[start:start + step],
+                               out[start:start + step], int(batch_size))
+        return out
+
+    def loss_and_grad(self, sparse: Any, dense: Any, labels: Any, weights: Any = None) -> float:
+        """Zero the gradients, run forward (current mode) and backward of
+        ``(1/T) sum_k mean_i w_ik BCE(y_ik, p_ik)``; gradients land in :meth:`named_grads`."""
+        codes = as_codes(sparse, len(self.config.field_dims))
+        n, T = codes.shape[0], self.config.num_tasks
+        w = None if weights is None else as_float(weights, (n, T), "weights")
+        if w is not None and (w < 0).any():
+            raise ValueError("weights: expected non-negative loss weights")
+        return self._core.loss_backward(codes, as_dense(dense, n, self.config.num_dense),
+                                        as_labels(labels, n, T), w)
+
+    def adam_step(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        """One Adam step with torch.optim.Adam semantics over the current gradients."""
+        self._core.adam_step(lr, betas[0], betas[1], eps, weight_decay)
+
+    # ------------------------------------------------------------------ parameters
+    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(name, zero-copy float32 view) for every tensor; writing a view changes the model."""
+        return iter(self._views["param"].items())
+
+    def parameters(self) -> List[np.ndarray]:
+        """Zero-copy views of every parameter tensor."""
+        return list(self._views["param"].values())
+
+    def named_grads(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(name, zero-copy view of its gradient) from the last :meth:`loss_and_grad`."""
+        return iter(self._views["grad"].items())
+
+    @property
+    def num_parameters(self) -> int:
+        return int(self._flat["param"].size)
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter under the reference PyTorch module's key and shape."""
+        return OrderedDict((k, v.copy()) for k, v in self._views["param"].items())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Copy parameters in from a mapping of name -> array-like (NumPy arrays, torch
+        tensors, ...). Everything is checked before anything is written, so a bad dict
+        leaves the model unchanged. ``strict=False`` ignores missing and unexpected keys."""
+        views = self._views["param"]
+        missing = [k for k in views if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in views]
+        if strict and (missing or unexpected):
+            raise ValueError(f"state_dict: missing keys {missing}, unexpected keys {unexpected}; "
+                             f"expected exactly the keys of {type(self).__name__}.state_dict()")
+        staged = {}
+        for k, v in state_dict.items():
+            if k not in views:
+                continue
+            a = as_float(_detach(v), views[k].shape, f"state_dict[{k!r}]")
+            staged[k] = a
+        for k, a in staged.items():
+            views[k][...] = a
+
+    def optimizer_state(self) -> Dict[str, Any]:
+        """Adam moments and counters (copies), for checkpoints that resume training."""
+        steps, counter = self._core.steps
+        return {"adam_m": self._flat["adam_m"].copy(), "adam_v": self._flat["adam_v"].copy(),
+                "steps": steps, "counter": counter}
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`optimizer_state` returned."""
+        n = self._flat["param"].size
+        m = as_float(state["adam_m"], (n,), "adam_m")
+        v = as_float(state["adam_v"], (n,), "adam_v")
+        self._core.steps = (int(state["steps"]), int(state["counter"]))
+        self._flat["adam_m"][...] = m
+        self._flat["adam_v"][...] = v
+
+    def clone(self) -> "Backbone":
+        """A new model with the same config, weights, mode and optimizer state."""
+        other = create(**self.config.to_dict())
+        other._flat["param"][...] = self._flat["param"]
+        other.load_optimizer_state(self.optimizer_state())
+        return other.train(self.training)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{type(self).__name__}(fields={len(c.field_dims)}, dense={c.num_dense}, tasks={c.num_tasks}, "
+                f"embed={c.embed_dim}, bottom={c.bottom_dims}, tower={c.tower_dims}, dropout={c.dropout}, "
+                f"params={self.num_parameters})")
+
+
+class SingleTask(Backbone):
+    """One independent model per task: its own embedding, dense layer, bottom MLP and tower."""
+
+    name = "singletask"
+    _kind = 0
+
+
+class SharedBottom(Backbone):
+    """One bottom MLP over the shared embedding, one tower per task."""
+
+    name = "sharedbottom"
+    _kind = 1
+
+
+class ESMM(Backbone):
+    """Entire-space multi-task model (2 tasks): one bottom MLP and tower per task;
+    output 1 = sigmoid(tower 1), output 2 = sigmoid(tower 2) * output 1 (CTCVR = CTR x CVR)."""
+
+    name = "esmm"
+    _kind = 2
+
+
+BACKBONES: Dict[str, Type[Backbone]] = {c.name: c for c in (SingleTask, SharedBottom, ESMM)}
+
+
+def create(name: str, field_dims: Sequence[int], num_dense: int, num_tasks: int, **kwargs: Any) -> Backbone:
+    """Build a backbone by name (``singletask``, ``sharedbottom``, ``esmm``)."""
+    key = str(name).lower()
+    if key not in BACKBONES:
+        raise ValueError(f"name: unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    return BACKBONES[key](field_dims, num_dense, num_tasks, **kwargs)
+
+
+def save(model: Backbone, path: "str | os.PathLike[str]") -> None:
+    """Write config, weights and optimizer state to one .npz file; :func:`load` rebuilds it."""
+    opt = model.optimizer_state()
+    np.savez(path, config=np.frombuffer(json.dumps(model.config.to_dict()).encode(), np.uint8),
+             param=model._flat["param"], adam_m=opt["adam_m"], adam_v=opt["adam_v"],
+             steps=np.array([opt["steps"], opt["counter"]], np.uint64))
+
+
+def load(path: "str | os.PathLike[str]") -> Backbone:
+    """Rebuild a model written by :func:`save` (in evaluation mode)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"path: no such file: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        if "config" not in z.files:
+            raise ValueError(f"path: {path} is not an rmtl model file (no config)")
+        cfg = json.loads(bytes(z["config"]).decode())
+        model = create(**cfg)
+        model._flat["param"][...] = as_float(z["param"], (model.num_parameters,), "param")
+        steps = z["steps"]
+        model.load_optimizer_state({"adam_m": z["adam_m"], "adam_v": z["adam_v"],
+                                    "steps": int(steps[0]), "counter": int(steps[1])})
+    return model.eval()
+
+
+def _check_config(c: BackboneConfig) -> None:
+    if not c.field_dims or min(c.field_dims) < 1:
+        raise ValueError(f"field_dims: expected at least one field, each >= 1, got {c.field_dims}")
+    if c.num_dense < 0:
+        raise ValueError(f"num_dense: expected >= 0, got {c.num_dense}")
+    if not 1 <= c.num_tasks <= _core.max_tasks:
+        raise ValueError(f"num_tasks: expected 1..{_core.max_tasks}, got {c.num_tasks}")
+    if c.name == "esmm" and c.num_tasks != 2:
+        raise ValueError(f"num_tasks: ESMM models exactly 2 tasks (CTR, CTCVR), got {c.num_tasks}")
+    if c.embed_dim < 1:
+        raise ValueError(f"embed_dim: expected >= 1, got {c.embed_dim}")
+    for key in ("bottom_dims", "tower_dims"):
+        dims = getattr(c, key)
+        if len(dims) > _core.max_layers or any(d < 1 for d in dims) or (key == "bottom_dims" and not dims):
+            raise ValueError(f"{key}: expected {'1' if key == 'bottom_dims' else '0'}..{_core.max_layers} "
+                             f"positive widths, got {dims}")
+    if not 0.0 <= c.dropout < 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {c.dropout}")

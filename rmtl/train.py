@@ -1,0 +1,131 @@
+"""Trainer: supervised training of a backbone, chunks of Adam steps in C per Python call."""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .data import SessionData, row_order
+from .metrics import evaluate
+
+__all__ = ["Trainer", "History"]
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch records of one :meth:`Trainer.fit` call."""
+
+    epochs: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    best_epoch: Optional[int] = None
+    best_score: float = float("-inf")
+    stopped_early: bool = False
+    interrupted: bool = False
+
+    def column(self, key: str) -> List[Any]:
+        """One field over epochs, e.g. ``history.column("valid_auc")``."""
+        return [e.get(key) for e in self.epochs]
+
+
+class Trainer:
+    """Adam on the mean per-task BCE, with early stopping on mean validation AUC.
+
+    Parameters follow the reference: ``lr=1e-3``, ``weight_decay=1e-6`` (added to the
+    gradient, as ``torch.optim.Adam``), ``batch_size=2048``. ``seed`` drives the batch
+    order; dropout masks come from the model's own seed. Each C call runs as many batches
+    as fit in about ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops
+    training, restores the best weights so far and returns the history.
+    """
+
+    def __init__(self, model: Any, lr: float = 1e-3, weight_decay: float = 1e-6,
+                 batch_size: int = 2048, seed: int = 0, betas=(0.9, 0.999), eps: float = 1e-8,
+                 progress: bool = True, chunk_seconds: float = 0.25) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        if not lr > 0:
+            raise ValueError(f"lr: expected > 0, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")
+        self.model = model
+        self.lr, self.weight_decay, self.batch_size = float(lr), float(weight_decay), int(batch_size)
+        self.seed, self.betas, self.eps = int(seed), (float(betas[0]), float(betas[1])), float(eps)
+        self.progress, self.chunk_seconds = bool(progress), float(chunk_seconds)
+        self._epochs_done = 0
+
+    def _check_data(self, data: SessionData, name: str) -> None:
+        c = self.model.config
+        if not isinstance(data, SessionData):
+            raise TypeError(f"{name}: expected rmtl.SessionData, got {type(data).__name__}")
+        if data.field_dims != tuple(c.field_dims) or data.num_dense != c.num_dense or data.num_tasks != c.num_tasks:
+            raise ValueError(
+                f"{name}: data has field_dims {data.field_dims}, {data.num_dense} dense, {data.num_tasks} tasks; "
+                f"the model expects {tuple(c.field_dims)}, {c.num_dense}, {c.num_tasks}")
+
+    def train_epoch(self, data: SessionData, bar: Any = None) -> float:
+        """One pass over ``data`` in a fresh seeded order; returns the mean training loss."""
+        order = row_order(len(data), True, self.seed, self._epochs_done)
+        core, B = self.model._core, self.batch_size
+        per_chunk, total, start = 1, 0.0, 0
+        self.model.train()
+        while start < len(order):
+            rows = order[start:start + per_chunk * B]
+            t0 = time.perf_counter()
+            total += core.train_chunk(rows, data.sparse, data.dense, data.labels, B, self.lr,
+                                      self.betas[0], self.betas[1], self.eps, self.weight_decay)
+            dt = time.perf_counter() - t0
+            start += len(rows)
+            if bar is not None:
+                bar.update(-(-len(rows) // B))
+            per_step = dt / max(1, -(-len(rows) // B))
+            per_chunk = max(1, min(256, int(self.chunk_seconds / max(per_step, 1e-6))))
+        self._epochs_done += 1
+        return total / len(order)
+
+    def fit(self, train: SessionData, valid: Optional[SessionData] = None, epochs: int = 10,
+            patience: int = 2) -> History:
+        """Train for up to ``epochs`` epochs; with ``valid``, stop after ``patience`` epochs
+        without a better mean validation AUC and restore the best weights."""
+        from tqdm.auto import tqdm
+
+        self._check_data(train, "train")
+        if valid is not None:
+            self._check_data(valid, "valid")
+        if epochs < 1 or patience < 1:
+            raise ValueError(f"epochs and patience: expected >= 1, got {epochs} and {patience}")
+        hist, best, bad = History(), None, 0
+        steps = -(-len(train) // self.batch_size)
+        try:
+            for epoch in range(epochs):
+                t0 = time.perf_counter()
+                with tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress,
+                          leave=False) as bar:
+                    loss = self.train_epoch(train, bar)
+                rec: Dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
+                                       "seconds": time.perf_counter() - t0}
+                if valid is not None:
+                    res = evaluate(self.model, valid)
+                    aucs = [r["auc"] for r in res.values()]
+                    rec.update({f"valid_auc_{k}": r["auc"] for k, r in res.items()})
+                    rec.update({f"valid_logloss_{k}": r["logloss"] for k, r in res.items()})
+                    rec["valid_auc"] = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else float("nan")
+                    if rec["valid_auc"] > hist.best_score:
+                        hist.best_score, hist.best_epoch, bad = rec["valid_auc"], epoch + 1, 0
+                        best = self.model.state_dict()
+                    else:
+                        bad += 1
+                hist.epochs.append(rec)
+                if self.progress:
+                    tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in rec.items()))
+                if valid is not None and bad >= patience:
+                    hist.stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            hist.interrupted = True
+            warnings.warn("training interrupted; the model holds the best weights so far", stacklevel=2)
+        if best is not None:
+            self.model.load_state_dict(best)
+        self.model.eval()
+        return hist
