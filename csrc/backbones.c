@@ -19,10 +19,10 @@ static int rmtl_model_build(rmtl_model *m) {
     char name[RMTL_NAME_LEN];
     for (int f = 0; f < m->n_front && st == RMTL_OK; f++) {
         snprintf(name, sizeof(name), "%d.", f);
-        st = rmtl_frontend_build(m, &m->front[f], m->n_front > 1 ? name : "");
+        st = rmtl_frontend_build(m, &m->front[f], m->kind == RMTL_SINGLETASK ? name : "");
     }
     for (int b = 0; b < m->n_bottom_mlp && st == RMTL_OK; b++) {
-        if (m->n_bottom_mlp > 1) {
+        if (m->kind != RMTL_SHAREDBOTTOM) {
             snprintf(name, sizeof(name), "bottom.%d.mlp", b);
         } else {
             snprintf(name, sizeof(name), "bottom.mlp");

@@ -1,0 +1,48 @@
+import os
+
+import numpy as np
+import pytest
+
+import rmtl
+
+
+def require_torch():
+    """Import torch; a missing torch skips, or fails when RMTL_REQUIRE_TORCH=1 (CI)."""
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("RMTL_REQUIRE_TORCH") == "1":
+            pytest.fail("RMTL_REQUIRE_TORCH=1 but torch is not installed")
+        pytest.skip("torch is not installed")
+    torch.set_num_threads(2)
+    return torch
+
+
+@pytest.fixture
+def torch():
+    return require_torch()
+
+
+@pytest.fixture(params=["blas", "builtin"])
+def gemm(request):
+    """Run the test on both matrix-multiply paths, restoring the default afterwards."""
+    before = rmtl.blas_info()["backend"]
+    rmtl.set_gemm_backend(request.param)
+    yield request.param
+    rmtl.set_gemm_backend(before)
+
+
+def random_session_data(n_sessions=60, field_dims=(5, 7, 3), num_dense=2, num_tasks=2, seed=0, esmm=True):
+    """A small random SessionData for tests (labels with pay implying click when esmm)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 8, n_sessions)
+    n = int(lengths.sum())
+    session = np.repeat(np.arange(n_sessions) * 3 + 11, lengths)
+    time = np.sort(rng.integers(0, 10**9, n))
+    sparse = np.stack([rng.integers(0, d, n) for d in field_dims], 1)
+    dense = rng.normal(size=(n, num_dense)).astype(np.float32)
+    labels = (rng.random((n, num_tasks)) < 0.4).astype(np.float32)
+    if esmm and num_tasks >= 2:
+        labels[:, 1] *= labels[:, 0]
+    user = rng.integers(0, 10, n)
+    return rmtl.SessionData(session, time, sparse, dense, labels, field_dims, user=user)
