@@ -1,0 +1,100 @@
+"""Bad input raises a clear error and never crashes or half-updates a model."""
+import numpy as np
+import pytest
+
+import rmtl
+
+
+def model():
+    return rmtl.models.SharedBottom((4, 5), 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,))
+
+
+GOOD = (np.array([[0, 1], [3, 4]], np.int32), np.zeros((2, 1), np.float32))
+
+
+@pytest.mark.parametrize("sparse,dense,err,match", [
+    (np.array([[0, 5], [0, 0]]), GOOD[1], ValueError, r"code 5 at row 0, field 1 .*\[0, 5\)"),
+    (np.array([[-1, 0], [0, 0]]), GOOD[1], ValueError, "sparse"),
+    (np.array([[0.0, 1.0], [0, 0]]), GOOD[1], TypeError, "integer"),
+    (np.array([[0, 1, 2]]), np.zeros((1, 1)), ValueError, r"expected shape \(n, 2\)"),
+    (GOOD[0], np.array([[np.nan], [0]]), ValueError, "NaN"),
+    (GOOD[0], np.zeros((2, 3)), ValueError, r"dense: expected shape \(2, 1\)"),
+    (GOOD[0], None, ValueError, "expects 1 dense"),
+    (GOOD[0], np.array([["a"], ["b"]]), TypeError, "dense"),
+])
+def test_predict_rejects(sparse, dense, err, match):
+    with pytest.raises(err, match=match):
+        model().predict(sparse, dense)
+
+
+def test_core_rejects_unchecked_arrays():
+    m = model()
+    core = m._core
+    out = np.zeros((2, 2), np.float32)
+    with pytest.raises(TypeError, match="int32"):
+        core.predict(GOOD[0].astype(np.int64), GOOD[1], out, 16)
+    with pytest.raises(ValueError, match="contiguous"):
+        core.predict(np.asfortranarray(np.array([[0, 1], [2, 3]], np.int32)), GOOD[1], out, 16)
+    ro = out.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        core.predict(GOOD[0], GOOD[1], ro, 16)
+    with pytest.raises(ValueError, match="out: expected size 2"):
+        core.predict(GOOD[0], GOOD[1], np.zeros((3, 2), np.float32), 16)
+    bad = np.array([[0, 9], [0, 0]], np.int32)
+    with pytest.raises(ValueError, match="field 1"):
+        core.predict(bad, GOOD[1], out, 16)
+    with pytest.raises(ValueError, match="rows: index 5"):
+        core.train_chunk(np.array([0, 5]), GOOD[0], GOOD[1], np.zeros((2, 2), np.float32), 2,
+                         1e-3, 0.9, 0.999, 1e-8, 0.0)
+    with pytest.raises(ValueError, match="adam"):
+        core.adam_step(-1.0, 0.9, 0.999, 1e-8, 0.0)
+
+
+def test_bad_labels_leave_model_unchanged():
+    m = model()
+    before = m.state_dict()
+    with pytest.raises(ValueError, match="0/1"):
+        m.loss_and_grad(*GOOD, np.array([[0, 2], [1, 0]]))
+    with pytest.raises(ValueError, match="weights"):
+        m.loss_and_grad(*GOOD, np.zeros((2, 2)), -np.ones((2, 2)))
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_state_dict_checks_everything_first():
+    m = model()
+    sd = m.state_dict()
+    before = {k: v.copy() for k, v in sd.items()}
+    sd["bottom.mlp.0.weight"] = sd["bottom.mlp.0.weight"] + 1
+    sd["tower.0.mlp.3.weight"] = np.zeros((2, 2))  # wrong shape, after a good change
+    with pytest.raises(ValueError, match=r"tower.0.mlp.3.weight.*expected shape \(1, 4\)"):
+        m.load_state_dict(sd)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(ValueError, match="missing keys"):
+        m.load_state_dict({k: v for k, v in before.items() if k != "numerical_layer.bias"})
+    with pytest.raises(ValueError, match="unexpected keys"):
+        m.load_state_dict(dict(before, extra=np.zeros(1)))
+    m.load_state_dict({"numerical_layer.bias": np.ones(4)}, strict=False)
+    np.testing.assert_array_equal(dict(m.named_parameters())["numerical_layer.bias"], 1)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(num_tasks=3, name="esmm"), "ESMM"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(bottom_dims=()), "bottom_dims"),
+    (dict(embed_dim=0), "embed_dim"),
+    (dict(field_dims=(3, 0)), "field_dims"),
+    (dict(name="nope"), "unknown backbone"),
+])
+def test_bad_configs(kw, match):
+    args = dict(name="sharedbottom", field_dims=(3, 3), num_dense=1, num_tasks=2)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        rmtl.models.create(**args)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        rmtl.load(tmp_path / "nope.npz")

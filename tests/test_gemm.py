@@ -1,0 +1,62 @@
+"""Both sgemm paths against NumPy, every transpose combination and awkward sizes."""
+import numpy as np
+import pytest
+
+import rmtl
+from rmtl import _core
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (3, 5, 7), (70, 300, 260), (257, 65, 513), (4, 9, 0)])
+def test_gemm_matches_numpy(gemm, ta, tb, M, N, K):
+    rng = np.random.default_rng(M * 7 + N * 3 + K)
+    a = rng.normal(size=(K, M) if ta else (M, K)).astype(np.float32)
+    b = rng.normal(size=(N, K) if tb else (K, N)).astype(np.float32)
+    c = rng.normal(size=(M, N)).astype(np.float32)
+    expect = 0.5 * (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + 2.0 * c
+    _core.gemm(a, b, c, ta, tb, 0.5, 2.0)
+    np.testing.assert_allclose(c, expect, rtol=1e-4, atol=1e-4 * max(1, np.sqrt(K)))
+
+
+def test_beta_zero_ignores_garbage(gemm):
+    a = np.ones((2, 3), np.float32)
+    b = np.ones((3, 2), np.float32)
+    c = np.full((2, 2), np.nan, np.float32)
+    _core.gemm(a, b, c, False, False, 1.0, 0.0)
+    np.testing.assert_array_equal(c, 3.0)
+
+
+def test_gemm_rejects_bad_arrays():
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="shapes"):
+        _core.gemm(a, a, np.zeros((2, 2), np.float32), False, False, 1.0, 0.0)
+    with pytest.raises(TypeError, match="float32"):
+        _core.gemm(a.astype(np.float64), a.T.copy(), np.zeros((2, 2), np.float32), False, False, 1.0, 0.0)
+    ro = np.zeros((2, 2), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        _core.gemm(a, a.T.copy(), ro, False, False, 1.0, 0.0)
+    with pytest.raises(ValueError, match="contiguous"):
+        _core.gemm(a, np.ones((3, 4), np.float32)[:, ::2], np.zeros((2, 2), np.float32), False, False, 1.0, 0.0)
+
+
+def test_blas_info_and_switch():
+    info = rmtl.blas_info()
+    assert info["backend"] in ("blas", "builtin") and info["blas_available"]
+    before = info["backend"]
+    rmtl.set_gemm_backend("builtin")
+    assert rmtl.blas_info()["backend"] == "builtin"
+    rmtl.set_gemm_backend("blas")
+    assert rmtl.blas_info()["backend"] == "blas"
+    rmtl.set_gemm_backend(before)
+    with pytest.raises(ValueError, match="'blas' or 'builtin'"):
+        rmtl.set_gemm_backend("mkl")
+
+
+def test_env_variable_forces_builtin():
+    import subprocess, sys, os
+    env = dict(os.environ, RMTL_BLAS="builtin")
+    out = subprocess.run([sys.executable, "-c", "import rmtl; print(rmtl.blas_info()['backend'])"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "builtin"
