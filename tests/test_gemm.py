@@ -54,9 +54,9 @@ def test_blas_info_and_switch():
         rmtl.set_gemm_backend("mkl")
 
 
-def test_env_variable_forces_builtin():
+def test_env_variable_forces_builtin(tmp_path):
     import subprocess, sys, os
     env = dict(os.environ, RMTL_BLAS="builtin")
     out = subprocess.run([sys.executable, "-c", "import rmtl; print(rmtl.blas_info()['backend'])"],
-                         env=env, capture_output=True, text=True, check=True)
+                         env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "builtin"

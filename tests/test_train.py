@@ -80,7 +80,7 @@ def test_one_and_two_threads_agree(tmp_path, backend):
         if backend == "builtin":
             env["RMTL_BLAS"] = "builtin"
         code = TRAIN_SCRIPT.format(tests=os.path.dirname(__file__), out=out)
-        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=tmp_path)
         res.append(np.load(out))
     np.testing.assert_allclose(res[0], res[1], rtol=1e-4, atol=1e-5)
 
