@@ -4,16 +4,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blocks.h"
+#include "experts.h"
+
+/* the backbones whose middle is a program of fused ops (experts.h); ESMM's per-task bottoms
+   read one embedding, so their first layers are one product there too */
+static int rmtl_model_has_experts(const rmtl_model *m) {
+    return m->kind >= RMTL_OMOE || m->kind == RMTL_ESMM;
+}
 
 static int rmtl_model_build(rmtl_model *m) {
     int st = RMTL_OK;
     int in = (m->F + 1) * m->E;
     m->n_front = m->kind == RMTL_SINGLETASK ? m->T : 1;
-    m->n_bottom_mlp = m->kind == RMTL_SHAREDBOTTOM ? 1 : m->T;
-    m->bottoms = calloc((size_t)m->n_bottom_mlp, sizeof(rmtl_mlp));
+    m->n_bottom_mlp = rmtl_model_has_experts(m) ? 0 : m->kind == RMTL_SHAREDBOTTOM ? 1 : m->T;
+    m->bottoms = m->n_bottom_mlp > 0 ? calloc((size_t)m->n_bottom_mlp, sizeof(rmtl_mlp)) : NULL;
     m->towers = calloc((size_t)m->T, sizeof(rmtl_mlp));
-    if (m->bottoms == NULL || m->towers == NULL) {
+    if ((m->n_bottom_mlp > 0 && m->bottoms == NULL) || m->towers == NULL) {
         return RMTL_ERR_NOMEM;
     }
     char name[RMTL_NAME_LEN];
@@ -28,6 +34,9 @@ static int rmtl_model_build(rmtl_model *m) {
             snprintf(name, sizeof(name), "bottom.mlp");
         }
         st = rmtl_mlp_build(m, &m->bottoms[b], name, in, m->bottom, m->n_bottom, 0);
+    }
+    if (st == RMTL_OK && rmtl_model_has_experts(m)) {
+        st = rmtl_experts_build(m);
     }
     for (int k = 0; k < m->T && st == RMTL_OK; k++) {
         snprintf(name, sizeof(name), "tower.%d.mlp", k);
@@ -45,6 +54,12 @@ int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
         cfg->dropout >= 1.0f || (cfg->kind == RMTL_ESMM && cfg->T != 2)) {
         return RMTL_ERR_ARG;
     }
+    int moe = cfg->kind == RMTL_OMOE || cfg->kind == RMTL_MMOE;
+    if ((moe && (cfg->n_experts < 1 || cfg->n_experts > RMTL_MAX_EXPERTS)) ||
+        (cfg->kind == RMTL_PLE && (cfg->n_experts < 2 || cfg->n_experts % 2 != 0 ||
+                                   (cfg->T + 1) * (cfg->n_experts / 2) > RMTL_MAX_EXPERTS))) {
+        return RMTL_ERR_ARG;
+    }
     rmtl_model *m = calloc(1, sizeof(rmtl_model));
     if (m == NULL) {
         return RMTL_ERR_NOMEM;
@@ -58,6 +73,7 @@ int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
     m->n_tower = cfg->n_tower;
     m->dropout = cfg->dropout;
     m->seed = cfg->seed;
+    m->n_experts = moe || cfg->kind == RMTL_PLE ? cfg->n_experts : 0;
     m->training = 1;
     m->field_dims = malloc((size_t)cfg->F * sizeof(int32_t));
     m->field_offset = malloc((size_t)cfg->F * sizeof(int64_t));
@@ -111,6 +127,7 @@ void rmtl_model_free(rmtl_model *m) {
     rmtl_params_free(&m->params);
     rmtl_arena_free(&m->arena);
     rmtl_model_free_batch(m);
+    rmtl_experts_free(m);
     free(m->bottoms);
     free(m->towers);
     free(m->field_dims);
@@ -142,8 +159,14 @@ int rmtl_model_reserve(rmtl_model *m, int batch) {
     return st;
 }
 
-static int rmtl_model_bottom_of(const rmtl_model *m, int k) {
-    return m->n_bottom_mlp == 1 ? 0 : k;
+/* where task k's tower input lives */
+static rmtl_loc rmtl_model_feature(const rmtl_model *m, int k) {
+    if (rmtl_model_has_experts(m)) {
+        return rmtl_experts_feature(m, k);
+    }
+    rmtl_loc l = {rmtl_mlp_out(&m->bottoms[m->n_bottom_mlp == 1 ? 0 : k]), 0,
+                  m->bottom[m->n_bottom - 1]};
+    return l;
 }
 
 static const rmtl_frontend *rmtl_model_front_of(const rmtl_model *m, int b) {
@@ -166,10 +189,13 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
         rmtl_mlp_forward(m, &m->bottoms[b], rmtl_arena_val(&m->arena, rmtl_model_front_of(m, b)->act),
                          B);
     }
+    if (rmtl_model_has_experts(m)) {
+        rmtl_experts_forward(m, B);
+    }
     for (int k = 0; k < m->T; k++) {
-        const rmtl_mlp *bottom = &m->bottoms[rmtl_model_bottom_of(m, k)];
-        logit[k] = rmtl_mlp_forward(m, &m->towers[k],
-                                    rmtl_arena_val(&m->arena, rmtl_mlp_out(bottom)), B);
+        rmtl_loc in = rmtl_model_feature(m, k);
+        logit[k] = rmtl_mlp_forward_ld(m, &m->towers[k],
+                                       rmtl_arena_val(&m->arena, in.col) + in.off, in.ld, B);
     }
     rmtl_head_forward(m->prob, m->sig, logit, m->kind == RMTL_ESMM, B, m->T);
     return RMTL_OK;
@@ -178,14 +204,17 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
 /* after the head's logit gradients are in the arena: everything below them */
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
     for (int k = 0; k < m->T; k++) {
-        size_t col = rmtl_mlp_out(&m->bottoms[rmtl_model_bottom_of(m, k)]);
-        rmtl_mlp_backward(m, &m->towers[k], rmtl_arena_grad(&m->arena, col),
-                          rmtl_arena_val(&m->arena, col), B);
+        rmtl_loc in = rmtl_model_feature(m, k);
+        rmtl_mlp_backward_ld(m, &m->towers[k], rmtl_arena_grad(&m->arena, in.col) + in.off,
+                             rmtl_arena_val(&m->arena, in.col) + in.off, in.ld, B);
     }
     for (int b = 0; b < m->n_bottom_mlp; b++) {
         size_t col = rmtl_model_front_of(m, b)->act;
         rmtl_mlp_backward(m, &m->bottoms[b], rmtl_arena_grad(&m->arena, col),
                           rmtl_arena_val(&m->arena, col), B);
+    }
+    if (rmtl_model_has_experts(m)) {
+        rmtl_experts_backward(m, B);
     }
     for (int f = 0; f < m->n_front; f++) {
         rmtl_frontend_backward(m, &m->front[f], codes, dense, B);

@@ -122,27 +122,39 @@ size_t rmtl_mlp_out(const rmtl_mlp *mlp) {
     return mlp->layer[mlp->n - 1].act;
 }
 
-const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int B) {
+const float *rmtl_mlp_forward_ld(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int ld_in,
+                                 int B) {
     const float *p = m->params.param;
     for (int j = 0; j < mlp->n; j++) {
         const rmtl_linear *l = &mlp->layer[j];
         float *out = rmtl_arena_val(&m->arena, l->act);
         rmtl_dropout drop = {m->training ? m->dropout : 0.0f, m->seed,
                              (m->counter << 12) | (uint64_t)l->salt};
-        rmtl_linear_forward(out, inp, p + l->w, p + l->b, l->relu, drop, B, l->in, l->out, l->out);
+        rmtl_dense_forward(out, l->out, inp, j > 0 ? l->in : ld_in, p + l->w, p + l->b,
+                           l->relu ? l->out : 0, drop, B, l->in, l->out);
         inp = out;
     }
     return inp;
 }
 
-void rmtl_mlp_backward(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp, int B) {
+const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int B) {
+    return rmtl_mlp_forward_ld(m, mlp, inp, mlp->layer[0].in, B);
+}
+
+void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp,
+                          int ld_in, int B) {
     float drop_p = m->training ? m->dropout : 0.0f;
     for (int j = mlp->n - 1; j >= 0; j--) {
         const rmtl_linear *l = &mlp->layer[j];
         const float *x = j > 0 ? rmtl_arena_val(&m->arena, mlp->layer[j - 1].act) : inp;
         float *dx = j > 0 ? rmtl_arena_grad(&m->arena, mlp->layer[j - 1].act) : dinp;
-        rmtl_linear_backward(dx, m->params.grad + l->w, m->params.grad + l->b,
-                             rmtl_arena_grad(&m->arena, l->act), rmtl_arena_val(&m->arena, l->act),
-                             x, m->params.param + l->w, l->relu, drop_p, B, l->in, l->out, l->out);
+        rmtl_dense_backward(dx, j > 0 ? l->in : ld_in, m->params.grad + l->w,
+                            m->params.grad + l->b, rmtl_arena_grad(&m->arena, l->act), l->out,
+                            rmtl_arena_val(&m->arena, l->act), x, m->params.param + l->w,
+                            l->relu ? l->out : 0, drop_p, B, l->in, l->out);
     }
+}
+
+void rmtl_mlp_backward(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp, int B) {
+    rmtl_mlp_backward_ld(m, mlp, dinp, inp, mlp->layer[0].in, B);
 }

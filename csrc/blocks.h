@@ -24,5 +24,10 @@ int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const
 const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int B);
 void rmtl_mlp_backward(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp, int B);
 /* the gradient of the MLP output must already be in the arena; dinp may be NULL */
+const float *rmtl_mlp_forward_ld(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int ld_in,
+                                 int B);
+void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp,
+                          int ld_in, int B);
+/* the same for an input (and its gradient dinp) whose rows are ld_in floats apart */
 size_t rmtl_mlp_out(const rmtl_mlp *mlp);
 #endif

@@ -3,55 +3,59 @@
 #include <math.h>
 #include <string.h>
 
-void rmtl_linear_forward(float *out, const float *inp, const float *w, const float *b, int relu,
-                         rmtl_dropout drop, int B, int C, int OC, int ld_out) {
-    rmtl_gemm(0, 1, B, OC, C, 1.0f, inp, C, w, C, 0.0f, out, ld_out);
-    float scale = drop.p > 0.0f ? 1.0f / (1.0f - drop.p) : 1.0f;
+/* keep flags of one row: two 24-bit uniforms from each 64-bit draw, keyed by (row, pair) */
+static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int n, int OC) {
+    float scale = 1.0f / (1.0f - drop.p);
+    uint64_t base = (uint64_t)i * (uint64_t)((OC + 1) / 2);
+    for (int j = 0; j < n; j += 2) {
+        uint64_t r = rmtl_rng_u64(drop.seed, drop.stream, base + (uint64_t)(j / 2));
+        float u0 = (float)((r >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
+        float u1 = (float)(r >> 40) * (1.0f / 16777216.0f);
+        o[j] = (o[j] > 0.0f && u0 >= drop.p) ? o[j] * scale : 0.0f;
+        if (j + 1 < n) {
+            o[j + 1] = (o[j + 1] > 0.0f && u1 >= drop.p) ? o[j + 1] * scale : 0.0f;
+        }
+    }
+}
+
+void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
+                        const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC) {
+    rmtl_gemm(0, 1, B, OC, C, 1.0f, inp, ld_in, w, C, 0.0f, out, ld_out);
 #pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
     for (int i = 0; i < B; i++) {
         float *o = out + (size_t)i * ld_out;
         for (int j = 0; j < OC; j++) {
             o[j] += b[j];
         }
-        if (!relu) {
+        if (drop.p > 0.0f && n_relu > 0) {
+            rmtl_dropout_row(o, drop, i, n_relu, OC);
             continue;
         }
-        if (drop.p > 0.0f) {
-            for (int j = 0; j < OC; j++) {
-                float u = rmtl_rng_uniform(drop.seed, drop.stream, (uint64_t)i * OC + j);
-                o[j] = (o[j] > 0.0f && u >= drop.p) ? o[j] * scale : 0.0f;
-            }
-        } else {
-            for (int j = 0; j < OC; j++) {
-                o[j] = o[j] > 0.0f ? o[j] : 0.0f;
-            }
+        for (int j = 0; j < n_relu; j++) {
+            o[j] = o[j] > 0.0f ? o[j] : 0.0f;
         }
     }
 }
 
-void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const float *out,
-                          const float *inp, const float *w, int relu, float drop_p, int B, int C,
-                          int OC, int ld_out) {
-    if (relu) {
-        /* out > 0 exactly where ReLU passed and dropout kept, so no mask is stored */
-        float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
-#pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
-        for (int i = 0; i < B; i++) {
-            float *d = dout + (size_t)i * ld_out;
-            const float *o = out + (size_t)i * ld_out;
-            for (int j = 0; j < OC; j++) {
-                d[j] = o[j] > 0.0f ? d[j] * scale : 0.0f;
-            }
-        }
-    }
-    /* column sums in row order per column block: the same bits for any thread count */
+void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
+                         const float *out, const float *inp, const float *w, int n_relu,
+                         float drop_p, int B, int C, int OC) {
+    float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
+    /* ReLU columns become pre-activation gradients here and the bias gradient is summed in
+       the same pass; out > 0 exactly where ReLU passed and dropout kept, so no mask is
+       stored. Column blocks are summed in row order: the same bits for any thread count. */
     int nblk = (OC + 63) / 64;
 #pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
     for (int blk = 0; blk < nblk; blk++) {
         int j0 = blk * 64, j1 = j0 + 64 < OC ? j0 + 64 : OC;
+        int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
         float acc[64] = {0};
         for (int i = 0; i < B; i++) {
-            const float *d = dout + (size_t)i * ld_out;
+            float *d = dout + (size_t)i * ld_out;
+            const float *o = out + (size_t)i * ld_out;
+            for (int j = j0; j < jr; j++) {
+                d[j] = o[j] > 0.0f ? d[j] * scale : 0.0f;
+            }
             for (int j = j0; j < j1; j++) {
                 acc[j - j0] += d[j];
             }
@@ -60,10 +64,22 @@ void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const 
             db[j] += acc[j - j0];
         }
     }
-    rmtl_gemm(1, 0, OC, C, B, 1.0f, dout, ld_out, inp, C, 1.0f, dw, C);
+    rmtl_gemm(1, 0, OC, C, B, 1.0f, dout, ld_out, inp, ld_in, 1.0f, dw, C);
     if (dinp != NULL) {
-        rmtl_gemm(0, 0, B, C, OC, 1.0f, dout, ld_out, w, C, 1.0f, dinp, C);
+        rmtl_gemm(0, 0, B, C, OC, 1.0f, dout, ld_out, w, C, 1.0f, dinp, ld_in);
     }
+}
+
+void rmtl_linear_forward(float *out, const float *inp, const float *w, const float *b, int relu,
+                         rmtl_dropout drop, int B, int C, int OC, int ld_out) {
+    rmtl_dense_forward(out, ld_out, inp, C, w, b, relu ? OC : 0, drop, B, C, OC);
+}
+
+void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const float *out,
+                          const float *inp, const float *w, int relu, float drop_p, int B, int C,
+                          int OC, int ld_out) {
+    rmtl_dense_backward(dinp, C, dw, db, dout, ld_out, out, inp, w, relu ? OC : 0, drop_p, B, C,
+                        OC);
 }
 
 void rmtl_embedding_forward(float *out, const int32_t *codes, const float *table,
@@ -139,4 +155,147 @@ double rmtl_head_backward(float *const *dlogit, const float *prob, const float *
         }
     }
     return loss / ((double)B * (double)T);
+}
+
+void rmtl_head_backward_prob(float *const *dlogit, const float *dprob, const float *sig, int esmm,
+                             int B, int T) {
+    for (int i = 0; i < B; i++) {
+        for (int k = 0; k < T; k++) {
+            size_t ik = (size_t)i * T + k;
+            /* ESMM: p1 = s1 * s0, so s0 also receives dp1 * s1 */
+            float ds = dprob[ik];
+            if (esmm && k == 0) {
+                ds += dprob[ik + 1] * sig[ik + 1];
+            } else if (esmm && k == 1) {
+                ds *= sig[ik - 1];
+            }
+            dlogit[k][i] = ds * sig[ik] * (1.0f - sig[ik]);
+        }
+    }
+}
+
+void rmtl_softmax_forward(float *x, int ld, int B, int n) {
+#pragma omp parallel for schedule(static) if ((long)B * n > 32768)
+    for (int i = 0; i < B; i++) {
+        float *r = x + (size_t)i * ld, mx = r[0], sum = 0.0f;
+        for (int e = 1; e < n; e++) {
+            mx = r[e] > mx ? r[e] : mx;
+        }
+        for (int e = 0; e < n; e++) {
+            r[e] = expf(r[e] - mx);
+            sum += r[e];
+        }
+        for (int e = 0; e < n; e++) {
+            r[e] /= sum;
+        }
+    }
+}
+
+void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
+#pragma omp parallel for schedule(static) if ((long)B * n > 32768)
+    for (int i = 0; i < B; i++) {
+        float *g = d + (size_t)i * ld;
+        const float *q = p + (size_t)i * ld;
+        float dot = 0.0f;
+        for (int e = 0; e < n; e++) {
+            dot += q[e] * g[e];
+        }
+        for (int e = 0; e < n; e++) {
+            g[e] = q[e] * (g[e] - dot);
+        }
+    }
+}
+
+void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate,
+                      const float *const *x, const int *ld_x, int n, int B, int W) {
+#pragma omp parallel for schedule(static) if ((long)B * n * W > 65536)
+    for (int i = 0; i < B; i++) {
+        float *o = out + (size_t)i * ld_out;
+        const float *g = gate + (size_t)i * ld_gate;
+        for (int c = 0; c < W; c++) {
+            o[c] = 0.0f;
+        }
+        for (int e = 0; e < n; e++) {
+            const float *xe = x[e] + (size_t)i * ld_x[e];
+            float ge = g[e];
+            for (int c = 0; c < W; c++) {
+                o[c] += ge * xe[c];
+            }
+        }
+    }
+}
+
+void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld_out,
+                       const float *gate, int ld_gate, const float *const *x, const int *ld_x,
+                       int n, int B, int W) {
+#pragma omp parallel for schedule(static) if ((long)B * n * W > 65536)
+    for (int i = 0; i < B; i++) {
+        const float *d = dout + (size_t)i * ld_out;
+        const float *g = gate + (size_t)i * ld_gate;
+        float *dg = dgate + (size_t)i * ld_gate;
+        for (int e = 0; e < n; e++) {
+            const float *xe = x[e] + (size_t)i * ld_x[e];
+            float *dxe = dx[e] + (size_t)i * ld_x[e];
+            float ge = g[e], dot = 0.0f;
+            for (int c = 0; c < W; c++) {
+                dot += d[c] * xe[c];
+                dxe[c] += ge * d[c];
+            }
+            dg[e] += dot;
+        }
+    }
+}
+
+/* h = [V | K | Q] of one position, (B, 3D) row stride ld_h */
+void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
+                             int ld_h, int B, int D) {
+    float inv = 1.0f / sqrtf((float)D);
+#pragma omp parallel for schedule(static) if ((long)B * D > 32768)
+    for (int i = 0; i < B; i++) {
+        const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
+        float s[2];
+        for (int t = 0; t < 2; t++) {
+            float dot = 0.0f;
+            for (int c = 0; c < D; c++) {
+                dot += h[t][D + c] * h[t][2 * D + c];
+            }
+            s[t] = dot * inv;
+        }
+        float mx = s[0] > s[1] ? s[0] : s[1];
+        float e0 = expf(s[0] - mx), e1 = expf(s[1] - mx);
+        float a0 = e0 / (e0 + e1), a1 = e1 / (e0 + e1);
+        attn[2 * (size_t)i] = a0;
+        attn[2 * (size_t)i + 1] = a1;
+        float *o = out + (size_t)i * ld_out;
+        for (int c = 0; c < D; c++) {
+            o[c] = a0 * h[0][c] + a1 * h[1][c];
+        }
+    }
+}
+
+void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_out,
+                              const float *attn, const float *hp, const float *hq, int ld_h, int B,
+                              int D) {
+    float inv = 1.0f / sqrtf((float)D);
+#pragma omp parallel for schedule(static) if ((long)B * D > 32768)
+    for (int i = 0; i < B; i++) {
+        const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
+        float *dh[2] = {dhp + (size_t)i * ld_h, dhq + (size_t)i * ld_h};
+        const float *d = dout + (size_t)i * ld_out;
+        float a[2] = {attn[2 * (size_t)i], attn[2 * (size_t)i + 1]}, da[2] = {0.0f, 0.0f};
+        for (int t = 0; t < 2; t++) {
+            for (int c = 0; c < D; c++) {
+                da[t] += d[c] * h[t][c];
+                dh[t][c] += a[t] * d[c];
+            }
+        }
+        float dot = a[0] * da[0] + a[1] * da[1];
+        for (int t = 0; t < 2; t++) {
+            float ds = a[t] * (da[t] - dot) * inv;
+            for (int c = 0; c < D; c++) {
+                dh[t][D + c] += ds * h[t][2 * D + c];
+                dh[t][2 * D + c] += ds * h[t][D + c];
+            }
+        }
+    }
 }

@@ -18,6 +18,37 @@ void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const 
                           int OC, int ld_out);
 /* dout (B,OC) is turned in place into the pre-activation gradient; dinp may be NULL */
 
+void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
+                        const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC);
+/* inp (B,C) row stride ld_in, w (OC,C), b (OC) -> out (B,OC) row stride ld_out; columns
+   [0, n_relu) get ReLU then dropout, the rest only the bias (e.g. gate logits) */
+void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
+                         const float *out, const float *inp, const float *w, int n_relu,
+                         float drop_p, int B, int C, int OC);
+/* dout's ReLU columns are turned in place into pre-activation gradients; dinp may be NULL */
+
+void rmtl_softmax_forward(float *x, int ld, int B, int n);
+/* x (B,n) row stride ld: logits in, softmax over each row out (in place) */
+void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n);
+/* d (B,n): gradient of the softmax output p in, gradient of the logits out (in place) */
+
+void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate,
+                      const float *const *x, const int *ld_x, int n, int B, int W);
+/* out (B,W) = sum_e gate[:, e] * x[e], gate (B,n), x[e] (B,W) with row stride ld_x[e] */
+void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld_out,
+                       const float *gate, int ld_gate, const float *const *x, const int *ld_x,
+                       int n, int B, int W);
+/* adds gate * dout into dx[e] (same strides as x[e]) and <dout, x[e]> into dgate */
+
+void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
+                             int ld_h, int B, int D);
+/* AITM attention over the two positions p, q: hp, hq (B,3D) = [V | K | Q] of each position;
+   a = softmax_t(<K_t, Q_t> / sqrt(D)) saved in attn (B,2); out (B,D) = a_p V_p + a_q V_q */
+void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_out,
+                              const float *attn, const float *hp, const float *hq, int ld_h, int B,
+                              int D);
+/* adds the gradients of hp and hq (B,3D) for the output gradient dout (B,D) */
+
 void rmtl_embedding_forward(float *out, const int32_t *codes, const float *table,
                             const int64_t *field_offset, int B, int F, int E, int ld_out);
 /* codes (B,F) table (rows,E) out (B,ld_out), field f at columns f*E */
@@ -30,4 +61,8 @@ double rmtl_head_backward(float *const *dlogit, const float *prob, const float *
                           const float *label, const float *weight, int esmm, int B, int T);
 /* returns (1/T) sum_k mean_i w_ik BCE(y_ik, p_ik) and writes its logit gradients;
    weight (B,T) or NULL for all ones */
+
+void rmtl_head_backward_prob(float *const *dlogit, const float *dprob, const float *sig, int esmm,
+                             int B, int T);
+/* writes the logit gradients for a given probability gradient dprob (B,T) (the actor update) */
 #endif

@@ -128,3 +128,43 @@ int rmtl_gauc(double *out, const float *score, const float *label, const int64_t
     *out = w > 0.0 ? s / w : 0.0;
     return w > 0.0 ? RMTL_OK : RMTL_ERR_ARG;
 }
+
+/* Expected AUC of the scorer that ranks by the true probabilities prob (n) when every label
+   is an independent Bernoulli(prob_i): E[correctly ordered positive-negative pairs] divided by
+   E[positive-negative pairs] (the ratio of expectations; it differs from E[AUC] by O(1/n)).
+   Pairs are ordered (i, j), i != j, weighted p_i (1 - p_j); ties in prob count one half.
+   After sorting by prob, each row adds p_i * (sum of 1 - p_j below it), and a tie group of
+   size g at probability p adds p (1 - p) g (g - 1) / 2. scratch: 2n int64. */
+int rmtl_oracle_auc(double *out, const float *prob, int64_t n, int64_t *scratch) {
+    rmtl_sort_rows(scratch, scratch + n, prob, NULL, n);
+    double good = 0.0, neg_below = 0.0, pos = 0.0, neg = 0.0, self = 0.0;
+    for (int64_t i = 0; i < n;) {
+        double p = (double)prob[scratch[i]];
+        int64_t j = i;
+        while (j < n && prob[scratch[j]] == prob[scratch[i]]) {
+            j++;
+        }
+        double g = (double)(j - i);
+        good += g * p * neg_below + 0.5 * p * (1.0 - p) * g * (g - 1.0);
+        neg_below += g * (1.0 - p);
+        pos += g * p;
+        neg += g * (1.0 - p);
+        self += g * p * (1.0 - p);
+        i = j;
+    }
+    double pairs = pos * neg - self;
+    *out = pairs > 0.0 ? good / pairs : 0.0;
+    return pairs > 0.0 ? RMTL_OK : RMTL_ERR_ARG;
+}
+
+/* Expected mean BCE of predicting prob when labels are Bernoulli(prob): the mean entropy,
+   with the same clamping of each log at -100 as rmtl_logloss. */
+int rmtl_oracle_logloss(double *out, const float *prob, int64_t n) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double p = (double)prob[i];
+        s += p * rmtl_bce(prob[i], 1.0f) + (1.0 - p) * rmtl_bce(prob[i], 0.0f);
+    }
+    *out = n > 0 ? s / (double)n : 0.0;
+    return n > 0 ? RMTL_OK : RMTL_ERR_ARG;
+}

@@ -7,7 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stddef.h>
+
+#include "critic.h"
 #include "rmtl.h"
+#include "synth.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -190,14 +194,14 @@ typedef struct {
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"kind",  "field_dims", "num_dense", "num_tasks", "embed_dim",
-                             "bottom_dims", "tower_dims", "dropout", "seed", NULL};
-    int kind, D, T, E;
+                             "bottom_dims", "tower_dims", "dropout", "seed", "num_experts", NULL};
+    int kind, D, T, E, n_experts = 0;
     PyObject *fdo, *bo, *to;
     float dropout;
     unsigned long long seed;
     int bottom[RMTL_MAX_LAYERS], tower[RMTL_MAX_LAYERS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOiiiOOfK", kwlist, &kind, &fdo, &D, &T, &E, &bo,
-                                     &to, &dropout, &seed)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOiiiOOfK|i", kwlist, &kind, &fdo, &D, &T, &E,
+                                     &bo, &to, &dropout, &seed, &n_experts)) {
         return -1;
     }
     PyArrayObject *fd = rmtl_check_array(fdo, "field_dims", NPY_INT32, 1, NULL, 0);
@@ -228,7 +232,8 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
         }
     }
     rmtl_model_config cfg = {kind, (int)PyArray_DIM(fd, 0), D, T, E, PyArray_DATA(fd),
-                             counts[0], counts[1], bottom, tower, dropout, (uint64_t)seed};
+                             counts[0], counts[1], bottom, tower, dropout, (uint64_t)seed,
+                             n_experts};
     rmtl_model_free(self->m);
     self->m = NULL;
     int st = rmtl_model_create(&self->m, &cfg);
@@ -503,6 +508,59 @@ static PyObject *Model_adam_step(ModelObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Checks a data set's arrays, codes (n,F) int32, dense (n,D) float32, labels (n,T) float32,
+   and the rows (int64) a chunk reads from them; only those rows' values are checked, so a
+   chunk costs validation in proportion to its own work. 0, or -1 with an exception set. */
+static int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObject *dob,
+                                 PyObject *lo, PyArrayObject **rows, PyArrayObject **codes,
+                                 PyArrayObject **dense, PyArrayObject **labels) {
+    npy_intp cshape[2] = {-1, m->F};
+    *rows = rmtl_check_array(ro, "rows", NPY_INT64, 1, NULL, 0);
+    *codes = *rows ? rmtl_check_array(co, "sparse", NPY_INT32, 2, cshape, 0) : NULL;
+    if (*codes == NULL) {
+        return -1;
+    }
+    npy_intp n = PyArray_DIM(*codes, 0);
+    npy_intp dshape[2] = {n, m->D}, lshape[2] = {n, m->T};
+    *dense = rmtl_check_array(dob, "dense", NPY_FLOAT32, 2, dshape, 0);
+    *labels = *dense ? rmtl_check_array(lo, "labels", NPY_FLOAT32, 2, lshape, 0) : NULL;
+    if (*labels == NULL) {
+        return -1;
+    }
+    const int64_t *r = PyArray_DATA(*rows);
+    const int32_t *c = PyArray_DATA(*codes);
+    const float *d = PyArray_DATA(*dense), *y = PyArray_DATA(*labels);
+    npy_intp nr = PyArray_DIM(*rows, 0);
+    for (npy_intp i = 0; i < nr; i++) {
+        if (r[i] < 0 || r[i] >= n) {
+            PyErr_Format(PyExc_ValueError, "rows: index %lld at position %zd is outside [0, %zd)",
+                         (long long)r[i], (Py_ssize_t)i, (Py_ssize_t)n);
+            return -1;
+        }
+        if (rmtl_codes_check(c + (size_t)r[i] * m->F, 1, m->F, m->field_dims) >= 0) {
+            PyErr_Format(PyExc_ValueError, "sparse: row %lld has a code outside [0, field_dims)",
+                         (long long)r[i]);
+            return -1;
+        }
+        for (int j = 0; j < m->D; j++) {
+            if (!isfinite(d[(size_t)r[i] * m->D + j])) {
+                PyErr_Format(PyExc_ValueError, "dense: row %lld holds NaN or infinity",
+                             (long long)r[i]);
+                return -1;
+            }
+        }
+        for (int k = 0; k < m->T; k++) {
+            float v = y[(size_t)r[i] * m->T + k];
+            if (v != 0.0f && v != 1.0f) {
+                PyErr_Format(PyExc_ValueError, "labels: row %lld task %d is %g, expected 0 or 1",
+                             (long long)r[i], k, (double)v);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* train_chunk(rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps, weight_decay):
    the arrays are a whole training set; only the rows this chunk reads are checked, so a
    chunk costs validation in proportion to its own work */
@@ -531,50 +589,13 @@ static PyObject *Model_train_chunk(ModelObject *self, PyObject *args) {
         return NULL;
     }
     rmtl_model *m = self->m;
-    npy_intp cshape[2] = {-1, m->F};
-    rows = rmtl_check_array(ro, "rows", NPY_INT64, 1, NULL, 0);
-    codes = rows ? rmtl_check_array(co, "sparse", NPY_INT32, 2, cshape, 0) : NULL;
-    if (codes == NULL) {
-        return NULL;
-    }
-    npy_intp n = PyArray_DIM(codes, 0);
-    npy_intp dshape[2] = {n, m->D}, lshape[2] = {n, m->T};
-    dense = rmtl_check_array(dob, "dense", NPY_FLOAT32, 2, dshape, 0);
-    labels = dense ? rmtl_check_array(lo, "labels", NPY_FLOAT32, 2, lshape, 0) : NULL;
-    if (labels == NULL) {
+    if (rmtl_check_chunk_rows(m, ro, co, dob, lo, &rows, &codes, &dense, &labels) < 0) {
         return NULL;
     }
     const int64_t *r = PyArray_DATA(rows);
     const int32_t *c = PyArray_DATA(codes);
     const float *d = PyArray_DATA(dense), *y = PyArray_DATA(labels);
     npy_intp nr = PyArray_DIM(rows, 0);
-    for (npy_intp i = 0; i < nr; i++) {
-        if (r[i] < 0 || r[i] >= n) {
-            PyErr_Format(PyExc_ValueError, "rows: index %lld at position %zd is outside [0, %zd)",
-                         (long long)r[i], (Py_ssize_t)i, (Py_ssize_t)n);
-            return NULL;
-        }
-        if (rmtl_codes_check(c + (size_t)r[i] * m->F, 1, m->F, m->field_dims) >= 0) {
-            PyErr_Format(PyExc_ValueError, "sparse: row %lld has a code outside [0, field_dims)",
-                         (long long)r[i]);
-            return NULL;
-        }
-        for (int j = 0; j < m->D; j++) {
-            if (!isfinite(d[(size_t)r[i] * m->D + j])) {
-                PyErr_Format(PyExc_ValueError, "dense: row %lld holds NaN or infinity",
-                             (long long)r[i]);
-                return NULL;
-            }
-        }
-        for (int k = 0; k < m->T; k++) {
-            float v = y[(size_t)r[i] * m->T + k];
-            if (v != 0.0f && v != 1.0f) {
-                PyErr_Format(PyExc_ValueError, "labels: row %lld task %d is %g, expected 0 or 1",
-                             (long long)r[i], k, (double)v);
-                return NULL;
-            }
-        }
-    }
     double loss = 0.0;
     int st;
     self->busy = 1;
@@ -788,6 +809,981 @@ static PyObject *rmtl_py_shuffle(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ---------------------------------------------------------------- critic */
+
+/* A Critic begins with ModelObject's members, so the Model methods that read only m and busy
+   (parameter table, buffers, Adam step, mode, counters) serve critics unchanged. */
+typedef struct {
+    PyObject_HEAD rmtl_model *m; /* &c->net */
+    int busy;
+    rmtl_critic *c;
+} CriticObject;
+
+static void Critic_dealloc(CriticObject *self);
+
+/* obj as a Model (critic == 0) or Critic (critic == 1), identified by its own dealloc slot so a
+   rebound module attribute cannot smuggle in another type; NULL with TypeError naming arg */
+static ModelObject *rmtl_as_net(PyObject *obj, int critic, const char *arg) {
+    void *want = critic ? (void *)Critic_dealloc : (void *)Model_dealloc;
+    if (PyType_GetSlot(Py_TYPE(obj), Py_tp_dealloc) != want) {
+        PyErr_Format(PyExc_TypeError, "%s: expected rmtl._core.%s, got %s", arg,
+                     critic ? "Critic" : "Model", Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return (ModelObject *)obj;
+}
+
+/* every net one call uses: each is checked ready and kept alive until released, and all are
+   marked busy together while the GIL is released */
+typedef struct {
+    ModelObject *obj[2 * RMTL_MAX_TASKS + 2];
+    int n;
+} rmtl_holds;
+
+static int rmtl_hold(rmtl_holds *h, ModelObject *o) {
+    if (o == NULL || Model_ready(o) < 0) {
+        return -1;
+    }
+    Py_INCREF(o);
+    h->obj[h->n++] = o;
+    return 0;
+}
+
+static void rmtl_holds_busy(rmtl_holds *h, int busy) {
+    for (int i = 0; i < h->n; i++) {
+        h->obj[i]->busy = busy;
+    }
+}
+
+static void rmtl_holds_release(rmtl_holds *h) {
+    for (int i = 0; i < h->n; i++) {
+        Py_DECREF(h->obj[i]);
+    }
+    h->n = 0;
+}
+
+/* b reads the same inputs as a: same fields, cardinalities and dense width */
+static int rmtl_same_inputs(const rmtl_model *a, const rmtl_model *b, const char *arg) {
+    if (a->F != b->F || a->D != b->D ||
+        memcmp(a->field_dims, b->field_dims, (size_t)a->F * sizeof(int32_t)) != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: expects %d fields and %d dense features with other field_dims than the "
+                     "model (%d fields, %d dense); build it for the same data",
+                     arg, b->F, b->D, a->F, a->D);
+        return -1;
+    }
+    return 0;
+}
+
+/* b is a copy of a's architecture (a target network): same parameter count */
+static int rmtl_same_shape(const rmtl_model *a, const rmtl_model *b, const char *arg) {
+    if (a->params.total != b->params.total || a->T != b->T || rmtl_same_inputs(a, b, arg) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: expected a copy of its network's architecture (%zu parameters), got "
+                         "%zu parameters",
+                         arg, a->params.total, b->params.total);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* a list or tuple of T critics reading the same inputs as m, held in h; out receives them */
+static int rmtl_hold_critics(rmtl_holds *h, PyObject *seq, const char *arg, const rmtl_model *m,
+                             rmtl_critic **out) {
+    if (!PyList_Check(seq) && !PyTuple_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a list of %d Critic objects, got %s", arg, m->T,
+                     Py_TYPE(seq)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n != m->T) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %d critics (one per task), got %zd", arg, m->T,
+                     n);
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        ModelObject *o = rmtl_as_net(PySequence_Fast_GET_ITEM(seq, k), 1, arg);
+        if (rmtl_hold(h, o) < 0 || rmtl_same_inputs(m, o->m, arg) < 0) {
+            return -1;
+        }
+        out[k] = ((CriticObject *)o)->c;
+    }
+    return 0;
+}
+
+static PyArrayObject *rmtl_check_layers(PyObject *o, const char *arg, int lo) {
+    PyArrayObject *a = rmtl_check_array(o, arg, NPY_INT32, 1, NULL, 0);
+    if (a != NULL && (PyArray_DIM(a, 0) < lo || PyArray_DIM(a, 0) > RMTL_MAX_LAYERS)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %d to %d layers, got %zd", arg, lo,
+                     RMTL_MAX_LAYERS, (Py_ssize_t)PyArray_DIM(a, 0));
+        return NULL;
+    }
+    return a;
+}
+
+static int Critic_init(CriticObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"field_dims", "num_dense", "embed_dim", "bottom_dims",
+                             "tower_dims", "dropout",   "seed",      NULL};
+    PyObject *fdo, *bo, *to;
+    int D, E;
+    float dropout;
+    unsigned long long seed;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OiiOOfK", kwlist, &fdo, &D, &E, &bo, &to,
+                                     &dropout, &seed)) {
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "critic: a call is running on it; wait for it");
+        return -1;
+    }
+    PyArrayObject *fd = rmtl_check_array(fdo, "field_dims", NPY_INT32, 1, NULL, 0);
+    PyArrayObject *bd = fd ? rmtl_check_layers(bo, "bottom_dims", 1) : NULL;
+    PyArrayObject *td = bd ? rmtl_check_layers(to, "tower_dims", 0) : NULL;
+    if (td == NULL) {
+        return -1;
+    }
+    rmtl_critic_config cfg = {(int)PyArray_DIM(fd, 0), D,       E,    PyArray_DATA(fd),
+                              (int)PyArray_DIM(bd, 0), (int)PyArray_DIM(td, 0),
+                              PyArray_DATA(bd),        PyArray_DATA(td), dropout, (uint64_t)seed};
+    rmtl_critic *c = NULL;
+    int st = rmtl_critic_create(&c, &cfg);
+    if (st != RMTL_OK) {
+        rmtl_raise(st, "critic config");
+        return -1;
+    }
+    rmtl_critic_free(self->c);
+    self->c = c;
+    self->m = &c->net;
+    return 0;
+}
+
+static void Critic_dealloc(CriticObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    rmtl_critic_free(self->c);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* a finite float32 vector of n values */
+static PyArrayObject *rmtl_check_vector(PyObject *o, const char *arg, npy_intp n) {
+    npy_intp shape[1] = {n};
+    PyArrayObject *a = rmtl_check_array(o, arg, NPY_FLOAT32, 1, shape, 0);
+    return a != NULL && rmtl_check_finite(a, arg) == 0 ? a : NULL;
+}
+
+/* states for net (codes (n,F), dense (n,D)) and, unless ao is NULL, a finite action vector
+   (n), with 1 <= n <= INT32_MAX / 4; returns n or -1 */
+static npy_intp rmtl_check_states(ModelObject *net, PyObject *co, PyObject *dob, PyObject *ao,
+                                  const char *action_arg, PyArrayObject **codes,
+                                  PyArrayObject **dense, PyArrayObject **action) {
+    npy_intp n = Model_check_inputs(net, co, dob, codes, dense);
+    if (n < 0 || (ao != NULL && (*action = rmtl_check_vector(ao, action_arg, n)) == NULL)) {
+        return -1;
+    }
+    if (n == 0 || n > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "sparse: expected between 1 and %d rows, got %zd",
+                     INT32_MAX / 4, (Py_ssize_t)n);
+        return -1;
+    }
+    return n;
+}
+
+static PyObject *Critic_forward(CriticObject *self, PyObject *args) {
+    PyObject *co, *dob, *ao;
+    PyArrayObject *codes, *dense, *action;
+    if (!PyArg_ParseTuple(args, "OOO", &co, &dob, &ao) || Model_ready((ModelObject *)self) < 0) {
+        return NULL;
+    }
+    npy_intp n = rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense,
+                                   &action);
+    PyObject *out = n < 0 ? NULL : PyArray_SimpleNew(1, &n, NPY_FLOAT32);
+    if (out == NULL) {
+        return NULL;
+    }
+    rmtl_critic *c = self->c;
+    int st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_critic_reserve(c, (int)n);
+    if (st == RMTL_OK) {
+        st = rmtl_critic_forward(c, PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(action),
+                                 (int)n);
+    }
+    if (st == RMTL_OK) {
+        memcpy(PyArray_DATA((PyArrayObject *)out), c->q, (size_t)n * sizeof(float));
+    }
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    if (st != RMTL_OK) {
+        Py_DECREF(out);
+        return rmtl_raise(st, "forward");
+    }
+    return out;
+}
+
+/* backward(sparse, dense, action, grad_q) -> grad_action: zero the gradients, forward in the
+   current mode, backpropagate sum_i grad_q_i Q_i into the parameter gradients */
+static PyObject *Critic_backward(CriticObject *self, PyObject *args) {
+    PyObject *co, *dob, *ao, *go;
+    PyArrayObject *codes, *dense, *action, *dq;
+    if (!PyArg_ParseTuple(args, "OOOO", &co, &dob, &ao, &go) ||
+        Model_ready((ModelObject *)self) < 0) {
+        return NULL;
+    }
+    npy_intp n = rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense,
+                                   &action);
+    if (n < 0 || (dq = rmtl_check_vector(go, "grad_q", n)) == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyArray_ZEROS(1, &n, NPY_FLOAT32, 0);
+    if (out == NULL) {
+        return NULL;
+    }
+    rmtl_critic *c = self->c;
+    const int32_t *cd = PyArray_DATA(codes);
+    const float *d = PyArray_DATA(dense), *a = PyArray_DATA(action);
+    int st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_critic_reserve(c, (int)n);
+    if (st == RMTL_OK) {
+        rmtl_critic_zero_grad(c);
+        st = rmtl_critic_forward(c, cd, d, a, (int)n);
+    }
+    if (st == RMTL_OK) {
+        rmtl_critic_backward(c, PyArray_DATA((PyArrayObject *)out), PyArray_DATA(dq), cd, d, a,
+                             (int)n);
+    }
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    if (st != RMTL_OK) {
+        Py_DECREF(out);
+        return rmtl_raise(st, "backward");
+    }
+    return out;
+}
+
+static PyObject *Critic_predict(CriticObject *self, PyObject *args) {
+    PyObject *co, *dob, *ao, *oo;
+    int B;
+    PyArrayObject *codes, *dense, *action, *out;
+    if (!PyArg_ParseTuple(args, "OOOOi", &co, &dob, &ao, &oo, &B) ||
+        Model_ready((ModelObject *)self) < 0) {
+        return NULL;
+    }
+    npy_intp n = Model_check_inputs((ModelObject *)self, co, dob, &codes, &dense);
+    npy_intp shape[1] = {n};
+    if (n < 0 || (action = rmtl_check_vector(ao, "action", n)) == NULL ||
+        (out = rmtl_check_array(oo, "out", NPY_FLOAT32, 1, shape, 1)) == NULL) {
+        return NULL;
+    }
+    if (B < 1 || B > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "batch_size: expected >= 1, got %d", B);
+        return NULL;
+    }
+    int st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_critic_predict(self->c, PyArray_DATA(out), PyArray_DATA(codes), PyArray_DATA(dense),
+                             PyArray_DATA(action), (int64_t)n, B);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    if (st != RMTL_OK) {
+        return rmtl_raise(st, "predict");
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Critic_methods[] = {
+    {"param_table", (PyCFunction)Model_param_table, METH_NOARGS,
+     "[(name, offset, shape)] of every tensor in the flat buffers"},
+    {"buffer", (PyCFunction)Model_buffer, METH_O,
+     "zero-copy float32 view of 'param', 'grad', 'adam_m' or 'adam_v'"},
+    {"adam_step", (PyCFunction)Model_adam_step, METH_VARARGS,
+     "adam_step(lr, beta1, beta2, eps, weight_decay)"},
+    {"forward", (PyCFunction)Critic_forward, METH_VARARGS,
+     "forward(sparse, dense, action) -> (n,) Q values in the current mode"},
+    {"backward", (PyCFunction)Critic_backward, METH_VARARGS,
+     "backward(sparse, dense, action, grad_q) -> grad_action; parameter gradients in "
+     "buffer('grad')"},
+    {"predict", (PyCFunction)Critic_predict, METH_VARARGS,
+     "predict(sparse, dense, action, out, batch_size): eval-mode Q values into out"},
+    {NULL}};
+
+static PyGetSetDef Critic_getset[] = {
+    {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
+    {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
+     "(adam steps taken, training forwards taken)", NULL},
+    {NULL}};
+
+static PyType_Slot Critic_slots[] = {
+    {Py_tp_init, Critic_init},
+    {Py_tp_dealloc, Critic_dealloc},
+    {Py_tp_methods, Critic_methods},
+    {Py_tp_getset, Critic_getset},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "A critic's parameters, buffers and kernels (SPEC section 4)."},
+    {0, NULL}};
+
+static PyType_Spec Critic_spec = {"rmtl._core.Critic", sizeof(CriticObject), 0,
+                                  Py_TPFLAGS_DEFAULT, Critic_slots};
+
+/* td_backward(q, q_target, sparse, dense, action, next_sparse, next_dense, next_action, reward,
+   done, weight, gamma, td3) -> loss; gradients of q in its buffer('grad') */
+static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args) {
+    PyObject *qo, *qto, *co, *dob, *ao, *nco, *ndo, *nao, *ro, *doo, *wo;
+    float gamma;
+    int td3;
+    PyArrayObject *codes, *dense, *action, *ncodes, *ndense, *naction, *reward, *done,
+        *weight = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOfp", &qo, &qto, &co, &dob, &ao, &nco, &ndo, &nao, &ro,
+                          &doo, &wo, &gamma, &td3)) {
+        return NULL;
+    }
+    rmtl_holds h = {{NULL}, 0};
+    ModelObject *q = rmtl_as_net(qo, 1, "q"), *qt = q ? rmtl_as_net(qto, 1, "q_target") : NULL;
+    if (rmtl_hold(&h, q) < 0 || rmtl_hold(&h, qt) < 0 ||
+        rmtl_same_shape(q->m, qt->m, "q_target") < 0) {
+        rmtl_holds_release(&h);
+        return NULL;
+    }
+    npy_intp n = rmtl_check_states(q, co, dob, ao, "action", &codes, &dense, &action);
+    npy_intp n2 = n < 0 ? -1
+                        : rmtl_check_states(q, nco, ndo, nao, "next_action", &ncodes, &ndense,
+                                            &naction);
+    if (n2 >= 0 && n2 != n) {
+        PyErr_Format(PyExc_ValueError, "next_sparse: expected %zd rows like sparse, got %zd",
+                     (Py_ssize_t)n, (Py_ssize_t)n2);
+        n2 = -1;
+    }
+    if (n2 < 0 || (reward = rmtl_check_vector(ro, "reward", n)) == NULL ||
+        (done = rmtl_check_vector(doo, "done", n)) == NULL ||
+        (wo != Py_None && (weight = rmtl_check_vector(wo, "weight", n)) == NULL)) {
+        rmtl_holds_release(&h);
+        return NULL;
+    }
+    double loss = 0.0;
+    int st;
+    rmtl_holds_busy(&h, 1);
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_critic_td_backward(
+        ((CriticObject *)q)->c, ((CriticObject *)qt)->c, &loss, PyArray_DATA(codes),
+        PyArray_DATA(dense), PyArray_DATA(action), PyArray_DATA(ncodes), PyArray_DATA(ndense),
+        PyArray_DATA(naction), PyArray_DATA(reward), PyArray_DATA(done),
+        weight ? PyArray_DATA(weight) : NULL, gamma, td3, (int)n);
+    Py_END_ALLOW_THREADS;
+    rmtl_holds_busy(&h, 0);
+    rmtl_holds_release(&h);
+    return st == RMTL_OK ? PyFloat_FromDouble(loss) : rmtl_raise(st, "td_backward");
+}
+
+/* actor_backward(actor, critics, sparse, dense, weight) -> loss; the actor's gradients of
+   -(1/B) sum_i sum_k w_ik Q_k(s_i, mu_k(s_i)) in its buffer('grad') */
+static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args) {
+    PyObject *ao, *cso, *co, *dob, *wo;
+    PyArrayObject *codes, *dense, *weight = NULL;
+    rmtl_critic *critics[RMTL_MAX_TASKS];
+    if (!PyArg_ParseTuple(args, "OOOOO", &ao, &cso, &co, &dob, &wo)) {
+        return NULL;
+    }
+    rmtl_holds h = {{NULL}, 0};
+    ModelObject *actor = rmtl_as_net(ao, 0, "actor");
+    if (rmtl_hold(&h, actor) < 0 || rmtl_hold_critics(&h, cso, "critics", actor->m, critics) < 0) {
+        rmtl_holds_release(&h);
+        return NULL;
+    }
+    int T = actor->m->T;
+    npy_intp n = rmtl_check_states(actor, co, dob, NULL, NULL, &codes, &dense, NULL);
+    npy_intp wshape[2] = {n, T};
+    if (n < 0 || (wo != Py_None &&
+                  ((weight = rmtl_check_array(wo, "weight", NPY_FLOAT32, 2, wshape, 0)) == NULL ||
+                   rmtl_check_finite(weight, "weight") < 0))) {
+        rmtl_holds_release(&h);
+        return NULL;
+    }
+    float *dprob = PyMem_RawMalloc((size_t)n * T * sizeof(float));
+    if (dprob == NULL) {
+        rmtl_holds_release(&h);
+        return PyErr_NoMemory();
+    }
+    double loss = 0.0;
+    int st;
+    rmtl_holds_busy(&h, 1);
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_actor_backward(actor->m, critics, &loss, dprob, PyArray_DATA(codes),
+                             PyArray_DATA(dense), weight ? PyArray_DATA(weight) : NULL, (int)n);
+    Py_END_ALLOW_THREADS;
+    rmtl_holds_busy(&h, 0);
+    rmtl_holds_release(&h);
+    PyMem_RawFree(dprob);
+    return st == RMTL_OK ? PyFloat_FromDouble(loss) : rmtl_raise(st, "actor_backward");
+}
+
+/* soft_update(target, source, tau): target = tau source + (1 - tau) target, two Models or two
+   Critics of one architecture */
+static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
+    PyObject *to, *so;
+    float tau;
+    if (!PyArg_ParseTuple(args, "OOf", &to, &so, &tau)) {
+        return NULL;
+    }
+    if (!(tau >= 0.0f && tau <= 1.0f)) {
+        PyErr_Format(PyExc_ValueError, "tau: expected a value in [0, 1], got %g", (double)tau);
+        return NULL;
+    }
+    int critic = rmtl_as_net(to, 1, "target") != NULL;
+    PyErr_Clear();
+    rmtl_holds h = {{NULL}, 0};
+    ModelObject *t = rmtl_as_net(to, critic, "target"), *s = t ? rmtl_as_net(so, critic, "source") : NULL;
+    if (rmtl_hold(&h, t) < 0 || rmtl_hold(&h, s) < 0 || rmtl_same_shape(s->m, t->m, "target") < 0) {
+        rmtl_holds_release(&h);
+        return NULL;
+    }
+    rmtl_holds_busy(&h, 1);
+    Py_BEGIN_ALLOW_THREADS;
+    rmtl_soft_update(t->m->params.param, s->m->params.param, t->m->params.total, tau);
+    Py_END_ALLOW_THREADS;
+    rmtl_holds_busy(&h, 0);
+    rmtl_holds_release(&h);
+    Py_RETURN_NONE;
+}
+
+/* normal(n, seed, stream) -> n standard normal float32 draws of the core's generator */
+static PyObject *rmtl_py_normal(PyObject *mod, PyObject *args) {
+    Py_ssize_t n;
+    unsigned long long seed, stream;
+    if (!PyArg_ParseTuple(args, "nKK", &n, &seed, &stream)) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "n: expected >= 0, got %zd", n);
+        return NULL;
+    }
+    npy_intp dims[1] = {n};
+    PyObject *out = PyArray_SimpleNew(1, dims, NPY_FLOAT32);
+    if (out == NULL) {
+        return NULL;
+    }
+    float *z = PyArray_DATA((PyArrayObject *)out);
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        z[i] = rmtl_rng_normal(seed, stream, (uint64_t)i);
+    }
+    Py_END_ALLOW_THREADS;
+    return out;
+}
+
+static int rmtl_check_batch_size(int B) {
+    if (B < 1 || B > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "batch_size: expected >= 1, got %d", B);
+        return -1;
+    }
+    return 0;
+}
+
+/* weighted_chunk(model, critics, rows, sparse, dense, labels, batch_size, weighting, lam,
+   lr, beta1, beta2, eps, weight_decay) -> (sum of batch loss * batch size, [sum of weights]);
+   critics may be None for the constant weighting (1) */
+static PyObject *rmtl_py_weighted_chunk(PyObject *mod, PyObject *args) {
+    PyObject *mo, *cso, *ro, *co, *dob, *lo;
+    int B, weighting;
+    float lam;
+    rmtl_adam opt;
+    PyArrayObject *rows, *codes, *dense, *labels;
+    rmtl_critic *critics[RMTL_MAX_TASKS];
+    PyObject *head = PyTuple_GetSlice(args, 0, 9);
+    int ok = head != NULL && PyArg_ParseTuple(head, "OOOOOOiif", &mo, &cso, &ro, &co, &dob, &lo,
+                                              &B, &weighting, &lam);
+    Py_XDECREF(head);
+    if (!ok || rmtl_parse_adam(args, &opt, 9) < 0 || rmtl_check_batch_size(B) < 0) {
+        return NULL;
+    }
+    if (weighting < RMTL_WEIGHT_RMTL || weighting > RMTL_WEIGHT_NEG_Q || !isfinite(lam)) {
+        PyErr_Format(PyExc_ValueError,
+                     "weighting, lam: expected a weighting in 0..3 and a finite lam, got %d, %g",
+                     weighting, (double)lam);
+        return NULL;
+    }
+    rmtl_holds h = {{NULL}, 0};
+    ModelObject *model = rmtl_as_net(mo, 0, "model");
+    if (rmtl_hold(&h, model) < 0 ||
+        ((cso != Py_None || weighting != RMTL_WEIGHT_CONSTANT) &&
+         rmtl_hold_critics(&h, cso, "critics", model->m, critics) < 0) ||
+        rmtl_check_chunk_rows(model->m, ro, co, dob, lo, &rows, &codes, &dense, &labels) < 0) {
+        rmtl_holds_release(&h);
+        return NULL;
+    }
+    rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels)};
+    double loss = 0.0, wsum[RMTL_MAX_TASKS];
+    int T = model->m->T, st;
+    rmtl_holds_busy(&h, 1);
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_weighted_train_chunk(model->m, critics, &loss, wsum, PyArray_DATA(rows),
+                                   (int64_t)PyArray_DIM(rows, 0), &data, B, weighting, lam, &opt);
+    Py_END_ALLOW_THREADS;
+    rmtl_holds_busy(&h, 0);
+    rmtl_holds_release(&h);
+    if (st != RMTL_OK) {
+        return rmtl_raise(st, "weighted_chunk");
+    }
+    PyObject *sums = PyList_New(T);
+    for (int k = 0; sums != NULL && k < T; k++) {
+        PyList_SET_ITEM(sums, k, PyFloat_FromDouble(wsum[k]));
+    }
+    return sums ? Py_BuildValue("(dN)", loss, sums) : NULL;
+}
+
+/* the stage-2 settings: (gamma, td3, noise_std, noise_clip, ips, tau, soft_update_freq,
+   actor_update, actor_update_freq, init_training_step, seed), then two Adam tuples */
+static int rmtl_parse_td_config(PyObject *cfgo, PyObject *copt, PyObject *aopt,
+                                rmtl_td_config *cfg) {
+    long long init;
+    unsigned long long seed;
+    if (!PyTuple_Check(cfgo) || !PyTuple_Check(copt) || !PyTuple_Check(aopt)) {
+        PyErr_SetString(PyExc_TypeError, "config, critic_adam, actor_adam: expected tuples");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(cfgo, "fpffpfipiLK", &cfg->gamma, &cfg->td3, &cfg->noise_std,
+                          &cfg->noise_clip, &cfg->ips, &cfg->tau, &cfg->soft_update_freq,
+                          &cfg->actor_update, &cfg->actor_update_freq, &init, &seed) ||
+        rmtl_parse_adam(copt, &cfg->critic_opt, 0) < 0 ||
+        rmtl_parse_adam(aopt, &cfg->actor_opt, 0) < 0) {
+        return -1;
+    }
+    cfg->init_training_step = (int64_t)init;
+    cfg->seed = (uint64_t)seed;
+    if (!(cfg->gamma >= 0.0f && cfg->gamma <= 1.0f) || !(cfg->tau >= 0.0f && cfg->tau <= 1.0f) ||
+        !(cfg->noise_std >= 0.0f) || !(cfg->noise_clip >= 0.0f) || cfg->soft_update_freq < 1 ||
+        cfg->actor_update_freq < 1) {
+        PyErr_Format(PyExc_ValueError,
+                     "config: expected gamma and tau in [0, 1], noise_std and noise_clip >= 0, "
+                     "update frequencies >= 1; got gamma=%g tau=%g noise_std=%g noise_clip=%g "
+                     "soft_update_freq=%d actor_update_freq=%d",
+                     (double)cfg->gamma, (double)cfg->tau, (double)cfg->noise_std,
+                     (double)cfg->noise_clip, cfg->soft_update_freq, cfg->actor_update_freq);
+        return -1;
+    }
+    return 0;
+}
+
+/* a finite float32 (n, T) array */
+static PyArrayObject *rmtl_check_matrix(PyObject *o, const char *arg, npy_intp n, int T) {
+    npy_intp shape[2] = {n, T};
+    PyArrayObject *a = rmtl_check_array(o, arg, NPY_FLOAT32, 2, shape, 0);
+    return a != NULL && rmtl_check_finite(a, arg) == 0 ? a : NULL;
+}
+
+/* td_chunk(actor, actor_target, critics, targets, state, next, action, reward, done, sparse,
+   dense, labels, batch_size, step, config, critic_adam, actor_adam)
+   -> ([sum of TD losses per task], sum of actor losses, actor steps taken).
+   state and next (N,) int64 rows of the data arrays, action and reward (N,T), done (N): N / B
+   minibatches of B transitions, one stage-2 step each, global step indices from `step` on */
+static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args) {
+    PyObject *ao, *ato, *cso, *tso, *so, *no, *aco, *ro, *doo, *co, *dob, *lo, *cfgo, *copt, *aopt;
+    int B;
+    long long step;
+    rmtl_td_config cfg;
+    PyArrayObject *state, *next, *action, *reward, *done, *codes, *dense, *labels;
+    rmtl_critic *critics[RMTL_MAX_TASKS], *targets[RMTL_MAX_TASKS];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOiLOOO", &ao, &ato, &cso, &tso, &so, &no, &aco, &ro,
+                          &doo, &co, &dob, &lo, &B, &step, &cfgo, &copt, &aopt) ||
+        rmtl_parse_td_config(cfgo, copt, aopt, &cfg) < 0 || rmtl_check_batch_size(B) < 0) {
+        return NULL;
+    }
+    rmtl_holds h = {{NULL}, 0};
+    ModelObject *actor = rmtl_as_net(ao, 0, "actor");
+    ModelObject *at = actor ? rmtl_as_net(ato, 0, "actor_target") : NULL;
+    int ok = rmtl_hold(&h, actor) == 0 && rmtl_hold(&h, at) == 0 &&
+             rmtl_same_shape(actor->m, at->m, "actor_target") == 0 &&
+             rmtl_hold_critics(&h, cso, "critics", actor->m, critics) == 0 &&
+             rmtl_hold_critics(&h, tso, "targets", actor->m, targets) == 0;
+    for (int k = 0; ok && k < actor->m->T; k++) {
+        ok = rmtl_same_shape(&critics[k]->net, &targets[k]->net, "targets") == 0;
+    }
+    ok = ok && rmtl_check_chunk_rows(actor->m, so, co, dob, lo, &state, &codes, &dense, &labels) == 0 &&
+         rmtl_check_chunk_rows(actor->m, no, co, dob, lo, &next, &codes, &dense, &labels) == 0;
+    npy_intp N = ok ? PyArray_DIM(state, 0) : 0;
+    int T = actor ? actor->m->T : 0;
+    if (ok && (PyArray_DIM(next, 0) != N || N % B != 0 || N == 0)) {
+        PyErr_Format(PyExc_ValueError,
+                     "state, next: expected equal lengths, a positive multiple of batch_size %d; "
+                     "got %zd and %zd",
+                     B, (Py_ssize_t)N, (Py_ssize_t)PyArray_DIM(next, 0));
+        ok = 0;
+    }
+    ok = ok && (action = rmtl_check_matrix(aco, "action", N, T)) != NULL &&
+         (reward = rmtl_check_matrix(ro, "reward", N, T)) != NULL &&
+         (done = rmtl_check_vector(doo, "done", N)) != NULL;
+    if (!ok) {
+        rmtl_holds_release(&h);
+        return NULL;
+    }
+    rmtl_agent_nets nets = {critics, targets, actor->m, at->m, T};
+    rmtl_td_batch batches = {PyArray_DATA(state), PyArray_DATA(next), PyArray_DATA(action),
+                             PyArray_DATA(reward), PyArray_DATA(done)};
+    rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels)};
+    double closs[RMTL_MAX_TASKS], aloss = 0.0;
+    int64_t asteps = 0;
+    int st;
+    rmtl_holds_busy(&h, 1);
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_td_chunk(&nets, closs, &aloss, &asteps, &batches, &data, B, (int64_t)(N / B),
+                       (int64_t)step, &cfg);
+    Py_END_ALLOW_THREADS;
+    rmtl_holds_busy(&h, 0);
+    rmtl_holds_release(&h);
+    if (st != RMTL_OK) {
+        return rmtl_raise(st, "td_chunk");
+    }
+    PyObject *sums = PyList_New(T);
+    for (int k = 0; sums != NULL && k < T; k++) {
+        PyList_SET_ITEM(sums, k, PyFloat_FromDouble(closs[k]));
+    }
+    return sums ? Py_BuildValue("(NdL)", sums, aloss, (long long)asteps) : NULL;
+}
+
+/* ---------------------------------------------------------------- synthetic data */
+
+typedef struct {
+    PyObject_HEAD rmtl_synth_world *w;
+} SynthObject;
+
+/* every rmtl_synth_config member the Python side sets, by name; 'K' uint64, 'L' int64,
+   'i' int, 'f' float */
+static const struct {
+    const char *name;
+    size_t offset;
+    char type;
+} rmtl_synth_keys[] = {
+#define RMTL_SYNTH_KEY(name, type) {#name, offsetof(rmtl_synth_config, name), type}
+    RMTL_SYNTH_KEY(seed, 'K'),           RMTL_SYNTH_KEY(n_users, 'L'),
+    RMTL_SYNTH_KEY(n_items, 'L'),        RMTL_SYNTH_KEY(n_categories, 'i'),
+    RMTL_SYNTH_KEY(n_parents, 'i'),      RMTL_SYNTH_KEY(n_segments, 'i'),
+    RMTL_SYNTH_KEY(latent_dim, 'i'),     RMTL_SYNTH_KEY(max_len, 'i'),
+    RMTL_SYNTH_KEY(max_sessions, 'i'),   RMTL_SYNTH_KEY(nested, 'i'),
+    RMTL_SYNTH_KEY(mood_sd, 'f'),        RMTL_SYNTH_KEY(segment_weight, 'f'),
+    RMTL_SYNTH_KEY(category_weight, 'f'), RMTL_SYNTH_KEY(task_corr, 'f'),
+    RMTL_SYNTH_KEY(bias_sd, 'f'),        RMTL_SYNTH_KEY(pop_sd, 'f'),
+    RMTL_SYNTH_KEY(exposure_sd, 'f'),    RMTL_SYNTH_KEY(price_mean, 'f'),
+    RMTL_SYNTH_KEY(price_sd, 'f'),       RMTL_SYNTH_KEY(price_category_sd, 'f'),
+    RMTL_SYNTH_KEY(availability, 'f'),   RMTL_SYNTH_KEY(category_zipf, 'f'),
+    RMTL_SYNTH_KEY(activity_sd, 'f'),    RMTL_SYNTH_KEY(proj_noise, 'f'),
+    RMTL_SYNTH_KEY(context_sd, 'f'),     RMTL_SYNTH_KEY(affinity, 'f'),
+    RMTL_SYNTH_KEY(task2_affinity, 'f'), RMTL_SYNTH_KEY(fatigue, 'f'),
+    RMTL_SYNTH_KEY(drift, 'f'),          RMTL_SYNTH_KEY(boost, 'f'),
+    RMTL_SYNTH_KEY(price_weight, 'f'),   RMTL_SYNTH_KEY(unavailable_penalty, 'f'),
+    RMTL_SYNTH_KEY(click_lift, 'f'),     RMTL_SYNTH_KEY(focus, 'f'),
+    RMTL_SYNTH_KEY(favourite, 'f'),      RMTL_SYNTH_KEY(jump, 'f'),
+    RMTL_SYNTH_KEY(sessions_mean, 'f'),  RMTL_SYNTH_KEY(leave_base, 'f'),
+    RMTL_SYNTH_KEY(leave_slope, 'f'),    RMTL_SYNTH_KEY(start_ms, 'L'),
+    RMTL_SYNTH_KEY(window_ms, 'L'),      RMTL_SYNTH_KEY(gap_mean_s, 'f'),
+    RMTL_SYNTH_KEY(gap_max_s, 'f'),      RMTL_SYNTH_KEY(tie_prob, 'f'),
+    RMTL_SYNTH_KEY(between_min_s, 'f'),  RMTL_SYNTH_KEY(between_mean_s, 'f'),
+#undef RMTL_SYNTH_KEY
+};
+
+static int rmtl_synth_parse_key(rmtl_synth_config *cfg, size_t k, PyObject *v) {
+    char *dst = (char *)cfg + rmtl_synth_keys[k].offset;
+    switch (rmtl_synth_keys[k].type) {
+    case 'K':
+        *(uint64_t *)dst = (uint64_t)PyLong_AsUnsignedLongLongMask(v);
+        break;
+    case 'L':
+        *(int64_t *)dst = (int64_t)PyLong_AsLongLong(v);
+        break;
+    case 'i':
+        *(int *)dst = (int)PyLong_AsLong(v);
+        break;
+    default: {
+        double d = PyFloat_AsDouble(v);
+        if (!PyErr_Occurred() && !isfinite(d)) {
+            PyErr_Format(PyExc_ValueError, "config: %s must be finite, got %R",
+                         rmtl_synth_keys[k].name, v);
+        }
+        *(float *)dst = (float)d;
+    }
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* config: dict with exactly the keys above; fields: sequence of (kind, levels, missing, skew) */
+static int rmtl_synth_parse(rmtl_synth_config *cfg, PyObject *co, PyObject *fo) {
+    const size_t n_keys = sizeof(rmtl_synth_keys) / sizeof(rmtl_synth_keys[0]);
+    if (!PyDict_Check(co)) {
+        PyErr_Format(PyExc_TypeError, "config: expected a dict, got %s", Py_TYPE(co)->tp_name);
+        return -1;
+    }
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t k = 0; k < n_keys; k++) {
+        PyObject *v = PyDict_GetItemString(co, rmtl_synth_keys[k].name);
+        if (v == NULL) {
+            PyErr_Format(PyExc_ValueError, "config: missing key '%s'", rmtl_synth_keys[k].name);
+            return -1;
+        }
+        if (rmtl_synth_parse_key(cfg, k, v) < 0) {
+            return -1;
+        }
+    }
+    if ((size_t)PyDict_Size(co) != n_keys) {
+        PyErr_Format(PyExc_ValueError, "config: expected exactly %zu keys, got %zd", n_keys,
+                     PyDict_Size(co));
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(fo, "fields: expected a sequence of (kind, levels, missing, skew)");
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t F = PySequence_Fast_GET_SIZE(seq);
+    if (F < 1 || F > RMTL_SYNTH_MAX_FIELDS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "fields: expected 1 to %d fields, got %zd",
+                     RMTL_SYNTH_MAX_FIELDS, F);
+        return -1;
+    }
+    cfg->n_fields = (int)F;
+    for (Py_ssize_t f = 0; f < F; f++) {
+        rmtl_synth_field *fd = &cfg->fields[f];
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f), "iiff;fields: expected "
+                              "(kind, levels, missing, skew)", &fd->kind, &fd->levels,
+                              &fd->missing, &fd->skew)) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    if (rmtl_synth_check(cfg) != RMTL_OK) {
+        PyErr_SetString(PyExc_ValueError,
+                        "config: a value is out of range (sizes >= 1, n_items >= n_categories >= "
+                        "n_parents, n_items >= max_len, latent_dim <= 64, probabilities in [0, 1], sds >= 0, field "
+                        "levels matching n_segments / n_categories / n_parents / 2)");
+        return -1;
+    }
+    return 0;
+}
+
+static int Synth_init(SynthObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"config", "fields", NULL};
+    PyObject *co, *fo;
+    rmtl_synth_config cfg;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO", kwlist, &co, &fo) ||
+        rmtl_synth_parse(&cfg, co, fo) < 0) {
+        return -1;
+    }
+    rmtl_synth_free(self->w);
+    self->w = NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_synth_create(&self->w, &cfg);
+    Py_END_ALLOW_THREADS;
+    if (st != RMTL_OK) {
+        rmtl_raise(st, "config");
+        return -1;
+    }
+    return 0;
+}
+
+static void Synth_dealloc(SynthObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    rmtl_synth_free(self->w);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* parses (lo, hi, ...) and checks 0 <= lo <= hi <= n_users */
+static int Synth_range(SynthObject *self, long long lo, long long hi) {
+    if (self->w == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "world: not initialised");
+        return -1;
+    }
+    if (lo < 0 || lo > hi || hi > self->w->cfg.n_users) {
+        PyErr_Format(PyExc_ValueError, "lo, hi: expected 0 <= lo <= hi <= %lld, got %lld, %lld",
+                     (long long)self->w->cfg.n_users, lo, hi);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Synth_count(SynthObject *self, PyObject *args) {
+    long long lo, hi;
+    if (!PyArg_ParseTuple(args, "LL", &lo, &hi) || Synth_range(self, lo, hi) < 0) {
+        return NULL;
+    }
+    npy_intp dims[1] = {(npy_intp)(hi - lo)};
+    PyObject *rows = PyArray_SimpleNew(1, dims, NPY_INT64);
+    PyObject *sessions = rows ? PyArray_SimpleNew(1, dims, NPY_INT64) : NULL;
+    if (sessions == NULL) {
+        Py_XDECREF(rows);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    rmtl_synth_count(PyArray_DATA((PyArrayObject *)rows), PyArray_DATA((PyArrayObject *)sessions),
+                     self->w, lo, hi);
+    Py_END_ALLOW_THREADS;
+    return Py_BuildValue("(NN)", rows, sessions);
+}
+
+/* fill(lo, hi, row_start, session_base, click_offset, task2_offset,
+        session, time, user, item, sparse, labels, truth) */
+static PyObject *Synth_fill(SynthObject *self, PyObject *args) {
+    long long lo, hi;
+    double a0, b0;
+    PyObject *rso, *sbo, *o[7];
+    if (!PyArg_ParseTuple(args, "LLOOddOOOOOOO", &lo, &hi, &rso, &sbo, &a0, &b0, &o[0], &o[1],
+                          &o[2], &o[3], &o[4], &o[5], &o[6]) ||
+        Synth_range(self, lo, hi) < 0) {
+        return NULL;
+    }
+    if (!isfinite(a0) || !isfinite(b0)) {
+        PyErr_SetString(PyExc_ValueError, "click_offset, task2_offset: expected finite numbers");
+        return NULL;
+    }
+    npy_intp nu = (npy_intp)(hi - lo), shape_rs[1] = {nu + 1}, shape_sb[1] = {nu};
+    PyArrayObject *rs = rmtl_check_array(rso, "row_start", NPY_INT64, 1, shape_rs, 0);
+    PyArrayObject *sb = rs ? rmtl_check_array(sbo, "session_base", NPY_INT64, 1, shape_sb, 0) : NULL;
+    if (sb == NULL) {
+        return NULL;
+    }
+    const int64_t *r = PyArray_DATA(rs);
+    int ok = r[0] == 0;
+    for (npy_intp u = 0; ok && u < nu; u++) {
+        ok = r[u] <= r[u + 1];
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "row_start: expected non-decreasing offsets from 0");
+        return NULL;
+    }
+    npy_intp m = (npy_intp)r[nu], F = self->w->cfg.n_fields;
+    static const char *names[7] = {"session", "time", "user", "item", "sparse", "labels", "truth"};
+    const int types[7] = {NPY_INT64, NPY_INT64, NPY_INT64, NPY_INT64, NPY_INT32, NPY_FLOAT32,
+                          NPY_FLOAT32};
+    const npy_intp widths[7] = {0, 0, 0, 0, F, RMTL_SYNTH_TASKS, RMTL_SYNTH_TASKS};
+    void *data[7];
+    for (int k = 0; k < 7; k++) {
+        npy_intp shape[2] = {m, widths[k]};
+        PyArrayObject *a = rmtl_check_array(o[k], names[k], types[k], widths[k] ? 2 : 1, shape, 1);
+        if (a == NULL) {
+            return NULL;
+        }
+        data[k] = PyArray_DATA(a);
+    }
+    rmtl_synth_rows out = {data[0], data[1], data[2], data[3], data[4], data[5], data[6]};
+    int st;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_synth_fill(&out, r, PyArray_DATA(sb), self->w, a0, b0, lo, hi);
+    Py_END_ALLOW_THREADS;
+    if (st != RMTL_OK) {
+        PyErr_SetString(PyExc_ValueError,
+                        "row_start: the row counts differ from count(lo, hi); lay out the slices "
+                        "from count()");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Synth_mean_truth(SynthObject *self, PyObject *args) {
+    long long lo, hi;
+    double a0, b0, mean[RMTL_SYNTH_TASKS];
+    if (!PyArg_ParseTuple(args, "LLdd", &lo, &hi, &a0, &b0) || Synth_range(self, lo, hi) < 0) {
+        return NULL;
+    }
+    if (lo == hi || !isfinite(a0) || !isfinite(b0)) {
+        PyErr_SetString(PyExc_ValueError, "mean_truth: expected lo < hi and finite offsets");
+        return NULL;
+    }
+    double *scratch = PyMem_RawMalloc(sizeof(double) * 2 * (size_t)(hi - lo));
+    if (scratch == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    rmtl_synth_mean_truth(mean, scratch, self->w, a0, b0, lo, hi);
+    Py_END_ALLOW_THREADS;
+    PyMem_RawFree(scratch);
+    return Py_BuildValue("(dd)", mean[0], mean[1]);
+}
+
+static PyObject *Synth_item_price(SynthObject *self, PyObject *noargs) {
+    if (Synth_range(self, 0, 0) < 0) {
+        return NULL;
+    }
+    npy_intp n = (npy_intp)self->w->cfg.n_items;
+    PyObject *a = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
+    if (a != NULL) {
+        memcpy(PyArray_DATA((PyArrayObject *)a), self->w->price, sizeof(float) * (size_t)n);
+    }
+    return a;
+}
+
+static PyMethodDef Synth_methods[] = {
+    {"count", (PyCFunction)Synth_count, METH_VARARGS,
+     "count(lo, hi) -> (rows, sessions) of users [lo, hi), int64 each"},
+    {"fill", (PyCFunction)Synth_fill, METH_VARARGS,
+     "fill(lo, hi, row_start, session_base, click_offset, task2_offset, session, time, user, "
+     "item, sparse, labels, truth): write the rows of users [lo, hi)"},
+    {"mean_truth", (PyCFunction)Synth_mean_truth, METH_VARARGS,
+     "mean_truth(lo, hi, click_offset, task2_offset) -> mean true probability per task"},
+    {"item_price", (PyCFunction)Synth_item_price, METH_NOARGS,
+     "a copy of the items' standardised log prices (float32, n_items)"},
+    {NULL}};
+
+static PyType_Slot Synth_slots[] = {
+    {Py_tp_init, Synth_init},
+    {Py_tp_dealloc, Synth_dealloc},
+    {Py_tp_methods, Synth_methods},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "SynthWorld(config, fields): the items and rules of a synthetic dataset."},
+    {0, NULL}};
+
+static PyType_Spec Synth_spec = {"rmtl._core.SynthWorld", sizeof(SynthObject), 0,
+                                 Py_TPFLAGS_DEFAULT, Synth_slots};
+
+/* ---------------------------------------------------------------- oracle metrics */
+
+/* oracle(prob, which): which 0 = expected AUC, 1 = expected BCE of the true probabilities */
+static PyObject *rmtl_py_oracle(PyObject *self, PyObject *args) {
+    PyObject *po;
+    int which;
+    if (!PyArg_ParseTuple(args, "Oi", &po, &which)) {
+        return NULL;
+    }
+    PyArrayObject *p = rmtl_check_array(po, "truth", NPY_FLOAT32, 1, NULL, 0);
+    if (p == NULL || rmtl_check_finite(p, "truth") < 0) {
+        return NULL;
+    }
+    npy_intp n = PyArray_DIM(p, 0);
+    const float *v = PyArray_DATA(p);
+    for (npy_intp i = 0; i < n; i++) {
+        if (v[i] < 0.0f || v[i] > 1.0f) {
+            PyErr_Format(PyExc_ValueError, "truth: expected probabilities in [0, 1], got %g at %zd",
+                         (double)v[i], (Py_ssize_t)i);
+            return NULL;
+        }
+    }
+    double out = 0.0;
+    int st = RMTL_OK;
+    if (which == 0) {
+        int64_t *scratch = PyMem_RawMalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(int64_t));
+        if (scratch == NULL) {
+            return PyErr_NoMemory();
+        }
+        Py_BEGIN_ALLOW_THREADS;
+        st = rmtl_oracle_auc(&out, v, n, scratch);
+        Py_END_ALLOW_THREADS;
+        PyMem_RawFree(scratch);
+    } else {
+        st = rmtl_oracle_logloss(&out, v, n);
+    }
+    if (st != RMTL_OK) {
+        PyErr_SetString(PyExc_ValueError,
+                        which == 0 ? "truth: expected positives and negatives have no pairs "
+                                     "(all probabilities 0 or all 1, or fewer than 2 rows)"
+                                   : "truth: expected at least one row");
+        return NULL;
+    }
+    return PyFloat_FromDouble(out);
+}
+
 /* ---------------------------------------------------------------- module */
 
 static PyMethodDef rmtl_methods[] = {
@@ -799,6 +1795,24 @@ static PyMethodDef rmtl_methods[] = {
     {"logloss", rmtl_py_logloss, METH_VARARGS,
      "logloss(y_prob, y_true, offsets=None): mean BCE, or mean of per-session mean BCE"},
     {"shuffle", rmtl_py_shuffle, METH_VARARGS, "shuffle(n, seed, stream) -> int64 permutation"},
+    {"oracle", rmtl_py_oracle, METH_VARARGS,
+     "oracle(truth, which) -> expected AUC (which 0) or expected BCE (which 1) of the truth"},
+    {"td_backward", rmtl_py_td_backward, METH_VARARGS,
+     "td_backward(q, q_target, sparse, dense, action, next_sparse, next_dense, next_action, "
+     "reward, done, weight, gamma, td3) -> TD loss; gradients in q.buffer('grad')"},
+    {"actor_backward", rmtl_py_actor_backward, METH_VARARGS,
+     "actor_backward(actor, critics, sparse, dense, weight) -> actor loss; gradients in "
+     "actor.buffer('grad')"},
+    {"soft_update", rmtl_py_soft_update, METH_VARARGS,
+     "soft_update(target, source, tau): target = tau source + (1 - tau) target"},
+    {"normal", rmtl_py_normal, METH_VARARGS, "normal(n, seed, stream) -> float32 N(0, 1) draws"},
+    {"weighted_chunk", rmtl_py_weighted_chunk, METH_VARARGS,
+     "weighted_chunk(model, critics, rows, sparse, dense, labels, batch_size, weighting, lam, lr, "
+     "beta1, beta2, eps, weight_decay) -> (loss sum, [weight sums])"},
+    {"td_chunk", rmtl_py_td_chunk, METH_VARARGS,
+     "td_chunk(actor, actor_target, critics, targets, state, next, action, reward, done, sparse, "
+     "dense, labels, batch_size, step, config, critic_adam, actor_adam) -> ([TD loss sums], "
+     "actor loss sum, actor steps)"},
     {NULL}};
 
 static int rmtl_exec(PyObject *mod) {
@@ -814,13 +1828,26 @@ static int rmtl_exec(PyObject *mod) {
         return -1;
     }
     Py_DECREF(model_type);
+    PyObject *critic_type = PyType_FromModuleAndSpec(mod, &Critic_spec, NULL);
+    if (critic_type == NULL || PyModule_AddObjectRef(mod, "Critic", critic_type) < 0) {
+        Py_XDECREF(critic_type);
+        return -1;
+    }
+    Py_DECREF(critic_type);
+    PyObject *synth_type = PyType_FromModuleAndSpec(mod, &Synth_spec, NULL);
+    if (synth_type == NULL || PyModule_AddObjectRef(mod, "SynthWorld", synth_type) < 0) {
+        Py_XDECREF(synth_type);
+        return -1;
+    }
+    Py_DECREF(synth_type);
     int loaded = rmtl_load_scipy_blas() == 0;
     const char *env = getenv("RMTL_BLAS");
     int forced = env != NULL && strcmp(env, "builtin") == 0;
     rmtl_gemm_set_blas(loaded && !forced ? rmtl_scipy_sgemm : NULL);
     if (PyModule_AddIntConstant(mod, "blas_available", loaded) < 0 ||
         PyModule_AddIntConstant(mod, "max_layers", RMTL_MAX_LAYERS) < 0 ||
-        PyModule_AddIntConstant(mod, "max_tasks", RMTL_MAX_TASKS) < 0) {
+        PyModule_AddIntConstant(mod, "max_tasks", RMTL_MAX_TASKS) < 0 ||
+        PyModule_AddIntConstant(mod, "max_experts", RMTL_MAX_EXPERTS) < 0) {
         return -1;
     }
 #ifdef _OPENMP

@@ -17,11 +17,16 @@ enum {
     RMTL_SINGLETASK = 0,
     RMTL_SHAREDBOTTOM = 1,
     RMTL_ESMM = 2,
-    RMTL_NUM_BACKBONES = 3
+    RMTL_OMOE = 3,
+    RMTL_MMOE = 4,
+    RMTL_PLE = 5,
+    RMTL_AITM = 6,
+    RMTL_NUM_BACKBONES = 7
 };
 
 #define RMTL_MAX_LAYERS 8
 #define RMTL_MAX_TASKS 8
+#define RMTL_MAX_EXPERTS 64 /* experts one gate mixes */
 #define RMTL_NAME_LEN 64
 
 /* One named tensor inside a flat buffer; rows x cols, cols == 0 for a vector. */
@@ -87,6 +92,8 @@ typedef struct {
     rmtl_frontend front[RMTL_MAX_TASKS]; /* one, or one per task (SingleTask) */
     rmtl_mlp *bottoms;                    /* one, or one per task */
     rmtl_mlp *towers;                     /* one per task */
+    int n_experts;                        /* OMoE, MMoE, PLE: experts (PLE: E/2 per task + E/2 shared) */
+    struct rmtl_experts *experts;         /* ESMM, OMoE, MMoE, PLE, AITM: the layers between front end and towers */
 
     int training;    /* dropout active */
     uint64_t counter; /* training forwards so far: keys the dropout masks */
@@ -103,6 +110,7 @@ typedef struct {
     const int *bottom, *tower;
     float dropout;
     uint64_t seed;
+    int n_experts; /* OMoE, MMoE: >= 1; PLE: even >= 2; ignored otherwise */
 } rmtl_model_config;
 
 typedef struct {
@@ -130,6 +138,10 @@ void rmtl_model_zero_grad(rmtl_model *m);
 int64_t rmtl_codes_check(const int32_t *codes, int64_t n, int F, const int32_t *field_dims);
 
 /* train.c */
+double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float *dense,
+                                const float *labels, const float *weights, int B);
+void rmtl_model_prob_backward(rmtl_model *m, const float *dprob, const int32_t *codes,
+                              const float *dense, int B);
 int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, const float *dense,
                              const float *labels, const float *weights, int B);
 int rmtl_model_train_chunk(rmtl_model *m, double *loss_sum, const int64_t *rows, int64_t n_rows,
@@ -153,5 +165,8 @@ int rmtl_session_logloss(double *out, const float *prob, const float *label,
                          const int64_t *offsets, int64_t n_sessions);
 int rmtl_gauc(double *out, const float *score, const float *label, const int64_t *group, int64_t n,
               int64_t *scratch);
+/* oracle metrics of true probabilities (synthetic data) */
+int rmtl_oracle_auc(double *out, const float *prob, int64_t n, int64_t *scratch);
+int rmtl_oracle_logloss(double *out, const float *prob, int64_t n);
 
 #endif

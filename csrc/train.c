@@ -3,10 +3,38 @@
 
 #include "blocks.h"
 
+/* the arena gradients of the task logits (the towers' outputs) */
+static void rmtl_model_dlogit(rmtl_model *m, float **dlogit) {
+    for (int k = 0; k < m->T; k++) {
+        dlogit[k] = rmtl_arena_grad(&m->arena, rmtl_mlp_out(&m->towers[k]));
+    }
+}
+
+/* after rmtl_model_forward on (codes, dense) with zeroed gradients: the weighted BCE head and
+   the backward below it; returns the loss */
+double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float *dense,
+                                const float *labels, const float *weights, int B) {
+    float *dlogit[RMTL_MAX_TASKS];
+    rmtl_model_dlogit(m, dlogit);
+    double loss = rmtl_head_backward(dlogit, m->prob, m->sig, labels, weights,
+                                     m->kind == RMTL_ESMM, B, m->T);
+    rmtl_model_backward(m, codes, dense, B);
+    return loss;
+}
+
+/* after rmtl_model_forward on (codes, dense) with zeroed gradients: backward of a given
+   gradient dprob (B,T) of the probabilities */
+void rmtl_model_prob_backward(rmtl_model *m, const float *dprob, const int32_t *codes,
+                              const float *dense, int B) {
+    float *dlogit[RMTL_MAX_TASKS];
+    rmtl_model_dlogit(m, dlogit);
+    rmtl_head_backward_prob(dlogit, dprob, m->sig, m->kind == RMTL_ESMM, B, m->T);
+    rmtl_model_backward(m, codes, dense, B);
+}
+
 /* zero grads, forward in the current mode, BCE head, backward; gradients stay in the model */
 int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, const float *dense,
                              const float *labels, const float *weights, int B) {
-    float *dlogit[RMTL_MAX_TASKS];
     int st = rmtl_model_reserve(m, B);
     if (st != RMTL_OK) {
         return st;
@@ -16,12 +44,7 @@ int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, 
     if (st != RMTL_OK) {
         return st;
     }
-    for (int k = 0; k < m->T; k++) {
-        dlogit[k] = rmtl_arena_grad(&m->arena, rmtl_mlp_out(&m->towers[k]));
-    }
-    *loss = rmtl_head_backward(dlogit, m->prob, m->sig, labels, weights, m->kind == RMTL_ESMM, B,
-                               m->T);
-    rmtl_model_backward(m, codes, dense, B);
+    *loss = rmtl_model_head_backward(m, codes, dense, labels, weights, B);
     return RMTL_OK;
 }
 

@@ -5,7 +5,12 @@ import os as _os
 # OpenMP workers would steal the cores BLAS needs (measured: 2.5x slower training steps).
 # libgomp reads this once, when the core is loaded below; a user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-from . import metrics, models
+# Likewise OpenBLAS workers spin about 2^28 cycles (~0.1 s) after every product by default,
+# taking a core from our OpenMP loops in between (measured: 2x slower steps on 2 cores);
+# 4 is OpenBLAS's minimum. Read when SciPy's BLAS loads with the core, so it only helps if
+# scipy.linalg was not imported before rmtl.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+from . import datasets, metrics, models
 from .backend import blas_info, set_gemm_backend
 from .data import SessionData
 from .metrics import evaluate
@@ -14,4 +19,4 @@ from .train import History, Trainer
 
 __version__ = "0.1.0"
 __all__ = ["SessionData", "Trainer", "History", "evaluate", "save", "load", "blas_info",
-           "set_gemm_backend", "metrics", "models"]
+           "set_gemm_backend", "metrics", "models", "datasets"]

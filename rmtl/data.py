@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -36,6 +36,9 @@ class SessionData:
         Defaults to ``task0, task1, ...``.
     truth : float array (n, T), optional
         True response probabilities (synthetic data), for oracle metrics.
+    vocab : mapping, optional
+        Field name -> {raw value: code} for every field in order, as the loaders build it;
+        pass it to a loader (``vocab=``) so other files are coded the same way.
 
     Rows are stored as given. ``offsets`` (S+1 int64) are the CSR session boundaries.
     """
@@ -53,6 +56,7 @@ class SessionData:
         item: Optional[Sequence[int]] = None,
         task_names: Optional[Sequence[str]] = None,
         truth: Optional[np.ndarray] = None,
+        vocab: Optional[Mapping[str, Mapping[str, int]]] = None,
     ) -> None:
         self.field_dims = tuple(int(d) for d in field_dims)
         if not self.field_dims or min(self.field_dims) < 1:
@@ -91,6 +95,7 @@ class SessionData:
                 f"sparse: code {self.sparse[r, f]} at row {r}, field {f} is outside "
                 f"[0, {self.field_dims[f]}) (field_dims[{f}])"
             )
+        self.vocab = None if vocab is None else _check_vocab(vocab, self.field_dims)
         self.offsets = _session_offsets(self.session, self.time)
 
     # ------------------------------------------------------------------ shape
@@ -139,7 +144,7 @@ class SessionData:
         return SessionData(
             self.session[rows], self.time[rows], self.sparse[rows], self.dense[rows],
             self.labels[rows], self.field_dims, user=pick(self.user), item=pick(self.item),
-            task_names=self.task_names, truth=pick(self.truth),
+            task_names=self.task_names, truth=pick(self.truth), vocab=self.vocab,
         )
 
     def split(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> Tuple["SessionData", ...]:
@@ -196,6 +201,8 @@ class SessionData:
             if getattr(self, k) is not None:
                 arrays[k] = getattr(self, k)
         schema = {"field_dims": list(self.field_dims), "task_names": list(self.task_names), "format": 1}
+        if self.vocab is not None:
+            schema["vocab"] = self.vocab
         np.savez(path, schema=np.frombuffer(json.dumps(schema).encode(), dtype=np.uint8), **arrays)
 
     @classmethod
@@ -210,7 +217,8 @@ class SessionData:
             get = lambda k: z[k] if k in z.files else None  # noqa: E731
             return cls(z["session"], z["time"], z["sparse"], z["dense"], z["labels"],
                        schema["field_dims"], user=get("user"), item=get("item"),
-                       task_names=schema["task_names"], truth=get("truth"))
+                       task_names=schema["task_names"], truth=get("truth"),
+                       vocab=schema.get("vocab"))
 
 
 def row_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
@@ -227,6 +235,20 @@ def _as_ids(x, n: int, name: str) -> np.ndarray:
     if a.shape != (n,):
         raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
     return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _check_vocab(vocab: Mapping[str, Mapping[str, int]],
+                 field_dims: Tuple[int, ...]) -> Dict[str, Dict[str, int]]:
+    """A plain-dict copy of vocab: one entry per field, string values, codes in [1, dim)."""
+    if len(vocab) != len(field_dims):
+        raise ValueError(f"vocab: expected one entry per field ({len(field_dims)}), got {len(vocab)}")
+    out = {}
+    for (name, codes), dim in zip(vocab.items(), field_dims):
+        out[str(name)] = {str(v): int(c) for v, c in codes.items()}
+        bad = [c for c in out[str(name)].values() if not 1 <= c < dim]
+        if bad:
+            raise ValueError(f"vocab: field {name!r} maps a value to code {bad[0]}, outside [1, {dim})")
+    return out
 
 
 def _session_offsets(session: np.ndarray, time: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Metrics computed in C: AUC (equal to sklearn.metrics.roc_auc_score), logloss with
-PyTorch's BCE semantics (each log clamped at -100), session logloss and GAUC."""
+PyTorch's BCE semantics (each log clamped at -100), session logloss and GAUC, and the
+oracle AUC and logloss of known true probabilities (synthetic data)."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
@@ -9,7 +10,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_float
 
-__all__ = ["auc", "logloss", "session_logloss", "gauc", "evaluate"]
+__all__ = ["auc", "logloss", "session_logloss", "gauc", "oracle_auc", "oracle_logloss", "evaluate"]
 
 
 def _pair(y_true: Any, y_score: Any, name: str = "y_score"):
@@ -51,6 +52,25 @@ def gauc(y_true: Any, y_score: Any, groups: Any) -> float:
     if g.dtype.kind not in "iu" or g.shape != s.shape:
         raise ValueError(f"groups: expected integer ids of shape {s.shape}, got {g.dtype} {g.shape}")
     return _core.auc(s, y, np.ascontiguousarray(g, dtype=np.int64))
+
+
+def oracle_auc(truth: Any) -> float:
+    """Expected AUC of the scorer that knows the true probabilities ``truth`` (n,), when every
+    label is an independent Bernoulli(truth_i).
+
+    Computed exactly in O(n log n) as E[correctly ordered positive-negative pairs] /
+    E[positive-negative pairs] = sum_{i != j} p_i (1 - p_j) ([p_i > p_j] + [p_i = p_j] / 2)
+    / sum_{i != j} p_i (1 - p_j). This ratio of expectations is the AUC of the population the
+    rows represent; the expected AUC of one draw of labels differs from it by O(1/n).
+    Raises ValueError when no positive-negative pair is possible.
+    """
+    return _core.oracle(as_float(truth, (-1,), "truth"), 0)
+
+
+def oracle_logloss(truth: Any) -> float:
+    """Expected logloss of predicting the true probabilities: the mean over rows of
+    -(p log p + (1 - p) log(1 - p)) (each log clamped at -100, as :func:`logloss`)."""
+    return _core.oracle(as_float(truth, (-1,), "truth"), 1)
 
 
 def evaluate(model: Any, data: Any, batch_size: int = 16384,

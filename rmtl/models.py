@@ -19,7 +19,8 @@ import numpy as np
 from . import _core
 from ._arrays import as_codes, as_dense, as_labels, as_float, _detach
 
-__all__ = ["BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "create", "save", "load"]
+__all__ = ["BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "OMoE", "MMoE", "PLE", "AITM",
+           "create", "save", "load"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,7 @@ class BackboneConfig:
     tower_dims: Tuple[int, ...] = (128, 64)
     dropout: float = 0.2
     seed: int = 0
+    num_experts: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -44,11 +46,13 @@ class Backbone:
     """Base class: a multi-task model predicting one probability per task.
 
     Subclasses set ``name`` and ``_kind``; construction arguments are those of
-    :class:`BackboneConfig` without ``name``.
+    :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
+    backbones (OMoE, MMoE, PLE; default 8) and must stay ``None`` for the others.
     """
 
     name = ""
     _kind = -1
+    _default_experts: Optional[int] = None
 
     def __init__(
         self,
@@ -60,15 +64,21 @@ class Backbone:
         tower_dims: Sequence[int] = (128, 64),
         dropout: float = 0.2,
         seed: int = 0,
+        num_experts: Optional[int] = None,
     ) -> None:
+        if num_experts is None:
+            num_experts = self._default_experts
+        elif self._default_experts is None:
+            raise ValueError(f"num_experts: {type(self).__name__} has no experts; leave num_experts=None")
         cfg = BackboneConfig(self.name, tuple(int(d) for d in field_dims), int(num_dense),
                              int(num_tasks), int(embed_dim), tuple(int(d) for d in bottom_dims),
-                             tuple(int(d) for d in tower_dims), float(dropout), int(seed))
+                             tuple(int(d) for d in tower_dims), float(dropout), int(seed),
+                             None if num_experts is None else int(num_experts))
         _check_config(cfg)
         self.config = cfg
         self._core = _core.Model(self._kind, np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
                                  cfg.num_tasks, cfg.embed_dim, cfg.bottom_dims, cfg.tower_dims,
-                                 cfg.dropout, cfg.seed & (2**64 - 1))
+                                 cfg.dropout, cfg.seed & (2**64 - 1), cfg.num_experts or 0)
         self._table = self._core.param_table()
         self._flat = {b: self._core.buffer(b) for b in ("param", "grad", "adam_m", "adam_v")}
         self._views = {b: OrderedDict((n, buf[o:o + int(np.prod(s))].reshape(s)) for n, o, s in self._table)
@@ -215,11 +225,66 @@ class ESMM(Backbone):
     _kind = 2
 
 
-BACKBONES: Dict[str, Type[Backbone]] = {c.name: c for c in (SingleTask, SharedBottom, ESMM)}
+class OMoE(Backbone):
+    """One-gate mixture of experts: ``num_experts`` experts, each a bottom MLP over the shared
+    embedding, mixed by one softmax gate ``gate = Linear(in, E)`` shared by all tasks; one
+    tower per task reads the mixture. Keys: ``expert.<e>.mlp.*``, ``gate.0.*``, ``tower.<k>.mlp.*``."""
+
+    name = "omoe"
+    _kind = 3
+    _default_experts = 8
+
+
+class MMoE(Backbone):
+    """Multi-gate mixture of experts: as :class:`OMoE` with one gate per task
+    (``gate.<k>.0.*``); tower k reads the mixture of gate k."""
+
+    name = "mmoe"
+    _kind = 4
+    _default_experts = 8
+
+
+class PLE(Backbone):
+    """Progressive layered extraction with ``L = len(bottom_dims)`` levels, as the authors'
+    module builds it (keys ``task_experts.<i>.<k>.<e>.mlp.0.*``, ``task_gates.<i>.<k>.0.*``,
+    ``share_experts.<i>.<e>.mlp.0.*``, ``share_gates.<i>.0.*``, ``tower.<k>.mlp.*``).
+
+    Level i has ``num_experts / 2`` experts per task and ``num_experts / 2`` shared experts,
+    each ``Linear(in_i, bottom_dims[i])`` + ReLU + dropout. There are T + 1 streams (one per
+    task, one shared), all starting as the embedding. Task k's experts read stream k and the
+    shared experts read the shared stream, each evaluated once per level (SPEC section 4
+    says "applied to stream j"; the reference code applies the shared experts to the shared
+    stream, and so does rmtl). Stream k becomes the mixture of its own and the shared experts
+    under gate ``task_gates.<i>.<k>`` (on stream k); the shared stream becomes the mixture of
+    all experts (tasks in order, then shared) under ``share_gates.<i>`` (on the shared stream).
+    Like the reference, the last level declares a shared gate that nothing uses: it is in
+    ``state_dict()`` for compatibility, receives no gradient and is never updated. Towers read
+    the task streams. ``num_experts`` must be even.
+    """
+
+    name = "ple"
+    _kind = 5
+    _default_experts = 8
+
+
+class AITM(Backbone):
+    """Adaptive information transfer: one bottom MLP per task (``bottom.<k>.mlp.*``); for task
+    i >= 1, ``p = g[i-1](f[i-1])`` and ``q = bottom_i(x)`` form two positions, ``V, K, Q =
+    h1, h2, h3`` (shared ``Linear(d, d)``, d = bottom_dims[-1]) of each, and
+    ``f[i] = sum_pos softmax_pos(<K, Q> / sqrt(d)) V``; tower i reads ``f[i]`` (``f[0]`` is
+    bottom 0's output). With one task, h1..h3 exist (as in the reference) but stay unused."""
+
+    name = "aitm"
+    _kind = 6
+
+
+BACKBONES: Dict[str, Type[Backbone]] = {
+    c.name: c for c in (SingleTask, SharedBottom, ESMM, OMoE, MMoE, PLE, AITM)}
 
 
 def create(name: str, field_dims: Sequence[int], num_dense: int, num_tasks: int, **kwargs: Any) -> Backbone:
-    """Build a backbone by name (``singletask``, ``sharedbottom``, ``esmm``)."""
+    """Build a backbone by name: ``singletask``, ``sharedbottom``, ``esmm``, ``omoe``, ``mmoe``,
+    ``ple`` or ``aitm``; keyword arguments go to the class (e.g. ``num_experts=8``)."""
     key = str(name).lower()
     if key not in BACKBONES:
         raise ValueError(f"name: unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
@@ -268,3 +333,9 @@ def _check_config(c: BackboneConfig) -> None:
                              f"positive widths, got {dims}")
     if not 0.0 <= c.dropout < 1.0:
         raise ValueError(f"dropout: expected a probability in [0, 1), got {c.dropout}")
+    if c.name in ("omoe", "mmoe") and not 1 <= c.num_experts <= _core.max_experts:
+        raise ValueError(f"num_experts: expected 1..{_core.max_experts}, got {c.num_experts}")
+    if c.name == "ple" and (c.num_experts < 2 or c.num_experts % 2
+                            or (c.num_tasks + 1) * (c.num_experts // 2) > _core.max_experts):
+        raise ValueError(f"num_experts: PLE needs an even count >= 2 with (num_tasks + 1) * num_experts / 2 "
+                         f"<= {_core.max_experts}, got {c.num_experts} for {c.num_tasks} tasks")

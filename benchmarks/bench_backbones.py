@@ -1,0 +1,162 @@
+"""Training and prediction throughput of all seven backbones, rmtl against PyTorch.
+
+Reference hyperparameters (SPEC section 4): embed 128, bottom (512, 256), tower (128, 64),
+8 experts, dropout 0.2, batch 2048, Adam (lr 1e-3, weight decay 1e-6), 2 tasks, 7
+categorical fields with cardinalities like RetailRocket's processed item fields plus one
+dense feature. The PyTorch models are the twins in tests/torch_reference.py, built as the
+authors' modules build them (one Linear per expert), run with the same thread count on the
+same data. The script also measures numpy.matmul's float32 rate and prints rmtl's training
+FLOP rate (matrix products only) as a fraction of it.
+
+    python benchmarks/bench_backbones.py [--steps 6] [--threads N] [--only mmoe,ple]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# RetailRocket-like cardinalities of the 7 item fields (785, 591, 814, available,
+# categoryid, 364, 776) after the recipe of SPEC section 2.1; the long-tail 364 and 776
+# are cut at 20% cumulative frequency, hence small
+FIELD_DIMS = (1202, 1530, 622, 3, 1243, 24, 17)
+NAMES = ("singletask", "sharedbottom", "esmm", "omoe", "mmoe", "ple", "aitm")
+BATCH = 2048
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=6, help="timed training steps (and prediction batches x 4)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for rmtl, numpy and torch")
+    p.add_argument("--only", default=",".join(NAMES), help="comma-separated backbones")
+    return p.parse_args()
+
+
+ARGS = parse()
+# thread counts and OpenBLAS's idle spin are read when the libraries load, so set them first
+# (numpy's own OpenBLAS must not spin after the ceiling measurement either; see rmtl/__init__.py)
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# rmtl first: torch loads its own libgomp into the global symbol scope, and if that comes
+# first rmtl's OpenMP loops run on it with its spinning idle policy instead of the passive
+# one rmtl sets (measured: rmtl 2x slower). torch's speed was the same either way.
+import rmtl  # noqa: E402
+import torch  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from torch_reference import twin_of, weighted_bce  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+
+
+def make_data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    sparse = np.stack([rng.integers(0, d, n) for d in FIELD_DIMS], 1).astype(np.int32)
+    dense = np.zeros((n, 1), np.float32)  # the authors' dummy numerical feature
+    click = rng.random(n) < 0.05
+    labels = np.stack([click, click & (rng.random(n) < 0.2)], 1).astype(np.float32)
+    return sparse, dense, labels
+
+
+def matmul_rate(seconds: float = 1.5) -> float:
+    """Best float32 numpy.matmul rate (FLOP/s) over shapes like the backbones' products."""
+    best = 0.0
+    rng = np.random.default_rng(1)
+    for m, k, n in ((2048, 1024, 4096), (2048, 1024, 512), (2048, 512, 2048)):
+        a = rng.standard_normal((m, k), np.float32)
+        b = rng.standard_normal((k, n), np.float32)
+        np.matmul(a, b)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            np.matmul(a, b)
+            reps += 1
+        best = max(best, 2.0 * m * k * n * reps / (time.perf_counter() - t0))
+    return best
+
+
+def train_flops(model: rmtl.models.Backbone, batch: int) -> float:
+    """Matrix-product FLOPs of one training step: forward, input and weight gradients."""
+    c = model.config
+    total = 0.0
+    for name, w in model.named_parameters():
+        if w.ndim != 2 or name.startswith("embedding"):
+            continue
+        uses = 1
+        if c.name == "aitm" and name[:2] in ("h1", "h2", "h3"):
+            uses = 2 * (c.num_tasks - 1)  # applied to both positions of every transfer
+        if c.name == "ple" and name.startswith(f"share_gates.{len(c.bottom_dims) - 1}."):
+            uses = 0  # declared by the reference, never used
+        passes = 2 if name.startswith("numerical_layer") else 3  # no input gradient there
+        total += 2.0 * batch * w.shape[0] * w.shape[1] * passes * uses
+    return total
+
+
+def time_rmtl(model, data, steps: int):
+    sparse, dense, labels = data
+    rows = np.arange(BATCH * steps, dtype=np.int64)
+    opt = (1e-3, 0.9, 0.999, 1e-8, 1e-6)
+    model.train()
+    model._core.train_chunk(rows[:BATCH], sparse, dense, labels, BATCH, *opt)  # warm-up, buffers
+    t0 = time.perf_counter()
+    model._core.train_chunk(rows, sparse, dense, labels, BATCH, *opt)
+    train = len(rows) / (time.perf_counter() - t0)
+    n = BATCH * steps * 4
+    model.predict(sparse[:BATCH], dense[:BATCH], batch_size=BATCH)
+    t0 = time.perf_counter()
+    model.predict(sparse[:n], dense[:n], batch_size=BATCH)
+    return train, n / (time.perf_counter() - t0)
+
+
+def time_torch(net, data, steps: int):
+    sparse, dense, labels = (torch.from_numpy(a) for a in data)
+    sparse = sparse.long()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-6)
+
+    def step(i):
+        s = slice(i * BATCH, (i + 1) * BATCH)
+        opt.zero_grad()
+        weighted_bce(net(sparse[s], dense[s]), labels[s]).backward()
+        opt.step()
+
+    net.train()
+    step(0)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    train = BATCH * steps / (time.perf_counter() - t0)
+    net.eval()
+    n_batches = steps * 4
+    with torch.no_grad():
+        net(sparse[:BATCH], dense[:BATCH])
+        t0 = time.perf_counter()
+        for i in range(n_batches):
+            net(sparse[i * BATCH:(i + 1) * BATCH], dense[i * BATCH:(i + 1) * BATCH])
+    return train, BATCH * n_batches / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    names = [n.strip() for n in ARGS.only.split(",") if n.strip()]
+    data = make_data(BATCH * ARGS.steps * 4)
+    ceiling = matmul_rate()
+    print(f"threads {ARGS.threads}, torch {torch.__version__}, rmtl gemm {rmtl.blas_info()['backend']}, "
+          f"batch {BATCH}, {ARGS.steps} training steps, {ARGS.steps * 4} prediction batches")
+    print(f"numpy.matmul float32 ceiling: {ceiling / 1e9:.1f} GFLOP/s")
+    head = (f"{'backbone':<13}{'rmtl train/s':>13}{'torch train/s':>14}{'ratio':>7}"
+            f"{'rmtl pred/s':>13}{'torch pred/s':>13}{'ratio':>7}{'GFLOP/s':>9}{'of ceil':>8}")
+    print(head)
+    for name in names:
+        model = rmtl.models.create(name, FIELD_DIMS, 1, 2, seed=0)
+        net = twin_of(model)
+        r_train, r_pred = time_rmtl(model, data, ARGS.steps)
+        t_train, t_pred = time_torch(net, data, ARGS.steps)
+        rate = train_flops(model, BATCH) * r_train / BATCH
+        print(f"{name:<13}{r_train:>13.0f}{t_train:>14.0f}{r_train / t_train:>7.2f}{r_pred:>13.0f}"
+              f"{t_pred:>13.0f}{r_pred / t_pred:>7.2f}{rate / 1e9:>9.1f}{rate / ceiling:>8.0%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

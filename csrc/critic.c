@@ -1,0 +1,202 @@
+/* The critic network: the backbones' front end and MLP blocks plus the action field. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "critic.h"
+
+static int rmtl_critic_build(rmtl_critic *c, const int *bottom, int n_bottom, const int *tower,
+                             int n_tower) {
+    rmtl_model *m = &c->net;
+    int E = m->E, in = (m->F + 2) * E;
+    int st = rmtl_frontend_build(m, &c->front, "");
+    if (st == RMTL_OK) {
+        st = rmtl_params_add(&m->params, &c->act_w, "action_layer.weight", E, 1, RMTL_INIT_LINEAR, 1);
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_params_add(&m->params, &c->act_b, "action_layer.bias", E, 0, RMTL_INIT_LINEAR, 1);
+    }
+    c->cat = rmtl_arena_reserve(&m->arena, (size_t)in);
+    if (st == RMTL_OK) {
+        st = rmtl_mlp_build(m, &c->bottom, "bottom.mlp", in, bottom, n_bottom, 0);
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_mlp_build(m, &c->tower, "tower.mlp", bottom[n_bottom - 1], tower, n_tower, 1);
+    }
+    return st;
+}
+
+static int rmtl_critic_config_ok(const rmtl_critic_config *cfg) {
+    int ok = cfg->F >= 1 && cfg->D >= 0 && cfg->E >= 1 && cfg->n_bottom >= 1 &&
+             cfg->n_bottom <= RMTL_MAX_LAYERS && cfg->n_tower >= 0 &&
+             cfg->n_tower <= RMTL_MAX_LAYERS && cfg->dropout >= 0.0f && cfg->dropout < 1.0f;
+    for (int f = 0; ok && f < cfg->F; f++) {
+        ok = cfg->field_dims[f] >= 1;
+    }
+    for (int j = 0; ok && j < cfg->n_bottom; j++) {
+        ok = cfg->bottom[j] >= 1;
+    }
+    for (int j = 0; ok && j < cfg->n_tower; j++) {
+        ok = cfg->tower[j] >= 1;
+    }
+    return ok;
+}
+
+int rmtl_critic_create(rmtl_critic **out, const rmtl_critic_config *cfg) {
+    *out = NULL;
+    if (!rmtl_critic_config_ok(cfg)) {
+        return RMTL_ERR_ARG;
+    }
+    rmtl_critic *c = calloc(1, sizeof(rmtl_critic));
+    if (c == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    rmtl_model *m = &c->net;
+    m->F = cfg->F;
+    m->D = cfg->D;
+    m->E = cfg->E;
+    m->T = 1;
+    m->dropout = cfg->dropout;
+    m->seed = cfg->seed;
+    m->training = 1;
+    m->field_dims = malloc((size_t)cfg->F * sizeof(int32_t));
+    m->field_offset = malloc((size_t)cfg->F * sizeof(int64_t));
+    int st = (m->field_dims && m->field_offset) ? RMTL_OK : RMTL_ERR_NOMEM;
+    int64_t off = 0;
+    for (int f = 0; f < cfg->F && st == RMTL_OK; f++) {
+        m->field_dims[f] = cfg->field_dims[f];
+        m->field_offset[f] = off;
+        off += cfg->field_dims[f];
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_critic_build(c, cfg->bottom, cfg->n_bottom, cfg->tower, cfg->n_tower);
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_params_alloc(&m->params, m->seed);
+    }
+    if (st != RMTL_OK) {
+        rmtl_critic_free(c);
+        return st;
+    }
+    *out = c;
+    return RMTL_OK;
+}
+
+static void rmtl_critic_free_batch(rmtl_critic *c) {
+    free(c->q);
+    free(c->action);
+    free(c->y);
+    free(c->dq);
+    free(c->daction);
+    c->q = c->action = c->y = c->dq = c->daction = NULL;
+}
+
+void rmtl_critic_free(rmtl_critic *c) {
+    if (c == NULL) {
+        return;
+    }
+    rmtl_params_free(&c->net.params);
+    rmtl_arena_free(&c->net.arena);
+    rmtl_critic_free_batch(c);
+    free(c->net.field_dims);
+    free(c->net.field_offset);
+    free(c);
+}
+
+/* grows the activation and batch buffers to `batch` rows (never shrinks) */
+int rmtl_critic_reserve(rmtl_critic *c, int batch) {
+    if (batch <= c->net.arena.cap) {
+        return RMTL_OK;
+    }
+    size_t n = (size_t)batch * sizeof(float);
+    rmtl_critic_free_batch(c);
+    c->q = malloc(n);
+    c->action = malloc(n);
+    c->y = malloc(n);
+    c->dq = malloc(n);
+    c->daction = malloc(n);
+    if (!c->q || !c->action || !c->y || !c->dq || !c->daction) {
+        rmtl_critic_free_batch(c);
+        rmtl_arena_free(&c->net.arena);
+        return RMTL_ERR_NOMEM;
+    }
+    int st = rmtl_arena_resize(&c->net.arena, batch);
+    if (st != RMTL_OK) {
+        rmtl_critic_free_batch(c);
+    }
+    return st;
+}
+
+void rmtl_critic_zero_grad(rmtl_critic *c) {
+    rmtl_params_zero_grad(&c->net.params);
+    rmtl_arena_zero_grad(&c->net.arena);
+}
+
+/* copies B rows of width w from a buffer of row stride ld_src into one of stride ld_dst */
+static void rmtl_rows_copy(float *dst, int ld_dst, const float *src, int ld_src, int w, int B) {
+#pragma omp parallel for schedule(static) if ((long)B * w > 65536)
+    for (int i = 0; i < B; i++) {
+        memcpy(dst + (size_t)i * ld_dst, src + (size_t)i * ld_src, (size_t)w * sizeof(float));
+    }
+}
+
+int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense,
+                        const float *action, int B) {
+    rmtl_model *m = &c->net;
+    if (B > m->arena.cap) {
+        return RMTL_ERR_ARG;
+    }
+    if (m->training) {
+        m->counter++;
+    }
+    int E = m->E, W1 = (m->F + 1) * E, W2 = W1 + E;
+    const float *p = m->params.param;
+    float *cat = rmtl_arena_val(&m->arena, c->cat);
+    rmtl_dropout none = {0.0f, 0, 0};
+    /* the reference concatenates [embedding fields, numerical field, action field] */
+    rmtl_frontend_forward(m, &c->front, codes, dense, B);
+    rmtl_rows_copy(cat, W2, rmtl_arena_val(&m->arena, c->front.act), W1, W1, B);
+    rmtl_linear_forward(cat + W1, action, p + c->act_w, p + c->act_b, 0, none, B, 1, E, W2);
+    const float *h = rmtl_mlp_forward(m, &c->bottom, cat, B);
+    const float *out = rmtl_mlp_forward(m, &c->tower, h, B);
+    for (int i = 0; i < B; i++) {
+        c->q[i] = out[i] > 0.0f ? -out[i] : 0.0f;
+    }
+    return RMTL_OK;
+}
+
+void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const int32_t *codes,
+                          const float *dense, const float *action, int B) {
+    rmtl_model *m = &c->net;
+    int E = m->E, W1 = (m->F + 1) * E, W2 = W1 + E;
+    size_t tower_out = rmtl_mlp_out(&c->tower), bottom_out = rmtl_mlp_out(&c->bottom);
+    const float *out = rmtl_arena_val(&m->arena, tower_out);
+    float *dout = rmtl_arena_grad(&m->arena, tower_out);
+    /* Q = -ReLU(out): dQ/dout = -1 where out > 0, else 0 (torch's ReLU gradient at 0) */
+    for (int i = 0; i < B; i++) {
+        dout[i] = out[i] > 0.0f ? -dq[i] : 0.0f;
+    }
+    rmtl_mlp_backward(m, &c->tower, rmtl_arena_grad(&m->arena, bottom_out),
+                      rmtl_arena_val(&m->arena, bottom_out), B);
+    float *cat = rmtl_arena_val(&m->arena, c->cat), *dcat = rmtl_arena_grad(&m->arena, c->cat);
+    rmtl_mlp_backward(m, &c->bottom, dcat, cat, B);
+    rmtl_linear_backward(daction, m->params.grad + c->act_w, m->params.grad + c->act_b, dcat + W1,
+                         cat + W1, action, m->params.param + c->act_w, 0, 0.0f, B, 1, E, W2);
+    rmtl_rows_copy(rmtl_arena_grad(&m->arena, c->front.act), W1, dcat, W2, W1, B);
+    rmtl_frontend_backward(m, &c->front, codes, dense, B);
+}
+
+int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const float *dense,
+                        const float *action, int64_t n, int B) {
+    int st = rmtl_critic_reserve(c, B), training = c->net.training;
+    c->net.training = 0;
+    for (int64_t start = 0; start < n && st == RMTL_OK; start += B) {
+        int nb = (int)(n - start < B ? n - start : B);
+        st = rmtl_critic_forward(c, codes + (size_t)start * c->net.F,
+                                 dense + (size_t)start * c->net.D, action + start, nb);
+        if (st == RMTL_OK) {
+            memcpy(out + start, c->q, (size_t)nb * sizeof(float));
+        }
+    }
+    c->net.training = training;
+    return st;
+}

@@ -1,0 +1,423 @@
+/* OMoE, MMoE, PLE, AITM and ESMM's bottoms (SPEC section 4) as programs of fused ops; see
+   experts.h.
+   Parameter names and shapes follow the reference modules; the table declares tensors in
+   the order that puts every fanout's weights (and biases) side by side. */
+#include "experts.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef char rmtl_name[RMTL_NAME_LEN];
+
+static float *rmtl_loc_val(const rmtl_model *m, rmtl_loc l) {
+    return rmtl_arena_val(&m->arena, l.col) + l.off;
+}
+
+static float *rmtl_loc_grad(const rmtl_model *m, rmtl_loc l) {
+    return rmtl_arena_grad(&m->arena, l.col) + l.off;
+}
+
+static rmtl_loc rmtl_loc_at(rmtl_loc l, int off) {
+    l.off += off;
+    return l;
+}
+
+static rmtl_loc rmtl_loc_new(rmtl_model *m, int width) {
+    rmtl_loc l = {rmtl_arena_reserve(&m->arena, (size_t)width), 0, width};
+    return l;
+}
+
+static rmtl_op *rmtl_op_add(rmtl_model *m, int type) {
+    struct rmtl_experts *ex = m->experts;
+    rmtl_op *ops = realloc(ex->op, (size_t)(ex->n_op + 1) * sizeof(rmtl_op));
+    if (ops == NULL) {
+        return NULL;
+    }
+    ex->op = ops;
+    rmtl_op *op = &ops[ex->n_op++];
+    memset(op, 0, sizeof(*op));
+    op->type = type;
+    return op;
+}
+
+/* declares n Linear(in, widths[k]) members "<names[k]>.weight" then all "<names[k]>.bias";
+   the first n_relu members are hidden layers (ReLU + dropout) */
+static int rmtl_fan_add(rmtl_model *m, int *idx, int in, const rmtl_name *names,
+                        const int *widths, int n, int n_relu) {
+    struct rmtl_experts *ex = m->experts;
+    rmtl_fanout *fans = realloc(ex->fan, (size_t)(ex->n_fan + 1) * sizeof(rmtl_fanout));
+    if (fans == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    ex->fan = fans;
+    rmtl_fanout f = {in, 0, 0, 0, 0, (uint32_t)m->params.count};
+    int st = RMTL_OK;
+    for (int pass = 0; pass < 2 && st == RMTL_OK; pass++) {
+        for (int k = 0; k < n && st == RMTL_OK; k++) {
+            rmtl_name buf;
+            size_t off;
+            snprintf(buf, sizeof(buf), "%s.%s", names[k], pass ? "bias" : "weight");
+            st = rmtl_params_add(&m->params, &off, buf, widths[k], pass ? 0 : in, RMTL_INIT_LINEAR,
+                                 in);
+            if (k == 0) {
+                *(pass ? &f.b : &f.w) = off;
+            }
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        f.out += widths[k];
+        f.n_relu += k < n_relu ? widths[k] : 0;
+    }
+    fans[ex->n_fan] = f;
+    *idx = ex->n_fan++;
+    return st;
+}
+
+/* out = fanout(in), into a new arena block */
+static int rmtl_fan_apply(rmtl_model *m, int fan, rmtl_loc in, rmtl_loc *out) {
+    rmtl_op *op = rmtl_op_add(m, RMTL_OP_DENSE);
+    if (op == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    op->fan = fan;
+    op->in = in;
+    op->out = *out = rmtl_loc_new(m, m->experts->fan[fan].out);
+    return RMTL_OK;
+}
+
+/* One fanout over `in`: n hidden layers of width w (experts, names[0..n)), then n_gate
+   softmax gates of widths gw (names[n..n+n_gate)). x[e] and g[k] receive their places. */
+static int rmtl_expert_fan(rmtl_model *m, rmtl_loc in, int in_w, const rmtl_name *names, int n,
+                           int w, int n_gate, const int *gw, rmtl_loc *x, rmtl_loc *g) {
+    int widths[RMTL_MAX_EXPERTS + RMTL_MAX_TASKS + 1] = {0}, fan;
+    rmtl_loc out;
+    for (int k = 0; k < n + n_gate; k++) {
+        widths[k] = k < n ? w : gw[k - n];
+    }
+    int st = rmtl_fan_add(m, &fan, in_w, names, widths, n + n_gate, n);
+    if (st == RMTL_OK) {
+        st = rmtl_fan_apply(m, fan, in, &out);
+    }
+    for (int k = 0, off = 0; k < n + n_gate && st == RMTL_OK; off += widths[k++]) {
+        rmtl_loc at = rmtl_loc_at(out, off);
+        if (k < n) {
+            x[k] = at;
+            continue;
+        }
+        g[k - n] = at;
+        rmtl_op *op = rmtl_op_add(m, RMTL_OP_SOFTMAX);
+        if (op == NULL) {
+            return RMTL_ERR_NOMEM;
+        }
+        op->out = at;
+        op->n = widths[k];
+    }
+    return st;
+}
+
+/* out (new block, width W) = sum_e gate[:, e] * x[e] */
+static int rmtl_mix_add(rmtl_model *m, rmtl_loc gate, const rmtl_loc *x, int n, int W,
+                        rmtl_loc *out) {
+    rmtl_op *op = rmtl_op_add(m, RMTL_OP_MIX);
+    if (op == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    op->n = n;
+    op->W = W;
+    op->gate = gate;
+    memcpy(op->x, x, (size_t)n * sizeof(rmtl_loc));
+    op->out = *out = rmtl_loc_new(m, W);
+    return RMTL_OK;
+}
+
+/* n experts MLP(in, bottom_dims) named "<prefix>.<e>.mlp" over the front end, whose first
+   layers share one fanout with n_gate softmax gates of width n (names gate_names); x[e]
+   receives each expert's output, gate[k] each gate's values */
+static int rmtl_bank_build(rmtl_model *m, rmtl_loc emb, const char *prefix, int n,
+                           const rmtl_name *gate_names, int n_gate, rmtl_loc *x, rmtl_loc *gate) {
+    rmtl_name names[RMTL_MAX_EXPERTS + RMTL_MAX_TASKS];
+    int gw[RMTL_MAX_TASKS] = {0};
+    for (int e = 0; e < n; e++) {
+        snprintf(names[e], sizeof(names[e]), "%s.%d.mlp.0", prefix, e);
+    }
+    for (int k = 0; k < n_gate; k++) {
+        memcpy(names[n + k], gate_names[k], sizeof(rmtl_name));
+        gw[k] = n;
+    }
+    int st = rmtl_expert_fan(m, emb, emb.ld, names, n, m->bottom[0], n_gate, gw, x, gate);
+    for (int j = 1; j < m->n_bottom && st == RMTL_OK; j++) {
+        for (int e = 0; e < n && st == RMTL_OK; e++) {
+            int fan;
+            snprintf(names[0], sizeof(names[0]), "%s.%d.mlp.%d", prefix, e, 3 * j);
+            st = rmtl_fan_add(m, &fan, m->bottom[j - 1], names, &m->bottom[j], 1, 1);
+            if (st == RMTL_OK) {
+                st = rmtl_fan_apply(m, fan, x[e], &x[e]);
+            }
+        }
+    }
+    return st;
+}
+
+/* OMoE: one gate "gate.0" for all tasks; MMoE: one gate "gate.<k>.0" per task */
+static int rmtl_moe_build(rmtl_model *m, rmtl_loc emb) {
+    struct rmtl_experts *ex = m->experts;
+    int E = m->n_experts, G = m->kind == RMTL_MMOE ? m->T : 1, W = m->bottom[m->n_bottom - 1];
+    rmtl_name gates[RMTL_MAX_TASKS];
+    rmtl_loc x[RMTL_MAX_EXPERTS], gate[RMTL_MAX_TASKS], mixed;
+    for (int k = 0; k < G; k++) {
+        if (m->kind == RMTL_MMOE) {
+            snprintf(gates[k], sizeof(gates[k]), "gate.%d.0", k);
+        } else {
+            snprintf(gates[k], sizeof(gates[k]), "gate.0");
+        }
+    }
+    int st = rmtl_bank_build(m, emb, "expert", E, gates, G, x, gate);
+    for (int k = 0; k < G && st == RMTL_OK; k++) {
+        st = rmtl_mix_add(m, gate[k], x, E, W, &mixed);
+        for (int t = 0; t < m->T; t++) {
+            if (G == 1 || t == k) {
+                ex->feature[t] = mixed;
+            }
+        }
+    }
+    return st;
+}
+
+/* PLE level i: x holds the task experts (task-major, h each) then the s shared experts,
+   g the task gates then the shared gate (absent at the last level) */
+static int rmtl_ple_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, rmtl_loc *x,
+                          rmtl_loc *g) {
+    int T = m->T, h = m->n_experts / 2, s = h, w = m->bottom[i], last = i == m->n_bottom - 1;
+    rmtl_name names[RMTL_MAX_EXPERTS + RMTL_MAX_TASKS + 1];
+    int gw[RMTL_MAX_TASKS + 1], n = 0, st = RMTL_OK;
+    for (int t = 0; t <= T && st == RMTL_OK; t++) {
+        int shared = t == T, ne = shared ? s : h;
+        for (int k = 0; k < ne; k++, n++) {
+            if (shared) {
+                snprintf(names[n], sizeof(names[n]), "share_experts.%d.%d.mlp.0", i, k);
+            } else {
+                snprintf(names[n], sizeof(names[n]), "task_experts.%d.%d.%d.mlp.0", i, t, k);
+            }
+        }
+        if (i > 0) {
+            /* past level 0 every stream has its own input: one fanout per stream */
+            int ng = shared && last ? 0 : 1;
+            gw[0] = shared ? T * h + s : h + s;
+            if (shared) {
+                snprintf(names[n], sizeof(names[n]), "share_gates.%d.0", i);
+            } else {
+                snprintf(names[n], sizeof(names[n]), "task_gates.%d.%d.0", i, t);
+            }
+            st = rmtl_expert_fan(m, cur[t], in_w, names, n, w, ng, gw, x + t * h, g + t);
+            n = 0;
+        }
+    }
+    if (i == 0) {
+        /* every stream is the front end: all experts and gates of the level in one fanout */
+        for (int t = 0; t <= T - (last ? 1 : 0); t++) {
+            gw[t] = t == T ? T * h + s : h + s;
+            if (t == T) {
+                snprintf(names[n + t], sizeof(names[0]), "share_gates.0.0");
+            } else {
+                snprintf(names[n + t], sizeof(names[0]), "task_gates.0.%d.0", t);
+            }
+        }
+        st = rmtl_expert_fan(m, cur[0], in_w, names, n, w, T + (last ? 0 : 1), gw, x, g);
+    }
+    return st;
+}
+
+/* PLE (see the class docstring in rmtl/models.py): L = len(bottom) levels, E/2 experts per
+   task and E/2 shared experts per level, T + 1 streams; the shared experts read the shared
+   stream. The reference declares a shared gate at the last level but never uses it: it is
+   declared here too (same state_dict) and frozen, as torch's Adam skips a gradient-less
+   parameter. */
+static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
+    struct rmtl_experts *ex = m->experts;
+    int T = m->T, h = m->n_experts / 2, s = h, in_w = emb.ld, st = RMTL_OK;
+    rmtl_loc cur[RMTL_MAX_TASKS + 1], x[RMTL_MAX_EXPERTS], g[RMTL_MAX_TASKS + 1],
+        mx[RMTL_MAX_EXPERTS];
+    for (int t = 0; t <= T; t++) {
+        cur[t] = emb;
+    }
+    for (int i = 0; i < m->n_bottom && st == RMTL_OK; i++) {
+        int w = m->bottom[i], last = i == m->n_bottom - 1;
+        st = rmtl_ple_level(m, i, cur, in_w, x, g);
+        for (int t = 0; t < T && st == RMTL_OK; t++) {
+            memcpy(mx, x + t * h, (size_t)h * sizeof(rmtl_loc));
+            memcpy(mx + h, x + T * h, (size_t)s * sizeof(rmtl_loc));
+            st = rmtl_mix_add(m, g[t], mx, h + s, w, &cur[t]);
+        }
+        if (st == RMTL_OK && !last) {
+            st = rmtl_mix_add(m, g[T], x, T * h + s, w, &cur[T]);
+        } else if (st == RMTL_OK) {
+            rmtl_name name;
+            int fan, width = T * h + s;
+            snprintf(name, sizeof(name), "share_gates.%d.0", i);
+            st = rmtl_fan_add(m, &fan, in_w, &name, &width, 1, 0);
+            if (st == RMTL_OK) {
+                const rmtl_fanout *f = &ex->fan[fan];
+                st = rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out);
+            }
+        }
+        in_w = w;
+    }
+    for (int t = 0; t < T; t++) {
+        ex->feature[t] = cur[t];
+    }
+    return st;
+}
+
+/* AITM: per-task bottoms; for task i >= 1, p = g[i-1](f[i-1]), q = bottom i, and
+   f[i] = attention over [p, q] with V, K, Q = h1, h2, h3 (shared, applied to both) */
+static int rmtl_aitm_build(rmtl_model *m, rmtl_loc emb) {
+    struct rmtl_experts *ex = m->experts;
+    int T = m->T, D = m->bottom[m->n_bottom - 1], hfan, gfan[RMTL_MAX_TASKS];
+    int widths[3] = {D, D, D};
+    rmtl_name names[3] = {"h1", "h2", "h3"};
+    rmtl_loc q[RMTL_MAX_TASKS];
+    int st = rmtl_bank_build(m, emb, "bottom", T, NULL, 0, q, NULL);
+    for (int i = 0; i + 1 < T && st == RMTL_OK; i++) {
+        rmtl_name g;
+        snprintf(g, sizeof(g), "g.%d", i);
+        st = rmtl_fan_add(m, &gfan[i], D, &g, widths, 1, 0);
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_fan_add(m, &hfan, D, names, widths, 3, 0);
+    }
+    if (st == RMTL_OK && T == 1) {
+        /* the reference declares h1..h3 even without a transfer: kept, never trained */
+        const rmtl_fanout *f = &ex->fan[hfan];
+        st = rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out);
+    }
+    ex->feature[0] = q[0];
+    for (int i = 1; i < T && st == RMTL_OK; i++) {
+        rmtl_loc p, hp, hq;
+        st = rmtl_fan_apply(m, gfan[i - 1], ex->feature[i - 1], &p);
+        if (st == RMTL_OK) {
+            st = rmtl_fan_apply(m, hfan, p, &hp);
+        }
+        if (st == RMTL_OK) {
+            st = rmtl_fan_apply(m, hfan, q[i], &hq);
+        }
+        rmtl_op *op = st == RMTL_OK ? rmtl_op_add(m, RMTL_OP_ATTN) : NULL;
+        if (op == NULL) {
+            return st == RMTL_OK ? RMTL_ERR_NOMEM : st;
+        }
+        op->W = D;
+        op->x[0] = hp;
+        op->x[1] = hq;
+        op->gate = rmtl_loc_new(m, 2);
+        op->out = ex->feature[i] = rmtl_loc_new(m, D);
+    }
+    return st;
+}
+
+int rmtl_experts_build(rmtl_model *m) {
+    m->experts = calloc(1, sizeof(struct rmtl_experts));
+    if (m->experts == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    rmtl_loc emb = {m->front[0].act, 0, (m->F + 1) * m->E};
+    switch (m->kind) {
+    case RMTL_ESMM:
+        return rmtl_bank_build(m, emb, "bottom", m->T, NULL, 0, m->experts->feature, NULL);
+    case RMTL_PLE:
+        return rmtl_ple_build(m, emb);
+    case RMTL_AITM:
+        return rmtl_aitm_build(m, emb);
+    default:
+        return rmtl_moe_build(m, emb);
+    }
+}
+
+void rmtl_experts_free(rmtl_model *m) {
+    if (m->experts != NULL) {
+        free(m->experts->fan);
+        free(m->experts->op);
+        free(m->experts);
+        m->experts = NULL;
+    }
+}
+
+rmtl_loc rmtl_experts_feature(const rmtl_model *m, int k) {
+    return m->experts->feature[k];
+}
+
+static rmtl_dropout rmtl_fan_dropout(const rmtl_model *m, const rmtl_fanout *f) {
+    rmtl_dropout d = {m->training ? m->dropout : 0.0f, m->seed, (m->counter << 12) | f->salt};
+    return d;
+}
+
+void rmtl_experts_forward(rmtl_model *m, int B) {
+    const struct rmtl_experts *ex = m->experts;
+    const float *p = m->params.param;
+    const float *x[RMTL_MAX_EXPERTS];
+    int ld[RMTL_MAX_EXPERTS];
+    for (int i = 0; i < ex->n_op; i++) {
+        const rmtl_op *op = &ex->op[i];
+        const rmtl_fanout *f = &ex->fan[op->fan];
+        switch (op->type) {
+        case RMTL_OP_DENSE:
+            rmtl_dense_forward(rmtl_loc_val(m, op->out), op->out.ld, rmtl_loc_val(m, op->in),
+                               op->in.ld, p + f->w, p + f->b, f->n_relu, rmtl_fan_dropout(m, f), B,
+                               f->in, f->out);
+            break;
+        case RMTL_OP_SOFTMAX:
+            rmtl_softmax_forward(rmtl_loc_val(m, op->out), op->out.ld, B, op->n);
+            break;
+        case RMTL_OP_MIX:
+            for (int e = 0; e < op->n; e++) {
+                x[e] = rmtl_loc_val(m, op->x[e]);
+                ld[e] = op->x[e].ld;
+            }
+            rmtl_mix_forward(rmtl_loc_val(m, op->out), op->out.ld, rmtl_loc_val(m, op->gate),
+                             op->gate.ld, x, ld, op->n, B, op->W);
+            break;
+        default:
+            rmtl_attention2_forward(rmtl_loc_val(m, op->out), op->out.ld,
+                                    rmtl_loc_val(m, op->gate), rmtl_loc_val(m, op->x[0]),
+                                    rmtl_loc_val(m, op->x[1]), op->x[0].ld, B, op->W);
+        }
+    }
+}
+
+void rmtl_experts_backward(rmtl_model *m, int B) {
+    const struct rmtl_experts *ex = m->experts;
+    const float *p = m->params.param;
+    float *g = m->params.grad, *dx[RMTL_MAX_EXPERTS];
+    const float *x[RMTL_MAX_EXPERTS];
+    int ld[RMTL_MAX_EXPERTS];
+    for (int i = ex->n_op - 1; i >= 0; i--) {
+        const rmtl_op *op = &ex->op[i];
+        const rmtl_fanout *f = &ex->fan[op->fan];
+        switch (op->type) {
+        case RMTL_OP_DENSE:
+            rmtl_dense_backward(rmtl_loc_grad(m, op->in), op->in.ld, g + f->w, g + f->b,
+                                rmtl_loc_grad(m, op->out), op->out.ld, rmtl_loc_val(m, op->out),
+                                rmtl_loc_val(m, op->in), p + f->w, f->n_relu,
+                                rmtl_fan_dropout(m, f).p, B, f->in, f->out);
+            break;
+        case RMTL_OP_SOFTMAX:
+            rmtl_softmax_backward(rmtl_loc_grad(m, op->out), rmtl_loc_val(m, op->out),
+                                  op->out.ld, B, op->n);
+            break;
+        case RMTL_OP_MIX:
+            for (int e = 0; e < op->n; e++) {
+                x[e] = rmtl_loc_val(m, op->x[e]);
+                dx[e] = rmtl_loc_grad(m, op->x[e]);
+                ld[e] = op->x[e].ld;
+            }
+            rmtl_mix_backward(dx, rmtl_loc_grad(m, op->gate), rmtl_loc_grad(m, op->out),
+                              op->out.ld, rmtl_loc_val(m, op->gate), op->gate.ld, x, ld, op->n, B,
+                              op->W);
+            break;
+        default:
+            rmtl_attention2_backward(rmtl_loc_grad(m, op->x[0]), rmtl_loc_grad(m, op->x[1]),
+                                     rmtl_loc_grad(m, op->out), op->out.ld,
+                                     rmtl_loc_val(m, op->gate), rmtl_loc_val(m, op->x[0]),
+                                     rmtl_loc_val(m, op->x[1]), op->x[0].ld, B, op->W);
+        }
+    }
+}

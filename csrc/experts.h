@@ -1,0 +1,52 @@
+/* Expert and attention backbones (OMoE, MMoE, PLE, AITM; ESMM's bottoms) as a program of fused ops
+   over the arena: the builders emit the ops once, forward runs them in order and backward
+   in reverse. Linear layers that read the same input form one fanout (one GEMM). */
+#ifndef RMTL_EXPERTS_H
+#define RMTL_EXPERTS_H
+#include "blocks.h"
+
+/* where an activation lives: arena column block `col`, `off` columns into each row of it,
+   rows `ld` floats apart; the same place in the arena's gradient holds its gradient */
+typedef struct {
+    size_t col;
+    int off, ld;
+} rmtl_loc;
+
+/* Linear layers over one input stored side by side: weights (out, in) and biases (out) are
+   each contiguous in the parameter buffer, so one GEMM computes every member. Columns
+   [0, n_relu) get ReLU + dropout (hidden layers), the rest are plain (gate logits). */
+typedef struct {
+    int in, out, n_relu;
+    size_t w, b;
+    uint32_t salt; /* distinguishes dropout masks */
+} rmtl_fanout;
+
+enum { RMTL_OP_DENSE = 0, RMTL_OP_SOFTMAX = 1, RMTL_OP_MIX = 2, RMTL_OP_ATTN = 3 };
+
+/* DENSE: fanout `fan` reads `in`, writes `out`.
+   SOFTMAX: in place over `n` columns at `out` (a gate).
+   MIX: out (B,W) = sum_e gate[:, e] * x[e] over n experts.
+   ATTN: x[0], x[1] = [V|K|Q] (B,3W) of positions p, q; `gate` keeps the (B,2) attention. */
+typedef struct {
+    int type, fan, n, W;
+    rmtl_loc in, out, gate;
+    rmtl_loc x[RMTL_MAX_EXPERTS];
+} rmtl_op;
+
+struct rmtl_experts {
+    int n_fan, n_op;
+    rmtl_fanout *fan;
+    rmtl_op *op;
+    rmtl_loc feature[RMTL_MAX_TASKS]; /* the (B, bottom[-1]) tower input of each task */
+};
+
+/* declares the parameters between the front end and the towers; m->front[0] is built */
+int rmtl_experts_build(rmtl_model *m);
+void rmtl_experts_free(rmtl_model *m);
+/* after the front end: every op in order, then the features are ready */
+void rmtl_experts_forward(rmtl_model *m, int B);
+/* after the towers' backward filled the feature gradients: down to the front end's gradient */
+void rmtl_experts_backward(rmtl_model *m, int B);
+/* where task k's tower input (B, bottom[-1]) lives */
+rmtl_loc rmtl_experts_feature(const rmtl_model *m, int k);
+#endif

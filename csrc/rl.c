@@ -1,0 +1,358 @@
+/* RMTL's learning rules over the critics: TD regression, the paper's actor loss, target
+   networks, and the chunked loops of stage 2 (critics) and stage 3 (weighted fine-tuning). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "critic.h"
+
+float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+    /* 1 - u lies in (0, 1], so the log is finite; |z| <= sqrt(2 * 24 ln 2) ~ 5.8 */
+    double u1 = 1.0 - (double)rmtl_rng_uniform(seed, stream, 2 * index);
+    double u2 = (double)rmtl_rng_uniform(seed, stream, 2 * index + 1);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+void rmtl_soft_update(float *dst, const float *src, size_t n, float tau) {
+    float keep = 1.0f - tau;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        dst[i] = tau * src[i] + keep * dst[i];
+    }
+}
+
+/* eval-mode Q of c at (codes, dense, action) into c->q, restoring c's mode */
+static int rmtl_critic_eval(rmtl_critic *c, const int32_t *codes, const float *dense,
+                            const float *action, int B) {
+    int training = c->net.training;
+    c->net.training = 0;
+    int st = rmtl_critic_forward(c, codes, dense, action, B);
+    c->net.training = training;
+    return st;
+}
+
+int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const int32_t *codes,
+                            const float *dense, const float *action, const int32_t *ncodes,
+                            const float *ndense, const float *naction, const float *reward,
+                            const float *done, const float *weight, float gamma, int td3, int B) {
+    int st = rmtl_critic_reserve(q, B);
+    if (st == RMTL_OK) {
+        st = rmtl_critic_reserve(qt, B);
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_critic_eval(qt, ncodes, ndense, naction, B);
+    }
+    if (st != RMTL_OK) {
+        return st;
+    }
+    memcpy(q->y, qt->q, (size_t)B * sizeof(float));
+    if (td3) {
+        st = rmtl_critic_eval(q, ncodes, ndense, naction, B);
+        for (int i = 0; i < B && st == RMTL_OK; i++) {
+            q->y[i] = q->q[i] < q->y[i] ? q->q[i] : q->y[i];
+        }
+    }
+    for (int i = 0; i < B; i++) {
+        q->y[i] = reward[i] + gamma * (1.0f - done[i]) * q->y[i];
+    }
+    rmtl_critic_zero_grad(q);
+    if (st == RMTL_OK) {
+        st = rmtl_critic_forward(q, codes, dense, action, B);
+    }
+    if (st != RMTL_OK) {
+        return st;
+    }
+    double sum = 0.0;
+    for (int i = 0; i < B; i++) {
+        float w = weight ? weight[i] : 1.0f, diff = q->q[i] - q->y[i];
+        sum += (double)w * (double)diff * (double)diff;
+        q->dq[i] = 2.0f * w * diff / (float)B;
+    }
+    *loss = sum / (double)B;
+    rmtl_critic_backward(q, NULL, q->dq, codes, dense, action, B);
+    return RMTL_OK;
+}
+
+int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *loss,
+                        float *dprob, const int32_t *codes, const float *dense,
+                        const float *weight, int B) {
+    int T = actor->T;
+    int st = rmtl_model_reserve(actor, B);
+    for (int k = 0; k < T && st == RMTL_OK; k++) {
+        st = rmtl_critic_reserve(critics[k], B);
+    }
+    if (st == RMTL_OK) {
+        rmtl_model_zero_grad(actor);
+        st = rmtl_model_forward(actor, codes, dense, B);
+    }
+    double sum = 0.0;
+    for (int k = 0; k < T && st == RMTL_OK; k++) {
+        rmtl_critic *c = critics[k];
+        for (int i = 0; i < B; i++) {
+            c->action[i] = actor->prob[(size_t)i * T + k];
+        }
+        rmtl_critic_zero_grad(c);
+        st = rmtl_critic_forward(c, codes, dense, c->action, B);
+        if (st != RMTL_OK) {
+            break;
+        }
+        for (int i = 0; i < B; i++) {
+            float w = weight ? weight[(size_t)i * T + k] : 1.0f;
+            sum -= (double)w * (double)c->q[i];
+            c->dq[i] = -w / (float)B;
+            c->daction[i] = 0.0f;
+        }
+        rmtl_critic_backward(c, c->daction, c->dq, codes, dense, c->action, B);
+        for (int i = 0; i < B; i++) {
+            dprob[(size_t)i * T + k] = c->daction[i];
+        }
+    }
+    if (st != RMTL_OK) {
+        return st;
+    }
+    *loss = sum / (double)B;
+    rmtl_model_prob_backward(actor, dprob, codes, dense, B);
+    return RMTL_OK;
+}
+
+/* dst row i = src row rows[i], row_bytes each */
+static void rmtl_gather_rows(void *dst, const void *src, const int64_t *rows, int B,
+                             size_t row_bytes) {
+#pragma omp parallel for schedule(static) if (B > 4096)
+    for (int i = 0; i < B; i++) {
+        memcpy((char *)dst + (size_t)i * row_bytes, (const char *)src + (size_t)rows[i] * row_bytes,
+               row_bytes);
+    }
+}
+
+/* column k of a (B,T) array into out (B) */
+static void rmtl_column(float *out, const float *a, int k, int B, int T) {
+    for (int i = 0; i < B; i++) {
+        out[i] = a[(size_t)i * T + k];
+    }
+}
+
+void rmtl_td_work_free(rmtl_td_work *w) {
+    free(w->codes);
+    free(w->ncodes);
+    free(w->dense);
+    free(w->ndense);
+    free(w->labels);
+    free(w->naction);
+    free(w->weight);
+    free(w->dprob);
+    free(w->col);
+    memset(w, 0, sizeof(*w));
+}
+
+int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int T) {
+    if (B <= w->cap) {
+        return RMTL_OK;
+    }
+    size_t n = (size_t)B;
+    rmtl_td_work_free(w);
+    w->codes = malloc(n * F * sizeof(int32_t));
+    w->ncodes = malloc(n * F * sizeof(int32_t));
+    w->dense = malloc(n * (D ? D : 1) * sizeof(float));
+    w->ndense = malloc(n * (D ? D : 1) * sizeof(float));
+    w->labels = malloc(n * T * sizeof(float));
+    w->naction = malloc(n * T * sizeof(float));
+    w->weight = malloc(n * T * sizeof(float));
+    w->dprob = malloc(n * T * sizeof(float));
+    w->col = malloc(4 * n * sizeof(float));
+    if (!w->codes || !w->ncodes || !w->dense || !w->ndense || !w->labels || !w->naction ||
+        !w->weight || !w->dprob || !w->col) {
+        rmtl_td_work_free(w);
+        return RMTL_ERR_NOMEM;
+    }
+    w->cap = B;
+    return RMTL_OK;
+}
+
+/* IPS weights per task over a batch with n_k positives: y (B+1)/(n_k+1) + (B+1)/(B-n_k);
+   a batch of positives only uses B - n_k = 1 instead of dividing by zero */
+static void rmtl_ips_weights(float *weight, const float *labels, int B, int T) {
+    for (int k = 0; k < T; k++) {
+        double pos = 0.0;
+        for (int i = 0; i < B; i++) {
+            pos += labels[(size_t)i * T + k];
+        }
+        double neg = (double)B - pos;
+        float wp = (float)((B + 1.0) / (pos + 1.0)), wn = (float)((B + 1.0) / (neg > 1.0 ? neg : 1.0));
+        for (int i = 0; i < B; i++) {
+            weight[(size_t)i * T + k] = labels[(size_t)i * T + k] * wp + wn;
+        }
+    }
+}
+
+/* next actions a' = mu'(s') (+ clipped Gaussian noise for the TD3-like target) into w->naction */
+static int rmtl_target_actions(const rmtl_agent_nets *nets, rmtl_td_work *w, int B, int64_t step,
+                               const rmtl_td_config *cfg) {
+    rmtl_model *mt = nets->actor_target;
+    int T = nets->T, training = mt->training;
+    int st = rmtl_model_reserve(mt, B);
+    if (st != RMTL_OK) {
+        return st;
+    }
+    mt->training = 0;
+    st = rmtl_model_forward(mt, w->ncodes, w->ndense, B);
+    mt->training = training;
+    for (size_t j = 0; j < (size_t)B * T && st == RMTL_OK; j++) {
+        float a = mt->prob[j];
+        if (cfg->td3) {
+            float z = cfg->noise_std * rmtl_rng_normal(cfg->seed, (uint64_t)step, j);
+            a += z < -cfg->noise_clip ? -cfg->noise_clip : z > cfg->noise_clip ? cfg->noise_clip : z;
+        }
+        w->naction[j] = a;
+    }
+    return st;
+}
+
+static void rmtl_soft_update_all(const rmtl_agent_nets *nets, float tau) {
+    for (int k = 0; k < nets->T; k++) {
+        rmtl_params *dst = &nets->targets[k]->net.params, *src = &nets->critics[k]->net.params;
+        rmtl_soft_update(dst->param, src->param, src->total, tau);
+    }
+    rmtl_soft_update(nets->actor_target->params.param, nets->actor->params.param,
+                     nets->actor->params.total, tau);
+}
+
+int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_loss,
+                 double *actor_loss, const rmtl_td_batch *batch, const rmtl_rows *data, int B,
+                 int64_t step, const rmtl_td_config *cfg) {
+    const rmtl_model *actor = nets->actor;
+    int F = actor->F, D = actor->D, T = nets->T;
+    int st = rmtl_td_work_reserve(w, B, F, D, T);
+    if (st != RMTL_OK) {
+        return st;
+    }
+    rmtl_gather_rows(w->codes, data->codes, batch->state, B, (size_t)F * sizeof(int32_t));
+    rmtl_gather_rows(w->ncodes, data->codes, batch->next, B, (size_t)F * sizeof(int32_t));
+    rmtl_gather_rows(w->dense, data->dense, batch->state, B, (size_t)D * sizeof(float));
+    rmtl_gather_rows(w->ndense, data->dense, batch->next, B, (size_t)D * sizeof(float));
+    rmtl_gather_rows(w->labels, data->labels, batch->state, B, (size_t)T * sizeof(float));
+    st = rmtl_target_actions(nets, w, B, step, cfg);
+    if (cfg->ips) {
+        rmtl_ips_weights(w->weight, w->labels, B, T);
+    }
+    float *a = w->col, *na = a + B, *r = na + B, *wk = r + B;
+    for (int k = 0; k < T && st == RMTL_OK; k++) {
+        rmtl_column(a, batch->action, k, B, T);
+        rmtl_column(na, w->naction, k, B, T);
+        rmtl_column(r, batch->reward, k, B, T);
+        if (cfg->ips) {
+            rmtl_column(wk, w->weight, k, B, T);
+        }
+        st = rmtl_critic_td_backward(nets->critics[k], nets->targets[k], &critic_loss[k], w->codes,
+                                     w->dense, a, w->ncodes, w->ndense, na, r, batch->done,
+                                     cfg->ips ? wk : NULL, cfg->gamma, cfg->td3, B);
+        if (st == RMTL_OK) {
+            rmtl_params_adam_step(&nets->critics[k]->net.params, &cfg->critic_opt);
+        }
+    }
+    *actor_loss = NAN;
+    if (st == RMTL_OK && cfg->actor_update && (step + 1) % cfg->actor_update_freq == 0 &&
+        step > cfg->init_training_step) {
+        st = rmtl_actor_backward(nets->actor, nets->critics, actor_loss, w->dprob, w->codes,
+                                 w->dense, cfg->ips ? w->weight : NULL, B);
+        if (st == RMTL_OK) {
+            rmtl_params_adam_step(&nets->actor->params, &cfg->actor_opt);
+        }
+    }
+    if (st == RMTL_OK && step % cfg->soft_update_freq == 0) {
+        rmtl_soft_update_all(nets, cfg->tau);
+    }
+    return st;
+}
+
+int rmtl_td_chunk(const rmtl_agent_nets *nets, double *critic_loss_sum, double *actor_loss_sum,
+                  int64_t *actor_steps, const rmtl_td_batch *batches, const rmtl_rows *data, int B,
+                  int64_t n_steps, int64_t step, const rmtl_td_config *cfg) {
+    rmtl_td_work w = {0};
+    double closs[RMTL_MAX_TASKS], aloss;
+    int st = RMTL_OK, T = nets->T;
+    for (int k = 0; k < T; k++) {
+        critic_loss_sum[k] = 0.0;
+    }
+    *actor_loss_sum = 0.0;
+    *actor_steps = 0;
+    for (int64_t s = 0; s < n_steps && st == RMTL_OK; s++) {
+        size_t off = (size_t)s * B;
+        rmtl_td_batch b = {batches->state + off, batches->next + off, batches->action + off * T,
+                           batches->reward + off * T, batches->done + off};
+        st = rmtl_td_step(nets, &w, closs, &aloss, &b, data, B, step + s, cfg);
+        for (int k = 0; k < T && st == RMTL_OK; k++) {
+            critic_loss_sum[k] += closs[k];
+        }
+        if (st == RMTL_OK && !isnan(aloss)) {
+            *actor_loss_sum += aloss;
+            (*actor_steps)++;
+        }
+    }
+    rmtl_td_work_free(&w);
+    return st;
+}
+
+/* the stage-3 loss weights of one task from Q (B), labels (B,T) column k, into w (B,T) */
+static void rmtl_loss_weights(float *w, const float *q, const float *labels, int k, int B, int T,
+                              int weighting, float lam) {
+    for (int i = 0; i < B; i++) {
+        size_t ik = (size_t)i * T + k;
+        float v = 0.5f;
+        if (weighting == RMTL_WEIGHT_RMTL) {
+            v = 1.0f - lam * q[i];
+        } else if (weighting == RMTL_WEIGHT_LABEL) {
+            v = 1.0f - lam * labels[ik] * q[i];
+        } else if (weighting == RMTL_WEIGHT_NEG_Q) {
+            v = -q[i];
+        }
+        w[ik] = v;
+    }
+}
+
+int rmtl_weighted_train_chunk(rmtl_model *m, rmtl_critic *const *critics, double *loss_sum,
+                              double *weight_sum, const int64_t *rows, int64_t n_rows,
+                              const rmtl_rows *data, int B, int weighting, float lam,
+                              const rmtl_adam *opt) {
+    int F = m->F, D = m->D, T = m->T, use_q = weighting != RMTL_WEIGHT_CONSTANT;
+    int st = rmtl_model_reserve(m, B);
+    for (int k = 0; k < T && use_q && st == RMTL_OK; k++) {
+        st = rmtl_critic_reserve(critics[k], B);
+    }
+    float *w = st == RMTL_OK ? malloc((size_t)B * T * sizeof(float)) : NULL;
+    if (st == RMTL_OK && w == NULL) {
+        st = RMTL_ERR_NOMEM;
+    }
+    *loss_sum = 0.0;
+    for (int k = 0; k < T; k++) {
+        weight_sum[k] = 0.0;
+    }
+    for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += B) {
+        int nb = (int)(n_rows - start < B ? n_rows - start : B);
+        const int64_t *r = rows + start;
+        rmtl_gather_rows(m->codes, data->codes, r, nb, (size_t)F * sizeof(int32_t));
+        rmtl_gather_rows(m->dense, data->dense, r, nb, (size_t)D * sizeof(float));
+        rmtl_gather_rows(m->labels, data->labels, r, nb, (size_t)T * sizeof(float));
+        rmtl_model_zero_grad(m);
+        st = rmtl_model_forward(m, m->codes, m->dense, nb);
+        for (int k = 0; k < T && st == RMTL_OK; k++) {
+            const float *q = NULL;
+            if (use_q) {
+                rmtl_column(critics[k]->action, m->prob, k, nb, T);
+                st = rmtl_critic_eval(critics[k], m->codes, m->dense, critics[k]->action, nb);
+                q = critics[k]->q;
+            }
+            rmtl_loss_weights(w, q, m->labels, k, nb, T, weighting, lam);
+            for (int i = 0; i < nb; i++) {
+                weight_sum[k] += w[(size_t)i * T + k];
+            }
+        }
+        if (st == RMTL_OK) {
+            double loss = rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb);
+            rmtl_params_adam_step(&m->params, opt);
+            *loss_sum += loss * nb;
+        }
+    }
+    free(w);
+    return st;
+}

@@ -1,0 +1,74 @@
+"""python -m rmtl prepare: raw files -> .npz, and clear errors with exit status 2."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rmtl
+from rmtl.cli import main
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_prepare_retailrocket(tmp_path, capsys):
+    out = tmp_path / "rr.npz"
+    assert main(["prepare", "retailrocket", "--raw", str(DATA / "retailrocket"), "--out", str(out)]) == 0
+    assert f"saved {out}" in capsys.readouterr().out
+    d, ref = rmtl.SessionData.load(out), rmtl.datasets.load_retailrocket(DATA / "retailrocket")
+    for k in ("session", "time", "sparse", "labels", "user", "item"):
+        np.testing.assert_array_equal(getattr(d, k), getattr(ref, k))
+    assert d.vocab == ref.vocab
+
+
+def test_prepare_kuairand_with_options_and_vocab(tmp_path):
+    train = tmp_path / "kr.npz"
+    argv = ["prepare", "kuairand", "--raw", str(DATA / "kuairand"), "--out", str(train),
+            "--session-gap-minutes", "60", "--variant", "pure"]
+    assert main(argv) == 0
+    d = rmtl.SessionData.load(train)
+    assert d.num_sessions == 2  # the 31-minute gap no longer splits user 1
+    test = tmp_path / "kr_test.npz"
+    assert main(argv[:5] + [str(test), "--vocab-from", str(train)]) == 0
+    assert rmtl.SessionData.load(test).vocab == d.vocab
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prepare", "retailrocket", "--raw", "/no/such/dir", "--out", "x.npz"], "/no/such/dir: no such directory"),
+    (["prepare", "kuairand", "--raw", str(DATA / "retailrocket"), "--out", "x.npz"],
+     "log_standard_4_08_to_4_21_pure.csv: no such file"),
+    (["prepare", "retailrocket", "--raw", str(DATA / "retailrocket"), "--out", "/no/such/dir/x.npz"],
+     "--out: no such directory"),
+])
+def test_user_errors_exit_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_malformed_file_names_file_line_and_column(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in (DATA / "retailrocket").iterdir():
+        (raw / f.name).write_bytes(f.read_bytes())
+    (raw / "events.csv").write_bytes((raw / "events.csv").read_bytes().replace(b",view,12,", b",look,12,"))
+    assert main(["prepare", "retailrocket", "--raw", str(raw), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "events.csv, line 2, column 'event': unknown event type 'look'" in capsys.readouterr().err
+
+
+def test_unknown_dataset_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["prepare", "movielens", "--raw", ".", "--out", "x.npz"])
+    assert e.value.code == 2 and "invalid choice: 'movielens'" in capsys.readouterr().err
+
+
+def test_python_dash_m_rmtl(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "rmtl", "prepare", "retailrocket", "--raw",
+                         str(DATA / "retailrocket"), "--out", str(tmp_path / "rr.npz")],
+                        cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0 and (tmp_path / "rr.npz").is_file()
+    bad = subprocess.run([sys.executable, "-m", "rmtl", "prepare", "retailrocket", "--raw",
+                          str(tmp_path / "missing"), "--out", str(tmp_path / "x.npz")],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no such directory" in bad.stderr and "Traceback" not in bad.stderr
