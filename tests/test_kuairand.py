@@ -1,5 +1,6 @@
 """KuaiRand: typed readers on the real feature files, the loader on a hand-written fixture,
 the writer round trip, bad input."""
+import os
 import shutil
 from pathlib import Path
 
@@ -11,8 +12,12 @@ from rmtl.datasets import (DataFormatError, load_kuairand, read_user_features, r
 from rmtl.datasets.kuairand import FIELDS, LOG_HEADER, LOGS
 
 FIXTURE = Path(__file__).parent / "data" / "kuairand"
-# third-party files shared beside the repository (in CI too); read in place, never copied
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairand-pure"
+# third-party files shared beside the repository (in CI too); read in place, never copied.
+# RMTL_KUAIRAND_DIR overrides; a clone elsewhere on this machine finds the workspace copy.
+_CANDIDATES = [Path(os.environ["RMTL_KUAIRAND_DIR"])] if "RMTL_KUAIRAND_DIR" in os.environ else [
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairand-pure",
+    Path("/work/shared/data/kuairand-pure")]
+REAL = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 T1, T2 = 1649556000000, 1650901800000  # 2022-04-10 10:00 and 2022-04-25 23:50, UTC+8
 
 
