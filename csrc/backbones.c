@@ -46,12 +46,50 @@ static int rmtl_model_build(rmtl_model *m) {
     return st;
 }
 
+int rmtl_model_init(rmtl_model *m, const rmtl_model_config *cfg) {
+    int ok = cfg->F >= 1 && cfg->D >= 0 && cfg->T >= 1 && cfg->T <= RMTL_MAX_TASKS && cfg->E >= 1 &&
+             cfg->n_bottom >= 1 && cfg->n_bottom <= RMTL_MAX_LAYERS && cfg->n_tower >= 0 &&
+             cfg->n_tower <= RMTL_MAX_LAYERS && cfg->dropout >= 0.0f && cfg->dropout < 1.0f;
+    for (int f = 0; ok && f < cfg->F; f++) {
+        ok = cfg->field_dims[f] >= 1;
+    }
+    for (int j = 0; ok && j < cfg->n_bottom; j++) {
+        ok = cfg->bottom[j] > 0;
+        m->bottom[j] = cfg->bottom[j];
+    }
+    for (int j = 0; ok && j < cfg->n_tower; j++) {
+        ok = cfg->tower[j] > 0;
+        m->tower[j] = cfg->tower[j];
+    }
+    if (!ok) {
+        return RMTL_ERR_ARG;
+    }
+    m->F = cfg->F;
+    m->D = cfg->D;
+    m->T = cfg->T;
+    m->E = cfg->E;
+    m->n_bottom = cfg->n_bottom;
+    m->n_tower = cfg->n_tower;
+    m->dropout = cfg->dropout;
+    m->seed = cfg->seed;
+    m->training = 1;
+    m->field_dims = malloc((size_t)cfg->F * sizeof(int32_t));
+    m->field_offset = malloc((size_t)cfg->F * sizeof(int64_t));
+    if (m->field_dims == NULL || m->field_offset == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    int64_t off = 0;
+    for (int f = 0; f < cfg->F; f++) {
+        m->field_dims[f] = cfg->field_dims[f];
+        m->field_offset[f] = off;
+        off += cfg->field_dims[f];
+    }
+    return RMTL_OK;
+}
+
 int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
     *out = NULL;
-    if (cfg->kind < 0 || cfg->kind >= RMTL_NUM_BACKBONES || cfg->F < 1 || cfg->D < 0 ||
-        cfg->T < 1 || cfg->T > RMTL_MAX_TASKS || cfg->E < 1 || cfg->n_bottom < 1 || cfg->n_bottom > RMTL_MAX_LAYERS ||
-        cfg->n_tower < 0 || cfg->n_tower > RMTL_MAX_LAYERS || cfg->dropout < 0.0f ||
-        cfg->dropout >= 1.0f || (cfg->kind == RMTL_ESMM && cfg->T != 2)) {
+    if (cfg->kind < 0 || cfg->kind >= RMTL_NUM_BACKBONES || (cfg->kind == RMTL_ESMM && cfg->T != 2)) {
         return RMTL_ERR_ARG;
     }
     int moe = cfg->kind == RMTL_OMOE || cfg->kind == RMTL_MMOE;
@@ -65,37 +103,8 @@ int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
         return RMTL_ERR_NOMEM;
     }
     m->kind = cfg->kind;
-    m->F = cfg->F;
-    m->D = cfg->D;
-    m->T = cfg->T;
-    m->E = cfg->E;
-    m->n_bottom = cfg->n_bottom;
-    m->n_tower = cfg->n_tower;
-    m->dropout = cfg->dropout;
-    m->seed = cfg->seed;
     m->n_experts = moe || cfg->kind == RMTL_PLE ? cfg->n_experts : 0;
-    m->training = 1;
-    m->field_dims = malloc((size_t)cfg->F * sizeof(int32_t));
-    m->field_offset = malloc((size_t)cfg->F * sizeof(int64_t));
-    int st = (m->field_dims && m->field_offset) ? RMTL_OK : RMTL_ERR_NOMEM;
-    int64_t off = 0;
-    for (int f = 0; f < cfg->F && st == RMTL_OK; f++) {
-        if (cfg->field_dims[f] < 1) {
-            st = RMTL_ERR_ARG;
-            break;
-        }
-        m->field_dims[f] = cfg->field_dims[f];
-        m->field_offset[f] = off;
-        off += cfg->field_dims[f];
-    }
-    for (int j = 0; j < cfg->n_bottom && st == RMTL_OK; j++) {
-        st = cfg->bottom[j] > 0 ? RMTL_OK : RMTL_ERR_ARG;
-        m->bottom[j] = cfg->bottom[j];
-    }
-    for (int j = 0; j < cfg->n_tower && st == RMTL_OK; j++) {
-        st = cfg->tower[j] > 0 ? RMTL_OK : RMTL_ERR_ARG;
-        m->tower[j] = cfg->tower[j];
-    }
+    int st = rmtl_model_init(m, cfg);
     if (st == RMTL_OK) {
         st = rmtl_model_build(m);
     }
@@ -120,10 +129,7 @@ static void rmtl_model_free_batch(rmtl_model *m) {
     m->dense = m->labels = m->prob = m->sig = NULL;
 }
 
-void rmtl_model_free(rmtl_model *m) {
-    if (m == NULL) {
-        return;
-    }
+void rmtl_model_release(rmtl_model *m) {
     rmtl_params_free(&m->params);
     rmtl_arena_free(&m->arena);
     rmtl_model_free_batch(m);
@@ -132,7 +138,13 @@ void rmtl_model_free(rmtl_model *m) {
     free(m->towers);
     free(m->field_dims);
     free(m->field_offset);
-    free(m);
+}
+
+void rmtl_model_free(rmtl_model *m) {
+    if (m != NULL) {
+        rmtl_model_release(m);
+        free(m);
+    }
 }
 
 /* grows the activation and batch buffers to hold `batch` rows (never shrinks) */

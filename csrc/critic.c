@@ -4,8 +4,8 @@
 
 #include "critic.h"
 
-static int rmtl_critic_build(rmtl_critic *c, const int *bottom, int n_bottom, const int *tower,
-                             int n_tower) {
+/* the reference's layers, in its parameter order, for the sizes rmtl_model_init copied */
+static int rmtl_critic_build(rmtl_critic *c) {
     rmtl_model *m = &c->net;
     int E = m->E, in = (m->F + 2) * E;
     int st = rmtl_frontend_build(m, &c->front, "");
@@ -17,61 +17,30 @@ static int rmtl_critic_build(rmtl_critic *c, const int *bottom, int n_bottom, co
     }
     c->cat = rmtl_arena_reserve(&m->arena, (size_t)in);
     if (st == RMTL_OK) {
-        st = rmtl_mlp_build(m, &c->bottom, "bottom.mlp", in, bottom, n_bottom, 0);
+        st = rmtl_mlp_build(m, &c->bottom, "bottom.mlp", in, m->bottom, m->n_bottom, 0);
     }
     if (st == RMTL_OK) {
-        st = rmtl_mlp_build(m, &c->tower, "tower.mlp", bottom[n_bottom - 1], tower, n_tower, 1);
+        st = rmtl_mlp_build(m, &c->tower, "tower.mlp", m->bottom[m->n_bottom - 1], m->tower,
+                            m->n_tower, 1);
     }
     return st;
 }
 
-static int rmtl_critic_config_ok(const rmtl_critic_config *cfg) {
-    int ok = cfg->F >= 1 && cfg->D >= 0 && cfg->E >= 1 && cfg->n_bottom >= 1 &&
-             cfg->n_bottom <= RMTL_MAX_LAYERS && cfg->n_tower >= 0 &&
-             cfg->n_tower <= RMTL_MAX_LAYERS && cfg->dropout >= 0.0f && cfg->dropout < 1.0f;
-    for (int f = 0; ok && f < cfg->F; f++) {
-        ok = cfg->field_dims[f] >= 1;
-    }
-    for (int j = 0; ok && j < cfg->n_bottom; j++) {
-        ok = cfg->bottom[j] >= 1;
-    }
-    for (int j = 0; ok && j < cfg->n_tower; j++) {
-        ok = cfg->tower[j] >= 1;
-    }
-    return ok;
-}
-
-int rmtl_critic_create(rmtl_critic **out, const rmtl_critic_config *cfg) {
+int rmtl_critic_create(rmtl_critic **out, const rmtl_model_config *cfg) {
     *out = NULL;
-    if (!rmtl_critic_config_ok(cfg)) {
+    if (cfg->T != 1) {
         return RMTL_ERR_ARG;
     }
     rmtl_critic *c = calloc(1, sizeof(rmtl_critic));
     if (c == NULL) {
         return RMTL_ERR_NOMEM;
     }
-    rmtl_model *m = &c->net;
-    m->F = cfg->F;
-    m->D = cfg->D;
-    m->E = cfg->E;
-    m->T = 1;
-    m->dropout = cfg->dropout;
-    m->seed = cfg->seed;
-    m->training = 1;
-    m->field_dims = malloc((size_t)cfg->F * sizeof(int32_t));
-    m->field_offset = malloc((size_t)cfg->F * sizeof(int64_t));
-    int st = (m->field_dims && m->field_offset) ? RMTL_OK : RMTL_ERR_NOMEM;
-    int64_t off = 0;
-    for (int f = 0; f < cfg->F && st == RMTL_OK; f++) {
-        m->field_dims[f] = cfg->field_dims[f];
-        m->field_offset[f] = off;
-        off += cfg->field_dims[f];
+    int st = rmtl_model_init(&c->net, cfg);
+    if (st == RMTL_OK) {
+        st = rmtl_critic_build(c);
     }
     if (st == RMTL_OK) {
-        st = rmtl_critic_build(c, cfg->bottom, cfg->n_bottom, cfg->tower, cfg->n_tower);
-    }
-    if (st == RMTL_OK) {
-        st = rmtl_params_alloc(&m->params, m->seed);
+        st = rmtl_params_alloc(&c->net.params, cfg->seed);
     }
     if (st != RMTL_OK) {
         rmtl_critic_free(c);
@@ -81,25 +50,12 @@ int rmtl_critic_create(rmtl_critic **out, const rmtl_critic_config *cfg) {
     return RMTL_OK;
 }
 
-static void rmtl_critic_free_batch(rmtl_critic *c) {
-    free(c->q);
-    free(c->action);
-    free(c->y);
-    free(c->dq);
-    free(c->daction);
-    c->q = c->action = c->y = c->dq = c->daction = NULL;
-}
-
 void rmtl_critic_free(rmtl_critic *c) {
-    if (c == NULL) {
-        return;
+    if (c != NULL) {
+        rmtl_model_release(&c->net);
+        free(c->block);
+        free(c);
     }
-    rmtl_params_free(&c->net.params);
-    rmtl_arena_free(&c->net.arena);
-    rmtl_critic_free_batch(c);
-    free(c->net.field_dims);
-    free(c->net.field_offset);
-    free(c);
 }
 
 /* grows the activation and batch buffers to `batch` rows (never shrinks) */
@@ -107,23 +63,19 @@ int rmtl_critic_reserve(rmtl_critic *c, int batch) {
     if (batch <= c->net.arena.cap) {
         return RMTL_OK;
     }
-    size_t n = (size_t)batch * sizeof(float);
-    rmtl_critic_free_batch(c);
-    c->q = malloc(n);
-    c->action = malloc(n);
-    c->y = malloc(n);
-    c->dq = malloc(n);
-    c->daction = malloc(n);
-    if (!c->q || !c->action || !c->y || !c->dq || !c->daction) {
-        rmtl_critic_free_batch(c);
-        rmtl_arena_free(&c->net.arena);
-        return RMTL_ERR_NOMEM;
-    }
-    int st = rmtl_arena_resize(&c->net.arena, batch);
+    float *block = malloc(5 * (size_t)batch * sizeof(float));
+    int st = block != NULL ? rmtl_arena_resize(&c->net.arena, batch) : RMTL_ERR_NOMEM;
     if (st != RMTL_OK) {
-        rmtl_critic_free_batch(c);
+        free(block);
+        return st;
     }
-    return st;
+    free(c->block);
+    c->block = c->q = block;
+    c->action = c->q + batch;
+    c->y = c->action + batch;
+    c->dq = c->y + batch;
+    c->daction = c->dq + batch;
+    return RMTL_OK;
 }
 
 void rmtl_critic_zero_grad(rmtl_critic *c) {
@@ -187,8 +139,7 @@ void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const
 
 int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const float *dense,
                         const float *action, int64_t n, int B) {
-    int st = rmtl_critic_reserve(c, B), training = c->net.training;
-    c->net.training = 0;
+    int st = rmtl_critic_reserve(c, B);
     for (int64_t start = 0; start < n && st == RMTL_OK; start += B) {
         int nb = (int)(n - start < B ? n - start : B);
         st = rmtl_critic_forward(c, codes + (size_t)start * c->net.F,
@@ -197,6 +148,5 @@ int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const 
             memcpy(out + start, c->q, (size_t)nb * sizeof(float));
         }
     }
-    c->net.training = training;
     return st;
 }

@@ -9,15 +9,6 @@
 #include "blocks.h"
 
 typedef struct {
-    int F, D, E;
-    const int32_t *field_dims;
-    int n_bottom, n_tower;
-    const int *bottom, *tower;
-    float dropout;
-    uint64_t seed;
-} rmtl_critic_config;
-
-typedef struct {
     /* the parameter table, arena, mode and dropout state the shared blocks read;
        only F, D, E, field_*, params, arena, training, dropout, seed, counter are used */
     rmtl_model net;
@@ -25,13 +16,15 @@ typedef struct {
     rmtl_mlp bottom, tower;
     size_t act_w, act_b; /* action_layer weight (E, 1) and bias (E) */
     size_t cat;          /* arena column of the (F+2)*E bottom input: front end, then action field */
-    /* batch buffers, arena.cap rows each: Q values, a contiguous action copy, TD targets,
-       upstream gradient of Q and gradient of the action */
-    float *q, *action, *y, *dq, *daction;
+    /* batch buffers, arena.cap rows each, carved from one block: Q values, a contiguous
+       action copy, TD targets, upstream gradient of Q and gradient of the action */
+    float *block, *q, *action, *y, *dq, *daction;
 } rmtl_critic;
 
 /* critic.c: the network */
-int rmtl_critic_create(rmtl_critic **out, const rmtl_critic_config *cfg);
+int rmtl_critic_create(rmtl_critic **out, const rmtl_model_config *cfg);
+/* cfg's F, D, E, field_dims, bottom, tower, dropout and seed; T must be 1, kind and
+   n_experts are ignored */
 void rmtl_critic_free(rmtl_critic *c);
 int rmtl_critic_reserve(rmtl_critic *c, int batch);
 void rmtl_critic_zero_grad(rmtl_critic *c);
@@ -44,7 +37,7 @@ void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const
    gradients and dQ/da * dq into daction (B, may be NULL); arena gradients must be zero */
 int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const float *dense,
                         const float *action, int64_t n, int B);
-/* eval-mode Q of n rows, B at a time, into out (n) */
+/* Q of n rows in the critic's current mode, B at a time, into out (n) */
 
 /* rl.c: losses, target networks and the chunked loops */
 float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
@@ -103,7 +96,8 @@ typedef struct {
 
 typedef struct {
     /* scratch of one stage-2 step, cap rows: gathered states and next states, labels,
-       target actions, IPS weights and dL/dmu (B,T), and four task columns (B each) */
+       target actions, IPS weights and dL/dmu (B,T), and four task columns (B each); codes
+       and ncodes share the block at codes, the floats the block at dense */
     int cap;
     int32_t *codes, *ncodes;
     float *dense, *ndense, *labels, *naction, *weight, *dprob, *col;

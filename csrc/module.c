@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "critic.h"
+#include "env.h"
 #include "rmtl.h"
 #include "synth.h"
 
@@ -657,34 +658,22 @@ static int Model_set_steps(ModelObject *self, PyObject *value, void *closure) {
     return 0;
 }
 
+/* param_table, buffer, adam_step, training and steps come from the base type Net */
 static PyMethodDef Model_methods[] = {
-    {"param_table", (PyCFunction)Model_param_table, METH_NOARGS,
-     "[(name, offset, shape)] of every tensor in the flat buffers"},
-    {"buffer", (PyCFunction)Model_buffer, METH_O,
-     "zero-copy float32 view of 'param', 'grad', 'adam_m' or 'adam_v'"},
     {"forward", (PyCFunction)Model_forward, METH_VARARGS,
      "forward(sparse, dense) -> (n, T) probabilities in the current mode"},
     {"predict", (PyCFunction)Model_predict, METH_VARARGS,
      "predict(sparse, dense, out, batch_size): eval-mode probabilities into out"},
     {"loss_backward", (PyCFunction)Model_loss_backward, METH_VARARGS,
      "loss_backward(sparse, dense, labels, weights=None) -> loss; gradients in buffer('grad')"},
-    {"adam_step", (PyCFunction)Model_adam_step, METH_VARARGS,
-     "adam_step(lr, beta1, beta2, eps, weight_decay)"},
     {"train_chunk", (PyCFunction)Model_train_chunk, METH_VARARGS,
      "train_chunk(rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps, "
      "weight_decay) -> sum of batch loss * batch size"},
     {NULL}};
 
-static PyGetSetDef Model_getset[] = {
-    {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
-    {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
-     "(adam steps taken, training forwards taken)", NULL},
-    {NULL}};
-
 static PyType_Slot Model_slots[] = {{Py_tp_init, Model_init},
                                     {Py_tp_dealloc, Model_dealloc},
                                     {Py_tp_methods, Model_methods},
-                                    {Py_tp_getset, Model_getset},
                                     {Py_tp_new, PyType_GenericNew},
                                     {Py_tp_doc, "A backbone's parameters, buffers and kernels."},
                                     {0, NULL}};
@@ -788,10 +777,12 @@ static PyObject *rmtl_py_logloss(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(out);
 }
 
-static PyObject *rmtl_py_shuffle(PyObject *self, PyObject *args) {
+/* parses (n, seed, stream) of a call that draws from the core's generator and returns a new
+   vector of n values of typenum for the draws */
+static PyObject *rmtl_new_draws(PyObject *args, int typenum, unsigned long long *seed,
+                                unsigned long long *stream) {
     Py_ssize_t n;
-    unsigned long long seed, stream;
-    if (!PyArg_ParseTuple(args, "nKK", &n, &seed, &stream)) {
+    if (!PyArg_ParseTuple(args, "nKK", &n, seed, stream)) {
         return NULL;
     }
     if (n < 0) {
@@ -799,10 +790,16 @@ static PyObject *rmtl_py_shuffle(PyObject *self, PyObject *args) {
         return NULL;
     }
     npy_intp dims[1] = {n};
-    PyObject *out = PyArray_SimpleNew(1, dims, NPY_INT64);
+    return PyArray_SimpleNew(1, dims, typenum);
+}
+
+static PyObject *rmtl_py_shuffle(PyObject *self, PyObject *args) {
+    unsigned long long seed, stream;
+    PyObject *out = rmtl_new_draws(args, NPY_INT64, &seed, &stream);
     if (out == NULL) {
         return NULL;
     }
+    npy_intp n = PyArray_SIZE((PyArrayObject *)out);
     Py_BEGIN_ALLOW_THREADS;
     rmtl_shuffle(PyArray_DATA((PyArrayObject *)out), n, seed, stream);
     Py_END_ALLOW_THREADS;
@@ -811,8 +808,35 @@ static PyObject *rmtl_py_shuffle(PyObject *self, PyObject *args) {
 
 /* ---------------------------------------------------------------- critic */
 
-/* A Critic begins with ModelObject's members, so the Model methods that read only m and busy
-   (parameter table, buffers, Adam step, mode, counters) serve critics unchanged. */
+/* What Models and Critics share: a Critic begins with ModelObject's members, so the methods
+   that read only m and busy (parameter table, buffers, Adam step, mode, counters) live on one
+   base type, rmtl._core.Net, that both derive from. */
+static PyMethodDef Net_methods[] = {
+    {"param_table", (PyCFunction)Model_param_table, METH_NOARGS,
+     "[(name, offset, shape)] of every tensor in the flat buffers"},
+    {"buffer", (PyCFunction)Model_buffer, METH_O,
+     "zero-copy float32 view of 'param', 'grad', 'adam_m' or 'adam_v'"},
+    {"adam_step", (PyCFunction)Model_adam_step, METH_VARARGS,
+     "adam_step(lr, beta1, beta2, eps, weight_decay)"},
+    {NULL}};
+
+static PyGetSetDef Net_getset[] = {
+    {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
+    {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
+     "(adam steps taken, training forwards taken)", NULL},
+    {NULL}};
+
+static PyType_Slot Net_slots[] = {
+    {Py_tp_methods, Net_methods},
+    {Py_tp_getset, Net_getset},
+    {Py_tp_doc, "A network's flat parameter buffers, optimizer and mode (base of Model and Critic)."},
+    {0, NULL}};
+
+static PyType_Spec Net_spec = {"rmtl._core.Net", sizeof(ModelObject), 0,
+                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE |
+                                   Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                               Net_slots};
+
 typedef struct {
     PyObject_HEAD rmtl_model *m; /* &c->net */
     int busy;
@@ -849,17 +873,26 @@ static int rmtl_hold(rmtl_holds *h, ModelObject *o) {
     return 0;
 }
 
-static void rmtl_holds_busy(rmtl_holds *h, int busy) {
-    for (int i = 0; i < h->n; i++) {
-        h->obj[i]->busy = busy;
-    }
-}
-
 static void rmtl_holds_release(rmtl_holds *h) {
     for (int i = 0; i < h->n; i++) {
+        h->obj[i]->busy = 0;
         Py_DECREF(h->obj[i]);
     }
     h->n = 0;
+}
+
+/* marks the held nets busy and releases the GIL (Py_BEGIN_ALLOW_THREADS) for a core call */
+static PyThreadState *rmtl_holds_begin(rmtl_holds *h) {
+    for (int i = 0; i < h->n; i++) {
+        h->obj[i]->busy = 1;
+    }
+    return PyEval_SaveThread();
+}
+
+/* takes the GIL back (Py_END_ALLOW_THREADS) and releases the held nets */
+static void rmtl_holds_end(rmtl_holds *h, PyThreadState *ts) {
+    PyEval_RestoreThread(ts);
+    rmtl_holds_release(h);
 }
 
 /* b reads the same inputs as a: same fields, cardinalities and dense width */
@@ -944,9 +977,9 @@ static int Critic_init(CriticObject *self, PyObject *args, PyObject *kwds) {
     if (td == NULL) {
         return -1;
     }
-    rmtl_critic_config cfg = {(int)PyArray_DIM(fd, 0), D,       E,    PyArray_DATA(fd),
-                              (int)PyArray_DIM(bd, 0), (int)PyArray_DIM(td, 0),
-                              PyArray_DATA(bd),        PyArray_DATA(td), dropout, (uint64_t)seed};
+    rmtl_model_config cfg = {0,       (int)PyArray_DIM(fd, 0), D,  1, E, PyArray_DATA(fd),
+                             (int)PyArray_DIM(bd, 0), (int)PyArray_DIM(td, 0), PyArray_DATA(bd),
+                             PyArray_DATA(td), dropout, (uint64_t)seed, 0};
     rmtl_critic *c = NULL;
     int st = rmtl_critic_create(&c, &cfg);
     if (st != RMTL_OK) {
@@ -990,37 +1023,37 @@ static npy_intp rmtl_check_states(ModelObject *net, PyObject *co, PyObject *dob,
     return n;
 }
 
-static PyObject *Critic_forward(CriticObject *self, PyObject *args) {
-    PyObject *co, *dob, *ao;
-    PyArrayObject *codes, *dense, *action;
-    if (!PyArg_ParseTuple(args, "OOO", &co, &dob, &ao) || Model_ready((ModelObject *)self) < 0) {
+static int rmtl_check_batch_size(int B) {
+    if (B < 1 || B > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "batch_size: expected 1 to %d, got %d", INT32_MAX / 4, B);
+        return -1;
+    }
+    return 0;
+}
+
+/* predict(sparse, dense, action, out, batch_size): Q values in the critic's current mode into
+   out (n,), batch_size rows per forward */
+static PyObject *Critic_predict(CriticObject *self, PyObject *args) {
+    PyObject *co, *dob, *ao, *oo;
+    int B;
+    PyArrayObject *codes, *dense, *action, *out;
+    rmtl_holds h = {{NULL}, 0};
+    if (!PyArg_ParseTuple(args, "OOOOi", &co, &dob, &ao, &oo, &B) ||
+        rmtl_check_batch_size(B) < 0 || rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
     npy_intp n = rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense,
                                    &action);
-    PyObject *out = n < 0 ? NULL : PyArray_SimpleNew(1, &n, NPY_FLOAT32);
-    if (out == NULL) {
+    npy_intp shape[1] = {n};
+    if (n < 0 || (out = rmtl_check_array(oo, "out", NPY_FLOAT32, 1, shape, 1)) == NULL) {
+        rmtl_holds_release(&h);
         return NULL;
     }
-    rmtl_critic *c = self->c;
-    int st;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_critic_reserve(c, (int)n);
-    if (st == RMTL_OK) {
-        st = rmtl_critic_forward(c, PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(action),
-                                 (int)n);
-    }
-    if (st == RMTL_OK) {
-        memcpy(PyArray_DATA((PyArrayObject *)out), c->q, (size_t)n * sizeof(float));
-    }
-    Py_END_ALLOW_THREADS;
-    self->busy = 0;
-    if (st != RMTL_OK) {
-        Py_DECREF(out);
-        return rmtl_raise(st, "forward");
-    }
-    return out;
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_critic_predict(self->c, PyArray_DATA(out), PyArray_DATA(codes),
+                                 PyArray_DATA(dense), PyArray_DATA(action), (int64_t)n, B);
+    rmtl_holds_end(&h, ts);
+    return st == RMTL_OK ? Py_NewRef(Py_None) : rmtl_raise(st, "predict");
 }
 
 /* backward(sparse, dense, action, grad_q) -> grad_action: zero the gradients, forward in the
@@ -1028,26 +1061,25 @@ static PyObject *Critic_forward(CriticObject *self, PyObject *args) {
 static PyObject *Critic_backward(CriticObject *self, PyObject *args) {
     PyObject *co, *dob, *ao, *go;
     PyArrayObject *codes, *dense, *action, *dq;
+    rmtl_holds h = {{NULL}, 0};
     if (!PyArg_ParseTuple(args, "OOOO", &co, &dob, &ao, &go) ||
-        Model_ready((ModelObject *)self) < 0) {
+        rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
     npy_intp n = rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense,
                                    &action);
-    if (n < 0 || (dq = rmtl_check_vector(go, "grad_q", n)) == NULL) {
-        return NULL;
-    }
-    PyObject *out = PyArray_ZEROS(1, &n, NPY_FLOAT32, 0);
+    PyObject *out = n < 0 || (dq = rmtl_check_vector(go, "grad_q", n)) == NULL
+                        ? NULL
+                        : PyArray_ZEROS(1, &n, NPY_FLOAT32, 0);
     if (out == NULL) {
+        rmtl_holds_release(&h);
         return NULL;
     }
     rmtl_critic *c = self->c;
     const int32_t *cd = PyArray_DATA(codes);
     const float *d = PyArray_DATA(dense), *a = PyArray_DATA(action);
-    int st;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_critic_reserve(c, (int)n);
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_critic_reserve(c, (int)n);
     if (st == RMTL_OK) {
         rmtl_critic_zero_grad(c);
         st = rmtl_critic_forward(c, cd, d, a, (int)n);
@@ -1056,8 +1088,7 @@ static PyObject *Critic_backward(CriticObject *self, PyObject *args) {
         rmtl_critic_backward(c, PyArray_DATA((PyArrayObject *)out), PyArray_DATA(dq), cd, d, a,
                              (int)n);
     }
-    Py_END_ALLOW_THREADS;
-    self->busy = 0;
+    rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         Py_DECREF(out);
         return rmtl_raise(st, "backward");
@@ -1065,64 +1096,18 @@ static PyObject *Critic_backward(CriticObject *self, PyObject *args) {
     return out;
 }
 
-static PyObject *Critic_predict(CriticObject *self, PyObject *args) {
-    PyObject *co, *dob, *ao, *oo;
-    int B;
-    PyArrayObject *codes, *dense, *action, *out;
-    if (!PyArg_ParseTuple(args, "OOOOi", &co, &dob, &ao, &oo, &B) ||
-        Model_ready((ModelObject *)self) < 0) {
-        return NULL;
-    }
-    npy_intp n = Model_check_inputs((ModelObject *)self, co, dob, &codes, &dense);
-    npy_intp shape[1] = {n};
-    if (n < 0 || (action = rmtl_check_vector(ao, "action", n)) == NULL ||
-        (out = rmtl_check_array(oo, "out", NPY_FLOAT32, 1, shape, 1)) == NULL) {
-        return NULL;
-    }
-    if (B < 1 || B > INT32_MAX / 4) {
-        PyErr_Format(PyExc_ValueError, "batch_size: expected >= 1, got %d", B);
-        return NULL;
-    }
-    int st;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_critic_predict(self->c, PyArray_DATA(out), PyArray_DATA(codes), PyArray_DATA(dense),
-                             PyArray_DATA(action), (int64_t)n, B);
-    Py_END_ALLOW_THREADS;
-    self->busy = 0;
-    if (st != RMTL_OK) {
-        return rmtl_raise(st, "predict");
-    }
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef Critic_methods[] = {
-    {"param_table", (PyCFunction)Model_param_table, METH_NOARGS,
-     "[(name, offset, shape)] of every tensor in the flat buffers"},
-    {"buffer", (PyCFunction)Model_buffer, METH_O,
-     "zero-copy float32 view of 'param', 'grad', 'adam_m' or 'adam_v'"},
-    {"adam_step", (PyCFunction)Model_adam_step, METH_VARARGS,
-     "adam_step(lr, beta1, beta2, eps, weight_decay)"},
-    {"forward", (PyCFunction)Critic_forward, METH_VARARGS,
-     "forward(sparse, dense, action) -> (n,) Q values in the current mode"},
+    {"predict", (PyCFunction)Critic_predict, METH_VARARGS,
+     "predict(sparse, dense, action, out, batch_size): Q values in the current mode into out"},
     {"backward", (PyCFunction)Critic_backward, METH_VARARGS,
      "backward(sparse, dense, action, grad_q) -> grad_action; parameter gradients in "
      "buffer('grad')"},
-    {"predict", (PyCFunction)Critic_predict, METH_VARARGS,
-     "predict(sparse, dense, action, out, batch_size): eval-mode Q values into out"},
-    {NULL}};
-
-static PyGetSetDef Critic_getset[] = {
-    {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
-    {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
-     "(adam steps taken, training forwards taken)", NULL},
     {NULL}};
 
 static PyType_Slot Critic_slots[] = {
     {Py_tp_init, Critic_init},
     {Py_tp_dealloc, Critic_dealloc},
     {Py_tp_methods, Critic_methods},
-    {Py_tp_getset, Critic_getset},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_doc, "A critic's parameters, buffers and kernels (SPEC section 4)."},
     {0, NULL}};
@@ -1165,17 +1150,13 @@ static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args) {
         return NULL;
     }
     double loss = 0.0;
-    int st;
-    rmtl_holds_busy(&h, 1);
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_critic_td_backward(
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_critic_td_backward(
         ((CriticObject *)q)->c, ((CriticObject *)qt)->c, &loss, PyArray_DATA(codes),
         PyArray_DATA(dense), PyArray_DATA(action), PyArray_DATA(ncodes), PyArray_DATA(ndense),
         PyArray_DATA(naction), PyArray_DATA(reward), PyArray_DATA(done),
         weight ? PyArray_DATA(weight) : NULL, gamma, td3, (int)n);
-    Py_END_ALLOW_THREADS;
-    rmtl_holds_busy(&h, 0);
-    rmtl_holds_release(&h);
+    rmtl_holds_end(&h, ts);
     return st == RMTL_OK ? PyFloat_FromDouble(loss) : rmtl_raise(st, "td_backward");
 }
 
@@ -1209,14 +1190,10 @@ static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args) {
         return PyErr_NoMemory();
     }
     double loss = 0.0;
-    int st;
-    rmtl_holds_busy(&h, 1);
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_actor_backward(actor->m, critics, &loss, dprob, PyArray_DATA(codes),
-                             PyArray_DATA(dense), weight ? PyArray_DATA(weight) : NULL, (int)n);
-    Py_END_ALLOW_THREADS;
-    rmtl_holds_busy(&h, 0);
-    rmtl_holds_release(&h);
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_actor_backward(actor->m, critics, &loss, dprob, PyArray_DATA(codes),
+                                 PyArray_DATA(dense), weight ? PyArray_DATA(weight) : NULL, (int)n);
+    rmtl_holds_end(&h, ts);
     PyMem_RawFree(dprob);
     return st == RMTL_OK ? PyFloat_FromDouble(loss) : rmtl_raise(st, "actor_backward");
 }
@@ -1241,46 +1218,41 @@ static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
         rmtl_holds_release(&h);
         return NULL;
     }
-    rmtl_holds_busy(&h, 1);
-    Py_BEGIN_ALLOW_THREADS;
+    PyThreadState *ts = rmtl_holds_begin(&h);
     rmtl_soft_update(t->m->params.param, s->m->params.param, t->m->params.total, tau);
-    Py_END_ALLOW_THREADS;
-    rmtl_holds_busy(&h, 0);
-    rmtl_holds_release(&h);
+    rmtl_holds_end(&h, ts);
     Py_RETURN_NONE;
 }
 
 /* normal(n, seed, stream) -> n standard normal float32 draws of the core's generator */
 static PyObject *rmtl_py_normal(PyObject *mod, PyObject *args) {
-    Py_ssize_t n;
     unsigned long long seed, stream;
-    if (!PyArg_ParseTuple(args, "nKK", &n, &seed, &stream)) {
-        return NULL;
-    }
-    if (n < 0) {
-        PyErr_Format(PyExc_ValueError, "n: expected >= 0, got %zd", n);
-        return NULL;
-    }
-    npy_intp dims[1] = {n};
-    PyObject *out = PyArray_SimpleNew(1, dims, NPY_FLOAT32);
+    PyObject *out = rmtl_new_draws(args, NPY_FLOAT32, &seed, &stream);
     if (out == NULL) {
         return NULL;
     }
     float *z = PyArray_DATA((PyArrayObject *)out);
+    npy_intp n = PyArray_SIZE((PyArrayObject *)out);
     Py_BEGIN_ALLOW_THREADS;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (npy_intp i = 0; i < n; i++) {
         z[i] = rmtl_rng_normal(seed, stream, (uint64_t)i);
     }
     Py_END_ALLOW_THREADS;
     return out;
 }
 
-static int rmtl_check_batch_size(int B) {
-    if (B < 1 || B > INT32_MAX / 4) {
-        PyErr_Format(PyExc_ValueError, "batch_size: expected >= 1, got %d", B);
-        return -1;
+/* a new list of n Python floats */
+static PyObject *rmtl_float_list(const double *v, int n) {
+    PyObject *list = PyList_New(n);
+    for (int k = 0; list != NULL && k < n; k++) {
+        PyObject *x = PyFloat_FromDouble(v[k]);
+        if (x == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, k, x);
     }
-    return 0;
+    return list;
 }
 
 /* weighted_chunk(model, critics, rows, sparse, dense, labels, batch_size, weighting, lam,
@@ -1317,22 +1289,16 @@ static PyObject *rmtl_py_weighted_chunk(PyObject *mod, PyObject *args) {
     }
     rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels)};
     double loss = 0.0, wsum[RMTL_MAX_TASKS];
-    int T = model->m->T, st;
-    rmtl_holds_busy(&h, 1);
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_weighted_train_chunk(model->m, critics, &loss, wsum, PyArray_DATA(rows),
-                                   (int64_t)PyArray_DIM(rows, 0), &data, B, weighting, lam, &opt);
-    Py_END_ALLOW_THREADS;
-    rmtl_holds_busy(&h, 0);
-    rmtl_holds_release(&h);
+    int T = model->m->T;
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_weighted_train_chunk(model->m, critics, &loss, wsum, PyArray_DATA(rows),
+                                       (int64_t)PyArray_DIM(rows, 0), &data, B, weighting, lam,
+                                       &opt);
+    rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         return rmtl_raise(st, "weighted_chunk");
     }
-    PyObject *sums = PyList_New(T);
-    for (int k = 0; sums != NULL && k < T; k++) {
-        PyList_SET_ITEM(sums, k, PyFloat_FromDouble(wsum[k]));
-    }
-    return sums ? Py_BuildValue("(dN)", loss, sums) : NULL;
+    return Py_BuildValue("(dN)", loss, rmtl_float_list(wsum, T));
 }
 
 /* the stage-2 settings: (gamma, td3, noise_std, noise_clip, ips, tau, soft_update_freq,
@@ -1426,22 +1392,14 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args) {
     rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels)};
     double closs[RMTL_MAX_TASKS], aloss = 0.0;
     int64_t asteps = 0;
-    int st;
-    rmtl_holds_busy(&h, 1);
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_td_chunk(&nets, closs, &aloss, &asteps, &batches, &data, B, (int64_t)(N / B),
-                       (int64_t)step, &cfg);
-    Py_END_ALLOW_THREADS;
-    rmtl_holds_busy(&h, 0);
-    rmtl_holds_release(&h);
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_td_chunk(&nets, closs, &aloss, &asteps, &batches, &data, B, (int64_t)(N / B),
+                           (int64_t)step, &cfg);
+    rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         return rmtl_raise(st, "td_chunk");
     }
-    PyObject *sums = PyList_New(T);
-    for (int k = 0; sums != NULL && k < T; k++) {
-        PyList_SET_ITEM(sums, k, PyFloat_FromDouble(closs[k]));
-    }
-    return sums ? Py_BuildValue("(NdL)", sums, aloss, (long long)asteps) : NULL;
+    return Py_BuildValue("(NdL)", rmtl_float_list(closs, T), aloss, (long long)asteps);
 }
 
 /* ---------------------------------------------------------------- synthetic data */
@@ -1784,6 +1742,573 @@ static PyObject *rmtl_py_oracle(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(out);
 }
 
+/* ---- env: session MDP environments, replay buffer and collection (csrc/env.h) */
+
+/* offsets (S+1) int64 CSR bounds from 0 to n with no empty session, labels (n,T) float32 and
+   the reward kind into mdp's session fields; codes and dense stay unset */
+static int rmtl_parse_mdp(rmtl_mdp *mdp, PyObject *oo, PyObject *lo, int reward) {
+    PyArrayObject *off = rmtl_check_array(oo, "offsets", NPY_INT64, 1, NULL, 0);
+    PyArrayObject *lab = off ? rmtl_check_array(lo, "labels", NPY_FLOAT32, 2, NULL, 0) : NULL;
+    if (lab == NULL || rmtl_check_finite(lab, "labels") < 0) {
+        return -1;
+    }
+    npy_intp S = PyArray_DIM(off, 0) - 1, n = PyArray_DIM(lab, 0), T = PyArray_DIM(lab, 1);
+    const int64_t *o = PyArray_DATA(off);
+    if (S < 1 || n < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "data: holds no sessions; expected at least one session with one row");
+        return -1;
+    }
+    if (T < 1 || T > RMTL_MAX_TASKS) {
+        PyErr_Format(PyExc_ValueError, "labels: expected 1 to %d task columns, got %zd",
+                     RMTL_MAX_TASKS, (Py_ssize_t)T);
+        return -1;
+    }
+    if (o[0] != 0 || o[S] != n) {
+        PyErr_Format(PyExc_ValueError, "offsets: expected boundaries from 0 to %zd rows, got %lld to %lld",
+                     (Py_ssize_t)n, (long long)o[0], (long long)o[S]);
+        return -1;
+    }
+    for (npy_intp s = 0; s < S; s++) {
+        if (o[s + 1] <= o[s]) {
+            PyErr_Format(PyExc_ValueError,
+                         "offsets: session %zd has no rows; every session needs at least one",
+                         (Py_ssize_t)s);
+            return -1;
+        }
+    }
+    if (reward != RMTL_REWARD_BCE && reward != RMTL_REWARD_ABS) {
+        PyErr_Format(PyExc_ValueError, "reward: expected 0 (bce) or 1 (abs), got %d", reward);
+        return -1;
+    }
+    memset(mdp, 0, sizeof(*mdp));
+    mdp->offsets = o;
+    mdp->n_sessions = (int64_t)S;
+    mdp->labels = PyArray_DATA(lab);
+    mdp->T = (int)T;
+    mdp->reward = reward;
+    return 0;
+}
+
+/* finite values in [0, 1] (actions, probabilities) */
+static int rmtl_check_unit(PyArrayObject *a, const char *arg) {
+    if (rmtl_check_finite(a, arg) < 0) {
+        return -1;
+    }
+    const float *p = PyArray_DATA(a);
+    for (npy_intp i = 0; i < PyArray_SIZE(a); i++) {
+        if (p[i] < 0.0f || p[i] > 1.0f) {
+            char v[32];
+            PyOS_snprintf(v, sizeof(v), "%g", (double)p[i]);
+            PyErr_Format(PyExc_ValueError, "%s: expected values in [0, 1], got %s at flat index %zd",
+                         arg, v, (Py_ssize_t)i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *rmtl_new_array(int ndim, npy_intp d0, npy_intp d1, int typenum) {
+    npy_intp dims[2] = {d0, d1};
+    return PyArray_SimpleNew(ndim, dims, typenum);
+}
+
+static void *rmtl_data(PyObject *a) {
+    return PyArray_DATA((PyArrayObject *)a);
+}
+
+/* ------------------------------------ Env */
+
+typedef struct {
+    PyObject_HEAD rmtl_env *e;
+    PyObject *arrays[4]; /* offsets, sparse, dense, labels: kept alive while e points into them */
+} EnvObject;
+
+static int Env_init(EnvObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"offsets", "sparse",    "dense", "labels", "num_envs",
+                             "reward",  "order", "autoreset", "seed",   NULL};
+    PyObject *oo, *co, *dob, *lo;
+    int n, reward, order, autoreset;
+    unsigned long long seed;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOiiipK", kwlist, &oo, &co, &dob, &lo, &n,
+                                     &reward, &order, &autoreset, &seed)) {
+        return -1;
+    }
+    rmtl_mdp mdp;
+    if (rmtl_parse_mdp(&mdp, oo, lo, reward) < 0) {
+        return -1;
+    }
+    npy_intp rows = PyArray_DIM((PyArrayObject *)lo, 0), shape[2] = {rows, -1};
+    PyArrayObject *codes = rmtl_check_array(co, "sparse", NPY_INT32, 2, shape, 0);
+    PyArrayObject *dense = codes ? rmtl_check_array(dob, "dense", NPY_FLOAT32, 2, shape, 0) : NULL;
+    if (dense == NULL || rmtl_check_finite(dense, "dense") < 0) {
+        return -1;
+    }
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "num_envs: expected >= 1, got %d", n);
+        return -1;
+    }
+    if (order != RMTL_ORDER_RANDOM && order != RMTL_ORDER_SEQUENTIAL) {
+        PyErr_Format(PyExc_ValueError, "order: expected 0 (random) or 1 (sequential), got %d", order);
+        return -1;
+    }
+    mdp.codes = PyArray_DATA(codes);
+    mdp.dense = PyArray_DATA(dense);
+    mdp.F = (int)PyArray_DIM(codes, 1);
+    mdp.D = (int)PyArray_DIM(dense, 1);
+    rmtl_env *e = NULL;
+    int st = rmtl_env_create(&e, &mdp, n, order, autoreset, (uint64_t)seed);
+    if (st != RMTL_OK) {
+        rmtl_raise(st, "env config");
+        return -1;
+    }
+    rmtl_env_free(self->e);
+    self->e = e;
+    PyObject *objs[4] = {oo, co, dob, lo};
+    for (int i = 0; i < 4; i++) {
+        Py_INCREF(objs[i]);
+        Py_XSETREF(self->arrays[i], objs[i]);
+    }
+    return 0;
+}
+
+static void Env_dealloc(EnvObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    rmtl_env_free(self->e);
+    for (int i = 0; i < 4; i++) {
+        Py_XDECREF(self->arrays[i]);
+    }
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int Env_ready(EnvObject *self) {
+    if (self->e == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "env: not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+/* reset(seed or None, sessions or None) -> (sparse (N,F), dense (N,D), session (N,), row (N,)).
+   A seed restarts the session draws; sessions (N,) int64 picks each environment's session.
+   Environment calls are O(N) copies and hold the GIL. */
+static PyObject *Env_reset(EnvObject *self, PyObject *args) {
+    PyObject *so, *sso;
+    if (!PyArg_ParseTuple(args, "OO", &so, &sso) || Env_ready(self) < 0) {
+        return NULL;
+    }
+    rmtl_env *e = self->e;
+    const int64_t *sessions = NULL;
+    if (sso != Py_None) {
+        npy_intp shape[1] = {e->n};
+        PyArrayObject *sa = rmtl_check_array(sso, "sessions", NPY_INT64, 1, shape, 0);
+        if (sa == NULL) {
+            return NULL;
+        }
+        sessions = PyArray_DATA(sa);
+        for (int i = 0; i < e->n; i++) {
+            if (sessions[i] < 0 || sessions[i] >= e->mdp.n_sessions) {
+                PyErr_Format(PyExc_ValueError, "session: expected an index in [0, %lld), got %lld",
+                             (long long)e->mdp.n_sessions, (long long)sessions[i]);
+                return NULL;
+            }
+        }
+    }
+    if (so != Py_None) {
+        unsigned long long seed = PyLong_AsUnsignedLongLongMask(so);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        e->seed = (uint64_t)seed;
+        e->episodes = 0;
+    }
+    PyObject *codes = rmtl_new_array(2, e->n, e->mdp.F, NPY_INT32);
+    PyObject *dense = rmtl_new_array(2, e->n, e->mdp.D, NPY_FLOAT32);
+    PyObject *sess = rmtl_new_array(1, e->n, 0, NPY_INT64);
+    PyObject *row = rmtl_new_array(1, e->n, 0, NPY_INT64);
+    if (codes == NULL || dense == NULL || sess == NULL || row == NULL) {
+        Py_XDECREF(codes);
+        Py_XDECREF(dense);
+        Py_XDECREF(sess);
+        Py_XDECREF(row);
+        return NULL;
+    }
+    rmtl_env_reset(e, rmtl_data(codes), rmtl_data(dense), sessions);
+    memcpy(rmtl_data(sess), e->session, (size_t)e->n * sizeof(int64_t));
+    memcpy(rmtl_data(row), e->row, (size_t)e->n * sizeof(int64_t));
+    return Py_BuildValue("(NNNN)", codes, dense, sess, row);
+}
+
+/* step(action (N,T) float32 in [0, 1]) -> (sparse (N,F), dense (N,D),
+   reward (N,T), done (N,) bool, labels (N,T), state (N,), next_state (N,), session (N,)) */
+static PyObject *Env_step(EnvObject *self, PyObject *ao) {
+    if (Env_ready(self) < 0) {
+        return NULL;
+    }
+    rmtl_env *e = self->e;
+    int N = e->n, T = e->mdp.T;
+    npy_intp shape[2] = {N, T};
+    PyArrayObject *a = rmtl_check_array(ao, "action", NPY_FLOAT32, 2, shape, 0);
+    if (a == NULL || rmtl_check_unit(a, "action") < 0) {
+        return NULL;
+    }
+    PyObject *o[8] = {rmtl_new_array(2, N, e->mdp.F, NPY_INT32), rmtl_new_array(2, N, e->mdp.D, NPY_FLOAT32),
+                      rmtl_new_array(2, N, T, NPY_FLOAT32),       rmtl_new_array(1, N, 0, NPY_BOOL),
+                      rmtl_new_array(2, N, T, NPY_FLOAT32),       rmtl_new_array(1, N, 0, NPY_INT64),
+                      rmtl_new_array(1, N, 0, NPY_INT64),         rmtl_new_array(1, N, 0, NPY_INT64)};
+    int st = RMTL_ERR_NOMEM;
+    if (o[0] && o[1] && o[2] && o[3] && o[4] && o[5] && o[6] && o[7]) {
+        rmtl_env_step_out out = {rmtl_data(o[0]), rmtl_data(o[1]), rmtl_data(o[2]), rmtl_data(o[4]),
+                                 rmtl_data(o[3]), rmtl_data(o[5]), rmtl_data(o[6]), rmtl_data(o[7])};
+        st = rmtl_env_step(e, &out, PyArray_DATA(a));
+    }
+    if (st != RMTL_OK) {
+        for (int i = 0; i < 8; i++) {
+            Py_XDECREF(o[i]);
+        }
+        if (st == RMTL_ERR_ARG) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "step: the episode has ended (terminated=True) or was never started; "
+                            "call reset() first");
+            return NULL;
+        }
+        return PyErr_Occurred() ? NULL : rmtl_raise(st, "step");
+    }
+    return Py_BuildValue("(NNNNNNNN)", o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]);
+}
+
+static PyObject *Env_get_int(EnvObject *self, void *closure) {
+    if (Env_ready(self) < 0) {
+        return NULL;
+    }
+    return strcmp((const char *)closure, "num_envs") == 0 ? PyLong_FromLong(self->e->n)
+                                                          : PyLong_FromLongLong(self->e->episodes);
+}
+
+static PyMethodDef Env_methods[] = {
+    {"reset", (PyCFunction)Env_reset, METH_VARARGS,
+     "reset(seed, sessions) -> (sparse, dense, session, row)"},
+    {"step", (PyCFunction)Env_step, METH_O,
+     "step(action) -> (sparse, dense, reward, done, labels, state, next_state, session)"},
+    {NULL}};
+
+static PyGetSetDef Env_getset[] = {
+    {"num_envs", (getter)Env_get_int, NULL, "environments stepped together", "num_envs"},
+    {"episodes", (getter)Env_get_int, NULL, "sessions drawn since the last seeding", "episodes"},
+    {NULL}};
+
+static PyType_Slot Env_slots[] = {{Py_tp_init, Env_init},       {Py_tp_dealloc, Env_dealloc},
+                                  {Py_tp_methods, Env_methods}, {Py_tp_getset, Env_getset},
+                                  {Py_tp_new, PyType_GenericNew}, {0, NULL}};
+
+static PyType_Spec Env_spec = {"rmtl._core.Env", sizeof(EnvObject), 0, Py_TPFLAGS_DEFAULT, Env_slots};
+
+/* ------------------------------------ Replay */
+
+typedef struct {
+    PyObject_HEAD rmtl_replay *b;
+    int busy; /* a GIL-free call is running on this buffer */
+} ReplayObject;
+
+static int Replay_init(ReplayObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"capacity", "num_tasks", "seed", NULL};
+    Py_ssize_t capacity;
+    int T;
+    unsigned long long seed;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "niK", kwlist, &capacity, &T, &seed)) {
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "buffer: a call is running on it; wait for it");
+        return -1;
+    }
+    if (capacity < 1) {
+        PyErr_Format(PyExc_ValueError, "capacity: expected >= 1, got %zd", capacity);
+        return -1;
+    }
+    if (T < 1 || T > RMTL_MAX_TASKS) {
+        PyErr_Format(PyExc_ValueError, "num_tasks: expected 1 to %d, got %d", RMTL_MAX_TASKS, T);
+        return -1;
+    }
+    rmtl_replay *b = NULL;
+    int st = rmtl_replay_create(&b, (int64_t)capacity, T, (uint64_t)seed);
+    if (st != RMTL_OK) {
+        rmtl_raise(st, "capacity");
+        return -1;
+    }
+    rmtl_replay_free(self->b);
+    self->b = b;
+    return 0;
+}
+
+static void Replay_dealloc(ReplayObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    rmtl_replay_free(self->b);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int Replay_ready(ReplayObject *self) {
+    if (self->b == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "buffer: not initialised");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "buffer: another thread is running a call on it; wait for it");
+        return -1;
+    }
+    return 0;
+}
+
+/* five fresh arrays of n transitions: state, next_state (int64), action, reward (n,T), done */
+static PyObject *rmtl_replay_arrays(const rmtl_replay *b, npy_intp n, void **p) {
+    PyObject *o[5] = {rmtl_new_array(1, n, 0, NPY_INT64), rmtl_new_array(1, n, 0, NPY_INT64),
+                      rmtl_new_array(2, n, b->T, NPY_FLOAT32), rmtl_new_array(2, n, b->T, NPY_FLOAT32),
+                      rmtl_new_array(1, n, 0, NPY_FLOAT32)};
+    if (!(o[0] && o[1] && o[2] && o[3] && o[4])) {
+        for (int i = 0; i < 5; i++) {
+            Py_XDECREF(o[i]);
+        }
+        return NULL;
+    }
+    for (int i = 0; i < 5; i++) {
+        p[i] = rmtl_data(o[i]);
+    }
+    return Py_BuildValue("(NNNNN)", o[0], o[1], o[2], o[3], o[4]);
+}
+
+/* push(state, next_state, action, reward, done): appends transitions, oldest first */
+static PyObject *Replay_push(ReplayObject *self, PyObject *args) {
+    PyObject *so, *no, *ao, *ro, *doo;
+    if (!PyArg_ParseTuple(args, "OOOOO", &so, &no, &ao, &ro, &doo) || Replay_ready(self) < 0) {
+        return NULL;
+    }
+    rmtl_replay *b = self->b;
+    PyArrayObject *s = rmtl_check_array(so, "state", NPY_INT64, 1, NULL, 0);
+    npy_intp n = s ? PyArray_DIM(s, 0) : 0, shape[1] = {n};
+    PyArrayObject *nx = s ? rmtl_check_array(no, "next_state", NPY_INT64, 1, shape, 0) : NULL;
+    PyArrayObject *a = nx ? rmtl_check_matrix(ao, "action", n, b->T) : NULL;
+    PyArrayObject *r = a ? rmtl_check_matrix(ro, "reward", n, b->T) : NULL;
+    PyArrayObject *d = r ? rmtl_check_vector(doo, "done", n) : NULL;
+    if (d == NULL || rmtl_check_unit(a, "action") < 0) {
+        return NULL;
+    }
+    const int64_t *sp = PyArray_DATA(s), *np_ = PyArray_DATA(nx);
+    const float *dp = PyArray_DATA(d);
+    for (npy_intp i = 0; i < n; i++) {
+        if (sp[i] < 0 || np_[i] < 0 || (dp[i] != 0.0f && dp[i] != 1.0f)) {
+            PyErr_Format(PyExc_ValueError,
+                         "state, next_state, done: expected row indices >= 0 and done 0 or 1, "
+                         "got %lld, %lld, %d at %zd", (long long)sp[i], (long long)np_[i],
+                         (int)dp[i], (Py_ssize_t)i);
+            return NULL;
+        }
+    }
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    rmtl_replay_push(b, sp, np_, PyArray_DATA(a), PyArray_DATA(r), dp, (int64_t)n);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
+/* sample(batch_size) -> (state, next_state, action, reward, done), distinct transitions */
+static PyObject *Replay_sample(ReplayObject *self, PyObject *arg) {
+    Py_ssize_t B = PyLong_AsSsize_t(arg);
+    if ((B == -1 && PyErr_Occurred()) || Replay_ready(self) < 0) {
+        return NULL;
+    }
+    rmtl_replay *b = self->b;
+    if (B < 1 || B > b->size) {
+        PyErr_Format(PyExc_ValueError,
+                     "batch_size: expected 1 to len(buffer) = %lld (sampling is without "
+                     "replacement), got %zd; collect more transitions or use a smaller batch",
+                     (long long)b->size, B);
+        return NULL;
+    }
+    void *p[5];
+    PyObject *out = rmtl_replay_arrays(b, B, p);
+    if (out == NULL) {
+        return NULL;
+    }
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    rmtl_replay_sample(b, p[0], p[1], p[2], p[3], p[4], (int64_t)B);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    return out;
+}
+
+/* export() -> (state, next_state, action, reward, done) of every stored transition, oldest first */
+static PyObject *Replay_export(ReplayObject *self, PyObject *noargs) {
+    if (Replay_ready(self) < 0) {
+        return NULL;
+    }
+    void *p[5];
+    PyObject *out = rmtl_replay_arrays(self->b, (npy_intp)self->b->size, p);
+    if (out != NULL) {
+        rmtl_replay_export(self->b, p[0], p[1], p[2], p[3], p[4]);
+    }
+    return out;
+}
+
+/* collect(offsets, labels, sessions, first, reward, policy, action, noise, seed) -> transitions
+   added. policy 0 uniform (action None), 1 per-row base actions (n,T) plus N(0, noise) clipped
+   to [0, 1], 2 given actions (transitions, T) in [0, 1]. */
+static PyObject *Replay_collect(ReplayObject *self, PyObject *args) {
+    PyObject *oo, *lo, *so, *ao;
+    long long first;
+    int reward, kind;
+    float noise;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OOOLiiOfK", &oo, &lo, &so, &first, &reward, &kind, &ao, &noise,
+                          &seed) ||
+        Replay_ready(self) < 0) {
+        return NULL;
+    }
+    rmtl_replay *b = self->b;
+    rmtl_mdp mdp;
+    if (rmtl_parse_mdp(&mdp, oo, lo, reward) < 0) {
+        return NULL;
+    }
+    if (mdp.T != b->T) {
+        PyErr_Format(PyExc_ValueError, "data: has %d tasks, the buffer was made for %d", mdp.T, b->T);
+        return NULL;
+    }
+    PyArrayObject *sess = rmtl_check_array(so, "sessions", NPY_INT64, 1, NULL, 0);
+    if (sess == NULL) {
+        return NULL;
+    }
+    npy_intp E = PyArray_DIM(sess, 0);
+    const int64_t *sp = PyArray_DATA(sess);
+    npy_intp total = 0;
+    for (npy_intp e = 0; e < E; e++) {
+        if (sp[e] < 0 || sp[e] >= mdp.n_sessions) {
+            PyErr_Format(PyExc_ValueError, "sessions: expected indices in [0, %lld), got %lld",
+                         (long long)mdp.n_sessions, (long long)sp[e]);
+            return NULL;
+        }
+        total += (npy_intp)(mdp.offsets[sp[e] + 1] - mdp.offsets[sp[e]]);
+    }
+    if (first < 0) {
+        PyErr_Format(PyExc_ValueError, "first: expected >= 0, got %lld", first);
+        return NULL;
+    }
+    if (!(noise >= 0.0f) || !isfinite(noise)) {
+        PyErr_SetString(PyExc_ValueError, "noise: expected a finite standard deviation >= 0");
+        return NULL;
+    }
+    rmtl_policy pol = {kind, NULL, noise, (uint64_t)seed};
+    if (kind == RMTL_POLICY_ROWS || kind == RMTL_POLICY_GIVEN) {
+        npy_intp n = kind == RMTL_POLICY_ROWS ? PyArray_DIM((PyArrayObject *)lo, 0) : total;
+        PyArrayObject *a = rmtl_check_matrix(ao, "action", n, b->T);
+        if (a == NULL || (kind == RMTL_POLICY_GIVEN && rmtl_check_unit(a, "action") < 0)) {
+            return NULL;
+        }
+        pol.action = PyArray_DATA(a);
+    } else if (kind != RMTL_POLICY_UNIFORM || ao != Py_None) {
+        PyErr_Format(PyExc_ValueError, "policy: expected 0 (uniform, no action), 1 or 2, got %d", kind);
+        return NULL;
+    }
+    int st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_collect(b, &mdp, sp, (int64_t)E, (int64_t)first, &pol);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    if (st != RMTL_OK) {
+        return rmtl_raise(st, "collect");
+    }
+    return PyLong_FromSsize_t(total);
+}
+
+static PyObject *Replay_get(ReplayObject *self, void *closure) {
+    if (self->b == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "buffer: not initialised");
+        return NULL;
+    }
+    const char *name = closure;
+    const rmtl_replay *b = self->b;
+    if (strcmp(name, "seed") == 0) {
+        return PyLong_FromUnsignedLongLong(b->seed);
+    }
+    if (strcmp(name, "draws") == 0) {
+        return PyLong_FromUnsignedLongLong(b->draws);
+    }
+    return PyLong_FromLongLong(strcmp(name, "size") == 0       ? b->size
+                               : strcmp(name, "capacity") == 0 ? b->capacity
+                                                               : b->T);
+}
+
+/* draws is settable so a saved buffer continues its sampling sequence when loaded */
+static int Replay_set_draws(ReplayObject *self, PyObject *value, void *closure) {
+    if (value == NULL || Replay_ready(self) < 0) {
+        if (value == NULL) {
+            PyErr_SetString(PyExc_TypeError, "draws: cannot be deleted");
+        }
+        return -1;
+    }
+    unsigned long long d = PyLong_AsUnsignedLongLong(value);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    self->b->draws = (uint64_t)d;
+    return 0;
+}
+
+static PyMethodDef Replay_methods[] = {
+    {"push", (PyCFunction)Replay_push, METH_VARARGS,
+     "push(state, next_state, action, reward, done): append transitions, oldest first"},
+    {"sample", (PyCFunction)Replay_sample, METH_O,
+     "sample(batch_size) -> (state, next_state, action, reward, done) without replacement"},
+    {"export", (PyCFunction)Replay_export, METH_NOARGS,
+     "export() -> (state, next_state, action, reward, done), oldest first"},
+    {"collect", (PyCFunction)Replay_collect, METH_VARARGS,
+     "collect(offsets, labels, sessions, first, reward, policy, action, noise, seed) -> count"},
+    {NULL}};
+
+static PyGetSetDef Replay_getset[] = {
+    {"size", (getter)Replay_get, NULL, "transitions stored", "size"},
+    {"capacity", (getter)Replay_get, NULL, "transitions kept at most", "capacity"},
+    {"num_tasks", (getter)Replay_get, NULL, "tasks per action and reward", "num_tasks"},
+    {"seed", (getter)Replay_get, NULL, "seed of the sampling sequence", "seed"},
+    {"draws", (getter)Replay_get, (setter)Replay_set_draws, "sample() calls so far", "draws"},
+    {NULL}};
+
+static PyType_Slot Replay_slots[] = {{Py_tp_init, Replay_init},       {Py_tp_dealloc, Replay_dealloc},
+                                     {Py_tp_methods, Replay_methods}, {Py_tp_getset, Replay_getset},
+                                     {Py_tp_new, PyType_GenericNew},  {0, NULL}};
+
+static PyType_Spec Replay_spec = {"rmtl._core.Replay", sizeof(ReplayObject), 0, Py_TPFLAGS_DEFAULT,
+                                  Replay_slots};
+
+/* draw_sessions(n_sessions, count, order, seed) -> the sessions (count,) int64 of episodes
+   0..count-1 as an environment with this order and seed plays them */
+static PyObject *rmtl_py_draw_sessions(PyObject *mod, PyObject *args) {
+    long long S;
+    Py_ssize_t n;
+    int order;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "LniK", &S, &n, &order, &seed)) {
+        return NULL;
+    }
+    if (S < 1 || n < 0 || (order != RMTL_ORDER_RANDOM && order != RMTL_ORDER_SEQUENTIAL)) {
+        PyErr_Format(PyExc_ValueError,
+                     "n_sessions, count, order: expected >= 1, >= 0 and 0 or 1, got %lld, %zd, %d",
+                     S, n, order);
+        return NULL;
+    }
+    PyObject *out = rmtl_new_array(1, n, 0, NPY_INT64);
+    if (out != NULL) {
+        int64_t *p = rmtl_data(out);
+        for (Py_ssize_t e = 0; e < n; e++) {
+            p[e] = rmtl_mdp_draw((int64_t)S, order, (uint64_t)seed, (int64_t)e);
+        }
+    }
+    return out;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static PyMethodDef rmtl_methods[] = {
@@ -1813,22 +2338,32 @@ static PyMethodDef rmtl_methods[] = {
      "td_chunk(actor, actor_target, critics, targets, state, next, action, reward, done, sparse, "
      "dense, labels, batch_size, step, config, critic_adam, actor_adam) -> ([TD loss sums], "
      "actor loss sum, actor steps)"},
+    {"draw_sessions", rmtl_py_draw_sessions, METH_VARARGS,
+     "draw_sessions(n_sessions, count, order, seed) -> int64 sessions of episodes 0..count-1"},
     {NULL}};
 
 static int rmtl_exec(PyObject *mod) {
     if (PyArray_ImportNumPyAPI() < 0) {
         return -1;
     }
-    PyObject *model_type = PyType_FromModuleAndSpec(mod, &Model_spec, NULL);
+    PyObject *net_type = PyType_FromModuleAndSpec(mod, &Net_spec, NULL);
+    if (net_type == NULL || PyModule_AddObjectRef(mod, "Net", net_type) < 0) {
+        Py_XDECREF(net_type);
+        return -1;
+    }
+    PyObject *model_type = PyType_FromModuleAndSpec(mod, &Model_spec, net_type);
     if (model_type == NULL) {
+        Py_DECREF(net_type);
         return -1;
     }
     if (PyModule_AddObjectRef(mod, "Model", model_type) < 0) {
         Py_DECREF(model_type);
+        Py_DECREF(net_type);
         return -1;
     }
     Py_DECREF(model_type);
-    PyObject *critic_type = PyType_FromModuleAndSpec(mod, &Critic_spec, NULL);
+    PyObject *critic_type = PyType_FromModuleAndSpec(mod, &Critic_spec, net_type);
+    Py_DECREF(net_type);
     if (critic_type == NULL || PyModule_AddObjectRef(mod, "Critic", critic_type) < 0) {
         Py_XDECREF(critic_type);
         return -1;
@@ -1840,6 +2375,18 @@ static int rmtl_exec(PyObject *mod) {
         return -1;
     }
     Py_DECREF(synth_type);
+    PyObject *env_type = PyType_FromModuleAndSpec(mod, &Env_spec, NULL);
+    if (env_type == NULL || PyModule_AddObjectRef(mod, "Env", env_type) < 0) {
+        Py_XDECREF(env_type);
+        return -1;
+    }
+    Py_DECREF(env_type);
+    PyObject *replay_type = PyType_FromModuleAndSpec(mod, &Replay_spec, NULL);
+    if (replay_type == NULL || PyModule_AddObjectRef(mod, "Replay", replay_type) < 0) {
+        Py_XDECREF(replay_type);
+        return -1;
+    }
+    Py_DECREF(replay_type);
     int loaded = rmtl_load_scipy_blas() == 0;
     const char *env = getenv("RMTL_BLAS");
     int forced = env != NULL && strcmp(env, "builtin") == 0;

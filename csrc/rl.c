@@ -134,37 +134,33 @@ static void rmtl_column(float *out, const float *a, int k, int B, int T) {
 
 void rmtl_td_work_free(rmtl_td_work *w) {
     free(w->codes);
-    free(w->ncodes);
     free(w->dense);
-    free(w->ndense);
-    free(w->labels);
-    free(w->naction);
-    free(w->weight);
-    free(w->dprob);
-    free(w->col);
     memset(w, 0, sizeof(*w));
 }
 
+/* two blocks, one of codes and one of floats, carved into the buffers of rmtl_td_work */
 int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int T) {
     if (B <= w->cap) {
         return RMTL_OK;
     }
-    size_t n = (size_t)B;
-    rmtl_td_work_free(w);
-    w->codes = malloc(n * F * sizeof(int32_t));
-    w->ncodes = malloc(n * F * sizeof(int32_t));
-    w->dense = malloc(n * (D ? D : 1) * sizeof(float));
-    w->ndense = malloc(n * (D ? D : 1) * sizeof(float));
-    w->labels = malloc(n * T * sizeof(float));
-    w->naction = malloc(n * T * sizeof(float));
-    w->weight = malloc(n * T * sizeof(float));
-    w->dprob = malloc(n * T * sizeof(float));
-    w->col = malloc(4 * n * sizeof(float));
-    if (!w->codes || !w->ncodes || !w->dense || !w->ndense || !w->labels || !w->naction ||
-        !w->weight || !w->dprob || !w->col) {
-        rmtl_td_work_free(w);
+    size_t n = (size_t)B, d = n * (size_t)D, t = n * (size_t)T;
+    int32_t *codes = malloc(2 * n * (size_t)F * sizeof(int32_t));
+    float *f = malloc((2 * d + 4 * t + 4 * n) * sizeof(float));
+    if (codes == NULL || f == NULL) {
+        free(codes);
+        free(f);
         return RMTL_ERR_NOMEM;
     }
+    rmtl_td_work_free(w);
+    w->codes = codes;
+    w->ncodes = codes + n * (size_t)F;
+    w->dense = f;
+    w->ndense = f + d;
+    w->labels = w->ndense + d;
+    w->naction = w->labels + t;
+    w->weight = w->naction + t;
+    w->dprob = w->weight + t;
+    w->col = w->dprob + t;
     w->cap = B;
     return RMTL_OK;
 }

@@ -131,6 +131,11 @@ void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const f
 /* backbones.c */
 int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg);
 void rmtl_model_free(rmtl_model *m);
+int rmtl_model_init(rmtl_model *m, const rmtl_model_config *cfg);
+/* checks and copies what every net shares (sizes, layer widths, dropout, seed, field offsets)
+   into a zeroed m; kind and n_experts are the caller's. The caller builds the layers. */
+void rmtl_model_release(rmtl_model *m);
+/* frees what m owns but not m itself (a net embedded in a larger struct, e.g. a critic) */
 int rmtl_model_reserve(rmtl_model *m, int batch);
 int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B);

@@ -16,7 +16,13 @@ from .data import SessionData
 from .metrics import evaluate
 from .models import load, save
 from .train import History, Trainer
+from .critic import Critic
+from .env import ReplayBuffer, SessionEnv, VecSessionEnv, collect
+from .agent import RMTL
+from .experiment import experiment
 
 __version__ = "0.1.0"
 __all__ = ["SessionData", "Trainer", "History", "evaluate", "save", "load", "blas_info",
-           "set_gemm_backend", "metrics", "models", "datasets"]
+           "set_gemm_backend", "metrics", "models",
+           "Critic", "RMTL", "experiment", "datasets",
+           "SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect"]

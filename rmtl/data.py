@@ -118,6 +118,12 @@ class SessionData:
     def num_tasks(self) -> int:
         return self.labels.shape[1]
 
+    @property
+    def position(self) -> np.ndarray:
+        """Each row's 0-based step within its session (n,) int64."""
+        lengths = np.diff(self.offsets)
+        return np.arange(len(self), dtype=np.int64) - np.repeat(self.offsets[:-1], lengths)
+
     def __repr__(self) -> str:
         return (
             f"SessionData(rows={len(self)}, sessions={self.num_sessions}, fields={self.num_fields}, "

@@ -12,14 +12,14 @@ import dataclasses
 import json
 import os
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
 
 from . import _core
 from ._arrays import as_codes, as_dense, as_labels, as_float, _detach
 
-__all__ = ["BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "OMoE", "MMoE", "PLE", "AITM",
+__all__ = ["Net", "BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "OMoE", "MMoE", "PLE", "AITM",
            "create", "save", "load"]
 
 
@@ -42,47 +42,27 @@ class BackboneConfig:
         return dataclasses.asdict(self)
 
 
-class Backbone:
-    """Base class: a multi-task model predicting one probability per task.
+N = TypeVar("N", bound="Net")
 
-    Subclasses set ``name`` and ``_kind``; construction arguments are those of
-    :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
-    backbones (OMoE, MMoE, PLE; default 8) and must stay ``None`` for the others.
-    """
 
-    name = ""
-    _kind = -1
-    _default_experts: Optional[int] = None
+class Net:
+    """What backbones and critics share: a core object (``rmtl._core.Net``) owning one flat
+    float32 buffer each for parameters, gradients and Adam's two moments, named zero-copy
+    views into them, PyTorch-like modes, state dicts, optimizer state and files."""
 
-    def __init__(
-        self,
-        field_dims: Sequence[int],
-        num_dense: int,
-        num_tasks: int,
-        embed_dim: int = 128,
-        bottom_dims: Sequence[int] = (512, 256),
-        tower_dims: Sequence[int] = (128, 64),
-        dropout: float = 0.2,
-        seed: int = 0,
-        num_experts: Optional[int] = None,
-    ) -> None:
-        if num_experts is None:
-            num_experts = self._default_experts
-        elif self._default_experts is None:
-            raise ValueError(f"num_experts: {type(self).__name__} has no experts; leave num_experts=None")
-        cfg = BackboneConfig(self.name, tuple(int(d) for d in field_dims), int(num_dense),
-                             int(num_tasks), int(embed_dim), tuple(int(d) for d in bottom_dims),
-                             tuple(int(d) for d in tower_dims), float(dropout), int(seed),
-                             None if num_experts is None else int(num_experts))
-        _check_config(cfg)
-        self.config = cfg
-        self._core = _core.Model(self._kind, np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
-                                 cfg.num_tasks, cfg.embed_dim, cfg.bottom_dims, cfg.tower_dims,
-                                 cfg.dropout, cfg.seed & (2**64 - 1), cfg.num_experts or 0)
-        self._table = self._core.param_table()
-        self._flat = {b: self._core.buffer(b) for b in ("param", "grad", "adam_m", "adam_v")}
+    config: Any
+
+    def _bind(self, core: Any) -> None:
+        """Attach the core object and build the named views of its buffers."""
+        self._core = core
+        self._table = core.param_table()
+        self._flat = {b: core.buffer(b) for b in ("param", "grad", "adam_m", "adam_v")}
         self._views = {b: OrderedDict((n, buf[o:o + int(np.prod(s))].reshape(s)) for n, o, s in self._table)
                        for b, buf in self._flat.items()}
+
+    def _rebuild(self: N) -> N:
+        """A fresh network of the same configuration."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ modes
     @property
@@ -90,44 +70,14 @@ class Backbone:
         """True in training mode (dropout active)."""
         return self._core.training
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self: N, mode: bool = True) -> N:
         """Set training mode (dropout on) and return self, like ``torch.nn.Module.train``."""
         self._core.training = bool(mode)
         return self
 
-    def eval(self) -> "Backbone":
+    def eval(self: N) -> N:
         """Set evaluation mode (dropout off) and return self."""
         return self.train(False)
-
-    # ------------------------------------------------------------------ compute
-    def __call__(self, sparse: Any, dense: Any = None) -> np.ndarray:
-        """Forward pass in the current mode: (n, T) float32 probabilities."""
-        codes = as_codes(sparse, len(self.config.field_dims))
-        return self._core.forward(codes, as_dense(dense, codes.shape[0], self.config.num_dense))
-
-    forward = __call__
-
-    def predict(self, sparse: Any, dense: Any = None, batch_size: int = 16384) -> np.ndarray:
-        """Evaluation-mode probabilities (n, T) float32, in batches (Ctrl-C stops between them)."""
-        codes = as_codes(sparse, len(self.config.field_dims))
-        dense = as_dense(dense, codes.shape[0], self.config.num_dense)
-        out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
-        step = max(1, int(batch_size)) * 8
-        for start in range(0, codes.shape[0], step):
-            self._core.predict(codes[start:start + step], dense[start:start + step],
-                               out[start:start + step], int(batch_size))
-        return out
-
-    def loss_and_grad(self, sparse: Any, dense: Any, labels: Any, weights: Any = None) -> float:
-        """Zero the gradients, run forward (current mode) and backward of
-        ``(1/T) sum_k mean_i w_ik BCE(y_ik, p_ik)``; gradients land in :meth:`named_grads`."""
-        codes = as_codes(sparse, len(self.config.field_dims))
-        n, T = codes.shape[0], self.config.num_tasks
-        w = None if weights is None else as_float(weights, (n, T), "weights")
-        if w is not None and (w < 0).any():
-            raise ValueError("weights: expected non-negative loss weights")
-        return self._core.loss_backward(codes, as_dense(dense, n, self.config.num_dense),
-                                        as_labels(labels, n, T), w)
 
     def adam_step(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                   eps: float = 1e-8, weight_decay: float = 0.0) -> None:
@@ -144,7 +94,7 @@ class Backbone:
         return list(self._views["param"].values())
 
     def named_grads(self) -> Iterator[Tuple[str, np.ndarray]]:
-        """(name, zero-copy view of its gradient) from the last :meth:`loss_and_grad`."""
+        """(name, zero-copy view of its gradient) from the last backward call."""
         return iter(self._views["grad"].items())
 
     @property
@@ -189,12 +139,99 @@ class Backbone:
         self._flat["adam_m"][...] = m
         self._flat["adam_v"][...] = v
 
-    def clone(self) -> "Backbone":
+    def clone(self: N) -> N:
         """A new model with the same config, weights, mode and optimizer state."""
-        other = create(**self.config.to_dict())
+        other = self._rebuild()
         other._flat["param"][...] = self._flat["param"]
         other.load_optimizer_state(self.optimizer_state())
         return other.train(self.training)
+
+    def _save(self, path: "str | os.PathLike[str]", config_key: str) -> None:
+        """Config (JSON under ``config_key``), weights and optimizer state to one .npz file."""
+        opt = self.optimizer_state()
+        np.savez(path, **{config_key: np.frombuffer(json.dumps(self.config.to_dict()).encode(), np.uint8)},
+                 param=self._flat["param"], adam_m=opt["adam_m"], adam_v=opt["adam_v"],
+                 steps=np.array([opt["steps"], opt["counter"]], np.uint64))
+
+    def _restore(self: N, z: Any) -> N:
+        """Weights and optimizer state from an opened file :meth:`_save` wrote; eval mode."""
+        self._flat["param"][...] = as_float(z["param"], (self.num_parameters,), "param")
+        steps = z["steps"]
+        self.load_optimizer_state({"adam_m": z["adam_m"], "adam_v": z["adam_v"],
+                                   "steps": int(steps[0]), "counter": int(steps[1])})
+        return self.eval()
+
+
+class Backbone(Net):
+    """Base class: a multi-task model predicting one probability per task.
+
+    Subclasses set ``name`` and ``_kind``; construction arguments are those of
+    :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
+    backbones (OMoE, MMoE, PLE; default 8) and must stay ``None`` for the others.
+    """
+
+    name = ""
+    _kind = -1
+    _default_experts: Optional[int] = None
+
+    def __init__(
+        self,
+        field_dims: Sequence[int],
+        num_dense: int,
+        num_tasks: int,
+        embed_dim: int = 128,
+        bottom_dims: Sequence[int] = (512, 256),
+        tower_dims: Sequence[int] = (128, 64),
+        dropout: float = 0.2,
+        seed: int = 0,
+        num_experts: Optional[int] = None,
+    ) -> None:
+        if num_experts is None:
+            num_experts = self._default_experts
+        elif self._default_experts is None:
+            raise ValueError(f"num_experts: {type(self).__name__} has no experts; leave num_experts=None")
+        cfg = BackboneConfig(self.name, tuple(int(d) for d in field_dims), int(num_dense),
+                             int(num_tasks), int(embed_dim), tuple(int(d) for d in bottom_dims),
+                             tuple(int(d) for d in tower_dims), float(dropout), int(seed),
+                             None if num_experts is None else int(num_experts))
+        _check_config(cfg)
+        self.config = cfg
+        self._bind(_core.Model(self._kind, np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
+                               cfg.num_tasks, cfg.embed_dim, cfg.bottom_dims, cfg.tower_dims,
+                               cfg.dropout, cfg.seed & (2**64 - 1), cfg.num_experts or 0))
+
+    # ------------------------------------------------------------------ compute
+    def __call__(self, sparse: Any, dense: Any = None) -> np.ndarray:
+        """Forward pass in the current mode: (n, T) float32 probabilities."""
+        codes = as_codes(sparse, len(self.config.field_dims))
+        return self._core.forward(codes, as_dense(dense, codes.shape[0], self.config.num_dense))
+
+    forward = __call__
+
+    def predict(self, sparse: Any, dense: Any = None, batch_size: int = 16384) -> np.ndarray:
+        """Evaluation-mode probabilities (n, T) float32, in batches (Ctrl-C stops between them)."""
+        codes = as_codes(sparse, len(self.config.field_dims))
+        dense = as_dense(dense, codes.shape[0], self.config.num_dense)
+        out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
+        step = max(1, int(batch_size)) * 8
+        for start in range(0, codes.shape[0], step):
+            self._core.predict(codes[start:start + step], dense[start:start + step],
+                               out[start:start + step], int(batch_size))
+        return out
+
+    def loss_and_grad(self, sparse: Any, dense: Any, labels: Any, weights: Any = None) -> float:
+        """Zero the gradients, run forward (current mode) and backward of
+        ``(1/T) sum_k mean_i w_ik BCE(y_ik, p_ik)``; gradients land in :meth:`named_grads`."""
+        codes = as_codes(sparse, len(self.config.field_dims))
+        n, T = codes.shape[0], self.config.num_tasks
+        w = None if weights is None else as_float(weights, (n, T), "weights")
+        if w is not None and (w < 0).any():
+            raise ValueError("weights: expected non-negative loss weights")
+        return self._core.loss_backward(codes, as_dense(dense, n, self.config.num_dense),
+                                        as_labels(labels, n, T), w)
+
+    def _rebuild(self) -> "Backbone":
+        return create(**self.config.to_dict())
 
     def __repr__(self) -> str:
         c = self.config
@@ -293,26 +330,23 @@ def create(name: str, field_dims: Sequence[int], num_dense: int, num_tasks: int,
 
 def save(model: Backbone, path: "str | os.PathLike[str]") -> None:
     """Write config, weights and optimizer state to one .npz file; :func:`load` rebuilds it."""
-    opt = model.optimizer_state()
-    np.savez(path, config=np.frombuffer(json.dumps(model.config.to_dict()).encode(), np.uint8),
-             param=model._flat["param"], adam_m=opt["adam_m"], adam_v=opt["adam_v"],
-             steps=np.array([opt["steps"], opt["counter"]], np.uint64))
+    model._save(path, "config")
 
 
 def load(path: "str | os.PathLike[str]") -> Backbone:
     """Rebuild a model written by :func:`save` (in evaluation mode)."""
+    return _load_net(path, "config", "model", create)
+
+
+def _load_net(path: "str | os.PathLike[str]", config_key: str, what: str, build: Any) -> Any:
+    """Open a file :meth:`Net._save` wrote, rebuild the network with ``build(**config)`` and
+    restore its weights and optimizer state (evaluation mode)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"path: no such file: {path}")
     with np.load(path, allow_pickle=False) as z:
-        if "config" not in z.files:
-            raise ValueError(f"path: {path} is not an rmtl model file (no config)")
-        cfg = json.loads(bytes(z["config"]).decode())
-        model = create(**cfg)
-        model._flat["param"][...] = as_float(z["param"], (model.num_parameters,), "param")
-        steps = z["steps"]
-        model.load_optimizer_state({"adam_m": z["adam_m"], "adam_v": z["adam_v"],
-                                    "steps": int(steps[0]), "counter": int(steps[1])})
-    return model.eval()
+        if config_key not in z.files:
+            raise ValueError(f"path: {path} is not an rmtl {what} file (no {config_key})")
+        return build(**json.loads(bytes(z[config_key]).decode()))._restore(z)
 
 
 def _check_config(c: BackboneConfig) -> None:

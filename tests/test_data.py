@@ -18,6 +18,7 @@ def tiny(**over):
 def test_offsets_and_shapes():
     d = tiny()
     np.testing.assert_array_equal(d.offsets, [0, 2, 5, 6])
+    np.testing.assert_array_equal(d.position, [0, 1, 0, 1, 2, 0])
     assert len(d) == 6 and d.num_sessions == 3 and d.num_tasks == 2 and d.num_dense == 1
     assert d.sparse.dtype == np.int32 and d.dense.dtype == np.float32 and d.labels.dtype == np.float32
     assert d.task_names == ("task0", "task1")

@@ -1,0 +1,154 @@
+"""Critics: one network per task that scores the task's action in its session context.
+
+A critic (SPEC section 4, the reference ``CriticNeg``) has its own embedding and
+``numerical_layer`` (the backbones' front end), an ``action_layer = Linear(1, embed_dim)``
+whose output is one more field, a bottom MLP and a tower MLP ending in ``Linear(.., 1)``;
+its value is ``Q = -ReLU(out) <= 0`` because every reward is at most 0. Parameters live in
+one flat buffer each for values, gradients and Adam moments, exactly like a backbone, and
+:meth:`Critic.state_dict` uses the reference module's keys and shapes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_codes, as_dense, as_float
+from .models import Backbone, Net, _check_config, _load_net
+
+__all__ = ["CriticConfig", "Critic"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticConfig:
+    """Everything needed to rebuild a critic (reference values from SPEC section 4)."""
+
+    field_dims: Tuple[int, ...]
+    num_dense: int
+    embed_dim: int = 128
+    bottom_dims: Tuple[int, ...] = (512, 256)
+    tower_dims: Tuple[int, ...] = (128, 64)
+    dropout: float = 0.2
+    seed: int = 0
+    output_bias: Optional[float] = 1.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Critic(Net):
+    """Q network of one task: ``critic(sparse, dense, action) -> (n,)`` values ``<= 0``.
+
+    Parameters
+    ----------
+    field_dims, num_dense : the data's schema (as for a backbone).
+    embed_dim : int
+        Must equal the actor's to initialise the embedding from it (:meth:`copy_embedding`).
+    bottom_dims, tower_dims : sequences of int
+        Hidden widths; the tower ends in ``Linear(tower_dims[-1], 1)``.
+    dropout : float
+        After every hidden ReLU, active in training mode only.
+    seed : int
+        Drives initialisation (PyTorch's defaults) and dropout masks.
+    output_bias : float or None
+        Initial bias of the tower's final ``Linear(.., 1)``; ``None`` keeps PyTorch's default.
+        Since ``Q = -ReLU(out)`` has no gradient where ``out <= 0``, and at PyTorch's default
+        initialisation ``out`` barely varies between rows, about half of all critics would
+        start with ``out <= 0`` on every row and never learn (their Q stays 0 and stage 3
+        degenerates to unweighted fine-tuning). The default 1.0 starts every critic in the
+        active region; rmtl's choice, not the reference's.
+    """
+
+    def __init__(self, field_dims: Sequence[int], num_dense: int, embed_dim: int = 128,
+                 bottom_dims: Sequence[int] = (512, 256), tower_dims: Sequence[int] = (128, 64),
+                 dropout: float = 0.2, seed: int = 0, output_bias: Optional[float] = 1.0) -> None:
+        cfg = CriticConfig(tuple(int(d) for d in field_dims), int(num_dense), int(embed_dim),
+                           tuple(int(d) for d in bottom_dims), tuple(int(d) for d in tower_dims),
+                           float(dropout), int(seed), None if output_bias is None else float(output_bias))
+        _check_config(_backbone_view(cfg))
+        self.config = cfg
+        self._bind(_core.Critic(np.asarray(cfg.field_dims, np.int32), cfg.num_dense, cfg.embed_dim,
+                                np.asarray(cfg.bottom_dims, np.int32), np.asarray(cfg.tower_dims, np.int32),
+                                cfg.dropout, cfg.seed & (2**64 - 1)))
+        if cfg.output_bias is not None:  # the tower's final bias: the table's last tensor
+            next(reversed(self._views["param"].values()))[...] = cfg.output_bias
+
+    # ------------------------------------------------------------------ compute
+    def _inputs(self, sparse: Any, dense: Any, action: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        codes = as_codes(sparse, len(self.config.field_dims))
+        n = codes.shape[0]
+        return codes, as_dense(dense, n, self.config.num_dense), as_float(action, (n,), "action")
+
+    def __call__(self, sparse: Any, dense: Any, action: Any) -> np.ndarray:
+        """Q values (n,) float32 of one action per row, in the current mode, in one forward."""
+        codes, dense, action = self._inputs(sparse, dense, action)
+        out = np.empty(codes.shape[0], np.float32)
+        self._core.predict(codes, dense, action, out, max(1, codes.shape[0]))
+        return out
+
+    forward = __call__
+
+    def predict(self, sparse: Any, dense: Any, action: Any, batch_size: int = 16384) -> np.ndarray:
+        """Evaluation-mode Q values (n,) float32, in batches (Ctrl-C stops between them);
+        the critic's mode is restored afterwards."""
+        codes, dense, action = self._inputs(sparse, dense, action)
+        out = np.empty(codes.shape[0], np.float32)
+        step, mode = max(1, int(batch_size)) * 8, self.training
+        self.eval()
+        try:
+            for s in range(0, codes.shape[0], step):
+                self._core.predict(codes[s:s + step], dense[s:s + step], action[s:s + step], out[s:s + step],
+                                   int(batch_size))
+        finally:
+            self.train(mode)
+        return out
+
+    def backward(self, sparse: Any, dense: Any, action: Any, grad_q: Any = None) -> np.ndarray:
+        """Zero the gradients, run forward (current mode) and backpropagate
+        ``sum_i grad_q[i] * Q_i`` (``grad_q`` defaults to ones); parameter gradients land in
+        :meth:`named_grads` and the gradient with respect to the action is returned (n,)."""
+        codes, dense, action = self._inputs(sparse, dense, action)
+        n = codes.shape[0]
+        g = np.ones(n, np.float32) if grad_q is None else as_float(grad_q, (n,), "grad_q")
+        return self._core.backward(codes, dense, action, g)
+
+    # ------------------------------------------------------------------ parameters
+    def copy_embedding(self, backbone: Backbone, task: int = 0) -> None:
+        """Initialise this critic's embedding table from a backbone's (SPEC: critics start
+        from the actor's embedding). Per-task embeddings (SingleTask) give task ``task``'s."""
+        theirs = dict(backbone.named_parameters())
+        key = next((k for k in (f"embedding.{task}.embedding.weight", "embedding.embedding.weight")
+                    if k in theirs), None)
+        mine = self._views["param"]["embedding.embedding.weight"]
+        if key is None or theirs[key].shape != mine.shape:
+            raise ValueError(f"backbone: needs an embedding table of shape {mine.shape} (same field_dims and "
+                             f"embed_dim={self.config.embed_dim}); build the critic with the backbone's embed_dim")
+        mine[...] = theirs[key]
+
+    def _rebuild(self) -> "Critic":
+        return Critic(**self.config.to_dict())
+
+    def save(self, path: "str | os.PathLike[str]") -> None:
+        """Write config, weights and optimizer state to one .npz file (:meth:`load` reads it)."""
+        self._save(path, "critic_config")
+
+    @classmethod
+    def load(cls, path: "str | os.PathLike[str]") -> "Critic":
+        """Rebuild a critic written by :meth:`save` (in evaluation mode)."""
+        return _load_net(path, "critic_config", "critic", cls)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Critic(fields={len(c.field_dims)}, dense={c.num_dense}, embed={c.embed_dim}, "
+                f"bottom={c.bottom_dims}, tower={c.tower_dims}, dropout={c.dropout}, "
+                f"params={self.num_parameters})")
+
+
+def _backbone_view(cfg: CriticConfig) -> Any:
+    """The critic's config seen as a one-task backbone config, to reuse its checks."""
+    from .models import BackboneConfig
+    return BackboneConfig("critic", cfg.field_dims, cfg.num_dense, 1, cfg.embed_dim, cfg.bottom_dims,
+                          cfg.tower_dims, cfg.dropout, cfg.seed)

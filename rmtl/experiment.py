@@ -1,0 +1,151 @@
+"""Experiments: backbones with and without RMTL over several seeds, summarised with means,
+standard deviations and paired t-tests against each backbone's own baseline."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .agent import RMTL, WEIGHTINGS
+from .data import SessionData
+from .metrics import evaluate
+from .models import create
+
+__all__ = ["experiment", "ExperimentResult"]
+
+METRICS = ("auc", "logloss", "s_logloss")
+BASELINE = "baseline"
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """Test-set metrics of every (model, variant, seed, task), and their summary.
+
+    ``records`` holds one dict per model, variant, seed and task with ``auc``, ``logloss``
+    and ``s_logloss``. Variants: ``baseline`` (stage 1 only), a weighting name (``rmtl``,
+    ``constant``, ``label``, ``neg_q``: stages 2 and 3 on top of that baseline) and
+    ``rmtl[critics of X]`` (stage 3 with the critics learned with backbone X: transfer).
+    ``oracle`` gives, per task, the AUC and logloss of the true probabilities when the test
+    data carries them (synthetic data).
+    """
+
+    records: List[Dict[str, Any]]
+    oracle: Dict[str, Dict[str, float]]
+    config: Dict[str, Any]
+
+    def table(self) -> List[Dict[str, Any]]:
+        """One row per (model, variant, task): ``n`` seeds, ``<metric>_mean``, ``<metric>_std``
+        (sample std), and for variants ``<metric>_diff`` (mean paired difference variant minus
+        baseline over seeds; lower logloss is better) and ``<metric>_p`` (two-sided paired
+        t-test, scipy.stats.ttest_rel; NaN with fewer than two seeds or identical values)."""
+        from scipy import stats
+
+        groups: Dict[Tuple[str, str, str], Dict[int, Dict[str, float]]] = {}
+        for r in self.records:
+            groups.setdefault((r["model"], r["variant"], r["task"]), {})[r["seed"]] = r
+        rows = []
+        for (model, variant, task), by_seed in groups.items():
+            row: Dict[str, Any] = {"model": model, "variant": variant, "task": task, "n": len(by_seed)}
+            base = groups.get((model, BASELINE, task), {})
+            paired = sorted(set(by_seed) & set(base)) if variant != BASELINE else []
+            for m in METRICS:
+                v = np.array([by_seed[s][m] for s in sorted(by_seed)], np.float64)
+                row[f"{m}_mean"] = float(v.mean())
+                row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+                if paired:
+                    a = np.array([by_seed[s][m] for s in paired])
+                    b = np.array([base[s][m] for s in paired])
+                    row[f"{m}_diff"] = float((a - b).mean())
+                    same = len(paired) < 2 or np.allclose(a - b, (a - b)[0], rtol=0, atol=0)
+                    row[f"{m}_p"] = float("nan") if same else float(stats.ttest_rel(a, b).pvalue)
+            rows.append(row)
+        return rows
+
+    def to_markdown(self, metrics: Sequence[str] = METRICS) -> str:
+        """The summary as a Markdown table (mean +- std over seeds; paired difference vs the
+        baseline and its p-value), with the oracle line when known."""
+        head = ["model", "variant", "task", "seeds"]
+        for m in metrics:
+            head += [m, f"d {m} (p)"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in self.table():
+            cells = [row["model"], row["variant"], row["task"], str(row["n"])]
+            for m in metrics:
+                cells.append(f"{row[f'{m}_mean']:.4f} +- {row[f'{m}_std']:.4f}")
+                cells.append(f"{row[f'{m}_diff']:+.4f} ({row[f'{m}_p']:.3f})" if f"{m}_diff" in row else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        if self.oracle:
+            lines.append("")
+            lines.append("Oracle (true probabilities): " + ", ".join(
+                f"{task} AUC {o['auc']:.4f} / logloss {o['logloss']:.4f}" for task, o in self.oracle.items()))
+        return "\n".join(lines)
+
+
+def experiment(train: SessionData, valid: SessionData, test: SessionData,
+               backbones: Sequence[str] = ("esmm", "mmoe", "ple"), seeds: Iterable[int] = range(5),
+               weightings: Sequence[str] = ("rmtl",), transfer: Sequence[Tuple[str, str]] = (("esmm", "mmoe"),),
+               backbone_kwargs: Optional[Mapping[str, Any]] = None, rmtl_kwargs: Optional[Mapping[str, Any]] = None,
+               checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = False) -> ExperimentResult:
+    """Run every backbone with and without RMTL over ``seeds`` and evaluate on ``test``.
+
+    For each seed and backbone: stage 1 gives the baseline (metrics of the pretrained
+    model); stage 2 learns the critics; stage 3 fine-tunes a copy of the baseline once per
+    entry of ``weightings``. For each ``(source, target)`` in ``transfer``, the critics of
+    the source backbone's agent fine-tune the target's baseline (same seed). Each variant
+    is paired with its own backbone's baseline of the same seed, so a difference is the
+    effect of stages 2 and 3 alone.
+
+    ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
+    quick run; the seed is the experiment's), ``rmtl_kwargs`` to :class:`rmtl.RMTL`.
+    With ``checkpoint_dir``, every run saves there and an interrupted experiment resumes.
+    """
+    seeds = [int(s) for s in seeds]
+    unknown = [w for w in weightings if w not in WEIGHTINGS]
+    if unknown or not seeds or not backbones:
+        raise ValueError(f"expected at least one seed and backbone and weightings from {sorted(WEIGHTINGS)}; "
+                         f"got seeds={seeds}, backbones={list(backbones)}, unknown weightings {unknown}")
+    missing = sorted({name for pair in transfer for name in pair} - set(backbones))
+    if missing:
+        raise ValueError(f"transfer: backbones {missing} are not in backbones={list(backbones)}; add them")
+    bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
+    records: List[Dict[str, Any]] = []
+
+    def record(model: str, variant: str, seed: int, fitted: Any) -> None:
+        for task, res in evaluate(fitted, test).items():
+            records.append({"model": model, "variant": variant, "seed": seed, "task": task,
+                            **{m: res[m] for m in METRICS}})
+
+    for seed in seeds:
+        agents: Dict[str, RMTL] = {}
+        for name in backbones:
+            model = create(name, train.field_dims, train.num_dense, train.num_tasks, seed=seed, **bkw)
+            ckpt = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), f"{name}-seed{seed}")
+            agent = RMTL(model, seed=seed, checkpoint_dir=ckpt, progress=progress, **rkw)
+            agent.pretrain(train, valid)
+            record(name, BASELINE, seed, agent.pretrained)
+            if any(w != "constant" for w in weightings) or any(src == name for src, _ in transfer):
+                agent.fit_critics(train)
+            for w in weightings:
+                agent.finetune(train, valid, weighting=w)
+                record(name, w, seed, agent.backbone)
+            agents[name] = agent
+        for src, dst in transfer:
+            tuned = agents[dst].pretrained.clone()
+            agents[src].finetune(train, valid, backbone=tuned)
+            record(dst, f"rmtl[critics of {src}]", seed, tuned)
+    return ExperimentResult(records, _oracle(test), {
+        "backbones": list(backbones), "seeds": seeds, "weightings": list(weightings),
+        "transfer": [list(p) for p in transfer], "backbone_kwargs": bkw, "rmtl_kwargs": rkw,
+        "rows": {"train": len(train), "valid": len(valid), "test": len(test)}})
+
+
+def _oracle(test: SessionData) -> Dict[str, Dict[str, float]]:
+    """AUC and logloss of the true probabilities, per task, when the data knows them."""
+    if test.truth is None:
+        return {}
+    from .metrics import logloss, oracle_auc
+
+    return {task: {"auc": oracle_auc(test.truth[:, k]), "logloss": logloss(test.labels[:, k], test.truth[:, k])}
+            for k, task in enumerate(test.task_names)}

@@ -1,0 +1,192 @@
+"""RMTL agent: the three stages, weights, transfer, checkpoints and resume, bad arguments."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import rmtl
+
+NET = dict(embed_dim=8, bottom_dims=(16, 8), tower_dims=(8,), dropout=0.1)
+FAST = dict(critic_bottom_dims=(16, 8), critic_tower_dims=(8,), critic_epochs=3, critic_batch_size=64,
+            batch_size=64, epochs=3, lr=1e-2, critic_lr=3e-3, progress=False)
+
+
+def session_data(n_sessions=300, seed=0):
+    """Sessions whose click rate is set by field 0 and falls with the position in the session,
+    purchases a fraction of clicks: something for both the backbone and the critics to learn."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 7, n_sessions)
+    n = int(lengths.sum())
+    pos = np.concatenate([np.arange(k) for k in lengths])
+    sparse = np.stack([rng.integers(1, 6, n), rng.integers(0, 4, n), np.minimum(pos, 3)], 1)
+    p = np.array([0.0, 0.05, 0.2, 0.5, 0.8, 0.95])[sparse[:, 0]] * 0.85 ** pos
+    click = (rng.random(n) < p).astype(np.float32)
+    pay = click * (rng.random(n) < 0.5)
+    return rmtl.SessionData(np.repeat(np.arange(n_sessions), lengths), np.arange(n), sparse,
+                            rng.normal(size=(n, 1)), np.stack([click, pay], 1), (6, 4, 4),
+                            truth=np.stack([p, 0.5 * p], 1))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return session_data().split()
+
+
+def make_agent(data, name="esmm", seed=0, **kw):
+    model = rmtl.models.create(name, data.field_dims, data.num_dense, data.num_tasks, seed=seed, **NET)
+    return rmtl.RMTL(model, seed=seed, **dict(FAST, **kw))
+
+
+def test_fit_runs_three_stages(splits):
+    tr, va, te = splits
+    agent = make_agent(tr).fit(tr, va)
+    assert set(agent.history) == {"pretrain", "critics", "finetuned-rmtl"}
+    assert len(agent.critics) == 2 and all(not c.training for c in agent.critics)
+    assert agent.backbone is not agent.pretrained and not agent.backbone.training
+    p0, p1 = agent.pretrained.predict(te.sparse, te.dense), agent.backbone.predict(te.sparse, te.dense)
+    assert not np.allclose(p0, p1)
+    critics = agent.history["critics"]
+    assert len(critics["epochs"]) == 3 and critics["complete"]
+    assert all(np.isfinite(r["td_loss_task0"]) for r in critics["epochs"])
+    epochs = agent.history["finetuned-rmtl"]["epochs"]
+    assert all(e["mean_weight_task0"] >= 1 and e["mean_weight_task1"] >= 1 for e in epochs)
+    assert rmtl.evaluate(agent.backbone, te)["task0"]["auc"] > 0.7
+
+
+def test_stage3_weights_at_least_one_and_match_formulas(splits):
+    tr, va, te = splits
+    agent = make_agent(tr)
+    agent.pretrain(tr, va)
+    agent.fit_critics(tr)
+    prob = agent.pretrained.predict(te.sparse, te.dense)
+    q = agent.q_values(te, prob)
+    assert (q <= 0).all() and (q < 0).mean() > 0.5
+    w = agent.loss_weights(te)
+    assert (w >= 1).all() and (w > 1).any()
+    np.testing.assert_allclose(w, 1 - 0.7 * q, rtol=1e-6)
+    np.testing.assert_allclose(agent.loss_weights(te, weighting="label"), 1 - 0.7 * te.labels * q, rtol=1e-6)
+    np.testing.assert_allclose(agent.loss_weights(te, weighting="neg_q"), -q, rtol=1e-6)
+    assert (agent.loss_weights(te, weighting="constant") == 0.5).all()
+    hist = agent.finetune(tr, va, weighting="neg_q")
+    assert all(e["mean_weight_task0"] >= 0 for e in hist.epochs)
+
+
+def test_critics_rank_actions_as_rewards_imply(splits):
+    """Stage 2 through the agent. The expected reward of action a is p log a + (1-p) log(1-a)
+    with p the true probability, so a=1 beats a=0 exactly where p > 1/2: the critics must
+    rank the two actions that way wherever p is clearly away from 1/2."""
+    tr, va, _ = splits
+    agent = make_agent(tr, critic_epochs=100)
+    agent.fit_critics(tr)
+    ones = np.ones_like(tr.labels)
+    margin = agent.q_values(tr, ones) - agent.q_values(tr, 0 * ones)
+    clear = np.abs(tr.truth - 0.5) > 0.25
+    agree = np.sign(margin) == np.sign(tr.truth - 0.5)
+    for k in range(2):
+        assert agree[clear[:, k], k].mean() > 0.85, k
+    assert margin[tr.truth[:, 0] > 0.75, 0].mean() > 1.0 and margin[tr.truth[:, 0] < 0.25, 0].mean() < -1.0
+
+
+def test_constant_weighting_needs_no_critics(splits):
+    tr, va, _ = splits
+    agent = make_agent(tr, weighting="constant")
+    agent.pretrain(tr, va)
+    hist = agent.finetune(tr, va)
+    assert all(e["mean_weight_task0"] == pytest.approx(0.5) for e in hist.epochs)
+    with pytest.raises(RuntimeError, match="fit_critics"):
+        agent.finetune(tr, va, weighting="rmtl")
+
+
+def test_same_seed_same_result(splits):
+    tr, va, te = splits
+    preds = [make_agent(tr, seed=s, target=t).fit(tr, va).backbone.predict(te.sparse, te.dense)
+             for s, t in ((4, "ddpg"), (4, "ddpg"), (5, "ddpg"))]
+    np.testing.assert_array_equal(preds[0], preds[1])
+    assert not np.array_equal(preds[0], preds[2])
+
+
+def test_checkpoints_resume_every_stage(splits, tmp_path):
+    tr, va, te = splits
+    full = make_agent(tr, checkpoint_dir=tmp_path / "full").fit(tr, va)
+    # stop stage 2 after one epoch, then resume with a new agent on the same directory
+    part = make_agent(tr, checkpoint_dir=tmp_path / "part")
+    part.pretrain(tr, va)
+    part.fit_critics(tr, epochs=1)
+    resumed = make_agent(tr, checkpoint_dir=tmp_path / "part").fit(tr, va)
+    assert [r["epoch"] for r in resumed.history["critics"]["epochs"]] == [1, 2, 3]
+    np.testing.assert_array_equal(resumed.pretrained.predict(te.sparse, te.dense),
+                                  full.pretrained.predict(te.sparse, te.dense))
+    for a, b in zip(resumed.critics, full.critics):
+        np.testing.assert_array_equal(a.predict(te.sparse, te.dense, te.labels[:, 0]),
+                                      b.predict(te.sparse, te.dense, te.labels[:, 0]))
+    # a finished run reloads without training and gives the same model
+    again = make_agent(tr, checkpoint_dir=tmp_path / "full")
+    before = os.path.getmtime(tmp_path / "full" / "finetuned-rmtl.npz")
+    again.fit(tr, va)
+    assert os.path.getmtime(tmp_path / "full" / "finetuned-rmtl.npz") == before
+    np.testing.assert_array_equal(again.backbone.predict(te.sparse, te.dense), full.backbone.predict(te.sparse, te.dense))
+    assert again.history == full.history
+
+
+def test_checkpoint_dir_of_another_configuration_is_refused(splits, tmp_path):
+    tr, va, _ = splits
+    make_agent(tr, checkpoint_dir=tmp_path)
+    with open(tmp_path / "agent.json") as f:
+        assert json.load(f)["config"]["lam"] == 0.7
+    with pytest.raises(ValueError, match="another configuration"):
+        make_agent(tr, checkpoint_dir=tmp_path, lam=0.5)
+    with pytest.raises(ValueError, match="another configuration"):
+        make_agent(tr, name="sharedbottom", checkpoint_dir=tmp_path)
+
+
+def test_transfer_weights_another_backbone(splits, tmp_path):
+    tr, va, te = splits
+    agent = make_agent(tr, checkpoint_dir=tmp_path).fit(tr, va)
+    own = agent.backbone
+    other = rmtl.models.create("sharedbottom", tr.field_dims, 1, 2, seed=3, **NET)
+    rmtl.Trainer(other, lr=1e-2, batch_size=64, progress=False).fit(tr, va, epochs=2)
+    start = other.predict(te.sparse, te.dense)
+    hist = agent.finetune(tr, va, backbone=other)
+    assert agent.backbone is own and hist.epochs
+    assert not np.allclose(other.predict(te.sparse, te.dense), start)
+    assert (tmp_path / "transfer-sharedbottom-seed3-rmtl.npz").exists()
+    assert all(e["mean_weight_task0"] >= 1 for e in hist.epochs)
+
+
+def test_actor_update_and_variants_run(splits):
+    tr, va, _ = splits
+    agent = make_agent(tr, actor_update=True, init_training_step=0, behaviour="actor", ips=True, reward="abs",
+                       target="ddpg")
+    agent.pretrain(tr, va)
+    before = agent.pretrained.state_dict()
+    records = agent.fit_critics(tr)
+    assert all(np.isfinite(r["actor_loss"]) for r in records)
+    actor = agent._stage2.actor
+    assert any(not np.array_equal(actor.state_dict()[k], v) for k, v in before.items())
+    for k, v in before.items():  # stage 3 restarts from the pretrained weights, untouched
+        np.testing.assert_array_equal(agent.pretrained.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(behaviour="greedy"), "behaviour"), (dict(target="sac"), "target"), (dict(weighting="x"), "weighting"),
+    (dict(gamma=1.5), "gamma"), (dict(critic_batch_size=0), "critic_batch_size"), (dict(lam=-1), "lam"),
+])
+def test_bad_arguments_name_the_option(splits, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_agent(splits[0], **kwargs)
+
+
+def test_bad_calls(splits):
+    tr, va, _ = splits
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        make_agent(tr, critic_layers=3)
+    with pytest.raises(TypeError, match="backbone"):
+        rmtl.RMTL("esmm")
+    agent = make_agent(tr)
+    with pytest.raises(RuntimeError, match="fit_critics"):
+        agent.q_values(tr, tr.labels)
+    with pytest.raises(ValueError, match="weighting"):
+        agent.finetune(tr, va, weighting="square")
+    with pytest.raises(ValueError, match="epochs"):
+        agent.fit_critics(tr, epochs=0)

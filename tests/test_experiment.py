@@ -1,0 +1,96 @@
+"""experiment(): records, the summary table (means, stds, paired t-tests), Markdown, resume."""
+import numpy as np
+import pytest
+from scipy import stats
+
+import rmtl
+from rmtl.experiment import ExperimentResult
+from test_agent import FAST, NET, session_data
+
+TINY = dict(FAST, critic_epochs=2, epochs=2)
+TINY.pop("progress")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return session_data(n_sessions=200, seed=1).split()
+
+
+def hand_records():
+    rng = np.random.default_rng(0)
+    out = []
+    for seed in range(4):
+        for variant, shift in (("baseline", 0.0), ("rmtl", 0.01)):
+            out.append({"model": "esmm", "variant": variant, "seed": seed, "task": "ctr",
+                        "auc": 0.7 + shift + 0.02 * rng.random(), "logloss": 0.2 - shift + 0.01 * rng.random(),
+                        "s_logloss": 0.21 + 0.01 * rng.random()})
+    return out
+
+
+def test_table_means_stds_and_paired_tests():
+    records = hand_records()
+    rows = {r["variant"]: r for r in ExperimentResult(records, {}, {}).table()}
+    base = np.array([r["auc"] for r in records if r["variant"] == "baseline"])
+    var = np.array([r["auc"] for r in records if r["variant"] == "rmtl"])
+    assert rows["rmtl"]["n"] == 4
+    assert rows["rmtl"]["auc_mean"] == pytest.approx(var.mean())
+    assert rows["rmtl"]["auc_std"] == pytest.approx(var.std(ddof=1))
+    assert rows["rmtl"]["auc_diff"] == pytest.approx((var - base).mean())
+    assert rows["rmtl"]["auc_p"] == pytest.approx(stats.ttest_rel(var, base).pvalue)
+    assert "auc_diff" not in rows["baseline"]
+    one = ExperimentResult([r for r in records if r["seed"] == 0], {}, {}).table()
+    assert all(np.isnan(r["auc_std"]) for r in one)
+    assert np.isnan(next(r for r in one if r["variant"] == "rmtl")["auc_p"])
+
+
+def test_markdown_lists_every_row_and_the_oracle():
+    res = ExperimentResult(hand_records(), {"ctr": {"auc": 0.81, "logloss": 0.18}}, {})
+    md = res.to_markdown()
+    lines = md.splitlines()
+    assert lines[0].startswith("| model | variant | task | seeds | auc |")
+    assert sum(line.startswith("| esmm |") for line in lines) == 2
+    assert "ctr AUC 0.8100" in md
+    rmtl_line = next(line for line in lines if "| rmtl |" in line)
+    assert "(" in rmtl_line and "+-" in rmtl_line
+
+
+def test_experiment_runs_baselines_variants_and_transfer(splits, tmp_path):
+    tr, va, te = splits
+    kwargs = dict(backbones=("esmm", "sharedbottom"), seeds=(0, 1), weightings=("rmtl", "constant"),
+                  transfer=(("esmm", "sharedbottom"),), backbone_kwargs=NET, rmtl_kwargs=TINY)
+    res = rmtl.experiment(tr, va, te, checkpoint_dir=tmp_path, **kwargs)
+    variants = {(r["model"], r["variant"]) for r in res.records}
+    assert variants == {("esmm", "baseline"), ("esmm", "rmtl"), ("esmm", "constant"), ("sharedbottom", "baseline"),
+                        ("sharedbottom", "rmtl"), ("sharedbottom", "constant"),
+                        ("sharedbottom", "rmtl[critics of esmm]")}
+    assert len(res.records) == 2 * 7 * 2
+    table = res.table()
+    assert len(table) == 7 * 2 and all(r["n"] == 2 for r in table)
+    for r in table:
+        if r["variant"] != "baseline":
+            assert np.isnan(r["auc_p"]) or 0 <= r["auc_p"] <= 1
+    assert res.config["rows"] == {"train": len(tr), "valid": len(va), "test": len(te)}
+    # everything was checkpointed: a second run reloads and reproduces the records
+    again = rmtl.experiment(tr, va, te, checkpoint_dir=tmp_path, **kwargs)
+    assert again.records == res.records
+
+
+def test_oracle_from_true_probabilities(splits):
+    tr, va, te = splits
+    res = rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), weightings=("constant",), transfer=(),
+                          backbone_kwargs=NET, rmtl_kwargs=TINY)
+    assert set(res.oracle) == set(te.task_names)
+    for k, task in enumerate(te.task_names):
+        assert res.oracle[task]["auc"] == pytest.approx(rmtl.metrics.oracle_auc(te.truth[:, k]))
+        assert res.oracle[task]["logloss"] == pytest.approx(rmtl.metrics.logloss(te.labels[:, k], te.truth[:, k]))
+    assert "Oracle (true probabilities)" in res.to_markdown()
+
+
+def test_bad_arguments(splits):
+    tr, va, te = splits
+    with pytest.raises(ValueError, match="transfer"):
+        rmtl.experiment(tr, va, te, backbones=("esmm",), transfer=(("esmm", "mmoe"),))
+    with pytest.raises(ValueError, match="weightings"):
+        rmtl.experiment(tr, va, te, backbones=("esmm",), weightings=("cubic",), transfer=())
+    with pytest.raises(ValueError, match="seed"):
+        rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(), transfer=())
