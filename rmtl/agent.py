@@ -242,17 +242,21 @@ class RMTL:
         return state.records
 
     def finetune(self, train: SessionData, valid: SessionData, backbone: Optional[Backbone] = None,
-                 weighting: Optional[str] = None) -> History:
+                 weighting: Optional[str] = None, lam: Optional[float] = None) -> History:
         """Stage 3: critic-weighted fine-tuning with early stopping.
 
         Without ``backbone``, a copy of the pretrained model is fine-tuned and becomes
         ``self.backbone``. With ``backbone`` (transfer: a pretrained model of any kind for
         the same data), that model is fine-tuned in place with these critics and
-        ``self.backbone`` is left alone. ``weighting`` overrides the agent's for this call.
+        ``self.backbone`` is left alone. ``weighting`` and ``lam`` override the agent's for
+        this call (ablations; a checkpoint per setting).
         Either way Adam starts afresh (its moments from pretraining are dropped), as in the
         authors' code.
         """
         weighting = self.config.weighting if weighting is None else weighting
+        lam = self.config.lam if lam is None else float(lam)
+        if not lam >= 0:
+            raise ValueError(f"lam: expected >= 0, got {lam}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
         if weighting != "constant" and not self.critics:
@@ -262,7 +266,9 @@ class RMTL:
         model = self.pretrained.clone() if own else backbone
         if not isinstance(model, Backbone):
             raise TypeError(f"backbone: expected an rmtl backbone, got {type(model).__name__}")
-        name = f"finetuned-{weighting}.npz" if own else f"transfer-{model.config.name}-seed{model.config.seed}-{weighting}.npz"
+        setting = weighting if lam == self.config.lam else f"{weighting}-lam{lam:g}"
+        name = (f"finetuned-{setting}.npz" if own
+                else f"transfer-{model.config.name}-seed{model.config.seed}-{setting}.npz")
         key = name[:-4]
         if self._done(name):
             model = _reload(self._path(name), model, into=None if own else model)
@@ -275,7 +281,7 @@ class RMTL:
         model.load_optimizer_state({"adam_m": zeros, "adam_v": zeros, "steps": 0,
                                     "counter": model.optimizer_state()["counter"]})
         weighted = _WeightedBackbone(model, self.critics if weighting != "constant" else None,
-                                     WEIGHTINGS[weighting], c.lam)
+                                     WEIGHTINGS[weighting], lam)
         hist = Trainer(weighted, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
                        seed=c.seed + 1, progress=self.progress).fit(train, valid, c.epochs, c.patience)
         for rec, w in zip(hist.epochs, weighted.mean_weights):

@@ -53,12 +53,111 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run(sub: "argparse._SubParsersAction") -> None:
+    """``run``: the paper's experiment (baselines and RMTL over seeds) and its table."""
+    from .job import DATASETS, PRESETS, JobConfig
+    from .models import BACKBONES
+
+    d = JobConfig()
+    p = sub.add_parser(
+        "run", help="run the paper's experiment and print the results table",
+        description="Train the baselines and RMTL (pretrain, critics, weighted fine-tuning) over several "
+                    "seeds and print a table shaped like the paper's: AUC, Logloss and s-Logloss per task, "
+                    "mean +- std over seeds, RMTL's paired difference to its baseline (* p < 0.05), and the "
+                    "oracle on synthetic data. Without arguments: the synthetic RetailRocket preset, a few "
+                    "minutes on 2 cores.")
+    p.add_argument("--dataset", choices=DATASETS, help=f"which data (default {d.dataset}: generated "
+                   "RetailRocket-like sessions with known true probabilities)")
+    p.add_argument("--data", metavar="FILE_OR_DIR",
+                   help="a .npz made by `rmtl prepare` (or SessionData.save), or the raw dataset directory")
+    p.add_argument("--models", nargs="+", metavar="NAME",
+                   help=f"baseline backbones (default {' '.join(d.models)}; choose from {', '.join(BACKBONES)})")
+    p.add_argument("--rmtl-models", nargs="*", metavar="NAME",
+                   help=f"backbones that also get RMTL stages 2 and 3 (default {' '.join(d.rmtl_models)})")
+    p.add_argument("--seeds", type=int, metavar="N", help="number of seeds (default: quick 3, paper 5)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="quick: small widths and few epochs, minutes; "
+                   "paper: the reference hyperparameters (embed 128, bottom 512-256, tower 128-64, 96 critic "
+                   "epochs), hours (default quick)")
+    p.add_argument("--lam", type=float, metavar="L", help=f"stage-3 weight w = 1 - L Q (default {d.lam})")
+    p.add_argument("--gamma", type=float, metavar="G", help=f"discount of the critics (default {d.gamma})")
+    p.add_argument("--epochs", type=int, metavar="E", help="most epochs of stages 1 and 3 (early stopping "
+                   "with patience 2 on validation AUC; default: quick 8, paper 100)")
+    p.add_argument("--critic-epochs", type=int, metavar="E", help="epochs of stage 2 (default: quick 4, paper 96)")
+    p.add_argument("--n-users", type=int, metavar="N", help="size of the synthetic data in users "
+                   "(default: quick 7000 = about 100k impressions, paper 14000)")
+    p.add_argument("--out", metavar="DIR", help="also write results.md/.csv/.json, config.json (versions, seeds, "
+                   "every setting) and PNG plots (training curves, critic losses, stage-3 weights, Q by "
+                   "position) into DIR; plots need matplotlib (pip install 'rmtl[plots]')")
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (keys as the long "
+                   "options with underscores, e.g. rmtl_models = [\"esmm\"]); options given here win")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_run)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """Resolve the settings (defaults < config file < options), run, print the table."""
+    from .job import JobConfig, load_config, run_job
+
+    settings = load_config(args.config) if args.config else {}
+    for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
+                 "critic_epochs", "n_users", "out"):
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = tuple(value) if isinstance(value, list) else value
+    if args.no_progress:
+        settings["progress"] = False
+    try:
+        config = JobConfig(**settings)
+    except TypeError as e:
+        raise ValueError(f"--config: {e}") from e
+    job = run_job(config)
+    c = job.config
+    print(f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, {job.seconds:.0f} s")
+    print(job.table())
+    if c.out:
+        print(f"wrote {c.out}")
+    return 0
+
+
+def add_bench(sub: "argparse._SubParsersAction") -> None:
+    """``bench``: run the scripts of a source checkout's benchmarks/ directory."""
+    p = sub.add_parser("bench", help="run the benchmarks (from a source checkout)",
+                       description="Run benchmarks/bench_*.py of the source tree (rmtl against PyTorch; "
+                                   "needs torch) and print their tables. Numbers and commands are kept in "
+                                   "benchmarks/RESULTS.md.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="which benchmarks, e.g. backbones env (default all)")
+    p.add_argument("--dir", default="benchmarks", help="the benchmarks directory (default ./benchmarks)")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run each selected script in its own process; the first failure's status is returned."""
+    import glob
+    import subprocess
+
+    scripts = sorted(glob.glob(os.path.join(args.dir, "bench_*.py")))
+    if not scripts:
+        raise FileNotFoundError(f"--dir: no bench_*.py in {args.dir!r}; run from a source checkout of rmtl")
+    available = {os.path.basename(s)[len("bench_"):-len(".py")]: s for s in scripts}
+    unknown = sorted(set(args.names) - set(available))
+    if unknown:
+        raise ValueError(f"names: unknown benchmark(s) {unknown}; choose from {sorted(available)}")
+    for name in args.names or sorted(available):
+        print(f"== {name}", flush=True)
+        status = subprocess.call([sys.executable, available[name]])
+        if status:
+            return status
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand (each adds itself with an add_<name> function)."""
     parser = argparse.ArgumentParser(prog="python -m rmtl",
                                      description="rmtl: multi-task recommendation with RL critics")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    add_run(sub)
     add_prepare(sub)
+    add_bench(sub)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -87,7 +87,9 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
                backbones: Sequence[str] = ("esmm", "mmoe", "ple"), seeds: Iterable[int] = range(5),
                weightings: Sequence[str] = ("rmtl",), transfer: Sequence[Tuple[str, str]] = (("esmm", "mmoe"),),
                backbone_kwargs: Optional[Mapping[str, Any]] = None, rmtl_kwargs: Optional[Mapping[str, Any]] = None,
-               checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = False) -> ExperimentResult:
+               checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = False,
+               rmtl_backbones: Optional[Sequence[str]] = None,
+               on_agent: Optional[Callable[[str, int, RMTL], None]] = None) -> ExperimentResult:
     """Run every backbone with and without RMTL over ``seeds`` and evaluate on ``test``.
 
     For each seed and backbone: stage 1 gives the baseline (metrics of the pretrained
@@ -100,15 +102,22 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
     quick run; the seed is the experiment's), ``rmtl_kwargs`` to :class:`rmtl.RMTL`.
     With ``checkpoint_dir``, every run saves there and an interrupted experiment resumes.
+    ``rmtl_backbones`` (default: all of ``backbones``) limits stages 2 and 3 to those; the
+    others are baselines only. ``on_agent(name, seed, agent)`` is called once a backbone's
+    agent has finished its stages for a seed (e.g. to keep diagnostics).
     """
     seeds = [int(s) for s in seeds]
     unknown = [w for w in weightings if w not in WEIGHTINGS]
     if unknown or not seeds or not backbones:
         raise ValueError(f"expected at least one seed and backbone and weightings from {sorted(WEIGHTINGS)}; "
                          f"got seeds={seeds}, backbones={list(backbones)}, unknown weightings {unknown}")
-    missing = sorted({name for pair in transfer for name in pair} - set(backbones))
+    with_rmtl = list(backbones) if rmtl_backbones is None else list(rmtl_backbones)
+    missing = sorted((set(with_rmtl) | {name for pair in transfer for name in pair}) - set(backbones))
     if missing:
-        raise ValueError(f"transfer: backbones {missing} are not in backbones={list(backbones)}; add them")
+        raise ValueError(f"rmtl_backbones, transfer: backbones {missing} are not in backbones={list(backbones)}; "
+                         "add them")
+    if any(src not in with_rmtl for src, _ in transfer):
+        raise ValueError(f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}")
     bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
     records: List[Dict[str, Any]] = []
 
@@ -125,18 +134,21 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
             agent = RMTL(model, seed=seed, checkpoint_dir=ckpt, progress=progress, **rkw)
             agent.pretrain(train, valid)
             record(name, BASELINE, seed, agent.pretrained)
-            if any(w != "constant" for w in weightings) or any(src == name for src, _ in transfer):
-                agent.fit_critics(train)
-            for w in weightings:
-                agent.finetune(train, valid, weighting=w)
-                record(name, w, seed, agent.backbone)
+            if name in with_rmtl:
+                if any(w != "constant" for w in weightings) or any(src == name for src, _ in transfer):
+                    agent.fit_critics(train)
+                for w in weightings:
+                    agent.finetune(train, valid, weighting=w)
+                    record(name, w, seed, agent.backbone)
+            if on_agent is not None:
+                on_agent(name, seed, agent)
             agents[name] = agent
         for src, dst in transfer:
             tuned = agents[dst].pretrained.clone()
             agents[src].finetune(train, valid, backbone=tuned)
             record(dst, f"rmtl[critics of {src}]", seed, tuned)
     return ExperimentResult(records, _oracle(test), {
-        "backbones": list(backbones), "seeds": seeds, "weightings": list(weightings),
+        "backbones": list(backbones), "rmtl_backbones": with_rmtl, "seeds": seeds, "weightings": list(weightings),
         "transfer": [list(p) for p in transfer], "backbone_kwargs": bkw, "rmtl_kwargs": rkw,
         "rows": {"train": len(train), "valid": len(valid), "test": len(test)}})
 

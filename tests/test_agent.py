@@ -190,3 +190,17 @@ def test_bad_calls(splits):
         agent.finetune(tr, va, weighting="square")
     with pytest.raises(ValueError, match="epochs"):
         agent.fit_critics(tr, epochs=0)
+
+
+def test_finetune_lam_override(splits, tmp_path):
+    tr, va, te = splits
+    agent = make_agent(tr, checkpoint_dir=tmp_path)
+    agent.pretrain(tr, va)
+    agent.fit_critics(tr)
+    hist = agent.finetune(tr, va, lam=2.0)
+    q = agent.q_values(tr, agent.pretrained.predict(tr.sparse, tr.dense))
+    assert hist.epochs[0]["mean_weight_task0"] == pytest.approx(float((1 - 2.0 * q[:, 0]).mean()), rel=0.2)
+    assert (tmp_path / "finetuned-rmtl-lam2.npz").exists()
+    assert "finetuned-rmtl-lam2" in agent.history
+    with pytest.raises(ValueError, match="lam"):
+        agent.finetune(tr, va, lam=-1)

@@ -1,0 +1,222 @@
+"""The main job: the paper's experiment end to end, as ``python -m rmtl run`` runs it.
+
+Baselines and RMTL variants over several seeds on one dataset, a paper-style table, and
+(with an output directory) the table files, the full configuration and diagnostic plots.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import report
+from .data import SessionData
+from .experiment import ExperimentResult, experiment
+from .models import BACKBONES
+
+__all__ = ["JobConfig", "PRESETS", "load_config", "run_job", "load_dataset"]
+
+DATASETS = ("synthetic", "retailrocket", "kuairand")
+
+# quick: sized for a few minutes on 2 cores (small widths, few critic epochs, ~100k rows);
+# paper: the reference hyperparameters of SPEC sections 4 and 5 and the default data size.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "quick": {"backbone": {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2},
+              "rmtl": {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "critic_epochs": 4,
+                       "epochs": 8, "patience": 2},
+              "n_users": 7000, "seeds": 3},
+    "paper": {"backbone": {"embed_dim": 128, "bottom_dims": (512, 256), "tower_dims": (128, 64), "dropout": 0.2},
+              "rmtl": {}, "n_users": 14000, "seeds": 5},
+}
+
+
+@dataclasses.dataclass
+class JobConfig:
+    """Everything that defines a run; ``--config FILE.toml`` keys are these field names.
+
+    ``epochs``, ``critic_epochs``, ``n_users`` and ``seeds`` default to the preset's
+    values when None. ``models`` are trained as baselines; ``rmtl_models`` (a subset of
+    ``models``) also get stages 2 and 3.
+    """
+
+    dataset: str = "synthetic"
+    data: Optional[str] = None
+    preset: str = "quick"
+    models: Tuple[str, ...] = ("singletask", "sharedbottom", "esmm", "mmoe", "ple")
+    rmtl_models: Tuple[str, ...] = ("esmm", "mmoe", "ple")
+    seeds: Optional[int] = None
+    lam: float = 0.7
+    gamma: float = 0.9
+    epochs: Optional[int] = None
+    critic_epochs: Optional[int] = None
+    n_users: Optional[int] = None
+    data_seed: int = 0
+    out: Optional[str] = None
+    progress: bool = True
+
+    def resolved(self) -> "JobConfig":
+        """A copy with preset defaults filled in and every value checked."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset: expected one of {list(DATASETS)}, got {self.dataset!r}")
+        p = PRESETS[self.preset]
+        c = dataclasses.replace(self, models=tuple(m.lower() for m in self.models),
+                                rmtl_models=tuple(m.lower() for m in self.rmtl_models))
+        unknown = sorted(set(c.models + c.rmtl_models) - set(BACKBONES))
+        if unknown:
+            raise ValueError(f"models: unknown backbone(s) {unknown}; choose from {sorted(BACKBONES)}")
+        if not c.models:
+            raise ValueError("models: expected at least one backbone")
+        c.models = c.models + tuple(m for m in c.rmtl_models if m not in c.models)
+        c.seeds = p["seeds"] if c.seeds is None else int(c.seeds)
+        c.n_users = p["n_users"] if c.n_users is None else int(c.n_users)
+        c.epochs = p["rmtl"].get("epochs", 100) if c.epochs is None else int(c.epochs)
+        c.critic_epochs = p["rmtl"].get("critic_epochs", 96) if c.critic_epochs is None else int(c.critic_epochs)
+        for name in ("seeds", "n_users", "epochs", "critic_epochs"):
+            if getattr(c, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(c, name)}")
+        if not (c.lam > 0 and 0 <= c.gamma < 1):
+            raise ValueError(f"lam, gamma: expected lam > 0 and 0 <= gamma < 1, got {c.lam}, {c.gamma}")
+        if c.dataset != "synthetic" and c.data is None:
+            raise ValueError(f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)")
+        if c.data is not None and not os.path.exists(c.data):
+            raise FileNotFoundError(f"data: no such file or directory: {c.data}")
+        return c
+
+    def rmtl_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
+        kw = {k: v for k, v in PRESETS[self.preset]["rmtl"].items() if k != "epochs"}
+        kw.update(lam=self.lam, gamma=self.gamma, epochs=self.epochs, critic_epochs=self.critic_epochs)
+        return kw
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """The [run] table (or the top level) of a TOML file as JobConfig keyword arguments;
+    unknown keys are an error naming them."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    table = raw.get("run", raw)
+    known = {f.name for f in dataclasses.fields(JobConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+
+
+def load_dataset(c: JobConfig) -> SessionData:
+    """The job's dataset: generated, a prepared .npz file, or a raw directory."""
+    if c.dataset == "synthetic":
+        if c.data is not None:
+            return SessionData.load(c.data)
+        from .datasets import synthetic
+
+        return synthetic("retailrocket", n_users=c.n_users, seed=c.data_seed)
+    if os.path.isfile(c.data):
+        return SessionData.load(c.data)
+    from .datasets import load_kuairand, load_retailrocket
+
+    return load_retailrocket(c.data) if c.dataset == "retailrocket" else load_kuairand(c.data)
+
+
+@dataclasses.dataclass
+class JobResult:
+    """The experiment's result, the resolved config, diagnostics of the first seed and the
+    wall time."""
+
+    result: ExperimentResult
+    config: JobConfig
+    diagnostics: Dict[str, Dict[str, Any]]
+    seconds: float
+
+    def table(self) -> str:
+        """The paper-style Markdown table."""
+        return report.to_markdown(self.result)
+
+
+def run_job(config: JobConfig) -> JobResult:
+    """Run the experiment of ``config`` (see :class:`JobConfig`); with ``config.out`` also
+    write the table (Markdown, CSV, JSON), ``config.json`` and the plots there."""
+    c = config.resolved()
+    t0 = time.perf_counter()
+    data = load_dataset(c)
+    train, valid, test = data.split((0.6, 0.2, 0.2))
+    diagnostics: Dict[str, Dict[str, Any]] = {}
+
+    def observe(name: str, seed: int, agent: Any) -> None:
+        if seed != 0 or not agent.critics:
+            return
+        prob = agent.pretrained.predict(test.sparse, test.dense)
+        diagnostics[name] = {"history": agent.history, "weights": agent.loss_weights(test, prob),
+                             "q": agent.q_values(test, prob)}
+
+    result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
+                        seeds=range(c.seeds), transfer=(), backbone_kwargs=PRESETS[c.preset]["backbone"],
+                        rmtl_kwargs=c.rmtl_kwargs(), progress=c.progress, on_agent=observe)
+    job = JobResult(result, c, diagnostics, time.perf_counter() - t0)
+    if c.out is not None:
+        write_outputs(job, test)
+    return job
+
+
+def environment() -> Dict[str, str]:
+    """Versions that decide the numbers: Python, rmtl, NumPy, SciPy, the BLAS in use."""
+    import scipy
+
+    from . import __version__, blas_info
+
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "rmtl": __version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "blas": json.dumps(blas_info())}
+
+
+def write_outputs(job: JobResult, test: SessionData) -> List[str]:
+    """Write results.md/.csv/.json, config.json and the PNG plots into ``job.config.out``;
+    returns the paths written."""
+    out = job.config.out
+    os.makedirs(out, exist_ok=True)
+    files = {"results.md": job.table() + "\n", "results.csv": report.to_csv(job.result),
+             "results.json": report.to_json(job.result),
+             "config.json": json.dumps({"job": dataclasses.asdict(job.config), "experiment": job.result.config,
+                                        "environment": environment(), "seconds": round(job.seconds, 1)},
+                                       indent=1, default=list)}
+    written = []
+    for name, text in files.items():
+        path = os.path.join(out, name)
+        with open(path, "w") as f:
+            f.write(text)
+        written.append(path)
+    figures = _figures(job.diagnostics, test)
+    for name, fig in figures.items():
+        path = os.path.join(out, name)
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    return written
+
+
+def _figures(diag: Mapping[str, Mapping[str, Any]], test: SessionData) -> Dict[str, Any]:
+    from . import plots
+
+    if not diag:
+        return {}
+    label = {m: BACKBONES[m].__name__ for m in diag}
+    curves = {}
+    for m, d in diag.items():
+        curves[f"{label[m]} stage 1"] = d["history"]["pretrain"]
+        curves[f"RMTL-{label[m]} stage 3"] = d["history"]["finetuned-rmtl"]
+    tasks = test.task_names
+    return {"training_curves.png": plots.training_curves(curves),
+            "critic_curves.png": plots.critic_curves({label[m]: d["history"]["critics"]["epochs"]
+                                                      for m, d in diag.items()}, tasks),
+            "stage3_weights.png": plots.weight_distribution({label[m]: d["weights"] for m, d in diag.items()}, tasks),
+            "q_by_position.png": plots.q_by_position({label[m]: d["q"] for m, d in diag.items()}, test.position,
+                                                     tasks)}

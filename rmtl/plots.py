@@ -1,0 +1,85 @@
+"""Matplotlib figures of results and critic diagnostics.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so it
+works with any backend: Jupyter shows it, ``fig.savefig(path)`` writes it. matplotlib is
+an optional dependency (``pip install 'rmtl[plots]'``).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["training_curves", "critic_curves", "weight_distribution", "q_by_position"]
+
+
+def _figure(ncols: int, width: float = 4.6, height: float = 3.4) -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError("plots need matplotlib: pip install 'rmtl[plots]'") from e
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+
+
+def training_curves(histories: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Training loss and mean validation AUC per epoch, one line per run.
+
+    ``histories`` maps a label (e.g. ``"MMoE stage 1"``) to a history as
+    :class:`rmtl.History` or its dict form (``{"epochs": [{"epoch", "train_loss",
+    "valid_auc", ...}, ...]}``, as ``RMTL.history`` holds it).
+    """
+    fig, (ax_loss, ax_auc) = _figure(2)
+    for label, hist in histories.items():
+        epochs = hist["epochs"] if isinstance(hist, Mapping) else hist.epochs
+        x = [e["epoch"] for e in epochs]
+        ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", ms=3, label=label)
+        ax_auc.plot(x, [e.get("valid_auc", np.nan) for e in epochs], marker="o", ms=3, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_auc.set(xlabel="epoch", ylabel="mean validation AUC", title="validation AUC")
+    ax_auc.legend(fontsize="small")
+    return fig
+
+
+def critic_curves(records: Mapping[str, Sequence[Mapping[str, float]]], task_names: Sequence[str]) -> Any:
+    """Mean TD loss per critic-training epoch, one panel per task, one line per run.
+    ``records`` maps a label to the epoch records :meth:`rmtl.RMTL.fit_critics` returns."""
+    fig, axes = _figure(len(task_names))
+    for ax, task in zip(axes, task_names):
+        for label, recs in records.items():
+            ax.plot([r["epoch"] for r in recs], [r[f"td_loss_{task}"] for r in recs], label=label)
+        ax.set(xlabel="critic epoch", ylabel="TD loss", title=f"critic {task}", yscale="log")
+    axes[-1].legend(fontsize="small")
+    return fig
+
+
+def weight_distribution(weights: Mapping[str, np.ndarray], task_names: Sequence[str], bins: int = 50) -> Any:
+    """Histograms of stage-3 loss weights (n, T) per task, one outline per run."""
+    fig, axes = _figure(len(task_names))
+    for k, (ax, task) in enumerate(zip(axes, task_names)):
+        for label, w in weights.items():
+            ax.hist(np.asarray(w)[:, k], bins=bins, histtype="step", density=True, label=label)
+        ax.set(xlabel="weight 1 - lambda Q", ylabel="density", title=f"stage-3 weights, {task}")
+    axes[-1].legend(fontsize="small")
+    return fig
+
+
+def q_by_position(q: Mapping[str, np.ndarray], position: np.ndarray, task_names: Sequence[str],
+                  max_position: int = 30) -> Any:
+    """Mean critic value Q(s, a) (n, T) by step in session (``SessionData.position``), with
+    a band of one standard error; positions beyond ``max_position`` are pooled into the last."""
+    fig, axes = _figure(len(task_names))
+    pos = np.minimum(np.asarray(position), max_position)
+    count = np.bincount(pos, minlength=max_position + 1)
+    x = np.flatnonzero(count)
+    for k, (ax, task) in enumerate(zip(axes, task_names)):
+        for label, values in q.items():
+            v = np.asarray(values, np.float64)[:, k]
+            mean = np.bincount(pos, v, max_position + 1)[x] / count[x]
+            var = np.bincount(pos, v * v, max_position + 1)[x] / count[x] - mean ** 2
+            se = np.sqrt(np.maximum(var, 0) / count[x])
+            ax.plot(x, mean, label=label)
+            ax.fill_between(x, mean - se, mean + se, alpha=0.25)
+        ax.set(xlabel=f"step in session (last = {max_position}+)", ylabel="mean Q", title=f"critic {task}")
+    axes[-1].legend(fontsize="small")
+    return fig

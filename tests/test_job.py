@@ -1,0 +1,78 @@
+"""python -m rmtl run: the main job end to end at a tiny size, its files, config handling and
+user errors (one line, exit status 2)."""
+import csv
+import json
+
+import pytest
+
+from rmtl.cli import main
+from rmtl.job import JobConfig, load_config
+
+TINY = ["--n-users", "400", "--seeds", "2", "--epochs", "2", "--critic-epochs", "1", "--no-progress"]
+
+
+def test_run_prints_paper_table_and_writes_every_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["run", "--models", "singletask", "esmm", "--rmtl-models", "esmm", "--out", str(out)] + TINY
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| Model | Seeds | click AUC | click Logloss | click s-Logloss | pay AUC")
+    names = [line.split("|")[1].strip() for line in lines[1:]]
+    assert names == ["SingleTask", "ESMM", "RMTL-ESMM", "Oracle (true p)"]
+    rmtl_row = lines[3].split("|")
+    assert "±" in rmtl_row[3] and "(" in rmtl_row[3]  # mean ± std and the paired difference
+    for name in ("results.md", "results.csv", "results.json", "config.json", "training_curves.png",
+                 "critic_curves.png", "stage3_weights.png", "q_by_position.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["name"] for r in rows} == {"SingleTask", "ESMM", "RMTL-ESMM", "Oracle (true p)"}
+    assert len([r for r in rows if r["name"] == "ESMM"]) == 6  # 2 tasks x 3 metrics
+    config = json.load(open(out / "config.json"))
+    assert config["job"]["seeds"] == 2 and config["job"]["n_users"] == 400
+    assert config["experiment"]["seeds"] == [0, 1] and "numpy" in config["environment"]
+    records = json.load(open(out / "results.json"))["records"]
+    assert len(records) == 3 * 2 * 2  # (2 baselines + RMTL) x 2 seeds x 2 tasks
+
+
+def test_run_is_reproducible(tmp_path):
+    argv = ["run", "--models", "sharedbottom", "--rmtl-models", "--no-progress", "--n-users", "300",
+            "--seeds", "1", "--epochs", "1"]
+    for name in ("a", "b"):
+        assert main(argv + ["--out", str(tmp_path / name)]) == 0
+    a, b = (json.load(open(tmp_path / n / "results.json"))["records"] for n in ("a", "b"))
+    assert a == b
+
+
+def test_config_file_and_options(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[run]\nmodels = ["esmm"]\nrmtl_models = []\nlam = 0.5\nseeds = 4\n')
+    c = JobConfig(**load_config(str(path))).resolved()
+    assert c.models == ("esmm",) and c.lam == 0.5 and c.seeds == 4 and c.n_users == 7000
+    paper = JobConfig(preset="paper").resolved()
+    assert paper.epochs == 100 and paper.critic_epochs == 96 and paper.seeds == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--models", "esmm", "transformer"], "unknown backbone(s) ['transformer']"),
+    (["run", "--dataset", "retailrocket"], "--dataset retailrocket needs --data"),
+    (["run", "--dataset", "kuairand", "--data", "/no/such/path"], "no such file or directory: /no/such/path"),
+    (["run", "--seeds", "0"], "seeds: expected a positive integer"),
+])
+def test_user_errors_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_config_key_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("modles = ['esmm']\n")
+    assert main(["run", "--config", str(path)]) == 2
+    assert "unknown key(s) ['modles']" in capsys.readouterr().err
+
+
+def test_unknown_dataset_name_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--dataset", "movielens"])
+    assert e.value.code == 2 and "invalid choice: 'movielens'" in capsys.readouterr().err
