@@ -192,6 +192,7 @@ static void synth_item(rmtl_synth_world *w, int64_t i, int cat) {
     w->available[i] = synth_u01(key, (uint64_t)i, 0) < c->availability;
     w->category[i] = cat;
     w->cum_weight[i] = weight; /* turned cumulative after the parallel loop */
+    double pn = (double)c->proj_noise;
     for (int f = 0; f < c->n_fields; f++) {
         const rmtl_synth_field *fd = &c->fields[f];
         int32_t *code = &w->codes[i * c->n_fields + f];
@@ -215,6 +216,9 @@ static void synth_item(rmtl_synth_world *w, int64_t i, int cat) {
             break;
         case RMTL_SYNTH_ITEM_NOISE:
             *code = synth_code(fd, noise, miss);
+            break;
+        case RMTL_SYNTH_ITEM_POPULARITY:
+            *code = synth_code(fd, (e1 + pn * noise) / sqrt(1.0 + pn * pn), miss);
             break;
         default:
             *code = 0;

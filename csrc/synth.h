@@ -30,7 +30,8 @@ enum {
     RMTL_SYNTH_ITEM_PROJ = 8,     /* quantised noisy projection of phi_i */
     RMTL_SYNTH_ITEM_NOISE = 9,
     RMTL_SYNTH_CONTEXT = 10,      /* drawn per impression; each level shifts the click logit */
-    RMTL_SYNTH_NUM_KINDS = 11
+    RMTL_SYNTH_ITEM_POPULARITY = 11, /* quantised noisy popularity pop_i (a sales-rank-like field) */
+    RMTL_SYNTH_NUM_KINDS = 12
 };
 
 typedef struct {

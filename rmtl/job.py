@@ -29,8 +29,8 @@ DATASETS = ("synthetic", "retailrocket", "kuairand")
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {"backbone": {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2},
               "rmtl": {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "critic_epochs": 4,
-                       "epochs": 8, "patience": 2},
-              "n_users": 7000, "seeds": 3},
+                       "epochs": 12, "patience": 2},
+              "n_users": 5000, "seeds": 3},
     "paper": {"backbone": {"embed_dim": 128, "bottom_dims": (512, 256), "tower_dims": (128, 64), "dropout": 0.2},
               "rmtl": {}, "n_users": 14000, "seeds": 5},
 }

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rmtl.cli import main
-from rmtl.job import JobConfig, load_config
+from rmtl.job import PRESETS, JobConfig, load_config
 
 TINY = ["--n-users", "400", "--seeds", "2", "--epochs", "2", "--critic-epochs", "1", "--no-progress"]
 
@@ -48,7 +48,7 @@ def test_config_file_and_options(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('[run]\nmodels = ["esmm"]\nrmtl_models = []\nlam = 0.5\nseeds = 4\n')
     c = JobConfig(**load_config(str(path))).resolved()
-    assert c.models == ("esmm",) and c.lam == 0.5 and c.seeds == 4 and c.n_users == 7000
+    assert c.models == ("esmm",) and c.lam == 0.5 and c.seeds == 4 and c.n_users == PRESETS["quick"]["n_users"]
     paper = JobConfig(preset="paper").resolved()
     assert paper.epochs == 100 and paper.critic_epochs == 96 and paper.seeds == 5
 

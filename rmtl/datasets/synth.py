@@ -21,7 +21,7 @@ __all__ = ["FieldSpec", "SyntheticConfig", "PRESETS", "synthetic"]
 # field kinds, as enumerated in csrc/synth.h
 USER_SEGMENT, USER_ACTIVITY, USER_PROJ, USER_NOISE = 0, 1, 2, 3
 ITEM_CATEGORY, ITEM_PARENT, ITEM_AVAILABLE, ITEM_PRICE, ITEM_PROJ, ITEM_NOISE = 4, 5, 6, 7, 8, 9
-CONTEXT = 10
+CONTEXT, ITEM_POPULARITY = 10, 11
 
 DAY_MS = 86_400_000
 
@@ -113,7 +113,8 @@ def _tokens(n: int, fmt: Callable[[int], str]) -> Tuple[str, ...]:
 def _retailrocket() -> SyntheticConfig:
     """The authors' seven RetailRocket item properties, filled from the item's latent state:
     785 and 591 quantised projections of phi_i, 814 price bucket (an n-prefixed number),
-    available, categoryid, 364 parent category, 776 a fine long-tailed projection."""
+    available, categoryid, 364 parent category, 776 a fine long-tailed bucket of the item's
+    popularity (as a sales-rank-like property would be)."""
     n_cat, n_par = 300, 30
     fields = (
         FieldSpec("785", ITEM_PROJ, _tokens(40, lambda c: str(1_000_000 + 7919 * c)), 0.05, 1.5),
@@ -122,11 +123,11 @@ def _retailrocket() -> SyntheticConfig:
         FieldSpec("available", ITEM_AVAILABLE, ("1", "0"), 0.02),
         FieldSpec("categoryid", ITEM_CATEGORY, _tokens(n_cat, lambda c: str(3 * c + 1)), 0.01),
         FieldSpec("364", ITEM_PARENT, _tokens(n_par, lambda c: str(500_000 + 13 * c)), 0.05),
-        FieldSpec("776", ITEM_PROJ, _tokens(400, lambda c: f"{20_000 + 7 * c} n{c}.000"), 0.1, 3.0),
+        FieldSpec("776", ITEM_POPULARITY, _tokens(400, lambda c: f"{20_000 + 7 * c} n{c}.000"), 0.1, 3.0),
     )
     return SyntheticConfig(fields=fields, task_names=("click", "pay"), target_rates=(0.05, 0.0085),
                            dense="zero", n_users=14_000, n_items=20_000, n_categories=n_cat,
-                           n_parents=n_par, n_segments=8, nested=1)
+                           n_parents=n_par, n_segments=8, nested=1, pop_sd=1.3, proj_noise=0.5)
 
 
 KUAIRAND_DEGREES = ("day_new", "30day_retention", "2_14_day_new", "single_low_active",
