@@ -40,8 +40,6 @@ int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const 
 /* Q of n rows in the critic's current mode, B at a time, into out (n) */
 
 /* rl.c: losses, target networks and the chunked loops */
-float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
-/* a standard normal draw (Box-Muller on two counter-based uniforms) */
 void rmtl_soft_update(float *dst, const float *src, size_t n, float tau);
 /* dst = tau * src + (1 - tau) * dst over n values (target networks) */
 

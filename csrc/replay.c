@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "critic.h" /* rmtl_rng_normal */
 #include "env.h"
 
 void rmtl_replay_free(rmtl_replay *b) {

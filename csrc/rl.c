@@ -6,13 +6,6 @@
 
 #include "critic.h"
 
-float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
-    /* 1 - u lies in (0, 1], so the log is finite; |z| <= sqrt(2 * 24 ln 2) ~ 5.8 */
-    double u1 = 1.0 - (double)rmtl_rng_uniform(seed, stream, 2 * index);
-    double u2 = (double)rmtl_rng_uniform(seed, stream, 2 * index + 1);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
 void rmtl_soft_update(float *dst, const float *src, size_t n, float tau) {
     float keep = 1.0f - tau;
 #pragma omp parallel for schedule(static) if (n > 65536)

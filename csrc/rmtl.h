@@ -161,6 +161,7 @@ void rmtl_params_adam_step(rmtl_params *p, const rmtl_adam *opt);
 /* rng.c */
 uint64_t rmtl_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 float rmtl_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
+float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
 void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream);
 
 /* metrics.c: scratch arrays are caller-provided so the metrics never allocate */

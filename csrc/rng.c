@@ -1,5 +1,7 @@
 /* Counter-based random numbers: every draw is a pure function of
    (seed, stream, index), so results never depend on thread count or order. */
+#include <math.h>
+
 #include "rmtl.h"
 
 static uint64_t rmtl_rng_mix(uint64_t z) {
@@ -17,6 +19,14 @@ uint64_t rmtl_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
 /* uniform in [0, 1) with 24 random bits, exact in float32 */
 float rmtl_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
     return (float)(rmtl_rng_u64(seed, stream, index) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* a standard normal draw (Box-Muller on two counter-based uniforms) */
+float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+    /* 1 - u lies in (0, 1], so the log is finite; |z| <= sqrt(2 * 24 ln 2) ~ 5.8 */
+    double u1 = 1.0 - (double)rmtl_rng_uniform(seed, stream, 2 * index);
+    double u2 = (double)rmtl_rng_uniform(seed, stream, 2 * index + 1);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
 /* out holds a permutation of 0..n-1 (Fisher-Yates from the counter stream) */
