@@ -58,7 +58,7 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
     from .job import DATASETS, PRESETS, JobConfig
     from .models import BACKBONES
 
-    d = JobConfig()
+    d, quick, paper = JobConfig(), PRESETS["quick"], PRESETS["paper"]
     p = sub.add_parser(
         "run", help="run the paper's experiment and print the results table",
         description="Train the baselines and RMTL (pretrain, critics, weighted fine-tuning) over several "
@@ -74,17 +74,18 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
                    help=f"baseline backbones (default {' '.join(d.models)}; choose from {', '.join(BACKBONES)})")
     p.add_argument("--rmtl-models", nargs="*", metavar="NAME",
                    help=f"backbones that also get RMTL stages 2 and 3 (default {' '.join(d.rmtl_models)})")
-    p.add_argument("--seeds", type=int, metavar="N", help="number of seeds (default: quick 3, paper 5)")
+    p.add_argument("--seeds", type=int, metavar="N", help=f"number of seeds (default: quick {quick['seeds']}, paper {paper['seeds']})")
     p.add_argument("--preset", choices=sorted(PRESETS), help="quick: small widths and few epochs, minutes; "
                    "paper: the reference hyperparameters (embed 128, bottom 512-256, tower 128-64, 96 critic "
                    "epochs), hours (default quick)")
     p.add_argument("--lam", type=float, metavar="L", help=f"stage-3 weight w = 1 - L Q (default {d.lam})")
     p.add_argument("--gamma", type=float, metavar="G", help=f"discount of the critics (default {d.gamma})")
     p.add_argument("--epochs", type=int, metavar="E", help="most epochs of stages 1 and 3 (early stopping "
-                   "with patience 2 on validation AUC; default: quick 8, paper 100)")
-    p.add_argument("--critic-epochs", type=int, metavar="E", help="epochs of stage 2 (default: quick 4, paper 96)")
+                   f"with patience 2 on validation AUC; default: quick {quick['rmtl']['epochs']}, paper 100)")
+    p.add_argument("--critic-epochs", type=int, metavar="E", help="epochs of stage 2 "
+                   f"(default: quick {quick['rmtl']['critic_epochs']}, paper 96)")
     p.add_argument("--n-users", type=int, metavar="N", help="size of the synthetic data in users "
-                   "(default: quick 7000 = about 100k impressions, paper 14000)")
+                   f"(default: quick {quick['n_users']}, about 72k impressions; paper {paper['n_users']})")
     p.add_argument("--out", metavar="DIR", help="also write results.md/.csv/.json, config.json (versions, seeds, "
                    "every setting) and PNG plots (training curves, critic losses, stage-3 weights, Q by "
                    "position) into DIR; plots need matplotlib (pip install 'rmtl[plots]')")

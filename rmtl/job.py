@@ -24,7 +24,7 @@ __all__ = ["JobConfig", "PRESETS", "load_config", "run_job", "load_dataset"]
 
 DATASETS = ("synthetic", "retailrocket", "kuairand")
 
-# quick: sized for a few minutes on 2 cores (small widths, few critic epochs, ~100k rows);
+# quick: sized for about two minutes on 2 cores (small widths, few critic epochs, ~72k rows);
 # paper: the reference hyperparameters of SPEC sections 4 and 5 and the default data size.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {"backbone": {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2},
