@@ -12,6 +12,24 @@ static int rmtl_model_has_experts(const rmtl_model *m) {
     return m->kind >= RMTL_OMOE || m->kind == RMTL_ESMM;
 }
 
+/* the first layers over the front ends: each bottom's first layer, or the experts' op 0 */
+static void rmtl_model_lookup_declare(rmtl_model *m) {
+    m->n_lookup = rmtl_model_has_experts(m) ? 1 : m->n_bottom_mlp;
+    for (int i = 0; i < m->n_lookup; i++) {
+        rmtl_lookup *l = &m->lookup[i];
+        if (rmtl_model_has_experts(m)) {
+            *l = rmtl_experts_lookup(m);
+        } else {
+            const rmtl_linear *first = &m->bottoms[i].layer[0];
+            rmtl_lookup b = {m->n_front == 1 ? 0 : i, first->out, first->out, first->w, first->b,
+                             first->act, 0};
+            *l = b;
+        }
+        l->tab = m->tab_size;
+        m->tab_size += (m->front[l->front].table_rows + (size_t)m->D + 1) * (size_t)l->out;
+    }
+}
+
 static int rmtl_model_build(rmtl_model *m) {
     int st = RMTL_OK;
     int in = (m->F + 1) * m->E;
@@ -42,6 +60,9 @@ static int rmtl_model_build(rmtl_model *m) {
         snprintf(name, sizeof(name), "tower.%d.mlp", k);
         st = rmtl_mlp_build(m, &m->towers[k], name, m->bottom[m->n_bottom - 1], m->tower,
                             m->n_tower, 1);
+    }
+    if (st == RMTL_OK) {
+        rmtl_model_lookup_declare(m);
     }
     return st;
 }
@@ -134,6 +155,7 @@ void rmtl_model_release(rmtl_model *m) {
     rmtl_arena_free(&m->arena);
     rmtl_model_free_batch(m);
     rmtl_experts_free(m);
+    free(m->tab);
     free(m->bottoms);
     free(m->towers);
     free(m->field_dims);
@@ -194,15 +216,23 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
     if (m->training) {
         m->counter++;
     }
-    for (int f = 0; f < m->n_front; f++) {
+    /* with tables the lookups replace the front ends and the first layers over them */
+    for (int i = 0; i < m->n_lookup && m->use_tab; i++) {
+        const rmtl_lookup *l = &m->lookup[i];
+        rmtl_lookup_forward(rmtl_arena_val(&m->arena, l->act), l->out, codes, dense,
+                            m->tab + l->tab, m->field_offset, l->n_relu, B, m->F, m->D, l->out,
+                            (int64_t)m->front[l->front].table_rows);
+    }
+    for (int f = 0; f < m->n_front && !m->use_tab; f++) {
         rmtl_frontend_forward(m, &m->front[f], codes, dense, B);
     }
     for (int b = 0; b < m->n_bottom_mlp; b++) {
-        rmtl_mlp_forward(m, &m->bottoms[b], rmtl_arena_val(&m->arena, rmtl_model_front_of(m, b)->act),
-                         B);
+        size_t col = rmtl_model_front_of(m, b)->act;
+        rmtl_mlp_forward_from(m, &m->bottoms[b], m->use_tab, rmtl_arena_val(&m->arena, col),
+                              m->bottoms[b].layer[0].in, B);
     }
     if (rmtl_model_has_experts(m)) {
-        rmtl_experts_forward(m, B);
+        rmtl_experts_forward(m, m->use_tab, B);
     }
     for (int k = 0; k < m->T; k++) {
         rmtl_loc in = rmtl_model_feature(m, k);

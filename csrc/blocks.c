@@ -122,10 +122,13 @@ size_t rmtl_mlp_out(const rmtl_mlp *mlp) {
     return mlp->layer[mlp->n - 1].act;
 }
 
-const float *rmtl_mlp_forward_ld(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int ld_in,
-                                 int B) {
+const float *rmtl_mlp_forward_from(rmtl_model *m, const rmtl_mlp *mlp, int first, const float *inp,
+                                   int ld_in, int B) {
     const float *p = m->params.param;
-    for (int j = 0; j < mlp->n; j++) {
+    if (first > 0) {
+        inp = rmtl_arena_val(&m->arena, mlp->layer[first - 1].act);
+    }
+    for (int j = first; j < mlp->n; j++) {
         const rmtl_linear *l = &mlp->layer[j];
         float *out = rmtl_arena_val(&m->arena, l->act);
         rmtl_dropout drop = {m->training ? m->dropout : 0.0f, m->seed,
@@ -135,6 +138,11 @@ const float *rmtl_mlp_forward_ld(rmtl_model *m, const rmtl_mlp *mlp, const float
         inp = out;
     }
     return inp;
+}
+
+const float *rmtl_mlp_forward_ld(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int ld_in,
+                                 int B) {
+    return rmtl_mlp_forward_from(m, mlp, 0, inp, ld_in, B);
 }
 
 const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int B) {

@@ -29,5 +29,9 @@ const float *rmtl_mlp_forward_ld(rmtl_model *m, const rmtl_mlp *mlp, const float
 void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp,
                           int ld_in, int B);
 /* the same for an input (and its gradient dinp) whose rows are ld_in floats apart */
+const float *rmtl_mlp_forward_from(rmtl_model *m, const rmtl_mlp *mlp, int first, const float *inp,
+                                   int ld_in, int B);
+/* layers [first, n) only: with first > 0 the output of layer first - 1 is already in the
+   arena (a lookup wrote it) and inp is ignored */
 size_t rmtl_mlp_out(const rmtl_mlp *mlp);
 #endif

@@ -350,12 +350,19 @@ static rmtl_dropout rmtl_fan_dropout(const rmtl_model *m, const rmtl_fanout *f) 
     return d;
 }
 
-void rmtl_experts_forward(rmtl_model *m, int B) {
+rmtl_lookup rmtl_experts_lookup(const rmtl_model *m) {
+    const rmtl_op *op = &m->experts->op[0];
+    const rmtl_fanout *f = &m->experts->fan[op->fan];
+    rmtl_lookup l = {0, f->out, f->n_relu, f->w, f->b, op->out.col, 0};
+    return l;
+}
+
+void rmtl_experts_forward(rmtl_model *m, int first, int B) {
     const struct rmtl_experts *ex = m->experts;
     const float *p = m->params.param;
     const float *x[RMTL_MAX_EXPERTS];
     int ld[RMTL_MAX_EXPERTS];
-    for (int i = 0; i < ex->n_op; i++) {
+    for (int i = first; i < ex->n_op; i++) {
         const rmtl_op *op = &ex->op[i];
         const rmtl_fanout *f = &ex->fan[op->fan];
         switch (op->type) {

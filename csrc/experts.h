@@ -43,10 +43,14 @@ struct rmtl_experts {
 /* declares the parameters between the front end and the towers; m->front[0] is built */
 int rmtl_experts_build(rmtl_model *m);
 void rmtl_experts_free(rmtl_model *m);
-/* after the front end: every op in order, then the features are ready */
-void rmtl_experts_forward(rmtl_model *m, int B);
+/* after the front end: ops [first, n_op) in order, then the features are ready; op 0 is the
+   fanout over the front end (every program starts with it), skipped (first = 1) when a lookup
+   wrote its output */
+void rmtl_experts_forward(rmtl_model *m, int first, int B);
 /* after the towers' backward filled the feature gradients: down to the front end's gradient */
 void rmtl_experts_backward(rmtl_model *m, int B);
+/* op 0, the fanout over the front end, as a lookup (without its table offset) */
+rmtl_lookup rmtl_experts_lookup(const rmtl_model *m);
 /* where task k's tower input (B, bottom[-1]) lives */
 rmtl_loc rmtl_experts_feature(const rmtl_model *m, int k);
 #endif

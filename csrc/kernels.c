@@ -113,6 +113,51 @@ void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *co
     }
 }
 
+void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const float *num_b,
+                       const float *w, const float *b, const int64_t *field_offset, int64_t rows,
+                       int F, int D, int E, int OC) {
+    int C = (F + 1) * E;
+    const float *wd = w + (size_t)F * E; /* (OC,E) dense block, row stride C */
+    float *last = tab + (size_t)(rows + D) * OC;
+    for (int f = 0; f < F; f++) {
+        int64_t lo = field_offset[f], hi = f + 1 < F ? field_offset[f + 1] : rows;
+        rmtl_gemm(0, 1, (int)(hi - lo), OC, E, 1.0f, table + (size_t)lo * E, E, w + (size_t)f * E,
+                  C, 0.0f, tab + (size_t)lo * OC, OC);
+    }
+    /* (D,OC) = num_w^T (D,E) wd^T: the dense Linear folded into w's dense block */
+    rmtl_gemm(1, 1, D, OC, E, 1.0f, num_w, D, wd, C, 0.0f, tab + (size_t)rows * OC, OC);
+    memcpy(last, b, (size_t)OC * sizeof(float));
+    rmtl_gemm(0, 1, 1, OC, E, 1.0f, num_b, E, wd, C, 1.0f, last, OC);
+}
+
+void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const float *dense,
+                         const float *tab, const int64_t *field_offset, int n_relu, int B, int F,
+                         int D, int OC, int64_t rows) {
+    const float *last = tab + (size_t)(rows + D) * OC;
+#pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
+    for (int i = 0; i < B; i++) {
+        float *restrict o = out + (size_t)i * ld_out;
+        const int32_t *c = codes + (size_t)i * F;
+        memcpy(o, last, (size_t)OC * sizeof(float));
+        for (int f = 0; f < F; f++) {
+            const float *restrict t = tab + (size_t)(field_offset[f] + c[f]) * OC;
+            for (int j = 0; j < OC; j++) {
+                o[j] += t[j];
+            }
+        }
+        for (int d = 0; d < D; d++) {
+            const float *restrict t = tab + (size_t)(rows + d) * OC;
+            float x = dense[(size_t)i * D + d];
+            for (int j = 0; j < OC; j++) {
+                o[j] += x * t[j];
+            }
+        }
+        for (int j = 0; j < n_relu; j++) {
+            o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+        }
+    }
+}
+
 void rmtl_head_forward(float *prob, float *sig, const float *const *logit, int esmm, int B, int T) {
     for (int i = 0; i < B; i++) {
         for (int k = 0; k < T; k++) {

@@ -55,6 +55,20 @@ void rmtl_embedding_forward(float *out, const int32_t *codes, const float *table
 void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
                              const int64_t *field_offset, int B, int F, int E, int ld_out);
 
+void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const float *num_b,
+                       const float *w, const float *b, const int64_t *field_offset, int64_t rows,
+                       int F, int D, int E, int OC);
+/* Tables of a Linear w (OC,(F+1)E), b (OC) over the front end [emb_1 .. emb_F | num_w x + num_b]:
+   tab (rows + D + 1, OC) holds table (rows,E) times each field's column block of w in rows
+   [0, rows), w's dense block times num_w (E,D) column d in row rows + d, and b + w's dense
+   block times num_b (E) in the last row. Calls rmtl_gemm: not inside a parallel region. */
+void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const float *dense,
+                         const float *tab, const int64_t *field_offset, int n_relu, int B, int F,
+                         int D, int OC, int64_t rows);
+/* eval-mode output of that Linear from its tables: codes (B,F), dense (B,D) -> out (B,OC)
+   row stride ld_out = last row + sum_f tab[field_offset[f] + code] + sum_d dense_d tab[rows + d];
+   columns [0, n_relu) get ReLU */
+
 void rmtl_head_forward(float *prob, float *sig, const float *const *logit, int esmm, int B, int T);
 /* logit: T pointers to (B) values; sig, prob (B,T); esmm: prob[:,1] = sig[:,1] * sig[:,0] */
 double rmtl_head_backward(float *const *dlogit, const float *prob, const float *sig,

@@ -408,9 +408,9 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
 
 static PyObject *Model_predict(ModelObject *self, PyObject *args) {
     PyObject *co, *dob, *oo;
-    int B;
+    int B, lookup = RMTL_LOOKUP_AUTO;
     PyArrayObject *codes, *dense;
-    if (!PyArg_ParseTuple(args, "OOOi", &co, &dob, &oo, &B) || Model_ready(self) < 0) {
+    if (!PyArg_ParseTuple(args, "OOOi|i", &co, &dob, &oo, &B, &lookup) || Model_ready(self) < 0) {
         return NULL;
     }
     npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
@@ -426,11 +426,16 @@ static PyObject *Model_predict(ModelObject *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "batch_size: expected >= 1, got %d", B);
         return NULL;
     }
+    if (lookup < RMTL_LOOKUP_AUTO || lookup > RMTL_LOOKUP_ALWAYS) {
+        PyErr_Format(PyExc_ValueError, "lookup: expected 0 (auto), 1 (never) or 2 (always), got %d",
+                     lookup);
+        return NULL;
+    }
     int st;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS;
     st = rmtl_model_predict(self->m, PyArray_DATA(out), PyArray_DATA(codes), PyArray_DATA(dense),
-                            (int64_t)n, B);
+                            (int64_t)n, B, lookup);
     Py_END_ALLOW_THREADS;
     self->busy = 0;
     if (st != RMTL_OK) {
@@ -663,7 +668,8 @@ static PyMethodDef Model_methods[] = {
     {"forward", (PyCFunction)Model_forward, METH_VARARGS,
      "forward(sparse, dense) -> (n, T) probabilities in the current mode"},
     {"predict", (PyCFunction)Model_predict, METH_VARARGS,
-     "predict(sparse, dense, out, batch_size): eval-mode probabilities into out"},
+     "predict(sparse, dense, out, batch_size, lookup=0): eval-mode probabilities into out; lookup "
+     "0 lets the size rule choose whether first layers come from tables, 1 never, 2 always"},
     {"loss_backward", (PyCFunction)Model_loss_backward, METH_VARARGS,
      "loss_backward(sparse, dense, labels, weights=None) -> loss; gradients in buffer('grad')"},
     {"train_chunk", (PyCFunction)Model_train_chunk, METH_VARARGS,

@@ -77,6 +77,19 @@ typedef struct {
     size_t act;               /* arena column of the (F+1)*E front-end output */
 } rmtl_frontend;
 
+/* A first layer over a front end, which prediction may evaluate from per-code tables
+   (rmtl_lookup_build): its output is then a sum of table rows instead of a GEMM over
+   the (F+1)*E front-end output */
+typedef struct {
+    int front;       /* index into rmtl_model.front */
+    int out, n_relu; /* output width; columns [0, n_relu) get ReLU */
+    size_t w, b;     /* parameter offsets of weight (out, (F+1)*E) and bias (out) */
+    size_t act;      /* arena column of the (B, out) output */
+    size_t tab;      /* offset of its (table_rows + D + 1, out) tables in rmtl_model.tab */
+} rmtl_lookup;
+
+enum { RMTL_LOOKUP_AUTO = 0, RMTL_LOOKUP_NEVER = 1, RMTL_LOOKUP_ALWAYS = 2 };
+
 typedef struct {
     int kind, F, D, T, E;
     int n_bottom, n_tower;
@@ -94,6 +107,12 @@ typedef struct {
     rmtl_mlp *towers;                     /* one per task */
     int n_experts;                        /* OMoE, MMoE, PLE: experts (PLE: E/2 per task + E/2 shared) */
     struct rmtl_experts *experts;         /* ESMM, OMoE, MMoE, PLE, AITM: the layers between front end and towers */
+
+    int n_lookup;                         /* the first layers over the front ends */
+    rmtl_lookup lookup[RMTL_MAX_TASKS];
+    float *tab;      /* their tables, tab_size floats, allocated by the first prediction using them */
+    size_t tab_size;
+    int use_tab;     /* forward reads the first layers from tab (inside rmtl_model_predict only) */
 
     int training;    /* dropout active */
     uint64_t counter; /* training forwards so far: keys the dropout masks */
@@ -153,7 +172,7 @@ int rmtl_model_train_chunk(rmtl_model *m, double *loss_sum, const int64_t *rows,
                            const int32_t *codes, const float *dense, const float *labels, int B,
                            const rmtl_adam *opt);
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
-                       int64_t n, int B);
+                       int64_t n, int B, int lookup);
 
 /* params.c */
 void rmtl_params_adam_step(rmtl_params *p, const rmtl_adam *opt);

@@ -208,15 +208,26 @@ class Backbone(Net):
 
     forward = __call__
 
-    def predict(self, sparse: Any, dense: Any = None, batch_size: int = 16384) -> np.ndarray:
-        """Evaluation-mode probabilities (n, T) float32, in batches (Ctrl-C stops between them)."""
+    def predict(self, sparse: Any, dense: Any = None, batch_size: int = 16384,
+                tables: Optional[bool] = None) -> np.ndarray:
+        """Evaluation-mode probabilities (n, T) float32, in batches (Ctrl-C stops between them).
+
+        The first layers over the embedding (bottoms, or the experts' and gates' first layers)
+        may run from tables: for every code, its embedding row times the layer's weights,
+        built from the current weights at every call of ``batch_size * 8`` rows; a row's
+        output is then the sum of its codes' table rows plus the dense part, equal to the
+        plain product up to float rounding. ``tables=None`` uses them when that pays
+        (``sum(field_dims) * 4 <= rows * (fields + 1)``, ``embed_dim >= 32``, tables of at
+        most 256 MB, kept with the model); ``True`` forces them, ``False`` never.
+        """
         codes = as_codes(sparse, len(self.config.field_dims))
         dense = as_dense(dense, codes.shape[0], self.config.num_dense)
         out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
         step = max(1, int(batch_size)) * 8
+        lookup = 0 if tables is None else 2 if tables else 1
         for start in range(0, codes.shape[0], step):
             self._core.predict(codes[start:start + step], dense[start:start + step],
-                               out[start:start + step], int(batch_size))
+                               out[start:start + step], int(batch_size), lookup)
         return out
 
     def loss_and_grad(self, sparse: Any, dense: Any, labels: Any, weights: Any = None) -> float:

@@ -22,6 +22,13 @@ def _figure(ncols: int, width: float = 4.6, height: float = 3.4) -> Any:
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
+def _integer_epochs(*axes: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def training_curves(histories: Mapping[str, Mapping[str, Any]]) -> Any:
     """Training loss and mean validation AUC per epoch, one line per run.
 
@@ -38,6 +45,7 @@ def training_curves(histories: Mapping[str, Mapping[str, Any]]) -> Any:
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
     ax_auc.set(xlabel="epoch", ylabel="mean validation AUC", title="validation AUC")
     ax_auc.legend(fontsize="small")
+    _integer_epochs(ax_loss, ax_auc)
     return fig
 
 
@@ -50,6 +58,7 @@ def critic_curves(records: Mapping[str, Sequence[Mapping[str, float]]], task_nam
             ax.plot([r["epoch"] for r in recs], [r[f"td_loss_{task}"] for r in recs], label=label)
         ax.set(xlabel="critic epoch", ylabel="TD loss", title=f"critic {task}", yscale="log")
     axes[-1].legend(fontsize="small")
+    _integer_epochs(*axes)
     return fig
 
 
