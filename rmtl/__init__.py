@@ -10,6 +10,13 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 # 4 is OpenBLAS's minimum. Read when SciPy's BLAS loads with the core, so it only helps if
 # scipy.linalg was not imported before rmtl.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+try:
+    from . import _core  # noqa: F401  (loads the core with the settings above)
+except ImportError as _e:  # the source tree shadows the installed package
+    raise ImportError(
+        f"rmtl's C extension is not built in {_os.path.dirname(__file__)}: this is probably the "
+        "source checkout shadowing the installed package. Run from another directory, use the "
+        "`rmtl` command, or build in place with `pip install -e .`") from _e
 from . import datasets, metrics, models
 from .backend import blas_info, set_gemm_backend
 from .data import SessionData

@@ -14,6 +14,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import report
 from .data import SessionData
@@ -152,8 +153,12 @@ def run_job(config: JobConfig) -> JobResult:
     data = load_dataset(c)
     train, valid, test = data.split((0.6, 0.2, 0.2))
     diagnostics: Dict[str, Dict[str, Any]] = {}
+    # one bar over (seed, backbone) runs: per-epoch bars of ~70 runs would flood the terminal
+    bar = tqdm(total=c.seeds * len(c.models), desc="rmtl run", unit="model", disable=not c.progress)
 
     def observe(name: str, seed: int, agent: Any) -> None:
+        bar.set_postfix_str(f"seed {seed} {name} done")
+        bar.update(1)
         if seed != 0 or not agent.critics:
             return
         prob = agent.pretrained.predict(test.sparse, test.dense)
@@ -162,7 +167,8 @@ def run_job(config: JobConfig) -> JobResult:
 
     result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
                         seeds=range(c.seeds), transfer=(), backbone_kwargs=PRESETS[c.preset]["backbone"],
-                        rmtl_kwargs=c.rmtl_kwargs(), progress=c.progress, on_agent=observe)
+                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe)
+    bar.close()
     job = JobResult(result, c, diagnostics, time.perf_counter() - t0)
     if c.out is not None:
         write_outputs(job, test)
