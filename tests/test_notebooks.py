@@ -18,3 +18,6 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
     monkeypatch.setenv("RMTL_NOTEBOOK_SMALL", "1")
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    plots = sum("plots." in c.source for c in nb.cells if c.cell_type == "code")
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert images >= plots, f"{plots} cells plot but only {images} images were rendered"
