@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _core, _progress
 from .critic import Critic
 from .data import SessionData, row_order
 from .models import Backbone, load, save
@@ -194,8 +194,6 @@ class RMTL:
         is updated). Ctrl-C stops after the current chunk; the critics keep what they learned,
         and with a checkpoint directory the next call resumes from the last finished epoch.
         """
-        from tqdm.auto import tqdm
-
         c = self.config
         epochs = c.critic_epochs if epochs is None else int(epochs)
         if epochs < 1:
@@ -213,8 +211,8 @@ class RMTL:
             for epoch in range(state.epochs_done, epochs):
                 order = state.epoch_order(epoch)
                 sums, actor_sum, actor_steps = np.zeros(train.num_tasks), 0.0, 0
-                with tqdm(total=steps_per_epoch, desc=f"critics {epoch + 1}/{epochs}", disable=not self.progress,
-                          leave=False) as bar:
+                with _progress.bar(self.progress, total=steps_per_epoch, desc=f"critics {epoch + 1}/{epochs}",
+                                  leave=False) as bar:
                     done = 0
                     while done < steps_per_epoch:
                         n = min(per_chunk, steps_per_epoch - done)
@@ -230,8 +228,7 @@ class RMTL:
                 if actor_steps:
                     rec["actor_loss"] = actor_sum / actor_steps
                 state.finish_epoch(rec)
-                if self.progress:
-                    tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
+                _progress.log_record(self.progress, rec)
         except KeyboardInterrupt:
             interrupted = True
             warnings.warn("critic training interrupted; the critics hold what they learned so far", stacklevel=2)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _progress
 from ._arrays import _detach, as_float
 from .data import SessionData
 
@@ -423,9 +423,7 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
     elif policy == "actor":
         kind, base = _POLICY_ROWS, _actor_predictions(model, data, int(batch_size))
     lengths = np.diff(data.offsets)[sessions]
-    from tqdm.auto import tqdm
-
-    with tqdm(total=int(lengths.sum()), desc="collect", unit="step", disable=not progress) as bar:
+    with _progress.bar(progress, total=int(lengths.sum()), desc="collect", unit="step") as bar:
         for a, b, first in _chunks(lengths, chunk):
             if kind == _POLICY_GIVEN:
                 base = _policy_actions(policy, data, _episode_rows(data, sessions[a:b]))

@@ -14,9 +14,8 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from . import report
+from . import _progress, report
 from .data import SessionData
 from .experiment import ExperimentResult, experiment
 from .models import BACKBONES
@@ -154,7 +153,7 @@ def run_job(config: JobConfig) -> JobResult:
     train, valid, test = data.split((0.6, 0.2, 0.2))
     diagnostics: Dict[str, Dict[str, Any]] = {}
     # one bar over (seed, backbone) runs: per-epoch bars of ~70 runs would flood the terminal
-    bar = tqdm(total=c.seeds * len(c.models), desc="rmtl run", unit="model", disable=not c.progress)
+    bar = _progress.bar(c.progress, total=c.seeds * len(c.models), desc="rmtl run", unit="model")
 
     def observe(name: str, seed: int, agent: Any) -> None:
         bar.set_postfix_str(f"seed {seed} {name} done")

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from . import _progress
 from .data import SessionData, row_order
 from .metrics import evaluate
 
@@ -87,8 +88,6 @@ class Trainer:
             patience: int = 2) -> History:
         """Train for up to ``epochs`` epochs; with ``valid``, stop after ``patience`` epochs
         without a better mean validation AUC and restore the best weights."""
-        from tqdm.auto import tqdm
-
         self._check_data(train, "train")
         if valid is not None:
             self._check_data(valid, "valid")
@@ -99,8 +98,8 @@ class Trainer:
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
-                with tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress,
-                          leave=False) as bar:
+                with _progress.bar(self.progress, total=steps, desc=f"epoch {epoch + 1}/{epochs}",
+                                  leave=False) as bar:
                     loss = self.train_epoch(train, bar)
                 rec: Dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
                                        "seconds": time.perf_counter() - t0}
@@ -116,9 +115,7 @@ class Trainer:
                     else:
                         bad += 1
                 hist.epochs.append(rec)
-                if self.progress:
-                    tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in rec.items()))
+                _progress.log_record(self.progress, rec)
                 if valid is not None and bad >= patience:
                     hist.stopped_early = True
                     break
