@@ -21,8 +21,8 @@ static void rmtl_model_lookup_declare(rmtl_model *m) {
             *l = rmtl_experts_lookup(m);
         } else {
             const rmtl_linear *first = &m->bottoms[i].layer[0];
-            rmtl_lookup b = {m->n_front == 1 ? 0 : i, first->out, first->out, first->w, first->b,
-                             first->act, 0};
+            rmtl_lookup b = {
+                m->n_front == 1 ? 0 : i, first->out, first->out, first->w, first->b, first->act, 0};
             *l = b;
         }
         l->tab = m->tab_size;
@@ -110,7 +110,8 @@ int rmtl_model_init(rmtl_model *m, const rmtl_model_config *cfg) {
 
 int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
     *out = NULL;
-    if (cfg->kind < 0 || cfg->kind >= RMTL_NUM_BACKBONES || (cfg->kind == RMTL_ESMM && cfg->T != 2)) {
+    if (cfg->kind < 0 || cfg->kind >= RMTL_NUM_BACKBONES ||
+        (cfg->kind == RMTL_ESMM && cfg->T != 2)) {
         return RMTL_ERR_ARG;
     }
     int moe = cfg->kind == RMTL_OMOE || cfg->kind == RMTL_MMOE;
@@ -236,8 +237,8 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
     }
     for (int k = 0; k < m->T; k++) {
         rmtl_loc in = rmtl_model_feature(m, k);
-        logit[k] = rmtl_mlp_forward_ld(m, &m->towers[k],
-                                       rmtl_arena_val(&m->arena, in.col) + in.off, in.ld, B);
+        logit[k] = rmtl_mlp_forward_ld(m, &m->towers[k], rmtl_arena_val(&m->arena, in.col) + in.off,
+                                       in.ld, B);
     }
     rmtl_head_forward(m->prob, m->sig, logit, m->kind == RMTL_ESMM, B, m->T);
     return RMTL_OK;

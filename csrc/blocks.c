@@ -156,8 +156,8 @@ void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const
         const rmtl_linear *l = &mlp->layer[j];
         const float *x = j > 0 ? rmtl_arena_val(&m->arena, mlp->layer[j - 1].act) : inp;
         float *dx = j > 0 ? rmtl_arena_grad(&m->arena, mlp->layer[j - 1].act) : dinp;
-        rmtl_dense_backward(dx, j > 0 ? l->in : ld_in, m->params.grad + l->w,
-                            m->params.grad + l->b, rmtl_arena_grad(&m->arena, l->act), l->out,
+        rmtl_dense_backward(dx, j > 0 ? l->in : ld_in, m->params.grad + l->w, m->params.grad + l->b,
+                            rmtl_arena_grad(&m->arena, l->act), l->out,
                             rmtl_arena_val(&m->arena, l->act), x, m->params.param + l->w,
                             l->relu ? l->out : 0, drop_p, B, l->in, l->out);
     }

@@ -10,7 +10,8 @@ static int rmtl_critic_build(rmtl_critic *c) {
     int E = m->E, in = (m->F + 2) * E;
     int st = rmtl_frontend_build(m, &c->front, "");
     if (st == RMTL_OK) {
-        st = rmtl_params_add(&m->params, &c->act_w, "action_layer.weight", E, 1, RMTL_INIT_LINEAR, 1);
+        st = rmtl_params_add(&m->params, &c->act_w, "action_layer.weight", E, 1, RMTL_INIT_LINEAR,
+                             1);
     }
     if (st == RMTL_OK) {
         st = rmtl_params_add(&m->params, &c->act_b, "action_layer.bias", E, 0, RMTL_INIT_LINEAR, 1);

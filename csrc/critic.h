@@ -15,7 +15,7 @@ typedef struct {
     rmtl_frontend front;
     rmtl_mlp bottom, tower;
     size_t act_w, act_b; /* action_layer weight (E, 1) and bias (E) */
-    size_t cat;          /* arena column of the (F+2)*E bottom input: front end, then action field */
+    size_t cat; /* arena column of the (F+2)*E bottom input: front end, then action field */
     /* batch buffers, arena.cap rows each, carved from one block: Q values, a contiguous
        action copy, TD targets, upstream gradient of Q and gradient of the action */
     float *block, *q, *action, *y, *dq, *daction;
@@ -52,9 +52,8 @@ int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const
    (both in eval mode, y not differentiated); loss = mean_i w_i (q(s_i, a_i) - y_i)^2 with
    q in its current mode. weight (B) may be NULL for all ones. */
 
-int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *loss,
-                        float *dprob, const int32_t *codes, const float *dense,
-                        const float *weight, int B);
+int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *loss, float *dprob,
+                        const int32_t *codes, const float *dense, const float *weight, int B);
 /* The paper's actor loss L = -(1/B) sum_i sum_k w_ik Q_k(s_i, mu_k(s_i)) backpropagated
    through the critics (their current mode) into the actor (its current mode); the actor's
    gradients are zeroed first, the critics' are overwritten. weight (B,T) may be NULL;
@@ -120,7 +119,12 @@ int rmtl_td_chunk(const rmtl_agent_nets *nets, double *critic_loss_sum, double *
    [s*B, (s+1)*B) of the batch arrays. Sums the critic losses (T) and the actor losses of the
    steps that updated the actor (counted in actor_steps). */
 
-enum { RMTL_WEIGHT_RMTL = 0, RMTL_WEIGHT_CONSTANT = 1, RMTL_WEIGHT_LABEL = 2, RMTL_WEIGHT_NEG_Q = 3 };
+enum {
+    RMTL_WEIGHT_RMTL = 0,
+    RMTL_WEIGHT_CONSTANT = 1,
+    RMTL_WEIGHT_LABEL = 2,
+    RMTL_WEIGHT_NEG_Q = 3
+};
 
 int rmtl_weighted_train_chunk(rmtl_model *m, rmtl_critic *const *critics, double *loss_sum,
                               double *weight_sum, const int64_t *rows, int64_t n_rows,

@@ -49,13 +49,13 @@ typedef struct {
 
 typedef struct {
     /* one step of n environments; every array has n rows */
-    int32_t *codes;  /* (n,F) observation after the step */
-    float *dense;    /* (n,D) */
-    float *reward;   /* (n,T) */
-    float *labels;   /* (n,T) labels of the rows acted on */
-    uint8_t *done;   /* (n) the row acted on was its session's last */
-    int64_t *state;  /* (n) rows acted on */
-    int64_t *next;   /* (n) next-state rows (SPEC: the last row itself at done) */
+    int32_t *codes;   /* (n,F) observation after the step */
+    float *dense;     /* (n,D) */
+    float *reward;    /* (n,T) */
+    float *labels;    /* (n,T) labels of the rows acted on */
+    uint8_t *done;    /* (n) the row acted on was its session's last */
+    int64_t *state;   /* (n) rows acted on */
+    int64_t *next;    /* (n) next-state rows (SPEC: the last row itself at done) */
     int64_t *session; /* (n) sessions acted in */
 } rmtl_env_step_out;
 
@@ -74,8 +74,8 @@ int rmtl_env_step(rmtl_env *e, const rmtl_env_step_out *out, const float *action
 typedef struct {
     int64_t capacity, size, head; /* head: the slot the next transition goes to */
     int T;
-    uint64_t seed, draws; /* sample() calls so far: the next batch's stream */
-    int64_t *state, *next; /* (capacity) */
+    uint64_t seed, draws;   /* sample() calls so far: the next batch's stream */
+    int64_t *state, *next;  /* (capacity) */
     float *action, *reward; /* (capacity, T) */
     float *done;            /* (capacity) */
     uint64_t *taken;        /* (capacity / 64 + 1) scratch bitmap of one sample() call */
@@ -86,8 +86,8 @@ void rmtl_replay_free(rmtl_replay *b);
 void rmtl_replay_push(rmtl_replay *b, const int64_t *state, const int64_t *next,
                       const float *action, const float *reward, const float *done, int64_t n);
 /* appends n transitions (oldest first); past capacity the oldest are overwritten */
-int rmtl_replay_sample(rmtl_replay *b, int64_t *state, int64_t *next, float *action,
-                       float *reward, float *done, int64_t B);
+int rmtl_replay_sample(rmtl_replay *b, int64_t *state, int64_t *next, float *action, float *reward,
+                       float *done, int64_t B);
 /* B distinct transitions drawn uniformly from (seed, draws), then draws += 1; RMTL_ERR_ARG if
    B > size. Depends only on the stored sequence, not on where the ring starts. */
 void rmtl_replay_export(const rmtl_replay *b, int64_t *state, int64_t *next, float *action,

@@ -43,8 +43,8 @@ static rmtl_op *rmtl_op_add(rmtl_model *m, int type) {
 
 /* declares n Linear(in, widths[k]) members "<names[k]>.weight" then all "<names[k]>.bias";
    the first n_relu members are hidden layers (ReLU + dropout) */
-static int rmtl_fan_add(rmtl_model *m, int *idx, int in, const rmtl_name *names,
-                        const int *widths, int n, int n_relu) {
+static int rmtl_fan_add(rmtl_model *m, int *idx, int in, const rmtl_name *names, const int *widths,
+                        int n, int n_relu) {
     struct rmtl_experts *ex = m->experts;
     rmtl_fanout *fans = realloc(ex->fan, (size_t)(ex->n_fan + 1) * sizeof(rmtl_fanout));
     if (fans == NULL) {
@@ -186,8 +186,7 @@ static int rmtl_moe_build(rmtl_model *m, rmtl_loc emb) {
 
 /* PLE level i: x holds the task experts (task-major, h each) then the s shared experts,
    g the task gates then the shared gate (absent at the last level) */
-static int rmtl_ple_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, rmtl_loc *x,
-                          rmtl_loc *g) {
+static int rmtl_ple_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, rmtl_loc *x, rmtl_loc *g) {
     int T = m->T, h = m->n_experts / 2, s = h, w = m->bottom[i], last = i == m->n_bottom - 1;
     rmtl_name names[RMTL_MAX_EXPERTS + RMTL_MAX_TASKS + 1];
     int gw[RMTL_MAX_TASKS + 1], n = 0, st = RMTL_OK;
@@ -383,9 +382,9 @@ void rmtl_experts_forward(rmtl_model *m, int first, int B) {
                              op->gate.ld, x, ld, op->n, B, op->W);
             break;
         default:
-            rmtl_attention2_forward(rmtl_loc_val(m, op->out), op->out.ld,
-                                    rmtl_loc_val(m, op->gate), rmtl_loc_val(m, op->x[0]),
-                                    rmtl_loc_val(m, op->x[1]), op->x[0].ld, B, op->W);
+            rmtl_attention2_forward(rmtl_loc_val(m, op->out), op->out.ld, rmtl_loc_val(m, op->gate),
+                                    rmtl_loc_val(m, op->x[0]), rmtl_loc_val(m, op->x[1]),
+                                    op->x[0].ld, B, op->W);
         }
     }
 }
@@ -407,8 +406,8 @@ void rmtl_experts_backward(rmtl_model *m, int B) {
                                 rmtl_fan_dropout(m, f).p, B, f->in, f->out);
             break;
         case RMTL_OP_SOFTMAX:
-            rmtl_softmax_backward(rmtl_loc_grad(m, op->out), rmtl_loc_val(m, op->out),
-                                  op->out.ld, B, op->n);
+            rmtl_softmax_backward(rmtl_loc_grad(m, op->out), rmtl_loc_val(m, op->out), op->out.ld,
+                                  B, op->n);
             break;
         case RMTL_OP_MIX:
             for (int e = 0; e < op->n; e++) {
@@ -416,9 +415,8 @@ void rmtl_experts_backward(rmtl_model *m, int B) {
                 dx[e] = rmtl_loc_grad(m, op->x[e]);
                 ld[e] = op->x[e].ld;
             }
-            rmtl_mix_backward(dx, rmtl_loc_grad(m, op->gate), rmtl_loc_grad(m, op->out),
-                              op->out.ld, rmtl_loc_val(m, op->gate), op->gate.ld, x, ld, op->n, B,
-                              op->W);
+            rmtl_mix_backward(dx, rmtl_loc_grad(m, op->gate), rmtl_loc_grad(m, op->out), op->out.ld,
+                              rmtl_loc_val(m, op->gate), op->gate.ld, x, ld, op->n, B, op->W);
             break;
         default:
             rmtl_attention2_backward(rmtl_loc_grad(m, op->x[0]), rmtl_loc_grad(m, op->x[1]),

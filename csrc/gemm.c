@@ -40,13 +40,15 @@ void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const f
             for (int k = 0; k < kc; k++) {
                 float *p = panel + (size_t)k * nc;
                 for (int j = 0; j < nc; j++) {
-                    p[j] = tb ? B[(size_t)(j0 + j) * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + j0 + j];
+                    p[j] = tb ? B[(size_t)(j0 + j) * ldb + k0 + k]
+                              : B[(size_t)(k0 + k) * ldb + j0 + j];
                 }
             }
             for (int i = i0; i < i1; i++) {
                 float *c = C + (size_t)i * ldc + j0;
                 for (int k = 0; k < kc; k++) {
-                    float a = alpha * (ta ? A[(size_t)(k0 + k) * lda + i] : A[(size_t)i * lda + k0 + k]);
+                    float a =
+                        alpha * (ta ? A[(size_t)(k0 + k) * lda + i] : A[(size_t)i * lda + k0 + k]);
                     const float *p = panel + (size_t)k * nc;
                     for (int j = 0; j < nc; j++) {
                         c[j] += a * p[j];

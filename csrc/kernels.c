@@ -251,8 +251,8 @@ void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
     }
 }
 
-void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate,
-                      const float *const *x, const int *ld_x, int n, int B, int W) {
+void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
+                      const int *ld_x, int n, int B, int W) {
 #pragma omp parallel for schedule(static) if ((long)B * n * W > 65536)
     for (int i = 0; i < B; i++) {
         float *o = out + (size_t)i * ld_out;

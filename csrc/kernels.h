@@ -32,8 +32,8 @@ void rmtl_softmax_forward(float *x, int ld, int B, int n);
 void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n);
 /* d (B,n): gradient of the softmax output p in, gradient of the logits out (in place) */
 
-void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate,
-                      const float *const *x, const int *ld_x, int n, int B, int W);
+void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
+                      const int *ld_x, int n, int B, int W);
 /* out (B,W) = sum_e gate[:, e] * x[e], gate (B,n), x[e] (B,W) with row stride ld_x[e] */
 void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld_out,
                        const float *gate, int ld_gate, const float *const *x, const int *ld_x,

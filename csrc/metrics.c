@@ -17,7 +17,8 @@ static void rmtl_sort_rows(int64_t *idx, int64_t *tmp, const float *score, const
             int64_t a = lo, b = mid, o = lo;
             while (a < mid && b < hi) {
                 int64_t x = src[a], y = src[b];
-                int take_b = group && group[y] != group[x] ? group[y] < group[x] : score[y] < score[x];
+                int take_b =
+                    group && group[y] != group[x] ? group[y] < group[x] : score[y] < score[x];
                 dst[o++] = take_b ? src[b++] : src[a++];
             }
             while (a < mid) {
@@ -86,8 +87,8 @@ int rmtl_logloss(double *out, const float *prob, const float *label, int64_t n) 
 }
 
 /* mean over sessions of each session's mean BCE; offsets (n_sessions + 1) */
-int rmtl_session_logloss(double *out, const float *prob, const float *label,
-                         const int64_t *offsets, int64_t n_sessions) {
+int rmtl_session_logloss(double *out, const float *prob, const float *label, const int64_t *offsets,
+                         int64_t n_sessions) {
     double s = 0.0;
     int64_t counted = 0;
     for (int64_t k = 0; k < n_sessions; k++) {

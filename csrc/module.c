@@ -194,8 +194,9 @@ typedef struct {
 } ModelObject;
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"kind",  "field_dims", "num_dense", "num_tasks", "embed_dim",
-                             "bottom_dims", "tower_dims", "dropout", "seed", "num_experts", NULL};
+    static char *kwlist[] = {"kind",      "field_dims",  "num_dense",  "num_tasks",
+                             "embed_dim", "bottom_dims", "tower_dims", "dropout",
+                             "seed",      "num_experts", NULL};
     int kind, D, T, E, n_experts = 0;
     PyObject *fdo, *bo, *to;
     float dropout;
@@ -232,8 +233,12 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
             return -1;
         }
     }
-    rmtl_model_config cfg = {kind, (int)PyArray_DIM(fd, 0), D, T, E, PyArray_DATA(fd),
-                             counts[0], counts[1], bottom, tower, dropout, (uint64_t)seed,
+    rmtl_model_config cfg = {kind,      (int)PyArray_DIM(fd, 0),
+                             D,         T,
+                             E,         PyArray_DATA(fd),
+                             counts[0], counts[1],
+                             bottom,    tower,
+                             dropout,   (uint64_t)seed,
                              n_experts};
     rmtl_model_free(self->m);
     self->m = NULL;
@@ -276,9 +281,10 @@ static PyObject *Model_param_table(ModelObject *self, PyObject *noargs) {
     }
     for (int i = 0; i < p->count; i++) {
         const rmtl_tensor *t = &p->tensors[i];
-        PyObject *shape = t->cols ? Py_BuildValue("(ii)", t->rows, t->cols)
-                                  : Py_BuildValue("(i)", t->rows);
-        PyObject *row = shape ? Py_BuildValue("(snN)", t->name, (Py_ssize_t)t->offset, shape) : NULL;
+        PyObject *shape =
+            t->cols ? Py_BuildValue("(ii)", t->rows, t->cols) : Py_BuildValue("(i)", t->rows);
+        PyObject *row =
+            shape ? Py_BuildValue("(snN)", t->name, (Py_ssize_t)t->offset, shape) : NULL;
         if (row == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -710,7 +716,8 @@ static int rmtl_check_score_label(PyObject *so, PyObject *lo, PyArrayObject **s,
 static PyObject *rmtl_py_auc(PyObject *self, PyObject *args) {
     PyObject *so, *lo, *go = Py_None;
     PyArrayObject *s, *l, *g = NULL;
-    if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &go) || rmtl_check_score_label(so, lo, &s, &l) < 0) {
+    if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &go) ||
+        rmtl_check_score_label(so, lo, &s, &l) < 0) {
         return NULL;
     }
     npy_intp n = PyArray_DIM(s, 0);
@@ -744,7 +751,8 @@ static PyObject *rmtl_py_auc(PyObject *self, PyObject *args) {
 static PyObject *rmtl_py_logloss(PyObject *self, PyObject *args) {
     PyObject *so, *lo, *oo = Py_None;
     PyArrayObject *s, *l, *off = NULL;
-    if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &oo) || rmtl_check_score_label(so, lo, &s, &l) < 0) {
+    if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &oo) ||
+        rmtl_check_score_label(so, lo, &s, &l) < 0) {
         return NULL;
     }
     npy_intp n = PyArray_DIM(s, 0);
@@ -835,13 +843,13 @@ static PyGetSetDef Net_getset[] = {
 static PyType_Slot Net_slots[] = {
     {Py_tp_methods, Net_methods},
     {Py_tp_getset, Net_getset},
-    {Py_tp_doc, "A network's flat parameter buffers, optimizer and mode (base of Model and Critic)."},
+    {Py_tp_doc,
+     "A network's flat parameter buffers, optimizer and mode (base of Model and Critic)."},
     {0, NULL}};
 
-static PyType_Spec Net_spec = {"rmtl._core.Net", sizeof(ModelObject), 0,
-                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE |
-                                   Py_TPFLAGS_DISALLOW_INSTANTIATION,
-                               Net_slots};
+static PyType_Spec Net_spec = {
+    "rmtl._core.Net", sizeof(ModelObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, Net_slots};
 
 typedef struct {
     PyObject_HEAD rmtl_model *m; /* &c->net */
@@ -983,9 +991,19 @@ static int Critic_init(CriticObject *self, PyObject *args, PyObject *kwds) {
     if (td == NULL) {
         return -1;
     }
-    rmtl_model_config cfg = {0,       (int)PyArray_DIM(fd, 0), D,  1, E, PyArray_DATA(fd),
-                             (int)PyArray_DIM(bd, 0), (int)PyArray_DIM(td, 0), PyArray_DATA(bd),
-                             PyArray_DATA(td), dropout, (uint64_t)seed, 0};
+    rmtl_model_config cfg = {0,
+                             (int)PyArray_DIM(fd, 0),
+                             D,
+                             1,
+                             E,
+                             PyArray_DATA(fd),
+                             (int)PyArray_DIM(bd, 0),
+                             (int)PyArray_DIM(td, 0),
+                             PyArray_DATA(bd),
+                             PyArray_DATA(td),
+                             dropout,
+                             (uint64_t)seed,
+                             0};
     rmtl_critic *c = NULL;
     int st = rmtl_critic_create(&c, &cfg);
     if (st != RMTL_OK) {
@@ -1044,12 +1062,12 @@ static PyObject *Critic_predict(CriticObject *self, PyObject *args) {
     int B;
     PyArrayObject *codes, *dense, *action, *out;
     rmtl_holds h = {{NULL}, 0};
-    if (!PyArg_ParseTuple(args, "OOOOi", &co, &dob, &ao, &oo, &B) ||
-        rmtl_check_batch_size(B) < 0 || rmtl_hold(&h, (ModelObject *)self) < 0) {
+    if (!PyArg_ParseTuple(args, "OOOOi", &co, &dob, &ao, &oo, &B) || rmtl_check_batch_size(B) < 0 ||
+        rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
-    npy_intp n = rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense,
-                                   &action);
+    npy_intp n =
+        rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense, &action);
     npy_intp shape[1] = {n};
     if (n < 0 || (out = rmtl_check_array(oo, "out", NPY_FLOAT32, 1, shape, 1)) == NULL) {
         rmtl_holds_release(&h);
@@ -1072,8 +1090,8 @@ static PyObject *Critic_backward(CriticObject *self, PyObject *args) {
         rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
-    npy_intp n = rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense,
-                                   &action);
+    npy_intp n =
+        rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense, &action);
     PyObject *out = n < 0 || (dq = rmtl_check_vector(go, "grad_q", n)) == NULL
                         ? NULL
                         : PyArray_ZEROS(1, &n, NPY_FLOAT32, 0);
@@ -1118,8 +1136,8 @@ static PyType_Slot Critic_slots[] = {
     {Py_tp_doc, "A critic's parameters, buffers and kernels (SPEC section 4)."},
     {0, NULL}};
 
-static PyType_Spec Critic_spec = {"rmtl._core.Critic", sizeof(CriticObject), 0,
-                                  Py_TPFLAGS_DEFAULT, Critic_slots};
+static PyType_Spec Critic_spec = {"rmtl._core.Critic", sizeof(CriticObject), 0, Py_TPFLAGS_DEFAULT,
+                                  Critic_slots};
 
 /* td_backward(q, q_target, sparse, dense, action, next_sparse, next_dense, next_action, reward,
    done, weight, gamma, td3) -> loss; gradients of q in its buffer('grad') */
@@ -1141,9 +1159,8 @@ static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args) {
         return NULL;
     }
     npy_intp n = rmtl_check_states(q, co, dob, ao, "action", &codes, &dense, &action);
-    npy_intp n2 = n < 0 ? -1
-                        : rmtl_check_states(q, nco, ndo, nao, "next_action", &ncodes, &ndense,
-                                            &naction);
+    npy_intp n2 =
+        n < 0 ? -1 : rmtl_check_states(q, nco, ndo, nao, "next_action", &ncodes, &ndense, &naction);
     if (n2 >= 0 && n2 != n) {
         PyErr_Format(PyExc_ValueError, "next_sparse: expected %zd rows like sparse, got %zd",
                      (Py_ssize_t)n, (Py_ssize_t)n2);
@@ -1219,7 +1236,8 @@ static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
     int critic = rmtl_as_net(to, 1, "target") != NULL;
     PyErr_Clear();
     rmtl_holds h = {{NULL}, 0};
-    ModelObject *t = rmtl_as_net(to, critic, "target"), *s = t ? rmtl_as_net(so, critic, "source") : NULL;
+    ModelObject *t = rmtl_as_net(to, critic, "target"),
+                *s = t ? rmtl_as_net(so, critic, "source") : NULL;
     if (rmtl_hold(&h, t) < 0 || rmtl_hold(&h, s) < 0 || rmtl_same_shape(s->m, t->m, "target") < 0) {
         rmtl_holds_release(&h);
         return NULL;
@@ -1272,8 +1290,8 @@ static PyObject *rmtl_py_weighted_chunk(PyObject *mod, PyObject *args) {
     PyArrayObject *rows, *codes, *dense, *labels;
     rmtl_critic *critics[RMTL_MAX_TASKS];
     PyObject *head = PyTuple_GetSlice(args, 0, 9);
-    int ok = head != NULL && PyArg_ParseTuple(head, "OOOOOOiif", &mo, &cso, &ro, &co, &dob, &lo,
-                                              &B, &weighting, &lam);
+    int ok = head != NULL && PyArg_ParseTuple(head, "OOOOOOiif", &mo, &cso, &ro, &co, &dob, &lo, &B,
+                                              &weighting, &lam);
     Py_XDECREF(head);
     if (!ok || rmtl_parse_adam(args, &opt, 9) < 0 || rmtl_check_batch_size(B) < 0) {
         return NULL;
@@ -1297,9 +1315,9 @@ static PyObject *rmtl_py_weighted_chunk(PyObject *mod, PyObject *args) {
     double loss = 0.0, wsum[RMTL_MAX_TASKS];
     int T = model->m->T;
     PyThreadState *ts = rmtl_holds_begin(&h);
-    int st = rmtl_weighted_train_chunk(model->m, critics, &loss, wsum, PyArray_DATA(rows),
-                                       (int64_t)PyArray_DIM(rows, 0), &data, B, weighting, lam,
-                                       &opt);
+    int st =
+        rmtl_weighted_train_chunk(model->m, critics, &loss, wsum, PyArray_DATA(rows),
+                                  (int64_t)PyArray_DIM(rows, 0), &data, B, weighting, lam, &opt);
     rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         return rmtl_raise(st, "weighted_chunk");
@@ -1374,7 +1392,8 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args) {
     for (int k = 0; ok && k < actor->m->T; k++) {
         ok = rmtl_same_shape(&critics[k]->net, &targets[k]->net, "targets") == 0;
     }
-    ok = ok && rmtl_check_chunk_rows(actor->m, so, co, dob, lo, &state, &codes, &dense, &labels) == 0 &&
+    ok = ok &&
+         rmtl_check_chunk_rows(actor->m, so, co, dob, lo, &state, &codes, &dense, &labels) == 0 &&
          rmtl_check_chunk_rows(actor->m, no, co, dob, lo, &next, &codes, &dense, &labels) == 0;
     npy_intp N = ok ? PyArray_DIM(state, 0) : 0;
     int T = actor ? actor->m->T : 0;
@@ -1422,29 +1441,52 @@ static const struct {
     char type;
 } rmtl_synth_keys[] = {
 #define RMTL_SYNTH_KEY(name, type) {#name, offsetof(rmtl_synth_config, name), type}
-    RMTL_SYNTH_KEY(seed, 'K'),           RMTL_SYNTH_KEY(n_users, 'L'),
-    RMTL_SYNTH_KEY(n_items, 'L'),        RMTL_SYNTH_KEY(n_categories, 'i'),
-    RMTL_SYNTH_KEY(n_parents, 'i'),      RMTL_SYNTH_KEY(n_segments, 'i'),
-    RMTL_SYNTH_KEY(latent_dim, 'i'),     RMTL_SYNTH_KEY(max_len, 'i'),
-    RMTL_SYNTH_KEY(max_sessions, 'i'),   RMTL_SYNTH_KEY(nested, 'i'),
-    RMTL_SYNTH_KEY(mood_sd, 'f'),        RMTL_SYNTH_KEY(segment_weight, 'f'),
-    RMTL_SYNTH_KEY(category_weight, 'f'), RMTL_SYNTH_KEY(task_corr, 'f'),
-    RMTL_SYNTH_KEY(bias_sd, 'f'),        RMTL_SYNTH_KEY(pop_sd, 'f'),
-    RMTL_SYNTH_KEY(exposure_sd, 'f'),    RMTL_SYNTH_KEY(price_mean, 'f'),
-    RMTL_SYNTH_KEY(price_sd, 'f'),       RMTL_SYNTH_KEY(price_category_sd, 'f'),
-    RMTL_SYNTH_KEY(availability, 'f'),   RMTL_SYNTH_KEY(category_zipf, 'f'),
-    RMTL_SYNTH_KEY(activity_sd, 'f'),    RMTL_SYNTH_KEY(proj_noise, 'f'),
-    RMTL_SYNTH_KEY(context_sd, 'f'),     RMTL_SYNTH_KEY(affinity, 'f'),
-    RMTL_SYNTH_KEY(task2_affinity, 'f'), RMTL_SYNTH_KEY(fatigue, 'f'),
-    RMTL_SYNTH_KEY(drift, 'f'),          RMTL_SYNTH_KEY(boost, 'f'),
-    RMTL_SYNTH_KEY(price_weight, 'f'),   RMTL_SYNTH_KEY(unavailable_penalty, 'f'),
-    RMTL_SYNTH_KEY(click_lift, 'f'),     RMTL_SYNTH_KEY(focus, 'f'),
-    RMTL_SYNTH_KEY(favourite, 'f'),      RMTL_SYNTH_KEY(jump, 'f'),
-    RMTL_SYNTH_KEY(sessions_mean, 'f'),  RMTL_SYNTH_KEY(leave_base, 'f'),
-    RMTL_SYNTH_KEY(leave_slope, 'f'),    RMTL_SYNTH_KEY(start_ms, 'L'),
-    RMTL_SYNTH_KEY(window_ms, 'L'),      RMTL_SYNTH_KEY(gap_mean_s, 'f'),
-    RMTL_SYNTH_KEY(gap_max_s, 'f'),      RMTL_SYNTH_KEY(tie_prob, 'f'),
-    RMTL_SYNTH_KEY(between_min_s, 'f'),  RMTL_SYNTH_KEY(between_mean_s, 'f'),
+    RMTL_SYNTH_KEY(seed, 'K'),
+    RMTL_SYNTH_KEY(n_users, 'L'),
+    RMTL_SYNTH_KEY(n_items, 'L'),
+    RMTL_SYNTH_KEY(n_categories, 'i'),
+    RMTL_SYNTH_KEY(n_parents, 'i'),
+    RMTL_SYNTH_KEY(n_segments, 'i'),
+    RMTL_SYNTH_KEY(latent_dim, 'i'),
+    RMTL_SYNTH_KEY(max_len, 'i'),
+    RMTL_SYNTH_KEY(max_sessions, 'i'),
+    RMTL_SYNTH_KEY(nested, 'i'),
+    RMTL_SYNTH_KEY(mood_sd, 'f'),
+    RMTL_SYNTH_KEY(segment_weight, 'f'),
+    RMTL_SYNTH_KEY(category_weight, 'f'),
+    RMTL_SYNTH_KEY(task_corr, 'f'),
+    RMTL_SYNTH_KEY(bias_sd, 'f'),
+    RMTL_SYNTH_KEY(pop_sd, 'f'),
+    RMTL_SYNTH_KEY(exposure_sd, 'f'),
+    RMTL_SYNTH_KEY(price_mean, 'f'),
+    RMTL_SYNTH_KEY(price_sd, 'f'),
+    RMTL_SYNTH_KEY(price_category_sd, 'f'),
+    RMTL_SYNTH_KEY(availability, 'f'),
+    RMTL_SYNTH_KEY(category_zipf, 'f'),
+    RMTL_SYNTH_KEY(activity_sd, 'f'),
+    RMTL_SYNTH_KEY(proj_noise, 'f'),
+    RMTL_SYNTH_KEY(context_sd, 'f'),
+    RMTL_SYNTH_KEY(affinity, 'f'),
+    RMTL_SYNTH_KEY(task2_affinity, 'f'),
+    RMTL_SYNTH_KEY(fatigue, 'f'),
+    RMTL_SYNTH_KEY(drift, 'f'),
+    RMTL_SYNTH_KEY(boost, 'f'),
+    RMTL_SYNTH_KEY(price_weight, 'f'),
+    RMTL_SYNTH_KEY(unavailable_penalty, 'f'),
+    RMTL_SYNTH_KEY(click_lift, 'f'),
+    RMTL_SYNTH_KEY(focus, 'f'),
+    RMTL_SYNTH_KEY(favourite, 'f'),
+    RMTL_SYNTH_KEY(jump, 'f'),
+    RMTL_SYNTH_KEY(sessions_mean, 'f'),
+    RMTL_SYNTH_KEY(leave_base, 'f'),
+    RMTL_SYNTH_KEY(leave_slope, 'f'),
+    RMTL_SYNTH_KEY(start_ms, 'L'),
+    RMTL_SYNTH_KEY(window_ms, 'L'),
+    RMTL_SYNTH_KEY(gap_mean_s, 'f'),
+    RMTL_SYNTH_KEY(gap_max_s, 'f'),
+    RMTL_SYNTH_KEY(tie_prob, 'f'),
+    RMTL_SYNTH_KEY(between_min_s, 'f'),
+    RMTL_SYNTH_KEY(between_mean_s, 'f'),
 #undef RMTL_SYNTH_KEY
 };
 
@@ -1495,7 +1537,8 @@ static int rmtl_synth_parse(rmtl_synth_config *cfg, PyObject *co, PyObject *fo) 
                      PyDict_Size(co));
         return -1;
     }
-    PyObject *seq = PySequence_Fast(fo, "fields: expected a sequence of (kind, levels, missing, skew)");
+    PyObject *seq =
+        PySequence_Fast(fo, "fields: expected a sequence of (kind, levels, missing, skew)");
     if (seq == NULL) {
         return -1;
     }
@@ -1509,9 +1552,10 @@ static int rmtl_synth_parse(rmtl_synth_config *cfg, PyObject *co, PyObject *fo) 
     cfg->n_fields = (int)F;
     for (Py_ssize_t f = 0; f < F; f++) {
         rmtl_synth_field *fd = &cfg->fields[f];
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f), "iiff;fields: expected "
-                              "(kind, levels, missing, skew)", &fd->kind, &fd->levels,
-                              &fd->missing, &fd->skew)) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f),
+                              "iiff;fields: expected "
+                              "(kind, levels, missing, skew)",
+                              &fd->kind, &fd->levels, &fd->missing, &fd->skew)) {
             Py_DECREF(seq);
             return -1;
         }
@@ -1520,7 +1564,8 @@ static int rmtl_synth_parse(rmtl_synth_config *cfg, PyObject *co, PyObject *fo) 
     if (rmtl_synth_check(cfg) != RMTL_OK) {
         PyErr_SetString(PyExc_ValueError,
                         "config: a value is out of range (sizes >= 1, n_items >= n_categories >= "
-                        "n_parents, n_items >= max_len, latent_dim <= 64, probabilities in [0, 1], sds >= 0, field "
+                        "n_parents, n_items >= max_len, latent_dim <= 64, probabilities in [0, 1], "
+                        "sds >= 0, field "
                         "levels matching n_segments / n_categories / n_parents / 2)");
         return -1;
     }
@@ -1605,7 +1650,8 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args) {
     }
     npy_intp nu = (npy_intp)(hi - lo), shape_rs[1] = {nu + 1}, shape_sb[1] = {nu};
     PyArrayObject *rs = rmtl_check_array(rso, "row_start", NPY_INT64, 1, shape_rs, 0);
-    PyArrayObject *sb = rs ? rmtl_check_array(sbo, "session_base", NPY_INT64, 1, shape_sb, 0) : NULL;
+    PyArrayObject *sb =
+        rs ? rmtl_check_array(sbo, "session_base", NPY_INT64, 1, shape_sb, 0) : NULL;
     if (sb == NULL) {
         return NULL;
     }
@@ -1620,8 +1666,8 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args) {
     }
     npy_intp m = (npy_intp)r[nu], F = self->w->cfg.n_fields;
     static const char *names[7] = {"session", "time", "user", "item", "sparse", "labels", "truth"};
-    const int types[7] = {NPY_INT64, NPY_INT64, NPY_INT64, NPY_INT64, NPY_INT32, NPY_FLOAT32,
-                          NPY_FLOAT32};
+    const int types[7] = {NPY_INT64, NPY_INT64,   NPY_INT64,  NPY_INT64,
+                          NPY_INT32, NPY_FLOAT32, NPY_FLOAT32};
     const npy_intp widths[7] = {0, 0, 0, 0, F, RMTL_SYNTH_TASKS, RMTL_SYNTH_TASKS};
     void *data[7];
     for (int k = 0; k < 7; k++) {
@@ -1771,7 +1817,8 @@ static int rmtl_parse_mdp(rmtl_mdp *mdp, PyObject *oo, PyObject *lo, int reward)
         return -1;
     }
     if (o[0] != 0 || o[S] != n) {
-        PyErr_Format(PyExc_ValueError, "offsets: expected boundaries from 0 to %zd rows, got %lld to %lld",
+        PyErr_Format(PyExc_ValueError,
+                     "offsets: expected boundaries from 0 to %zd rows, got %lld to %lld",
                      (Py_ssize_t)n, (long long)o[0], (long long)o[S]);
         return -1;
     }
@@ -1806,8 +1853,9 @@ static int rmtl_check_unit(PyArrayObject *a, const char *arg) {
         if (p[i] < 0.0f || p[i] > 1.0f) {
             char v[32];
             PyOS_snprintf(v, sizeof(v), "%g", (double)p[i]);
-            PyErr_Format(PyExc_ValueError, "%s: expected values in [0, 1], got %s at flat index %zd",
-                         arg, v, (Py_ssize_t)i);
+            PyErr_Format(PyExc_ValueError,
+                         "%s: expected values in [0, 1], got %s at flat index %zd", arg, v,
+                         (Py_ssize_t)i);
             return -1;
         }
     }
@@ -1831,8 +1879,8 @@ typedef struct {
 } EnvObject;
 
 static int Env_init(EnvObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"offsets", "sparse",    "dense", "labels", "num_envs",
-                             "reward",  "order", "autoreset", "seed",   NULL};
+    static char *kwlist[] = {"offsets", "sparse", "dense",     "labels", "num_envs",
+                             "reward",  "order",  "autoreset", "seed",   NULL};
     PyObject *oo, *co, *dob, *lo;
     int n, reward, order, autoreset;
     unsigned long long seed;
@@ -1855,7 +1903,8 @@ static int Env_init(EnvObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     if (order != RMTL_ORDER_RANDOM && order != RMTL_ORDER_SEQUENTIAL) {
-        PyErr_Format(PyExc_ValueError, "order: expected 0 (random) or 1 (sequential), got %d", order);
+        PyErr_Format(PyExc_ValueError, "order: expected 0 (random) or 1 (sequential), got %d",
+                     order);
         return -1;
     }
     mdp.codes = PyArray_DATA(codes);
@@ -1959,14 +2008,16 @@ static PyObject *Env_step(EnvObject *self, PyObject *ao) {
     if (a == NULL || rmtl_check_unit(a, "action") < 0) {
         return NULL;
     }
-    PyObject *o[8] = {rmtl_new_array(2, N, e->mdp.F, NPY_INT32), rmtl_new_array(2, N, e->mdp.D, NPY_FLOAT32),
-                      rmtl_new_array(2, N, T, NPY_FLOAT32),       rmtl_new_array(1, N, 0, NPY_BOOL),
-                      rmtl_new_array(2, N, T, NPY_FLOAT32),       rmtl_new_array(1, N, 0, NPY_INT64),
-                      rmtl_new_array(1, N, 0, NPY_INT64),         rmtl_new_array(1, N, 0, NPY_INT64)};
+    PyObject *o[8] = {
+        rmtl_new_array(2, N, e->mdp.F, NPY_INT32), rmtl_new_array(2, N, e->mdp.D, NPY_FLOAT32),
+        rmtl_new_array(2, N, T, NPY_FLOAT32),      rmtl_new_array(1, N, 0, NPY_BOOL),
+        rmtl_new_array(2, N, T, NPY_FLOAT32),      rmtl_new_array(1, N, 0, NPY_INT64),
+        rmtl_new_array(1, N, 0, NPY_INT64),        rmtl_new_array(1, N, 0, NPY_INT64)};
     int st = RMTL_ERR_NOMEM;
     if (o[0] && o[1] && o[2] && o[3] && o[4] && o[5] && o[6] && o[7]) {
-        rmtl_env_step_out out = {rmtl_data(o[0]), rmtl_data(o[1]), rmtl_data(o[2]), rmtl_data(o[4]),
-                                 rmtl_data(o[3]), rmtl_data(o[5]), rmtl_data(o[6]), rmtl_data(o[7])};
+        rmtl_env_step_out out = {rmtl_data(o[0]), rmtl_data(o[1]), rmtl_data(o[2]),
+                                 rmtl_data(o[4]), rmtl_data(o[3]), rmtl_data(o[5]),
+                                 rmtl_data(o[6]), rmtl_data(o[7])};
         st = rmtl_env_step(e, &out, PyArray_DATA(a));
     }
     if (st != RMTL_OK) {
@@ -2004,11 +2055,12 @@ static PyGetSetDef Env_getset[] = {
     {"episodes", (getter)Env_get_int, NULL, "sessions drawn since the last seeding", "episodes"},
     {NULL}};
 
-static PyType_Slot Env_slots[] = {{Py_tp_init, Env_init},       {Py_tp_dealloc, Env_dealloc},
-                                  {Py_tp_methods, Env_methods}, {Py_tp_getset, Env_getset},
+static PyType_Slot Env_slots[] = {{Py_tp_init, Env_init},         {Py_tp_dealloc, Env_dealloc},
+                                  {Py_tp_methods, Env_methods},   {Py_tp_getset, Env_getset},
                                   {Py_tp_new, PyType_GenericNew}, {0, NULL}};
 
-static PyType_Spec Env_spec = {"rmtl._core.Env", sizeof(EnvObject), 0, Py_TPFLAGS_DEFAULT, Env_slots};
+static PyType_Spec Env_spec = {"rmtl._core.Env", sizeof(EnvObject), 0, Py_TPFLAGS_DEFAULT,
+                               Env_slots};
 
 /* ------------------------------------ Replay */
 
@@ -2061,7 +2113,8 @@ static int Replay_ready(ReplayObject *self) {
         return -1;
     }
     if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "buffer: another thread is running a call on it; wait for it");
+        PyErr_SetString(PyExc_RuntimeError,
+                        "buffer: another thread is running a call on it; wait for it");
         return -1;
     }
     return 0;
@@ -2070,7 +2123,8 @@ static int Replay_ready(ReplayObject *self) {
 /* five fresh arrays of n transitions: state, next_state (int64), action, reward (n,T), done */
 static PyObject *rmtl_replay_arrays(const rmtl_replay *b, npy_intp n, void **p) {
     PyObject *o[5] = {rmtl_new_array(1, n, 0, NPY_INT64), rmtl_new_array(1, n, 0, NPY_INT64),
-                      rmtl_new_array(2, n, b->T, NPY_FLOAT32), rmtl_new_array(2, n, b->T, NPY_FLOAT32),
+                      rmtl_new_array(2, n, b->T, NPY_FLOAT32),
+                      rmtl_new_array(2, n, b->T, NPY_FLOAT32),
                       rmtl_new_array(1, n, 0, NPY_FLOAT32)};
     if (!(o[0] && o[1] && o[2] && o[3] && o[4])) {
         for (int i = 0; i < 5; i++) {
@@ -2106,8 +2160,8 @@ static PyObject *Replay_push(ReplayObject *self, PyObject *args) {
         if (sp[i] < 0 || np_[i] < 0 || (dp[i] != 0.0f && dp[i] != 1.0f)) {
             PyErr_Format(PyExc_ValueError,
                          "state, next_state, done: expected row indices >= 0 and done 0 or 1, "
-                         "got %lld, %lld, %d at %zd", (long long)sp[i], (long long)np_[i],
-                         (int)dp[i], (Py_ssize_t)i);
+                         "got %lld, %lld, %d at %zd",
+                         (long long)sp[i], (long long)np_[i], (int)dp[i], (Py_ssize_t)i);
             return NULL;
         }
     }
@@ -2179,7 +2233,8 @@ static PyObject *Replay_collect(ReplayObject *self, PyObject *args) {
         return NULL;
     }
     if (mdp.T != b->T) {
-        PyErr_Format(PyExc_ValueError, "data: has %d tasks, the buffer was made for %d", mdp.T, b->T);
+        PyErr_Format(PyExc_ValueError, "data: has %d tasks, the buffer was made for %d", mdp.T,
+                     b->T);
         return NULL;
     }
     PyArrayObject *sess = rmtl_check_array(so, "sessions", NPY_INT64, 1, NULL, 0);
@@ -2214,7 +2269,8 @@ static PyObject *Replay_collect(ReplayObject *self, PyObject *args) {
         }
         pol.action = PyArray_DATA(a);
     } else if (kind != RMTL_POLICY_UNIFORM || ao != Py_None) {
-        PyErr_Format(PyExc_ValueError, "policy: expected 0 (uniform, no action), 1 or 2, got %d", kind);
+        PyErr_Format(PyExc_ValueError, "policy: expected 0 (uniform, no action), 1 or 2, got %d",
+                     kind);
         return NULL;
     }
     int st;
@@ -2282,9 +2338,9 @@ static PyGetSetDef Replay_getset[] = {
     {"draws", (getter)Replay_get, (setter)Replay_set_draws, "sample() calls so far", "draws"},
     {NULL}};
 
-static PyType_Slot Replay_slots[] = {{Py_tp_init, Replay_init},       {Py_tp_dealloc, Replay_dealloc},
-                                     {Py_tp_methods, Replay_methods}, {Py_tp_getset, Replay_getset},
-                                     {Py_tp_new, PyType_GenericNew},  {0, NULL}};
+static PyType_Slot Replay_slots[] = {
+    {Py_tp_init, Replay_init},     {Py_tp_dealloc, Replay_dealloc}, {Py_tp_methods, Replay_methods},
+    {Py_tp_getset, Replay_getset}, {Py_tp_new, PyType_GenericNew},  {0, NULL}};
 
 static PyType_Spec Replay_spec = {"rmtl._core.Replay", sizeof(ReplayObject), 0, Py_TPFLAGS_DEFAULT,
                                   Replay_slots};
@@ -2412,9 +2468,9 @@ static int rmtl_exec(PyObject *mod) {
 
 static PyModuleDef_Slot rmtl_slots[] = {{Py_mod_exec, rmtl_exec}, {0, NULL}};
 
-static struct PyModuleDef rmtl_module = {PyModuleDef_HEAD_INIT, "rmtl._core",
-                                         "C core of rmtl: kernels, models, metrics.", 0,
-                                         rmtl_methods, rmtl_slots};
+static struct PyModuleDef rmtl_module = {
+    PyModuleDef_HEAD_INIT, "rmtl._core", "C core of rmtl: kernels, models, metrics.", 0,
+    rmtl_methods,          rmtl_slots};
 
 PyMODINIT_FUNC PyInit__core(void) {
     return PyModuleDef_Init(&rmtl_module);

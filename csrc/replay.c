@@ -82,8 +82,8 @@ static void rmtl_replay_copy(const rmtl_replay *b, int64_t s, int64_t i, int64_t
     done[i] = b->done[s];
 }
 
-int rmtl_replay_sample(rmtl_replay *b, int64_t *state, int64_t *next, float *action,
-                       float *reward, float *done, int64_t B) {
+int rmtl_replay_sample(rmtl_replay *b, int64_t *state, int64_t *next, float *action, float *reward,
+                       float *done, int64_t B) {
     if (B < 0 || B > b->size) {
         return RMTL_ERR_ARG;
     }
@@ -152,7 +152,8 @@ int rmtl_collect(rmtl_replay *b, const rmtl_mdp *mdp, const int64_t *sessions, i
         }
         start[e + 1] = start[e] + (mdp->offsets[s + 1] - mdp->offsets[s]);
     }
-    int64_t total = start[n_episodes], skip = total - b->capacity, head = b->head, cap = b->capacity;
+    int64_t total = start[n_episodes], skip = total - b->capacity, head = b->head,
+            cap = b->capacity;
     int T = b->T;
     /* transition j goes to slot (head + j) mod capacity; only the newest capacity transitions
        are written, so every written slot is distinct and the episodes run in parallel */

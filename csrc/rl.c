@@ -66,9 +66,8 @@ int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const
     return RMTL_OK;
 }
 
-int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *loss,
-                        float *dprob, const int32_t *codes, const float *dense,
-                        const float *weight, int B) {
+int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *loss, float *dprob,
+                        const int32_t *codes, const float *dense, const float *weight, int B) {
     int T = actor->T;
     int st = rmtl_model_reserve(actor, B);
     for (int k = 0; k < T && st == RMTL_OK; k++) {
@@ -167,7 +166,8 @@ static void rmtl_ips_weights(float *weight, const float *labels, int B, int T) {
             pos += labels[(size_t)i * T + k];
         }
         double neg = (double)B - pos;
-        float wp = (float)((B + 1.0) / (pos + 1.0)), wn = (float)((B + 1.0) / (neg > 1.0 ? neg : 1.0));
+        float wp = (float)((B + 1.0) / (pos + 1.0)),
+              wn = (float)((B + 1.0) / (neg > 1.0 ? neg : 1.0));
         for (int i = 0; i < B; i++) {
             weight[(size_t)i * T + k] = labels[(size_t)i * T + k] * wp + wn;
         }
@@ -190,7 +190,9 @@ static int rmtl_target_actions(const rmtl_agent_nets *nets, rmtl_td_work *w, int
         float a = mt->prob[j];
         if (cfg->td3) {
             float z = cfg->noise_std * rmtl_rng_normal(cfg->seed, (uint64_t)step, j);
-            a += z < -cfg->noise_clip ? -cfg->noise_clip : z > cfg->noise_clip ? cfg->noise_clip : z;
+            a += z < -cfg->noise_clip  ? -cfg->noise_clip
+                 : z > cfg->noise_clip ? cfg->noise_clip
+                                       : z;
         }
         w->naction[j] = a;
     }

@@ -103,18 +103,19 @@ typedef struct {
     rmtl_arena arena;
     int n_front, n_bottom_mlp;
     rmtl_frontend front[RMTL_MAX_TASKS]; /* one, or one per task (SingleTask) */
-    rmtl_mlp *bottoms;                    /* one, or one per task */
-    rmtl_mlp *towers;                     /* one per task */
-    int n_experts;                        /* OMoE, MMoE, PLE: experts (PLE: E/2 per task + E/2 shared) */
-    struct rmtl_experts *experts;         /* ESMM, OMoE, MMoE, PLE, AITM: the layers between front end and towers */
+    rmtl_mlp *bottoms;                   /* one, or one per task */
+    rmtl_mlp *towers;                    /* one per task */
+    int n_experts; /* OMoE, MMoE, PLE: experts (PLE: E/2 per task + E/2 shared) */
+    struct rmtl_experts
+        *experts; /* ESMM, OMoE, MMoE, PLE, AITM: the layers between front end and towers */
 
-    int n_lookup;                         /* the first layers over the front ends */
+    int n_lookup; /* the first layers over the front ends */
     rmtl_lookup lookup[RMTL_MAX_TASKS];
-    float *tab;      /* their tables, tab_size floats, allocated by the first prediction using them */
+    float *tab; /* their tables, tab_size floats, allocated by the first prediction using them */
     size_t tab_size;
-    int use_tab;     /* forward reads the first layers from tab (inside rmtl_model_predict only) */
+    int use_tab; /* forward reads the first layers from tab (inside rmtl_model_predict only) */
 
-    int training;    /* dropout active */
+    int training;     /* dropout active */
     uint64_t counter; /* training forwards so far: keys the dropout masks */
 
     /* batch buffers, cap rows each: gathered inputs and the head */
@@ -137,9 +138,8 @@ typedef struct {
 } rmtl_adam;
 
 /* gemm.c */
-typedef void (*rmtl_sgemm_fn)(char *ta, char *tb, int *m, int *n, int *k, float *alpha,
-                              float *a, int *lda, float *b, int *ldb, float *beta, float *c,
-                              int *ldc);
+typedef void (*rmtl_sgemm_fn)(char *ta, char *tb, int *m, int *n, int *k, float *alpha, float *a,
+                              int *lda, float *b, int *ldb, float *beta, float *c, int *ldc);
 void rmtl_gemm_set_blas(rmtl_sgemm_fn fn);
 int rmtl_gemm_uses_blas(void);
 void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -186,8 +186,8 @@ void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream);
 /* metrics.c: scratch arrays are caller-provided so the metrics never allocate */
 int rmtl_auc(double *out, const float *score, const float *label, int64_t n, int64_t *scratch);
 int rmtl_logloss(double *out, const float *prob, const float *label, int64_t n);
-int rmtl_session_logloss(double *out, const float *prob, const float *label,
-                         const int64_t *offsets, int64_t n_sessions);
+int rmtl_session_logloss(double *out, const float *prob, const float *label, const int64_t *offsets,
+                         int64_t n_sessions);
 int rmtl_gauc(double *out, const float *score, const float *label, const int64_t *group, int64_t n,
               int64_t *scratch);
 /* oracle metrics of true probabilities (synthetic data) */

@@ -7,13 +7,13 @@
 
 /* random-number domains: each kind of draw has its own key so draws never collide */
 enum {
-    DOM_CENTRE = 1,  /* stream category, index k */
-    DOM_SEGMENT = 2, /* stream segment, index k */
-    DOM_ITEM = 3,    /* stream item, index slot */
-    DOM_USER = 4,    /* stream user, index slot */
-    DOM_SESSION = 5, /* stream (user, session), index slot */
-    DOM_STEP = 6,    /* stream (user, session), index step * STEP_SLOTS + slot */
-    DOM_RETRY = 7,   /* stream (user, session), index step * MAX_TRIES + try */
+    DOM_CENTRE = 1,    /* stream category, index k */
+    DOM_SEGMENT = 2,   /* stream segment, index k */
+    DOM_ITEM = 3,      /* stream item, index slot */
+    DOM_USER = 4,      /* stream user, index slot */
+    DOM_SESSION = 5,   /* stream (user, session), index slot */
+    DOM_STEP = 6,      /* stream (user, session), index step * STEP_SLOTS + slot */
+    DOM_RETRY = 7,     /* stream (user, session), index step * MAX_TRIES + try */
     DOM_DIRECTION = 8, /* stream field, index k: projection directions */
     DOM_CONTEXT = 9    /* stream field, index level: context effects */
 };
@@ -113,29 +113,27 @@ static int synth_parent(const rmtl_synth_config *cfg, int category) {
 int rmtl_synth_check(const rmtl_synth_config *c) {
     /* n_items >= max_len: a session can always show an item it has not shown yet */
     int ok = c->n_users >= 1 && c->n_categories >= 1 && c->n_items >= c->n_categories &&
-             c->n_items >= c->max_len &&
-             c->n_parents >= 1 && c->n_parents <= c->n_categories && c->n_segments >= 1 &&
-             c->latent_dim >= 1 && c->latent_dim <= RMTL_SYNTH_MAX_LATENT && c->max_len >= 1 &&
-             c->max_len <= RMTL_SYNTH_MAX_LEN && c->max_sessions >= 1 &&
+             c->n_items >= c->max_len && c->n_parents >= 1 && c->n_parents <= c->n_categories &&
+             c->n_segments >= 1 && c->latent_dim >= 1 && c->latent_dim <= RMTL_SYNTH_MAX_LATENT &&
+             c->max_len >= 1 && c->max_len <= RMTL_SYNTH_MAX_LEN && c->max_sessions >= 1 &&
              c->max_sessions <= RMTL_SYNTH_MAX_SESSIONS && c->n_fields >= 1 &&
              c->n_fields <= RMTL_SYNTH_MAX_FIELDS && c->window_ms >= 0 &&
-             c->segment_weight >= 0.0f && c->segment_weight <= 1.0f &&
-             c->category_weight >= 0.0f && c->category_weight <= 1.0f && c->task_corr >= -1.0f &&
-             c->task_corr <= 1.0f && c->availability >= 0.0f && c->availability <= 1.0f &&
-             c->focus >= 0.0f && c->focus <= 1.0f && c->favourite >= 0.0f &&
-             c->favourite <= 1.0f && c->jump >= 0.0f && c->jump <= 1.0f && c->drift >= 0.0f &&
-             c->drift <= 1.0f && c->tie_prob >= 0.0f && c->tie_prob <= 1.0f &&
-             c->sessions_mean >= 0.0f && c->gap_mean_s >= 0.0f && c->gap_max_s >= 1.0f &&
-             c->between_min_s >= 0.0f && c->between_mean_s >= 0.0f;
-    const float sds[] = {c->mood_sd, c->bias_sd, c->pop_sd, c->exposure_sd, c->price_sd,
-                         c->price_category_sd, c->activity_sd, c->proj_noise, c->context_sd,
-                         c->category_zipf};
+             c->segment_weight >= 0.0f && c->segment_weight <= 1.0f && c->category_weight >= 0.0f &&
+             c->category_weight <= 1.0f && c->task_corr >= -1.0f && c->task_corr <= 1.0f &&
+             c->availability >= 0.0f && c->availability <= 1.0f && c->focus >= 0.0f &&
+             c->focus <= 1.0f && c->favourite >= 0.0f && c->favourite <= 1.0f && c->jump >= 0.0f &&
+             c->jump <= 1.0f && c->drift >= 0.0f && c->drift <= 1.0f && c->tie_prob >= 0.0f &&
+             c->tie_prob <= 1.0f && c->sessions_mean >= 0.0f && c->gap_mean_s >= 0.0f &&
+             c->gap_max_s >= 1.0f && c->between_min_s >= 0.0f && c->between_mean_s >= 0.0f;
+    const float sds[] = {c->mood_sd,    c->bias_sd,           c->pop_sd,      c->exposure_sd,
+                         c->price_sd,   c->price_category_sd, c->activity_sd, c->proj_noise,
+                         c->context_sd, c->category_zipf};
     for (size_t i = 0; ok && i < sizeof(sds) / sizeof(sds[0]); i++) {
         ok = sds[i] >= 0.0f && isfinite(sds[i]);
     }
-    const float any[] = {c->affinity, c->task2_affinity, c->fatigue, c->boost, c->price_weight,
-                         c->unavailable_penalty, c->click_lift, c->leave_base, c->leave_slope,
-                         c->price_mean};
+    const float any[] = {c->affinity,     c->task2_affinity,      c->fatigue,    c->boost,
+                         c->price_weight, c->unavailable_penalty, c->click_lift, c->leave_base,
+                         c->leave_slope,  c->price_mean};
     for (size_t i = 0; ok && i < sizeof(any) / sizeof(any[0]); i++) {
         ok = isfinite(any[i]);
     }
@@ -264,8 +262,8 @@ int rmtl_synth_create(rmtl_synth_world **out, const rmtl_synth_config *cfg) {
     w->available = malloc((size_t)n);
     w->codes = malloc(sizeof(int32_t) * (size_t)(n * cfg->n_fields));
     w->cum_weight = malloc(sizeof(double) * (size_t)n);
-    if (!w->centre || !w->cat_start || !w->phi || !w->psi || !w->pop || !w->price ||
-        !w->category || !w->available || !w->codes || !w->cum_weight) {
+    if (!w->centre || !w->cat_start || !w->phi || !w->psi || !w->pop || !w->price || !w->category ||
+        !w->available || !w->codes || !w->cum_weight) {
         rmtl_synth_free(w);
         return RMTL_ERR_NOMEM;
     }
@@ -313,7 +311,8 @@ static int64_t synth_search(const double *cum, int64_t lo, int64_t hi, double ta
 
 /* an item of category cat (or of all items when cat < 0) drawn by exposure weight */
 static int64_t synth_draw_item(const rmtl_synth_world *w, int cat, double u) {
-    int64_t lo = cat < 0 ? 0 : w->cat_start[cat], hi = cat < 0 ? w->cfg.n_items : w->cat_start[cat + 1];
+    int64_t lo = cat < 0 ? 0 : w->cat_start[cat],
+            hi = cat < 0 ? w->cfg.n_items : w->cat_start[cat + 1];
     double base = lo > 0 ? w->cum_weight[lo - 1] : 0.0;
     int64_t i = synth_search(w->cum_weight, lo, hi, base + u * (w->cum_weight[hi - 1] - base));
     return i < hi ? i : hi - 1;
@@ -457,8 +456,8 @@ static int synth_seen(const int64_t *shown, int64_t t, int64_t i) {
 
 /* the next item of a session: never one already shown in it (a session holds each item once,
    as RetailRocket's one-row-per-(session, item) recipe requires) */
-static int64_t synth_next_item(const rmtl_synth_world *w, const int64_t *shown, int64_t t,
-                               int cat, uint64_t skey, uint64_t rkey, uint64_t stream) {
+static int64_t synth_next_item(const rmtl_synth_world *w, const int64_t *shown, int64_t t, int cat,
+                               uint64_t skey, uint64_t rkey, uint64_t stream) {
     const rmtl_synth_config *c = &w->cfg;
     double focus = synth_u01(skey, stream, (uint64_t)t * STEP_SLOTS + S_FOCUS);
     int from = focus < c->focus ? cat : -1;
@@ -508,7 +507,8 @@ static int64_t synth_run_user(const rmtl_synth_world *w, const synth_user *s, in
         for (int64_t t = 0; t < len; t++) {
             uint64_t base = (uint64_t)t * STEP_SLOTS;
             if (t > 0) {
-                double gap = 1.0 + synth_exponential(c->gap_mean_s, synth_u01(skey, st, base + S_GAP));
+                double gap =
+                    1.0 + synth_exponential(c->gap_mean_s, synth_u01(skey, st, base + S_GAP));
                 gap = gap < c->gap_max_s ? gap : c->gap_max_s;
                 int tie = synth_u01(skey, st, base + S_TIE) < c->tie_prob;
                 clock += tie ? 0 : (int64_t)(gap * 1000.0);
@@ -560,8 +560,8 @@ static int64_t synth_run_user(const rmtl_synth_world *w, const synth_user *s, in
             }
             n++;
         }
-        double between = c->between_min_s +
-                         synth_exponential(c->between_mean_s, synth_u01(sskey, st, SS_GAP));
+        double between =
+            c->between_min_s + synth_exponential(c->between_mean_s, synth_u01(sskey, st, SS_GAP));
         clock += (int64_t)(between * 1000.0);
     }
     return n;

@@ -19,18 +19,18 @@
 
 /* Where an observed field comes from. Codes are 1..levels, 0 = missing. */
 enum {
-    RMTL_SYNTH_USER_SEGMENT = 0,  /* the user's segment; levels == n_segments */
-    RMTL_SYNTH_USER_ACTIVITY = 1, /* quantile bucket of the activity level */
-    RMTL_SYNTH_USER_PROJ = 2,     /* quantised noisy projection of the taste theta_u */
-    RMTL_SYNTH_USER_NOISE = 3,    /* per-user value unrelated to the responses */
-    RMTL_SYNTH_ITEM_CATEGORY = 4, /* levels == n_categories */
-    RMTL_SYNTH_ITEM_PARENT = 5,   /* parent category; levels == n_parents */
+    RMTL_SYNTH_USER_SEGMENT = 0,   /* the user's segment; levels == n_segments */
+    RMTL_SYNTH_USER_ACTIVITY = 1,  /* quantile bucket of the activity level */
+    RMTL_SYNTH_USER_PROJ = 2,      /* quantised noisy projection of the taste theta_u */
+    RMTL_SYNTH_USER_NOISE = 3,     /* per-user value unrelated to the responses */
+    RMTL_SYNTH_ITEM_CATEGORY = 4,  /* levels == n_categories */
+    RMTL_SYNTH_ITEM_PARENT = 5,    /* parent category; levels == n_parents */
     RMTL_SYNTH_ITEM_AVAILABLE = 6, /* 1 available, 2 not; levels == 2 */
-    RMTL_SYNTH_ITEM_PRICE = 7,    /* quantile bucket of log price */
-    RMTL_SYNTH_ITEM_PROJ = 8,     /* quantised noisy projection of phi_i */
+    RMTL_SYNTH_ITEM_PRICE = 7,     /* quantile bucket of log price */
+    RMTL_SYNTH_ITEM_PROJ = 8,      /* quantised noisy projection of phi_i */
     RMTL_SYNTH_ITEM_NOISE = 9,
-    RMTL_SYNTH_CONTEXT = 10,      /* drawn per impression; each level shifts the click logit */
-    RMTL_SYNTH_ITEM_POPULARITY = 11, /* quantised noisy popularity pop_i (a sales-rank-like field) */
+    RMTL_SYNTH_CONTEXT = 10,         /* drawn per impression; each level shifts the click logit */
+    RMTL_SYNTH_ITEM_POPULARITY = 11, /* quantised noisy popularity pop_i (sales-rank-like) */
     RMTL_SYNTH_NUM_KINDS = 12
 };
 
@@ -48,34 +48,34 @@ typedef struct {
     int max_len, max_sessions;
     int nested; /* 1: task 2 needs task 1 (buy = click * Bern(q)); 0: both tasks free */
     /* latent structure */
-    float mood_sd;        /* session interest z starts at theta_u + mood_sd * noise */
-    float segment_weight; /* share of theta_u explained by the user's segment centre */
+    float mood_sd;         /* session interest z starts at theta_u + mood_sd * noise */
+    float segment_weight;  /* share of theta_u explained by the user's segment centre */
     float category_weight; /* share of phi_i explained by its category centre */
-    float task_corr;      /* psi_i = task_corr phi_i + sqrt(1 - task_corr^2) noise */
-    float bias_sd;        /* sd of the user click and task-2 biases b_u, c_u */
-    float pop_sd;         /* sd of the item click popularity */
-    float exposure_sd;    /* sd of the log exposure weight of an item */
+    float task_corr;       /* psi_i = task_corr phi_i + sqrt(1 - task_corr^2) noise */
+    float bias_sd;         /* sd of the user click and task-2 biases b_u, c_u */
+    float pop_sd;          /* sd of the item click popularity */
+    float exposure_sd;     /* sd of the log exposure weight of an item */
     float price_mean, price_sd, price_category_sd; /* log price: category mean + item noise */
-    float availability;   /* probability an item is available */
-    float category_zipf;  /* category sizes proportional to (c + 1)^-category_zipf */
-    float activity_sd;    /* sd of log activity (mean activity 1) */
-    float proj_noise;     /* noise sd added to projections before quantising (signal sd 1) */
-    float context_sd;     /* sd of the click-logit shift of each context level */
+    float availability;                            /* probability an item is available */
+    float category_zipf; /* category sizes proportional to (c + 1)^-category_zipf */
+    float activity_sd;   /* sd of log activity (mean activity 1) */
+    float proj_noise;    /* noise sd added to projections before quantising (signal sd 1) */
+    float context_sd;    /* sd of the click-logit shift of each context level */
     /* responses */
-    float affinity;       /* weight of z . phi_i / sqrt(K) in the click logit */
-    float task2_affinity; /* weight of theta_u . psi_i / sqrt(K) in the task-2 logit */
-    float fatigue;        /* click logit falls by fatigue * t */
-    float drift;          /* after a click z <- (1 - drift) z + drift * phi_i */
-    float boost;          /* task-2 logit rises by boost per earlier same-category click */
-    float price_weight;   /* task-2 logit falls by price_weight * standardised log price */
+    float affinity;            /* weight of z . phi_i / sqrt(K) in the click logit */
+    float task2_affinity;      /* weight of theta_u . psi_i / sqrt(K) in the task-2 logit */
+    float fatigue;             /* click logit falls by fatigue * t */
+    float drift;               /* after a click z <- (1 - drift) z + drift * phi_i */
+    float boost;               /* task-2 logit rises by boost per earlier same-category click */
+    float price_weight;        /* task-2 logit falls by price_weight * standardised log price */
     float unavailable_penalty; /* task-2 logit falls by this for unavailable items */
-    float click_lift;     /* non-nested: task-2 logit rises by this when task 1 fires */
+    float click_lift;          /* non-nested: task-2 logit rises by this when task 1 fires */
     /* exposure inside a session */
-    float focus;          /* probability the next item comes from the current category */
-    float favourite;      /* probability a session starts in the user's favourite category */
-    float jump;           /* probability the current category changes after a non-click */
+    float focus;     /* probability the next item comes from the current category */
+    float favourite; /* probability a session starts in the user's favourite category */
+    float jump;      /* probability the current category changes after a non-click */
     /* session lengths and counts */
-    float sessions_mean;  /* extra sessions ~ Poisson(sessions_mean * activity) */
+    float sessions_mean;           /* extra sessions ~ Poisson(sessions_mean * activity) */
     float leave_base, leave_slope; /* leave after step t with sigmoid(leave_base + leave_slope t) */
     /* time */
     int64_t start_ms, window_ms; /* first sessions start in [start_ms, start_ms + window_ms / 2) */
@@ -88,15 +88,15 @@ typedef struct {
 
 typedef struct {
     rmtl_synth_config cfg;
-    float *centre;       /* (n_categories, K) category centres */
-    int64_t *cat_start;  /* (n_categories + 1) item ranges: items are grouped by category */
-    float *phi, *psi;    /* (n_items, K) */
-    float *pop;          /* (n_items) click popularity */
-    float *price;        /* (n_items) standardised log price */
-    int32_t *category;   /* (n_items) */
-    uint8_t *available;  /* (n_items) */
-    int32_t *codes;      /* (n_items, F) codes of item fields, 0 for the other kinds */
-    double *cum_weight;  /* (n_items) cumulative exposure weight */
+    float *centre;      /* (n_categories, K) category centres */
+    int64_t *cat_start; /* (n_categories + 1) item ranges: items are grouped by category */
+    float *phi, *psi;   /* (n_items, K) */
+    float *pop;         /* (n_items) click popularity */
+    float *price;       /* (n_items) standardised log price */
+    int32_t *category;  /* (n_items) */
+    uint8_t *available; /* (n_items) */
+    int32_t *codes;     /* (n_items, F) codes of item fields, 0 for the other kinds */
+    double *cum_weight; /* (n_items) cumulative exposure weight */
 } rmtl_synth_world;
 
 /* One chunk of output rows, m rows: session id, time (ms), user, item (m); codes (m, F);

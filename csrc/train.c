@@ -17,8 +17,8 @@ double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float
                                 const float *labels, const float *weights, int B) {
     float *dlogit[RMTL_MAX_TASKS];
     rmtl_model_dlogit(m, dlogit);
-    double loss = rmtl_head_backward(dlogit, m->prob, m->sig, labels, weights,
-                                     m->kind == RMTL_ESMM, B, m->T);
+    double loss =
+        rmtl_head_backward(dlogit, m->prob, m->sig, labels, weights, m->kind == RMTL_ESMM, B, m->T);
     rmtl_model_backward(m, codes, dense, B);
     return loss;
 }
