@@ -156,7 +156,6 @@ void rmtl_model_release(rmtl_model *m) {
     rmtl_arena_free(&m->arena);
     rmtl_model_free_batch(m);
     rmtl_experts_free(m);
-    free(m->tab);
     free(m->bottoms);
     free(m->towers);
     free(m->field_dims);

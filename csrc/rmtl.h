@@ -111,7 +111,7 @@ typedef struct {
 
     int n_lookup; /* the first layers over the front ends */
     rmtl_lookup lookup[RMTL_MAX_TASKS];
-    float *tab; /* their tables, tab_size floats, allocated by the first prediction using them */
+    float *tab; /* their tables, tab_size floats, alive during a prediction using them */
     size_t tab_size;
     int use_tab; /* forward reads the first layers from tab (inside rmtl_model_predict only) */
 

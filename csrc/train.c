@@ -140,6 +140,9 @@ int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const fl
             memcpy(out + (size_t)start * m->T, m->prob, (size_t)nb * m->T * sizeof(float));
         }
     }
+    /* the tables can be hundreds of MB and are stale after the next step: not kept */
+    free(m->tab);
+    m->tab = NULL;
     m->use_tab = 0;
     m->training = training;
     return st;
