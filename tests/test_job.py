@@ -53,18 +53,6 @@ def test_config_file_and_options(tmp_path):
     assert paper.epochs == 100 and paper.critic_epochs == 96 and paper.seeds == 5
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--models", "esmm", "transformer"], "unknown backbone(s) ['transformer']"),
-    (["run", "--dataset", "retailrocket"], "--dataset retailrocket needs --data"),
-    (["run", "--dataset", "kuairand", "--data", "/no/such/path"], "no such file or directory: /no/such/path"),
-    (["run", "--seeds", "0"], "seeds: expected a positive integer"),
-])
-def test_user_errors_exit_2(argv, message, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
-
-
 def test_bad_config_key_exits_2(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text("modles = ['esmm']\n")
