@@ -217,8 +217,8 @@ class Backbone(Net):
         built from the current weights at every call of ``batch_size * 8`` rows; a row's
         output is then the sum of its codes' table rows plus the dense part, equal to the
         plain product up to float rounding. ``tables=None`` uses them when that pays
-        (``sum(field_dims) * 4 <= rows * (fields + 1)``, ``embed_dim >= 32``, tables of at
-        most 256 MB, kept with the model); ``True`` forces them, ``False`` never.
+        (``sum(field_dims) * 4 <= rows * (fields + 1)``, ``embed_dim >= 16``, tables of at
+        most 256 MB, freed when the call returns); ``True`` forces them, ``False`` never.
         """
         codes = as_codes(sparse, len(self.config.field_dims))
         dense = as_dense(dense, codes.shape[0], self.config.num_dense)
