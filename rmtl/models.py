@@ -220,6 +220,8 @@ class Backbone(Net):
         (``sum(field_dims) * 4 <= rows * (fields + 1)``, ``embed_dim >= 16``, tables of at
         most 256 MB, freed when the call returns); ``True`` forces them, ``False`` never.
         """
+        if tables is not None and not isinstance(tables, (bool, np.bool_)):
+            raise TypeError(f"tables: expected None, True or False, got {tables!r}")
         codes = as_codes(sparse, len(self.config.field_dims))
         dense = as_dense(dense, codes.shape[0], self.config.num_dense)
         out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)

@@ -58,3 +58,5 @@ def test_tables_argument_is_checked():
     out = np.empty((4, 2), np.float32)
     with pytest.raises(ValueError, match="lookup"):
         model._core.predict(sparse, dense, out, 4, 3)
+    with pytest.raises(TypeError, match="tables: expected None, True or False"):
+        model.predict(sparse, dense, tables="no")
