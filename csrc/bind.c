@@ -180,3 +180,17 @@ int rmtl_add_type(PyObject *mod, PyType_Spec *spec, PyObject *base) {
     Py_XDECREF(tp);
     return st;
 }
+
+int rmtl_add_enum(PyObject *mod, const char *kind, const rmtl_enum_entry *entries) {
+    PyObject *enums = PyObject_GetAttrString(mod, "enums");
+    PyObject *table = enums ? PyDict_New() : NULL;
+    int st = table == NULL ? -1 : PyDict_SetItemString(enums, kind, table);
+    for (const rmtl_enum_entry *e = entries; st == 0 && e->name != NULL; e++) {
+        PyObject *v = PyLong_FromLong(e->value);
+        st = v == NULL ? -1 : PyDict_SetItemString(table, e->name, v);
+        Py_XDECREF(v);
+    }
+    Py_XDECREF(table);
+    Py_XDECREF(enums);
+    return st;
+}

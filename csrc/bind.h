@@ -38,6 +38,14 @@ PyObject *rmtl_new_array(int ndim, npy_intp d0, npy_intp d1, int typenum);
 void *rmtl_data(PyObject *a);
 /* a new list of n Python floats */
 PyObject *rmtl_float_list(const double *v, int n);
+/* one C enum as Python sees it: its members' names (lower case) and values */
+typedef struct {
+    const char *name;
+    int value;
+} rmtl_enum_entry;
+/* sets mod.enums[kind] = {name: value} for entries up to a NULL name; module.c creates the
+   dict, so Python reads every C enum from one table */
+int rmtl_add_enum(PyObject *mod, const char *kind, const rmtl_enum_entry *entries);
 /* creates the type of spec (derived from base unless NULL) and adds it to mod by its short name */
 int rmtl_add_type(PyObject *mod, PyType_Spec *spec, PyObject *base);
 

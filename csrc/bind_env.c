@@ -558,8 +558,22 @@ static PyMethodDef rmtl_env_functions[] = {
      "draw_sessions(n_sessions, count, order, seed) -> int64 sessions of episodes 0..count-1"},
     {NULL}};
 
+static const rmtl_enum_entry rmtl_reward_enum[] = {
+    {"bce", RMTL_REWARD_BCE}, {"abs", RMTL_REWARD_ABS}, {NULL, 0}};
+
+static const rmtl_enum_entry rmtl_order_enum[] = {
+    {"random", RMTL_ORDER_RANDOM}, {"sequential", RMTL_ORDER_SEQUENTIAL}, {NULL, 0}};
+
+static const rmtl_enum_entry rmtl_policy_enum[] = {{"uniform", RMTL_POLICY_UNIFORM},
+                                                   {"rows", RMTL_POLICY_ROWS},
+                                                   {"given", RMTL_POLICY_GIVEN},
+                                                   {NULL, 0}};
+
 int rmtl_bind_env_init(PyObject *mod) {
     if (PyModule_AddFunctions(mod, rmtl_env_functions) < 0 ||
+        rmtl_add_enum(mod, "reward", rmtl_reward_enum) < 0 ||
+        rmtl_add_enum(mod, "order", rmtl_order_enum) < 0 ||
+        rmtl_add_enum(mod, "policy", rmtl_policy_enum) < 0 ||
         rmtl_add_type(mod, &Env_spec, NULL) < 0) {
         return -1;
     }

@@ -548,8 +548,15 @@ static PyMethodDef rmtl_learning_functions[] = {
      "actor loss sum, actor steps)"},
     {NULL}};
 
+static const rmtl_enum_entry rmtl_weighting_enum[] = {{"rmtl", RMTL_WEIGHT_RMTL},
+                                                      {"constant", RMTL_WEIGHT_CONSTANT},
+                                                      {"label", RMTL_WEIGHT_LABEL},
+                                                      {"neg_q", RMTL_WEIGHT_NEG_Q},
+                                                      {NULL, 0}};
+
 int rmtl_bind_learning_init(PyObject *mod) {
-    if (PyModule_AddFunctions(mod, rmtl_learning_functions) < 0) {
+    if (PyModule_AddFunctions(mod, rmtl_learning_functions) < 0 ||
+        rmtl_add_enum(mod, "weighting", rmtl_weighting_enum) < 0) {
         return -1;
     }
     PyObject *net_type = PyObject_GetAttrString(mod, "Net");

@@ -609,8 +609,24 @@ static PyMethodDef rmtl_models_functions[] = {
      "gemm(a, b, c, trans_a, trans_b, alpha, beta): c = alpha op(a) op(b) + beta c"},
     {NULL}};
 
+static const rmtl_enum_entry rmtl_backbone_enum[] = {{"singletask", RMTL_SINGLETASK},
+                                                     {"sharedbottom", RMTL_SHAREDBOTTOM},
+                                                     {"esmm", RMTL_ESMM},
+                                                     {"omoe", RMTL_OMOE},
+                                                     {"mmoe", RMTL_MMOE},
+                                                     {"ple", RMTL_PLE},
+                                                     {"aitm", RMTL_AITM},
+                                                     {NULL, 0}};
+
+static const rmtl_enum_entry rmtl_lookup_enum[] = {{"auto", RMTL_LOOKUP_AUTO},
+                                                   {"never", RMTL_LOOKUP_NEVER},
+                                                   {"always", RMTL_LOOKUP_ALWAYS},
+                                                   {NULL, 0}};
+
 int rmtl_bind_models_init(PyObject *mod) {
     if (PyModule_AddFunctions(mod, rmtl_models_functions) < 0 ||
+        rmtl_add_enum(mod, "backbone", rmtl_backbone_enum) < 0 ||
+        rmtl_add_enum(mod, "lookup", rmtl_lookup_enum) < 0 ||
         rmtl_add_type(mod, &Net_spec, NULL) < 0) {
         return -1;
     }

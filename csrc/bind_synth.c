@@ -376,8 +376,24 @@ static PyMethodDef rmtl_synth_functions[] = {
     {"normal", rmtl_py_normal, METH_VARARGS, "normal(n, seed, stream) -> float32 N(0, 1) draws"},
     {NULL}};
 
+static const rmtl_enum_entry rmtl_field_kind_enum[] = {
+    {"user_segment", RMTL_SYNTH_USER_SEGMENT},
+    {"user_activity", RMTL_SYNTH_USER_ACTIVITY},
+    {"user_proj", RMTL_SYNTH_USER_PROJ},
+    {"user_noise", RMTL_SYNTH_USER_NOISE},
+    {"item_category", RMTL_SYNTH_ITEM_CATEGORY},
+    {"item_parent", RMTL_SYNTH_ITEM_PARENT},
+    {"item_available", RMTL_SYNTH_ITEM_AVAILABLE},
+    {"item_price", RMTL_SYNTH_ITEM_PRICE},
+    {"item_proj", RMTL_SYNTH_ITEM_PROJ},
+    {"item_noise", RMTL_SYNTH_ITEM_NOISE},
+    {"context", RMTL_SYNTH_CONTEXT},
+    {"item_popularity", RMTL_SYNTH_ITEM_POPULARITY},
+    {NULL, 0}};
+
 int rmtl_bind_synth_init(PyObject *mod) {
-    if (PyModule_AddFunctions(mod, rmtl_synth_functions) < 0) {
+    if (PyModule_AddFunctions(mod, rmtl_synth_functions) < 0 ||
+        rmtl_add_enum(mod, "field_kind", rmtl_field_kind_enum) < 0) {
         return -1;
     }
     return rmtl_add_type(mod, &Synth_spec, NULL);

@@ -3,7 +3,10 @@
 #include "bind.h"
 
 static int rmtl_exec(PyObject *mod) {
-    if (PyArray_ImportNumPyAPI() < 0 || rmtl_bind_models_init(mod) < 0 ||
+    PyObject *enums = PyDict_New();
+    int st = enums == NULL ? -1 : PyModule_AddObjectRef(mod, "enums", enums);
+    Py_XDECREF(enums);
+    if (st < 0 || PyArray_ImportNumPyAPI() < 0 || rmtl_bind_models_init(mod) < 0 ||
         rmtl_bind_learning_init(mod) < 0 || rmtl_bind_env_init(mod) < 0 ||
         rmtl_bind_synth_init(mod) < 0 || rmtl_bind_metrics_init(mod) < 0) {
         return -1;

@@ -19,7 +19,7 @@ from .train import History, Trainer
 
 __all__ = ["RMTL", "RMTLConfig"]
 
-WEIGHTINGS = {"rmtl": 0, "constant": 1, "label": 2, "neg_q": 3}
+WEIGHTINGS = _core.enums["weighting"]
 _NOISE_STREAM = 0x5444  # keys the TD3 target-action noise apart from other uses of the seed
 
 

@@ -40,9 +40,9 @@ except (ImportError, AttributeError):  # not installed, or older than 1.1: used 
 
 __all__ = ["SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "BoxSpace", "REWARDS"]
 
-REWARDS = {"bce": 0, "abs": 1}
-_ORDERS = {"random": 0, "sequential": 1}
-_POLICY_UNIFORM, _POLICY_ROWS, _POLICY_GIVEN = 0, 1, 2
+REWARDS = _core.enums["reward"]
+_ORDERS = _core.enums["order"]
+_POLICIES = _core.enums["policy"]
 _SEED_MASK = 2**64 - 1
 _CHUNK = 1 << 22  # transitions per collection call: ~0.1 s of C work, then Ctrl-C can land
 _FORMAT = 1
@@ -417,15 +417,15 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
         raise ValueError(f"episodes: expected >= 1 or None (every session), got {episodes}")
     else:
         sessions = _core.draw_sessions(data.num_sessions, int(episodes), _ORDERS["random"], seed)
-    kind, base, chunk = _POLICY_UNIFORM, None, _CHUNK
+    kind, base, chunk = _POLICIES["uniform"], None, _CHUNK
     if callable(policy):
-        kind, chunk = _POLICY_GIVEN, int(batch_size)
+        kind, chunk = _POLICIES["given"], int(batch_size)
     elif policy == "actor":
-        kind, base = _POLICY_ROWS, _actor_predictions(model, data, int(batch_size))
+        kind, base = _POLICIES["rows"], _actor_predictions(model, data, int(batch_size))
     lengths = np.diff(data.offsets)[sessions]
     with _progress.bar(progress, total=int(lengths.sum()), desc="collect", unit="step") as bar:
         for a, b, first in _chunks(lengths, chunk):
-            if kind == _POLICY_GIVEN:
+            if kind == _POLICIES["given"]:
                 base = _policy_actions(policy, data, _episode_rows(data, sessions[a:b]))
             bar.update(buffer._core.collect(data.offsets, data.labels, sessions[a:b], first, rkind, kind, base,
                                             float(noise), seed))

@@ -165,13 +165,12 @@ class Net:
 class Backbone(Net):
     """Base class: a multi-task model predicting one probability per task.
 
-    Subclasses set ``name`` and ``_kind``; construction arguments are those of
+    Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); construction arguments are those of
     :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
     backbones (OMoE, MMoE, PLE; default 8) and must stay ``None`` for the others.
     """
 
     name = ""
-    _kind = -1
     _default_experts: Optional[int] = None
 
     def __init__(
@@ -196,7 +195,7 @@ class Backbone(Net):
                              None if num_experts is None else int(num_experts))
         _check_config(cfg)
         self.config = cfg
-        self._bind(_core.Model(self._kind, np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
+        self._bind(_core.Model(_core.enums["backbone"][self.name], np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
                                cfg.num_tasks, cfg.embed_dim, cfg.bottom_dims, cfg.tower_dims,
                                cfg.dropout, cfg.seed & (2**64 - 1), cfg.num_experts or 0))
 
@@ -226,7 +225,7 @@ class Backbone(Net):
         dense = as_dense(dense, codes.shape[0], self.config.num_dense)
         out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
         step = max(1, int(batch_size)) * 8
-        lookup = 0 if tables is None else 2 if tables else 1
+        lookup = _core.enums["lookup"]["auto" if tables is None else "always" if tables else "never"]
         for start in range(0, codes.shape[0], step):
             self._core.predict(codes[start:start + step], dense[start:start + step],
                                out[start:start + step], int(batch_size), lookup)
@@ -257,14 +256,12 @@ class SingleTask(Backbone):
     """One independent model per task: its own embedding, dense layer, bottom MLP and tower."""
 
     name = "singletask"
-    _kind = 0
 
 
 class SharedBottom(Backbone):
     """One bottom MLP over the shared embedding, one tower per task."""
 
     name = "sharedbottom"
-    _kind = 1
 
 
 class ESMM(Backbone):
@@ -272,7 +269,6 @@ class ESMM(Backbone):
     output 1 = sigmoid(tower 1), output 2 = sigmoid(tower 2) * output 1 (CTCVR = CTR x CVR)."""
 
     name = "esmm"
-    _kind = 2
 
 
 class OMoE(Backbone):
@@ -281,7 +277,6 @@ class OMoE(Backbone):
     tower per task reads the mixture. Keys: ``expert.<e>.mlp.*``, ``gate.0.*``, ``tower.<k>.mlp.*``."""
 
     name = "omoe"
-    _kind = 3
     _default_experts = 8
 
 
@@ -290,7 +285,6 @@ class MMoE(Backbone):
     (``gate.<k>.0.*``); tower k reads the mixture of gate k."""
 
     name = "mmoe"
-    _kind = 4
     _default_experts = 8
 
 
@@ -313,7 +307,6 @@ class PLE(Backbone):
     """
 
     name = "ple"
-    _kind = 5
     _default_experts = 8
 
 
@@ -325,7 +318,6 @@ class AITM(Backbone):
     bottom 0's output). With one task, h1..h3 exist (as in the reference) but stay unused."""
 
     name = "aitm"
-    _kind = 6
 
 
 BACKBONES: Dict[str, Type[Backbone]] = {

@@ -10,7 +10,7 @@ from rmtl.critic import Critic
 
 FIELDS = (5, 7, 3)
 SMALL = dict(embed_dim=6, bottom_dims=(12, 8), tower_dims=(7, 5), dropout=0.0)
-WEIGHTINGS = {"rmtl": 0, "constant": 1, "label": 2, "neg_q": 3}
+WEIGHTINGS = _core.enums["weighting"]
 
 
 def make_critic(seed=3, bias=0.15, **kw):
