@@ -86,28 +86,32 @@ int rmtl_check_finite(PyArrayObject *a, const char *arg) {
     return 0;
 }
 
-int rmtl_parse_adam(PyObject *args, rmtl_adam *opt, int offset) {
-    PyObject *t = PyTuple_GetSlice(args, offset, PyTuple_GET_SIZE(args));
-    if (t == NULL) {
-        return -1;
-    }
-    int ok = PyArg_ParseTuple(t, "fffff", &opt->lr, &opt->beta1, &opt->beta2, &opt->eps,
-                              &opt->weight_decay);
-    Py_DECREF(t);
-    if (!ok) {
-        return -1;
-    }
+int rmtl_check_adam(const rmtl_adam *opt, const char *arg) {
     if (!(opt->lr >= 0.0f) || !(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) ||
         !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) || !(opt->eps > 0.0f) ||
         !(opt->weight_decay >= 0.0f)) {
         PyErr_Format(PyExc_ValueError,
-                     "adam: expected lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0; got "
+                     "%s: expected lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0; got "
                      "lr=%g betas=(%g, %g) eps=%g weight_decay=%g",
-                     (double)opt->lr, (double)opt->beta1, (double)opt->beta2, (double)opt->eps,
+                     arg, (double)opt->lr, (double)opt->beta1, (double)opt->beta2, (double)opt->eps,
                      (double)opt->weight_decay);
         return -1;
     }
     return 0;
+}
+
+int rmtl_parse_adam(PyObject *tuple, rmtl_adam *opt, const char *arg) {
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: expected a tuple (lr, beta1, beta2, eps, weight_decay), got %R", arg,
+                     tuple);
+        return -1;
+    }
+    if (!PyArg_ParseTuple(tuple, "fffff", &opt->lr, &opt->beta1, &opt->beta2, &opt->eps,
+                          &opt->weight_decay)) {
+        return -1;
+    }
+    return rmtl_check_adam(opt, arg);
 }
 
 /* a finite float32 vector of n values */

@@ -32,8 +32,12 @@ PyArrayObject *rmtl_check_matrix(PyObject *o, const char *arg, npy_intp n, int T
 /* finite values in [0, 1] (actions, probabilities) */
 int rmtl_check_unit(PyArrayObject *a, const char *arg);
 int rmtl_check_batch_size(int B);
-/* (lr, beta1, beta2, eps, weight_decay) from args[offset:], range-checked */
-int rmtl_parse_adam(PyObject *args, rmtl_adam *opt, int offset);
+/* 0 if the Adam settings are in range, else -1 with ValueError naming arg */
+int rmtl_check_adam(const rmtl_adam *opt, const char *arg);
+/* Adam settings from a tuple (lr, beta1, beta2, eps, weight_decay), range-checked */
+int rmtl_parse_adam(PyObject *tuple, rmtl_adam *opt, const char *arg);
+/* the cast METH_VARARGS | METH_KEYWORDS functions need in a PyMethodDef */
+#define RMTL_KW(fn) ((PyCFunction)(void (*)(void))(fn))
 PyObject *rmtl_new_array(int ndim, npy_intp d0, npy_intp d1, int typenum);
 void *rmtl_data(PyObject *a);
 /* a new list of n Python floats */

@@ -322,9 +322,11 @@ static PyObject *rmtl_replay_arrays(const rmtl_replay *b, npy_intp n, void **p) 
 }
 
 /* push(state, next_state, action, reward, done): appends transitions, oldest first */
-static PyObject *Replay_push(ReplayObject *self, PyObject *args) {
+static PyObject *Replay_push(ReplayObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"state", "next_state", "action", "reward", "done", NULL};
     PyObject *so, *no, *ao, *ro, *doo;
-    if (!PyArg_ParseTuple(args, "OOOOO", &so, &no, &ao, &ro, &doo) || Replay_ready(self) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO", kwlist, &so, &no, &ao, &ro, &doo) ||
+        Replay_ready(self) < 0) {
         return NULL;
     }
     rmtl_replay *b = self->b;
@@ -399,14 +401,16 @@ static PyObject *Replay_export(ReplayObject *self, PyObject *noargs) {
 /* collect(offsets, labels, sessions, first, reward, policy, action, noise, seed) -> transitions
    added. policy 0 uniform (action None), 1 per-row base actions (n,T) plus N(0, noise) clipped
    to [0, 1], 2 given actions (transitions, T) in [0, 1]. */
-static PyObject *Replay_collect(ReplayObject *self, PyObject *args) {
+static PyObject *Replay_collect(ReplayObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"offsets", "labels", "sessions", "first", "reward",
+                             "policy",  "action", "noise",    "seed",  NULL};
     PyObject *oo, *lo, *so, *ao;
     long long first;
     int reward, kind;
     float noise;
     unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "OOOLiiOfK", &oo, &lo, &so, &first, &reward, &kind, &ao, &noise,
-                          &seed) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOLiiOfK", kwlist, &oo, &lo, &so, &first,
+                                     &reward, &kind, &ao, &noise, &seed) ||
         Replay_ready(self) < 0) {
         return NULL;
     }
@@ -503,13 +507,13 @@ static int Replay_set_draws(ReplayObject *self, PyObject *value, void *closure) 
 }
 
 static PyMethodDef Replay_methods[] = {
-    {"push", (PyCFunction)Replay_push, METH_VARARGS,
+    {"push", RMTL_KW(Replay_push), METH_VARARGS | METH_KEYWORDS,
      "push(state, next_state, action, reward, done): append transitions, oldest first"},
     {"sample", (PyCFunction)Replay_sample, METH_O,
      "sample(batch_size) -> (state, next_state, action, reward, done) without replacement"},
     {"export", (PyCFunction)Replay_export, METH_NOARGS,
      "export() -> (state, next_state, action, reward, done), oldest first"},
-    {"collect", (PyCFunction)Replay_collect, METH_VARARGS,
+    {"collect", RMTL_KW(Replay_collect), METH_VARARGS | METH_KEYWORDS,
      "collect(offsets, labels, sessions, first, reward, policy, action, noise, seed) -> count"},
     {NULL}};
 
@@ -530,12 +534,13 @@ static PyType_Spec Replay_spec = {"rmtl._core.Replay", sizeof(ReplayObject), 0, 
 
 /* draw_sessions(n_sessions, count, order, seed) -> the sessions (count,) int64 of episodes
    0..count-1 as an environment with this order and seed plays them */
-static PyObject *rmtl_py_draw_sessions(PyObject *mod, PyObject *args) {
+static PyObject *rmtl_py_draw_sessions(PyObject *mod, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"n_sessions", "count", "order", "seed", NULL};
     long long S;
     Py_ssize_t n;
     int order;
     unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "LniK", &S, &n, &order, &seed)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LniK", kwlist, &S, &n, &order, &seed)) {
         return NULL;
     }
     if (S < 1 || n < 0 || (order != RMTL_ORDER_RANDOM && order != RMTL_ORDER_SEQUENTIAL)) {
@@ -554,7 +559,7 @@ static PyObject *rmtl_py_draw_sessions(PyObject *mod, PyObject *args) {
     return out;
 }
 static PyMethodDef rmtl_env_functions[] = {
-    {"draw_sessions", rmtl_py_draw_sessions, METH_VARARGS,
+    {"draw_sessions", RMTL_KW(rmtl_py_draw_sessions), METH_VARARGS | METH_KEYWORDS,
      "draw_sessions(n_sessions, count, order, seed) -> int64 sessions of episodes 0..count-1"},
     {NULL}};
 

@@ -1,5 +1,5 @@
 /* rmtl._core.Critic and the learning calls: TD and actor backward, soft update, the stage-2
-   (td_chunk) and stage-3 (weighted_chunk) chunks. */
+   (td_chunk) and stage-3 (train_chunk with a weighting) chunks. */
 #include "bind.h"
 
 #include <math.h>
@@ -199,13 +199,14 @@ static npy_intp rmtl_check_states(ModelObject *net, PyObject *co, PyObject *dob,
 
 /* predict(sparse, dense, action, out, batch_size): Q values in the critic's current mode into
    out (n,), batch_size rows per forward */
-static PyObject *Critic_predict(CriticObject *self, PyObject *args) {
+static PyObject *Critic_predict(CriticObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sparse", "dense", "action", "out", "batch_size", NULL};
     PyObject *co, *dob, *ao, *oo;
     int B;
     PyArrayObject *codes, *dense, *action, *out;
     rmtl_holds h = {{NULL}, 0};
-    if (!PyArg_ParseTuple(args, "OOOOi", &co, &dob, &ao, &oo, &B) || rmtl_check_batch_size(B) < 0 ||
-        rmtl_hold(&h, (ModelObject *)self) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOi", kwlist, &co, &dob, &ao, &oo, &B) ||
+        rmtl_check_batch_size(B) < 0 || rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
     npy_intp n =
@@ -224,11 +225,12 @@ static PyObject *Critic_predict(CriticObject *self, PyObject *args) {
 
 /* backward(sparse, dense, action, grad_q) -> grad_action: zero the gradients, forward in the
    current mode, backpropagate sum_i grad_q_i Q_i into the parameter gradients */
-static PyObject *Critic_backward(CriticObject *self, PyObject *args) {
+static PyObject *Critic_backward(CriticObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sparse", "dense", "action", "grad_q", NULL};
     PyObject *co, *dob, *ao, *go;
     PyArrayObject *codes, *dense, *action, *dq;
     rmtl_holds h = {{NULL}, 0};
-    if (!PyArg_ParseTuple(args, "OOOO", &co, &dob, &ao, &go) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO", kwlist, &co, &dob, &ao, &go) ||
         rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
@@ -263,9 +265,9 @@ static PyObject *Critic_backward(CriticObject *self, PyObject *args) {
 }
 
 static PyMethodDef Critic_methods[] = {
-    {"predict", (PyCFunction)Critic_predict, METH_VARARGS,
+    {"predict", RMTL_KW(Critic_predict), METH_VARARGS | METH_KEYWORDS,
      "predict(sparse, dense, action, out, batch_size): Q values in the current mode into out"},
-    {"backward", (PyCFunction)Critic_backward, METH_VARARGS,
+    {"backward", RMTL_KW(Critic_backward), METH_VARARGS | METH_KEYWORDS,
      "backward(sparse, dense, action, grad_q) -> grad_action; parameter gradients in "
      "buffer('grad')"},
     {NULL}};
@@ -283,14 +285,17 @@ static PyType_Spec Critic_spec = {"rmtl._core.Critic", sizeof(CriticObject), 0, 
 
 /* td_backward(q, q_target, sparse, dense, action, next_sparse, next_dense, next_action, reward,
    done, weight, gamma, td3) -> loss; gradients of q in its buffer('grad') */
-static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args) {
+static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"q",           "q_target",   "sparse",      "dense",  "action",
+                             "next_sparse", "next_dense", "next_action", "reward", "done",
+                             "weight",      "gamma",      "td3",         NULL};
     PyObject *qo, *qto, *co, *dob, *ao, *nco, *ndo, *nao, *ro, *doo, *wo;
     float gamma;
     int td3;
     PyArrayObject *codes, *dense, *action, *ncodes, *ndense, *naction, *reward, *done,
         *weight = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOfp", &qo, &qto, &co, &dob, &ao, &nco, &ndo, &nao, &ro,
-                          &doo, &wo, &gamma, &td3)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOfp", kwlist, &qo, &qto, &co, &dob, &ao,
+                                     &nco, &ndo, &nao, &ro, &doo, &wo, &gamma, &td3)) {
         return NULL;
     }
     rmtl_holds h = {{NULL}, 0};
@@ -327,11 +332,12 @@ static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args) {
 
 /* actor_backward(actor, critics, sparse, dense, weight) -> loss; the actor's gradients of
    -(1/B) sum_i sum_k w_ik Q_k(s_i, mu_k(s_i)) in its buffer('grad') */
-static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args) {
+static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"actor", "critics", "sparse", "dense", "weight", NULL};
     PyObject *ao, *cso, *co, *dob, *wo;
     PyArrayObject *codes, *dense, *weight = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTuple(args, "OOOOO", &ao, &cso, &co, &dob, &wo)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO", kwlist, &ao, &cso, &co, &dob, &wo)) {
         return NULL;
     }
     rmtl_holds h = {{NULL}, 0};
@@ -390,71 +396,83 @@ static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* weighted_chunk(model, critics, rows, sparse, dense, labels, batch_size, weighting, lam,
-   lr, beta1, beta2, eps, weight_decay) -> (sum of batch loss * batch size, [sum of weights]);
-   critics may be None for the constant weighting (1) */
-static PyObject *rmtl_py_weighted_chunk(PyObject *mod, PyObject *args) {
-    PyObject *mo, *cso, *ro, *co, *dob, *lo;
-    int B, weighting;
-    float lam;
+/* train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps,
+   weight_decay, critics=None, weighting=None, lam=0) -> (sum of batch loss * batch size,
+   [sum of weights per task] or None). One Adam step per batch of batch_size consecutive rows
+   (the last may be short) on the BCE loss; with a weighting (RMTL_WEIGHT_*) each row's loss
+   is weighted as stage 3 does it, from the critics' eval-mode Q at the model's predictions
+   (critics may be None for the constant weighting). The arrays are a whole training set;
+   only the rows this chunk reads are checked, so a chunk costs validation in proportion to
+   its own work. */
+static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"model",        "rows",    "sparse",    "dense", "labels",
+                             "batch_size",   "lr",      "beta1",     "beta2", "eps",
+                             "weight_decay", "critics", "weighting", "lam",   NULL};
+    PyObject *mo, *ro, *co, *dob, *lo, *cso = Py_None, *wo = Py_None;
+    int B, weighting = -1;
+    float lam = 0.0f;
     rmtl_adam opt;
     PyArrayObject *rows, *codes, *dense, *labels;
     rmtl_critic *critics[RMTL_MAX_TASKS];
-    PyObject *head = PyTuple_GetSlice(args, 0, 9);
-    int ok = head != NULL && PyArg_ParseTuple(head, "OOOOOOiif", &mo, &cso, &ro, &co, &dob, &lo, &B,
-                                              &weighting, &lam);
-    Py_XDECREF(head);
-    if (!ok || rmtl_parse_adam(args, &opt, 9) < 0 || rmtl_check_batch_size(B) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOf", kwlist, &mo, &ro, &co, &dob,
+                                     &lo, &B, &opt.lr, &opt.beta1, &opt.beta2, &opt.eps,
+                                     &opt.weight_decay, &cso, &wo, &lam) ||
+        rmtl_check_adam(&opt, "adam") < 0 || rmtl_check_batch_size(B) < 0) {
         return NULL;
     }
-    if (weighting < RMTL_WEIGHT_RMTL || weighting > RMTL_WEIGHT_NEG_Q || !isfinite(lam)) {
-        PyErr_Format(PyExc_ValueError,
-                     "weighting, lam: expected a weighting in 0..3 and a finite lam, got %d, %g",
-                     weighting, (double)lam);
+    if (wo != Py_None) {
+        weighting = (int)PyLong_AsLong(wo);
+        if (weighting == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (weighting < RMTL_WEIGHT_RMTL || weighting > RMTL_WEIGHT_NEG_Q) {
+            PyErr_Format(PyExc_ValueError,
+                         "weighting: expected None or one of rmtl._core.enums['weighting'], got %d",
+                         weighting);
+            return NULL;
+        }
+    } else if (cso != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "critics: only used with a weighting; leave it None");
         return NULL;
     }
+    if (!isfinite(lam)) {
+        PyErr_SetString(PyExc_ValueError, "lam: expected a finite number");
+        return NULL;
+    }
+    int use_critics = wo != Py_None && (cso != Py_None || weighting != RMTL_WEIGHT_CONSTANT);
     rmtl_holds h = {{NULL}, 0};
     ModelObject *model = rmtl_as_net(mo, 0, "model");
     if (rmtl_hold(&h, model) < 0 ||
-        ((cso != Py_None || weighting != RMTL_WEIGHT_CONSTANT) &&
-         rmtl_hold_critics(&h, cso, "critics", model->m, critics) < 0) ||
+        (use_critics && rmtl_hold_critics(&h, cso, "critics", model->m, critics) < 0) ||
         rmtl_check_chunk_rows(model->m, ro, co, dob, lo, &rows, &codes, &dense, &labels) < 0) {
         rmtl_holds_release(&h);
         return NULL;
     }
     rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels)};
+    const int64_t *r = PyArray_DATA(rows);
+    int64_t nr = (int64_t)PyArray_DIM(rows, 0);
     double loss = 0.0, wsum[RMTL_MAX_TASKS];
-    int T = model->m->T;
+    int T = model->m->T, st;
     PyThreadState *ts = rmtl_holds_begin(&h);
-    int st =
-        rmtl_weighted_train_chunk(model->m, critics, &loss, wsum, PyArray_DATA(rows),
-                                  (int64_t)PyArray_DIM(rows, 0), &data, B, weighting, lam, &opt);
+    if (wo == Py_None) {
+        st = rmtl_model_train_chunk(model->m, &loss, r, nr, data.codes, data.dense, data.labels, B,
+                                    &opt);
+    } else {
+        st = rmtl_weighted_train_chunk(model->m, critics, &loss, wsum, r, nr, &data, B, weighting,
+                                       lam, &opt);
+    }
     rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
-        return rmtl_raise(st, "weighted_chunk");
+        return rmtl_raise(st, "train_chunk");
+    }
+    if (wo == Py_None) {
+        return Py_BuildValue("(dO)", loss, Py_None);
     }
     return Py_BuildValue("(dN)", loss, rmtl_float_list(wsum, T));
 }
 
-/* the stage-2 settings: (gamma, td3, noise_std, noise_clip, ips, tau, soft_update_freq,
-   actor_update, actor_update_freq, init_training_step, seed), then two Adam tuples */
-static int rmtl_parse_td_config(PyObject *cfgo, PyObject *copt, PyObject *aopt,
-                                rmtl_td_config *cfg) {
-    long long init;
-    unsigned long long seed;
-    if (!PyTuple_Check(cfgo) || !PyTuple_Check(copt) || !PyTuple_Check(aopt)) {
-        PyErr_SetString(PyExc_TypeError, "config, critic_adam, actor_adam: expected tuples");
-        return -1;
-    }
-    if (!PyArg_ParseTuple(cfgo, "fpffpfipiLK", &cfg->gamma, &cfg->td3, &cfg->noise_std,
-                          &cfg->noise_clip, &cfg->ips, &cfg->tau, &cfg->soft_update_freq,
-                          &cfg->actor_update, &cfg->actor_update_freq, &init, &seed) ||
-        rmtl_parse_adam(copt, &cfg->critic_opt, 0) < 0 ||
-        rmtl_parse_adam(aopt, &cfg->actor_opt, 0) < 0) {
-        return -1;
-    }
-    cfg->init_training_step = (int64_t)init;
-    cfg->seed = (uint64_t)seed;
+/* the stage-2 settings in cfg are in range; -1 with ValueError if not */
+static int rmtl_check_td_config(const rmtl_td_config *cfg) {
     if (!(cfg->gamma >= 0.0f && cfg->gamma <= 1.0f) || !(cfg->tau >= 0.0f && cfg->tau <= 1.0f) ||
         !(cfg->noise_std >= 0.0f) || !(cfg->noise_clip >= 0.0f) || cfg->soft_update_freq < 1 ||
         cfg->actor_update_freq < 1) {
@@ -470,22 +488,60 @@ static int rmtl_parse_td_config(PyObject *cfgo, PyObject *copt, PyObject *aopt,
 }
 
 /* td_chunk(actor, actor_target, critics, targets, state, next, action, reward, done, sparse,
-   dense, labels, batch_size, step, config, critic_adam, actor_adam)
-   -> ([sum of TD losses per task], sum of actor losses, actor steps taken).
+   dense, labels, batch_size, step, gamma, td3, noise_std, noise_clip, ips, tau,
+   soft_update_freq, actor_update, actor_update_freq, init_training_step, seed, critic_adam,
+   actor_adam) -> ([sum of TD losses per task], sum of actor losses, actor steps taken).
    state and next (N,) int64 rows of the data arrays, action and reward (N,T), done (N): N / B
-   minibatches of B transitions, one stage-2 step each, global step indices from `step` on */
-static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args) {
-    PyObject *ao, *ato, *cso, *tso, *so, *no, *aco, *ro, *doo, *co, *dob, *lo, *cfgo, *copt, *aopt;
+   minibatches of B transitions, one stage-2 step each, global step indices from `step` on;
+   critic_adam and actor_adam are tuples (lr, beta1, beta2, eps, weight_decay) */
+static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"actor",
+                             "actor_target",
+                             "critics",
+                             "targets",
+                             "state",
+                             "next",
+                             "action",
+                             "reward",
+                             "done",
+                             "sparse",
+                             "dense",
+                             "labels",
+                             "batch_size",
+                             "step",
+                             "gamma",
+                             "td3",
+                             "noise_std",
+                             "noise_clip",
+                             "ips",
+                             "tau",
+                             "soft_update_freq",
+                             "actor_update",
+                             "actor_update_freq",
+                             "init_training_step",
+                             "seed",
+                             "critic_adam",
+                             "actor_adam",
+                             NULL};
+    PyObject *ao, *ato, *cso, *tso, *so, *no, *aco, *ro, *doo, *co, *dob, *lo, *copt, *aopt;
     int B;
-    long long step;
+    long long step, init;
+    unsigned long long seed;
     rmtl_td_config cfg;
     PyArrayObject *state, *next, *action, *reward, *done, *codes, *dense, *labels;
     rmtl_critic *critics[RMTL_MAX_TASKS], *targets[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOiLOOO", &ao, &ato, &cso, &tso, &so, &no, &aco, &ro,
-                          &doo, &co, &dob, &lo, &B, &step, &cfgo, &copt, &aopt) ||
-        rmtl_parse_td_config(cfgo, copt, aopt, &cfg) < 0 || rmtl_check_batch_size(B) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOOiLfpffpfipiLKOO", kwlist, &ao, &ato,
+                                     &cso, &tso, &so, &no, &aco, &ro, &doo, &co, &dob, &lo, &B,
+                                     &step, &cfg.gamma, &cfg.td3, &cfg.noise_std, &cfg.noise_clip,
+                                     &cfg.ips, &cfg.tau, &cfg.soft_update_freq, &cfg.actor_update,
+                                     &cfg.actor_update_freq, &init, &seed, &copt, &aopt) ||
+        rmtl_parse_adam(copt, &cfg.critic_opt, "critic_adam") < 0 ||
+        rmtl_parse_adam(aopt, &cfg.actor_opt, "actor_adam") < 0 || rmtl_check_td_config(&cfg) < 0 ||
+        rmtl_check_batch_size(B) < 0) {
         return NULL;
     }
+    cfg.init_training_step = (int64_t)init;
+    cfg.seed = (uint64_t)seed;
     rmtl_holds h = {{NULL}, 0};
     ModelObject *actor = rmtl_as_net(ao, 0, "actor");
     ModelObject *at = actor ? rmtl_as_net(ato, 0, "actor_target") : NULL;
@@ -531,21 +587,22 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args) {
     return Py_BuildValue("(NdL)", rmtl_float_list(closs, T), aloss, (long long)asteps);
 }
 static PyMethodDef rmtl_learning_functions[] = {
-    {"td_backward", rmtl_py_td_backward, METH_VARARGS,
+    {"td_backward", RMTL_KW(rmtl_py_td_backward), METH_VARARGS | METH_KEYWORDS,
      "td_backward(q, q_target, sparse, dense, action, next_sparse, next_dense, next_action, "
      "reward, done, weight, gamma, td3) -> TD loss; gradients in q.buffer('grad')"},
-    {"actor_backward", rmtl_py_actor_backward, METH_VARARGS,
+    {"actor_backward", RMTL_KW(rmtl_py_actor_backward), METH_VARARGS | METH_KEYWORDS,
      "actor_backward(actor, critics, sparse, dense, weight) -> actor loss; gradients in "
      "actor.buffer('grad')"},
     {"soft_update", rmtl_py_soft_update, METH_VARARGS,
      "soft_update(target, source, tau): target = tau source + (1 - tau) target"},
-    {"weighted_chunk", rmtl_py_weighted_chunk, METH_VARARGS,
-     "weighted_chunk(model, critics, rows, sparse, dense, labels, batch_size, weighting, lam, lr, "
-     "beta1, beta2, eps, weight_decay) -> (loss sum, [weight sums])"},
-    {"td_chunk", rmtl_py_td_chunk, METH_VARARGS,
+    {"train_chunk", RMTL_KW(rmtl_py_train_chunk), METH_VARARGS | METH_KEYWORDS,
+     "train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps, "
+     "weight_decay, critics=None, weighting=None, lam=0) -> (loss sum, [weight sums] or None)"},
+    {"td_chunk", RMTL_KW(rmtl_py_td_chunk), METH_VARARGS | METH_KEYWORDS,
      "td_chunk(actor, actor_target, critics, targets, state, next, action, reward, done, sparse, "
-     "dense, labels, batch_size, step, config, critic_adam, actor_adam) -> ([TD loss sums], "
-     "actor loss sum, actor steps)"},
+     "dense, labels, batch_size, step, gamma, td3, noise_std, noise_clip, ips, tau, "
+     "soft_update_freq, actor_update, actor_update_freq, init_training_step, seed, critic_adam, "
+     "actor_adam) -> ([TD loss sums], actor loss sum, actor steps)"},
     {NULL}};
 
 static const rmtl_enum_entry rmtl_weighting_enum[] = {{"rmtl", RMTL_WEIGHT_RMTL},

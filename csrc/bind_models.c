@@ -66,11 +66,13 @@ static PyObject *rmtl_py_gemm_backend(PyObject *self, PyObject *noargs) {
     return PyUnicode_FromString(rmtl_gemm_uses_blas() ? "blas" : "builtin");
 }
 
-static PyObject *rmtl_py_gemm(PyObject *self, PyObject *args) {
+static PyObject *rmtl_py_gemm(PyObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"a", "b", "c", "trans_a", "trans_b", "alpha", "beta", NULL};
     PyObject *ao, *bo, *co;
     int ta, tb;
     float alpha, beta;
-    if (!PyArg_ParseTuple(args, "OOOppff", &ao, &bo, &co, &ta, &tb, &alpha, &beta)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOppff", kwlist, &ao, &bo, &co, &ta, &tb, &alpha,
+                                     &beta)) {
         return NULL;
     }
     PyArrayObject *a = rmtl_check_array(ao, "a", NPY_FLOAT32, 2, NULL, 0);
@@ -313,11 +315,13 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     return out;
 }
 
-static PyObject *Model_predict(ModelObject *self, PyObject *args) {
+static PyObject *Model_predict(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sparse", "dense", "out", "batch_size", "lookup", NULL};
     PyObject *co, *dob, *oo;
     int B, lookup = RMTL_LOOKUP_AUTO;
     PyArrayObject *codes, *dense;
-    if (!PyArg_ParseTuple(args, "OOOi|i", &co, &dob, &oo, &B, &lookup) || Model_ready(self) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi|i", kwlist, &co, &dob, &oo, &B, &lookup) ||
+        Model_ready(self) < 0) {
         return NULL;
     }
     npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
@@ -351,10 +355,12 @@ static PyObject *Model_predict(ModelObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Model_loss_backward(ModelObject *self, PyObject *args) {
+static PyObject *Model_loss_backward(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sparse", "dense", "labels", "weights", NULL};
     PyObject *co, *dob, *lo, *wo = Py_None;
     PyArrayObject *codes, *dense, *labels, *weights = NULL;
-    if (!PyArg_ParseTuple(args, "OOO|O", &co, &dob, &lo, &wo) || Model_ready(self) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O", kwlist, &co, &dob, &lo, &wo) ||
+        Model_ready(self) < 0) {
         return NULL;
     }
     npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
@@ -384,9 +390,12 @@ static PyObject *Model_loss_backward(ModelObject *self, PyObject *args) {
     return PyFloat_FromDouble(loss);
 }
 
-static PyObject *Model_adam_step(ModelObject *self, PyObject *args) {
+static PyObject *Model_adam_step(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"lr", "beta1", "beta2", "eps", "weight_decay", NULL};
     rmtl_adam opt;
-    if (Model_ready(self) < 0 || rmtl_parse_adam(args, &opt, 0) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "fffff", kwlist, &opt.lr, &opt.beta1, &opt.beta2,
+                                     &opt.eps, &opt.weight_decay) ||
+        Model_ready(self) < 0 || rmtl_check_adam(&opt, "adam") < 0) {
         return NULL;
     }
     self->busy = 1;
@@ -450,54 +459,6 @@ int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObj
     return 0;
 }
 
-/* train_chunk(rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps, weight_decay):
-   the arrays are a whole training set; only the rows this chunk reads are checked, so a
-   chunk costs validation in proportion to its own work */
-static PyObject *Model_train_chunk(ModelObject *self, PyObject *args) {
-    PyObject *ro, *co, *dob, *lo;
-    int B;
-    rmtl_adam opt;
-    PyArrayObject *rows, *codes, *dense, *labels;
-    if (Model_ready(self) < 0) {
-        return NULL;
-    }
-    if (PyTuple_GET_SIZE(args) != 10) {
-        PyErr_SetString(PyExc_TypeError, "train_chunk: expected 10 arguments");
-        return NULL;
-    }
-    ro = PyTuple_GET_ITEM(args, 0);
-    co = PyTuple_GET_ITEM(args, 1);
-    dob = PyTuple_GET_ITEM(args, 2);
-    lo = PyTuple_GET_ITEM(args, 3);
-    B = (int)PyLong_AsLong(PyTuple_GET_ITEM(args, 4));
-    if ((B == -1 && PyErr_Occurred()) || rmtl_parse_adam(args, &opt, 5) < 0) {
-        return NULL;
-    }
-    if (B < 1 || B > INT32_MAX / 4) {
-        PyErr_Format(PyExc_ValueError, "batch_size: expected >= 1, got %d", B);
-        return NULL;
-    }
-    rmtl_model *m = self->m;
-    if (rmtl_check_chunk_rows(m, ro, co, dob, lo, &rows, &codes, &dense, &labels) < 0) {
-        return NULL;
-    }
-    const int64_t *r = PyArray_DATA(rows);
-    const int32_t *c = PyArray_DATA(codes);
-    const float *d = PyArray_DATA(dense), *y = PyArray_DATA(labels);
-    npy_intp nr = PyArray_DIM(rows, 0);
-    double loss = 0.0;
-    int st;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_model_train_chunk(m, &loss, r, (int64_t)nr, c, d, y, B, &opt);
-    Py_END_ALLOW_THREADS;
-    self->busy = 0;
-    if (st != RMTL_OK) {
-        return rmtl_raise(st, "train_chunk");
-    }
-    return PyFloat_FromDouble(loss);
-}
-
 static PyObject *Model_get_training(ModelObject *self, void *closure) {
     if (Model_ready(self) < 0) {
         return NULL;
@@ -550,14 +511,11 @@ static int Model_set_steps(ModelObject *self, PyObject *value, void *closure) {
 static PyMethodDef Model_methods[] = {
     {"forward", (PyCFunction)Model_forward, METH_VARARGS,
      "forward(sparse, dense) -> (n, T) probabilities in the current mode"},
-    {"predict", (PyCFunction)Model_predict, METH_VARARGS,
+    {"predict", RMTL_KW(Model_predict), METH_VARARGS | METH_KEYWORDS,
      "predict(sparse, dense, out, batch_size, lookup=0): eval-mode probabilities into out; lookup "
      "0 lets the size rule choose whether first layers come from tables, 1 never, 2 always"},
-    {"loss_backward", (PyCFunction)Model_loss_backward, METH_VARARGS,
+    {"loss_backward", RMTL_KW(Model_loss_backward), METH_VARARGS | METH_KEYWORDS,
      "loss_backward(sparse, dense, labels, weights=None) -> loss; gradients in buffer('grad')"},
-    {"train_chunk", (PyCFunction)Model_train_chunk, METH_VARARGS,
-     "train_chunk(rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps, "
-     "weight_decay) -> sum of batch loss * batch size"},
     {NULL}};
 
 static PyType_Slot Model_slots[] = {{Py_tp_init, Model_init},
@@ -578,7 +536,7 @@ static PyMethodDef Net_methods[] = {
      "[(name, offset, shape)] of every tensor in the flat buffers"},
     {"buffer", (PyCFunction)Model_buffer, METH_O,
      "zero-copy float32 view of 'param', 'grad', 'adam_m' or 'adam_v'"},
-    {"adam_step", (PyCFunction)Model_adam_step, METH_VARARGS,
+    {"adam_step", RMTL_KW(Model_adam_step), METH_VARARGS | METH_KEYWORDS,
      "adam_step(lr, beta1, beta2, eps, weight_decay)"},
     {NULL}};
 
@@ -605,7 +563,7 @@ int rmtl_is_model(PyObject *obj) {
 static PyMethodDef rmtl_models_functions[] = {
     {"set_gemm_backend", rmtl_py_set_gemm_backend, METH_O, "'blas' or 'builtin'"},
     {"gemm_backend", rmtl_py_gemm_backend, METH_NOARGS, "the active sgemm: 'blas' or 'builtin'"},
-    {"gemm", rmtl_py_gemm, METH_VARARGS,
+    {"gemm", RMTL_KW(rmtl_py_gemm), METH_VARARGS | METH_KEYWORDS,
      "gemm(a, b, c, trans_a, trans_b, alpha, beta): c = alpha op(a) op(b) + beta c"},
     {NULL}};
 

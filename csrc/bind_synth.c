@@ -259,12 +259,15 @@ static PyObject *Synth_count(SynthObject *self, PyObject *args) {
 
 /* fill(lo, hi, row_start, session_base, click_offset, task2_offset,
         session, time, user, item, sparse, labels, truth) */
-static PyObject *Synth_fill(SynthObject *self, PyObject *args) {
+static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {
+        "lo",   "hi",   "row_start", "session_base", "click_offset", "task2_offset", "session",
+        "time", "user", "item",      "sparse",       "labels",       "truth",        NULL};
     long long lo, hi;
     double a0, b0;
     PyObject *rso, *sbo, *o[7];
-    if (!PyArg_ParseTuple(args, "LLOOddOOOOOOO", &lo, &hi, &rso, &sbo, &a0, &b0, &o[0], &o[1],
-                          &o[2], &o[3], &o[4], &o[5], &o[6]) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLOOddOOOOOOO", kwlist, &lo, &hi, &rso, &sbo, &a0,
+                                     &b0, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]) ||
         Synth_range(self, lo, hi) < 0) {
         return NULL;
     }
@@ -316,10 +319,12 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Synth_mean_truth(SynthObject *self, PyObject *args) {
+static PyObject *Synth_mean_truth(SynthObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"lo", "hi", "click_offset", "task2_offset", NULL};
     long long lo, hi;
     double a0, b0, mean[RMTL_SYNTH_TASKS];
-    if (!PyArg_ParseTuple(args, "LLdd", &lo, &hi, &a0, &b0) || Synth_range(self, lo, hi) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLdd", kwlist, &lo, &hi, &a0, &b0) ||
+        Synth_range(self, lo, hi) < 0) {
         return NULL;
     }
     if (lo == hi || !isfinite(a0) || !isfinite(b0)) {
@@ -352,10 +357,10 @@ static PyObject *Synth_item_price(SynthObject *self, PyObject *noargs) {
 static PyMethodDef Synth_methods[] = {
     {"count", (PyCFunction)Synth_count, METH_VARARGS,
      "count(lo, hi) -> (rows, sessions) of users [lo, hi), int64 each"},
-    {"fill", (PyCFunction)Synth_fill, METH_VARARGS,
+    {"fill", RMTL_KW(Synth_fill), METH_VARARGS | METH_KEYWORDS,
      "fill(lo, hi, row_start, session_base, click_offset, task2_offset, session, time, user, "
      "item, sparse, labels, truth): write the rows of users [lo, hi)"},
-    {"mean_truth", (PyCFunction)Synth_mean_truth, METH_VARARGS,
+    {"mean_truth", RMTL_KW(Synth_mean_truth), METH_VARARGS | METH_KEYWORDS,
      "mean_truth(lo, hi, click_offset, task2_offset) -> mean true probability per task"},
     {"item_price", (PyCFunction)Synth_item_price, METH_NOARGS,
      "a copy of the items' standardised log prices (float32, n_items)"},

@@ -309,8 +309,9 @@ class ReplayBuffer:
         in [0, 1] and rewards (n, T), done flags (n,) of 0/1."""
         state = _as_rows(state, "state")
         n, T = len(state), self.num_tasks
-        self._core.push(state, _as_rows(next_state, "next_state", n), as_float(action, (n, T), "action"),
-                        as_float(reward, (n, T), "reward"), as_float(done, (n,), "done"))
+        self._core.push(state=state, next_state=_as_rows(next_state, "next_state", n),
+                        action=as_float(action, (n, T), "action"), reward=as_float(reward, (n, T), "reward"),
+                        done=as_float(done, (n,), "done"))
 
     def sample(self, batch_size: int) -> Dict[str, np.ndarray]:
         """``batch_size`` distinct transitions as a dict of fresh C-contiguous arrays:
@@ -416,7 +417,8 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
     elif int(episodes) < 1:
         raise ValueError(f"episodes: expected >= 1 or None (every session), got {episodes}")
     else:
-        sessions = _core.draw_sessions(data.num_sessions, int(episodes), _ORDERS["random"], seed)
+        sessions = _core.draw_sessions(n_sessions=data.num_sessions, count=int(episodes),
+                                       order=_ORDERS["random"], seed=seed)
     kind, base, chunk = _POLICIES["uniform"], None, _CHUNK
     if callable(policy):
         kind, chunk = _POLICIES["given"], int(batch_size)
@@ -427,8 +429,9 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
         for a, b, first in _chunks(lengths, chunk):
             if kind == _POLICIES["given"]:
                 base = _policy_actions(policy, data, _episode_rows(data, sessions[a:b]))
-            bar.update(buffer._core.collect(data.offsets, data.labels, sessions[a:b], first, rkind, kind, base,
-                                            float(noise), seed))
+            bar.update(buffer._core.collect(offsets=data.offsets, labels=data.labels, sessions=sessions[a:b],
+                                            first=first, reward=rkind, policy=kind, action=base,
+                                            noise=float(noise), seed=seed))
     return int(lengths.sum())
 
 

@@ -82,7 +82,7 @@ class Net:
     def adam_step(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                   eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         """One Adam step with torch.optim.Adam semantics over the current gradients."""
-        self._core.adam_step(lr, betas[0], betas[1], eps, weight_decay)
+        self._core.adam_step(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
 
     # ------------------------------------------------------------------ parameters
     def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
@@ -227,8 +227,8 @@ class Backbone(Net):
         step = max(1, int(batch_size)) * 8
         lookup = _core.enums["lookup"]["auto" if tables is None else "always" if tables else "never"]
         for start in range(0, codes.shape[0], step):
-            self._core.predict(codes[start:start + step], dense[start:start + step],
-                               out[start:start + step], int(batch_size), lookup)
+            self._core.predict(sparse=codes[start:start + step], dense=dense[start:start + step],
+                               out=out[start:start + step], batch_size=int(batch_size), lookup=lookup)
         return out
 
     def loss_and_grad(self, sparse: Any, dense: Any, labels: Any, weights: Any = None) -> float:
@@ -239,8 +239,35 @@ class Backbone(Net):
         w = None if weights is None else as_float(weights, (n, T), "weights")
         if w is not None and (w < 0).any():
             raise ValueError("weights: expected non-negative loss weights")
-        return self._core.loss_backward(codes, as_dense(dense, n, self.config.num_dense),
-                                        as_labels(labels, n, T), w)
+        return self._core.loss_backward(sparse=codes, dense=as_dense(dense, n, self.config.num_dense),
+                                        labels=as_labels(labels, n, T), weights=w)
+
+    def train_chunk(self, rows: np.ndarray, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, *,
+                    batch_size: int, lr: float, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                    weight_decay: float = 0.0, critics: Optional[Sequence[Any]] = None,
+                    weighting: Optional[str] = None, lam: float = 0.0) -> Tuple[float, Optional[List[float]]]:
+        """Many Adam steps in one C call with the GIL released: one per batch of
+        ``batch_size`` consecutive entries of ``rows`` (int64 row indices into the training
+        arrays ``sparse`` (n, F) int32, ``dense`` (n, D) float32, ``labels`` (n, T) float32;
+        the last batch may be short), each on the mean per-task BCE in training mode.
+
+        With ``weighting`` (``"rmtl"``, ``"constant"``, ``"label"`` or ``"neg_q"``), each
+        row's loss is weighted as RMTL's stage 3 does (``1 - lam Q_k``, 0.5, ``1 - lam y Q_k``,
+        ``-Q_k``), with ``critics`` (one :class:`rmtl.Critic` per task, eval mode) scoring the
+        model's predictions; ``"constant"`` needs no critics. Returns the sum over batches
+        of batch loss times batch size and, with a weighting, the sum of the weights per task.
+        This is the call :class:`rmtl.Trainer` makes; use it to write your own loop.
+        """
+        kind = None
+        if weighting is not None:
+            if weighting not in _core.enums["weighting"]:
+                raise ValueError(f"weighting: expected one of {sorted(_core.enums['weighting'])}, got {weighting!r}")
+            kind = _core.enums["weighting"][weighting]
+        if critics is not None:
+            critics = [c.eval()._core for c in critics]
+        return _core.train_chunk(model=self._core, rows=rows, sparse=sparse, dense=dense, labels=labels,
+                                 batch_size=int(batch_size), lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
+                                 weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam)
 
     def _rebuild(self) -> "Backbone":
         return create(**self.config.to_dict())

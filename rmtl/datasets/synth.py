@@ -232,8 +232,9 @@ def _calibrate(world, cfg: SyntheticConfig) -> Tuple[float, float]:
     """Intercepts a0, b0 whose mean true probabilities over the calibration users hit the
     preset's target rates (task 1 does not depend on b0, so a0 is solved first)."""
     m = cfg.calibration_users
-    a0 = _solve(lambda a: world.mean_truth(0, m, a, cfg.task2_offset)[0], cfg.target_rates[0])
-    b0 = _solve(lambda b: world.mean_truth(0, m, a0, b)[1], cfg.target_rates[1])
+    a0 = _solve(lambda a: world.mean_truth(lo=0, hi=m, click_offset=a, task2_offset=cfg.task2_offset)[0],
+                cfg.target_rates[0])
+    b0 = _solve(lambda b: world.mean_truth(lo=0, hi=m, click_offset=a0, task2_offset=b)[1], cfg.target_rates[1])
     return a0, b0
 
 
@@ -327,8 +328,8 @@ def synthetic(preset: str = "retailrocket", n_users: Optional[int] = None, seed:
         chunks = tqdm(chunks, desc=f"synthetic {preset}", unit="chunk")
     for lo, hi in chunks:
         a, b = int(row_start[lo]), int(row_start[hi])
-        world.fill(lo, hi, row_start[lo:hi + 1] - a, session_base[lo:hi], a0, b0,
-                   *(out[k][a:b] for k in order))
+        world.fill(lo=lo, hi=hi, row_start=row_start[lo:hi + 1] - a, session_base=session_base[lo:hi],
+                   click_offset=a0, task2_offset=b0, **{k: out[k][a:b] for k in order})
     vocab = {f.name: {v: c for c, v in enumerate(f.values, start=1)} for f in cfg.fields}
     return SessionData(out["session"], out["time"], out["sparse"], _dense(cfg, world, out["item"]),
                        out["labels"], [f.levels + 1 for f in cfg.fields], user=out["user"],
