@@ -9,7 +9,10 @@ PyObject *rmtl_raise(int st, const char *what) {
     case RMTL_ERR_NOMEM:
         return PyErr_NoMemory();
     case RMTL_ERR_INDEX:
-        PyErr_Format(PyExc_ValueError, "%s: a categorical code is outside [0, field_dims)", what);
+        PyErr_Format(PyExc_ValueError,
+                     "%s: a categorical code is outside [0, field_dims) or a row index outside "
+                     "the data (was an input array changed while the call ran?)",
+                     what);
         return NULL;
     case RMTL_ERR_NONFINITE:
         PyErr_Format(PyExc_ValueError, "%s: contains NaN or infinity", what);
@@ -197,4 +200,24 @@ int rmtl_add_enum(PyObject *mod, const char *kind, const rmtl_enum_entry *entrie
     Py_XDECREF(table);
     Py_XDECREF(enums);
     return st;
+}
+
+int rmtl_check_one_batch(npy_intp n) {
+    if (n == 0 || n > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "sparse: expected between 1 and %d rows, got %zd",
+                     INT32_MAX / 4, (Py_ssize_t)n);
+        return -1;
+    }
+    return 0;
+}
+
+int rmtl_check_fresh(const void *state, const char *type) {
+    if (state != NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: already initialised; __init__ runs once (views and running calls use "
+                     "its buffers), create a new object instead",
+                     type);
+        return -1;
+    }
+    return 0;
 }
