@@ -2,6 +2,7 @@
 #include "bind.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 PyObject *rmtl_raise(int st, const char *what) {
@@ -90,14 +91,14 @@ int rmtl_check_finite(PyArrayObject *a, const char *arg) {
 }
 
 int rmtl_check_adam(const rmtl_adam *opt, const char *arg) {
-    if (!(opt->lr >= 0.0f) || !(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) ||
-        !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) || !(opt->eps > 0.0f) ||
-        !(opt->weight_decay >= 0.0f)) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: expected lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0; got "
-                     "lr=%g betas=(%g, %g) eps=%g weight_decay=%g",
-                     arg, (double)opt->lr, (double)opt->beta1, (double)opt->beta2, (double)opt->eps,
-                     (double)opt->weight_decay);
+    if (!(opt->lr >= 0.0f && isfinite(opt->lr)) || !(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) ||
+        !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) || !(opt->eps > 0.0f && isfinite(opt->eps)) ||
+        !(opt->weight_decay >= 0.0f && isfinite(opt->weight_decay))) {
+        rmtl_value_error("%s: expected finite lr >= 0, 0 <= betas < 1, finite eps > 0 and "
+                         "weight_decay >= 0; got "
+                         "lr=%g betas=(%g, %g) eps=%g weight_decay=%g",
+                         arg, (double)opt->lr, (double)opt->beta1, (double)opt->beta2,
+                         (double)opt->eps, (double)opt->weight_decay);
         return -1;
     }
     return 0;
@@ -161,11 +162,8 @@ int rmtl_check_unit(PyArrayObject *a, const char *arg) {
     const float *p = PyArray_DATA(a);
     for (npy_intp i = 0; i < PyArray_SIZE(a); i++) {
         if (p[i] < 0.0f || p[i] > 1.0f) {
-            char v[32];
-            PyOS_snprintf(v, sizeof(v), "%g", (double)p[i]);
-            PyErr_Format(PyExc_ValueError,
-                         "%s: expected values in [0, 1], got %s at flat index %zd", arg, v,
-                         (Py_ssize_t)i);
+            rmtl_value_error("%s: expected values in [0, 1], got %g at flat index %zd", arg,
+                             (double)p[i], (Py_ssize_t)i);
             return -1;
         }
     }
@@ -220,4 +218,14 @@ int rmtl_check_fresh(const void *state, const char *type) {
         return -1;
     }
     return 0;
+}
+
+PyObject *rmtl_value_error(const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    PyOS_vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    PyErr_SetString(PyExc_ValueError, msg);
+    return NULL;
 }

@@ -20,6 +20,8 @@
 
 /* sets the exception for core status st, naming what failed; always returns NULL */
 PyObject *rmtl_raise(int st, const char *what);
+/* sets ValueError with a C printf message (for numbers: PyErr_Format has no %g); returns NULL */
+PyObject *rmtl_value_error(const char *fmt, ...);
 /* Borrowed check: obj must be an ndarray of exactly this dtype, C-contiguous and aligned,
    with ndim dimensions; shape entries >= 0 must match. Writable arrays are never copied. */
 PyArrayObject *rmtl_check_array(PyObject *obj, const char *arg, int typenum, int ndim,

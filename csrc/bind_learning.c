@@ -171,8 +171,10 @@ static PyObject *Critic_predict(CriticObject *self, PyObject *args, PyObject *kw
         return NULL;
     }
     PyThreadState *ts = rmtl_holds_begin(&h);
-    int st = rmtl_critic_predict(self->c, PyArray_DATA(out), PyArray_DATA(codes),
-                                 PyArray_DATA(dense), PyArray_DATA(action), (int64_t)n, B);
+    /* the workspace holds min(n, B) rows */
+    int st =
+        rmtl_critic_predict(self->c, PyArray_DATA(out), PyArray_DATA(codes), PyArray_DATA(dense),
+                            PyArray_DATA(action), (int64_t)n, n < B ? (int)n : B);
     rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         return rmtl_raise(st, "predict");
@@ -336,7 +338,7 @@ static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
         return NULL;
     }
     if (!(tau >= 0.0f && tau <= 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "tau: expected a value in [0, 1], got %g", (double)tau);
+        rmtl_value_error("tau: expected a value in [0, 1], got %g", (double)tau);
         return NULL;
     }
     int critic = rmtl_as_net(to, 1, "target") != NULL;
@@ -428,14 +430,15 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
 /* the stage-2 settings in cfg are in range; -1 with ValueError if not */
 static int rmtl_check_td_config(const rmtl_td_config *cfg) {
     if (!(cfg->gamma >= 0.0f && cfg->gamma <= 1.0f) || !(cfg->tau >= 0.0f && cfg->tau <= 1.0f) ||
-        !(cfg->noise_std >= 0.0f) || !(cfg->noise_clip >= 0.0f) || cfg->soft_update_freq < 1 ||
+        !(cfg->noise_std >= 0.0f && isfinite(cfg->noise_std)) ||
+        !(cfg->noise_clip >= 0.0f && isfinite(cfg->noise_clip)) || cfg->soft_update_freq < 1 ||
         cfg->actor_update_freq < 1) {
-        PyErr_Format(PyExc_ValueError,
-                     "config: expected gamma and tau in [0, 1], noise_std and noise_clip >= 0, "
-                     "update frequencies >= 1; got gamma=%g tau=%g noise_std=%g noise_clip=%g "
-                     "soft_update_freq=%d actor_update_freq=%d",
-                     (double)cfg->gamma, (double)cfg->tau, (double)cfg->noise_std,
-                     (double)cfg->noise_clip, cfg->soft_update_freq, cfg->actor_update_freq);
+        rmtl_value_error(
+            "config: expected gamma and tau in [0, 1], finite noise_std and noise_clip >= 0, "
+            "update frequencies >= 1; got gamma=%g tau=%g noise_std=%g noise_clip=%g "
+            "soft_update_freq=%d actor_update_freq=%d",
+            (double)cfg->gamma, (double)cfg->tau, (double)cfg->noise_std, (double)cfg->noise_clip,
+            cfg->soft_update_freq, cfg->actor_update_freq);
         return -1;
     }
     return 0;

@@ -306,8 +306,8 @@ static int Model_check_labels(ModelObject *self, PyObject *lo, npy_intp n, const
     const float *y = PyArray_DATA(*labels);
     for (npy_intp i = 0; i < PyArray_SIZE(*labels); i++) {
         if (binary ? (y[i] != 0.0f && y[i] != 1.0f) : y[i] < 0.0f) {
-            PyErr_Format(PyExc_ValueError, "%s: expected %s values, got %g at flat index %zd", arg,
-                         binary ? "0/1" : "non-negative", (double)y[i], (Py_ssize_t)i);
+            rmtl_value_error("%s: expected %s values, got %g at flat index %zd", arg,
+                             binary ? "0/1" : "non-negative", (double)y[i], (Py_ssize_t)i);
             return -1;
         }
     }
@@ -467,8 +467,8 @@ int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObj
         for (int k = 0; k < m->T; k++) {
             float v = y[(size_t)r[i] * m->T + k];
             if (v != 0.0f && v != 1.0f) {
-                PyErr_Format(PyExc_ValueError, "labels: row %lld task %d is %g, expected 0 or 1",
-                             (long long)r[i], k, (double)v);
+                rmtl_value_error("labels: row %lld task %d is %g, expected 0 or 1", (long long)r[i],
+                                 k, (double)v);
                 return -1;
             }
         }

@@ -193,14 +193,14 @@ float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
 void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream);
 
 /* metrics.c: scratch arrays are caller-provided so the metrics never allocate */
-int rmtl_auc(double *out, const float *score, const float *label, int64_t n, int64_t *scratch);
+int rmtl_auc(double *out, const double *score, const float *label, int64_t n, int64_t *scratch);
 int rmtl_logloss(double *out, const float *prob, const float *label, int64_t n);
 int rmtl_session_logloss(double *out, const float *prob, const float *label, const int64_t *offsets,
                          int64_t n_sessions);
-int rmtl_gauc(double *out, const float *score, const float *label, const int64_t *group, int64_t n,
+int rmtl_gauc(double *out, const double *score, const float *label, const int64_t *group, int64_t n,
               int64_t *scratch);
 /* oracle metrics of true probabilities (synthetic data) */
-int rmtl_oracle_auc(double *out, const float *prob, int64_t n, int64_t *scratch);
+int rmtl_oracle_auc(double *out, const double *prob, int64_t n, int64_t *scratch);
 int rmtl_oracle_logloss(double *out, const float *prob, int64_t n);
 
 #endif

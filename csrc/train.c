@@ -185,9 +185,10 @@ static int rmtl_model_lookup_begin(rmtl_model *m, int64_t n, int lookup) {
 }
 
 /* eval-mode probabilities of n rows, B at a time, into out (n,T); lookup (RMTL_LOOKUP_*)
-   chooses how the first layers over the front ends run */
+   chooses how the first layers over the front ends run. The workspace holds min(n, B) rows. */
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
                        int64_t n, int B, int lookup) {
+    B = n < B ? (int)(n > 0 ? n : 1) : B;
     int st = rmtl_model_reserve(m, B), training = m->training;
     m->training = 0;
     if (st == RMTL_OK) {
