@@ -3,22 +3,18 @@
 
 #include <math.h>
 
-static int rmtl_check_score_label(PyObject *so, PyObject *lo, PyArrayObject **s,
-                                  PyArrayObject **l) {
-    *s = rmtl_check_array(so, "y_score", NPY_FLOAT32, 1, NULL, 0);
-    if (*s == NULL || rmtl_check_finite(*s, "y_score") < 0) {
-        return -1;
+/* y_true (n,) float32 finite with n >= 1 */
+static PyArrayObject *rmtl_check_labels(PyObject *lo, npy_intp n) {
+    npy_intp shape[1] = {n};
+    PyArrayObject *l = rmtl_check_array(lo, "y_true", NPY_FLOAT32, 1, shape, 0);
+    if (l == NULL || rmtl_check_finite(l, "y_true") < 0) {
+        return NULL;
     }
-    npy_intp shape[1] = {PyArray_DIM(*s, 0)};
-    *l = rmtl_check_array(lo, "y_true", NPY_FLOAT32, 1, shape, 0);
-    if (*l == NULL || rmtl_check_finite(*l, "y_true") < 0) {
-        return -1;
-    }
-    if (shape[0] == 0) {
+    if (n == 0) {
         PyErr_SetString(PyExc_ValueError, "y_true: expected at least one row, got 0");
-        return -1;
+        return NULL;
     }
-    return 0;
+    return l;
 }
 
 /* auc(y_score, y_true, groups=None): y_score (n,) float64 (exact ranks), y_true (n,) float32 */
@@ -29,7 +25,7 @@ static PyObject *rmtl_py_auc(PyObject *self, PyObject *args) {
         (s = rmtl_check_array(so, "y_score", NPY_FLOAT64, 1, NULL, 0)) == NULL) {
         return NULL;
     }
-    npy_intp n = PyArray_DIM(s, 0), shape[1] = {n};
+    npy_intp n = PyArray_DIM(s, 0);
     const double *sv = PyArray_DATA(s);
     for (npy_intp i = 0; i < n; i++) {
         if (!isfinite(sv[i])) {
@@ -38,12 +34,7 @@ static PyObject *rmtl_py_auc(PyObject *self, PyObject *args) {
             return NULL;
         }
     }
-    l = rmtl_check_array(lo, "y_true", NPY_FLOAT32, 1, shape, 0);
-    if (l == NULL || rmtl_check_finite(l, "y_true") < 0) {
-        return NULL;
-    }
-    if (n == 0) {
-        PyErr_SetString(PyExc_ValueError, "y_true: expected at least one row, got 0");
+    if ((l = rmtl_check_labels(lo, n)) == NULL) {
         return NULL;
     }
     if (go != Py_None) {
@@ -77,18 +68,13 @@ static PyObject *rmtl_py_logloss(PyObject *self, PyObject *args) {
     PyObject *so, *lo, *oo = Py_None;
     PyArrayObject *s, *l, *off = NULL;
     if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &oo) ||
-        rmtl_check_score_label(so, lo, &s, &l) < 0) {
+        (s = rmtl_check_array(so, "y_prob", NPY_FLOAT32, 1, NULL, 0)) == NULL ||
+        rmtl_check_unit(s, "y_prob") < 0 ||
+        (l = rmtl_check_labels(lo, PyArray_DIM(s, 0))) == NULL) {
         return NULL;
     }
     npy_intp n = PyArray_DIM(s, 0);
     const float *p = PyArray_DATA(s);
-    for (npy_intp i = 0; i < n; i++) {
-        if (p[i] < 0.0f || p[i] > 1.0f) {
-            rmtl_value_error("y_prob: expected values in [0, 1], got %g at %zd", (double)p[i],
-                             (Py_ssize_t)i);
-            return NULL;
-        }
-    }
     if (oo != Py_None) {
         off = rmtl_check_array(oo, "offsets", NPY_INT64, 1, NULL, 0);
         if (off == NULL) {
@@ -124,18 +110,11 @@ static PyObject *rmtl_py_oracle(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyArrayObject *p = rmtl_check_array(po, "truth", NPY_FLOAT32, 1, NULL, 0);
-    if (p == NULL || rmtl_check_finite(p, "truth") < 0) {
+    if (p == NULL || rmtl_check_unit(p, "truth") < 0) {
         return NULL;
     }
     npy_intp n = PyArray_DIM(p, 0);
     const float *v = PyArray_DATA(p);
-    for (npy_intp i = 0; i < n; i++) {
-        if (v[i] < 0.0f || v[i] > 1.0f) {
-            rmtl_value_error("truth: expected probabilities in [0, 1], got %g at %zd", (double)v[i],
-                             (Py_ssize_t)i);
-            return NULL;
-        }
-    }
     double out = 0.0;
     int st = RMTL_OK;
     if (which == 0) {

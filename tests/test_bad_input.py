@@ -100,8 +100,8 @@ def test_load_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: rmtl.metrics.logloss([0, 1], [0.2, 1.5]), r"got 1\.5 at 1"),
-    (lambda: rmtl.metrics.oracle_auc([0.2, 1.5]), r"got 1\.5 at 1"),
+    (lambda: rmtl.metrics.logloss([0, 1], [0.2, 1.5]), r"y_prob: .*got 1\.5 at flat index 1"),
+    (lambda: rmtl.metrics.oracle_auc([0.2, 1.5]), r"truth: .*got 1\.5 at flat index 1"),
     (lambda: model().adam_step(lr=-1.0), r"lr=-1 "),
     (lambda: model()._core.loss_backward(GOOD[0], GOOD[1], np.full((2, 2), 0.5, np.float32)), r"got 0\.5"),
     (lambda: rmtl._core.soft_update(model()._core, model()._core, 2.0), r"got 2$"),
@@ -136,6 +136,9 @@ def test_auc_ranks_float64_scores_exactly():
 
 def test_predict_workspace_is_sized_by_rows_not_batch_size():
     """10 rows with batch_size 2**26 once reserved 2**26 rows of workspace (tens of GB)."""
+    import os
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("AddressSanitizer reserves terabytes of address space; an address-space limit kills it")
     import subprocess
     import sys
     from pathlib import Path
