@@ -405,7 +405,7 @@ class _Stage2:
     def open_buffer(self) -> Any:
         """The replay buffer: reloaded from the checkpoint, or filled by replaying every
         training session with the behaviour policy; critics go to training mode."""
-        from .env import ReplayBuffer, collect
+        from .replay import ReplayBuffer, collect
 
         agent, c = self.agent, self.agent.config
         for critic in agent.critics:

@@ -20,7 +20,8 @@ def add_prepare(sub: "argparse._SubParsersAction") -> None:
                                    "and save them as a SessionData .npz file.")
     p.add_argument("dataset", choices=("retailrocket", "kuairand"), help="which raw format")
     p.add_argument("--raw", required=True, metavar="DIR", help="directory holding the raw CSV files")
-    p.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the dataset")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the dataset: exactly this path "
+                   "(conventionally ending in .npz; nothing is appended), written atomically")
     p.add_argument("--session-gap-minutes", type=float, default=30.0, metavar="M",
                    help="start a new session after a gap of more than M minutes (default 30)")
     p.add_argument("--variant", choices=("pure", "1k"), default="pure",

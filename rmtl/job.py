@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from . import _progress, report
+from ._io import atomic_write, write_text
 from .data import SessionData
 from .experiment import ExperimentResult, experiment
 from .models import BACKBONES
@@ -197,13 +198,12 @@ def write_outputs(job: JobResult, test: SessionData) -> List[str]:
     written = []
     for name, text in files.items():
         path = os.path.join(out, name)
-        with open(path, "w") as f:
-            f.write(text)
+        write_text(path, text)
         written.append(path)
     figures = _figures(job.diagnostics, test)
     for name, fig in figures.items():
         path = os.path.join(out, name)
-        fig.savefig(path, dpi=110)
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
         written.append(path)
     return written
 

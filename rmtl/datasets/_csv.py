@@ -187,9 +187,13 @@ def write_rows(f, columns: Sequence[object]) -> None:
 
 def write_csv(path: str, header: Sequence[str], columns: Sequence[object],
               chunk: int = 2_000_000) -> None:
-    """Write a header line and rows (see write_rows), chunk rows at a time to bound memory."""
-    n = len(columns[0])
-    with open(path, "wb") as f:
+    """Write a header line and rows (see write_rows), chunk rows at a time to bound memory;
+    atomically."""
+    from .._io import atomic_write
+
+    def write(f) -> None:
         f.write((",".join(header) + "\n").encode())
-        for lo in range(0, n, chunk):
+        for lo in range(0, len(columns[0]), chunk):
             write_rows(f, [c.slice(lo, chunk) for c in columns])
+
+    atomic_write(path, write)
