@@ -23,7 +23,7 @@ from ._io import CorruptFileError
 from .data import SessionData
 from .metrics import evaluate
 from .models import load, save
-from .train import History, Trainer
+from .train import History, NonFiniteLossError, Trainer
 from .critic import Critic
 from .env import SessionEnv, VecSessionEnv
 from .replay import ReplayBuffer, collect
@@ -34,4 +34,4 @@ __version__ = "0.1.0"
 __all__ = ["SessionData", "Trainer", "History", "evaluate", "save", "load", "blas_info",
            "set_gemm_backend", "metrics", "models",
            "Critic", "RMTL", "experiment", "datasets",
-           "SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "CorruptFileError"]
+           "SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "CorruptFileError", "NonFiniteLossError"]

@@ -66,12 +66,12 @@ def write_json(path: PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1))
 
 
-def save_npz(path: PathLike, arrays: Mapping[str, np.ndarray], meta_key: str = "", meta: Any = None) -> None:
-    """Atomically write arrays (and ``meta`` as JSON bytes under ``meta_key``) to one .npz
-    file at exactly ``path`` (no ``.npz`` is appended)."""
+def save_npz(path: PathLike, arrays: Mapping[str, np.ndarray], documents: Mapping[str, Any]) -> None:
+    """Atomically write arrays and JSON ``documents`` (stored as uint8 bytes, read back with
+    ``open_npz(...).json(key)``) to one .npz file at exactly ``path`` (nothing appended)."""
     items: Dict[str, np.ndarray] = dict(arrays)
-    if meta_key:
-        items[meta_key] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    for key, doc in documents.items():
+        items[key] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
     atomic_write(path, lambda f: np.savez(f, **items))
 
 

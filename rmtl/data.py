@@ -210,7 +210,7 @@ class SessionData:
         schema = {"field_dims": list(self.field_dims), "task_names": list(self.task_names), "format": 1}
         if self.vocab is not None:
             schema["vocab"] = self.vocab
-        save_npz(path, arrays, "schema", schema)
+        save_npz(path, arrays, {"schema": schema})
 
     @classmethod
     def load(cls, path: PathLike) -> "SessionData":

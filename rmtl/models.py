@@ -146,13 +146,17 @@ class Net:
         other.load_optimizer_state(self.optimizer_state())
         return other.train(self.training)
 
-    def _save(self, path: "str | os.PathLike[str]", config_key: str) -> None:
-        """Config (JSON under ``config_key``), weights and optimizer state to one .npz file at
-        exactly ``path``, written atomically."""
+    def _arrays(self) -> Dict[str, np.ndarray]:
+        """Weights and optimizer state as the arrays a file stores (:meth:`_restore` reads them)."""
         opt = self.optimizer_state()
-        save_npz(path, {"param": self._flat["param"], "adam_m": opt["adam_m"], "adam_v": opt["adam_v"],
-                        "steps": np.array([opt["steps"], opt["counter"]], np.uint64)},
-                 config_key, self.config.to_dict())
+        return {"param": self._flat["param"].copy(), "adam_m": opt["adam_m"], "adam_v": opt["adam_v"],
+                "steps": np.array([opt["steps"], opt["counter"]], np.uint64)}
+
+    def _save(self, path: "str | os.PathLike[str]", config_key: str,
+              documents: Optional[Mapping[str, Any]] = None) -> None:
+        """Config (JSON under ``config_key``), weights, optimizer state and any further JSON
+        ``documents`` to one .npz file at exactly ``path``, written atomically."""
+        save_npz(path, self._arrays(), {config_key: self.config.to_dict(), **(documents or {})})
 
     def _restore(self: N, z: Any) -> N:
         """Weights and optimizer state from an opened file :meth:`_save` wrote; eval mode."""

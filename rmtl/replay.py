@@ -76,7 +76,7 @@ class ReplayBuffer:
         exactly ``path``, atomically."""
         meta = {"format": _FORMAT, "capacity": self.capacity, "num_tasks": self.num_tasks,
                 "seed": self._seed, "draws": self._core.draws}
-        save_npz(path, self.transitions(), "meta", meta)
+        save_npz(path, self.transitions(), {"meta": meta})
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"]) -> "ReplayBuffer":
