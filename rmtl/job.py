@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from . import _progress, report
-from ._io import atomic_write, write_text
+from ._io import atomic_write, write_json, write_text
 from .data import SessionData
 from .experiment import ExperimentResult, experiment
 from .models import BACKBONES
@@ -43,7 +43,8 @@ class JobConfig:
 
     ``epochs``, ``critic_epochs``, ``n_users`` and ``seeds`` default to the preset's
     values when None. ``models`` are trained as baselines; ``rmtl_models`` (a subset of
-    ``models``) also get stages 2 and 3.
+    ``models``) also get stages 2 and 3. ``resume`` is the run's checkpoint directory
+    (created if missing, continued if it holds a run of the same settings).
     """
 
     dataset: str = "synthetic"
@@ -59,6 +60,7 @@ class JobConfig:
     n_users: Optional[int] = None
     data_seed: int = 0
     out: Optional[str] = None
+    resume: Optional[str] = None
     progress: bool = True
 
     def resolved(self) -> "JobConfig":
@@ -149,6 +151,10 @@ def run_job(config: JobConfig) -> JobResult:
     """Run the experiment of ``config`` (see :class:`JobConfig`); with ``config.out`` also
     write the table (Markdown, CSV, JSON), ``config.json`` and the plots there."""
     c = config.resolved()
+    if c.out is not None:
+        check_out(c.out)
+    if c.resume is not None:
+        claim_checkpoint_dir(c)
     t0 = time.perf_counter()
     data = load_dataset(c)
     train, valid, test = data.split((0.6, 0.2, 0.2))
@@ -167,12 +173,51 @@ def run_job(config: JobConfig) -> JobResult:
 
     result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
                         seeds=range(c.seeds), transfer=(), backbone_kwargs=PRESETS[c.preset]["backbone"],
-                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe)
+                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe, checkpoint_dir=c.resume)
     bar.close()
     job = JobResult(result, c, diagnostics, time.perf_counter() - t0)
     if c.out is not None:
         write_outputs(job, test)
     return job
+
+
+OUTPUTS = ("results.md", "results.csv", "results.json", "config.json", "training_curves.png",
+           "critic_curves.png", "stage3_weights.png", "q_by_position.png")
+
+
+def check_out(out: str) -> None:
+    """Before any training: ``out`` must be (or become) a writable directory with nothing in
+    the way of the files to write, and matplotlib must be there for the plots."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"--out: {out} exists and is not a directory; choose another path")
+    blocked = [n for n in OUTPUTS if os.path.isdir(os.path.join(out, n))]
+    if blocked:
+        raise FileExistsError(f"--out: {os.path.join(out, blocked[0])} is a directory in the way of an output file")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("--out: the plots need matplotlib; pip install 'rmtl[plots]' (or leave out --out)") from None
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out: {out} is not writable")
+
+
+def claim_checkpoint_dir(c: JobConfig) -> None:
+    """Record the settings that decide the run in ``c.resume``/job.json, or refuse a
+    directory that holds a run with other settings."""
+    os.makedirs(c.resume, exist_ok=True)
+    mine = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(c))).items()
+            if k not in ("out", "resume", "progress")}
+    path = os.path.join(c.resume, "job.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            theirs = json.load(f)
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            raise ValueError(f"--resume: {c.resume} holds a run with other settings ({', '.join(diff)}: "
+                             f"{[theirs.get(k) for k in diff]} there); use the same settings or a new directory")
+    else:
+        write_json(path, mine)
 
 
 def environment() -> Dict[str, str]:
