@@ -48,7 +48,12 @@ def require_file(path: "str | os.PathLike[str]", what: str) -> str:
 def read_header(path: str) -> List[str]:
     """Column names of the first line (names are never quoted in these datasets)."""
     with open(path, "rb") as f:
-        first = f.readline().decode("utf-8-sig").rstrip("\r\n")
+        raw = f.readline()
+    try:
+        first = raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, 1, None, f"the header is not UTF-8 text (byte {raw[e.start]:#04x} at "
+                                             f"offset {e.start}); save the file as UTF-8") from None
     return [c.strip().strip('"') for c in first.split(",")] if first else []
 
 
@@ -70,6 +75,26 @@ def _first_bad(values, typ) -> int:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             hi = mid
     return lo
+
+
+def _locate_bad_utf8(path: str, header: Sequence[str]) -> DataFormatError:
+    """The first line (and column, counting commas outside quotes) holding bytes that are not
+    UTF-8, read line by line so memory stays bounded."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                cells, quoted_ = 0, False
+                for byte in raw[:e.start]:
+                    if byte == 0x22:
+                        quoted_ = not quoted_
+                    elif byte == 0x2C and not quoted_:
+                        cells += 1
+                column = header[cells] if cells < len(header) else None
+                return DataFormatError(path, number, column, f"byte {raw[e.start]:#04x} is not UTF-8 text; "
+                                                             "save the file as UTF-8")
+    return DataFormatError(path, None, None, "the file is not UTF-8 text; save it as UTF-8")
 
 
 def _locate_parse_error(path: str, columns: Sequence[str], err: Exception) -> DataFormatError:
@@ -110,11 +135,18 @@ def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = 
     try:
         table = pa.csv.read_csv(path, convert_options=convert)
     except pa.ArrowInvalid as err:
+        if "invalid UTF8" in str(err):
+            raise _locate_bad_utf8(path, header) from None
         if "CSV parse error" in str(err):
             raise _locate_parse_error(path, columns, err) from None
-        raw = pa.csv.read_csv(path, convert_options=pa.csv.ConvertOptions(
-            column_types={c: pa.string() for c in columns}, include_columns=list(columns),
-            null_values=[""], strings_can_be_null=True))
+        try:
+            raw = pa.csv.read_csv(path, convert_options=pa.csv.ConvertOptions(
+                column_types={c: pa.string() for c in columns}, include_columns=list(columns),
+                null_values=[""], strings_can_be_null=True))
+        except pa.ArrowInvalid as err2:
+            if "invalid UTF8" in str(err2):
+                raise _locate_bad_utf8(path, header) from None
+            raise DataFormatError(path, None, None, str(err2)) from None
         for name, typ in columns.items():
             if typ == pa.string():
                 continue
