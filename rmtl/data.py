@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _core
 from ._io import CorruptFileError, open_npz, save_npz
-from ._arrays import as_codes, as_dense, as_float, as_labels
+from ._arrays import as_codes, as_dense, as_float, as_labels, run_offsets
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -259,14 +259,9 @@ def _check_vocab(vocab: Mapping[str, Mapping[str, int]],
 def _session_offsets(session: np.ndarray, time: np.ndarray) -> np.ndarray:
     """CSR boundaries of the runs of equal session ids; each id must form one run and
     time must not decrease inside it."""
-    change = np.flatnonzero(session[1:] != session[:-1]) + 1
-    offsets = np.concatenate(([0], change, [len(session)])).astype(np.int64)
-    starts = session[offsets[:-1]]
-    if np.unique(starts).size != starts.size:
-        dup = starts[np.flatnonzero(np.bincount(np.unique(starts, return_inverse=True)[1]) > 1)[0]]
-        raise ValueError(f"session: the rows of session {dup} are not contiguous; sort rows by session")
+    offsets = run_offsets(session, "session")
     inside = np.ones(len(session) - 1, bool)
-    inside[change - 1] = False
+    inside[offsets[1:-1] - 1] = False
     back = np.flatnonzero(inside & (time[1:] < time[:-1]))
     if back.size:
         r = int(back[0]) + 1

@@ -14,6 +14,16 @@ def shared_dir() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def optional(module: str, extra: str = "test"):
+    """Import an optional test dependency; when missing the calling test (or module) is skipped
+    with the reason, except under CI=true, where every stack must be installed and run."""
+    if os.environ.get("CI", "").lower() == "true":
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed (pip install 'rmtl[{extra}]')")
+
+
 def require_torch():
     """Import torch; a missing torch skips, or fails when RMTL_REQUIRE_TORCH=1 (CI)."""
     try:

@@ -9,6 +9,10 @@ import pytest
 import rmtl
 from rmtl.cli import main
 
+from conftest import optional
+
+optional("pyarrow", "data")  # prepare reads raw CSV files
+
 DATA = Path(__file__).parent / "data"
 
 

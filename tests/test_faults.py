@@ -11,6 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import optional
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DRIVER = textwrap.dedent('''
@@ -98,6 +100,8 @@ def result(mode, out):
 
 @pytest.mark.parametrize("mode,sequence", [(m, i) for m, seqs in SEQUENCES.items() for i in range(len(seqs))])
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, mode, sequence):
+    if mode == "run":
+        optional("matplotlib", "plots")
     ref = drive(tmp_path, mode, tmp_path / "ref-ckpt", tmp_path / "ref", "none")
     assert ref.returncode == 0, ref.stderr
     expected = result(mode, tmp_path / "ref")

@@ -8,7 +8,7 @@ import rmtl
 from rmtl._io import CorruptFileError, atomic_write
 from rmtl.cli import main
 
-from conftest import random_session_data
+from conftest import optional, random_session_data
 
 
 def small_model():
@@ -87,6 +87,7 @@ def test_damaged_file_raises_corrupt_file_error_naming_it(tmp_path, which, damag
 
 
 def test_cli_prepare_writes_exactly_out(tmp_path, capsys):
+    optional("pyarrow", "data")
     out = tmp_path / "o"
     raw = os.path.join(os.path.dirname(__file__), "data", "retailrocket")
     assert main(["prepare", "retailrocket", "--raw", raw, "--out", str(out)]) == 0
@@ -96,6 +97,7 @@ def test_cli_prepare_writes_exactly_out(tmp_path, capsys):
 
 
 def test_cli_corrupt_npz_is_one_line_exit_2(tmp_path, capsys):
+    optional("pyarrow", "data")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 truncated")
     raw = os.path.join(os.path.dirname(__file__), "data", "retailrocket")

@@ -11,6 +11,7 @@ import rmtl
 import rmtl.train
 from rmtl.cli import main
 
+from conftest import optional
 from test_agent import FAST, NET, session_data
 
 TINY = ["--models", "sharedbottom", "esmm", "--rmtl-models", "esmm", "--n-users", "300", "--seeds", "1",
@@ -44,6 +45,7 @@ def test_experiment_stops_at_once(monkeypatch, tmp_path):
 
 
 def test_run_ctrl_c_exits_130_without_table_then_resume_equals_uninterrupted(monkeypatch, tmp_path, capsys):
+    optional("matplotlib", "plots")
     assert main(["run"] + TINY + ["--out", str(tmp_path / "full")]) == 0
     capsys.readouterr()
     for at in (3, 3):  # during stage 1 of esmm; on resume (stage 1 loaded), during its stage 3
@@ -70,6 +72,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("problem", ["file", "blocked", "matplotlib"])
 def test_out_problems_caught_before_training(problem, monkeypatch, tmp_path, capsys):
     out = tmp_path / "out"
+    if problem != "matplotlib":
+        optional("matplotlib", "plots")
     if problem == "file":
         out.write_text("x")
     elif problem == "blocked":

@@ -10,7 +10,9 @@ from rmtl.datasets import (DataFormatError, load_kuairand, read_user_features, r
                            synthetic, write_kuairand)
 from rmtl.datasets.kuairand import FIELDS, LOG_HEADER, LOGS
 
-from conftest import shared_dir
+from conftest import optional, shared_dir
+
+optional("pyarrow", "data")
 
 FIXTURE = Path(__file__).parent / "data" / "kuairand"
 # third-party files shared beside the repository (in CI too); read in place, never copied

@@ -9,6 +9,10 @@ import pytest
 import rmtl
 from rmtl.datasets import DataFormatError, load_retailrocket, synthetic, write_retailrocket
 
+from conftest import optional
+
+optional("pyarrow", "data")
+
 FIXTURE = Path(__file__).parent / "data" / "retailrocket"
 
 
