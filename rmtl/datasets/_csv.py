@@ -77,9 +77,9 @@ def _first_bad(values, typ) -> int:
     return lo
 
 
-def _locate_bad_utf8(path: str, header: Sequence[str]) -> DataFormatError:
+def _locate_bad_utf8(path: str, header: Sequence[str]) -> Optional[DataFormatError]:
     """The first line (and column, counting commas outside quotes) holding bytes that are not
-    UTF-8, read line by line so memory stays bounded."""
+    UTF-8, read line by line so memory stays bounded; None when the file is UTF-8."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
@@ -94,7 +94,7 @@ def _locate_bad_utf8(path: str, header: Sequence[str]) -> DataFormatError:
                 column = header[cells] if cells < len(header) else None
                 return DataFormatError(path, number, column, f"byte {raw[e.start]:#04x} is not UTF-8 text; "
                                                              "save the file as UTF-8")
-    return DataFormatError(path, None, None, "the file is not UTF-8 text; save it as UTF-8")
+    return None
 
 
 def _locate_parse_error(path: str, columns: Sequence[str], err: Exception) -> DataFormatError:
@@ -135,8 +135,9 @@ def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = 
     try:
         table = pa.csv.read_csv(path, convert_options=convert)
     except pa.ArrowInvalid as err:
-        if "invalid UTF8" in str(err):
-            raise _locate_bad_utf8(path, header) from None
+        not_utf8 = _locate_bad_utf8(path, header)  # pyarrow reports these without a line
+        if not_utf8 is not None:
+            raise not_utf8 from None
         if "CSV parse error" in str(err):
             raise _locate_parse_error(path, columns, err) from None
         try:
@@ -144,8 +145,6 @@ def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = 
                 column_types={c: pa.string() for c in columns}, include_columns=list(columns),
                 null_values=[""], strings_can_be_null=True))
         except pa.ArrowInvalid as err2:
-            if "invalid UTF8" in str(err2):
-                raise _locate_bad_utf8(path, header) from None
             raise DataFormatError(path, None, None, str(err2)) from None
         for name, typ in columns.items():
             if typ == pa.string():
