@@ -2,6 +2,8 @@
    codes into exceptions and releases the GIL around long calls. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "pycompat.h"
 #define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
 #include <numpy/arrayobject.h>
 #include <stdlib.h>
@@ -2413,6 +2415,7 @@ static int rmtl_exec(PyObject *mod) {
         Py_XDECREF(net_type);
         return -1;
     }
+    rmtl_disallow_new(net_type);
     PyObject *model_type = PyType_FromModuleAndSpec(mod, &Model_spec, net_type);
     if (model_type == NULL) {
         Py_DECREF(net_type);
