@@ -35,9 +35,13 @@ class RMTL:
        in eval mode, not differentiated), early stopping as in stage 1.
 
     ``finetune(train, valid, backbone=other)`` weights another (pretrained) backbone's
-    fine-tuning with these critics (transfer). With ``checkpoint_dir`` every stage saves its
-    result there and a new agent on the same directory resumes: finished stages are loaded,
-    stage 2 continues from its last finished epoch.
+    fine-tuning with these critics (transfer). With ``checkpoint_dir`` every finished stage
+    (and every finished stage-2 epoch) is committed there as one file, atomically, and a new
+    agent on the same directory resumes: finished stages are loaded, stage 2 continues from
+    its last finished epoch. The directory records the configuration and fingerprints of
+    the data; using it with other settings or other data raises ValueError. Ctrl-C in any
+    stage restores that stage's best weights (stage 2: its last finished epoch) and raises
+    KeyboardInterrupt, never continuing into the next stage or saving the unfinished one.
 
     Parameters (defaults and where they come from: *code* = the authors' public code,
     *paper* = the WWW 2023 paper, *rmtl* = this package's choice)
