@@ -8,7 +8,7 @@ import math
 import numbers
 from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["RMTLConfig", "Range", "RANGES", "CHOICES", "WEIGHTINGS", "check"]
+__all__ = ["RMTLConfig", "Range", "RANGES", "CHOICES", "WEIGHTINGS", "COUNT", "check"]
 
 WEIGHTINGS = {"rmtl": 0, "constant": 1, "label": 2, "neg_q": 3}
 CHOICES: Dict[str, Tuple[str, ...]] = {"behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"),

@@ -17,23 +17,26 @@ import numpy as np
 
 from . import _progress, report
 from ._io import atomic_write, write_json, write_text
+from .config import COUNT, RMTLConfig, check
 from .data import SessionData
 from .experiment import ExperimentResult, experiment
 from .models import BACKBONES
 
 __all__ = ["JobConfig", "PRESETS", "load_config", "run_job", "load_dataset"]
 
+_REF = RMTLConfig()
+
 DATASETS = ("synthetic", "retailrocket", "kuairand")
 
 # quick: sized for about two minutes on 2 cores (small widths, few critic epochs, ~72k rows);
-# paper: the reference hyperparameters of SPEC sections 4 and 5 and the default data size.
+# paper: the reference hyperparameters of SPEC sections 4 and 5 (the defaults of the
+# backbones and of RMTLConfig) and the default data size.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {"backbone": {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2},
               "rmtl": {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "critic_epochs": 4,
                        "epochs": 12, "patience": 2},
               "n_users": 5000, "seeds": 3},
-    "paper": {"backbone": {"embed_dim": 128, "bottom_dims": (512, 256), "tower_dims": (128, 64), "dropout": 0.2},
-              "rmtl": {}, "n_users": 14000, "seeds": 5},
+    "paper": {"backbone": {}, "rmtl": {}, "n_users": 14000, "seeds": 5},
 }
 
 
@@ -53,8 +56,8 @@ class JobConfig:
     models: Tuple[str, ...] = ("singletask", "sharedbottom", "esmm", "mmoe", "ple")
     rmtl_models: Tuple[str, ...] = ("esmm", "mmoe", "ple")
     seeds: Optional[int] = None
-    lam: float = 0.7
-    gamma: float = 0.9
+    lam: float = _REF.lam
+    gamma: float = _REF.gamma
     epochs: Optional[int] = None
     critic_epochs: Optional[int] = None
     n_users: Optional[int] = None
@@ -78,15 +81,13 @@ class JobConfig:
         if not c.models:
             raise ValueError("models: expected at least one backbone")
         c.models = c.models + tuple(m for m in c.rmtl_models if m not in c.models)
-        c.seeds = p["seeds"] if c.seeds is None else int(c.seeds)
-        c.n_users = p["n_users"] if c.n_users is None else int(c.n_users)
-        c.epochs = p["rmtl"].get("epochs", 100) if c.epochs is None else int(c.epochs)
-        c.critic_epochs = p["rmtl"].get("critic_epochs", 96) if c.critic_epochs is None else int(c.critic_epochs)
-        for name in ("seeds", "n_users", "epochs", "critic_epochs"):
-            if getattr(c, name) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(c, name)}")
-        if not (c.lam > 0 and 0 <= c.gamma < 1):
-            raise ValueError(f"lam, gamma: expected lam > 0 and 0 <= gamma < 1, got {c.lam}, {c.gamma}")
+        c.seeds = COUNT.check("seeds", p["seeds"] if c.seeds is None else c.seeds)
+        c.n_users = COUNT.check("n_users", p["n_users"] if c.n_users is None else c.n_users)
+        default = {"epochs": _REF.epochs, "critic_epochs": _REF.critic_epochs, **p["rmtl"]}
+        c.epochs = check("epochs", default["epochs"] if c.epochs is None else c.epochs)
+        c.critic_epochs = check("critic_epochs", default["critic_epochs"] if c.critic_epochs is None
+                                else c.critic_epochs)
+        c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
         if c.dataset != "synthetic" and c.data is None:
             raise ValueError(f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)")
         if c.data is not None and not os.path.exists(c.data):
