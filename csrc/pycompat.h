@@ -21,6 +21,21 @@ static inline int PyModule_AddObjectRef(PyObject *mod, const char *name, PyObjec
     return 0;
 }
 
+/* 3.9 takes the bases only as a tuple (3.10 also takes one type). */
+static inline PyObject *rmtl_type_from_spec(PyObject *mod, PyType_Spec *spec, PyObject *base) {
+    if (base == NULL || PyTuple_Check(base)) {
+        return PyType_FromModuleAndSpec(mod, spec, base);
+    }
+    PyObject *bases = PyTuple_Pack(1, base);
+    if (bases == NULL) {
+        return NULL;
+    }
+    PyObject *type = PyType_FromModuleAndSpec(mod, spec, bases);
+    Py_DECREF(bases);
+    return type;
+}
+#define PyType_FromModuleAndSpec rmtl_type_from_spec
+
 /* 3.9 has no flag for it: rmtl_disallow_new clears tp_new after the type is made. */
 #define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
 static inline void rmtl_disallow_new(PyObject *type) {
