@@ -141,7 +141,8 @@ class RMTL:
         """Stage 1: supervised training of the backbone (in place) with early stopping.
 
         Ctrl-C restores the best weights so far and raises KeyboardInterrupt; nothing is
-        saved, so a resumed run repeats the whole stage."""
+        saved, so a resumed run (a new agent and backbone on the checkpoint directory)
+        repeats the whole stage."""
         name = "pretrained.npz"
         self._check_data(train=train, valid=valid)
         if self._done(name):
