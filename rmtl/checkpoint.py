@@ -85,15 +85,14 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ stage files
     def save_net(self, name: str, net: Any, history: Any) -> None:
-        """One network (an rmtl.save-compatible file) and its stage's history, atomically."""
-        net._save(self.path(name), _config_key(net), {"history": history})
+        """One backbone (a file :func:`rmtl.load` reads) and its stage's history, atomically."""
+        net._save(self.path(name), "config", {"history": history})
 
     def load_net(self, name: str, build: Callable[..., Any]) -> Tuple[Any, Any]:
-        """(network, history) of a file :meth:`save_net` wrote; ``build(**config)`` makes the
-        network (weights and optimizer state are then restored, evaluation mode)."""
+        """(backbone, history) of a file :meth:`save_net` wrote; ``build(**config)`` makes the
+        backbone (weights and optimizer state are then restored, evaluation mode)."""
         with open_npz(self.path(name), "checkpoint") as z:
-            key = "critic_config" if "critic_config" in z else "config"
-            return build(**z.json(key))._restore(z), z.json("history")
+            return build(**z.json("config"))._restore(z), z.json("history")
 
     def save_nets(self, name: str, nets: Mapping[str, Any], state: Any) -> None:
         """Several networks and a JSON ``state`` in one file, atomically (stage 2's epochs)."""
