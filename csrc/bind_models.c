@@ -606,6 +606,9 @@ int rmtl_bind_models_init(PyObject *mod) {
         return -1;
     }
     PyObject *net_type = PyObject_GetAttrString(mod, "Net");
+    if (net_type != NULL) {
+        rmtl_disallow_new(net_type);
+    }
     int st = net_type == NULL ? -1 : rmtl_add_type(mod, &Model_spec, net_type);
     Py_XDECREF(net_type);
     if (st < 0) {

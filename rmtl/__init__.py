@@ -19,12 +19,14 @@ except ImportError as _e:  # the source tree shadows the installed package
         "`rmtl` command, or build in place with `pip install -e .`") from _e
 from . import datasets, metrics, models
 from .backend import blas_info, set_gemm_backend
+from ._io import CorruptFileError
 from .data import SessionData
 from .metrics import evaluate
 from .models import load, save
-from .train import History, Trainer
+from .train import History, NonFiniteLossError, Trainer
 from .critic import Critic
-from .env import ReplayBuffer, SessionEnv, VecSessionEnv, collect
+from .env import SessionEnv, VecSessionEnv
+from .replay import ReplayBuffer, collect
 from .agent import RMTL
 from .experiment import experiment
 
@@ -32,4 +34,4 @@ __version__ = "0.1.0"
 __all__ = ["SessionData", "Trainer", "History", "evaluate", "save", "load", "blas_info",
            "set_gemm_backend", "metrics", "models",
            "Critic", "RMTL", "experiment", "datasets",
-           "SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect"]
+           "SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "CorruptFileError", "NonFiniteLossError"]

@@ -61,3 +61,15 @@ def _detach(x: Any) -> Any:
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         return x.detach().cpu().numpy()
     return x
+
+
+def run_offsets(ids: np.ndarray, name: str) -> np.ndarray:
+    """CSR boundaries (int64) of the runs of equal values of the 1-D integer array ``ids``;
+    ValueError naming ``name`` when an id forms more than one run."""
+    change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    offsets = np.concatenate(([0], change, [len(ids)])).astype(np.int64)
+    starts = ids[offsets[:-1]]
+    if np.unique(starts).size != starts.size:
+        dup = starts[np.flatnonzero(np.bincount(np.unique(starts, return_inverse=True)[1]) > 1)[0]]
+        raise ValueError(f"{name}: the rows of session {dup} are not contiguous; sort rows by session")
+    return offsets

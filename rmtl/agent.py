@@ -3,62 +3,22 @@ critic-weighted BCE; transfer critics to other backbones; checkpoint and resume 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import _core, _progress
+from .checkpoint import Checkpoint
+from .config import WEIGHTINGS, RMTLConfig, check
 from .critic import Critic
-from .data import SessionData, row_order
-from .models import Backbone, load, save
-from .train import History, Trainer, chunks
+from .data import SessionData
+from .models import Backbone, create
+from .stages import CriticStage
+from .train import History, Trainer
 
-__all__ = ["RMTL", "RMTLConfig"]
+__all__ = ["RMTL", "RMTLConfig", "WEIGHTINGS"]
 
-WEIGHTINGS = _core.enums["weighting"]
-_NOISE_STREAM = 0x5444  # keys the TD3 target-action noise apart from other uses of the seed
-
-
-@dataclasses.dataclass(frozen=True)
-class RMTLConfig:
-    """Every knob of the three stages; see :class:`RMTL` for meanings and sources."""
-
-    gamma: float = 0.9
-    tau: float = 0.2
-    lam: float = 0.7
-    critic_lr: float = 1e-3
-    behaviour: str = "uniform"
-    behaviour_noise: float = 0.1
-    target: str = "td3"
-    ips: bool = False
-    weighting: str = "rmtl"
-    seed: int = 0
-    reward: str = "bce"
-    critic_bottom_dims: Tuple[int, ...] = (512, 256)
-    critic_tower_dims: Tuple[int, ...] = (128, 64)
-    critic_dropout: float = 0.2
-    critic_output_bias: Optional[float] = 1.0
-    critic_epochs: int = 96
-    critic_batch_size: int = 2048
-    buffer_capacity: int = 500_000
-    soft_update_freq: int = 2
-    target_noise: float = 0.4
-    target_noise_clip: float = 3e-3
-    actor_update: bool = False
-    actor_lr: float = 1e-3
-    actor_update_freq: int = 1
-    init_training_step: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    batch_size: int = 2048
-    epochs: int = 100
-    patience: int = 2
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+_REF = RMTLConfig()
 
 
 class RMTL:
@@ -75,9 +35,13 @@ class RMTL:
        in eval mode, not differentiated), early stopping as in stage 1.
 
     ``finetune(train, valid, backbone=other)`` weights another (pretrained) backbone's
-    fine-tuning with these critics (transfer). With ``checkpoint_dir`` every stage saves its
-    result there and a new agent on the same directory resumes: finished stages are loaded,
-    stage 2 continues from its last finished epoch.
+    fine-tuning with these critics (transfer). With ``checkpoint_dir`` every finished stage
+    (and every finished stage-2 epoch) is committed there as one file, atomically, and a new
+    agent on the same directory resumes: finished stages are loaded, stage 2 continues from
+    its last finished epoch. The directory records the configuration and fingerprints of
+    the data; using it with other settings or other data raises ValueError. Ctrl-C in any
+    stage restores that stage's best weights (stage 2: its last finished epoch) and raises
+    KeyboardInterrupt, never continuing into the next stage or saving the unfinished one.
 
     Parameters (defaults and where they come from: *code* = the authors' public code,
     *paper* = the WWW 2023 paper, *rmtl* = this package's choice)
@@ -143,26 +107,27 @@ class RMTL:
     ``actor_reg`` (0 in its main script).
     """
 
-    def __init__(self, backbone: Backbone, gamma: float = 0.9, tau: float = 0.2, lam: float = 0.7,
-                 critic_lr: float = 1e-3, behaviour: str = "uniform", target: str = "td3", ips: bool = False,
-                 weighting: str = "rmtl", seed: int = 0, *, checkpoint_dir: Optional["str | os.PathLike[str]"] = None,
-                 progress: bool = True, **kwargs: Any) -> None:
+    def __init__(self, backbone: Backbone, gamma: float = _REF.gamma, tau: float = _REF.tau, lam: float = _REF.lam,
+                 critic_lr: float = _REF.critic_lr, behaviour: str = _REF.behaviour, target: str = _REF.target,
+                 ips: bool = _REF.ips, weighting: str = _REF.weighting, seed: int = _REF.seed, *,
+                 checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = True,
+                 **kwargs: Any) -> None:
         if not isinstance(backbone, Backbone):
             raise TypeError(f"backbone: expected an rmtl backbone (rmtl.models.*), got {type(backbone).__name__}")
         unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(RMTLConfig)})
         if unknown:
             raise TypeError(f"unexpected keyword arguments {unknown}; see help(rmtl.RMTL) for the options")
-        self.config = _check(RMTLConfig(gamma=gamma, tau=tau, lam=lam, critic_lr=critic_lr, behaviour=behaviour,
-                                        target=target, ips=ips, weighting=weighting, seed=seed, **kwargs))
+        self.config = RMTLConfig(gamma=gamma, tau=tau, lam=lam, critic_lr=critic_lr, behaviour=behaviour,
+                                 target=target, ips=ips, weighting=weighting, seed=seed, **kwargs)
         self.backbone = backbone
         self.pretrained: Backbone = backbone
         self.critics: List[Critic] = []
         self.history: Dict[str, Any] = {}
-        self._stage2: Optional[_Stage2] = None
+        self._stage2: Optional[CriticStage] = None
         self.progress = bool(progress)
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
-        if self.checkpoint_dir is not None:
-            self._open_checkpoints()
+        self._checkpoint = None if checkpoint_dir is None else Checkpoint(
+            checkpoint_dir, {"config": self.config.to_dict(), "backbone": backbone.config.to_dict()})
 
     # ------------------------------------------------------------------ stages
     def fit(self, train: SessionData, valid: SessionData) -> "RMTL":
@@ -173,64 +138,42 @@ class RMTL:
         return self
 
     def pretrain(self, train: SessionData, valid: SessionData) -> History:
-        """Stage 1: supervised training of the backbone (in place) with early stopping."""
-        if self._done("pretrained.npz"):
-            self.pretrained = self.backbone = _reload(self._path("pretrained.npz"), self.backbone, into=self.backbone)
-            return self._history("pretrain")
+        """Stage 1: supervised training of the backbone (in place) with early stopping.
+
+        Ctrl-C restores the best weights so far and raises KeyboardInterrupt; nothing is
+        saved, so a resumed run (a new agent and backbone on the checkpoint directory)
+        repeats the whole stage."""
+        name = "pretrained.npz"
+        self._check_data(train=train, valid=valid)
+        if self._done(name):
+            loaded, hist = self._checkpoint.load_net(name, create)
+            _copy_into(self.backbone, loaded, self._checkpoint.path(name))
+            self.pretrained = self.backbone
+            return self._keep("pretrain", hist)
         c = self.config
         hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
                        seed=c.seed, progress=self.progress).fit(train, valid, c.epochs, c.patience)
         self.pretrained = self.backbone
-        if not hist.interrupted:
-            self._record("pretrain", hist)
-            self._save_model(self.pretrained, "pretrained.npz")
-        return hist
+        return self._finish("pretrain", name, self.pretrained, hist)
 
     def fit_critics(self, train: SessionData, epochs: Optional[int] = None) -> List[Dict[str, float]]:
         """Stage 2: fill the replay buffer from ``train`` and train one critic per task.
 
         Returns one record per epoch (mean TD loss per task, mean actor loss when the actor
-        is updated). Ctrl-C stops after the current chunk; the critics keep what they learned,
-        and with a checkpoint directory the next call resumes from the last finished epoch.
+        is updated). With a checkpoint directory every finished epoch is committed (one file,
+        atomically) and the next call resumes from the last one. Ctrl-C (or a non-finite TD
+        loss) restores the state of the last finished epoch and raises KeyboardInterrupt
+        (or :class:`rmtl.NonFiniteLossError`).
         """
-        c = self.config
-        epochs = c.critic_epochs if epochs is None else int(epochs)
-        if epochs < 1:
-            raise ValueError(f"epochs: expected >= 1, got {epochs}")
+        epochs = self.config.critic_epochs if epochs is None else check("epochs", epochs)
+        self._check_data(train=train)
         if self._stage2 is None:
-            self._stage2 = _Stage2(self, train)
-        state = self._stage2
-        if state.complete and state.epochs_done >= epochs:
-            return state.records
-        buffer = state.open_buffer()
-        B = min(c.critic_batch_size, len(buffer))
-        steps_per_epoch = len(buffer) // B
-        interrupted = False
+            self._stage2 = CriticStage(self.config, self.pretrained, train, self._checkpoint, self.progress)
+        self.critics = self._stage2.critics
         try:
-            for epoch in range(state.epochs_done, epochs):
-                order = state.epoch_order(epoch)
-                sums, actor_sum, actor_steps = np.zeros(train.num_tasks), 0.0, 0
-                with _progress.bar(self.progress, total=steps_per_epoch, desc=f"critics {epoch + 1}/{epochs}",
-                                  leave=False) as bar:
-                    for first, n in chunks(steps_per_epoch):
-                        losses, a_sum, a_steps = state.run(order[first * B:(first + n) * B], B)
-                        sums += losses
-                        actor_sum, actor_steps = actor_sum + a_sum, actor_steps + a_steps
-                        bar.update(n)
-                rec = {"epoch": epoch + 1, "steps": state.step}
-                rec.update({f"td_loss_{name}": float(s / steps_per_epoch) for name, s in zip(train.task_names, sums)})
-                if actor_steps:
-                    rec["actor_loss"] = actor_sum / actor_steps
-                state.finish_epoch(rec)
-                _progress.log_record(self.progress, rec)
-        except KeyboardInterrupt:
-            interrupted = True
-            warnings.warn("critic training interrupted; the critics hold what they learned so far", stacklevel=2)
-        for critic in self.critics:
-            critic.eval()
-        if not interrupted:
-            state.finish()
-        return state.records
+            return self._stage2.fit(epochs)
+        finally:
+            self.history["critics"] = self._stage2.summary()
 
     def finetune(self, train: SessionData, valid: SessionData, backbone: Optional[Backbone] = None,
                  weighting: Optional[str] = None, lam: Optional[float] = None) -> History:
@@ -242,12 +185,11 @@ class RMTL:
         ``self.backbone`` is left alone. ``weighting`` and ``lam`` override the agent's for
         this call (ablations; a checkpoint per setting).
         Either way Adam starts afresh (its moments from pretraining are dropped), as in the
-        authors' code.
+        authors' code. Ctrl-C restores the best weights so far and raises KeyboardInterrupt
+        without saving the stage.
         """
         weighting = self.config.weighting if weighting is None else weighting
-        lam = self.config.lam if lam is None else float(lam)
-        if not lam >= 0:
-            raise ValueError(f"lam: expected >= 0, got {lam}")
+        lam = self.config.lam if lam is None else check("lam", lam)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
         if weighting != "constant" and not self.critics:
@@ -257,15 +199,17 @@ class RMTL:
         model = self.pretrained.clone() if own else backbone
         if not isinstance(model, Backbone):
             raise TypeError(f"backbone: expected an rmtl backbone, got {type(model).__name__}")
+        self._check_data(train=train, valid=valid)
         setting = weighting if lam == self.config.lam else f"{weighting}-lam{lam:g}"
         name = (f"finetuned-{setting}.npz" if own
                 else f"transfer-{model.config.name}-seed{model.config.seed}-{setting}.npz")
         key = name[:-4]
         if self._done(name):
-            model = _reload(self._path(name), model, into=None if own else model)
+            loaded, hist = self._checkpoint.load_net(name, create)
+            _copy_into(model, loaded, self._checkpoint.path(name))
             if own:
                 self.backbone = model
-            return self._history(key)
+            return self._keep(key, hist)
         c = self.config
         # a fresh Adam, as the authors' stage 3 builds a new optimizer around the reloaded model
         zeros = np.zeros(model.num_parameters, np.float32)
@@ -276,10 +220,7 @@ class RMTL:
                        weighting=weighting, lam=lam).fit(train, valid, c.epochs, c.patience)
         if own:
             self.backbone = model
-        if not hist.interrupted:
-            self._record(key, hist)
-            self._save_model(model, name)
-        return hist
+        return self._finish(key, name, model, hist)
 
     # ------------------------------------------------------------------ weights
     def loss_weights(self, data: SessionData, prob: Optional[np.ndarray] = None,
@@ -308,198 +249,36 @@ class RMTL:
                          for k, c in enumerate(self.critics)], 1)
 
     # ------------------------------------------------------------------ checkpoints
-    def _path(self, name: str) -> str:
-        return os.path.join(self.checkpoint_dir or "", name)
+    def _check_data(self, **parts: SessionData) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint.check_data(**parts)
 
     def _done(self, name: str) -> bool:
-        return self.checkpoint_dir is not None and os.path.exists(self._path(name))
+        return self._checkpoint is not None and self._checkpoint.has(name)
 
-    def _open_checkpoints(self) -> None:
-        os.makedirs(self.checkpoint_dir, exist_ok=True)
-        path = self._path("agent.json")
-        mine = {"config": self.config.to_dict(), "backbone": self.backbone.config.to_dict()}
-        mine = json.loads(json.dumps(mine))  # tuples as lists, as they come back from the file
-        if os.path.exists(path):
-            with open(path) as f:
-                theirs = json.load(f)
-            if {k: theirs.get(k) for k in mine} != mine:
-                raise ValueError(f"checkpoint_dir: {self.checkpoint_dir} holds a run with another configuration; "
-                                 "use a new directory or the same settings")
-            self.history = theirs.get("history", {})
-        else:
-            self._write_json("agent.json", mine)
+    def _keep(self, key: str, hist: Dict[str, Any]) -> History:
+        self.history[key] = hist
+        return History(epochs=hist["epochs"], best_epoch=hist["best_epoch"], best_score=hist["best_score"])
 
-    def _record(self, key: str, hist: Any) -> None:
-        self.history[key] = _history_dict(hist)
-        if self.checkpoint_dir is not None:
-            with open(self._path("agent.json")) as f:
-                meta = json.load(f)
-            meta["history"] = self.history
-            self._write_json("agent.json", meta)
-
-    def _history(self, key: str) -> History:
-        h = self.history.get(key, {})
-        return History(epochs=h.get("epochs", []), best_epoch=h.get("best_epoch"),
-                       best_score=h.get("best_score", float("-inf")))
-
-    def _write_json(self, name: str, obj: Any) -> None:
-        tmp = self._path(name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, self._path(name))
-
-    def _save_model(self, model: Any, name: str) -> None:
-        """rmtl.save / Critic.save to a temporary name, then an atomic rename."""
-        if self.checkpoint_dir is None:
-            return
-        tmp = self._path(name[:-4] + ".tmp.npz")
-        if isinstance(model, Critic):
-            model.save(tmp)
-        else:
-            save(model, tmp)
-        os.replace(tmp, self._path(name))
+    def _finish(self, key: str, name: str, model: Backbone, hist: History) -> History:
+        """Record a stage that ran to its end and commit it; an interrupted one raises."""
+        if hist.interrupted:
+            raise KeyboardInterrupt(f"RMTL stage {key!r} interrupted; the model holds its best weights so far")
+        self.history[key] = {"epochs": hist.epochs, "best_epoch": hist.best_epoch, "best_score": hist.best_score}
+        if self._checkpoint is not None:
+            self._checkpoint.save_net(name, model, self.history[key])
+        return hist
 
     def __repr__(self) -> str:
         return (f"RMTL(backbone={type(self.backbone).__name__}, critics={len(self.critics)}, "
                 f"weighting={self.config.weighting!r}, lam={self.config.lam}, target={self.config.target!r})")
 
 
-class _Stage2:
-    """Stage 2's state: critics, targets, actor copies, the global step and the epoch records,
-    saved after every epoch and restored from the checkpoint directory; the replay buffer is
-    filled (or reloaded) only when training actually runs."""
-
-    def __init__(self, agent: RMTL, train: SessionData) -> None:
-        self.agent, self.train, self.buffer = agent, train, None
-        self.transitions: Dict[str, np.ndarray] = {}
-        c = agent.config
-        meta = agent.history.get("critics", {})
-        self.records: List[Dict[str, Any]] = meta.get("epochs", [])
-        self.epochs_done, self.step, self.complete = len(self.records), meta.get("step", 0), meta.get("complete", False)
-        actor, T = agent.pretrained, train.num_tasks
-        if self.epochs_done:
-            load = lambda name: Critic.load(agent._path(name))  # noqa: E731
-            agent.critics = [load(f"critic{k}.npz") for k in range(T)]
-            self.targets = [load(f"critic{k}-target.npz") for k in range(T)]
-            self.actor = _reload(agent._path("actor.npz"), actor)
-            self.actor_target = _reload(agent._path("actor-target.npz"), actor)
-        else:
-            agent.critics = [_new_critic(actor, k, c) for k in range(T)]
-            self.targets = [critic.clone() for critic in agent.critics]
-            self.actor, self.actor_target = actor.clone().eval(), actor.clone().eval()
-        self.cfg = dict(gamma=c.gamma, td3=c.target == "td3", noise_std=c.target_noise,
-                        noise_clip=c.target_noise_clip, ips=c.ips, tau=c.tau, soft_update_freq=c.soft_update_freq,
-                        actor_update=c.actor_update, actor_update_freq=c.actor_update_freq,
-                        init_training_step=c.init_training_step,
-                        seed=(c.seed * 1_000_003 + _NOISE_STREAM) & (2**64 - 1),
-                        critic_adam=(c.critic_lr, 0.9, 0.999, 1e-8, 0.0), actor_adam=(c.actor_lr, 0.9, 0.999, 1e-8, 0.0))
-
-    def open_buffer(self) -> Any:
-        """The replay buffer: reloaded from the checkpoint, or filled by replaying every
-        training session with the behaviour policy; critics go to training mode."""
-        from .env import ReplayBuffer, collect
-
-        agent, c = self.agent, self.agent.config
-        for critic in agent.critics:
-            critic.train()
-        if self.buffer is not None:
-            return self.buffer
-        if agent._done("replay.npz"):
-            self.buffer = ReplayBuffer.load(agent._path("replay.npz"))
-        else:
-            self.buffer = ReplayBuffer(c.buffer_capacity, self.train.num_tasks, seed=c.seed)
-            collect(self.train, self.buffer, policy=c.behaviour, noise=c.behaviour_noise,
-                    model=agent.pretrained if c.behaviour == "actor" else None, reward=c.reward, seed=c.seed)
-            if agent.checkpoint_dir is not None:
-                self.buffer.save(agent._path("replay.npz"))
-        if len(self.buffer) == 0:
-            raise ValueError("train: produced no transitions; expected at least one session")
-        self.transitions = self.buffer.transitions()
-        return self.buffer
-
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """The order in which epoch ``epoch`` visits the stored transitions: a permutation
-        drawn from (seed, epoch), so a resumed run takes exactly the minibatches of an
-        uninterrupted one."""
-        return row_order(len(self.buffer), True, self.agent.config.seed * 7919 + 17, epoch)
-
-    def run(self, picks: np.ndarray, B: int) -> Tuple[np.ndarray, float, int]:
-        """len(picks) // B stage-2 steps on the stored transitions ``picks``, in one C call."""
-        t, data = self.transitions, self.train
-        take = lambda key: np.ascontiguousarray(t[key][picks])  # noqa: E731
-        n_steps = len(picks) // B
-        losses, a_sum, a_steps = _core.td_chunk(
-            actor=self.actor._core, actor_target=self.actor_target._core,
-            critics=[c._core for c in self.agent.critics], targets=[c._core for c in self.targets],
-            state=take("state"), next=take("next_state"), action=take("action"), reward=take("reward"),
-            done=take("done"), sparse=data.sparse, dense=data.dense, labels=data.labels, batch_size=B,
-            step=self.step, **self.cfg)
-        self.step += n_steps
-        return np.asarray(losses), a_sum, a_steps
-
-    def finish_epoch(self, rec: Dict[str, Any]) -> None:
-        self.records.append(rec)
-        self.epochs_done, self.complete = self.epochs_done + 1, False
-        agent = self.agent
-        for k, (critic, target) in enumerate(zip(agent.critics, self.targets)):
-            agent._save_model(critic, f"critic{k}.npz")
-            agent._save_model(target, f"critic{k}-target.npz")
-        agent._save_model(self.actor, "actor.npz")
-        agent._save_model(self.actor_target, "actor-target.npz")
-        self._write(complete=False)
-
-    def finish(self) -> None:
-        self.complete = True
-        self._write(complete=True)
-
-    def _write(self, complete: bool) -> None:
-        self.agent._record("critics", {"epochs": self.records, "step": self.step, "complete": complete})
-
-
-def _new_critic(actor: Backbone, task: int, c: RMTLConfig) -> Critic:
-    """Critic k for the actor's data, seeded from the agent's seed, embedding from the actor."""
-    b = actor.config
-    critic = Critic(b.field_dims, b.num_dense, b.embed_dim, c.critic_bottom_dims, c.critic_tower_dims,
-                    c.critic_dropout, seed=c.seed * 7919 + 101 * (task + 1), output_bias=c.critic_output_bias)
-    critic.copy_embedding(actor, task)
-    return critic.train()
-
-
-def _reload(path: str, like: Backbone, into: Optional[Backbone] = None) -> Backbone:
-    """A backbone saved with rmtl.save; with ``into``, its weights are copied into that model."""
-    model = load(path)
-    if model.config != like.config:
-        raise ValueError(f"checkpoint: {path} holds a {model.config.name} with another configuration than "
-                         f"the backbone given; use a new checkpoint_dir")
-    if into is not None:
-        into.load_state_dict(model.state_dict())
-        into.load_optimizer_state(model.optimizer_state())
-        return into.eval()
-    return model
-
-
-def _history_dict(hist: Any) -> Dict[str, Any]:
-    if isinstance(hist, History):
-        return {"epochs": hist.epochs, "best_epoch": hist.best_epoch, "best_score": hist.best_score}
-    return hist
-
-
-def _check(c: RMTLConfig) -> RMTLConfig:
-    choices = {"behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"), "weighting": tuple(WEIGHTINGS),
-               "reward": ("bce", "abs")}
-    for key, allowed in choices.items():
-        if getattr(c, key) not in allowed:
-            raise ValueError(f"{key}: expected one of {list(allowed)}, got {getattr(c, key)!r}")
-    for key in ("gamma", "tau"):
-        if not 0.0 <= getattr(c, key) <= 1.0:
-            raise ValueError(f"{key}: expected a value in [0, 1], got {getattr(c, key)}")
-    positive = ("critic_lr", "actor_lr", "lr", "critic_epochs", "critic_batch_size", "buffer_capacity",
-                "soft_update_freq", "actor_update_freq", "batch_size", "epochs", "patience")
-    for key in positive:
-        if not getattr(c, key) > 0:
-            raise ValueError(f"{key}: expected > 0, got {getattr(c, key)}")
-    for key in ("lam", "behaviour_noise", "target_noise", "target_noise_clip", "weight_decay", "init_training_step"):
-        if not getattr(c, key) >= 0:
-            raise ValueError(f"{key}: expected >= 0, got {getattr(c, key)}")
-    return dataclasses.replace(c, critic_bottom_dims=tuple(int(d) for d in c.critic_bottom_dims),
-                               critic_tower_dims=tuple(int(d) for d in c.critic_tower_dims))
+def _copy_into(model: Backbone, loaded: Backbone, path: str) -> None:
+    """Weights and optimizer state of a reloaded checkpoint into ``model`` (evaluation mode)."""
+    if loaded.config != model.config:
+        raise ValueError(f"checkpoint: {path} holds a {loaded.config.name} with another configuration than "
+                         "the backbone given; use a new checkpoint_dir")
+    model.load_state_dict(loaded.state_dict())
+    model.load_optimizer_state(loaded.optimizer_state())
+    model.eval()

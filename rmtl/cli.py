@@ -1,7 +1,9 @@
 """The command line: ``python -m rmtl <command> ...``, one function per subcommand.
 
 User errors (a missing path, a malformed file, an unknown option value) print one line to
-stderr and exit with status 2, without a traceback.
+stderr and exit with status 2, without a traceback. Ctrl-C stops at once and exits with
+status 130 (``rmtl run --resume DIR`` then continues); a training loss that diverges prints
+one line and exits with status 1.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ def add_prepare(sub: "argparse._SubParsersAction") -> None:
                                    "and save them as a SessionData .npz file.")
     p.add_argument("dataset", choices=("retailrocket", "kuairand"), help="which raw format")
     p.add_argument("--raw", required=True, metavar="DIR", help="directory holding the raw CSV files")
-    p.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the dataset")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the dataset: exactly this path "
+                   "(conventionally ending in .npz; nothing is appended), written atomically")
     p.add_argument("--session-gap-minutes", type=float, default=30.0, metavar="M",
                    help="start a new session after a gap of more than M minutes (default 30)")
     p.add_argument("--variant", choices=("pure", "1k"), default="pure",
@@ -89,6 +92,9 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out", metavar="DIR", help="also write results.md/.csv/.json, config.json (versions, seeds, "
                    "every setting) and PNG plots (training curves, critic losses, stage-3 weights, Q by "
                    "position) into DIR; plots need matplotlib (pip install 'rmtl[plots]')")
+    p.add_argument("--resume", metavar="DIR", help="checkpoint directory of the run: created if missing; after a "
+                   "kill or Ctrl-C the same command continues from the last finished stage (a directory of a run "
+                   "with other settings or data is refused)")
     p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (keys as the long "
                    "options with underscores, e.g. rmtl_models = [\"esmm\"]); options given here win")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -101,7 +107,7 @@ def run_run(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config) if args.config else {}
     for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
-                 "critic_epochs", "n_users", "out"):
+                 "critic_epochs", "n_users", "out", "resume"):
         value = getattr(args, name)
         if value is not None:
             settings[name] = tuple(value) if isinstance(value, list) else value
@@ -171,6 +177,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (OSError, ValueError, ImportError) as e:
         print(f"rmtl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:
+        print(f"rmtl {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"rmtl {args.command}: interrupted", file=sys.stderr)
         return 130

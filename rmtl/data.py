@@ -1,14 +1,14 @@
 """SessionData: impressions grouped into sessions, the one table every part of rmtl reads."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
-from ._arrays import as_codes, as_dense, as_float, as_labels
+from ._io import CorruptFileError, open_npz, save_npz
+from ._arrays import as_codes, as_dense, as_float, as_labels, run_offsets
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -201,7 +201,8 @@ class SessionData:
 
     # ------------------------------------------------------------------ files
     def save(self, path: PathLike) -> None:
-        """Write every array and the schema to one .npz file."""
+        """Write every array and the schema to one .npz file at exactly ``path`` (no ``.npz``
+        is appended), atomically."""
         arrays = {k: getattr(self, k) for k in ("session", "time", "sparse", "dense", "labels")}
         for k in ("user", "item", "truth"):
             if getattr(self, k) is not None:
@@ -209,21 +210,19 @@ class SessionData:
         schema = {"field_dims": list(self.field_dims), "task_names": list(self.task_names), "format": 1}
         if self.vocab is not None:
             schema["vocab"] = self.vocab
-        np.savez(path, schema=np.frombuffer(json.dumps(schema).encode(), dtype=np.uint8), **arrays)
+        save_npz(path, arrays, {"schema": schema})
 
     @classmethod
     def load(cls, path: PathLike) -> "SessionData":
-        """Read a file written by :meth:`save`."""
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"path: no such file: {path}")
-        with np.load(path, allow_pickle=False) as z:
-            if "schema" not in z.files:
-                raise ValueError(f"path: {path} is not an rmtl SessionData file (no schema)")
-            schema = json.loads(bytes(z["schema"]).decode())
-            get = lambda k: z[k] if k in z.files else None  # noqa: E731
+        """Read a file written by :meth:`save`; a damaged file raises
+        :class:`rmtl.CorruptFileError` (a ValueError) naming it."""
+        with open_npz(path, "SessionData") as z:
+            schema = z.json("schema")
+            if not isinstance(schema, dict) or "field_dims" not in schema or "task_names" not in schema:
+                raise CorruptFileError(path, "not an rmtl SessionData file (bad schema)")
             return cls(z["session"], z["time"], z["sparse"], z["dense"], z["labels"],
-                       schema["field_dims"], user=get("user"), item=get("item"),
-                       task_names=schema["task_names"], truth=get("truth"),
+                       schema["field_dims"], user=z.get("user"), item=z.get("item"),
+                       task_names=schema["task_names"], truth=z.get("truth"),
                        vocab=schema.get("vocab"))
 
 
@@ -260,14 +259,9 @@ def _check_vocab(vocab: Mapping[str, Mapping[str, int]],
 def _session_offsets(session: np.ndarray, time: np.ndarray) -> np.ndarray:
     """CSR boundaries of the runs of equal session ids; each id must form one run and
     time must not decrease inside it."""
-    change = np.flatnonzero(session[1:] != session[:-1]) + 1
-    offsets = np.concatenate(([0], change, [len(session)])).astype(np.int64)
-    starts = session[offsets[:-1]]
-    if np.unique(starts).size != starts.size:
-        dup = starts[np.flatnonzero(np.bincount(np.unique(starts, return_inverse=True)[1]) > 1)[0]]
-        raise ValueError(f"session: the rows of session {dup} are not contiguous; sort rows by session")
+    offsets = run_offsets(session, "session")
     inside = np.ones(len(session) - 1, bool)
-    inside[change - 1] = False
+    inside[offsets[1:-1] - 1] = False
     back = np.flatnonzero(inside & (time[1:] < time[:-1]))
     if back.size:
         r = int(back[0]) + 1

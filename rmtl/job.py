@@ -16,23 +16,27 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from . import _progress, report
+from ._io import atomic_write, write_json, write_text
+from .config import COUNT, RMTLConfig, check
 from .data import SessionData
 from .experiment import ExperimentResult, experiment
 from .models import BACKBONES
 
 __all__ = ["JobConfig", "PRESETS", "load_config", "run_job", "load_dataset"]
 
+_REF = RMTLConfig()
+
 DATASETS = ("synthetic", "retailrocket", "kuairand")
 
 # quick: sized for about two minutes on 2 cores (small widths, few critic epochs, ~72k rows);
-# paper: the reference hyperparameters of SPEC sections 4 and 5 and the default data size.
+# paper: the reference hyperparameters of SPEC sections 4 and 5 (the defaults of the
+# backbones and of RMTLConfig) and the default data size.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {"backbone": {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2},
               "rmtl": {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "critic_epochs": 4,
                        "epochs": 12, "patience": 2},
               "n_users": 5000, "seeds": 3},
-    "paper": {"backbone": {"embed_dim": 128, "bottom_dims": (512, 256), "tower_dims": (128, 64), "dropout": 0.2},
-              "rmtl": {}, "n_users": 14000, "seeds": 5},
+    "paper": {"backbone": {}, "rmtl": {}, "n_users": 14000, "seeds": 5},
 }
 
 
@@ -42,7 +46,8 @@ class JobConfig:
 
     ``epochs``, ``critic_epochs``, ``n_users`` and ``seeds`` default to the preset's
     values when None. ``models`` are trained as baselines; ``rmtl_models`` (a subset of
-    ``models``) also get stages 2 and 3.
+    ``models``) also get stages 2 and 3. ``resume`` is the run's checkpoint directory
+    (created if missing, continued if it holds a run of the same settings).
     """
 
     dataset: str = "synthetic"
@@ -51,13 +56,14 @@ class JobConfig:
     models: Tuple[str, ...] = ("singletask", "sharedbottom", "esmm", "mmoe", "ple")
     rmtl_models: Tuple[str, ...] = ("esmm", "mmoe", "ple")
     seeds: Optional[int] = None
-    lam: float = 0.7
-    gamma: float = 0.9
+    lam: float = _REF.lam
+    gamma: float = _REF.gamma
     epochs: Optional[int] = None
     critic_epochs: Optional[int] = None
     n_users: Optional[int] = None
     data_seed: int = 0
     out: Optional[str] = None
+    resume: Optional[str] = None
     progress: bool = True
 
     def resolved(self) -> "JobConfig":
@@ -75,15 +81,13 @@ class JobConfig:
         if not c.models:
             raise ValueError("models: expected at least one backbone")
         c.models = c.models + tuple(m for m in c.rmtl_models if m not in c.models)
-        c.seeds = p["seeds"] if c.seeds is None else int(c.seeds)
-        c.n_users = p["n_users"] if c.n_users is None else int(c.n_users)
-        c.epochs = p["rmtl"].get("epochs", 100) if c.epochs is None else int(c.epochs)
-        c.critic_epochs = p["rmtl"].get("critic_epochs", 96) if c.critic_epochs is None else int(c.critic_epochs)
-        for name in ("seeds", "n_users", "epochs", "critic_epochs"):
-            if getattr(c, name) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(c, name)}")
-        if not (c.lam > 0 and 0 <= c.gamma < 1):
-            raise ValueError(f"lam, gamma: expected lam > 0 and 0 <= gamma < 1, got {c.lam}, {c.gamma}")
+        c.seeds = COUNT.check("seeds", p["seeds"] if c.seeds is None else c.seeds)
+        c.n_users = COUNT.check("n_users", p["n_users"] if c.n_users is None else c.n_users)
+        default = {"epochs": _REF.epochs, "critic_epochs": _REF.critic_epochs, **p["rmtl"]}
+        c.epochs = check("epochs", default["epochs"] if c.epochs is None else c.epochs)
+        c.critic_epochs = check("critic_epochs", default["critic_epochs"] if c.critic_epochs is None
+                                else c.critic_epochs)
+        c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
         if c.dataset != "synthetic" and c.data is None:
             raise ValueError(f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)")
         if c.data is not None and not os.path.exists(c.data):
@@ -148,6 +152,10 @@ def run_job(config: JobConfig) -> JobResult:
     """Run the experiment of ``config`` (see :class:`JobConfig`); with ``config.out`` also
     write the table (Markdown, CSV, JSON), ``config.json`` and the plots there."""
     c = config.resolved()
+    if c.out is not None:
+        check_out(c.out)
+    if c.resume is not None:
+        claim_checkpoint_dir(c)
     t0 = time.perf_counter()
     data = load_dataset(c)
     train, valid, test = data.split((0.6, 0.2, 0.2))
@@ -166,12 +174,51 @@ def run_job(config: JobConfig) -> JobResult:
 
     result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
                         seeds=range(c.seeds), transfer=(), backbone_kwargs=PRESETS[c.preset]["backbone"],
-                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe)
+                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe, checkpoint_dir=c.resume)
     bar.close()
     job = JobResult(result, c, diagnostics, time.perf_counter() - t0)
     if c.out is not None:
         write_outputs(job, test)
     return job
+
+
+OUTPUTS = ("results.md", "results.csv", "results.json", "config.json", "training_curves.png",
+           "critic_curves.png", "stage3_weights.png", "q_by_position.png")
+
+
+def check_out(out: str) -> None:
+    """Before any training: ``out`` must be (or become) a writable directory with nothing in
+    the way of the files to write, and matplotlib must be there for the plots."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"--out: {out} exists and is not a directory; choose another path")
+    blocked = [n for n in OUTPUTS if os.path.isdir(os.path.join(out, n))]
+    if blocked:
+        raise FileExistsError(f"--out: {os.path.join(out, blocked[0])} is a directory in the way of an output file")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("--out: the plots need matplotlib; pip install 'rmtl[plots]' (or leave out --out)") from None
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out: {out} is not writable")
+
+
+def claim_checkpoint_dir(c: JobConfig) -> None:
+    """Record the settings that decide the run in ``c.resume``/job.json, or refuse a
+    directory that holds a run with other settings."""
+    os.makedirs(c.resume, exist_ok=True)
+    mine = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(c))).items()
+            if k not in ("out", "resume", "progress")}
+    path = os.path.join(c.resume, "job.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            theirs = json.load(f)
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            raise ValueError(f"--resume: {c.resume} holds a run with other settings ({', '.join(diff)}: "
+                             f"{[theirs.get(k) for k in diff]} there); use the same settings or a new directory")
+    else:
+        write_json(path, mine)
 
 
 def environment() -> Dict[str, str]:
@@ -197,13 +244,12 @@ def write_outputs(job: JobResult, test: SessionData) -> List[str]:
     written = []
     for name, text in files.items():
         path = os.path.join(out, name)
-        with open(path, "w") as f:
-            f.write(text)
+        write_text(path, text)
         written.append(path)
     figures = _figures(job.diagnostics, test)
     for name, fig in figures.items():
         path = os.path.join(out, name)
-        fig.savefig(path, dpi=110)
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
         written.append(path)
     return written
 

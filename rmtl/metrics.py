@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from . import _core
-from ._arrays import _detach, as_float
+from ._arrays import _detach, as_float, run_offsets
 
 __all__ = ["auc", "logloss", "session_logloss", "gauc", "oracle_auc", "oracle_logloss", "evaluate"]
 
@@ -43,12 +43,14 @@ def logloss(y_true: Any, y_prob: Any) -> float:
     return _core.logloss(p, y)
 
 
-def session_logloss(y_true: Any, y_prob: Any, offsets: Any) -> float:
-    """Mean over sessions of each session's mean BCE; ``offsets`` are the CSR session
-    boundaries (S+1 int64, as ``SessionData.offsets``)."""
+def session_logloss(y_true: Any, y_prob: Any, sessions: Any) -> float:
+    """Mean over sessions of each session's mean BCE; ``sessions`` are the session ids of the
+    rows (n,) integers, as ``SessionData.session``; the rows of a session must be contiguous."""
     y, p = _pair(y_true, y_prob, "y_prob")
-    off = np.ascontiguousarray(np.asarray(offsets), dtype=np.int64)
-    return _core.logloss(p, y, off)
+    s = np.asarray(sessions)
+    if s.dtype.kind not in "iu" or s.shape != p.shape:
+        raise ValueError(f"sessions: expected integer session ids of shape {p.shape}, got {s.dtype} {s.shape}")
+    return _core.logloss(p, y, run_offsets(s, "sessions"))
 
 
 def gauc(y_true: Any, y_score: Any, groups: Any) -> float:
@@ -94,7 +96,7 @@ def evaluate(model: Any, data: Any, batch_size: int = 16384,
     for k, name in enumerate(data.task_names):
         y, p = data.labels[:, k], np.ascontiguousarray(prob[:, k])
         row = {"auc": _or_nan(auc, y, p), "logloss": logloss(y, p),
-               "s_logloss": session_logloss(y, p, data.offsets)}
+               "s_logloss": session_logloss(y, p, data.session)}
         if data.user is not None:
             row["gauc"] = _or_nan(gauc, y, p, data.user)
         out[name] = row

@@ -9,7 +9,6 @@ modules (``embedding.embedding.weight``, ``bottom.mlp.0.weight``, ``tower.1.mlp.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
+from ._io import CorruptFileError, open_npz, save_npz
 from ._arrays import as_codes, as_dense, as_labels, as_float, _detach
 
 __all__ = ["Net", "BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "OMoE", "MMoE", "PLE", "AITM",
@@ -146,12 +146,17 @@ class Net:
         other.load_optimizer_state(self.optimizer_state())
         return other.train(self.training)
 
-    def _save(self, path: "str | os.PathLike[str]", config_key: str) -> None:
-        """Config (JSON under ``config_key``), weights and optimizer state to one .npz file."""
+    def _arrays(self) -> Dict[str, np.ndarray]:
+        """Weights and optimizer state as the arrays a file stores (:meth:`_restore` reads them)."""
         opt = self.optimizer_state()
-        np.savez(path, **{config_key: np.frombuffer(json.dumps(self.config.to_dict()).encode(), np.uint8)},
-                 param=self._flat["param"], adam_m=opt["adam_m"], adam_v=opt["adam_v"],
-                 steps=np.array([opt["steps"], opt["counter"]], np.uint64))
+        return {"param": self._flat["param"].copy(), "adam_m": opt["adam_m"], "adam_v": opt["adam_v"],
+                "steps": np.array([opt["steps"], opt["counter"]], np.uint64)}
+
+    def _save(self, path: "str | os.PathLike[str]", config_key: str,
+              documents: Optional[Mapping[str, Any]] = None) -> None:
+        """Config (JSON under ``config_key``), weights, optimizer state and any further JSON
+        ``documents`` to one .npz file at exactly ``path``, written atomically."""
+        save_npz(path, self._arrays(), {config_key: self.config.to_dict(), **(documents or {})})
 
     def _restore(self: N, z: Any) -> N:
         """Weights and optimizer state from an opened file :meth:`_save` wrote; eval mode."""
@@ -363,24 +368,25 @@ def create(name: str, field_dims: Sequence[int], num_dense: int, num_tasks: int,
 
 
 def save(model: Backbone, path: "str | os.PathLike[str]") -> None:
-    """Write config, weights and optimizer state to one .npz file; :func:`load` rebuilds it."""
+    """Write config, weights and optimizer state to one .npz file at exactly ``path`` (no
+    ``.npz`` is appended), atomically; :func:`load` rebuilds it."""
     model._save(path, "config")
 
 
 def load(path: "str | os.PathLike[str]") -> Backbone:
-    """Rebuild a model written by :func:`save` (in evaluation mode)."""
+    """Rebuild a model written by :func:`save` (in evaluation mode). A damaged file raises
+    :class:`rmtl.CorruptFileError` (a ValueError) naming it."""
     return _load_net(path, "config", "model", create)
 
 
 def _load_net(path: "str | os.PathLike[str]", config_key: str, what: str, build: Any) -> Any:
     """Open a file :meth:`Net._save` wrote, rebuild the network with ``build(**config)`` and
     restore its weights and optimizer state (evaluation mode)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"path: no such file: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        if config_key not in z.files:
-            raise ValueError(f"path: {path} is not an rmtl {what} file (no {config_key})")
-        return build(**json.loads(bytes(z[config_key]).decode()))._restore(z)
+    with open_npz(path, what) as z:
+        config = z.json(config_key)
+        if not isinstance(config, dict):
+            raise CorruptFileError(path, f"not an rmtl {what} file ({config_key} is not a mapping)")
+        return build(**config)._restore(z)
 
 
 def _check_config(c: BackboneConfig) -> None:

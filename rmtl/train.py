@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -9,10 +10,17 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core, _progress
+from .config import RMTLConfig, check
 from .data import SessionData, row_order
 from .metrics import evaluate
 
-__all__ = ["Trainer", "History", "chunks"]
+__all__ = ["Trainer", "History", "NonFiniteLossError", "chunks"]
+
+_REF = RMTLConfig()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite; the model holds the best weights so far."""
 
 
 def chunks(steps: int, seconds: float = 0.25) -> Iterator[Tuple[int, int]]:
@@ -49,7 +57,8 @@ class Trainer:
 
     Parameters follow the reference: ``lr=1e-3``, ``weight_decay=1e-6`` (added to the
     gradient, as ``torch.optim.Adam``), ``batch_size=2048``. ``seed`` drives the batch
-    order; dropout masks come from the model's own seed. Each C call
+    order; dropout masks come from the model's own seed. Every argument is checked up front
+    (e.g. a non-finite ``lr`` raises ValueError naming it). Each C call
     (:meth:`rmtl.models.Backbone.train_chunk`) runs as many batches as fit in about
     ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops training, restores
     the best weights so far and returns the history.
@@ -59,24 +68,23 @@ class Trainer:
     ``mean_weight_<task>``, the mean loss weight per task.
     """
 
-    def __init__(self, model: Any, lr: float = 1e-3, weight_decay: float = 1e-6,
-                 batch_size: int = 2048, seed: int = 0, betas=(0.9, 0.999), eps: float = 1e-8,
-                 progress: bool = True, chunk_seconds: float = 0.25, critics: Optional[Sequence[Any]] = None,
-                 weighting: Optional[str] = None, lam: float = 0.0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-        if not lr > 0:
-            raise ValueError(f"lr: expected > 0, got {lr}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")
+    def __init__(self, model: Any, lr: float = _REF.lr, weight_decay: float = _REF.weight_decay,
+                 batch_size: int = _REF.batch_size, seed: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, progress: bool = True, chunk_seconds: float = 0.25,
+                 critics: Optional[Sequence[Any]] = None, weighting: Optional[str] = None, lam: float = 0.0) -> None:
+        if not hasattr(model, "_core") or not hasattr(model, "config"):
+            raise TypeError(f"model: expected an rmtl backbone (rmtl.models.*), got {type(model).__name__}")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         if weighting is not None and weighting not in _core.enums["weighting"]:
             raise ValueError(f"weighting: expected None or one of {sorted(_core.enums['weighting'])}, "
                              f"got {weighting!r}")
         self.model = model
-        self.lr, self.weight_decay, self.batch_size = float(lr), float(weight_decay), int(batch_size)
-        self.seed, self.betas, self.eps = int(seed), (float(betas[0]), float(betas[1])), float(eps)
-        self.progress, self.chunk_seconds = bool(progress), float(chunk_seconds)
-        self.critics, self.weighting, self.lam = critics, weighting, float(lam)
+        self.lr, self.weight_decay = check("lr", lr), check("weight_decay", weight_decay)
+        self.batch_size, self.seed = check("batch_size", batch_size), check("seed", seed)
+        self.betas, self.eps = (check("beta1", betas[0]), check("beta2", betas[1])), check("eps", eps)
+        self.progress, self.chunk_seconds = bool(progress), check("chunk_seconds", chunk_seconds)
+        self.critics, self.weighting, self.lam = critics, weighting, check("lam", lam)
         self._epochs_done = 0
         self._weight_sums: Optional[np.ndarray] = None
 
@@ -100,6 +108,9 @@ class Trainer:
                 order[first * B:(first + n) * B], data.sparse, data.dense, data.labels, batch_size=B,
                 lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay, critics=self.critics,
                 weighting=self.weighting, lam=self.lam)
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(f"training loss became {loss} in epoch {self._epochs_done + 1}; "
+                                         "lower lr, or check the data for extreme values")
             total += loss
             if wsum is not None:
                 sums += wsum
@@ -112,13 +123,17 @@ class Trainer:
     def fit(self, train: SessionData, valid: Optional[SessionData] = None, epochs: int = 10,
             patience: int = 2) -> History:
         """Train for up to ``epochs`` epochs; with ``valid``, stop after ``patience`` epochs
-        without a better mean validation AUC and restore the best weights."""
+        without a better mean validation AUC and restore the best weights.
+
+        A loss that becomes NaN or infinite stops training at once: the best weights so far
+        (or, before any, the weights ``fit`` started from) are restored and
+        :class:`NonFiniteLossError` is raised."""
         self._check_data(train, "train")
         if valid is not None:
             self._check_data(valid, "valid")
-        if epochs < 1 or patience < 1:
-            raise ValueError(f"epochs and patience: expected >= 1, got {epochs} and {patience}")
+        epochs, patience = check("epochs", epochs), check("patience", patience)
         hist, best, bad = History(), None, 0
+        start = self.model.state_dict()
         steps = -(-len(train) // self.batch_size)
         try:
             for epoch in range(epochs):
@@ -146,6 +161,10 @@ class Trainer:
                 if valid is not None and bad >= patience:
                     hist.stopped_early = True
                     break
+        except NonFiniteLossError:
+            self.model.load_state_dict(start if best is None else best)
+            self.model.eval()
+            raise
         except KeyboardInterrupt:
             hist.interrupted = True
             warnings.warn("training interrupted; the model holds the best weights so far", stacklevel=2)

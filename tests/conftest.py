@@ -1,9 +1,27 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rmtl
+
+
+def shared_dir() -> Path:
+    """The project's shared directory: $RMTL_SHARED, else ``../shared`` beside the repository root."""
+    if os.environ.get("RMTL_SHARED"):
+        return Path(os.environ["RMTL_SHARED"])
+    return Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def optional(module: str, extra: str = "test"):
+    """Import an optional test dependency; when missing the calling test (or module) is skipped
+    with the reason, except under CI=true, where every stack must be installed and run."""
+    if os.environ.get("CI", "").lower() == "true":
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed (pip install 'rmtl[{extra}]')")
 
 
 def require_torch():

@@ -9,6 +9,10 @@ import pytest
 import rmtl
 from rmtl.cli import main
 
+from conftest import optional
+
+optional("pyarrow", "data")  # prepare reads raw CSV files
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -38,7 +42,7 @@ def test_prepare_kuairand_with_options_and_vocab(tmp_path):
     (["run", "--models", "esmm", "transformer"], "unknown backbone(s) ['transformer']"),
     (["run", "--dataset", "retailrocket"], "--dataset retailrocket needs --data"),
     (["run", "--dataset", "kuairand", "--data", "/no/such/path"], "no such file or directory: /no/such/path"),
-    (["run", "--seeds", "0"], "seeds: expected a positive integer"),
+    (["run", "--seeds", "0"], "seeds: expected a finite integer in [1, inf), got 0"),
     (["prepare", "retailrocket", "--raw", "/no/such/dir", "--out", "x.npz"], "/no/such/dir: no such directory"),
     (["prepare", "kuairand", "--raw", str(DATA / "retailrocket"), "--out", "x.npz"],
      "log_standard_4_08_to_4_21_pure.csv: no such file"),

@@ -7,7 +7,7 @@ import pytest
 import rmtl
 from rmtl.env import SessionEnv, VecSessionEnv
 
-from conftest import random_session_data
+from conftest import optional, random_session_data
 
 CLIP = np.log(np.float32(1e-4))
 
@@ -181,7 +181,7 @@ def test_bad_data_and_options():
 
 
 def test_gymnasium_env_checker_passes():
-    gym = pytest.importorskip("gymnasium")
+    gym = optional("gymnasium")
     from gymnasium.utils.env_checker import check_env
 
     for data in (hand_data(), random_session_data(num_dense=0, num_tasks=3)):

@@ -8,6 +8,10 @@ import pytest
 from rmtl.cli import main
 from rmtl.job import PRESETS, JobConfig, load_config
 
+from conftest import optional
+
+optional("matplotlib", "plots")  # --out writes plots
+
 TINY = ["--n-users", "400", "--seeds", "2", "--epochs", "2", "--critic-epochs", "1", "--no-progress"]
 
 

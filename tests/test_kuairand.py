@@ -1,6 +1,5 @@
 """KuaiRand: typed readers on the real feature files, the loader on a hand-written fixture,
 the writer round trip, bad input."""
-import os
 import shutil
 from pathlib import Path
 
@@ -11,13 +10,13 @@ from rmtl.datasets import (DataFormatError, load_kuairand, read_user_features, r
                            synthetic, write_kuairand)
 from rmtl.datasets.kuairand import FIELDS, LOG_HEADER, LOGS
 
+from conftest import optional, shared_dir
+
+optional("pyarrow", "data")
+
 FIXTURE = Path(__file__).parent / "data" / "kuairand"
-# third-party files shared beside the repository (in CI too); read in place, never copied.
-# RMTL_KUAIRAND_DIR overrides; a clone elsewhere on this machine finds the workspace copy.
-_CANDIDATES = [Path(os.environ["RMTL_KUAIRAND_DIR"])] if "RMTL_KUAIRAND_DIR" in os.environ else [
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairand-pure",
-    Path("/work/shared/data/kuairand-pure")]
-REAL = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
+# third-party files shared beside the repository (in CI too); read in place, never copied
+REAL = shared_dir() / "data" / "kuairand-pure"
 T1, T2 = 1649556000000, 1650901800000  # 2022-04-10 10:00 and 2022-04-25 23:50, UTC+8
 
 
@@ -192,3 +191,40 @@ def test_missing_file_and_column(raw):
         load_kuairand(raw)
     with pytest.raises(FileNotFoundError, match="log_standard_4_08_to_4_21_1k.csv"):
         load_kuairand(FIXTURE, variant="1k")
+
+
+def test_missing_duration_is_not_a_feature_value(raw):
+    """duration_ms = -124 is KuaiRand's missing-value marker: the dense feature is 0 there
+    (as for a code-0 field), never log1p(-0.124); other negative durations are an error."""
+    log = raw / "log_standard_4_08_to_4_21_pure.csv"
+    edit(log, "1649556000000,1,0,0,0,0,0,1,10000,10000,", "1649556000000,1,0,0,0,0,0,1,10000,-124,")
+    d = load_kuairand(raw)
+    assert np.isfinite(d.dense).all() and d.dense.min() >= 0
+    assert (d.dense[:, 0] == 0).sum() == 1
+    edit(log, "10000,-124,", "10000,-5,")
+    with pytest.raises(DataFormatError, match=r"4_08_to_4_21_pure.csv, line 2, column 'duration_ms': "
+                                              r"expected a duration >= 0 or -124"):
+        load_kuairand(raw)
+
+
+@pytest.mark.parametrize("file,old,new,where", [
+    ("user_features_pure.csv", b"high_active", b"high\xffactive", r"line \d+, column 'user_active_degree'"),
+    ("log_standard_4_22_to_5_08_pure.csv", b"1650903600000", b"16509036\xfe0000", r"line 3, column 'time_ms'"),
+    ("video_features_basic_pure.csv", b"video_id", b"vid\xc3eo_id", r"line 1"),
+])
+def test_non_utf8_bytes_name_file_line_and_column(raw, file, old, new, where):
+    path = raw / file
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, new, 1))
+    with pytest.raises(DataFormatError, match=f"{file}, {where}.*not UTF-8"):
+        load_kuairand(raw)
+
+
+def test_shared_directory_can_be_moved(monkeypatch, tmp_path):
+    from conftest import shared_dir
+
+    monkeypatch.setenv("RMTL_SHARED", str(tmp_path))
+    assert shared_dir() == tmp_path
+    monkeypatch.delenv("RMTL_SHARED")
+    assert shared_dir().name == "shared" and shared_dir().parent == Path(__file__).resolve().parents[2]

@@ -5,9 +5,11 @@ import pytest
 import rmtl
 from rmtl import metrics
 
+from conftest import optional
+
 
 def sk():
-    return pytest.importorskip("sklearn.metrics")
+    return optional("sklearn.metrics")
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -44,9 +46,11 @@ def test_session_logloss_by_hand():
     y = np.array([1, 0, 0], np.float32)
     p = np.array([0.5, 0.5, 0.25], np.float32)
     per_session = [np.log(2), -np.log(0.75)]
-    assert metrics.session_logloss(y, p, [0, 2, 3]) == pytest.approx(np.mean(per_session))
-    with pytest.raises(ValueError, match="offsets"):
+    assert metrics.session_logloss(y, p, [7, 7, 3]) == pytest.approx(np.mean(per_session))
+    with pytest.raises(ValueError, match="sessions: expected integer session ids of shape"):
         metrics.session_logloss(y, p, [0, 2])
+    with pytest.raises(ValueError, match="sessions: the rows of session 1 are not contiguous"):
+        metrics.session_logloss(y, p, [1, 2, 1])
 
 
 def test_gauc_matches_weighted_per_group_sklearn():
@@ -73,5 +77,5 @@ def test_evaluate_reports_every_task():
     assert set(res) == {"task0", "task1"}
     prob = model.predict(d.sparse, d.dense)
     assert res["task1"]["auc"] == pytest.approx(metrics.auc(d.labels[:, 1], prob[:, 1]))
-    assert res["task0"]["s_logloss"] == pytest.approx(metrics.session_logloss(d.labels[:, 0], prob[:, 0], d.offsets))
+    assert res["task0"]["s_logloss"] == pytest.approx(metrics.session_logloss(d.labels[:, 0], prob[:, 0], d.session))
     assert res["task0"]["gauc"] == pytest.approx(metrics.gauc(d.labels[:, 0], prob[:, 0], d.user))

@@ -1,9 +1,14 @@
 """Every notebook in notebooks/ runs top to bottom (small size) and is committed without outputs."""
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from conftest import optional
+
+nbformat = optional("nbformat")
+NotebookClient = optional("nbclient").NotebookClient
+optional("ipykernel")
+optional("matplotlib")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 

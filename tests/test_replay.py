@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 import rmtl
-import rmtl.env
-from rmtl.env import ReplayBuffer, SessionEnv, collect
+import rmtl.replay
+from rmtl.env import SessionEnv
+from rmtl.replay import ReplayBuffer, collect
 
 from conftest import random_session_data
 from test_env import bce_reward, hand_data
@@ -105,7 +106,7 @@ def test_chunked_collection_equals_one_pass(monkeypatch):
     data = random_session_data(n_sessions=100, seed=4)
     whole = ReplayBuffer(len(data), data.num_tasks)
     collect(data, whole, seed=2)
-    monkeypatch.setattr(rmtl.env, "_CHUNK", 7)
+    monkeypatch.setattr(rmtl.replay, "_CHUNK", 7)
     chunked = ReplayBuffer(len(data), data.num_tasks)
     collect(data, chunked, seed=2)
     for key, value in whole.transitions().items():

@@ -9,6 +9,10 @@ import pytest
 import rmtl
 from rmtl.datasets import DataFormatError, load_retailrocket, synthetic, write_retailrocket
 
+from conftest import optional
+
+optional("pyarrow", "data")
+
 FIXTURE = Path(__file__).parent / "data" / "retailrocket"
 
 
@@ -179,3 +183,11 @@ def test_prepared_data_keeps_the_vocab(tmp_path):
     d = load_retailrocket(FIXTURE)
     d.save(tmp_path / "rr.npz")
     assert rmtl.SessionData.load(tmp_path / "rr.npz").vocab == d.vocab
+
+
+def test_non_utf8_bytes_name_file_line_and_column(raw):
+    path = raw / "events.csv"
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b",addtocart,", b",add\xe9tocart,", 1))
+    with pytest.raises(DataFormatError, match=r"events.csv, line 3, column 'event': byte 0xe9 is not UTF-8"):
+        load_retailrocket(raw)

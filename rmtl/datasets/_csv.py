@@ -48,7 +48,12 @@ def require_file(path: "str | os.PathLike[str]", what: str) -> str:
 def read_header(path: str) -> List[str]:
     """Column names of the first line (names are never quoted in these datasets)."""
     with open(path, "rb") as f:
-        first = f.readline().decode("utf-8-sig").rstrip("\r\n")
+        raw = f.readline()
+    try:
+        first = raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, 1, None, f"the header is not UTF-8 text (byte {raw[e.start]:#04x} at "
+                                             f"offset {e.start}); save the file as UTF-8") from None
     return [c.strip().strip('"') for c in first.split(",")] if first else []
 
 
@@ -70,6 +75,26 @@ def _first_bad(values, typ) -> int:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             hi = mid
     return lo
+
+
+def _locate_bad_utf8(path: str, header: Sequence[str]) -> Optional[DataFormatError]:
+    """The first line (and column, counting commas outside quotes) holding bytes that are not
+    UTF-8, read line by line so memory stays bounded; None when the file is UTF-8."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                cells, quoted_ = 0, False
+                for byte in raw[:e.start]:
+                    if byte == 0x22:
+                        quoted_ = not quoted_
+                    elif byte == 0x2C and not quoted_:
+                        cells += 1
+                column = header[cells] if cells < len(header) else None
+                return DataFormatError(path, number, column, f"byte {raw[e.start]:#04x} is not UTF-8 text; "
+                                                             "save the file as UTF-8")
+    return None
 
 
 def _locate_parse_error(path: str, columns: Sequence[str], err: Exception) -> DataFormatError:
@@ -110,11 +135,17 @@ def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = 
     try:
         table = pa.csv.read_csv(path, convert_options=convert)
     except pa.ArrowInvalid as err:
+        not_utf8 = _locate_bad_utf8(path, header)  # pyarrow reports these without a line
+        if not_utf8 is not None:
+            raise not_utf8 from None
         if "CSV parse error" in str(err):
             raise _locate_parse_error(path, columns, err) from None
-        raw = pa.csv.read_csv(path, convert_options=pa.csv.ConvertOptions(
-            column_types={c: pa.string() for c in columns}, include_columns=list(columns),
-            null_values=[""], strings_can_be_null=True))
+        try:
+            raw = pa.csv.read_csv(path, convert_options=pa.csv.ConvertOptions(
+                column_types={c: pa.string() for c in columns}, include_columns=list(columns),
+                null_values=[""], strings_can_be_null=True))
+        except pa.ArrowInvalid as err2:
+            raise DataFormatError(path, None, None, str(err2)) from None
         for name, typ in columns.items():
             if typ == pa.string():
                 continue
@@ -187,9 +218,13 @@ def write_rows(f, columns: Sequence[object]) -> None:
 
 def write_csv(path: str, header: Sequence[str], columns: Sequence[object],
               chunk: int = 2_000_000) -> None:
-    """Write a header line and rows (see write_rows), chunk rows at a time to bound memory."""
-    n = len(columns[0])
-    with open(path, "wb") as f:
+    """Write a header line and rows (see write_rows), chunk rows at a time to bound memory;
+    atomically."""
+    from .._io import atomic_write
+
+    def write(f) -> None:
         f.write((",".join(header) + "\n").encode())
-        for lo in range(0, n, chunk):
+        for lo in range(0, len(columns[0]), chunk):
             write_rows(f, [c.slice(lo, chunk) for c in columns])
+
+    atomic_write(path, write)

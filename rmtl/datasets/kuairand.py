@@ -131,6 +131,11 @@ def _read_logs(directory: str, variant: str, include_random: bool):
             bad = np.flatnonzero((y != 0) & (y != 1))
             if bad.size:
                 raise DataFormatError(path, int(bad[0]) + 2, label, f"expected 0 or 1, got {y[bad[0]]}")
+        duration = t.column("duration_ms").to_numpy()
+        bad = np.flatnonzero((duration < 0) & (duration != MISSING))
+        if bad.size:
+            raise DataFormatError(path, int(bad[0]) + 2, "duration_ms",
+                                  f"expected a duration >= 0 or {MISSING} (missing), got {duration[bad[0]]}")
         h = np.zeros(t.num_rows, np.uint64)
         with np.errstate(over="ignore"):
             for c in LOG_HEADER:  # splitmix-style mixing of every column
@@ -188,7 +193,8 @@ def load_kuairand(directory: "str | os.PathLike[str]", variant: str = "pure",
     (:data:`FIELDS`): the log's ``tab``, 26 user fields and 5 video fields (tag: the first
     tag), each coded by descending frequency (tab over log rows, the others over the rows of
     their feature file); code 0 is missing (empty, ``-124``, ``UNKNOWN``), unseen or a user
-    or video absent from the feature files. Dense: log1p(duration_ms / 1000).
+    or video absent from the feature files. Dense: log1p(duration_ms / 1000), 0 when the
+    duration is missing (``-124``; no real video lasts 0 ms, so 0 plays the part of code 0).
     ``video_features_statistic_<v>.csv`` is not used (its statistics span the log period).
 
     Pass ``vocab=train.vocab`` to code other files exactly like a training set.
@@ -240,7 +246,7 @@ def load_kuairand(directory: "str | os.PathLike[str]", variant: str = "pure",
     codes += _entity_codes(read_video_features(videos_path), "video_id", VIDEO_FIELDS,
                            col["video_id"], videos_path, vocab, out_vocab)
     labels = np.stack([col["is_click"], col["long_view"]], axis=1).astype(np.float32)
-    dense = log_duration(col["duration_ms"])[:, None]
+    dense = log_duration(np.where(col["duration_ms"] == MISSING, 0, col["duration_ms"]))[:, None]
     return SessionData(session, time, np.stack(codes, axis=1), dense, labels,
                        [field_dim(out_vocab[f]) for f in FIELDS], user=user, item=col["video_id"],
                        task_names=TASKS, vocab={f: out_vocab[f] for f in FIELDS})

@@ -1,0 +1,126 @@
+"""Files: every write is atomic (unique temporary name in the target directory, fsync,
+rename, fsync of the directory), and every .npz read turns a damaged file into one clear
+error naming it."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from typing import IO, Any, Callable, Dict, Iterator, Mapping, Union
+
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class CorruptFileError(ValueError):
+    """A file exists but cannot be read: truncated, damaged, or not the expected format.
+    ``path`` names it."""
+
+    def __init__(self, path: PathLike, problem: str) -> None:
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(f)`` on a fresh temporary file next to ``path``, flush and fsync it, then
+    rename it to exactly ``path`` and fsync the directory. Readers see the old file or the
+    whole new one, never a part; concurrent writers never share a temporary file. On any
+    error (including KeyboardInterrupt) the temporary file is removed and ``path`` is left
+    as it was."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    with contextlib.suppress(OSError):  # directories cannot be opened for fsync everywhere
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Atomically write UTF-8 text to ``path``."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    write_text(path, json.dumps(obj, indent=1))
+
+
+def save_npz(path: PathLike, arrays: Mapping[str, np.ndarray], documents: Mapping[str, Any]) -> None:
+    """Atomically write arrays and JSON ``documents`` (stored as uint8 bytes, read back with
+    ``open_npz(...).json(key)``) to one .npz file at exactly ``path`` (nothing appended)."""
+    items: Dict[str, np.ndarray] = dict(arrays)
+    for key, doc in documents.items():
+        items[key] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **items))
+
+
+_DAMAGED = (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError, KeyError, UnicodeDecodeError)
+
+
+@contextlib.contextmanager
+def open_npz(path: PathLike, what: str) -> Iterator[Any]:
+    """The opened .npz file ``path`` (a mapping of arrays); FileNotFoundError when missing and
+    :class:`CorruptFileError` naming the file when it is damaged or not an .npz archive.
+    Errors raised by the caller's own checks inside the block pass through unchanged."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: no such file: {path}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except _DAMAGED as e:
+        raise CorruptFileError(path, f"not a readable {what} file ({type(e).__name__}: {e}); "
+                                     "it may be truncated or damaged") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise CorruptFileError(path, f"not an rmtl {what} file (expected an .npz archive)")
+    with z:
+        yield _Checked(z, path, what)
+
+
+class _Checked:
+    """An open NpzFile whose member reads turn damage into CorruptFileError."""
+
+    def __init__(self, z: Any, path: str, what: str) -> None:
+        self._z, self.path, self.what, self.files = z, path, what, z.files
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.files
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.files:
+            raise CorruptFileError(self.path, f"not an rmtl {self.what} file (no {key!r})")
+        try:
+            return self._z[key]
+        except _DAMAGED as e:
+            raise CorruptFileError(self.path, f"member {key!r} cannot be read ({type(e).__name__}: {e}); "
+                                              "the file may be truncated or damaged") from None
+
+    def get(self, key: str) -> Any:
+        return self[key] if key in self.files else None
+
+    def json(self, key: str) -> Any:
+        """A JSON document stored as uint8 bytes."""
+        try:
+            return json.loads(bytes(self[key]).decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptFileError(self.path, f"member {key!r} is not valid JSON ({e})") from None

@@ -1,0 +1,130 @@
+"""An agent's checkpoint directory: which run it belongs to (configuration and data
+fingerprints, checked on every use) and the finished stages, each committed as one file
+written atomically, so a kill at any moment leaves either the old state or the new one."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+import numpy as np
+
+from ._io import CorruptFileError, open_npz, save_npz, write_json
+from .data import SessionData
+
+__all__ = ["Checkpoint", "fingerprint"]
+
+_FORMAT = 2
+_MANIFEST = "agent.json"
+
+
+def fingerprint(data: SessionData) -> str:
+    """A SHA-256 digest of everything in ``data`` that training reads (ids, times, codes,
+    features, labels, field sizes and task names)."""
+    h = hashlib.sha256(json.dumps([list(data.field_dims), list(data.task_names)]).encode())
+    for a in (data.session, data.time, data.sparse, data.dense, data.labels):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+class Checkpoint:
+    """The directory ``directory`` of one agent's run.
+
+    ``agent.json`` holds the run's identity: ``identity`` (the agent's and the backbone's
+    configuration) given here and the data fingerprints recorded by :meth:`check_data`. Any
+    later use with another identity or other data raises ValueError, so a resume never
+    returns models of another run. Every stage result is one file (:meth:`save_net`,
+    :meth:`save_nets`) holding the weights, optimizer state and the stage's history.
+    """
+
+    def __init__(self, directory: "str | os.PathLike[str]", identity: Mapping[str, Any]) -> None:
+        self.directory = os.fspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        mine = json.loads(json.dumps(dict(identity)))  # tuples as lists, as they come back from the file
+        path = self.path(_MANIFEST)
+        if os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    theirs = json.load(f)
+            except (OSError, ValueError) as e:
+                raise CorruptFileError(path, f"unreadable checkpoint manifest ({e})") from None
+            if theirs.get("format") != _FORMAT or {k: theirs.get(k) for k in mine} != mine:
+                raise ValueError(f"checkpoint_dir: {self.directory} holds a run with another configuration; "
+                                 "use a new directory or the same settings")
+            self.data: Dict[str, str] = dict(theirs.get("data", {}))
+        else:
+            self.data = {}
+        self._identity = mine
+        if not os.path.exists(path):
+            self._write_manifest()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def has(self, name: str) -> bool:
+        return os.path.exists(self.path(name))
+
+    def check_data(self, **parts: SessionData) -> None:
+        """Record the fingerprint of each named data set on first use; raise ValueError when
+        one differs from the recorded one (resuming with other data)."""
+        new = False
+        for role, data in parts.items():
+            digest = fingerprint(data)
+            if role not in self.data:
+                self.data[role], new = digest, True
+            elif self.data[role] != digest:
+                raise ValueError(f"{role}: differs from the {role} data of the run in checkpoint_dir "
+                                 f"{self.directory}; resume with the same data or use a new directory")
+        if new:
+            self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        write_json(self.path(_MANIFEST), {"format": _FORMAT, **self._identity, "data": self.data})
+
+    # ------------------------------------------------------------------ stage files
+    def save_net(self, name: str, net: Any, history: Any) -> None:
+        """One backbone (a file :func:`rmtl.load` reads) and its stage's history, atomically."""
+        net._save(self.path(name), "config", {"history": history})
+
+    def load_net(self, name: str, build: Callable[..., Any]) -> Tuple[Any, Any]:
+        """(backbone, history) of a file :meth:`save_net` wrote; ``build(**config)`` makes the
+        backbone (weights and optimizer state are then restored, evaluation mode)."""
+        with open_npz(self.path(name), "checkpoint") as z:
+            return build(**z.json("config"))._restore(z), z.json("history")
+
+    def save_nets(self, name: str, nets: Mapping[str, Any], state: Any) -> None:
+        """Several networks and a JSON ``state`` in one file, atomically (stage 2's epochs)."""
+        arrays: Dict[str, np.ndarray] = {}
+        configs = {}
+        for role, net in nets.items():
+            arrays.update({f"{role}.{k}": v for k, v in net._arrays().items()})
+            configs[role] = {"key": _config_key(net), "config": net.config.to_dict()}
+        save_npz(self.path(name), arrays, {"state": state, "nets": configs})
+
+    def load_nets(self, name: str, build: Mapping[str, Callable[..., Any]]) -> Tuple[Dict[str, Any], Any]:
+        """({role: network}, state) of a file :meth:`save_nets` wrote; ``build[config key]``
+        makes each network."""
+        with open_npz(self.path(name), "checkpoint") as z:
+            nets = {}
+            for role, spec in z.json("nets").items():
+                nets[role] = build[spec["key"]](**spec["config"])._restore(_Prefixed(z, role + "."))
+            return nets, z.json("state")
+
+
+def _config_key(net: Any) -> str:
+    from .critic import Critic
+
+    return "critic_config" if isinstance(net, Critic) else "config"
+
+
+class _Prefixed:
+    """The members of an open file under ``prefix``, by their short names."""
+
+    def __init__(self, z: Any, prefix: str) -> None:
+        self._z, self._prefix = z, prefix
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._z[self._prefix + key]
+

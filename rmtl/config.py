@@ -1,0 +1,120 @@
+"""The reference hyperparameters of RMTL in one place (:class:`RMTLConfig`, whose defaults
+:class:`rmtl.RMTL` and :class:`rmtl.Trainer` use) and one range check per parameter
+(:data:`RANGES`), so every entry point rejects a bad value the same way, naming it."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any, Dict, Optional, Tuple
+
+from . import _core
+
+__all__ = ["RMTLConfig", "Range", "RANGES", "CHOICES", "WEIGHTINGS", "COUNT", "check"]
+
+WEIGHTINGS = _core.enums["weighting"]
+CHOICES: Dict[str, Tuple[str, ...]] = {"behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"),
+                                       "weighting": tuple(WEIGHTINGS), "reward": tuple(_core.enums["reward"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of one parameter: finite numbers from ``low`` to ``high`` (excluded with
+    ``open_low`` / ``open_high``), integers only with ``integer``."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    integer: bool = False
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` as int or float, or ValueError/TypeError naming ``name`` and the range."""
+        kind = numbers.Integral if self.integer else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise TypeError(f"{name}: expected {'an integer' if self.integer else 'a number'}, got {value!r}")
+        v = int(value) if self.integer else float(value)
+        inside = (v > self.low if self.open_low else v >= self.low) and (
+            v < self.high if self.open_high else v <= self.high)
+        if not (math.isfinite(v) and inside):
+            lo = "(" if self.open_low else "["
+            hi = f"{self.high:g}" + (")" if self.open_high or not math.isfinite(self.high) else "]")
+            raise ValueError(f"{name}: expected a finite {'integer' if self.integer else 'value'} in "
+                             f"{lo}{self.low:g}, {hi}, got {value!r}")
+        return v
+
+
+POSITIVE, NON_NEGATIVE = Range(0.0, open_low=True), Range(0.0)
+COUNT, NON_NEGATIVE_COUNT = Range(1, integer=True), Range(0, integer=True)
+PROBABILITY = Range(0.0, 1.0)
+
+RANGES: Dict[str, Range] = {
+    "gamma": PROBABILITY, "tau": PROBABILITY, "lam": NON_NEGATIVE, "critic_lr": POSITIVE,
+    "behaviour_noise": NON_NEGATIVE, "seed": Range(-math.inf, integer=True), "critic_dropout": Range(0.0, 1.0, open_high=True),
+    "critic_output_bias": Range(-math.inf), "critic_epochs": COUNT, "critic_batch_size": COUNT,
+    "buffer_capacity": COUNT, "soft_update_freq": COUNT, "target_noise": NON_NEGATIVE,
+    "target_noise_clip": NON_NEGATIVE, "actor_lr": POSITIVE, "actor_update_freq": COUNT,
+    "init_training_step": NON_NEGATIVE_COUNT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
+    "batch_size": COUNT, "epochs": COUNT, "patience": COUNT, "beta1": Range(0.0, 1.0, open_high=True),
+    "beta2": Range(0.0, 1.0, open_high=True), "eps": POSITIVE, "chunk_seconds": POSITIVE,
+}  # critic_output_bias: any finite number (or None)
+
+
+def check(name: str, value: Any) -> Any:
+    """Check one parameter against :data:`RANGES`."""
+    return RANGES[name].check(name, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RMTLConfig:
+    """Every knob of the three stages with its reference value; see :class:`rmtl.RMTL` for
+    meanings and sources. Construction checks every value (ValueError/TypeError naming it)."""
+
+    gamma: float = 0.9
+    tau: float = 0.2
+    lam: float = 0.7
+    critic_lr: float = 1e-3
+    behaviour: str = "uniform"
+    behaviour_noise: float = 0.1
+    target: str = "td3"
+    ips: bool = False
+    weighting: str = "rmtl"
+    seed: int = 0
+    reward: str = "bce"
+    critic_bottom_dims: Tuple[int, ...] = (512, 256)
+    critic_tower_dims: Tuple[int, ...] = (128, 64)
+    critic_dropout: float = 0.2
+    critic_output_bias: Optional[float] = 1.0
+    critic_epochs: int = 96
+    critic_batch_size: int = 2048
+    buffer_capacity: int = 500_000
+    soft_update_freq: int = 2
+    target_noise: float = 0.4
+    target_noise_clip: float = 3e-3
+    actor_update: bool = False
+    actor_lr: float = 1e-3
+    actor_update_freq: int = 1
+    init_training_step: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    batch_size: int = 2048
+    epochs: int = 100
+    patience: int = 2
+
+    def __post_init__(self) -> None:
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}: expected one of {list(allowed)}, got {getattr(self, key)!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in RANGES and not (f.name == "critic_output_bias" and value is None):
+                object.__setattr__(self, f.name, check(f.name, value))
+        for key in ("critic_bottom_dims", "critic_tower_dims"):
+            dims = tuple(getattr(self, key))
+            object.__setattr__(self, key, tuple(COUNT.check(f"{key}[{i}]", d) for i, d in enumerate(dims)))
+        for key in ("ips", "actor_update"):
+            if not isinstance(getattr(self, key), bool):
+                raise TypeError(f"{key}: expected True or False, got {getattr(self, key)!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
