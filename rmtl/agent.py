@@ -19,7 +19,10 @@ from .train import History, Trainer
 
 __all__ = ["RMTL", "RMTLConfig"]
 
-WEIGHTINGS = {"rmtl": 0, "constant": 1, "label": 2, "neg_q": 3}
+# stage-3 weightings and their codes in the C core; "continued" (every weight one) is the
+# control: the plain supervised step, no critics
+WEIGHTINGS = {"rmtl": 0, "constant": 1, "label": 2, "neg_q": 3, "continued": None}
+CRITIC_FREE = ("constant", "continued")
 _NOISE_STREAM = 0x5444  # keys the TD3 target-action noise apart from other uses of the seed
 
 
@@ -106,9 +109,11 @@ class RMTL:
     ips : bool
         Inverse propensity weights per batch, ``w = y (B+1)/(n_k+1) + (B+1)/(B-n_k)``
         (code, off in its main script).
-    weighting : "rmtl", "constant", "label" or "neg_q"
+    weighting : "rmtl", "constant", "label", "neg_q" or "continued"
         Stage-3 loss weights: ``1 - lam Q`` (paper), ablations ``0.5``, ``1 - lam y Q`` and
-        ``-Q`` (paper, section 4.4; code comments).
+        ``-Q`` (paper, section 4.4; code comments), and the control ``continued`` (rmtl): every
+        weight one, i.e. stage 3 as more supervised training with the same epochs, early
+        stopping, batch order and seed, so ``rmtl - continued`` is the critics' effect.
     seed : int
         Batch order, critic initialisation, replay sampling and target noise.
     reward : "bce" or "abs"
@@ -256,7 +261,7 @@ class RMTL:
             raise ValueError(f"lam: expected >= 0, got {lam}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
-        if weighting != "constant" and not self.critics:
+        if weighting not in CRITIC_FREE and not self.critics:
             raise RuntimeError("finetune: the agent has no critics yet; run fit_critics(train) first "
                                "(or fit(train, valid))")
         own = backbone is None
@@ -277,11 +282,12 @@ class RMTL:
         zeros = np.zeros(model.num_parameters, np.float32)
         model.load_optimizer_state({"adam_m": zeros, "adam_v": zeros, "steps": 0,
                                     "counter": model.optimizer_state()["counter"]})
-        weighted = _WeightedBackbone(model, self.critics if weighting != "constant" else None,
-                                     WEIGHTINGS[weighting], lam)
+        weighted = (model if weighting == "continued" else
+                    _WeightedBackbone(model, None if weighting == "constant" else self.critics, WEIGHTINGS[weighting],
+                                      lam))
         hist = Trainer(weighted, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
                        seed=c.seed + 1, progress=self.progress).fit(train, valid, c.epochs, c.patience)
-        for rec, w in zip(hist.epochs, weighted.mean_weights):
+        for rec, w in zip(hist.epochs, getattr(weighted, "mean_weights", [])):
             rec.update({f"mean_weight_{t}": v for t, v in zip(train.task_names, w)})
         if own:
             self.backbone = model
@@ -300,8 +306,8 @@ class RMTL:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
         if prob is None:
             prob = self.pretrained.predict(data.sparse, data.dense)
-        if weighting == "constant":
-            return np.full((len(data), data.num_tasks), 0.5, np.float32)
+        if weighting in CRITIC_FREE:
+            return np.full((len(data), data.num_tasks), 0.5 if weighting == "constant" else 1.0, np.float32)
         q = self.q_values(data, prob)
         lam = np.float32(self.config.lam)
         return {"rmtl": 1 - lam * q, "label": 1 - lam * data.labels * q, "neg_q": -q}[weighting]
