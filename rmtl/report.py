@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any, Dict, List, Sequence
 
+from . import convergence
 from .experiment import BASELINE, CONTROL, METRICS, ExperimentResult
 from .models import BACKBONES
 
@@ -40,11 +41,15 @@ def paper_rows(result: ExperimentResult) -> List[Dict[str, Any]]:
     task and metric, ``<task>/<metric>`` -> {mean, std, diff, p, p_holm, effect, effect_p,
     effect_p_holm}: ``diff`` against the same backbone's baseline (absent for baselines),
     ``effect`` (the critic effect) against its ``continued`` control (only for critic
-    variants), both paired by seed; ``p_holm`` Holm-adjusted over the whole table."""
+    variants), both paired by seed; ``p_holm`` Holm-adjusted over the whole table.
+    ``flags`` counts the seeds that failed each convergence check; ``diff_checked`` and
+    ``effect_checked`` say whether both sides of a comparison passed them."""
     rows: Dict[tuple, Dict[str, Any]] = {}
     for r in result.table():
         key = (r["model"], r["variant"])
-        row = rows.setdefault(key, {"name": display_name(*key), "model": key[0], "variant": key[1], "seeds": r["n"]})
+        row = rows.setdefault(key, {"name": display_name(*key), "model": key[0], "variant": key[1], "seeds": r["n"],
+                                    "flags": r["flags"]})
+        row.update({k: r[k] for k in ("diff_checked", "effect_checked") if k in r})
         for m in METRICS:
             row[f"{r['task']}/{m}"] = {s: r[f"{m}_{s}"] for s in STATS if f"{m}_{s}" in r}
     order = {name: i for i, name in enumerate(result.config.get("backbones", []))}
@@ -60,31 +65,38 @@ def _cell(v: Dict[str, float]) -> str:
     return f"{v['mean']:.4f}" + ("" if math.isnan(v["std"]) else f" ± {v['std']:.4f}")
 
 
-def _diff_cell(v: Dict[str, float], key: str, p_key: str) -> str:
+def _diff_cell(v: Dict[str, float], key: str, p_key: str, checked: bool) -> str:
     p = v[p_key]
-    star = "*" if p < 0.05 else ""
+    star = "*" if p < 0.05 and checked else ""
     return f"{v[key]:+.4f}{star} ({'n/a' if math.isnan(p) else f'{p:.3f}'})"
 
 
 def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> str:
-    """The results as Markdown: a table of mean ± std over seeds per model, then a table of
+    """The results as Markdown: a table of mean ± std over seeds per model with its
+    convergence checks (and what to change for each failed one), then a table of
     paired differences by seed: each variant minus its baseline and each critic variant
     minus its ``continued`` control (the critic effect), Holm-adjusted p-value in brackets,
-    starred when it is below 0.05; then the correction applied and the oracle (true
+    starred when it is below 0.05 and neither row is flagged; then the correction applied and the oracle (true
     probabilities) when the data knows them."""
     tasks = _tasks(result)
     head = ["Model", "Seeds"] + [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
     align = "|---|---:|" + "---:|" * (len(head) - 2)
-    lines = ["| " + " | ".join(head) + " |", align]
+    lines = ["| " + " | ".join(head + ["Checks"]) + " |", align + "---|"]
     rows = paper_rows(result)
     for row in rows:
         cells = [row["name"], str(row["seeds"])] + [_cell(row[f"{t}/{m}"]) for t in tasks for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
+        checks = ", ".join(f"{flag} {n}/{row['seeds']}" for flag, n in row["flags"].items()) or "ok"
+        lines.append("| " + " | ".join(cells + [checks]) + " |")
     if result.oracle:
         cells = ["Oracle (true p)", ""]
         for t in tasks:
             cells += [f"{result.oracle[t][m]:.4f}" if m in result.oracle[t] else "" for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells + [""]) + " |")
+    raised = [flag for flag in convergence.ADVICE if any(flag in row["flags"] for row in rows)]
+    if raised:
+        lines += ["", "Convergence checks failed (flag: seeds that failed / all); a comparison involving a flagged "
+                      "row is never starred:"]
+        lines += [f"- {flag}: {convergence.ADVICE[flag]}." for flag in raised]
     names = {(row["model"], row["variant"]): row["name"] for row in rows}
     diffs = []
     for row in rows:
@@ -93,12 +105,14 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
             first = row[f"{tasks[0]}/{metrics[0]}"]
             if key in first:
                 cells = [f"{row['name']} − {names.get((row['model'], other), other)}{label}", str(row["seeds"])]
-                cells += [_diff_cell(row[f"{t}/{m}"], key, p_key) for t in tasks for m in metrics]
+                cells += [_diff_cell(row[f"{t}/{m}"], key, p_key, row[f"{key}_checked"]) for t in tasks
+                          for m in metrics]
                 diffs.append("| " + " | ".join(cells) + " |")
     if diffs:
         lines += ["", "Paired differences by seed (mean; lower logloss is better):", "",
                   "| " + " | ".join(["Comparison"] + head[1:]) + " |", align] + diffs
-        lines += ["", f"In brackets: {result.correction()}; * adjusted p < 0.05."]
+        lines += ["", f"In brackets: {result.correction()}; * adjusted p < 0.05 and both rows pass the "
+                      "convergence checks."]
     return "\n".join(lines)
 
 

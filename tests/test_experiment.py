@@ -93,7 +93,7 @@ def test_markdown_lists_every_row_and_the_oracle():
     res = ExperimentResult(hand_records(), {"ctr": {"auc": 0.81, "logloss": 0.18}}, {})
     md = res.to_markdown()
     lines = md.splitlines()
-    assert lines[0].startswith("| model | variant | task | seeds | auc | d auc (p) | critic effect auc (p) |")
+    assert lines[0].startswith("| model | variant | task | seeds | checks | auc | d auc (p) | critic effect auc (p) |")
     assert "Holm-adjusted over all" in md
     assert sum(line.startswith("| esmm |") for line in lines) == 2
     assert "ctr AUC 0.8100" in md
