@@ -15,6 +15,7 @@ from . import _core, _progress
 from .critic import Critic
 from .data import SessionData, row_order
 from .models import Backbone, load, save
+from .prior import set_output_prior
 from .train import History, Trainer
 
 __all__ = ["RMTL", "RMTLConfig"]
@@ -60,6 +61,8 @@ class RMTLConfig:
     batch_size: int = 2048
     epochs: int = 100
     patience: int = 2
+    min_steps: int = 0
+    init_output_bias: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,6 +142,15 @@ class RMTL:
         Stages 1 and 3: Adam 1e-3, weight decay 1e-6, batch 2048, early stopping on mean
         validation AUC with patience 2 (code); at most ``epochs=100`` (rmtl; the code allows
         1000).
+    min_steps : int
+        Stages 1 and 3 train for at least this many Adam steps, adding epochs when needed
+        (rmtl, 0 = off as in the code; see :meth:`rmtl.Trainer.fit`). With few rows an epoch
+        is a few steps, and a model can stop early before it left its initial plateau.
+    init_output_bias : None or "prior"
+        ``"prior"`` (rmtl, a deviation from the authors; None in their setting) starts every
+        task's output layer bias at the logit of its training label rate before stage 1
+        (ESMM's CVR tower at the logit of purchases per click), so the model starts
+        calibrated instead of at p = 0.5 (:func:`rmtl.prior.set_output_prior`).
     checkpoint_dir : path or None
         Where every stage saves and resumes.
     progress : bool
@@ -184,8 +196,10 @@ class RMTL:
             self.pretrained = self.backbone = _reload(self._path("pretrained.npz"), self.backbone, into=self.backbone)
             return self._history("pretrain")
         c = self.config
+        if c.init_output_bias == "prior":
+            set_output_prior(self.backbone, train.labels)
         hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       seed=c.seed, progress=self.progress).fit(train, valid, c.epochs, c.patience)
+                       seed=c.seed, progress=self.progress).fit(train, valid, c.epochs, c.patience, c.min_steps)
         self.pretrained = self.backbone
         if not hist.interrupted:
             self._record("pretrain", hist)
@@ -286,7 +300,7 @@ class RMTL:
                     _WeightedBackbone(model, None if weighting == "constant" else self.critics, WEIGHTINGS[weighting],
                                       lam))
         hist = Trainer(weighted, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       seed=c.seed + 1, progress=self.progress).fit(train, valid, c.epochs, c.patience)
+                       seed=c.seed + 1, progress=self.progress).fit(train, valid, c.epochs, c.patience, c.min_steps)
         for rec, w in zip(hist.epochs, getattr(weighted, "mean_weights", [])):
             rec.update({f"mean_weight_{t}": v for t, v in zip(train.task_names, w)})
         if own:
@@ -529,7 +543,7 @@ def _history_dict(hist: Any) -> Dict[str, Any]:
 
 def _check(c: RMTLConfig) -> RMTLConfig:
     choices = {"behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"), "weighting": tuple(WEIGHTINGS),
-               "reward": ("bce", "abs")}
+               "reward": ("bce", "abs"), "init_output_bias": (None, "prior")}
     for key, allowed in choices.items():
         if getattr(c, key) not in allowed:
             raise ValueError(f"{key}: expected one of {list(allowed)}, got {getattr(c, key)!r}")
@@ -541,7 +555,8 @@ def _check(c: RMTLConfig) -> RMTLConfig:
     for key in positive:
         if not getattr(c, key) > 0:
             raise ValueError(f"{key}: expected > 0, got {getattr(c, key)}")
-    for key in ("lam", "behaviour_noise", "target_noise", "target_noise_clip", "weight_decay", "init_training_step"):
+    for key in ("lam", "behaviour_noise", "target_noise", "target_noise_clip", "weight_decay", "init_training_step",
+                "min_steps"):
         if not getattr(c, key) >= 0:
             raise ValueError(f"{key}: expected >= 0, got {getattr(c, key)}")
     return dataclasses.replace(c, critic_bottom_dims=tuple(int(d) for d in c.critic_bottom_dims),

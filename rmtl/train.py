@@ -85,16 +85,23 @@ class Trainer:
         return total / len(order)
 
     def fit(self, train: SessionData, valid: Optional[SessionData] = None, epochs: int = 10,
-            patience: int = 2) -> History:
+            patience: int = 2, min_steps: int = 0) -> History:
         """Train for up to ``epochs`` epochs; with ``valid``, stop after ``patience`` epochs
-        without a better mean validation AUC and restore the best weights."""
+        without a better mean validation AUC and restore the best weights.
+
+        ``min_steps``: train for at least this many optimizer steps (whole epochs, so the
+        epoch limit grows to ``ceil(min_steps / steps per epoch)`` when that is more, and
+        early stopping waits until they are done). On small data an epoch is a few steps, too
+        few for a model to leave its initial plateau within ``epochs``."""
         self._check_data(train, "train")
         if valid is not None:
             self._check_data(valid, "valid")
-        if epochs < 1 or patience < 1:
-            raise ValueError(f"epochs and patience: expected >= 1, got {epochs} and {patience}")
+        if epochs < 1 or patience < 1 or min_steps < 0:
+            raise ValueError(f"epochs, patience, min_steps: expected >= 1, >= 1, >= 0, got {epochs}, {patience}, "
+                             f"{min_steps}")
         hist, best, bad = History(), None, 0
         steps = -(-len(train) // self.batch_size)
+        epochs = max(epochs, -(-min_steps // steps))
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
@@ -116,7 +123,7 @@ class Trainer:
                         bad += 1
                 hist.epochs.append(rec)
                 _progress.log_record(self.progress, rec)
-                if valid is not None and bad >= patience:
+                if valid is not None and bad >= patience and (epoch + 1) * steps >= min_steps:
                     hist.stopped_early = True
                     break
         except KeyboardInterrupt:
