@@ -1830,8 +1830,9 @@ static int rmtl_parse_mdp(rmtl_mdp *mdp, PyObject *oo, PyObject *lo, int reward)
             return -1;
         }
     }
-    if (reward != RMTL_REWARD_BCE && reward != RMTL_REWARD_ABS) {
-        PyErr_Format(PyExc_ValueError, "reward: expected 0 (bce) or 1 (abs), got %d", reward);
+    if (reward < RMTL_REWARD_BCE || reward > RMTL_REWARD_BCE_WRAPPED) {
+        PyErr_Format(PyExc_ValueError,
+                     "reward: expected 0 (bce), 1 (abs) or 2 (bce_wrapped), got %d", reward);
         return -1;
     }
     memset(mdp, 0, sizeof(*mdp));

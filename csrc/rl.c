@@ -330,7 +330,8 @@ int rmtl_weighted_train_chunk(rmtl_model *m, rmtl_critic *const *critics, double
             const float *q = NULL;
             if (use_q) {
                 rmtl_column(critics[k]->action, m->prob, k, nb, T);
-                st = rmtl_critic_eval(critics[k], m->codes, m->dense, critics[k]->action, nb);
+                /* in the critic's own mode: eval (rmtl), or training with dropout (the authors) */
+                st = rmtl_critic_forward(critics[k], m->codes, m->dense, critics[k]->action, nb);
                 q = critics[k]->q;
             }
             rmtl_loss_weights(w, q, m->labels, k, nb, T, weighting, lam);

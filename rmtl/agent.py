@@ -24,6 +24,8 @@ __all__ = ["RMTL", "RMTLConfig"]
 # control: the plain supervised step, no critics
 WEIGHTINGS = {"rmtl": 0, "constant": 1, "label": 2, "neg_q": 3, "continued": None}
 CRITIC_FREE = ("constant", "continued")
+# compat="authors": the authors' code's behaviour where rmtl deliberately differs
+AUTHORS = {"batch_order": "time", "stage3_critic_mode": "train", "reward": "bce_wrapped", "critic_output_bias": None}
 _NOISE_STREAM = 0x5444  # keys the TD3 target-action noise apart from other uses of the seed
 
 
@@ -63,6 +65,8 @@ class RMTLConfig:
     patience: int = 2
     min_steps: int = 0
     init_output_bias: Optional[str] = None
+    batch_order: str = "shuffled"
+    stage3_critic_mode: str = "eval"
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,9 +123,10 @@ class RMTL:
         stopping, batch order and seed, so ``rmtl - continued`` is the critics' effect.
     seed : int
         Batch order, critic initialisation, replay sampling and target noise.
-    reward : "bce" or "abs"
-        Per-task reward ``y log a + (1-y) log(1-a)`` clipped to [1e-4, 1] (paper, code) or
-        ``-|a - y|`` (code).
+    reward : "bce", "abs" or "bce_wrapped"
+        Per-task reward ``y log a + (1-y) log(1-a)`` clipped to [1e-4, 1] (paper, code),
+        ``-|a - y|`` (code), or the BCE at the wrapped action ``0.5 + 0.5 a`` (code: its
+        environment maps actions from [-1, 1], while its actor's are in [0, 1]).
     critic_bottom_dims, critic_tower_dims, critic_dropout :
         (512, 256), (128, 64), 0.2 (code). ``critic_output_bias=1.0`` (rmtl; see
         :class:`rmtl.Critic`: with PyTorch's default about half of all critics never learn).
@@ -151,6 +156,16 @@ class RMTL:
         task's output layer bias at the logit of its training label rate before stage 1
         (ESMM's CVR tower at the logit of purchases per click), so the model starts
         calibrated instead of at p = 0.5 (:func:`rmtl.prior.set_output_prior`).
+    batch_order : "shuffled" or "time"
+        Stages 1 and 3 visit the training rows in a fresh seeded order every epoch (rmtl),
+        or in time order every epoch (code: its data loaders do not shuffle).
+    stage3_critic_mode : "eval" or "train"
+        The critics' mode when stage 3 computes ``Q``: without dropout (paper) or with it
+        (code: it never switches them to evaluation mode).
+    compat : None or "authors"
+        ``"authors"`` sets every switch above to the code's behaviour, unless given
+        explicitly: ``batch_order="time"``, ``stage3_critic_mode="train"``,
+        ``reward="bce_wrapped"``, ``critic_output_bias=None`` (PyTorch's default).
     checkpoint_dir : path or None
         Where every stage saves and resumes.
     progress : bool
@@ -163,13 +178,18 @@ class RMTL:
 
     def __init__(self, backbone: Backbone, gamma: float = 0.9, tau: float = 0.2, lam: float = 0.7,
                  critic_lr: float = 1e-3, behaviour: str = "uniform", target: str = "td3", ips: bool = False,
-                 weighting: str = "rmtl", seed: int = 0, *, checkpoint_dir: Optional["str | os.PathLike[str]"] = None,
-                 progress: bool = True, **kwargs: Any) -> None:
+                 weighting: str = "rmtl", seed: int = 0, *, compat: Optional[str] = None,
+                 checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = True,
+                 **kwargs: Any) -> None:
         if not isinstance(backbone, Backbone):
             raise TypeError(f"backbone: expected an rmtl backbone (rmtl.models.*), got {type(backbone).__name__}")
         unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(RMTLConfig)})
         if unknown:
             raise TypeError(f"unexpected keyword arguments {unknown}; see help(rmtl.RMTL) for the options")
+        if compat not in (None, "authors"):
+            raise ValueError(f"compat: expected None or 'authors', got {compat!r}")
+        if compat == "authors":
+            kwargs = {**AUTHORS, **kwargs}
         self.config = _check(RMTLConfig(gamma=gamma, tau=tau, lam=lam, critic_lr=critic_lr, behaviour=behaviour,
                                         target=target, ips=ips, weighting=weighting, seed=seed, **kwargs))
         self.backbone = backbone
@@ -199,7 +219,7 @@ class RMTL:
         if c.init_output_bias == "prior":
             set_output_prior(self.backbone, train.labels)
         hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       seed=c.seed, progress=self.progress).fit(train, valid, c.epochs, c.patience, c.min_steps)
+                       seed=c.seed, progress=self.progress, shuffle=c.batch_order == "shuffled").fit(train, valid, c.epochs, c.patience, c.min_steps)
         self.pretrained = self.backbone
         if not hist.interrupted:
             self._record("pretrain", hist)
@@ -298,11 +318,13 @@ class RMTL:
                                     "counter": model.optimizer_state()["counter"]})
         weighted = (model if weighting == "continued" else
                     _WeightedBackbone(model, None if weighting == "constant" else self.critics, WEIGHTINGS[weighting],
-                                      lam))
+                                      lam, c.stage3_critic_mode == "train"))
         hist = Trainer(weighted, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       seed=c.seed + 1, progress=self.progress).fit(train, valid, c.epochs, c.patience, c.min_steps)
+                       seed=c.seed + 1, progress=self.progress, shuffle=c.batch_order == "shuffled").fit(train, valid, c.epochs, c.patience, c.min_steps)
         for rec, w in zip(hist.epochs, getattr(weighted, "mean_weights", [])):
             rec.update({f"mean_weight_{t}": v for t, v in zip(train.task_names, w)})
+        for critic in self.critics:
+            critic.eval()
         if own:
             self.backbone = model
         if not hist.interrupted:
@@ -487,19 +509,20 @@ class _WeightedBackbone:
     """A backbone as :class:`rmtl.Trainer` sees it, with stage 3's critic-weighted loss behind
     its chunked training call; everything else (predict, state_dict, modes) is the backbone's."""
 
-    def __init__(self, backbone: Backbone, critics: Optional[Sequence[Critic]], weighting: int, lam: float) -> None:
+    def __init__(self, backbone: Backbone, critics: Optional[Sequence[Critic]], weighting: int, lam: float,
+                 critics_training: bool = False) -> None:
         self._backbone = backbone
         self.config = backbone.config
         self._core = self
-        self._critics = None if critics is None else [c.eval()._core for c in critics]
+        self._critics = None if critics is None else [c.train(critics_training)._core for c in critics]
         self._weighting, self._lam = weighting, float(lam)
         self._sums, self._rows = np.zeros(backbone.config.num_tasks), 0
         self.mean_weights: List[List[float]] = []
 
     def train_chunk(self, rows: np.ndarray, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, B: int,
                     lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> float:
-        """One C call: for every batch, the backbone's forward, the critics' Q in eval mode at
-        its predictions, the weights, the weighted BCE backward and an Adam step."""
+        """One C call: for every batch, the backbone's forward, the critics' Q (in their mode)
+        at its predictions, the weights, the weighted BCE backward and an Adam step."""
         loss, wsum = _core.weighted_chunk(self._backbone._core, self._critics, rows, sparse, dense, labels, B,
                                           self._weighting, self._lam, lr, beta1, beta2, eps, weight_decay)
         self._sums += wsum
@@ -543,7 +566,8 @@ def _history_dict(hist: Any) -> Dict[str, Any]:
 
 def _check(c: RMTLConfig) -> RMTLConfig:
     choices = {"behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"), "weighting": tuple(WEIGHTINGS),
-               "reward": ("bce", "abs"), "init_output_bias": (None, "prior")}
+               "reward": ("bce", "abs", "bce_wrapped"), "init_output_bias": (None, "prior"),
+               "batch_order": ("shuffled", "time"), "stage3_critic_mode": ("eval", "train")}
     for key, allowed in choices.items():
         if getattr(c, key) not in allowed:
             raise ValueError(f"{key}: expected one of {list(allowed)}, got {getattr(c, key)!r}")

@@ -89,6 +89,9 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
                    f"{AUTO_MIN_STEPS}; 0 = off, the authors' setting)")
     p.add_argument("--init-output-bias", choices=("prior",), help="start every task's output at the logit of its "
                    "training label rate (a deviation from the authors; default off)")
+    p.add_argument("--compat", choices=("authors",), help="the authors' code's behaviour where rmtl deliberately "
+                   "differs: batches in time order, critics in training mode in stage 3, reward at the wrapped "
+                   "action 0.5 + 0.5 a, critic output bias at PyTorch's default (see help(rmtl.RMTL))")
     p.add_argument("--critic-epochs", type=int, metavar="E", help="epochs of stage 2 "
                    f"(default: quick {quick['rmtl']['critic_epochs']}, paper 96)")
     p.add_argument("--n-users", type=int, metavar="N", help="size of the synthetic data in users "
@@ -108,7 +111,8 @@ def run_run(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config) if args.config else {}
     for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
-                 "critic_epochs", "min_steps", "init_output_bias", "n_users", "out"):
+                 "critic_epochs", "min_steps", "init_output_bias", "compat", "n_users",
+                 "out"):
         value = getattr(args, name)
         if value is not None:
             settings[name] = tuple(value) if isinstance(value, list) else value

@@ -7,7 +7,9 @@ predicted probability per task. The reward per task comes from the row's labels 
 
 - ``reward="bce"`` (paper, default): ``r_k = y_k log(clip(a_k)) + (1 - y_k) log(clip(1 - a_k))``
   with ``clip`` to ``[1e-4, 1]``, so ``r_k`` lies in ``[log(1e-4), 0]``;
-- ``reward="abs"`` (authors' code): ``r_k = -|a_k - y_k|``.
+- ``reward="abs"`` (authors' code): ``r_k = -|a_k - y_k|``;
+- ``reward="bce_wrapped"`` (authors' code): the BCE reward at ``0.5 + 0.5 a_k`` instead of
+  ``a_k``, as their environment computes it (for actions in [-1, 1]).
 
 Transitions follow the log: the next state is row ``t + 1``; at the last row ``done = 1`` and
 the next state is the last state itself.
@@ -40,7 +42,7 @@ except (ImportError, AttributeError):  # not installed, or older than 1.1: used 
 
 __all__ = ["SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "BoxSpace", "REWARDS"]
 
-REWARDS = {"bce": 0, "abs": 1}
+REWARDS = {"bce": 0, "abs": 1, "bce_wrapped": 2}
 _ORDERS = {"random": 0, "sequential": 1}
 _POLICY_UNIFORM, _POLICY_ROWS, _POLICY_GIVEN = 0, 1, 2
 _SEED_MASK = 2**64 - 1
@@ -160,7 +162,7 @@ class SessionEnv(_EnvBase):
     ----------
     data : SessionData
         The sessions to play.
-    reward : "bce" or "abs"
+    reward : "bce", "abs" or "bce_wrapped"
         Reward per task (SPEC section 3): clipped negative BCE (paper) or ``-|a - y|`` (code).
     seed : int
         Keys the session draws of ``order="random"``; ``reset(seed=...)`` restarts them.
@@ -382,7 +384,7 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
         ``batch_size`` states and returns actions (m, T) in [0, 1] (slower, for research).
     noise : float
         Std of the actor's exploration noise (``policy="actor"`` only).
-    reward : "bce" or "abs"
+    reward : "bce", "abs" or "bce_wrapped"
         As in :class:`SessionEnv`.
     seed : int
         Keys the random actions and the episode draws; the same seed gives the same

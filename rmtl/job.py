@@ -53,7 +53,8 @@ class JobConfig:
     weight one). ``min_steps`` (default ``AUTO_MIN_STEPS``): the fewest Adam steps of stages
     1 and 3, in whole epochs, so small data gets enough training to calibrate.
     ``init_output_bias="prior"`` starts the outputs at the training label rates (a deviation
-    from the authors; None, their setting, by default). See :class:`rmtl.RMTL`.
+    from the authors; None, their setting, by default). ``compat="authors"`` switches RMTL to
+    the authors' code's behaviour where rmtl differs. See :class:`rmtl.RMTL`.
     """
 
     dataset: str = "synthetic"
@@ -68,6 +69,7 @@ class JobConfig:
     critic_epochs: Optional[int] = None
     min_steps: Optional[int] = None
     init_output_bias: Optional[str] = None
+    compat: Optional[str] = None
     n_users: Optional[int] = None
     data_seed: int = 0
     out: Optional[str] = None
@@ -95,6 +97,8 @@ class JobConfig:
         c.min_steps = AUTO_MIN_STEPS if c.min_steps is None else int(c.min_steps)
         if c.min_steps < 0:
             raise ValueError(f"min_steps: expected an integer >= 0, got {c.min_steps}")
+        if c.compat not in (None, "authors"):
+            raise ValueError(f"compat: expected 'authors' or None, got {c.compat!r}")
         if c.init_output_bias not in (None, "prior"):
             raise ValueError(f"init_output_bias: expected 'prior' or None, got {c.init_output_bias!r}")
         for name in ("seeds", "n_users", "epochs", "critic_epochs"):
@@ -112,7 +116,7 @@ class JobConfig:
         """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
         kw = {k: v for k, v in PRESETS[self.preset]["rmtl"].items() if k != "epochs"}
         kw.update(lam=self.lam, gamma=self.gamma, epochs=self.epochs, critic_epochs=self.critic_epochs,
-                  min_steps=self.min_steps, init_output_bias=self.init_output_bias)
+                  min_steps=self.min_steps, init_output_bias=self.init_output_bias, compat=self.compat)
         return kw
 
 

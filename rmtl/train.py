@@ -35,14 +35,15 @@ class Trainer:
 
     Parameters follow the reference: ``lr=1e-3``, ``weight_decay=1e-6`` (added to the
     gradient, as ``torch.optim.Adam``), ``batch_size=2048``. ``seed`` drives the batch
-    order; dropout masks come from the model's own seed. Each C call runs as many batches
+    order (``shuffle=False``: the rows in stored order, every epoch; time order for
+    :meth:`rmtl.SessionData.split` parts); dropout masks come from the model's own seed. Each C call runs as many batches
     as fit in about ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops
     training, restores the best weights so far and returns the history.
     """
 
     def __init__(self, model: Any, lr: float = 1e-3, weight_decay: float = 1e-6,
                  batch_size: int = 2048, seed: int = 0, betas=(0.9, 0.999), eps: float = 1e-8,
-                 progress: bool = True, chunk_seconds: float = 0.25) -> None:
+                 progress: bool = True, chunk_seconds: float = 0.25, shuffle: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         if not lr > 0:
@@ -52,7 +53,7 @@ class Trainer:
         self.model = model
         self.lr, self.weight_decay, self.batch_size = float(lr), float(weight_decay), int(batch_size)
         self.seed, self.betas, self.eps = int(seed), (float(betas[0]), float(betas[1])), float(eps)
-        self.progress, self.chunk_seconds = bool(progress), float(chunk_seconds)
+        self.progress, self.chunk_seconds, self.shuffle = bool(progress), float(chunk_seconds), bool(shuffle)
         self._epochs_done = 0
 
     def _check_data(self, data: SessionData, name: str) -> None:
@@ -66,7 +67,7 @@ class Trainer:
 
     def train_epoch(self, data: SessionData, bar: Any = None) -> float:
         """One pass over ``data`` in a fresh seeded order; returns the mean training loss."""
-        order = row_order(len(data), True, self.seed, self._epochs_done)
+        order = row_order(len(data), self.shuffle, self.seed, self._epochs_done)
         core, B = self.model._core, self.batch_size
         per_chunk, total, start = 1, 0.0, 0
         self.model.train()

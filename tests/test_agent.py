@@ -112,7 +112,9 @@ def test_continued_equals_rmtl_at_lam_zero(splits, name):
         hist = agent.finetune(tr, va, weighting=weighting, lam=lam)
         runs[weighting, lam] = (agent.backbone.state_dict(), hist.column("train_loss"), hist.column("valid_auc"))
     control, zero, weighted = runs["continued", None], runs["rmtl", 0.0], runs["rmtl", None]
-    assert control[1] == zero[1] and control[2] == zero[2]
+    assert control[2] == zero[2]  # validation AUC per epoch: same epochs, same early stopping
+    # the epoch's loss is summed per C call, whose size follows the clock: equal up to rounding
+    assert control[1] == pytest.approx(zero[1], rel=1e-12)
     for key, value in control[0].items():
         np.testing.assert_array_equal(value, zero[0][key], err_msg=key)
     assert control[1] != weighted[1]

@@ -57,8 +57,8 @@ def test_config_file_and_options(tmp_path):
     c = JobConfig(**load_config(str(path))).resolved()
     assert c.models == ("esmm",) and c.lam == 0.5 and c.seeds == 4 and c.n_users == PRESETS["quick"]["n_users"]
     assert c.min_steps == AUTO_MIN_STEPS and c.init_output_bias is None
-    kw = JobConfig(min_steps=0, init_output_bias="prior").resolved().rmtl_kwargs()
-    assert kw["min_steps"] == 0 and kw["init_output_bias"] == "prior"
+    kw = JobConfig(min_steps=0, init_output_bias="prior", compat="authors").resolved().rmtl_kwargs()
+    assert kw["min_steps"] == 0 and kw["init_output_bias"] == "prior" and kw["compat"] == "authors"
     with pytest.raises(ValueError, match="init_output_bias"):
         JobConfig(init_output_bias="zero").resolved()
     paper = JobConfig(preset="paper").resolved()
