@@ -26,11 +26,12 @@ DATASETS = ("synthetic", "retailrocket", "kuairand")
 
 # quick: sized for about two minutes on 2 cores (small widths, few critic epochs, ~72k rows);
 # paper: the reference hyperparameters of SPEC sections 4 and 5 and the default data size.
-# the fewest Adam steps of stages 1 and 3 when not given: measured on 2,000 synthetic users
-# (9 steps per epoch), MMoE, SingleTask and SharedBottom at quick widths stopped early on their
-# initial plateau (test AUC 0.50-0.53, uncalibrated) within 12 epochs; with at least 500 steps
-# they calibrated (best epoch about 200-220 steps, AUC 0.66). The floor costs nothing when
-# the epochs already give that many steps.
+# the fewest Adam steps of stages 1 and 3 when not given. Measured on 2,000 synthetic users
+# (9 steps per epoch, quick widths, 12 epochs): MMoE (2 of 2 seeds), SingleTask and
+# SharedBottom (1 of 2) stopped on their initial plateau, uncalibrated (test click AUC
+# 0.50-0.53); MMoE with at least 500 steps calibrated in both seeds (best epoch after about
+# 200 steps, AUC 0.663), twice the steps it needed (benchmarks/RESULTS.md, issue 12). The
+# floor costs nothing when the epochs already give that many steps.
 AUTO_MIN_STEPS = 500
 
 PRESETS: Dict[str, Dict[str, Any]] = {
