@@ -44,8 +44,9 @@ static int rmtl_parse_mdp(rmtl_mdp *mdp, PyObject *oo, PyObject *lo, int reward,
             return -1;
         }
     }
-    if (reward != RMTL_REWARD_BCE && reward != RMTL_REWARD_ABS) {
-        PyErr_Format(PyExc_ValueError, "reward: expected 0 (bce) or 1 (abs), got %d", reward);
+    if (reward < RMTL_REWARD_BCE || reward > RMTL_REWARD_BCE_WRAPPED) {
+        PyErr_Format(PyExc_ValueError,
+                     "reward: expected 0 (bce), 1 (abs) or 2 (bce_wrapped), got %d", reward);
         return -1;
     }
     memset(mdp, 0, sizeof(*mdp));
@@ -571,8 +572,10 @@ static PyMethodDef rmtl_env_functions[] = {
      "draw_sessions(n_sessions, count, order, seed) -> int64 sessions of episodes 0..count-1"},
     {NULL}};
 
-static const rmtl_enum_entry rmtl_reward_enum[] = {
-    {"bce", RMTL_REWARD_BCE}, {"abs", RMTL_REWARD_ABS}, {NULL, 0}};
+static const rmtl_enum_entry rmtl_reward_enum[] = {{"bce", RMTL_REWARD_BCE},
+                                                   {"abs", RMTL_REWARD_ABS},
+                                                   {"bce_wrapped", RMTL_REWARD_BCE_WRAPPED},
+                                                   {NULL, 0}};
 
 static const rmtl_enum_entry rmtl_order_enum[] = {
     {"random", RMTL_ORDER_RANDOM}, {"sequential", RMTL_ORDER_SEQUENTIAL}, {NULL, 0}};

@@ -13,7 +13,8 @@ static float rmtl_clip_prob(float p) {
 
 void rmtl_mdp_reward(float *r, const float *action, const float *label, int T, int kind) {
     for (int k = 0; k < T; k++) {
-        float a = action[k], y = label[k];
+        float a = kind == RMTL_REWARD_BCE_WRAPPED ? 0.5f + 0.5f * action[k] : action[k],
+              y = label[k];
         if (kind == RMTL_REWARD_ABS) {
             r[k] = -fabsf(a - y);
         } else {
@@ -45,7 +46,7 @@ int rmtl_env_create(rmtl_env **out, const rmtl_mdp *mdp, int n, int order, int a
     *out = NULL;
     if (n < 1 || mdp->n_sessions < 1 || mdp->T < 1 || mdp->F < 1 || mdp->D < 0 ||
         (order != RMTL_ORDER_RANDOM && order != RMTL_ORDER_SEQUENTIAL) ||
-        (mdp->reward != RMTL_REWARD_BCE && mdp->reward != RMTL_REWARD_ABS)) {
+        mdp->reward < RMTL_REWARD_BCE || mdp->reward > RMTL_REWARD_BCE_WRAPPED) {
         return RMTL_ERR_ARG;
     }
     rmtl_env *e = calloc(1, sizeof(*e));

@@ -8,7 +8,8 @@
 #define RMTL_ENV_H
 #include "rmtl.h"
 
-enum { RMTL_REWARD_BCE = 0, RMTL_REWARD_ABS = 1 };
+/* BCE_WRAPPED: BCE at the action 0.5 + 0.5 a, as the authors' code computes it */
+enum { RMTL_REWARD_BCE = 0, RMTL_REWARD_ABS = 1, RMTL_REWARD_BCE_WRAPPED = 2 };
 enum { RMTL_ORDER_RANDOM = 0, RMTL_ORDER_SEQUENTIAL = 1 };
 enum { RMTL_POLICY_UNIFORM = 0, RMTL_POLICY_ROWS = 1, RMTL_POLICY_GIVEN = 2 };
 

@@ -94,7 +94,8 @@ static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum,
         if (wt->critics != NULL) {
             rmtl_critic *c = wt->critics[k];
             rmtl_column(c->action, m->prob, k, B, T);
-            st = rmtl_critic_eval(c, m->codes, m->dense, c->action, B);
+            /* in the critic's own mode: eval (rmtl), or training with dropout (the authors) */
+            st = rmtl_critic_forward(c, m->codes, m->dense, c->action, B);
             q = c->q;
         }
         rmtl_loss_weights(w, q, m->labels, k, B, T, wt->weighting, wt->lam);

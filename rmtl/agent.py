@@ -9,10 +9,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .config import WEIGHTINGS, RMTLConfig, check
+from .config import AUTHORS, CRITIC_FREE, WEIGHTINGS, RMTLConfig, check
 from .critic import Critic
 from .data import SessionData
 from .models import Backbone, create
+from .prior import set_output_prior
 from .stages import CriticStage
 from .train import History, Trainer
 
@@ -69,14 +70,17 @@ class RMTL:
     ips : bool
         Inverse propensity weights per batch, ``w = y (B+1)/(n_k+1) + (B+1)/(B-n_k)``
         (code, off in its main script).
-    weighting : "rmtl", "constant", "label" or "neg_q"
+    weighting : "rmtl", "constant", "label", "neg_q" or "continued"
         Stage-3 loss weights: ``1 - lam Q`` (paper), ablations ``0.5``, ``1 - lam y Q`` and
-        ``-Q`` (paper, section 4.4; code comments).
+        ``-Q`` (paper, section 4.4; code comments), and the control ``continued`` (rmtl): every
+        weight one, i.e. stage 3 as more supervised training with the same epochs, early
+        stopping, batch order and seed, so ``rmtl - continued`` is the critics' effect.
     seed : int
         Batch order, critic initialisation, replay sampling and target noise.
-    reward : "bce" or "abs"
-        Per-task reward ``y log a + (1-y) log(1-a)`` clipped to [1e-4, 1] (paper, code) or
-        ``-|a - y|`` (code).
+    reward : "bce", "abs" or "bce_wrapped"
+        Per-task reward ``y log a + (1-y) log(1-a)`` clipped to [1e-4, 1] (paper, code),
+        ``-|a - y|`` (code), or the BCE at the wrapped action ``0.5 + 0.5 a`` (code: its
+        environment maps actions from [-1, 1], while its actor's are in [0, 1]).
     critic_bottom_dims, critic_tower_dims, critic_dropout :
         (512, 256), (128, 64), 0.2 (code). ``critic_output_bias=1.0`` (rmtl; see
         :class:`rmtl.Critic`: with PyTorch's default about half of all critics never learn).
@@ -97,6 +101,25 @@ class RMTL:
         Stages 1 and 3: Adam 1e-3, weight decay 1e-6, batch 2048, early stopping on mean
         validation AUC with patience 2 (code); at most ``epochs=100`` (rmtl; the code allows
         1000).
+    min_steps : int
+        Stages 1 and 3 train for at least this many Adam steps, adding epochs when needed
+        (rmtl, 0 = off as in the code; see :meth:`rmtl.Trainer.fit`). With few rows an epoch
+        is a few steps, and a model can stop early before it left its initial plateau.
+    init_output_bias : None or "prior"
+        ``"prior"`` (rmtl, a deviation from the authors; None in their setting) starts every
+        task's output layer bias at the logit of its training label rate before stage 1
+        (ESMM's CVR tower at the logit of purchases per click), so the model starts
+        calibrated instead of at p = 0.5 (:func:`rmtl.prior.set_output_prior`).
+    batch_order : "shuffled" or "time"
+        Stages 1 and 3 visit the training rows in a fresh seeded order every epoch (rmtl),
+        or in time order every epoch (code: its data loaders do not shuffle).
+    stage3_critic_mode : "eval" or "train"
+        The critics' mode when stage 3 computes ``Q``: without dropout (paper) or with it
+        (code: it never switches them to evaluation mode).
+    compat : None or "authors"
+        ``"authors"`` sets every switch above to the code's behaviour, unless given
+        explicitly: ``batch_order="time"``, ``stage3_critic_mode="train"``,
+        ``reward="bce_wrapped"``, ``critic_output_bias=None`` (PyTorch's default).
     checkpoint_dir : path or None
         Where every stage saves and resumes.
     progress : bool
@@ -110,6 +133,7 @@ class RMTL:
     def __init__(self, backbone: Backbone, gamma: float = _REF.gamma, tau: float = _REF.tau, lam: float = _REF.lam,
                  critic_lr: float = _REF.critic_lr, behaviour: str = _REF.behaviour, target: str = _REF.target,
                  ips: bool = _REF.ips, weighting: str = _REF.weighting, seed: int = _REF.seed, *,
+                 compat: Optional[str] = None,
                  checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = True,
                  **kwargs: Any) -> None:
         if not isinstance(backbone, Backbone):
@@ -117,6 +141,10 @@ class RMTL:
         unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(RMTLConfig)})
         if unknown:
             raise TypeError(f"unexpected keyword arguments {unknown}; see help(rmtl.RMTL) for the options")
+        if compat not in (None, "authors"):
+            raise ValueError(f"compat: expected None or 'authors', got {compat!r}")
+        if compat == "authors":
+            kwargs = {**AUTHORS, **kwargs}
         self.config = RMTLConfig(gamma=gamma, tau=tau, lam=lam, critic_lr=critic_lr, behaviour=behaviour,
                                  target=target, ips=ips, weighting=weighting, seed=seed, **kwargs)
         self.backbone = backbone
@@ -151,8 +179,11 @@ class RMTL:
             self.pretrained = self.backbone
             return self._keep("pretrain", hist)
         c = self.config
-        hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       seed=c.seed, progress=self.progress).fit(train, valid, c.epochs, c.patience)
+        if c.init_output_bias == "prior":
+            set_output_prior(self.backbone, train.labels)
+        hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed,
+                       progress=self.progress, shuffle=c.batch_order == "shuffled").fit(train, valid, c.epochs,
+                                                                                        c.patience, c.min_steps)
         self.pretrained = self.backbone
         return self._finish("pretrain", name, self.pretrained, hist)
 
@@ -192,7 +223,7 @@ class RMTL:
         lam = self.config.lam if lam is None else check("lam", lam)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
-        if weighting != "constant" and not self.critics:
+        if weighting not in CRITIC_FREE and not self.critics:
             raise RuntimeError("finetune: the agent has no critics yet; run fit_critics(train) first "
                                "(or fit(train, valid))")
         own = backbone is None
@@ -215,9 +246,15 @@ class RMTL:
         zeros = np.zeros(model.num_parameters, np.float32)
         model.load_optimizer_state({"adam_m": zeros, "adam_v": zeros, "steps": 0,
                                     "counter": model.optimizer_state()["counter"]})
+        critics = None if weighting in CRITIC_FREE else self.critics
+        for critic in critics or ():  # the mode Q is computed in: eval (rmtl) or with dropout (authors)
+            critic.train(c.stage3_critic_mode == "train")
         hist = Trainer(model, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed + 1,
-                       progress=self.progress, critics=self.critics if weighting != "constant" else None,
-                       weighting=weighting, lam=lam).fit(train, valid, c.epochs, c.patience)
+                       progress=self.progress, critics=critics, weighting=None if weighting == "continued" else weighting,
+                       lam=lam, shuffle=c.batch_order == "shuffled").fit(train, valid, c.epochs, c.patience,
+                                                                          c.min_steps)
+        for critic in self.critics:
+            critic.eval()
         if own:
             self.backbone = model
         return self._finish(key, name, model, hist)
@@ -232,8 +269,8 @@ class RMTL:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
         if prob is None:
             prob = self.pretrained.predict(data.sparse, data.dense)
-        if weighting == "constant":
-            return np.full((len(data), data.num_tasks), 0.5, np.float32)
+        if weighting in CRITIC_FREE:
+            return np.full((len(data), data.num_tasks), 0.5 if weighting == "constant" else 1.0, np.float32)
         q = self.q_values(data, prob)
         lam = np.float32(self.config.lam)
         return {"rmtl": 1 - lam * q, "label": 1 - lam * data.labels * q, "neg_q": -q}[weighting]

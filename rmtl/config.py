@@ -10,11 +10,19 @@ from typing import Any, Dict, Optional, Tuple
 
 from . import _core
 
-__all__ = ["RMTLConfig", "Range", "RANGES", "CHOICES", "WEIGHTINGS", "COUNT", "check"]
+__all__ = ["RMTLConfig", "Range", "RANGES", "CHOICES", "WEIGHTINGS", "CRITIC_FREE", "AUTHORS", "COUNT", "check"]
 
-WEIGHTINGS = _core.enums["weighting"]
-CHOICES: Dict[str, Tuple[str, ...]] = {"behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"),
-                                       "weighting": tuple(WEIGHTINGS), "reward": tuple(_core.enums["reward"])}
+# stage-3 weightings: the core's, and the control "continued" (every weight one: the plain
+# supervised step, no critics)
+WEIGHTINGS: Tuple[str, ...] = (*_core.enums["weighting"], "continued")
+CRITIC_FREE = ("constant", "continued")
+# compat="authors": the authors' code's behaviour where rmtl deliberately differs
+AUTHORS: Dict[str, Any] = {"batch_order": "time", "stage3_critic_mode": "train", "reward": "bce_wrapped",
+                           "critic_output_bias": None}
+CHOICES: Dict[str, Tuple[Any, ...]] = {
+    "behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"), "weighting": WEIGHTINGS,
+    "reward": tuple(_core.enums["reward"]), "init_output_bias": (None, "prior"),
+    "batch_order": ("shuffled", "time"), "stage3_critic_mode": ("eval", "train")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +65,7 @@ RANGES: Dict[str, Range] = {
     "init_training_step": NON_NEGATIVE_COUNT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
     "batch_size": COUNT, "epochs": COUNT, "patience": COUNT, "beta1": Range(0.0, 1.0, open_high=True),
     "beta2": Range(0.0, 1.0, open_high=True), "eps": POSITIVE, "chunk_seconds": POSITIVE,
+    "min_steps": NON_NEGATIVE_COUNT,
 }  # critic_output_bias: any finite number (or None)
 
 
@@ -100,6 +109,10 @@ class RMTLConfig:
     batch_size: int = 2048
     epochs: int = 100
     patience: int = 2
+    min_steps: int = 0
+    init_output_bias: Optional[str] = None
+    batch_order: str = "shuffled"
+    stage3_critic_mode: str = "eval"
 
     def __post_init__(self) -> None:
         for key, allowed in CHOICES.items():

@@ -7,7 +7,9 @@ predicted probability per task. The reward per task comes from the row's labels 
 
 - ``reward="bce"`` (paper, default): ``r_k = y_k log(clip(a_k)) + (1 - y_k) log(clip(1 - a_k))``
   with ``clip`` to ``[1e-4, 1]``, so ``r_k`` lies in ``[log(1e-4), 0]``;
-- ``reward="abs"`` (authors' code): ``r_k = -|a_k - y_k|``.
+- ``reward="abs"`` (authors' code): ``r_k = -|a_k - y_k|``;
+- ``reward="bce_wrapped"`` (authors' code): the BCE reward at ``0.5 + 0.5 a_k`` instead of
+  ``a_k``, as their environment computes it (for actions in [-1, 1]).
 
 Transitions follow the log: the next state is row ``t + 1``; at the last row ``done = 1`` and
 the next state is the last state itself.
@@ -156,7 +158,7 @@ class SessionEnv(_EnvBase):
     ----------
     data : SessionData
         The sessions to play.
-    reward : "bce" or "abs"
+    reward : "bce", "abs" or "bce_wrapped"
         Reward per task (SPEC section 3): clipped negative BCE (paper) or ``-|a - y|`` (code).
     seed : int
         Keys the session draws of ``order="random"``; ``reset(seed=...)`` restarts them.

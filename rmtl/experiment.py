@@ -4,28 +4,34 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .agent import RMTL, WEIGHTINGS
+from . import convergence
+from .agent import CRITIC_FREE, RMTL, WEIGHTINGS
 from .data import SessionData
 from .metrics import evaluate
 from .models import create
+from .train import History
 
-__all__ = ["experiment", "ExperimentResult"]
+__all__ = ["experiment", "ExperimentResult", "holm"]
 
 METRICS = ("auc", "logloss", "s_logloss")
 BASELINE = "baseline"
+CONTROL = "continued"
 
 
 @dataclasses.dataclass
 class ExperimentResult:
     """Test-set metrics of every (model, variant, seed, task), and their summary.
 
-    ``records`` holds one dict per model, variant, seed and task with ``auc``, ``logloss``
-    and ``s_logloss``. Variants: ``baseline`` (stage 1 only), a weighting name (``rmtl``,
-    ``constant``, ``label``, ``neg_q``: stages 2 and 3 on top of that baseline) and
+    ``records`` holds one dict per model, variant, seed and task with ``auc``, ``logloss``,
+    ``s_logloss`` and ``flags`` (the convergence checks the run failed, see
+    :func:`rmtl.convergence.check`). Variants: ``baseline`` (stage 1 only), a weighting name (``rmtl``,
+    ``constant``, ``label``, ``neg_q``: stages 2 and 3 on top of that baseline;
+    ``continued``: stage 3 with every weight one, the control for extra training) and
     ``rmtl[critics of X]`` (stage 3 with the critics learned with backbone X: transfer).
     ``oracle`` gives, per task, the AUC and logloss of the true probabilities when the test
     data carries them (synthetic data).
@@ -37,45 +43,80 @@ class ExperimentResult:
 
     def table(self) -> List[Dict[str, Any]]:
         """One row per (model, variant, task): ``n`` seeds, ``<metric>_mean``, ``<metric>_std``
-        (sample std), and for variants ``<metric>_diff`` (mean paired difference variant minus
-        baseline over seeds; lower logloss is better) and ``<metric>_p`` (two-sided paired
-        t-test, scipy.stats.ttest_rel; NaN with fewer than two seeds or identical values)."""
+        (sample std) and the paired comparisons (lower logloss is better):
+
+        - every variant against its backbone's baseline: ``<metric>_diff`` (mean paired
+          difference variant minus baseline over seeds) and ``<metric>_p`` (two-sided paired
+          t-test, scipy.stats.ttest_rel; NaN with fewer than two seeds or identical values);
+        - every critic variant (not ``baseline`` or ``continued``) against the control
+          ``continued`` of the same backbone, the critic effect: ``<metric>_effect`` and
+          ``<metric>_effect_p``.
+
+        Each p-value also comes Holm-adjusted over all tests of the table (every row, task,
+        metric and comparison), as ``<metric>_p_holm`` and ``<metric>_effect_p_holm``.
+        ``flags`` counts the seeds that failed each convergence check
+        (:func:`rmtl.convergence.check`); ``diff_checked`` and ``effect_checked`` are True when
+        neither side of that comparison is flagged (only then may it be called significant).
+        """
         from scipy import stats
 
         groups: Dict[Tuple[str, str, str], Dict[int, Dict[str, float]]] = {}
         for r in self.records:
             groups.setdefault((r["model"], r["variant"], r["task"]), {})[r["seed"]] = r
         rows = []
+        flags = {key: convergence.summary([r.get("flags", []) for r in by_seed.values()])
+                 for key, by_seed in groups.items()}
         for (model, variant, task), by_seed in groups.items():
-            row: Dict[str, Any] = {"model": model, "variant": variant, "task": task, "n": len(by_seed)}
-            base = groups.get((model, BASELINE, task), {})
-            paired = sorted(set(by_seed) & set(base)) if variant != BASELINE else []
+            row: Dict[str, Any] = {"model": model, "variant": variant, "task": task, "n": len(by_seed),
+                                   "flags": flags[model, variant, task]}
+            against = {} if variant == BASELINE else {"diff": (BASELINE, "p")}
+            if variant not in (BASELINE, CONTROL):
+                against["effect"] = (CONTROL, "effect_p")
             for m in METRICS:
                 v = np.array([by_seed[s][m] for s in sorted(by_seed)], np.float64)
                 row[f"{m}_mean"] = float(v.mean())
                 row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
-                if paired:
-                    a = np.array([by_seed[s][m] for s in paired])
-                    b = np.array([base[s][m] for s in paired])
-                    row[f"{m}_diff"] = float((a - b).mean())
-                    same = len(paired) < 2 or np.allclose(a - b, (a - b)[0], rtol=0, atol=0)
-                    row[f"{m}_p"] = float("nan") if same else float(stats.ttest_rel(a, b).pvalue)
+                for key, (other, pkey) in against.items():
+                    ref = groups.get((model, other, task), {})
+                    paired = sorted(set(by_seed) & set(ref))
+                    if not paired:
+                        continue
+                    row[f"{key}_checked"] = not row["flags"] and not flags[model, other, task]
+                    d = np.array([by_seed[s][m] - ref[s][m] for s in paired])
+                    row[f"{m}_{key}"] = float(d.mean())
+                    row[f"{m}_{pkey}"] = (
+                        float("nan") if len(d) < 2 or np.all(d == d[0]) else
+                        float(stats.ttest_rel([by_seed[s][m] for s in paired], [ref[s][m] for s in paired]).pvalue))
             rows.append(row)
+        keys = [(i, k) for i, row in enumerate(rows) for k in row if k.endswith("_p")]
+        for (i, k), adjusted in zip(keys, holm([rows[i][k] for i, k in keys])):
+            rows[i][k + "_holm"] = adjusted
         return rows
 
+    def correction(self) -> str:
+        """The multiple-comparison correction the table applies, in words."""
+        n = sum(1 for row in self.table() for k in row if k.endswith("_p") and not np.isnan(row[k]))
+        return (f"p-values Holm-adjusted over all {n} paired t-tests of the table (every row, task, metric and "
+                "comparison; family-wise error rate)")
+
     def to_markdown(self, metrics: Sequence[str] = METRICS) -> str:
-        """The summary as a Markdown table (mean +- std over seeds; paired difference vs the
-        baseline and its p-value), with the oracle line when known."""
-        head = ["model", "variant", "task", "seeds"]
+        """The summary as a Markdown table (mean +- std over seeds; paired differences vs the
+        baseline and vs ``continued`` with Holm-adjusted p-values, the convergence flags with
+        the seeds that raised them), the correction applied and the oracle line when known."""
+        head = ["model", "variant", "task", "seeds", "checks"]
         for m in metrics:
-            head += [m, f"d {m} (p)"]
+            head += [m, f"d {m} (p)", f"critic effect {m} (p)"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in self.table():
-            cells = [row["model"], row["variant"], row["task"], str(row["n"])]
+            cells = [row["model"], row["variant"], row["task"], str(row["n"]),
+                     ", ".join(f"{flag} {n}/{row['n']}" for flag, n in row["flags"].items()) or "ok"]
             for m in metrics:
                 cells.append(f"{row[f'{m}_mean']:.4f} +- {row[f'{m}_std']:.4f}")
-                cells.append(f"{row[f'{m}_diff']:+.4f} ({row[f'{m}_p']:.3f})" if f"{m}_diff" in row else "")
+                for d, p in ((f"{m}_diff", f"{m}_p_holm"), (f"{m}_effect", f"{m}_effect_p_holm")):
+                    cells.append(f"{row[d]:+.4f} ({row[p]:.3f})" if d in row else "")
             lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"d: variant - baseline, critic effect: variant - continued, paired by seed; "
+                      f"{self.correction()}."]
         if self.oracle:
             lines.append("")
             lines.append("Oracle (true probabilities): " + ", ".join(
@@ -85,7 +126,7 @@ class ExperimentResult:
 
 def experiment(train: SessionData, valid: SessionData, test: SessionData,
                backbones: Sequence[str] = ("esmm", "mmoe", "ple"), seeds: Iterable[int] = range(5),
-               weightings: Sequence[str] = ("rmtl",), transfer: Sequence[Tuple[str, str]] = (("esmm", "mmoe"),),
+               weightings: Sequence[str] = ("rmtl", CONTROL), transfer: Sequence[Tuple[str, str]] = (("esmm", "mmoe"),),
                backbone_kwargs: Optional[Mapping[str, Any]] = None, rmtl_kwargs: Optional[Mapping[str, Any]] = None,
                checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = False,
                rmtl_backbones: Optional[Sequence[str]] = None,
@@ -97,7 +138,10 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     entry of ``weightings``. For each ``(source, target)`` in ``transfer``, the critics of
     the source backbone's agent fine-tune the target's baseline (same seed). Each variant
     is paired with its own backbone's baseline of the same seed, so a difference is the
-    effect of stages 2 and 3 alone.
+    effect of stages 2 and 3 alone; the default ``continued`` (stage 3 with every weight
+    one) is the control that separates the critics' effect from the extra training.
+    Every trained model goes through :func:`rmtl.convergence.check` on ``valid``; each
+    failed check is recorded and raises a warning that says what to change.
 
     ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
     quick run; the seed is the experiment's), ``rmtl_kwargs`` to :class:`rmtl.RMTL`.
@@ -121,10 +165,11 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
     records: List[Dict[str, Any]] = []
 
-    def record(model: str, variant: str, seed: int, fitted: Any) -> None:
+    def record(model: str, variant: str, seed: int, fitted: Any, history: History) -> None:
+        flags = convergence.check(history, fitted, valid)
         for task, res in evaluate(fitted, test).items():
             records.append({"model": model, "variant": variant, "seed": seed, "task": task,
-                            **{m: res[m] for m in METRICS}})
+                            **{m: res[m] for m in METRICS}, "flags": flags})
 
     for seed in seeds:
         agents: Dict[str, RMTL] = {}
@@ -132,25 +177,42 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
             model = create(name, train.field_dims, train.num_dense, train.num_tasks, seed=seed, **bkw)
             ckpt = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), f"{name}-seed{seed}")
             agent = RMTL(model, seed=seed, checkpoint_dir=ckpt, progress=progress, **rkw)
-            agent.pretrain(train, valid)
-            record(name, BASELINE, seed, agent.pretrained)
+            record(name, BASELINE, seed, agent.pretrained, agent.pretrain(train, valid))
             if name in with_rmtl:
-                if any(w != "constant" for w in weightings) or any(src == name for src, _ in transfer):
+                if any(w not in CRITIC_FREE for w in weightings) or any(src == name for src, _ in transfer):
                     agent.fit_critics(train)
                 for w in weightings:
-                    agent.finetune(train, valid, weighting=w)
-                    record(name, w, seed, agent.backbone)
+                    hist = agent.finetune(train, valid, weighting=w)
+                    record(name, w, seed, agent.backbone, hist)
             if on_agent is not None:
                 on_agent(name, seed, agent)
             agents[name] = agent
         for src, dst in transfer:
             tuned = agents[dst].pretrained.clone()
-            agents[src].finetune(train, valid, backbone=tuned)
-            record(dst, f"rmtl[critics of {src}]", seed, tuned)
-    return ExperimentResult(records, _oracle(test), {
+            record(dst, f"rmtl[critics of {src}]", seed, tuned, agents[src].finetune(train, valid, backbone=tuned))
+    result = ExperimentResult(records, _oracle(test), {
         "backbones": list(backbones), "rmtl_backbones": with_rmtl, "seeds": seeds, "weightings": list(weightings),
         "transfer": [list(p) for p in transfer], "backbone_kwargs": bkw, "rmtl_kwargs": rkw,
         "rows": {"train": len(train), "valid": len(valid), "test": len(test)}})
+    flagged = {(r["model"], r["variant"]): (r["flags"], r["n"]) for r in result.table() if r["flags"]}
+    if flagged:
+        raised = [f for f in convergence.ADVICE if any(f in fl for fl, _ in flagged.values())]
+        warnings.warn("convergence checks failed, comparisons with these rows are not significant: " + "; ".join(
+            f"{m} {v} ({', '.join(f'{f} {k}/{n}' for f, k in fl.items())})" for (m, v), (fl, n) in flagged.items())
+            + ". What to change: " + "; ".join(f"{f}: {convergence.ADVICE[f]}" for f in raised), stacklevel=2)
+    return result
+
+
+def holm(pvalues: Sequence[float]) -> List[float]:
+    """Holm's step-down adjustment of ``pvalues`` (NaN entries are left out of the family
+    and stay NaN): the i-th smallest of m becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``."""
+    p = np.asarray(pvalues, np.float64)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return [float(x) for x in out]
 
 
 def _oracle(test: SessionData) -> Dict[str, Dict[str, float]]:

@@ -260,8 +260,8 @@ class Backbone(Net):
 
         With ``weighting`` (``"rmtl"``, ``"constant"``, ``"label"`` or ``"neg_q"``), each
         row's loss is weighted as RMTL's stage 3 does (``1 - lam Q_k``, 0.5, ``1 - lam y Q_k``,
-        ``-Q_k``), with ``critics`` (one :class:`rmtl.Critic` per task, eval mode) scoring the
-        model's predictions; ``"constant"`` needs no critics. Returns the sum over batches
+        ``-Q_k``), with ``critics`` (one :class:`rmtl.Critic` per task, in their current mode:
+        ``eval()`` for Q without dropout, as the paper) scoring the model's predictions; ``"constant"`` needs no critics. Returns the sum over batches
         of batch loss times batch size and, with a weighting, the sum of the weights per task.
         This is the call :class:`rmtl.Trainer` makes; use it to write your own loop.
         """
@@ -271,7 +271,7 @@ class Backbone(Net):
                 raise ValueError(f"weighting: expected one of {sorted(_core.enums['weighting'])}, got {weighting!r}")
             kind = _core.enums["weighting"][weighting]
         if critics is not None:
-            critics = [c.eval()._core for c in critics]
+            critics = [c._core for c in critics]
         return _core.train_chunk(model=self._core, rows=rows, sparse=sparse, dense=dense, labels=labels,
                                  batch_size=int(batch_size), lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
                                  weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam)

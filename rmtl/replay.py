@@ -127,7 +127,7 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
         ``batch_size`` states and returns actions (m, T) in [0, 1] (slower, for research).
     noise : float
         Std of the actor's exploration noise (``policy="actor"`` only).
-    reward : "bce" or "abs"
+    reward : "bce", "abs" or "bce_wrapped"
         As in :class:`SessionEnv`.
     seed : int
         Keys the random actions and the episode draws; the same seed gives the same

@@ -57,7 +57,8 @@ class Trainer:
 
     Parameters follow the reference: ``lr=1e-3``, ``weight_decay=1e-6`` (added to the
     gradient, as ``torch.optim.Adam``), ``batch_size=2048``. ``seed`` drives the batch
-    order; dropout masks come from the model's own seed. Every argument is checked up front
+    order (``shuffle=False``: the rows in stored order, every epoch; time order for
+    :meth:`rmtl.SessionData.split` parts); dropout masks come from the model's own seed. Every argument is checked up front
     (e.g. a non-finite ``lr`` raises ValueError naming it). Each C call
     (:meth:`rmtl.models.Backbone.train_chunk`) runs as many batches as fit in about
     ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops training, restores
@@ -71,7 +72,8 @@ class Trainer:
     def __init__(self, model: Any, lr: float = _REF.lr, weight_decay: float = _REF.weight_decay,
                  batch_size: int = _REF.batch_size, seed: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, progress: bool = True, chunk_seconds: float = 0.25,
-                 critics: Optional[Sequence[Any]] = None, weighting: Optional[str] = None, lam: float = 0.0) -> None:
+                 critics: Optional[Sequence[Any]] = None, weighting: Optional[str] = None, lam: float = 0.0,
+                 shuffle: bool = True) -> None:
         if not hasattr(model, "_core") or not hasattr(model, "config"):
             raise TypeError(f"model: expected an rmtl backbone (rmtl.models.*), got {type(model).__name__}")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -84,6 +86,7 @@ class Trainer:
         self.batch_size, self.seed = check("batch_size", batch_size), check("seed", seed)
         self.betas, self.eps = (check("beta1", betas[0]), check("beta2", betas[1])), check("eps", eps)
         self.progress, self.chunk_seconds = bool(progress), check("chunk_seconds", chunk_seconds)
+        self.shuffle = bool(shuffle)
         self.critics, self.weighting, self.lam = critics, weighting, check("lam", lam)
         self._epochs_done = 0
         self._weight_sums: Optional[np.ndarray] = None
@@ -99,7 +102,7 @@ class Trainer:
 
     def train_epoch(self, data: SessionData, bar: Any = None) -> float:
         """One pass over ``data`` in a fresh seeded order; returns the mean training loss."""
-        order = row_order(len(data), True, self.seed, self._epochs_done)
+        order = row_order(len(data), self.shuffle, self.seed, self._epochs_done)
         B = self.batch_size
         total, sums = 0.0, np.zeros(data.num_tasks)
         self.model.train()
@@ -121,9 +124,14 @@ class Trainer:
         return total / len(order)
 
     def fit(self, train: SessionData, valid: Optional[SessionData] = None, epochs: int = 10,
-            patience: int = 2) -> History:
+            patience: int = 2, min_steps: int = 0) -> History:
         """Train for up to ``epochs`` epochs; with ``valid``, stop after ``patience`` epochs
         without a better mean validation AUC and restore the best weights.
+
+        ``min_steps``: train for at least this many optimizer steps (whole epochs, so the
+        epoch limit grows to ``ceil(min_steps / steps per epoch)`` when that is more, and
+        early stopping waits until they are done). On small data an epoch is a few steps, too
+        few for a model to leave its initial plateau within ``epochs``.
 
         A loss that becomes NaN or infinite stops training at once: the best weights so far
         (or, before any, the weights ``fit`` started from) are restored and
@@ -132,9 +140,11 @@ class Trainer:
         if valid is not None:
             self._check_data(valid, "valid")
         epochs, patience = check("epochs", epochs), check("patience", patience)
+        min_steps = check("min_steps", min_steps)
         hist, best, bad = History(), None, 0
         start = self.model.state_dict()
         steps = -(-len(train) // self.batch_size)
+        epochs = max(epochs, -(-min_steps // steps))
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
@@ -158,7 +168,7 @@ class Trainer:
                         bad += 1
                 hist.epochs.append(rec)
                 _progress.log_record(self.progress, rec)
-                if valid is not None and bad >= patience:
+                if valid is not None and bad >= patience and (epoch + 1) * steps >= min_steps:
                     hist.stopped_early = True
                     break
         except NonFiniteLossError:

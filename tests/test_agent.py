@@ -98,6 +98,36 @@ def test_constant_weighting_needs_no_critics(splits):
         agent.finetune(tr, va, weighting="rmtl")
 
 
+@pytest.mark.parametrize("name", ["esmm", "mmoe"])
+def test_continued_equals_rmtl_at_lam_zero(splits, name):
+    """The control is RMTL's stage 3 with every weight one: same epochs, early stopping, batch
+    order, seed and fresh Adam, so at lam = 0 (w = 1 - 0 Q = 1) the two are bit-for-bit equal;
+    at lam > 0 they differ."""
+    tr, va, te = splits
+    agent = make_agent(tr, name=name)
+    agent.pretrain(tr, va)
+    agent.fit_critics(tr)
+    runs = {}
+    for weighting, lam in (("continued", None), ("rmtl", 0.0), ("rmtl", None)):
+        hist = agent.finetune(tr, va, weighting=weighting, lam=lam)
+        runs[weighting, lam] = (agent.backbone.state_dict(), hist.column("train_loss"), hist.column("valid_auc"))
+    control, zero, weighted = runs["continued", None], runs["rmtl", 0.0], runs["rmtl", None]
+    assert control[2] == zero[2]  # validation AUC per epoch: same epochs, same early stopping
+    # the epoch's loss is summed per C call, whose size follows the clock: equal up to rounding
+    assert control[1] == pytest.approx(zero[1], rel=1e-12)
+    for key, value in control[0].items():
+        np.testing.assert_array_equal(value, zero[0][key], err_msg=key)
+    assert control[1] != weighted[1]
+    assert (agent.loss_weights(te, weighting="continued") == 1).all()
+
+
+def test_continued_needs_no_critics(splits):
+    tr, va, _ = splits
+    agent = make_agent(tr, weighting="continued")
+    agent.pretrain(tr, va)
+    assert len(agent.finetune(tr, va).epochs) >= 1 and not agent.critics
+
+
 def test_same_seed_same_result(splits):
     tr, va, te = splits
     preds = [make_agent(tr, seed=s, target=t).fit(tr, va).backbone.predict(te.sparse, te.dense)

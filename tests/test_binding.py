@@ -15,7 +15,7 @@ def test_enums_table_names_every_backbone_and_choice():
     for name, cls in rmtl.models.BACKBONES.items():
         model = cls([3, 4], 1, 2, embed_dim=4, bottom_dims=(4,), tower_dims=(4,))
         assert model.name == name
-    assert WEIGHTINGS is enums["weighting"] and REWARDS is enums["reward"]
+    assert WEIGHTINGS == (*enums["weighting"], "continued") and REWARDS is enums["reward"]
     for table in enums.values():
         assert sorted(table.values()) == list(range(len(table)))
 

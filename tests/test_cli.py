@@ -43,6 +43,7 @@ def test_prepare_kuairand_with_options_and_vocab(tmp_path):
     (["run", "--dataset", "retailrocket"], "--dataset retailrocket needs --data"),
     (["run", "--dataset", "kuairand", "--data", "/no/such/path"], "no such file or directory: /no/such/path"),
     (["run", "--seeds", "0"], "seeds: expected a finite integer in [1, inf), got 0"),
+    (["run", "--min-steps", "-1"], "min_steps: expected a finite integer in [0, inf), got -1"),
     (["prepare", "retailrocket", "--raw", "/no/such/dir", "--out", "x.npz"], "/no/such/dir: no such directory"),
     (["prepare", "kuairand", "--raw", str(DATA / "retailrocket"), "--out", "x.npz"],
      "log_standard_4_08_to_4_21_pure.csv: no such file"),

@@ -192,7 +192,7 @@ def test_weighted_step_matches_torch(weighting, gemm, torch):
     """One stage-3 step: the loss, its weights and every gradient equal PyTorch's."""
     from torch_reference import critic_twin_of, twin_of, weighted_bce
     model = rmtl.models.ESMM(FIELDS, 2, 2, seed=7, **SMALL)
-    critics = [make_critic(seed=20 + k, bias=0.3) for k in range(2)]
+    critics = [make_critic(seed=20 + k, bias=0.3).eval() for k in range(2)]  # stage 3 uses the critics' mode
     sparse, dense, _ = states(n=50)
     labels = (np.random.default_rng(4).random((50, 2)) < 0.5).astype(np.float32)
     labels[:, 1] *= labels[:, 0]

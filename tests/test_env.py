@@ -43,7 +43,7 @@ def test_bce_reward_values_by_hand():
     np.testing.assert_allclose(r, [CLIP, 0.0], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("reward", ["bce", "abs"])
+@pytest.mark.parametrize("reward", ["bce", "abs", "bce_wrapped"])
 def test_transitions_of_hand_built_sessions(reward):
     data = hand_data()
     env = SessionEnv(data, reward=reward, order="sequential")
@@ -61,7 +61,8 @@ def test_transitions_of_hand_built_sessions(reward):
         for r, nxt, done in zip(rows, nexts, dones):
             obs, rew, term, trunc, info = env.step(actions[r])
             y = data.labels[r]
-            want = bce_reward(actions[r], y) if reward == "bce" else -np.abs(actions[r] - y)
+            want = {"bce": bce_reward(actions[r], y), "abs": -np.abs(actions[r] - y),
+                    "bce_wrapped": bce_reward(0.5 + 0.5 * actions[r].astype(np.float64), y)}[reward]
             np.testing.assert_allclose(rew, want, rtol=1e-6, atol=1e-7)
             assert rew.dtype == np.float32 and rew.shape == (2,)
             assert (term, trunc) == (done, False)

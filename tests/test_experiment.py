@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 import rmtl
-from rmtl.experiment import ExperimentResult
+from rmtl.experiment import ExperimentResult, holm
 from test_agent import FAST, NET, session_data
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)
@@ -43,11 +43,58 @@ def test_table_means_stds_and_paired_tests():
     assert np.isnan(next(r for r in one if r["variant"] == "rmtl")["auc_p"])
 
 
+def control_records():
+    """Three seeds of a baseline, a control and RMTL whose paired differences are known."""
+    out = []
+    for seed in range(3):
+        for variant, shift in (("baseline", 0.0), ("continued", 0.05 + 0.01 * seed), ("rmtl", 0.06 + 0.01 * seed ** 2)):
+            out.append({"model": "mmoe", "variant": variant, "seed": seed, "task": "click",
+                        "auc": 0.6 + shift, "logloss": 0.3 - shift, "s_logloss": 0.3})
+    return out
+
+
+def test_table_reports_critic_effect_against_continued_with_holm():
+    rows = {r["variant"]: r for r in ExperimentResult(control_records(), {}, {}).table()}
+    rmtl_row, control = rows["rmtl"], rows["continued"]
+    effect = np.array([0.06 - 0.05, 0.07 - 0.06, 0.10 - 0.07])
+    assert rmtl_row["auc_effect"] == pytest.approx(effect.mean())
+    rmtl_auc, control_auc = 0.6 + np.array([0.06, 0.07, 0.10]), 0.6 + np.array([0.05, 0.06, 0.07])
+    assert rmtl_row["auc_effect_p"] == pytest.approx(stats.ttest_rel(rmtl_auc, control_auc).pvalue)
+    assert rmtl_row["auc_diff"] == pytest.approx(np.mean([0.06, 0.07, 0.10]))
+    assert "auc_effect" not in control and "auc_effect" not in rows["baseline"]
+    assert control["auc_diff"] == pytest.approx(0.06)
+    # s_logloss never moves: NaN p-values, left out of the family
+    assert np.isnan(rmtl_row["s_logloss_p"]) and np.isnan(rmtl_row["s_logloss_p_holm"])
+    family = [r[k] for r in rows.values() for k in r if k.endswith("_p") and not np.isnan(r[k])]
+    assert len(family) == 6  # auc and logloss: rmtl vs baseline, vs continued; continued vs baseline
+    assert rmtl_row["auc_effect_p_holm"] == pytest.approx(
+            holm_by_hand(family)[family.index(rmtl_row["auc_effect_p"])])
+
+
+def holm_by_hand(p):
+    m, order, out, running = len(p), sorted(range(len(p)), key=lambda i: p[i]), [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_holm_matches_the_step_down_rule():
+    p = [0.01, 0.04, 0.03, 0.005, float("nan"), 0.5]
+    got = holm(p)
+    assert np.isnan(got[4])
+    np.testing.assert_allclose([g for g in got if not np.isnan(g)],
+                               holm_by_hand([x for x in p if not np.isnan(x)]))
+    assert got[3] == pytest.approx(0.025) and got[0] == pytest.approx(0.04) and got[1] == pytest.approx(0.09)
+    assert got[5] == pytest.approx(0.5) and holm([0.6, 0.7]) == [1.0, 1.0]
+
+
 def test_markdown_lists_every_row_and_the_oracle():
     res = ExperimentResult(hand_records(), {"ctr": {"auc": 0.81, "logloss": 0.18}}, {})
     md = res.to_markdown()
     lines = md.splitlines()
-    assert lines[0].startswith("| model | variant | task | seeds | auc |")
+    assert lines[0].startswith("| model | variant | task | seeds | checks | auc | d auc (p) | critic effect auc (p) |")
+    assert "Holm-adjusted over all" in md
     assert sum(line.startswith("| esmm |") for line in lines) == 2
     assert "ctr AUC 0.8100" in md
     rmtl_line = next(line for line in lines if "| rmtl |" in line)

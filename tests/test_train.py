@@ -46,6 +46,24 @@ def test_early_stopping_respects_patience():
     assert hist.stopped_early and len(hist.epochs) == hist.best_epoch + 1
 
 
+def test_min_steps_adds_epochs_and_delays_early_stopping():
+    """min_steps counts Adam steps in whole epochs: it raises the epoch limit and early
+    stopping waits until the steps are done; without it the same run stops at best + 1."""
+    tr, va, _ = learnable_data().split()
+    steps = -(-len(tr) // 32)
+    runs = {}
+    for min_steps in (0, 12 * steps - 1, 40 * steps):
+        model = rmtl.models.SharedBottom(tr.field_dims, 1, 2, seed=1, **SMALL)
+        runs[min_steps] = rmtl.Trainer(model, lr=5e-2, batch_size=32, progress=False).fit(
+            tr, va, epochs=2, patience=1, min_steps=min_steps)
+    assert len(runs[0].epochs) <= 2
+    late = runs[12 * steps - 1]
+    assert len(late.epochs) >= 12 and late.stopped_early == (len(late.epochs) < 40)
+    assert len(runs[40 * steps].epochs) == 40
+    with pytest.raises(ValueError, match="min_steps"):
+        rmtl.Trainer(rmtl.models.SharedBottom(tr.field_dims, 1, 2, **SMALL)).fit(tr, min_steps=-1)
+
+
 def test_same_seed_bit_identical():
     tr = learnable_data().split()[0]
     weights = []

@@ -1,0 +1,52 @@
+"""Start a backbone's outputs at the label rates of its training data (``init_output_bias="prior"``).
+
+A freshly initialised tower predicts about 0.5 for every task; with a 5% click rate and a
+0.8% purchase rate, much of early training only moves the output biases towards the
+rates, and with few optimizer steps (small data) early stopping can fire before it got
+there. Starting each output bias at the logit of its rate removes that phase. A deviation
+from the authors' code, which starts every bias at PyTorch's default.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict
+
+import numpy as np
+
+from .models import Backbone
+
+__all__ = ["set_output_prior", "output_bias_keys"]
+
+_TOWER_BIAS = re.compile(r"^tower\.(\d+)\.mlp\.(\d+)\.bias$")
+
+
+def output_bias_keys(model: Backbone) -> Dict[int, str]:
+    """Task index -> state-dict key of its output layer's bias (the last layer of its tower)."""
+    last: Dict[int, tuple] = {}
+    for name, value in model.named_parameters():
+        m = _TOWER_BIAS.match(name)
+        if m and value.shape == (1,):
+            k, layer = int(m.group(1)), int(m.group(2))
+            if layer >= last.get(k, (-1, ""))[0]:
+                last[k] = (layer, name)
+    return {k: name for k, (_, name) in sorted(last.items())}
+
+
+def set_output_prior(model: Backbone, labels: np.ndarray) -> None:
+    """Set each task's output bias of ``model`` (in place) to the logit of the task's rate in
+    ``labels`` (n, T), clipped to [1e-4, 1 - 1e-4]. For ESMM, whose second output is the
+    product of the CTR and CVR towers, the CVR tower gets the rate of task 1 among task-0
+    positives (purchases per click)."""
+    labels = np.asarray(labels, np.float64)
+    keys = output_bias_keys(model)
+    T = model.config.num_tasks
+    if labels.ndim != 2 or labels.shape[1] != T or len(labels) == 0 or sorted(keys) != list(range(T)):
+        raise ValueError(f"labels: expected shape (n > 0, {T}) for a backbone with one output bias per task; "
+                         f"got {labels.shape} and output biases {sorted(keys)}")
+    rates = labels.mean(0)
+    if model.config.name == "esmm" and T > 1:
+        rates[1] = rates[1] / rates[0] if rates[0] > 0 else rates[1]
+    params = dict(model.named_parameters())
+    for k, key in keys.items():
+        r = float(np.clip(rates[k], 1e-4, 1 - 1e-4))
+        params[key][...] = np.float32(np.log(r / (1 - r)))
