@@ -26,7 +26,7 @@ from .train import History, Trainer
 from .critic import Critic
 from .env import ReplayBuffer, SessionEnv, VecSessionEnv, collect
 from .agent import RMTL
-from .experiment import experiment
+from .experiments import experiment
 
 __version__ = "0.1.0"
 __all__ = ["SessionData", "Trainer", "History", "evaluate", "save", "load", "blas_info",

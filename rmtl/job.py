@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _progress, report
 from .data import SessionData
-from .experiment import ExperimentResult, experiment
+from .experiments import ExperimentResult, experiment
 from .models import BACKBONES
 
 __all__ = ["JobConfig", "PRESETS", "load_config", "run_job", "load_dataset"]

@@ -1,5 +1,9 @@
-"""Experiments: backbones with and without RMTL over several seeds, summarised with means,
-standard deviations and paired t-tests against each backbone's own baseline."""
+"""Experiments: backbones with and without RMTL over several seeds, run as a graph of jobs
+(:mod:`rmtl.jobs`) on any executor (:mod:`rmtl.executors`) and summarised with means,
+standard deviations and paired t-tests against each backbone's own baseline.
+
+(The module is ``experiments``, plural, so that the function ``rmtl.experiment`` does not
+hide it.)"""
 from __future__ import annotations
 
 import dataclasses
