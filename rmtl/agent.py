@@ -3,11 +3,12 @@ critic-weighted BCE; transfer critics to other backbones; checkpoint and resume 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -138,6 +139,10 @@ class RMTL:
         Where every stage saves and resumes.
     progress : bool
         tqdm progress bars and per-epoch lines.
+    on_epoch : callable or None
+        ``on_epoch(stage, record)`` after every epoch of stages 1 and 3 (``stage``:
+        ``pretrain`` or ``finetuned-<weighting>``; ``record``: the :class:`rmtl.History`
+        entry with the validation metrics), e.g. to report to Ray Tune (:mod:`rmtl.tune`).
 
     Not reproduced from the code: its TD3-BC agent standardises the categorical codes of
     every state batch before the embedding lookup, which scrambles the features (a bug);
@@ -147,7 +152,8 @@ class RMTL:
     def __init__(self, backbone: Backbone, gamma: float = 0.9, tau: float = 0.2, lam: float = 0.7,
                  critic_lr: float = 1e-3, behaviour: str = "uniform", target: str = "td3", ips: bool = False,
                  weighting: str = "rmtl", seed: int = 0, *, checkpoint_dir: Optional["str | os.PathLike[str]"] = None,
-                 progress: bool = True, **kwargs: Any) -> None:
+                 progress: bool = True, on_epoch: Optional[Callable[[str, Dict[str, Any]], None]] = None,
+                 **kwargs: Any) -> None:
         if not isinstance(backbone, Backbone):
             raise TypeError(f"backbone: expected an rmtl backbone (rmtl.models.*), got {type(backbone).__name__}")
         unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(RMTLConfig)})
@@ -160,7 +166,7 @@ class RMTL:
         self.critics: List[Critic] = []
         self.history: Dict[str, Any] = {}
         self._stage2: Optional[_Stage2] = None
-        self.progress = bool(progress)
+        self.progress, self.on_epoch = bool(progress), on_epoch
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
         if self.checkpoint_dir is not None:
             self._open_checkpoints()
@@ -180,7 +186,8 @@ class RMTL:
             return self._history("pretrain")
         c = self.config
         hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       seed=c.seed, progress=self.progress).fit(train, valid, c.epochs, c.patience)
+                       seed=c.seed, progress=self.progress, callback=self._epoch_callback("pretrain")).fit(
+                           train, valid, c.epochs, c.patience)
         self.pretrained = self.backbone
         if not hist.interrupted:
             self._record("pretrain", hist)
@@ -280,7 +287,8 @@ class RMTL:
         weighted = _WeightedBackbone(model, self.critics if weighting != "constant" else None,
                                      WEIGHTINGS[weighting], lam)
         hist = Trainer(weighted, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       seed=c.seed + 1, progress=self.progress).fit(train, valid, c.epochs, c.patience)
+                       seed=c.seed + 1, progress=self.progress, callback=self._epoch_callback(key)).fit(
+                           train, valid, c.epochs, c.patience)
         for rec, w in zip(hist.epochs, weighted.mean_weights):
             rec.update({f"mean_weight_{t}": v for t, v in zip(train.task_names, w)})
         if own:
@@ -315,6 +323,9 @@ class RMTL:
             raise ValueError(f"action: expected shape ({len(data)}, {data.num_tasks}), got {action.shape}")
         return np.stack([c.predict(data.sparse, data.dense, np.ascontiguousarray(action[:, k]))
                          for k, c in enumerate(self.critics)], 1)
+
+    def _epoch_callback(self, stage: str) -> Optional[Callable[[Dict[str, Any]], None]]:
+        return None if self.on_epoch is None else functools.partial(self.on_epoch, stage)
 
     # ------------------------------------------------------------------ checkpoints
     def _path(self, name: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -37,12 +37,15 @@ class Trainer:
     gradient, as ``torch.optim.Adam``), ``batch_size=2048``. ``seed`` drives the batch
     order; dropout masks come from the model's own seed. Each C call runs as many batches
     as fit in about ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops
-    training, restores the best weights so far and returns the history.
+    training, restores the best weights so far and returns the history. ``callback``, if
+    given, is called with every epoch's record as soon as it is complete (e.g. to report to
+    Ray Tune).
     """
 
     def __init__(self, model: Any, lr: float = 1e-3, weight_decay: float = 1e-6,
                  batch_size: int = 2048, seed: int = 0, betas=(0.9, 0.999), eps: float = 1e-8,
-                 progress: bool = True, chunk_seconds: float = 0.25) -> None:
+                 progress: bool = True, chunk_seconds: float = 0.25,
+                 callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         if not lr > 0:
@@ -53,6 +56,7 @@ class Trainer:
         self.lr, self.weight_decay, self.batch_size = float(lr), float(weight_decay), int(batch_size)
         self.seed, self.betas, self.eps = int(seed), (float(betas[0]), float(betas[1])), float(eps)
         self.progress, self.chunk_seconds = bool(progress), float(chunk_seconds)
+        self.callback = callback
         self._epochs_done = 0
 
     def _check_data(self, data: SessionData, name: str) -> None:
@@ -116,6 +120,8 @@ class Trainer:
                         bad += 1
                 hist.epochs.append(rec)
                 _progress.log_record(self.progress, rec)
+                if self.callback is not None:
+                    self.callback(rec)
                 if valid is not None and bad >= patience:
                     hist.stopped_early = True
                     break
