@@ -1,0 +1,165 @@
+"""Executors: the experiment's records are the serial run's, bit for bit, in local worker
+processes and on a real local Ray cluster (also when a worker is killed mid-job); Ray Tune
+trials run and report. Ray tests skip without Ray, except on CI (CI=true), where they fail."""
+import concurrent.futures as cf
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+import threadpoolctl
+
+import rmtl
+from rmtl import _threads
+from rmtl.jobs import Job, graph
+from test_agent import FAST, NET, session_data
+
+TINY = dict(FAST, critic_epochs=2, epochs=2)
+TINY.pop("progress")
+KW = dict(backbones=("esmm", "sharedbottom"), seeds=(0, 1), weightings=("rmtl",),
+          transfer=(("esmm", "sharedbottom"),), backbone_kwargs=NET, rmtl_kwargs=TINY, threads_per_job=1)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return session_data(n_sessions=200, seed=1).split()
+
+
+@pytest.fixture(scope="module")
+def serial(splits):
+    return rmtl.experiment(*splits, **KW).records
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of 2 CPUs for this module's tests."""
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("ray is not installed; CI must run these tests: pip install 'ray[default,tune]'")
+        pytest.skip("ray is not installed (pip install 'rmtl[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_graph_stages_variants_and_transfer_dependencies():
+    jobs = graph(("esmm", "mmoe"), ("esmm", "mmoe"), (0,), ("rmtl", "constant"), (("esmm", "mmoe"),))
+    assert [j.key for j in jobs] == [
+        "esmm-seed0/pretrain", "esmm-seed0/critics", "esmm-seed0/finetune-rmtl", "esmm-seed0/finetune-constant",
+        "mmoe-seed0/pretrain", "mmoe-seed0/critics", "mmoe-seed0/finetune-rmtl", "mmoe-seed0/finetune-constant",
+        "mmoe-seed0/transfer-esmm"]
+    transfer = jobs[-1]
+    assert transfer.variant == "rmtl[critics of esmm]"
+    assert transfer.deps == (Job("pretrain", "mmoe", 0), Job("critics", "esmm", 0))
+    assert jobs[3].deps == (Job("pretrain", "esmm", 0),)  # constant weights read no critics
+    for i, job in enumerate(jobs):
+        assert all(jobs.index(d) < i for d in job.deps)
+
+
+@pytest.mark.parametrize("how", ["processes", "executor"])
+def test_local_processes_give_the_serial_records(splits, serial, how):
+    if how == "processes":
+        res = rmtl.experiment(*splits, executor=2, **KW)
+    else:
+        with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            res = rmtl.experiment(*splits, executor=pool, **KW)
+    assert res.records == serial
+
+
+def test_threads_limit_sets_and_restores_openmp_and_blas():
+    before = {(i["user_api"], i["filepath"]): i["num_threads"] for i in threadpoolctl.threadpool_info()}
+    with _threads.limit(1):
+        inside = threadpoolctl.threadpool_info()
+    assert {i["user_api"] for i in inside} >= {"openmp", "blas"}
+    assert all(i["num_threads"] == 1 for i in inside)
+    assert {(i["user_api"], i["filepath"]): i["num_threads"] for i in threadpoolctl.threadpool_info()} == before
+    with pytest.raises(ValueError, match="threads"):
+        with _threads.limit(0):
+            pass
+
+
+def test_bad_executor_and_missing_ray(splits, monkeypatch):
+    for bad, error in (("dask", ValueError), (0, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="executor"):
+            rmtl.experiment(*splits, executor=bad, **KW)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'rmtl\[ray\]'"):
+        rmtl.experiment(*splits, executor="ray", **KW)
+
+
+def test_ray_gives_the_serial_records(cluster, splits, serial):
+    agents = []
+    res = rmtl.experiment(*splits, executor="ray", on_agent=lambda name, seed, agent: agents.append(
+        (name, seed, len(agent.critics), sorted(agent.history))), **KW)
+    assert res.records == serial
+    assert sorted(agents) == [(name, seed, 2, ["critics", "finetuned-rmtl", "pretrain"])
+                              for name in ("esmm", "sharedbottom") for seed in (0, 1)]
+
+
+def test_ray_tasks_read_the_data_from_the_object_store(cluster, splits):
+    from rmtl._ray import RayBackend
+
+    @cluster.remote
+    def flags(data):
+        return [(a.flags.writeable, a.flags.owndata) for d in data for a in (d.sparse, d.dense, d.labels)]
+
+    runner = RayBackend(splits, threads=1)
+    assert set(cluster.get(flags.remote(runner.data))) == {(False, False)}  # views of shared memory
+
+
+def _running_ray_jobs():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::_task"):
+                    yield int(pid)
+        except OSError:
+            continue
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's workers in /proc")
+def test_killed_ray_worker_is_retried_and_changes_nothing(cluster, splits, serial, tmp_path):
+    killed, stop = [], threading.Event()
+
+    def kill_first_running_job():
+        while not killed and not stop.is_set():
+            for pid in _running_ray_jobs():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                break
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_first_running_job)
+    killer.start()
+    try:
+        res = rmtl.experiment(*splits, executor="ray", checkpoint_dir=tmp_path, **KW)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed
+    assert res.records == serial
+
+
+def test_tune_runs_four_trials_and_reports(cluster, splits, tmp_path):
+    import rmtl.tune
+
+    space = rmtl.tune.search_space({"backbone": "esmm", "backbone_kwargs": NET, **TINY,
+                                    "lam": {"uniform": [0.1, 1.0]}, "weighting": {"grid": ["rmtl", "label"]}})
+    grid = rmtl.tune.run(rmtl.tune.three_stages, splits, space, trials=2, scheduler="asha",
+                         storage_path=str(tmp_path))
+    assert len(grid) == 4 and not grid.errors
+    finished = [r for r in grid if "test_auc" in r.metrics]
+    assert finished
+    for r in grid:
+        assert 0 < r.metrics["valid_auc"] < 1 and r.metrics["valid_logloss"] > 0
+        assert r.checkpoint is not None
+    for r in finished:
+        # 2 epochs of stage 1, its end, stage 2's end, 2 epochs of stage 3, its end
+        assert r.metrics["training_iteration"] == 7
+        assert r.metrics["stage"] == f"finetuned-{r.config['weighting']}"
+        assert 0 < r.metrics["test_auc"] < 1
