@@ -149,12 +149,13 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
         if on_agent is not None and job in own and all(j in outputs for j in own):
             on_agent(job.model, job.seed, agent_view(job.model, job.seed, settings, outputs, jobs))
 
-    outputs = run_graph(jobs, settings, backend(executor, (train, valid, test), threads_per_job), done)
+    runner = backend(executor, (train, valid, test), threads_per_job)
+    outputs = run_graph(jobs, settings, runner, done)
     records = [r for job in jobs for r in outputs[job].records]
     return ExperimentResult(records, _oracle(test), {
         "backbones": list(backbones), "rmtl_backbones": with_rmtl, "seeds": seeds, "weightings": list(weightings),
         "transfer": [list(p) for p in transfer], "backbone_kwargs": bkw, "rmtl_kwargs": rkw,
-        "rows": {"train": len(train), "valid": len(valid), "test": len(test)}})
+        "rows": {"train": len(train), "valid": len(valid), "test": len(test)}, "threads_per_job": runner.threads})
 
 
 def _oracle(test: SessionData) -> Dict[str, Dict[str, float]]:

@@ -11,7 +11,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from .data import SessionData
 from .experiments import ExperimentResult, experiment
 from .models import BACKBONES
 
-__all__ = ["JobConfig", "PRESETS", "load_config", "run_job", "load_dataset"]
+__all__ = ["JobConfig", "PRESETS", "load_config", "config_from_table", "run_job", "load_dataset"]
 
 DATASETS = ("synthetic", "retailrocket", "kuairand")
 
@@ -42,7 +42,9 @@ class JobConfig:
 
     ``epochs``, ``critic_epochs``, ``n_users`` and ``seeds`` default to the preset's
     values when None. ``models`` are trained as baselines; ``rmtl_models`` (a subset of
-    ``models``) also get stages 2 and 3.
+    ``models``) also get stages 2 and 3. ``jobs`` runs the experiment's jobs in that many
+    local processes; ``ray`` on a Ray cluster (True: the one ``ray.init()`` finds or a new
+    local one; a string: its address); neither: one after another in this process.
     """
 
     dataset: str = "synthetic"
@@ -59,6 +61,8 @@ class JobConfig:
     data_seed: int = 0
     out: Optional[str] = None
     progress: bool = True
+    jobs: Optional[int] = None
+    ray: Union[None, bool, str] = None
 
     def resolved(self) -> "JobConfig":
         """A copy with preset defaults filled in and every value checked."""
@@ -84,11 +88,23 @@ class JobConfig:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(c, name)}")
         if not (c.lam > 0 and 0 <= c.gamma < 1):
             raise ValueError(f"lam, gamma: expected lam > 0 and 0 <= gamma < 1, got {c.lam}, {c.gamma}")
+        if c.jobs is not None and (c.jobs < 1 or c.ray):
+            raise ValueError(f"jobs: expected a positive number of processes and no ray, got jobs={c.jobs}, "
+                             f"ray={c.ray!r}")
         if c.dataset != "synthetic" and c.data is None:
             raise ValueError(f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)")
         if c.data is not None and not os.path.exists(c.data):
             raise FileNotFoundError(f"data: no such file or directory: {c.data}")
         return c
+
+    def executor(self) -> Any:
+        """The ``executor`` argument of :func:`rmtl.experiment`; with ``ray``, connects first."""
+        if self.ray:
+            from ._ray import connect
+
+            connect(None if self.ray is True else self.ray)
+            return "ray"
+        return self.jobs
 
     def rmtl_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
@@ -97,16 +113,25 @@ class JobConfig:
         return kw
 
 
-def load_config(path: str) -> Dict[str, Any]:
-    """The [run] table (or the top level) of a TOML file as JobConfig keyword arguments;
-    unknown keys are an error naming them."""
+def read_toml(path: str) -> Dict[str, Any]:
+    """A TOML file as a dict."""
     try:
         import tomllib
     except ImportError:  # Python < 3.11
         import tomli as tomllib  # type: ignore[no-redef]
     with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    table = raw.get("run", raw)
+        return tomllib.load(f)
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """The [run] table (or the top level) of a TOML file as JobConfig keyword arguments;
+    unknown keys are an error naming them."""
+    raw = read_toml(path)
+    return config_from_table(raw.get("run", raw), path)
+
+
+def config_from_table(table: Mapping[str, Any], path: str) -> Dict[str, Any]:
+    """A TOML table as JobConfig keyword arguments; unknown keys are an error naming them."""
     known = {f.name for f in dataclasses.fields(JobConfig)}
     unknown = sorted(set(table) - known)
     if unknown:
@@ -166,7 +191,7 @@ def run_job(config: JobConfig) -> JobResult:
 
     result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
                         seeds=range(c.seeds), transfer=(), backbone_kwargs=PRESETS[c.preset]["backbone"],
-                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe)
+                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe, executor=c.executor())
     bar.close()
     job = JobResult(result, c, diagnostics, time.perf_counter() - t0)
     if c.out is not None:

@@ -2,6 +2,7 @@
 processes and on a real local Ray cluster (also when a worker is killed mid-job); Ray Tune
 trials run and report. Ray tests skip without Ray, except on CI (CI=true), where they fail."""
 import concurrent.futures as cf
+import json
 import multiprocessing
 import os
 import signal
@@ -14,7 +15,9 @@ import threadpoolctl
 
 import rmtl
 from rmtl import _threads
+from rmtl.cli import main
 from rmtl.jobs import Job, graph
+from rmtl.sweep import load_sweep
 from test_agent import FAST, NET, session_data
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)
@@ -145,21 +148,61 @@ def test_killed_ray_worker_is_retried_and_changes_nothing(cluster, splits, seria
     assert res.records == serial
 
 
-def test_tune_runs_four_trials_and_reports(cluster, splits, tmp_path):
-    import rmtl.tune
+SWEEP = """
+[run]
+models = ["esmm"]
+n_users = 300
+epochs = 2
+critic_epochs = 1
 
-    space = rmtl.tune.search_space({"backbone": "esmm", "backbone_kwargs": NET, **TINY,
-                                    "lam": {"uniform": [0.1, 1.0]}, "weighting": {"grid": ["rmtl", "label"]}})
-    grid = rmtl.tune.run(rmtl.tune.three_stages, splits, space, trials=2, scheduler="asha",
-                         storage_path=str(tmp_path))
-    assert len(grid) == 4 and not grid.errors
-    finished = [r for r in grid if "test_auc" in r.metrics]
-    assert finished
-    for r in grid:
-        assert 0 < r.metrics["valid_auc"] < 1 and r.metrics["valid_logloss"] > 0
-        assert r.checkpoint is not None
+[search]
+lam = {uniform = [0.2, 1.0]}
+weighting = {grid = ["rmtl", "label"]}
+
+[tune]
+trials = 2
+scheduler = "asha"
+reduction_factor = 2
+"""
+
+
+def test_sweep_runs_four_tune_trials_and_writes_the_table(cluster, tmp_path, capsys):
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(rows) == 4 and {r["weighting"] for r in rows} == {"rmtl", "label"}
+    assert all(0 < r["valid_auc"] < 1 and r["valid_logloss"] > 0 and r["status"] != "error" for r in rows)
+    finished = [r for r in rows if r["status"] == "finished"]
+    assert finished and rows[0] == finished[0]  # finished trials first, the best on top
+    assert [r["valid_auc"] for r in finished] == sorted((r["valid_auc"] for r in finished), reverse=True)
     for r in finished:
         # 2 epochs of stage 1, its end, stage 2's end, 2 epochs of stage 3, its end
-        assert r.metrics["training_iteration"] == 7
-        assert r.metrics["stage"] == f"finetuned-{r.config['weighting']}"
-        assert 0 < r.metrics["test_auc"] < 1
+        assert r["iterations"] == 7 and 0 < r["test_auc"] < 1
+    assert f"best: lam={finished[0]['lam']:.4f}, weighting={finished[0]['weighting']}" in printed
+    assert "| lam | weighting | status | iterations | valid_auc |" in printed
+    assert {"results.md", "results.csv", "config.json"} <= {f.name for f in (tmp_path / "out").iterdir()}
+
+
+def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys):
+    argv = ["run", "--models", "esmm", "--n-users", "300", "--seeds", "1", "--epochs", "2", "--critic-epochs", "1",
+            "--no-progress"]
+    tables = []
+    for where in (["--ray"], ["--jobs", "2"]):
+        assert main(argv + where) == 0
+        tables.append(capsys.readouterr().out.split("\n", 1)[1])
+    assert "RMTL-ESMM" in tables[0] and tables[0] == tables[1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[grid]\nx = 1\n", "unknown table(s) ['grid']"),
+    ("[tune]\nsamples = 3\n", "unknown key(s) ['samples'] in [tune]"),
+    ("[run]\nmodel = 'esmm'\n", "unknown key(s) ['model']"),
+])
+def test_sweep_file_mistakes_are_named(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as e:
+        load_sweep(str(path))
+    assert message in str(e.value)
