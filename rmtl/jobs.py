@@ -14,6 +14,7 @@ import dataclasses
 import io
 import os
 import tempfile
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import _threads
@@ -85,11 +86,13 @@ class Job:
 class JobOutput:
     """What a job hands on: ``networks`` (``pretrained``, ``finetuned`` or ``critic<k>`` ->
     the bytes of the file :func:`rmtl.save` / :meth:`rmtl.Critic.save` writes), ``records``
-    (test metrics per task) and ``history`` (the agent's history entries)."""
+    (test metrics per task), ``history`` (the agent's history entries) and ``seconds`` (the
+    job's wall time where it ran)."""
 
     networks: Dict[str, bytes]
     records: List[Dict[str, Any]]
     history: Dict[str, Any]
+    seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +127,11 @@ def graph(backbones: Sequence[str], rmtl_backbones: Sequence[str], seeds: Sequen
 
 def run(job: Job, settings: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
     """Execute ``job`` on ``data`` = (train, valid, test) given the outputs of ``job.deps``."""
+    t0 = time.perf_counter()
     with _threads.limit(settings.threads):
-        return _RUNNERS[job.kind](job, settings, data, inputs)
+        out = _RUNNERS[job.kind](job, settings, data, inputs)
+    out.seconds = time.perf_counter() - t0
+    return out
 
 
 def _pretrain(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
