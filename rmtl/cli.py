@@ -92,6 +92,8 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (keys as the long "
                    "options with underscores, e.g. rmtl_models = [\"esmm\"]); options given here win")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="every job saves its stages in DIR; a rerun, or a job "
+                   "Ray retries, resumes from the last finished stage (on a cluster: storage every node sees)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=int, metavar="N", help="run the experiment's jobs (stage 1, stage 2, each "
                        "stage-3 variant per seed and backbone) in N local processes, each with cores/N threads")
@@ -108,7 +110,7 @@ def run_run(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config) if args.config else {}
     for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
-                 "critic_epochs", "n_users", "out", "jobs", "ray"):
+                 "critic_epochs", "n_users", "out", "jobs", "ray", "checkpoint_dir"):
         value = getattr(args, name)
         if value is not None:
             settings[name] = tuple(value) if isinstance(value, list) else value

@@ -44,7 +44,9 @@ class JobConfig:
     values when None. ``models`` are trained as baselines; ``rmtl_models`` (a subset of
     ``models``) also get stages 2 and 3. ``jobs`` runs the experiment's jobs in that many
     local processes; ``ray`` on a Ray cluster (True: the one ``ray.init()`` finds or a new
-    local one; a string: its address); neither: one after another in this process.
+    local one; a string: its address); neither: one after another in this process. With
+    ``checkpoint_dir`` every job saves its stages there and a rerun (or a job Ray retries)
+    resumes from the last finished stage; on a cluster it must be storage every node sees.
     """
 
     dataset: str = "synthetic"
@@ -63,6 +65,7 @@ class JobConfig:
     progress: bool = True
     jobs: Optional[int] = None
     ray: Union[None, bool, str] = None
+    checkpoint_dir: Optional[str] = None
 
     def resolved(self) -> "JobConfig":
         """A copy with preset defaults filled in and every value checked."""
@@ -191,7 +194,8 @@ def run_job(config: JobConfig) -> JobResult:
 
     result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
                         seeds=range(c.seeds), transfer=(), backbone_kwargs=PRESETS[c.preset]["backbone"],
-                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe, executor=c.executor())
+                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe, executor=c.executor(),
+                        checkpoint_dir=c.checkpoint_dir)
     bar.close()
     job = JobResult(result, c, diagnostics, time.perf_counter() - t0)
     if c.out is not None:

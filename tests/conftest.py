@@ -1,3 +1,4 @@
+import importlib
 import os
 
 import numpy as np
@@ -6,14 +7,20 @@ import pytest
 import rmtl
 
 
+def require(module, required, why):
+    """Import an optional test dependency; if missing, skip, or fail when ``required``
+    (``why`` says which setting requires it or how to install it)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if required:
+            pytest.fail(f"{module} is not installed but {why}")
+        pytest.skip(f"{module} is not installed ({why})")
+
+
 def require_torch():
     """Import torch; a missing torch skips, or fails when RMTL_REQUIRE_TORCH=1 (CI)."""
-    try:
-        import torch
-    except ImportError:
-        if os.environ.get("RMTL_REQUIRE_TORCH") == "1":
-            pytest.fail("RMTL_REQUIRE_TORCH=1 but torch is not installed")
-        pytest.skip("torch is not installed")
+    torch = require("torch", os.environ.get("RMTL_REQUIRE_TORCH") == "1", "RMTL_REQUIRE_TORCH=1")
     torch.set_num_threads(2)
     return torch
 

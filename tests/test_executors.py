@@ -18,6 +18,7 @@ from rmtl import _threads
 from rmtl.cli import main
 from rmtl.jobs import Job, graph
 from rmtl.sweep import load_sweep
+from conftest import require
 from test_agent import FAST, NET, session_data
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)
@@ -38,13 +39,8 @@ def serial(splits):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray cluster of 2 CPUs for this module's tests."""
-    try:
-        import ray
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("ray is not installed; CI must run these tests: pip install 'ray[default,tune]'")
-        pytest.skip("ray is not installed (pip install 'rmtl[ray]')")
+    """A local Ray cluster of 2 CPUs for this module's tests (Ray missing: skip, or fail on CI)."""
+    ray = require("ray", os.environ.get("CI") == "true", "CI=true: pip install 'ray[default,tune]'")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -185,14 +181,15 @@ def test_sweep_runs_four_tune_trials_and_writes_the_table(cluster, tmp_path, cap
     assert {"results.md", "results.csv", "config.json"} <= {f.name for f in (tmp_path / "out").iterdir()}
 
 
-def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys):
+def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_path):
     argv = ["run", "--models", "esmm", "--n-users", "300", "--seeds", "1", "--epochs", "2", "--critic-epochs", "1",
             "--no-progress"]
     tables = []
-    for where in (["--ray"], ["--jobs", "2"]):
+    for where in (["--ray"], ["--jobs", "2", "--checkpoint-dir", str(tmp_path)]):
         assert main(argv + where) == 0
         tables.append(capsys.readouterr().out.split("\n", 1)[1])
     assert "RMTL-ESMM" in tables[0] and tables[0] == tables[1]
+    assert (tmp_path / "esmm-seed0" / "critics" / "agent.json").exists()
 
 
 @pytest.mark.parametrize("text, message", [
