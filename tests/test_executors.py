@@ -111,37 +111,68 @@ def test_ray_tasks_read_the_data_from_the_object_store(cluster, splits):
     assert set(cluster.get(flags.remote(runner.data))) == {(False, False)}  # views of shared memory
 
 
-def _running_ray_jobs():
+def _ray_processes(title):
+    """Process ids whose title (Ray sets it to ``ray::<task or actor method>``) starts with ``title``."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().startswith(b"ray::_task"):
+                if f.read().startswith(title):
                     yield int(pid)
         except OSError:
             continue
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's workers in /proc")
-def test_killed_ray_worker_is_retried_and_changes_nothing(cluster, splits, serial, tmp_path):
-    killed, stop = [], threading.Event()
-
-    def kill_first_running_job():
-        while not killed and not stop.is_set():
-            for pid in _running_ray_jobs():
+def _kill_when(ready, title, killed, stop):
+    """Until ``stop``: once ``ready()``, SIGKILL every process titled ``title`` seen (at least one)."""
+    while not stop.is_set():
+        if ready():
+            for pid in _ray_processes(title):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
-                break
-            time.sleep(0.002)
+            if killed:
+                return
+        time.sleep(0.002)
 
-    killer = threading.Thread(target=kill_first_running_job)
+
+def _killing(ready, title, run):
+    """``run()`` while a thread kills the processes titled ``title`` once ``ready()``; returns
+    (run's result, the pids killed)."""
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_when, args=(ready, title, killed, stop))
     killer.start()
     try:
-        res = rmtl.experiment(*splits, executor="ray", checkpoint_dir=tmp_path, **KW)
+        return run(), killed
     finally:
         stop.set()
         killer.join()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's workers in /proc")
+def test_killed_ray_worker_is_retried_and_changes_nothing(cluster, splits, serial, tmp_path):
+    res, killed = _killing(lambda: True, b"ray::_task",
+                           lambda: rmtl.experiment(*splits, executor="ray", checkpoint_dir=tmp_path, **KW))
     assert killed
     assert res.records == serial
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's workers in /proc")
+def test_tune_trial_whose_worker_dies_resumes_from_its_checkpoint(cluster, splits, tmp_path):
+    import rmtl.tune
+
+    # two identical trials, with a stage 2 long enough to be killed in
+    space = rmtl.tune.search_space({"backbone": "esmm", "backbone_kwargs": NET, **TINY, "critic_epochs": 20,
+                                    "lam": 0.5, "weighting": {"grid": ["rmtl", "rmtl"]}})
+
+    def stage1_checkpoint_recorded():  # the driver logged iteration 3: stage 1's end, with its checkpoint
+        return any(len(f.read_text().splitlines()) >= 3 for f in tmp_path.glob("*/*/result.json"))
+
+    grid, killed = _killing(stage1_checkpoint_recorded, b"ray::ImplicitFunc", lambda: rmtl.tune.run(
+        rmtl.tune.three_stages, splits, space, scheduler="fifo", storage_path=str(tmp_path)))
+    assert killed and not grid.errors
+    assert list(tmp_path.glob("*/*/error.txt"))  # a trial failed ...
+    # ... and went on from its checkpoint: iteration 3 restored, stage 1's end reported again
+    assert max(r.metrics["training_iteration"] for r in grid) == 8
+    assert grid[0].metrics["test_auc"] == grid[1].metrics["test_auc"]
 
 
 SWEEP = """
