@@ -28,9 +28,11 @@ class Backend:
     threads: Optional[int] = None
 
     def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
+        """Start ``job`` with the handles of its inputs (in ``job.deps`` order)."""
         raise NotImplementedError
 
     def handle(self, future: cf.Future) -> Any:
+        """What jobs depending on the finished ``future`` receive: its output here."""
         return future.result()
 
     def close(self) -> None:
@@ -53,7 +55,7 @@ class Inline(Backend):
 
 class Pool(Backend):
     """A ``concurrent.futures.Executor``: ours (N spawned processes that receive the data once,
-    when they start) or the caller's (the data travel with every job)."""
+    when they start; ``data`` None) or the caller's (``data`` travel with every job)."""
 
     def __init__(self, executor: cf.Executor, data: Optional[Splits], threads: Optional[int],
                  capacity: Optional[int] = None, own: bool = False) -> None:

@@ -54,6 +54,7 @@ class Job:
 
     @property
     def transfer(self) -> bool:
+        """Whether the critics come from another backbone."""
         return self.critics_of not in (None, self.model)
 
     @property
