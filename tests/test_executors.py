@@ -212,7 +212,8 @@ def test_sweep_runs_four_tune_trials_and_writes_the_table(cluster, tmp_path, cap
     assert {"results.md", "results.csv", "config.json"} <= {f.name for f in (tmp_path / "out").iterdir()}
 
 
-def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_path):
+def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)  # --jobs 2: 1 thread per job, as on Ray
     argv = ["run", "--models", "esmm", "--n-users", "300", "--seeds", "1", "--epochs", "2", "--critic-epochs", "1",
             "--no-progress"]
     tables = []
