@@ -183,32 +183,32 @@ epochs = 2
 critic_epochs = 1
 
 [search]
-lam = {uniform = [0.2, 1.0]}
-weighting = {grid = ["rmtl", "label"]}
+lr = {loguniform = [1e-3, 3e-2]}
+seed = {grid = [0, 1]}
 
 [tune]
 trials = 2
+stages = 1
 scheduler = "asha"
 reduction_factor = 2
 """
 
 
-def test_sweep_runs_four_tune_trials_and_writes_the_table(cluster, tmp_path, capsys):
+def test_sweep_of_stage_1_runs_four_tune_trials_and_writes_the_table(cluster, tmp_path, capsys):
     path = tmp_path / "sweep.toml"
     path.write_text(SWEEP)
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert len(rows) == 4 and {r["weighting"] for r in rows} == {"rmtl", "label"}
+    assert len(rows) == 4 and sorted(r["seed"] for r in rows) == [0, 0, 1, 1]
     assert all(0 < r["valid_auc"] < 1 and r["valid_logloss"] > 0 and r["status"] != "error" for r in rows)
     finished = [r for r in rows if r["status"] == "finished"]
     assert finished and rows[0] == finished[0]  # finished trials first, the best on top
     assert [r["valid_auc"] for r in finished] == sorted((r["valid_auc"] for r in finished), reverse=True)
     for r in finished:
-        # 2 epochs of stage 1, its end, stage 2's end, 2 epochs of stage 3, its end
-        assert r["iterations"] == 7 and 0 < r["test_auc"] < 1
-    assert f"best: lam={finished[0]['lam']:.4f}, weighting={finished[0]['weighting']}" in printed
-    assert "| lam | weighting | status | iterations | valid_auc |" in printed
+        assert r["iterations"] == 3 and 0 < r["test_auc"] < 1  # 2 epochs of stage 1 and its end
+    assert f"best: lr={finished[0]['lr']:.4f}, seed={finished[0]['seed']}" in printed
+    assert "| lr | seed | status | iterations | valid_auc |" in printed
     assert {"results.md", "results.csv", "config.json"} <= {f.name for f in (tmp_path / "out").iterdir()}
 
 
