@@ -88,6 +88,8 @@ def _run_on_worker_data(job: Job, settings: Settings, inputs: Sequence[JobOutput
 
 def backend(executor: ExecutorSpec, data: Splits, threads_per_job: Optional[int]) -> Backend:
     """The backend for ``executor`` (see :func:`rmtl.experiment`)."""
+    if threads_per_job is not None and threads_per_job < 1:
+        raise ValueError(f"threads_per_job: expected >= 1 or None, got {threads_per_job}")
     if executor is None:
         return Inline(data, threads_per_job)
     if isinstance(executor, bool) or not isinstance(executor, (int, str, cf.Executor)):

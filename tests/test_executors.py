@@ -86,6 +86,8 @@ def test_bad_executor_and_missing_ray(splits, monkeypatch):
     for bad, error in (("dask", ValueError), (0, ValueError), (1.5, TypeError)):
         with pytest.raises(error, match="executor"):
             rmtl.experiment(*splits, executor=bad, **KW)
+    with pytest.raises(ValueError, match="threads_per_job"):
+        rmtl.experiment(*splits, executor=2, **dict(KW, threads_per_job=0))
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install 'rmtl\[ray\]'"):
         rmtl.experiment(*splits, executor="ray", **KW)
