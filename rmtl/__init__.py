@@ -28,7 +28,7 @@ from .critic import Critic
 from .env import SessionEnv, VecSessionEnv
 from .replay import ReplayBuffer, collect
 from .agent import RMTL
-from .experiment import experiment
+from .experiments import experiment
 
 __version__ = "0.1.0"
 __all__ = ["SessionData", "Trainer", "History", "evaluate", "save", "load", "blas_info",

@@ -3,8 +3,9 @@ critic-weighted BCE; transfer critics to other backbones; checkpoint and resume 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -124,6 +125,10 @@ class RMTL:
         Where every stage saves and resumes.
     progress : bool
         tqdm progress bars and per-epoch lines.
+    on_epoch : callable or None
+        ``on_epoch(stage, record)`` after every epoch of stages 1 and 3 (``stage``:
+        ``pretrain`` or ``finetuned-<weighting>``; ``record``: the :class:`rmtl.History`
+        entry with the validation metrics), e.g. to report to Ray Tune (:mod:`rmtl.tune`).
 
     Not reproduced from the code: its TD3-BC agent standardises the categorical codes of
     every state batch before the embedding lookup, which scrambles the features (a bug);
@@ -135,6 +140,7 @@ class RMTL:
                  ips: bool = _REF.ips, weighting: str = _REF.weighting, seed: int = _REF.seed, *,
                  compat: Optional[str] = None,
                  checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = True,
+                 on_epoch: Optional[Callable[[str, Dict[str, Any]], None]] = None,
                  **kwargs: Any) -> None:
         if not isinstance(backbone, Backbone):
             raise TypeError(f"backbone: expected an rmtl backbone (rmtl.models.*), got {type(backbone).__name__}")
@@ -152,7 +158,7 @@ class RMTL:
         self.critics: List[Critic] = []
         self.history: Dict[str, Any] = {}
         self._stage2: Optional[CriticStage] = None
-        self.progress = bool(progress)
+        self.progress, self.on_epoch = bool(progress), on_epoch
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
         self._checkpoint = None if checkpoint_dir is None else Checkpoint(
             checkpoint_dir, {"config": self.config.to_dict(), "backbone": backbone.config.to_dict()})
@@ -182,8 +188,8 @@ class RMTL:
         if c.init_output_bias == "prior":
             set_output_prior(self.backbone, train.labels)
         hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed,
-                       progress=self.progress, shuffle=c.batch_order == "shuffled").fit(train, valid, c.epochs,
-                                                                                        c.patience, c.min_steps)
+                       progress=self.progress, shuffle=c.batch_order == "shuffled",
+                       callback=self._epoch_callback("pretrain")).fit(train, valid, c.epochs, c.patience, c.min_steps)
         self.pretrained = self.backbone
         return self._finish("pretrain", name, self.pretrained, hist)
 
@@ -251,8 +257,8 @@ class RMTL:
             critic.train(c.stage3_critic_mode == "train")
         hist = Trainer(model, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed + 1,
                        progress=self.progress, critics=critics, weighting=None if weighting == "continued" else weighting,
-                       lam=lam, shuffle=c.batch_order == "shuffled").fit(train, valid, c.epochs, c.patience,
-                                                                          c.min_steps)
+                       lam=lam, shuffle=c.batch_order == "shuffled", callback=self._epoch_callback(key)).fit(
+                           train, valid, c.epochs, c.patience, c.min_steps)
         for critic in self.critics:
             critic.eval()
         if own:
@@ -284,6 +290,9 @@ class RMTL:
             raise ValueError(f"action: expected shape ({len(data)}, {data.num_tasks}), got {action.shape}")
         return np.stack([c.predict(data.sparse, data.dense, np.ascontiguousarray(action[:, k]))
                          for k, c in enumerate(self.critics)], 1)
+
+    def _epoch_callback(self, stage: str) -> Optional[Callable[[Dict[str, Any]], None]]:
+        return None if self.on_epoch is None else functools.partial(self.on_epoch, stage)
 
     # ------------------------------------------------------------------ checkpoints
     def _check_data(self, **parts: SessionData) -> None:

@@ -104,10 +104,18 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
                    "position) into DIR; plots need matplotlib (pip install 'rmtl[plots]')")
     p.add_argument("--resume", metavar="DIR", help="checkpoint directory of the run: created if missing; after a "
                    "kill or Ctrl-C the same command continues from the last finished stage (a directory of a run "
-                   "with other settings or data is refused)")
+                   "with other settings or data is refused); every job saves its stages there, so a job Ray retries resumes "
+                   "too (on a cluster: storage every node sees)")
     p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (keys as the long "
                    "options with underscores, e.g. rmtl_models = [\"esmm\"]); options given here win")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, metavar="N", help="run the experiment's jobs (stage 1, stage 2, each "
+                       "stage-3 variant per seed and backbone) in N local processes, each with cores/N threads")
+    where.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS", help="run the jobs as tasks on a Ray "
+                       "cluster, one CPU each: ADDRESS (e.g. auto, or head-node:6379), or without it the cluster "
+                       "ray.init() finds ($RAY_ADDRESS, a `ray start` on this machine) or a new local one; "
+                       "needs pip install 'rmtl[ray]'")
     p.set_defaults(func=run_run)
 
 
@@ -118,7 +126,7 @@ def run_run(args: argparse.Namespace) -> int:
     settings = load_config(args.config) if args.config else {}
     for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
                  "critic_epochs", "min_steps", "init_output_bias", "compat", "n_users",
-                 "out", "resume"):
+                 "out", "resume", "jobs", "ray"):
         value = getattr(args, name)
         if value is not None:
             settings[name] = tuple(value) if isinstance(value, list) else value
@@ -135,6 +143,41 @@ def run_run(args: argparse.Namespace) -> int:
     print(job.table())
     if c.out:
         print(f"wrote {c.out}")
+    return 0
+
+
+def add_sweep(sub: "argparse._SubParsersAction") -> None:
+    """``sweep``: a Ray Tune search described in TOML, and its results table."""
+    p = sub.add_parser("sweep", help="run a Ray Tune search over RMTL settings described in a TOML file",
+                       description="Tune one backbone's RMTL settings with Ray Tune (ASHA stops bad trials "
+                                   "early; trials restart from their last finished stage) and print one row per "
+                                   "trial, best first, and the best configuration's test metrics. The file has "
+                                   "[run] (data and fixed settings, as for `rmtl run --config`; models[0] is "
+                                   "tuned), [search] (e.g. lam = {uniform = [0.2, 1.0]}, weighting = {choice = "
+                                   "[\"rmtl\", \"label\"]}) and [tune] (trials, stages, metric, mode, scheduler, "
+                                   "grace_period, reduction_factor, cpus_per_trial, max_failures, ray, out). "
+                                   "Needs pip install 'rmtl[ray]'.")
+    p.add_argument("config", metavar="CONFIG.toml", help="the search")
+    p.add_argument("--out", metavar="DIR", help="write results.md/.csv/.json and config.json into DIR "
+                   "(and Tune's trial directories into DIR/tune); overrides [tune] out")
+    p.add_argument("--ray", metavar="ADDRESS", help="the Ray cluster (e.g. auto); overrides [tune] ray")
+    p.set_defaults(func=run_sweep)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Read the file, run the search, print the table and the best trial."""
+    import dataclasses
+
+    from .sweep import describe_best, load_sweep, run_sweep as sweep
+
+    config = load_sweep(args.config)
+    config = dataclasses.replace(config, out=args.out or config.out, ray=args.ray or config.ray)
+    result = sweep(config)
+    print(f"rmtl sweep: {len(result.rows)} trials of {result.config.run.models[0]}, {result.seconds:.0f} s")
+    print(result.to_markdown())
+    print(describe_best(result))
+    if result.config.out:
+        print(f"wrote {result.config.out}")
     return 0
 
 
@@ -175,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="rmtl: multi-task recommendation with RL critics")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_run(sub)
+    add_sweep(sub)
     add_prepare(sub)
     add_bench(sub)
     return parser

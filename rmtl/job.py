@@ -11,7 +11,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -19,10 +19,10 @@ from . import _progress, report
 from ._io import atomic_write, write_json, write_text
 from .config import CHOICES, COUNT, RMTLConfig, check
 from .data import SessionData
-from .experiment import ExperimentResult, experiment
+from .experiments import ExperimentResult, experiment
 from .models import BACKBONES
 
-__all__ = ["JobConfig", "PRESETS", "load_config", "run_job", "load_dataset"]
+__all__ = ["JobConfig", "PRESETS", "load_config", "config_from_table", "run_job", "load_dataset"]
 
 _REF = RMTLConfig()
 
@@ -61,7 +61,11 @@ class JobConfig:
     from the authors; None, their setting, by default). ``compat="authors"`` switches RMTL to
     the authors' code's behaviour where rmtl differs. See :class:`rmtl.RMTL`. ``resume`` is
     the run's checkpoint directory (created if missing, continued if it holds a run of the
-    same settings).
+    same settings): every job saves its stages there and a rerun (or a job Ray retries)
+    resumes from the last finished stage; on a cluster it must be storage every node sees.
+    ``jobs`` runs the experiment's jobs in that many local processes; ``ray`` on a Ray
+    cluster (True: the one ``ray.init()`` finds or a new local one; a string: its address);
+    neither: one after another in this process.
     """
 
     dataset: str = "synthetic"
@@ -82,6 +86,8 @@ class JobConfig:
     out: Optional[str] = None
     resume: Optional[str] = None
     progress: bool = True
+    jobs: Optional[int] = None
+    ray: Union[None, bool, str] = None
 
     def resolved(self) -> "JobConfig":
         """A copy with preset defaults filled in and every value checked."""
@@ -110,11 +116,23 @@ class JobConfig:
         if c.init_output_bias not in CHOICES["init_output_bias"]:
             raise ValueError(f"init_output_bias: expected 'prior' or None, got {c.init_output_bias!r}")
         c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
+        if c.jobs is not None and (c.jobs < 1 or c.ray):
+            raise ValueError(f"jobs: expected a positive number of processes and no ray, got jobs={c.jobs}, "
+                             f"ray={c.ray!r}")
         if c.dataset != "synthetic" and c.data is None:
             raise ValueError(f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)")
         if c.data is not None and not os.path.exists(c.data):
             raise FileNotFoundError(f"data: no such file or directory: {c.data}")
         return c
+
+    def executor(self) -> Any:
+        """The ``executor`` argument of :func:`rmtl.experiment`; with ``ray``, connects first."""
+        if self.ray:
+            from ._ray import connect
+
+            connect(None if self.ray is True else self.ray)
+            return "ray"
+        return self.jobs
 
     def rmtl_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
@@ -124,16 +142,25 @@ class JobConfig:
         return kw
 
 
-def load_config(path: str) -> Dict[str, Any]:
-    """The [run] table (or the top level) of a TOML file as JobConfig keyword arguments;
-    unknown keys are an error naming them."""
+def read_toml(path: str) -> Dict[str, Any]:
+    """A TOML file as a dict."""
     try:
         import tomllib
     except ImportError:  # Python < 3.11
         import tomli as tomllib  # type: ignore[no-redef]
     with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    table = raw.get("run", raw)
+        return tomllib.load(f)
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """The [run] table (or the top level) of a TOML file as JobConfig keyword arguments;
+    unknown keys are an error naming them."""
+    raw = read_toml(path)
+    return config_from_table(raw.get("run", raw), path)
+
+
+def config_from_table(table: Mapping[str, Any], path: str) -> Dict[str, Any]:
+    """A TOML table as JobConfig keyword arguments; unknown keys are an error naming them."""
     known = {f.name for f in dataclasses.fields(JobConfig)}
     unknown = sorted(set(table) - known)
     if unknown:
@@ -197,7 +224,8 @@ def run_job(config: JobConfig) -> JobResult:
 
     result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
                         seeds=range(c.seeds), transfer=(), backbone_kwargs=PRESETS[c.preset]["backbone"],
-                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe, checkpoint_dir=c.resume)
+                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe, executor=c.executor(),
+                        checkpoint_dir=c.resume)
     bar.close()
     job = JobResult(result, c, diagnostics, time.perf_counter() - t0)
     if c.out is not None:

@@ -1,6 +1,6 @@
 """Paper-style result tables: one row per model, AUC / Logloss / s-Logloss per task.
 
-Built from an :class:`rmtl.experiment.ExperimentResult`; written as Markdown (the
+Built from an :class:`rmtl.experiments.ExperimentResult`; written as Markdown (the
 terminal and README form), CSV (one number per cell, for spreadsheets) and JSON.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from typing import Any, Dict, List, Sequence
 
 from . import convergence
-from .experiment import BASELINE, CONTROL, METRICS, ExperimentResult
+from .experiments import BASELINE, CONTROL, METRICS, ExperimentResult
 from .models import BACKBONES
 
 __all__ = ["paper_rows", "to_markdown", "to_csv", "to_json"]

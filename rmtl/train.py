@@ -5,7 +5,7 @@ import dataclasses
 import math
 import time
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -62,7 +62,8 @@ class Trainer:
     (e.g. a non-finite ``lr`` raises ValueError naming it). Each C call
     (:meth:`rmtl.models.Backbone.train_chunk`) runs as many batches as fit in about
     ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops training, restores
-    the best weights so far and returns the history.
+    the best weights so far and returns the history. ``callback``, if given, is called with
+    every epoch's record as soon as it is complete (e.g. to report to Ray Tune).
 
     With ``weighting`` (and ``critics``, ``lam``), the loss is RMTL's stage-3 critic-weighted
     BCE (see :meth:`~rmtl.models.Backbone.train_chunk`), and every epoch record gains
@@ -73,7 +74,7 @@ class Trainer:
                  batch_size: int = _REF.batch_size, seed: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, progress: bool = True, chunk_seconds: float = 0.25,
                  critics: Optional[Sequence[Any]] = None, weighting: Optional[str] = None, lam: float = 0.0,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         if not hasattr(model, "_core") or not hasattr(model, "config"):
             raise TypeError(f"model: expected an rmtl backbone (rmtl.models.*), got {type(model).__name__}")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -86,7 +87,7 @@ class Trainer:
         self.batch_size, self.seed = check("batch_size", batch_size), check("seed", seed)
         self.betas, self.eps = (check("beta1", betas[0]), check("beta2", betas[1])), check("eps", eps)
         self.progress, self.chunk_seconds = bool(progress), check("chunk_seconds", chunk_seconds)
-        self.shuffle = bool(shuffle)
+        self.shuffle, self.callback = bool(shuffle), callback
         self.critics, self.weighting, self.lam = critics, weighting, check("lam", lam)
         self._epochs_done = 0
         self._weight_sums: Optional[np.ndarray] = None
@@ -168,6 +169,8 @@ class Trainer:
                         bad += 1
                 hist.epochs.append(rec)
                 _progress.log_record(self.progress, rec)
+                if self.callback is not None:
+                    self.callback(rec)
                 if valid is not None and bad >= patience and (epoch + 1) * steps >= min_steps:
                     hist.stopped_early = True
                     break

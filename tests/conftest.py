@@ -1,3 +1,4 @@
+import importlib
 import os
 from pathlib import Path
 
@@ -14,24 +15,26 @@ def shared_dir() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def optional(module: str, extra: str = "test"):
-    """Import an optional test dependency; when missing the calling test (or module) is skipped
-    with the reason, except under CI=true, where every stack must be installed and run."""
-    if os.environ.get("CI", "").lower() == "true":
-        import importlib
-
+def require(module, required, why):
+    """Import an optional test dependency; if missing, skip the calling test (or module), or
+    fail when ``required`` (``why`` says which setting requires it or how to install it)."""
+    try:
         return importlib.import_module(module)
-    return pytest.importorskip(module, reason=f"{module} is not installed (pip install 'rmtl[{extra}]')")
+    except ImportError:
+        if required:
+            pytest.fail(f"{module} is not installed but {why}")
+        pytest.skip(f"{module} is not installed ({why})", allow_module_level=True)
+
+
+def optional(module: str, extra: str = "test"):
+    """An optional test stack: skipped with the reason when missing, except under CI=true,
+    where every stack must be installed and run."""
+    return require(module, os.environ.get("CI", "").lower() == "true", f"pip install 'rmtl[{extra}]'")
 
 
 def require_torch():
     """Import torch; a missing torch skips, or fails when RMTL_REQUIRE_TORCH=1 (CI)."""
-    try:
-        import torch
-    except ImportError:
-        if os.environ.get("RMTL_REQUIRE_TORCH") == "1":
-            pytest.fail("RMTL_REQUIRE_TORCH=1 but torch is not installed")
-        pytest.skip("torch is not installed")
+    torch = require("torch", os.environ.get("RMTL_REQUIRE_TORCH") == "1", "RMTL_REQUIRE_TORCH=1")
     torch.set_num_threads(2)
     return torch
 

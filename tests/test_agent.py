@@ -234,3 +234,13 @@ def test_finetune_lam_override(splits, tmp_path):
     assert "finetuned-rmtl-lam2" in agent.history
     with pytest.raises(ValueError, match="lam"):
         agent.finetune(tr, va, lam=-1)
+
+
+def test_on_epoch_sees_every_epoch_of_stages_1_and_3(splits):
+    tr, va, _ = splits
+    seen = []
+    agent = make_agent(tr, on_epoch=lambda stage, rec: seen.append((stage, rec["epoch"], rec["valid_auc"])))
+    agent.fit(tr, va)
+    expected = [(stage, e["epoch"], e["valid_auc"]) for stage in ("pretrain", "finetuned-rmtl")
+                for e in agent.history[stage]["epochs"]]
+    assert seen == expected and len(seen) >= 2

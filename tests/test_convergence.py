@@ -5,10 +5,10 @@ import pytest
 
 import rmtl
 from rmtl import convergence, report
-from rmtl.experiment import ExperimentResult
+from rmtl.experiments import ExperimentResult
 from rmtl.train import History
 from test_agent import NET, session_data
-from test_experiment import TINY
+from test_experiments import TINY
 
 
 @pytest.fixture(scope="module")

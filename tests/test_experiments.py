@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 import rmtl
-from rmtl.experiment import ExperimentResult, holm
+from rmtl.experiments import ExperimentResult, holm
 from test_agent import FAST, NET, session_data
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)

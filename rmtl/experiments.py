@@ -1,5 +1,9 @@
-"""Experiments: backbones with and without RMTL over several seeds, summarised with means,
-standard deviations and paired t-tests against each backbone's own baseline."""
+"""Experiments: backbones with and without RMTL over several seeds, run as a graph of jobs
+(:mod:`rmtl.jobs`) on any executor (:mod:`rmtl.executors`) and summarised with means,
+standard deviations and paired t-tests against each backbone's own baseline.
+
+(The module is ``experiments``, plural, so that the function ``rmtl.experiment`` does not
+hide it.)"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,17 +14,12 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import convergence
-from .agent import CRITIC_FREE, RMTL, WEIGHTINGS
+from .agent import RMTL, WEIGHTINGS
 from .data import SessionData
-from .metrics import evaluate
-from .models import create
-from .train import History
+from .executors import ExecutorSpec, backend, run_graph
+from .jobs import BASELINE, CONTROL, METRICS, Job, JobOutput, Settings, agent_view, graph
 
-__all__ = ["experiment", "ExperimentResult", "holm"]
-
-METRICS = ("auc", "logloss", "s_logloss")
-BASELINE = "baseline"
-CONTROL = "continued"
+__all__ = ["experiment", "ExperimentResult", "holm", "METRICS", "BASELINE", "CONTROL"]
 
 
 @dataclasses.dataclass
@@ -130,7 +129,8 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
                backbone_kwargs: Optional[Mapping[str, Any]] = None, rmtl_kwargs: Optional[Mapping[str, Any]] = None,
                checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = False,
                rmtl_backbones: Optional[Sequence[str]] = None,
-               on_agent: Optional[Callable[[str, int, RMTL], None]] = None) -> ExperimentResult:
+               on_agent: Optional[Callable[[str, int, RMTL], None]] = None,
+               executor: ExecutorSpec = None, threads_per_job: Optional[int] = None) -> ExperimentResult:
     """Run every backbone with and without RMTL over ``seeds`` and evaluate on ``test``.
 
     For each seed and backbone: stage 1 gives the baseline (metrics of the pretrained
@@ -145,10 +145,30 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
 
     ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
     quick run; the seed is the experiment's), ``rmtl_kwargs`` to :class:`rmtl.RMTL`.
-    With ``checkpoint_dir``, every run saves there and an interrupted experiment resumes.
-    ``rmtl_backbones`` (default: all of ``backbones``) limits stages 2 and 3 to those; the
-    others are baselines only. ``on_agent(name, seed, agent)`` is called once a backbone's
-    agent has finished its stages for a seed (e.g. to keep diagnostics).
+    With ``checkpoint_dir``, every job saves in its own subdirectory there
+    (``esmm-seed0/critics``) and an interrupted experiment (or a retried job) resumes from
+    the last finished stage. ``rmtl_backbones`` (default: all of ``backbones``) limits
+    stages 2 and 3 to those; the others are baselines only. ``on_agent(name, seed, agent)``
+    is called in this process once a backbone's own stages have finished for a seed, with an
+    agent holding their results (e.g. to keep diagnostics).
+
+    The work is a graph of jobs (:mod:`rmtl.jobs`: stage 1, stage 2, each stage-3 variant
+    and transfer per seed and backbone) that ``executor`` runs:
+
+    - ``None``: one after another in this process (progress bars with ``progress``);
+    - an integer N: N local worker processes, which receive the data once;
+    - any ``concurrent.futures.Executor`` (the data travel with every job);
+    - ``"ray"``: tasks on the Ray cluster ``ray.init()`` connects to (joined already, or
+      ``$RAY_ADDRESS``, or a new local one); the data go into the object store once, a job
+      whose worker dies is retried (``pip install 'rmtl[ray]'``).
+
+    Each job runs with ``threads_per_job`` OpenMP and BLAS threads; default: as this process
+    is set for ``None`` and for a given executor, the cores divided by N for N processes, 1
+    on Ray (where it is also the CPUs a task reserves). The records do not depend on the
+    executor: the same seeds and threads per job give the same numbers, bit for bit.
+    (OpenBLAS's sums change in the last bits with its thread count, so a serial run on 2
+    threads and 2 processes of 1 thread agree only to rounding; ``RMTL_BLAS=builtin`` gives
+    the same bits on any count.)
     """
     seeds = [int(s) for s in seeds]
     unknown = [w for w in weightings if w not in WEIGHTINGS]
@@ -163,37 +183,21 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     if any(src not in with_rmtl for src, _ in transfer):
         raise ValueError(f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}")
     bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
-    records: List[Dict[str, Any]] = []
+    jobs = graph(backbones, with_rmtl, seeds, weightings, transfer)
+    settings = Settings(bkw, rkw, None if checkpoint_dir is None else os.fspath(checkpoint_dir), progress)
 
-    def record(model: str, variant: str, seed: int, fitted: Any, history: History) -> None:
-        flags = convergence.check(history, fitted, valid)
-        for task, res in evaluate(fitted, test).items():
-            records.append({"model": model, "variant": variant, "seed": seed, "task": task,
-                            **{m: res[m] for m in METRICS}, "flags": flags})
+    def done(job: Job, outputs: Mapping[Job, JobOutput]) -> None:
+        own = [j for j in jobs if j.model == job.model and j.seed == job.seed and not j.transfer]
+        if on_agent is not None and job in own and all(j in outputs for j in own):
+            on_agent(job.model, job.seed, agent_view(job.model, job.seed, settings, outputs, jobs))
 
-    for seed in seeds:
-        agents: Dict[str, RMTL] = {}
-        for name in backbones:
-            model = create(name, train.field_dims, train.num_dense, train.num_tasks, seed=seed, **bkw)
-            ckpt = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), f"{name}-seed{seed}")
-            agent = RMTL(model, seed=seed, checkpoint_dir=ckpt, progress=progress, **rkw)
-            record(name, BASELINE, seed, agent.pretrained, agent.pretrain(train, valid))
-            if name in with_rmtl:
-                if any(w not in CRITIC_FREE for w in weightings) or any(src == name for src, _ in transfer):
-                    agent.fit_critics(train)
-                for w in weightings:
-                    hist = agent.finetune(train, valid, weighting=w)
-                    record(name, w, seed, agent.backbone, hist)
-            if on_agent is not None:
-                on_agent(name, seed, agent)
-            agents[name] = agent
-        for src, dst in transfer:
-            tuned = agents[dst].pretrained.clone()
-            record(dst, f"rmtl[critics of {src}]", seed, tuned, agents[src].finetune(train, valid, backbone=tuned))
+    runner = backend(executor, (train, valid, test), threads_per_job)
+    outputs = run_graph(jobs, settings, runner, done)
+    records = [r for job in jobs for r in outputs[job].records]
     result = ExperimentResult(records, _oracle(test), {
         "backbones": list(backbones), "rmtl_backbones": with_rmtl, "seeds": seeds, "weightings": list(weightings),
         "transfer": [list(p) for p in transfer], "backbone_kwargs": bkw, "rmtl_kwargs": rkw,
-        "rows": {"train": len(train), "valid": len(valid), "test": len(test)}})
+        "rows": {"train": len(train), "valid": len(valid), "test": len(test)}, "threads_per_job": runner.threads})
     flagged = {(r["model"], r["variant"]): (r["flags"], r["n"]) for r in result.table() if r["flags"]}
     if flagged:
         raised = [f for f in convergence.ADVICE if any(f in fl for fl, _ in flagged.values())]

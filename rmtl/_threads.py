@@ -1,0 +1,33 @@
+"""How many threads rmtl's own loops (OpenMP) and its matrix products (BLAS) use inside one
+job: the single place that sets it, for jobs run by worker processes or Ray tasks."""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator, Optional
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def limit(threads: Optional[int]) -> Iterator[None]:
+    """Run the block with ``threads`` OpenMP and BLAS threads (None: leave them as they are).
+
+    OpenBLAS sums some products in another order on another number of threads, so the
+    thread count is part of what makes a job's numbers reproducible (the builtin GEMM,
+    ``RMTL_BLAS=builtin``, gives the same bits on any count)."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError(f"threads: expected >= 1, got {threads}")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=int(threads)):
+        yield

@@ -1,0 +1,183 @@
+"""``rmtl sweep CONFIG.toml``: a Ray Tune search over one backbone's RMTL settings, described
+in TOML, and its results table (one row per trial, best first).
+
+The file has three tables::
+
+    [run]      # data and fixed settings, as for `rmtl run --config`; models[0] is tuned
+    models = ["esmm"]
+    preset = "quick"
+
+    [search]   # what Tune varies: any rmtl.RMTL keyword, `seed`; see rmtl.tune.search_space
+    lam = {uniform = [0.2, 1.0]}
+    weighting = {choice = ["rmtl", "label", "neg_q"]}
+
+    [tune]     # the search itself (SweepConfig fields)
+    trials = 8
+    scheduler = "asha"
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Union
+
+from .job import PRESETS, JobConfig, config_from_table, environment, load_dataset, read_toml
+
+__all__ = ["SweepConfig", "load_sweep", "run_sweep", "SweepResult", "describe_best"]
+
+TABLES = ("run", "search", "tune")
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """A Tune search: ``trials`` samples of ``search`` (times each grid), ``stages`` 1
+    (stage 1 only) or 3; trials ranked by ``metric`` (``mode`` max or min); ``scheduler``
+    ``asha`` (stops trials falling behind after ``grace_period`` reports, keeping
+    1/``reduction_factor`` at each rung) or ``fifo``; each trial reserves ``cpus_per_trial``
+    CPUs (and runs that many threads) and restarts from its last finished stage up to
+    ``max_failures`` times; ``ray`` as for ``rmtl run`` (True or an address; default: what
+    ``ray.init()`` finds, or a new local cluster); ``out`` receives the results table."""
+
+    run: JobConfig = dataclasses.field(default_factory=JobConfig)
+    search: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    trials: int = 1
+    stages: int = 3
+    metric: str = "valid_auc"
+    mode: str = "max"
+    scheduler: str = "asha"
+    grace_period: int = 1
+    reduction_factor: int = 2
+    cpus_per_trial: float = 1.0
+    max_failures: int = 2
+    ray: Union[bool, str] = True
+    out: Optional[str] = None
+
+
+def load_sweep(path: str) -> SweepConfig:
+    """Read a sweep TOML file (see the module docstring); unknown tables or keys are errors."""
+    raw = read_toml(path)
+    unknown = sorted(set(raw) - set(TABLES))
+    if unknown:
+        raise ValueError(f"{path}: unknown table(s) {unknown}; expected some of {list(TABLES)}")
+    tune = dict(raw.get("tune", {}))
+    known = {f.name for f in dataclasses.fields(SweepConfig)} - {"run", "search"}
+    bad = sorted(set(tune) - known)
+    if bad:
+        raise ValueError(f"{path}: unknown key(s) {bad} in [tune]; expected some of {sorted(known)}")
+    run = JobConfig(**config_from_table(raw.get("run", {}), path))
+    return SweepConfig(run=run, search=dict(raw.get("search", {})), **tune)
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """One row per trial (its searched values, ``status``: finished, stopped by the scheduler
+    or error, ``iterations`` and the last reported metrics), best first, and the wall time."""
+
+    rows: List[Dict[str, Any]]
+    columns: List[str]
+    config: SweepConfig
+    seconds: float
+
+    @property
+    def best(self) -> Optional[Dict[str, Any]]:
+        """The best finished trial (the only ones with test metrics), or None."""
+        return next((r for r in self.rows if r["status"] == "finished"), None)
+
+    def to_markdown(self) -> str:
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        for row in self.rows:
+            lines.append("| " + " | ".join(_cell(row.get(c)) for c in self.columns) + " |")
+        return "\n".join(lines)
+
+    def to_csv(self) -> str:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, self.columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+
+def run_sweep(config: SweepConfig) -> SweepResult:
+    """Run the search of ``config`` on Ray Tune; with ``config.out``, write results.md/.csv/.json
+    and config.json there."""
+    from . import tune
+    from ._ray import connect
+
+    c = dataclasses.replace(config, run=config.run.resolved())
+    if c.stages not in (1, 3) or c.trials < 1:
+        raise ValueError(f"stages, trials: expected stages 1 or 3 and trials >= 1, got {c.stages}, {c.trials}")
+    connect(None if c.ray is True else c.ray)
+    t0 = time.perf_counter()
+    train, valid, test = load_dataset(c.run).split((0.6, 0.2, 0.2))
+    base = {"backbone": c.run.models[0], "seed": 0, "backbone_kwargs": PRESETS[c.run.preset]["backbone"],
+            **c.run.rmtl_kwargs()}
+    space = {**base, **tune.search_space(c.search)}
+    storage = None if c.out is None else os.path.abspath(os.path.join(c.out, "tune"))
+    grid = tune.run(tune.three_stages if c.stages == 3 else tune.pretrain, (train, valid, test), space,
+                    trials=c.trials, metric=c.metric, mode=c.mode, scheduler=c.scheduler,
+                    grace_period=c.grace_period, reduction_factor=c.reduction_factor,
+                    cpus_per_trial=c.cpus_per_trial, max_failures=c.max_failures, storage_path=storage)
+    searched = sorted(c.search)
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        status = "error" if r.error else "finished" if "test_auc" in m else "stopped"
+        rows.append({**{k: r.config.get(k) for k in searched}, "status": status,
+                     "iterations": m.get("training_iteration"),
+                     **{k: v for k, v in m.items() if k.startswith(("valid_", "test_"))}})
+    sign = -1 if c.mode == "max" else 1
+    rows.sort(key=lambda row: (row["status"] != "finished", sign * row.get(c.metric, sign * float("inf"))))
+    metrics = sorted({k for row in rows for k in row if k.startswith(("valid_", "test_"))},
+                     key=lambda k: (not k.startswith("valid_"), k.count("_") > 1, k))
+    result = SweepResult(rows, searched + ["status", "iterations"] + metrics, c, time.perf_counter() - t0)
+    if c.out is not None:
+        _write_outputs(result)
+    return result
+
+
+def _write_outputs(result: SweepResult) -> None:
+    out = result.config.out
+    os.makedirs(out, exist_ok=True)
+    config = dataclasses.asdict(result.config)
+    files = {"results.md": result.to_markdown() + "\n", "results.csv": result.to_csv(),
+             "results.json": json.dumps(result.rows, indent=1),
+             "config.json": json.dumps({"sweep": config, "environment": environment(),
+                                        "seconds": round(result.seconds, 1)}, indent=1, default=list)}
+    for name, text in files.items():
+        _write_atomic(os.path.join(out, name), text)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to a unique temporary file next to ``path``, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def describe_best(result: SweepResult) -> str:
+    """One line: the best finished trial's searched values and its test metrics."""
+    best = result.best
+    if best is None:
+        return "no trial finished"
+    values = ", ".join(f"{k}={_cell(best[k])}" for k in sorted(result.config.search))
+    tests = ", ".join(f"{k}={_cell(v)}" for k, v in best.items() if k.startswith("test_") and k.count("_") == 1)
+    return f"best: {values}; {tests}"

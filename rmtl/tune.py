@@ -1,0 +1,152 @@
+"""Ray Tune for rmtl: trainables for stage 1 and for RMTL's three stages, and a search runner.
+
+Both trainables report the validation AUC and logloss (means over tasks, and per task) after
+every epoch of stages 1 and 3, so Tune's schedulers (ASHA) stop bad trials early, and save a
+checkpoint (the agent's checkpoint directory) after every finished stage, so a trial whose
+worker dies resumes from its last finished stage. The last report of a trial adds the test
+metrics of its final model (``test_auc``, ``test_logloss``, per task too); select on the
+validation metrics and read the test ones of the winner.
+
+Use them with the data in Ray's object store once::
+
+    from ray import tune
+    trainable = tune.with_parameters(rmtl.tune.three_stages, data=(train, valid, test))
+    tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
+                       param_space={"backbone": "esmm", "lam": tune.uniform(0.1, 1.0)}, ...)
+
+A trial's ``config`` holds ``backbone`` (a name for :func:`rmtl.models.create`, default
+``esmm``), ``seed`` (default 0), ``backbone_kwargs`` (a dict) and any keyword of
+:class:`rmtl.RMTL` (``lam``, ``gamma``, ``weighting``, ``epochs``, ...).
+"""
+from __future__ import annotations
+
+import tempfile
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _ray, _threads
+from .agent import RMTL
+from .data import SessionData
+from .metrics import evaluate
+from .models import Backbone, create
+
+__all__ = ["pretrain", "three_stages", "run", "search_space", "SCHEDULERS"]
+
+SCHEDULERS = ("asha", "fifo")
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+Splits = Tuple[SessionData, SessionData, SessionData]
+
+
+def pretrain(config: Mapping[str, Any], data: Splits) -> None:
+    """Tune function trainable: stage 1 (the baseline) of ``config['backbone']``."""
+    _trial(config, data, stages=1)
+
+
+def three_stages(config: Mapping[str, Any], data: Splits) -> None:
+    """Tune function trainable: RMTL's three stages (pretrain, critics, weighted fine-tuning)."""
+    _trial(config, data, stages=3)
+
+
+def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
+    ray = _ray.require()
+    from ray import tune
+
+    train, valid, test = data
+    kwargs = dict(config)
+    name, seed = kwargs.pop("backbone", "esmm"), int(kwargs.pop("seed", 0))
+    model = create(name, train.field_dims, train.num_dense, train.num_tasks, seed=seed,
+                   **kwargs.pop("backbone_kwargs", {}))
+    threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    with tempfile.TemporaryDirectory() as work, _threads.limit(threads):
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:  # a restarted trial: its finished stages load from here
+            checkpoint.to_directory(work)
+
+        def finished(stage: str, model: Backbone, last: bool = False) -> None:
+            metrics = {"stage": stage, **_valid_metrics(evaluate(model, valid))}
+            if last:
+                metrics.update(_test_metrics(evaluate(model, test)))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
+
+        agent = RMTL(model, seed=seed, checkpoint_dir=work, progress=False,
+                     on_epoch=lambda stage, rec: tune.report({"stage": stage, **_epoch_metrics(rec)}), **kwargs)
+        agent.pretrain(train, valid)
+        finished("pretrain", agent.pretrained, last=stages == 1)
+        if stages == 3:
+            agent.fit_critics(train)
+            finished("critics", agent.pretrained)
+            agent.finetune(train, valid)
+            finished(f"finetuned-{agent.config.weighting}", agent.backbone, last=True)
+
+
+def _epoch_metrics(rec: Mapping[str, Any]) -> Dict[str, Any]:
+    """A Trainer epoch record as a Tune report: mean and per-task validation AUC and logloss."""
+    out = {k: v for k, v in rec.items() if k.startswith("valid_") or k in ("epoch", "train_loss")}
+    out["valid_logloss"] = float(np.mean([v for k, v in rec.items() if k.startswith("valid_logloss_")]))
+    return out
+
+
+def _valid_metrics(res: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
+    out = {"valid_auc": float(np.nanmean([r["auc"] for r in res.values()])),
+           "valid_logloss": float(np.mean([r["logloss"] for r in res.values()]))}
+    for task, r in res.items():
+        out[f"valid_auc_{task}"], out[f"valid_logloss_{task}"] = r["auc"], r["logloss"]
+    return out
+
+
+def _test_metrics(res: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
+    return {k.replace("valid_", "test_", 1): v for k, v in _valid_metrics(res).items()}
+
+
+def search_space(spec: Mapping[str, Any]) -> Dict[str, Any]:
+    """Tune's ``param_space`` from a plain mapping (a TOML table): a one-key table naming a
+    distribution draws the value: ``{choice = [...]}``, ``{grid = [...]}`` (every value,
+    times the number of trials), ``{uniform = [lo, hi]}``, ``{loguniform = [lo, hi]}``,
+    ``{randint = [lo, hi]}`` (hi excluded); anything else is a fixed value."""
+    _ray.require()
+    from ray import tune
+
+    space = {}
+    for key, value in spec.items():
+        if not (isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS):
+            space[key] = value
+            continue
+        kind, args = next(iter(value.items()))
+        if kind in ("choice", "grid"):
+            space[key] = (tune.choice if kind == "choice" else tune.grid_search)(list(args))
+        else:
+            if len(args) != 2:
+                raise ValueError(f"search.{key}: {kind} expects [low, high], got {args}")
+            space[key] = getattr(tune, kind)(*args)
+    return space
+
+
+def run(trainable: Any, data: Splits, param_space: Mapping[str, Any], *, trials: int = 1,
+        metric: str = "valid_auc", mode: str = "max", scheduler: str = "asha", grace_period: int = 1,
+        reduction_factor: int = 2, cpus_per_trial: float = 1, max_failures: int = 2,
+        storage_path: Optional[str] = None, name: Optional[str] = None) -> Any:
+    """Run a Tune search of ``trainable`` (:func:`pretrain` or :func:`three_stages`) over
+    ``param_space`` (values and Tune distributions) and return Tune's ``ResultGrid``.
+
+    The data go into the object store once; ``trials`` samples (times each grid);
+    ``scheduler`` ``asha`` (stop trials whose ``metric`` falls behind after
+    ``grace_period`` reports) or ``fifo`` (run all to the end); each trial reserves
+    ``cpus_per_trial`` CPUs and runs that many threads; a trial whose worker dies is
+    restarted from its last checkpoint up to ``max_failures`` times."""
+    _ray.connect()
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler: expected one of {list(SCHEDULERS)}, got {scheduler!r}")
+    sched = (ASHAScheduler(grace_period=grace_period, reduction_factor=reduction_factor, max_t=10_000)
+             if scheduler == "asha" else FIFOScheduler())
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": cpus_per_trial}),
+        param_space=dict(param_space),
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched, num_samples=trials),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    return tuner.fit()

@@ -1,0 +1,239 @@
+"""Executors: the experiment's records are the serial run's, bit for bit, in local worker
+processes and on a real local Ray cluster (also when a worker is killed mid-job); Ray Tune
+trials run and report. Ray tests skip without Ray, except with RMTL_REQUIRE_RAY=1 (CI), where they fail."""
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+import threadpoolctl
+
+import rmtl
+from rmtl import _threads
+from rmtl.cli import main
+from rmtl.jobs import Job, graph
+from rmtl.sweep import load_sweep
+from conftest import require
+from test_agent import FAST, NET, session_data
+
+TINY = dict(FAST, critic_epochs=2, epochs=2)
+TINY.pop("progress")
+KW = dict(backbones=("esmm", "sharedbottom"), seeds=(0, 1), weightings=("rmtl",),
+          transfer=(("esmm", "sharedbottom"),), backbone_kwargs=NET, rmtl_kwargs=TINY, threads_per_job=1)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return session_data(n_sessions=200, seed=1).split()
+
+
+@pytest.fixture(scope="module")
+def serial(splits):
+    return rmtl.experiment(*splits, **KW).records
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of 2 CPUs for this module's tests (Ray missing: skip, or fail on CI)."""
+    ray = require("ray", os.environ.get("RMTL_REQUIRE_RAY") == "1", "RMTL_REQUIRE_RAY=1: pip install 'rmtl[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_graph_stages_variants_and_transfer_dependencies():
+    jobs = graph(("esmm", "mmoe"), ("esmm", "mmoe"), (0,), ("rmtl", "constant"), (("esmm", "mmoe"),))
+    assert [j.key for j in jobs] == [
+        "esmm-seed0/pretrain", "esmm-seed0/critics", "esmm-seed0/finetune-rmtl", "esmm-seed0/finetune-constant",
+        "mmoe-seed0/pretrain", "mmoe-seed0/critics", "mmoe-seed0/finetune-rmtl", "mmoe-seed0/finetune-constant",
+        "mmoe-seed0/transfer-esmm"]
+    transfer = jobs[-1]
+    assert transfer.variant == "rmtl[critics of esmm]"
+    assert transfer.deps == (Job("pretrain", "mmoe", 0), Job("critics", "esmm", 0))
+    assert jobs[3].deps == (Job("pretrain", "esmm", 0),)  # constant weights read no critics
+    for i, job in enumerate(jobs):
+        assert all(jobs.index(d) < i for d in job.deps)
+
+
+@pytest.mark.parametrize("how", ["processes", "executor"])
+def test_local_processes_give_the_serial_records(splits, serial, how):
+    if how == "processes":
+        res = rmtl.experiment(*splits, executor=2, **KW)
+    else:
+        with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            res = rmtl.experiment(*splits, executor=pool, **KW)
+    assert res.records == serial
+
+
+def test_threads_limit_sets_and_restores_openmp_and_blas():
+    before = {(i["user_api"], i["filepath"]): i["num_threads"] for i in threadpoolctl.threadpool_info()}
+    with _threads.limit(1):
+        inside = threadpoolctl.threadpool_info()
+    assert {i["user_api"] for i in inside} >= {"openmp", "blas"}
+    assert all(i["num_threads"] == 1 for i in inside)
+    assert {(i["user_api"], i["filepath"]): i["num_threads"] for i in threadpoolctl.threadpool_info()} == before
+    with pytest.raises(ValueError, match="threads"):
+        with _threads.limit(0):
+            pass
+
+
+def test_bad_executor_and_missing_ray(splits, monkeypatch):
+    for bad, error in (("dask", ValueError), (0, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="executor"):
+            rmtl.experiment(*splits, executor=bad, **KW)
+    with pytest.raises(ValueError, match="threads_per_job"):
+        rmtl.experiment(*splits, executor=2, **dict(KW, threads_per_job=0))
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'rmtl\[ray\]'"):
+        rmtl.experiment(*splits, executor="ray", **KW)
+
+
+def test_ray_gives_the_serial_records(cluster, splits, serial):
+    agents = []
+    res = rmtl.experiment(*splits, executor="ray", on_agent=lambda name, seed, agent: agents.append(
+        (name, seed, len(agent.critics), sorted(agent.history))), **KW)
+    assert res.records == serial
+    assert sorted(agents) == [(name, seed, 2, ["critics", "finetuned-rmtl", "pretrain"])
+                              for name in ("esmm", "sharedbottom") for seed in (0, 1)]
+
+
+def test_ray_tasks_read_the_data_from_the_object_store(cluster, splits):
+    from rmtl._ray import RayBackend
+
+    @cluster.remote
+    def flags(data):
+        return [(a.flags.writeable, a.flags.owndata) for d in data for a in (d.sparse, d.dense, d.labels)]
+
+    runner = RayBackend(splits, threads=1)
+    assert set(cluster.get(flags.remote(runner.data))) == {(False, False)}  # views of shared memory
+
+
+def _ray_processes(title):
+    """Process ids whose title (Ray sets it to ``ray::<task or actor method>``) starts with ``title``."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(title):
+                    yield int(pid)
+        except OSError:
+            continue
+
+
+def _kill_when(ready, title, killed, stop):
+    """Until ``stop``: once ``ready()``, SIGKILL every process titled ``title`` seen (at least one)."""
+    while not stop.is_set():
+        if ready():
+            for pid in _ray_processes(title):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            if killed:
+                return
+        time.sleep(0.002)
+
+
+def _killing(ready, title, run):
+    """``run()`` while a thread kills the processes titled ``title`` once ``ready()``; returns
+    (run's result, the pids killed)."""
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_when, args=(ready, title, killed, stop))
+    killer.start()
+    try:
+        return run(), killed
+    finally:
+        stop.set()
+        killer.join()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's workers in /proc")
+def test_killed_ray_worker_is_retried_and_changes_nothing(cluster, splits, serial, tmp_path):
+    res, killed = _killing(lambda: True, b"ray::_task",
+                           lambda: rmtl.experiment(*splits, executor="ray", checkpoint_dir=tmp_path, **KW))
+    assert killed
+    assert res.records == serial
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's workers in /proc")
+def test_tune_trial_whose_worker_dies_resumes_from_its_checkpoint(cluster, splits, tmp_path):
+    import rmtl.tune
+
+    # two identical trials, with a stage 2 long enough to be killed in
+    space = rmtl.tune.search_space({"backbone": "esmm", "backbone_kwargs": NET, **TINY, "critic_epochs": 20,
+                                    "lam": 0.5, "weighting": {"grid": ["rmtl", "rmtl"]}})
+
+    def stage1_checkpoint_recorded():  # the driver logged iteration 3: stage 1's end, with its checkpoint
+        return any(len(f.read_text().splitlines()) >= 3 for f in tmp_path.glob("*/*/result.json"))
+
+    grid, killed = _killing(stage1_checkpoint_recorded, b"ray::ImplicitFunc", lambda: rmtl.tune.run(
+        rmtl.tune.three_stages, splits, space, scheduler="fifo", storage_path=str(tmp_path)))
+    assert killed and not grid.errors
+    assert list(tmp_path.glob("*/*/error.txt"))  # a trial failed ...
+    # ... and went on from its checkpoint: iteration 3 restored, stage 1's end reported again
+    assert max(r.metrics["training_iteration"] for r in grid) == 8
+    assert grid[0].metrics["test_auc"] == grid[1].metrics["test_auc"]
+
+
+SWEEP = """
+[run]
+models = ["esmm"]
+n_users = 300
+epochs = 2
+critic_epochs = 1
+
+[search]
+lr = {loguniform = [1e-3, 3e-2]}
+seed = {grid = [0, 1]}
+
+[tune]
+trials = 2
+stages = 1
+scheduler = "asha"
+reduction_factor = 2
+"""
+
+
+def test_sweep_of_stage_1_runs_four_tune_trials_and_writes_the_table(cluster, tmp_path, capsys):
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(rows) == 4 and sorted(r["seed"] for r in rows) == [0, 0, 1, 1]
+    assert all(0 < r["valid_auc"] < 1 and r["valid_logloss"] > 0 and r["status"] != "error" for r in rows)
+    finished = [r for r in rows if r["status"] == "finished"]
+    assert finished and rows[0] == finished[0]  # finished trials first, the best on top
+    assert [r["valid_auc"] for r in finished] == sorted((r["valid_auc"] for r in finished), reverse=True)
+    for r in finished:
+        assert r["iterations"] == 3 and 0 < r["test_auc"] < 1  # 2 epochs of stage 1 and its end
+    assert f"best: lr={finished[0]['lr']:.4f}, seed={finished[0]['seed']}" in printed
+    assert "| lr | seed | status | iterations | valid_auc |" in printed
+    assert {"results.md", "results.csv", "config.json"} <= {f.name for f in (tmp_path / "out").iterdir()}
+
+
+def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)  # --jobs 2: 1 thread per job, as on Ray
+    argv = ["run", "--models", "esmm", "--n-users", "300", "--seeds", "1", "--epochs", "2", "--critic-epochs", "1",
+            "--no-progress"]
+    tables = []
+    for where in (["--ray"], ["--jobs", "2", "--checkpoint-dir", str(tmp_path)]):
+        assert main(argv + where) == 0
+        tables.append(capsys.readouterr().out.split("\n", 1)[1])
+    assert "RMTL-ESMM" in tables[0] and tables[0] == tables[1]
+    assert (tmp_path / "esmm-seed0" / "critics" / "agent.json").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[grid]\nx = 1\n", "unknown table(s) ['grid']"),
+    ("[tune]\nsamples = 3\n", "unknown key(s) ['samples'] in [tune]"),
+    ("[run]\nmodel = 'esmm'\n", "unknown key(s) ['model']"),
+])
+def test_sweep_file_mistakes_are_named(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as e:
+        load_sweep(str(path))
+    assert message in str(e.value)
