@@ -183,6 +183,7 @@ models = ["esmm"]
 n_users = 300
 epochs = 2
 critic_epochs = 1
+min_steps = 0
 
 [search]
 lr = {loguniform = [1e-3, 3e-2]}
@@ -219,7 +220,7 @@ def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_pa
     argv = ["run", "--models", "esmm", "--n-users", "300", "--seeds", "1", "--epochs", "2", "--critic-epochs", "1",
             "--no-progress"]
     tables = []
-    for where in (["--ray"], ["--jobs", "2", "--checkpoint-dir", str(tmp_path)]):
+    for where in (["--ray"], ["--jobs", "2", "--resume", str(tmp_path)]):
         assert main(argv + where) == 0
         tables.append(capsys.readouterr().out.split("\n", 1)[1])
     assert "RMTL-ESMM" in tables[0] and tables[0] == tables[1]

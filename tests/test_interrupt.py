@@ -41,7 +41,8 @@ def test_experiment_stops_at_once(monkeypatch, tmp_path):
         rmtl.experiment(tr, va, te, backbones=("esmm", "sharedbottom"), seeds=(0,), transfer=(),
                         backbone_kwargs=NET, rmtl_kwargs=kw, checkpoint_dir=tmp_path)
     assert len(calls) == 2  # nothing ran after the interrupted epoch
-    assert os.listdir(tmp_path / "esmm-seed0") == ["agent.json"]
+    assert os.listdir(tmp_path / "esmm-seed0") == ["pretrain"]  # the job of stage 1, unfinished:
+    assert os.listdir(tmp_path / "esmm-seed0" / "pretrain") == ["agent.json"]  # its settings, no model
 
 
 def test_run_ctrl_c_exits_130_without_table_then_resume_equals_uninterrupted(monkeypatch, tmp_path, capsys):
