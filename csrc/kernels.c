@@ -18,14 +18,21 @@ static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int n, int OC) 
     }
 }
 
-void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
-                        const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC) {
-    rmtl_gemm(0, 1, B, OC, C, 1.0f, inp, ld_in, w, C, 0.0f, out, ld_out);
-#pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
+void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
+                         int n_relu, rmtl_dropout drop, int B, int OC) {
+    int n = gather != NULL ? gather->n : 0;
+#pragma omp parallel for schedule(static) if ((long)B * OC * (n + 1) > 32768)
     for (int i = 0; i < B; i++) {
-        float *o = out + (size_t)i * ld_out;
+        float *restrict o = out + (size_t)i * ld_out;
         for (int j = 0; j < OC; j++) {
             o[j] += b[j];
+        }
+        for (int g = 0; g < n; g++) {
+            const float *restrict r =
+                gather->rows[g] + (size_t)gather->slot[(size_t)i * gather->F + gather->field[g]] * OC;
+            for (int j = 0; j < OC; j++) {
+                o[j] += r[j];
+            }
         }
         if (drop.p > 0.0f && n_relu > 0) {
             rmtl_dropout_row(o, drop, i, n_relu, OC);
@@ -37,21 +44,33 @@ void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, con
     }
 }
 
-void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
-                         const float *out, const float *inp, const float *w, int n_relu,
-                         float drop_p, int B, int C, int OC) {
+void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
+                        const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC) {
+    rmtl_gemm(0, 1, B, OC, C, 1.0f, inp, ld_in, w, C, 0.0f, out, ld_out);
+    rmtl_dense_epilogue(out, ld_out, b, NULL, n_relu, drop, B, OC);
+}
+
+void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int ld_out,
+                         const float *out, int n_relu, float drop_p, int B, int OC) {
     float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
-    /* ReLU columns become pre-activation gradients here and the bias gradient is summed in
-       the same pass; out > 0 exactly where ReLU passed and dropout kept, so no mask is
-       stored. Column blocks are summed in row order: the same bits for any thread count. */
+    int n = scatter != NULL ? scatter->n : 0;
+    /* ReLU columns become pre-activation gradients here, and the bias gradient and the
+       scatter-adds are summed in the same pass; out > 0 exactly where ReLU passed and dropout
+       kept, so no mask is stored. Threads own column blocks and sum in row order: the same
+       bits for any thread count. */
     int nblk = (OC + 63) / 64;
-#pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
+#pragma omp parallel for schedule(static) if ((long)B * OC * (n + 1) > 32768)
     for (int blk = 0; blk < nblk; blk++) {
         int j0 = blk * 64, j1 = j0 + 64 < OC ? j0 + 64 : OC;
         int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
         float acc[64] = {0};
+        for (int g = 0; g < n; g++) {
+            for (int s = 0; s < scatter->u[g]; s++) {
+                memset(scatter->rows[g] + (size_t)s * OC + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+            }
+        }
         for (int i = 0; i < B; i++) {
-            float *d = dout + (size_t)i * ld_out;
+            float *restrict d = dout + (size_t)i * ld_out;
             const float *o = out + (size_t)i * ld_out;
             for (int j = j0; j < jr; j++) {
                 d[j] = o[j] > 0.0f ? d[j] * scale : 0.0f;
@@ -59,11 +78,25 @@ void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *do
             for (int j = j0; j < j1; j++) {
                 acc[j - j0] += d[j];
             }
+            for (int g = 0; g < n; g++) {
+                float *restrict a =
+                    scatter->rows[g] +
+                    (size_t)scatter->slot[(size_t)i * scatter->F + scatter->field[g]] * OC;
+                for (int j = j0; j < j1; j++) {
+                    a[j] += d[j];
+                }
+            }
         }
         for (int j = j0; j < j1; j++) {
             db[j] += acc[j - j0];
         }
     }
+}
+
+void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
+                         const float *out, const float *inp, const float *w, int n_relu,
+                         float drop_p, int B, int C, int OC) {
+    rmtl_dense_prologue(db, NULL, dout, ld_out, out, n_relu, drop_p, B, OC);
     rmtl_gemm(1, 0, OC, C, B, 1.0f, dout, ld_out, inp, ld_in, 1.0f, dw, C);
     if (dinp != NULL) {
         rmtl_gemm(0, 0, B, C, OC, 1.0f, dout, ld_out, w, C, 1.0f, dinp, ld_in);
@@ -82,25 +115,41 @@ void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const 
                         OC);
 }
 
-void rmtl_embedding_forward(float *out, const int32_t *codes, const float *table,
-                            const int64_t *field_offset, int B, int F, int E, int ld_out) {
+/* field f's n-th looked-up code: the batch's row n, or its n-th distinct code */
+static int32_t rmtl_field_code(const int32_t *codes, const rmtl_unique *u, int f, int F, int n) {
+    return u != NULL && u->use[f] ? u->code[(size_t)f * u->cap + n] : codes[(size_t)n * F + f];
+}
+
+static int rmtl_field_rows(const rmtl_unique *u, int f, int B) {
+    return u != NULL && u->use[f] ? u->u[f] : B;
+}
+
+void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
+                            const float *table, const int64_t *field_offset, int B, int F, int E,
+                            int ld_out) {
 #pragma omp parallel for schedule(static) if ((long)B * F * E > 65536)
     for (int i = 0; i < B; i++) {
         for (int f = 0; f < F; f++) {
-            const float *row = table + (size_t)(field_offset[f] + codes[(size_t)i * F + f]) * E;
+            if (i >= rmtl_field_rows(u, f, B)) {
+                continue;
+            }
+            int32_t c = rmtl_field_code(codes, u, f, F, i);
+            const float *row = table + (size_t)(field_offset[f] + c) * E;
             memcpy(out + (size_t)i * ld_out + (size_t)f * E, row, (size_t)E * sizeof(float));
         }
     }
 }
 
 void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
-                             const int64_t *field_offset, int B, int F, int E, int ld_out) {
+                             const rmtl_unique *u, const int64_t *field_offset, int B, int F,
+                             int E, int ld_out) {
     /* fields own disjoint row ranges, so threads split by field never collide;
        row 0 is the padding row (padding_idx=0) and never receives a gradient */
 #pragma omp parallel for schedule(static) if ((long)B * F * E > 65536)
     for (int f = 0; f < F; f++) {
-        for (int i = 0; i < B; i++) {
-            int64_t r = field_offset[f] + codes[(size_t)i * F + f];
+        int n = rmtl_field_rows(u, f, B);
+        for (int i = 0; i < n; i++) {
+            int64_t r = field_offset[f] + rmtl_field_code(codes, u, f, F, i);
             if (r == 0) {
                 continue;
             }
