@@ -48,8 +48,8 @@ int rmtl_unique_reserve(rmtl_model *m, int cap) {
         n += (size_t)(m->field_dims[f] < cap ? m->field_dims[f] : cap) * (size_t)out;
     }
     u->work = malloc((n ? n : 1) * sizeof(float));
-    if (!u->code || !u->slot || !u->mark || !u->u || !u->use || !u->woff || !u->work ||
-        !u->field || !u->field_u || !u->rows) {
+    if (!u->code || !u->slot || !u->mark || !u->u || !u->use || !u->woff || !u->work || !u->field ||
+        !u->field_u || !u->rows) {
         rmtl_unique_free(u);
         return RMTL_ERR_NOMEM;
     }
@@ -82,8 +82,8 @@ void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
             mark[code[s]] = -1;
         }
         u->u[f] = n;
-        u->use[f] = mode == RMTL_UNIQUE_ALWAYS ||
-                    (long)(B - n) * m->E > (long)RMTL_UNIQUE_GATHER_COST * B;
+        u->use[f] =
+            mode == RMTL_UNIQUE_ALWAYS || (long)(B - n) * m->E > (long)RMTL_UNIQUE_GATHER_COST * B;
     }
     u->n_use = 0;
     for (int f = 0; f < F; f++) {

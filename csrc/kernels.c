@@ -29,7 +29,8 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gath
         }
         for (int g = 0; g < n; g++) {
             const float *restrict r =
-                gather->rows[g] + (size_t)gather->slot[(size_t)i * gather->F + gather->field[g]] * OC;
+                gather->rows[g] +
+                (size_t)gather->slot[(size_t)i * gather->F + gather->field[g]] * OC;
             for (int j = 0; j < OC; j++) {
                 o[j] += r[j];
             }
@@ -66,7 +67,8 @@ void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int
         float acc[64] = {0};
         for (int g = 0; g < n; g++) {
             for (int s = 0; s < scatter->u[g]; s++) {
-                memset(scatter->rows[g] + (size_t)s * OC + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+                memset(scatter->rows[g] + (size_t)s * OC + j0, 0,
+                       (size_t)(j1 - j0) * sizeof(float));
             }
         }
         for (int i = 0; i < B; i++) {
@@ -141,8 +143,8 @@ void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique 
 }
 
 void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
-                             const rmtl_unique *u, const int64_t *field_offset, int B, int F,
-                             int E, int ld_out) {
+                             const rmtl_unique *u, const int64_t *field_offset, int B, int F, int E,
+                             int ld_out) {
     /* fields own disjoint row ranges, so threads split by field never collide;
        row 0 is the padding row (padding_idx=0) and never receives a gradient */
 #pragma omp parallel for schedule(static) if ((long)B * F * E > 65536)

@@ -74,8 +74,8 @@ void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique 
 /* codes (B,F) table (rows,E) out (B,ld_out), field f at columns f*E; a field with u->use[f]
    (u may be NULL) gathers its u->u[f] distinct codes into rows [0, u->u[f]) instead */
 void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
-                             const rmtl_unique *u, const int64_t *field_offset, int B, int F,
-                             int E, int ld_out);
+                             const rmtl_unique *u, const int64_t *field_offset, int B, int F, int E,
+                             int ld_out);
 /* adds the gradient of the rows rmtl_embedding_forward wrote into dtable, except row 0 */
 
 void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const float *num_b,

@@ -641,6 +641,28 @@ static int Model_set_training(ModelObject *self, PyObject *value, void *closure)
     return 0;
 }
 
+/* RMTL_UNIQUE_*: how first layers run (rmtl.models.Net.first_layer) */
+static PyObject *Model_get_unique(ModelObject *self, void *closure) {
+    if (Model_ready(self) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(self->m->unique);
+}
+
+static int Model_set_unique(ModelObject *self, PyObject *value, void *closure) {
+    if (Model_ready(self) < 0) {
+        return -1;
+    }
+    long u = value ? PyLong_AsLong(value) : -1;
+    if (u < RMTL_UNIQUE_AUTO || u > RMTL_UNIQUE_ALWAYS) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "unique: expected 0 (auto), 1 (never) or 2 (always)");
+        return -1;
+    }
+    self->m->unique = (int)u;
+    return 0;
+}
+
 static PyObject *Model_get_steps(ModelObject *self, void *closure) {
     if (Model_ready(self) < 0) {
         return NULL;
@@ -836,6 +858,8 @@ static PyMethodDef Net_methods[] = {
 
 static PyGetSetDef Net_getset[] = {
     {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
+    {"unique", (getter)Model_get_unique, (setter)Model_set_unique,
+     "first layers over the batch's distinct codes: 0 auto, 1 never, 2 always", NULL},
     {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
      "(adam steps taken, training forwards taken)", NULL},
     {NULL}};

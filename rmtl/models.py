@@ -79,6 +79,27 @@ class Net:
         """Set evaluation mode (dropout off) and return self."""
         return self.train(False)
 
+    _FIRST_LAYER = ("auto", "plain", "distinct")
+
+    @property
+    def first_layer(self) -> str:
+        """How the first layer over the embedding runs, in training and prediction.
+
+        ``"distinct"``: over each field's distinct codes in the batch (``E_f[U_f] @ W_f``
+        once per code, rows sum their codes' results; gradients aggregated by code), which
+        does ``u_f / batch`` of the plain product's work for a field with ``u_f`` distinct
+        codes. ``"plain"``: the product over every row. ``"auto"`` (default) chooses per
+        field and batch by cost, so a field whose codes are nearly all distinct (an item id
+        with millions of codes) keeps the plain product. All three give the same results up
+        to float rounding."""
+        return self._FIRST_LAYER[self._core.unique]
+
+    @first_layer.setter
+    def first_layer(self, mode: str) -> None:
+        if mode not in self._FIRST_LAYER:
+            raise ValueError(f"first_layer: expected one of {self._FIRST_LAYER}, got {mode!r}")
+        self._core.unique = self._FIRST_LAYER.index(mode)
+
     def adam_step(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                   eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         """One Adam step with torch.optim.Adam semantics over the current gradients."""
