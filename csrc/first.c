@@ -20,6 +20,10 @@ void rmtl_unique_free(rmtl_unique *u) {
     free(u->field);
     free(u->field_u);
     free(u->rows);
+    free(u->start);
+    free(u->order);
+    free(u->field_start);
+    free(u->field_order);
     memset(u, 0, sizeof(*u));
 }
 
@@ -43,13 +47,17 @@ int rmtl_unique_reserve(rmtl_model *m, int cap) {
     u->field = malloc((size_t)F * sizeof(int));
     u->field_u = malloc((size_t)F * sizeof(int));
     u->rows = malloc((size_t)F * sizeof(float *));
+    u->start = malloc((size_t)(cap + 1) * F * sizeof(int32_t));
+    u->order = malloc((size_t)cap * F * sizeof(int32_t));
+    u->field_start = malloc((size_t)F * sizeof(int32_t *));
+    u->field_order = malloc((size_t)F * sizeof(int32_t *));
     for (int f = 0; u->woff != NULL && f < F; f++) {
         u->woff[f] = n;
         n += (size_t)(m->field_dims[f] < cap ? m->field_dims[f] : cap) * (size_t)out;
     }
     u->work = malloc((n ? n : 1) * sizeof(float));
     if (!u->code || !u->slot || !u->mark || !u->u || !u->use || !u->woff || !u->work || !u->field ||
-        !u->field_u || !u->rows) {
+        !u->field_u || !u->rows || !u->start || !u->order || !u->field_start || !u->field_order) {
         rmtl_unique_free(u);
         return RMTL_ERR_NOMEM;
     }
@@ -84,12 +92,31 @@ void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
         u->u[f] = n;
         u->use[f] =
             mode == RMTL_UNIQUE_ALWAYS || (long)(B - n) * m->E > (long)RMTL_UNIQUE_GATHER_COST * B;
+        if (u->use[f]) {
+            /* the rows by slot, each slot's in row order (a counting sort) */
+            int32_t *start = u->start + (size_t)f * (u->cap + 1);
+            int32_t *order = u->order + (size_t)f * u->cap;
+            memset(start, 0, (size_t)(n + 1) * sizeof(int32_t));
+            for (int i = 0; i < B; i++) {
+                start[u->slot[(size_t)i * F + f] + 1]++;
+            }
+            for (int s = 0; s < n; s++) {
+                start[s + 1] += start[s];
+            }
+            for (int i = 0; i < B; i++) {
+                order[start[u->slot[(size_t)i * F + f]]++] = i;
+            }
+            memmove(start + 1, start, (size_t)n * sizeof(int32_t));
+            start[0] = 0;
+        }
     }
     u->n_use = 0;
     for (int f = 0; f < F; f++) {
         if (u->use[f]) {
             u->field[u->n_use] = f;
             u->field_u[u->n_use] = u->u[f];
+            u->field_start[u->n_use] = u->start + (size_t)f * (u->cap + 1);
+            u->field_order[u->n_use] = u->order + (size_t)f * u->cap;
             u->rows[u->n_use++] = u->work + u->woff[f];
         }
     }
@@ -115,7 +142,8 @@ static int rmtl_plain_run(const rmtl_model *m, int C, int *c0, int *c1) {
 
 static rmtl_gather rmtl_unique_gather(const rmtl_model *m) {
     const rmtl_unique *u = &m->uniq;
-    rmtl_gather g = {u->n_use, m->F, u->field, u->field_u, u->rows, u->slot};
+    rmtl_gather g = {u->n_use, m->F,    u->field,       u->field_u,
+                     u->rows,  u->slot, u->field_start, u->field_order};
     return g;
 }
 

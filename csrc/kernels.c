@@ -3,44 +3,70 @@
 #include <math.h>
 #include <string.h>
 
-/* keep flags of one row: two 24-bit uniforms from each 64-bit draw, keyed by (row, pair) */
-static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int n, int OC) {
+/* keep flags of columns [j0, j1) of one row (j0 even): two 24-bit uniforms from each 64-bit
+   draw, keyed by (row, pair) */
+static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int j0, int j1, int OC) {
     float scale = 1.0f / (1.0f - drop.p);
     uint64_t base = (uint64_t)i * (uint64_t)((OC + 1) / 2);
-    for (int j = 0; j < n; j += 2) {
+    for (int j = j0; j < j1; j += 2) {
         uint64_t r = rmtl_rng_u64(drop.seed, drop.stream, base + (uint64_t)(j / 2));
         float u0 = (float)((r >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
         float u1 = (float)(r >> 40) * (1.0f / 16777216.0f);
         o[j] = (o[j] > 0.0f && u0 >= drop.p) ? o[j] * scale : 0.0f;
-        if (j + 1 < n) {
+        if (j + 1 < j1) {
             o[j + 1] = (o[j + 1] > 0.0f && u1 >= drop.p) ? o[j + 1] * scale : 0.0f;
         }
+    }
+}
+
+/* Elementwise passes run over tiles of TILE_ROWS rows and TILE_COLS columns: a column block of
+   the gathered tables stays in cache while the rows of the tile read it */
+#define TILE_ROWS 256
+#define TILE_COLS 64
+
+/* o[0, w) += r[0, w), w <= TILE_COLS; a full tile's constant trip count vectorizes fully */
+static void rmtl_add_cols(float *restrict o, const float *restrict r, int w) {
+    if (w == TILE_COLS) {
+        for (int j = 0; j < TILE_COLS; j++) {
+            o[j] += r[j];
+        }
+        return;
+    }
+    for (int j = 0; j < w; j++) {
+        o[j] += r[j];
     }
 }
 
 void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
                          int n_relu, rmtl_dropout drop, int B, int OC) {
     int n = gather != NULL ? gather->n : 0;
+    int nc = (OC + TILE_COLS - 1) / TILE_COLS, nr = (B + TILE_ROWS - 1) / TILE_ROWS;
+    /* a tile's output rows stay in cache while each field's rows are added in turn */
 #pragma omp parallel for schedule(static) if ((long)B * OC * (n + 1) > 32768)
-    for (int i = 0; i < B; i++) {
-        float *restrict o = out + (size_t)i * ld_out;
-        for (int j = 0; j < OC; j++) {
-            o[j] += b[j];
+    for (int t = 0; t < nr * nc; t++) {
+        int i0 = (t / nc) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
+        int j0 = (t % nc) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
+        int jr = n_relu < j1 ? n_relu : j1;
+        for (int i = i0; i < i1; i++) {
+            rmtl_add_cols(out + (size_t)i * ld_out + j0, b + j0, j1 - j0);
         }
         for (int g = 0; g < n; g++) {
-            const float *restrict r =
-                gather->rows[g] +
-                (size_t)gather->slot[(size_t)i * gather->F + gather->field[g]] * OC;
-            for (int j = 0; j < OC; j++) {
-                o[j] += r[j];
+            const int32_t *slot = gather->slot + gather->field[g];
+            for (int i = i0; i < i1; i++) {
+                rmtl_add_cols(out + (size_t)i * ld_out + j0,
+                              gather->rows[g] + (size_t)slot[(size_t)i * gather->F] * OC + j0,
+                              j1 - j0);
             }
         }
-        if (drop.p > 0.0f && n_relu > 0) {
-            rmtl_dropout_row(o, drop, i, n_relu, OC);
-            continue;
-        }
-        for (int j = 0; j < n_relu; j++) {
-            o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+        for (int i = i0; i < i1; i++) {
+            float *restrict o = out + (size_t)i * ld_out;
+            if (drop.p > 0.0f && jr > j0) {
+                rmtl_dropout_row(o, drop, i, j0, jr, OC);
+                continue;
+            }
+            for (int j = j0; j < jr; j++) {
+                o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+            }
         }
     }
 }
@@ -55,42 +81,39 @@ void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int
                          const float *out, int n_relu, float drop_p, int B, int OC) {
     float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
     int n = scatter != NULL ? scatter->n : 0;
-    /* ReLU columns become pre-activation gradients here, and the bias gradient and the
-       scatter-adds are summed in the same pass; out > 0 exactly where ReLU passed and dropout
-       kept, so no mask is stored. Threads own column blocks and sum in row order: the same
-       bits for any thread count. */
-    int nblk = (OC + 63) / 64;
+    /* ReLU columns become pre-activation gradients here, and the bias gradient and the sums by
+       slot are taken in the same pass over a column block; out > 0 exactly where ReLU passed
+       and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
+       the same bits for any thread count. */
+    int nblk = (OC + TILE_COLS - 1) / TILE_COLS;
 #pragma omp parallel for schedule(static) if ((long)B * OC * (n + 1) > 32768)
     for (int blk = 0; blk < nblk; blk++) {
-        int j0 = blk * 64, j1 = j0 + 64 < OC ? j0 + 64 : OC;
+        int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
         int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
-        float acc[64] = {0};
-        for (int g = 0; g < n; g++) {
-            for (int s = 0; s < scatter->u[g]; s++) {
-                memset(scatter->rows[g] + (size_t)s * OC + j0, 0,
-                       (size_t)(j1 - j0) * sizeof(float));
-            }
-        }
+        float acc[TILE_COLS] = {0};
         for (int i = 0; i < B; i++) {
             float *restrict d = dout + (size_t)i * ld_out;
-            const float *o = out + (size_t)i * ld_out;
+            const float *restrict o = out + (size_t)i * ld_out;
+            /* a select, not a branch: the kept/dropped pattern is unpredictable */
             for (int j = j0; j < jr; j++) {
-                d[j] = o[j] > 0.0f ? d[j] * scale : 0.0f;
+                d[j] *= o[j] > 0.0f ? scale : 0.0f;
             }
-            for (int j = j0; j < j1; j++) {
-                acc[j - j0] += d[j];
-            }
-            for (int g = 0; g < n; g++) {
-                float *restrict a =
-                    scatter->rows[g] +
-                    (size_t)scatter->slot[(size_t)i * scatter->F + scatter->field[g]] * OC;
-                for (int j = j0; j < j1; j++) {
-                    a[j] += d[j];
-                }
-            }
+            rmtl_add_cols(acc, d + j0, j1 - j0);
         }
         for (int j = j0; j < j1; j++) {
             db[j] += acc[j - j0];
+        }
+        /* the rows of each slot, in row order, summed while the block is in cache */
+        for (int g = 0; g < n; g++) {
+            const int32_t *start = scatter->start[g], *order = scatter->order[g];
+            for (int s = 0; s < scatter->u[g]; s++) {
+                float sum[TILE_COLS] = {0};
+                for (int k = start[s]; k < start[s + 1]; k++) {
+                    rmtl_add_cols(sum, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
+                }
+                memcpy(scatter->rows[g] + (size_t)s * OC + j0, sum,
+                       (size_t)(j1 - j0) * sizeof(float));
+            }
         }
     }
 }

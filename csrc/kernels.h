@@ -19,12 +19,14 @@ void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const 
 /* dout (B,OC) is turned in place into the pre-activation gradient; dinp may be NULL */
 
 /* rows of per-field tables selected by each batch row's slot: row i uses
-   rows[g] + slot[i * F + field[g]] * OC for g < n; rows[g] holds u[g] rows */
+   rows[g] + slot[i * F + field[g]] * OC for g < n; rows[g] holds u[g] rows, and the batch
+   rows of its slot s are order[g][start[g][s] .. start[g][s + 1]) in increasing order */
 typedef struct {
     int n, F;
     const int *field, *u;
     float *const *rows;
     const int32_t *slot;
+    const int32_t *const *start, *const *order;
 } rmtl_gather;
 
 void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
@@ -34,8 +36,8 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gath
 void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int ld_out,
                          const float *out, int n_relu, float drop_p, int B, int OC);
 /* turns dout (B,OC)'s ReLU columns in place into pre-activation gradients, adds their column
-   sums into db and, when scatter is not NULL, overwrites its tables with the sums of dout's
-   rows by slot (aggregated gradients) */
+   sums into db and, when scatter is not NULL, overwrites its tables with the sums of the
+   resulting rows by slot (aggregated gradients) */
 
 void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
                         const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC);
