@@ -98,11 +98,11 @@ def train_flops(model: rmtl.models.Backbone, batch: int) -> float:
 def time_rmtl(model, data, steps: int):
     sparse, dense, labels = data
     rows = np.arange(BATCH * steps, dtype=np.int64)
-    opt = (1e-3, 0.9, 0.999, 1e-8, 1e-6)
+    opt = dict(batch_size=BATCH, lr=1e-3, weight_decay=1e-6)
     model.train()
-    model._core.train_chunk(rows[:BATCH], sparse, dense, labels, BATCH, *opt)  # warm-up, buffers
+    model.train_chunk(rows[:BATCH], sparse, dense, labels, **opt)  # warm-up, buffers
     t0 = time.perf_counter()
-    model._core.train_chunk(rows, sparse, dense, labels, BATCH, *opt)
+    model.train_chunk(rows, sparse, dense, labels, **opt)
     train = len(rows) / (time.perf_counter() - t0)
     n = BATCH * steps * 4
     model.predict(sparse[:BATCH], dense[:BATCH], batch_size=BATCH)

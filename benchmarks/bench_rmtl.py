@@ -87,14 +87,17 @@ def rmtl_stage2(data, trans, picks) -> float:
     for c in critics:
         c.copy_embedding(actor)
     targets = [c.clone() for c in critics]
-    cfg = (GAMMA, True, NOISE, CLIP, False, TAU, 2, False, 1, 0, 7)
     adam = (1e-3, 0.9, 0.999, 1e-8, 0.0)
+    cfg = dict(gamma=GAMMA, td3=True, noise_std=NOISE, noise_clip=CLIP, ips=False, tau=TAU, soft_update_freq=2,
+               actor_update=False, actor_update_freq=1, init_training_step=0, seed=7, critic_adam=adam,
+               actor_adam=adam)
 
     def run(idx, step):
         flat = idx.ravel()
-        _core.td_chunk(actor._core, actor.clone()._core, [c._core for c in critics], [t._core for t in targets],
-                       rows[flat], nxt[flat], action[flat], reward[flat], done[flat], sparse, dense, labels,
-                       BATCH, step, cfg, adam, adam)
+        _core.td_chunk(actor=actor._core, actor_target=actor.clone()._core, critics=[c._core for c in critics],
+                       targets=[t._core for t in targets], state=rows[flat], next=nxt[flat], action=action[flat],
+                       reward=reward[flat], done=done[flat], sparse=sparse, dense=dense, labels=labels,
+                       batch_size=BATCH, step=step, **cfg)
 
     run(picks[:1], 0)
     t0 = time.perf_counter()

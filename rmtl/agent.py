@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -15,11 +14,11 @@ from . import _core, _progress
 from .critic import Critic
 from .data import SessionData, row_order
 from .models import Backbone, load, save
-from .train import History, Trainer
+from .train import History, Trainer, chunks
 
 __all__ = ["RMTL", "RMTLConfig"]
 
-WEIGHTINGS = {"rmtl": 0, "constant": 1, "label": 2, "neg_q": 3}
+WEIGHTINGS = _core.enums["weighting"]
 _NOISE_STREAM = 0x5444  # keys the TD3 target-action noise apart from other uses of the seed
 
 
@@ -206,22 +205,17 @@ class RMTL:
         buffer = state.open_buffer()
         B = min(c.critic_batch_size, len(buffer))
         steps_per_epoch = len(buffer) // B
-        per_chunk, interrupted = 1, False
+        interrupted = False
         try:
             for epoch in range(state.epochs_done, epochs):
                 order = state.epoch_order(epoch)
                 sums, actor_sum, actor_steps = np.zeros(train.num_tasks), 0.0, 0
                 with _progress.bar(self.progress, total=steps_per_epoch, desc=f"critics {epoch + 1}/{epochs}",
                                   leave=False) as bar:
-                    done = 0
-                    while done < steps_per_epoch:
-                        n = min(per_chunk, steps_per_epoch - done)
-                        t0 = time.perf_counter()
-                        losses, a_sum, a_steps = state.run(order[done * B:(done + n) * B], B)
-                        per_step = (time.perf_counter() - t0) / n
-                        per_chunk = max(1, min(256, int(0.25 / max(per_step, 1e-6))))
+                    for first, n in chunks(steps_per_epoch):
+                        losses, a_sum, a_steps = state.run(order[first * B:(first + n) * B], B)
                         sums += losses
-                        actor_sum, actor_steps, done = actor_sum + a_sum, actor_steps + a_steps, done + n
+                        actor_sum, actor_steps = actor_sum + a_sum, actor_steps + a_steps
                         bar.update(n)
                 rec = {"epoch": epoch + 1, "steps": state.step}
                 rec.update({f"td_loss_{name}": float(s / steps_per_epoch) for name, s in zip(train.task_names, sums)})
@@ -277,12 +271,9 @@ class RMTL:
         zeros = np.zeros(model.num_parameters, np.float32)
         model.load_optimizer_state({"adam_m": zeros, "adam_v": zeros, "steps": 0,
                                     "counter": model.optimizer_state()["counter"]})
-        weighted = _WeightedBackbone(model, self.critics if weighting != "constant" else None,
-                                     WEIGHTINGS[weighting], lam)
-        hist = Trainer(weighted, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       seed=c.seed + 1, progress=self.progress).fit(train, valid, c.epochs, c.patience)
-        for rec, w in zip(hist.epochs, weighted.mean_weights):
-            rec.update({f"mean_weight_{t}": v for t, v in zip(train.task_names, w)})
+        hist = Trainer(model, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed + 1,
+                       progress=self.progress, critics=self.critics if weighting != "constant" else None,
+                       weighting=weighting, lam=lam).fit(train, valid, c.epochs, c.patience)
         if own:
             self.backbone = model
         if not hist.interrupted:
@@ -396,11 +387,12 @@ class _Stage2:
             agent.critics = [_new_critic(actor, k, c) for k in range(T)]
             self.targets = [critic.clone() for critic in agent.critics]
             self.actor, self.actor_target = actor.clone().eval(), actor.clone().eval()
-        self.cfg = (c.gamma, c.target == "td3", c.target_noise, c.target_noise_clip, c.ips, c.tau,
-                    c.soft_update_freq, c.actor_update, c.actor_update_freq, c.init_training_step,
-                    (c.seed * 1_000_003 + _NOISE_STREAM) & (2**64 - 1))
-        self.critic_adam = (c.critic_lr, 0.9, 0.999, 1e-8, 0.0)
-        self.actor_adam = (c.actor_lr, 0.9, 0.999, 1e-8, 0.0)
+        self.cfg = dict(gamma=c.gamma, td3=c.target == "td3", noise_std=c.target_noise,
+                        noise_clip=c.target_noise_clip, ips=c.ips, tau=c.tau, soft_update_freq=c.soft_update_freq,
+                        actor_update=c.actor_update, actor_update_freq=c.actor_update_freq,
+                        init_training_step=c.init_training_step,
+                        seed=(c.seed * 1_000_003 + _NOISE_STREAM) & (2**64 - 1),
+                        critic_adam=(c.critic_lr, 0.9, 0.999, 1e-8, 0.0), actor_adam=(c.actor_lr, 0.9, 0.999, 1e-8, 0.0))
 
     def open_buffer(self) -> Any:
         """The replay buffer: reloaded from the checkpoint, or filled by replaying every
@@ -437,10 +429,11 @@ class _Stage2:
         take = lambda key: np.ascontiguousarray(t[key][picks])  # noqa: E731
         n_steps = len(picks) // B
         losses, a_sum, a_steps = _core.td_chunk(
-            self.actor._core, self.actor_target._core, [c._core for c in self.agent.critics],
-            [c._core for c in self.targets], take("state"), take("next_state"), take("action"), take("reward"),
-            take("done"), data.sparse, data.dense, data.labels, B, self.step, self.cfg,
-            self.critic_adam, self.actor_adam)
+            actor=self.actor._core, actor_target=self.actor_target._core,
+            critics=[c._core for c in self.agent.critics], targets=[c._core for c in self.targets],
+            state=take("state"), next=take("next_state"), action=take("action"), reward=take("reward"),
+            done=take("done"), sparse=data.sparse, dense=data.dense, labels=data.labels, batch_size=B,
+            step=self.step, **self.cfg)
         self.step += n_steps
         return np.asarray(losses), a_sum, a_steps
 
@@ -461,36 +454,6 @@ class _Stage2:
 
     def _write(self, complete: bool) -> None:
         self.agent._record("critics", {"epochs": self.records, "step": self.step, "complete": complete})
-
-
-class _WeightedBackbone:
-    """A backbone as :class:`rmtl.Trainer` sees it, with stage 3's critic-weighted loss behind
-    its chunked training call; everything else (predict, state_dict, modes) is the backbone's."""
-
-    def __init__(self, backbone: Backbone, critics: Optional[Sequence[Critic]], weighting: int, lam: float) -> None:
-        self._backbone = backbone
-        self.config = backbone.config
-        self._core = self
-        self._critics = None if critics is None else [c.eval()._core for c in critics]
-        self._weighting, self._lam = weighting, float(lam)
-        self._sums, self._rows = np.zeros(backbone.config.num_tasks), 0
-        self.mean_weights: List[List[float]] = []
-
-    def train_chunk(self, rows: np.ndarray, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, B: int,
-                    lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> float:
-        """One C call: for every batch, the backbone's forward, the critics' Q in eval mode at
-        its predictions, the weights, the weighted BCE backward and an Adam step."""
-        loss, wsum = _core.weighted_chunk(self._backbone._core, self._critics, rows, sparse, dense, labels, B,
-                                          self._weighting, self._lam, lr, beta1, beta2, eps, weight_decay)
-        self._sums += wsum
-        self._rows += len(rows)
-        if self._rows >= len(labels):  # an epoch is one pass over the training rows
-            self.mean_weights.append([float(s / self._rows) for s in self._sums])
-            self._sums[...], self._rows = 0.0, 0
-        return loss
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backbone, name)
 
 
 def _new_critic(actor: Backbone, task: int, c: RMTLConfig) -> Critic:

@@ -86,7 +86,7 @@ class Critic(Net):
         """Q values (n,) float32 of one action per row, in the current mode, in one forward."""
         codes, dense, action = self._inputs(sparse, dense, action)
         out = np.empty(codes.shape[0], np.float32)
-        self._core.predict(codes, dense, action, out, max(1, codes.shape[0]))
+        self._core.predict(sparse=codes, dense=dense, action=action, out=out, batch_size=max(1, codes.shape[0]))
         return out
 
     forward = __call__
@@ -100,8 +100,8 @@ class Critic(Net):
         self.eval()
         try:
             for s in range(0, codes.shape[0], step):
-                self._core.predict(codes[s:s + step], dense[s:s + step], action[s:s + step], out[s:s + step],
-                                   int(batch_size))
+                self._core.predict(sparse=codes[s:s + step], dense=dense[s:s + step], action=action[s:s + step],
+                                   out=out[s:s + step], batch_size=int(batch_size))
         finally:
             self.train(mode)
         return out
@@ -113,7 +113,7 @@ class Critic(Net):
         codes, dense, action = self._inputs(sparse, dense, action)
         n = codes.shape[0]
         g = np.ones(n, np.float32) if grad_q is None else as_float(grad_q, (n,), "grad_q")
-        return self._core.backward(codes, dense, action, g)
+        return self._core.backward(sparse=codes, dense=dense, action=action, grad_q=g)
 
     # ------------------------------------------------------------------ parameters
     def copy_embedding(self, backbone: Backbone, task: int = 0) -> None:

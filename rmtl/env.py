@@ -40,9 +40,9 @@ except (ImportError, AttributeError):  # not installed, or older than 1.1: used 
 
 __all__ = ["SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "BoxSpace", "REWARDS"]
 
-REWARDS = {"bce": 0, "abs": 1}
-_ORDERS = {"random": 0, "sequential": 1}
-_POLICY_UNIFORM, _POLICY_ROWS, _POLICY_GIVEN = 0, 1, 2
+REWARDS = _core.enums["reward"]
+_ORDERS = _core.enums["order"]
+_POLICIES = _core.enums["policy"]
 _SEED_MASK = 2**64 - 1
 _CHUNK = 1 << 22  # transitions per collection call: ~0.1 s of C work, then Ctrl-C can land
 _FORMAT = 1
@@ -309,8 +309,9 @@ class ReplayBuffer:
         in [0, 1] and rewards (n, T), done flags (n,) of 0/1."""
         state = _as_rows(state, "state")
         n, T = len(state), self.num_tasks
-        self._core.push(state, _as_rows(next_state, "next_state", n), as_float(action, (n, T), "action"),
-                        as_float(reward, (n, T), "reward"), as_float(done, (n,), "done"))
+        self._core.push(state=state, next_state=_as_rows(next_state, "next_state", n),
+                        action=as_float(action, (n, T), "action"), reward=as_float(reward, (n, T), "reward"),
+                        done=as_float(done, (n,), "done"))
 
     def sample(self, batch_size: int) -> Dict[str, np.ndarray]:
         """``batch_size`` distinct transitions as a dict of fresh C-contiguous arrays:
@@ -416,19 +417,21 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
     elif int(episodes) < 1:
         raise ValueError(f"episodes: expected >= 1 or None (every session), got {episodes}")
     else:
-        sessions = _core.draw_sessions(data.num_sessions, int(episodes), _ORDERS["random"], seed)
-    kind, base, chunk = _POLICY_UNIFORM, None, _CHUNK
+        sessions = _core.draw_sessions(n_sessions=data.num_sessions, count=int(episodes),
+                                       order=_ORDERS["random"], seed=seed)
+    kind, base, chunk = _POLICIES["uniform"], None, _CHUNK
     if callable(policy):
-        kind, chunk = _POLICY_GIVEN, int(batch_size)
+        kind, chunk = _POLICIES["given"], int(batch_size)
     elif policy == "actor":
-        kind, base = _POLICY_ROWS, _actor_predictions(model, data, int(batch_size))
+        kind, base = _POLICIES["rows"], _actor_predictions(model, data, int(batch_size))
     lengths = np.diff(data.offsets)[sessions]
     with _progress.bar(progress, total=int(lengths.sum()), desc="collect", unit="step") as bar:
         for a, b, first in _chunks(lengths, chunk):
-            if kind == _POLICY_GIVEN:
+            if kind == _POLICIES["given"]:
                 base = _policy_actions(policy, data, _episode_rows(data, sessions[a:b]))
-            bar.update(buffer._core.collect(data.offsets, data.labels, sessions[a:b], first, rkind, kind, base,
-                                            float(noise), seed))
+            bar.update(buffer._core.collect(offsets=data.offsets, labels=data.labels, sessions=sessions[a:b],
+                                            first=first, reward=rkind, policy=kind, action=base,
+                                            noise=float(noise), seed=seed))
     return int(lengths.sum())
 
 

@@ -79,8 +79,6 @@ class Net:
         """Set evaluation mode (dropout off) and return self."""
         return self.train(False)
 
-    _FIRST_LAYER = ("auto", "plain", "distinct")
-
     @property
     def first_layer(self) -> str:
         """How the first layer over the embedding runs, in training and prediction.
@@ -92,18 +90,18 @@ class Net:
         field and batch by cost, so a field whose codes are nearly all distinct (an item id
         with millions of codes) keeps the plain product. All three give the same results up
         to float rounding."""
-        return self._FIRST_LAYER[self._core.unique]
+        return {v: k for k, v in _core.enums["first_layer"].items()}[self._core.unique]
 
     @first_layer.setter
     def first_layer(self, mode: str) -> None:
-        if mode not in self._FIRST_LAYER:
-            raise ValueError(f"first_layer: expected one of {self._FIRST_LAYER}, got {mode!r}")
-        self._core.unique = self._FIRST_LAYER.index(mode)
+        if mode not in _core.enums["first_layer"]:
+            raise ValueError(f"first_layer: expected one of {sorted(_core.enums['first_layer'])}, got {mode!r}")
+        self._core.unique = _core.enums["first_layer"][mode]
 
     def adam_step(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                   eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         """One Adam step with torch.optim.Adam semantics over the current gradients."""
-        self._core.adam_step(lr, betas[0], betas[1], eps, weight_decay)
+        self._core.adam_step(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
 
     # ------------------------------------------------------------------ parameters
     def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
@@ -161,10 +159,12 @@ class Net:
         self._flat["adam_v"][...] = v
 
     def clone(self: N) -> N:
-        """A new model with the same config, weights, mode and optimizer state."""
+        """A new model with the same config, weights, modes (training, first_layer) and optimizer
+        state."""
         other = self._rebuild()
         other._flat["param"][...] = self._flat["param"]
         other.load_optimizer_state(self.optimizer_state())
+        other.first_layer = self.first_layer
         return other.train(self.training)
 
     def _save(self, path: "str | os.PathLike[str]", config_key: str) -> None:
@@ -186,13 +186,12 @@ class Net:
 class Backbone(Net):
     """Base class: a multi-task model predicting one probability per task.
 
-    Subclasses set ``name`` and ``_kind``; construction arguments are those of
+    Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); construction arguments are those of
     :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
     backbones (OMoE, MMoE, PLE; default 8) and must stay ``None`` for the others.
     """
 
     name = ""
-    _kind = -1
     _default_experts: Optional[int] = None
 
     def __init__(
@@ -217,7 +216,7 @@ class Backbone(Net):
                              None if num_experts is None else int(num_experts))
         _check_config(cfg)
         self.config = cfg
-        self._bind(_core.Model(self._kind, np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
+        self._bind(_core.Model(_core.enums["backbone"][self.name], np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
                                cfg.num_tasks, cfg.embed_dim, cfg.bottom_dims, cfg.tower_dims,
                                cfg.dropout, cfg.seed & (2**64 - 1), cfg.num_experts or 0))
 
@@ -247,10 +246,10 @@ class Backbone(Net):
         dense = as_dense(dense, codes.shape[0], self.config.num_dense)
         out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
         step = max(1, int(batch_size)) * 8
-        lookup = 0 if tables is None else 2 if tables else 1
+        lookup = _core.enums["lookup"]["auto" if tables is None else "always" if tables else "never"]
         for start in range(0, codes.shape[0], step):
-            self._core.predict(codes[start:start + step], dense[start:start + step],
-                               out[start:start + step], int(batch_size), lookup)
+            self._core.predict(sparse=codes[start:start + step], dense=dense[start:start + step],
+                               out=out[start:start + step], batch_size=int(batch_size), lookup=lookup)
         return out
 
     def loss_and_grad(self, sparse: Any, dense: Any, labels: Any, weights: Any = None) -> float:
@@ -261,8 +260,35 @@ class Backbone(Net):
         w = None if weights is None else as_float(weights, (n, T), "weights")
         if w is not None and (w < 0).any():
             raise ValueError("weights: expected non-negative loss weights")
-        return self._core.loss_backward(codes, as_dense(dense, n, self.config.num_dense),
-                                        as_labels(labels, n, T), w)
+        return self._core.loss_backward(sparse=codes, dense=as_dense(dense, n, self.config.num_dense),
+                                        labels=as_labels(labels, n, T), weights=w)
+
+    def train_chunk(self, rows: np.ndarray, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, *,
+                    batch_size: int, lr: float, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                    weight_decay: float = 0.0, critics: Optional[Sequence[Any]] = None,
+                    weighting: Optional[str] = None, lam: float = 0.0) -> Tuple[float, Optional[List[float]]]:
+        """Many Adam steps in one C call with the GIL released: one per batch of
+        ``batch_size`` consecutive entries of ``rows`` (int64 row indices into the training
+        arrays ``sparse`` (n, F) int32, ``dense`` (n, D) float32, ``labels`` (n, T) float32;
+        the last batch may be short), each on the mean per-task BCE in training mode.
+
+        With ``weighting`` (``"rmtl"``, ``"constant"``, ``"label"`` or ``"neg_q"``), each
+        row's loss is weighted as RMTL's stage 3 does (``1 - lam Q_k``, 0.5, ``1 - lam y Q_k``,
+        ``-Q_k``), with ``critics`` (one :class:`rmtl.Critic` per task, eval mode) scoring the
+        model's predictions; ``"constant"`` needs no critics. Returns the sum over batches
+        of batch loss times batch size and, with a weighting, the sum of the weights per task.
+        This is the call :class:`rmtl.Trainer` makes; use it to write your own loop.
+        """
+        kind = None
+        if weighting is not None:
+            if weighting not in _core.enums["weighting"]:
+                raise ValueError(f"weighting: expected one of {sorted(_core.enums['weighting'])}, got {weighting!r}")
+            kind = _core.enums["weighting"][weighting]
+        if critics is not None:
+            critics = [c.eval()._core for c in critics]
+        return _core.train_chunk(model=self._core, rows=rows, sparse=sparse, dense=dense, labels=labels,
+                                 batch_size=int(batch_size), lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
+                                 weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam)
 
     def _rebuild(self) -> "Backbone":
         return create(**self.config.to_dict())
@@ -278,14 +304,12 @@ class SingleTask(Backbone):
     """One independent model per task: its own embedding, dense layer, bottom MLP and tower."""
 
     name = "singletask"
-    _kind = 0
 
 
 class SharedBottom(Backbone):
     """One bottom MLP over the shared embedding, one tower per task."""
 
     name = "sharedbottom"
-    _kind = 1
 
 
 class ESMM(Backbone):
@@ -293,7 +317,6 @@ class ESMM(Backbone):
     output 1 = sigmoid(tower 1), output 2 = sigmoid(tower 2) * output 1 (CTCVR = CTR x CVR)."""
 
     name = "esmm"
-    _kind = 2
 
 
 class OMoE(Backbone):
@@ -302,7 +325,6 @@ class OMoE(Backbone):
     tower per task reads the mixture. Keys: ``expert.<e>.mlp.*``, ``gate.0.*``, ``tower.<k>.mlp.*``."""
 
     name = "omoe"
-    _kind = 3
     _default_experts = 8
 
 
@@ -311,7 +333,6 @@ class MMoE(Backbone):
     (``gate.<k>.0.*``); tower k reads the mixture of gate k."""
 
     name = "mmoe"
-    _kind = 4
     _default_experts = 8
 
 
@@ -334,7 +355,6 @@ class PLE(Backbone):
     """
 
     name = "ple"
-    _kind = 5
     _default_experts = 8
 
 
@@ -346,7 +366,6 @@ class AITM(Backbone):
     bottom 0's output). With one task, h1..h3 exist (as in the reference) but stay unused."""
 
     name = "aitm"
-    _kind = 6
 
 
 BACKBONES: Dict[str, Type[Backbone]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -12,7 +12,21 @@ from . import _progress
 from .data import SessionData, row_order
 from .metrics import evaluate
 
-__all__ = ["Trainer", "History"]
+__all__ = ["Trainer", "History", "chunks"]
+
+
+def chunks(steps: int, seconds: float = 0.25) -> Iterator[Tuple[int, int]]:
+    """Split ``steps`` steps into C calls of about ``seconds`` each: yields ``(first, count)``
+    and sizes the next call by the time the caller spent on the last (1 to 256 steps), so
+    Ctrl-C and progress bars land between calls without a Python round trip per step."""
+    done, per_call = 0, 1
+    while done < steps:
+        n = min(per_call, steps - done)
+        t0 = time.perf_counter()
+        yield done, n
+        per_step = (time.perf_counter() - t0) / n
+        per_call = max(1, min(256, int(seconds / max(per_step, 1e-6))))
+        done += n
 
 
 @dataclasses.dataclass
@@ -35,14 +49,20 @@ class Trainer:
 
     Parameters follow the reference: ``lr=1e-3``, ``weight_decay=1e-6`` (added to the
     gradient, as ``torch.optim.Adam``), ``batch_size=2048``. ``seed`` drives the batch
-    order; dropout masks come from the model's own seed. Each C call runs as many batches
-    as fit in about ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops
-    training, restores the best weights so far and returns the history.
+    order; dropout masks come from the model's own seed. Each C call
+    (:meth:`rmtl.models.Backbone.train_chunk`) runs as many batches as fit in about
+    ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops training, restores
+    the best weights so far and returns the history.
+
+    With ``weighting`` (and ``critics``, ``lam``), the loss is RMTL's stage-3 critic-weighted
+    BCE (see :meth:`~rmtl.models.Backbone.train_chunk`), and every epoch record gains
+    ``mean_weight_<task>``, the mean loss weight per task.
     """
 
     def __init__(self, model: Any, lr: float = 1e-3, weight_decay: float = 1e-6,
                  batch_size: int = 2048, seed: int = 0, betas=(0.9, 0.999), eps: float = 1e-8,
-                 progress: bool = True, chunk_seconds: float = 0.25) -> None:
+                 progress: bool = True, chunk_seconds: float = 0.25, critics: Optional[Sequence[Any]] = None,
+                 weighting: Optional[str] = None, lam: float = 0.0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         if not lr > 0:
@@ -53,7 +73,9 @@ class Trainer:
         self.lr, self.weight_decay, self.batch_size = float(lr), float(weight_decay), int(batch_size)
         self.seed, self.betas, self.eps = int(seed), (float(betas[0]), float(betas[1])), float(eps)
         self.progress, self.chunk_seconds = bool(progress), float(chunk_seconds)
+        self.critics, self.weighting, self.lam = critics, weighting, float(lam)
         self._epochs_done = 0
+        self._weight_sums: Optional[np.ndarray] = None
 
     def _check_data(self, data: SessionData, name: str) -> None:
         c = self.model.config
@@ -67,20 +89,20 @@ class Trainer:
     def train_epoch(self, data: SessionData, bar: Any = None) -> float:
         """One pass over ``data`` in a fresh seeded order; returns the mean training loss."""
         order = row_order(len(data), True, self.seed, self._epochs_done)
-        core, B = self.model._core, self.batch_size
-        per_chunk, total, start = 1, 0.0, 0
+        B = self.batch_size
+        total, sums = 0.0, np.zeros(data.num_tasks)
         self.model.train()
-        while start < len(order):
-            rows = order[start:start + per_chunk * B]
-            t0 = time.perf_counter()
-            total += core.train_chunk(rows, data.sparse, data.dense, data.labels, B, self.lr,
-                                      self.betas[0], self.betas[1], self.eps, self.weight_decay)
-            dt = time.perf_counter() - t0
-            start += len(rows)
+        for first, n in chunks(-(-len(order) // B), self.chunk_seconds):
+            loss, wsum = self.model.train_chunk(
+                order[first * B:(first + n) * B], data.sparse, data.dense, data.labels, batch_size=B,
+                lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay, critics=self.critics,
+                weighting=self.weighting, lam=self.lam)
+            total += loss
+            if wsum is not None:
+                sums += wsum
             if bar is not None:
-                bar.update(-(-len(rows) // B))
-            per_step = dt / max(1, -(-len(rows) // B))
-            per_chunk = max(1, min(256, int(self.chunk_seconds / max(per_step, 1e-6))))
+                bar.update(n)
+        self._weight_sums = sums / len(order) if self.weighting is not None else None
         self._epochs_done += 1
         return total / len(order)
 
@@ -103,6 +125,8 @@ class Trainer:
                     loss = self.train_epoch(train, bar)
                 rec: Dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
                                        "seconds": time.perf_counter() - t0}
+                if self._weight_sums is not None:
+                    rec.update({f"mean_weight_{t}": float(w) for t, w in zip(train.task_names, self._weight_sums)})
                 if valid is not None:
                     res = evaluate(self.model, valid)
                     aucs = [r["auc"] for r in res.values()]

@@ -45,10 +45,9 @@ def test_core_rejects_unchecked_arrays():
     with pytest.raises(ValueError, match="field 1"):
         core.predict(bad, GOOD[1], out, 16)
     with pytest.raises(ValueError, match="rows: index 5"):
-        core.train_chunk(np.array([0, 5]), GOOD[0], GOOD[1], np.zeros((2, 2), np.float32), 2,
-                         1e-3, 0.9, 0.999, 1e-8, 0.0)
+        m.train_chunk(np.array([0, 5]), GOOD[0], GOOD[1], np.zeros((2, 2), np.float32), batch_size=2, lr=1e-3)
     with pytest.raises(ValueError, match="adam"):
-        core.adam_step(-1.0, 0.9, 0.999, 1e-8, 0.0)
+        m.adam_step(lr=-1.0)
 
 
 def test_bad_labels_leave_model_unchanged():

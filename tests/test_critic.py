@@ -10,7 +10,7 @@ from rmtl.critic import Critic
 
 FIELDS = (5, 7, 3)
 SMALL = dict(embed_dim=6, bottom_dims=(12, 8), tower_dims=(7, 5), dropout=0.0)
-WEIGHTINGS = {"rmtl": 0, "constant": 1, "label": 2, "neg_q": 3}
+WEIGHTINGS = _core.enums["weighting"]
 
 
 def make_critic(seed=3, bias=0.15, **kw):
@@ -198,8 +198,8 @@ def test_weighted_step_matches_torch(weighting, gemm, torch):
     labels[:, 1] *= labels[:, 0]
     net, twins = twin_of(model), [critic_twin_of(c).eval() for c in critics]
     lam = 0.7
-    loss_sum, wsum = _core.weighted_chunk(model._core, [c._core for c in critics], np.arange(50), sparse, dense,
-                                          labels, 50, WEIGHTINGS[weighting], lam, 1e-3, 0.9, 0.999, 1e-8, 0.0)
+    loss_sum, wsum = model.train_chunk(np.arange(50), sparse, dense, labels, batch_size=50, lr=1e-3,
+                                       critics=critics, weighting=weighting, lam=lam)
     x = as_torch(torch, sparse, dense)
     prob = net(*x)
     with torch.no_grad():
@@ -279,11 +279,13 @@ def test_trained_critic_ranks_actions_as_rewards_imply():
     before = margin()
     B, steps = 60, 300
     order = np.concatenate([np.random.default_rng(s).permutation(len(rows))[:B] for s in range(steps)])
-    config = (0.9, True, 0.4, 3e-3, False, 0.2, 2, False, 1, 0, 11)
     adam = (3e-3, 0.9, 0.999, 1e-8, 0.0)
-    losses, aloss, asteps = _core.td_chunk(actor._core, actor.clone()._core, [critic._core], [target._core],
-                                           rows[order], nxt[order], action[order], reward[order], done[order],
-                                           sparse, dense, labels, B, 0, config, adam, adam)
+    losses, aloss, asteps = _core.td_chunk(
+        actor=actor._core, actor_target=actor.clone()._core, critics=[critic._core], targets=[target._core],
+        state=rows[order], next=nxt[order], action=action[order], reward=reward[order], done=done[order],
+        sparse=sparse, dense=dense, labels=labels, batch_size=B, step=0, gamma=0.9, td3=True, noise_std=0.4,
+        noise_clip=3e-3, ips=False, tau=0.2, soft_update_freq=2, actor_update=False, actor_update_freq=1,
+        init_training_step=0, seed=11, critic_adam=adam, actor_adam=adam)
     assert asteps == 0 and len(losses) == 1 and np.isfinite(losses[0])
     after = margin()
     assert (after > 0).mean() > 0.9 and after.mean() > 1.0

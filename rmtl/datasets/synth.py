@@ -18,26 +18,26 @@ from ..data import SessionData
 
 __all__ = ["FieldSpec", "SyntheticConfig", "PRESETS", "synthetic"]
 
-# field kinds, as enumerated in csrc/synth.h
-USER_SEGMENT, USER_ACTIVITY, USER_PROJ, USER_NOISE = 0, 1, 2, 3
-ITEM_CATEGORY, ITEM_PARENT, ITEM_AVAILABLE, ITEM_PRICE, ITEM_PROJ, ITEM_NOISE = 4, 5, 6, 7, 8, 9
-CONTEXT, ITEM_POPULARITY = 10, 11
-
 DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One observed categorical field: where it comes from (a kind above), its number of
-    levels, the probability it is missing (code 0), the skew of its level frequencies (> 1:
+    """One observed categorical field: where it comes from (``kind``, a key of
+    ``rmtl._core.enums["field_kind"]``: the generator's field kinds of csrc/synth.h, e.g.
+    ``"item_category"``, ``"user_proj"``, ``"context"``), its number of levels, the probability it is missing (code 0), the skew of its level frequencies (> 1:
     a long tail of rare levels) and the raw value written for each level (code c is
     ``values[c - 1]``)."""
 
     name: str
-    kind: int
+    kind: str
     values: Tuple[str, ...]
     missing: float = 0.0
     skew: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in _core.enums["field_kind"]:
+            raise ValueError(f"kind: expected one of {sorted(_core.enums['field_kind'])}, got {self.kind!r}")
 
     @property
     def levels(self) -> int:
@@ -117,13 +117,13 @@ def _retailrocket() -> SyntheticConfig:
     popularity (as a sales-rank-like property would be)."""
     n_cat, n_par = 300, 30
     fields = (
-        FieldSpec("785", ITEM_PROJ, _tokens(40, lambda c: str(1_000_000 + 7919 * c)), 0.05, 1.5),
-        FieldSpec("591", ITEM_PROJ, _tokens(12, lambda c: f"n{12 * c}.000"), 0.05),
-        FieldSpec("814", ITEM_PRICE, _tokens(20, lambda c: f"n{500 * c}.000"), 0.02),
-        FieldSpec("available", ITEM_AVAILABLE, ("1", "0"), 0.02),
-        FieldSpec("categoryid", ITEM_CATEGORY, _tokens(n_cat, lambda c: str(3 * c + 1)), 0.01),
-        FieldSpec("364", ITEM_PARENT, _tokens(n_par, lambda c: str(500_000 + 13 * c)), 0.05),
-        FieldSpec("776", ITEM_POPULARITY, _tokens(400, lambda c: f"{20_000 + 7 * c} n{c}.000"), 0.1, 3.0),
+        FieldSpec("785", "item_proj", _tokens(40, lambda c: str(1_000_000 + 7919 * c)), 0.05, 1.5),
+        FieldSpec("591", "item_proj", _tokens(12, lambda c: f"n{12 * c}.000"), 0.05),
+        FieldSpec("814", "item_price", _tokens(20, lambda c: f"n{500 * c}.000"), 0.02),
+        FieldSpec("available", "item_available", ("1", "0"), 0.02),
+        FieldSpec("categoryid", "item_category", _tokens(n_cat, lambda c: str(3 * c + 1)), 0.01),
+        FieldSpec("364", "item_parent", _tokens(n_par, lambda c: str(500_000 + 13 * c)), 0.05),
+        FieldSpec("776", "item_popularity", _tokens(400, lambda c: f"{20_000 + 7 * c} n{c}.000"), 0.1, 3.0),
     )
     return SyntheticConfig(fields=fields, task_names=("click", "pay"), target_rates=(0.05, 0.0085),
                            dense="zero", n_users=14_000, n_items=20_000, n_categories=n_cat,
@@ -146,21 +146,21 @@ def _kuairand() -> SyntheticConfig:
     the real files' value sets: user_active_degree follows activity, onehot_feat1 is the
     segment, several range and onehot fields are projections of theta_u, the rest noise; tag
     is the video's category, upload_type a projection of phi_i."""
-    U, I = USER_NOISE, ITEM_NOISE
-    onehot = [(2, U, 0.0, 1.0), (7, USER_SEGMENT, 0.0, 1.0), (50, USER_PROJ, 0.0, 1.5),
-              (300, U, 0.0, 2.0), (16, USER_PROJ, 0.03, 1.5), (34, U, 0.0, 2.0), (3, U, 0.0, 2.0),
-              (118, USER_PROJ, 0.0, 1.5), (450, U, 0.0, 2.0), (7, U, 0.0, 1.0),
-              (5, USER_PROJ, 0.0, 1.0), (5, U, 0.0, 2.0)] + [(2, USER_PROJ, 0.026, 1.0)] * 3 + \
+    U, I = "user_noise", "item_noise"
+    onehot = [(2, U, 0.0, 1.0), (7, "user_segment", 0.0, 1.0), (50, "user_proj", 0.0, 1.5),
+              (300, U, 0.0, 2.0), (16, "user_proj", 0.03, 1.5), (34, U, 0.0, 2.0), (3, U, 0.0, 2.0),
+              (118, "user_proj", 0.0, 1.5), (450, U, 0.0, 2.0), (7, U, 0.0, 1.0),
+              (5, "user_proj", 0.0, 1.0), (5, U, 0.0, 2.0)] + [(2, "user_proj", 0.026, 1.0)] * 3 + \
              [(2, U, 0.026, 1.0)] * 3
     fields = [
-        FieldSpec("tab", CONTEXT, _ints(6), 0.0, 2.0),
-        FieldSpec("user_active_degree", USER_ACTIVITY, KUAIRAND_DEGREES, 0.001, 0.25),
+        FieldSpec("tab", "context", _ints(6), 0.0, 2.0),
+        FieldSpec("user_active_degree", "user_activity", KUAIRAND_DEGREES, 0.001, 0.25),
         FieldSpec("is_lowactive_period", U, ("0",)),
         FieldSpec("is_live_streamer", U, ("1",), 0.75),
         FieldSpec("is_video_author", U, ("0", "1")),
-        FieldSpec("follow_user_num_range", USER_PROJ, ("0", "(0,10]", "(10,50]", "(50,100]",
+        FieldSpec("follow_user_num_range", "user_proj", ("0", "(0,10]", "(10,50]", "(50,100]",
                                                        "(100,150]", "(150,250]", "(250,500]", "500+")),
-        FieldSpec("fans_user_num_range", USER_PROJ, ("0", "[1,10)", "[10,100)", "[100,1k)",
+        FieldSpec("fans_user_num_range", "user_proj", ("0", "[1,10)", "[10,100)", "[100,1k)",
                                                      "[1k,5k)", "[5k,1w)", "[1w,10w)", "[10w,100w)",
                                                      "[100w,1000w)"), 0.0, 1.5),
         FieldSpec("friend_user_num_range", U, ("0", "[1,5)", "[5,30)", "[30,60)", "[60,120)",
@@ -173,10 +173,10 @@ def _kuairand() -> SyntheticConfig:
     n_cat = 60
     fields += [
         FieldSpec("video_type", I, ("NORMAL", "AD"), 0.001, 6.0),
-        FieldSpec("upload_type", ITEM_PROJ, KUAIRAND_UPLOAD, 0.01, 2.0),
+        FieldSpec("upload_type", "item_proj", KUAIRAND_UPLOAD, 0.01, 2.0),
         FieldSpec("visible_status", I, ("0",)),
         FieldSpec("music_type", I, ("9", "4", "8", "7", "11"), 0.027, 4.0),
-        FieldSpec("tag", ITEM_CATEGORY, _ints(n_cat)),
+        FieldSpec("tag", "item_category", _ints(n_cat)),
     ]
     return SyntheticConfig(
         fields=tuple(fields), task_names=("click", "long_view"), target_rates=(0.46, 0.33),
@@ -200,7 +200,7 @@ def _world(cfg: SyntheticConfig, n_users: int, seed: int) -> "_core.SynthWorld":
     keys = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _PY_ONLY}
     # the world admits users up to the calibration set too; only [0, n_users) are generated
     keys.update(n_users=max(n_users, cfg.calibration_users), seed=int(seed) & (2**64 - 1))
-    fields = [(f.kind, f.levels, f.missing, f.skew) for f in cfg.fields]
+    fields = [(_core.enums["field_kind"][f.kind], f.levels, f.missing, f.skew) for f in cfg.fields]
     return _core.SynthWorld(keys, fields)
 
 
@@ -232,8 +232,9 @@ def _calibrate(world, cfg: SyntheticConfig) -> Tuple[float, float]:
     """Intercepts a0, b0 whose mean true probabilities over the calibration users hit the
     preset's target rates (task 1 does not depend on b0, so a0 is solved first)."""
     m = cfg.calibration_users
-    a0 = _solve(lambda a: world.mean_truth(0, m, a, cfg.task2_offset)[0], cfg.target_rates[0])
-    b0 = _solve(lambda b: world.mean_truth(0, m, a0, b)[1], cfg.target_rates[1])
+    a0 = _solve(lambda a: world.mean_truth(lo=0, hi=m, click_offset=a, task2_offset=cfg.task2_offset)[0],
+                cfg.target_rates[0])
+    b0 = _solve(lambda b: world.mean_truth(lo=0, hi=m, click_offset=a0, task2_offset=b)[1], cfg.target_rates[1])
     return a0, b0
 
 
@@ -327,8 +328,8 @@ def synthetic(preset: str = "retailrocket", n_users: Optional[int] = None, seed:
         chunks = tqdm(chunks, desc=f"synthetic {preset}", unit="chunk")
     for lo, hi in chunks:
         a, b = int(row_start[lo]), int(row_start[hi])
-        world.fill(lo, hi, row_start[lo:hi + 1] - a, session_base[lo:hi], a0, b0,
-                   *(out[k][a:b] for k in order))
+        world.fill(lo=lo, hi=hi, row_start=row_start[lo:hi + 1] - a, session_base=session_base[lo:hi],
+                   click_offset=a0, task2_offset=b0, **{k: out[k][a:b] for k in order})
     vocab = {f.name: {v: c for c, v in enumerate(f.values, start=1)} for f in cfg.fields}
     return SessionData(out["session"], out["time"], out["sparse"], _dense(cfg, world, out["item"]),
                        out["labels"], [f.levels + 1 for f in cfg.fields], user=out["user"],

@@ -1,0 +1,85 @@
+/* What the binding files share. Only binding files (bind*.c, module.c) include Python.h: they
+   validate every array, turn status codes into exceptions and release the GIL around long calls.
+   Each family file registers its types and functions on the module in its own init function;
+   module.c calls them in order. */
+#ifndef RMTL_BIND_H
+#define RMTL_BIND_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL rmtl_numpy_api
+#ifndef RMTL_BIND_IMPORTS_NUMPY
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "rmtl.h"
+
+/* ---- errors and checks (bind.c) */
+
+/* sets the exception for core status st, naming what failed; always returns NULL */
+PyObject *rmtl_raise(int st, const char *what);
+/* Borrowed check: obj must be an ndarray of exactly this dtype, C-contiguous and aligned,
+   with ndim dimensions; shape entries >= 0 must match. Writable arrays are never copied. */
+PyArrayObject *rmtl_check_array(PyObject *obj, const char *arg, int typenum, int ndim,
+                                const npy_intp *shape, int writable);
+int rmtl_check_finite(PyArrayObject *a, const char *arg);
+/* a finite float32 vector of n values */
+PyArrayObject *rmtl_check_vector(PyObject *o, const char *arg, npy_intp n);
+/* a finite float32 (n, T) array */
+PyArrayObject *rmtl_check_matrix(PyObject *o, const char *arg, npy_intp n, int T);
+/* finite values in [0, 1] (actions, probabilities) */
+int rmtl_check_unit(PyArrayObject *a, const char *arg);
+int rmtl_check_batch_size(int B);
+/* 0 if the Adam settings are in range, else -1 with ValueError naming arg */
+int rmtl_check_adam(const rmtl_adam *opt, const char *arg);
+/* Adam settings from a tuple (lr, beta1, beta2, eps, weight_decay), range-checked */
+int rmtl_parse_adam(PyObject *tuple, rmtl_adam *opt, const char *arg);
+/* the cast METH_VARARGS | METH_KEYWORDS functions need in a PyMethodDef */
+#define RMTL_KW(fn) ((PyCFunction)(void (*)(void))(fn))
+PyObject *rmtl_new_array(int ndim, npy_intp d0, npy_intp d1, int typenum);
+void *rmtl_data(PyObject *a);
+/* a new list of n Python floats */
+PyObject *rmtl_float_list(const double *v, int n);
+/* one C enum as Python sees it: its members' names (lower case) and values */
+typedef struct {
+    const char *name;
+    int value;
+} rmtl_enum_entry;
+/* sets mod.enums[kind] = {name: value} for entries up to a NULL name; module.c creates the
+   dict, so Python reads every C enum from one table */
+int rmtl_add_enum(PyObject *mod, const char *kind, const rmtl_enum_entry *entries);
+/* creates the type of spec (derived from base unless NULL) and adds it to mod by its short name */
+int rmtl_add_type(PyObject *mod, PyType_Spec *spec, PyObject *base);
+
+/* ---- networks (bind_models.c): a Critic begins with ModelObject's members */
+
+typedef struct {
+    PyObject_HEAD rmtl_model *m;
+    int busy; /* a GIL-free call is running on this model */
+} ModelObject;
+
+/* 0 if the net is initialised and idle, else -1 with RuntimeError */
+int Model_ready(ModelObject *self);
+/* validates codes (n,F) int32 in range and dense (n,D) float32 finite; returns n or -1 */
+npy_intp Model_check_inputs(ModelObject *self, PyObject *co, PyObject *dob, PyArrayObject **codes,
+                            PyArrayObject **dense);
+/* Checks a data set's arrays, codes (n,F) int32, dense (n,D) float32, labels (n,T) float32,
+   and the rows (int64) a chunk reads from them. 0, or -1 with an exception set. */
+int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObject *dob,
+                          PyObject *lo, PyArrayObject **rows, PyArrayObject **codes,
+                          PyArrayObject **dense, PyArrayObject **labels);
+/* 1 if obj is an rmtl._core.Model (by its dealloc slot, so a rebound attribute cannot smuggle
+   in another type) */
+int rmtl_is_model(PyObject *obj);
+
+/* ---- the families' registration (each adds its types and functions to mod) */
+
+int rmtl_bind_models_init(PyObject *mod);   /* Net, Model, gemm backend: first */
+int rmtl_bind_learning_init(PyObject *mod); /* Critic (derives from Net), learning calls */
+int rmtl_bind_env_init(PyObject *mod);
+int rmtl_bind_synth_init(PyObject *mod);
+int rmtl_bind_metrics_init(PyObject *mod);
+
+#endif

@@ -1,0 +1,633 @@
+/* rmtl._core.Net (the flat buffers, Adam and mode Model and Critic share), rmtl._core.Model
+   (a backbone) and the sgemm backend. */
+#include "bind.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- BLAS */
+
+static rmtl_sgemm_fn rmtl_scipy_sgemm = NULL;
+
+static int rmtl_load_scipy_blas(void) {
+    PyObject *mod = PyImport_ImportModule("scipy.linalg.cython_blas");
+    PyObject *capi = NULL, *cap = NULL;
+    int ok = -1;
+    if (mod == NULL) {
+        goto cleanup;
+    }
+    capi = PyObject_GetAttrString(mod, "__pyx_capi__");
+    if (capi == NULL) {
+        goto cleanup;
+    }
+    cap = PyMapping_GetItemString(capi, "sgemm");
+    if (cap == NULL || !PyCapsule_CheckExact(cap)) {
+        goto cleanup;
+    }
+    /* Cython names the capsule by the C signature; check it is the float32 Fortran sgemm */
+    const char *name = PyCapsule_GetName(cap);
+    if (name == NULL || strncmp(name, "void (char *, char *, int *, int *, int *, ", 43) != 0 ||
+        strstr(name, "cython_blas_s *") == NULL) {
+        goto cleanup;
+    }
+    rmtl_scipy_sgemm = (rmtl_sgemm_fn)PyCapsule_GetPointer(cap, name);
+    ok = rmtl_scipy_sgemm != NULL ? 0 : -1;
+cleanup:
+    PyErr_Clear();
+    Py_XDECREF(cap);
+    Py_XDECREF(capi);
+    Py_XDECREF(mod);
+    return ok;
+}
+
+static PyObject *rmtl_py_set_gemm_backend(PyObject *self, PyObject *arg) {
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL) {
+        return NULL;
+    }
+    if (strcmp(name, "builtin") == 0) {
+        rmtl_gemm_set_blas(NULL);
+    } else if (strcmp(name, "blas") == 0) {
+        if (rmtl_scipy_sgemm == NULL) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "backend: SciPy's BLAS sgemm could not be loaded; use 'builtin'");
+            return NULL;
+        }
+        rmtl_gemm_set_blas(rmtl_scipy_sgemm);
+    } else {
+        PyErr_Format(PyExc_ValueError, "backend: expected 'blas' or 'builtin', got '%s'", name);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *rmtl_py_gemm_backend(PyObject *self, PyObject *noargs) {
+    return PyUnicode_FromString(rmtl_gemm_uses_blas() ? "blas" : "builtin");
+}
+
+static PyObject *rmtl_py_gemm(PyObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"a", "b", "c", "trans_a", "trans_b", "alpha", "beta", NULL};
+    PyObject *ao, *bo, *co;
+    int ta, tb;
+    float alpha, beta;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOppff", kwlist, &ao, &bo, &co, &ta, &tb, &alpha,
+                                     &beta)) {
+        return NULL;
+    }
+    PyArrayObject *a = rmtl_check_array(ao, "a", NPY_FLOAT32, 2, NULL, 0);
+    PyArrayObject *b = a ? rmtl_check_array(bo, "b", NPY_FLOAT32, 2, NULL, 0) : NULL;
+    PyArrayObject *c = b ? rmtl_check_array(co, "c", NPY_FLOAT32, 2, NULL, 1) : NULL;
+    if (c == NULL) {
+        return NULL;
+    }
+    int M = (int)PyArray_DIM(c, 0), N = (int)PyArray_DIM(c, 1);
+    int K = (int)(ta ? PyArray_DIM(a, 0) : PyArray_DIM(a, 1));
+    if ((ta ? PyArray_DIM(a, 1) : PyArray_DIM(a, 0)) != M ||
+        (tb ? PyArray_DIM(b, 1) : PyArray_DIM(b, 0)) != K ||
+        (tb ? PyArray_DIM(b, 0) : PyArray_DIM(b, 1)) != N) {
+        PyErr_SetString(PyExc_ValueError, "a, b, c: shapes do not chain to c = op(a) op(b)");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    rmtl_gemm(ta, tb, M, N, K, alpha, PyArray_DATA(a), (int)PyArray_DIM(a, 1), PyArray_DATA(b),
+              (int)PyArray_DIM(b, 1), beta, PyArray_DATA(c), N);
+    Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
+}
+
+static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"kind",      "field_dims",  "num_dense",  "num_tasks",
+                             "embed_dim", "bottom_dims", "tower_dims", "dropout",
+                             "seed",      "num_experts", NULL};
+    int kind, D, T, E, n_experts = 0;
+    PyObject *fdo, *bo, *to;
+    float dropout;
+    unsigned long long seed;
+    int bottom[RMTL_MAX_LAYERS], tower[RMTL_MAX_LAYERS];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOiiiOOfK|i", kwlist, &kind, &fdo, &D, &T, &E,
+                                     &bo, &to, &dropout, &seed, &n_experts)) {
+        return -1;
+    }
+    PyArrayObject *fd = rmtl_check_array(fdo, "field_dims", NPY_INT32, 1, NULL, 0);
+    if (fd == NULL) {
+        return -1;
+    }
+    PyObject *lists[2] = {bo, to};
+    int *dst[2] = {bottom, tower}, counts[2];
+    for (int l = 0; l < 2; l++) {
+        PyObject *seq = PySequence_Fast(lists[l], "bottom_dims/tower_dims: expected a sequence");
+        if (seq == NULL) {
+            return -1;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        if (n > RMTL_MAX_LAYERS) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "%s: at most %d layers, got %zd",
+                         l ? "tower_dims" : "bottom_dims", RMTL_MAX_LAYERS, n);
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            dst[l][i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        }
+        counts[l] = (int)n;
+        Py_DECREF(seq);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    rmtl_model_config cfg = {kind,      (int)PyArray_DIM(fd, 0),
+                             D,         T,
+                             E,         PyArray_DATA(fd),
+                             counts[0], counts[1],
+                             bottom,    tower,
+                             dropout,   (uint64_t)seed,
+                             n_experts};
+    rmtl_model_free(self->m);
+    self->m = NULL;
+    int st = rmtl_model_create(&self->m, &cfg);
+    if (st != RMTL_OK) {
+        rmtl_raise(st, "model config");
+        return -1;
+    }
+    return 0;
+}
+
+static void Model_dealloc(ModelObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    rmtl_model_free(self->m);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+int Model_ready(ModelObject *self) {
+    if (self->m == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "model: not initialised");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "model: another thread is running a call on this model; wait for it");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Model_param_table(ModelObject *self, PyObject *noargs) {
+    if (Model_ready(self) < 0) {
+        return NULL;
+    }
+    const rmtl_params *p = &self->m->params;
+    PyObject *list = PyList_New(p->count);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < p->count; i++) {
+        const rmtl_tensor *t = &p->tensors[i];
+        PyObject *shape =
+            t->cols ? Py_BuildValue("(ii)", t->rows, t->cols) : Py_BuildValue("(i)", t->rows);
+        PyObject *row =
+            shape ? Py_BuildValue("(snN)", t->name, (Py_ssize_t)t->offset, shape) : NULL;
+        if (row == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, row);
+    }
+    return list;
+}
+
+/* a zero-copy float32 view of one of the model's flat buffers; it keeps the model alive */
+static PyObject *Model_buffer(ModelObject *self, PyObject *arg) {
+    if (Model_ready(self) < 0) {
+        return NULL;
+    }
+    const char *which = PyUnicode_AsUTF8(arg);
+    if (which == NULL) {
+        return NULL;
+    }
+    rmtl_params *p = &self->m->params;
+    float *ptr = strcmp(which, "param") == 0    ? p->param
+                 : strcmp(which, "grad") == 0   ? p->grad
+                 : strcmp(which, "adam_m") == 0 ? p->adam_m
+                 : strcmp(which, "adam_v") == 0 ? p->adam_v
+                                                : NULL;
+    if (ptr == NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "which: expected 'param', 'grad', 'adam_m' or 'adam_v', got '%s'", which);
+        return NULL;
+    }
+    npy_intp n = (npy_intp)p->total;
+    PyObject *arr = PyArray_SimpleNewFromData(1, &n, NPY_FLOAT32, ptr);
+    if (arr == NULL) {
+        return NULL;
+    }
+    Py_INCREF(self);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, (PyObject *)self) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* validates codes (n,F) int32 in range and dense (n,D) float32 finite; returns n or -1 */
+npy_intp Model_check_inputs(ModelObject *self, PyObject *co, PyObject *dob, PyArrayObject **codes,
+                            PyArrayObject **dense) {
+    rmtl_model *m = self->m;
+    npy_intp cshape[2] = {-1, m->F};
+    *codes = rmtl_check_array(co, "sparse", NPY_INT32, 2, cshape, 0);
+    if (*codes == NULL) {
+        return -1;
+    }
+    npy_intp dshape[2] = {PyArray_DIM(*codes, 0), m->D};
+    *dense = rmtl_check_array(dob, "dense", NPY_FLOAT32, 2, dshape, 0);
+    if (*dense == NULL || rmtl_check_finite(*dense, "dense") < 0) {
+        return -1;
+    }
+    npy_intp n = PyArray_DIM(*codes, 0);
+    int64_t bad = rmtl_codes_check(PyArray_DATA(*codes), n, m->F, m->field_dims);
+    if (bad >= 0) {
+        int f = (int)(bad % m->F);
+        PyErr_Format(PyExc_ValueError,
+                     "sparse: code %d at row %lld, field %d is outside [0, %d) (field_dims[%d])",
+                     ((int32_t *)PyArray_DATA(*codes))[bad], (long long)(bad / m->F), f,
+                     m->field_dims[f], f);
+        return -1;
+    }
+    return n;
+}
+
+static int Model_check_labels(ModelObject *self, PyObject *lo, npy_intp n, const char *arg,
+                              PyArrayObject **labels, int binary) {
+    npy_intp shape[2] = {n, self->m->T};
+    *labels = rmtl_check_array(lo, arg, NPY_FLOAT32, 2, shape, 0);
+    if (*labels == NULL || rmtl_check_finite(*labels, arg) < 0) {
+        return -1;
+    }
+    const float *y = PyArray_DATA(*labels);
+    for (npy_intp i = 0; i < PyArray_SIZE(*labels); i++) {
+        if (binary ? (y[i] != 0.0f && y[i] != 1.0f) : y[i] < 0.0f) {
+            PyErr_Format(PyExc_ValueError, "%s: expected %s values, got %g at flat index %zd", arg,
+                         binary ? "0/1" : "non-negative", (double)y[i], (Py_ssize_t)i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *Model_forward(ModelObject *self, PyObject *args) {
+    PyObject *co, *dob;
+    PyArrayObject *codes, *dense;
+    if (!PyArg_ParseTuple(args, "OO", &co, &dob) || Model_ready(self) < 0) {
+        return NULL;
+    }
+    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
+    if (n < 0) {
+        return NULL;
+    }
+    if (n == 0 || n > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "sparse: expected between 1 and %d rows, got %zd",
+                     INT32_MAX / 4, (Py_ssize_t)n);
+        return NULL;
+    }
+    npy_intp oshape[2] = {n, self->m->T};
+    PyObject *out = PyArray_SimpleNew(2, oshape, NPY_FLOAT32);
+    if (out == NULL) {
+        return NULL;
+    }
+    int st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_model_reserve(self->m, (int)n);
+    if (st == RMTL_OK) {
+        st = rmtl_model_forward(self->m, PyArray_DATA(codes), PyArray_DATA(dense), (int)n);
+    }
+    if (st == RMTL_OK) {
+        memcpy(PyArray_DATA((PyArrayObject *)out), self->m->prob,
+               (size_t)n * self->m->T * sizeof(float));
+    }
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    if (st != RMTL_OK) {
+        Py_DECREF(out);
+        return rmtl_raise(st, "forward");
+    }
+    return out;
+}
+
+static PyObject *Model_predict(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sparse", "dense", "out", "batch_size", "lookup", NULL};
+    PyObject *co, *dob, *oo;
+    int B, lookup = RMTL_LOOKUP_AUTO;
+    PyArrayObject *codes, *dense;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi|i", kwlist, &co, &dob, &oo, &B, &lookup) ||
+        Model_ready(self) < 0) {
+        return NULL;
+    }
+    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
+    if (n < 0) {
+        return NULL;
+    }
+    npy_intp oshape[2] = {n, self->m->T};
+    PyArrayObject *out = rmtl_check_array(oo, "out", NPY_FLOAT32, 2, oshape, 1);
+    if (out == NULL) {
+        return NULL;
+    }
+    if (B < 1) {
+        PyErr_Format(PyExc_ValueError, "batch_size: expected >= 1, got %d", B);
+        return NULL;
+    }
+    if (lookup < RMTL_LOOKUP_AUTO || lookup > RMTL_LOOKUP_ALWAYS) {
+        PyErr_Format(PyExc_ValueError, "lookup: expected 0 (auto), 1 (never) or 2 (always), got %d",
+                     lookup);
+        return NULL;
+    }
+    int st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_model_predict(self->m, PyArray_DATA(out), PyArray_DATA(codes), PyArray_DATA(dense),
+                            (int64_t)n, B, lookup);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    if (st != RMTL_OK) {
+        return rmtl_raise(st, "predict");
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_loss_backward(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sparse", "dense", "labels", "weights", NULL};
+    PyObject *co, *dob, *lo, *wo = Py_None;
+    PyArrayObject *codes, *dense, *labels, *weights = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O", kwlist, &co, &dob, &lo, &wo) ||
+        Model_ready(self) < 0) {
+        return NULL;
+    }
+    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
+    if (n < 0 || Model_check_labels(self, lo, n, "labels", &labels, 1) < 0) {
+        return NULL;
+    }
+    if (wo != Py_None && Model_check_labels(self, wo, n, "weights", &weights, 0) < 0) {
+        return NULL;
+    }
+    if (n == 0 || n > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "sparse: expected between 1 and %d rows, got %zd",
+                     INT32_MAX / 4, (Py_ssize_t)n);
+        return NULL;
+    }
+    double loss = 0.0;
+    int st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    st = rmtl_model_loss_backward(self->m, &loss, PyArray_DATA(codes), PyArray_DATA(dense),
+                                  PyArray_DATA(labels), weights ? PyArray_DATA(weights) : NULL,
+                                  (int)n);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    if (st != RMTL_OK) {
+        return rmtl_raise(st, "loss_backward");
+    }
+    return PyFloat_FromDouble(loss);
+}
+
+static PyObject *Model_adam_step(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"lr", "beta1", "beta2", "eps", "weight_decay", NULL};
+    rmtl_adam opt;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "fffff", kwlist, &opt.lr, &opt.beta1, &opt.beta2,
+                                     &opt.eps, &opt.weight_decay) ||
+        Model_ready(self) < 0 || rmtl_check_adam(&opt, "adam") < 0) {
+        return NULL;
+    }
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    rmtl_params_adam_step(&self->m->params, &opt);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
+/* Checks a data set's arrays, codes (n,F) int32, dense (n,D) float32, labels (n,T) float32,
+   and the rows (int64) a chunk reads from them; only those rows' values are checked, so a
+   chunk costs validation in proportion to its own work. 0, or -1 with an exception set. */
+int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObject *dob,
+                          PyObject *lo, PyArrayObject **rows, PyArrayObject **codes,
+                          PyArrayObject **dense, PyArrayObject **labels) {
+    npy_intp cshape[2] = {-1, m->F};
+    *rows = rmtl_check_array(ro, "rows", NPY_INT64, 1, NULL, 0);
+    *codes = *rows ? rmtl_check_array(co, "sparse", NPY_INT32, 2, cshape, 0) : NULL;
+    if (*codes == NULL) {
+        return -1;
+    }
+    npy_intp n = PyArray_DIM(*codes, 0);
+    npy_intp dshape[2] = {n, m->D}, lshape[2] = {n, m->T};
+    *dense = rmtl_check_array(dob, "dense", NPY_FLOAT32, 2, dshape, 0);
+    *labels = *dense ? rmtl_check_array(lo, "labels", NPY_FLOAT32, 2, lshape, 0) : NULL;
+    if (*labels == NULL) {
+        return -1;
+    }
+    const int64_t *r = PyArray_DATA(*rows);
+    const int32_t *c = PyArray_DATA(*codes);
+    const float *d = PyArray_DATA(*dense), *y = PyArray_DATA(*labels);
+    npy_intp nr = PyArray_DIM(*rows, 0);
+    for (npy_intp i = 0; i < nr; i++) {
+        if (r[i] < 0 || r[i] >= n) {
+            PyErr_Format(PyExc_ValueError, "rows: index %lld at position %zd is outside [0, %zd)",
+                         (long long)r[i], (Py_ssize_t)i, (Py_ssize_t)n);
+            return -1;
+        }
+        if (rmtl_codes_check(c + (size_t)r[i] * m->F, 1, m->F, m->field_dims) >= 0) {
+            PyErr_Format(PyExc_ValueError, "sparse: row %lld has a code outside [0, field_dims)",
+                         (long long)r[i]);
+            return -1;
+        }
+        for (int j = 0; j < m->D; j++) {
+            if (!isfinite(d[(size_t)r[i] * m->D + j])) {
+                PyErr_Format(PyExc_ValueError, "dense: row %lld holds NaN or infinity",
+                             (long long)r[i]);
+                return -1;
+            }
+        }
+        for (int k = 0; k < m->T; k++) {
+            float v = y[(size_t)r[i] * m->T + k];
+            if (v != 0.0f && v != 1.0f) {
+                PyErr_Format(PyExc_ValueError, "labels: row %lld task %d is %g, expected 0 or 1",
+                             (long long)r[i], k, (double)v);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static PyObject *Model_get_training(ModelObject *self, void *closure) {
+    if (Model_ready(self) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(self->m->training);
+}
+
+static int Model_set_training(ModelObject *self, PyObject *value, void *closure) {
+    if (Model_ready(self) < 0) {
+        return -1;
+    }
+    int t = value ? PyObject_IsTrue(value) : -1;
+    if (t < 0) {
+        PyErr_SetString(PyExc_TypeError, "training: expected a bool");
+        return -1;
+    }
+    self->m->training = t;
+    return 0;
+}
+
+/* RMTL_UNIQUE_*: how first layers run (rmtl.models.Net.first_layer) */
+static PyObject *Model_get_unique(ModelObject *self, void *closure) {
+    if (Model_ready(self) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(self->m->unique);
+}
+
+static int Model_set_unique(ModelObject *self, PyObject *value, void *closure) {
+    if (Model_ready(self) < 0) {
+        return -1;
+    }
+    long u = value ? PyLong_AsLong(value) : -1;
+    if (u < RMTL_UNIQUE_AUTO || u > RMTL_UNIQUE_ALWAYS) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError,
+                        "unique: expected a value of rmtl._core.enums['first_layer']");
+        return -1;
+    }
+    self->m->unique = (int)u;
+    return 0;
+}
+
+static PyObject *Model_get_steps(ModelObject *self, void *closure) {
+    if (Model_ready(self) < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("(LK)", (long long)self->m->params.adam_step,
+                         (unsigned long long)self->m->counter);
+}
+
+/* (adam steps, dropout counter): restored with the weights so a reloaded model resumes */
+static int Model_set_steps(ModelObject *self, PyObject *value, void *closure) {
+    long long steps;
+    unsigned long long counter;
+    if (Model_ready(self) < 0) {
+        return -1;
+    }
+    if (value == NULL || !PyArg_ParseTuple(value, "LK", &steps, &counter)) {
+        PyErr_SetString(PyExc_TypeError, "steps: expected a tuple (adam_steps, dropout_counter)");
+        return -1;
+    }
+    if (steps < 0) {
+        PyErr_Format(PyExc_ValueError, "steps: expected adam_steps >= 0, got %lld", steps);
+        return -1;
+    }
+    self->m->params.adam_step = (long)steps;
+    self->m->counter = (uint64_t)counter;
+    return 0;
+}
+
+/* param_table, buffer, adam_step, training and steps come from the base type Net */
+static PyMethodDef Model_methods[] = {
+    {"forward", (PyCFunction)Model_forward, METH_VARARGS,
+     "forward(sparse, dense) -> (n, T) probabilities in the current mode"},
+    {"predict", RMTL_KW(Model_predict), METH_VARARGS | METH_KEYWORDS,
+     "predict(sparse, dense, out, batch_size, lookup=0): eval-mode probabilities into out; lookup "
+     "0 lets the size rule choose whether first layers come from tables, 1 never, 2 always"},
+    {"loss_backward", RMTL_KW(Model_loss_backward), METH_VARARGS | METH_KEYWORDS,
+     "loss_backward(sparse, dense, labels, weights=None) -> loss; gradients in buffer('grad')"},
+    {NULL}};
+
+static PyType_Slot Model_slots[] = {{Py_tp_init, Model_init},
+                                    {Py_tp_dealloc, Model_dealloc},
+                                    {Py_tp_methods, Model_methods},
+                                    {Py_tp_new, PyType_GenericNew},
+                                    {Py_tp_doc, "A backbone's parameters, buffers and kernels."},
+                                    {0, NULL}};
+
+static PyType_Spec Model_spec = {"rmtl._core.Model", sizeof(ModelObject), 0, Py_TPFLAGS_DEFAULT,
+                                 Model_slots};
+
+/* What Models and Critics share: a Critic begins with ModelObject's members, so the methods
+   that read only m and busy (parameter table, buffers, Adam step, mode, counters) live on one
+   base type, rmtl._core.Net, that both derive from. */
+static PyMethodDef Net_methods[] = {
+    {"param_table", (PyCFunction)Model_param_table, METH_NOARGS,
+     "[(name, offset, shape)] of every tensor in the flat buffers"},
+    {"buffer", (PyCFunction)Model_buffer, METH_O,
+     "zero-copy float32 view of 'param', 'grad', 'adam_m' or 'adam_v'"},
+    {"adam_step", RMTL_KW(Model_adam_step), METH_VARARGS | METH_KEYWORDS,
+     "adam_step(lr, beta1, beta2, eps, weight_decay)"},
+    {NULL}};
+
+static PyGetSetDef Net_getset[] = {
+    {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
+    {"unique", (getter)Model_get_unique, (setter)Model_set_unique,
+     "how first layers run: a value of rmtl._core.enums['first_layer']", NULL},
+    {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
+     "(adam steps taken, training forwards taken)", NULL},
+    {NULL}};
+
+static PyType_Slot Net_slots[] = {
+    {Py_tp_methods, Net_methods},
+    {Py_tp_getset, Net_getset},
+    {Py_tp_doc,
+     "A network's flat parameter buffers, optimizer and mode (base of Model and Critic)."},
+    {0, NULL}};
+
+static PyType_Spec Net_spec = {
+    "rmtl._core.Net", sizeof(ModelObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, Net_slots};
+int rmtl_is_model(PyObject *obj) {
+    return PyType_GetSlot(Py_TYPE(obj), Py_tp_dealloc) == (void *)Model_dealloc;
+}
+
+static PyMethodDef rmtl_models_functions[] = {
+    {"set_gemm_backend", rmtl_py_set_gemm_backend, METH_O, "'blas' or 'builtin'"},
+    {"gemm_backend", rmtl_py_gemm_backend, METH_NOARGS, "the active sgemm: 'blas' or 'builtin'"},
+    {"gemm", RMTL_KW(rmtl_py_gemm), METH_VARARGS | METH_KEYWORDS,
+     "gemm(a, b, c, trans_a, trans_b, alpha, beta): c = alpha op(a) op(b) + beta c"},
+    {NULL}};
+
+static const rmtl_enum_entry rmtl_backbone_enum[] = {{"singletask", RMTL_SINGLETASK},
+                                                     {"sharedbottom", RMTL_SHAREDBOTTOM},
+                                                     {"esmm", RMTL_ESMM},
+                                                     {"omoe", RMTL_OMOE},
+                                                     {"mmoe", RMTL_MMOE},
+                                                     {"ple", RMTL_PLE},
+                                                     {"aitm", RMTL_AITM},
+                                                     {NULL, 0}};
+
+static const rmtl_enum_entry rmtl_lookup_enum[] = {{"auto", RMTL_LOOKUP_AUTO},
+                                                   {"never", RMTL_LOOKUP_NEVER},
+                                                   {"always", RMTL_LOOKUP_ALWAYS},
+                                                   {NULL, 0}};
+
+static const rmtl_enum_entry rmtl_unique_enum[] = {{"auto", RMTL_UNIQUE_AUTO},
+                                                   {"plain", RMTL_UNIQUE_NEVER},
+                                                   {"distinct", RMTL_UNIQUE_ALWAYS},
+                                                   {NULL, 0}};
+
+int rmtl_bind_models_init(PyObject *mod) {
+    if (PyModule_AddFunctions(mod, rmtl_models_functions) < 0 ||
+        rmtl_add_enum(mod, "backbone", rmtl_backbone_enum) < 0 ||
+        rmtl_add_enum(mod, "lookup", rmtl_lookup_enum) < 0 ||
+        rmtl_add_enum(mod, "first_layer", rmtl_unique_enum) < 0 ||
+        rmtl_add_type(mod, &Net_spec, NULL) < 0) {
+        return -1;
+    }
+    PyObject *net_type = PyObject_GetAttrString(mod, "Net");
+    int st = net_type == NULL ? -1 : rmtl_add_type(mod, &Model_spec, net_type);
+    Py_XDECREF(net_type);
+    if (st < 0) {
+        return -1;
+    }
+    int loaded = rmtl_load_scipy_blas() == 0;
+    const char *env = getenv("RMTL_BLAS");
+    int forced = env != NULL && strcmp(env, "builtin") == 0;
+    rmtl_gemm_set_blas(loaded && !forced ? rmtl_scipy_sgemm : NULL);
+    return PyModule_AddIntConstant(mod, "blas_available", loaded);
+}
