@@ -62,6 +62,23 @@ static PyObject *rmtl_py_set_gemm_backend(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *rmtl_py_set_num_threads(PyObject *self, PyObject *arg) {
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 1 || n > 4096) {
+        PyErr_Format(PyExc_ValueError, "n: expected 1..4096 threads, got %ld", n);
+        return NULL;
+    }
+    rmtl_threads_set((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *rmtl_py_get_num_threads(PyObject *self, PyObject *noargs) {
+    return PyLong_FromLong(rmtl_threads());
+}
+
 static PyObject *rmtl_py_gemm_backend(PyObject *self, PyObject *noargs) {
     return PyUnicode_FromString(rmtl_gemm_uses_blas() ? "blas" : "builtin");
 }
@@ -588,6 +605,9 @@ int rmtl_is_model(PyObject *obj) {
 static PyMethodDef rmtl_models_functions[] = {
     {"set_gemm_backend", rmtl_py_set_gemm_backend, METH_O, "'blas' or 'builtin'"},
     {"gemm_backend", rmtl_py_gemm_backend, METH_NOARGS, "the active sgemm: 'blas' or 'builtin'"},
+    {"set_num_threads", rmtl_py_set_num_threads, METH_O, "threads of the core's parallel loops"},
+    {"get_num_threads", rmtl_py_get_num_threads, METH_NOARGS,
+     "threads of the core's parallel loops"},
     {"gemm", RMTL_KW(rmtl_py_gemm), METH_VARARGS | METH_KEYWORDS,
      "gemm(a, b, c, trans_a, trans_b, alpha, beta): c = alpha op(a) op(b) + beta c"},
     {NULL}};

@@ -70,7 +70,8 @@ void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
     rmtl_unique *u = &m->uniq;
     int F = m->F, mode = m->unique;
     /* fields own disjoint ranges of mark: threads split by field never collide */
-#pragma omp parallel for schedule(static) if (mode != RMTL_UNIQUE_NEVER && (long)B * F > 16384)
+#pragma omp parallel for num_threads(rmtl_threads())                                               \
+    schedule(static) if (mode != RMTL_UNIQUE_NEVER && (long)B * F > 16384)
     for (int f = 0; f < F; f++) {
         int32_t *mark = u->mark + m->field_offset[f], *code = u->code + (size_t)f * u->cap;
         int n = 0;

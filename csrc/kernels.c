@@ -42,7 +42,8 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gath
     int n = gather != NULL ? gather->n : 0;
     int nc = (OC + TILE_COLS - 1) / TILE_COLS, nr = (B + TILE_ROWS - 1) / TILE_ROWS;
     /* a tile's output rows stay in cache while each field's rows are added in turn */
-#pragma omp parallel for schedule(static) if ((long)B * OC * (n + 1) > 32768)
+#pragma omp parallel for num_threads(rmtl_threads())                                               \
+    schedule(static) if ((long)B * OC * (n + 1) > 32768)
     for (int t = 0; t < nr * nc; t++) {
         int i0 = (t / nc) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
         int j0 = (t % nc) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
@@ -86,7 +87,8 @@ void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int
        and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
        the same bits for any thread count. */
     int nblk = (OC + TILE_COLS - 1) / TILE_COLS;
-#pragma omp parallel for schedule(static) if ((long)B * OC * (n + 1) > 32768)
+#pragma omp parallel for num_threads(rmtl_threads())                                               \
+    schedule(static) if ((long)B * OC * (n + 1) > 32768)
     for (int blk = 0; blk < nblk; blk++) {
         int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
         int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
@@ -152,7 +154,7 @@ static int rmtl_field_rows(const rmtl_unique *u, int f, int B) {
 void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
                             const float *table, const int64_t *field_offset, int B, int F, int E,
                             int ld_out) {
-#pragma omp parallel for schedule(static) if ((long)B * F * E > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * F * E > 65536)
     for (int i = 0; i < B; i++) {
         for (int f = 0; f < F; f++) {
             if (i >= rmtl_field_rows(u, f, B)) {
@@ -170,7 +172,7 @@ void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *co
                              int ld_out) {
     /* fields own disjoint row ranges, so threads split by field never collide;
        row 0 is the padding row (padding_idx=0) and never receives a gradient */
-#pragma omp parallel for schedule(static) if ((long)B * F * E > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * F * E > 65536)
     for (int f = 0; f < F; f++) {
         int n = rmtl_field_rows(u, f, B);
         for (int i = 0; i < n; i++) {
@@ -208,7 +210,7 @@ void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const flo
                          const float *tab, const int64_t *field_offset, int n_relu, int B, int F,
                          int D, int OC, int64_t rows) {
     const float *last = tab + (size_t)(rows + D) * OC;
-#pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * OC > 32768)
     for (int i = 0; i < B; i++) {
         float *restrict o = out + (size_t)i * ld_out;
         const int32_t *c = codes + (size_t)i * F;
@@ -294,7 +296,7 @@ void rmtl_head_backward_prob(float *const *dlogit, const float *dprob, const flo
 }
 
 void rmtl_softmax_forward(float *x, int ld, int B, int n) {
-#pragma omp parallel for schedule(static) if ((long)B * n > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n > 32768)
     for (int i = 0; i < B; i++) {
         float *r = x + (size_t)i * ld, mx = r[0], sum = 0.0f;
         for (int e = 1; e < n; e++) {
@@ -311,7 +313,7 @@ void rmtl_softmax_forward(float *x, int ld, int B, int n) {
 }
 
 void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
-#pragma omp parallel for schedule(static) if ((long)B * n > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n > 32768)
     for (int i = 0; i < B; i++) {
         float *g = d + (size_t)i * ld;
         const float *q = p + (size_t)i * ld;
@@ -327,7 +329,7 @@ void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
 
 void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
                       const int *ld_x, int n, int B, int W) {
-#pragma omp parallel for schedule(static) if ((long)B * n * W > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n * W > 65536)
     for (int i = 0; i < B; i++) {
         float *o = out + (size_t)i * ld_out;
         const float *g = gate + (size_t)i * ld_gate;
@@ -347,7 +349,7 @@ void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, co
 void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld_out,
                        const float *gate, int ld_gate, const float *const *x, const int *ld_x,
                        int n, int B, int W) {
-#pragma omp parallel for schedule(static) if ((long)B * n * W > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n * W > 65536)
     for (int i = 0; i < B; i++) {
         const float *d = dout + (size_t)i * ld_out;
         const float *g = gate + (size_t)i * ld_gate;
@@ -369,7 +371,7 @@ void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld
 void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
                              int ld_h, int B, int D) {
     float inv = 1.0f / sqrtf((float)D);
-#pragma omp parallel for schedule(static) if ((long)B * D > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * D > 32768)
     for (int i = 0; i < B; i++) {
         const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
         float s[2];
@@ -396,7 +398,7 @@ void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_
                               const float *attn, const float *hp, const float *hq, int ld_h, int B,
                               int D) {
     float inv = 1.0f / sqrtf((float)D);
-#pragma omp parallel for schedule(static) if ((long)B * D > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * D > 32768)
     for (int i = 0; i < B; i++) {
         const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
         float *dh[2] = {dhp + (size_t)i * ld_h, dhq + (size_t)i * ld_h};

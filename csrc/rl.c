@@ -8,7 +8,7 @@
 
 void rmtl_soft_update(float *dst, const float *src, size_t n, float tau) {
     float keep = 1.0f - tau;
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         dst[i] = tau * src[i] + keep * dst[i];
     }
@@ -110,7 +110,7 @@ int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *
 /* dst row i = src row rows[i], row_bytes each */
 static void rmtl_gather_rows(void *dst, const void *src, const int64_t *rows, int B,
                              size_t row_bytes) {
-#pragma omp parallel for schedule(static) if (B > 4096)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (B > 4096)
     for (int i = 0; i < B; i++) {
         memcpy((char *)dst + (size_t)i * row_bytes, (const char *)src + (size_t)rows[i] * row_bytes,
                row_bytes);

@@ -178,6 +178,10 @@ void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
 void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
 
+/* threads.c: the thread count of the core's parallel loops (n <= 0: OpenMP's default) */
+void rmtl_threads_set(int n);
+int rmtl_threads(void);
+
 /* backbones.c */
 int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg);
 void rmtl_model_free(rmtl_model *m);

@@ -53,7 +53,7 @@ int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, 
 static void rmtl_gather_batch(rmtl_model *m, const int64_t *rows, int B, const int32_t *codes,
                               const float *dense, const float *labels) {
     int F = m->F, D = m->D, T = m->T;
-#pragma omp parallel for schedule(static) if (B > 4096)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (B > 4096)
     for (int i = 0; i < B; i++) {
         int64_t r = rows[i];
         memcpy(m->codes + (size_t)i * F, codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
