@@ -519,6 +519,18 @@ static int Model_set_unique(ModelObject *self, PyObject *value, void *closure) {
     return 0;
 }
 
+static PyObject *Model_get_first_layer_rows(ModelObject *self, void *closure) {
+    if (Model_ready(self) < 0) {
+        return NULL;
+    }
+    const rmtl_unique *u = &self->m->uniq;
+    PyObject *out = PyTuple_New(self->m->F);
+    for (int f = 0; out != NULL && f < self->m->F; f++) {
+        PyTuple_SET_ITEM(out, f, PyLong_FromLong(u->cap == 0 ? 0 : u->use[f] ? u->u[f] : u->B));
+    }
+    return out;
+}
+
 static PyObject *Model_get_steps(ModelObject *self, void *closure) {
     if (Model_ready(self) < 0) {
         return NULL;
@@ -584,6 +596,10 @@ static PyGetSetDef Net_getset[] = {
     {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
     {"unique", (getter)Model_get_unique, (setter)Model_set_unique,
      "how first layers run: a value of rmtl._core.enums['first_layer']", NULL},
+    {"first_layer_rows", (getter)Model_get_first_layer_rows, NULL,
+     "per field, the rows the first layers ran over in the last forward over a batch's codes "
+     "(its distinct codes, or the batch's rows)",
+     NULL},
     {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
      "(adam steps taken, training forwards taken)", NULL},
     {NULL}};

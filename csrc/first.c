@@ -111,6 +111,7 @@ void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
             start[0] = 0;
         }
     }
+    u->B = B;
     u->n_use = 0;
     for (int f = 0; f < F; f++) {
         if (u->use[f]) {

@@ -106,7 +106,7 @@ enum { RMTL_UNIQUE_AUTO = 0, RMTL_UNIQUE_NEVER = 1, RMTL_UNIQUE_ALWAYS = 2 };
    listed in field, with their counts in field_u, products in rows, starts and orders in
    field_start and field_order. */
 typedef struct {
-    int cap;
+    int cap, B;             /* rows reserved, rows of the last build */
     int32_t *code, *slot;   /* (F, cap) and (cap, F) */
     int32_t *start, *order; /* (F, cap + 1) and (F, cap) */
     int32_t *mark;          /* (table_rows): a code's slot during a build, else -1 */

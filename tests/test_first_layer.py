@@ -117,8 +117,15 @@ def test_auto_takes_distinct_codes_where_they_pay():
     rng = np.random.default_rng(0)
     data = (rng.integers(0, 2, (64, 3)).astype(np.int32), rng.normal(size=(64, 2)).astype(np.float32),
             (rng.random((64, 1)) < 0.5).astype(np.float32))
-    g = grads_by_mode(rmtl.models.SharedBottom(fields, 2, 1, **SMALL), data)
+    model = rmtl.models.SharedBottom(fields, 2, 1, **SMALL)
+    g = grads_by_mode(model, data)
     assert np.array_equal(g["auto"], g["distinct"]) and not np.array_equal(g["auto"], g["plain"])
+    model.first_layer = "auto"
+    model(*data[:2])
+    assert model._core.first_layer_rows == (2, 2, 2)
+    model.first_layer = "plain"
+    model(*data[:2])
+    assert model._core.first_layer_rows == (64, 64, 64)
     g = grads_by_mode(rmtl.models.SharedBottom(fields, 2, 1, **dict(SMALL, embed_dim=6)), data)
     assert np.array_equal(g["auto"], g["plain"]) and not np.array_equal(g["auto"], g["distinct"])
 
