@@ -2,6 +2,7 @@
 #include "bind.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 PyObject *rmtl_raise(int st, const char *what) {
@@ -9,7 +10,10 @@ PyObject *rmtl_raise(int st, const char *what) {
     case RMTL_ERR_NOMEM:
         return PyErr_NoMemory();
     case RMTL_ERR_INDEX:
-        PyErr_Format(PyExc_ValueError, "%s: a categorical code is outside [0, field_dims)", what);
+        PyErr_Format(PyExc_ValueError,
+                     "%s: a categorical code is outside [0, field_dims) or a row index outside "
+                     "the data (was an input array changed while the call ran?)",
+                     what);
         return NULL;
     case RMTL_ERR_NONFINITE:
         PyErr_Format(PyExc_ValueError, "%s: contains NaN or infinity", what);
@@ -87,14 +91,14 @@ int rmtl_check_finite(PyArrayObject *a, const char *arg) {
 }
 
 int rmtl_check_adam(const rmtl_adam *opt, const char *arg) {
-    if (!(opt->lr >= 0.0f) || !(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) ||
-        !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) || !(opt->eps > 0.0f) ||
-        !(opt->weight_decay >= 0.0f)) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: expected lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0; got "
-                     "lr=%g betas=(%g, %g) eps=%g weight_decay=%g",
-                     arg, (double)opt->lr, (double)opt->beta1, (double)opt->beta2, (double)opt->eps,
-                     (double)opt->weight_decay);
+    if (!(opt->lr >= 0.0f && isfinite(opt->lr)) || !(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) ||
+        !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) || !(opt->eps > 0.0f && isfinite(opt->eps)) ||
+        !(opt->weight_decay >= 0.0f && isfinite(opt->weight_decay))) {
+        rmtl_value_error("%s: expected finite lr >= 0, 0 <= betas < 1, finite eps > 0 and "
+                         "weight_decay >= 0; got "
+                         "lr=%g betas=(%g, %g) eps=%g weight_decay=%g",
+                         arg, (double)opt->lr, (double)opt->beta1, (double)opt->beta2,
+                         (double)opt->eps, (double)opt->weight_decay);
         return -1;
     }
     return 0;
@@ -158,11 +162,8 @@ int rmtl_check_unit(PyArrayObject *a, const char *arg) {
     const float *p = PyArray_DATA(a);
     for (npy_intp i = 0; i < PyArray_SIZE(a); i++) {
         if (p[i] < 0.0f || p[i] > 1.0f) {
-            char v[32];
-            PyOS_snprintf(v, sizeof(v), "%g", (double)p[i]);
-            PyErr_Format(PyExc_ValueError,
-                         "%s: expected values in [0, 1], got %s at flat index %zd", arg, v,
-                         (Py_ssize_t)i);
+            rmtl_value_error("%s: expected values in [0, 1], got %g at flat index %zd", arg,
+                             (double)p[i], (Py_ssize_t)i);
             return -1;
         }
     }
@@ -197,4 +198,34 @@ int rmtl_add_enum(PyObject *mod, const char *kind, const rmtl_enum_entry *entrie
     Py_XDECREF(table);
     Py_XDECREF(enums);
     return st;
+}
+
+int rmtl_check_one_batch(npy_intp n) {
+    if (n == 0 || n > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "sparse: expected between 1 and %d rows, got %zd",
+                     INT32_MAX / 4, (Py_ssize_t)n);
+        return -1;
+    }
+    return 0;
+}
+
+int rmtl_check_fresh(const void *state, const char *type) {
+    if (state != NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: already initialised; __init__ runs once (views and running calls use "
+                     "its buffers), create a new object instead",
+                     type);
+        return -1;
+    }
+    return 0;
+}
+
+PyObject *rmtl_value_error(const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    PyOS_vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    PyErr_SetString(PyExc_ValueError, msg);
+    return NULL;
 }

@@ -20,6 +20,8 @@
 
 /* sets the exception for core status st, naming what failed; always returns NULL */
 PyObject *rmtl_raise(int st, const char *what);
+/* sets ValueError with a C printf message (for numbers: PyErr_Format has no %g); returns NULL */
+PyObject *rmtl_value_error(const char *fmt, ...);
 /* Borrowed check: obj must be an ndarray of exactly this dtype, C-contiguous and aligned,
    with ndim dimensions; shape entries >= 0 must match. Writable arrays are never copied. */
 PyArrayObject *rmtl_check_array(PyObject *obj, const char *arg, int typenum, int ndim,
@@ -32,6 +34,8 @@ PyArrayObject *rmtl_check_matrix(PyObject *o, const char *arg, npy_intp n, int T
 /* finite values in [0, 1] (actions, probabilities) */
 int rmtl_check_unit(PyArrayObject *a, const char *arg);
 int rmtl_check_batch_size(int B);
+/* 1 <= n <= INT32_MAX / 4 rows for a call that runs them as one batch; -1 with ValueError */
+int rmtl_check_one_batch(npy_intp n);
 /* 0 if the Adam settings are in range, else -1 with ValueError naming arg */
 int rmtl_check_adam(const rmtl_adam *opt, const char *arg);
 /* Adam settings from a tuple (lr, beta1, beta2, eps, weight_decay), range-checked */
@@ -42,6 +46,9 @@ PyObject *rmtl_new_array(int ndim, npy_intp d0, npy_intp d1, int typenum);
 void *rmtl_data(PyObject *a);
 /* a new list of n Python floats */
 PyObject *rmtl_float_list(const double *v, int n);
+/* 0 if an object's core state is still NULL (__init__ not run yet), else -1 with
+   RuntimeError: re-initialising would free buffers that views or running calls use */
+int rmtl_check_fresh(const void *state, const char *type);
 /* one C enum as Python sees it: its members' names (lower case) and values */
 typedef struct {
     const char *name;
@@ -62,9 +69,31 @@ typedef struct {
 
 /* 0 if the net is initialised and idle, else -1 with RuntimeError */
 int Model_ready(ModelObject *self);
-/* validates codes (n,F) int32 in range and dense (n,D) float32 finite; returns n or -1 */
+
+/* What one GIL-free call uses: every net, checked ready and kept alive until released, all
+   marked busy together while the GIL is released (another thread's call on them fails fast),
+   and private copies of index arrays the core reads then, so no other thread can change
+   them after they were checked. Start with {{NULL}, 0, {NULL}, 0}; release on every path. */
+typedef struct {
+    ModelObject *obj[2 * RMTL_MAX_TASKS + 2];
+    int n;
+    PyObject *copies[4];
+    int n_copies;
+} rmtl_holds;
+int rmtl_hold(rmtl_holds *h, ModelObject *o);
+/* a private C-contiguous copy of a, owned by h; NULL with an exception on failure */
+PyArrayObject *rmtl_hold_copy(rmtl_holds *h, PyArrayObject *a);
+void rmtl_holds_release(rmtl_holds *h);
+/* marks the held nets busy and releases the GIL (Py_BEGIN_ALLOW_THREADS) for a core call */
+PyThreadState *rmtl_holds_begin(rmtl_holds *h);
+/* takes the GIL back (Py_END_ALLOW_THREADS) and releases everything held */
+void rmtl_holds_end(rmtl_holds *h, PyThreadState *ts);
+#define RMTL_HOLDS_INIT {{NULL}, 0, {NULL}, 0}
+
+/* validates dense (n,D) float32 finite and codes (n,F) int32 in range, into a private copy of
+   the codes held by h (*codes); returns n or -1 */
 npy_intp Model_check_inputs(ModelObject *self, PyObject *co, PyObject *dob, PyArrayObject **codes,
-                            PyArrayObject **dense);
+                            PyArrayObject **dense, rmtl_holds *h);
 /* Checks a data set's arrays, codes (n,F) int32, dense (n,D) float32, labels (n,T) float32,
    and the rows (int64) a chunk reads from them. 0, or -1 with an exception set. */
 int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObject *dob,

@@ -8,11 +8,14 @@
 #include "env.h"
 
 /* offsets (S+1) int64 CSR bounds from 0 to n with no empty session, labels (n,T) float32 and
-   the reward kind into mdp's session fields; codes and dense stay unset */
-static int rmtl_parse_mdp(rmtl_mdp *mdp, PyObject *oo, PyObject *lo, int reward) {
+   the reward kind into mdp's session fields; codes and dense stay unset. The offsets are read
+   from a private copy held by h, checked here, so no later write to the caller's array can
+   send the core outside the data. */
+static int rmtl_parse_mdp(rmtl_mdp *mdp, PyObject *oo, PyObject *lo, int reward, rmtl_holds *h) {
     PyArrayObject *off = rmtl_check_array(oo, "offsets", NPY_INT64, 1, NULL, 0);
     PyArrayObject *lab = off ? rmtl_check_array(lo, "labels", NPY_FLOAT32, 2, NULL, 0) : NULL;
-    if (lab == NULL || rmtl_check_finite(lab, "labels") < 0) {
+    if (lab == NULL || rmtl_check_finite(lab, "labels") < 0 ||
+        (off = rmtl_hold_copy(h, off)) == NULL) {
         return -1;
     }
     npy_intp S = PyArray_DIM(off, 0) - 1, n = PyArray_DIM(lab, 0), T = PyArray_DIM(lab, 1);
@@ -68,26 +71,31 @@ static int Env_init(EnvObject *self, PyObject *args, PyObject *kwds) {
     int n, reward, order, autoreset;
     unsigned long long seed;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOiiipK", kwlist, &oo, &co, &dob, &lo, &n,
-                                     &reward, &order, &autoreset, &seed)) {
+                                     &reward, &order, &autoreset, &seed) ||
+        rmtl_check_fresh(self->e, "Env") < 0) {
         return -1;
     }
     rmtl_mdp mdp;
-    if (rmtl_parse_mdp(&mdp, oo, lo, reward) < 0) {
+    rmtl_holds h = RMTL_HOLDS_INIT;
+    if (rmtl_parse_mdp(&mdp, oo, lo, reward, &h) < 0) {
+        rmtl_holds_release(&h);
         return -1;
     }
     npy_intp rows = PyArray_DIM((PyArrayObject *)lo, 0), shape[2] = {rows, -1};
     PyArrayObject *codes = rmtl_check_array(co, "sparse", NPY_INT32, 2, shape, 0);
     PyArrayObject *dense = codes ? rmtl_check_array(dob, "dense", NPY_FLOAT32, 2, shape, 0) : NULL;
-    if (dense == NULL || rmtl_check_finite(dense, "dense") < 0) {
-        return -1;
-    }
-    if (n < 1) {
+    int ok = dense != NULL && rmtl_check_finite(dense, "dense") == 0;
+    if (ok && n < 1) {
         PyErr_Format(PyExc_ValueError, "num_envs: expected >= 1, got %d", n);
-        return -1;
+        ok = 0;
     }
-    if (order != RMTL_ORDER_RANDOM && order != RMTL_ORDER_SEQUENTIAL) {
+    if (ok && order != RMTL_ORDER_RANDOM && order != RMTL_ORDER_SEQUENTIAL) {
         PyErr_Format(PyExc_ValueError, "order: expected 0 (random) or 1 (sequential), got %d",
                      order);
+        ok = 0;
+    }
+    if (!ok) {
+        rmtl_holds_release(&h);
         return -1;
     }
     mdp.codes = PyArray_DATA(codes);
@@ -96,17 +104,19 @@ static int Env_init(EnvObject *self, PyObject *args, PyObject *kwds) {
     mdp.D = (int)PyArray_DIM(dense, 1);
     rmtl_env *e = NULL;
     int st = rmtl_env_create(&e, &mdp, n, order, autoreset, (uint64_t)seed);
+    PyObject *offsets = h.copies[0]; /* the env reads its private offsets */
     if (st != RMTL_OK) {
+        rmtl_holds_release(&h);
         rmtl_raise(st, "env config");
         return -1;
     }
-    rmtl_env_free(self->e);
     self->e = e;
-    PyObject *objs[4] = {oo, co, dob, lo};
+    PyObject *objs[4] = {offsets, co, dob, lo};
     for (int i = 0; i < 4; i++) {
         Py_INCREF(objs[i]);
-        Py_XSETREF(self->arrays[i], objs[i]);
+        self->arrays[i] = objs[i];
     }
+    rmtl_holds_release(&h);
     return 0;
 }
 
@@ -257,11 +267,8 @@ static int Replay_init(ReplayObject *self, PyObject *args, PyObject *kwds) {
     Py_ssize_t capacity;
     int T;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "niK", kwlist, &capacity, &T, &seed)) {
-        return -1;
-    }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "buffer: a call is running on it; wait for it");
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "niK", kwlist, &capacity, &T, &seed) ||
+        rmtl_check_fresh(self->b, "Replay") < 0) {
         return -1;
     }
     if (capacity < 1) {
@@ -278,7 +285,6 @@ static int Replay_init(ReplayObject *self, PyObject *args, PyObject *kwds) {
         rmtl_raise(st, "capacity");
         return -1;
     }
-    rmtl_replay_free(self->b);
     self->b = b;
     return 0;
 }
@@ -404,7 +410,7 @@ static PyObject *Replay_export(ReplayObject *self, PyObject *noargs) {
 static PyObject *Replay_collect(ReplayObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"offsets", "labels", "sessions", "first", "reward",
                              "policy",  "action", "noise",    "seed",  NULL};
-    PyObject *oo, *lo, *so, *ao;
+    PyObject *oo, *lo, *so, *ao, *result = NULL;
     long long first;
     int reward, kind;
     float noise;
@@ -416,17 +422,19 @@ static PyObject *Replay_collect(ReplayObject *self, PyObject *args, PyObject *kw
     }
     rmtl_replay *b = self->b;
     rmtl_mdp mdp;
-    if (rmtl_parse_mdp(&mdp, oo, lo, reward) < 0) {
-        return NULL;
+    rmtl_holds h = RMTL_HOLDS_INIT; /* private offsets and sessions, read with the GIL released */
+    PyArrayObject *sess;
+    if (rmtl_parse_mdp(&mdp, oo, lo, reward, &h) < 0) {
+        goto done;
     }
     if (mdp.T != b->T) {
         PyErr_Format(PyExc_ValueError, "data: has %d tasks, the buffer was made for %d", mdp.T,
                      b->T);
-        return NULL;
+        goto done;
     }
-    PyArrayObject *sess = rmtl_check_array(so, "sessions", NPY_INT64, 1, NULL, 0);
-    if (sess == NULL) {
-        return NULL;
+    sess = rmtl_check_array(so, "sessions", NPY_INT64, 1, NULL, 0);
+    if (sess == NULL || (sess = rmtl_hold_copy(&h, sess)) == NULL) {
+        goto done;
     }
     npy_intp E = PyArray_DIM(sess, 0);
     const int64_t *sp = PyArray_DATA(sess);
@@ -435,30 +443,30 @@ static PyObject *Replay_collect(ReplayObject *self, PyObject *args, PyObject *kw
         if (sp[e] < 0 || sp[e] >= mdp.n_sessions) {
             PyErr_Format(PyExc_ValueError, "sessions: expected indices in [0, %lld), got %lld",
                          (long long)mdp.n_sessions, (long long)sp[e]);
-            return NULL;
+            goto done;
         }
         total += (npy_intp)(mdp.offsets[sp[e] + 1] - mdp.offsets[sp[e]]);
     }
     if (first < 0) {
         PyErr_Format(PyExc_ValueError, "first: expected >= 0, got %lld", first);
-        return NULL;
+        goto done;
     }
     if (!(noise >= 0.0f) || !isfinite(noise)) {
         PyErr_SetString(PyExc_ValueError, "noise: expected a finite standard deviation >= 0");
-        return NULL;
+        goto done;
     }
     rmtl_policy pol = {kind, NULL, noise, (uint64_t)seed};
     if (kind == RMTL_POLICY_ROWS || kind == RMTL_POLICY_GIVEN) {
         npy_intp n = kind == RMTL_POLICY_ROWS ? PyArray_DIM((PyArrayObject *)lo, 0) : total;
         PyArrayObject *a = rmtl_check_matrix(ao, "action", n, b->T);
         if (a == NULL || (kind == RMTL_POLICY_GIVEN && rmtl_check_unit(a, "action") < 0)) {
-            return NULL;
+            goto done;
         }
         pol.action = PyArray_DATA(a);
     } else if (kind != RMTL_POLICY_UNIFORM || ao != Py_None) {
         PyErr_Format(PyExc_ValueError, "policy: expected 0 (uniform, no action), 1 or 2, got %d",
                      kind);
-        return NULL;
+        goto done;
     }
     int st;
     self->busy = 1;
@@ -466,10 +474,10 @@ static PyObject *Replay_collect(ReplayObject *self, PyObject *args, PyObject *kw
     st = rmtl_collect(b, &mdp, sp, (int64_t)E, (int64_t)first, &pol);
     Py_END_ALLOW_THREADS;
     self->busy = 0;
-    if (st != RMTL_OK) {
-        return rmtl_raise(st, "collect");
-    }
-    return PyLong_FromSsize_t(total);
+    result = st == RMTL_OK ? PyLong_FromSsize_t(total) : rmtl_raise(st, "collect");
+done:
+    rmtl_holds_release(&h);
+    return result;
 }
 
 static PyObject *Replay_get(ReplayObject *self, void *closure) {

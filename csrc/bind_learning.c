@@ -28,44 +28,6 @@ static ModelObject *rmtl_as_net(PyObject *obj, int critic, const char *arg) {
     return (ModelObject *)obj;
 }
 
-/* every net one call uses: each is checked ready and kept alive until released, and all are
-   marked busy together while the GIL is released */
-typedef struct {
-    ModelObject *obj[2 * RMTL_MAX_TASKS + 2];
-    int n;
-} rmtl_holds;
-
-static int rmtl_hold(rmtl_holds *h, ModelObject *o) {
-    if (o == NULL || Model_ready(o) < 0) {
-        return -1;
-    }
-    Py_INCREF(o);
-    h->obj[h->n++] = o;
-    return 0;
-}
-
-static void rmtl_holds_release(rmtl_holds *h) {
-    for (int i = 0; i < h->n; i++) {
-        h->obj[i]->busy = 0;
-        Py_DECREF(h->obj[i]);
-    }
-    h->n = 0;
-}
-
-/* marks the held nets busy and releases the GIL (Py_BEGIN_ALLOW_THREADS) for a core call */
-static PyThreadState *rmtl_holds_begin(rmtl_holds *h) {
-    for (int i = 0; i < h->n; i++) {
-        h->obj[i]->busy = 1;
-    }
-    return PyEval_SaveThread();
-}
-
-/* takes the GIL back (Py_END_ALLOW_THREADS) and releases the held nets */
-static void rmtl_holds_end(rmtl_holds *h, PyThreadState *ts) {
-    PyEval_RestoreThread(ts);
-    rmtl_holds_release(h);
-}
-
 /* b reads the same inputs as a: same fields, cardinalities and dense width */
 static int rmtl_same_inputs(const rmtl_model *a, const rmtl_model *b, const char *arg) {
     if (a->F != b->F || a->D != b->D ||
@@ -135,11 +97,8 @@ static int Critic_init(CriticObject *self, PyObject *args, PyObject *kwds) {
     float dropout;
     unsigned long long seed;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OiiOOfK", kwlist, &fdo, &D, &E, &bo, &to,
-                                     &dropout, &seed)) {
-        return -1;
-    }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "critic: a call is running on it; wait for it");
+                                     &dropout, &seed) ||
+        rmtl_check_fresh(self->c, "Critic") < 0) {
         return -1;
     }
     PyArrayObject *fd = rmtl_check_array(fdo, "field_dims", NPY_INT32, 1, NULL, 0);
@@ -167,7 +126,6 @@ static int Critic_init(CriticObject *self, PyObject *args, PyObject *kwds) {
         rmtl_raise(st, "critic config");
         return -1;
     }
-    rmtl_critic_free(self->c);
     self->c = c;
     self->m = &c->net;
     return 0;
@@ -184,14 +142,10 @@ static void Critic_dealloc(CriticObject *self) {
    (n), with 1 <= n <= INT32_MAX / 4; returns n or -1 */
 static npy_intp rmtl_check_states(ModelObject *net, PyObject *co, PyObject *dob, PyObject *ao,
                                   const char *action_arg, PyArrayObject **codes,
-                                  PyArrayObject **dense, PyArrayObject **action) {
-    npy_intp n = Model_check_inputs(net, co, dob, codes, dense);
-    if (n < 0 || (ao != NULL && (*action = rmtl_check_vector(ao, action_arg, n)) == NULL)) {
-        return -1;
-    }
-    if (n == 0 || n > INT32_MAX / 4) {
-        PyErr_Format(PyExc_ValueError, "sparse: expected between 1 and %d rows, got %zd",
-                     INT32_MAX / 4, (Py_ssize_t)n);
+                                  PyArrayObject **dense, PyArrayObject **action, rmtl_holds *h) {
+    npy_intp n = Model_check_inputs(net, co, dob, codes, dense, h);
+    if (n < 0 || (ao != NULL && (*action = rmtl_check_vector(ao, action_arg, n)) == NULL) ||
+        rmtl_check_one_batch(n) < 0) {
         return -1;
     }
     return n;
@@ -204,23 +158,28 @@ static PyObject *Critic_predict(CriticObject *self, PyObject *args, PyObject *kw
     PyObject *co, *dob, *ao, *oo;
     int B;
     PyArrayObject *codes, *dense, *action, *out;
-    rmtl_holds h = {{NULL}, 0};
+    rmtl_holds h = RMTL_HOLDS_INIT;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOi", kwlist, &co, &dob, &ao, &oo, &B) ||
         rmtl_check_batch_size(B) < 0 || rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
     npy_intp n =
-        rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense, &action);
+        rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense, &action, &h);
     npy_intp shape[1] = {n};
     if (n < 0 || (out = rmtl_check_array(oo, "out", NPY_FLOAT32, 1, shape, 1)) == NULL) {
         rmtl_holds_release(&h);
         return NULL;
     }
     PyThreadState *ts = rmtl_holds_begin(&h);
-    int st = rmtl_critic_predict(self->c, PyArray_DATA(out), PyArray_DATA(codes),
-                                 PyArray_DATA(dense), PyArray_DATA(action), (int64_t)n, B);
+    /* the workspace holds min(n, B) rows */
+    int st =
+        rmtl_critic_predict(self->c, PyArray_DATA(out), PyArray_DATA(codes), PyArray_DATA(dense),
+                            PyArray_DATA(action), (int64_t)n, n < B ? (int)n : B);
     rmtl_holds_end(&h, ts);
-    return st == RMTL_OK ? Py_NewRef(Py_None) : rmtl_raise(st, "predict");
+    if (st != RMTL_OK) {
+        return rmtl_raise(st, "predict");
+    }
+    Py_RETURN_NONE;
 }
 
 /* backward(sparse, dense, action, grad_q) -> grad_action: zero the gradients, forward in the
@@ -229,13 +188,13 @@ static PyObject *Critic_backward(CriticObject *self, PyObject *args, PyObject *k
     static char *kwlist[] = {"sparse", "dense", "action", "grad_q", NULL};
     PyObject *co, *dob, *ao, *go;
     PyArrayObject *codes, *dense, *action, *dq;
-    rmtl_holds h = {{NULL}, 0};
+    rmtl_holds h = RMTL_HOLDS_INIT;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO", kwlist, &co, &dob, &ao, &go) ||
         rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
     npy_intp n =
-        rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense, &action);
+        rmtl_check_states((ModelObject *)self, co, dob, ao, "action", &codes, &dense, &action, &h);
     PyObject *out = n < 0 || (dq = rmtl_check_vector(go, "grad_q", n)) == NULL
                         ? NULL
                         : PyArray_ZEROS(1, &n, NPY_FLOAT32, 0);
@@ -298,16 +257,17 @@ static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args, PyObject *kw
                                      &nco, &ndo, &nao, &ro, &doo, &wo, &gamma, &td3)) {
         return NULL;
     }
-    rmtl_holds h = {{NULL}, 0};
+    rmtl_holds h = RMTL_HOLDS_INIT;
     ModelObject *q = rmtl_as_net(qo, 1, "q"), *qt = q ? rmtl_as_net(qto, 1, "q_target") : NULL;
     if (rmtl_hold(&h, q) < 0 || rmtl_hold(&h, qt) < 0 ||
         rmtl_same_shape(q->m, qt->m, "q_target") < 0) {
         rmtl_holds_release(&h);
         return NULL;
     }
-    npy_intp n = rmtl_check_states(q, co, dob, ao, "action", &codes, &dense, &action);
+    npy_intp n = rmtl_check_states(q, co, dob, ao, "action", &codes, &dense, &action, &h);
     npy_intp n2 =
-        n < 0 ? -1 : rmtl_check_states(q, nco, ndo, nao, "next_action", &ncodes, &ndense, &naction);
+        n < 0 ? -1
+              : rmtl_check_states(q, nco, ndo, nao, "next_action", &ncodes, &ndense, &naction, &h);
     if (n2 >= 0 && n2 != n) {
         PyErr_Format(PyExc_ValueError, "next_sparse: expected %zd rows like sparse, got %zd",
                      (Py_ssize_t)n, (Py_ssize_t)n2);
@@ -340,14 +300,14 @@ static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO", kwlist, &ao, &cso, &co, &dob, &wo)) {
         return NULL;
     }
-    rmtl_holds h = {{NULL}, 0};
+    rmtl_holds h = RMTL_HOLDS_INIT;
     ModelObject *actor = rmtl_as_net(ao, 0, "actor");
     if (rmtl_hold(&h, actor) < 0 || rmtl_hold_critics(&h, cso, "critics", actor->m, critics) < 0) {
         rmtl_holds_release(&h);
         return NULL;
     }
     int T = actor->m->T;
-    npy_intp n = rmtl_check_states(actor, co, dob, NULL, NULL, &codes, &dense, NULL);
+    npy_intp n = rmtl_check_states(actor, co, dob, NULL, NULL, &codes, &dense, NULL, &h);
     npy_intp wshape[2] = {n, T};
     if (n < 0 || (wo != Py_None &&
                   ((weight = rmtl_check_array(wo, "weight", NPY_FLOAT32, 2, wshape, 0)) == NULL ||
@@ -378,12 +338,12 @@ static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
         return NULL;
     }
     if (!(tau >= 0.0f && tau <= 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "tau: expected a value in [0, 1], got %g", (double)tau);
+        rmtl_value_error("tau: expected a value in [0, 1], got %g", (double)tau);
         return NULL;
     }
     int critic = rmtl_as_net(to, 1, "target") != NULL;
     PyErr_Clear();
-    rmtl_holds h = {{NULL}, 0};
+    rmtl_holds h = RMTL_HOLDS_INIT;
     ModelObject *t = rmtl_as_net(to, critic, "target"),
                 *s = t ? rmtl_as_net(so, critic, "source") : NULL;
     if (rmtl_hold(&h, t) < 0 || rmtl_hold(&h, s) < 0 || rmtl_same_shape(s->m, t->m, "target") < 0) {
@@ -440,7 +400,7 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
         return NULL;
     }
     int use_critics = wo != Py_None && (cso != Py_None || weighting != RMTL_WEIGHT_CONSTANT);
-    rmtl_holds h = {{NULL}, 0};
+    rmtl_holds h = RMTL_HOLDS_INIT;
     ModelObject *model = rmtl_as_net(mo, 0, "model");
     if (rmtl_hold(&h, model) < 0 ||
         (use_critics && rmtl_hold_critics(&h, cso, "critics", model->m, critics) < 0) ||
@@ -448,19 +408,15 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
         rmtl_holds_release(&h);
         return NULL;
     }
-    rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels)};
-    const int64_t *r = PyArray_DATA(rows);
-    int64_t nr = (int64_t)PyArray_DIM(rows, 0);
+    rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels),
+                      (int64_t)PyArray_DIM(codes, 0)};
+    rmtl_loss_weighting wt = {weighting == RMTL_WEIGHT_CONSTANT ? NULL : critics, weighting, lam};
     double loss = 0.0, wsum[RMTL_MAX_TASKS];
-    int T = model->m->T, st;
+    int T = model->m->T;
     PyThreadState *ts = rmtl_holds_begin(&h);
-    if (wo == Py_None) {
-        st = rmtl_model_train_chunk(model->m, &loss, r, nr, data.codes, data.dense, data.labels, B,
-                                    &opt);
-    } else {
-        st = rmtl_weighted_train_chunk(model->m, critics, &loss, wsum, r, nr, &data, B, weighting,
-                                       lam, &opt);
-    }
+    int st =
+        rmtl_train_chunk(model->m, &loss, wsum, PyArray_DATA(rows), (int64_t)PyArray_DIM(rows, 0),
+                         &data, B, wo == Py_None ? NULL : &wt, &opt);
     rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         return rmtl_raise(st, "train_chunk");
@@ -474,14 +430,15 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
 /* the stage-2 settings in cfg are in range; -1 with ValueError if not */
 static int rmtl_check_td_config(const rmtl_td_config *cfg) {
     if (!(cfg->gamma >= 0.0f && cfg->gamma <= 1.0f) || !(cfg->tau >= 0.0f && cfg->tau <= 1.0f) ||
-        !(cfg->noise_std >= 0.0f) || !(cfg->noise_clip >= 0.0f) || cfg->soft_update_freq < 1 ||
+        !(cfg->noise_std >= 0.0f && isfinite(cfg->noise_std)) ||
+        !(cfg->noise_clip >= 0.0f && isfinite(cfg->noise_clip)) || cfg->soft_update_freq < 1 ||
         cfg->actor_update_freq < 1) {
-        PyErr_Format(PyExc_ValueError,
-                     "config: expected gamma and tau in [0, 1], noise_std and noise_clip >= 0, "
-                     "update frequencies >= 1; got gamma=%g tau=%g noise_std=%g noise_clip=%g "
-                     "soft_update_freq=%d actor_update_freq=%d",
-                     (double)cfg->gamma, (double)cfg->tau, (double)cfg->noise_std,
-                     (double)cfg->noise_clip, cfg->soft_update_freq, cfg->actor_update_freq);
+        rmtl_value_error(
+            "config: expected gamma and tau in [0, 1], finite noise_std and noise_clip >= 0, "
+            "update frequencies >= 1; got gamma=%g tau=%g noise_std=%g noise_clip=%g "
+            "soft_update_freq=%d actor_update_freq=%d",
+            (double)cfg->gamma, (double)cfg->tau, (double)cfg->noise_std, (double)cfg->noise_clip,
+            cfg->soft_update_freq, cfg->actor_update_freq);
         return -1;
     }
     return 0;
@@ -542,7 +499,7 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args, PyObject *kwds)
     }
     cfg.init_training_step = (int64_t)init;
     cfg.seed = (uint64_t)seed;
-    rmtl_holds h = {{NULL}, 0};
+    rmtl_holds h = RMTL_HOLDS_INIT;
     ModelObject *actor = rmtl_as_net(ao, 0, "actor");
     ModelObject *at = actor ? rmtl_as_net(ato, 0, "actor_target") : NULL;
     int ok = rmtl_hold(&h, actor) == 0 && rmtl_hold(&h, at) == 0 &&
@@ -574,7 +531,8 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args, PyObject *kwds)
     rmtl_agent_nets nets = {critics, targets, actor->m, at->m, T};
     rmtl_td_batch batches = {PyArray_DATA(state), PyArray_DATA(next), PyArray_DATA(action),
                              PyArray_DATA(reward), PyArray_DATA(done)};
-    rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels)};
+    rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels),
+                      (int64_t)PyArray_DIM(codes, 0)};
     double closs[RMTL_MAX_TASKS], aloss = 0.0;
     int64_t asteps = 0;
     PyThreadState *ts = rmtl_holds_begin(&h);

@@ -3,32 +3,40 @@
 
 #include <math.h>
 
-static int rmtl_check_score_label(PyObject *so, PyObject *lo, PyArrayObject **s,
-                                  PyArrayObject **l) {
-    *s = rmtl_check_array(so, "y_score", NPY_FLOAT32, 1, NULL, 0);
-    if (*s == NULL || rmtl_check_finite(*s, "y_score") < 0) {
-        return -1;
+/* y_true (n,) float32 finite with n >= 1 */
+static PyArrayObject *rmtl_check_labels(PyObject *lo, npy_intp n) {
+    npy_intp shape[1] = {n};
+    PyArrayObject *l = rmtl_check_array(lo, "y_true", NPY_FLOAT32, 1, shape, 0);
+    if (l == NULL || rmtl_check_finite(l, "y_true") < 0) {
+        return NULL;
     }
-    npy_intp shape[1] = {PyArray_DIM(*s, 0)};
-    *l = rmtl_check_array(lo, "y_true", NPY_FLOAT32, 1, shape, 0);
-    if (*l == NULL || rmtl_check_finite(*l, "y_true") < 0) {
-        return -1;
-    }
-    if (shape[0] == 0) {
+    if (n == 0) {
         PyErr_SetString(PyExc_ValueError, "y_true: expected at least one row, got 0");
-        return -1;
+        return NULL;
     }
-    return 0;
+    return l;
 }
 
+/* auc(y_score, y_true, groups=None): y_score (n,) float64 (exact ranks), y_true (n,) float32 */
 static PyObject *rmtl_py_auc(PyObject *self, PyObject *args) {
     PyObject *so, *lo, *go = Py_None;
     PyArrayObject *s, *l, *g = NULL;
     if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &go) ||
-        rmtl_check_score_label(so, lo, &s, &l) < 0) {
+        (s = rmtl_check_array(so, "y_score", NPY_FLOAT64, 1, NULL, 0)) == NULL) {
         return NULL;
     }
     npy_intp n = PyArray_DIM(s, 0);
+    const double *sv = PyArray_DATA(s);
+    for (npy_intp i = 0; i < n; i++) {
+        if (!isfinite(sv[i])) {
+            PyErr_Format(PyExc_ValueError, "y_score: contains NaN or infinity (flat index %zd)",
+                         (Py_ssize_t)i);
+            return NULL;
+        }
+    }
+    if ((l = rmtl_check_labels(lo, n)) == NULL) {
+        return NULL;
+    }
     if (go != Py_None) {
         npy_intp shape[1] = {n};
         g = rmtl_check_array(go, "groups", NPY_INT64, 1, shape, 0);
@@ -60,18 +68,13 @@ static PyObject *rmtl_py_logloss(PyObject *self, PyObject *args) {
     PyObject *so, *lo, *oo = Py_None;
     PyArrayObject *s, *l, *off = NULL;
     if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &oo) ||
-        rmtl_check_score_label(so, lo, &s, &l) < 0) {
+        (s = rmtl_check_array(so, "y_prob", NPY_FLOAT32, 1, NULL, 0)) == NULL ||
+        rmtl_check_unit(s, "y_prob") < 0 ||
+        (l = rmtl_check_labels(lo, PyArray_DIM(s, 0))) == NULL) {
         return NULL;
     }
     npy_intp n = PyArray_DIM(s, 0);
     const float *p = PyArray_DATA(s);
-    for (npy_intp i = 0; i < n; i++) {
-        if (p[i] < 0.0f || p[i] > 1.0f) {
-            PyErr_Format(PyExc_ValueError, "y_prob: expected values in [0, 1], got %g at %zd",
-                         (double)p[i], (Py_ssize_t)i);
-            return NULL;
-        }
-    }
     if (oo != Py_None) {
         off = rmtl_check_array(oo, "offsets", NPY_INT64, 1, NULL, 0);
         if (off == NULL) {
@@ -107,29 +110,26 @@ static PyObject *rmtl_py_oracle(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyArrayObject *p = rmtl_check_array(po, "truth", NPY_FLOAT32, 1, NULL, 0);
-    if (p == NULL || rmtl_check_finite(p, "truth") < 0) {
+    if (p == NULL || rmtl_check_unit(p, "truth") < 0) {
         return NULL;
     }
     npy_intp n = PyArray_DIM(p, 0);
     const float *v = PyArray_DATA(p);
-    for (npy_intp i = 0; i < n; i++) {
-        if (v[i] < 0.0f || v[i] > 1.0f) {
-            PyErr_Format(PyExc_ValueError, "truth: expected probabilities in [0, 1], got %g at %zd",
-                         (double)v[i], (Py_ssize_t)i);
-            return NULL;
-        }
-    }
     double out = 0.0;
     int st = RMTL_OK;
     if (which == 0) {
+        PyArrayObject *p64 = (PyArrayObject *)PyArray_Cast(p, NPY_FLOAT64);
         int64_t *scratch = PyMem_RawMalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(int64_t));
-        if (scratch == NULL) {
-            return PyErr_NoMemory();
+        if (p64 == NULL || scratch == NULL) {
+            Py_XDECREF(p64);
+            PyMem_RawFree(scratch);
+            return PyErr_Occurred() ? NULL : PyErr_NoMemory();
         }
         Py_BEGIN_ALLOW_THREADS;
-        st = rmtl_oracle_auc(&out, v, n, scratch);
+        st = rmtl_oracle_auc(&out, PyArray_DATA(p64), n, scratch);
         Py_END_ALLOW_THREADS;
         PyMem_RawFree(scratch);
+        Py_DECREF(p64);
     } else {
         st = rmtl_oracle_logloss(&out, v, n);
     }
@@ -143,7 +143,8 @@ static PyObject *rmtl_py_oracle(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(out);
 }
 static PyMethodDef rmtl_metrics_functions[] = {
-    {"auc", rmtl_py_auc, METH_VARARGS, "auc(y_score, y_true, groups=None): AUC, or GAUC by group"},
+    {"auc", rmtl_py_auc, METH_VARARGS,
+     "auc(y_score, y_true, groups=None): AUC, or GAUC by group; y_score float64"},
     {"logloss", rmtl_py_logloss, METH_VARARGS,
      "logloss(y_prob, y_true, offsets=None): mean BCE, or mean of per-session mean BCE"},
     {"oracle", rmtl_py_oracle, METH_VARARGS,

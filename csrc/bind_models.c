@@ -123,7 +123,8 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     unsigned long long seed;
     int bottom[RMTL_MAX_LAYERS], tower[RMTL_MAX_LAYERS];
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOiiiOOfK|i", kwlist, &kind, &fdo, &D, &T, &E,
-                                     &bo, &to, &dropout, &seed, &n_experts)) {
+                                     &bo, &to, &dropout, &seed, &n_experts) ||
+        rmtl_check_fresh(self->m, "Model") < 0) {
         return -1;
     }
     PyArrayObject *fd = rmtl_check_array(fdo, "field_dims", NPY_INT32, 1, NULL, 0);
@@ -160,8 +161,6 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
                              bottom,    tower,
                              dropout,   (uint64_t)seed,
                              n_experts};
-    rmtl_model_free(self->m);
-    self->m = NULL;
     int st = rmtl_model_create(&self->m, &cfg);
     if (st != RMTL_OK) {
         rmtl_raise(st, "model config");
@@ -247,9 +246,48 @@ static PyObject *Model_buffer(ModelObject *self, PyObject *arg) {
     return arr;
 }
 
-/* validates codes (n,F) int32 in range and dense (n,D) float32 finite; returns n or -1 */
+int rmtl_hold(rmtl_holds *h, ModelObject *o) {
+    if (o == NULL || Model_ready(o) < 0) {
+        return -1;
+    }
+    Py_INCREF(o);
+    h->obj[h->n++] = o;
+    return 0;
+}
+
+PyArrayObject *rmtl_hold_copy(rmtl_holds *h, PyArrayObject *a) {
+    PyObject *c = PyArray_NewCopy(a, NPY_CORDER);
+    if (c != NULL) {
+        h->copies[h->n_copies++] = c;
+    }
+    return (PyArrayObject *)c;
+}
+
+void rmtl_holds_release(rmtl_holds *h) {
+    for (int i = 0; i < h->n; i++) {
+        h->obj[i]->busy = 0;
+        Py_DECREF(h->obj[i]);
+    }
+    for (int i = 0; i < h->n_copies; i++) {
+        Py_DECREF(h->copies[i]);
+    }
+    h->n = h->n_copies = 0;
+}
+
+PyThreadState *rmtl_holds_begin(rmtl_holds *h) {
+    for (int i = 0; i < h->n; i++) {
+        h->obj[i]->busy = 1;
+    }
+    return PyEval_SaveThread();
+}
+
+void rmtl_holds_end(rmtl_holds *h, PyThreadState *ts) {
+    PyEval_RestoreThread(ts);
+    rmtl_holds_release(h);
+}
+
 npy_intp Model_check_inputs(ModelObject *self, PyObject *co, PyObject *dob, PyArrayObject **codes,
-                            PyArrayObject **dense) {
+                            PyArrayObject **dense, rmtl_holds *h) {
     rmtl_model *m = self->m;
     npy_intp cshape[2] = {-1, m->F};
     *codes = rmtl_check_array(co, "sparse", NPY_INT32, 2, cshape, 0);
@@ -258,7 +296,8 @@ npy_intp Model_check_inputs(ModelObject *self, PyObject *co, PyObject *dob, PyAr
     }
     npy_intp dshape[2] = {PyArray_DIM(*codes, 0), m->D};
     *dense = rmtl_check_array(dob, "dense", NPY_FLOAT32, 2, dshape, 0);
-    if (*dense == NULL || rmtl_check_finite(*dense, "dense") < 0) {
+    if (*dense == NULL || rmtl_check_finite(*dense, "dense") < 0 ||
+        (*codes = rmtl_hold_copy(h, *codes)) == NULL) {
         return -1;
     }
     npy_intp n = PyArray_DIM(*codes, 0);
@@ -284,8 +323,8 @@ static int Model_check_labels(ModelObject *self, PyObject *lo, npy_intp n, const
     const float *y = PyArray_DATA(*labels);
     for (npy_intp i = 0; i < PyArray_SIZE(*labels); i++) {
         if (binary ? (y[i] != 0.0f && y[i] != 1.0f) : y[i] < 0.0f) {
-            PyErr_Format(PyExc_ValueError, "%s: expected %s values, got %g at flat index %zd", arg,
-                         binary ? "0/1" : "non-negative", (double)y[i], (Py_ssize_t)i);
+            rmtl_value_error("%s: expected %s values, got %g at flat index %zd", arg,
+                             binary ? "0/1" : "non-negative", (double)y[i], (Py_ssize_t)i);
             return -1;
         }
     }
@@ -293,29 +332,21 @@ static int Model_check_labels(ModelObject *self, PyObject *lo, npy_intp n, const
 }
 
 static PyObject *Model_forward(ModelObject *self, PyObject *args) {
-    PyObject *co, *dob;
+    PyObject *co, *dob, *out = NULL;
     PyArrayObject *codes, *dense;
-    if (!PyArg_ParseTuple(args, "OO", &co, &dob) || Model_ready(self) < 0) {
+    rmtl_holds h = RMTL_HOLDS_INIT;
+    if (!PyArg_ParseTuple(args, "OO", &co, &dob) || rmtl_hold(&h, self) < 0) {
         return NULL;
     }
-    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
-    if (n < 0) {
-        return NULL;
-    }
-    if (n == 0 || n > INT32_MAX / 4) {
-        PyErr_Format(PyExc_ValueError, "sparse: expected between 1 and %d rows, got %zd",
-                     INT32_MAX / 4, (Py_ssize_t)n);
-        return NULL;
-    }
+    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense, &h);
     npy_intp oshape[2] = {n, self->m->T};
-    PyObject *out = PyArray_SimpleNew(2, oshape, NPY_FLOAT32);
-    if (out == NULL) {
+    if (n < 0 || rmtl_check_one_batch(n) < 0 ||
+        (out = PyArray_SimpleNew(2, oshape, NPY_FLOAT32)) == NULL) {
+        rmtl_holds_release(&h);
         return NULL;
     }
-    int st;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_model_reserve(self->m, (int)n);
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_model_reserve(self->m, (int)n);
     if (st == RMTL_OK) {
         st = rmtl_model_forward(self->m, PyArray_DATA(codes), PyArray_DATA(dense), (int)n);
     }
@@ -323,8 +354,7 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
         memcpy(PyArray_DATA((PyArrayObject *)out), self->m->prob,
                (size_t)n * self->m->T * sizeof(float));
     }
-    Py_END_ALLOW_THREADS;
-    self->busy = 0;
+    rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         Py_DECREF(out);
         return rmtl_raise(st, "forward");
@@ -336,18 +366,9 @@ static PyObject *Model_predict(ModelObject *self, PyObject *args, PyObject *kwds
     static char *kwlist[] = {"sparse", "dense", "out", "batch_size", "lookup", NULL};
     PyObject *co, *dob, *oo;
     int B, lookup = RMTL_LOOKUP_AUTO;
-    PyArrayObject *codes, *dense;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi|i", kwlist, &co, &dob, &oo, &B, &lookup) ||
-        Model_ready(self) < 0) {
-        return NULL;
-    }
-    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
-    if (n < 0) {
-        return NULL;
-    }
-    npy_intp oshape[2] = {n, self->m->T};
-    PyArrayObject *out = rmtl_check_array(oo, "out", NPY_FLOAT32, 2, oshape, 1);
-    if (out == NULL) {
+    PyArrayObject *codes, *dense, *out = NULL;
+    rmtl_holds h = RMTL_HOLDS_INIT;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi|i", kwlist, &co, &dob, &oo, &B, &lookup)) {
         return NULL;
     }
     if (B < 1) {
@@ -359,13 +380,19 @@ static PyObject *Model_predict(ModelObject *self, PyObject *args, PyObject *kwds
                      lookup);
         return NULL;
     }
-    int st;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_model_predict(self->m, PyArray_DATA(out), PyArray_DATA(codes), PyArray_DATA(dense),
-                            (int64_t)n, B, lookup);
-    Py_END_ALLOW_THREADS;
-    self->busy = 0;
+    if (rmtl_hold(&h, self) < 0) {
+        return NULL;
+    }
+    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense, &h);
+    npy_intp oshape[2] = {n, self->m->T};
+    if (n < 0 || (out = rmtl_check_array(oo, "out", NPY_FLOAT32, 2, oshape, 1)) == NULL) {
+        rmtl_holds_release(&h);
+        return NULL;
+    }
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_model_predict(self->m, PyArray_DATA(out), PyArray_DATA(codes),
+                                PyArray_DATA(dense), (int64_t)n, B, lookup);
+    rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         return rmtl_raise(st, "predict");
     }
@@ -376,35 +403,25 @@ static PyObject *Model_loss_backward(ModelObject *self, PyObject *args, PyObject
     static char *kwlist[] = {"sparse", "dense", "labels", "weights", NULL};
     PyObject *co, *dob, *lo, *wo = Py_None;
     PyArrayObject *codes, *dense, *labels, *weights = NULL;
+    rmtl_holds h = RMTL_HOLDS_INIT;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O", kwlist, &co, &dob, &lo, &wo) ||
-        Model_ready(self) < 0) {
+        rmtl_hold(&h, self) < 0) {
         return NULL;
     }
-    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense);
-    if (n < 0 || Model_check_labels(self, lo, n, "labels", &labels, 1) < 0) {
-        return NULL;
-    }
-    if (wo != Py_None && Model_check_labels(self, wo, n, "weights", &weights, 0) < 0) {
-        return NULL;
-    }
-    if (n == 0 || n > INT32_MAX / 4) {
-        PyErr_Format(PyExc_ValueError, "sparse: expected between 1 and %d rows, got %zd",
-                     INT32_MAX / 4, (Py_ssize_t)n);
+    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense, &h);
+    if (n < 0 || Model_check_labels(self, lo, n, "labels", &labels, 1) < 0 ||
+        (wo != Py_None && Model_check_labels(self, wo, n, "weights", &weights, 0) < 0) ||
+        rmtl_check_one_batch(n) < 0) {
+        rmtl_holds_release(&h);
         return NULL;
     }
     double loss = 0.0;
-    int st;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_model_loss_backward(self->m, &loss, PyArray_DATA(codes), PyArray_DATA(dense),
-                                  PyArray_DATA(labels), weights ? PyArray_DATA(weights) : NULL,
-                                  (int)n);
-    Py_END_ALLOW_THREADS;
-    self->busy = 0;
-    if (st != RMTL_OK) {
-        return rmtl_raise(st, "loss_backward");
-    }
-    return PyFloat_FromDouble(loss);
+    PyThreadState *ts = rmtl_holds_begin(&h);
+    int st = rmtl_model_loss_backward(self->m, &loss, PyArray_DATA(codes), PyArray_DATA(dense),
+                                      PyArray_DATA(labels), weights ? PyArray_DATA(weights) : NULL,
+                                      (int)n);
+    rmtl_holds_end(&h, ts);
+    return st == RMTL_OK ? PyFloat_FromDouble(loss) : rmtl_raise(st, "loss_backward");
 }
 
 static PyObject *Model_adam_step(ModelObject *self, PyObject *args, PyObject *kwds) {
@@ -467,8 +484,8 @@ int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObj
         for (int k = 0; k < m->T; k++) {
             float v = y[(size_t)r[i] * m->T + k];
             if (v != 0.0f && v != 1.0f) {
-                PyErr_Format(PyExc_ValueError, "labels: row %lld task %d is %g, expected 0 or 1",
-                             (long long)r[i], k, (double)v);
+                rmtl_value_error("labels: row %lld task %d is %g, expected 0 or 1", (long long)r[i],
+                                 k, (double)v);
                 return -1;
             }
         }

@@ -201,15 +201,19 @@ static int Synth_init(SynthObject *self, PyObject *args, PyObject *kwds) {
     PyObject *co, *fo;
     rmtl_synth_config cfg;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO", kwlist, &co, &fo) ||
-        rmtl_synth_parse(&cfg, co, fo) < 0) {
+        rmtl_check_fresh(self->w, "SynthWorld") < 0 || rmtl_synth_parse(&cfg, co, fo) < 0) {
         return -1;
     }
-    rmtl_synth_free(self->w);
-    self->w = NULL;
+    rmtl_synth_world *w = NULL;
     int st;
     Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_synth_create(&self->w, &cfg);
+    st = rmtl_synth_create(&w, &cfg);
     Py_END_ALLOW_THREADS;
+    if (st == RMTL_OK && rmtl_check_fresh(self->w, "SynthWorld") < 0) {
+        rmtl_synth_free(w); /* another thread's __init__ finished first */
+        return -1;
+    }
+    self->w = w;
     if (st != RMTL_OK) {
         rmtl_raise(st, "config");
         return -1;
@@ -279,9 +283,12 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
     PyArrayObject *rs = rmtl_check_array(rso, "row_start", NPY_INT64, 1, shape_rs, 0);
     PyArrayObject *sb =
         rs ? rmtl_check_array(sbo, "session_base", NPY_INT64, 1, shape_sb, 0) : NULL;
-    if (sb == NULL) {
+    rmtl_holds h = RMTL_HOLDS_INIT; /* the offsets the core writes by: a private copy */
+    if (sb == NULL || (rs = rmtl_hold_copy(&h, rs)) == NULL) {
+        rmtl_holds_release(&h);
         return NULL;
     }
+    PyObject *result = NULL;
     const int64_t *r = PyArray_DATA(rs);
     int ok = r[0] == 0;
     for (npy_intp u = 0; ok && u < nu; u++) {
@@ -289,7 +296,7 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
     }
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "row_start: expected non-decreasing offsets from 0");
-        return NULL;
+        goto done;
     }
     npy_intp m = (npy_intp)r[nu], F = self->w->cfg.n_fields;
     static const char *names[7] = {"session", "time", "user", "item", "sparse", "labels", "truth"};
@@ -301,7 +308,7 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
         npy_intp shape[2] = {m, widths[k]};
         PyArrayObject *a = rmtl_check_array(o[k], names[k], types[k], widths[k] ? 2 : 1, shape, 1);
         if (a == NULL) {
-            return NULL;
+            goto done;
         }
         data[k] = PyArray_DATA(a);
     }
@@ -314,9 +321,13 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError,
                         "row_start: the row counts differ from count(lo, hi); lay out the slices "
                         "from count()");
-        return NULL;
+    } else {
+        result = Py_None;
+        Py_INCREF(result);
     }
-    Py_RETURN_NONE;
+done:
+    rmtl_holds_release(&h);
+    return result;
 }
 
 static PyObject *Synth_mean_truth(SynthObject *self, PyObject *args, PyObject *kwds) {

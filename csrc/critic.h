@@ -38,9 +38,14 @@ int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const 
                         const float *action, int64_t n, int B);
 /* Q of n rows in the critic's current mode, B at a time, into out (n) */
 
-/* rl.c: losses, target networks and the chunked loops */
+/* rl.c: losses, target networks and the stage-2 loop */
 void rmtl_soft_update(float *dst, const float *src, size_t n, float tau);
 /* dst = tau * src + (1 - tau) * dst over n values (target networks) */
+int rmtl_critic_eval(rmtl_critic *c, const int32_t *codes, const float *dense, const float *action,
+                     int B);
+/* eval-mode Q of c at (codes, dense, action) into c->q, restoring c's mode */
+void rmtl_column(float *out, const float *a, int k, int B, int T);
+/* column k of a (B,T) array into out (B) */
 
 int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const int32_t *codes,
                             const float *dense, const float *action, const int32_t *ncodes,
@@ -77,12 +82,6 @@ typedef struct {
     const int64_t *state, *next;
     const float *action, *reward, *done;
 } rmtl_td_batch;
-
-typedef struct {
-    const int32_t *codes; /* (n,F) */
-    const float *dense;   /* (n,D) */
-    const float *labels;  /* (n,T) */
-} rmtl_rows;
 
 typedef struct {
     rmtl_critic *const *critics, *const *targets; /* T each */
@@ -125,13 +124,20 @@ enum {
     RMTL_WEIGHT_NEG_Q = 3
 };
 
-int rmtl_weighted_train_chunk(rmtl_model *m, rmtl_critic *const *critics, double *loss_sum,
-                              double *weight_sum, const int64_t *rows, int64_t n_rows,
-                              const rmtl_rows *data, int B, int weighting, float lam,
-                              const rmtl_adam *opt);
-/* Stage 3: one Adam step of m per batch of B consecutive entries of rows on
-   (1/T) sum_k mean_i w_ik BCE(y_ik, p_ik), with p from m's forward in its current mode and
-   w from critic k in eval mode at action p_k (not differentiated):
-   rmtl 1 - lam Q, constant 0.5, label 1 - lam y Q, neg_q -Q. loss_sum and weight_sum (T)
-   receive the sums over batches of loss * batch size and of the weights. */
+typedef struct {
+    rmtl_critic *const *critics; /* T critics, read in eval mode; NULL for the constant one */
+    int weighting;               /* RMTL_WEIGHT_* */
+    float lam;
+} rmtl_loss_weighting;
+
+/* train.c: the one chunked training loop */
+int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const int64_t *rows,
+                     int64_t n_rows, const rmtl_rows *data, int B, const rmtl_loss_weighting *wt,
+                     const rmtl_adam *opt);
+/* One Adam step of m per batch of B consecutive entries of rows (the last may be short) on
+   (1/T) sum_k mean_i w_ik BCE(y_ik, p_ik), p from m's forward in its current mode. Without a
+   weighting (wt NULL) w = 1; stage 3 (wt) takes w from critic k in eval mode at action p_k
+   (not differentiated): rmtl 1 - lam Q, constant 0.5, label 1 - lam y Q, neg_q -Q, and
+   weight_sum (T) receives the sums of the weights. loss_sum receives the sum over batches of
+   loss * batch size. */
 #endif

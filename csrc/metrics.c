@@ -1,10 +1,12 @@
-/* Ranking and likelihood metrics over float32 predictions, accumulated in double. */
+/* Ranking metrics over float64 scores (float32 ones convert exactly; ranking float64 scores as
+   float32 would merge near ties) and likelihood metrics over float32 predictions, accumulated
+   in double. */
 #include <math.h>
 
 #include "rmtl.h"
 
 /* ascending by (group, score); stable bottom-up merge sort of idx using tmp (both n) */
-static void rmtl_sort_rows(int64_t *idx, int64_t *tmp, const float *score, const int64_t *group,
+static void rmtl_sort_rows(int64_t *idx, int64_t *tmp, const double *score, const int64_t *group,
                            int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         idx[i] = i;
@@ -40,7 +42,7 @@ static void rmtl_sort_rows(int64_t *idx, int64_t *tmp, const float *score, const
 }
 
 /* AUC of rows idx[0..n) already sorted by score; ties count one half. -1 if one class. */
-static double rmtl_auc_sorted(const int64_t *idx, int64_t n, const float *score,
+static double rmtl_auc_sorted(const int64_t *idx, int64_t n, const double *score,
                               const float *label) {
     double pairs = 0.0, neg_below = 0.0, pos = 0.0, neg = 0.0;
     for (int64_t i = 0; i < n;) {
@@ -64,7 +66,7 @@ static double rmtl_auc_sorted(const int64_t *idx, int64_t n, const float *score,
 }
 
 /* scratch: 2n int64 */
-int rmtl_auc(double *out, const float *score, const float *label, int64_t n, int64_t *scratch) {
+int rmtl_auc(double *out, const double *score, const float *label, int64_t n, int64_t *scratch) {
     rmtl_sort_rows(scratch, scratch + n, score, NULL, n);
     *out = rmtl_auc_sorted(scratch, n, score, label);
     return *out < 0.0 ? RMTL_ERR_ARG : RMTL_OK;
@@ -109,7 +111,7 @@ int rmtl_session_logloss(double *out, const float *prob, const float *label, con
 
 /* impression-weighted mean of per-group AUC over groups holding both classes;
    scratch: 2n int64 */
-int rmtl_gauc(double *out, const float *score, const float *label, const int64_t *group, int64_t n,
+int rmtl_gauc(double *out, const double *score, const float *label, const int64_t *group, int64_t n,
               int64_t *scratch) {
     int64_t *idx = scratch;
     rmtl_sort_rows(idx, scratch + n, score, group, n);
@@ -136,11 +138,11 @@ int rmtl_gauc(double *out, const float *score, const float *label, const int64_t
    Pairs are ordered (i, j), i != j, weighted p_i (1 - p_j); ties in prob count one half.
    After sorting by prob, each row adds p_i * (sum of 1 - p_j below it), and a tie group of
    size g at probability p adds p (1 - p) g (g - 1) / 2. scratch: 2n int64. */
-int rmtl_oracle_auc(double *out, const float *prob, int64_t n, int64_t *scratch) {
+int rmtl_oracle_auc(double *out, const double *prob, int64_t n, int64_t *scratch) {
     rmtl_sort_rows(scratch, scratch + n, prob, NULL, n);
     double good = 0.0, neg_below = 0.0, pos = 0.0, neg = 0.0, self = 0.0;
     for (int64_t i = 0; i < n;) {
-        double p = (double)prob[scratch[i]];
+        double p = prob[scratch[i]];
         int64_t j = i;
         while (j < n && prob[scratch[j]] == prob[scratch[i]]) {
             j++;

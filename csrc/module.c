@@ -4,9 +4,11 @@
 
 static int rmtl_exec(PyObject *mod) {
     PyObject *enums = PyDict_New();
-    int st = enums == NULL ? -1 : PyModule_AddObjectRef(mod, "enums", enums);
-    Py_XDECREF(enums);
-    if (st < 0 || PyArray_ImportNumPyAPI() < 0 || rmtl_bind_models_init(mod) < 0 ||
+    if (enums == NULL || PyModule_AddObject(mod, "enums", enums) < 0) {
+        Py_XDECREF(enums);
+        return -1;
+    }
+    if (PyArray_ImportNumPyAPI() < 0 || rmtl_bind_models_init(mod) < 0 ||
         rmtl_bind_learning_init(mod) < 0 || rmtl_bind_env_init(mod) < 0 ||
         rmtl_bind_synth_init(mod) < 0 || rmtl_bind_metrics_init(mod) < 0) {
         return -1;

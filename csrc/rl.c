@@ -1,5 +1,5 @@
 /* RMTL's learning rules over the critics: TD regression, the paper's actor loss, target
-   networks, and the chunked loops of stage 2 (critics) and stage 3 (weighted fine-tuning). */
+   networks and the chunked loop of stage 2 (critics); stage 3 runs train.c's loop. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +14,8 @@ void rmtl_soft_update(float *dst, const float *src, size_t n, float tau) {
     }
 }
 
-/* eval-mode Q of c at (codes, dense, action) into c->q, restoring c's mode */
-static int rmtl_critic_eval(rmtl_critic *c, const int32_t *codes, const float *dense,
-                            const float *action, int B) {
+int rmtl_critic_eval(rmtl_critic *c, const int32_t *codes, const float *dense, const float *action,
+                     int B) {
     int training = c->net.training;
     c->net.training = 0;
     int st = rmtl_critic_forward(c, codes, dense, action, B);
@@ -107,18 +106,7 @@ int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *
     return RMTL_OK;
 }
 
-/* dst row i = src row rows[i], row_bytes each */
-static void rmtl_gather_rows(void *dst, const void *src, const int64_t *rows, int B,
-                             size_t row_bytes) {
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (B > 4096)
-    for (int i = 0; i < B; i++) {
-        memcpy((char *)dst + (size_t)i * row_bytes, (const char *)src + (size_t)rows[i] * row_bytes,
-               row_bytes);
-    }
-}
-
-/* column k of a (B,T) array into out (B) */
-static void rmtl_column(float *out, const float *a, int k, int B, int T) {
+void rmtl_column(float *out, const float *a, int k, int B, int T) {
     for (int i = 0; i < B; i++) {
         out[i] = a[(size_t)i * T + k];
     }
@@ -217,12 +205,15 @@ int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_lo
     if (st != RMTL_OK) {
         return st;
     }
-    rmtl_gather_rows(w->codes, data->codes, batch->state, B, (size_t)F * sizeof(int32_t));
-    rmtl_gather_rows(w->ncodes, data->codes, batch->next, B, (size_t)F * sizeof(int32_t));
-    rmtl_gather_rows(w->dense, data->dense, batch->state, B, (size_t)D * sizeof(float));
-    rmtl_gather_rows(w->ndense, data->dense, batch->next, B, (size_t)D * sizeof(float));
-    rmtl_gather_rows(w->labels, data->labels, batch->state, B, (size_t)T * sizeof(float));
-    st = rmtl_target_actions(nets, w, B, step, cfg);
+    st = rmtl_gather_batch(w->codes, w->dense, w->labels, data, batch->state, B, F, D, T,
+                           actor->field_dims);
+    if (st == RMTL_OK) {
+        st = rmtl_gather_batch(w->ncodes, w->ndense, NULL, data, batch->next, B, F, D, T,
+                               actor->field_dims);
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_target_actions(nets, w, B, step, cfg);
+    }
     if (cfg->ips) {
         rmtl_ips_weights(w->weight, w->labels, B, T);
     }
@@ -281,69 +272,5 @@ int rmtl_td_chunk(const rmtl_agent_nets *nets, double *critic_loss_sum, double *
         }
     }
     rmtl_td_work_free(&w);
-    return st;
-}
-
-/* the stage-3 loss weights of one task from Q (B), labels (B,T) column k, into w (B,T) */
-static void rmtl_loss_weights(float *w, const float *q, const float *labels, int k, int B, int T,
-                              int weighting, float lam) {
-    for (int i = 0; i < B; i++) {
-        size_t ik = (size_t)i * T + k;
-        float v = 0.5f;
-        if (weighting == RMTL_WEIGHT_RMTL) {
-            v = 1.0f - lam * q[i];
-        } else if (weighting == RMTL_WEIGHT_LABEL) {
-            v = 1.0f - lam * labels[ik] * q[i];
-        } else if (weighting == RMTL_WEIGHT_NEG_Q) {
-            v = -q[i];
-        }
-        w[ik] = v;
-    }
-}
-
-int rmtl_weighted_train_chunk(rmtl_model *m, rmtl_critic *const *critics, double *loss_sum,
-                              double *weight_sum, const int64_t *rows, int64_t n_rows,
-                              const rmtl_rows *data, int B, int weighting, float lam,
-                              const rmtl_adam *opt) {
-    int F = m->F, D = m->D, T = m->T, use_q = weighting != RMTL_WEIGHT_CONSTANT;
-    int st = rmtl_model_reserve(m, B);
-    for (int k = 0; k < T && use_q && st == RMTL_OK; k++) {
-        st = rmtl_critic_reserve(critics[k], B);
-    }
-    float *w = st == RMTL_OK ? malloc((size_t)B * T * sizeof(float)) : NULL;
-    if (st == RMTL_OK && w == NULL) {
-        st = RMTL_ERR_NOMEM;
-    }
-    *loss_sum = 0.0;
-    for (int k = 0; k < T; k++) {
-        weight_sum[k] = 0.0;
-    }
-    for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += B) {
-        int nb = (int)(n_rows - start < B ? n_rows - start : B);
-        const int64_t *r = rows + start;
-        rmtl_gather_rows(m->codes, data->codes, r, nb, (size_t)F * sizeof(int32_t));
-        rmtl_gather_rows(m->dense, data->dense, r, nb, (size_t)D * sizeof(float));
-        rmtl_gather_rows(m->labels, data->labels, r, nb, (size_t)T * sizeof(float));
-        rmtl_model_zero_grad(m);
-        st = rmtl_model_forward(m, m->codes, m->dense, nb);
-        for (int k = 0; k < T && st == RMTL_OK; k++) {
-            const float *q = NULL;
-            if (use_q) {
-                rmtl_column(critics[k]->action, m->prob, k, nb, T);
-                st = rmtl_critic_eval(critics[k], m->codes, m->dense, critics[k]->action, nb);
-                q = critics[k]->q;
-            }
-            rmtl_loss_weights(w, q, m->labels, k, nb, T, weighting, lam);
-            for (int i = 0; i < nb; i++) {
-                weight_sum[k] += w[(size_t)i * T + k];
-            }
-        }
-        if (st == RMTL_OK) {
-            double loss = rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb);
-            rmtl_params_adam_step(&m->params, opt);
-            *loss_sum += loss * nb;
-        }
-    }
-    free(w);
     return st;
 }

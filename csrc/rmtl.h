@@ -203,9 +203,18 @@ void rmtl_model_prob_backward(rmtl_model *m, const float *dprob, const int32_t *
                               const float *dense, int B);
 int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, const float *dense,
                              const float *labels, const float *weights, int B);
-int rmtl_model_train_chunk(rmtl_model *m, double *loss_sum, const int64_t *rows, int64_t n_rows,
-                           const int32_t *codes, const float *dense, const float *labels, int B,
-                           const rmtl_adam *opt);
+typedef struct {
+    const int32_t *codes; /* (n,F) */
+    const float *dense;   /* (n,D) */
+    const float *labels;  /* (n,T) */
+    int64_t n;
+} rmtl_rows;
+int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
+                      const int64_t *rows, int B, int F, int D, int T, const int32_t *field_dims);
+/* copies rows[0..B) of data into codes (B,F), dense (B,D) and labels (B,T; skipped if NULL);
+   RMTL_ERR_INDEX if a row is outside [0, data->n) or a copied code outside [0, field_dims).
+   Loops read only these private copies, checked here: the data arrays may be changed by
+   another thread after the binding validated them. */
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
                        int64_t n, int B, int lookup);
 
@@ -219,14 +228,14 @@ float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
 void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream);
 
 /* metrics.c: scratch arrays are caller-provided so the metrics never allocate */
-int rmtl_auc(double *out, const float *score, const float *label, int64_t n, int64_t *scratch);
+int rmtl_auc(double *out, const double *score, const float *label, int64_t n, int64_t *scratch);
 int rmtl_logloss(double *out, const float *prob, const float *label, int64_t n);
 int rmtl_session_logloss(double *out, const float *prob, const float *label, const int64_t *offsets,
                          int64_t n_sessions);
-int rmtl_gauc(double *out, const float *score, const float *label, const int64_t *group, int64_t n,
+int rmtl_gauc(double *out, const double *score, const float *label, const int64_t *group, int64_t n,
               int64_t *scratch);
 /* oracle metrics of true probabilities (synthetic data) */
-int rmtl_oracle_auc(double *out, const float *prob, int64_t n, int64_t *scratch);
+int rmtl_oracle_auc(double *out, const double *prob, int64_t n, int64_t *scratch);
 int rmtl_oracle_logloss(double *out, const float *prob, int64_t n);
 
 #endif

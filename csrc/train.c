@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blocks.h"
+#include "critic.h"
 
 /* the arena gradients of the task logits (the towers' outputs) */
 static void rmtl_model_dlogit(rmtl_model *m, float **dlogit) {
@@ -49,36 +49,97 @@ int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, 
     return RMTL_OK;
 }
 
-/* copies rows[0..B) of the full arrays into the model's batch buffers */
-static void rmtl_gather_batch(rmtl_model *m, const int64_t *rows, int B, const int32_t *codes,
-                              const float *dense, const float *labels) {
-    int F = m->F, D = m->D, T = m->T;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (B > 4096)
+int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
+                      const int64_t *rows, int B, int F, int D, int T, const int32_t *field_dims) {
+    int bad = 0;
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static)                              \
+    reduction(| : bad) if (B > 4096)
     for (int i = 0; i < B; i++) {
         int64_t r = rows[i];
-        memcpy(m->codes + (size_t)i * F, codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
-        memcpy(m->dense + (size_t)i * D, dense + (size_t)r * D, (size_t)D * sizeof(float));
-        memcpy(m->labels + (size_t)i * T, labels + (size_t)r * T, (size_t)T * sizeof(float));
+        if (r < 0 || r >= data->n) {
+            bad = 1;
+            continue;
+        }
+        memcpy(codes + (size_t)i * F, data->codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
+        memcpy(dense + (size_t)i * D, data->dense + (size_t)r * D, (size_t)D * sizeof(float));
+        if (labels != NULL) {
+            memcpy(labels + (size_t)i * T, data->labels + (size_t)r * T, (size_t)T * sizeof(float));
+        }
+    }
+    return bad || rmtl_codes_check(codes, B, F, field_dims) >= 0 ? RMTL_ERR_INDEX : RMTL_OK;
+}
+
+/* the stage-3 loss weights of one task from Q (B), labels (B,T) column k, into w (B,T) */
+static void rmtl_loss_weights(float *w, const float *q, const float *labels, int k, int B, int T,
+                              int weighting, float lam) {
+    for (int i = 0; i < B; i++) {
+        size_t ik = (size_t)i * T + k;
+        float v = 0.5f;
+        if (weighting == RMTL_WEIGHT_RMTL) {
+            v = 1.0f - lam * q[i];
+        } else if (weighting == RMTL_WEIGHT_LABEL) {
+            v = 1.0f - lam * labels[ik] * q[i];
+        } else if (weighting == RMTL_WEIGHT_NEG_Q) {
+            v = -q[i];
+        }
+        w[ik] = v;
     }
 }
 
-/* one Adam step per batch of B consecutive entries of rows (the last may be short);
-   loss_sum receives the sum over batches of batch loss * batch size */
-int rmtl_model_train_chunk(rmtl_model *m, double *loss_sum, const int64_t *rows, int64_t n_rows,
-                           const int32_t *codes, const float *dense, const float *labels, int B,
-                           const rmtl_adam *opt) {
+/* the weights w (B,T) of one batch at m's predictions, summed per task into weight_sum */
+static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum,
+                              const rmtl_loss_weighting *wt, int B) {
+    int T = m->T, st = RMTL_OK;
+    for (int k = 0; k < T && st == RMTL_OK; k++) {
+        const float *q = NULL;
+        if (wt->critics != NULL) {
+            rmtl_critic *c = wt->critics[k];
+            rmtl_column(c->action, m->prob, k, B, T);
+            st = rmtl_critic_eval(c, m->codes, m->dense, c->action, B);
+            q = c->q;
+        }
+        rmtl_loss_weights(w, q, m->labels, k, B, T, wt->weighting, wt->lam);
+        for (int i = 0; i < B; i++) {
+            weight_sum[k] += w[(size_t)i * T + k];
+        }
+    }
+    return st;
+}
+
+int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const int64_t *rows,
+                     int64_t n_rows, const rmtl_rows *data, int B, const rmtl_loss_weighting *wt,
+                     const rmtl_adam *opt) {
+    int T = m->T;
     int st = rmtl_model_reserve(m, B);
+    for (int k = 0; wt != NULL && wt->critics != NULL && k < T && st == RMTL_OK; k++) {
+        st = rmtl_critic_reserve(wt->critics[k], B);
+    }
+    float *w = st == RMTL_OK && wt != NULL ? malloc((size_t)B * T * sizeof(float)) : NULL;
+    if (st == RMTL_OK && wt != NULL && w == NULL) {
+        st = RMTL_ERR_NOMEM;
+    }
     *loss_sum = 0.0;
+    for (int k = 0; wt != NULL && k < T; k++) {
+        weight_sum[k] = 0.0;
+    }
     for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += B) {
         int nb = (int)(n_rows - start < B ? n_rows - start : B);
-        double loss = 0.0;
-        rmtl_gather_batch(m, rows + start, nb, codes, dense, labels);
-        st = rmtl_model_loss_backward(m, &loss, m->codes, m->dense, m->labels, NULL, nb);
+        st = rmtl_gather_batch(m->codes, m->dense, m->labels, data, rows + start, nb, m->F, m->D, T,
+                               m->field_dims);
         if (st == RMTL_OK) {
+            rmtl_model_zero_grad(m);
+            st = rmtl_model_forward(m, m->codes, m->dense, nb);
+        }
+        if (st == RMTL_OK && wt != NULL) {
+            st = rmtl_batch_weights(m, w, weight_sum, wt, nb);
+        }
+        if (st == RMTL_OK) {
+            double loss = rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb);
             rmtl_params_adam_step(&m->params, opt);
             *loss_sum += loss * nb;
         }
     }
+    free(w);
     return st;
 }
 
@@ -125,9 +186,10 @@ static int rmtl_model_lookup_begin(rmtl_model *m, int64_t n, int lookup) {
 }
 
 /* eval-mode probabilities of n rows, B at a time, into out (n,T); lookup (RMTL_LOOKUP_*)
-   chooses how the first layers over the front ends run */
+   chooses how the first layers over the front ends run. The workspace holds min(n, B) rows. */
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
                        int64_t n, int B, int lookup) {
+    B = n < B ? (int)(n > 0 ? n : 1) : B;
     int st = rmtl_model_reserve(m, B), training = m->training;
     m->training = 0;
     if (st == RMTL_OK) {

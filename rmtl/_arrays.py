@@ -16,8 +16,8 @@ def as_codes(x: Any, num_fields: int, name: str = "sparse") -> np.ndarray:
         raise TypeError(f"{name}: expected an integer array of categorical codes, got dtype {a.dtype}")
     if a.ndim != 2 or a.shape[1] != num_fields:
         raise ValueError(f"{name}: expected shape (n, {num_fields}), got {a.shape}")
-    if a.dtype != np.int32 and a.size:
-        lo, hi = int(a.min()), int(a.max())
+    if a.size:
+        lo, hi = int(a.min()), int(a.max()) if a.dtype != np.int32 else 0
         if lo < 0 or hi > _INT32_MAX:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{name}: codes must lie in [0, field_dims), got {bad}")

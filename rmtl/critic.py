@@ -70,9 +70,10 @@ class Critic(Net):
                            float(dropout), int(seed), None if output_bias is None else float(output_bias))
         _check_config(_backbone_view(cfg))
         self.config = cfg
-        self._bind(_core.Critic(np.asarray(cfg.field_dims, np.int32), cfg.num_dense, cfg.embed_dim,
-                                np.asarray(cfg.bottom_dims, np.int32), np.asarray(cfg.tower_dims, np.int32),
-                                cfg.dropout, cfg.seed & (2**64 - 1)))
+        self._bind(_core.Critic(field_dims=np.asarray(cfg.field_dims, np.int32), num_dense=cfg.num_dense,
+                                embed_dim=cfg.embed_dim, bottom_dims=np.asarray(cfg.bottom_dims, np.int32),
+                                tower_dims=np.asarray(cfg.tower_dims, np.int32), dropout=cfg.dropout,
+                                seed=cfg.seed & (2**64 - 1)))
         if cfg.output_bias is not None:  # the tower's final bias: the table's last tensor
             next(reversed(self._views["param"].values()))[...] = cfg.output_bias
 

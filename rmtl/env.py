@@ -148,9 +148,10 @@ def _as_action(action: Any, shape: Tuple[int, ...]) -> np.ndarray:
 
 
 def _new_core(data: SessionData, n: int, reward: str, order: str, autoreset: bool, seed: int) -> Any:
-    return _core.Env(data.offsets, data.sparse, data.dense, data.labels, int(n),
-                     _choice(reward, REWARDS, "reward"), _choice(order, _ORDERS, "order"),
-                     bool(autoreset), int(seed) & _SEED_MASK)
+    return _core.Env(offsets=data.offsets, sparse=data.sparse, dense=data.dense, labels=data.labels,
+                     num_envs=int(n), reward=_choice(reward, REWARDS, "reward"),
+                     order=_choice(order, _ORDERS, "order"), autoreset=bool(autoreset),
+                     seed=int(seed) & _SEED_MASK)
 
 
 class SessionEnv(_EnvBase):

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from . import _core
-from ._arrays import as_float
+from ._arrays import _detach, as_float
 
 __all__ = ["auc", "logloss", "session_logloss", "gauc", "oracle_auc", "oracle_logloss", "evaluate"]
 
@@ -23,11 +23,18 @@ def _pair(y_true: Any, y_score: Any, name: str = "y_score"):
     return y, s
 
 
+def _scores(y_score: Any) -> np.ndarray:
+    """Scores as float64 for ranking: float32 would merge scores that differ beyond its
+    precision into ties (checked by _pair first)."""
+    return np.ascontiguousarray(_detach(y_score), dtype=np.float64)
+
+
 def auc(y_true: Any, y_score: Any) -> float:
-    """Area under the ROC curve; tied scores count one half. Raises ValueError when only
-    one class is present (the AUC is undefined), like scikit-learn."""
-    y, s = _pair(y_true, y_score)
-    return _core.auc(s, y)
+    """Area under the ROC curve; tied scores count one half; scores are ranked at their own
+    precision (float64 scores exactly). Raises ValueError when only one class is present
+    (the AUC is undefined), like scikit-learn."""
+    y, _ = _pair(y_true, y_score)
+    return _core.auc(_scores(y_score), y)
 
 
 def logloss(y_true: Any, y_prob: Any) -> float:
@@ -51,7 +58,7 @@ def gauc(y_true: Any, y_score: Any, groups: Any) -> float:
     g = np.asarray(groups)
     if g.dtype.kind not in "iu" or g.shape != s.shape:
         raise ValueError(f"groups: expected integer ids of shape {s.shape}, got {g.dtype} {g.shape}")
-    return _core.auc(s, y, np.ascontiguousarray(g, dtype=np.int64))
+    return _core.auc(_scores(y_score), y, np.ascontiguousarray(g, dtype=np.int64))
 
 
 def oracle_auc(truth: Any) -> float:

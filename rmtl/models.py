@@ -216,9 +216,11 @@ class Backbone(Net):
                              None if num_experts is None else int(num_experts))
         _check_config(cfg)
         self.config = cfg
-        self._bind(_core.Model(_core.enums["backbone"][self.name], np.asarray(cfg.field_dims, np.int32), cfg.num_dense,
-                               cfg.num_tasks, cfg.embed_dim, cfg.bottom_dims, cfg.tower_dims,
-                               cfg.dropout, cfg.seed & (2**64 - 1), cfg.num_experts or 0))
+        self._bind(_core.Model(kind=_core.enums["backbone"][self.name],
+                               field_dims=np.asarray(cfg.field_dims, np.int32), num_dense=cfg.num_dense,
+                               num_tasks=cfg.num_tasks, embed_dim=cfg.embed_dim, bottom_dims=cfg.bottom_dims,
+                               tower_dims=cfg.tower_dims, dropout=cfg.dropout, seed=cfg.seed & (2**64 - 1),
+                               num_experts=cfg.num_experts or 0))
 
     # ------------------------------------------------------------------ compute
     def __call__(self, sparse: Any, dense: Any = None) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _progress
+from . import _core, _progress
 from .data import SessionData, row_order
 from .metrics import evaluate
 
@@ -69,6 +69,9 @@ class Trainer:
             raise ValueError(f"lr: expected > 0, got {lr}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")
+        if weighting is not None and weighting not in _core.enums["weighting"]:
+            raise ValueError(f"weighting: expected None or one of {sorted(_core.enums['weighting'])}, "
+                             f"got {weighting!r}")
         self.model = model
         self.lr, self.weight_decay, self.batch_size = float(lr), float(weight_decay), int(batch_size)
         self.seed, self.betas, self.eps = int(seed), (float(betas[0]), float(betas[1])), float(eps)

@@ -97,3 +97,63 @@ def test_bad_configs(kw, match):
 def test_load_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         rmtl.load(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: rmtl.metrics.logloss([0, 1], [0.2, 1.5]), r"y_prob: .*got 1\.5 at flat index 1"),
+    (lambda: rmtl.metrics.oracle_auc([0.2, 1.5]), r"truth: .*got 1\.5 at flat index 1"),
+    (lambda: model().adam_step(lr=-1.0), r"lr=-1 "),
+    (lambda: model()._core.loss_backward(GOOD[0], GOOD[1], np.full((2, 2), 0.5, np.float32)), r"got 0\.5"),
+    (lambda: rmtl._core.soft_update(model()._core, model()._core, 2.0), r"got 2$"),
+])
+def test_error_messages_show_the_number(call, match):
+    """These messages once used %g, which PyErr_Format does not support (a literal '%g' on
+    3.11, SystemError on 3.12 and later)."""
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_non_finite_adam_settings_are_rejected():
+    with pytest.raises(ValueError, match="lr=inf"):
+        model().adam_step(lr=float("inf"))
+
+
+def test_negative_int32_codes_are_rejected_by_name():
+    sparse = np.array([[-1, 0], [1, 1]], np.int32)
+    with pytest.raises(ValueError, match=r"sparse: .*-1"):
+        rmtl.SessionData([1, 1], [1, 2], sparse, np.zeros((2, 1), np.float32), np.zeros((2, 2), np.float32), (4, 5))
+
+
+def test_auc_ranks_float64_scores_exactly():
+    """float64 scores that differ below float32 precision are not ties."""
+    from sklearn.metrics import roc_auc_score
+    y = np.array([0, 1, 0, 1])
+    s = np.array([0.3, 0.3 + 1e-12, 0.3 + 2e-12, 0.3 + 3e-12])
+    assert rmtl.metrics.auc(y, s) == pytest.approx(roc_auc_score(y, s)) == pytest.approx(0.75)
+    groups = np.zeros(4, np.int64)
+    assert rmtl.metrics.gauc(y, s, groups) == pytest.approx(0.75)
+
+
+def test_predict_workspace_is_sized_by_rows_not_batch_size():
+    """10 rows with batch_size 2**26 once reserved 2**26 rows of workspace (tens of GB)."""
+    import os
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("AddressSanitizer reserves terabytes of address space; an address-space limit kills it")
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    code = f"""
+import resource, sys
+sys.path.insert(0, {str(root)!r})
+import numpy as np
+import rmtl
+resource.setrlimit(resource.RLIMIT_AS, (6 << 30, resource.RLIM_INFINITY))
+m = rmtl.models.SharedBottom((4, 5), 1, 2, embed_dim=16, bottom_dims=(64,), tower_dims=(16,))
+c = rmtl.Critic((4, 5), 1, embed_dim=16, bottom_dims=(64,), tower_dims=(16,))
+codes, dense = np.zeros((10, 2), np.int32), np.zeros((10, 1), np.float32)
+assert m.predict(codes, dense, batch_size=2**26).shape == (10, 2)
+assert c.predict(codes, dense, np.zeros(10, np.float32), batch_size=2**26).shape == (10,)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -1,0 +1,167 @@
+"""Memory safety under threads and misuse: what the core reads with the GIL released cannot be
+changed under it, objects refuse a second __init__, and a busy object fails fast.
+
+The racing cases run in a child process, so a crash (the bug) fails the test instead of
+killing the test run."""
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rmtl
+from rmtl import _core
+
+from conftest import random_session_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_child(code: str) -> None:
+    """Runs code in a fresh interpreter with this checkout first on the path; it must exit 0."""
+    prelude = f"import sys\nsys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+    run = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, f"child exited with {run.returncode}:\n{run.stderr[-3000:]}"
+
+
+RACE = """
+import threading
+import numpy as np
+import rmtl
+
+rng = np.random.default_rng(0)
+field_dims = (50, 40, 30)
+n = 100_000
+sparse = np.stack([rng.integers(0, d, n) for d in field_dims], 1).astype(np.int32)
+dense = rng.normal(size=(n, 2)).astype(np.float32)
+stop = threading.Event()
+
+def writer():
+    # out-of-range codes appear and disappear in the array the call reads
+    while not stop.is_set():
+        sparse[:, 0] = 1_000_000_000
+        sparse[:, 0] = 1
+"""
+
+
+def test_writer_thread_cannot_crash_predict():
+    run_child(RACE + """
+model = rmtl.models.SharedBottom(field_dims, 2, 2, embed_dim=8, bottom_dims=(16,), tower_dims=(8,))
+t = threading.Thread(target=writer)
+t.start()
+outcomes = set()
+try:
+    for _ in range(30):
+        try:
+            model.predict(sparse, dense, batch_size=4096)
+            outcomes.add("ok")
+        except ValueError as e:
+            assert "sparse" in str(e), e
+            outcomes.add("rejected")
+finally:
+    stop.set()
+    t.join()
+print(outcomes)
+""")
+
+
+def test_writer_thread_cannot_crash_training():
+    run_child(RACE + """
+labels = (rng.random((n, 2)) < 0.3).astype(np.float32)
+model = rmtl.models.SharedBottom(field_dims, 2, 2, embed_dim=8, bottom_dims=(16,), tower_dims=(8,))
+rows = np.arange(n, dtype=np.int64)
+t = threading.Thread(target=writer)
+t.start()
+try:
+    for _ in range(10):
+        try:
+            model.train_chunk(rows, sparse, dense, labels, batch_size=512, lr=1e-3)
+        except ValueError as e:
+            assert "sparse" in str(e) or "code" in str(e), e
+finally:
+    stop.set()
+    t.join()
+""")
+
+
+def test_env_reads_its_own_offsets():
+    """Changing the data's session offsets after building an environment cannot send it
+    outside the data: it keeps a private copy."""
+    run_child("""
+import numpy as np
+from conftest import random_session_data
+from rmtl.env import VecSessionEnv
+
+data = random_session_data()
+env, twin = VecSessionEnv(data, num_envs=4, seed=1), VecSessionEnv(random_session_data(), num_envs=4, seed=1)
+data.offsets[1:-1] = 10**12
+for e in (env, twin):
+    e.reset(seed=3)
+for _ in range(40):
+    a = np.full((4, 2), 0.5, np.float32)
+    got, want = env.step(a), twin.step(a)
+    np.testing.assert_array_equal(got[0]["sparse"], want[0]["sparse"])
+""")
+
+
+def core_objects():
+    """Every core type with arguments that build it."""
+    import dataclasses
+    from rmtl.datasets.synth import _PY_ONLY
+    data = random_session_data()
+    fd = np.asarray(data.field_dims, np.int32)
+    cfg = rmtl.datasets.PRESETS["retailrocket"]
+    keys = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _PY_ONLY}
+    keys.update(n_users=cfg.calibration_users, seed=0)
+    fields = [(_core.enums["field_kind"][f.kind], f.levels, f.missing, f.skew) for f in cfg.fields]
+    return {
+        "Model": (_core.Model, (_core.enums["backbone"]["sharedbottom"], fd, 2, 2, 4, (8,), (4,), 0.0, 0)),
+        "Critic": (_core.Critic, (fd, 2, 4, np.array([8], np.int32), np.array([4], np.int32), 0.0, 0)),
+        "Replay": (_core.Replay, (10, 2, 0)),
+        "Env": (_core.Env, (data.offsets, data.sparse, data.dense, data.labels, 2, 0, 0, True, 0)),
+        "SynthWorld": (_core.SynthWorld, (keys, fields)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["Model", "Critic", "Replay", "Env", "SynthWorld"])
+def test_second_init_is_refused(kind):
+    """__init__ twice used to free buffers that views and running calls still use."""
+    cls, args = core_objects()[kind]
+    obj = cls(*args)
+    view = obj.buffer("param") if hasattr(obj, "buffer") else None
+    with pytest.raises(RuntimeError, match="already initialised"):
+        obj.__init__(*args)
+    if view is not None:
+        view[:] = 1.0  # the buffer the view points to is still the object's
+        assert (obj.buffer("param") == 1.0).all()
+
+
+def test_busy_model_fails_fast_without_breaking_the_running_call():
+    rng = np.random.default_rng(1)
+    n, field_dims = 60_000, (50, 40, 30)
+    sparse = np.stack([rng.integers(0, d, n) for d in field_dims], 1).astype(np.int32)
+    dense = rng.normal(size=(n, 2)).astype(np.float32)
+    labels = (rng.random((n, 2)) < 0.3).astype(np.float32)
+    model = rmtl.models.SharedBottom(field_dims, 2, 2, embed_dim=16, bottom_dims=(64, 32), tower_dims=(16,))
+    rows = np.tile(np.arange(n, dtype=np.int64), 4)
+    result = {}
+
+    def train():
+        result["loss"] = model.train_chunk(rows, sparse, dense, labels, batch_size=256, lr=1e-3)[0]
+
+    t = threading.Thread(target=train)
+    t.start()
+    errors = []
+    while t.is_alive():
+        try:
+            model.predict(sparse[:4], dense[:4])
+        except RuntimeError as e:
+            errors.append(str(e))
+    t.join()
+    assert errors and all("another thread" in e for e in errors)
+    assert np.isfinite(result["loss"])
+    assert np.isfinite(model.predict(sparse[:4], dense[:4])).all()
