@@ -12,6 +12,7 @@ import pytest
 
 import rmtl
 from rmtl.critic import Critic
+from test_models import assert_adam_steps_match
 
 # field 3 has more codes than a batch has rows: its codes are all distinct in BATCHES["distinct"];
 # embed_dim 32 makes the automatic choice take the distinct codes for the small fields
@@ -51,7 +52,7 @@ def assert_grads_match(ours, net):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name,T,kw", BACKBONES, ids=[b[0] for b in BACKBONES])
 def test_backbone_matches_torch(name, T, kw, mode, kind, gemm, torch):
-    from torch_reference import adam_steps, twin_of, weighted_bce
+    from torch_reference import twin_of, weighted_bce
     model = rmtl.models.create(name, FIELDS, 2, T, seed=4, **dict(SMALL, **kw))
     model.first_layer = mode
     net = twin_of(model)
@@ -62,12 +63,7 @@ def test_backbone_matches_torch(name, T, kw, mode, kind, gemm, torch):
     loss_t.backward()
     assert loss == pytest.approx(loss_t.item(), rel=1e-5)
     assert_grads_match(dict(model.named_grads()), net)
-    for step in range(5):
-        model.loss_and_grad(*data[step % 2])
-        model.adam_step(lr=1e-2, weight_decay=1e-3)
-    adam_steps(net, t, 5, lr=1e-2, weight_decay=1e-3)
-    for k, v in net.state_dict().items():
-        np.testing.assert_allclose(model.state_dict()[k], v.numpy(), atol=2e-5, rtol=1e-4, err_msg=k)
+    assert_adam_steps_match(model, net, data, t)
     with torch.no_grad():
         want = net.eval()(*t[1][:2]).numpy()
     np.testing.assert_allclose(model.predict(*data[1][:2], tables=False), want, rtol=1e-5, atol=1e-6)
