@@ -12,7 +12,8 @@ Per backbone it reports rmtl's training speed with its first layers chosen autom
 (over each field's distinct codes in the batch where that pays), with the plain products
 (`first_layer="plain"`, the path before issue 14) and with one thread; the fraction of the
 plain path's training FLOPs the automatic path does; prediction against torch; and the peak
-memory each side adds while it runs (resident set, Linux). `--neighbour` runs a load beside
+resident memory each side adds in a fresh process building the backbone and taking 2
+training steps (Linux). `--neighbour` runs a load beside
 the timed runs (benchmarks/neighbours.py, nice 10); `--high-cardinality` adds a field of
 1,000,000 codes (an item id: nearly every code distinct in a batch).
 
@@ -46,6 +47,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--only", default=",".join(NAMES), help="comma-separated backbones")
     p.add_argument("--neighbour", choices=NEIGHBOURS, help="a load run beside the timed runs, at nice 10")
     p.add_argument("--high-cardinality", action="store_true", help=f"add a field of {HIGH_CARDINALITY:,} codes")
+    p.add_argument("--peak-memory-of", help=argparse.SUPPRESS)  # internal: "rmtl:<name>" or "torch:<name>"
     return p.parse_args()
 
 
@@ -64,7 +66,7 @@ import torch  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from torch_reference import twin_of, weighted_bce  # noqa: E402
+from torch_reference import TWINS, twin_of, weighted_bce  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 
@@ -133,15 +135,28 @@ def memory_kb(key: str) -> int:
         return 0
 
 
-def reset_peak() -> int:
-    """Reset the peak resident set to the current one (Linux) and return the current one."""
+def peak_memory(side: str, name: str) -> float:
+    """MB of resident memory a fresh process adds at its peak while `side` ("rmtl" or "torch")
+    builds the backbone and takes 2 training steps (Linux; 0 elsewhere)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--peak-memory-of", f"{side}:{name}", "--threads",
+           str(ARGS.threads)] + (["--high-cardinality"] if ARGS.high_cardinality else [])
+    run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(run.stdout.split()[-1])
+
+
+def report_peak_memory(spec: str) -> None:
+    """The child side of peak_memory: prints the MB."""
+    side, name = spec.split(":")
+    data = make_data(BATCH * 2)
     gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    return memory_kb("VmRSS")
+    base = memory_kb("VmRSS")
+    if side == "rmtl":
+        time_train(rmtl.models.create(name, DIMS, 1, 2, seed=0), data, 1)
+    else:
+        time_torch(TWINS[name](list(DIMS), 1, 2, 128, [512, 256], [128, 64], 0.2,
+                               **({"num_experts": 8} if name in ("omoe", "mmoe", "ple") else {})), data, 1,
+                   predict=False)
+    print((memory_kb("VmHWM") - base) / 1024)
 
 
 def time_train(model, data, steps: int) -> float:
@@ -174,7 +189,7 @@ def time_rmtl(model, data, steps: int) -> dict:
     return out
 
 
-def time_torch(net, data, steps: int):
+def time_torch(net, data, steps: int, predict: bool = True):
     sparse, dense, labels = (torch.from_numpy(a) for a in data)
     sparse = sparse.long()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-6)
@@ -191,6 +206,8 @@ def time_torch(net, data, steps: int):
     for i in range(steps):
         step(i)
     train = BATCH * steps / (time.perf_counter() - t0)
+    if not predict:
+        return train, None
     net.eval()
     n_batches = steps * 4
     with torch.no_grad():
@@ -223,19 +240,15 @@ def main() -> None:
     print(head)
     try:
         for name in names:
-            base = reset_peak()
             model = rmtl.models.create(name, DIMS, 1, 2, seed=0)
             r = time_rmtl(model, data, ARGS.steps)
-            r_mb = (memory_kb("VmHWM") - base) / 1024
             plain = train_flops(model, BATCH)
             ours = plain - first_layer_flops(model, [BATCH] * len(DIMS), BATCH) + first_layer_flops(
                 model, list(r["rows"]), BATCH)
-            net = twin_of(model)
+            t_train, t_pred = time_torch(twin_of(model), data, ARGS.steps)
             del model
-            base = reset_peak() - sum(p.numel() * 4 for p in net.parameters()) // 1024
-            t_train, t_pred = time_torch(net, data, ARGS.steps)
-            t_mb = (memory_kb("VmHWM") - base) / 1024
-            del net
+            gc.collect()
+            r_mb, t_mb = peak_memory("rmtl", name), peak_memory("torch", name)
             rate = ours * r["train"] / BATCH
             print(f"{name:<13}{r['train']:>13.0f}{r['train_plain']:>9.0f}{r['train_1']:>9.0f}{t_train:>14.0f}"
                   f"{r['train'] / t_train:>7.2f}{r['train'] / r['train_1']:>8.2f}{r['pred']:>12.0f}{t_pred:>13.0f}"
@@ -248,4 +261,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if ARGS.peak_memory_of:
+        report_peak_memory(ARGS.peak_memory_of)
+    else:
+        main()
