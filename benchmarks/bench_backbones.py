@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -229,6 +230,7 @@ def main() -> None:
     names = [n.strip() for n in ARGS.only.split(",") if n.strip()]
     data = make_data(BATCH * ARGS.steps * 4)
     ceiling = matmul_rate()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the neighbour
     neighbour = start_neighbour(ARGS.neighbour) if ARGS.neighbour else None
     print(f"threads {ARGS.threads}, torch {torch.__version__}, rmtl gemm {rmtl.blas_info()['backend']}, "
           f"batch {BATCH}, {ARGS.steps} training steps, {ARGS.steps * 4} prediction batches, "
