@@ -68,7 +68,7 @@ typedef struct {
 } ModelObject;
 
 /* 0 if the net is initialised and idle, else -1 with RuntimeError */
-int Model_ready(ModelObject *self);
+int rmtl_net_ready(ModelObject *self);
 
 /* What one GIL-free call uses: every net, checked ready and kept alive until released, all
    marked busy together while the GIL is released (another thread's call on them fails fast),
@@ -92,8 +92,8 @@ void rmtl_holds_end(rmtl_holds *h, PyThreadState *ts);
 
 /* validates dense (n,D) float32 finite and codes (n,F) int32 in range, into a private copy of
    the codes held by h (*codes); returns n or -1 */
-npy_intp Model_check_inputs(ModelObject *self, PyObject *co, PyObject *dob, PyArrayObject **codes,
-                            PyArrayObject **dense, rmtl_holds *h);
+npy_intp rmtl_net_check_inputs(ModelObject *self, PyObject *co, PyObject *dob,
+                               PyArrayObject **codes, PyArrayObject **dense, rmtl_holds *h);
 /* Checks a data set's arrays, codes (n,F) int32, dense (n,D) float32, labels (n,T) float32,
    and the rows (int64) a chunk reads from them. 0, or -1 with an exception set. */
 int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObject *dob,

@@ -143,7 +143,7 @@ static void Critic_dealloc(CriticObject *self) {
 static npy_intp rmtl_check_states(ModelObject *net, PyObject *co, PyObject *dob, PyObject *ao,
                                   const char *action_arg, PyArrayObject **codes,
                                   PyArrayObject **dense, PyArrayObject **action, rmtl_holds *h) {
-    npy_intp n = Model_check_inputs(net, co, dob, codes, dense, h);
+    npy_intp n = rmtl_net_check_inputs(net, co, dob, codes, dense, h);
     if (n < 0 || (ao != NULL && (*action = rmtl_check_vector(ao, action_arg, n)) == NULL) ||
         rmtl_check_one_batch(n) < 0) {
         return -1;

@@ -176,7 +176,7 @@ static void Model_dealloc(ModelObject *self) {
     Py_DECREF(tp);
 }
 
-int Model_ready(ModelObject *self) {
+int rmtl_net_ready(ModelObject *self) {
     if (self->m == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "model: not initialised");
         return -1;
@@ -190,7 +190,7 @@ int Model_ready(ModelObject *self) {
 }
 
 static PyObject *Model_param_table(ModelObject *self, PyObject *noargs) {
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
     const rmtl_params *p = &self->m->params;
@@ -215,7 +215,7 @@ static PyObject *Model_param_table(ModelObject *self, PyObject *noargs) {
 
 /* a zero-copy float32 view of one of the model's flat buffers; it keeps the model alive */
 static PyObject *Model_buffer(ModelObject *self, PyObject *arg) {
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
     const char *which = PyUnicode_AsUTF8(arg);
@@ -247,7 +247,7 @@ static PyObject *Model_buffer(ModelObject *self, PyObject *arg) {
 }
 
 int rmtl_hold(rmtl_holds *h, ModelObject *o) {
-    if (o == NULL || Model_ready(o) < 0) {
+    if (o == NULL || rmtl_net_ready(o) < 0) {
         return -1;
     }
     Py_INCREF(o);
@@ -286,8 +286,8 @@ void rmtl_holds_end(rmtl_holds *h, PyThreadState *ts) {
     rmtl_holds_release(h);
 }
 
-npy_intp Model_check_inputs(ModelObject *self, PyObject *co, PyObject *dob, PyArrayObject **codes,
-                            PyArrayObject **dense, rmtl_holds *h) {
+npy_intp rmtl_net_check_inputs(ModelObject *self, PyObject *co, PyObject *dob,
+                               PyArrayObject **codes, PyArrayObject **dense, rmtl_holds *h) {
     rmtl_model *m = self->m;
     npy_intp cshape[2] = {-1, m->F};
     *codes = rmtl_check_array(co, "sparse", NPY_INT32, 2, cshape, 0);
@@ -338,7 +338,7 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO", &co, &dob) || rmtl_hold(&h, self) < 0) {
         return NULL;
     }
-    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense, &h);
+    npy_intp n = rmtl_net_check_inputs(self, co, dob, &codes, &dense, &h);
     npy_intp oshape[2] = {n, self->m->T};
     if (n < 0 || rmtl_check_one_batch(n) < 0 ||
         (out = PyArray_SimpleNew(2, oshape, NPY_FLOAT32)) == NULL) {
@@ -383,7 +383,7 @@ static PyObject *Model_predict(ModelObject *self, PyObject *args, PyObject *kwds
     if (rmtl_hold(&h, self) < 0) {
         return NULL;
     }
-    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense, &h);
+    npy_intp n = rmtl_net_check_inputs(self, co, dob, &codes, &dense, &h);
     npy_intp oshape[2] = {n, self->m->T};
     if (n < 0 || (out = rmtl_check_array(oo, "out", NPY_FLOAT32, 2, oshape, 1)) == NULL) {
         rmtl_holds_release(&h);
@@ -408,7 +408,7 @@ static PyObject *Model_loss_backward(ModelObject *self, PyObject *args, PyObject
         rmtl_hold(&h, self) < 0) {
         return NULL;
     }
-    npy_intp n = Model_check_inputs(self, co, dob, &codes, &dense, &h);
+    npy_intp n = rmtl_net_check_inputs(self, co, dob, &codes, &dense, &h);
     if (n < 0 || Model_check_labels(self, lo, n, "labels", &labels, 1) < 0 ||
         (wo != Py_None && Model_check_labels(self, wo, n, "weights", &weights, 0) < 0) ||
         rmtl_check_one_batch(n) < 0) {
@@ -429,7 +429,7 @@ static PyObject *Model_adam_step(ModelObject *self, PyObject *args, PyObject *kw
     rmtl_adam opt;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "fffff", kwlist, &opt.lr, &opt.beta1, &opt.beta2,
                                      &opt.eps, &opt.weight_decay) ||
-        Model_ready(self) < 0 || rmtl_check_adam(&opt, "adam") < 0) {
+        rmtl_net_ready(self) < 0 || rmtl_check_adam(&opt, "adam") < 0) {
         return NULL;
     }
     self->busy = 1;
@@ -494,14 +494,14 @@ int rmtl_check_chunk_rows(const rmtl_model *m, PyObject *ro, PyObject *co, PyObj
 }
 
 static PyObject *Model_get_training(ModelObject *self, void *closure) {
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
     return PyBool_FromLong(self->m->training);
 }
 
 static int Model_set_training(ModelObject *self, PyObject *value, void *closure) {
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return -1;
     }
     int t = value ? PyObject_IsTrue(value) : -1;
@@ -549,7 +549,7 @@ static PyObject *Model_get_first_layer_rows(ModelObject *self, void *closure) {
 }
 
 static PyObject *Model_get_steps(ModelObject *self, void *closure) {
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
     return Py_BuildValue("(LK)", (long long)self->m->params.adam_step,
@@ -560,7 +560,7 @@ static PyObject *Model_get_steps(ModelObject *self, void *closure) {
 static int Model_set_steps(ModelObject *self, PyObject *value, void *closure) {
     long long steps;
     unsigned long long counter;
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return -1;
     }
     if (value == NULL || !PyArg_ParseTuple(value, "LK", &steps, &counter)) {
