@@ -515,14 +515,14 @@ static int Model_set_training(ModelObject *self, PyObject *value, void *closure)
 
 /* RMTL_UNIQUE_*: how first layers run (rmtl.models.Net.first_layer) */
 static PyObject *Model_get_unique(ModelObject *self, void *closure) {
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
     return PyLong_FromLong(self->m->unique);
 }
 
 static int Model_set_unique(ModelObject *self, PyObject *value, void *closure) {
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return -1;
     }
     long u = value ? PyLong_AsLong(value) : -1;
@@ -537,7 +537,7 @@ static int Model_set_unique(ModelObject *self, PyObject *value, void *closure) {
 }
 
 static PyObject *Model_get_first_layer_rows(ModelObject *self, void *closure) {
-    if (Model_ready(self) < 0) {
+    if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
     const rmtl_unique *u = &self->m->uniq;
