@@ -8,12 +8,25 @@ authors' modules build them (one Linear per expert), run with the same thread co
 same data. The script also measures numpy.matmul's float32 rate and prints rmtl's training
 FLOP rate (matrix products only) as a fraction of it.
 
+Per backbone it reports rmtl's training speed with its first layers chosen automatically
+(over each field's distinct codes in the batch where that pays), with the plain products
+(`first_layer="plain"`, the path before issue 14) and with one thread; the fraction of the
+plain path's training FLOPs the automatic path does; prediction against torch; and the peak
+resident memory each side adds in a fresh process building the backbone and taking 2
+training steps (Linux). `--neighbour` runs a load beside
+the timed runs (benchmarks/neighbours.py, nice 10); `--high-cardinality` adds a field of
+1,000,000 codes (an item id: nearly every code distinct in a batch).
+
     python benchmarks/bench_backbones.py [--steps 6] [--threads N] [--only mmoe,ple]
+        [--neighbour {busy,torch,membw}] [--high-cardinality]
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -22,6 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # categoryid, 364, 776) after the recipe of SPEC section 2.1; the long-tail 364 and 776
 # are cut at 20% cumulative frequency, hence small
 FIELD_DIMS = (1202, 1530, 622, 3, 1243, 24, 17)
+HIGH_CARDINALITY = 1_000_000
+NEIGHBOURS = ("busy", "torch", "membw")
 NAMES = ("singletask", "sharedbottom", "esmm", "omoe", "mmoe", "ple", "aitm")
 BATCH = 2048
 
@@ -31,10 +46,14 @@ def parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=6, help="timed training steps (and prediction batches x 4)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for rmtl, numpy and torch")
     p.add_argument("--only", default=",".join(NAMES), help="comma-separated backbones")
+    p.add_argument("--neighbour", choices=NEIGHBOURS, help="a load run beside the timed runs, at nice 10")
+    p.add_argument("--high-cardinality", action="store_true", help=f"add a field of {HIGH_CARDINALITY:,} codes")
+    p.add_argument("--peak-memory-of", help=argparse.SUPPRESS)  # internal: "rmtl:<name>" or "torch:<name>"
     return p.parse_args()
 
 
 ARGS = parse()
+DIMS = FIELD_DIMS + ((HIGH_CARDINALITY,) if ARGS.high_cardinality else ())
 # thread counts and OpenBLAS's idle spin are read when the libraries load, so set them first
 # (numpy's own OpenBLAS must not spin after the ceiling measurement either; see rmtl/__init__.py)
 os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
@@ -48,14 +67,14 @@ import torch  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from torch_reference import twin_of, weighted_bce  # noqa: E402
+from torch_reference import TWINS, twin_of, weighted_bce  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 
 
 def make_data(n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    sparse = np.stack([rng.integers(0, d, n) for d in FIELD_DIMS], 1).astype(np.int32)
+    sparse = np.stack([rng.integers(0, d, n) for d in DIMS], 1).astype(np.int32)
     dense = np.zeros((n, 1), np.float32)  # the authors' dummy numerical feature
     click = rng.random(n) < 0.05
     labels = np.stack([click, click & (rng.random(n) < 0.2)], 1).astype(np.float32)
@@ -95,7 +114,53 @@ def train_flops(model: rmtl.models.Backbone, batch: int) -> float:
     return total
 
 
-def time_rmtl(model, data, steps: int):
+def first_layer_flops(model: rmtl.models.Backbone, rows: "list[int]", batch: int) -> float:
+    """Matrix-product FLOPs of one training step's first layers over the embedding when field
+    f runs over rows[f] rows (its distinct codes or the batch) and the dense columns over the
+    batch: forward, input and weight gradients."""
+    c = model.config
+    E, F = c.embed_dim, len(c.field_dims)
+    total = 0.0
+    for name, w in model.named_parameters():
+        if w.ndim == 2 and w.shape[1] == (F + 1) * E and not name.startswith("embedding"):
+            total += 2.0 * w.shape[0] * E * (sum(rows) + batch) * 3
+    return total
+
+
+def memory_kb(key: str) -> int:
+    """VmRSS or VmHWM (peak) of this process in kB; 0 where /proc is absent."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def peak_memory(side: str, name: str) -> float:
+    """MB of resident memory a fresh process adds at its peak while `side` ("rmtl" or "torch")
+    builds the backbone and takes 2 training steps (Linux; 0 elsewhere)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--peak-memory-of", f"{side}:{name}", "--threads",
+           str(ARGS.threads)] + (["--high-cardinality"] if ARGS.high_cardinality else [])
+    run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(run.stdout.split()[-1])
+
+
+def report_peak_memory(spec: str) -> None:
+    """The child side of peak_memory: prints the MB."""
+    side, name = spec.split(":")
+    data = make_data(BATCH * 2)
+    gc.collect()
+    base = memory_kb("VmRSS")
+    if side == "rmtl":
+        time_train(rmtl.models.create(name, DIMS, 1, 2, seed=0), data, 1)
+    else:
+        time_torch(TWINS[name](list(DIMS), 1, 2, 128, [512, 256], [128, 64], 0.2,
+                               **({"num_experts": 8} if name in ("omoe", "mmoe", "ple") else {})), data, 1,
+                   predict=False)
+    print((memory_kb("VmHWM") - base) / 1024)
+
+
+def time_train(model, data, steps: int) -> float:
     sparse, dense, labels = data
     rows = np.arange(BATCH * steps, dtype=np.int64)
     opt = dict(batch_size=BATCH, lr=1e-3, weight_decay=1e-6)
@@ -103,15 +168,29 @@ def time_rmtl(model, data, steps: int):
     model.train_chunk(rows[:BATCH], sparse, dense, labels, **opt)  # warm-up, buffers
     t0 = time.perf_counter()
     model.train_chunk(rows, sparse, dense, labels, **opt)
-    train = len(rows) / (time.perf_counter() - t0)
+    return len(rows) / (time.perf_counter() - t0)
+
+
+def time_rmtl(model, data, steps: int) -> dict:
+    """Training speed (automatic first layers, then one thread, then plain first layers), the
+    rows per field of the last automatic step, prediction speed"""
+    out = {"train": time_train(model, data, steps), "rows": model._core.first_layer_rows}
+    rmtl.set_num_threads(1)
+    out["train_1"] = time_train(model, data, steps)
+    rmtl.set_num_threads(ARGS.threads)
+    model.first_layer = "plain"
+    out["train_plain"] = time_train(model, data, steps)
+    model.first_layer = "auto"
+    sparse, dense, _ = data
     n = BATCH * steps * 4
     model.predict(sparse[:BATCH], dense[:BATCH], batch_size=BATCH)
     t0 = time.perf_counter()
     model.predict(sparse[:n], dense[:n], batch_size=BATCH)
-    return train, n / (time.perf_counter() - t0)
+    out["pred"] = n / (time.perf_counter() - t0)
+    return out
 
 
-def time_torch(net, data, steps: int):
+def time_torch(net, data, steps: int, predict: bool = True):
     sparse, dense, labels = (torch.from_numpy(a) for a in data)
     sparse = sparse.long()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-6)
@@ -128,6 +207,8 @@ def time_torch(net, data, steps: int):
     for i in range(steps):
         step(i)
     train = BATCH * steps / (time.perf_counter() - t0)
+    if not predict:
+        return train, None
     net.eval()
     n_batches = steps * 4
     with torch.no_grad():
@@ -138,25 +219,51 @@ def time_torch(net, data, steps: int):
     return train, BATCH * n_batches / (time.perf_counter() - t0)
 
 
+def start_neighbour(kind: str) -> subprocess.Popen:
+    script = os.path.join(ROOT, "benchmarks", "neighbours.py")
+    proc = subprocess.Popen([sys.executable, script, kind], preexec_fn=lambda: os.nice(10))
+    time.sleep(3.0)  # imports done, load running
+    return proc
+
+
 def main() -> None:
     names = [n.strip() for n in ARGS.only.split(",") if n.strip()]
     data = make_data(BATCH * ARGS.steps * 4)
     ceiling = matmul_rate()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the neighbour
+    neighbour = start_neighbour(ARGS.neighbour) if ARGS.neighbour else None
     print(f"threads {ARGS.threads}, torch {torch.__version__}, rmtl gemm {rmtl.blas_info()['backend']}, "
-          f"batch {BATCH}, {ARGS.steps} training steps, {ARGS.steps * 4} prediction batches")
-    print(f"numpy.matmul float32 ceiling: {ceiling / 1e9:.1f} GFLOP/s")
-    head = (f"{'backbone':<13}{'rmtl train/s':>13}{'torch train/s':>14}{'ratio':>7}"
-            f"{'rmtl pred/s':>13}{'torch pred/s':>13}{'ratio':>7}{'GFLOP/s':>9}{'of ceil':>8}")
+          f"batch {BATCH}, {ARGS.steps} training steps, {ARGS.steps * 4} prediction batches, "
+          f"field dims {DIMS}, neighbour {ARGS.neighbour or 'none'}")
+    print(f"numpy.matmul float32 ceiling: {ceiling / 1e9:.1f} GFLOP/s (measured before any neighbour)")
+    head = (f"{'backbone':<13}{'rmtl train/s':>13}{'plain/s':>9}{'1 thr/s':>9}{'torch train/s':>14}{'ratio':>7}"
+            f"{'N/1 thr':>8}{'rmtl pred/s':>12}{'torch pred/s':>13}{'ratio':>7}{'FLOPs':>7}{'GFLOP/s':>9}"
+            f"{'of ceil':>8}{'rmtl MB':>8}{'torch MB':>9}")
     print(head)
-    for name in names:
-        model = rmtl.models.create(name, FIELD_DIMS, 1, 2, seed=0)
-        net = twin_of(model)
-        r_train, r_pred = time_rmtl(model, data, ARGS.steps)
-        t_train, t_pred = time_torch(net, data, ARGS.steps)
-        rate = train_flops(model, BATCH) * r_train / BATCH
-        print(f"{name:<13}{r_train:>13.0f}{t_train:>14.0f}{r_train / t_train:>7.2f}{r_pred:>13.0f}"
-              f"{t_pred:>13.0f}{r_pred / t_pred:>7.2f}{rate / 1e9:>9.1f}{rate / ceiling:>8.0%}", flush=True)
+    try:
+        for name in names:
+            model = rmtl.models.create(name, DIMS, 1, 2, seed=0)
+            r = time_rmtl(model, data, ARGS.steps)
+            plain = train_flops(model, BATCH)
+            ours = plain - first_layer_flops(model, [BATCH] * len(DIMS), BATCH) + first_layer_flops(
+                model, list(r["rows"]), BATCH)
+            t_train, t_pred = time_torch(twin_of(model), data, ARGS.steps)
+            del model
+            gc.collect()
+            r_mb, t_mb = peak_memory("rmtl", name), peak_memory("torch", name)
+            rate = ours * r["train"] / BATCH
+            print(f"{name:<13}{r['train']:>13.0f}{r['train_plain']:>9.0f}{r['train_1']:>9.0f}{t_train:>14.0f}"
+                  f"{r['train'] / t_train:>7.2f}{r['train'] / r['train_1']:>8.2f}{r['pred']:>12.0f}{t_pred:>13.0f}"
+                  f"{r['pred'] / t_pred:>7.2f}{ours / plain:>7.0%}{rate / 1e9:>9.1f}{rate / ceiling:>8.0%}"
+                  f"{r_mb:>8.0f}{t_mb:>9.0f}", flush=True)
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
 
 
 if __name__ == "__main__":
-    main()
+    if ARGS.peak_memory_of:
+        report_peak_memory(ARGS.peak_memory_of)
+    else:
+        main()

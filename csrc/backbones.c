@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "experts.h"
+#include "first.h"
 
 /* the backbones whose middle is a program of fused ops (experts.h); ESMM's per-task bottoms
    read one embedding, so their first layers are one product there too */
@@ -21,8 +22,14 @@ static void rmtl_model_lookup_declare(rmtl_model *m) {
             *l = rmtl_experts_lookup(m);
         } else {
             const rmtl_linear *first = &m->bottoms[i].layer[0];
-            rmtl_lookup b = {
-                m->n_front == 1 ? 0 : i, first->out, first->out, first->w, first->b, first->act, 0};
+            rmtl_lookup b = {m->n_front == 1 ? 0 : i,
+                             first->out,
+                             first->out,
+                             first->w,
+                             first->b,
+                             first->act,
+                             0,
+                             first->salt};
             *l = b;
         }
         l->tab = m->tab_size;
@@ -43,7 +50,7 @@ static int rmtl_model_build(rmtl_model *m) {
     char name[RMTL_NAME_LEN];
     for (int f = 0; f < m->n_front && st == RMTL_OK; f++) {
         snprintf(name, sizeof(name), "%d.", f);
-        st = rmtl_frontend_build(m, &m->front[f], m->kind == RMTL_SINGLETASK ? name : "");
+        st = rmtl_frontend_build(m, &m->front[f], m->kind == RMTL_SINGLETASK ? name : "", 0);
     }
     for (int b = 0; b < m->n_bottom_mlp && st == RMTL_OK; b++) {
         if (m->kind != RMTL_SHAREDBOTTOM) {
@@ -154,6 +161,7 @@ static void rmtl_model_free_batch(rmtl_model *m) {
 void rmtl_model_release(rmtl_model *m) {
     rmtl_params_free(&m->params);
     rmtl_arena_free(&m->arena);
+    rmtl_unique_free(&m->uniq);
     rmtl_model_free_batch(m);
     rmtl_experts_free(m);
     free(m->bottoms);
@@ -187,8 +195,12 @@ int rmtl_model_reserve(rmtl_model *m, int batch) {
         return RMTL_ERR_NOMEM;
     }
     int st = rmtl_arena_resize(&m->arena, batch);
+    if (st == RMTL_OK) {
+        st = rmtl_unique_reserve(m, batch);
+    }
     if (st != RMTL_OK) {
         rmtl_model_free_batch(m);
+        rmtl_arena_free(&m->arena);
     }
     return st;
 }
@@ -203,10 +215,6 @@ static rmtl_loc rmtl_model_feature(const rmtl_model *m, int k) {
     return l;
 }
 
-static const rmtl_frontend *rmtl_model_front_of(const rmtl_model *m, int b) {
-    return &m->front[m->n_front == 1 ? 0 : b];
-}
-
 /* codes (B,F) dense (B,D) -> m->prob (B,T); the caller reserved B rows */
 int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
     const float *logit[RMTL_MAX_TASKS];
@@ -216,23 +224,28 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
     if (m->training) {
         m->counter++;
     }
-    /* with tables the lookups replace the front ends and the first layers over them */
-    for (int i = 0; i < m->n_lookup && m->use_tab; i++) {
-        const rmtl_lookup *l = &m->lookup[i];
-        rmtl_lookup_forward(rmtl_arena_val(&m->arena, l->act), l->out, codes, dense,
-                            m->tab + l->tab, m->field_offset, l->n_relu, B, m->F, m->D, l->out,
-                            (int64_t)m->front[l->front].table_rows);
+    /* the first layers over the front ends: from tables, or over the batch's codes */
+    if (!m->use_tab) {
+        rmtl_unique_build(m, codes, B);
     }
     for (int f = 0; f < m->n_front && !m->use_tab; f++) {
         rmtl_frontend_forward(m, &m->front[f], codes, dense, B);
     }
+    for (int i = 0; i < m->n_lookup; i++) {
+        const rmtl_lookup *l = &m->lookup[i];
+        if (m->use_tab) {
+            rmtl_lookup_forward(rmtl_arena_val(&m->arena, l->act), l->out, codes, dense,
+                                m->tab + l->tab, m->field_offset, l->n_relu, B, m->F, m->D, l->out,
+                                (int64_t)m->front[l->front].table_rows);
+        } else {
+            rmtl_first_forward(m, l, B);
+        }
+    }
     for (int b = 0; b < m->n_bottom_mlp; b++) {
-        size_t col = rmtl_model_front_of(m, b)->act;
-        rmtl_mlp_forward_from(m, &m->bottoms[b], m->use_tab, rmtl_arena_val(&m->arena, col),
-                              m->bottoms[b].layer[0].in, B);
+        rmtl_mlp_forward_from(m, &m->bottoms[b], 1, NULL, 0, B);
     }
     if (rmtl_model_has_experts(m)) {
-        rmtl_experts_forward(m, m->use_tab, B);
+        rmtl_experts_forward(m, 1, B);
     }
     for (int k = 0; k < m->T; k++) {
         rmtl_loc in = rmtl_model_feature(m, k);
@@ -251,12 +264,13 @@ void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense
                              rmtl_arena_val(&m->arena, in.col) + in.off, in.ld, B);
     }
     for (int b = 0; b < m->n_bottom_mlp; b++) {
-        size_t col = rmtl_model_front_of(m, b)->act;
-        rmtl_mlp_backward(m, &m->bottoms[b], rmtl_arena_grad(&m->arena, col),
-                          rmtl_arena_val(&m->arena, col), B);
+        rmtl_mlp_backward_from(m, &m->bottoms[b], 1, NULL, NULL, 0, B);
     }
     if (rmtl_model_has_experts(m)) {
-        rmtl_experts_backward(m, B);
+        rmtl_experts_backward(m, 1, B);
+    }
+    for (int i = 0; i < m->n_lookup; i++) {
+        rmtl_first_backward(m, &m->lookup[i], B);
     }
     for (int f = 0; f < m->n_front; f++) {
         rmtl_frontend_backward(m, &m->front[f], codes, dense, B);

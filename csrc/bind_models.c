@@ -62,6 +62,23 @@ static PyObject *rmtl_py_set_gemm_backend(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *rmtl_py_set_num_threads(PyObject *self, PyObject *arg) {
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 1 || n > 4096) {
+        PyErr_Format(PyExc_ValueError, "n: expected 1..4096 threads, got %ld", n);
+        return NULL;
+    }
+    rmtl_threads_set((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *rmtl_py_get_num_threads(PyObject *self, PyObject *noargs) {
+    return PyLong_FromLong(rmtl_threads());
+}
+
 static PyObject *rmtl_py_gemm_backend(PyObject *self, PyObject *noargs) {
     return PyUnicode_FromString(rmtl_gemm_uses_blas() ? "blas" : "builtin");
 }
@@ -496,6 +513,41 @@ static int Model_set_training(ModelObject *self, PyObject *value, void *closure)
     return 0;
 }
 
+/* RMTL_UNIQUE_*: how first layers run (rmtl.models.Net.first_layer) */
+static PyObject *Model_get_unique(ModelObject *self, void *closure) {
+    if (rmtl_net_ready(self) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(self->m->unique);
+}
+
+static int Model_set_unique(ModelObject *self, PyObject *value, void *closure) {
+    if (rmtl_net_ready(self) < 0) {
+        return -1;
+    }
+    long u = value ? PyLong_AsLong(value) : -1;
+    if (u < RMTL_UNIQUE_AUTO || u > RMTL_UNIQUE_ALWAYS) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError,
+                        "unique: expected a value of rmtl._core.enums['first_layer']");
+        return -1;
+    }
+    self->m->unique = (int)u;
+    return 0;
+}
+
+static PyObject *Model_get_first_layer_rows(ModelObject *self, void *closure) {
+    if (rmtl_net_ready(self) < 0) {
+        return NULL;
+    }
+    const rmtl_unique *u = &self->m->uniq;
+    PyObject *out = PyTuple_New(self->m->F);
+    for (int f = 0; out != NULL && f < self->m->F; f++) {
+        PyTuple_SET_ITEM(out, f, PyLong_FromLong(u->cap == 0 ? 0 : u->use[f] ? u->u[f] : u->B));
+    }
+    return out;
+}
+
 static PyObject *Model_get_steps(ModelObject *self, void *closure) {
     if (rmtl_net_ready(self) < 0) {
         return NULL;
@@ -559,6 +611,12 @@ static PyMethodDef Net_methods[] = {
 
 static PyGetSetDef Net_getset[] = {
     {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
+    {"unique", (getter)Model_get_unique, (setter)Model_set_unique,
+     "how first layers run: a value of rmtl._core.enums['first_layer']", NULL},
+    {"first_layer_rows", (getter)Model_get_first_layer_rows, NULL,
+     "per field, the rows the first layers ran over in the last forward over a batch's codes "
+     "(its distinct codes, or the batch's rows)",
+     NULL},
     {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
      "(adam steps taken, training forwards taken)", NULL},
     {NULL}};
@@ -580,6 +638,9 @@ int rmtl_is_model(PyObject *obj) {
 static PyMethodDef rmtl_models_functions[] = {
     {"set_gemm_backend", rmtl_py_set_gemm_backend, METH_O, "'blas' or 'builtin'"},
     {"gemm_backend", rmtl_py_gemm_backend, METH_NOARGS, "the active sgemm: 'blas' or 'builtin'"},
+    {"set_num_threads", rmtl_py_set_num_threads, METH_O, "threads of the core's parallel loops"},
+    {"get_num_threads", rmtl_py_get_num_threads, METH_NOARGS,
+     "threads of the core's parallel loops"},
     {"gemm", RMTL_KW(rmtl_py_gemm), METH_VARARGS | METH_KEYWORDS,
      "gemm(a, b, c, trans_a, trans_b, alpha, beta): c = alpha op(a) op(b) + beta c"},
     {NULL}};
@@ -598,10 +659,16 @@ static const rmtl_enum_entry rmtl_lookup_enum[] = {{"auto", RMTL_LOOKUP_AUTO},
                                                    {"always", RMTL_LOOKUP_ALWAYS},
                                                    {NULL, 0}};
 
+static const rmtl_enum_entry rmtl_unique_enum[] = {{"auto", RMTL_UNIQUE_AUTO},
+                                                   {"plain", RMTL_UNIQUE_NEVER},
+                                                   {"distinct", RMTL_UNIQUE_ALWAYS},
+                                                   {NULL, 0}};
+
 int rmtl_bind_models_init(PyObject *mod) {
     if (PyModule_AddFunctions(mod, rmtl_models_functions) < 0 ||
         rmtl_add_enum(mod, "backbone", rmtl_backbone_enum) < 0 ||
         rmtl_add_enum(mod, "lookup", rmtl_lookup_enum) < 0 ||
+        rmtl_add_enum(mod, "first_layer", rmtl_unique_enum) < 0 ||
         rmtl_add_type(mod, &Net_spec, NULL) < 0) {
         return -1;
     }

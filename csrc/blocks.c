@@ -49,12 +49,13 @@ void rmtl_arena_zero_grad(rmtl_arena *a) {
     memset(a->grad, 0, a->width * (size_t)a->cap * sizeof(float));
 }
 
-int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index) {
+int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int extra) {
     char name[RMTL_NAME_LEN];
     int st;
     fe->F = m->F;
     fe->D = m->D;
     fe->E = m->E;
+    fe->width = (m->F + 1 + extra) * m->E;
     fe->table_rows = (size_t)(m->field_offset[m->F - 1] + m->field_dims[m->F - 1]);
     snprintf(name, sizeof(name), "embedding.%sembedding.weight", index);
     st = rmtl_params_add(&m->params, &fe->table, name, (int)fe->table_rows, m->E, RMTL_INIT_XAVIER,
@@ -70,26 +71,28 @@ int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index) {
         snprintf(name, sizeof(name), "numerical_layer.%sbias", index);
         st = rmtl_params_add(&m->params, &fe->num_b, name, m->E, 0, RMTL_INIT_LINEAR, m->D);
     }
-    fe->act = rmtl_arena_reserve(&m->arena, (size_t)(m->F + 1) * m->E);
+    fe->act = rmtl_arena_reserve(&m->arena, (size_t)fe->width);
     return st;
 }
 
 void rmtl_frontend_forward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
                            const float *dense, int B) {
-    int W = (fe->F + 1) * fe->E;
+    int W = fe->width;
     float *out = rmtl_arena_val(&m->arena, fe->act), *p = m->params.param;
     rmtl_dropout none = {0.0f, 0, 0};
-    rmtl_embedding_forward(out, codes, p + fe->table, m->field_offset, B, fe->F, fe->E, W);
+    rmtl_embedding_forward(out, codes, &m->uniq, p + fe->table, m->field_offset, B, fe->F, fe->E,
+                           W);
     rmtl_linear_forward(out + (size_t)fe->F * fe->E, dense, p + fe->num_w, p + fe->num_b, 0, none,
                         B, fe->D, fe->E, W);
 }
 
 void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
                             const float *dense, int B) {
-    int W = (fe->F + 1) * fe->E;
+    int W = fe->width;
     float *dout = rmtl_arena_grad(&m->arena, fe->act), *g = m->params.grad;
     const float *out = rmtl_arena_val(&m->arena, fe->act);
-    rmtl_embedding_backward(g + fe->table, dout, codes, m->field_offset, B, fe->F, fe->E, W);
+    rmtl_embedding_backward(g + fe->table, dout, codes, &m->uniq, m->field_offset, B, fe->F, fe->E,
+                            W);
     rmtl_linear_backward(NULL, g + fe->num_w, g + fe->num_b, dout + (size_t)fe->F * fe->E,
                          out + (size_t)fe->F * fe->E, dense, m->params.param + fe->num_w, 0, 0.0f,
                          B, fe->D, fe->E, W);
@@ -149,10 +152,10 @@ const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *i
     return rmtl_mlp_forward_ld(m, mlp, inp, mlp->layer[0].in, B);
 }
 
-void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp,
-                          int ld_in, int B) {
+void rmtl_mlp_backward_from(rmtl_model *m, const rmtl_mlp *mlp, int first, float *dinp,
+                            const float *inp, int ld_in, int B) {
     float drop_p = m->training ? m->dropout : 0.0f;
-    for (int j = mlp->n - 1; j >= 0; j--) {
+    for (int j = mlp->n - 1; j >= first; j--) {
         const rmtl_linear *l = &mlp->layer[j];
         const float *x = j > 0 ? rmtl_arena_val(&m->arena, mlp->layer[j - 1].act) : inp;
         float *dx = j > 0 ? rmtl_arena_grad(&m->arena, mlp->layer[j - 1].act) : dinp;
@@ -161,6 +164,11 @@ void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const
                             rmtl_arena_val(&m->arena, l->act), x, m->params.param + l->w,
                             l->relu ? l->out : 0, drop_p, B, l->in, l->out);
     }
+}
+
+void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp,
+                          int ld_in, int B) {
+    rmtl_mlp_backward_from(m, mlp, 0, dinp, inp, ld_in, B);
 }
 
 void rmtl_mlp_backward(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp, int B) {

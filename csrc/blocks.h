@@ -11,8 +11,11 @@ float *rmtl_arena_val(const rmtl_arena *a, size_t col);
 float *rmtl_arena_grad(const rmtl_arena *a, size_t col);
 void rmtl_arena_zero_grad(rmtl_arena *a);
 
-/* prefix "" gives "embedding.embedding.weight"; "0." gives "embedding.0.embedding.weight" */
-int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index);
+/* prefix "" gives "embedding.embedding.weight"; "0." gives "embedding.0.embedding.weight";
+   extra fields of width E follow the numerical field in the output (a critic's action) */
+int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int extra);
+/* the front end reads m->uniq (rmtl_unique_build on the same codes must come first): a field
+   using its distinct codes gathers and scatters only their rows */
 void rmtl_frontend_forward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
                            const float *dense, int B);
 void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
@@ -33,5 +36,9 @@ const float *rmtl_mlp_forward_from(rmtl_model *m, const rmtl_mlp *mlp, int first
                                    int ld_in, int B);
 /* layers [first, n) only: with first > 0 the output of layer first - 1 is already in the
    arena (a lookup wrote it) and inp is ignored */
+void rmtl_mlp_backward_from(rmtl_model *m, const rmtl_mlp *mlp, int first, float *dinp,
+                            const float *inp, int ld_in, int B);
+/* layers [first, n) only, down to the gradient of layer first's input (first > 0: in the
+   arena, dinp and inp ignored) */
 size_t rmtl_mlp_out(const rmtl_mlp *mlp);
 #endif

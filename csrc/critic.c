@@ -3,12 +3,14 @@
 #include <string.h>
 
 #include "critic.h"
+#include "first.h"
 
 /* the reference's layers, in its parameter order, for the sizes rmtl_model_init copied */
 static int rmtl_critic_build(rmtl_critic *c) {
     rmtl_model *m = &c->net;
     int E = m->E, in = (m->F + 2) * E;
-    int st = rmtl_frontend_build(m, &c->front, "");
+    int st = rmtl_frontend_build(m, &m->front[0], "", 1);
+    m->n_front = 1;
     if (st == RMTL_OK) {
         st = rmtl_params_add(&m->params, &c->act_w, "action_layer.weight", E, 1, RMTL_INIT_LINEAR,
                              1);
@@ -16,9 +18,15 @@ static int rmtl_critic_build(rmtl_critic *c) {
     if (st == RMTL_OK) {
         st = rmtl_params_add(&m->params, &c->act_b, "action_layer.bias", E, 0, RMTL_INIT_LINEAR, 1);
     }
-    c->cat = rmtl_arena_reserve(&m->arena, (size_t)in);
     if (st == RMTL_OK) {
         st = rmtl_mlp_build(m, &c->bottom, "bottom.mlp", in, m->bottom, m->n_bottom, 0);
+    }
+    if (st == RMTL_OK) {
+        /* the bottom's first layer reads the front end: one first layer over it */
+        const rmtl_linear *l = &c->bottom.layer[0];
+        rmtl_lookup first = {0, l->out, l->out, l->w, l->b, l->act, 0, l->salt};
+        m->lookup[0] = first;
+        m->n_lookup = 1;
     }
     if (st == RMTL_OK) {
         st = rmtl_mlp_build(m, &c->tower, "tower.mlp", m->bottom[m->n_bottom - 1], m->tower,
@@ -66,6 +74,9 @@ int rmtl_critic_reserve(rmtl_critic *c, int batch) {
     }
     float *block = malloc(5 * (size_t)batch * sizeof(float));
     int st = block != NULL ? rmtl_arena_resize(&c->net.arena, batch) : RMTL_ERR_NOMEM;
+    if (st == RMTL_OK) {
+        st = rmtl_unique_reserve(&c->net, batch);
+    }
     if (st != RMTL_OK) {
         free(block);
         return st;
@@ -84,14 +95,6 @@ void rmtl_critic_zero_grad(rmtl_critic *c) {
     rmtl_arena_zero_grad(&c->net.arena);
 }
 
-/* copies B rows of width w from a buffer of row stride ld_src into one of stride ld_dst */
-static void rmtl_rows_copy(float *dst, int ld_dst, const float *src, int ld_src, int w, int B) {
-#pragma omp parallel for schedule(static) if ((long)B * w > 65536)
-    for (int i = 0; i < B; i++) {
-        memcpy(dst + (size_t)i * ld_dst, src + (size_t)i * ld_src, (size_t)w * sizeof(float));
-    }
-}
-
 int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense,
                         const float *action, int B) {
     rmtl_model *m = &c->net;
@@ -101,15 +104,16 @@ int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense
     if (m->training) {
         m->counter++;
     }
-    int E = m->E, W1 = (m->F + 1) * E, W2 = W1 + E;
+    int E = m->E, W = m->front[0].width;
     const float *p = m->params.param;
-    float *cat = rmtl_arena_val(&m->arena, c->cat);
     rmtl_dropout none = {0.0f, 0, 0};
     /* the reference concatenates [embedding fields, numerical field, action field] */
-    rmtl_frontend_forward(m, &c->front, codes, dense, B);
-    rmtl_rows_copy(cat, W2, rmtl_arena_val(&m->arena, c->front.act), W1, W1, B);
-    rmtl_linear_forward(cat + W1, action, p + c->act_w, p + c->act_b, 0, none, B, 1, E, W2);
-    const float *h = rmtl_mlp_forward(m, &c->bottom, cat, B);
+    rmtl_unique_build(m, codes, B);
+    rmtl_frontend_forward(m, &m->front[0], codes, dense, B);
+    rmtl_linear_forward(rmtl_arena_val(&m->arena, m->front[0].act) + W - E, action, p + c->act_w,
+                        p + c->act_b, 0, none, B, 1, E, W);
+    rmtl_first_forward(m, &m->lookup[0], B);
+    const float *h = rmtl_mlp_forward_from(m, &c->bottom, 1, NULL, 0, B);
     const float *out = rmtl_mlp_forward(m, &c->tower, h, B);
     for (int i = 0; i < B; i++) {
         c->q[i] = out[i] > 0.0f ? -out[i] : 0.0f;
@@ -120,7 +124,7 @@ int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense
 void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const int32_t *codes,
                           const float *dense, const float *action, int B) {
     rmtl_model *m = &c->net;
-    int E = m->E, W1 = (m->F + 1) * E, W2 = W1 + E;
+    int E = m->E, W = m->front[0].width;
     size_t tower_out = rmtl_mlp_out(&c->tower), bottom_out = rmtl_mlp_out(&c->bottom);
     const float *out = rmtl_arena_val(&m->arena, tower_out);
     float *dout = rmtl_arena_grad(&m->arena, tower_out);
@@ -130,12 +134,13 @@ void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const
     }
     rmtl_mlp_backward(m, &c->tower, rmtl_arena_grad(&m->arena, bottom_out),
                       rmtl_arena_val(&m->arena, bottom_out), B);
-    float *cat = rmtl_arena_val(&m->arena, c->cat), *dcat = rmtl_arena_grad(&m->arena, c->cat);
-    rmtl_mlp_backward(m, &c->bottom, dcat, cat, B);
-    rmtl_linear_backward(daction, m->params.grad + c->act_w, m->params.grad + c->act_b, dcat + W1,
-                         cat + W1, action, m->params.param + c->act_w, 0, 0.0f, B, 1, E, W2);
-    rmtl_rows_copy(rmtl_arena_grad(&m->arena, c->front.act), W1, dcat, W2, W1, B);
-    rmtl_frontend_backward(m, &c->front, codes, dense, B);
+    rmtl_mlp_backward_from(m, &c->bottom, 1, NULL, NULL, 0, B);
+    rmtl_first_backward(m, &m->lookup[0], B);
+    const float *x = rmtl_arena_val(&m->arena, m->front[0].act) + W - E;
+    float *dx = rmtl_arena_grad(&m->arena, m->front[0].act) + W - E;
+    rmtl_linear_backward(daction, m->params.grad + c->act_w, m->params.grad + c->act_b, dx, x,
+                         action, m->params.param + c->act_w, 0, 0.0f, B, 1, E, W);
+    rmtl_frontend_backward(m, &m->front[0], codes, dense, B);
 }
 
 int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const float *dense,

@@ -9,13 +9,12 @@
 #include "blocks.h"
 
 typedef struct {
-    /* the parameter table, arena, mode and dropout state the shared blocks read;
-       only F, D, E, field_*, params, arena, training, dropout, seed, counter are used */
+    /* the parameter table, arena, mode and dropout state the shared blocks read; its one
+       front end holds [fields, numerical field, action field] ((F+2)*E) and its one first
+       layer is the bottom's first layer; no towers, experts or head */
     rmtl_model net;
-    rmtl_frontend front;
     rmtl_mlp bottom, tower;
     size_t act_w, act_b; /* action_layer weight (E, 1) and bias (E) */
-    size_t cat; /* arena column of the (F+2)*E bottom input: front end, then action field */
     /* batch buffers, arena.cap rows each, carved from one block: Q values, a contiguous
        action copy, TD targets, upstream gradient of Q and gradient of the action */
     float *block, *q, *action, *y, *dq, *daction;

@@ -352,7 +352,7 @@ static rmtl_dropout rmtl_fan_dropout(const rmtl_model *m, const rmtl_fanout *f) 
 rmtl_lookup rmtl_experts_lookup(const rmtl_model *m) {
     const rmtl_op *op = &m->experts->op[0];
     const rmtl_fanout *f = &m->experts->fan[op->fan];
-    rmtl_lookup l = {0, f->out, f->n_relu, f->w, f->b, op->out.col, 0};
+    rmtl_lookup l = {0, f->out, f->n_relu, f->w, f->b, op->out.col, 0, f->salt};
     return l;
 }
 
@@ -389,13 +389,13 @@ void rmtl_experts_forward(rmtl_model *m, int first, int B) {
     }
 }
 
-void rmtl_experts_backward(rmtl_model *m, int B) {
+void rmtl_experts_backward(rmtl_model *m, int first, int B) {
     const struct rmtl_experts *ex = m->experts;
     const float *p = m->params.param;
     float *g = m->params.grad, *dx[RMTL_MAX_EXPERTS];
     const float *x[RMTL_MAX_EXPERTS];
     int ld[RMTL_MAX_EXPERTS];
-    for (int i = ex->n_op - 1; i >= 0; i--) {
+    for (int i = ex->n_op - 1; i >= first; i--) {
         const rmtl_op *op = &ex->op[i];
         const rmtl_fanout *f = &ex->fan[op->fan];
         switch (op->type) {

@@ -47,8 +47,9 @@ void rmtl_experts_free(rmtl_model *m);
    fanout over the front end (every program starts with it), skipped (first = 1) when a lookup
    wrote its output */
 void rmtl_experts_forward(rmtl_model *m, int first, int B);
-/* after the towers' backward filled the feature gradients: down to the front end's gradient */
-void rmtl_experts_backward(rmtl_model *m, int B);
+/* after the towers' backward filled the feature gradients: ops (n_op, first] in reverse, down
+   to the front end's gradient with first = 0, to op 0's output gradient with first = 1 */
+void rmtl_experts_backward(rmtl_model *m, int first, int B);
 /* op 0, the fanout over the front end, as a lookup (without its table offset) */
 rmtl_lookup rmtl_experts_lookup(const rmtl_model *m);
 /* where task k's tower input (B, bottom[-1]) lives */

@@ -22,7 +22,7 @@ void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const f
                        const float *B, int ldb, float beta, float *C, int ldc) {
     int mt = (M + GEMM_MC - 1) / GEMM_MC, nt = (N + GEMM_NC - 1) / GEMM_NC;
     long tiles = (long)mt * nt;
-#pragma omp parallel for schedule(static) if ((double)M * N * K > 1e6)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((double)M * N * K > 1e6)
     for (long t = 0; t < tiles; t++) {
         float panel[GEMM_KC * GEMM_NC];
         int i0 = (int)(t / nt) * GEMM_MC, j0 = (int)(t % nt) * GEMM_NC;

@@ -3,17 +3,71 @@
 #include <math.h>
 #include <string.h>
 
-/* keep flags of one row: two 24-bit uniforms from each 64-bit draw, keyed by (row, pair) */
-static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int n, int OC) {
+/* keep flags of columns [j0, j1) of one row (j0 even): two 24-bit uniforms from each 64-bit
+   draw, keyed by (row, pair) */
+static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int j0, int j1, int OC) {
     float scale = 1.0f / (1.0f - drop.p);
     uint64_t base = (uint64_t)i * (uint64_t)((OC + 1) / 2);
-    for (int j = 0; j < n; j += 2) {
+    for (int j = j0; j < j1; j += 2) {
         uint64_t r = rmtl_rng_u64(drop.seed, drop.stream, base + (uint64_t)(j / 2));
         float u0 = (float)((r >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
         float u1 = (float)(r >> 40) * (1.0f / 16777216.0f);
         o[j] = (o[j] > 0.0f && u0 >= drop.p) ? o[j] * scale : 0.0f;
-        if (j + 1 < n) {
+        if (j + 1 < j1) {
             o[j + 1] = (o[j + 1] > 0.0f && u1 >= drop.p) ? o[j + 1] * scale : 0.0f;
+        }
+    }
+}
+
+/* Elementwise passes run over tiles of TILE_ROWS rows and TILE_COLS columns: a column block of
+   the gathered tables stays in cache while the rows of the tile read it */
+#define TILE_ROWS 256
+#define TILE_COLS 64
+
+/* o[0, w) += r[0, w), w <= TILE_COLS; a full tile's constant trip count vectorizes fully */
+static void rmtl_add_cols(float *restrict o, const float *restrict r, int w) {
+    if (w == TILE_COLS) {
+        for (int j = 0; j < TILE_COLS; j++) {
+            o[j] += r[j];
+        }
+        return;
+    }
+    for (int j = 0; j < w; j++) {
+        o[j] += r[j];
+    }
+}
+
+void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
+                         int n_relu, rmtl_dropout drop, int B, int OC) {
+    int n = gather != NULL ? gather->n : 0;
+    int nc = (OC + TILE_COLS - 1) / TILE_COLS, nr = (B + TILE_ROWS - 1) / TILE_ROWS;
+    /* a tile's output rows stay in cache while each field's rows are added in turn */
+#pragma omp parallel for num_threads(rmtl_threads())                                               \
+    schedule(static) if ((long)B * OC * (n + 1) > 32768)
+    for (int t = 0; t < nr * nc; t++) {
+        int i0 = (t / nc) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
+        int j0 = (t % nc) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
+        int jr = n_relu < j1 ? n_relu : j1;
+        for (int i = i0; i < i1; i++) {
+            rmtl_add_cols(out + (size_t)i * ld_out + j0, b + j0, j1 - j0);
+        }
+        for (int g = 0; g < n; g++) {
+            const int32_t *slot = gather->slot + gather->field[g];
+            for (int i = i0; i < i1; i++) {
+                rmtl_add_cols(out + (size_t)i * ld_out + j0,
+                              gather->rows[g] + (size_t)slot[(size_t)i * gather->F] * OC + j0,
+                              j1 - j0);
+            }
+        }
+        for (int i = i0; i < i1; i++) {
+            float *restrict o = out + (size_t)i * ld_out;
+            if (drop.p > 0.0f && jr > j0) {
+                rmtl_dropout_row(o, drop, i, j0, jr, OC);
+                continue;
+            }
+            for (int j = j0; j < jr; j++) {
+                o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+            }
         }
     }
 }
@@ -21,18 +75,47 @@ static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int n, int OC) 
 void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
                         const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC) {
     rmtl_gemm(0, 1, B, OC, C, 1.0f, inp, ld_in, w, C, 0.0f, out, ld_out);
-#pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
-    for (int i = 0; i < B; i++) {
-        float *o = out + (size_t)i * ld_out;
-        for (int j = 0; j < OC; j++) {
-            o[j] += b[j];
+    rmtl_dense_epilogue(out, ld_out, b, NULL, n_relu, drop, B, OC);
+}
+
+void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int ld_out,
+                         const float *out, int n_relu, float drop_p, int B, int OC) {
+    float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
+    int n = scatter != NULL ? scatter->n : 0;
+    /* ReLU columns become pre-activation gradients here, and the bias gradient and the sums by
+       slot are taken in the same pass over a column block; out > 0 exactly where ReLU passed
+       and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
+       the same bits for any thread count. */
+    int nblk = (OC + TILE_COLS - 1) / TILE_COLS;
+#pragma omp parallel for num_threads(rmtl_threads())                                               \
+    schedule(static) if ((long)B * OC * (n + 1) > 32768)
+    for (int blk = 0; blk < nblk; blk++) {
+        int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
+        int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
+        float acc[TILE_COLS] = {0};
+        for (int i = 0; i < B; i++) {
+            float *restrict d = dout + (size_t)i * ld_out;
+            const float *restrict o = out + (size_t)i * ld_out;
+            /* a select, not a branch: the kept/dropped pattern is unpredictable */
+            for (int j = j0; j < jr; j++) {
+                d[j] *= o[j] > 0.0f ? scale : 0.0f;
+            }
+            rmtl_add_cols(acc, d + j0, j1 - j0);
         }
-        if (drop.p > 0.0f && n_relu > 0) {
-            rmtl_dropout_row(o, drop, i, n_relu, OC);
-            continue;
+        for (int j = j0; j < j1; j++) {
+            db[j] += acc[j - j0];
         }
-        for (int j = 0; j < n_relu; j++) {
-            o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+        /* the rows of each slot, in row order, summed while the block is in cache */
+        for (int g = 0; g < n; g++) {
+            const int32_t *start = scatter->start[g], *order = scatter->order[g];
+            for (int s = 0; s < scatter->u[g]; s++) {
+                float sum[TILE_COLS] = {0};
+                for (int k = start[s]; k < start[s + 1]; k++) {
+                    rmtl_add_cols(sum, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
+                }
+                memcpy(scatter->rows[g] + (size_t)s * OC + j0, sum,
+                       (size_t)(j1 - j0) * sizeof(float));
+            }
         }
     }
 }
@@ -40,30 +123,7 @@ void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, con
 void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
                          const float *out, const float *inp, const float *w, int n_relu,
                          float drop_p, int B, int C, int OC) {
-    float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
-    /* ReLU columns become pre-activation gradients here and the bias gradient is summed in
-       the same pass; out > 0 exactly where ReLU passed and dropout kept, so no mask is
-       stored. Column blocks are summed in row order: the same bits for any thread count. */
-    int nblk = (OC + 63) / 64;
-#pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
-    for (int blk = 0; blk < nblk; blk++) {
-        int j0 = blk * 64, j1 = j0 + 64 < OC ? j0 + 64 : OC;
-        int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
-        float acc[64] = {0};
-        for (int i = 0; i < B; i++) {
-            float *d = dout + (size_t)i * ld_out;
-            const float *o = out + (size_t)i * ld_out;
-            for (int j = j0; j < jr; j++) {
-                d[j] = o[j] > 0.0f ? d[j] * scale : 0.0f;
-            }
-            for (int j = j0; j < j1; j++) {
-                acc[j - j0] += d[j];
-            }
-        }
-        for (int j = j0; j < j1; j++) {
-            db[j] += acc[j - j0];
-        }
-    }
+    rmtl_dense_prologue(db, NULL, dout, ld_out, out, n_relu, drop_p, B, OC);
     rmtl_gemm(1, 0, OC, C, B, 1.0f, dout, ld_out, inp, ld_in, 1.0f, dw, C);
     if (dinp != NULL) {
         rmtl_gemm(0, 0, B, C, OC, 1.0f, dout, ld_out, w, C, 1.0f, dinp, ld_in);
@@ -82,25 +142,41 @@ void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const 
                         OC);
 }
 
-void rmtl_embedding_forward(float *out, const int32_t *codes, const float *table,
-                            const int64_t *field_offset, int B, int F, int E, int ld_out) {
-#pragma omp parallel for schedule(static) if ((long)B * F * E > 65536)
+/* field f's n-th looked-up code: the batch's row n, or its n-th distinct code */
+static int32_t rmtl_field_code(const int32_t *codes, const rmtl_unique *u, int f, int F, int n) {
+    return u != NULL && u->use[f] ? u->code[(size_t)f * u->cap + n] : codes[(size_t)n * F + f];
+}
+
+static int rmtl_field_rows(const rmtl_unique *u, int f, int B) {
+    return u != NULL && u->use[f] ? u->u[f] : B;
+}
+
+void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
+                            const float *table, const int64_t *field_offset, int B, int F, int E,
+                            int ld_out) {
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * F * E > 65536)
     for (int i = 0; i < B; i++) {
         for (int f = 0; f < F; f++) {
-            const float *row = table + (size_t)(field_offset[f] + codes[(size_t)i * F + f]) * E;
+            if (i >= rmtl_field_rows(u, f, B)) {
+                continue;
+            }
+            int32_t c = rmtl_field_code(codes, u, f, F, i);
+            const float *row = table + (size_t)(field_offset[f] + c) * E;
             memcpy(out + (size_t)i * ld_out + (size_t)f * E, row, (size_t)E * sizeof(float));
         }
     }
 }
 
 void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
-                             const int64_t *field_offset, int B, int F, int E, int ld_out) {
+                             const rmtl_unique *u, const int64_t *field_offset, int B, int F, int E,
+                             int ld_out) {
     /* fields own disjoint row ranges, so threads split by field never collide;
        row 0 is the padding row (padding_idx=0) and never receives a gradient */
-#pragma omp parallel for schedule(static) if ((long)B * F * E > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * F * E > 65536)
     for (int f = 0; f < F; f++) {
-        for (int i = 0; i < B; i++) {
-            int64_t r = field_offset[f] + codes[(size_t)i * F + f];
+        int n = rmtl_field_rows(u, f, B);
+        for (int i = 0; i < n; i++) {
+            int64_t r = field_offset[f] + rmtl_field_code(codes, u, f, F, i);
             if (r == 0) {
                 continue;
             }
@@ -134,7 +210,7 @@ void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const flo
                          const float *tab, const int64_t *field_offset, int n_relu, int B, int F,
                          int D, int OC, int64_t rows) {
     const float *last = tab + (size_t)(rows + D) * OC;
-#pragma omp parallel for schedule(static) if ((long)B * OC > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * OC > 32768)
     for (int i = 0; i < B; i++) {
         float *restrict o = out + (size_t)i * ld_out;
         const int32_t *c = codes + (size_t)i * F;
@@ -220,7 +296,7 @@ void rmtl_head_backward_prob(float *const *dlogit, const float *dprob, const flo
 }
 
 void rmtl_softmax_forward(float *x, int ld, int B, int n) {
-#pragma omp parallel for schedule(static) if ((long)B * n > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n > 32768)
     for (int i = 0; i < B; i++) {
         float *r = x + (size_t)i * ld, mx = r[0], sum = 0.0f;
         for (int e = 1; e < n; e++) {
@@ -237,7 +313,7 @@ void rmtl_softmax_forward(float *x, int ld, int B, int n) {
 }
 
 void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
-#pragma omp parallel for schedule(static) if ((long)B * n > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n > 32768)
     for (int i = 0; i < B; i++) {
         float *g = d + (size_t)i * ld;
         const float *q = p + (size_t)i * ld;
@@ -253,7 +329,7 @@ void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
 
 void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
                       const int *ld_x, int n, int B, int W) {
-#pragma omp parallel for schedule(static) if ((long)B * n * W > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n * W > 65536)
     for (int i = 0; i < B; i++) {
         float *o = out + (size_t)i * ld_out;
         const float *g = gate + (size_t)i * ld_gate;
@@ -273,7 +349,7 @@ void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, co
 void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld_out,
                        const float *gate, int ld_gate, const float *const *x, const int *ld_x,
                        int n, int B, int W) {
-#pragma omp parallel for schedule(static) if ((long)B * n * W > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n * W > 65536)
     for (int i = 0; i < B; i++) {
         const float *d = dout + (size_t)i * ld_out;
         const float *g = gate + (size_t)i * ld_gate;
@@ -295,7 +371,7 @@ void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld
 void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
                              int ld_h, int B, int D) {
     float inv = 1.0f / sqrtf((float)D);
-#pragma omp parallel for schedule(static) if ((long)B * D > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * D > 32768)
     for (int i = 0; i < B; i++) {
         const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
         float s[2];
@@ -322,7 +398,7 @@ void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_
                               const float *attn, const float *hp, const float *hq, int ld_h, int B,
                               int D) {
     float inv = 1.0f / sqrtf((float)D);
-#pragma omp parallel for schedule(static) if ((long)B * D > 32768)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * D > 32768)
     for (int i = 0; i < B; i++) {
         const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
         float *dh[2] = {dhp + (size_t)i * ld_h, dhq + (size_t)i * ld_h};

@@ -18,6 +18,27 @@ void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const 
                           int OC, int ld_out);
 /* dout (B,OC) is turned in place into the pre-activation gradient; dinp may be NULL */
 
+/* rows of per-field tables selected by each batch row's slot: row i uses
+   rows[g] + slot[i * F + field[g]] * OC for g < n; rows[g] holds u[g] rows, and the batch
+   rows of its slot s are order[g][start[g][s] .. start[g][s + 1]) in increasing order */
+typedef struct {
+    int n, F;
+    const int *field, *u;
+    float *const *rows;
+    const int32_t *slot;
+    const int32_t *const *start, *const *order;
+} rmtl_gather;
+
+void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
+                         int n_relu, rmtl_dropout drop, int B, int OC);
+/* out (B,OC) row stride ld_out += b + the gathered rows (gather may be NULL); columns
+   [0, n_relu) then get ReLU and dropout */
+void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int ld_out,
+                         const float *out, int n_relu, float drop_p, int B, int OC);
+/* turns dout (B,OC)'s ReLU columns in place into pre-activation gradients, adds their column
+   sums into db and, when scatter is not NULL, overwrites its tables with the sums of the
+   resulting rows by slot (aggregated gradients) */
+
 void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
                         const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC);
 /* inp (B,C) row stride ld_in, w (OC,C), b (OC) -> out (B,OC) row stride ld_out; columns
@@ -49,11 +70,15 @@ void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_
                               int D);
 /* adds the gradients of hp and hq (B,3D) for the output gradient dout (B,D) */
 
-void rmtl_embedding_forward(float *out, const int32_t *codes, const float *table,
-                            const int64_t *field_offset, int B, int F, int E, int ld_out);
-/* codes (B,F) table (rows,E) out (B,ld_out), field f at columns f*E */
+void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
+                            const float *table, const int64_t *field_offset, int B, int F, int E,
+                            int ld_out);
+/* codes (B,F) table (rows,E) out (B,ld_out), field f at columns f*E; a field with u->use[f]
+   (u may be NULL) gathers its u->u[f] distinct codes into rows [0, u->u[f]) instead */
 void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
-                             const int64_t *field_offset, int B, int F, int E, int ld_out);
+                             const rmtl_unique *u, const int64_t *field_offset, int B, int F, int E,
+                             int ld_out);
+/* adds the gradient of the rows rmtl_embedding_forward wrote into dtable, except row 0 */
 
 void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const float *num_b,
                        const float *w, const float *b, const int64_t *field_offset, int64_t rows,

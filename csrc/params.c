@@ -100,7 +100,7 @@ void rmtl_params_adam_step(rmtl_params *p, const rmtl_adam *opt) {
     size_t lo = 0;
     for (int s = 0; s <= p->n_frozen; s++) {
         size_t hi = s < p->n_frozen ? p->frozen_lo[s] : p->total;
-#pragma omp parallel for schedule(static) if (hi - lo > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (hi - lo > 65536)
         for (size_t i = lo; i < hi; i++) {
             float gi = g[i] + wd * w[i];
             m[i] = b1 * m[i] + (1.0f - b1) * gi;

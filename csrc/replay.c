@@ -157,7 +157,7 @@ int rmtl_collect(rmtl_replay *b, const rmtl_mdp *mdp, const int64_t *sessions, i
     int T = b->T;
     /* transition j goes to slot (head + j) mod capacity; only the newest capacity transitions
        are written, so every written slot is distinct and the episodes run in parallel */
-#pragma omp parallel for schedule(dynamic, 256) if (n_episodes > 4096)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(dynamic, 256) if (n_episodes > 4096)
     for (int64_t e = 0; e < n_episodes; e++) {
         int64_t lo = mdp->offsets[sessions[e]], hi = mdp->offsets[sessions[e] + 1];
         for (int64_t r = lo; r < hi; r++) {

@@ -8,7 +8,7 @@
 
 void rmtl_soft_update(float *dst, const float *src, size_t n, float tau) {
     float keep = 1.0f - tau;
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         dst[i] = tau * src[i] + keep * dst[i];
     }

@@ -72,23 +72,52 @@ typedef struct {
 
 typedef struct {
     int F, D, E;
+    int width;                /* (F+1)*E, or (F+2)*E with a critic's action field */
     size_t table, table_rows; /* embedding table offset and sum(field_dims) */
     size_t num_w, num_b;      /* numerical_layer (E, D), (E) */
-    size_t act;               /* arena column of the (F+1)*E front-end output */
+    size_t act;               /* arena column of the (B, width) front-end output */
 } rmtl_frontend;
 
-/* A first layer over a front end, which prediction may evaluate from per-code tables
-   (rmtl_lookup_build): its output is then a sum of table rows instead of a GEMM over
-   the (F+1)*E front-end output */
+/* A first layer over a front end (first.c). Training and prediction run it over the distinct
+   codes of each field in the batch (rmtl_unique); prediction may instead evaluate it from
+   per-code tables over the whole vocabulary (rmtl_lookup_build): its output is then a sum
+   of table rows instead of a GEMM over the front-end output */
 typedef struct {
     int front;       /* index into rmtl_model.front */
-    int out, n_relu; /* output width; columns [0, n_relu) get ReLU */
-    size_t w, b;     /* parameter offsets of weight (out, (F+1)*E) and bias (out) */
+    int out, n_relu; /* output width; columns [0, n_relu) get ReLU + dropout */
+    size_t w, b;     /* parameter offsets of weight (out, front width) and bias (out) */
     size_t act;      /* arena column of the (B, out) output */
     size_t tab;      /* offset of its (table_rows + D + 1, out) tables in rmtl_model.tab */
+    uint32_t salt;   /* the layer's dropout salt */
 } rmtl_lookup;
 
 enum { RMTL_LOOKUP_AUTO = 0, RMTL_LOOKUP_NEVER = 1, RMTL_LOOKUP_ALWAYS = 2 };
+
+/* How first layers treat a field: RMTL_UNIQUE_AUTO chooses per field and batch by cost,
+   NEVER always runs the plain product over the batch's rows, ALWAYS the product over the
+   field's distinct codes */
+enum { RMTL_UNIQUE_AUTO = 0, RMTL_UNIQUE_NEVER = 1, RMTL_UNIQUE_ALWAYS = 2 };
+
+/* The distinct codes of each field in a batch and the workspace of the products over them,
+   sized for cap rows by rmtl_unique_reserve. For a field with use[f]: its u[f] distinct codes
+   in first-occurrence order at code + f * cap, row i's index among them at slot[i * F + f],
+   the rows holding slot s at order[f * cap + start[f * (cap + 1) + s] ..], and the (u[f], out)
+   products or aggregated gradients at work + woff[f]. The n_use fields with use[f] are
+   listed in field, with their counts in field_u, products in rows, starts and orders in
+   field_start and field_order. */
+typedef struct {
+    int cap, B;             /* rows reserved, rows of the last build */
+    int32_t *code, *slot;   /* (F, cap) and (cap, F) */
+    int32_t *start, *order; /* (F, cap + 1) and (F, cap) */
+    int32_t *mark;          /* (table_rows): a code's slot during a build, else -1 */
+    int *u, *use;           /* (F) each */
+    size_t *woff;           /* (F) */
+    float *work;
+    int n_use;
+    int *field, *field_u;                       /* (F) each */
+    float **rows;                               /* (F) */
+    const int32_t **field_start, **field_order; /* (F) each */
+} rmtl_unique;
 
 typedef struct {
     int kind, F, D, T, E;
@@ -110,6 +139,8 @@ typedef struct {
         *experts; /* ESMM, OMoE, MMoE, PLE, AITM: the layers between front end and towers */
 
     int n_lookup; /* the first layers over the front ends */
+    int unique;   /* RMTL_UNIQUE_* */
+    rmtl_unique uniq;
     rmtl_lookup lookup[RMTL_MAX_TASKS];
     float *tab; /* their tables, tab_size floats, alive during a prediction using them */
     size_t tab_size;
@@ -146,6 +177,10 @@ void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                const float *B, int ldb, float beta, float *C, int ldc);
 void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
+
+/* threads.c: the thread count of the core's parallel loops (n <= 0: OpenMP's default) */
+void rmtl_threads_set(int n);
+int rmtl_threads(void);
 
 /* backbones.c */
 int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg);

@@ -272,7 +272,7 @@ int rmtl_synth_create(rmtl_synth_world **out, const rmtl_synth_config *cfg) {
         w->centre[j] = (float)synth_normal(ckey, (uint64_t)(j / K), (uint64_t)(j % K));
     }
     synth_category_ranges(w->cat_start, cfg);
-#pragma omp parallel for schedule(static) if (C > 1)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (C > 1)
     for (int64_t k = 0; k < C; k++) {
         for (int64_t i = w->cat_start[k]; i < w->cat_start[k + 1]; i++) {
             synth_item(w, i, (int)k);
@@ -435,7 +435,7 @@ int rmtl_synth_count(int64_t *rows, int64_t *sessions, const rmtl_synth_world *w
     if (lo < 0 || hi > w->cfg.n_users || lo > hi) {
         return RMTL_ERR_ARG;
     }
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(dynamic, 64)
     for (int64_t u = lo; u < hi; u++) {
         synth_user s;
         synth_make_user(&s, w, u);
@@ -574,7 +574,7 @@ int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
         return RMTL_ERR_ARG;
     }
     int bad = 0;
-#pragma omp parallel for schedule(dynamic, 32) reduction(| : bad)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(dynamic, 32) reduction(| : bad)
     for (int64_t u = lo; u < hi; u++) {
         /* check the slice before writing: a wrong layout must never write out of bounds */
         synth_user s;
@@ -598,7 +598,7 @@ int rmtl_synth_mean_truth(double *mean, double *scratch, const rmtl_synth_world 
         return RMTL_ERR_ARG;
     }
     int64_t n = 0;
-#pragma omp parallel for schedule(dynamic, 16) reduction(+ : n)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(dynamic, 16) reduction(+ : n)
     for (int64_t u = lo; u < hi; u++) {
         double *sums = scratch + 2 * (u - lo);
         sums[0] = sums[1] = 0.0;

@@ -52,7 +52,8 @@ int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, 
 int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
                       const int64_t *rows, int B, int F, int D, int T, const int32_t *field_dims) {
     int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (B > 4096)
+#pragma omp parallel for num_threads(rmtl_threads()) schedule(static)                              \
+    reduction(| : bad) if (B > 4096)
     for (int i = 0; i < B; i++) {
         int64_t r = rows[i];
         if (r < 0 || r >= data->n) {

@@ -6,6 +6,8 @@ import contextlib
 import os
 from typing import Iterator, Optional
 
+from .backend import get_num_threads, set_num_threads
+
 
 def available_cores() -> int:
     """Cores this process may run on (its CPU affinity where the OS tells it)."""
@@ -17,7 +19,8 @@ def available_cores() -> int:
 
 @contextlib.contextmanager
 def limit(threads: Optional[int]) -> Iterator[None]:
-    """Run the block with ``threads`` OpenMP and BLAS threads (None: leave them as they are).
+    """Run the block with ``threads`` OpenMP and BLAS threads (:func:`rmtl.set_num_threads`;
+    None: leave them as they are), restoring the previous count afterwards.
 
     OpenBLAS sums some products in another order on another number of threads, so the
     thread count is part of what makes a job's numbers reproducible (the builtin GEMM,
@@ -27,7 +30,9 @@ def limit(threads: Optional[int]) -> Iterator[None]:
         return
     if threads < 1:
         raise ValueError(f"threads: expected >= 1, got {threads}")
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=int(threads)):
+    before = get_num_threads()
+    set_num_threads(int(threads))
+    try:
         yield
+    finally:
+        set_num_threads(before)

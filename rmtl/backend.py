@@ -1,4 +1,4 @@
-"""Which matrix-multiply path the C core uses."""
+"""Which matrix-multiply path the C core uses, and how many threads the core and it run on."""
 from __future__ import annotations
 
 import os
@@ -31,3 +31,32 @@ def set_gemm_backend(name: str) -> None:
     to start with the fallback.
     """
     _core.set_gemm_backend(name)
+
+
+def _blas_controllers() -> list:
+    """threadpoolctl's controllers of the BLAS the core's products run on: SciPy's OpenBLAS
+    (numpy's own copy stays as it is), or every BLAS when SciPy links a shared system one."""
+    from threadpoolctl import ThreadpoolController
+
+    blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    scipy_own = [c for c in blas if "scipy" in os.path.basename(os.path.dirname(c.filepath))]
+    return scipy_own or blas
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads for rmtl's own parallel loops and for the BLAS its products run on.
+
+    Process-wide and effective at once, from any thread (``torch.set_num_threads`` likewise).
+    One thread per worker is what scale-out needs; the results do not depend on ``n``
+    (same seed, same bits for any thread count). The default is OpenMP's
+    (``OMP_NUM_THREADS`` or the number of cores)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected an int >= 1, got {n!r}")
+    _core.set_num_threads(n)
+    for c in _blas_controllers():
+        c.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The thread count of rmtl's parallel loops (see :func:`set_num_threads`)."""
+    return _core.get_num_threads()

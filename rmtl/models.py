@@ -79,6 +79,25 @@ class Net:
         """Set evaluation mode (dropout off) and return self."""
         return self.train(False)
 
+    @property
+    def first_layer(self) -> str:
+        """How the first layer over the embedding runs, in training and prediction.
+
+        ``"distinct"``: over each field's distinct codes in the batch (``E_f[U_f] @ W_f``
+        once per code, rows sum their codes' results; gradients aggregated by code), which
+        does ``u_f / batch`` of the plain product's work for a field with ``u_f`` distinct
+        codes. ``"plain"``: the product over every row. ``"auto"`` (default) chooses per
+        field and batch by cost, so a field whose codes are nearly all distinct (an item id
+        with millions of codes) keeps the plain product. All three give the same results up
+        to float rounding."""
+        return {v: k for k, v in _core.enums["first_layer"].items()}[self._core.unique]
+
+    @first_layer.setter
+    def first_layer(self, mode: str) -> None:
+        if mode not in _core.enums["first_layer"]:
+            raise ValueError(f"first_layer: expected one of {sorted(_core.enums['first_layer'])}, got {mode!r}")
+        self._core.unique = _core.enums["first_layer"][mode]
+
     def adam_step(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                   eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         """One Adam step with torch.optim.Adam semantics over the current gradients."""
@@ -140,10 +159,12 @@ class Net:
         self._flat["adam_v"][...] = v
 
     def clone(self: N) -> N:
-        """A new model with the same config, weights, mode and optimizer state."""
+        """A new model with the same config, weights, modes (training, first_layer) and optimizer
+        state."""
         other = self._rebuild()
         other._flat["param"][...] = self._flat["param"]
         other.load_optimizer_state(self.optimizer_state())
+        other.first_layer = self.first_layer
         return other.train(self.training)
 
     def _arrays(self) -> Dict[str, np.ndarray]:

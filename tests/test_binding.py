@@ -10,7 +10,9 @@ from rmtl.env import REWARDS
 
 def test_enums_table_names_every_backbone_and_choice():
     enums = _core.enums
-    assert set(enums) == {"backbone", "lookup", "weighting", "reward", "order", "policy", "field_kind"}
+    assert set(enums) == {"backbone", "lookup", "first_layer", "weighting", "reward", "order", "policy",
+                          "field_kind"}
+    assert set(enums["first_layer"]) == {"auto", "plain", "distinct"}
     assert set(enums["backbone"]) == set(rmtl.models.BACKBONES)
     for name, cls in rmtl.models.BACKBONES.items():
         model = cls([3, 4], 1, 2, embed_dim=4, bottom_dims=(4,), tower_dims=(4,))

@@ -61,13 +61,19 @@ def test_forward_and_gradients_match_torch(name, T, kw, gemm, torch):
 
 @pytest.mark.parametrize("name,T,kw", CASES, ids=IDS)
 def test_adam_steps_match_torch(name, T, kw, gemm, torch):
-    from torch_reference import adam_steps, twin_of
+    from torch_reference import twin_of
     model = make(name, T, seed=5, **kw)
     net = twin_of(model)
     data = [batch(n=40, num_tasks=T, seed=s) for s in range(2)]
     tbatches = [(torch.from_numpy(s).long(), torch.from_numpy(d), torch.from_numpy(y)) for s, d, y in data]
+    assert_adam_steps_match(model, net, data, tbatches)
+
+
+def assert_adam_steps_match(model, net, data, tbatches):
+    """5 Adam steps of the model over its batches in turn and of its PyTorch twin: the same weights."""
+    from torch_reference import adam_steps
     for step in range(5):
-        model.loss_and_grad(*data[step % 2])
+        model.loss_and_grad(*data[step % len(data)])
         model.adam_step(lr=1e-2, weight_decay=1e-3)
     adam_steps(net, tbatches, 5, lr=1e-2, weight_decay=1e-3)
     for k, v in net.state_dict().items():

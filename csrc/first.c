@@ -1,0 +1,192 @@
+/* The first layer over a front end over the batch's distinct codes; see first.h. */
+#include "first.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A field runs over its u distinct codes when the multiply-adds saved, (B - u) E per output
+   column, outweigh reading and adding one gathered row per batch row in the forward and
+   the backward, which costs about this many multiply-adds per row and column */
+#define RMTL_UNIQUE_GATHER_COST 16
+
+void rmtl_unique_free(rmtl_unique *u) {
+    free(u->code);
+    free(u->slot);
+    free(u->mark);
+    free(u->u);
+    free(u->use);
+    free(u->woff);
+    free(u->work);
+    free(u->field);
+    free(u->field_u);
+    free(u->rows);
+    free(u->start);
+    free(u->order);
+    free(u->field_start);
+    free(u->field_order);
+    memset(u, 0, sizeof(*u));
+}
+
+int rmtl_unique_reserve(rmtl_model *m, int cap) {
+    rmtl_unique *u = &m->uniq;
+    if (cap <= u->cap) {
+        return RMTL_OK;
+    }
+    int F = m->F, out = 0;
+    size_t rows = (size_t)(m->field_offset[F - 1] + m->field_dims[F - 1]), n = 0;
+    for (int i = 0; i < m->n_lookup; i++) {
+        out = m->lookup[i].out > out ? m->lookup[i].out : out;
+    }
+    rmtl_unique_free(u);
+    u->code = malloc((size_t)cap * F * sizeof(int32_t));
+    u->slot = malloc((size_t)cap * F * sizeof(int32_t));
+    u->mark = malloc(rows * sizeof(int32_t));
+    u->u = calloc((size_t)F, sizeof(int));
+    u->use = calloc((size_t)F, sizeof(int));
+    u->woff = malloc((size_t)F * sizeof(size_t));
+    u->field = malloc((size_t)F * sizeof(int));
+    u->field_u = malloc((size_t)F * sizeof(int));
+    u->rows = malloc((size_t)F * sizeof(float *));
+    u->start = malloc((size_t)(cap + 1) * F * sizeof(int32_t));
+    u->order = malloc((size_t)cap * F * sizeof(int32_t));
+    u->field_start = malloc((size_t)F * sizeof(int32_t *));
+    u->field_order = malloc((size_t)F * sizeof(int32_t *));
+    for (int f = 0; u->woff != NULL && f < F; f++) {
+        u->woff[f] = n;
+        n += (size_t)(m->field_dims[f] < cap ? m->field_dims[f] : cap) * (size_t)out;
+    }
+    u->work = malloc((n ? n : 1) * sizeof(float));
+    if (!u->code || !u->slot || !u->mark || !u->u || !u->use || !u->woff || !u->work || !u->field ||
+        !u->field_u || !u->rows || !u->start || !u->order || !u->field_start || !u->field_order) {
+        rmtl_unique_free(u);
+        return RMTL_ERR_NOMEM;
+    }
+    memset(u->mark, 0xff, rows * sizeof(int32_t));
+    u->cap = cap;
+    return RMTL_OK;
+}
+
+void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
+    rmtl_unique *u = &m->uniq;
+    int F = m->F, mode = m->unique;
+    /* fields own disjoint ranges of mark: threads split by field never collide */
+#pragma omp parallel for num_threads(rmtl_threads())                                               \
+    schedule(static) if (mode != RMTL_UNIQUE_NEVER && (long)B * F > 16384)
+    for (int f = 0; f < F; f++) {
+        int32_t *mark = u->mark + m->field_offset[f], *code = u->code + (size_t)f * u->cap;
+        int n = 0;
+        u->use[f] = 0;
+        if (mode == RMTL_UNIQUE_NEVER) {
+            continue;
+        }
+        for (int i = 0; i < B; i++) {
+            int32_t c = codes[(size_t)i * F + f];
+            if (mark[c] < 0) {
+                mark[c] = n;
+                code[n++] = c;
+            }
+            u->slot[(size_t)i * F + f] = mark[c];
+        }
+        for (int s = 0; s < n; s++) {
+            mark[code[s]] = -1;
+        }
+        u->u[f] = n;
+        u->use[f] =
+            mode == RMTL_UNIQUE_ALWAYS || (long)(B - n) * m->E > (long)RMTL_UNIQUE_GATHER_COST * B;
+        if (u->use[f]) {
+            /* the rows by slot, each slot's in row order (a counting sort) */
+            int32_t *start = u->start + (size_t)f * (u->cap + 1);
+            int32_t *order = u->order + (size_t)f * u->cap;
+            memset(start, 0, (size_t)(n + 1) * sizeof(int32_t));
+            for (int i = 0; i < B; i++) {
+                start[u->slot[(size_t)i * F + f] + 1]++;
+            }
+            for (int s = 0; s < n; s++) {
+                start[s + 1] += start[s];
+            }
+            for (int i = 0; i < B; i++) {
+                order[start[u->slot[(size_t)i * F + f]]++] = i;
+            }
+            memmove(start + 1, start, (size_t)n * sizeof(int32_t));
+            start[0] = 0;
+        }
+    }
+    u->B = B;
+    u->n_use = 0;
+    for (int f = 0; f < F; f++) {
+        if (u->use[f]) {
+            u->field[u->n_use] = f;
+            u->field_u[u->n_use] = u->u[f];
+            u->field_start[u->n_use] = u->start + (size_t)f * (u->cap + 1);
+            u->field_order[u->n_use] = u->order + (size_t)f * u->cap;
+            u->rows[u->n_use++] = u->work + u->woff[f];
+        }
+    }
+}
+
+/* the next run [*c0, *c1) of plain columns at or after *c1 (start with *c1 = 0): fields that
+   do not use their distinct codes and the dense columns [F E, C); returns 0 after the last */
+static int rmtl_plain_run(const rmtl_model *m, int C, int *c0, int *c1) {
+    int E = m->E, FE = m->F * E, c = *c1;
+    while (c < FE && m->uniq.use[c / E]) {
+        c += E;
+    }
+    if (c >= C) {
+        return 0;
+    }
+    *c0 = c;
+    while (c < C && (c >= FE || !m->uniq.use[c / E])) {
+        c += E;
+    }
+    *c1 = c;
+    return 1;
+}
+
+static rmtl_gather rmtl_unique_gather(const rmtl_model *m) {
+    const rmtl_unique *u = &m->uniq;
+    rmtl_gather g = {u->n_use, m->F,    u->field,       u->field_u,
+                     u->rows,  u->slot, u->field_start, u->field_order};
+    return g;
+}
+
+void rmtl_first_forward(rmtl_model *m, const rmtl_lookup *l, int B) {
+    const rmtl_frontend *fe = &m->front[l->front];
+    const float *p = m->params.param, *X = rmtl_arena_val(&m->arena, fe->act), *W = p + l->w;
+    float *out = rmtl_arena_val(&m->arena, l->act), beta = 0.0f;
+    int C = fe->width, E = m->E, OC = l->out, c0 = 0, c1 = 0;
+    rmtl_gather g = rmtl_unique_gather(m);
+    /* the dense columns always exist, so the first run initialises out */
+    while (rmtl_plain_run(m, C, &c0, &c1)) {
+        rmtl_gemm(0, 1, B, OC, c1 - c0, 1.0f, X + c0, C, W + c0, C, beta, out, OC);
+        beta = 1.0f;
+    }
+    for (int k = 0; k < g.n; k++) {
+        int f = g.field[k];
+        rmtl_gemm(0, 1, g.u[k], OC, E, 1.0f, X + (size_t)f * E, C, W + (size_t)f * E, C, 0.0f,
+                  g.rows[k], OC);
+    }
+    rmtl_dropout drop = {m->training ? m->dropout : 0.0f, m->seed,
+                         (m->counter << 12) | (uint64_t)l->salt};
+    rmtl_dense_epilogue(out, OC, p + l->b, &g, l->n_relu, drop, B, OC);
+}
+
+void rmtl_first_backward(rmtl_model *m, const rmtl_lookup *l, int B) {
+    const rmtl_frontend *fe = &m->front[l->front];
+    const float *W = m->params.param + l->w, *X = rmtl_arena_val(&m->arena, fe->act);
+    const float *out = rmtl_arena_val(&m->arena, l->act);
+    float *dout = rmtl_arena_grad(&m->arena, l->act), *dX = rmtl_arena_grad(&m->arena, fe->act);
+    float *dW = m->params.grad + l->w;
+    int C = fe->width, E = m->E, OC = l->out, c0 = 0, c1 = 0;
+    rmtl_gather g = rmtl_unique_gather(m);
+    rmtl_dense_prologue(m->params.grad + l->b, &g, dout, OC, out, l->n_relu,
+                        m->training ? m->dropout : 0.0f, B, OC);
+    while (rmtl_plain_run(m, C, &c0, &c1)) {
+        rmtl_gemm(1, 0, OC, c1 - c0, B, 1.0f, dout, OC, X + c0, C, 1.0f, dW + c0, C);
+        rmtl_gemm(0, 0, B, c1 - c0, OC, 1.0f, dout, OC, W + c0, C, 1.0f, dX + c0, C);
+    }
+    for (int k = 0; k < g.n; k++) {
+        size_t f = (size_t)g.field[k] * E;
+        rmtl_gemm(1, 0, OC, E, g.u[k], 1.0f, g.rows[k], OC, X + f, C, 1.0f, dW + f, C);
+        rmtl_gemm(0, 0, g.u[k], E, OC, 1.0f, g.rows[k], OC, W + f, C, 1.0f, dX + f, C);
+    }
+}
