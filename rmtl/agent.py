@@ -59,6 +59,7 @@ class RMTLConfig:
     patience: int = 2
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every field as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
 
@@ -80,8 +81,10 @@ class RMTL:
     result there and a new agent on the same directory resumes: finished stages are loaded,
     stage 2 continues from its last finished epoch.
 
-    Parameters (defaults and where they come from: *code* = the authors' public code,
-    *paper* = the WWW 2023 paper, *rmtl* = this package's choice)
+    Each parameter below gives its default and where it comes from: *code* = the authors'
+    public code, *paper* = the WWW 2023 paper, *rmtl* = this package's choice.
+
+    Parameters
     ----------
     backbone : Backbone
         The multi-task model (trained in place by :meth:`pretrain`).
