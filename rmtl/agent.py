@@ -45,8 +45,10 @@ class RMTL:
     stage restores that stage's best weights (stage 2: its last finished epoch) and raises
     KeyboardInterrupt, never continuing into the next stage or saving the unfinished one.
 
-    Parameters (defaults and where they come from: *code* = the authors' public code,
-    *paper* = the WWW 2023 paper, *rmtl* = this package's choice)
+    Each parameter below gives its default and where it comes from: *code* = the authors'
+    public code, *paper* = the WWW 2023 paper, *rmtl* = this package's choice.
+
+    Parameters
     ----------
     backbone : Backbone
         The multi-task model (trained in place by :meth:`pretrain`).

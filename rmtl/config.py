@@ -130,4 +130,5 @@ class RMTLConfig:
                 raise TypeError(f"{key}: expected True or False, got {getattr(self, key)!r}")
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every field as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)

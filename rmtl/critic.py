@@ -36,6 +36,7 @@ class CriticConfig:
     output_bias: Optional[float] = 1.0
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every field as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
 

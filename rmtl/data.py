@@ -104,18 +104,22 @@ class SessionData:
 
     @property
     def num_sessions(self) -> int:
+        """Number of sessions (episodes)."""
         return len(self.offsets) - 1
 
     @property
     def num_fields(self) -> int:
+        """Number of categorical fields (columns of ``sparse``)."""
         return len(self.field_dims)
 
     @property
     def num_dense(self) -> int:
+        """Number of numerical features (columns of ``dense``)."""
         return self.dense.shape[1]
 
     @property
     def num_tasks(self) -> int:
+        """Number of tasks (columns of ``labels``)."""
         return self.labels.shape[1]
 
     @property

@@ -39,6 +39,7 @@ class BackboneConfig:
     num_experts: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every field as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
 
@@ -118,6 +119,7 @@ class Net:
 
     @property
     def num_parameters(self) -> int:
+        """Number of scalar parameters (the length of the flat parameter buffer)."""
         return int(self._flat["param"].size)
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":

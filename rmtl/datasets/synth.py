@@ -41,6 +41,7 @@ class FieldSpec:
 
     @property
     def levels(self) -> int:
+        """Number of distinct values the field takes."""
         return len(self.values)
 
 
