@@ -61,6 +61,8 @@ def _public_modules() -> List[str]:
 
 def _missing_docstrings(qualname: str, obj: object) -> List[str]:
     """Public names (and, for classes, public methods and properties defined in rmtl) without a docstring."""
+    if getattr(obj, "__module__", None) == "typing":  # a type alias: its doc is typing's
+        return []
     missing = [] if inspect.getdoc(obj) else [qualname]
     if inspect.isclass(obj):
         for name, member in vars(obj).items():

@@ -61,9 +61,11 @@ class Checkpoint:
             self._write_manifest()
 
     def path(self, name: str) -> str:
+        """The path of the checkpoint file ``name`` in this directory."""
         return os.path.join(self.directory, name)
 
     def has(self, name: str) -> bool:
+        """Whether the checkpoint file ``name`` was committed."""
         return os.path.exists(self.path(name))
 
     def check_data(self, **parts: SessionData) -> None:

@@ -64,6 +64,7 @@ class CriticStage:
 
     @property
     def epochs_done(self) -> int:
+        """Finished stage-2 epochs."""
         return len(self.records)
 
     def summary(self) -> Dict[str, Any]:

@@ -87,12 +87,14 @@ class SweepResult:
         return next((r for r in self.rows if r["status"] == "finished"), None)
 
     def to_markdown(self) -> str:
+        """The trials as a Markdown table, best first."""
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         for row in self.rows:
             lines.append("| " + " | ".join(_cell(row.get(c)) for c in self.columns) + " |")
         return "\n".join(lines)
 
     def to_csv(self) -> str:
+        """The trials as CSV text, best first."""
         import csv
         import io
 
