@@ -142,7 +142,7 @@ def test_predict_workspace_is_sized_by_rows_not_batch_size():
     import subprocess
     import sys
     from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
+    root = Path(rmtl.__file__).resolve().parents[1]  # the rmtl under test: installed, or built in place
     code = f"""
 import resource, sys
 sys.path.insert(0, {str(root)!r})
