@@ -4,6 +4,7 @@ worker dies is retried."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 from typing import Any, Dict, Optional, Sequence
 
 from .executors import Backend
@@ -27,8 +28,24 @@ def connect(address: Optional[str] = None) -> Any:
     ``ray://host:10001``, ``host:6379``), ``$RAY_ADDRESS``, or a new local one."""
     ray = require()
     if not ray.is_initialized():
-        ray.init(address=address)
+        init(address=address)
     return ray
+
+
+def init(**kwargs: Any) -> None:
+    """``ray.init(**kwargs)`` started from the directory that holds the rmtl this process runs.
+
+    Ray puts the driver's working directory first on every worker's ``sys.path``; started
+    from a source checkout (whose ``rmtl/`` has no built core), the workers would import
+    that instead of the installed package the driver uses."""
+    import rmtl
+
+    here = os.getcwd()
+    os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(rmtl.__file__))))
+    try:
+        require().init(**kwargs)
+    finally:
+        os.chdir(here)
 
 
 def _task(job: Job, settings: Settings, data: Splits, *inputs: JobOutput) -> JobOutput:

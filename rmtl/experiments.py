@@ -184,7 +184,7 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
         raise ValueError(f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}")
     bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
     jobs = graph(backbones, with_rmtl, seeds, weightings, transfer)
-    settings = Settings(bkw, rkw, None if checkpoint_dir is None else os.fspath(checkpoint_dir), progress)
+    settings = Settings(bkw, rkw, None if checkpoint_dir is None else os.path.abspath(checkpoint_dir), progress)
 
     def done(job: Job, outputs: Mapping[Job, JobOutput]) -> None:
         own = [j for j in jobs if j.model == job.model and j.seed == job.seed and not j.transfer]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import rmtl
-from rmtl import _threads
+from rmtl import _ray, _threads
 from rmtl.cli import main
 from rmtl.jobs import Job, graph
 from rmtl.sweep import load_sweep
@@ -40,7 +40,7 @@ def serial(splits):
 def cluster():
     """A local Ray cluster of 2 CPUs for this module's tests (Ray missing: skip, or fail on CI)."""
     ray = require("ray", os.environ.get("RMTL_REQUIRE_RAY") == "1", "RMTL_REQUIRE_RAY=1: pip install 'rmtl[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    _ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers import the rmtl under test
     yield ray
     ray.shutdown()
 
