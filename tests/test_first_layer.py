@@ -6,6 +6,7 @@ automatic choice; bit-identical weights for any thread count."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,7 +184,8 @@ def test_set_num_threads_applies_and_validates():
 
 def test_import_leaves_the_process_environment_alone():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
-    code = "import os, rmtl; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    code = (f"import os, sys; sys.path.insert(0, {str(Path(rmtl.__file__).resolve().parents[1])!r}); import rmtl; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
     assert out.stdout.split() == ["None", "None"]
     env["OMP_WAIT_POLICY"] = "active"

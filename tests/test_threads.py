@@ -17,12 +17,13 @@ from rmtl import _core
 
 from conftest import random_session_data
 
-ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(rmtl.__file__).resolve().parents[1]  # the rmtl under test: installed, or built in place
+TESTS = Path(__file__).resolve().parent
 
 
 def run_child(code: str) -> None:
-    """Runs code in a fresh interpreter with this checkout first on the path; it must exit 0."""
-    prelude = f"import sys\nsys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+    """Runs code in a fresh interpreter that imports the rmtl under test; it must exit 0."""
+    prelude = f"import sys\nsys.path[:0] = [{str(PACKAGE_DIR)!r}, {str(TESTS)!r}]\n"
     run = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, f"child exited with {run.returncode}:\n{run.stderr[-3000:]}"
