@@ -5,10 +5,40 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <dlfcn.h>
+#endif
 
 /* ---------------------------------------------------------------- BLAS */
 
 static rmtl_sgemm_fn rmtl_scipy_sgemm = NULL;
+static rmtl_blas_threads_fn rmtl_scipy_set_local = NULL;
+
+/* OpenBLAS's per-thread thread count, from the library that defines sgemm or one it links
+   (SciPy's bundled OpenBLAS names it with or without its prefix), or NULL: another BLAS */
+static rmtl_blas_threads_fn rmtl_find_blas_set_local(void *sgemm) {
+#ifdef _WIN32
+    (void)sgemm;
+    return NULL;
+#else
+    static const char *names[] = {"openblas_set_num_threads_local",
+                                  "scipy_openblas_set_num_threads_local"};
+    Dl_info info;
+    void *lib = NULL, *fn = NULL;
+    if (dladdr(sgemm, &info) != 0 && info.dli_fname != NULL) {
+        lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    }
+    for (int i = 0; lib != NULL && fn == NULL && i < 2; i++) {
+        fn = dlsym(lib, names[i]);
+    }
+    if (lib != NULL) {
+        dlclose(lib);
+    }
+    rmtl_blas_threads_fn out;
+    memcpy(&out, &fn, sizeof out); /* object to function pointer, as POSIX dlsym intends */
+    return out;
+#endif
+}
 
 static int rmtl_load_scipy_blas(void) {
     PyObject *mod = PyImport_ImportModule("scipy.linalg.cython_blas");
@@ -33,6 +63,11 @@ static int rmtl_load_scipy_blas(void) {
     }
     rmtl_scipy_sgemm = (rmtl_sgemm_fn)PyCapsule_GetPointer(cap, name);
     ok = rmtl_scipy_sgemm != NULL ? 0 : -1;
+    if (ok == 0) {
+        void *addr;
+        memcpy(&addr, &rmtl_scipy_sgemm, sizeof addr);
+        rmtl_scipy_set_local = rmtl_find_blas_set_local(addr);
+    }
 cleanup:
     PyErr_Clear();
     Py_XDECREF(cap);
@@ -47,14 +82,14 @@ static PyObject *rmtl_py_set_gemm_backend(PyObject *self, PyObject *arg) {
         return NULL;
     }
     if (strcmp(name, "builtin") == 0) {
-        rmtl_gemm_set_blas(NULL);
+        rmtl_gemm_set_blas(NULL, NULL);
     } else if (strcmp(name, "blas") == 0) {
         if (rmtl_scipy_sgemm == NULL) {
             PyErr_SetString(PyExc_RuntimeError,
                             "backend: SciPy's BLAS sgemm could not be loaded; use 'builtin'");
             return NULL;
         }
-        rmtl_gemm_set_blas(rmtl_scipy_sgemm);
+        rmtl_gemm_set_blas(rmtl_scipy_sgemm, rmtl_scipy_set_local);
     } else {
         PyErr_Format(PyExc_ValueError, "backend: expected 'blas' or 'builtin', got '%s'", name);
         return NULL;
@@ -684,6 +719,9 @@ int rmtl_bind_models_init(PyObject *mod) {
     int loaded = rmtl_load_scipy_blas() == 0;
     const char *env = getenv("RMTL_BLAS");
     int forced = env != NULL && strcmp(env, "builtin") == 0;
-    rmtl_gemm_set_blas(loaded && !forced ? rmtl_scipy_sgemm : NULL);
+    rmtl_gemm_set_blas(loaded && !forced ? rmtl_scipy_sgemm : NULL, rmtl_scipy_set_local);
+    if (PyModule_AddIntConstant(mod, "blas_per_thread", rmtl_scipy_set_local != NULL) < 0) {
+        return -1;
+    }
     return PyModule_AddIntConstant(mod, "blas_available", loaded);
 }

@@ -66,13 +66,24 @@ int rmtl_unique_reserve(rmtl_model *m, int cap) {
     return RMTL_OK;
 }
 
-void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
-    rmtl_unique *u = &m->uniq;
-    int F = m->F, mode = m->unique;
-    /* fields own disjoint ranges of mark: threads split by field never collide */
-#pragma omp parallel for num_threads(rmtl_threads())                                               \
-    schedule(static) if (mode != RMTL_UNIQUE_NEVER && (long)B * F > 16384)
-    for (int f = 0; f < F; f++) {
+typedef struct {
+    rmtl_unique *u;
+    const int32_t *codes;
+    const rmtl_model *m;
+    int B;
+    int F;
+    int mode;
+} rmtl_unique_fields_args;
+
+static void rmtl_unique_fields_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_unique_fields_args *a = ctx;
+    rmtl_unique *u = a->u;
+    const int32_t *codes = a->codes;
+    const rmtl_model *m = a->m;
+    int B = a->B;
+    int F = a->F;
+    int mode = a->mode;
+    for (int64_t f = lo_; f < hi_; f++) {
         int32_t *mark = u->mark + m->field_offset[f], *code = u->code + (size_t)f * u->cap;
         int n = 0;
         u->use[f] = 0;
@@ -111,6 +122,15 @@ void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
             start[0] = 0;
         }
     }
+}
+
+void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
+    rmtl_unique *u = &m->uniq;
+    int F = m->F, mode = m->unique;
+    /* fields own disjoint ranges of mark: threads split by field never collide */
+    rmtl_unique_fields_args unique_fields_args = {u, codes, m, B, F, mode};
+    rmtl_parallel_for(F, (mode != RMTL_UNIQUE_NEVER && (long)B * F > 16384) ? 1 : F,
+                      rmtl_unique_fields_range, &unique_fields_args);
     u->B = B;
     u->n_use = 0;
     for (int f = 0; f < F; f++) {

@@ -4,26 +4,41 @@
 #include "rmtl.h"
 
 static rmtl_sgemm_fn rmtl_blas_sgemm = NULL;
+static rmtl_blas_threads_fn rmtl_blas_set_local = NULL;
 
-void rmtl_gemm_set_blas(rmtl_sgemm_fn fn) {
+void rmtl_gemm_set_blas(rmtl_sgemm_fn fn, rmtl_blas_threads_fn set_local) {
     rmtl_blas_sgemm = fn;
+    rmtl_blas_set_local = fn != NULL ? set_local : NULL;
 }
 
 int rmtl_gemm_uses_blas(void) {
     return rmtl_blas_sgemm != NULL;
 }
 
+int rmtl_gemm_splits(void) {
+    return rmtl_blas_set_local != NULL;
+}
+
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} rmtl_gemm_args;
+
 /* Tile sizes: a (KC, NC) panel of op(B) packed on the stack stays in L2. */
 #define GEMM_MC 64
 #define GEMM_KC 256
 #define GEMM_NC 256
 
-void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc) {
-    int mt = (M + GEMM_MC - 1) / GEMM_MC, nt = (N + GEMM_NC - 1) / GEMM_NC;
-    long tiles = (long)mt * nt;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((double)M * N * K > 1e6)
-    for (long t = 0; t < tiles; t++) {
+static void rmtl_gemm_tiles(void *ctx, int64_t t0, int64_t t1) {
+    const rmtl_gemm_args *g = ctx;
+    int ta = g->ta, tb = g->tb, M = g->M, N = g->N, K = g->K, lda = g->lda, ldb = g->ldb;
+    int ldc = g->ldc, nt = (N + GEMM_NC - 1) / GEMM_NC;
+    float alpha = g->alpha, beta = g->beta;
+    const float *A = g->A, *B = g->B;
+    float *C = g->C;
+    for (int64_t t = t0; t < t1; t++) {
         float panel[GEMM_KC * GEMM_NC];
         int i0 = (int)(t / nt) * GEMM_MC, j0 = (int)(t % nt) * GEMM_NC;
         int i1 = i0 + GEMM_MC < M ? i0 + GEMM_MC : M;
@@ -59,6 +74,64 @@ void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const f
     }
 }
 
+void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc) {
+    int mt = (M + GEMM_MC - 1) / GEMM_MC, nt = (N + GEMM_NC - 1) / GEMM_NC;
+    rmtl_gemm_args g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
+    /* a tile is GEMM_MC GEMM_NC K multiply-adds: parallel above about 1e6 in all */
+    double tile = (double)GEMM_MC * GEMM_NC * (K > 0 ? K : 1);
+    rmtl_parallel_for((int64_t)mt * nt, tile >= 1e6 ? 1 : (int64_t)(1e6 / tile) + 1,
+                      rmtl_gemm_tiles, &g);
+}
+
+/* BLAS on the rows (or columns) [lo, hi) of C, on this thread alone */
+static void rmtl_gemm_blas_part(const rmtl_gemm_args *g, int split_rows, int lo, int hi) {
+    int M = g->M, N = g->N;
+    const float *A = g->A, *B = g->B;
+    float *C = g->C;
+    if (split_rows) {
+        M = hi - lo;
+        A += g->ta ? (size_t)lo : (size_t)lo * g->lda;
+        C += (size_t)lo * g->ldc;
+    } else {
+        N = hi - lo;
+        B += g->tb ? (size_t)lo * g->ldb : (size_t)lo;
+        C += lo;
+    }
+    /* row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap operands */
+    char tra = g->tb ? 'T' : 'N', trb = g->ta ? 'T' : 'N';
+    int K = g->K, lda = g->lda, ldb = g->ldb, ldc = g->ldc;
+    float alpha = g->alpha, beta = g->beta;
+    int before = rmtl_blas_set_local != NULL ? rmtl_blas_set_local(1) : 0;
+    rmtl_blas_sgemm(&tra, &trb, &N, &M, &K, &alpha, (float *)B, &ldb, (float *)A, &lda, &beta, C,
+                    &ldc);
+    if (rmtl_blas_set_local != NULL) {
+        rmtl_blas_set_local(before);
+    }
+}
+
+/* the products' parts: GEMM_PART rows or columns of C (the longer side), at most
+   GEMM_MAX_PARTS of them, the same for any thread count so the bits are too */
+#define GEMM_PART 64
+#define GEMM_MAX_PARTS 8
+#define GEMM_SPLIT_FLOPS 4e6
+
+static int rmtl_gemm_part(int len) {
+    int part = (len + GEMM_MAX_PARTS - 1) / GEMM_MAX_PARTS;
+    part = (part + 15) / 16 * 16;
+    return part > GEMM_PART ? part : GEMM_PART;
+}
+
+static void rmtl_gemm_parts(void *ctx, int64_t p0, int64_t p1) {
+    const rmtl_gemm_args *g = ctx;
+    int split_rows = g->M >= g->N, len = split_rows ? g->M : g->N;
+    int part = rmtl_gemm_part(len);
+    for (int64_t p = p0; p < p1; p++) {
+        int lo = (int)p * part, hi = lo + part < len ? lo + part : len;
+        rmtl_gemm_blas_part(g, split_rows, lo, hi);
+    }
+}
+
 void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc) {
     if (M == 0 || N == 0) {
@@ -68,8 +141,12 @@ void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
         rmtl_gemm_builtin(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    /* row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap operands */
-    char tra = tb ? 'T' : 'N', trb = ta ? 'T' : 'N';
-    rmtl_blas_sgemm(&tra, &trb, &N, &M, &K, &alpha, (float *)B, &ldb, (float *)A, &lda, &beta, C,
-                    &ldc);
+    rmtl_gemm_args g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
+    int len = M >= N ? M : N, part = rmtl_gemm_part(len);
+    if (rmtl_blas_set_local == NULL || 2.0 * M * N * K < GEMM_SPLIT_FLOPS || part >= len) {
+        /* without per-thread BLAS control, the BLAS's own threads split the product */
+        rmtl_gemm_blas_part(&g, 1, 0, M);
+        return;
+    }
+    rmtl_parallel_for((len + part - 1) / part, 1, rmtl_gemm_parts, &g);
 }

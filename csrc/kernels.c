@@ -37,14 +37,32 @@ static void rmtl_add_cols(float *restrict o, const float *restrict r, int w) {
     }
 }
 
-void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
-                         int n_relu, rmtl_dropout drop, int B, int OC) {
-    int n = gather != NULL ? gather->n : 0;
-    int nc = (OC + TILE_COLS - 1) / TILE_COLS, nr = (B + TILE_ROWS - 1) / TILE_ROWS;
-    /* a tile's output rows stay in cache while each field's rows are added in turn */
-#pragma omp parallel for num_threads(rmtl_threads())                                               \
-    schedule(static) if ((long)B * OC * (n + 1) > 32768)
-    for (int t = 0; t < nr * nc; t++) {
+typedef struct {
+    float *out;
+    int ld_out;
+    const float *b;
+    const rmtl_gather *gather;
+    int n_relu;
+    rmtl_dropout drop;
+    int B;
+    int OC;
+    int n;
+    int nc;
+} rmtl_epilogue_args;
+
+static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_epilogue_args *a = ctx;
+    float *out = a->out;
+    int ld_out = a->ld_out;
+    const float *b = a->b;
+    const rmtl_gather *gather = a->gather;
+    int n_relu = a->n_relu;
+    rmtl_dropout drop = a->drop;
+    int B = a->B;
+    int OC = a->OC;
+    int n = a->n;
+    int nc = a->nc;
+    for (int64_t t = lo_; t < hi_; t++) {
         int i0 = (t / nc) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
         int j0 = (t % nc) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
         int jr = n_relu < j1 ? n_relu : j1;
@@ -72,24 +90,48 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gath
     }
 }
 
+void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
+                         int n_relu, rmtl_dropout drop, int B, int OC) {
+    int n = gather != NULL ? gather->n : 0;
+    int nc = (OC + TILE_COLS - 1) / TILE_COLS, nr = (B + TILE_ROWS - 1) / TILE_ROWS;
+    /* a tile's output rows stay in cache while each field's rows are added in turn */
+    rmtl_epilogue_args epilogue_args = {out, ld_out, b, gather, n_relu, drop, B, OC, n, nc};
+    rmtl_parallel_for(nr * nc, rmtl_grain((double)TILE_ROWS * TILE_COLS * (n + 1), 32768),
+                      rmtl_epilogue_range, &epilogue_args);
+}
+
 void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
                         const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC) {
     rmtl_gemm(0, 1, B, OC, C, 1.0f, inp, ld_in, w, C, 0.0f, out, ld_out);
     rmtl_dense_epilogue(out, ld_out, b, NULL, n_relu, drop, B, OC);
 }
 
-void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int ld_out,
-                         const float *out, int n_relu, float drop_p, int B, int OC) {
-    float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
-    int n = scatter != NULL ? scatter->n : 0;
-    /* ReLU columns become pre-activation gradients here, and the bias gradient and the sums by
-       slot are taken in the same pass over a column block; out > 0 exactly where ReLU passed
-       and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
-       the same bits for any thread count. */
-    int nblk = (OC + TILE_COLS - 1) / TILE_COLS;
-#pragma omp parallel for num_threads(rmtl_threads())                                               \
-    schedule(static) if ((long)B * OC * (n + 1) > 32768)
-    for (int blk = 0; blk < nblk; blk++) {
+typedef struct {
+    float *db;
+    const rmtl_gather *scatter;
+    float *dout;
+    int ld_out;
+    const float *out;
+    int n_relu;
+    int B;
+    int OC;
+    float scale;
+    int n;
+} rmtl_prologue_args;
+
+static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_prologue_args *a = ctx;
+    float *db = a->db;
+    const rmtl_gather *scatter = a->scatter;
+    float *dout = a->dout;
+    int ld_out = a->ld_out;
+    const float *out = a->out;
+    int n_relu = a->n_relu;
+    int B = a->B;
+    int OC = a->OC;
+    float scale = a->scale;
+    int n = a->n;
+    for (int64_t blk = lo_; blk < hi_; blk++) {
         int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
         int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
         float acc[TILE_COLS] = {0};
@@ -118,6 +160,20 @@ void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int
             }
         }
     }
+}
+
+void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int ld_out,
+                         const float *out, int n_relu, float drop_p, int B, int OC) {
+    float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
+    int n = scatter != NULL ? scatter->n : 0;
+    /* ReLU columns become pre-activation gradients here, and the bias gradient and the sums by
+       slot are taken in the same pass over a column block; out > 0 exactly where ReLU passed
+       and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
+       the same bits for any thread count. */
+    int nblk = (OC + TILE_COLS - 1) / TILE_COLS;
+    rmtl_prologue_args prologue_args = {db, scatter, dout, ld_out, out, n_relu, B, OC, scale, n};
+    rmtl_parallel_for(nblk, rmtl_grain((double)B * TILE_COLS * (n + 1), 32768), rmtl_prologue_range,
+                      &prologue_args);
 }
 
 void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
@@ -151,11 +207,30 @@ static int rmtl_field_rows(const rmtl_unique *u, int f, int B) {
     return u != NULL && u->use[f] ? u->u[f] : B;
 }
 
-void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
-                            const float *table, const int64_t *field_offset, int B, int F, int E,
-                            int ld_out) {
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * F * E > 65536)
-    for (int i = 0; i < B; i++) {
+typedef struct {
+    float *out;
+    const int32_t *codes;
+    const rmtl_unique *u;
+    const float *table;
+    const int64_t *field_offset;
+    int B;
+    int F;
+    int E;
+    int ld_out;
+} rmtl_embedding_gather_args;
+
+static void rmtl_embedding_gather_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_embedding_gather_args *a = ctx;
+    float *out = a->out;
+    const int32_t *codes = a->codes;
+    const rmtl_unique *u = a->u;
+    const float *table = a->table;
+    const int64_t *field_offset = a->field_offset;
+    int B = a->B;
+    int F = a->F;
+    int E = a->E;
+    int ld_out = a->ld_out;
+    for (int64_t i = lo_; i < hi_; i++) {
         for (int f = 0; f < F; f++) {
             if (i >= rmtl_field_rows(u, f, B)) {
                 continue;
@@ -167,13 +242,39 @@ void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique 
     }
 }
 
-void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
-                             const rmtl_unique *u, const int64_t *field_offset, int B, int F, int E,
-                             int ld_out) {
-    /* fields own disjoint row ranges, so threads split by field never collide;
-       row 0 is the padding row (padding_idx=0) and never receives a gradient */
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * F * E > 65536)
-    for (int f = 0; f < F; f++) {
+void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
+                            const float *table, const int64_t *field_offset, int B, int F, int E,
+                            int ld_out) {
+    rmtl_embedding_gather_args embedding_gather_args = {out, codes, u, table, field_offset,
+                                                        B,   F,     E, ld_out};
+    rmtl_parallel_for(B, rmtl_grain((double)F * E, 65536), rmtl_embedding_gather_range,
+                      &embedding_gather_args);
+}
+
+typedef struct {
+    float *dtable;
+    const float *dout;
+    const int32_t *codes;
+    const rmtl_unique *u;
+    const int64_t *field_offset;
+    int B;
+    int F;
+    int E;
+    int ld_out;
+} rmtl_embedding_scatter_args;
+
+static void rmtl_embedding_scatter_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_embedding_scatter_args *a = ctx;
+    float *dtable = a->dtable;
+    const float *dout = a->dout;
+    const int32_t *codes = a->codes;
+    const rmtl_unique *u = a->u;
+    const int64_t *field_offset = a->field_offset;
+    int B = a->B;
+    int F = a->F;
+    int E = a->E;
+    int ld_out = a->ld_out;
+    for (int64_t f = lo_; f < hi_; f++) {
         int n = rmtl_field_rows(u, f, B);
         for (int i = 0; i < n; i++) {
             int64_t r = field_offset[f] + rmtl_field_code(codes, u, f, F, i);
@@ -187,6 +288,17 @@ void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *co
             }
         }
     }
+}
+
+void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
+                             const rmtl_unique *u, const int64_t *field_offset, int B, int F, int E,
+                             int ld_out) {
+    /* fields own disjoint row ranges, so threads split by field never collide;
+       row 0 is the padding row (padding_idx=0) and never receives a gradient */
+    rmtl_embedding_scatter_args embedding_scatter_args = {dtable, dout, codes, u,     field_offset,
+                                                          B,      F,    E,     ld_out};
+    rmtl_parallel_for(F, rmtl_grain((double)B * E, 65536), rmtl_embedding_scatter_range,
+                      &embedding_scatter_args);
 }
 
 void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const float *num_b,
@@ -206,12 +318,36 @@ void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const
     rmtl_gemm(0, 1, 1, OC, E, 1.0f, num_b, E, wd, C, 1.0f, last, OC);
 }
 
-void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const float *dense,
-                         const float *tab, const int64_t *field_offset, int n_relu, int B, int F,
-                         int D, int OC, int64_t rows) {
-    const float *last = tab + (size_t)(rows + D) * OC;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * OC > 32768)
-    for (int i = 0; i < B; i++) {
+typedef struct {
+    float *out;
+    int ld_out;
+    const int32_t *codes;
+    const float *dense;
+    const float *tab;
+    const int64_t *field_offset;
+    int n_relu;
+    int F;
+    int D;
+    int OC;
+    int64_t rows;
+    const float *last;
+} rmtl_lookup_rows_args;
+
+static void rmtl_lookup_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_lookup_rows_args *a = ctx;
+    float *out = a->out;
+    int ld_out = a->ld_out;
+    const int32_t *codes = a->codes;
+    const float *dense = a->dense;
+    const float *tab = a->tab;
+    const int64_t *field_offset = a->field_offset;
+    int n_relu = a->n_relu;
+    int F = a->F;
+    int D = a->D;
+    int OC = a->OC;
+    int64_t rows = a->rows;
+    const float *last = a->last;
+    for (int64_t i = lo_; i < hi_; i++) {
         float *restrict o = out + (size_t)i * ld_out;
         const int32_t *c = codes + (size_t)i * F;
         memcpy(o, last, (size_t)OC * sizeof(float));
@@ -232,6 +368,15 @@ void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const flo
             o[j] = o[j] > 0.0f ? o[j] : 0.0f;
         }
     }
+}
+
+void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const float *dense,
+                         const float *tab, const int64_t *field_offset, int n_relu, int B, int F,
+                         int D, int OC, int64_t rows) {
+    const float *last = tab + (size_t)(rows + D) * OC;
+    rmtl_lookup_rows_args lookup_rows_args = {out,    ld_out, codes, dense, tab,  field_offset,
+                                              n_relu, F,      D,     OC,    rows, last};
+    rmtl_parallel_for(B, rmtl_grain(OC, 32768), rmtl_lookup_rows_range, &lookup_rows_args);
 }
 
 void rmtl_head_forward(float *prob, float *sig, const float *const *logit, int esmm, int B, int T) {
@@ -295,9 +440,18 @@ void rmtl_head_backward_prob(float *const *dlogit, const float *dprob, const flo
     }
 }
 
-void rmtl_softmax_forward(float *x, int ld, int B, int n) {
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n > 32768)
-    for (int i = 0; i < B; i++) {
+typedef struct {
+    float *x;
+    int ld;
+    int n;
+} rmtl_softmax_rows_args;
+
+static void rmtl_softmax_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_softmax_rows_args *a = ctx;
+    float *x = a->x;
+    int ld = a->ld;
+    int n = a->n;
+    for (int64_t i = lo_; i < hi_; i++) {
         float *r = x + (size_t)i * ld, mx = r[0], sum = 0.0f;
         for (int e = 1; e < n; e++) {
             mx = r[e] > mx ? r[e] : mx;
@@ -312,9 +466,25 @@ void rmtl_softmax_forward(float *x, int ld, int B, int n) {
     }
 }
 
-void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n > 32768)
-    for (int i = 0; i < B; i++) {
+void rmtl_softmax_forward(float *x, int ld, int B, int n) {
+    rmtl_softmax_rows_args softmax_rows_args = {x, ld, n};
+    rmtl_parallel_for(B, rmtl_grain(n, 32768), rmtl_softmax_rows_range, &softmax_rows_args);
+}
+
+typedef struct {
+    float *d;
+    const float *p;
+    int ld;
+    int n;
+} rmtl_softmax_grad_rows_args;
+
+static void rmtl_softmax_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_softmax_grad_rows_args *a = ctx;
+    float *d = a->d;
+    const float *p = a->p;
+    int ld = a->ld;
+    int n = a->n;
+    for (int64_t i = lo_; i < hi_; i++) {
         float *g = d + (size_t)i * ld;
         const float *q = p + (size_t)i * ld;
         float dot = 0.0f;
@@ -327,10 +497,34 @@ void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
     }
 }
 
-void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
-                      const int *ld_x, int n, int B, int W) {
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n * W > 65536)
-    for (int i = 0; i < B; i++) {
+void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
+    rmtl_softmax_grad_rows_args softmax_grad_rows_args = {d, p, ld, n};
+    rmtl_parallel_for(B, rmtl_grain(n, 32768), rmtl_softmax_grad_rows_range,
+                      &softmax_grad_rows_args);
+}
+
+typedef struct {
+    float *out;
+    int ld_out;
+    const float *gate;
+    int ld_gate;
+    const float *const *x;
+    const int *ld_x;
+    int n;
+    int W;
+} rmtl_mix_rows_args;
+
+static void rmtl_mix_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_mix_rows_args *a = ctx;
+    float *out = a->out;
+    int ld_out = a->ld_out;
+    const float *gate = a->gate;
+    int ld_gate = a->ld_gate;
+    const float *const *x = a->x;
+    const int *ld_x = a->ld_x;
+    int n = a->n;
+    int W = a->W;
+    for (int64_t i = lo_; i < hi_; i++) {
         float *o = out + (size_t)i * ld_out;
         const float *g = gate + (size_t)i * ld_gate;
         for (int c = 0; c < W; c++) {
@@ -346,11 +540,38 @@ void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, co
     }
 }
 
-void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld_out,
-                       const float *gate, int ld_gate, const float *const *x, const int *ld_x,
-                       int n, int B, int W) {
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * n * W > 65536)
-    for (int i = 0; i < B; i++) {
+void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
+                      const int *ld_x, int n, int B, int W) {
+    rmtl_mix_rows_args mix_rows_args = {out, ld_out, gate, ld_gate, x, ld_x, n, W};
+    rmtl_parallel_for(B, rmtl_grain((double)n * W, 65536), rmtl_mix_rows_range, &mix_rows_args);
+}
+
+typedef struct {
+    float *const *dx;
+    float *dgate;
+    const float *dout;
+    int ld_out;
+    const float *gate;
+    int ld_gate;
+    const float *const *x;
+    const int *ld_x;
+    int n;
+    int W;
+} rmtl_mix_grad_rows_args;
+
+static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_mix_grad_rows_args *a = ctx;
+    float *const *dx = a->dx;
+    float *dgate = a->dgate;
+    const float *dout = a->dout;
+    int ld_out = a->ld_out;
+    const float *gate = a->gate;
+    int ld_gate = a->ld_gate;
+    const float *const *x = a->x;
+    const int *ld_x = a->ld_x;
+    int n = a->n;
+    int W = a->W;
+    for (int64_t i = lo_; i < hi_; i++) {
         const float *d = dout + (size_t)i * ld_out;
         const float *g = gate + (size_t)i * ld_gate;
         float *dg = dgate + (size_t)i * ld_gate;
@@ -367,12 +588,37 @@ void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld
     }
 }
 
-/* h = [V | K | Q] of one position, (B, 3D) row stride ld_h */
-void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
-                             int ld_h, int B, int D) {
-    float inv = 1.0f / sqrtf((float)D);
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * D > 32768)
-    for (int i = 0; i < B; i++) {
+void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld_out,
+                       const float *gate, int ld_gate, const float *const *x, const int *ld_x,
+                       int n, int B, int W) {
+    rmtl_mix_grad_rows_args mix_grad_rows_args = {dx,      dgate, dout, ld_out, gate,
+                                                  ld_gate, x,     ld_x, n,      W};
+    rmtl_parallel_for(B, rmtl_grain((double)n * W, 65536), rmtl_mix_grad_rows_range,
+                      &mix_grad_rows_args);
+}
+
+typedef struct {
+    float *out;
+    int ld_out;
+    float *attn;
+    const float *hp;
+    const float *hq;
+    int ld_h;
+    int D;
+    float inv;
+} rmtl_attention2_rows_args;
+
+static void rmtl_attention2_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_attention2_rows_args *a = ctx;
+    float *out = a->out;
+    int ld_out = a->ld_out;
+    float *attn = a->attn;
+    const float *hp = a->hp;
+    const float *hq = a->hq;
+    int ld_h = a->ld_h;
+    int D = a->D;
+    float inv = a->inv;
+    for (int64_t i = lo_; i < hi_; i++) {
         const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
         float s[2];
         for (int t = 0; t < 2; t++) {
@@ -394,12 +640,40 @@ void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *h
     }
 }
 
-void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_out,
-                              const float *attn, const float *hp, const float *hq, int ld_h, int B,
-                              int D) {
+/* h = [V | K | Q] of one position, (B, 3D) row stride ld_h */
+void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
+                             int ld_h, int B, int D) {
     float inv = 1.0f / sqrtf((float)D);
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if ((long)B * D > 32768)
-    for (int i = 0; i < B; i++) {
+    rmtl_attention2_rows_args attention2_rows_args = {out, ld_out, attn, hp, hq, ld_h, D, inv};
+    rmtl_parallel_for(B, rmtl_grain(D, 32768), rmtl_attention2_rows_range, &attention2_rows_args);
+}
+
+typedef struct {
+    float *dhp;
+    float *dhq;
+    const float *dout;
+    int ld_out;
+    const float *attn;
+    const float *hp;
+    const float *hq;
+    int ld_h;
+    int D;
+    float inv;
+} rmtl_attention2_grad_rows_args;
+
+static void rmtl_attention2_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_attention2_grad_rows_args *a = ctx;
+    float *dhp = a->dhp;
+    float *dhq = a->dhq;
+    const float *dout = a->dout;
+    int ld_out = a->ld_out;
+    const float *attn = a->attn;
+    const float *hp = a->hp;
+    const float *hq = a->hq;
+    int ld_h = a->ld_h;
+    int D = a->D;
+    float inv = a->inv;
+    for (int64_t i = lo_; i < hi_; i++) {
         const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
         float *dh[2] = {dhp + (size_t)i * ld_h, dhq + (size_t)i * ld_h};
         const float *d = dout + (size_t)i * ld_out;
@@ -419,4 +693,14 @@ void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_
             }
         }
     }
+}
+
+void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_out,
+                              const float *attn, const float *hp, const float *hq, int ld_h, int B,
+                              int D) {
+    float inv = 1.0f / sqrtf((float)D);
+    rmtl_attention2_grad_rows_args attention2_grad_rows_args = {dhp, dhq, dout, ld_out, attn,
+                                                                hp,  hq,  ld_h, D,      inv};
+    rmtl_parallel_for(B, rmtl_grain(D, 32768), rmtl_attention2_grad_rows_range,
+                      &attention2_grad_rows_args);
 }

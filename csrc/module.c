@@ -18,11 +18,7 @@ static int rmtl_exec(PyObject *mod) {
         PyModule_AddIntConstant(mod, "max_experts", RMTL_MAX_EXPERTS) < 0) {
         return -1;
     }
-#ifdef _OPENMP
-    return PyModule_AddIntConstant(mod, "openmp", 1);
-#else
-    return PyModule_AddIntConstant(mod, "openmp", 0);
-#endif
+    return 0;
 }
 
 static PyModuleDef_Slot rmtl_slots[] = {{Py_mod_exec, rmtl_exec}, {0, NULL}};

@@ -89,6 +89,41 @@ void rmtl_params_zero_grad(rmtl_params *p) {
     memset(p->grad, 0, p->total * sizeof(float));
 }
 
+typedef struct {
+    float *w;
+    float *g;
+    float *m;
+    float *v;
+    float b1;
+    float b2;
+    float eps;
+    float wd;
+    float step_size;
+    float bc2_sqrt;
+    size_t lo;
+} rmtl_adam_args;
+
+static void rmtl_adam_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_adam_args *a = ctx;
+    float *w = a->w;
+    float *g = a->g;
+    float *m = a->m;
+    float *v = a->v;
+    float b1 = a->b1;
+    float b2 = a->b2;
+    float eps = a->eps;
+    float wd = a->wd;
+    float step_size = a->step_size;
+    float bc2_sqrt = a->bc2_sqrt;
+    size_t lo = a->lo;
+    for (size_t i = lo + (size_t)lo_; i < lo + (size_t)hi_; i++) {
+        float gi = g[i] + wd * w[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        w[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+    }
+}
+
 /* torch.optim.Adam (amsgrad off): weight decay added to the gradient, bias-corrected
    step lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps). Frozen spans (sorted) are skipped. */
 void rmtl_params_adam_step(rmtl_params *p, const rmtl_adam *opt) {
@@ -100,13 +135,8 @@ void rmtl_params_adam_step(rmtl_params *p, const rmtl_adam *opt) {
     size_t lo = 0;
     for (int s = 0; s <= p->n_frozen; s++) {
         size_t hi = s < p->n_frozen ? p->frozen_lo[s] : p->total;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (hi - lo > 65536)
-        for (size_t i = lo; i < hi; i++) {
-            float gi = g[i] + wd * w[i];
-            m[i] = b1 * m[i] + (1.0f - b1) * gi;
-            v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-            w[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
-        }
+        rmtl_adam_args adam_args = {w, g, m, v, b1, b2, eps, wd, step_size, bc2_sqrt, lo};
+        rmtl_parallel_for(hi - lo, rmtl_grain(1, 65536), rmtl_adam_range, &adam_args);
         lo = s < p->n_frozen ? p->frozen_hi[s] : p->total;
     }
 }

@@ -133,6 +133,50 @@ static void rmtl_policy_act(float *a, const rmtl_policy *pol, int64_t r, int64_t
     }
 }
 
+typedef struct {
+    rmtl_replay *b;
+    const rmtl_mdp *mdp;
+    const int64_t *sessions;
+    const int64_t *start;
+    const rmtl_policy *pol;
+    int64_t first;
+    int64_t skip;
+    int64_t head;
+    int64_t cap;
+    int T;
+} rmtl_collect_episodes_args;
+
+static void rmtl_collect_episodes_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_collect_episodes_args *a = ctx;
+    rmtl_replay *b = a->b;
+    const rmtl_mdp *mdp = a->mdp;
+    const int64_t *sessions = a->sessions;
+    const int64_t *start = a->start;
+    const rmtl_policy *pol = a->pol;
+    int64_t first = a->first;
+    int64_t skip = a->skip;
+    int64_t head = a->head;
+    int64_t cap = a->cap;
+    int T = a->T;
+    for (int64_t e = lo_; e < hi_; e++) {
+        int64_t lo = mdp->offsets[sessions[e]], hi = mdp->offsets[sessions[e] + 1];
+        for (int64_t r = lo; r < hi; r++) {
+            int64_t j = start[e] + (r - lo);
+            if (j < skip) {
+                continue;
+            }
+            int64_t s = (head + j) % cap;
+            float *a = b->action + (size_t)s * T;
+            rmtl_policy_act(a, pol, r, j, (uint64_t)(first + j), T);
+            rmtl_mdp_reward(b->reward + (size_t)s * T, a, mdp->labels + (size_t)r * T, T,
+                            mdp->reward);
+            b->state[s] = r;
+            b->next[s] = r + 1 < hi ? r + 1 : r;
+            b->done[s] = r + 1 < hi ? 0.0f : 1.0f;
+        }
+    }
+}
+
 int rmtl_collect(rmtl_replay *b, const rmtl_mdp *mdp, const int64_t *sessions, int64_t n_episodes,
                  int64_t first, const rmtl_policy *pol) {
     if (mdp->T != b->T || n_episodes < 0 || first < 0) {
@@ -157,24 +201,10 @@ int rmtl_collect(rmtl_replay *b, const rmtl_mdp *mdp, const int64_t *sessions, i
     int T = b->T;
     /* transition j goes to slot (head + j) mod capacity; only the newest capacity transitions
        are written, so every written slot is distinct and the episodes run in parallel */
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(dynamic, 256) if (n_episodes > 4096)
-    for (int64_t e = 0; e < n_episodes; e++) {
-        int64_t lo = mdp->offsets[sessions[e]], hi = mdp->offsets[sessions[e] + 1];
-        for (int64_t r = lo; r < hi; r++) {
-            int64_t j = start[e] + (r - lo);
-            if (j < skip) {
-                continue;
-            }
-            int64_t s = (head + j) % cap;
-            float *a = b->action + (size_t)s * T;
-            rmtl_policy_act(a, pol, r, j, (uint64_t)(first + j), T);
-            rmtl_mdp_reward(b->reward + (size_t)s * T, a, mdp->labels + (size_t)r * T, T,
-                            mdp->reward);
-            b->state[s] = r;
-            b->next[s] = r + 1 < hi ? r + 1 : r;
-            b->done[s] = r + 1 < hi ? 0.0f : 1.0f;
-        }
-    }
+    rmtl_collect_episodes_args collect_episodes_args = {b,     mdp,  sessions, start, pol,
+                                                        first, skip, head,     cap,   T};
+    rmtl_parallel_for(n_episodes, n_episodes > 4096 ? 256 : n_episodes, rmtl_collect_episodes_range,
+                      &collect_episodes_args);
     free(start);
     rmtl_replay_advance(b, total);
     return RMTL_OK;

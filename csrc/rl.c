@@ -6,12 +6,28 @@
 
 #include "critic.h"
 
-void rmtl_soft_update(float *dst, const float *src, size_t n, float tau) {
-    float keep = 1.0f - tau;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
+typedef struct {
+    float *dst;
+    const float *src;
+    float tau;
+    float keep;
+} rmtl_soft_update_args;
+
+static void rmtl_soft_update_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_soft_update_args *a = ctx;
+    float *dst = a->dst;
+    const float *src = a->src;
+    float tau = a->tau;
+    float keep = a->keep;
+    for (int64_t i = lo_; i < hi_; i++) {
         dst[i] = tau * src[i] + keep * dst[i];
     }
+}
+
+void rmtl_soft_update(float *dst, const float *src, size_t n, float tau) {
+    float keep = 1.0f - tau;
+    rmtl_soft_update_args soft_update_args = {dst, src, tau, keep};
+    rmtl_parallel_for(n, rmtl_grain(1, 65536), rmtl_soft_update_range, &soft_update_args);
 }
 
 int rmtl_critic_eval(rmtl_critic *c, const int32_t *codes, const float *dense, const float *action,

@@ -171,14 +171,25 @@ typedef struct {
 /* gemm.c */
 typedef void (*rmtl_sgemm_fn)(char *ta, char *tb, int *m, int *n, int *k, float *alpha, float *a,
                               int *lda, float *b, int *ldb, float *beta, float *c, int *ldc);
-void rmtl_gemm_set_blas(rmtl_sgemm_fn fn);
+/* set_local: OpenBLAS's openblas_set_num_threads_local (this thread's count, returns the
+   previous), or NULL: with it, large products are split over the pool, each part on one thread */
+typedef int (*rmtl_blas_threads_fn)(int n);
+void rmtl_gemm_set_blas(rmtl_sgemm_fn fn, rmtl_blas_threads_fn set_local);
+int rmtl_gemm_splits(void);
 int rmtl_gemm_uses_blas(void);
 void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
 
-/* threads.c: the thread count of the core's parallel loops (n <= 0: OpenMP's default) */
+/* pool.c: the core's own threads. rmtl_parallel_for runs fn(ctx, lo, hi) over chunks of
+   [0, n) of at least grain indices (fewer than 2 chunks: inline on the caller), returning when
+   all are done; bodies must not depend on which thread runs a chunk. rmtl_threads_set(n <= 0):
+   OMP_NUM_THREADS, else the cores this process may use. */
+typedef void (*rmtl_range_fn)(void *ctx, int64_t lo, int64_t hi);
+void rmtl_parallel_for(int64_t n, int64_t grain, rmtl_range_fn fn, void *ctx);
+/* the grain of a loop whose index costs work_per_index: chunks of at least min_work */
+int64_t rmtl_grain(double work_per_index, double min_work);
 void rmtl_threads_set(int n);
 int rmtl_threads(void);
 

@@ -241,6 +241,20 @@ void rmtl_synth_free(rmtl_synth_world *w) {
     free(w);
 }
 
+typedef struct {
+    rmtl_synth_world *w;
+} rmtl_synth_items_args;
+
+static void rmtl_synth_items_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_synth_items_args *a = ctx;
+    rmtl_synth_world *w = a->w;
+    for (int64_t k = lo_; k < hi_; k++) {
+        for (int64_t i = w->cat_start[k]; i < w->cat_start[k + 1]; i++) {
+            synth_item(w, i, (int)k);
+        }
+    }
+}
+
 int rmtl_synth_create(rmtl_synth_world **out, const rmtl_synth_config *cfg) {
     *out = NULL;
     if (rmtl_synth_check(cfg) != RMTL_OK) {
@@ -272,12 +286,8 @@ int rmtl_synth_create(rmtl_synth_world **out, const rmtl_synth_config *cfg) {
         w->centre[j] = (float)synth_normal(ckey, (uint64_t)(j / K), (uint64_t)(j % K));
     }
     synth_category_ranges(w->cat_start, cfg);
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) if (C > 1)
-    for (int64_t k = 0; k < C; k++) {
-        for (int64_t i = w->cat_start[k]; i < w->cat_start[k + 1]; i++) {
-            synth_item(w, i, (int)k);
-        }
-    }
+    rmtl_synth_items_args synth_items_args = {w};
+    rmtl_parallel_for(C, 1, rmtl_synth_items_range, &synth_items_args);
     for (int64_t i = 1; i < n; i++) {
         w->cum_weight[i] += w->cum_weight[i - 1];
     }
@@ -430,18 +440,34 @@ static int64_t synth_user_rows(const rmtl_synth_world *w, const synth_user *s, i
     return n;
 }
 
-int rmtl_synth_count(int64_t *rows, int64_t *sessions, const rmtl_synth_world *w, int64_t lo,
-                     int64_t hi) {
-    if (lo < 0 || hi > w->cfg.n_users || lo > hi) {
-        return RMTL_ERR_ARG;
-    }
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(dynamic, 64)
-    for (int64_t u = lo; u < hi; u++) {
+typedef struct {
+    int64_t *rows;
+    int64_t *sessions;
+    const rmtl_synth_world *w;
+    int64_t lo;
+} rmtl_synth_count_args;
+
+static void rmtl_synth_count_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_synth_count_args *a = ctx;
+    int64_t *rows = a->rows;
+    int64_t *sessions = a->sessions;
+    const rmtl_synth_world *w = a->w;
+    int64_t lo = a->lo;
+    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
         synth_user s;
         synth_make_user(&s, w, u);
         rows[u - lo] = synth_user_rows(w, &s, u);
         sessions[u - lo] = s.n_sessions;
     }
+}
+
+int rmtl_synth_count(int64_t *rows, int64_t *sessions, const rmtl_synth_world *w, int64_t lo,
+                     int64_t hi) {
+    if (lo < 0 || hi > w->cfg.n_users || lo > hi) {
+        return RMTL_ERR_ARG;
+    }
+    rmtl_synth_count_args synth_count_args = {rows, sessions, w, lo};
+    rmtl_parallel_for(hi - lo, 64, rmtl_synth_count_range, &synth_count_args);
     return RMTL_OK;
 }
 
@@ -567,15 +593,28 @@ static int64_t synth_run_user(const rmtl_synth_world *w, const synth_user *s, in
     return n;
 }
 
-int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
-                    const int64_t *session_base, const rmtl_synth_world *w, double click_offset,
-                    double task2_offset, int64_t lo, int64_t hi) {
-    if (lo < 0 || hi > w->cfg.n_users || lo > hi) {
-        return RMTL_ERR_ARG;
-    }
+typedef struct {
+    const rmtl_synth_rows *out;
+    const int64_t *row_start;
+    const int64_t *session_base;
+    const rmtl_synth_world *w;
+    double click_offset;
+    double task2_offset;
+    int64_t lo;
+    int *bad_out;
+} rmtl_synth_fill_args;
+
+static void rmtl_synth_fill_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_synth_fill_args *a = ctx;
+    const rmtl_synth_rows *out = a->out;
+    const int64_t *row_start = a->row_start;
+    const int64_t *session_base = a->session_base;
+    const rmtl_synth_world *w = a->w;
+    double click_offset = a->click_offset;
+    double task2_offset = a->task2_offset;
+    int64_t lo = a->lo;
     int bad = 0;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(dynamic, 32) reduction(| : bad)
-    for (int64_t u = lo; u < hi; u++) {
+    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
         /* check the slice before writing: a wrong layout must never write out of bounds */
         synth_user s;
         synth_make_user(&s, w, u);
@@ -587,7 +626,47 @@ int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
         synth_run_user(w, &s, u, out, row_start[u - lo], session_base[u - lo], click_offset,
                        task2_offset, sums);
     }
+    __atomic_or_fetch(a->bad_out, bad, __ATOMIC_RELAXED);
+}
+
+int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
+                    const int64_t *session_base, const rmtl_synth_world *w, double click_offset,
+                    double task2_offset, int64_t lo, int64_t hi) {
+    if (lo < 0 || hi > w->cfg.n_users || lo > hi) {
+        return RMTL_ERR_ARG;
+    }
+    int bad = 0;
+    rmtl_synth_fill_args synth_fill_args = {out,          row_start,    session_base, w,
+                                            click_offset, task2_offset, lo,           &bad};
+    rmtl_parallel_for(hi - lo, 32, rmtl_synth_fill_range, &synth_fill_args);
     return bad ? RMTL_ERR_ARG : RMTL_OK;
+}
+
+typedef struct {
+    double *scratch;
+    const rmtl_synth_world *w;
+    double click_offset;
+    double task2_offset;
+    int64_t lo;
+    int64_t *n_out;
+} rmtl_synth_truth_args;
+
+static void rmtl_synth_truth_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_synth_truth_args *a = ctx;
+    double *scratch = a->scratch;
+    const rmtl_synth_world *w = a->w;
+    double click_offset = a->click_offset;
+    double task2_offset = a->task2_offset;
+    int64_t lo = a->lo;
+    int64_t n = 0;
+    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
+        double *sums = scratch + 2 * (u - lo);
+        sums[0] = sums[1] = 0.0;
+        synth_user s;
+        synth_make_user(&s, w, u);
+        n += synth_run_user(w, &s, u, NULL, 0, 0, click_offset, task2_offset, sums);
+    }
+    __atomic_add_fetch(a->n_out, n, __ATOMIC_RELAXED);
 }
 
 /* per-user sums go to scratch (hi - lo, 2) in parallel, then add up in user order, so the
@@ -598,14 +677,8 @@ int rmtl_synth_mean_truth(double *mean, double *scratch, const rmtl_synth_world 
         return RMTL_ERR_ARG;
     }
     int64_t n = 0;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(dynamic, 16) reduction(+ : n)
-    for (int64_t u = lo; u < hi; u++) {
-        double *sums = scratch + 2 * (u - lo);
-        sums[0] = sums[1] = 0.0;
-        synth_user s;
-        synth_make_user(&s, w, u);
-        n += synth_run_user(w, &s, u, NULL, 0, 0, click_offset, task2_offset, sums);
-    }
+    rmtl_synth_truth_args synth_truth_args = {scratch, w, click_offset, task2_offset, lo, &n};
+    rmtl_parallel_for(hi - lo, 16, rmtl_synth_truth_range, &synth_truth_args);
     mean[0] = mean[1] = 0.0;
     for (int64_t u = lo; u < hi; u++) {
         mean[0] += scratch[2 * (u - lo)];

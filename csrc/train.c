@@ -49,12 +49,30 @@ int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, 
     return RMTL_OK;
 }
 
-int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
-                      const int64_t *rows, int B, int F, int D, int T, const int32_t *field_dims) {
+typedef struct {
+    int32_t *codes;
+    float *dense;
+    float *labels;
+    const rmtl_rows *data;
+    const int64_t *rows;
+    int F;
+    int D;
+    int T;
+    int *bad_out;
+} rmtl_gather_rows_args;
+
+static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_gather_rows_args *a = ctx;
+    int32_t *codes = a->codes;
+    float *dense = a->dense;
+    float *labels = a->labels;
+    const rmtl_rows *data = a->data;
+    const int64_t *rows = a->rows;
+    int F = a->F;
+    int D = a->D;
+    int T = a->T;
     int bad = 0;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static)                              \
-    reduction(| : bad) if (B > 4096)
-    for (int i = 0; i < B; i++) {
+    for (int64_t i = lo_; i < hi_; i++) {
         int64_t r = rows[i];
         if (r < 0 || r >= data->n) {
             bad = 1;
@@ -66,6 +84,14 @@ int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_ro
             memcpy(labels + (size_t)i * T, data->labels + (size_t)r * T, (size_t)T * sizeof(float));
         }
     }
+    __atomic_or_fetch(a->bad_out, bad, __ATOMIC_RELAXED);
+}
+
+int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
+                      const int64_t *rows, int B, int F, int D, int T, const int32_t *field_dims) {
+    int bad = 0;
+    rmtl_gather_rows_args gather_rows_args = {codes, dense, labels, data, rows, F, D, T, &bad};
+    rmtl_parallel_for(B, B > 4096 ? 1024 : B, rmtl_gather_rows_range, &gather_rows_args);
     return bad || rmtl_codes_check(codes, B, F, field_dims) >= 0 ? RMTL_ERR_INDEX : RMTL_OK;
 }
 

@@ -1,5 +1,5 @@
-"""How many threads rmtl's own loops (OpenMP) and its matrix products (BLAS) use inside one
-job: the single place that sets it, for jobs run by worker processes or Ray tasks."""
+"""How many threads rmtl's loops and matrix products use inside one job: the single place
+that sets it, for jobs run by worker processes or Ray tasks."""
 from __future__ import annotations
 
 import contextlib
@@ -19,12 +19,9 @@ def available_cores() -> int:
 
 @contextlib.contextmanager
 def limit(threads: Optional[int]) -> Iterator[None]:
-    """Run the block with ``threads`` OpenMP and BLAS threads (:func:`rmtl.set_num_threads`;
-    None: leave them as they are), restoring the previous count afterwards.
-
-    OpenBLAS sums some products in another order on another number of threads, so the
-    thread count is part of what makes a job's numbers reproducible (the builtin GEMM,
-    ``RMTL_BLAS=builtin``, gives the same bits on any count)."""
+    """Run the block with ``threads`` threads (:func:`rmtl.set_num_threads`; None: leave them
+    as they are), restoring the previous count afterwards. With OpenBLAS or the builtin GEMM
+    the results do not depend on it."""
     if threads is None:
         yield
         return

@@ -12,14 +12,15 @@ def blas_info() -> dict:
     Returns a dict with ``backend`` (``"blas"``: SciPy's BLAS ``sgemm`` taken from
     ``scipy.linalg.cython_blas``; ``"builtin"``: rmtl's blocked C kernel),
     ``blas_available`` (whether SciPy's sgemm could be loaded), ``forced_builtin``
-    (``RMTL_BLAS=builtin`` was set at import) and ``openmp`` (the core was built with
-    OpenMP).
+    (``RMTL_BLAS=builtin`` was set at import) and ``blas_per_thread`` (the BLAS lets each
+    thread set its own thread count, as OpenBLAS does: then rmtl splits large products over
+    its own thread pool, each part on one thread).
     """
     return {
         "backend": _core.gemm_backend(),
         "blas_available": bool(_core.blas_available),
         "forced_builtin": os.environ.get("RMTL_BLAS") == "builtin",
-        "openmp": bool(_core.openmp),
+        "blas_per_thread": bool(_core.blas_per_thread),
     }
 
 
@@ -34,8 +35,9 @@ def set_gemm_backend(name: str) -> None:
 
 
 def _blas_controllers() -> list:
-    """threadpoolctl's controllers of the BLAS the core's products run on: SciPy's OpenBLAS
-    (numpy's own copy stays as it is), or every BLAS when SciPy links a shared system one."""
+    """threadpoolctl's controllers of the BLAS the core's products run on when it cannot be
+    told per thread (not OpenBLAS): SciPy's own copy, or every BLAS when SciPy links a shared
+    system one."""
     from threadpoolctl import ThreadpoolController
 
     blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
@@ -44,19 +46,24 @@ def _blas_controllers() -> list:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads for rmtl's own parallel loops and for the BLAS its products run on.
+    """Use ``n`` threads for rmtl's loops and matrix products.
 
-    Process-wide and effective at once, from any thread (``torch.set_num_threads`` likewise).
-    One thread per worker is what scale-out needs; the results do not depend on ``n``
-    (same seed, same bits for any thread count). The default is OpenMP's
-    (``OMP_NUM_THREADS`` or the number of cores)."""
+    Both run on rmtl's own thread pool (``n - 1`` workers beside the calling thread, started
+    on first use; idle workers sleep), which large products split into parts that each call
+    the BLAS on one thread, so SciPy's and numpy's BLAS settings stay yours. Where the BLAS
+    cannot be told per thread (not OpenBLAS), SciPy's BLAS is set to ``n`` threads too and
+    splits the products itself. Process-wide and effective at once, from any thread
+    (``torch.set_num_threads`` likewise). One thread per worker is what scale-out needs; the
+    results do not depend on ``n`` (same seed, same bits for any thread count). The default
+    is ``OMP_NUM_THREADS``, else the cores the process may run on."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected an int >= 1, got {n!r}")
     _core.set_num_threads(n)
-    for c in _blas_controllers():
-        c.set_num_threads(n)
+    if not _core.blas_per_thread:
+        for c in _blas_controllers():
+            c.set_num_threads(n)
 
 
 def get_num_threads() -> int:
-    """The thread count of rmtl's parallel loops (see :func:`set_num_threads`)."""
+    """The thread count of rmtl's loops and products (see :func:`set_num_threads`)."""
     return _core.get_num_threads()
