@@ -15,10 +15,12 @@ plain path's training FLOPs the automatic path does; prediction against torch; a
 resident memory each side adds in a fresh process building the backbone and taking 2
 training steps (Linux). `--neighbour` runs a load beside
 the timed runs (benchmarks/neighbours.py, nice 10); `--high-cardinality` adds a field of
-1,000,000 codes (an item id: nearly every code distinct in a batch).
+1,000,000 codes (an item id: nearly every code distinct in a batch). `--torch-first` imports
+torch before rmtl; `--import-order` instead runs the benchmark twice, each in a fresh process
+(rmtl imported first, then torch first), and prints rmtl's training speed in both.
 
     python benchmarks/bench_backbones.py [--steps 6] [--threads N] [--only mmoe,ple]
-        [--neighbour {busy,torch,membw}] [--high-cardinality]
+        [--neighbour {busy,torch,membw}] [--high-cardinality] [--torch-first | --import-order]
 """
 from __future__ import annotations
 
@@ -48,6 +50,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--only", default=",".join(NAMES), help="comma-separated backbones")
     p.add_argument("--neighbour", choices=NEIGHBOURS, help="a load run beside the timed runs, at nice 10")
     p.add_argument("--high-cardinality", action="store_true", help=f"add a field of {HIGH_CARDINALITY:,} codes")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--torch-first", action="store_true", help="import torch before rmtl")
+    order.add_argument("--import-order", action="store_true",
+                       help="rmtl's training speed with rmtl imported first and with torch first, a process each")
     p.add_argument("--peak-memory-of", help=argparse.SUPPRESS)  # internal: "rmtl:<name>" or "torch:<name>"
     return p.parse_args()
 
@@ -55,12 +61,11 @@ def parse() -> argparse.Namespace:
 ARGS = parse()
 DIMS = FIELD_DIMS + ((HIGH_CARDINALITY,) if ARGS.high_cardinality else ())
 # thread counts and OpenBLAS's idle spin are read when the libraries load, so set them first
-# (numpy's own OpenBLAS must not spin after the ceiling measurement either; see rmtl/__init__.py)
+# (numpy's own OpenBLAS must not spin after the ceiling measurement)
 os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-# rmtl first: torch loads its own libgomp into the global symbol scope, and if that comes
-# first rmtl's OpenMP loops run on it with its spinning idle policy instead of the passive
-# one rmtl sets (measured: rmtl 2x slower). torch's speed was the same either way.
+if ARGS.torch_first:
+    import torch  # noqa: F401  (before rmtl; --import-order compares)
 import rmtl  # noqa: E402
 import torch  # noqa: E402
 
@@ -226,6 +231,23 @@ def start_neighbour(kind: str) -> subprocess.Popen:
     return proc
 
 
+def compare_import_order() -> None:
+    """The benchmark in two fresh processes, rmtl imported first and torch first: rmtl's
+    training speed in each (the torch columns are the same code either way)."""
+    args = [a for a in sys.argv[1:] if a != "--import-order"]
+    speeds = {}
+    for label, extra in (("rmtl first", []), ("torch first", ["--torch-first"])):
+        run = subprocess.run([sys.executable, os.path.abspath(__file__)] + args + extra, capture_output=True,
+                             text=True, check=True)
+        print(f"# {label}\n{run.stdout}", end="", flush=True)
+        rows = [line.split() for line in run.stdout.splitlines() if line.split()[:1] and line.split()[0] in NAMES]
+        speeds[label] = {r[0]: (float(r[1]), float(r[3])) for r in rows}
+    print(f"{'backbone':<13}{'rmtl first/s':>13}{'torch first/s':>14}{'ratio':>7}{'1 thr':>8}{'1 thr':>8}")
+    for name, (train, one) in speeds["rmtl first"].items():
+        t_train, t_one = speeds["torch first"][name]
+        print(f"{name:<13}{train:>13.0f}{t_train:>14.0f}{t_train / train:>7.2f}{one:>8.0f}{t_one:>8.0f}")
+
+
 def main() -> None:
     names = [n.strip() for n in ARGS.only.split(",") if n.strip()]
     data = make_data(BATCH * ARGS.steps * 4)
@@ -265,5 +287,7 @@ def main() -> None:
 if __name__ == "__main__":
     if ARGS.peak_memory_of:
         report_peak_memory(ARGS.peak_memory_of)
+    elif ARGS.import_order:
+        compare_import_order()
     else:
         main()
