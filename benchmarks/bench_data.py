@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the real dataset's size")
     ap.add_argument("--keep", metavar="DIR", help="write the files here and keep them")
     args = ap.parse_args()
-    print(f"rmtl {rmtl.__version__}, {os.cpu_count()} cores, OpenMP {bool(rmtl._core.openmp)}")
+    print(f"rmtl {rmtl.__version__}, {os.cpu_count()} cores, {rmtl.get_num_threads()} threads")
     generation()
     oracle()
     if args.keep:

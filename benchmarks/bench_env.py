@@ -108,7 +108,7 @@ def main() -> None:
     train = data.split()[0]
     T, n = train.num_tasks, len(train)
     print(f"data: synthetic retailrocket, {len(data):,} impressions; training split {n:,} rows in "
-          f"{train.num_sessions:,} sessions; {T} tasks; threads: OpenMP={rmtl.blas_info()['openmp']}")
+          f"{train.num_sessions:,} sessions; {T} tasks; threads: {rmtl.get_num_threads()}")
 
     # single-environment stepping, one transition per Python call on both sides
     rng = np.random.default_rng(0)

@@ -40,11 +40,8 @@ def parse() -> argparse.Namespace:
 
 
 # Thread counts and OpenBLAS's idle spin are read when the libraries load, so they are set
-# before anything is imported. rmtl is imported, and all of its measurements run, before
-# torch is imported: torch loads its own libgomp into the global symbol scope, and when
-# that comes first rmtl's OpenMP loops run on torch's runtime with its spinning idle policy
-# instead of the passive one rmtl sets, and rmtl runs up to 2x slower (bench_backbones.py
-# measured the same). torch's speed does not depend on the order.
+# before anything is imported. rmtl runs on its own thread pool, so the import order of rmtl
+# and torch does not matter (bench_backbones.py --import-order measures it).
 ARGS = parse()
 os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

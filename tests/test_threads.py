@@ -166,3 +166,88 @@ def test_busy_model_fails_fast_without_breaking_the_running_call():
     assert errors and all("another thread" in e for e in errors)
     assert np.isfinite(result["loss"])
     assert np.isfinite(model.predict(sparse[:4], dense[:4])).all()
+
+
+POOL = """
+import numpy as np
+import rmtl
+
+rng = np.random.default_rng(0)
+fields = (50, 900, 4, 30)
+n = 4096
+sparse = np.stack([rng.integers(0, d, n) for d in fields], 1).astype(np.int32)
+dense = rng.normal(size=(n, 3)).astype(np.float32)
+labels = (rng.random((n, 2)) < 0.3).astype(np.float32)
+
+def trained(name="mmoe"):
+    # large enough that loops and products run on the pool, products split into parts
+    m = rmtl.models.create(name, fields, 3, 2, embed_dim=32, bottom_dims=(256, 64), tower_dims=(32,),
+                           dropout=0.2, seed=1)
+    m.train_chunk(np.arange(n, dtype=np.int64), sparse, dense, labels, batch_size=1024, lr=1e-3)
+    return np.concatenate([p.ravel() for p in m.parameters()])
+"""
+
+
+def test_pool_survives_thread_count_changes():
+    """the pool follows every rmtl.set_num_threads, up and down, between calls; the weights
+    stay the same bits throughout"""
+    run_child(POOL + """
+rmtl.set_num_threads(1)
+want = trained()
+for threads in (2, 3, 1, 4, 2):
+    rmtl.set_num_threads(threads)
+    assert rmtl.get_num_threads() == threads
+    assert np.array_equal(trained(), want), threads
+""")
+
+
+def test_concurrent_calls_share_the_pool():
+    """two Python threads training at once (the GIL released): one runs on the pool, the other
+    on its own thread while the pool is busy; both give the bits of a call made alone"""
+    run_child(POOL + """
+import threading
+rmtl.set_num_threads(2)
+want = {name: trained(name) for name in ("mmoe", "sharedbottom")}
+got = {}
+threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, [trained(k) for _ in range(3)])) for k in want]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+for k in want:
+    assert all(np.array_equal(g, want[k]) for g in got[k]), k
+""")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_pool_used_before_fork_works_in_the_child():
+    """a worker process forked after the pool ran (multiprocessing's fork start method, Ray's
+    workers) starts its own workers instead of waiting for the parent's, which it lacks"""
+    run_child(POOL + """
+import multiprocessing as mp
+rmtl.set_num_threads(2)
+want = trained()
+
+def child(q):
+    q.put(trained().tobytes())
+
+ctx = mp.get_context("fork")
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+got = q.get(timeout=240)
+p.join(timeout=60)
+assert p.exitcode == 0, p.exitcode
+assert np.array_equal(np.frombuffer(got, np.float32), want)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_core_loads_no_openmp_runtime():
+    """rmtl's loops run on its own threads: no OpenMP runtime is loaded for them, so one that
+    another library (torch) loaded first has nothing to change"""
+    run_child(POOL + """
+trained()
+maps = open("/proc/self/maps").read()
+assert "libgomp" not in maps and "libomp" not in maps and "libiomp" not in maps
+""")
