@@ -51,36 +51,29 @@ typedef struct {
 } rmtl_epilogue_args;
 
 static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_epilogue_args *a = ctx;
-    float *out = a->out;
-    int ld_out = a->ld_out;
-    const float *b = a->b;
-    const rmtl_gather *gather = a->gather;
-    int n_relu = a->n_relu;
-    rmtl_dropout drop = a->drop;
-    int B = a->B;
-    int OC = a->OC;
-    int n = a->n;
-    int nc = a->nc;
+    const rmtl_epilogue_args *args = ctx;
     for (int64_t t = lo_; t < hi_; t++) {
-        int i0 = (t / nc) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
-        int j0 = (t % nc) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
-        int jr = n_relu < j1 ? n_relu : j1;
+        int i0 = (t / args->nc) * TILE_ROWS,
+            i1 = i0 + TILE_ROWS < args->B ? i0 + TILE_ROWS : args->B;
+        int j0 = (t % args->nc) * TILE_COLS,
+            j1 = j0 + TILE_COLS < args->OC ? j0 + TILE_COLS : args->OC;
+        int jr = args->n_relu < j1 ? args->n_relu : j1;
         for (int i = i0; i < i1; i++) {
-            rmtl_add_cols(out + (size_t)i * ld_out + j0, b + j0, j1 - j0);
+            rmtl_add_cols(args->out + (size_t)i * args->ld_out + j0, args->b + j0, j1 - j0);
         }
-        for (int g = 0; g < n; g++) {
-            const int32_t *slot = gather->slot + gather->field[g];
+        for (int g = 0; g < args->n; g++) {
+            const int32_t *slot = args->gather->slot + args->gather->field[g];
             for (int i = i0; i < i1; i++) {
-                rmtl_add_cols(out + (size_t)i * ld_out + j0,
-                              gather->rows[g] + (size_t)slot[(size_t)i * gather->F] * OC + j0,
+                rmtl_add_cols(args->out + (size_t)i * args->ld_out + j0,
+                              args->gather->rows[g] +
+                                  (size_t)slot[(size_t)i * args->gather->F] * args->OC + j0,
                               j1 - j0);
             }
         }
         for (int i = i0; i < i1; i++) {
-            float *restrict o = out + (size_t)i * ld_out;
-            if (drop.p > 0.0f && jr > j0) {
-                rmtl_dropout_row(o, drop, i, j0, jr, OC);
+            float *restrict o = args->out + (size_t)i * args->ld_out;
+            if (args->drop.p > 0.0f && jr > j0) {
+                rmtl_dropout_row(o, args->drop, i, j0, jr, args->OC);
                 continue;
             }
             for (int j = j0; j < jr; j++) {
@@ -120,42 +113,32 @@ typedef struct {
 } rmtl_prologue_args;
 
 static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_prologue_args *a = ctx;
-    float *db = a->db;
-    const rmtl_gather *scatter = a->scatter;
-    float *dout = a->dout;
-    int ld_out = a->ld_out;
-    const float *out = a->out;
-    int n_relu = a->n_relu;
-    int B = a->B;
-    int OC = a->OC;
-    float scale = a->scale;
-    int n = a->n;
+    const rmtl_prologue_args *args = ctx;
     for (int64_t blk = lo_; blk < hi_; blk++) {
-        int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
-        int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
+        int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < args->OC ? j0 + TILE_COLS : args->OC;
+        int jr = args->n_relu < j0 ? j0 : (args->n_relu < j1 ? args->n_relu : j1);
         float acc[TILE_COLS] = {0};
-        for (int i = 0; i < B; i++) {
-            float *restrict d = dout + (size_t)i * ld_out;
-            const float *restrict o = out + (size_t)i * ld_out;
+        for (int i = 0; i < args->B; i++) {
+            float *restrict d = args->dout + (size_t)i * args->ld_out;
+            const float *restrict o = args->out + (size_t)i * args->ld_out;
             /* a select, not a branch: the kept/dropped pattern is unpredictable */
             for (int j = j0; j < jr; j++) {
-                d[j] *= o[j] > 0.0f ? scale : 0.0f;
+                d[j] *= o[j] > 0.0f ? args->scale : 0.0f;
             }
             rmtl_add_cols(acc, d + j0, j1 - j0);
         }
         for (int j = j0; j < j1; j++) {
-            db[j] += acc[j - j0];
+            args->db[j] += acc[j - j0];
         }
         /* the rows of each slot, in row order, summed while the block is in cache */
-        for (int g = 0; g < n; g++) {
-            const int32_t *start = scatter->start[g], *order = scatter->order[g];
-            for (int s = 0; s < scatter->u[g]; s++) {
+        for (int g = 0; g < args->n; g++) {
+            const int32_t *start = args->scatter->start[g], *order = args->scatter->order[g];
+            for (int s = 0; s < args->scatter->u[g]; s++) {
                 float sum[TILE_COLS] = {0};
                 for (int k = start[s]; k < start[s + 1]; k++) {
-                    rmtl_add_cols(sum, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
+                    rmtl_add_cols(sum, args->dout + (size_t)order[k] * args->ld_out + j0, j1 - j0);
                 }
-                memcpy(scatter->rows[g] + (size_t)s * OC + j0, sum,
+                memcpy(args->scatter->rows[g] + (size_t)s * args->OC + j0, sum,
                        (size_t)(j1 - j0) * sizeof(float));
             }
         }
@@ -208,36 +191,28 @@ static int rmtl_field_rows(const rmtl_unique *u, int f, int B) {
 }
 
 typedef struct {
-    float *out;
+    float *dst;
+    const float *src;
     const int32_t *codes;
     const rmtl_unique *u;
-    const float *table;
     const int64_t *field_offset;
     int B;
     int F;
     int E;
     int ld_out;
-} rmtl_embedding_gather_args;
+} rmtl_embedding_args;
 
 static void rmtl_embedding_gather_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_embedding_gather_args *a = ctx;
-    float *out = a->out;
-    const int32_t *codes = a->codes;
-    const rmtl_unique *u = a->u;
-    const float *table = a->table;
-    const int64_t *field_offset = a->field_offset;
-    int B = a->B;
-    int F = a->F;
-    int E = a->E;
-    int ld_out = a->ld_out;
+    const rmtl_embedding_args *args = ctx;
     for (int64_t i = lo_; i < hi_; i++) {
-        for (int f = 0; f < F; f++) {
-            if (i >= rmtl_field_rows(u, f, B)) {
+        for (int f = 0; f < args->F; f++) {
+            if (i >= rmtl_field_rows(args->u, f, args->B)) {
                 continue;
             }
-            int32_t c = rmtl_field_code(codes, u, f, F, i);
-            const float *row = table + (size_t)(field_offset[f] + c) * E;
-            memcpy(out + (size_t)i * ld_out + (size_t)f * E, row, (size_t)E * sizeof(float));
+            int32_t c = rmtl_field_code(args->codes, args->u, f, args->F, i);
+            const float *row = args->src + (size_t)(args->field_offset[f] + c) * args->E;
+            memcpy(args->dst + (size_t)i * args->ld_out + (size_t)f * args->E, row,
+                   (size_t)args->E * sizeof(float));
         }
     }
 }
@@ -245,45 +220,25 @@ static void rmtl_embedding_gather_range(void *ctx, int64_t lo_, int64_t hi_) {
 void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
                             const float *table, const int64_t *field_offset, int B, int F, int E,
                             int ld_out) {
-    rmtl_embedding_gather_args embedding_gather_args = {out, codes, u, table, field_offset,
-                                                        B,   F,     E, ld_out};
+    rmtl_embedding_args embedding_gather_args = {out, table, codes, u,     field_offset,
+                                                 B,   F,     E,     ld_out};
     rmtl_parallel_for(B, rmtl_grain((double)F * E, 65536), rmtl_embedding_gather_range,
                       &embedding_gather_args);
 }
 
-typedef struct {
-    float *dtable;
-    const float *dout;
-    const int32_t *codes;
-    const rmtl_unique *u;
-    const int64_t *field_offset;
-    int B;
-    int F;
-    int E;
-    int ld_out;
-} rmtl_embedding_scatter_args;
-
 static void rmtl_embedding_scatter_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_embedding_scatter_args *a = ctx;
-    float *dtable = a->dtable;
-    const float *dout = a->dout;
-    const int32_t *codes = a->codes;
-    const rmtl_unique *u = a->u;
-    const int64_t *field_offset = a->field_offset;
-    int B = a->B;
-    int F = a->F;
-    int E = a->E;
-    int ld_out = a->ld_out;
+    const rmtl_embedding_args *args = ctx;
     for (int64_t f = lo_; f < hi_; f++) {
-        int n = rmtl_field_rows(u, f, B);
+        int n = rmtl_field_rows(args->u, f, args->B);
         for (int i = 0; i < n; i++) {
-            int64_t r = field_offset[f] + rmtl_field_code(codes, u, f, F, i);
+            int64_t r =
+                args->field_offset[f] + rmtl_field_code(args->codes, args->u, f, args->F, i);
             if (r == 0) {
                 continue;
             }
-            float *g = dtable + (size_t)r * E;
-            const float *d = dout + (size_t)i * ld_out + (size_t)f * E;
-            for (int e = 0; e < E; e++) {
+            float *g = args->dst + (size_t)r * args->E;
+            const float *d = args->src + (size_t)i * args->ld_out + (size_t)f * args->E;
+            for (int e = 0; e < args->E; e++) {
                 g[e] += d[e];
             }
         }
@@ -295,8 +250,8 @@ void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *co
                              int ld_out) {
     /* fields own disjoint row ranges, so threads split by field never collide;
        row 0 is the padding row (padding_idx=0) and never receives a gradient */
-    rmtl_embedding_scatter_args embedding_scatter_args = {dtable, dout, codes, u,     field_offset,
-                                                          B,      F,    E,     ld_out};
+    rmtl_embedding_args embedding_scatter_args = {dtable, dout, codes, u,     field_offset,
+                                                  B,      F,    E,     ld_out};
     rmtl_parallel_for(F, rmtl_grain((double)B * E, 65536), rmtl_embedding_scatter_range,
                       &embedding_scatter_args);
 }
@@ -334,37 +289,25 @@ typedef struct {
 } rmtl_lookup_rows_args;
 
 static void rmtl_lookup_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_lookup_rows_args *a = ctx;
-    float *out = a->out;
-    int ld_out = a->ld_out;
-    const int32_t *codes = a->codes;
-    const float *dense = a->dense;
-    const float *tab = a->tab;
-    const int64_t *field_offset = a->field_offset;
-    int n_relu = a->n_relu;
-    int F = a->F;
-    int D = a->D;
-    int OC = a->OC;
-    int64_t rows = a->rows;
-    const float *last = a->last;
+    const rmtl_lookup_rows_args *args = ctx;
     for (int64_t i = lo_; i < hi_; i++) {
-        float *restrict o = out + (size_t)i * ld_out;
-        const int32_t *c = codes + (size_t)i * F;
-        memcpy(o, last, (size_t)OC * sizeof(float));
-        for (int f = 0; f < F; f++) {
-            const float *restrict t = tab + (size_t)(field_offset[f] + c[f]) * OC;
-            for (int j = 0; j < OC; j++) {
+        float *restrict o = args->out + (size_t)i * args->ld_out;
+        const int32_t *c = args->codes + (size_t)i * args->F;
+        memcpy(o, args->last, (size_t)args->OC * sizeof(float));
+        for (int f = 0; f < args->F; f++) {
+            const float *restrict t = args->tab + (size_t)(args->field_offset[f] + c[f]) * args->OC;
+            for (int j = 0; j < args->OC; j++) {
                 o[j] += t[j];
             }
         }
-        for (int d = 0; d < D; d++) {
-            const float *restrict t = tab + (size_t)(rows + d) * OC;
-            float x = dense[(size_t)i * D + d];
-            for (int j = 0; j < OC; j++) {
+        for (int d = 0; d < args->D; d++) {
+            const float *restrict t = args->tab + (size_t)(args->rows + d) * args->OC;
+            float x = args->dense[(size_t)i * args->D + d];
+            for (int j = 0; j < args->OC; j++) {
                 o[j] += x * t[j];
             }
         }
-        for (int j = 0; j < n_relu; j++) {
+        for (int j = 0; j < args->n_relu; j++) {
             o[j] = o[j] > 0.0f ? o[j] : 0.0f;
         }
     }
@@ -442,111 +385,56 @@ void rmtl_head_backward_prob(float *const *dlogit, const float *dprob, const flo
 
 typedef struct {
     float *x;
+    const float *p;
     int ld;
     int n;
-} rmtl_softmax_rows_args;
+} rmtl_softmax_args;
 
 static void rmtl_softmax_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_softmax_rows_args *a = ctx;
-    float *x = a->x;
-    int ld = a->ld;
-    int n = a->n;
+    const rmtl_softmax_args *args = ctx;
     for (int64_t i = lo_; i < hi_; i++) {
-        float *r = x + (size_t)i * ld, mx = r[0], sum = 0.0f;
-        for (int e = 1; e < n; e++) {
+        float *r = args->x + (size_t)i * args->ld, mx = r[0], sum = 0.0f;
+        for (int e = 1; e < args->n; e++) {
             mx = r[e] > mx ? r[e] : mx;
         }
-        for (int e = 0; e < n; e++) {
+        for (int e = 0; e < args->n; e++) {
             r[e] = expf(r[e] - mx);
             sum += r[e];
         }
-        for (int e = 0; e < n; e++) {
+        for (int e = 0; e < args->n; e++) {
             r[e] /= sum;
         }
     }
 }
 
 void rmtl_softmax_forward(float *x, int ld, int B, int n) {
-    rmtl_softmax_rows_args softmax_rows_args = {x, ld, n};
+    rmtl_softmax_args softmax_rows_args = {x, NULL, ld, n};
     rmtl_parallel_for(B, rmtl_grain(n, 32768), rmtl_softmax_rows_range, &softmax_rows_args);
 }
 
-typedef struct {
-    float *d;
-    const float *p;
-    int ld;
-    int n;
-} rmtl_softmax_grad_rows_args;
-
 static void rmtl_softmax_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_softmax_grad_rows_args *a = ctx;
-    float *d = a->d;
-    const float *p = a->p;
-    int ld = a->ld;
-    int n = a->n;
+    const rmtl_softmax_args *args = ctx;
     for (int64_t i = lo_; i < hi_; i++) {
-        float *g = d + (size_t)i * ld;
-        const float *q = p + (size_t)i * ld;
+        float *g = args->x + (size_t)i * args->ld;
+        const float *q = args->p + (size_t)i * args->ld;
         float dot = 0.0f;
-        for (int e = 0; e < n; e++) {
+        for (int e = 0; e < args->n; e++) {
             dot += q[e] * g[e];
         }
-        for (int e = 0; e < n; e++) {
+        for (int e = 0; e < args->n; e++) {
             g[e] = q[e] * (g[e] - dot);
         }
     }
 }
 
 void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
-    rmtl_softmax_grad_rows_args softmax_grad_rows_args = {d, p, ld, n};
+    rmtl_softmax_args softmax_grad_rows_args = {d, p, ld, n};
     rmtl_parallel_for(B, rmtl_grain(n, 32768), rmtl_softmax_grad_rows_range,
                       &softmax_grad_rows_args);
 }
 
 typedef struct {
     float *out;
-    int ld_out;
-    const float *gate;
-    int ld_gate;
-    const float *const *x;
-    const int *ld_x;
-    int n;
-    int W;
-} rmtl_mix_rows_args;
-
-static void rmtl_mix_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_mix_rows_args *a = ctx;
-    float *out = a->out;
-    int ld_out = a->ld_out;
-    const float *gate = a->gate;
-    int ld_gate = a->ld_gate;
-    const float *const *x = a->x;
-    const int *ld_x = a->ld_x;
-    int n = a->n;
-    int W = a->W;
-    for (int64_t i = lo_; i < hi_; i++) {
-        float *o = out + (size_t)i * ld_out;
-        const float *g = gate + (size_t)i * ld_gate;
-        for (int c = 0; c < W; c++) {
-            o[c] = 0.0f;
-        }
-        for (int e = 0; e < n; e++) {
-            const float *xe = x[e] + (size_t)i * ld_x[e];
-            float ge = g[e];
-            for (int c = 0; c < W; c++) {
-                o[c] += ge * xe[c];
-            }
-        }
-    }
-}
-
-void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
-                      const int *ld_x, int n, int B, int W) {
-    rmtl_mix_rows_args mix_rows_args = {out, ld_out, gate, ld_gate, x, ld_x, n, W};
-    rmtl_parallel_for(B, rmtl_grain((double)n * W, 65536), rmtl_mix_rows_range, &mix_rows_args);
-}
-
-typedef struct {
     float *const *dx;
     float *dgate;
     const float *dout;
@@ -557,29 +445,43 @@ typedef struct {
     const int *ld_x;
     int n;
     int W;
-} rmtl_mix_grad_rows_args;
+} rmtl_mix_args;
+
+static void rmtl_mix_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_mix_args *args = ctx;
+    for (int64_t i = lo_; i < hi_; i++) {
+        float *o = args->out + (size_t)i * args->ld_out;
+        const float *g = args->gate + (size_t)i * args->ld_gate;
+        for (int c = 0; c < args->W; c++) {
+            o[c] = 0.0f;
+        }
+        for (int e = 0; e < args->n; e++) {
+            const float *xe = args->x[e] + (size_t)i * args->ld_x[e];
+            float ge = g[e];
+            for (int c = 0; c < args->W; c++) {
+                o[c] += ge * xe[c];
+            }
+        }
+    }
+}
+
+void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
+                      const int *ld_x, int n, int B, int W) {
+    rmtl_mix_args mix_rows_args = {out, NULL, NULL, NULL, ld_out, gate, ld_gate, x, ld_x, n, W};
+    rmtl_parallel_for(B, rmtl_grain((double)n * W, 65536), rmtl_mix_rows_range, &mix_rows_args);
+}
 
 static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_mix_grad_rows_args *a = ctx;
-    float *const *dx = a->dx;
-    float *dgate = a->dgate;
-    const float *dout = a->dout;
-    int ld_out = a->ld_out;
-    const float *gate = a->gate;
-    int ld_gate = a->ld_gate;
-    const float *const *x = a->x;
-    const int *ld_x = a->ld_x;
-    int n = a->n;
-    int W = a->W;
+    const rmtl_mix_args *args = ctx;
     for (int64_t i = lo_; i < hi_; i++) {
-        const float *d = dout + (size_t)i * ld_out;
-        const float *g = gate + (size_t)i * ld_gate;
-        float *dg = dgate + (size_t)i * ld_gate;
-        for (int e = 0; e < n; e++) {
-            const float *xe = x[e] + (size_t)i * ld_x[e];
-            float *dxe = dx[e] + (size_t)i * ld_x[e];
+        const float *d = args->dout + (size_t)i * args->ld_out;
+        const float *g = args->gate + (size_t)i * args->ld_gate;
+        float *dg = args->dgate + (size_t)i * args->ld_gate;
+        for (int e = 0; e < args->n; e++) {
+            const float *xe = args->x[e] + (size_t)i * args->ld_x[e];
+            float *dxe = args->dx[e] + (size_t)i * args->ld_x[e];
             float ge = g[e], dot = 0.0f;
-            for (int c = 0; c < W; c++) {
+            for (int c = 0; c < args->W; c++) {
                 dot += d[c] * xe[c];
                 dxe[c] += ge * d[c];
             }
@@ -591,50 +493,46 @@ static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
 void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld_out,
                        const float *gate, int ld_gate, const float *const *x, const int *ld_x,
                        int n, int B, int W) {
-    rmtl_mix_grad_rows_args mix_grad_rows_args = {dx,      dgate, dout, ld_out, gate,
-                                                  ld_gate, x,     ld_x, n,      W};
+    rmtl_mix_args mix_grad_rows_args = {NULL,    dx, dgate, dout, ld_out, gate,
+                                        ld_gate, x,  ld_x,  n,    W};
     rmtl_parallel_for(B, rmtl_grain((double)n * W, 65536), rmtl_mix_grad_rows_range,
                       &mix_grad_rows_args);
 }
 
 typedef struct {
     float *out;
-    int ld_out;
     float *attn;
+    float *dhp;
+    float *dhq;
+    const float *dout;
+    const float *attn_in;
+    int ld_out;
     const float *hp;
     const float *hq;
     int ld_h;
     int D;
     float inv;
-} rmtl_attention2_rows_args;
+} rmtl_attention2_args;
 
 static void rmtl_attention2_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_attention2_rows_args *a = ctx;
-    float *out = a->out;
-    int ld_out = a->ld_out;
-    float *attn = a->attn;
-    const float *hp = a->hp;
-    const float *hq = a->hq;
-    int ld_h = a->ld_h;
-    int D = a->D;
-    float inv = a->inv;
+    const rmtl_attention2_args *args = ctx;
     for (int64_t i = lo_; i < hi_; i++) {
-        const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
+        const float *h[2] = {args->hp + (size_t)i * args->ld_h, args->hq + (size_t)i * args->ld_h};
         float s[2];
         for (int t = 0; t < 2; t++) {
             float dot = 0.0f;
-            for (int c = 0; c < D; c++) {
-                dot += h[t][D + c] * h[t][2 * D + c];
+            for (int c = 0; c < args->D; c++) {
+                dot += h[t][args->D + c] * h[t][2 * args->D + c];
             }
-            s[t] = dot * inv;
+            s[t] = dot * args->inv;
         }
         float mx = s[0] > s[1] ? s[0] : s[1];
         float e0 = expf(s[0] - mx), e1 = expf(s[1] - mx);
         float a0 = e0 / (e0 + e1), a1 = e1 / (e0 + e1);
-        attn[2 * (size_t)i] = a0;
-        attn[2 * (size_t)i + 1] = a1;
-        float *o = out + (size_t)i * ld_out;
-        for (int c = 0; c < D; c++) {
+        args->attn[2 * (size_t)i] = a0;
+        args->attn[2 * (size_t)i + 1] = a1;
+        float *o = args->out + (size_t)i * args->ld_out;
+        for (int c = 0; c < args->D; c++) {
             o[c] = a0 * h[0][c] + a1 * h[1][c];
         }
     }
@@ -644,52 +542,31 @@ static void rmtl_attention2_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
 void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
                              int ld_h, int B, int D) {
     float inv = 1.0f / sqrtf((float)D);
-    rmtl_attention2_rows_args attention2_rows_args = {out, ld_out, attn, hp, hq, ld_h, D, inv};
+    rmtl_attention2_args attention2_rows_args = {out,    attn, NULL, NULL, NULL, NULL,
+                                                 ld_out, hp,   hq,   ld_h, D,    inv};
     rmtl_parallel_for(B, rmtl_grain(D, 32768), rmtl_attention2_rows_range, &attention2_rows_args);
 }
 
-typedef struct {
-    float *dhp;
-    float *dhq;
-    const float *dout;
-    int ld_out;
-    const float *attn;
-    const float *hp;
-    const float *hq;
-    int ld_h;
-    int D;
-    float inv;
-} rmtl_attention2_grad_rows_args;
-
 static void rmtl_attention2_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_attention2_grad_rows_args *a = ctx;
-    float *dhp = a->dhp;
-    float *dhq = a->dhq;
-    const float *dout = a->dout;
-    int ld_out = a->ld_out;
-    const float *attn = a->attn;
-    const float *hp = a->hp;
-    const float *hq = a->hq;
-    int ld_h = a->ld_h;
-    int D = a->D;
-    float inv = a->inv;
+    const rmtl_attention2_args *args = ctx;
     for (int64_t i = lo_; i < hi_; i++) {
-        const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
-        float *dh[2] = {dhp + (size_t)i * ld_h, dhq + (size_t)i * ld_h};
-        const float *d = dout + (size_t)i * ld_out;
-        float a[2] = {attn[2 * (size_t)i], attn[2 * (size_t)i + 1]}, da[2] = {0.0f, 0.0f};
+        const float *h[2] = {args->hp + (size_t)i * args->ld_h, args->hq + (size_t)i * args->ld_h};
+        float *dh[2] = {args->dhp + (size_t)i * args->ld_h, args->dhq + (size_t)i * args->ld_h};
+        const float *d = args->dout + (size_t)i * args->ld_out;
+        float a[2] = {args->attn_in[2 * (size_t)i], args->attn_in[2 * (size_t)i + 1]},
+              da[2] = {0.0f, 0.0f};
         for (int t = 0; t < 2; t++) {
-            for (int c = 0; c < D; c++) {
+            for (int c = 0; c < args->D; c++) {
                 da[t] += d[c] * h[t][c];
                 dh[t][c] += a[t] * d[c];
             }
         }
         float dot = a[0] * da[0] + a[1] * da[1];
         for (int t = 0; t < 2; t++) {
-            float ds = a[t] * (da[t] - dot) * inv;
-            for (int c = 0; c < D; c++) {
-                dh[t][D + c] += ds * h[t][2 * D + c];
-                dh[t][2 * D + c] += ds * h[t][D + c];
+            float ds = a[t] * (da[t] - dot) * args->inv;
+            for (int c = 0; c < args->D; c++) {
+                dh[t][args->D + c] += ds * h[t][2 * args->D + c];
+                dh[t][2 * args->D + c] += ds * h[t][args->D + c];
             }
         }
     }
@@ -699,8 +576,8 @@ void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_
                               const float *attn, const float *hp, const float *hq, int ld_h, int B,
                               int D) {
     float inv = 1.0f / sqrtf((float)D);
-    rmtl_attention2_grad_rows_args attention2_grad_rows_args = {dhp, dhq, dout, ld_out, attn,
-                                                                hp,  hq,  ld_h, D,      inv};
+    rmtl_attention2_args attention2_grad_rows_args = {NULL,   NULL, dhp, dhq,  dout, attn,
+                                                      ld_out, hp,   hq,  ld_h, D,    inv};
     rmtl_parallel_for(B, rmtl_grain(D, 32768), rmtl_attention2_grad_rows_range,
                       &attention2_grad_rows_args);
 }

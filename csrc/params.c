@@ -104,23 +104,13 @@ typedef struct {
 } rmtl_adam_args;
 
 static void rmtl_adam_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_adam_args *a = ctx;
-    float *w = a->w;
-    float *g = a->g;
-    float *m = a->m;
-    float *v = a->v;
-    float b1 = a->b1;
-    float b2 = a->b2;
-    float eps = a->eps;
-    float wd = a->wd;
-    float step_size = a->step_size;
-    float bc2_sqrt = a->bc2_sqrt;
-    size_t lo = a->lo;
-    for (size_t i = lo + (size_t)lo_; i < lo + (size_t)hi_; i++) {
-        float gi = g[i] + wd * w[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        w[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+    const rmtl_adam_args *args = ctx;
+    for (size_t i = args->lo + (size_t)lo_; i < args->lo + (size_t)hi_; i++) {
+        float gi = args->g[i] + args->wd * args->w[i];
+        args->m[i] = args->b1 * args->m[i] + (1.0f - args->b1) * gi;
+        args->v[i] = args->b2 * args->v[i] + (1.0f - args->b2) * gi * gi;
+        args->w[i] -=
+            args->step_size * args->m[i] / (sqrtf(args->v[i]) / args->bc2_sqrt + args->eps);
     }
 }
 

@@ -14,13 +14,9 @@ typedef struct {
 } rmtl_soft_update_args;
 
 static void rmtl_soft_update_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_soft_update_args *a = ctx;
-    float *dst = a->dst;
-    const float *src = a->src;
-    float tau = a->tau;
-    float keep = a->keep;
+    const rmtl_soft_update_args *args = ctx;
     for (int64_t i = lo_; i < hi_; i++) {
-        dst[i] = tau * src[i] + keep * dst[i];
+        args->dst[i] = args->tau * args->src[i] + args->keep * args->dst[i];
     }
 }
 

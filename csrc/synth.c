@@ -246,11 +246,10 @@ typedef struct {
 } rmtl_synth_items_args;
 
 static void rmtl_synth_items_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_synth_items_args *a = ctx;
-    rmtl_synth_world *w = a->w;
+    const rmtl_synth_items_args *args = ctx;
     for (int64_t k = lo_; k < hi_; k++) {
-        for (int64_t i = w->cat_start[k]; i < w->cat_start[k + 1]; i++) {
-            synth_item(w, i, (int)k);
+        for (int64_t i = args->w->cat_start[k]; i < args->w->cat_start[k + 1]; i++) {
+            synth_item(args->w, i, (int)k);
         }
     }
 }
@@ -448,16 +447,12 @@ typedef struct {
 } rmtl_synth_count_args;
 
 static void rmtl_synth_count_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_synth_count_args *a = ctx;
-    int64_t *rows = a->rows;
-    int64_t *sessions = a->sessions;
-    const rmtl_synth_world *w = a->w;
-    int64_t lo = a->lo;
-    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
+    const rmtl_synth_count_args *args = ctx;
+    for (int64_t u = args->lo + lo_; u < args->lo + hi_; u++) {
         synth_user s;
-        synth_make_user(&s, w, u);
-        rows[u - lo] = synth_user_rows(w, &s, u);
-        sessions[u - lo] = s.n_sessions;
+        synth_make_user(&s, args->w, u);
+        args->rows[u - args->lo] = synth_user_rows(args->w, &s, u);
+        args->sessions[u - args->lo] = s.n_sessions;
     }
 }
 
@@ -597,36 +592,33 @@ typedef struct {
     const rmtl_synth_rows *out;
     const int64_t *row_start;
     const int64_t *session_base;
+    double *scratch;
     const rmtl_synth_world *w;
     double click_offset;
     double task2_offset;
     int64_t lo;
     int *bad_out;
-} rmtl_synth_fill_args;
+    int64_t *n_out;
+} rmtl_synth_users_args;
 
 static void rmtl_synth_fill_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_synth_fill_args *a = ctx;
-    const rmtl_synth_rows *out = a->out;
-    const int64_t *row_start = a->row_start;
-    const int64_t *session_base = a->session_base;
-    const rmtl_synth_world *w = a->w;
-    double click_offset = a->click_offset;
-    double task2_offset = a->task2_offset;
-    int64_t lo = a->lo;
+    const rmtl_synth_users_args *args = ctx;
     int bad = 0;
-    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
+    for (int64_t u = args->lo + lo_; u < args->lo + hi_; u++) {
         /* check the slice before writing: a wrong layout must never write out of bounds */
         synth_user s;
-        synth_make_user(&s, w, u);
-        if (synth_user_rows(w, &s, u) != row_start[u - lo + 1] - row_start[u - lo]) {
+        synth_make_user(&s, args->w, u);
+        if (synth_user_rows(args->w, &s, u) !=
+            args->row_start[u - args->lo + 1] - args->row_start[u - args->lo]) {
             bad = 1;
             continue;
         }
         double sums[2] = {0.0, 0.0};
-        synth_run_user(w, &s, u, out, row_start[u - lo], session_base[u - lo], click_offset,
-                       task2_offset, sums);
+        synth_run_user(args->w, &s, u, args->out, args->row_start[u - args->lo],
+                       args->session_base[u - args->lo], args->click_offset, args->task2_offset,
+                       sums);
     }
-    __atomic_or_fetch(a->bad_out, bad, __ATOMIC_RELAXED);
+    __atomic_or_fetch(args->bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
@@ -636,37 +628,24 @@ int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
         return RMTL_ERR_ARG;
     }
     int bad = 0;
-    rmtl_synth_fill_args synth_fill_args = {out,          row_start,    session_base, w,
-                                            click_offset, task2_offset, lo,           &bad};
+    rmtl_synth_users_args synth_fill_args = {out,          row_start,    session_base, NULL, w,
+                                             click_offset, task2_offset, lo,           &bad, NULL};
     rmtl_parallel_for(hi - lo, 32, rmtl_synth_fill_range, &synth_fill_args);
     return bad ? RMTL_ERR_ARG : RMTL_OK;
 }
 
-typedef struct {
-    double *scratch;
-    const rmtl_synth_world *w;
-    double click_offset;
-    double task2_offset;
-    int64_t lo;
-    int64_t *n_out;
-} rmtl_synth_truth_args;
-
 static void rmtl_synth_truth_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_synth_truth_args *a = ctx;
-    double *scratch = a->scratch;
-    const rmtl_synth_world *w = a->w;
-    double click_offset = a->click_offset;
-    double task2_offset = a->task2_offset;
-    int64_t lo = a->lo;
+    const rmtl_synth_users_args *args = ctx;
     int64_t n = 0;
-    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
-        double *sums = scratch + 2 * (u - lo);
+    for (int64_t u = args->lo + lo_; u < args->lo + hi_; u++) {
+        double *sums = args->scratch + 2 * (u - args->lo);
         sums[0] = sums[1] = 0.0;
         synth_user s;
-        synth_make_user(&s, w, u);
-        n += synth_run_user(w, &s, u, NULL, 0, 0, click_offset, task2_offset, sums);
+        synth_make_user(&s, args->w, u);
+        n += synth_run_user(args->w, &s, u, NULL, 0, 0, args->click_offset, args->task2_offset,
+                            sums);
     }
-    __atomic_add_fetch(a->n_out, n, __ATOMIC_RELAXED);
+    __atomic_add_fetch(args->n_out, n, __ATOMIC_RELAXED);
 }
 
 /* per-user sums go to scratch (hi - lo, 2) in parallel, then add up in user order, so the
@@ -677,7 +656,8 @@ int rmtl_synth_mean_truth(double *mean, double *scratch, const rmtl_synth_world 
         return RMTL_ERR_ARG;
     }
     int64_t n = 0;
-    rmtl_synth_truth_args synth_truth_args = {scratch, w, click_offset, task2_offset, lo, &n};
+    rmtl_synth_users_args synth_truth_args = {NULL,         NULL,         NULL, scratch, w,
+                                              click_offset, task2_offset, lo,   NULL,    &n};
     rmtl_parallel_for(hi - lo, 16, rmtl_synth_truth_range, &synth_truth_args);
     mean[0] = mean[1] = 0.0;
     for (int64_t u = lo; u < hi; u++) {

@@ -62,29 +62,24 @@ typedef struct {
 } rmtl_gather_rows_args;
 
 static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_gather_rows_args *a = ctx;
-    int32_t *codes = a->codes;
-    float *dense = a->dense;
-    float *labels = a->labels;
-    const rmtl_rows *data = a->data;
-    const int64_t *rows = a->rows;
-    int F = a->F;
-    int D = a->D;
-    int T = a->T;
+    const rmtl_gather_rows_args *args = ctx;
     int bad = 0;
     for (int64_t i = lo_; i < hi_; i++) {
-        int64_t r = rows[i];
-        if (r < 0 || r >= data->n) {
+        int64_t r = args->rows[i];
+        if (r < 0 || r >= args->data->n) {
             bad = 1;
             continue;
         }
-        memcpy(codes + (size_t)i * F, data->codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
-        memcpy(dense + (size_t)i * D, data->dense + (size_t)r * D, (size_t)D * sizeof(float));
-        if (labels != NULL) {
-            memcpy(labels + (size_t)i * T, data->labels + (size_t)r * T, (size_t)T * sizeof(float));
+        memcpy(args->codes + (size_t)i * args->F, args->data->codes + (size_t)r * args->F,
+               (size_t)args->F * sizeof(int32_t));
+        memcpy(args->dense + (size_t)i * args->D, args->data->dense + (size_t)r * args->D,
+               (size_t)args->D * sizeof(float));
+        if (args->labels != NULL) {
+            memcpy(args->labels + (size_t)i * args->T, args->data->labels + (size_t)r * args->T,
+                   (size_t)args->T * sizeof(float));
         }
     }
-    __atomic_or_fetch(a->bad_out, bad, __ATOMIC_RELAXED);
+    __atomic_or_fetch(args->bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
