@@ -99,7 +99,8 @@ def backend(executor: ExecutorSpec, data: Splits, threads_per_job: Optional[int]
         if executor < 1:
             raise ValueError(f"executor: expected at least 1 worker process, got {executor}")
         threads = threads_per_job or max(1, _threads.available_cores() // executor)
-        # spawned, not forked: a fork of a process that ran OpenMP loops can hang in the child
+        # spawned, not forked: rmtl's pool survives a fork, but a fork of a process whose other
+        # libraries ran OpenMP loops (torch's) can hang in the child
         pool = cf.ProcessPoolExecutor(executor, mp_context=multiprocessing.get_context("spawn"),
                                       initializer=_keep_worker_data, initargs=(data,))
         return Pool(pool, None, threads, capacity=executor, own=True)

@@ -162,9 +162,9 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
       ``$RAY_ADDRESS``, or a new local one); the data go into the object store once, a job
       whose worker dies is retried (``pip install 'rmtl[ray]'``).
 
-    Each job runs with ``threads_per_job`` OpenMP and BLAS threads; default: as this process
-    is set for ``None`` and for a given executor, the cores divided by N for N processes, 1
-    on Ray (where it is also the CPUs a task reserves). The records do not depend on the
+    Each job runs with ``threads_per_job`` threads (:func:`rmtl.set_num_threads`); default:
+    as this process is set for ``None`` and for a given executor, the cores divided by N for
+    N processes, 1 on Ray (where it is also the CPUs a task reserves). The records do not depend on the
     executor: the same seeds and threads per job give the same numbers, bit for bit.
     (OpenBLAS's sums change in the last bits with its thread count, so a serial run on 2
     threads and 2 processes of 1 thread agree only to rounding; ``RMTL_BLAS=builtin`` gives
