@@ -164,11 +164,10 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
 
     Each job runs with ``threads_per_job`` threads (:func:`rmtl.set_num_threads`); default:
     as this process is set for ``None`` and for a given executor, the cores divided by N for
-    N processes, 1 on Ray (where it is also the CPUs a task reserves). The records do not depend on the
-    executor: the same seeds and threads per job give the same numbers, bit for bit.
-    (OpenBLAS's sums change in the last bits with its thread count, so a serial run on 2
-    threads and 2 processes of 1 thread agree only to rounding; ``RMTL_BLAS=builtin`` gives
-    the same bits on any count.)
+    N processes, 1 on Ray (where it is also the CPUs a task reserves). The records depend
+    neither on the executor nor on the threads per job: the same seeds give the same numbers,
+    bit for bit (with OpenBLAS or ``RMTL_BLAS=builtin``; another BLAS splits the products by
+    its own thread count, and then the numbers agree to rounding).
     """
     seeds = [int(s) for s in seeds]
     unknown = [w for w in weightings if w not in WEIGHTINGS]
