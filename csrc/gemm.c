@@ -15,10 +15,6 @@ int rmtl_gemm_uses_blas(void) {
     return rmtl_blas_sgemm != NULL;
 }
 
-int rmtl_gemm_splits(void) {
-    return rmtl_blas_set_local != NULL;
-}
-
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc;
     float alpha, beta;
@@ -144,7 +140,8 @@ void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
     rmtl_gemm_args g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
     int len = M >= N ? M : N, part = rmtl_gemm_part(len);
     if (rmtl_blas_set_local == NULL || 2.0 * M * N * K < GEMM_SPLIT_FLOPS || part >= len) {
-        /* without per-thread BLAS control, the BLAS's own threads split the product */
+        /* one call: a small product, or a BLAS whose own threads split it (no per-thread
+           control) */
         rmtl_gemm_blas_part(&g, 1, 0, M);
         return;
     }

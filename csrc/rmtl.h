@@ -175,7 +175,6 @@ typedef void (*rmtl_sgemm_fn)(char *ta, char *tb, int *m, int *n, int *k, float 
    previous), or NULL: with it, large products are split over the pool, each part on one thread */
 typedef int (*rmtl_blas_threads_fn)(int n);
 void rmtl_gemm_set_blas(rmtl_sgemm_fn fn, rmtl_blas_threads_fn set_local);
-int rmtl_gemm_splits(void);
 int rmtl_gemm_uses_blas(void);
 void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
