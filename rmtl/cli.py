@@ -139,7 +139,8 @@ def run_run(args: argparse.Namespace) -> int:
     job = run_job(config)
     c = job.config
     print(f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, at least {c.min_steps} Adam steps in "
-          f"stages 1 and 3, output bias {c.init_output_bias or 'default'}, {job.seconds:.0f} s")
+          f"stages 1 and 3, output bias {c.init_output_bias or 'default'}"
+          f"{', compat ' + c.compat if c.compat else ''}, {job.seconds:.0f} s")
     print(job.table())
     if c.out:
         print(f"wrote {c.out}")
