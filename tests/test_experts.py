@@ -176,3 +176,28 @@ def test_the_authors_module_leaves_its_shared_gates_without_gradient(torch):
     weighted_bce(net(torch.from_numpy(sparse).long(), torch.from_numpy(dense)), torch.from_numpy(labels)).backward()
     none = {k for k, p in net.named_parameters() if p.grad is None}
     assert none == {f"gate.{i}.3.0.{s}" for i in range(3) for s in ("weight", "bias")}
+
+
+def test_shared_experts_draw_their_own_dropout_mask_on_every_task_stream():
+    """Both task streams made equal (own experts zero, equal gates and towers): the outputs
+    agree in evaluation mode and differ in training mode only through the dropout masks of
+    the level-1 shared experts, which must differ between the two streams."""
+    model = make("ple", 2, num_experts=4, bottom_dims=(12, 10), tower_dims=(), dropout=0.5, seed=2)
+    p = dict(model.named_parameters())
+    for i in (0, 1):
+        for e in range(4):  # task 0's 2 experts, task 1's 2
+            p[f"expert.{i}.{e}.mlp.0.weight"][...] = 0
+            p[f"expert.{i}.{e}.mlp.0.bias"][...] = 0
+        for s in ("weight", "bias"):
+            p[f"gate.{i}.1.0.{s}"][...] = p[f"gate.{i}.0.0.{s}"]
+    for s in ("weight", "bias"):
+        p[f"tower.1.mlp.0.{s}"][...] = p[f"tower.0.mlp.0.{s}"]
+    p["expert.0.4.mlp.0.weight"][...] = 0  # level 0 without dropout noise: a constant positive output
+    p["expert.0.4.mlp.0.bias"][...] = 1
+    p["expert.0.5.mlp.0.weight"][...] = 0
+    p["expert.0.5.mlp.0.bias"][...] = 1
+    sparse, dense, _ = batch(n=64)
+    out = model.eval()(sparse, dense)
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])
+    out = model.train()(sparse, dense)
+    assert (out[:, 0] != out[:, 1]).mean() > 0.5
