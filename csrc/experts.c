@@ -255,8 +255,8 @@ static int rmtl_ple_level(rmtl_model *m, int i, const rmtl_loc *cur, int in_w, r
    and are declared frozen. */
 static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
     int T = m->T, h = m->n_experts / 2, s = h, in_w = emb.ld, st = RMTL_OK;
-    rmtl_loc cur[RMTL_MAX_TASKS], x[RMTL_MAX_TASKS * RMTL_MAX_EXPERTS], g[RMTL_MAX_TASKS],
-        y[RMTL_MAX_EXPERTS];
+    /* x: every task stream's h + s experts, at most 2 * (T + 1) * h <= 2 * RMTL_MAX_EXPERTS */
+    rmtl_loc cur[RMTL_MAX_TASKS], x[2 * RMTL_MAX_EXPERTS], g[RMTL_MAX_TASKS], y[RMTL_MAX_EXPERTS];
     for (int i = 0; i < m->n_bottom && st == RMTL_OK; i++) {
         int w = m->bottom[i];
         if (i == 0) {
@@ -270,7 +270,7 @@ static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
                 gw[t] = h + s;
             }
             st = rmtl_expert_fan(m, emb, in_w, names, T * h + s, w, T, gw, y, g);
-            for (int t = 0; t < T; t++) {
+            for (int t = 0; t < T && st == RMTL_OK; t++) {
                 memcpy(x + t * (h + s), y + t * h, (size_t)h * sizeof(rmtl_loc));
                 memcpy(x + t * (h + s) + h, y + T * h, (size_t)s * sizeof(rmtl_loc));
             }
