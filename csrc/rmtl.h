@@ -21,7 +21,8 @@ enum {
     RMTL_MMOE = 4,
     RMTL_PLE = 5,
     RMTL_AITM = 6,
-    RMTL_NUM_BACKBONES = 7
+    RMTL_PLE_PAPER = 7, /* the PLE paper's version; RMTL_PLE is the authors' module */
+    RMTL_NUM_BACKBONES = 8
 };
 
 #define RMTL_MAX_LAYERS 8
@@ -134,7 +135,7 @@ typedef struct {
     rmtl_frontend front[RMTL_MAX_TASKS]; /* one, or one per task (SingleTask) */
     rmtl_mlp *bottoms;                   /* one, or one per task */
     rmtl_mlp *towers;                    /* one per task */
-    int n_experts; /* OMoE, MMoE, PLE: experts (PLE: E/2 per task + E/2 shared) */
+    int n_experts; /* OMoE, MMoE, both PLEs: experts (PLE: E/2 per task + E/2 shared) */
     struct rmtl_experts
         *experts; /* ESMM, OMoE, MMoE, PLE, AITM: the layers between front end and towers */
 
@@ -161,7 +162,7 @@ typedef struct {
     const int *bottom, *tower;
     float dropout;
     uint64_t seed;
-    int n_experts; /* OMoE, MMoE: >= 1; PLE: even >= 2; ignored otherwise */
+    int n_experts; /* OMoE, MMoE: >= 1; both PLEs: even >= 2; ignored otherwise */
 } rmtl_model_config;
 
 typedef struct {

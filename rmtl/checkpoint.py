@@ -12,6 +12,7 @@ import numpy as np
 
 from ._io import CorruptFileError, open_npz, save_npz, write_json
 from .data import SessionData
+from .models import _build_saved
 
 __all__ = ["Checkpoint", "fingerprint"]
 
@@ -94,7 +95,7 @@ class Checkpoint:
         """(backbone, history) of a file :meth:`save_net` wrote; ``build(**config)`` makes the
         backbone (weights and optimizer state are then restored, evaluation mode)."""
         with open_npz(self.path(name), "checkpoint") as z:
-            return build(**z.json("config"))._restore(z), z.json("history")
+            return _build_saved(build, z.json("config"), z), z.json("history")
 
     def save_nets(self, name: str, nets: Mapping[str, Any], state: Any) -> None:
         """Several networks and a JSON ``state`` in one file, atomically (stage 2's epochs)."""
@@ -111,7 +112,7 @@ class Checkpoint:
         with open_npz(self.path(name), "checkpoint") as z:
             nets = {}
             for role, spec in z.json("nets").items():
-                nets[role] = build[spec["key"]](**spec["config"])._restore(_Prefixed(z, role + "."))
+                nets[role] = _build_saved(build[spec["key"]], spec["config"], _Prefixed(z, role + "."))
             return nets, z.json("state")
 
 
@@ -129,4 +130,11 @@ class _Prefixed:
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self._z[self._prefix + key]
+
+    def __contains__(self, key: str) -> bool:
+        return self._prefix + key in self._z
+
+    def json(self, key: str) -> Any:
+        """A JSON document stored as uint8 bytes."""
+        return self._z.json(self._prefix + key)
 

@@ -94,7 +94,8 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
                    "training label rate (a deviation from the authors; default off)")
     p.add_argument("--compat", choices=("authors",), help="the authors' code's behaviour where rmtl deliberately "
                    "differs: batches in time order, critics in training mode in stage 3, reward at the wrapped "
-                   "action 0.5 + 0.5 a, critic output bias at PyTorch's default (see help(rmtl.RMTL))")
+                   "action 0.5 + 0.5 a, critic output bias at PyTorch's default; every model must be the authors' module "
+                   "(ple, not ple_paper; see help(rmtl.RMTL))")
     p.add_argument("--critic-epochs", type=int, metavar="E", help="epochs of stage 2 "
                    f"(default: quick {quick['rmtl']['critic_epochs']}, paper 96)")
     p.add_argument("--n-users", type=int, metavar="N", help="size of the synthetic data in users "

@@ -20,7 +20,7 @@ from ._io import atomic_write, write_json, write_text
 from .config import CHOICES, COUNT, RMTLConfig, check
 from .data import SessionData
 from .experiments import ExperimentResult, experiment
-from .models import BACKBONES
+from .models import BACKBONES, check_compat
 
 __all__ = ["JobConfig", "PRESETS", "load_config", "config_from_table", "run_job", "load_dataset"]
 
@@ -59,7 +59,8 @@ class JobConfig:
     1 and 3, in whole epochs, so small data gets enough training to calibrate.
     ``init_output_bias="prior"`` starts the outputs at the training label rates (a deviation
     from the authors; None, their setting, by default). ``compat="authors"`` switches RMTL to
-    the authors' code's behaviour where rmtl differs. See :class:`rmtl.RMTL`. ``resume`` is
+    the authors' code's behaviour where rmtl differs (every model must then be the authors'
+    module: not ``ple_paper``). See :class:`rmtl.RMTL`. ``resume`` is
     the run's checkpoint directory (created if missing, continued if it holds a run of the
     same settings): every job saves its stages there and a rerun (or a job Ray retries)
     resumes from the last finished stage; on a cluster it must be storage every node sees.
@@ -111,8 +112,8 @@ class JobConfig:
         c.critic_epochs = check("critic_epochs", default["critic_epochs"] if c.critic_epochs is None
                                 else c.critic_epochs)
         c.min_steps = check("min_steps", AUTO_MIN_STEPS if c.min_steps is None else c.min_steps)
-        if c.compat not in (None, "authors"):
-            raise ValueError(f"compat: expected 'authors' or None, got {c.compat!r}")
+        for name in c.models:
+            check_compat(name, c.compat)
         if c.init_output_bias not in CHOICES["init_output_bias"]:
             raise ValueError(f"init_output_bias: expected 'prior' or None, got {c.init_output_bias!r}")
         c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
