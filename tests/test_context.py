@@ -9,7 +9,14 @@ from rmtl.agent import RMTL
 from rmtl.context import context_names, session_context, with_context
 from rmtl.datasets import synthetic
 
-from conftest import random_session_data
+from conftest import optional, random_session_data
+
+optional("hypothesis")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+FAST = settings(derandomize=True, max_examples=40, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 NET = dict(embed_dim=8, bottom_dims=(16,), tower_dims=(8,), dropout=0.0)
 
@@ -161,3 +168,83 @@ def test_momentum_raises_the_click_probability_after_a_click():
         np.testing.assert_array_equal(flat.truth[a:a + first + 1], lifted.truth[a:a + first + 1])
         if clicks.size and first + 1 < b - a:
             assert lifted.truth[a + first + 1, 0] > flat.truth[a + first + 1, 0]
+
+
+
+# ------------------------------------------------------------------ property-based input checks
+def reference_context(data):
+    """The features by their definition, one row at a time in Python."""
+    out = []
+    for s in range(data.num_sessions):
+        a, b = data.offsets[s], data.offsets[s + 1]
+        for r in range(a, b):
+            seen = data.labels[a:r].sum(0)
+            out.append([np.log1p(r - a), np.log1p((data.time[r] - data.time[a]) / 1000.0), *np.log1p(seen)])
+    return np.array(out, np.float32)
+
+
+@FAST
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=8), tasks=st.integers(1, 3),
+       seed=st.integers(0, 2**31))
+def test_context_equals_its_definition_on_random_sessions(lengths, tasks, seed):
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    session = np.repeat(np.arange(len(lengths)), lengths)
+    time = np.concatenate([np.sort(rng.integers(0, 10**7, k)) for k in lengths])
+    labels = (rng.random((n, tasks)) < 0.5).astype(np.float32)
+    data = rmtl.SessionData(session, time, np.zeros((n, 1), np.int64), None, labels, [1])
+    np.testing.assert_allclose(session_context(data), reference_context(data), rtol=1e-6, atol=1e-7)
+
+
+@FAST
+@given(backbone_only=st.one_of(st.integers(-3, 5), st.floats(), st.booleans(), st.text(max_size=2)),
+       extra=st.one_of(st.none(), hnp.arrays(hnp.floating_dtypes() | hnp.integer_dtypes(),
+                                             hnp.array_shapes(min_dims=0, max_dims=3, max_side=5))))
+def test_session_data_checks_the_one_sided_features(backbone_only, extra):
+    base = random_session_data(n_sessions=2, num_dense=2, seed=0)
+    try:
+        data = rmtl.SessionData(base.session[:5], base.time[:5], base.sparse[:5], base.dense[:5],
+                                base.labels[:5], base.field_dims, backbone_only=backbone_only, critic_only=extra)
+    except (ValueError, TypeError) as e:
+        assert str(e).split(":")[0] in ("backbone_only", "critic_only"), str(e)
+        return
+    width = 0 if extra is None else extra.shape[1]
+    assert data.critic_dense().shape == (5, 2 - data.backbone_only + width) == (5, data.critic_num_dense)
+
+
+@FAST
+@given(mode=st.one_of(st.text(max_size=8), st.integers(), st.none(), st.sampled_from(["critic", "both"])))
+def test_with_context_accepts_only_its_modes(mode):
+    data = random_session_data(n_sessions=3, seed=1)
+    try:
+        out = with_context(data, mode)
+    except ValueError as e:
+        assert str(e).startswith("mode:") and mode not in (None, "critic", "backbone", "both")
+        return
+    assert out.critic_num_dense >= data.critic_num_dense
+
+
+def test_the_core_checks_extra_and_the_critics_width():
+    data = with_context(random_session_data(n_sessions=10, num_dense=1, seed=2), "critic")
+    model = rmtl.models.create("esmm", field_dims=data.field_dims, num_dense=1, num_tasks=2, **NET)
+    critics = [rmtl.Critic(data.field_dims, data.critic_num_dense, 8, (16,), (8,)) for _ in range(2)]
+    rows = np.arange(len(data))
+
+    def step(extra, crit=critics, weighting="rmtl"):
+        return model.train_chunk(rows, data.sparse, data.dense, data.labels, batch_size=8, lr=1e-3,
+                                 critics=crit, weighting=weighting, extra=extra)
+
+    step(data.critic_only)
+    with pytest.raises(ValueError, match="^extra"):
+        step(data.critic_only[:-1])
+    with pytest.raises(ValueError, match="^extra"):
+        step(np.full_like(data.critic_only, np.nan))
+    with pytest.raises(ValueError, match="^critics"):  # critics wider than dense + extra
+        step(None)
+    narrow = [rmtl.Critic(data.field_dims, 1, 8, (16,), (8,)) for _ in range(2)]
+    with pytest.raises(ValueError, match="^critics"):  # mixed widths
+        step(data.critic_only, [critics[0], narrow[1]])
+    with pytest.raises(ValueError, match="^extra"):
+        rmtl._core.train_chunk(model=model._core, rows=rows, sparse=data.sparse, dense=data.dense,
+                               labels=data.labels, batch_size=8, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                               weight_decay=0.0, extra=data.critic_only)
