@@ -117,6 +117,18 @@ static int rmtl_extra_width(const PyArrayObject *extra) {
     return extra == NULL ? 0 : (int)PyArray_DIM(extra, 1);
 }
 
+/* the checked training arrays (and the critics' extra columns, or NULL) as the core reads them */
+static rmtl_rows rmtl_rows_of(PyArrayObject *codes, PyArrayObject *dense, PyArrayObject *labels,
+                              PyArrayObject *extra) {
+    rmtl_rows data = {PyArray_DATA(codes),
+                      PyArray_DATA(dense),
+                      PyArray_DATA(labels),
+                      (int64_t)PyArray_DIM(codes, 0),
+                      extra ? PyArray_DATA(extra) : NULL,
+                      rmtl_extra_width(extra)};
+    return data;
+}
+
 static PyArrayObject *rmtl_check_layers(PyObject *o, const char *arg, int lo) {
     PyArrayObject *a = rmtl_check_array(o, arg, NPY_INT32, 1, NULL, 0);
     if (a != NULL && (PyArray_DIM(a, 0) < lo || PyArray_DIM(a, 0) > RMTL_MAX_LAYERS)) {
@@ -455,12 +467,7 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
         rmtl_holds_release(&h);
         return NULL;
     }
-    rmtl_rows data = {PyArray_DATA(codes),
-                      PyArray_DATA(dense),
-                      PyArray_DATA(labels),
-                      (int64_t)PyArray_DIM(codes, 0),
-                      extra ? PyArray_DATA(extra) : NULL,
-                      rmtl_extra_width(extra)};
+    rmtl_rows data = rmtl_rows_of(codes, dense, labels, extra);
     rmtl_loss_weighting wt = {weighting == RMTL_WEIGHT_CONSTANT ? NULL : critics, weighting, lam};
     double loss = 0.0, wsum[RMTL_MAX_TASKS];
     int T = model->m->T;
@@ -587,12 +594,7 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args, PyObject *kwds)
     rmtl_agent_nets nets = {critics, targets, actor->m, at->m, T};
     rmtl_td_batch batches = {PyArray_DATA(state), PyArray_DATA(next), PyArray_DATA(action),
                              PyArray_DATA(reward), PyArray_DATA(done)};
-    rmtl_rows data = {PyArray_DATA(codes),
-                      PyArray_DATA(dense),
-                      PyArray_DATA(labels),
-                      (int64_t)PyArray_DIM(codes, 0),
-                      extra ? PyArray_DATA(extra) : NULL,
-                      rmtl_extra_width(extra)};
+    rmtl_rows data = rmtl_rows_of(codes, dense, labels, extra);
     double closs[RMTL_MAX_TASKS], aloss = 0.0;
     int64_t asteps = 0;
     PyThreadState *ts = rmtl_holds_begin(&h);
