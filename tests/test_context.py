@@ -248,3 +248,21 @@ def test_the_core_checks_extra_and_the_critics_width():
         rmtl._core.train_chunk(model=model._core, rows=rows, sparse=data.sparse, dense=data.dense,
                                labels=data.labels, batch_size=8, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                                weight_decay=0.0, extra=data.critic_only)
+
+
+def test_run_settings_take_a_context(monkeypatch):
+    from rmtl import cli, job
+
+    assert job.JobConfig(context="both").resolved().context == "both"
+    with pytest.raises(ValueError, match="^context"):
+        job.JobConfig(context="actor").resolved()
+    seen = []
+
+    def stop(config):
+        seen.append(config)
+        raise SystemExit
+
+    monkeypatch.setattr(job, "run_job", stop)
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--context", "critic", "--no-progress"])
+    assert seen[0].context == "critic"
