@@ -209,6 +209,8 @@ typedef struct {
     const float *dense;   /* (n,D) */
     const float *labels;  /* (n,T) */
     int64_t n;
+    const float *extra; /* (n,X) features only the critics see; NULL when X = 0 */
+    int X;
 } rmtl_rows;
 int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
                       const int64_t *rows, int B, int F, int D, int T, const int32_t *field_dims);
@@ -216,6 +218,10 @@ int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_ro
    RMTL_ERR_INDEX if a row is outside [0, data->n) or a copied code outside [0, field_dims).
    Loops read only these private copies, checked here: the data arrays may be changed by
    another thread after the binding validated them. */
+void rmtl_gather_state(float *out, const rmtl_rows *data, const int64_t *rows, int B, int D,
+                       int keep);
+/* the critics' dense state of rows[0..B) into out (B, keep + X): the first keep of the D
+   dense columns of each row, then its X extra columns (rows checked by rmtl_gather_batch) */
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
                        int64_t n, int B, int lookup);
 

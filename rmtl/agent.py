@@ -293,7 +293,8 @@ class RMTL:
         action = np.asarray(action, np.float32)
         if action.shape != (len(data), data.num_tasks):
             raise ValueError(f"action: expected shape ({len(data)}, {data.num_tasks}), got {action.shape}")
-        return np.stack([c.predict(data.sparse, data.dense, np.ascontiguousarray(action[:, k]))
+        state = data.critic_dense()
+        return np.stack([c.predict(data.sparse, state, np.ascontiguousarray(action[:, k]))
                          for k, c in enumerate(self.critics)], 1)
 
     def _epoch_callback(self, stage: str) -> Optional[Callable[[Dict[str, Any]], None]]:

@@ -22,9 +22,13 @@ _MANIFEST = "agent.json"
 
 def fingerprint(data: SessionData) -> str:
     """A SHA-256 digest of everything in ``data`` that training reads (ids, times, codes,
-    features, labels, field sizes and task names)."""
+    features, labels, field sizes, task names and the critics' state layout)."""
     h = hashlib.sha256(json.dumps([list(data.field_dims), list(data.task_names)]).encode())
-    for a in (data.session, data.time, data.sparse, data.dense, data.labels):
+    arrays = [data.session, data.time, data.sparse, data.dense, data.labels]
+    if data.backbone_only or data.critic_only is not None:  # session context: the critics' state
+        h.update(f"context {data.backbone_only}".encode())
+        arrays += [] if data.critic_only is None else [data.critic_only]
+    for a in arrays:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()

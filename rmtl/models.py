@@ -282,7 +282,8 @@ class Backbone(Net):
     def train_chunk(self, rows: np.ndarray, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, *,
                     batch_size: int, lr: float, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                     weight_decay: float = 0.0, critics: Optional[Sequence[Any]] = None,
-                    weighting: Optional[str] = None, lam: float = 0.0) -> Tuple[float, Optional[List[float]]]:
+                    weighting: Optional[str] = None, lam: float = 0.0,
+                    extra: Optional[np.ndarray] = None) -> Tuple[float, Optional[List[float]]]:
         """Many Adam steps in one C call with the GIL released: one per batch of
         ``batch_size`` consecutive entries of ``rows`` (int64 row indices into the training
         arrays ``sparse`` (n, F) int32, ``dense`` (n, D) float32, ``labels`` (n, T) float32;
@@ -293,6 +294,9 @@ class Backbone(Net):
         ``-Q_k``), with ``critics`` (one :class:`rmtl.Critic` per task, in their current mode:
         ``eval()`` for Q without dropout, as the paper) scoring the model's predictions; ``"constant"`` needs no critics. Returns the sum over batches
         of batch loss times batch size and, with a weighting, the sum of the weights per task.
+        The critics read the first ``critic num_dense - X`` columns of ``dense`` and the ``X``
+        columns of ``extra`` (n, X) float32 (None: no extra columns), as
+        :attr:`rmtl.SessionData.critic_only` lays out session context only the critics see.
         This is the call :class:`rmtl.Trainer` makes; use it to write your own loop.
         """
         kind = None
@@ -304,7 +308,8 @@ class Backbone(Net):
             critics = [c._core for c in critics]
         return _core.train_chunk(model=self._core, rows=rows, sparse=sparse, dense=dense, labels=labels,
                                  batch_size=int(batch_size), lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
-                                 weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam)
+                                 weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam,
+                                 extra=extra if critics is not None else None)
 
     def _rebuild(self) -> "Backbone":
         return create(**self.config.to_dict())
