@@ -1,4 +1,4 @@
-"""Training and prediction throughput of all seven backbones, rmtl against PyTorch.
+"""Training and prediction throughput of all eight backbones, rmtl against PyTorch.
 
 Reference hyperparameters (SPEC section 4): embed 128, bottom (512, 256), tower (128, 64),
 8 experts, dropout 0.2, batch 2048, Adam (lr 1e-3, weight decay 1e-6), 2 tasks, 7
@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELD_DIMS = (1202, 1530, 622, 3, 1243, 24, 17)
 HIGH_CARDINALITY = 1_000_000
 NEIGHBOURS = ("busy", "torch", "membw")
-NAMES = ("singletask", "sharedbottom", "esmm", "omoe", "mmoe", "ple", "aitm")
+NAMES = ("singletask", "sharedbottom", "esmm", "omoe", "mmoe", "ple", "ple_paper", "aitm")
 BATCH = 2048
 
 
@@ -112,11 +112,25 @@ def train_flops(model: rmtl.models.Backbone, batch: int) -> float:
         uses = 1
         if c.name == "aitm" and name[:2] in ("h1", "h2", "h3"):
             uses = 2 * (c.num_tasks - 1)  # applied to both positions of every transfer
-        if c.name == "ple" and name.startswith(f"share_gates.{len(c.bottom_dims) - 1}."):
-            uses = 0  # declared by the reference, never used
+        uses *= _ple_uses(c, name)
         passes = 2 if name.startswith("numerical_layer") else 3  # no input gradient there
         total += 2.0 * batch * w.shape[0] * w.shape[1] * passes * uses
     return total
+
+
+def _ple_uses(c: rmtl.models.BackboneConfig, name: str) -> int:
+    """How often rmtl's training step applies a PLE weight: the authors' shared experts past
+    level 0 once per task stream, the gates nothing reads (the authors' shared stream, the
+    paper's last shared gate) never; 1 otherwise."""
+    if c.name == "ple_paper":
+        return 0 if name.startswith(f"share_gates.{len(c.bottom_dims) - 1}.") else 1
+    parts = name.split(".")
+    if c.name != "ple" or parts[0] not in ("expert", "gate"):
+        return 1
+    level, index = int(parts[1]), int(parts[2])
+    if parts[0] == "gate":
+        return 0 if index == c.num_tasks else 1
+    return c.num_tasks if level > 0 and index >= c.num_tasks * (c.num_experts // 2) else 1
 
 
 def first_layer_flops(model: rmtl.models.Backbone, rows: "list[int]", batch: int) -> float:
@@ -160,7 +174,7 @@ def report_peak_memory(spec: str) -> None:
         time_train(rmtl.models.create(name, DIMS, 1, 2, seed=0), data, 1)
     else:
         time_torch(TWINS[name](list(DIMS), 1, 2, 128, [512, 256], [128, 64], 0.2,
-                               **({"num_experts": 8} if name in ("omoe", "mmoe", "ple") else {})), data, 1,
+                               **({"num_experts": 8} if name in ("omoe", "mmoe", "ple", "ple_paper") else {})), data, 1,
                    predict=False)
     print((memory_kb("VmHWM") - base) / 1024)
 

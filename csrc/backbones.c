@@ -122,9 +122,10 @@ int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
         return RMTL_ERR_ARG;
     }
     int moe = cfg->kind == RMTL_OMOE || cfg->kind == RMTL_MMOE;
+    int ple = cfg->kind == RMTL_PLE || cfg->kind == RMTL_PLE_PAPER;
     if ((moe && (cfg->n_experts < 1 || cfg->n_experts > RMTL_MAX_EXPERTS)) ||
-        (cfg->kind == RMTL_PLE && (cfg->n_experts < 2 || cfg->n_experts % 2 != 0 ||
-                                   (cfg->T + 1) * (cfg->n_experts / 2) > RMTL_MAX_EXPERTS))) {
+        (ple && (cfg->n_experts < 2 || cfg->n_experts % 2 != 0 ||
+                 (cfg->T + 1) * (cfg->n_experts / 2) > RMTL_MAX_EXPERTS))) {
         return RMTL_ERR_ARG;
     }
     rmtl_model *m = calloc(1, sizeof(rmtl_model));
@@ -132,7 +133,7 @@ int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
         return RMTL_ERR_NOMEM;
     }
     m->kind = cfg->kind;
-    m->n_experts = moe || cfg->kind == RMTL_PLE ? cfg->n_experts : 0;
+    m->n_experts = moe || ple ? cfg->n_experts : 0;
     int st = rmtl_model_init(m, cfg);
     if (st == RMTL_OK) {
         st = rmtl_model_build(m);

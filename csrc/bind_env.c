@@ -567,7 +567,39 @@ static PyObject *rmtl_py_draw_sessions(PyObject *mod, PyObject *args, PyObject *
     }
     return out;
 }
+/* session_context(offsets, time, labels) -> float32 (n, 2+T): the session context features of
+   rmtl_session_context (fast: one pass over the rows, the GIL stays held) */
+static PyObject *rmtl_py_session_context(PyObject *mod, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"offsets", "time", "labels", NULL};
+    PyObject *oo, *to, *lo;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO", kwlist, &oo, &to, &lo)) {
+        return NULL;
+    }
+    rmtl_mdp mdp;
+    rmtl_holds h = RMTL_HOLDS_INIT;
+    PyArrayObject *time = NULL;
+    PyObject *out = NULL;
+    if (rmtl_parse_mdp(&mdp, oo, lo, RMTL_REWARD_BCE, &h) == 0) {
+        npy_intp shape[1] = {(npy_intp)mdp.offsets[mdp.n_sessions]};
+        time = rmtl_check_array(to, "time", NPY_INT64, 1, shape, 0);
+    }
+    if (time != NULL) {
+        out = rmtl_new_array(2, (npy_intp)mdp.offsets[mdp.n_sessions], RMTL_CONTEXT_BASE + mdp.T,
+                             NPY_FLOAT32);
+    }
+    if (out != NULL && rmtl_session_context(rmtl_data(out), mdp.offsets, mdp.n_sessions,
+                                            PyArray_DATA(time), mdp.labels, mdp.T) != RMTL_OK) {
+        PyErr_SetString(PyExc_ValueError,
+                        "time: decreases inside a session; sort every session by time");
+        Py_CLEAR(out);
+    }
+    rmtl_holds_release(&h);
+    return out;
+}
+
 static PyMethodDef rmtl_env_functions[] = {
+    {"session_context", RMTL_KW(rmtl_py_session_context), METH_VARARGS | METH_KEYWORDS,
+     "session_context(offsets, time, labels) -> float32 (n, 2+T) session context features"},
     {"draw_sessions", RMTL_KW(rmtl_py_draw_sessions), METH_VARARGS | METH_KEYWORDS,
      "draw_sessions(n_sessions, count, order, seed) -> int64 sessions of episodes 0..count-1"},
     {NULL}};

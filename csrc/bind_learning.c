@@ -28,14 +28,14 @@ static ModelObject *rmtl_as_net(PyObject *obj, int critic, const char *arg) {
     return (ModelObject *)obj;
 }
 
-/* b reads the same inputs as a: same fields, cardinalities and dense width */
-static int rmtl_same_inputs(const rmtl_model *a, const rmtl_model *b, const char *arg) {
-    if (a->F != b->F || a->D != b->D ||
+/* b reads the same fields and cardinalities as a, and D dense features */
+static int rmtl_same_inputs(const rmtl_model *a, const rmtl_model *b, const char *arg, int D) {
+    if (a->F != b->F || b->D != D ||
         memcmp(a->field_dims, b->field_dims, (size_t)a->F * sizeof(int32_t)) != 0) {
         PyErr_Format(PyExc_ValueError,
                      "%s: expects %d fields and %d dense features with other field_dims than the "
                      "model (%d fields, %d dense); build it for the same data",
-                     arg, b->F, b->D, a->F, a->D);
+                     arg, b->F, b->D, a->F, D);
         return -1;
     }
     return 0;
@@ -43,7 +43,8 @@ static int rmtl_same_inputs(const rmtl_model *a, const rmtl_model *b, const char
 
 /* b is a copy of a's architecture (a target network): same parameter count */
 static int rmtl_same_shape(const rmtl_model *a, const rmtl_model *b, const char *arg) {
-    if (a->params.total != b->params.total || a->T != b->T || rmtl_same_inputs(a, b, arg) < 0) {
+    if (a->params.total != b->params.total || a->T != b->T ||
+        rmtl_same_inputs(a, b, arg, a->D) < 0) {
         if (!PyErr_Occurred()) {
             PyErr_Format(PyExc_ValueError,
                          "%s: expected a copy of its network's architecture (%zu parameters), got "
@@ -55,9 +56,11 @@ static int rmtl_same_shape(const rmtl_model *a, const rmtl_model *b, const char 
     return 0;
 }
 
-/* a list or tuple of T critics reading the same inputs as m, held in h; out receives them */
+/* a list or tuple of T critics, held in h; out receives them. X < 0: they read the same inputs
+   as m. X >= 0: the same fields as m and one dense width keep + X with 0 <= keep <= m's D (the
+   critics' state: m's first keep dense columns and X extra columns, rmtl_gather_state). */
 static int rmtl_hold_critics(rmtl_holds *h, PyObject *seq, const char *arg, const rmtl_model *m,
-                             rmtl_critic **out) {
+                             int X, rmtl_critic **out) {
     if (!PyList_Check(seq) && !PyTuple_Check(seq)) {
         PyErr_Format(PyExc_TypeError, "%s: expected a list of %d Critic objects, got %s", arg, m->T,
                      Py_TYPE(seq)->tp_name);
@@ -71,12 +74,59 @@ static int rmtl_hold_critics(rmtl_holds *h, PyObject *seq, const char *arg, cons
     }
     for (Py_ssize_t k = 0; k < n; k++) {
         ModelObject *o = rmtl_as_net(PySequence_Fast_GET_ITEM(seq, k), 1, arg);
-        if (rmtl_hold(h, o) < 0 || rmtl_same_inputs(m, o->m, arg) < 0) {
+        if (rmtl_hold(h, o) < 0) {
+            return -1;
+        }
+        int keep = o->m->D - (X < 0 ? 0 : X), D0 = k > 0 ? out[0]->net.D : o->m->D;
+        if (X >= 0 && (keep < 0 || keep > m->D || o->m->D != D0)) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: critic %zd reads %d dense features; expected the same number for "
+                         "every critic, between the %d extra columns and %d + %d",
+                         arg, k, o->m->D, X, m->D, X);
+            return -1;
+        }
+        if (rmtl_same_inputs(m, o->m, arg, X < 0 ? m->D : o->m->D) < 0) {
             return -1;
         }
         out[k] = ((CriticObject *)o)->c;
     }
     return 0;
+}
+
+/* extra: None (no extra columns) or a finite float32 (n, X >= 1) array of the critics' extra
+   state columns; 0 or -1 with an exception */
+static int rmtl_parse_extra(PyObject *eo, npy_intp n, PyArrayObject **extra) {
+    npy_intp shape[2] = {n, -1};
+    *extra = NULL;
+    if (eo == Py_None) {
+        return 0;
+    }
+    *extra = rmtl_check_array(eo, "extra", NPY_FLOAT32, 2, shape, 0);
+    if (*extra == NULL || rmtl_check_finite(*extra, "extra") < 0) {
+        return -1;
+    }
+    if (PyArray_DIM(*extra, 1) < 1 || PyArray_DIM(*extra, 1) > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "extra: expected None or at least one column, got %zd",
+                     (Py_ssize_t)PyArray_DIM(*extra, 1));
+        return -1;
+    }
+    return 0;
+}
+
+static int rmtl_extra_width(const PyArrayObject *extra) {
+    return extra == NULL ? 0 : (int)PyArray_DIM(extra, 1);
+}
+
+/* the checked training arrays (and the critics' extra columns, or NULL) as the core reads them */
+static rmtl_rows rmtl_rows_of(PyArrayObject *codes, PyArrayObject *dense, PyArrayObject *labels,
+                              PyArrayObject *extra) {
+    rmtl_rows data = {PyArray_DATA(codes),
+                      PyArray_DATA(dense),
+                      PyArray_DATA(labels),
+                      (int64_t)PyArray_DIM(codes, 0),
+                      extra ? PyArray_DATA(extra) : NULL,
+                      rmtl_extra_width(extra)};
+    return data;
 }
 
 static PyArrayObject *rmtl_check_layers(PyObject *o, const char *arg, int lo) {
@@ -302,7 +352,8 @@ static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args, PyObject 
     }
     rmtl_holds h = RMTL_HOLDS_INIT;
     ModelObject *actor = rmtl_as_net(ao, 0, "actor");
-    if (rmtl_hold(&h, actor) < 0 || rmtl_hold_critics(&h, cso, "critics", actor->m, critics) < 0) {
+    if (rmtl_hold(&h, actor) < 0 ||
+        rmtl_hold_critics(&h, cso, "critics", actor->m, -1, critics) < 0) {
         rmtl_holds_release(&h);
         return NULL;
     }
@@ -323,7 +374,8 @@ static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args, PyObject 
     double loss = 0.0;
     PyThreadState *ts = rmtl_holds_begin(&h);
     int st = rmtl_actor_backward(actor->m, critics, &loss, dprob, PyArray_DATA(codes),
-                                 PyArray_DATA(dense), weight ? PyArray_DATA(weight) : NULL, (int)n);
+                                 PyArray_DATA(dense), PyArray_DATA(dense),
+                                 weight ? PyArray_DATA(weight) : NULL, (int)n);
     rmtl_holds_end(&h, ts);
     PyMem_RawFree(dprob);
     return st == RMTL_OK ? PyFloat_FromDouble(loss) : rmtl_raise(st, "actor_backward");
@@ -357,26 +409,27 @@ static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
 }
 
 /* train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps,
-   weight_decay, critics=None, weighting=None, lam=0) -> (sum of batch loss * batch size,
-   [sum of weights per task] or None). One Adam step per batch of batch_size consecutive rows
+   weight_decay, critics=None, weighting=None, lam=0, extra=None) -> (sum of batch loss * batch
+   size, [sum of weights per task] or None). One Adam step per batch of batch_size consecutive rows
    (the last may be short) on the BCE loss; with a weighting (RMTL_WEIGHT_*) each row's loss
    is weighted as stage 3 does it, from the critics' eval-mode Q at the model's predictions
-   (critics may be None for the constant weighting). The arrays are a whole training set;
+   (critics may be None for the constant weighting); the critics read their state from the
+   first dense columns and extra (rmtl_hold_critics). The arrays are a whole training set;
    only the rows this chunk reads are checked, so a chunk costs validation in proportion to
    its own work. */
 static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"model",        "rows",    "sparse",    "dense", "labels",
-                             "batch_size",   "lr",      "beta1",     "beta2", "eps",
-                             "weight_decay", "critics", "weighting", "lam",   NULL};
-    PyObject *mo, *ro, *co, *dob, *lo, *cso = Py_None, *wo = Py_None;
+    static char *kwlist[] = {"model",     "rows",  "sparse", "dense", "labels",       "batch_size",
+                             "lr",        "beta1", "beta2",  "eps",   "weight_decay", "critics",
+                             "weighting", "lam",   "extra",  NULL};
+    PyObject *mo, *ro, *co, *dob, *lo, *cso = Py_None, *wo = Py_None, *eo = Py_None;
     int B, weighting = -1;
     float lam = 0.0f;
     rmtl_adam opt;
-    PyArrayObject *rows, *codes, *dense, *labels;
+    PyArrayObject *rows, *codes, *dense, *labels, *extra = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOf", kwlist, &mo, &ro, &co, &dob,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfO", kwlist, &mo, &ro, &co, &dob,
                                      &lo, &B, &opt.lr, &opt.beta1, &opt.beta2, &opt.eps,
-                                     &opt.weight_decay, &cso, &wo, &lam) ||
+                                     &opt.weight_decay, &cso, &wo, &lam, &eo) ||
         rmtl_check_adam(&opt, "adam") < 0 || rmtl_check_batch_size(B) < 0) {
         return NULL;
     }
@@ -400,16 +453,21 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
         return NULL;
     }
     int use_critics = wo != Py_None && (cso != Py_None || weighting != RMTL_WEIGHT_CONSTANT);
+    if (!use_critics && eo != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "extra: only read by critics; leave it None");
+        return NULL;
+    }
     rmtl_holds h = RMTL_HOLDS_INIT;
     ModelObject *model = rmtl_as_net(mo, 0, "model");
     if (rmtl_hold(&h, model) < 0 ||
-        (use_critics && rmtl_hold_critics(&h, cso, "critics", model->m, critics) < 0) ||
-        rmtl_check_chunk_rows(model->m, ro, co, dob, lo, &rows, &codes, &dense, &labels) < 0) {
+        rmtl_check_chunk_rows(model->m, ro, co, dob, lo, &rows, &codes, &dense, &labels) < 0 ||
+        rmtl_parse_extra(eo, PyArray_DIM(codes, 0), &extra) < 0 ||
+        (use_critics &&
+         rmtl_hold_critics(&h, cso, "critics", model->m, rmtl_extra_width(extra), critics) < 0)) {
         rmtl_holds_release(&h);
         return NULL;
     }
-    rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels),
-                      (int64_t)PyArray_DIM(codes, 0)};
+    rmtl_rows data = rmtl_rows_of(codes, dense, labels, extra);
     rmtl_loss_weighting wt = {weighting == RMTL_WEIGHT_CONSTANT ? NULL : critics, weighting, lam};
     double loss = 0.0, wsum[RMTL_MAX_TASKS];
     int T = model->m->T;
@@ -447,7 +505,9 @@ static int rmtl_check_td_config(const rmtl_td_config *cfg) {
 /* td_chunk(actor, actor_target, critics, targets, state, next, action, reward, done, sparse,
    dense, labels, batch_size, step, gamma, td3, noise_std, noise_clip, ips, tau,
    soft_update_freq, actor_update, actor_update_freq, init_training_step, seed, critic_adam,
-   actor_adam) -> ([sum of TD losses per task], sum of actor losses, actor steps taken).
+   actor_adam, extra=None) -> ([sum of TD losses per task], sum of actor losses, actor steps
+   taken). The critics read their state from the first dense columns and extra
+   (rmtl_hold_critics).
    state and next (N,) int64 rows of the data arrays, action and reward (N,T), done (N): N / B
    minibatches of B transitions, one stage-2 step each, global step indices from `step` on;
    critic_adam and actor_adam are tuples (lr, beta1, beta2, eps, weight_decay) */
@@ -479,19 +539,21 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args, PyObject *kwds)
                              "seed",
                              "critic_adam",
                              "actor_adam",
+                             "extra",
                              NULL};
-    PyObject *ao, *ato, *cso, *tso, *so, *no, *aco, *ro, *doo, *co, *dob, *lo, *copt, *aopt;
+    PyObject *ao, *ato, *cso, *tso, *so, *no, *aco, *ro, *doo, *co, *dob, *lo, *copt, *aopt,
+        *eo = Py_None;
     int B;
     long long step, init;
     unsigned long long seed;
     rmtl_td_config cfg;
-    PyArrayObject *state, *next, *action, *reward, *done, *codes, *dense, *labels;
+    PyArrayObject *state, *next, *action, *reward, *done, *codes, *dense, *labels, *extra = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS], *targets[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOOiLfpffpfipiLKOO", kwlist, &ao, &ato,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOOiLfpffpfipiLKOO|O", kwlist, &ao, &ato,
                                      &cso, &tso, &so, &no, &aco, &ro, &doo, &co, &dob, &lo, &B,
                                      &step, &cfg.gamma, &cfg.td3, &cfg.noise_std, &cfg.noise_clip,
                                      &cfg.ips, &cfg.tau, &cfg.soft_update_freq, &cfg.actor_update,
-                                     &cfg.actor_update_freq, &init, &seed, &copt, &aopt) ||
+                                     &cfg.actor_update_freq, &init, &seed, &copt, &aopt, &eo) ||
         rmtl_parse_adam(copt, &cfg.critic_opt, "critic_adam") < 0 ||
         rmtl_parse_adam(aopt, &cfg.actor_opt, "actor_adam") < 0 || rmtl_check_td_config(&cfg) < 0 ||
         rmtl_check_batch_size(B) < 0) {
@@ -502,16 +564,17 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args, PyObject *kwds)
     rmtl_holds h = RMTL_HOLDS_INIT;
     ModelObject *actor = rmtl_as_net(ao, 0, "actor");
     ModelObject *at = actor ? rmtl_as_net(ato, 0, "actor_target") : NULL;
-    int ok = rmtl_hold(&h, actor) == 0 && rmtl_hold(&h, at) == 0 &&
-             rmtl_same_shape(actor->m, at->m, "actor_target") == 0 &&
-             rmtl_hold_critics(&h, cso, "critics", actor->m, critics) == 0 &&
-             rmtl_hold_critics(&h, tso, "targets", actor->m, targets) == 0;
+    int ok =
+        rmtl_hold(&h, actor) == 0 && rmtl_hold(&h, at) == 0 &&
+        rmtl_same_shape(actor->m, at->m, "actor_target") == 0 &&
+        rmtl_check_chunk_rows(actor->m, so, co, dob, lo, &state, &codes, &dense, &labels) == 0 &&
+        rmtl_check_chunk_rows(actor->m, no, co, dob, lo, &next, &codes, &dense, &labels) == 0 &&
+        rmtl_parse_extra(eo, PyArray_DIM(codes, 0), &extra) == 0 &&
+        rmtl_hold_critics(&h, cso, "critics", actor->m, rmtl_extra_width(extra), critics) == 0 &&
+        rmtl_hold_critics(&h, tso, "targets", actor->m, rmtl_extra_width(extra), targets) == 0;
     for (int k = 0; ok && k < actor->m->T; k++) {
         ok = rmtl_same_shape(&critics[k]->net, &targets[k]->net, "targets") == 0;
     }
-    ok = ok &&
-         rmtl_check_chunk_rows(actor->m, so, co, dob, lo, &state, &codes, &dense, &labels) == 0 &&
-         rmtl_check_chunk_rows(actor->m, no, co, dob, lo, &next, &codes, &dense, &labels) == 0;
     npy_intp N = ok ? PyArray_DIM(state, 0) : 0;
     int T = actor ? actor->m->T : 0;
     if (ok && (PyArray_DIM(next, 0) != N || N % B != 0 || N == 0)) {
@@ -531,8 +594,7 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args, PyObject *kwds)
     rmtl_agent_nets nets = {critics, targets, actor->m, at->m, T};
     rmtl_td_batch batches = {PyArray_DATA(state), PyArray_DATA(next), PyArray_DATA(action),
                              PyArray_DATA(reward), PyArray_DATA(done)};
-    rmtl_rows data = {PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(labels),
-                      (int64_t)PyArray_DIM(codes, 0)};
+    rmtl_rows data = rmtl_rows_of(codes, dense, labels, extra);
     double closs[RMTL_MAX_TASKS], aloss = 0.0;
     int64_t asteps = 0;
     PyThreadState *ts = rmtl_holds_begin(&h);
@@ -555,12 +617,13 @@ static PyMethodDef rmtl_learning_functions[] = {
      "soft_update(target, source, tau): target = tau source + (1 - tau) target"},
     {"train_chunk", RMTL_KW(rmtl_py_train_chunk), METH_VARARGS | METH_KEYWORDS,
      "train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps, "
-     "weight_decay, critics=None, weighting=None, lam=0) -> (loss sum, [weight sums] or None)"},
+     "weight_decay, critics=None, weighting=None, lam=0, extra=None) -> (loss sum, [weight sums] "
+     "or None)"},
     {"td_chunk", RMTL_KW(rmtl_py_td_chunk), METH_VARARGS | METH_KEYWORDS,
      "td_chunk(actor, actor_target, critics, targets, state, next, action, reward, done, sparse, "
      "dense, labels, batch_size, step, gamma, td3, noise_std, noise_clip, ips, tau, "
      "soft_update_freq, actor_update, actor_update_freq, init_training_step, seed, critic_adam, "
-     "actor_adam) -> ([TD loss sums], actor loss sum, actor steps)"},
+     "actor_adam, extra=None) -> ([TD loss sums], actor loss sum, actor steps)"},
     {NULL}};
 
 static const rmtl_enum_entry rmtl_weighting_enum[] = {{"rmtl", RMTL_WEIGHT_RMTL},

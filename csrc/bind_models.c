@@ -687,6 +687,7 @@ static const rmtl_enum_entry rmtl_backbone_enum[] = {{"singletask", RMTL_SINGLET
                                                      {"mmoe", RMTL_MMOE},
                                                      {"ple", RMTL_PLE},
                                                      {"aitm", RMTL_AITM},
+                                                     {"ple_paper", RMTL_PLE_PAPER},
                                                      {NULL, 0}};
 
 static const rmtl_enum_entry rmtl_lookup_enum[] = {{"auto", RMTL_LOOKUP_AUTO},

@@ -93,6 +93,7 @@ static const struct {
     RMTL_SYNTH_KEY(affinity, 'f'),
     RMTL_SYNTH_KEY(task2_affinity, 'f'),
     RMTL_SYNTH_KEY(fatigue, 'f'),
+    RMTL_SYNTH_KEY(momentum, 'f'),
     RMTL_SYNTH_KEY(drift, 'f'),
     RMTL_SYNTH_KEY(boost, 'f'),
     RMTL_SYNTH_KEY(price_weight, 'f'),

@@ -57,10 +57,12 @@ int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const
    q in its current mode. weight (B) may be NULL for all ones. */
 
 int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *loss, float *dprob,
-                        const int32_t *codes, const float *dense, const float *weight, int B);
+                        const int32_t *codes, const float *dense, const float *state,
+                        const float *weight, int B);
 /* The paper's actor loss L = -(1/B) sum_i sum_k w_ik Q_k(s_i, mu_k(s_i)) backpropagated
    through the critics (their current mode) into the actor (its current mode); the actor's
-   gradients are zeroed first, the critics' are overwritten. weight (B,T) may be NULL;
+   gradients are zeroed first, the critics' are overwritten. The actor reads dense (B, actor
+   D), the critics state (B, critic D). weight (B,T) may be NULL;
    dprob (B,T) is scratch that receives dL/dmu. */
 
 typedef struct {
@@ -90,15 +92,16 @@ typedef struct {
 } rmtl_agent_nets;
 
 typedef struct {
-    /* scratch of one stage-2 step, cap rows: gathered states and next states, labels,
-       target actions, IPS weights and dL/dmu (B,T), and four task columns (B each); codes
-       and ncodes share the block at codes, the floats the block at dense */
+    /* scratch of one stage-2 step, cap rows: gathered states and next states (the actor's
+       dense and the critics' state), labels, target actions, IPS weights and dL/dmu (B,T),
+       and four task columns (B each); codes and ncodes share the block at codes, the floats
+       the block at dense */
     int cap;
     int32_t *codes, *ncodes;
-    float *dense, *ndense, *labels, *naction, *weight, *dprob, *col;
+    float *dense, *ndense, *state, *nstate, *labels, *naction, *weight, *dprob, *col;
 } rmtl_td_work;
 
-int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int T);
+int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int Dc, int T);
 void rmtl_td_work_free(rmtl_td_work *w);
 
 int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_loss,

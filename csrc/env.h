@@ -36,6 +36,16 @@ int64_t rmtl_mdp_draw(int64_t n_sessions, int order, uint64_t seed, int64_t epis
 /* the session of the episode-th episode among S = n_sessions: uniform with replacement from
    (seed, episode), or episode mod S in order */
 
+/* session context: RMTL_CONTEXT_BASE + T columns per row */
+#define RMTL_CONTEXT_BASE 2
+int rmtl_session_context(float *out, const int64_t *offsets, int64_t n_sessions,
+                         const int64_t *time_ms, const float *labels, int T);
+/* out (n, 2+T) for the n = offsets[S] rows of S sessions, time_ms (n) and labels (n,T), rows of
+   a session in time order: log1p(position in the session), log1p(seconds since the session's
+   first row) and, per task k, log1p(positive labels of task k in the EARLIER rows of the
+   session) (a row's own labels never reach its features). RMTL_ERR_ARG if time_ms decreases
+   inside a session. */
+
 typedef struct {
     rmtl_mdp mdp;
     int n;         /* environments stepped together */

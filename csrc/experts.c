@@ -1,7 +1,7 @@
-/* OMoE, MMoE, PLE, AITM and ESMM's bottoms (SPEC section 4) as programs of fused ops; see
-   experts.h.
-   Parameter names and shapes follow the reference modules; the table declares tensors in
-   the order that puts every fanout's weights (and biases) side by side. */
+/* OMoE, MMoE, PLE (the authors' and the paper's), AITM and ESMM's bottoms (SPEC section 4) as
+   programs of fused ops; see experts.h. Parameter names and shapes follow the reference modules;
+   the table declares tensors in the order that puts every fanout's weights (and biases) side by
+   side. */
 #include "experts.h"
 
 #include <stdio.h>
@@ -184,9 +184,117 @@ static int rmtl_moe_build(rmtl_model *m, rmtl_loc emb) {
     return st;
 }
 
-/* PLE level i: x holds the task experts (task-major, h each) then the s shared experts,
-   g the task gates then the shared gate (absent at the last level) */
-static int rmtl_ple_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, rmtl_loc *x, rmtl_loc *g) {
+/* declares a gate that nothing reads (same state_dict as the reference) and freezes it, as
+   torch's Adam skips a parameter without a gradient */
+static int rmtl_unused_gate(rmtl_model *m, const char *name, int in_w, int width) {
+    rmtl_name names[1];
+    int fan;
+    snprintf(names[0], sizeof(names[0]), "%s", name);
+    int st = rmtl_fan_add(m, &fan, in_w, names, &width, 1, 0);
+    if (st == RMTL_OK) {
+        const rmtl_fanout *f = &m->experts->fan[fan];
+        st = rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out);
+    }
+    return st;
+}
+
+/* out = fanout fan (a view of it with dropout salt `salt`) applied to in */
+static int rmtl_fan_view_apply(rmtl_model *m, int fan, uint32_t salt, rmtl_loc in, rmtl_loc *out) {
+    struct rmtl_experts *ex = m->experts;
+    rmtl_fanout *fans = realloc(ex->fan, (size_t)(ex->n_fan + 1) * sizeof(rmtl_fanout));
+    if (fans == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
+    ex->fan = fans;
+    fans[ex->n_fan] = fans[fan];
+    fans[ex->n_fan].salt = salt;
+    return rmtl_fan_apply(m, ex->n_fan++, in, out);
+}
+
+/* the authors' PLE level i >= 1 (see the class docstring of rmtl.models.PLE): task stream t's
+   fanout holds its h experts "expert.<i>.<t*h+k>" and its gate "gate.<i>.<t>"; the s shared
+   experts (one fanout, declared after the task ones) run again on every task stream, each
+   time with its own dropout salt: the index of the stream fanout's second tensor, where no
+   layer starts.
+   x[t * (h + s) ..] receives stream t's experts, own then shared, g[t] its gate. */
+static int rmtl_ple_level(rmtl_model *m, int i, const rmtl_loc *cur, int in_w, rmtl_loc *x,
+                          rmtl_loc *g) {
+    int T = m->T, h = m->n_experts / 2, s = h, w = m->bottom[i], gw = h + s, st = RMTL_OK, fan;
+    rmtl_name names[RMTL_MAX_EXPERTS + 1];
+    uint32_t salt[RMTL_MAX_TASKS];
+    for (int t = 0; t < T && st == RMTL_OK; t++) {
+        for (int k = 0; k < h; k++) {
+            snprintf(names[k], sizeof(names[k]), "expert.%d.%d.mlp.0", i, t * h + k);
+        }
+        snprintf(names[h], sizeof(names[h]), "gate.%d.%d.0", i, t);
+        salt[t] = (uint32_t)m->params.count + 1;
+        st = rmtl_expert_fan(m, cur[t], in_w, names, h, w, 1, &gw, x + t * (h + s), g + t);
+    }
+    int widths[RMTL_MAX_EXPERTS];
+    for (int k = 0; k < s; k++) {
+        snprintf(names[k], sizeof(names[k]), "expert.%d.%d.mlp.0", i, T * h + k);
+        widths[k] = w;
+    }
+    if (st == RMTL_OK) {
+        st = rmtl_fan_add(m, &fan, in_w, names, widths, s, s);
+    }
+    for (int t = 0; t < T && st == RMTL_OK; t++) {
+        rmtl_loc out;
+        st = rmtl_fan_view_apply(m, fan, salt[t], cur[t], &out);
+        for (int k = 0; k < s; k++) {
+            x[t * (h + s) + h + k] = rmtl_loc_at(out, k * w);
+        }
+    }
+    return st;
+}
+
+/* The authors' PLE (see the class docstring of rmtl.models.PLE): L = len(bottom) levels of
+   T * E/2 task experts then E/2 shared ones, T task streams. Level 0 is one fanout over the
+   front end (every stream is the embedding there). Their shared stream feeds no task
+   stream, so it is not computed: its gates "gate.<i>.<T>" get no gradient (None in torch)
+   and are declared frozen. */
+static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
+    int T = m->T, h = m->n_experts / 2, s = h, in_w = emb.ld, st = RMTL_OK;
+    /* x: every task stream's h + s experts, at most 2 * (T + 1) * h <= 2 * RMTL_MAX_EXPERTS */
+    rmtl_loc cur[RMTL_MAX_TASKS], x[2 * RMTL_MAX_EXPERTS], g[RMTL_MAX_TASKS], y[RMTL_MAX_EXPERTS];
+    for (int i = 0; i < m->n_bottom && st == RMTL_OK; i++) {
+        int w = m->bottom[i];
+        if (i == 0) {
+            rmtl_name names[RMTL_MAX_EXPERTS + RMTL_MAX_TASKS];
+            int gw[RMTL_MAX_TASKS];
+            for (int e = 0; e < T * h + s; e++) {
+                snprintf(names[e], sizeof(names[e]), "expert.0.%d.mlp.0", e);
+            }
+            for (int t = 0; t < T; t++) {
+                snprintf(names[T * h + s + t], sizeof(names[0]), "gate.0.%d.0", t);
+                gw[t] = h + s;
+            }
+            st = rmtl_expert_fan(m, emb, in_w, names, T * h + s, w, T, gw, y, g);
+            for (int t = 0; t < T && st == RMTL_OK; t++) {
+                memcpy(x + t * (h + s), y + t * h, (size_t)h * sizeof(rmtl_loc));
+                memcpy(x + t * (h + s) + h, y + T * h, (size_t)s * sizeof(rmtl_loc));
+            }
+        } else {
+            st = rmtl_ple_level(m, i, cur, in_w, x, g);
+        }
+        for (int t = 0; t < T && st == RMTL_OK; t++) {
+            st = rmtl_mix_add(m, g[t], x + t * (h + s), h + s, w, &cur[t]);
+        }
+        if (st == RMTL_OK) {
+            rmtl_name name;
+            snprintf(name, sizeof(name), "gate.%d.%d.0", i, T);
+            st = rmtl_unused_gate(m, name, in_w, T * h + s);
+        }
+        in_w = w;
+    }
+    memcpy(m->experts->feature, cur, (size_t)T * sizeof(rmtl_loc));
+    return st;
+}
+
+/* The PLE paper's level i: x holds the task experts (task-major, h each) then the s shared
+   experts, g the task gates then the shared gate (absent at the last level) */
+static int rmtl_ple_paper_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, rmtl_loc *x,
+                                rmtl_loc *g) {
     int T = m->T, h = m->n_experts / 2, s = h, w = m->bottom[i], last = i == m->n_bottom - 1;
     rmtl_name names[RMTL_MAX_EXPERTS + RMTL_MAX_TASKS + 1];
     int gw[RMTL_MAX_TASKS + 1], n = 0, st = RMTL_OK;
@@ -227,12 +335,10 @@ static int rmtl_ple_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, rmtl_lo
     return st;
 }
 
-/* PLE (see the class docstring in rmtl/models.py): L = len(bottom) levels, E/2 experts per
-   task and E/2 shared experts per level, T + 1 streams; the shared experts read the shared
-   stream. The reference declares a shared gate at the last level but never uses it: it is
-   declared here too (same state_dict) and frozen, as torch's Adam skips a gradient-less
-   parameter. */
-static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
+/* The PLE paper's version (see the class docstring of rmtl.models.PLEPaper): L = len(bottom)
+   levels, E/2 experts per task and E/2 shared experts per level, T + 1 streams; the shared
+   experts read the shared stream. Its last level declares a shared gate that nothing uses. */
+static int rmtl_ple_paper_build(rmtl_model *m, rmtl_loc emb) {
     struct rmtl_experts *ex = m->experts;
     int T = m->T, h = m->n_experts / 2, s = h, in_w = emb.ld, st = RMTL_OK;
     rmtl_loc cur[RMTL_MAX_TASKS + 1], x[RMTL_MAX_EXPERTS], g[RMTL_MAX_TASKS + 1],
@@ -242,7 +348,7 @@ static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
     }
     for (int i = 0; i < m->n_bottom && st == RMTL_OK; i++) {
         int w = m->bottom[i], last = i == m->n_bottom - 1;
-        st = rmtl_ple_level(m, i, cur, in_w, x, g);
+        st = rmtl_ple_paper_level(m, i, cur, in_w, x, g);
         for (int t = 0; t < T && st == RMTL_OK; t++) {
             memcpy(mx, x + t * h, (size_t)h * sizeof(rmtl_loc));
             memcpy(mx + h, x + T * h, (size_t)s * sizeof(rmtl_loc));
@@ -252,13 +358,8 @@ static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
             st = rmtl_mix_add(m, g[T], x, T * h + s, w, &cur[T]);
         } else if (st == RMTL_OK) {
             rmtl_name name;
-            int fan, width = T * h + s;
             snprintf(name, sizeof(name), "share_gates.%d.0", i);
-            st = rmtl_fan_add(m, &fan, in_w, &name, &width, 1, 0);
-            if (st == RMTL_OK) {
-                const rmtl_fanout *f = &ex->fan[fan];
-                st = rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out);
-            }
+            st = rmtl_unused_gate(m, name, in_w, T * h + s);
         }
         in_w = w;
     }
@@ -324,6 +425,8 @@ int rmtl_experts_build(rmtl_model *m) {
         return rmtl_bank_build(m, emb, "bottom", m->T, NULL, 0, m->experts->feature, NULL);
     case RMTL_PLE:
         return rmtl_ple_build(m, emb);
+    case RMTL_PLE_PAPER:
+        return rmtl_ple_paper_build(m, emb);
     case RMTL_AITM:
         return rmtl_aitm_build(m, emb);
     default:

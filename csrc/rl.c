@@ -78,7 +78,8 @@ int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const
 }
 
 int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *loss, float *dprob,
-                        const int32_t *codes, const float *dense, const float *weight, int B) {
+                        const int32_t *codes, const float *dense, const float *state,
+                        const float *weight, int B) {
     int T = actor->T;
     int st = rmtl_model_reserve(actor, B);
     for (int k = 0; k < T && st == RMTL_OK; k++) {
@@ -95,7 +96,7 @@ int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *
             c->action[i] = actor->prob[(size_t)i * T + k];
         }
         rmtl_critic_zero_grad(c);
-        st = rmtl_critic_forward(c, codes, dense, c->action, B);
+        st = rmtl_critic_forward(c, codes, state, c->action, B);
         if (st != RMTL_OK) {
             break;
         }
@@ -105,7 +106,7 @@ int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *
             c->dq[i] = -w / (float)B;
             c->daction[i] = 0.0f;
         }
-        rmtl_critic_backward(c, c->daction, c->dq, codes, dense, c->action, B);
+        rmtl_critic_backward(c, c->daction, c->dq, codes, state, c->action, B);
         for (int i = 0; i < B; i++) {
             dprob[(size_t)i * T + k] = c->daction[i];
         }
@@ -131,13 +132,13 @@ void rmtl_td_work_free(rmtl_td_work *w) {
 }
 
 /* two blocks, one of codes and one of floats, carved into the buffers of rmtl_td_work */
-int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int T) {
+int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int Dc, int T) {
     if (B <= w->cap) {
         return RMTL_OK;
     }
-    size_t n = (size_t)B, d = n * (size_t)D, t = n * (size_t)T;
+    size_t n = (size_t)B, d = n * (size_t)D, dc = n * (size_t)Dc, t = n * (size_t)T;
     int32_t *codes = malloc(2 * n * (size_t)F * sizeof(int32_t));
-    float *f = malloc((2 * d + 4 * t + 4 * n) * sizeof(float));
+    float *f = malloc((2 * d + 2 * dc + 4 * t + 4 * n) * sizeof(float));
     if (codes == NULL || f == NULL) {
         free(codes);
         free(f);
@@ -148,7 +149,9 @@ int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int T) {
     w->ncodes = codes + n * (size_t)F;
     w->dense = f;
     w->ndense = f + d;
-    w->labels = w->ndense + d;
+    w->state = w->ndense + d;
+    w->nstate = w->state + dc;
+    w->labels = w->nstate + dc;
     w->naction = w->labels + t;
     w->weight = w->naction + t;
     w->dprob = w->weight + t;
@@ -212,8 +215,8 @@ int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_lo
                  double *actor_loss, const rmtl_td_batch *batch, const rmtl_rows *data, int B,
                  int64_t step, const rmtl_td_config *cfg) {
     const rmtl_model *actor = nets->actor;
-    int F = actor->F, D = actor->D, T = nets->T;
-    int st = rmtl_td_work_reserve(w, B, F, D, T);
+    int F = actor->F, D = actor->D, T = nets->T, keep = nets->critics[0]->net.D - data->X;
+    int st = rmtl_td_work_reserve(w, B, F, D, keep + data->X, T);
     if (st != RMTL_OK) {
         return st;
     }
@@ -224,6 +227,8 @@ int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_lo
                                actor->field_dims);
     }
     if (st == RMTL_OK) {
+        rmtl_gather_state(w->state, data, batch->state, B, D, keep);
+        rmtl_gather_state(w->nstate, data, batch->next, B, D, keep);
         st = rmtl_target_actions(nets, w, B, step, cfg);
     }
     if (cfg->ips) {
@@ -238,7 +243,7 @@ int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_lo
             rmtl_column(wk, w->weight, k, B, T);
         }
         st = rmtl_critic_td_backward(nets->critics[k], nets->targets[k], &critic_loss[k], w->codes,
-                                     w->dense, a, w->ncodes, w->ndense, na, r, batch->done,
+                                     w->state, a, w->ncodes, w->nstate, na, r, batch->done,
                                      cfg->ips ? wk : NULL, cfg->gamma, cfg->td3, B);
         if (st == RMTL_OK) {
             rmtl_params_adam_step(&nets->critics[k]->net.params, &cfg->critic_opt);
@@ -248,7 +253,7 @@ int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_lo
     if (st == RMTL_OK && cfg->actor_update && (step + 1) % cfg->actor_update_freq == 0 &&
         step > cfg->init_training_step) {
         st = rmtl_actor_backward(nets->actor, nets->critics, actor_loss, w->dprob, w->codes,
-                                 w->dense, cfg->ips ? w->weight : NULL, B);
+                                 w->dense, w->state, cfg->ips ? w->weight : NULL, B);
         if (st == RMTL_OK) {
             rmtl_params_adam_step(&nets->actor->params, &cfg->actor_opt);
         }

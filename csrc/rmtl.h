@@ -21,7 +21,8 @@ enum {
     RMTL_MMOE = 4,
     RMTL_PLE = 5,
     RMTL_AITM = 6,
-    RMTL_NUM_BACKBONES = 7
+    RMTL_PLE_PAPER = 7, /* the PLE paper's version; RMTL_PLE is the authors' module */
+    RMTL_NUM_BACKBONES = 8
 };
 
 #define RMTL_MAX_LAYERS 8
@@ -134,7 +135,7 @@ typedef struct {
     rmtl_frontend front[RMTL_MAX_TASKS]; /* one, or one per task (SingleTask) */
     rmtl_mlp *bottoms;                   /* one, or one per task */
     rmtl_mlp *towers;                    /* one per task */
-    int n_experts; /* OMoE, MMoE, PLE: experts (PLE: E/2 per task + E/2 shared) */
+    int n_experts; /* OMoE, MMoE, both PLEs: experts (PLE: E/2 per task + E/2 shared) */
     struct rmtl_experts
         *experts; /* ESMM, OMoE, MMoE, PLE, AITM: the layers between front end and towers */
 
@@ -161,7 +162,7 @@ typedef struct {
     const int *bottom, *tower;
     float dropout;
     uint64_t seed;
-    int n_experts; /* OMoE, MMoE: >= 1; PLE: even >= 2; ignored otherwise */
+    int n_experts; /* OMoE, MMoE: >= 1; both PLEs: even >= 2; ignored otherwise */
 } rmtl_model_config;
 
 typedef struct {
@@ -218,6 +219,8 @@ typedef struct {
     const float *dense;   /* (n,D) */
     const float *labels;  /* (n,T) */
     int64_t n;
+    const float *extra; /* (n,X) features only the critics see; NULL when X = 0 */
+    int X;
 } rmtl_rows;
 int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
                       const int64_t *rows, int B, int F, int D, int T, const int32_t *field_dims);
@@ -225,6 +228,10 @@ int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_ro
    RMTL_ERR_INDEX if a row is outside [0, data->n) or a copied code outside [0, field_dims).
    Loops read only these private copies, checked here: the data arrays may be changed by
    another thread after the binding validated them. */
+void rmtl_gather_state(float *out, const rmtl_rows *data, const int64_t *rows, int B, int D,
+                       int keep);
+/* the critics' dense state of rows[0..B) into out (B, keep + X): the first keep of the D
+   dense columns of each row, then its X extra columns (rows checked by rmtl_gather_batch) */
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
                        int64_t n, int B, int lookup);
 

@@ -131,9 +131,10 @@ int rmtl_synth_check(const rmtl_synth_config *c) {
     for (size_t i = 0; ok && i < sizeof(sds) / sizeof(sds[0]); i++) {
         ok = sds[i] >= 0.0f && isfinite(sds[i]);
     }
-    const float any[] = {c->affinity,     c->task2_affinity,      c->fatigue,    c->boost,
-                         c->price_weight, c->unavailable_penalty, c->click_lift, c->leave_base,
-                         c->leave_slope,  c->price_mean};
+    const float any[] = {
+        c->affinity,     c->task2_affinity,      c->fatigue,    c->momentum,   c->boost,
+        c->price_weight, c->unavailable_penalty, c->click_lift, c->leave_base, c->leave_slope,
+        c->price_mean};
     for (size_t i = 0; ok && i < sizeof(any) / sizeof(any[0]); i++) {
         ok = isfinite(any[i]);
     }
@@ -539,7 +540,7 @@ static int64_t synth_run_user(const rmtl_synth_world *w, const synth_user *s, in
             int icat = w->category[i];
             double logit = a0 + s->bias_click + w->pop[i] +
                            c->affinity * synth_dot(z, w->phi + i * K, K) / sqk -
-                           c->fatigue * (double)t;
+                           c->fatigue * (double)t + c->momentum * (double)n_clicked;
             int32_t *codes = out ? out->codes + (row + n) * F : NULL;
             logit += synth_row_codes(codes, w, s, i, st, base);
             int same = 0;

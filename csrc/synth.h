@@ -65,6 +65,7 @@ typedef struct {
     float affinity;            /* weight of z . phi_i / sqrt(K) in the click logit */
     float task2_affinity;      /* weight of theta_u . psi_i / sqrt(K) in the task-2 logit */
     float fatigue;             /* click logit falls by fatigue * t */
+    float momentum;            /* click logit rises by momentum per earlier click in the session */
     float drift;               /* after a click z <- (1 - drift) z + drift * phi_i */
     float boost;               /* task-2 logit rises by boost per earlier same-category click */
     float price_weight;        /* task-2 logit falls by price_weight * standardised log price */

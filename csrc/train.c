@@ -90,6 +90,19 @@ int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_ro
     return bad || rmtl_codes_check(codes, B, F, field_dims) >= 0 ? RMTL_ERR_INDEX : RMTL_OK;
 }
 
+void rmtl_gather_state(float *out, const rmtl_rows *data, const int64_t *rows, int B, int D,
+                       int keep) {
+    int Dc = keep + data->X;
+    for (int i = 0; i < B; i++) {
+        size_t r = (size_t)rows[i];
+        memcpy(out + (size_t)i * Dc, data->dense + r * D, (size_t)keep * sizeof(float));
+        if (data->X > 0) {
+            memcpy(out + (size_t)i * Dc + keep, data->extra + r * data->X,
+                   (size_t)data->X * sizeof(float));
+        }
+    }
+}
+
 /* the stage-3 loss weights of one task from Q (B), labels (B,T) column k, into w (B,T) */
 static void rmtl_loss_weights(float *w, const float *q, const float *labels, int k, int B, int T,
                               int weighting, float lam) {
@@ -107,8 +120,9 @@ static void rmtl_loss_weights(float *w, const float *q, const float *labels, int
     }
 }
 
-/* the weights w (B,T) of one batch at m's predictions, summed per task into weight_sum */
-static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum,
+/* the weights w (B,T) of one batch at m's predictions, summed per task into weight_sum; the
+   critics read their dense state from state (B, critic D) */
+static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum, const float *state,
                               const rmtl_loss_weighting *wt, int B) {
     int T = m->T, st = RMTL_OK;
     for (int k = 0; k < T && st == RMTL_OK; k++) {
@@ -117,7 +131,7 @@ static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum,
             rmtl_critic *c = wt->critics[k];
             rmtl_column(c->action, m->prob, k, B, T);
             /* in the critic's own mode: eval (rmtl), or training with dropout (the authors) */
-            st = rmtl_critic_forward(c, m->codes, m->dense, c->action, B);
+            st = rmtl_critic_forward(c, m->codes, state, c->action, B);
             q = c->q;
         }
         rmtl_loss_weights(w, q, m->labels, k, B, T, wt->weighting, wt->lam);
@@ -136,7 +150,10 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
     for (int k = 0; wt != NULL && wt->critics != NULL && k < T && st == RMTL_OK; k++) {
         st = rmtl_critic_reserve(wt->critics[k], B);
     }
-    float *w = st == RMTL_OK && wt != NULL ? malloc((size_t)B * T * sizeof(float)) : NULL;
+    /* w (B,T), then the critics' states (B, Dc) */
+    int Dc = wt != NULL && wt->critics != NULL ? wt->critics[0]->net.D : 0;
+    float *w = st == RMTL_OK && wt != NULL ? malloc((size_t)B * (T + Dc) * sizeof(float)) : NULL;
+    float *state = w == NULL ? NULL : w + (size_t)B * T;
     if (st == RMTL_OK && wt != NULL && w == NULL) {
         st = RMTL_ERR_NOMEM;
     }
@@ -152,8 +169,11 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
             rmtl_model_zero_grad(m);
             st = rmtl_model_forward(m, m->codes, m->dense, nb);
         }
+        if (st == RMTL_OK && Dc > 0) {
+            rmtl_gather_state(state, data, rows + start, nb, m->D, Dc - data->X);
+        }
         if (st == RMTL_OK && wt != NULL) {
-            st = rmtl_batch_weights(m, w, weight_sum, wt, nb);
+            st = rmtl_batch_weights(m, w, weight_sum, state, wt, nb);
         }
         if (st == RMTL_OK) {
             double loss = rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb);

@@ -12,6 +12,7 @@ from . import datasets, metrics, models
 from .backend import blas_info, get_num_threads, set_gemm_backend, set_num_threads
 from ._io import CorruptFileError
 from .data import SessionData
+from .context import session_context, with_context
 from .metrics import evaluate
 from .models import load, save
 from .train import History, NonFiniteLossError, Trainer
@@ -22,7 +23,7 @@ from .agent import RMTL
 from .experiments import experiment
 
 __version__ = "0.1.0"
-__all__ = ["SessionData", "Trainer", "History", "evaluate", "save", "load", "blas_info",
+__all__ = ["SessionData", "session_context", "with_context", "Trainer", "History", "evaluate", "save", "load", "blas_info",
            "set_gemm_backend", "set_num_threads", "get_num_threads", "metrics", "models",
            "Critic", "RMTL", "experiment", "datasets",
            "SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "CorruptFileError", "NonFiniteLossError"]

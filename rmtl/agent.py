@@ -13,7 +13,7 @@ from .checkpoint import Checkpoint
 from .config import AUTHORS, CRITIC_FREE, WEIGHTINGS, RMTLConfig, check
 from .critic import Critic
 from .data import SessionData
-from .models import Backbone, create
+from .models import Backbone, check_compat, create
 from .prior import set_output_prior
 from .stages import CriticStage
 from .train import History, Trainer
@@ -122,7 +122,9 @@ class RMTL:
     compat : None or "authors"
         ``"authors"`` sets every switch above to the code's behaviour, unless given
         explicitly: ``batch_order="time"``, ``stage3_critic_mode="train"``,
-        ``reward="bce_wrapped"``, ``critic_output_bias=None`` (PyTorch's default).
+        ``reward="bce_wrapped"``, ``critic_output_bias=None`` (PyTorch's default); and the
+        backbone (and any transfer target of :meth:`finetune`) must be the authors' module:
+        every backbone but ``"ple_paper"`` (ValueError; the authors' PLE is ``"ple"``).
     checkpoint_dir : path or None
         Where every stage saves and resumes.
     progress : bool
@@ -149,8 +151,8 @@ class RMTL:
         unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(RMTLConfig)})
         if unknown:
             raise TypeError(f"unexpected keyword arguments {unknown}; see help(rmtl.RMTL) for the options")
-        if compat not in (None, "authors"):
-            raise ValueError(f"compat: expected None or 'authors', got {compat!r}")
+        check_compat(backbone.config.name, compat)
+        self.compat = compat
         if compat == "authors":
             kwargs = {**AUTHORS, **kwargs}
         self.config = RMTLConfig(gamma=gamma, tau=tau, lam=lam, critic_lr=critic_lr, behaviour=behaviour,
@@ -238,6 +240,7 @@ class RMTL:
         model = self.pretrained.clone() if own else backbone
         if not isinstance(model, Backbone):
             raise TypeError(f"backbone: expected an rmtl backbone, got {type(model).__name__}")
+        check_compat(model.config.name, self.compat)
         self._check_data(train=train, valid=valid)
         setting = weighting if lam == self.config.lam else f"{weighting}-lam{lam:g}"
         name = (f"finetuned-{setting}.npz" if own
@@ -290,7 +293,8 @@ class RMTL:
         action = np.asarray(action, np.float32)
         if action.shape != (len(data), data.num_tasks):
             raise ValueError(f"action: expected shape ({len(data)}, {data.num_tasks}), got {action.shape}")
-        return np.stack([c.predict(data.sparse, data.dense, np.ascontiguousarray(action[:, k]))
+        state = data.critic_dense()
+        return np.stack([c.predict(data.sparse, state, np.ascontiguousarray(action[:, k]))
                          for k, c in enumerate(self.critics)], 1)
 
     def _epoch_callback(self, stage: str) -> Optional[Callable[[Dict[str, Any]], None]]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._io import CorruptFileError, open_npz, save_npz, write_json
 from .data import SessionData
+from .models import _build_saved
 
 __all__ = ["Checkpoint", "fingerprint"]
 
@@ -21,9 +22,13 @@ _MANIFEST = "agent.json"
 
 def fingerprint(data: SessionData) -> str:
     """A SHA-256 digest of everything in ``data`` that training reads (ids, times, codes,
-    features, labels, field sizes and task names)."""
+    features, labels, field sizes, task names and the critics' state layout)."""
     h = hashlib.sha256(json.dumps([list(data.field_dims), list(data.task_names)]).encode())
-    for a in (data.session, data.time, data.sparse, data.dense, data.labels):
+    arrays = [data.session, data.time, data.sparse, data.dense, data.labels]
+    if data.backbone_only or data.critic_only is not None:  # session context: the critics' state
+        h.update(f"context {data.backbone_only}".encode())
+        arrays += [] if data.critic_only is None else [data.critic_only]
+    for a in arrays:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()
@@ -94,7 +99,7 @@ class Checkpoint:
         """(backbone, history) of a file :meth:`save_net` wrote; ``build(**config)`` makes the
         backbone (weights and optimizer state are then restored, evaluation mode)."""
         with open_npz(self.path(name), "checkpoint") as z:
-            return build(**z.json("config"))._restore(z), z.json("history")
+            return _build_saved(build, z.json("config"), z), z.json("history")
 
     def save_nets(self, name: str, nets: Mapping[str, Any], state: Any) -> None:
         """Several networks and a JSON ``state`` in one file, atomically (stage 2's epochs)."""
@@ -111,7 +116,7 @@ class Checkpoint:
         with open_npz(self.path(name), "checkpoint") as z:
             nets = {}
             for role, spec in z.json("nets").items():
-                nets[role] = build[spec["key"]](**spec["config"])._restore(_Prefixed(z, role + "."))
+                nets[role] = _build_saved(build[spec["key"]], spec["config"], _Prefixed(z, role + "."))
             return nets, z.json("state")
 
 
@@ -129,4 +134,11 @@ class _Prefixed:
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self._z[self._prefix + key]
+
+    def __contains__(self, key: str) -> bool:
+        return self._prefix + key in self._z
+
+    def json(self, key: str) -> Any:
+        """A JSON document stored as uint8 bytes."""
+        return self._z.json(self._prefix + key)
 

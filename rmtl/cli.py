@@ -94,7 +94,11 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
                    "training label rate (a deviation from the authors; default off)")
     p.add_argument("--compat", choices=("authors",), help="the authors' code's behaviour where rmtl deliberately "
                    "differs: batches in time order, critics in training mode in stage 3, reward at the wrapped "
-                   "action 0.5 + 0.5 a, critic output bias at PyTorch's default (see help(rmtl.RMTL))")
+                   "action 0.5 + 0.5 a, critic output bias at PyTorch's default; every model must be the authors' module "
+                   "(ple, not ple_paper; see help(rmtl.RMTL))")
+    p.add_argument("--context", choices=("critic", "backbone", "both"), help="add each row's session context "
+                   "(position, seconds since the session start, labels of earlier rows of the session) to the "
+                   "critics' state, the backbones' dense input, or both (see rmtl.with_context; default: none)")
     p.add_argument("--critic-epochs", type=int, metavar="E", help="epochs of stage 2 "
                    f"(default: quick {quick['rmtl']['critic_epochs']}, paper 96)")
     p.add_argument("--n-users", type=int, metavar="N", help="size of the synthetic data in users "
@@ -125,7 +129,7 @@ def run_run(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config) if args.config else {}
     for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
-                 "critic_epochs", "min_steps", "init_output_bias", "compat", "n_users",
+                 "critic_epochs", "min_steps", "init_output_bias", "compat", "context", "n_users",
                  "out", "resume", "jobs", "ray"):
         value = getattr(args, name)
         if value is not None:
@@ -139,7 +143,8 @@ def run_run(args: argparse.Namespace) -> int:
     job = run_job(config)
     c = job.config
     print(f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, at least {c.min_steps} Adam steps in "
-          f"stages 1 and 3, output bias {c.init_output_bias or 'default'}, {job.seconds:.0f} s")
+          f"stages 1 and 3, output bias {c.init_output_bias or 'default'}, session context "
+          f"{c.context or 'none'}{', compat ' + c.compat if c.compat else ''}, {job.seconds:.0f} s")
     print(job.table())
     if c.out:
         print(f"wrote {c.out}")

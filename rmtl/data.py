@@ -39,6 +39,15 @@ class SessionData:
     vocab : mapping, optional
         Field name -> {raw value: code} for every field in order, as the loaders build it;
         pass it to a loader (``vocab=``) so other files are coded the same way.
+    backbone_only : int
+        The last ``backbone_only`` columns of ``dense`` are features the backbone reads and
+        RMTL's critics do not (default 0: the critics see every dense column).
+    critic_only : float array (n, X), optional
+        Features only RMTL's critics read, appended to their state (session context for the
+        critics, :func:`rmtl.with_context`).
+
+    The critics' dense state is ``dense[:, :num_dense - backbone_only]`` followed by
+    ``critic_only`` (:meth:`critic_dense`, :attr:`critic_num_dense` columns).
 
     Rows are stored as given. ``offsets`` (S+1 int64) are the CSR session boundaries.
     """
@@ -57,6 +66,8 @@ class SessionData:
         task_names: Optional[Sequence[str]] = None,
         truth: Optional[np.ndarray] = None,
         vocab: Optional[Mapping[str, Mapping[str, int]]] = None,
+        backbone_only: int = 0,
+        critic_only: Optional[np.ndarray] = None,
     ) -> None:
         self.field_dims = tuple(int(d) for d in field_dims)
         if not self.field_dims or min(self.field_dims) < 1:
@@ -96,6 +107,17 @@ class SessionData:
                 f"[0, {self.field_dims[f]}) (field_dims[{f}])"
             )
         self.vocab = None if vocab is None else _check_vocab(vocab, self.field_dims)
+        if isinstance(backbone_only, bool) or not isinstance(backbone_only, (int, np.integer)) or \
+                not 0 <= backbone_only <= self.num_dense:
+            raise ValueError(f"backbone_only: expected an integer in [0, {self.num_dense}] (dense columns), "
+                             f"got {backbone_only!r}")
+        self.backbone_only = int(backbone_only)
+        self.critic_only = None
+        if critic_only is not None:
+            extra = np.asarray(critic_only)
+            if extra.ndim != 2 or extra.shape[0] != n or extra.shape[1] < 1:
+                raise ValueError(f"critic_only: expected shape ({n}, X) with X >= 1, got {extra.shape}")
+            self.critic_only = as_dense(extra, n, extra.shape[1], "critic_only")
         self.offsets = _session_offsets(self.session, self.time)
 
     # ------------------------------------------------------------------ shape
@@ -116,6 +138,19 @@ class SessionData:
     def num_dense(self) -> int:
         """Number of numerical features (columns of ``dense``)."""
         return self.dense.shape[1]
+
+    @property
+    def critic_num_dense(self) -> int:
+        """Width of the critics' dense state: the dense columns they see plus ``critic_only``."""
+        extra = 0 if self.critic_only is None else self.critic_only.shape[1]
+        return self.num_dense - self.backbone_only + extra
+
+    def critic_dense(self) -> np.ndarray:
+        """The critics' dense state (n, :attr:`critic_num_dense`) float32: the dense columns
+        they see, then ``critic_only``."""
+        seen = self.dense[:, :self.num_dense - self.backbone_only]
+        parts = [seen] if self.critic_only is None else [seen, self.critic_only]
+        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
     @property
     def num_tasks(self) -> int:
@@ -155,6 +190,7 @@ class SessionData:
             self.session[rows], self.time[rows], self.sparse[rows], self.dense[rows],
             self.labels[rows], self.field_dims, user=pick(self.user), item=pick(self.item),
             task_names=self.task_names, truth=pick(self.truth), vocab=self.vocab,
+            backbone_only=self.backbone_only, critic_only=pick(self.critic_only),
         )
 
     def split(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> Tuple["SessionData", ...]:
@@ -208,10 +244,11 @@ class SessionData:
         """Write every array and the schema to one .npz file at exactly ``path`` (no ``.npz``
         is appended), atomically."""
         arrays = {k: getattr(self, k) for k in ("session", "time", "sparse", "dense", "labels")}
-        for k in ("user", "item", "truth"):
+        for k in ("user", "item", "truth", "critic_only"):
             if getattr(self, k) is not None:
                 arrays[k] = getattr(self, k)
-        schema = {"field_dims": list(self.field_dims), "task_names": list(self.task_names), "format": 1}
+        schema = {"field_dims": list(self.field_dims), "task_names": list(self.task_names), "format": 1,
+                  "backbone_only": self.backbone_only}
         if self.vocab is not None:
             schema["vocab"] = self.vocab
         save_npz(path, arrays, {"schema": schema})
@@ -227,7 +264,8 @@ class SessionData:
             return cls(z["session"], z["time"], z["sparse"], z["dense"], z["labels"],
                        schema["field_dims"], user=z.get("user"), item=z.get("item"),
                        task_names=schema["task_names"], truth=z.get("truth"),
-                       vocab=schema.get("vocab"))
+                       vocab=schema.get("vocab"), backbone_only=schema.get("backbone_only", 0),
+                       critic_only=z.get("critic_only"))
 
 
 def row_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:

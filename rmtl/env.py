@@ -14,6 +14,10 @@ predicted probability per task. The reward per task comes from the row's labels 
 Transitions follow the log: the next state is row ``t + 1``; at the last row ``done = 1`` and
 the next state is the last state itself.
 
+Session context (:func:`rmtl.with_context`) given to the backbone is part of ``dense`` and so
+of every observation; context for the critics only is not: RMTL's stage 2 reads the critics'
+state rows directly (:meth:`rmtl.SessionData.critic_dense`).
+
 Spaces: with Gymnasium 1.1 or later installed (``pip install gymnasium``) the environments
 subclass ``gymnasium.Env`` / ``gymnasium.vector.VectorEnv`` and declare ``gymnasium.spaces``
 (a ``Dict`` of ``MultiDiscrete(field_dims)`` and a ``Box`` bounded by the data's dense range;

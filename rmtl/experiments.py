@@ -18,6 +18,7 @@ from .agent import RMTL, WEIGHTINGS
 from .data import SessionData
 from .executors import ExecutorSpec, backend, run_graph
 from .jobs import BASELINE, CONTROL, METRICS, Job, JobOutput, Settings, agent_view, graph
+from .models import check_compat
 
 __all__ = ["experiment", "ExperimentResult", "holm", "METRICS", "BASELINE", "CONTROL"]
 
@@ -144,7 +145,8 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     failed check is recorded and raises a warning that says what to change.
 
     ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
-    quick run; the seed is the experiment's), ``rmtl_kwargs`` to :class:`rmtl.RMTL`.
+    quick run; the seed is the experiment's), ``rmtl_kwargs`` to :class:`rmtl.RMTL`
+    (with ``compat="authors"`` there, every backbone must be the authors' module: not ``ple_paper``).
     With ``checkpoint_dir``, every job saves in its own subdirectory there
     (``esmm-seed0/critics``) and an interrupted experiment (or a retried job) resumes from
     the last finished stage. ``rmtl_backbones`` (default: all of ``backbones``) limits
@@ -182,6 +184,8 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     if any(src not in with_rmtl for src, _ in transfer):
         raise ValueError(f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}")
     bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
+    for name in backbones:
+        check_compat(str(name).lower(), rkw.get("compat"))
     jobs = graph(backbones, with_rmtl, seeds, weightings, transfer)
     settings = Settings(bkw, rkw, None if checkpoint_dir is None else os.path.abspath(checkpoint_dir), progress)
 

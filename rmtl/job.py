@@ -18,9 +18,10 @@ import numpy as np
 from . import _progress, report
 from ._io import atomic_write, write_json, write_text
 from .config import CHOICES, COUNT, RMTLConfig, check
+from .context import CONTEXT_MODES, with_context
 from .data import SessionData
 from .experiments import ExperimentResult, experiment
-from .models import BACKBONES
+from .models import BACKBONES, check_compat
 
 __all__ = ["JobConfig", "PRESETS", "load_config", "config_from_table", "run_job", "load_dataset"]
 
@@ -59,7 +60,10 @@ class JobConfig:
     1 and 3, in whole epochs, so small data gets enough training to calibrate.
     ``init_output_bias="prior"`` starts the outputs at the training label rates (a deviation
     from the authors; None, their setting, by default). ``compat="authors"`` switches RMTL to
-    the authors' code's behaviour where rmtl differs. See :class:`rmtl.RMTL`. ``resume`` is
+    the authors' code's behaviour where rmtl differs (every model must then be the authors'
+    module: not ``ple_paper``). See :class:`rmtl.RMTL`. ``context``
+    (``"critic"``, ``"backbone"``, ``"both"`` or None) adds every row's session context to the
+    critics' state, the backbones' input or both (:func:`rmtl.with_context`). ``resume`` is
     the run's checkpoint directory (created if missing, continued if it holds a run of the
     same settings): every job saves its stages there and a rerun (or a job Ray retries)
     resumes from the last finished stage; on a cluster it must be storage every node sees.
@@ -81,6 +85,7 @@ class JobConfig:
     min_steps: Optional[int] = None
     init_output_bias: Optional[str] = None
     compat: Optional[str] = None
+    context: Optional[str] = None
     n_users: Optional[int] = None
     data_seed: int = 0
     out: Optional[str] = None
@@ -111,10 +116,12 @@ class JobConfig:
         c.critic_epochs = check("critic_epochs", default["critic_epochs"] if c.critic_epochs is None
                                 else c.critic_epochs)
         c.min_steps = check("min_steps", AUTO_MIN_STEPS if c.min_steps is None else c.min_steps)
-        if c.compat not in (None, "authors"):
-            raise ValueError(f"compat: expected 'authors' or None, got {c.compat!r}")
+        for name in c.models:
+            check_compat(name, c.compat)
         if c.init_output_bias not in CHOICES["init_output_bias"]:
             raise ValueError(f"init_output_bias: expected 'prior' or None, got {c.init_output_bias!r}")
+        if c.context not in CONTEXT_MODES:
+            raise ValueError(f"context: expected one of {list(CONTEXT_MODES)}, got {c.context!r}")
         c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
         if c.jobs is not None and (c.jobs < 1 or c.ray):
             raise ValueError(f"jobs: expected a positive number of processes and no ray, got jobs={c.jobs}, "
@@ -208,7 +215,7 @@ def run_job(config: JobConfig) -> JobResult:
         claim_checkpoint_dir(c)
     t0 = time.perf_counter()
     data = load_dataset(c)
-    train, valid, test = data.split((0.6, 0.2, 0.2))
+    train, valid, test = (with_context(part, c.context) for part in data.split((0.6, 0.2, 0.2)))
     diagnostics: Dict[str, Dict[str, Any]] = {}
     # one bar over (seed, backbone) runs: per-epoch bars of ~70 runs would flood the terminal
     bar = _progress.bar(c.progress, total=c.seeds * len(c.models), desc="rmtl run", unit="model")

@@ -9,7 +9,9 @@ modules (``embedding.embedding.weight``, ``bottom.mlp.0.weight``, ``tower.1.mlp.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import warnings
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -19,8 +21,8 @@ from . import _core
 from ._io import CorruptFileError, open_npz, save_npz
 from ._arrays import as_codes, as_dense, as_labels, as_float, _detach
 
-__all__ = ["Net", "BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "OMoE", "MMoE", "PLE", "AITM",
-           "create", "save", "load"]
+__all__ = ["Net", "BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "OMoE", "MMoE", "PLE",
+           "PLEPaper", "AITM", "create", "check_compat", "save", "load"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,8 +174,9 @@ class Net:
     def _arrays(self) -> Dict[str, np.ndarray]:
         """Weights and optimizer state as the arrays a file stores (:meth:`_restore` reads them)."""
         opt = self.optimizer_state()
+        keys = np.frombuffer(json.dumps(list(self._views["param"])).encode(), np.uint8)
         return {"param": self._flat["param"].copy(), "adam_m": opt["adam_m"], "adam_v": opt["adam_v"],
-                "steps": np.array([opt["steps"], opt["counter"]], np.uint64)}
+                "steps": np.array([opt["steps"], opt["counter"]], np.uint64), "keys": keys}
 
     def _save(self, path: "str | os.PathLike[str]", config_key: str,
               documents: Optional[Mapping[str, Any]] = None) -> None:
@@ -182,7 +185,11 @@ class Net:
         save_npz(path, self._arrays(), {config_key: self.config.to_dict(), **(documents or {})})
 
     def _restore(self: N, z: Any) -> N:
-        """Weights and optimizer state from an opened file :meth:`_save` wrote; eval mode."""
+        """Weights and optimizer state from an opened file :meth:`_save` wrote; eval mode. The
+        tensor names the file lists (older files list none) must be this network's."""
+        if "keys" in z and z.json("keys") != list(self._views["param"]):
+            raise ValueError(f"{type(self).__name__}: the file's tensors are not this network's (another "
+                             f"parameter layout under the same configuration); rebuild the network it was saved from")
         self._flat["param"][...] = as_float(z["param"], (self.num_parameters,), "param")
         steps = z["steps"]
         self.load_optimizer_state({"adam_m": z["adam_m"], "adam_v": z["adam_v"],
@@ -195,7 +202,7 @@ class Backbone(Net):
 
     Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); construction arguments are those of
     :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
-    backbones (OMoE, MMoE, PLE; default 8) and must stay ``None`` for the others.
+    backbones (OMoE, MMoE, both PLEs; default 8) and must stay ``None`` for the others.
     """
 
     name = ""
@@ -275,7 +282,8 @@ class Backbone(Net):
     def train_chunk(self, rows: np.ndarray, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, *,
                     batch_size: int, lr: float, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                     weight_decay: float = 0.0, critics: Optional[Sequence[Any]] = None,
-                    weighting: Optional[str] = None, lam: float = 0.0) -> Tuple[float, Optional[List[float]]]:
+                    weighting: Optional[str] = None, lam: float = 0.0,
+                    extra: Optional[np.ndarray] = None) -> Tuple[float, Optional[List[float]]]:
         """Many Adam steps in one C call with the GIL released: one per batch of
         ``batch_size`` consecutive entries of ``rows`` (int64 row indices into the training
         arrays ``sparse`` (n, F) int32, ``dense`` (n, D) float32, ``labels`` (n, T) float32;
@@ -286,6 +294,9 @@ class Backbone(Net):
         ``-Q_k``), with ``critics`` (one :class:`rmtl.Critic` per task, in their current mode:
         ``eval()`` for Q without dropout, as the paper) scoring the model's predictions; ``"constant"`` needs no critics. Returns the sum over batches
         of batch loss times batch size and, with a weighting, the sum of the weights per task.
+        The critics read the first ``critic num_dense - X`` columns of ``dense`` and the ``X``
+        columns of ``extra`` (n, X) float32 (None: no extra columns), as
+        :attr:`rmtl.SessionData.critic_only` lays out session context only the critics see.
         This is the call :class:`rmtl.Trainer` makes; use it to write your own loop.
         """
         kind = None
@@ -297,7 +308,8 @@ class Backbone(Net):
             critics = [c._core for c in critics]
         return _core.train_chunk(model=self._core, rows=rows, sparse=sparse, dense=dense, labels=labels,
                                  batch_size=int(batch_size), lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
-                                 weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam)
+                                 weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam,
+                                 extra=extra if critics is not None else None)
 
     def _rebuild(self) -> "Backbone":
         return create(**self.config.to_dict())
@@ -347,23 +359,48 @@ class MMoE(Backbone):
 
 class PLE(Backbone):
     """Progressive layered extraction with ``L = len(bottom_dims)`` levels, as the authors'
-    module builds it (keys ``task_experts.<i>.<k>.<e>.mlp.0.*``, ``task_gates.<i>.<k>.0.*``,
-    ``share_experts.<i>.<e>.mlp.0.*``, ``share_gates.<i>.0.*``, ``tower.<k>.mlp.*``).
+    module (``PLEModel``) builds it: keys ``expert.<i>.<e>.mlp.0.*`` (level i; expert e in
+    ``0 .. T*E/2 + E/2 - 1``: task 0's ``E/2`` experts, task 1's, ..., then the ``E/2``
+    shared ones), ``gate.<i>.<j>.0.*`` (stream j in ``0 .. T``: the T task gates, then the
+    shared gate) and ``tower.<k>.mlp.*``. This is ``"ple"``; the PLE paper's version is
+    :class:`PLEPaper` (``"ple_paper"``).
+
+    Every expert is ``Linear(in_i, bottom_dims[i])`` + ReLU + dropout. Task stream k starts
+    as the embedding; at every level it becomes the mixture, under its gate ``gate.<i>.<k>``
+    (``Linear(in_i, E/2 + E/2)`` + softmax on stream k), of its own ``E/2`` experts and the
+    ``E/2`` shared experts, all applied to stream k: the shared experts run once per task
+    stream (at level 0 every stream is the embedding, so each expert runs once there).
+    Towers read the task streams. The authors' module also runs a shared stream (all
+    experts applied to it, mixed by gate ``gate.<i>.<T>``), but no task stream reads it, so
+    its gates never get a gradient (``None`` in PyTorch, which Adam skips, weight decay
+    included): rmtl declares them (same ``state_dict()``), skips the unread computation and
+    never updates them. ``num_experts`` must be even.
+    """
+
+    name = "ple"
+    _default_experts = 8
+
+
+class PLEPaper(Backbone):
+    """Progressive layered extraction as the PLE paper (Tang et al., RecSys 2020) and other
+    libraries build it (``"ple_paper"``; :class:`PLE` is the authors' module): keys
+    ``task_experts.<i>.<k>.<e>.mlp.0.*``, ``task_gates.<i>.<k>.0.*``,
+    ``share_experts.<i>.<e>.mlp.0.*``, ``share_gates.<i>.0.*``, ``tower.<k>.mlp.*``.
 
     Level i has ``num_experts / 2`` experts per task and ``num_experts / 2`` shared experts,
     each ``Linear(in_i, bottom_dims[i])`` + ReLU + dropout. There are T + 1 streams (one per
     task, one shared), all starting as the embedding. Task k's experts read stream k and the
-    shared experts read the shared stream, each evaluated once per level (SPEC section 4
-    says "applied to stream j"; the reference code applies the shared experts to the shared
-    stream, and so does rmtl). Stream k becomes the mixture of its own and the shared experts
-    under gate ``task_gates.<i>.<k>`` (on stream k); the shared stream becomes the mixture of
-    all experts (tasks in order, then shared) under ``share_gates.<i>`` (on the shared stream).
-    Like the reference, the last level declares a shared gate that nothing uses: it is in
-    ``state_dict()`` for compatibility, receives no gradient and is never updated. Towers read
-    the task streams. ``num_experts`` must be even.
+    shared experts read the shared stream, each evaluated once per level. Stream k becomes
+    the mixture of its own and the shared experts under gate ``task_gates.<i>.<k>`` (on
+    stream k); the shared stream becomes the mixture of all experts (tasks in order, then
+    shared) under ``share_gates.<i>`` (on the shared stream), which the next level's task
+    streams read through the shared experts. The last level declares a shared gate that
+    nothing uses: it is in ``state_dict()``, receives no gradient and is never updated.
+    Towers read the task streams. ``num_experts`` must be even. Not available with
+    ``compat="authors"``.
     """
 
-    name = "ple"
+    name = "ple_paper"
     _default_experts = 8
 
 
@@ -378,16 +415,32 @@ class AITM(Backbone):
 
 
 BACKBONES: Dict[str, Type[Backbone]] = {
-    c.name: c for c in (SingleTask, SharedBottom, ESMM, OMoE, MMoE, PLE, AITM)}
+    c.name: c for c in (SingleTask, SharedBottom, ESMM, OMoE, MMoE, PLE, PLEPaper, AITM)}
+# compat="authors" asks for the authors' module: every backbone except these is one
+NOT_AUTHORS: Dict[str, str] = {"ple_paper": "ple"}
 
 
-def create(name: str, field_dims: Sequence[int], num_dense: int, num_tasks: int, **kwargs: Any) -> Backbone:
+def create(name: str, field_dims: Sequence[int], num_dense: int, num_tasks: int, *,
+           compat: Optional[str] = None, **kwargs: Any) -> Backbone:
     """Build a backbone by name: ``singletask``, ``sharedbottom``, ``esmm``, ``omoe``, ``mmoe``,
-    ``ple`` or ``aitm``; keyword arguments go to the class (e.g. ``num_experts=8``)."""
+    ``ple`` (the authors' PLE), ``ple_paper`` (the PLE paper's) or ``aitm``; keyword arguments
+    go to the class (e.g. ``num_experts=8``). ``compat="authors"`` asks for the authors'
+    module, which every backbone is except ``ple_paper`` (a ValueError names the one to use)."""
     key = str(name).lower()
     if key not in BACKBONES:
         raise ValueError(f"name: unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    check_compat(key, compat)
     return BACKBONES[key](field_dims, num_dense, num_tasks, **kwargs)
+
+
+def check_compat(name: str, compat: Optional[str]) -> None:
+    """ValueError unless ``compat`` is None or ``"authors"``, and with ``"authors"`` unless
+    backbone ``name`` is the authors' module."""
+    if compat not in (None, "authors"):
+        raise ValueError(f"compat: expected None or 'authors', got {compat!r}")
+    if compat == "authors" and name in NOT_AUTHORS:
+        raise ValueError(f"compat='authors': backbone {name!r} is not the authors' module; use "
+                         f"{NOT_AUTHORS[name]!r}, the authors' version, or drop compat")
 
 
 def save(model: Backbone, path: "str | os.PathLike[str]") -> None:
@@ -409,7 +462,19 @@ def _load_net(path: "str | os.PathLike[str]", config_key: str, what: str, build:
         config = z.json(config_key)
         if not isinstance(config, dict):
             raise CorruptFileError(path, f"not an rmtl {what} file ({config_key} is not a mapping)")
-        return build(**config)._restore(z)
+        return _build_saved(build, config, z)
+
+
+def _build_saved(build: Any, config: Dict[str, Any], z: Any) -> Any:
+    """``build(**config)`` restored from the opened file ``z``. A ``"ple"`` file that lists no
+    tensor names was written when ``"ple"`` was the PLE paper's version: it is rebuilt as
+    ``"ple_paper"``, with a warning (``"ple"`` is now the authors' module)."""
+    if config.get("name") == "ple" and "keys" not in z:
+        warnings.warn("this 'ple' model was saved when rmtl's 'ple' was the PLE paper's version (keys "
+                      "task_experts..., share_experts...), now named 'ple_paper': loaded as 'ple_paper'; 'ple' "
+                      "is now the authors' module", UserWarning, stacklevel=3)
+        config = {**config, "name": "ple_paper"}
+    return build(**config)._restore(z)
 
 
 def _check_config(c: BackboneConfig) -> None:
@@ -432,7 +497,7 @@ def _check_config(c: BackboneConfig) -> None:
         raise ValueError(f"dropout: expected a probability in [0, 1), got {c.dropout}")
     if c.name in ("omoe", "mmoe") and not 1 <= c.num_experts <= _core.max_experts:
         raise ValueError(f"num_experts: expected 1..{_core.max_experts}, got {c.num_experts}")
-    if c.name == "ple" and (c.num_experts < 2 or c.num_experts % 2
+    if c.name in ("ple", "ple_paper") and (c.num_experts < 2 or c.num_experts % 2
                             or (c.num_tasks + 1) * (c.num_experts // 2) > _core.max_experts):
         raise ValueError(f"num_experts: PLE needs an even count >= 2 with (num_tasks + 1) * num_experts / 2 "
                          f"<= {_core.max_experts}, got {c.num_experts} for {c.num_tasks} tasks")

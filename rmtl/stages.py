@@ -51,7 +51,7 @@ class CriticStage:
             self.actor, self.actor_target = nets["actor"], nets["actor_target"]
             self.records, self.step, self.complete = state["epochs"], state["step"], state["complete"]
         else:
-            self.critics = [_new_critic(actor, k, config) for k in range(T)]
+            self.critics = [_new_critic(actor, train.critic_num_dense, k, config) for k in range(T)]
             self.targets = [critic.clone() for critic in self.critics]
             self.actor, self.actor_target = actor.clone().eval(), actor.clone().eval()
         c = config
@@ -158,7 +158,7 @@ class CriticStage:
             critics=[c._core for c in self.critics], targets=[c._core for c in self.targets],
             state=take("state"), next=take("next_state"), action=take("action"), reward=take("reward"),
             done=take("done"), sparse=data.sparse, dense=data.dense, labels=data.labels, batch_size=B,
-            step=self.step, **self.cfg)
+            step=self.step, extra=data.critic_only, **self.cfg)
         self.step += len(picks) // B
         return np.asarray(losses), a_sum, a_steps
 
@@ -183,10 +183,12 @@ class CriticStage:
             self.checkpoint.save_nets(STATE_FILE, self._nets(), self.summary())
 
 
-def _new_critic(actor: Backbone, task: int, c: RMTLConfig) -> Critic:
-    """Critic k for the actor's data, seeded from the agent's seed, embedding from the actor."""
+def _new_critic(actor: Backbone, num_dense: int, task: int, c: RMTLConfig) -> Critic:
+    """Critic k for the actor's data (its state: ``num_dense`` features, see
+    :attr:`rmtl.SessionData.critic_num_dense`), seeded from the agent's seed, embedding from
+    the actor."""
     b = actor.config
-    critic = Critic(b.field_dims, b.num_dense, b.embed_dim, c.critic_bottom_dims, c.critic_tower_dims,
+    critic = Critic(b.field_dims, num_dense, b.embed_dim, c.critic_bottom_dims, c.critic_tower_dims,
                     c.critic_dropout, seed=c.seed * 7919 + 101 * (task + 1), output_bias=c.critic_output_bias)
     critic.copy_embedding(actor, task)
     return critic.train()

@@ -100,6 +100,12 @@ class Trainer:
             raise ValueError(
                 f"{name}: data has field_dims {data.field_dims}, {data.num_dense} dense, {data.num_tasks} tasks; "
                 f"the model expects {tuple(c.field_dims)}, {c.num_dense}, {c.num_tasks}")
+        wrong = [k for k, critic in enumerate(self.critics or ()) if critic.config.num_dense != data.critic_num_dense]
+        if wrong:
+            raise ValueError(f"{name}: its critics' state has {data.critic_num_dense} dense features "
+                             f"(SessionData.critic_num_dense), critic {wrong[0]} reads "
+                             f"{self.critics[wrong[0]].config.num_dense}; train the critics on data with the same "
+                             "context (rmtl.with_context)")
 
     def train_epoch(self, data: SessionData, bar: Any = None) -> float:
         """One pass over ``data`` in a fresh seeded order; returns the mean training loss."""
@@ -111,7 +117,7 @@ class Trainer:
             loss, wsum = self.model.train_chunk(
                 order[first * B:(first + n) * B], data.sparse, data.dense, data.labels, batch_size=B,
                 lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay, critics=self.critics,
-                weighting=self.weighting, lam=self.lam)
+                weighting=self.weighting, lam=self.lam, extra=data.critic_only)
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"training loss became {loss} in epoch {self._epochs_done + 1}; "
                                          "lower lr, or check the data for extreme values")

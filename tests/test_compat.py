@@ -70,3 +70,36 @@ def test_authors_critic_output_bias_is_pytorch_default(splits):
         agent.fit_critics(tr, epochs=1)
         biases[compat] = agent.critics[0].config.output_bias
     assert biases == {None: 1.0, "authors": None}
+
+
+def test_compat_authors_accepts_the_authors_modules_and_refuses_ple_paper(splits):
+    """Every backbone is the authors' module except ple_paper, which create, RMTL (also for a
+    transfer target), experiment and the run's config refuse under compat="authors", naming "ple"."""
+    tr, va, te = splits
+    for name in set(rmtl.models.BACKBONES) - {"ple_paper"}:
+        model = rmtl.models.create(name, tr.field_dims, tr.num_dense, 2, compat="authors", embed_dim=4,
+                                   bottom_dims=(8,), tower_dims=(4,))
+        assert model.config.name == name
+    with pytest.raises(ValueError, match="'ple_paper' is not the authors' module; use 'ple'"):
+        rmtl.models.create("ple_paper", tr.field_dims, tr.num_dense, 2, compat="authors")
+    with pytest.raises(ValueError, match="compat"):
+        rmtl.models.create("ple", tr.field_dims, tr.num_dense, 2, compat="paper")
+    with pytest.raises(ValueError, match="use 'ple'"):
+        make_agent(tr, name="ple_paper", compat="authors")
+    agent = make_agent(tr, name="ple", compat="authors")
+    paper = rmtl.models.create("ple_paper", tr.field_dims, tr.num_dense, 2, bottom_dims=(8,))
+    with pytest.raises(ValueError, match="use 'ple'"):
+        agent.finetune(tr, va, backbone=paper, weighting="continued")
+    assert make_agent(tr, name="ple_paper").compat is None
+    with pytest.raises(ValueError, match="use 'ple'"):
+        rmtl.experiment(tr, va, te, backbones=("esmm", "ple_paper"), seeds=[0], transfer=(),
+                        rmtl_kwargs={"compat": "authors"})
+
+
+def test_run_config_with_compat_authors_refuses_ple_paper():
+    from rmtl.job import JobConfig
+    with pytest.raises(ValueError, match="use 'ple'"):
+        JobConfig(models=("esmm", "ple_paper"), rmtl_models=(), compat="authors").resolved()
+    with pytest.raises(ValueError, match="use 'ple'"):
+        JobConfig(models=("esmm",), rmtl_models=("PLE_paper",), compat="authors").resolved()
+    assert JobConfig(models=("ple_paper",), rmtl_models=()).resolved().models == ("ple_paper",)

@@ -20,7 +20,8 @@ FIELDS = (5, 7, 3, 400)
 SMALL = dict(embed_dim=32, bottom_dims=(12, 8), tower_dims=(7,), dropout=0.0)
 MODES = ("plain", "distinct", "auto")
 BACKBONES = [("singletask", 2, {}), ("sharedbottom", 2, {}), ("esmm", 2, {}), ("omoe", 2, dict(num_experts=3)),
-             ("mmoe", 3, dict(num_experts=3, bottom_dims=(180, 8))), ("ple", 2, dict(num_experts=2)), ("aitm", 2, {})]
+             ("mmoe", 3, dict(num_experts=3, bottom_dims=(180, 8))), ("ple", 2, dict(num_experts=2)), ("ple", 3, dict(num_experts=2)),
+             ("ple_paper", 2, dict(num_experts=2)), ("aitm", 2, {})]
 
 
 def codes(n, kind, seed):
@@ -50,7 +51,7 @@ def assert_grads_match(ours, net):
 
 @pytest.mark.parametrize("kind", ["distinct", "constant"])
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name,T,kw", BACKBONES, ids=[b[0] for b in BACKBONES])
+@pytest.mark.parametrize("name,T,kw", BACKBONES, ids=[f"{b[0]}-T{b[1]}" for b in BACKBONES])
 def test_backbone_matches_torch(name, T, kw, mode, kind, gemm, torch):
     from torch_reference import twin_of, weighted_bce
     model = rmtl.models.create(name, FIELDS, 2, T, seed=4, **dict(SMALL, **kw))

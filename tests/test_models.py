@@ -23,12 +23,14 @@ def batch(n=33, num_dense=2, num_tasks=2, seed=0):
     return sparse, dense, labels
 
 
-# (backbone, tasks, config overrides): PLE with 1, 2 and 3 levels, AITM with 1 to 3 tasks
+# (backbone, tasks, config overrides): both PLEs with 1, 2 and 3 levels and 2 and 3 tasks, AITM with 1 to 3 tasks
 CASES = [("singletask", 1, {}), ("singletask", 3, {}), ("sharedbottom", 1, {}), ("sharedbottom", 3, {}),
          ("esmm", 2, {}), ("omoe", 2, {}), ("omoe", 1, dict(num_experts=3)), ("mmoe", 3, {}),
          ("mmoe", 2, dict(bottom_dims=(12,), num_experts=5)), ("ple", 3, dict(bottom_dims=(12,))), ("ple", 2, {}),
-         ("ple", 3, dict(bottom_dims=(12, 10, 8), num_experts=4)), ("aitm", 3, {}), ("aitm", 2, dict(bottom_dims=(12,))),
-         ("aitm", 1, {})]
+         ("ple", 2, dict(bottom_dims=(12,), num_experts=2)), ("ple", 3, {}),
+         ("ple", 3, dict(bottom_dims=(12, 10, 8), num_experts=4)), ("ple_paper", 3, dict(bottom_dims=(12,))),
+         ("ple_paper", 2, {}), ("ple_paper", 3, dict(bottom_dims=(12, 10, 8), num_experts=4)), ("aitm", 3, {}),
+         ("aitm", 2, dict(bottom_dims=(12,))), ("aitm", 1, {})]
 IDS = [f"{n}-T{t}-" + "-".join(f"{k}{v}" for k, v in kw.items()) for n, t, kw in CASES]
 
 
@@ -96,18 +98,23 @@ def test_state_dict_keys_and_shapes_equal_reference(torch):
     assert keys["embedding.embedding.weight"].shape == (15, 128)
 
 
-def test_load_state_dict_from_torch_module(torch):
-    from torch_reference import SharedBottom
-    net = SharedBottom(list(FIELDS), 2, 2, 6, [12, 8], [7, 5], 0.0)
-    model = make("sharedbottom", 2)
+@pytest.mark.parametrize("name,T", [("sharedbottom", 2), ("ple", 2), ("ple", 3), ("ple_paper", 2)])
+def test_load_state_dict_from_torch_module(name, T, gemm, torch):
+    """A torch module's state dict (the authors' PLE: keys expert.<i>.<e>..., gate.<i>.<j>...)
+    loads as it is and gives the module's predictions."""
+    from torch_reference import TWINS
+    extra = {"num_experts": 4} if name.startswith("ple") else {}
+    torch.manual_seed(T)
+    net = TWINS[name](list(FIELDS), 2, T, 6, [12, 8], [7, 5], 0.0, **extra).eval()
+    model = make(name, T, **extra)
     model.load_state_dict(net.state_dict())  # torch tensors go in directly
-    sparse, dense, _ = batch()
+    sparse, dense, _ = batch(num_tasks=T)
     expect = net(torch.from_numpy(sparse).long(), torch.from_numpy(dense)).detach().numpy()
     np.testing.assert_allclose(model.predict(sparse, dense), expect, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name,T", [("sharedbottom", 2), ("esmm", 2), ("singletask", 2), ("omoe", 2), ("mmoe", 2),
-                                    ("ple", 3), ("aitm", 3)])
+                                    ("ple", 3), ("ple_paper", 3), ("aitm", 3)])
 def test_finite_differences(name, T):
     model = make(name, T, num_dense=1, embed_dim=3, bottom_dims=(4,), tower_dims=(3,), seed=11)
     sparse, dense, labels = batch(n=6, num_dense=1, num_tasks=T, seed=4)

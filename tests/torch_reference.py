@@ -146,7 +146,37 @@ class MMoE(OMoE):
 
 
 class PLE(_Front):
-    """The authors' PLEModel: per level, specific experts per task on the task stream, shared
+    """The authors' PLEModel as their module builds it: per level one list of experts (task 0's
+    E/2, task 1's, ..., then the E/2 shared) and T + 1 gates; stream j applies its expert set
+    (own and shared; every expert for the shared stream j = T) to its own input."""
+
+    def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout, num_experts=8):
+        super().__init__(field_dims, num_dense, embed_dim)
+        h = s = num_experts // 2
+        dims = [self.in_dim] + list(bottom_dims)
+        self.expert = torch.nn.ModuleList([torch.nn.ModuleList(
+            [MultiLayerPerceptron(dims[i], [dims[i + 1]], dropout, output_layer=False)
+             for _ in range(num_tasks * h + s)]) for i in range(len(bottom_dims))])
+        self.gate = torch.nn.ModuleList([torch.nn.ModuleList(
+            [_gate(dims[i], h + s) for _ in range(num_tasks)] + [_gate(dims[i], num_tasks * h + s)])
+            for i in range(len(bottom_dims))])
+        shared = list(range(num_tasks * h, num_tasks * h + s))
+        self.index = [list(range(j * h, (j + 1) * h)) + shared for j in range(num_tasks)]
+        self.index.append(list(range(num_tasks * h + s)))
+        self.tower = torch.nn.ModuleList(
+            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)])
+
+    def forward(self, x_cat, x_num):
+        fea = [self.front(x_cat, x_num)] * len(self.index)
+        for experts, gates in zip(self.expert, self.gate):
+            for j, index in enumerate(self.index):
+                x = torch.stack([experts[e](fea[j]) for e in index], 1)
+                fea[j] = torch.bmm(gates[j](fea[j]).unsqueeze(1), x).squeeze(1)
+        return self.heads(fea[:len(self.tower)])
+
+
+class PLEPaper(_Front):
+    """The PLE paper's version: per level, specific experts per task on the task stream, shared
     experts on the shared stream; a shared gate per level (the last one unused)."""
 
     def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout, num_experts=8):
@@ -213,7 +243,7 @@ class AITM(_Front):
 
 
 TWINS = {"singletask": SingleTask, "sharedbottom": SharedBottom, "esmm": ESMM, "omoe": OMoE, "mmoe": MMoE,
-         "ple": PLE, "aitm": AITM}
+         "ple": PLE, "ple_paper": PLEPaper, "aitm": AITM}
 
 
 def twin_of(model):

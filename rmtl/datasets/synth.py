@@ -81,6 +81,7 @@ class SyntheticConfig:
     affinity: float = 1.2
     task2_affinity: float = 1.0
     fatigue: float = 0.03
+    momentum: float = 0.0             # testbed knob: 0 in both presets
     drift: float = 0.3
     boost: float = 0.5
     price_weight: float = 0.5
