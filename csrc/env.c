@@ -32,25 +32,42 @@ int64_t rmtl_mdp_draw(int64_t n_sessions, int order, uint64_t seed, int64_t epis
     return (int64_t)(rmtl_rng_u64(seed, RMTL_STREAM_EPISODE, (uint64_t)episode) % S);
 }
 
-int rmtl_session_context(float *out, const int64_t *offsets, int64_t n_sessions,
-                         const int64_t *time_ms, const float *labels, int T) {
-    int C = RMTL_CONTEXT_BASE + T, bad = 0;
-#pragma omp parallel for num_threads(rmtl_threads()) schedule(static) reduction(| : bad)
-    for (int64_t s = 0; s < n_sessions; s++) {
+typedef struct {
+    float *out;
+    const int64_t *offsets;
+    const int64_t *time_ms;
+    const float *labels;
+    int T;
+    int C;
+    int *bad_out;
+} rmtl_session_context_args;
+
+static void rmtl_session_context_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_session_context_args *args = ctx;
+    int bad = 0;
+    for (int64_t s = lo_; s < hi_; s++) {
         double seen[RMTL_MAX_TASKS] = {0.0};
-        int64_t start = offsets[s];
-        for (int64_t r = start; r < offsets[s + 1]; r++) {
-            float *o = out + (size_t)r * C;
-            int64_t dt = time_ms[r] - time_ms[start];
-            bad |= r > start && time_ms[r] < time_ms[r - 1];
+        int64_t start = args->offsets[s];
+        for (int64_t r = start; r < args->offsets[s + 1]; r++) {
+            float *o = args->out + (size_t)r * args->C;
+            int64_t dt = args->time_ms[r] - args->time_ms[start];
+            bad |= r > start && args->time_ms[r] < args->time_ms[r - 1];
             o[0] = (float)log1p((double)(r - start));
             o[1] = (float)log1p((double)(dt > 0 ? dt : 0) / 1000.0);
-            for (int k = 0; k < T; k++) {
+            for (int k = 0; k < args->T; k++) {
                 o[RMTL_CONTEXT_BASE + k] = (float)log1p(seen[k]);
-                seen[k] += labels[(size_t)r * T + k];
+                seen[k] += args->labels[(size_t)r * args->T + k];
             }
         }
     }
+    __atomic_or_fetch(args->bad_out, bad, __ATOMIC_RELAXED);
+}
+
+int rmtl_session_context(float *out, const int64_t *offsets, int64_t n_sessions,
+                         const int64_t *time_ms, const float *labels, int T) {
+    int C = RMTL_CONTEXT_BASE + T, bad = 0;
+    rmtl_session_context_args session_context_args = {out, offsets, time_ms, labels, T, C, &bad};
+    rmtl_parallel_for(n_sessions, 1024, rmtl_session_context_range, &session_context_args);
     return bad ? RMTL_ERR_ARG : RMTL_OK;
 }
 
