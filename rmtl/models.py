@@ -434,8 +434,10 @@ def create(name: str, field_dims: Sequence[int], num_dense: int, num_tasks: int,
 
 
 def check_compat(name: str, compat: Optional[str]) -> None:
-    """ValueError unless ``compat`` is None or ``"authors"``, and with ``"authors"`` unless
-    backbone ``name`` is the authors' module."""
+    """Check that a backbone may run with a compat setting.
+
+    Raises ValueError unless ``compat`` is None or ``"authors"``, and, with ``"authors"``,
+    unless backbone ``name`` is the authors' module (every backbone but ``ple_paper``)."""
     if compat not in (None, "authors"):
         raise ValueError(f"compat: expected None or 'authors', got {compat!r}")
     if compat == "authors" and name in NOT_AUTHORS:
