@@ -358,12 +358,13 @@ class MMoE(Backbone):
 
 
 class PLE(Backbone):
-    """Progressive layered extraction with ``L = len(bottom_dims)`` levels, as the authors'
-    module (``PLEModel``) builds it: keys ``expert.<i>.<e>.mlp.0.*`` (level i; expert e in
-    ``0 .. T*E/2 + E/2 - 1``: task 0's ``E/2`` experts, task 1's, ..., then the ``E/2``
-    shared ones), ``gate.<i>.<j>.0.*`` (stream j in ``0 .. T``: the T task gates, then the
-    shared gate) and ``tower.<k>.mlp.*``. This is ``"ple"``; the PLE paper's version is
-    :class:`PLEPaper` (``"ple_paper"``).
+    """Progressive layered extraction as the authors' module builds it (``"ple"``).
+
+    ``L = len(bottom_dims)`` levels, as the authors' module (``PLEModel``) builds them: keys
+    ``expert.<i>.<e>.mlp.0.*`` (level i; expert e from 0 to ``T*E/2 + E/2 - 1``: task 0's
+    ``E/2`` experts, task 1's, and so on, then the ``E/2`` shared ones), ``gate.<i>.<j>.0.*``
+    (stream j from 0 to T: the T task gates, then the shared gate) and ``tower.<k>.mlp.*``.
+    The PLE paper's version is :class:`PLEPaper` (``"ple_paper"``).
 
     Every expert is ``Linear(in_i, bottom_dims[i])`` + ReLU + dropout. Task stream k starts
     as the embedding; at every level it becomes the mixture, under its gate ``gate.<i>.<k>``
