@@ -44,23 +44,30 @@ typedef struct {
 
 static void rmtl_session_context_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_session_context_args *args = ctx;
+    int T = args->T;
+    const int64_t *offsets = args->offsets;
+    float *out = args->out;
+    int C = args->C;
+    const int64_t *time_ms = args->time_ms;
+    const float *labels = args->labels;
+    int *bad_out = args->bad_out;
     int bad = 0;
     for (int64_t s = lo_; s < hi_; s++) {
         double seen[RMTL_MAX_TASKS] = {0.0};
-        int64_t start = args->offsets[s];
-        for (int64_t r = start; r < args->offsets[s + 1]; r++) {
-            float *o = args->out + (size_t)r * args->C;
-            int64_t dt = args->time_ms[r] - args->time_ms[start];
-            bad |= r > start && args->time_ms[r] < args->time_ms[r - 1];
+        int64_t start = offsets[s];
+        for (int64_t r = start; r < offsets[s + 1]; r++) {
+            float *o = out + (size_t)r * C;
+            int64_t dt = time_ms[r] - time_ms[start];
+            bad |= r > start && time_ms[r] < time_ms[r - 1];
             o[0] = (float)log1p((double)(r - start));
             o[1] = (float)log1p((double)(dt > 0 ? dt : 0) / 1000.0);
-            for (int k = 0; k < args->T; k++) {
+            for (int k = 0; k < T; k++) {
                 o[RMTL_CONTEXT_BASE + k] = (float)log1p(seen[k]);
-                seen[k] += args->labels[(size_t)r * args->T + k];
+                seen[k] += labels[(size_t)r * T + k];
             }
         }
     }
-    __atomic_or_fetch(args->bad_out, bad, __ATOMIC_RELAXED);
+    __atomic_or_fetch(bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_session_context(float *out, const int64_t *offsets, int64_t n_sessions,

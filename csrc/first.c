@@ -77,42 +77,46 @@ typedef struct {
 
 static void rmtl_unique_fields_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_unique_fields_args *args = ctx;
+    const rmtl_model *m = args->m;
+    rmtl_unique *u = args->u;
+    int mode = args->mode;
+    int B = args->B;
+    const int32_t *codes = args->codes;
+    int F = args->F;
     for (int64_t f = lo_; f < hi_; f++) {
-        int32_t *mark = args->u->mark + args->m->field_offset[f],
-                *code = args->u->code + (size_t)f * args->u->cap;
+        int32_t *mark = u->mark + m->field_offset[f], *code = u->code + (size_t)f * u->cap;
         int n = 0;
-        args->u->use[f] = 0;
-        if (args->mode == RMTL_UNIQUE_NEVER) {
+        u->use[f] = 0;
+        if (mode == RMTL_UNIQUE_NEVER) {
             continue;
         }
-        for (int i = 0; i < args->B; i++) {
-            int32_t c = args->codes[(size_t)i * args->F + f];
+        for (int i = 0; i < B; i++) {
+            int32_t c = codes[(size_t)i * F + f];
             if (mark[c] < 0) {
                 mark[c] = n;
                 code[n++] = c;
             }
-            args->u->slot[(size_t)i * args->F + f] = mark[c];
+            u->slot[(size_t)i * F + f] = mark[c];
         }
         for (int s = 0; s < n; s++) {
             mark[code[s]] = -1;
         }
-        args->u->u[f] = n;
-        args->u->use[f] =
-            args->mode == RMTL_UNIQUE_ALWAYS ||
-            (long)(args->B - n) * args->m->E > (long)RMTL_UNIQUE_GATHER_COST * args->B;
-        if (args->u->use[f]) {
+        u->u[f] = n;
+        u->use[f] =
+            mode == RMTL_UNIQUE_ALWAYS || (long)(B - n) * m->E > (long)RMTL_UNIQUE_GATHER_COST * B;
+        if (u->use[f]) {
             /* the rows by slot, each slot's in row order (a counting sort) */
-            int32_t *start = args->u->start + (size_t)f * (args->u->cap + 1);
-            int32_t *order = args->u->order + (size_t)f * args->u->cap;
+            int32_t *start = u->start + (size_t)f * (u->cap + 1);
+            int32_t *order = u->order + (size_t)f * u->cap;
             memset(start, 0, (size_t)(n + 1) * sizeof(int32_t));
-            for (int i = 0; i < args->B; i++) {
-                start[args->u->slot[(size_t)i * args->F + f] + 1]++;
+            for (int i = 0; i < B; i++) {
+                start[u->slot[(size_t)i * F + f] + 1]++;
             }
             for (int s = 0; s < n; s++) {
                 start[s + 1] += start[s];
             }
-            for (int i = 0; i < args->B; i++) {
-                order[start[args->u->slot[(size_t)i * args->F + f]]++] = i;
+            for (int i = 0; i < B; i++) {
+                order[start[u->slot[(size_t)i * F + f]]++] = i;
             }
             memmove(start + 1, start, (size_t)n * sizeof(int32_t));
             start[0] = 0;

@@ -52,28 +52,35 @@ typedef struct {
 
 static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_epilogue_args *args = ctx;
+    int n = args->n;
+    int nc = args->nc;
+    int B = args->B;
+    int OC = args->OC;
+    int n_relu = args->n_relu;
+    float *out = args->out;
+    int ld_out = args->ld_out;
+    const float *b = args->b;
+    const rmtl_gather *gather = args->gather;
+    rmtl_dropout drop = args->drop;
     for (int64_t t = lo_; t < hi_; t++) {
-        int i0 = (t / args->nc) * TILE_ROWS,
-            i1 = i0 + TILE_ROWS < args->B ? i0 + TILE_ROWS : args->B;
-        int j0 = (t % args->nc) * TILE_COLS,
-            j1 = j0 + TILE_COLS < args->OC ? j0 + TILE_COLS : args->OC;
-        int jr = args->n_relu < j1 ? args->n_relu : j1;
+        int i0 = (t / nc) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
+        int j0 = (t % nc) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
+        int jr = n_relu < j1 ? n_relu : j1;
         for (int i = i0; i < i1; i++) {
-            rmtl_add_cols(args->out + (size_t)i * args->ld_out + j0, args->b + j0, j1 - j0);
+            rmtl_add_cols(out + (size_t)i * ld_out + j0, b + j0, j1 - j0);
         }
-        for (int g = 0; g < args->n; g++) {
-            const int32_t *slot = args->gather->slot + args->gather->field[g];
+        for (int g = 0; g < n; g++) {
+            const int32_t *slot = gather->slot + gather->field[g];
             for (int i = i0; i < i1; i++) {
-                rmtl_add_cols(args->out + (size_t)i * args->ld_out + j0,
-                              args->gather->rows[g] +
-                                  (size_t)slot[(size_t)i * args->gather->F] * args->OC + j0,
+                rmtl_add_cols(out + (size_t)i * ld_out + j0,
+                              gather->rows[g] + (size_t)slot[(size_t)i * gather->F] * OC + j0,
                               j1 - j0);
             }
         }
         for (int i = i0; i < i1; i++) {
-            float *restrict o = args->out + (size_t)i * args->ld_out;
-            if (args->drop.p > 0.0f && jr > j0) {
-                rmtl_dropout_row(o, args->drop, i, j0, jr, args->OC);
+            float *restrict o = out + (size_t)i * ld_out;
+            if (drop.p > 0.0f && jr > j0) {
+                rmtl_dropout_row(o, drop, i, j0, jr, OC);
                 continue;
             }
             for (int j = j0; j < jr; j++) {
@@ -114,31 +121,37 @@ typedef struct {
 
 static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_prologue_args *args = ctx;
+    /* locals, not reads through args: a store through dout could alias args for all the
+       compiler knows, and the ReLU pass would not vectorize */
+    float *db = args->db, *dout = args->dout, scale = args->scale;
+    const float *out = args->out;
+    const rmtl_gather *scatter = args->scatter;
+    int ld_out = args->ld_out, n_relu = args->n_relu, B = args->B, OC = args->OC, n = args->n;
     for (int64_t blk = lo_; blk < hi_; blk++) {
-        int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < args->OC ? j0 + TILE_COLS : args->OC;
-        int jr = args->n_relu < j0 ? j0 : (args->n_relu < j1 ? args->n_relu : j1);
+        int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
+        int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
         float acc[TILE_COLS] = {0};
-        for (int i = 0; i < args->B; i++) {
-            float *restrict d = args->dout + (size_t)i * args->ld_out;
-            const float *restrict o = args->out + (size_t)i * args->ld_out;
+        for (int i = 0; i < B; i++) {
+            float *restrict d = dout + (size_t)i * ld_out;
+            const float *restrict o = out + (size_t)i * ld_out;
             /* a select, not a branch: the kept/dropped pattern is unpredictable */
             for (int j = j0; j < jr; j++) {
-                d[j] *= o[j] > 0.0f ? args->scale : 0.0f;
+                d[j] *= o[j] > 0.0f ? scale : 0.0f;
             }
             rmtl_add_cols(acc, d + j0, j1 - j0);
         }
         for (int j = j0; j < j1; j++) {
-            args->db[j] += acc[j - j0];
+            db[j] += acc[j - j0];
         }
         /* the rows of each slot, in row order, summed while the block is in cache */
-        for (int g = 0; g < args->n; g++) {
-            const int32_t *start = args->scatter->start[g], *order = args->scatter->order[g];
-            for (int s = 0; s < args->scatter->u[g]; s++) {
+        for (int g = 0; g < n; g++) {
+            const int32_t *start = scatter->start[g], *order = scatter->order[g];
+            for (int s = 0; s < scatter->u[g]; s++) {
                 float sum[TILE_COLS] = {0};
                 for (int k = start[s]; k < start[s + 1]; k++) {
-                    rmtl_add_cols(sum, args->dout + (size_t)order[k] * args->ld_out + j0, j1 - j0);
+                    rmtl_add_cols(sum, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
                 }
-                memcpy(args->scatter->rows[g] + (size_t)s * args->OC + j0, sum,
+                memcpy(scatter->rows[g] + (size_t)s * OC + j0, sum,
                        (size_t)(j1 - j0) * sizeof(float));
             }
         }
@@ -204,15 +217,23 @@ typedef struct {
 
 static void rmtl_embedding_gather_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_embedding_args *args = ctx;
+    int F = args->F;
+    const rmtl_unique *u = args->u;
+    int B = args->B;
+    const int32_t *codes = args->codes;
+    const float *src = args->src;
+    const int64_t *field_offset = args->field_offset;
+    int E = args->E;
+    float *dst = args->dst;
+    int ld_out = args->ld_out;
     for (int64_t i = lo_; i < hi_; i++) {
-        for (int f = 0; f < args->F; f++) {
-            if (i >= rmtl_field_rows(args->u, f, args->B)) {
+        for (int f = 0; f < F; f++) {
+            if (i >= rmtl_field_rows(u, f, B)) {
                 continue;
             }
-            int32_t c = rmtl_field_code(args->codes, args->u, f, args->F, i);
-            const float *row = args->src + (size_t)(args->field_offset[f] + c) * args->E;
-            memcpy(args->dst + (size_t)i * args->ld_out + (size_t)f * args->E, row,
-                   (size_t)args->E * sizeof(float));
+            int32_t c = rmtl_field_code(codes, u, f, F, i);
+            const float *row = src + (size_t)(field_offset[f] + c) * E;
+            memcpy(dst + (size_t)i * ld_out + (size_t)f * E, row, (size_t)E * sizeof(float));
         }
     }
 }
@@ -228,17 +249,25 @@ void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique 
 
 static void rmtl_embedding_scatter_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_embedding_args *args = ctx;
+    const rmtl_unique *u = args->u;
+    int B = args->B;
+    const int64_t *field_offset = args->field_offset;
+    const int32_t *codes = args->codes;
+    int F = args->F;
+    float *dst = args->dst;
+    int E = args->E;
+    const float *src = args->src;
+    int ld_out = args->ld_out;
     for (int64_t f = lo_; f < hi_; f++) {
-        int n = rmtl_field_rows(args->u, f, args->B);
+        int n = rmtl_field_rows(u, f, B);
         for (int i = 0; i < n; i++) {
-            int64_t r =
-                args->field_offset[f] + rmtl_field_code(args->codes, args->u, f, args->F, i);
+            int64_t r = field_offset[f] + rmtl_field_code(codes, u, f, F, i);
             if (r == 0) {
                 continue;
             }
-            float *g = args->dst + (size_t)r * args->E;
-            const float *d = args->src + (size_t)i * args->ld_out + (size_t)f * args->E;
-            for (int e = 0; e < args->E; e++) {
+            float *g = dst + (size_t)r * E;
+            const float *d = src + (size_t)i * ld_out + (size_t)f * E;
+            for (int e = 0; e < E; e++) {
                 g[e] += d[e];
             }
         }
@@ -290,24 +319,36 @@ typedef struct {
 
 static void rmtl_lookup_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_lookup_rows_args *args = ctx;
+    float *out = args->out;
+    int ld_out = args->ld_out;
+    const int32_t *codes = args->codes;
+    int F = args->F;
+    const float *last = args->last;
+    int OC = args->OC;
+    const float *tab = args->tab;
+    const int64_t *field_offset = args->field_offset;
+    int D = args->D;
+    int64_t rows = args->rows;
+    const float *dense = args->dense;
+    int n_relu = args->n_relu;
     for (int64_t i = lo_; i < hi_; i++) {
-        float *restrict o = args->out + (size_t)i * args->ld_out;
-        const int32_t *c = args->codes + (size_t)i * args->F;
-        memcpy(o, args->last, (size_t)args->OC * sizeof(float));
-        for (int f = 0; f < args->F; f++) {
-            const float *restrict t = args->tab + (size_t)(args->field_offset[f] + c[f]) * args->OC;
-            for (int j = 0; j < args->OC; j++) {
+        float *restrict o = out + (size_t)i * ld_out;
+        const int32_t *c = codes + (size_t)i * F;
+        memcpy(o, last, (size_t)OC * sizeof(float));
+        for (int f = 0; f < F; f++) {
+            const float *restrict t = tab + (size_t)(field_offset[f] + c[f]) * OC;
+            for (int j = 0; j < OC; j++) {
                 o[j] += t[j];
             }
         }
-        for (int d = 0; d < args->D; d++) {
-            const float *restrict t = args->tab + (size_t)(args->rows + d) * args->OC;
-            float x = args->dense[(size_t)i * args->D + d];
-            for (int j = 0; j < args->OC; j++) {
+        for (int d = 0; d < D; d++) {
+            const float *restrict t = tab + (size_t)(rows + d) * OC;
+            float x = dense[(size_t)i * D + d];
+            for (int j = 0; j < OC; j++) {
                 o[j] += x * t[j];
             }
         }
-        for (int j = 0; j < args->n_relu; j++) {
+        for (int j = 0; j < n_relu; j++) {
             o[j] = o[j] > 0.0f ? o[j] : 0.0f;
         }
     }
@@ -392,16 +433,19 @@ typedef struct {
 
 static void rmtl_softmax_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_softmax_args *args = ctx;
+    int n = args->n;
+    float *x = args->x;
+    int ld = args->ld;
     for (int64_t i = lo_; i < hi_; i++) {
-        float *r = args->x + (size_t)i * args->ld, mx = r[0], sum = 0.0f;
-        for (int e = 1; e < args->n; e++) {
+        float *r = x + (size_t)i * ld, mx = r[0], sum = 0.0f;
+        for (int e = 1; e < n; e++) {
             mx = r[e] > mx ? r[e] : mx;
         }
-        for (int e = 0; e < args->n; e++) {
+        for (int e = 0; e < n; e++) {
             r[e] = expf(r[e] - mx);
             sum += r[e];
         }
-        for (int e = 0; e < args->n; e++) {
+        for (int e = 0; e < n; e++) {
             r[e] /= sum;
         }
     }
@@ -414,14 +458,18 @@ void rmtl_softmax_forward(float *x, int ld, int B, int n) {
 
 static void rmtl_softmax_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_softmax_args *args = ctx;
+    int n = args->n;
+    float *x = args->x;
+    int ld = args->ld;
+    const float *p = args->p;
     for (int64_t i = lo_; i < hi_; i++) {
-        float *g = args->x + (size_t)i * args->ld;
-        const float *q = args->p + (size_t)i * args->ld;
+        float *g = x + (size_t)i * ld;
+        const float *q = p + (size_t)i * ld;
         float dot = 0.0f;
-        for (int e = 0; e < args->n; e++) {
+        for (int e = 0; e < n; e++) {
             dot += q[e] * g[e];
         }
-        for (int e = 0; e < args->n; e++) {
+        for (int e = 0; e < n; e++) {
             g[e] = q[e] * (g[e] - dot);
         }
     }
@@ -449,16 +497,23 @@ typedef struct {
 
 static void rmtl_mix_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_mix_args *args = ctx;
+    int n = args->n;
+    float *out = args->out;
+    int ld_out = args->ld_out;
+    const float *gate = args->gate;
+    int ld_gate = args->ld_gate;
+    int W = args->W;
+    const int *ld_x = args->ld_x;
     for (int64_t i = lo_; i < hi_; i++) {
-        float *o = args->out + (size_t)i * args->ld_out;
-        const float *g = args->gate + (size_t)i * args->ld_gate;
-        for (int c = 0; c < args->W; c++) {
+        float *o = out + (size_t)i * ld_out;
+        const float *g = gate + (size_t)i * ld_gate;
+        for (int c = 0; c < W; c++) {
             o[c] = 0.0f;
         }
-        for (int e = 0; e < args->n; e++) {
-            const float *xe = args->x[e] + (size_t)i * args->ld_x[e];
+        for (int e = 0; e < n; e++) {
+            const float *xe = args->x[e] + (size_t)i * ld_x[e];
             float ge = g[e];
-            for (int c = 0; c < args->W; c++) {
+            for (int c = 0; c < W; c++) {
                 o[c] += ge * xe[c];
             }
         }
@@ -473,15 +528,23 @@ void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, co
 
 static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_mix_args *args = ctx;
+    int n = args->n;
+    const float *dout = args->dout;
+    int ld_out = args->ld_out;
+    const float *gate = args->gate;
+    int ld_gate = args->ld_gate;
+    float *dgate = args->dgate;
+    const int *ld_x = args->ld_x;
+    int W = args->W;
     for (int64_t i = lo_; i < hi_; i++) {
-        const float *d = args->dout + (size_t)i * args->ld_out;
-        const float *g = args->gate + (size_t)i * args->ld_gate;
-        float *dg = args->dgate + (size_t)i * args->ld_gate;
-        for (int e = 0; e < args->n; e++) {
-            const float *xe = args->x[e] + (size_t)i * args->ld_x[e];
-            float *dxe = args->dx[e] + (size_t)i * args->ld_x[e];
+        const float *d = dout + (size_t)i * ld_out;
+        const float *g = gate + (size_t)i * ld_gate;
+        float *dg = dgate + (size_t)i * ld_gate;
+        for (int e = 0; e < n; e++) {
+            const float *xe = args->x[e] + (size_t)i * ld_x[e];
+            float *dxe = args->dx[e] + (size_t)i * ld_x[e];
             float ge = g[e], dot = 0.0f;
-            for (int c = 0; c < args->W; c++) {
+            for (int c = 0; c < W; c++) {
                 dot += d[c] * xe[c];
                 dxe[c] += ge * d[c];
             }
@@ -516,23 +579,31 @@ typedef struct {
 
 static void rmtl_attention2_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_attention2_args *args = ctx;
+    const float *hp = args->hp;
+    int ld_h = args->ld_h;
+    const float *hq = args->hq;
+    int D = args->D;
+    float inv = args->inv;
+    float *attn = args->attn;
+    float *out = args->out;
+    int ld_out = args->ld_out;
     for (int64_t i = lo_; i < hi_; i++) {
-        const float *h[2] = {args->hp + (size_t)i * args->ld_h, args->hq + (size_t)i * args->ld_h};
+        const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
         float s[2];
         for (int t = 0; t < 2; t++) {
             float dot = 0.0f;
-            for (int c = 0; c < args->D; c++) {
-                dot += h[t][args->D + c] * h[t][2 * args->D + c];
+            for (int c = 0; c < D; c++) {
+                dot += h[t][D + c] * h[t][2 * D + c];
             }
-            s[t] = dot * args->inv;
+            s[t] = dot * inv;
         }
         float mx = s[0] > s[1] ? s[0] : s[1];
         float e0 = expf(s[0] - mx), e1 = expf(s[1] - mx);
         float a0 = e0 / (e0 + e1), a1 = e1 / (e0 + e1);
-        args->attn[2 * (size_t)i] = a0;
-        args->attn[2 * (size_t)i + 1] = a1;
-        float *o = args->out + (size_t)i * args->ld_out;
-        for (int c = 0; c < args->D; c++) {
+        attn[2 * (size_t)i] = a0;
+        attn[2 * (size_t)i + 1] = a1;
+        float *o = out + (size_t)i * ld_out;
+        for (int c = 0; c < D; c++) {
             o[c] = a0 * h[0][c] + a1 * h[1][c];
         }
     }
@@ -549,24 +620,33 @@ void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *h
 
 static void rmtl_attention2_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_attention2_args *args = ctx;
+    const float *hp = args->hp;
+    int ld_h = args->ld_h;
+    const float *hq = args->hq;
+    float *dhp = args->dhp;
+    float *dhq = args->dhq;
+    const float *dout = args->dout;
+    int ld_out = args->ld_out;
+    const float *attn_in = args->attn_in;
+    int D = args->D;
+    float inv = args->inv;
     for (int64_t i = lo_; i < hi_; i++) {
-        const float *h[2] = {args->hp + (size_t)i * args->ld_h, args->hq + (size_t)i * args->ld_h};
-        float *dh[2] = {args->dhp + (size_t)i * args->ld_h, args->dhq + (size_t)i * args->ld_h};
-        const float *d = args->dout + (size_t)i * args->ld_out;
-        float a[2] = {args->attn_in[2 * (size_t)i], args->attn_in[2 * (size_t)i + 1]},
-              da[2] = {0.0f, 0.0f};
+        const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
+        float *dh[2] = {dhp + (size_t)i * ld_h, dhq + (size_t)i * ld_h};
+        const float *d = dout + (size_t)i * ld_out;
+        float a[2] = {attn_in[2 * (size_t)i], attn_in[2 * (size_t)i + 1]}, da[2] = {0.0f, 0.0f};
         for (int t = 0; t < 2; t++) {
-            for (int c = 0; c < args->D; c++) {
+            for (int c = 0; c < D; c++) {
                 da[t] += d[c] * h[t][c];
                 dh[t][c] += a[t] * d[c];
             }
         }
         float dot = a[0] * da[0] + a[1] * da[1];
         for (int t = 0; t < 2; t++) {
-            float ds = a[t] * (da[t] - dot) * args->inv;
-            for (int c = 0; c < args->D; c++) {
-                dh[t][args->D + c] += ds * h[t][2 * args->D + c];
-                dh[t][2 * args->D + c] += ds * h[t][args->D + c];
+            float ds = a[t] * (da[t] - dot) * inv;
+            for (int c = 0; c < D; c++) {
+                dh[t][D + c] += ds * h[t][2 * D + c];
+                dh[t][2 * D + c] += ds * h[t][D + c];
             }
         }
     }

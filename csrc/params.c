@@ -105,12 +105,23 @@ typedef struct {
 
 static void rmtl_adam_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_adam_args *args = ctx;
-    for (size_t i = args->lo + (size_t)lo_; i < args->lo + (size_t)hi_; i++) {
-        float gi = args->g[i] + args->wd * args->w[i];
-        args->m[i] = args->b1 * args->m[i] + (1.0f - args->b1) * gi;
-        args->v[i] = args->b2 * args->v[i] + (1.0f - args->b2) * gi * gi;
-        args->w[i] -=
-            args->step_size * args->m[i] / (sqrtf(args->v[i]) / args->bc2_sqrt + args->eps);
+    /* four distinct flat buffers */
+    const float *restrict g = args->g;
+    size_t lo = args->lo;
+    float wd = args->wd;
+    float *restrict w = args->w;
+    float *restrict m = args->m;
+    float b1 = args->b1;
+    float *restrict v = args->v;
+    float b2 = args->b2;
+    float step_size = args->step_size;
+    float bc2_sqrt = args->bc2_sqrt;
+    float eps = args->eps;
+    for (size_t i = lo + (size_t)lo_; i < lo + (size_t)hi_; i++) {
+        float gi = g[i] + wd * w[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        w[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
     }
 }
 

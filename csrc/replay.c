@@ -148,22 +148,31 @@ typedef struct {
 
 static void rmtl_collect_episodes_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_collect_episodes_args *args = ctx;
+    const rmtl_mdp *mdp = args->mdp;
+    const int64_t *sessions = args->sessions;
+    const int64_t *start = args->start;
+    int64_t skip = args->skip;
+    int64_t head = args->head;
+    int64_t cap = args->cap;
+    rmtl_replay *b = args->b;
+    int T = args->T;
+    const rmtl_policy *pol = args->pol;
+    int64_t first = args->first;
     for (int64_t e = lo_; e < hi_; e++) {
-        int64_t lo = args->mdp->offsets[args->sessions[e]],
-                hi = args->mdp->offsets[args->sessions[e] + 1];
+        int64_t lo = mdp->offsets[sessions[e]], hi = mdp->offsets[sessions[e] + 1];
         for (int64_t r = lo; r < hi; r++) {
-            int64_t j = args->start[e] + (r - lo);
-            if (j < args->skip) {
+            int64_t j = start[e] + (r - lo);
+            if (j < skip) {
                 continue;
             }
-            int64_t s = (args->head + j) % args->cap;
-            float *a = args->b->action + (size_t)s * args->T;
-            rmtl_policy_act(a, args->pol, r, j, (uint64_t)(args->first + j), args->T);
-            rmtl_mdp_reward(args->b->reward + (size_t)s * args->T, a,
-                            args->mdp->labels + (size_t)r * args->T, args->T, args->mdp->reward);
-            args->b->state[s] = r;
-            args->b->next[s] = r + 1 < hi ? r + 1 : r;
-            args->b->done[s] = r + 1 < hi ? 0.0f : 1.0f;
+            int64_t s = (head + j) % cap;
+            float *a = b->action + (size_t)s * T;
+            rmtl_policy_act(a, pol, r, j, (uint64_t)(first + j), T);
+            rmtl_mdp_reward(b->reward + (size_t)s * T, a, mdp->labels + (size_t)r * T, T,
+                            mdp->reward);
+            b->state[s] = r;
+            b->next[s] = r + 1 < hi ? r + 1 : r;
+            b->done[s] = r + 1 < hi ? 0.0f : 1.0f;
         }
     }
 }

@@ -15,8 +15,12 @@ typedef struct {
 
 static void rmtl_soft_update_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_soft_update_args *args = ctx;
+    float *dst = args->dst;
+    float tau = args->tau;
+    const float *src = args->src;
+    float keep = args->keep;
     for (int64_t i = lo_; i < hi_; i++) {
-        args->dst[i] = args->tau * args->src[i] + args->keep * args->dst[i];
+        dst[i] = tau * src[i] + keep * dst[i];
     }
 }
 

@@ -248,9 +248,10 @@ typedef struct {
 
 static void rmtl_synth_items_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_synth_items_args *args = ctx;
+    rmtl_synth_world *w = args->w;
     for (int64_t k = lo_; k < hi_; k++) {
-        for (int64_t i = args->w->cat_start[k]; i < args->w->cat_start[k + 1]; i++) {
-            synth_item(args->w, i, (int)k);
+        for (int64_t i = w->cat_start[k]; i < w->cat_start[k + 1]; i++) {
+            synth_item(w, i, (int)k);
         }
     }
 }
@@ -449,11 +450,15 @@ typedef struct {
 
 static void rmtl_synth_count_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_synth_count_args *args = ctx;
-    for (int64_t u = args->lo + lo_; u < args->lo + hi_; u++) {
+    int64_t lo = args->lo;
+    const rmtl_synth_world *w = args->w;
+    int64_t *rows = args->rows;
+    int64_t *sessions = args->sessions;
+    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
         synth_user s;
-        synth_make_user(&s, args->w, u);
-        args->rows[u - args->lo] = synth_user_rows(args->w, &s, u);
-        args->sessions[u - args->lo] = s.n_sessions;
+        synth_make_user(&s, w, u);
+        rows[u - lo] = synth_user_rows(w, &s, u);
+        sessions[u - lo] = s.n_sessions;
     }
 }
 
@@ -604,22 +609,27 @@ typedef struct {
 
 static void rmtl_synth_fill_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_synth_users_args *args = ctx;
+    int64_t lo = args->lo;
+    const rmtl_synth_world *w = args->w;
+    const int64_t *row_start = args->row_start;
+    const int64_t *session_base = args->session_base;
+    double click_offset = args->click_offset;
+    double task2_offset = args->task2_offset;
+    int *bad_out = args->bad_out;
     int bad = 0;
-    for (int64_t u = args->lo + lo_; u < args->lo + hi_; u++) {
+    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
         /* check the slice before writing: a wrong layout must never write out of bounds */
         synth_user s;
-        synth_make_user(&s, args->w, u);
-        if (synth_user_rows(args->w, &s, u) !=
-            args->row_start[u - args->lo + 1] - args->row_start[u - args->lo]) {
+        synth_make_user(&s, w, u);
+        if (synth_user_rows(w, &s, u) != row_start[u - lo + 1] - row_start[u - lo]) {
             bad = 1;
             continue;
         }
         double sums[2] = {0.0, 0.0};
-        synth_run_user(args->w, &s, u, args->out, args->row_start[u - args->lo],
-                       args->session_base[u - args->lo], args->click_offset, args->task2_offset,
-                       sums);
+        synth_run_user(w, &s, u, args->out, row_start[u - lo], session_base[u - lo], click_offset,
+                       task2_offset, sums);
     }
-    __atomic_or_fetch(args->bad_out, bad, __ATOMIC_RELAXED);
+    __atomic_or_fetch(bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
@@ -637,16 +647,21 @@ int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
 
 static void rmtl_synth_truth_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_synth_users_args *args = ctx;
+    int64_t lo = args->lo;
+    double *scratch = args->scratch;
+    const rmtl_synth_world *w = args->w;
+    double click_offset = args->click_offset;
+    double task2_offset = args->task2_offset;
+    int64_t *n_out = args->n_out;
     int64_t n = 0;
-    for (int64_t u = args->lo + lo_; u < args->lo + hi_; u++) {
-        double *sums = args->scratch + 2 * (u - args->lo);
+    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
+        double *sums = scratch + 2 * (u - lo);
         sums[0] = sums[1] = 0.0;
         synth_user s;
-        synth_make_user(&s, args->w, u);
-        n += synth_run_user(args->w, &s, u, NULL, 0, 0, args->click_offset, args->task2_offset,
-                            sums);
+        synth_make_user(&s, w, u);
+        n += synth_run_user(w, &s, u, NULL, 0, 0, click_offset, task2_offset, sums);
     }
-    __atomic_add_fetch(args->n_out, n, __ATOMIC_RELAXED);
+    __atomic_add_fetch(n_out, n, __ATOMIC_RELAXED);
 }
 
 /* per-user sums go to scratch (hi - lo, 2) in parallel, then add up in user order, so the

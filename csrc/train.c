@@ -63,23 +63,29 @@ typedef struct {
 
 static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_gather_rows_args *args = ctx;
+    const int64_t *rows = args->rows;
+    const rmtl_rows *data = args->data;
+    int32_t *codes = args->codes;
+    int F = args->F;
+    float *dense = args->dense;
+    int D = args->D;
+    float *labels = args->labels;
+    int T = args->T;
+    int *bad_out = args->bad_out;
     int bad = 0;
     for (int64_t i = lo_; i < hi_; i++) {
-        int64_t r = args->rows[i];
-        if (r < 0 || r >= args->data->n) {
+        int64_t r = rows[i];
+        if (r < 0 || r >= data->n) {
             bad = 1;
             continue;
         }
-        memcpy(args->codes + (size_t)i * args->F, args->data->codes + (size_t)r * args->F,
-               (size_t)args->F * sizeof(int32_t));
-        memcpy(args->dense + (size_t)i * args->D, args->data->dense + (size_t)r * args->D,
-               (size_t)args->D * sizeof(float));
-        if (args->labels != NULL) {
-            memcpy(args->labels + (size_t)i * args->T, args->data->labels + (size_t)r * args->T,
-                   (size_t)args->T * sizeof(float));
+        memcpy(codes + (size_t)i * F, data->codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
+        memcpy(dense + (size_t)i * D, data->dense + (size_t)r * D, (size_t)D * sizeof(float));
+        if (labels != NULL) {
+            memcpy(labels + (size_t)i * T, data->labels + (size_t)r * T, (size_t)T * sizeof(float));
         }
     }
-    __atomic_or_fetch(args->bad_out, bad, __ATOMIC_RELAXED);
+    __atomic_or_fetch(bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
