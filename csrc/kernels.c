@@ -7,9 +7,10 @@
    draw, keyed by (row, pair) */
 static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int j0, int j1, int OC) {
     float scale = 1.0f / (1.0f - drop.p);
-    uint64_t base = (uint64_t)i * (uint64_t)((OC + 1) / 2);
+    uint64_t base = (uint64_t)i * (uint64_t)((OC + 1) / 2),
+             key = rmtl_rng_key(drop.seed, drop.stream);
     for (int j = j0; j < j1; j += 2) {
-        uint64_t r = rmtl_rng_u64(drop.seed, drop.stream, base + (uint64_t)(j / 2));
+        uint64_t r = rmtl_rng_at(key, base + (uint64_t)(j / 2));
         float u0 = (float)((r >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
         float u1 = (float)(r >> 40) * (1.0f / 16777216.0f);
         o[j] = (o[j] > 0.0f && u0 >= drop.p) ? o[j] * scale : 0.0f;

@@ -238,7 +238,23 @@ int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const fl
 /* params.c */
 void rmtl_params_adam_step(rmtl_params *p, const rmtl_adam *opt);
 
-/* rng.c */
+/* rng.c; draw index of (seed, stream) is rmtl_rng_at(rmtl_rng_key(seed, stream), index), inline
+   for loops that take many draws of one stream */
+static inline uint64_t rmtl_rng_mix(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t rmtl_rng_key(uint64_t seed, uint64_t stream) {
+    return rmtl_rng_mix(seed ^ rmtl_rng_mix(stream * 0xD1B54A32D192ED03ULL + 1));
+}
+
+static inline uint64_t rmtl_rng_at(uint64_t key, uint64_t index) {
+    return rmtl_rng_mix(key ^ rmtl_rng_mix(index + 0xA0761D6478BD642FULL));
+}
+
 uint64_t rmtl_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 float rmtl_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
 float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);

@@ -4,16 +4,8 @@
 
 #include "rmtl.h"
 
-static uint64_t rmtl_rng_mix(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 uint64_t rmtl_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
-    uint64_t key = rmtl_rng_mix(seed ^ rmtl_rng_mix(stream * 0xD1B54A32D192ED03ULL + 1));
-    return rmtl_rng_mix(key ^ rmtl_rng_mix(index + 0xA0761D6478BD642FULL));
+    return rmtl_rng_at(rmtl_rng_key(seed, stream), index);
 }
 
 /* uniform in [0, 1) with 24 random bits, exact in float32 */
