@@ -19,6 +19,34 @@ def test_gemm_matches_numpy(gemm, ta, tb, M, N, K):
     np.testing.assert_allclose(c, expect, rtol=1e-4, atol=1e-4 * max(1, np.sqrt(K)))
 
 
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("M,N,K", [(2048, 512, 896), (512, 896, 2048), (2048, 64, 112), (64, 2048, 2048),
+                                   (1203, 4096, 16), (3000, 200, 400), (130, 4000, 40)])
+def test_blas_split_gives_the_bits_of_one_call(ta, tb, M, N, K):
+    """large products are cut into one block of rows or columns per thread, each one BLAS call
+    on one thread: the bits must not depend on the thread count (one thread: one call)"""
+    info = rmtl.blas_info()
+    if info["backend"] != "blas" or not info["blas_per_thread"]:
+        pytest.skip("products are split only on a BLAS with a per-thread thread count (OpenBLAS)")
+    rng = np.random.default_rng(M + N + K)
+    a = rng.normal(size=(K, M) if ta else (M, K)).astype(np.float32)
+    b = rng.normal(size=(N, K) if tb else (K, N)).astype(np.float32)
+    c0 = rng.normal(size=(M, N)).astype(np.float32)
+    before = rmtl.get_num_threads()
+    got = []
+    try:
+        for threads in (1, 2, 3, 5):
+            rmtl.set_num_threads(threads)
+            c = c0.copy()
+            _core.gemm(a, b, c, ta, tb, 1.0, 1.0)
+            got.append(c)
+    finally:
+        rmtl.set_num_threads(before)
+    for threads, c in zip((2, 3, 5), got[1:]):
+        assert np.array_equal(c, got[0]), threads
+
+
 def test_beta_zero_ignores_garbage(gemm):
     a = np.ones((2, 3), np.float32)
     b = np.ones((3, 2), np.float32)
