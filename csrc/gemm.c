@@ -106,13 +106,15 @@ static void rmtl_gemm_blas_part(const rmtl_gemm_args *g, int split_rows, int lo,
     }
 }
 
-/* The products' parts: rows or columns of C (the longer side, so the operand every part packs
-   again is the smaller one), GEMM_PARTS_PER_THREAD per thread so a descheduled thread holds up
-   one part, not half the product. One BLAS thread computes every element of C the same way
-   whichever rows and columns its call covers (the sum over K runs in the same blocks), so the
-   bits do not depend on the split, and one thread makes one call. */
-#define GEMM_PART 64
-#define GEMM_PARTS_PER_THREAD 1
+/* The products' parts: blocks of GEMM_PART_MIN or more rows or columns of C (the longer side, so
+   the operand every part packs again is the smaller one), at most GEMM_MAX_PARTS, fixed by the
+   shape alone and run in the same parts on any number of threads, one at a time on one. The
+   parts cannot follow the thread count: OpenBLAS picks another kernel for a small part (its
+   small-matrix path) that rounds differently, and a PLE measured other bits on 3 threads than
+   on 2. Parts of GEMM_PART_MIN rows keep the repacking small (8 parts of 64 rows cost 20% at
+   one thread). */
+#define GEMM_PART_MIN 256
+#define GEMM_MAX_PARTS 8
 #define GEMM_SPLIT_FLOPS 4e6
 
 typedef struct {
@@ -138,16 +140,13 @@ void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
         return;
     }
     rmtl_gemm_split s = {{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C}, M >= N, 0, 0};
-    int threads = rmtl_threads();
     s.len = s.split_rows ? M : N;
-    int parts = threads * GEMM_PARTS_PER_THREAD;
-    s.part = (s.len + parts - 1) / parts;
+    s.part = (s.len + GEMM_MAX_PARTS - 1) / GEMM_MAX_PARTS;
     s.part = (s.part + 15) / 16 * 16;
-    s.part = s.part > GEMM_PART ? s.part : GEMM_PART;
-    if (rmtl_blas_set_local == NULL || threads <= 1 || 2.0 * M * N * K < GEMM_SPLIT_FLOPS ||
-        s.part >= s.len) {
-        /* one call: one thread, a small product, or a BLAS whose own threads split it (no
-           per-thread control) */
+    s.part = s.part > GEMM_PART_MIN ? s.part : GEMM_PART_MIN;
+    if (rmtl_blas_set_local == NULL || 2.0 * M * N * K < GEMM_SPLIT_FLOPS || s.part >= s.len) {
+        /* one call: a small product, or a BLAS whose own threads split it (no per-thread
+           control) */
         rmtl_gemm_blas_part(&s.g, 1, 0, M);
         return;
     }

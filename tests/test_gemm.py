@@ -24,8 +24,8 @@ def test_gemm_matches_numpy(gemm, ta, tb, M, N, K):
 @pytest.mark.parametrize("M,N,K", [(2048, 512, 896), (512, 896, 2048), (2048, 64, 112), (64, 2048, 2048),
                                    (1203, 4096, 16), (3000, 200, 400), (130, 4000, 40)])
 def test_blas_split_gives_the_bits_of_one_call(ta, tb, M, N, K):
-    """large products are cut into one block of rows or columns per thread, each one BLAS call
-    on one thread: the bits must not depend on the thread count (one thread: one call)"""
+    """large products are cut into blocks of rows or columns fixed by the shape, each one BLAS
+    call on one thread: the bits must not depend on the thread count"""
     info = rmtl.blas_info()
     if info["backend"] != "blas" or not info["blas_per_thread"]:
         pytest.skip("products are split only on a BLAS with a per-thread thread count (OpenBLAS)")

@@ -201,6 +201,33 @@ for threads in (2, 3, 1, 4, 2):
 """)
 
 
+def test_small_widths_same_bits_on_any_thread_count():
+    """the quick preset's widths make products whose parts would be small enough for
+    OpenBLAS's small-matrix kernel if the split followed the thread count (a PLE trained to
+    other bits on 3 threads than on 1 and 2): the parts are fixed by shape"""
+    run_child("""
+import numpy as np
+import rmtl
+
+fields = (1202, 1530, 622, 3, 1243, 24, 17)
+rng = np.random.default_rng(0)
+n = 2048 * 3
+sparse = np.stack([rng.integers(0, d, n) for d in fields], 1).astype(np.int32)
+dense = rng.normal(size=(n, 1)).astype(np.float32)
+labels = (rng.random((n, 2)) < 0.1).astype(np.float32)
+got = []
+for threads in (1, 2, 3):
+    rmtl.set_num_threads(threads)
+    m = rmtl.models.create("ple", fields, 1, 2, embed_dim=16, bottom_dims=(64, 32), tower_dims=(32, 16),
+                           dropout=0.2, seed=3)
+    for batch_size in (2048, 1000):
+        m.train_chunk(np.arange(n, dtype=np.int64), sparse, dense, labels, batch_size=batch_size, lr=1e-3)
+    got.append(np.concatenate([p.ravel() for p in m.parameters()]))
+assert np.array_equal(got[1], got[0])
+assert np.array_equal(got[2], got[0])
+""")
+
+
 def test_concurrent_calls_share_the_pool():
     """two Python threads training at once (the GIL released): one runs on the pool, the other
     on its own thread while the pool is busy; both give the bits of a call made alone"""
