@@ -109,10 +109,10 @@ static void rmtl_gemm_blas_part(const rmtl_gemm_args *g, int split_rows, int lo,
 /* The products' parts: blocks of GEMM_PART_MIN or more rows or columns of C (the longer side, so
    the operand every part packs again is the smaller one), at most GEMM_MAX_PARTS, fixed by the
    shape alone and run in the same parts on any number of threads, one at a time on one. The
-   parts cannot follow the thread count: OpenBLAS picks another kernel for a small part (its
-   small-matrix path) that rounds differently, and a PLE measured other bits on 3 threads than
-   on 2. Parts of GEMM_PART_MIN rows keep the repacking small (8 parts of 64 rows cost 20% at
-   one thread). */
+   parts cannot follow the thread count: a PLE trained to other bits on 3 threads than on 2
+   that way (most likely OpenBLAS's small-matrix path, which sums in another order, taking
+   the smaller parts). Parts of GEMM_PART_MIN rows keep the repacking small (8 parts of 64 rows cost
+   20% at one thread). */
 #define GEMM_PART_MIN 256
 #define GEMM_MAX_PARTS 8
 #define GEMM_SPLIT_FLOPS 4e6
