@@ -117,16 +117,19 @@ static void rmtl_gemm_blas_part(const rmtl_gemm_args *g, int split_rows, int lo,
 #define GEMM_MAX_PARTS 8
 #define GEMM_SPLIT_FLOPS 4e6
 
-typedef struct {
-    rmtl_gemm_args g;
-    int split_rows, len, part;
-} rmtl_gemm_split;
+static int rmtl_gemm_part(int len) {
+    int part = (len + GEMM_MAX_PARTS - 1) / GEMM_MAX_PARTS;
+    part = (part + 15) / 16 * 16;
+    return part > GEMM_PART_MIN ? part : GEMM_PART_MIN;
+}
 
 static void rmtl_gemm_parts(void *ctx, int64_t p0, int64_t p1) {
-    const rmtl_gemm_split *s = ctx;
+    const rmtl_gemm_args *g = ctx;
+    int split_rows = g->M >= g->N, len = split_rows ? g->M : g->N;
+    int part = rmtl_gemm_part(len);
     for (int64_t p = p0; p < p1; p++) {
-        int lo = (int)p * s->part, hi = lo + s->part < s->len ? lo + s->part : s->len;
-        rmtl_gemm_blas_part(&s->g, s->split_rows, lo, hi);
+        int lo = (int)p * part, hi = lo + part < len ? lo + part : len;
+        rmtl_gemm_blas_part(g, split_rows, lo, hi);
     }
 }
 
@@ -139,16 +142,13 @@ void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
         rmtl_gemm_builtin(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    rmtl_gemm_split s = {{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C}, M >= N, 0, 0};
-    s.len = s.split_rows ? M : N;
-    s.part = (s.len + GEMM_MAX_PARTS - 1) / GEMM_MAX_PARTS;
-    s.part = (s.part + 15) / 16 * 16;
-    s.part = s.part > GEMM_PART_MIN ? s.part : GEMM_PART_MIN;
-    if (rmtl_blas_set_local == NULL || 2.0 * M * N * K < GEMM_SPLIT_FLOPS || s.part >= s.len) {
+    rmtl_gemm_args g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
+    int len = M >= N ? M : N, part = rmtl_gemm_part(len);
+    if (rmtl_blas_set_local == NULL || 2.0 * M * N * K < GEMM_SPLIT_FLOPS || part >= len) {
         /* one call: a small product, or a BLAS whose own threads split it (no per-thread
            control) */
-        rmtl_gemm_blas_part(&s.g, 1, 0, M);
+        rmtl_gemm_blas_part(&g, 1, 0, M);
         return;
     }
-    rmtl_parallel_for((s.len + s.part - 1) / s.part, 1, rmtl_gemm_parts, &s);
+    rmtl_parallel_for((len + part - 1) / part, 1, rmtl_gemm_parts, &g);
 }
