@@ -133,16 +133,22 @@ def _ple_uses(c: rmtl.models.BackboneConfig, name: str) -> int:
     return c.num_tasks if level > 0 and index >= c.num_tasks * (c.num_experts // 2) else 1
 
 
-def first_layer_flops(model: rmtl.models.Backbone, rows: "list[int]", batch: int) -> float:
-    """Matrix-product FLOPs of one training step's first layers over the embedding when field
-    f runs over rows[f] rows (its distinct codes or the batch) and the dense columns over the
-    batch: forward, input and weight gradients."""
+def first_layer_flops(model: rmtl.models.Backbone, rows: "list[int]", batch: int, folded: bool) -> float:
+    """Matrix-product FLOPs of one training step's first layers over the embedding and of the
+    numerical layer (forward, input and weight gradients) when field f runs over rows[f] rows
+    (its distinct codes or the batch), and the numerical layer's block either over the batch
+    or folded into each first layer (forward x (W_c w)^T, backward dout^T x and the folded
+    weights' gradients)."""
     c = model.config
-    E, F = c.embed_dim, len(c.field_dims)
+    E, F, D = c.embed_dim, len(c.field_dims), c.num_dense
     total = 0.0
     for name, w in model.named_parameters():
-        if w.ndim == 2 and w.shape[1] == (F + 1) * E and not name.startswith("embedding"):
-            total += 2.0 * w.shape[0] * E * (sum(rows) + batch) * 3
+        if name.startswith("numerical_layer") and w.ndim == 2 and not folded:
+            total += 2.0 * batch * E * D * 2  # its own forward and weight gradient
+        elif w.ndim == 2 and w.shape[1] == (F + 1) * E and not name.startswith("embedding"):
+            out = w.shape[0]
+            total += 2.0 * out * E * sum(rows) * 3
+            total += 2.0 * out * (2 * batch * D + 3 * E * D + 3 * E) if folded else 2.0 * out * E * batch * 3
     return total
 
 
@@ -192,8 +198,10 @@ def time_train(model, data, steps: int) -> float:
 
 def time_rmtl(model, data, steps: int) -> dict:
     """Training speed (automatic first layers, then one thread, then plain first layers), the
-    rows per field of the last automatic step, prediction speed"""
-    out = {"train": time_train(model, data, steps), "rows": model._core.first_layer_rows}
+    rows per field of the last automatic step and whether it folded the numerical layer,
+    prediction speed"""
+    out = {"train": time_train(model, data, steps), "rows": model._core.first_layer_rows,
+           "folded": model._core.first_layer_folded}
     rmtl.set_num_threads(1)
     out["train_1"] = time_train(model, data, steps)
     rmtl.set_num_threads(ARGS.threads)
@@ -281,8 +289,8 @@ def main() -> None:
             model = rmtl.models.create(name, DIMS, 1, 2, seed=0)
             r = time_rmtl(model, data, ARGS.steps)
             plain = train_flops(model, BATCH)
-            ours = plain - first_layer_flops(model, [BATCH] * len(DIMS), BATCH) + first_layer_flops(
-                model, list(r["rows"]), BATCH)
+            ours = plain - first_layer_flops(model, [BATCH] * len(DIMS), BATCH, False) + first_layer_flops(
+                model, list(r["rows"]), BATCH, r["folded"])
             t_train, t_pred = time_torch(twin_of(model), data, ARGS.steps)
             del model
             gc.collect()

@@ -259,6 +259,9 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
 
 /* after the head's logit gradients are in the arena: everything below them */
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
+    for (int f = 0; f < m->n_front; f++) {
+        m->front[f].lin[0].x = dense;
+    }
     for (int k = 0; k < m->T; k++) {
         rmtl_loc in = rmtl_model_feature(m, k);
         rmtl_mlp_backward_ld(m, &m->towers[k], rmtl_arena_grad(&m->arena, in.col) + in.off,
@@ -274,7 +277,7 @@ void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense
         rmtl_first_backward(m, &m->lookup[i], B);
     }
     for (int f = 0; f < m->n_front; f++) {
-        rmtl_frontend_backward(m, &m->front[f], codes, dense, B);
+        rmtl_frontend_backward(m, &m->front[f], codes, B);
     }
 }
 

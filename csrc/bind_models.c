@@ -583,6 +583,13 @@ static PyObject *Model_get_first_layer_rows(ModelObject *self, void *closure) {
     return out;
 }
 
+static PyObject *Model_get_first_layer_folded(ModelObject *self, void *closure) {
+    if (rmtl_net_ready(self) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(self->m->front[0].fold);
+}
+
 static PyObject *Model_get_steps(ModelObject *self, void *closure) {
     if (rmtl_net_ready(self) < 0) {
         return NULL;
@@ -651,6 +658,10 @@ static PyGetSetDef Net_getset[] = {
     {"first_layer_rows", (getter)Model_get_first_layer_rows, NULL,
      "per field, the rows the first layers ran over in the last forward over a batch's codes "
      "(its distinct codes, or the batch's rows)",
+     NULL},
+    {"first_layer_folded", (getter)Model_get_first_layer_folded, NULL,
+     "whether the last forward over a batch's codes folded the numerical (and action) layers "
+     "into the first layers instead of computing them",
      NULL},
     {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
      "(adam steps taken, training forwards taken)", NULL},

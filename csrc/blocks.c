@@ -72,30 +72,54 @@ int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int
         st = rmtl_params_add(&m->params, &fe->num_b, name, m->E, 0, RMTL_INIT_LINEAR, m->D);
     }
     fe->act = rmtl_arena_reserve(&m->arena, (size_t)fe->width);
+    rmtl_front_linear num = {fe->num_w, fe->num_b, m->D, NULL, NULL};
+    fe->lin[0] = num;
+    fe->n_lin = 1;
     return st;
 }
 
-void rmtl_frontend_forward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
+/* Folding a block into a first layer of width OC costs B d OC + E d OC multiply-adds per
+   product instead of B E OC: it pays for narrow inputs (the numerical and action layers) */
+static int rmtl_frontend_fold(const rmtl_model *m, const rmtl_frontend *fe, int B) {
+    if (m->unique != RMTL_UNIQUE_AUTO) {
+        return m->unique == RMTL_UNIQUE_ALWAYS;
+    }
+    for (int k = 0; k < fe->n_lin; k++) {
+        if ((long)fe->lin[k].d * (B + fe->E) >= (long)B * fe->E) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+void rmtl_frontend_forward(rmtl_model *m, rmtl_frontend *fe, const int32_t *codes,
                            const float *dense, int B) {
     int W = fe->width;
     float *out = rmtl_arena_val(&m->arena, fe->act), *p = m->params.param;
     rmtl_dropout none = {0.0f, 0, 0};
     rmtl_embedding_forward(out, codes, &m->uniq, p + fe->table, m->field_offset, B, fe->F, fe->E,
                            W);
-    rmtl_linear_forward(out + (size_t)fe->F * fe->E, dense, p + fe->num_w, p + fe->num_b, 0, none,
-                        B, fe->D, fe->E, W);
+    fe->lin[0].x = dense;
+    fe->fold = rmtl_frontend_fold(m, fe, B);
+    for (int k = 0; k < fe->n_lin && !fe->fold; k++) {
+        const rmtl_front_linear *l = &fe->lin[k];
+        rmtl_linear_forward(out + (size_t)(fe->F + k) * fe->E, l->x, p + l->w, p + l->b, 0, none, B,
+                            l->d, fe->E, W);
+    }
 }
 
-void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
-                            const float *dense, int B) {
+void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes, int B) {
     int W = fe->width;
     float *dout = rmtl_arena_grad(&m->arena, fe->act), *g = m->params.grad;
     const float *out = rmtl_arena_val(&m->arena, fe->act);
     rmtl_embedding_backward(g + fe->table, dout, codes, &m->uniq, m->field_offset, B, fe->F, fe->E,
                             W);
-    rmtl_linear_backward(NULL, g + fe->num_w, g + fe->num_b, dout + (size_t)fe->F * fe->E,
-                         out + (size_t)fe->F * fe->E, dense, m->params.param + fe->num_w, 0, 0.0f,
-                         B, fe->D, fe->E, W);
+    for (int k = 0; k < fe->n_lin && !fe->fold; k++) {
+        const rmtl_front_linear *l = &fe->lin[k];
+        size_t c = (size_t)(fe->F + k) * fe->E;
+        rmtl_linear_backward(l->dx, g + l->w, g + l->b, dout + c, out + c, l->x,
+                             m->params.param + l->w, 0, 0.0f, B, l->d, fe->E, W);
+    }
 }
 
 int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const int *dims, int n,

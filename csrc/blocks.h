@@ -15,11 +15,11 @@ void rmtl_arena_zero_grad(rmtl_arena *a);
    extra fields of width E follow the numerical field in the output (a critic's action) */
 int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int extra);
 /* the front end reads m->uniq (rmtl_unique_build on the same codes must come first): a field
-   using its distinct codes gathers and scatters only their rows */
-void rmtl_frontend_forward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
+   using its distinct codes gathers and scatters only their rows. The inputs of lin[1..] (and
+   the gradients wanted of them) are set before; forward chooses fe->fold for the batch. */
+void rmtl_frontend_forward(rmtl_model *m, rmtl_frontend *fe, const int32_t *codes,
                            const float *dense, int B);
-void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes,
-                            const float *dense, int B);
+void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes, int B);
 
 /* name e.g. "tower.1.mlp"; output_layer appends Linear(dims[n-1], 1) */
 int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const int *dims, int n,

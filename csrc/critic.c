@@ -25,8 +25,10 @@ static int rmtl_critic_build(rmtl_critic *c) {
         /* the bottom's first layer reads the front end: one first layer over it */
         const rmtl_linear *l = &c->bottom.layer[0];
         rmtl_lookup first = {0, l->out, l->out, l->w, l->b, l->act, 0, l->salt};
+        rmtl_front_linear act = {c->act_w, c->act_b, 1, NULL, NULL};
         m->lookup[0] = first;
         m->n_lookup = 1;
+        m->front[0].lin[m->front[0].n_lin++] = act;
     }
     if (st == RMTL_OK) {
         st = rmtl_mlp_build(m, &c->tower, "tower.mlp", m->bottom[m->n_bottom - 1], m->tower,
@@ -104,14 +106,10 @@ int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense
     if (m->training) {
         m->counter++;
     }
-    int E = m->E, W = m->front[0].width;
-    const float *p = m->params.param;
-    rmtl_dropout none = {0.0f, 0, 0};
     /* the reference concatenates [embedding fields, numerical field, action field] */
     rmtl_unique_build(m, codes, B);
+    m->front[0].lin[1].x = action;
     rmtl_frontend_forward(m, &m->front[0], codes, dense, B);
-    rmtl_linear_forward(rmtl_arena_val(&m->arena, m->front[0].act) + W - E, action, p + c->act_w,
-                        p + c->act_b, 0, none, B, 1, E, W);
     rmtl_first_forward(m, &m->lookup[0], B);
     const float *h = rmtl_mlp_forward_from(m, &c->bottom, 1, NULL, 0, B);
     const float *out = rmtl_mlp_forward(m, &c->tower, h, B);
@@ -124,7 +122,6 @@ int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense
 void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const int32_t *codes,
                           const float *dense, const float *action, int B) {
     rmtl_model *m = &c->net;
-    int E = m->E, W = m->front[0].width;
     size_t tower_out = rmtl_mlp_out(&c->tower), bottom_out = rmtl_mlp_out(&c->bottom);
     const float *out = rmtl_arena_val(&m->arena, tower_out);
     float *dout = rmtl_arena_grad(&m->arena, tower_out);
@@ -135,12 +132,11 @@ void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const
     rmtl_mlp_backward(m, &c->tower, rmtl_arena_grad(&m->arena, bottom_out),
                       rmtl_arena_val(&m->arena, bottom_out), B);
     rmtl_mlp_backward_from(m, &c->bottom, 1, NULL, NULL, 0, B);
+    m->front[0].lin[0].x = dense;
+    m->front[0].lin[1].x = action;
+    m->front[0].lin[1].dx = daction;
     rmtl_first_backward(m, &m->lookup[0], B);
-    const float *x = rmtl_arena_val(&m->arena, m->front[0].act) + W - E;
-    float *dx = rmtl_arena_grad(&m->arena, m->front[0].act) + W - E;
-    rmtl_linear_backward(daction, m->params.grad + c->act_w, m->params.grad + c->act_b, dx, x,
-                         action, m->params.param + c->act_w, 0, 0.0f, B, 1, E, W);
-    rmtl_frontend_backward(m, &m->front[0], codes, dense, B);
+    rmtl_frontend_backward(m, &m->front[0], codes, B);
 }
 
 int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const float *dense,

@@ -48,13 +48,13 @@ typedef struct {
     int B;
     int OC;
     int n;
-    int nc;
+    int nr;
 } rmtl_epilogue_args;
 
 static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_epilogue_args *args = ctx;
     int n = args->n;
-    int nc = args->nc;
+    int nr = args->nr;
     int B = args->B;
     int OC = args->OC;
     int n_relu = args->n_relu;
@@ -64,8 +64,8 @@ static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_gather *gather = args->gather;
     rmtl_dropout drop = args->drop;
     for (int64_t t = lo_; t < hi_; t++) {
-        int i0 = (t / nc) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
-        int j0 = (t % nc) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
+        int i0 = (t % nr) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
+        int j0 = (t / nr) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
         int jr = n_relu < j1 ? n_relu : j1;
         for (int i = i0; i < i1; i++) {
             rmtl_add_cols(out + (size_t)i * ld_out + j0, b + j0, j1 - j0);
@@ -96,7 +96,7 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gath
     int n = gather != NULL ? gather->n : 0;
     int nc = (OC + TILE_COLS - 1) / TILE_COLS, nr = (B + TILE_ROWS - 1) / TILE_ROWS;
     /* a tile's output rows stay in cache while each field's rows are added in turn */
-    rmtl_epilogue_args epilogue_args = {out, ld_out, b, gather, n_relu, drop, B, OC, n, nc};
+    rmtl_epilogue_args epilogue_args = {out, ld_out, b, gather, n_relu, drop, B, OC, n, nr};
     rmtl_parallel_for(nr * nc, rmtl_grain((double)TILE_ROWS * TILE_COLS * (n + 1), 32768),
                       rmtl_epilogue_range, &epilogue_args);
 }
@@ -109,6 +109,7 @@ void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, con
 
 typedef struct {
     float *db;
+    float *colsum;
     const rmtl_gather *scatter;
     float *dout;
     int ld_out;
@@ -124,7 +125,7 @@ static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_prologue_args *args = ctx;
     /* locals, not reads through args: a store through dout could alias args for all the
        compiler knows, and the ReLU pass would not vectorize */
-    float *db = args->db, *dout = args->dout, scale = args->scale;
+    float *db = args->db, *colsum = args->colsum, *dout = args->dout, scale = args->scale;
     const float *out = args->out;
     const rmtl_gather *scatter = args->scatter;
     int ld_out = args->ld_out, n_relu = args->n_relu, B = args->B, OC = args->OC, n = args->n;
@@ -144,6 +145,9 @@ static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
         for (int j = j0; j < j1; j++) {
             db[j] += acc[j - j0];
         }
+        if (colsum != NULL) {
+            memcpy(colsum + j0, acc, (size_t)(j1 - j0) * sizeof(float));
+        }
         /* the rows of each slot, in row order, summed while the block is in cache */
         for (int g = 0; g < n; g++) {
             const int32_t *start = scatter->start[g], *order = scatter->order[g];
@@ -159,8 +163,8 @@ static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
     }
 }
 
-void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int ld_out,
-                         const float *out, int n_relu, float drop_p, int B, int OC) {
+void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter, float *dout,
+                         int ld_out, const float *out, int n_relu, float drop_p, int B, int OC) {
     float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
     int n = scatter != NULL ? scatter->n : 0;
     /* ReLU columns become pre-activation gradients here, and the bias gradient and the sums by
@@ -168,7 +172,8 @@ void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int
        and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
        the same bits for any thread count. */
     int nblk = (OC + TILE_COLS - 1) / TILE_COLS;
-    rmtl_prologue_args prologue_args = {db, scatter, dout, ld_out, out, n_relu, B, OC, scale, n};
+    rmtl_prologue_args prologue_args = {db,     colsum, scatter, dout,  ld_out, out,
+                                        n_relu, B,      OC,      scale, n};
     rmtl_parallel_for(nblk, rmtl_grain((double)B * TILE_COLS * (n + 1), 32768), rmtl_prologue_range,
                       &prologue_args);
 }
@@ -176,7 +181,7 @@ void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int
 void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
                          const float *out, const float *inp, const float *w, int n_relu,
                          float drop_p, int B, int C, int OC) {
-    rmtl_dense_prologue(db, NULL, dout, ld_out, out, n_relu, drop_p, B, OC);
+    rmtl_dense_prologue(db, NULL, NULL, dout, ld_out, out, n_relu, drop_p, B, OC);
     rmtl_gemm(1, 0, OC, C, B, 1.0f, dout, ld_out, inp, ld_in, 1.0f, dw, C);
     if (dinp != NULL) {
         rmtl_gemm(0, 0, B, C, OC, 1.0f, dout, ld_out, w, C, 1.0f, dinp, ld_in);

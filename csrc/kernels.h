@@ -33,11 +33,11 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gath
                          int n_relu, rmtl_dropout drop, int B, int OC);
 /* out (B,OC) row stride ld_out += b + the gathered rows (gather may be NULL); columns
    [0, n_relu) then get ReLU and dropout */
-void rmtl_dense_prologue(float *db, const rmtl_gather *scatter, float *dout, int ld_out,
-                         const float *out, int n_relu, float drop_p, int B, int OC);
+void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter, float *dout,
+                         int ld_out, const float *out, int n_relu, float drop_p, int B, int OC);
 /* turns dout (B,OC)'s ReLU columns in place into pre-activation gradients, adds their column
-   sums into db and, when scatter is not NULL, overwrites its tables with the sums of the
-   resulting rows by slot (aggregated gradients) */
+   sums into db (and stores them in colsum (OC) unless NULL) and, when scatter is not NULL,
+   overwrites its tables with the sums of the resulting rows by slot (aggregated gradients) */
 
 void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
                         const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC);

@@ -71,12 +71,26 @@ typedef struct {
     rmtl_linear layer[RMTL_MAX_LAYERS + 1];
 } rmtl_mlp;
 
+/* A Linear(d, E) block of the front end's output: the numerical layer, a critic's action
+   layer. Its input (B, d) and, when wanted, the input's gradient are set per batch. */
+typedef struct {
+    size_t w, b; /* parameter offsets of weight (E, d) and bias (E) */
+    int d;
+    const float *x; /* (B, d) input of the current batch */
+    float *dx;      /* (B, d) gradient the backward adds into, or NULL */
+} rmtl_front_linear;
+
 typedef struct {
     int F, D, E;
     int width;                /* (F+1)*E, or (F+2)*E with a critic's action field */
     size_t table, table_rows; /* embedding table offset and sum(field_dims) */
     size_t num_w, num_b;      /* numerical_layer (E, D), (E) */
     size_t act;               /* arena column of the (B, width) front-end output */
+    /* the blocks after the fields, columns [(F + k) E, (F + k + 1) E): lin[0] is the
+       numerical layer. With fold (set by each forward), the first layers read the blocks'
+       inputs through their folded weights (first.c) and the blocks are not computed. */
+    int n_lin, fold;
+    rmtl_front_linear lin[2];
 } rmtl_frontend;
 
 /* A first layer over a front end (first.c). Training and prediction run it over the distinct
@@ -118,6 +132,7 @@ typedef struct {
     int *field, *field_u;                       /* (F) each */
     float **rows;                               /* (F) */
     const int32_t **field_start, **field_order; /* (F) each */
+    float *fold; /* (out, 2 sum(d) + 2): folded weights, their gradients, bias, column sums */
 } rmtl_unique;
 
 typedef struct {

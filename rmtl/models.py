@@ -89,10 +89,13 @@ class Net:
         ``"distinct"``: over each field's distinct codes in the batch (``E_f[U_f] @ W_f``
         once per code, rows sum their codes' results; gradients aggregated by code), which
         does ``u_f / batch`` of the plain product's work for a field with ``u_f`` distinct
-        codes. ``"plain"``: the product over every row. ``"auto"`` (default) chooses per
-        field and batch by cost, so a field whose codes are nearly all distinct (an item id
-        with millions of codes) keeps the plain product. All three give the same results up
-        to float rounding."""
+        codes; and the numerical layer ``Linear(num_dense, embed_dim)`` (a critic's action
+        layer too) folded into the first layer, which then reads the ``num_dense`` inputs
+        instead of ``embed_dim`` columns. ``"plain"``: the product over every row of the
+        concatenated embedding. ``"auto"`` (default) chooses per field, and for the folding,
+        per batch by cost, so a field whose codes are nearly all distinct (an item id with
+        millions of codes) keeps the plain product. All three give the same results up to
+        float rounding."""
         return {v: k for k, v in _core.enums["first_layer"].items()}[self._core.unique]
 
     @first_layer.setter

@@ -20,7 +20,9 @@ A trial's ``config`` holds ``backbone`` (a name for :func:`rmtl.models.create`, 
 """
 from __future__ import annotations
 
+import signal
 import tempfile
+import threading
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
@@ -133,7 +135,10 @@ def run(trainable: Any, data: Splits, param_space: Mapping[str, Any], *, trials:
     ``scheduler`` ``asha`` (stop trials whose ``metric`` falls behind after
     ``grace_period`` reports) or ``fifo`` (run all to the end); each trial reserves
     ``cpus_per_trial`` CPUs and runs that many threads; a trial whose worker dies is
-    restarted from its last checkpoint up to ``max_failures`` times."""
+    restarted from its last checkpoint up to ``max_failures`` times.
+
+    Ctrl-C during the search is Tune's (it stops the trials); the process's Ctrl-C handler is
+    restored afterwards, so later training in this process stops on Ctrl-C again."""
     _ray.connect()
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -149,4 +154,10 @@ def run(trainable: Any, data: Splits, param_space: Mapping[str, Any], *, trials:
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    return tuner.fit()
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return tuner.fit()
+    finally:
+        if main:  # Tune installs its own SIGINT handler and leaves it in place
+            signal.signal(signal.SIGINT, handler)

@@ -197,7 +197,9 @@ reduction_factor = 2
 def test_sweep_of_stage_1_runs_four_tune_trials_and_writes_the_table(cluster, tmp_path, capsys):
     path = tmp_path / "sweep.toml"
     path.write_text(SWEEP)
+    ctrl_c = signal.getsignal(signal.SIGINT)
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # Tune's handler does not outlive the search
     printed = capsys.readouterr().out
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(rows) == 4 and sorted(r["seed"] for r in rows) == [0, 0, 1, 1]

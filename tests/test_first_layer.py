@@ -109,7 +109,8 @@ def grads_by_mode(model, data):
 
 def test_auto_takes_distinct_codes_where_they_pay():
     """embed_dim 32, 64 rows, 2 codes per field: every field pays, so auto equals the distinct path bit
-    for bit (and the plain path differs in rounding); embed_dim 6: no field pays, auto equals plain."""
+    for bit (and the plain path differs in rounding); embed_dim 6 with 6 dense columns: neither a field
+    nor folding the numerical layer pays, auto equals plain."""
     fields = (2, 2, 2)
     rng = np.random.default_rng(0)
     data = (rng.integers(0, 2, (64, 3)).astype(np.int32), rng.normal(size=(64, 2)).astype(np.float32),
@@ -119,12 +120,20 @@ def test_auto_takes_distinct_codes_where_they_pay():
     assert np.array_equal(g["auto"], g["distinct"]) and not np.array_equal(g["auto"], g["plain"])
     model.first_layer = "auto"
     model(*data[:2])
-    assert model._core.first_layer_rows == (2, 2, 2)
+    assert model._core.first_layer_rows == (2, 2, 2) and model._core.first_layer_folded
     model.first_layer = "plain"
     model(*data[:2])
-    assert model._core.first_layer_rows == (64, 64, 64)
-    g = grads_by_mode(rmtl.models.SharedBottom(fields, 2, 1, **dict(SMALL, embed_dim=6)), data)
+    assert model._core.first_layer_rows == (64, 64, 64) and not model._core.first_layer_folded
+    wide = (data[0], rng.normal(size=(64, 6)).astype(np.float32), data[2])
+    model = rmtl.models.SharedBottom(fields, 6, 1, **dict(SMALL, embed_dim=6))
+    g = grads_by_mode(model, wide)
     assert np.array_equal(g["auto"], g["plain"]) and not np.array_equal(g["auto"], g["distinct"])
+    assert not model._core.first_layer_folded  # 6 (64 + 6) >= 64 * 6: folding would not pay
+    model = rmtl.models.SharedBottom(fields, 5, 1, **dict(SMALL, embed_dim=6))
+    model(wide[0], wide[1][:, :5])
+    assert model._core.first_layer_folded  # 5 (64 + 6) < 64 * 6
+    model(wide[0][:8], wide[1][:8, :5])
+    assert not model._core.first_layer_folded  # 5 (8 + 6) >= 8 * 6
 
 
 THREADS_SCRIPT = """
