@@ -51,7 +51,7 @@ typedef struct {
     int nr;
 } rmtl_epilogue_args;
 
-static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_epilogue_args *args = ctx;
     int n = args->n;
     int nr = args->nr;
@@ -95,7 +95,8 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gath
                          int n_relu, rmtl_dropout drop, int B, int OC) {
     int n = gather != NULL ? gather->n : 0;
     int nc = (OC + TILE_COLS - 1) / TILE_COLS, nr = (B + TILE_ROWS - 1) / TILE_ROWS;
-    /* a tile's output rows stay in cache while each field's rows are added in turn */
+    /* tiles in column-block order: a block of the gathered tables stays in cache while every
+       row tile reads it, and a tile's output rows while each field's rows are added in turn */
     rmtl_epilogue_args epilogue_args = {out, ld_out, b, gather, n_relu, drop, B, OC, n, nr};
     rmtl_parallel_for(nr * nc, rmtl_grain((double)TILE_ROWS * TILE_COLS * (n + 1), 32768),
                       rmtl_epilogue_range, &epilogue_args);
@@ -121,7 +122,7 @@ typedef struct {
     int n;
 } rmtl_prologue_args;
 
-static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_prologue_args *args = ctx;
     /* locals, not reads through args: a store through dout could alias args for all the
        compiler knows, and the ReLU pass would not vectorize */
@@ -221,7 +222,7 @@ typedef struct {
     int ld_out;
 } rmtl_embedding_args;
 
-static void rmtl_embedding_gather_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_embedding_gather_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_embedding_args *args = ctx;
     int F = args->F;
     const rmtl_unique *u = args->u;
@@ -253,7 +254,7 @@ void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique 
                       &embedding_gather_args);
 }
 
-static void rmtl_embedding_scatter_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_embedding_scatter_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_embedding_args *args = ctx;
     const rmtl_unique *u = args->u;
     int B = args->B;
@@ -323,7 +324,7 @@ typedef struct {
     const float *last;
 } rmtl_lookup_rows_args;
 
-static void rmtl_lookup_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_lookup_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_lookup_rows_args *args = ctx;
     float *out = args->out;
     int ld_out = args->ld_out;
@@ -437,7 +438,7 @@ typedef struct {
     int n;
 } rmtl_softmax_args;
 
-static void rmtl_softmax_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_softmax_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_softmax_args *args = ctx;
     int n = args->n;
     float *x = args->x;
@@ -462,7 +463,7 @@ void rmtl_softmax_forward(float *x, int ld, int B, int n) {
     rmtl_parallel_for(B, rmtl_grain(n, 32768), rmtl_softmax_rows_range, &softmax_rows_args);
 }
 
-static void rmtl_softmax_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_softmax_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_softmax_args *args = ctx;
     int n = args->n;
     float *x = args->x;
@@ -501,7 +502,7 @@ typedef struct {
     int W;
 } rmtl_mix_args;
 
-static void rmtl_mix_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_mix_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_mix_args *args = ctx;
     int n = args->n;
     float *out = args->out;
@@ -532,7 +533,7 @@ void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, co
     rmtl_parallel_for(B, rmtl_grain((double)n * W, 65536), rmtl_mix_rows_range, &mix_rows_args);
 }
 
-static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_mix_args *args = ctx;
     int n = args->n;
     const float *dout = args->dout;

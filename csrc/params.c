@@ -103,7 +103,7 @@ typedef struct {
     size_t lo;
 } rmtl_adam_args;
 
-static void rmtl_adam_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_adam_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_adam_args *args = ctx;
     /* four distinct flat buffers */
     const float *restrict g = args->g;

@@ -13,7 +13,7 @@ typedef struct {
     float keep;
 } rmtl_soft_update_args;
 
-static void rmtl_soft_update_range(void *ctx, int64_t lo_, int64_t hi_) {
+RMTL_CLONES static void rmtl_soft_update_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_soft_update_args *args = ctx;
     float *dst = args->dst;
     float tau = args->tau;

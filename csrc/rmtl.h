@@ -197,6 +197,16 @@ void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
 void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
 
+/* The hot loop bodies also get AVX2 and AVX-512 clones, one chosen when the module loads
+   (GCC on x86-64 Linux: target_clones, an ifunc). Every clone gives the same bits: the core
+   is built as ISO C (-std=c99, so no FMA contraction) and vectorizing these loops keeps each
+   element's order of operations. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define RMTL_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
+#else
+#define RMTL_CLONES
+#endif
+
 /* pool.c: the core's own threads. rmtl_parallel_for runs fn(ctx, lo, hi) over chunks of
    [0, n) of at least grain indices (fewer than 2 chunks: inline on the caller), returning when
    all are done; bodies must not depend on which thread runs a chunk. rmtl_threads_set(n <= 0):
