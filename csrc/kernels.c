@@ -3,27 +3,40 @@
 #include <math.h>
 #include <string.h>
 
-/* keep flags of columns [j0, j1) of one row (j0 even): two 24-bit uniforms from each 64-bit
-   draw, keyed by (row, pair) */
-static void rmtl_dropout_row(float *o, rmtl_dropout drop, int i, int j0, int j1, int OC) {
-    float scale = 1.0f / (1.0f - drop.p);
-    uint64_t base = (uint64_t)i * (uint64_t)((OC + 1) / 2),
-             key = rmtl_rng_key(drop.seed, drop.stream);
-    for (int j = j0; j < j1; j += 2) {
-        uint64_t r = rmtl_rng_at(key, base + (uint64_t)(j / 2));
-        float u0 = (float)((r >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
-        float u1 = (float)(r >> 40) * (1.0f / 16777216.0f);
-        o[j] = (o[j] > 0.0f && u0 >= drop.p) ? o[j] * scale : 0.0f;
-        if (j + 1 < j1) {
-            o[j + 1] = (o[j + 1] > 0.0f && u1 >= drop.p) ? o[j + 1] * scale : 0.0f;
-        }
-    }
-}
-
 /* Elementwise passes run over tiles of TILE_ROWS rows and TILE_COLS columns: a column block of
    the gathered tables stays in cache while the rows of the tile read it */
 #define TILE_ROWS 256
 #define TILE_COLS 64
+
+/* dropout over columns [j0, j1) of one row (j0 even, j1 - j0 <= TILE_COLS): two 24-bit
+   uniforms from each 64-bit draw, keyed by (row, pair). The draws are taken first, in a loop of
+   their own, so both loops vectorize (the clones' 64-bit multiplies); the same bits as one
+   draw at a time. */
+#if defined(__GNUC__)
+__attribute__((always_inline)) /* into each clone of the epilogue, vectorized for its target */
+#endif
+static inline void rmtl_dropout_row(float *restrict o, rmtl_dropout drop, int i, int j0, int j1,
+                                    int OC) {
+    float scale = 1.0f / (1.0f - drop.p), p = drop.p;
+    uint64_t base = (uint64_t)i * (uint64_t)((OC + 1) / 2) + (uint64_t)(j0 / 2),
+             key = rmtl_rng_key(drop.seed, drop.stream), r[TILE_COLS / 2];
+    int pairs = (j1 - j0) / 2;
+    for (int k = 0; k < (j1 - j0 + 1) / 2; k++) {
+        r[k] = rmtl_rng_at(key, base + (uint64_t)k);
+    }
+    float *restrict q = o + j0;
+    for (int k = 0; k < pairs; k++) {
+        float u0 = (float)((r[k] >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
+        float u1 = (float)(r[k] >> 40) * (1.0f / 16777216.0f);
+        /* & not &&: no branch, so the loop vectorizes */
+        q[2 * k] = ((q[2 * k] > 0.0f) & (u0 >= p)) ? q[2 * k] * scale : 0.0f;
+        q[2 * k + 1] = ((q[2 * k + 1] > 0.0f) & (u1 >= p)) ? q[2 * k + 1] * scale : 0.0f;
+    }
+    if ((j1 - j0) % 2 == 1) { /* an odd last column: the low half of its pair's draw */
+        float u0 = (float)((r[pairs] >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
+        q[2 * pairs] = (q[2 * pairs] > 0.0f && u0 >= p) ? q[2 * pairs] * scale : 0.0f;
+    }
+}
 
 /* o[0, w) += r[0, w), w <= TILE_COLS; a full tile's constant trip count vectorizes fully */
 static void rmtl_add_cols(float *restrict o, const float *restrict r, int w) {

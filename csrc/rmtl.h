@@ -197,12 +197,12 @@ void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
 void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
 
-/* The hot loop bodies also get AVX2 and AVX-512 clones, one chosen when the module loads
-   (GCC on x86-64 Linux: target_clones, an ifunc). Every clone gives the same bits: the core
+/* The hot loop bodies also get AVX2 and AVX-512 (x86-64-v4) clones, one chosen when the module
+   loads (GCC on x86-64 Linux: target_clones, an ifunc). Every clone gives the same bits: the core
    is built as ISO C (-std=c99, so no FMA contraction) and vectorizing these loops keeps each
    element's order of operations. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define RMTL_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
+#define RMTL_CLONES __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
 #else
 #define RMTL_CLONES
 #endif
