@@ -39,11 +39,9 @@ int rmtl_unique_reserve(rmtl_model *m, int cap) {
         out = m->lookup[i].out > out ? m->lookup[i].out : out;
     }
     for (int f = 0; f < m->n_front; f++) {
-        int sum = 0;
         for (int k = 0; k < m->front[f].n_lin; k++) {
-            sum += m->front[f].lin[k].d;
+            d = m->front[f].lin[k].d > d ? m->front[f].lin[k].d : d;
         }
-        d = sum > d ? sum : d;
     }
     rmtl_unique_free(u);
     u->code = malloc((size_t)cap * F * sizeof(int32_t));
@@ -64,7 +62,7 @@ int rmtl_unique_reserve(rmtl_model *m, int cap) {
         n += (size_t)(m->field_dims[f] < cap ? m->field_dims[f] : cap) * (size_t)out;
     }
     u->work = malloc((n ? n : 1) * sizeof(float));
-    u->fold = malloc((size_t)out * (2 * (size_t)d + 2) * sizeof(float));
+    u->fold = malloc((size_t)out * ((size_t)d + 2) * sizeof(float));
     if (!u->code || !u->slot || !u->mark || !u->u || !u->use || !u->woff || !u->work || !u->field ||
         !u->field_u || !u->rows || !u->start || !u->order || !u->field_start || !u->field_order ||
         !u->fold) {
@@ -182,29 +180,10 @@ static rmtl_gather rmtl_unique_gather(const rmtl_model *m) {
 /* A front end's Linear blocks through a first layer (fe->fold): block k, columns
    c = (F + k) E of the front end, reaches the layer's output as x_k (w_k^T W_c^T) + W_c b_k
    with W_c the layer's (OC, E) weight columns at c, so the products over the batch are d_k
-   wide instead of E. The workspace m->uniq.fold holds V_k = W_c w_k (OC, d_k) for each k,
-   then S_k (OC, d_k), the bias (OC) and the output's column sums (OC); each forward and
-   backward fills what it reads. */
-static float *rmtl_fold_v(const rmtl_model *m, const rmtl_frontend *fe, const rmtl_lookup *l,
-                          int k) {
-    int off = 0;
-    for (int j = 0; j < k; j++) {
-        off += fe->lin[j].d;
-    }
-    return m->uniq.fold + (size_t)off * l->out;
-}
-
-static float *rmtl_fold_s(const rmtl_model *m, const rmtl_frontend *fe, const rmtl_lookup *l,
-                          int k) {
-    int d = 0;
-    for (int j = 0; j < fe->n_lin; j++) {
-        d += fe->lin[j].d;
-    }
-    return rmtl_fold_v(m, fe, l, k) + (size_t)d * l->out;
-}
-
-static float *rmtl_fold_bias(const rmtl_model *m, const rmtl_frontend *fe, const rmtl_lookup *l) {
-    return rmtl_fold_s(m, fe, l, fe->n_lin);
+   wide instead of E. The workspace m->uniq.fold holds the bias (OC), the output's column sums
+   (OC), then one block's V = W_c w_k or S = dout^T x_k (OC, d_k), used within its block. */
+static float *rmtl_fold_block(const rmtl_model *m, const rmtl_lookup *l) {
+    return m->uniq.fold + 2 * (size_t)l->out;
 }
 
 /* out (B, OC) = [beta out +] the blocks' products; returns the layer's bias plus the blocks'
@@ -212,13 +191,12 @@ static float *rmtl_fold_bias(const rmtl_model *m, const rmtl_frontend *fe, const
 static const float *rmtl_fold_forward(rmtl_model *m, const rmtl_frontend *fe, const rmtl_lookup *l,
                                       float *out, float beta, int B) {
     const float *p = m->params.param, *W = p + l->w;
-    float *bias = rmtl_fold_bias(m, fe, l);
+    float *bias = m->uniq.fold, *V = rmtl_fold_block(m, l);
     int C = fe->width, E = m->E, OC = l->out;
     memcpy(bias, p + l->b, (size_t)OC * sizeof(float));
     for (int k = 0; k < fe->n_lin; k++) {
         const rmtl_front_linear *lin = &fe->lin[k];
         const float *Wc = W + (size_t)(m->F + k) * E;
-        float *V = rmtl_fold_v(m, fe, l, k);
         rmtl_gemm(0, 0, OC, 1, E, 1.0f, Wc, C, p + lin->b, 1, 1.0f, bias, 1);
         if (lin->d > 0) {
             rmtl_gemm(0, 0, OC, lin->d, E, 1.0f, Wc, C, p + lin->w, lin->d, 0.0f, V, lin->d);
@@ -237,13 +215,12 @@ static const float *rmtl_fold_forward(rmtl_model *m, const rmtl_frontend *fe, co
 static void rmtl_fold_backward(rmtl_model *m, const rmtl_frontend *fe, const rmtl_lookup *l,
                                const float *dout, const float *t, int B) {
     const float *p = m->params.param, *W = p + l->w;
-    float *g = m->params.grad, *dW = g + l->w;
+    float *g = m->params.grad, *dW = g + l->w, *S = rmtl_fold_block(m, l), *V = S;
     int C = fe->width, E = m->E, OC = l->out;
     for (int k = 0; k < fe->n_lin; k++) {
         const rmtl_front_linear *lin = &fe->lin[k];
         size_t c = (size_t)(m->F + k) * E;
         int d = lin->d;
-        float *S = rmtl_fold_s(m, fe, l, k), *V = rmtl_fold_v(m, fe, l, k);
         /* the block's output is x_k w_k^T + b_k: dW_c += S w_k^T + t b_k^T with S = dout^T x_k,
            and its own gradients are W_c^T S and W_c^T t */
         rmtl_gemm(0, 1, OC, E, 1, 1.0f, t, 1, p + lin->b, 1, 1.0f, dW + c, C);
@@ -254,7 +231,7 @@ static void rmtl_fold_backward(rmtl_model *m, const rmtl_frontend *fe, const rmt
         rmtl_gemm(1, 0, OC, d, B, 1.0f, dout, OC, lin->x, d, 0.0f, S, d);
         rmtl_gemm(0, 1, OC, E, d, 1.0f, S, d, p + lin->w, d, 1.0f, dW + c, C);
         rmtl_gemm(1, 0, E, d, OC, 1.0f, W + c, C, S, d, 1.0f, g + lin->w, d);
-        if (lin->dx != NULL) {
+        if (lin->dx != NULL) { /* V replaces S, read for the last time above */
             rmtl_gemm(0, 0, OC, d, E, 1.0f, W + c, C, p + lin->w, d, 0.0f, V, d);
             rmtl_gemm(0, 0, B, d, OC, 1.0f, dout, OC, V, d, 1.0f, lin->dx, d);
         }
@@ -291,7 +268,7 @@ void rmtl_first_backward(rmtl_model *m, const rmtl_lookup *l, int B) {
     const float *W = m->params.param + l->w, *X = rmtl_arena_val(&m->arena, fe->act);
     const float *out = rmtl_arena_val(&m->arena, l->act);
     float *dout = rmtl_arena_grad(&m->arena, l->act), *dX = rmtl_arena_grad(&m->arena, fe->act);
-    float *dW = m->params.grad + l->w, *t = rmtl_fold_bias(m, fe, l) + l->out;
+    float *dW = m->params.grad + l->w, *t = m->uniq.fold + l->out;
     int C = fe->width, E = m->E, OC = l->out, c0 = 0, c1 = 0;
     rmtl_gather g = rmtl_unique_gather(m);
     rmtl_dense_prologue(m->params.grad + l->b, fe->fold ? t : NULL, &g, dout, OC, out, l->n_relu,

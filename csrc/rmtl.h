@@ -132,7 +132,7 @@ typedef struct {
     int *field, *field_u;                       /* (F) each */
     float **rows;                               /* (F) */
     const int32_t **field_start, **field_order; /* (F) each */
-    float *fold; /* (out, 2 sum(d) + 2): folded weights, their gradients, bias, column sums */
+    float *fold; /* (out (max d + 2)): a first layer's bias, column sums, one block (first.c) */
 } rmtl_unique;
 
 typedef struct {
