@@ -62,7 +62,11 @@ int rmtl_unique_reserve(rmtl_model *m, int cap) {
         n += (size_t)(m->field_dims[f] < cap ? m->field_dims[f] : cap) * (size_t)out;
     }
     u->work = malloc((n ? n : 1) * sizeof(float));
-    u->fold = malloc((size_t)out * ((size_t)d + 2) * sizeof(float));
+    /* the bias, RMTL_MAX_FRONT_LIN blocks' (1 + d, out) rows, one block's (E, 1 + d) */
+    u->fold_d = d;
+    u->fold = malloc(((size_t)out * (1 + RMTL_MAX_FRONT_LIN * (1 + (size_t)d)) +
+                      (size_t)m->E * (1 + (size_t)d)) *
+                     sizeof(float));
     if (!u->code || !u->slot || !u->mark || !u->u || !u->use || !u->woff || !u->work || !u->field ||
         !u->field_u || !u->rows || !u->start || !u->order || !u->field_start || !u->field_order ||
         !u->fold) {
@@ -179,61 +183,87 @@ static rmtl_gather rmtl_unique_gather(const rmtl_model *m) {
 
 /* A front end's Linear blocks through a first layer (fe->fold): block k, columns
    c = (F + k) E of the front end, reaches the layer's output as x_k (w_k^T W_c^T) + W_c b_k
-   with W_c the layer's (OC, E) weight columns at c, so the products over the batch are d_k
-   wide instead of E. The workspace m->uniq.fold holds the bias (OC), the output's column sums
-   (OC), then one block's V = W_c w_k or S = dout^T x_k (OC, d_k), used within its block. */
-static float *rmtl_fold_block(const rmtl_model *m, const rmtl_lookup *l) {
-    return m->uniq.fold + 2 * (size_t)l->out;
+   with W_c the layer's (OC, E) weight columns at c, so the only batch-sized work is a
+   d_k-wide low-rank term, added in the epilogue (and its gradient dout^T x_k taken in the
+   prologue). The workspace m->uniq.fold holds the bias (OC; the output's column sums in the
+   backward), per block the (1 + d_k, OC) rows Z_k = [b_k w_k]^T W_c^T (the bias term, then
+   w_k^T W_c^T; in the backward [column sums; x_k^T dout]), and one block's (E, 1 + d_k)
+   [b_k w_k] or gradient of it. */
+static float *rmtl_fold_rows(const rmtl_model *m, const rmtl_lookup *l, int k) {
+    return m->uniq.fold + (size_t)l->out * (1 + (size_t)k * (1 + m->uniq.fold_d));
 }
 
-/* out (B, OC) = [beta out +] the blocks' products; returns the layer's bias plus the blocks'
-   bias terms, in the workspace */
-static const float *rmtl_fold_forward(rmtl_model *m, const rmtl_frontend *fe, const rmtl_lookup *l,
-                                      float *out, float beta, int B) {
-    const float *p = m->params.param, *W = p + l->w;
-    float *bias = m->uniq.fold, *V = rmtl_fold_block(m, l);
+static float *rmtl_fold_pack(const rmtl_model *m, const rmtl_lookup *l,
+                             const rmtl_front_linear *lin) {
+    float *bw = rmtl_fold_rows(m, l, RMTL_MAX_FRONT_LIN);
+    const float *p = m->params.param;
+    int d = lin->d;
+    for (int e = 0; e < m->E; e++) {
+        bw[(size_t)e * (d + 1)] = p[lin->b + e];
+        memcpy(bw + (size_t)e * (d + 1) + 1, p + lin->w + (size_t)e * d, (size_t)d * sizeof(float));
+    }
+    return bw;
+}
+
+/* the blocks' low-rank terms, their rows v[k] in the workspace */
+static rmtl_lowrank rmtl_fold_terms(const rmtl_model *m, const rmtl_frontend *fe,
+                                    const rmtl_lookup *l) {
+    rmtl_lowrank lr = {0};
+    for (int k = 0; fe->fold && k < fe->n_lin; k++) {
+        lr.x[k] = fe->lin[k].x;
+        lr.d[k] = fe->lin[k].d;
+        lr.v[k] = rmtl_fold_rows(m, l, k) + l->out;
+        lr.n++;
+    }
+    return lr;
+}
+
+/* fills the blocks' rows; returns the layer's bias plus the blocks' bias terms */
+static const float *rmtl_fold_forward(rmtl_model *m, const rmtl_frontend *fe,
+                                      const rmtl_lookup *l) {
+    const float *W = m->params.param + l->w;
+    float *bias = m->uniq.fold;
     int C = fe->width, E = m->E, OC = l->out;
-    memcpy(bias, p + l->b, (size_t)OC * sizeof(float));
+    memcpy(bias, m->params.param + l->b, (size_t)OC * sizeof(float));
     for (int k = 0; k < fe->n_lin; k++) {
         const rmtl_front_linear *lin = &fe->lin[k];
-        const float *Wc = W + (size_t)(m->F + k) * E;
-        rmtl_gemm(0, 0, OC, 1, E, 1.0f, Wc, C, p + lin->b, 1, 1.0f, bias, 1);
-        if (lin->d > 0) {
-            rmtl_gemm(0, 0, OC, lin->d, E, 1.0f, Wc, C, p + lin->w, lin->d, 0.0f, V, lin->d);
-            rmtl_gemm(0, 1, B, OC, lin->d, 1.0f, lin->x, lin->d, V, lin->d, beta, out, OC);
-            beta = 1.0f;
+        float *Z = rmtl_fold_rows(m, l, k);
+        rmtl_gemm(1, 1, 1 + lin->d, OC, E, 1.0f, rmtl_fold_pack(m, l, lin), 1 + lin->d,
+                  W + (size_t)(m->F + k) * E, C, 0.0f, Z, OC);
+        for (int j = 0; j < OC; j++) {
+            bias[j] += Z[j];
         }
-    }
-    if (beta == 0.0f) {
-        memset(out, 0, (size_t)B * OC * sizeof(float));
     }
     return bias;
 }
 
-/* with dout (B, OC) the pre-activation gradient and t (OC) its column sums: adds the
-   gradients of the layer's block columns, the blocks' weights and biases and (lin.dx) inputs */
+/* with dout (B, OC) the pre-activation gradient, the column sums in the workspace's bias and
+   each block's x_k^T dout in its rows (the prologue's): adds the gradients of the layer's
+   block columns, the blocks' weights and biases and (lin.dx) inputs */
 static void rmtl_fold_backward(rmtl_model *m, const rmtl_frontend *fe, const rmtl_lookup *l,
-                               const float *dout, const float *t, int B) {
+                               const float *dout, int B) {
     const float *p = m->params.param, *W = p + l->w;
-    float *g = m->params.grad, *dW = g + l->w, *S = rmtl_fold_block(m, l), *V = S;
+    float *g = m->params.grad;
     int C = fe->width, E = m->E, OC = l->out;
     for (int k = 0; k < fe->n_lin; k++) {
         const rmtl_front_linear *lin = &fe->lin[k];
-        size_t c = (size_t)(m->F + k) * E;
+        const float *Wc = W + (size_t)(m->F + k) * E;
+        float *T = rmtl_fold_rows(m, l, k), *bw = rmtl_fold_pack(m, l, lin);
         int d = lin->d;
-        /* the block's output is x_k w_k^T + b_k: dW_c += S w_k^T + t b_k^T with S = dout^T x_k,
-           and its own gradients are W_c^T S and W_c^T t */
-        rmtl_gemm(0, 1, OC, E, 1, 1.0f, t, 1, p + lin->b, 1, 1.0f, dW + c, C);
-        rmtl_gemm(1, 0, E, 1, OC, 1.0f, W + c, C, t, 1, 1.0f, g + lin->b, 1);
-        if (d == 0) {
-            continue;
+        memcpy(T, m->uniq.fold, (size_t)OC * sizeof(float));
+        /* dW_c += T^T [b_k w_k]^T; the block's gradients [db_k dw_k] = W_c^T T^T */
+        rmtl_gemm(1, 1, OC, E, 1 + d, 1.0f, T, OC, bw, 1 + d, 1.0f,
+                  g + l->w + (size_t)(m->F + k) * E, C);
+        rmtl_gemm(1, 1, E, 1 + d, OC, 1.0f, Wc, C, T, OC, 0.0f, bw, 1 + d);
+        for (int e = 0; e < E; e++) {
+            g[lin->b + e] += bw[(size_t)e * (d + 1)];
+            for (int c = 0; c < d; c++) {
+                g[lin->w + (size_t)e * d + c] += bw[(size_t)e * (d + 1) + 1 + c];
+            }
         }
-        rmtl_gemm(1, 0, OC, d, B, 1.0f, dout, OC, lin->x, d, 0.0f, S, d);
-        rmtl_gemm(0, 1, OC, E, d, 1.0f, S, d, p + lin->w, d, 1.0f, dW + c, C);
-        rmtl_gemm(1, 0, E, d, OC, 1.0f, W + c, C, S, d, 1.0f, g + lin->w, d);
-        if (lin->dx != NULL) { /* V replaces S, read for the last time above */
-            rmtl_gemm(0, 0, OC, d, E, 1.0f, W + c, C, p + lin->w, d, 0.0f, V, d);
-            rmtl_gemm(0, 0, B, d, OC, 1.0f, dout, OC, V, d, 1.0f, lin->dx, d);
+        if (lin->dx != NULL && d > 0) { /* dx += dout W_c w_k, through V^T = w_k^T W_c^T */
+            rmtl_gemm(1, 1, d, OC, E, 1.0f, p + lin->w, d, Wc, C, 0.0f, T + OC, OC);
+            rmtl_gemm(0, 1, B, d, OC, 1.0f, dout, OC, T + OC, OC, 1.0f, lin->dx, d);
         }
     }
 }
@@ -251,7 +281,7 @@ void rmtl_first_forward(rmtl_model *m, const rmtl_lookup *l, int B) {
         beta = 1.0f;
     }
     if (fe->fold) {
-        bias = rmtl_fold_forward(m, fe, l, out, beta, B);
+        bias = rmtl_fold_forward(m, fe, l);
     }
     for (int k = 0; k < g.n; k++) {
         int f = g.field[k];
@@ -260,7 +290,8 @@ void rmtl_first_forward(rmtl_model *m, const rmtl_lookup *l, int B) {
     }
     rmtl_dropout drop = {m->training ? m->dropout : 0.0f, m->seed,
                          (m->counter << 12) | (uint64_t)l->salt};
-    rmtl_dense_epilogue(out, OC, bias, &g, l->n_relu, drop, B, OC);
+    rmtl_lowrank lr = rmtl_fold_terms(m, fe, l);
+    rmtl_dense_epilogue(out, OC, bias, beta == 0.0f, &g, &lr, l->n_relu, drop, B, OC);
 }
 
 void rmtl_first_backward(rmtl_model *m, const rmtl_lookup *l, int B) {
@@ -268,17 +299,18 @@ void rmtl_first_backward(rmtl_model *m, const rmtl_lookup *l, int B) {
     const float *W = m->params.param + l->w, *X = rmtl_arena_val(&m->arena, fe->act);
     const float *out = rmtl_arena_val(&m->arena, l->act);
     float *dout = rmtl_arena_grad(&m->arena, l->act), *dX = rmtl_arena_grad(&m->arena, fe->act);
-    float *dW = m->params.grad + l->w, *t = m->uniq.fold + l->out;
+    float *dW = m->params.grad + l->w;
     int C = fe->width, E = m->E, OC = l->out, c0 = 0, c1 = 0;
     rmtl_gather g = rmtl_unique_gather(m);
-    rmtl_dense_prologue(m->params.grad + l->b, fe->fold ? t : NULL, &g, dout, OC, out, l->n_relu,
-                        m->training ? m->dropout : 0.0f, B, OC);
+    rmtl_lowrank lr = rmtl_fold_terms(m, fe, l);
+    rmtl_dense_prologue(m->params.grad + l->b, fe->fold ? m->uniq.fold : NULL, &g, &lr, dout, OC,
+                        out, l->n_relu, m->training ? m->dropout : 0.0f, B, OC);
     while (rmtl_plain_run(m, fe->fold ? m->F * E : C, &c0, &c1)) {
         rmtl_gemm(1, 0, OC, c1 - c0, B, 1.0f, dout, OC, X + c0, C, 1.0f, dW + c0, C);
         rmtl_gemm(0, 0, B, c1 - c0, OC, 1.0f, dout, OC, W + c0, C, 1.0f, dX + c0, C);
     }
     if (fe->fold) {
-        rmtl_fold_backward(m, fe, l, dout, t, B);
+        rmtl_fold_backward(m, fe, l, dout, B);
     }
     for (int k = 0; k < g.n; k++) {
         size_t f = (size_t)g.field[k] * E;

@@ -51,11 +51,26 @@ static void rmtl_add_cols(float *restrict o, const float *restrict r, int w) {
     }
 }
 
+/* o[0, w) += a r[0, w), w <= TILE_COLS */
+static void rmtl_axpy_cols(float *restrict o, float a, const float *restrict r, int w) {
+    if (w == TILE_COLS) {
+        for (int j = 0; j < TILE_COLS; j++) {
+            o[j] += a * r[j];
+        }
+        return;
+    }
+    for (int j = 0; j < w; j++) {
+        o[j] += a * r[j];
+    }
+}
+
 typedef struct {
     float *out;
     int ld_out;
     const float *b;
+    int init;
     const rmtl_gather *gather;
+    const rmtl_lowrank *lowrank;
     int n_relu;
     rmtl_dropout drop;
     int B;
@@ -75,13 +90,29 @@ RMTL_CLONES static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_)
     int ld_out = args->ld_out;
     const float *b = args->b;
     const rmtl_gather *gather = args->gather;
+    rmtl_lowrank lr = {0}; /* a local copy: stores through out cannot alias it */
+    if (args->lowrank != NULL) {
+        lr = *args->lowrank;
+    }
+    int init = args->init;
     rmtl_dropout drop = args->drop;
     for (int64_t t = lo_; t < hi_; t++) {
         int i0 = (t % nr) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
         int j0 = (t / nr) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
         int jr = n_relu < j1 ? n_relu : j1;
         for (int i = i0; i < i1; i++) {
-            rmtl_add_cols(out + (size_t)i * ld_out + j0, b + j0, j1 - j0);
+            float *o = out + (size_t)i * ld_out + j0;
+            if (init) {
+                memcpy(o, b + j0, (size_t)(j1 - j0) * sizeof(float));
+            } else {
+                rmtl_add_cols(o, b + j0, j1 - j0);
+            }
+            for (int k = 0; k < lr.n; k++) {
+                const float *x = lr.x[k] + (size_t)i * lr.d[k];
+                for (int c = 0; c < lr.d[k]; c++) {
+                    rmtl_axpy_cols(o, x[c], lr.v[k] + (size_t)c * OC + j0, j1 - j0);
+                }
+            }
         }
         for (int g = 0; g < n; g++) {
             const int32_t *slot = gather->slot + gather->field[g];
@@ -104,13 +135,15 @@ RMTL_CLONES static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_)
     }
 }
 
-void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
-                         int n_relu, rmtl_dropout drop, int B, int OC) {
+void rmtl_dense_epilogue(float *out, int ld_out, const float *b, int init,
+                         const rmtl_gather *gather, const rmtl_lowrank *lowrank, int n_relu,
+                         rmtl_dropout drop, int B, int OC) {
     int n = gather != NULL ? gather->n : 0;
     int nc = (OC + TILE_COLS - 1) / TILE_COLS, nr = (B + TILE_ROWS - 1) / TILE_ROWS;
     /* tiles in column-block order: a block of the gathered tables stays in cache while every
        row tile reads it, and a tile's output rows while each field's rows are added in turn */
-    rmtl_epilogue_args epilogue_args = {out, ld_out, b, gather, n_relu, drop, B, OC, n, nr};
+    rmtl_epilogue_args epilogue_args = {out,    ld_out, b, init, gather, lowrank,
+                                        n_relu, drop,   B, OC,   n,      nr};
     rmtl_parallel_for(nr * nc, rmtl_grain((double)TILE_ROWS * TILE_COLS * (n + 1), 32768),
                       rmtl_epilogue_range, &epilogue_args);
 }
@@ -118,13 +151,14 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gath
 void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
                         const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC) {
     rmtl_gemm(0, 1, B, OC, C, 1.0f, inp, ld_in, w, C, 0.0f, out, ld_out);
-    rmtl_dense_epilogue(out, ld_out, b, NULL, n_relu, drop, B, OC);
+    rmtl_dense_epilogue(out, ld_out, b, 0, NULL, NULL, n_relu, drop, B, OC);
 }
 
 typedef struct {
     float *db;
     float *colsum;
     const rmtl_gather *scatter;
+    const rmtl_lowrank *lowrank;
     float *dout;
     int ld_out;
     const float *out;
@@ -142,11 +176,20 @@ RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_)
     float *db = args->db, *colsum = args->colsum, *dout = args->dout, scale = args->scale;
     const float *out = args->out;
     const rmtl_gather *scatter = args->scatter;
+    rmtl_lowrank lr = {0};
+    if (args->lowrank != NULL) {
+        lr = *args->lowrank;
+    }
     int ld_out = args->ld_out, n_relu = args->n_relu, B = args->B, OC = args->OC, n = args->n;
     for (int64_t blk = lo_; blk < hi_; blk++) {
         int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
         int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
         float acc[TILE_COLS] = {0};
+        for (int k = 0; k < lr.n; k++) {
+            for (int c = 0; c < lr.d[k]; c++) {
+                memset(lr.v[k] + (size_t)c * OC + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+            }
+        }
         for (int i = 0; i < B; i++) {
             float *restrict d = dout + (size_t)i * ld_out;
             const float *restrict o = out + (size_t)i * ld_out;
@@ -155,6 +198,12 @@ RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_)
                 d[j] *= o[j] > 0.0f ? scale : 0.0f;
             }
             rmtl_add_cols(acc, d + j0, j1 - j0);
+            for (int k = 0; k < lr.n; k++) {
+                const float *x = lr.x[k] + (size_t)i * lr.d[k];
+                for (int c = 0; c < lr.d[k]; c++) {
+                    rmtl_axpy_cols(lr.v[k] + (size_t)c * OC + j0, x[c], d + j0, j1 - j0);
+                }
+            }
         }
         for (int j = j0; j < j1; j++) {
             db[j] += acc[j - j0];
@@ -177,8 +226,9 @@ RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_)
     }
 }
 
-void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter, float *dout,
-                         int ld_out, const float *out, int n_relu, float drop_p, int B, int OC) {
+void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter,
+                         const rmtl_lowrank *lowrank, float *dout, int ld_out, const float *out,
+                         int n_relu, float drop_p, int B, int OC) {
     float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
     int n = scatter != NULL ? scatter->n : 0;
     /* ReLU columns become pre-activation gradients here, and the bias gradient and the sums by
@@ -186,8 +236,8 @@ void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter, f
        and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
        the same bits for any thread count. */
     int nblk = (OC + TILE_COLS - 1) / TILE_COLS;
-    rmtl_prologue_args prologue_args = {db,     colsum, scatter, dout,  ld_out, out,
-                                        n_relu, B,      OC,      scale, n};
+    rmtl_prologue_args prologue_args = {db,  colsum, scatter, lowrank, dout,  ld_out,
+                                        out, n_relu, B,       OC,      scale, n};
     rmtl_parallel_for(nblk, rmtl_grain((double)B * TILE_COLS * (n + 1), 32768), rmtl_prologue_range,
                       &prologue_args);
 }
@@ -195,7 +245,7 @@ void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter, f
 void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
                          const float *out, const float *inp, const float *w, int n_relu,
                          float drop_p, int B, int C, int OC) {
-    rmtl_dense_prologue(db, NULL, NULL, dout, ld_out, out, n_relu, drop_p, B, OC);
+    rmtl_dense_prologue(db, NULL, NULL, NULL, dout, ld_out, out, n_relu, drop_p, B, OC);
     rmtl_gemm(1, 0, OC, C, B, 1.0f, dout, ld_out, inp, ld_in, 1.0f, dw, C);
     if (dinp != NULL) {
         rmtl_gemm(0, 0, B, C, OC, 1.0f, dout, ld_out, w, C, 1.0f, dinp, ld_in);

@@ -29,15 +29,27 @@ typedef struct {
     const int32_t *const *start, *const *order;
 } rmtl_gather;
 
-void rmtl_dense_epilogue(float *out, int ld_out, const float *b, const rmtl_gather *gather,
-                         int n_relu, rmtl_dropout drop, int B, int OC);
-/* out (B,OC) row stride ld_out += b + the gathered rows (gather may be NULL); columns
-   [0, n_relu) then get ReLU and dropout */
-void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter, float *dout,
-                         int ld_out, const float *out, int n_relu, float drop_p, int B, int OC);
+/* low-rank terms of a layer's output: row i adds x[k][i, :] v[k] for k < n, x[k] (B, d[k]) and
+   v[k] (d[k], OC) (a front end's Linear blocks folded into a first layer, first.c) */
+typedef struct {
+    int n;
+    const float *x[RMTL_MAX_FRONT_LIN];
+    int d[RMTL_MAX_FRONT_LIN];
+    float *v[RMTL_MAX_FRONT_LIN];
+} rmtl_lowrank;
+
+void rmtl_dense_epilogue(float *out, int ld_out, const float *b, int init,
+                         const rmtl_gather *gather, const rmtl_lowrank *lowrank, int n_relu,
+                         rmtl_dropout drop, int B, int OC);
+/* out (B,OC) row stride ld_out = (init ? 0 : out) + b + the low-rank terms + the gathered rows
+   (gather and lowrank may be NULL); columns [0, n_relu) then get ReLU and dropout */
+void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter,
+                         const rmtl_lowrank *lowrank, float *dout, int ld_out, const float *out,
+                         int n_relu, float drop_p, int B, int OC);
 /* turns dout (B,OC)'s ReLU columns in place into pre-activation gradients, adds their column
-   sums into db (and stores them in colsum (OC) unless NULL) and, when scatter is not NULL,
-   overwrites its tables with the sums of the resulting rows by slot (aggregated gradients) */
+   sums into db (and stores them in colsum (OC) unless NULL), when scatter is not NULL
+   overwrites its tables with the sums of the resulting rows by slot (aggregated gradients)
+   and, when lowrank is not NULL, overwrites each v[k] with x[k]^T dout */
 
 void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
                         const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC);

@@ -71,6 +71,8 @@ typedef struct {
     rmtl_linear layer[RMTL_MAX_LAYERS + 1];
 } rmtl_mlp;
 
+#define RMTL_MAX_FRONT_LIN 2
+
 /* A Linear(d, E) block of the front end's output: the numerical layer, a critic's action
    layer. Its input (B, d) and, when wanted, the input's gradient are set per batch. */
 typedef struct {
@@ -90,7 +92,7 @@ typedef struct {
        numerical layer. With fold (set by each forward), the first layers read the blocks'
        inputs through their folded weights (first.c) and the blocks are not computed. */
     int n_lin, fold;
-    rmtl_front_linear lin[2];
+    rmtl_front_linear lin[RMTL_MAX_FRONT_LIN];
 } rmtl_frontend;
 
 /* A first layer over a front end (first.c). Training and prediction run it over the distinct
@@ -132,7 +134,8 @@ typedef struct {
     int *field, *field_u;                       /* (F) each */
     float **rows;                               /* (F) */
     const int32_t **field_start, **field_order; /* (F) each */
-    float *fold; /* (out (max d + 2)): a first layer's bias, column sums, one block (first.c) */
+    float *fold;                                /* a first layer's folded blocks (first.c) */
+    int fold_d;                                 /* the widest block's d */
 } rmtl_unique;
 
 typedef struct {
