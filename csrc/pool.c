@@ -48,6 +48,15 @@ static int pool_default_threads(void) {
 #endif
 }
 
+int rmtl_machine_cpus(void) {
+#ifndef _WIN32
+    long c = sysconf(_SC_NPROCESSORS_CONF);
+    return c > 0 ? (int)c : 1;
+#else
+    return 1;
+#endif
+}
+
 int rmtl_threads(void) {
     if (pool_threads <= 0) {
         pool_threads = pool_default_threads();

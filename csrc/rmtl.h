@@ -220,6 +220,8 @@ void rmtl_parallel_for(int64_t n, int64_t grain, rmtl_range_fn fn, void *ctx);
 int64_t rmtl_grain(double work_per_index, double min_work);
 void rmtl_threads_set(int n);
 int rmtl_threads(void);
+/* the CPUs the machine has (whatever this process may use), at least 1 */
+int rmtl_machine_cpus(void);
 
 /* backbones.c */
 int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg);
