@@ -51,6 +51,19 @@ static void rmtl_add_cols(float *restrict o, const float *restrict r, int w) {
     }
 }
 
+/* o[0, w) = r[0, w), w <= TILE_COLS: inlined, not a libc call per row */
+static void rmtl_copy_cols(float *restrict o, const float *restrict r, int w) {
+    if (w == TILE_COLS) {
+        for (int j = 0; j < TILE_COLS; j++) {
+            o[j] = r[j];
+        }
+        return;
+    }
+    for (int j = 0; j < w; j++) {
+        o[j] = r[j];
+    }
+}
+
 /* o[0, w) += a r[0, w), w <= TILE_COLS */
 static void rmtl_axpy_cols(float *restrict o, float a, const float *restrict r, int w) {
     if (w == TILE_COLS) {
@@ -103,7 +116,7 @@ RMTL_CLONES static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_)
         for (int i = i0; i < i1; i++) {
             float *o = out + (size_t)i * ld_out + j0;
             if (init) {
-                memcpy(o, b + j0, (size_t)(j1 - j0) * sizeof(float));
+                rmtl_copy_cols(o, b + j0, j1 - j0);
             } else {
                 rmtl_add_cols(o, b + j0, j1 - j0);
             }
@@ -215,12 +228,11 @@ RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_)
         for (int g = 0; g < n; g++) {
             const int32_t *start = scatter->start[g], *order = scatter->order[g];
             for (int s = 0; s < scatter->u[g]; s++) {
-                float sum[TILE_COLS] = {0};
-                for (int k = start[s]; k < start[s + 1]; k++) {
+                float *sum = scatter->rows[g] + (size_t)s * OC + j0; /* every slot has a row */
+                rmtl_copy_cols(sum, dout + (size_t)order[start[s]] * ld_out + j0, j1 - j0);
+                for (int k = start[s] + 1; k < start[s + 1]; k++) {
                     rmtl_add_cols(sum, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
                 }
-                memcpy(scatter->rows[g] + (size_t)s * OC + j0, sum,
-                       (size_t)(j1 - j0) * sizeof(float));
             }
         }
     }
