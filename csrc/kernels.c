@@ -4,9 +4,10 @@
 #include <string.h>
 
 /* Elementwise passes run over tiles of TILE_ROWS rows and TILE_COLS columns: a column block of
-   the gathered tables stays in cache while the rows of the tile read it */
+   the gathered tables stays in cache while the rows of the tile read it. 256 columns trained
+   5-10% faster than 64 (long runs per gathered row, fewer passes) on the 2-core Xeon. */
 #define TILE_ROWS 256
-#define TILE_COLS 64
+#define TILE_COLS 256
 
 /* dropout over columns [j0, j1) of one row (j0 even, j1 - j0 <= TILE_COLS): two 24-bit
    uniforms from each 64-bit draw, keyed by (row, pair). The draws are taken first, in a loop of
@@ -180,6 +181,7 @@ typedef struct {
     int OC;
     float scale;
     int n;
+    int w;
 } rmtl_prologue_args;
 
 RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
@@ -194,8 +196,9 @@ RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_)
         lr = *args->lowrank;
     }
     int ld_out = args->ld_out, n_relu = args->n_relu, B = args->B, OC = args->OC, n = args->n;
+    int w = args->w;
     for (int64_t blk = lo_; blk < hi_; blk++) {
-        int j0 = blk * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
+        int j0 = blk * w, j1 = j0 + w < OC ? j0 + w : OC;
         int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
         float acc[TILE_COLS] = {0};
         for (int k = 0; k < lr.n; k++) {
@@ -247,10 +250,14 @@ void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter,
        slot are taken in the same pass over a column block; out > 0 exactly where ReLU passed
        and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
        the same bits for any thread count. */
-    int nblk = (OC + TILE_COLS - 1) / TILE_COLS;
-    rmtl_prologue_args prologue_args = {db,  colsum, scatter, lowrank, dout,  ld_out,
-                                        out, n_relu, B,       OC,      scale, n};
-    rmtl_parallel_for(nblk, rmtl_grain((double)B * TILE_COLS * (n + 1), 32768), rmtl_prologue_range,
+    int w = TILE_COLS; /* narrower blocks where there are fewer than threads: same sums */
+    while (w > 64 && (OC + w - 1) / w < rmtl_threads()) {
+        w /= 2;
+    }
+    int nblk = (OC + w - 1) / w;
+    rmtl_prologue_args prologue_args = {db,     colsum, scatter, lowrank, dout, ld_out, out,
+                                        n_relu, B,      OC,      scale,   n,    w};
+    rmtl_parallel_for(nblk, rmtl_grain((double)B * w * (n + 1), 32768), rmtl_prologue_range,
                       &prologue_args);
 }
 
