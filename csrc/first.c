@@ -25,6 +25,7 @@ void rmtl_unique_free(rmtl_unique *u) {
     free(u->field_start);
     free(u->field_order);
     free(u->fold);
+    free(u->ops);
     memset(u, 0, sizeof(*u));
 }
 
@@ -67,9 +68,11 @@ int rmtl_unique_reserve(rmtl_model *m, int cap) {
     u->fold = malloc(((size_t)out * (1 + RMTL_MAX_FRONT_LIN * (1 + (size_t)d)) +
                       (size_t)m->E * (1 + (size_t)d)) *
                      sizeof(float));
+    /* per field two products, per run of plain columns (at most F + 1) two */
+    u->ops = malloc((4 * (size_t)F + 2) * sizeof(rmtl_gemm_op));
     if (!u->code || !u->slot || !u->mark || !u->u || !u->use || !u->woff || !u->work || !u->field ||
         !u->field_u || !u->rows || !u->start || !u->order || !u->field_start || !u->field_order ||
-        !u->fold) {
+        !u->fold || !u->ops) {
         rmtl_unique_free(u);
         return RMTL_ERR_NOMEM;
     }
@@ -283,11 +286,13 @@ void rmtl_first_forward(rmtl_model *m, const rmtl_lookup *l, int B) {
     if (fe->fold) {
         bias = rmtl_fold_forward(m, fe, l);
     }
+    rmtl_gemm_op *ops = m->uniq.ops;
     for (int k = 0; k < g.n; k++) {
-        int f = g.field[k];
-        rmtl_gemm(0, 1, g.u[k], OC, E, 1.0f, X + (size_t)f * E, C, W + (size_t)f * E, C, 0.0f,
-                  g.rows[k], OC);
+        size_t f = (size_t)g.field[k] * E;
+        rmtl_gemm_op op = {0, 1, g.u[k], OC, E, C, C, OC, 1.0f, 0.0f, X + f, W + f, g.rows[k]};
+        ops[k] = op;
     }
+    rmtl_gemm_many(ops, g.n);
     rmtl_dropout drop = {m->training ? m->dropout : 0.0f, m->seed,
                          (m->counter << 12) | (uint64_t)l->salt};
     rmtl_lowrank lr = rmtl_fold_terms(m, fe, l);
@@ -305,16 +310,24 @@ void rmtl_first_backward(rmtl_model *m, const rmtl_lookup *l, int B) {
     rmtl_lowrank lr = rmtl_fold_terms(m, fe, l);
     rmtl_dense_prologue(m->params.grad + l->b, fe->fold ? m->uniq.fold : NULL, &g, &lr, dout, OC,
                         out, l->n_relu, m->training ? m->dropout : 0.0f, B, OC);
-    while (rmtl_plain_run(m, fe->fold ? m->F * E : C, &c0, &c1)) {
-        rmtl_gemm(1, 0, OC, c1 - c0, B, 1.0f, dout, OC, X + c0, C, 1.0f, dW + c0, C);
-        rmtl_gemm(0, 0, B, c1 - c0, OC, 1.0f, dout, OC, W + c0, C, 1.0f, dX + c0, C);
-    }
     if (fe->fold) {
         rmtl_fold_backward(m, fe, l, dout, B);
     }
+    /* the weight and input gradients of every plain run and every field, all disjoint */
+    rmtl_gemm_op *ops = m->uniq.ops;
+    int n = 0;
+    while (rmtl_plain_run(m, fe->fold ? m->F * E : C, &c0, &c1)) {
+        rmtl_gemm_op dw = {1, 0, OC, c1 - c0, B, OC, C, C, 1.0f, 1.0f, dout, X + c0, dW + c0};
+        rmtl_gemm_op dx = {0, 0, B, c1 - c0, OC, OC, C, C, 1.0f, 1.0f, dout, W + c0, dX + c0};
+        ops[n++] = dw;
+        ops[n++] = dx;
+    }
     for (int k = 0; k < g.n; k++) {
         size_t f = (size_t)g.field[k] * E;
-        rmtl_gemm(1, 0, OC, E, g.u[k], 1.0f, g.rows[k], OC, X + f, C, 1.0f, dW + f, C);
-        rmtl_gemm(0, 0, g.u[k], E, OC, 1.0f, g.rows[k], OC, W + f, C, 1.0f, dX + f, C);
+        rmtl_gemm_op dw = {1, 0, OC, E, g.u[k], OC, C, C, 1.0f, 1.0f, g.rows[k], X + f, dW + f};
+        rmtl_gemm_op dx = {0, 0, g.u[k], E, OC, OC, C, C, 1.0f, 1.0f, g.rows[k], W + f, dX + f};
+        ops[n++] = dw;
+        ops[n++] = dx;
     }
+    rmtl_gemm_many(ops, n);
 }

@@ -19,20 +19,13 @@ int rmtl_gemm_uses_blas(void) {
     return rmtl_blas_sgemm != NULL;
 }
 
-typedef struct {
-    int ta, tb, M, N, K, lda, ldb, ldc;
-    float alpha, beta;
-    const float *A, *B;
-    float *C;
-} rmtl_gemm_args;
-
 /* Tile sizes: a (KC, NC) panel of op(B) packed on the stack stays in L2. */
 #define GEMM_MC 64
 #define GEMM_KC 256
 #define GEMM_NC 256
 
 static void rmtl_gemm_tiles(void *ctx, int64_t t0, int64_t t1) {
-    const rmtl_gemm_args *g = ctx;
+    const rmtl_gemm_op *g = ctx;
     int ta = g->ta, tb = g->tb, M = g->M, N = g->N, K = g->K, lda = g->lda, ldb = g->ldb;
     int ldc = g->ldc, nt = (N + GEMM_NC - 1) / GEMM_NC;
     float alpha = g->alpha, beta = g->beta;
@@ -77,7 +70,7 @@ static void rmtl_gemm_tiles(void *ctx, int64_t t0, int64_t t1) {
 void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc) {
     int mt = (M + GEMM_MC - 1) / GEMM_MC, nt = (N + GEMM_NC - 1) / GEMM_NC;
-    rmtl_gemm_args g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
+    rmtl_gemm_op g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
     /* a tile is GEMM_MC GEMM_NC K multiply-adds: parallel above about 1e6 in all */
     double tile = (double)GEMM_MC * GEMM_NC * (K > 0 ? K : 1);
     rmtl_parallel_for((int64_t)mt * nt, tile >= 1e6 ? 1 : (int64_t)(1e6 / tile) + 1,
@@ -85,7 +78,7 @@ void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const f
 }
 
 /* BLAS on the rows (or columns) [lo, hi) of C, on this thread alone */
-static void rmtl_gemm_blas_part(const rmtl_gemm_args *g, int split_rows, int lo, int hi) {
+static void rmtl_gemm_blas_part(const rmtl_gemm_op *g, int split_rows, int lo, int hi) {
     int M = g->M, N = g->N;
     const float *A = g->A, *B = g->B;
     float *C = g->C;
@@ -111,49 +104,101 @@ static void rmtl_gemm_blas_part(const rmtl_gemm_args *g, int split_rows, int lo,
 }
 
 /* The products' parts: blocks of at least GEMM_PART_MIN rows or columns of C (the longer side,
-   so the operand every part packs again is the smaller one), as many as the machine has CPUs
-   up to GEMM_MAX_PARTS, fixed by the shape and the machine (not the thread count) and run in
-   the same parts on any number of threads, one at a time on one. The parts cannot follow the
-   thread count: a PLE trained to other bits on 3 threads than on 2 that way (most likely
-   OpenBLAS's small-matrix path, which sums in another order, taking the smaller parts). Every
-   part packs the shared operand again, so fewer, larger parts run faster: on 2 CPUs, 2 parts
-   trained 3-15% faster than parts of 256 rows (8 at most). */
+   so the operand every part packs again is the smaller one), fixed by the shapes and the
+   machine (not the thread count) and run in the same parts on any number of threads, one at a
+   time on one. The parts cannot follow the thread count: a PLE trained to other bits on 3
+   threads than on 2 that way (most likely OpenBLAS's small-matrix path, which sums in another
+   order, taking the smaller parts). Every part packs the shared operand again, so fewer, larger
+   parts run faster: a product alone is cut into as many parts as the machine has CPUs (up to
+   GEMM_MAX_PARTS; on 2 CPUs, 2 parts trained 3-15% faster than parts of 256 rows), and
+   products run together (rmtl_gemm_many) into parts of about 1/CPUs of all their
+   multiply-adds, so most run whole on one thread each. */
 #define GEMM_PART_MIN 64
 #define GEMM_SPLIT_FLOPS 4e6
 
-static int rmtl_gemm_part(int len) {
-    int parts =
-        len / GEMM_PART_MIN < rmtl_gemm_max_parts ? len / GEMM_PART_MIN : rmtl_gemm_max_parts;
+static double rmtl_gemm_flops(const rmtl_gemm_op *g) {
+    return 2.0 * g->M * g->N * g->K;
+}
+
+/* rows (or columns) per part of g, with share the multiply-adds a part should have */
+static int rmtl_gemm_part(const rmtl_gemm_op *g, double share) {
+    int len = g->M >= g->N ? g->M : g->N, most = len / GEMM_PART_MIN;
+    double flops = rmtl_gemm_flops(g);
+    int parts = flops < GEMM_SPLIT_FLOPS ? 1 : (int)(flops / share + 0.999);
+    parts = parts < most ? parts : most;
+    parts = parts < rmtl_gemm_max_parts ? parts : rmtl_gemm_max_parts;
     int part = parts > 1 ? (len + parts - 1) / parts : len;
     return (part + 15) / 16 * 16;
 }
 
+typedef struct {
+    const rmtl_gemm_op *ops;
+    int n;
+    double share;
+} rmtl_gemm_many_args;
+
+/* parts [p0, p1) of the ops, numbered op by op */
 static void rmtl_gemm_parts(void *ctx, int64_t p0, int64_t p1) {
-    const rmtl_gemm_args *g = ctx;
-    int split_rows = g->M >= g->N, len = split_rows ? g->M : g->N;
-    int part = rmtl_gemm_part(len);
-    for (int64_t p = p0; p < p1; p++) {
-        int lo = (int)p * part, hi = lo + part < len ? lo + part : len;
-        rmtl_gemm_blas_part(g, split_rows, lo, hi);
+    const rmtl_gemm_many_args *a = ctx;
+    int64_t first = 0;
+    for (int i = 0; i < a->n && first < p1; i++) {
+        const rmtl_gemm_op *g = &a->ops[i];
+        int split_rows = g->M >= g->N, len = split_rows ? g->M : g->N;
+        int part = rmtl_gemm_part(g, a->share), parts = (len + part - 1) / part;
+        for (int64_t p = p0 > first ? p0 : first; p < p1 && p < first + parts; p++) {
+            int lo = (int)(p - first) * part, hi = lo + part < len ? lo + part : len;
+            rmtl_gemm_blas_part(g, split_rows, lo, hi);
+        }
+        first += parts;
     }
+}
+
+void rmtl_gemm_many(rmtl_gemm_op *ops, int n) {
+    double total = 0.0;
+    int64_t parts = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const rmtl_gemm_op *g = &ops[i];
+        if (g->M == 0 || g->N == 0) {
+            continue;
+        }
+        if (rmtl_blas_sgemm == NULL || g->K == 0) {
+            rmtl_gemm_builtin(g->ta, g->tb, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb,
+                              g->beta, g->C, g->ldc);
+            continue;
+        }
+        /* the rest in place, largest first: threads claim parts in order, so the last
+           parts claimed are the smallest */
+        rmtl_gemm_op op = *g;
+        int j = k++;
+        for (; j > 0 && rmtl_gemm_flops(&ops[j - 1]) < rmtl_gemm_flops(&op); j--) {
+            ops[j] = ops[j - 1];
+        }
+        ops[j] = op;
+        total += rmtl_gemm_flops(&op);
+    }
+    if (k == 0) {
+        return;
+    }
+    rmtl_gemm_many_args a = {ops, k, total / rmtl_gemm_max_parts};
+    for (int i = 0; i < k; i++) {
+        const rmtl_gemm_op *g = &ops[i];
+        int len = g->M >= g->N ? g->M : g->N, part = rmtl_gemm_part(g, a.share);
+        parts += (len + part - 1) / part;
+    }
+    if (parts == 1 || rmtl_blas_set_local == NULL) {
+        /* whole calls one after another: one small product, or a BLAS whose own threads split
+           each (no per-thread control) */
+        for (int i = 0; i < k; i++) {
+            rmtl_gemm_blas_part(&ops[i], 1, 0, ops[i].M);
+        }
+        return;
+    }
+    rmtl_parallel_for(parts, 1, rmtl_gemm_parts, &a);
 }
 
 void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc) {
-    if (M == 0 || N == 0) {
-        return;
-    }
-    if (rmtl_blas_sgemm == NULL || K == 0) {
-        rmtl_gemm_builtin(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    rmtl_gemm_args g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
-    int len = M >= N ? M : N, part = rmtl_gemm_part(len);
-    if (rmtl_blas_set_local == NULL || 2.0 * M * N * K < GEMM_SPLIT_FLOPS || part >= len) {
-        /* one call: a small product, or a BLAS whose own threads split it (no per-thread
-           control) */
-        rmtl_gemm_blas_part(&g, 1, 0, M);
-        return;
-    }
-    rmtl_parallel_for((len + part - 1) / part, 1, rmtl_gemm_parts, &g);
+    rmtl_gemm_op g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
+    rmtl_gemm_many(&g, 1);
 }

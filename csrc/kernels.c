@@ -265,10 +265,9 @@ void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *do
                          const float *out, const float *inp, const float *w, int n_relu,
                          float drop_p, int B, int C, int OC) {
     rmtl_dense_prologue(db, NULL, NULL, NULL, dout, ld_out, out, n_relu, drop_p, B, OC);
-    rmtl_gemm(1, 0, OC, C, B, 1.0f, dout, ld_out, inp, ld_in, 1.0f, dw, C);
-    if (dinp != NULL) {
-        rmtl_gemm(0, 0, B, C, OC, 1.0f, dout, ld_out, w, C, 1.0f, dinp, ld_in);
-    }
+    rmtl_gemm_op ops[2] = {{1, 0, OC, C, B, ld_out, ld_in, C, 1.0f, 1.0f, dout, inp, dw},
+                           {0, 0, B, C, OC, ld_out, C, ld_in, 1.0f, 1.0f, dout, w, dinp}};
+    rmtl_gemm_many(ops, dinp != NULL ? 2 : 1);
 }
 
 void rmtl_linear_forward(float *out, const float *inp, const float *w, const float *b, int relu,

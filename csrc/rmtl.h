@@ -115,6 +115,14 @@ enum { RMTL_LOOKUP_AUTO = 0, RMTL_LOOKUP_NEVER = 1, RMTL_LOOKUP_ALWAYS = 2 };
    field's distinct codes */
 enum { RMTL_UNIQUE_AUTO = 0, RMTL_UNIQUE_NEVER = 1, RMTL_UNIQUE_ALWAYS = 2 };
 
+/* one product C = alpha op(A) op(B) + beta C, row-major, with op(A) (M, K) and op(B) (K, N) */
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} rmtl_gemm_op;
+
 /* The distinct codes of each field in a batch and the workspace of the products over them,
    sized for cap rows by rmtl_unique_reserve. For a field with use[f]: its u[f] distinct codes
    in first-occurrence order at code + f * cap, row i's index among them at slot[i * F + f],
@@ -136,6 +144,7 @@ typedef struct {
     const int32_t **field_start, **field_order; /* (F) each */
     float *fold;                                /* a first layer's folded blocks (first.c) */
     int fold_d;                                 /* the widest block's d */
+    rmtl_gemm_op *ops; /* (4 F + 2): a first layer's products, run together (first.c) */
 } rmtl_unique;
 
 typedef struct {
@@ -197,6 +206,8 @@ void rmtl_gemm_set_blas(rmtl_sgemm_fn fn, rmtl_blas_threads_fn set_local);
 int rmtl_gemm_uses_blas(void);
 void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
+/* independent products (no op reads another's C) in one parallel region; reorders ops */
+void rmtl_gemm_many(rmtl_gemm_op *ops, int n);
 void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
 
