@@ -459,19 +459,89 @@ rmtl_lookup rmtl_experts_lookup(const rmtl_model *m) {
     return l;
 }
 
-void rmtl_experts_forward(rmtl_model *m, int first, int B) {
+/* Consecutive DENSE ops that share no columns (none reads another's output, no two read the
+   same input, whose gradients they would both add into) run their products together. */
+#define RMTL_DENSE_RUN 16
+
+static int rmtl_loc_apart(rmtl_loc a, int wa, rmtl_loc b, int wb) {
+    return a.col != b.col || a.off + wa <= b.off || b.off + wb <= a.off;
+}
+
+/* whether op may join the ops run[0], run[step], .. (n of them): a DENSE op with other
+   weights (a fanout's views share them), sharing no columns with them */
+static int rmtl_dense_joins(const struct rmtl_experts *ex, const rmtl_op *op, const rmtl_op *run,
+                            int n, int step) {
+    const rmtl_fanout *f = &ex->fan[op->fan];
+    if (op->type != RMTL_OP_DENSE || n == RMTL_DENSE_RUN) {
+        return 0;
+    }
+    for (int k = 0; k < n; k++) {
+        const rmtl_op *o = run + (ptrdiff_t)k * step;
+        const rmtl_fanout *g = &ex->fan[o->fan];
+        if (g->w == f->w || !rmtl_loc_apart(op->in, f->in, o->in, g->in) ||
+            !rmtl_loc_apart(op->in, f->in, o->out, g->out) ||
+            !rmtl_loc_apart(op->out, f->out, o->in, g->in) ||
+            !rmtl_loc_apart(op->out, f->out, o->out, g->out)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* the run of DENSE ops from i up: products, then epilogues; returns the op after it */
+static int rmtl_dense_run_forward(rmtl_model *m, int i, int B) {
     const struct rmtl_experts *ex = m->experts;
     const float *p = m->params.param;
+    rmtl_gemm_op ops[RMTL_DENSE_RUN];
+    int n = 0;
+    while (i + n < ex->n_op && rmtl_dense_joins(ex, &ex->op[i + n], &ex->op[i], n, 1)) {
+        const rmtl_op *op = &ex->op[i + n];
+        const rmtl_fanout *f = &ex->fan[op->fan];
+        ops[n++] =
+            rmtl_dense_forward_op(rmtl_loc_val(m, op->out), op->out.ld, rmtl_loc_val(m, op->in),
+                                  op->in.ld, p + f->w, B, f->in, f->out);
+    }
+    rmtl_gemm_many(ops, n);
+    for (int k = 0; k < n; k++) {
+        const rmtl_op *op = &ex->op[i + k];
+        const rmtl_fanout *f = &ex->fan[op->fan];
+        rmtl_dense_epilogue(rmtl_loc_val(m, op->out), op->out.ld, p + f->b, 0, NULL, NULL,
+                            f->n_relu, rmtl_fan_dropout(m, f), B, f->out);
+    }
+    return i + n;
+}
+
+/* the run of DENSE ops from i down to first: prologues, then products; returns the op
+   before it */
+static int rmtl_dense_run_backward(rmtl_model *m, int i, int first, int B) {
+    const struct rmtl_experts *ex = m->experts;
+    const float *p = m->params.param;
+    float *g = m->params.grad;
+    rmtl_gemm_op ops[2 * RMTL_DENSE_RUN];
+    int n = 0, k = 0;
+    while (i - k >= first && rmtl_dense_joins(ex, &ex->op[i - k], &ex->op[i], k, -1)) {
+        const rmtl_op *op = &ex->op[i - k++];
+        const rmtl_fanout *f = &ex->fan[op->fan];
+        float *dout = rmtl_loc_grad(m, op->out);
+        rmtl_dense_prologue(g + f->b, NULL, NULL, NULL, dout, op->out.ld, rmtl_loc_val(m, op->out),
+                            f->n_relu, rmtl_fan_dropout(m, f).p, B, f->out);
+        n += rmtl_dense_backward_ops(ops + n, rmtl_loc_grad(m, op->in), op->in.ld, g + f->w, dout,
+                                     op->out.ld, rmtl_loc_val(m, op->in), p + f->w, B, f->in,
+                                     f->out);
+    }
+    rmtl_gemm_many(ops, n);
+    return i - k;
+}
+
+void rmtl_experts_forward(rmtl_model *m, int first, int B) {
+    const struct rmtl_experts *ex = m->experts;
     const float *x[RMTL_MAX_EXPERTS];
     int ld[RMTL_MAX_EXPERTS];
     for (int i = first; i < ex->n_op; i++) {
         const rmtl_op *op = &ex->op[i];
-        const rmtl_fanout *f = &ex->fan[op->fan];
         switch (op->type) {
         case RMTL_OP_DENSE:
-            rmtl_dense_forward(rmtl_loc_val(m, op->out), op->out.ld, rmtl_loc_val(m, op->in),
-                               op->in.ld, p + f->w, p + f->b, f->n_relu, rmtl_fan_dropout(m, f), B,
-                               f->in, f->out);
+            i = rmtl_dense_run_forward(m, i, B) - 1;
             break;
         case RMTL_OP_SOFTMAX:
             rmtl_softmax_forward(rmtl_loc_val(m, op->out), op->out.ld, B, op->n);
@@ -494,19 +564,14 @@ void rmtl_experts_forward(rmtl_model *m, int first, int B) {
 
 void rmtl_experts_backward(rmtl_model *m, int first, int B) {
     const struct rmtl_experts *ex = m->experts;
-    const float *p = m->params.param;
-    float *g = m->params.grad, *dx[RMTL_MAX_EXPERTS];
+    float *dx[RMTL_MAX_EXPERTS];
     const float *x[RMTL_MAX_EXPERTS];
     int ld[RMTL_MAX_EXPERTS];
     for (int i = ex->n_op - 1; i >= first; i--) {
         const rmtl_op *op = &ex->op[i];
-        const rmtl_fanout *f = &ex->fan[op->fan];
         switch (op->type) {
         case RMTL_OP_DENSE:
-            rmtl_dense_backward(rmtl_loc_grad(m, op->in), op->in.ld, g + f->w, g + f->b,
-                                rmtl_loc_grad(m, op->out), op->out.ld, rmtl_loc_val(m, op->out),
-                                rmtl_loc_val(m, op->in), p + f->w, f->n_relu,
-                                rmtl_fan_dropout(m, f).p, B, f->in, f->out);
+            i = rmtl_dense_run_backward(m, i, first, B) + 1;
             break;
         case RMTL_OP_SOFTMAX:
             rmtl_softmax_backward(rmtl_loc_grad(m, op->out), rmtl_loc_val(m, op->out), op->out.ld,

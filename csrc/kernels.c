@@ -162,9 +162,16 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, int init,
                       rmtl_epilogue_range, &epilogue_args);
 }
 
+rmtl_gemm_op rmtl_dense_forward_op(float *out, int ld_out, const float *inp, int ld_in,
+                                   const float *w, int B, int C, int OC) {
+    rmtl_gemm_op op = {0, 1, B, OC, C, ld_in, C, ld_out, 1.0f, 0.0f, inp, w, out};
+    return op;
+}
+
 void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, const float *w,
                         const float *b, int n_relu, rmtl_dropout drop, int B, int C, int OC) {
-    rmtl_gemm(0, 1, B, OC, C, 1.0f, inp, ld_in, w, C, 0.0f, out, ld_out);
+    rmtl_gemm_op op = rmtl_dense_forward_op(out, ld_out, inp, ld_in, w, B, C, OC);
+    rmtl_gemm_many(&op, 1);
     rmtl_dense_epilogue(out, ld_out, b, 0, NULL, NULL, n_relu, drop, B, OC);
 }
 
@@ -261,13 +268,22 @@ void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter,
                       &prologue_args);
 }
 
+int rmtl_dense_backward_ops(rmtl_gemm_op *ops, float *dinp, int ld_in, float *dw, const float *dout,
+                            int ld_out, const float *inp, const float *w, int B, int C, int OC) {
+    rmtl_gemm_op dw_op = {1, 0, OC, C, B, ld_out, ld_in, C, 1.0f, 1.0f, dout, inp, dw};
+    rmtl_gemm_op dx_op = {0, 0, B, C, OC, ld_out, C, ld_in, 1.0f, 1.0f, dout, w, dinp};
+    ops[0] = dw_op;
+    ops[1] = dx_op;
+    return dinp != NULL ? 2 : 1;
+}
+
 void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *dout, int ld_out,
                          const float *out, const float *inp, const float *w, int n_relu,
                          float drop_p, int B, int C, int OC) {
+    rmtl_gemm_op ops[2];
     rmtl_dense_prologue(db, NULL, NULL, NULL, dout, ld_out, out, n_relu, drop_p, B, OC);
-    rmtl_gemm_op ops[2] = {{1, 0, OC, C, B, ld_out, ld_in, C, 1.0f, 1.0f, dout, inp, dw},
-                           {0, 0, B, C, OC, ld_out, C, ld_in, 1.0f, 1.0f, dout, w, dinp}};
-    rmtl_gemm_many(ops, dinp != NULL ? 2 : 1);
+    rmtl_gemm_many(ops,
+                   rmtl_dense_backward_ops(ops, dinp, ld_in, dw, dout, ld_out, inp, w, B, C, OC));
 }
 
 void rmtl_linear_forward(float *out, const float *inp, const float *w, const float *b, int relu,

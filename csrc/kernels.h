@@ -59,6 +59,12 @@ void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *do
                          const float *out, const float *inp, const float *w, int n_relu,
                          float drop_p, int B, int C, int OC);
 /* dout's ReLU columns are turned in place into pre-activation gradients; dinp may be NULL */
+rmtl_gemm_op rmtl_dense_forward_op(float *out, int ld_out, const float *inp, int ld_in,
+                                   const float *w, int B, int C, int OC);
+/* rmtl_dense_forward's product, to run with others (rmtl_gemm_many) before its epilogue */
+int rmtl_dense_backward_ops(rmtl_gemm_op *ops, float *dinp, int ld_in, float *dw, const float *dout,
+                            int ld_out, const float *inp, const float *w, int B, int C, int OC);
+/* rmtl_dense_backward's products (dw, then dinp unless NULL) into ops; returns how many */
 
 void rmtl_softmax_forward(float *x, int ld, int B, int n);
 /* x (B,n) row stride ld: logits in, softmax over each row out (in place) */
