@@ -39,42 +39,17 @@ static inline void rmtl_dropout_row(float *restrict o, rmtl_dropout drop, int i,
     }
 }
 
-/* o[0, w) += r[0, w), w <= TILE_COLS; a full tile's constant trip count vectorizes fully */
-static void rmtl_add_cols(float *restrict o, const float *restrict r, int w) {
+/* o[0, w) = (add ? o : 0) + a r[0, w), w <= TILE_COLS: inlined (no libc call per row), with
+   a constant trip count for a full tile; a = 1 multiplies nothing */
+static inline void rmtl_cols(float *restrict o, int add, float a, const float *restrict r, int w) {
     if (w == TILE_COLS) {
         for (int j = 0; j < TILE_COLS; j++) {
-            o[j] += r[j];
+            o[j] = add ? o[j] + a * r[j] : a * r[j];
         }
         return;
     }
     for (int j = 0; j < w; j++) {
-        o[j] += r[j];
-    }
-}
-
-/* o[0, w) = r[0, w), w <= TILE_COLS: inlined, not a libc call per row */
-static void rmtl_copy_cols(float *restrict o, const float *restrict r, int w) {
-    if (w == TILE_COLS) {
-        for (int j = 0; j < TILE_COLS; j++) {
-            o[j] = r[j];
-        }
-        return;
-    }
-    for (int j = 0; j < w; j++) {
-        o[j] = r[j];
-    }
-}
-
-/* o[0, w) += a r[0, w), w <= TILE_COLS */
-static void rmtl_axpy_cols(float *restrict o, float a, const float *restrict r, int w) {
-    if (w == TILE_COLS) {
-        for (int j = 0; j < TILE_COLS; j++) {
-            o[j] += a * r[j];
-        }
-        return;
-    }
-    for (int j = 0; j < w; j++) {
-        o[j] += a * r[j];
+        o[j] = add ? o[j] + a * r[j] : a * r[j];
     }
 }
 
@@ -117,23 +92,22 @@ RMTL_CLONES static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_)
         for (int i = i0; i < i1; i++) {
             float *o = out + (size_t)i * ld_out + j0;
             if (init) {
-                rmtl_copy_cols(o, b + j0, j1 - j0);
+                rmtl_cols(o, 0, 1.0f, b + j0, j1 - j0);
             } else {
-                rmtl_add_cols(o, b + j0, j1 - j0);
+                rmtl_cols(o, 1, 1.0f, b + j0, j1 - j0);
             }
             for (int k = 0; k < lr.n; k++) {
                 const float *x = lr.x[k] + (size_t)i * lr.d[k];
                 for (int c = 0; c < lr.d[k]; c++) {
-                    rmtl_axpy_cols(o, x[c], lr.v[k] + (size_t)c * OC + j0, j1 - j0);
+                    rmtl_cols(o, 1, x[c], lr.v[k] + (size_t)c * OC + j0, j1 - j0);
                 }
             }
         }
         for (int g = 0; g < n; g++) {
             const int32_t *slot = gather->slot + gather->field[g];
             for (int i = i0; i < i1; i++) {
-                rmtl_add_cols(out + (size_t)i * ld_out + j0,
-                              gather->rows[g] + (size_t)slot[(size_t)i * gather->F] * OC + j0,
-                              j1 - j0);
+                rmtl_cols(out + (size_t)i * ld_out + j0, 1, 1.0f,
+                          gather->rows[g] + (size_t)slot[(size_t)i * gather->F] * OC + j0, j1 - j0);
             }
         }
         for (int i = i0; i < i1; i++) {
@@ -220,11 +194,11 @@ RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_)
             for (int j = j0; j < jr; j++) {
                 d[j] *= o[j] > 0.0f ? scale : 0.0f;
             }
-            rmtl_add_cols(acc, d + j0, j1 - j0);
+            rmtl_cols(acc, 1, 1.0f, d + j0, j1 - j0);
             for (int k = 0; k < lr.n; k++) {
                 const float *x = lr.x[k] + (size_t)i * lr.d[k];
                 for (int c = 0; c < lr.d[k]; c++) {
-                    rmtl_axpy_cols(lr.v[k] + (size_t)c * OC + j0, x[c], d + j0, j1 - j0);
+                    rmtl_cols(lr.v[k] + (size_t)c * OC + j0, 1, x[c], d + j0, j1 - j0);
                 }
             }
         }
@@ -239,9 +213,9 @@ RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_)
             const int32_t *start = scatter->start[g], *order = scatter->order[g];
             for (int s = 0; s < scatter->u[g]; s++) {
                 float *sum = scatter->rows[g] + (size_t)s * OC + j0; /* every slot has a row */
-                rmtl_copy_cols(sum, dout + (size_t)order[start[s]] * ld_out + j0, j1 - j0);
+                rmtl_cols(sum, 0, 1.0f, dout + (size_t)order[start[s]] * ld_out + j0, j1 - j0);
                 for (int k = start[s] + 1; k < start[s + 1]; k++) {
-                    rmtl_add_cols(sum, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
+                    rmtl_cols(sum, 1, 1.0f, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
                 }
             }
         }
