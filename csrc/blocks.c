@@ -46,7 +46,7 @@ float *rmtl_arena_grad(const rmtl_arena *a, size_t col) {
 }
 
 void rmtl_arena_zero_grad(rmtl_arena *a) {
-    memset(a->grad, 0, a->width * (size_t)a->cap * sizeof(float));
+    rmtl_zero(a->grad, a->width * (size_t)a->cap);
 }
 
 int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int extra) {

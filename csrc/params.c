@@ -85,8 +85,27 @@ void rmtl_params_free(rmtl_params *p) {
     memset(p, 0, sizeof(*p));
 }
 
+/* zeroes blocks [lo, hi) of 16384 floats of the (n) buffer ctx points to */
+typedef struct {
+    float *x;
+    size_t n;
+} rmtl_zero_args;
+#define RMTL_ZERO_BLOCK 16384
+
+static void rmtl_zero_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_zero_args *a = ctx;
+    size_t i0 = (size_t)lo * RMTL_ZERO_BLOCK, i1 = (size_t)hi * RMTL_ZERO_BLOCK;
+    memset(a->x + i0, 0, ((i1 < a->n ? i1 : a->n) - i0) * sizeof(float));
+}
+
+void rmtl_zero(float *x, size_t n) {
+    rmtl_zero_args a = {x, n};
+    rmtl_parallel_for((int64_t)((n + RMTL_ZERO_BLOCK - 1) / RMTL_ZERO_BLOCK), 16, rmtl_zero_range,
+                      &a);
+}
+
 void rmtl_params_zero_grad(rmtl_params *p) {
-    memset(p->grad, 0, p->total * sizeof(float));
+    rmtl_zero(p->grad, p->total);
 }
 
 typedef struct {
