@@ -118,20 +118,22 @@ static PyObject *rmtl_py_gemm_backend(PyObject *self, PyObject *noargs) {
     return PyUnicode_FromString(rmtl_gemm_uses_blas() ? "blas" : "builtin");
 }
 
-static PyObject *rmtl_py_gemm(PyObject *self, PyObject *args, PyObject *kwds) {
+/* one product from (a, b, c, trans_a, trans_b, alpha, beta) arguments into op; -1 with the
+   exception set */
+static int rmtl_gemm_op_parse(rmtl_gemm_op *op, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"a", "b", "c", "trans_a", "trans_b", "alpha", "beta", NULL};
     PyObject *ao, *bo, *co;
     int ta, tb;
     float alpha, beta;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOppff", kwlist, &ao, &bo, &co, &ta, &tb, &alpha,
                                      &beta)) {
-        return NULL;
+        return -1;
     }
     PyArrayObject *a = rmtl_check_array(ao, "a", NPY_FLOAT32, 2, NULL, 0);
     PyArrayObject *b = a ? rmtl_check_array(bo, "b", NPY_FLOAT32, 2, NULL, 0) : NULL;
     PyArrayObject *c = b ? rmtl_check_array(co, "c", NPY_FLOAT32, 2, NULL, 1) : NULL;
     if (c == NULL) {
-        return NULL;
+        return -1;
     }
     int M = (int)PyArray_DIM(c, 0), N = (int)PyArray_DIM(c, 1);
     int K = (int)(ta ? PyArray_DIM(a, 0) : PyArray_DIM(a, 1));
@@ -139,12 +141,87 @@ static PyObject *rmtl_py_gemm(PyObject *self, PyObject *args, PyObject *kwds) {
         (tb ? PyArray_DIM(b, 1) : PyArray_DIM(b, 0)) != K ||
         (tb ? PyArray_DIM(b, 0) : PyArray_DIM(b, 1)) != N) {
         PyErr_SetString(PyExc_ValueError, "a, b, c: shapes do not chain to c = op(a) op(b)");
+        return -1;
+    }
+    rmtl_gemm_op g = {ta,
+                      tb,
+                      M,
+                      N,
+                      K,
+                      (int)PyArray_DIM(a, 1),
+                      (int)PyArray_DIM(b, 1),
+                      N,
+                      alpha,
+                      beta,
+                      PyArray_DATA(a),
+                      PyArray_DATA(b),
+                      PyArray_DATA(c)};
+    *op = g;
+    return 0;
+}
+
+static PyObject *rmtl_py_gemm(PyObject *self, PyObject *args, PyObject *kwds) {
+    rmtl_gemm_op op;
+    if (rmtl_gemm_op_parse(&op, args, kwds) < 0) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS;
-    rmtl_gemm(ta, tb, M, N, K, alpha, PyArray_DATA(a), (int)PyArray_DIM(a, 1), PyArray_DATA(b),
-              (int)PyArray_DIM(b, 1), beta, PyArray_DATA(c), N);
+    rmtl_gemm(op.ta, op.tb, op.M, op.N, op.K, op.alpha, op.A, op.lda, op.B, op.ldb, op.beta, op.C,
+              op.ldc);
     Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
+}
+
+/* whether the bytes of op's output meet those of x (rows x ld floats at p) */
+static int rmtl_gemm_meets(const rmtl_gemm_op *op, const float *p, size_t n) {
+    const float *c = op->C, *c_end = op->C + (size_t)op->M * op->ldc;
+    return op->M > 0 && op->N > 0 && n > 0 && p < c_end && c < p + n;
+}
+
+static PyObject *rmtl_py_gemm_many(PyObject *self, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "products: expected a list of (a, b, c, trans_a, "
+                                         "trans_b, alpha, beta) tuples");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    rmtl_gemm_op *ops = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(rmtl_gemm_op));
+    int ok = ops != NULL && n <= INT32_MAX;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, i);
+        ok = PyTuple_Check(t) && rmtl_gemm_op_parse(&ops[i], t, NULL) == 0;
+        if (ok == 0 && !PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "products[%zd]: expected a tuple, got %s", i,
+                         Py_TYPE(t)->tp_name);
+        }
+        for (Py_ssize_t j = 0; ok && j < i; j++) {
+            const rmtl_gemm_op *o = &ops[j], *q = &ops[i];
+            if (rmtl_gemm_meets(o, q->C, (size_t)q->M * q->ldc) ||
+                rmtl_gemm_meets(o, q->A, (size_t)(q->ta ? q->K : q->M) * q->lda) ||
+                rmtl_gemm_meets(o, q->B, (size_t)(q->tb ? q->N : q->K) * q->ldb) ||
+                rmtl_gemm_meets(q, o->A, (size_t)(o->ta ? o->K : o->M) * o->lda) ||
+                rmtl_gemm_meets(q, o->B, (size_t)(o->tb ? o->N : o->K) * o->ldb)) {
+                PyErr_Format(PyExc_ValueError,
+                             "products[%zd]: its arrays share memory with the output of "
+                             "products[%zd] (products run at the same time: give each its own c)",
+                             i, j);
+                ok = 0;
+            }
+        }
+    }
+    if (ops == NULL) {
+        PyErr_NoMemory();
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS;
+        rmtl_gemm_many(ops, (int)n);
+        Py_END_ALLOW_THREADS;
+    }
+    PyMem_Free(ops);
+    Py_DECREF(seq);
+    if (!ok) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -689,6 +766,9 @@ static PyMethodDef rmtl_models_functions[] = {
      "threads of the core's parallel loops"},
     {"gemm", RMTL_KW(rmtl_py_gemm), METH_VARARGS | METH_KEYWORDS,
      "gemm(a, b, c, trans_a, trans_b, alpha, beta): c = alpha op(a) op(b) + beta c"},
+    {"gemm_many", rmtl_py_gemm_many, METH_O,
+     "gemm_many([(a, b, c, trans_a, trans_b, alpha, beta), ...]): the products at once (each c "
+     "its own memory)"},
     {NULL}};
 
 static const rmtl_enum_entry rmtl_backbone_enum[] = {{"singletask", RMTL_SINGLETASK},

@@ -47,6 +47,64 @@ def test_blas_split_gives_the_bits_of_one_call(ta, tb, M, N, K):
         assert np.array_equal(c, got[0]), threads
 
 
+# products run together: a first layer's per-field products and gradients, mixed sizes
+MANY = [(False, True, 1121, 1024, 128), (True, False, 1024, 128, 1121), (False, False, 1121, 128, 1024),
+        (False, True, 598, 1024, 128), (False, True, 3, 1024, 128), (True, False, 256, 512, 2048),
+        (False, False, 2048, 512, 256), (False, False, 5, 7, 3), (False, False, 4, 9, 0), (False, True, 0, 6, 5)]
+
+
+def many_products(seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for ta, tb, M, N, K in MANY:
+        a = rng.normal(size=(K, M) if ta else (M, K)).astype(np.float32)
+        b = rng.normal(size=(N, K) if tb else (K, N)).astype(np.float32)
+        c = rng.normal(size=(M, N)).astype(np.float32)
+        out.append((a, b, c, ta, tb, 0.5, 1.0 if M % 2 else 0.0))
+    return out
+
+
+def test_gemm_many_matches_numpy(gemm):
+    products = many_products(0)
+    expect = [alpha * (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + beta * c
+              for a, b, c, ta, tb, alpha, beta in products]
+    _core.gemm_many(products)
+    for (a, b, c, *_), e in zip(products, expect):
+        np.testing.assert_allclose(c, e, rtol=1e-4, atol=1e-4 * max(1, np.sqrt(a.size / max(1, c.shape[0]))))
+
+
+def test_gemm_many_gives_the_same_bits_on_any_thread_count():
+    """the products' parts are fixed by their shapes and the machine; threads only claim them"""
+    before = rmtl.get_num_threads()
+    got = []
+    try:
+        for threads in (1, 2, 3, 5):
+            rmtl.set_num_threads(threads)
+            products = many_products(1)
+            _core.gemm_many(products)
+            got.append([p[2] for p in products])
+    finally:
+        rmtl.set_num_threads(before)
+    for threads, cs in zip((2, 3, 5), got[1:]):
+        assert all(np.array_equal(c, c1) for c, c1 in zip(cs, got[0])), threads
+
+
+def test_gemm_many_rejects_shared_outputs():
+    a = np.ones((4, 3), np.float32)
+    b = np.ones((3, 5), np.float32)
+    c = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"products\[1\].*products\[0\]"):
+        _core.gemm_many([(a, b, c, False, False, 1.0, 0.0), (a, b, c, False, False, 1.0, 0.0)])
+    with pytest.raises(ValueError, match=r"products\[1\].*products\[0\]"):
+        _core.gemm_many([(a, b, c, False, False, 1.0, 0.0), (c, b.T.copy(), np.zeros((4, 3), np.float32),
+                                                            False, False, 1.0, 0.0)])
+    with pytest.raises(TypeError, match=r"products\[0\]: expected a tuple"):
+        _core.gemm_many([[a, b, c, False, False, 1.0, 0.0]])
+    with pytest.raises(ValueError, match="shapes"):
+        _core.gemm_many([(a, a, c, False, False, 1.0, 0.0)])
+    _core.gemm_many([])
+
+
 def test_beta_zero_ignores_garbage(gemm):
     a = np.ones((2, 3), np.float32)
     b = np.ones((3, 2), np.float32)
