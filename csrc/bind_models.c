@@ -185,8 +185,12 @@ static PyObject *rmtl_py_gemm_many(PyObject *self, PyObject *arg) {
         return NULL;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    rmtl_gemm_op *ops = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(rmtl_gemm_op));
-    int ok = ops != NULL && n <= INT32_MAX;
+    rmtl_gemm_op *ops =
+        n <= INT32_MAX ? PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(*ops)) : NULL;
+    int ok = ops != NULL;
+    if (ops == NULL) {
+        PyErr_NoMemory();
+    }
     for (Py_ssize_t i = 0; ok && i < n; i++) {
         PyObject *t = PySequence_Fast_GET_ITEM(seq, i);
         ok = PyTuple_Check(t) && rmtl_gemm_op_parse(&ops[i], t, NULL) == 0;
@@ -208,9 +212,6 @@ static PyObject *rmtl_py_gemm_many(PyObject *self, PyObject *arg) {
                 ok = 0;
             }
         }
-    }
-    if (ops == NULL) {
-        PyErr_NoMemory();
     }
     if (ok) {
         Py_BEGIN_ALLOW_THREADS;
