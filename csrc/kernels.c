@@ -39,8 +39,9 @@ static inline void rmtl_dropout_row(float *restrict o, rmtl_dropout drop, int i,
     }
 }
 
-/* o[0, w) = (add ? o : 0) + a r[0, w), w <= TILE_COLS: inlined (no libc call per row), with
-   a constant trip count for a full tile; a = 1 multiplies nothing */
+/* o[0, w) = (add ? o : 0) + a r[0, w), w <= TILE_COLS, inlined; a full tile's constant trip
+   count vectorizes fully (GCC may still turn a partial tile's plain copy into a memmove call);
+   a = 1 multiplies nothing */
 static inline void rmtl_cols(float *restrict o, int add, float a, const float *restrict r, int w) {
     if (w == TILE_COLS) {
         for (int j = 0; j < TILE_COLS; j++) {
