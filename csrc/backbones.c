@@ -218,7 +218,8 @@ static rmtl_loc rmtl_model_feature(const rmtl_model *m, int k) {
 
 /* codes (B,F) dense (B,D) -> m->prob (B,T); the caller reserved B rows */
 int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
-    const float *logit[RMTL_MAX_TASKS];
+    const float *logit[RMTL_MAX_TASKS], *inp[RMTL_MAX_TASKS];
+    int ld[RMTL_MAX_TASKS];
     if (B > m->arena.cap) {
         return RMTL_ERR_ARG;
     }
@@ -242,17 +243,18 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
             rmtl_first_forward(m, l, B);
         }
     }
-    for (int b = 0; b < m->n_bottom_mlp; b++) {
-        rmtl_mlp_forward_from(m, &m->bottoms[b], 1, NULL, 0, B);
+    if (m->n_bottom_mlp > 0) {
+        rmtl_mlps_forward(m, m->bottoms, m->n_bottom_mlp, 1, NULL, NULL, B, NULL);
     }
     if (rmtl_model_has_experts(m)) {
         rmtl_experts_forward(m, 1, B);
     }
     for (int k = 0; k < m->T; k++) {
         rmtl_loc in = rmtl_model_feature(m, k);
-        logit[k] = rmtl_mlp_forward_ld(m, &m->towers[k], rmtl_arena_val(&m->arena, in.col) + in.off,
-                                       in.ld, B);
+        inp[k] = rmtl_arena_val(&m->arena, in.col) + in.off;
+        ld[k] = in.ld;
     }
+    rmtl_mlps_forward(m, m->towers, m->T, 0, inp, ld, B, logit);
     rmtl_head_forward(m->prob, m->sig, logit, m->kind == RMTL_ESMM, B, m->T);
     return RMTL_OK;
 }
@@ -262,13 +264,18 @@ void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense
     for (int f = 0; f < m->n_front; f++) {
         m->front[f].lin[0].x = dense;
     }
+    const float *inp[RMTL_MAX_TASKS];
+    float *dinp[RMTL_MAX_TASKS];
+    int ld[RMTL_MAX_TASKS];
     for (int k = 0; k < m->T; k++) {
         rmtl_loc in = rmtl_model_feature(m, k);
-        rmtl_mlp_backward_ld(m, &m->towers[k], rmtl_arena_grad(&m->arena, in.col) + in.off,
-                             rmtl_arena_val(&m->arena, in.col) + in.off, in.ld, B);
+        inp[k] = rmtl_arena_val(&m->arena, in.col) + in.off;
+        dinp[k] = rmtl_arena_grad(&m->arena, in.col) + in.off;
+        ld[k] = in.ld;
     }
-    for (int b = 0; b < m->n_bottom_mlp; b++) {
-        rmtl_mlp_backward_from(m, &m->bottoms[b], 1, NULL, NULL, 0, B);
+    rmtl_mlps_backward(m, m->towers, m->T, 0, dinp, inp, ld, B);
+    if (m->n_bottom_mlp > 0) {
+        rmtl_mlps_backward(m, m->bottoms, m->n_bottom_mlp, 1, NULL, NULL, NULL, B);
     }
     if (rmtl_model_has_experts(m)) {
         rmtl_experts_backward(m, 1, B);

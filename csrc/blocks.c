@@ -145,56 +145,67 @@ int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const
     return st;
 }
 
+void rmtl_mlps_forward(rmtl_model *m, const rmtl_mlp *mlp, int count, int first,
+                       const float *const *inp, const int *ld_in, int B, const float **out) {
+    const float *p = m->params.param;
+    rmtl_gemm_op ops[RMTL_MAX_TASKS];
+    for (int j = first; j < mlp[0].n; j++) {
+        for (int k = 0; k < count; k++) {
+            const rmtl_linear *l = &mlp[k].layer[j];
+            const float *x = j > 0 ? rmtl_arena_val(&m->arena, mlp[k].layer[j - 1].act) : inp[k];
+            ops[k] = rmtl_dense_forward_op(rmtl_arena_val(&m->arena, l->act), l->out, x,
+                                           j > 0 ? l->in : ld_in[k], p + l->w, B, l->in, l->out);
+        }
+        rmtl_gemm_many(ops, count);
+        for (int k = 0; k < count; k++) {
+            const rmtl_linear *l = &mlp[k].layer[j];
+            rmtl_dropout drop = {m->training ? m->dropout : 0.0f, m->seed,
+                                 (m->counter << 12) | (uint64_t)l->salt};
+            rmtl_dense_epilogue(rmtl_arena_val(&m->arena, l->act), l->out, p + l->b, 0, NULL, NULL,
+                                l->relu ? l->out : 0, drop, B, l->out);
+        }
+    }
+    for (int k = 0; k < count && out != NULL; k++) {
+        out[k] = rmtl_arena_val(&m->arena, rmtl_mlp_out(&mlp[k]));
+    }
+}
+
+void rmtl_mlps_backward(rmtl_model *m, const rmtl_mlp *mlp, int count, int first,
+                        float *const *dinp, const float *const *inp, const int *ld_in, int B) {
+    const float *p = m->params.param;
+    float *g = m->params.grad, drop_p = m->training ? m->dropout : 0.0f;
+    /* ops: every weight gradient and the input gradients with distinct targets; late: input
+       gradients into a target an earlier MLP's already adds into (a shared input), in order */
+    rmtl_gemm_op ops[2 * RMTL_MAX_TASKS], late[RMTL_MAX_TASKS];
+    for (int j = mlp[0].n - 1; j >= first; j--) {
+        int n = 0, n_late = 0;
+        for (int k = 0; k < count; k++) {
+            const rmtl_linear *l = &mlp[k].layer[j];
+            const float *x = j > 0 ? rmtl_arena_val(&m->arena, mlp[k].layer[j - 1].act) : inp[k];
+            float *dx = j > 0 ? rmtl_arena_grad(&m->arena, mlp[k].layer[j - 1].act) : dinp[k];
+            float *dout = rmtl_arena_grad(&m->arena, l->act);
+            rmtl_dense_prologue(g + l->b, NULL, NULL, NULL, dout, l->out,
+                                rmtl_arena_val(&m->arena, l->act), l->relu ? l->out : 0, drop_p, B,
+                                l->out);
+            int shared = 0;
+            for (int i = 0; i < k && dx != NULL; i++) {
+                shared |= j == 0 && dinp[i] == dx;
+            }
+            rmtl_gemm_op pair[2];
+            int got = rmtl_dense_backward_ops(pair, dx, j > 0 ? l->in : ld_in[k], g + l->w, dout,
+                                              l->out, x, p + l->w, B, l->in, l->out);
+            ops[n++] = pair[0];
+            if (got == 2) {
+                *(shared ? &late[n_late++] : &ops[n++]) = pair[1];
+            }
+        }
+        rmtl_gemm_many(ops, n);
+        for (int i = 0; i < n_late; i++) {
+            rmtl_gemm_many(&late[i], 1);
+        }
+    }
+}
+
 size_t rmtl_mlp_out(const rmtl_mlp *mlp) {
     return mlp->layer[mlp->n - 1].act;
-}
-
-const float *rmtl_mlp_forward_from(rmtl_model *m, const rmtl_mlp *mlp, int first, const float *inp,
-                                   int ld_in, int B) {
-    const float *p = m->params.param;
-    if (first > 0) {
-        inp = rmtl_arena_val(&m->arena, mlp->layer[first - 1].act);
-    }
-    for (int j = first; j < mlp->n; j++) {
-        const rmtl_linear *l = &mlp->layer[j];
-        float *out = rmtl_arena_val(&m->arena, l->act);
-        rmtl_dropout drop = {m->training ? m->dropout : 0.0f, m->seed,
-                             (m->counter << 12) | (uint64_t)l->salt};
-        rmtl_dense_forward(out, l->out, inp, j > 0 ? l->in : ld_in, p + l->w, p + l->b,
-                           l->relu ? l->out : 0, drop, B, l->in, l->out);
-        inp = out;
-    }
-    return inp;
-}
-
-const float *rmtl_mlp_forward_ld(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int ld_in,
-                                 int B) {
-    return rmtl_mlp_forward_from(m, mlp, 0, inp, ld_in, B);
-}
-
-const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int B) {
-    return rmtl_mlp_forward_ld(m, mlp, inp, mlp->layer[0].in, B);
-}
-
-void rmtl_mlp_backward_from(rmtl_model *m, const rmtl_mlp *mlp, int first, float *dinp,
-                            const float *inp, int ld_in, int B) {
-    float drop_p = m->training ? m->dropout : 0.0f;
-    for (int j = mlp->n - 1; j >= first; j--) {
-        const rmtl_linear *l = &mlp->layer[j];
-        const float *x = j > 0 ? rmtl_arena_val(&m->arena, mlp->layer[j - 1].act) : inp;
-        float *dx = j > 0 ? rmtl_arena_grad(&m->arena, mlp->layer[j - 1].act) : dinp;
-        rmtl_dense_backward(dx, j > 0 ? l->in : ld_in, m->params.grad + l->w, m->params.grad + l->b,
-                            rmtl_arena_grad(&m->arena, l->act), l->out,
-                            rmtl_arena_val(&m->arena, l->act), x, m->params.param + l->w,
-                            l->relu ? l->out : 0, drop_p, B, l->in, l->out);
-    }
-}
-
-void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp,
-                          int ld_in, int B) {
-    rmtl_mlp_backward_from(m, mlp, 0, dinp, inp, ld_in, B);
-}
-
-void rmtl_mlp_backward(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp, int B) {
-    rmtl_mlp_backward_ld(m, mlp, dinp, inp, mlp->layer[0].in, B);
 }

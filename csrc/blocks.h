@@ -24,21 +24,17 @@ void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_
 /* name e.g. "tower.1.mlp"; output_layer appends Linear(dims[n-1], 1) */
 int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const int *dims, int n,
                    int output_layer);
-const float *rmtl_mlp_forward(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int B);
-void rmtl_mlp_backward(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp, int B);
-/* the gradient of the MLP output must already be in the arena; dinp may be NULL */
-const float *rmtl_mlp_forward_ld(rmtl_model *m, const rmtl_mlp *mlp, const float *inp, int ld_in,
-                                 int B);
-void rmtl_mlp_backward_ld(rmtl_model *m, const rmtl_mlp *mlp, float *dinp, const float *inp,
-                          int ld_in, int B);
-/* the same for an input (and its gradient dinp) whose rows are ld_in floats apart */
-const float *rmtl_mlp_forward_from(rmtl_model *m, const rmtl_mlp *mlp, int first, const float *inp,
-                                   int ld_in, int B);
-/* layers [first, n) only: with first > 0 the output of layer first - 1 is already in the
-   arena (a lookup wrote it) and inp is ignored */
-void rmtl_mlp_backward_from(rmtl_model *m, const rmtl_mlp *mlp, int first, float *dinp,
-                            const float *inp, int ld_in, int B);
-/* layers [first, n) only, down to the gradient of layer first's input (first > 0: in the
-   arena, dinp and inp ignored) */
+/* layers [first, n) of `count` MLPs of the same depth (count <= RMTL_MAX_TASKS), layer j of
+   all of them one group of products. With first == 0 MLP k reads inp[k], whose rows are
+   ld_in[k] floats apart; with first > 0 it reads its own layer first - 1 in the arena (a
+   lookup wrote it) and inp, ld_in may be NULL. out[k] (unless out is NULL) receives MLP k's
+   output. */
+void rmtl_mlps_forward(rmtl_model *m, const rmtl_mlp *mlp, int count, int first,
+                       const float *const *inp, const int *ld_in, int B, const float **out);
+/* the same layers backward, the gradients of the outputs already in the arena; with first == 0
+   MLP k adds its input's gradient into dinp[k] (NULL: not wanted; MLPs reading one input pass
+   the same pointer) */
+void rmtl_mlps_backward(rmtl_model *m, const rmtl_mlp *mlp, int count, int first,
+                        float *const *dinp, const float *const *inp, const int *ld_in, int B);
 size_t rmtl_mlp_out(const rmtl_mlp *mlp);
 #endif

@@ -111,8 +111,9 @@ int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense
     m->front[0].lin[1].x = action;
     rmtl_frontend_forward(m, &m->front[0], codes, dense, B);
     rmtl_first_forward(m, &m->lookup[0], B);
-    const float *h = rmtl_mlp_forward_from(m, &c->bottom, 1, NULL, 0, B);
-    const float *out = rmtl_mlp_forward(m, &c->tower, h, B);
+    const float *h, *out;
+    rmtl_mlps_forward(m, &c->bottom, 1, 1, NULL, NULL, B, &h);
+    rmtl_mlps_forward(m, &c->tower, 1, 0, &h, &c->tower.layer[0].in, B, &out);
     for (int i = 0; i < B; i++) {
         c->q[i] = out[i] > 0.0f ? -out[i] : 0.0f;
     }
@@ -129,9 +130,10 @@ void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const
     for (int i = 0; i < B; i++) {
         dout[i] = out[i] > 0.0f ? -dq[i] : 0.0f;
     }
-    rmtl_mlp_backward(m, &c->tower, rmtl_arena_grad(&m->arena, bottom_out),
-                      rmtl_arena_val(&m->arena, bottom_out), B);
-    rmtl_mlp_backward_from(m, &c->bottom, 1, NULL, NULL, 0, B);
+    float *dh = rmtl_arena_grad(&m->arena, bottom_out);
+    const float *h = rmtl_arena_val(&m->arena, bottom_out);
+    rmtl_mlps_backward(m, &c->tower, 1, 0, &dh, &h, &c->tower.layer[0].in, B);
+    rmtl_mlps_backward(m, &c->bottom, 1, 1, NULL, NULL, NULL, B);
     m->front[0].lin[0].x = dense;
     m->front[0].lin[1].x = action;
     m->front[0].lin[1].dx = daction;

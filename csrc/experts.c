@@ -394,12 +394,13 @@ static int rmtl_aitm_build(rmtl_model *m, rmtl_loc emb) {
     ex->feature[0] = q[0];
     for (int i = 1; i < T && st == RMTL_OK; i++) {
         rmtl_loc p, hp, hq;
-        st = rmtl_fan_apply(m, gfan[i - 1], ex->feature[i - 1], &p);
+        /* h(q) before g: the two products are independent and run together */
+        st = rmtl_fan_apply(m, hfan, q[i], &hq);
         if (st == RMTL_OK) {
-            st = rmtl_fan_apply(m, hfan, p, &hp);
+            st = rmtl_fan_apply(m, gfan[i - 1], ex->feature[i - 1], &p);
         }
         if (st == RMTL_OK) {
-            st = rmtl_fan_apply(m, hfan, q[i], &hq);
+            st = rmtl_fan_apply(m, hfan, p, &hp);
         }
         rmtl_op *op = st == RMTL_OK ? rmtl_op_add(m, RMTL_OP_ATTN) : NULL;
         if (op == NULL) {
