@@ -137,6 +137,25 @@ typedef struct {
     double share;
 } rmtl_gemm_many_args;
 
+/* how long the parts of a group take on the machine's CPUs when each CPU claims the next part
+   as it finishes one (the parts' multiply-adds on the busiest CPU) */
+static double rmtl_gemm_makespan(const rmtl_gemm_many_args *a) {
+    double load[GEMM_MAX_PARTS] = {0}, most = 0.0;
+    for (int i = 0; i < a->n; i++) {
+        const rmtl_gemm_op *g = &a->ops[i];
+        int len = g->M >= g->N ? g->M : g->N, part = rmtl_gemm_part(g, a->share);
+        for (int lo = 0; lo < len; lo += part) {
+            int cpu = 0, rows = len - lo < part ? len - lo : part;
+            for (int c = 1; c < rmtl_gemm_max_parts; c++) {
+                cpu = load[c] < load[cpu] ? c : cpu;
+            }
+            load[cpu] += rmtl_gemm_flops(g) * rows / len;
+            most = load[cpu] > most ? load[cpu] : most;
+        }
+    }
+    return most;
+}
+
 /* parts [p0, p1) of the ops, numbered op by op */
 static void rmtl_gemm_parts(void *ctx, int64_t p0, int64_t p1) {
     const rmtl_gemm_many_args *a = ctx;
@@ -180,7 +199,19 @@ void rmtl_gemm_many(rmtl_gemm_op *ops, int n) {
     if (k == 0) {
         return;
     }
+    /* parts of 1/CPUs of the work, or finer (up to 1/4 of that) when whole products would
+       leave a CPU idle (a large product beside a small one): the finest size that finishes
+       sooner by more than 2%, as every extra part packs its shared operand again */
     rmtl_gemm_many_args a = {ops, k, total / rmtl_gemm_max_parts};
+    double best = rmtl_gemm_makespan(&a);
+    for (int d = 2; d <= 4 && best > 1.05 * total / rmtl_gemm_max_parts; d++) {
+        rmtl_gemm_many_args finer = {ops, k, total / rmtl_gemm_max_parts / d};
+        double span = rmtl_gemm_makespan(&finer);
+        if (span < 0.98 * best) {
+            a = finer;
+            best = span;
+        }
+    }
     for (int i = 0; i < k; i++) {
         const rmtl_gemm_op *g = &ops[i];
         int len = g->M >= g->N ? g->M : g->N, part = rmtl_gemm_part(g, a.share);
