@@ -103,8 +103,8 @@ void rmtl_frontend_forward(rmtl_model *m, rmtl_frontend *fe, const int32_t *code
     fe->fold = rmtl_frontend_fold(m, fe, B);
     for (int k = 0; k < fe->n_lin && !fe->fold; k++) {
         const rmtl_front_linear *l = &fe->lin[k];
-        rmtl_linear_forward(out + (size_t)(fe->F + k) * fe->E, l->x, p + l->w, p + l->b, 0, none, B,
-                            l->d, fe->E, W);
+        rmtl_dense_forward(out + (size_t)(fe->F + k) * fe->E, W, l->x, l->d, p + l->w, p + l->b, 0,
+                           none, B, l->d, fe->E);
     }
 }
 
@@ -117,8 +117,8 @@ void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_
     for (int k = 0; k < fe->n_lin && !fe->fold; k++) {
         const rmtl_front_linear *l = &fe->lin[k];
         size_t c = (size_t)(fe->F + k) * fe->E;
-        rmtl_linear_backward(l->dx, g + l->w, g + l->b, dout + c, out + c, l->x,
-                             m->params.param + l->w, 0, 0.0f, B, l->d, fe->E, W);
+        rmtl_dense_backward(l->dx, l->d, g + l->w, g + l->b, dout + c, W, out + c, l->x,
+                            m->params.param + l->w, 0, 0.0f, B, l->d, fe->E);
     }
 }
 

@@ -112,7 +112,8 @@ static void rmtl_gemm_blas_part(const rmtl_gemm_op *g, int split_rows, int lo, i
    parts run faster: a product alone is cut into as many parts as the machine has CPUs (up to
    GEMM_MAX_PARTS; on 2 CPUs, 2 parts trained 3-15% faster than parts of 256 rows), and
    products run together (rmtl_gemm_many) into parts of about 1/CPUs of all their
-   multiply-adds, so most run whole on one thread each. */
+   multiply-adds, so most run whole on one thread each (finer where whole products would leave
+   a CPU idle). */
 #define GEMM_PART_MIN 64
 #define GEMM_SPLIT_FLOPS 4e6
 
@@ -199,9 +200,10 @@ void rmtl_gemm_many(rmtl_gemm_op *ops, int n) {
     if (k == 0) {
         return;
     }
-    /* parts of 1/CPUs of the work, or finer (up to 1/4 of that) when whole products would
-       leave a CPU idle (a large product beside a small one): the finest size that finishes
-       sooner by more than 2%, as every extra part packs its shared operand again */
+    /* parts of 1/CPUs of the work; when that leaves a CPU idle for more than 5% of the group
+       (a large product beside a small one), 1/(d CPUs) for d up to 4, each finer d taken only
+       if it finishes more than 2% sooner in the claim order (every extra part packs its shared
+       operand again) */
     rmtl_gemm_many_args a = {ops, k, total / rmtl_gemm_max_parts};
     double best = rmtl_gemm_makespan(&a);
     for (int d = 2; d <= 4 && best > 1.05 * total / rmtl_gemm_max_parts; d++) {

@@ -261,18 +261,6 @@ void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *do
                    rmtl_dense_backward_ops(ops, dinp, ld_in, dw, dout, ld_out, inp, w, B, C, OC));
 }
 
-void rmtl_linear_forward(float *out, const float *inp, const float *w, const float *b, int relu,
-                         rmtl_dropout drop, int B, int C, int OC, int ld_out) {
-    rmtl_dense_forward(out, ld_out, inp, C, w, b, relu ? OC : 0, drop, B, C, OC);
-}
-
-void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const float *out,
-                          const float *inp, const float *w, int relu, float drop_p, int B, int C,
-                          int OC, int ld_out) {
-    rmtl_dense_backward(dinp, C, dw, db, dout, ld_out, out, inp, w, relu ? OC : 0, drop_p, B, C,
-                        OC);
-}
-
 /* field f's n-th looked-up code: the batch's row n, or its n-th distinct code */
 static int32_t rmtl_field_code(const int32_t *codes, const rmtl_unique *u, int f, int F, int n) {
     return u != NULL && u->use[f] ? u->code[(size_t)f * u->cap + n] : codes[(size_t)n * F + f];

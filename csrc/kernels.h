@@ -10,14 +10,6 @@ typedef struct {
     uint64_t seed, stream;
 } rmtl_dropout;
 
-void rmtl_linear_forward(float *out, const float *inp, const float *w, const float *b, int relu,
-                         rmtl_dropout drop, int B, int C, int OC, int ld_out);
-/* inp (B,C) w (OC,C) b (OC) out (B,OC) with row stride ld_out; relu applies ReLU then dropout */
-void rmtl_linear_backward(float *dinp, float *dw, float *db, float *dout, const float *out,
-                          const float *inp, const float *w, int relu, float drop_p, int B, int C,
-                          int OC, int ld_out);
-/* dout (B,OC) is turned in place into the pre-activation gradient; dinp may be NULL */
-
 /* rows of per-field tables selected by each batch row's slot: row i uses
    rows[g] + slot[i * F + field[g]] * OC for g < n; rows[g] holds u[g] rows, and the batch
    rows of its slot s are order[g][start[g][s] .. start[g][s + 1]) in increasing order */
