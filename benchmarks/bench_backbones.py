@@ -10,7 +10,8 @@ FLOP rate (matrix products only) as a fraction of it.
 
 Per backbone it reports rmtl's training speed with its first layers chosen automatically
 (over each field's distinct codes in the batch where that pays), with the plain products
-(`first_layer="plain"`, the path before issue 14) and with one thread; the fraction of the
+(`first_layer="plain"`, the path before issue 14; the two timed in turn, twice each) and with
+one thread; the fraction of the
 plain path's training FLOPs the automatic path does; prediction against torch; and the peak
 resident memory each side adds in a fresh process building the backbone and taking 2
 training steps (Linux). `--neighbour` runs a load beside
@@ -197,17 +198,19 @@ def time_train(model, data, steps: int) -> float:
 
 
 def time_rmtl(model, data, steps: int) -> dict:
-    """Training speed (automatic first layers, then one thread, then plain first layers), the
-    rows per field of the last automatic step and whether it folded the numerical layer,
-    prediction speed"""
-    out = {"train": time_train(model, data, steps), "rows": model._core.first_layer_rows,
-           "folded": model._core.first_layer_folded}
+    """Training speed with automatic and with plain first layers (timed automatic, plain, plain,
+    automatic, each the mean of its two: a drift over the four windows cancels), then with
+    automatic first layers on one thread; the rows per field of the last automatic step and
+    whether it folded the numerical layer; prediction speed"""
+    speed = {"auto": [], "plain": []}
+    for mode in ("auto", "plain", "plain", "auto"):
+        model.first_layer = mode
+        speed[mode].append(time_train(model, data, steps))
+    out = {"train": np.mean(speed["auto"]), "train_plain": np.mean(speed["plain"]),
+           "rows": model._core.first_layer_rows, "folded": model._core.first_layer_folded}
     rmtl.set_num_threads(1)
     out["train_1"] = time_train(model, data, steps)
     rmtl.set_num_threads(ARGS.threads)
-    model.first_layer = "plain"
-    out["train_plain"] = time_train(model, data, steps)
-    model.first_layer = "auto"
     sparse, dense, _ = data
     n = BATCH * steps * 4
     model.predict(sparse[:BATCH], dense[:BATCH], batch_size=BATCH)
