@@ -223,6 +223,7 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
     if (B > m->arena.cap) {
         return RMTL_ERR_ARG;
     }
+    m->arena.rows = B;
     if (m->training) {
         m->counter++;
     }
@@ -288,9 +289,9 @@ void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense
     }
 }
 
-void rmtl_model_zero_grad(rmtl_model *m) {
+void rmtl_model_zero_grad(rmtl_model *m, int B) {
     rmtl_params_zero_grad(&m->params);
-    rmtl_arena_zero_grad(&m->arena);
+    rmtl_arena_zero_grad(&m->arena, B);
 }
 
 /* index of the first code outside [0, field_dims[f]), or -1 */

@@ -258,7 +258,7 @@ static PyObject *Critic_backward(CriticObject *self, PyObject *args, PyObject *k
     PyThreadState *ts = rmtl_holds_begin(&h);
     int st = rmtl_critic_reserve(c, (int)n);
     if (st == RMTL_OK) {
-        rmtl_critic_zero_grad(c);
+        rmtl_critic_zero_grad(c, (int)n);
         st = rmtl_critic_forward(c, cd, d, a, (int)n);
     }
     if (st == RMTL_OK) {

@@ -38,15 +38,16 @@ void rmtl_arena_free(rmtl_arena *a) {
 }
 
 float *rmtl_arena_val(const rmtl_arena *a, size_t col) {
-    return a->val + col * (size_t)a->cap;
+    return a->val + col * (size_t)a->rows;
 }
 
 float *rmtl_arena_grad(const rmtl_arena *a, size_t col) {
-    return a->grad + col * (size_t)a->cap;
+    return a->grad + col * (size_t)a->rows;
 }
 
-void rmtl_arena_zero_grad(rmtl_arena *a) {
-    rmtl_zero(a->grad, a->width * (size_t)a->cap);
+void rmtl_arena_zero_grad(rmtl_arena *a, int rows) {
+    a->rows = rows;
+    rmtl_zero(a->grad, a->width * (size_t)rows);
 }
 
 int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int extra) {

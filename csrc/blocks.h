@@ -9,7 +9,8 @@ int rmtl_arena_resize(rmtl_arena *a, int cap);
 void rmtl_arena_free(rmtl_arena *a);
 float *rmtl_arena_val(const rmtl_arena *a, size_t col);
 float *rmtl_arena_grad(const rmtl_arena *a, size_t col);
-void rmtl_arena_zero_grad(rmtl_arena *a);
+/* lays the arena out for a pass over `rows` rows and zeroes those rows' gradients */
+void rmtl_arena_zero_grad(rmtl_arena *a, int rows);
 
 /* prefix "" gives "embedding.embedding.weight"; "0." gives "embedding.0.embedding.weight";
    extra fields of width E follow the numerical field in the output (a critic's action) */

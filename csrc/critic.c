@@ -92,9 +92,9 @@ int rmtl_critic_reserve(rmtl_critic *c, int batch) {
     return RMTL_OK;
 }
 
-void rmtl_critic_zero_grad(rmtl_critic *c) {
+void rmtl_critic_zero_grad(rmtl_critic *c, int B) {
     rmtl_params_zero_grad(&c->net.params);
-    rmtl_arena_zero_grad(&c->net.arena);
+    rmtl_arena_zero_grad(&c->net.arena, B);
 }
 
 int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense,
@@ -103,6 +103,7 @@ int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense
     if (B > m->arena.cap) {
         return RMTL_ERR_ARG;
     }
+    m->arena.rows = B;
     if (m->training) {
         m->counter++;
     }

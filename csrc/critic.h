@@ -26,7 +26,7 @@ int rmtl_critic_create(rmtl_critic **out, const rmtl_model_config *cfg);
    n_experts are ignored */
 void rmtl_critic_free(rmtl_critic *c);
 int rmtl_critic_reserve(rmtl_critic *c, int batch);
-void rmtl_critic_zero_grad(rmtl_critic *c);
+void rmtl_critic_zero_grad(rmtl_critic *c, int B);
 int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense,
                         const float *action, int B);
 /* codes (B,F) dense (B,D) action (B) -> c->q (B), in the current mode; B <= reserved rows */

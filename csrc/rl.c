@@ -63,7 +63,7 @@ int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const
     for (int i = 0; i < B; i++) {
         q->y[i] = reward[i] + gamma * (1.0f - done[i]) * q->y[i];
     }
-    rmtl_critic_zero_grad(q);
+    rmtl_critic_zero_grad(q, B);
     if (st == RMTL_OK) {
         st = rmtl_critic_forward(q, codes, dense, action, B);
     }
@@ -90,7 +90,7 @@ int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *
         st = rmtl_critic_reserve(critics[k], B);
     }
     if (st == RMTL_OK) {
-        rmtl_model_zero_grad(actor);
+        rmtl_model_zero_grad(actor, B);
         st = rmtl_model_forward(actor, codes, dense, B);
     }
     double sum = 0.0;
@@ -99,7 +99,7 @@ int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *
         for (int i = 0; i < B; i++) {
             c->action[i] = actor->prob[(size_t)i * T + k];
         }
-        rmtl_critic_zero_grad(c);
+        rmtl_critic_zero_grad(c, B);
         st = rmtl_critic_forward(c, codes, state, c->action, B);
         if (st != RMTL_OK) {
             break;

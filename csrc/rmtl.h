@@ -50,11 +50,14 @@ typedef struct {
     long adam_step;
 } rmtl_params;
 
-/* Activation buffers sized per batch row: an activation of width w at column
-   offset c lives at buf + c * cap and holds (cap, w) row-major values. */
+/* Activation buffers sized per batch row: for a pass over B rows (rows = B, set by the
+   forward pass or by zeroing the gradients), an activation of width w at column offset c lives
+   at buf + c * rows and holds (rows, w) row-major values, so a pass over B rows uses the first
+   B * width floats whatever the capacity. */
 typedef struct {
     size_t width; /* sum of reserved widths */
-    int cap;      /* batch rows the buffers currently hold */
+    int cap;      /* batch rows the buffers can hold */
+    int rows;     /* batch rows of the current pass, <= cap */
     float *val, *grad;
 } rmtl_arena;
 
@@ -245,7 +248,7 @@ void rmtl_model_release(rmtl_model *m);
 int rmtl_model_reserve(rmtl_model *m, int batch);
 int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
-void rmtl_model_zero_grad(rmtl_model *m);
+void rmtl_model_zero_grad(rmtl_model *m, int B);
 int64_t rmtl_codes_check(const int32_t *codes, int64_t n, int F, const int32_t *field_dims);
 
 /* train.c */

@@ -40,7 +40,7 @@ int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, 
     if (st != RMTL_OK) {
         return st;
     }
-    rmtl_model_zero_grad(m);
+    rmtl_model_zero_grad(m, B);
     st = rmtl_model_forward(m, codes, dense, B);
     if (st != RMTL_OK) {
         return st;
@@ -172,7 +172,7 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
         st = rmtl_gather_batch(m->codes, m->dense, m->labels, data, rows + start, nb, m->F, m->D, T,
                                m->field_dims);
         if (st == RMTL_OK) {
-            rmtl_model_zero_grad(m);
+            rmtl_model_zero_grad(m, nb);
             st = rmtl_model_forward(m, m->codes, m->dense, nb);
         }
         if (st == RMTL_OK && Dc > 0) {

@@ -72,6 +72,24 @@ def test_forward_and_all_gradients_match_torch(gemm, torch):
     assert_grads_equal(dict(critic.named_grads()), net)
 
 
+def test_gradients_after_other_batch_sizes_match_torch(torch):
+    """A backward pass on 40 rows after a prediction on 300 rows (which grows the buffers) and
+    backward passes on 70 and 25 has exactly its own gradients."""
+    from torch_reference import critic_twin_of
+    critic = make_critic()
+    net = critic_twin_of(critic)
+    critic.predict(*states(n=300, seed=2))
+    for n in (70, 25):
+        critic.backward(*states(n=n, seed=n), np.ones(n, np.float32))
+    sparse, dense, action = states()
+    grad_q = np.random.default_rng(1).normal(size=len(action)).astype(np.float32)
+    grad_a = critic.backward(sparse, dense, action, grad_q)
+    a_t = torch.tensor(action, requires_grad=True)
+    (net(*as_torch(torch, sparse, dense), a_t) * torch.from_numpy(grad_q)).sum().backward()
+    np.testing.assert_allclose(grad_a, a_t.grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert_grads_equal(dict(critic.named_grads()), net)
+
+
 def test_state_dict_keys_and_shapes_equal_reference(torch):
     from torch_reference import CriticNeg
     ours = {k: v.shape for k, v in make_critic().state_dict().items()}
