@@ -74,7 +74,7 @@ def test_forward_and_all_gradients_match_torch(gemm, torch):
 
 def test_gradients_after_other_batch_sizes_match_torch(torch):
     """A backward pass on 40 rows after a prediction on 300 rows (which grows the buffers) and
-    backward passes on 70 and 25 has exactly its own gradients."""
+    backward passes on 70 and 25 has its own gradients only (as PyTorch)."""
     from torch_reference import critic_twin_of
     critic = make_critic()
     net = critic_twin_of(critic)

@@ -64,7 +64,7 @@ def test_forward_and_gradients_match_torch(name, T, kw, gemm, torch):
 @pytest.mark.parametrize("name", ["singletask", "esmm", "mmoe", "ple", "aitm"])
 def test_gradients_after_other_batch_sizes_match_torch(name, torch):
     """The activations are laid out for each pass's rows: a step on 33 rows after a prediction on
-    300 (which grows the buffers) and steps on 60 and 20 has exactly its own gradients."""
+    300 (which grows the buffers) and steps on 60 and 20 has its own gradients only (as PyTorch)."""
     from torch_reference import twin_of, weighted_bce
     model = make(name, 2)
     net = twin_of(model)
