@@ -220,10 +220,9 @@ static rmtl_loc rmtl_model_feature(const rmtl_model *m, int k) {
 int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
     const float *logit[RMTL_MAX_TASKS], *inp[RMTL_MAX_TASKS];
     int ld[RMTL_MAX_TASKS];
-    if (B > m->arena.cap) {
+    if (rmtl_arena_layout(&m->arena, B) != RMTL_OK) {
         return RMTL_ERR_ARG;
     }
-    m->arena.rows = B;
     if (m->training) {
         m->counter++;
     }

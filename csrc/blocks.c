@@ -45,6 +45,14 @@ float *rmtl_arena_grad(const rmtl_arena *a, size_t col) {
     return a->grad + col * (size_t)a->rows;
 }
 
+int rmtl_arena_layout(rmtl_arena *a, int rows) {
+    if (rows > a->cap) {
+        return RMTL_ERR_ARG;
+    }
+    a->rows = rows;
+    return RMTL_OK;
+}
+
 void rmtl_arena_zero_grad(rmtl_arena *a, int rows) {
     a->rows = rows;
     rmtl_zero(a->grad, a->width * (size_t)rows);

@@ -9,7 +9,9 @@ int rmtl_arena_resize(rmtl_arena *a, int cap);
 void rmtl_arena_free(rmtl_arena *a);
 float *rmtl_arena_val(const rmtl_arena *a, size_t col);
 float *rmtl_arena_grad(const rmtl_arena *a, size_t col);
-/* lays the arena out for a pass over `rows` rows and zeroes those rows' gradients */
+/* lays the arena out for a pass over `rows` rows (RMTL_ERR_ARG beyond its capacity) */
+int rmtl_arena_layout(rmtl_arena *a, int rows);
+/* lays the arena out for a pass over `rows` rows (reserved) and zeroes those rows' gradients */
 void rmtl_arena_zero_grad(rmtl_arena *a, int rows);
 
 /* prefix "" gives "embedding.embedding.weight"; "0." gives "embedding.0.embedding.weight";

@@ -100,10 +100,9 @@ void rmtl_critic_zero_grad(rmtl_critic *c, int B) {
 int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense,
                         const float *action, int B) {
     rmtl_model *m = &c->net;
-    if (B > m->arena.cap) {
+    if (rmtl_arena_layout(&m->arena, B) != RMTL_OK) {
         return RMTL_ERR_ARG;
     }
-    m->arena.rows = B;
     if (m->training) {
         m->counter++;
     }
