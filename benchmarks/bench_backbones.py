@@ -11,8 +11,8 @@ FLOP rate (matrix products only) as a fraction of it.
 Per backbone it reports rmtl's training speed with its first layers chosen automatically
 (over each field's distinct codes in the batch where that pays), with the plain products
 (`first_layer="plain"`, the path before issue 14; the two timed in turn, twice each) and with
-one thread; the fraction of the
-plain path's training FLOPs the automatic path does; prediction against torch; and the peak
+one thread; the fraction of the reference's training FLOPs (every product over the batch's
+rows, AITM's h1..h3 applied to both positions) the automatic path does; prediction against torch; and the peak
 resident memory each side adds in a fresh process building the backbone and taking 2
 training steps (Linux). `--neighbour` runs a load beside
 the timed runs (benchmarks/neighbours.py, nice 10); `--high-cardinality` adds a field of
@@ -151,6 +151,19 @@ def first_layer_flops(model: rmtl.models.Backbone, rows: "list[int]", batch: int
             total += 2.0 * out * E * sum(rows) * 3
             total += 2.0 * out * (2 * batch * D + 3 * E * D + 3 * E) if folded else 2.0 * out * E * batch * 3
     return total
+
+
+def attention_flops(model: rmtl.models.Backbone, batch: int, ours: bool) -> float:
+    """Matrix-product FLOPs of one training step's AITM attentions (0 for other backbones):
+    h1..h3 applied to both positions of every transfer with their gradients (18 products of
+    (batch, d, d) per transfer), or rmtl's way without applying them (7 of those and 3 of
+    (d, d, d); csrc/experts.c)."""
+    c = model.config
+    if c.name != "aitm":
+        return 0.0
+    d = c.bottom_dims[-1]
+    per = 7.0 * batch * d * d + 3.0 * d ** 3 if ours else 18.0 * batch * d * d
+    return 2.0 * per * (c.num_tasks - 1)
 
 
 def memory_kb(key: str) -> int:
@@ -293,7 +306,8 @@ def main() -> None:
             r = time_rmtl(model, data, ARGS.steps)
             plain = train_flops(model, BATCH)
             ours = plain - first_layer_flops(model, [BATCH] * len(DIMS), BATCH, False) + first_layer_flops(
-                model, list(r["rows"]), BATCH, r["folded"])
+                model, list(r["rows"]), BATCH, r["folded"]) - attention_flops(model, BATCH, False) + attention_flops(
+                model, BATCH, True)
             t_train, t_pred = time_torch(twin_of(model), data, ARGS.steps)
             del model
             gc.collect()

@@ -391,24 +391,24 @@ static int rmtl_aitm_build(rmtl_model *m, rmtl_loc emb) {
         const rmtl_fanout *f = &ex->fan[hfan];
         st = rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out);
     }
+    if (st == RMTL_OK && T > 1) {
+        ex->attn = malloc((3 * (size_t)D * D + 3 * (size_t)D) * sizeof(float));
+        st = ex->attn == NULL ? RMTL_ERR_NOMEM : RMTL_OK;
+    }
     ex->feature[0] = q[0];
     for (int i = 1; i < T && st == RMTL_OK; i++) {
-        rmtl_loc p, hp, hq;
-        /* h(q) before g: the two products are independent and run together */
-        st = rmtl_fan_apply(m, hfan, q[i], &hq);
-        if (st == RMTL_OK) {
-            st = rmtl_fan_apply(m, gfan[i - 1], ex->feature[i - 1], &p);
-        }
-        if (st == RMTL_OK) {
-            st = rmtl_fan_apply(m, hfan, p, &hp);
-        }
+        rmtl_loc p;
+        st = rmtl_fan_apply(m, gfan[i - 1], ex->feature[i - 1], &p);
         rmtl_op *op = st == RMTL_OK ? rmtl_op_add(m, RMTL_OP_ATTN) : NULL;
         if (op == NULL) {
             return st == RMTL_OK ? RMTL_ERR_NOMEM : st;
         }
+        op->fan = hfan;
         op->W = D;
-        op->x[0] = hp;
-        op->x[1] = hq;
+        op->x[0] = p;
+        op->x[1] = q[i];
+        op->x[2] = rmtl_loc_new(m, 2 * D);
+        op->x[3] = rmtl_loc_new(m, D);
         op->gate = rmtl_loc_new(m, 2);
         op->out = ex->feature[i] = rmtl_loc_new(m, D);
     }
@@ -439,6 +439,7 @@ void rmtl_experts_free(rmtl_model *m) {
     if (m->experts != NULL) {
         free(m->experts->fan);
         free(m->experts->op);
+        free(m->experts->attn);
         free(m->experts);
         m->experts = NULL;
     }
@@ -534,6 +535,99 @@ static int rmtl_dense_run_backward(rmtl_model *m, int i, int first, int B) {
     return i - k;
 }
 
+/* AITM's attention through the fanout h = [V|K|Q] = (W1, W2, W3), biases (b1, b2, b3), without
+   applying h to either position x_t: the logits <K_t, Q_t> are x_t^T S x_t + c . x_t + b2 . b3
+   with S = (W2^T W3 + W3^T W2) / 2 and c = W2^T b3 + W3^T b2 (the constant cancels in the
+   softmax), and sum_t a_t V_t = W1 mix + b1 with mix = sum_t a_t x_t (the a_t sum to one). Per
+   training step that is 7 products of (B, D, D) instead of the 18 that apply h to both
+   positions, plus 3 of (D, D, D). The workspace: S, c, then the backward's two (D, D) and (2D). */
+static void rmtl_attn_forward(rmtl_model *m, const rmtl_op *op, int B) {
+    const rmtl_fanout *f = &m->experts->fan[op->fan];
+    const float *W = m->params.param + f->w, *b = m->params.param + f->b;
+    int D = op->W;
+    size_t DD = (size_t)D * D;
+    float *S = m->experts->attn, *c = S + DD, *P = c + D;
+    rmtl_gemm(1, 0, D, D, D, 1.0f, W + DD, D, W + 2 * DD, D, 0.0f, P, D);
+    for (int i = 0; i < D; i++) {
+        for (int j = 0; j < D; j++) {
+            S[(size_t)i * D + j] = 0.5f * (P[(size_t)i * D + j] + P[(size_t)j * D + i]);
+        }
+    }
+    memset(c, 0, (size_t)D * sizeof(float));
+    for (int o = 0; o < D; o++) {
+        const float *w2 = W + DD + (size_t)o * D, *w3 = W + 2 * DD + (size_t)o * D;
+        for (int k = 0; k < D; k++) {
+            c[k] += w2[k] * b[2 * D + o] + w3[k] * b[D + o];
+        }
+    }
+    rmtl_loc x0 = op->x[0], x1 = op->x[1], z = op->x[2], mix = op->x[3];
+    rmtl_gemm_op zs[2] = {
+        {0, 0, B, D, D, x0.ld, D, z.ld, 1.0f, 0.0f, rmtl_loc_val(m, x0), S, rmtl_loc_val(m, z)},
+        {0, 0, B, D, D, x1.ld, D, z.ld, 1.0f, 0.0f, rmtl_loc_val(m, x1), S,
+         rmtl_loc_val(m, z) + D}};
+    rmtl_gemm_many(zs, 2);
+    rmtl_attention2_forward(rmtl_loc_val(m, mix), mix.ld, rmtl_loc_val(m, op->gate),
+                            rmtl_loc_val(m, x0), x0.ld, rmtl_loc_val(m, x1), x1.ld,
+                            rmtl_loc_val(m, z), z.ld, c, B, D);
+    rmtl_dropout none = {0.0f, 0, 0};
+    float *out = rmtl_loc_val(m, op->out);
+    rmtl_gemm(0, 1, B, D, D, 1.0f, rmtl_loc_val(m, mix), mix.ld, W, D, 0.0f, out, op->out.ld);
+    rmtl_dense_epilogue(out, op->out.ld, b, 0, NULL, NULL, 0, none, B, D);
+}
+
+static void rmtl_attn_backward(rmtl_model *m, const rmtl_op *op, int B) {
+    const rmtl_fanout *f = &m->experts->fan[op->fan];
+    const float *W = m->params.param + f->w, *b = m->params.param + f->b;
+    float *dW = m->params.grad + f->w, *db = m->params.grad + f->b;
+    int D = op->W;
+    size_t DD = (size_t)D * D;
+    float *S = m->experts->attn, *c = S + DD, *G = c + D, *G1 = G + DD, *dc = G1 + DD;
+    rmtl_loc x0 = op->x[0], x1 = op->x[1], z = op->x[2], mix = op->x[3];
+    float *dout = rmtl_loc_grad(m, op->out), *y = rmtl_loc_grad(m, z);
+    int ld_out = op->out.ld;
+    /* b1's gradient: the column sums of dout (no ReLU columns: dout is only read) */
+    rmtl_dense_prologue(db, NULL, NULL, NULL, dout, ld_out, dout, 0, 0.0f, B, D);
+    rmtl_gemm_op v[2] = {
+        {1, 0, D, D, B, ld_out, mix.ld, D, 1.0f, 1.0f, dout, rmtl_loc_val(m, mix), dW},
+        {0, 0, B, D, D, ld_out, D, mix.ld, 1.0f, 0.0f, dout, W, rmtl_loc_grad(m, mix)}};
+    rmtl_gemm_many(v, 2);
+    rmtl_attention2_backward(rmtl_loc_grad(m, x0), rmtl_loc_grad(m, x1), y, z.ld,
+                             rmtl_loc_grad(m, mix), mix.ld, rmtl_loc_val(m, op->gate),
+                             rmtl_loc_val(m, x0), x0.ld, rmtl_loc_val(m, x1), x1.ld,
+                             rmtl_loc_val(m, z), c, B, D);
+    memset(dc, 0, 2 * (size_t)D * sizeof(float));
+    rmtl_dense_prologue(dc, NULL, NULL, NULL, y, z.ld, y, 0, 0.0f, B, 2 * D);
+    rmtl_gemm_op gs[2] = {
+        {1, 0, D, D, B, z.ld, x0.ld, D, 1.0f, 0.0f, y, rmtl_loc_val(m, x0), G},
+        {1, 0, D, D, B, z.ld, x1.ld, D, 1.0f, 0.0f, y + D, rmtl_loc_val(m, x1), G1}};
+    rmtl_gemm_many(gs, 2);
+    /* S's gradient G (symmetric, as S), c's gradient dc */
+    for (size_t k = 0; k < DD; k++) {
+        G[k] += G1[k];
+    }
+    for (int i = 0; i < D; i++) {
+        dc[i] += dc[D + i];
+    }
+    /* through S: W2 gets W3 G, W3 gets W2 G; through c: W2 gets b3 dc^T, W3 b2 dc^T, b3 W2 dc,
+       b2 W3 dc */
+    rmtl_gemm_op ws[2] = {{0, 0, D, D, D, D, D, D, 1.0f, 1.0f, W + 2 * DD, G, dW + DD},
+                          {0, 0, D, D, D, D, D, D, 1.0f, 1.0f, W + DD, G, dW + 2 * DD}};
+    rmtl_gemm_many(ws, 2);
+    for (int o = 0; o < D; o++) {
+        const float *w2 = W + DD + (size_t)o * D, *w3 = W + 2 * DD + (size_t)o * D;
+        float *d2 = dW + DD + (size_t)o * D, *d3 = dW + 2 * DD + (size_t)o * D, s2 = 0.0f,
+              s3 = 0.0f;
+        for (int k = 0; k < D; k++) {
+            d2[k] += b[2 * D + o] * dc[k];
+            d3[k] += b[D + o] * dc[k];
+            s2 += w3[k] * dc[k];
+            s3 += w2[k] * dc[k];
+        }
+        db[D + o] += s2;
+        db[2 * D + o] += s3;
+    }
+}
+
 void rmtl_experts_forward(rmtl_model *m, int first, int B) {
     const struct rmtl_experts *ex = m->experts;
     const float *x[RMTL_MAX_EXPERTS];
@@ -556,9 +650,7 @@ void rmtl_experts_forward(rmtl_model *m, int first, int B) {
                              op->gate.ld, x, ld, op->n, B, op->W);
             break;
         default:
-            rmtl_attention2_forward(rmtl_loc_val(m, op->out), op->out.ld, rmtl_loc_val(m, op->gate),
-                                    rmtl_loc_val(m, op->x[0]), rmtl_loc_val(m, op->x[1]),
-                                    op->x[0].ld, B, op->W);
+            rmtl_attn_forward(m, op, B);
         }
     }
 }
@@ -588,10 +680,7 @@ void rmtl_experts_backward(rmtl_model *m, int first, int B) {
                               rmtl_loc_val(m, op->gate), op->gate.ld, x, ld, op->n, B, op->W);
             break;
         default:
-            rmtl_attention2_backward(rmtl_loc_grad(m, op->x[0]), rmtl_loc_grad(m, op->x[1]),
-                                     rmtl_loc_grad(m, op->out), op->out.ld,
-                                     rmtl_loc_val(m, op->gate), rmtl_loc_val(m, op->x[0]),
-                                     rmtl_loc_val(m, op->x[1]), op->x[0].ld, B, op->W);
+            rmtl_attn_backward(m, op, B);
         }
     }
 }

@@ -26,7 +26,9 @@ enum { RMTL_OP_DENSE = 0, RMTL_OP_SOFTMAX = 1, RMTL_OP_MIX = 2, RMTL_OP_ATTN = 3
 /* DENSE: fanout `fan` reads `in`, writes `out`.
    SOFTMAX: in place over `n` columns at `out` (a gate).
    MIX: out (B,W) = sum_e gate[:, e] * x[e] over n experts.
-   ATTN: x[0], x[1] = [V|K|Q] (B,3W) of positions p, q; `gate` keeps the (B,2) attention. */
+   ATTN: AITM's attention of fanout `fan` = [V|K|Q] over positions x[0], x[1] (B,W) without
+   applying the fanout to them (experts.c); x[2] (B,2W) and x[3] (B,W) hold its intermediate
+   rows, `gate` the (B,2) attention. */
 typedef struct {
     int type, fan, n, W;
     rmtl_loc in, out, gate;
@@ -38,6 +40,7 @@ struct rmtl_experts {
     rmtl_fanout *fan;
     rmtl_op *op;
     rmtl_loc feature[RMTL_MAX_TASKS]; /* the (B, bottom[-1]) tower input of each task */
+    float *attn; /* AITM's attention: S (D,D), c (D), two (D,D) and a (2D) gradient buffers */
 };
 
 /* declares the parameters between the front end and the towers; m->front[0] is built */

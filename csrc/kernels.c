@@ -630,101 +630,108 @@ void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld
 }
 
 typedef struct {
-    float *out;
-    float *attn;
-    float *dhp;
-    float *dhq;
-    const float *dout;
-    const float *attn_in;
-    int ld_out;
-    const float *hp;
-    const float *hq;
-    int ld_h;
-    int D;
+    float *mix, *dx0, *dx1, *y;
+    const float *attn, *dmix, *x0, *x1, *z, *c;
+    float *attn_out;
+    int ld_mix, ld_x0, ld_x1, ld_z, D;
     float inv;
 } rmtl_attention2_args;
 
 static void rmtl_attention2_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_attention2_args *args = ctx;
-    const float *hp = args->hp;
-    int ld_h = args->ld_h;
-    const float *hq = args->hq;
-    int D = args->D;
-    float inv = args->inv;
-    float *attn = args->attn;
-    float *out = args->out;
-    int ld_out = args->ld_out;
+    int D = args->D, ld_z = args->ld_z;
+    const float *c = args->c;
     for (int64_t i = lo_; i < hi_; i++) {
-        const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
+        const float *x[2] = {args->x0 + (size_t)i * args->ld_x0,
+                             args->x1 + (size_t)i * args->ld_x1};
+        const float *z = args->z + (size_t)i * ld_z;
         float s[2];
         for (int t = 0; t < 2; t++) {
             float dot = 0.0f;
-            for (int c = 0; c < D; c++) {
-                dot += h[t][D + c] * h[t][2 * D + c];
+            for (int k = 0; k < D; k++) {
+                dot += x[t][k] * (z[t * D + k] + c[k]);
             }
-            s[t] = dot * inv;
+            s[t] = dot * args->inv;
         }
         float mx = s[0] > s[1] ? s[0] : s[1];
         float e0 = expf(s[0] - mx), e1 = expf(s[1] - mx);
         float a0 = e0 / (e0 + e1), a1 = e1 / (e0 + e1);
-        attn[2 * (size_t)i] = a0;
-        attn[2 * (size_t)i + 1] = a1;
-        float *o = out + (size_t)i * ld_out;
-        for (int c = 0; c < D; c++) {
-            o[c] = a0 * h[0][c] + a1 * h[1][c];
+        args->attn_out[2 * (size_t)i] = a0;
+        args->attn_out[2 * (size_t)i + 1] = a1;
+        float *o = args->mix + (size_t)i * args->ld_mix;
+        for (int k = 0; k < D; k++) {
+            o[k] = a0 * x[0][k] + a1 * x[1][k];
         }
     }
 }
 
-/* h = [V | K | Q] of one position, (B, 3D) row stride ld_h */
-void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
-                             int ld_h, int B, int D) {
-    float inv = 1.0f / sqrtf((float)D);
-    rmtl_attention2_args attention2_rows_args = {out,    attn, NULL, NULL, NULL, NULL,
-                                                 ld_out, hp,   hq,   ld_h, D,    inv};
-    rmtl_parallel_for(B, rmtl_grain(D, 32768), rmtl_attention2_rows_range, &attention2_rows_args);
+void rmtl_attention2_forward(float *mix, int ld_mix, float *attn, const float *x0, int ld_x0,
+                             const float *x1, int ld_x1, const float *z, int ld_z, const float *c,
+                             int B, int D) {
+    rmtl_attention2_args args = {0};
+    args.mix = mix;
+    args.attn_out = attn;
+    args.x0 = x0;
+    args.x1 = x1;
+    args.z = z;
+    args.c = c;
+    args.ld_mix = ld_mix;
+    args.ld_x0 = ld_x0;
+    args.ld_x1 = ld_x1;
+    args.ld_z = ld_z;
+    args.D = D;
+    args.inv = 1.0f / sqrtf((float)D);
+    rmtl_parallel_for(B, rmtl_grain(4.0 * D, 32768), rmtl_attention2_rows_range, &args);
 }
 
 static void rmtl_attention2_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     const rmtl_attention2_args *args = ctx;
-    const float *hp = args->hp;
-    int ld_h = args->ld_h;
-    const float *hq = args->hq;
-    float *dhp = args->dhp;
-    float *dhq = args->dhq;
-    const float *dout = args->dout;
-    int ld_out = args->ld_out;
-    const float *attn_in = args->attn_in;
-    int D = args->D;
-    float inv = args->inv;
+    int D = args->D, ld_z = args->ld_z;
+    const float *c = args->c;
     for (int64_t i = lo_; i < hi_; i++) {
-        const float *h[2] = {hp + (size_t)i * ld_h, hq + (size_t)i * ld_h};
-        float *dh[2] = {dhp + (size_t)i * ld_h, dhq + (size_t)i * ld_h};
-        const float *d = dout + (size_t)i * ld_out;
-        float a[2] = {attn_in[2 * (size_t)i], attn_in[2 * (size_t)i + 1]}, da[2] = {0.0f, 0.0f};
+        const float *x[2] = {args->x0 + (size_t)i * args->ld_x0,
+                             args->x1 + (size_t)i * args->ld_x1};
+        float *dx[2] = {args->dx0 + (size_t)i * args->ld_x0, args->dx1 + (size_t)i * args->ld_x1};
+        const float *z = args->z + (size_t)i * ld_z, *dm = args->dmix + (size_t)i * args->ld_mix;
+        float *y = args->y + (size_t)i * ld_z;
+        float a[2] = {args->attn[2 * (size_t)i], args->attn[2 * (size_t)i + 1]}, da[2];
         for (int t = 0; t < 2; t++) {
-            for (int c = 0; c < D; c++) {
-                da[t] += d[c] * h[t][c];
-                dh[t][c] += a[t] * d[c];
+            float dot = 0.0f;
+            for (int k = 0; k < D; k++) {
+                dot += dm[k] * x[t][k];
             }
+            da[t] = dot;
         }
-        float dot = a[0] * da[0] + a[1] * da[1];
+        float mean = a[0] * da[0] + a[1] * da[1];
         for (int t = 0; t < 2; t++) {
-            float ds = a[t] * (da[t] - dot) * inv;
-            for (int c = 0; c < D; c++) {
-                dh[t][D + c] += ds * h[t][2 * D + c];
-                dh[t][2 * D + c] += ds * h[t][D + c];
+            float ds = a[t] * (da[t] - mean) * args->inv;
+            for (int k = 0; k < D; k++) {
+                dx[t][k] += a[t] * dm[k] + ds * (2.0f * z[t * D + k] + c[k]);
+                y[t * D + k] = ds * x[t][k];
             }
         }
     }
 }
 
-void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_out,
-                              const float *attn, const float *hp, const float *hq, int ld_h, int B,
+void rmtl_attention2_backward(float *dx0, float *dx1, float *y, int ld_z, const float *dmix,
+                              int ld_mix, const float *attn, const float *x0, int ld_x0,
+                              const float *x1, int ld_x1, const float *z, const float *c, int B,
                               int D) {
-    float inv = 1.0f / sqrtf((float)D);
-    rmtl_attention2_args attention2_grad_rows_args = {NULL,   NULL, dhp, dhq,  dout, attn,
-                                                      ld_out, hp,   hq,  ld_h, D,    inv};
-    rmtl_parallel_for(B, rmtl_grain(D, 32768), rmtl_attention2_grad_rows_range,
-                      &attention2_grad_rows_args);
+    rmtl_attention2_args args = {0};
+    args.dx0 = dx0;
+    args.dx1 = dx1;
+    args.y = y;
+    args.dmix = dmix;
+    args.attn = attn;
+    args.x0 = x0;
+    args.x1 = x1;
+    args.z = z;
+    args.c = c;
+    args.ld_mix = ld_mix;
+    args.ld_x0 = ld_x0;
+    args.ld_x1 = ld_x1;
+    args.ld_z = ld_z;
+    args.D = D;
+    args.inv = 1.0f / sqrtf((float)D);
+    rmtl_parallel_for(B, rmtl_grain(6.0 * D, 32768), rmtl_attention2_grad_rows_range, &args);
 }

@@ -71,14 +71,19 @@ void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld
                        int n, int B, int W);
 /* adds gate * dout into dx[e] (same strides as x[e]) and <dout, x[e]> into dgate */
 
-void rmtl_attention2_forward(float *out, int ld_out, float *attn, const float *hp, const float *hq,
-                             int ld_h, int B, int D);
-/* AITM attention over the two positions p, q: hp, hq (B,3D) = [V | K | Q] of each position;
-   a = softmax_t(<K_t, Q_t> / sqrt(D)) saved in attn (B,2); out (B,D) = a_p V_p + a_q V_q */
-void rmtl_attention2_backward(float *dhp, float *dhq, const float *dout, int ld_out,
-                              const float *attn, const float *hp, const float *hq, int ld_h, int B,
+void rmtl_attention2_forward(float *mix, int ld_mix, float *attn, const float *x0, int ld_x0,
+                             const float *x1, int ld_x1, const float *z, int ld_z, const float *c,
+                             int B, int D);
+/* AITM's attention over two positions x0, x1 (B,D) (row strides ld_x0, ld_x1), from z (B,2D) row
+   stride ld_z = [x0 S | x1 S] and c (D): attn (B,2) = softmax_t((x_t . (z_t + c)) / sqrt(D)), the
+   logits x_t^T S x_t + c . x_t; mix (B,D) = a_0 x0 + a_1 x1 */
+void rmtl_attention2_backward(float *dx0, float *dx1, float *y, int ld_z, const float *dmix,
+                              int ld_mix, const float *attn, const float *x0, int ld_x0,
+                              const float *x1, int ld_x1, const float *z, const float *c, int B,
                               int D);
-/* adds the gradients of hp and hq (B,3D) for the output gradient dout (B,D) */
+/* for dmix (B,D) the gradient of mix, through the softmax and the mixing: adds into dx0, dx1
+   (x0's and x1's strides) and writes y (B,2D) = [s_0 x0 | s_1 x1] with s_t the logit gradients over
+   sqrt(D), so that the gradient of S is sum_t y_t^T x_t and that of c the column sums of y */
 
 void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
                             const float *table, const int64_t *field_offset, int B, int F, int E,
