@@ -665,12 +665,11 @@ static void rmtl_attention2_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     }
 }
 
-void rmtl_attention2_forward(float *mix, int ld_mix, float *attn, const float *x0, int ld_x0,
-                             const float *x1, int ld_x1, const float *z, int ld_z, const float *c,
-                             int B, int D) {
+/* the arguments both directions share */
+static rmtl_attention2_args rmtl_attention2_inputs(const float *x0, int ld_x0, const float *x1,
+                                                   int ld_x1, const float *z, int ld_z,
+                                                   const float *c, int ld_mix, int D) {
     rmtl_attention2_args args = {0};
-    args.mix = mix;
-    args.attn_out = attn;
     args.x0 = x0;
     args.x1 = x1;
     args.z = z;
@@ -681,6 +680,15 @@ void rmtl_attention2_forward(float *mix, int ld_mix, float *attn, const float *x
     args.ld_z = ld_z;
     args.D = D;
     args.inv = 1.0f / sqrtf((float)D);
+    return args;
+}
+
+void rmtl_attention2_forward(float *mix, int ld_mix, float *attn, const float *x0, int ld_x0,
+                             const float *x1, int ld_x1, const float *z, int ld_z, const float *c,
+                             int B, int D) {
+    rmtl_attention2_args args = rmtl_attention2_inputs(x0, ld_x0, x1, ld_x1, z, ld_z, c, ld_mix, D);
+    args.mix = mix;
+    args.attn_out = attn;
     rmtl_parallel_for(B, rmtl_grain(4.0 * D, 32768), rmtl_attention2_rows_range, &args);
 }
 
@@ -717,21 +725,11 @@ void rmtl_attention2_backward(float *dx0, float *dx1, float *y, int ld_z, const 
                               int ld_mix, const float *attn, const float *x0, int ld_x0,
                               const float *x1, int ld_x1, const float *z, const float *c, int B,
                               int D) {
-    rmtl_attention2_args args = {0};
+    rmtl_attention2_args args = rmtl_attention2_inputs(x0, ld_x0, x1, ld_x1, z, ld_z, c, ld_mix, D);
     args.dx0 = dx0;
     args.dx1 = dx1;
     args.y = y;
     args.dmix = dmix;
     args.attn = attn;
-    args.x0 = x0;
-    args.x1 = x1;
-    args.z = z;
-    args.c = c;
-    args.ld_mix = ld_mix;
-    args.ld_x0 = ld_x0;
-    args.ld_x1 = ld_x1;
-    args.ld_z = ld_z;
-    args.D = D;
-    args.inv = 1.0f / sqrtf((float)D);
     rmtl_parallel_for(B, rmtl_grain(6.0 * D, 32768), rmtl_attention2_grad_rows_range, &args);
 }
