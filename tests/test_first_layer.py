@@ -147,7 +147,7 @@ labels = (rng.random((n, 2)) < 0.3).astype(np.float32)
 session = np.repeat(np.arange(n // 3), 3)
 data = rmtl.SessionData(session, np.arange(n), sparse, dense, labels, fields)
 out = []
-for name in ("mmoe", "sharedbottom"):
+for name in ("mmoe", "sharedbottom", "aitm"):
     m = rmtl.models.create(name, fields, 3, 2, embed_dim=32, bottom_dims=(256, 64), tower_dims=(32,), dropout=0.2,
                            seed=1)
     m.first_layer = {mode!r}
