@@ -12,9 +12,9 @@ Per backbone it reports rmtl's training speed with its first layers chosen autom
 (over each field's distinct codes in the batch where that pays), with the plain products
 (`first_layer="plain"`, the path before issue 14; the two timed in turn, twice each) and with
 one thread; the fraction of the reference's training FLOPs (every product over the batch's
-rows, AITM's h1..h3 applied to both positions) the automatic path does; prediction against torch; and the peak
-resident memory each side adds in a fresh process building the backbone and taking 2
-training steps (Linux). `--neighbour` runs a load beside
+rows, AITM's h1..h3 applied to both positions) the automatic path does; prediction against
+torch; and the peak resident memory each side adds in a fresh process building the backbone
+and taking 2 training steps (Linux). `--neighbour` runs a load beside
 the timed runs (benchmarks/neighbours.py, nice 10); `--high-cardinality` adds a field of
 1,000,000 codes (an item id: nearly every code distinct in a batch). `--torch-first` imports
 torch before rmtl; `--import-order` instead runs the benchmark twice, each in a fresh process
