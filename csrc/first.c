@@ -142,6 +142,9 @@ static void rmtl_unique_fields_range(void *ctx, int64_t lo_, int64_t hi_) {
 void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
     rmtl_unique *u = &m->uniq;
     int F = m->F, mode = m->unique;
+    if (mode == RMTL_UNIQUE_AUTO && m->E <= RMTL_UNIQUE_GATHER_COST) {
+        mode = RMTL_UNIQUE_NEVER; /* (B - u) E > cost B cannot hold: no field would pay */
+    }
     /* fields own disjoint ranges of mark: threads split by field never collide */
     rmtl_unique_fields_args unique_fields_args = {u, codes, m, B, F, mode};
     rmtl_parallel_for(F, (mode != RMTL_UNIQUE_NEVER && (long)B * F > 16384) ? 1 : F,
