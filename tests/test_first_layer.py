@@ -136,6 +136,15 @@ def test_auto_takes_distinct_codes_where_they_pay():
     assert not model._core.first_layer_folded  # 5 (8 + 6) >= 8 * 6
 
 
+
+def test_auto_at_a_narrow_embedding():
+    """embed_dim 16 (the experiment presets'), 64 rows: a field pays when (64 - u) 16 > 12 * 64,
+    that is with at most 15 distinct codes; 16 or more keep the plain product."""
+    model = rmtl.models.SharedBottom((15, 16, 64), 1, 1, **dict(SMALL, embed_dim=16))
+    sparse = np.stack([np.arange(64) % 15, np.arange(64) % 16, np.arange(64)], 1).astype(np.int32)
+    model(sparse, np.zeros((64, 1), np.float32))
+    assert model._core.first_layer_rows == (15, 64, 64)
+
 THREADS_SCRIPT = """
 import numpy as np, rmtl
 rmtl.set_num_threads({threads})
