@@ -58,6 +58,7 @@ typedef struct {
     int F;
     int D;
     int T;
+    const int32_t *field_dims;
     int *bad_out;
 } rmtl_gather_rows_args;
 
@@ -71,6 +72,7 @@ static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
     int D = args->D;
     float *labels = args->labels;
     int T = args->T;
+    const int32_t *field_dims = args->field_dims;
     int *bad_out = args->bad_out;
     int bad = 0;
     for (int64_t i = lo_; i < hi_; i++) {
@@ -79,7 +81,12 @@ static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
             bad = 1;
             continue;
         }
-        memcpy(codes + (size_t)i * F, data->codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
+        /* checked in the copy, which no other thread can change (the caller's array can) */
+        int32_t *row = codes + (size_t)i * F;
+        memcpy(row, data->codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
+        for (int f = 0; f < F; f++) { /* negative codes wrap above every field's size */
+            bad |= (uint32_t)row[f] >= (uint32_t)field_dims[f];
+        }
         memcpy(dense + (size_t)i * D, data->dense + (size_t)r * D, (size_t)D * sizeof(float));
         if (labels != NULL) {
             memcpy(labels + (size_t)i * T, data->labels + (size_t)r * T, (size_t)T * sizeof(float));
@@ -91,9 +98,10 @@ static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
 int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
                       const int64_t *rows, int B, int F, int D, int T, const int32_t *field_dims) {
     int bad = 0;
-    rmtl_gather_rows_args gather_rows_args = {codes, dense, labels, data, rows, F, D, T, &bad};
+    rmtl_gather_rows_args gather_rows_args = {codes, dense, labels, data,       rows,
+                                              F,     D,     T,      field_dims, &bad};
     rmtl_parallel_for(B, B > 4096 ? 1024 : B, rmtl_gather_rows_range, &gather_rows_args);
-    return bad || rmtl_codes_check(codes, B, F, field_dims) >= 0 ? RMTL_ERR_INDEX : RMTL_OK;
+    return bad ? RMTL_ERR_INDEX : RMTL_OK;
 }
 
 void rmtl_gather_state(float *out, const rmtl_rows *data, const int64_t *rows, int B, int D,

@@ -44,6 +44,8 @@ def test_core_rejects_unchecked_arrays():
     bad = np.array([[0, 9], [0, 0]], np.int32)
     with pytest.raises(ValueError, match="field 1"):
         core.predict(bad, GOOD[1], out, 16)
+    with pytest.raises(ValueError, match=r"code -1 at row 1, field 0 is outside \[0, 4\)"):
+        core.predict(np.array([[3, 4], [-1, 0]], np.int32), GOOD[1], out, 16)
     with pytest.raises(ValueError, match="rows: index 5"):
         m.train_chunk(np.array([0, 5]), GOOD[0], GOOD[1], np.zeros((2, 2), np.float32), batch_size=2, lr=1e-3)
     with pytest.raises(ValueError, match="adam"):
