@@ -102,6 +102,7 @@ static void rmtl_unique_fields_range(void *ctx, int64_t lo_, int64_t hi_) {
     int F = args->F;
     for (int64_t f = lo_; f < hi_; f++) {
         int32_t *mark = u->mark + m->field_offset[f], *code = u->code + (size_t)f * u->cap;
+        int32_t *slot = u->slot + (size_t)f * u->cap;
         int n = 0;
         u->use[f] = 0;
         if (mode == RMTL_UNIQUE_NEVER) {
@@ -113,7 +114,7 @@ static void rmtl_unique_fields_range(void *ctx, int64_t lo_, int64_t hi_) {
                 mark[c] = n;
                 code[n++] = c;
             }
-            u->slot[(size_t)i * F + f] = mark[c];
+            slot[i] = mark[c];
         }
         for (int s = 0; s < n; s++) {
             mark[code[s]] = -1;
@@ -127,13 +128,13 @@ static void rmtl_unique_fields_range(void *ctx, int64_t lo_, int64_t hi_) {
             int32_t *order = u->order + (size_t)f * u->cap;
             memset(start, 0, (size_t)(n + 1) * sizeof(int32_t));
             for (int i = 0; i < B; i++) {
-                start[u->slot[(size_t)i * F + f] + 1]++;
+                start[slot[i] + 1]++;
             }
             for (int s = 0; s < n; s++) {
                 start[s + 1] += start[s];
             }
             for (int i = 0; i < B; i++) {
-                order[start[u->slot[(size_t)i * F + f]]++] = i;
+                order[start[slot[i]]++] = i;
             }
             memmove(start + 1, start, (size_t)n * sizeof(int32_t));
             start[0] = 0;
@@ -149,7 +150,7 @@ void rmtl_unique_build(rmtl_model *m, const int32_t *codes, int B) {
     }
     /* fields own disjoint ranges of mark: threads split by field never collide */
     rmtl_unique_fields_args unique_fields_args = {u, codes, m, B, F, mode};
-    rmtl_parallel_for(F, (mode != RMTL_UNIQUE_NEVER && (long)B * F > 16384) ? 1 : F,
+    rmtl_parallel_for(F, (mode != RMTL_UNIQUE_NEVER && (long)B * F > 4096) ? 1 : F,
                       rmtl_unique_fields_range, &unique_fields_args);
     u->B = B;
     u->n_use = 0;
@@ -184,7 +185,7 @@ static int rmtl_plain_run(const rmtl_model *m, int C, int *c0, int *c1) {
 
 static rmtl_gather rmtl_unique_gather(const rmtl_model *m) {
     const rmtl_unique *u = &m->uniq;
-    rmtl_gather g = {u->n_use, m->F,    u->field,       u->field_u,
+    rmtl_gather g = {u->n_use, u->cap,  u->field,       u->field_u,
                      u->rows,  u->slot, u->field_start, u->field_order};
     return g;
 }

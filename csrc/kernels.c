@@ -105,10 +105,10 @@ RMTL_CLONES static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_)
             }
         }
         for (int g = 0; g < n; g++) {
-            const int32_t *slot = gather->slot + gather->field[g];
+            const int32_t *slot = gather->slot + (size_t)gather->field[g] * gather->ld;
             for (int i = i0; i < i1; i++) {
                 rmtl_cols(out + (size_t)i * ld_out + j0, 1, 1.0f,
-                          gather->rows[g] + (size_t)slot[(size_t)i * gather->F] * OC + j0, j1 - j0);
+                          gather->rows[g] + (size_t)slot[i] * OC + j0, j1 - j0);
             }
         }
         for (int i = i0; i < i1; i++) {

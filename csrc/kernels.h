@@ -11,10 +11,11 @@ typedef struct {
 } rmtl_dropout;
 
 /* rows of per-field tables selected by each batch row's slot: row i uses
-   rows[g] + slot[i * F + field[g]] * OC for g < n; rows[g] holds u[g] rows, and the batch
-   rows of its slot s are order[g][start[g][s] .. start[g][s + 1]) in increasing order */
+   rows[g] + slot[field[g] * ld + i] * OC for g < n (slots field by field: threads building
+   different fields write different cache lines); rows[g] holds u[g] rows, and the batch rows
+   of its slot s are order[g][start[g][s] .. start[g][s + 1]) in increasing order */
 typedef struct {
-    int n, F;
+    int n, ld;
     const int *field, *u;
     float *const *rows;
     const int32_t *slot;

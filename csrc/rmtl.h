@@ -128,14 +128,14 @@ typedef struct {
 
 /* The distinct codes of each field in a batch and the workspace of the products over them,
    sized for cap rows by rmtl_unique_reserve. For a field with use[f]: its u[f] distinct codes
-   in first-occurrence order at code + f * cap, row i's index among them at slot[i * F + f],
+   in first-occurrence order at code + f * cap, row i's index among them at slot[f * cap + i],
    the rows holding slot s at order[f * cap + start[f * (cap + 1) + s] ..], and the (u[f], out)
    products or aggregated gradients at work + woff[f]. The n_use fields with use[f] are
    listed in field, with their counts in field_u, products in rows, starts and orders in
    field_start and field_order. */
 typedef struct {
     int cap, B;             /* rows reserved, rows of the last build */
-    int32_t *code, *slot;   /* (F, cap) and (cap, F) */
+    int32_t *code, *slot;   /* (F, cap) each */
     int32_t *start, *order; /* (F, cap + 1) and (F, cap) */
     int32_t *mark;          /* (table_rows): a code's slot during a build, else -1 */
     int *u, *use;           /* (F) each */

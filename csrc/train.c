@@ -81,15 +81,20 @@ static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
             bad = 1;
             continue;
         }
-        /* checked in the copy, which no other thread can change (the caller's array can) */
-        int32_t *row = codes + (size_t)i * F;
-        memcpy(row, data->codes + (size_t)r * F, (size_t)F * sizeof(int32_t));
-        for (int f = 0; f < F; f++) { /* negative codes wrap above every field's size */
-            bad |= (uint32_t)row[f] >= (uint32_t)field_dims[f];
+        /* each code checked as copied: the value checked is the value kept, whatever another
+           thread does to the caller's array (negative codes wrap above every field's size);
+           loops, not memcpy calls, for rows this short */
+        const int32_t *src = data->codes + (size_t)r * F;
+        for (int f = 0; f < F; f++) {
+            int32_t c = src[f];
+            codes[(size_t)i * F + f] = c;
+            bad |= (uint32_t)c >= (uint32_t)field_dims[f];
         }
-        memcpy(dense + (size_t)i * D, data->dense + (size_t)r * D, (size_t)D * sizeof(float));
-        if (labels != NULL) {
-            memcpy(labels + (size_t)i * T, data->labels + (size_t)r * T, (size_t)T * sizeof(float));
+        for (int j = 0; j < D; j++) {
+            dense[(size_t)i * D + j] = data->dense[(size_t)r * D + j];
+        }
+        for (int k = 0; labels != NULL && k < T; k++) {
+            labels[(size_t)i * T + k] = data->labels[(size_t)r * T + k];
         }
     }
     __atomic_or_fetch(bad_out, bad, __ATOMIC_RELAXED);
@@ -100,7 +105,7 @@ int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_ro
     int bad = 0;
     rmtl_gather_rows_args gather_rows_args = {codes, dense, labels, data,       rows,
                                               F,     D,     T,      field_dims, &bad};
-    rmtl_parallel_for(B, B > 4096 ? 1024 : B, rmtl_gather_rows_range, &gather_rows_args);
+    rmtl_parallel_for(B, 512, rmtl_gather_rows_range, &gather_rows_args);
     return bad ? RMTL_ERR_INDEX : RMTL_OK;
 }
 
