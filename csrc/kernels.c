@@ -166,59 +166,114 @@ typedef struct {
     int w;
 } rmtl_prologue_args;
 
-RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_prologue_args *args = ctx;
+/* dout's ReLU columns [j0, min(jr, ...)) of rows [i0, i1) become pre-activation gradients:
+   out > 0 exactly where ReLU passed and dropout kept, so no mask is stored */
+#if defined(__GNUC__)
+__attribute__((always_inline)) /* into each clone */
+#endif
+static inline void rmtl_prologue_mask(float *restrict dout, const float *restrict out, int ld_out,
+                                      float scale, int i0, int i1, int j0, int jr) {
+    for (int i = i0; i < i1; i++) {
+        float *restrict d = dout + (size_t)i * ld_out;
+        const float *restrict o = out + (size_t)i * ld_out;
+        /* a select, not a branch: the kept/dropped pattern is unpredictable */
+        for (int j = j0; j < jr; j++) {
+            d[j] *= o[j] > 0.0f ? scale : 0.0f;
+        }
+    }
+}
+
+/* column block blk: the bias gradient, the column sums and the low-rank gradients, summed in
+   row order (the ReLU columns masked first, row by row, when mask is set) */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void rmtl_prologue_sums(const rmtl_prologue_args *args, int blk, int mask) {
     /* locals, not reads through args: a store through dout could alias args for all the
        compiler knows, and the ReLU pass would not vectorize */
     float *db = args->db, *colsum = args->colsum, *dout = args->dout, scale = args->scale;
     const float *out = args->out;
-    const rmtl_gather *scatter = args->scatter;
     rmtl_lowrank lr = {0};
     if (args->lowrank != NULL) {
         lr = *args->lowrank;
     }
-    int ld_out = args->ld_out, n_relu = args->n_relu, B = args->B, OC = args->OC, n = args->n;
-    int w = args->w;
-    for (int64_t blk = lo_; blk < hi_; blk++) {
-        int j0 = blk * w, j1 = j0 + w < OC ? j0 + w : OC;
-        int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
-        float acc[TILE_COLS] = {0};
+    int ld_out = args->ld_out, n_relu = args->n_relu, B = args->B, OC = args->OC, w = args->w;
+    int j0 = blk * w, j1 = j0 + w < OC ? j0 + w : OC;
+    int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
+    float acc[TILE_COLS] = {0};
+    for (int k = 0; k < lr.n; k++) {
+        for (int c = 0; c < lr.d[k]; c++) {
+            memset(lr.v[k] + (size_t)c * OC + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+        }
+    }
+    for (int i = 0; i < B; i++) {
+        float *restrict d = dout + (size_t)i * ld_out;
+        if (mask) {
+            rmtl_prologue_mask(dout, out, ld_out, scale, i, i + 1, j0, jr);
+        }
+        rmtl_cols(acc, 1, 1.0f, d + j0, j1 - j0);
         for (int k = 0; k < lr.n; k++) {
+            const float *x = lr.x[k] + (size_t)i * lr.d[k];
             for (int c = 0; c < lr.d[k]; c++) {
-                memset(lr.v[k] + (size_t)c * OC + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+                rmtl_cols(lr.v[k] + (size_t)c * OC + j0, 1, x[c], d + j0, j1 - j0);
             }
         }
-        for (int i = 0; i < B; i++) {
-            float *restrict d = dout + (size_t)i * ld_out;
-            const float *restrict o = out + (size_t)i * ld_out;
-            /* a select, not a branch: the kept/dropped pattern is unpredictable */
-            for (int j = j0; j < jr; j++) {
-                d[j] *= o[j] > 0.0f ? scale : 0.0f;
-            }
-            rmtl_cols(acc, 1, 1.0f, d + j0, j1 - j0);
-            for (int k = 0; k < lr.n; k++) {
-                const float *x = lr.x[k] + (size_t)i * lr.d[k];
-                for (int c = 0; c < lr.d[k]; c++) {
-                    rmtl_cols(lr.v[k] + (size_t)c * OC + j0, 1, x[c], d + j0, j1 - j0);
-                }
-            }
+    }
+    for (int j = j0; j < j1; j++) {
+        db[j] += acc[j - j0];
+    }
+    if (colsum != NULL) {
+        memcpy(colsum + j0, acc, (size_t)(j1 - j0) * sizeof(float));
+    }
+}
+
+/* column block blk of field g's sums by slot: each slot's rows in row order */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void rmtl_prologue_slots(const rmtl_prologue_args *args, int blk, int g) {
+    const rmtl_gather *scatter = args->scatter;
+    const float *dout = args->dout;
+    int ld_out = args->ld_out, OC = args->OC, w = args->w;
+    int j0 = blk * w, j1 = j0 + w < OC ? j0 + w : OC;
+    const int32_t *start = scatter->start[g], *order = scatter->order[g];
+    for (int s = 0; s < scatter->u[g]; s++) {
+        float *sum = scatter->rows[g] + (size_t)s * OC + j0; /* every slot has a row */
+        rmtl_cols(sum, 0, 1.0f, dout + (size_t)order[start[s]] * ld_out + j0, j1 - j0);
+        for (int k = start[s] + 1; k < start[s + 1]; k++) {
+            rmtl_cols(sum, 1, 1.0f, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
         }
-        for (int j = j0; j < j1; j++) {
-            db[j] += acc[j - j0];
+    }
+}
+
+/* one job per column block: masked and summed in one pass, then the sums by slot while the
+   block is in cache */
+RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_prologue_args *args = ctx;
+    for (int64_t blk = lo_; blk < hi_; blk++) {
+        rmtl_prologue_sums(args, (int)blk, 1);
+        for (int g = 0; g < args->n; g++) {
+            rmtl_prologue_slots(args, (int)blk, g);
         }
-        if (colsum != NULL) {
-            memcpy(colsum + j0, acc, (size_t)(j1 - j0) * sizeof(float));
-        }
-        /* the rows of each slot, in row order, summed while the block is in cache */
-        for (int g = 0; g < n; g++) {
-            const int32_t *start = scatter->start[g], *order = scatter->order[g];
-            for (int s = 0; s < scatter->u[g]; s++) {
-                float *sum = scatter->rows[g] + (size_t)s * OC + j0; /* every slot has a row */
-                rmtl_cols(sum, 0, 1.0f, dout + (size_t)order[start[s]] * ld_out + j0, j1 - j0);
-                for (int k = start[s] + 1; k < start[s + 1]; k++) {
-                    rmtl_cols(sum, 1, 1.0f, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
-                }
-            }
+    }
+}
+
+/* fewer column blocks than threads: the mask over rows first, then a job per block and part
+   (part 0 the sums of rmtl_prologue_sums, part g + 1 field g's sums by slot) */
+RMTL_CLONES static void rmtl_prologue_mask_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_prologue_args *args = ctx;
+    int jr = args->n_relu < args->OC ? args->n_relu : args->OC;
+    rmtl_prologue_mask(args->dout, args->out, args->ld_out, args->scale, (int)lo_, (int)hi_, 0, jr);
+}
+
+RMTL_CLONES static void rmtl_prologue_part_range(void *ctx, int64_t lo_, int64_t hi_) {
+    const rmtl_prologue_args *args = ctx;
+    for (int64_t t = lo_; t < hi_; t++) {
+        int blk = (int)(t / (args->n + 1)), part = (int)(t % (args->n + 1));
+        if (part == 0) {
+            rmtl_prologue_sums(args, blk, 0);
+        } else {
+            rmtl_prologue_slots(args, blk, part - 1);
         }
     }
 }
@@ -229,9 +284,8 @@ void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter,
     float scale = drop_p > 0.0f ? 1.0f / (1.0f - drop_p) : 1.0f;
     int n = scatter != NULL ? scatter->n : 0;
     /* ReLU columns become pre-activation gradients here, and the bias gradient and the sums by
-       slot are taken in the same pass over a column block; out > 0 exactly where ReLU passed
-       and dropout kept, so no mask is stored. Threads own column blocks and sum in row order:
-       the same bits for any thread count. */
+       slot are taken over column blocks. Threads own column blocks (and fields' sums by slot)
+       and sum in row order: the same bits for any thread count. */
     int w = TILE_COLS; /* narrower blocks where there are fewer than threads: same sums */
     while (w > 64 && (OC + w - 1) / w < rmtl_threads()) {
         w /= 2;
@@ -239,8 +293,14 @@ void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter,
     int nblk = (OC + w - 1) / w;
     rmtl_prologue_args prologue_args = {db,     colsum, scatter, lowrank, dout, ld_out, out,
                                         n_relu, B,      OC,      scale,   n,    w};
-    rmtl_parallel_for(nblk, rmtl_grain((double)B * w * (n + 1), 32768), rmtl_prologue_range,
-                      &prologue_args);
+    if (nblk >= rmtl_threads()) {
+        rmtl_parallel_for(nblk, rmtl_grain((double)B * w * (n + 1), 32768), rmtl_prologue_range,
+                          &prologue_args);
+        return;
+    }
+    /* a narrow layer (64 columns: one block) would leave every thread but one idle */
+    rmtl_parallel_for(B, rmtl_grain(OC, 32768), rmtl_prologue_mask_range, &prologue_args);
+    rmtl_parallel_for((int64_t)nblk * (n + 1), 1, rmtl_prologue_part_range, &prologue_args);
 }
 
 int rmtl_dense_backward_ops(rmtl_gemm_op *ops, float *dinp, int ld_in, float *dw, const float *dout,
