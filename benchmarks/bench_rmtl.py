@@ -12,9 +12,15 @@ train critics, weighted fine-tuning, each epoch followed by a validation AUC) ag
 same three stages in PyTorch (NumPy for the transitions, vectorised), with fixed epoch
 counts and no early stopping so both do the same work, on the synthetic RetailRocket preset.
 
-Every rmtl measurement runs before torch is imported (why: below, where the imports are).
+Each part is timed in ``--repeat`` rounds, the two sides taking turns to go first, and the
+ratio is that of the medians (each round's ratio printed too): the machines this was measured
+on have episodes of a few seconds in which everything runs up to twice as slowly, long enough
+to swallow one side's 3-second pipeline whole, and a single timing of each side then reports
+the episode, not the code. rmtl runs on its own thread pool, so importing torch first does
+not slow it (bench_backbones.py --import-order measures that).
 
-    python benchmarks/bench_rmtl.py [--steps 8] [--threads N] [--users 40000] [--skip-pipeline]
+    python benchmarks/bench_rmtl.py [--steps 8] [--threads N] [--users 40000] [--repeat 3]
+        [--skip-pipeline]
 """
 from __future__ import annotations
 
@@ -35,13 +41,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for rmtl and torch")
     p.add_argument("--users", type=int, default=40000, help="pipeline: users of the synthetic preset")
     p.add_argument("--epochs", type=int, default=2, help="pipeline: epochs of stages 1 and 3, and of stage 2")
+    p.add_argument("--repeat", type=int, default=3, help="rounds per part, the sides alternating")
     p.add_argument("--skip-pipeline", action="store_true", help="only part 1")
     return p.parse_args()
 
 
 # Thread counts and OpenBLAS's idle spin are read when the libraries load, so they are set
-# before anything is imported. rmtl runs on its own thread pool, so the import order of rmtl
-# and torch does not matter (bench_backbones.py --import-order measures it).
+# before anything is imported.
 ARGS = parse()
 os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
@@ -234,31 +240,47 @@ def rmtl_pipeline(train, valid, epochs: int) -> float:
     return time.perf_counter() - t0
 
 
+def rounds(timers) -> dict:
+    """``ARGS.repeat`` rounds of each timer (name -> callable returning seconds), the order of
+    the sides turning each round; seconds per round by name."""
+    names = list(timers)
+    times = {name: [] for name in names}
+    for r in range(ARGS.repeat):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(timers[name]())
+    return times
+
+
+def report(times, unit) -> None:
+    """Median per side, the ratio pytorch/rmtl of the medians and each round's."""
+    ours, theirs = times["rmtl"], times["pytorch"]
+    for name, ts in times.items():
+        print(f"  {name:8s}" + " ".join(f"{unit(t):>9s}" for t in ts) + f"   median {unit(float(np.median(ts)))}")
+    per_round = " ".join(f"{b / a:.2f}" for a, b in zip(ours, theirs))
+    print(f"  ratio pytorch/rmtl (time) {float(np.median(theirs)) / float(np.median(ours)):.2f}  (rounds: {per_round})")
+
+
 if __name__ == "__main__":
     data, trans = transitions(200_000)
     picks = minibatches(200_000, ARGS.steps + 1)
-    ours = {"stage2": rmtl_stage2(data, trans, picks)}
-    if not ARGS.skip_pipeline:
-        train, valid, _ = rmtl.datasets.synthetic("retailrocket", n_users=ARGS.users, seed=0).split()
-        ours["pipeline"] = rmtl_pipeline(train, valid, ARGS.epochs)
-    # only now torch (see the top of the file); these names become the module's globals
     import torch
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from torch_reference import CriticNeg, soft_update, td_loss, twin_of, weighted_bce
 
     torch.set_num_threads(ARGS.threads)
-    theirs = torch_stage2(data, trans, picks)
+    print(f"{ARGS.threads} threads, BLAS {rmtl.blas_info()['backend']}, torch {torch.__version__}, "
+          f"{ARGS.repeat} rounds per part, the sides taking turns to go first")
+    times = rounds({"rmtl": lambda: rmtl_stage2(data, trans, picks), "pytorch": lambda: torch_stage2(data, trans, picks)})
     print(f"stage 2, critic training (2 critics + targets, ESMM actor target, batch {BATCH}, "
-          f"{ARGS.steps} steps, {ARGS.threads} threads, BLAS {rmtl.blas_info()['backend']}):")
-    print(f"  rmtl    {BATCH / ours['stage2']:9.0f} transitions/s  ({ours['stage2'] * 1e3:.0f} ms/step)")
-    print(f"  pytorch {BATCH / theirs:9.0f} transitions/s  ({theirs * 1e3:.0f} ms/step)")
-    print(f"  ratio rmtl/pytorch {theirs / ours['stage2']:.2f}")
+          f"{ARGS.steps} steps), transitions/s per round:")
+    report(times, lambda t: f"{BATCH / t:.0f}")
     if not ARGS.skip_pipeline:
-        theirs = torch_pipeline(train, valid, ARGS.epochs)
+        train, valid, _ = rmtl.datasets.synthetic("retailrocket", n_users=ARGS.users, seed=0).split()
+        times = rounds({"rmtl": lambda: rmtl_pipeline(train, valid, ARGS.epochs),
+                        "pytorch": lambda: torch_pipeline(train, valid, ARGS.epochs)})
         print(f"three stages, ESMM (embed {NET['embed_dim']}, bottom {NET['bottom_dims']}, tower {NET['tower_dims']}; "
               f"critics {CRITIC['critic_bottom_dims']} + {CRITIC['critic_tower_dims']}), {ARGS.epochs} epochs per "
-              f"stage, synthetic retailrocket {ARGS.users} users: {len(train)} training / {len(valid)} validation rows:")
-        print(f"  rmtl    {ours['pipeline']:7.1f} s")
-        print(f"  pytorch {theirs:7.1f} s")
-        print(f"  ratio (pytorch time / rmtl time) {theirs / ours['pipeline']:.2f}")
+              f"stage, synthetic retailrocket {ARGS.users} users: {len(train)} training / {len(valid)} validation rows; "
+              "seconds per round:")
+        report(times, lambda t: f"{t:.1f}")

@@ -7,8 +7,8 @@
 /* A field runs over its u distinct codes when the multiply-adds saved, (B - u) E per output
    column, outweigh reading and adding one gathered row per batch row in the forward and
    the backward, which costs about this many multiply-adds per row and column: training
-   ESMM and MMoE with every field forced one way and the other crossed over at 10-13 for
-   embed 16-128 and first layers 64-512 wide (benchmarks/RESULTS.md) */
+   ESMM and MMoE with every field forced one way and the other crossed over at 10-16 for
+   embed 16-128 and first layers 64-1,024 wide (benchmarks/RESULTS.md) */
 #define RMTL_UNIQUE_GATHER_COST 12
 
 void rmtl_unique_free(rmtl_unique *u) {
