@@ -81,14 +81,16 @@ static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
             bad = 1;
             continue;
         }
-        /* each code checked as copied: the value checked is the value kept, whatever another
-           thread does to the caller's array (negative codes wrap above every field's size);
-           loops, not memcpy calls, for rows this short */
+        /* each code checked in the copy, which only this thread writes: the value checked is
+           the value kept, whatever another thread does to the caller's array (negative codes
+           wrap above every field's size); loops, not memcpy calls, for rows this short */
         const int32_t *src = data->codes + (size_t)r * F;
+        int32_t *row = codes + (size_t)i * F;
         for (int f = 0; f < F; f++) {
-            int32_t c = src[f];
-            codes[(size_t)i * F + f] = c;
-            bad |= (uint32_t)c >= (uint32_t)field_dims[f];
+            row[f] = src[f];
+        }
+        for (int f = 0; f < F; f++) {
+            bad |= (uint32_t)row[f] >= (uint32_t)field_dims[f];
         }
         for (int j = 0; j < D; j++) {
             dense[(size_t)i * D + j] = data->dense[(size_t)r * D + j];
