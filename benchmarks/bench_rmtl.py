@@ -13,11 +13,11 @@ same three stages in PyTorch (NumPy for the transitions, vectorised), with fixed
 counts and no early stopping so both do the same work, on the synthetic RetailRocket preset.
 
 Each part is timed in ``--repeat`` rounds, the two sides taking turns to go first, and the
-ratio is that of the medians (each round's ratio printed too): the machines this was measured
-on have episodes of a few seconds in which everything runs up to twice as slowly, long enough
-to swallow one side's 3-second pipeline whole, and a single timing of each side then reports
-the episode, not the code. rmtl runs on its own thread pool, so importing torch first does
-not slow it (bench_backbones.py --import-order measures that).
+ratio is that of the medians (each round's ratio printed too): on the 2-core virtual machines
+this was measured on, one CPU at times runs at half speed for tens of seconds (its host core
+shared), long enough to swallow rmtl's 3-second pipeline whole, and a single timing of each
+side then reports that spell, not the code. rmtl runs on its own thread pool, so importing
+torch first does not slow it (bench_backbones.py --import-order measures that).
 
     python benchmarks/bench_rmtl.py [--steps 8] [--threads N] [--users 40000] [--repeat 3]
         [--skip-pipeline]
@@ -43,7 +43,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=2, help="pipeline: epochs of stages 1 and 3, and of stage 2")
     p.add_argument("--repeat", type=int, default=3, help="rounds per part, the sides alternating")
     p.add_argument("--skip-pipeline", action="store_true", help="only part 1")
-    return p.parse_args()
+    args = p.parse_args()
+    for name in ("steps", "threads", "users", "epochs", "repeat"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name}: expected at least 1, got {getattr(args, name)}")
+    return args
 
 
 # Thread counts and OpenBLAS's idle spin are read when the libraries load, so they are set
