@@ -292,17 +292,3 @@ void rmtl_model_zero_grad(rmtl_model *m, int B) {
     rmtl_params_zero_grad(&m->params);
     rmtl_arena_zero_grad(&m->arena, B);
 }
-
-/* index of the first code outside [0, field_dims[f]), or -1; row by row, field by field (a
-   field index i % F per code cost a division each: the pipeline's largest check time) */
-int64_t rmtl_codes_check(const int32_t *codes, int64_t n, int F, const int32_t *field_dims) {
-    for (int64_t r = 0; r < n; r++) {
-        const int32_t *row = codes + (size_t)r * F;
-        for (int f = 0; f < F; f++) {
-            if ((uint32_t)row[f] >= (uint32_t)field_dims[f]) { /* negative codes wrap above */
-                return r * F + f;
-            }
-        }
-    }
-    return -1;
-}

@@ -249,7 +249,22 @@ int rmtl_model_reserve(rmtl_model *m, int batch);
 int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
 void rmtl_model_zero_grad(rmtl_model *m, int B);
-int64_t rmtl_codes_check(const int32_t *codes, int64_t n, int F, const int32_t *field_dims);
+
+/* index of the first code outside [0, field_dims[f]) of the (n, F) codes, or -1; inline, so a
+   per-row check in a gather loop costs no call (a field index i % F per code would cost a
+   division each) */
+static inline int64_t rmtl_codes_check(const int32_t *codes, int64_t n, int F,
+                                       const int32_t *field_dims) {
+    for (int64_t r = 0; r < n; r++) {
+        const int32_t *row = codes + (size_t)r * F;
+        for (int f = 0; f < F; f++) {
+            if ((uint32_t)row[f] >= (uint32_t)field_dims[f]) { /* negative codes wrap above */
+                return r * F + f;
+            }
+        }
+    }
+    return -1;
+}
 
 /* train.c */
 double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float *dense,

@@ -81,17 +81,15 @@ static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
             bad = 1;
             continue;
         }
-        /* each code checked in the copy, which only this thread writes: the value checked is
-           the value kept, whatever another thread does to the caller's array (negative codes
-           wrap above every field's size); loops, not memcpy calls, for rows this short */
+        /* the codes checked in the copy, which only this thread writes: the value checked is
+           the value kept, whatever another thread does to the caller's array; loops, not
+           memcpy calls, for rows this short */
         const int32_t *src = data->codes + (size_t)r * F;
         int32_t *row = codes + (size_t)i * F;
         for (int f = 0; f < F; f++) {
             row[f] = src[f];
         }
-        for (int f = 0; f < F; f++) {
-            bad |= (uint32_t)row[f] >= (uint32_t)field_dims[f];
-        }
+        bad |= rmtl_codes_check(row, 1, F, field_dims) >= 0;
         for (int j = 0; j < D; j++) {
             dense[(size_t)i * D + j] = data->dense[(size_t)r * D + j];
         }
