@@ -44,7 +44,7 @@ static PyObject *rmtl_py_auc(PyObject *self, PyObject *args) {
             return NULL;
         }
     }
-    int64_t *scratch = PyMem_RawMalloc((size_t)n * 2 * sizeof(int64_t));
+    int64_t *scratch = PyMem_RawMalloc((size_t)n * RMTL_METRICS_SCRATCH * sizeof(int64_t));
     if (scratch == NULL) {
         return PyErr_NoMemory();
     }
@@ -119,7 +119,8 @@ static PyObject *rmtl_py_oracle(PyObject *self, PyObject *args) {
     int st = RMTL_OK;
     if (which == 0) {
         PyArrayObject *p64 = (PyArrayObject *)PyArray_Cast(p, NPY_FLOAT64);
-        int64_t *scratch = PyMem_RawMalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(int64_t));
+        int64_t *scratch =
+            PyMem_RawMalloc((size_t)(n > 0 ? n : 1) * RMTL_METRICS_SCRATCH * sizeof(int64_t));
         if (p64 == NULL || scratch == NULL) {
             Py_XDECREF(p64);
             PyMem_RawFree(scratch);

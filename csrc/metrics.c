@@ -2,42 +2,72 @@
    float32 would merge near ties) and likelihood metrics over float32 predictions, accumulated
    in double. */
 #include <math.h>
+#include <string.h>
 
 #include "rmtl.h"
 
-/* ascending by (group, score); stable bottom-up merge sort of idx using tmp (both n) */
-static void rmtl_sort_rows(int64_t *idx, int64_t *tmp, const double *score, const int64_t *group,
-                           int64_t n) {
+/* a double's bits as an unsigned key in the order of the values: the sign bit set, or all bits
+   flipped when negative (-0.0 and +0.0 become neighbouring keys, so their rows stay together) */
+static uint64_t rmtl_score_key(double x) {
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    return u >> 63 ? ~u : u | (UINT64_C(1) << 63);
+}
+
+/* (key, idx) pairs (n each) sorted by key, stably: least significant byte first, a byte that
+   every key shares skipped; key2 and idx2 (n each) are scratch */
+static void rmtl_radix_sort(uint64_t *key, int64_t *idx, uint64_t *key2, int64_t *idx2, int64_t n) {
+    int64_t count[8][256] = {{0}};
+    for (int64_t i = 0; i < n; i++) {
+        for (int d = 0; d < 8; d++) {
+            count[d][(key[i] >> (8 * d)) & 255]++;
+        }
+    }
+    uint64_t *ks = key, *kd = key2;
+    int64_t *is = idx, *id = idx2;
+    for (int d = 0; d < 8 && n > 0; d++) {
+        int64_t *c = count[d], sum = 0;
+        if (c[(ks[0] >> (8 * d)) & 255] == n) {
+            continue;
+        }
+        for (int b = 0; b < 256; b++) {
+            int64_t t = c[b];
+            c[b] = sum;
+            sum += t;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            int64_t o = c[(ks[i] >> (8 * d)) & 255]++;
+            kd[o] = ks[i];
+            id[o] = is[i];
+        }
+        uint64_t *kt = ks;
+        int64_t *it = is;
+        ks = kd;
+        kd = kt;
+        is = id;
+        id = it;
+    }
+    if (ks != key) {
+        memcpy(key, ks, (size_t)n * sizeof(*key));
+        memcpy(idx, is, (size_t)n * sizeof(*idx));
+    }
+}
+
+/* idx (scratch's first n) ascending by score, each group's rows together when group is given
+   (by score, then stably by the group's bits). scratch: RMTL_METRICS_SCRATCH n int64 */
+static void rmtl_sort_rows(int64_t *scratch, const double *score, const int64_t *group, int64_t n) {
+    int64_t *idx = scratch, *idx2 = scratch + n;
+    uint64_t *key = (uint64_t *)(scratch + 2 * n), *key2 = key + n;
     for (int64_t i = 0; i < n; i++) {
         idx[i] = i;
+        key[i] = rmtl_score_key(score[i]);
     }
-    int64_t *src = idx, *dst = tmp;
-    for (int64_t width = 1; width < n; width *= 2) {
-        for (int64_t lo = 0; lo < n; lo += 2 * width) {
-            int64_t mid = lo + width < n ? lo + width : n;
-            int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-            int64_t a = lo, b = mid, o = lo;
-            while (a < mid && b < hi) {
-                int64_t x = src[a], y = src[b];
-                int take_b =
-                    group && group[y] != group[x] ? group[y] < group[x] : score[y] < score[x];
-                dst[o++] = take_b ? src[b++] : src[a++];
-            }
-            while (a < mid) {
-                dst[o++] = src[a++];
-            }
-            while (b < hi) {
-                dst[o++] = src[b++];
-            }
-        }
-        int64_t *t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != idx) {
+    rmtl_radix_sort(key, idx, key2, idx2, n);
+    if (group != NULL) {
         for (int64_t i = 0; i < n; i++) {
-            idx[i] = src[i];
+            key[i] = (uint64_t)group[idx[i]];
         }
+        rmtl_radix_sort(key, idx, key2, idx2, n);
     }
 }
 
@@ -65,9 +95,8 @@ static double rmtl_auc_sorted(const int64_t *idx, int64_t n, const double *score
     return (pos > 0.0 && neg > 0.0) ? pairs / (pos * neg) : -1.0;
 }
 
-/* scratch: 2n int64 */
 int rmtl_auc(double *out, const double *score, const float *label, int64_t n, int64_t *scratch) {
-    rmtl_sort_rows(scratch, scratch + n, score, NULL, n);
+    rmtl_sort_rows(scratch, score, NULL, n);
     *out = rmtl_auc_sorted(scratch, n, score, label);
     return *out < 0.0 ? RMTL_ERR_ARG : RMTL_OK;
 }
@@ -109,12 +138,11 @@ int rmtl_session_logloss(double *out, const float *prob, const float *label, con
     return counted > 0 ? RMTL_OK : RMTL_ERR_ARG;
 }
 
-/* impression-weighted mean of per-group AUC over groups holding both classes;
-   scratch: 2n int64 */
+/* impression-weighted mean of per-group AUC over groups holding both classes */
 int rmtl_gauc(double *out, const double *score, const float *label, const int64_t *group, int64_t n,
               int64_t *scratch) {
     int64_t *idx = scratch;
-    rmtl_sort_rows(idx, scratch + n, score, group, n);
+    rmtl_sort_rows(scratch, score, group, n);
     double s = 0.0, w = 0.0;
     for (int64_t i = 0; i < n;) {
         int64_t j = i;
@@ -137,9 +165,9 @@ int rmtl_gauc(double *out, const double *score, const float *label, const int64_
    E[positive-negative pairs] (the ratio of expectations; it differs from E[AUC] by O(1/n)).
    Pairs are ordered (i, j), i != j, weighted p_i (1 - p_j); ties in prob count one half.
    After sorting by prob, each row adds p_i * (sum of 1 - p_j below it), and a tie group of
-   size g at probability p adds p (1 - p) g (g - 1) / 2. scratch: 2n int64. */
+   size g at probability p adds p (1 - p) g (g - 1) / 2. */
 int rmtl_oracle_auc(double *out, const double *prob, int64_t n, int64_t *scratch) {
-    rmtl_sort_rows(scratch, scratch + n, prob, NULL, n);
+    rmtl_sort_rows(scratch, prob, NULL, n);
     double good = 0.0, neg_below = 0.0, pos = 0.0, neg = 0.0, self = 0.0;
     for (int64_t i = 0; i < n;) {
         double p = prob[scratch[i]];

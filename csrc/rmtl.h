@@ -319,7 +319,9 @@ float rmtl_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
 float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
 void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream);
 
-/* metrics.c: scratch arrays are caller-provided so the metrics never allocate */
+/* metrics.c: scratch arrays are caller-provided so the metrics never allocate; the ranking
+   metrics take RMTL_METRICS_SCRATCH n int64 */
+#define RMTL_METRICS_SCRATCH 4
 int rmtl_auc(double *out, const double *score, const float *label, int64_t n, int64_t *scratch);
 int rmtl_logloss(double *out, const float *prob, const float *label, int64_t n);
 int rmtl_session_logloss(double *out, const float *prob, const float *label, const int64_t *offsets,
