@@ -24,15 +24,16 @@ def as_codes(x: Any, num_fields: int, name: str = "sparse") -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
-def as_float(x: Any, shape: tuple, name: str, finite: bool = True) -> np.ndarray:
-    """A real-valued array as C-contiguous float32 of the given shape (-1: any size)."""
+def as_float(x: Any, shape: tuple, name: str, finite: bool = True, dtype: type = np.float32) -> np.ndarray:
+    """A real-valued array as C-contiguous float32 (or ``dtype``) of the given shape (-1: any
+    size)."""
     a = np.asarray(_detach(x))
     if a.dtype.kind not in "iufb":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
     if a.ndim != len(shape) or any(s >= 0 and s != d for s, d in zip(shape, a.shape)):
         want = "(" + ", ".join("n" if s < 0 else str(s) for s in shape) + ")"
         raise ValueError(f"{name}: expected shape {want}, got {a.shape}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    a = np.ascontiguousarray(a, dtype=dtype)
     if finite and a.size and not np.isfinite(a).all():
         raise ValueError(f"{name}: contains NaN or infinity; clean or impute it first")
     return a

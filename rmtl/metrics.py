@@ -8,13 +8,13 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from . import _core
-from ._arrays import _detach, as_float, run_offsets
+from ._arrays import as_float, run_offsets
 
 __all__ = ["auc", "logloss", "session_logloss", "gauc", "oracle_auc", "oracle_logloss", "evaluate"]
 
 
-def _pair(y_true: Any, y_score: Any, name: str = "y_score"):
-    s = as_float(y_score, (-1,), name)
+def _pair(y_true: Any, y_score: Any, name: str = "y_score", dtype: type = np.float32):
+    s = as_float(y_score, (-1,), name, dtype=dtype)
     y = as_float(y_true, (s.shape[0],), "y_true")
     if s.size == 0:
         raise ValueError("y_true: expected at least one row, got 0")
@@ -23,18 +23,18 @@ def _pair(y_true: Any, y_score: Any, name: str = "y_score"):
     return y, s
 
 
-def _scores(y_score: Any) -> np.ndarray:
-    """Scores as float64 for ranking: float32 would merge scores that differ beyond its
-    precision into ties (checked by _pair first)."""
-    return np.ascontiguousarray(_detach(y_score), dtype=np.float64)
+def _ranked(y_true: Any, y_score: Any):
+    """Labels, and scores as float64 for ranking: float32 would merge scores that differ
+    beyond its precision into ties, and turn scores past 3.4e38 into infinities."""
+    return _pair(y_true, y_score, dtype=np.float64)
 
 
 def auc(y_true: Any, y_score: Any) -> float:
     """Area under the ROC curve; tied scores count one half; scores are ranked at their own
     precision (float64 scores exactly). Raises ValueError when only one class is present
     (the AUC is undefined), like scikit-learn."""
-    y, _ = _pair(y_true, y_score)
-    return _core.auc(_scores(y_score), y)
+    y, s = _ranked(y_true, y_score)
+    return _core.auc(s, y)
 
 
 def logloss(y_true: Any, y_prob: Any) -> float:
@@ -56,11 +56,11 @@ def session_logloss(y_true: Any, y_prob: Any, sessions: Any) -> float:
 def gauc(y_true: Any, y_score: Any, groups: Any) -> float:
     """Group AUC: per-group (e.g. per-user) AUC weighted by the group's rows, over the
     groups that hold both classes."""
-    y, s = _pair(y_true, y_score)
+    y, s = _ranked(y_true, y_score)
     g = np.asarray(groups)
     if g.dtype.kind not in "iu" or g.shape != s.shape:
         raise ValueError(f"groups: expected integer ids of shape {s.shape}, got {g.dtype} {g.shape}")
-    return _core.auc(_scores(y_score), y, np.ascontiguousarray(g, dtype=np.int64))
+    return _core.auc(s, y, np.ascontiguousarray(g, dtype=np.int64))
 
 
 def oracle_auc(truth: Any) -> float:
