@@ -408,28 +408,64 @@ static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* task_weights of the static weighting (a finite float32 (T) array >= 0, copied into out,
+   which the core reads with the GIL released) or None for every other weighting; 0 or -1 with
+   ValueError */
+static int rmtl_parse_task_weights(PyObject *o, int weighting, int T, float *out) {
+    if (weighting != RMTL_WEIGHT_STATIC) {
+        if (o != Py_None) {
+            PyErr_Format(PyExc_ValueError,
+                         "task_weights: only read by the static weighting; expected None, got %s",
+                         Py_TYPE(o)->tp_name);
+            return -1;
+        }
+        return 0;
+    }
+    if (o == Py_None) {
+        PyErr_Format(PyExc_ValueError,
+                     "task_weights: expected a float32 array of %d weights (one per task) for the "
+                     "static weighting, got None",
+                     T);
+        return -1;
+    }
+    npy_intp shape[1] = {T};
+    PyArrayObject *a = rmtl_check_array(o, "task_weights", NPY_FLOAT32, 1, shape, 0);
+    for (int k = 0; a != NULL && k < T; k++) {
+        out[k] = ((const float *)PyArray_DATA(a))[k];
+        if (!(out[k] >= 0.0f && isfinite(out[k]))) {
+            rmtl_value_error("task_weights: expected finite weights >= 0, got %g for task %d",
+                             (double)out[k], k);
+            return -1;
+        }
+    }
+    return a == NULL ? -1 : 0;
+}
+
 /* train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps,
-   weight_decay, critics=None, weighting=None, lam=0, extra=None) -> (sum of batch loss * batch
-   size, [sum of weights per task] or None). One Adam step per batch of batch_size consecutive rows
-   (the last may be short) on the BCE loss; with a weighting (RMTL_WEIGHT_*) each row's loss
-   is weighted as stage 3 does it, from the critics' eval-mode Q at the model's predictions
-   (critics may be None for the constant weighting); the critics read their state from the
-   first dense columns and extra (rmtl_hold_critics). The arrays are a whole training set;
-   only the rows this chunk reads are checked, so a chunk costs validation in proportion to
-   its own work. */
+   weight_decay, critics=None, weighting=None, lam=0, extra=None, task_weights=None, seed=0)
+   -> (sum of batch loss * batch size, [sum of weights per task] or None). One Adam step per
+   batch of batch_size consecutive rows (the last may be short) on the BCE loss; with a
+   weighting (RMTL_WEIGHT_*) each row's loss is weighted as stage 3 does it, from the critics'
+   eval-mode Q at the model's predictions (critics may be None for the constant and static
+   weightings; static reads task_weights, permuted its seed: rmtl_train_chunk); the critics
+   read their state from the first dense columns and extra (rmtl_hold_critics). The arrays are
+   a whole training set; only the rows this chunk reads are checked, so a chunk costs
+   validation in proportion to its own work. */
 static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"model",     "rows",  "sparse", "dense", "labels",       "batch_size",
-                             "lr",        "beta1", "beta2",  "eps",   "weight_decay", "critics",
-                             "weighting", "lam",   "extra",  NULL};
-    PyObject *mo, *ro, *co, *dob, *lo, *cso = Py_None, *wo = Py_None, *eo = Py_None;
+    static char *kwlist[] = {"model",        "rows",    "sparse",    "dense", "labels",
+                             "batch_size",   "lr",      "beta1",     "beta2", "eps",
+                             "weight_decay", "critics", "weighting", "lam",   "extra",
+                             "task_weights", "seed",    NULL};
+    PyObject *mo, *ro, *co, *dob, *lo, *cso = Py_None, *wo = Py_None, *eo = Py_None, *two = Py_None;
     int B, weighting = -1;
-    float lam = 0.0f;
+    float lam = 0.0f, task_weights[RMTL_MAX_TASKS];
+    unsigned long long seed = 0;
     rmtl_adam opt;
     PyArrayObject *rows, *codes, *dense, *labels, *extra = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfO", kwlist, &mo, &ro, &co, &dob,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfOOK", kwlist, &mo, &ro, &co, &dob,
                                      &lo, &B, &opt.lr, &opt.beta1, &opt.beta2, &opt.eps,
-                                     &opt.weight_decay, &cso, &wo, &lam, &eo) ||
+                                     &opt.weight_decay, &cso, &wo, &lam, &eo, &two, &seed) ||
         rmtl_check_adam(&opt, "adam") < 0 || rmtl_check_batch_size(B) < 0) {
         return NULL;
     }
@@ -438,7 +474,7 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
         if (weighting == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        if (weighting < RMTL_WEIGHT_RMTL || weighting > RMTL_WEIGHT_NEG_Q) {
+        if (weighting < RMTL_WEIGHT_RMTL || weighting > RMTL_WEIGHT_PERMUTED) {
             PyErr_Format(PyExc_ValueError,
                          "weighting: expected None or one of rmtl._core.enums['weighting'], got %d",
                          weighting);
@@ -452,7 +488,8 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
         PyErr_SetString(PyExc_ValueError, "lam: expected a finite number");
         return NULL;
     }
-    int use_critics = wo != Py_None && (cso != Py_None || weighting != RMTL_WEIGHT_CONSTANT);
+    int critic_free = weighting == RMTL_WEIGHT_CONSTANT || weighting == RMTL_WEIGHT_STATIC;
+    int use_critics = wo != Py_None && (cso != Py_None || !critic_free);
     if (!use_critics && eo != Py_None) {
         PyErr_SetString(PyExc_ValueError, "extra: only read by critics; leave it None");
         return NULL;
@@ -462,13 +499,15 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
     if (rmtl_hold(&h, model) < 0 ||
         rmtl_check_chunk_rows(model->m, ro, co, dob, lo, &rows, &codes, &dense, &labels) < 0 ||
         rmtl_parse_extra(eo, PyArray_DIM(codes, 0), &extra) < 0 ||
+        rmtl_parse_task_weights(two, weighting, model->m->T, task_weights) < 0 ||
         (use_critics &&
          rmtl_hold_critics(&h, cso, "critics", model->m, rmtl_extra_width(extra), critics) < 0)) {
         rmtl_holds_release(&h);
         return NULL;
     }
     rmtl_rows data = rmtl_rows_of(codes, dense, labels, extra);
-    rmtl_loss_weighting wt = {weighting == RMTL_WEIGHT_CONSTANT ? NULL : critics, weighting, lam};
+    rmtl_loss_weighting wt = {critic_free ? NULL : critics, weighting, lam,
+                              two == Py_None ? NULL : task_weights, (uint64_t)seed};
     double loss = 0.0, wsum[RMTL_MAX_TASKS];
     int T = model->m->T;
     PyThreadState *ts = rmtl_holds_begin(&h);
@@ -617,8 +656,8 @@ static PyMethodDef rmtl_learning_functions[] = {
      "soft_update(target, source, tau): target = tau source + (1 - tau) target"},
     {"train_chunk", RMTL_KW(rmtl_py_train_chunk), METH_VARARGS | METH_KEYWORDS,
      "train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps, "
-     "weight_decay, critics=None, weighting=None, lam=0, extra=None) -> (loss sum, [weight sums] "
-     "or None)"},
+     "weight_decay, critics=None, weighting=None, lam=0, extra=None, task_weights=None, seed=0) "
+     "-> (loss sum, [weight sums] or None)"},
     {"td_chunk", RMTL_KW(rmtl_py_td_chunk), METH_VARARGS | METH_KEYWORDS,
      "td_chunk(actor, actor_target, critics, targets, state, next, action, reward, done, sparse, "
      "dense, labels, batch_size, step, gamma, td3, noise_std, noise_clip, ips, tau, "
@@ -630,6 +669,8 @@ static const rmtl_enum_entry rmtl_weighting_enum[] = {{"rmtl", RMTL_WEIGHT_RMTL}
                                                       {"constant", RMTL_WEIGHT_CONSTANT},
                                                       {"label", RMTL_WEIGHT_LABEL},
                                                       {"neg_q", RMTL_WEIGHT_NEG_Q},
+                                                      {"static", RMTL_WEIGHT_STATIC},
+                                                      {"permuted", RMTL_WEIGHT_PERMUTED},
                                                       {NULL, 0}};
 
 int rmtl_bind_learning_init(PyObject *mod) {

@@ -23,17 +23,28 @@ static PyObject *rmtl_new_draws(PyObject *args, int typenum, unsigned long long 
     return PyArray_SimpleNew(1, dims, typenum);
 }
 
-static PyObject *rmtl_py_shuffle(PyObject *self, PyObject *args) {
-    unsigned long long seed, stream;
-    PyObject *out = rmtl_new_draws(args, NPY_INT64, &seed, &stream);
+/* a new int64 permutation of n from (n, a, b) by draw(out, n, a, b) */
+static PyObject *rmtl_new_permutation(PyObject *args,
+                                      void (*draw)(int64_t *, int64_t, uint64_t, uint64_t)) {
+    unsigned long long a, b;
+    PyObject *out = rmtl_new_draws(args, NPY_INT64, &a, &b);
     if (out == NULL) {
         return NULL;
     }
     npy_intp n = PyArray_SIZE((PyArrayObject *)out);
     Py_BEGIN_ALLOW_THREADS;
-    rmtl_shuffle(PyArray_DATA((PyArrayObject *)out), n, seed, stream);
+    draw(PyArray_DATA((PyArrayObject *)out), n, a, b);
     Py_END_ALLOW_THREADS;
     return out;
+}
+
+static PyObject *rmtl_py_shuffle(PyObject *self, PyObject *args) {
+    return rmtl_new_permutation(args, rmtl_shuffle);
+}
+
+/* permutation(n, seed, step): the batch permutation of the permuted weighting */
+static PyObject *rmtl_py_permutation(PyObject *self, PyObject *args) {
+    return rmtl_new_permutation(args, rmtl_step_permutation);
 }
 
 /* normal(n, seed, stream) -> n standard normal float32 draws of the core's generator */
@@ -390,6 +401,10 @@ static PyType_Spec Synth_spec = {"rmtl._core.SynthWorld", sizeof(SynthObject), 0
                                  Py_TPFLAGS_DEFAULT, Synth_slots};
 static PyMethodDef rmtl_synth_functions[] = {
     {"shuffle", rmtl_py_shuffle, METH_VARARGS, "shuffle(n, seed, stream) -> int64 permutation"},
+    {"permutation", rmtl_py_permutation, METH_VARARGS,
+     "permutation(n, seed, step) -> the int64 permutation of a batch of n rows that train_chunk's "
+     "permuted weighting applies at Adam step `step` (the model's steps before it): row i takes "
+     "the weights of row permutation[i]"},
     {"normal", rmtl_py_normal, METH_VARARGS, "normal(n, seed, stream) -> float32 N(0, 1) draws"},
     {NULL}};
 

@@ -124,13 +124,17 @@ enum {
     RMTL_WEIGHT_RMTL = 0,
     RMTL_WEIGHT_CONSTANT = 1,
     RMTL_WEIGHT_LABEL = 2,
-    RMTL_WEIGHT_NEG_Q = 3
+    RMTL_WEIGHT_NEG_Q = 3,
+    RMTL_WEIGHT_STATIC = 4,
+    RMTL_WEIGHT_PERMUTED = 5
 };
 
 typedef struct {
-    rmtl_critic *const *critics; /* T critics, read in eval mode; NULL for the constant one */
+    rmtl_critic *const *critics; /* T critics; NULL for constant and static */
     int weighting;               /* RMTL_WEIGHT_* */
     float lam;
+    const float *task_weights; /* static: (T) finite weights >= 0; NULL for the others */
+    uint64_t seed;             /* permuted: the seed of the batch permutations */
 } rmtl_loss_weighting;
 
 /* train.c: the one chunked training loop */
@@ -140,7 +144,9 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
 /* One Adam step of m per batch of B consecutive entries of rows (the last may be short) on
    (1/T) sum_k mean_i w_ik BCE(y_ik, p_ik), p from m's forward in its current mode. Without a
    weighting (wt NULL) w = 1; stage 3 (wt) takes w from critic k in eval mode at action p_k
-   (not differentiated): rmtl 1 - lam Q, constant 0.5, label 1 - lam y Q, neg_q -Q, and
-   weight_sum (T) receives the sums of the weights. loss_sum receives the sum over batches of
-   loss * batch size. */
+   (not differentiated): rmtl 1 - lam Q, constant 0.5, label 1 - lam y Q, neg_q -Q, static
+   task_weights[k] (no critic read), permuted rmtl's weights with the batch's rows permuted
+   (row i takes row perm[i] of every task, perm = rmtl_step_permutation(B, seed, m's Adam
+   steps before this one)); weight_sum (T) receives the sums of the weights applied. loss_sum
+   receives the sum over batches of loss * batch size. */
 #endif

@@ -318,6 +318,11 @@ uint64_t rmtl_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 float rmtl_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
 float rmtl_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
 void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream);
+/* the stream of the batch permutations (ASCII "PERM") */
+#define RMTL_STREAM_PERMUTE 0x5045524dULL
+/* the permutation of n batch rows at optimiser step `step` (the steps taken before it):
+   rmtl_shuffle(out, n, rmtl_rng_u64(seed, RMTL_STREAM_PERMUTE, step), RMTL_STREAM_PERMUTE) */
+void rmtl_step_permutation(int64_t *out, int64_t n, uint64_t seed, uint64_t step);
 
 /* metrics.c: scratch arrays are caller-provided so the metrics never allocate; the ranking
    metrics take RMTL_METRICS_SCRATCH n int64 */

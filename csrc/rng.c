@@ -33,3 +33,8 @@ void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream) {
         out[j] = t;
     }
 }
+
+/* a new permutation per (seed, step): the shuffle's seed is one draw of the step's index */
+void rmtl_step_permutation(int64_t *out, int64_t n, uint64_t seed, uint64_t step) {
+    rmtl_shuffle(out, n, rmtl_rng_u64(seed, RMTL_STREAM_PERMUTE, step), RMTL_STREAM_PERMUTE);
+}

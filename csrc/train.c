@@ -122,18 +122,22 @@ void rmtl_gather_state(float *out, const rmtl_rows *data, const int64_t *rows, i
     }
 }
 
-/* the stage-3 loss weights of one task from Q (B), labels (B,T) column k, into w (B,T) */
+/* the stage-3 loss weights of one task from Q (B; NULL for constant and static), labels (B,T)
+   column k, into w (B,T); permuted takes rmtl's, permuted afterwards (rmtl_permute_rows) */
 static void rmtl_loss_weights(float *w, const float *q, const float *labels, int k, int B, int T,
-                              int weighting, float lam) {
+                              const rmtl_loss_weighting *wt) {
+    int weighting = wt->weighting;
     for (int i = 0; i < B; i++) {
         size_t ik = (size_t)i * T + k;
         float v = 0.5f;
-        if (weighting == RMTL_WEIGHT_RMTL) {
-            v = 1.0f - lam * q[i];
+        if (weighting == RMTL_WEIGHT_RMTL || weighting == RMTL_WEIGHT_PERMUTED) {
+            v = 1.0f - wt->lam * q[i];
         } else if (weighting == RMTL_WEIGHT_LABEL) {
-            v = 1.0f - lam * labels[ik] * q[i];
+            v = 1.0f - wt->lam * labels[ik] * q[i];
         } else if (weighting == RMTL_WEIGHT_NEG_Q) {
             v = -q[i];
+        } else if (weighting == RMTL_WEIGHT_STATIC) {
+            v = wt->task_weights[k];
         }
         w[ik] = v;
     }
@@ -153,12 +157,23 @@ static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum, const
             st = rmtl_critic_forward(c, m->codes, state, c->action, B);
             q = c->q;
         }
-        rmtl_loss_weights(w, q, m->labels, k, B, T, wt->weighting, wt->lam);
+        rmtl_loss_weights(w, q, m->labels, k, B, T, wt);
         for (int i = 0; i < B; i++) {
             weight_sum[k] += w[(size_t)i * T + k];
         }
     }
     return st;
+}
+
+/* row i of w (B,T) becomes row perm[i], perm the permutation of the step (rmtl_step_permutation);
+   copy (B,T) and perm (B) are scratch */
+static void rmtl_permute_rows(float *w, float *copy, int64_t *perm, int B, int T, uint64_t seed,
+                              uint64_t step) {
+    rmtl_step_permutation(perm, B, seed, step);
+    memcpy(copy, w, (size_t)B * T * sizeof(float));
+    for (int i = 0; i < B; i++) {
+        memcpy(w + (size_t)i * T, copy + (size_t)perm[i] * T, (size_t)T * sizeof(float));
+    }
 }
 
 int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const int64_t *rows,
@@ -169,11 +184,20 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
     for (int k = 0; wt != NULL && wt->critics != NULL && k < T && st == RMTL_OK; k++) {
         st = rmtl_critic_reserve(wt->critics[k], B);
     }
-    /* w (B,T), then the critics' states (B, Dc) */
+    /* one block: the permutation (B int64, permuted only), then w (B,T), its copy (B,T,
+       permuted only) and the critics' states (B, Dc) */
     int Dc = wt != NULL && wt->critics != NULL ? wt->critics[0]->net.D : 0;
-    float *w = st == RMTL_OK && wt != NULL ? malloc((size_t)B * (T + Dc) * sizeof(float)) : NULL;
-    float *state = w == NULL ? NULL : w + (size_t)B * T;
-    if (st == RMTL_OK && wt != NULL && w == NULL) {
+    int permuted = wt != NULL && wt->weighting == RMTL_WEIGHT_PERMUTED;
+    size_t n_perm = permuted ? (size_t)B : 0, n_w = (size_t)B * T, n_copy = permuted ? n_w : 0;
+    void *block =
+        st == RMTL_OK && wt != NULL
+            ? malloc(n_perm * sizeof(int64_t) + (n_w + n_copy + (size_t)B * Dc) * sizeof(float))
+            : NULL;
+    int64_t *perm = block;
+    float *w = block == NULL ? NULL : (float *)(perm + n_perm);
+    float *copy = w == NULL ? NULL : w + n_w;
+    float *state = copy == NULL ? NULL : copy + n_copy;
+    if (st == RMTL_OK && wt != NULL && block == NULL) {
         st = RMTL_ERR_NOMEM;
     }
     *loss_sum = 0.0;
@@ -194,13 +218,16 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
         if (st == RMTL_OK && wt != NULL) {
             st = rmtl_batch_weights(m, w, weight_sum, state, wt, nb);
         }
+        if (st == RMTL_OK && permuted) {
+            rmtl_permute_rows(w, copy, perm, nb, T, wt->seed, (uint64_t)m->params.adam_step);
+        }
         if (st == RMTL_OK) {
             double loss = rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb);
             rmtl_params_adam_step(&m->params, opt);
             *loss_sum += loss * nb;
         }
     }
-    free(w);
+    free(block);
     return st;
 }
 

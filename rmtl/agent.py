@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -101,13 +101,20 @@ class RMTL:
         ``actor_lr=1e-3``, ``actor_update_freq=1`` (code), after ``init_training_step=1000``
         steps (code).
     lr, weight_decay, batch_size, epochs, patience :
-        Stages 1 and 3: Adam 1e-3, weight decay 1e-6, batch 2048, early stopping on mean
-        validation AUC with patience 2 (code); at most ``epochs=100`` (rmtl; the code allows
-        1000).
+        Stages 1 and 3: Adam 1e-3, weight decay 1e-6, batch 2048, early stopping with patience
+        2 (code); at most ``epochs=100`` (rmtl; the code allows 1000).
+    early_stopping : "logloss" or "auc"
+        The validation score early stopping follows in stages 1 and 3: the mean over tasks of
+        the logloss (rmtl, default) or of the AUC (code). A mean of AUCs lets a rare task
+        decide: its AUC drifts up on a few dozen validation positives while the other tasks'
+        AUC and every logloss get worse (see :meth:`rmtl.Trainer.fit`).
+    finetune_epochs : int or None
+        Stage 3's most epochs (None: ``epochs``), with early stopping.
     min_steps : int
-        Stages 1 and 3 train for at least this many Adam steps, adding epochs when needed
-        (rmtl, 0 = off as in the code; see :meth:`rmtl.Trainer.fit`). With few rows an epoch
-        is a few steps, and a model can stop early before it left its initial plateau.
+        Stage 1 trains for at least this many Adam steps, adding epochs when needed (rmtl, 0 =
+        off as in the code; see :meth:`rmtl.Trainer.fit`). With few rows an epoch is a few
+        steps, and a model from scratch can stop early before it left its initial plateau.
+        Stage 3 starts from a trained model and never gets a floor.
     init_output_bias : None or "prior"
         ``"prior"`` (rmtl, a deviation from the authors; None in their setting) starts every
         task's output layer bias at the logit of its training label rate before stage 1
@@ -193,7 +200,8 @@ class RMTL:
             set_output_prior(self.backbone, train.labels)
         hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed,
                        progress=self.progress, shuffle=c.batch_order == "shuffled",
-                       callback=self._epoch_callback("pretrain")).fit(train, valid, c.epochs, c.patience, c.min_steps)
+                       callback=self._epoch_callback("pretrain")).fit(train, valid, c.epochs, c.patience, c.min_steps,
+                                                                      c.early_stopping)
         self.pretrained = self.backbone
         return self._finish("pretrain", name, self.pretrained, hist)
 
@@ -217,25 +225,37 @@ class RMTL:
             self.history["critics"] = self._stage2.summary()
 
     def finetune(self, train: SessionData, valid: SessionData, backbone: Optional[Backbone] = None,
-                 weighting: Optional[str] = None, lam: Optional[float] = None) -> History:
-        """Stage 3: critic-weighted fine-tuning with early stopping.
+                 weighting: Optional[str] = None, lam: Optional[float] = None, *, epochs: Optional[int] = None,
+                 task_weights: Optional[Sequence[float]] = None) -> History:
+        """Stage 3: critic-weighted fine-tuning.
 
         Without ``backbone``, a copy of the pretrained model is fine-tuned and becomes
         ``self.backbone``. With ``backbone`` (transfer: a pretrained model of any kind for
         the same data), that model is fine-tuned in place with these critics and
         ``self.backbone`` is left alone. ``weighting`` and ``lam`` override the agent's for
-        this call (ablations; a checkpoint per setting).
+        this call (ablations and controls; a checkpoint per setting); ``static`` takes one
+        weight per task in ``task_weights``.
+
+        The budget: by default at most ``finetune_epochs`` epochs (``epochs`` when None) with
+        early stopping on ``early_stopping`` and ``patience``; ``min_steps`` does not apply
+        (the model is already trained). With ``epochs``, exactly that many epochs run and the
+        last weights are kept: a fixed budget, as the matched controls of
+        :func:`rmtl.experiment` use to train as many steps as RMTL kept.
         Either way Adam starts afresh (its moments from pretraining are dropped), as in the
         authors' code. Ctrl-C restores the best weights so far and raises KeyboardInterrupt
         without saving the stage.
         """
         weighting = self.config.weighting if weighting is None else weighting
         lam = self.config.lam if lam is None else check("lam", lam)
+        fixed = None if epochs is None else check("epochs", epochs)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
         if weighting not in CRITIC_FREE and not self.critics:
             raise RuntimeError("finetune: the agent has no critics yet; run fit_critics(train) first "
                                "(or fit(train, valid))")
+        if (weighting == "static") != (task_weights is not None):
+            raise ValueError(f"task_weights: expected one weight per task with weighting='static' and None "
+                             f"otherwise; got {task_weights!r} with weighting={weighting!r}")
         own = backbone is None
         model = self.pretrained.clone() if own else backbone
         if not isinstance(model, Backbone):
@@ -243,6 +263,10 @@ class RMTL:
         check_compat(model.config.name, self.compat)
         self._check_data(train=train, valid=valid)
         setting = weighting if lam == self.config.lam else f"{weighting}-lam{lam:g}"
+        if task_weights is not None:
+            setting += "-w" + "_".join(f"{float(w):.6g}" for w in task_weights)
+        if fixed is not None:
+            setting += f"-epochs{fixed}"
         name = (f"finetuned-{setting}.npz" if own
                 else f"transfer-{model.config.name}-seed{model.config.seed}-{setting}.npz")
         key = name[:-4]
@@ -260,10 +284,14 @@ class RMTL:
         critics = None if weighting in CRITIC_FREE else self.critics
         for critic in critics or ():  # the mode Q is computed in: eval (rmtl) or with dropout (authors)
             critic.train(c.stage3_critic_mode == "train")
-        hist = Trainer(model, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed + 1,
-                       progress=self.progress, critics=critics, weighting=None if weighting == "continued" else weighting,
-                       lam=lam, shuffle=c.batch_order == "shuffled", callback=self._epoch_callback(key)).fit(
-                           train, valid, c.epochs, c.patience, c.min_steps)
+        trainer = Trainer(model, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed + 1,
+                          progress=self.progress, critics=critics,
+                          weighting=None if weighting == "continued" else weighting, lam=lam,
+                          task_weights=task_weights, shuffle=c.batch_order == "shuffled",
+                          callback=self._epoch_callback(key))
+        most = c.epochs if c.finetune_epochs is None else c.finetune_epochs
+        hist = trainer.fit(train, valid, most if fixed is None else fixed, None if fixed is not None else c.patience,
+                           early_stopping=c.early_stopping)
         for critic in self.critics:
             critic.eval()
         if own:
@@ -310,13 +338,13 @@ class RMTL:
 
     def _keep(self, key: str, hist: Dict[str, Any]) -> History:
         self.history[key] = hist
-        return History(epochs=hist["epochs"], best_epoch=hist["best_epoch"], best_score=hist["best_score"])
+        return History.from_dict(hist)
 
     def _finish(self, key: str, name: str, model: Backbone, hist: History) -> History:
         """Record a stage that ran to its end and commit it; an interrupted one raises."""
         if hist.interrupted:
             raise KeyboardInterrupt(f"RMTL stage {key!r} interrupted; the model holds its best weights so far")
-        self.history[key] = {"epochs": hist.epochs, "best_epoch": hist.best_epoch, "best_score": hist.best_score}
+        self.history[key] = hist.to_dict()
         if self._checkpoint is not None:
             self._checkpoint.save_net(name, model, self.history[key])
         return hist

@@ -87,9 +87,21 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--gamma", type=float, metavar="G", help=f"discount of the critics (default {d.gamma})")
     p.add_argument("--epochs", type=int, metavar="E", help="most epochs of stages 1 and 3 (early stopping "
                    f"with patience 2 on validation AUC; default: quick {quick['rmtl']['epochs']}, paper 100)")
-    p.add_argument("--min-steps", type=int, metavar="S", help="at least S Adam steps in stages 1 and 3, adding "
-                   "epochs on small data so models leave their initial plateau and calibrate (default "
-                   f"{AUTO_MIN_STEPS}; 0 = off, the authors' setting)")
+    p.add_argument("--finetune-epochs", type=int, metavar="E", help="most epochs of stage 3 (default: --epochs)")
+    p.add_argument("--min-steps", type=int, metavar="S", help="at least S Adam steps in stage 1 (training from "
+                   "scratch), adding epochs on small data so models leave their initial plateau and calibrate "
+                   f"(default {AUTO_MIN_STEPS}, or 0 when --epochs or --compat authors is given; 0 = off); stage 3 "
+                   "never gets a floor")
+    p.add_argument("--early-stopping", choices=("logloss", "auc"), help="the validation score stages 1 and 3 "
+                   "stop on: the mean logloss over tasks (default: a rare task's noisy AUC cannot decide the "
+                   "epoch) or the mean AUC (the authors'; the default with --compat authors)")
+    p.add_argument("--budget", choices=("matched", "fixed"), help="stage 3's budget: matched (default: RMTL stops "
+                   "early, every control trains exactly the epochs RMTL kept in the same seed) or fixed (every "
+                   "arm exactly --finetune-epochs epochs, no early stopping)")
+    p.add_argument("--controls", nargs="*", choices=("continued", "static", "permuted"), metavar="NAME",
+                   help="the controls of the critic effect beside RMTL (default all three: continued = every "
+                   "weight one, static = each task's weight fixed at RMTL's mean, permuted = RMTL's weights "
+                   "shuffled across rows)")
     p.add_argument("--init-output-bias", choices=("prior",), help="start every task's output at the logit of its "
                    "training label rate (a deviation from the authors; default off)")
     p.add_argument("--compat", choices=("authors",), help="the authors' code's behaviour where rmtl deliberately "
@@ -125,12 +137,12 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
 
 def run_run(args: argparse.Namespace) -> int:
     """Resolve the settings (defaults < config file < options), run, print the table."""
-    from .job import JobConfig, load_config, run_job
+    from .job import JobConfig, describe_budgets, load_config, run_job
 
     settings = load_config(args.config) if args.config else {}
     for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
-                 "critic_epochs", "min_steps", "init_output_bias", "compat", "context", "n_users",
-                 "out", "resume", "jobs", "ray"):
+                 "finetune_epochs", "critic_epochs", "min_steps", "early_stopping", "budget", "controls",
+                 "init_output_bias", "compat", "context", "n_users", "out", "resume", "jobs", "ray"):
         value = getattr(args, name)
         if value is not None:
             settings[name] = tuple(value) if isinstance(value, list) else value
@@ -142,9 +154,10 @@ def run_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--config: {e}") from e
     job = run_job(config)
     c = job.config
-    print(f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, at least {c.min_steps} Adam steps in "
-          f"stages 1 and 3, output bias {c.init_output_bias or 'default'}, session context "
-          f"{c.context or 'none'}{', compat ' + c.compat if c.compat else ''}, {job.seconds:.0f} s")
+    print(f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, output bias "
+          f"{c.init_output_bias or 'default'}, session context {c.context or 'none'}"
+          f"{', compat ' + c.compat if c.compat else ''}, {job.seconds:.0f} s")
+    print(f"budgets: {describe_budgets(job.budgets)}")
     print(job.table())
     if c.out:
         print(f"wrote {c.out}")

@@ -15,14 +15,15 @@ __all__ = ["RMTLConfig", "Range", "RANGES", "CHOICES", "WEIGHTINGS", "CRITIC_FRE
 # stage-3 weightings: the core's, and the control "continued" (every weight one: the plain
 # supervised step, no critics)
 WEIGHTINGS: Tuple[str, ...] = (*_core.enums["weighting"], "continued")
-CRITIC_FREE = ("constant", "continued")
+CRITIC_FREE = ("constant", "continued", "static")
 # compat="authors": the authors' code's behaviour where rmtl deliberately differs
 AUTHORS: Dict[str, Any] = {"batch_order": "time", "stage3_critic_mode": "train", "reward": "bce_wrapped",
-                           "critic_output_bias": None}
+                           "critic_output_bias": None, "early_stopping": "auc"}
 CHOICES: Dict[str, Tuple[Any, ...]] = {
     "behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"), "weighting": WEIGHTINGS,
     "reward": tuple(_core.enums["reward"]), "init_output_bias": (None, "prior"),
-    "batch_order": ("shuffled", "time"), "stage3_critic_mode": ("eval", "train")}
+    "batch_order": ("shuffled", "time"), "stage3_critic_mode": ("eval", "train"),
+    "early_stopping": ("logloss", "auc")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +66,8 @@ RANGES: Dict[str, Range] = {
     "init_training_step": NON_NEGATIVE_COUNT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
     "batch_size": COUNT, "epochs": COUNT, "patience": COUNT, "beta1": Range(0.0, 1.0, open_high=True),
     "beta2": Range(0.0, 1.0, open_high=True), "eps": POSITIVE, "chunk_seconds": POSITIVE,
-    "min_steps": NON_NEGATIVE_COUNT,
-}  # critic_output_bias: any finite number (or None)
+    "min_steps": NON_NEGATIVE_COUNT, "finetune_epochs": COUNT,
+}  # critic_output_bias: any finite number (or None); finetune_epochs: or None (= epochs)
 
 
 def check(name: str, value: Any) -> Any:
@@ -110,6 +111,8 @@ class RMTLConfig:
     epochs: int = 100
     patience: int = 2
     min_steps: int = 0
+    finetune_epochs: Optional[int] = None
+    early_stopping: str = "logloss"
     init_output_bias: Optional[str] = None
     batch_order: str = "shuffled"
     stage3_critic_mode: str = "eval"
@@ -120,7 +123,7 @@ class RMTLConfig:
                 raise ValueError(f"{key}: expected one of {list(allowed)}, got {getattr(self, key)!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in RANGES and not (f.name == "critic_output_bias" and value is None):
+            if f.name in RANGES and value is not None:
                 object.__setattr__(self, f.name, check(f.name, value))
         for key in ("critic_bottom_dims", "critic_tower_dims"):
             dims = tuple(getattr(self, key))

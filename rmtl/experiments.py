@@ -13,14 +13,20 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from . import convergence
+from . import convergence, report, stats
 from .agent import RMTL, WEIGHTINGS
+from .config import RMTLConfig
 from .data import SessionData
 from .executors import ExecutorSpec, backend, run_graph
-from .jobs import BASELINE, CONTROL, METRICS, Job, JobOutput, Settings, agent_view, graph
+from .jobs import BASELINE, CONTROL, CONTROLS, METRICS, Job, JobOutput, Settings, agent_view, graph
+from .stats import ALPHA, TARGET_EFFECT, holm
 from .models import check_compat
 
-__all__ = ["experiment", "ExperimentResult", "holm", "METRICS", "BASELINE", "CONTROL"]
+__all__ = ["experiment", "ExperimentResult", "holm", "METRICS", "BASELINE", "CONTROL", "CONTROLS", "PRIMARY",
+           "TARGET_EFFECT"]
+
+# the primary family: the critic effect of this variant (against continued) on these metrics
+PRIMARY = ("rmtl", ("auc", "logloss"))
 
 
 @dataclasses.dataclass
@@ -43,85 +49,86 @@ class ExperimentResult:
 
     def table(self) -> List[Dict[str, Any]]:
         """One row per (model, variant, task): ``n`` seeds, ``<metric>_mean``, ``<metric>_std``
-        (sample std) and the paired comparisons (lower logloss is better):
+        (sample std), the budget the arm ran (``epochs``, ``kept_epoch``, ``steps``: means
+        over seeds; ``steps_by_seed``) and its paired comparisons by seed (lower logloss is
+        better). Each comparison ``c`` against another variant of the same backbone gives
+        ``<metric>_<c>`` (mean difference, this row minus the other), ``<metric>_<c>_low`` and
+        ``_high`` (95% confidence interval), ``<metric>_<c>_p`` (two-sided paired t-test;
+        NaN with fewer than two seeds or identical differences) and ``<c>_checked`` (True when
+        neither side failed a convergence check):
 
-        - every variant against its backbone's baseline: ``<metric>_diff`` (mean paired
-          difference variant minus baseline over seeds) and ``<metric>_p`` (two-sided paired
-          t-test, scipy.stats.ttest_rel; NaN with fewer than two seeds or identical values);
-        - every critic variant (not ``baseline`` or ``continued``) against the control
-          ``continued`` of the same backbone, the critic effect: ``<metric>_effect`` and
-          ``<metric>_effect_p``.
+        - ``diff``: against ``baseline`` (every other variant);
+        - ``effect``: against ``continued``, the critic effect (every variant but those two);
+        - ``vs_static``, ``vs_permuted``: ``rmtl`` against those controls, when they ran.
 
-        Each p-value also comes Holm-adjusted over all tests of the table (every row, task,
-        metric and comparison), as ``<metric>_p_holm`` and ``<metric>_effect_p_holm``.
-        ``flags`` counts the seeds that failed each convergence check
-        (:func:`rmtl.convergence.check`); ``diff_checked`` and ``effect_checked`` are True when
-        neither side of that comparison is flagged (only then may it be called significant).
+        The **primary family**, declared before any data: the critic effect (``rmtl`` minus
+        ``continued``) of every backbone on every task's AUC and logloss. Only its tests are
+        Holm-adjusted (``<metric>_effect_p_holm``, over :meth:`primary` tests), and each gets
+        ``<metric>_effect_mde``, the smallest effect the run could detect with 80% power at
+        the strictest Holm level (0.05 / family size) given the seeds and the observed spread,
+        and ``<metric>_effect_seeds_for``, the seeds that would detect :data:`TARGET_EFFECT`
+        there. Every other p-value is exploratory: raw, for orientation only.
         """
-        from scipy import stats
-
-        groups: Dict[Tuple[str, str, str], Dict[int, Dict[str, float]]] = {}
+        groups: Dict[Tuple[str, str, str], Dict[int, Dict[str, Any]]] = {}
         for r in self.records:
             groups.setdefault((r["model"], r["variant"], r["task"]), {})[r["seed"]] = r
-        rows = []
         flags = {key: convergence.summary([r.get("flags", []) for r in by_seed.values()])
                  for key, by_seed in groups.items()}
+        rows = []
         for (model, variant, task), by_seed in groups.items():
+            seeds = sorted(by_seed)
             row: Dict[str, Any] = {"model": model, "variant": variant, "task": task, "n": len(by_seed),
                                    "flags": flags[model, variant, task]}
-            against = {} if variant == BASELINE else {"diff": (BASELINE, "p")}
-            if variant not in (BASELINE, CONTROL):
-                against["effect"] = (CONTROL, "effect_p")
+            for key in ("epochs", "kept_epoch", "steps"):
+                row[key] = float(np.mean([by_seed[s].get(key, np.nan) for s in seeds]))
+            row["steps_by_seed"] = {s: by_seed[s].get("steps") for s in seeds}
+            for cmp, other in _comparisons(variant):
+                ref = groups.get((model, other, task), {})
+                pairs = [s for s in seeds if s in ref]
+                if not pairs:
+                    continue
+                row[f"{cmp}_checked"] = not row["flags"] and not flags[model, other, task]
+                for m in METRICS:
+                    d = stats.paired([by_seed[s][m] for s in pairs], [ref[s][m] for s in pairs])
+                    row.update({f"{m}_{cmp}": d.mean, f"{m}_{cmp}_low": d.low, f"{m}_{cmp}_high": d.high,
+                                f"{m}_{cmp}_p": d.p, f"{m}_{cmp}_sd": d.sd})
             for m in METRICS:
-                v = np.array([by_seed[s][m] for s in sorted(by_seed)], np.float64)
+                v = np.array([by_seed[s][m] for s in seeds], np.float64)
                 row[f"{m}_mean"] = float(v.mean())
                 row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
-                for key, (other, pkey) in against.items():
-                    ref = groups.get((model, other, task), {})
-                    paired = sorted(set(by_seed) & set(ref))
-                    if not paired:
-                        continue
-                    row[f"{key}_checked"] = not row["flags"] and not flags[model, other, task]
-                    d = np.array([by_seed[s][m] - ref[s][m] for s in paired])
-                    row[f"{m}_{key}"] = float(d.mean())
-                    row[f"{m}_{pkey}"] = (
-                        float("nan") if len(d) < 2 or np.all(d == d[0]) else
-                        float(stats.ttest_rel([by_seed[s][m] for s in paired], [ref[s][m] for s in paired]).pvalue))
             rows.append(row)
-        keys = [(i, k) for i, row in enumerate(rows) for k in row if k.endswith("_p")]
-        for (i, k), adjusted in zip(keys, holm([rows[i][k] for i, k in keys])):
-            rows[i][k + "_holm"] = adjusted
+        family = [(row, f"{m}_effect") for row in rows if row["variant"] == PRIMARY[0] for m in PRIMARY[1]
+                  if f"{m}_effect" in row]
+        alpha = ALPHA / max(1, sum(not np.isnan(row[k + "_p"]) for row, k in family))
+        for (row, k), adjusted in zip(family, stats.holm([row[k + "_p"] for row, k in family])):
+            row[k + "_p_holm"] = adjusted
+            row[k + "_mde"] = stats.detectable_effect(row[k + "_sd"], row["n"], alpha)
+            row[k + "_seeds_for"] = stats.seeds_needed(TARGET_EFFECT, row[k + "_sd"], alpha)
         return rows
+
+    def primary(self) -> int:
+        """How many tests the primary family holds (those with a p-value)."""
+        return sum(1 for row in self.table() for k in row if k.endswith("_effect_p_holm") and not np.isnan(row[k]))
 
     def correction(self) -> str:
         """The multiple-comparison correction the table applies, in words."""
-        n = sum(1 for row in self.table() for k in row if k.endswith("_p") and not np.isnan(row[k]))
-        return (f"p-values Holm-adjusted over all {n} paired t-tests of the table (every row, task, metric and "
-                "comparison; family-wise error rate)")
+        return (f"primary family: the critic effect (RMTL - Continued) of each backbone on each task's AUC and "
+                f"logloss, {self.primary()} paired t-tests, Holm-adjusted (family-wise error rate "
+                f"{ALPHA:g}); every other p-value is exploratory (raw, unadjusted)")
 
-    def to_markdown(self, metrics: Sequence[str] = METRICS) -> str:
-        """The summary as a Markdown table (mean +- std over seeds; paired differences vs the
-        baseline and vs ``continued`` with Holm-adjusted p-values, the convergence flags with
-        the seeds that raised them), the correction applied and the oracle line when known."""
-        head = ["model", "variant", "task", "seeds", "checks"]
-        for m in metrics:
-            head += [m, f"d {m} (p)", f"critic effect {m} (p)"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for row in self.table():
-            cells = [row["model"], row["variant"], row["task"], str(row["n"]),
-                     ", ".join(f"{flag} {n}/{row['n']}" for flag, n in row["flags"].items()) or "ok"]
-            for m in metrics:
-                cells.append(f"{row[f'{m}_mean']:.4f} +- {row[f'{m}_std']:.4f}")
-                for d, p in ((f"{m}_diff", f"{m}_p_holm"), (f"{m}_effect", f"{m}_effect_p_holm")):
-                    cells.append(f"{row[d]:+.4f} ({row[p]:.3f})" if d in row else "")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"d: variant - baseline, critic effect: variant - continued, paired by seed; "
-                      f"{self.correction()}."]
-        if self.oracle:
-            lines.append("")
-            lines.append("Oracle (true probabilities): " + ", ".join(
-                f"{task} AUC {o['auc']:.4f} / logloss {o['logloss']:.4f}" for task, o in self.oracle.items()))
-        return "\n".join(lines)
+    def to_markdown(self) -> str:
+        """The paper-style Markdown table of :func:`rmtl.report.to_markdown`."""
+        return report.to_markdown(self)
+
+
+def _comparisons(variant: str) -> List[Tuple[str, str]]:
+    """(comparison name, other variant) pairs of a row: see :meth:`ExperimentResult.table`."""
+    out = [] if variant == BASELINE else [("diff", BASELINE)]
+    if variant not in (BASELINE, CONTROL):
+        out.append(("effect", CONTROL))
+    if variant == "rmtl":
+        out += [(f"vs_{c}", c) for c in CONTROLS[1:]]
+    return out
 
 
 def experiment(train: SessionData, valid: SessionData, test: SessionData,
@@ -131,7 +138,8 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
                checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = False,
                rmtl_backbones: Optional[Sequence[str]] = None,
                on_agent: Optional[Callable[[str, int, RMTL], None]] = None,
-               executor: ExecutorSpec = None, threads_per_job: Optional[int] = None) -> ExperimentResult:
+               executor: ExecutorSpec = None, threads_per_job: Optional[int] = None,
+               budget: str = "matched") -> ExperimentResult:
     """Run every backbone with and without RMTL over ``seeds`` and evaluate on ``test``.
 
     For each seed and backbone: stage 1 gives the baseline (metrics of the pretrained
@@ -140,7 +148,18 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     the source backbone's agent fine-tune the target's baseline (same seed). Each variant
     is paired with its own backbone's baseline of the same seed, so a difference is the
     effect of stages 2 and 3 alone; the default ``continued`` (stage 3 with every weight
-    one) is the control that separates the critics' effect from the extra training.
+    one) is the control that separates the critics' effect from the extra training. Two more
+    controls can join it in ``weightings``: ``static`` (each task's weight fixed at the mean
+    of RMTL's weights for that task in the same seed: RMTL's task ratio without its per-row
+    information) and ``permuted`` (RMTL's weights shuffled across each batch's rows: their
+    distribution without their rows).
+
+    ``budget`` decides how long stage 3 trains: ``"matched"`` (default) lets ``rmtl`` stop
+    early and trains every control exactly as many epochs as ``rmtl`` kept in the same seed
+    (so a critic effect compares equal budgets; other weightings and transfers stop early on
+    their own); ``"fixed"`` trains every stage-3 job exactly ``finetune_epochs`` epochs
+    (``rmtl_kwargs``; default ``epochs``) without early stopping. Every record carries the
+    ``epochs`` it ran, its ``kept_epoch`` and ``steps``.
     Every trained model goes through :func:`rmtl.convergence.check` on ``valid``; each
     failed check is recorded and raises a warning that says what to change.
 
@@ -186,7 +205,9 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
     for name in backbones:
         check_compat(str(name).lower(), rkw.get("compat"))
-    jobs = graph(backbones, with_rmtl, seeds, weightings, transfer)
+    cfg = RMTLConfig(**{k: v for k, v in rkw.items() if k in ("epochs", "finetune_epochs") and v is not None})
+    jobs = graph(backbones, with_rmtl, seeds, weightings, transfer, budget,
+                 cfg.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs)
     settings = Settings(bkw, rkw, None if checkpoint_dir is None else os.path.abspath(checkpoint_dir), progress)
 
     def done(job: Job, outputs: Mapping[Job, JobOutput]) -> None:
@@ -199,7 +220,7 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     records = [r for job in jobs for r in outputs[job].records]
     result = ExperimentResult(records, _oracle(test), {
         "backbones": list(backbones), "rmtl_backbones": with_rmtl, "seeds": seeds, "weightings": list(weightings),
-        "transfer": [list(p) for p in transfer], "backbone_kwargs": bkw, "rmtl_kwargs": rkw,
+        "transfer": [list(p) for p in transfer], "backbone_kwargs": bkw, "rmtl_kwargs": rkw, "budget": budget,
         "rows": {"train": len(train), "valid": len(valid), "test": len(test)}, "threads_per_job": runner.threads})
     flagged = {(r["model"], r["variant"]): (r["flags"], r["n"]) for r in result.table() if r["flags"]}
     if flagged:
@@ -208,18 +229,6 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
             f"{m} {v} ({', '.join(f'{f} {k}/{n}' for f, k in fl.items())})" for (m, v), (fl, n) in flagged.items())
             + ". What to change: " + "; ".join(f"{f}: {convergence.ADVICE[f]}" for f in raised), stacklevel=2)
     return result
-
-
-def holm(pvalues: Sequence[float]) -> List[float]:
-    """Holm's step-down adjustment of ``pvalues`` (NaN entries are left out of the family
-    and stay NaN): the i-th smallest of m becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``."""
-    p = np.asarray(pvalues, np.float64)
-    out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(~np.isnan(p))
-    order = idx[np.argsort(p[idx], kind="stable")]
-    m = len(order)
-    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    return [float(x) for x in out]
 
 
 def _oracle(test: SessionData) -> Dict[str, Dict[str, float]]:

@@ -21,9 +21,10 @@ from .config import CHOICES, COUNT, RMTLConfig, check
 from .context import CONTEXT_MODES, with_context
 from .data import SessionData
 from .experiments import ExperimentResult, experiment
+from .jobs import BUDGETS, CONTROLS
 from .models import BACKBONES, check_compat
 
-__all__ = ["JobConfig", "PRESETS", "load_config", "config_from_table", "run_job", "load_dataset"]
+__all__ = ["JobConfig", "describe_budgets", "PRESETS", "load_config", "config_from_table", "run_job", "load_dataset"]
 
 _REF = RMTLConfig()
 
@@ -32,12 +33,13 @@ DATASETS = ("synthetic", "retailrocket", "kuairand")
 # quick: sized for about two minutes on 2 cores (small widths, few critic epochs, ~72k rows);
 # paper: the reference hyperparameters of SPEC sections 4 and 5 (the defaults of the
 # backbones and of RMTLConfig) and the default data size.
-# the fewest Adam steps of stages 1 and 3 when not given. Measured on 2,000 synthetic users
-# (9 steps per epoch, quick widths, 12 epochs): MMoE (2 of 2 seeds), SingleTask and
-# SharedBottom (1 of 2) stopped on their initial plateau, uncalibrated (test click AUC
-# 0.50-0.53); MMoE with at least 500 steps calibrated in both seeds (best epoch after about
-# 200 steps, AUC 0.663), twice the steps it needed (benchmarks/RESULTS.md, issue 12). The
-# floor costs nothing when the epochs already give that many steps.
+# the fewest Adam steps of stage 1 (training from scratch) when neither --min-steps nor
+# --epochs is given. Measured on 2,000 synthetic users (9 steps per epoch, quick widths, 12
+# epochs, early stopping on AUC): MMoE (2 of 2 seeds), SingleTask and SharedBottom (1 of 2)
+# stopped on their initial plateau, uncalibrated (test click AUC 0.50-0.53); MMoE with at
+# least 500 steps calibrated in both seeds (benchmarks/RESULTS.md, issue 12). Stage 3 starts
+# from a trained model and never gets a floor: there it forced 56 epochs and over-trained
+# every arm (issue 29). An explicit --epochs turns the automatic floor off.
 AUTO_MIN_STEPS = 500
 
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -54,10 +56,17 @@ class JobConfig:
     """Everything that defines a run; ``--config FILE.toml`` keys are these field names.
 
     ``epochs``, ``critic_epochs``, ``n_users`` and ``seeds`` default to the preset's
-    values when None. ``models`` are trained as baselines; ``rmtl_models`` (a subset of
-    ``models``) also get stages 2 and 3, and the control ``continued`` (stage 3 with every
-    weight one). ``min_steps`` (default ``AUTO_MIN_STEPS``): the fewest Adam steps of stages
-    1 and 3, in whole epochs, so small data gets enough training to calibrate.
+    values when None; ``finetune_epochs`` (stage 3's most epochs) to ``epochs``. ``models``
+    are trained as baselines; ``rmtl_models`` (a subset of ``models``) also get stages 2 and
+    3 and the ``controls`` of the critic effect (``continued``: every weight one; ``static``:
+    each task's weight fixed at RMTL's mean; ``permuted``: RMTL's weights shuffled across
+    rows), trained with the stage-3 ``budget`` (``matched``: as many epochs as RMTL kept in
+    the same seed; ``fixed``: exactly ``finetune_epochs`` for every arm, see
+    :func:`rmtl.experiment`). ``early_stopping`` (``logloss`` or ``auc``) is the validation
+    score stages 1 and 3 stop on (default ``logloss``; ``auc`` with ``compat="authors"``).
+    ``min_steps``: the fewest Adam steps of stage 1, in whole epochs, so small data gets
+    enough training to calibrate (default ``AUTO_MIN_STEPS`` unless ``epochs`` is given or
+    ``compat="authors"``, then 0: an explicit epoch budget is never raised silently).
     ``init_output_bias="prior"`` starts the outputs at the training label rates (a deviation
     from the authors; None, their setting, by default). ``compat="authors"`` switches RMTL to
     the authors' code's behaviour where rmtl differs (every model must then be the authors'
@@ -81,8 +90,12 @@ class JobConfig:
     lam: float = _REF.lam
     gamma: float = _REF.gamma
     epochs: Optional[int] = None
+    finetune_epochs: Optional[int] = None
     critic_epochs: Optional[int] = None
     min_steps: Optional[int] = None
+    early_stopping: Optional[str] = None
+    budget: str = "matched"
+    controls: Tuple[str, ...] = CONTROLS
     init_output_bias: Optional[str] = None
     compat: Optional[str] = None
     context: Optional[str] = None
@@ -115,7 +128,23 @@ class JobConfig:
         c.epochs = check("epochs", default["epochs"] if c.epochs is None else c.epochs)
         c.critic_epochs = check("critic_epochs", default["critic_epochs"] if c.critic_epochs is None
                                 else c.critic_epochs)
-        c.min_steps = check("min_steps", AUTO_MIN_STEPS if c.min_steps is None else c.min_steps)
+        authors = c.compat == "authors"  # their setting: no floor, stopping on the mean AUC
+        if c.min_steps is None:
+            c.min_steps = 0 if self.epochs is not None or authors else AUTO_MIN_STEPS
+        if c.early_stopping is None:
+            c.early_stopping = "auc" if authors else _REF.early_stopping
+        c.min_steps = check("min_steps", c.min_steps)
+        if c.finetune_epochs is not None:
+            c.finetune_epochs = check("finetune_epochs", c.finetune_epochs)
+        if c.early_stopping not in CHOICES["early_stopping"]:
+            raise ValueError(f"early_stopping: expected one of {list(CHOICES['early_stopping'])}, "
+                             f"got {c.early_stopping!r}")
+        if c.budget not in BUDGETS:
+            raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {c.budget!r}")
+        c.controls = tuple(c.controls)
+        bad = [x for x in c.controls if x not in CONTROLS]
+        if bad or len(set(c.controls)) != len(c.controls):
+            raise ValueError(f"controls: expected distinct names from {list(CONTROLS)}, got {list(c.controls)}")
         for name in c.models:
             check_compat(name, c.compat)
         if c.init_output_bias not in CHOICES["init_output_bias"]:
@@ -144,9 +173,38 @@ class JobConfig:
     def rmtl_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
         kw = {k: v for k, v in PRESETS[self.preset]["rmtl"].items() if k != "epochs"}
-        kw.update(lam=self.lam, gamma=self.gamma, epochs=self.epochs, critic_epochs=self.critic_epochs,
-                  min_steps=self.min_steps, init_output_bias=self.init_output_bias, compat=self.compat)
+        kw.update(lam=self.lam, gamma=self.gamma, epochs=self.epochs, finetune_epochs=self.finetune_epochs,
+                  critic_epochs=self.critic_epochs, min_steps=self.min_steps, early_stopping=self.early_stopping,
+                  init_output_bias=self.init_output_bias, compat=self.compat)
         return kw
+
+    def budgets(self, train_rows: int) -> Dict[str, Dict[str, Any]]:
+        """What each stage runs on ``train_rows`` training rows (a resolved config): stage 1's
+        epoch limit, step floor and the epochs the floor makes; stage 2's epochs; stage 3's
+        epoch limit and how its arms are budgeted."""
+        batch = self.rmtl_kwargs().get("batch_size") or _REF.batch_size
+        per_epoch = -(-train_rows // batch)
+        stage3 = self.epochs if self.finetune_epochs is None else self.finetune_epochs
+        return {
+            "stage1": {"epochs": self.epochs, "min_steps": self.min_steps, "steps_per_epoch": per_epoch,
+                       "most_epochs": max(self.epochs, -(-self.min_steps // per_epoch)),
+                       "early_stopping": self.early_stopping},
+            "stage2": {"critic_epochs": self.critic_epochs},
+            "stage3": {"epochs": stage3, "steps_per_epoch": per_epoch, "budget": self.budget,
+                       "early_stopping": self.early_stopping if self.budget == "matched" else None}}
+
+
+
+def describe_budgets(b: Mapping[str, Mapping[str, Any]]) -> str:
+    """:meth:`JobConfig.budgets` in one line, for the run's header."""
+    s1, s3 = b["stage1"], b["stage3"]
+    floor = (f", a {s1['min_steps']}-step floor raising them to {s1['most_epochs']}"
+             if s1["most_epochs"] > s1["epochs"] else "")
+    arms = (f"RMTL up to {s3['epochs']} epochs stopping on validation {s3['early_stopping']}, the controls "
+            "exactly RMTL's kept epochs" if s3["budget"] == "matched" else f"every arm exactly {s3['epochs']} epochs")
+    return (f"stage 1: up to {s1['epochs']} epochs of {s1['steps_per_epoch']} steps{floor}, stopping on "
+            f"validation {s1['early_stopping']}; stage 2: {b['stage2']['critic_epochs']} critic epochs; "
+            f"stage 3: {arms}")
 
 
 def read_toml(path: str) -> Dict[str, Any]:
@@ -192,13 +250,14 @@ def load_dataset(c: JobConfig) -> SessionData:
 
 @dataclasses.dataclass
 class JobResult:
-    """The experiment's result, the resolved config, diagnostics of the first seed and the
-    wall time."""
+    """The experiment's result, the resolved config, diagnostics of the first seed, the wall
+    time and what each stage's budget was (:meth:`JobConfig.budgets`)."""
 
     result: ExperimentResult
     config: JobConfig
     diagnostics: Dict[str, Dict[str, Any]]
     seconds: float
+    budgets: Dict[str, Dict[str, Any]]
 
     def table(self) -> str:
         """The paper-style Markdown table."""
@@ -230,11 +289,11 @@ def run_job(config: JobConfig) -> JobResult:
                              "q": agent.q_values(test, prob)}
 
     result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
-                        seeds=range(c.seeds), transfer=(), backbone_kwargs=PRESETS[c.preset]["backbone"],
-                        rmtl_kwargs=c.rmtl_kwargs(), on_agent=observe, executor=c.executor(),
-                        checkpoint_dir=c.resume)
+                        seeds=range(c.seeds), weightings=("rmtl", *c.controls), transfer=(),
+                        backbone_kwargs=PRESETS[c.preset]["backbone"], rmtl_kwargs=c.rmtl_kwargs(),
+                        on_agent=observe, executor=c.executor(), checkpoint_dir=c.resume, budget=c.budget)
     bar.close()
-    job = JobResult(result, c, diagnostics, time.perf_counter() - t0)
+    job = JobResult(result, c, diagnostics, time.perf_counter() - t0, c.budgets(len(train)))
     if c.out is not None:
         write_outputs(job, test)
     return job
@@ -296,7 +355,8 @@ def write_outputs(job: JobResult, test: SessionData) -> List[str]:
     os.makedirs(out, exist_ok=True)
     files = {"results.md": job.table() + "\n", "results.csv": report.to_csv(job.result),
              "results.json": report.to_json(job.result),
-             "config.json": json.dumps({"job": dataclasses.asdict(job.config), "experiment": job.result.config,
+             "config.json": json.dumps({"job": dataclasses.asdict(job.config), "budgets": job.budgets,
+                                        "experiment": job.result.config,
                                         "environment": environment(), "seconds": round(job.seconds, 1)},
                                        indent=1, default=list)}
     written = []

@@ -16,23 +16,33 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 from . import _threads, convergence
 from .agent import CRITIC_FREE, RMTL
 from .critic import Critic
 from .data import SessionData
 from .metrics import evaluate
 from .models import Backbone, create, load, save
+from .train import History
 
-__all__ = ["Job", "JobOutput", "Settings", "graph", "run", "needs_critics", "load_critics", "agent_view"]
+__all__ = ["Job", "JobOutput", "Settings", "graph", "run", "needs_critics", "load_critics", "agent_view",
+           "CONTROLS", "BUDGETS"]
 
 METRICS = ("auc", "logloss", "s_logloss")
 BASELINE = "baseline"
 CONTROL = "continued"  # stage 3 with every weight one: the control for extra training
+# the stage-3 controls of the critic effect: extra training alone (continued), RMTL's task
+# ratio alone (static: each task's weight fixed at the mean of RMTL's), RMTL's weights without
+# their rows (permuted: the same weights shuffled across each batch's rows)
+CONTROLS = ("continued", "static", "permuted")
+BUDGETS = ("matched", "fixed")
 Splits = Tuple[SessionData, SessionData, SessionData]
 
 
 def needs_critics(weighting: Optional[str]) -> bool:
-    """Whether a stage-3 weighting reads the critics (``constant`` and ``continued`` do not)."""
+    """Whether a stage-3 weighting reads the critics (``constant``, ``continued`` and
+    ``static`` do not)."""
     return weighting not in CRITIC_FREE
 
 
@@ -44,6 +54,10 @@ class Job:
     weights) or ``finetune`` (stage 3 of ``model``'s pretrained weights with ``weighting``,
     None for the agent's own, weighted by the critics of ``critics_of``: ``model`` itself,
     another backbone for a transfer, None when the weighting reads no critics).
+
+    A stage-3 budget: ``epochs`` (a fixed budget: exactly that many epochs, the last weights
+    kept) or, with ``matched``, as many epochs as the ``rmtl`` job of the same model and seed
+    kept (a control trained for RMTL's steps); neither: early stopping.
     """
 
     kind: str
@@ -51,6 +65,8 @@ class Job:
     seed: int
     weighting: Optional[str] = None
     critics_of: Optional[str] = None
+    epochs: Optional[int] = None
+    matched: bool = False
 
     @property
     def transfer(self) -> bool:
@@ -73,14 +89,25 @@ class Job:
         return f"rmtl[critics of {self.critics_of}]" if self.transfer else str(self.weighting)
 
     @property
+    def reference(self) -> Optional["Job"]:
+        """The ``rmtl`` stage-3 job whose kept epochs (``matched``) or mean weights
+        (``static``) this one reads, else None."""
+        if self.kind != "finetune" or not (self.matched or self.weighting == "static"):
+            return None
+        return Job("finetune", self.model, self.seed, "rmtl", self.model, epochs=self.epochs)
+
+    @property
     def deps(self) -> Tuple["Job", ...]:
-        """The jobs whose outputs this one reads, in the order :func:`run` expects them."""
+        """The jobs whose outputs this one reads, in the order :func:`run` expects them:
+        the pretrained model, the critics (when read), the reference (when read)."""
         if self.kind == "pretrain":
             return ()
-        base = (Job("pretrain", self.model, self.seed),)
-        if self.kind == "critics" or self.critics_of is None:
-            return base
-        return base + (Job("critics", self.critics_of, self.seed),)
+        deps = (Job("pretrain", self.model, self.seed),)
+        if self.kind == "finetune" and self.critics_of is not None:
+            deps += (Job("critics", self.critics_of, self.seed),)
+        elif self.kind == "critics":
+            return deps
+        return deps + ((self.reference,) if self.reference is not None else ())
 
 
 @dataclasses.dataclass
@@ -110,9 +137,24 @@ class Settings:
 
 
 def graph(backbones: Sequence[str], rmtl_backbones: Sequence[str], seeds: Sequence[int],
-          weightings: Sequence[str], transfer: Sequence[Tuple[str, str]]) -> List[Job]:
+          weightings: Sequence[str], transfer: Sequence[Tuple[str, str]], budget: str = "matched",
+          epochs: Optional[int] = None) -> List[Job]:
     """Every job of an experiment, in the order a serial run takes them (and its records
-    are listed): per seed, each backbone's stages, then the transfers."""
+    are listed): per seed, each backbone's stages, then the transfers.
+
+    ``budget="matched"``: the controls (:data:`CONTROLS`) train as many epochs as the same
+    seed's ``rmtl`` job kept (it must be among ``weightings``), every other stage-3 job stops
+    early; ``"fixed"``: every stage-3 job trains exactly ``epochs`` epochs."""
+    if budget not in BUDGETS:
+        raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
+    if budget == "fixed" and epochs is None:
+        raise ValueError("epochs: a fixed stage-3 budget needs the number of epochs")
+    needs_rmtl = [w for w in weightings if w == "static" or (budget == "matched" and w in CONTROLS[1:])]
+    if needs_rmtl and "rmtl" not in weightings:
+        raise ValueError(f"weightings: {needs_rmtl} read the rmtl arm of the same seed (its budget or weights); "
+                         "add 'rmtl'")
+    fixed = epochs if budget == "fixed" else None
+    matched = budget == "matched" and "rmtl" in weightings
     jobs = []
     for seed in seeds:
         for name in backbones:
@@ -121,8 +163,10 @@ def graph(backbones: Sequence[str], rmtl_backbones: Sequence[str], seeds: Sequen
                 continue
             if any(needs_critics(w) for w in weightings) or any(src == name for src, _ in transfer):
                 jobs.append(Job("critics", name, seed))
-            jobs += [Job("finetune", name, seed, w, name if needs_critics(w) else None) for w in weightings]
-        jobs += [Job("finetune", dst, seed, None, src) for src, dst in transfer]
+            ordered = sorted(weightings, key=lambda w: w != "rmtl")  # the reference runs first
+            jobs += [Job("finetune", name, seed, w, name if needs_critics(w) else None, fixed,
+                         matched and w in CONTROLS) for w in ordered]
+        jobs += [Job("finetune", dst, seed, None, src, fixed) for src, dst in transfer]
     return jobs
 
 
@@ -156,9 +200,16 @@ def _critics(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -
 def _finetune(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
     train, valid, test = data
     agent = _agent(job, s, _restore(load, inputs[0].networks["pretrained"]))
-    if len(inputs) > 1:
+    if job.critics_of is not None:
         agent.critics = load_critics(inputs[1])
-    hist = agent.finetune(train, valid, weighting=job.weighting)
+    epochs, task_weights = job.epochs, None
+    if job.reference is not None:
+        ref = reference_history(inputs[-1])
+        if job.matched:
+            epochs = ref.best_epoch or len(ref.epochs)
+        if job.weighting == "static":
+            task_weights = kept_mean_weights(ref, train.task_names)
+    hist = agent.finetune(train, valid, weighting=job.weighting, epochs=epochs, task_weights=task_weights)
     _finished(hist.interrupted)
     return JobOutput({"finetuned": _dump(save, agent.backbone)}, _records(job, agent.backbone, hist, data),
                      agent.history)
@@ -166,6 +217,20 @@ def _finetune(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) 
 
 _RUNNERS: Dict[str, Callable[[Job, Settings, Splits, Sequence[JobOutput]], JobOutput]] = {
     "pretrain": _pretrain, "critics": _critics, "finetune": _finetune}
+
+
+def reference_history(output: JobOutput) -> History:
+    """The stage-3 history in the output of a ``finetune`` job."""
+    (key,) = [k for k in output.history if k.startswith("finetuned-")]
+    return History.from_dict(output.history[key])
+
+
+def kept_mean_weights(hist: History, tasks: Sequence[str]) -> List[float]:
+    """Per task, the mean stage-3 loss weight over the epochs up to the kept one (every epoch
+    visits every training row once, so this is the mean over the rows and steps that made
+    the kept model): the ``static`` control's weights."""
+    kept = hist.epochs[:hist.best_epoch or len(hist.epochs)]
+    return [float(np.mean([e[f"mean_weight_{t}"] for e in kept])) for t in tasks]
 
 
 def load_critics(output: JobOutput) -> List[Critic]:
@@ -201,11 +266,16 @@ def _finished(interrupted: bool) -> None:
         raise KeyboardInterrupt
 
 
-def _records(job: Job, model: Backbone, hist: Any, data: Splits) -> List[Dict[str, Any]]:
-    """Test metrics per task, with the convergence checks the training failed on ``valid``."""
-    flags = convergence.check(hist, model, data[1])
+def _records(job: Job, model: Backbone, hist: History, data: Splits) -> List[Dict[str, Any]]:
+    """Test metrics per task, with the convergence checks the training failed (judged on
+    ``valid`` and, against the constant predictor at the training rates, on ``test``) and
+    the budget the model actually trained: ``epochs`` run, ``kept_epoch`` and ``steps`` (Adam
+    steps up to the kept weights)."""
+    train, valid, test = data
+    flags = convergence.check(hist, model, valid, test, train.labels.mean(0))
+    budget = {"epochs": len(hist.epochs), "kept_epoch": hist.best_epoch or len(hist.epochs), "steps": hist.steps}
     return [{"model": job.model, "variant": job.variant, "seed": job.seed, "task": task,
-             **{m: res[m] for m in METRICS}, "flags": flags} for task, res in evaluate(model, data[2]).items()]
+             **{m: res[m] for m in METRICS}, "flags": flags, **budget} for task, res in evaluate(model, test).items()]
 
 
 def _dump(save_fn: Callable[[Any, str], None], net: Any) -> bytes:

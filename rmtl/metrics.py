@@ -10,7 +10,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_float, run_offsets
 
-__all__ = ["auc", "logloss", "session_logloss", "gauc", "oracle_auc", "oracle_logloss", "evaluate"]
+__all__ = ["auc", "logloss", "bce_rows", "session_logloss", "gauc", "oracle_auc", "oracle_logloss", "evaluate"]
 
 
 def _pair(y_true: Any, y_score: Any, name: str = "y_score", dtype: type = np.float32):
@@ -41,6 +41,14 @@ def logloss(y_true: Any, y_prob: Any) -> float:
     """Mean binary cross-entropy, each log clamped at -100 (torch.nn.BCELoss)."""
     y, p = _pair(y_true, y_prob, "y_prob")
     return _core.logloss(p, y)
+
+
+def bce_rows(labels: Any, prob: Any) -> np.ndarray:
+    """Per-row binary cross-entropy (float64, same shape as ``prob``), each log clamped at
+    -100 as :func:`logloss`; its mean over rows is the logloss."""
+    y, p = np.asarray(labels, np.float64), np.asarray(prob, np.float64)
+    with np.errstate(divide="ignore"):
+        return -(y * np.maximum(np.log(p), -100) + (1 - y) * np.maximum(np.log1p(-p), -100))
 
 
 def session_logloss(y_true: Any, y_prob: Any, sessions: Any) -> float:

@@ -286,7 +286,8 @@ class Backbone(Net):
                     batch_size: int, lr: float, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                     weight_decay: float = 0.0, critics: Optional[Sequence[Any]] = None,
                     weighting: Optional[str] = None, lam: float = 0.0,
-                    extra: Optional[np.ndarray] = None) -> Tuple[float, Optional[List[float]]]:
+                    extra: Optional[np.ndarray] = None, task_weights: Optional[Sequence[float]] = None,
+                    seed: int = 0) -> Tuple[float, Optional[List[float]]]:
         """Many Adam steps in one C call with the GIL released: one per batch of
         ``batch_size`` consecutive entries of ``rows`` (int64 row indices into the training
         arrays ``sparse`` (n, F) int32, ``dense`` (n, D) float32, ``labels`` (n, T) float32;
@@ -295,7 +296,14 @@ class Backbone(Net):
         With ``weighting`` (``"rmtl"``, ``"constant"``, ``"label"`` or ``"neg_q"``), each
         row's loss is weighted as RMTL's stage 3 does (``1 - lam Q_k``, 0.5, ``1 - lam y Q_k``,
         ``-Q_k``), with ``critics`` (one :class:`rmtl.Critic` per task, in their current mode:
-        ``eval()`` for Q without dropout, as the paper) scoring the model's predictions; ``"constant"`` needs no critics. Returns the sum over batches
+        ``eval()`` for Q without dropout, as the paper) scoring the model's predictions;
+        ``"constant"`` needs no critics. Two controls of the critics' effect: ``"static"``
+        weights every row of task k by ``task_weights[k]`` (T finite values >= 0, required by
+        this weighting and refused by the others; no critics read), and ``"permuted"`` computes
+        the ``"rmtl"`` weights, then permutes the rows of each batch's (B, T) weight matrix by
+        one permutation of the batch (the same for every task), drawn from ``seed`` and the
+        model's Adam step count (``_core.permutation(B, seed, step)``; the same seed gives the
+        same permutations whatever the thread count or chunking). Returns the sum over batches
         of batch loss times batch size and, with a weighting, the sum of the weights per task.
         The critics read the first ``critic num_dense - X`` columns of ``dense`` and the ``X``
         columns of ``extra`` (n, X) float32 (None: no extra columns), as
@@ -312,7 +320,10 @@ class Backbone(Net):
         return _core.train_chunk(model=self._core, rows=rows, sparse=sparse, dense=dense, labels=labels,
                                  batch_size=int(batch_size), lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
                                  weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam,
-                                 extra=extra if critics is not None else None)
+                                 extra=extra if critics is not None else None,
+                                 task_weights=None if task_weights is None else
+                                 as_float(task_weights, (self.config.num_tasks,), "task_weights", finite=False),
+                                 seed=int(seed))
 
     def _rebuild(self) -> "Backbone":
         return create(**self.config.to_dict())

@@ -9,55 +9,63 @@ import csv
 import io
 import json
 import math
-from typing import Any, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 from . import convergence
-from .experiments import BASELINE, CONTROL, METRICS, ExperimentResult
+from .jobs import BASELINE, CONTROL, CONTROLS, METRICS
 from .models import BACKBONES
+from .stats import TARGET_EFFECT
+
+if TYPE_CHECKING:
+    from .experiments import ExperimentResult
 
 __all__ = ["paper_rows", "to_markdown", "to_csv", "to_json"]
 
 HEADERS = {"auc": "AUC", "logloss": "Logloss", "s_logloss": "s-Logloss"}
-STATS = ("mean", "std", "diff", "p", "p_holm", "effect", "effect_p", "effect_p_holm")
+COMPARISONS = ("diff", "effect", "vs_static", "vs_permuted")
+STATS = ("mean", "std") + tuple(f"{c}{s}" for c in COMPARISONS for s in ("", "_low", "_high", "_p")) + (
+    "effect_p_holm", "effect_mde", "effect_seeds_for")
+_AGAINST = {"diff": BASELINE, "effect": CONTROL, "vs_static": "static", "vs_permuted": "permuted"}
 
 
 def display_name(model: str, variant: str) -> str:
     """``("mmoe", "baseline")`` -> ``MMoE``; ``("mmoe", "rmtl")`` -> ``RMTL-MMoE``;
-    ``("mmoe", "continued")`` -> ``Continued-MMoE``; other weightings and transfers in
-    brackets: ``RMTL-MMoE (critics of esmm)``."""
+    ``("mmoe", "continued")`` -> ``Continued-MMoE``; the other controls ``Static-MMoE`` and
+    ``Permuted-MMoE``; other weightings and transfers in brackets:
+    ``RMTL-MMoE (critics of esmm)``."""
     name = BACKBONES[model].__name__ if model in BACKBONES else model
     if variant == BASELINE:
         return name
     if variant == "rmtl":
         return f"RMTL-{name}"
-    if variant == CONTROL:
-        return f"Continued-{name}"
+    if variant in CONTROLS:
+        return f"{variant.capitalize()}-{name}"
     inner = variant[len("rmtl["):-1] if variant.startswith("rmtl[") else variant
     return f"RMTL-{name} ({inner})"
 
 
-def paper_rows(result: ExperimentResult) -> List[Dict[str, Any]]:
-    """One dict per (model, variant): ``name``, ``model``, ``variant``, ``seeds`` and, per
-    task and metric, ``<task>/<metric>`` -> {mean, std, diff, p, p_holm, effect, effect_p,
-    effect_p_holm}: ``diff`` against the same backbone's baseline (absent for baselines),
-    ``effect`` (the critic effect) against its ``continued`` control (only for critic
-    variants), both paired by seed; ``p_holm`` Holm-adjusted over the whole table.
-    ``flags`` counts the seeds that failed each convergence check; ``diff_checked`` and
-    ``effect_checked`` say whether both sides of a comparison passed them."""
+def paper_rows(result: "ExperimentResult") -> List[Dict[str, Any]]:
+    """One dict per (model, variant): ``name``, ``model``, ``variant``, ``seeds``, the budget
+    (``epochs``, ``kept_epoch``, ``steps``: means over seeds; ``steps_by_seed``), ``flags``
+    (seeds that failed each convergence check), ``<comparison>_checked`` and, per task and
+    metric, ``<task>/<metric>`` -> the statistics of :meth:`ExperimentResult.table` with the
+    metric's prefix removed (``mean``, ``std``, ``diff``, ``diff_low``, ``diff_high``,
+    ``diff_p``, ``effect``, ..., ``effect_p_holm``, ``effect_mde``, ``effect_seeds_for``)."""
     rows: Dict[tuple, Dict[str, Any]] = {}
     for r in result.table():
         key = (r["model"], r["variant"])
         row = rows.setdefault(key, {"name": display_name(*key), "model": key[0], "variant": key[1], "seeds": r["n"],
-                                    "flags": r["flags"]})
-        row.update({k: r[k] for k in ("diff_checked", "effect_checked") if k in r})
+                                    "flags": r["flags"], "epochs": r["epochs"], "kept_epoch": r["kept_epoch"],
+                                    "steps": r["steps"], "steps_by_seed": r["steps_by_seed"]})
+        row.update({k: v for k, v in r.items() if k.endswith("_checked")})
         for m in METRICS:
-            row[f"{r['task']}/{m}"] = {s: r[f"{m}_{s}"] for s in STATS if f"{m}_{s}" in r}
+            row[f"{r['task']}/{m}"] = {k[len(m) + 1:]: v for k, v in r.items() if k.startswith(f"{m}_")}
     order = {name: i for i, name in enumerate(result.config.get("backbones", []))}
     return sorted(rows.values(), key=lambda row: (row["variant"] != BASELINE, order.get(row["model"], len(order)),
                                                   row["variant"]))
 
 
-def _tasks(result: ExperimentResult) -> List[str]:
+def _tasks(result: "ExperimentResult") -> List[str]:
     return list(dict.fromkeys(r["task"] for r in result.records))
 
 
@@ -65,82 +73,126 @@ def _cell(v: Dict[str, float]) -> str:
     return f"{v['mean']:.4f}" + ("" if math.isnan(v["std"]) else f" ± {v['std']:.4f}")
 
 
-def _diff_cell(v: Dict[str, float], key: str, p_key: str, checked: bool) -> str:
-    p = v[p_key]
-    star = "*" if p < 0.05 and checked else ""
-    return f"{v[key]:+.4f}{star} ({'n/a' if math.isnan(p) else f'{p:.3f}'})"
+def _p(p: float) -> str:
+    return "n/a" if math.isnan(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
 
 
-def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> str:
-    """The results as Markdown: a table of mean ± std over seeds per model with its
-    convergence checks (and what to change for each failed one), then a table of
-    paired differences by seed: each variant minus its baseline and each critic variant
-    minus its ``continued`` control (the critic effect), Holm-adjusted p-value in brackets,
-    starred when it is below 0.05 and neither row is flagged; then the correction applied and the oracle (true
-    probabilities) when the data knows them."""
+def _diff_cell(v: Dict[str, float], cmp: str, star: bool) -> str:
+    """``+0.0012* [-0.0003, +0.0027] (0.041)``: mean, 95% CI, p (Holm for the primary family)."""
+    ci = "" if math.isnan(v[f"{cmp}_low"]) else f" [{v[f'{cmp}_low']:+.4f}, {v[f'{cmp}_high']:+.4f}]"
+    p = v.get(f"{cmp}_p_holm", v[f"{cmp}_p"])
+    return f"{v[cmp]:+.4f}{'*' if star else ''}{ci} ({_p(p)})"
+
+
+def _budget(row: Dict[str, Any]) -> str:
+    """``8/10 (96)``: epochs kept / run, Adam steps to the kept weights (means over seeds)."""
+    if math.isnan(row["epochs"]):
+        return "n/a"
+    return f"{row['kept_epoch']:g}/{row['epochs']:g} ({row['steps']:g})"
+
+
+def to_markdown(result: "ExperimentResult", metrics: Sequence[str] = METRICS) -> str:
+    """The results as Markdown: a table of mean ± std over seeds per model with the budget
+    each arm ran and its convergence checks (and what to change for each failed one); the
+    primary family, the critic effect RMTL − Continued per backbone on AUC and logloss (mean
+    paired difference, 95% confidence interval, Holm-adjusted p over the family, starred
+    below 0.05 when neither row is flagged) with the smallest effect the run could detect
+    and the seeds a 0.001 effect needs; then every other paired difference as exploratory
+    (raw p, never starred); the oracle (true probabilities) when the data knows it."""
     tasks = _tasks(result)
-    head = ["Model", "Seeds"] + [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
-    align = "|---|---:|" + "---:|" * (len(head) - 2)
-    lines = ["| " + " | ".join(head + ["Checks"]) + " |", align + "---|"]
+    head = ["Model", "Seeds", "Epochs"] + [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
+    lines = ["| " + " | ".join(head + ["Checks"]) + " |", "|---|---:|---:|" + "---:|" * (len(head) - 3) + "---|"]
     rows = paper_rows(result)
     for row in rows:
-        cells = [row["name"], str(row["seeds"])] + [_cell(row[f"{t}/{m}"]) for t in tasks for m in metrics]
+        cells = [row["name"], str(row["seeds"]), _budget(row)]
+        cells += [_cell(row[f"{t}/{m}"]) for t in tasks for m in metrics]
         checks = ", ".join(f"{flag} {n}/{row['seeds']}" for flag, n in row["flags"].items()) or "ok"
         lines.append("| " + " | ".join(cells + [checks]) + " |")
     if result.oracle:
-        cells = ["Oracle (true p)", ""]
+        cells = ["Oracle (true p)", "", ""]
         for t in tasks:
             cells += [f"{result.oracle[t][m]:.4f}" if m in result.oracle[t] else "" for m in metrics]
         lines.append("| " + " | ".join(cells + [""]) + " |")
+    lines += ["", "Epochs: kept / run (Adam steps to the kept weights), means over seeds; baselines: stage 1, "
+                  "the other rows: stage 3."]
     raised = [flag for flag in convergence.ADVICE if any(flag in row["flags"] for row in rows)]
     if raised:
         lines += ["", "Convergence checks failed (flag: seeds that failed / all); a comparison involving a flagged "
                       "row is never starred:"]
         lines += [f"- {flag}: {convergence.ADVICE[flag]}." for flag in raised]
     names = {(row["model"], row["variant"]): row["name"] for row in rows}
-    diffs = []
+    primary = [m for m in ("auc", "logloss") if m in metrics]
+    first = [row for row in rows if row["variant"] == "rmtl" and "effect" in row[f"{tasks[0]}/auc"]]
+    if first and primary:
+        ph = ["Critic effect (primary)", "Seeds"] + [f"{t} {HEADERS[m]}" for t in tasks for m in primary]
+        lines += ["", "Critic effect, the primary family (RMTL − Continued, paired by seed; mean [95% CI] "
+                      "(Holm-adjusted p)):", "", "| " + " | ".join(ph) + " |", "|---|---:|" + "---:|" * (len(ph) - 2)]
+        mde = []
+        for row in first:
+            label = f"{row['name']} − {names.get((row['model'], CONTROL), CONTROL)}"
+            cells = [label, str(row["seeds"])]
+            for t in tasks:
+                for m in primary:
+                    v = row[f"{t}/{m}"]
+                    cells.append(_diff_cell(v, "effect", row["effect_checked"] and v["effect_p_holm"] < 0.05))
+            lines.append("| " + " | ".join(cells) + " |")
+            mde.append("| " + " | ".join([label, str(row["seeds"])] + [
+                _detectable(row[f"{t}/{m}"]) for t in tasks for m in primary]) + " |")
+        lines += ["", f"Smallest critic effect this run could detect with 80% power (two-sided paired t-test at "
+                      f"0.05 / {result.primary()}, the strictest Holm level, given the seeds and the observed spread), "
+                      f"and in brackets the seeds that would detect an effect of {TARGET_EFFECT:g}:", "",
+                  "| " + " | ".join(["Detectable", "Seeds"] + ph[2:]) + " |",
+                  "|---|---:|" + "---:|" * (len(ph) - 2)] + mde
+    explo = []
     for row in rows:
-        for key, p_key, other, label in (("diff", "p_holm", BASELINE, ""),
-                                         ("effect", "effect_p_holm", CONTROL, " (critic effect)")):
-            first = row[f"{tasks[0]}/{metrics[0]}"]
-            if key in first:
-                cells = [f"{row['name']} − {names.get((row['model'], other), other)}{label}", str(row["seeds"])]
-                cells += [_diff_cell(row[f"{t}/{m}"], key, p_key, row[f"{key}_checked"]) for t in tasks
-                          for m in metrics]
-                diffs.append("| " + " | ".join(cells) + " |")
-    if diffs:
-        lines += ["", "Paired differences by seed (mean; lower logloss is better):", "",
-                  "| " + " | ".join(["Comparison"] + head[1:]) + " |", align] + diffs
-        lines += ["", f"In brackets: {result.correction()}; * adjusted p < 0.05 and both rows pass the "
-                      "convergence checks."]
+        for cmp in COMPARISONS:
+            if cmp not in row[f"{tasks[0]}/{metrics[0]}"] or (cmp == "effect" and row["variant"] == "rmtl"):
+                continue
+            other = _AGAINST[cmp]
+            cells = [f"{row['name']} − {names.get((row['model'], other), other)}", str(row["seeds"])]
+            cells += [_diff_cell(row[f"{t}/{m}"], cmp, False) for t in tasks for m in metrics]
+            explo.append("| " + " | ".join(cells) + " |")
+    if explo:
+        lines += ["", "Exploratory paired differences by seed (mean [95% CI] (raw p); lower logloss is better; "
+                      "never starred):", "", "| " + " | ".join(["Comparison"] + head[1:2] + head[3:]) + " |",
+                  "|---|---:|" + "---:|" * (len(head) - 3)] + explo
+    lines += ["", f"{result.correction()}; * Holm-adjusted p < 0.05 and both rows pass the convergence checks."]
     return "\n".join(lines)
 
 
-def to_csv(result: ExperimentResult) -> str:
-    """Long form: model, variant, name, task, metric, seeds, mean, std, diff, p, p_holm,
-    effect, effect_p, effect_p_holm (see :func:`paper_rows`)."""
+def _detectable(v: Dict[str, float]) -> str:
+    mde, n = v.get("effect_mde", math.nan), v.get("effect_seeds_for")
+    if math.isnan(mde):
+        return "n/a"
+    return f"{mde:.4f} ({n if n <= 100_000 else '> 100000'})"
+
+
+def to_csv(result: "ExperimentResult") -> str:
+    """Long form: model, variant, name, task, metric, seeds, epochs, kept_epoch, steps and
+    :data:`STATS` (see :func:`paper_rows`; empty where a statistic does not apply)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["model", "variant", "name", "task", "metric", "seeds", *STATS])
+    w.writerow(["model", "variant", "name", "task", "metric", "seeds", "epochs", "kept_epoch", "steps", *STATS])
     for row in paper_rows(result):
         for t in _tasks(result):
             for m in METRICS:
                 v = row[f"{t}/{m}"]
-                w.writerow([row["model"], row["variant"], row["name"], t, m, row["seeds"]] + [v.get(s, "") for s in STATS])
+                w.writerow([row["model"], row["variant"], row["name"], t, m, row["seeds"], row["epochs"],
+                            row["kept_epoch"], row["steps"]] + [v.get(s, "") for s in STATS])
     for t, o in result.oracle.items():
         for m, value in o.items():
-            w.writerow(["oracle", "", "Oracle (true p)", t, m, "", value] + [""] * (len(STATS) - 1))
+            w.writerow(["oracle", "", "Oracle (true p)", t, m, "", "", "", "", value] + [""] * (len(STATS) - 1))
     return out.getvalue()
 
 
-def to_json(result: ExperimentResult) -> str:
+def to_json(result: "ExperimentResult") -> str:
     """Every per-seed record, the summary rows, the multiple-comparison correction applied,
     the oracle and the experiment's config."""
     def clean(x: Any) -> Any:
         if isinstance(x, float) and math.isnan(x):
             return None
         if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
+            return {str(k): clean(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)):
             return [clean(v) for v in x]
         return x

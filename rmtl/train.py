@@ -10,13 +10,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from . import _core, _progress
-from .config import RMTLConfig, check
+from .config import CHOICES, RMTLConfig, check
 from .data import SessionData, row_order
-from .metrics import evaluate
+from .metrics import bce_rows, evaluate
 
-__all__ = ["Trainer", "History", "NonFiniteLossError", "chunks"]
+__all__ = ["Trainer", "History", "NonFiniteLossError", "chunks", "EARLY_STOPPING"]
 
 _REF = RMTLConfig()
+EARLY_STOPPING = CHOICES["early_stopping"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -46,6 +47,29 @@ class History:
     best_score: float = float("-inf")
     stopped_early: bool = False
     interrupted: bool = False
+    steps_per_epoch: int = 0
+    early_stopping: Optional[str] = None
+    logloss_change: Dict[str, Tuple[float, float]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Adam steps that produced the kept weights: ``best_epoch`` (the last epoch when
+        training ran without validation) times ``steps_per_epoch``."""
+        kept = self.best_epoch if self.best_epoch is not None else len(self.epochs)
+        return kept * self.steps_per_epoch
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON form kept in checkpoints and :attr:`rmtl.RMTL.history`."""
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                "steps_per_epoch": self.steps_per_epoch, "early_stopping": self.early_stopping,
+                "logloss_change": {k: list(v) for k, v in self.logloss_change.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "History":
+        """The inverse of :meth:`to_dict`."""
+        return cls(epochs=d["epochs"], best_epoch=d["best_epoch"], best_score=d["best_score"],
+                   steps_per_epoch=d.get("steps_per_epoch", 0), early_stopping=d.get("early_stopping"),
+                   logloss_change={k: (float(v[0]), float(v[1])) for k, v in d.get("logloss_change", {}).items()})
 
     def column(self, key: str) -> List[Any]:
         """One field over epochs, e.g. ``history.column("valid_auc")``."""
@@ -65,8 +89,9 @@ class Trainer:
     the best weights so far and returns the history. ``callback``, if given, is called with
     every epoch's record as soon as it is complete (e.g. to report to Ray Tune).
 
-    With ``weighting`` (and ``critics``, ``lam``), the loss is RMTL's stage-3 critic-weighted
-    BCE (see :meth:`~rmtl.models.Backbone.train_chunk`), and every epoch record gains
+    With ``weighting`` (and ``critics``, ``lam``; ``task_weights`` for ``"static"``), the loss
+    is RMTL's stage-3 critic-weighted BCE or one of its controls (see
+    :meth:`~rmtl.models.Backbone.train_chunk`), and every epoch record gains
     ``mean_weight_<task>``, the mean loss weight per task.
     """
 
@@ -74,7 +99,7 @@ class Trainer:
                  batch_size: int = _REF.batch_size, seed: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, progress: bool = True, chunk_seconds: float = 0.25,
                  critics: Optional[Sequence[Any]] = None, weighting: Optional[str] = None, lam: float = 0.0,
-                 shuffle: bool = True, callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
+                 task_weights: Optional[Sequence[float]] = None, shuffle: bool = True, callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         if not hasattr(model, "_core") or not hasattr(model, "config"):
             raise TypeError(f"model: expected an rmtl backbone (rmtl.models.*), got {type(model).__name__}")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -89,6 +114,7 @@ class Trainer:
         self.progress, self.chunk_seconds = bool(progress), check("chunk_seconds", chunk_seconds)
         self.shuffle, self.callback = bool(shuffle), callback
         self.critics, self.weighting, self.lam = critics, weighting, check("lam", lam)
+        self.task_weights = None if task_weights is None else np.asarray(task_weights, np.float32)
         self._epochs_done = 0
         self._weight_sums: Optional[np.ndarray] = None
 
@@ -107,6 +133,13 @@ class Trainer:
                              f"{self.critics[wrong[0]].config.num_dense}; train the critics on data with the same "
                              "context (rmtl.with_context)")
 
+    def _weighting_args(self) -> Dict[str, Any]:
+        """The static weighting's task weights, the permuted one's seed (its permutations of
+        each batch's weights are drawn from the Trainer's seed and the step)."""
+        if self.weighting == "static":
+            return {"task_weights": self.task_weights}
+        return {"seed": self.seed} if self.weighting == "permuted" else {}
+
     def train_epoch(self, data: SessionData, bar: Any = None) -> float:
         """One pass over ``data`` in a fresh seeded order; returns the mean training loss."""
         order = row_order(len(data), self.shuffle, self.seed, self._epochs_done)
@@ -117,7 +150,7 @@ class Trainer:
             loss, wsum = self.model.train_chunk(
                 order[first * B:(first + n) * B], data.sparse, data.dense, data.labels, batch_size=B,
                 lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay, critics=self.critics,
-                weighting=self.weighting, lam=self.lam, extra=data.critic_only)
+                weighting=self.weighting, lam=self.lam, extra=data.critic_only, **self._weighting_args())
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"training loss became {loss} in epoch {self._epochs_done + 1}; "
                                          "lower lr, or check the data for extreme values")
@@ -131,14 +164,26 @@ class Trainer:
         return total / len(order)
 
     def fit(self, train: SessionData, valid: Optional[SessionData] = None, epochs: int = 10,
-            patience: int = 2, min_steps: int = 0) -> History:
+            patience: Optional[int] = 2, min_steps: int = 0, early_stopping: str = _REF.early_stopping) -> History:
         """Train for up to ``epochs`` epochs; with ``valid``, stop after ``patience`` epochs
-        without a better mean validation AUC and restore the best weights.
+        without a better validation score and restore the weights of the best epoch.
+
+        ``early_stopping`` is the score: ``"logloss"`` (the mean over tasks of the validation
+        logloss, lower is better; the default) or ``"auc"`` (the mean validation AUC, the
+        authors' criterion). A mean of AUCs lets a task with few positives decide the epoch:
+        its AUC creeps up on noise while the other tasks' AUC and every logloss get worse
+        (benchmarks/RESULTS.md, "Early stopping"); the logloss of a rare task is small, so it
+        cannot. ``patience=None`` turns early stopping off: exactly ``epochs`` epochs run and the
+        last weights are kept (a fixed budget, as a matched control needs).
 
         ``min_steps``: train for at least this many optimizer steps (whole epochs, so the
         epoch limit grows to ``ceil(min_steps / steps per epoch)`` when that is more, and
-        early stopping waits until they are done). On small data an epoch is a few steps, too
-        few for a model to leave its initial plateau within ``epochs``.
+        early stopping waits until they are done). Meant for training from scratch on small
+        data, where an epoch is a few steps; the returned history's epochs show what ran.
+
+        With ``valid``, :attr:`History.logloss_change` gives per task the mean and standard
+        error of the per-row change of validation BCE from the weights ``fit`` started with to
+        the kept ones (positive: worse), which :func:`rmtl.convergence.check` reads.
 
         A loss that becomes NaN or infinite stops training at once: the best weights so far
         (or, before any, the weights ``fit`` started from) are restored and
@@ -146,11 +191,16 @@ class Trainer:
         self._check_data(train, "train")
         if valid is not None:
             self._check_data(valid, "valid")
-        epochs, patience = check("epochs", epochs), check("patience", patience)
-        min_steps = check("min_steps", min_steps)
-        hist, best, bad = History(), None, 0
-        start = self.model.state_dict()
+        epochs, min_steps = check("epochs", epochs), check("min_steps", min_steps)
+        patience = None if patience is None else check("patience", patience)
+        if early_stopping not in EARLY_STOPPING:
+            raise ValueError(f"early_stopping: expected one of {list(EARLY_STOPPING)}, got {early_stopping!r}")
         steps = -(-len(train) // self.batch_size)
+        hist = History(steps_per_epoch=steps,
+                       early_stopping=None if patience is None or valid is None else early_stopping)
+        best, bad = None, 0
+        start = self.model.state_dict()
+        start_prob = None if valid is None else self.model.predict(valid.sparse, valid.dense)
         epochs = max(epochs, -(-min_steps // steps))
         try:
             for epoch in range(epochs):
@@ -163,13 +213,10 @@ class Trainer:
                 if self._weight_sums is not None:
                     rec.update({f"mean_weight_{t}": float(w) for t, w in zip(train.task_names, self._weight_sums)})
                 if valid is not None:
-                    res = evaluate(self.model, valid)
-                    aucs = [r["auc"] for r in res.values()]
-                    rec.update({f"valid_auc_{k}": r["auc"] for k, r in res.items()})
-                    rec.update({f"valid_logloss_{k}": r["logloss"] for k, r in res.items()})
-                    rec["valid_auc"] = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else float("nan")
-                    if rec["valid_auc"] > hist.best_score:
-                        hist.best_score, hist.best_epoch, bad = rec["valid_auc"], epoch + 1, 0
+                    rec.update(_valid_record(self.model, valid))
+                    score = rec["valid_auc"] if early_stopping == "auc" else -rec["valid_logloss"]
+                    if patience is None or score > hist.best_score:
+                        hist.best_score, hist.best_epoch, bad = score, epoch + 1, 0
                         best = self.model.state_dict()
                     else:
                         bad += 1
@@ -177,7 +224,7 @@ class Trainer:
                 _progress.log_record(self.progress, rec)
                 if self.callback is not None:
                     self.callback(rec)
-                if valid is not None and bad >= patience and (epoch + 1) * steps >= min_steps:
+                if patience is not None and valid is not None and bad >= patience and (epoch + 1) * steps >= min_steps:
                     hist.stopped_early = True
                     break
         except NonFiniteLossError:
@@ -190,4 +237,27 @@ class Trainer:
         if best is not None:
             self.model.load_state_dict(best)
         self.model.eval()
+        if start_prob is not None:
+            hist.logloss_change = _logloss_change(valid, start_prob, self.model.predict(valid.sparse, valid.dense))
         return hist
+
+
+def _valid_record(model: Any, valid: SessionData) -> Dict[str, float]:
+    """Per-task validation AUC and logloss, and their means over tasks (``valid_auc`` over the
+    tasks whose AUC is defined)."""
+    res = evaluate(model, valid)
+    aucs = [r["auc"] for r in res.values()]
+    rec = {f"valid_auc_{k}": r["auc"] for k, r in res.items()}
+    rec.update({f"valid_logloss_{k}": r["logloss"] for k, r in res.items()})
+    rec["valid_auc"] = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else float("nan")
+    rec["valid_logloss"] = float(np.mean([r["logloss"] for r in res.values()]))
+    return rec
+
+
+def _logloss_change(valid: SessionData, before: np.ndarray, after: np.ndarray) -> Dict[str, Tuple[float, float]]:
+    """Per task, mean and standard error over rows of BCE(after) - BCE(before) (PyTorch's
+    clamp of each log at -100)."""
+    d = bce_rows(valid.labels, after) - bce_rows(valid.labels, before)
+    n = len(d)
+    se = d.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.full(d.shape[1], np.nan)
+    return {t: (float(d[:, k].mean()), float(se[k])) for k, t in enumerate(valid.task_names)}

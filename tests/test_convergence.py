@@ -27,11 +27,12 @@ def model_for(data, seed=0):
 
 
 def history(aucs, losses=None):
-    """A History as Trainer.fit leaves it: the best epoch by mean validation AUC."""
+    """A History as Trainer.fit leaves it stopping on the mean validation AUC."""
     losses = [0.5] * len(aucs) if losses is None else losses
     best = int(np.argmax(aucs))
     return History(epochs=[{"epoch": i + 1, "train_loss": l, "valid_auc": a} for i, (a, l) in
-                           enumerate(zip(aucs, losses))], best_epoch=best + 1, best_score=aucs[best])
+                           enumerate(zip(aucs, losses))], best_epoch=best + 1, best_score=aucs[best],
+                   early_stopping="auc")
 
 
 def test_untrained_model_on_its_plateau_is_flagged(rare):
@@ -56,30 +57,70 @@ def test_nonfinite_and_epoch_limit(splits):
     assert convergence.check(history([0.7, 0.75, 0.8]), model, va) == ["epoch_limit"]
     assert convergence.check(history([0.7, 0.8, 0.8005]), model, va) == []  # improving by less than the tolerance
     assert convergence.check(history([0.8]), model, va) == ["epoch_limit"]
+    fixed = history([0.7, 0.75, 0.8])
+    fixed.early_stopping = None  # a fixed budget ends at its limit by design
+    assert convergence.check(fixed, model, va) == []
 
 
-def shifted_records(baseline_flags):
-    """Four seeds where RMTL beats the baseline by a steady 0.1 AUC (a tiny p-value)."""
+def test_overtrained_stage3_and_worse_than_prior_are_flagged(rare):
+    """An untrained model (p about 0.5 on 4% clicks) is worse than predicting the training
+    rate; a stage 3 forced through 60 epochs without early stopping has a validation logloss
+    far above the pretrained model's: ``overfit``."""
+    tr, va, te = rare
+    rates = tr.labels.mean(0)
+    net = dict(embed_dim=8, bottom_dims=(16,), tower_dims=(8,), dropout=0.0)
+    model = rmtl.models.create("esmm", tr.field_dims, tr.num_dense, tr.num_tasks, seed=0, **net)
+    assert "worse_than_prior" in convergence.check(History(), model, va, te, rates)
+    assert "worse_than_prior" not in convergence.check(History(), model, va)  # only judged with the rates
+    agent = rmtl.RMTL(model, progress=False, epochs=30, batch_size=256, init_output_bias="prior")
+    pre = agent.pretrain(tr, va)
+    assert "overfit" not in convergence.check(pre, agent.pretrained, va, te, rates)
+    over = agent.finetune(tr, va, weighting="continued", epochs=60)
+    assert len(over.epochs) == over.best_epoch == 60 and over.early_stopping is None
+    mean, se = over.logloss_change["click"]
+    assert mean > convergence.OVERFIT_Z * se > 0
+    assert "overfit" in convergence.check(over, agent.backbone, va, te, rates)
+
+
+def test_logloss_change_is_the_mean_change_of_row_bce(splits):
+    """History.logloss_change against a hand computation from the two models' predictions."""
+    tr, va, _ = splits
+    model = model_for(tr)
+    before = model.predict(va.sparse, va.dense).astype(np.float64)
+    hist = rmtl.Trainer(model, lr=1e-2, batch_size=64, progress=False).fit(tr, va, epochs=3, patience=None)
+    after = model.predict(va.sparse, va.dense).astype(np.float64)
+    y = va.labels.astype(np.float64)
+    for k, task in enumerate(va.task_names):
+        bce = lambda p: -(y[:, k] * np.log(p[:, k]) + (1 - y[:, k]) * np.log(1 - p[:, k]))  # noqa: E731
+        d = bce(after) - bce(before)
+        mean, se = hist.logloss_change[task]
+        assert mean == pytest.approx(d.mean(), rel=1e-9) and se == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def shifted_records(control_flags):
+    """Four seeds where RMTL beats Continued by a steady 0.1 AUC (a tiny p-value)."""
     out = []
     for seed in range(4):
-        for variant, shift, flags in (("baseline", 0.0, baseline_flags), ("rmtl", 0.1 + 0.001 * seed, [])):
+        for variant, shift, flags in (("baseline", 0.0, []), ("continued", 0.0, control_flags),
+                                      ("rmtl", 0.1 + 0.001 * seed, [])):
             out.append({"model": "mmoe", "variant": variant, "seed": seed, "task": "click", "auc": 0.5 + shift,
                         "logloss": 0.6 - shift, "s_logloss": 0.6 - shift, "flags": flags})
     return out
 
 
-def test_flagged_baseline_gets_no_asterisk():
+def test_flagged_control_gets_no_asterisk():
     clean = ExperimentResult(shifted_records([]), {}, {})
-    flagged = ExperimentResult(shifted_records(["plateau", "calibration"]), {}, {})
+    flagged = ExperimentResult(shifted_records(["overfit", "worse_than_prior"]), {}, {})
     row = next(r for r in flagged.table() if r["variant"] == "rmtl")
-    assert row["auc_p_holm"] < 0.05 and not row["diff_checked"]
-    assert next(r for r in flagged.table() if r["variant"] == "baseline")["flags"] == {"plateau": 4, "calibration": 4}
-    assert next(r for r in clean.table() if r["variant"] == "rmtl")["diff_checked"]
-    diff_line = lambda md: next(line for line in md.splitlines() if "RMTL-MMoE − MMoE" in line)  # noqa: E731
-    assert "*" in diff_line(report.to_markdown(clean))
+    assert row["auc_effect_p_holm"] < 0.05 and not row["effect_checked"]
+    control = next(r for r in flagged.table() if r["variant"] == "continued")
+    assert control["flags"] == {"overfit": 4, "worse_than_prior": 4}
+    assert next(r for r in clean.table() if r["variant"] == "rmtl")["effect_checked"]
+    effect_line = lambda md: next(line for line in md.splitlines() if "RMTL-MMoE − Continued-MMoE" in line)  # noqa: E731
+    assert "*" in effect_line(report.to_markdown(clean))
     md = report.to_markdown(flagged)
-    assert "*" not in diff_line(md)
-    assert "| plateau 4/4, calibration 4/4 |" in md and convergence.ADVICE["plateau"] in md
+    assert "*" not in effect_line(md)
+    assert "| overfit 4/4, worse_than_prior 4/4 |" in md and convergence.ADVICE["overfit"] in md
 
 
 def test_experiment_flags_a_baseline_that_never_trained(rare):
@@ -91,3 +132,5 @@ def test_experiment_flags_a_baseline_that_never_trained(rare):
     assert base["flags"]["calibration"] == 2
     assert all(r["flags"] for r in res.records)
     assert not next(r for r in res.table() if r["variant"] == "continued")["diff_checked"]
+    assert all(r["epochs"] == 1 and r["steps"] == r["kept_epoch"] * -(-len(tr) // TINY["batch_size"])
+               for r in res.records)

@@ -205,33 +205,122 @@ def test_actor_loss_gradient_matches_torch(name, gemm, torch):
     assert_grads_equal(dict(actor.named_grads()), net)
 
 
+TASK_WEIGHTS = (0.7, 1.9)
+
+
+def stage3_batch(n=50):
+    """A stage-3 batch: states and ESMM labels (pay implies click)."""
+    sparse, dense, _ = states(n=n)
+    labels = (np.random.default_rng(4).random((n, 2)) < 0.5).astype(np.float32)
+    labels[:, 1] *= labels[:, 0]
+    return sparse, dense, labels
+
+
 @pytest.mark.parametrize("weighting", sorted(WEIGHTINGS))
 def test_weighted_step_matches_torch(weighting, gemm, torch):
-    """One stage-3 step: the loss, its weights and every gradient equal PyTorch's."""
+    """One stage-3 step: the loss, its weights and every gradient equal PyTorch's. static
+    weights task k by TASK_WEIGHTS[k]; permuted applies rmtl's weights with the batch's rows
+    permuted by _core.permutation(50, seed, 0) (the model's first step), keeping rmtl's sums."""
     from torch_reference import critic_twin_of, twin_of, weighted_bce
     model = rmtl.models.ESMM(FIELDS, 2, 2, seed=7, **SMALL)
     critics = [make_critic(seed=20 + k, bias=0.3).eval() for k in range(2)]  # stage 3 uses the critics' mode
-    sparse, dense, _ = states(n=50)
-    labels = (np.random.default_rng(4).random((50, 2)) < 0.5).astype(np.float32)
-    labels[:, 1] *= labels[:, 0]
+    sparse, dense, labels = stage3_batch()
     net, twins = twin_of(model), [critic_twin_of(c).eval() for c in critics]
     lam = 0.7
+    extra = {"static": dict(task_weights=TASK_WEIGHTS), "permuted": dict(seed=5)}.get(weighting, {})
     loss_sum, wsum = model.train_chunk(np.arange(50), sparse, dense, labels, batch_size=50, lr=1e-3,
-                                       critics=critics, weighting=weighting, lam=lam)
+                                       critics=critics, weighting=weighting, lam=lam, **extra)
     x = as_torch(torch, sparse, dense)
     prob = net(*x)
     with torch.no_grad():
         q = torch.stack([c(*x, prob[:, k].detach()) for k, c in enumerate(twins)], 1)
     y = torch.from_numpy(labels)
-    w = {"rmtl": 1 - lam * q, "constant": torch.full_like(q, 0.5), "label": 1 - lam * y * q, "neg_q": -q}[weighting]
+    perm = torch.from_numpy(_core.permutation(50, 5, 0))
+    w = {"rmtl": 1 - lam * q, "constant": torch.full_like(q, 0.5), "label": 1 - lam * y * q, "neg_q": -q,
+         "static": torch.tensor(TASK_WEIGHTS).expand_as(q), "permuted": (1 - lam * q)[perm]}[weighting]
     loss_t = weighted_bce(prob, y, w)
     loss_t.backward()
     assert loss_sum / 50 == pytest.approx(loss_t.item(), rel=1e-5)
     np.testing.assert_allclose(wsum, w.sum(0).numpy(), rtol=1e-5)
     assert (q < 0).any()
-    if weighting == "rmtl":
+    if weighting in ("rmtl", "permuted"):
         assert (w >= 1).all() and (w > 1).any()
+    if weighting == "permuted":  # the rows' weights really moved
+        assert (w != 1 - lam * q).any(1).float().mean() > 0.5
     assert_grads_equal(dict(model.named_grads()), net)
+
+
+def stage3_params(weighting=None, chunks=(6,), threads=1, critics=None, **kw):
+    """The parameters of a fresh ESMM after sum(chunks) stage-3 steps of 10 rows, run as one
+    train_chunk call per entry of chunks (that many steps each) on `threads` threads."""
+    model = rmtl.models.ESMM(FIELDS, 2, 2, seed=7, **SMALL)
+    sparse, dense, labels = stage3_batch(n=60)
+    rows = np.random.default_rng(1).permutation(60)
+    before = rmtl.get_num_threads()
+    rmtl.set_num_threads(threads)
+    try:
+        start = 0
+        for steps in chunks:
+            model.train_chunk(rows[start:start + 10 * steps], sparse, dense, labels, batch_size=10, lr=1e-2,
+                              critics=critics, weighting=weighting, lam=0.7, **kw)
+            start += 10 * steps
+    finally:
+        rmtl.set_num_threads(before)
+    return np.concatenate([p.ravel() for p in model.state_dict().values()])
+
+
+def test_permuted_weights_reproducible_per_seed():
+    """A seed gives the same bits on 1 or 2 threads and for 6 steps in one call or 2 + 4 (the
+    permutation follows the model's step count); another seed other weights."""
+    critics = [make_critic(seed=20 + k, bias=0.3).eval() for k in range(2)]
+    ref = stage3_params("permuted", critics=critics, seed=3)
+    np.testing.assert_array_equal(stage3_params("permuted", (2, 4), threads=2, critics=critics, seed=3), ref)
+    assert not np.array_equal(stage3_params("permuted", critics=critics, seed=4), ref)
+    assert not np.array_equal(stage3_params("rmtl", critics=critics), ref)
+    p = _core.permutation(10, 3, 1)
+    assert sorted(p) == list(range(10)) and not np.array_equal(p, _core.permutation(10, 3, 2))
+
+
+def test_permuted_keeps_rmtl_weight_sums():
+    critics = [make_critic(seed=20 + k, bias=0.3).eval() for k in range(2)]
+    sparse, dense, labels = stage3_batch()
+    sums = [rmtl.models.ESMM(FIELDS, 2, 2, seed=7, **SMALL).train_chunk(
+        np.arange(50), sparse, dense, labels, batch_size=50, lr=1e-3, critics=critics, weighting=w, lam=0.7)[1]
+        for w in ("rmtl", "permuted")]
+    assert sums[0] == sums[1]
+
+
+def test_static_unit_weights_equal_the_unweighted_step():
+    """static with every task weight 1 (and no critics) is the plain BCE step, bit for bit."""
+    ones = stage3_params("static", task_weights=np.ones(2, np.float32))
+    np.testing.assert_array_equal(ones, stage3_params())
+    assert not np.array_equal(stage3_params("static", task_weights=TASK_WEIGHTS), ones)
+
+
+@pytest.mark.parametrize("weighting,task_weights,match", [
+    ("static", None, "task_weights: expected a float32 array of 2 weights"),
+    ("static", (1.0, 2.0, 3.0), r"task_weights: expected shape \(2\)"),
+    ("static", (1.0, -0.5), "task_weights: expected finite weights >= 0, got -0.5 for task 1"),
+    ("static", (np.nan, 1.0), "task_weights: expected finite weights >= 0, got nan for task 0"),
+    ("static", (np.inf, 1.0), "task_weights: expected finite weights >= 0, got inf"),
+    ("rmtl", (1.0, 1.0), "task_weights: only read by the static weighting; expected None"),
+    ("permuted", (1.0, 1.0), "task_weights: only read by the static weighting"),
+    (None, (1.0, 1.0), "task_weights: only read by the static weighting"),
+])
+def test_task_weights_errors_name_the_argument(weighting, task_weights, match):
+    model = rmtl.models.ESMM(FIELDS, 2, 2, seed=7, **SMALL)
+    critics = [make_critic(seed=20 + k) for k in range(2)]
+    sparse, dense, labels = stage3_batch(n=10)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=match):
+        model.train_chunk(np.arange(10), sparse, dense, labels, batch_size=10, lr=1e-3, weighting=weighting,
+                          critics=critics if weighting else None, task_weights=task_weights)
+    with pytest.raises(ValueError, match=r"task_weights: expected size 2 in dimension 0, got 3"):
+        _core.train_chunk(model=model._core, rows=np.arange(10), sparse=sparse, dense=dense, labels=labels,
+                          batch_size=10, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                          weighting=WEIGHTINGS["static"], task_weights=np.ones(3, np.float32))
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
 
 
 def test_soft_update_matches_torch(torch):

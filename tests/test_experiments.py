@@ -36,11 +36,14 @@ def test_table_means_stds_and_paired_tests():
     assert rows["rmtl"]["auc_mean"] == pytest.approx(var.mean())
     assert rows["rmtl"]["auc_std"] == pytest.approx(var.std(ddof=1))
     assert rows["rmtl"]["auc_diff"] == pytest.approx((var - base).mean())
-    assert rows["rmtl"]["auc_p"] == pytest.approx(stats.ttest_rel(var, base).pvalue)
+    assert rows["rmtl"]["auc_diff_p"] == pytest.approx(stats.ttest_rel(var, base).pvalue)
+    half = 3.182446 * (var - base).std(ddof=1) / 2  # t_{0.975} on 3 degrees of freedom, sqrt(4) seeds
+    assert rows["rmtl"]["auc_diff_low"] == pytest.approx((var - base).mean() - half, rel=1e-6)
+    assert rows["rmtl"]["auc_diff_high"] == pytest.approx((var - base).mean() + half, rel=1e-6)
     assert "auc_diff" not in rows["baseline"]
     one = ExperimentResult([r for r in records if r["seed"] == 0], {}, {}).table()
     assert all(np.isnan(r["auc_std"]) for r in one)
-    assert np.isnan(next(r for r in one if r["variant"] == "rmtl")["auc_p"])
+    assert np.isnan(next(r for r in one if r["variant"] == "rmtl")["auc_diff_p"])
 
 
 def control_records():
@@ -63,12 +66,27 @@ def test_table_reports_critic_effect_against_continued_with_holm():
     assert rmtl_row["auc_diff"] == pytest.approx(np.mean([0.06, 0.07, 0.10]))
     assert "auc_effect" not in control and "auc_effect" not in rows["baseline"]
     assert control["auc_diff"] == pytest.approx(0.06)
-    # s_logloss never moves: NaN p-values, left out of the family
-    assert np.isnan(rmtl_row["s_logloss_p"]) and np.isnan(rmtl_row["s_logloss_p_holm"])
-    family = [r[k] for r in rows.values() for k in r if k.endswith("_p") and not np.isnan(r[k])]
-    assert len(family) == 6  # auc and logloss: rmtl vs baseline, vs continued; continued vs baseline
-    assert rmtl_row["auc_effect_p_holm"] == pytest.approx(
-            holm_by_hand(family)[family.index(rmtl_row["auc_effect_p"])])
+    # s_logloss never moves: a NaN p-value; it is not in the primary family anyway
+    assert np.isnan(rmtl_row["s_logloss_diff_p"]) and "s_logloss_effect_p_holm" not in rmtl_row
+    # the primary family: the critic effect on AUC and logloss, nothing else
+    family = [rmtl_row["auc_effect_p"], rmtl_row["logloss_effect_p"]]
+    assert rmtl_row["auc_effect_p_holm"] == pytest.approx(holm_by_hand(family)[0])
+    assert rmtl_row["logloss_effect_p_holm"] == pytest.approx(holm_by_hand(family)[1])
+    assert not any(k.endswith("_holm") for r in (control, rows["baseline"]) for k in r)
+    assert not any(k.startswith("auc_diff") and k.endswith("_holm") for k in rmtl_row)
+
+
+def test_primary_family_detectable_effect_by_hand():
+    """The detectable effect and the seeds for 0.001 use the spread of the paired critic
+    effect and the strictest Holm level, 0.05 / 2 here (AUC and logloss of one task)."""
+    from rmtl import stats as rstats
+
+    rows = {r["variant"]: r for r in ExperimentResult(control_records(), {}, {}).table()}
+    sd = np.std([0.06 - 0.05, 0.07 - 0.06, 0.10 - 0.07], ddof=1)
+    mde = rows["rmtl"]["auc_effect_mde"]
+    assert mde == pytest.approx(rstats.detectable_effect(sd, 3, 0.025))
+    assert rstats.power(mde, sd, 3, 0.025) == pytest.approx(0.8)
+    assert rows["rmtl"]["auc_effect_seeds_for"] == rstats.seeds_needed(0.001, sd, 0.025)
 
 
 def holm_by_hand(p):
@@ -93,12 +111,12 @@ def test_markdown_lists_every_row_and_the_oracle():
     res = ExperimentResult(hand_records(), {"ctr": {"auc": 0.81, "logloss": 0.18}}, {})
     md = res.to_markdown()
     lines = md.splitlines()
-    assert lines[0].startswith("| model | variant | task | seeds | checks | auc | d auc (p) | critic effect auc (p) |")
-    assert "Holm-adjusted over all" in md
-    assert sum(line.startswith("| esmm |") for line in lines) == 2
-    assert "ctr AUC 0.8100" in md
-    rmtl_line = next(line for line in lines if "| rmtl |" in line)
-    assert "(" in rmtl_line and "+-" in rmtl_line
+    assert lines[0].startswith("| Model | Seeds | Epochs | ctr AUC | ctr Logloss | ctr s-Logloss | Checks |")
+    assert "primary family" in md and "exploratory" in md
+    assert sum(line.startswith(("| ESMM |", "| RMTL-ESMM |")) for line in lines) == 2
+    assert "| Oracle (true p) |  |  | 0.8100 | 0.1800 |" in md
+    diff_line = next(line for line in lines if line.startswith("| RMTL-ESMM − ESMM |"))
+    assert "[" in diff_line and "*" not in diff_line  # a confidence interval; exploratory: never starred
 
 
 def test_experiment_runs_baselines_variants_and_transfer(splits, tmp_path):
@@ -115,7 +133,7 @@ def test_experiment_runs_baselines_variants_and_transfer(splits, tmp_path):
     assert len(table) == 7 * 2 and all(r["n"] == 2 for r in table)
     for r in table:
         if r["variant"] != "baseline":
-            assert np.isnan(r["auc_p"]) or 0 <= r["auc_p"] <= 1
+            assert np.isnan(r["auc_diff_p"]) or 0 <= r["auc_diff_p"] <= 1
     assert res.config["rows"] == {"train": len(tr), "valid": len(va), "test": len(te)}
     # everything was checkpointed: a second run reloads and reproduces the records
     again = rmtl.experiment(tr, va, te, checkpoint_dir=tmp_path, **kwargs)
@@ -130,7 +148,7 @@ def test_oracle_from_true_probabilities(splits):
     for k, task in enumerate(te.task_names):
         assert res.oracle[task]["auc"] == pytest.approx(rmtl.metrics.oracle_auc(te.truth[:, k]))
         assert res.oracle[task]["logloss"] == pytest.approx(rmtl.metrics.logloss(te.labels[:, k], te.truth[:, k]))
-    assert "Oracle (true probabilities)" in res.to_markdown()
+    assert "Oracle (true p)" in res.to_markdown()
 
 
 def test_bad_arguments(splits):
@@ -141,3 +159,42 @@ def test_bad_arguments(splits):
         rmtl.experiment(tr, va, te, backbones=("esmm",), weightings=("cubic",), transfer=())
     with pytest.raises(ValueError, match="seed"):
         rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(), transfer=())
+
+
+def test_controls_train_exactly_the_steps_rmtl_kept(splits):
+    """budget="matched": in every seed, Continued, Static and Permuted train as many epochs
+    (so Adam steps) as RMTL kept, without early stopping; Static's per-task weights are the
+    means of RMTL's weights over those epochs."""
+    tr, va, te = splits
+    histories = {}
+    res = rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0, 1),
+                          weightings=("continued", "static", "permuted", "rmtl"), transfer=(),
+                          backbone_kwargs=NET, rmtl_kwargs=dict(TINY, epochs=6, patience=1),
+                          on_agent=lambda name, seed, agent: histories.__setitem__(seed, agent.history))
+    steps = {(r["variant"], r["seed"]): (r["steps"], r["kept_epoch"], r["epochs"]) for r in res.records}
+    for seed in (0, 1):
+        kept = steps["rmtl", seed][1]
+        for control in ("continued", "static", "permuted"):
+            assert steps[control, seed] == (steps["rmtl", seed][0], kept, kept)
+        h = histories[seed]
+        ref = rmtl.History.from_dict(h["finetuned-rmtl"])
+        (static_key,) = [k for k in h if k.startswith("finetuned-static")]
+        assert static_key.endswith(f"-epochs{kept}")
+        for task in tr.task_names:
+            want = np.mean([e[f"mean_weight_{task}"] for e in ref.epochs[:kept]])
+            assert h[static_key]["epochs"][0][f"mean_weight_{task}"] == pytest.approx(want, rel=1e-6)
+    table = {r["variant"]: r for r in res.table() if r["task"] == tr.task_names[0]}
+    assert table["continued"]["steps_by_seed"] == table["rmtl"]["steps_by_seed"]
+    assert "auc_vs_static" in table["rmtl"] and "auc_vs_permuted" in table["rmtl"]
+
+
+def test_fixed_budget_trains_every_arm_the_same_epochs(splits):
+    tr, va, te = splits
+    res = rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), weightings=("rmtl", "continued"), transfer=(),
+                          backbone_kwargs=NET, rmtl_kwargs=dict(TINY, finetune_epochs=3), budget="fixed")
+    assert {(r["variant"], r["epochs"], r["kept_epoch"]) for r in res.records if r["variant"] != "baseline"} == {
+        ("rmtl", 3, 3), ("continued", 3, 3)}
+    with pytest.raises(ValueError, match="add 'rmtl'"):
+        rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), weightings=("static",), transfer=())
+    with pytest.raises(ValueError, match="budget"):
+        rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), transfer=(), budget="own")

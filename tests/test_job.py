@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rmtl.cli import main
-from rmtl.job import AUTO_MIN_STEPS, PRESETS, JobConfig, load_config
+from rmtl.job import AUTO_MIN_STEPS, PRESETS, JobConfig, describe_budgets, load_config
 
 from conftest import optional
 
@@ -22,28 +22,41 @@ def test_run_prints_paper_table_and_writes_every_file(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| Model | Seeds | click AUC | click Logloss | click s-Logloss | pay AUC")
+    assert lines[0].startswith("| Model | Seeds | Epochs | click AUC | click Logloss | click s-Logloss | pay AUC")
     names = [line.split("|")[1].strip() for line in lines[1:]]
-    assert names == ["SingleTask", "ESMM", "Continued-ESMM", "RMTL-ESMM", "Oracle (true p)", "Comparison",
-                     "Continued-ESMM − ESMM", "RMTL-ESMM − ESMM", "RMTL-ESMM − Continued-ESMM (critic effect)"]
-    assert "±" in lines[4].split("|")[3]  # mean ± std
-    effect = lines[-1].split("|")[3]
-    assert effect.strip()[0] in "+-" and "(" in effect  # paired difference (adjusted p)
-    assert "Holm-adjusted over all" in text
+    arms = ["SingleTask", "ESMM", "Continued-ESMM", "Permuted-ESMM", "RMTL-ESMM", "Static-ESMM"]
+    assert names[:7] == arms + ["Oracle (true p)"]
+    assert names[7:10] == ["Critic effect (primary)", "RMTL-ESMM − Continued-ESMM", "Detectable"]
+    assert names[10] == "RMTL-ESMM − Continued-ESMM" and names[11] == "Comparison"
+    assert sorted(names[12:]) == sorted([f"{a} − ESMM" for a in arms[2:]] + [
+        "Permuted-ESMM − Continued-ESMM", "RMTL-ESMM − Static-ESMM", "RMTL-ESMM − Permuted-ESMM",
+        "Static-ESMM − Continued-ESMM"])
+    assert "±" in lines[4].split("|")[4]  # mean ± std
+    effect = lines[9].split("|")[3]
+    assert effect.strip()[0] in "+-" and "[" in effect and "(" in effect  # mean [95% CI] (adjusted p)
+    assert "primary family" in text and "budgets: stage 1: up to 2 epochs" in text
+    # every control trained exactly the epochs RMTL kept (the Epochs column: kept/run (steps))
+    epochs = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in lines[1:7]}
+    assert epochs["Continued-ESMM"] == epochs["Static-ESMM"] == epochs["Permuted-ESMM"]
     for name in ("results.md", "results.csv", "results.json", "config.json", "training_curves.png",
                  "critic_curves.png", "stage3_weights.png", "q_by_position.png"):
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert {r["name"] for r in rows} == {"SingleTask", "ESMM", "Continued-ESMM", "RMTL-ESMM", "Oracle (true p)"}
+    assert {r["name"] for r in rows} == {"SingleTask", "ESMM", "Continued-ESMM", "RMTL-ESMM", "Static-ESMM",
+                                         "Permuted-ESMM", "Oracle (true p)"}
     assert len([r for r in rows if r["name"] == "ESMM"]) == 6  # 2 tasks x 3 metrics
     config = json.load(open(out / "config.json"))
     assert config["job"]["seeds"] == 2 and config["job"]["n_users"] == 400 and config["job"]["min_steps"] == 8
     assert config["experiment"]["seeds"] == [0, 1] and "numpy" in config["environment"]
+    # 2 steps per epoch: the explicit 8-step floor raises stage 1 to 4 epochs, and says so
+    assert config["budgets"]["stage1"]["most_epochs"] == 4 and config["budgets"]["stage3"]["budget"] == "matched"
+    assert "8-step floor raising them to 4" in text
     results = json.load(open(out / "results.json"))
-    assert len(results["records"]) == 4 * 2 * 2  # (2 baselines + continued + RMTL) x 2 seeds x 2 tasks
-    assert results["correction"].startswith("p-values Holm-adjusted")
+    assert len(results["records"]) == 6 * 2 * 2  # (2 baselines + RMTL + 3 controls) x 2 seeds x 2 tasks
+    assert results["correction"].startswith("primary family")
     rmtl_row = next(r for r in results["rows"] if r["name"] == "RMTL-ESMM")
-    assert {"diff", "p", "p_holm", "effect", "effect_p", "effect_p_holm"} <= set(rmtl_row["click/auc"])
+    assert {"diff", "diff_low", "diff_high", "diff_p", "effect", "effect_p", "effect_p_holm", "effect_mde",
+            "vs_static", "vs_permuted_p"} <= set(rmtl_row["click/auc"])
 
 
 def test_run_is_reproducible(tmp_path):
@@ -67,6 +80,27 @@ def test_config_file_and_options(tmp_path):
         JobConfig(init_output_bias="zero").resolved()
     paper = JobConfig(preset="paper").resolved()
     assert paper.epochs == 100 and paper.critic_epochs == 96 and paper.seeds == 5
+
+
+def test_explicit_epochs_are_never_raised_by_the_floor():
+    """The automatic step floor applies to stage 1 only, and only when neither --epochs nor
+    --min-steps is given; the budgets say what each stage runs."""
+    auto = JobConfig().resolved()
+    assert auto.min_steps == AUTO_MIN_STEPS and auto.early_stopping == "logloss"
+    b = auto.budgets(2000)  # one step per epoch at batch 2048: the floor raises 12 epochs to 500
+    assert b["stage1"]["most_epochs"] == 500 and b["stage3"]["epochs"] == 12
+    assert "500-step floor raising them to 500" in describe_budgets(b)
+    four = JobConfig(epochs=4).resolved()
+    assert four.min_steps == 0 and four.budgets(2000)["stage1"]["most_epochs"] == 4
+    assert four.rmtl_kwargs()["epochs"] == 4 and four.budgets(2000)["stage3"]["epochs"] == 4
+    both = JobConfig(epochs=4, min_steps=10).resolved()  # both explicit: the header says so
+    assert "10-step floor raising them to 10" in describe_budgets(both.budgets(2000))
+    authors = JobConfig(compat="authors", models=("esmm",), rmtl_models=("esmm",)).resolved()
+    assert authors.min_steps == 0 and authors.early_stopping == "auc"
+    fixed = JobConfig(budget="fixed", finetune_epochs=3).resolved()
+    assert "every arm exactly 3 epochs" in describe_budgets(fixed.budgets(2000))
+    with pytest.raises(ValueError, match="controls"):
+        JobConfig(controls=("continued", "shuffled")).resolved()
 
 
 def test_bad_config_key_exits_2(tmp_path, capsys):
