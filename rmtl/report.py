@@ -88,7 +88,12 @@ def _budget(row: Dict[str, Any]) -> str:
     """``8/10 (96)``: epochs kept / run, Adam steps to the kept weights (means over seeds)."""
     if math.isnan(row["epochs"]):
         return "n/a"
-    return f"{row['kept_epoch']:g}/{row['epochs']:g} ({row['steps']:g})"
+    return f"{_short(row['kept_epoch'])}/{_short(row['epochs'])} ({_short(row['steps'])})"
+
+
+def _short(x: float) -> str:
+    """A mean over seeds with at most one decimal: ``23``, ``8.3``."""
+    return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
 def to_markdown(result: "ExperimentResult", metrics: Sequence[str] = METRICS) -> str:

@@ -1,132 +1,415 @@
-"""The critic-effect study: where, if anywhere, RMTL's critics help (issue 12, item 5).
+"""The critic-effect study as a map (issue 29, item 5): where, if anywhere, RMTL's critics help.
 
-A grid of synthetic settings (label density, session length, how much the session history
-drives the responses, backbone capacity) crossed with where the session context goes
-(:func:`rmtl.with_context`: nowhere, the critics, the backbone or both). Each cell is one
-:func:`rmtl.experiment` of one backbone over several seeds with the variants ``rmtl`` and its
-control ``continued``; the study reports per cell and task the **critic effect** (RMTL minus
-continued) and RMTL minus the baseline, paired by seed, with p-values Holm-adjusted across
-the whole study table. ``benchmarks/study_critic_effect.py`` runs it from the command line.
+A grid over two axes (:class:`Axis`: a knob of the synthetic RetailRocket preset such as
+``momentum``, the click-rate target ``click_rate``, or where the session context goes,
+``context``), everything else fixed by a :class:`StudyConfig`. Each cell is one
+:func:`rmtl.experiment` of one backbone over several seeds with the weightings ``rmtl`` and
+its three controls ``continued``, ``static`` and ``permuted``, each trained exactly as many
+stage-3 epochs as ``rmtl`` kept in the same seed (``budget="matched"``).
+
+:func:`study_rows` gives, per cell and task, the **critic effect** (RMTL - continued) and the
+controls (:data:`COMPARISONS`), paired by seed with mean, 95% confidence interval and raw
+p-value. Only the study's **primary family**, the critic effect on AUC and logloss of every
+cell and task, is Holm-adjusted (``<metric>_effect_p_holm``); every other p-value is
+exploratory. :func:`rmtl.plots.effect_maps` draws the rows as heat maps,
+``benchmarks/study_critic_effect.py`` runs the study from the command line.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
-
-from .context import CONTEXT_MODES, with_context
+from . import models, stats
+from ._io import write_text
+from .config import COUNT, NON_NEGATIVE_COUNT, RMTLConfig, Range
+from .context import with_context
+from .data import SessionData
 from .datasets import synthetic
-from .experiments import ExperimentResult, experiment, holm
+from .datasets.synth import PRESETS, SyntheticConfig
+from .experiments import ExperimentResult, experiment
+from .jobs import BUDGETS
 
-__all__ = ["Setting", "SETTINGS", "run_study", "study_rows", "study_markdown"]
+__all__ = ["Axis", "StudyConfig", "Cell", "Comparison", "COMPARISONS", "CONTEXT", "CONTEXTS", "KNOBS", "METRICS", "PRIMARY",
+           "SavedStudy", "run_study", "study_rows", "study_markdown", "save_study", "load_study", "primary_size",
+           "significant", "grid_values"]
 
-QUICK_NET = {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2}
-# small batches: enough Adam steps per epoch on ~10k training rows at a quarter of the cost
-QUICK_RMTL = {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "critic_epochs": 4, "epochs": 12,
-              "patience": 2, "batch_size": 512, "min_steps": 200, "init_output_bias": "prior"}
+PRESET = "retailrocket"
+WEIGHTINGS = ("rmtl", "continued", "static", "permuted")
 METRICS = ("auc", "logloss")
-_COMPARISONS = (("effect", "effect_p"), ("diff", "p"))  # RMTL - continued, RMTL - baseline
+CONTEXTS = ("none", "critic", "backbone", "both")
+"""Where the session context goes (:func:`rmtl.with_context`; ``"none"``: nowhere)."""
+QUICK_NET: Dict[str, Any] = {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2}
+# small batches: enough Adam steps per epoch on ~8k training rows; the critics at quick widths
+QUICK_RMTL: Dict[str, Any] = {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "epochs": 12,
+                              "patience": 2, "min_steps": 200, "init_output_bias": "prior"}
+CLICK_RATE, CONTEXT = "click_rate", "context"
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(SyntheticConfig)}
+KNOBS: Tuple[str, ...] = (*(n for n, t in _FIELD_TYPES.items() if t == "float"), CLICK_RATE, CONTEXT)
+"""What an axis can vary: a float field of :class:`rmtl.datasets.synth.SyntheticConfig`
+(``momentum``, ``fatigue``, ``leave_base``, ...), ``click_rate`` (the click-rate target; the
+pay-rate target keeps its ratio to it) or ``context`` (values from :data:`CONTEXTS`)."""
+_FINITE = Range(-math.inf)
+_RATE = Range(0.0, 1.0, open_low=True, open_high=True)
+_NUMBERS = {"float": _FINITE, "int": Range(-math.inf, integer=True)}  # SyntheticConfig field type: its check
 
 
 @dataclasses.dataclass(frozen=True)
-class Setting:
-    """One data and model setting of the study: ``synth`` are :func:`rmtl.datasets.synthetic`
-    overrides of the RetailRocket preset (e.g. ``target_rates`` for label density,
-    ``leave_base`` for session length, ``momentum`` and ``fatigue`` for how much the session
-    history drives the clicks), ``net`` overrides of the quick backbone widths."""
+class Axis:
+    """One axis of the grid: a knob from :data:`KNOBS` and its values (in plotting order)."""
 
-    name: str
-    synth: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    net: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    knob: str
+    values: Tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if self.knob not in KNOBS:
+            raise ValueError(f"knob: expected one of {list(KNOBS)}, got {self.knob!r}")
+        if isinstance(self.values, (str, bytes)) or not isinstance(self.values, Sequence) or not self.values:
+            raise ValueError(f"{self.knob} values: expected a non-empty sequence, got {self.values!r}")
+        values = tuple(self._check(f"{self.knob} values[{i}]", v) for i, v in enumerate(self.values))
+        if len(set(values)) != len(values):
+            raise ValueError(f"{self.knob} values: expected distinct values, got {list(values)}")
+        object.__setattr__(self, "values", values)
+
+    def _check(self, name: str, value: Any) -> Any:
+        if self.knob == CONTEXT:
+            if value not in CONTEXTS:
+                raise ValueError(f"{name}: expected one of {list(CONTEXTS)}, got {value!r}")
+            return value
+        return (_RATE if self.knob == CLICK_RATE else _FINITE).check(name, value)
 
 
-_HISTORY = {"momentum": 0.6, "fatigue": 0.1}
-SETTINGS: Tuple[Setting, ...] = (
-    Setting("history", _HISTORY),
-    Setting("history, dense labels", {**_HISTORY, "target_rates": (0.3, 0.1)}),
-    Setting("history, long sessions", {**_HISTORY, "leave_base": -3.0}),
-    Setting("history, narrow backbone", _HISTORY, {"bottom_dims": (16,), "tower_dims": (8,)}),
-)
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Everything a study runs: the grid (``x`` by ``y``) and what stays fixed.
+
+    ``context`` is where the session context goes in every cell (unless an axis varies it);
+    ``synth`` fixes other knobs of the synthetic RetailRocket preset (numeric fields of
+    :class:`rmtl.datasets.synth.SyntheticConfig` and ``target_rates``); ``n_users`` users are
+    generated with ``data_seed`` and split 60/20/20 by session start. ``backbone`` with
+    ``backbone_kwargs`` (quick widths by default) runs over seeds ``0..seeds-1``; RMTL with
+    ``critic_epochs`` (the authors' 96), ``lam``, ``gamma``, ``batch_size``,
+    ``critic_batch_size``, the stage-3 ``budget`` (``"matched"`` or ``"fixed"``,
+    :func:`rmtl.experiment`) and ``finetune_epochs``; ``rmtl_kwargs`` set any other
+    :class:`rmtl.RMTLConfig` field. Construction checks every value once (ValueError or
+    TypeError naming the field, the expected and the actual value).
+    """
+
+    x: Axis = Axis("momentum", (0.0, 0.3, 0.6, 0.9))
+    y: Axis = Axis(CLICK_RATE, (0.05, 0.15, 0.3))
+    context: str = "critic"
+    synth: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"fatigue": 0.1, "target_rates": (0.3, 0.1)})
+    n_users: int = 1000
+    data_seed: int = 0
+    backbone: str = "esmm"
+    backbone_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(QUICK_NET))
+    seeds: int = 10
+    critic_epochs: int = 96
+    lam: float = 0.7
+    gamma: float = 0.9
+    batch_size: int = 512
+    critic_batch_size: int = 2048
+    budget: str = "matched"
+    finetune_epochs: Optional[int] = None
+    rmtl_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(QUICK_RMTL))
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y"):
+            if not isinstance(getattr(self, name), Axis):
+                raise TypeError(f"{name}: expected an rmtl.study.Axis, got {getattr(self, name)!r}")
+        if self.x.knob == self.y.knob:
+            raise ValueError(f"x, y: expected two different knobs, got {self.x.knob!r} twice")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context: expected one of {list(CONTEXTS)}, got {self.context!r}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {self.budget!r}")
+        COUNT.check("n_users", self.n_users)
+        NON_NEGATIVE_COUNT.check("data_seed", self.data_seed)
+        Range(2, integer=True).check("seeds (paired t-tests need at least 2)", self.seeds)
+        object.__setattr__(self, "synth", _check_synth(self.synth, (self.x.knob, self.y.knob)))
+        object.__setattr__(self, "backbone_kwargs", _check_backbone(self.backbone, self.backbone_kwargs))
+        object.__setattr__(self, "rmtl_kwargs", _check_rmtl(self.rmtl_kwargs))
+        RMTLConfig(**self.rmtl_settings())
+
+    def rmtl_settings(self) -> Dict[str, Any]:
+        """The keyword arguments of :class:`rmtl.RMTL` every cell uses."""
+        own = {k: getattr(self, k) for k in _RMTL_FIELDS}
+        return {**self.rmtl_kwargs, **{k: v for k, v in own.items() if v is not None}}
+
+    def grid(self) -> List[Dict[str, Any]]:
+        """The cells' axis values, ``{x.knob: ..., y.knob: ...}``, x varying slowest."""
+        return [{self.x.knob: a, self.y.knob: b} for a in self.x.values for b in self.y.values]
+
+    def context_of(self, at: Mapping[str, Any]) -> str:
+        """Where the session context goes in the cell ``at``."""
+        return at.get(CONTEXT, self.context)
+
+    def synthetic_overrides(self, at: Mapping[str, Any]) -> Dict[str, Any]:
+        """The :func:`rmtl.datasets.synthetic` overrides of the cell ``at``: ``synth`` and the
+        axis values (``click_rate`` scales both target rates)."""
+        out = dict(self.synth)
+        for knob, value in at.items():
+            if knob == CLICK_RATE:
+                click, pay = out.get("target_rates", PRESETS[PRESET].target_rates)
+                out["target_rates"] = (value, value * pay / click)
+            elif knob != CONTEXT:
+                out[knob] = value
+        return out
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Every field as plain JSON-ready values (:meth:`from_dict` reads it back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StudyConfig":
+        """The config :meth:`to_dict` wrote (lists read back as tuples)."""
+        return cls(**{**d, "x": Axis(**d["x"]), "y": Axis(**d["y"])})
 
 
-def run_study(settings: Sequence[Setting] = SETTINGS, contexts: Sequence[Optional[str]] = CONTEXT_MODES,
-              n_users: int = 1000, seeds: int = 5, backbone: str = "esmm", data_seed: int = 0,
-              rmtl_kwargs: Optional[Mapping[str, Any]] = None,
-              on_cell: Optional[Callable[[str, Optional[str], ExperimentResult], None]] = None,
-              ) -> List[Tuple[str, Optional[str], ExperimentResult]]:
-    """Run every (setting, context) cell: ``n_users`` synthetic users split 60/20/20 by session
-    start, ``backbone`` with the quick widths (and the setting's), variants ``rmtl`` and
-    ``continued`` over seeds ``0..seeds-1`` (``rmtl_kwargs`` on top of the quick RMTL
-    settings). ``on_cell(setting, context, result)`` after each cell. Returns the cells."""
-    unknown = [c for c in contexts if c not in CONTEXT_MODES]
-    if unknown or not settings or not contexts:
-        raise ValueError(f"settings, contexts: expected at least one of each, contexts from {list(CONTEXT_MODES)}; "
-                         f"got {len(settings)} settings, unknown contexts {unknown}")
+_RMTL_FIELDS = ("critic_epochs", "lam", "gamma", "batch_size", "critic_batch_size", "finetune_epochs")
+
+
+def _tuples(value: Any) -> Any:
+    """Lists (as JSON gives them back) as tuples, recursively."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _mapping(name: str, value: Any) -> Dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name}: expected a mapping of names to values, got {value!r}")
+    return {str(k): _tuples(v) for k, v in value.items()}
+
+
+def _check_synth(synth: Any, axes: Sequence[str]) -> Dict[str, Any]:
+    """The fixed synthetic overrides, checked: numeric fields of the preset's config and
+    ``target_rates`` (a click and a lower pay rate), none of them an axis."""
+    out = _mapping("synth", synth)
+    for key, value in out.items():
+        if key in axes or key == "n_users":
+            raise ValueError(f"synth: {key!r} is set by {'an axis' if key in axes else 'the field n_users'}; "
+                             "remove it from synth")
+        if key == "target_rates":
+            if not isinstance(value, tuple) or len(value) != 2:
+                raise ValueError(f"synth target_rates: expected (click rate, pay rate), got {value!r}")
+            click, pay = (_RATE.check(f"synth target_rates[{i}]", v) for i, v in enumerate(value))
+            if pay >= click:
+                raise ValueError(f"synth target_rates: every pay is a click, so expected pay < click, got {value}")
+        elif _FIELD_TYPES.get(key) in _NUMBERS:
+            out[key] = _NUMBERS[_FIELD_TYPES[key]].check(f"synth {key}", value)
+        else:
+            raise ValueError(f"synth: expected numeric fields of rmtl.datasets.synth.SyntheticConfig or "
+                             f"'target_rates', got {key!r}")
+    return out
+
+
+def _check_backbone(backbone: str, kwargs: Any) -> Dict[str, Any]:
+    """The backbone's keyword arguments, checked by building it once on a one-field input."""
+    out = _mapping("backbone_kwargs", kwargs)
+    if backbone not in models.BACKBONES:
+        raise ValueError(f"backbone: expected one of {sorted(models.BACKBONES)}, got {backbone!r}")
+    if "seed" in out:
+        raise ValueError("backbone_kwargs: the seed is the experiment's; remove 'seed'")
+    try:
+        models.create(backbone, (2,), 1, 2, **out)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"backbone_kwargs of {backbone}: {e}") from None
+    return out
+
+
+def _check_rmtl(kwargs: Any) -> Dict[str, Any]:
+    """The other RMTL settings: fields of :class:`rmtl.RMTLConfig` not set by the study's own."""
+    out = _mapping("rmtl_kwargs", kwargs)
+    fields = {f.name for f in dataclasses.fields(RMTLConfig)}
+    for key in out:
+        if key in _RMTL_FIELDS:
+            raise ValueError(f"rmtl_kwargs: {key!r} is a field of StudyConfig; set it there")
+        if key not in fields:
+            raise ValueError(f"rmtl_kwargs: expected fields of rmtl.RMTLConfig, got {key!r}")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One finished cell: its axis values ``at``, its ``context`` and the experiment."""
+
+    at: Dict[str, Any]
+    context: str
+    result: ExperimentResult
+
+
+def _cell_data(config: StudyConfig, at: Mapping[str, Any]) -> Tuple[SessionData, SessionData, SessionData]:
+    """Train, validation and test data of the cell ``at``, with the session context placed."""
+    data = synthetic(PRESET, n_users=config.n_users, seed=config.data_seed, **config.synthetic_overrides(at))
+    mode = config.context_of(at)
+    train, valid, test = (with_context(p, None if mode == "none" else mode) for p in data.split((0.6, 0.2, 0.2)))
+    return train, valid, test
+
+
+def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = None) -> List[Cell]:
+    """Run every cell of ``config.grid()`` (weightings ``rmtl``, ``continued``, ``static``,
+    ``permuted``); ``on_cell(cell)`` after each. Returns the cells in grid order."""
+    if not isinstance(config, StudyConfig):
+        raise TypeError(f"config: expected an rmtl.study.StudyConfig, got {type(config).__name__}")
     cells = []
-    for s in settings:
-        parts = synthetic("retailrocket", n_users=n_users, seed=data_seed, **dict(s.synth)).split((0.6, 0.2, 0.2))
-        for ctx in contexts:
-            train, valid, test = (with_context(p, ctx) for p in parts)
-            result = experiment(train, valid, test, backbones=(backbone,), seeds=range(seeds),
-                                weightings=("rmtl", "continued"), transfer=(),
-                                backbone_kwargs={**QUICK_NET, **dict(s.net)},
-                                rmtl_kwargs={**QUICK_RMTL, **dict(rmtl_kwargs or {})})
-            cells.append((s.name, ctx, result))
-            if on_cell is not None:
-                on_cell(s.name, ctx, result)
+    for at in config.grid():
+        train, valid, test = _cell_data(config, at)
+        result = experiment(train, valid, test, backbones=(config.backbone,), seeds=range(config.seeds),
+                            weightings=WEIGHTINGS, transfer=(), backbone_kwargs=config.backbone_kwargs,
+                            rmtl_kwargs=config.rmtl_settings(), budget=config.budget)
+        cells.append(Cell(dict(at), config.context_of(at), result))
+        if on_cell is not None:
+            on_cell(cells[-1])
     return cells
 
 
-def study_rows(cells: Sequence[Tuple[str, Optional[str], ExperimentResult]]) -> List[Dict[str, Any]]:
-    """One row per (setting, context, task) of the ``rmtl`` variant: ``auc_effect``,
-    ``logloss_effect`` (RMTL - continued) and ``auc_diff``, ``logloss_diff`` (RMTL -
-    baseline), mean paired differences over seeds; their raw p-values (``*_p``) and the same
-    Holm-adjusted over every test of the whole study (``*_p_holm``); ``n`` seeds; ``checked``:
-    no convergence flag on either side of either comparison."""
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """A paired comparison of a study row: ``variant`` minus another, read from the
+    ``key`` comparison of that variant's row in :meth:`rmtl.experiments.ExperimentResult.table`."""
+
+    name: str
+    label: str
+    variant: str
+    key: str
+
+
+COMPARISONS: Tuple[Comparison, ...] = (
+    Comparison("effect", "critic effect: RMTL - continued", "rmtl", "effect"),
+    Comparison("vs_static", "RMTL - static", "rmtl", "vs_static"),
+    Comparison("vs_permuted", "RMTL - permuted", "rmtl", "vs_permuted"),
+    Comparison("static_effect", "static - continued", "static", "effect"),
+    Comparison("permuted_effect", "permuted - continued", "permuted", "effect"),
+)
+"""The study's comparisons; the first is the critic effect, the only primary one."""
+PRIMARY = COMPARISONS[0].name
+_STATS = ("", "_low", "_high", "_p")  # mean, 95% CI, raw paired t-test p
+
+
+def _cell_rows(cell: Cell) -> List[Dict[str, Any]]:
+    """The study rows of one cell: one per task of its ``rmtl`` variant."""
+    table = {(r["variant"], r["task"]): r for r in cell.result.table()}
     rows = []
-    for setting, ctx, result in cells:
-        for r in result.table():
-            if r["variant"] != "rmtl":
-                continue
-            row = {"setting": setting, "context": ctx or "none", "task": r["task"], "n": r["n"],
-                   "checked": bool(r.get("effect_checked")) and bool(r.get("diff_checked"))}
+    for (variant, task), rm in table.items():
+        if variant != "rmtl":
+            continue
+        row: Dict[str, Any] = {"axes": dict(cell.at), "context": cell.context, "task": task, "n": rm["n"],
+                               "epochs": rm["epochs"], "kept_epoch": rm["kept_epoch"]}
+        for c in COMPARISONS:
+            src = table.get((c.variant, task), {})
+            row[f"{c.name}_checked"] = bool(src.get(f"{c.key}_checked", False))
             for m in METRICS:
-                for key, pkey in _COMPARISONS:
-                    row[f"{m}_{key}"] = r.get(f"{m}_{key}", float("nan"))
-                    row[f"{m}_{key}_p"] = r.get(f"{m}_{pkey}", float("nan"))
-            rows.append(row)
-    keys = [(i, k) for i, row in enumerate(rows) for k in row if k.endswith("_p")]
-    for (i, k), adjusted in zip(keys, holm([rows[i][k] for i, k in keys])):
-        rows[i][k + "_holm"] = adjusted
+                row.update({f"{m}_{c.name}{s}": float(src.get(f"{m}_{c.key}{s}", math.nan)) for s in _STATS})
+        rows.append(row)
     return rows
 
 
-def _sign(d: float, p: float, checked: bool) -> str:
-    """``+`` / ``-`` for a Holm-significant (p < 0.05) change of a checked comparison, else ``0``."""
-    if not checked or np.isnan(p) or p >= 0.05:
-        return "0"
-    return "+" if d > 0 else "-"
+def study_rows(cells: Sequence[Cell]) -> List[Dict[str, Any]]:
+    """One row per cell and task: ``axes`` (the cell's axis values), ``context``, ``task``,
+    ``n`` seeds, the stage-3 ``epochs`` RMTL ran and its ``kept_epoch`` (means over seeds), and
+    for each comparison ``c`` of :data:`COMPARISONS` and metric ``m`` of :data:`METRICS`
+    ``<m>_<c>`` (mean paired difference over seeds), ``<m>_<c>_low``, ``_high`` (95% CI),
+    ``<m>_<c>_p`` (raw two-sided paired t-test) and ``<c>_checked`` (no convergence flag on
+    either side). The primary family, the critic effect on AUC and logloss of every row, is
+    Holm-adjusted together: ``<m>_effect_p_holm``."""
+    rows = [row for cell in cells for row in _cell_rows(cell)]
+    keys = [(row, f"{m}_{PRIMARY}_p") for row in rows for m in METRICS]
+    for (row, key), adjusted in zip(keys, stats.holm([row[key] for row, key in keys])):
+        row[key + "_holm"] = adjusted
+    return rows
 
 
-def study_markdown(rows: Sequence[Dict[str, Any]]) -> str:
-    """The study table in Markdown: per setting, context and task the critic effect and RMTL -
-    baseline on AUC and logloss (mean paired difference over seeds, Holm-adjusted p), and a
-    verdict on the critic effect: ``+`` (AUC up or logloss down, significant), ``-``
-    (significantly worse), ``0`` (not significant, or a convergence check failed)."""
-    head = ["setting", "context", "task", "seeds", "critic effect AUC (p)", "critic effect logloss (p)",
-            "RMTL - baseline AUC (p)", "RMTL - baseline logloss (p)", "checks", "critic effect"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def primary_size(rows: Sequence[Mapping[str, Any]]) -> int:
+    """How many tests the primary family of ``rows`` holds (those with a p-value)."""
+    return sum(not math.isnan(r[f"{m}_{PRIMARY}_p"]) for r in rows for m in METRICS)
+
+
+def significant(row: Mapping[str, Any], comparison: str, metric: str) -> bool:
+    """Whether a checked comparison is significant: for the critic effect a Holm-adjusted
+    p below 0.05, for the exploratory ones a 95% CI that excludes 0."""
+    if not row[f"{comparison}_checked"]:
+        return False
+    key = f"{metric}_{comparison}"
+    if comparison == PRIMARY:
+        return bool(row[key + "_p_holm"] < stats.ALPHA)
+    return bool(row[key + "_low"] > 0 or row[key + "_high"] < 0)
+
+
+def _entry(row: Mapping[str, Any], comparison: str, metric: str) -> str:
+    key = f"{metric}_{comparison}"
+    p = row[key + "_p_holm"] if comparison == PRIMARY else row[key + "_p"]
+    star = "*" if significant(row, comparison, metric) else ""
+    return f"{row[key]:+.4f}{star} [{row[key + '_low']:+.4f}, {row[key + '_high']:+.4f}] ({p:.2g})"
+
+
+def _value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _metric_table(rows: Sequence[Mapping[str, Any]], metric: str) -> List[str]:
+    axes = list(rows[0]["axes"])
+    context = [] if CONTEXT in axes else ["context"]
+    head = axes + context + ["task", "seeds", "RMTL epochs (kept)"] + [c.label for c in COMPARISONS] + ["checks"]
+    lines = [f"**{metric}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["setting"], r["context"], r["task"], str(r["n"])]
-        for key in ("effect", "diff"):
-            for m in METRICS:
-                cells.append(f"{r[f'{m}_{key}']:+.4f} ({r[f'{m}_{key}_p_holm']:.3f})")
-        auc = _sign(r["auc_effect"], r["auc_effect_p_holm"], r["checked"])
-        ll = _sign(-r["logloss_effect"], r["logloss_effect_p_holm"], r["checked"])
-        cells += ["ok" if r["checked"] else "flagged", auc if auc == ll or ll == "0" else f"{auc} AUC / {ll} logloss"]
+        flagged = [c.name for c in COMPARISONS if not r[f"{c.name}_checked"]]
+        cells = [_value(r["axes"][a]) for a in axes] + [r[k] for k in context] + [
+            r["task"], str(r["n"]), f"{r['epochs']:.1f} ({r['kept_epoch']:.1f})"]
+        cells += [_entry(r, c.name, metric) for c in COMPARISONS] + ["flagged: " + ", ".join(flagged) if flagged
+                                                                     else "ok"]
         lines.append("| " + " | ".join(cells) + " |")
-    n = sum(1 for r in rows for k in r if k.endswith("_p") and not np.isnan(r[k]))
-    lines += ["", "critic effect: RMTL - continued (stage 3 with every weight one), RMTL - baseline: RMTL - "
-              f"stage 1 alone; paired by seed; p-values Holm-adjusted over all {n} paired t-tests of the table."]
+    return lines
+
+
+def study_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The study in Markdown: one table per metric, a row per cell and task, each comparison
+    as mean paired difference over seeds ``[95% CI] (p)``; ``*`` marks a checked comparison
+    whose CI excludes 0 (critic effect: whose Holm-adjusted p is below 0.05)."""
+    if not rows:
+        return "(no cells yet)"
+    lines: List[str] = []
+    for m in METRICS:
+        lines += _metric_table(rows, m) + [""]
+    lines.append(f"Paired by seed; lower logloss is better. Critic effect p: Holm-adjusted over the study's primary "
+                 f"family (the critic effect on AUC and logloss of every cell and task, {primary_size(rows)} paired "
+                 "t-tests). Every other p is raw and exploratory. *: significant (critic effect: Holm p < 0.05; "
+                 "others: 95% CI excludes 0) with no convergence flag on either side.")
     return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class SavedStudy:
+    """A study on file: its ``config``, its ``rows`` (:func:`study_rows`) and ``run``, how it
+    ran (command, CPU, threads, seconds, ...)."""
+
+    config: StudyConfig
+    rows: List[Dict[str, Any]]
+    run: Dict[str, Any]
+
+
+def _json_safe(row: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+def save_study(path: "str | os.PathLike[str]", study: SavedStudy) -> None:
+    """Write ``study`` as JSON (NaN as null), atomically; :func:`load_study` reads it back."""
+    doc = {"config": study.config.to_dict(), "run": study.run, "rows": [_json_safe(r) for r in study.rows]}
+    write_text(path, json.dumps(doc, allow_nan=False, separators=(",", ":")) + "\n")
+
+
+def load_study(path: "str | os.PathLike[str]") -> SavedStudy:
+    """The study :func:`save_study` wrote to ``path`` (null read back as NaN)."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    rows = [{k: math.nan if v is None else v for k, v in r.items()} for r in doc["rows"]]
+    return SavedStudy(StudyConfig.from_dict(doc["config"]), rows, doc["run"])
+
+
+def grid_values(rows: Sequence[Mapping[str, Any]]) -> Tuple[Tuple[str, List[Any]], Tuple[str, List[Any]]]:
+    """The two axes of ``rows``: (knob, its values in order of first appearance), x then y."""
+    knobs = list(rows[0]["axes"]) if rows else []
+    if len(knobs) != 2:
+        raise ValueError(f"rows: expected study rows over two axes, got axes {knobs}")
+    x, y = (list(dict.fromkeys(r["axes"][k] for r in rows)) for k in knobs)
+    return (knobs[0], x), (knobs[1], y)
