@@ -349,11 +349,12 @@ def environment() -> Dict[str, str]:
 
 
 def write_outputs(job: JobResult, test: SessionData) -> List[str]:
-    """Write results.md/.csv/.json, config.json and the PNG plots into ``job.config.out``;
-    returns the paths written."""
+    """Write results.md (the table, then :func:`rmtl.report.per_seed`), results.csv/.json,
+    config.json and the PNG plots into ``job.config.out``; returns the paths written."""
     out = job.config.out
     os.makedirs(out, exist_ok=True)
-    files = {"results.md": job.table() + "\n", "results.csv": report.to_csv(job.result),
+    files = {"results.md": job.table() + "\n\n" + report.per_seed(job.result) + "\n",
+             "results.csv": report.to_csv(job.result),
              "results.json": report.to_json(job.result),
              "config.json": json.dumps({"job": dataclasses.asdict(job.config), "budgets": job.budgets,
                                         "experiment": job.result.config,
@@ -381,7 +382,8 @@ def _figures(diag: Mapping[str, Mapping[str, Any]], test: SessionData) -> Dict[s
     curves = {}
     for m, d in diag.items():
         curves[f"{label[m]} stage 1"] = d["history"]["pretrain"]
-        curves[f"RMTL-{label[m]} stage 3"] = d["history"]["finetuned-rmtl"]
+        (rmtl_key,) = [k for k in d["history"] if k == "finetuned-rmtl" or k.startswith("finetuned-rmtl-")]
+        curves[f"RMTL-{label[m]} stage 3"] = d["history"][rmtl_key]  # its key names a fixed budget
     tasks = test.task_names
     return {"training_curves.png": plots.training_curves(curves),
             "critic_curves.png": plots.critic_curves({label[m]: d["history"]["critics"]["epochs"]

@@ -6,11 +6,11 @@ an optional dependency (``pip install 'rmtl[plots]'``).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["training_curves", "critic_curves", "weight_distribution", "q_by_position"]
+__all__ = ["training_curves", "critic_curves", "weight_distribution", "q_by_position", "effect_maps"]
 
 
 def _figure(ncols: int, width: float = 4.6, height: float = 3.4) -> Any:
@@ -91,4 +91,53 @@ def q_by_position(q: Mapping[str, np.ndarray], position: np.ndarray, task_names:
             ax.fill_between(x, mean - se, mean + se, alpha=0.25)
         ax.set(xlabel=f"step in session (last = {max_position}+)", ylabel="mean Q", title=f"critic {task}")
     axes[-1].legend(fontsize="small")
+    return fig
+
+
+def _annotate(ax: Any, image: Any, i: int, j: int, lines: Sequence[str]) -> None:
+    """Write ``lines`` in cell (row i, column j) of ``image``, white on dark colours."""
+    r, g, b, _ = image.cmap(image.norm(image.get_array()[i, j]))
+    colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
+    ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize="x-small", color=colour)
+
+
+def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc",
+                comparisons: Optional[Sequence[str]] = None) -> Any:
+    """Heat maps of a critic-effect study (:func:`rmtl.study.study_rows`) over its two axes,
+    one panel per comparison (default every one of :data:`rmtl.study.COMPARISONS`: the
+    critic effect and its controls) for one ``task`` and ``metric``.
+
+    Colour is the mean paired difference on one diverging scale centred on 0 (blue: the first
+    side better, i.e. higher AUC or lower logloss); each cell shows the mean and its 95% CI,
+    with ``*`` where the comparison is significant and checked (critic effect: Holm p < 0.05;
+    controls: the CI excludes 0) and ``flagged`` where a convergence check failed.
+    """
+    from .study import COMPARISONS, grid_values, significant, value_label
+
+    chosen = [c for c in COMPARISONS if comparisons is None or c.name in comparisons]
+    mine = [r for r in rows if r["task"] == task]
+    if not mine or not chosen:
+        raise ValueError(f"task, comparisons: expected a task of the rows and names from "
+                         f"{[c.name for c in COMPARISONS]}, got {task!r}, {comparisons}")
+    (xk, xs), (yk, ys) = grid_values(rows)
+    where = [(ys.index(r["axes"][yk]), xs.index(r["axes"][xk])) for r in mine]
+    means = {c.name: np.full((len(ys), len(xs)), np.nan) for c in chosen}
+    for c in chosen:
+        for (i, j), r in zip(where, mine):
+            means[c.name][i, j] = r[f"{metric}_{c.name}"]
+    limit = float(np.nanmax(np.abs(np.stack(list(means.values()))), initial=0.0)) or 1e-12  # one scale, centred
+    fig, axes = _figure(len(chosen), width=1.1 * len(xs) + 1.2, height=0.75 * len(ys) + 1.4)
+    for ax, c in zip(axes, chosen):
+        image = ax.imshow(np.ma.masked_invalid(means[c.name]), cmap="RdBu" if metric == "auc" else "RdBu_r",
+                          vmin=-limit, vmax=limit, origin="lower", aspect="auto")
+        for (i, j), r in zip(where, mine):
+            key = f"{metric}_{c.name}"
+            star = "*" if significant(r, c.name, metric) else ""
+            lines = [f"{r[key]:+.4f}{star}", f"[{r[key + '_low']:+.4f},", f"{r[key + '_high']:+.4f}]"]
+            _annotate(ax, image, i, j, lines + ([] if r[f"{c.name}_checked"] else ["flagged"]))
+        ax.set(xticks=range(len(xs)), xticklabels=[value_label(v) for v in xs],
+               yticks=range(len(ys)), yticklabels=[value_label(v) for v in ys],
+               xlabel=xk, ylabel=yk, title=c.label)
+        ax.title.set_fontsize("small")
+    fig.colorbar(image, ax=list(axes), label=f"{task} {metric} difference", shrink=0.9)
     return fig

@@ -19,7 +19,7 @@ from .stats import TARGET_EFFECT
 if TYPE_CHECKING:
     from .experiments import ExperimentResult
 
-__all__ = ["paper_rows", "to_markdown", "to_csv", "to_json"]
+__all__ = ["paper_rows", "to_markdown", "per_seed", "to_csv", "to_json"]
 
 HEADERS = {"auc": "AUC", "logloss": "Logloss", "s_logloss": "s-Logloss"}
 COMPARISONS = ("diff", "effect", "vs_static", "vs_permuted")
@@ -162,6 +162,27 @@ def to_markdown(result: "ExperimentResult", metrics: Sequence[str] = METRICS) ->
                       "never starred):", "", "| " + " | ".join(["Comparison"] + head[1:2] + head[3:]) + " |",
                   "|---|---:|" + "---:|" * (len(head) - 3)] + explo
     lines += ["", f"{result.correction()}; * Holm-adjusted p < 0.05 and both rows pass the convergence checks."]
+    return "\n".join(lines)
+
+
+def per_seed(result: "ExperimentResult", metric: str = "auc") -> str:
+    """Per backbone and seed, what every arm ran and did, as Markdown: the epochs kept / run
+    and, for the first task, ``metric`` minus the same seed's baseline. Shows whether arms
+    compared with each other trained equal budgets, and how a difference follows them."""
+    task = _tasks(result)[0]
+    by = {(r["model"], r["seed"], r["variant"]): r for r in result.records if r["task"] == task}
+    variants = list(dict.fromkeys(r["variant"] for r in result.records if r["variant"] != BASELINE))
+    lines = [f"Per seed: epochs kept / run and {task} {HEADERS[metric]} minus the baseline", "",
+             "| Model | Seed | Baseline | " + " | ".join(variants) + " |", "|---|---:|---:|" + "---:|" * len(variants)]
+    staged = dict.fromkeys(r["model"] for r in result.records if r["variant"] != BASELINE)
+    for model, seed in sorted({(r["model"], r["seed"]) for r in result.records if r["model"] in staged},
+                              key=lambda ms: (list(staged).index(ms[0]), ms[1])):
+        base = by[model, seed, BASELINE]
+        cells = [display_name(model, BASELINE), str(seed), f"{base['kept_epoch']}/{base['epochs']}"]
+        for v in variants:
+            r = by.get((model, seed, v))
+            cells.append("" if r is None else f"{r['kept_epoch']}/{r['epochs']}: {r[metric] - base[metric]:+.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from .jobs import BUDGETS
 
 __all__ = ["Axis", "StudyConfig", "Cell", "Comparison", "COMPARISONS", "CONTEXT", "CONTEXTS", "KNOBS", "METRICS", "PRIMARY",
            "SavedStudy", "run_study", "study_rows", "study_markdown", "save_study", "load_study", "primary_size",
-           "significant", "grid_values"]
+           "significant", "grid_values", "value_label"]
 
 PRESET = "retailrocket"
 WEIGHTINGS = ("rmtl", "continued", "static", "permuted")
@@ -343,8 +343,9 @@ def _entry(row: Mapping[str, Any], comparison: str, metric: str) -> str:
     return f"{row[key]:+.4f}{star} [{row[key + '_low']:+.4f}, {row[key + '_high']:+.4f}] ({p:.2g})"
 
 
-def _value(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+def value_label(value: Any) -> str:
+    """An axis value as a label: numbers in the shortest form (``0.3``), the rest as text."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _metric_table(rows: Sequence[Mapping[str, Any]], metric: str) -> List[str]:
@@ -354,7 +355,7 @@ def _metric_table(rows: Sequence[Mapping[str, Any]], metric: str) -> List[str]:
     lines = [f"**{metric}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         flagged = [c.name for c in COMPARISONS if not r[f"{c.name}_checked"]]
-        cells = [_value(r["axes"][a]) for a in axes] + [r[k] for k in context] + [
+        cells = [value_label(r["axes"][a]) for a in axes] + [r[k] for k in context] + [
             r["task"], str(r["n"]), f"{r['epochs']:.1f} ({r['kept_epoch']:.1f})"]
         cells += [_entry(r, c.name, metric) for c in COMPARISONS] + ["flagged: " + ", ".join(flagged) if flagged
                                                                      else "ok"]

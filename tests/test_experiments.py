@@ -198,3 +198,14 @@ def test_fixed_budget_trains_every_arm_the_same_epochs(splits):
         rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), weightings=("static",), transfer=())
     with pytest.raises(ValueError, match="budget"):
         rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), transfer=(), budget="own")
+
+
+def test_per_seed_table_shows_each_arms_epochs_and_change():
+    from rmtl import report
+
+    records = [dict(r, kept_epoch=2 + r["seed"], epochs=4) for r in control_records()]
+    md = report.per_seed(ExperimentResult(records, {}, {}))
+    lines = md.splitlines()
+    assert lines[2] == "| Model | Seed | Baseline | continued | rmtl |"
+    assert lines[4] == "| MMoE | 0 | 2/4 | 2/4: +0.0500 | 2/4: +0.0600 |"
+    assert lines[6].startswith("| MMoE | 2 | 4/4 | 4/4: +0.0700 |")

@@ -114,3 +114,14 @@ def test_unknown_dataset_name_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--dataset", "movielens"])
     assert e.value.code == 2 and "invalid choice: 'movielens'" in capsys.readouterr().err
+
+
+def test_fixed_budget_run_writes_every_file(tmp_path):
+    out = tmp_path / "fixed"
+    argv = ["run", "--models", "esmm", "--rmtl-models", "esmm", "--budget", "fixed", "--finetune-epochs", "2",
+            "--controls", "continued", "--out", str(out)] + TINY
+    assert main(argv) == 0
+    records = json.load(open(out / "results.json"))["records"]
+    assert {(r["variant"], r["epochs"], r["kept_epoch"]) for r in records if r["variant"] != "baseline"} == {
+        ("rmtl", 2, 2), ("continued", 2, 2)}
+    assert (out / "training_curves.png").stat().st_size > 0
