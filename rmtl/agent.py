@@ -73,11 +73,14 @@ class RMTL:
     ips : bool
         Inverse propensity weights per batch, ``w = y (B+1)/(n_k+1) + (B+1)/(B-n_k)``
         (code, off in its main script).
-    weighting : "rmtl", "constant", "label", "neg_q" or "continued"
+    weighting : "rmtl", "constant", "label", "neg_q", "continued", "static" or "permuted"
         Stage-3 loss weights: ``1 - lam Q`` (paper), ablations ``0.5``, ``1 - lam y Q`` and
-        ``-Q`` (paper, section 4.4; code comments), and the control ``continued`` (rmtl): every
-        weight one, i.e. stage 3 as more supervised training with the same epochs, early
-        stopping, batch order and seed, so ``rmtl - continued`` is the critics' effect.
+        ``-Q`` (paper, section 4.4; code comments), and the controls (rmtl) of the critic
+        effect: ``continued`` (every weight one: stage 3 as more supervised training with the
+        same batch order and seed), ``static`` (one fixed weight per task, ``task_weights`` of
+        :meth:`finetune`: RMTL's task ratio without per-row information) and ``permuted``
+        (RMTL's weights shuffled across each batch's rows: their distribution without their
+        rows). :func:`rmtl.experiment` trains the controls exactly as many epochs as RMTL kept.
     seed : int
         Batch order, critic initialisation, replay sampling and target noise.
     reward : "bce", "abs" or "bce_wrapped"
