@@ -39,6 +39,20 @@ def require_torch():
     return torch
 
 
+# the slow tests (`pytest -m "not slow"` leaves them out; the README's command runs them):
+# the notebooks, the fault and interrupt tests (subprocesses killed mid-write), the thread
+# tests (every thread count) and the Ray tests (a local cluster)
+SLOW_MODULES = {"test_notebooks", "test_faults", "test_interrupt", "test_threads"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the slow tests: by module, by a thread-count name, or by the Ray ``cluster`` fixture."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in SLOW_MODULES or "thread" in item.name or "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def torch():
     return require_torch()
