@@ -26,7 +26,9 @@ from typing import Any, Dict, List, Sequence
 
 import rmtl
 from rmtl._io import write_text
-from rmtl.study import CONTEXT, Axis, Cell, SavedStudy, StudyConfig, run_study, save_study, study_markdown, study_rows
+from rmtl.jobs import BUDGETS
+from rmtl.study import (CONTEXT, CONTEXTS, Axis, Cell, SavedStudy, StudyConfig, run_study, save_study, study_markdown,
+                        study_rows)
 
 
 def cpu_model() -> str:
@@ -69,7 +71,7 @@ def parser(d: StudyConfig) -> argparse.ArgumentParser:
         a = getattr(d, name)
         p.add_argument(f"--{name}", nargs="+", metavar="KNOB VALUE", default=None,
                        help=f"axis {name}: a knob and its values (default {a.knob} {' '.join(map(str, a.values))})")
-    p.add_argument("--context", choices=("none", "critic", "backbone", "both"), default=d.context,
+    p.add_argument("--context", choices=CONTEXTS, default=d.context,
                    help="where the session context goes when no axis varies it (default %(default)s)")
     p.add_argument("--synth", nargs="+", default=[], metavar="KEY=VALUE",
                    help=f"fixed synthetic overrides on top of {d.synth}")
@@ -83,7 +85,7 @@ def parser(d: StudyConfig) -> argparse.ArgumentParser:
         kind = float if name in ("lam", "gamma") else int
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(d, name),
                        help="RMTL's " + name + " (default %(default)s)")
-    p.add_argument("--budget", choices=("matched", "fixed"), default=d.budget,
+    p.add_argument("--budget", choices=BUDGETS, default=d.budget,
                    help="stage-3 budget of the controls (default %(default)s)")
     p.add_argument("--rmtl", nargs="+", default=[], metavar="KEY=VALUE",
                    help=f"other rmtl.RMTLConfig fields on top of {d.rmtl_kwargs}")

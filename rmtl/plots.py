@@ -6,7 +6,7 @@ an optional dependency (``pip install 'rmtl[plots]'``).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -101,6 +101,13 @@ def _annotate(ax: Any, image: Any, i: int, j: int, lines: Sequence[str]) -> None
     ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize="x-small", color=colour)
 
 
+def _effect_lines(row: Mapping[str, Any], comparison: str, metric: str, star: bool) -> List[str]:
+    """A heat-map cell's text: the mean (``*`` when significant), its 95% CI, ``flagged``."""
+    key = f"{metric}_{comparison}"
+    lines = [f"{row[key]:+.4f}{'*' if star else ''}", f"[{row[key + '_low']:+.4f},", f"{row[key + '_high']:+.4f}]"]
+    return lines + ([] if row[f"{comparison}_checked"] else ["flagged"])
+
+
 def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc",
                 comparisons: Optional[Sequence[str]] = None) -> Any:
     """Heat maps of a critic-effect study (:func:`rmtl.study.study_rows`) over its two axes,
@@ -126,18 +133,17 @@ def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc
         for (i, j), r in zip(where, mine):
             means[c.name][i, j] = r[f"{metric}_{c.name}"]
     limit = float(np.nanmax(np.abs(np.stack(list(means.values()))), initial=0.0)) or 1e-12  # one scale, centred
-    fig, axes = _figure(len(chosen), width=1.1 * len(xs) + 1.2, height=0.75 * len(ys) + 1.4)
+    fig, axes = _figure(len(chosen), width=1.1 * len(xs) + 1.2, height=0.9 * len(ys) + 1.4)
     for ax, c in zip(axes, chosen):
         image = ax.imshow(np.ma.masked_invalid(means[c.name]), cmap="RdBu" if metric == "auc" else "RdBu_r",
                           vmin=-limit, vmax=limit, origin="lower", aspect="auto")
         for (i, j), r in zip(where, mine):
-            key = f"{metric}_{c.name}"
-            star = "*" if significant(r, c.name, metric) else ""
-            lines = [f"{r[key]:+.4f}{star}", f"[{r[key + '_low']:+.4f},", f"{r[key + '_high']:+.4f}]"]
-            _annotate(ax, image, i, j, lines + ([] if r[f"{c.name}_checked"] else ["flagged"]))
+            _annotate(ax, image, i, j, _effect_lines(r, c.name, metric, significant(r, c.name, metric)))
         ax.set(xticks=range(len(xs)), xticklabels=[value_label(v) for v in xs],
                yticks=range(len(ys)), yticklabels=[value_label(v) for v in ys],
                xlabel=xk, ylabel=yk, title=c.label)
         ax.title.set_fontsize("small")
     fig.colorbar(image, ax=list(axes), label=f"{task} {metric} difference", shrink=0.9)
+    fig.suptitle(f"{task} {metric}: mean paired difference over seeds [95% CI]; * significant (critic effect: Holm "
+                 "p < 0.05; controls: CI excludes 0)", fontsize="small")
     return fig

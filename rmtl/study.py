@@ -23,7 +23,7 @@ import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import models, stats
-from ._io import write_text
+from ._io import CorruptFileError, write_text
 from .config import COUNT, NON_NEGATIVE_COUNT, RMTLConfig, Range
 from .context import with_context
 from .data import SessionData
@@ -32,9 +32,9 @@ from .datasets.synth import PRESETS, SyntheticConfig
 from .experiments import ExperimentResult, experiment
 from .jobs import BUDGETS
 
-__all__ = ["Axis", "StudyConfig", "Cell", "Comparison", "COMPARISONS", "CONTEXT", "CONTEXTS", "KNOBS", "METRICS", "PRIMARY",
-           "SavedStudy", "run_study", "study_rows", "study_markdown", "save_study", "load_study", "primary_size",
-           "significant", "grid_values", "value_label"]
+__all__ = ["Axis", "StudyConfig", "Cell", "Comparison", "COMPARISONS", "CONTEXT", "CONTEXTS", "KNOBS", "METRICS",
+           "PRIMARY", "SavedStudy", "run_study", "study_rows", "study_markdown", "save_study", "load_study",
+           "primary_size", "significant", "grid_values", "value_label"]
 
 PRESET = "retailrocket"
 WEIGHTINGS = ("rmtl", "continued", "static", "permuted")
@@ -46,7 +46,7 @@ QUICK_NET: Dict[str, Any] = {"embed_dim": 16, "bottom_dims": (64, 32), "tower_di
 QUICK_RMTL: Dict[str, Any] = {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "epochs": 12,
                               "patience": 2, "min_steps": 200, "init_output_bias": "prior"}
 CLICK_RATE, CONTEXT = "click_rate", "context"
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(SyntheticConfig)}
+_FIELD_TYPES = {f.name: getattr(f.type, "__name__", f.type) for f in dataclasses.fields(SyntheticConfig)}
 KNOBS: Tuple[str, ...] = (*(n for n, t in _FIELD_TYPES.items() if t == "float"), CLICK_RATE, CONTEXT)
 """What an axis can vary: a float field of :class:`rmtl.datasets.synth.SyntheticConfig`
 (``momentum``, ``fatigue``, ``leave_base``, ...), ``click_rate`` (the click-rate target; the
@@ -239,26 +239,29 @@ class Cell:
     result: ExperimentResult
 
 
-def _cell_data(config: StudyConfig, at: Mapping[str, Any]) -> Tuple[SessionData, SessionData, SessionData]:
-    """Train, validation and test data of the cell ``at``, with the session context placed."""
-    data = synthetic(PRESET, n_users=config.n_users, seed=config.data_seed, **config.synthetic_overrides(at))
-    mode = config.context_of(at)
-    train, valid, test = (with_context(p, None if mode == "none" else mode) for p in data.split((0.6, 0.2, 0.2)))
-    return train, valid, test
+def _split(config: StudyConfig, overrides: Mapping[str, Any]) -> Tuple[SessionData, ...]:
+    """The synthetic data of ``overrides``, split 60/20/20 by session start."""
+    return synthetic(PRESET, n_users=config.n_users, seed=config.data_seed, **overrides).split((0.6, 0.2, 0.2))
 
 
 def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = None) -> List[Cell]:
     """Run every cell of ``config.grid()`` (weightings ``rmtl``, ``continued``, ``static``,
-    ``permuted``); ``on_cell(cell)`` after each. Returns the cells in grid order."""
+    ``permuted``); ``on_cell(cell)`` after each. Returns the cells in grid order. Consecutive
+    cells with the same data (``y`` over the context) generate it once."""
     if not isinstance(config, StudyConfig):
         raise TypeError(f"config: expected an rmtl.study.StudyConfig, got {type(config).__name__}")
-    cells = []
+    cells: List[Cell] = []
+    overrides, parts = None, ()
     for at in config.grid():
-        train, valid, test = _cell_data(config, at)
+        if config.synthetic_overrides(at) != overrides:
+            overrides = config.synthetic_overrides(at)
+            parts = _split(config, overrides)
+        mode = config.context_of(at)
+        train, valid, test = (with_context(p, None if mode == "none" else mode) for p in parts)
         result = experiment(train, valid, test, backbones=(config.backbone,), seeds=range(config.seeds),
                             weightings=WEIGHTINGS, transfer=(), backbone_kwargs=config.backbone_kwargs,
                             rmtl_kwargs=config.rmtl_settings(), budget=config.budget)
-        cells.append(Cell(dict(at), config.context_of(at), result))
+        cells.append(Cell(dict(at), mode, result))
         if on_cell is not None:
             on_cell(cells[-1])
     return cells
@@ -295,7 +298,9 @@ def _cell_rows(cell: Cell) -> List[Dict[str, Any]]:
         if variant != "rmtl":
             continue
         row: Dict[str, Any] = {"axes": dict(cell.at), "context": cell.context, "task": task, "n": rm["n"],
-                               "epochs": rm["epochs"], "kept_epoch": rm["kept_epoch"]}
+                               "epochs": rm["epochs"], "kept_epoch": rm["kept_epoch"],
+                               "flags": {v: table[v, task]["flags"] for v in ("baseline", *WEIGHTINGS)
+                                         if table.get((v, task), {}).get("flags")}}
         for c in COMPARISONS:
             src = table.get((c.variant, task), {})
             row[f"{c.name}_checked"] = bool(src.get(f"{c.key}_checked", False))
@@ -307,9 +312,10 @@ def _cell_rows(cell: Cell) -> List[Dict[str, Any]]:
 
 def study_rows(cells: Sequence[Cell]) -> List[Dict[str, Any]]:
     """One row per cell and task: ``axes`` (the cell's axis values), ``context``, ``task``,
-    ``n`` seeds, the stage-3 ``epochs`` RMTL ran and its ``kept_epoch`` (means over seeds), and
-    for each comparison ``c`` of :data:`COMPARISONS` and metric ``m`` of :data:`METRICS`
-    ``<m>_<c>`` (mean paired difference over seeds), ``<m>_<c>_low``, ``_high`` (95% CI),
+    ``n`` seeds, the stage-3 ``epochs`` RMTL ran and its ``kept_epoch`` (means over seeds),
+    ``flags`` (per arm with a failed convergence check: seeds per check), and for each
+    comparison ``c`` of :data:`COMPARISONS` and metric ``m`` of :data:`METRICS` ``<m>_<c>``
+    (mean paired difference over seeds), ``<m>_<c>_low``, ``_high`` (95% CI),
     ``<m>_<c>_p`` (raw two-sided paired t-test) and ``<c>_checked`` (no convergence flag on
     either side). The primary family, the critic effect on AUC and logloss of every row, is
     Holm-adjusted together: ``<m>_effect_p_holm``."""
@@ -348,17 +354,22 @@ def value_label(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _flags(row: Mapping[str, Any]) -> str:
+    """The checks column: ``ok`` or, per flagged arm, each failed check and its seeds."""
+    flagged = "; ".join(f"{arm} " + ", ".join(f"{f} {k}/{row['n']}" for f, k in fl.items())
+                        for arm, fl in row["flags"].items())
+    return flagged or "ok"
+
+
 def _metric_table(rows: Sequence[Mapping[str, Any]], metric: str) -> List[str]:
     axes = list(rows[0]["axes"])
     context = [] if CONTEXT in axes else ["context"]
     head = axes + context + ["task", "seeds", "RMTL epochs (kept)"] + [c.label for c in COMPARISONS] + ["checks"]
     lines = [f"**{metric}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        flagged = [c.name for c in COMPARISONS if not r[f"{c.name}_checked"]]
         cells = [value_label(r["axes"][a]) for a in axes] + [r[k] for k in context] + [
             r["task"], str(r["n"]), f"{r['epochs']:.1f} ({r['kept_epoch']:.1f})"]
-        cells += [_entry(r, c.name, metric) for c in COMPARISONS] + ["flagged: " + ", ".join(flagged) if flagged
-                                                                     else "ok"]
+        cells += [_entry(r, c.name, metric) for c in COMPARISONS] + [_flags(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -400,11 +411,15 @@ def save_study(path: "str | os.PathLike[str]", study: SavedStudy) -> None:
 
 
 def load_study(path: "str | os.PathLike[str]") -> SavedStudy:
-    """The study :func:`save_study` wrote to ``path`` (null read back as NaN)."""
+    """The study :func:`save_study` wrote to ``path`` (null read back as NaN); a file that is
+    not one raises :class:`rmtl.CorruptFileError` naming it."""
     with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
-    rows = [{k: math.nan if v is None else v for k, v in r.items()} for r in doc["rows"]]
-    return SavedStudy(StudyConfig.from_dict(doc["config"]), rows, doc["run"])
+        try:
+            doc = json.load(f)
+            rows = [{k: math.nan if v is None else v for k, v in r.items()} for r in doc["rows"]]
+            return SavedStudy(StudyConfig.from_dict(doc["config"]), rows, doc["run"])
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise CorruptFileError(path, f"not a study written by rmtl.study.save_study ({e!r})") from None
 
 
 def grid_values(rows: Sequence[Mapping[str, Any]]) -> Tuple[Tuple[str, List[Any]], Tuple[str, List[Any]]]:

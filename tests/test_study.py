@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from rmtl import CorruptFileError
 from rmtl.experiments import ExperimentResult
 from rmtl.stats import holm
 from rmtl.study import (COMPARISONS, Axis, Cell, SavedStudy, StudyConfig, load_study, run_study, save_study,
@@ -83,7 +84,7 @@ def test_a_flagged_comparison_is_never_starred():
     assert not rows[0]["effect_checked"] and rows[0]["auc_effect_p_holm"] < 0.05
     lines = [line.split(" | ") for line in study_markdown(rows).splitlines() if line.startswith("| 0 |")]
     assert len(lines) == 4 and not any("*" in cell for line in lines for cell in line[6:9])  # the rmtl sides
-    assert "flagged: effect, vs_static, vs_permuted" in study_markdown(rows)
+    assert rows[0]["flags"] == {"rmtl": {"overfit": 4}} and study_markdown(rows).count("| rmtl overfit 4/4 |") == 4
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -147,6 +148,9 @@ def test_json_round_trip(tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])), k
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    with pytest.raises(CorruptFileError, match="other.json: not a study"):
+        load_study(tmp_path / "other.json")
 
 
 def test_heat_maps_draw_every_cell_with_its_annotation():
@@ -195,8 +199,9 @@ def test_the_command_line_sets_every_field():
 
 @pytest.mark.filterwarnings("ignore:convergence checks failed")
 def test_tiny_grid_end_to_end():
-    config = StudyConfig(x=Axis("momentum", (0.5,)), y=Axis("context", ("none", "critic")), n_users=40, seeds=2,
-                         critic_epochs=1, critic_batch_size=64, backbone_kwargs={"bottom_dims": (8,), "tower_dims": (4,)},
+    config = StudyConfig(x=Axis("momentum", (0.5,)), y=Axis("context", ("none", "critic")),
+                         synth={"fatigue": 0.1, "calibration_users": 200}, n_users=40, seeds=2, critic_epochs=1,
+                         critic_batch_size=64, backbone_kwargs={"bottom_dims": (8,), "tower_dims": (4,)},
                          rmtl_kwargs={"epochs": 1, "min_steps": 0})
     seen = []
     cells = run_study(config, on_cell=lambda cell: seen.append((cell.at, cell.context)))
