@@ -65,12 +65,13 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser(
         "run", help="run the paper's experiment and print the results table",
         description="Train the baselines and RMTL (pretrain, critics, weighted fine-tuning) over several "
-                    "seeds, with the control Continued (stage 3 with every weight one), and print a table "
-                    "shaped like the paper's: AUC, Logloss and s-Logloss per task, mean +- std over seeds, and "
-                    "the oracle on synthetic data; then the paired differences by seed RMTL - baseline, "
-                    "Continued - baseline and the critic effect RMTL - Continued, with Holm-adjusted p-values "
-                    "(* below 0.05). Without arguments: the synthetic RetailRocket preset, a few minutes on "
-                    "2 cores.")
+                    "seeds, with the controls Continued (every weight one), Static and Permuted trained exactly "
+                    "the stage-3 epochs RMTL kept, and print a table shaped like the paper's: the epochs each "
+                    "arm ran, AUC, Logloss and s-Logloss per task, mean +- std over seeds, the convergence "
+                    "checks and the oracle on synthetic data; then the critic effect RMTL - Continued (the "
+                    "primary family: 95%% CIs, Holm-adjusted p-values, * below 0.05 when no row is flagged, the "
+                    "smallest effect the run could detect) and every other paired difference as exploratory. "
+                    "Without arguments: the synthetic RetailRocket preset, a few minutes on 2 cores.")
     p.add_argument("--dataset", choices=DATASETS, help=f"which data (default {d.dataset}: generated "
                    "RetailRocket-like sessions with known true probabilities)")
     p.add_argument("--data", metavar="FILE_OR_DIR",
@@ -86,7 +87,8 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--lam", type=float, metavar="L", help=f"stage-3 weight w = 1 - L Q (default {d.lam})")
     p.add_argument("--gamma", type=float, metavar="G", help=f"discount of the critics (default {d.gamma})")
     p.add_argument("--epochs", type=int, metavar="E", help="most epochs of stages 1 and 3 (early stopping "
-                   f"with patience 2 on validation AUC; default: quick {quick['rmtl']['epochs']}, paper 100)")
+                   f"with patience 2; default: quick {quick['rmtl']['epochs']}, paper 100); given, it also turns "
+                   "the automatic step floor off")
     p.add_argument("--finetune-epochs", type=int, metavar="E", help="most epochs of stage 3 (default: --epochs)")
     p.add_argument("--min-steps", type=int, metavar="S", help="at least S Adam steps in stage 1 (training from "
                    "scratch), adding epochs on small data so models leave their initial plateau and calibrate "
