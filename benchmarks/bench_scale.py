@@ -5,13 +5,13 @@ early stopping, 4 critic epochs) on the synthetic RetailRocket data, ESMM and MM
 RMTL, 4 seeds: 16 jobs (stage 1, stage 2, stage 3 per seed and backbone). Runs:
 
 - serial: one job after another in this process, with 2 threads (OpenMP and BLAS);
-- ``--jobs 2``: 2 spawned worker processes with 1 thread each (the data sent once to each);
+- ``--processes 2``: 2 spawned worker processes with 1 thread each (the data sent once to each);
 - Ray: a local cluster of 2 CPUs (started before the clock runs), 1 CPU and thread per task.
 
 For each: wall time, speed-up over serial, the time spent inside jobs (summed over jobs), and
 per job the slot time not spent in a job: (wall x slots - job time) / jobs, i.e. scheduling,
 moving networks and data, and waiting for dependencies at the end of the graph. Also the
-round trip of an empty Ray task, and whether the records agree: --jobs 2 and Ray (1 thread
+round trip of an empty Ray task, and whether the records agree: --processes 2 and Ray (1 thread
 per job both) bit for bit; serial (2 threads) to rounding (OpenBLAS's sums depend on its
 thread count).
 
@@ -48,26 +48,27 @@ def main() -> None:
     import ray
 
     import rmtl
-    from rmtl.executors import backend, run_graph
-    from rmtl.job import PRESETS, JobConfig
-    from rmtl.jobs import Settings, graph
+    from rmtl.lab.executors import executor_for
+    from rmtl.lab.graph import run_graph
+    from rmtl.lab.run import PRESETS, RunConfig
+    from rmtl.lab.graph import Settings, graph
 
     data = rmtl.datasets.synthetic("retailrocket", n_users=args.users, seed=0).split((0.6, 0.2, 0.2))
     jobs = graph(args.models, args.models, range(args.seeds), ("rmtl",), ())
-    settings = Settings(PRESETS["quick"]["backbone"], JobConfig().resolved().rmtl_kwargs())
+    settings = Settings(PRESETS["quick"]["backbone"], RunConfig().resolved().rmtl_kwargs())
     print(f"{len(jobs)} jobs: {args.models} with RMTL, {args.seeds} seeds, {len(data[0])} training rows; "
           f"{cpu_model()}, load average {os.getloadavg()[0]:.1f} at start")
 
     def timed(name: str, executor, slots: int) -> dict:
         t0 = time.perf_counter()
-        outputs = run_graph(jobs, settings, backend(executor, data, None))
+        outputs = run_graph(jobs, settings, executor_for(executor, data, None))
         wall = time.perf_counter() - t0
         busy = sum(o.seconds for o in outputs.values())
         print(f"  {name}: {wall:.1f} s", flush=True)
         return {"name": name, "wall": wall, "busy": busy, "idle": (wall * slots - busy) / len(jobs),
                 "records": [r for j in jobs for r in outputs[j].records]}
 
-    runs = [timed("serial, 2 threads", None, 1), timed("--jobs 2, 1 thread each", 2, 2)]
+    runs = [timed("serial, 2 threads", None, 1), timed("--processes 2, 1 thread each", 2, 2)]
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     started = time.perf_counter() - t0
@@ -91,10 +92,10 @@ def main() -> None:
     print()
     print(f"Ray cluster start {started:.1f} s (not in the wall time); empty Ray task round trip "
           f"{round_trip * 1e3:.1f} ms")
-    print(f"Ray / --jobs 2 wall: {on_ray['wall'] / jobs2['wall']:.3f} (target <= 1.10); parallel speed-ups "
+    print(f"Ray / --processes 2 wall: {on_ray['wall'] / jobs2['wall']:.3f} (target <= 1.10); parallel speed-ups "
           f"{serial / jobs2['wall']:.2f}x and {serial / on_ray['wall']:.2f}x (target >= 1.3x)")
-    print(f"records: --jobs 2 == Ray bit for bit: {jobs2['records'] == on_ray['records']}; serial (2 threads) vs "
-          f"--jobs 2 (1 thread): max |AUC difference| {np.abs(auc(runs[0]) - auc(jobs2)).max():.2e}")
+    print(f"records: --processes 2 == Ray bit for bit: {jobs2['records'] == on_ray['records']}; serial (2 threads) vs "
+          f"--processes 2 (1 thread): max |AUC difference| {np.abs(auc(runs[0]) - auc(jobs2)).max():.2e}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -1,4 +1,4 @@
-"""The critic-effect study as a map (issue 29, item 5; see :mod:`rmtl.study`): per cell of a
+"""The critic-effect study as a map (issue 29, item 5; see :mod:`rmtl.lab.study`): per cell of a
 two-axis grid of synthetic settings and task, the critic effect (RMTL - continued) and the
 controls RMTL - static, RMTL - permuted, static - continued and permuted - continued, paired
 by seed with 95% CIs; Holm only over the critic effect on AUC and logloss.
@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Sequence
 
 import rmtl
 from rmtl._io import write_text
-from rmtl.jobs import BUDGETS
-from rmtl.study import (CONTEXT, CONTEXTS, Axis, Cell, SavedStudy, StudyConfig, run_study, save_study, study_markdown,
+from rmtl.lab.graph import BUDGETS
+from rmtl.lab.study import (CONTEXT, CONTEXTS, Axis, Cell, SavedStudy, StudyConfig, run_study, save_study, study_markdown,
                         study_rows)
 
 

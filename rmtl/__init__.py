@@ -1,5 +1,8 @@
 """rmtl: Multi-Task Recommendations with Reinforcement Learning, with a C core."""
+import importlib as _importlib
 import os as _os
+
+__version__ = "0.1.0"  # before the imports: modules of the package read it
 
 try:
     from . import _core  # noqa: F401
@@ -8,22 +11,34 @@ except ImportError as _e:  # the source tree shadows the installed package
         f"rmtl's C extension is not built in {_os.path.dirname(__file__)}: this is probably the "
         "source checkout shadowing the installed package. Run from another directory, use the "
         "`rmtl` command, or build in place with `pip install -e .`") from _e
-from . import datasets, metrics, models
-from .backend import blas_info, get_num_threads, set_gemm_backend, set_num_threads
+from . import _moved, datasets, metrics, models
 from ._io import CorruptFileError
-from .data import SessionData
+from .agent import RMTL
+from .backend import blas_info, get_num_threads, set_gemm_backend, set_num_threads
+from .config import RMTLConfig
 from .context import session_context, with_context
+from .critic import Critic
+from .data import SessionData
+from .env import SessionEnv, VecSessionEnv
+from .lab import ExperimentResult, experiment
 from .metrics import evaluate
 from .models import load, save
-from .train import History, NonFiniteLossError, Trainer
-from .critic import Critic
-from .env import SessionEnv, VecSessionEnv
 from .replay import ReplayBuffer, collect
-from .agent import RMTL
-from .experiments import experiment
+from .train import History, NonFiniteLossError, Trainer
 
-__version__ = "0.1.0"
+_moved.install()
+
 __all__ = ["SessionData", "session_context", "with_context", "Trainer", "History", "evaluate", "save", "load", "blas_info",
            "set_gemm_backend", "set_num_threads", "get_num_threads", "metrics", "models",
-           "Critic", "RMTL", "experiment", "datasets",
+           "Critic", "RMTL", "RMTLConfig", "experiment", "ExperimentResult", "datasets",
            "SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "CorruptFileError", "NonFiniteLossError"]
+
+
+def __getattr__(name: str):
+    """``rmtl.experiments`` and the other moved modules (:mod:`rmtl._moved`), with a
+    DeprecationWarning."""
+    old = f"rmtl.{name}"
+    if old in _moved.MOVED:
+        _moved.warn(old)
+        return _importlib.import_module(_moved.MOVED[old])
+    raise AttributeError(f"module 'rmtl' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""``python -m rmtl``: the command line (see rmtl.cli)."""
-from .cli import main
+"""``python -m rmtl``: the command line (see rmtl.lab.cli)."""
+from .lab.cli import main
 
 raise SystemExit(main())

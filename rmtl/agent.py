@@ -9,13 +9,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from ._checkpoint import Checkpoint
+from ._stages import CriticStage
 from .config import AUTHORS, CRITIC_FREE, WEIGHTINGS, RMTLConfig, check
 from .critic import Critic
 from .data import SessionData
 from .models import Backbone, check_compat, create
 from .prior import set_output_prior
-from .stages import CriticStage
 from .train import History, Trainer
 
 __all__ = ["RMTL", "RMTLConfig", "WEIGHTINGS"]
@@ -142,7 +142,7 @@ class RMTL:
     on_epoch : callable or None
         ``on_epoch(stage, record)`` after every epoch of stages 1 and 3 (``stage``:
         ``pretrain`` or ``finetuned-<weighting>``; ``record``: the :class:`rmtl.History`
-        entry with the validation metrics), e.g. to report to Ray Tune (:mod:`rmtl.tune`).
+        entry with the validation metrics), e.g. to report to Ray Tune (:mod:`rmtl.lab.tune`).
 
     Not reproduced from the code: its TD3-BC agent standardises the categorical codes of
     every state batch before the embedding lookup, which scrambles the features (a bug);

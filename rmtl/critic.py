@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import as_codes, as_dense, as_float
-from .models import Backbone, Net, _check_config, _load_net
+from .models import Backbone, BackboneConfig, Net, _check_config, _load_net
 
 __all__ = ["CriticConfig", "Critic"]
 
@@ -151,6 +151,5 @@ class Critic(Net):
 
 def _backbone_view(cfg: CriticConfig) -> Any:
     """The critic's config seen as a one-task backbone config, to reuse its checks."""
-    from .models import BackboneConfig
     return BackboneConfig("critic", cfg.field_dims, cfg.num_dense, 1, cfg.embed_dim, cfg.bottom_dims,
                           cfg.tower_dims, cfg.dropout, cfg.seed)

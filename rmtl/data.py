@@ -7,8 +7,9 @@ from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
-from ._io import CorruptFileError, open_npz, save_npz
 from ._arrays import as_codes, as_dense, as_float, as_labels, run_offsets
+from ._io import CorruptFileError, open_npz, save_npz
+from .metrics import oracle_auc
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -234,7 +235,6 @@ class SessionData:
         for k, name in enumerate(self.task_names):
             line = f"task {name}: positive rate {self.labels[:, k].mean():.4f}"
             if self.truth is not None:
-                from .metrics import oracle_auc
                 line += f", oracle AUC {oracle_auc(self.truth[:, k]):.4f}"
             lines.append(line)
         return "\n".join(lines)

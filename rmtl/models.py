@@ -18,8 +18,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
+from ._arrays import _detach, as_codes, as_dense, as_float, as_labels
 from ._io import CorruptFileError, open_npz, save_npz
-from ._arrays import as_codes, as_dense, as_labels, as_float, _detach
 
 __all__ = ["Net", "BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "OMoE", "MMoE", "PLE",
            "PLEPaper", "AITM", "create", "check_compat", "save", "load"]

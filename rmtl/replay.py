@@ -13,6 +13,7 @@ from ._arrays import as_float
 from ._io import CorruptFileError, open_npz, save_npz
 from .data import SessionData
 from .env import _ORDERS, _SEED_MASK, REWARDS, _check_data, _choice
+from .models import Backbone
 
 __all__ = ["ReplayBuffer", "collect"]
 
@@ -205,8 +206,6 @@ def _policy_actions(policy: Callable, data: SessionData, rows: np.ndarray) -> np
 
 
 def _actor_predictions(model: Any, data: SessionData, batch_size: int) -> np.ndarray:
-    from .models import Backbone
-
     if not isinstance(model, Backbone):
         raise TypeError(f"model: policy='actor' needs an rmtl backbone, got {type(model).__name__}")
     c = model.config

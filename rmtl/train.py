@@ -183,7 +183,7 @@ class Trainer:
 
         With ``valid``, :attr:`History.logloss_change` gives per task the mean and standard
         error of the per-row change of validation BCE from the weights ``fit`` started with to
-        the kept ones (positive: worse), which :func:`rmtl.convergence.check` reads.
+        the kept ones (positive: worse), which :func:`rmtl.lab.convergence.check` reads.
 
         A loss that becomes NaN or infinite stops training at once: the best weights so far
         (or, before any, the weights ``fit`` started from) are restored and

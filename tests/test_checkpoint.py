@@ -5,12 +5,11 @@ import os
 
 import numpy as np
 import pytest
+from test_agent import make_agent, session_data
 
 import rmtl
 import rmtl._io
-from rmtl.checkpoint import fingerprint
-
-from test_agent import make_agent, session_data
+from rmtl._checkpoint import fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +89,10 @@ def test_kill_during_stage2_commit_resumes_into_the_same_model(splits, tmp_path,
 @pytest.mark.parametrize("stage", ["pretrain", "critics", "finetune"])
 def test_ctrl_c_stops_fit_and_saves_nothing_of_the_stage(splits, tmp_path, monkeypatch, stage):
     tr, va, te = splits
-    import rmtl.stages
+    import rmtl._stages
     import rmtl.train
 
-    target, method = {"pretrain": (rmtl.train.Trainer, "train_epoch"), "critics": (rmtl.stages.CriticStage, "run"),
+    target, method = {"pretrain": (rmtl.train.Trainer, "train_epoch"), "critics": (rmtl._stages.CriticStage, "run"),
                       "finetune": (rmtl.models.Backbone, "train_chunk")}[stage]
     real, calls = getattr(target, method), []
 

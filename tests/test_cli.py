@@ -5,11 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import optional
 
 import rmtl
-from rmtl.cli import main
-
-from conftest import optional
+from rmtl.lab.cli import main
 
 optional("pyarrow", "data")  # prepare reads raw CSV files
 
@@ -81,3 +80,44 @@ def test_python_dash_m_rmtl(tmp_path):
                           str(tmp_path / "missing"), "--out", str(tmp_path / "x.npz")],
                          cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "no such directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_moved_modules_keep_their_old_paths_with_a_warning():
+    """The experiment machinery moved into rmtl.lab; the documented old paths still import,
+    as the same module objects, each with a DeprecationWarning naming the new path."""
+    import importlib
+    import sys
+    import warnings
+
+    import rmtl
+    from rmtl import _moved
+
+    for old, new in _moved.MOVED.items():
+        sys.modules.pop(old, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new)
+        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
+    sys.modules.pop("rmtl.tune")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import rmtl.tune  # noqa: F401  (an import statement: the warning points at this line)
+    assert [w.filename for w in caught] == [__file__]
+    vars(rmtl).pop("report", None)  # the imports above bound the old name as the package's attribute
+    with pytest.warns(DeprecationWarning, match="rmtl.lab.report"):
+        assert rmtl.report is importlib.import_module("rmtl.lab.report")
+    with pytest.raises(AttributeError):
+        rmtl.no_such_module  # noqa: B018
+
+
+def test_jobs_option_and_key_still_mean_processes(tmp_path, capsys):
+    from rmtl.lab.run import RunConfig, load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text("[run]\njobs = 2\n")
+    with pytest.warns(DeprecationWarning, match="'jobs' is now 'processes'"):
+        assert RunConfig(**load_config(str(path))).resolved().processes == 2
+    assert main(["run", "--jobs", "0"]) == 2  # the old option reaches the same check
+    err = capsys.readouterr().err
+    assert "--jobs is now --processes" in err and "processes: expected a positive number" in err

@@ -3,10 +3,10 @@ stage 3 (the wrapped reward is tested with the environment), critic output bias 
 PyTorch's default."""
 import numpy as np
 import pytest
+from test_agent import make_agent, session_data
 
 import rmtl
 from rmtl.agent import AUTHORS
-from test_agent import make_agent, session_data
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +97,9 @@ def test_compat_authors_accepts_the_authors_modules_and_refuses_ple_paper(splits
 
 
 def test_run_config_with_compat_authors_refuses_ple_paper():
-    from rmtl.job import JobConfig
+    from rmtl.lab.run import RunConfig
     with pytest.raises(ValueError, match="use 'ple'"):
-        JobConfig(models=("esmm", "ple_paper"), rmtl_models=(), compat="authors").resolved()
+        RunConfig(models=("esmm", "ple_paper"), rmtl_models=(), compat="authors").resolved()
     with pytest.raises(ValueError, match="use 'ple'"):
-        JobConfig(models=("esmm",), rmtl_models=("PLE_paper",), compat="authors").resolved()
-    assert JobConfig(models=("ple_paper",), rmtl_models=()).resolved().models == ("ple_paper",)
+        RunConfig(models=("esmm",), rmtl_models=("PLE_paper",), compat="authors").resolved()
+    assert RunConfig(models=("ple_paper",), rmtl_models=()).resolved().models == ("ple_paper",)

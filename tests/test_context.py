@@ -3,16 +3,16 @@ leakage, each mode reaching the critics and/or the backbone (also through the C 
 loops), the synthetic momentum knob, and the checks on user-given inputs."""
 import numpy as np
 import pytest
+from conftest import optional, random_session_data
 
 import rmtl
 from rmtl.agent import RMTL
 from rmtl.context import context_names, session_context, with_context
 from rmtl.datasets import synthetic
 
-from conftest import optional, random_session_data
-
 optional("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 FAST = settings(derandomize=True, max_examples=40, deadline=None, database=None,
@@ -251,18 +251,19 @@ def test_the_core_checks_extra_and_the_critics_width():
 
 
 def test_run_settings_take_a_context(monkeypatch):
-    from rmtl import cli, job
+    from rmtl.lab import cli
+    from rmtl.lab import run as job
 
-    assert job.JobConfig(context="both").resolved().context == "both"
+    assert job.RunConfig(context="both").resolved().context == "both"
     with pytest.raises(ValueError, match="^context"):
-        job.JobConfig(context="actor").resolved()
+        job.RunConfig(context="actor").resolved()
     seen = []
 
     def stop(config):
         seen.append(config)
         raise SystemExit
 
-    monkeypatch.setattr(job, "run_job", stop)
+    monkeypatch.setattr(cli, "run", stop)
     with pytest.raises(SystemExit):
         cli.main(["run", "--context", "critic", "--no-progress"])
     assert seen[0].context == "critic"

@@ -2,13 +2,13 @@
 trained one passes, and a comparison with a flagged row is never starred."""
 import numpy as np
 import pytest
-
-import rmtl
-from rmtl import convergence, report
-from rmtl.experiments import ExperimentResult
-from rmtl.train import History
 from test_agent import NET, session_data
 from test_experiments import TINY
+
+import rmtl
+from rmtl.lab import convergence, report
+from rmtl.lab.experiment import ExperimentResult
+from rmtl.train import History
 
 
 @pytest.fixture(scope="module")

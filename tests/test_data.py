@@ -1,9 +1,9 @@
 """SessionData: validation, sessions, split, batches, files."""
 import numpy as np
 import pytest
+from conftest import random_session_data
 
 import rmtl
-from conftest import random_session_data
 
 
 def tiny(**over):

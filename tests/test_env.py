@@ -3,11 +3,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import optional, random_session_data
 
 import rmtl
 from rmtl.env import SessionEnv, VecSessionEnv
-
-from conftest import optional, random_session_data
 
 CLIP = np.log(np.float32(1e-4))
 

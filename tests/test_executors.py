@@ -11,14 +11,14 @@ import threading
 import time
 
 import pytest
-
-import rmtl
-from rmtl import _ray, _threads
-from rmtl.cli import main
-from rmtl.jobs import Job, graph
-from rmtl.sweep import load_sweep
 from conftest import require
 from test_agent import FAST, NET, session_data
+
+import rmtl
+from rmtl.lab import _ray, _threads
+from rmtl.lab.cli import main
+from rmtl.lab.graph import Job, graph
+from rmtl.lab.sweep import load_sweep
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)
 TINY.pop("progress")
@@ -100,13 +100,13 @@ def test_ray_gives_the_serial_records(cluster, splits, serial):
 
 
 def test_ray_tasks_read_the_data_from_the_object_store(cluster, splits):
-    from rmtl._ray import RayBackend
+    from rmtl.lab._ray import RayExecutor
 
     @cluster.remote
     def flags(data):
         return [(a.flags.writeable, a.flags.owndata) for d in data for a in (d.sparse, d.dense, d.labels)]
 
-    runner = RayBackend(splits, threads=1)
+    runner = RayExecutor(splits, threads=1)
     assert set(cluster.get(flags.remote(runner.data))) == {(False, False)}  # views of shared memory
 
 
@@ -156,17 +156,17 @@ def test_killed_ray_worker_is_retried_and_changes_nothing(cluster, splits, seria
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's workers in /proc")
 def test_tune_trial_whose_worker_dies_resumes_from_its_checkpoint(cluster, splits, tmp_path):
-    import rmtl.tune
+    import rmtl.lab.tune
 
     # two identical trials, with a stage 2 long enough to be killed in
-    space = rmtl.tune.search_space({"backbone": "esmm", "backbone_kwargs": NET, **TINY, "critic_epochs": 20,
+    space = rmtl.lab.tune.search_space({"backbone": "esmm", "backbone_kwargs": NET, **TINY, "critic_epochs": 20,
                                     "lam": 0.5, "weighting": {"grid": ["rmtl", "rmtl"]}})
 
     def stage1_checkpoint_recorded():  # the driver logged iteration 3: stage 1's end, with its checkpoint
         return any(len(f.read_text().splitlines()) >= 3 for f in tmp_path.glob("*/*/result.json"))
 
-    grid, killed = _killing(stage1_checkpoint_recorded, b"ray::ImplicitFunc", lambda: rmtl.tune.run(
-        rmtl.tune.three_stages, splits, space, scheduler="fifo", storage_path=str(tmp_path)))
+    grid, killed = _killing(stage1_checkpoint_recorded, b"ray::ImplicitFunc", lambda: rmtl.lab.tune.run(
+        rmtl.lab.tune.three_stages, splits, space, scheduler="fifo", storage_path=str(tmp_path)))
     assert killed and not grid.errors
     assert list(tmp_path.glob("*/*/error.txt"))  # a trial failed ...
     # ... and went on from its checkpoint: iteration 3 restored, stage 1's end reported again
@@ -215,11 +215,11 @@ def test_sweep_of_stage_1_runs_four_tune_trials_and_writes_the_table(cluster, tm
 
 
 def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(_threads, "available_cores", lambda: 2)  # --jobs 2: 1 thread per job, as on Ray
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)  # --processes 2: 1 thread per job, as on Ray
     argv = ["run", "--models", "esmm", "--n-users", "300", "--seeds", "1", "--epochs", "2", "--critic-epochs", "1",
             "--no-progress"]
     tables = []
-    for where in (["--ray"], ["--jobs", "2", "--resume", str(tmp_path)]):
+    for where in (["--ray"], ["--processes", "2", "--resume", str(tmp_path)]):
         assert main(argv + where) == 0
         tables.append(capsys.readouterr().out.split("\n", 1)[1])
     assert "RMTL-ESMM" in tables[0] and tables[0] == tables[1]

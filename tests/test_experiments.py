@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 from scipy import stats
+from test_agent import FAST, NET, session_data
 
 import rmtl
-from rmtl.experiments import ExperimentResult, holm
-from test_agent import FAST, NET, session_data
+from rmtl.lab.experiment import ExperimentResult, holm
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)
 TINY.pop("progress")
@@ -79,7 +79,7 @@ def test_table_reports_critic_effect_against_continued_with_holm():
 def test_primary_family_detectable_effect_by_hand():
     """The detectable effect and the seeds for 0.001 use the spread of the paired critic
     effect and the strictest Holm level, 0.05 / 2 here (AUC and logloss of one task)."""
-    from rmtl import stats as rstats
+    from rmtl.lab import stats as rstats
 
     rows = {r["variant"]: r for r in ExperimentResult(control_records(), {}, {}).table()}
     sd = np.std([0.06 - 0.05, 0.07 - 0.06, 0.10 - 0.07], ddof=1)
@@ -201,7 +201,7 @@ def test_fixed_budget_trains_every_arm_the_same_epochs(splits):
 
 
 def test_per_seed_table_shows_each_arms_epochs_and_change():
-    from rmtl import report
+    from rmtl.lab import report
 
     records = [dict(r, kept_epoch=2 + r["seed"], epochs=4) for r in control_records()]
     md = report.per_seed(ExperimentResult(records, {}, {}))

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from test_models import FIELDS, batch, make
 
 import rmtl
-from test_models import FIELDS, batch, make
 
 
 def offsets(model):

@@ -10,7 +10,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +18,7 @@ DRIVER = textwrap.dedent('''
     import os, signal, sys
     import numpy as np
     sys.path.insert(0, {tests!r})
-    import rmtl, rmtl._io, rmtl.stages, rmtl.train
+    import rmtl, rmtl._io, rmtl._stages, rmtl.train
 
     mode, ckpt, out, spec = sys.argv[1:5]
     if spec != "none":  # "<signal>:<point>:<k>": send the signal at the k-th time the point is reached
@@ -55,7 +54,7 @@ DRIVER = textwrap.dedent('''
             wrap(rmtl._io, "_fsync_dir")
         elif point == "chunk":  # between training chunks of stages 1 and 3 and of stage 2
             wrap(rmtl.train.Trainer, "train_epoch")
-            wrap(rmtl.stages.CriticStage, "run")
+            wrap(rmtl._stages.CriticStage, "run")
     try:
         if mode == "fit":
             from test_agent import make_agent, session_data
@@ -65,7 +64,7 @@ DRIVER = textwrap.dedent('''
             preds += [c.predict(te.sparse, te.dense, te.labels[:, 0]) for c in agent.critics]
             np.save(out, np.concatenate([p.ravel() for p in preds]))
         else:
-            from rmtl.cli import main
+            from rmtl.lab.cli import main
             sys.exit(main(["run", "--models", "esmm", "--rmtl-models", "esmm", "--n-users", "250", "--seeds", "1",
                            "--epochs", "2", "--critic-epochs", "2", "--no-progress", "--resume", ckpt,
                            "--out", out]))

@@ -3,12 +3,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import optional, random_session_data
 
 import rmtl
 from rmtl._io import CorruptFileError, atomic_write
-from rmtl.cli import main
-
-from conftest import optional, random_session_data
+from rmtl.lab.cli import main
 
 
 def small_model():

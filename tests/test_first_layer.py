@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+from test_models import assert_adam_steps_match
 
 import rmtl
 from rmtl.critic import Critic
-from test_models import assert_adam_steps_match
 
 # field 3 has more codes than a batch has rows: its codes are all distinct in BATCHES["distinct"];
 # embed_dim 32 makes the automatic choice take the distinct codes for the small fields

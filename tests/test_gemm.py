@@ -141,7 +141,9 @@ def test_blas_info_and_switch():
 
 
 def test_env_variable_forces_builtin(tmp_path):
-    import subprocess, sys, os
+    import os
+    import subprocess
+    import sys
     env = dict(os.environ, RMTL_BLAS="builtin")
     out = subprocess.run([sys.executable, "-c", "import rmtl; print(rmtl.blas_info()['backend'])"],
                          env=env, capture_output=True, text=True, check=True, cwd=tmp_path)

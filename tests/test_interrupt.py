@@ -6,13 +6,12 @@ import os
 import sys
 
 import pytest
+from conftest import optional
+from test_agent import FAST, NET, session_data
 
 import rmtl
 import rmtl.train
-from rmtl.cli import main
-
-from conftest import optional
-from test_agent import FAST, NET, session_data
+from rmtl.lab.cli import main
 
 TINY = ["--models", "sharedbottom", "esmm", "--rmtl-models", "esmm", "--n-users", "300", "--seeds", "1",
         "--epochs", "2", "--critic-epochs", "2", "--no-progress"]

@@ -4,11 +4,10 @@ import csv
 import json
 
 import pytest
-
-from rmtl.cli import main
-from rmtl.job import AUTO_MIN_STEPS, PRESETS, JobConfig, describe_budgets, load_config
-
 from conftest import optional
+
+from rmtl.lab.cli import main
+from rmtl.lab.run import AUTO_MIN_STEPS, PRESETS, RunConfig, describe_budgets, load_config
 
 optional("matplotlib", "plots")  # --out writes plots
 
@@ -71,36 +70,36 @@ def test_run_is_reproducible(tmp_path):
 def test_config_file_and_options(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('[run]\nmodels = ["esmm"]\nrmtl_models = []\nlam = 0.5\nseeds = 4\n')
-    c = JobConfig(**load_config(str(path))).resolved()
+    c = RunConfig(**load_config(str(path))).resolved()
     assert c.models == ("esmm",) and c.lam == 0.5 and c.seeds == 4 and c.n_users == PRESETS["quick"]["n_users"]
     assert c.min_steps == AUTO_MIN_STEPS and c.init_output_bias is None
-    kw = JobConfig(min_steps=0, init_output_bias="prior", compat="authors").resolved().rmtl_kwargs()
+    kw = RunConfig(min_steps=0, init_output_bias="prior", compat="authors").resolved().rmtl_kwargs()
     assert kw["min_steps"] == 0 and kw["init_output_bias"] == "prior" and kw["compat"] == "authors"
     with pytest.raises(ValueError, match="init_output_bias"):
-        JobConfig(init_output_bias="zero").resolved()
-    paper = JobConfig(preset="paper").resolved()
+        RunConfig(init_output_bias="zero").resolved()
+    paper = RunConfig(preset="paper").resolved()
     assert paper.epochs == 100 and paper.critic_epochs == 96 and paper.seeds == 5
 
 
 def test_explicit_epochs_are_never_raised_by_the_floor():
     """The automatic step floor applies to stage 1 only, and only when neither --epochs nor
     --min-steps is given; the budgets say what each stage runs."""
-    auto = JobConfig().resolved()
+    auto = RunConfig().resolved()
     assert auto.min_steps == AUTO_MIN_STEPS and auto.early_stopping == "logloss"
     b = auto.budgets(2000)  # one step per epoch at batch 2048: the floor raises 12 epochs to 500
     assert b["stage1"]["most_epochs"] == 500 and b["stage3"]["epochs"] == 12
     assert "500-step floor raising them to 500" in describe_budgets(b)
-    four = JobConfig(epochs=4).resolved()
+    four = RunConfig(epochs=4).resolved()
     assert four.min_steps == 0 and four.budgets(2000)["stage1"]["most_epochs"] == 4
     assert four.rmtl_kwargs()["epochs"] == 4 and four.budgets(2000)["stage3"]["epochs"] == 4
-    both = JobConfig(epochs=4, min_steps=10).resolved()  # both explicit: the header says so
+    both = RunConfig(epochs=4, min_steps=10).resolved()  # both explicit: the header says so
     assert "10-step floor raising them to 10" in describe_budgets(both.budgets(2000))
-    authors = JobConfig(compat="authors", models=("esmm",), rmtl_models=("esmm",)).resolved()
+    authors = RunConfig(compat="authors", models=("esmm",), rmtl_models=("esmm",)).resolved()
     assert authors.min_steps == 0 and authors.early_stopping == "auc"
-    fixed = JobConfig(budget="fixed", finetune_epochs=3).resolved()
+    fixed = RunConfig(budget="fixed", finetune_epochs=3).resolved()
     assert "every arm exactly 3 epochs" in describe_budgets(fixed.budgets(2000))
     with pytest.raises(ValueError, match="controls"):
-        JobConfig(controls=("continued", "shuffled")).resolved()
+        RunConfig(controls=("continued", "shuffled")).resolved()
 
 
 def test_bad_config_key_exits_2(tmp_path, capsys):

@@ -5,12 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from rmtl.datasets import (DataFormatError, load_kuairand, read_user_features, read_video_features,
-                           synthetic, write_kuairand)
-from rmtl.datasets.kuairand import FIELDS, LOG_HEADER, LOGS
-
 from conftest import optional, shared_dir
+
+from rmtl.datasets import (
+    DataFormatError,
+    load_kuairand,
+    read_user_features,
+    read_video_features,
+    synthetic,
+    write_kuairand,
+)
+from rmtl.datasets.kuairand import FIELDS, LOG_HEADER, LOGS
 
 optional("pyarrow", "data")
 

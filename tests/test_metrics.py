@@ -3,11 +3,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import optional
 
 import rmtl
 from rmtl import metrics
-
-from conftest import optional
 
 
 def sk():

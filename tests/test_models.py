@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import rmtl
-from conftest import require_torch
 
 SMALL = dict(embed_dim=6, bottom_dims=(12, 8), tower_dims=(7, 5), dropout=0.0)
 FIELDS = (5, 7, 3)

@@ -1,8 +1,6 @@
 """Prediction with the first layers read from per-code tables equals the plain products."""
 import numpy as np
 import pytest
-
-import rmtl
 from test_models import CASES, FIELDS, batch, make
 
 

@@ -1,11 +1,11 @@
 """init_output_bias="prior": every task's output starts at the logit of its training rate."""
 import numpy as np
 import pytest
+from test_agent import FAST, NET
 
 import rmtl
-from rmtl import convergence
+from rmtl.lab import convergence
 from rmtl.prior import output_bias_keys, set_output_prior
-from test_agent import FAST, NET
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 """ReplayBuffer and collect: stored transitions, sampling, persistence, the behaviour policies."""
 import numpy as np
 import pytest
+from conftest import random_session_data
+from test_env import bce_reward, hand_data
 
 import rmtl
 import rmtl.replay
 from rmtl.env import SessionEnv
 from rmtl.replay import ReplayBuffer, collect
-
-from conftest import random_session_data
-from test_env import bce_reward, hand_data
 
 
 def filled(capacity=1000, seed=0, n=50, T=2):

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import optional
 
 import rmtl
 from rmtl.datasets import DataFormatError, load_retailrocket, synthetic, write_retailrocket
-
-from conftest import optional
 
 optional("pyarrow", "data")
 

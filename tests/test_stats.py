@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from rmtl import stats
+from rmtl.lab import stats
 
 
 def test_paired_mean_ci_and_p_by_hand():

@@ -1,4 +1,4 @@
-"""The critic-effect study (rmtl.study): rows built from hand-made results (pairing by seed,
+"""The critic-effect study (rmtl.lab.study): rows built from hand-made results (pairing by seed,
 CIs and p-values against scipy, Holm over the primary family only), the config's checks, the
 JSON round trip, the heat maps, the command line and a tiny real grid end to end."""
 import importlib.util
@@ -10,10 +10,20 @@ import pytest
 from scipy import stats
 
 from rmtl import CorruptFileError
-from rmtl.experiments import ExperimentResult
-from rmtl.stats import holm
-from rmtl.study import (COMPARISONS, Axis, Cell, SavedStudy, StudyConfig, load_study, run_study, save_study,
-                        study_markdown, study_rows)
+from rmtl.lab.experiment import ExperimentResult
+from rmtl.lab.stats import holm
+from rmtl.lab.study import (
+    COMPARISONS,
+    Axis,
+    Cell,
+    SavedStudy,
+    StudyConfig,
+    load_study,
+    run_study,
+    save_study,
+    study_markdown,
+    study_rows,
+)
 
 SEEDS = (3, 1, 2, 0)  # records out of seed order: rows must pair by seed, not by position
 SHIFT = {"baseline": -0.02, "continued": 0.0, "static": 0.001, "permuted": -0.001}
@@ -155,7 +165,7 @@ def test_json_round_trip(tmp_path):
 
 def test_heat_maps_draw_every_cell_with_its_annotation():
     pytest.importorskip("matplotlib")
-    from rmtl.plots import effect_maps
+    from rmtl.lab.plots import effect_maps
 
     cells = [Cell({"momentum": m, "context": c}, c, result(UP if m else FLAT, flags=["overfit"] * (c == "both")))
              for m in (0.0, 0.6) for c in ("none", "critic", "both")]

@@ -5,7 +5,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import optional
 
 ROOT = Path(__file__).resolve().parents[1]

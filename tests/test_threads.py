@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_session_data
 
 import rmtl
 from rmtl import _core
-
-from conftest import random_session_data
 
 PACKAGE_DIR = Path(rmtl.__file__).resolve().parents[1]  # the rmtl under test: installed, or built in place
 TESTS = Path(__file__).resolve().parent
@@ -112,6 +111,7 @@ for _ in range(40):
 def core_objects():
     """Every core type with arguments that build it."""
     import dataclasses
+
     from rmtl.datasets.synth import _PY_ONLY
     data = random_session_data()
     fd = np.asarray(data.field_dims, np.int32)

@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import random_session_data
 
 import rmtl
-from conftest import random_session_data
 
 SMALL = dict(embed_dim=8, bottom_dims=(16, 8), tower_dims=(8,), dropout=0.1)
 

@@ -7,6 +7,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from .. import _io
+
 
 class DataFormatError(ValueError):
     """A raw data file does not have the expected format.
@@ -220,11 +222,9 @@ def write_csv(path: str, header: Sequence[str], columns: Sequence[object],
               chunk: int = 2_000_000) -> None:
     """Write a header line and rows (see write_rows), chunk rows at a time to bound memory;
     atomically."""
-    from .._io import atomic_write
-
     def write(f) -> None:
         f.write((",".join(header) + "\n").encode())
         for lo in range(0, len(columns[0]), chunk):
             write_rows(f, [c.slice(lo, chunk) for c in columns])
 
-    atomic_write(path, write)
+    _io.atomic_write(path, write)

@@ -10,7 +10,7 @@ validation metrics and read the test ones of the winner.
 Use them with the data in Ray's object store once::
 
     from ray import tune
-    trainable = tune.with_parameters(rmtl.tune.three_stages, data=(train, valid, test))
+    trainable = tune.with_parameters(rmtl.lab.tune.three_stages, data=(train, valid, test))
     tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
                        param_space={"backbone": "esmm", "lam": tune.uniform(0.1, 1.0)}, ...)
 
@@ -27,11 +27,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ..agent import RMTL
+from ..data import SessionData
+from ..metrics import evaluate
+from ..models import Backbone, create
 from . import _ray, _threads
-from .agent import RMTL
-from .data import SessionData
-from .metrics import evaluate
-from .models import Backbone, create
 
 __all__ = ["pretrain", "three_stages", "run", "search_space", "SCHEDULERS"]
 

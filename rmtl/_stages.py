@@ -8,11 +8,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import _core, _progress
-from .checkpoint import Checkpoint
+from ._checkpoint import Checkpoint
 from .config import RMTLConfig
 from .critic import Critic
 from .data import SessionData, row_order
 from .models import Backbone, create
+from .replay import ReplayBuffer, collect
 from .train import NonFiniteLossError, chunks
 
 __all__ = ["CriticStage"]
@@ -123,8 +124,6 @@ class CriticStage:
     def open_buffer(self) -> Any:
         """The replay buffer: reloaded from the checkpoint, or filled by replaying every
         training session with the behaviour policy; critics go to training mode."""
-        from .replay import ReplayBuffer, collect
-
         c, ckpt = self.config, self.checkpoint
         for critic in self.critics:
             critic.train()

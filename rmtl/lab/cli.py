@@ -8,9 +8,19 @@ one line and exits with status 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
 import os
+import subprocess
 import sys
 from typing import List, Optional
+
+from ..data import SessionData
+from ..datasets import load_kuairand, load_retailrocket
+from ..models import BACKBONES
+from .run import AUTO_MIN_STEPS, DATASETS, PRESETS, RunConfig, describe_budgets, load_config, run
+from .sweep import describe_best, load_sweep
+from .sweep import run_sweep as sweep
 
 __all__ = ["main", "build_parser"]
 
@@ -35,9 +45,6 @@ def add_prepare(sub: "argparse._SubParsersAction") -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Load, save and print a short summary."""
-    from .data import SessionData
-    from .datasets import load_kuairand, load_retailrocket
-
     vocab = None
     if args.vocab_from:
         vocab = SessionData.load(args.vocab_from).vocab
@@ -58,10 +65,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def add_run(sub: "argparse._SubParsersAction") -> None:
     """``run``: the paper's experiment (baselines and RMTL over seeds) and its table."""
-    from .job import AUTO_MIN_STEPS, DATASETS, PRESETS, JobConfig
-    from .models import BACKBONES
 
-    d, quick, paper = JobConfig(), PRESETS["quick"], PRESETS["paper"]
+    d, quick, paper = RunConfig(), PRESETS["quick"], PRESETS["paper"]
     p = sub.add_parser(
         "run", help="run the paper's experiment and print the results table",
         description="Train the baselines and RMTL (pretrain, critics, weighted fine-tuning) over several "
@@ -128,8 +133,9 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
                    "options with underscores, e.g. rmtl_models = [\"esmm\"]); options given here win")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--jobs", type=int, metavar="N", help="run the experiment's jobs (stage 1, stage 2, each "
-                       "stage-3 variant per seed and backbone) in N local processes, each with cores/N threads")
+    where.add_argument("--processes", type=int, metavar="N", help="run the experiment's jobs (stage 1, stage 2, "
+                       "each stage-3 variant per seed and backbone) in N local processes, each with cores/N threads")
+    where.add_argument("--jobs", type=int, dest="jobs", help=argparse.SUPPRESS)  # the old name of --processes
     where.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS", help="run the jobs as tasks on a Ray "
                        "cluster, one CPU each: ADDRESS (e.g. auto, or head-node:6379), or without it the cluster "
                        "ray.init() finds ($RAY_ADDRESS, a `ray start` on this machine) or a new local one; "
@@ -139,22 +145,23 @@ def add_run(sub: "argparse._SubParsersAction") -> None:
 
 def run_run(args: argparse.Namespace) -> int:
     """Resolve the settings (defaults < config file < options), run, print the table."""
-    from .job import JobConfig, describe_budgets, load_config, run_job
-
     settings = load_config(args.config) if args.config else {}
     for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
                  "finetune_epochs", "critic_epochs", "min_steps", "early_stopping", "budget", "controls",
-                 "init_output_bias", "compat", "context", "n_users", "out", "resume", "jobs", "ray"):
+                 "init_output_bias", "compat", "context", "n_users", "out", "resume", "processes", "ray"):
         value = getattr(args, name)
         if value is not None:
             settings[name] = tuple(value) if isinstance(value, list) else value
+    if args.jobs is not None:
+        print("rmtl run: --jobs is now --processes (--jobs goes in the next release)", file=sys.stderr)
+        settings["processes"] = args.jobs
     if args.no_progress:
         settings["progress"] = False
     try:
-        config = JobConfig(**settings)
+        config = RunConfig(**settings)
     except TypeError as e:
         raise ValueError(f"--config: {e}") from e
-    job = run_job(config)
+    job = run(config)
     c = job.config
     print(f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, output bias "
           f"{c.init_output_bias or 'default'}, session context {c.context or 'none'}"
@@ -186,10 +193,6 @@ def add_sweep(sub: "argparse._SubParsersAction") -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """Read the file, run the search, print the table and the best trial."""
-    import dataclasses
-
-    from .sweep import describe_best, load_sweep, run_sweep as sweep
-
     config = load_sweep(args.config)
     config = dataclasses.replace(config, out=args.out or config.out, ray=args.ray or config.ray)
     result = sweep(config)
@@ -214,9 +217,6 @@ def add_bench(sub: "argparse._SubParsersAction") -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run each selected script in its own process; the first failure's status is returned."""
-    import glob
-    import subprocess
-
     scripts = sorted(glob.glob(os.path.join(args.dir, "bench_*.py")))
     if not scripts:
         raise FileNotFoundError(f"--dir: no bench_*.py in {args.dir!r}; run from a source checkout of rmtl")

@@ -6,7 +6,7 @@ import contextlib
 import os
 from typing import Iterator, Optional
 
-from .backend import get_num_threads, set_num_threads
+from ..backend import get_num_threads, set_num_threads
 
 
 def available_cores() -> int:

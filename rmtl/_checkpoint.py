@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Mapping, Tuple
 import numpy as np
 
 from ._io import CorruptFileError, open_npz, save_npz, write_json
+from .critic import Critic
 from .data import SessionData
 from .models import _build_saved
 
@@ -121,8 +122,6 @@ class Checkpoint:
 
 
 def _config_key(net: Any) -> str:
-    from .critic import Critic
-
     return "critic_config" if isinstance(net, Critic) else "config"
 
 

@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .data import SessionData
-from .metrics import bce_rows
+from ..data import SessionData
+from ..metrics import bce_rows
 
 __all__ = ["check", "summary", "prior_logloss", "ADVICE", "PLATEAU_TOL", "CALIBRATION_TOL", "IMPROVING_TOL",
            "OVERFIT_Z"]

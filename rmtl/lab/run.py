@@ -11,20 +11,26 @@ import os
 import platform
 import sys
 import time
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+import scipy
 
-from . import _progress, report
-from ._io import atomic_write, write_json, write_text
-from .config import CHOICES, COUNT, RMTLConfig, check
-from .context import CONTEXT_MODES, with_context
-from .data import SessionData
-from .experiments import ExperimentResult, experiment
-from .jobs import BUDGETS, CONTROLS
-from .models import BACKBONES, check_compat
+from .. import __version__, _progress
+from .._io import atomic_write, write_json, write_text
+from ..backend import blas_info
+from ..config import CHOICES, COUNT, RMTLConfig, check
+from ..context import CONTEXT_MODES, with_context
+from ..data import SessionData
+from ..datasets import load_kuairand, load_retailrocket, synthetic
+from ..models import BACKBONES, check_compat
+from . import plots, report
+from ._ray import connect
+from .experiment import ExperimentResult, experiment
+from .graph import BUDGETS, CONTROLS
 
-__all__ = ["JobConfig", "describe_budgets", "PRESETS", "load_config", "config_from_table", "run_job", "load_dataset"]
+__all__ = ["RunConfig", "describe_budgets", "PRESETS", "load_config", "config_from_table", "run", "load_dataset"]
 
 _REF = RMTLConfig()
 
@@ -54,7 +60,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 
 @dataclasses.dataclass
-class JobConfig:
+class RunConfig:
     """Everything that defines a run; ``--config FILE.toml`` keys are these field names.
 
     ``epochs``, ``critic_epochs``, ``n_users`` and ``seeds`` default to the preset's
@@ -78,7 +84,7 @@ class JobConfig:
     the run's checkpoint directory (created if missing, continued if it holds a run of the
     same settings): every job saves its stages there and a rerun (or a job Ray retries)
     resumes from the last finished stage; on a cluster it must be storage every node sees.
-    ``jobs`` runs the experiment's jobs in that many local processes; ``ray`` on a Ray
+    ``processes`` runs the experiment's jobs in that many local processes; ``ray`` on a Ray
     cluster (True: the one ``ray.init()`` finds or a new local one; a string: its address);
     neither: one after another in this process.
     """
@@ -106,10 +112,10 @@ class JobConfig:
     out: Optional[str] = None
     resume: Optional[str] = None
     progress: bool = True
-    jobs: Optional[int] = None
+    processes: Optional[int] = None
     ray: Union[None, bool, str] = None
 
-    def resolved(self) -> "JobConfig":
+    def resolved(self) -> "RunConfig":
         """A copy with preset defaults filled in and every value checked."""
         if self.preset not in PRESETS:
             raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {self.preset!r}")
@@ -154,9 +160,9 @@ class JobConfig:
         if c.context not in CONTEXT_MODES:
             raise ValueError(f"context: expected one of {list(CONTEXT_MODES)}, got {c.context!r}")
         c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
-        if c.jobs is not None and (c.jobs < 1 or c.ray):
-            raise ValueError(f"jobs: expected a positive number of processes and no ray, got jobs={c.jobs}, "
-                             f"ray={c.ray!r}")
+        if c.processes is not None and (c.processes < 1 or c.ray):
+            raise ValueError(f"processes: expected a positive number of processes and no ray, got "
+                             f"processes={c.processes}, ray={c.ray!r}")
         if c.dataset != "synthetic" and c.data is None:
             raise ValueError(f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)")
         if c.data is not None and not os.path.exists(c.data):
@@ -166,11 +172,9 @@ class JobConfig:
     def executor(self) -> Any:
         """The ``executor`` argument of :func:`rmtl.experiment`; with ``ray``, connects first."""
         if self.ray:
-            from ._ray import connect
-
             connect(None if self.ray is True else self.ray)
             return "ray"
-        return self.jobs
+        return self.processes
 
     def rmtl_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
@@ -198,7 +202,7 @@ class JobConfig:
 
 
 def describe_budgets(b: Mapping[str, Mapping[str, Any]]) -> str:
-    """:meth:`JobConfig.budgets` in one line, for the run's header."""
+    """:meth:`RunConfig.budgets` in one line, for the run's header."""
     s1, s3 = b["stage1"], b["stage3"]
     floor = (f", a {s1['min_steps']}-step floor raising them to {s1['most_epochs']}"
              if s1["most_epochs"] > s1["epochs"] else "")
@@ -220,43 +224,44 @@ def read_toml(path: str) -> Dict[str, Any]:
 
 
 def load_config(path: str) -> Dict[str, Any]:
-    """The [run] table (or the top level) of a TOML file as JobConfig keyword arguments;
+    """The [run] table (or the top level) of a TOML file as RunConfig keyword arguments;
     unknown keys are an error naming them."""
     raw = read_toml(path)
     return config_from_table(raw.get("run", raw), path)
 
 
 def config_from_table(table: Mapping[str, Any], path: str) -> Dict[str, Any]:
-    """A TOML table as JobConfig keyword arguments; unknown keys are an error naming them."""
-    known = {f.name for f in dataclasses.fields(JobConfig)}
+    """A TOML table as RunConfig keyword arguments; unknown keys are an error naming them.
+    The key ``jobs`` (renamed ``processes``) still works, with a DeprecationWarning."""
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    if "jobs" in table and "processes" not in table:
+        warnings.warn(f"{path}: the key 'jobs' is now 'processes' ('jobs' goes in the next release)",
+                      DeprecationWarning, stacklevel=3)
+        table = {("processes" if k == "jobs" else k): v for k, v in table.items()}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
 
 
-def load_dataset(c: JobConfig) -> SessionData:
+def load_dataset(c: RunConfig) -> SessionData:
     """The job's dataset: generated, a prepared .npz file, or a raw directory."""
     if c.dataset == "synthetic":
         if c.data is not None:
             return SessionData.load(c.data)
-        from .datasets import synthetic
-
         return synthetic("retailrocket", n_users=c.n_users, seed=c.data_seed)
     if os.path.isfile(c.data):
         return SessionData.load(c.data)
-    from .datasets import load_kuairand, load_retailrocket
-
     return load_retailrocket(c.data) if c.dataset == "retailrocket" else load_kuairand(c.data)
 
 
 @dataclasses.dataclass
-class JobResult:
+class RunResult:
     """The experiment's result, the resolved config, diagnostics of the first seed, the wall
-    time and what each stage's budget was (:meth:`JobConfig.budgets`)."""
+    time and what each stage's budget was (:meth:`RunConfig.budgets`)."""
 
     result: ExperimentResult
-    config: JobConfig
+    config: RunConfig
     diagnostics: Dict[str, Dict[str, Any]]
     seconds: float
     budgets: Dict[str, Dict[str, Any]]
@@ -266,8 +271,8 @@ class JobResult:
         return report.to_markdown(self.result)
 
 
-def run_job(config: JobConfig) -> JobResult:
-    """Run the experiment of ``config`` (see :class:`JobConfig`); with ``config.out`` also
+def run(config: RunConfig) -> RunResult:
+    """Run the experiment of ``config`` (see :class:`RunConfig`); with ``config.out`` also
     write the table (Markdown, CSV, JSON), ``config.json`` and the plots there."""
     c = config.resolved()
     if c.out is not None:
@@ -295,7 +300,7 @@ def run_job(config: JobConfig) -> JobResult:
                         backbone_kwargs=PRESETS[c.preset]["backbone"], rmtl_kwargs=c.rmtl_kwargs(),
                         on_agent=observe, executor=c.executor(), checkpoint_dir=c.resume, budget=c.budget)
     bar.close()
-    job = JobResult(result, c, diagnostics, time.perf_counter() - t0, c.budgets(len(train)))
+    job = RunResult(result, c, diagnostics, time.perf_counter() - t0, c.budgets(len(train)))
     if c.out is not None:
         write_outputs(job, test)
     return job
@@ -322,7 +327,7 @@ def check_out(out: str) -> None:
         raise PermissionError(f"--out: {out} is not writable")
 
 
-def claim_checkpoint_dir(c: JobConfig) -> None:
+def claim_checkpoint_dir(c: RunConfig) -> None:
     """Record the settings that decide the run in ``c.resume``/job.json, or refuse a
     directory that holds a run with other settings."""
     os.makedirs(c.resume, exist_ok=True)
@@ -342,16 +347,12 @@ def claim_checkpoint_dir(c: JobConfig) -> None:
 
 def environment() -> Dict[str, str]:
     """Versions that decide the numbers: Python, rmtl, NumPy, SciPy, the BLAS in use."""
-    import scipy
-
-    from . import __version__, blas_info
-
     return {"python": sys.version.split()[0], "platform": platform.platform(), "rmtl": __version__,
             "numpy": np.__version__, "scipy": scipy.__version__, "blas": json.dumps(blas_info())}
 
 
-def write_outputs(job: JobResult, test: SessionData) -> List[str]:
-    """Write results.md (the table, then :func:`rmtl.report.per_seed`), results.csv/.json,
+def write_outputs(job: RunResult, test: SessionData) -> List[str]:
+    """Write results.md (the table, then :func:`rmtl.lab.report.per_seed`), results.csv/.json,
     config.json and the PNG plots into ``job.config.out``; returns the paths written."""
     out = job.config.out
     os.makedirs(out, exist_ok=True)
@@ -376,8 +377,6 @@ def write_outputs(job: JobResult, test: SessionData) -> List[str]:
 
 
 def _figures(diag: Mapping[str, Mapping[str, Any]], test: SessionData) -> Dict[str, Any]:
-    from . import plots
-
     if not diag:
         return {}
     label = {m: BACKBONES[m].__name__ for m in diag}

@@ -11,7 +11,7 @@ stage-3 epochs as ``rmtl`` kept in the same seed (``budget="matched"``).
 controls (:data:`COMPARISONS`), paired by seed with mean, 95% confidence interval and raw
 p-value. Only the study's **primary family**, the critic effect on AUC and logloss of every
 cell and task, is Holm-adjusted (``<metric>_effect_p_holm``); every other p-value is
-exploratory. :func:`rmtl.plots.effect_maps` draws the rows as heat maps,
+exploratory. :func:`rmtl.lab.plots.effect_maps` draws the rows as heat maps,
 ``benchmarks/study_critic_effect.py`` runs the study from the command line.
 """
 from __future__ import annotations
@@ -22,15 +22,16 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import models, stats
-from ._io import CorruptFileError, write_text
-from .config import COUNT, NON_NEGATIVE_COUNT, RMTLConfig, Range
-from .context import with_context
-from .data import SessionData
-from .datasets import synthetic
-from .datasets.synth import PRESETS, SyntheticConfig
-from .experiments import ExperimentResult, experiment
-from .jobs import BUDGETS
+from .. import models
+from .._io import CorruptFileError, write_text
+from ..config import COUNT, NON_NEGATIVE_COUNT, Range, RMTLConfig
+from ..context import with_context
+from ..data import SessionData
+from ..datasets import synthetic
+from ..datasets.synth import PRESETS, SyntheticConfig
+from . import stats
+from .experiment import ExperimentResult, experiment
+from .graph import BUDGETS
 
 __all__ = ["Axis", "StudyConfig", "Cell", "Comparison", "COMPARISONS", "CONTEXT", "CONTEXTS", "KNOBS", "METRICS",
            "PRIMARY", "SavedStudy", "run_study", "study_rows", "study_markdown", "save_study", "load_study",
@@ -118,7 +119,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         for name in ("x", "y"):
             if not isinstance(getattr(self, name), Axis):
-                raise TypeError(f"{name}: expected an rmtl.study.Axis, got {getattr(self, name)!r}")
+                raise TypeError(f"{name}: expected an rmtl.lab.study.Axis, got {getattr(self, name)!r}")
         if self.x.knob == self.y.knob:
             raise ValueError(f"x, y: expected two different knobs, got {self.x.knob!r} twice")
         if self.context not in CONTEXTS:
@@ -249,7 +250,7 @@ def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = N
     ``permuted``); ``on_cell(cell)`` after each. Returns the cells in grid order. Consecutive
     cells with the same data (``y`` over the context) generate it once."""
     if not isinstance(config, StudyConfig):
-        raise TypeError(f"config: expected an rmtl.study.StudyConfig, got {type(config).__name__}")
+        raise TypeError(f"config: expected an rmtl.lab.study.StudyConfig, got {type(config).__name__}")
     cells: List[Cell] = []
     overrides, parts = None, ()
     for at in config.grid():
@@ -270,7 +271,7 @@ def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = N
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """A paired comparison of a study row: ``variant`` minus another, read from the
-    ``key`` comparison of that variant's row in :meth:`rmtl.experiments.ExperimentResult.table`."""
+    ``key`` comparison of that variant's row in :meth:`rmtl.lab.experiment.ExperimentResult.table`."""
 
     name: str
     label: str
@@ -419,7 +420,7 @@ def load_study(path: "str | os.PathLike[str]") -> SavedStudy:
             rows = [{k: math.nan if v is None else v for k, v in r.items()} for r in doc["rows"]]
             return SavedStudy(StudyConfig.from_dict(doc["config"]), rows, doc["run"])
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise CorruptFileError(path, f"not a study written by rmtl.study.save_study ({e!r})") from None
+            raise CorruptFileError(path, f"not a study written by rmtl.lab.study.save_study ({e!r})") from None
 
 
 def grid_values(rows: Sequence[Mapping[str, Any]]) -> Tuple[Tuple[str, List[Any]], Tuple[str, List[Any]]]:

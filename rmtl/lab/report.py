@@ -1,6 +1,6 @@
 """Paper-style result tables: one row per model, AUC / Logloss / s-Logloss per task.
 
-Built from an :class:`rmtl.experiments.ExperimentResult`; written as Markdown (the
+Built from an :class:`rmtl.lab.experiment.ExperimentResult`; written as Markdown (the
 terminal and README form), CSV (one number per cell, for spreadsheets) and JSON.
 """
 from __future__ import annotations
@@ -11,13 +11,13 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
+from ..models import BACKBONES
 from . import convergence
-from .jobs import BASELINE, CONTROL, CONTROLS, METRICS
-from .models import BACKBONES
+from .graph import BASELINE, CONTROL, CONTROLS, METRICS
 from .stats import TARGET_EFFECT
 
 if TYPE_CHECKING:
-    from .experiments import ExperimentResult
+    from .experiment import ExperimentResult
 
 __all__ = ["paper_rows", "to_markdown", "per_seed", "to_csv", "to_json"]
 

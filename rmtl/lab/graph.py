@@ -10,6 +10,7 @@ its own seed, so the order and place of execution never change a number.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import os
 import tempfile
@@ -18,15 +19,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..agent import CRITIC_FREE, RMTL
+from ..critic import Critic
+from ..data import SessionData
+from ..metrics import evaluate
+from ..models import Backbone, create, load, save
+from ..train import History
 from . import _threads, convergence
-from .agent import CRITIC_FREE, RMTL
-from .critic import Critic
-from .data import SessionData
-from .metrics import evaluate
-from .models import Backbone, create, load, save
-from .train import History
 
-__all__ = ["Job", "JobOutput", "Settings", "graph", "run", "needs_critics", "load_critics", "agent_view",
+__all__ = ["Job", "JobOutput", "Settings", "Executor", "graph", "execute", "run_graph", "needs_critics", "load_critics", "agent_view",
            "CONTROLS", "BUDGETS"]
 
 METRICS = ("auc", "logloss", "s_logloss")
@@ -170,7 +171,7 @@ def graph(backbones: Sequence[str], rmtl_backbones: Sequence[str], seeds: Sequen
     return jobs
 
 
-def run(job: Job, settings: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
+def execute(job: Job, settings: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
     """Execute ``job`` on ``data`` = (train, valid, test) given the outputs of ``job.deps``."""
     t0 = time.perf_counter()
     with _threads.limit(settings.threads):
@@ -292,3 +293,60 @@ def _restore(load_fn: Callable[[str], Any], blob: bytes) -> Any:
         with open(path, "wb") as f:
             f.write(blob)
         return load_fn(path)
+
+
+class Executor:
+    """Where jobs run (:mod:`rmtl.lab.executors` has the kinds): ``submit`` returns a future of
+    the :class:`JobOutput`; ``handle`` turns a finished future into what dependent jobs
+    receive; ``capacity`` jobs are in flight at once."""
+
+    capacity: int = 1 << 30
+    threads: Optional[int] = None
+
+    def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
+        """Start ``job`` with the handles of its inputs (in ``job.deps`` order)."""
+        raise NotImplementedError
+
+    def handle(self, future: cf.Future) -> Any:
+        """What jobs depending on the finished ``future`` receive: its output here."""
+        return future.result()
+
+    def close(self) -> None:
+        """Release workers (cancelling what has not started)."""
+
+
+def run_graph(jobs: Sequence[Job], settings: Settings, runner: Executor,
+              on_done: Optional[Callable[[Job, Dict[Job, JobOutput]], None]] = None) -> Dict[Job, JobOutput]:
+    """Run ``jobs`` (a graph: every job's deps come before it) and return every output.
+
+    Ready jobs are submitted in list order up to the executor's capacity; ``on_done(job,
+    outputs)`` is called in this process as each job finishes. A failure (or Ctrl-C) cancels
+    the jobs not yet started and is raised."""
+    outputs: Dict[Job, JobOutput] = {}
+    handles: Dict[Job, Any] = {}
+    running: Dict[cf.Future, Job] = {}
+    waiting: List[Job] = list(jobs)
+    # bars from many workers would interleave: only a serial run shows them
+    settings = dataclasses.replace(settings, threads=runner.threads,
+                                   progress=settings.progress and runner.capacity == 1)
+    try:
+        while waiting or running:
+            for job in [j for j in waiting if all(d in outputs for d in j.deps)]:
+                if len(running) >= runner.capacity:
+                    break
+                waiting.remove(job)
+                running[runner.submit(job, settings, [handles[d] for d in job.deps])] = job
+            if not running:
+                missing = sorted({d.key for j in waiting for d in j.deps} - {j.key for j in jobs})
+                raise ValueError(f"jobs: inputs {missing} are not in the graph")
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: jobs.index(running[f])):
+                job = running.pop(future)
+                outputs[job], handles[job] = future.result(), runner.handle(future)
+                if on_done is not None:
+                    on_done(job, outputs)
+    finally:
+        for future in running:
+            future.cancel()
+        runner.close()
+    return outputs

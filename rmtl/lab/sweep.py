@@ -7,7 +7,7 @@ The file has three tables::
     models = ["esmm"]
     preset = "quick"
 
-    [search]   # what Tune varies: any rmtl.RMTL keyword, `seed`; see rmtl.tune.search_space
+    [search]   # what Tune varies: any rmtl.RMTL keyword, `seed`; see rmtl.lab.tune.search_space
     lam = {uniform = [0.2, 1.0]}
     weighting = {choice = ["rmtl", "label", "neg_q"]}
 
@@ -17,14 +17,18 @@ The file has three tables::
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import tempfile
 import time
 from typing import Any, Dict, List, Optional, Union
 
-from .job import PRESETS, JobConfig, config_from_table, environment, load_dataset, read_toml
+from . import tune
+from ._ray import connect
+from .run import PRESETS, RunConfig, config_from_table, environment, load_dataset, read_toml
 
 __all__ = ["SweepConfig", "load_sweep", "run_sweep", "SweepResult", "describe_best"]
 
@@ -41,7 +45,7 @@ class SweepConfig:
     ``max_failures`` times; ``ray`` as for ``rmtl run`` (True or an address; default: what
     ``ray.init()`` finds, or a new local cluster); ``out`` receives the results table."""
 
-    run: JobConfig = dataclasses.field(default_factory=JobConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
     search: Dict[str, Any] = dataclasses.field(default_factory=dict)
     trials: int = 1
     stages: int = 3
@@ -67,7 +71,7 @@ def load_sweep(path: str) -> SweepConfig:
     bad = sorted(set(tune) - known)
     if bad:
         raise ValueError(f"{path}: unknown key(s) {bad} in [tune]; expected some of {sorted(known)}")
-    run = JobConfig(**config_from_table(raw.get("run", {}), path))
+    run = RunConfig(**config_from_table(raw.get("run", {}), path))
     return SweepConfig(run=run, search=dict(raw.get("search", {})), **tune)
 
 
@@ -95,9 +99,6 @@ class SweepResult:
 
     def to_csv(self) -> str:
         """The trials as CSV text, best first."""
-        import csv
-        import io
-
         buf = io.StringIO()
         writer = csv.DictWriter(buf, self.columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -108,9 +109,6 @@ class SweepResult:
 def run_sweep(config: SweepConfig) -> SweepResult:
     """Run the search of ``config`` on Ray Tune; with ``config.out``, write results.md/.csv/.json
     and config.json there."""
-    from . import tune
-    from ._ray import connect
-
     c = dataclasses.replace(config, run=config.run.resolved())
     if c.stages not in (1, 3) or c.trials < 1:
         raise ValueError(f"stages, trials: expected stages 1 or 3 and trials >= 1, got {c.stages}, {c.trials}")

@@ -1,5 +1,5 @@
 """Experiments: backbones with and without RMTL over several seeds, run as a graph of jobs
-(:mod:`rmtl.jobs`) on any executor (:mod:`rmtl.executors`) and summarised with means,
+(:mod:`rmtl.lab.graph`) on any executor (:mod:`rmtl.lab.executors`) and summarised with means,
 standard deviations and paired t-tests against each backbone's own baseline.
 
 (The module is ``experiments``, plural, so that the function ``rmtl.experiment`` does not
@@ -13,14 +13,26 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from ..agent import RMTL, WEIGHTINGS
+from ..config import RMTLConfig
+from ..data import SessionData
+from ..metrics import logloss, oracle_auc
+from ..models import check_compat
 from . import convergence, report, stats
-from .agent import RMTL, WEIGHTINGS
-from .config import RMTLConfig
-from .data import SessionData
-from .executors import ExecutorSpec, backend, run_graph
-from .jobs import BASELINE, CONTROL, CONTROLS, METRICS, Job, JobOutput, Settings, agent_view, graph
+from .executors import ExecutorSpec, executor_for
+from .graph import (
+    BASELINE,
+    CONTROL,
+    CONTROLS,
+    METRICS,
+    Job,
+    JobOutput,
+    Settings,
+    agent_view,
+    graph,
+    run_graph,
+)
 from .stats import ALPHA, TARGET_EFFECT, holm
-from .models import check_compat
 
 __all__ = ["experiment", "ExperimentResult", "holm", "METRICS", "BASELINE", "CONTROL", "CONTROLS", "PRIMARY",
            "TARGET_EFFECT"]
@@ -35,7 +47,7 @@ class ExperimentResult:
 
     ``records`` holds one dict per model, variant, seed and task with ``auc``, ``logloss``,
     ``s_logloss`` and ``flags`` (the convergence checks the run failed, see
-    :func:`rmtl.convergence.check`). Variants: ``baseline`` (stage 1 only), a weighting name (``rmtl``,
+    :func:`rmtl.lab.convergence.check`). Variants: ``baseline`` (stage 1 only), a weighting name (``rmtl``,
     ``constant``, ``label``, ``neg_q``: stages 2 and 3 on top of that baseline;
     ``continued``: stage 3 with every weight one, the control for extra training) and
     ``rmtl[critics of X]`` (stage 3 with the critics learned with backbone X: transfer).
@@ -117,7 +129,7 @@ class ExperimentResult:
                 f"{ALPHA:g}); every other p-value is exploratory (raw, unadjusted)")
 
     def to_markdown(self) -> str:
-        """The paper-style Markdown table of :func:`rmtl.report.to_markdown`."""
+        """The paper-style Markdown table of :func:`rmtl.lab.report.to_markdown`."""
         return report.to_markdown(self)
 
 
@@ -160,7 +172,7 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     their own); ``"fixed"`` trains every stage-3 job exactly ``finetune_epochs`` epochs
     (``rmtl_kwargs``; default ``epochs``) without early stopping. Every record carries the
     ``epochs`` it ran, its ``kept_epoch`` and ``steps``.
-    Every trained model goes through :func:`rmtl.convergence.check` on ``valid``; each
+    Every trained model goes through :func:`rmtl.lab.convergence.check` on ``valid``; each
     failed check is recorded and raises a warning that says what to change.
 
     ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
@@ -173,7 +185,7 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     is called in this process once a backbone's own stages have finished for a seed, with an
     agent holding their results (e.g. to keep diagnostics).
 
-    The work is a graph of jobs (:mod:`rmtl.jobs`: stage 1, stage 2, each stage-3 variant
+    The work is a graph of jobs (:mod:`rmtl.lab.graph`: stage 1, stage 2, each stage-3 variant
     and transfer per seed and backbone) that ``executor`` runs:
 
     - ``None``: one after another in this process (progress bars with ``progress``);
@@ -215,7 +227,7 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
         if on_agent is not None and job in own and all(j in outputs for j in own):
             on_agent(job.model, job.seed, agent_view(job.model, job.seed, settings, outputs, jobs))
 
-    runner = backend(executor, (train, valid, test), threads_per_job)
+    runner = executor_for(executor, (train, valid, test), threads_per_job)
     outputs = run_graph(jobs, settings, runner, done)
     records = [r for job in jobs for r in outputs[job].records]
     result = ExperimentResult(records, _oracle(test), {
@@ -235,7 +247,5 @@ def _oracle(test: SessionData) -> Dict[str, Dict[str, float]]:
     """AUC and logloss of the true probabilities, per task, when the data knows them."""
     if test.truth is None:
         return {}
-    from .metrics import logloss, oracle_auc
-
     return {task: {"auc": oracle_auc(test.truth[:, k]), "logloss": logloss(test.labels[:, k], test.truth[:, k])}
             for k, task in enumerate(test.task_names)}

@@ -7,10 +7,11 @@ import concurrent.futures as cf
 import os
 from typing import Any, Dict, Optional, Sequence
 
-from .executors import Backend
-from .jobs import Job, JobOutput, Settings, Splits, run
+from .graph import Executor, Job, JobOutput, Settings, Splits, execute
 
 INSTALL = "pip install 'rmtl[ray]' (that is ray[default,tune])"
+# the directory that holds the rmtl package this process runs
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RETRIES = 3  # a job whose worker process or node dies is run again, at most this often
 
 
@@ -38,10 +39,8 @@ def init(**kwargs: Any) -> None:
     Ray puts the driver's working directory first on every worker's ``sys.path``; started
     from a source checkout (whose ``rmtl/`` has no built core), the workers would import
     that instead of the installed package the driver uses."""
-    import rmtl
-
     here = os.getcwd()
-    os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(rmtl.__file__))))
+    os.chdir(_ROOT)
     try:
         require().init(**kwargs)
     finally:
@@ -49,10 +48,10 @@ def init(**kwargs: Any) -> None:
 
 
 def _task(job: Job, settings: Settings, data: Splits, *inputs: JobOutput) -> JobOutput:
-    return run(job, settings, data, inputs)
+    return execute(job, settings, data, inputs)
 
 
-class RayBackend(Backend):
+class RayExecutor(Executor):
     """Jobs as Ray tasks; dependent jobs receive their inputs as object references, so outputs
     go from worker to worker without passing through this process."""
 

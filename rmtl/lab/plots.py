@@ -10,6 +10,8 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .study import COMPARISONS, grid_values, significant, value_label
+
 __all__ = ["training_curves", "critic_curves", "weight_distribution", "q_by_position", "effect_maps"]
 
 
@@ -110,8 +112,8 @@ def _effect_lines(row: Mapping[str, Any], comparison: str, metric: str, star: bo
 
 def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc",
                 comparisons: Optional[Sequence[str]] = None) -> Any:
-    """Heat maps of a critic-effect study (:func:`rmtl.study.study_rows`) over its two axes,
-    one panel per comparison (default every one of :data:`rmtl.study.COMPARISONS`: the
+    """Heat maps of a critic-effect study (:func:`rmtl.lab.study.study_rows`) over its two axes,
+    one panel per comparison (default every one of :data:`rmtl.lab.study.COMPARISONS`: the
     critic effect and its controls) for one ``task`` and ``metric``.
 
     Colour is the mean paired difference on one diverging scale centred on 0 (blue: the first
@@ -119,8 +121,6 @@ def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc
     with ``*`` where the comparison is significant and checked (critic effect: Holm p < 0.05;
     controls: the CI excludes 0) and ``flagged`` where a convergence check failed.
     """
-    from .study import COMPARISONS, grid_values, significant, value_label
-
     chosen = [c for c in COMPARISONS if comparisons is None or c.name in comparisons]
     mine = [r for r in rows if r["task"] == task]
     if not mine or not chosen:

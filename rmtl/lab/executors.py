@@ -1,0 +1,94 @@
+"""Where an experiment's jobs run: in this process one after another, in N local worker
+processes, on any ``concurrent.futures.Executor``, or on a Ray cluster.
+
+:func:`run_graph` submits every job whose inputs are ready, in the graph's order, and
+collects outputs as they finish; the executor decides only where and when a job runs, never
+what it computes (each job's randomness comes from its own seed).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+from typing import Any, Optional, Sequence, Union
+
+from . import _threads
+from ._ray import RayExecutor
+from .graph import Executor, Job, JobOutput, Settings, Splits, execute
+
+__all__ = ["ExecutorSpec", "SerialExecutor", "FuturesExecutor", "RayExecutor", "executor_for"]
+
+ExecutorSpec = Union[None, int, str, cf.Executor]
+
+
+class SerialExecutor(Executor):
+    """Each job runs in this process when submitted: the serial run."""
+
+    capacity = 1
+
+    def __init__(self, data: Splits, threads: Optional[int]) -> None:
+        self.data, self.threads = data, threads
+
+    def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
+        future: cf.Future = cf.Future()
+        future.set_result(execute(job, settings, self.data, inputs))
+        return future
+
+
+class FuturesExecutor(Executor):
+    """A ``concurrent.futures.Executor``: ours (N spawned processes that receive the data once,
+    when they start; ``data`` None) or the caller's (``data`` travel with every job)."""
+
+    def __init__(self, executor: cf.Executor, data: Optional[Splits], threads: Optional[int],
+                 capacity: Optional[int] = None, own: bool = False) -> None:
+        self.executor, self.data, self.threads, self.own = executor, data, threads, own
+        if capacity is not None:
+            self.capacity = capacity
+
+    def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
+        if self.data is None:
+            return self.executor.submit(_run_on_worker_data, job, settings, list(inputs))
+        return self.executor.submit(execute, job, settings, self.data, list(inputs))
+
+    def close(self) -> None:
+        if self.own:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+_WORKER_DATA: Optional[Splits] = None
+
+
+def _keep_worker_data(data: Splits) -> None:
+    global _WORKER_DATA
+    _WORKER_DATA = data
+
+
+def _run_on_worker_data(job: Job, settings: Settings, inputs: Sequence[JobOutput]) -> JobOutput:
+    assert _WORKER_DATA is not None, "worker started without data"
+    return execute(job, settings, _WORKER_DATA, inputs)
+
+
+def executor_for(executor: ExecutorSpec, data: Splits, threads_per_job: Optional[int]) -> Executor:
+    """The :class:`Executor` for ``executor`` (see :func:`rmtl.experiment`)."""
+    if threads_per_job is not None and threads_per_job < 1:
+        raise ValueError(f"threads_per_job: expected >= 1 or None, got {threads_per_job}")
+    if executor is None:
+        return SerialExecutor(data, threads_per_job)
+    if isinstance(executor, bool) or not isinstance(executor, (int, str, cf.Executor)):
+        raise TypeError(f"executor: expected None, a number of processes, a concurrent.futures.Executor or "
+                        f"'ray', got {executor!r}")
+    if isinstance(executor, int):
+        if executor < 1:
+            raise ValueError(f"executor: expected at least 1 worker process, got {executor}")
+        threads = threads_per_job or max(1, _threads.available_cores() // executor)
+        # spawned, not forked: rmtl's pool survives a fork, but a fork of a process whose other
+        # libraries ran OpenMP loops (torch's) can hang in the child
+        pool = cf.ProcessPoolExecutor(executor, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_keep_worker_data, initargs=(data,))
+        return FuturesExecutor(pool, None, threads, capacity=executor, own=True)
+    if isinstance(executor, str):
+        if executor != "ray":
+            raise ValueError(f"executor: expected 'ray' as the only string, got {executor!r}")
+        return RayExecutor(data, threads_per_job or 1)
+    return FuturesExecutor(executor, data, threads_per_job)
+
+
