@@ -67,10 +67,10 @@ os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 if ARGS.torch_first:
     import torch  # noqa: F401  (before rmtl; --import-order compares)
-import rmtl  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import numpy as np  # noqa: E402
+import rmtl  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from torch_reference import TWINS, twin_of, weighted_bce  # noqa: E402

@@ -49,9 +49,9 @@ def main() -> None:
 
     import rmtl
     from rmtl.lab.executors import executor_for
-    from rmtl.lab.graph import run_graph
-    from rmtl.lab.run import PRESETS, RunConfig
-    from rmtl.lab.graph import Settings, graph
+    from rmtl.lab.graph import Settings, graph, run_graph
+    from rmtl.lab.settings import PRESETS, RunConfig
+    from rmtl.lab.units import execute
 
     data = rmtl.datasets.synthetic("retailrocket", n_users=args.users, seed=0).split((0.6, 0.2, 0.2))
     jobs = graph(args.models, args.models, range(args.seeds), ("rmtl",), ())
@@ -61,7 +61,7 @@ def main() -> None:
 
     def timed(name: str, executor, slots: int) -> dict:
         t0 = time.perf_counter()
-        outputs = run_graph(jobs, settings, executor_for(executor, data, None))
+        outputs = run_graph(jobs, settings, executor_for(executor, execute, data, None))
         wall = time.perf_counter() - t0
         busy = sum(o.seconds for o in outputs.values())
         print(f"  {name}: {wall:.1f} s", flush=True)

@@ -27,8 +27,18 @@ from typing import Any, Dict, List, Sequence
 import rmtl
 from rmtl._io import write_text
 from rmtl.lab.graph import BUDGETS
-from rmtl.lab.study import (CONTEXT, CONTEXTS, Axis, Cell, SavedStudy, StudyConfig, run_study, save_study, study_markdown,
-                        study_rows)
+from rmtl.lab.study import (
+    CONTEXT,
+    CONTEXTS,
+    Axis,
+    Cell,
+    SavedStudy,
+    StudyConfig,
+    run_study,
+    save_study,
+    study_markdown,
+    study_rows,
+)
 
 
 def cpu_model() -> str:

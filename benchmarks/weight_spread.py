@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import rmtl
-from rmtl.lab.run import PRESETS
+from rmtl.lab.settings import PRESETS
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import numpy as np
 from . import _core
 from ._arrays import as_codes, as_dense, as_float, as_labels, run_offsets
 from ._io import CorruptFileError, open_npz, save_npz
-from .metrics import oracle_auc
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -235,7 +234,7 @@ class SessionData:
         for k, name in enumerate(self.task_names):
             line = f"task {name}: positive rate {self.labels[:, k].mean():.4f}"
             if self.truth is not None:
-                line += f", oracle AUC {oracle_auc(self.truth[:, k]):.4f}"
+                line += f", oracle AUC {_core.oracle(np.ascontiguousarray(self.truth[:, k]), 0):.4f}"
             lines.append(line)
         return "\n".join(lines)
 

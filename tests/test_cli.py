@@ -112,7 +112,7 @@ def test_moved_modules_keep_their_old_paths_with_a_warning():
 
 
 def test_jobs_option_and_key_still_mean_processes(tmp_path, capsys):
-    from rmtl.lab.run import RunConfig, load_config
+    from rmtl.lab.settings import RunConfig, load_config
 
     path = tmp_path / "run.toml"
     path.write_text("[run]\njobs = 2\n")

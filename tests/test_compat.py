@@ -97,7 +97,7 @@ def test_compat_authors_accepts_the_authors_modules_and_refuses_ple_paper(splits
 
 
 def test_run_config_with_compat_authors_refuses_ple_paper():
-    from rmtl.lab.run import RunConfig
+    from rmtl.lab.settings import RunConfig
     with pytest.raises(ValueError, match="use 'ple'"):
         RunConfig(models=("esmm", "ple_paper"), rmtl_models=(), compat="authors").resolved()
     with pytest.raises(ValueError, match="use 'ple'"):

@@ -252,7 +252,7 @@ def test_the_core_checks_extra_and_the_critics_width():
 
 def test_run_settings_take_a_context(monkeypatch):
     from rmtl.lab import cli
-    from rmtl.lab import run as job
+    from rmtl.lab import settings as job
 
     assert job.RunConfig(context="both").resolved().context == "both"
     with pytest.raises(ValueError, match="^context"):

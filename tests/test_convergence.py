@@ -7,7 +7,7 @@ from test_experiments import TINY
 
 import rmtl
 from rmtl.lab import convergence, report
-from rmtl.lab.experiment import ExperimentResult
+from rmtl.lab.report import ExperimentResult
 from rmtl.train import History
 
 

@@ -17,8 +17,10 @@ from test_agent import FAST, NET, session_data
 import rmtl
 from rmtl.lab import _ray, _threads
 from rmtl.lab.cli import main
+from rmtl.lab.executors import RayExecutor
 from rmtl.lab.graph import Job, graph
 from rmtl.lab.sweep import load_sweep
+from rmtl.lab.units import execute
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)
 TINY.pop("progress")
@@ -100,13 +102,11 @@ def test_ray_gives_the_serial_records(cluster, splits, serial):
 
 
 def test_ray_tasks_read_the_data_from_the_object_store(cluster, splits):
-    from rmtl.lab._ray import RayExecutor
-
     @cluster.remote
     def flags(data):
         return [(a.flags.writeable, a.flags.owndata) for d in data for a in (d.sparse, d.dense, d.labels)]
 
-    runner = RayExecutor(splits, threads=1)
+    runner = RayExecutor(execute, splits, threads=1)
     assert set(cluster.get(flags.remote(runner.data))) == {(False, False)}  # views of shared memory
 
 

@@ -5,7 +5,8 @@ from scipy import stats
 from test_agent import FAST, NET, session_data
 
 import rmtl
-from rmtl.lab.experiment import ExperimentResult, holm
+from rmtl.lab.report import ExperimentResult
+from rmtl.lab.stats import holm
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)
 TINY.pop("progress")

@@ -7,7 +7,7 @@ import pytest
 from conftest import optional
 
 from rmtl.lab.cli import main
-from rmtl.lab.run import AUTO_MIN_STEPS, PRESETS, RunConfig, describe_budgets, load_config
+from rmtl.lab.settings import AUTO_MIN_STEPS, PRESETS, RunConfig, describe_budgets, load_config
 
 optional("matplotlib", "plots")  # --out writes plots
 

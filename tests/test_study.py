@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from rmtl import CorruptFileError
-from rmtl.lab.experiment import ExperimentResult
+from rmtl.lab.report import ExperimentResult
 from rmtl.lab.stats import holm
 from rmtl.lab.study import (
     COMPARISONS,
@@ -165,7 +165,7 @@ def test_json_round_trip(tmp_path):
 
 def test_heat_maps_draw_every_cell_with_its_annotation():
     pytest.importorskip("matplotlib")
-    from rmtl.lab.plots import effect_maps
+    from rmtl.lab.study import effect_maps
 
     cells = [Cell({"momentum": m, "context": c}, c, result(UP if m else FLAT, flags=["overfit"] * (c == "both")))
              for m in (0.0, 0.6) for c in ("none", "critic", "both")]

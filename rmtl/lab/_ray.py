@@ -1,13 +1,10 @@
-"""Ray as an executor: the data go into the object store once and every task reads them
-zero-copy; one task per job, reserving as many CPUs as the job runs threads; a task whose
-worker dies is retried."""
+"""Ray, an optional dependency: importing it with a message that says how to install it, and
+connecting to a cluster from the directory that holds this rmtl (the executor that runs jobs
+as Ray tasks is :class:`rmtl.lab.executors.RayExecutor`)."""
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
-from typing import Any, Dict, Optional, Sequence
-
-from .graph import Executor, Job, JobOutput, Settings, Splits, execute
+from typing import Any, Optional
 
 INSTALL = "pip install 'rmtl[ray]' (that is ray[default,tune])"
 # the directory that holds the rmtl package this process runs
@@ -45,33 +42,3 @@ def init(**kwargs: Any) -> None:
         require().init(**kwargs)
     finally:
         os.chdir(here)
-
-
-def _task(job: Job, settings: Settings, data: Splits, *inputs: JobOutput) -> JobOutput:
-    return execute(job, settings, data, inputs)
-
-
-class RayExecutor(Executor):
-    """Jobs as Ray tasks; dependent jobs receive their inputs as object references, so outputs
-    go from worker to worker without passing through this process."""
-
-    def __init__(self, data: Splits, threads: int) -> None:
-        self.ray = connect()
-        self.threads = threads
-        self.data = self.ray.put(data)
-        self.task = self.ray.remote(max_retries=RETRIES)(_task).options(num_cpus=threads)
-        self.refs: Dict[cf.Future, Any] = {}
-
-    def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
-        ref = self.task.remote(job, settings, self.data, *inputs)
-        future = ref.future()
-        self.refs[future] = ref
-        return future
-
-    def handle(self, future: cf.Future) -> Any:
-        return self.refs.pop(future)
-
-    def close(self) -> None:
-        for ref in self.refs.values():
-            self.ray.cancel(ref)
-        self.refs.clear()

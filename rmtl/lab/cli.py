@@ -18,7 +18,8 @@ from typing import List, Optional
 from ..data import SessionData
 from ..datasets import load_kuairand, load_retailrocket
 from ..models import BACKBONES
-from .run import AUTO_MIN_STEPS, DATASETS, PRESETS, RunConfig, describe_budgets, load_config, run
+from .run import run
+from .settings import AUTO_MIN_STEPS, DATASETS, PRESETS, RunConfig, describe_budgets, load_config
 from .sweep import describe_best, load_sweep
 from .sweep import run_sweep as sweep
 

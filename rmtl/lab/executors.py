@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from . import _threads
-from ._ray import RayExecutor
-from .graph import Executor, Job, JobOutput, Settings, Splits, execute
+from ._ray import RETRIES, connect
+from .graph import Executor, Job, JobOutput, Settings, Splits, Work
 
 __all__ = ["ExecutorSpec", "SerialExecutor", "FuturesExecutor", "RayExecutor", "executor_for"]
 
@@ -25,12 +25,12 @@ class SerialExecutor(Executor):
 
     capacity = 1
 
-    def __init__(self, data: Splits, threads: Optional[int]) -> None:
-        self.data, self.threads = data, threads
+    def __init__(self, work: Work, data: Splits, threads: Optional[int]) -> None:
+        self.work, self.data, self.threads = work, data, threads
 
     def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
         future: cf.Future = cf.Future()
-        future.set_result(execute(job, settings, self.data, inputs))
+        future.set_result(self.work(job, settings, self.data, inputs))
         return future
 
 
@@ -38,16 +38,16 @@ class FuturesExecutor(Executor):
     """A ``concurrent.futures.Executor``: ours (N spawned processes that receive the data once,
     when they start; ``data`` None) or the caller's (``data`` travel with every job)."""
 
-    def __init__(self, executor: cf.Executor, data: Optional[Splits], threads: Optional[int],
+    def __init__(self, work: Work, executor: cf.Executor, data: Optional[Splits], threads: Optional[int],
                  capacity: Optional[int] = None, own: bool = False) -> None:
-        self.executor, self.data, self.threads, self.own = executor, data, threads, own
+        self.work, self.executor, self.data, self.threads, self.own = work, executor, data, threads, own
         if capacity is not None:
             self.capacity = capacity
 
     def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
         if self.data is None:
-            return self.executor.submit(_run_on_worker_data, job, settings, list(inputs))
-        return self.executor.submit(execute, job, settings, self.data, list(inputs))
+            return self.executor.submit(_run_on_worker_data, self.work, job, settings, list(inputs))
+        return self.executor.submit(self.work, job, settings, self.data, list(inputs))
 
     def close(self) -> None:
         if self.own:
@@ -62,17 +62,19 @@ def _keep_worker_data(data: Splits) -> None:
     _WORKER_DATA = data
 
 
-def _run_on_worker_data(job: Job, settings: Settings, inputs: Sequence[JobOutput]) -> JobOutput:
+def _run_on_worker_data(work: Work, job: Job, settings: Settings, inputs: Sequence[JobOutput]) -> JobOutput:
     assert _WORKER_DATA is not None, "worker started without data"
-    return execute(job, settings, _WORKER_DATA, inputs)
+    return work(job, settings, _WORKER_DATA, inputs)
 
 
-def executor_for(executor: ExecutorSpec, data: Splits, threads_per_job: Optional[int]) -> Executor:
-    """The :class:`Executor` for ``executor`` (see :func:`rmtl.experiment`)."""
+def executor_for(executor: ExecutorSpec, work: Work, data: Splits, threads_per_job: Optional[int]) -> Executor:
+    """The :class:`Executor` for ``executor`` (see :func:`rmtl.experiment`) that runs each
+    job as ``work(job, settings, data, inputs)`` (:func:`rmtl.lab.units.execute`; a
+    module-level function, so worker processes and Ray can receive it)."""
     if threads_per_job is not None and threads_per_job < 1:
         raise ValueError(f"threads_per_job: expected >= 1 or None, got {threads_per_job}")
     if executor is None:
-        return SerialExecutor(data, threads_per_job)
+        return SerialExecutor(work, data, threads_per_job)
     if isinstance(executor, bool) or not isinstance(executor, (int, str, cf.Executor)):
         raise TypeError(f"executor: expected None, a number of processes, a concurrent.futures.Executor or "
                         f"'ray', got {executor!r}")
@@ -84,11 +86,39 @@ def executor_for(executor: ExecutorSpec, data: Splits, threads_per_job: Optional
         # libraries ran OpenMP loops (torch's) can hang in the child
         pool = cf.ProcessPoolExecutor(executor, mp_context=multiprocessing.get_context("spawn"),
                                       initializer=_keep_worker_data, initargs=(data,))
-        return FuturesExecutor(pool, None, threads, capacity=executor, own=True)
+        return FuturesExecutor(work, pool, None, threads, capacity=executor, own=True)
     if isinstance(executor, str):
         if executor != "ray":
             raise ValueError(f"executor: expected 'ray' as the only string, got {executor!r}")
-        return RayExecutor(data, threads_per_job or 1)
-    return FuturesExecutor(executor, data, threads_per_job)
+        return RayExecutor(work, data, threads_per_job or 1)
+    return FuturesExecutor(work, executor, data, threads_per_job)
 
 
+def _task(work: Work, job: Job, settings: Settings, data: Splits, *inputs: JobOutput) -> JobOutput:
+    return work(job, settings, data, inputs)
+
+
+class RayExecutor(Executor):
+    """Jobs as Ray tasks; dependent jobs receive their inputs as object references, so outputs
+    go from worker to worker without passing through this process."""
+
+    def __init__(self, work: Work, data: Splits, threads: int) -> None:
+        self.ray, self.work = connect(), work
+        self.threads = threads
+        self.data = self.ray.put(data)
+        self.task = self.ray.remote(max_retries=RETRIES)(_task).options(num_cpus=threads)
+        self.refs: Dict[cf.Future, Any] = {}
+
+    def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
+        ref = self.task.remote(self.work, job, settings, self.data, *inputs)
+        future = ref.future()
+        self.refs[future] = ref
+        return future
+
+    def handle(self, future: cf.Future) -> Any:
+        return self.refs.pop(future)
+
+    def close(self) -> None:
+        for ref in self.refs.values():
+            self.ray.cancel(ref)
+        self.refs.clear()

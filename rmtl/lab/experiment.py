@@ -6,141 +6,23 @@ standard deviations and paired t-tests against each backbone's own baseline.
 hide it.)"""
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from ..agent import RMTL, WEIGHTINGS
 from ..config import RMTLConfig
 from ..data import SessionData
 from ..metrics import logloss, oracle_auc
 from ..models import check_compat
-from . import convergence, report, stats
+from . import convergence
 from .executors import ExecutorSpec, executor_for
-from .graph import (
-    BASELINE,
-    CONTROL,
-    CONTROLS,
-    METRICS,
-    Job,
-    JobOutput,
-    Settings,
-    agent_view,
-    graph,
-    run_graph,
-)
-from .stats import ALPHA, TARGET_EFFECT, holm
+from .graph import CONTROL, Job, JobOutput, Settings, graph, run_graph
+from .report import ExperimentResult
+from .units import agent_view, execute
 
-__all__ = ["experiment", "ExperimentResult", "holm", "METRICS", "BASELINE", "CONTROL", "CONTROLS", "PRIMARY",
-           "TARGET_EFFECT"]
+__all__ = ["experiment", "ExperimentResult"]
 
-# the primary family: the critic effect of this variant (against continued) on these metrics
-PRIMARY = ("rmtl", ("auc", "logloss"))
-
-
-@dataclasses.dataclass
-class ExperimentResult:
-    """Test-set metrics of every (model, variant, seed, task), and their summary.
-
-    ``records`` holds one dict per model, variant, seed and task with ``auc``, ``logloss``,
-    ``s_logloss`` and ``flags`` (the convergence checks the run failed, see
-    :func:`rmtl.lab.convergence.check`). Variants: ``baseline`` (stage 1 only), a weighting name (``rmtl``,
-    ``constant``, ``label``, ``neg_q``: stages 2 and 3 on top of that baseline;
-    ``continued``: stage 3 with every weight one, the control for extra training) and
-    ``rmtl[critics of X]`` (stage 3 with the critics learned with backbone X: transfer).
-    ``oracle`` gives, per task, the AUC and logloss of the true probabilities when the test
-    data carries them (synthetic data).
-    """
-
-    records: List[Dict[str, Any]]
-    oracle: Dict[str, Dict[str, float]]
-    config: Dict[str, Any]
-
-    def table(self) -> List[Dict[str, Any]]:
-        """One row per (model, variant, task): ``n`` seeds, ``<metric>_mean``, ``<metric>_std``
-        (sample std), the budget the arm ran (``epochs``, ``kept_epoch``, ``steps``: means
-        over seeds; ``steps_by_seed``) and its paired comparisons by seed (lower logloss is
-        better). Each comparison ``c`` against another variant of the same backbone gives
-        ``<metric>_<c>`` (mean difference, this row minus the other), ``<metric>_<c>_low`` and
-        ``_high`` (95% confidence interval), ``<metric>_<c>_p`` (two-sided paired t-test;
-        NaN with fewer than two seeds or identical differences) and ``<c>_checked`` (True when
-        neither side failed a convergence check):
-
-        - ``diff``: against ``baseline`` (every other variant);
-        - ``effect``: against ``continued``, the critic effect (every variant but those two);
-        - ``vs_static``, ``vs_permuted``: ``rmtl`` against those controls, when they ran.
-
-        The **primary family**, declared before any data: the critic effect (``rmtl`` minus
-        ``continued``) of every backbone on every task's AUC and logloss. Only its tests are
-        Holm-adjusted (``<metric>_effect_p_holm``, over :meth:`primary` tests), and each gets
-        ``<metric>_effect_mde``, the smallest effect the run could detect with 80% power at
-        the strictest Holm level (0.05 / family size) given the seeds and the observed spread,
-        and ``<metric>_effect_seeds_for``, the seeds that would detect :data:`TARGET_EFFECT`
-        there. Every other p-value is exploratory: raw, for orientation only.
-        """
-        groups: Dict[Tuple[str, str, str], Dict[int, Dict[str, Any]]] = {}
-        for r in self.records:
-            groups.setdefault((r["model"], r["variant"], r["task"]), {})[r["seed"]] = r
-        flags = {key: convergence.summary([r.get("flags", []) for r in by_seed.values()])
-                 for key, by_seed in groups.items()}
-        rows = []
-        for (model, variant, task), by_seed in groups.items():
-            seeds = sorted(by_seed)
-            row: Dict[str, Any] = {"model": model, "variant": variant, "task": task, "n": len(by_seed),
-                                   "flags": flags[model, variant, task]}
-            for key in ("epochs", "kept_epoch", "steps"):
-                row[key] = float(np.mean([by_seed[s].get(key, np.nan) for s in seeds]))
-            row["steps_by_seed"] = {s: by_seed[s].get("steps") for s in seeds}
-            for cmp, other in _comparisons(variant):
-                ref = groups.get((model, other, task), {})
-                pairs = [s for s in seeds if s in ref]
-                if not pairs:
-                    continue
-                row[f"{cmp}_checked"] = not row["flags"] and not flags[model, other, task]
-                for m in METRICS:
-                    d = stats.paired([by_seed[s][m] for s in pairs], [ref[s][m] for s in pairs])
-                    row.update({f"{m}_{cmp}": d.mean, f"{m}_{cmp}_low": d.low, f"{m}_{cmp}_high": d.high,
-                                f"{m}_{cmp}_p": d.p, f"{m}_{cmp}_sd": d.sd})
-            for m in METRICS:
-                v = np.array([by_seed[s][m] for s in seeds], np.float64)
-                row[f"{m}_mean"] = float(v.mean())
-                row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
-            rows.append(row)
-        family = [(row, f"{m}_effect") for row in rows if row["variant"] == PRIMARY[0] for m in PRIMARY[1]
-                  if f"{m}_effect" in row]
-        alpha = ALPHA / max(1, sum(not np.isnan(row[k + "_p"]) for row, k in family))
-        for (row, k), adjusted in zip(family, stats.holm([row[k + "_p"] for row, k in family])):
-            row[k + "_p_holm"] = adjusted
-            row[k + "_mde"] = stats.detectable_effect(row[k + "_sd"], row["n"], alpha)
-            row[k + "_seeds_for"] = stats.seeds_needed(TARGET_EFFECT, row[k + "_sd"], alpha)
-        return rows
-
-    def primary(self) -> int:
-        """How many tests the primary family holds (those with a p-value)."""
-        return sum(1 for row in self.table() for k in row if k.endswith("_effect_p_holm") and not np.isnan(row[k]))
-
-    def correction(self) -> str:
-        """The multiple-comparison correction the table applies, in words."""
-        return (f"primary family: the critic effect (RMTL - Continued) of each backbone on each task's AUC and "
-                f"logloss, {self.primary()} paired t-tests, Holm-adjusted (family-wise error rate "
-                f"{ALPHA:g}); every other p-value is exploratory (raw, unadjusted)")
-
-    def to_markdown(self) -> str:
-        """The paper-style Markdown table of :func:`rmtl.lab.report.to_markdown`."""
-        return report.to_markdown(self)
-
-
-def _comparisons(variant: str) -> List[Tuple[str, str]]:
-    """(comparison name, other variant) pairs of a row: see :meth:`ExperimentResult.table`."""
-    out = [] if variant == BASELINE else [("diff", BASELINE)]
-    if variant not in (BASELINE, CONTROL):
-        out.append(("effect", CONTROL))
-    if variant == "rmtl":
-        out += [(f"vs_{c}", c) for c in CONTROLS[1:]]
-    return out
 
 
 def experiment(train: SessionData, valid: SessionData, test: SessionData,
@@ -227,7 +109,7 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
         if on_agent is not None and job in own and all(j in outputs for j in own):
             on_agent(job.model, job.seed, agent_view(job.model, job.seed, settings, outputs, jobs))
 
-    runner = executor_for(executor, (train, valid, test), threads_per_job)
+    runner = executor_for(executor, execute, (train, valid, test), threads_per_job)
     outputs = run_graph(jobs, settings, runner, done)
     records = [r for job in jobs for r in outputs[job].records]
     result = ExperimentResult(records, _oracle(test), {

@@ -6,16 +6,15 @@ an optional dependency (``pip install 'rmtl[plots]'``).
 """
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .study import COMPARISONS, grid_values, significant, value_label
-
-__all__ = ["training_curves", "critic_curves", "weight_distribution", "q_by_position", "effect_maps"]
+__all__ = ["training_curves", "critic_curves", "weight_distribution", "q_by_position", "figure", "annotate_cell"]
 
 
-def _figure(ncols: int, width: float = 4.6, height: float = 3.4) -> Any:
+def figure(ncols: int, width: float = 4.6, height: float = 3.4) -> Any:
+    """A figure of ``ncols`` panels side by side (without pyplot): ``(figure, axes)``."""
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
@@ -38,7 +37,7 @@ def training_curves(histories: Mapping[str, Mapping[str, Any]]) -> Any:
     :class:`rmtl.History` or its dict form (``{"epochs": [{"epoch", "train_loss",
     "valid_auc", ...}, ...]}``, as ``RMTL.history`` holds it).
     """
-    fig, (ax_loss, ax_auc) = _figure(2)
+    fig, (ax_loss, ax_auc) = figure(2)
     for label, hist in histories.items():
         epochs = hist["epochs"] if isinstance(hist, Mapping) else hist.epochs
         x = [e["epoch"] for e in epochs]
@@ -54,7 +53,7 @@ def training_curves(histories: Mapping[str, Mapping[str, Any]]) -> Any:
 def critic_curves(records: Mapping[str, Sequence[Mapping[str, float]]], task_names: Sequence[str]) -> Any:
     """Mean TD loss per critic-training epoch, one panel per task, one line per run.
     ``records`` maps a label to the epoch records :meth:`rmtl.RMTL.fit_critics` returns."""
-    fig, axes = _figure(len(task_names))
+    fig, axes = figure(len(task_names))
     for ax, task in zip(axes, task_names):
         for label, recs in records.items():
             ax.plot([r["epoch"] for r in recs], [r[f"td_loss_{task}"] for r in recs], label=label)
@@ -66,7 +65,7 @@ def critic_curves(records: Mapping[str, Sequence[Mapping[str, float]]], task_nam
 
 def weight_distribution(weights: Mapping[str, np.ndarray], task_names: Sequence[str], bins: int = 50) -> Any:
     """Histograms of stage-3 loss weights (n, T) per task, one outline per run."""
-    fig, axes = _figure(len(task_names))
+    fig, axes = figure(len(task_names))
     for k, (ax, task) in enumerate(zip(axes, task_names)):
         for label, w in weights.items():
             ax.hist(np.asarray(w)[:, k], bins=bins, histtype="step", density=True, label=label)
@@ -79,7 +78,7 @@ def q_by_position(q: Mapping[str, np.ndarray], position: np.ndarray, task_names:
                   max_position: int = 30) -> Any:
     """Mean critic value Q(s, a) (n, T) by step in session (``SessionData.position``), with
     a band of one standard error; positions beyond ``max_position`` are pooled into the last."""
-    fig, axes = _figure(len(task_names))
+    fig, axes = figure(len(task_names))
     pos = np.minimum(np.asarray(position), max_position)
     count = np.bincount(pos, minlength=max_position + 1)
     x = np.flatnonzero(count)
@@ -96,54 +95,8 @@ def q_by_position(q: Mapping[str, np.ndarray], position: np.ndarray, task_names:
     return fig
 
 
-def _annotate(ax: Any, image: Any, i: int, j: int, lines: Sequence[str]) -> None:
+def annotate_cell(ax: Any, image: Any, i: int, j: int, lines: Sequence[str]) -> None:
     """Write ``lines`` in cell (row i, column j) of ``image``, white on dark colours."""
     r, g, b, _ = image.cmap(image.norm(image.get_array()[i, j]))
     colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
     ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize="x-small", color=colour)
-
-
-def _effect_lines(row: Mapping[str, Any], comparison: str, metric: str, star: bool) -> List[str]:
-    """A heat-map cell's text: the mean (``*`` when significant), its 95% CI, ``flagged``."""
-    key = f"{metric}_{comparison}"
-    lines = [f"{row[key]:+.4f}{'*' if star else ''}", f"[{row[key + '_low']:+.4f},", f"{row[key + '_high']:+.4f}]"]
-    return lines + ([] if row[f"{comparison}_checked"] else ["flagged"])
-
-
-def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc",
-                comparisons: Optional[Sequence[str]] = None) -> Any:
-    """Heat maps of a critic-effect study (:func:`rmtl.lab.study.study_rows`) over its two axes,
-    one panel per comparison (default every one of :data:`rmtl.lab.study.COMPARISONS`: the
-    critic effect and its controls) for one ``task`` and ``metric``.
-
-    Colour is the mean paired difference on one diverging scale centred on 0 (blue: the first
-    side better, i.e. higher AUC or lower logloss); each cell shows the mean and its 95% CI,
-    with ``*`` where the comparison is significant and checked (critic effect: Holm p < 0.05;
-    controls: the CI excludes 0) and ``flagged`` where a convergence check failed.
-    """
-    chosen = [c for c in COMPARISONS if comparisons is None or c.name in comparisons]
-    mine = [r for r in rows if r["task"] == task]
-    if not mine or not chosen:
-        raise ValueError(f"task, comparisons: expected a task of the rows and names from "
-                         f"{[c.name for c in COMPARISONS]}, got {task!r}, {comparisons}")
-    (xk, xs), (yk, ys) = grid_values(rows)
-    where = [(ys.index(r["axes"][yk]), xs.index(r["axes"][xk])) for r in mine]
-    means = {c.name: np.full((len(ys), len(xs)), np.nan) for c in chosen}
-    for c in chosen:
-        for (i, j), r in zip(where, mine):
-            means[c.name][i, j] = r[f"{metric}_{c.name}"]
-    limit = float(np.nanmax(np.abs(np.stack(list(means.values()))), initial=0.0)) or 1e-12  # one scale, centred
-    fig, axes = _figure(len(chosen), width=1.1 * len(xs) + 1.2, height=0.9 * len(ys) + 1.4)
-    for ax, c in zip(axes, chosen):
-        image = ax.imshow(np.ma.masked_invalid(means[c.name]), cmap="RdBu" if metric == "auc" else "RdBu_r",
-                          vmin=-limit, vmax=limit, origin="lower", aspect="auto")
-        for (i, j), r in zip(where, mine):
-            _annotate(ax, image, i, j, _effect_lines(r, c.name, metric, significant(r, c.name, metric)))
-        ax.set(xticks=range(len(xs)), xticklabels=[value_label(v) for v in xs],
-               yticks=range(len(ys)), yticklabels=[value_label(v) for v in ys],
-               xlabel=xk, ylabel=yk, title=c.label)
-        ax.title.set_fontsize("small")
-    fig.colorbar(image, ax=list(axes), label=f"{task} {metric} difference", shrink=0.9)
-    fig.suptitle(f"{task} {metric}: mean paired difference over seeds [95% CI]; * significant (critic effect: Holm "
-                 "p < 0.05; controls: CI excludes 0)", fontsize="small")
-    return fig

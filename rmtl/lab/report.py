@@ -1,31 +1,137 @@
-"""Paper-style result tables: one row per model, AUC / Logloss / s-Logloss per task.
-
-Built from an :class:`rmtl.lab.experiment.ExperimentResult`; written as Markdown (the
-terminal and README form), CSV (one number per cell, for spreadsheets) and JSON.
+"""What an experiment reports: :class:`ExperimentResult` (every seed's records, the summary
+with paired comparisons, confidence intervals, the primary family's Holm adjustment and
+power) and its tables, one row per model with AUC / Logloss / s-Logloss per task, as
+Markdown (the terminal and README form), CSV (one number per cell) and JSON.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
 
 from ..models import BACKBONES
-from . import convergence
+from . import convergence, stats
 from .graph import BASELINE, CONTROL, CONTROLS, METRICS
-from .stats import TARGET_EFFECT
+from .stats import ALPHA, TARGET_EFFECT
 
-if TYPE_CHECKING:
-    from .experiment import ExperimentResult
-
-__all__ = ["paper_rows", "to_markdown", "per_seed", "to_csv", "to_json"]
+__all__ = ["ExperimentResult", "PRIMARY", "paper_rows", "to_markdown", "per_seed", "to_csv", "to_json"]
 
 HEADERS = {"auc": "AUC", "logloss": "Logloss", "s_logloss": "s-Logloss"}
 COMPARISONS = ("diff", "effect", "vs_static", "vs_permuted")
 STATS = ("mean", "std") + tuple(f"{c}{s}" for c in COMPARISONS for s in ("", "_low", "_high", "_p")) + (
     "effect_p_holm", "effect_mde", "effect_seeds_for")
 _AGAINST = {"diff": BASELINE, "effect": CONTROL, "vs_static": "static", "vs_permuted": "permuted"}
+
+
+# the primary family: the critic effect of this variant (against continued) on these metrics
+PRIMARY = ("rmtl", ("auc", "logloss"))
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """Test-set metrics of every (model, variant, seed, task), and their summary.
+
+    ``records`` holds one dict per model, variant, seed and task with ``auc``, ``logloss``,
+    ``s_logloss`` and ``flags`` (the convergence checks the run failed, see
+    :func:`rmtl.lab.convergence.check`). Variants: ``baseline`` (stage 1 only), a weighting name (``rmtl``,
+    ``constant``, ``label``, ``neg_q``: stages 2 and 3 on top of that baseline;
+    ``continued``: stage 3 with every weight one, the control for extra training) and
+    ``rmtl[critics of X]`` (stage 3 with the critics learned with backbone X: transfer).
+    ``oracle`` gives, per task, the AUC and logloss of the true probabilities when the test
+    data carries them (synthetic data).
+    """
+
+    records: List[Dict[str, Any]]
+    oracle: Dict[str, Dict[str, float]]
+    config: Dict[str, Any]
+
+    def table(self) -> List[Dict[str, Any]]:
+        """One row per (model, variant, task): ``n`` seeds, ``<metric>_mean``, ``<metric>_std``
+        (sample std), the budget the arm ran (``epochs``, ``kept_epoch``, ``steps``: means
+        over seeds; ``steps_by_seed``) and its paired comparisons by seed (lower logloss is
+        better). Each comparison ``c`` against another variant of the same backbone gives
+        ``<metric>_<c>`` (mean difference, this row minus the other), ``<metric>_<c>_low`` and
+        ``_high`` (95% confidence interval), ``<metric>_<c>_p`` (two-sided paired t-test;
+        NaN with fewer than two seeds or identical differences) and ``<c>_checked`` (True when
+        neither side failed a convergence check):
+
+        - ``diff``: against ``baseline`` (every other variant);
+        - ``effect``: against ``continued``, the critic effect (every variant but those two);
+        - ``vs_static``, ``vs_permuted``: ``rmtl`` against those controls, when they ran.
+
+        The **primary family**, declared before any data: the critic effect (``rmtl`` minus
+        ``continued``) of every backbone on every task's AUC and logloss. Only its tests are
+        Holm-adjusted (``<metric>_effect_p_holm``, over :meth:`primary` tests), and each gets
+        ``<metric>_effect_mde``, the smallest effect the run could detect with 80% power at
+        the strictest Holm level (0.05 / family size) given the seeds and the observed spread,
+        and ``<metric>_effect_seeds_for``, the seeds that would detect :data:`TARGET_EFFECT`
+        there. Every other p-value is exploratory: raw, for orientation only.
+        """
+        groups: Dict[Tuple[str, str, str], Dict[int, Dict[str, Any]]] = {}
+        for r in self.records:
+            groups.setdefault((r["model"], r["variant"], r["task"]), {})[r["seed"]] = r
+        flags = {key: convergence.summary([r.get("flags", []) for r in by_seed.values()])
+                 for key, by_seed in groups.items()}
+        rows = []
+        for (model, variant, task), by_seed in groups.items():
+            seeds = sorted(by_seed)
+            row: Dict[str, Any] = {"model": model, "variant": variant, "task": task, "n": len(by_seed),
+                                   "flags": flags[model, variant, task]}
+            for key in ("epochs", "kept_epoch", "steps"):
+                row[key] = float(np.mean([by_seed[s].get(key, np.nan) for s in seeds]))
+            row["steps_by_seed"] = {s: by_seed[s].get("steps") for s in seeds}
+            for cmp, other in _comparisons(variant):
+                ref = groups.get((model, other, task), {})
+                pairs = [s for s in seeds if s in ref]
+                if not pairs:
+                    continue
+                row[f"{cmp}_checked"] = not row["flags"] and not flags[model, other, task]
+                for m in METRICS:
+                    d = stats.paired([by_seed[s][m] for s in pairs], [ref[s][m] for s in pairs])
+                    row.update({f"{m}_{cmp}": d.mean, f"{m}_{cmp}_low": d.low, f"{m}_{cmp}_high": d.high,
+                                f"{m}_{cmp}_p": d.p, f"{m}_{cmp}_sd": d.sd})
+            for m in METRICS:
+                v = np.array([by_seed[s][m] for s in seeds], np.float64)
+                row[f"{m}_mean"] = float(v.mean())
+                row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+            rows.append(row)
+        family = [(row, f"{m}_effect") for row in rows if row["variant"] == PRIMARY[0] for m in PRIMARY[1]
+                  if f"{m}_effect" in row]
+        alpha = ALPHA / max(1, sum(not np.isnan(row[k + "_p"]) for row, k in family))
+        for (row, k), adjusted in zip(family, stats.holm([row[k + "_p"] for row, k in family])):
+            row[k + "_p_holm"] = adjusted
+            row[k + "_mde"] = stats.detectable_effect(row[k + "_sd"], row["n"], alpha)
+            row[k + "_seeds_for"] = stats.seeds_needed(TARGET_EFFECT, row[k + "_sd"], alpha)
+        return rows
+
+    def primary(self) -> int:
+        """How many tests the primary family holds (those with a p-value)."""
+        return sum(1 for row in self.table() for k in row if k.endswith("_effect_p_holm") and not np.isnan(row[k]))
+
+    def correction(self) -> str:
+        """The multiple-comparison correction the table applies, in words."""
+        return (f"primary family: the critic effect (RMTL - Continued) of each backbone on each task's AUC and "
+                f"logloss, {self.primary()} paired t-tests, Holm-adjusted (family-wise error rate "
+                f"{ALPHA:g}); every other p-value is exploratory (raw, unadjusted)")
+
+    def to_markdown(self) -> str:
+        """The paper-style Markdown table of :func:`to_markdown`."""
+        return to_markdown(self)
+
+
+def _comparisons(variant: str) -> List[Tuple[str, str]]:
+    """(comparison name, other variant) pairs of a row: see :meth:`ExperimentResult.table`."""
+    out = [] if variant == BASELINE else [("diff", BASELINE)]
+    if variant not in (BASELINE, CONTROL):
+        out.append(("effect", CONTROL))
+    if variant == "rmtl":
+        out += [(f"vs_{c}", c) for c in CONTROLS[1:]]
+    return out
 
 
 def display_name(model: str, variant: str) -> str:
@@ -44,7 +150,7 @@ def display_name(model: str, variant: str) -> str:
     return f"RMTL-{name} ({inner})"
 
 
-def paper_rows(result: "ExperimentResult") -> List[Dict[str, Any]]:
+def paper_rows(result: ExperimentResult) -> List[Dict[str, Any]]:
     """One dict per (model, variant): ``name``, ``model``, ``variant``, ``seeds``, the budget
     (``epochs``, ``kept_epoch``, ``steps``: means over seeds; ``steps_by_seed``), ``flags``
     (seeds that failed each convergence check), ``<comparison>_checked`` and, per task and
@@ -65,7 +171,7 @@ def paper_rows(result: "ExperimentResult") -> List[Dict[str, Any]]:
                                                   row["variant"]))
 
 
-def _tasks(result: "ExperimentResult") -> List[str]:
+def _tasks(result: ExperimentResult) -> List[str]:
     return list(dict.fromkeys(r["task"] for r in result.records))
 
 
@@ -96,7 +202,7 @@ def _short(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
-def to_markdown(result: "ExperimentResult", metrics: Sequence[str] = METRICS) -> str:
+def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> str:
     """The results as Markdown: a table of mean ± std over seeds per model with the budget
     each arm ran and its convergence checks (and what to change for each failed one); the
     primary family, the critic effect RMTL − Continued per backbone on AUC and logloss (mean
@@ -165,7 +271,7 @@ def to_markdown(result: "ExperimentResult", metrics: Sequence[str] = METRICS) ->
     return "\n".join(lines)
 
 
-def per_seed(result: "ExperimentResult", metric: str = "auc") -> str:
+def per_seed(result: ExperimentResult, metric: str = "auc") -> str:
     """Per backbone and seed, what every arm ran and did, as Markdown: the epochs kept / run
     and, for the first task, ``metric`` minus the same seed's baseline. Shows whether arms
     compared with each other trained equal budgets, and how a difference follows them."""
@@ -193,7 +299,7 @@ def _detectable(v: Dict[str, float]) -> str:
     return f"{mde:.4f} ({n if n <= 100_000 else '> 100000'})"
 
 
-def to_csv(result: "ExperimentResult") -> str:
+def to_csv(result: ExperimentResult) -> str:
     """Long form: model, variant, name, task, metric, seeds, epochs, kept_epoch, steps and
     :data:`STATS` (see :func:`paper_rows`; empty where a statistic does not apply)."""
     out = io.StringIO()
@@ -211,7 +317,7 @@ def to_csv(result: "ExperimentResult") -> str:
     return out.getvalue()
 
 
-def to_json(result: "ExperimentResult") -> str:
+def to_json(result: ExperimentResult) -> str:
     """Every per-seed record, the summary rows, the multiple-comparison correction applied,
     the oracle and the experiment's config."""
     def clean(x: Any) -> Any:

@@ -22,6 +22,8 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .. import models
 from .._io import CorruptFileError, write_text
 from ..config import COUNT, NON_NEGATIVE_COUNT, Range, RMTLConfig
@@ -29,13 +31,13 @@ from ..context import with_context
 from ..data import SessionData
 from ..datasets import synthetic
 from ..datasets.synth import PRESETS, SyntheticConfig
-from . import stats
+from . import plots, stats
 from .experiment import ExperimentResult, experiment
 from .graph import BUDGETS
 
 __all__ = ["Axis", "StudyConfig", "Cell", "Comparison", "COMPARISONS", "CONTEXT", "CONTEXTS", "KNOBS", "METRICS",
            "PRIMARY", "SavedStudy", "run_study", "study_rows", "study_markdown", "save_study", "load_study",
-           "primary_size", "significant", "grid_values", "value_label"]
+           "primary_size", "significant", "grid_values", "value_label", "effect_maps"]
 
 PRESET = "retailrocket"
 WEIGHTINGS = ("rmtl", "continued", "static", "permuted")
@@ -430,3 +432,49 @@ def grid_values(rows: Sequence[Mapping[str, Any]]) -> Tuple[Tuple[str, List[Any]
         raise ValueError(f"rows: expected study rows over two axes, got axes {knobs}")
     x, y = (list(dict.fromkeys(r["axes"][k] for r in rows)) for k in knobs)
     return (knobs[0], x), (knobs[1], y)
+
+
+def _effect_lines(row: Mapping[str, Any], comparison: str, metric: str, star: bool) -> List[str]:
+    """A heat-map cell's text: the mean (``*`` when significant), its 95% CI, ``flagged``."""
+    key = f"{metric}_{comparison}"
+    lines = [f"{row[key]:+.4f}{'*' if star else ''}", f"[{row[key + '_low']:+.4f},", f"{row[key + '_high']:+.4f}]"]
+    return lines + ([] if row[f"{comparison}_checked"] else ["flagged"])
+
+
+def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc",
+                comparisons: Optional[Sequence[str]] = None) -> Any:
+    """Heat maps of a critic-effect study (:func:`rmtl.lab.study.study_rows`) over its two axes,
+    one panel per comparison (default every one of :data:`rmtl.lab.study.COMPARISONS`: the
+    critic effect and its controls) for one ``task`` and ``metric``.
+
+    Colour is the mean paired difference on one diverging scale centred on 0 (blue: the first
+    side better, i.e. higher AUC or lower logloss); each cell shows the mean and its 95% CI,
+    with ``*`` where the comparison is significant and checked (critic effect: Holm p < 0.05;
+    controls: the CI excludes 0) and ``flagged`` where a convergence check failed.
+    """
+    chosen = [c for c in COMPARISONS if comparisons is None or c.name in comparisons]
+    mine = [r for r in rows if r["task"] == task]
+    if not mine or not chosen:
+        raise ValueError(f"task, comparisons: expected a task of the rows and names from "
+                         f"{[c.name for c in COMPARISONS]}, got {task!r}, {comparisons}")
+    (xk, xs), (yk, ys) = grid_values(rows)
+    where = [(ys.index(r["axes"][yk]), xs.index(r["axes"][xk])) for r in mine]
+    means = {c.name: np.full((len(ys), len(xs)), np.nan) for c in chosen}
+    for c in chosen:
+        for (i, j), r in zip(where, mine):
+            means[c.name][i, j] = r[f"{metric}_{c.name}"]
+    limit = float(np.nanmax(np.abs(np.stack(list(means.values()))), initial=0.0)) or 1e-12  # one scale, centred
+    fig, axes = plots.figure(len(chosen), width=1.1 * len(xs) + 1.2, height=0.9 * len(ys) + 1.4)
+    for ax, c in zip(axes, chosen):
+        image = ax.imshow(np.ma.masked_invalid(means[c.name]), cmap="RdBu" if metric == "auc" else "RdBu_r",
+                          vmin=-limit, vmax=limit, origin="lower", aspect="auto")
+        for (i, j), r in zip(where, mine):
+            plots.annotate_cell(ax, image, i, j, _effect_lines(r, c.name, metric, significant(r, c.name, metric)))
+        ax.set(xticks=range(len(xs)), xticklabels=[value_label(v) for v in xs],
+               yticks=range(len(ys)), yticklabels=[value_label(v) for v in ys],
+               xlabel=xk, ylabel=yk, title=c.label)
+        ax.title.set_fontsize("small")
+    fig.colorbar(image, ax=list(axes), label=f"{task} {metric} difference", shrink=0.9)
+    fig.suptitle(f"{task} {metric}: mean paired difference over seeds [95% CI]; * significant (critic effect: Holm "
+                 "p < 0.05; controls: CI excludes 0)", fontsize="small")
+    return fig

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from . import tune
 from ._ray import connect
-from .run import PRESETS, RunConfig, config_from_table, environment, load_dataset, read_toml
+from .settings import PRESETS, RunConfig, config_from_table, environment, load_dataset, read_toml
 
 __all__ = ["SweepConfig", "load_sweep", "run_sweep", "SweepResult", "describe_best"]
 

@@ -1,0 +1,256 @@
+"""The settings of a run, shared by ``rmtl run`` and ``rmtl sweep``: :class:`RunConfig` (every
+value checked once, presets, the budgets each stage runs), reading them from TOML, loading
+the run's dataset, and the versions that decide its numbers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import warnings
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import scipy
+
+from .. import __version__
+from ..backend import blas_info
+from ..config import CHOICES, COUNT, RMTLConfig, check
+from ..context import CONTEXT_MODES
+from ..data import SessionData
+from ..datasets import load_kuairand, load_retailrocket, synthetic
+from ..models import BACKBONES, check_compat
+from ._ray import connect
+from .graph import BUDGETS, CONTROLS
+
+__all__ = ["RunConfig", "describe_budgets", "PRESETS", "DATASETS", "AUTO_MIN_STEPS", "load_config",
+           "config_from_table", "read_toml", "load_dataset", "environment"]
+
+_REF = RMTLConfig()
+
+DATASETS = ("synthetic", "retailrocket", "kuairand")
+
+# quick: sized for a few minutes on 2 cores (small widths, few critic epochs, ~72k rows); 5
+# seeds, because with 3 the default run's smallest detectable critic effect (80% power at
+# 0.05 / 12) was 0.0009-0.0014 click AUC, above the 0.001 the table should resolve
+# (benchmarks/RESULTS.md, issue 29); paper: the reference hyperparameters of SPEC sections 4
+# and 5 (the defaults of the backbones and of RMTLConfig) and the default data size.
+# the fewest Adam steps of stage 1 (training from scratch) when neither --min-steps nor
+# --epochs is given. Measured on 2,000 synthetic users (9 steps per epoch, quick widths, 12
+# epochs, early stopping on AUC): MMoE (2 of 2 seeds), SingleTask and SharedBottom (1 of 2)
+# stopped on their initial plateau, uncalibrated (test click AUC 0.50-0.53); MMoE with at
+# least 500 steps calibrated in both seeds (benchmarks/RESULTS.md, issue 12). Stage 3 starts
+# from a trained model and never gets a floor: there it forced 56 epochs and over-trained
+# every arm (issue 29). An explicit --epochs turns the automatic floor off.
+AUTO_MIN_STEPS = 500
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "quick": {"backbone": {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2},
+              "rmtl": {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "critic_epochs": 4,
+                       "epochs": 12, "patience": 2},
+              "n_users": 5000, "seeds": 5},
+    "paper": {"backbone": {}, "rmtl": {}, "n_users": 14000, "seeds": 5},
+}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that defines a run; ``--config FILE.toml`` keys are these field names.
+
+    ``epochs``, ``critic_epochs``, ``n_users`` and ``seeds`` default to the preset's
+    values when None; ``finetune_epochs`` (stage 3's most epochs) to ``epochs``. ``models``
+    are trained as baselines; ``rmtl_models`` (a subset of ``models``) also get stages 2 and
+    3 and the ``controls`` of the critic effect (``continued``: every weight one; ``static``:
+    each task's weight fixed at RMTL's mean; ``permuted``: RMTL's weights shuffled across
+    rows), trained with the stage-3 ``budget`` (``matched``: as many epochs as RMTL kept in
+    the same seed; ``fixed``: exactly ``finetune_epochs`` for every arm, see
+    :func:`rmtl.experiment`). ``early_stopping`` (``logloss`` or ``auc``) is the validation
+    score stages 1 and 3 stop on (default ``logloss``; ``auc`` with ``compat="authors"``).
+    ``min_steps``: the fewest Adam steps of stage 1, in whole epochs, so small data gets
+    enough training to calibrate (default ``AUTO_MIN_STEPS`` unless ``epochs`` is given or
+    ``compat="authors"``, then 0: an explicit epoch budget is never raised silently).
+    ``init_output_bias="prior"`` starts the outputs at the training label rates (a deviation
+    from the authors; None, their setting, by default). ``compat="authors"`` switches RMTL to
+    the authors' code's behaviour where rmtl differs (every model must then be the authors'
+    module: not ``ple_paper``). See :class:`rmtl.RMTL`. ``context``
+    (``"critic"``, ``"backbone"``, ``"both"`` or None) adds every row's session context to the
+    critics' state, the backbones' input or both (:func:`rmtl.with_context`). ``resume`` is
+    the run's checkpoint directory (created if missing, continued if it holds a run of the
+    same settings): every job saves its stages there and a rerun (or a job Ray retries)
+    resumes from the last finished stage; on a cluster it must be storage every node sees.
+    ``processes`` runs the experiment's jobs in that many local processes; ``ray`` on a Ray
+    cluster (True: the one ``ray.init()`` finds or a new local one; a string: its address);
+    neither: one after another in this process.
+    """
+
+    dataset: str = "synthetic"
+    data: Optional[str] = None
+    preset: str = "quick"
+    models: Tuple[str, ...] = ("singletask", "sharedbottom", "esmm", "mmoe", "ple")
+    rmtl_models: Tuple[str, ...] = ("esmm", "mmoe", "ple")
+    seeds: Optional[int] = None
+    lam: float = _REF.lam
+    gamma: float = _REF.gamma
+    epochs: Optional[int] = None
+    finetune_epochs: Optional[int] = None
+    critic_epochs: Optional[int] = None
+    min_steps: Optional[int] = None
+    early_stopping: Optional[str] = None
+    budget: str = "matched"
+    controls: Tuple[str, ...] = CONTROLS
+    init_output_bias: Optional[str] = None
+    compat: Optional[str] = None
+    context: Optional[str] = None
+    n_users: Optional[int] = None
+    data_seed: int = 0
+    out: Optional[str] = None
+    resume: Optional[str] = None
+    progress: bool = True
+    processes: Optional[int] = None
+    ray: Union[None, bool, str] = None
+
+    def resolved(self) -> "RunConfig":
+        """A copy with preset defaults filled in and every value checked."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset: expected one of {list(DATASETS)}, got {self.dataset!r}")
+        p = PRESETS[self.preset]
+        c = dataclasses.replace(self, models=tuple(m.lower() for m in self.models),
+                                rmtl_models=tuple(m.lower() for m in self.rmtl_models))
+        unknown = sorted(set(c.models + c.rmtl_models) - set(BACKBONES))
+        if unknown:
+            raise ValueError(f"models: unknown backbone(s) {unknown}; choose from {sorted(BACKBONES)}")
+        if not c.models:
+            raise ValueError("models: expected at least one backbone")
+        c.models = c.models + tuple(m for m in c.rmtl_models if m not in c.models)
+        c.seeds = COUNT.check("seeds", p["seeds"] if c.seeds is None else c.seeds)
+        c.n_users = COUNT.check("n_users", p["n_users"] if c.n_users is None else c.n_users)
+        default = {"epochs": _REF.epochs, "critic_epochs": _REF.critic_epochs, **p["rmtl"]}
+        c.epochs = check("epochs", default["epochs"] if c.epochs is None else c.epochs)
+        c.critic_epochs = check("critic_epochs", default["critic_epochs"] if c.critic_epochs is None
+                                else c.critic_epochs)
+        authors = c.compat == "authors"  # their setting: no floor, stopping on the mean AUC
+        if c.min_steps is None:
+            c.min_steps = 0 if self.epochs is not None or authors else AUTO_MIN_STEPS
+        if c.early_stopping is None:
+            c.early_stopping = "auc" if authors else _REF.early_stopping
+        c.min_steps = check("min_steps", c.min_steps)
+        if c.finetune_epochs is not None:
+            c.finetune_epochs = check("finetune_epochs", c.finetune_epochs)
+        if c.early_stopping not in CHOICES["early_stopping"]:
+            raise ValueError(f"early_stopping: expected one of {list(CHOICES['early_stopping'])}, "
+                             f"got {c.early_stopping!r}")
+        if c.budget not in BUDGETS:
+            raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {c.budget!r}")
+        c.controls = tuple(c.controls)
+        bad = [x for x in c.controls if x not in CONTROLS]
+        if bad or len(set(c.controls)) != len(c.controls):
+            raise ValueError(f"controls: expected distinct names from {list(CONTROLS)}, got {list(c.controls)}")
+        for name in c.models:
+            check_compat(name, c.compat)
+        if c.init_output_bias not in CHOICES["init_output_bias"]:
+            raise ValueError(f"init_output_bias: expected 'prior' or None, got {c.init_output_bias!r}")
+        if c.context not in CONTEXT_MODES:
+            raise ValueError(f"context: expected one of {list(CONTEXT_MODES)}, got {c.context!r}")
+        c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
+        if c.processes is not None and (c.processes < 1 or c.ray):
+            raise ValueError(f"processes: expected a positive number of processes and no ray, got "
+                             f"processes={c.processes}, ray={c.ray!r}")
+        if c.dataset != "synthetic" and c.data is None:
+            raise ValueError(f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)")
+        if c.data is not None and not os.path.exists(c.data):
+            raise FileNotFoundError(f"data: no such file or directory: {c.data}")
+        return c
+
+    def executor(self) -> Any:
+        """The ``executor`` argument of :func:`rmtl.experiment`; with ``ray``, connects first."""
+        if self.ray:
+            connect(None if self.ray is True else self.ray)
+            return "ray"
+        return self.processes
+
+    def rmtl_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
+        kw = {k: v for k, v in PRESETS[self.preset]["rmtl"].items() if k != "epochs"}
+        kw.update(lam=self.lam, gamma=self.gamma, epochs=self.epochs, finetune_epochs=self.finetune_epochs,
+                  critic_epochs=self.critic_epochs, min_steps=self.min_steps, early_stopping=self.early_stopping,
+                  init_output_bias=self.init_output_bias, compat=self.compat)
+        return kw
+
+    def budgets(self, train_rows: int) -> Dict[str, Dict[str, Any]]:
+        """What each stage runs on ``train_rows`` training rows (a resolved config): stage 1's
+        epoch limit, step floor and the epochs the floor makes; stage 2's epochs; stage 3's
+        epoch limit and how its arms are budgeted."""
+        batch = self.rmtl_kwargs().get("batch_size") or _REF.batch_size
+        per_epoch = -(-train_rows // batch)
+        stage3 = self.epochs if self.finetune_epochs is None else self.finetune_epochs
+        return {
+            "stage1": {"epochs": self.epochs, "min_steps": self.min_steps, "steps_per_epoch": per_epoch,
+                       "most_epochs": max(self.epochs, -(-self.min_steps // per_epoch)),
+                       "early_stopping": self.early_stopping},
+            "stage2": {"critic_epochs": self.critic_epochs},
+            "stage3": {"epochs": stage3, "steps_per_epoch": per_epoch, "budget": self.budget,
+                       "early_stopping": self.early_stopping if self.budget == "matched" else None}}
+
+
+
+def describe_budgets(b: Mapping[str, Mapping[str, Any]]) -> str:
+    """:meth:`RunConfig.budgets` in one line, for the run's header."""
+    s1, s3 = b["stage1"], b["stage3"]
+    floor = (f", a {s1['min_steps']}-step floor raising them to {s1['most_epochs']}"
+             if s1["most_epochs"] > s1["epochs"] else "")
+    arms = (f"RMTL up to {s3['epochs']} epochs stopping on validation {s3['early_stopping']}, the controls "
+            "exactly RMTL's kept epochs" if s3["budget"] == "matched" else f"every arm exactly {s3['epochs']} epochs")
+    return (f"stage 1: up to {s1['epochs']} epochs of {s1['steps_per_epoch']} steps{floor}, stopping on "
+            f"validation {s1['early_stopping']}; stage 2: {b['stage2']['critic_epochs']} critic epochs; "
+            f"stage 3: {arms}")
+
+
+def read_toml(path: str) -> Dict[str, Any]:
+    """A TOML file as a dict."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """The [run] table (or the top level) of a TOML file as RunConfig keyword arguments;
+    unknown keys are an error naming them."""
+    raw = read_toml(path)
+    return config_from_table(raw.get("run", raw), path)
+
+
+def config_from_table(table: Mapping[str, Any], path: str) -> Dict[str, Any]:
+    """A TOML table as RunConfig keyword arguments; unknown keys are an error naming them.
+    The key ``jobs`` (renamed ``processes``) still works, with a DeprecationWarning."""
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    if "jobs" in table and "processes" not in table:
+        warnings.warn(f"{path}: the key 'jobs' is now 'processes' ('jobs' goes in the next release)",
+                      DeprecationWarning, stacklevel=3)
+        table = {("processes" if k == "jobs" else k): v for k, v in table.items()}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+
+
+def load_dataset(c: RunConfig) -> SessionData:
+    """The job's dataset: generated, a prepared .npz file, or a raw directory."""
+    if c.dataset == "synthetic":
+        if c.data is not None:
+            return SessionData.load(c.data)
+        return synthetic("retailrocket", n_users=c.n_users, seed=c.data_seed)
+    if os.path.isfile(c.data):
+        return SessionData.load(c.data)
+    return load_retailrocket(c.data) if c.dataset == "retailrocket" else load_kuairand(c.data)
+
+
+def environment() -> Dict[str, str]:
+    """Versions that decide the numbers: Python, rmtl, NumPy, SciPy, the BLAS in use."""
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "rmtl": __version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "blas": json.dumps(blas_info())}

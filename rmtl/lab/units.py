@@ -1,0 +1,147 @@
+"""What each unit of work of the graph (:mod:`rmtl.lab.graph`) does: :func:`execute` runs a
+job anywhere (this process, a worker process, a Ray task) from the data and its inputs'
+outputs, with RMTL's stages (:class:`rmtl.RMTL`), and returns its :class:`JobOutput`: the
+networks it produced as the bytes of their ``.npz`` files, its test-set records (with the
+convergence checks and the budget it ran) and the agent's history entries."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+from ..agent import RMTL
+from ..critic import Critic
+from ..metrics import evaluate
+from ..models import Backbone, create, load, save
+from ..train import History
+from . import _threads, convergence
+from .graph import METRICS, Job, JobOutput, Settings, Splits
+
+__all__ = ["execute", "agent_view", "load_critics", "reference_history", "kept_mean_weights"]
+
+
+def execute(job: Job, settings: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
+    """Execute ``job`` on ``data`` = (train, valid, test) given the outputs of ``job.deps``."""
+    t0 = time.perf_counter()
+    with _threads.limit(settings.threads):
+        out = _RUNNERS[job.kind](job, settings, data, inputs)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _pretrain(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
+    train, valid, test = data
+    model = create(job.model, train.field_dims, train.num_dense, train.num_tasks, seed=job.seed,
+                   **s.backbone_kwargs)
+    agent = _agent(job, s, model)
+    hist = agent.pretrain(train, valid)
+    _finished(hist.interrupted)
+    return JobOutput({"pretrained": _dump(save, agent.pretrained)}, _records(job, agent.pretrained, hist, data),
+                     agent.history)
+
+
+def _critics(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
+    agent = _agent(job, s, _restore(load, inputs[0].networks["pretrained"]))
+    _finished(len(agent.fit_critics(data[0])) < agent.config.critic_epochs)
+    return JobOutput({f"critic{k}": _dump(Critic.save, c) for k, c in enumerate(agent.critics)}, [],
+                     agent.history)
+
+
+def _finetune(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
+    train, valid, test = data
+    agent = _agent(job, s, _restore(load, inputs[0].networks["pretrained"]))
+    if job.critics_of is not None:
+        agent.critics = load_critics(inputs[1])
+    epochs, task_weights = job.epochs, None
+    if job.reference is not None:
+        ref = reference_history(inputs[-1])
+        if job.matched:
+            epochs = ref.best_epoch or len(ref.epochs)
+        if job.weighting == "static":
+            task_weights = kept_mean_weights(ref, train.task_names)
+    hist = agent.finetune(train, valid, weighting=job.weighting, epochs=epochs, task_weights=task_weights)
+    _finished(hist.interrupted)
+    return JobOutput({"finetuned": _dump(save, agent.backbone)}, _records(job, agent.backbone, hist, data),
+                     agent.history)
+
+
+_RUNNERS: Dict[str, Callable[[Job, Settings, Splits, Sequence[JobOutput]], JobOutput]] = {
+    "pretrain": _pretrain, "critics": _critics, "finetune": _finetune}
+
+
+def reference_history(output: JobOutput) -> History:
+    """The stage-3 history in the output of a ``finetune`` job."""
+    (key,) = [k for k in output.history if k.startswith("finetuned-")]
+    return History.from_dict(output.history[key])
+
+
+def kept_mean_weights(hist: History, tasks: Sequence[str]) -> List[float]:
+    """Per task, the mean stage-3 loss weight over the epochs up to the kept one (every epoch
+    visits every training row once, so this is the mean over the rows and steps that made
+    the kept model): the ``static`` control's weights."""
+    kept = hist.epochs[:hist.best_epoch or len(hist.epochs)]
+    return [float(np.mean([e[f"mean_weight_{t}"] for e in kept])) for t in tasks]
+
+
+def load_critics(output: JobOutput) -> List[Critic]:
+    """The critics a stage-2 job produced, in task order."""
+    return [_restore(Critic.load, output.networks[f"critic{k}"]) for k in range(len(output.networks))]
+
+
+def agent_view(model: str, seed: int, settings: Settings, outputs: Mapping[Job, JobOutput],
+               jobs: Sequence[Job]) -> RMTL:
+    """An agent holding what the jobs of (``model``, ``seed``) produced: pretrained weights,
+    critics, the last own variant's fine-tuned model and the merged history."""
+    own = [j for j in jobs if j.model == model and j.seed == seed and not j.transfer]
+    pretrained = _restore(load, outputs[own[0]].networks["pretrained"])
+    agent = RMTL(pretrained, seed=seed, progress=False, **settings.rmtl_kwargs)
+    for job in own:
+        out = outputs[job]
+        agent.history.update(out.history)
+        if job.kind == "critics":
+            agent.critics = load_critics(out)
+        elif job.kind == "finetune":
+            agent.backbone = _restore(load, out.networks["finetuned"])
+    return agent
+
+
+def _agent(job: Job, s: Settings, backbone: Backbone) -> RMTL:
+    ckpt = None if s.checkpoint_dir is None else os.path.join(s.checkpoint_dir, job.key)
+    return RMTL(backbone, seed=job.seed, checkpoint_dir=ckpt, progress=s.progress, **s.rmtl_kwargs)
+
+
+def _finished(interrupted: bool) -> None:
+    """A stage stopped by Ctrl-C stops the experiment (the stage's checkpoint keeps its progress)."""
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _records(job: Job, model: Backbone, hist: History, data: Splits) -> List[Dict[str, Any]]:
+    """Test metrics per task, with the convergence checks the training failed (judged on
+    ``valid`` and, against the constant predictor at the training rates, on ``test``) and
+    the budget the model actually trained: ``epochs`` run, ``kept_epoch`` and ``steps`` (Adam
+    steps up to the kept weights)."""
+    train, valid, test = data
+    flags = convergence.check(hist, model, valid, test, train.labels.mean(0))
+    budget = {"epochs": len(hist.epochs), "kept_epoch": hist.best_epoch or len(hist.epochs), "steps": hist.steps}
+    return [{"model": job.model, "variant": job.variant, "seed": job.seed, "task": task,
+             **{m: res[m] for m in METRICS}, "flags": flags, **budget} for task, res in evaluate(model, test).items()]
+
+
+def _dump(save_fn: Callable[[Any, str], None], net: Any) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "net.npz")
+        save_fn(net, path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _restore(load_fn: Callable[[str], Any], blob: bytes) -> Any:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "net.npz")
+        with open(path, "wb") as f:
+            f.write(blob)
+        return load_fn(path)
