@@ -23,6 +23,7 @@ torch before rmtl; `--import-order` instead runs the benchmark twice, each in a 
     python benchmarks/bench_backbones.py [--steps 6] [--threads N] [--only mmoe,ple]
         [--neighbour {busy,torch,membw}] [--high-cardinality] [--torch-first | --import-order]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,17 +46,32 @@ BATCH = 2048
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=6, help="timed training steps (and prediction batches x 4)")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for rmtl, numpy and torch")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--steps", type=int, default=6, help="timed training steps (and prediction batches x 4)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="threads for rmtl, numpy and torch"
+    )
     p.add_argument("--only", default=",".join(NAMES), help="comma-separated backbones")
-    p.add_argument("--neighbour", choices=NEIGHBOURS, help="a load run beside the timed runs, at nice 10")
-    p.add_argument("--high-cardinality", action="store_true", help=f"add a field of {HIGH_CARDINALITY:,} codes")
+    p.add_argument(
+        "--neighbour", choices=NEIGHBOURS, help="a load run beside the timed runs, at nice 10"
+    )
+    p.add_argument(
+        "--high-cardinality", action="store_true", help=f"add a field of {HIGH_CARDINALITY:,} codes"
+    )
     order = p.add_mutually_exclusive_group()
     order.add_argument("--torch-first", action="store_true", help="import torch before rmtl")
-    order.add_argument("--import-order", action="store_true",
-                       help="rmtl's training speed with rmtl imported first and with torch first, a process each")
-    p.add_argument("--peak-memory-of", help=argparse.SUPPRESS)  # internal: "rmtl:<name>" or "torch:<name>"
+    order.add_argument(
+        "--import-order",
+        action="store_true",
+        help="rmtl's training speed with rmtl imported first and with torch first, a process each",
+    )
+    p.add_argument(
+        "--peak-memory-of", help=argparse.SUPPRESS
+    )  # internal: "rmtl:<name>" or "torch:<name>"
     return p.parse_args()
 
 
@@ -134,7 +150,9 @@ def _ple_uses(c: rmtl.models.BackboneConfig, name: str) -> int:
     return c.num_tasks if level > 0 and index >= c.num_tasks * (c.num_experts // 2) else 1
 
 
-def first_layer_flops(model: rmtl.models.Backbone, rows: "list[int]", batch: int, folded: bool) -> float:
+def first_layer_flops(
+    model: rmtl.models.Backbone, rows: list[int], batch: int, folded: bool
+) -> float:
     """Matrix-product FLOPs of one training step's first layers over the embedding and of the
     numerical layer (forward, input and weight gradients) when field f runs over rows[f] rows
     (its distinct codes or the batch), and the numerical layer's block either over the batch
@@ -149,7 +167,11 @@ def first_layer_flops(model: rmtl.models.Backbone, rows: "list[int]", batch: int
         elif w.ndim == 2 and w.shape[1] == (F + 1) * E and not name.startswith("embedding"):
             out = w.shape[0]
             total += 2.0 * out * E * sum(rows) * 3
-            total += 2.0 * out * (2 * batch * D + 3 * E * D + 3 * E) if folded else 2.0 * out * E * batch * 3
+            total += (
+                2.0 * out * (2 * batch * D + 3 * E * D + 3 * E)
+                if folded
+                else 2.0 * out * E * batch * 3
+            )
     return total
 
 
@@ -162,7 +184,7 @@ def attention_flops(model: rmtl.models.Backbone, batch: int, ours: bool) -> floa
     if c.name != "aitm":
         return 0.0
     d = c.bottom_dims[-1]
-    per = 7.0 * batch * d * d + 3.0 * d ** 3 if ours else 18.0 * batch * d * d
+    per = 7.0 * batch * d * d + 3.0 * d**3 if ours else 18.0 * batch * d * d
     return 2.0 * per * (c.num_tasks - 1)
 
 
@@ -178,8 +200,14 @@ def memory_kb(key: str) -> int:
 def peak_memory(side: str, name: str) -> float:
     """MB of resident memory a fresh process adds at its peak while `side` ("rmtl" or "torch")
     builds the backbone and takes 2 training steps (Linux; 0 elsewhere)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--peak-memory-of", f"{side}:{name}", "--threads",
-           str(ARGS.threads)] + (["--high-cardinality"] if ARGS.high_cardinality else [])
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--peak-memory-of",
+        f"{side}:{name}",
+        "--threads",
+        str(ARGS.threads),
+    ] + (["--high-cardinality"] if ARGS.high_cardinality else [])
     run = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(run.stdout.split()[-1])
 
@@ -193,9 +221,21 @@ def report_peak_memory(spec: str) -> None:
     if side == "rmtl":
         time_train(rmtl.models.create(name, DIMS, 1, 2, seed=0), data, 1)
     else:
-        time_torch(TWINS[name](list(DIMS), 1, 2, 128, [512, 256], [128, 64], 0.2,
-                               **({"num_experts": 8} if name in ("omoe", "mmoe", "ple", "ple_paper") else {})), data, 1,
-                   predict=False)
+        time_torch(
+            TWINS[name](
+                list(DIMS),
+                1,
+                2,
+                128,
+                [512, 256],
+                [128, 64],
+                0.2,
+                **({"num_experts": 8} if name in ("omoe", "mmoe", "ple", "ple_paper") else {}),
+            ),
+            data,
+            1,
+            predict=False,
+        )
     print((memory_kb("VmHWM") - base) / 1024)
 
 
@@ -219,8 +259,12 @@ def time_rmtl(model, data, steps: int) -> dict:
     for mode in ("auto", "plain", "plain", "auto"):
         model.first_layer = mode
         speed[mode].append(time_train(model, data, steps))
-    out = {"train": np.mean(speed["auto"]), "train_plain": np.mean(speed["plain"]),
-           "rows": model._core.first_layer_rows, "folded": model._core.first_layer_folded}
+    out = {
+        "train": np.mean(speed["auto"]),
+        "train_plain": np.mean(speed["plain"]),
+        "rows": model._core.first_layer_rows,
+        "folded": model._core.first_layer_folded,
+    }
     rmtl.set_num_threads(1)
     out["train_1"] = time_train(model, data, steps)
     rmtl.set_num_threads(ARGS.threads)
@@ -258,7 +302,7 @@ def time_torch(net, data, steps: int, predict: bool = True):
         net(sparse[:BATCH], dense[:BATCH])
         t0 = time.perf_counter()
         for i in range(n_batches):
-            net(sparse[i * BATCH:(i + 1) * BATCH], dense[i * BATCH:(i + 1) * BATCH])
+            net(sparse[i * BATCH : (i + 1) * BATCH], dense[i * BATCH : (i + 1) * BATCH])
     return train, BATCH * n_batches / (time.perf_counter() - t0)
 
 
@@ -275,15 +319,27 @@ def compare_import_order() -> None:
     args = [a for a in sys.argv[1:] if a != "--import-order"]
     speeds = {}
     for label, extra in (("rmtl first", []), ("torch first", ["--torch-first"])):
-        run = subprocess.run([sys.executable, os.path.abspath(__file__)] + args + extra, capture_output=True,
-                             text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, os.path.abspath(__file__)] + args + extra,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         print(f"# {label}\n{run.stdout}", end="", flush=True)
-        rows = [line.split() for line in run.stdout.splitlines() if line.split()[:1] and line.split()[0] in NAMES]
+        rows = [
+            line.split()
+            for line in run.stdout.splitlines()
+            if line.split()[:1] and line.split()[0] in NAMES
+        ]
         speeds[label] = {r[0]: (float(r[1]), float(r[3])) for r in rows}
-    print(f"{'backbone':<13}{'rmtl first/s':>13}{'torch first/s':>14}{'ratio':>7}{'1 thr':>8}{'1 thr':>8}")
+    print(
+        f"{'backbone':<13}{'rmtl first/s':>13}{'torch first/s':>14}{'ratio':>7}{'1 thr':>8}{'1 thr':>8}"
+    )
     for name, (train, one) in speeds["rmtl first"].items():
         t_train, t_one = speeds["torch first"][name]
-        print(f"{name:<13}{train:>13.0f}{t_train:>14.0f}{t_train / train:>7.2f}{one:>8.0f}{t_one:>8.0f}")
+        print(
+            f"{name:<13}{train:>13.0f}{t_train:>14.0f}{t_train / train:>7.2f}{one:>8.0f}{t_one:>8.0f}"
+        )
 
 
 def main() -> None:
@@ -292,31 +348,44 @@ def main() -> None:
     ceiling = matmul_rate()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the neighbour
     neighbour = start_neighbour(ARGS.neighbour) if ARGS.neighbour else None
-    print(f"threads {ARGS.threads}, torch {torch.__version__}, rmtl gemm {rmtl.blas_info()['backend']}, "
-          f"batch {BATCH}, {ARGS.steps} training steps, {ARGS.steps * 4} prediction batches, "
-          f"field dims {DIMS}, neighbour {ARGS.neighbour or 'none'}")
-    print(f"numpy.matmul float32 ceiling: {ceiling / 1e9:.1f} GFLOP/s (measured before any neighbour)")
-    head = (f"{'backbone':<13}{'rmtl train/s':>13}{'plain/s':>9}{'1 thr/s':>9}{'torch train/s':>14}{'ratio':>7}"
-            f"{'N/1 thr':>8}{'rmtl pred/s':>12}{'torch pred/s':>13}{'ratio':>7}{'FLOPs':>7}{'GFLOP/s':>9}"
-            f"{'of ceil':>8}{'rmtl MB':>8}{'torch MB':>9}")
+    print(
+        f"threads {ARGS.threads}, torch {torch.__version__}, rmtl gemm {rmtl.blas_info()['backend']}, "
+        f"batch {BATCH}, {ARGS.steps} training steps, {ARGS.steps * 4} prediction batches, "
+        f"field dims {DIMS}, neighbour {ARGS.neighbour or 'none'}"
+    )
+    print(
+        f"numpy.matmul float32 ceiling: {ceiling / 1e9:.1f} GFLOP/s (measured before any neighbour)"
+    )
+    head = (
+        f"{'backbone':<13}{'rmtl train/s':>13}{'plain/s':>9}{'1 thr/s':>9}{'torch train/s':>14}{'ratio':>7}"
+        f"{'N/1 thr':>8}{'rmtl pred/s':>12}{'torch pred/s':>13}{'ratio':>7}{'FLOPs':>7}{'GFLOP/s':>9}"
+        f"{'of ceil':>8}{'rmtl MB':>8}{'torch MB':>9}"
+    )
     print(head)
     try:
         for name in names:
             model = rmtl.models.create(name, DIMS, 1, 2, seed=0)
             r = time_rmtl(model, data, ARGS.steps)
             plain = train_flops(model, BATCH)
-            ours = plain - first_layer_flops(model, [BATCH] * len(DIMS), BATCH, False) + first_layer_flops(
-                model, list(r["rows"]), BATCH, r["folded"]) - attention_flops(model, BATCH, False) + attention_flops(
-                model, BATCH, True)
+            ours = (
+                plain
+                - first_layer_flops(model, [BATCH] * len(DIMS), BATCH, False)
+                + first_layer_flops(model, list(r["rows"]), BATCH, r["folded"])
+                - attention_flops(model, BATCH, False)
+                + attention_flops(model, BATCH, True)
+            )
             t_train, t_pred = time_torch(twin_of(model), data, ARGS.steps)
             del model
             gc.collect()
             r_mb, t_mb = peak_memory("rmtl", name), peak_memory("torch", name)
             rate = ours * r["train"] / BATCH
-            print(f"{name:<13}{r['train']:>13.0f}{r['train_plain']:>9.0f}{r['train_1']:>9.0f}{t_train:>14.0f}"
-                  f"{r['train'] / t_train:>7.2f}{r['train'] / r['train_1']:>8.2f}{r['pred']:>12.0f}{t_pred:>13.0f}"
-                  f"{r['pred'] / t_pred:>7.2f}{ours / plain:>7.0%}{rate / 1e9:>9.1f}{rate / ceiling:>8.0%}"
-                  f"{r_mb:>8.0f}{t_mb:>9.0f}", flush=True)
+            print(
+                f"{name:<13}{r['train']:>13.0f}{r['train_plain']:>9.0f}{r['train_1']:>9.0f}{t_train:>14.0f}"
+                f"{r['train'] / t_train:>7.2f}{r['train'] / r['train_1']:>8.2f}{r['pred']:>12.0f}{t_pred:>13.0f}"
+                f"{r['pred'] / t_pred:>7.2f}{ours / plain:>7.0%}{rate / 1e9:>9.1f}{rate / ceiling:>8.0%}"
+                f"{r_mb:>8.0f}{t_mb:>9.0f}",
+                flush=True,
+            )
     finally:
         if neighbour is not None:
             neighbour.kill()

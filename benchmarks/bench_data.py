@@ -7,6 +7,7 @@ The load runs in a fresh process, so its peak memory (ru_maxrss) is the loader's
 (targets: under 60 s and 6 GB). There is no PyTorch equivalent of CSV loading or of the
 generator, so no ratio is printed.
 """
+
 import argparse
 import os
 import resource
@@ -39,17 +40,21 @@ def generation() -> None:
         t0 = time.perf_counter()
         d = synthetic(preset, n_users=users)
         dt = time.perf_counter() - t0
-        print(f"generate {preset}: {len(d):,} impressions in {dt:.2f} s "
-              f"({len(d) / dt / 1e6:.2f} M/s, calibration included)")
+        print(
+            f"generate {preset}: {len(d):,} impressions in {dt:.2f} s "
+            f"({len(d) / dt / 1e6:.2f} M/s, calibration included)"
+        )
 
 
 def oracle() -> None:
     for preset in ("retailrocket", "kuairand"):
         d = synthetic(preset)
         for k, name in enumerate(d.task_names):
-            print(f"oracle {preset} default ({len(d):,} rows) {name}: rate {d.labels[:, k].mean():.4f} "
-                  f"AUC {metrics.oracle_auc(d.truth[:, k]):.4f} "
-                  f"logloss {metrics.oracle_logloss(d.truth[:, k]):.4f}")
+            print(
+                f"oracle {preset} default ({len(d):,} rows) {name}: rate {d.labels[:, k].mean():.4f} "
+                f"AUC {metrics.oracle_auc(d.truth[:, k]):.4f} "
+                f"logloss {metrics.oracle_logloss(d.truth[:, k]):.4f}"
+            )
 
 
 def real_size(directory: str, scale: float) -> None:
@@ -62,16 +67,23 @@ def real_size(directory: str, scale: float) -> None:
     extra = max(0, round(REAL_PROPERTY_ROWS * scale / (SNAPSHOTS * items) - present))
     write_retailrocket(d, directory, snapshots=SNAPSHOTS, extra_properties=extra)
     events = sum(1 for _ in open(os.path.join(directory, "events.csv"))) - 1
-    props = sum(sum(1 for _ in open(os.path.join(directory, f))) - 1
-                for f in ("item_properties_part1.csv", "item_properties_part2.csv"))
+    props = sum(
+        sum(1 for _ in open(os.path.join(directory, f))) - 1
+        for f in ("item_properties_part1.csv", "item_properties_part2.csv")
+    )
     size = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
-    print(f"wrote {events:,} events, {props:,} property rows ({size / 1e9:.2f} GB) "
-          f"in {time.perf_counter() - t0:.1f} s")
-    out = subprocess.run([sys.executable, "-c", LOAD, directory], capture_output=True, text=True,
-                         check=True).stdout.split()
+    print(
+        f"wrote {events:,} events, {props:,} property rows ({size / 1e9:.2f} GB) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD, directory], capture_output=True, text=True, check=True
+    ).stdout.split()
     rows, sessions, secs, rss_kb = int(out[0]), int(out[1]), float(out[2]), int(out[3])
-    print(f"load_retailrocket: {rows:,} rows, {sessions:,} sessions in {secs:.1f} s, "
-          f"peak memory {rss_kb / 1024 ** 2:.2f} GB (targets: 60 s, 6 GB)")
+    print(
+        f"load_retailrocket: {rows:,} rows, {sessions:,} sessions in {secs:.1f} s, "
+        f"peak memory {rss_kb / 1024**2:.2f} GB (targets: 60 s, 6 GB)"
+    )
 
 
 def main() -> None:
@@ -87,7 +99,9 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             real_size(tmp, args.scale)
-    print(f"benchmark peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GB")
+    print(
+        f"benchmark peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB"
+    )
 
 
 if __name__ == "__main__":

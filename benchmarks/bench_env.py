@@ -11,6 +11,7 @@ and its cost per transition is extrapolated to all of them (``--baseline-steps 0
 everything, about 10 s); the output says which. There is no PyTorch equivalent of the
 environment, so the baseline is the authors' NumPy formulation.
 """
+
 import argparse
 import time
 
@@ -28,7 +29,9 @@ class PyEnv:
     def __init__(self, data: rmtl.SessionData) -> None:
         states = np.concatenate([data.sparse.astype(np.float32), data.dense], 1)
         o = data.offsets
-        self.sessions = [{"states": states[a:b], "labels": data.labels[a:b]} for a, b in zip(o[:-1], o[1:])]
+        self.sessions = [
+            {"states": states[a:b], "labels": data.labels[a:b]} for a, b in zip(o[:-1], o[1:])
+        ]
         self.next_session = 0
 
     def reset(self) -> np.ndarray:
@@ -38,7 +41,9 @@ class PyEnv:
 
     def step(self, action: np.ndarray):
         t, label = self.t, self.cur["labels"][self.t]
-        reward = label * np.log(np.clip(action, CLIP, 1)) + (1 - label) * np.log(np.clip(1 - action, CLIP, 1))
+        reward = label * np.log(np.clip(action, CLIP, 1)) + (1 - label) * np.log(
+            np.clip(1 - action, CLIP, 1)
+        )
         done = t + 1 >= len(self.cur["labels"])
         nstate = self.cur["states"][t if done else t + 1]
         self.t += 1
@@ -58,7 +63,13 @@ class PyBuffer:
 
     def store(self, state, action, nstate, reward, done) -> None:
         i = self.idx
-        self.state[i], self.nstate[i], self.action[i], self.reward[i], self.done[i] = state, nstate, action, reward, done
+        self.state[i], self.nstate[i], self.action[i], self.reward[i], self.done[i] = (
+            state,
+            nstate,
+            action,
+            reward,
+            done,
+        )
         self.idx, self.size = (i + 1) % self.max_size, min(self.size + 1, self.max_size)
 
 
@@ -97,9 +108,18 @@ def best_of(fn, repeats: int = 3) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--users", type=int, default=70_000, help="synthetic users (70,000: about 1.02M impressions)")
-    p.add_argument("--baseline-steps", type=int, default=60_000,
-                   help="transitions the Python baseline replays before extrapolating (0: all)")
+    p.add_argument(
+        "--users",
+        type=int,
+        default=70_000,
+        help="synthetic users (70,000: about 1.02M impressions)",
+    )
+    p.add_argument(
+        "--baseline-steps",
+        type=int,
+        default=60_000,
+        help="transitions the Python baseline replays before extrapolating (0: all)",
+    )
     p.add_argument("--num-envs", type=int, default=1024)
     p.add_argument("--env-steps", type=int, default=100_000, help="single-environment steps timed")
     args = p.parse_args()
@@ -107,8 +127,10 @@ def main() -> None:
     data = rmtl.datasets.synthetic("retailrocket", n_users=args.users, seed=0)
     train = data.split()[0]
     T, n = train.num_tasks, len(train)
-    print(f"data: synthetic retailrocket, {len(data):,} impressions; training split {n:,} rows in "
-          f"{train.num_sessions:,} sessions; {T} tasks; threads: {rmtl.get_num_threads()}")
+    print(
+        f"data: synthetic retailrocket, {len(data):,} impressions; training split {n:,} rows in "
+        f"{train.num_sessions:,} sessions; {T} tasks; threads: {rmtl.get_num_threads()}"
+    )
 
     # single-environment stepping, one transition per Python call on both sides
     rng = np.random.default_rng(0)
@@ -138,10 +160,14 @@ def main() -> None:
     buf = rmtl.ReplayBuffer(n, T, seed=0)
     c_time = best_of(lambda: rmtl.collect(train, buf, policy="uniform", seed=0))
     assert len(buf) == n
-    print(f"python buffer fill: {py_time:8.3f} s for {n:,} transitions ({how} transitions; "
-          f"{py_time / n * 1e6:.2f} us each)")
-    print(f"rmtl.collect fill:  {c_time:8.3f} s for {n:,} transitions (best of 3; "
-          f"{c_time / n * 1e9:.0f} ns each)   {py_time / c_time:7.1f}x (target >= 100x)")
+    print(
+        f"python buffer fill: {py_time:8.3f} s for {n:,} transitions ({how} transitions; "
+        f"{py_time / n * 1e6:.2f} us each)"
+    )
+    print(
+        f"rmtl.collect fill:  {c_time:8.3f} s for {n:,} transitions (best of 3; "
+        f"{c_time / n * 1e9:.0f} ns each)   {py_time / c_time:7.1f}x (target >= 100x)"
+    )
     sample_sps = 200 * 2048 / best_of(lambda: [buf.sample(2048) for _ in range(200)])
     print(f"rmtl.ReplayBuffer.sample(2048): {sample_sps:12,.0f} transitions/s")
 

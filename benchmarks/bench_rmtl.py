@@ -22,6 +22,7 @@ torch first does not slow it (bench_backbones.py --import-order measures that).
     python benchmarks/bench_rmtl.py [--steps 8] [--threads N] [--users 40000] [--repeat 3]
         [--skip-pipeline]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,17 @@ BATCH = 2048
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=8, help="timed stage-2 steps per side")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for rmtl and torch")
-    p.add_argument("--users", type=int, default=40000, help="pipeline: users of the synthetic preset")
-    p.add_argument("--epochs", type=int, default=2, help="pipeline: epochs of stages 1 and 3, and of stage 2")
+    p.add_argument(
+        "--users", type=int, default=40000, help="pipeline: users of the synthetic preset"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=2, help="pipeline: epochs of stages 1 and 3, and of stage 2"
+    )
     p.add_argument("--repeat", type=int, default=3, help="rounds per part, the sides alternating")
     p.add_argument("--skip-pipeline", action="store_true", help="only part 1")
     args = p.parse_args()
@@ -76,7 +83,9 @@ def transitions(n: int, seed: int = 0):
     done = (rows % 5 == 4).astype(np.float32)
     nxt = np.where(done > 0, rows, rows + 1)
     action = rng.random((n, 2)).astype(np.float32)
-    reward = (labels * np.log(np.clip(action, 1e-4, 1)) + (1 - labels) * np.log(np.clip(1 - action, 1e-4, 1)))
+    reward = labels * np.log(np.clip(action, 1e-4, 1)) + (1 - labels) * np.log(
+        np.clip(1 - action, 1e-4, 1)
+    )
     return (sparse, dense, labels), (rows, nxt, action, reward.astype(np.float32), done)
 
 
@@ -95,16 +104,41 @@ def rmtl_stage2(data, trans, picks) -> float:
         c.copy_embedding(actor)
     targets = [c.clone() for c in critics]
     adam = (1e-3, 0.9, 0.999, 1e-8, 0.0)
-    cfg = dict(gamma=GAMMA, td3=True, noise_std=NOISE, noise_clip=CLIP, ips=False, tau=TAU, soft_update_freq=2,
-               actor_update=False, actor_update_freq=1, init_training_step=0, seed=7, critic_adam=adam,
-               actor_adam=adam)
+    cfg = dict(
+        gamma=GAMMA,
+        td3=True,
+        noise_std=NOISE,
+        noise_clip=CLIP,
+        ips=False,
+        tau=TAU,
+        soft_update_freq=2,
+        actor_update=False,
+        actor_update_freq=1,
+        init_training_step=0,
+        seed=7,
+        critic_adam=adam,
+        actor_adam=adam,
+    )
 
     def run(idx, step):
         flat = idx.ravel()
-        _core.td_chunk(actor=actor._core, actor_target=actor.clone()._core, critics=[c._core for c in critics],
-                       targets=[t._core for t in targets], state=rows[flat], next=nxt[flat], action=action[flat],
-                       reward=reward[flat], done=done[flat], sparse=sparse, dense=dense, labels=labels,
-                       batch_size=BATCH, step=step, **cfg)
+        _core.td_chunk(
+            actor=actor._core,
+            actor_target=actor.clone()._core,
+            critics=[c._core for c in critics],
+            targets=[t._core for t in targets],
+            state=rows[flat],
+            next=nxt[flat],
+            action=action[flat],
+            reward=reward[flat],
+            done=done[flat],
+            sparse=sparse,
+            dense=dense,
+            labels=labels,
+            batch_size=BATCH,
+            step=step,
+            **cfg,
+        )
 
     run(picks[:1], 0)
     t0 = time.perf_counter()
@@ -133,15 +167,27 @@ def torch_stage2(data, trans, picks) -> float:
     sparse = sparse.long()
     rows, nxt, action, reward, done = (torch.from_numpy(np.asarray(a)) for a in trans)
     actor = twin_of(rmtl.models.ESMM(FIELD_DIMS, 1, 2, seed=0)).eval()
-    critics = [CriticNeg(list(FIELD_DIMS), 1, 128, [512, 256], [128, 64], 0.2).train() for _ in range(2)]
+    critics = [
+        CriticNeg(list(FIELD_DIMS), 1, 128, [512, 256], [128, 64], 0.2).train() for _ in range(2)
+    ]
     targets = [copy.deepcopy(c) for c in critics]
     opts = [torch.optim.Adam(c.parameters(), lr=1e-3) for c in critics]
 
     def step(idx, s):
         i = torch.from_numpy(idx)
         j = nxt[i]
-        torch_td_step(actor, critics, targets, opts, (sparse[i], dense[i]), (sparse[j], dense[j]), action[i],
-                      reward[i], done[i], s)
+        torch_td_step(
+            actor,
+            critics,
+            targets,
+            opts,
+            (sparse[i], dense[i]),
+            (sparse[j], dense[j]),
+            action[i],
+            reward[i],
+            done[i],
+            s,
+        )
 
     step(picks[0], 0)
     t0 = time.perf_counter()
@@ -163,7 +209,7 @@ def torch_epoch(net, opt, data, rng, weigh=None) -> None:
     net.train()
     order = rng.permutation(len(labels))
     for start in range(0, len(order), BATCH):
-        i = torch.from_numpy(order[start:start + BATCH])
+        i = torch.from_numpy(order[start : start + BATCH])
         x = (sparse[i], dense[i])
         prob = net(*x)
         w = None if weigh is None else weigh(x, prob)
@@ -176,18 +222,41 @@ def torch_valid_auc(net, data) -> float:
     sparse, dense, labels = data
     net.eval()
     with torch.no_grad():
-        prob = torch.cat([net(sparse[s:s + 16384], dense[s:s + 16384]) for s in range(0, len(labels), 16384)])
-    return float(np.mean([rmtl.metrics.auc(labels[:, k].numpy(), prob[:, k].numpy()) for k in range(prob.shape[1])]))
+        prob = torch.cat(
+            [net(sparse[s : s + 16384], dense[s : s + 16384]) for s in range(0, len(labels), 16384)]
+        )
+    return float(
+        np.mean(
+            [
+                rmtl.metrics.auc(labels[:, k].numpy(), prob[:, k].numpy())
+                for k in range(prob.shape[1])
+            ]
+        )
+    )
 
 
 def torch_pipeline(train, valid, epochs: int) -> float:
     """The three stages in PyTorch: the same models, steps and evaluations as RMTL.fit."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
-    as_t = lambda d: (torch.from_numpy(d.sparse).long(), torch.from_numpy(d.dense), torch.from_numpy(d.labels))  # noqa: E731
+
+    def as_t(d):
+        return (
+            torch.from_numpy(d.sparse).long(),
+            torch.from_numpy(d.dense),
+            torch.from_numpy(d.labels),
+        )  # noqa: E731
+
     tr, va = as_t(train), as_t(valid)
-    args = (list(train.field_dims), train.num_dense, train.num_tasks, NET["embed_dim"], list(NET["bottom_dims"]),
-            list(NET["tower_dims"]), NET["dropout"])
+    args = (
+        list(train.field_dims),
+        train.num_dense,
+        train.num_tasks,
+        NET["embed_dim"],
+        list(NET["bottom_dims"]),
+        list(NET["tower_dims"]),
+        NET["dropout"],
+    )
     net = twin_of(rmtl.models.ESMM(*args[:3], **NET))
     opt = torch.optim.Adam(net.parameters(), lr=LR, weight_decay=WD)
     for _ in range(epochs):
@@ -201,14 +270,23 @@ def torch_pipeline(train, valid, epochs: int) -> float:
     nxt = torch.from_numpy(np.where(last, rows, rows + 1))
     action = rng.random((n, T)).astype(np.float32)
     y = train.labels
-    reward = torch.from_numpy((y * np.log(np.clip(action, 1e-4, 1)) + (1 - y) * np.log(np.clip(1 - action, 1e-4, 1)))
-                              .astype(np.float32))
+    reward = torch.from_numpy(
+        (
+            y * np.log(np.clip(action, 1e-4, 1)) + (1 - y) * np.log(np.clip(1 - action, 1e-4, 1))
+        ).astype(np.float32)
+    )
     action, done = torch.from_numpy(action), torch.from_numpy(last.astype(np.float32))
     net.eval()
     critics = []
     for _ in range(T):
-        c = CriticNeg(args[0], args[1], args[3], list(CRITIC["critic_bottom_dims"]), list(CRITIC["critic_tower_dims"]),
-                      CRITIC["critic_dropout"])
+        c = CriticNeg(
+            args[0],
+            args[1],
+            args[3],
+            list(CRITIC["critic_bottom_dims"]),
+            list(CRITIC["critic_tower_dims"]),
+            CRITIC["critic_dropout"],
+        )
         c.embedding.load_state_dict(net.embedding.state_dict())
         critics.append(c.train())
     targets, actor_target = [copy.deepcopy(c) for c in critics], copy.deepcopy(net)
@@ -217,8 +295,18 @@ def torch_pipeline(train, valid, epochs: int) -> float:
     for step in range(epochs * (n // B)):
         i = torch.from_numpy(rng.choice(n, B, replace=False))
         j = nxt[i]
-        torch_td_step(actor_target, critics, targets, opts, (tr[0][i], tr[1][i]), (tr[0][j], tr[1][j]), action[i],
-                      reward[i], done[i], step)
+        torch_td_step(
+            actor_target,
+            critics,
+            targets,
+            opts,
+            (tr[0][i], tr[1][i]),
+            (tr[0][j], tr[1][j]),
+            action[i],
+            reward[i],
+            done[i],
+            step,
+        )
     # stage 3: weighted fine-tuning of a copy of the pretrained model
     for c in critics:
         c.eval()
@@ -239,8 +327,17 @@ def torch_pipeline(train, valid, epochs: int) -> float:
 def rmtl_pipeline(train, valid, epochs: int) -> float:
     t0 = time.perf_counter()
     model = rmtl.models.ESMM(train.field_dims, train.num_dense, train.num_tasks, **NET)
-    rmtl.RMTL(model, epochs=epochs, patience=epochs + 1, critic_epochs=epochs, lr=LR, weight_decay=WD, lam=LAM,
-              progress=False, **CRITIC).fit(train, valid)
+    rmtl.RMTL(
+        model,
+        epochs=epochs,
+        patience=epochs + 1,
+        critic_epochs=epochs,
+        lr=LR,
+        weight_decay=WD,
+        lam=LAM,
+        progress=False,
+        **CRITIC,
+    ).fit(train, valid)
     return time.perf_counter() - t0
 
 
@@ -250,7 +347,7 @@ def rounds(timers) -> dict:
     names = list(timers)
     times = {name: [] for name in names}
     for r in range(ARGS.repeat):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(timers[name]())
     return times
 
@@ -259,9 +356,15 @@ def report(times, unit) -> None:
     """Median per side, the ratio pytorch/rmtl of the medians and each round's."""
     ours, theirs = times["rmtl"], times["pytorch"]
     for name, ts in times.items():
-        print(f"  {name:8s}" + " ".join(f"{unit(t):>9s}" for t in ts) + f"   median {unit(float(np.median(ts)))}")
+        print(
+            f"  {name:8s}"
+            + " ".join(f"{unit(t):>9s}" for t in ts)
+            + f"   median {unit(float(np.median(ts)))}"
+        )
     per_round = " ".join(f"{b / a:.2f}" for a, b in zip(ours, theirs))
-    print(f"  ratio pytorch/rmtl (time) {float(np.median(theirs)) / float(np.median(ours)):.2f}  (rounds: {per_round})")
+    print(
+        f"  ratio pytorch/rmtl (time) {float(np.median(theirs)) / float(np.median(ours)):.2f}  (rounds: {per_round})"
+    )
 
 
 if __name__ == "__main__":
@@ -273,18 +376,35 @@ if __name__ == "__main__":
     from torch_reference import CriticNeg, soft_update, td_loss, twin_of, weighted_bce
 
     torch.set_num_threads(ARGS.threads)
-    print(f"{ARGS.threads} threads, BLAS {rmtl.blas_info()['backend']}, torch {torch.__version__}, "
-          f"{ARGS.repeat} rounds per part, the sides taking turns to go first")
-    times = rounds({"rmtl": lambda: rmtl_stage2(data, trans, picks), "pytorch": lambda: torch_stage2(data, trans, picks)})
-    print(f"stage 2, critic training (2 critics + targets, ESMM actor target, batch {BATCH}, "
-          f"{ARGS.steps} steps), transitions/s per round:")
+    print(
+        f"{ARGS.threads} threads, BLAS {rmtl.blas_info()['backend']}, torch {torch.__version__}, "
+        f"{ARGS.repeat} rounds per part, the sides taking turns to go first"
+    )
+    times = rounds(
+        {
+            "rmtl": lambda: rmtl_stage2(data, trans, picks),
+            "pytorch": lambda: torch_stage2(data, trans, picks),
+        }
+    )
+    print(
+        f"stage 2, critic training (2 critics + targets, ESMM actor target, batch {BATCH}, "
+        f"{ARGS.steps} steps), transitions/s per round:"
+    )
     report(times, lambda t: f"{BATCH / t:.0f}")
     if not ARGS.skip_pipeline:
-        train, valid, _ = rmtl.datasets.synthetic("retailrocket", n_users=ARGS.users, seed=0).split()
-        times = rounds({"rmtl": lambda: rmtl_pipeline(train, valid, ARGS.epochs),
-                        "pytorch": lambda: torch_pipeline(train, valid, ARGS.epochs)})
-        print(f"three stages, ESMM (embed {NET['embed_dim']}, bottom {NET['bottom_dims']}, tower {NET['tower_dims']}; "
-              f"critics {CRITIC['critic_bottom_dims']} + {CRITIC['critic_tower_dims']}), {ARGS.epochs} epochs per "
-              f"stage, synthetic retailrocket {ARGS.users} users: {len(train)} training / {len(valid)} validation rows; "
-              "seconds per round:")
+        train, valid, _ = rmtl.datasets.synthetic(
+            "retailrocket", n_users=ARGS.users, seed=0
+        ).split()
+        times = rounds(
+            {
+                "rmtl": lambda: rmtl_pipeline(train, valid, ARGS.epochs),
+                "pytorch": lambda: torch_pipeline(train, valid, ARGS.epochs),
+            }
+        )
+        print(
+            f"three stages, ESMM (embed {NET['embed_dim']}, bottom {NET['bottom_dims']}, tower {NET['tower_dims']}; "
+            f"critics {CRITIC['critic_bottom_dims']} + {CRITIC['critic_tower_dims']}), {ARGS.epochs} epochs per "
+            f"stage, synthetic retailrocket {ARGS.users} users: {len(train)} training / {len(valid)} validation rows; "
+            "seconds per round:"
+        )
         report(times, lambda t: f"{t:.1f}")

@@ -17,6 +17,7 @@ thread count).
 
     python benchmarks/bench_scale.py [--seeds 4] [--users 5000] [--models esmm mmoe]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,17 +28,25 @@ import time
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seeds", type=int, default=4, help="seeds 0..N-1")
     p.add_argument("--users", type=int, default=5000, help="users of the synthetic data")
-    p.add_argument("--models", nargs="+", default=["esmm", "mmoe"], help="backbones, each with RMTL")
+    p.add_argument(
+        "--models", nargs="+", default=["esmm", "mmoe"], help="backbones, each with RMTL"
+    )
     return p.parse_args()
 
 
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        return next(
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         return platform.processor()
 
@@ -53,11 +62,15 @@ def main() -> None:
     from rmtl.lab.settings import PRESETS, RunConfig
     from rmtl.lab.units import execute
 
-    data = rmtl.datasets.synthetic("retailrocket", n_users=args.users, seed=0).split((0.6, 0.2, 0.2))
+    data = rmtl.datasets.synthetic("retailrocket", n_users=args.users, seed=0).split(
+        (0.6, 0.2, 0.2)
+    )
     jobs = graph(args.models, args.models, range(args.seeds), ("rmtl",), ())
     settings = Settings(PRESETS["quick"]["backbone"], RunConfig().resolved().rmtl_kwargs())
-    print(f"{len(jobs)} jobs: {args.models} with RMTL, {args.seeds} seeds, {len(data[0])} training rows; "
-          f"{cpu_model()}, load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"{len(jobs)} jobs: {args.models} with RMTL, {args.seeds} seeds, {len(data[0])} training rows; "
+        f"{cpu_model()}, load average {os.getloadavg()[0]:.1f} at start"
+    )
 
     def timed(name: str, executor, slots: int) -> dict:
         t0 = time.perf_counter()
@@ -65,8 +78,13 @@ def main() -> None:
         wall = time.perf_counter() - t0
         busy = sum(o.seconds for o in outputs.values())
         print(f"  {name}: {wall:.1f} s", flush=True)
-        return {"name": name, "wall": wall, "busy": busy, "idle": (wall * slots - busy) / len(jobs),
-                "records": [r for j in jobs for r in outputs[j].records]}
+        return {
+            "name": name,
+            "wall": wall,
+            "busy": busy,
+            "idle": (wall * slots - busy) / len(jobs),
+            "records": [r for j in jobs for r in outputs[j].records],
+        }
 
     runs = [timed("serial, 2 threads", None, 1), timed("--processes 2, 1 thread each", 2, 2)]
     t0 = time.perf_counter()
@@ -86,16 +104,24 @@ def main() -> None:
     print("| run | wall s | speed-up | time in jobs s | slot time outside jobs per job s |")
     print("|---|---:|---:|---:|---:|")
     for r in runs:
-        print(f"| {r['name']} | {r['wall']:.1f} | {serial / r['wall']:.2f}x | {r['busy']:.1f} | {r['idle']:.2f} |")
+        print(
+            f"| {r['name']} | {r['wall']:.1f} | {serial / r['wall']:.2f}x | {r['busy']:.1f} | {r['idle']:.2f} |"
+        )
     jobs2, on_ray = runs[1], runs[2]
     auc = lambda r: np.array([x["auc"] for x in r["records"]])  # noqa: E731
     print()
-    print(f"Ray cluster start {started:.1f} s (not in the wall time); empty Ray task round trip "
-          f"{round_trip * 1e3:.1f} ms")
-    print(f"Ray / --processes 2 wall: {on_ray['wall'] / jobs2['wall']:.3f} (target <= 1.10); parallel speed-ups "
-          f"{serial / jobs2['wall']:.2f}x and {serial / on_ray['wall']:.2f}x (target >= 1.3x)")
-    print(f"records: --processes 2 == Ray bit for bit: {jobs2['records'] == on_ray['records']}; serial (2 threads) vs "
-          f"--processes 2 (1 thread): max |AUC difference| {np.abs(auc(runs[0]) - auc(jobs2)).max():.2e}")
+    print(
+        f"Ray cluster start {started:.1f} s (not in the wall time); empty Ray task round trip "
+        f"{round_trip * 1e3:.1f} ms"
+    )
+    print(
+        f"Ray / --processes 2 wall: {on_ray['wall'] / jobs2['wall']:.3f} (target <= 1.10); parallel speed-ups "
+        f"{serial / jobs2['wall']:.2f}x and {serial / on_ray['wall']:.2f}x (target >= 1.3x)"
+    )
+    print(
+        f"records: --processes 2 == Ray bit for bit: {jobs2['records'] == on_ray['records']}; serial (2 threads) vs "
+        f"--processes 2 (1 thread): max |AUC difference| {np.abs(auc(runs[0]) - auc(jobs2)).max():.2e}"
+    )
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

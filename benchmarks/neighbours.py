@@ -7,6 +7,7 @@ DataLoader with one worker process, 2 threads), like another experiment sharing 
 membw: streaming copies of 256 MB arrays (memory-bandwidth bound). The benchmark starts them
 at low priority (nice 10).
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,8 +35,13 @@ def torch_job() -> None:
             return x, (x.sum() > 0).float()
 
     torch.set_num_threads(2)
-    net = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512),
-                              torch.nn.ReLU(), torch.nn.Linear(512, 1))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(256, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 512),
+        torch.nn.ReLU(),
+        torch.nn.Linear(512, 1),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for x, y in DataLoader(Random(), batch_size=512, num_workers=1):
         opt.zero_grad()
@@ -45,6 +51,7 @@ def torch_job() -> None:
 
 def membw() -> None:
     import numpy as np
+
     src = np.ones(1 << 26, np.float32)
     dst = np.empty_like(src)
     while True:

@@ -14,6 +14,7 @@ context (none critic backbone both). --synth, --net and --rmtl take KEY=VALUE pa
 literals) on top of the defaults. The table is printed at the end; --md and --json are
 rewritten atomically after every cell, with the command, CPU model, threads and seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,8 @@ import platform
 import shlex
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import rmtl
 from rmtl._io import write_text
@@ -45,7 +47,9 @@ def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo), else the machine type."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         return platform.machine()
 
@@ -58,7 +62,7 @@ def literal(text: str) -> Any:
         return text
 
 
-def pairs(items: Sequence[str]) -> Dict[str, Any]:
+def pairs(items: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings as a dict of literals."""
     bad = [s for s in items if "=" not in s]
     if bad:
@@ -76,43 +80,111 @@ def axis(tokens: Sequence[str]) -> Axis:
 
 def parser(d: StudyConfig) -> argparse.ArgumentParser:
     """The command line, every option defaulting to ``d``'s value."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for name in ("x", "y"):
         a = getattr(d, name)
-        p.add_argument(f"--{name}", nargs="+", metavar="KNOB VALUE", default=None,
-                       help=f"axis {name}: a knob and its values (default {a.knob} {' '.join(map(str, a.values))})")
-    p.add_argument("--context", choices=CONTEXTS, default=d.context,
-                   help="where the session context goes when no axis varies it (default %(default)s)")
-    p.add_argument("--synth", nargs="+", default=[], metavar="KEY=VALUE",
-                   help=f"fixed synthetic overrides on top of {d.synth}")
-    p.add_argument("--n-users", type=int, default=d.n_users, help="synthetic users per cell (default %(default)s)")
-    p.add_argument("--data-seed", type=int, default=d.data_seed, help="seed of the data (default %(default)s)")
-    p.add_argument("--backbone", default=d.backbone, help="the backbone of every cell (default %(default)s)")
-    p.add_argument("--net", nargs="+", default=[], metavar="KEY=VALUE",
-                   help=f"backbone keyword arguments on top of {d.backbone_kwargs}")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds 0..n-1 per cell (default %(default)s)")
-    for name in ("critic_epochs", "lam", "gamma", "batch_size", "critic_batch_size", "finetune_epochs"):
+        p.add_argument(
+            f"--{name}",
+            nargs="+",
+            metavar="KNOB VALUE",
+            default=None,
+            help=f"axis {name}: a knob and its values (default {a.knob} {' '.join(map(str, a.values))})",
+        )
+    p.add_argument(
+        "--context",
+        choices=CONTEXTS,
+        default=d.context,
+        help="where the session context goes when no axis varies it (default %(default)s)",
+    )
+    p.add_argument(
+        "--synth",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"fixed synthetic overrides on top of {d.synth}",
+    )
+    p.add_argument(
+        "--n-users",
+        type=int,
+        default=d.n_users,
+        help="synthetic users per cell (default %(default)s)",
+    )
+    p.add_argument(
+        "--data-seed", type=int, default=d.data_seed, help="seed of the data (default %(default)s)"
+    )
+    p.add_argument(
+        "--backbone", default=d.backbone, help="the backbone of every cell (default %(default)s)"
+    )
+    p.add_argument(
+        "--net",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"backbone keyword arguments on top of {d.backbone_kwargs}",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=d.seeds, help="seeds 0..n-1 per cell (default %(default)s)"
+    )
+    for name in (
+        "critic_epochs",
+        "lam",
+        "gamma",
+        "batch_size",
+        "critic_batch_size",
+        "finetune_epochs",
+    ):
         kind = float if name in ("lam", "gamma") else int
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(d, name),
-                       help="RMTL's " + name + " (default %(default)s)")
-    p.add_argument("--budget", choices=BUDGETS, default=d.budget,
-                   help="stage-3 budget of the controls (default %(default)s)")
-    p.add_argument("--rmtl", nargs="+", default=[], metavar="KEY=VALUE",
-                   help=f"other rmtl.RMTLConfig fields on top of {d.rmtl_kwargs}")
-    p.add_argument("--md", metavar="FILE.md", help="write the Markdown table here (after every cell)")
-    p.add_argument("--json", metavar="FILE.json", help="write config, run and rows here (after every cell)")
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=getattr(d, name),
+            help="RMTL's " + name + " (default %(default)s)",
+        )
+    p.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default=d.budget,
+        help="stage-3 budget of the controls (default %(default)s)",
+    )
+    p.add_argument(
+        "--rmtl",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"other rmtl.RMTLConfig fields on top of {d.rmtl_kwargs}",
+    )
+    p.add_argument(
+        "--md", metavar="FILE.md", help="write the Markdown table here (after every cell)"
+    )
+    p.add_argument(
+        "--json", metavar="FILE.json", help="write config, run and rows here (after every cell)"
+    )
     return p
 
 
 def config_from(args: argparse.Namespace, d: StudyConfig) -> StudyConfig:
     """The study config the parsed arguments ask for."""
     return StudyConfig(
-        x=axis(args.x) if args.x else d.x, y=axis(args.y) if args.y else d.y, context=args.context,
-        synth={**d.synth, **pairs(args.synth)}, n_users=args.n_users, data_seed=args.data_seed,
-        backbone=args.backbone, backbone_kwargs={**d.backbone_kwargs, **pairs(args.net)}, seeds=args.seeds,
-        critic_epochs=args.critic_epochs, lam=args.lam, gamma=args.gamma, batch_size=args.batch_size,
-        critic_batch_size=args.critic_batch_size, budget=args.budget, finetune_epochs=args.finetune_epochs,
-        rmtl_kwargs={**d.rmtl_kwargs, **pairs(args.rmtl)})
+        x=axis(args.x) if args.x else d.x,
+        y=axis(args.y) if args.y else d.y,
+        context=args.context,
+        synth={**d.synth, **pairs(args.synth)},
+        n_users=args.n_users,
+        data_seed=args.data_seed,
+        backbone=args.backbone,
+        backbone_kwargs={**d.backbone_kwargs, **pairs(args.net)},
+        seeds=args.seeds,
+        critic_epochs=args.critic_epochs,
+        lam=args.lam,
+        gamma=args.gamma,
+        batch_size=args.batch_size,
+        critic_batch_size=args.critic_batch_size,
+        budget=args.budget,
+        finetune_epochs=args.finetune_epochs,
+        rmtl_kwargs={**d.rmtl_kwargs, **pairs(args.rmtl)},
+    )
 
 
 def main() -> None:
@@ -124,16 +196,28 @@ def main() -> None:
     except (TypeError, ValueError) as e:
         p.error(str(e))
     t0 = time.perf_counter()
-    done: List[Cell] = []
-    seconds: List[float] = []
-    run = {"command": "python benchmarks/study_critic_effect.py " + shlex.join(sys.argv[1:]), "cpu": cpu_model(),
-           "threads": rmtl.get_num_threads(), "rmtl": rmtl.__version__, "cells_planned": len(config.grid())}
+    done: list[Cell] = []
+    seconds: list[float] = []
+    run = {
+        "command": "python benchmarks/study_critic_effect.py " + shlex.join(sys.argv[1:]),
+        "cpu": cpu_model(),
+        "threads": rmtl.get_num_threads(),
+        "rmtl": rmtl.__version__,
+        "cells_planned": len(config.grid()),
+    }
 
     def on_cell(cell: Cell) -> None:
         seconds.append(time.perf_counter() - t0 - sum(seconds))
         done.append(cell)
-        run.update(cells=len(done), seconds=round(sum(seconds), 1), cell_seconds=[round(s, 1) for s in seconds])
-        print(f"[{sum(seconds):6.0f} s] cell {len(done)}/{len(config.grid())} {cell.at} done", file=sys.stderr)
+        run.update(
+            cells=len(done),
+            seconds=round(sum(seconds), 1),
+            cell_seconds=[round(s, 1) for s in seconds],
+        )
+        print(
+            f"[{sum(seconds):6.0f} s] cell {len(done)}/{len(config.grid())} {cell.at} done",
+            file=sys.stderr,
+        )
         rows = study_rows(done)
         if args.md:
             write_text(args.md, f"{study_markdown(rows)}\n\n{footer()}\n")
@@ -141,8 +225,10 @@ def main() -> None:
             save_study(args.json, SavedStudy(config, rows, dict(run)))
 
     def footer() -> str:
-        return (f"Command: `{run['command']}`; {len(done)} of {run['cells_planned']} cells in "
-                f"{sum(seconds):.0f} s on {run['cpu']}, {run['threads']} threads.")
+        return (
+            f"Command: `{run['command']}`; {len(done)} of {run['cells_planned']} cells in "
+            f"{sum(seconds):.0f} s on {run['cpu']}, {run['threads']} threads."
+        )
 
     run_study(config, on_cell=on_cell)
     print(f"{study_markdown(study_rows(done))}\n\n{footer()}")

@@ -4,6 +4,7 @@ Build: ``pip install '.[docs]' && sphinx-build -W --keep-going -b html docs docs
 The API pages are generated from every public name (``__all__``) of the package, and the
 notebooks in ``notebooks/`` are executed (at the small CI size) and rendered as a gallery.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,10 +13,10 @@ import os
 import pkgutil
 import shutil
 from pathlib import Path
-from typing import Dict, List
+
+from sphinx.util import logging
 
 import rmtl
-from sphinx.util import logging
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = Path(__file__).resolve().parent
@@ -31,7 +32,7 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints", "test_site.py"]
 html_theme = "pydata_sphinx_theme"
 html_title = f"rmtl {release}"
 html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
-html_static_path: List[str] = []
+html_static_path: list[str] = []
 autosummary_generate = True
 autodoc_typehints = "none"
 numpydoc_show_class_members = False
@@ -48,37 +49,41 @@ GALLERY = DOCS / "gallery"
 _log = logging.getLogger("rmtl.docs")
 
 
-def _public_modules() -> List[str]:
+def _public_modules() -> list[str]:
     """Every importable module of the package that declares ``__all__``, top level first."""
     names = ["rmtl"]
     for info in pkgutil.walk_packages(rmtl.__path__, "rmtl."):
-        if any(part.startswith("_") for part in info.name.split(".")) or info.name.endswith("__main__"):
+        if any(part.startswith("_") for part in info.name.split(".")) or info.name.endswith(
+            "__main__"
+        ):
             continue
         if hasattr(importlib.import_module(info.name), "__all__"):
             names.append(info.name)
     return names
 
 
-def _missing_docstrings(qualname: str, obj: object) -> List[str]:
+def _missing_docstrings(qualname: str, obj: object) -> list[str]:
     """Public names (and, for classes, public methods and properties defined in rmtl) without a docstring."""
     if getattr(obj, "__module__", None) == "typing":  # a type alias: its doc is typing's
         return []
     missing = [] if inspect.getdoc(obj) else [qualname]
     if inspect.isclass(obj):
         for name, member in vars(obj).items():
-            if name.startswith("_") or not (inspect.isfunction(member) or isinstance(member, property)):
+            if name.startswith("_") or not (
+                inspect.isfunction(member) or isinstance(member, property)
+            ):
                 continue
             if not inspect.getdoc(member):
                 missing.append(f"{qualname}.{name}")
     return missing
 
 
-def write_api() -> List[str]:
+def write_api() -> list[str]:
     """Write ``api.rst`` from ``__all__`` of every public module; return the public names
     (and methods) that have no docstring."""
-    seen: Dict[int, str] = {}
-    sections: List[str] = []
-    missing: List[str] = []
+    seen: dict[int, str] = {}
+    sections: list[str] = []
+    missing: list[str] = []
     for modname in _public_modules():
         module = importlib.import_module(modname)
         entries = []
@@ -92,10 +97,14 @@ def write_api() -> List[str]:
         if entries:
             doc = (inspect.getdoc(module) or "").split("\n\n")[0].replace("\n", " ")
             body = "\n".join(f"   {e}" for e in entries)
-            sections.append(f"``{modname}``\n{'-' * (len(modname) + 4)}\n\n{doc}\n\n"
-                            f".. currentmodule:: {modname}\n\n.. autosummary::\n   :toctree: generated\n\n{body}\n")
-    text = ("API reference\n=============\n\nEvery public name of the package, generated from its docstrings.\n\n"
-            + "\n".join(sections))
+            sections.append(
+                f"``{modname}``\n{'-' * (len(modname) + 4)}\n\n{doc}\n\n"
+                f".. currentmodule:: {modname}\n\n.. autosummary::\n   :toctree: generated\n\n{body}\n"
+            )
+    text = (
+        "API reference\n=============\n\nEvery public name of the package, generated from its docstrings.\n\n"
+        + "\n".join(sections)
+    )
     path = DOCS / "api.rst"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)

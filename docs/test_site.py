@@ -5,6 +5,7 @@ screenshot of each page.
 Run after the build: ``pytest docs/test_site.py`` (``RMTL_DOCS_HTML`` points at another
 build, ``RMTL_DOCS_SCREENSHOTS`` at another folder for the screenshots).
 """
+
 import functools
 import http.server
 import os
@@ -44,10 +45,17 @@ def site():
 def browser():
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.fail("needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver")
+        pytest.fail(
+            "needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+        )
     opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1400"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1400",
+    ):
         opts.add_argument(arg)
     opts.binary_location = chromium
     drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
@@ -60,21 +68,39 @@ def load(browser, site, page: str, shot: str) -> dict:
     """Open ``page``, bring its first figure (if any) into view, save a screenshot; return its
     title, h1 and images."""
     browser.get(f"{site}/{page}")
-    browser.execute_script("const f = document.querySelector('.cell_output img');"
-                           "if (f) f.scrollIntoView({block: 'center'});")
+    browser.execute_script(
+        "const f = document.querySelector('.cell_output img');"
+        "if (f) f.scrollIntoView({block: 'center'});"
+    )
     SHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SHOTS / f"{shot}.png"))
-    h1 = browser.execute_script("const h = document.querySelector('h1'); return h ? h.textContent : ''")
-    return {"title": browser.title, "h1": h1.replace("#", "").strip(), **browser.execute_script(IMAGES_JS)}
+    h1 = browser.execute_script(
+        "const h = document.querySelector('h1'); return h ? h.textContent : ''"
+    )
+    return {
+        "title": browser.title,
+        "h1": h1.replace("#", "").strip(),
+        **browser.execute_script(IMAGES_JS),
+    }
 
 
 def test_index(browser, site):
     page = load(browser, site, "index.html", "index")
     assert page["title"].startswith("rmtl"), page
     assert page["h1"] == "rmtl"
-    links = browser.execute_script("return [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
-    for target in ("getting_started.html", "method.html", "evidence.html", "gallery.html", "api.html"):
-        assert any(href and href.endswith(target) for href in links), f"index has no link to {target}"
+    links = browser.execute_script(
+        "return [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))"
+    )
+    for target in (
+        "getting_started.html",
+        "method.html",
+        "evidence.html",
+        "gallery.html",
+        "api.html",
+    ):
+        assert any(href and href.endswith(target) for href in links), (
+            f"index has no link to {target}"
+        )
     assert not page["broken"], page["broken"]
 
 
@@ -82,7 +108,9 @@ def test_api_page_of_rmtl_class(browser, site):
     page = load(browser, site, "generated/rmtl.RMTL.html", "api_RMTL")
     assert page["h1"] == "rmtl.RMTL", page
     for member in ("rmtl.RMTL", "rmtl.RMTL.fit", "rmtl.RMTL.pretrain", "rmtl.RMTL.finetune"):
-        assert browser.execute_script(f"return document.getElementById('{member}') !== null"), member
+        assert browser.execute_script(f"return document.getElementById('{member}') !== null"), (
+            member
+        )
     assert not page["broken"], page["broken"]
 
 
@@ -93,7 +121,9 @@ def test_evidence_page(browser, site):
 
 
 def test_notebook_page_shows_its_figures(browser, site):
-    page = load(browser, site, "gallery/environment_and_critics.html", "notebook_environment_and_critics")
+    page = load(
+        browser, site, "gallery/environment_and_critics.html", "notebook_environment_and_critics"
+    )
     assert page["h1"] == "The session MDP and the critics", page
     assert page["loaded"] >= 1, f"no figure image rendered with a non-zero size: {page}"
     assert not page["broken"], page["broken"]

@@ -1,4 +1,5 @@
 """rmtl: Multi-Task Recommendations with Reinforcement Learning, with a C core."""
+
 import importlib as _importlib
 import os as _os
 
@@ -10,7 +11,8 @@ except ImportError as _e:  # the source tree shadows the installed package
     raise ImportError(
         f"rmtl's C extension is not built in {_os.path.dirname(__file__)}: this is probably the "
         "source checkout shadowing the installed package. Run from another directory, use the "
-        "`rmtl` command, or build in place with `pip install -e .`") from _e
+        "`rmtl` command, or build in place with `pip install -e .`"
+    ) from _e
 from . import _moved, datasets, metrics, models
 from ._io import CorruptFileError
 from .agent import RMTL
@@ -28,10 +30,34 @@ from .train import History, NonFiniteLossError, Trainer
 
 _moved.install()
 
-__all__ = ["SessionData", "session_context", "with_context", "Trainer", "History", "evaluate", "save", "load", "blas_info",
-           "set_gemm_backend", "set_num_threads", "get_num_threads", "metrics", "models",
-           "Critic", "RMTL", "RMTLConfig", "experiment", "ExperimentResult", "datasets",
-           "SessionEnv", "VecSessionEnv", "ReplayBuffer", "collect", "CorruptFileError", "NonFiniteLossError"]
+__all__ = [
+    "SessionData",
+    "session_context",
+    "with_context",
+    "Trainer",
+    "History",
+    "evaluate",
+    "save",
+    "load",
+    "blas_info",
+    "set_gemm_backend",
+    "set_num_threads",
+    "get_num_threads",
+    "metrics",
+    "models",
+    "Critic",
+    "RMTL",
+    "RMTLConfig",
+    "experiment",
+    "ExperimentResult",
+    "datasets",
+    "SessionEnv",
+    "VecSessionEnv",
+    "ReplayBuffer",
+    "collect",
+    "CorruptFileError",
+    "NonFiniteLossError",
+]
 
 
 def __getattr__(name: str):

@@ -1,5 +1,6 @@
 """Turning user arrays into the exact dtypes and layouts the core reads, with errors that
 name the argument and say what was expected."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -13,7 +14,9 @@ def as_codes(x: Any, num_fields: int, name: str = "sparse") -> np.ndarray:
     """Categorical codes as C-contiguous int32 (n, num_fields); any integer dtype accepted."""
     a = np.asarray(_detach(x))
     if a.dtype.kind not in "iu":
-        raise TypeError(f"{name}: expected an integer array of categorical codes, got dtype {a.dtype}")
+        raise TypeError(
+            f"{name}: expected an integer array of categorical codes, got dtype {a.dtype}"
+        )
     if a.ndim != 2 or a.shape[1] != num_fields:
         raise ValueError(f"{name}: expected shape (n, {num_fields}), got {a.shape}")
     if a.size:
@@ -24,7 +27,9 @@ def as_codes(x: Any, num_fields: int, name: str = "sparse") -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
-def as_float(x: Any, shape: tuple, name: str, finite: bool = True, dtype: type = np.float32) -> np.ndarray:
+def as_float(
+    x: Any, shape: tuple, name: str, finite: bool = True, dtype: type = np.float32
+) -> np.ndarray:
     """A real-valued array as C-contiguous float32 (or ``dtype``) of the given shape (-1: any
     size)."""
     a = np.asarray(_detach(x))
@@ -72,5 +77,7 @@ def run_offsets(ids: np.ndarray, name: str) -> np.ndarray:
     starts = ids[offsets[:-1]]
     if np.unique(starts).size != starts.size:
         dup = starts[np.flatnonzero(np.bincount(np.unique(starts, return_inverse=True)[1]) > 1)[0]]
-        raise ValueError(f"{name}: the rows of session {dup} are not contiguous; sort rows by session")
+        raise ValueError(
+            f"{name}: the rows of session {dup} are not contiguous; sort rows by session"
+        )
     return offsets

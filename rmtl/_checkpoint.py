@@ -1,12 +1,14 @@
 """An agent's checkpoint directory: which run it belongs to (configuration and data
 fingerprints, checked on every use) and the finished stages, each committed as one file
 written atomically, so a kill at any moment leaves either the old state or the new one."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,10 +47,12 @@ class Checkpoint:
     :meth:`save_nets`) holding the weights, optimizer state and the stage's history.
     """
 
-    def __init__(self, directory: "str | os.PathLike[str]", identity: Mapping[str, Any]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], identity: Mapping[str, Any]) -> None:
         self.directory = os.fspath(directory)
         os.makedirs(self.directory, exist_ok=True)
-        mine = json.loads(json.dumps(dict(identity)))  # tuples as lists, as they come back from the file
+        mine = json.loads(
+            json.dumps(dict(identity))
+        )  # tuples as lists, as they come back from the file
         path = self.path(_MANIFEST)
         if os.path.exists(path):
             try:
@@ -57,9 +61,11 @@ class Checkpoint:
             except (OSError, ValueError) as e:
                 raise CorruptFileError(path, f"unreadable checkpoint manifest ({e})") from None
             if theirs.get("format") != _FORMAT or {k: theirs.get(k) for k in mine} != mine:
-                raise ValueError(f"checkpoint_dir: {self.directory} holds a run with another configuration; "
-                                 "use a new directory or the same settings")
-            self.data: Dict[str, str] = dict(theirs.get("data", {}))
+                raise ValueError(
+                    f"checkpoint_dir: {self.directory} holds a run with another configuration; "
+                    "use a new directory or the same settings"
+                )
+            self.data: dict[str, str] = dict(theirs.get("data", {}))
         else:
             self.data = {}
         self._identity = mine
@@ -83,8 +89,10 @@ class Checkpoint:
             if role not in self.data:
                 self.data[role], new = digest, True
             elif self.data[role] != digest:
-                raise ValueError(f"{role}: differs from the {role} data of the run in checkpoint_dir "
-                                 f"{self.directory}; resume with the same data or use a new directory")
+                raise ValueError(
+                    f"{role}: differs from the {role} data of the run in checkpoint_dir "
+                    f"{self.directory}; resume with the same data or use a new directory"
+                )
         if new:
             self._write_manifest()
 
@@ -96,7 +104,7 @@ class Checkpoint:
         """One backbone (a file :func:`rmtl.load` reads) and its stage's history, atomically."""
         net._save(self.path(name), "config", {"history": history})
 
-    def load_net(self, name: str, build: Callable[..., Any]) -> Tuple[Any, Any]:
+    def load_net(self, name: str, build: Callable[..., Any]) -> tuple[Any, Any]:
         """(backbone, history) of a file :meth:`save_net` wrote; ``build(**config)`` makes the
         backbone (weights and optimizer state are then restored, evaluation mode)."""
         with open_npz(self.path(name), "checkpoint") as z:
@@ -104,20 +112,24 @@ class Checkpoint:
 
     def save_nets(self, name: str, nets: Mapping[str, Any], state: Any) -> None:
         """Several networks and a JSON ``state`` in one file, atomically (stage 2's epochs)."""
-        arrays: Dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {}
         configs = {}
         for role, net in nets.items():
             arrays.update({f"{role}.{k}": v for k, v in net._arrays().items()})
             configs[role] = {"key": _config_key(net), "config": net.config.to_dict()}
         save_npz(self.path(name), arrays, {"state": state, "nets": configs})
 
-    def load_nets(self, name: str, build: Mapping[str, Callable[..., Any]]) -> Tuple[Dict[str, Any], Any]:
+    def load_nets(
+        self, name: str, build: Mapping[str, Callable[..., Any]]
+    ) -> tuple[dict[str, Any], Any]:
         """({role: network}, state) of a file :meth:`save_nets` wrote; ``build[config key]``
         makes each network."""
         with open_npz(self.path(name), "checkpoint") as z:
             nets = {}
             for role, spec in z.json("nets").items():
-                nets[role] = _build_saved(build[spec["key"]], spec["config"], _Prefixed(z, role + "."))
+                nets[role] = _build_saved(
+                    build[spec["key"]], spec["config"], _Prefixed(z, role + ".")
+                )
             return nets, z.json("state")
 
 
@@ -140,4 +152,3 @@ class _Prefixed:
     def json(self, key: str) -> Any:
         """A JSON document stored as uint8 bytes."""
         return self._z.json(self._prefix + key)
-

@@ -1,6 +1,7 @@
 """Files: every write is atomic (unique temporary name in the target directory, fsync,
 rename, fsync of the directory), and every .npz read turns a damaged file into one clear
 error naming it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +10,8 @@ import os
 import tempfile
 import zipfile
 import zlib
-from typing import IO, Any, Callable, Dict, Iterator, Mapping, Union
+from collections.abc import Iterator, Mapping
+from typing import IO, Any, Callable, Union
 
 import numpy as np
 
@@ -66,16 +68,26 @@ def write_json(path: PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1))
 
 
-def save_npz(path: PathLike, arrays: Mapping[str, np.ndarray], documents: Mapping[str, Any]) -> None:
+def save_npz(
+    path: PathLike, arrays: Mapping[str, np.ndarray], documents: Mapping[str, Any]
+) -> None:
     """Atomically write arrays and JSON ``documents`` (stored as uint8 bytes, read back with
     ``open_npz(...).json(key)``) to one .npz file at exactly ``path`` (nothing appended)."""
-    items: Dict[str, np.ndarray] = dict(arrays)
+    items: dict[str, np.ndarray] = dict(arrays)
     for key, doc in documents.items():
         items[key] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
     atomic_write(path, lambda f: np.savez(f, **items))
 
 
-_DAMAGED = (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError, KeyError, UnicodeDecodeError)
+_DAMAGED = (
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    OSError,
+    ValueError,
+    KeyError,
+    UnicodeDecodeError,
+)
 
 
 @contextlib.contextmanager
@@ -89,8 +101,10 @@ def open_npz(path: PathLike, what: str) -> Iterator[Any]:
     try:
         z = np.load(path, allow_pickle=False)
     except _DAMAGED as e:
-        raise CorruptFileError(path, f"not a readable {what} file ({type(e).__name__}: {e}); "
-                                     "it may be truncated or damaged") from None
+        raise CorruptFileError(
+            path,
+            f"not a readable {what} file ({type(e).__name__}: {e}); it may be truncated or damaged",
+        ) from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise CorruptFileError(path, f"not an rmtl {what} file (expected an .npz archive)")
     with z:
@@ -112,8 +126,11 @@ class _Checked:
         try:
             return self._z[key]
         except _DAMAGED as e:
-            raise CorruptFileError(self.path, f"member {key!r} cannot be read ({type(e).__name__}: {e}); "
-                                              "the file may be truncated or damaged") from None
+            raise CorruptFileError(
+                self.path,
+                f"member {key!r} cannot be read ({type(e).__name__}: {e}); "
+                "the file may be truncated or damaged",
+            ) from None
 
     def get(self, key: str) -> Any:
         return self[key] if key in self.files else None

@@ -1,9 +1,11 @@
 """Progress bars and per-epoch lines. tqdm.auto (notebook widgets in Jupyter) is imported
 only when something is shown: importing it in a kernel without ipywidgets warns even when
 every bar is disabled."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def bar(show: bool, **kwargs: Any) -> Any:
@@ -20,4 +22,8 @@ def log_record(show: bool, record: Mapping[str, Any]) -> None:
     if show:
         from tqdm.auto import tqdm
 
-        tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        tqdm.write(
+            " ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+            )
+        )

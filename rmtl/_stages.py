@@ -1,9 +1,10 @@
 """The state of RMTL's stage 2 (critics, targets, actor copies, step, epoch records and its
 checkpoint file), apart from the agent that runs it."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
@@ -33,46 +34,74 @@ class CriticStage:
     replay buffer is filled (or reloaded) only when training actually runs.
     """
 
-    def __init__(self, config: RMTLConfig, actor: Backbone, train: SessionData,
-                 checkpoint: Optional[Checkpoint] = None, progress: bool = True) -> None:
-        self.config, self.train, self.checkpoint, self.progress = config, train, checkpoint, progress
+    def __init__(
+        self,
+        config: RMTLConfig,
+        actor: Backbone,
+        train: SessionData,
+        checkpoint: Optional[Checkpoint] = None,
+        progress: bool = True,
+    ) -> None:
+        self.config, self.train, self.checkpoint, self.progress = (
+            config,
+            train,
+            checkpoint,
+            progress,
+        )
         self.pretrained = actor
         self.buffer: Any = None
-        self.transitions: Dict[str, np.ndarray] = {}
-        self.records: List[Dict[str, Any]] = []
+        self.transitions: dict[str, np.ndarray] = {}
+        self.records: list[dict[str, Any]] = []
         self.step, self.complete = 0, False
         T = train.num_tasks
         if checkpoint is not None and checkpoint.has(STATE_FILE):
-            nets, state = checkpoint.load_nets(STATE_FILE, {"critic_config": Critic, "config": create})
+            nets, state = checkpoint.load_nets(
+                STATE_FILE, {"critic_config": Critic, "config": create}
+            )
             if nets["actor"].config != actor.config:
-                raise ValueError(f"checkpoint: {checkpoint.path(STATE_FILE)} holds critics of another actor; "
-                                 "use a new checkpoint_dir")
+                raise ValueError(
+                    f"checkpoint: {checkpoint.path(STATE_FILE)} holds critics of another actor; "
+                    "use a new checkpoint_dir"
+                )
             self.critics = [nets[f"critic{k}"] for k in range(T)]
             self.targets = [nets[f"target{k}"] for k in range(T)]
             self.actor, self.actor_target = nets["actor"], nets["actor_target"]
-            self.records, self.step, self.complete = state["epochs"], state["step"], state["complete"]
+            self.records, self.step, self.complete = (
+                state["epochs"],
+                state["step"],
+                state["complete"],
+            )
         else:
             self.critics = [_new_critic(actor, train.critic_num_dense, k, config) for k in range(T)]
             self.targets = [critic.clone() for critic in self.critics]
             self.actor, self.actor_target = actor.clone().eval(), actor.clone().eval()
         c = config
-        self.cfg = dict(gamma=c.gamma, td3=c.target == "td3", noise_std=c.target_noise,
-                        noise_clip=c.target_noise_clip, ips=c.ips, tau=c.tau, soft_update_freq=c.soft_update_freq,
-                        actor_update=c.actor_update, actor_update_freq=c.actor_update_freq,
-                        init_training_step=c.init_training_step,
-                        seed=(c.seed * 1_000_003 + _NOISE_STREAM) & (2**64 - 1),
-                        critic_adam=(c.critic_lr, 0.9, 0.999, 1e-8, 0.0), actor_adam=(c.actor_lr, 0.9, 0.999, 1e-8, 0.0))
+        self.cfg = dict(
+            gamma=c.gamma,
+            td3=c.target == "td3",
+            noise_std=c.target_noise,
+            noise_clip=c.target_noise_clip,
+            ips=c.ips,
+            tau=c.tau,
+            soft_update_freq=c.soft_update_freq,
+            actor_update=c.actor_update,
+            actor_update_freq=c.actor_update_freq,
+            init_training_step=c.init_training_step,
+            seed=(c.seed * 1_000_003 + _NOISE_STREAM) & (2**64 - 1),
+            critic_adam=(c.critic_lr, 0.9, 0.999, 1e-8, 0.0),
+            actor_adam=(c.actor_lr, 0.9, 0.999, 1e-8, 0.0),
+        )
 
     @property
     def epochs_done(self) -> int:
         """Finished stage-2 epochs."""
         return len(self.records)
 
-    def summary(self) -> Dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """The stage's history: epoch records, global step, whether it finished."""
         return {"epochs": self.records, "step": self.step, "complete": self.complete}
 
-    def fit(self, epochs: int) -> List[Dict[str, Any]]:
+    def fit(self, epochs: int) -> list[dict[str, Any]]:
         """Train up to ``epochs`` epochs in total (continuing after the finished ones).
 
         Ctrl-C, or a TD loss that becomes NaN or infinite, restores the state of the last
@@ -101,22 +130,30 @@ class CriticStage:
             critic.eval()
         return self.records
 
-    def _epoch(self, epoch: int, epochs: int, B: int, steps_per_epoch: int) -> Dict[str, Any]:
+    def _epoch(self, epoch: int, epochs: int, B: int, steps_per_epoch: int) -> dict[str, Any]:
         order = self.epoch_order(epoch)
         T = self.train.num_tasks
         sums, actor_sum, actor_steps = np.zeros(T), 0.0, 0
-        with _progress.bar(self.progress, total=steps_per_epoch, desc=f"critics {epoch + 1}/{epochs}",
-                           leave=False) as bar:
+        with _progress.bar(
+            self.progress, total=steps_per_epoch, desc=f"critics {epoch + 1}/{epochs}", leave=False
+        ) as bar:
             for first, n in chunks(steps_per_epoch):
-                losses, a_sum, a_steps = self.run(order[first * B:(first + n) * B], B)
+                losses, a_sum, a_steps = self.run(order[first * B : (first + n) * B], B)
                 if not np.isfinite(losses).all() or not math.isfinite(a_sum):
-                    raise NonFiniteLossError(f"critic TD loss became {losses.tolist()} in epoch {epoch + 1}; "
-                                             "lower critic_lr or check the rewards")
+                    raise NonFiniteLossError(
+                        f"critic TD loss became {losses.tolist()} in epoch {epoch + 1}; "
+                        "lower critic_lr or check the rewards"
+                    )
                 sums += losses
                 actor_sum, actor_steps = actor_sum + a_sum, actor_steps + a_steps
                 bar.update(n)
-        rec: Dict[str, Any] = {"epoch": epoch + 1, "steps": self.step}
-        rec.update({f"td_loss_{name}": float(s / steps_per_epoch) for name, s in zip(self.train.task_names, sums)})
+        rec: dict[str, Any] = {"epoch": epoch + 1, "steps": self.step}
+        rec.update(
+            {
+                f"td_loss_{name}": float(s / steps_per_epoch)
+                for name, s in zip(self.train.task_names, sums)
+            }
+        )
         if actor_steps:
             rec["actor_loss"] = actor_sum / actor_steps
         return rec
@@ -133,8 +170,15 @@ class CriticStage:
             self.buffer = ReplayBuffer.load(ckpt.path(REPLAY_FILE))
         else:
             self.buffer = ReplayBuffer(c.buffer_capacity, self.train.num_tasks, seed=c.seed)
-            collect(self.train, self.buffer, policy=c.behaviour, noise=c.behaviour_noise,
-                    model=self.pretrained if c.behaviour == "actor" else None, reward=c.reward, seed=c.seed)
+            collect(
+                self.train,
+                self.buffer,
+                policy=c.behaviour,
+                noise=c.behaviour_noise,
+                model=self.pretrained if c.behaviour == "actor" else None,
+                reward=c.reward,
+                seed=c.seed,
+            )
             if ckpt is not None:
                 self.buffer.save(ckpt.path(REPLAY_FILE))
         if len(self.buffer) == 0:
@@ -148,29 +192,43 @@ class CriticStage:
         uninterrupted one."""
         return row_order(len(self.buffer), True, self.config.seed * 7919 + 17, epoch)
 
-    def run(self, picks: np.ndarray, B: int) -> Tuple[np.ndarray, float, int]:
+    def run(self, picks: np.ndarray, B: int) -> tuple[np.ndarray, float, int]:
         """len(picks) // B stage-2 steps on the stored transitions ``picks``, in one C call."""
         t, data = self.transitions, self.train
         take = lambda key: np.ascontiguousarray(t[key][picks])  # noqa: E731
         losses, a_sum, a_steps = _core.td_chunk(
-            actor=self.actor._core, actor_target=self.actor_target._core,
-            critics=[c._core for c in self.critics], targets=[c._core for c in self.targets],
-            state=take("state"), next=take("next_state"), action=take("action"), reward=take("reward"),
-            done=take("done"), sparse=data.sparse, dense=data.dense, labels=data.labels, batch_size=B,
-            step=self.step, extra=data.critic_only, **self.cfg)
+            actor=self.actor._core,
+            actor_target=self.actor_target._core,
+            critics=[c._core for c in self.critics],
+            targets=[c._core for c in self.targets],
+            state=take("state"),
+            next=take("next_state"),
+            action=take("action"),
+            reward=take("reward"),
+            done=take("done"),
+            sparse=data.sparse,
+            dense=data.dense,
+            labels=data.labels,
+            batch_size=B,
+            step=self.step,
+            extra=data.critic_only,
+            **self.cfg,
+        )
         self.step += len(picks) // B
         return np.asarray(losses), a_sum, a_steps
 
-    def _nets(self) -> Dict[str, Any]:
-        nets: Dict[str, Any] = {"actor": self.actor, "actor_target": self.actor_target}
+    def _nets(self) -> dict[str, Any]:
+        nets: dict[str, Any] = {"actor": self.actor, "actor_target": self.actor_target}
         for k, (critic, target) in enumerate(zip(self.critics, self.targets)):
             nets[f"critic{k}"], nets[f"target{k}"] = critic, target
         return nets
 
-    def _snapshot(self) -> Tuple[Dict[str, Tuple[Any, Any]], int]:
-        return {role: (net.state_dict(), net.optimizer_state()) for role, net in self._nets().items()}, self.step
+    def _snapshot(self) -> tuple[dict[str, tuple[Any, Any]], int]:
+        return {
+            role: (net.state_dict(), net.optimizer_state()) for role, net in self._nets().items()
+        }, self.step
 
-    def _restore(self, saved: Tuple[Dict[str, Tuple[Any, Any]], int]) -> None:
+    def _restore(self, saved: tuple[dict[str, tuple[Any, Any]], int]) -> None:
         nets = self._nets()
         for role, (weights, opt) in saved[0].items():
             nets[role].load_state_dict(weights)
@@ -187,7 +245,15 @@ def _new_critic(actor: Backbone, num_dense: int, task: int, c: RMTLConfig) -> Cr
     :attr:`rmtl.SessionData.critic_num_dense`), seeded from the agent's seed, embedding from
     the actor."""
     b = actor.config
-    critic = Critic(b.field_dims, num_dense, b.embed_dim, c.critic_bottom_dims, c.critic_tower_dims,
-                    c.critic_dropout, seed=c.seed * 7919 + 101 * (task + 1), output_bias=c.critic_output_bias)
+    critic = Critic(
+        b.field_dims,
+        num_dense,
+        b.embed_dim,
+        c.critic_bottom_dims,
+        c.critic_tower_dims,
+        c.critic_dropout,
+        seed=c.seed * 7919 + 101 * (task + 1),
+        output_bias=c.critic_output_bias,
+    )
     critic.copy_embedding(actor, task)
     return critic.train()

@@ -1,11 +1,13 @@
 """RMTL: pretrain a backbone, learn one critic per task on the session MDP, fine-tune with
 critic-weighted BCE; transfer critics to other backbones; checkpoint and resume every stage."""
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -149,36 +151,68 @@ class RMTL:
     ``actor_reg`` (0 in its main script).
     """
 
-    def __init__(self, backbone: Backbone, gamma: float = _REF.gamma, tau: float = _REF.tau, lam: float = _REF.lam,
-                 critic_lr: float = _REF.critic_lr, behaviour: str = _REF.behaviour, target: str = _REF.target,
-                 ips: bool = _REF.ips, weighting: str = _REF.weighting, seed: int = _REF.seed, *,
-                 compat: Optional[str] = None,
-                 checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = True,
-                 on_epoch: Optional[Callable[[str, Dict[str, Any]], None]] = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        gamma: float = _REF.gamma,
+        tau: float = _REF.tau,
+        lam: float = _REF.lam,
+        critic_lr: float = _REF.critic_lr,
+        behaviour: str = _REF.behaviour,
+        target: str = _REF.target,
+        ips: bool = _REF.ips,
+        weighting: str = _REF.weighting,
+        seed: int = _REF.seed,
+        *,
+        compat: Optional[str] = None,
+        checkpoint_dir: Optional[str | os.PathLike[str]] = None,
+        progress: bool = True,
+        on_epoch: Optional[Callable[[str, dict[str, Any]], None]] = None,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(backbone, Backbone):
-            raise TypeError(f"backbone: expected an rmtl backbone (rmtl.models.*), got {type(backbone).__name__}")
+            raise TypeError(
+                f"backbone: expected an rmtl backbone (rmtl.models.*), got {type(backbone).__name__}"
+            )
         unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(RMTLConfig)})
         if unknown:
-            raise TypeError(f"unexpected keyword arguments {unknown}; see help(rmtl.RMTL) for the options")
+            raise TypeError(
+                f"unexpected keyword arguments {unknown}; see help(rmtl.RMTL) for the options"
+            )
         check_compat(backbone.config.name, compat)
         self.compat = compat
         if compat == "authors":
             kwargs = {**AUTHORS, **kwargs}
-        self.config = RMTLConfig(gamma=gamma, tau=tau, lam=lam, critic_lr=critic_lr, behaviour=behaviour,
-                                 target=target, ips=ips, weighting=weighting, seed=seed, **kwargs)
+        self.config = RMTLConfig(
+            gamma=gamma,
+            tau=tau,
+            lam=lam,
+            critic_lr=critic_lr,
+            behaviour=behaviour,
+            target=target,
+            ips=ips,
+            weighting=weighting,
+            seed=seed,
+            **kwargs,
+        )
         self.backbone = backbone
         self.pretrained: Backbone = backbone
-        self.critics: List[Critic] = []
-        self.history: Dict[str, Any] = {}
+        self.critics: list[Critic] = []
+        self.history: dict[str, Any] = {}
         self._stage2: Optional[CriticStage] = None
         self.progress, self.on_epoch = bool(progress), on_epoch
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
-        self._checkpoint = None if checkpoint_dir is None else Checkpoint(
-            checkpoint_dir, {"config": self.config.to_dict(), "backbone": backbone.config.to_dict()})
+        self._checkpoint = (
+            None
+            if checkpoint_dir is None
+            else Checkpoint(
+                checkpoint_dir,
+                {"config": self.config.to_dict(), "backbone": backbone.config.to_dict()},
+            )
+        )
 
     # ------------------------------------------------------------------ stages
-    def fit(self, train: SessionData, valid: SessionData) -> "RMTL":
+    def fit(self, train: SessionData, valid: SessionData) -> RMTL:
         """Run (or resume) all three stages; the fine-tuned model ends up in ``self.backbone``."""
         self.pretrain(train, valid)
         self.fit_critics(train)
@@ -201,14 +235,22 @@ class RMTL:
         c = self.config
         if c.init_output_bias == "prior":
             set_output_prior(self.backbone, train.labels)
-        hist = Trainer(self.backbone, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed,
-                       progress=self.progress, shuffle=c.batch_order == "shuffled",
-                       callback=self._epoch_callback("pretrain")).fit(train, valid, c.epochs, c.patience, c.min_steps,
-                                                                      c.early_stopping)
+        hist = Trainer(
+            self.backbone,
+            lr=c.lr,
+            weight_decay=c.weight_decay,
+            batch_size=c.batch_size,
+            seed=c.seed,
+            progress=self.progress,
+            shuffle=c.batch_order == "shuffled",
+            callback=self._epoch_callback("pretrain"),
+        ).fit(train, valid, c.epochs, c.patience, c.min_steps, c.early_stopping)
         self.pretrained = self.backbone
         return self._finish("pretrain", name, self.pretrained, hist)
 
-    def fit_critics(self, train: SessionData, epochs: Optional[int] = None) -> List[Dict[str, float]]:
+    def fit_critics(
+        self, train: SessionData, epochs: Optional[int] = None
+    ) -> list[dict[str, float]]:
         """Stage 2: fill the replay buffer from ``train`` and train one critic per task.
 
         Returns one record per epoch (mean TD loss per task, mean actor loss when the actor
@@ -220,16 +262,26 @@ class RMTL:
         epochs = self.config.critic_epochs if epochs is None else check("epochs", epochs)
         self._check_data(train=train)
         if self._stage2 is None:
-            self._stage2 = CriticStage(self.config, self.pretrained, train, self._checkpoint, self.progress)
+            self._stage2 = CriticStage(
+                self.config, self.pretrained, train, self._checkpoint, self.progress
+            )
         self.critics = self._stage2.critics
         try:
             return self._stage2.fit(epochs)
         finally:
             self.history["critics"] = self._stage2.summary()
 
-    def finetune(self, train: SessionData, valid: SessionData, backbone: Optional[Backbone] = None,
-                 weighting: Optional[str] = None, lam: Optional[float] = None, *, epochs: Optional[int] = None,
-                 task_weights: Optional[Sequence[float]] = None) -> History:
+    def finetune(
+        self,
+        train: SessionData,
+        valid: SessionData,
+        backbone: Optional[Backbone] = None,
+        weighting: Optional[str] = None,
+        lam: Optional[float] = None,
+        *,
+        epochs: Optional[int] = None,
+        task_weights: Optional[Sequence[float]] = None,
+    ) -> History:
         """Stage 3: critic-weighted fine-tuning.
 
         Without ``backbone``, a copy of the pretrained model is fine-tuned and becomes
@@ -254,11 +306,15 @@ class RMTL:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
         if weighting not in CRITIC_FREE and not self.critics:
-            raise RuntimeError("finetune: the agent has no critics yet; run fit_critics(train) first "
-                               "(or fit(train, valid))")
+            raise RuntimeError(
+                "finetune: the agent has no critics yet; run fit_critics(train) first "
+                "(or fit(train, valid))"
+            )
         if (weighting == "static") != (task_weights is not None):
-            raise ValueError(f"task_weights: expected one weight per task with weighting='static' and None "
-                             f"otherwise; got {task_weights!r} with weighting={weighting!r}")
+            raise ValueError(
+                f"task_weights: expected one weight per task with weighting='static' and None "
+                f"otherwise; got {task_weights!r} with weighting={weighting!r}"
+            )
         own = backbone is None
         model = self.pretrained.clone() if own else backbone
         if not isinstance(model, Backbone):
@@ -270,8 +326,11 @@ class RMTL:
             setting += "-w" + "_".join(f"{float(w):.6g}" for w in task_weights)
         if fixed is not None:
             setting += f"-epochs{fixed}"
-        name = (f"finetuned-{setting}.npz" if own
-                else f"transfer-{model.config.name}-seed{model.config.seed}-{setting}.npz")
+        name = (
+            f"finetuned-{setting}.npz"
+            if own
+            else f"transfer-{model.config.name}-seed{model.config.seed}-{setting}.npz"
+        )
         key = name[:-4]
         if self._done(name):
             loaded, hist = self._checkpoint.load_net(name, create)
@@ -282,19 +341,41 @@ class RMTL:
         c = self.config
         # a fresh Adam, as the authors' stage 3 builds a new optimizer around the reloaded model
         zeros = np.zeros(model.num_parameters, np.float32)
-        model.load_optimizer_state({"adam_m": zeros, "adam_v": zeros, "steps": 0,
-                                    "counter": model.optimizer_state()["counter"]})
+        model.load_optimizer_state(
+            {
+                "adam_m": zeros,
+                "adam_v": zeros,
+                "steps": 0,
+                "counter": model.optimizer_state()["counter"],
+            }
+        )
         critics = None if weighting in CRITIC_FREE else self.critics
-        for critic in critics or ():  # the mode Q is computed in: eval (rmtl) or with dropout (authors)
+        for critic in (
+            critics or ()
+        ):  # the mode Q is computed in: eval (rmtl) or with dropout (authors)
             critic.train(c.stage3_critic_mode == "train")
-        trainer = Trainer(model, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed + 1,
-                          progress=self.progress, critics=critics,
-                          weighting=None if weighting == "continued" else weighting, lam=lam,
-                          task_weights=task_weights, shuffle=c.batch_order == "shuffled",
-                          callback=self._epoch_callback(key))
+        trainer = Trainer(
+            model,
+            lr=c.lr,
+            weight_decay=c.weight_decay,
+            batch_size=c.batch_size,
+            seed=c.seed + 1,
+            progress=self.progress,
+            critics=critics,
+            weighting=None if weighting == "continued" else weighting,
+            lam=lam,
+            task_weights=task_weights,
+            shuffle=c.batch_order == "shuffled",
+            callback=self._epoch_callback(key),
+        )
         most = c.epochs if c.finetune_epochs is None else c.finetune_epochs
-        hist = trainer.fit(train, valid, most if fixed is None else fixed, None if fixed is not None else c.patience,
-                           early_stopping=c.early_stopping)
+        hist = trainer.fit(
+            train,
+            valid,
+            most if fixed is None else fixed,
+            None if fixed is not None else c.patience,
+            early_stopping=c.early_stopping,
+        )
         for critic in self.critics:
             critic.eval()
         if own:
@@ -302,8 +383,9 @@ class RMTL:
         return self._finish(key, name, model, hist)
 
     # ------------------------------------------------------------------ weights
-    def loss_weights(self, data: SessionData, prob: Optional[np.ndarray] = None,
-                     weighting: Optional[str] = None) -> np.ndarray:
+    def loss_weights(
+        self, data: SessionData, prob: Optional[np.ndarray] = None, weighting: Optional[str] = None
+    ) -> np.ndarray:
         """The stage-3 weights (n, T) of ``data`` at predictions ``prob`` (default: the
         pretrained model's), for inspection; training computes the same in C."""
         weighting = self.config.weighting if weighting is None else weighting
@@ -312,7 +394,9 @@ class RMTL:
         if prob is None:
             prob = self.pretrained.predict(data.sparse, data.dense)
         if weighting in CRITIC_FREE:
-            return np.full((len(data), data.num_tasks), 0.5 if weighting == "constant" else 1.0, np.float32)
+            return np.full(
+                (len(data), data.num_tasks), 0.5 if weighting == "constant" else 1.0, np.float32
+            )
         q = self.q_values(data, prob)
         lam = np.float32(self.config.lam)
         return {"rmtl": 1 - lam * q, "label": 1 - lam * data.labels * q, "neg_q": -q}[weighting]
@@ -320,15 +404,24 @@ class RMTL:
     def q_values(self, data: SessionData, action: np.ndarray) -> np.ndarray:
         """Q_k(s, a_k) (n, T) of every row of ``data`` at actions ``action`` (n, T), eval mode."""
         if not self.critics:
-            raise RuntimeError("q_values: the agent has no critics yet; run fit_critics(train) first")
+            raise RuntimeError(
+                "q_values: the agent has no critics yet; run fit_critics(train) first"
+            )
         action = np.asarray(action, np.float32)
         if action.shape != (len(data), data.num_tasks):
-            raise ValueError(f"action: expected shape ({len(data)}, {data.num_tasks}), got {action.shape}")
+            raise ValueError(
+                f"action: expected shape ({len(data)}, {data.num_tasks}), got {action.shape}"
+            )
         state = data.critic_dense()
-        return np.stack([c.predict(data.sparse, state, np.ascontiguousarray(action[:, k]))
-                         for k, c in enumerate(self.critics)], 1)
+        return np.stack(
+            [
+                c.predict(data.sparse, state, np.ascontiguousarray(action[:, k]))
+                for k, c in enumerate(self.critics)
+            ],
+            1,
+        )
 
-    def _epoch_callback(self, stage: str) -> Optional[Callable[[Dict[str, Any]], None]]:
+    def _epoch_callback(self, stage: str) -> Optional[Callable[[dict[str, Any]], None]]:
         return None if self.on_epoch is None else functools.partial(self.on_epoch, stage)
 
     # ------------------------------------------------------------------ checkpoints
@@ -339,29 +432,35 @@ class RMTL:
     def _done(self, name: str) -> bool:
         return self._checkpoint is not None and self._checkpoint.has(name)
 
-    def _keep(self, key: str, hist: Dict[str, Any]) -> History:
+    def _keep(self, key: str, hist: dict[str, Any]) -> History:
         self.history[key] = hist
         return History.from_dict(hist)
 
     def _finish(self, key: str, name: str, model: Backbone, hist: History) -> History:
         """Record a stage that ran to its end and commit it; an interrupted one raises."""
         if hist.interrupted:
-            raise KeyboardInterrupt(f"RMTL stage {key!r} interrupted; the model holds its best weights so far")
+            raise KeyboardInterrupt(
+                f"RMTL stage {key!r} interrupted; the model holds its best weights so far"
+            )
         self.history[key] = hist.to_dict()
         if self._checkpoint is not None:
             self._checkpoint.save_net(name, model, self.history[key])
         return hist
 
     def __repr__(self) -> str:
-        return (f"RMTL(backbone={type(self.backbone).__name__}, critics={len(self.critics)}, "
-                f"weighting={self.config.weighting!r}, lam={self.config.lam}, target={self.config.target!r})")
+        return (
+            f"RMTL(backbone={type(self.backbone).__name__}, critics={len(self.critics)}, "
+            f"weighting={self.config.weighting!r}, lam={self.config.lam}, target={self.config.target!r})"
+        )
 
 
 def _copy_into(model: Backbone, loaded: Backbone, path: str) -> None:
     """Weights and optimizer state of a reloaded checkpoint into ``model`` (evaluation mode)."""
     if loaded.config != model.config:
-        raise ValueError(f"checkpoint: {path} holds a {loaded.config.name} with another configuration than "
-                         "the backbone given; use a new checkpoint_dir")
+        raise ValueError(
+            f"checkpoint: {path} holds a {loaded.config.name} with another configuration than "
+            "the backbone given; use a new checkpoint_dir"
+        )
     model.load_state_dict(loaded.state_dict())
     model.load_optimizer_state(loaded.optimizer_state())
     model.eval()

@@ -1,4 +1,5 @@
 """Which matrix-multiply path the C core uses, and how many threads the core and it run on."""
+
 from __future__ import annotations
 
 import os

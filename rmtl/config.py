@@ -1,29 +1,50 @@
 """The reference hyperparameters of RMTL in one place (:class:`RMTLConfig`, whose defaults
 :class:`rmtl.RMTL` and :class:`rmtl.Trainer` use) and one range check per parameter
 (:data:`RANGES`), so every entry point rejects a bad value the same way, naming it."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import numbers
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional
 
 from . import _core
 
-__all__ = ["RMTLConfig", "Range", "RANGES", "CHOICES", "WEIGHTINGS", "CRITIC_FREE", "AUTHORS", "COUNT", "check"]
+__all__ = [
+    "RMTLConfig",
+    "Range",
+    "RANGES",
+    "CHOICES",
+    "WEIGHTINGS",
+    "CRITIC_FREE",
+    "AUTHORS",
+    "COUNT",
+    "check",
+]
 
 # stage-3 weightings: the core's, and the control "continued" (every weight one: the plain
 # supervised step, no critics)
-WEIGHTINGS: Tuple[str, ...] = (*_core.enums["weighting"], "continued")
+WEIGHTINGS: tuple[str, ...] = (*_core.enums["weighting"], "continued")
 CRITIC_FREE = ("constant", "continued", "static")
 # compat="authors": the authors' code's behaviour where rmtl deliberately differs
-AUTHORS: Dict[str, Any] = {"batch_order": "time", "stage3_critic_mode": "train", "reward": "bce_wrapped",
-                           "critic_output_bias": None, "early_stopping": "auc"}
-CHOICES: Dict[str, Tuple[Any, ...]] = {
-    "behaviour": ("uniform", "actor"), "target": ("td3", "ddpg"), "weighting": WEIGHTINGS,
-    "reward": tuple(_core.enums["reward"]), "init_output_bias": (None, "prior"),
-    "batch_order": ("shuffled", "time"), "stage3_critic_mode": ("eval", "train"),
-    "early_stopping": ("logloss", "auc")}
+AUTHORS: dict[str, Any] = {
+    "batch_order": "time",
+    "stage3_critic_mode": "train",
+    "reward": "bce_wrapped",
+    "critic_output_bias": None,
+    "early_stopping": "auc",
+}
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "behaviour": ("uniform", "actor"),
+    "target": ("td3", "ddpg"),
+    "weighting": WEIGHTINGS,
+    "reward": tuple(_core.enums["reward"]),
+    "init_output_bias": (None, "prior"),
+    "batch_order": ("shuffled", "time"),
+    "stage3_critic_mode": ("eval", "train"),
+    "early_stopping": ("logloss", "auc"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,15 +62,20 @@ class Range:
         """``value`` as int or float, or ValueError/TypeError naming ``name`` and the range."""
         kind = numbers.Integral if self.integer else numbers.Real
         if isinstance(value, bool) or not isinstance(value, kind):
-            raise TypeError(f"{name}: expected {'an integer' if self.integer else 'a number'}, got {value!r}")
+            raise TypeError(
+                f"{name}: expected {'an integer' if self.integer else 'a number'}, got {value!r}"
+            )
         v = int(value) if self.integer else float(value)
         inside = (v > self.low if self.open_low else v >= self.low) and (
-            v < self.high if self.open_high else v <= self.high)
+            v < self.high if self.open_high else v <= self.high
+        )
         if not (math.isfinite(v) and inside):
             lo = "(" if self.open_low else "["
             hi = f"{self.high:g}" + (")" if self.open_high or not math.isfinite(self.high) else "]")
-            raise ValueError(f"{name}: expected a finite {'integer' if self.integer else 'value'} in "
-                             f"{lo}{self.low:g}, {hi}, got {value!r}")
+            raise ValueError(
+                f"{name}: expected a finite {'integer' if self.integer else 'value'} in "
+                f"{lo}{self.low:g}, {hi}, got {value!r}"
+            )
         return v
 
 
@@ -57,16 +83,35 @@ POSITIVE, NON_NEGATIVE = Range(0.0, open_low=True), Range(0.0)
 COUNT, NON_NEGATIVE_COUNT = Range(1, integer=True), Range(0, integer=True)
 PROBABILITY = Range(0.0, 1.0)
 
-RANGES: Dict[str, Range] = {
-    "gamma": PROBABILITY, "tau": PROBABILITY, "lam": NON_NEGATIVE, "critic_lr": POSITIVE,
-    "behaviour_noise": NON_NEGATIVE, "seed": Range(-math.inf, integer=True), "critic_dropout": Range(0.0, 1.0, open_high=True),
-    "critic_output_bias": Range(-math.inf), "critic_epochs": COUNT, "critic_batch_size": COUNT,
-    "buffer_capacity": COUNT, "soft_update_freq": COUNT, "target_noise": NON_NEGATIVE,
-    "target_noise_clip": NON_NEGATIVE, "actor_lr": POSITIVE, "actor_update_freq": COUNT,
-    "init_training_step": NON_NEGATIVE_COUNT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
-    "batch_size": COUNT, "epochs": COUNT, "patience": COUNT, "beta1": Range(0.0, 1.0, open_high=True),
-    "beta2": Range(0.0, 1.0, open_high=True), "eps": POSITIVE, "chunk_seconds": POSITIVE,
-    "min_steps": NON_NEGATIVE_COUNT, "finetune_epochs": COUNT,
+RANGES: dict[str, Range] = {
+    "gamma": PROBABILITY,
+    "tau": PROBABILITY,
+    "lam": NON_NEGATIVE,
+    "critic_lr": POSITIVE,
+    "behaviour_noise": NON_NEGATIVE,
+    "seed": Range(-math.inf, integer=True),
+    "critic_dropout": Range(0.0, 1.0, open_high=True),
+    "critic_output_bias": Range(-math.inf),
+    "critic_epochs": COUNT,
+    "critic_batch_size": COUNT,
+    "buffer_capacity": COUNT,
+    "soft_update_freq": COUNT,
+    "target_noise": NON_NEGATIVE,
+    "target_noise_clip": NON_NEGATIVE,
+    "actor_lr": POSITIVE,
+    "actor_update_freq": COUNT,
+    "init_training_step": NON_NEGATIVE_COUNT,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "batch_size": COUNT,
+    "epochs": COUNT,
+    "patience": COUNT,
+    "beta1": Range(0.0, 1.0, open_high=True),
+    "beta2": Range(0.0, 1.0, open_high=True),
+    "eps": POSITIVE,
+    "chunk_seconds": POSITIVE,
+    "min_steps": NON_NEGATIVE_COUNT,
+    "finetune_epochs": COUNT,
 }  # critic_output_bias: any finite number (or None); finetune_epochs: or None (= epochs)
 
 
@@ -91,8 +136,8 @@ class RMTLConfig:
     weighting: str = "rmtl"
     seed: int = 0
     reward: str = "bce"
-    critic_bottom_dims: Tuple[int, ...] = (512, 256)
-    critic_tower_dims: Tuple[int, ...] = (128, 64)
+    critic_bottom_dims: tuple[int, ...] = (512, 256)
+    critic_tower_dims: tuple[int, ...] = (128, 64)
     critic_dropout: float = 0.2
     critic_output_bias: Optional[float] = 1.0
     critic_epochs: int = 96
@@ -120,18 +165,22 @@ class RMTLConfig:
     def __post_init__(self) -> None:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
-                raise ValueError(f"{key}: expected one of {list(allowed)}, got {getattr(self, key)!r}")
+                raise ValueError(
+                    f"{key}: expected one of {list(allowed)}, got {getattr(self, key)!r}"
+                )
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name in RANGES and value is not None:
                 object.__setattr__(self, f.name, check(f.name, value))
         for key in ("critic_bottom_dims", "critic_tower_dims"):
             dims = tuple(getattr(self, key))
-            object.__setattr__(self, key, tuple(COUNT.check(f"{key}[{i}]", d) for i, d in enumerate(dims)))
+            object.__setattr__(
+                self, key, tuple(COUNT.check(f"{key}[{i}]", d) for i, d in enumerate(dims))
+            )
         for key in ("ips", "actor_update"):
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f"{key}: expected True or False, got {getattr(self, key)!r}")
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Every field as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)

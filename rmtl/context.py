@@ -14,9 +14,10 @@ the backbone's dense input (``"backbone"``: a backbone's dense Linear reads them
 do not), or both (``"both"``); ``None`` leaves the data alone. The features of a row depend
 only on its own session, so splitting before or after gives the same values.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -25,10 +26,10 @@ from .data import SessionData
 
 __all__ = ["CONTEXT_MODES", "session_context", "context_names", "with_context"]
 
-CONTEXT_MODES: Tuple[Optional[str], ...] = (None, "critic", "backbone", "both")
+CONTEXT_MODES: tuple[Optional[str], ...] = (None, "critic", "backbone", "both")
 
 
-def context_names(data: SessionData) -> Tuple[str, ...]:
+def context_names(data: SessionData) -> tuple[str, ...]:
     """Names of the context columns of ``data``, in order."""
     return ("ctx_position", "ctx_seconds") + tuple(f"ctx_{name}_so_far" for name in data.task_names)
 
@@ -55,8 +56,10 @@ def with_context(data: SessionData, mode: Optional[str]) -> SessionData:
     if mode is None:
         return data
     if data.backbone_only or data.critic_only is not None:
-        raise ValueError("data: already holds features for only one side (backbone_only or critic_only); "
-                         "add the context to the data without them")
+        raise ValueError(
+            "data: already holds features for only one side (backbone_only or critic_only); "
+            "add the context to the data without them"
+        )
     ctx = session_context(data)
     dense, backbone_only, critic_only = data.dense, 0, None
     if mode == "critic":
@@ -64,6 +67,18 @@ def with_context(data: SessionData, mode: Optional[str]) -> SessionData:
     else:
         dense = np.concatenate([data.dense, ctx], axis=1)
         backbone_only = ctx.shape[1] if mode == "backbone" else 0
-    return SessionData(data.session, data.time, data.sparse, dense, data.labels, data.field_dims,
-                       user=data.user, item=data.item, task_names=data.task_names, truth=data.truth,
-                       vocab=data.vocab, backbone_only=backbone_only, critic_only=critic_only)
+    return SessionData(
+        data.session,
+        data.time,
+        data.sparse,
+        dense,
+        data.labels,
+        data.field_dims,
+        user=data.user,
+        item=data.item,
+        task_names=data.task_names,
+        truth=data.truth,
+        vocab=data.vocab,
+        backbone_only=backbone_only,
+        critic_only=critic_only,
+    )

@@ -7,11 +7,13 @@ its value is ``Q = -ReLU(out) <= 0`` because every reward is at most 0. Paramete
 one flat buffer each for values, gradients and Adam moments, exactly like a backbone, and
 :meth:`Critic.state_dict` uses the reference module's keys and shapes.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -26,16 +28,16 @@ __all__ = ["CriticConfig", "Critic"]
 class CriticConfig:
     """Everything needed to rebuild a critic (reference values from SPEC section 4)."""
 
-    field_dims: Tuple[int, ...]
+    field_dims: tuple[int, ...]
     num_dense: int
     embed_dim: int = 128
-    bottom_dims: Tuple[int, ...] = (512, 256)
-    tower_dims: Tuple[int, ...] = (128, 64)
+    bottom_dims: tuple[int, ...] = (512, 256)
+    tower_dims: tuple[int, ...] = (128, 64)
     dropout: float = 0.2
     seed: int = 0
     output_bias: Optional[float] = 1.0
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Every field as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
@@ -63,23 +65,47 @@ class Critic(Net):
         active region; rmtl's choice, not the reference's.
     """
 
-    def __init__(self, field_dims: Sequence[int], num_dense: int, embed_dim: int = 128,
-                 bottom_dims: Sequence[int] = (512, 256), tower_dims: Sequence[int] = (128, 64),
-                 dropout: float = 0.2, seed: int = 0, output_bias: Optional[float] = 1.0) -> None:
-        cfg = CriticConfig(tuple(int(d) for d in field_dims), int(num_dense), int(embed_dim),
-                           tuple(int(d) for d in bottom_dims), tuple(int(d) for d in tower_dims),
-                           float(dropout), int(seed), None if output_bias is None else float(output_bias))
+    def __init__(
+        self,
+        field_dims: Sequence[int],
+        num_dense: int,
+        embed_dim: int = 128,
+        bottom_dims: Sequence[int] = (512, 256),
+        tower_dims: Sequence[int] = (128, 64),
+        dropout: float = 0.2,
+        seed: int = 0,
+        output_bias: Optional[float] = 1.0,
+    ) -> None:
+        cfg = CriticConfig(
+            tuple(int(d) for d in field_dims),
+            int(num_dense),
+            int(embed_dim),
+            tuple(int(d) for d in bottom_dims),
+            tuple(int(d) for d in tower_dims),
+            float(dropout),
+            int(seed),
+            None if output_bias is None else float(output_bias),
+        )
         _check_config(_backbone_view(cfg))
         self.config = cfg
-        self._bind(_core.Critic(field_dims=np.asarray(cfg.field_dims, np.int32), num_dense=cfg.num_dense,
-                                embed_dim=cfg.embed_dim, bottom_dims=np.asarray(cfg.bottom_dims, np.int32),
-                                tower_dims=np.asarray(cfg.tower_dims, np.int32), dropout=cfg.dropout,
-                                seed=cfg.seed & (2**64 - 1)))
+        self._bind(
+            _core.Critic(
+                field_dims=np.asarray(cfg.field_dims, np.int32),
+                num_dense=cfg.num_dense,
+                embed_dim=cfg.embed_dim,
+                bottom_dims=np.asarray(cfg.bottom_dims, np.int32),
+                tower_dims=np.asarray(cfg.tower_dims, np.int32),
+                dropout=cfg.dropout,
+                seed=cfg.seed & (2**64 - 1),
+            )
+        )
         if cfg.output_bias is not None:  # the tower's final bias: the table's last tensor
             next(reversed(self._views["param"].values()))[...] = cfg.output_bias
 
     # ------------------------------------------------------------------ compute
-    def _inputs(self, sparse: Any, dense: Any, action: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _inputs(
+        self, sparse: Any, dense: Any, action: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         codes = as_codes(sparse, len(self.config.field_dims))
         n = codes.shape[0]
         return codes, as_dense(dense, n, self.config.num_dense), as_float(action, (n,), "action")
@@ -88,7 +114,9 @@ class Critic(Net):
         """Q values (n,) float32 of one action per row, in the current mode, in one forward."""
         codes, dense, action = self._inputs(sparse, dense, action)
         out = np.empty(codes.shape[0], np.float32)
-        self._core.predict(sparse=codes, dense=dense, action=action, out=out, batch_size=max(1, codes.shape[0]))
+        self._core.predict(
+            sparse=codes, dense=dense, action=action, out=out, batch_size=max(1, codes.shape[0])
+        )
         return out
 
     forward = __call__
@@ -102,8 +130,13 @@ class Critic(Net):
         self.eval()
         try:
             for s in range(0, codes.shape[0], step):
-                self._core.predict(sparse=codes[s:s + step], dense=dense[s:s + step], action=action[s:s + step],
-                                   out=out[s:s + step], batch_size=int(batch_size))
+                self._core.predict(
+                    sparse=codes[s : s + step],
+                    dense=dense[s : s + step],
+                    action=action[s : s + step],
+                    out=out[s : s + step],
+                    batch_size=int(batch_size),
+                )
         finally:
             self.train(mode)
         return out
@@ -122,34 +155,53 @@ class Critic(Net):
         """Initialise this critic's embedding table from a backbone's (SPEC: critics start
         from the actor's embedding). Per-task embeddings (SingleTask) give task ``task``'s."""
         theirs = dict(backbone.named_parameters())
-        key = next((k for k in (f"embedding.{task}.embedding.weight", "embedding.embedding.weight")
-                    if k in theirs), None)
+        key = next(
+            (
+                k
+                for k in (f"embedding.{task}.embedding.weight", "embedding.embedding.weight")
+                if k in theirs
+            ),
+            None,
+        )
         mine = self._views["param"]["embedding.embedding.weight"]
         if key is None or theirs[key].shape != mine.shape:
-            raise ValueError(f"backbone: needs an embedding table of shape {mine.shape} (same field_dims and "
-                             f"embed_dim={self.config.embed_dim}); build the critic with the backbone's embed_dim")
+            raise ValueError(
+                f"backbone: needs an embedding table of shape {mine.shape} (same field_dims and "
+                f"embed_dim={self.config.embed_dim}); build the critic with the backbone's embed_dim"
+            )
         mine[...] = theirs[key]
 
-    def _rebuild(self) -> "Critic":
+    def _rebuild(self) -> Critic:
         return Critic(**self.config.to_dict())
 
-    def save(self, path: "str | os.PathLike[str]") -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write config, weights and optimizer state to one .npz file (:meth:`load` reads it)."""
         self._save(path, "critic_config")
 
     @classmethod
-    def load(cls, path: "str | os.PathLike[str]") -> "Critic":
+    def load(cls, path: str | os.PathLike[str]) -> Critic:
         """Rebuild a critic written by :meth:`save` (in evaluation mode)."""
         return _load_net(path, "critic_config", "critic", cls)
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Critic(fields={len(c.field_dims)}, dense={c.num_dense}, embed={c.embed_dim}, "
-                f"bottom={c.bottom_dims}, tower={c.tower_dims}, dropout={c.dropout}, "
-                f"params={self.num_parameters})")
+        return (
+            f"Critic(fields={len(c.field_dims)}, dense={c.num_dense}, embed={c.embed_dim}, "
+            f"bottom={c.bottom_dims}, tower={c.tower_dims}, dropout={c.dropout}, "
+            f"params={self.num_parameters})"
+        )
 
 
 def _backbone_view(cfg: CriticConfig) -> Any:
     """The critic's config seen as a one-task backbone config, to reuse its checks."""
-    return BackboneConfig("critic", cfg.field_dims, cfg.num_dense, 1, cfg.embed_dim, cfg.bottom_dims,
-                          cfg.tower_dims, cfg.dropout, cfg.seed)
+    return BackboneConfig(
+        "critic",
+        cfg.field_dims,
+        cfg.num_dense,
+        1,
+        cfg.embed_dim,
+        cfg.bottom_dims,
+        cfg.tower_dims,
+        cfg.dropout,
+        cfg.seed,
+    )

@@ -1,8 +1,10 @@
 """SessionData: impressions grouped into sessions, the one table every part of rmtl reads."""
+
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Optional, Union
 
 import numpy as np
 
@@ -71,7 +73,9 @@ class SessionData:
     ) -> None:
         self.field_dims = tuple(int(d) for d in field_dims)
         if not self.field_dims or min(self.field_dims) < 1:
-            raise ValueError(f"field_dims: expected at least one field, each >= 1, got {self.field_dims}")
+            raise ValueError(
+                f"field_dims: expected at least one field, each >= 1, got {self.field_dims}"
+            )
         self.sparse = as_codes(sparse, len(self.field_dims))
         n = self.sparse.shape[0]
         if n == 0:
@@ -91,7 +95,9 @@ class SessionData:
         self.user = None if user is None else _as_ids(user, n, "user")
         self.item = None if item is None else _as_ids(item, n, "item")
         T = self.labels.shape[1]
-        self.task_names = tuple(task_names) if task_names is not None else tuple(f"task{k}" for k in range(T))
+        self.task_names = (
+            tuple(task_names) if task_names is not None else tuple(f"task{k}" for k in range(T))
+        )
         if len(self.task_names) != T:
             raise ValueError(f"task_names: expected {T} names, got {len(self.task_names)}")
         self.truth = None
@@ -107,16 +113,23 @@ class SessionData:
                 f"[0, {self.field_dims[f]}) (field_dims[{f}])"
             )
         self.vocab = None if vocab is None else _check_vocab(vocab, self.field_dims)
-        if isinstance(backbone_only, bool) or not isinstance(backbone_only, (int, np.integer)) or \
-                not 0 <= backbone_only <= self.num_dense:
-            raise ValueError(f"backbone_only: expected an integer in [0, {self.num_dense}] (dense columns), "
-                             f"got {backbone_only!r}")
+        if (
+            isinstance(backbone_only, bool)
+            or not isinstance(backbone_only, (int, np.integer))
+            or not 0 <= backbone_only <= self.num_dense
+        ):
+            raise ValueError(
+                f"backbone_only: expected an integer in [0, {self.num_dense}] (dense columns), "
+                f"got {backbone_only!r}"
+            )
         self.backbone_only = int(backbone_only)
         self.critic_only = None
         if critic_only is not None:
             extra = np.asarray(critic_only)
             if extra.ndim != 2 or extra.shape[0] != n or extra.shape[1] < 1:
-                raise ValueError(f"critic_only: expected shape ({n}, X) with X >= 1, got {extra.shape}")
+                raise ValueError(
+                    f"critic_only: expected shape ({n}, X) with X >= 1, got {extra.shape}"
+                )
             self.critic_only = as_dense(extra, n, extra.shape[1], "critic_only")
         self.offsets = _session_offsets(self.session, self.time)
 
@@ -148,7 +161,7 @@ class SessionData:
     def critic_dense(self) -> np.ndarray:
         """The critics' dense state (n, :attr:`critic_num_dense`) float32: the dense columns
         they see, then ``critic_only``."""
-        seen = self.dense[:, :self.num_dense - self.backbone_only]
+        seen = self.dense[:, : self.num_dense - self.backbone_only]
         parts = [seen] if self.critic_only is None else [seen, self.critic_only]
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
@@ -170,7 +183,7 @@ class SessionData:
         )
 
     # ------------------------------------------------------------------ selection
-    def subset(self, sessions: Sequence[int]) -> "SessionData":
+    def subset(self, sessions: Sequence[int]) -> SessionData:
         """The sessions at these positions (0..num_sessions-1), in the order given."""
         idx = np.asarray(sessions, dtype=np.int64)
         if idx.ndim != 1 or idx.size == 0:
@@ -183,17 +196,26 @@ class SessionData:
         rows += np.arange(lengths.sum())
         return self.take_rows(rows)
 
-    def take_rows(self, rows: np.ndarray) -> "SessionData":
+    def take_rows(self, rows: np.ndarray) -> SessionData:
         """A new SessionData of these rows (whole sessions, contiguous, in order)."""
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
         return SessionData(
-            self.session[rows], self.time[rows], self.sparse[rows], self.dense[rows],
-            self.labels[rows], self.field_dims, user=pick(self.user), item=pick(self.item),
-            task_names=self.task_names, truth=pick(self.truth), vocab=self.vocab,
-            backbone_only=self.backbone_only, critic_only=pick(self.critic_only),
+            self.session[rows],
+            self.time[rows],
+            self.sparse[rows],
+            self.dense[rows],
+            self.labels[rows],
+            self.field_dims,
+            user=pick(self.user),
+            item=pick(self.item),
+            task_names=self.task_names,
+            truth=pick(self.truth),
+            vocab=self.vocab,
+            backbone_only=self.backbone_only,
+            critic_only=pick(self.critic_only),
         )
 
-    def split(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> Tuple["SessionData", ...]:
+    def split(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> tuple[SessionData, ...]:
         """Split by session in order of session start time (train, validation, test, ...).
 
         Every part gets ``round(cumulative fraction * S)`` sessions; fractions must be
@@ -201,7 +223,9 @@ class SessionData:
         """
         fr = np.asarray(fractions, dtype=np.float64)
         if fr.ndim != 1 or fr.size < 2 or (fr <= 0).any() or abs(fr.sum() - 1.0) > 1e-6:
-            raise ValueError(f"fractions: expected >= 2 positive numbers summing to 1, got {tuple(fractions)}")
+            raise ValueError(
+                f"fractions: expected >= 2 positive numbers summing to 1, got {tuple(fractions)}"
+            )
         order = np.argsort(self.time[self.offsets[:-1]], kind="stable")
         cuts = np.round(np.cumsum(fr) * self.num_sessions).astype(np.int64)
         cuts[-1] = self.num_sessions
@@ -212,15 +236,16 @@ class SessionData:
             )
         return tuple(self.subset(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
 
-    def batches(self, batch_size: int = 2048, shuffle: bool = True, seed: int = 0,
-                epoch: int = 0) -> Iterator[np.ndarray]:
+    def batches(
+        self, batch_size: int = 2048, shuffle: bool = True, seed: int = 0, epoch: int = 0
+    ) -> Iterator[np.ndarray]:
         """Row indices in batches; shuffled by rmtl's counter-based generator keyed by
         (seed, epoch), so the same arguments always give the same batches."""
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         order = row_order(len(self), shuffle, seed, epoch)
         for start in range(0, len(order), batch_size):
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
 
     # ------------------------------------------------------------------ summary
     def describe(self) -> str:
@@ -234,7 +259,9 @@ class SessionData:
         for k, name in enumerate(self.task_names):
             line = f"task {name}: positive rate {self.labels[:, k].mean():.4f}"
             if self.truth is not None:
-                line += f", oracle AUC {_core.oracle(np.ascontiguousarray(self.truth[:, k]), 0):.4f}"
+                line += (
+                    f", oracle AUC {_core.oracle(np.ascontiguousarray(self.truth[:, k]), 0):.4f}"
+                )
             lines.append(line)
         return "\n".join(lines)
 
@@ -246,25 +273,43 @@ class SessionData:
         for k in ("user", "item", "truth", "critic_only"):
             if getattr(self, k) is not None:
                 arrays[k] = getattr(self, k)
-        schema = {"field_dims": list(self.field_dims), "task_names": list(self.task_names), "format": 1,
-                  "backbone_only": self.backbone_only}
+        schema = {
+            "field_dims": list(self.field_dims),
+            "task_names": list(self.task_names),
+            "format": 1,
+            "backbone_only": self.backbone_only,
+        }
         if self.vocab is not None:
             schema["vocab"] = self.vocab
         save_npz(path, arrays, {"schema": schema})
 
     @classmethod
-    def load(cls, path: PathLike) -> "SessionData":
+    def load(cls, path: PathLike) -> SessionData:
         """Read a file written by :meth:`save`; a damaged file raises
         :class:`rmtl.CorruptFileError` (a ValueError) naming it."""
         with open_npz(path, "SessionData") as z:
             schema = z.json("schema")
-            if not isinstance(schema, dict) or "field_dims" not in schema or "task_names" not in schema:
+            if (
+                not isinstance(schema, dict)
+                or "field_dims" not in schema
+                or "task_names" not in schema
+            ):
                 raise CorruptFileError(path, "not an rmtl SessionData file (bad schema)")
-            return cls(z["session"], z["time"], z["sparse"], z["dense"], z["labels"],
-                       schema["field_dims"], user=z.get("user"), item=z.get("item"),
-                       task_names=schema["task_names"], truth=z.get("truth"),
-                       vocab=schema.get("vocab"), backbone_only=schema.get("backbone_only", 0),
-                       critic_only=z.get("critic_only"))
+            return cls(
+                z["session"],
+                z["time"],
+                z["sparse"],
+                z["dense"],
+                z["labels"],
+                schema["field_dims"],
+                user=z.get("user"),
+                item=z.get("item"),
+                task_names=schema["task_names"],
+                truth=z.get("truth"),
+                vocab=schema.get("vocab"),
+                backbone_only=schema.get("backbone_only", 0),
+                critic_only=z.get("critic_only"),
+            )
 
 
 def row_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
@@ -283,17 +328,22 @@ def _as_ids(x, n: int, name: str) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def _check_vocab(vocab: Mapping[str, Mapping[str, int]],
-                 field_dims: Tuple[int, ...]) -> Dict[str, Dict[str, int]]:
+def _check_vocab(
+    vocab: Mapping[str, Mapping[str, int]], field_dims: tuple[int, ...]
+) -> dict[str, dict[str, int]]:
     """A plain-dict copy of vocab: one entry per field, string values, codes in [1, dim)."""
     if len(vocab) != len(field_dims):
-        raise ValueError(f"vocab: expected one entry per field ({len(field_dims)}), got {len(vocab)}")
+        raise ValueError(
+            f"vocab: expected one entry per field ({len(field_dims)}), got {len(vocab)}"
+        )
     out = {}
     for (name, codes), dim in zip(vocab.items(), field_dims):
         out[str(name)] = {str(v): int(c) for v, c in codes.items()}
         bad = [c for c in out[str(name)].values() if not 1 <= c < dim]
         if bad:
-            raise ValueError(f"vocab: field {name!r} maps a value to code {bad[0]}, outside [1, {dim})")
+            raise ValueError(
+                f"vocab: field {name!r} maps a value to code {bad[0]}, outside [1, {dim})"
+            )
     return out
 
 
@@ -306,5 +356,7 @@ def _session_offsets(session: np.ndarray, time: np.ndarray) -> np.ndarray:
     back = np.flatnonzero(inside & (time[1:] < time[:-1]))
     if back.size:
         r = int(back[0]) + 1
-        raise ValueError(f"time: decreases inside session {session[r]} at row {r}; sort each session by time")
+        raise ValueError(
+            f"time: decreases inside session {session[r]} at row {r}; sort each session by time"
+        )
     return offsets

@@ -25,9 +25,10 @@ actions ``Box(0, 1, (T,))``). Without it the same API works and the spaces are
 :class:`BoxSpace` stand-ins (a plain dict of them for observations); rmtl itself never needs
 Gymnasium.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class BoxSpace:
         return f"BoxSpace(shape={self.shape}, dtype={self.dtype})"
 
 
-def _spaces(data: SessionData, lead: Tuple[int, ...] = ()) -> Tuple[Any, Any]:
+def _spaces(data: SessionData, lead: tuple[int, ...] = ()) -> tuple[Any, Any]:
     """(observation space, action space) of one environment (lead ``()``) or of ``lead[0]``
     environments stepped together."""
     nvec = np.broadcast_to(np.asarray(data.field_dims, np.int64), lead + (data.num_fields,))
@@ -90,12 +91,18 @@ def _spaces(data: SessionData, lead: Tuple[int, ...] = ()) -> Tuple[Any, Any]:
     high = np.broadcast_to(data.dense.max(0), lead + (data.num_dense,))
     act = lead + (data.num_tasks,)
     if _gym is None:
-        obs = {"sparse": BoxSpace(np.zeros_like(nvec), nvec - 1, np.int32),
-               "dense": BoxSpace(low, high, np.float32)}
+        obs = {
+            "sparse": BoxSpace(np.zeros_like(nvec), nvec - 1, np.int32),
+            "dense": BoxSpace(low, high, np.float32),
+        }
         return obs, BoxSpace(np.zeros(act), np.ones(act), np.float32)
     s = _gym.spaces
-    obs = s.Dict({"sparse": s.MultiDiscrete(np.array(nvec), dtype=np.int32),
-                  "dense": s.Box(np.array(low), np.array(high), dtype=np.float32)})
+    obs = s.Dict(
+        {
+            "sparse": s.MultiDiscrete(np.array(nvec), dtype=np.int32),
+            "dense": s.Box(np.array(low), np.array(high), dtype=np.float32),
+        }
+    )
     return obs, s.Box(0.0, 1.0, act, np.float32)
 
 
@@ -103,7 +110,7 @@ class _NoGym:
     """The part of ``gymnasium.Env`` / ``VectorEnv`` the environments rely on, when
     Gymnasium is not installed."""
 
-    metadata: Dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
     render_mode = None
     spec = None
 
@@ -130,29 +137,41 @@ def _check_data(data: Any) -> SessionData:
     return data
 
 
-def _choice(value: str, allowed: Dict[str, int], name: str) -> int:
+def _choice(value: str, allowed: dict[str, int], name: str) -> int:
     if value not in allowed:
         raise ValueError(f"{name}: expected one of {sorted(allowed)}, got {value!r}")
     return allowed[value]
 
 
-def _as_action(action: Any, shape: Tuple[int, ...]) -> np.ndarray:
+def _as_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
     """float32 C-contiguous actions of this shape; NaN and range are checked by the core."""
     try:
         a = np.asarray(_detach(action), dtype=np.float32)
     except (TypeError, ValueError):
-        raise TypeError(f"action: expected numbers in [0, 1] of shape {shape}, "
-                        f"got {type(action).__name__}") from None
+        raise TypeError(
+            f"action: expected numbers in [0, 1] of shape {shape}, got {type(action).__name__}"
+        ) from None
     if a.shape != shape:
-        raise ValueError(f"action: expected shape {shape}, one value in [0, 1] per task, got {a.shape}")
+        raise ValueError(
+            f"action: expected shape {shape}, one value in [0, 1] per task, got {a.shape}"
+        )
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def _new_core(data: SessionData, n: int, reward: str, order: str, autoreset: bool, seed: int) -> Any:
-    return _core.Env(offsets=data.offsets, sparse=data.sparse, dense=data.dense, labels=data.labels,
-                     num_envs=int(n), reward=_choice(reward, REWARDS, "reward"),
-                     order=_choice(order, _ORDERS, "order"), autoreset=bool(autoreset),
-                     seed=int(seed) & _SEED_MASK)
+def _new_core(
+    data: SessionData, n: int, reward: str, order: str, autoreset: bool, seed: int
+) -> Any:
+    return _core.Env(
+        offsets=data.offsets,
+        sparse=data.sparse,
+        dense=data.dense,
+        labels=data.labels,
+        num_envs=int(n),
+        reward=_choice(reward, REWARDS, "reward"),
+        order=_choice(order, _ORDERS, "order"),
+        autoreset=bool(autoreset),
+        seed=int(seed) & _SEED_MASK,
+    )
 
 
 class SessionEnv(_EnvBase):
@@ -180,27 +199,39 @@ class SessionEnv(_EnvBase):
     raises RuntimeError until ``reset()``.
     """
 
-    metadata: Dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, data: SessionData, reward: str = "bce", seed: int = 0, order: str = "random") -> None:
+    def __init__(
+        self, data: SessionData, reward: str = "bce", seed: int = 0, order: str = "random"
+    ) -> None:
         self.data = _check_data(data)
         self.reward, self.order = reward, order
         self._core = _new_core(data, 1, reward, order, False, seed)
         self.observation_space, self.action_space = _spaces(data)
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[dict, dict]:
+    def reset(
+        self, *, seed: Optional[int] = None, options: Optional[dict] = None
+    ) -> tuple[dict, dict]:
         """Start an episode: the next session drawn, or ``options["session"]``."""
         super().reset(seed=seed)
         session = _session_option(options, "session", self.data.num_sessions)
         sessions = None if session is None else np.array([session], np.int64)
         sparse, dense, sess, row = self._core.reset(seed, sessions)
-        return {"sparse": sparse[0], "dense": dense[0]}, {"session": int(sess[0]), "row": int(row[0])}
+        return {"sparse": sparse[0], "dense": dense[0]}, {
+            "session": int(sess[0]),
+            "row": int(row[0]),
+        }
 
-    def step(self, action: Any) -> Tuple[dict, np.ndarray, bool, bool, dict]:
+    def step(self, action: Any) -> tuple[dict, np.ndarray, bool, bool, dict]:
         """Act on the current row; see the class docstring for what comes back."""
         a = _as_action(action, (self.data.num_tasks,))
         sparse, dense, reward, done, labels, state, nxt, sess = self._core.step(a.reshape(1, -1))
-        info = {"labels": labels[0], "session": int(sess[0]), "row": int(state[0]), "next_row": int(nxt[0])}
+        info = {
+            "labels": labels[0],
+            "session": int(sess[0]),
+            "row": int(state[0]),
+            "next_row": int(nxt[0]),
+        }
         return {"sparse": sparse[0], "dense": dense[0]}, reward[0], bool(done[0]), False, info
 
     def __repr__(self) -> str:
@@ -220,10 +251,16 @@ class VecSessionEnv(_VecBase):
     last row itself where terminated), ``labels`` (N, T) and ``session`` (N,).
     """
 
-    metadata: Dict[str, Any] = {"render_modes": [], "autoreset_mode": _SAME_STEP}
+    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": _SAME_STEP}
 
-    def __init__(self, data: SessionData, num_envs: int, reward: str = "bce", seed: int = 0,
-                 order: str = "random") -> None:
+    def __init__(
+        self,
+        data: SessionData,
+        num_envs: int,
+        reward: str = "bce",
+        seed: int = 0,
+        order: str = "random",
+    ) -> None:
         self.data = _check_data(data)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs: expected >= 1, got {num_envs}")
@@ -234,7 +271,9 @@ class VecSessionEnv(_VecBase):
         self.observation_space, self.action_space = _spaces(data, (self.num_envs,))
         self._started = False
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[dict, dict]:
+    def reset(
+        self, *, seed: Optional[int] = None, options: Optional[dict] = None
+    ) -> tuple[dict, dict]:
         """Start an episode in every environment."""
         super().reset(seed=seed)
         sessions = _session_option(options, "sessions", self.data.num_sessions, self.num_envs)
@@ -242,7 +281,7 @@ class VecSessionEnv(_VecBase):
         self._started = True
         return {"sparse": sparse, "dense": dense}, {"session": sess, "row": row}
 
-    def step(self, actions: Any) -> Tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+    def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
         """One step of every environment; see the class docstring."""
         if not self._started:
             raise RuntimeError("step: call reset() before the first step")
@@ -255,8 +294,9 @@ class VecSessionEnv(_VecBase):
         return f"VecSessionEnv({self.data!r}, num_envs={self.num_envs}, reward={self.reward!r})"
 
 
-def _session_option(options: Optional[dict], key: str, n_sessions: int,
-                    n_envs: Optional[int] = None) -> Optional[np.ndarray]:
+def _session_option(
+    options: Optional[dict], key: str, n_sessions: int, n_envs: Optional[int] = None
+) -> Optional[np.ndarray]:
     """options[key] checked: one session index (n_envs None) or (n_envs,) of them; None if absent."""
     options = {} if options is None else options
     unknown = sorted(set(options) - {key})
@@ -267,8 +307,12 @@ def _session_option(options: Optional[dict], key: str, n_sessions: int,
     v = np.asarray(options[key])
     want = () if n_envs is None else (n_envs,)
     if v.dtype.kind not in "iu" or v.shape != want:
-        raise ValueError(f"options[{key!r}]: expected {'an integer' if n_envs is None else f'{n_envs} integers'} "
-                         f"in [0, {n_sessions}), got {options[key]!r}")
+        raise ValueError(
+            f"options[{key!r}]: expected {'an integer' if n_envs is None else f'{n_envs} integers'} "
+            f"in [0, {n_sessions}), got {options[key]!r}"
+        )
     if ((v < 0) | (v >= n_sessions)).any():
-        raise ValueError(f"options[{key!r}]: expected session indices in [0, {n_sessions}), got {options[key]!r}")
+        raise ValueError(
+            f"options[{key!r}]: expected session indices in [0, {n_sessions}), got {options[key]!r}"
+        )
     return v.astype(np.int64)

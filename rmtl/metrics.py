@@ -1,16 +1,26 @@
 """Metrics computed in C: AUC (equal to sklearn.metrics.roc_auc_score), logloss with
 PyTorch's BCE semantics (each log clamped at -100), session logloss and GAUC, and the
 oracle AUC and logloss of known true probabilities (synthetic data)."""
+
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from . import _core
 from ._arrays import as_float, run_offsets
 
-__all__ = ["auc", "logloss", "bce_rows", "session_logloss", "gauc", "oracle_auc", "oracle_logloss", "evaluate"]
+__all__ = [
+    "auc",
+    "logloss",
+    "bce_rows",
+    "session_logloss",
+    "gauc",
+    "oracle_auc",
+    "oracle_logloss",
+    "evaluate",
+]
 
 
 def _pair(y_true: Any, y_score: Any, name: str = "y_score", dtype: type = np.float32):
@@ -57,7 +67,9 @@ def session_logloss(y_true: Any, y_prob: Any, sessions: Any) -> float:
     y, p = _pair(y_true, y_prob, "y_prob")
     s = np.asarray(sessions)
     if s.dtype.kind not in "iu" or s.shape != p.shape:
-        raise ValueError(f"sessions: expected integer session ids of shape {p.shape}, got {s.dtype} {s.shape}")
+        raise ValueError(
+            f"sessions: expected integer session ids of shape {p.shape}, got {s.dtype} {s.shape}"
+        )
     return _core.logloss(p, y, run_offsets(s, "sessions"))
 
 
@@ -67,7 +79,9 @@ def gauc(y_true: Any, y_score: Any, groups: Any) -> float:
     y, s = _ranked(y_true, y_score)
     g = np.asarray(groups)
     if g.dtype.kind not in "iu" or g.shape != s.shape:
-        raise ValueError(f"groups: expected integer ids of shape {s.shape}, got {g.dtype} {g.shape}")
+        raise ValueError(
+            f"groups: expected integer ids of shape {s.shape}, got {g.dtype} {g.shape}"
+        )
     return _core.auc(s, y, np.ascontiguousarray(g, dtype=np.int64))
 
 
@@ -90,8 +104,9 @@ def oracle_logloss(truth: Any) -> float:
     return _core.oracle(as_float(truth, (-1,), "truth"), 1)
 
 
-def evaluate(model: Any, data: Any, batch_size: int = 16384,
-             prob: Optional[np.ndarray] = None) -> Dict[str, Dict[str, float]]:
+def evaluate(
+    model: Any, data: Any, batch_size: int = 16384, prob: Optional[np.ndarray] = None
+) -> dict[str, dict[str, float]]:
     """Per-task AUC, logloss, s-logloss (and GAUC when the data has user ids).
 
     ``model`` is any object with ``predict(sparse, dense, batch_size)``; pass ``prob``
@@ -100,11 +115,14 @@ def evaluate(model: Any, data: Any, batch_size: int = 16384,
     """
     if prob is None:
         prob = model.predict(data.sparse, data.dense, batch_size=batch_size)
-    out: Dict[str, Dict[str, float]] = {}
+    out: dict[str, dict[str, float]] = {}
     for k, name in enumerate(data.task_names):
         y, p = data.labels[:, k], np.ascontiguousarray(prob[:, k])
-        row = {"auc": _or_nan(auc, y, p), "logloss": logloss(y, p),
-               "s_logloss": session_logloss(y, p, data.session)}
+        row = {
+            "auc": _or_nan(auc, y, p),
+            "logloss": logloss(y, p),
+            "s_logloss": session_logloss(y, p, data.session),
+        }
         if data.user is not None:
             row["gauc"] = _or_nan(gauc, y, p, data.user)
         out[name] = row

@@ -6,6 +6,7 @@ two moments; :meth:`Backbone.named_parameters` hands out zero-copy views into it
 modules (``embedding.embedding.weight``, ``bottom.mlp.0.weight``, ``tower.1.mlp.6.bias``,
 ...), so weights move between the two in either direction.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,8 @@ import json
 import os
 import warnings
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 
@@ -21,8 +23,23 @@ from . import _core
 from ._arrays import _detach, as_codes, as_dense, as_float, as_labels
 from ._io import CorruptFileError, open_npz, save_npz
 
-__all__ = ["Net", "BackboneConfig", "Backbone", "SingleTask", "SharedBottom", "ESMM", "OMoE", "MMoE", "PLE",
-           "PLEPaper", "AITM", "create", "check_compat", "save", "load"]
+__all__ = [
+    "Net",
+    "BackboneConfig",
+    "Backbone",
+    "SingleTask",
+    "SharedBottom",
+    "ESMM",
+    "OMoE",
+    "MMoE",
+    "PLE",
+    "PLEPaper",
+    "AITM",
+    "create",
+    "check_compat",
+    "save",
+    "load",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,17 +47,17 @@ class BackboneConfig:
     """Everything needed to rebuild a backbone (reference values from SPEC section 4)."""
 
     name: str
-    field_dims: Tuple[int, ...]
+    field_dims: tuple[int, ...]
     num_dense: int
     num_tasks: int
     embed_dim: int = 128
-    bottom_dims: Tuple[int, ...] = (512, 256)
-    tower_dims: Tuple[int, ...] = (128, 64)
+    bottom_dims: tuple[int, ...] = (512, 256)
+    tower_dims: tuple[int, ...] = (128, 64)
     dropout: float = 0.2
     seed: int = 0
     num_experts: Optional[int] = None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Every field as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
@@ -60,8 +77,10 @@ class Net:
         self._core = core
         self._table = core.param_table()
         self._flat = {b: core.buffer(b) for b in ("param", "grad", "adam_m", "adam_v")}
-        self._views = {b: OrderedDict((n, buf[o:o + int(np.prod(s))].reshape(s)) for n, o, s in self._table)
-                       for b, buf in self._flat.items()}
+        self._views = {
+            b: OrderedDict((n, buf[o : o + int(np.prod(s))].reshape(s)) for n, o, s in self._table)
+            for b, buf in self._flat.items()
+        }
 
     def _rebuild(self: N) -> N:
         """A fresh network of the same configuration."""
@@ -101,24 +120,33 @@ class Net:
     @first_layer.setter
     def first_layer(self, mode: str) -> None:
         if mode not in _core.enums["first_layer"]:
-            raise ValueError(f"first_layer: expected one of {sorted(_core.enums['first_layer'])}, got {mode!r}")
+            raise ValueError(
+                f"first_layer: expected one of {sorted(_core.enums['first_layer'])}, got {mode!r}"
+            )
         self._core.unique = _core.enums["first_layer"][mode]
 
-    def adam_step(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
-                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    def adam_step(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         """One Adam step with torch.optim.Adam semantics over the current gradients."""
-        self._core.adam_step(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+        self._core.adam_step(
+            lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay
+        )
 
     # ------------------------------------------------------------------ parameters
-    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
+    def named_parameters(self) -> Iterator[tuple[str, np.ndarray]]:
         """(name, zero-copy float32 view) for every tensor; writing a view changes the model."""
         return iter(self._views["param"].items())
 
-    def parameters(self) -> List[np.ndarray]:
+    def parameters(self) -> list[np.ndarray]:
         """Zero-copy views of every parameter tensor."""
         return list(self._views["param"].values())
 
-    def named_grads(self) -> Iterator[Tuple[str, np.ndarray]]:
+    def named_grads(self) -> Iterator[tuple[str, np.ndarray]]:
         """(name, zero-copy view of its gradient) from the last backward call."""
         return iter(self._views["grad"].items())
 
@@ -127,7 +155,7 @@ class Net:
         """Number of scalar parameters (the length of the flat parameter buffer)."""
         return int(self._flat["param"].size)
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Copies of every parameter under the reference PyTorch module's key and shape."""
         return OrderedDict((k, v.copy()) for k, v in self._views["param"].items())
 
@@ -139,8 +167,10 @@ class Net:
         missing = [k for k in views if k not in state_dict]
         unexpected = [k for k in state_dict if k not in views]
         if strict and (missing or unexpected):
-            raise ValueError(f"state_dict: missing keys {missing}, unexpected keys {unexpected}; "
-                             f"expected exactly the keys of {type(self).__name__}.state_dict()")
+            raise ValueError(
+                f"state_dict: missing keys {missing}, unexpected keys {unexpected}; "
+                f"expected exactly the keys of {type(self).__name__}.state_dict()"
+            )
         staged = {}
         for k, v in state_dict.items():
             if k not in views:
@@ -150,11 +180,15 @@ class Net:
         for k, a in staged.items():
             views[k][...] = a
 
-    def optimizer_state(self) -> Dict[str, Any]:
+    def optimizer_state(self) -> dict[str, Any]:
         """Adam moments and counters (copies), for checkpoints that resume training."""
         steps, counter = self._core.steps
-        return {"adam_m": self._flat["adam_m"].copy(), "adam_v": self._flat["adam_v"].copy(),
-                "steps": steps, "counter": counter}
+        return {
+            "adam_m": self._flat["adam_m"].copy(),
+            "adam_v": self._flat["adam_v"].copy(),
+            "steps": steps,
+            "counter": counter,
+        }
 
     def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`optimizer_state` returned."""
@@ -174,15 +208,24 @@ class Net:
         other.first_layer = self.first_layer
         return other.train(self.training)
 
-    def _arrays(self) -> Dict[str, np.ndarray]:
+    def _arrays(self) -> dict[str, np.ndarray]:
         """Weights and optimizer state as the arrays a file stores (:meth:`_restore` reads them)."""
         opt = self.optimizer_state()
         keys = np.frombuffer(json.dumps(list(self._views["param"])).encode(), np.uint8)
-        return {"param": self._flat["param"].copy(), "adam_m": opt["adam_m"], "adam_v": opt["adam_v"],
-                "steps": np.array([opt["steps"], opt["counter"]], np.uint64), "keys": keys}
+        return {
+            "param": self._flat["param"].copy(),
+            "adam_m": opt["adam_m"],
+            "adam_v": opt["adam_v"],
+            "steps": np.array([opt["steps"], opt["counter"]], np.uint64),
+            "keys": keys,
+        }
 
-    def _save(self, path: "str | os.PathLike[str]", config_key: str,
-              documents: Optional[Mapping[str, Any]] = None) -> None:
+    def _save(
+        self,
+        path: str | os.PathLike[str],
+        config_key: str,
+        documents: Optional[Mapping[str, Any]] = None,
+    ) -> None:
         """Config (JSON under ``config_key``), weights, optimizer state and any further JSON
         ``documents`` to one .npz file at exactly ``path``, written atomically."""
         save_npz(path, self._arrays(), {config_key: self.config.to_dict(), **(documents or {})})
@@ -191,12 +234,20 @@ class Net:
         """Weights and optimizer state from an opened file :meth:`_save` wrote; eval mode. The
         tensor names the file lists (older files list none) must be this network's."""
         if "keys" in z and z.json("keys") != list(self._views["param"]):
-            raise ValueError(f"{type(self).__name__}: the file's tensors are not this network's (another "
-                             f"parameter layout under the same configuration); rebuild the network it was saved from")
+            raise ValueError(
+                f"{type(self).__name__}: the file's tensors are not this network's (another "
+                f"parameter layout under the same configuration); rebuild the network it was saved from"
+            )
         self._flat["param"][...] = as_float(z["param"], (self.num_parameters,), "param")
         steps = z["steps"]
-        self.load_optimizer_state({"adam_m": z["adam_m"], "adam_v": z["adam_v"],
-                                   "steps": int(steps[0]), "counter": int(steps[1])})
+        self.load_optimizer_state(
+            {
+                "adam_m": z["adam_m"],
+                "adam_v": z["adam_v"],
+                "steps": int(steps[0]),
+                "counter": int(steps[1]),
+            }
+        )
         return self.eval()
 
 
@@ -226,18 +277,37 @@ class Backbone(Net):
         if num_experts is None:
             num_experts = self._default_experts
         elif self._default_experts is None:
-            raise ValueError(f"num_experts: {type(self).__name__} has no experts; leave num_experts=None")
-        cfg = BackboneConfig(self.name, tuple(int(d) for d in field_dims), int(num_dense),
-                             int(num_tasks), int(embed_dim), tuple(int(d) for d in bottom_dims),
-                             tuple(int(d) for d in tower_dims), float(dropout), int(seed),
-                             None if num_experts is None else int(num_experts))
+            raise ValueError(
+                f"num_experts: {type(self).__name__} has no experts; leave num_experts=None"
+            )
+        cfg = BackboneConfig(
+            self.name,
+            tuple(int(d) for d in field_dims),
+            int(num_dense),
+            int(num_tasks),
+            int(embed_dim),
+            tuple(int(d) for d in bottom_dims),
+            tuple(int(d) for d in tower_dims),
+            float(dropout),
+            int(seed),
+            None if num_experts is None else int(num_experts),
+        )
         _check_config(cfg)
         self.config = cfg
-        self._bind(_core.Model(kind=_core.enums["backbone"][self.name],
-                               field_dims=np.asarray(cfg.field_dims, np.int32), num_dense=cfg.num_dense,
-                               num_tasks=cfg.num_tasks, embed_dim=cfg.embed_dim, bottom_dims=cfg.bottom_dims,
-                               tower_dims=cfg.tower_dims, dropout=cfg.dropout, seed=cfg.seed & (2**64 - 1),
-                               num_experts=cfg.num_experts or 0))
+        self._bind(
+            _core.Model(
+                kind=_core.enums["backbone"][self.name],
+                field_dims=np.asarray(cfg.field_dims, np.int32),
+                num_dense=cfg.num_dense,
+                num_tasks=cfg.num_tasks,
+                embed_dim=cfg.embed_dim,
+                bottom_dims=cfg.bottom_dims,
+                tower_dims=cfg.tower_dims,
+                dropout=cfg.dropout,
+                seed=cfg.seed & (2**64 - 1),
+                num_experts=cfg.num_experts or 0,
+            )
+        )
 
     # ------------------------------------------------------------------ compute
     def __call__(self, sparse: Any, dense: Any = None) -> np.ndarray:
@@ -247,8 +317,9 @@ class Backbone(Net):
 
     forward = __call__
 
-    def predict(self, sparse: Any, dense: Any = None, batch_size: int = 16384,
-                tables: Optional[bool] = None) -> np.ndarray:
+    def predict(
+        self, sparse: Any, dense: Any = None, batch_size: int = 16384, tables: Optional[bool] = None
+    ) -> np.ndarray:
         """Evaluation-mode probabilities (n, T) float32, in batches (Ctrl-C stops between them).
 
         The first layers over the embedding (bottoms, or the experts' and gates' first layers)
@@ -265,10 +336,17 @@ class Backbone(Net):
         dense = as_dense(dense, codes.shape[0], self.config.num_dense)
         out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
         step = max(1, int(batch_size)) * 8
-        lookup = _core.enums["lookup"]["auto" if tables is None else "always" if tables else "never"]
+        lookup = _core.enums["lookup"][
+            "auto" if tables is None else "always" if tables else "never"
+        ]
         for start in range(0, codes.shape[0], step):
-            self._core.predict(sparse=codes[start:start + step], dense=dense[start:start + step],
-                               out=out[start:start + step], batch_size=int(batch_size), lookup=lookup)
+            self._core.predict(
+                sparse=codes[start : start + step],
+                dense=dense[start : start + step],
+                out=out[start : start + step],
+                batch_size=int(batch_size),
+                lookup=lookup,
+            )
         return out
 
     def loss_and_grad(self, sparse: Any, dense: Any, labels: Any, weights: Any = None) -> float:
@@ -279,15 +357,32 @@ class Backbone(Net):
         w = None if weights is None else as_float(weights, (n, T), "weights")
         if w is not None and (w < 0).any():
             raise ValueError("weights: expected non-negative loss weights")
-        return self._core.loss_backward(sparse=codes, dense=as_dense(dense, n, self.config.num_dense),
-                                        labels=as_labels(labels, n, T), weights=w)
+        return self._core.loss_backward(
+            sparse=codes,
+            dense=as_dense(dense, n, self.config.num_dense),
+            labels=as_labels(labels, n, T),
+            weights=w,
+        )
 
-    def train_chunk(self, rows: np.ndarray, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, *,
-                    batch_size: int, lr: float, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                    weight_decay: float = 0.0, critics: Optional[Sequence[Any]] = None,
-                    weighting: Optional[str] = None, lam: float = 0.0,
-                    extra: Optional[np.ndarray] = None, task_weights: Optional[Sequence[float]] = None,
-                    seed: int = 0) -> Tuple[float, Optional[List[float]]]:
+    def train_chunk(
+        self,
+        rows: np.ndarray,
+        sparse: np.ndarray,
+        dense: np.ndarray,
+        labels: np.ndarray,
+        *,
+        batch_size: int,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        critics: Optional[Sequence[Any]] = None,
+        weighting: Optional[str] = None,
+        lam: float = 0.0,
+        extra: Optional[np.ndarray] = None,
+        task_weights: Optional[Sequence[float]] = None,
+        seed: int = 0,
+    ) -> tuple[float, Optional[list[float]]]:
         """Many Adam steps in one C call with the GIL released: one per batch of
         ``batch_size`` consecutive entries of ``rows`` (int64 row indices into the training
         arrays ``sparse`` (n, F) int32, ``dense`` (n, D) float32, ``labels`` (n, T) float32;
@@ -313,26 +408,44 @@ class Backbone(Net):
         kind = None
         if weighting is not None:
             if weighting not in _core.enums["weighting"]:
-                raise ValueError(f"weighting: expected one of {sorted(_core.enums['weighting'])}, got {weighting!r}")
+                raise ValueError(
+                    f"weighting: expected one of {sorted(_core.enums['weighting'])}, got {weighting!r}"
+                )
             kind = _core.enums["weighting"][weighting]
         if critics is not None:
             critics = [c._core for c in critics]
-        return _core.train_chunk(model=self._core, rows=rows, sparse=sparse, dense=dense, labels=labels,
-                                 batch_size=int(batch_size), lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
-                                 weight_decay=weight_decay, critics=critics, weighting=kind, lam=lam,
-                                 extra=extra if critics is not None else None,
-                                 task_weights=None if task_weights is None else
-                                 as_float(task_weights, (self.config.num_tasks,), "task_weights", finite=False),
-                                 seed=int(seed))
+        return _core.train_chunk(
+            model=self._core,
+            rows=rows,
+            sparse=sparse,
+            dense=dense,
+            labels=labels,
+            batch_size=int(batch_size),
+            lr=lr,
+            beta1=betas[0],
+            beta2=betas[1],
+            eps=eps,
+            weight_decay=weight_decay,
+            critics=critics,
+            weighting=kind,
+            lam=lam,
+            extra=extra if critics is not None else None,
+            task_weights=None
+            if task_weights is None
+            else as_float(task_weights, (self.config.num_tasks,), "task_weights", finite=False),
+            seed=int(seed),
+        )
 
-    def _rebuild(self) -> "Backbone":
+    def _rebuild(self) -> Backbone:
         return create(**self.config.to_dict())
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"{type(self).__name__}(fields={len(c.field_dims)}, dense={c.num_dense}, tasks={c.num_tasks}, "
-                f"embed={c.embed_dim}, bottom={c.bottom_dims}, tower={c.tower_dims}, dropout={c.dropout}, "
-                f"params={self.num_parameters})")
+        return (
+            f"{type(self).__name__}(fields={len(c.field_dims)}, dense={c.num_dense}, tasks={c.num_tasks}, "
+            f"embed={c.embed_dim}, bottom={c.bottom_dims}, tower={c.tower_dims}, dropout={c.dropout}, "
+            f"params={self.num_parameters})"
+        )
 
 
 class SingleTask(Backbone):
@@ -435,14 +548,22 @@ class AITM(Backbone):
     name = "aitm"
 
 
-BACKBONES: Dict[str, Type[Backbone]] = {
-    c.name: c for c in (SingleTask, SharedBottom, ESMM, OMoE, MMoE, PLE, PLEPaper, AITM)}
+BACKBONES: dict[str, type[Backbone]] = {
+    c.name: c for c in (SingleTask, SharedBottom, ESMM, OMoE, MMoE, PLE, PLEPaper, AITM)
+}
 # compat="authors" asks for the authors' module: every backbone except these is one
-NOT_AUTHORS: Dict[str, str] = {"ple_paper": "ple"}
+NOT_AUTHORS: dict[str, str] = {"ple_paper": "ple"}
 
 
-def create(name: str, field_dims: Sequence[int], num_dense: int, num_tasks: int, *,
-           compat: Optional[str] = None, **kwargs: Any) -> Backbone:
+def create(
+    name: str,
+    field_dims: Sequence[int],
+    num_dense: int,
+    num_tasks: int,
+    *,
+    compat: Optional[str] = None,
+    **kwargs: Any,
+) -> Backbone:
     """Build a backbone by name: ``singletask``, ``sharedbottom``, ``esmm``, ``omoe``, ``mmoe``,
     ``ple`` (the authors' PLE), ``ple_paper`` (the PLE paper's) or ``aitm``; keyword arguments
     go to the class (e.g. ``num_experts=8``). ``compat="authors"`` asks for the authors'
@@ -462,23 +583,25 @@ def check_compat(name: str, compat: Optional[str]) -> None:
     if compat not in (None, "authors"):
         raise ValueError(f"compat: expected None or 'authors', got {compat!r}")
     if compat == "authors" and name in NOT_AUTHORS:
-        raise ValueError(f"compat='authors': backbone {name!r} is not the authors' module; use "
-                         f"{NOT_AUTHORS[name]!r}, the authors' version, or drop compat")
+        raise ValueError(
+            f"compat='authors': backbone {name!r} is not the authors' module; use "
+            f"{NOT_AUTHORS[name]!r}, the authors' version, or drop compat"
+        )
 
 
-def save(model: Backbone, path: "str | os.PathLike[str]") -> None:
+def save(model: Backbone, path: str | os.PathLike[str]) -> None:
     """Write config, weights and optimizer state to one .npz file at exactly ``path`` (no
     ``.npz`` is appended), atomically; :func:`load` rebuilds it."""
     model._save(path, "config")
 
 
-def load(path: "str | os.PathLike[str]") -> Backbone:
+def load(path: str | os.PathLike[str]) -> Backbone:
     """Rebuild a model written by :func:`save` (in evaluation mode). A damaged file raises
     :class:`rmtl.CorruptFileError` (a ValueError) naming it."""
     return _load_net(path, "config", "model", create)
 
 
-def _load_net(path: "str | os.PathLike[str]", config_key: str, what: str, build: Any) -> Any:
+def _load_net(path: str | os.PathLike[str], config_key: str, what: str, build: Any) -> Any:
     """Open a file :meth:`Net._save` wrote, rebuild the network with ``build(**config)`` and
     restore its weights and optimizer state (evaluation mode)."""
     with open_npz(path, what) as z:
@@ -488,14 +611,18 @@ def _load_net(path: "str | os.PathLike[str]", config_key: str, what: str, build:
         return _build_saved(build, config, z)
 
 
-def _build_saved(build: Any, config: Dict[str, Any], z: Any) -> Any:
+def _build_saved(build: Any, config: dict[str, Any], z: Any) -> Any:
     """``build(**config)`` restored from the opened file ``z``. A ``"ple"`` file that lists no
     tensor names was written when ``"ple"`` was the PLE paper's version: it is rebuilt as
     ``"ple_paper"``, with a warning (``"ple"`` is now the authors' module)."""
     if config.get("name") == "ple" and "keys" not in z:
-        warnings.warn("this 'ple' model was saved when rmtl's 'ple' was the PLE paper's version (keys "
-                      "task_experts..., share_experts...), now named 'ple_paper': loaded as 'ple_paper'; 'ple' "
-                      "is now the authors' module", UserWarning, stacklevel=3)
+        warnings.warn(
+            "this 'ple' model was saved when rmtl's 'ple' was the PLE paper's version (keys "
+            "task_experts..., share_experts...), now named 'ple_paper': loaded as 'ple_paper'; 'ple' "
+            "is now the authors' module",
+            UserWarning,
+            stacklevel=3,
+        )
         config = {**config, "name": "ple_paper"}
     return build(**config)._restore(z)
 
@@ -513,14 +640,25 @@ def _check_config(c: BackboneConfig) -> None:
         raise ValueError(f"embed_dim: expected >= 1, got {c.embed_dim}")
     for key in ("bottom_dims", "tower_dims"):
         dims = getattr(c, key)
-        if len(dims) > _core.max_layers or any(d < 1 for d in dims) or (key == "bottom_dims" and not dims):
-            raise ValueError(f"{key}: expected {'1' if key == 'bottom_dims' else '0'}..{_core.max_layers} "
-                             f"positive widths, got {dims}")
+        if (
+            len(dims) > _core.max_layers
+            or any(d < 1 for d in dims)
+            or (key == "bottom_dims" and not dims)
+        ):
+            raise ValueError(
+                f"{key}: expected {'1' if key == 'bottom_dims' else '0'}..{_core.max_layers} "
+                f"positive widths, got {dims}"
+            )
     if not 0.0 <= c.dropout < 1.0:
         raise ValueError(f"dropout: expected a probability in [0, 1), got {c.dropout}")
     if c.name in ("omoe", "mmoe") and not 1 <= c.num_experts <= _core.max_experts:
         raise ValueError(f"num_experts: expected 1..{_core.max_experts}, got {c.num_experts}")
-    if c.name in ("ple", "ple_paper") and (c.num_experts < 2 or c.num_experts % 2
-                            or (c.num_tasks + 1) * (c.num_experts // 2) > _core.max_experts):
-        raise ValueError(f"num_experts: PLE needs an even count >= 2 with (num_tasks + 1) * num_experts / 2 "
-                         f"<= {_core.max_experts}, got {c.num_experts} for {c.num_tasks} tasks")
+    if c.name in ("ple", "ple_paper") and (
+        c.num_experts < 2
+        or c.num_experts % 2
+        or (c.num_tasks + 1) * (c.num_experts // 2) > _core.max_experts
+    ):
+        raise ValueError(
+            f"num_experts: PLE needs an even count >= 2 with (num_tasks + 1) * num_experts / 2 "
+            f"<= {_core.max_experts}, got {c.num_experts} for {c.num_tasks} tasks"
+        )

@@ -6,10 +6,10 @@ rates, and with few optimizer steps (small data) early stopping can fire before 
 there. Starting each output bias at the logit of its rate removes that phase. A deviation
 from the authors' code, which starts every bias at PyTorch's default.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Dict
 
 import numpy as np
 
@@ -20,9 +20,9 @@ __all__ = ["set_output_prior", "output_bias_keys"]
 _TOWER_BIAS = re.compile(r"^tower\.(\d+)\.mlp\.(\d+)\.bias$")
 
 
-def output_bias_keys(model: Backbone) -> Dict[int, str]:
+def output_bias_keys(model: Backbone) -> dict[int, str]:
     """Task index -> state-dict key of its output layer's bias (the last layer of its tower)."""
-    last: Dict[int, tuple] = {}
+    last: dict[int, tuple] = {}
     for name, value in model.named_parameters():
         m = _TOWER_BIAS.match(name)
         if m and value.shape == (1,):
@@ -40,9 +40,16 @@ def set_output_prior(model: Backbone, labels: np.ndarray) -> None:
     labels = np.asarray(labels, np.float64)
     keys = output_bias_keys(model)
     T = model.config.num_tasks
-    if labels.ndim != 2 or labels.shape[1] != T or len(labels) == 0 or sorted(keys) != list(range(T)):
-        raise ValueError(f"labels: expected shape (n > 0, {T}) for a backbone with one output bias per task; "
-                         f"got {labels.shape} and output biases {sorted(keys)}")
+    if (
+        labels.ndim != 2
+        or labels.shape[1] != T
+        or len(labels) == 0
+        or sorted(keys) != list(range(T))
+    ):
+        raise ValueError(
+            f"labels: expected shape (n > 0, {T}) for a backbone with one output bias per task; "
+            f"got {labels.shape} and output biases {sorted(keys)}"
+        )
     rates = labels.mean(0)
     if model.config.name == "esmm" and T > 1:
         rates[1] = rates[1] / rates[0] if rates[0] > 0 else rates[1]

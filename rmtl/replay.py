@@ -1,10 +1,12 @@
 """The replay buffer of stage 2 and :func:`collect`, which fills it by replaying sessions of
 :class:`rmtl.SessionData` with a behaviour policy through the session MDP of
 :mod:`rmtl.env` (stepped in C)."""
+
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from collections.abc import Iterator
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -59,29 +61,38 @@ class ReplayBuffer:
         in [0, 1] and rewards (n, T), done flags (n,) of 0/1."""
         state = _as_rows(state, "state")
         n, T = len(state), self.num_tasks
-        self._core.push(state=state, next_state=_as_rows(next_state, "next_state", n),
-                        action=as_float(action, (n, T), "action"), reward=as_float(reward, (n, T), "reward"),
-                        done=as_float(done, (n,), "done"))
+        self._core.push(
+            state=state,
+            next_state=_as_rows(next_state, "next_state", n),
+            action=as_float(action, (n, T), "action"),
+            reward=as_float(reward, (n, T), "reward"),
+            done=as_float(done, (n,), "done"),
+        )
 
-    def sample(self, batch_size: int) -> Dict[str, np.ndarray]:
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         """``batch_size`` distinct transitions as a dict of fresh C-contiguous arrays:
         ``state``, ``next_state`` int64 (B,), ``action``, ``reward`` float32 (B, T),
         ``done`` float32 (B,)."""
         return dict(zip(_KEYS, self._core.sample(int(batch_size))))
 
-    def transitions(self) -> Dict[str, np.ndarray]:
+    def transitions(self) -> dict[str, np.ndarray]:
         """Every stored transition, oldest first, as the dict :meth:`sample` returns."""
         return dict(zip(_KEYS, self._core.export()))
 
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def save(self, path: Union[str, os.PathLike[str]]) -> None:
         """Write the transitions, capacity, seed and sampling position to one .npz file at
         exactly ``path``, atomically."""
-        meta = {"format": _FORMAT, "capacity": self.capacity, "num_tasks": self.num_tasks,
-                "seed": self._seed, "draws": self._core.draws}
+        meta = {
+            "format": _FORMAT,
+            "capacity": self.capacity,
+            "num_tasks": self.num_tasks,
+            "seed": self._seed,
+            "draws": self._core.draws,
+        }
         save_npz(path, self.transitions(), {"meta": meta})
 
     @classmethod
-    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "ReplayBuffer":
+    def load(cls, path: Union[str, os.PathLike[str]]) -> ReplayBuffer:
         """Read a buffer written by :meth:`save`; its sampling continues where it stopped. A
         damaged file raises :class:`rmtl.CorruptFileError` (a ValueError) naming it."""
         with open_npz(path, "ReplayBuffer") as z:
@@ -103,16 +114,27 @@ _KEYS = ("state", "next_state", "action", "reward", "done")
 def _as_rows(x: Any, name: str, n: int = -1) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind not in "iu" or a.ndim != 1 or (n >= 0 and len(a) != n):
-        raise ValueError(f"{name}: expected {'n' if n < 0 else n} integer row indices, got {a.dtype} {a.shape}")
+        raise ValueError(
+            f"{name}: expected {'n' if n < 0 else n} integer row indices, got {a.dtype} {a.shape}"
+        )
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
 Policy = Union[str, Callable[[np.ndarray, np.ndarray], Any]]
 
 
-def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform", noise: float = 0.1,
-            model: Any = None, reward: str = "bce", seed: int = 0, episodes: Optional[int] = None,
-            batch_size: int = 16384, progress: bool = False) -> int:
+def collect(
+    data: SessionData,
+    buffer: ReplayBuffer,
+    policy: Policy = "uniform",
+    noise: float = 0.1,
+    model: Any = None,
+    reward: str = "bce",
+    seed: int = 0,
+    episodes: Optional[int] = None,
+    batch_size: int = 16384,
+    progress: bool = False,
+) -> int:
     """Replay sessions of ``data`` into ``buffer``; returns the number of transitions added.
 
     Parameters
@@ -162,8 +184,9 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
     elif int(episodes) < 1:
         raise ValueError(f"episodes: expected >= 1 or None (every session), got {episodes}")
     else:
-        sessions = _core.draw_sessions(n_sessions=data.num_sessions, count=int(episodes),
-                                       order=_ORDERS["random"], seed=seed)
+        sessions = _core.draw_sessions(
+            n_sessions=data.num_sessions, count=int(episodes), order=_ORDERS["random"], seed=seed
+        )
     kind, base, chunk = _POLICIES["uniform"], None, _CHUNK
     if callable(policy):
         kind, chunk = _POLICIES["given"], int(batch_size)
@@ -174,13 +197,23 @@ def collect(data: SessionData, buffer: ReplayBuffer, policy: Policy = "uniform",
         for a, b, first in _chunks(lengths, chunk):
             if kind == _POLICIES["given"]:
                 base = _policy_actions(policy, data, _episode_rows(data, sessions[a:b]))
-            bar.update(buffer._core.collect(offsets=data.offsets, labels=data.labels, sessions=sessions[a:b],
-                                            first=first, reward=rkind, policy=kind, action=base,
-                                            noise=float(noise), seed=seed))
+            bar.update(
+                buffer._core.collect(
+                    offsets=data.offsets,
+                    labels=data.labels,
+                    sessions=sessions[a:b],
+                    first=first,
+                    reward=rkind,
+                    policy=kind,
+                    action=base,
+                    noise=float(noise),
+                    seed=seed,
+                )
+            )
     return int(lengths.sum())
 
 
-def _chunks(lengths: np.ndarray, size: int) -> Iterator[Tuple[int, int, int]]:
+def _chunks(lengths: np.ndarray, size: int) -> Iterator[tuple[int, int, int]]:
     """Episode ranges [a, b) of at most ``size`` transitions (or one episode), with the number
     of transitions before a."""
     cum = np.concatenate(([0], np.cumsum(lengths)))
@@ -199,7 +232,9 @@ def _episode_rows(data: SessionData, sessions: np.ndarray) -> np.ndarray:
 
 
 def _policy_actions(policy: Callable, data: SessionData, rows: np.ndarray) -> np.ndarray:
-    out = as_float(policy(data.sparse[rows], data.dense[rows]), (len(rows), data.num_tasks), "policy output")
+    out = as_float(
+        policy(data.sparse[rows], data.dense[rows]), (len(rows), data.num_tasks), "policy output"
+    )
     if ((out < 0) | (out > 1)).any():
         raise ValueError("policy output: expected actions in [0, 1]; clip the policy's actions")
     return out
@@ -209,7 +244,13 @@ def _actor_predictions(model: Any, data: SessionData, batch_size: int) -> np.nda
     if not isinstance(model, Backbone):
         raise TypeError(f"model: policy='actor' needs an rmtl backbone, got {type(model).__name__}")
     c = model.config
-    if tuple(c.field_dims) != data.field_dims or c.num_dense != data.num_dense or c.num_tasks != data.num_tasks:
-        raise ValueError(f"model: expects field_dims {tuple(c.field_dims)}, {c.num_dense} dense, {c.num_tasks} "
-                         f"tasks; data has {data.field_dims}, {data.num_dense}, {data.num_tasks}")
+    if (
+        tuple(c.field_dims) != data.field_dims
+        or c.num_dense != data.num_dense
+        or c.num_tasks != data.num_tasks
+    ):
+        raise ValueError(
+            f"model: expects field_dims {tuple(c.field_dims)}, {c.num_dense} dense, {c.num_tasks} "
+            f"tasks; data has {data.field_dims}, {data.num_dense}, {data.num_tasks}"
+        )
     return model.predict(data.sparse, data.dense, batch_size=batch_size)  # evaluation mode

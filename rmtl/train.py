@@ -1,11 +1,13 @@
 """Trainer: supervised training of a backbone, chunks of Adam steps in C per Python call."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -24,7 +26,7 @@ class NonFiniteLossError(FloatingPointError):
     """A training loss became NaN or infinite; the model holds the best weights so far."""
 
 
-def chunks(steps: int, seconds: float = 0.25) -> Iterator[Tuple[int, int]]:
+def chunks(steps: int, seconds: float = 0.25) -> Iterator[tuple[int, int]]:
     """Split ``steps`` steps into C calls of about ``seconds`` each: yields ``(first, count)``
     and sizes the next call by the time the caller spent on the last (1 to 256 steps), so
     Ctrl-C and progress bars land between calls without a Python round trip per step."""
@@ -42,14 +44,14 @@ def chunks(steps: int, seconds: float = 0.25) -> Iterator[Tuple[int, int]]:
 class History:
     """Per-epoch records of one :meth:`Trainer.fit` call."""
 
-    epochs: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    epochs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     best_epoch: Optional[int] = None
     best_score: float = float("-inf")
     stopped_early: bool = False
     interrupted: bool = False
     steps_per_epoch: int = 0
     early_stopping: Optional[str] = None
-    logloss_change: Dict[str, Tuple[float, float]] = dataclasses.field(default_factory=dict)
+    logloss_change: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -58,20 +60,32 @@ class History:
         kept = self.best_epoch if self.best_epoch is not None else len(self.epochs)
         return kept * self.steps_per_epoch
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form kept in checkpoints and :attr:`rmtl.RMTL.history`."""
-        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "best_score": self.best_score,
-                "steps_per_epoch": self.steps_per_epoch, "early_stopping": self.early_stopping,
-                "logloss_change": {k: list(v) for k, v in self.logloss_change.items()}}
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "steps_per_epoch": self.steps_per_epoch,
+            "early_stopping": self.early_stopping,
+            "logloss_change": {k: list(v) for k, v in self.logloss_change.items()},
+        }
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "History":
+    def from_dict(cls, d: dict[str, Any]) -> History:
         """The inverse of :meth:`to_dict`."""
-        return cls(epochs=d["epochs"], best_epoch=d["best_epoch"], best_score=d["best_score"],
-                   steps_per_epoch=d.get("steps_per_epoch", 0), early_stopping=d.get("early_stopping"),
-                   logloss_change={k: (float(v[0]), float(v[1])) for k, v in d.get("logloss_change", {}).items()})
+        return cls(
+            epochs=d["epochs"],
+            best_epoch=d["best_epoch"],
+            best_score=d["best_score"],
+            steps_per_epoch=d.get("steps_per_epoch", 0),
+            early_stopping=d.get("early_stopping"),
+            logloss_change={
+                k: (float(v[0]), float(v[1])) for k, v in d.get("logloss_change", {}).items()
+            },
+        )
 
-    def column(self, key: str) -> List[Any]:
+    def column(self, key: str) -> list[Any]:
         """One field over epochs, e.g. ``history.column("valid_auc")``."""
         return [e.get(key) for e in self.epochs]
 
@@ -95,22 +109,42 @@ class Trainer:
     ``mean_weight_<task>``, the mean loss weight per task.
     """
 
-    def __init__(self, model: Any, lr: float = _REF.lr, weight_decay: float = _REF.weight_decay,
-                 batch_size: int = _REF.batch_size, seed: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, progress: bool = True, chunk_seconds: float = 0.25,
-                 critics: Optional[Sequence[Any]] = None, weighting: Optional[str] = None, lam: float = 0.0,
-                 task_weights: Optional[Sequence[float]] = None, shuffle: bool = True, callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        lr: float = _REF.lr,
+        weight_decay: float = _REF.weight_decay,
+        batch_size: int = _REF.batch_size,
+        seed: int = 0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        progress: bool = True,
+        chunk_seconds: float = 0.25,
+        critics: Optional[Sequence[Any]] = None,
+        weighting: Optional[str] = None,
+        lam: float = 0.0,
+        task_weights: Optional[Sequence[float]] = None,
+        shuffle: bool = True,
+        callback: Optional[Callable[[dict[str, Any]], None]] = None,
+    ) -> None:
         if not hasattr(model, "_core") or not hasattr(model, "config"):
-            raise TypeError(f"model: expected an rmtl backbone (rmtl.models.*), got {type(model).__name__}")
+            raise TypeError(
+                f"model: expected an rmtl backbone (rmtl.models.*), got {type(model).__name__}"
+            )
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         if weighting is not None and weighting not in _core.enums["weighting"]:
-            raise ValueError(f"weighting: expected None or one of {sorted(_core.enums['weighting'])}, "
-                             f"got {weighting!r}")
+            raise ValueError(
+                f"weighting: expected None or one of {sorted(_core.enums['weighting'])}, "
+                f"got {weighting!r}"
+            )
         self.model = model
         self.lr, self.weight_decay = check("lr", lr), check("weight_decay", weight_decay)
         self.batch_size, self.seed = check("batch_size", batch_size), check("seed", seed)
-        self.betas, self.eps = (check("beta1", betas[0]), check("beta2", betas[1])), check("eps", eps)
+        self.betas, self.eps = (
+            (check("beta1", betas[0]), check("beta2", betas[1])),
+            check("eps", eps),
+        )
         self.progress, self.chunk_seconds = bool(progress), check("chunk_seconds", chunk_seconds)
         self.shuffle, self.callback = bool(shuffle), callback
         self.critics, self.weighting, self.lam = critics, weighting, check("lam", lam)
@@ -122,18 +156,29 @@ class Trainer:
         c = self.model.config
         if not isinstance(data, SessionData):
             raise TypeError(f"{name}: expected rmtl.SessionData, got {type(data).__name__}")
-        if data.field_dims != tuple(c.field_dims) or data.num_dense != c.num_dense or data.num_tasks != c.num_tasks:
+        if (
+            data.field_dims != tuple(c.field_dims)
+            or data.num_dense != c.num_dense
+            or data.num_tasks != c.num_tasks
+        ):
             raise ValueError(
                 f"{name}: data has field_dims {data.field_dims}, {data.num_dense} dense, {data.num_tasks} tasks; "
-                f"the model expects {tuple(c.field_dims)}, {c.num_dense}, {c.num_tasks}")
-        wrong = [k for k, critic in enumerate(self.critics or ()) if critic.config.num_dense != data.critic_num_dense]
+                f"the model expects {tuple(c.field_dims)}, {c.num_dense}, {c.num_tasks}"
+            )
+        wrong = [
+            k
+            for k, critic in enumerate(self.critics or ())
+            if critic.config.num_dense != data.critic_num_dense
+        ]
         if wrong:
-            raise ValueError(f"{name}: its critics' state has {data.critic_num_dense} dense features "
-                             f"(SessionData.critic_num_dense), critic {wrong[0]} reads "
-                             f"{self.critics[wrong[0]].config.num_dense}; train the critics on data with the same "
-                             "context (rmtl.with_context)")
+            raise ValueError(
+                f"{name}: its critics' state has {data.critic_num_dense} dense features "
+                f"(SessionData.critic_num_dense), critic {wrong[0]} reads "
+                f"{self.critics[wrong[0]].config.num_dense}; train the critics on data with the same "
+                "context (rmtl.with_context)"
+            )
 
-    def _weighting_args(self) -> Dict[str, Any]:
+    def _weighting_args(self) -> dict[str, Any]:
         """The static weighting's task weights, the permuted one's seed (its permutations of
         each batch's weights are drawn from the Trainer's seed and the step)."""
         if self.weighting == "static":
@@ -148,12 +193,26 @@ class Trainer:
         self.model.train()
         for first, n in chunks(-(-len(order) // B), self.chunk_seconds):
             loss, wsum = self.model.train_chunk(
-                order[first * B:(first + n) * B], data.sparse, data.dense, data.labels, batch_size=B,
-                lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay, critics=self.critics,
-                weighting=self.weighting, lam=self.lam, extra=data.critic_only, **self._weighting_args())
+                order[first * B : (first + n) * B],
+                data.sparse,
+                data.dense,
+                data.labels,
+                batch_size=B,
+                lr=self.lr,
+                betas=self.betas,
+                eps=self.eps,
+                weight_decay=self.weight_decay,
+                critics=self.critics,
+                weighting=self.weighting,
+                lam=self.lam,
+                extra=data.critic_only,
+                **self._weighting_args(),
+            )
             if not math.isfinite(loss):
-                raise NonFiniteLossError(f"training loss became {loss} in epoch {self._epochs_done + 1}; "
-                                         "lower lr, or check the data for extreme values")
+                raise NonFiniteLossError(
+                    f"training loss became {loss} in epoch {self._epochs_done + 1}; "
+                    "lower lr, or check the data for extreme values"
+                )
             total += loss
             if wsum is not None:
                 sums += wsum
@@ -163,8 +222,15 @@ class Trainer:
         self._epochs_done += 1
         return total / len(order)
 
-    def fit(self, train: SessionData, valid: Optional[SessionData] = None, epochs: int = 10,
-            patience: Optional[int] = 2, min_steps: int = 0, early_stopping: str = _REF.early_stopping) -> History:
+    def fit(
+        self,
+        train: SessionData,
+        valid: Optional[SessionData] = None,
+        epochs: int = 10,
+        patience: Optional[int] = 2,
+        min_steps: int = 0,
+        early_stopping: str = _REF.early_stopping,
+    ) -> History:
         """Train for up to ``epochs`` epochs; with ``valid``, stop after ``patience`` epochs
         without a better validation score and restore the weights of the best epoch.
 
@@ -194,10 +260,14 @@ class Trainer:
         epochs, min_steps = check("epochs", epochs), check("min_steps", min_steps)
         patience = None if patience is None else check("patience", patience)
         if early_stopping not in EARLY_STOPPING:
-            raise ValueError(f"early_stopping: expected one of {list(EARLY_STOPPING)}, got {early_stopping!r}")
+            raise ValueError(
+                f"early_stopping: expected one of {list(EARLY_STOPPING)}, got {early_stopping!r}"
+            )
         steps = -(-len(train) // self.batch_size)
-        hist = History(steps_per_epoch=steps,
-                       early_stopping=None if patience is None or valid is None else early_stopping)
+        hist = History(
+            steps_per_epoch=steps,
+            early_stopping=None if patience is None or valid is None else early_stopping,
+        )
         best, bad = None, 0
         start = self.model.state_dict()
         start_prob = None if valid is None else self.model.predict(valid.sparse, valid.dense)
@@ -205,13 +275,22 @@ class Trainer:
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
-                with _progress.bar(self.progress, total=steps, desc=f"epoch {epoch + 1}/{epochs}",
-                                  leave=False) as bar:
+                with _progress.bar(
+                    self.progress, total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False
+                ) as bar:
                     loss = self.train_epoch(train, bar)
-                rec: Dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
-                                       "seconds": time.perf_counter() - t0}
+                rec: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "train_loss": loss,
+                    "seconds": time.perf_counter() - t0,
+                }
                 if self._weight_sums is not None:
-                    rec.update({f"mean_weight_{t}": float(w) for t, w in zip(train.task_names, self._weight_sums)})
+                    rec.update(
+                        {
+                            f"mean_weight_{t}": float(w)
+                            for t, w in zip(train.task_names, self._weight_sums)
+                        }
+                    )
                 if valid is not None:
                     rec.update(_valid_record(self.model, valid))
                     score = rec["valid_auc"] if early_stopping == "auc" else -rec["valid_logloss"]
@@ -224,7 +303,12 @@ class Trainer:
                 _progress.log_record(self.progress, rec)
                 if self.callback is not None:
                     self.callback(rec)
-                if patience is not None and valid is not None and bad >= patience and (epoch + 1) * steps >= min_steps:
+                if (
+                    patience is not None
+                    and valid is not None
+                    and bad >= patience
+                    and (epoch + 1) * steps >= min_steps
+                ):
                     hist.stopped_early = True
                     break
         except NonFiniteLossError:
@@ -233,16 +317,20 @@ class Trainer:
             raise
         except KeyboardInterrupt:
             hist.interrupted = True
-            warnings.warn("training interrupted; the model holds the best weights so far", stacklevel=2)
+            warnings.warn(
+                "training interrupted; the model holds the best weights so far", stacklevel=2
+            )
         if best is not None:
             self.model.load_state_dict(best)
         self.model.eval()
         if start_prob is not None:
-            hist.logloss_change = _logloss_change(valid, start_prob, self.model.predict(valid.sparse, valid.dense))
+            hist.logloss_change = _logloss_change(
+                valid, start_prob, self.model.predict(valid.sparse, valid.dense)
+            )
         return hist
 
 
-def _valid_record(model: Any, valid: SessionData) -> Dict[str, float]:
+def _valid_record(model: Any, valid: SessionData) -> dict[str, float]:
     """Per-task validation AUC and logloss, and their means over tasks (``valid_auc`` over the
     tasks whose AUC is defined)."""
     res = evaluate(model, valid)
@@ -254,7 +342,9 @@ def _valid_record(model: Any, valid: SessionData) -> Dict[str, float]:
     return rec
 
 
-def _logloss_change(valid: SessionData, before: np.ndarray, after: np.ndarray) -> Dict[str, Tuple[float, float]]:
+def _logloss_change(
+    valid: SessionData, before: np.ndarray, after: np.ndarray
+) -> dict[str, tuple[float, float]]:
     """Per task, mean and standard error over rows of BCE(after) - BCE(before) (PyTorch's
     clamp of each log at -100)."""
     d = bce_rows(valid.labels, after) - bce_rows(valid.labels, before)

@@ -29,7 +29,9 @@ def require(module, required, why):
 def optional(module: str, extra: str = "test"):
     """An optional test stack: skipped with the reason when missing, except under CI=true,
     where every stack must be installed and run."""
-    return require(module, os.environ.get("CI", "").lower() == "true", f"pip install 'rmtl[{extra}]'")
+    return require(
+        module, os.environ.get("CI", "").lower() == "true", f"pip install 'rmtl[{extra}]'"
+    )
 
 
 def require_torch():
@@ -49,7 +51,11 @@ def pytest_collection_modifyitems(items):
     """Mark the slow tests: by module, by a thread-count name, or by the Ray ``cluster`` fixture."""
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
-        if module in SLOW_MODULES or "thread" in item.name or "cluster" in getattr(item, "fixturenames", ()):
+        if (
+            module in SLOW_MODULES
+            or "thread" in item.name
+            or "cluster" in getattr(item, "fixturenames", ())
+        ):
             item.add_marker(pytest.mark.slow)
 
 
@@ -67,7 +73,9 @@ def gemm(request):
     rmtl.set_gemm_backend(before)
 
 
-def random_session_data(n_sessions=60, field_dims=(5, 7, 3), num_dense=2, num_tasks=2, seed=0, esmm=True):
+def random_session_data(
+    n_sessions=60, field_dims=(5, 7, 3), num_dense=2, num_tasks=2, seed=0, esmm=True
+):
     """A small random SessionData for tests (labels with pay implying click when esmm)."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 8, n_sessions)

@@ -1,4 +1,5 @@
 """RMTL agent: the three stages, weights, transfer, checkpoints and resume, bad arguments."""
+
 import json
 import os
 
@@ -8,8 +9,17 @@ import pytest
 import rmtl
 
 NET = dict(embed_dim=8, bottom_dims=(16, 8), tower_dims=(8,), dropout=0.1)
-FAST = dict(critic_bottom_dims=(16, 8), critic_tower_dims=(8,), critic_epochs=3, critic_batch_size=64,
-            batch_size=64, epochs=3, lr=1e-2, critic_lr=3e-3, progress=False)
+FAST = dict(
+    critic_bottom_dims=(16, 8),
+    critic_tower_dims=(8,),
+    critic_epochs=3,
+    critic_batch_size=64,
+    batch_size=64,
+    epochs=3,
+    lr=1e-2,
+    critic_lr=3e-3,
+    progress=False,
+)
 
 
 def session_data(n_sessions=300, seed=0):
@@ -20,12 +30,18 @@ def session_data(n_sessions=300, seed=0):
     n = int(lengths.sum())
     pos = np.concatenate([np.arange(k) for k in lengths])
     sparse = np.stack([rng.integers(1, 6, n), rng.integers(0, 4, n), np.minimum(pos, 3)], 1)
-    p = np.array([0.0, 0.05, 0.2, 0.5, 0.8, 0.95])[sparse[:, 0]] * 0.85 ** pos
+    p = np.array([0.0, 0.05, 0.2, 0.5, 0.8, 0.95])[sparse[:, 0]] * 0.85**pos
     click = (rng.random(n) < p).astype(np.float32)
     pay = click * (rng.random(n) < 0.5)
-    return rmtl.SessionData(np.repeat(np.arange(n_sessions), lengths), np.arange(n), sparse,
-                            rng.normal(size=(n, 1)), np.stack([click, pay], 1), (6, 4, 4),
-                            truth=np.stack([p, 0.5 * p], 1))
+    return rmtl.SessionData(
+        np.repeat(np.arange(n_sessions), lengths),
+        np.arange(n),
+        sparse,
+        rng.normal(size=(n, 1)),
+        np.stack([click, pay], 1),
+        (6, 4, 4),
+        truth=np.stack([p, 0.5 * p], 1),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +50,9 @@ def splits():
 
 
 def make_agent(data, name="esmm", seed=0, **kw):
-    model = rmtl.models.create(name, data.field_dims, data.num_dense, data.num_tasks, seed=seed, **NET)
+    model = rmtl.models.create(
+        name, data.field_dims, data.num_dense, data.num_tasks, seed=seed, **NET
+    )
     return rmtl.RMTL(model, seed=seed, **dict(FAST, **kw))
 
 
@@ -44,7 +62,10 @@ def test_fit_runs_three_stages(splits):
     assert set(agent.history) == {"pretrain", "critics", "finetuned-rmtl"}
     assert len(agent.critics) == 2 and all(not c.training for c in agent.critics)
     assert agent.backbone is not agent.pretrained and not agent.backbone.training
-    p0, p1 = agent.pretrained.predict(te.sparse, te.dense), agent.backbone.predict(te.sparse, te.dense)
+    p0, p1 = (
+        agent.pretrained.predict(te.sparse, te.dense),
+        agent.backbone.predict(te.sparse, te.dense),
+    )
     assert not np.allclose(p0, p1)
     critics = agent.history["critics"]
     assert len(critics["epochs"]) == 3 and critics["complete"]
@@ -65,7 +86,9 @@ def test_stage3_weights_at_least_one_and_match_formulas(splits):
     w = agent.loss_weights(te)
     assert (w >= 1).all() and (w > 1).any()
     np.testing.assert_allclose(w, 1 - 0.7 * q, rtol=1e-6)
-    np.testing.assert_allclose(agent.loss_weights(te, weighting="label"), 1 - 0.7 * te.labels * q, rtol=1e-6)
+    np.testing.assert_allclose(
+        agent.loss_weights(te, weighting="label"), 1 - 0.7 * te.labels * q, rtol=1e-6
+    )
     np.testing.assert_allclose(agent.loss_weights(te, weighting="neg_q"), -q, rtol=1e-6)
     assert (agent.loss_weights(te, weighting="constant") == 0.5).all()
     hist = agent.finetune(tr, va, weighting="neg_q")
@@ -85,7 +108,10 @@ def test_critics_rank_actions_as_rewards_imply(splits):
     agree = np.sign(margin) == np.sign(tr.truth - 0.5)
     for k in range(2):
         assert agree[clear[:, k], k].mean() > 0.85, k
-    assert margin[tr.truth[:, 0] > 0.75, 0].mean() > 1.0 and margin[tr.truth[:, 0] < 0.25, 0].mean() < -1.0
+    assert (
+        margin[tr.truth[:, 0] > 0.75, 0].mean() > 1.0
+        and margin[tr.truth[:, 0] < 0.25, 0].mean() < -1.0
+    )
 
 
 def test_constant_weighting_needs_no_critics(splits):
@@ -110,7 +136,11 @@ def test_continued_equals_rmtl_at_lam_zero(splits, name):
     runs = {}
     for weighting, lam in (("continued", None), ("rmtl", 0.0), ("rmtl", None)):
         hist = agent.finetune(tr, va, weighting=weighting, lam=lam)
-        runs[weighting, lam] = (agent.backbone.state_dict(), hist.column("train_loss"), hist.column("valid_auc"))
+        runs[weighting, lam] = (
+            agent.backbone.state_dict(),
+            hist.column("train_loss"),
+            hist.column("valid_auc"),
+        )
     control, zero, weighted = runs["continued", None], runs["rmtl", 0.0], runs["rmtl", None]
     assert control[2] == zero[2]  # validation AUC per epoch: same epochs, same early stopping
     # the epoch's loss is summed per C call, whose size follows the clock: equal up to rounding
@@ -130,8 +160,10 @@ def test_continued_needs_no_critics(splits):
 
 def test_same_seed_same_result(splits):
     tr, va, te = splits
-    preds = [make_agent(tr, seed=s, target=t).fit(tr, va).backbone.predict(te.sparse, te.dense)
-             for s, t in ((4, "ddpg"), (4, "ddpg"), (5, "ddpg"))]
+    preds = [
+        make_agent(tr, seed=s, target=t).fit(tr, va).backbone.predict(te.sparse, te.dense)
+        for s, t in ((4, "ddpg"), (4, "ddpg"), (5, "ddpg"))
+    ]
     np.testing.assert_array_equal(preds[0], preds[1])
     assert not np.array_equal(preds[0], preds[2])
 
@@ -145,17 +177,23 @@ def test_checkpoints_resume_every_stage(splits, tmp_path):
     part.fit_critics(tr, epochs=1)
     resumed = make_agent(tr, checkpoint_dir=tmp_path / "part").fit(tr, va)
     assert [r["epoch"] for r in resumed.history["critics"]["epochs"]] == [1, 2, 3]
-    np.testing.assert_array_equal(resumed.pretrained.predict(te.sparse, te.dense),
-                                  full.pretrained.predict(te.sparse, te.dense))
+    np.testing.assert_array_equal(
+        resumed.pretrained.predict(te.sparse, te.dense),
+        full.pretrained.predict(te.sparse, te.dense),
+    )
     for a, b in zip(resumed.critics, full.critics):
-        np.testing.assert_array_equal(a.predict(te.sparse, te.dense, te.labels[:, 0]),
-                                      b.predict(te.sparse, te.dense, te.labels[:, 0]))
+        np.testing.assert_array_equal(
+            a.predict(te.sparse, te.dense, te.labels[:, 0]),
+            b.predict(te.sparse, te.dense, te.labels[:, 0]),
+        )
     # a finished run reloads without training and gives the same model
     again = make_agent(tr, checkpoint_dir=tmp_path / "full")
     before = os.path.getmtime(tmp_path / "full" / "finetuned-rmtl.npz")
     again.fit(tr, va)
     assert os.path.getmtime(tmp_path / "full" / "finetuned-rmtl.npz") == before
-    np.testing.assert_array_equal(again.backbone.predict(te.sparse, te.dense), full.backbone.predict(te.sparse, te.dense))
+    np.testing.assert_array_equal(
+        again.backbone.predict(te.sparse, te.dense), full.backbone.predict(te.sparse, te.dense)
+    )
     assert again.history == full.history
 
 
@@ -186,8 +224,15 @@ def test_transfer_weights_another_backbone(splits, tmp_path):
 
 def test_actor_update_and_variants_run(splits):
     tr, va, _ = splits
-    agent = make_agent(tr, actor_update=True, init_training_step=0, behaviour="actor", ips=True, reward="abs",
-                       target="ddpg")
+    agent = make_agent(
+        tr,
+        actor_update=True,
+        init_training_step=0,
+        behaviour="actor",
+        ips=True,
+        reward="abs",
+        target="ddpg",
+    )
     agent.pretrain(tr, va)
     before = agent.pretrained.state_dict()
     records = agent.fit_critics(tr)
@@ -198,10 +243,17 @@ def test_actor_update_and_variants_run(splits):
         np.testing.assert_array_equal(agent.pretrained.state_dict()[k], v)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(behaviour="greedy"), "behaviour"), (dict(target="sac"), "target"), (dict(weighting="x"), "weighting"),
-    (dict(gamma=1.5), "gamma"), (dict(critic_batch_size=0), "critic_batch_size"), (dict(lam=-1), "lam"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(behaviour="greedy"), "behaviour"),
+        (dict(target="sac"), "target"),
+        (dict(weighting="x"), "weighting"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(critic_batch_size=0), "critic_batch_size"),
+        (dict(lam=-1), "lam"),
+    ],
+)
 def test_bad_arguments_name_the_option(splits, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_agent(splits[0], **kwargs)
@@ -229,7 +281,9 @@ def test_finetune_lam_override(splits, tmp_path):
     agent.fit_critics(tr)
     hist = agent.finetune(tr, va, lam=2.0)
     q = agent.q_values(tr, agent.pretrained.predict(tr.sparse, tr.dense))
-    assert hist.epochs[0]["mean_weight_task0"] == pytest.approx(float((1 - 2.0 * q[:, 0]).mean()), rel=0.2)
+    assert hist.epochs[0]["mean_weight_task0"] == pytest.approx(
+        float((1 - 2.0 * q[:, 0]).mean()), rel=0.2
+    )
     assert (tmp_path / "finetuned-rmtl-lam2.npz").exists()
     assert "finetuned-rmtl-lam2" in agent.history
     with pytest.raises(ValueError, match="lam"):
@@ -239,8 +293,13 @@ def test_finetune_lam_override(splits, tmp_path):
 def test_on_epoch_sees_every_epoch_of_stages_1_and_3(splits):
     tr, va, _ = splits
     seen = []
-    agent = make_agent(tr, on_epoch=lambda stage, rec: seen.append((stage, rec["epoch"], rec["valid_auc"])))
+    agent = make_agent(
+        tr, on_epoch=lambda stage, rec: seen.append((stage, rec["epoch"], rec["valid_auc"]))
+    )
     agent.fit(tr, va)
-    expected = [(stage, e["epoch"], e["valid_auc"]) for stage in ("pretrain", "finetuned-rmtl")
-                for e in agent.history[stage]["epochs"]]
+    expected = [
+        (stage, e["epoch"], e["valid_auc"])
+        for stage in ("pretrain", "finetuned-rmtl")
+        for e in agent.history[stage]["epochs"]
+    ]
     assert seen == expected and len(seen) >= 2

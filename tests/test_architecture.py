@@ -3,13 +3,24 @@ have no circle; the method never imports the lab; ``rmtl/`` is at most 10 levels
 the command line down) and has
 at most 16 public top-level modules; every module imports at module level (a function-local
 import only for an optional dependency)."""
+
 import ast
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = {"matplotlib", "ray", "pyarrow", "tqdm", "threadpoolctl", "tomllib", "tomli", "torch", "gymnasium"}
+OPTIONAL = {
+    "matplotlib",
+    "ray",
+    "pyarrow",
+    "tqdm",
+    "threadpoolctl",
+    "tomllib",
+    "tomli",
+    "torch",
+    "gymnasium",
+}
 
 
 def _modules():
@@ -26,8 +37,12 @@ def _imports(name, path, modules):
     """(imported module, function-local?) pairs of one module, the package's own only."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     tree = ast.parse(path.read_text())
-    local = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for n in ast.walk(f)}
+    local = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(f)
+    }
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:
@@ -55,7 +70,7 @@ def _cycle(graph):
         state[n] = 1
         for m in graph.get(n, ()):
             if state.get(m) == 1:
-                return path[path.index(m):] + [m]
+                return path[path.index(m) :] + [m]
             if m not in state:
                 found = visit(m, path + [m])
                 if found:
@@ -76,15 +91,19 @@ def test_python_imports_have_no_circle_and_the_method_never_imports_the_lab():
     assert _cycle(graph) is None
     # the package's face (__init__: the public names) and `python -m rmtl` may name the lab
     faces = ("rmtl", "rmtl.__main__")
-    upward = [(m, t) for m, ts in graph.items() for t in ts
-              if not m.startswith("rmtl.lab") and m not in faces and t.startswith("rmtl.lab")]
+    upward = [
+        (m, t)
+        for m, ts in graph.items()
+        for t in ts
+        if not m.startswith("rmtl.lab") and m not in faces and t.startswith("rmtl.lab")
+    ]
     assert upward == []
 
 
 def test_python_package_depth_and_public_modules():
     _, graph = _graph()
 
-    @lru_cache(maxsize=None)
+    @cache
     def depth(n):
         return 1 + max((depth(m) for m in graph[n]), default=0)
 
@@ -97,7 +116,7 @@ def test_python_package_depth_and_public_modules():
 def test_imports_at_module_level_except_optional_dependencies():
     modules = _modules()
     late = []
-    for name, path in modules.items():
+    for _name, path in modules.items():
         tree = ast.parse(path.read_text())
         for f in ast.walk(tree):
             if not isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -1,4 +1,5 @@
 """Bad input raises a clear error and never crashes or half-updates a model."""
+
 import numpy as np
 import pytest
 
@@ -12,16 +13,19 @@ def model():
 GOOD = (np.array([[0, 1], [3, 4]], np.int32), np.zeros((2, 1), np.float32))
 
 
-@pytest.mark.parametrize("sparse,dense,err,match", [
-    (np.array([[0, 5], [0, 0]]), GOOD[1], ValueError, r"code 5 at row 0, field 1 .*\[0, 5\)"),
-    (np.array([[-1, 0], [0, 0]]), GOOD[1], ValueError, "sparse"),
-    (np.array([[0.0, 1.0], [0, 0]]), GOOD[1], TypeError, "integer"),
-    (np.array([[0, 1, 2]]), np.zeros((1, 1)), ValueError, r"expected shape \(n, 2\)"),
-    (GOOD[0], np.array([[np.nan], [0]]), ValueError, "NaN"),
-    (GOOD[0], np.zeros((2, 3)), ValueError, r"dense: expected shape \(2, 1\)"),
-    (GOOD[0], None, ValueError, "expects 1 dense"),
-    (GOOD[0], np.array([["a"], ["b"]]), TypeError, "dense"),
-])
+@pytest.mark.parametrize(
+    "sparse,dense,err,match",
+    [
+        (np.array([[0, 5], [0, 0]]), GOOD[1], ValueError, r"code 5 at row 0, field 1 .*\[0, 5\)"),
+        (np.array([[-1, 0], [0, 0]]), GOOD[1], ValueError, "sparse"),
+        (np.array([[0.0, 1.0], [0, 0]]), GOOD[1], TypeError, "integer"),
+        (np.array([[0, 1, 2]]), np.zeros((1, 1)), ValueError, r"expected shape \(n, 2\)"),
+        (GOOD[0], np.array([[np.nan], [0]]), ValueError, "NaN"),
+        (GOOD[0], np.zeros((2, 3)), ValueError, r"dense: expected shape \(2, 1\)"),
+        (GOOD[0], None, ValueError, "expects 1 dense"),
+        (GOOD[0], np.array([["a"], ["b"]]), TypeError, "dense"),
+    ],
+)
 def test_predict_rejects(sparse, dense, err, match):
     with pytest.raises(err, match=match):
         model().predict(sparse, dense)
@@ -47,7 +51,9 @@ def test_core_rejects_unchecked_arrays():
     with pytest.raises(ValueError, match=r"code -1 at row 1, field 0 is outside \[0, 4\)"):
         core.predict(np.array([[3, 4], [-1, 0]], np.int32), GOOD[1], out, 16)
     with pytest.raises(ValueError, match="rows: index 5"):
-        m.train_chunk(np.array([0, 5]), GOOD[0], GOOD[1], np.zeros((2, 2), np.float32), batch_size=2, lr=1e-3)
+        m.train_chunk(
+            np.array([0, 5]), GOOD[0], GOOD[1], np.zeros((2, 2), np.float32), batch_size=2, lr=1e-3
+        )
     with pytest.raises(ValueError, match="adam"):
         m.adam_step(lr=-1.0)
 
@@ -81,14 +87,17 @@ def test_load_state_dict_checks_everything_first():
     np.testing.assert_array_equal(dict(m.named_parameters())["numerical_layer.bias"], 1)
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(num_tasks=3, name="esmm"), "ESMM"),
-    (dict(dropout=1.0), "dropout"),
-    (dict(bottom_dims=()), "bottom_dims"),
-    (dict(embed_dim=0), "embed_dim"),
-    (dict(field_dims=(3, 0)), "field_dims"),
-    (dict(name="nope"), "unknown backbone"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(num_tasks=3, name="esmm"), "ESMM"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(bottom_dims=()), "bottom_dims"),
+        (dict(embed_dim=0), "embed_dim"),
+        (dict(field_dims=(3, 0)), "field_dims"),
+        (dict(name="nope"), "unknown backbone"),
+    ],
+)
 def test_bad_configs(kw, match):
     args = dict(name="sharedbottom", field_dims=(3, 3), num_dense=1, num_tasks=2)
     args.update(kw)
@@ -101,13 +110,19 @@ def test_load_missing_file(tmp_path):
         rmtl.load(tmp_path / "nope.npz")
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: rmtl.metrics.logloss([0, 1], [0.2, 1.5]), r"y_prob: .*got 1\.5 at flat index 1"),
-    (lambda: rmtl.metrics.oracle_auc([0.2, 1.5]), r"truth: .*got 1\.5 at flat index 1"),
-    (lambda: model().adam_step(lr=-1.0), r"lr=-1 "),
-    (lambda: model()._core.loss_backward(GOOD[0], GOOD[1], np.full((2, 2), 0.5, np.float32)), r"got 0\.5"),
-    (lambda: rmtl._core.soft_update(model()._core, model()._core, 2.0), r"got 2$"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: rmtl.metrics.logloss([0, 1], [0.2, 1.5]), r"y_prob: .*got 1\.5 at flat index 1"),
+        (lambda: rmtl.metrics.oracle_auc([0.2, 1.5]), r"truth: .*got 1\.5 at flat index 1"),
+        (lambda: model().adam_step(lr=-1.0), r"lr=-1 "),
+        (
+            lambda: model()._core.loss_backward(GOOD[0], GOOD[1], np.full((2, 2), 0.5, np.float32)),
+            r"got 0\.5",
+        ),
+        (lambda: rmtl._core.soft_update(model()._core, model()._core, 2.0), r"got 2$"),
+    ],
+)
 def test_error_messages_show_the_number(call, match):
     """These messages once used %g, which PyErr_Format does not support (a literal '%g' on
     3.11, SystemError on 3.12 and later)."""
@@ -123,12 +138,20 @@ def test_non_finite_adam_settings_are_rejected():
 def test_negative_int32_codes_are_rejected_by_name():
     sparse = np.array([[-1, 0], [1, 1]], np.int32)
     with pytest.raises(ValueError, match=r"sparse: .*-1"):
-        rmtl.SessionData([1, 1], [1, 2], sparse, np.zeros((2, 1), np.float32), np.zeros((2, 2), np.float32), (4, 5))
+        rmtl.SessionData(
+            [1, 1],
+            [1, 2],
+            sparse,
+            np.zeros((2, 1), np.float32),
+            np.zeros((2, 2), np.float32),
+            (4, 5),
+        )
 
 
 def test_auc_ranks_float64_scores_exactly():
     """float64 scores that differ below float32 precision are not ties."""
     from sklearn.metrics import roc_auc_score
+
     y = np.array([0, 1, 0, 1])
     s = np.array([0.3, 0.3 + 1e-12, 0.3 + 2e-12, 0.3 + 3e-12])
     assert rmtl.metrics.auc(y, s) == pytest.approx(roc_auc_score(y, s)) == pytest.approx(0.75)
@@ -139,12 +162,18 @@ def test_auc_ranks_float64_scores_exactly():
 def test_predict_workspace_is_sized_by_rows_not_batch_size():
     """10 rows with batch_size 2**26 once reserved 2**26 rows of workspace (tens of GB)."""
     import os
+
     if "libasan" in os.environ.get("LD_PRELOAD", ""):
-        pytest.skip("AddressSanitizer reserves terabytes of address space; an address-space limit kills it")
+        pytest.skip(
+            "AddressSanitizer reserves terabytes of address space; an address-space limit kills it"
+        )
     import subprocess
     import sys
     from pathlib import Path
-    root = Path(rmtl.__file__).resolve().parents[1]  # the rmtl under test: installed, or built in place
+
+    root = (
+        Path(rmtl.__file__).resolve().parents[1]
+    )  # the rmtl under test: installed, or built in place
     code = f"""
 import resource, sys
 sys.path.insert(0, {str(root)!r})

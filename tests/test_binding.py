@@ -1,4 +1,5 @@
 """The binding's shape: one table of the core's enums that Python reads."""
+
 import pytest
 
 import rmtl
@@ -10,8 +11,16 @@ from rmtl.env import REWARDS
 
 def test_enums_table_names_every_backbone_and_choice():
     enums = _core.enums
-    assert set(enums) == {"backbone", "lookup", "first_layer", "weighting", "reward", "order", "policy",
-                          "field_kind"}
+    assert set(enums) == {
+        "backbone",
+        "lookup",
+        "first_layer",
+        "weighting",
+        "reward",
+        "order",
+        "policy",
+        "field_kind",
+    }
     assert set(enums["first_layer"]) == {"auto", "plain", "distinct"}
     assert set(enums["backbone"]) == set(rmtl.models.BACKBONES)
     for name, cls in rmtl.models.BACKBONES.items():

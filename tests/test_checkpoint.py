@@ -1,5 +1,6 @@
 """Checkpoints: one atomic file per committed stage state, a fingerprint of data and
 configuration checked on resume, interrupted stages never saved, diverging losses stopped."""
+
 import math
 import os
 
@@ -19,13 +20,16 @@ def splits():
 
 def predictions(agent, te):
     return [agent.backbone.predict(te.sparse, te.dense)] + [
-        c.predict(te.sparse, te.dense, te.labels[:, 0]) for c in agent.critics]
+        c.predict(te.sparse, te.dense, te.labels[:, 0]) for c in agent.critics
+    ]
 
 
 def timeless(history):
     """A history without its wall times."""
-    return {k: {**h, "epochs": [{f: v for f, v in e.items() if f != "seconds"} for e in h["epochs"]]}
-            for k, h in history.items()}
+    return {
+        k: {**h, "epochs": [{f: v for f, v in e.items() if f != "seconds"} for e in h["epochs"]]}
+        for k, h in history.items()
+    }
 
 
 def test_resume_with_other_training_data_is_refused(splits, tmp_path):
@@ -56,7 +60,12 @@ def test_stage2_epoch_is_one_file(splits, tmp_path):
     agent = make_agent(tr, checkpoint_dir=tmp_path)
     agent.pretrain(tr, va)
     agent.fit_critics(tr, epochs=2)
-    assert sorted(os.listdir(tmp_path)) == ["agent.json", "critics.npz", "pretrained.npz", "replay.npz"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "agent.json",
+        "critics.npz",
+        "pretrained.npz",
+        "replay.npz",
+    ]
 
 
 def test_kill_during_stage2_commit_resumes_into_the_same_model(splits, tmp_path, monkeypatch):
@@ -69,9 +78,11 @@ def test_kill_during_stage2_commit_resumes_into_the_same_model(splits, tmp_path,
     def dying(path, write):
         calls.append(os.path.basename(path))
         if calls.count("critics.npz") == 2:
+
             def half(f):
                 f.write(b"PK\x03\x04")
                 raise KeyboardInterrupt
+
             return real(path, half)
         return real(path, write)
 
@@ -92,12 +103,17 @@ def test_ctrl_c_stops_fit_and_saves_nothing_of_the_stage(splits, tmp_path, monke
     import rmtl._stages
     import rmtl.train
 
-    target, method = {"pretrain": (rmtl.train.Trainer, "train_epoch"), "critics": (rmtl._stages.CriticStage, "run"),
-                      "finetune": (rmtl.models.Backbone, "train_chunk")}[stage]
+    target, method = {
+        "pretrain": (rmtl.train.Trainer, "train_epoch"),
+        "critics": (rmtl._stages.CriticStage, "run"),
+        "finetune": (rmtl.models.Backbone, "train_chunk"),
+    }[stage]
     real, calls = getattr(target, method), []
 
     def interrupting(self, *args, **kwargs):
-        if stage != "finetune" or kwargs.get("weighting") is not None:  # stage 3's weighted chunks only
+        if (
+            stage != "finetune" or kwargs.get("weighting") is not None
+        ):  # stage 3's weighted chunks only
             calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
@@ -109,10 +125,14 @@ def test_ctrl_c_stops_fit_and_saves_nothing_of_the_stage(splits, tmp_path, monke
         agent.fit(tr, va)
     files = set(os.listdir(tmp_path))
     assert ("pretrained.npz" in files) == (stage != "pretrain")
-    assert ("critics.npz" in files) == (stage == "finetune" or (stage == "critics" and agent.history["critics"]["epochs"] != []))
+    assert ("critics.npz" in files) == (
+        stage == "finetune" or (stage == "critics" and agent.history["critics"]["epochs"] != [])
+    )
     assert "finetuned-rmtl.npz" not in files
     if stage == "critics":
-        assert len(agent.history["critics"]["epochs"]) < 3 and not agent.history["critics"]["complete"]
+        assert (
+            len(agent.history["critics"]["epochs"]) < 3 and not agent.history["critics"]["complete"]
+        )
     monkeypatch.setattr(target, method, real)
     resumed = make_agent(tr, checkpoint_dir=tmp_path).fit(tr, va)
     full = make_agent(tr, checkpoint_dir=tmp_path / "full").fit(tr, va)
@@ -120,19 +140,41 @@ def test_ctrl_c_stops_fit_and_saves_nothing_of_the_stage(splits, tmp_path, monke
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("key", ["lr", "weight_decay", "critic_lr", "actor_lr", "gamma", "tau", "lam",
-                                 "target_noise", "behaviour_noise"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "lr",
+        "weight_decay",
+        "critic_lr",
+        "actor_lr",
+        "gamma",
+        "tau",
+        "lam",
+        "target_noise",
+        "behaviour_noise",
+    ],
+)
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 def test_non_finite_hyperparameters_are_rejected_naming_them(splits, key, value):
     with pytest.raises(ValueError, match=f"^{key}: expected a finite"):
         make_agent(splits[0], **{key: value})
 
 
-@pytest.mark.parametrize("kwargs,key", [(dict(lr=math.inf), "lr"), (dict(weight_decay=math.nan), "weight_decay"),
-                                        (dict(batch_size=2.5), "batch_size"), (dict(eps=0.0), "eps"),
-                                        (dict(betas=(0.9, 1.0)), "beta2"), (dict(seed=1.5), "seed")])
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        (dict(lr=math.inf), "lr"),
+        (dict(weight_decay=math.nan), "weight_decay"),
+        (dict(batch_size=2.5), "batch_size"),
+        (dict(eps=0.0), "eps"),
+        (dict(betas=(0.9, 1.0)), "beta2"),
+        (dict(seed=1.5), "seed"),
+    ],
+)
 def test_trainer_rejects_bad_hyperparameters(splits, kwargs, key):
-    m = rmtl.models.create("esmm", splits[0].field_dims, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,))
+    m = rmtl.models.create(
+        "esmm", splits[0].field_dims, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,)
+    )
     with pytest.raises((ValueError, TypeError), match=f"^{key}: expected"):
         rmtl.Trainer(m, **kwargs)
 
@@ -141,7 +183,13 @@ class Diverging:
     """A model whose training loss turns NaN from the ``after``-th chunk on."""
 
     def __init__(self, model, after):
-        self._m, self._core, self.config, self.calls, self.after = model, self, model.config, 0, after
+        self._m, self._core, self.config, self.calls, self.after = (
+            model,
+            self,
+            model.config,
+            0,
+            after,
+        )
 
     def train_chunk(self, *args, **kwargs):
         self.calls += 1
@@ -154,12 +202,16 @@ class Diverging:
 
 def test_non_finite_loss_stops_training_with_best_weights(splits):
     tr, va, _ = splits
-    m = rmtl.models.create("esmm", tr.field_dims, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,))
+    m = rmtl.models.create(
+        "esmm", tr.field_dims, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,)
+    )
     trainer = rmtl.Trainer(m, lr=1e-2, batch_size=len(tr), progress=False)
     trainer.fit(tr, va, epochs=1)
     best = m.state_dict()
     with pytest.raises(rmtl.NonFiniteLossError, match="nan in epoch 2"):
-        rmtl.Trainer(Diverging(m, after=2), lr=1e-2, batch_size=len(tr), progress=False).fit(tr, va, epochs=5)
+        rmtl.Trainer(Diverging(m, after=2), lr=1e-2, batch_size=len(tr), progress=False).fit(
+            tr, va, epochs=5
+        )
     for k, v in m.state_dict().items():  # epoch 1 of the second fit was its best; then NaN
         assert np.isfinite(v).all()
     start = m.state_dict()

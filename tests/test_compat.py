@@ -1,6 +1,7 @@
 """compat="authors" and its switches: batches in time order, critics in training mode in
 stage 3 (the wrapped reward is tested with the environment), critic output bias at
 PyTorch's default."""
+
 import numpy as np
 import pytest
 from test_agent import make_agent, session_data
@@ -38,9 +39,19 @@ def test_time_order_ignores_the_seed(splits):
     weights = {}
     for shuffle in (False, True):
         for seed in (0, 1):
-            model = rmtl.models.create("sharedbottom", tr.field_dims, tr.num_dense, tr.num_tasks, seed=5,
-                                       embed_dim=8, bottom_dims=(16,), tower_dims=(8,))
-            rmtl.Trainer(model, seed=seed, batch_size=64, shuffle=shuffle, progress=False).fit(tr, epochs=2)
+            model = rmtl.models.create(
+                "sharedbottom",
+                tr.field_dims,
+                tr.num_dense,
+                tr.num_tasks,
+                seed=5,
+                embed_dim=8,
+                bottom_dims=(16,),
+                tower_dims=(8,),
+            )
+            rmtl.Trainer(model, seed=seed, batch_size=64, shuffle=shuffle, progress=False).fit(
+                tr, epochs=2
+            )
             weights[shuffle, seed] = np.concatenate([p.ravel() for p in model.parameters()])
     np.testing.assert_array_equal(weights[False, 0], weights[False, 1])
     assert not np.array_equal(weights[True, 0], weights[True, 1])
@@ -77,8 +88,16 @@ def test_compat_authors_accepts_the_authors_modules_and_refuses_ple_paper(splits
     transfer target), experiment and the run's config refuse under compat="authors", naming "ple"."""
     tr, va, te = splits
     for name in set(rmtl.models.BACKBONES) - {"ple_paper"}:
-        model = rmtl.models.create(name, tr.field_dims, tr.num_dense, 2, compat="authors", embed_dim=4,
-                                   bottom_dims=(8,), tower_dims=(4,))
+        model = rmtl.models.create(
+            name,
+            tr.field_dims,
+            tr.num_dense,
+            2,
+            compat="authors",
+            embed_dim=4,
+            bottom_dims=(8,),
+            tower_dims=(4,),
+        )
         assert model.config.name == name
     with pytest.raises(ValueError, match="'ple_paper' is not the authors' module; use 'ple'"):
         rmtl.models.create("ple_paper", tr.field_dims, tr.num_dense, 2, compat="authors")
@@ -92,12 +111,20 @@ def test_compat_authors_accepts_the_authors_modules_and_refuses_ple_paper(splits
         agent.finetune(tr, va, backbone=paper, weighting="continued")
     assert make_agent(tr, name="ple_paper").compat is None
     with pytest.raises(ValueError, match="use 'ple'"):
-        rmtl.experiment(tr, va, te, backbones=("esmm", "ple_paper"), seeds=[0], transfer=(),
-                        rmtl_kwargs={"compat": "authors"})
+        rmtl.experiment(
+            tr,
+            va,
+            te,
+            backbones=("esmm", "ple_paper"),
+            seeds=[0],
+            transfer=(),
+            rmtl_kwargs={"compat": "authors"},
+        )
 
 
 def test_run_config_with_compat_authors_refuses_ple_paper():
     from rmtl.lab.settings import RunConfig
+
     with pytest.raises(ValueError, match="use 'ple'"):
         RunConfig(models=("esmm", "ple_paper"), rmtl_models=(), compat="authors").resolved()
     with pytest.raises(ValueError, match="use 'ple'"):

@@ -1,4 +1,5 @@
 """SessionData: validation, sessions, split, batches, files."""
+
 import numpy as np
 import pytest
 from conftest import random_session_data
@@ -7,12 +8,24 @@ import rmtl
 
 
 def tiny(**over):
-    kw = dict(session=[7, 7, 3, 3, 3, 9], time=[5, 6, 1, 1, 4, 2],
-              sparse=[[0, 1], [1, 2], [2, 0], [1, 1], [0, 2], [2, 2]], dense=np.zeros((6, 1)),
-              labels=[[1, 0], [0, 0], [1, 1], [0, 0], [1, 0], [0, 0]], field_dims=(3, 3))
+    kw = dict(
+        session=[7, 7, 3, 3, 3, 9],
+        time=[5, 6, 1, 1, 4, 2],
+        sparse=[[0, 1], [1, 2], [2, 0], [1, 1], [0, 2], [2, 2]],
+        dense=np.zeros((6, 1)),
+        labels=[[1, 0], [0, 0], [1, 1], [0, 0], [1, 0], [0, 0]],
+        field_dims=(3, 3),
+    )
     kw.update(over)
-    return rmtl.SessionData(kw.pop("session"), kw.pop("time"), kw.pop("sparse"), kw.pop("dense"),
-                            kw.pop("labels"), kw.pop("field_dims"), **kw)
+    return rmtl.SessionData(
+        kw.pop("session"),
+        kw.pop("time"),
+        kw.pop("sparse"),
+        kw.pop("dense"),
+        kw.pop("labels"),
+        kw.pop("field_dims"),
+        **kw,
+    )
 
 
 def test_offsets_and_shapes():
@@ -20,7 +33,9 @@ def test_offsets_and_shapes():
     np.testing.assert_array_equal(d.offsets, [0, 2, 5, 6])
     np.testing.assert_array_equal(d.position, [0, 1, 0, 1, 2, 0])
     assert len(d) == 6 and d.num_sessions == 3 and d.num_tasks == 2 and d.num_dense == 1
-    assert d.sparse.dtype == np.int32 and d.dense.dtype == np.float32 and d.labels.dtype == np.float32
+    assert (
+        d.sparse.dtype == np.int32 and d.dense.dtype == np.float32 and d.labels.dtype == np.float32
+    )
     assert d.task_names == ("task0", "task1")
     assert "sessions 3" in d.describe()
 
@@ -45,7 +60,9 @@ def test_batches_are_seeded_permutations():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     np.testing.assert_array_equal(np.sort(a), np.arange(len(d)))
-    np.testing.assert_array_equal(np.concatenate(list(d.batches(16, shuffle=False))), np.arange(len(d)))
+    np.testing.assert_array_equal(
+        np.concatenate(list(d.batches(16, shuffle=False))), np.arange(len(d))
+    )
     assert max(len(x) for x in d.batches(16)) == 16
 
 
@@ -58,21 +75,37 @@ def test_save_load_roundtrip(tmp_path):
     assert back.field_dims == d.field_dims and back.task_names == d.task_names and back.item is None
 
 
-@pytest.mark.parametrize("over,err,match", [
-    (dict(session=[7, 3, 7, 3, 3, 9]), ValueError, "not contiguous"),
-    (dict(time=[6, 5, 1, 1, 4, 2]), ValueError, "time: decreases inside session 7"),
-    (dict(sparse=[[0, 1], [1, 3], [2, 0], [1, 1], [0, 2], [2, 2]]), ValueError, r"code 3 at row 1, field 1"),
-    (dict(sparse=[[0, 1], [1, -1], [2, 0], [1, 1], [0, 2], [2, 2]]), ValueError, "sparse"),
-    (dict(sparse=np.zeros((6, 2), np.float32)), TypeError, "integer"),
-    (dict(labels=[[1, 0], [0, 2], [1, 1], [0, 0], [1, 0], [0, 0]]), ValueError, "0/1"),
-    (dict(labels=np.full((6, 2), np.nan)), ValueError, "NaN"),
-    (dict(dense=np.full((6, 1), np.inf)), ValueError, "dense: contains NaN or infinity"),
-    (dict(dense=np.zeros((5, 1))), ValueError, "dense: expected shape"),
-    (dict(session=[1, 2, 3]), ValueError, "session: expected shape"),
-    (dict(field_dims=(3, 0)), ValueError, "field_dims"),
-    (dict(session=[], time=[], sparse=np.zeros((0, 2), int), dense=None, labels=np.zeros((0, 2))),
-     ValueError, "empty"),
-])
+@pytest.mark.parametrize(
+    "over,err,match",
+    [
+        (dict(session=[7, 3, 7, 3, 3, 9]), ValueError, "not contiguous"),
+        (dict(time=[6, 5, 1, 1, 4, 2]), ValueError, "time: decreases inside session 7"),
+        (
+            dict(sparse=[[0, 1], [1, 3], [2, 0], [1, 1], [0, 2], [2, 2]]),
+            ValueError,
+            r"code 3 at row 1, field 1",
+        ),
+        (dict(sparse=[[0, 1], [1, -1], [2, 0], [1, 1], [0, 2], [2, 2]]), ValueError, "sparse"),
+        (dict(sparse=np.zeros((6, 2), np.float32)), TypeError, "integer"),
+        (dict(labels=[[1, 0], [0, 2], [1, 1], [0, 0], [1, 0], [0, 0]]), ValueError, "0/1"),
+        (dict(labels=np.full((6, 2), np.nan)), ValueError, "NaN"),
+        (dict(dense=np.full((6, 1), np.inf)), ValueError, "dense: contains NaN or infinity"),
+        (dict(dense=np.zeros((5, 1))), ValueError, "dense: expected shape"),
+        (dict(session=[1, 2, 3]), ValueError, "session: expected shape"),
+        (dict(field_dims=(3, 0)), ValueError, "field_dims"),
+        (
+            dict(
+                session=[],
+                time=[],
+                sparse=np.zeros((0, 2), int),
+                dense=None,
+                labels=np.zeros((0, 2)),
+            ),
+            ValueError,
+            "empty",
+        ),
+    ],
+)
 def test_bad_input_is_rejected(over, err, match):
     with pytest.raises(err, match=match):
         tiny(**over)

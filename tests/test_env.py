@@ -1,4 +1,5 @@
 """The session MDP (SPEC section 3): SessionEnv and VecSessionEnv against hand-built sessions."""
+
 import warnings
 
 import numpy as np
@@ -46,7 +47,9 @@ def test_bce_reward_values_by_hand():
 def test_transitions_of_hand_built_sessions(reward):
     data = hand_data()
     env = SessionEnv(data, reward=reward, order="sequential")
-    actions = np.array([[0.5, 0.2], [1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.9, 0.1], [0.25, 0.75]], np.float32)
+    actions = np.array(
+        [[0.5, 0.2], [1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.9, 0.1], [0.25, 0.75]], np.float32
+    )
     expect = {  # session -> (rows, next rows, terminated)
         0: ([0, 1, 2], [1, 2, 2], [False, False, True]),
         1: ([3], [3], [True]),
@@ -60,8 +63,11 @@ def test_transitions_of_hand_built_sessions(reward):
         for r, nxt, done in zip(rows, nexts, dones):
             obs, rew, term, trunc, info = env.step(actions[r])
             y = data.labels[r]
-            want = {"bce": bce_reward(actions[r], y), "abs": -np.abs(actions[r] - y),
-                    "bce_wrapped": bce_reward(0.5 + 0.5 * actions[r].astype(np.float64), y)}[reward]
+            want = {
+                "bce": bce_reward(actions[r], y),
+                "abs": -np.abs(actions[r] - y),
+                "bce_wrapped": bce_reward(0.5 + 0.5 * actions[r].astype(np.float64), y),
+            }[reward]
             np.testing.assert_allclose(rew, want, rtol=1e-6, atol=1e-7)
             assert rew.dtype == np.float32 and rew.shape == (2,)
             assert (term, trunc) == (done, False)
@@ -79,6 +85,7 @@ def test_same_seed_same_episodes():
     def episodes(env, n, seed=None):
         first = env.reset(seed=seed)[1]["session"]
         return [first] + [env.reset()[1]["session"] for _ in range(n - 1)]
+
     a = episodes(SessionEnv(data, seed=3), 30)
     assert a == episodes(SessionEnv(data, seed=3), 30)
     assert a != episodes(SessionEnv(data, seed=4), 30)
@@ -106,10 +113,14 @@ def test_vec_env_matches_single_env_rollouts():
         obs, rew, term, trunc, info = vec.step(a)
         assert rew.shape == (N, T) and term.dtype == bool and not trunc.any()
         np.testing.assert_array_equal(info["session"], current)
-        np.testing.assert_allclose(rew, bce_reward(a, data.labels[info["row"]]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            rew, bce_reward(a, data.labels[info["row"]]), rtol=1e-5, atol=1e-6
+        )
         last = info["row"] + 1 == data.offsets[info["session"] + 1]
         np.testing.assert_array_equal(term, last)
-        np.testing.assert_array_equal(info["next_row"], np.where(last, info["row"], info["row"] + 1))
+        np.testing.assert_array_equal(
+            info["next_row"], np.where(last, info["row"], info["row"] + 1)
+        )
         for i in np.flatnonzero(term):  # same-step reset: the next session's first row
             current[i] = order[started]
             started += 1
@@ -134,9 +145,13 @@ def test_vec_env_options_pick_sessions():
 def test_bad_actions_are_rejected():
     env = SessionEnv(hand_data())
     env.reset(options={"session": 0})
-    for bad, match in [([0.5], r"action: expected shape \(2,\)"), (np.ones((1, 2)), r"action: expected shape"),
-                       ([0.5, np.nan], "action: contains NaN"), ([0.5, 1.5], r"action: expected values in \[0, 1\]"),
-                       ([-0.1, 0.5], r"action: expected values in \[0, 1\]")]:
+    for bad, match in [
+        ([0.5], r"action: expected shape \(2,\)"),
+        (np.ones((1, 2)), r"action: expected shape"),
+        ([0.5, np.nan], "action: contains NaN"),
+        ([0.5, 1.5], r"action: expected values in \[0, 1\]"),
+        ([-0.1, 0.5], r"action: expected values in \[0, 1\]"),
+    ]:
         with pytest.raises(ValueError, match=match):
             env.step(bad)
     with pytest.raises(TypeError, match="action"):
@@ -192,7 +207,11 @@ def test_gymnasium_env_checker_passes():
             warnings.simplefilter("always")
             check_env(env, skip_render_check=True)
         # the only complaint allowed: one reward per task instead of a scalar (RMTL's MDP)
-        other = [str(w.message) for w in caught if "reward returned by `step()` must be a float" not in str(w.message)]
+        other = [
+            str(w.message)
+            for w in caught
+            if "reward returned by `step()` must be a float" not in str(w.message)
+        ]
         assert other == []
         assert isinstance(VecSessionEnv(data, 2), gym.vector.VectorEnv)
 

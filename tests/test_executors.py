@@ -1,6 +1,7 @@
 """Executors: the experiment's records are the serial run's, bit for bit, in local worker
 processes and on a real local Ray cluster (also when a worker is killed mid-job); Ray Tune
 trials run and report. Ray tests skip without Ray, except with RMTL_REQUIRE_RAY=1 (CI), where they fail."""
+
 import concurrent.futures as cf
 import json
 import multiprocessing
@@ -24,8 +25,15 @@ from rmtl.lab.units import execute
 
 TINY = dict(FAST, critic_epochs=2, epochs=2)
 TINY.pop("progress")
-KW = dict(backbones=("esmm", "sharedbottom"), seeds=(0, 1), weightings=("rmtl",),
-          transfer=(("esmm", "sharedbottom"),), backbone_kwargs=NET, rmtl_kwargs=TINY, threads_per_job=1)
+KW = dict(
+    backbones=("esmm", "sharedbottom"),
+    seeds=(0, 1),
+    weightings=("rmtl",),
+    transfer=(("esmm", "sharedbottom"),),
+    backbone_kwargs=NET,
+    rmtl_kwargs=TINY,
+    threads_per_job=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +49,33 @@ def serial(splits):
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster of 2 CPUs for this module's tests (Ray missing: skip, or fail on CI)."""
-    ray = require("ray", os.environ.get("RMTL_REQUIRE_RAY") == "1", "RMTL_REQUIRE_RAY=1: pip install 'rmtl[ray]'")
-    _ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers import the rmtl under test
+    ray = require(
+        "ray",
+        os.environ.get("RMTL_REQUIRE_RAY") == "1",
+        "RMTL_REQUIRE_RAY=1: pip install 'rmtl[ray]'",
+    )
+    _ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False
+    )  # workers import the rmtl under test
     yield ray
     ray.shutdown()
 
 
 def test_graph_stages_variants_and_transfer_dependencies():
-    jobs = graph(("esmm", "mmoe"), ("esmm", "mmoe"), (0,), ("rmtl", "constant"), (("esmm", "mmoe"),))
+    jobs = graph(
+        ("esmm", "mmoe"), ("esmm", "mmoe"), (0,), ("rmtl", "constant"), (("esmm", "mmoe"),)
+    )
     assert [j.key for j in jobs] == [
-        "esmm-seed0/pretrain", "esmm-seed0/critics", "esmm-seed0/finetune-rmtl", "esmm-seed0/finetune-constant",
-        "mmoe-seed0/pretrain", "mmoe-seed0/critics", "mmoe-seed0/finetune-rmtl", "mmoe-seed0/finetune-constant",
-        "mmoe-seed0/transfer-esmm"]
+        "esmm-seed0/pretrain",
+        "esmm-seed0/critics",
+        "esmm-seed0/finetune-rmtl",
+        "esmm-seed0/finetune-constant",
+        "mmoe-seed0/pretrain",
+        "mmoe-seed0/critics",
+        "mmoe-seed0/finetune-rmtl",
+        "mmoe-seed0/finetune-constant",
+        "mmoe-seed0/transfer-esmm",
+    ]
     transfer = jobs[-1]
     assert transfer.variant == "rmtl[critics of esmm]"
     assert transfer.deps == (Job("pretrain", "mmoe", 0), Job("critics", "esmm", 0))
@@ -73,7 +96,9 @@ def test_local_processes_give_the_serial_records(splits, serial, how):
 
 def test_threads_limit_sets_and_restores_the_threads_of_a_job():
     before = rmtl.get_num_threads()
-    with _threads.limit(1):  # rmtl.set_num_threads: rmtl's loops and its BLAS (test_first_layer checks both)
+    with _threads.limit(
+        1
+    ):  # rmtl.set_num_threads: rmtl's loops and its BLAS (test_first_layer checks both)
         assert rmtl.get_num_threads() == 1
     assert rmtl.get_num_threads() == before
     with pytest.raises(ValueError, match="threads"):
@@ -94,17 +119,30 @@ def test_bad_executor_and_missing_ray(splits, monkeypatch):
 
 def test_ray_gives_the_serial_records(cluster, splits, serial):
     agents = []
-    res = rmtl.experiment(*splits, executor="ray", on_agent=lambda name, seed, agent: agents.append(
-        (name, seed, len(agent.critics), sorted(agent.history))), **KW)
+    res = rmtl.experiment(
+        *splits,
+        executor="ray",
+        on_agent=lambda name, seed, agent: agents.append(
+            (name, seed, len(agent.critics), sorted(agent.history))
+        ),
+        **KW,
+    )
     assert res.records == serial
-    assert sorted(agents) == [(name, seed, 2, ["critics", "finetuned-rmtl", "pretrain"])
-                              for name in ("esmm", "sharedbottom") for seed in (0, 1)]
+    assert sorted(agents) == [
+        (name, seed, 2, ["critics", "finetuned-rmtl", "pretrain"])
+        for name in ("esmm", "sharedbottom")
+        for seed in (0, 1)
+    ]
 
 
 def test_ray_tasks_read_the_data_from_the_object_store(cluster, splits):
     @cluster.remote
     def flags(data):
-        return [(a.flags.writeable, a.flags.owndata) for d in data for a in (d.sparse, d.dense, d.labels)]
+        return [
+            (a.flags.writeable, a.flags.owndata)
+            for d in data
+            for a in (d.sparse, d.dense, d.labels)
+        ]
 
     runner = RayExecutor(execute, splits, threads=1)
     assert set(cluster.get(flags.remote(runner.data))) == {(False, False)}  # views of shared memory
@@ -148,8 +186,11 @@ def _killing(ready, title, run):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's workers in /proc")
 def test_killed_ray_worker_is_retried_and_changes_nothing(cluster, splits, serial, tmp_path):
-    res, killed = _killing(lambda: True, b"ray::_task",
-                           lambda: rmtl.experiment(*splits, executor="ray", checkpoint_dir=tmp_path, **KW))
+    res, killed = _killing(
+        lambda: True,
+        b"ray::_task",
+        lambda: rmtl.experiment(*splits, executor="ray", checkpoint_dir=tmp_path, **KW),
+    )
     assert killed
     assert res.records == serial
 
@@ -159,14 +200,27 @@ def test_tune_trial_whose_worker_dies_resumes_from_its_checkpoint(cluster, split
     import rmtl.lab.tune
 
     # two identical trials, with a stage 2 long enough to be killed in
-    space = rmtl.lab.tune.search_space({"backbone": "esmm", "backbone_kwargs": NET, **TINY, "critic_epochs": 20,
-                                    "lam": 0.5, "weighting": {"grid": ["rmtl", "rmtl"]}})
+    space = rmtl.lab.tune.search_space(
+        {
+            "backbone": "esmm",
+            "backbone_kwargs": NET,
+            **TINY,
+            "critic_epochs": 20,
+            "lam": 0.5,
+            "weighting": {"grid": ["rmtl", "rmtl"]},
+        }
+    )
 
     def stage1_checkpoint_recorded():  # the driver logged iteration 3: stage 1's end, with its checkpoint
         return any(len(f.read_text().splitlines()) >= 3 for f in tmp_path.glob("*/*/result.json"))
 
-    grid, killed = _killing(stage1_checkpoint_recorded, b"ray::ImplicitFunc", lambda: rmtl.lab.tune.run(
-        rmtl.lab.tune.three_stages, splits, space, scheduler="fifo", storage_path=str(tmp_path)))
+    grid, killed = _killing(
+        stage1_checkpoint_recorded,
+        b"ray::ImplicitFunc",
+        lambda: rmtl.lab.tune.run(
+            rmtl.lab.tune.three_stages, splits, space, scheduler="fifo", storage_path=str(tmp_path)
+        ),
+    )
     assert killed and not grid.errors
     assert list(tmp_path.glob("*/*/error.txt"))  # a trial failed ...
     # ... and went on from its checkpoint: iteration 3 restored, stage 1's end reported again
@@ -203,21 +257,41 @@ def test_sweep_of_stage_1_runs_four_tune_trials_and_writes_the_table(cluster, tm
     printed = capsys.readouterr().out
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(rows) == 4 and sorted(r["seed"] for r in rows) == [0, 0, 1, 1]
-    assert all(0 < r["valid_auc"] < 1 and r["valid_logloss"] > 0 and r["status"] != "error" for r in rows)
+    assert all(
+        0 < r["valid_auc"] < 1 and r["valid_logloss"] > 0 and r["status"] != "error" for r in rows
+    )
     finished = [r for r in rows if r["status"] == "finished"]
     assert finished and rows[0] == finished[0]  # finished trials first, the best on top
-    assert [r["valid_auc"] for r in finished] == sorted((r["valid_auc"] for r in finished), reverse=True)
+    assert [r["valid_auc"] for r in finished] == sorted(
+        (r["valid_auc"] for r in finished), reverse=True
+    )
     for r in finished:
         assert r["iterations"] == 3 and 0 < r["test_auc"] < 1  # 2 epochs of stage 1 and its end
     assert f"best: lr={finished[0]['lr']:.4f}, seed={finished[0]['seed']}" in printed
     assert "| lr | seed | status | iterations | valid_auc |" in printed
-    assert {"results.md", "results.csv", "config.json"} <= {f.name for f in (tmp_path / "out").iterdir()}
+    assert {"results.md", "results.csv", "config.json"} <= {
+        f.name for f in (tmp_path / "out").iterdir()
+    }
 
 
 def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(_threads, "available_cores", lambda: 2)  # --processes 2: 1 thread per job, as on Ray
-    argv = ["run", "--models", "esmm", "--n-users", "300", "--seeds", "1", "--epochs", "2", "--critic-epochs", "1",
-            "--no-progress"]
+    monkeypatch.setattr(
+        _threads, "available_cores", lambda: 2
+    )  # --processes 2: 1 thread per job, as on Ray
+    argv = [
+        "run",
+        "--models",
+        "esmm",
+        "--n-users",
+        "300",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--critic-epochs",
+        "1",
+        "--no-progress",
+    ]
     tables = []
     for where in (["--ray"], ["--processes", "2", "--resume", str(tmp_path)]):
         assert main(argv + where) == 0
@@ -226,11 +300,14 @@ def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_pa
     assert (tmp_path / "esmm-seed0" / "critics" / "agent.json").exists()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[grid]\nx = 1\n", "unknown table(s) ['grid']"),
-    ("[tune]\nsamples = 3\n", "unknown key(s) ['samples'] in [tune]"),
-    ("[run]\nmodel = 'esmm'\n", "unknown key(s) ['model']"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[grid]\nx = 1\n", "unknown table(s) ['grid']"),
+        ("[tune]\nsamples = 3\n", "unknown key(s) ['samples'] in [tune]"),
+        ("[run]\nmodel = 'esmm'\n", "unknown key(s) ['model']"),
+    ],
+)
 def test_sweep_file_mistakes_are_named(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)

@@ -1,4 +1,5 @@
 """experiment(): records, the summary table (means, stds, paired t-tests), Markdown, resume."""
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -22,9 +23,17 @@ def hand_records():
     out = []
     for seed in range(4):
         for variant, shift in (("baseline", 0.0), ("rmtl", 0.01)):
-            out.append({"model": "esmm", "variant": variant, "seed": seed, "task": "ctr",
-                        "auc": 0.7 + shift + 0.02 * rng.random(), "logloss": 0.2 - shift + 0.01 * rng.random(),
-                        "s_logloss": 0.21 + 0.01 * rng.random()})
+            out.append(
+                {
+                    "model": "esmm",
+                    "variant": variant,
+                    "seed": seed,
+                    "task": "ctr",
+                    "auc": 0.7 + shift + 0.02 * rng.random(),
+                    "logloss": 0.2 - shift + 0.01 * rng.random(),
+                    "s_logloss": 0.21 + 0.01 * rng.random(),
+                }
+            )
     return out
 
 
@@ -38,7 +47,9 @@ def test_table_means_stds_and_paired_tests():
     assert rows["rmtl"]["auc_std"] == pytest.approx(var.std(ddof=1))
     assert rows["rmtl"]["auc_diff"] == pytest.approx((var - base).mean())
     assert rows["rmtl"]["auc_diff_p"] == pytest.approx(stats.ttest_rel(var, base).pvalue)
-    half = 3.182446 * (var - base).std(ddof=1) / 2  # t_{0.975} on 3 degrees of freedom, sqrt(4) seeds
+    half = (
+        3.182446 * (var - base).std(ddof=1) / 2
+    )  # t_{0.975} on 3 degrees of freedom, sqrt(4) seeds
     assert rows["rmtl"]["auc_diff_low"] == pytest.approx((var - base).mean() - half, rel=1e-6)
     assert rows["rmtl"]["auc_diff_high"] == pytest.approx((var - base).mean() + half, rel=1e-6)
     assert "auc_diff" not in rows["baseline"]
@@ -51,9 +62,22 @@ def control_records():
     """Three seeds of a baseline, a control and RMTL whose paired differences are known."""
     out = []
     for seed in range(3):
-        for variant, shift in (("baseline", 0.0), ("continued", 0.05 + 0.01 * seed), ("rmtl", 0.06 + 0.01 * seed ** 2)):
-            out.append({"model": "mmoe", "variant": variant, "seed": seed, "task": "click",
-                        "auc": 0.6 + shift, "logloss": 0.3 - shift, "s_logloss": 0.3})
+        for variant, shift in (
+            ("baseline", 0.0),
+            ("continued", 0.05 + 0.01 * seed),
+            ("rmtl", 0.06 + 0.01 * seed**2),
+        ):
+            out.append(
+                {
+                    "model": "mmoe",
+                    "variant": variant,
+                    "seed": seed,
+                    "task": "click",
+                    "auc": 0.6 + shift,
+                    "logloss": 0.3 - shift,
+                    "s_logloss": 0.3,
+                }
+            )
     return out
 
 
@@ -102,9 +126,14 @@ def test_holm_matches_the_step_down_rule():
     p = [0.01, 0.04, 0.03, 0.005, float("nan"), 0.5]
     got = holm(p)
     assert np.isnan(got[4])
-    np.testing.assert_allclose([g for g in got if not np.isnan(g)],
-                               holm_by_hand([x for x in p if not np.isnan(x)]))
-    assert got[3] == pytest.approx(0.025) and got[0] == pytest.approx(0.04) and got[1] == pytest.approx(0.09)
+    np.testing.assert_allclose(
+        [g for g in got if not np.isnan(g)], holm_by_hand([x for x in p if not np.isnan(x)])
+    )
+    assert (
+        got[3] == pytest.approx(0.025)
+        and got[0] == pytest.approx(0.04)
+        and got[1] == pytest.approx(0.09)
+    )
     assert got[5] == pytest.approx(0.5) and holm([0.6, 0.7]) == [1.0, 1.0]
 
 
@@ -112,23 +141,39 @@ def test_markdown_lists_every_row_and_the_oracle():
     res = ExperimentResult(hand_records(), {"ctr": {"auc": 0.81, "logloss": 0.18}}, {})
     md = res.to_markdown()
     lines = md.splitlines()
-    assert lines[0].startswith("| Model | Seeds | Epochs | ctr AUC | ctr Logloss | ctr s-Logloss | Checks |")
+    assert lines[0].startswith(
+        "| Model | Seeds | Epochs | ctr AUC | ctr Logloss | ctr s-Logloss | Checks |"
+    )
     assert "primary family" in md and "exploratory" in md
     assert sum(line.startswith(("| ESMM |", "| RMTL-ESMM |")) for line in lines) == 2
     assert "| Oracle (true p) |  |  | 0.8100 | 0.1800 |" in md
     diff_line = next(line for line in lines if line.startswith("| RMTL-ESMM − ESMM |"))
-    assert "[" in diff_line and "*" not in diff_line  # a confidence interval; exploratory: never starred
+    assert (
+        "[" in diff_line and "*" not in diff_line
+    )  # a confidence interval; exploratory: never starred
 
 
 def test_experiment_runs_baselines_variants_and_transfer(splits, tmp_path):
     tr, va, te = splits
-    kwargs = dict(backbones=("esmm", "sharedbottom"), seeds=(0, 1), weightings=("rmtl", "constant"),
-                  transfer=(("esmm", "sharedbottom"),), backbone_kwargs=NET, rmtl_kwargs=TINY)
+    kwargs = dict(
+        backbones=("esmm", "sharedbottom"),
+        seeds=(0, 1),
+        weightings=("rmtl", "constant"),
+        transfer=(("esmm", "sharedbottom"),),
+        backbone_kwargs=NET,
+        rmtl_kwargs=TINY,
+    )
     res = rmtl.experiment(tr, va, te, checkpoint_dir=tmp_path, **kwargs)
     variants = {(r["model"], r["variant"]) for r in res.records}
-    assert variants == {("esmm", "baseline"), ("esmm", "rmtl"), ("esmm", "constant"), ("sharedbottom", "baseline"),
-                        ("sharedbottom", "rmtl"), ("sharedbottom", "constant"),
-                        ("sharedbottom", "rmtl[critics of esmm]")}
+    assert variants == {
+        ("esmm", "baseline"),
+        ("esmm", "rmtl"),
+        ("esmm", "constant"),
+        ("sharedbottom", "baseline"),
+        ("sharedbottom", "rmtl"),
+        ("sharedbottom", "constant"),
+        ("sharedbottom", "rmtl[critics of esmm]"),
+    }
     assert len(res.records) == 2 * 7 * 2
     table = res.table()
     assert len(table) == 7 * 2 and all(r["n"] == 2 for r in table)
@@ -143,12 +188,23 @@ def test_experiment_runs_baselines_variants_and_transfer(splits, tmp_path):
 
 def test_oracle_from_true_probabilities(splits):
     tr, va, te = splits
-    res = rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), weightings=("constant",), transfer=(),
-                          backbone_kwargs=NET, rmtl_kwargs=TINY)
+    res = rmtl.experiment(
+        tr,
+        va,
+        te,
+        backbones=("esmm",),
+        seeds=(0,),
+        weightings=("constant",),
+        transfer=(),
+        backbone_kwargs=NET,
+        rmtl_kwargs=TINY,
+    )
     assert set(res.oracle) == set(te.task_names)
     for k, task in enumerate(te.task_names):
         assert res.oracle[task]["auc"] == pytest.approx(rmtl.metrics.oracle_auc(te.truth[:, k]))
-        assert res.oracle[task]["logloss"] == pytest.approx(rmtl.metrics.logloss(te.labels[:, k], te.truth[:, k]))
+        assert res.oracle[task]["logloss"] == pytest.approx(
+            rmtl.metrics.logloss(te.labels[:, k], te.truth[:, k])
+        )
     assert "Oracle (true p)" in res.to_markdown()
 
 
@@ -168,11 +224,21 @@ def test_controls_train_exactly_the_steps_rmtl_kept(splits):
     means of RMTL's weights over those epochs."""
     tr, va, te = splits
     histories = {}
-    res = rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0, 1),
-                          weightings=("continued", "static", "permuted", "rmtl"), transfer=(),
-                          backbone_kwargs=NET, rmtl_kwargs=dict(TINY, epochs=6, patience=1),
-                          on_agent=lambda name, seed, agent: histories.__setitem__(seed, agent.history))
-    steps = {(r["variant"], r["seed"]): (r["steps"], r["kept_epoch"], r["epochs"]) for r in res.records}
+    res = rmtl.experiment(
+        tr,
+        va,
+        te,
+        backbones=("esmm",),
+        seeds=(0, 1),
+        weightings=("continued", "static", "permuted", "rmtl"),
+        transfer=(),
+        backbone_kwargs=NET,
+        rmtl_kwargs=dict(TINY, epochs=6, patience=1),
+        on_agent=lambda name, seed, agent: histories.__setitem__(seed, agent.history),
+    )
+    steps = {
+        (r["variant"], r["seed"]): (r["steps"], r["kept_epoch"], r["epochs"]) for r in res.records
+    }
     for seed in (0, 1):
         kept = steps["rmtl", seed][1]
         for control in ("continued", "static", "permuted"):
@@ -183,7 +249,9 @@ def test_controls_train_exactly_the_steps_rmtl_kept(splits):
         assert static_key.endswith(f"-epochs{kept}")
         for task in tr.task_names:
             want = np.mean([e[f"mean_weight_{task}"] for e in ref.epochs[:kept]])
-            assert h[static_key]["epochs"][0][f"mean_weight_{task}"] == pytest.approx(want, rel=1e-6)
+            assert h[static_key]["epochs"][0][f"mean_weight_{task}"] == pytest.approx(
+                want, rel=1e-6
+            )
     table = {r["variant"]: r for r in res.table() if r["task"] == tr.task_names[0]}
     assert table["continued"]["steps_by_seed"] == table["rmtl"]["steps_by_seed"]
     assert "auc_vs_static" in table["rmtl"] and "auc_vs_permuted" in table["rmtl"]
@@ -191,12 +259,27 @@ def test_controls_train_exactly_the_steps_rmtl_kept(splits):
 
 def test_fixed_budget_trains_every_arm_the_same_epochs(splits):
     tr, va, te = splits
-    res = rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), weightings=("rmtl", "continued"), transfer=(),
-                          backbone_kwargs=NET, rmtl_kwargs=dict(TINY, finetune_epochs=3), budget="fixed")
-    assert {(r["variant"], r["epochs"], r["kept_epoch"]) for r in res.records if r["variant"] != "baseline"} == {
-        ("rmtl", 3, 3), ("continued", 3, 3)}
+    res = rmtl.experiment(
+        tr,
+        va,
+        te,
+        backbones=("esmm",),
+        seeds=(0,),
+        weightings=("rmtl", "continued"),
+        transfer=(),
+        backbone_kwargs=NET,
+        rmtl_kwargs=dict(TINY, finetune_epochs=3),
+        budget="fixed",
+    )
+    assert {
+        (r["variant"], r["epochs"], r["kept_epoch"])
+        for r in res.records
+        if r["variant"] != "baseline"
+    } == {("rmtl", 3, 3), ("continued", 3, 3)}
     with pytest.raises(ValueError, match="add 'rmtl'"):
-        rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), weightings=("static",), transfer=())
+        rmtl.experiment(
+            tr, va, te, backbones=("esmm",), seeds=(0,), weightings=("static",), transfer=()
+        )
     with pytest.raises(ValueError, match="budget"):
         rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(0,), transfer=(), budget="own")
 

@@ -1,5 +1,6 @@
 """Expert and attention backbones beyond the shared parity tests of test_models.py: layout,
 the reference's unused parameters, dropout, configuration errors, save/load."""
+
 import json
 
 import numpy as np
@@ -51,17 +52,39 @@ def test_first_layers_that_share_an_input_are_one_matrix():
     ple = offsets(make("ple", 2))
     first = ["expert.0.0.mlp.0", "expert.0.11.mlp.0", "gate.0.0.0", "gate.0.1.0"]
     got = [ple[f"{n}.weight"] for n in first]
-    assert got == [got[0], got[0] + 11 * 12 * 24, got[0] + 12 * 12 * 24, got[0] + 12 * 12 * 24 + 8 * 24]
+    assert got == [
+        got[0],
+        got[0] + 11 * 12 * 24,
+        got[0] + 12 * 12 * 24,
+        got[0] + 12 * 12 * 24 + 8 * 24,
+    ]
     ple = offsets(make("ple_paper", 2))
-    first = ["task_experts.0.0.0.mlp.0", "task_experts.0.1.3.mlp.0", "share_experts.0.0.mlp.0", "task_gates.0.0.0",
-             "share_gates.0.0"]
+    first = [
+        "task_experts.0.0.0.mlp.0",
+        "task_experts.0.1.3.mlp.0",
+        "share_experts.0.0.mlp.0",
+        "task_gates.0.0.0",
+        "share_gates.0.0",
+    ]
     got = [ple[f"{n}.weight"] for n in first]
-    assert got == [got[0], got[0] + 7 * 12 * 24, got[0] + 8 * 12 * 24, got[0] + 12 * 12 * 24,
-                   got[0] + 12 * 12 * 24 + 2 * 8 * 24]
+    assert got == [
+        got[0],
+        got[0] + 7 * 12 * 24,
+        got[0] + 8 * 12 * 24,
+        got[0] + 12 * 12 * 24,
+        got[0] + 12 * 12 * 24 + 2 * 8 * 24,
+    ]
 
 
-@pytest.mark.parametrize("name,T,unused", [("ple", 2, "gate.0.2.0"), ("ple", 3, "gate.1.3.0"),
-                                           ("ple_paper", 2, "share_gates.1.0"), ("aitm", 1, "h2")])
+@pytest.mark.parametrize(
+    "name,T,unused",
+    [
+        ("ple", 2, "gate.0.2.0"),
+        ("ple", 3, "gate.1.3.0"),
+        ("ple_paper", 2, "share_gates.1.0"),
+        ("aitm", 1, "h2"),
+    ],
+)
 def test_parameters_the_reference_never_uses_stay_fixed(name, T, unused):
     model = make(name, T)
     before = {k: v.copy() for k, v in model.state_dict().items()}
@@ -77,15 +100,24 @@ def test_parameters_the_reference_never_uses_stay_fixed(name, T, unused):
     assert not np.array_equal(after["tower.0.mlp.0.weight"], before["tower.0.mlp.0.weight"])
 
 
-@pytest.mark.parametrize("name,key,bottom", [
-    ("mmoe", "expert.3.mlp.0.weight", (6,)), ("ple_paper", "task_experts.0.1.2.mlp.0.weight", (6,)),
-    ("ple", "expert.0.5.mlp.0.weight", (6,)), ("ple", "expert.1.9.mlp.0.weight", (6, 5)),
-    ("ple", "expert.0.2.mlp.0.weight", (6, 5)), ("aitm", "bottom.1.mlp.0.weight", (6,)),
-    ("omoe", "gate.0.weight", (6,))])
+@pytest.mark.parametrize(
+    "name,key,bottom",
+    [
+        ("mmoe", "expert.3.mlp.0.weight", (6,)),
+        ("ple_paper", "task_experts.0.1.2.mlp.0.weight", (6,)),
+        ("ple", "expert.0.5.mlp.0.weight", (6,)),
+        ("ple", "expert.1.9.mlp.0.weight", (6, 5)),
+        ("ple", "expert.0.2.mlp.0.weight", (6, 5)),
+        ("aitm", "bottom.1.mlp.0.weight", (6,)),
+        ("omoe", "gate.0.weight", (6,)),
+    ],
+)
 def test_dropout_backward_matches_finite_differences(name, key, bottom):
     """With a fixed mask (same dropout counter) the analytic gradient is exact (the authors'
     PLE: a shared expert of level 1 runs on both task streams, with two masks)."""
-    model = make(name, 2, num_dense=1, embed_dim=3, bottom_dims=bottom, tower_dims=(5,), dropout=0.3, seed=4)
+    model = make(
+        name, 2, num_dense=1, embed_dim=3, bottom_dims=bottom, tower_dims=(5,), dropout=0.3, seed=4
+    )
     sparse, dense, labels = batch(n=8, num_dense=1, seed=2)
     steps = model._core.steps
     model.loss_and_grad(sparse, dense, labels)
@@ -119,17 +151,28 @@ def test_dropout_masks_differ_per_expert_and_step():
     np.testing.assert_array_equal(model.eval()(sparse, dense), model(sparse, dense))
 
 
-@pytest.mark.parametrize("name,kw,match", [
-    ("ple", dict(num_experts=3), "even"), ("ple", dict(num_experts=0), "even"), ("omoe", dict(num_experts=0), "1..64"),
-    ("mmoe", dict(num_experts=65), "1..64"), ("sharedbottom", dict(num_experts=4), "no experts"),
-    ("aitm", dict(num_experts=8), "no experts"), ("ple", dict(num_experts=44), "<= 64"),
-    ("ple_paper", dict(num_experts=3), "even"), ("ple_paper", dict(num_experts=44), "<= 64")])
+@pytest.mark.parametrize(
+    "name,kw,match",
+    [
+        ("ple", dict(num_experts=3), "even"),
+        ("ple", dict(num_experts=0), "even"),
+        ("omoe", dict(num_experts=0), "1..64"),
+        ("mmoe", dict(num_experts=65), "1..64"),
+        ("sharedbottom", dict(num_experts=4), "no experts"),
+        ("aitm", dict(num_experts=8), "no experts"),
+        ("ple", dict(num_experts=44), "<= 64"),
+        ("ple_paper", dict(num_experts=3), "even"),
+        ("ple_paper", dict(num_experts=44), "<= 64"),
+    ],
+)
 def test_bad_expert_counts_are_rejected(name, kw, match):
     with pytest.raises(ValueError, match=match):
         make(name, 2, **kw)
 
 
-@pytest.mark.parametrize("name,cls", [("ple", rmtl.models.PLE), ("ple_paper", rmtl.models.PLEPaper)])
+@pytest.mark.parametrize(
+    "name,cls", [("ple", rmtl.models.PLE), ("ple_paper", rmtl.models.PLEPaper)]
+)
 def test_save_load_keeps_the_expert_count(tmp_path, name, cls):
     model = make(name, 3, num_experts=4, bottom_dims=(12, 10, 8), dropout=0.2)
     sparse, dense, labels = batch(num_tasks=3)
@@ -171,9 +214,12 @@ def test_the_authors_module_leaves_its_shared_gates_without_gradient(torch):
     reads the shared stream, so every level's shared gate gets no gradient (None, which
     torch's Adam skips, weight decay included), not only the last level's."""
     from torch_reference import twin_of, weighted_bce
+
     net = twin_of(make("ple", 3, bottom_dims=(12, 10, 8), num_experts=4))
     sparse, dense, labels = batch(num_tasks=3)
-    weighted_bce(net(torch.from_numpy(sparse).long(), torch.from_numpy(dense)), torch.from_numpy(labels)).backward()
+    weighted_bce(
+        net(torch.from_numpy(sparse).long(), torch.from_numpy(dense)), torch.from_numpy(labels)
+    ).backward()
     none = {k for k, p in net.named_parameters() if p.grad is None}
     assert none == {f"gate.{i}.3.0.{s}" for i in range(3) for s in ("weight", "bias")}
 
@@ -192,7 +238,9 @@ def test_shared_experts_draw_their_own_dropout_mask_on_every_task_stream():
             p[f"gate.{i}.1.0.{s}"][...] = p[f"gate.{i}.0.0.{s}"]
     for s in ("weight", "bias"):
         p[f"tower.1.mlp.0.{s}"][...] = p[f"tower.0.mlp.0.{s}"]
-    p["expert.0.4.mlp.0.weight"][...] = 0  # level 0 without dropout noise: a constant positive output
+    p["expert.0.4.mlp.0.weight"][...] = (
+        0  # level 0 without dropout noise: a constant positive output
+    )
     p["expert.0.4.mlp.0.bias"][...] = 1
     p["expert.0.5.mlp.0.weight"][...] = 0
     p["expert.0.5.mlp.0.bias"][...] = 1

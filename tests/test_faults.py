@@ -2,6 +2,7 @@
 or interrupted with SIGINT at many points (inside a file write, right after a rename, in
 the middle of training chunks of every stage), resumed after each, and must end bit for bit
 where an uninterrupted run ends."""
+
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from conftest import optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DRIVER = textwrap.dedent('''
+DRIVER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
     sys.path.insert(0, {tests!r})
@@ -70,13 +71,27 @@ DRIVER = textwrap.dedent('''
                            "--out", out]))
     except KeyboardInterrupt:
         sys.exit(130)
-''')
+""")
 
 # each sequence runs its kills one after another on the same checkpoint directory, then a
 # clean resume; k counts within one process
 SEQUENCES = {
-    "fit": [["SIGKILL:write:1", "SIGINT:chunk:2", "SIGKILL:renamed:2", "SIGINT:write:2", "SIGKILL:chunk:3"],
-            ["SIGINT:renamed:1", "SIGKILL:write:3", "SIGINT:chunk:4", "SIGKILL:chunk:2", "SIGKILL:write:1"]],
+    "fit": [
+        [
+            "SIGKILL:write:1",
+            "SIGINT:chunk:2",
+            "SIGKILL:renamed:2",
+            "SIGINT:write:2",
+            "SIGKILL:chunk:3",
+        ],
+        [
+            "SIGINT:renamed:1",
+            "SIGKILL:write:3",
+            "SIGINT:chunk:4",
+            "SIGKILL:chunk:2",
+            "SIGKILL:write:1",
+        ],
+    ],
     "run": [["SIGKILL:chunk:2", "SIGINT:write:2", "SIGKILL:renamed:3", "SIGINT:chunk:1"]],
 }
 
@@ -85,8 +100,12 @@ def drive(tmp_path, mode, ckpt, out, spec):
     script = tmp_path / "driver.py"
     if not script.exists():
         script.write_text(DRIVER.format(tests=os.path.join(ROOT, "tests")))
-    return subprocess.run([sys.executable, str(script), mode, str(ckpt), str(out), spec],
-                          capture_output=True, text=True, timeout=300)  # the rmtl this test imports
+    return subprocess.run(
+        [sys.executable, str(script), mode, str(ckpt), str(out), spec],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # the rmtl this test imports
 
 
 def result(mode, out):
@@ -96,7 +115,9 @@ def result(mode, out):
         return f.read()
 
 
-@pytest.mark.parametrize("mode,sequence", [(m, i) for m, seqs in SEQUENCES.items() for i in range(len(seqs))])
+@pytest.mark.parametrize(
+    "mode,sequence", [(m, i) for m, seqs in SEQUENCES.items() for i in range(len(seqs))]
+)
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, mode, sequence):
     if mode == "run":
         optional("matplotlib", "plots")

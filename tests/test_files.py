@@ -1,4 +1,5 @@
 """Every writer is atomic and writes exactly the path given; every reader names a damaged file."""
+
 import os
 
 import numpy as np
@@ -19,10 +20,12 @@ def writers(data):
     model, critic = small_model(), rmtl.Critic((5, 7, 3), 2, 4, (8,), (4,), 0.0)
     buf = rmtl.ReplayBuffer(100, 2)
     rmtl.collect(data, buf)
-    return [("model", lambda p: rmtl.save(model, p), rmtl.load),
-            ("critic", critic.save, rmtl.Critic.load),
-            ("data", data.save, rmtl.SessionData.load),
-            ("replay", buf.save, rmtl.ReplayBuffer.load)]
+    return [
+        ("model", lambda p: rmtl.save(model, p), rmtl.load),
+        ("critic", critic.save, rmtl.Critic.load),
+        ("data", data.save, rmtl.SessionData.load),
+        ("replay", buf.save, rmtl.ReplayBuffer.load),
+    ]
 
 
 @pytest.mark.parametrize("which", range(4))
@@ -72,7 +75,7 @@ def test_damaged_file_raises_corrupt_file_error_naming_it(tmp_path, which, damag
     save(path)
     raw = path.read_bytes()
     if damage == "truncate":
-        path.write_bytes(raw[:len(raw) // 2])
+        path.write_bytes(raw[: len(raw) // 2])
     elif damage == "garbage":
         path.write_bytes(b"\x00not a zip" * 50)
     else:  # a member's compressed bytes damaged behind an intact directory: flip data bytes
@@ -100,10 +103,25 @@ def test_cli_corrupt_npz_is_one_line_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 truncated")
     raw = os.path.join(os.path.dirname(__file__), "data", "retailrocket")
-    assert main(["prepare", "retailrocket", "--raw", raw, "--out", str(tmp_path / "x"),
-                 "--vocab-from", str(bad)]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "retailrocket",
+                "--raw",
+                raw,
+                "--out",
+                str(tmp_path / "x"),
+                "--vocab-from",
+                str(bad),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert str(bad) in err and err.count("\n") == 1 and "Traceback" not in err
-    assert main(["run", "--data", str(bad), "--models", "esmm", "--rmtl-models", "--no-progress"]) == 2
+    assert (
+        main(["run", "--data", str(bad), "--models", "esmm", "--rmtl-models", "--no-progress"]) == 2
+    )
     err = capsys.readouterr().err
     assert str(bad) in err and err.count("\n") == 1

@@ -3,6 +3,7 @@ parity with the PyTorch twins (forward, every gradient, 5 Adam steps, prediction
 backbone and the critic with the path forced on, forced off and chosen automatically, on both
 GEMM paths; a field whose codes are all distinct and a batch with one code per field; the
 automatic choice; bit-identical weights for any thread count."""
+
 import os
 import subprocess
 import sys
@@ -19,9 +20,17 @@ from rmtl.critic import Critic
 FIELDS = (5, 7, 3, 400)
 SMALL = dict(embed_dim=32, bottom_dims=(12, 8), tower_dims=(7,), dropout=0.0)
 MODES = ("plain", "distinct", "auto")
-BACKBONES = [("singletask", 2, {}), ("sharedbottom", 2, {}), ("esmm", 2, {}), ("omoe", 2, dict(num_experts=3)),
-             ("mmoe", 3, dict(num_experts=3, bottom_dims=(180, 8))), ("ple", 2, dict(num_experts=2)), ("ple", 3, dict(num_experts=2)),
-             ("ple_paper", 2, dict(num_experts=2)), ("aitm", 2, {})]
+BACKBONES = [
+    ("singletask", 2, {}),
+    ("sharedbottom", 2, {}),
+    ("esmm", 2, {}),
+    ("omoe", 2, dict(num_experts=3)),
+    ("mmoe", 3, dict(num_experts=3, bottom_dims=(180, 8))),
+    ("ple", 2, dict(num_experts=2)),
+    ("ple", 3, dict(num_experts=2)),
+    ("ple_paper", 2, dict(num_experts=2)),
+    ("aitm", 2, {}),
+]
 
 
 def codes(n, kind, seed):
@@ -29,7 +38,9 @@ def codes(n, kind, seed):
     rng = np.random.default_rng(seed)
     if kind == "constant":
         return np.tile(np.array([[1, 0, 2, 399]], np.int32), (n, 1))
-    sparse = np.stack([rng.integers(0, d, n) for d in FIELDS[:3]] + [rng.permutation(FIELDS[3])[:n]], 1)
+    sparse = np.stack(
+        [rng.integers(0, d, n) for d in FIELDS[:3]] + [rng.permutation(FIELDS[3])[:n]], 1
+    )
     sparse[0, 0] = 0  # the padding row of the table
     return sparse.astype(np.int32)
 
@@ -54,6 +65,7 @@ def assert_grads_match(ours, net):
 @pytest.mark.parametrize("name,T,kw", BACKBONES, ids=[f"{b[0]}-T{b[1]}" for b in BACKBONES])
 def test_backbone_matches_torch(name, T, kw, mode, kind, gemm, torch):
     from torch_reference import twin_of, weighted_bce
+
     model = rmtl.models.create(name, FIELDS, 2, T, seed=4, **dict(SMALL, **kw))
     model.first_layer = mode
     net = twin_of(model)
@@ -67,7 +79,9 @@ def test_backbone_matches_torch(name, T, kw, mode, kind, gemm, torch):
     assert_adam_steps_match(model, net, data, t)
     with torch.no_grad():
         want = net.eval()(*t[1][:2]).numpy()
-    np.testing.assert_allclose(model.predict(*data[1][:2], tables=False), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(*data[1][:2], tables=False), want, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(model.eval()(*data[1][:2]), want, rtol=1e-5, atol=1e-6)
 
 
@@ -75,6 +89,7 @@ def test_backbone_matches_torch(name, T, kw, mode, kind, gemm, torch):
 @pytest.mark.parametrize("mode", MODES)
 def test_critic_matches_torch(mode, kind, gemm, torch):
     from torch_reference import critic_twin_of
+
     critic = Critic(FIELDS, 2, seed=3, **SMALL)
     critic.first_layer = mode
     list(critic.named_parameters())[-1][1][...] = 0.1  # rows on both sides of the final ReLU
@@ -86,7 +101,9 @@ def test_critic_matches_torch(mode, kind, gemm, torch):
     a_t = torch.tensor(action, requires_grad=True)
     q_t = net(torch.from_numpy(sparse).long(), torch.from_numpy(dense), a_t)
     (q_t * torch.from_numpy(grad_q)).sum().backward()
-    np.testing.assert_allclose(critic(sparse, dense, action), q_t.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        critic(sparse, dense, action), q_t.detach().numpy(), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(grad_a, a_t.grad.numpy(), rtol=1e-4, atol=1e-6)
     assert_grads_match(dict(critic.named_grads()), net)
 
@@ -113,8 +130,11 @@ def test_auto_takes_distinct_codes_where_they_pay():
     nor folding the numerical layer pays, auto equals plain."""
     fields = (2, 2, 2)
     rng = np.random.default_rng(0)
-    data = (rng.integers(0, 2, (64, 3)).astype(np.int32), rng.normal(size=(64, 2)).astype(np.float32),
-            (rng.random((64, 1)) < 0.5).astype(np.float32))
+    data = (
+        rng.integers(0, 2, (64, 3)).astype(np.int32),
+        rng.normal(size=(64, 2)).astype(np.float32),
+        (rng.random((64, 1)) < 0.5).astype(np.float32),
+    )
     model = rmtl.models.SharedBottom(fields, 2, 1, **SMALL)
     g = grads_by_mode(model, data)
     assert np.array_equal(g["auto"], g["distinct"]) and not np.array_equal(g["auto"], g["plain"])
@@ -136,7 +156,6 @@ def test_auto_takes_distinct_codes_where_they_pay():
     assert not model._core.first_layer_folded  # 5 (8 + 6) >= 8 * 6
 
 
-
 def test_auto_at_a_narrow_embedding():
     """embed_dim 16 (the experiment presets'), 64 rows: a field pays when (64 - u) 16 > 12 * 64,
     that is with at most 15 distinct codes; 16 or more keep the plain product."""
@@ -144,6 +163,7 @@ def test_auto_at_a_narrow_embedding():
     sparse = np.stack([np.arange(64) % 15, np.arange(64) % 16, np.arange(64)], 1).astype(np.int32)
     model(sparse, np.zeros((64, 1), np.float32))
     assert model._core.first_layer_rows == (15, 64, 64)
+
 
 THREADS_SCRIPT = """
 import numpy as np, rmtl
@@ -172,7 +192,9 @@ def test_same_seed_same_bits_for_any_thread_count(tmp_path, mode, backend):
     """rmtl's loops (the sums by code included) and its products (parts fixed by the shape,
     each on one BLAS thread) give the same bits for 1, 2 and 3 threads"""
     if backend == "blas" and not rmtl.blas_info()["blas_per_thread"]:
-        pytest.skip("the BLAS cannot be told per thread: it splits products by its own thread count")
+        pytest.skip(
+            "the BLAS cannot be told per thread: it splits products by its own thread count"
+        )
     res = []
     for threads in (1, 2, 3):
         out = str(tmp_path / f"w{threads}.npy")
@@ -185,12 +207,15 @@ def test_same_seed_same_bits_for_any_thread_count(tmp_path, mode, backend):
 
 def test_set_num_threads_applies_and_validates():
     from rmtl.backend import _blas_controllers
+
     before, blas_before = rmtl.get_num_threads(), [c.num_threads for c in _blas_controllers()]
     try:
         rmtl.set_num_threads(1)
         assert rmtl.get_num_threads() == 1
         blas = [c.num_threads for c in _blas_controllers()]
-        if rmtl.blas_info()["blas_per_thread"]:  # rmtl's products run on its pool: SciPy's BLAS stays
+        if rmtl.blas_info()[
+            "blas_per_thread"
+        ]:  # rmtl's products run on its pool: SciPy's BLAS stays
             assert blas == blas_before
         else:
             assert blas == [1] * len(blas)

@@ -1,4 +1,5 @@
 """Both sgemm paths against NumPy, every transpose combination and awkward sizes."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,18 @@ def test_gemm_matches_numpy(gemm, ta, tb, M, N, K):
 
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
-@pytest.mark.parametrize("M,N,K", [(2048, 512, 896), (512, 896, 2048), (2048, 64, 112), (64, 2048, 2048),
-                                   (1203, 4096, 16), (3000, 200, 400), (130, 4000, 40)])
+@pytest.mark.parametrize(
+    "M,N,K",
+    [
+        (2048, 512, 896),
+        (512, 896, 2048),
+        (2048, 64, 112),
+        (64, 2048, 2048),
+        (1203, 4096, 16),
+        (3000, 200, 400),
+        (130, 4000, 40),
+    ],
+)
 def test_blas_split_gives_the_bits_of_one_call(ta, tb, M, N, K):
     """large products are cut into blocks of rows or columns fixed by the shape, each one BLAS
     call on one thread: the bits must not depend on the thread count"""
@@ -48,9 +59,18 @@ def test_blas_split_gives_the_bits_of_one_call(ta, tb, M, N, K):
 
 
 # products run together: a first layer's per-field products and gradients, mixed sizes
-MANY = [(False, True, 1121, 1024, 128), (True, False, 1024, 128, 1121), (False, False, 1121, 128, 1024),
-        (False, True, 598, 1024, 128), (False, True, 3, 1024, 128), (True, False, 256, 512, 2048),
-        (False, False, 2048, 512, 256), (False, False, 5, 7, 3), (False, False, 4, 9, 0), (False, True, 0, 6, 5)]
+MANY = [
+    (False, True, 1121, 1024, 128),
+    (True, False, 1024, 128, 1121),
+    (False, False, 1121, 128, 1024),
+    (False, True, 598, 1024, 128),
+    (False, True, 3, 1024, 128),
+    (True, False, 256, 512, 2048),
+    (False, False, 2048, 512, 256),
+    (False, False, 5, 7, 3),
+    (False, False, 4, 9, 0),
+    (False, True, 0, 6, 5),
+]
 
 
 def many_products(seed):
@@ -66,11 +86,15 @@ def many_products(seed):
 
 def test_gemm_many_matches_numpy(gemm):
     products = many_products(0)
-    expect = [alpha * (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + beta * c
-              for a, b, c, ta, tb, alpha, beta in products]
+    expect = [
+        alpha * (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + beta * c
+        for a, b, c, ta, tb, alpha, beta in products
+    ]
     _core.gemm_many(products)
-    for (a, b, c, *_), e in zip(products, expect):
-        np.testing.assert_allclose(c, e, rtol=1e-4, atol=1e-4 * max(1, np.sqrt(a.size / max(1, c.shape[0]))))
+    for (a, _b, c, *_), e in zip(products, expect):
+        np.testing.assert_allclose(
+            c, e, rtol=1e-4, atol=1e-4 * max(1, np.sqrt(a.size / max(1, c.shape[0])))
+        )
 
 
 def test_gemm_many_gives_the_same_bits_on_any_thread_count():
@@ -96,8 +120,12 @@ def test_gemm_many_rejects_shared_outputs():
     with pytest.raises(ValueError, match=r"products\[1\].*products\[0\]"):
         _core.gemm_many([(a, b, c, False, False, 1.0, 0.0), (a, b, c, False, False, 1.0, 0.0)])
     with pytest.raises(ValueError, match=r"products\[1\].*products\[0\]"):
-        _core.gemm_many([(a, b, c, False, False, 1.0, 0.0), (c, b.T.copy(), np.zeros((4, 3), np.float32),
-                                                            False, False, 1.0, 0.0)])
+        _core.gemm_many(
+            [
+                (a, b, c, False, False, 1.0, 0.0),
+                (c, b.T.copy(), np.zeros((4, 3), np.float32), False, False, 1.0, 0.0),
+            ]
+        )
     with pytest.raises(TypeError, match=r"products\[0\]: expected a tuple"):
         _core.gemm_many([[a, b, c, False, False, 1.0, 0.0]])
     with pytest.raises(ValueError, match="shapes"):
@@ -118,13 +146,23 @@ def test_gemm_rejects_bad_arrays():
     with pytest.raises(ValueError, match="shapes"):
         _core.gemm(a, a, np.zeros((2, 2), np.float32), False, False, 1.0, 0.0)
     with pytest.raises(TypeError, match="float32"):
-        _core.gemm(a.astype(np.float64), a.T.copy(), np.zeros((2, 2), np.float32), False, False, 1.0, 0.0)
+        _core.gemm(
+            a.astype(np.float64), a.T.copy(), np.zeros((2, 2), np.float32), False, False, 1.0, 0.0
+        )
     ro = np.zeros((2, 2), np.float32)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="writable"):
         _core.gemm(a, a.T.copy(), ro, False, False, 1.0, 0.0)
     with pytest.raises(ValueError, match="contiguous"):
-        _core.gemm(a, np.ones((3, 4), np.float32)[:, ::2], np.zeros((2, 2), np.float32), False, False, 1.0, 0.0)
+        _core.gemm(
+            a,
+            np.ones((3, 4), np.float32)[:, ::2],
+            np.zeros((2, 2), np.float32),
+            False,
+            False,
+            1.0,
+            0.0,
+        )
 
 
 def test_blas_info_and_switch():
@@ -144,7 +182,14 @@ def test_env_variable_forces_builtin(tmp_path):
     import os
     import subprocess
     import sys
+
     env = dict(os.environ, RMTL_BLAS="builtin")
-    out = subprocess.run([sys.executable, "-c", "import rmtl; print(rmtl.blas_info()['backend'])"],
-                         env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", "import rmtl; print(rmtl.blas_info()['backend'])"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     assert out.stdout.strip() == "builtin"

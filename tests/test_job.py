@@ -1,5 +1,6 @@
 """python -m rmtl run: the main job end to end at a tiny size, its files, config handling and
 user errors (one line, exit status 2)."""
+
 import csv
 import json
 
@@ -11,56 +12,135 @@ from rmtl.lab.settings import AUTO_MIN_STEPS, PRESETS, RunConfig, describe_budge
 
 optional("matplotlib", "plots")  # --out writes plots
 
-TINY = ["--n-users", "400", "--seeds", "2", "--epochs", "2", "--critic-epochs", "1", "--min-steps", "8",
-        "--no-progress"]
+TINY = [
+    "--n-users",
+    "400",
+    "--seeds",
+    "2",
+    "--epochs",
+    "2",
+    "--critic-epochs",
+    "1",
+    "--min-steps",
+    "8",
+    "--no-progress",
+]
 
 
 def test_run_prints_paper_table_and_writes_every_file(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["run", "--models", "singletask", "esmm", "--rmtl-models", "esmm", "--out", str(out)] + TINY
+    argv = [
+        "run",
+        "--models",
+        "singletask",
+        "esmm",
+        "--rmtl-models",
+        "esmm",
+        "--out",
+        str(out),
+    ] + TINY
     assert main(argv) == 0
     text = capsys.readouterr().out
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| Model | Seeds | Epochs | click AUC | click Logloss | click s-Logloss | pay AUC")
+    assert lines[0].startswith(
+        "| Model | Seeds | Epochs | click AUC | click Logloss | click s-Logloss | pay AUC"
+    )
     names = [line.split("|")[1].strip() for line in lines[1:]]
     arms = ["SingleTask", "ESMM", "Continued-ESMM", "Permuted-ESMM", "RMTL-ESMM", "Static-ESMM"]
     assert names[:7] == arms + ["Oracle (true p)"]
     assert names[7:10] == ["Critic effect (primary)", "RMTL-ESMM − Continued-ESMM", "Detectable"]
     assert names[10] == "RMTL-ESMM − Continued-ESMM" and names[11] == "Comparison"
-    assert sorted(names[12:]) == sorted([f"{a} − ESMM" for a in arms[2:]] + [
-        "Permuted-ESMM − Continued-ESMM", "RMTL-ESMM − Static-ESMM", "RMTL-ESMM − Permuted-ESMM",
-        "Static-ESMM − Continued-ESMM"])
+    assert sorted(names[12:]) == sorted(
+        [f"{a} − ESMM" for a in arms[2:]]
+        + [
+            "Permuted-ESMM − Continued-ESMM",
+            "RMTL-ESMM − Static-ESMM",
+            "RMTL-ESMM − Permuted-ESMM",
+            "Static-ESMM − Continued-ESMM",
+        ]
+    )
     assert "±" in lines[4].split("|")[4]  # mean ± std
     effect = lines[9].split("|")[3]
-    assert effect.strip()[0] in "+-" and "[" in effect and "(" in effect  # mean [95% CI] (adjusted p)
+    assert (
+        effect.strip()[0] in "+-" and "[" in effect and "(" in effect
+    )  # mean [95% CI] (adjusted p)
     assert "primary family" in text and "budgets: stage 1: up to 2 epochs" in text
     # every control trained exactly the epochs RMTL kept (the Epochs column: kept/run (steps))
     epochs = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in lines[1:7]}
     assert epochs["Continued-ESMM"] == epochs["Static-ESMM"] == epochs["Permuted-ESMM"]
-    for name in ("results.md", "results.csv", "results.json", "config.json", "training_curves.png",
-                 "critic_curves.png", "stage3_weights.png", "q_by_position.png"):
+    for name in (
+        "results.md",
+        "results.csv",
+        "results.json",
+        "config.json",
+        "training_curves.png",
+        "critic_curves.png",
+        "stage3_weights.png",
+        "q_by_position.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert {r["name"] for r in rows} == {"SingleTask", "ESMM", "Continued-ESMM", "RMTL-ESMM", "Static-ESMM",
-                                         "Permuted-ESMM", "Oracle (true p)"}
+    assert {r["name"] for r in rows} == {
+        "SingleTask",
+        "ESMM",
+        "Continued-ESMM",
+        "RMTL-ESMM",
+        "Static-ESMM",
+        "Permuted-ESMM",
+        "Oracle (true p)",
+    }
     assert len([r for r in rows if r["name"] == "ESMM"]) == 6  # 2 tasks x 3 metrics
     config = json.load(open(out / "config.json"))
-    assert config["job"]["seeds"] == 2 and config["job"]["n_users"] == 400 and config["job"]["min_steps"] == 8
+    assert (
+        config["job"]["seeds"] == 2
+        and config["job"]["n_users"] == 400
+        and config["job"]["min_steps"] == 8
+    )
     assert config["experiment"]["seeds"] == [0, 1] and "numpy" in config["environment"]
     # 2 steps per epoch: the explicit 8-step floor raises stage 1 to 4 epochs, and says so
-    assert config["budgets"]["stage1"]["most_epochs"] == 4 and config["budgets"]["stage3"]["budget"] == "matched"
+    assert (
+        config["budgets"]["stage1"]["most_epochs"] == 4
+        and config["budgets"]["stage3"]["budget"] == "matched"
+    )
     assert "8-step floor raising them to 4" in text
     results = json.load(open(out / "results.json"))
-    assert len(results["records"]) == 6 * 2 * 2  # (2 baselines + RMTL + 3 controls) x 2 seeds x 2 tasks
+    assert (
+        len(results["records"]) == 6 * 2 * 2
+    )  # (2 baselines + RMTL + 3 controls) x 2 seeds x 2 tasks
     assert results["correction"].startswith("primary family")
     rmtl_row = next(r for r in results["rows"] if r["name"] == "RMTL-ESMM")
-    assert {"diff", "diff_low", "diff_high", "diff_p", "effect", "effect_p", "effect_p_holm", "effect_mde",
-            "vs_static", "vs_permuted_p"} <= set(rmtl_row["click/auc"])
+    assert {
+        "diff",
+        "diff_low",
+        "diff_high",
+        "diff_p",
+        "effect",
+        "effect_p",
+        "effect_p_holm",
+        "effect_mde",
+        "vs_static",
+        "vs_permuted_p",
+    } <= set(rmtl_row["click/auc"])
 
 
 def test_run_is_reproducible(tmp_path):
-    argv = ["run", "--models", "sharedbottom", "--rmtl-models", "--no-progress", "--n-users", "300",
-            "--seeds", "1", "--epochs", "1", "--min-steps", "0", "--init-output-bias", "prior"]
+    argv = [
+        "run",
+        "--models",
+        "sharedbottom",
+        "--rmtl-models",
+        "--no-progress",
+        "--n-users",
+        "300",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--min-steps",
+        "0",
+        "--init-output-bias",
+        "prior",
+    ]
     for name in ("a", "b"):
         assert main(argv + ["--out", str(tmp_path / name)]) == 0
     a, b = (json.load(open(tmp_path / n / "results.json"))["records"] for n in ("a", "b"))
@@ -71,7 +151,12 @@ def test_config_file_and_options(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('[run]\nmodels = ["esmm"]\nrmtl_models = []\nlam = 0.5\nseeds = 4\n')
     c = RunConfig(**load_config(str(path))).resolved()
-    assert c.models == ("esmm",) and c.lam == 0.5 and c.seeds == 4 and c.n_users == PRESETS["quick"]["n_users"]
+    assert (
+        c.models == ("esmm",)
+        and c.lam == 0.5
+        and c.seeds == 4
+        and c.n_users == PRESETS["quick"]["n_users"]
+    )
     assert c.min_steps == AUTO_MIN_STEPS and c.init_output_bias is None
     kw = RunConfig(min_steps=0, init_output_bias="prior", compat="authors").resolved().rmtl_kwargs()
     assert kw["min_steps"] == 0 and kw["init_output_bias"] == "prior" and kw["compat"] == "authors"
@@ -117,10 +202,24 @@ def test_unknown_dataset_name_is_a_usage_error(capsys):
 
 def test_fixed_budget_run_writes_every_file(tmp_path):
     out = tmp_path / "fixed"
-    argv = ["run", "--models", "esmm", "--rmtl-models", "esmm", "--budget", "fixed", "--finetune-epochs", "2",
-            "--controls", "continued", "--out", str(out)] + TINY
+    argv = [
+        "run",
+        "--models",
+        "esmm",
+        "--rmtl-models",
+        "esmm",
+        "--budget",
+        "fixed",
+        "--finetune-epochs",
+        "2",
+        "--controls",
+        "continued",
+        "--out",
+        str(out),
+    ] + TINY
     assert main(argv) == 0
     records = json.load(open(out / "results.json"))["records"]
-    assert {(r["variant"], r["epochs"], r["kept_epoch"]) for r in records if r["variant"] != "baseline"} == {
-        ("rmtl", 2, 2), ("continued", 2, 2)}
+    assert {
+        (r["variant"], r["epochs"], r["kept_epoch"]) for r in records if r["variant"] != "baseline"
+    } == {("rmtl", 2, 2), ("continued", 2, 2)}
     assert (out / "training_curves.png").stat().st_size > 0

@@ -1,5 +1,6 @@
 """KuaiRand: typed readers on the real feature files, the loader on a hand-written fixture,
 the writer round trip, bad input."""
+
 import shutil
 from pathlib import Path
 
@@ -39,9 +40,12 @@ def test_fixture_sessions_and_labels_by_hand():
     np.testing.assert_array_equal(d.session, [0, 0, 0, 0, 1, 2, 2, 2])
     np.testing.assert_array_equal(d.user, [1, 1, 1, 1, 1, 2, 2, 2])
     np.testing.assert_array_equal(d.item, [100, 101, 101, 102, 100, 102, 101, 100])
-    np.testing.assert_array_equal(d.time, [T1, T1 + 60000, T1 + 60000, T1 + 60000, T1 + 1860001,
-                                           T2, T2, T2 + 1800000])
-    np.testing.assert_array_equal(d.labels, [[1, 1], [0, 0], [0, 0], [1, 0], [0, 1], [1, 1], [0, 1], [0, 0]])
+    np.testing.assert_array_equal(
+        d.time, [T1, T1 + 60000, T1 + 60000, T1 + 60000, T1 + 1860001, T2, T2, T2 + 1800000]
+    )
+    np.testing.assert_array_equal(
+        d.labels, [[1, 1], [0, 0], [0, 0], [1, 0], [0, 1], [1, 1], [0, 1], [0, 0]]
+    )
     np.testing.assert_allclose(d.dense[:, 0], np.log1p([10, 20, 20, 30, 10, 30, 20, 10]), rtol=1e-6)
     assert d.task_names == ("click", "long_view") and tuple(d.vocab) == FIELDS
 
@@ -79,13 +83,21 @@ def test_fixture_options():
 
 def test_real_user_features_are_typed():
     path = REAL / "user_features_pure.csv"
-    assert path.is_file(), f"{path} is missing: the shared KuaiRand-Pure feature files belong beside the repo"
+    assert path.is_file(), (
+        f"{path} is missing: the shared KuaiRand-Pure feature files belong beside the repo"
+    )
     t = read_user_features(path)
     assert t.num_rows == 27285
-    strings = {"user_active_degree", "follow_user_num_range", "fans_user_num_range",
-               "friend_user_num_range", "register_days_range"}
+    strings = {
+        "user_active_degree",
+        "follow_user_num_range",
+        "fans_user_num_range",
+        "friend_user_num_range",
+        "register_days_range",
+    }
     assert {f.name: str(f.type) for f in t.schema} == {
-        name: "string" if name in strings else "int64" for name in t.column_names}
+        name: "string" if name in strings else "int64" for name in t.column_names
+    }
     assert t.column_names[:3] == ["user_id", "user_active_degree", "is_lowactive_period"]
     assert t.column("is_live_streamer").null_count == 21127  # the -124 sentinel
     assert set(t.column("is_live_streamer").drop_null().to_pylist()) == {1}
@@ -99,21 +111,34 @@ def test_real_user_features_are_typed():
 
 def test_real_video_features_are_typed():
     path = REAL / "video_features_basic_pure.csv"
-    assert path.is_file(), f"{path} is missing: the shared KuaiRand-Pure feature files belong beside the repo"
+    assert path.is_file(), (
+        f"{path} is missing: the shared KuaiRand-Pure feature files belong beside the repo"
+    )
     t = read_video_features(path)
     assert t.num_rows == 7583
     assert {f.name: str(f.type) for f in t.schema} == {
-        "video_id": "int64", "author_id": "int64", "video_type": "string", "upload_dt": "date32[day]",
-        "upload_type": "string", "visible_status": "int64", "video_duration": "double",
-        "server_width": "int64", "server_height": "int64", "music_id": "int64",
-        "music_type": "int64", "tag": "list<item: int64>"}
+        "video_id": "int64",
+        "author_id": "int64",
+        "video_type": "string",
+        "upload_dt": "date32[day]",
+        "upload_type": "string",
+        "visible_status": "int64",
+        "video_duration": "double",
+        "server_width": "int64",
+        "server_height": "int64",
+        "music_id": "int64",
+        "music_type": "int64",
+        "tag": "list<item: int64>",
+    }
     assert t.column("video_duration").null_count == 239 and t.column("music_type").null_count == 203
     assert t.column("tag").null_count == 96
     tags = t.column("tag").to_pylist()
     assert [20, 43] in tags and max(len(x or []) for x in tags) >= 2
     assert set(t.column("visible_status").to_pylist()) == {0}
     row = t.slice(0, 1).to_pylist()[0]
-    assert row["server_width"] == 720 and row["video_duration"] == 87433.0 and row["music_type"] == 9
+    assert (
+        row["server_width"] == 720 and row["video_duration"] == 87433.0 and row["music_type"] == 9
+    )
 
 
 def test_real_features_code_a_log(tmp_path):
@@ -121,15 +146,18 @@ def test_real_features_code_a_log(tmp_path):
     for name in ("user_features_pure.csv", "video_features_basic_pure.csv"):
         (tmp_path / name).symlink_to(REAL / name)
     row = "0,{v},20220410,1000,{t},1,0,0,0,0,0,0,100,1000,0,0,0,0,1\n"
-    log = ",".join(LOG_HEADER) + "\n" + "".join(row.format(v=v, t=T1 + 1000 * i)
-                                                 for i, v in enumerate((0, 75, 999_999)))
+    log = (
+        ",".join(LOG_HEADER)
+        + "\n"
+        + "".join(row.format(v=v, t=T1 + 1000 * i) for i, v in enumerate((0, 75, 999_999)))
+    )
     (tmp_path / LOGS[0].format(v="pure")).write_text(log)
     (tmp_path / LOGS[1].format(v="pure")).write_text(",".join(LOG_HEADER) + "\n")
     d = load_kuairand(tmp_path, include_random=False)
     assert len(d) == 3 and len(d.vocab["user_active_degree"]) == 8
     assert len(d.vocab["upload_type"]) == 13 and "39" in d.vocab["tag"]
     assert code(d, "user_active_degree")[0] == d.vocab["user_active_degree"]["full_active"] == 1
-    assert code(d, "tag")[1] == 0 and (d.sparse[2, FIELDS.index("video_type"):] == 0).all()
+    assert code(d, "tag")[1] == 0 and (d.sparse[2, FIELDS.index("video_type") :] == 0).all()
 
 
 def test_round_trip_through_raw_files(tmp_path):
@@ -141,14 +169,18 @@ def test_round_trip_through_raw_files(tmp_path):
     for f, name in enumerate(FIELDS):
         inv_a = {c: v for v, c in d.vocab[name].items()}
         inv_b = {c: v for v, c in back.vocab[name].items()}
-        assert [inv_a.get(c) for c in d.sparse[:, f]] == [inv_b.get(c) for c in back.sparse[:, f]], name
+        assert [inv_a.get(c) for c in d.sparse[:, f]] == [
+            inv_b.get(c) for c in back.sparse[:, f]
+        ], name
     written = sum(len((tmp_path / n.format(v="pure")).read_text().splitlines()) - 1 for n in LOGS)
     assert written > len(d)  # duplicated rows were written and dropped again
     users = (tmp_path / "user_features_pure.csv").read_text()
     assert '"(0,10]"' in users or '"(10,50]"' in users  # range columns quoted
     assert ",-124," in users and ",," in users  # sentinel ints, empty float cells
-    assert read_user_features(tmp_path / "user_features_pure.csv").schema == \
-        read_user_features(REAL / "user_features_pure.csv").schema
+    assert (
+        read_user_features(tmp_path / "user_features_pure.csv").schema
+        == read_user_features(REAL / "user_features_pure.csv").schema
+    )
 
 
 @pytest.fixture
@@ -165,25 +197,34 @@ def edit(path, old, new):
 
 def test_bad_float_written_integer(raw):
     edit(raw / "user_features_pure.csv", "949,2.0,", "949,2.5,")
-    with pytest.raises(DataFormatError, match=r"user_features_pure.csv, line 2, column 'onehot_feat4': "
-                                              r"malformed value 2.5"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"user_features_pure.csv, line 2, column 'onehot_feat4': "
+        r"malformed value 2.5",
+    ):
         load_kuairand(raw)
 
 
 def test_bad_label_and_number_in_log(raw):
     log = raw / "log_standard_4_22_to_5_08_pure.csv"
     edit(log, "0,0,0,0,0,1,30000", "0,0,0,0,0,2,30000")
-    with pytest.raises(DataFormatError, match=r"4_22_to_5_08_pure.csv, line 2, column 'long_view': expected 0 or 1"):
+    with pytest.raises(
+        DataFormatError, match=r"4_22_to_5_08_pure.csv, line 2, column 'long_view': expected 0 or 1"
+    ):
         load_kuairand(raw)
     edit(log, "0,0,0,0,0,2,30000", "0,0,0,0,0,1,30000")
     edit(log, "1650903600000", "165090360000O")
-    with pytest.raises(DataFormatError, match=r"line 3, column 'time_ms': malformed value '165090360000O'"):
+    with pytest.raises(
+        DataFormatError, match=r"line 3, column 'time_ms': malformed value '165090360000O'"
+    ):
         load_kuairand(raw)
 
 
 def test_bad_tag_list(raw):
     edit(raw / "video_features_basic_pure.csv", '"5,7"', '"5,x"')
-    with pytest.raises(DataFormatError, match=r"video_features_basic_pure.csv, line 2, column 'tag'"):
+    with pytest.raises(
+        DataFormatError, match=r"video_features_basic_pure.csv, line 2, column 'tag'"
+    ):
         load_kuairand(raw)
 
 
@@ -207,16 +248,32 @@ def test_missing_duration_is_not_a_feature_value(raw):
     assert np.isfinite(d.dense).all() and d.dense.min() >= 0
     assert (d.dense[:, 0] == 0).sum() == 1
     edit(log, "10000,-124,", "10000,-5,")
-    with pytest.raises(DataFormatError, match=r"4_08_to_4_21_pure.csv, line 2, column 'duration_ms': "
-                                              r"expected a duration >= 0 or -124"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"4_08_to_4_21_pure.csv, line 2, column 'duration_ms': "
+        r"expected a duration >= 0 or -124",
+    ):
         load_kuairand(raw)
 
 
-@pytest.mark.parametrize("file,old,new,where", [
-    ("user_features_pure.csv", b"high_active", b"high\xffactive", r"line \d+, column 'user_active_degree'"),
-    ("log_standard_4_22_to_5_08_pure.csv", b"1650903600000", b"16509036\xfe0000", r"line 3, column 'time_ms'"),
-    ("video_features_basic_pure.csv", b"video_id", b"vid\xc3eo_id", r"line 1"),
-])
+@pytest.mark.parametrize(
+    "file,old,new,where",
+    [
+        (
+            "user_features_pure.csv",
+            b"high_active",
+            b"high\xffactive",
+            r"line \d+, column 'user_active_degree'",
+        ),
+        (
+            "log_standard_4_22_to_5_08_pure.csv",
+            b"1650903600000",
+            b"16509036\xfe0000",
+            r"line 3, column 'time_ms'",
+        ),
+        ("video_features_basic_pure.csv", b"video_id", b"vid\xc3eo_id", r"line 1"),
+    ],
+)
 def test_non_utf8_bytes_name_file_line_and_column(raw, file, old, new, where):
     path = raw / file
     data = path.read_bytes()
@@ -232,4 +289,6 @@ def test_shared_directory_can_be_moved(monkeypatch, tmp_path):
     monkeypatch.setenv("RMTL_SHARED", str(tmp_path))
     assert shared_dir() == tmp_path
     monkeypatch.delenv("RMTL_SHARED")
-    assert shared_dir().name == "shared" and shared_dir().parent == Path(__file__).resolve().parents[2]
+    assert (
+        shared_dir().name == "shared" and shared_dir().parent == Path(__file__).resolve().parents[2]
+    )

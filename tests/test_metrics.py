@@ -1,4 +1,5 @@
 """Metrics against scikit-learn and hand-computed values."""
+
 import warnings
 
 import numpy as np
@@ -28,7 +29,9 @@ def test_auc_and_gauc_over_the_whole_float64_and_int64_range():
     # warning), neighbours one float64 ulp apart, group ids past 32 bits and negative
     rng = np.random.default_rng(5)
     n = 4000
-    pool = np.array([-1e300, -2.5, -1e-310, -0.0, 0.0, 1e-310, 1.0, np.nextafter(1.0, 2.0), 3e12, 1e300])
+    pool = np.array(
+        [-1e300, -2.5, -1e-310, -0.0, 0.0, 1e-310, 1.0, np.nextafter(1.0, 2.0), 3e12, 1e300]
+    )
     s = np.where(rng.random(n) < 0.5, rng.choice(pool, n), rng.normal(0, 1e3, n))
     y = (rng.random(n) < 0.3).astype(np.float32)
     s = s + (y > 0) * rng.random(n) * 1e3 * (rng.random(n) < 0.5)
@@ -93,12 +96,16 @@ def test_gauc_matches_weighted_per_group_sklearn():
 
 def test_evaluate_reports_every_task():
     from conftest import random_session_data
+
     d = random_session_data()
-    model = rmtl.models.create("sharedbottom", d.field_dims, d.num_dense, 2, embed_dim=4,
-                               bottom_dims=(8,), tower_dims=(4,))
+    model = rmtl.models.create(
+        "sharedbottom", d.field_dims, d.num_dense, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,)
+    )
     res = rmtl.evaluate(model, d)
     assert set(res) == {"task0", "task1"}
     prob = model.predict(d.sparse, d.dense)
     assert res["task1"]["auc"] == pytest.approx(metrics.auc(d.labels[:, 1], prob[:, 1]))
-    assert res["task0"]["s_logloss"] == pytest.approx(metrics.session_logloss(d.labels[:, 0], prob[:, 0], d.session))
+    assert res["task0"]["s_logloss"] == pytest.approx(
+        metrics.session_logloss(d.labels[:, 0], prob[:, 0], d.session)
+    )
     assert res["task0"]["gauc"] == pytest.approx(metrics.gauc(d.labels[:, 0], prob[:, 0], d.user))

@@ -1,4 +1,5 @@
 """Backbones against their PyTorch twins: forward, every gradient, Adam steps, both GEMM paths."""
+
 import numpy as np
 import pytest
 
@@ -23,13 +24,28 @@ def batch(n=33, num_dense=2, num_tasks=2, seed=0):
 
 
 # (backbone, tasks, config overrides): both PLEs with 1, 2 and 3 levels and 2 and 3 tasks, AITM with 1 to 3 tasks
-CASES = [("singletask", 1, {}), ("singletask", 3, {}), ("sharedbottom", 1, {}), ("sharedbottom", 3, {}),
-         ("esmm", 2, {}), ("omoe", 2, {}), ("omoe", 1, dict(num_experts=3)), ("mmoe", 3, {}),
-         ("mmoe", 2, dict(bottom_dims=(12,), num_experts=5)), ("ple", 3, dict(bottom_dims=(12,))), ("ple", 2, {}),
-         ("ple", 2, dict(bottom_dims=(12,), num_experts=2)), ("ple", 3, {}),
-         ("ple", 3, dict(bottom_dims=(12, 10, 8), num_experts=4)), ("ple_paper", 3, dict(bottom_dims=(12,))),
-         ("ple_paper", 2, {}), ("ple_paper", 3, dict(bottom_dims=(12, 10, 8), num_experts=4)), ("aitm", 3, {}),
-         ("aitm", 2, dict(bottom_dims=(12,))), ("aitm", 1, {})]
+CASES = [
+    ("singletask", 1, {}),
+    ("singletask", 3, {}),
+    ("sharedbottom", 1, {}),
+    ("sharedbottom", 3, {}),
+    ("esmm", 2, {}),
+    ("omoe", 2, {}),
+    ("omoe", 1, dict(num_experts=3)),
+    ("mmoe", 3, {}),
+    ("mmoe", 2, dict(bottom_dims=(12,), num_experts=5)),
+    ("ple", 3, dict(bottom_dims=(12,))),
+    ("ple", 2, {}),
+    ("ple", 2, dict(bottom_dims=(12,), num_experts=2)),
+    ("ple", 3, {}),
+    ("ple", 3, dict(bottom_dims=(12, 10, 8), num_experts=4)),
+    ("ple_paper", 3, dict(bottom_dims=(12,))),
+    ("ple_paper", 2, {}),
+    ("ple_paper", 3, dict(bottom_dims=(12, 10, 8), num_experts=4)),
+    ("aitm", 3, {}),
+    ("aitm", 2, dict(bottom_dims=(12,))),
+    ("aitm", 1, {}),
+]
 IDS = [f"{n}-T{t}-" + "-".join(f"{k}{v}" for k, v in kw.items()) for n, t, kw in CASES]
 
 
@@ -41,6 +57,7 @@ def torch_grad(p):
 @pytest.mark.parametrize("name,T,kw", CASES, ids=IDS)
 def test_forward_and_gradients_match_torch(name, T, kw, gemm, torch):
     from torch_reference import twin_of, weighted_bce
+
     model = make(name, T, **kw)
     net = twin_of(model)
     sparse, dense, labels = batch(num_tasks=T)
@@ -65,6 +82,7 @@ def test_gradients_after_other_batch_sizes_match_torch(name, torch):
     """The activations are laid out for each pass's rows: a step on 33 rows after a prediction on
     300 (which grows the buffers) and steps on 60 and 20 has its own gradients only (as PyTorch)."""
     from torch_reference import twin_of, weighted_bce
+
     model = make(name, 2)
     net = twin_of(model)
     model.predict(*batch(n=300, seed=2)[:2])
@@ -72,40 +90,53 @@ def test_gradients_after_other_batch_sizes_match_torch(name, torch):
         model.loss_and_grad(*batch(n=n, seed=n))
     sparse, dense, labels = batch(seed=3)
     model.loss_and_grad(sparse, dense, labels)
-    weighted_bce(net(torch.from_numpy(sparse).long(), torch.from_numpy(dense)), torch.from_numpy(labels)).backward()
+    weighted_bce(
+        net(torch.from_numpy(sparse).long(), torch.from_numpy(dense)), torch.from_numpy(labels)
+    ).backward()
     grads = dict(model.named_grads())
     for k, p in net.named_parameters():
         g = torch_grad(p)
-        np.testing.assert_allclose(grads[k], g, atol=2e-5 * max(1e-3, float(np.abs(g).max())), rtol=1e-4, err_msg=k)
+        np.testing.assert_allclose(
+            grads[k], g, atol=2e-5 * max(1e-3, float(np.abs(g).max())), rtol=1e-4, err_msg=k
+        )
 
 
 @pytest.mark.parametrize("name,T,kw", CASES, ids=IDS)
 def test_adam_steps_match_torch(name, T, kw, gemm, torch):
     from torch_reference import twin_of
+
     model = make(name, T, seed=5, **kw)
     net = twin_of(model)
     data = [batch(n=40, num_tasks=T, seed=s) for s in range(2)]
-    tbatches = [(torch.from_numpy(s).long(), torch.from_numpy(d), torch.from_numpy(y)) for s, d, y in data]
+    tbatches = [
+        (torch.from_numpy(s).long(), torch.from_numpy(d), torch.from_numpy(y)) for s, d, y in data
+    ]
     assert_adam_steps_match(model, net, data, tbatches)
 
 
 def assert_adam_steps_match(model, net, data, tbatches):
     """5 Adam steps of the model over its batches in turn and of its PyTorch twin: the same weights."""
     from torch_reference import adam_steps
+
     for step in range(5):
         model.loss_and_grad(*data[step % len(data)])
         model.adam_step(lr=1e-2, weight_decay=1e-3)
     adam_steps(net, tbatches, 5, lr=1e-2, weight_decay=1e-3)
     for k, v in net.state_dict().items():
-        np.testing.assert_allclose(model.state_dict()[k], v.numpy(), atol=2e-5, rtol=1e-4, err_msg=k)
+        np.testing.assert_allclose(
+            model.state_dict()[k], v.numpy(), atol=2e-5, rtol=1e-4, err_msg=k
+        )
 
 
 def test_state_dict_keys_and_shapes_equal_reference(torch):
     from torch_reference import TWINS
+
     for name, T, kw in CASES:
         model = make(name, T, **kw)
         extra = {"num_experts": kw["num_experts"]} if "num_experts" in kw else {}
-        net = TWINS[name](list(FIELDS), 2, T, 6, list(kw.get("bottom_dims", [12, 8])), [7, 5], 0.0, **extra)
+        net = TWINS[name](
+            list(FIELDS), 2, T, 6, list(kw.get("bottom_dims", [12, 8])), [7, 5], 0.0, **extra
+        )
         ours = {k: v.shape for k, v in model.state_dict().items()}
         theirs = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         assert ours == theirs
@@ -121,6 +152,7 @@ def test_load_state_dict_from_torch_module(name, T, gemm, torch):
     """A torch module's state dict (the authors' PLE: keys expert.<i>.<e>..., gate.<i>.<j>...)
     loads as it is and gives the module's predictions."""
     from torch_reference import TWINS
+
     extra = {"num_experts": 4} if name.startswith("ple") else {}
     torch.manual_seed(T)
     net = TWINS[name](list(FIELDS), 2, T, 6, [12, 8], [7, 5], 0.0, **extra).eval()
@@ -131,8 +163,19 @@ def test_load_state_dict_from_torch_module(name, T, gemm, torch):
     np.testing.assert_allclose(model.predict(sparse, dense), expect, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,T", [("sharedbottom", 2), ("esmm", 2), ("singletask", 2), ("omoe", 2), ("mmoe", 2),
-                                    ("ple", 3), ("ple_paper", 3), ("aitm", 3)])
+@pytest.mark.parametrize(
+    "name,T",
+    [
+        ("sharedbottom", 2),
+        ("esmm", 2),
+        ("singletask", 2),
+        ("omoe", 2),
+        ("mmoe", 2),
+        ("ple", 3),
+        ("ple_paper", 3),
+        ("aitm", 3),
+    ],
+)
 def test_finite_differences(name, T):
     model = make(name, T, num_dense=1, embed_dim=3, bottom_dims=(4,), tower_dims=(3,), seed=11)
     sparse, dense, labels = batch(n=6, num_dense=1, num_tasks=T, seed=4)
@@ -152,7 +195,10 @@ def test_finite_differences(name, T):
             if abs((up - center) - (center - down)) > 0.1 * h * max(abs(up - down) / h, 1e-2):
                 continue  # a ReLU kink lies inside [-h, h]: central differences mean nothing there
             checked += 1
-            assert grads[k][idx] == pytest.approx((up - down) / (2 * h), abs=1e-3, rel=1e-2), (k, idx)
+            assert grads[k][idx] == pytest.approx((up - down) / (2 * h), abs=1e-3, rel=1e-2), (
+                k,
+                idx,
+            )
     assert checked > 2 * len(grads)
 
 
@@ -183,7 +229,9 @@ def test_dropout_masks_are_seeded_and_scaled():
 
 def test_dropout_backward_matches_finite_differences():
     """With a fixed mask (same dropout counter), the analytic gradient is exact."""
-    model = make("sharedbottom", 2, num_dense=1, embed_dim=3, bottom_dims=(6,), tower_dims=(5,), dropout=0.3)
+    model = make(
+        "sharedbottom", 2, num_dense=1, embed_dim=3, bottom_dims=(6,), tower_dims=(5,), dropout=0.3
+    )
     sparse, dense, labels = batch(n=8, num_dense=1, seed=2)
     steps = model._core.steps
     model.loss_and_grad(sparse, dense, labels)

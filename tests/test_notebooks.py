@@ -1,4 +1,5 @@
 """Every notebook in notebooks/ runs top to bottom (small size) and is committed without outputs."""
+
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,29 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 
 def test_notebooks_exist():
-    assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "environment_and_critics", "ablations", "transfer"}
+    assert {p.stem for p in NOTEBOOKS} >= {
+        "quickstart",
+        "environment_and_critics",
+        "ablations",
+        "transfer",
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "commit notebooks without outputs"
+    )
     monkeypatch.setenv("RMTL_NOTEBOOK_SMALL", "1")
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     plots = sum("plots." in c.source for c in nb.cells if c.cell_type == "code")
-    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    images = sum(
+        "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert images >= plots, f"{plots} cells plot but only {images} images were rendered"

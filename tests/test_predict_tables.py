@@ -1,4 +1,5 @@
 """Prediction with the first layers read from per-code tables equals the plain products."""
+
 import numpy as np
 import pytest
 from test_models import CASES, FIELDS, batch, make
@@ -25,8 +26,9 @@ def test_tables_equal_plain_products(gemm, name, T, kw):
     model = scrambled(name, T, **kw).train()
     sparse, dense = codes_and_dense(70)
     plain = model.predict(sparse, dense, batch_size=16, tables=False)
-    np.testing.assert_allclose(model.predict(sparse, dense, batch_size=16, tables=True), plain,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(sparse, dense, batch_size=16, tables=True), plain, rtol=1e-5, atol=1e-6
+    )
     assert model.training  # predict restores the mode
 
 
@@ -35,11 +37,17 @@ def test_tables_follow_weight_changes():
     sparse, dense = codes_and_dense(40)
     model.predict(sparse, dense, tables=True)
     dict(model.named_parameters())["embedding.embedding.weight"][5:] *= -2.0
-    np.testing.assert_allclose(model.predict(sparse, dense, tables=True),
-                               model.predict(sparse, dense, tables=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(sparse, dense, tables=True),
+        model.predict(sparse, dense, tables=False),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("embed_dim,n,uses_tables", [(32, 100, True), (32, 3, False), (8, 100, False)])
+@pytest.mark.parametrize(
+    "embed_dim,n,uses_tables", [(32, 100, True), (32, 3, False), (8, 100, False)]
+)
 def test_size_rule(embed_dim, n, uses_tables):
     # per C call (batch_size * 8 rows): tables when sum(field_dims) * 4 <= rows * (fields + 1)
     # and embed_dim >= 16

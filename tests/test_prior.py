@@ -1,4 +1,5 @@
 """init_output_bias="prior": every task's output starts at the logit of its training rate."""
+
 import numpy as np
 import pytest
 from test_agent import FAST, NET
@@ -27,7 +28,9 @@ def test_output_biases_start_at_label_logits(rare, name):
     assert sorted(keys) == [0, 1]
     rate = tr.labels.astype(np.float64).mean(0)
     assert state[keys[0]][0] == pytest.approx(logit(rate[0]), rel=1e-6)
-    assert state[keys[1]][0] == pytest.approx(logit(rate[1] / rate[0] if name == "esmm" else rate[1]), rel=1e-6)
+    assert state[keys[1]][0] == pytest.approx(
+        logit(rate[1] / rate[0] if name == "esmm" else rate[1]), rel=1e-6
+    )
     prob = model.eval().predict(tr.sparse, tr.dense).mean(0)
     np.testing.assert_allclose(prob, rate, rtol=0.5)  # the other weights move it a little
     with pytest.raises(ValueError, match="labels"):

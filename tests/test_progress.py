@@ -1,4 +1,5 @@
 """Progress output: epoch lines and bars when asked for, nothing (and no tqdm.auto) otherwise."""
+
 import subprocess
 import sys
 

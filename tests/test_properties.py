@@ -2,6 +2,7 @@
 CSV bytes thrown at the public API and the loaders. Every call gives a correct result or a
 clear exception (ValueError or TypeError whose message names the argument); never a crash
 or a raw internal exception. Deterministic (derandomize) and small (few examples)."""
+
 import math
 import shutil
 import warnings
@@ -18,23 +19,37 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-FAST = settings(derandomize=True, max_examples=40, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
-DTYPES = st.sampled_from(["int8", "int32", "int64", "uint16", "float32", "float64", "bool", "complex64", "<U2"])
+FAST = settings(
+    derandomize=True,
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+DTYPES = st.sampled_from(
+    ["int8", "int32", "int64", "uint16", "float32", "float64", "bool", "complex64", "<U2"]
+)
 FIELD_DIMS = (4, 3)
 
 
 def arrays(shape=None, dtype=DTYPES, elements=None):
     """Arrays of any listed dtype; ``shape`` None = any small shape of 0-3 dimensions."""
-    shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6) if shape is None else shape
+    shapes = (
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6) if shape is None else shape
+    )
     return dtype.flatmap(lambda d: hnp.arrays(np.dtype(d), shapes, elements=elements))
 
 
 def clear(error, *names):
     """The error is a ValueError/TypeError whose message starts with one of ``names``."""
     assert isinstance(error, (ValueError, TypeError)), f"raw {type(error).__name__}: {error}"
-    assert str(error).split(":")[0].strip() in names or any(str(error).startswith(n) for n in names), str(error)
+    assert str(error).split(":")[0].strip() in names or any(
+        str(error).startswith(n) for n in names
+    ), str(error)
 
 
 def call(fn, *names):
@@ -48,16 +63,31 @@ def call(fn, *names):
 
 # ------------------------------------------------------------------ SessionData
 @FAST
-@given(session=arrays(), time=arrays(), sparse=arrays(), dense=st.none() | arrays(), labels=arrays(),
-       field_dims=st.lists(st.integers(-2, 6), min_size=0, max_size=3))
+@given(
+    session=arrays(),
+    time=arrays(),
+    sparse=arrays(),
+    dense=st.none() | arrays(),
+    labels=arrays(),
+    field_dims=st.lists(st.integers(-2, 6), min_size=0, max_size=3),
+)
 def test_session_data_random_arrays(session, time, sparse, dense, labels, field_dims):
-    data, err = call(lambda: rmtl.SessionData(session, time, sparse, dense, labels, field_dims),
-                     "session", "time", "sparse", "dense", "labels", "field_dims")
+    data, err = call(
+        lambda: rmtl.SessionData(session, time, sparse, dense, labels, field_dims),
+        "session",
+        "time",
+        "sparse",
+        "dense",
+        "labels",
+        "field_dims",
+    )
     if data is not None:
         n = len(data)
         assert data.offsets[0] == 0 and data.offsets[-1] == n and (np.diff(data.offsets) > 0).all()
         assert data.sparse.dtype == np.int32 and (data.sparse >= 0).all()
-        assert (data.sparse < np.array(data.field_dims)).all() and np.isin(data.labels, (0, 1)).all()
+        assert (data.sparse < np.array(data.field_dims)).all() and np.isin(
+            data.labels, (0, 1)
+        ).all()
 
 
 @st.composite
@@ -68,40 +98,86 @@ def session_data(draw, n_max=30):
         lengths.append(draw(st.integers(1, 5)))
     lengths[-1] -= sum(lengths) - n
     session = np.repeat(np.arange(len(lengths)), lengths)
-    sparse = np.stack([draw(hnp.arrays(np.int64, n, elements=st.integers(0, d - 1))) for d in FIELD_DIMS], 1)
+    sparse = np.stack(
+        [draw(hnp.arrays(np.int64, n, elements=st.integers(0, d - 1))) for d in FIELD_DIMS], 1
+    )
     dense = draw(hnp.arrays(np.float32, (n, 1), elements=st.floats(-1e3, 1e3, width=32)))
     labels = draw(hnp.arrays(np.float32, (n, 2), elements=st.sampled_from([0.0, 1.0])))
     return rmtl.SessionData(session, np.arange(n), sparse, dense, labels, FIELD_DIMS)
 
 
 # ------------------------------------------------------------------ models
-MODEL = rmtl.models.create("mmoe", FIELD_DIMS, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,), num_experts=2)
+MODEL = rmtl.models.create(
+    "mmoe", FIELD_DIMS, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,), num_experts=2
+)
 
 
 @FAST
-@given(sparse=arrays(), dense=st.none() | arrays(), batch=st.integers(-3, 9), tables=st.sampled_from([None, True, False]))
+@given(
+    sparse=arrays(),
+    dense=st.none() | arrays(),
+    batch=st.integers(-3, 9),
+    tables=st.sampled_from([None, True, False]),
+)
 def test_predict_random_inputs(sparse, dense, batch, tables):
-    prob, err = call(lambda: MODEL.predict(sparse, dense, batch_size=batch, tables=tables),
-                     "sparse", "dense", "batch_size")
+    prob, err = call(
+        lambda: MODEL.predict(sparse, dense, batch_size=batch, tables=tables),
+        "sparse",
+        "dense",
+        "batch_size",
+    )
     if prob is not None:
         assert prob.shape == (len(sparse), 2) and prob.dtype == np.float32
         assert np.isfinite(prob).all() and ((prob >= 0) & (prob <= 1)).all()
-        np.testing.assert_allclose(prob, MODEL.predict(sparse.astype(np.int32), dense, tables=False), atol=1e-5)
+        np.testing.assert_allclose(
+            prob, MODEL.predict(sparse.astype(np.int32), dense, tables=False), atol=1e-5
+        )
 
 
 # ------------------------------------------------------------------ Trainer
-NUMBERS = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 10**6) | st.booleans()
-           | st.sampled_from(["1e-3", None]))
+NUMBERS = (
+    st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(-5, 10**6)
+    | st.booleans()
+    | st.sampled_from(["1e-3", None])
+)
 
 
 @FAST
-@given(data=session_data(), lr=NUMBERS, weight_decay=NUMBERS, batch_size=NUMBERS, eps=NUMBERS, seed=NUMBERS,
-       beta=NUMBERS, epochs=NUMBERS)
-def test_trainer_random_hyperparameters(data, lr, weight_decay, batch_size, eps, seed, beta, epochs):
-    model = rmtl.models.create("sharedbottom", FIELD_DIMS, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,))
-    trainer, err = call(lambda: rmtl.Trainer(model, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                                             eps=eps, seed=seed, betas=(0.9, beta), progress=False),
-                        "lr", "weight_decay", "batch_size", "eps", "seed", "beta2")
+@given(
+    data=session_data(),
+    lr=NUMBERS,
+    weight_decay=NUMBERS,
+    batch_size=NUMBERS,
+    eps=NUMBERS,
+    seed=NUMBERS,
+    beta=NUMBERS,
+    epochs=NUMBERS,
+)
+def test_trainer_random_hyperparameters(
+    data, lr, weight_decay, batch_size, eps, seed, beta, epochs
+):
+    model = rmtl.models.create(
+        "sharedbottom", FIELD_DIMS, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,)
+    )
+    trainer, err = call(
+        lambda: rmtl.Trainer(
+            model,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            eps=eps,
+            seed=seed,
+            betas=(0.9, beta),
+            progress=False,
+        ),
+        "lr",
+        "weight_decay",
+        "batch_size",
+        "eps",
+        "seed",
+        "beta2",
+    )
     if trainer is None:
         return
     if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and epochs > 3:
@@ -123,18 +199,19 @@ def test_trainer_random_hyperparameters(data, lr, weight_decay, batch_size, eps,
 @FAST
 @given(y=arrays(), s=arrays(), g=arrays())
 def test_metrics_random_arrays(y, s, g):
-    for fn, args, names in ((rmtl.metrics.auc, (y, s), ("y_true", "y_score")),
-                            (rmtl.metrics.logloss, (y, s), ("y_true", "y_prob")),
-                            (rmtl.metrics.gauc, (y, s, g), ("y_true", "y_score", "groups")),
-                            (rmtl.metrics.session_logloss, (y, s, g), ("y_true", "y_prob", "sessions"))):
+    for fn, args, names in (
+        (rmtl.metrics.auc, (y, s), ("y_true", "y_score")),
+        (rmtl.metrics.logloss, (y, s), ("y_true", "y_prob")),
+        (rmtl.metrics.gauc, (y, s, g), ("y_true", "y_score", "groups")),
+        (rmtl.metrics.session_logloss, (y, s, g), ("y_true", "y_prob", "sessions")),
+    ):
         value, err = call(lambda: fn(*args), *names)
         if value is not None:
             assert math.isfinite(value) and value >= 0
 
 
 @FAST
-@given(y=hnp.arrays(np.int8, st.integers(2, 40), elements=st.sampled_from([0, 1])),
-       s=st.data())
+@given(y=hnp.arrays(np.int8, st.integers(2, 40), elements=st.sampled_from([0, 1])), s=st.data())
 def test_auc_and_logloss_match_scikit_learn(y, s):
     skm = optional("sklearn.metrics")
     score = s.draw(hnp.arrays(np.float32, len(y), elements=st.floats(0, 1, width=32)))
@@ -173,10 +250,20 @@ EVENTS_HEADER = b"timestamp,visitorid,event,itemid,transactionid\n"
 
 
 @FAST
-@given(rows=st.lists(st.tuples(st.integers(-5, 10**13), st.integers(-2, 50),
-                               st.sampled_from([b"view", b"addtocart", b"transaction", b"look", b"", b"\xff"]),
-                               st.integers(-1, 20), st.sampled_from([b"", b"7", b"x"])), max_size=12),
-       junk=st.binary(max_size=30), at=st.integers(0, 200))
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(-5, 10**13),
+            st.integers(-2, 50),
+            st.sampled_from([b"view", b"addtocart", b"transaction", b"look", b"", b"\xff"]),
+            st.integers(-1, 20),
+            st.sampled_from([b"", b"7", b"x"]),
+        ),
+        max_size=12,
+    ),
+    junk=st.binary(max_size=30),
+    at=st.integers(0, 200),
+)
 def test_retailrocket_loader_on_random_csv_bytes(tmp_path_factory, rows, junk, at):
     optional("pyarrow", "data")
     from rmtl.datasets import DataFormatError, load_retailrocket
@@ -191,7 +278,9 @@ def test_retailrocket_loader_on_random_csv_bytes(tmp_path_factory, rows, junk, a
     try:
         data = load_retailrocket(raw)
     except DataFormatError as e:
-        assert "events.csv" in str(e) or "item_properties" in str(e) or "category_tree" in str(e), str(e)
+        assert "events.csv" in str(e) or "item_properties" in str(e) or "category_tree" in str(e), (
+            str(e)
+        )
     except (ValueError, TypeError) as e:
         clear(e, str(raw), "events", "sessions", "sparse", "session", "time")
     else:

@@ -1,4 +1,5 @@
 """ReplayBuffer and collect: stored transitions, sampling, persistence, the behaviour policies."""
+
 import numpy as np
 import pytest
 from conftest import random_session_data
@@ -48,8 +49,12 @@ def test_callable_policy_and_its_clipped_rewards():
     np.testing.assert_array_equal(t["action"][:, 0], [1, 0, 0, 0, 1, 0])
     # row 0: y=(1,0), a=(1, .25) -> (0, log .75); row 1: y=(0,0), a=(0, .25) -> (0, log .75);
     # row 2: y=(1,1), a=(0, .25) -> (log 1e-4, log .25)
-    np.testing.assert_allclose(t["reward"][:3], [[0, np.log(0.75)], [0, np.log(0.75)],
-                                                 [np.log(1e-4), np.log(0.25)]], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        t["reward"][:3],
+        [[0, np.log(0.75)], [0, np.log(0.75)], [np.log(1e-4), np.log(0.25)]],
+        rtol=1e-6,
+        atol=1e-7,
+    )
     assert max(seen) <= 3 and sum(seen) == 6  # whole episodes, about batch_size states per call
     with pytest.raises(ValueError, match="policy output"):
         collect(data, buf, policy=lambda s, d: np.full((len(s), 2), 1.5))
@@ -59,8 +64,15 @@ def test_callable_policy_and_its_clipped_rewards():
 
 def test_actor_policy_adds_clipped_noise_to_the_model():
     data = random_session_data(n_sessions=300, seed=0)
-    model = rmtl.models.SharedBottom(data.field_dims, data.num_dense, data.num_tasks, embed_dim=8,
-                                     bottom_dims=(16,), tower_dims=(8,), seed=1)
+    model = rmtl.models.SharedBottom(
+        data.field_dims,
+        data.num_dense,
+        data.num_tasks,
+        embed_dim=8,
+        bottom_dims=(16,),
+        tower_dims=(8,),
+        seed=1,
+    )
     pred = model.predict(data.sparse, data.dense)
     exact = ReplayBuffer(len(data), data.num_tasks)
     collect(data, exact, policy="actor", model=model, noise=0.0)
@@ -132,8 +144,13 @@ def test_samples_are_distinct_seeded_and_uniform():
     batches = [buf.sample(20) for _ in range(5)]
     for b in batches:
         assert len(np.unique(b["state"])) == 20
-        for key, dtype in [("state", np.int64), ("next_state", np.int64), ("action", np.float32),
-                           ("reward", np.float32), ("done", np.float32)]:
+        for key, dtype in [
+            ("state", np.int64),
+            ("next_state", np.int64),
+            ("action", np.float32),
+            ("reward", np.float32),
+            ("done", np.float32),
+        ]:
             assert b[key].dtype == dtype and b[key].flags.c_contiguous and len(b[key]) == 20
         i = b["state"] - 100  # every field comes from the same stored transition
         np.testing.assert_array_equal(b["next_state"], b["state"] + 1)
@@ -146,7 +163,9 @@ def test_samples_are_distinct_seeded_and_uniform():
         np.testing.assert_array_equal(again.sample(20)["state"], b["state"])
     assert not np.array_equal(filled(n=50, seed=12).sample(20)["state"], batches[0]["state"])
     assert sorted(buf.sample(50)["state"]) == list(range(100, 150))  # the whole buffer
-    counts = np.bincount(np.concatenate([buf.sample(10)["state"] - 100 for _ in range(500)]), minlength=50)
+    counts = np.bincount(
+        np.concatenate([buf.sample(10)["state"] - 100 for _ in range(500)]), minlength=50
+    )
     assert counts.min() > 60 and counts.max() < 140  # 100 expected each
 
 

@@ -1,4 +1,5 @@
 """RetailRocket: the loader on a hand-written fixture, the writer round trip, bad input."""
+
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ FIXTURE = Path(__file__).parent / "data" / "retailrocket"
 def decoded(d):
     """Raw feature values per row and field (None = missing), independent of the codes."""
     out = []
-    for f, (name, voc) in enumerate(d.vocab.items()):
+    for f, (_name, voc) in enumerate(d.vocab.items()):
         inv = {c: v for v, c in voc.items()}
         out.append([inv.get(c) for c in d.sparse[:, f]])
     return out
@@ -41,8 +42,9 @@ def test_fixture_sessions_and_labels_by_hand():
     np.testing.assert_array_equal(d.session, [0, 0, 1, 1, 2, 2, 2, 3])
     np.testing.assert_array_equal(d.user, [1, 1, 1, 1, 2, 2, 2, 3])
     np.testing.assert_array_equal(d.item, [10, 11, 10, 12, 11, 12, 13, 99])
-    np.testing.assert_array_equal(d.time, [1000000, 1060000, 3040000, 3100000, 2000000, 2000000,
-                                           3800000, 500])
+    np.testing.assert_array_equal(
+        d.time, [1000000, 1060000, 3040000, 3100000, 2000000, 2000000, 3800000, 500]
+    )
     np.testing.assert_array_equal(d.labels[:, 0], [1, 0, 0, 0, 1, 0, 0, 0])  # click
     np.testing.assert_array_equal(d.labels[:, 1], [1, 0, 0, 0, 0, 0, 0, 0])  # pay
     assert d.task_names == ("click", "pay") and (d.dense == 0).all() and d.dense.shape == (8, 1)
@@ -59,11 +61,19 @@ def test_fixture_features_by_hand():
     assert d.vocab["364"] == {"55": 1, "56": 1}
     assert d.vocab["776"] == {"n1.000 123": 1, "n2.000": 1}
     assert d.vocab["785"] == {} and d.field_dims == (1, 1, 1, 2, 3, 2, 2)
-    expected = {10: [0, 0, 0, 1, 1, 0, 0], 11: [0, 0, 0, 1, 1, 1, 1], 12: [0, 0, 0, 0, 2, 1, 1],
-                13: [0, 0, 0, 0, 2, 1, 1], 99: [0] * 7}
+    expected = {
+        10: [0, 0, 0, 1, 1, 0, 0],
+        11: [0, 0, 0, 1, 1, 1, 1],
+        12: [0, 0, 0, 0, 2, 1, 1],
+        13: [0, 0, 0, 0, 2, 1, 1],
+        99: [0] * 7,
+    }
     np.testing.assert_array_equal(d.sparse, [expected[i] for i in d.item])
     exact = load_retailrocket(FIXTURE, tail_fields=())
-    assert exact.vocab["364"] == {"55": 1, "56": 2} and exact.vocab["776"] == {"n1.000 123": 1, "n2.000": 2}
+    assert exact.vocab["364"] == {"55": 1, "56": 2} and exact.vocab["776"] == {
+        "n1.000 123": 1,
+        "n2.000": 2,
+    }
     np.testing.assert_array_equal(exact.sparse[d.item == 13, 5:], [[2, 2]])
 
 
@@ -83,7 +93,9 @@ def test_vocab_codes_other_files_like_training():
     vocab["categoryid"] = {"7": 1, "9": 2, "11": 3}  # "6" unseen -> 0; dims from the vocab
     other = load_retailrocket(FIXTURE, vocab=vocab)
     assert other.field_dims[4] == 4
-    np.testing.assert_array_equal(other.sparse[:, 4], [{10: 0, 11: 0, 12: 1, 13: 1, 99: 0}[i] for i in other.item])
+    np.testing.assert_array_equal(
+        other.sparse[:, 4], [{10: 0, 11: 0, 12: 1, 13: 1, 99: 0}[i] for i in other.item]
+    )
     with pytest.raises(ValueError, match="vocab"):
         load_retailrocket(FIXTURE, vocab={"categoryid": {}})
 
@@ -116,7 +128,7 @@ def test_writer_emits_the_raw_format(tmp_path):
     numbers = [v for _, _, p, v in props if p == "814"]
     assert numbers and all(re.fullmatch(r"n\d+\.000", v) for v in numbers)
     per_pair = {}
-    for ts, item, p, v in props:
+    for ts, item, p, _v in props:
         per_pair.setdefault((item, p), set()).add(ts)
     assert {len(s) for s in per_pair.values()} == {3}  # weekly snapshots: a change log
     tree = (tmp_path / "category_tree.csv").read_text().splitlines()
@@ -145,24 +157,32 @@ def test_missing_file(raw):
 
 def test_missing_column(raw):
     edit(raw / "events.csv", "event,itemid,", "event,item,")
-    with pytest.raises(DataFormatError, match=r"events.csv, line 1, column 'itemid': missing column") as e:
+    with pytest.raises(
+        DataFormatError, match=r"events.csv, line 1, column 'itemid': missing column"
+    ) as e:
         load_retailrocket(raw)
     assert (e.value.line, e.value.column) == (1, "itemid")
 
 
 def test_unknown_event_type(raw):
     edit(raw / "events.csv", "1,addtocart,10", "1,basket,10")
-    with pytest.raises(DataFormatError, match=r"events.csv, line 8, column 'event': unknown event type 'basket'"):
+    with pytest.raises(
+        DataFormatError, match=r"events.csv, line 8, column 'event': unknown event type 'basket'"
+    ):
         load_retailrocket(raw)
 
 
 def test_malformed_number(raw):
     edit(raw / "events.csv", "500,3,view", "5x0,3,view")
-    with pytest.raises(DataFormatError, match=r"events.csv, line 5, column 'timestamp': malformed value '5x0'"):
+    with pytest.raises(
+        DataFormatError, match=r"events.csv, line 5, column 'timestamp': malformed value '5x0'"
+    ):
         load_retailrocket(raw)
     shutil.copy(FIXTURE / "events.csv", raw / "events.csv")
     edit(raw / "item_properties_part2.csv", "12,categoryid,7", "12,categoryid,n7.000")
-    with pytest.raises(DataFormatError, match=r"part2.csv, line 4, column 'value': malformed categoryid"):
+    with pytest.raises(
+        DataFormatError, match=r"part2.csv, line 4, column 'value': malformed categoryid"
+    ):
         load_retailrocket(raw)
 
 
@@ -188,5 +208,7 @@ def test_non_utf8_bytes_name_file_line_and_column(raw):
     path = raw / "events.csv"
     data = path.read_bytes()
     path.write_bytes(data.replace(b",addtocart,", b",add\xe9tocart,", 1))
-    with pytest.raises(DataFormatError, match=r"events.csv, line 3, column 'event': byte 0xe9 is not UTF-8"):
+    with pytest.raises(
+        DataFormatError, match=r"events.csv, line 3, column 'event': byte 0xe9 is not UTF-8"
+    ):
         load_retailrocket(raw)

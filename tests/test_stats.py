@@ -1,5 +1,6 @@
 """Paired differences, confidence intervals and the power analysis against hand computations
 (the t quantiles from scipy, the power by simulation and by the normal approximation)."""
+
 import math
 
 import numpy as np
@@ -51,12 +52,16 @@ def test_detectable_effect_approaches_the_normal_formula():
     sd, n = 0.01, 2000
     by_hand = (1.959964 + 0.841621) * sd / math.sqrt(n)
     assert stats.detectable_effect(sd, n) == pytest.approx(by_hand, rel=2e-3)
-    assert math.isnan(stats.detectable_effect(sd, 1)) and math.isnan(stats.detectable_effect(0.0, 5))
+    assert math.isnan(stats.detectable_effect(sd, 1)) and math.isnan(
+        stats.detectable_effect(0.0, 5)
+    )
 
 
 def test_seeds_needed_is_the_first_n_with_enough_power():
     sd, effect, alpha = 0.004, 0.001, 0.05 / 6
     n = stats.seeds_needed(effect, sd, alpha)
     assert stats.power(effect, sd, n, alpha) >= 0.8 > stats.power(effect, sd, n - 1, alpha)
-    assert stats.detectable_effect(sd, n, alpha) <= effect < stats.detectable_effect(sd, n - 1, alpha)
+    assert (
+        stats.detectable_effect(sd, n, alpha) <= effect < stats.detectable_effect(sd, n - 1, alpha)
+    )
     assert stats.seeds_needed(effect, 1.0, alpha, most=50) == 51  # not reachable within the cap

@@ -1,4 +1,5 @@
 """The synthetic generator (rates, determinism, sessions, dynamics) and the oracle metrics."""
+
 import hashlib
 import itertools
 import os
@@ -50,8 +51,12 @@ def test_kuairand_preset_rates_and_shape(kr):
     click, long_view = kr.labels.mean(0)
     assert abs(click - 0.46) < 0.015 and abs(long_view - 0.33) < 0.015
     assert ((kr.labels[:, 1] == 1) & (kr.labels[:, 0] == 0)).any()  # not nested
-    np.testing.assert_array_equal(kr.dense[:, 0], np.log1p(
-        np.round(np.expm1(kr.dense[:, 0].astype(np.float64)) * 1000) / 1000).astype(np.float32))
+    np.testing.assert_array_equal(
+        kr.dense[:, 0],
+        np.log1p(np.round(np.expm1(kr.dense[:, 0].astype(np.float64)) * 1000) / 1000).astype(
+            np.float32
+        ),
+    )
 
 
 @pytest.mark.parametrize("name", ["rr", "kr"])
@@ -99,8 +104,14 @@ def test_one_and_two_threads_agree(tmp_path, preset):
     out = []
     for threads in (1, 2):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        res = subprocess.run([sys.executable, "-c", THREAD_SCRIPT.format(preset=preset)], env=env,
-                             check=True, cwd=tmp_path, capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-c", THREAD_SCRIPT.format(preset=preset)],
+            env=env,
+            check=True,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
         out.append(res.stdout.strip())
     assert out[0] == out[1] and len(out[0]) == 64
 
@@ -135,16 +146,20 @@ def test_earlier_responses_change_later_ones(rr):
     flat = synthetic("retailrocket", n_users=3000, drift=0.0, focus=0.0, fatigue=0.0)
     q = flat.truth[:, 0]
     nxt = np.flatnonzero(flat.session[1:] == flat.session[:-1])
-    ratio = q[nxt + 1][flat.labels[nxt, 0] == 1].mean() / q[nxt + 1][flat.labels[nxt, 0] == 0].mean()
+    ratio = (
+        q[nxt + 1][flat.labels[nxt, 0] == 1].mean() / q[nxt + 1][flat.labels[nxt, 0] == 0].mean()
+    )
     assert ratio < (after_click / after_none + 1) / 2
 
 
 def test_purchase_boost_after_same_category_clicks():
     on = synthetic("retailrocket", n_users=3000, boost=1.5)
-    off = synthetic("retailrocket", n_users=3000, boost=0.0, calibrate=False,
-                    click_offset=0.0, task2_offset=0.0)
-    on0 = synthetic("retailrocket", n_users=3000, boost=1.5, calibrate=False,
-                    click_offset=0.0, task2_offset=0.0)
+    off = synthetic(
+        "retailrocket", n_users=3000, boost=0.0, calibrate=False, click_offset=0.0, task2_offset=0.0
+    )
+    on0 = synthetic(
+        "retailrocket", n_users=3000, boost=1.5, calibrate=False, click_offset=0.0, task2_offset=0.0
+    )
     # same clicks (task 1 never depends on boost), higher purchase odds with the boost
     np.testing.assert_array_equal(off.labels[:, 0], on0.labels[:, 0])
     assert (on0.truth[:, 1] >= off.truth[:, 1]).all() and (on0.truth[:, 1] > off.truth[:, 1]).any()
@@ -190,6 +205,7 @@ def test_bad_arguments():
 
 # ------------------------------------------------------------------ oracle metrics
 
+
 def brute_force(p):
     """E[concordant pairs] / E[pairs] and the expected BCE by enumerating every labelling."""
     num = den = 0.0
@@ -199,13 +215,21 @@ def brute_force(p):
         pos, neg = p[y == 1], p[y == 0]
         den += w * len(pos) * len(neg)
         num += w * sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
-    ll = -np.mean(p * np.log(np.maximum(p, np.exp(-100))) +
-                  (1 - p) * np.log(np.maximum(1 - p, np.exp(-100))))
+    ll = -np.mean(
+        p * np.log(np.maximum(p, np.exp(-100))) + (1 - p) * np.log(np.maximum(1 - p, np.exp(-100)))
+    )
     return num / den, ll
 
 
-@pytest.mark.parametrize("p", [[0.2, 0.8], [0.5, 0.5], [0.1, 0.3, 0.3, 0.9, 0.0, 1.0, 0.3],
-                               [0.05, 0.4, 0.4, 0.4, 0.7, 0.2, 0.95, 0.6]])
+@pytest.mark.parametrize(
+    "p",
+    [
+        [0.2, 0.8],
+        [0.5, 0.5],
+        [0.1, 0.3, 0.3, 0.9, 0.0, 1.0, 0.3],
+        [0.05, 0.4, 0.4, 0.4, 0.7, 0.2, 0.95, 0.6],
+    ],
+)
 def test_oracle_matches_enumeration(p):
     p = np.array(p, np.float32)
     auc, ll = brute_force(p.astype(np.float64))

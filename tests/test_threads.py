@@ -3,6 +3,7 @@ changed under it, objects refuse a second __init__, and a busy object fails fast
 
 The racing cases run in a child process, so a crash (the bug) fails the test instead of
 killing the test run."""
+
 import subprocess
 import sys
 import textwrap
@@ -16,15 +17,21 @@ from conftest import random_session_data
 import rmtl
 from rmtl import _core
 
-PACKAGE_DIR = Path(rmtl.__file__).resolve().parents[1]  # the rmtl under test: installed, or built in place
+PACKAGE_DIR = (
+    Path(rmtl.__file__).resolve().parents[1]
+)  # the rmtl under test: installed, or built in place
 TESTS = Path(__file__).resolve().parent
 
 
 def run_child(code: str) -> None:
     """Runs code in a fresh interpreter that imports the rmtl under test; it must exit 0."""
     prelude = f"import sys\nsys.path[:0] = [{str(PACKAGE_DIR)!r}, {str(TESTS)!r}]\n"
-    run = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, f"child exited with {run.returncode}:\n{run.stderr[-3000:]}"
 
 
@@ -49,7 +56,9 @@ def writer():
 
 
 def test_writer_thread_cannot_crash_predict():
-    run_child(RACE + """
+    run_child(
+        RACE
+        + """
 model = rmtl.models.SharedBottom(field_dims, 2, 2, embed_dim=8, bottom_dims=(16,), tower_dims=(8,))
 t = threading.Thread(target=writer)
 t.start()
@@ -66,11 +75,14 @@ finally:
     stop.set()
     t.join()
 print(outcomes)
-""")
+"""
+    )
 
 
 def test_writer_thread_cannot_crash_training():
-    run_child(RACE + """
+    run_child(
+        RACE
+        + """
 labels = (rng.random((n, 2)) < 0.3).astype(np.float32)
 model = rmtl.models.SharedBottom(field_dims, 2, 2, embed_dim=8, bottom_dims=(16,), tower_dims=(8,))
 rows = np.arange(n, dtype=np.int64)
@@ -85,7 +97,8 @@ try:
 finally:
     stop.set()
     t.join()
-""")
+"""
+    )
 
 
 def test_env_reads_its_own_offsets():
@@ -113,6 +126,7 @@ def core_objects():
     import dataclasses
 
     from rmtl.datasets.synth import _PY_ONLY
+
     data = random_session_data()
     fd = np.asarray(data.field_dims, np.int32)
     cfg = rmtl.datasets.PRESETS["retailrocket"]
@@ -120,8 +134,14 @@ def core_objects():
     keys.update(n_users=cfg.calibration_users, seed=0)
     fields = [(_core.enums["field_kind"][f.kind], f.levels, f.missing, f.skew) for f in cfg.fields]
     return {
-        "Model": (_core.Model, (_core.enums["backbone"]["sharedbottom"], fd, 2, 2, 4, (8,), (4,), 0.0, 0)),
-        "Critic": (_core.Critic, (fd, 2, 4, np.array([8], np.int32), np.array([4], np.int32), 0.0, 0)),
+        "Model": (
+            _core.Model,
+            (_core.enums["backbone"]["sharedbottom"], fd, 2, 2, 4, (8,), (4,), 0.0, 0),
+        ),
+        "Critic": (
+            _core.Critic,
+            (fd, 2, 4, np.array([8], np.int32), np.array([4], np.int32), 0.0, 0),
+        ),
         "Replay": (_core.Replay, (10, 2, 0)),
         "Env": (_core.Env, (data.offsets, data.sparse, data.dense, data.labels, 2, 0, 0, True, 0)),
         "SynthWorld": (_core.SynthWorld, (keys, fields)),
@@ -147,7 +167,9 @@ def test_busy_model_fails_fast_without_breaking_the_running_call():
     sparse = np.stack([rng.integers(0, d, n) for d in field_dims], 1).astype(np.int32)
     dense = rng.normal(size=(n, 2)).astype(np.float32)
     labels = (rng.random((n, 2)) < 0.3).astype(np.float32)
-    model = rmtl.models.SharedBottom(field_dims, 2, 2, embed_dim=16, bottom_dims=(64, 32), tower_dims=(16,))
+    model = rmtl.models.SharedBottom(
+        field_dims, 2, 2, embed_dim=16, bottom_dims=(64, 32), tower_dims=(16,)
+    )
     rows = np.tile(np.arange(n, dtype=np.int64), 4)
     result = {}
 
@@ -191,14 +213,17 @@ def trained(name="mmoe"):
 def test_pool_survives_thread_count_changes():
     """the pool follows every rmtl.set_num_threads, up and down, between calls; the weights
     stay the same bits throughout"""
-    run_child(POOL + """
+    run_child(
+        POOL
+        + """
 rmtl.set_num_threads(1)
 want = trained()
 for threads in (2, 3, 1, 4, 2):
     rmtl.set_num_threads(threads)
     assert rmtl.get_num_threads() == threads
     assert np.array_equal(trained(), want), threads
-""")
+"""
+    )
 
 
 def test_small_widths_same_bits_on_any_thread_count():
@@ -231,7 +256,9 @@ assert np.array_equal(got[2], got[0])
 def test_concurrent_calls_share_the_pool():
     """two Python threads training at once (the GIL released): one runs on the pool, the other
     on its own thread while the pool is busy; both give the bits of a call made alone"""
-    run_child(POOL + """
+    run_child(
+        POOL
+        + """
 import threading
 rmtl.set_num_threads(2)
 want = {name: trained(name) for name in ("mmoe", "sharedbottom")}
@@ -243,14 +270,17 @@ for t in threads:
     t.join()
 for k in want:
     assert all(np.array_equal(g, want[k]) for g in got[k]), k
-""")
+"""
+    )
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
 def test_pool_used_before_fork_works_in_the_child():
     """a worker process forked after the pool ran (multiprocessing's fork start method, Ray's
     workers) starts its own workers instead of waiting for the parent's, which it lacks"""
-    run_child(POOL + """
+    run_child(
+        POOL
+        + """
 import multiprocessing as mp
 rmtl.set_num_threads(2)
 want = trained()
@@ -266,15 +296,19 @@ got = q.get(timeout=240)
 p.join(timeout=60)
 assert p.exitcode == 0, p.exitcode
 assert np.array_equal(np.frombuffer(got, np.float32), want)
-""")
+"""
+    )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 def test_core_loads_no_openmp_runtime():
     """rmtl's loops run on its own threads: no OpenMP runtime is loaded for them, so one that
     another library (torch) loaded first has nothing to change"""
-    run_child(POOL + """
+    run_child(
+        POOL
+        + """
 trained()
 maps = open("/proc/self/maps").read()
 assert "libgomp" not in maps and "libomp" not in maps and "libiomp" not in maps
-""")
+"""
+    )

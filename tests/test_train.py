@@ -1,4 +1,5 @@
 """Trainer: learning, early stopping, determinism, thread independence, interruption."""
+
 import os
 import signal
 import subprocess
@@ -22,15 +23,23 @@ def learnable_data(n_sessions=400, seed=0):
     p = np.array([0.05, 0.2, 0.4, 0.6, 0.8, 0.95])[sparse[:, 0]]
     click = (rng.random(n) < p).astype(np.float32)
     pay = click * (rng.random(n) < p)
-    return rmtl.SessionData(np.repeat(np.arange(n_sessions), lengths), np.arange(n), sparse,
-                            rng.normal(size=(n, 1)), np.stack([click, pay], 1), (6, 4))
+    return rmtl.SessionData(
+        np.repeat(np.arange(n_sessions), lengths),
+        np.arange(n),
+        sparse,
+        rng.normal(size=(n, 1)),
+        np.stack([click, pay], 1),
+        (6, 4),
+    )
 
 
 def test_training_learns_and_restores_best():
     tr, va, te = learnable_data().split()
     model = rmtl.models.ESMM(tr.field_dims, 1, 2, seed=1, **SMALL)
     before = rmtl.evaluate(model, te)["task0"]["auc"]
-    hist = rmtl.Trainer(model, lr=1e-2, batch_size=64, progress=False).fit(tr, va, epochs=6, patience=2)
+    hist = rmtl.Trainer(model, lr=1e-2, batch_size=64, progress=False).fit(
+        tr, va, epochs=6, patience=2
+    )
     after = rmtl.evaluate(model, te)
     assert after["task0"]["auc"] > 0.75 > before
     assert hist.best_epoch is not None and len(hist.epochs) >= hist.best_epoch
@@ -42,7 +51,9 @@ def test_training_learns_and_restores_best():
 def test_early_stopping_respects_patience():
     tr, va, _ = learnable_data().split()
     model = rmtl.models.SharedBottom(tr.field_dims, 1, 2, seed=1, **SMALL)
-    hist = rmtl.Trainer(model, lr=5e-2, batch_size=32, progress=False).fit(tr, va, epochs=30, patience=1)
+    hist = rmtl.Trainer(model, lr=5e-2, batch_size=32, progress=False).fit(
+        tr, va, epochs=30, patience=1
+    )
     assert hist.stopped_early and len(hist.epochs) == hist.best_epoch + 1
 
 
@@ -55,7 +66,8 @@ def test_min_steps_adds_epochs_and_delays_early_stopping():
     for min_steps in (0, 12 * steps - 1, 40 * steps):
         model = rmtl.models.SharedBottom(tr.field_dims, 1, 2, seed=1, **SMALL)
         runs[min_steps] = rmtl.Trainer(model, lr=5e-2, batch_size=32, progress=False).fit(
-            tr, va, epochs=2, patience=1, min_steps=min_steps)
+            tr, va, epochs=2, patience=1, min_steps=min_steps
+        )
     assert len(runs[0].epochs) <= 2
     late = runs[12 * steps - 1]
     assert len(late.epochs) >= 12 and late.stopped_early == (len(late.epochs) < 40)
@@ -120,7 +132,9 @@ class SignalledModel:
 
 def test_ctrl_c_stops_at_once_and_leaves_model_usable():
     tr = learnable_data(3000).split()[0]
-    model = rmtl.models.SharedBottom(tr.field_dims, 1, 2, embed_dim=8, bottom_dims=(16,), tower_dims=(8,), seed=0)
+    model = rmtl.models.SharedBottom(
+        tr.field_dims, 1, 2, embed_dim=8, bottom_dims=(16,), tower_dims=(8,), seed=0
+    )
     wrapped = SignalledModel(model, at=3)
     with pytest.warns(UserWarning, match="interrupted"):
         hist = rmtl.Trainer(wrapped, batch_size=64, progress=False).fit(tr, epochs=1000)

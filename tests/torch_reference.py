@@ -2,6 +2,7 @@
 
 Module and parameter names follow the reference RMTL code so that state_dict keys match.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,11 @@ class EmbeddingLayer(torch.nn.Module):
     def __init__(self, field_dims, embed_dim):
         super().__init__()
         self.embedding = torch.nn.Embedding(int(sum(field_dims)), embed_dim, padding_idx=0)
-        self.register_buffer("offsets", torch.as_tensor(np.concatenate(([0], np.cumsum(field_dims)[:-1])),
-                                                        dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "offsets",
+            torch.as_tensor(np.concatenate(([0], np.cumsum(field_dims)[:-1])), dtype=torch.long),
+            persistent=False,
+        )
 
     def forward(self, x):
         return self.embedding(x + self.offsets.unsqueeze(0))
@@ -41,14 +45,17 @@ def _front(embedding, numerical_layer, x_cat, x_num):
 
 
 class SharedBottom(torch.nn.Module):
-    def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout):
+    def __init__(
+        self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout
+    ):
         super().__init__()
         self.embedding = EmbeddingLayer(field_dims, embed_dim)
         self.numerical_layer = torch.nn.Linear(num_dense, embed_dim)
         in_dim = (len(field_dims) + 1) * embed_dim
         self.bottom = MultiLayerPerceptron(in_dim, bottom_dims, dropout, output_layer=False)
         self.tower = torch.nn.ModuleList(
-            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)])
+            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)]
+        )
 
     def forward(self, x_cat, x_num):
         fea = self.bottom(_front(self.embedding, self.numerical_layer, x_cat, x_num))
@@ -56,15 +63,22 @@ class SharedBottom(torch.nn.Module):
 
 
 class ESMM(torch.nn.Module):
-    def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout):
+    def __init__(
+        self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout
+    ):
         super().__init__()
         self.embedding = EmbeddingLayer(field_dims, embed_dim)
         self.numerical_layer = torch.nn.Linear(num_dense, embed_dim)
         in_dim = (len(field_dims) + 1) * embed_dim
         self.bottom = torch.nn.ModuleList(
-            [MultiLayerPerceptron(in_dim, bottom_dims, dropout, output_layer=False) for _ in range(num_tasks)])
+            [
+                MultiLayerPerceptron(in_dim, bottom_dims, dropout, output_layer=False)
+                for _ in range(num_tasks)
+            ]
+        )
         self.tower = torch.nn.ModuleList(
-            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)])
+            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)]
+        )
 
     def forward(self, x_cat, x_num):
         emb = _front(self.embedding, self.numerical_layer, x_cat, x_num)
@@ -76,16 +90,26 @@ class ESMM(torch.nn.Module):
 
 
 class SingleTask(torch.nn.Module):
-    def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout):
+    def __init__(
+        self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout
+    ):
         super().__init__()
         in_dim = (len(field_dims) + 1) * embed_dim
-        self.embedding = torch.nn.ModuleList([EmbeddingLayer(field_dims, embed_dim) for _ in range(num_tasks)])
+        self.embedding = torch.nn.ModuleList(
+            [EmbeddingLayer(field_dims, embed_dim) for _ in range(num_tasks)]
+        )
         self.numerical_layer = torch.nn.ModuleList(
-            [torch.nn.Linear(num_dense, embed_dim) for _ in range(num_tasks)])
+            [torch.nn.Linear(num_dense, embed_dim) for _ in range(num_tasks)]
+        )
         self.bottom = torch.nn.ModuleList(
-            [MultiLayerPerceptron(in_dim, bottom_dims, dropout, output_layer=False) for _ in range(num_tasks)])
+            [
+                MultiLayerPerceptron(in_dim, bottom_dims, dropout, output_layer=False)
+                for _ in range(num_tasks)
+            ]
+        )
         self.tower = torch.nn.ModuleList(
-            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)])
+            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)]
+        )
 
     def forward(self, x_cat, x_num):
         out = []
@@ -112,7 +136,9 @@ class _Front(torch.nn.Module):
         return _front(self.embedding, self.numerical_layer, x_cat, x_num)
 
     def heads(self, features):
-        return torch.stack([torch.sigmoid(t(f).squeeze(1)) for t, f in zip(self.tower, features)], 1)
+        return torch.stack(
+            [torch.sigmoid(t(f).squeeze(1)) for t, f in zip(self.tower, features)], 1
+        )
 
 
 class OMoE(_Front):
@@ -120,14 +146,31 @@ class OMoE(_Front):
 
     per_task_gates = False
 
-    def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout, num_experts=8):
+    def __init__(
+        self,
+        field_dims,
+        num_dense,
+        num_tasks,
+        embed_dim,
+        bottom_dims,
+        tower_dims,
+        dropout,
+        num_experts=8,
+    ):
         super().__init__(field_dims, num_dense, embed_dim)
         self.expert = torch.nn.ModuleList(
-            [MultiLayerPerceptron(self.in_dim, bottom_dims, dropout, output_layer=False) for _ in range(num_experts)])
+            [
+                MultiLayerPerceptron(self.in_dim, bottom_dims, dropout, output_layer=False)
+                for _ in range(num_experts)
+            ]
+        )
         self.tower = torch.nn.ModuleList(
-            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)])
+            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)]
+        )
         if self.per_task_gates:
-            self.gate = torch.nn.ModuleList([_gate(self.in_dim, num_experts) for _ in range(num_tasks)])
+            self.gate = torch.nn.ModuleList(
+                [_gate(self.in_dim, num_experts) for _ in range(num_tasks)]
+            )
         else:
             self.gate = _gate(self.in_dim, num_experts)
 
@@ -136,7 +179,9 @@ class OMoE(_Front):
         fea = torch.stack([e(emb) for e in self.expert], 1)
         gates = self.gate if self.per_task_gates else [self.gate]
         mixed = [torch.bmm(g(emb).unsqueeze(1), fea).squeeze(1) for g in gates]
-        return self.heads(mixed if self.per_task_gates else mixed * len(self.tower))  # OMoE: one mixture
+        return self.heads(
+            mixed if self.per_task_gates else mixed * len(self.tower)
+        )  # OMoE: one mixture
 
 
 class MMoE(OMoE):
@@ -150,21 +195,46 @@ class PLE(_Front):
     E/2, task 1's, ..., then the E/2 shared) and T + 1 gates; stream j applies its expert set
     (own and shared; every expert for the shared stream j = T) to its own input."""
 
-    def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout, num_experts=8):
+    def __init__(
+        self,
+        field_dims,
+        num_dense,
+        num_tasks,
+        embed_dim,
+        bottom_dims,
+        tower_dims,
+        dropout,
+        num_experts=8,
+    ):
         super().__init__(field_dims, num_dense, embed_dim)
         h = s = num_experts // 2
         dims = [self.in_dim] + list(bottom_dims)
-        self.expert = torch.nn.ModuleList([torch.nn.ModuleList(
-            [MultiLayerPerceptron(dims[i], [dims[i + 1]], dropout, output_layer=False)
-             for _ in range(num_tasks * h + s)]) for i in range(len(bottom_dims))])
-        self.gate = torch.nn.ModuleList([torch.nn.ModuleList(
-            [_gate(dims[i], h + s) for _ in range(num_tasks)] + [_gate(dims[i], num_tasks * h + s)])
-            for i in range(len(bottom_dims))])
+        self.expert = torch.nn.ModuleList(
+            [
+                torch.nn.ModuleList(
+                    [
+                        MultiLayerPerceptron(dims[i], [dims[i + 1]], dropout, output_layer=False)
+                        for _ in range(num_tasks * h + s)
+                    ]
+                )
+                for i in range(len(bottom_dims))
+            ]
+        )
+        self.gate = torch.nn.ModuleList(
+            [
+                torch.nn.ModuleList(
+                    [_gate(dims[i], h + s) for _ in range(num_tasks)]
+                    + [_gate(dims[i], num_tasks * h + s)]
+                )
+                for i in range(len(bottom_dims))
+            ]
+        )
         shared = list(range(num_tasks * h, num_tasks * h + s))
         self.index = [list(range(j * h, (j + 1) * h)) + shared for j in range(num_tasks)]
         self.index.append(list(range(num_tasks * h + s)))
         self.tower = torch.nn.ModuleList(
-            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)])
+            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)]
+        )
 
     def forward(self, x_cat, x_num):
         fea = [self.front(x_cat, x_num)] * len(self.index)
@@ -172,31 +242,48 @@ class PLE(_Front):
             for j, index in enumerate(self.index):
                 x = torch.stack([experts[e](fea[j]) for e in index], 1)
                 fea[j] = torch.bmm(gates[j](fea[j]).unsqueeze(1), x).squeeze(1)
-        return self.heads(fea[:len(self.tower)])
+        return self.heads(fea[: len(self.tower)])
 
 
 class PLEPaper(_Front):
     """The PLE paper's version: per level, specific experts per task on the task stream, shared
     experts on the shared stream; a shared gate per level (the last one unused)."""
 
-    def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout, num_experts=8):
+    def __init__(
+        self,
+        field_dims,
+        num_dense,
+        num_tasks,
+        embed_dim,
+        bottom_dims,
+        tower_dims,
+        dropout,
+        num_experts=8,
+    ):
         super().__init__(field_dims, num_dense, embed_dim)
         h = s = num_experts // 2
         dims = [self.in_dim] + list(bottom_dims)
 
         def experts(i, n):
             return torch.nn.ModuleList(
-                [MultiLayerPerceptron(dims[i], [dims[i + 1]], dropout, output_layer=False) for _ in range(n)])
+                [
+                    MultiLayerPerceptron(dims[i], [dims[i + 1]], dropout, output_layer=False)
+                    for _ in range(n)
+                ]
+            )
 
         levels = range(len(bottom_dims))
         self.task_experts = torch.nn.ModuleList(
-            [torch.nn.ModuleList([experts(i, h) for _ in range(num_tasks)]) for i in levels])
+            [torch.nn.ModuleList([experts(i, h) for _ in range(num_tasks)]) for i in levels]
+        )
         self.task_gates = torch.nn.ModuleList(
-            [torch.nn.ModuleList([_gate(dims[i], h + s) for _ in range(num_tasks)]) for i in levels])
+            [torch.nn.ModuleList([_gate(dims[i], h + s) for _ in range(num_tasks)]) for i in levels]
+        )
         self.share_experts = torch.nn.ModuleList([experts(i, s) for i in levels])
         self.share_gates = torch.nn.ModuleList([_gate(dims[i], num_tasks * h + s) for i in levels])
         self.tower = torch.nn.ModuleList(
-            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)])
+            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)]
+        )
 
     def forward(self, x_cat, x_num):
         emb = self.front(x_cat, x_num)
@@ -208,18 +295,22 @@ class PLEPaper(_Front):
             for j in range(T):
                 own = [e(fea[j]) for e in self.task_experts[i][j]]
                 every += own
-                fea[j] = torch.bmm(self.task_gates[i][j](fea[j]).unsqueeze(1),
-                                   torch.stack(own + shared, 1)).squeeze(1)
+                fea[j] = torch.bmm(
+                    self.task_gates[i][j](fea[j]).unsqueeze(1), torch.stack(own + shared, 1)
+                ).squeeze(1)
             if i < len(self.task_experts) - 1:
-                fea[T] = torch.bmm(self.share_gates[i](fea[T]).unsqueeze(1),
-                                   torch.stack(every + shared, 1)).squeeze(1)
+                fea[T] = torch.bmm(
+                    self.share_gates[i](fea[T]).unsqueeze(1), torch.stack(every + shared, 1)
+                ).squeeze(1)
         return self.heads(fea[:T])
 
 
 class AITM(_Front):
     """The authors' AITMModel: per-task bottoms, information transfer g, attention h1..h3."""
 
-    def __init__(self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout):
+    def __init__(
+        self, field_dims, num_dense, num_tasks, embed_dim, bottom_dims, tower_dims, dropout
+    ):
         super().__init__(field_dims, num_dense, embed_dim)
         d = bottom_dims[-1]
         self.g = torch.nn.ModuleList([torch.nn.Linear(d, d) for _ in range(num_tasks - 1)])
@@ -227,9 +318,14 @@ class AITM(_Front):
         self.h2 = torch.nn.Linear(d, d)
         self.h3 = torch.nn.Linear(d, d)
         self.bottom = torch.nn.ModuleList(
-            [MultiLayerPerceptron(self.in_dim, bottom_dims, dropout, output_layer=False) for _ in range(num_tasks)])
+            [
+                MultiLayerPerceptron(self.in_dim, bottom_dims, dropout, output_layer=False)
+                for _ in range(num_tasks)
+            ]
+        )
         self.tower = torch.nn.ModuleList(
-            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)])
+            [MultiLayerPerceptron(bottom_dims[-1], tower_dims, dropout) for _ in range(num_tasks)]
+        )
 
     def forward(self, x_cat, x_num):
         emb = self.front(x_cat, x_num)
@@ -242,17 +338,35 @@ class AITM(_Front):
         return self.heads(fea)
 
 
-TWINS = {"singletask": SingleTask, "sharedbottom": SharedBottom, "esmm": ESMM, "omoe": OMoE, "mmoe": MMoE,
-         "ple": PLE, "ple_paper": PLEPaper, "aitm": AITM}
+TWINS = {
+    "singletask": SingleTask,
+    "sharedbottom": SharedBottom,
+    "esmm": ESMM,
+    "omoe": OMoE,
+    "mmoe": MMoE,
+    "ple": PLE,
+    "ple_paper": PLEPaper,
+    "aitm": AITM,
+}
 
 
 def twin_of(model):
     """The PyTorch twin of an rmtl backbone, holding a copy of its weights."""
     c = model.config
     extra = {} if c.num_experts is None else {"num_experts": c.num_experts}
-    net = TWINS[c.name](list(c.field_dims), c.num_dense, c.num_tasks, c.embed_dim, list(c.bottom_dims),
-                        list(c.tower_dims), c.dropout, **extra)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()}, strict=True)
+    net = TWINS[c.name](
+        list(c.field_dims),
+        c.num_dense,
+        c.num_tasks,
+        c.embed_dim,
+        list(c.bottom_dims),
+        list(c.tower_dims),
+        c.dropout,
+        **extra,
+    )
+    net.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in model.state_dict().items()}, strict=True
+    )
     return net
 
 
@@ -300,9 +414,17 @@ class CriticNeg(torch.nn.Module):
 def critic_twin_of(critic):
     """The PyTorch twin of an rmtl critic, holding a copy of its weights."""
     c = critic.config
-    net = CriticNeg(list(c.field_dims), c.num_dense, c.embed_dim, list(c.bottom_dims), list(c.tower_dims),
-                    c.dropout)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in critic.state_dict().items()}, strict=True)
+    net = CriticNeg(
+        list(c.field_dims),
+        c.num_dense,
+        c.embed_dim,
+        list(c.bottom_dims),
+        list(c.tower_dims),
+        c.dropout,
+    )
+    net.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in critic.state_dict().items()}, strict=True
+    )
     return net
 
 

@@ -1,9 +1,11 @@
 """Reading and writing the raw CSV files with pyarrow, with errors that name the file, the
 line and the column. Line numbers assume one record per line (true of both datasets)."""
+
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -17,8 +19,13 @@ class DataFormatError(ValueError):
     ``column`` (None when the problem is not in one column) say where.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", line: Optional[int], column: Optional[str],
-                 problem: str) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        line: Optional[int],
+        column: Optional[str],
+        problem: str,
+    ) -> None:
         self.path, self.line, self.column = str(path), line, column
         where = str(path) + (f", line {line}" if line is not None else "")
         where += f", column {column!r}" if column is not None else ""
@@ -39,7 +46,7 @@ def pyarrow():
     return pa
 
 
-def require_file(path: "str | os.PathLike[str]", what: str) -> str:
+def require_file(path: str | os.PathLike[str], what: str) -> str:
     """The path as str, or FileNotFoundError naming the missing file."""
     p = os.fspath(path)
     if not os.path.isfile(p):
@@ -47,15 +54,20 @@ def require_file(path: "str | os.PathLike[str]", what: str) -> str:
     return p
 
 
-def read_header(path: str) -> List[str]:
+def read_header(path: str) -> list[str]:
     """Column names of the first line (names are never quoted in these datasets)."""
     with open(path, "rb") as f:
         raw = f.readline()
     try:
         first = raw.decode("utf-8-sig").rstrip("\r\n")
     except UnicodeDecodeError as e:
-        raise DataFormatError(path, 1, None, f"the header is not UTF-8 text (byte {raw[e.start]:#04x} at "
-                                             f"offset {e.start}); save the file as UTF-8") from None
+        raise DataFormatError(
+            path,
+            1,
+            None,
+            f"the header is not UTF-8 text (byte {raw[e.start]:#04x} at "
+            f"offset {e.start}); save the file as UTF-8",
+        ) from None
     return [c.strip().strip('"') for c in first.split(",")] if first else []
 
 
@@ -88,31 +100,38 @@ def _locate_bad_utf8(path: str, header: Sequence[str]) -> Optional[DataFormatErr
                 raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 cells, quoted_ = 0, False
-                for byte in raw[:e.start]:
+                for byte in raw[: e.start]:
                     if byte == 0x22:
                         quoted_ = not quoted_
                     elif byte == 0x2C and not quoted_:
                         cells += 1
                 column = header[cells] if cells < len(header) else None
-                return DataFormatError(path, number, column, f"byte {raw[e.start]:#04x} is not UTF-8 text; "
-                                                             "save the file as UTF-8")
+                return DataFormatError(
+                    path,
+                    number,
+                    column,
+                    f"byte {raw[e.start]:#04x} is not UTF-8 text; save the file as UTF-8",
+                )
     return None
 
 
 def _locate_parse_error(path: str, columns: Sequence[str], err: Exception) -> DataFormatError:
     pa = pyarrow()
-    seen: List[int] = []
+    seen: list[int] = []
 
     def handler(row):
         seen.append(row.number)
         return "error"
 
     try:  # single-threaded, so pyarrow knows the row number
-        pa.csv.read_csv(path, read_options=pa.csv.ReadOptions(use_threads=False),
-                        parse_options=pa.csv.ParseOptions(invalid_row_handler=handler),
-                        convert_options=pa.csv.ConvertOptions(
-                            include_columns=list(columns),
-                            column_types={c: pa.string() for c in columns}))
+        pa.csv.read_csv(
+            path,
+            read_options=pa.csv.ReadOptions(use_threads=False),
+            parse_options=pa.csv.ParseOptions(invalid_row_handler=handler),
+            convert_options=pa.csv.ConvertOptions(
+                include_columns=list(columns), column_types={c: pa.string() for c in columns}
+            ),
+        )
     except pa.ArrowInvalid:
         pass
     line = seen[0] if seen else None
@@ -120,7 +139,7 @@ def _locate_parse_error(path: str, columns: Sequence[str], err: Exception) -> Da
     return DataFormatError(path, line, None, f"malformed row: {problem}")
 
 
-def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = ()):
+def read_table(path: str, columns: dict[str, object], required: Iterable[str] = ()):
     """Read these columns (name -> pyarrow type) of a CSV file with a header row.
 
     Empty cells become nulls; a column named in ``required`` must have none. Raises
@@ -132,8 +151,12 @@ def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = 
     for name in columns:
         if name not in header:
             raise DataFormatError(path, 1, name, f"missing column; the header has {header}")
-    convert = pa.csv.ConvertOptions(column_types=dict(columns), include_columns=list(columns),
-                                    null_values=[""], strings_can_be_null=True)
+    convert = pa.csv.ConvertOptions(
+        column_types=dict(columns),
+        include_columns=list(columns),
+        null_values=[""],
+        strings_can_be_null=True,
+    )
     try:
         table = pa.csv.read_csv(path, convert_options=convert)
     except pa.ArrowInvalid as err:
@@ -143,9 +166,15 @@ def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = 
         if "CSV parse error" in str(err):
             raise _locate_parse_error(path, columns, err) from None
         try:
-            raw = pa.csv.read_csv(path, convert_options=pa.csv.ConvertOptions(
-                column_types={c: pa.string() for c in columns}, include_columns=list(columns),
-                null_values=[""], strings_can_be_null=True))
+            raw = pa.csv.read_csv(
+                path,
+                convert_options=pa.csv.ConvertOptions(
+                    column_types={c: pa.string() for c in columns},
+                    include_columns=list(columns),
+                    null_values=[""],
+                    strings_can_be_null=True,
+                ),
+            )
         except pa.ArrowInvalid as err2:
             raise DataFormatError(path, None, None, str(err2)) from None
         for name, typ in columns.items():
@@ -154,8 +183,9 @@ def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = 
             col = raw.column(name).combine_chunks()
             bad = _first_bad(col, typ)
             if bad >= 0:
-                raise DataFormatError(path, bad + 2, name,
-                                      f"malformed value {col[bad].as_py()!r}; expected {typ}") from None
+                raise DataFormatError(
+                    path, bad + 2, name, f"malformed value {col[bad].as_py()!r}; expected {typ}"
+                ) from None
         raise DataFormatError(path, None, None, str(err)) from None
     for name in required:
         col = table.column(name)
@@ -165,7 +195,7 @@ def read_table(path: str, columns: Dict[str, object], required: Iterable[str] = 
     return table
 
 
-def int_column(table, name: str, path: str, sentinels: Sequence[int] = ()) -> "object":
+def int_column(table, name: str, path: str, sentinels: Sequence[int] = ()) -> object:
     """A float- or int-typed column as nullable int64: every value must be integral
     ("1.0" is written for 1); the sentinels become null."""
     pa = pyarrow()
@@ -175,8 +205,12 @@ def int_column(table, name: str, path: str, sentinels: Sequence[int] = ()) -> "o
         vals = col.to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~np.isnan(vals) & (vals != np.round(vals)))
         if bad.size:
-            raise DataFormatError(path, int(bad[0]) + 2, name,
-                                  f"malformed value {float(vals[bad[0]])!r}; expected an integer")
+            raise DataFormatError(
+                path,
+                int(bad[0]) + 2,
+                name,
+                f"malformed value {float(vals[bad[0]])!r}; expected an integer",
+            )
         col = pc.cast(col, pa.int64())
     for s in sentinels:
         col = pc.if_else(pc.equal(col, s), pa.scalar(None, pa.int64()), col)
@@ -184,6 +218,7 @@ def int_column(table, name: str, path: str, sentinels: Sequence[int] = ()) -> "o
 
 
 # ------------------------------------------------------------------ writing
+
 
 def _string(pa, arr):
     return arr if arr.type == pa.large_string() else pa.compute.cast(arr, pa.large_string())
@@ -197,8 +232,9 @@ def quoted(arr):
     s = _string(pa, arr)
     needs = pc.match_substring_regex(s, '[,"\r\n]')
     q = pa.scalar('"', pa.large_string())
-    wrapped = pc.binary_join_element_wise(q, pc.replace_substring(s, '"', '""'), q,
-                                          pa.scalar("", pa.large_string()))
+    wrapped = pc.binary_join_element_wise(
+        q, pc.replace_substring(s, '"', '""'), q, pa.scalar("", pa.large_string())
+    )
     return pc.fill_null(pc.if_else(needs, wrapped, s), pa.scalar("", pa.large_string()))
 
 
@@ -211,17 +247,20 @@ def write_rows(f, columns: Sequence[object]) -> None:
         return
     cells = [pc.fill_null(_string(pa, c), pa.scalar("", pa.large_string())) for c in columns]
     line = pc.binary_join_element_wise(*cells, pa.scalar(",", pa.large_string()))
-    line = pc.binary_join_element_wise(line, pa.scalar("", pa.large_string()),
-                                       pa.scalar("\n", pa.large_string()))
+    line = pc.binary_join_element_wise(
+        line, pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string())
+    )
     offsets = np.frombuffer(line.buffers()[1], dtype=np.int64)
     start, stop = int(offsets[line.offset]), int(offsets[line.offset + len(line)])
     f.write(memoryview(line.buffers()[2])[start:stop])
 
 
-def write_csv(path: str, header: Sequence[str], columns: Sequence[object],
-              chunk: int = 2_000_000) -> None:
+def write_csv(
+    path: str, header: Sequence[str], columns: Sequence[object], chunk: int = 2_000_000
+) -> None:
     """Write a header line and rows (see write_rows), chunk rows at a time to bound memory;
     atomically."""
+
     def write(f) -> None:
         f.write((",".join(header) + "\n").encode())
         for lo in range(0, len(columns[0]), chunk):

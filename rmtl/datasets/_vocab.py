@@ -1,14 +1,16 @@
 """Categorical coding shared by the loaders: values -> codes by descending frequency, with
 0 kept for unknown or missing values, and the session split on time gaps."""
+
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import numpy as np
 
 from ._csv import pyarrow
 
-Vocab = Dict[str, int]
+Vocab = dict[str, int]
 
 
 def build_vocab(values, tail: Optional[float] = None) -> Vocab:
@@ -28,7 +30,7 @@ def build_vocab(values, tail: Optional[float] = None) -> Vocab:
     if tail is not None:
         over = np.flatnonzero(np.cumsum(cnt) / len(values) > tail)
         if over.size:
-            codes[over[0]:] = codes[over[0]]
+            codes[over[0] :] = codes[over[0]]
     return {str(v): int(c) for v, c in zip(vals, codes)}
 
 

@@ -1,10 +1,12 @@
 """KuaiRand (KuaiRand-1K and KuaiRand-Pure): typed readers for the raw files, the loader
 recipe of SPEC section 2.2, and a writer that emits a SessionData in the same raw format."""
+
 from __future__ import annotations
 
 import os
 import re
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -14,35 +16,90 @@ from ._csv import DataFormatError, int_column, pyarrow, quoted, read_table, requ
 from ._vocab import apply_vocab, build_vocab, field_dim, split_sessions
 from .synth import log_duration
 
-__all__ = ["load_kuairand", "write_kuairand", "read_user_features", "read_video_features",
-           "FIELDS", "LOG_HEADER"]
+__all__ = [
+    "load_kuairand",
+    "write_kuairand",
+    "read_user_features",
+    "read_video_features",
+    "FIELDS",
+    "LOG_HEADER",
+]
 
-LOG_HEADER = ("user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like",
-              "is_follow", "is_comment", "is_forward", "is_hate", "long_view", "play_time_ms",
-              "duration_ms", "profile_stay_time", "comment_stay_time", "is_profile_enter",
-              "is_rand", "tab")
-LOGS = ("log_standard_4_08_to_4_21_{v}.csv", "log_standard_4_22_to_5_08_{v}.csv",
-        "log_random_4_22_to_5_08_{v}.csv")
+LOG_HEADER = (
+    "user_id",
+    "video_id",
+    "date",
+    "hourmin",
+    "time_ms",
+    "is_click",
+    "is_like",
+    "is_follow",
+    "is_comment",
+    "is_forward",
+    "is_hate",
+    "long_view",
+    "play_time_ms",
+    "duration_ms",
+    "profile_stay_time",
+    "comment_stay_time",
+    "is_profile_enter",
+    "is_rand",
+    "tab",
+)
+LOGS = (
+    "log_standard_4_08_to_4_21_{v}.csv",
+    "log_standard_4_22_to_5_08_{v}.csv",
+    "log_random_4_22_to_5_08_{v}.csv",
+)
 ONEHOT = tuple(f"onehot_feat{k}" for k in range(18))
 ONEHOT_FLOAT = ("onehot_feat4",) + tuple(f"onehot_feat{k}" for k in range(12, 18))
-RANGES = ("follow_user_num_range", "fans_user_num_range", "friend_user_num_range",
-          "register_days_range")
-USER_HEADER = ("user_id", "user_active_degree", "is_lowactive_period", "is_live_streamer",
-               "is_video_author", "follow_user_num", "follow_user_num_range", "fans_user_num",
-               "fans_user_num_range", "friend_user_num", "friend_user_num_range", "register_days",
-               "register_days_range") + ONEHOT
-VIDEO_HEADER = ("video_id", "author_id", "video_type", "upload_dt", "upload_type",
-                "visible_status", "video_duration", "server_width", "server_height", "music_id",
-                "music_type", "tag")
-USER_FIELDS = ("user_active_degree", "is_lowactive_period", "is_live_streamer",
-               "is_video_author") + RANGES + ONEHOT
+RANGES = (
+    "follow_user_num_range",
+    "fans_user_num_range",
+    "friend_user_num_range",
+    "register_days_range",
+)
+USER_HEADER = (
+    "user_id",
+    "user_active_degree",
+    "is_lowactive_period",
+    "is_live_streamer",
+    "is_video_author",
+    "follow_user_num",
+    "follow_user_num_range",
+    "fans_user_num",
+    "fans_user_num_range",
+    "friend_user_num",
+    "friend_user_num_range",
+    "register_days",
+    "register_days_range",
+) + ONEHOT
+VIDEO_HEADER = (
+    "video_id",
+    "author_id",
+    "video_type",
+    "upload_dt",
+    "upload_type",
+    "visible_status",
+    "video_duration",
+    "server_width",
+    "server_height",
+    "music_id",
+    "music_type",
+    "tag",
+)
+USER_FIELDS = (
+    ("user_active_degree", "is_lowactive_period", "is_live_streamer", "is_video_author")
+    + RANGES
+    + ONEHOT
+)
 VIDEO_FIELDS = ("video_type", "upload_type", "visible_status", "music_type", "tag")
 FIELDS = ("tab",) + USER_FIELDS + VIDEO_FIELDS
 TASKS = ("click", "long_view")
-MISSING = -124          # the files' missing-value sentinel for integers
-UNKNOWN = "UNKNOWN"     # and for strings
+MISSING = -124  # the files' missing-value sentinel for integers
+UNKNOWN = "UNKNOWN"  # and for strings
 DAY_MS, UTC8_MS = 86_400_000, 8 * 3_600_000
-SPLIT_DATE = 20220422   # first day of the second standard log
+SPLIT_DATE = 20220422  # first day of the second standard log
 
 
 def _user_types(pa):
@@ -55,7 +112,7 @@ def _strings_unknown_to_null(pa, col):
     return pa.compute.if_else(pa.compute.equal(col, UNKNOWN), pa.scalar(None, pa.string()), col)
 
 
-def read_user_features(path: "str | os.PathLike[str]"):
+def read_user_features(path: str | os.PathLike[str]):
     """``user_features_<v>.csv`` as a typed pyarrow Table: ids and counts int64; the string
     columns (user_active_degree and the quoted range columns) string with ``UNKNOWN`` as
     null; flags and ``onehot_feat*`` nullable int64, including those written as floats
@@ -75,7 +132,7 @@ def read_user_features(path: "str | os.PathLike[str]"):
     return pa.table(cols)
 
 
-def read_video_features(path: "str | os.PathLike[str]"):
+def read_video_features(path: str | os.PathLike[str]):
     """``video_features_basic_<v>.csv`` as a typed pyarrow Table: ids int64; video_type and
     upload_type string (``UNKNOWN`` as null); upload_dt date32; visible_status,
     server_width, server_height and music_type nullable int64 (written as floats, may be
@@ -85,9 +142,20 @@ def read_video_features(path: "str | os.PathLike[str]"):
     pc = pa.compute
     path = require_file(path, "KuaiRand video features")
     f64, i64, s = pa.float64(), pa.int64(), pa.string()
-    types = {"video_id": i64, "author_id": i64, "video_type": s, "upload_dt": pa.date32(),
-             "upload_type": s, "visible_status": f64, "video_duration": f64, "server_width": f64,
-             "server_height": f64, "music_id": i64, "music_type": f64, "tag": s}
+    types = {
+        "video_id": i64,
+        "author_id": i64,
+        "video_type": s,
+        "upload_dt": pa.date32(),
+        "upload_type": s,
+        "visible_status": f64,
+        "video_duration": f64,
+        "server_width": f64,
+        "server_height": f64,
+        "music_id": i64,
+        "music_type": f64,
+        "tag": s,
+    }
     t = read_table(path, types, required=("video_id",))
     cols = {}
     for name in VIDEO_HEADER:
@@ -100,8 +168,12 @@ def read_video_features(path: "str | os.PathLike[str]"):
             parts = pc.split_pattern(col, ",")
             bad = _bad_list(pa, parts)
             if bad >= 0:
-                raise DataFormatError(path, bad + 2, "tag", f"malformed tag list {col[bad].as_py()!r}; "
-                                      "expected comma-separated integers")
+                raise DataFormatError(
+                    path,
+                    bad + 2,
+                    "tag",
+                    f"malformed tag list {col[bad].as_py()!r}; expected comma-separated integers",
+                )
             col = pc.cast(parts, pa.list_(i64))
         cols[name] = col
     return pa.table(cols)
@@ -124,18 +196,26 @@ def _read_logs(directory: str, variant: str, include_random: bool):
     need = ("user_id", "date", "time_ms", "video_id", "is_click", "long_view", "duration_ms", "tab")
     parts = {k: [] for k in need + ("hash",)}
     for pattern in names:
-        path = require_file(os.path.join(directory, pattern.format(v=variant)), f"KuaiRand-{variant} log")
+        path = require_file(
+            os.path.join(directory, pattern.format(v=variant)), f"KuaiRand-{variant} log"
+        )
         t = read_table(path, {c: pa.int64() for c in LOG_HEADER}, required=LOG_HEADER)
         for label in ("is_click", "long_view"):
             y = t.column(label).to_numpy()
             bad = np.flatnonzero((y != 0) & (y != 1))
             if bad.size:
-                raise DataFormatError(path, int(bad[0]) + 2, label, f"expected 0 or 1, got {y[bad[0]]}")
+                raise DataFormatError(
+                    path, int(bad[0]) + 2, label, f"expected 0 or 1, got {y[bad[0]]}"
+                )
         duration = t.column("duration_ms").to_numpy()
         bad = np.flatnonzero((duration < 0) & (duration != MISSING))
         if bad.size:
-            raise DataFormatError(path, int(bad[0]) + 2, "duration_ms",
-                                  f"expected a duration >= 0 or {MISSING} (missing), got {duration[bad[0]]}")
+            raise DataFormatError(
+                path,
+                int(bad[0]) + 2,
+                "duration_ms",
+                f"expected a duration >= 0 or {MISSING} (missing), got {duration[bad[0]]}",
+            )
         h = np.zeros(t.num_rows, np.uint64)
         with np.errstate(over="ignore"):
             for c in LOG_HEADER:  # splitmix-style mixing of every column
@@ -150,21 +230,35 @@ def _read_logs(directory: str, variant: str, include_random: bool):
 def _key_strings(pa, col):
     """Vocabulary keys of a typed column: str(value), the first element for tag lists."""
     if pa.types.is_list(col.type):
-        col = pa.compute.list_element(pa.compute.if_else(
-            pa.compute.greater(pa.compute.list_value_length(col), 0), col,
-            pa.scalar(None, col.type)), 0)
+        col = pa.compute.list_element(
+            pa.compute.if_else(
+                pa.compute.greater(pa.compute.list_value_length(col), 0),
+                col,
+                pa.scalar(None, col.type),
+            ),
+            0,
+        )
     return pa.compute.cast(col, pa.string())
 
 
-def _entity_codes(table, id_name: str, names: Sequence[str], ids: np.ndarray, path: str,
-                  vocab: Optional[Mapping[str, Mapping[str, int]]], out_vocab: dict) -> list:
+def _entity_codes(
+    table,
+    id_name: str,
+    names: Sequence[str],
+    ids: np.ndarray,
+    path: str,
+    vocab: Optional[Mapping[str, Mapping[str, int]]],
+    out_vocab: dict,
+) -> list:
     """Codes per log row of each field of a feature table, joined on id."""
     pa = pyarrow()
     keys = table.column(id_name).to_numpy()
     order = np.argsort(keys, kind="stable")
     dup = np.flatnonzero(keys[order][1:] == keys[order][:-1])
     if dup.size:
-        raise DataFormatError(path, int(order[dup[0] + 1]) + 2, id_name, f"duplicate id {keys[order][dup[0]]}")
+        raise DataFormatError(
+            path, int(order[dup[0] + 1]) + 2, id_name, f"duplicate id {keys[order][dup[0]]}"
+        )
     sk = keys[order]
     idx = np.minimum(np.searchsorted(sk, ids), max(len(sk) - 1, 0))
     found = sk[idx] == ids if len(sk) else np.zeros(len(ids), dtype=bool)
@@ -179,10 +273,15 @@ def _entity_codes(table, id_name: str, names: Sequence[str], ids: np.ndarray, pa
     return codes
 
 
-def load_kuairand(directory: "str | os.PathLike[str]", variant: str = "pure",
-                  session_gap_minutes: float = 30, *, sessions: str = "gap",
-                  include_random: bool = True,
-                  vocab: Optional[Mapping[str, Mapping[str, int]]] = None) -> SessionData:
+def load_kuairand(
+    directory: str | os.PathLike[str],
+    variant: str = "pure",
+    session_gap_minutes: float = 30,
+    *,
+    sessions: str = "gap",
+    include_random: bool = True,
+    vocab: Optional[Mapping[str, Mapping[str, int]]] = None,
+) -> SessionData:
     """Load raw KuaiRand-``variant`` ("1k" or "pure") files with the recipe of SPEC 2.2.
 
     The logs (both standard logs, and the random log with ``include_random``) are
@@ -220,8 +319,11 @@ def load_kuairand(directory: "str | os.PathLike[str]", variant: str = "pure",
     by_hash = np.lexsort((order, log["hash"][order], log["time_ms"][order], log["user_id"][order]))
     s = order[by_hash]
     dup = np.zeros(len(s), dtype=bool)
-    dup[1:] = ((log["user_id"][s][1:] == log["user_id"][s][:-1]) &
-               (log["time_ms"][s][1:] == log["time_ms"][s][:-1]) & (log["hash"][s][1:] == log["hash"][s][:-1]))
+    dup[1:] = (
+        (log["user_id"][s][1:] == log["user_id"][s][:-1])
+        & (log["time_ms"][s][1:] == log["time_ms"][s][:-1])
+        & (log["hash"][s][1:] == log["hash"][s][:-1])
+    )
     drop = np.zeros(len(order), dtype=bool)
     drop[s[dup]] = True
     rows = order[~drop[order]]
@@ -238,21 +340,42 @@ def load_kuairand(directory: "str | os.PathLike[str]", variant: str = "pure",
     tab_vocab = dict(vocab["tab"]) if vocab is not None else build_vocab(tab)
     out_vocab["tab"] = tab_vocab
     codes = [apply_vocab(tab, tab_vocab)]
-    users_path = require_file(os.path.join(directory, f"user_features_{variant}.csv"), "KuaiRand user features")
-    videos_path = require_file(os.path.join(directory, f"video_features_basic_{variant}.csv"),
-                               "KuaiRand video features")
-    codes += _entity_codes(read_user_features(users_path), "user_id", USER_FIELDS, user,
-                           users_path, vocab, out_vocab)
-    codes += _entity_codes(read_video_features(videos_path), "video_id", VIDEO_FIELDS,
-                           col["video_id"], videos_path, vocab, out_vocab)
+    users_path = require_file(
+        os.path.join(directory, f"user_features_{variant}.csv"), "KuaiRand user features"
+    )
+    videos_path = require_file(
+        os.path.join(directory, f"video_features_basic_{variant}.csv"), "KuaiRand video features"
+    )
+    codes += _entity_codes(
+        read_user_features(users_path), "user_id", USER_FIELDS, user, users_path, vocab, out_vocab
+    )
+    codes += _entity_codes(
+        read_video_features(videos_path),
+        "video_id",
+        VIDEO_FIELDS,
+        col["video_id"],
+        videos_path,
+        vocab,
+        out_vocab,
+    )
     labels = np.stack([col["is_click"], col["long_view"]], axis=1).astype(np.float32)
     dense = log_duration(np.where(col["duration_ms"] == MISSING, 0, col["duration_ms"]))[:, None]
-    return SessionData(session, time, np.stack(codes, axis=1), dense, labels,
-                       [field_dim(out_vocab[f]) for f in FIELDS], user=user, item=col["video_id"],
-                       task_names=TASKS, vocab={f: out_vocab[f] for f in FIELDS})
+    return SessionData(
+        session,
+        time,
+        np.stack(codes, axis=1),
+        dense,
+        labels,
+        [field_dim(out_vocab[f]) for f in FIELDS],
+        user=user,
+        item=col["video_id"],
+        task_names=TASKS,
+        vocab={f: out_vocab[f] for f in FIELDS},
+    )
 
 
 # ------------------------------------------------------------------ writer
+
 
 def _raw(data: SessionData, name: str, rows: np.ndarray, missing: str, suffix: str = ""):
     """Raw cells of a field for these rows: the vocabulary value (+ suffix), or `missing`."""
@@ -272,8 +395,14 @@ def _lower_bound(label):
     return 0 if m is None else int(m.group(1)) * {"": 1, "k": 1000, "w": 10000}[m.group(2)]
 
 
-def write_kuairand(data: SessionData, directory: "str | os.PathLike[str]", variant: str = "pure", *,
-                   duplicates: float = 0.0, seed: int = 0) -> None:
+def write_kuairand(
+    data: SessionData,
+    directory: str | os.PathLike[str],
+    variant: str = "pure",
+    *,
+    duplicates: float = 0.0,
+    seed: int = 0,
+) -> None:
     """Write ``data`` as raw KuaiRand-``variant`` files: the two standard logs (split at
     2022-04-22, dates in UTC+8), an empty random log, ``user_features_<v>.csv`` and
     ``video_features_basic_<v>.csv`` with the real files' headers and quirks (``-124`` and
@@ -287,7 +416,9 @@ def write_kuairand(data: SessionData, directory: "str | os.PathLike[str]", varia
     """
     pa = pyarrow()
     if data.vocab is None or tuple(data.vocab) != FIELDS:
-        raise ValueError("data: expected a vocab with the KuaiRand fields (rmtl.datasets.kuairand.FIELDS)")
+        raise ValueError(
+            "data: expected a vocab with the KuaiRand fields (rmtl.datasets.kuairand.FIELDS)"
+        )
     if data.user is None or data.item is None or data.num_tasks != 2 or data.num_dense != 1:
         raise ValueError("data: expected user and item ids, two tasks and one dense feature")
     if not 0.0 <= duplicates < 1.0:
@@ -301,28 +432,52 @@ def write_kuairand(data: SessionData, directory: "str | os.PathLike[str]", varia
     for name in USER_HEADER[1:]:
         if name in USER_FIELDS:
             is_str = name == "user_active_degree" or name in RANGES
-            cols[name] = _raw(data, name, urow, "" if name in ONEHOT_FLOAT else UNKNOWN if is_str else str(MISSING),
-                              ".0" if name in ONEHOT_FLOAT else "")
+            cols[name] = _raw(
+                data,
+                name,
+                urow,
+                "" if name in ONEHOT_FLOAT else UNKNOWN if is_str else str(MISSING),
+                ".0" if name in ONEHOT_FLOAT else "",
+            )
         else:  # a count column beside its range label
             labels = _raw(data, name + "_range", urow, "").to_pylist()
             cols[name] = pa.array([_lower_bound(v) for v in labels])
-    write_csv(os.path.join(directory, f"user_features_{variant}.csv"), USER_HEADER, list(cols.values()))
+    write_csv(
+        os.path.join(directory, f"user_features_{variant}.csv"), USER_HEADER, list(cols.values())
+    )
     videos, vrow = np.unique(data.item, return_index=True)
     second = (videos * 7 + 3) % 3 == 0
     tag = _raw(data, "tag", vrow, "").to_pylist()
     tags = [f'"{t},{(int(t) + 11) % 70}"' if t and s else t for t, s in zip(tag, second)]
     n = len(videos)
-    write_csv(os.path.join(directory, f"video_features_basic_{variant}.csv"), VIDEO_HEADER, [
-        pa.array(videos), pa.array(1_000_000 + videos * 7919 % 9_000_000),
-        _raw(data, "video_type", vrow, UNKNOWN), pa.array(["2022-04-10"] * n),
-        _raw(data, "upload_type", vrow, UNKNOWN), _raw(data, "visible_status", vrow, "", ".0"),
-        pa.array([f"{d}.0" for d in duration[vrow]]), pa.array(["720.0"] * n),
-        pa.array(["1280.0"] * n), pa.array(4_000_000_000 + videos * 104_729),
-        _raw(data, "music_type", vrow, "", ".0"), pa.array(tags, pa.string())])
+    write_csv(
+        os.path.join(directory, f"video_features_basic_{variant}.csv"),
+        VIDEO_HEADER,
+        [
+            pa.array(videos),
+            pa.array(1_000_000 + videos * 7919 % 9_000_000),
+            _raw(data, "video_type", vrow, UNKNOWN),
+            pa.array(["2022-04-10"] * n),
+            _raw(data, "upload_type", vrow, UNKNOWN),
+            _raw(data, "visible_status", vrow, "", ".0"),
+            pa.array([f"{d}.0" for d in duration[vrow]]),
+            pa.array(["720.0"] * n),
+            pa.array(["1280.0"] * n),
+            pa.array(4_000_000_000 + videos * 104_729),
+            _raw(data, "music_type", vrow, "", ".0"),
+            pa.array(tags, pa.string()),
+        ],
+    )
 
 
-def _write_logs(data: SessionData, directory: str, variant: str, duration: np.ndarray,
-                duplicates: float, seed: int) -> None:
+def _write_logs(
+    data: SessionData,
+    directory: str,
+    variant: str,
+    duration: np.ndarray,
+    duplicates: float,
+    seed: int,
+) -> None:
     pa = pyarrow()
     n = len(data)
     twice = _core.shuffle(n, seed, 5) < int(round(duplicates * n))
@@ -330,17 +485,41 @@ def _write_logs(data: SessionData, directory: str, variant: str, duration: np.nd
     local = data.time[rows] + UTC8_MS
     date = (local // DAY_MS).astype("datetime64[D]")
     month = date.astype("datetime64[M]")
-    ymd = ((month.astype("datetime64[Y]").astype(np.int64) + 1970) * 10000 +
-           (month.astype(np.int64) % 12 + 1) * 100 + (date - month).astype(np.int64) + 1)
+    ymd = (
+        (month.astype("datetime64[Y]").astype(np.int64) + 1970) * 10000
+        + (month.astype(np.int64) % 12 + 1) * 100
+        + (date - month).astype(np.int64)
+        + 1
+    )
     minute = (local % DAY_MS) // 60_000
     click, long_view = data.labels[rows, 0].astype(np.int64), data.labels[rows, 1].astype(np.int64)
     d = duration[rows]
     zero = np.zeros(len(rows), np.int64)
-    cols = [data.user[rows], data.item[rows], ymd, (minute // 60) * 100 + minute % 60,
-            data.time[rows], click, zero, zero, zero, zero, zero, long_view,
-            np.where(long_view > 0, d, d // 5), d, zero, zero, zero, zero]
+    cols = [
+        data.user[rows],
+        data.item[rows],
+        ymd,
+        (minute // 60) * 100 + minute % 60,
+        data.time[rows],
+        click,
+        zero,
+        zero,
+        zero,
+        zero,
+        zero,
+        long_view,
+        np.where(long_view > 0, d, d // 5),
+        d,
+        zero,
+        zero,
+        zero,
+        zero,
+    ]
     tab = _raw(data, "tab", rows, str(MISSING))
     early = ymd < SPLIT_DATE
     for name, mask in zip(LOGS, (early, ~early, np.zeros(len(rows), dtype=bool))):
-        write_csv(os.path.join(directory, name.format(v=variant)), LOG_HEADER,
-                  [pa.array(c[mask]) for c in cols] + [tab.filter(pa.array(mask))])
+        write_csv(
+            os.path.join(directory, name.format(v=variant)),
+            LOG_HEADER,
+            [pa.array(c[mask]) for c in cols] + [tab.filter(pa.array(mask))],
+        )

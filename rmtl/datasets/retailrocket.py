@@ -1,9 +1,11 @@
 """RetailRocket (Kaggle "retailrocket/ecommerce-dataset"): the raw files, the loader recipe of
 SPEC section 2.1, and a writer that emits a SessionData in the same raw format."""
+
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -32,14 +34,21 @@ def _read_events(path: str):
     if "transactionid" not in header:
         raise DataFormatError(path, 1, "transactionid", f"missing column; the header has {header}")
     i64 = pa.int64()
-    t = read_table(path, {"timestamp": i64, "visitorid": i64, "event": pa.string(), "itemid": i64},
-                   required=("timestamp", "visitorid", "event", "itemid"))
+    t = read_table(
+        path,
+        {"timestamp": i64, "visitorid": i64, "event": pa.string(), "itemid": i64},
+        required=("timestamp", "visitorid", "event", "itemid"),
+    )
     ev = t.column("event").combine_chunks()
     code = pa.compute.index_in(ev, value_set=pa.array(EVENT_TYPES))
     if code.null_count:
         first = int(np.flatnonzero(code.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataFormatError(path, first + 2, "event",
-                              f"unknown event type {ev[first].as_py()!r}; expected one of {EVENT_TYPES}")
+        raise DataFormatError(
+            path,
+            first + 2,
+            "event",
+            f"unknown event type {ev[first].as_py()!r}; expected one of {EVENT_TYPES}",
+        )
     col = lambda name: t.column(name).to_numpy()  # noqa: E731
     return col("timestamp"), col("visitorid"), code.to_numpy().astype(np.int8), col("itemid")
 
@@ -74,8 +83,11 @@ def _latest_properties(directory: str, fields: Sequence[str]):
     parts = []
     for name in PROPERTY_FILES:
         path = require_file(os.path.join(directory, name), "RetailRocket item property change log")
-        t = read_table(path, {"timestamp": i64, "itemid": i64, "property": s, "value": s},
-                       required=PROPERTIES_HEADER)
+        t = read_table(
+            path,
+            {"timestamp": i64, "itemid": i64, "property": s, "value": s},
+            required=PROPERTIES_HEADER,
+        )
         mask = pc.is_in(t.column("property"), value_set=keep)
         rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
         t = t.filter(mask)
@@ -83,13 +95,18 @@ def _latest_properties(directory: str, fields: Sequence[str]):
             if prop not in fields:
                 continue
             vals = t.column("value").combine_chunks()
-            bad = pc.and_(pc.equal(t.column("property"), prop),
-                          pc.invert(pc.match_substring_regex(vals, r"^\d+$")))
+            bad = pc.and_(
+                pc.equal(t.column("property"), prop),
+                pc.invert(pc.match_substring_regex(vals, r"^\d+$")),
+            )
             hit = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
             if hit.size:
-                raise DataFormatError(path, int(rows[hit[0]]) + 2, "value",
-                                      f"malformed {prop} value {vals[int(hit[0])].as_py()!r}; "
-                                      "expected an integer")
+                raise DataFormatError(
+                    path,
+                    int(rows[hit[0]]) + 2,
+                    "value",
+                    f"malformed {prop} value {vals[int(hit[0])].as_py()!r}; expected an integer",
+                )
         parts.append(t)
     t = pa.concat_tables(parts)
     prop = pc.index_in(t.column("property"), value_set=keep).to_numpy()
@@ -106,10 +123,15 @@ def _latest_properties(directory: str, fields: Sequence[str]):
     return out
 
 
-def load_retailrocket(directory: "str | os.PathLike[str]", session_gap_minutes: float = 30, *,
-                      vocab: Optional[Mapping[str, Mapping[str, int]]] = None,
-                      fields: Sequence[str] = ITEM_FIELDS, tail_fields: Sequence[str] = TAIL_FIELDS,
-                      tail_fraction: float = 0.2) -> SessionData:
+def load_retailrocket(
+    directory: str | os.PathLike[str],
+    session_gap_minutes: float = 30,
+    *,
+    vocab: Optional[Mapping[str, Mapping[str, int]]] = None,
+    fields: Sequence[str] = ITEM_FIELDS,
+    tail_fields: Sequence[str] = TAIL_FIELDS,
+    tail_fraction: float = 0.2,
+) -> SessionData:
     """Load the raw RetailRocket files of ``directory`` with the recipe of SPEC section 2.1.
 
     Events are sorted by (visitorid, timestamp) (equal times keep file order); a session
@@ -148,19 +170,33 @@ def load_retailrocket(directory: "str | os.PathLike[str]", session_gap_minutes: 
         pos = np.full(len(known), -1, dtype=np.int64)
         pos[np.searchsorted(known, ids)] = np.arange(len(ids))
         per_item = values.take(pa.array(pos, mask=pos < 0))
-        voc = dict(vocab[name]) if vocab is not None else \
-            build_vocab(per_item, tail_fraction if name in tail_fields else None)
+        voc = (
+            dict(vocab[name])
+            if vocab is not None
+            else build_vocab(per_item, tail_fraction if name in tail_fields else None)
+        )
         item_codes = apply_vocab(per_item, voc)
         idx = np.minimum(np.searchsorted(known, item), max(len(known) - 1, 0))
         found = (known[idx] == item) if len(known) else np.zeros(len(item), dtype=bool)
         codes.append(np.where(found, item_codes[idx] if len(known) else 0, 0).astype(np.int32))
         vocab_out[name] = voc
     dims = [field_dim(v) for v in vocab_out.values()]
-    return SessionData(session, time, np.stack(codes, axis=1), np.zeros((len(session), 1), np.float32),
-                       labels, dims, user=user, item=item, task_names=TASKS, vocab=vocab_out)
+    return SessionData(
+        session,
+        time,
+        np.stack(codes, axis=1),
+        np.zeros((len(session), 1), np.float32),
+        labels,
+        dims,
+        user=user,
+        item=item,
+        task_names=TASKS,
+        vocab=vocab_out,
+    )
 
 
 # ------------------------------------------------------------------ writer
+
 
 def _inverse(vocab: Mapping[str, int]) -> np.ndarray:
     """Raw value per code (index 0 unused); with shared codes the most frequent value."""
@@ -175,10 +211,15 @@ def _u01(n: int, seed: int, stream: int) -> np.ndarray:
     return _core.shuffle(n, seed, stream).astype(np.float64) / max(n, 1)
 
 
-def write_retailrocket(data: SessionData, directory: "str | os.PathLike[str]", *, snapshots: int = 3,
-                       extra_properties: int = 2,
-                       category_parent: Optional[Mapping[str, Optional[str]]] = None,
-                       seed: int = 0) -> None:
+def write_retailrocket(
+    data: SessionData,
+    directory: str | os.PathLike[str],
+    *,
+    snapshots: int = 3,
+    extra_properties: int = 2,
+    category_parent: Optional[Mapping[str, Optional[str]]] = None,
+    seed: int = 0,
+) -> None:
     """Write ``data`` as raw RetailRocket files: ``events.csv`` (shuffled; a view per row,
     then an addtocart 1-20 s later for clicks and a transaction with an id for payments),
     ``item_properties_part1.csv`` / ``_part2.csv`` (a shuffled change log: ``snapshots``
@@ -193,23 +234,32 @@ def write_retailrocket(data: SessionData, directory: "str | os.PathLike[str]", *
     """
     pa = pyarrow()
     if data.vocab is None or tuple(data.vocab) != ITEM_FIELDS:
-        raise ValueError(f"data: expected a vocab with the fields {ITEM_FIELDS}, got "
-                         f"{None if data.vocab is None else tuple(data.vocab)}")
+        raise ValueError(
+            f"data: expected a vocab with the fields {ITEM_FIELDS}, got "
+            f"{None if data.vocab is None else tuple(data.vocab)}"
+        )
     if data.user is None or data.item is None or data.num_tasks != 2:
         raise ValueError("data: expected user and item ids and two tasks (click, pay)")
     if snapshots < 1 or extra_properties < 0:
-        raise ValueError(f"snapshots, extra_properties: expected >= 1 and >= 0, got {snapshots}, {extra_properties}")
+        raise ValueError(
+            f"snapshots, extra_properties: expected >= 1 and >= 0, got {snapshots}, {extra_properties}"
+        )
     for name, voc in data.vocab.items():
         bad = [v for v in voc if any(ch in v for ch in ',"\r\n')]
         if bad:
-            raise ValueError(f"data.vocab[{name!r}]: value {bad[0]!r} has a comma, quote or newline")
+            raise ValueError(
+                f"data.vocab[{name!r}]: value {bad[0]!r} has a comma, quote or newline"
+            )
     os.makedirs(directory, exist_ok=True)
     _write_events(data, os.fspath(directory), seed)
     _write_properties(data, os.fspath(directory), snapshots, extra_properties, seed)
     cats = list(data.vocab["categoryid"])
     parent = category_parent or {}
-    write_csv(os.path.join(directory, "category_tree.csv"), ("categoryid", "parentid"),
-              [pa.array(cats), pa.array([parent.get(c) for c in cats], pa.string())])
+    write_csv(
+        os.path.join(directory, "category_tree.csv"),
+        ("categoryid", "parentid"),
+        [pa.array(cats), pa.array([parent.get(c) for c in cats], pa.string())],
+    )
 
 
 def _write_events(data: SessionData, directory: str, seed: int) -> None:
@@ -218,21 +268,34 @@ def _write_events(data: SessionData, directory: str, seed: int) -> None:
     click, pay = data.labels[:, 0] > 0.5, data.labels[:, 1] > 0.5
     delay = 1000 + np.floor(_u01(n, seed, 1) * 19_000).astype(np.int64)
     cart_rows, pay_rows = np.flatnonzero(click | pay), np.flatnonzero(pay)
-    ts = np.concatenate([data.time, data.time[cart_rows] + delay[cart_rows],
-                         data.time[pay_rows] + 2 * delay[pay_rows]])
+    ts = np.concatenate(
+        [
+            data.time,
+            data.time[cart_rows] + delay[cart_rows],
+            data.time[pay_rows] + 2 * delay[pay_rows],
+        ]
+    )
     rows = np.concatenate([np.arange(n), cart_rows, pay_rows])
     kind = np.repeat(np.arange(3, dtype=np.int32), [n, len(cart_rows), len(pay_rows)])
     tid = np.concatenate([np.zeros(n + len(cart_rows), np.int64), np.arange(len(pay_rows))])
     perm = _core.shuffle(len(ts), seed, 2)
     ts, rows, kind, tid = ts[perm], rows[perm], kind[perm], tid[perm]
-    write_csv(os.path.join(directory, "events.csv"), EVENTS_HEADER, [
-        pa.array(ts), pa.array(data.user[rows]),
-        pa.DictionaryArray.from_arrays(pa.array(kind), pa.array(EVENT_TYPES)).cast(pa.string()),
-        pa.array(data.item[rows]), pa.array(tid, mask=kind != 2)])
+    write_csv(
+        os.path.join(directory, "events.csv"),
+        EVENTS_HEADER,
+        [
+            pa.array(ts),
+            pa.array(data.user[rows]),
+            pa.DictionaryArray.from_arrays(pa.array(kind), pa.array(EVENT_TYPES)).cast(pa.string()),
+            pa.array(data.item[rows]),
+            pa.array(tid, mask=kind != 2),
+        ],
+    )
 
 
-def _write_properties(data: SessionData, directory: str, snapshots: int, extra: int,
-                      seed: int) -> None:
+def _write_properties(
+    data: SessionData, directory: str, snapshots: int, extra: int, seed: int
+) -> None:
     pa = pyarrow()
     items, first = np.unique(data.item, return_index=True)
     codes = data.sparse[first]
@@ -267,8 +330,17 @@ def _write_properties(data: SessionData, directory: str, snapshots: int, extra: 
     perm = _core.shuffle(len(ts), seed, 3)
     half = len(perm) // 2
     for name, part in zip(PROPERTY_FILES, (perm[:half], perm[half:])):
-        write_csv(os.path.join(directory, name), PROPERTIES_HEADER, [
-            pa.array(ts[part]), pa.array(item[part]),
-            pa.DictionaryArray.from_arrays(pa.array(prop[part]), pa.array(names)).cast(pa.string()),
-            pa.DictionaryArray.from_arrays(pa.array(value[part].astype(np.int32)),
-                                           pa.array(dictionary, pa.string())).cast(pa.string())])
+        write_csv(
+            os.path.join(directory, name),
+            PROPERTIES_HEADER,
+            [
+                pa.array(ts[part]),
+                pa.array(item[part]),
+                pa.DictionaryArray.from_arrays(pa.array(prop[part]), pa.array(names)).cast(
+                    pa.string()
+                ),
+                pa.DictionaryArray.from_arrays(
+                    pa.array(value[part].astype(np.int32)), pa.array(dictionary, pa.string())
+                ).cast(pa.string()),
+            ],
+        )

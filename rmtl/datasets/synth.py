@@ -5,11 +5,12 @@ values the loaders produce, so synthetic data can be written in the raw formats 
 back. Every impression carries the true probability of each label given everything that
 happened before it in the session (``data.truth``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -31,13 +32,15 @@ class FieldSpec:
 
     name: str
     kind: str
-    values: Tuple[str, ...]
+    values: tuple[str, ...]
     missing: float = 0.0
     skew: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in _core.enums["field_kind"]:
-            raise ValueError(f"kind: expected one of {sorted(_core.enums['field_kind'])}, got {self.kind!r}")
+            raise ValueError(
+                f"kind: expected one of {sorted(_core.enums['field_kind'])}, got {self.kind!r}"
+            )
 
     @property
     def levels(self) -> int:
@@ -50,11 +53,11 @@ class SyntheticConfig:
     """Everything that shapes a synthetic dataset. Fields without a comment are documented in
     csrc/synth.h under the same name; the presets in ``PRESETS`` set them all."""
 
-    fields: Tuple[FieldSpec, ...]
-    task_names: Tuple[str, str]
-    target_rates: Tuple[float, float]  # mean label rates the offsets are calibrated to
-    dense: str                         # "zero" (authors' dummy) or "log_duration"
-    n_users: int                       # default number of users
+    fields: tuple[FieldSpec, ...]
+    task_names: tuple[str, str]
+    target_rates: tuple[float, float]  # mean label rates the offsets are calibrated to
+    dense: str  # "zero" (authors' dummy) or "log_duration"
+    n_users: int  # default number of users
     n_items: int
     n_categories: int
     n_parents: int
@@ -81,7 +84,7 @@ class SyntheticConfig:
     affinity: float = 1.2
     task2_affinity: float = 1.0
     fatigue: float = 0.03
-    momentum: float = 0.0             # testbed knob: 0 in both presets
+    momentum: float = 0.0  # testbed knob: 0 in both presets
     drift: float = 0.3
     boost: float = 0.5
     price_weight: float = 0.5
@@ -100,15 +103,16 @@ class SyntheticConfig:
     tie_prob: float = 0.0
     between_min_s: float = 7200.0
     between_mean_s: float = 4 * 86400.0
-    duration_median_s: float = 20.0   # log_duration: median video length
-    calibration_users: int = 2000     # users simulated to calibrate the offsets
-    click_offset: float = 0.0         # used as given when calibrate=False
+    duration_median_s: float = 20.0  # log_duration: median video length
+    calibration_users: int = 2000  # users simulated to calibrate the offsets
+    click_offset: float = 0.0  # used as given when calibrate=False
     task2_offset: float = 0.0
 
 
 # ------------------------------------------------------------------ presets
 
-def _tokens(n: int, fmt: Callable[[int], str]) -> Tuple[str, ...]:
+
+def _tokens(n: int, fmt: Callable[[int], str]) -> tuple[str, ...]:
     return tuple(fmt(c) for c in range(1, n + 1))
 
 
@@ -125,21 +129,54 @@ def _retailrocket() -> SyntheticConfig:
         FieldSpec("available", "item_available", ("1", "0"), 0.02),
         FieldSpec("categoryid", "item_category", _tokens(n_cat, lambda c: str(3 * c + 1)), 0.01),
         FieldSpec("364", "item_parent", _tokens(n_par, lambda c: str(500_000 + 13 * c)), 0.05),
-        FieldSpec("776", "item_popularity", _tokens(400, lambda c: f"{20_000 + 7 * c} n{c}.000"), 0.1, 3.0),
+        FieldSpec(
+            "776", "item_popularity", _tokens(400, lambda c: f"{20_000 + 7 * c} n{c}.000"), 0.1, 3.0
+        ),
     )
-    return SyntheticConfig(fields=fields, task_names=("click", "pay"), target_rates=(0.05, 0.0085),
-                           dense="zero", n_users=14_000, n_items=20_000, n_categories=n_cat,
-                           n_parents=n_par, n_segments=8, nested=1, pop_sd=1.3, proj_noise=0.5)
+    return SyntheticConfig(
+        fields=fields,
+        task_names=("click", "pay"),
+        target_rates=(0.05, 0.0085),
+        dense="zero",
+        n_users=14_000,
+        n_items=20_000,
+        n_categories=n_cat,
+        n_parents=n_par,
+        n_segments=8,
+        nested=1,
+        pop_sd=1.3,
+        proj_noise=0.5,
+    )
 
 
-KUAIRAND_DEGREES = ("day_new", "30day_retention", "2_14_day_new", "single_low_active",
-                    "low_active", "middle_active", "high_active", "full_active")
-KUAIRAND_UPLOAD = ("LongImport", "Web", "ShortImport", "Kmovie", "LongPicture", "PictureSet",
-                   "LongCamera", "ShortCamera", "ShareFromOtherApp", "FollowShoot", "AiCutVideo",
-                   "PhotoCopy", "LipsSync")
+KUAIRAND_DEGREES = (
+    "day_new",
+    "30day_retention",
+    "2_14_day_new",
+    "single_low_active",
+    "low_active",
+    "middle_active",
+    "high_active",
+    "full_active",
+)
+KUAIRAND_UPLOAD = (
+    "LongImport",
+    "Web",
+    "ShortImport",
+    "Kmovie",
+    "LongPicture",
+    "PictureSet",
+    "LongCamera",
+    "ShortCamera",
+    "ShareFromOtherApp",
+    "FollowShoot",
+    "AiCutVideo",
+    "PhotoCopy",
+    "LipsSync",
+)
 
 
-def _ints(n: int) -> Tuple[str, ...]:
+def _ints(n: int) -> tuple[str, ...]:
     return tuple(str(v) for v in range(n))
 
 
@@ -149,29 +186,69 @@ def _kuairand() -> SyntheticConfig:
     segment, several range and onehot fields are projections of theta_u, the rest noise; tag
     is the video's category, upload_type a projection of phi_i."""
     U, I = "user_noise", "item_noise"
-    onehot = [(2, U, 0.0, 1.0), (7, "user_segment", 0.0, 1.0), (50, "user_proj", 0.0, 1.5),
-              (300, U, 0.0, 2.0), (16, "user_proj", 0.03, 1.5), (34, U, 0.0, 2.0), (3, U, 0.0, 2.0),
-              (118, "user_proj", 0.0, 1.5), (450, U, 0.0, 2.0), (7, U, 0.0, 1.0),
-              (5, "user_proj", 0.0, 1.0), (5, U, 0.0, 2.0)] + [(2, "user_proj", 0.026, 1.0)] * 3 + \
-             [(2, U, 0.026, 1.0)] * 3
+    onehot = (
+        [
+            (2, U, 0.0, 1.0),
+            (7, "user_segment", 0.0, 1.0),
+            (50, "user_proj", 0.0, 1.5),
+            (300, U, 0.0, 2.0),
+            (16, "user_proj", 0.03, 1.5),
+            (34, U, 0.0, 2.0),
+            (3, U, 0.0, 2.0),
+            (118, "user_proj", 0.0, 1.5),
+            (450, U, 0.0, 2.0),
+            (7, U, 0.0, 1.0),
+            (5, "user_proj", 0.0, 1.0),
+            (5, U, 0.0, 2.0),
+        ]
+        + [(2, "user_proj", 0.026, 1.0)] * 3
+        + [(2, U, 0.026, 1.0)] * 3
+    )
     fields = [
         FieldSpec("tab", "context", _ints(6), 0.0, 2.0),
         FieldSpec("user_active_degree", "user_activity", KUAIRAND_DEGREES, 0.001, 0.25),
         FieldSpec("is_lowactive_period", U, ("0",)),
         FieldSpec("is_live_streamer", U, ("1",), 0.75),
         FieldSpec("is_video_author", U, ("0", "1")),
-        FieldSpec("follow_user_num_range", "user_proj", ("0", "(0,10]", "(10,50]", "(50,100]",
-                                                       "(100,150]", "(150,250]", "(250,500]", "500+")),
-        FieldSpec("fans_user_num_range", "user_proj", ("0", "[1,10)", "[10,100)", "[100,1k)",
-                                                     "[1k,5k)", "[5k,1w)", "[1w,10w)", "[10w,100w)",
-                                                     "[100w,1000w)"), 0.0, 1.5),
-        FieldSpec("friend_user_num_range", U, ("0", "[1,5)", "[5,30)", "[30,60)", "[60,120)",
-                                               "[120,250)", "250+")),
-        FieldSpec("register_days_range", U, ("8-14", "15-30", "31-60", "61-90", "91-180",
-                                             "181-365", "366-730", "730+"), 0.0, 0.3),
+        FieldSpec(
+            "follow_user_num_range",
+            "user_proj",
+            ("0", "(0,10]", "(10,50]", "(50,100]", "(100,150]", "(150,250]", "(250,500]", "500+"),
+        ),
+        FieldSpec(
+            "fans_user_num_range",
+            "user_proj",
+            (
+                "0",
+                "[1,10)",
+                "[10,100)",
+                "[100,1k)",
+                "[1k,5k)",
+                "[5k,1w)",
+                "[1w,10w)",
+                "[10w,100w)",
+                "[100w,1000w)",
+            ),
+            0.0,
+            1.5,
+        ),
+        FieldSpec(
+            "friend_user_num_range",
+            U,
+            ("0", "[1,5)", "[5,30)", "[30,60)", "[60,120)", "[120,250)", "250+"),
+        ),
+        FieldSpec(
+            "register_days_range",
+            U,
+            ("8-14", "15-30", "31-60", "61-90", "91-180", "181-365", "366-730", "730+"),
+            0.0,
+            0.3,
+        ),
     ]
-    fields += [FieldSpec(f"onehot_feat{k}", kind, _ints(levels), miss, skew)
-               for k, (levels, kind, miss, skew) in enumerate(onehot)]
+    fields += [
+        FieldSpec(f"onehot_feat{k}", kind, _ints(levels), miss, skew)
+        for k, (levels, kind, miss, skew) in enumerate(onehot)
+    ]
     n_cat = 60
     fields += [
         FieldSpec("video_type", I, ("NORMAL", "AD"), 0.001, 6.0),
@@ -181,24 +258,53 @@ def _kuairand() -> SyntheticConfig:
         FieldSpec("tag", "item_category", _ints(n_cat)),
     ]
     return SyntheticConfig(
-        fields=tuple(fields), task_names=("click", "long_view"), target_rates=(0.46, 0.33),
-        dense="log_duration", n_users=3_300, n_items=8_000, n_categories=n_cat, n_parents=10,
-        n_segments=7, nested=0, max_len=120, sessions_mean=4.0, leave_base=-2.6,
-        leave_slope=0.02, fatigue=0.01, start_ms=1_649_347_200_000, window_ms=30 * DAY_MS,
-        gap_mean_s=15.0, gap_max_s=300.0, tie_prob=0.05, between_min_s=3 * 3600.0,
-        between_mean_s=86400.0, price_weight=0.3, unavailable_penalty=0.0, availability=1.0,
-        boost=0.2)
+        fields=tuple(fields),
+        task_names=("click", "long_view"),
+        target_rates=(0.46, 0.33),
+        dense="log_duration",
+        n_users=3_300,
+        n_items=8_000,
+        n_categories=n_cat,
+        n_parents=10,
+        n_segments=7,
+        nested=0,
+        max_len=120,
+        sessions_mean=4.0,
+        leave_base=-2.6,
+        leave_slope=0.02,
+        fatigue=0.01,
+        start_ms=1_649_347_200_000,
+        window_ms=30 * DAY_MS,
+        gap_mean_s=15.0,
+        gap_max_s=300.0,
+        tie_prob=0.05,
+        between_min_s=3 * 3600.0,
+        between_mean_s=86400.0,
+        price_weight=0.3,
+        unavailable_penalty=0.0,
+        availability=1.0,
+        boost=0.2,
+    )
 
 
-PRESETS: Dict[str, SyntheticConfig] = {"retailrocket": _retailrocket(), "kuairand": _kuairand()}
+PRESETS: dict[str, SyntheticConfig] = {"retailrocket": _retailrocket(), "kuairand": _kuairand()}
 
-_PY_ONLY = {"fields", "task_names", "target_rates", "dense", "duration_median_s",
-            "calibration_users", "click_offset", "task2_offset"}
+_PY_ONLY = {
+    "fields",
+    "task_names",
+    "target_rates",
+    "dense",
+    "duration_median_s",
+    "calibration_users",
+    "click_offset",
+    "task2_offset",
+}
 
 
 # ------------------------------------------------------------------ generation
 
-def _world(cfg: SyntheticConfig, n_users: int, seed: int) -> "_core.SynthWorld":
+
+def _world(cfg: SyntheticConfig, n_users: int, seed: int) -> _core.SynthWorld:
     keys = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _PY_ONLY}
     # the world admits users up to the calibration set too; only [0, n_users) are generated
     keys.update(n_users=max(n_users, cfg.calibration_users), seed=int(seed) & (2**64 - 1))
@@ -230,13 +336,18 @@ def _solve(rate: Callable[[float], float], target: float) -> float:
     return x
 
 
-def _calibrate(world, cfg: SyntheticConfig) -> Tuple[float, float]:
+def _calibrate(world, cfg: SyntheticConfig) -> tuple[float, float]:
     """Intercepts a0, b0 whose mean true probabilities over the calibration users hit the
     preset's target rates (task 1 does not depend on b0, so a0 is solved first)."""
     m = cfg.calibration_users
-    a0 = _solve(lambda a: world.mean_truth(lo=0, hi=m, click_offset=a, task2_offset=cfg.task2_offset)[0],
-                cfg.target_rates[0])
-    b0 = _solve(lambda b: world.mean_truth(lo=0, hi=m, click_offset=a0, task2_offset=b)[1], cfg.target_rates[1])
+    a0 = _solve(
+        lambda a: world.mean_truth(lo=0, hi=m, click_offset=a, task2_offset=cfg.task2_offset)[0],
+        cfg.target_rates[0],
+    )
+    b0 = _solve(
+        lambda b: world.mean_truth(lo=0, hi=m, click_offset=a0, task2_offset=b)[1],
+        cfg.target_rates[1],
+    )
     return a0, b0
 
 
@@ -270,9 +381,16 @@ def log_duration(ms: np.ndarray) -> np.ndarray:
     return np.log1p(np.asarray(ms, np.float64) / 1000.0).astype(np.float32)
 
 
-def synthetic(preset: str = "retailrocket", n_users: Optional[int] = None, seed: int = 0, *,
-              calibrate: bool = True, progress: bool = False, chunk_rows: int = 250_000,
-              **overrides) -> SessionData:
+def synthetic(
+    preset: str = "retailrocket",
+    n_users: Optional[int] = None,
+    seed: int = 0,
+    *,
+    calibrate: bool = True,
+    progress: bool = False,
+    chunk_rows: int = 250_000,
+    **overrides,
+) -> SessionData:
     """Generate a synthetic session dataset with known true response probabilities.
 
     Parameters
@@ -319,20 +437,43 @@ def synthetic(preset: str = "retailrocket", n_users: Optional[int] = None, seed:
     row_start = np.concatenate(([0], np.cumsum(rows)))
     session_base = np.concatenate(([0], np.cumsum(sessions)[:-1]))
     n, F = int(row_start[-1]), len(cfg.fields)
-    out = dict(session=np.empty(n, np.int64), time=np.empty(n, np.int64),
-               user=np.empty(n, np.int64), item=np.empty(n, np.int64),
-               sparse=np.empty((n, F), np.int32), labels=np.empty((n, 2), np.float32),
-               truth=np.empty((n, 2), np.float32))
+    out = dict(
+        session=np.empty(n, np.int64),
+        time=np.empty(n, np.int64),
+        user=np.empty(n, np.int64),
+        item=np.empty(n, np.int64),
+        sparse=np.empty((n, F), np.int32),
+        labels=np.empty((n, 2), np.float32),
+        truth=np.empty((n, 2), np.float32),
+    )
     order = ("session", "time", "user", "item", "sparse", "labels", "truth")
     chunks = list(_chunks(rows, chunk_rows))
     if progress:
         from tqdm.auto import tqdm
+
         chunks = tqdm(chunks, desc=f"synthetic {preset}", unit="chunk")
     for lo, hi in chunks:
         a, b = int(row_start[lo]), int(row_start[hi])
-        world.fill(lo=lo, hi=hi, row_start=row_start[lo:hi + 1] - a, session_base=session_base[lo:hi],
-                   click_offset=a0, task2_offset=b0, **{k: out[k][a:b] for k in order})
+        world.fill(
+            lo=lo,
+            hi=hi,
+            row_start=row_start[lo : hi + 1] - a,
+            session_base=session_base[lo:hi],
+            click_offset=a0,
+            task2_offset=b0,
+            **{k: out[k][a:b] for k in order},
+        )
     vocab = {f.name: {v: c for c, v in enumerate(f.values, start=1)} for f in cfg.fields}
-    return SessionData(out["session"], out["time"], out["sparse"], _dense(cfg, world, out["item"]),
-                       out["labels"], [f.levels + 1 for f in cfg.fields], user=out["user"],
-                       item=out["item"], task_names=cfg.task_names, truth=out["truth"], vocab=vocab)
+    return SessionData(
+        out["session"],
+        out["time"],
+        out["sparse"],
+        _dense(cfg, world, out["item"]),
+        out["labels"],
+        [f.levels + 1 for f in cfg.fields],
+        user=out["user"],
+        item=out["item"],
+        task_names=cfg.task_names,
+        truth=out["truth"],
+        vocab=vocab,
+    )

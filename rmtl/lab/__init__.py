@@ -6,6 +6,7 @@ searches (:mod:`rmtl.lab.tune`, :mod:`rmtl.lab.sweep`), the critic-effect study
 :mod:`rmtl.lab.stats`, :mod:`rmtl.lab.convergence`, :mod:`rmtl.lab.plots`).
 
 Nothing in the method imports the lab."""
+
 from .experiment import ExperimentResult, experiment
 
 __all__ = ["experiment", "ExperimentResult"]

@@ -1,6 +1,7 @@
 """Ray, an optional dependency: importing it with a message that says how to install it, and
 connecting to a cluster from the directory that holds this rmtl (the executor that runs jobs
 as Ray tasks is :class:`rmtl.lab.executors.RayExecutor`)."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,9 @@ def require() -> Any:
     try:
         import ray
     except ImportError as e:
-        raise ImportError(f"Ray is not installed; it is an optional extra of rmtl: {INSTALL}") from e
+        raise ImportError(
+            f"Ray is not installed; it is an optional extra of rmtl: {INSTALL}"
+        ) from e
     return ray
 
 

@@ -1,10 +1,12 @@
 """How many threads rmtl's loops and matrix products use inside one job: the single place
 that sets it, for jobs run by worker processes or Ray tasks."""
+
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 from ..backend import get_num_threads, set_num_threads
 

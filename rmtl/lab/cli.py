@@ -5,6 +5,7 @@ stderr and exit with status 2, without a traceback. Ctrl-C stops at once and exi
 status 130 (``rmtl run --resume DIR`` then continues); a training loss that diverges prints
 one line and exits with status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ import glob
 import os
 import subprocess
 import sys
-from typing import List, Optional
+from typing import Optional
 
 from ..data import SessionData
 from ..datasets import load_kuairand, load_retailrocket
@@ -26,21 +27,43 @@ from .sweep import run_sweep as sweep
 __all__ = ["main", "build_parser"]
 
 
-def add_prepare(sub: "argparse._SubParsersAction") -> None:
+def add_prepare(sub: argparse._SubParsersAction) -> None:
     """``prepare``: raw dataset files -> one SessionData .npz file."""
-    p = sub.add_parser("prepare", help="turn raw RetailRocket or KuaiRand files into a .npz dataset",
-                       description="Load raw dataset files with rmtl's recipe (SPEC section 2) "
-                                   "and save them as a SessionData .npz file.")
+    p = sub.add_parser(
+        "prepare",
+        help="turn raw RetailRocket or KuaiRand files into a .npz dataset",
+        description="Load raw dataset files with rmtl's recipe (SPEC section 2) "
+        "and save them as a SessionData .npz file.",
+    )
     p.add_argument("dataset", choices=("retailrocket", "kuairand"), help="which raw format")
-    p.add_argument("--raw", required=True, metavar="DIR", help="directory holding the raw CSV files")
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the dataset: exactly this path "
-                   "(conventionally ending in .npz; nothing is appended), written atomically")
-    p.add_argument("--session-gap-minutes", type=float, default=30.0, metavar="M",
-                   help="start a new session after a gap of more than M minutes (default 30)")
-    p.add_argument("--variant", choices=("pure", "1k"), default="pure",
-                   help="KuaiRand variant: file suffix _pure or _1k (default pure)")
-    p.add_argument("--vocab-from", metavar="FILE.npz",
-                   help="code values with the vocabulary of this prepared file (e.g. the training set)")
+    p.add_argument(
+        "--raw", required=True, metavar="DIR", help="directory holding the raw CSV files"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="where to write the dataset: exactly this path "
+        "(conventionally ending in .npz; nothing is appended), written atomically",
+    )
+    p.add_argument(
+        "--session-gap-minutes",
+        type=float,
+        default=30.0,
+        metavar="M",
+        help="start a new session after a gap of more than M minutes (default 30)",
+    )
+    p.add_argument(
+        "--variant",
+        choices=("pure", "1k"),
+        default="pure",
+        help="KuaiRand variant: file suffix _pure or _1k (default pure)",
+    )
+    p.add_argument(
+        "--vocab-from",
+        metavar="FILE.npz",
+        help="code values with the vocabulary of this prepared file (e.g. the training set)",
+    )
     p.set_defaults(func=run_prepare)
 
 
@@ -64,97 +87,225 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_run(sub: "argparse._SubParsersAction") -> None:
+def add_run(sub: argparse._SubParsersAction) -> None:
     """``run``: the paper's experiment (baselines and RMTL over seeds) and its table."""
 
     d, quick, paper = RunConfig(), PRESETS["quick"], PRESETS["paper"]
     p = sub.add_parser(
-        "run", help="run the paper's experiment and print the results table",
+        "run",
+        help="run the paper's experiment and print the results table",
         description="Train the baselines and RMTL (pretrain, critics, weighted fine-tuning) over several "
-                    "seeds, with the controls Continued (every weight one), Static and Permuted trained exactly "
-                    "the stage-3 epochs RMTL kept, and print a table shaped like the paper's: the epochs each "
-                    "arm ran, AUC, Logloss and s-Logloss per task, mean +- std over seeds, the convergence "
-                    "checks and the oracle on synthetic data; then the critic effect RMTL - Continued (the "
-                    "primary family: 95%% CIs, Holm-adjusted p-values, * below 0.05 when no row is flagged, the "
-                    "smallest effect the run could detect) and every other paired difference as exploratory. "
-                    "Without arguments: the synthetic RetailRocket preset, a few minutes on 2 cores.")
-    p.add_argument("--dataset", choices=DATASETS, help=f"which data (default {d.dataset}: generated "
-                   "RetailRocket-like sessions with known true probabilities)")
-    p.add_argument("--data", metavar="FILE_OR_DIR",
-                   help="a .npz made by `rmtl prepare` (or SessionData.save), or the raw dataset directory")
-    p.add_argument("--models", nargs="+", metavar="NAME",
-                   help=f"baseline backbones (default {' '.join(d.models)}; choose from {', '.join(BACKBONES)})")
-    p.add_argument("--rmtl-models", nargs="*", metavar="NAME",
-                   help=f"backbones that also get RMTL stages 2 and 3 (default {' '.join(d.rmtl_models)})")
-    p.add_argument("--seeds", type=int, metavar="N", help=f"number of seeds (default: quick {quick['seeds']}, paper {paper['seeds']})")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="quick: small widths and few epochs, minutes; "
-                   "paper: the reference hyperparameters (embed 128, bottom 512-256, tower 128-64, 96 critic "
-                   "epochs), hours (default quick)")
-    p.add_argument("--lam", type=float, metavar="L", help=f"stage-3 weight w = 1 - L Q (default {d.lam})")
-    p.add_argument("--gamma", type=float, metavar="G", help=f"discount of the critics (default {d.gamma})")
-    p.add_argument("--epochs", type=int, metavar="E", help="most epochs of stages 1 and 3 (early stopping "
-                   f"with patience 2; default: quick {quick['rmtl']['epochs']}, paper 100); given, it also turns "
-                   "the automatic step floor off")
-    p.add_argument("--finetune-epochs", type=int, metavar="E", help="most epochs of stage 3 (default: --epochs)")
-    p.add_argument("--min-steps", type=int, metavar="S", help="at least S Adam steps in stage 1 (training from "
-                   "scratch), adding epochs on small data so models leave their initial plateau and calibrate "
-                   f"(default {AUTO_MIN_STEPS}, or 0 when --epochs or --compat authors is given; 0 = off); stage 3 "
-                   "never gets a floor")
-    p.add_argument("--early-stopping", choices=("logloss", "auc"), help="the validation score stages 1 and 3 "
-                   "stop on: the mean logloss over tasks (default: a rare task's noisy AUC cannot decide the "
-                   "epoch) or the mean AUC (the authors'; the default with --compat authors)")
-    p.add_argument("--budget", choices=("matched", "fixed"), help="stage 3's budget: matched (default: RMTL stops "
-                   "early, every control trains exactly the epochs RMTL kept in the same seed) or fixed (every "
-                   "arm exactly --finetune-epochs epochs, no early stopping)")
-    p.add_argument("--controls", nargs="*", choices=("continued", "static", "permuted"), metavar="NAME",
-                   help="the controls of the critic effect beside RMTL (default all three: continued = every "
-                   "weight one, static = each task's weight fixed at RMTL's mean, permuted = RMTL's weights "
-                   "shuffled across rows)")
-    p.add_argument("--init-output-bias", choices=("prior",), help="start every task's output at the logit of its "
-                   "training label rate (a deviation from the authors; default off)")
-    p.add_argument("--compat", choices=("authors",), help="the authors' code's behaviour where rmtl deliberately "
-                   "differs: batches in time order, critics in training mode in stage 3, reward at the wrapped "
-                   "action 0.5 + 0.5 a, critic output bias at PyTorch's default; every model must be the authors' module "
-                   "(ple, not ple_paper; see help(rmtl.RMTL))")
-    p.add_argument("--context", choices=("critic", "backbone", "both"), help="add each row's session context "
-                   "(position, seconds since the session start, labels of earlier rows of the session) to the "
-                   "critics' state, the backbones' dense input, or both (see rmtl.with_context; default: none)")
-    p.add_argument("--critic-epochs", type=int, metavar="E", help="epochs of stage 2 "
-                   f"(default: quick {quick['rmtl']['critic_epochs']}, paper 96)")
-    p.add_argument("--n-users", type=int, metavar="N", help="size of the synthetic data in users "
-                   f"(default: quick {quick['n_users']}, about 72k impressions; paper {paper['n_users']})")
-    p.add_argument("--out", metavar="DIR", help="also write results.md/.csv/.json, config.json (versions, seeds, "
-                   "every setting) and PNG plots (training curves, critic losses, stage-3 weights, Q by "
-                   "position) into DIR; plots need matplotlib (pip install 'rmtl[plots]')")
-    p.add_argument("--resume", metavar="DIR", help="checkpoint directory of the run: created if missing; after a "
-                   "kill or Ctrl-C the same command continues from the last finished stage (a directory of a run "
-                   "with other settings or data is refused); every job saves its stages there, so a job Ray retries resumes "
-                   "too (on a cluster: storage every node sees)")
-    p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (keys as the long "
-                   "options with underscores, e.g. rmtl_models = [\"esmm\"]); options given here win")
+        "seeds, with the controls Continued (every weight one), Static and Permuted trained exactly "
+        "the stage-3 epochs RMTL kept, and print a table shaped like the paper's: the epochs each "
+        "arm ran, AUC, Logloss and s-Logloss per task, mean +- std over seeds, the convergence "
+        "checks and the oracle on synthetic data; then the critic effect RMTL - Continued (the "
+        "primary family: 95%% CIs, Holm-adjusted p-values, * below 0.05 when no row is flagged, the "
+        "smallest effect the run could detect) and every other paired difference as exploratory. "
+        "Without arguments: the synthetic RetailRocket preset, a few minutes on 2 cores.",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        help=f"which data (default {d.dataset}: generated "
+        "RetailRocket-like sessions with known true probabilities)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="FILE_OR_DIR",
+        help="a .npz made by `rmtl prepare` (or SessionData.save), or the raw dataset directory",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help=f"baseline backbones (default {' '.join(d.models)}; choose from {', '.join(BACKBONES)})",
+    )
+    p.add_argument(
+        "--rmtl-models",
+        nargs="*",
+        metavar="NAME",
+        help=f"backbones that also get RMTL stages 2 and 3 (default {' '.join(d.rmtl_models)})",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help=f"number of seeds (default: quick {quick['seeds']}, paper {paper['seeds']})",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="quick: small widths and few epochs, minutes; "
+        "paper: the reference hyperparameters (embed 128, bottom 512-256, tower 128-64, 96 critic "
+        "epochs), hours (default quick)",
+    )
+    p.add_argument(
+        "--lam", type=float, metavar="L", help=f"stage-3 weight w = 1 - L Q (default {d.lam})"
+    )
+    p.add_argument(
+        "--gamma", type=float, metavar="G", help=f"discount of the critics (default {d.gamma})"
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        metavar="E",
+        help="most epochs of stages 1 and 3 (early stopping "
+        f"with patience 2; default: quick {quick['rmtl']['epochs']}, paper 100); given, it also turns "
+        "the automatic step floor off",
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        metavar="E",
+        help="most epochs of stage 3 (default: --epochs)",
+    )
+    p.add_argument(
+        "--min-steps",
+        type=int,
+        metavar="S",
+        help="at least S Adam steps in stage 1 (training from "
+        "scratch), adding epochs on small data so models leave their initial plateau and calibrate "
+        f"(default {AUTO_MIN_STEPS}, or 0 when --epochs or --compat authors is given; 0 = off); stage 3 "
+        "never gets a floor",
+    )
+    p.add_argument(
+        "--early-stopping",
+        choices=("logloss", "auc"),
+        help="the validation score stages 1 and 3 "
+        "stop on: the mean logloss over tasks (default: a rare task's noisy AUC cannot decide the "
+        "epoch) or the mean AUC (the authors'; the default with --compat authors)",
+    )
+    p.add_argument(
+        "--budget",
+        choices=("matched", "fixed"),
+        help="stage 3's budget: matched (default: RMTL stops "
+        "early, every control trains exactly the epochs RMTL kept in the same seed) or fixed (every "
+        "arm exactly --finetune-epochs epochs, no early stopping)",
+    )
+    p.add_argument(
+        "--controls",
+        nargs="*",
+        choices=("continued", "static", "permuted"),
+        metavar="NAME",
+        help="the controls of the critic effect beside RMTL (default all three: continued = every "
+        "weight one, static = each task's weight fixed at RMTL's mean, permuted = RMTL's weights "
+        "shuffled across rows)",
+    )
+    p.add_argument(
+        "--init-output-bias",
+        choices=("prior",),
+        help="start every task's output at the logit of its "
+        "training label rate (a deviation from the authors; default off)",
+    )
+    p.add_argument(
+        "--compat",
+        choices=("authors",),
+        help="the authors' code's behaviour where rmtl deliberately "
+        "differs: batches in time order, critics in training mode in stage 3, reward at the wrapped "
+        "action 0.5 + 0.5 a, critic output bias at PyTorch's default; every model must be the authors' module "
+        "(ple, not ple_paper; see help(rmtl.RMTL))",
+    )
+    p.add_argument(
+        "--context",
+        choices=("critic", "backbone", "both"),
+        help="add each row's session context "
+        "(position, seconds since the session start, labels of earlier rows of the session) to the "
+        "critics' state, the backbones' dense input, or both (see rmtl.with_context; default: none)",
+    )
+    p.add_argument(
+        "--critic-epochs",
+        type=int,
+        metavar="E",
+        help=f"epochs of stage 2 (default: quick {quick['rmtl']['critic_epochs']}, paper 96)",
+    )
+    p.add_argument(
+        "--n-users",
+        type=int,
+        metavar="N",
+        help="size of the synthetic data in users "
+        f"(default: quick {quick['n_users']}, about 72k impressions; paper {paper['n_users']})",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write results.md/.csv/.json, config.json (versions, seeds, "
+        "every setting) and PNG plots (training curves, critic losses, stage-3 weights, Q by "
+        "position) into DIR; plots need matplotlib (pip install 'rmtl[plots]')",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="checkpoint directory of the run: created if missing; after a "
+        "kill or Ctrl-C the same command continues from the last finished stage (a directory of a run "
+        "with other settings or data is refused); every job saves its stages there, so a job Ray retries resumes "
+        "too (on a cluster: storage every node sees)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="read settings from a TOML file (keys as the long "
+        'options with underscores, e.g. rmtl_models = ["esmm"]); options given here win',
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--processes", type=int, metavar="N", help="run the experiment's jobs (stage 1, stage 2, "
-                       "each stage-3 variant per seed and backbone) in N local processes, each with cores/N threads")
-    where.add_argument("--jobs", type=int, dest="jobs", help=argparse.SUPPRESS)  # the old name of --processes
-    where.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS", help="run the jobs as tasks on a Ray "
-                       "cluster, one CPU each: ADDRESS (e.g. auto, or head-node:6379), or without it the cluster "
-                       "ray.init() finds ($RAY_ADDRESS, a `ray start` on this machine) or a new local one; "
-                       "needs pip install 'rmtl[ray]'")
+    where.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="run the experiment's jobs (stage 1, stage 2, "
+        "each stage-3 variant per seed and backbone) in N local processes, each with cores/N threads",
+    )
+    where.add_argument(
+        "--jobs", type=int, dest="jobs", help=argparse.SUPPRESS
+    )  # the old name of --processes
+    where.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        metavar="ADDRESS",
+        help="run the jobs as tasks on a Ray "
+        "cluster, one CPU each: ADDRESS (e.g. auto, or head-node:6379), or without it the cluster "
+        "ray.init() finds ($RAY_ADDRESS, a `ray start` on this machine) or a new local one; "
+        "needs pip install 'rmtl[ray]'",
+    )
     p.set_defaults(func=run_run)
 
 
 def run_run(args: argparse.Namespace) -> int:
     """Resolve the settings (defaults < config file < options), run, print the table."""
     settings = load_config(args.config) if args.config else {}
-    for name in ("dataset", "data", "models", "rmtl_models", "seeds", "preset", "lam", "gamma", "epochs",
-                 "finetune_epochs", "critic_epochs", "min_steps", "early_stopping", "budget", "controls",
-                 "init_output_bias", "compat", "context", "n_users", "out", "resume", "processes", "ray"):
+    for name in (
+        "dataset",
+        "data",
+        "models",
+        "rmtl_models",
+        "seeds",
+        "preset",
+        "lam",
+        "gamma",
+        "epochs",
+        "finetune_epochs",
+        "critic_epochs",
+        "min_steps",
+        "early_stopping",
+        "budget",
+        "controls",
+        "init_output_bias",
+        "compat",
+        "context",
+        "n_users",
+        "out",
+        "resume",
+        "processes",
+        "ray",
+    ):
         value = getattr(args, name)
         if value is not None:
             settings[name] = tuple(value) if isinstance(value, list) else value
     if args.jobs is not None:
-        print("rmtl run: --jobs is now --processes (--jobs goes in the next release)", file=sys.stderr)
+        print(
+            "rmtl run: --jobs is now --processes (--jobs goes in the next release)", file=sys.stderr
+        )
         settings["processes"] = args.jobs
     if args.no_progress:
         settings["progress"] = False
@@ -164,9 +315,11 @@ def run_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--config: {e}") from e
     job = run(config)
     c = job.config
-    print(f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, output bias "
-          f"{c.init_output_bias or 'default'}, session context {c.context or 'none'}"
-          f"{', compat ' + c.compat if c.compat else ''}, {job.seconds:.0f} s")
+    print(
+        f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, output bias "
+        f"{c.init_output_bias or 'default'}, session context {c.context or 'none'}"
+        f"{', compat ' + c.compat if c.compat else ''}, {job.seconds:.0f} s"
+    )
     print(f"budgets: {describe_budgets(job.budgets)}")
     print(job.table())
     if c.out:
@@ -174,21 +327,30 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_sweep(sub: "argparse._SubParsersAction") -> None:
+def add_sweep(sub: argparse._SubParsersAction) -> None:
     """``sweep``: a Ray Tune search described in TOML, and its results table."""
-    p = sub.add_parser("sweep", help="run a Ray Tune search over RMTL settings described in a TOML file",
-                       description="Tune one backbone's RMTL settings with Ray Tune (ASHA stops bad trials "
-                                   "early; trials restart from their last finished stage) and print one row per "
-                                   "trial, best first, and the best configuration's test metrics. The file has "
-                                   "[run] (data and fixed settings, as for `rmtl run --config`; models[0] is "
-                                   "tuned), [search] (e.g. lam = {uniform = [0.2, 1.0]}, weighting = {choice = "
-                                   "[\"rmtl\", \"label\"]}) and [tune] (trials, stages, metric, mode, scheduler, "
-                                   "grace_period, reduction_factor, cpus_per_trial, max_failures, ray, out). "
-                                   "Needs pip install 'rmtl[ray]'.")
+    p = sub.add_parser(
+        "sweep",
+        help="run a Ray Tune search over RMTL settings described in a TOML file",
+        description="Tune one backbone's RMTL settings with Ray Tune (ASHA stops bad trials "
+        "early; trials restart from their last finished stage) and print one row per "
+        "trial, best first, and the best configuration's test metrics. The file has "
+        "[run] (data and fixed settings, as for `rmtl run --config`; models[0] is "
+        "tuned), [search] (e.g. lam = {uniform = [0.2, 1.0]}, weighting = {choice = "
+        '["rmtl", "label"]}) and [tune] (trials, stages, metric, mode, scheduler, '
+        "grace_period, reduction_factor, cpus_per_trial, max_failures, ray, out). "
+        "Needs pip install 'rmtl[ray]'.",
+    )
     p.add_argument("config", metavar="CONFIG.toml", help="the search")
-    p.add_argument("--out", metavar="DIR", help="write results.md/.csv/.json and config.json into DIR "
-                   "(and Tune's trial directories into DIR/tune); overrides [tune] out")
-    p.add_argument("--ray", metavar="ADDRESS", help="the Ray cluster (e.g. auto); overrides [tune] ray")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write results.md/.csv/.json and config.json into DIR "
+        "(and Tune's trial directories into DIR/tune); overrides [tune] out",
+    )
+    p.add_argument(
+        "--ray", metavar="ADDRESS", help="the Ray cluster (e.g. auto); overrides [tune] ray"
+    )
     p.set_defaults(func=run_sweep)
 
 
@@ -197,7 +359,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     config = load_sweep(args.config)
     config = dataclasses.replace(config, out=args.out or config.out, ray=args.ray or config.ray)
     result = sweep(config)
-    print(f"rmtl sweep: {len(result.rows)} trials of {result.config.run.models[0]}, {result.seconds:.0f} s")
+    print(
+        f"rmtl sweep: {len(result.rows)} trials of {result.config.run.models[0]}, {result.seconds:.0f} s"
+    )
     print(result.to_markdown())
     print(describe_best(result))
     if result.config.out:
@@ -205,14 +369,24 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench(sub: "argparse._SubParsersAction") -> None:
+def add_bench(sub: argparse._SubParsersAction) -> None:
     """``bench``: run the scripts of a source checkout's benchmarks/ directory."""
-    p = sub.add_parser("bench", help="run the benchmarks (from a source checkout)",
-                       description="Run benchmarks/bench_*.py of the source tree (rmtl against PyTorch; "
-                                   "needs torch) and print their tables. Numbers and commands are kept in "
-                                   "benchmarks/RESULTS.md.")
-    p.add_argument("names", nargs="*", metavar="NAME", help="which benchmarks, e.g. backbones env (default all)")
-    p.add_argument("--dir", default="benchmarks", help="the benchmarks directory (default ./benchmarks)")
+    p = sub.add_parser(
+        "bench",
+        help="run the benchmarks (from a source checkout)",
+        description="Run benchmarks/bench_*.py of the source tree (rmtl against PyTorch; "
+        "needs torch) and print their tables. Numbers and commands are kept in "
+        "benchmarks/RESULTS.md.",
+    )
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="which benchmarks, e.g. backbones env (default all)",
+    )
+    p.add_argument(
+        "--dir", default="benchmarks", help="the benchmarks directory (default ./benchmarks)"
+    )
     p.set_defaults(func=run_bench)
 
 
@@ -220,8 +394,10 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run each selected script in its own process; the first failure's status is returned."""
     scripts = sorted(glob.glob(os.path.join(args.dir, "bench_*.py")))
     if not scripts:
-        raise FileNotFoundError(f"--dir: no bench_*.py in {args.dir!r}; run from a source checkout of rmtl")
-    available = {os.path.basename(s)[len("bench_"):-len(".py")]: s for s in scripts}
+        raise FileNotFoundError(
+            f"--dir: no bench_*.py in {args.dir!r}; run from a source checkout of rmtl"
+        )
+    available = {os.path.basename(s)[len("bench_") : -len(".py")]: s for s in scripts}
     unknown = sorted(set(args.names) - set(available))
     if unknown:
         raise ValueError(f"names: unknown benchmark(s) {unknown}; choose from {sorted(available)}")
@@ -235,8 +411,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand (each adds itself with an add_<name> function)."""
-    parser = argparse.ArgumentParser(prog="python -m rmtl",
-                                     description="rmtl: multi-task recommendation with RL critics")
+    parser = argparse.ArgumentParser(
+        prog="python -m rmtl", description="rmtl: multi-task recommendation with RL critics"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_run(sub)
     add_sweep(sub)
@@ -245,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line with argv (default sys.argv[1:]); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)

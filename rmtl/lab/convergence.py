@@ -5,18 +5,27 @@ A difference between two models says something about a method only when both tra
 and names what went wrong; :data:`ADVICE` says what to change. Experiments record the flags
 per run, tables show them, and a comparison involving a flagged row is never starred.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..data import SessionData
 from ..metrics import bce_rows
 
-__all__ = ["check", "summary", "prior_logloss", "ADVICE", "PLATEAU_TOL", "CALIBRATION_TOL", "IMPROVING_TOL",
-           "OVERFIT_Z"]
+__all__ = [
+    "check",
+    "summary",
+    "prior_logloss",
+    "ADVICE",
+    "PLATEAU_TOL",
+    "CALIBRATION_TOL",
+    "IMPROVING_TOL",
+    "OVERFIT_Z",
+]
 
 PLATEAU_TOL = 0.02
 """Early stopping fired with the kept epoch's mean validation AUC below ``0.5 + PLATEAU_TOL``."""
@@ -29,22 +38,22 @@ OVERFIT_Z = 2.0
 """Standard errors (over validation rows) by which a task's validation logloss may rise above
 the stage's start before the stage counts as over-trained."""
 
-ADVICE: Dict[str, str] = {
+ADVICE: dict[str, str] = {
     "nonfinite": "a training loss or a prediction is not finite: lower the learning rate (lr)",
     "plateau": f"early stopping fired while the mean validation AUC was below {0.5 + PLATEAU_TOL:.2f}, on the "
-               "initial plateau: give it more optimizer steps before stopping (min_steps, epochs, patience), "
-               "more data, a higher learning rate, or init_output_bias='prior'",
+    "initial plateau: give it more optimizer steps before stopping (min_steps, epochs, patience), "
+    "more data, a higher learning rate, or init_output_bias='prior'",
     "calibration": f"the mean predicted probability on validation is off the label rate by more than "
-                   f"{CALIBRATION_TOL:.0%} of the rate (+ 3 standard errors): the model has not calibrated; give "
-                   "it more optimizer steps (min_steps, epochs), more data, or init_output_bias='prior'",
+    f"{CALIBRATION_TOL:.0%} of the rate (+ 3 standard errors): the model has not calibrated; give "
+    "it more optimizer steps (min_steps, epochs), more data, or init_output_bias='prior'",
     "epoch_limit": "the validation score was still improving at the epoch limit: raise epochs (or min_steps)",
     "overfit": f"a task's validation logloss at the kept weights is worse than at the stage's start by more than "
-               f"{OVERFIT_Z:g} standard errors: the stage trained past its best; stop on validation logloss "
-               "(early_stopping='logloss'), give it fewer epochs (finetune_epochs, epochs) or a lower lr, and "
-               "never a step floor after pretraining",
+    f"{OVERFIT_Z:g} standard errors: the stage trained past its best; stop on validation logloss "
+    "(early_stopping='logloss'), give it fewer epochs (finetune_epochs, epochs) or a lower lr, and "
+    "never a step floor after pretraining",
     "worse_than_prior": "a task's validation or test logloss is worse than predicting its training label rate "
-                        "for every row: the model is over-trained or uncalibrated; stop on validation logloss, "
-                        "train fewer epochs, or start at init_output_bias='prior'",
+    "for every row: the model is over-trained or uncalibrated; stop on validation logloss, "
+    "train fewer epochs, or start at init_output_bias='prior'",
 }
 
 
@@ -56,8 +65,13 @@ def prior_logloss(rates: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return -(y * np.log(r) + (1 - y) * np.log1p(-r))
 
 
-def check(history: Any, model: Any, valid: SessionData, test: Optional[SessionData] = None,
-          rates: Optional[np.ndarray] = None) -> List[str]:
+def check(
+    history: Any,
+    model: Any,
+    valid: SessionData,
+    test: Optional[SessionData] = None,
+    rates: Optional[np.ndarray] = None,
+) -> list[str]:
     """The flags (keys of :data:`ADVICE`, in that order) of a model trained with ``history``
     (an :class:`rmtl.History`), judged on ``valid`` (and ``test``); an empty list when the
     model passes:
@@ -93,8 +107,10 @@ def check(history: Any, model: Any, valid: SessionData, test: Optional[SessionDa
             flags.append("calibration")
     criterion = getattr(history, "early_stopping", None)
     if criterion is not None and best is not None and best == len(epochs):
-        scores = [e.get("valid_auc", np.nan) if criterion == "auc" else -e.get("valid_logloss", np.nan)
-                  for e in epochs]
+        scores = [
+            e.get("valid_auc", np.nan) if criterion == "auc" else -e.get("valid_logloss", np.nan)
+            for e in epochs
+        ]
         if len(epochs) == 1 or scores[-1] - max(scores[:-1]) > IMPROVING_TOL[criterion]:
             flags.append("epoch_limit")
     if any(se > 0 and mean > OVERFIT_Z * se for mean, se in history.logloss_change.values()):
@@ -103,13 +119,17 @@ def check(history: Any, model: Any, valid: SessionData, test: Optional[SessionDa
         for part in (valid, test):
             if part is None:
                 continue
-            p = prob if part is valid else np.asarray(model.predict(part.sparse, part.dense), np.float64)
+            p = (
+                prob
+                if part is valid
+                else np.asarray(model.predict(part.sparse, part.dense), np.float64)
+            )
             if (bce_rows(part.labels, p).mean(0) > prior_logloss(rates, part.labels)).any():
                 flags.append("worse_than_prior")
                 break
     return flags
 
 
-def summary(flags_per_seed: List[List[str]]) -> Dict[str, int]:
+def summary(flags_per_seed: list[list[str]]) -> dict[str, int]:
     """How many seeds raised each flag, in :data:`ADVICE` order."""
     return {f: n for f in ADVICE if (n := sum(f in fl for fl in flags_per_seed))}

@@ -5,11 +5,13 @@ processes, on any ``concurrent.futures.Executor``, or on a Ray cluster.
 collects outputs as they finish; the executor decides only where and when a job runs, never
 what it computes (each job's randomness comes from its own seed).
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-from typing import Any, Dict, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 from . import _threads
 from ._ray import RETRIES, connect
@@ -38,9 +40,22 @@ class FuturesExecutor(Executor):
     """A ``concurrent.futures.Executor``: ours (N spawned processes that receive the data once,
     when they start; ``data`` None) or the caller's (``data`` travel with every job)."""
 
-    def __init__(self, work: Work, executor: cf.Executor, data: Optional[Splits], threads: Optional[int],
-                 capacity: Optional[int] = None, own: bool = False) -> None:
-        self.work, self.executor, self.data, self.threads, self.own = work, executor, data, threads, own
+    def __init__(
+        self,
+        work: Work,
+        executor: cf.Executor,
+        data: Optional[Splits],
+        threads: Optional[int],
+        capacity: Optional[int] = None,
+        own: bool = False,
+    ) -> None:
+        self.work, self.executor, self.data, self.threads, self.own = (
+            work,
+            executor,
+            data,
+            threads,
+            own,
+        )
         if capacity is not None:
             self.capacity = capacity
 
@@ -62,12 +77,16 @@ def _keep_worker_data(data: Splits) -> None:
     _WORKER_DATA = data
 
 
-def _run_on_worker_data(work: Work, job: Job, settings: Settings, inputs: Sequence[JobOutput]) -> JobOutput:
+def _run_on_worker_data(
+    work: Work, job: Job, settings: Settings, inputs: Sequence[JobOutput]
+) -> JobOutput:
     assert _WORKER_DATA is not None, "worker started without data"
     return work(job, settings, _WORKER_DATA, inputs)
 
 
-def executor_for(executor: ExecutorSpec, work: Work, data: Splits, threads_per_job: Optional[int]) -> Executor:
+def executor_for(
+    executor: ExecutorSpec, work: Work, data: Splits, threads_per_job: Optional[int]
+) -> Executor:
     """The :class:`Executor` for ``executor`` (see :func:`rmtl.experiment`) that runs each
     job as ``work(job, settings, data, inputs)`` (:func:`rmtl.lab.units.execute`; a
     module-level function, so worker processes and Ray can receive it)."""
@@ -76,16 +95,22 @@ def executor_for(executor: ExecutorSpec, work: Work, data: Splits, threads_per_j
     if executor is None:
         return SerialExecutor(work, data, threads_per_job)
     if isinstance(executor, bool) or not isinstance(executor, (int, str, cf.Executor)):
-        raise TypeError(f"executor: expected None, a number of processes, a concurrent.futures.Executor or "
-                        f"'ray', got {executor!r}")
+        raise TypeError(
+            f"executor: expected None, a number of processes, a concurrent.futures.Executor or "
+            f"'ray', got {executor!r}"
+        )
     if isinstance(executor, int):
         if executor < 1:
             raise ValueError(f"executor: expected at least 1 worker process, got {executor}")
         threads = threads_per_job or max(1, _threads.available_cores() // executor)
         # spawned, not forked: rmtl's pool survives a fork, but a fork of a process whose other
         # libraries ran OpenMP loops (torch's) can hang in the child
-        pool = cf.ProcessPoolExecutor(executor, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_keep_worker_data, initargs=(data,))
+        pool = cf.ProcessPoolExecutor(
+            executor,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_keep_worker_data,
+            initargs=(data,),
+        )
         return FuturesExecutor(work, pool, None, threads, capacity=executor, own=True)
     if isinstance(executor, str):
         if executor != "ray":
@@ -107,7 +132,7 @@ class RayExecutor(Executor):
         self.threads = threads
         self.data = self.ray.put(data)
         self.task = self.ray.remote(max_retries=RETRIES)(_task).options(num_cpus=threads)
-        self.refs: Dict[cf.Future, Any] = {}
+        self.refs: dict[cf.Future, Any] = {}
 
     def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
         ref = self.task.remote(self.work, job, settings, self.data, *inputs)

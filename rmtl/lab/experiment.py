@@ -4,11 +4,13 @@ standard deviations and paired t-tests against each backbone's own baseline.
 
 (The module is ``experiments``, plural, so that the function ``rmtl.experiment`` does not
 hide it.)"""
+
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable, Optional
 
 from ..agent import RMTL, WEIGHTINGS
 from ..config import RMTLConfig
@@ -24,16 +26,24 @@ from .units import agent_view, execute
 __all__ = ["experiment", "ExperimentResult"]
 
 
-
-def experiment(train: SessionData, valid: SessionData, test: SessionData,
-               backbones: Sequence[str] = ("esmm", "mmoe", "ple"), seeds: Iterable[int] = range(5),
-               weightings: Sequence[str] = ("rmtl", CONTROL), transfer: Sequence[Tuple[str, str]] = (("esmm", "mmoe"),),
-               backbone_kwargs: Optional[Mapping[str, Any]] = None, rmtl_kwargs: Optional[Mapping[str, Any]] = None,
-               checkpoint_dir: Optional["str | os.PathLike[str]"] = None, progress: bool = False,
-               rmtl_backbones: Optional[Sequence[str]] = None,
-               on_agent: Optional[Callable[[str, int, RMTL], None]] = None,
-               executor: ExecutorSpec = None, threads_per_job: Optional[int] = None,
-               budget: str = "matched") -> ExperimentResult:
+def experiment(
+    train: SessionData,
+    valid: SessionData,
+    test: SessionData,
+    backbones: Sequence[str] = ("esmm", "mmoe", "ple"),
+    seeds: Iterable[int] = range(5),
+    weightings: Sequence[str] = ("rmtl", CONTROL),
+    transfer: Sequence[tuple[str, str]] = (("esmm", "mmoe"),),
+    backbone_kwargs: Optional[Mapping[str, Any]] = None,
+    rmtl_kwargs: Optional[Mapping[str, Any]] = None,
+    checkpoint_dir: Optional[str | os.PathLike[str]] = None,
+    progress: bool = False,
+    rmtl_backbones: Optional[Sequence[str]] = None,
+    on_agent: Optional[Callable[[str, int, RMTL], None]] = None,
+    executor: ExecutorSpec = None,
+    threads_per_job: Optional[int] = None,
+    budget: str = "matched",
+) -> ExperimentResult:
     """Run every backbone with and without RMTL over ``seeds`` and evaluate on ``test``.
 
     For each seed and backbone: stage 1 gives the baseline (metrics of the pretrained
@@ -87,22 +97,41 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     seeds = [int(s) for s in seeds]
     unknown = [w for w in weightings if w not in WEIGHTINGS]
     if unknown or not seeds or not backbones:
-        raise ValueError(f"expected at least one seed and backbone and weightings from {sorted(WEIGHTINGS)}; "
-                         f"got seeds={seeds}, backbones={list(backbones)}, unknown weightings {unknown}")
+        raise ValueError(
+            f"expected at least one seed and backbone and weightings from {sorted(WEIGHTINGS)}; "
+            f"got seeds={seeds}, backbones={list(backbones)}, unknown weightings {unknown}"
+        )
     with_rmtl = list(backbones) if rmtl_backbones is None else list(rmtl_backbones)
-    missing = sorted((set(with_rmtl) | {name for pair in transfer for name in pair}) - set(backbones))
+    missing = sorted(
+        (set(with_rmtl) | {name for pair in transfer for name in pair}) - set(backbones)
+    )
     if missing:
-        raise ValueError(f"rmtl_backbones, transfer: backbones {missing} are not in backbones={list(backbones)}; "
-                         "add them")
+        raise ValueError(
+            f"rmtl_backbones, transfer: backbones {missing} are not in backbones={list(backbones)}; "
+            "add them"
+        )
     if any(src not in with_rmtl for src, _ in transfer):
-        raise ValueError(f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}")
+        raise ValueError(
+            f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}"
+        )
     bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
     for name in backbones:
         check_compat(str(name).lower(), rkw.get("compat"))
-    cfg = RMTLConfig(**{k: v for k, v in rkw.items() if k in ("epochs", "finetune_epochs") and v is not None})
-    jobs = graph(backbones, with_rmtl, seeds, weightings, transfer, budget,
-                 cfg.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs)
-    settings = Settings(bkw, rkw, None if checkpoint_dir is None else os.path.abspath(checkpoint_dir), progress)
+    cfg = RMTLConfig(
+        **{k: v for k, v in rkw.items() if k in ("epochs", "finetune_epochs") and v is not None}
+    )
+    jobs = graph(
+        backbones,
+        with_rmtl,
+        seeds,
+        weightings,
+        transfer,
+        budget,
+        cfg.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs,
+    )
+    settings = Settings(
+        bkw, rkw, None if checkpoint_dir is None else os.path.abspath(checkpoint_dir), progress
+    )
 
     def done(job: Job, outputs: Mapping[Job, JobOutput]) -> None:
         own = [j for j in jobs if j.model == job.model and j.seed == job.seed and not j.transfer]
@@ -112,22 +141,48 @@ def experiment(train: SessionData, valid: SessionData, test: SessionData,
     runner = executor_for(executor, execute, (train, valid, test), threads_per_job)
     outputs = run_graph(jobs, settings, runner, done)
     records = [r for job in jobs for r in outputs[job].records]
-    result = ExperimentResult(records, _oracle(test), {
-        "backbones": list(backbones), "rmtl_backbones": with_rmtl, "seeds": seeds, "weightings": list(weightings),
-        "transfer": [list(p) for p in transfer], "backbone_kwargs": bkw, "rmtl_kwargs": rkw, "budget": budget,
-        "rows": {"train": len(train), "valid": len(valid), "test": len(test)}, "threads_per_job": runner.threads})
-    flagged = {(r["model"], r["variant"]): (r["flags"], r["n"]) for r in result.table() if r["flags"]}
+    result = ExperimentResult(
+        records,
+        _oracle(test),
+        {
+            "backbones": list(backbones),
+            "rmtl_backbones": with_rmtl,
+            "seeds": seeds,
+            "weightings": list(weightings),
+            "transfer": [list(p) for p in transfer],
+            "backbone_kwargs": bkw,
+            "rmtl_kwargs": rkw,
+            "budget": budget,
+            "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
+            "threads_per_job": runner.threads,
+        },
+    )
+    flagged = {
+        (r["model"], r["variant"]): (r["flags"], r["n"]) for r in result.table() if r["flags"]
+    }
     if flagged:
         raised = [f for f in convergence.ADVICE if any(f in fl for fl, _ in flagged.values())]
-        warnings.warn("convergence checks failed, comparisons with these rows are not significant: " + "; ".join(
-            f"{m} {v} ({', '.join(f'{f} {k}/{n}' for f, k in fl.items())})" for (m, v), (fl, n) in flagged.items())
-            + ". What to change: " + "; ".join(f"{f}: {convergence.ADVICE[f]}" for f in raised), stacklevel=2)
+        warnings.warn(
+            "convergence checks failed, comparisons with these rows are not significant: "
+            + "; ".join(
+                f"{m} {v} ({', '.join(f'{f} {k}/{n}' for f, k in fl.items())})"
+                for (m, v), (fl, n) in flagged.items()
+            )
+            + ". What to change: "
+            + "; ".join(f"{f}: {convergence.ADVICE[f]}" for f in raised),
+            stacklevel=2,
+        )
     return result
 
 
-def _oracle(test: SessionData) -> Dict[str, Dict[str, float]]:
+def _oracle(test: SessionData) -> dict[str, dict[str, float]]:
     """AUC and logloss of the true probabilities, per task, when the data knows them."""
     if test.truth is None:
         return {}
-    return {task: {"auc": oracle_auc(test.truth[:, k]), "logloss": logloss(test.labels[:, k], test.truth[:, k])}
-            for k, task in enumerate(test.task_names)}
+    return {
+        task: {
+            "auc": oracle_auc(test.truth[:, k]),
+            "logloss": logloss(test.labels[:, k], test.truth[:, k]),
+        }
+        for k, task in enumerate(test.task_names)
+    }

@@ -8,16 +8,29 @@ are in :mod:`rmtl.lab.executors`) and :func:`run_graph` schedules a graph on one
 draws its randomness from its own seed, so the order and place of execution never change a
 number.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional
 
 from ..config import CRITIC_FREE
 from ..data import SessionData
 
-__all__ = ["Job", "JobOutput", "Settings", "Work", "Executor", "graph", "run_graph", "needs_critics", "CONTROLS", "BUDGETS"]
+__all__ = [
+    "Job",
+    "JobOutput",
+    "Settings",
+    "Work",
+    "Executor",
+    "graph",
+    "run_graph",
+    "needs_critics",
+    "CONTROLS",
+    "BUDGETS",
+]
 
 METRICS = ("auc", "logloss", "s_logloss")
 BASELINE = "baseline"
@@ -27,7 +40,7 @@ CONTROL = "continued"  # stage 3 with every weight one: the control for extra tr
 # their rows (permuted: the same weights shuffled across each batch's rows)
 CONTROLS = ("continued", "static", "permuted")
 BUDGETS = ("matched", "fixed")
-Splits = Tuple[SessionData, SessionData, SessionData]
+Splits = tuple[SessionData, SessionData, SessionData]
 
 
 def needs_critics(weighting: Optional[str]) -> bool:
@@ -79,7 +92,7 @@ class Job:
         return f"rmtl[critics of {self.critics_of}]" if self.transfer else str(self.weighting)
 
     @property
-    def reference(self) -> Optional["Job"]:
+    def reference(self) -> Optional[Job]:
         """The ``rmtl`` stage-3 job whose kept epochs (``matched``) or mean weights
         (``static``) this one reads, else None."""
         if self.kind != "finetune" or not (self.matched or self.weighting == "static"):
@@ -87,7 +100,7 @@ class Job:
         return Job("finetune", self.model, self.seed, "rmtl", self.model, epochs=self.epochs)
 
     @property
-    def deps(self) -> Tuple["Job", ...]:
+    def deps(self) -> tuple[Job, ...]:
         """The jobs whose outputs this one reads, in the order :func:`run` expects them:
         the pretrained model, the critics (when read), the reference (when read)."""
         if self.kind == "pretrain":
@@ -107,9 +120,9 @@ class JobOutput:
     (test metrics per task), ``history`` (the agent's history entries) and ``seconds`` (the
     job's wall time where it ran)."""
 
-    networks: Dict[str, bytes]
-    records: List[Dict[str, Any]]
-    history: Dict[str, Any]
+    networks: dict[str, bytes]
+    records: list[dict[str, Any]]
+    history: dict[str, Any]
     seconds: float = 0.0
 
 
@@ -126,9 +139,15 @@ class Settings:
     threads: Optional[int] = None
 
 
-def graph(backbones: Sequence[str], rmtl_backbones: Sequence[str], seeds: Sequence[int],
-          weightings: Sequence[str], transfer: Sequence[Tuple[str, str]], budget: str = "matched",
-          epochs: Optional[int] = None) -> List[Job]:
+def graph(
+    backbones: Sequence[str],
+    rmtl_backbones: Sequence[str],
+    seeds: Sequence[int],
+    weightings: Sequence[str],
+    transfer: Sequence[tuple[str, str]],
+    budget: str = "matched",
+    epochs: Optional[int] = None,
+) -> list[Job]:
     """Every job of an experiment, in the order a serial run takes them (and its records
     are listed): per seed, each backbone's stages, then the transfers.
 
@@ -139,10 +158,14 @@ def graph(backbones: Sequence[str], rmtl_backbones: Sequence[str], seeds: Sequen
         raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
     if budget == "fixed" and epochs is None:
         raise ValueError("epochs: a fixed stage-3 budget needs the number of epochs")
-    needs_rmtl = [w for w in weightings if w == "static" or (budget == "matched" and w in CONTROLS[1:])]
+    needs_rmtl = [
+        w for w in weightings if w == "static" or (budget == "matched" and w in CONTROLS[1:])
+    ]
     if needs_rmtl and "rmtl" not in weightings:
-        raise ValueError(f"weightings: {needs_rmtl} read the rmtl arm of the same seed (its budget or weights); "
-                         "add 'rmtl'")
+        raise ValueError(
+            f"weightings: {needs_rmtl} read the rmtl arm of the same seed (its budget or weights); "
+            "add 'rmtl'"
+        )
     fixed = epochs if budget == "fixed" else None
     matched = budget == "matched" and "rmtl" in weightings
     jobs = []
@@ -154,8 +177,18 @@ def graph(backbones: Sequence[str], rmtl_backbones: Sequence[str], seeds: Sequen
             if any(needs_critics(w) for w in weightings) or any(src == name for src, _ in transfer):
                 jobs.append(Job("critics", name, seed))
             ordered = sorted(weightings, key=lambda w: w != "rmtl")  # the reference runs first
-            jobs += [Job("finetune", name, seed, w, name if needs_critics(w) else None, fixed,
-                         matched and w in CONTROLS) for w in ordered]
+            jobs += [
+                Job(
+                    "finetune",
+                    name,
+                    seed,
+                    w,
+                    name if needs_critics(w) else None,
+                    fixed,
+                    matched and w in CONTROLS,
+                )
+                for w in ordered
+            ]
         jobs += [Job("finetune", dst, seed, None, src, fixed) for src, dst in transfer]
     return jobs
 
@@ -184,20 +217,25 @@ class Executor:
         """Release workers (cancelling what has not started)."""
 
 
-def run_graph(jobs: Sequence[Job], settings: Settings, runner: Executor,
-              on_done: Optional[Callable[[Job, Dict[Job, JobOutput]], None]] = None) -> Dict[Job, JobOutput]:
+def run_graph(
+    jobs: Sequence[Job],
+    settings: Settings,
+    runner: Executor,
+    on_done: Optional[Callable[[Job, dict[Job, JobOutput]], None]] = None,
+) -> dict[Job, JobOutput]:
     """Run ``jobs`` (a graph: every job's deps come before it) and return every output.
 
     Ready jobs are submitted in list order up to the executor's capacity; ``on_done(job,
     outputs)`` is called in this process as each job finishes. A failure (or Ctrl-C) cancels
     the jobs not yet started and is raised."""
-    outputs: Dict[Job, JobOutput] = {}
-    handles: Dict[Job, Any] = {}
-    running: Dict[cf.Future, Job] = {}
-    waiting: List[Job] = list(jobs)
+    outputs: dict[Job, JobOutput] = {}
+    handles: dict[Job, Any] = {}
+    running: dict[cf.Future, Job] = {}
+    waiting: list[Job] = list(jobs)
     # bars from many workers would interleave: only a serial run shows them
-    settings = dataclasses.replace(settings, threads=runner.threads,
-                                   progress=settings.progress and runner.capacity == 1)
+    settings = dataclasses.replace(
+        settings, threads=runner.threads, progress=settings.progress and runner.capacity == 1
+    )
     try:
         while waiting or running:
             for job in [j for j in waiting if all(d in outputs for d in j.deps)]:

@@ -4,13 +4,22 @@ Every function returns a :class:`matplotlib.figure.Figure` built without pyplot,
 works with any backend: Jupyter shows it, ``fig.savefig(path)`` writes it. matplotlib is
 an optional dependency (``pip install 'rmtl[plots]'``).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["training_curves", "critic_curves", "weight_distribution", "q_by_position", "figure", "annotate_cell"]
+__all__ = [
+    "training_curves",
+    "critic_curves",
+    "weight_distribution",
+    "q_by_position",
+    "figure",
+    "annotate_cell",
+]
 
 
 def figure(ncols: int, width: float = 4.6, height: float = 3.4) -> Any:
@@ -50,7 +59,9 @@ def training_curves(histories: Mapping[str, Mapping[str, Any]]) -> Any:
     return fig
 
 
-def critic_curves(records: Mapping[str, Sequence[Mapping[str, float]]], task_names: Sequence[str]) -> Any:
+def critic_curves(
+    records: Mapping[str, Sequence[Mapping[str, float]]], task_names: Sequence[str]
+) -> Any:
     """Mean TD loss per critic-training epoch, one panel per task, one line per run.
     ``records`` maps a label to the epoch records :meth:`rmtl.RMTL.fit_critics` returns."""
     fig, axes = figure(len(task_names))
@@ -63,7 +74,9 @@ def critic_curves(records: Mapping[str, Sequence[Mapping[str, float]]], task_nam
     return fig
 
 
-def weight_distribution(weights: Mapping[str, np.ndarray], task_names: Sequence[str], bins: int = 50) -> Any:
+def weight_distribution(
+    weights: Mapping[str, np.ndarray], task_names: Sequence[str], bins: int = 50
+) -> Any:
     """Histograms of stage-3 loss weights (n, T) per task, one outline per run."""
     fig, axes = figure(len(task_names))
     for k, (ax, task) in enumerate(zip(axes, task_names)):
@@ -74,8 +87,12 @@ def weight_distribution(weights: Mapping[str, np.ndarray], task_names: Sequence[
     return fig
 
 
-def q_by_position(q: Mapping[str, np.ndarray], position: np.ndarray, task_names: Sequence[str],
-                  max_position: int = 30) -> Any:
+def q_by_position(
+    q: Mapping[str, np.ndarray],
+    position: np.ndarray,
+    task_names: Sequence[str],
+    max_position: int = 30,
+) -> Any:
     """Mean critic value Q(s, a) (n, T) by step in session (``SessionData.position``), with
     a band of one standard error; positions beyond ``max_position`` are pooled into the last."""
     fig, axes = figure(len(task_names))
@@ -86,11 +103,15 @@ def q_by_position(q: Mapping[str, np.ndarray], position: np.ndarray, task_names:
         for label, values in q.items():
             v = np.asarray(values, np.float64)[:, k]
             mean = np.bincount(pos, v, max_position + 1)[x] / count[x]
-            var = np.bincount(pos, v * v, max_position + 1)[x] / count[x] - mean ** 2
+            var = np.bincount(pos, v * v, max_position + 1)[x] / count[x] - mean**2
             se = np.sqrt(np.maximum(var, 0) / count[x])
             ax.plot(x, mean, label=label)
             ax.fill_between(x, mean - se, mean + se, alpha=0.25)
-        ax.set(xlabel=f"step in session (last = {max_position}+)", ylabel="mean Q", title=f"critic {task}")
+        ax.set(
+            xlabel=f"step in session (last = {max_position}+)",
+            ylabel="mean Q",
+            title=f"critic {task}",
+        )
     axes[-1].legend(fontsize="small")
     return fig
 

@@ -3,6 +3,7 @@ with paired comparisons, confidence intervals, the primary family's Holm adjustm
 power) and its tables, one row per model with AUC / Logloss / s-Logloss per task, as
 Markdown (the terminal and README form), CSV (one number per cell) and JSON.
 """
+
 from __future__ import annotations
 
 import csv
@@ -10,7 +11,8 @@ import dataclasses
 import io
 import json
 import math
-from typing import Any, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,12 +21,23 @@ from . import convergence, stats
 from .graph import BASELINE, CONTROL, CONTROLS, METRICS
 from .stats import ALPHA, TARGET_EFFECT
 
-__all__ = ["ExperimentResult", "PRIMARY", "paper_rows", "to_markdown", "per_seed", "to_csv", "to_json"]
+__all__ = [
+    "ExperimentResult",
+    "PRIMARY",
+    "paper_rows",
+    "to_markdown",
+    "per_seed",
+    "to_csv",
+    "to_json",
+]
 
 HEADERS = {"auc": "AUC", "logloss": "Logloss", "s_logloss": "s-Logloss"}
 COMPARISONS = ("diff", "effect", "vs_static", "vs_permuted")
-STATS = ("mean", "std") + tuple(f"{c}{s}" for c in COMPARISONS for s in ("", "_low", "_high", "_p")) + (
-    "effect_p_holm", "effect_mde", "effect_seeds_for")
+STATS = (
+    ("mean", "std")
+    + tuple(f"{c}{s}" for c in COMPARISONS for s in ("", "_low", "_high", "_p"))
+    + ("effect_p_holm", "effect_mde", "effect_seeds_for")
+)
 _AGAINST = {"diff": BASELINE, "effect": CONTROL, "vs_static": "static", "vs_permuted": "permuted"}
 
 
@@ -46,11 +59,11 @@ class ExperimentResult:
     data carries them (synthetic data).
     """
 
-    records: List[Dict[str, Any]]
-    oracle: Dict[str, Dict[str, float]]
-    config: Dict[str, Any]
+    records: list[dict[str, Any]]
+    oracle: dict[str, dict[str, float]]
+    config: dict[str, Any]
 
-    def table(self) -> List[Dict[str, Any]]:
+    def table(self) -> list[dict[str, Any]]:
         """One row per (model, variant, task): ``n`` seeds, ``<metric>_mean``, ``<metric>_std``
         (sample std), the budget the arm ran (``epochs``, ``kept_epoch``, ``steps``: means
         over seeds; ``steps_by_seed``) and its paired comparisons by seed (lower logloss is
@@ -72,16 +85,23 @@ class ExperimentResult:
         and ``<metric>_effect_seeds_for``, the seeds that would detect :data:`TARGET_EFFECT`
         there. Every other p-value is exploratory: raw, for orientation only.
         """
-        groups: Dict[Tuple[str, str, str], Dict[int, Dict[str, Any]]] = {}
+        groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
         for r in self.records:
             groups.setdefault((r["model"], r["variant"], r["task"]), {})[r["seed"]] = r
-        flags = {key: convergence.summary([r.get("flags", []) for r in by_seed.values()])
-                 for key, by_seed in groups.items()}
+        flags = {
+            key: convergence.summary([r.get("flags", []) for r in by_seed.values()])
+            for key, by_seed in groups.items()
+        }
         rows = []
         for (model, variant, task), by_seed in groups.items():
             seeds = sorted(by_seed)
-            row: Dict[str, Any] = {"model": model, "variant": variant, "task": task, "n": len(by_seed),
-                                   "flags": flags[model, variant, task]}
+            row: dict[str, Any] = {
+                "model": model,
+                "variant": variant,
+                "task": task,
+                "n": len(by_seed),
+                "flags": flags[model, variant, task],
+            }
             for key in ("epochs", "kept_epoch", "steps"):
                 row[key] = float(np.mean([by_seed[s].get(key, np.nan) for s in seeds]))
             row["steps_by_seed"] = {s: by_seed[s].get("steps") for s in seeds}
@@ -93,15 +113,27 @@ class ExperimentResult:
                 row[f"{cmp}_checked"] = not row["flags"] and not flags[model, other, task]
                 for m in METRICS:
                     d = stats.paired([by_seed[s][m] for s in pairs], [ref[s][m] for s in pairs])
-                    row.update({f"{m}_{cmp}": d.mean, f"{m}_{cmp}_low": d.low, f"{m}_{cmp}_high": d.high,
-                                f"{m}_{cmp}_p": d.p, f"{m}_{cmp}_sd": d.sd})
+                    row.update(
+                        {
+                            f"{m}_{cmp}": d.mean,
+                            f"{m}_{cmp}_low": d.low,
+                            f"{m}_{cmp}_high": d.high,
+                            f"{m}_{cmp}_p": d.p,
+                            f"{m}_{cmp}_sd": d.sd,
+                        }
+                    )
             for m in METRICS:
                 v = np.array([by_seed[s][m] for s in seeds], np.float64)
                 row[f"{m}_mean"] = float(v.mean())
                 row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
             rows.append(row)
-        family = [(row, f"{m}_effect") for row in rows if row["variant"] == PRIMARY[0] for m in PRIMARY[1]
-                  if f"{m}_effect" in row]
+        family = [
+            (row, f"{m}_effect")
+            for row in rows
+            if row["variant"] == PRIMARY[0]
+            for m in PRIMARY[1]
+            if f"{m}_effect" in row
+        ]
         alpha = ALPHA / max(1, sum(not np.isnan(row[k + "_p"]) for row, k in family))
         for (row, k), adjusted in zip(family, stats.holm([row[k + "_p"] for row, k in family])):
             row[k + "_p_holm"] = adjusted
@@ -111,20 +143,27 @@ class ExperimentResult:
 
     def primary(self) -> int:
         """How many tests the primary family holds (those with a p-value)."""
-        return sum(1 for row in self.table() for k in row if k.endswith("_effect_p_holm") and not np.isnan(row[k]))
+        return sum(
+            1
+            for row in self.table()
+            for k in row
+            if k.endswith("_effect_p_holm") and not np.isnan(row[k])
+        )
 
     def correction(self) -> str:
         """The multiple-comparison correction the table applies, in words."""
-        return (f"primary family: the critic effect (RMTL - Continued) of each backbone on each task's AUC and "
-                f"logloss, {self.primary()} paired t-tests, Holm-adjusted (family-wise error rate "
-                f"{ALPHA:g}); every other p-value is exploratory (raw, unadjusted)")
+        return (
+            f"primary family: the critic effect (RMTL - Continued) of each backbone on each task's AUC and "
+            f"logloss, {self.primary()} paired t-tests, Holm-adjusted (family-wise error rate "
+            f"{ALPHA:g}); every other p-value is exploratory (raw, unadjusted)"
+        )
 
     def to_markdown(self) -> str:
         """The paper-style Markdown table of :func:`to_markdown`."""
         return to_markdown(self)
 
 
-def _comparisons(variant: str) -> List[Tuple[str, str]]:
+def _comparisons(variant: str) -> list[tuple[str, str]]:
     """(comparison name, other variant) pairs of a row: see :meth:`ExperimentResult.table`."""
     out = [] if variant == BASELINE else [("diff", BASELINE)]
     if variant not in (BASELINE, CONTROL):
@@ -146,36 +185,55 @@ def display_name(model: str, variant: str) -> str:
         return f"RMTL-{name}"
     if variant in CONTROLS:
         return f"{variant.capitalize()}-{name}"
-    inner = variant[len("rmtl["):-1] if variant.startswith("rmtl[") else variant
+    inner = variant[len("rmtl[") : -1] if variant.startswith("rmtl[") else variant
     return f"RMTL-{name} ({inner})"
 
 
-def paper_rows(result: ExperimentResult) -> List[Dict[str, Any]]:
+def paper_rows(result: ExperimentResult) -> list[dict[str, Any]]:
     """One dict per (model, variant): ``name``, ``model``, ``variant``, ``seeds``, the budget
     (``epochs``, ``kept_epoch``, ``steps``: means over seeds; ``steps_by_seed``), ``flags``
     (seeds that failed each convergence check), ``<comparison>_checked`` and, per task and
     metric, ``<task>/<metric>`` -> the statistics of :meth:`ExperimentResult.table` with the
     metric's prefix removed (``mean``, ``std``, ``diff``, ``diff_low``, ``diff_high``,
     ``diff_p``, ``effect``, ..., ``effect_p_holm``, ``effect_mde``, ``effect_seeds_for``)."""
-    rows: Dict[tuple, Dict[str, Any]] = {}
+    rows: dict[tuple, dict[str, Any]] = {}
     for r in result.table():
         key = (r["model"], r["variant"])
-        row = rows.setdefault(key, {"name": display_name(*key), "model": key[0], "variant": key[1], "seeds": r["n"],
-                                    "flags": r["flags"], "epochs": r["epochs"], "kept_epoch": r["kept_epoch"],
-                                    "steps": r["steps"], "steps_by_seed": r["steps_by_seed"]})
+        row = rows.setdefault(
+            key,
+            {
+                "name": display_name(*key),
+                "model": key[0],
+                "variant": key[1],
+                "seeds": r["n"],
+                "flags": r["flags"],
+                "epochs": r["epochs"],
+                "kept_epoch": r["kept_epoch"],
+                "steps": r["steps"],
+                "steps_by_seed": r["steps_by_seed"],
+            },
+        )
         row.update({k: v for k, v in r.items() if k.endswith("_checked")})
         for m in METRICS:
-            row[f"{r['task']}/{m}"] = {k[len(m) + 1:]: v for k, v in r.items() if k.startswith(f"{m}_")}
+            row[f"{r['task']}/{m}"] = {
+                k[len(m) + 1 :]: v for k, v in r.items() if k.startswith(f"{m}_")
+            }
     order = {name: i for i, name in enumerate(result.config.get("backbones", []))}
-    return sorted(rows.values(), key=lambda row: (row["variant"] != BASELINE, order.get(row["model"], len(order)),
-                                                  row["variant"]))
+    return sorted(
+        rows.values(),
+        key=lambda row: (
+            row["variant"] != BASELINE,
+            order.get(row["model"], len(order)),
+            row["variant"],
+        ),
+    )
 
 
-def _tasks(result: ExperimentResult) -> List[str]:
+def _tasks(result: ExperimentResult) -> list[str]:
     return list(dict.fromkeys(r["task"] for r in result.records))
 
 
-def _cell(v: Dict[str, float]) -> str:
+def _cell(v: dict[str, float]) -> str:
     return f"{v['mean']:.4f}" + ("" if math.isnan(v["std"]) else f" ± {v['std']:.4f}")
 
 
@@ -183,14 +241,16 @@ def _p(p: float) -> str:
     return "n/a" if math.isnan(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
 
 
-def _diff_cell(v: Dict[str, float], cmp: str, star: bool) -> str:
+def _diff_cell(v: dict[str, float], cmp: str, star: bool) -> str:
     """``+0.0012* [-0.0003, +0.0027] (0.041)``: mean, 95% CI, p (Holm for the primary family)."""
-    ci = "" if math.isnan(v[f"{cmp}_low"]) else f" [{v[f'{cmp}_low']:+.4f}, {v[f'{cmp}_high']:+.4f}]"
+    ci = (
+        "" if math.isnan(v[f"{cmp}_low"]) else f" [{v[f'{cmp}_low']:+.4f}, {v[f'{cmp}_high']:+.4f}]"
+    )
     p = v.get(f"{cmp}_p_holm", v[f"{cmp}_p"])
     return f"{v[cmp]:+.4f}{'*' if star else ''}{ci} ({_p(p)})"
 
 
-def _budget(row: Dict[str, Any]) -> str:
+def _budget(row: dict[str, Any]) -> str:
     """``8/10 (96)``: epochs kept / run, Adam steps to the kept weights (means over seeds)."""
     if math.isnan(row["epochs"]):
         return "n/a"
@@ -212,7 +272,10 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
     (raw p, never starred); the oracle (true probabilities) when the data knows it."""
     tasks = _tasks(result)
     head = ["Model", "Seeds", "Epochs"] + [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
-    lines = ["| " + " | ".join(head + ["Checks"]) + " |", "|---|---:|---:|" + "---:|" * (len(head) - 3) + "---|"]
+    lines = [
+        "| " + " | ".join(head + ["Checks"]) + " |",
+        "|---|---:|---:|" + "---:|" * (len(head) - 3) + "---|",
+    ]
     rows = paper_rows(result)
     for row in rows:
         cells = [row["name"], str(row["seeds"]), _budget(row)]
@@ -222,22 +285,38 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
     if result.oracle:
         cells = ["Oracle (true p)", "", ""]
         for t in tasks:
-            cells += [f"{result.oracle[t][m]:.4f}" if m in result.oracle[t] else "" for m in metrics]
+            cells += [
+                f"{result.oracle[t][m]:.4f}" if m in result.oracle[t] else "" for m in metrics
+            ]
         lines.append("| " + " | ".join(cells + [""]) + " |")
-    lines += ["", "Epochs: kept / run (Adam steps to the kept weights), means over seeds; baselines: stage 1, "
-                  "the other rows: stage 3."]
+    lines += [
+        "",
+        "Epochs: kept / run (Adam steps to the kept weights), means over seeds; baselines: stage 1, "
+        "the other rows: stage 3.",
+    ]
     raised = [flag for flag in convergence.ADVICE if any(flag in row["flags"] for row in rows)]
     if raised:
-        lines += ["", "Convergence checks failed (flag: seeds that failed / all); a comparison involving a flagged "
-                      "row is never starred:"]
+        lines += [
+            "",
+            "Convergence checks failed (flag: seeds that failed / all); a comparison involving a flagged "
+            "row is never starred:",
+        ]
         lines += [f"- {flag}: {convergence.ADVICE[flag]}." for flag in raised]
     names = {(row["model"], row["variant"]): row["name"] for row in rows}
     primary = [m for m in ("auc", "logloss") if m in metrics]
     first = [row for row in rows if row["variant"] == "rmtl" and "effect" in row[f"{tasks[0]}/auc"]]
     if first and primary:
-        ph = ["Critic effect (primary)", "Seeds"] + [f"{t} {HEADERS[m]}" for t in tasks for m in primary]
-        lines += ["", "Critic effect, the primary family (RMTL − Continued, paired by seed; mean [95% CI] "
-                      "(Holm-adjusted p)):", "", "| " + " | ".join(ph) + " |", "|---|---:|" + "---:|" * (len(ph) - 2)]
+        ph = ["Critic effect (primary)", "Seeds"] + [
+            f"{t} {HEADERS[m]}" for t in tasks for m in primary
+        ]
+        lines += [
+            "",
+            "Critic effect, the primary family (RMTL − Continued, paired by seed; mean [95% CI] "
+            "(Holm-adjusted p)):",
+            "",
+            "| " + " | ".join(ph) + " |",
+            "|---|---:|" + "---:|" * (len(ph) - 2),
+        ]
         mde = []
         for row in first:
             label = f"{row['name']} − {names.get((row['model'], CONTROL), CONTROL)}"
@@ -245,29 +324,54 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
             for t in tasks:
                 for m in primary:
                     v = row[f"{t}/{m}"]
-                    cells.append(_diff_cell(v, "effect", row["effect_checked"] and v["effect_p_holm"] < 0.05))
+                    cells.append(
+                        _diff_cell(v, "effect", row["effect_checked"] and v["effect_p_holm"] < 0.05)
+                    )
             lines.append("| " + " | ".join(cells) + " |")
-            mde.append("| " + " | ".join([label, str(row["seeds"])] + [
-                _detectable(row[f"{t}/{m}"]) for t in tasks for m in primary]) + " |")
-        lines += ["", f"Smallest critic effect this run could detect with 80% power (two-sided paired t-test at "
-                      f"0.05 / {result.primary()}, the strictest Holm level, given the seeds and the observed spread), "
-                      f"and in brackets the seeds that would detect an effect of {TARGET_EFFECT:g}:", "",
-                  "| " + " | ".join(["Detectable", "Seeds"] + ph[2:]) + " |",
-                  "|---|---:|" + "---:|" * (len(ph) - 2)] + mde
+            mde.append(
+                "| "
+                + " | ".join(
+                    [label, str(row["seeds"])]
+                    + [_detectable(row[f"{t}/{m}"]) for t in tasks for m in primary]
+                )
+                + " |"
+            )
+        lines += [
+            "",
+            f"Smallest critic effect this run could detect with 80% power (two-sided paired t-test at "
+            f"0.05 / {result.primary()}, the strictest Holm level, given the seeds and the observed spread), "
+            f"and in brackets the seeds that would detect an effect of {TARGET_EFFECT:g}:",
+            "",
+            "| " + " | ".join(["Detectable", "Seeds"] + ph[2:]) + " |",
+            "|---|---:|" + "---:|" * (len(ph) - 2),
+        ] + mde
     explo = []
     for row in rows:
         for cmp in COMPARISONS:
-            if cmp not in row[f"{tasks[0]}/{metrics[0]}"] or (cmp == "effect" and row["variant"] == "rmtl"):
+            if cmp not in row[f"{tasks[0]}/{metrics[0]}"] or (
+                cmp == "effect" and row["variant"] == "rmtl"
+            ):
                 continue
             other = _AGAINST[cmp]
-            cells = [f"{row['name']} − {names.get((row['model'], other), other)}", str(row["seeds"])]
+            cells = [
+                f"{row['name']} − {names.get((row['model'], other), other)}",
+                str(row["seeds"]),
+            ]
             cells += [_diff_cell(row[f"{t}/{m}"], cmp, False) for t in tasks for m in metrics]
             explo.append("| " + " | ".join(cells) + " |")
     if explo:
-        lines += ["", "Exploratory paired differences by seed (mean [95% CI] (raw p); lower logloss is better; "
-                      "never starred):", "", "| " + " | ".join(["Comparison"] + head[1:2] + head[3:]) + " |",
-                  "|---|---:|" + "---:|" * (len(head) - 3)] + explo
-    lines += ["", f"{result.correction()}; * Holm-adjusted p < 0.05 and both rows pass the convergence checks."]
+        lines += [
+            "",
+            "Exploratory paired differences by seed (mean [95% CI] (raw p); lower logloss is better; "
+            "never starred):",
+            "",
+            "| " + " | ".join(["Comparison"] + head[1:2] + head[3:]) + " |",
+            "|---|---:|" + "---:|" * (len(head) - 3),
+        ] + explo
+    lines += [
+        "",
+        f"{result.correction()}; * Holm-adjusted p < 0.05 and both rows pass the convergence checks.",
+    ]
     return "\n".join(lines)
 
 
@@ -278,21 +382,31 @@ def per_seed(result: ExperimentResult, metric: str = "auc") -> str:
     task = _tasks(result)[0]
     by = {(r["model"], r["seed"], r["variant"]): r for r in result.records if r["task"] == task}
     variants = list(dict.fromkeys(r["variant"] for r in result.records if r["variant"] != BASELINE))
-    lines = [f"Per seed: epochs kept / run and {task} {HEADERS[metric]} minus the baseline", "",
-             "| Model | Seed | Baseline | " + " | ".join(variants) + " |", "|---|---:|---:|" + "---:|" * len(variants)]
+    lines = [
+        f"Per seed: epochs kept / run and {task} {HEADERS[metric]} minus the baseline",
+        "",
+        "| Model | Seed | Baseline | " + " | ".join(variants) + " |",
+        "|---|---:|---:|" + "---:|" * len(variants),
+    ]
     staged = dict.fromkeys(r["model"] for r in result.records if r["variant"] != BASELINE)
-    for model, seed in sorted({(r["model"], r["seed"]) for r in result.records if r["model"] in staged},
-                              key=lambda ms: (list(staged).index(ms[0]), ms[1])):
+    for model, seed in sorted(
+        {(r["model"], r["seed"]) for r in result.records if r["model"] in staged},
+        key=lambda ms: (list(staged).index(ms[0]), ms[1]),
+    ):
         base = by[model, seed, BASELINE]
         cells = [display_name(model, BASELINE), str(seed), f"{base['kept_epoch']}/{base['epochs']}"]
         for v in variants:
             r = by.get((model, seed, v))
-            cells.append("" if r is None else f"{r['kept_epoch']}/{r['epochs']}: {r[metric] - base[metric]:+.4f}")
+            cells.append(
+                ""
+                if r is None
+                else f"{r['kept_epoch']}/{r['epochs']}: {r[metric] - base[metric]:+.4f}"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _detectable(v: Dict[str, float]) -> str:
+def _detectable(v: dict[str, float]) -> str:
     mde, n = v.get("effect_mde", math.nan), v.get("effect_seeds_for")
     if math.isnan(mde):
         return "n/a"
@@ -304,22 +418,51 @@ def to_csv(result: ExperimentResult) -> str:
     :data:`STATS` (see :func:`paper_rows`; empty where a statistic does not apply)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["model", "variant", "name", "task", "metric", "seeds", "epochs", "kept_epoch", "steps", *STATS])
+    w.writerow(
+        [
+            "model",
+            "variant",
+            "name",
+            "task",
+            "metric",
+            "seeds",
+            "epochs",
+            "kept_epoch",
+            "steps",
+            *STATS,
+        ]
+    )
     for row in paper_rows(result):
         for t in _tasks(result):
             for m in METRICS:
                 v = row[f"{t}/{m}"]
-                w.writerow([row["model"], row["variant"], row["name"], t, m, row["seeds"], row["epochs"],
-                            row["kept_epoch"], row["steps"]] + [v.get(s, "") for s in STATS])
+                w.writerow(
+                    [
+                        row["model"],
+                        row["variant"],
+                        row["name"],
+                        t,
+                        m,
+                        row["seeds"],
+                        row["epochs"],
+                        row["kept_epoch"],
+                        row["steps"],
+                    ]
+                    + [v.get(s, "") for s in STATS]
+                )
     for t, o in result.oracle.items():
         for m, value in o.items():
-            w.writerow(["oracle", "", "Oracle (true p)", t, m, "", "", "", "", value] + [""] * (len(STATS) - 1))
+            w.writerow(
+                ["oracle", "", "Oracle (true p)", t, m, "", "", "", "", value]
+                + [""] * (len(STATS) - 1)
+            )
     return out.getvalue()
 
 
 def to_json(result: ExperimentResult) -> str:
     """Every per-seed record, the summary rows, the multiple-comparison correction applied,
     the oracle and the experiment's config."""
+
     def clean(x: Any) -> Any:
         if isinstance(x, float) and math.isnan(x):
             return None
@@ -329,6 +472,15 @@ def to_json(result: ExperimentResult) -> str:
             return [clean(v) for v in x]
         return x
 
-    return json.dumps(clean({"rows": paper_rows(result), "correction": result.correction(),
-                             "records": result.records, "oracle": result.oracle,
-                             "config": result.config}), indent=1)
+    return json.dumps(
+        clean(
+            {
+                "rows": paper_rows(result),
+                "correction": result.correction(),
+                "records": result.records,
+                "oracle": result.oracle,
+                "config": result.config,
+            }
+        ),
+        indent=1,
+    )

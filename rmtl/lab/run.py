@@ -3,6 +3,7 @@
 Baselines and RMTL variants over several seeds on one dataset, a paper-style table, and
 (with an output directory) the table files, the full configuration and diagnostic plots.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,8 @@ import json
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import _progress
 from .._io import atomic_write, write_json, write_text
@@ -23,6 +25,7 @@ from .settings import PRESETS, RunConfig, environment, load_dataset
 
 __all__ = ["RunResult", "run", "write_outputs", "OUTPUTS"]
 
+
 @dataclasses.dataclass
 class RunResult:
     """The experiment's result, the resolved config, diagnostics of the first seed, the wall
@@ -30,9 +33,9 @@ class RunResult:
 
     result: ExperimentResult
     config: RunConfig
-    diagnostics: Dict[str, Dict[str, Any]]
+    diagnostics: dict[str, dict[str, Any]]
     seconds: float
-    budgets: Dict[str, Dict[str, Any]]
+    budgets: dict[str, dict[str, Any]]
 
     def table(self) -> str:
         """The paper-style Markdown table."""
@@ -50,7 +53,7 @@ def run(config: RunConfig) -> RunResult:
     t0 = time.perf_counter()
     data = load_dataset(c)
     train, valid, test = (with_context(part, c.context) for part in data.split((0.6, 0.2, 0.2)))
-    diagnostics: Dict[str, Dict[str, Any]] = {}
+    diagnostics: dict[str, dict[str, Any]] = {}
     # one bar over (seed, backbone) runs: per-epoch bars of ~70 runs would flood the terminal
     bar = _progress.bar(c.progress, total=c.seeds * len(c.models), desc="rmtl run", unit="model")
 
@@ -60,13 +63,28 @@ def run(config: RunConfig) -> RunResult:
         if seed != 0 or not agent.critics:
             return
         prob = agent.pretrained.predict(test.sparse, test.dense)
-        diagnostics[name] = {"history": agent.history, "weights": agent.loss_weights(test, prob),
-                             "q": agent.q_values(test, prob)}
+        diagnostics[name] = {
+            "history": agent.history,
+            "weights": agent.loss_weights(test, prob),
+            "q": agent.q_values(test, prob),
+        }
 
-    result = experiment(train, valid, test, backbones=c.models, rmtl_backbones=c.rmtl_models,
-                        seeds=range(c.seeds), weightings=("rmtl", *c.controls), transfer=(),
-                        backbone_kwargs=PRESETS[c.preset]["backbone"], rmtl_kwargs=c.rmtl_kwargs(),
-                        on_agent=observe, executor=c.executor(), checkpoint_dir=c.resume, budget=c.budget)
+    result = experiment(
+        train,
+        valid,
+        test,
+        backbones=c.models,
+        rmtl_backbones=c.rmtl_models,
+        seeds=range(c.seeds),
+        weightings=("rmtl", *c.controls),
+        transfer=(),
+        backbone_kwargs=PRESETS[c.preset]["backbone"],
+        rmtl_kwargs=c.rmtl_kwargs(),
+        on_agent=observe,
+        executor=c.executor(),
+        checkpoint_dir=c.resume,
+        budget=c.budget,
+    )
     bar.close()
     job = RunResult(result, c, diagnostics, time.perf_counter() - t0, c.budgets(len(train)))
     if c.out is not None:
@@ -74,8 +92,16 @@ def run(config: RunConfig) -> RunResult:
     return job
 
 
-OUTPUTS = ("results.md", "results.csv", "results.json", "config.json", "training_curves.png",
-           "critic_curves.png", "stage3_weights.png", "q_by_position.png")
+OUTPUTS = (
+    "results.md",
+    "results.csv",
+    "results.json",
+    "config.json",
+    "training_curves.png",
+    "critic_curves.png",
+    "stage3_weights.png",
+    "q_by_position.png",
+)
 
 
 def check_out(out: str) -> None:
@@ -85,11 +111,15 @@ def check_out(out: str) -> None:
         raise FileExistsError(f"--out: {out} exists and is not a directory; choose another path")
     blocked = [n for n in OUTPUTS if os.path.isdir(os.path.join(out, n))]
     if blocked:
-        raise FileExistsError(f"--out: {os.path.join(out, blocked[0])} is a directory in the way of an output file")
+        raise FileExistsError(
+            f"--out: {os.path.join(out, blocked[0])} is a directory in the way of an output file"
+        )
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ImportError("--out: the plots need matplotlib; pip install 'rmtl[plots]' (or leave out --out)") from None
+        raise ImportError(
+            "--out: the plots need matplotlib; pip install 'rmtl[plots]' (or leave out --out)"
+        ) from None
     os.makedirs(out, exist_ok=True)
     if not os.access(out, os.W_OK | os.X_OK):
         raise PermissionError(f"--out: {out} is not writable")
@@ -99,32 +129,46 @@ def claim_checkpoint_dir(c: RunConfig) -> None:
     """Record the settings that decide the run in ``c.resume``/job.json, or refuse a
     directory that holds a run with other settings."""
     os.makedirs(c.resume, exist_ok=True)
-    mine = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(c))).items()
-            if k not in ("out", "resume", "progress")}
+    mine = {
+        k: v
+        for k, v in json.loads(json.dumps(dataclasses.asdict(c))).items()
+        if k not in ("out", "resume", "progress")
+    }
     path = os.path.join(c.resume, "job.json")
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             theirs = json.load(f)
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
-            raise ValueError(f"--resume: {c.resume} holds a run with other settings ({', '.join(diff)}: "
-                             f"{[theirs.get(k) for k in diff]} there); use the same settings or a new directory")
+            raise ValueError(
+                f"--resume: {c.resume} holds a run with other settings ({', '.join(diff)}: "
+                f"{[theirs.get(k) for k in diff]} there); use the same settings or a new directory"
+            )
     else:
         write_json(path, mine)
 
 
-def write_outputs(job: RunResult, test: SessionData) -> List[str]:
+def write_outputs(job: RunResult, test: SessionData) -> list[str]:
     """Write results.md (the table, then :func:`rmtl.lab.report.per_seed`), results.csv/.json,
     config.json and the PNG plots into ``job.config.out``; returns the paths written."""
     out = job.config.out
     os.makedirs(out, exist_ok=True)
-    files = {"results.md": job.table() + "\n\n" + report.per_seed(job.result) + "\n",
-             "results.csv": report.to_csv(job.result),
-             "results.json": report.to_json(job.result),
-             "config.json": json.dumps({"job": dataclasses.asdict(job.config), "budgets": job.budgets,
-                                        "experiment": job.result.config,
-                                        "environment": environment(), "seconds": round(job.seconds, 1)},
-                                       indent=1, default=list)}
+    files = {
+        "results.md": job.table() + "\n\n" + report.per_seed(job.result) + "\n",
+        "results.csv": report.to_csv(job.result),
+        "results.json": report.to_json(job.result),
+        "config.json": json.dumps(
+            {
+                "job": dataclasses.asdict(job.config),
+                "budgets": job.budgets,
+                "experiment": job.result.config,
+                "environment": environment(),
+                "seconds": round(job.seconds, 1),
+            },
+            indent=1,
+            default=list,
+        ),
+    }
     written = []
     for name, text in files.items():
         path = os.path.join(out, name)
@@ -138,22 +182,30 @@ def write_outputs(job: RunResult, test: SessionData) -> List[str]:
     return written
 
 
-def _figures(diag: Mapping[str, Mapping[str, Any]], test: SessionData) -> Dict[str, Any]:
+def _figures(diag: Mapping[str, Mapping[str, Any]], test: SessionData) -> dict[str, Any]:
     if not diag:
         return {}
     label = {m: BACKBONES[m].__name__ for m in diag}
     curves = {}
     for m, d in diag.items():
         curves[f"{label[m]} stage 1"] = d["history"]["pretrain"]
-        (rmtl_key,) = [k for k in d["history"] if k == "finetuned-rmtl" or k.startswith("finetuned-rmtl-")]
+        (rmtl_key,) = [
+            k for k in d["history"] if k == "finetuned-rmtl" or k.startswith("finetuned-rmtl-")
+        ]
         curves[f"RMTL-{label[m]} stage 3"] = d["history"][rmtl_key]  # its key names a fixed budget
     tasks = test.task_names
-    return {"training_curves.png": plots.training_curves(curves),
-            "critic_curves.png": plots.critic_curves({label[m]: d["history"]["critics"]["epochs"]
-                                                      for m, d in diag.items()}, tasks),
-            "stage3_weights.png": plots.weight_distribution({label[m]: d["weights"] for m, d in diag.items()}, tasks),
-            "q_by_position.png": plots.q_by_position({label[m]: d["q"] for m, d in diag.items()}, test.position,
-                                                     tasks)}
+    return {
+        "training_curves.png": plots.training_curves(curves),
+        "critic_curves.png": plots.critic_curves(
+            {label[m]: d["history"]["critics"]["epochs"] for m, d in diag.items()}, tasks
+        ),
+        "stage3_weights.png": plots.weight_distribution(
+            {label[m]: d["weights"] for m, d in diag.items()}, tasks
+        ),
+        "q_by_position.png": plots.q_by_position(
+            {label[m]: d["q"] for m, d in diag.items()}, test.position, tasks
+        ),
+    }
 
 
 _RENAMED = {"JobConfig": RunConfig, "JobResult": RunResult, "run_job": run}
@@ -164,7 +216,10 @@ def __getattr__(name: str) -> Any:
     with a DeprecationWarning."""
     if name in _RENAMED:
         new = _RENAMED[name]
-        warnings.warn(f"{name} is now {new.__module__}.{new.__name__} ({name} goes in the next release)",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{name} is now {new.__module__}.{new.__name__} ({name} goes in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return new
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

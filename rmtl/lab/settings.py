@@ -1,6 +1,7 @@
 """The settings of a run, shared by ``rmtl run`` and ``rmtl sweep``: :class:`RunConfig` (every
 value checked once, presets, the budgets each stage runs), reading them from TOML, loading
 the run's dataset, and the versions that decide its numbers."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,8 @@ import os
 import platform
 import sys
 import warnings
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
 import numpy as np
 import scipy
@@ -24,8 +26,18 @@ from ..models import BACKBONES, check_compat
 from ._ray import connect
 from .graph import BUDGETS, CONTROLS
 
-__all__ = ["RunConfig", "describe_budgets", "PRESETS", "DATASETS", "AUTO_MIN_STEPS", "load_config",
-           "config_from_table", "read_toml", "load_dataset", "environment"]
+__all__ = [
+    "RunConfig",
+    "describe_budgets",
+    "PRESETS",
+    "DATASETS",
+    "AUTO_MIN_STEPS",
+    "load_config",
+    "config_from_table",
+    "read_toml",
+    "load_dataset",
+    "environment",
+]
 
 _REF = RMTLConfig()
 
@@ -45,11 +57,24 @@ DATASETS = ("synthetic", "retailrocket", "kuairand")
 # every arm (issue 29). An explicit --epochs turns the automatic floor off.
 AUTO_MIN_STEPS = 500
 
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "quick": {"backbone": {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2},
-              "rmtl": {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "critic_epochs": 4,
-                       "epochs": 12, "patience": 2},
-              "n_users": 5000, "seeds": 5},
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "backbone": {
+            "embed_dim": 16,
+            "bottom_dims": (64, 32),
+            "tower_dims": (32, 16),
+            "dropout": 0.2,
+        },
+        "rmtl": {
+            "critic_bottom_dims": (64, 32),
+            "critic_tower_dims": (32, 16),
+            "critic_epochs": 4,
+            "epochs": 12,
+            "patience": 2,
+        },
+        "n_users": 5000,
+        "seeds": 5,
+    },
     "paper": {"backbone": {}, "rmtl": {}, "n_users": 14000, "seeds": 5},
 }
 
@@ -87,8 +112,8 @@ class RunConfig:
     dataset: str = "synthetic"
     data: Optional[str] = None
     preset: str = "quick"
-    models: Tuple[str, ...] = ("singletask", "sharedbottom", "esmm", "mmoe", "ple")
-    rmtl_models: Tuple[str, ...] = ("esmm", "mmoe", "ple")
+    models: tuple[str, ...] = ("singletask", "sharedbottom", "esmm", "mmoe", "ple")
+    rmtl_models: tuple[str, ...] = ("esmm", "mmoe", "ple")
     seeds: Optional[int] = None
     lam: float = _REF.lam
     gamma: float = _REF.gamma
@@ -98,7 +123,7 @@ class RunConfig:
     min_steps: Optional[int] = None
     early_stopping: Optional[str] = None
     budget: str = "matched"
-    controls: Tuple[str, ...] = CONTROLS
+    controls: tuple[str, ...] = CONTROLS
     init_output_bias: Optional[str] = None
     compat: Optional[str] = None
     context: Optional[str] = None
@@ -110,18 +135,23 @@ class RunConfig:
     processes: Optional[int] = None
     ray: Union[None, bool, str] = None
 
-    def resolved(self) -> "RunConfig":
+    def resolved(self) -> RunConfig:
         """A copy with preset defaults filled in and every value checked."""
         if self.preset not in PRESETS:
             raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset: expected one of {list(DATASETS)}, got {self.dataset!r}")
         p = PRESETS[self.preset]
-        c = dataclasses.replace(self, models=tuple(m.lower() for m in self.models),
-                                rmtl_models=tuple(m.lower() for m in self.rmtl_models))
+        c = dataclasses.replace(
+            self,
+            models=tuple(m.lower() for m in self.models),
+            rmtl_models=tuple(m.lower() for m in self.rmtl_models),
+        )
         unknown = sorted(set(c.models + c.rmtl_models) - set(BACKBONES))
         if unknown:
-            raise ValueError(f"models: unknown backbone(s) {unknown}; choose from {sorted(BACKBONES)}")
+            raise ValueError(
+                f"models: unknown backbone(s) {unknown}; choose from {sorted(BACKBONES)}"
+            )
         if not c.models:
             raise ValueError("models: expected at least one backbone")
         c.models = c.models + tuple(m for m in c.rmtl_models if m not in c.models)
@@ -129,8 +159,10 @@ class RunConfig:
         c.n_users = COUNT.check("n_users", p["n_users"] if c.n_users is None else c.n_users)
         default = {"epochs": _REF.epochs, "critic_epochs": _REF.critic_epochs, **p["rmtl"]}
         c.epochs = check("epochs", default["epochs"] if c.epochs is None else c.epochs)
-        c.critic_epochs = check("critic_epochs", default["critic_epochs"] if c.critic_epochs is None
-                                else c.critic_epochs)
+        c.critic_epochs = check(
+            "critic_epochs",
+            default["critic_epochs"] if c.critic_epochs is None else c.critic_epochs,
+        )
         authors = c.compat == "authors"  # their setting: no floor, stopping on the mean AUC
         if c.min_steps is None:
             c.min_steps = 0 if self.epochs is not None or authors else AUTO_MIN_STEPS
@@ -140,26 +172,36 @@ class RunConfig:
         if c.finetune_epochs is not None:
             c.finetune_epochs = check("finetune_epochs", c.finetune_epochs)
         if c.early_stopping not in CHOICES["early_stopping"]:
-            raise ValueError(f"early_stopping: expected one of {list(CHOICES['early_stopping'])}, "
-                             f"got {c.early_stopping!r}")
+            raise ValueError(
+                f"early_stopping: expected one of {list(CHOICES['early_stopping'])}, "
+                f"got {c.early_stopping!r}"
+            )
         if c.budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {c.budget!r}")
         c.controls = tuple(c.controls)
         bad = [x for x in c.controls if x not in CONTROLS]
         if bad or len(set(c.controls)) != len(c.controls):
-            raise ValueError(f"controls: expected distinct names from {list(CONTROLS)}, got {list(c.controls)}")
+            raise ValueError(
+                f"controls: expected distinct names from {list(CONTROLS)}, got {list(c.controls)}"
+            )
         for name in c.models:
             check_compat(name, c.compat)
         if c.init_output_bias not in CHOICES["init_output_bias"]:
-            raise ValueError(f"init_output_bias: expected 'prior' or None, got {c.init_output_bias!r}")
+            raise ValueError(
+                f"init_output_bias: expected 'prior' or None, got {c.init_output_bias!r}"
+            )
         if c.context not in CONTEXT_MODES:
             raise ValueError(f"context: expected one of {list(CONTEXT_MODES)}, got {c.context!r}")
         c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
         if c.processes is not None and (c.processes < 1 or c.ray):
-            raise ValueError(f"processes: expected a positive number of processes and no ray, got "
-                             f"processes={c.processes}, ray={c.ray!r}")
+            raise ValueError(
+                f"processes: expected a positive number of processes and no ray, got "
+                f"processes={c.processes}, ray={c.ray!r}"
+            )
         if c.dataset != "synthetic" and c.data is None:
-            raise ValueError(f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)")
+            raise ValueError(
+                f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)"
+            )
         if c.data is not None and not os.path.exists(c.data):
             raise FileNotFoundError(f"data: no such file or directory: {c.data}")
         return c
@@ -171,15 +213,23 @@ class RunConfig:
             return "ray"
         return self.processes
 
-    def rmtl_kwargs(self) -> Dict[str, Any]:
+    def rmtl_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
         kw = {k: v for k, v in PRESETS[self.preset]["rmtl"].items() if k != "epochs"}
-        kw.update(lam=self.lam, gamma=self.gamma, epochs=self.epochs, finetune_epochs=self.finetune_epochs,
-                  critic_epochs=self.critic_epochs, min_steps=self.min_steps, early_stopping=self.early_stopping,
-                  init_output_bias=self.init_output_bias, compat=self.compat)
+        kw.update(
+            lam=self.lam,
+            gamma=self.gamma,
+            epochs=self.epochs,
+            finetune_epochs=self.finetune_epochs,
+            critic_epochs=self.critic_epochs,
+            min_steps=self.min_steps,
+            early_stopping=self.early_stopping,
+            init_output_bias=self.init_output_bias,
+            compat=self.compat,
+        )
         return kw
 
-    def budgets(self, train_rows: int) -> Dict[str, Dict[str, Any]]:
+    def budgets(self, train_rows: int) -> dict[str, dict[str, Any]]:
         """What each stage runs on ``train_rows`` training rows (a resolved config): stage 1's
         epoch limit, step floor and the epochs the floor makes; stage 2's epochs; stage 3's
         epoch limit and how its arms are budgeted."""
@@ -187,28 +237,45 @@ class RunConfig:
         per_epoch = -(-train_rows // batch)
         stage3 = self.epochs if self.finetune_epochs is None else self.finetune_epochs
         return {
-            "stage1": {"epochs": self.epochs, "min_steps": self.min_steps, "steps_per_epoch": per_epoch,
-                       "most_epochs": max(self.epochs, -(-self.min_steps // per_epoch)),
-                       "early_stopping": self.early_stopping},
+            "stage1": {
+                "epochs": self.epochs,
+                "min_steps": self.min_steps,
+                "steps_per_epoch": per_epoch,
+                "most_epochs": max(self.epochs, -(-self.min_steps // per_epoch)),
+                "early_stopping": self.early_stopping,
+            },
             "stage2": {"critic_epochs": self.critic_epochs},
-            "stage3": {"epochs": stage3, "steps_per_epoch": per_epoch, "budget": self.budget,
-                       "early_stopping": self.early_stopping if self.budget == "matched" else None}}
-
+            "stage3": {
+                "epochs": stage3,
+                "steps_per_epoch": per_epoch,
+                "budget": self.budget,
+                "early_stopping": self.early_stopping if self.budget == "matched" else None,
+            },
+        }
 
 
 def describe_budgets(b: Mapping[str, Mapping[str, Any]]) -> str:
     """:meth:`RunConfig.budgets` in one line, for the run's header."""
     s1, s3 = b["stage1"], b["stage3"]
-    floor = (f", a {s1['min_steps']}-step floor raising them to {s1['most_epochs']}"
-             if s1["most_epochs"] > s1["epochs"] else "")
-    arms = (f"RMTL up to {s3['epochs']} epochs stopping on validation {s3['early_stopping']}, the controls "
-            "exactly RMTL's kept epochs" if s3["budget"] == "matched" else f"every arm exactly {s3['epochs']} epochs")
-    return (f"stage 1: up to {s1['epochs']} epochs of {s1['steps_per_epoch']} steps{floor}, stopping on "
-            f"validation {s1['early_stopping']}; stage 2: {b['stage2']['critic_epochs']} critic epochs; "
-            f"stage 3: {arms}")
+    floor = (
+        f", a {s1['min_steps']}-step floor raising them to {s1['most_epochs']}"
+        if s1["most_epochs"] > s1["epochs"]
+        else ""
+    )
+    arms = (
+        f"RMTL up to {s3['epochs']} epochs stopping on validation {s3['early_stopping']}, the controls "
+        "exactly RMTL's kept epochs"
+        if s3["budget"] == "matched"
+        else f"every arm exactly {s3['epochs']} epochs"
+    )
+    return (
+        f"stage 1: up to {s1['epochs']} epochs of {s1['steps_per_epoch']} steps{floor}, stopping on "
+        f"validation {s1['early_stopping']}; stage 2: {b['stage2']['critic_epochs']} critic epochs; "
+        f"stage 3: {arms}"
+    )
 
 
-def read_toml(path: str) -> Dict[str, Any]:
+def read_toml(path: str) -> dict[str, Any]:
     """A TOML file as a dict."""
     try:
         import tomllib
@@ -218,20 +285,23 @@ def read_toml(path: str) -> Dict[str, Any]:
         return tomllib.load(f)
 
 
-def load_config(path: str) -> Dict[str, Any]:
+def load_config(path: str) -> dict[str, Any]:
     """The [run] table (or the top level) of a TOML file as RunConfig keyword arguments;
     unknown keys are an error naming them."""
     raw = read_toml(path)
     return config_from_table(raw.get("run", raw), path)
 
 
-def config_from_table(table: Mapping[str, Any], path: str) -> Dict[str, Any]:
+def config_from_table(table: Mapping[str, Any], path: str) -> dict[str, Any]:
     """A TOML table as RunConfig keyword arguments; unknown keys are an error naming them.
     The key ``jobs`` (renamed ``processes``) still works, with a DeprecationWarning."""
     known = {f.name for f in dataclasses.fields(RunConfig)}
     if "jobs" in table and "processes" not in table:
-        warnings.warn(f"{path}: the key 'jobs' is now 'processes' ('jobs' goes in the next release)",
-                      DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: the key 'jobs' is now 'processes' ('jobs' goes in the next release)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         table = {("processes" if k == "jobs" else k): v for k, v in table.items()}
     unknown = sorted(set(table) - known)
     if unknown:
@@ -250,7 +320,13 @@ def load_dataset(c: RunConfig) -> SessionData:
     return load_retailrocket(c.data) if c.dataset == "retailrocket" else load_kuairand(c.data)
 
 
-def environment() -> Dict[str, str]:
+def environment() -> dict[str, str]:
     """Versions that decide the numbers: Python, rmtl, NumPy, SciPy, the BLAS in use."""
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "rmtl": __version__,
-            "numpy": np.__version__, "scipy": scipy.__version__, "blas": json.dumps(blas_info())}
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "rmtl": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "blas": json.dumps(blas_info()),
+    }

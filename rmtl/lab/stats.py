@@ -8,16 +8,26 @@ statistic ``t = mean / (s / sqrt(n))`` on ``n - 1`` degrees of freedom. Its powe
 true effect ``delta`` at level ``alpha`` is ``P(|T| > t_{1 - alpha/2})`` with ``T`` noncentral
 t of noncentrality ``delta sqrt(n) / s``; :func:`detectable_effect` inverts that.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import optimize, stats
 
-__all__ = ["ALPHA", "TARGET_EFFECT", "Paired", "paired", "holm", "power", "detectable_effect", "seeds_needed"]
+__all__ = [
+    "ALPHA",
+    "TARGET_EFFECT",
+    "Paired",
+    "paired",
+    "holm",
+    "power",
+    "detectable_effect",
+    "seeds_needed",
+]
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -53,11 +63,15 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
         return Paired(mean, math.nan, n, math.nan, math.nan, math.nan)
     sd = float(d.std(ddof=1))
     half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n)
-    p = math.nan if np.all(d == d[0]) else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    p = (
+        math.nan
+        if np.all(d == d[0])
+        else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    )
     return Paired(mean, sd, n, mean - half, mean + half, p)
 
 
-def holm(pvalues: Sequence[float]) -> List[float]:
+def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjustment of ``pvalues`` (NaN entries are left out of the family
     and stay NaN): the i-th smallest of m becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``."""
     p = np.asarray(pvalues, np.float64)
@@ -89,10 +103,14 @@ def detectable_effect(sd: float, n: int, alpha: float = 0.05, target: float = PO
     upper = sd
     while power(upper, sd, n, alpha) < target:
         upper *= 2
-    return float(optimize.brentq(lambda e: power(e, sd, n, alpha) - target, 0.0, upper, xtol=1e-12 * sd))
+    return float(
+        optimize.brentq(lambda e: power(e, sd, n, alpha) - target, 0.0, upper, xtol=1e-12 * sd)
+    )
 
 
-def seeds_needed(effect: float, sd: float, alpha: float = 0.05, target: float = POWER, most: int = 100_000) -> int:
+def seeds_needed(
+    effect: float, sd: float, alpha: float = 0.05, target: float = POWER, most: int = 100_000
+) -> int:
     """The fewest pairs (at least 2) with which the paired t-test at level ``alpha`` finds a
     true difference ``effect`` with probability ``target``, given differences of spread
     ``sd``; ``most + 1`` when even ``most`` do not suffice."""

@@ -14,13 +14,15 @@ cell and task, is Holm-adjusted (``<metric>_effect_p_holm``); every other p-valu
 exploratory. :func:`rmtl.lab.plots.effect_maps` draws the rows as heat maps,
 ``benchmarks/study_critic_effect.py`` runs the study from the command line.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -35,28 +37,68 @@ from . import plots, stats
 from .experiment import ExperimentResult, experiment
 from .graph import BUDGETS
 
-__all__ = ["Axis", "StudyConfig", "Cell", "Comparison", "COMPARISONS", "CONTEXT", "CONTEXTS", "KNOBS", "METRICS",
-           "PRIMARY", "SavedStudy", "run_study", "study_rows", "study_markdown", "save_study", "load_study",
-           "primary_size", "significant", "grid_values", "value_label", "effect_maps"]
+__all__ = [
+    "Axis",
+    "StudyConfig",
+    "Cell",
+    "Comparison",
+    "COMPARISONS",
+    "CONTEXT",
+    "CONTEXTS",
+    "KNOBS",
+    "METRICS",
+    "PRIMARY",
+    "SavedStudy",
+    "run_study",
+    "study_rows",
+    "study_markdown",
+    "save_study",
+    "load_study",
+    "primary_size",
+    "significant",
+    "grid_values",
+    "value_label",
+    "effect_maps",
+]
 
 PRESET = "retailrocket"
 WEIGHTINGS = ("rmtl", "continued", "static", "permuted")
 METRICS = ("auc", "logloss")
 CONTEXTS = ("none", "critic", "backbone", "both")
 """Where the session context goes (:func:`rmtl.with_context`; ``"none"``: nowhere)."""
-QUICK_NET: Dict[str, Any] = {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32, 16), "dropout": 0.2}
+QUICK_NET: dict[str, Any] = {
+    "embed_dim": 16,
+    "bottom_dims": (64, 32),
+    "tower_dims": (32, 16),
+    "dropout": 0.2,
+}
 # small batches: enough Adam steps per epoch on ~8k training rows; the critics at quick widths
-QUICK_RMTL: Dict[str, Any] = {"critic_bottom_dims": (64, 32), "critic_tower_dims": (32, 16), "epochs": 12,
-                              "patience": 2, "min_steps": 200, "init_output_bias": "prior"}
+QUICK_RMTL: dict[str, Any] = {
+    "critic_bottom_dims": (64, 32),
+    "critic_tower_dims": (32, 16),
+    "epochs": 12,
+    "patience": 2,
+    "min_steps": 200,
+    "init_output_bias": "prior",
+}
 CLICK_RATE, CONTEXT = "click_rate", "context"
-_FIELD_TYPES = {f.name: getattr(f.type, "__name__", f.type) for f in dataclasses.fields(SyntheticConfig)}
-KNOBS: Tuple[str, ...] = (*(n for n, t in _FIELD_TYPES.items() if t == "float"), CLICK_RATE, CONTEXT)
+_FIELD_TYPES = {
+    f.name: getattr(f.type, "__name__", f.type) for f in dataclasses.fields(SyntheticConfig)
+}
+KNOBS: tuple[str, ...] = (
+    *(n for n, t in _FIELD_TYPES.items() if t == "float"),
+    CLICK_RATE,
+    CONTEXT,
+)
 """What an axis can vary: a float field of :class:`rmtl.datasets.synth.SyntheticConfig`
 (``momentum``, ``fatigue``, ``leave_base``, ...), ``click_rate`` (the click-rate target; the
 pay-rate target keeps its ratio to it) or ``context`` (values from :data:`CONTEXTS`)."""
 _FINITE = Range(-math.inf)
 _RATE = Range(0.0, 1.0, open_low=True, open_high=True)
-_NUMBERS = {"float": _FINITE, "int": Range(-math.inf, integer=True)}  # SyntheticConfig field type: its check
+_NUMBERS = {
+    "float": _FINITE,
+    "int": Range(-math.inf, integer=True),
+}  # SyntheticConfig field type: its check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +106,22 @@ class Axis:
     """One axis of the grid: a knob from :data:`KNOBS` and its values (in plotting order)."""
 
     knob: str
-    values: Tuple[Any, ...]
+    values: tuple[Any, ...]
 
     def __post_init__(self) -> None:
         if self.knob not in KNOBS:
             raise ValueError(f"knob: expected one of {list(KNOBS)}, got {self.knob!r}")
-        if isinstance(self.values, (str, bytes)) or not isinstance(self.values, Sequence) or not self.values:
-            raise ValueError(f"{self.knob} values: expected a non-empty sequence, got {self.values!r}")
-        values = tuple(self._check(f"{self.knob} values[{i}]", v) for i, v in enumerate(self.values))
+        if (
+            isinstance(self.values, (str, bytes))
+            or not isinstance(self.values, Sequence)
+            or not self.values
+        ):
+            raise ValueError(
+                f"{self.knob} values: expected a non-empty sequence, got {self.values!r}"
+            )
+        values = tuple(
+            self._check(f"{self.knob} values[{i}]", v) for i, v in enumerate(self.values)
+        )
         if len(set(values)) != len(values):
             raise ValueError(f"{self.knob} values: expected distinct values, got {list(values)}")
         object.__setattr__(self, "values", values)
@@ -103,7 +153,9 @@ class StudyConfig:
     x: Axis = Axis("momentum", (0.0, 0.3, 0.6, 0.9))
     y: Axis = Axis(CLICK_RATE, (0.05, 0.15, 0.3))
     context: str = "critic"
-    synth: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"fatigue": 0.1, "target_rates": (0.3, 0.1)})
+    synth: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: {"fatigue": 0.1, "target_rates": (0.3, 0.1)}
+    )
     n_users: int = 1000
     data_seed: int = 0
     backbone: str = "esmm"
@@ -121,7 +173,9 @@ class StudyConfig:
     def __post_init__(self) -> None:
         for name in ("x", "y"):
             if not isinstance(getattr(self, name), Axis):
-                raise TypeError(f"{name}: expected an rmtl.lab.study.Axis, got {getattr(self, name)!r}")
+                raise TypeError(
+                    f"{name}: expected an rmtl.lab.study.Axis, got {getattr(self, name)!r}"
+                )
         if self.x.knob == self.y.knob:
             raise ValueError(f"x, y: expected two different knobs, got {self.x.knob!r} twice")
         if self.context not in CONTEXTS:
@@ -132,16 +186,18 @@ class StudyConfig:
         NON_NEGATIVE_COUNT.check("data_seed", self.data_seed)
         Range(2, integer=True).check("seeds (paired t-tests need at least 2)", self.seeds)
         object.__setattr__(self, "synth", _check_synth(self.synth, (self.x.knob, self.y.knob)))
-        object.__setattr__(self, "backbone_kwargs", _check_backbone(self.backbone, self.backbone_kwargs))
+        object.__setattr__(
+            self, "backbone_kwargs", _check_backbone(self.backbone, self.backbone_kwargs)
+        )
         object.__setattr__(self, "rmtl_kwargs", _check_rmtl(self.rmtl_kwargs))
         RMTLConfig(**self.rmtl_settings())
 
-    def rmtl_settings(self) -> Dict[str, Any]:
+    def rmtl_settings(self) -> dict[str, Any]:
         """The keyword arguments of :class:`rmtl.RMTL` every cell uses."""
         own = {k: getattr(self, k) for k in _RMTL_FIELDS}
         return {**self.rmtl_kwargs, **{k: v for k, v in own.items() if v is not None}}
 
-    def grid(self) -> List[Dict[str, Any]]:
+    def grid(self) -> list[dict[str, Any]]:
         """The cells' axis values, ``{x.knob: ..., y.knob: ...}``, x varying slowest."""
         return [{self.x.knob: a, self.y.knob: b} for a in self.x.values for b in self.y.values]
 
@@ -149,7 +205,7 @@ class StudyConfig:
         """Where the session context goes in the cell ``at``."""
         return at.get(CONTEXT, self.context)
 
-    def synthetic_overrides(self, at: Mapping[str, Any]) -> Dict[str, Any]:
+    def synthetic_overrides(self, at: Mapping[str, Any]) -> dict[str, Any]:
         """The :func:`rmtl.datasets.synthetic` overrides of the cell ``at``: ``synth`` and the
         axis values (``click_rate`` scales both target rates)."""
         out = dict(self.synth)
@@ -161,17 +217,24 @@ class StudyConfig:
                 out[knob] = value
         return out
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON-ready values (:meth:`from_dict` reads it back)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StudyConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> StudyConfig:
         """The config :meth:`to_dict` wrote (lists read back as tuples)."""
         return cls(**{**d, "x": Axis(**d["x"]), "y": Axis(**d["y"])})
 
 
-_RMTL_FIELDS = ("critic_epochs", "lam", "gamma", "batch_size", "critic_batch_size", "finetune_epochs")
+_RMTL_FIELDS = (
+    "critic_epochs",
+    "lam",
+    "gamma",
+    "batch_size",
+    "critic_batch_size",
+    "finetune_epochs",
+)
 
 
 def _tuples(value: Any) -> Any:
@@ -179,35 +242,43 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _mapping(name: str, value: Any) -> Dict[str, Any]:
+def _mapping(name: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{name}: expected a mapping of names to values, got {value!r}")
     return {str(k): _tuples(v) for k, v in value.items()}
 
 
-def _check_synth(synth: Any, axes: Sequence[str]) -> Dict[str, Any]:
+def _check_synth(synth: Any, axes: Sequence[str]) -> dict[str, Any]:
     """The fixed synthetic overrides, checked: numeric fields of the preset's config and
     ``target_rates`` (a click and a lower pay rate), none of them an axis."""
     out = _mapping("synth", synth)
     for key, value in out.items():
         if key in axes or key == "n_users":
-            raise ValueError(f"synth: {key!r} is set by {'an axis' if key in axes else 'the field n_users'}; "
-                             "remove it from synth")
+            raise ValueError(
+                f"synth: {key!r} is set by {'an axis' if key in axes else 'the field n_users'}; "
+                "remove it from synth"
+            )
         if key == "target_rates":
             if not isinstance(value, tuple) or len(value) != 2:
-                raise ValueError(f"synth target_rates: expected (click rate, pay rate), got {value!r}")
+                raise ValueError(
+                    f"synth target_rates: expected (click rate, pay rate), got {value!r}"
+                )
             click, pay = (_RATE.check(f"synth target_rates[{i}]", v) for i, v in enumerate(value))
             if pay >= click:
-                raise ValueError(f"synth target_rates: every pay is a click, so expected pay < click, got {value}")
+                raise ValueError(
+                    f"synth target_rates: every pay is a click, so expected pay < click, got {value}"
+                )
         elif _FIELD_TYPES.get(key) in _NUMBERS:
             out[key] = _NUMBERS[_FIELD_TYPES[key]].check(f"synth {key}", value)
         else:
-            raise ValueError(f"synth: expected numeric fields of rmtl.datasets.synth.SyntheticConfig or "
-                             f"'target_rates', got {key!r}")
+            raise ValueError(
+                f"synth: expected numeric fields of rmtl.datasets.synth.SyntheticConfig or "
+                f"'target_rates', got {key!r}"
+            )
     return out
 
 
-def _check_backbone(backbone: str, kwargs: Any) -> Dict[str, Any]:
+def _check_backbone(backbone: str, kwargs: Any) -> dict[str, Any]:
     """The backbone's keyword arguments, checked by building it once on a one-field input."""
     out = _mapping("backbone_kwargs", kwargs)
     if backbone not in models.BACKBONES:
@@ -221,7 +292,7 @@ def _check_backbone(backbone: str, kwargs: Any) -> Dict[str, Any]:
     return out
 
 
-def _check_rmtl(kwargs: Any) -> Dict[str, Any]:
+def _check_rmtl(kwargs: Any) -> dict[str, Any]:
     """The other RMTL settings: fields of :class:`rmtl.RMTLConfig` not set by the study's own."""
     out = _mapping("rmtl_kwargs", kwargs)
     fields = {f.name for f in dataclasses.fields(RMTLConfig)}
@@ -237,23 +308,27 @@ def _check_rmtl(kwargs: Any) -> Dict[str, Any]:
 class Cell:
     """One finished cell: its axis values ``at``, its ``context`` and the experiment."""
 
-    at: Dict[str, Any]
+    at: dict[str, Any]
     context: str
     result: ExperimentResult
 
 
-def _split(config: StudyConfig, overrides: Mapping[str, Any]) -> Tuple[SessionData, ...]:
+def _split(config: StudyConfig, overrides: Mapping[str, Any]) -> tuple[SessionData, ...]:
     """The synthetic data of ``overrides``, split 60/20/20 by session start."""
-    return synthetic(PRESET, n_users=config.n_users, seed=config.data_seed, **overrides).split((0.6, 0.2, 0.2))
+    return synthetic(PRESET, n_users=config.n_users, seed=config.data_seed, **overrides).split(
+        (0.6, 0.2, 0.2)
+    )
 
 
-def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = None) -> List[Cell]:
+def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = None) -> list[Cell]:
     """Run every cell of ``config.grid()`` (weightings ``rmtl``, ``continued``, ``static``,
     ``permuted``); ``on_cell(cell)`` after each. Returns the cells in grid order. Consecutive
     cells with the same data (``y`` over the context) generate it once."""
     if not isinstance(config, StudyConfig):
-        raise TypeError(f"config: expected an rmtl.lab.study.StudyConfig, got {type(config).__name__}")
-    cells: List[Cell] = []
+        raise TypeError(
+            f"config: expected an rmtl.lab.study.StudyConfig, got {type(config).__name__}"
+        )
+    cells: list[Cell] = []
     overrides, parts = None, ()
     for at in config.grid():
         if config.synthetic_overrides(at) != overrides:
@@ -261,9 +336,18 @@ def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = N
             parts = _split(config, overrides)
         mode = config.context_of(at)
         train, valid, test = (with_context(p, None if mode == "none" else mode) for p in parts)
-        result = experiment(train, valid, test, backbones=(config.backbone,), seeds=range(config.seeds),
-                            weightings=WEIGHTINGS, transfer=(), backbone_kwargs=config.backbone_kwargs,
-                            rmtl_kwargs=config.rmtl_settings(), budget=config.budget)
+        result = experiment(
+            train,
+            valid,
+            test,
+            backbones=(config.backbone,),
+            seeds=range(config.seeds),
+            weightings=WEIGHTINGS,
+            transfer=(),
+            backbone_kwargs=config.backbone_kwargs,
+            rmtl_kwargs=config.rmtl_settings(),
+            budget=config.budget,
+        )
         cells.append(Cell(dict(at), mode, result))
         if on_cell is not None:
             on_cell(cells[-1])
@@ -281,7 +365,7 @@ class Comparison:
     key: str
 
 
-COMPARISONS: Tuple[Comparison, ...] = (
+COMPARISONS: tuple[Comparison, ...] = (
     Comparison("effect", "critic effect: RMTL - continued", "rmtl", "effect"),
     Comparison("vs_static", "RMTL - static", "rmtl", "vs_static"),
     Comparison("vs_permuted", "RMTL - permuted", "rmtl", "vs_permuted"),
@@ -293,27 +377,41 @@ PRIMARY = COMPARISONS[0].name
 _STATS = ("", "_low", "_high", "_p")  # mean, 95% CI, raw paired t-test p
 
 
-def _cell_rows(cell: Cell) -> List[Dict[str, Any]]:
+def _cell_rows(cell: Cell) -> list[dict[str, Any]]:
     """The study rows of one cell: one per task of its ``rmtl`` variant."""
     table = {(r["variant"], r["task"]): r for r in cell.result.table()}
     rows = []
     for (variant, task), rm in table.items():
         if variant != "rmtl":
             continue
-        row: Dict[str, Any] = {"axes": dict(cell.at), "context": cell.context, "task": task, "n": rm["n"],
-                               "epochs": rm["epochs"], "kept_epoch": rm["kept_epoch"],
-                               "flags": {v: table[v, task]["flags"] for v in ("baseline", *WEIGHTINGS)
-                                         if table.get((v, task), {}).get("flags")}}
+        row: dict[str, Any] = {
+            "axes": dict(cell.at),
+            "context": cell.context,
+            "task": task,
+            "n": rm["n"],
+            "epochs": rm["epochs"],
+            "kept_epoch": rm["kept_epoch"],
+            "flags": {
+                v: table[v, task]["flags"]
+                for v in ("baseline", *WEIGHTINGS)
+                if table.get((v, task), {}).get("flags")
+            },
+        }
         for c in COMPARISONS:
             src = table.get((c.variant, task), {})
             row[f"{c.name}_checked"] = bool(src.get(f"{c.key}_checked", False))
             for m in METRICS:
-                row.update({f"{m}_{c.name}{s}": float(src.get(f"{m}_{c.key}{s}", math.nan)) for s in _STATS})
+                row.update(
+                    {
+                        f"{m}_{c.name}{s}": float(src.get(f"{m}_{c.key}{s}", math.nan))
+                        for s in _STATS
+                    }
+                )
         rows.append(row)
     return rows
 
 
-def study_rows(cells: Sequence[Cell]) -> List[Dict[str, Any]]:
+def study_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     """One row per cell and task: ``axes`` (the cell's axis values), ``context``, ``task``,
     ``n`` seeds, the stage-3 ``epochs`` RMTL ran and its ``kept_epoch`` (means over seeds),
     ``flags`` (per arm with a failed convergence check: seeds per check), and for each
@@ -359,19 +457,30 @@ def value_label(value: Any) -> str:
 
 def _flags(row: Mapping[str, Any]) -> str:
     """The checks column: ``ok`` or, per flagged arm, each failed check and its seeds."""
-    flagged = "; ".join(f"{arm} " + ", ".join(f"{f} {k}/{row['n']}" for f, k in fl.items())
-                        for arm, fl in row["flags"].items())
+    flagged = "; ".join(
+        f"{arm} " + ", ".join(f"{f} {k}/{row['n']}" for f, k in fl.items())
+        for arm, fl in row["flags"].items()
+    )
     return flagged or "ok"
 
 
-def _metric_table(rows: Sequence[Mapping[str, Any]], metric: str) -> List[str]:
+def _metric_table(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
     axes = list(rows[0]["axes"])
     context = [] if CONTEXT in axes else ["context"]
-    head = axes + context + ["task", "seeds", "RMTL epochs (kept)"] + [c.label for c in COMPARISONS] + ["checks"]
+    head = (
+        axes
+        + context
+        + ["task", "seeds", "RMTL epochs (kept)"]
+        + [c.label for c in COMPARISONS]
+        + ["checks"]
+    )
     lines = [f"**{metric}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [value_label(r["axes"][a]) for a in axes] + [r[k] for k in context] + [
-            r["task"], str(r["n"]), f"{r['epochs']:.1f} ({r['kept_epoch']:.1f})"]
+        cells = (
+            [value_label(r["axes"][a]) for a in axes]
+            + [r[k] for k in context]
+            + [r["task"], str(r["n"]), f"{r['epochs']:.1f} ({r['kept_epoch']:.1f})"]
+        )
         cells += [_entry(r, c.name, metric) for c in COMPARISONS] + [_flags(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -383,13 +492,15 @@ def study_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     whose CI excludes 0 (critic effect: whose Holm-adjusted p is below 0.05)."""
     if not rows:
         return "(no cells yet)"
-    lines: List[str] = []
+    lines: list[str] = []
     for m in METRICS:
         lines += _metric_table(rows, m) + [""]
-    lines.append(f"Paired by seed; lower logloss is better. Critic effect p: Holm-adjusted over the study's primary "
-                 f"family (the critic effect on AUC and logloss of every cell and task, {primary_size(rows)} paired "
-                 "t-tests). Every other p is raw and exploratory. *: significant (critic effect: Holm p < 0.05; "
-                 "others: 95% CI excludes 0) with no convergence flag on either side.")
+    lines.append(
+        f"Paired by seed; lower logloss is better. Critic effect p: Holm-adjusted over the study's primary "
+        f"family (the critic effect on AUC and logloss of every cell and task, {primary_size(rows)} paired "
+        "t-tests). Every other p is raw and exploratory. *: significant (critic effect: Holm p < 0.05; "
+        "others: 95% CI excludes 0) with no convergence flag on either side."
+    )
     return "\n".join(lines)
 
 
@@ -399,21 +510,25 @@ class SavedStudy:
     ran (command, CPU, threads, seconds, ...)."""
 
     config: StudyConfig
-    rows: List[Dict[str, Any]]
-    run: Dict[str, Any]
+    rows: list[dict[str, Any]]
+    run: dict[str, Any]
 
 
-def _json_safe(row: Mapping[str, Any]) -> Dict[str, Any]:
+def _json_safe(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
 
 
-def save_study(path: "str | os.PathLike[str]", study: SavedStudy) -> None:
+def save_study(path: str | os.PathLike[str], study: SavedStudy) -> None:
     """Write ``study`` as JSON (NaN as null), atomically; :func:`load_study` reads it back."""
-    doc = {"config": study.config.to_dict(), "run": study.run, "rows": [_json_safe(r) for r in study.rows]}
+    doc = {
+        "config": study.config.to_dict(),
+        "run": study.run,
+        "rows": [_json_safe(r) for r in study.rows],
+    }
     write_text(path, json.dumps(doc, allow_nan=False, separators=(",", ":")) + "\n")
 
 
-def load_study(path: "str | os.PathLike[str]") -> SavedStudy:
+def load_study(path: str | os.PathLike[str]) -> SavedStudy:
     """The study :func:`save_study` wrote to ``path`` (null read back as NaN); a file that is
     not one raises :class:`rmtl.CorruptFileError` naming it."""
     with open(path, encoding="utf-8") as f:
@@ -422,10 +537,14 @@ def load_study(path: "str | os.PathLike[str]") -> SavedStudy:
             rows = [{k: math.nan if v is None else v for k, v in r.items()} for r in doc["rows"]]
             return SavedStudy(StudyConfig.from_dict(doc["config"]), rows, doc["run"])
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise CorruptFileError(path, f"not a study written by rmtl.lab.study.save_study ({e!r})") from None
+            raise CorruptFileError(
+                path, f"not a study written by rmtl.lab.study.save_study ({e!r})"
+            ) from None
 
 
-def grid_values(rows: Sequence[Mapping[str, Any]]) -> Tuple[Tuple[str, List[Any]], Tuple[str, List[Any]]]:
+def grid_values(
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
     """The two axes of ``rows``: (knob, its values in order of first appearance), x then y."""
     knobs = list(rows[0]["axes"]) if rows else []
     if len(knobs) != 2:
@@ -434,15 +553,23 @@ def grid_values(rows: Sequence[Mapping[str, Any]]) -> Tuple[Tuple[str, List[Any]
     return (knobs[0], x), (knobs[1], y)
 
 
-def _effect_lines(row: Mapping[str, Any], comparison: str, metric: str, star: bool) -> List[str]:
+def _effect_lines(row: Mapping[str, Any], comparison: str, metric: str, star: bool) -> list[str]:
     """A heat-map cell's text: the mean (``*`` when significant), its 95% CI, ``flagged``."""
     key = f"{metric}_{comparison}"
-    lines = [f"{row[key]:+.4f}{'*' if star else ''}", f"[{row[key + '_low']:+.4f},", f"{row[key + '_high']:+.4f}]"]
+    lines = [
+        f"{row[key]:+.4f}{'*' if star else ''}",
+        f"[{row[key + '_low']:+.4f},",
+        f"{row[key + '_high']:+.4f}]",
+    ]
     return lines + ([] if row[f"{comparison}_checked"] else ["flagged"])
 
 
-def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc",
-                comparisons: Optional[Sequence[str]] = None) -> Any:
+def effect_maps(
+    rows: Sequence[Mapping[str, Any]],
+    task: str,
+    metric: str = "auc",
+    comparisons: Optional[Sequence[str]] = None,
+) -> Any:
     """Heat maps of a critic-effect study (:func:`rmtl.lab.study.study_rows`) over its two axes,
     one panel per comparison (default every one of :data:`rmtl.lab.study.COMPARISONS`: the
     critic effect and its controls) for one ``task`` and ``metric``.
@@ -455,26 +582,47 @@ def effect_maps(rows: Sequence[Mapping[str, Any]], task: str, metric: str = "auc
     chosen = [c for c in COMPARISONS if comparisons is None or c.name in comparisons]
     mine = [r for r in rows if r["task"] == task]
     if not mine or not chosen:
-        raise ValueError(f"task, comparisons: expected a task of the rows and names from "
-                         f"{[c.name for c in COMPARISONS]}, got {task!r}, {comparisons}")
+        raise ValueError(
+            f"task, comparisons: expected a task of the rows and names from "
+            f"{[c.name for c in COMPARISONS]}, got {task!r}, {comparisons}"
+        )
     (xk, xs), (yk, ys) = grid_values(rows)
     where = [(ys.index(r["axes"][yk]), xs.index(r["axes"][xk])) for r in mine]
     means = {c.name: np.full((len(ys), len(xs)), np.nan) for c in chosen}
     for c in chosen:
         for (i, j), r in zip(where, mine):
             means[c.name][i, j] = r[f"{metric}_{c.name}"]
-    limit = float(np.nanmax(np.abs(np.stack(list(means.values()))), initial=0.0)) or 1e-12  # one scale, centred
+    limit = (
+        float(np.nanmax(np.abs(np.stack(list(means.values()))), initial=0.0)) or 1e-12
+    )  # one scale, centred
     fig, axes = plots.figure(len(chosen), width=1.1 * len(xs) + 1.2, height=0.9 * len(ys) + 1.4)
     for ax, c in zip(axes, chosen):
-        image = ax.imshow(np.ma.masked_invalid(means[c.name]), cmap="RdBu" if metric == "auc" else "RdBu_r",
-                          vmin=-limit, vmax=limit, origin="lower", aspect="auto")
+        image = ax.imshow(
+            np.ma.masked_invalid(means[c.name]),
+            cmap="RdBu" if metric == "auc" else "RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            origin="lower",
+            aspect="auto",
+        )
         for (i, j), r in zip(where, mine):
-            plots.annotate_cell(ax, image, i, j, _effect_lines(r, c.name, metric, significant(r, c.name, metric)))
-        ax.set(xticks=range(len(xs)), xticklabels=[value_label(v) for v in xs],
-               yticks=range(len(ys)), yticklabels=[value_label(v) for v in ys],
-               xlabel=xk, ylabel=yk, title=c.label)
+            plots.annotate_cell(
+                ax, image, i, j, _effect_lines(r, c.name, metric, significant(r, c.name, metric))
+            )
+        ax.set(
+            xticks=range(len(xs)),
+            xticklabels=[value_label(v) for v in xs],
+            yticks=range(len(ys)),
+            yticklabels=[value_label(v) for v in ys],
+            xlabel=xk,
+            ylabel=yk,
+            title=c.label,
+        )
         ax.title.set_fontsize("small")
     fig.colorbar(image, ax=list(axes), label=f"{task} {metric} difference", shrink=0.9)
-    fig.suptitle(f"{task} {metric}: mean paired difference over seeds [95% CI]; * significant (critic effect: Holm "
-                 "p < 0.05; controls: CI excludes 0)", fontsize="small")
+    fig.suptitle(
+        f"{task} {metric}: mean paired difference over seeds [95% CI]; * significant (critic effect: Holm "
+        "p < 0.05; controls: CI excludes 0)",
+        fontsize="small",
+    )
     return fig

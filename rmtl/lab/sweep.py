@@ -15,6 +15,7 @@ The file has three tables::
     trials = 8
     scheduler = "asha"
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,7 +25,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Optional, Union
 
 from . import tune
 from ._ray import connect
@@ -46,7 +47,7 @@ class SweepConfig:
     ``ray.init()`` finds, or a new local cluster); ``out`` receives the results table."""
 
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
-    search: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    search: dict[str, Any] = dataclasses.field(default_factory=dict)
     trials: int = 1
     stages: int = 3
     metric: str = "valid_auc"
@@ -70,7 +71,9 @@ def load_sweep(path: str) -> SweepConfig:
     known = {f.name for f in dataclasses.fields(SweepConfig)} - {"run", "search"}
     bad = sorted(set(tune) - known)
     if bad:
-        raise ValueError(f"{path}: unknown key(s) {bad} in [tune]; expected some of {sorted(known)}")
+        raise ValueError(
+            f"{path}: unknown key(s) {bad} in [tune]; expected some of {sorted(known)}"
+        )
     run = RunConfig(**config_from_table(raw.get("run", {}), path))
     return SweepConfig(run=run, search=dict(raw.get("search", {})), **tune)
 
@@ -80,13 +83,13 @@ class SweepResult:
     """One row per trial (its searched values, ``status``: finished, stopped by the scheduler
     or error, ``iterations`` and the last reported metrics), best first, and the wall time."""
 
-    rows: List[Dict[str, Any]]
-    columns: List[str]
+    rows: list[dict[str, Any]]
+    columns: list[str]
     config: SweepConfig
     seconds: float
 
     @property
-    def best(self) -> Optional[Dict[str, Any]]:
+    def best(self) -> Optional[dict[str, Any]]:
         """The best finished trial (the only ones with test metrics), or None."""
         return next((r for r in self.rows if r["status"] == "finished"), None)
 
@@ -111,31 +114,58 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     and config.json there."""
     c = dataclasses.replace(config, run=config.run.resolved())
     if c.stages not in (1, 3) or c.trials < 1:
-        raise ValueError(f"stages, trials: expected stages 1 or 3 and trials >= 1, got {c.stages}, {c.trials}")
+        raise ValueError(
+            f"stages, trials: expected stages 1 or 3 and trials >= 1, got {c.stages}, {c.trials}"
+        )
     connect(None if c.ray is True else c.ray)
     t0 = time.perf_counter()
     train, valid, test = load_dataset(c.run).split((0.6, 0.2, 0.2))
-    base = {"backbone": c.run.models[0], "seed": 0, "backbone_kwargs": PRESETS[c.run.preset]["backbone"],
-            **c.run.rmtl_kwargs()}
+    base = {
+        "backbone": c.run.models[0],
+        "seed": 0,
+        "backbone_kwargs": PRESETS[c.run.preset]["backbone"],
+        **c.run.rmtl_kwargs(),
+    }
     space = {**base, **tune.search_space(c.search)}
     storage = None if c.out is None else os.path.abspath(os.path.join(c.out, "tune"))
-    grid = tune.run(tune.three_stages if c.stages == 3 else tune.pretrain, (train, valid, test), space,
-                    trials=c.trials, metric=c.metric, mode=c.mode, scheduler=c.scheduler,
-                    grace_period=c.grace_period, reduction_factor=c.reduction_factor,
-                    cpus_per_trial=c.cpus_per_trial, max_failures=c.max_failures, storage_path=storage)
+    grid = tune.run(
+        tune.three_stages if c.stages == 3 else tune.pretrain,
+        (train, valid, test),
+        space,
+        trials=c.trials,
+        metric=c.metric,
+        mode=c.mode,
+        scheduler=c.scheduler,
+        grace_period=c.grace_period,
+        reduction_factor=c.reduction_factor,
+        cpus_per_trial=c.cpus_per_trial,
+        max_failures=c.max_failures,
+        storage_path=storage,
+    )
     searched = sorted(c.search)
     rows = []
     for r in grid:
         m = r.metrics or {}
         status = "error" if r.error else "finished" if "test_auc" in m else "stopped"
-        rows.append({**{k: r.config.get(k) for k in searched}, "status": status,
-                     "iterations": m.get("training_iteration"),
-                     **{k: v for k, v in m.items() if k.startswith(("valid_", "test_"))}})
+        rows.append(
+            {
+                **{k: r.config.get(k) for k in searched},
+                "status": status,
+                "iterations": m.get("training_iteration"),
+                **{k: v for k, v in m.items() if k.startswith(("valid_", "test_"))},
+            }
+        )
     sign = -1 if c.mode == "max" else 1
-    rows.sort(key=lambda row: (row["status"] != "finished", sign * row.get(c.metric, sign * float("inf"))))
-    metrics = sorted({k for row in rows for k in row if k.startswith(("valid_", "test_"))},
-                     key=lambda k: (not k.startswith("valid_"), k.count("_") > 1, k))
-    result = SweepResult(rows, searched + ["status", "iterations"] + metrics, c, time.perf_counter() - t0)
+    rows.sort(
+        key=lambda row: (row["status"] != "finished", sign * row.get(c.metric, sign * float("inf")))
+    )
+    metrics = sorted(
+        {k for row in rows for k in row if k.startswith(("valid_", "test_"))},
+        key=lambda k: (not k.startswith("valid_"), k.count("_") > 1, k),
+    )
+    result = SweepResult(
+        rows, searched + ["status", "iterations"] + metrics, c, time.perf_counter() - t0
+    )
     if c.out is not None:
         _write_outputs(result)
     return result
@@ -145,17 +175,25 @@ def _write_outputs(result: SweepResult) -> None:
     out = result.config.out
     os.makedirs(out, exist_ok=True)
     config = dataclasses.asdict(result.config)
-    files = {"results.md": result.to_markdown() + "\n", "results.csv": result.to_csv(),
-             "results.json": json.dumps(result.rows, indent=1),
-             "config.json": json.dumps({"sweep": config, "environment": environment(),
-                                        "seconds": round(result.seconds, 1)}, indent=1, default=list)}
+    files = {
+        "results.md": result.to_markdown() + "\n",
+        "results.csv": result.to_csv(),
+        "results.json": json.dumps(result.rows, indent=1),
+        "config.json": json.dumps(
+            {"sweep": config, "environment": environment(), "seconds": round(result.seconds, 1)},
+            indent=1,
+            default=list,
+        ),
+    }
     for name, text in files.items():
         _write_atomic(os.path.join(out, name), text)
 
 
 def _write_atomic(path: str, text: str) -> None:
     """Write ``text`` to a unique temporary file next to ``path``, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + ".")
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + "."
+    )
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -179,5 +217,7 @@ def describe_best(result: SweepResult) -> str:
     if best is None:
         return "no trial finished"
     values = ", ".join(f"{k}={_cell(best[k])}" for k in sorted(result.config.search))
-    tests = ", ".join(f"{k}={_cell(v)}" for k, v in best.items() if k.startswith("test_") and k.count("_") == 1)
+    tests = ", ".join(
+        f"{k}={_cell(v)}" for k, v in best.items() if k.startswith("test_") and k.count("_") == 1
+    )
     return f"best: {values}; {tests}"

@@ -18,12 +18,14 @@ A trial's ``config`` holds ``backbone`` (a name for :func:`rmtl.models.create`, 
 ``esmm``), ``seed`` (default 0), ``backbone_kwargs`` (a dict) and any keyword of
 :class:`rmtl.RMTL` (``lam``, ``gamma``, ``weighting``, ``epochs``, ...).
 """
+
 from __future__ import annotations
 
 import signal
 import tempfile
 import threading
-from typing import Any, Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import numpy as np
 
@@ -37,7 +39,7 @@ __all__ = ["pretrain", "three_stages", "run", "search_space", "SCHEDULERS"]
 
 SCHEDULERS = ("asha", "fifo")
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
-Splits = Tuple[SessionData, SessionData, SessionData]
+Splits = tuple[SessionData, SessionData, SessionData]
 
 
 def pretrain(config: Mapping[str, Any], data: Splits) -> None:
@@ -57,8 +59,14 @@ def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
     train, valid, test = data
     kwargs = dict(config)
     name, seed = kwargs.pop("backbone", "esmm"), int(kwargs.pop("seed", 0))
-    model = create(name, train.field_dims, train.num_dense, train.num_tasks, seed=seed,
-                   **kwargs.pop("backbone_kwargs", {}))
+    model = create(
+        name,
+        train.field_dims,
+        train.num_dense,
+        train.num_tasks,
+        seed=seed,
+        **kwargs.pop("backbone_kwargs", {}),
+    )
     threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
     with tempfile.TemporaryDirectory() as work, _threads.limit(threads):
         checkpoint = tune.get_checkpoint()
@@ -71,8 +79,14 @@ def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
                 metrics.update(_test_metrics(evaluate(model, test)))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
 
-        agent = RMTL(model, seed=seed, checkpoint_dir=work, progress=False,
-                     on_epoch=lambda stage, rec: tune.report({"stage": stage, **_epoch_metrics(rec)}), **kwargs)
+        agent = RMTL(
+            model,
+            seed=seed,
+            checkpoint_dir=work,
+            progress=False,
+            on_epoch=lambda stage, rec: tune.report({"stage": stage, **_epoch_metrics(rec)}),
+            **kwargs,
+        )
         agent.pretrain(train, valid)
         finished("pretrain", agent.pretrained, last=stages == 1)
         if stages == 3:
@@ -82,26 +96,30 @@ def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
             finished(f"finetuned-{agent.config.weighting}", agent.backbone, last=True)
 
 
-def _epoch_metrics(rec: Mapping[str, Any]) -> Dict[str, Any]:
+def _epoch_metrics(rec: Mapping[str, Any]) -> dict[str, Any]:
     """A Trainer epoch record as a Tune report: mean and per-task validation AUC and logloss."""
     out = {k: v for k, v in rec.items() if k.startswith("valid_") or k in ("epoch", "train_loss")}
-    out["valid_logloss"] = float(np.mean([v for k, v in rec.items() if k.startswith("valid_logloss_")]))
+    out["valid_logloss"] = float(
+        np.mean([v for k, v in rec.items() if k.startswith("valid_logloss_")])
+    )
     return out
 
 
-def _valid_metrics(res: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
-    out = {"valid_auc": float(np.nanmean([r["auc"] for r in res.values()])),
-           "valid_logloss": float(np.mean([r["logloss"] for r in res.values()]))}
+def _valid_metrics(res: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    out = {
+        "valid_auc": float(np.nanmean([r["auc"] for r in res.values()])),
+        "valid_logloss": float(np.mean([r["logloss"] for r in res.values()])),
+    }
     for task, r in res.items():
         out[f"valid_auc_{task}"], out[f"valid_logloss_{task}"] = r["auc"], r["logloss"]
     return out
 
 
-def _test_metrics(res: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
+def _test_metrics(res: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {k.replace("valid_", "test_", 1): v for k, v in _valid_metrics(res).items()}
 
 
-def search_space(spec: Mapping[str, Any]) -> Dict[str, Any]:
+def search_space(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Tune's ``param_space`` from a plain mapping (a TOML table): a one-key table naming a
     distribution draws the value: ``{choice = [...]}``, ``{grid = [...]}`` (every value,
     times the number of trials), ``{uniform = [lo, hi]}``, ``{loguniform = [lo, hi]}``,
@@ -111,7 +129,9 @@ def search_space(spec: Mapping[str, Any]) -> Dict[str, Any]:
 
     space = {}
     for key, value in spec.items():
-        if not (isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS):
+        if not (
+            isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+        ):
             space[key] = value
             continue
         kind, args = next(iter(value.items()))
@@ -124,10 +144,22 @@ def search_space(spec: Mapping[str, Any]) -> Dict[str, Any]:
     return space
 
 
-def run(trainable: Any, data: Splits, param_space: Mapping[str, Any], *, trials: int = 1,
-        metric: str = "valid_auc", mode: str = "max", scheduler: str = "asha", grace_period: int = 1,
-        reduction_factor: int = 2, cpus_per_trial: float = 1, max_failures: int = 2,
-        storage_path: Optional[str] = None, name: Optional[str] = None) -> Any:
+def run(
+    trainable: Any,
+    data: Splits,
+    param_space: Mapping[str, Any],
+    *,
+    trials: int = 1,
+    metric: str = "valid_auc",
+    mode: str = "max",
+    scheduler: str = "asha",
+    grace_period: int = 1,
+    reduction_factor: int = 2,
+    cpus_per_trial: float = 1,
+    max_failures: int = 2,
+    storage_path: Optional[str] = None,
+    name: Optional[str] = None,
+) -> Any:
     """Run a Tune search of ``trainable`` (:func:`pretrain` or :func:`three_stages`) over
     ``param_space`` (values and Tune distributions) and return Tune's ``ResultGrid``.
 
@@ -145,15 +177,23 @@ def run(trainable: Any, data: Splits, param_space: Mapping[str, Any], *, trials:
 
     if scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler: expected one of {list(SCHEDULERS)}, got {scheduler!r}")
-    sched = (ASHAScheduler(grace_period=grace_period, reduction_factor=reduction_factor, max_t=10_000)
-             if scheduler == "asha" else FIFOScheduler())
+    sched = (
+        ASHAScheduler(grace_period=grace_period, reduction_factor=reduction_factor, max_t=10_000)
+        if scheduler == "asha"
+        else FIFOScheduler()
+    )
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": cpus_per_trial}),
         param_space=dict(param_space),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched, num_samples=trials),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT) if main else None
     try:

@@ -3,12 +3,14 @@ job anywhere (this process, a worker process, a Ray task) from the data and its 
 outputs, with RMTL's stages (:class:`rmtl.RMTL`), and returns its :class:`JobOutput`: the
 networks it produced as the bytes of their ``.npz`` files, its test-set records (with the
 convergence checks and the budget it ran) and the agent's history entries."""
+
 from __future__ import annotations
 
 import os
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,20 +36,32 @@ def execute(job: Job, settings: Settings, data: Splits, inputs: Sequence[JobOutp
 
 def _pretrain(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
     train, valid, test = data
-    model = create(job.model, train.field_dims, train.num_dense, train.num_tasks, seed=job.seed,
-                   **s.backbone_kwargs)
+    model = create(
+        job.model,
+        train.field_dims,
+        train.num_dense,
+        train.num_tasks,
+        seed=job.seed,
+        **s.backbone_kwargs,
+    )
     agent = _agent(job, s, model)
     hist = agent.pretrain(train, valid)
     _finished(hist.interrupted)
-    return JobOutput({"pretrained": _dump(save, agent.pretrained)}, _records(job, agent.pretrained, hist, data),
-                     agent.history)
+    return JobOutput(
+        {"pretrained": _dump(save, agent.pretrained)},
+        _records(job, agent.pretrained, hist, data),
+        agent.history,
+    )
 
 
 def _critics(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
     agent = _agent(job, s, _restore(load, inputs[0].networks["pretrained"]))
     _finished(len(agent.fit_critics(data[0])) < agent.config.critic_epochs)
-    return JobOutput({f"critic{k}": _dump(Critic.save, c) for k, c in enumerate(agent.critics)}, [],
-                     agent.history)
+    return JobOutput(
+        {f"critic{k}": _dump(Critic.save, c) for k, c in enumerate(agent.critics)},
+        [],
+        agent.history,
+    )
 
 
 def _finetune(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
@@ -62,14 +76,22 @@ def _finetune(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) 
             epochs = ref.best_epoch or len(ref.epochs)
         if job.weighting == "static":
             task_weights = kept_mean_weights(ref, train.task_names)
-    hist = agent.finetune(train, valid, weighting=job.weighting, epochs=epochs, task_weights=task_weights)
+    hist = agent.finetune(
+        train, valid, weighting=job.weighting, epochs=epochs, task_weights=task_weights
+    )
     _finished(hist.interrupted)
-    return JobOutput({"finetuned": _dump(save, agent.backbone)}, _records(job, agent.backbone, hist, data),
-                     agent.history)
+    return JobOutput(
+        {"finetuned": _dump(save, agent.backbone)},
+        _records(job, agent.backbone, hist, data),
+        agent.history,
+    )
 
 
-_RUNNERS: Dict[str, Callable[[Job, Settings, Splits, Sequence[JobOutput]], JobOutput]] = {
-    "pretrain": _pretrain, "critics": _critics, "finetune": _finetune}
+_RUNNERS: dict[str, Callable[[Job, Settings, Splits, Sequence[JobOutput]], JobOutput]] = {
+    "pretrain": _pretrain,
+    "critics": _critics,
+    "finetune": _finetune,
+}
 
 
 def reference_history(output: JobOutput) -> History:
@@ -78,21 +100,24 @@ def reference_history(output: JobOutput) -> History:
     return History.from_dict(output.history[key])
 
 
-def kept_mean_weights(hist: History, tasks: Sequence[str]) -> List[float]:
+def kept_mean_weights(hist: History, tasks: Sequence[str]) -> list[float]:
     """Per task, the mean stage-3 loss weight over the epochs up to the kept one (every epoch
     visits every training row once, so this is the mean over the rows and steps that made
     the kept model): the ``static`` control's weights."""
-    kept = hist.epochs[:hist.best_epoch or len(hist.epochs)]
+    kept = hist.epochs[: hist.best_epoch or len(hist.epochs)]
     return [float(np.mean([e[f"mean_weight_{t}"] for e in kept])) for t in tasks]
 
 
-def load_critics(output: JobOutput) -> List[Critic]:
+def load_critics(output: JobOutput) -> list[Critic]:
     """The critics a stage-2 job produced, in task order."""
-    return [_restore(Critic.load, output.networks[f"critic{k}"]) for k in range(len(output.networks))]
+    return [
+        _restore(Critic.load, output.networks[f"critic{k}"]) for k in range(len(output.networks))
+    ]
 
 
-def agent_view(model: str, seed: int, settings: Settings, outputs: Mapping[Job, JobOutput],
-               jobs: Sequence[Job]) -> RMTL:
+def agent_view(
+    model: str, seed: int, settings: Settings, outputs: Mapping[Job, JobOutput], jobs: Sequence[Job]
+) -> RMTL:
     """An agent holding what the jobs of (``model``, ``seed``) produced: pretrained weights,
     critics, the last own variant's fine-tuned model and the merged history."""
     own = [j for j in jobs if j.model == model and j.seed == seed and not j.transfer]
@@ -119,16 +144,30 @@ def _finished(interrupted: bool) -> None:
         raise KeyboardInterrupt
 
 
-def _records(job: Job, model: Backbone, hist: History, data: Splits) -> List[Dict[str, Any]]:
+def _records(job: Job, model: Backbone, hist: History, data: Splits) -> list[dict[str, Any]]:
     """Test metrics per task, with the convergence checks the training failed (judged on
     ``valid`` and, against the constant predictor at the training rates, on ``test``) and
     the budget the model actually trained: ``epochs`` run, ``kept_epoch`` and ``steps`` (Adam
     steps up to the kept weights)."""
     train, valid, test = data
     flags = convergence.check(hist, model, valid, test, train.labels.mean(0))
-    budget = {"epochs": len(hist.epochs), "kept_epoch": hist.best_epoch or len(hist.epochs), "steps": hist.steps}
-    return [{"model": job.model, "variant": job.variant, "seed": job.seed, "task": task,
-             **{m: res[m] for m in METRICS}, "flags": flags, **budget} for task, res in evaluate(model, test).items()]
+    budget = {
+        "epochs": len(hist.epochs),
+        "kept_epoch": hist.best_epoch or len(hist.epochs),
+        "steps": hist.steps,
+    }
+    return [
+        {
+            "model": job.model,
+            "variant": job.variant,
+            "seed": job.seed,
+            "task": task,
+            **{m: res[m] for m in METRICS},
+            "flags": flags,
+            **budget,
+        }
+        for task, res in evaluate(model, test).items()
+    ]
 
 
 def _dump(save_fn: Callable[[Any, str], None], net: Any) -> bytes:
