@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backbones.h"
 #include "experts.h"
 #include "first.h"
 
@@ -37,8 +38,10 @@ static void rmtl_model_lookup_declare(rmtl_model *m) {
     }
 }
 
-static int rmtl_model_build(rmtl_model *m) {
-    int st = RMTL_OK;
+/* the sizes of cfg (rmtl_model_init), the layers of m's kind, then the parameters allocated and
+   initialised; m has its kind and n_experts */
+static int rmtl_model_build(rmtl_model *m, const rmtl_model_config *cfg) {
+    RMTL_TRY(rmtl_model_init(m, cfg));
     int in = (m->F + 1) * m->E;
     m->n_front = m->kind == RMTL_SINGLETASK ? m->T : 1;
     m->n_bottom_mlp = rmtl_model_has_experts(m) ? 0 : m->kind == RMTL_SHAREDBOTTOM ? 1 : m->T;
@@ -48,30 +51,28 @@ static int rmtl_model_build(rmtl_model *m) {
         return RMTL_ERR_NOMEM;
     }
     char name[RMTL_NAME_LEN];
-    for (int f = 0; f < m->n_front && st == RMTL_OK; f++) {
+    for (int f = 0; f < m->n_front; f++) {
         snprintf(name, sizeof(name), "%d.", f);
-        st = rmtl_frontend_build(m, &m->front[f], m->kind == RMTL_SINGLETASK ? name : "", 0);
+        RMTL_TRY(rmtl_frontend_build(m, &m->front[f], m->kind == RMTL_SINGLETASK ? name : "", 0));
     }
-    for (int b = 0; b < m->n_bottom_mlp && st == RMTL_OK; b++) {
+    for (int b = 0; b < m->n_bottom_mlp; b++) {
         if (m->kind != RMTL_SHAREDBOTTOM) {
             snprintf(name, sizeof(name), "bottom.%d.mlp", b);
         } else {
             snprintf(name, sizeof(name), "bottom.mlp");
         }
-        st = rmtl_mlp_build(m, &m->bottoms[b], name, in, m->bottom, m->n_bottom, 0);
+        RMTL_TRY(rmtl_mlp_build(m, &m->bottoms[b], name, in, m->bottom, m->n_bottom, 0));
     }
-    if (st == RMTL_OK && rmtl_model_has_experts(m)) {
-        st = rmtl_experts_build(m);
+    if (rmtl_model_has_experts(m)) {
+        RMTL_TRY(rmtl_experts_build(m));
     }
-    for (int k = 0; k < m->T && st == RMTL_OK; k++) {
+    for (int k = 0; k < m->T; k++) {
         snprintf(name, sizeof(name), "tower.%d.mlp", k);
-        st = rmtl_mlp_build(m, &m->towers[k], name, m->bottom[m->n_bottom - 1], m->tower,
-                            m->n_tower, 1);
+        RMTL_TRY(rmtl_mlp_build(m, &m->towers[k], name, m->bottom[m->n_bottom - 1], m->tower,
+                                m->n_tower, 1));
     }
-    if (st == RMTL_OK) {
-        rmtl_model_lookup_declare(m);
-    }
-    return st;
+    rmtl_model_lookup_declare(m);
+    return rmtl_params_alloc(&m->params, m->seed);
 }
 
 int rmtl_model_init(rmtl_model *m, const rmtl_model_config *cfg) {
@@ -134,13 +135,7 @@ int rmtl_model_create(rmtl_model **out, const rmtl_model_config *cfg) {
     }
     m->kind = cfg->kind;
     m->n_experts = moe || ple ? cfg->n_experts : 0;
-    int st = rmtl_model_init(m, cfg);
-    if (st == RMTL_OK) {
-        st = rmtl_model_build(m);
-    }
-    if (st == RMTL_OK) {
-        st = rmtl_params_alloc(&m->params, m->seed);
-    }
+    int st = rmtl_model_build(m, cfg);
     if (st != RMTL_OK) {
         rmtl_model_free(m);
         return st;
@@ -178,27 +173,28 @@ void rmtl_model_free(rmtl_model *m) {
     }
 }
 
-/* grows the activation and batch buffers to hold `batch` rows (never shrinks) */
-int rmtl_model_reserve(rmtl_model *m, int batch) {
-    if (batch <= m->arena.cap) {
-        return RMTL_OK;
-    }
+/* the batch buffers (freed before), the arena and the distinct codes' workspace for `batch` rows;
+   on failure the caller frees the batch buffers and the arena */
+static int rmtl_model_alloc_batch(rmtl_model *m, int batch) {
     size_t n = (size_t)batch;
-    rmtl_model_free_batch(m);
     m->codes = malloc(n * (size_t)m->F * sizeof(int32_t));
     m->dense = malloc(n * (size_t)(m->D ? m->D : 1) * sizeof(float));
     m->labels = malloc(n * (size_t)m->T * sizeof(float));
     m->prob = malloc(n * (size_t)m->T * sizeof(float));
     m->sig = malloc(n * (size_t)m->T * sizeof(float));
     if (!m->codes || !m->dense || !m->labels || !m->prob || !m->sig) {
-        rmtl_model_free_batch(m);
-        rmtl_arena_free(&m->arena);
         return RMTL_ERR_NOMEM;
     }
-    int st = rmtl_arena_resize(&m->arena, batch);
-    if (st == RMTL_OK) {
-        st = rmtl_unique_reserve(m, batch);
+    RMTL_TRY(rmtl_arena_resize(&m->arena, batch));
+    return rmtl_unique_reserve(m, batch);
+}
+
+int rmtl_model_reserve(rmtl_model *m, int batch) {
+    if (batch <= m->arena.cap) {
+        return RMTL_OK;
     }
+    rmtl_model_free_batch(m);
+    int st = rmtl_model_alloc_batch(m, batch);
     if (st != RMTL_OK) {
         rmtl_model_free_batch(m);
         rmtl_arena_free(&m->arena);
@@ -220,9 +216,7 @@ static rmtl_loc rmtl_model_feature(const rmtl_model *m, int k) {
 int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
     const float *logit[RMTL_MAX_TASKS], *inp[RMTL_MAX_TASKS];
     int ld[RMTL_MAX_TASKS];
-    if (rmtl_arena_layout(&m->arena, B) != RMTL_OK) {
-        return RMTL_ERR_ARG;
-    }
+    RMTL_TRY(rmtl_arena_layout(&m->arena, B));
     if (m->training) {
         m->counter++;
     }

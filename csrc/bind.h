@@ -16,7 +16,7 @@
 #endif
 #include <numpy/arrayobject.h>
 
-#include "rmtl.h"
+#include "blocks.h"
 
 /* ---- errors and checks (bind.c) */
 
@@ -28,6 +28,7 @@ PyObject *rmtl_value_error(const char *fmt, ...);
    with ndim dimensions; shape entries >= 0 must match. Writable arrays are never copied. */
 PyArrayObject *rmtl_check_array(PyObject *obj, const char *arg, int typenum, int ndim,
                                 const npy_intp *shape, int writable);
+/* 0 if every value of the float32 array a is finite, else -1 with ValueError naming arg */
 int rmtl_check_finite(PyArrayObject *a, const char *arg);
 /* a finite float32 vector of n values */
 PyArrayObject *rmtl_check_vector(PyObject *o, const char *arg, npy_intp n);
@@ -35,6 +36,7 @@ PyArrayObject *rmtl_check_vector(PyObject *o, const char *arg, npy_intp n);
 PyArrayObject *rmtl_check_matrix(PyObject *o, const char *arg, npy_intp n, int T);
 /* finite values in [0, 1] (actions, probabilities) */
 int rmtl_check_unit(PyArrayObject *a, const char *arg);
+/* 0 if 1 <= B <= INT32_MAX / 4, else -1 with ValueError */
 int rmtl_check_batch_size(int B);
 /* 1 <= n <= INT32_MAX / 4 rows for a call that runs them as one batch; -1 with ValueError */
 int rmtl_check_one_batch(npy_intp n);
@@ -44,7 +46,9 @@ int rmtl_check_adam(const rmtl_adam *opt, const char *arg);
 int rmtl_parse_adam(PyObject *tuple, rmtl_adam *opt, const char *arg);
 /* the cast METH_VARARGS | METH_KEYWORDS functions need in a PyMethodDef */
 #define RMTL_KW(fn) ((PyCFunction)(void (*)(void))(fn))
+/* a new C-contiguous array (d0) or (d0, d1) of typenum, uninitialised; NULL with an exception */
 PyObject *rmtl_new_array(int ndim, npy_intp d0, npy_intp d1, int typenum);
+/* the data of the ndarray a */
 void *rmtl_data(PyObject *a);
 /* a new list of n Python floats */
 PyObject *rmtl_float_list(const double *v, int n);
@@ -82,9 +86,11 @@ typedef struct {
     PyObject *copies[4];
     int n_copies;
 } rmtl_holds;
+/* holds o (ready, kept alive); 0, or -1 with an exception (o NULL, or not ready) */
 int rmtl_hold(rmtl_holds *h, ModelObject *o);
 /* a private C-contiguous copy of a, owned by h; NULL with an exception on failure */
 PyArrayObject *rmtl_hold_copy(rmtl_holds *h, PyArrayObject *a);
+/* releases every net (no longer busy) and copy h holds */
 void rmtl_holds_release(rmtl_holds *h);
 /* marks the held nets busy and releases the GIL (Py_BEGIN_ALLOW_THREADS) for a core call */
 PyThreadState *rmtl_holds_begin(rmtl_holds *h);
@@ -107,10 +113,15 @@ int rmtl_is_model(PyObject *obj);
 
 /* ---- the families' registration (each adds its types and functions to mod) */
 
-int rmtl_bind_models_init(PyObject *mod);   /* Net, Model, gemm backend: first */
-int rmtl_bind_learning_init(PyObject *mod); /* Critic (derives from Net), learning calls */
+/* Net, Model, gemm backend: first */
+int rmtl_bind_models_init(PyObject *mod);
+/* Critic (derives from Net), learning calls */
+int rmtl_bind_learning_init(PyObject *mod);
+/* Env, Replay, session context, session draws */
 int rmtl_bind_env_init(PyObject *mod);
+/* SynthWorld, random draws (shuffle, permutation, normal) */
 int rmtl_bind_synth_init(PyObject *mod);
+/* auc, logloss, oracle metrics */
 int rmtl_bind_metrics_init(PyObject *mod);
 
 #endif

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "env.h"
+#include "replay.h"
 
 /* offsets (S+1) int64 CSR bounds from 0 to n with no empty session, labels (n,T) float32 and
    the reward kind into mdp's session fields; codes and dense stay unset. The offsets are read
@@ -71,7 +71,7 @@ static int Env_init(EnvObject *self, PyObject *args, PyObject *kwds) {
     PyObject *oo, *co, *dob, *lo;
     int n, reward, order, autoreset;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOiiipK", kwlist, &oo, &co, &dob, &lo, &n,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOiiipK:Env", kwlist, &oo, &co, &dob, &lo, &n,
                                      &reward, &order, &autoreset, &seed) ||
         rmtl_check_fresh(self->e, "Env") < 0) {
         return -1;
@@ -144,7 +144,7 @@ static int Env_ready(EnvObject *self) {
    Environment calls are O(N) copies and hold the GIL. */
 static PyObject *Env_reset(EnvObject *self, PyObject *args) {
     PyObject *so, *sso;
-    if (!PyArg_ParseTuple(args, "OO", &so, &sso) || Env_ready(self) < 0) {
+    if (!PyArg_ParseTuple(args, "OO:reset", &so, &sso) || Env_ready(self) < 0) {
         return NULL;
     }
     rmtl_env *e = self->e;
@@ -268,7 +268,7 @@ static int Replay_init(ReplayObject *self, PyObject *args, PyObject *kwds) {
     Py_ssize_t capacity;
     int T;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "niK", kwlist, &capacity, &T, &seed) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "niK:Replay", kwlist, &capacity, &T, &seed) ||
         rmtl_check_fresh(self->b, "Replay") < 0) {
         return -1;
     }
@@ -332,7 +332,7 @@ static PyObject *rmtl_replay_arrays(const rmtl_replay *b, npy_intp n, void **p) 
 static PyObject *Replay_push(ReplayObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"state", "next_state", "action", "reward", "done", NULL};
     PyObject *so, *no, *ao, *ro, *doo;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO", kwlist, &so, &no, &ao, &ro, &doo) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:push", kwlist, &so, &no, &ao, &ro, &doo) ||
         Replay_ready(self) < 0) {
         return NULL;
     }
@@ -416,7 +416,7 @@ static PyObject *Replay_collect(ReplayObject *self, PyObject *args, PyObject *kw
     int reward, kind;
     float noise;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOLiiOfK", kwlist, &oo, &lo, &so, &first,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOLiiOfK:collect", kwlist, &oo, &lo, &so, &first,
                                      &reward, &kind, &ao, &noise, &seed) ||
         Replay_ready(self) < 0) {
         return NULL;
@@ -549,7 +549,8 @@ static PyObject *rmtl_py_draw_sessions(PyObject *mod, PyObject *args, PyObject *
     Py_ssize_t n;
     int order;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LniK", kwlist, &S, &n, &order, &seed)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LniK:draw_sessions", kwlist, &S, &n, &order,
+                                     &seed)) {
         return NULL;
     }
     if (S < 1 || n < 0 || (order != RMTL_ORDER_RANDOM && order != RMTL_ORDER_SEQUENTIAL)) {
@@ -572,7 +573,7 @@ static PyObject *rmtl_py_draw_sessions(PyObject *mod, PyObject *args, PyObject *
 static PyObject *rmtl_py_session_context(PyObject *mod, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"offsets", "time", "labels", NULL};
     PyObject *oo, *to, *lo;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO", kwlist, &oo, &to, &lo)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:session_context", kwlist, &oo, &to, &lo)) {
         return NULL;
     }
     rmtl_mdp mdp;

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "critic.h"
+#include "rl.h"
 
 typedef struct {
     PyObject_HEAD rmtl_model *m; /* &c->net */
@@ -146,7 +146,7 @@ static int Critic_init(CriticObject *self, PyObject *args, PyObject *kwds) {
     int D, E;
     float dropout;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OiiOOfK", kwlist, &fdo, &D, &E, &bo, &to,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OiiOOfK:Critic", kwlist, &fdo, &D, &E, &bo, &to,
                                      &dropout, &seed) ||
         rmtl_check_fresh(self->c, "Critic") < 0) {
         return -1;
@@ -209,7 +209,8 @@ static PyObject *Critic_predict(CriticObject *self, PyObject *args, PyObject *kw
     int B;
     PyArrayObject *codes, *dense, *action, *out;
     rmtl_holds h = RMTL_HOLDS_INIT;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOi", kwlist, &co, &dob, &ao, &oo, &B) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOi:predict", kwlist, &co, &dob, &ao, &oo,
+                                     &B) ||
         rmtl_check_batch_size(B) < 0 || rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
@@ -232,6 +233,17 @@ static PyObject *Critic_predict(CriticObject *self, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+/* Critic.backward's core calls over n rows (the GIL released): zeroed gradients, forward, then
+   dq_i dQ_i/da_i added into daction (n) and the parameter gradients */
+static int rmtl_critic_grad(rmtl_critic *c, float *daction, const float *dq, const int32_t *codes,
+                            const float *dense, const float *action, int n) {
+    RMTL_TRY(rmtl_critic_reserve(c, n));
+    rmtl_critic_zero_grad(c, n);
+    RMTL_TRY(rmtl_critic_forward(c, codes, dense, action, n));
+    rmtl_critic_backward(c, daction, dq, codes, dense, action, n);
+    return RMTL_OK;
+}
+
 /* backward(sparse, dense, action, grad_q) -> grad_action: zero the gradients, forward in the
    current mode, backpropagate sum_i grad_q_i Q_i into the parameter gradients */
 static PyObject *Critic_backward(CriticObject *self, PyObject *args, PyObject *kwds) {
@@ -239,7 +251,7 @@ static PyObject *Critic_backward(CriticObject *self, PyObject *args, PyObject *k
     PyObject *co, *dob, *ao, *go;
     PyArrayObject *codes, *dense, *action, *dq;
     rmtl_holds h = RMTL_HOLDS_INIT;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO", kwlist, &co, &dob, &ao, &go) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO:backward", kwlist, &co, &dob, &ao, &go) ||
         rmtl_hold(&h, (ModelObject *)self) < 0) {
         return NULL;
     }
@@ -252,19 +264,10 @@ static PyObject *Critic_backward(CriticObject *self, PyObject *args, PyObject *k
         rmtl_holds_release(&h);
         return NULL;
     }
-    rmtl_critic *c = self->c;
-    const int32_t *cd = PyArray_DATA(codes);
-    const float *d = PyArray_DATA(dense), *a = PyArray_DATA(action);
     PyThreadState *ts = rmtl_holds_begin(&h);
-    int st = rmtl_critic_reserve(c, (int)n);
-    if (st == RMTL_OK) {
-        rmtl_critic_zero_grad(c, (int)n);
-        st = rmtl_critic_forward(c, cd, d, a, (int)n);
-    }
-    if (st == RMTL_OK) {
-        rmtl_critic_backward(c, PyArray_DATA((PyArrayObject *)out), PyArray_DATA(dq), cd, d, a,
-                             (int)n);
-    }
+    int st =
+        rmtl_critic_grad(self->c, PyArray_DATA((PyArrayObject *)out), PyArray_DATA(dq),
+                         PyArray_DATA(codes), PyArray_DATA(dense), PyArray_DATA(action), (int)n);
     rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         Py_DECREF(out);
@@ -303,8 +306,9 @@ static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args, PyObject *kw
     int td3;
     PyArrayObject *codes, *dense, *action, *ncodes, *ndense, *naction, *reward, *done,
         *weight = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOfp", kwlist, &qo, &qto, &co, &dob, &ao,
-                                     &nco, &ndo, &nao, &ro, &doo, &wo, &gamma, &td3)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOfp:td_backward", kwlist, &qo, &qto,
+                                     &co, &dob, &ao, &nco, &ndo, &nao, &ro, &doo, &wo, &gamma,
+                                     &td3)) {
         return NULL;
     }
     rmtl_holds h = RMTL_HOLDS_INIT;
@@ -347,7 +351,8 @@ static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args, PyObject 
     PyObject *ao, *cso, *co, *dob, *wo;
     PyArrayObject *codes, *dense, *weight = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO", kwlist, &ao, &cso, &co, &dob, &wo)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:actor_backward", kwlist, &ao, &cso, &co,
+                                     &dob, &wo)) {
         return NULL;
     }
     rmtl_holds h = RMTL_HOLDS_INIT;
@@ -386,7 +391,7 @@ static PyObject *rmtl_py_actor_backward(PyObject *mod, PyObject *args, PyObject 
 static PyObject *rmtl_py_soft_update(PyObject *mod, PyObject *args) {
     PyObject *to, *so;
     float tau;
-    if (!PyArg_ParseTuple(args, "OOf", &to, &so, &tau)) {
+    if (!PyArg_ParseTuple(args, "OOf:soft_update", &to, &so, &tau)) {
         return NULL;
     }
     if (!(tau >= 0.0f && tau <= 1.0f)) {
@@ -463,8 +468,8 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
     rmtl_adam opt;
     PyArrayObject *rows, *codes, *dense, *labels, *extra = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfOOK", kwlist, &mo, &ro, &co, &dob,
-                                     &lo, &B, &opt.lr, &opt.beta1, &opt.beta2, &opt.eps,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfOOK:train_chunk", kwlist, &mo, &ro,
+                                     &co, &dob, &lo, &B, &opt.lr, &opt.beta1, &opt.beta2, &opt.eps,
                                      &opt.weight_decay, &cso, &wo, &lam, &eo, &two, &seed) ||
         rmtl_check_adam(&opt, "adam") < 0 || rmtl_check_batch_size(B) < 0) {
         return NULL;
@@ -588,11 +593,11 @@ static PyObject *rmtl_py_td_chunk(PyObject *mod, PyObject *args, PyObject *kwds)
     rmtl_td_config cfg;
     PyArrayObject *state, *next, *action, *reward, *done, *codes, *dense, *labels, *extra = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS], *targets[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOOiLfpffpfipiLKOO|O", kwlist, &ao, &ato,
-                                     &cso, &tso, &so, &no, &aco, &ro, &doo, &co, &dob, &lo, &B,
-                                     &step, &cfg.gamma, &cfg.td3, &cfg.noise_std, &cfg.noise_clip,
-                                     &cfg.ips, &cfg.tau, &cfg.soft_update_freq, &cfg.actor_update,
-                                     &cfg.actor_update_freq, &init, &seed, &copt, &aopt, &eo) ||
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "OOOOOOOOOOOOiLfpffpfipiLKOO|O:td_chunk", kwlist, &ao, &ato, &cso, &tso,
+            &so, &no, &aco, &ro, &doo, &co, &dob, &lo, &B, &step, &cfg.gamma, &cfg.td3,
+            &cfg.noise_std, &cfg.noise_clip, &cfg.ips, &cfg.tau, &cfg.soft_update_freq,
+            &cfg.actor_update, &cfg.actor_update_freq, &init, &seed, &copt, &aopt, &eo) ||
         rmtl_parse_adam(copt, &cfg.critic_opt, "critic_adam") < 0 ||
         rmtl_parse_adam(aopt, &cfg.actor_opt, "actor_adam") < 0 || rmtl_check_td_config(&cfg) < 0 ||
         rmtl_check_batch_size(B) < 0) {

@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "metrics.h"
+
 /* y_true (n,) float32 finite with n >= 1 */
 static PyArrayObject *rmtl_check_labels(PyObject *lo, npy_intp n) {
     npy_intp shape[1] = {n};
@@ -21,7 +23,7 @@ static PyArrayObject *rmtl_check_labels(PyObject *lo, npy_intp n) {
 static PyObject *rmtl_py_auc(PyObject *self, PyObject *args) {
     PyObject *so, *lo, *go = Py_None;
     PyArrayObject *s, *l, *g = NULL;
-    if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &go) ||
+    if (!PyArg_ParseTuple(args, "OO|O:auc", &so, &lo, &go) ||
         (s = rmtl_check_array(so, "y_score", NPY_FLOAT64, 1, NULL, 0)) == NULL) {
         return NULL;
     }
@@ -67,7 +69,7 @@ static PyObject *rmtl_py_auc(PyObject *self, PyObject *args) {
 static PyObject *rmtl_py_logloss(PyObject *self, PyObject *args) {
     PyObject *so, *lo, *oo = Py_None;
     PyArrayObject *s, *l, *off = NULL;
-    if (!PyArg_ParseTuple(args, "OO|O", &so, &lo, &oo) ||
+    if (!PyArg_ParseTuple(args, "OO|O:logloss", &so, &lo, &oo) ||
         (s = rmtl_check_array(so, "y_prob", NPY_FLOAT32, 1, NULL, 0)) == NULL ||
         rmtl_check_unit(s, "y_prob") < 0 ||
         (l = rmtl_check_labels(lo, PyArray_DIM(s, 0))) == NULL) {
@@ -106,7 +108,7 @@ static PyObject *rmtl_py_logloss(PyObject *self, PyObject *args) {
 static PyObject *rmtl_py_oracle(PyObject *self, PyObject *args) {
     PyObject *po;
     int which;
-    if (!PyArg_ParseTuple(args, "Oi", &po, &which)) {
+    if (!PyArg_ParseTuple(args, "Oi:oracle", &po, &which)) {
         return NULL;
     }
     PyArrayObject *p = rmtl_check_array(po, "truth", NPY_FLOAT32, 1, NULL, 0);

@@ -9,6 +9,9 @@
 #include <dlfcn.h>
 #endif
 
+#include "pool.h"
+#include "train.h"
+
 /* ---------------------------------------------------------------- BLAS */
 
 static rmtl_sgemm_fn rmtl_scipy_sgemm = NULL;
@@ -125,8 +128,8 @@ static int rmtl_gemm_op_parse(rmtl_gemm_op *op, PyObject *args, PyObject *kwds) 
     PyObject *ao, *bo, *co;
     int ta, tb;
     float alpha, beta;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOppff", kwlist, &ao, &bo, &co, &ta, &tb, &alpha,
-                                     &beta)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOppff:gemm", kwlist, &ao, &bo, &co, &ta, &tb,
+                                     &alpha, &beta)) {
         return -1;
     }
     PyArrayObject *a = rmtl_check_array(ao, "a", NPY_FLOAT32, 2, NULL, 0);
@@ -235,8 +238,8 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     float dropout;
     unsigned long long seed;
     int bottom[RMTL_MAX_LAYERS], tower[RMTL_MAX_LAYERS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOiiiOOfK|i", kwlist, &kind, &fdo, &D, &T, &E,
-                                     &bo, &to, &dropout, &seed, &n_experts) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOiiiOOfK|i:Model", kwlist, &kind, &fdo, &D, &T,
+                                     &E, &bo, &to, &dropout, &seed, &n_experts) ||
         rmtl_check_fresh(self->m, "Model") < 0) {
         return -1;
     }
@@ -444,11 +447,20 @@ static int Model_check_labels(ModelObject *self, PyObject *lo, npy_intp n, const
     return 0;
 }
 
+/* Model.forward's core calls over n rows (the GIL released): the probabilities into out (n,T) */
+static int rmtl_model_forward_copy(rmtl_model *m, float *out, const int32_t *codes,
+                                   const float *dense, int n) {
+    RMTL_TRY(rmtl_model_reserve(m, n));
+    RMTL_TRY(rmtl_model_forward(m, codes, dense, n));
+    memcpy(out, m->prob, (size_t)n * m->T * sizeof(float));
+    return RMTL_OK;
+}
+
 static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     PyObject *co, *dob, *out = NULL;
     PyArrayObject *codes, *dense;
     rmtl_holds h = RMTL_HOLDS_INIT;
-    if (!PyArg_ParseTuple(args, "OO", &co, &dob) || rmtl_hold(&h, self) < 0) {
+    if (!PyArg_ParseTuple(args, "OO:forward", &co, &dob) || rmtl_hold(&h, self) < 0) {
         return NULL;
     }
     npy_intp n = rmtl_net_check_inputs(self, co, dob, &codes, &dense, &h);
@@ -459,14 +471,8 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
         return NULL;
     }
     PyThreadState *ts = rmtl_holds_begin(&h);
-    int st = rmtl_model_reserve(self->m, (int)n);
-    if (st == RMTL_OK) {
-        st = rmtl_model_forward(self->m, PyArray_DATA(codes), PyArray_DATA(dense), (int)n);
-    }
-    if (st == RMTL_OK) {
-        memcpy(PyArray_DATA((PyArrayObject *)out), self->m->prob,
-               (size_t)n * self->m->T * sizeof(float));
-    }
+    int st = rmtl_model_forward_copy(self->m, PyArray_DATA((PyArrayObject *)out),
+                                     PyArray_DATA(codes), PyArray_DATA(dense), (int)n);
     rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         Py_DECREF(out);
@@ -481,7 +487,8 @@ static PyObject *Model_predict(ModelObject *self, PyObject *args, PyObject *kwds
     int B, lookup = RMTL_LOOKUP_AUTO;
     PyArrayObject *codes, *dense, *out = NULL;
     rmtl_holds h = RMTL_HOLDS_INIT;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi|i", kwlist, &co, &dob, &oo, &B, &lookup)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi|i:predict", kwlist, &co, &dob, &oo, &B,
+                                     &lookup)) {
         return NULL;
     }
     if (B < 1) {
@@ -517,7 +524,8 @@ static PyObject *Model_loss_backward(ModelObject *self, PyObject *args, PyObject
     PyObject *co, *dob, *lo, *wo = Py_None;
     PyArrayObject *codes, *dense, *labels, *weights = NULL;
     rmtl_holds h = RMTL_HOLDS_INIT;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O", kwlist, &co, &dob, &lo, &wo) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O:loss_backward", kwlist, &co, &dob, &lo,
+                                     &wo) ||
         rmtl_hold(&h, self) < 0) {
         return NULL;
     }
@@ -540,8 +548,8 @@ static PyObject *Model_loss_backward(ModelObject *self, PyObject *args, PyObject
 static PyObject *Model_adam_step(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"lr", "beta1", "beta2", "eps", "weight_decay", NULL};
     rmtl_adam opt;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "fffff", kwlist, &opt.lr, &opt.beta1, &opt.beta2,
-                                     &opt.eps, &opt.weight_decay) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "fffff:adam_step", kwlist, &opt.lr, &opt.beta1,
+                                     &opt.beta2, &opt.eps, &opt.weight_decay) ||
         rmtl_net_ready(self) < 0 || rmtl_check_adam(&opt, "adam") < 0) {
         return NULL;
     }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "rng.h"
 #include "synth.h"
 
 /* parses (n, seed, stream) of a call that draws from the core's generator and returns a new
@@ -212,7 +213,7 @@ static int Synth_init(SynthObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"config", "fields", NULL};
     PyObject *co, *fo;
     rmtl_synth_config cfg;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO", kwlist, &co, &fo) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:SynthWorld", kwlist, &co, &fo) ||
         rmtl_check_fresh(self->w, "SynthWorld") < 0 || rmtl_synth_parse(&cfg, co, fo) < 0) {
         return -1;
     }
@@ -256,7 +257,7 @@ static int Synth_range(SynthObject *self, long long lo, long long hi) {
 
 static PyObject *Synth_count(SynthObject *self, PyObject *args) {
     long long lo, hi;
-    if (!PyArg_ParseTuple(args, "LL", &lo, &hi) || Synth_range(self, lo, hi) < 0) {
+    if (!PyArg_ParseTuple(args, "LL:count", &lo, &hi) || Synth_range(self, lo, hi) < 0) {
         return NULL;
     }
     npy_intp dims[1] = {(npy_intp)(hi - lo)};
@@ -282,8 +283,8 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
     long long lo, hi;
     double a0, b0;
     PyObject *rso, *sbo, *o[7];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLOOddOOOOOOO", kwlist, &lo, &hi, &rso, &sbo, &a0,
-                                     &b0, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLOOddOOOOOOO:fill", kwlist, &lo, &hi, &rso, &sbo,
+                                     &a0, &b0, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]) ||
         Synth_range(self, lo, hi) < 0) {
         return NULL;
     }
@@ -346,7 +347,7 @@ static PyObject *Synth_mean_truth(SynthObject *self, PyObject *args, PyObject *k
     static char *kwlist[] = {"lo", "hi", "click_offset", "task2_offset", NULL};
     long long lo, hi;
     double a0, b0, mean[RMTL_SYNTH_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLdd", kwlist, &lo, &hi, &a0, &b0) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLdd:mean_truth", kwlist, &lo, &hi, &a0, &b0) ||
         Synth_range(self, lo, hi) < 0) {
         return NULL;
     }

@@ -60,31 +60,24 @@ void rmtl_arena_zero_grad(rmtl_arena *a, int rows) {
 
 int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int extra) {
     char name[RMTL_NAME_LEN];
-    int st;
     fe->F = m->F;
     fe->D = m->D;
     fe->E = m->E;
     fe->width = (m->F + 1 + extra) * m->E;
     fe->table_rows = (size_t)(m->field_offset[m->F - 1] + m->field_dims[m->F - 1]);
     snprintf(name, sizeof(name), "embedding.%sembedding.weight", index);
-    st = rmtl_params_add(&m->params, &fe->table, name, (int)fe->table_rows, m->E, RMTL_INIT_XAVIER,
-                         m->E);
-    if (st == RMTL_OK) {
-        st = rmtl_params_freeze(&m->params, fe->table, fe->table + (size_t)m->E);
-    }
-    if (st == RMTL_OK) {
-        snprintf(name, sizeof(name), "numerical_layer.%sweight", index);
-        st = rmtl_params_add(&m->params, &fe->num_w, name, m->E, m->D, RMTL_INIT_LINEAR, m->D);
-    }
-    if (st == RMTL_OK) {
-        snprintf(name, sizeof(name), "numerical_layer.%sbias", index);
-        st = rmtl_params_add(&m->params, &fe->num_b, name, m->E, 0, RMTL_INIT_LINEAR, m->D);
-    }
+    RMTL_TRY(rmtl_params_add(&m->params, &fe->table, name, (int)fe->table_rows, m->E,
+                             RMTL_INIT_XAVIER, m->E));
+    RMTL_TRY(rmtl_params_freeze(&m->params, fe->table, fe->table + (size_t)m->E));
+    snprintf(name, sizeof(name), "numerical_layer.%sweight", index);
+    RMTL_TRY(rmtl_params_add(&m->params, &fe->num_w, name, m->E, m->D, RMTL_INIT_LINEAR, m->D));
+    snprintf(name, sizeof(name), "numerical_layer.%sbias", index);
+    RMTL_TRY(rmtl_params_add(&m->params, &fe->num_b, name, m->E, 0, RMTL_INIT_LINEAR, m->D));
     fe->act = rmtl_arena_reserve(&m->arena, (size_t)fe->width);
     rmtl_front_linear num = {fe->num_w, fe->num_b, m->D, NULL, NULL};
     fe->lin[0] = num;
     fe->n_lin = 1;
-    return st;
+    return RMTL_OK;
 }
 
 /* Folding a block into a first layer of width OC costs B d OC + E d OC multiply-adds per
@@ -134,24 +127,21 @@ void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_
 int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const int *dims, int n,
                    int output_layer) {
     char buf[RMTL_NAME_LEN];
-    int st = RMTL_OK;
     mlp->n = n + (output_layer ? 1 : 0);
-    for (int j = 0; j < mlp->n && st == RMTL_OK; j++) {
+    for (int j = 0; j < mlp->n; j++) {
         rmtl_linear *l = &mlp->layer[j];
         l->in = in;
         l->out = j < n ? dims[j] : 1;
         l->relu = j < n;
         l->salt = (uint32_t)m->params.count;
         snprintf(buf, sizeof(buf), "%s.%d.weight", name, 3 * j);
-        st = rmtl_params_add(&m->params, &l->w, buf, l->out, l->in, RMTL_INIT_LINEAR, l->in);
-        if (st == RMTL_OK) {
-            snprintf(buf, sizeof(buf), "%s.%d.bias", name, 3 * j);
-            st = rmtl_params_add(&m->params, &l->b, buf, l->out, 0, RMTL_INIT_LINEAR, l->in);
-        }
+        RMTL_TRY(rmtl_params_add(&m->params, &l->w, buf, l->out, l->in, RMTL_INIT_LINEAR, l->in));
+        snprintf(buf, sizeof(buf), "%s.%d.bias", name, 3 * j);
+        RMTL_TRY(rmtl_params_add(&m->params, &l->b, buf, l->out, 0, RMTL_INIT_LINEAR, l->in));
         l->act = rmtl_arena_reserve(&m->arena, (size_t)l->out);
         in = l->out;
     }
-    return st;
+    return RMTL_OK;
 }
 
 void rmtl_mlps_forward(rmtl_model *m, const rmtl_mlp *mlp, int count, int first,

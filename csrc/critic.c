@@ -5,36 +5,29 @@
 #include "critic.h"
 #include "first.h"
 
-/* the reference's layers, in its parameter order, for the sizes rmtl_model_init copied */
-static int rmtl_critic_build(rmtl_critic *c) {
+/* the sizes of cfg (rmtl_model_init), the reference's layers in its parameter order, then the
+   parameters allocated and initialised */
+static int rmtl_critic_build(rmtl_critic *c, const rmtl_model_config *cfg) {
     rmtl_model *m = &c->net;
+    RMTL_TRY(rmtl_model_init(m, cfg));
     int E = m->E, in = (m->F + 2) * E;
-    int st = rmtl_frontend_build(m, &m->front[0], "", 1);
     m->n_front = 1;
-    if (st == RMTL_OK) {
-        st = rmtl_params_add(&m->params, &c->act_w, "action_layer.weight", E, 1, RMTL_INIT_LINEAR,
-                             1);
-    }
-    if (st == RMTL_OK) {
-        st = rmtl_params_add(&m->params, &c->act_b, "action_layer.bias", E, 0, RMTL_INIT_LINEAR, 1);
-    }
-    if (st == RMTL_OK) {
-        st = rmtl_mlp_build(m, &c->bottom, "bottom.mlp", in, m->bottom, m->n_bottom, 0);
-    }
-    if (st == RMTL_OK) {
-        /* the bottom's first layer reads the front end: one first layer over it */
-        const rmtl_linear *l = &c->bottom.layer[0];
-        rmtl_lookup first = {0, l->out, l->out, l->w, l->b, l->act, 0, l->salt};
-        rmtl_front_linear act = {c->act_w, c->act_b, 1, NULL, NULL};
-        m->lookup[0] = first;
-        m->n_lookup = 1;
-        m->front[0].lin[m->front[0].n_lin++] = act;
-    }
-    if (st == RMTL_OK) {
-        st = rmtl_mlp_build(m, &c->tower, "tower.mlp", m->bottom[m->n_bottom - 1], m->tower,
-                            m->n_tower, 1);
-    }
-    return st;
+    RMTL_TRY(rmtl_frontend_build(m, &m->front[0], "", 1));
+    RMTL_TRY(
+        rmtl_params_add(&m->params, &c->act_w, "action_layer.weight", E, 1, RMTL_INIT_LINEAR, 1));
+    RMTL_TRY(
+        rmtl_params_add(&m->params, &c->act_b, "action_layer.bias", E, 0, RMTL_INIT_LINEAR, 1));
+    RMTL_TRY(rmtl_mlp_build(m, &c->bottom, "bottom.mlp", in, m->bottom, m->n_bottom, 0));
+    /* the bottom's first layer reads the front end: one first layer over it */
+    const rmtl_linear *l = &c->bottom.layer[0];
+    rmtl_lookup first = {0, l->out, l->out, l->w, l->b, l->act, 0, l->salt};
+    rmtl_front_linear act = {c->act_w, c->act_b, 1, NULL, NULL};
+    m->lookup[0] = first;
+    m->n_lookup = 1;
+    m->front[0].lin[m->front[0].n_lin++] = act;
+    RMTL_TRY(rmtl_mlp_build(m, &c->tower, "tower.mlp", m->bottom[m->n_bottom - 1], m->tower,
+                            m->n_tower, 1));
+    return rmtl_params_alloc(&m->params, cfg->seed);
 }
 
 int rmtl_critic_create(rmtl_critic **out, const rmtl_model_config *cfg) {
@@ -46,13 +39,7 @@ int rmtl_critic_create(rmtl_critic **out, const rmtl_model_config *cfg) {
     if (c == NULL) {
         return RMTL_ERR_NOMEM;
     }
-    int st = rmtl_model_init(&c->net, cfg);
-    if (st == RMTL_OK) {
-        st = rmtl_critic_build(c);
-    }
-    if (st == RMTL_OK) {
-        st = rmtl_params_alloc(&c->net.params, cfg->seed);
-    }
+    int st = rmtl_critic_build(c, cfg);
     if (st != RMTL_OK) {
         rmtl_critic_free(c);
         return st;
@@ -100,9 +87,7 @@ void rmtl_critic_zero_grad(rmtl_critic *c, int B) {
 int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense,
                         const float *action, int B) {
     rmtl_model *m = &c->net;
-    if (rmtl_arena_layout(&m->arena, B) != RMTL_OK) {
-        return RMTL_ERR_ARG;
-    }
+    RMTL_TRY(rmtl_arena_layout(&m->arena, B));
     if (m->training) {
         m->counter++;
     }
@@ -143,14 +128,12 @@ void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const
 
 int rmtl_critic_predict(rmtl_critic *c, float *out, const int32_t *codes, const float *dense,
                         const float *action, int64_t n, int B) {
-    int st = rmtl_critic_reserve(c, B);
-    for (int64_t start = 0; start < n && st == RMTL_OK; start += B) {
+    RMTL_TRY(rmtl_critic_reserve(c, B));
+    for (int64_t start = 0; start < n; start += B) {
         int nb = (int)(n - start < B ? n - start : B);
-        st = rmtl_critic_forward(c, codes + (size_t)start * c->net.F,
-                                 dense + (size_t)start * c->net.D, action + start, nb);
-        if (st == RMTL_OK) {
-            memcpy(out + start, c->q, (size_t)nb * sizeof(float));
-        }
+        RMTL_TRY(rmtl_critic_forward(c, codes + (size_t)start * c->net.F,
+                                     dense + (size_t)start * c->net.D, action + start, nb));
+        memcpy(out + start, c->q, (size_t)nb * sizeof(float));
     }
-    return st;
+    return RMTL_OK;
 }

@@ -4,8 +4,12 @@
 #include <string.h>
 
 #include "env.h"
+#include "pool.h"
+#include "rng.h"
 
 #define RMTL_REWARD_CLIP 1e-4f
+/* the stream of the session draws (ASCII "EPIS"), keyed by a user seed */
+#define RMTL_STREAM_EPISODE 0x45504953ULL
 
 static float rmtl_clip_prob(float p) {
     return p < RMTL_REWARD_CLIP ? RMTL_REWARD_CLIP : p > 1.0f ? 1.0f : p;
@@ -32,42 +36,35 @@ int64_t rmtl_mdp_draw(int64_t n_sessions, int order, uint64_t seed, int64_t epis
     return (int64_t)(rmtl_rng_u64(seed, RMTL_STREAM_EPISODE, (uint64_t)episode) % S);
 }
 
+/* rmtl_session_context's arguments; C columns per row; *bad_out is set when time decreases */
 typedef struct {
     float *out;
-    const int64_t *offsets;
-    const int64_t *time_ms;
+    const int64_t *offsets, *time_ms;
     const float *labels;
-    int T;
-    int C;
+    int T, C;
     int *bad_out;
 } rmtl_session_context_args;
 
-static void rmtl_session_context_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_session_context_args *args = ctx;
-    int T = args->T;
-    const int64_t *offsets = args->offsets;
-    float *out = args->out;
-    int C = args->C;
-    const int64_t *time_ms = args->time_ms;
-    const float *labels = args->labels;
-    int *bad_out = args->bad_out;
+/* sessions [lo, hi) of rmtl_session_context */
+static void rmtl_session_context_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_session_context_args *a = ctx;
     int bad = 0;
-    for (int64_t s = lo_; s < hi_; s++) {
+    for (int64_t s = lo; s < hi; s++) {
         double seen[RMTL_MAX_TASKS] = {0.0};
-        int64_t start = offsets[s];
-        for (int64_t r = start; r < offsets[s + 1]; r++) {
-            float *o = out + (size_t)r * C;
-            int64_t dt = time_ms[r] - time_ms[start];
-            bad |= r > start && time_ms[r] < time_ms[r - 1];
+        int64_t start = a->offsets[s];
+        for (int64_t r = start; r < a->offsets[s + 1]; r++) {
+            float *o = a->out + (size_t)r * a->C;
+            int64_t dt = a->time_ms[r] - a->time_ms[start];
+            bad |= r > start && a->time_ms[r] < a->time_ms[r - 1];
             o[0] = (float)log1p((double)(r - start));
             o[1] = (float)log1p((double)(dt > 0 ? dt : 0) / 1000.0);
-            for (int k = 0; k < T; k++) {
+            for (int k = 0; k < a->T; k++) {
                 o[RMTL_CONTEXT_BASE + k] = (float)log1p(seen[k]);
-                seen[k] += labels[(size_t)r * T + k];
+                seen[k] += a->labels[(size_t)r * a->T + k];
             }
         }
     }
-    __atomic_or_fetch(bad_out, bad, __ATOMIC_RELAXED);
+    __atomic_or_fetch(a->bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_session_context(float *out, const int64_t *offsets, int64_t n_sessions,

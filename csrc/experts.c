@@ -10,6 +10,39 @@
 
 typedef char rmtl_name[RMTL_NAME_LEN];
 
+/* Linear layers over one input stored side by side: weights (out, in) and biases (out) are
+   each contiguous in the parameter buffer, so one GEMM computes every member. Columns
+   [0, n_relu) get ReLU + dropout (hidden layers), the rest are plain (gate logits). */
+typedef struct {
+    int in, out, n_relu;
+    size_t w, b;
+    uint32_t salt; /* distinguishes dropout masks */
+} rmtl_fanout;
+
+/* the kinds of op */
+enum { RMTL_OP_DENSE = 0, RMTL_OP_SOFTMAX = 1, RMTL_OP_MIX = 2, RMTL_OP_ATTN = 3 };
+
+/* DENSE: fanout `fan` reads `in`, writes `out`.
+   SOFTMAX: in place over `n` columns at `out` (a gate).
+   MIX: out (B,W) = sum_e gate[:, e] * x[e] over n experts.
+   ATTN: AITM's attention of fanout `fan` = [V|K|Q] over positions x[0], x[1] (B,W) without
+   applying the fanout to them (rmtl_attn_forward); x[2] (B,2W) and x[3] (B,W) hold its
+   intermediate rows, `gate` the (B,2) attention. */
+typedef struct {
+    int type, fan, n, W;
+    rmtl_loc in, out, gate;
+    rmtl_loc x[RMTL_MAX_EXPERTS];
+} rmtl_op;
+
+/* a net's program (rmtl_model.experts) */
+struct rmtl_experts {
+    int n_fan, n_op;
+    rmtl_fanout *fan;
+    rmtl_op *op;
+    rmtl_loc feature[RMTL_MAX_TASKS]; /* the (B, bottom[-1]) tower input of each task */
+    float *attn; /* AITM's attention: S (D,D), c (D), two (D,D) and a (2D) gradient buffers */
+};
+
 static float *rmtl_loc_val(const rmtl_model *m, rmtl_loc l) {
     return rmtl_arena_val(&m->arena, l.col) + l.off;
 }
@@ -52,14 +85,13 @@ static int rmtl_fan_add(rmtl_model *m, int *idx, int in, const rmtl_name *names,
     }
     ex->fan = fans;
     rmtl_fanout f = {in, 0, 0, 0, 0, (uint32_t)m->params.count};
-    int st = RMTL_OK;
-    for (int pass = 0; pass < 2 && st == RMTL_OK; pass++) {
-        for (int k = 0; k < n && st == RMTL_OK; k++) {
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < n; k++) {
             rmtl_name buf;
             size_t off;
             snprintf(buf, sizeof(buf), "%s.%s", names[k], pass ? "bias" : "weight");
-            st = rmtl_params_add(&m->params, &off, buf, widths[k], pass ? 0 : in, RMTL_INIT_LINEAR,
-                                 in);
+            RMTL_TRY(rmtl_params_add(&m->params, &off, buf, widths[k], pass ? 0 : in,
+                                     RMTL_INIT_LINEAR, in));
             if (k == 0) {
                 *(pass ? &f.b : &f.w) = off;
             }
@@ -71,7 +103,7 @@ static int rmtl_fan_add(rmtl_model *m, int *idx, int in, const rmtl_name *names,
     }
     fans[ex->n_fan] = f;
     *idx = ex->n_fan++;
-    return st;
+    return RMTL_OK;
 }
 
 /* out = fanout(in), into a new arena block */
@@ -95,11 +127,9 @@ static int rmtl_expert_fan(rmtl_model *m, rmtl_loc in, int in_w, const rmtl_name
     for (int k = 0; k < n + n_gate; k++) {
         widths[k] = k < n ? w : gw[k - n];
     }
-    int st = rmtl_fan_add(m, &fan, in_w, names, widths, n + n_gate, n);
-    if (st == RMTL_OK) {
-        st = rmtl_fan_apply(m, fan, in, &out);
-    }
-    for (int k = 0, off = 0; k < n + n_gate && st == RMTL_OK; off += widths[k++]) {
+    RMTL_TRY(rmtl_fan_add(m, &fan, in_w, names, widths, n + n_gate, n));
+    RMTL_TRY(rmtl_fan_apply(m, fan, in, &out));
+    for (int k = 0, off = 0; k < n + n_gate; off += widths[k++]) {
         rmtl_loc at = rmtl_loc_at(out, off);
         if (k < n) {
             x[k] = at;
@@ -113,7 +143,7 @@ static int rmtl_expert_fan(rmtl_model *m, rmtl_loc in, int in_w, const rmtl_name
         op->out = at;
         op->n = widths[k];
     }
-    return st;
+    return RMTL_OK;
 }
 
 /* out (new block, width W) = sum_e gate[:, e] * x[e] */
@@ -145,18 +175,16 @@ static int rmtl_bank_build(rmtl_model *m, rmtl_loc emb, const char *prefix, int 
         memcpy(names[n + k], gate_names[k], sizeof(rmtl_name));
         gw[k] = n;
     }
-    int st = rmtl_expert_fan(m, emb, emb.ld, names, n, m->bottom[0], n_gate, gw, x, gate);
-    for (int j = 1; j < m->n_bottom && st == RMTL_OK; j++) {
-        for (int e = 0; e < n && st == RMTL_OK; e++) {
+    RMTL_TRY(rmtl_expert_fan(m, emb, emb.ld, names, n, m->bottom[0], n_gate, gw, x, gate));
+    for (int j = 1; j < m->n_bottom; j++) {
+        for (int e = 0; e < n; e++) {
             int fan;
             snprintf(names[0], sizeof(names[0]), "%s.%d.mlp.%d", prefix, e, 3 * j);
-            st = rmtl_fan_add(m, &fan, m->bottom[j - 1], names, &m->bottom[j], 1, 1);
-            if (st == RMTL_OK) {
-                st = rmtl_fan_apply(m, fan, x[e], &x[e]);
-            }
+            RMTL_TRY(rmtl_fan_add(m, &fan, m->bottom[j - 1], names, &m->bottom[j], 1, 1));
+            RMTL_TRY(rmtl_fan_apply(m, fan, x[e], &x[e]));
         }
     }
-    return st;
+    return RMTL_OK;
 }
 
 /* OMoE: one gate "gate.0" for all tasks; MMoE: one gate "gate.<k>.0" per task */
@@ -172,16 +200,16 @@ static int rmtl_moe_build(rmtl_model *m, rmtl_loc emb) {
             snprintf(gates[k], sizeof(gates[k]), "gate.0");
         }
     }
-    int st = rmtl_bank_build(m, emb, "expert", E, gates, G, x, gate);
-    for (int k = 0; k < G && st == RMTL_OK; k++) {
-        st = rmtl_mix_add(m, gate[k], x, E, W, &mixed);
+    RMTL_TRY(rmtl_bank_build(m, emb, "expert", E, gates, G, x, gate));
+    for (int k = 0; k < G; k++) {
+        RMTL_TRY(rmtl_mix_add(m, gate[k], x, E, W, &mixed));
         for (int t = 0; t < m->T; t++) {
             if (G == 1 || t == k) {
                 ex->feature[t] = mixed;
             }
         }
     }
-    return st;
+    return RMTL_OK;
 }
 
 /* declares a gate that nothing reads (same state_dict as the reference) and freezes it, as
@@ -190,12 +218,9 @@ static int rmtl_unused_gate(rmtl_model *m, const char *name, int in_w, int width
     rmtl_name names[1];
     int fan;
     snprintf(names[0], sizeof(names[0]), "%s", name);
-    int st = rmtl_fan_add(m, &fan, in_w, names, &width, 1, 0);
-    if (st == RMTL_OK) {
-        const rmtl_fanout *f = &m->experts->fan[fan];
-        st = rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out);
-    }
-    return st;
+    RMTL_TRY(rmtl_fan_add(m, &fan, in_w, names, &width, 1, 0));
+    const rmtl_fanout *f = &m->experts->fan[fan];
+    return rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out);
 }
 
 /* out = fanout fan (a view of it with dropout salt `salt`) applied to in */
@@ -219,33 +244,31 @@ static int rmtl_fan_view_apply(rmtl_model *m, int fan, uint32_t salt, rmtl_loc i
    x[t * (h + s) ..] receives stream t's experts, own then shared, g[t] its gate. */
 static int rmtl_ple_level(rmtl_model *m, int i, const rmtl_loc *cur, int in_w, rmtl_loc *x,
                           rmtl_loc *g) {
-    int T = m->T, h = m->n_experts / 2, s = h, w = m->bottom[i], gw = h + s, st = RMTL_OK, fan;
+    int T = m->T, h = m->n_experts / 2, s = h, w = m->bottom[i], gw = h + s, fan;
     rmtl_name names[RMTL_MAX_EXPERTS + 1];
     uint32_t salt[RMTL_MAX_TASKS];
-    for (int t = 0; t < T && st == RMTL_OK; t++) {
+    for (int t = 0; t < T; t++) {
         for (int k = 0; k < h; k++) {
             snprintf(names[k], sizeof(names[k]), "expert.%d.%d.mlp.0", i, t * h + k);
         }
         snprintf(names[h], sizeof(names[h]), "gate.%d.%d.0", i, t);
         salt[t] = (uint32_t)m->params.count + 1;
-        st = rmtl_expert_fan(m, cur[t], in_w, names, h, w, 1, &gw, x + t * (h + s), g + t);
+        RMTL_TRY(rmtl_expert_fan(m, cur[t], in_w, names, h, w, 1, &gw, x + t * (h + s), g + t));
     }
     int widths[RMTL_MAX_EXPERTS];
     for (int k = 0; k < s; k++) {
         snprintf(names[k], sizeof(names[k]), "expert.%d.%d.mlp.0", i, T * h + k);
         widths[k] = w;
     }
-    if (st == RMTL_OK) {
-        st = rmtl_fan_add(m, &fan, in_w, names, widths, s, s);
-    }
-    for (int t = 0; t < T && st == RMTL_OK; t++) {
+    RMTL_TRY(rmtl_fan_add(m, &fan, in_w, names, widths, s, s));
+    for (int t = 0; t < T; t++) {
         rmtl_loc out;
-        st = rmtl_fan_view_apply(m, fan, salt[t], cur[t], &out);
+        RMTL_TRY(rmtl_fan_view_apply(m, fan, salt[t], cur[t], &out));
         for (int k = 0; k < s; k++) {
             x[t * (h + s) + h + k] = rmtl_loc_at(out, k * w);
         }
     }
-    return st;
+    return RMTL_OK;
 }
 
 /* The authors' PLE (see the class docstring of rmtl.models.PLE): L = len(bottom) levels of
@@ -254,10 +277,10 @@ static int rmtl_ple_level(rmtl_model *m, int i, const rmtl_loc *cur, int in_w, r
    stream, so it is not computed: its gates "gate.<i>.<T>" get no gradient (None in torch)
    and are declared frozen. */
 static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
-    int T = m->T, h = m->n_experts / 2, s = h, in_w = emb.ld, st = RMTL_OK;
+    int T = m->T, h = m->n_experts / 2, s = h, in_w = emb.ld;
     /* x: every task stream's h + s experts, at most 2 * (T + 1) * h <= 2 * RMTL_MAX_EXPERTS */
     rmtl_loc cur[RMTL_MAX_TASKS], x[2 * RMTL_MAX_EXPERTS], g[RMTL_MAX_TASKS], y[RMTL_MAX_EXPERTS];
-    for (int i = 0; i < m->n_bottom && st == RMTL_OK; i++) {
+    for (int i = 0; i < m->n_bottom; i++) {
         int w = m->bottom[i];
         if (i == 0) {
             rmtl_name names[RMTL_MAX_EXPERTS + RMTL_MAX_TASKS];
@@ -269,26 +292,24 @@ static int rmtl_ple_build(rmtl_model *m, rmtl_loc emb) {
                 snprintf(names[T * h + s + t], sizeof(names[0]), "gate.0.%d.0", t);
                 gw[t] = h + s;
             }
-            st = rmtl_expert_fan(m, emb, in_w, names, T * h + s, w, T, gw, y, g);
-            for (int t = 0; t < T && st == RMTL_OK; t++) {
+            RMTL_TRY(rmtl_expert_fan(m, emb, in_w, names, T * h + s, w, T, gw, y, g));
+            for (int t = 0; t < T; t++) {
                 memcpy(x + t * (h + s), y + t * h, (size_t)h * sizeof(rmtl_loc));
                 memcpy(x + t * (h + s) + h, y + T * h, (size_t)s * sizeof(rmtl_loc));
             }
         } else {
-            st = rmtl_ple_level(m, i, cur, in_w, x, g);
+            RMTL_TRY(rmtl_ple_level(m, i, cur, in_w, x, g));
         }
-        for (int t = 0; t < T && st == RMTL_OK; t++) {
-            st = rmtl_mix_add(m, g[t], x + t * (h + s), h + s, w, &cur[t]);
+        for (int t = 0; t < T; t++) {
+            RMTL_TRY(rmtl_mix_add(m, g[t], x + t * (h + s), h + s, w, &cur[t]));
         }
-        if (st == RMTL_OK) {
-            rmtl_name name;
-            snprintf(name, sizeof(name), "gate.%d.%d.0", i, T);
-            st = rmtl_unused_gate(m, name, in_w, T * h + s);
-        }
+        rmtl_name name;
+        snprintf(name, sizeof(name), "gate.%d.%d.0", i, T);
+        RMTL_TRY(rmtl_unused_gate(m, name, in_w, T * h + s));
         in_w = w;
     }
     memcpy(m->experts->feature, cur, (size_t)T * sizeof(rmtl_loc));
-    return st;
+    return RMTL_OK;
 }
 
 /* The PLE paper's level i: x holds the task experts (task-major, h each) then the s shared
@@ -297,8 +318,8 @@ static int rmtl_ple_paper_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, r
                                 rmtl_loc *g) {
     int T = m->T, h = m->n_experts / 2, s = h, w = m->bottom[i], last = i == m->n_bottom - 1;
     rmtl_name names[RMTL_MAX_EXPERTS + RMTL_MAX_TASKS + 1];
-    int gw[RMTL_MAX_TASKS + 1], n = 0, st = RMTL_OK;
-    for (int t = 0; t <= T && st == RMTL_OK; t++) {
+    int gw[RMTL_MAX_TASKS + 1], n = 0;
+    for (int t = 0; t <= T; t++) {
         int shared = t == T, ne = shared ? s : h;
         for (int k = 0; k < ne; k++, n++) {
             if (shared) {
@@ -316,23 +337,23 @@ static int rmtl_ple_paper_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, r
             } else {
                 snprintf(names[n], sizeof(names[n]), "task_gates.%d.%d.0", i, t);
             }
-            st = rmtl_expert_fan(m, cur[t], in_w, names, n, w, ng, gw, x + t * h, g + t);
+            RMTL_TRY(rmtl_expert_fan(m, cur[t], in_w, names, n, w, ng, gw, x + t * h, g + t));
             n = 0;
         }
     }
-    if (i == 0) {
-        /* every stream is the front end: all experts and gates of the level in one fanout */
-        for (int t = 0; t <= T - (last ? 1 : 0); t++) {
-            gw[t] = t == T ? T * h + s : h + s;
-            if (t == T) {
-                snprintf(names[n + t], sizeof(names[0]), "share_gates.0.0");
-            } else {
-                snprintf(names[n + t], sizeof(names[0]), "task_gates.0.%d.0", t);
-            }
-        }
-        st = rmtl_expert_fan(m, cur[0], in_w, names, n, w, T + (last ? 0 : 1), gw, x, g);
+    if (i > 0) {
+        return RMTL_OK;
     }
-    return st;
+    /* every stream is the front end: all experts and gates of the level in one fanout */
+    for (int t = 0; t <= T - (last ? 1 : 0); t++) {
+        gw[t] = t == T ? T * h + s : h + s;
+        if (t == T) {
+            snprintf(names[n + t], sizeof(names[0]), "share_gates.0.0");
+        } else {
+            snprintf(names[n + t], sizeof(names[0]), "task_gates.0.%d.0", t);
+        }
+    }
+    return rmtl_expert_fan(m, cur[0], in_w, names, n, w, T + (last ? 0 : 1), gw, x, g);
 }
 
 /* The PLE paper's version (see the class docstring of rmtl.models.PLEPaper): L = len(bottom)
@@ -340,33 +361,33 @@ static int rmtl_ple_paper_level(rmtl_model *m, int i, rmtl_loc *cur, int in_w, r
    experts read the shared stream. Its last level declares a shared gate that nothing uses. */
 static int rmtl_ple_paper_build(rmtl_model *m, rmtl_loc emb) {
     struct rmtl_experts *ex = m->experts;
-    int T = m->T, h = m->n_experts / 2, s = h, in_w = emb.ld, st = RMTL_OK;
+    int T = m->T, h = m->n_experts / 2, s = h, in_w = emb.ld;
     rmtl_loc cur[RMTL_MAX_TASKS + 1], x[RMTL_MAX_EXPERTS], g[RMTL_MAX_TASKS + 1],
         mx[RMTL_MAX_EXPERTS];
     for (int t = 0; t <= T; t++) {
         cur[t] = emb;
     }
-    for (int i = 0; i < m->n_bottom && st == RMTL_OK; i++) {
+    for (int i = 0; i < m->n_bottom; i++) {
         int w = m->bottom[i], last = i == m->n_bottom - 1;
-        st = rmtl_ple_paper_level(m, i, cur, in_w, x, g);
-        for (int t = 0; t < T && st == RMTL_OK; t++) {
+        RMTL_TRY(rmtl_ple_paper_level(m, i, cur, in_w, x, g));
+        for (int t = 0; t < T; t++) {
             memcpy(mx, x + t * h, (size_t)h * sizeof(rmtl_loc));
             memcpy(mx + h, x + T * h, (size_t)s * sizeof(rmtl_loc));
-            st = rmtl_mix_add(m, g[t], mx, h + s, w, &cur[t]);
+            RMTL_TRY(rmtl_mix_add(m, g[t], mx, h + s, w, &cur[t]));
         }
-        if (st == RMTL_OK && !last) {
-            st = rmtl_mix_add(m, g[T], x, T * h + s, w, &cur[T]);
-        } else if (st == RMTL_OK) {
+        if (!last) {
+            RMTL_TRY(rmtl_mix_add(m, g[T], x, T * h + s, w, &cur[T]));
+        } else {
             rmtl_name name;
             snprintf(name, sizeof(name), "share_gates.%d.0", i);
-            st = rmtl_unused_gate(m, name, in_w, T * h + s);
+            RMTL_TRY(rmtl_unused_gate(m, name, in_w, T * h + s));
         }
         in_w = w;
     }
     for (int t = 0; t < T; t++) {
         ex->feature[t] = cur[t];
     }
-    return st;
+    return RMTL_OK;
 }
 
 /* AITM: per-task bottoms; for task i >= 1, p = g[i-1](f[i-1]), q = bottom i, and
@@ -377,31 +398,30 @@ static int rmtl_aitm_build(rmtl_model *m, rmtl_loc emb) {
     int widths[3] = {D, D, D};
     rmtl_name names[3] = {"h1", "h2", "h3"};
     rmtl_loc q[RMTL_MAX_TASKS];
-    int st = rmtl_bank_build(m, emb, "bottom", T, NULL, 0, q, NULL);
-    for (int i = 0; i + 1 < T && st == RMTL_OK; i++) {
+    RMTL_TRY(rmtl_bank_build(m, emb, "bottom", T, NULL, 0, q, NULL));
+    for (int i = 0; i + 1 < T; i++) {
         rmtl_name g;
         snprintf(g, sizeof(g), "g.%d", i);
-        st = rmtl_fan_add(m, &gfan[i], D, &g, widths, 1, 0);
+        RMTL_TRY(rmtl_fan_add(m, &gfan[i], D, &g, widths, 1, 0));
     }
-    if (st == RMTL_OK) {
-        st = rmtl_fan_add(m, &hfan, D, names, widths, 3, 0);
-    }
-    if (st == RMTL_OK && T == 1) {
+    RMTL_TRY(rmtl_fan_add(m, &hfan, D, names, widths, 3, 0));
+    if (T == 1) {
         /* the reference declares h1..h3 even without a transfer: kept, never trained */
         const rmtl_fanout *f = &ex->fan[hfan];
-        st = rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out);
-    }
-    if (st == RMTL_OK && T > 1) {
+        RMTL_TRY(rmtl_params_freeze(&m->params, f->w, f->b + (size_t)f->out));
+    } else {
         ex->attn = malloc((3 * (size_t)D * D + 3 * (size_t)D) * sizeof(float));
-        st = ex->attn == NULL ? RMTL_ERR_NOMEM : RMTL_OK;
+        if (ex->attn == NULL) {
+            return RMTL_ERR_NOMEM;
+        }
     }
     ex->feature[0] = q[0];
-    for (int i = 1; i < T && st == RMTL_OK; i++) {
+    for (int i = 1; i < T; i++) {
         rmtl_loc p;
-        st = rmtl_fan_apply(m, gfan[i - 1], ex->feature[i - 1], &p);
-        rmtl_op *op = st == RMTL_OK ? rmtl_op_add(m, RMTL_OP_ATTN) : NULL;
+        RMTL_TRY(rmtl_fan_apply(m, gfan[i - 1], ex->feature[i - 1], &p));
+        rmtl_op *op = rmtl_op_add(m, RMTL_OP_ATTN);
         if (op == NULL) {
-            return st == RMTL_OK ? RMTL_ERR_NOMEM : st;
+            return RMTL_ERR_NOMEM;
         }
         op->fan = hfan;
         op->W = D;
@@ -412,7 +432,7 @@ static int rmtl_aitm_build(rmtl_model *m, rmtl_loc emb) {
         op->gate = rmtl_loc_new(m, 2);
         op->out = ex->feature[i] = rmtl_loc_new(m, D);
     }
-    return st;
+    return RMTL_OK;
 }
 
 int rmtl_experts_build(rmtl_model *m) {

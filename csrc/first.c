@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
+
 /* A field runs over its u distinct codes when the multiply-adds saved, (B - u) E per output
    column, outweigh reading and adding one gathered row per batch row in the forward and
    the backward, which costs about this many multiply-adds per row and column: training
@@ -83,29 +85,28 @@ int rmtl_unique_reserve(rmtl_model *m, int cap) {
     return RMTL_OK;
 }
 
+/* rmtl_unique_build's arguments; mode: RMTL_UNIQUE_* for this batch */
 typedef struct {
     rmtl_unique *u;
     const int32_t *codes;
     const rmtl_model *m;
-    int B;
-    int F;
-    int mode;
+    int B, F, mode;
 } rmtl_unique_fields_args;
 
-static void rmtl_unique_fields_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_unique_fields_args *args = ctx;
-    const rmtl_model *m = args->m;
-    rmtl_unique *u = args->u;
-    int mode = args->mode;
-    int B = args->B;
-    const int32_t *codes = args->codes;
-    int F = args->F;
-    for (int64_t f = lo_; f < hi_; f++) {
-        int32_t *mark = u->mark + m->field_offset[f], *code = u->code + (size_t)f * u->cap;
+/* fields [lo, hi) of rmtl_unique_build */
+static void rmtl_unique_fields_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_unique_fields_args *a = ctx;
+    rmtl_unique *u = a->u;
+    /* locals: the loops over rows read them per row, and their stores into u's arrays could
+       alias *a for all the compiler knows */
+    const int32_t *codes = a->codes;
+    int B = a->B, F = a->F;
+    for (int64_t f = lo; f < hi; f++) {
+        int32_t *mark = u->mark + a->m->field_offset[f], *code = u->code + (size_t)f * u->cap;
         int32_t *slot = u->slot + (size_t)f * u->cap;
         int n = 0;
         u->use[f] = 0;
-        if (mode == RMTL_UNIQUE_NEVER) {
+        if (a->mode == RMTL_UNIQUE_NEVER) {
             continue;
         }
         for (int i = 0; i < B; i++) {
@@ -120,8 +121,8 @@ static void rmtl_unique_fields_range(void *ctx, int64_t lo_, int64_t hi_) {
             mark[code[s]] = -1;
         }
         u->u[f] = n;
-        u->use[f] =
-            mode == RMTL_UNIQUE_ALWAYS || (long)(B - n) * m->E > (long)RMTL_UNIQUE_GATHER_COST * B;
+        u->use[f] = a->mode == RMTL_UNIQUE_ALWAYS ||
+                    (long)(B - n) * a->m->E > (long)RMTL_UNIQUE_GATHER_COST * B;
         if (u->use[f]) {
             /* the rows by slot, each slot's in row order (a counting sort) */
             int32_t *start = u->start + (size_t)f * (u->cap + 1);

@@ -1,7 +1,8 @@
 /* Row-major sgemm: C = alpha op(A) op(B) + beta C with op(A) (M,K), op(B) (K,N).
    Goes to the BLAS sgemm handed in by the binding (Fortran, column-major), or to
    the blocked kernel below, which is also the oracle the tests compare BLAS with. */
-#include "rmtl.h"
+#include "gemm.h"
+#include "pool.h"
 
 static rmtl_sgemm_fn rmtl_blas_sgemm = NULL;
 static rmtl_blas_threads_fn rmtl_blas_set_local = NULL;
@@ -24,39 +25,39 @@ int rmtl_gemm_uses_blas(void) {
 #define GEMM_KC 256
 #define GEMM_NC 256
 
+/* tiles [t0, t1) of the product g, (GEMM_MC, GEMM_NC) blocks of C in row-major order */
 static void rmtl_gemm_tiles(void *ctx, int64_t t0, int64_t t1) {
     const rmtl_gemm_op *g = ctx;
-    int ta = g->ta, tb = g->tb, M = g->M, N = g->N, K = g->K, lda = g->lda, ldb = g->ldb;
-    int ldc = g->ldc, nt = (N + GEMM_NC - 1) / GEMM_NC;
-    float alpha = g->alpha, beta = g->beta;
-    const float *A = g->A, *B = g->B;
-    float *C = g->C;
+    /* a local: the loop scaling C stores through c, which could alias *g, and would not
+       vectorize reading beta through g (the packing loop stores into the stack panel only) */
+    float beta = g->beta;
+    int nt = (g->N + GEMM_NC - 1) / GEMM_NC;
     for (int64_t t = t0; t < t1; t++) {
         float panel[GEMM_KC * GEMM_NC];
         int i0 = (int)(t / nt) * GEMM_MC, j0 = (int)(t % nt) * GEMM_NC;
-        int i1 = i0 + GEMM_MC < M ? i0 + GEMM_MC : M;
-        int j1 = j0 + GEMM_NC < N ? j0 + GEMM_NC : N;
+        int i1 = i0 + GEMM_MC < g->M ? i0 + GEMM_MC : g->M;
+        int j1 = j0 + GEMM_NC < g->N ? j0 + GEMM_NC : g->N;
         int nc = j1 - j0;
         for (int i = i0; i < i1; i++) {
-            float *c = C + (size_t)i * ldc + j0;
+            float *c = g->C + (size_t)i * g->ldc + j0;
             for (int j = 0; j < nc; j++) {
                 c[j] = beta == 0.0f ? 0.0f : beta * c[j];
             }
         }
-        for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
-            int kc = k0 + GEMM_KC < K ? GEMM_KC : K - k0;
+        for (int k0 = 0; k0 < g->K; k0 += GEMM_KC) {
+            int kc = k0 + GEMM_KC < g->K ? GEMM_KC : g->K - k0;
             for (int k = 0; k < kc; k++) {
                 float *p = panel + (size_t)k * nc;
                 for (int j = 0; j < nc; j++) {
-                    p[j] = tb ? B[(size_t)(j0 + j) * ldb + k0 + k]
-                              : B[(size_t)(k0 + k) * ldb + j0 + j];
+                    p[j] = g->tb ? g->B[(size_t)(j0 + j) * g->ldb + k0 + k]
+                                 : g->B[(size_t)(k0 + k) * g->ldb + j0 + j];
                 }
             }
             for (int i = i0; i < i1; i++) {
-                float *c = C + (size_t)i * ldc + j0;
+                float *c = g->C + (size_t)i * g->ldc + j0;
                 for (int k = 0; k < kc; k++) {
-                    float a =
-                        alpha * (ta ? A[(size_t)(k0 + k) * lda + i] : A[(size_t)i * lda + k0 + k]);
+                    float a = g->alpha * (g->ta ? g->A[(size_t)(k0 + k) * g->lda + i]
+                                                : g->A[(size_t)i * g->lda + k0 + k]);
                     const float *p = panel + (size_t)k * nc;
                     for (int j = 0; j < nc; j++) {
                         c[j] += a * p[j];
@@ -67,8 +68,8 @@ static void rmtl_gemm_tiles(void *ctx, int64_t t0, int64_t t1) {
     }
 }
 
-void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc) {
+static void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                              int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     int mt = (M + GEMM_MC - 1) / GEMM_MC, nt = (N + GEMM_NC - 1) / GEMM_NC;
     rmtl_gemm_op g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
     /* a tile is GEMM_MC GEMM_NC K multiply-adds: parallel above about 1e6 in all */
@@ -132,6 +133,7 @@ static int rmtl_gemm_part(const rmtl_gemm_op *g, double share) {
     return (part + 15) / 16 * 16;
 }
 
+/* the n products of rmtl_gemm_many and the multiply-adds a part should have */
 typedef struct {
     const rmtl_gemm_op *ops;
     int n;

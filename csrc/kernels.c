@@ -3,11 +3,20 @@
 #include <math.h>
 #include <string.h>
 
+#include "pool.h"
+#include "rng.h"
+
 /* Elementwise passes run over tiles of TILE_ROWS rows and TILE_COLS columns: a column block of
    the gathered tables stays in cache while the rows of the tile read it. 256 columns trained
    5-10% faster than 64 (long runs per gathered row, fewer passes) on the 2-core Xeon. */
 #define TILE_ROWS 256
 #define TILE_COLS 256
+
+/* The parallel bodies (the *_range functions) copy their arguments into a local struct `a` in
+   one assignment and read its fields: stores through their output pointers cannot alias a local
+   copy, so its fields stay in registers across the loops and the loops over columns vectorize.
+   Read through the ctx pointer, they are loaded again after every store (-fno-strict-aliasing):
+   the dropout epilogue ran 5% and the experts' mix 8% more instructions that way. */
 
 /* dropout over columns [j0, j1) of one row (j0 even, j1 - j0 <= TILE_COLS): two 24-bit
    uniforms from each 64-bit draw, keyed by (row, pair). The draws are taken first, in a loop of
@@ -54,6 +63,7 @@ static inline void rmtl_cols(float *restrict o, int add, float a, const float *r
     }
 }
 
+/* rmtl_dense_epilogue's arguments; n: the gathered fields, nr: the row tiles */
 typedef struct {
     float *out;
     int ld_out;
@@ -63,58 +73,46 @@ typedef struct {
     const rmtl_lowrank *lowrank;
     int n_relu;
     rmtl_dropout drop;
-    int B;
-    int OC;
-    int n;
-    int nr;
+    int B, OC, n, nr;
 } rmtl_epilogue_args;
 
-RMTL_CLONES static void rmtl_epilogue_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_epilogue_args *args = ctx;
-    int n = args->n;
-    int nr = args->nr;
-    int B = args->B;
-    int OC = args->OC;
-    int n_relu = args->n_relu;
-    float *out = args->out;
-    int ld_out = args->ld_out;
-    const float *b = args->b;
-    const rmtl_gather *gather = args->gather;
-    rmtl_lowrank lr = {0}; /* a local copy: stores through out cannot alias it */
-    if (args->lowrank != NULL) {
-        lr = *args->lowrank;
+/* tiles [lo, hi) of rmtl_dense_epilogue, column block t / nr, row tile t % nr */
+RMTL_CLONES static void rmtl_epilogue_range(void *ctx, int64_t lo, int64_t hi) {
+    /* copies of the arguments and the low-rank terms (see the note at the top) */
+    const rmtl_epilogue_args a = *(const rmtl_epilogue_args *)ctx;
+    rmtl_lowrank lr = {0};
+    if (a.lowrank != NULL) {
+        lr = *a.lowrank;
     }
-    int init = args->init;
-    rmtl_dropout drop = args->drop;
-    for (int64_t t = lo_; t < hi_; t++) {
-        int i0 = (t % nr) * TILE_ROWS, i1 = i0 + TILE_ROWS < B ? i0 + TILE_ROWS : B;
-        int j0 = (t / nr) * TILE_COLS, j1 = j0 + TILE_COLS < OC ? j0 + TILE_COLS : OC;
-        int jr = n_relu < j1 ? n_relu : j1;
+    for (int64_t t = lo; t < hi; t++) {
+        int i0 = (t % a.nr) * TILE_ROWS, i1 = i0 + TILE_ROWS < a.B ? i0 + TILE_ROWS : a.B;
+        int j0 = (t / a.nr) * TILE_COLS, j1 = j0 + TILE_COLS < a.OC ? j0 + TILE_COLS : a.OC;
+        int jr = a.n_relu < j1 ? a.n_relu : j1;
         for (int i = i0; i < i1; i++) {
-            float *o = out + (size_t)i * ld_out + j0;
-            if (init) {
-                rmtl_cols(o, 0, 1.0f, b + j0, j1 - j0);
+            float *o = a.out + (size_t)i * a.ld_out + j0;
+            if (a.init) {
+                rmtl_cols(o, 0, 1.0f, a.b + j0, j1 - j0);
             } else {
-                rmtl_cols(o, 1, 1.0f, b + j0, j1 - j0);
+                rmtl_cols(o, 1, 1.0f, a.b + j0, j1 - j0);
             }
             for (int k = 0; k < lr.n; k++) {
                 const float *x = lr.x[k] + (size_t)i * lr.d[k];
                 for (int c = 0; c < lr.d[k]; c++) {
-                    rmtl_cols(o, 1, x[c], lr.v[k] + (size_t)c * OC + j0, j1 - j0);
+                    rmtl_cols(o, 1, x[c], lr.v[k] + (size_t)c * a.OC + j0, j1 - j0);
                 }
             }
         }
-        for (int g = 0; g < n; g++) {
-            const int32_t *slot = gather->slot + (size_t)gather->field[g] * gather->ld;
+        for (int g = 0; g < a.n; g++) {
+            const int32_t *slot = a.gather->slot + (size_t)a.gather->field[g] * a.gather->ld;
             for (int i = i0; i < i1; i++) {
-                rmtl_cols(out + (size_t)i * ld_out + j0, 1, 1.0f,
-                          gather->rows[g] + (size_t)slot[i] * OC + j0, j1 - j0);
+                rmtl_cols(a.out + (size_t)i * a.ld_out + j0, 1, 1.0f,
+                          a.gather->rows[g] + (size_t)slot[i] * a.OC + j0, j1 - j0);
             }
         }
         for (int i = i0; i < i1; i++) {
-            float *restrict o = out + (size_t)i * ld_out;
-            if (drop.p > 0.0f && jr > j0) {
-                rmtl_dropout_row(o, drop, i, j0, jr, OC);
+            float *restrict o = a.out + (size_t)i * a.ld_out;
+            if (a.drop.p > 0.0f && jr > j0) {
+                rmtl_dropout_row(o, a.drop, i, j0, jr, a.OC);
                 continue;
             }
             for (int j = j0; j < jr; j++) {
@@ -133,7 +131,8 @@ void rmtl_dense_epilogue(float *out, int ld_out, const float *b, int init,
        row tile reads it, and a tile's output rows while each field's rows are added in turn */
     rmtl_epilogue_args epilogue_args = {out,    ld_out, b, init, gather, lowrank,
                                         n_relu, drop,   B, OC,   n,      nr};
-    rmtl_parallel_for(nr * nc, rmtl_grain((double)TILE_ROWS * TILE_COLS * (n + 1), 32768),
+    rmtl_parallel_for(nr * nc,
+                      rmtl_grain((double)TILE_ROWS * TILE_COLS * (n + 1), RMTL_GRAIN_COMPUTE),
                       rmtl_epilogue_range, &epilogue_args);
 }
 
@@ -150,20 +149,18 @@ void rmtl_dense_forward(float *out, int ld_out, const float *inp, int ld_in, con
     rmtl_dense_epilogue(out, ld_out, b, 0, NULL, NULL, n_relu, drop, B, OC);
 }
 
+/* rmtl_dense_prologue's arguments; scale: dropout's 1 / (1 - p), n: the scattered fields,
+   w: the width of a column block */
 typedef struct {
-    float *db;
-    float *colsum;
+    float *db, *colsum;
     const rmtl_gather *scatter;
     const rmtl_lowrank *lowrank;
     float *dout;
     int ld_out;
     const float *out;
-    int n_relu;
-    int B;
-    int OC;
+    int n_relu, B, OC;
     float scale;
-    int n;
-    int w;
+    int n, w;
 } rmtl_prologue_args;
 
 /* dout's ReLU columns [j0, min(jr, ...)) of rows [i0, i1) become pre-activation gradients:
@@ -188,42 +185,37 @@ static inline void rmtl_prologue_mask(float *restrict dout, const float *restric
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
-static inline void rmtl_prologue_sums(const rmtl_prologue_args *args, int blk, int mask) {
-    /* locals, not reads through args: a store through dout could alias args for all the
-       compiler knows, and the ReLU pass would not vectorize */
-    float *db = args->db, *colsum = args->colsum, *dout = args->dout, scale = args->scale;
-    const float *out = args->out;
-    rmtl_lowrank lr = {0};
-    if (args->lowrank != NULL) {
-        lr = *args->lowrank;
+static inline void rmtl_prologue_sums(const rmtl_prologue_args *a, int blk, int mask) {
+    rmtl_lowrank lr = {0}; /* a copy, like the arguments (see the note at the top) */
+    if (a->lowrank != NULL) {
+        lr = *a->lowrank;
     }
-    int ld_out = args->ld_out, n_relu = args->n_relu, B = args->B, OC = args->OC, w = args->w;
-    int j0 = blk * w, j1 = j0 + w < OC ? j0 + w : OC;
-    int jr = n_relu < j0 ? j0 : (n_relu < j1 ? n_relu : j1);
+    int j0 = blk * a->w, j1 = j0 + a->w < a->OC ? j0 + a->w : a->OC;
+    int jr = a->n_relu < j0 ? j0 : (a->n_relu < j1 ? a->n_relu : j1);
     float acc[TILE_COLS] = {0};
     for (int k = 0; k < lr.n; k++) {
         for (int c = 0; c < lr.d[k]; c++) {
-            memset(lr.v[k] + (size_t)c * OC + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+            memset(lr.v[k] + (size_t)c * a->OC + j0, 0, (size_t)(j1 - j0) * sizeof(float));
         }
     }
-    for (int i = 0; i < B; i++) {
-        float *restrict d = dout + (size_t)i * ld_out;
+    for (int i = 0; i < a->B; i++) {
+        float *restrict d = a->dout + (size_t)i * a->ld_out;
         if (mask) {
-            rmtl_prologue_mask(dout, out, ld_out, scale, i, i + 1, j0, jr);
+            rmtl_prologue_mask(a->dout, a->out, a->ld_out, a->scale, i, i + 1, j0, jr);
         }
         rmtl_cols(acc, 1, 1.0f, d + j0, j1 - j0);
         for (int k = 0; k < lr.n; k++) {
             const float *x = lr.x[k] + (size_t)i * lr.d[k];
             for (int c = 0; c < lr.d[k]; c++) {
-                rmtl_cols(lr.v[k] + (size_t)c * OC + j0, 1, x[c], d + j0, j1 - j0);
+                rmtl_cols(lr.v[k] + (size_t)c * a->OC + j0, 1, x[c], d + j0, j1 - j0);
             }
         }
     }
     for (int j = j0; j < j1; j++) {
-        db[j] += acc[j - j0];
+        a->db[j] += acc[j - j0];
     }
-    if (colsum != NULL) {
-        memcpy(colsum + j0, acc, (size_t)(j1 - j0) * sizeof(float));
+    if (a->colsum != NULL) {
+        memcpy(a->colsum + j0, acc, (size_t)(j1 - j0) * sizeof(float));
     }
 }
 
@@ -231,49 +223,49 @@ static inline void rmtl_prologue_sums(const rmtl_prologue_args *args, int blk, i
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
-static inline void rmtl_prologue_slots(const rmtl_prologue_args *args, int blk, int g) {
-    const rmtl_gather *scatter = args->scatter;
-    const float *dout = args->dout;
-    int ld_out = args->ld_out, OC = args->OC, w = args->w;
-    int j0 = blk * w, j1 = j0 + w < OC ? j0 + w : OC;
+static inline void rmtl_prologue_slots(const rmtl_prologue_args *a, int blk, int g) {
+    const rmtl_gather *scatter = a->scatter;
+    int j0 = blk * a->w, j1 = j0 + a->w < a->OC ? j0 + a->w : a->OC;
     const int32_t *start = scatter->start[g], *order = scatter->order[g];
     for (int s = 0; s < scatter->u[g]; s++) {
-        float *sum = scatter->rows[g] + (size_t)s * OC + j0; /* every slot has a row */
-        rmtl_cols(sum, 0, 1.0f, dout + (size_t)order[start[s]] * ld_out + j0, j1 - j0);
+        float *sum = scatter->rows[g] + (size_t)s * a->OC + j0; /* every slot has a row */
+        rmtl_cols(sum, 0, 1.0f, a->dout + (size_t)order[start[s]] * a->ld_out + j0, j1 - j0);
         for (int k = start[s] + 1; k < start[s + 1]; k++) {
-            rmtl_cols(sum, 1, 1.0f, dout + (size_t)order[k] * ld_out + j0, j1 - j0);
+            rmtl_cols(sum, 1, 1.0f, a->dout + (size_t)order[k] * a->ld_out + j0, j1 - j0);
         }
     }
 }
 
 /* one job per column block: masked and summed in one pass, then the sums by slot while the
    block is in cache */
-RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_prologue_args *args = ctx;
-    for (int64_t blk = lo_; blk < hi_; blk++) {
-        rmtl_prologue_sums(args, (int)blk, 1);
-        for (int g = 0; g < args->n; g++) {
-            rmtl_prologue_slots(args, (int)blk, g);
+RMTL_CLONES static void rmtl_prologue_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_prologue_args a = *(const rmtl_prologue_args *)ctx;
+    for (int64_t blk = lo; blk < hi; blk++) {
+        rmtl_prologue_sums(&a, (int)blk, 1);
+        for (int g = 0; g < a.n; g++) {
+            rmtl_prologue_slots(&a, (int)blk, g);
         }
     }
 }
 
 /* fewer column blocks than threads: the mask over rows first, then a job per block and part
    (part 0 the sums of rmtl_prologue_sums, part g + 1 field g's sums by slot) */
-RMTL_CLONES static void rmtl_prologue_mask_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_prologue_args *args = ctx;
-    int jr = args->n_relu < args->OC ? args->n_relu : args->OC;
-    rmtl_prologue_mask(args->dout, args->out, args->ld_out, args->scale, (int)lo_, (int)hi_, 0, jr);
+RMTL_CLONES static void rmtl_prologue_mask_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_prologue_args *a = ctx;
+    int jr = a->n_relu < a->OC ? a->n_relu : a->OC;
+    rmtl_prologue_mask(a->dout, a->out, a->ld_out, a->scale, (int)lo, (int)hi, 0, jr);
 }
 
-RMTL_CLONES static void rmtl_prologue_part_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_prologue_args *args = ctx;
-    for (int64_t t = lo_; t < hi_; t++) {
-        int blk = (int)(t / (args->n + 1)), part = (int)(t % (args->n + 1));
+RMTL_CLONES static void rmtl_prologue_part_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_prologue_args a = *(const rmtl_prologue_args *)ctx;
+    for (int64_t t = lo; t < hi; t++) {
+        int blk = (int)(t / (a.n + 1)), part = (int)(t % (a.n + 1));
         if (part == 0) {
-            rmtl_prologue_sums(args, blk, 0);
+            rmtl_prologue_sums(&a, blk, 0);
         } else {
-            rmtl_prologue_slots(args, blk, part - 1);
+            rmtl_prologue_slots(&a, blk, part - 1);
         }
     }
 }
@@ -294,12 +286,13 @@ void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter,
     rmtl_prologue_args prologue_args = {db,     colsum, scatter, lowrank, dout, ld_out, out,
                                         n_relu, B,      OC,      scale,   n,    w};
     if (nblk >= rmtl_threads()) {
-        rmtl_parallel_for(nblk, rmtl_grain((double)B * w * (n + 1), 32768), rmtl_prologue_range,
-                          &prologue_args);
+        rmtl_parallel_for(nblk, rmtl_grain((double)B * w * (n + 1), RMTL_GRAIN_COMPUTE),
+                          rmtl_prologue_range, &prologue_args);
         return;
     }
     /* a narrow layer (64 columns: one block) would leave every thread but one idle */
-    rmtl_parallel_for(B, rmtl_grain(OC, 32768), rmtl_prologue_mask_range, &prologue_args);
+    rmtl_parallel_for(B, rmtl_grain(OC, RMTL_GRAIN_COMPUTE), rmtl_prologue_mask_range,
+                      &prologue_args);
     rmtl_parallel_for((int64_t)nblk * (n + 1), 1, rmtl_prologue_part_range, &prologue_args);
 }
 
@@ -330,37 +323,30 @@ static int rmtl_field_rows(const rmtl_unique *u, int f, int B) {
     return u != NULL && u->use[f] ? u->u[f] : B;
 }
 
+/* the embedding kernels' arguments: the forward copies table rows of src into dst, the
+   backward adds rows of src into table rows of dst */
 typedef struct {
     float *dst;
     const float *src;
     const int32_t *codes;
     const rmtl_unique *u;
     const int64_t *field_offset;
-    int B;
-    int F;
-    int E;
-    int ld_out;
+    int B, F, E, ld_out;
 } rmtl_embedding_args;
 
-RMTL_CLONES static void rmtl_embedding_gather_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_embedding_args *args = ctx;
-    int F = args->F;
-    const rmtl_unique *u = args->u;
-    int B = args->B;
-    const int32_t *codes = args->codes;
-    const float *src = args->src;
-    const int64_t *field_offset = args->field_offset;
-    int E = args->E;
-    float *dst = args->dst;
-    int ld_out = args->ld_out;
-    for (int64_t i = lo_; i < hi_; i++) {
-        for (int f = 0; f < F; f++) {
-            if (i >= rmtl_field_rows(u, f, B)) {
+/* batch rows [lo, hi) of rmtl_embedding_forward */
+RMTL_CLONES static void rmtl_embedding_gather_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_embedding_args a = *(const rmtl_embedding_args *)ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        for (int f = 0; f < a.F; f++) {
+            if (i >= rmtl_field_rows(a.u, f, a.B)) {
                 continue;
             }
-            int32_t c = rmtl_field_code(codes, u, f, F, i);
-            const float *row = src + (size_t)(field_offset[f] + c) * E;
-            memcpy(dst + (size_t)i * ld_out + (size_t)f * E, row, (size_t)E * sizeof(float));
+            int32_t c = rmtl_field_code(a.codes, a.u, f, a.F, i);
+            const float *row = a.src + (size_t)(a.field_offset[f] + c) * a.E;
+            memcpy(a.dst + (size_t)i * a.ld_out + (size_t)f * a.E, row,
+                   (size_t)a.E * sizeof(float));
         }
     }
 }
@@ -370,31 +356,24 @@ void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique 
                             int ld_out) {
     rmtl_embedding_args embedding_gather_args = {out, table, codes, u,     field_offset,
                                                  B,   F,     E,     ld_out};
-    rmtl_parallel_for(B, rmtl_grain((double)F * E, 65536), rmtl_embedding_gather_range,
+    rmtl_parallel_for(B, rmtl_grain((double)F * E, RMTL_GRAIN_STREAM), rmtl_embedding_gather_range,
                       &embedding_gather_args);
 }
 
-RMTL_CLONES static void rmtl_embedding_scatter_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_embedding_args *args = ctx;
-    const rmtl_unique *u = args->u;
-    int B = args->B;
-    const int64_t *field_offset = args->field_offset;
-    const int32_t *codes = args->codes;
-    int F = args->F;
-    float *dst = args->dst;
-    int E = args->E;
-    const float *src = args->src;
-    int ld_out = args->ld_out;
-    for (int64_t f = lo_; f < hi_; f++) {
-        int n = rmtl_field_rows(u, f, B);
+/* fields [lo, hi) of rmtl_embedding_backward */
+RMTL_CLONES static void rmtl_embedding_scatter_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_embedding_args a = *(const rmtl_embedding_args *)ctx;
+    for (int64_t f = lo; f < hi; f++) {
+        int n = rmtl_field_rows(a.u, f, a.B);
         for (int i = 0; i < n; i++) {
-            int64_t r = field_offset[f] + rmtl_field_code(codes, u, f, F, i);
+            int64_t r = a.field_offset[f] + rmtl_field_code(a.codes, a.u, f, a.F, i);
             if (r == 0) {
                 continue;
             }
-            float *g = dst + (size_t)r * E;
-            const float *d = src + (size_t)i * ld_out + (size_t)f * E;
-            for (int e = 0; e < E; e++) {
+            float *g = a.dst + (size_t)r * a.E;
+            const float *d = a.src + (size_t)i * a.ld_out + (size_t)f * a.E;
+            for (int e = 0; e < a.E; e++) {
                 g[e] += d[e];
             }
         }
@@ -408,7 +387,7 @@ void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *co
        row 0 is the padding row (padding_idx=0) and never receives a gradient */
     rmtl_embedding_args embedding_scatter_args = {dtable, dout, codes, u,     field_offset,
                                                   B,      F,    E,     ld_out};
-    rmtl_parallel_for(F, rmtl_grain((double)B * E, 65536), rmtl_embedding_scatter_range,
+    rmtl_parallel_for(F, rmtl_grain((double)B * E, RMTL_GRAIN_STREAM), rmtl_embedding_scatter_range,
                       &embedding_scatter_args);
 }
 
@@ -429,6 +408,7 @@ void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const
     rmtl_gemm(0, 1, 1, OC, E, 1.0f, num_b, E, wd, C, 1.0f, last, OC);
 }
 
+/* rmtl_lookup_forward's arguments; last: the tables' last row (bias) */
 typedef struct {
     float *out;
     int ld_out;
@@ -436,46 +416,33 @@ typedef struct {
     const float *dense;
     const float *tab;
     const int64_t *field_offset;
-    int n_relu;
-    int F;
-    int D;
-    int OC;
+    int n_relu, F, D, OC;
     int64_t rows;
     const float *last;
 } rmtl_lookup_rows_args;
 
-RMTL_CLONES static void rmtl_lookup_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_lookup_rows_args *args = ctx;
-    float *out = args->out;
-    int ld_out = args->ld_out;
-    const int32_t *codes = args->codes;
-    int F = args->F;
-    const float *last = args->last;
-    int OC = args->OC;
-    const float *tab = args->tab;
-    const int64_t *field_offset = args->field_offset;
-    int D = args->D;
-    int64_t rows = args->rows;
-    const float *dense = args->dense;
-    int n_relu = args->n_relu;
-    for (int64_t i = lo_; i < hi_; i++) {
-        float *restrict o = out + (size_t)i * ld_out;
-        const int32_t *c = codes + (size_t)i * F;
-        memcpy(o, last, (size_t)OC * sizeof(float));
-        for (int f = 0; f < F; f++) {
-            const float *restrict t = tab + (size_t)(field_offset[f] + c[f]) * OC;
-            for (int j = 0; j < OC; j++) {
+/* batch rows [lo, hi) of rmtl_lookup_forward */
+RMTL_CLONES static void rmtl_lookup_rows_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_lookup_rows_args a = *(const rmtl_lookup_rows_args *)ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        float *restrict o = a.out + (size_t)i * a.ld_out;
+        const int32_t *c = a.codes + (size_t)i * a.F;
+        memcpy(o, a.last, (size_t)a.OC * sizeof(float));
+        for (int f = 0; f < a.F; f++) {
+            const float *restrict t = a.tab + (size_t)(a.field_offset[f] + c[f]) * a.OC;
+            for (int j = 0; j < a.OC; j++) {
                 o[j] += t[j];
             }
         }
-        for (int d = 0; d < D; d++) {
-            const float *restrict t = tab + (size_t)(rows + d) * OC;
-            float x = dense[(size_t)i * D + d];
-            for (int j = 0; j < OC; j++) {
+        for (int d = 0; d < a.D; d++) {
+            const float *restrict t = a.tab + (size_t)(a.rows + d) * a.OC;
+            float x = a.dense[(size_t)i * a.D + d];
+            for (int j = 0; j < a.OC; j++) {
                 o[j] += x * t[j];
             }
         }
-        for (int j = 0; j < n_relu; j++) {
+        for (int j = 0; j < a.n_relu; j++) {
             o[j] = o[j] > 0.0f ? o[j] : 0.0f;
         }
     }
@@ -487,7 +454,8 @@ void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const flo
     const float *last = tab + (size_t)(rows + D) * OC;
     rmtl_lookup_rows_args lookup_rows_args = {out,    ld_out, codes, dense, tab,  field_offset,
                                               n_relu, F,      D,     OC,    rows, last};
-    rmtl_parallel_for(B, rmtl_grain(OC, 32768), rmtl_lookup_rows_range, &lookup_rows_args);
+    rmtl_parallel_for(B, rmtl_grain(OC, RMTL_GRAIN_COMPUTE), rmtl_lookup_rows_range,
+                      &lookup_rows_args);
 }
 
 void rmtl_head_forward(float *prob, float *sig, const float *const *logit, int esmm, int B, int T) {
@@ -551,28 +519,27 @@ void rmtl_head_backward_prob(float *const *dlogit, const float *dprob, const flo
     }
 }
 
+/* the softmax kernels' arguments: x (B,n) row stride ld, and the softmax p for the backward */
 typedef struct {
     float *x;
     const float *p;
-    int ld;
-    int n;
+    int ld, n;
 } rmtl_softmax_args;
 
-RMTL_CLONES static void rmtl_softmax_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_softmax_args *args = ctx;
-    int n = args->n;
-    float *x = args->x;
-    int ld = args->ld;
-    for (int64_t i = lo_; i < hi_; i++) {
-        float *r = x + (size_t)i * ld, mx = r[0], sum = 0.0f;
-        for (int e = 1; e < n; e++) {
+/* rows [lo, hi) of rmtl_softmax_forward */
+RMTL_CLONES static void rmtl_softmax_rows_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_softmax_args a = *(const rmtl_softmax_args *)ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        float *r = a.x + (size_t)i * a.ld, mx = r[0], sum = 0.0f;
+        for (int e = 1; e < a.n; e++) {
             mx = r[e] > mx ? r[e] : mx;
         }
-        for (int e = 0; e < n; e++) {
+        for (int e = 0; e < a.n; e++) {
             r[e] = expf(r[e] - mx);
             sum += r[e];
         }
-        for (int e = 0; e < n; e++) {
+        for (int e = 0; e < a.n; e++) {
             r[e] /= sum;
         }
     }
@@ -580,23 +547,22 @@ RMTL_CLONES static void rmtl_softmax_rows_range(void *ctx, int64_t lo_, int64_t 
 
 void rmtl_softmax_forward(float *x, int ld, int B, int n) {
     rmtl_softmax_args softmax_rows_args = {x, NULL, ld, n};
-    rmtl_parallel_for(B, rmtl_grain(n, 32768), rmtl_softmax_rows_range, &softmax_rows_args);
+    rmtl_parallel_for(B, rmtl_grain(n, RMTL_GRAIN_COMPUTE), rmtl_softmax_rows_range,
+                      &softmax_rows_args);
 }
 
-RMTL_CLONES static void rmtl_softmax_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_softmax_args *args = ctx;
-    int n = args->n;
-    float *x = args->x;
-    int ld = args->ld;
-    const float *p = args->p;
-    for (int64_t i = lo_; i < hi_; i++) {
-        float *g = x + (size_t)i * ld;
-        const float *q = p + (size_t)i * ld;
+/* rows [lo, hi) of rmtl_softmax_backward */
+RMTL_CLONES static void rmtl_softmax_grad_rows_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_softmax_args a = *(const rmtl_softmax_args *)ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        float *g = a.x + (size_t)i * a.ld;
+        const float *q = a.p + (size_t)i * a.ld;
         float dot = 0.0f;
-        for (int e = 0; e < n; e++) {
+        for (int e = 0; e < a.n; e++) {
             dot += q[e] * g[e];
         }
-        for (int e = 0; e < n; e++) {
+        for (int e = 0; e < a.n; e++) {
             g[e] = q[e] * (g[e] - dot);
         }
     }
@@ -604,10 +570,11 @@ RMTL_CLONES static void rmtl_softmax_grad_rows_range(void *ctx, int64_t lo_, int
 
 void rmtl_softmax_backward(float *d, const float *p, int ld, int B, int n) {
     rmtl_softmax_args softmax_grad_rows_args = {d, p, ld, n};
-    rmtl_parallel_for(B, rmtl_grain(n, 32768), rmtl_softmax_grad_rows_range,
+    rmtl_parallel_for(B, rmtl_grain(n, RMTL_GRAIN_COMPUTE), rmtl_softmax_grad_rows_range,
                       &softmax_grad_rows_args);
 }
 
+/* the mix kernels' arguments: the forward writes out, the backward adds into dx and dgate */
 typedef struct {
     float *out;
     float *const *dx;
@@ -618,29 +585,23 @@ typedef struct {
     int ld_gate;
     const float *const *x;
     const int *ld_x;
-    int n;
-    int W;
+    int n, W;
 } rmtl_mix_args;
 
-RMTL_CLONES static void rmtl_mix_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_mix_args *args = ctx;
-    int n = args->n;
-    float *out = args->out;
-    int ld_out = args->ld_out;
-    const float *gate = args->gate;
-    int ld_gate = args->ld_gate;
-    int W = args->W;
-    const int *ld_x = args->ld_x;
-    for (int64_t i = lo_; i < hi_; i++) {
-        float *o = out + (size_t)i * ld_out;
-        const float *g = gate + (size_t)i * ld_gate;
-        for (int c = 0; c < W; c++) {
+/* rows [lo, hi) of rmtl_mix_forward */
+RMTL_CLONES static void rmtl_mix_rows_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_mix_args a = *(const rmtl_mix_args *)ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        float *o = a.out + (size_t)i * a.ld_out;
+        const float *g = a.gate + (size_t)i * a.ld_gate;
+        for (int c = 0; c < a.W; c++) {
             o[c] = 0.0f;
         }
-        for (int e = 0; e < n; e++) {
-            const float *xe = args->x[e] + (size_t)i * ld_x[e];
+        for (int e = 0; e < a.n; e++) {
+            const float *xe = a.x[e] + (size_t)i * a.ld_x[e];
             float ge = g[e];
-            for (int c = 0; c < W; c++) {
+            for (int c = 0; c < a.W; c++) {
                 o[c] += ge * xe[c];
             }
         }
@@ -650,28 +611,23 @@ RMTL_CLONES static void rmtl_mix_rows_range(void *ctx, int64_t lo_, int64_t hi_)
 void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, const float *const *x,
                       const int *ld_x, int n, int B, int W) {
     rmtl_mix_args mix_rows_args = {out, NULL, NULL, NULL, ld_out, gate, ld_gate, x, ld_x, n, W};
-    rmtl_parallel_for(B, rmtl_grain((double)n * W, 65536), rmtl_mix_rows_range, &mix_rows_args);
+    rmtl_parallel_for(B, rmtl_grain((double)n * W, RMTL_GRAIN_STREAM), rmtl_mix_rows_range,
+                      &mix_rows_args);
 }
 
-RMTL_CLONES static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_mix_args *args = ctx;
-    int n = args->n;
-    const float *dout = args->dout;
-    int ld_out = args->ld_out;
-    const float *gate = args->gate;
-    int ld_gate = args->ld_gate;
-    float *dgate = args->dgate;
-    const int *ld_x = args->ld_x;
-    int W = args->W;
-    for (int64_t i = lo_; i < hi_; i++) {
-        const float *d = dout + (size_t)i * ld_out;
-        const float *g = gate + (size_t)i * ld_gate;
-        float *dg = dgate + (size_t)i * ld_gate;
-        for (int e = 0; e < n; e++) {
-            const float *xe = args->x[e] + (size_t)i * ld_x[e];
-            float *dxe = args->dx[e] + (size_t)i * ld_x[e];
+/* rows [lo, hi) of rmtl_mix_backward */
+RMTL_CLONES static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_mix_args a = *(const rmtl_mix_args *)ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        const float *d = a.dout + (size_t)i * a.ld_out;
+        const float *g = a.gate + (size_t)i * a.ld_gate;
+        float *dg = a.dgate + (size_t)i * a.ld_gate;
+        for (int e = 0; e < a.n; e++) {
+            const float *xe = a.x[e] + (size_t)i * a.ld_x[e];
+            float *dxe = a.dx[e] + (size_t)i * a.ld_x[e];
             float ge = g[e], dot = 0.0f;
-            for (int c = 0; c < W; c++) {
+            for (int c = 0; c < a.W; c++) {
                 dot += d[c] * xe[c];
                 dxe[c] += ge * d[c];
             }
@@ -685,10 +641,12 @@ void rmtl_mix_backward(float *const *dx, float *dgate, const float *dout, int ld
                        int n, int B, int W) {
     rmtl_mix_args mix_grad_rows_args = {NULL,    dx, dgate, dout, ld_out, gate,
                                         ld_gate, x,  ld_x,  n,    W};
-    rmtl_parallel_for(B, rmtl_grain((double)n * W, 65536), rmtl_mix_grad_rows_range,
+    rmtl_parallel_for(B, rmtl_grain((double)n * W, RMTL_GRAIN_STREAM), rmtl_mix_grad_rows_range,
                       &mix_grad_rows_args);
 }
 
+/* the attention kernels' arguments: the forward writes mix and attn_out, the backward adds into
+   dx0, dx1 and writes y; inv = 1 / sqrt(D) */
 typedef struct {
     float *mix, *dx0, *dx1, *y;
     const float *attn, *dmix, *x0, *x1, *z, *c;
@@ -697,29 +655,28 @@ typedef struct {
     float inv;
 } rmtl_attention2_args;
 
-static void rmtl_attention2_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_attention2_args *args = ctx;
-    int D = args->D, ld_z = args->ld_z;
-    const float *c = args->c;
-    for (int64_t i = lo_; i < hi_; i++) {
-        const float *x[2] = {args->x0 + (size_t)i * args->ld_x0,
-                             args->x1 + (size_t)i * args->ld_x1};
-        const float *z = args->z + (size_t)i * ld_z;
+/* rows [lo, hi) of rmtl_attention2_forward */
+static void rmtl_attention2_rows_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_attention2_args a = *(const rmtl_attention2_args *)ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        const float *x[2] = {a.x0 + (size_t)i * a.ld_x0, a.x1 + (size_t)i * a.ld_x1};
+        const float *z = a.z + (size_t)i * a.ld_z;
         float s[2];
         for (int t = 0; t < 2; t++) {
             float dot = 0.0f;
-            for (int k = 0; k < D; k++) {
-                dot += x[t][k] * (z[t * D + k] + c[k]);
+            for (int k = 0; k < a.D; k++) {
+                dot += x[t][k] * (z[t * a.D + k] + a.c[k]);
             }
-            s[t] = dot * args->inv;
+            s[t] = dot * a.inv;
         }
         float mx = s[0] > s[1] ? s[0] : s[1];
         float e0 = expf(s[0] - mx), e1 = expf(s[1] - mx);
         float a0 = e0 / (e0 + e1), a1 = e1 / (e0 + e1);
-        args->attn_out[2 * (size_t)i] = a0;
-        args->attn_out[2 * (size_t)i + 1] = a1;
-        float *o = args->mix + (size_t)i * args->ld_mix;
-        for (int k = 0; k < D; k++) {
+        a.attn_out[2 * (size_t)i] = a0;
+        a.attn_out[2 * (size_t)i + 1] = a1;
+        float *o = a.mix + (size_t)i * a.ld_mix;
+        for (int k = 0; k < a.D; k++) {
             o[k] = a0 * x[0][k] + a1 * x[1][k];
         }
     }
@@ -749,33 +706,33 @@ void rmtl_attention2_forward(float *mix, int ld_mix, float *attn, const float *x
     rmtl_attention2_args args = rmtl_attention2_inputs(x0, ld_x0, x1, ld_x1, z, ld_z, c, ld_mix, D);
     args.mix = mix;
     args.attn_out = attn;
-    rmtl_parallel_for(B, rmtl_grain(4.0 * D, 32768), rmtl_attention2_rows_range, &args);
+    rmtl_parallel_for(B, rmtl_grain(4.0 * D, RMTL_GRAIN_COMPUTE), rmtl_attention2_rows_range,
+                      &args);
 }
 
-static void rmtl_attention2_grad_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_attention2_args *args = ctx;
-    int D = args->D, ld_z = args->ld_z;
-    const float *c = args->c;
-    for (int64_t i = lo_; i < hi_; i++) {
-        const float *x[2] = {args->x0 + (size_t)i * args->ld_x0,
-                             args->x1 + (size_t)i * args->ld_x1};
-        float *dx[2] = {args->dx0 + (size_t)i * args->ld_x0, args->dx1 + (size_t)i * args->ld_x1};
-        const float *z = args->z + (size_t)i * ld_z, *dm = args->dmix + (size_t)i * args->ld_mix;
-        float *y = args->y + (size_t)i * ld_z;
-        float a[2] = {args->attn[2 * (size_t)i], args->attn[2 * (size_t)i + 1]}, da[2];
+/* rows [lo, hi) of rmtl_attention2_backward */
+static void rmtl_attention2_grad_rows_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments (see the note at the top) */
+    const rmtl_attention2_args a = *(const rmtl_attention2_args *)ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        const float *x[2] = {a.x0 + (size_t)i * a.ld_x0, a.x1 + (size_t)i * a.ld_x1};
+        float *dx[2] = {a.dx0 + (size_t)i * a.ld_x0, a.dx1 + (size_t)i * a.ld_x1};
+        const float *z = a.z + (size_t)i * a.ld_z, *dm = a.dmix + (size_t)i * a.ld_mix;
+        float *y = a.y + (size_t)i * a.ld_z;
+        float att[2] = {a.attn[2 * (size_t)i], a.attn[2 * (size_t)i + 1]}, da[2];
         for (int t = 0; t < 2; t++) {
             float dot = 0.0f;
-            for (int k = 0; k < D; k++) {
+            for (int k = 0; k < a.D; k++) {
                 dot += dm[k] * x[t][k];
             }
             da[t] = dot;
         }
-        float mean = a[0] * da[0] + a[1] * da[1];
+        float mean = att[0] * da[0] + att[1] * da[1];
         for (int t = 0; t < 2; t++) {
-            float ds = a[t] * (da[t] - mean) * args->inv;
-            for (int k = 0; k < D; k++) {
-                dx[t][k] += a[t] * dm[k] + ds * (2.0f * z[t * D + k] + c[k]);
-                y[t * D + k] = ds * x[t][k];
+            float ds = att[t] * (da[t] - mean) * a.inv;
+            for (int k = 0; k < a.D; k++) {
+                dx[t][k] += att[t] * dm[k] + ds * (2.0f * z[t * a.D + k] + a.c[k]);
+                y[t * a.D + k] = ds * x[t][k];
             }
         }
     }
@@ -791,5 +748,6 @@ void rmtl_attention2_backward(float *dx0, float *dx1, float *y, int ld_z, const 
     args.y = y;
     args.dmix = dmix;
     args.attn = attn;
-    rmtl_parallel_for(B, rmtl_grain(6.0 * D, 32768), rmtl_attention2_grad_rows_range, &args);
+    rmtl_parallel_for(B, rmtl_grain(6.0 * D, RMTL_GRAIN_COMPUTE), rmtl_attention2_grad_rows_range,
+                      &args);
 }

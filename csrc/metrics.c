@@ -4,7 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "rmtl.h"
+#include "metrics.h"
 
 /* a double's bits as an unsigned key in the order of the values: the sign bit set, or all bits
    flipped when negative (-0.0 and +0.0 become neighbouring keys, so their rows stay together) */

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
+#include "rng.h"
+
 int rmtl_params_add(rmtl_params *p, size_t *offset, const char *name, int rows, int cols, int init,
                     int fan_in) {
     if (p->count == p->capacity) {
@@ -108,35 +111,22 @@ void rmtl_params_zero_grad(rmtl_params *p) {
     rmtl_zero(p->grad, p->total);
 }
 
+/* one span of rmtl_params_adam_step: values, gradients, m and v from its first parameter on */
 typedef struct {
-    float *w;
-    float *g;
-    float *m;
-    float *v;
-    float b1;
-    float b2;
-    float eps;
-    float wd;
-    float step_size;
-    float bc2_sqrt;
-    size_t lo;
+    float *w, *g, *m, *v;
+    float b1, b2, eps, wd, step_size, bc2_sqrt;
 } rmtl_adam_args;
 
-RMTL_CLONES static void rmtl_adam_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_adam_args *args = ctx;
-    /* four distinct flat buffers */
-    const float *restrict g = args->g;
-    size_t lo = args->lo;
-    float wd = args->wd;
-    float *restrict w = args->w;
-    float *restrict m = args->m;
-    float b1 = args->b1;
-    float *restrict v = args->v;
-    float b2 = args->b2;
-    float step_size = args->step_size;
-    float bc2_sqrt = args->bc2_sqrt;
-    float eps = args->eps;
-    for (size_t i = lo + (size_t)lo_; i < lo + (size_t)hi_; i++) {
+/* parameters [lo, hi) of a span */
+RMTL_CLONES static void rmtl_adam_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_adam_args *a = ctx;
+    /* locals: the loop reads them all per parameter; restrict: four distinct flat buffers, so
+       the loop vectorizes */
+    float *restrict w = a->w, *restrict m = a->m, *restrict v = a->v;
+    const float *restrict g = a->g;
+    float b1 = a->b1, b2 = a->b2, eps = a->eps, wd = a->wd, step_size = a->step_size;
+    float bc2_sqrt = a->bc2_sqrt;
+    for (int64_t i = lo; i < hi; i++) {
         float gi = g[i] + wd * w[i];
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
         v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
@@ -155,8 +145,9 @@ void rmtl_params_adam_step(rmtl_params *p, const rmtl_adam *opt) {
     size_t lo = 0;
     for (int s = 0; s <= p->n_frozen; s++) {
         size_t hi = s < p->n_frozen ? p->frozen_lo[s] : p->total;
-        rmtl_adam_args adam_args = {w, g, m, v, b1, b2, eps, wd, step_size, bc2_sqrt, lo};
-        rmtl_parallel_for(hi - lo, rmtl_grain(1, 65536), rmtl_adam_range, &adam_args);
+        rmtl_adam_args adam_args = {w + lo, g + lo, m + lo, v + lo,    b1,
+                                    b2,     eps,    wd,     step_size, bc2_sqrt};
+        rmtl_parallel_for(hi - lo, rmtl_grain(1, RMTL_GRAIN_STREAM), rmtl_adam_range, &adam_args);
         lo = s < p->n_frozen ? p->frozen_hi[s] : p->total;
     }
 }

@@ -11,7 +11,7 @@
    condition variable. They start on the first job (import starts no threads), and a fork
    child starts its own, so a pool used before fork never hangs the child. */
 #define _GNU_SOURCE
-#include "rmtl.h"
+#include "pool.h"
 
 #include <stdlib.h>
 

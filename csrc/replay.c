@@ -3,7 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "env.h"
+#include "pool.h"
+#include "replay.h"
+#include "rng.h"
+
+/* the streams of the behaviour actions (ASCII "ACT") and the replay batches ("SAMP"), keyed by
+   a user seed */
+#define RMTL_STREAM_ACTION 0x41435400ULL
+#define RMTL_STREAM_SAMPLE 0x53414d50ULL
 
 void rmtl_replay_free(rmtl_replay *b) {
     if (b != NULL) {
@@ -133,46 +140,37 @@ static void rmtl_policy_act(float *a, const rmtl_policy *pol, int64_t r, int64_t
     }
 }
 
+/* rmtl_collect's arguments: transition j (from 0 in this call) goes to slot (head + j) % cap,
+   the first skip are never written */
 typedef struct {
     rmtl_replay *b;
     const rmtl_mdp *mdp;
-    const int64_t *sessions;
-    const int64_t *start;
+    const int64_t *sessions, *start;
     const rmtl_policy *pol;
-    int64_t first;
-    int64_t skip;
-    int64_t head;
-    int64_t cap;
+    int64_t first, skip, head, cap;
     int T;
 } rmtl_collect_episodes_args;
 
-static void rmtl_collect_episodes_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_collect_episodes_args *args = ctx;
-    const rmtl_mdp *mdp = args->mdp;
-    const int64_t *sessions = args->sessions;
-    const int64_t *start = args->start;
-    int64_t skip = args->skip;
-    int64_t head = args->head;
-    int64_t cap = args->cap;
-    rmtl_replay *b = args->b;
-    int T = args->T;
-    const rmtl_policy *pol = args->pol;
-    int64_t first = args->first;
-    for (int64_t e = lo_; e < hi_; e++) {
-        int64_t lo = mdp->offsets[sessions[e]], hi = mdp->offsets[sessions[e] + 1];
-        for (int64_t r = lo; r < hi; r++) {
-            int64_t j = start[e] + (r - lo);
-            if (j < skip) {
+/* episodes [lo, hi) of rmtl_collect */
+static void rmtl_collect_episodes_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_collect_episodes_args *a = ctx;
+    const rmtl_mdp *mdp = a->mdp;
+    rmtl_replay *b = a->b;
+    for (int64_t e = lo; e < hi; e++) {
+        int64_t r0 = mdp->offsets[a->sessions[e]], r1 = mdp->offsets[a->sessions[e] + 1];
+        for (int64_t r = r0; r < r1; r++) {
+            int64_t j = a->start[e] + (r - r0);
+            if (j < a->skip) {
                 continue;
             }
-            int64_t s = (head + j) % cap;
-            float *a = b->action + (size_t)s * T;
-            rmtl_policy_act(a, pol, r, j, (uint64_t)(first + j), T);
-            rmtl_mdp_reward(b->reward + (size_t)s * T, a, mdp->labels + (size_t)r * T, T,
+            int64_t s = (a->head + j) % a->cap;
+            float *act = b->action + (size_t)s * a->T;
+            rmtl_policy_act(act, a->pol, r, j, (uint64_t)(a->first + j), a->T);
+            rmtl_mdp_reward(b->reward + (size_t)s * a->T, act, mdp->labels + (size_t)r * a->T, a->T,
                             mdp->reward);
             b->state[s] = r;
-            b->next[s] = r + 1 < hi ? r + 1 : r;
-            b->done[s] = r + 1 < hi ? 0.0f : 1.0f;
+            b->next[s] = r + 1 < r1 ? r + 1 : r;
+            b->done[s] = r + 1 < r1 ? 0.0f : 1.0f;
         }
     }
 }

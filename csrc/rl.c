@@ -4,22 +4,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "critic.h"
+#include "pool.h"
+#include "rl.h"
+#include "rng.h"
 
+/* rmtl_soft_update's arguments; keep = 1 - tau */
 typedef struct {
     float *dst;
     const float *src;
-    float tau;
-    float keep;
+    float tau, keep;
 } rmtl_soft_update_args;
 
-RMTL_CLONES static void rmtl_soft_update_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_soft_update_args *args = ctx;
-    float *dst = args->dst;
-    float tau = args->tau;
-    const float *src = args->src;
-    float keep = args->keep;
-    for (int64_t i = lo_; i < hi_; i++) {
+/* values [lo, hi) of rmtl_soft_update */
+RMTL_CLONES static void rmtl_soft_update_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_soft_update_args *a = ctx;
+    /* locals: the loop reads them all per value, and stores through dst could alias *a */
+    float *dst = a->dst, tau = a->tau, keep = a->keep;
+    const float *src = a->src;
+    for (int64_t i = lo; i < hi; i++) {
         dst[i] = tau * src[i] + keep * dst[i];
     }
 }
@@ -27,11 +29,13 @@ RMTL_CLONES static void rmtl_soft_update_range(void *ctx, int64_t lo_, int64_t h
 void rmtl_soft_update(float *dst, const float *src, size_t n, float tau) {
     float keep = 1.0f - tau;
     rmtl_soft_update_args soft_update_args = {dst, src, tau, keep};
-    rmtl_parallel_for(n, rmtl_grain(1, 65536), rmtl_soft_update_range, &soft_update_args);
+    rmtl_parallel_for(n, rmtl_grain(1, RMTL_GRAIN_STREAM), rmtl_soft_update_range,
+                      &soft_update_args);
 }
 
-int rmtl_critic_eval(rmtl_critic *c, const int32_t *codes, const float *dense, const float *action,
-                     int B) {
+/* eval-mode Q of c at (codes, dense, action) into c->q, restoring c's mode */
+static int rmtl_critic_eval(rmtl_critic *c, const int32_t *codes, const float *dense,
+                            const float *action, int B) {
     int training = c->net.training;
     c->net.training = 0;
     int st = rmtl_critic_forward(c, codes, dense, action, B);
@@ -43,20 +47,13 @@ int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const
                             const float *dense, const float *action, const int32_t *ncodes,
                             const float *ndense, const float *naction, const float *reward,
                             const float *done, const float *weight, float gamma, int td3, int B) {
-    int st = rmtl_critic_reserve(q, B);
-    if (st == RMTL_OK) {
-        st = rmtl_critic_reserve(qt, B);
-    }
-    if (st == RMTL_OK) {
-        st = rmtl_critic_eval(qt, ncodes, ndense, naction, B);
-    }
-    if (st != RMTL_OK) {
-        return st;
-    }
+    RMTL_TRY(rmtl_critic_reserve(q, B));
+    RMTL_TRY(rmtl_critic_reserve(qt, B));
+    RMTL_TRY(rmtl_critic_eval(qt, ncodes, ndense, naction, B));
     memcpy(q->y, qt->q, (size_t)B * sizeof(float));
     if (td3) {
-        st = rmtl_critic_eval(q, ncodes, ndense, naction, B);
-        for (int i = 0; i < B && st == RMTL_OK; i++) {
+        RMTL_TRY(rmtl_critic_eval(q, ncodes, ndense, naction, B));
+        for (int i = 0; i < B; i++) {
             q->y[i] = q->q[i] < q->y[i] ? q->q[i] : q->y[i];
         }
     }
@@ -64,12 +61,7 @@ int rmtl_critic_td_backward(rmtl_critic *q, rmtl_critic *qt, double *loss, const
         q->y[i] = reward[i] + gamma * (1.0f - done[i]) * q->y[i];
     }
     rmtl_critic_zero_grad(q, B);
-    if (st == RMTL_OK) {
-        st = rmtl_critic_forward(q, codes, dense, action, B);
-    }
-    if (st != RMTL_OK) {
-        return st;
-    }
+    RMTL_TRY(rmtl_critic_forward(q, codes, dense, action, B));
     double sum = 0.0;
     for (int i = 0; i < B; i++) {
         float w = weight ? weight[i] : 1.0f, diff = q->q[i] - q->y[i];
@@ -85,25 +77,20 @@ int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *
                         const int32_t *codes, const float *dense, const float *state,
                         const float *weight, int B) {
     int T = actor->T;
-    int st = rmtl_model_reserve(actor, B);
-    for (int k = 0; k < T && st == RMTL_OK; k++) {
-        st = rmtl_critic_reserve(critics[k], B);
+    RMTL_TRY(rmtl_model_reserve(actor, B));
+    for (int k = 0; k < T; k++) {
+        RMTL_TRY(rmtl_critic_reserve(critics[k], B));
     }
-    if (st == RMTL_OK) {
-        rmtl_model_zero_grad(actor, B);
-        st = rmtl_model_forward(actor, codes, dense, B);
-    }
+    rmtl_model_zero_grad(actor, B);
+    RMTL_TRY(rmtl_model_forward(actor, codes, dense, B));
     double sum = 0.0;
-    for (int k = 0; k < T && st == RMTL_OK; k++) {
+    for (int k = 0; k < T; k++) {
         rmtl_critic *c = critics[k];
         for (int i = 0; i < B; i++) {
             c->action[i] = actor->prob[(size_t)i * T + k];
         }
         rmtl_critic_zero_grad(c, B);
-        st = rmtl_critic_forward(c, codes, state, c->action, B);
-        if (st != RMTL_OK) {
-            break;
-        }
+        RMTL_TRY(rmtl_critic_forward(c, codes, state, c->action, B));
         for (int i = 0; i < B; i++) {
             float w = weight ? weight[(size_t)i * T + k] : 1.0f;
             sum -= (double)w * (double)c->q[i];
@@ -115,28 +102,28 @@ int rmtl_actor_backward(rmtl_model *actor, rmtl_critic *const *critics, double *
             dprob[(size_t)i * T + k] = c->daction[i];
         }
     }
-    if (st != RMTL_OK) {
-        return st;
-    }
     *loss = sum / (double)B;
     rmtl_model_prob_backward(actor, dprob, codes, dense, B);
     return RMTL_OK;
 }
 
-void rmtl_column(float *out, const float *a, int k, int B, int T) {
-    for (int i = 0; i < B; i++) {
-        out[i] = a[(size_t)i * T + k];
-    }
-}
+/* scratch of one stage-2 step, cap rows: gathered states and next states (the actor's dense and
+   the critics' state), labels, target actions, IPS weights and dL/dmu (B,T), and four task
+   columns (B each); codes and ncodes share the block at codes, the floats the block at dense */
+typedef struct {
+    int cap;
+    int32_t *codes, *ncodes;
+    float *dense, *ndense, *state, *nstate, *labels, *naction, *weight, *dprob, *col;
+} rmtl_td_work;
 
-void rmtl_td_work_free(rmtl_td_work *w) {
+static void rmtl_td_work_free(rmtl_td_work *w) {
     free(w->codes);
     free(w->dense);
     memset(w, 0, sizeof(*w));
 }
 
 /* two blocks, one of codes and one of floats, carved into the buffers of rmtl_td_work */
-int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int Dc, int T) {
+static int rmtl_td_work_reserve(rmtl_td_work *w, int B, int F, int D, int Dc, int T) {
     if (B <= w->cap) {
         return RMTL_OK;
     }
@@ -186,14 +173,14 @@ static int rmtl_target_actions(const rmtl_agent_nets *nets, rmtl_td_work *w, int
                                const rmtl_td_config *cfg) {
     rmtl_model *mt = nets->actor_target;
     int T = nets->T, training = mt->training;
-    int st = rmtl_model_reserve(mt, B);
+    RMTL_TRY(rmtl_model_reserve(mt, B));
+    mt->training = 0;
+    int st = rmtl_model_forward(mt, w->ncodes, w->ndense, B);
+    mt->training = training;
     if (st != RMTL_OK) {
         return st;
     }
-    mt->training = 0;
-    st = rmtl_model_forward(mt, w->ncodes, w->ndense, B);
-    mt->training = training;
-    for (size_t j = 0; j < (size_t)B * T && st == RMTL_OK; j++) {
+    for (size_t j = 0; j < (size_t)B * T; j++) {
         float a = mt->prob[j];
         if (cfg->td3) {
             float z = cfg->noise_std * rmtl_rng_normal(cfg->seed, (uint64_t)step, j);
@@ -203,7 +190,7 @@ static int rmtl_target_actions(const rmtl_agent_nets *nets, rmtl_td_work *w, int
         }
         w->naction[j] = a;
     }
-    return st;
+    return RMTL_OK;
 }
 
 static void rmtl_soft_update_all(const rmtl_agent_nets *nets, float tau) {
@@ -215,57 +202,48 @@ static void rmtl_soft_update_all(const rmtl_agent_nets *nets, float tau) {
                      nets->actor->params.total, tau);
 }
 
-int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_loss,
-                 double *actor_loss, const rmtl_td_batch *batch, const rmtl_rows *data, int B,
-                 int64_t step, const rmtl_td_config *cfg) {
+/* One stage-2 step at global step index `step` (rmtl_td_chunk): the critics' losses into
+   critic_loss (T), the actor's into *actor_loss (NaN when it takes no step) */
+static int rmtl_td_step(const rmtl_agent_nets *nets, rmtl_td_work *w, double *critic_loss,
+                        double *actor_loss, const rmtl_td_batch *batch, const rmtl_rows *data,
+                        int B, int64_t step, const rmtl_td_config *cfg) {
     const rmtl_model *actor = nets->actor;
     int F = actor->F, D = actor->D, T = nets->T, keep = nets->critics[0]->net.D - data->X;
-    int st = rmtl_td_work_reserve(w, B, F, D, keep + data->X, T);
-    if (st != RMTL_OK) {
-        return st;
-    }
-    st = rmtl_gather_batch(w->codes, w->dense, w->labels, data, batch->state, B, F, D, T,
-                           actor->field_dims);
-    if (st == RMTL_OK) {
-        st = rmtl_gather_batch(w->ncodes, w->ndense, NULL, data, batch->next, B, F, D, T,
-                               actor->field_dims);
-    }
-    if (st == RMTL_OK) {
-        rmtl_gather_state(w->state, data, batch->state, B, D, keep);
-        rmtl_gather_state(w->nstate, data, batch->next, B, D, keep);
-        st = rmtl_target_actions(nets, w, B, step, cfg);
-    }
+    RMTL_TRY(rmtl_td_work_reserve(w, B, F, D, keep + data->X, T));
+    RMTL_TRY(rmtl_gather_batch(w->codes, w->dense, w->labels, data, batch->state, B, F, D, T,
+                               actor->field_dims));
+    RMTL_TRY(rmtl_gather_batch(w->ncodes, w->ndense, NULL, data, batch->next, B, F, D, T,
+                               actor->field_dims));
+    rmtl_gather_state(w->state, data, batch->state, B, D, keep);
+    rmtl_gather_state(w->nstate, data, batch->next, B, D, keep);
+    RMTL_TRY(rmtl_target_actions(nets, w, B, step, cfg));
     if (cfg->ips) {
         rmtl_ips_weights(w->weight, w->labels, B, T);
     }
     float *a = w->col, *na = a + B, *r = na + B, *wk = r + B;
-    for (int k = 0; k < T && st == RMTL_OK; k++) {
+    for (int k = 0; k < T; k++) {
         rmtl_column(a, batch->action, k, B, T);
         rmtl_column(na, w->naction, k, B, T);
         rmtl_column(r, batch->reward, k, B, T);
         if (cfg->ips) {
             rmtl_column(wk, w->weight, k, B, T);
         }
-        st = rmtl_critic_td_backward(nets->critics[k], nets->targets[k], &critic_loss[k], w->codes,
-                                     w->state, a, w->ncodes, w->nstate, na, r, batch->done,
-                                     cfg->ips ? wk : NULL, cfg->gamma, cfg->td3, B);
-        if (st == RMTL_OK) {
-            rmtl_params_adam_step(&nets->critics[k]->net.params, &cfg->critic_opt);
-        }
+        RMTL_TRY(rmtl_critic_td_backward(
+            nets->critics[k], nets->targets[k], &critic_loss[k], w->codes, w->state, a, w->ncodes,
+            w->nstate, na, r, batch->done, cfg->ips ? wk : NULL, cfg->gamma, cfg->td3, B));
+        rmtl_params_adam_step(&nets->critics[k]->net.params, &cfg->critic_opt);
     }
     *actor_loss = NAN;
-    if (st == RMTL_OK && cfg->actor_update && (step + 1) % cfg->actor_update_freq == 0 &&
+    if (cfg->actor_update && (step + 1) % cfg->actor_update_freq == 0 &&
         step > cfg->init_training_step) {
-        st = rmtl_actor_backward(nets->actor, nets->critics, actor_loss, w->dprob, w->codes,
-                                 w->dense, w->state, cfg->ips ? w->weight : NULL, B);
-        if (st == RMTL_OK) {
-            rmtl_params_adam_step(&nets->actor->params, &cfg->actor_opt);
-        }
+        RMTL_TRY(rmtl_actor_backward(nets->actor, nets->critics, actor_loss, w->dprob, w->codes,
+                                     w->dense, w->state, cfg->ips ? w->weight : NULL, B));
+        rmtl_params_adam_step(&nets->actor->params, &cfg->actor_opt);
     }
-    if (st == RMTL_OK && step % cfg->soft_update_freq == 0) {
+    if (step % cfg->soft_update_freq == 0) {
         rmtl_soft_update_all(nets, cfg->tau);
     }
-    return st;
+    return RMTL_OK;
 }
 
 int rmtl_td_chunk(const rmtl_agent_nets *nets, double *critic_loss_sum, double *actor_loss_sum,
@@ -279,15 +257,19 @@ int rmtl_td_chunk(const rmtl_agent_nets *nets, double *critic_loss_sum, double *
     }
     *actor_loss_sum = 0.0;
     *actor_steps = 0;
-    for (int64_t s = 0; s < n_steps && st == RMTL_OK; s++) {
+    /* a failing step breaks out of the loop: the scratch is freed on every path */
+    for (int64_t s = 0; s < n_steps; s++) {
         size_t off = (size_t)s * B;
         rmtl_td_batch b = {batches->state + off, batches->next + off, batches->action + off * T,
                            batches->reward + off * T, batches->done + off};
         st = rmtl_td_step(nets, &w, closs, &aloss, &b, data, B, step + s, cfg);
-        for (int k = 0; k < T && st == RMTL_OK; k++) {
+        if (st != RMTL_OK) {
+            break;
+        }
+        for (int k = 0; k < T; k++) {
             critic_loss_sum[k] += closs[k];
         }
-        if (st == RMTL_OK && !isnan(aloss)) {
+        if (!isnan(aloss)) {
             *actor_loss_sum += aloss;
             (*actor_steps)++;
         }

@@ -2,7 +2,7 @@
    (seed, stream, index), so results never depend on thread count or order. */
 #include <math.h>
 
-#include "rmtl.h"
+#include "rng.h"
 
 uint64_t rmtl_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
     return rmtl_rng_at(rmtl_rng_key(seed, stream), index);
@@ -33,6 +33,9 @@ void rmtl_shuffle(int64_t *out, int64_t n, uint64_t seed, uint64_t stream) {
         out[j] = t;
     }
 }
+
+/* the stream of the batch permutations (ASCII "PERM") */
+#define RMTL_STREAM_PERMUTE 0x5045524dULL
 
 /* a new permutation per (seed, step): the shuffle's seed is one draw of the step's index */
 void rmtl_step_permutation(int64_t *out, int64_t n, uint64_t seed, uint64_t step) {

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
+#include "rng.h"
 #include "synth.h"
 
 /* random-number domains: each kind of draw has its own key so draws never collide */
@@ -242,14 +244,10 @@ void rmtl_synth_free(rmtl_synth_world *w) {
     free(w);
 }
 
-typedef struct {
-    rmtl_synth_world *w;
-} rmtl_synth_items_args;
-
-static void rmtl_synth_items_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_synth_items_args *args = ctx;
-    rmtl_synth_world *w = args->w;
-    for (int64_t k = lo_; k < hi_; k++) {
+/* the items of categories [lo, hi) of the world ctx */
+static void rmtl_synth_items_range(void *ctx, int64_t lo, int64_t hi) {
+    rmtl_synth_world *w = ctx;
+    for (int64_t k = lo; k < hi; k++) {
         for (int64_t i = w->cat_start[k]; i < w->cat_start[k + 1]; i++) {
             synth_item(w, i, (int)k);
         }
@@ -287,8 +285,7 @@ int rmtl_synth_create(rmtl_synth_world **out, const rmtl_synth_config *cfg) {
         w->centre[j] = (float)synth_normal(ckey, (uint64_t)(j / K), (uint64_t)(j % K));
     }
     synth_category_ranges(w->cat_start, cfg);
-    rmtl_synth_items_args synth_items_args = {w};
-    rmtl_parallel_for(C, 1, rmtl_synth_items_range, &synth_items_args);
+    rmtl_parallel_for(C, 1, rmtl_synth_items_range, w);
     for (int64_t i = 1; i < n; i++) {
         w->cum_weight[i] += w->cum_weight[i - 1];
     }
@@ -441,24 +438,21 @@ static int64_t synth_user_rows(const rmtl_synth_world *w, const synth_user *s, i
     return n;
 }
 
+/* rmtl_synth_count's arguments; lo: the first user */
 typedef struct {
-    int64_t *rows;
-    int64_t *sessions;
+    int64_t *rows, *sessions;
     const rmtl_synth_world *w;
     int64_t lo;
 } rmtl_synth_count_args;
 
-static void rmtl_synth_count_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_synth_count_args *args = ctx;
-    int64_t lo = args->lo;
-    const rmtl_synth_world *w = args->w;
-    int64_t *rows = args->rows;
-    int64_t *sessions = args->sessions;
-    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
+/* users a->lo + [lo, hi) of rmtl_synth_count */
+static void rmtl_synth_count_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_synth_count_args *a = ctx;
+    for (int64_t k = lo; k < hi; k++) {
         synth_user s;
-        synth_make_user(&s, w, u);
-        rows[u - lo] = synth_user_rows(w, &s, u);
-        sessions[u - lo] = s.n_sessions;
+        synth_make_user(&s, a->w, a->lo + k);
+        a->rows[k] = synth_user_rows(a->w, &s, a->lo + k);
+        a->sessions[k] = s.n_sessions;
     }
 }
 
@@ -594,42 +588,36 @@ static int64_t synth_run_user(const rmtl_synth_world *w, const synth_user *s, in
     return n;
 }
 
+/* the arguments of rmtl_synth_fill (out, row_start, session_base, bad_out) and
+   rmtl_synth_mean_truth (scratch, n_out); lo: the first user */
 typedef struct {
     const rmtl_synth_rows *out;
-    const int64_t *row_start;
-    const int64_t *session_base;
+    const int64_t *row_start, *session_base;
     double *scratch;
     const rmtl_synth_world *w;
-    double click_offset;
-    double task2_offset;
+    double click_offset, task2_offset;
     int64_t lo;
     int *bad_out;
     int64_t *n_out;
 } rmtl_synth_users_args;
 
-static void rmtl_synth_fill_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_synth_users_args *args = ctx;
-    int64_t lo = args->lo;
-    const rmtl_synth_world *w = args->w;
-    const int64_t *row_start = args->row_start;
-    const int64_t *session_base = args->session_base;
-    double click_offset = args->click_offset;
-    double task2_offset = args->task2_offset;
-    int *bad_out = args->bad_out;
+/* users a->lo + [lo, hi) of rmtl_synth_fill */
+static void rmtl_synth_fill_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_synth_users_args *a = ctx;
     int bad = 0;
-    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
+    for (int64_t k = lo; k < hi; k++) {
         /* check the slice before writing: a wrong layout must never write out of bounds */
         synth_user s;
-        synth_make_user(&s, w, u);
-        if (synth_user_rows(w, &s, u) != row_start[u - lo + 1] - row_start[u - lo]) {
+        synth_make_user(&s, a->w, a->lo + k);
+        if (synth_user_rows(a->w, &s, a->lo + k) != a->row_start[k + 1] - a->row_start[k]) {
             bad = 1;
             continue;
         }
         double sums[2] = {0.0, 0.0};
-        synth_run_user(w, &s, u, args->out, row_start[u - lo], session_base[u - lo], click_offset,
-                       task2_offset, sums);
+        synth_run_user(a->w, &s, a->lo + k, a->out, a->row_start[k], a->session_base[k],
+                       a->click_offset, a->task2_offset, sums);
     }
-    __atomic_or_fetch(bad_out, bad, __ATOMIC_RELAXED);
+    __atomic_or_fetch(a->bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
@@ -645,23 +633,19 @@ int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
     return bad ? RMTL_ERR_ARG : RMTL_OK;
 }
 
-static void rmtl_synth_truth_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_synth_users_args *args = ctx;
-    int64_t lo = args->lo;
-    double *scratch = args->scratch;
-    const rmtl_synth_world *w = args->w;
-    double click_offset = args->click_offset;
-    double task2_offset = args->task2_offset;
-    int64_t *n_out = args->n_out;
+/* users a->lo + [lo, hi) of rmtl_synth_mean_truth */
+static void rmtl_synth_truth_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_synth_users_args *a = ctx;
     int64_t n = 0;
-    for (int64_t u = lo + lo_; u < lo + hi_; u++) {
-        double *sums = scratch + 2 * (u - lo);
+    for (int64_t k = lo; k < hi; k++) {
+        double *sums = a->scratch + 2 * k;
         sums[0] = sums[1] = 0.0;
         synth_user s;
-        synth_make_user(&s, w, u);
-        n += synth_run_user(w, &s, u, NULL, 0, 0, click_offset, task2_offset, sums);
+        synth_make_user(&s, a->w, a->lo + k);
+        n +=
+            synth_run_user(a->w, &s, a->lo + k, NULL, 0, 0, a->click_offset, a->task2_offset, sums);
     }
-    __atomic_add_fetch(n_out, n, __ATOMIC_RELAXED);
+    __atomic_add_fetch(a->n_out, n, __ATOMIC_RELAXED);
 }
 
 /* per-user sums go to scratch (hi - lo, 2) in parallel, then add up in user order, so the

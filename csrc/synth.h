@@ -1,4 +1,4 @@
-/* Synthetic sessions with known truth (SPEC section 8).
+/* Synthetic sessions with known truth (synth.c, SPEC section 8).
 
    A "world" holds the items (category, latent factors, popularity, price, observed codes);
    users are pure functions of (seed, user id) and are recomputed where needed, so any range
@@ -11,10 +11,12 @@
 #define RMTL_SYNTH_H
 #include "rmtl.h"
 
+/* the limits of a world: observed fields, latent dimensions, impressions per session,
+   sessions per user; and its tasks */
 #define RMTL_SYNTH_MAX_FIELDS 64
 #define RMTL_SYNTH_MAX_LATENT 64
-#define RMTL_SYNTH_MAX_LEN 1024      /* impressions per session */
-#define RMTL_SYNTH_MAX_SESSIONS 4096 /* sessions per user */
+#define RMTL_SYNTH_MAX_LEN 1024
+#define RMTL_SYNTH_MAX_SESSIONS 4096
 #define RMTL_SYNTH_TASKS 2
 
 /* Where an observed field comes from. Codes are 1..levels, 0 = missing. */
@@ -34,6 +36,7 @@ enum {
     RMTL_SYNTH_NUM_KINDS = 12
 };
 
+/* one observed field */
 typedef struct {
     int kind, levels;
     float missing; /* probability the code is 0 */
@@ -41,6 +44,7 @@ typedef struct {
                       tail of rare high levels, 1 equal-frequency buckets */
 } rmtl_synth_field;
 
+/* the generator's settings */
 typedef struct {
     uint64_t seed;
     int64_t n_users, n_items;
@@ -87,6 +91,7 @@ typedef struct {
     rmtl_synth_field fields[RMTL_SYNTH_MAX_FIELDS];
 } rmtl_synth_config;
 
+/* the items and category structure users are generated against */
 typedef struct {
     rmtl_synth_config cfg;
     float *centre;      /* (n_categories, K) category centres */
@@ -108,8 +113,12 @@ typedef struct {
     float *labels, *truth;
 } rmtl_synth_rows;
 
+/* RMTL_OK if every setting of cfg is in range, else RMTL_ERR_ARG */
 int rmtl_synth_check(const rmtl_synth_config *cfg);
+/* the world of cfg (its items) into *out (NULL on failure); RMTL_ERR_ARG unless cfg passes
+   rmtl_synth_check */
 int rmtl_synth_create(rmtl_synth_world **out, const rmtl_synth_config *cfg);
+/* frees w; NULL does nothing */
 void rmtl_synth_free(rmtl_synth_world *w);
 /* rows and sessions (hi - lo) per user of [lo, hi) */
 int rmtl_synth_count(int64_t *rows, int64_t *sessions, const rmtl_synth_world *w, int64_t lo,

@@ -2,7 +2,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "critic.h"
+#include "pool.h"
+#include "rng.h"
+#include "train.h"
 
 /* the arena gradients of the task logits (the towers' outputs) */
 static void rmtl_model_dlogit(rmtl_model *m, float **dlogit) {
@@ -13,8 +15,8 @@ static void rmtl_model_dlogit(rmtl_model *m, float **dlogit) {
 
 /* after rmtl_model_forward on (codes, dense) with zeroed gradients: the weighted BCE head and
    the backward below it; returns the loss */
-double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float *dense,
-                                const float *labels, const float *weights, int B) {
+static double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float *dense,
+                                       const float *labels, const float *weights, int B) {
     float *dlogit[RMTL_MAX_TASKS];
     rmtl_model_dlogit(m, dlogit);
     double loss =
@@ -36,68 +38,59 @@ void rmtl_model_prob_backward(rmtl_model *m, const float *dprob, const int32_t *
 /* zero grads, forward in the current mode, BCE head, backward; gradients stay in the model */
 int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, const float *dense,
                              const float *labels, const float *weights, int B) {
-    int st = rmtl_model_reserve(m, B);
-    if (st != RMTL_OK) {
-        return st;
-    }
+    RMTL_TRY(rmtl_model_reserve(m, B));
     rmtl_model_zero_grad(m, B);
-    st = rmtl_model_forward(m, codes, dense, B);
-    if (st != RMTL_OK) {
-        return st;
-    }
+    RMTL_TRY(rmtl_model_forward(m, codes, dense, B));
     *loss = rmtl_model_head_backward(m, codes, dense, labels, weights, B);
     return RMTL_OK;
 }
 
+/* rmtl_gather_batch's arguments; *bad_out is set when a row or code is out of range */
 typedef struct {
     int32_t *codes;
-    float *dense;
-    float *labels;
+    float *dense, *labels;
     const rmtl_rows *data;
     const int64_t *rows;
-    int F;
-    int D;
-    int T;
+    int F, D, T;
     const int32_t *field_dims;
     int *bad_out;
 } rmtl_gather_rows_args;
 
-static void rmtl_gather_rows_range(void *ctx, int64_t lo_, int64_t hi_) {
-    const rmtl_gather_rows_args *args = ctx;
-    const int64_t *rows = args->rows;
-    const rmtl_rows *data = args->data;
-    int32_t *codes = args->codes;
-    int F = args->F;
-    float *dense = args->dense;
-    int D = args->D;
-    float *labels = args->labels;
-    int T = args->T;
-    const int32_t *field_dims = args->field_dims;
-    int *bad_out = args->bad_out;
+/* batch rows [lo, hi) of rmtl_gather_batch */
+static void rmtl_gather_rows_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_gather_rows_args *a = ctx;
+    /* locals: the copy loops read their bounds per element, and their stores could alias *a */
+    int F = a->F, D = a->D, T = a->T;
     int bad = 0;
-    for (int64_t i = lo_; i < hi_; i++) {
-        int64_t r = rows[i];
-        if (r < 0 || r >= data->n) {
+    for (int64_t i = lo; i < hi; i++) {
+        int64_t r = a->rows[i];
+        if (r < 0 || r >= a->data->n) {
             bad = 1;
             continue;
         }
         /* the codes checked in the copy, which only this thread writes: the value checked is
            the value kept, whatever another thread does to the caller's array; loops, not
            memcpy calls, for rows this short */
-        const int32_t *src = data->codes + (size_t)r * F;
-        int32_t *row = codes + (size_t)i * F;
+        const int32_t *src = a->data->codes + (size_t)r * F;
+        int32_t *row = a->codes + (size_t)i * F;
         for (int f = 0; f < F; f++) {
             row[f] = src[f];
         }
-        bad |= rmtl_codes_check(row, 1, F, field_dims) >= 0;
+        bad |= rmtl_codes_check(row, 1, F, a->field_dims) >= 0;
+        const float *dsrc = a->data->dense + (size_t)r * D;
+        float *drow = a->dense + (size_t)i * D;
         for (int j = 0; j < D; j++) {
-            dense[(size_t)i * D + j] = data->dense[(size_t)r * D + j];
+            drow[j] = dsrc[j];
         }
-        for (int k = 0; labels != NULL && k < T; k++) {
-            labels[(size_t)i * T + k] = data->labels[(size_t)r * T + k];
+        if (a->labels != NULL) {
+            const float *lsrc = a->data->labels + (size_t)r * T;
+            float *lrow = a->labels + (size_t)i * T;
+            for (int k = 0; k < T; k++) {
+                lrow[k] = lsrc[k];
+            }
         }
     }
-    __atomic_or_fetch(bad_out, bad, __ATOMIC_RELAXED);
+    __atomic_or_fetch(a->bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_gather_batch(int32_t *codes, float *dense, float *labels, const rmtl_rows *data,
@@ -119,6 +112,12 @@ void rmtl_gather_state(float *out, const rmtl_rows *data, const int64_t *rows, i
             memcpy(out + (size_t)i * Dc + keep, data->extra + r * data->X,
                    (size_t)data->X * sizeof(float));
         }
+    }
+}
+
+void rmtl_column(float *out, const float *a, int k, int B, int T) {
+    for (int i = 0; i < B; i++) {
+        out[i] = a[(size_t)i * T + k];
     }
 }
 
@@ -147,14 +146,14 @@ static void rmtl_loss_weights(float *w, const float *q, const float *labels, int
    critics read their dense state from state (B, critic D) */
 static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum, const float *state,
                               const rmtl_loss_weighting *wt, int B) {
-    int T = m->T, st = RMTL_OK;
-    for (int k = 0; k < T && st == RMTL_OK; k++) {
+    int T = m->T;
+    for (int k = 0; k < T; k++) {
         const float *q = NULL;
         if (wt->critics != NULL) {
             rmtl_critic *c = wt->critics[k];
             rmtl_column(c->action, m->prob, k, B, T);
             /* in the critic's own mode: eval (rmtl), or training with dropout (the authors) */
-            st = rmtl_critic_forward(c, m->codes, state, c->action, B);
+            RMTL_TRY(rmtl_critic_forward(c, m->codes, state, c->action, B));
             q = c->q;
         }
         rmtl_loss_weights(w, q, m->labels, k, B, T, wt);
@@ -162,7 +161,7 @@ static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum, const
             weight_sum[k] += w[(size_t)i * T + k];
         }
     }
-    return st;
+    return RMTL_OK;
 }
 
 /* row i of w (B,T) becomes row perm[i], perm the permutation of the step (rmtl_step_permutation);
@@ -180,9 +179,9 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
                      int64_t n_rows, const rmtl_rows *data, int B, const rmtl_loss_weighting *wt,
                      const rmtl_adam *opt) {
     int T = m->T;
-    int st = rmtl_model_reserve(m, B);
-    for (int k = 0; wt != NULL && wt->critics != NULL && k < T && st == RMTL_OK; k++) {
-        st = rmtl_critic_reserve(wt->critics[k], B);
+    RMTL_TRY(rmtl_model_reserve(m, B));
+    for (int k = 0; wt != NULL && wt->critics != NULL && k < T; k++) {
+        RMTL_TRY(rmtl_critic_reserve(wt->critics[k], B));
     }
     /* one block: the permutation (B int64, permuted only), then w (B,T), its copy (B,T,
        permuted only) and the critics' states (B, Dc) */
@@ -190,42 +189,49 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
     int permuted = wt != NULL && wt->weighting == RMTL_WEIGHT_PERMUTED;
     size_t n_perm = permuted ? (size_t)B : 0, n_w = (size_t)B * T, n_copy = permuted ? n_w : 0;
     void *block =
-        st == RMTL_OK && wt != NULL
+        wt != NULL
             ? malloc(n_perm * sizeof(int64_t) + (n_w + n_copy + (size_t)B * Dc) * sizeof(float))
             : NULL;
+    if (wt != NULL && block == NULL) {
+        return RMTL_ERR_NOMEM;
+    }
     int64_t *perm = block;
     float *w = block == NULL ? NULL : (float *)(perm + n_perm);
     float *copy = w == NULL ? NULL : w + n_w;
     float *state = copy == NULL ? NULL : copy + n_copy;
-    if (st == RMTL_OK && wt != NULL && block == NULL) {
-        st = RMTL_ERR_NOMEM;
-    }
     *loss_sum = 0.0;
     for (int k = 0; wt != NULL && k < T; k++) {
         weight_sum[k] = 0.0;
     }
-    for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += B) {
+    /* a failing batch breaks out of the loop: the block is freed on every path */
+    int st = RMTL_OK;
+    for (int64_t start = 0; start < n_rows; start += B) {
         int nb = (int)(n_rows - start < B ? n_rows - start : B);
         st = rmtl_gather_batch(m->codes, m->dense, m->labels, data, rows + start, nb, m->F, m->D, T,
                                m->field_dims);
-        if (st == RMTL_OK) {
-            rmtl_model_zero_grad(m, nb);
-            st = rmtl_model_forward(m, m->codes, m->dense, nb);
+        if (st != RMTL_OK) {
+            break;
         }
-        if (st == RMTL_OK && Dc > 0) {
+        rmtl_model_zero_grad(m, nb);
+        st = rmtl_model_forward(m, m->codes, m->dense, nb);
+        if (st != RMTL_OK) {
+            break;
+        }
+        if (Dc > 0) {
             rmtl_gather_state(state, data, rows + start, nb, m->D, Dc - data->X);
         }
-        if (st == RMTL_OK && wt != NULL) {
+        if (wt != NULL) {
             st = rmtl_batch_weights(m, w, weight_sum, state, wt, nb);
+            if (st != RMTL_OK) {
+                break;
+            }
         }
-        if (st == RMTL_OK && permuted) {
+        if (permuted) {
             rmtl_permute_rows(w, copy, perm, nb, T, wt->seed, (uint64_t)m->params.adam_step);
         }
-        if (st == RMTL_OK) {
-            double loss = rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb);
-            rmtl_params_adam_step(&m->params, opt);
-            *loss_sum += loss * nb;
-        }
+        double loss = rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb);
+        rmtl_params_adam_step(&m->params, opt);
+        *loss_sum += loss * nb;
     }
     free(block);
     return st;
@@ -273,23 +279,26 @@ static int rmtl_model_lookup_begin(rmtl_model *m, int64_t n, int lookup) {
     return RMTL_OK;
 }
 
-/* eval-mode probabilities of n rows, B at a time, into out (n,T); lookup (RMTL_LOOKUP_*)
-   chooses how the first layers over the front ends run. The workspace holds min(n, B) rows. */
+/* rmtl_model_predict's batches, m in eval mode; the caller frees the tables */
+static int rmtl_model_predict_batches(rmtl_model *m, float *out, const int32_t *codes,
+                                      const float *dense, int64_t n, int B, int lookup) {
+    RMTL_TRY(rmtl_model_reserve(m, B));
+    RMTL_TRY(rmtl_model_lookup_begin(m, n, lookup));
+    for (int64_t start = 0; start < n; start += B) {
+        int nb = (int)(n - start < B ? n - start : B);
+        RMTL_TRY(
+            rmtl_model_forward(m, codes + (size_t)start * m->F, dense + (size_t)start * m->D, nb));
+        memcpy(out + (size_t)start * m->T, m->prob, (size_t)nb * m->T * sizeof(float));
+    }
+    return RMTL_OK;
+}
+
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
                        int64_t n, int B, int lookup) {
-    B = n < B ? (int)(n > 0 ? n : 1) : B;
-    int st = rmtl_model_reserve(m, B), training = m->training;
+    int training = m->training;
     m->training = 0;
-    if (st == RMTL_OK) {
-        st = rmtl_model_lookup_begin(m, n, lookup);
-    }
-    for (int64_t start = 0; start < n && st == RMTL_OK; start += B) {
-        int nb = (int)(n - start < B ? n - start : B);
-        st = rmtl_model_forward(m, codes + (size_t)start * m->F, dense + (size_t)start * m->D, nb);
-        if (st == RMTL_OK) {
-            memcpy(out + (size_t)start * m->T, m->prob, (size_t)nb * m->T * sizeof(float));
-        }
-    }
+    int st = rmtl_model_predict_batches(m, out, codes, dense, n, n < B ? (int)(n > 0 ? n : 1) : B,
+                                        lookup);
     /* the tables can be hundreds of MB and are stale after the next step: not kept */
     free(m->tab);
     m->tab = NULL;
