@@ -446,6 +446,60 @@ static int rmtl_parse_task_weights(PyObject *o, int weighting, int T, float *out
     return a == NULL ? -1 : 0;
 }
 
+/* loss_weights(q, labels, weighting, lam=0, task_weights=None) -> w (n,T) float32: stage 3's
+   weights (rmtl_loss_weights) at Q values q (n,T) float32 (None for constant and static) and
+   labels (n,T) float32; permuted gives rmtl's weights (training permutes them per batch) */
+static PyObject *rmtl_py_loss_weights(PyObject *mod, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"q", "labels", "weighting", "lam", "task_weights", NULL};
+    PyObject *qo, *lo, *two = Py_None;
+    int weighting;
+    float lam = 0.0f, task_weights[RMTL_MAX_TASKS];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOi|fO:loss_weights", kwlist, &qo, &lo,
+                                     &weighting, &lam, &two)) {
+        return NULL;
+    }
+    if (weighting < RMTL_WEIGHT_RMTL || weighting > RMTL_WEIGHT_PERMUTED) {
+        PyErr_Format(PyExc_ValueError,
+                     "weighting: expected one of rmtl._core.enums['weighting'], got %d", weighting);
+        return NULL;
+    }
+    if (!isfinite(lam)) {
+        PyErr_SetString(PyExc_ValueError, "lam: expected a finite number");
+        return NULL;
+    }
+    PyArrayObject *labels = rmtl_check_array(lo, "labels", NPY_FLOAT32, 2, NULL, 0);
+    if (labels == NULL) {
+        return NULL;
+    }
+    npy_intp n = PyArray_DIM(labels, 0), shape[2] = {n, PyArray_DIM(labels, 1)};
+    int T = (int)shape[1];
+    if (T < 1 || T > RMTL_MAX_TASKS) {
+        rmtl_value_error("labels: expected 1 to %d tasks (columns), got %d", RMTL_MAX_TASKS, T);
+        return NULL;
+    }
+    int needs_q = weighting != RMTL_WEIGHT_CONSTANT && weighting != RMTL_WEIGHT_STATIC;
+    PyArrayObject *q = NULL;
+    if (needs_q || qo != Py_None) {
+        q = rmtl_check_array(qo, "q", NPY_FLOAT32, 2, shape, 0);
+        if (q == NULL) {
+            return NULL;
+        }
+    }
+    if (rmtl_parse_task_weights(two, weighting, T, task_weights) < 0) {
+        return NULL;
+    }
+    PyArrayObject *w = (PyArrayObject *)PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (w == NULL) {
+        return NULL;
+    }
+    rmtl_loss_weighting wt = {NULL, weighting, lam, task_weights, 0};
+    for (int k = 0; k < T; k++) {
+        rmtl_loss_weights(PyArray_DATA(w), q == NULL ? NULL : (const float *)PyArray_DATA(q) + k, T,
+                          PyArray_DATA(labels), k, (int64_t)n, T, &wt);
+    }
+    return (PyObject *)w;
+}
+
 /* train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps,
    weight_decay, critics=None, weighting=None, lam=0, extra=None, task_weights=None, seed=0)
    -> (sum of batch loss * batch size, [sum of weights per task] or None). One Adam step per
@@ -659,6 +713,8 @@ static PyMethodDef rmtl_learning_functions[] = {
      "actor.buffer('grad')"},
     {"soft_update", rmtl_py_soft_update, METH_VARARGS,
      "soft_update(target, source, tau): target = tau source + (1 - tau) target"},
+    {"loss_weights", RMTL_KW(rmtl_py_loss_weights), METH_VARARGS | METH_KEYWORDS,
+     "loss_weights(q, labels, weighting, lam=0, task_weights=None) -> the stage-3 weights (n,T)"},
     {"train_chunk", RMTL_KW(rmtl_py_train_chunk), METH_VARARGS | METH_KEYWORDS,
      "train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps, "
      "weight_decay, critics=None, weighting=None, lam=0, extra=None, task_weights=None, seed=0) "

@@ -121,20 +121,18 @@ void rmtl_column(float *out, const float *a, int k, int B, int T) {
     }
 }
 
-/* the stage-3 loss weights of one task from Q (B; NULL for constant and static), labels (B,T)
-   column k, into w (B,T); permuted takes rmtl's, permuted afterwards (rmtl_permute_rows) */
-static void rmtl_loss_weights(float *w, const float *q, const float *labels, int k, int B, int T,
-                              const rmtl_loss_weighting *wt) {
+void rmtl_loss_weights(float *w, const float *q, int64_t q_stride, const float *labels, int k,
+                       int64_t n, int T, const rmtl_loss_weighting *wt) {
     int weighting = wt->weighting;
-    for (int i = 0; i < B; i++) {
+    for (int64_t i = 0; i < n; i++) {
         size_t ik = (size_t)i * T + k;
         float v = 0.5f;
         if (weighting == RMTL_WEIGHT_RMTL || weighting == RMTL_WEIGHT_PERMUTED) {
-            v = 1.0f - wt->lam * q[i];
+            v = 1.0f - wt->lam * q[i * q_stride];
         } else if (weighting == RMTL_WEIGHT_LABEL) {
-            v = 1.0f - wt->lam * labels[ik] * q[i];
+            v = 1.0f - wt->lam * labels[ik] * q[i * q_stride];
         } else if (weighting == RMTL_WEIGHT_NEG_Q) {
-            v = -q[i];
+            v = -q[i * q_stride];
         } else if (weighting == RMTL_WEIGHT_STATIC) {
             v = wt->task_weights[k];
         }
@@ -156,7 +154,7 @@ static int rmtl_batch_weights(rmtl_model *m, float *w, double *weight_sum, const
             RMTL_TRY(rmtl_critic_forward(c, m->codes, state, c->action, B));
             q = c->q;
         }
-        rmtl_loss_weights(w, q, m->labels, k, B, T, wt);
+        rmtl_loss_weights(w, q, 1, m->labels, k, B, T, wt);
         for (int i = 0; i < B; i++) {
             weight_sum[k] += w[(size_t)i * T + k];
         }

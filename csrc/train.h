@@ -79,6 +79,14 @@ typedef struct {
     uint64_t seed;             /* permuted: the seed of the batch permutations */
 } rmtl_loss_weighting;
 
+/* The stage-3 loss weights w (n,T), column k, from task k's Q (q[i * q_stride] for row i;
+   NULL for constant and static) and labels (n,T): rmtl and permuted 1 - lam Q (permuted's rows
+   are permuted afterwards, per training batch), constant 0.5, label 1 - lam y Q, neg_q -Q,
+   static task_weights[k]. The one place the formulas live: training and
+   rmtl._core.loss_weights call it. */
+void rmtl_loss_weights(float *w, const float *q, int64_t q_stride, const float *labels, int k,
+                       int64_t n, int T, const rmtl_loss_weighting *wt);
+
 /* One Adam step of m per batch of B consecutive entries of rows (the last may be short) on
    (1/T) sum_k mean_i w_ik BCE(y_ik, p_ik), p from m's forward in its current mode. Without a
    weighting (wt NULL) w = 1; stage 3 (wt) takes w from critic k in eval mode at action p_k

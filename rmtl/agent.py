@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from . import _core
 from ._checkpoint import Checkpoint
 from ._stages import CriticStage
 from .config import AUTHORS, CRITIC_FREE, WEIGHTINGS, RMTLConfig, check
@@ -172,7 +173,8 @@ class RMTL:
     ) -> None:
         if not isinstance(backbone, Backbone):
             raise TypeError(
-                f"backbone: expected an rmtl backbone (rmtl.models.*), got {type(backbone).__name__}"
+                "backbone: expected an rmtl backbone (rmtl.models.*), "
+                f"got {type(backbone).__name__}"
             )
         unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(RMTLConfig)})
         if unknown:
@@ -384,22 +386,33 @@ class RMTL:
 
     # ------------------------------------------------------------------ weights
     def loss_weights(
-        self, data: SessionData, prob: Optional[np.ndarray] = None, weighting: Optional[str] = None
+        self,
+        data: SessionData,
+        prob: Optional[np.ndarray] = None,
+        weighting: Optional[str] = None,
+        task_weights: Optional[Sequence[float]] = None,
     ) -> np.ndarray:
         """The stage-3 weights (n, T) of ``data`` at predictions ``prob`` (default: the
-        pretrained model's), for inspection; training computes the same in C."""
+        pretrained model's), for inspection, computed by the same C function training uses
+        (``continued``: every weight one; ``static`` needs ``task_weights``; ``permuted``:
+        RMTL's weights, which training shuffles across each batch's rows)."""
         weighting = self.config.weighting if weighting is None else weighting
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
-        if prob is None:
-            prob = self.pretrained.predict(data.sparse, data.dense)
-        if weighting in CRITIC_FREE:
-            return np.full(
-                (len(data), data.num_tasks), 0.5 if weighting == "constant" else 1.0, np.float32
+        if weighting == "continued":
+            return np.ones((len(data), data.num_tasks), np.float32)
+        q = None
+        if weighting not in CRITIC_FREE:
+            q = self.q_values(
+                data, self.pretrained.predict(data.sparse, data.dense) if prob is None else prob
             )
-        q = self.q_values(data, prob)
-        lam = np.float32(self.config.lam)
-        return {"rmtl": 1 - lam * q, "label": 1 - lam * data.labels * q, "neg_q": -q}[weighting]
+        return _core.loss_weights(
+            q,
+            data.labels,
+            _core.enums["weighting"][weighting],
+            lam=self.config.lam,
+            task_weights=None if task_weights is None else np.asarray(task_weights, np.float32),
+        )
 
     def q_values(self, data: SessionData, action: np.ndarray) -> np.ndarray:
         """Q_k(s, a_k) (n, T) of every row of ``data`` at actions ``action`` (n, T), eval mode."""
@@ -450,7 +463,8 @@ class RMTL:
     def __repr__(self) -> str:
         return (
             f"RMTL(backbone={type(self.backbone).__name__}, critics={len(self.critics)}, "
-            f"weighting={self.config.weighting!r}, lam={self.config.lam}, target={self.config.target!r})"
+            f"weighting={self.config.weighting!r}, lam={self.config.lam}, "
+            f"target={self.config.target!r})"
         )
 
 

@@ -91,6 +91,20 @@ def test_stage3_weights_at_least_one_and_match_formulas(splits):
     )
     np.testing.assert_allclose(agent.loss_weights(te, weighting="neg_q"), -q, rtol=1e-6)
     assert (agent.loss_weights(te, weighting="constant") == 0.5).all()
+    # the controls: continued every weight one, static its task weights, permuted RMTL's own
+    assert (agent.loss_weights(te, weighting="continued") == 1).all()
+    static = agent.loss_weights(te, weighting="static", task_weights=(1.5, 2.5))
+    assert (static[:, 0] == 1.5).all() and (static[:, 1] == 2.5).all()
+    np.testing.assert_array_equal(agent.loss_weights(te, weighting="permuted"), w)
+    with pytest.raises(ValueError, match="task_weights"):
+        agent.loss_weights(te, weighting="static")
+    with pytest.raises(ValueError, match="task_weights: only read by the static weighting"):
+        agent.loss_weights(te, task_weights=(1.0, 1.0))
+    rmtl_kind = rmtl._core.enums["weighting"]["rmtl"]
+    with pytest.raises(TypeError, match="q: expected dtype float32"):
+        rmtl._core.loss_weights(q.astype(np.float64), te.labels, rmtl_kind, lam=0.7)
+    with pytest.raises(ValueError, match="q: expected size 2 in dimension 1"):
+        rmtl._core.loss_weights(np.ascontiguousarray(q[:, :1]), te.labels, rmtl_kind, lam=0.7)
     hist = agent.finetune(tr, va, weighting="neg_q")
     assert all(e["mean_weight_task0"] >= 0 for e in hist.epochs)
 
