@@ -333,12 +333,14 @@ def compare_import_order() -> None:
         ]
         speeds[label] = {r[0]: (float(r[1]), float(r[3])) for r in rows}
     print(
-        f"{'backbone':<13}{'rmtl first/s':>13}{'torch first/s':>14}{'ratio':>7}{'1 thr':>8}{'1 thr':>8}"
+        f"{'backbone':<13}{'rmtl first/s':>13}{'torch first/s':>14}{'ratio':>7}"
+        f"{'1 thr':>8}{'1 thr':>8}"
     )
     for name, (train, one) in speeds["rmtl first"].items():
         t_train, t_one = speeds["torch first"][name]
         print(
-            f"{name:<13}{train:>13.0f}{t_train:>14.0f}{t_train / train:>7.2f}{one:>8.0f}{t_one:>8.0f}"
+            f"{name:<13}{train:>13.0f}{t_train:>14.0f}{t_train / train:>7.2f}"
+            f"{one:>8.0f}{t_one:>8.0f}"
         )
 
 
@@ -349,7 +351,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the neighbour
     neighbour = start_neighbour(ARGS.neighbour) if ARGS.neighbour else None
     print(
-        f"threads {ARGS.threads}, torch {torch.__version__}, rmtl gemm {rmtl.blas_info()['backend']}, "
+        f"threads {ARGS.threads}, torch {torch.__version__}, "
+        f"rmtl gemm {rmtl.blas_info()['backend']}, "
         f"batch {BATCH}, {ARGS.steps} training steps, {ARGS.steps * 4} prediction batches, "
         f"field dims {DIMS}, neighbour {ARGS.neighbour or 'none'}"
     )
@@ -357,8 +360,10 @@ def main() -> None:
         f"numpy.matmul float32 ceiling: {ceiling / 1e9:.1f} GFLOP/s (measured before any neighbour)"
     )
     head = (
-        f"{'backbone':<13}{'rmtl train/s':>13}{'plain/s':>9}{'1 thr/s':>9}{'torch train/s':>14}{'ratio':>7}"
-        f"{'N/1 thr':>8}{'rmtl pred/s':>12}{'torch pred/s':>13}{'ratio':>7}{'FLOPs':>7}{'GFLOP/s':>9}"
+        f"{'backbone':<13}{'rmtl train/s':>13}{'plain/s':>9}{'1 thr/s':>9}"
+        f"{'torch train/s':>14}{'ratio':>7}"
+        f"{'N/1 thr':>8}{'rmtl pred/s':>12}{'torch pred/s':>13}{'ratio':>7}"
+        f"{'FLOPs':>7}{'GFLOP/s':>9}"
         f"{'of ceil':>8}{'rmtl MB':>8}{'torch MB':>9}"
     )
     print(head)
@@ -381,8 +386,10 @@ def main() -> None:
             rate = ours * r["train"] / BATCH
             print(
                 f"{name:<13}{r['train']:>13.0f}{r['train_plain']:>9.0f}{r['train_1']:>9.0f}{t_train:>14.0f}"
-                f"{r['train'] / t_train:>7.2f}{r['train'] / r['train_1']:>8.2f}{r['pred']:>12.0f}{t_pred:>13.0f}"
-                f"{r['pred'] / t_pred:>7.2f}{ours / plain:>7.0%}{rate / 1e9:>9.1f}{rate / ceiling:>8.0%}"
+                f"{r['train'] / t_train:>7.2f}{r['train'] / r['train_1']:>8.2f}"
+                f"{r['pred']:>12.0f}{t_pred:>13.0f}"
+                f"{r['pred'] / t_pred:>7.2f}{ours / plain:>7.0%}"
+                f"{rate / 1e9:>9.1f}{rate / ceiling:>8.0%}"
                 f"{r_mb:>8.0f}{t_mb:>9.0f}",
                 flush=True,
             )

@@ -51,7 +51,8 @@ def oracle() -> None:
         d = synthetic(preset)
         for k, name in enumerate(d.task_names):
             print(
-                f"oracle {preset} default ({len(d):,} rows) {name}: rate {d.labels[:, k].mean():.4f} "
+                f"oracle {preset} default ({len(d):,} rows) {name}: "
+                f"rate {d.labels[:, k].mean():.4f} "
                 f"AUC {metrics.oracle_auc(d.truth[:, k]):.4f} "
                 f"logloss {metrics.oracle_logloss(d.truth[:, k]):.4f}"
             )
@@ -100,7 +101,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             real_size(tmp, args.scale)
     print(
-        f"benchmark peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB"
+        "benchmark peak memory "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB"
     )
 
 

@@ -363,7 +363,8 @@ def report(times, unit) -> None:
         )
     per_round = " ".join(f"{b / a:.2f}" for a, b in zip(ours, theirs))
     print(
-        f"  ratio pytorch/rmtl (time) {float(np.median(theirs)) / float(np.median(ours)):.2f}  (rounds: {per_round})"
+        "  ratio pytorch/rmtl (time) "
+        f"{float(np.median(theirs)) / float(np.median(ours)):.2f}  (rounds: {per_round})"
     )
 
 
@@ -402,9 +403,12 @@ if __name__ == "__main__":
             }
         )
         print(
-            f"three stages, ESMM (embed {NET['embed_dim']}, bottom {NET['bottom_dims']}, tower {NET['tower_dims']}; "
-            f"critics {CRITIC['critic_bottom_dims']} + {CRITIC['critic_tower_dims']}), {ARGS.epochs} epochs per "
-            f"stage, synthetic retailrocket {ARGS.users} users: {len(train)} training / {len(valid)} validation rows; "
+            f"three stages, ESMM (embed {NET['embed_dim']}, bottom {NET['bottom_dims']}, "
+            f"tower {NET['tower_dims']}; "
+            f"critics {CRITIC['critic_bottom_dims']} + {CRITIC['critic_tower_dims']}), "
+            f"{ARGS.epochs} epochs per "
+            f"stage, synthetic retailrocket {ARGS.users} users: {len(train)} training / "
+            f"{len(valid)} validation rows; "
             "seconds per round:"
         )
         report(times, lambda t: f"{t:.1f}")

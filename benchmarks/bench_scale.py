@@ -68,7 +68,8 @@ def main() -> None:
     jobs = graph(args.models, args.models, range(args.seeds), ("rmtl",), ())
     settings = Settings(PRESETS["quick"]["backbone"], RunConfig().resolved().rmtl_kwargs())
     print(
-        f"{len(jobs)} jobs: {args.models} with RMTL, {args.seeds} seeds, {len(data[0])} training rows; "
+        f"{len(jobs)} jobs: {args.models} with RMTL, {args.seeds} seeds, "
+        f"{len(data[0])} training rows; "
         f"{cpu_model()}, load average {os.getloadavg()[0]:.1f} at start"
     )
 
@@ -105,7 +106,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for r in runs:
         print(
-            f"| {r['name']} | {r['wall']:.1f} | {serial / r['wall']:.2f}x | {r['busy']:.1f} | {r['idle']:.2f} |"
+            f"| {r['name']} | {r['wall']:.1f} | {serial / r['wall']:.2f}x "
+            f"| {r['busy']:.1f} | {r['idle']:.2f} |"
         )
     jobs2, on_ray = runs[1], runs[2]
     auc = lambda r: np.array([x["auc"] for x in r["records"]])  # noqa: E731
@@ -115,12 +117,15 @@ def main() -> None:
         f"{round_trip * 1e3:.1f} ms"
     )
     print(
-        f"Ray / --processes 2 wall: {on_ray['wall'] / jobs2['wall']:.3f} (target <= 1.10); parallel speed-ups "
+        f"Ray / --processes 2 wall: {on_ray['wall'] / jobs2['wall']:.3f} (target <= 1.10); "
+        "parallel speed-ups "
         f"{serial / jobs2['wall']:.2f}x and {serial / on_ray['wall']:.2f}x (target >= 1.3x)"
     )
     print(
-        f"records: --processes 2 == Ray bit for bit: {jobs2['records'] == on_ray['records']}; serial (2 threads) vs "
-        f"--processes 2 (1 thread): max |AUC difference| {np.abs(auc(runs[0]) - auc(jobs2)).max():.2e}"
+        f"records: --processes 2 == Ray bit for bit: {jobs2['records'] == on_ray['records']}; "
+        "serial (2 threads) vs "
+        "--processes 2 (1 thread): max |AUC difference| "
+        f"{np.abs(auc(runs[0]) - auc(jobs2)).max():.2e}"
     )
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 

@@ -59,7 +59,8 @@ def main() -> None:
         checkpoint_dir=args.checkpoint_dir,
     )
     print(
-        f"synthetic retailrocket, {args.users} users: {len(data)} rows in {len(data.offsets) - 1} sessions "
+        f"synthetic retailrocket, {args.users} users: {len(data)} rows in "
+        f"{len(data.offsets) - 1} sessions "
         f"(train/valid/test {len(train)}/{len(valid)}/{len(test)}); label rates "
         f"{', '.join(f'{t} {r:.4f}' for t, r in zip(data.task_names, data.labels.mean(0)))}"
     )

@@ -3,8 +3,9 @@ two-axis grid of synthetic settings and task, the critic effect (RMTL - continue
 controls RMTL - static, RMTL - permuted, static - continued and permuted - continued, paired
 by seed with 95% CIs; Holm only over the critic effect on AUC and logloss.
 
-    python benchmarks/study_critic_effect.py [--x momentum 0 0.3 0.6 0.9] [--y click_rate 0.05 0.15 0.3]
-        [--context critic] [--synth fatigue=0.1 'target_rates=(0.3,0.1)'] [--n-users 1000] [--seeds 5]
+    python benchmarks/study_critic_effect.py [--x momentum 0 0.3 0.6 0.9]
+        [--y click_rate 0.05 0.15 0.3] [--context critic]
+        [--synth fatigue=0.1 'target_rates=(0.3,0.1)'] [--n-users 1000] [--seeds 5]
         [--backbone esmm] [--critic-epochs 96] [--lam 0.7] [--gamma 0.9] [--batch-size 512]
         [--md FILE.md] [--json FILE.json] ...
 
@@ -90,7 +91,10 @@ def parser(d: StudyConfig) -> argparse.ArgumentParser:
             nargs="+",
             metavar="KNOB VALUE",
             default=None,
-            help=f"axis {name}: a knob and its values (default {a.knob} {' '.join(map(str, a.values))})",
+            help=(
+                f"axis {name}: a knob and its values "
+                f"(default {a.knob} {' '.join(map(str, a.values))})"
+            ),
         )
     p.add_argument(
         "--context",

@@ -63,7 +63,8 @@ def _public_modules() -> list[str]:
 
 
 def _missing_docstrings(qualname: str, obj: object) -> list[str]:
-    """Public names (and, for classes, public methods and properties defined in rmtl) without a docstring."""
+    """Public names (and, for classes, public methods and properties defined in rmtl) without a
+    docstring."""
     if getattr(obj, "__module__", None) == "typing":  # a type alias: its doc is typing's
         return []
     missing = [] if inspect.getdoc(obj) else [qualname]
@@ -99,11 +100,12 @@ def write_api() -> list[str]:
             body = "\n".join(f"   {e}" for e in entries)
             sections.append(
                 f"``{modname}``\n{'-' * (len(modname) + 4)}\n\n{doc}\n\n"
-                f".. currentmodule:: {modname}\n\n.. autosummary::\n   :toctree: generated\n\n{body}\n"
+                f".. currentmodule:: {modname}\n\n"
+                f".. autosummary::\n   :toctree: generated\n\n{body}\n"
             )
     text = (
-        "API reference\n=============\n\nEvery public name of the package, generated from its docstrings.\n\n"
-        + "\n".join(sections)
+        "API reference\n=============\n\n"
+        "Every public name of the package, generated from its docstrings.\n\n" + "\n".join(sections)
     )
     path = DOCS / "api.rst"
     if not path.exists() or path.read_text() != text:

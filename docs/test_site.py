@@ -23,7 +23,8 @@ SHOTS = Path(os.environ.get("RMTL_DOCS_SCREENSHOTS", HERE / "_build" / "screensh
 # Every <img> that finished loading with a real bitmap, and those that did not.
 IMAGES_JS = """
 const imgs = [...document.querySelectorAll('img')];
-return {loaded: imgs.filter(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0).length,
+return {loaded: imgs.filter(i => i.complete && i.naturalWidth > 0
+                                && i.getBoundingClientRect().width > 0).length,
         broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)};
 """
 

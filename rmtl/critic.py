@@ -167,7 +167,8 @@ class Critic(Net):
         if key is None or theirs[key].shape != mine.shape:
             raise ValueError(
                 f"backbone: needs an embedding table of shape {mine.shape} (same field_dims and "
-                f"embed_dim={self.config.embed_dim}); build the critic with the backbone's embed_dim"
+                f"embed_dim={self.config.embed_dim}); "
+                "build the critic with the backbone's embed_dim"
             )
         mine[...] = theirs[key]
 

@@ -178,7 +178,8 @@ class SessionData:
 
     def __repr__(self) -> str:
         return (
-            f"SessionData(rows={len(self)}, sessions={self.num_sessions}, fields={self.num_fields}, "
+            f"SessionData(rows={len(self)}, sessions={self.num_sessions}, "
+            f"fields={self.num_fields}, "
             f"dense={self.num_dense}, tasks={list(self.task_names)})"
         )
 
@@ -232,7 +233,8 @@ class SessionData:
         bounds = np.concatenate(([0], cuts))
         if (np.diff(bounds) < 1).any():
             raise ValueError(
-                f"fractions: {self.num_sessions} sessions cannot fill every part of {tuple(fractions)}"
+                f"fractions: {self.num_sessions} sessions cannot fill every part of "
+                f"{tuple(fractions)}"
             )
         return tuple(self.subset(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
 
@@ -253,7 +255,8 @@ class SessionData:
         lengths = np.diff(self.offsets)
         lines = [
             f"rows {len(self)}, sessions {self.num_sessions}, "
-            f"session length mean {lengths.mean():.2f} / median {np.median(lengths):.0f} / max {lengths.max()}",
+            f"session length mean {lengths.mean():.2f} / median {np.median(lengths):.0f} "
+            f"/ max {lengths.max()}",
             f"fields {self.num_fields} (dims {list(self.field_dims)}), dense {self.num_dense}",
         ]
         for k, name in enumerate(self.task_names):

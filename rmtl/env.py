@@ -297,7 +297,8 @@ class VecSessionEnv(_VecBase):
 def _session_option(
     options: Optional[dict], key: str, n_sessions: int, n_envs: Optional[int] = None
 ) -> Optional[np.ndarray]:
-    """options[key] checked: one session index (n_envs None) or (n_envs,) of them; None if absent."""
+    """options[key] checked: one session index (n_envs None) or (n_envs,) of them; None if
+    absent."""
     options = {} if options is None else options
     unknown = sorted(set(options) - {key})
     if unknown:
@@ -308,7 +309,8 @@ def _session_option(
     want = () if n_envs is None else (n_envs,)
     if v.dtype.kind not in "iu" or v.shape != want:
         raise ValueError(
-            f"options[{key!r}]: expected {'an integer' if n_envs is None else f'{n_envs} integers'} "
+            f"options[{key!r}]: expected "
+            f"{'an integer' if n_envs is None else f'{n_envs} integers'} "
             f"in [0, {n_sessions}), got {options[key]!r}"
         )
     if ((v < 0) | (v >= n_sessions)).any():

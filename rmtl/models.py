@@ -236,7 +236,8 @@ class Net:
         if "keys" in z and z.json("keys") != list(self._views["param"]):
             raise ValueError(
                 f"{type(self).__name__}: the file's tensors are not this network's (another "
-                f"parameter layout under the same configuration); rebuild the network it was saved from"
+                "parameter layout under the same configuration); rebuild the network it was saved "
+                "from"
             )
         self._flat["param"][...] = as_float(z["param"], (self.num_parameters,), "param")
         steps = z["steps"]
@@ -254,8 +255,8 @@ class Net:
 class Backbone(Net):
     """Base class: a multi-task model predicting one probability per task.
 
-    Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); construction arguments are those of
-    :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
+    Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); construction arguments
+    are those of :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
     backbones (OMoE, MMoE, both PLEs; default 8) and must stay ``None`` for the others.
     """
 
@@ -409,7 +410,8 @@ class Backbone(Net):
         if weighting is not None:
             if weighting not in _core.enums["weighting"]:
                 raise ValueError(
-                    f"weighting: expected one of {sorted(_core.enums['weighting'])}, got {weighting!r}"
+                    f"weighting: expected one of {sorted(_core.enums['weighting'])}, "
+                    f"got {weighting!r}"
                 )
             kind = _core.enums["weighting"][weighting]
         if critics is not None:
@@ -442,8 +444,10 @@ class Backbone(Net):
     def __repr__(self) -> str:
         c = self.config
         return (
-            f"{type(self).__name__}(fields={len(c.field_dims)}, dense={c.num_dense}, tasks={c.num_tasks}, "
-            f"embed={c.embed_dim}, bottom={c.bottom_dims}, tower={c.tower_dims}, dropout={c.dropout}, "
+            f"{type(self).__name__}(fields={len(c.field_dims)}, dense={c.num_dense}, "
+            f"tasks={c.num_tasks}, "
+            f"embed={c.embed_dim}, bottom={c.bottom_dims}, tower={c.tower_dims}, "
+            f"dropout={c.dropout}, "
             f"params={self.num_parameters})"
         )
 
@@ -470,7 +474,8 @@ class ESMM(Backbone):
 class OMoE(Backbone):
     """One-gate mixture of experts: ``num_experts`` experts, each a bottom MLP over the shared
     embedding, mixed by one softmax gate ``gate = Linear(in, E)`` shared by all tasks; one
-    tower per task reads the mixture. Keys: ``expert.<e>.mlp.*``, ``gate.0.*``, ``tower.<k>.mlp.*``."""
+    tower per task reads the mixture. Keys: ``expert.<e>.mlp.*``, ``gate.0.*``,
+    ``tower.<k>.mlp.*``."""
 
     name = "omoe"
     _default_experts = 8
@@ -618,8 +623,8 @@ def _build_saved(build: Any, config: dict[str, Any], z: Any) -> Any:
     if config.get("name") == "ple" and "keys" not in z:
         warnings.warn(
             "this 'ple' model was saved when rmtl's 'ple' was the PLE paper's version (keys "
-            "task_experts..., share_experts...), now named 'ple_paper': loaded as 'ple_paper'; 'ple' "
-            "is now the authors' module",
+            "task_experts..., share_experts...), now named 'ple_paper': loaded as 'ple_paper'; "
+            "'ple' is now the authors' module",
             UserWarning,
             stacklevel=3,
         )

@@ -1,4 +1,5 @@
-"""Start a backbone's outputs at the label rates of its training data (``init_output_bias="prior"``).
+"""Start a backbone's outputs at the label rates of its training data
+(``init_output_bias="prior"``).
 
 A freshly initialised tower predicts about 0.5 for every task; with a 5% click rate and a
 0.8% purchase rate, much of early training only moves the output biases towards the

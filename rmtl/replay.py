@@ -105,7 +105,10 @@ class ReplayBuffer:
         return buf
 
     def __repr__(self) -> str:
-        return f"ReplayBuffer({len(self)}/{self.capacity} transitions, num_tasks={self.num_tasks}, seed={self._seed})"
+        return (
+            f"ReplayBuffer({len(self)}/{self.capacity} transitions, "
+            f"num_tasks={self.num_tasks}, seed={self._seed})"
+        )
 
 
 _KEYS = ("state", "next_state", "action", "reward", "done")

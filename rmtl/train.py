@@ -96,8 +96,8 @@ class Trainer:
     Parameters follow the reference: ``lr=1e-3``, ``weight_decay=1e-6`` (added to the
     gradient, as ``torch.optim.Adam``), ``batch_size=2048``. ``seed`` drives the batch
     order (``shuffle=False``: the rows in stored order, every epoch; time order for
-    :meth:`rmtl.SessionData.split` parts); dropout masks come from the model's own seed. Every argument is checked up front
-    (e.g. a non-finite ``lr`` raises ValueError naming it). Each C call
+    :meth:`rmtl.SessionData.split` parts); dropout masks come from the model's own seed. Every
+    argument is checked up front (e.g. a non-finite ``lr`` raises ValueError naming it). Each C call
     (:meth:`rmtl.models.Backbone.train_chunk`) runs as many batches as fit in about
     ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops training, restores
     the best weights so far and returns the history. ``callback``, if given, is called with
@@ -162,7 +162,8 @@ class Trainer:
             or data.num_tasks != c.num_tasks
         ):
             raise ValueError(
-                f"{name}: data has field_dims {data.field_dims}, {data.num_dense} dense, {data.num_tasks} tasks; "
+                f"{name}: data has field_dims {data.field_dims}, {data.num_dense} dense, "
+                f"{data.num_tasks} tasks; "
                 f"the model expects {tuple(c.field_dims)}, {c.num_dense}, {c.num_tasks}"
             )
         wrong = [
@@ -174,8 +175,8 @@ class Trainer:
             raise ValueError(
                 f"{name}: its critics' state has {data.critic_num_dense} dense features "
                 f"(SessionData.critic_num_dense), critic {wrong[0]} reads "
-                f"{self.critics[wrong[0]].config.num_dense}; train the critics on data with the same "
-                "context (rmtl.with_context)"
+                f"{self.critics[wrong[0]].config.num_dense}; train the critics on data with the "
+                "same context (rmtl.with_context)"
             )
 
     def _weighting_args(self) -> dict[str, Any]:

@@ -212,7 +212,7 @@ def test_non_finite_loss_stops_training_with_best_weights(splits):
         rmtl.Trainer(Diverging(m, after=2), lr=1e-2, batch_size=len(tr), progress=False).fit(
             tr, va, epochs=5
         )
-    for k, v in m.state_dict().items():  # epoch 1 of the second fit was its best; then NaN
+    for _, v in m.state_dict().items():  # epoch 1 of the second fit was its best; then NaN
         assert np.isfinite(v).all()
     start = m.state_dict()
     with pytest.raises(rmtl.NonFiniteLossError):

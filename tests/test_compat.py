@@ -85,7 +85,8 @@ def test_authors_critic_output_bias_is_pytorch_default(splits):
 
 def test_compat_authors_accepts_the_authors_modules_and_refuses_ple_paper(splits):
     """Every backbone is the authors' module except ple_paper, which create, RMTL (also for a
-    transfer target), experiment and the run's config refuse under compat="authors", naming "ple"."""
+    transfer target), experiment and the run's config refuse under compat="authors", naming
+    "ple"."""
     tr, va, te = splits
     for name in set(rmtl.models.BACKBONES) - {"ple_paper"}:
         model = rmtl.models.create(

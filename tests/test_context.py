@@ -12,9 +12,10 @@ from rmtl.context import context_names, session_context, with_context
 from rmtl.datasets import synthetic
 
 optional("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp  # noqa: E402
+# these imports must follow optional(), which skips the module when hypothesis is missing
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - after optional()
+from hypothesis import strategies as st  # noqa: E402 - after optional()
+from hypothesis.extra import numpy as hnp  # noqa: E402 - after optional()
 
 FAST = settings(
     derandomize=True,

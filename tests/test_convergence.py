@@ -35,8 +35,8 @@ def history(aucs, losses=None):
     best = int(np.argmax(aucs))
     return History(
         epochs=[
-            {"epoch": i + 1, "train_loss": l, "valid_auc": a}
-            for i, (a, l) in enumerate(zip(aucs, losses))
+            {"epoch": i + 1, "train_loss": loss, "valid_auc": a}
+            for i, (a, loss) in enumerate(zip(aucs, losses))
         ],
         best_epoch=best + 1,
         best_score=aucs[best],
@@ -110,9 +110,12 @@ def test_logloss_change_is_the_mean_change_of_row_bce(splits):
     )
     after = model.predict(va.sparse, va.dense).astype(np.float64)
     y = va.labels.astype(np.float64)
+
+    def bce(p, k):
+        return -(y[:, k] * np.log(p[:, k]) + (1 - y[:, k]) * np.log(1 - p[:, k]))
+
     for k, task in enumerate(va.task_names):
-        bce = lambda p: -(y[:, k] * np.log(p[:, k]) + (1 - y[:, k]) * np.log(1 - p[:, k]))  # noqa: E731
-        d = bce(after) - bce(before)
+        d = bce(after, k) - bce(before, k)
         mean, se = hist.logloss_change[task]
         assert mean == pytest.approx(d.mean(), rel=1e-9) and se == pytest.approx(
             d.std(ddof=1) / np.sqrt(len(d))

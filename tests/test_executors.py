@@ -1,6 +1,7 @@
 """Executors: the experiment's records are the serial run's, bit for bit, in local worker
 processes and on a real local Ray cluster (also when a worker is killed mid-job); Ray Tune
-trials run and report. Ray tests skip without Ray, except with RMTL_REQUIRE_RAY=1 (CI), where they fail."""
+trials run and report. Ray tests skip without Ray, except with RMTL_REQUIRE_RAY=1 (CI), where
+they fail."""
 
 import concurrent.futures as cf
 import json
@@ -149,7 +150,8 @@ def test_ray_tasks_read_the_data_from_the_object_store(cluster, splits):
 
 
 def _ray_processes(title):
-    """Process ids whose title (Ray sets it to ``ray::<task or actor method>``) starts with ``title``."""
+    """Process ids whose title (Ray sets it to ``ray::<task or actor method>``) starts with
+    ``title``."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -160,7 +162,8 @@ def _ray_processes(title):
 
 
 def _kill_when(ready, title, killed, stop):
-    """Until ``stop``: once ``ready()``, SIGKILL every process titled ``title`` seen (at least one)."""
+    """Until ``stop``: once ``ready()``, SIGKILL every process titled ``title`` seen (at least
+    one)."""
     while not stop.is_set():
         if ready():
             for pid in _ray_processes(title):
@@ -211,7 +214,8 @@ def test_tune_trial_whose_worker_dies_resumes_from_its_checkpoint(cluster, split
         }
     )
 
-    def stage1_checkpoint_recorded():  # the driver logged iteration 3: stage 1's end, with its checkpoint
+    # the driver logged iteration 3: stage 1's end, with its checkpoint
+    def stage1_checkpoint_recorded():
         return any(len(f.read_text().splitlines()) >= 3 for f in tmp_path.glob("*/*/result.json"))
 
     grid, killed = _killing(

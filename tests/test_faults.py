@@ -22,7 +22,8 @@ DRIVER = textwrap.dedent("""
     import rmtl, rmtl._io, rmtl._stages, rmtl.train
 
     mode, ckpt, out, spec = sys.argv[1:5]
-    if spec != "none":  # "<signal>:<point>:<k>": send the signal at the k-th time the point is reached
+    # spec "<signal>:<point>:<k>": send the signal at the k-th time the point is reached
+    if spec != "none":
         sig, point, k = spec.split(":")
         sig, k, seen = getattr(signal, sig), int(k), [0]
 
@@ -66,9 +67,9 @@ DRIVER = textwrap.dedent("""
             np.save(out, np.concatenate([p.ravel() for p in preds]))
         else:
             from rmtl.lab.cli import main
-            sys.exit(main(["run", "--models", "esmm", "--rmtl-models", "esmm", "--n-users", "250", "--seeds", "1",
-                           "--epochs", "2", "--critic-epochs", "2", "--no-progress", "--resume", ckpt,
-                           "--out", out]))
+            sys.exit(main(["run", "--models", "esmm", "--rmtl-models", "esmm", "--n-users", "250",
+                           "--seeds", "1", "--epochs", "2", "--critic-epochs", "2", "--no-progress",
+                           "--resume", ckpt, "--out", out]))
     except KeyboardInterrupt:
         sys.exit(130)
 """)

@@ -34,7 +34,8 @@ BACKBONES = [
 
 
 def codes(n, kind, seed):
-    """(n, 4) codes: mixed (repeats in the small fields, field 3 all distinct) or one code per field"""
+    """(n, 4) codes: mixed (repeats in the small fields, field 3 all distinct) or one code per
+    field"""
     rng = np.random.default_rng(seed)
     if kind == "constant":
         return np.tile(np.array([[1, 0, 2, 399]], np.int32), (n, 1))
@@ -125,9 +126,9 @@ def grads_by_mode(model, data):
 
 
 def test_auto_takes_distinct_codes_where_they_pay():
-    """embed_dim 32, 64 rows, 2 codes per field: every field pays, so auto equals the distinct path bit
-    for bit (and the plain path differs in rounding); embed_dim 6 with 6 dense columns: neither a field
-    nor folding the numerical layer pays, auto equals plain."""
+    """embed_dim 32, 64 rows, 2 codes per field: every field pays, so auto equals the distinct
+    path bit for bit (and the plain path differs in rounding); embed_dim 6 with 6 dense
+    columns: neither a field nor folding the numerical layer pays, auto equals plain."""
     fields = (2, 2, 2)
     rng = np.random.default_rng(0)
     data = (
@@ -177,8 +178,8 @@ session = np.repeat(np.arange(n // 3), 3)
 data = rmtl.SessionData(session, np.arange(n), sparse, dense, labels, fields)
 out = []
 for name in ("mmoe", "sharedbottom", "aitm"):
-    m = rmtl.models.create(name, fields, 3, 2, embed_dim=32, bottom_dims=(256, 64), tower_dims=(32,), dropout=0.2,
-                           seed=1)
+    m = rmtl.models.create(name, fields, 3, 2, embed_dim=32, bottom_dims=(256, 64),
+                           tower_dims=(32,), dropout=0.2, seed=1)
     m.first_layer = {mode!r}
     rmtl.Trainer(m, batch_size=1024, progress=False).fit(data, epochs=1)
     out.append(np.concatenate([p.ravel() for p in m.parameters()]))

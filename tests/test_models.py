@@ -23,7 +23,8 @@ def batch(n=33, num_dense=2, num_tasks=2, seed=0):
     return sparse, dense, labels
 
 
-# (backbone, tasks, config overrides): both PLEs with 1, 2 and 3 levels and 2 and 3 tasks, AITM with 1 to 3 tasks
+# (backbone, tasks, config overrides): both PLEs with 1, 2 and 3 levels and 2 and 3 tasks,
+# AITM with 1 to 3 tasks
 CASES = [
     ("singletask", 1, {}),
     ("singletask", 3, {}),
@@ -115,7 +116,8 @@ def test_adam_steps_match_torch(name, T, kw, gemm, torch):
 
 
 def assert_adam_steps_match(model, net, data, tbatches):
-    """5 Adam steps of the model over its batches in turn and of its PyTorch twin: the same weights."""
+    """5 Adam steps of the model over its batches in turn and of its PyTorch twin: the same
+    weights."""
     from torch_reference import adam_steps
 
     for step in range(5):

@@ -3,6 +3,7 @@ CSV bytes thrown at the public API and the loaders. Every call gives a correct r
 clear exception (ValueError or TypeError whose message names the argument); never a crash
 or a raw internal exception. Deterministic (derandomize) and small (few examples)."""
 
+import functools
 import math
 import shutil
 import warnings
@@ -15,9 +16,10 @@ from conftest import optional
 import rmtl
 
 hypothesis = optional("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp  # noqa: E402
+# these imports must follow optional(), which skips the module when hypothesis is missing
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - after optional()
+from hypothesis import strategies as st  # noqa: E402 - after optional()
+from hypothesis.extra import numpy as hnp  # noqa: E402 - after optional()
 
 FAST = settings(
     derandomize=True,
@@ -205,7 +207,7 @@ def test_metrics_random_arrays(y, s, g):
         (rmtl.metrics.gauc, (y, s, g), ("y_true", "y_score", "groups")),
         (rmtl.metrics.session_logloss, (y, s, g), ("y_true", "y_prob", "sessions")),
     ):
-        value, err = call(lambda: fn(*args), *names)
+        value, err = call(functools.partial(fn, *args), *names)
         if value is not None:
             assert math.isfinite(value) and value >= 0
 
@@ -243,7 +245,9 @@ def test_loaders_on_damaged_files(tmp_path_factory, raw, keep):
             except rmtl.CorruptFileError as e:
                 assert e.path == str(path)
             except Exception as e:  # noqa: BLE001
-                raise AssertionError(f"{load.__qualname__} on {name}: raw {type(e).__name__}: {e}")
+                raise AssertionError(
+                    f"{load.__qualname__} on {name}: raw {type(e).__name__}: {e}"
+                ) from e
 
 
 EVENTS_HEADER = b"timestamp,visitorid,event,itemid,transactionid\n"

@@ -110,7 +110,8 @@ from conftest import random_session_data
 from rmtl.env import VecSessionEnv
 
 data = random_session_data()
-env, twin = VecSessionEnv(data, num_envs=4, seed=1), VecSessionEnv(random_session_data(), num_envs=4, seed=1)
+env = VecSessionEnv(data, num_envs=4, seed=1)
+twin = VecSessionEnv(random_session_data(), num_envs=4, seed=1)
 data.offsets[1:-1] = 10**12
 for e in (env, twin):
     e.reset(seed=3)
@@ -203,8 +204,8 @@ labels = (rng.random((n, 2)) < 0.3).astype(np.float32)
 
 def trained(name="mmoe"):
     # large enough that loops and products run on the pool, products split into parts
-    m = rmtl.models.create(name, fields, 3, 2, embed_dim=32, bottom_dims=(256, 64), tower_dims=(32,),
-                           dropout=0.2, seed=1)
+    m = rmtl.models.create(name, fields, 3, 2, embed_dim=32, bottom_dims=(256, 64),
+                           tower_dims=(32,), dropout=0.2, seed=1)
     m.train_chunk(np.arange(n, dtype=np.int64), sparse, dense, labels, batch_size=1024, lr=1e-3)
     return np.concatenate([p.ravel() for p in m.parameters()])
 """
@@ -243,10 +244,11 @@ labels = (rng.random((n, 2)) < 0.1).astype(np.float32)
 got = []
 for threads in (1, 2, 3):
     rmtl.set_num_threads(threads)
-    m = rmtl.models.create("ple", fields, 1, 2, embed_dim=16, bottom_dims=(64, 32), tower_dims=(32, 16),
-                           dropout=0.2, seed=3)
+    m = rmtl.models.create("ple", fields, 1, 2, embed_dim=16, bottom_dims=(64, 32),
+                           tower_dims=(32, 16), dropout=0.2, seed=3)
     for batch_size in (2048, 1000):
-        m.train_chunk(np.arange(n, dtype=np.int64), sparse, dense, labels, batch_size=batch_size, lr=1e-3)
+        m.train_chunk(np.arange(n, dtype=np.int64), sparse, dense, labels, batch_size=batch_size,
+                      lr=1e-3)
     got.append(np.concatenate([p.ravel() for p in m.parameters()]))
 assert np.array_equal(got[1], got[0])
 assert np.array_equal(got[2], got[0])
@@ -263,7 +265,10 @@ import threading
 rmtl.set_num_threads(2)
 want = {name: trained(name) for name in ("mmoe", "sharedbottom")}
 got = {}
-threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, [trained(k) for _ in range(3)])) for k in want]
+threads = [
+    threading.Thread(target=lambda k=k: got.__setitem__(k, [trained(k) for _ in range(3)]))
+    for k in want
+]
 for t in threads:
     t.start()
 for t in threads:

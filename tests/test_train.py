@@ -94,7 +94,8 @@ import numpy as np, rmtl, sys
 sys.path.insert(0, {tests!r})
 from test_train import learnable_data
 tr = learnable_data(2000).split()[0]
-m = rmtl.models.SharedBottom(tr.field_dims, 1, 2, embed_dim=32, bottom_dims=(256, 128), tower_dims=(64,), seed=2)
+m = rmtl.models.SharedBottom(tr.field_dims, 1, 2, embed_dim=32, bottom_dims=(256, 128),
+                             tower_dims=(64,), seed=2)
 rmtl.Trainer(m, batch_size=512, progress=False).fit(tr, epochs=1)
 np.save({out!r}, np.concatenate([p.ravel() for p in m.parameters()]))
 """

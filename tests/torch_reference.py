@@ -444,7 +444,8 @@ def td_loss(q, q_target, s, a, s_next, a_next, reward, done, weight, gamma, td3)
 
 
 def actor_loss(actor, critics, x_cat, x_num, weight=None):
-    """-(1/B) sum_i sum_k w_ik Q_k(s_i, mu_k(s_i)), differentiated through the critics into the actor."""
+    """-(1/B) sum_i sum_k w_ik Q_k(s_i, mu_k(s_i)), differentiated through the critics into the
+    actor."""
     prob = actor(x_cat, x_num)
     q = torch.stack([c(x_cat, x_num, prob[:, k]) for k, c in enumerate(critics)], 1)
     if weight is not None:

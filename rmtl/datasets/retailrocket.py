@@ -242,7 +242,8 @@ def write_retailrocket(
         raise ValueError("data: expected user and item ids and two tasks (click, pay)")
     if snapshots < 1 or extra_properties < 0:
         raise ValueError(
-            f"snapshots, extra_properties: expected >= 1 and >= 0, got {snapshots}, {extra_properties}"
+            "snapshots, extra_properties: expected >= 1 and >= 0, "
+            f"got {snapshots}, {extra_properties}"
         )
     for name, voc in data.vocab.items():
         bad = [v for v in voc if any(ch in v for ch in ',"\r\n')]

@@ -26,8 +26,9 @@ DAY_MS = 86_400_000
 class FieldSpec:
     """One observed categorical field: where it comes from (``kind``, a key of
     ``rmtl._core.enums["field_kind"]``: the generator's field kinds of csrc/synth.h, e.g.
-    ``"item_category"``, ``"user_proj"``, ``"context"``), its number of levels, the probability it is missing (code 0), the skew of its level frequencies (> 1:
-    a long tail of rare levels) and the raw value written for each level (code c is
+    ``"item_category"``, ``"user_proj"``, ``"context"``), its number of levels, the
+    probability it is missing (code 0), the skew of its level frequencies (> 1: a long tail
+    of rare levels) and the raw value written for each level (code c is
     ``values[c - 1]``)."""
 
     name: str
@@ -185,7 +186,7 @@ def _kuairand() -> SyntheticConfig:
     the real files' value sets: user_active_degree follows activity, onehot_feat1 is the
     segment, several range and onehot fields are projections of theta_u, the rest noise; tag
     is the video's category, upload_type a projection of phi_i."""
-    U, I = "user_noise", "item_noise"
+    U, V = "user_noise", "item_noise"
     onehot = (
         [
             (2, U, 0.0, 1.0),
@@ -251,10 +252,10 @@ def _kuairand() -> SyntheticConfig:
     ]
     n_cat = 60
     fields += [
-        FieldSpec("video_type", I, ("NORMAL", "AD"), 0.001, 6.0),
+        FieldSpec("video_type", V, ("NORMAL", "AD"), 0.001, 6.0),
         FieldSpec("upload_type", "item_proj", KUAIRAND_UPLOAD, 0.01, 2.0),
-        FieldSpec("visible_status", I, ("0",)),
-        FieldSpec("music_type", I, ("9", "4", "8", "7", "11"), 0.027, 4.0),
+        FieldSpec("visible_status", V, ("0",)),
+        FieldSpec("music_type", V, ("9", "4", "8", "7", "11"), 0.027, 4.0),
         FieldSpec("tag", "item_category", _ints(n_cat)),
     ]
     return SyntheticConfig(

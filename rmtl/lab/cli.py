@@ -94,14 +94,17 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run the paper's experiment and print the results table",
-        description="Train the baselines and RMTL (pretrain, critics, weighted fine-tuning) over several "
-        "seeds, with the controls Continued (every weight one), Static and Permuted trained exactly "
-        "the stage-3 epochs RMTL kept, and print a table shaped like the paper's: the epochs each "
-        "arm ran, AUC, Logloss and s-Logloss per task, mean +- std over seeds, the convergence "
-        "checks and the oracle on synthetic data; then the critic effect RMTL - Continued (the "
-        "primary family: 95%% CIs, Holm-adjusted p-values, * below 0.05 when no row is flagged, the "
-        "smallest effect the run could detect) and every other paired difference as exploratory. "
-        "Without arguments: the synthetic RetailRocket preset, a few minutes on 2 cores.",
+        description=(
+            "Train the baselines and RMTL (pretrain, critics, weighted fine-tuning) over several "
+            "seeds, with the controls Continued (every weight one), Static and Permuted trained "
+            "exactly the stage-3 epochs RMTL kept, and print a table shaped like the paper's: the "
+            "epochs each arm ran, AUC, Logloss and s-Logloss per task, mean +- std over seeds, the "
+            "convergence checks and the oracle on synthetic data; then the critic effect RMTL - "
+            "Continued (the primary family: 95%% CIs, Holm-adjusted p-values, * below 0.05 when no "
+            "row is flagged, the smallest effect the run could detect) and every other paired "
+            "difference as exploratory. Without arguments: the synthetic RetailRocket preset, a "
+            "few minutes on 2 cores."
+        ),
     )
     p.add_argument(
         "--dataset",
@@ -118,7 +121,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "--models",
         nargs="+",
         metavar="NAME",
-        help=f"baseline backbones (default {' '.join(d.models)}; choose from {', '.join(BACKBONES)})",
+        help=(
+            f"baseline backbones (default {' '.join(d.models)}; choose from {', '.join(BACKBONES)})"
+        ),
     )
     p.add_argument(
         "--rmtl-models",
@@ -150,8 +155,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         type=int,
         metavar="E",
         help="most epochs of stages 1 and 3 (early stopping "
-        f"with patience 2; default: quick {quick['rmtl']['epochs']}, paper 100); given, it also turns "
-        "the automatic step floor off",
+        f"with patience 2; default: quick {quick['rmtl']['epochs']}, paper 100); given, it also "
+        "turns the automatic step floor off",
     )
     p.add_argument(
         "--finetune-epochs",
@@ -165,8 +170,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="at least S Adam steps in stage 1 (training from "
         "scratch), adding epochs on small data so models leave their initial plateau and calibrate "
-        f"(default {AUTO_MIN_STEPS}, or 0 when --epochs or --compat authors is given; 0 = off); stage 3 "
-        "never gets a floor",
+        f"(default {AUTO_MIN_STEPS}, or 0 when --epochs or --compat authors is given; 0 = off); "
+        "stage 3 never gets a floor",
     )
     p.add_argument(
         "--early-stopping",
@@ -179,8 +184,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "--budget",
         choices=("matched", "fixed"),
         help="stage 3's budget: matched (default: RMTL stops "
-        "early, every control trains exactly the epochs RMTL kept in the same seed) or fixed (every "
-        "arm exactly --finetune-epochs epochs, no early stopping)",
+        "early, every control trains exactly the epochs RMTL kept in the same seed) or fixed "
+        "(every arm exactly --finetune-epochs epochs, no early stopping)",
     )
     p.add_argument(
         "--controls",
@@ -201,16 +206,17 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "--compat",
         choices=("authors",),
         help="the authors' code's behaviour where rmtl deliberately "
-        "differs: batches in time order, critics in training mode in stage 3, reward at the wrapped "
-        "action 0.5 + 0.5 a, critic output bias at PyTorch's default; every model must be the authors' module "
-        "(ple, not ple_paper; see help(rmtl.RMTL))",
+        "differs: batches in time order, critics in training mode in stage 3, reward at the "
+        "wrapped action 0.5 + 0.5 a, critic output bias at PyTorch's default; every model must be "
+        "the authors' module (ple, not ple_paper; see help(rmtl.RMTL))",
     )
     p.add_argument(
         "--context",
         choices=("critic", "backbone", "both"),
         help="add each row's session context "
         "(position, seconds since the session start, labels of earlier rows of the session) to the "
-        "critics' state, the backbones' dense input, or both (see rmtl.with_context; default: none)",
+        "critics' state, the backbones' dense input, or both (see rmtl.with_context; default: "
+        "none)",
     )
     p.add_argument(
         "--critic-epochs",
@@ -236,9 +242,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "--resume",
         metavar="DIR",
         help="checkpoint directory of the run: created if missing; after a "
-        "kill or Ctrl-C the same command continues from the last finished stage (a directory of a run "
-        "with other settings or data is refused); every job saves its stages there, so a job Ray retries resumes "
-        "too (on a cluster: storage every node sees)",
+        "kill or Ctrl-C the same command continues from the last finished stage (a directory of a "
+        "run with other settings or data is refused); every job saves its stages there, so a job "
+        "Ray retries resumes too (on a cluster: storage every node sees)",
     )
     p.add_argument(
         "--config",
@@ -253,7 +259,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         type=int,
         metavar="N",
         help="run the experiment's jobs (stage 1, stage 2, "
-        "each stage-3 variant per seed and backbone) in N local processes, each with cores/N threads",
+        "each stage-3 variant per seed and backbone) in N local processes, each with cores/N "
+        "threads",
     )
     where.add_argument(
         "--jobs", type=int, dest="jobs", help=argparse.SUPPRESS
@@ -360,7 +367,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, out=args.out or config.out, ray=args.ray or config.ray)
     result = sweep(config)
     print(
-        f"rmtl sweep: {len(result.rows)} trials of {result.config.run.models[0]}, {result.seconds:.0f} s"
+        f"rmtl sweep: {len(result.rows)} trials of {result.config.run.models[0]}, "
+        f"{result.seconds:.0f} s"
     )
     print(result.to_markdown())
     print(describe_best(result))

@@ -40,20 +40,31 @@ the stage's start before the stage counts as over-trained."""
 
 ADVICE: dict[str, str] = {
     "nonfinite": "a training loss or a prediction is not finite: lower the learning rate (lr)",
-    "plateau": f"early stopping fired while the mean validation AUC was below {0.5 + PLATEAU_TOL:.2f}, on the "
-    "initial plateau: give it more optimizer steps before stopping (min_steps, epochs, patience), "
-    "more data, a higher learning rate, or init_output_bias='prior'",
-    "calibration": f"the mean predicted probability on validation is off the label rate by more than "
-    f"{CALIBRATION_TOL:.0%} of the rate (+ 3 standard errors): the model has not calibrated; give "
-    "it more optimizer steps (min_steps, epochs), more data, or init_output_bias='prior'",
-    "epoch_limit": "the validation score was still improving at the epoch limit: raise epochs (or min_steps)",
-    "overfit": f"a task's validation logloss at the kept weights is worse than at the stage's start by more than "
-    f"{OVERFIT_Z:g} standard errors: the stage trained past its best; stop on validation logloss "
-    "(early_stopping='logloss'), give it fewer epochs (finetune_epochs, epochs) or a lower lr, and "
-    "never a step floor after pretraining",
-    "worse_than_prior": "a task's validation or test logloss is worse than predicting its training label rate "
-    "for every row: the model is over-trained or uncalibrated; stop on validation logloss, "
-    "train fewer epochs, or start at init_output_bias='prior'",
+    "plateau": (
+        "early stopping fired while the mean validation AUC was below "
+        f"{0.5 + PLATEAU_TOL:.2f}, on the initial plateau: give it more optimizer steps before "
+        "stopping (min_steps, epochs, patience), more data, a higher learning rate, or "
+        "init_output_bias='prior'"
+    ),
+    "calibration": (
+        "the mean predicted probability on validation is off the label rate by more than "
+        f"{CALIBRATION_TOL:.0%} of the rate (+ 3 standard errors): the model has not calibrated; "
+        "give it more optimizer steps (min_steps, epochs), more data, or init_output_bias='prior'"
+    ),
+    "epoch_limit": (
+        "the validation score was still improving at the epoch limit: raise epochs (or min_steps)"
+    ),
+    "overfit": (
+        "a task's validation logloss at the kept weights is worse than at the stage's start by "
+        f"more than {OVERFIT_Z:g} standard errors: the stage trained past its best; stop on "
+        "validation logloss (early_stopping='logloss'), give it fewer epochs (finetune_epochs, "
+        "epochs) or a lower lr, and never a step floor after pretraining"
+    ),
+    "worse_than_prior": (
+        "a task's validation or test logloss is worse than predicting its training label rate "
+        "for every row: the model is over-trained or uncalibrated; stop on validation logloss, "
+        "train fewer epochs, or start at init_output_bias='prior'"
+    ),
 }
 
 

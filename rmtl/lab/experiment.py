@@ -69,8 +69,8 @@ def experiment(
 
     ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
     quick run; the seed is the experiment's), ``rmtl_kwargs`` to :class:`rmtl.RMTL`
-    (with ``compat="authors"`` there, every backbone must be the authors' module: not ``ple_paper``).
-    With ``checkpoint_dir``, every job saves in its own subdirectory there
+    (with ``compat="authors"`` there, every backbone must be the authors' module: not
+    ``ple_paper``). With ``checkpoint_dir``, every job saves in its own subdirectory there
     (``esmm-seed0/critics``) and an interrupted experiment (or a retried job) resumes from
     the last finished stage. ``rmtl_backbones`` (default: all of ``backbones``) limits
     stages 2 and 3 to those; the others are baselines only. ``on_agent(name, seed, agent)``
@@ -107,7 +107,8 @@ def experiment(
     )
     if missing:
         raise ValueError(
-            f"rmtl_backbones, transfer: backbones {missing} are not in backbones={list(backbones)}; "
+            f"rmtl_backbones, transfer: backbones {missing} are not in "
+            f"backbones={list(backbones)}; "
             "add them"
         )
     if any(src not in with_rmtl for src, _ in transfer):

@@ -51,8 +51,8 @@ class ExperimentResult:
 
     ``records`` holds one dict per model, variant, seed and task with ``auc``, ``logloss``,
     ``s_logloss`` and ``flags`` (the convergence checks the run failed, see
-    :func:`rmtl.lab.convergence.check`). Variants: ``baseline`` (stage 1 only), a weighting name (``rmtl``,
-    ``constant``, ``label``, ``neg_q``: stages 2 and 3 on top of that baseline;
+    :func:`rmtl.lab.convergence.check`). Variants: ``baseline`` (stage 1 only), a weighting
+    name (``rmtl``, ``constant``, ``label``, ``neg_q``: stages 2 and 3 on top of that baseline;
     ``continued``: stage 3 with every weight one, the control for extra training) and
     ``rmtl[critics of X]`` (stage 3 with the critics learned with backbone X: transfer).
     ``oracle`` gives, per task, the AUC and logloss of the true probabilities when the test
@@ -153,8 +153,9 @@ class ExperimentResult:
     def correction(self) -> str:
         """The multiple-comparison correction the table applies, in words."""
         return (
-            f"primary family: the critic effect (RMTL - Continued) of each backbone on each task's AUC and "
-            f"logloss, {self.primary()} paired t-tests, Holm-adjusted (family-wise error rate "
+            "primary family: the critic effect (RMTL - Continued) of each backbone on each "
+            f"task's AUC and logloss, {self.primary()} paired t-tests, Holm-adjusted "
+            "(family-wise error rate "
             f"{ALPHA:g}); every other p-value is exploratory (raw, unadjusted)"
         )
 
@@ -291,15 +292,15 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
         lines.append("| " + " | ".join(cells + [""]) + " |")
     lines += [
         "",
-        "Epochs: kept / run (Adam steps to the kept weights), means over seeds; baselines: stage 1, "
-        "the other rows: stage 3.",
+        "Epochs: kept / run (Adam steps to the kept weights), means over seeds; baselines: "
+        "stage 1, the other rows: stage 3.",
     ]
     raised = [flag for flag in convergence.ADVICE if any(flag in row["flags"] for row in rows)]
     if raised:
         lines += [
             "",
-            "Convergence checks failed (flag: seeds that failed / all); a comparison involving a flagged "
-            "row is never starred:",
+            "Convergence checks failed (flag: seeds that failed / all); a comparison involving a "
+            "flagged row is never starred:",
         ]
         lines += [f"- {flag}: {convergence.ADVICE[flag]}." for flag in raised]
     names = {(row["model"], row["variant"]): row["name"] for row in rows}
@@ -338,8 +339,9 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
             )
         lines += [
             "",
-            f"Smallest critic effect this run could detect with 80% power (two-sided paired t-test at "
-            f"0.05 / {result.primary()}, the strictest Holm level, given the seeds and the observed spread), "
+            "Smallest critic effect this run could detect with 80% power (two-sided paired t-test "
+            f"at 0.05 / {result.primary()}, the strictest Holm level, given the seeds and the "
+            "observed spread), "
             f"and in brackets the seeds that would detect an effect of {TARGET_EFFECT:g}:",
             "",
             "| " + " | ".join(["Detectable", "Seeds"] + ph[2:]) + " |",
@@ -362,15 +364,16 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
     if explo:
         lines += [
             "",
-            "Exploratory paired differences by seed (mean [95% CI] (raw p); lower logloss is better; "
-            "never starred):",
+            "Exploratory paired differences by seed (mean [95% CI] (raw p); lower logloss is "
+            "better; never starred):",
             "",
             "| " + " | ".join(["Comparison"] + head[1:2] + head[3:]) + " |",
             "|---|---:|" + "---:|" * (len(head) - 3),
         ] + explo
     lines += [
         "",
-        f"{result.correction()}; * Holm-adjusted p < 0.05 and both rows pass the convergence checks.",
+        f"{result.correction()}; * Holm-adjusted p < 0.05 and both rows pass the convergence "
+        "checks.",
     ]
     return "\n".join(lines)
 

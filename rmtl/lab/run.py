@@ -7,6 +7,7 @@ Baselines and RMTL variants over several seeds on one dataset, a paper-style tab
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -177,7 +178,7 @@ def write_outputs(job: RunResult, test: SessionData) -> list[str]:
     figures = _figures(job.diagnostics, test)
     for name, fig in figures.items():
         path = os.path.join(out, name)
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+        atomic_write(path, functools.partial(fig.savefig, format="png", dpi=110))
         written.append(path)
     return written
 

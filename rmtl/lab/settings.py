@@ -200,7 +200,8 @@ class RunConfig:
             )
         if c.dataset != "synthetic" and c.data is None:
             raise ValueError(
-                f"data: --dataset {c.dataset} needs --data (a prepared .npz file or the raw directory)"
+                f"data: --dataset {c.dataset} needs --data "
+                "(a prepared .npz file or the raw directory)"
             )
         if c.data is not None and not os.path.exists(c.data):
             raise FileNotFoundError(f"data: no such file or directory: {c.data}")
@@ -263,14 +264,15 @@ def describe_budgets(b: Mapping[str, Mapping[str, Any]]) -> str:
         else ""
     )
     arms = (
-        f"RMTL up to {s3['epochs']} epochs stopping on validation {s3['early_stopping']}, the controls "
-        "exactly RMTL's kept epochs"
+        f"RMTL up to {s3['epochs']} epochs stopping on validation {s3['early_stopping']}, "
+        "the controls exactly RMTL's kept epochs"
         if s3["budget"] == "matched"
         else f"every arm exactly {s3['epochs']} epochs"
     )
     return (
-        f"stage 1: up to {s1['epochs']} epochs of {s1['steps_per_epoch']} steps{floor}, stopping on "
-        f"validation {s1['early_stopping']}; stage 2: {b['stage2']['critic_epochs']} critic epochs; "
+        f"stage 1: up to {s1['epochs']} epochs of {s1['steps_per_epoch']} steps{floor}, "
+        f"stopping on validation {s1['early_stopping']}; "
+        f"stage 2: {b['stage2']['critic_epochs']} critic epochs; "
         f"stage 3: {arms}"
     )
 

@@ -266,7 +266,8 @@ def _check_synth(synth: Any, axes: Sequence[str]) -> dict[str, Any]:
             click, pay = (_RATE.check(f"synth target_rates[{i}]", v) for i, v in enumerate(value))
             if pay >= click:
                 raise ValueError(
-                    f"synth target_rates: every pay is a click, so expected pay < click, got {value}"
+                    "synth target_rates: every pay is a click, so expected pay < click, "
+                    f"got {value}"
                 )
         elif _FIELD_TYPES.get(key) in _NUMBERS:
             out[key] = _NUMBERS[_FIELD_TYPES[key]].check(f"synth {key}", value)
@@ -357,7 +358,8 @@ def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = N
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """A paired comparison of a study row: ``variant`` minus another, read from the
-    ``key`` comparison of that variant's row in :meth:`rmtl.lab.experiment.ExperimentResult.table`."""
+    ``key`` comparison of that variant's row in
+    :meth:`rmtl.lab.experiment.ExperimentResult.table`."""
 
     name: str
     label: str
@@ -496,10 +498,11 @@ def study_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     for m in METRICS:
         lines += _metric_table(rows, m) + [""]
     lines.append(
-        f"Paired by seed; lower logloss is better. Critic effect p: Holm-adjusted over the study's primary "
-        f"family (the critic effect on AUC and logloss of every cell and task, {primary_size(rows)} paired "
-        "t-tests). Every other p is raw and exploratory. *: significant (critic effect: Holm p < 0.05; "
-        "others: 95% CI excludes 0) with no convergence flag on either side."
+        "Paired by seed; lower logloss is better. Critic effect p: Holm-adjusted over the "
+        "study's primary family (the critic effect on AUC and logloss of every cell and task, "
+        f"{primary_size(rows)} paired t-tests). Every other p is raw and exploratory. *: "
+        "significant (critic effect: Holm p < 0.05; others: 95% CI excludes 0) with no "
+        "convergence flag on either side."
     )
     return "\n".join(lines)
 
@@ -621,8 +624,8 @@ def effect_maps(
         ax.title.set_fontsize("small")
     fig.colorbar(image, ax=list(axes), label=f"{task} {metric} difference", shrink=0.9)
     fig.suptitle(
-        f"{task} {metric}: mean paired difference over seeds [95% CI]; * significant (critic effect: Holm "
-        "p < 0.05; controls: CI excludes 0)",
+        f"{task} {metric}: mean paired difference over seeds [95% CI]; * significant "
+        "(critic effect: Holm p < 0.05; controls: CI excludes 0)",
         fontsize="small",
     )
     return fig

@@ -139,7 +139,8 @@ def _agent(job: Job, s: Settings, backbone: Backbone) -> RMTL:
 
 
 def _finished(interrupted: bool) -> None:
-    """A stage stopped by Ctrl-C stops the experiment (the stage's checkpoint keeps its progress)."""
+    """A stage stopped by Ctrl-C stops the experiment (the stage's checkpoint keeps its
+    progress)."""
     if interrupted:
         raise KeyboardInterrupt
 
