@@ -11,7 +11,7 @@ import dataclasses
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -263,6 +263,20 @@ def _short(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
+def markdown_table(
+    head: Sequence[str], rows: Iterable[Sequence[str]], align: str = ""
+) -> list[str]:
+    """A Markdown table as lines: the header, the alignment row and one line per row;
+    ``align`` gives each column's alignment by letter (``l`` left, ``r`` right; columns past
+    it are left-aligned). Every table of the lab (results, the study, sweeps) is drawn here."""
+    marks = ["---:" if a == "r" else "---" for a in align.ljust(len(head), "l")]
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(marks) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
 def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> str:
     """The results as Markdown: a table of mean ± std over seeds per model with the budget
     each arm ran and its convergence checks (and what to change for each failed one); the
@@ -272,24 +286,25 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
     and the seeds a 0.001 effect needs; then every other paired difference as exploratory
     (raw p, never starred); the oracle (true probabilities) when the data knows it."""
     tasks = _tasks(result)
-    head = ["Model", "Seeds", "Epochs"] + [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
-    lines = [
-        "| " + " | ".join(head + ["Checks"]) + " |",
-        "|---|---:|---:|" + "---:|" * (len(head) - 3) + "---|",
-    ]
+    values = [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
     rows = paper_rows(result)
+    main = []
     for row in rows:
-        cells = [row["name"], str(row["seeds"]), _budget(row)]
-        cells += [_cell(row[f"{t}/{m}"]) for t in tasks for m in metrics]
         checks = ", ".join(f"{flag} {n}/{row['seeds']}" for flag, n in row["flags"].items()) or "ok"
-        lines.append("| " + " | ".join(cells + [checks]) + " |")
+        main.append(
+            [row["name"], str(row["seeds"]), _budget(row)]
+            + [_cell(row[f"{t}/{m}"]) for t in tasks for m in metrics]
+            + [checks]
+        )
     if result.oracle:
-        cells = ["Oracle (true p)", "", ""]
-        for t in tasks:
-            cells += [
-                f"{result.oracle[t][m]:.4f}" if m in result.oracle[t] else "" for m in metrics
-            ]
-        lines.append("| " + " | ".join(cells + [""]) + " |")
+        oracle = [
+            f"{result.oracle[t][m]:.4f}" if m in result.oracle[t] else ""
+            for t in tasks
+            for m in metrics
+        ]
+        main.append(["Oracle (true p)", "", ""] + oracle + [""])
+    numbers = "l" + "r" * (len(values) + 2)
+    lines = markdown_table(["Model", "Seeds", "Epochs", *values, "Checks"], main, numbers)
     lines += [
         "",
         "Epochs: kept / run (Adam steps to the kept weights), means over seeds; baselines: "
@@ -307,46 +322,37 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
     primary = [m for m in ("auc", "logloss") if m in metrics]
     first = [row for row in rows if row["variant"] == "rmtl" and "effect" in row[f"{tasks[0]}/auc"]]
     if first and primary:
-        ph = ["Critic effect (primary)", "Seeds"] + [
-            f"{t} {HEADERS[m]}" for t in tasks for m in primary
-        ]
+        keys = [(t, m) for t in tasks for m in primary]
+        effects, mde = [], []
+        for row in first:
+            label = [
+                f"{row['name']} − {names.get((row['model'], CONTROL), CONTROL)}",
+                str(row["seeds"]),
+            ]
+            star = [
+                row["effect_checked"] and row[f"{t}/{m}"]["effect_p_holm"] < 0.05 for t, m in keys
+            ]
+            effects.append(
+                label + [_diff_cell(row[f"{t}/{m}"], "effect", s) for (t, m), s in zip(keys, star)]
+            )
+            mde.append(label + [_detectable(row[f"{t}/{m}"]) for t, m in keys])
+        head = [f"{t} {HEADERS[m]}" for t, m in keys]
         lines += [
             "",
             "Critic effect, the primary family (RMTL − Continued, paired by seed; mean [95% CI] "
             "(Holm-adjusted p)):",
             "",
-            "| " + " | ".join(ph) + " |",
-            "|---|---:|" + "---:|" * (len(ph) - 2),
-        ]
-        mde = []
-        for row in first:
-            label = f"{row['name']} − {names.get((row['model'], CONTROL), CONTROL)}"
-            cells = [label, str(row["seeds"])]
-            for t in tasks:
-                for m in primary:
-                    v = row[f"{t}/{m}"]
-                    cells.append(
-                        _diff_cell(v, "effect", row["effect_checked"] and v["effect_p_holm"] < 0.05)
-                    )
-            lines.append("| " + " | ".join(cells) + " |")
-            mde.append(
-                "| "
-                + " | ".join(
-                    [label, str(row["seeds"])]
-                    + [_detectable(row[f"{t}/{m}"]) for t in tasks for m in primary]
-                )
-                + " |"
-            )
-        lines += [
+            *markdown_table(
+                ["Critic effect (primary)", "Seeds", *head], effects, "l" + "r" * (len(head) + 1)
+            ),
             "",
             "Smallest critic effect this run could detect with 80% power (two-sided paired t-test "
             f"at 0.05 / {result.primary()}, the strictest Holm level, given the seeds and the "
             "observed spread), "
             f"and in brackets the seeds that would detect an effect of {TARGET_EFFECT:g}:",
             "",
-            "| " + " | ".join(["Detectable", "Seeds"] + ph[2:]) + " |",
-            "|---|---:|" + "---:|" * (len(ph) - 2),
-        ] + mde
+            *markdown_table(["Detectable", "Seeds", *head], mde, "l" + "r" * (len(head) + 1)),
+        ]
     explo = []
     for row in rows:
         for cmp in COMPARISONS:
@@ -355,21 +361,18 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
             ):
                 continue
             other = _AGAINST[cmp]
-            cells = [
-                f"{row['name']} − {names.get((row['model'], other), other)}",
-                str(row["seeds"]),
-            ]
-            cells += [_diff_cell(row[f"{t}/{m}"], cmp, False) for t in tasks for m in metrics]
-            explo.append("| " + " | ".join(cells) + " |")
+            explo.append(
+                [f"{row['name']} − {names.get((row['model'], other), other)}", str(row["seeds"])]
+                + [_diff_cell(row[f"{t}/{m}"], cmp, False) for t in tasks for m in metrics]
+            )
     if explo:
         lines += [
             "",
             "Exploratory paired differences by seed (mean [95% CI] (raw p); lower logloss is "
             "better; never starred):",
             "",
-            "| " + " | ".join(["Comparison"] + head[1:2] + head[3:]) + " |",
-            "|---|---:|" + "---:|" * (len(head) - 3),
-        ] + explo
+            *markdown_table(["Comparison", "Seeds", *values], explo, "l" + "r" * (len(values) + 1)),
+        ]
     lines += [
         "",
         f"{result.correction()}; * Holm-adjusted p < 0.05 and both rows pass the convergence "
@@ -385,13 +388,8 @@ def per_seed(result: ExperimentResult, metric: str = "auc") -> str:
     task = _tasks(result)[0]
     by = {(r["model"], r["seed"], r["variant"]): r for r in result.records if r["task"] == task}
     variants = list(dict.fromkeys(r["variant"] for r in result.records if r["variant"] != BASELINE))
-    lines = [
-        f"Per seed: epochs kept / run and {task} {HEADERS[metric]} minus the baseline",
-        "",
-        "| Model | Seed | Baseline | " + " | ".join(variants) + " |",
-        "|---|---:|---:|" + "---:|" * len(variants),
-    ]
     staged = dict.fromkeys(r["model"] for r in result.records if r["variant"] != BASELINE)
+    table = []
     for model, seed in sorted(
         {(r["model"], r["seed"]) for r in result.records if r["model"] in staged},
         key=lambda ms: (list(staged).index(ms[0]), ms[1]),
@@ -405,8 +403,10 @@ def per_seed(result: ExperimentResult, metric: str = "auc") -> str:
                 if r is None
                 else f"{r['kept_epoch']}/{r['epochs']}: {r[metric] - base[metric]:+.4f}"
             )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    head = ["Model", "Seed", "Baseline", *variants]
+    title = f"Per seed: epochs kept / run and {task} {HEADERS[metric]} minus the baseline"
+    return "\n".join([title, "", *markdown_table(head, table, "l" + "r" * (len(head) - 1))])
 
 
 def _detectable(v: dict[str, float]) -> str:

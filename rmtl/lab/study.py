@@ -36,6 +36,7 @@ from ..datasets.synth import PRESETS, SyntheticConfig
 from . import plots, stats
 from .experiment import ExperimentResult, experiment
 from .graph import BUDGETS
+from .report import markdown_table
 
 __all__ = [
     "Axis",
@@ -476,16 +477,15 @@ def _metric_table(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
         + [c.label for c in COMPARISONS]
         + ["checks"]
     )
-    lines = [f"**{metric}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = (
-            [value_label(r["axes"][a]) for a in axes]
-            + [r[k] for k in context]
-            + [r["task"], str(r["n"]), f"{r['epochs']:.1f} ({r['kept_epoch']:.1f})"]
-        )
-        cells += [_entry(r, c.name, metric) for c in COMPARISONS] + [_flags(r)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    table = [
+        [value_label(r["axes"][a]) for a in axes]
+        + [r[k] for k in context]
+        + [r["task"], str(r["n"]), f"{r['epochs']:.1f} ({r['kept_epoch']:.1f})"]
+        + [_entry(r, c.name, metric) for c in COMPARISONS]
+        + [_flags(r)]
+        for r in rows
+    ]
+    return [f"**{metric}**", "", *markdown_table(head, table)]
 
 
 def study_markdown(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -29,6 +29,7 @@ from typing import Any, Optional, Union
 
 from . import tune
 from ._ray import connect
+from .report import markdown_table
 from .settings import PRESETS, RunConfig, config_from_table, environment, load_dataset, read_toml
 
 __all__ = ["SweepConfig", "load_sweep", "run_sweep", "SweepResult", "describe_best"]
@@ -95,10 +96,8 @@ class SweepResult:
 
     def to_markdown(self) -> str:
         """The trials as a Markdown table, best first."""
-        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
-        for row in self.rows:
-            lines.append("| " + " | ".join(_cell(row.get(c)) for c in self.columns) + " |")
-        return "\n".join(lines)
+        table = [[_cell(row.get(c)) for c in self.columns] for row in self.rows]
+        return "\n".join(markdown_table(self.columns, table))
 
     def to_csv(self) -> str:
         """The trials as CSV text, best first."""
