@@ -21,6 +21,7 @@ import rmtl
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = Path(__file__).resolve().parent
 os.environ.setdefault("RMTL_NOTEBOOK_SMALL", "1")  # the notebooks' CI size; the kernels inherit it
+os.environ.setdefault("RMTL_REPO", str(ROOT))  # where the notebooks find the committed results
 
 project = "rmtl"
 author = "rmtl developers"

@@ -29,6 +29,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         "commit notebooks without outputs"
     )
     monkeypatch.setenv("RMTL_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("RMTL_REPO", str(path.parents[1]))  # where the committed results are
     NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
