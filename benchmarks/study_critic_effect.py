@@ -33,6 +33,7 @@ from rmtl.lab.graph import BUDGETS
 from rmtl.lab.study import (
     CONTEXT,
     CONTEXTS,
+    RMTL_FIELDS,
     Axis,
     Cell,
     SavedStudy,
@@ -131,14 +132,7 @@ def parser(d: StudyConfig) -> argparse.ArgumentParser:
     p.add_argument(
         "--seeds", type=int, default=d.seeds, help="seeds 0..n-1 per cell (default %(default)s)"
     )
-    for name in (
-        "critic_epochs",
-        "lam",
-        "gamma",
-        "batch_size",
-        "critic_batch_size",
-        "finetune_epochs",
-    ):
+    for name in RMTL_FIELDS:
         kind = float if name in ("lam", "gamma") else int
         p.add_argument(
             f"--{name.replace('_', '-')}",

@@ -49,6 +49,7 @@ __all__ = [
     "KNOBS",
     "METRICS",
     "PRIMARY",
+    "RMTL_FIELDS",
     "SavedStudy",
     "run_study",
     "study_rows",
@@ -195,7 +196,7 @@ class StudyConfig:
 
     def rmtl_settings(self) -> dict[str, Any]:
         """The keyword arguments of :class:`rmtl.RMTL` every cell uses."""
-        own = {k: getattr(self, k) for k in _RMTL_FIELDS}
+        own = {k: getattr(self, k) for k in RMTL_FIELDS}
         return {**self.rmtl_kwargs, **{k: v for k, v in own.items() if v is not None}}
 
     def grid(self) -> list[dict[str, Any]]:
@@ -228,7 +229,8 @@ class StudyConfig:
         return cls(**{**d, "x": Axis(**d["x"]), "y": Axis(**d["y"])})
 
 
-_RMTL_FIELDS = (
+# the RMTL settings a study exposes as its own fields (the CLI's options)
+RMTL_FIELDS = (
     "critic_epochs",
     "lam",
     "gamma",
@@ -299,7 +301,7 @@ def _check_rmtl(kwargs: Any) -> dict[str, Any]:
     out = _mapping("rmtl_kwargs", kwargs)
     fields = {f.name for f in dataclasses.fields(RMTLConfig)}
     for key in out:
-        if key in _RMTL_FIELDS:
+        if key in RMTL_FIELDS:
             raise ValueError(f"rmtl_kwargs: {key!r} is a field of StudyConfig; set it there")
         if key not in fields:
             raise ValueError(f"rmtl_kwargs: expected fields of rmtl.RMTLConfig, got {key!r}")
