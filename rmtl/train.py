@@ -179,6 +179,16 @@ class Trainer:
                 "same context (rmtl.with_context)"
             )
 
+    def __repr__(self) -> str:
+        weighting = (
+            "" if self.weighting is None else f", weighting={self.weighting!r}, lam={self.lam}"
+        )
+        return (
+            f"Trainer(model={type(self.model).__name__}, lr={self.lr}, "
+            f"batch_size={self.batch_size}, seed={self.seed}, "
+            f"weight_decay={self.weight_decay}, shuffle={self.shuffle}{weighting})"
+        )
+
     def _weighting_args(self) -> dict[str, Any]:
         """The static weighting's task weights, the permuted one's seed (its permutations of
         each batch's weights are drawn from the Trainer's seed and the step)."""

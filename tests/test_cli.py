@@ -193,3 +193,16 @@ def test_jobs_option_and_key_still_mean_processes(tmp_path, capsys):
     assert main(["run", "--jobs", "0"]) == 2  # the old option reaches the same check
     err = capsys.readouterr().err
     assert "--jobs is now --processes" in err and "processes: expected a positive number" in err
+
+
+def test_version_and_program_name(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"rmtl {rmtl.__version__}"
+    script = Path(sys.executable).parent / "rmtl"  # the installed command beside this Python
+    installed = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert installed.returncode == 0 and installed.stdout.startswith("usage: rmtl ")
+    module = subprocess.run(
+        [sys.executable, "-m", "rmtl", "--help"], capture_output=True, text=True
+    )
+    assert module.stdout.startswith("usage: python -m rmtl ")

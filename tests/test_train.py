@@ -154,3 +154,13 @@ def test_trainer_rejects_mismatched_data():
         rmtl.Trainer(model, progress=False).fit(d.sparse, epochs=1)
     with pytest.raises(ValueError, match="batch_size"):
         rmtl.Trainer(model, batch_size=0)
+
+
+def test_trainer_repr_names_its_settings():
+    data = random_session_data(n_sessions=10)
+    model = rmtl.models.create("esmm", data.field_dims, data.num_dense, data.num_tasks, embed_dim=4)
+    assert repr(rmtl.Trainer(model, lr=0.01, batch_size=64, seed=3)) == (
+        "Trainer(model=ESMM, lr=0.01, batch_size=64, seed=3, weight_decay=1e-06, shuffle=True)"
+    )
+    weighted = rmtl.Trainer(model, weighting="constant", lam=0.5)
+    assert repr(weighted).endswith("weighting='constant', lam=0.5)")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from typing import Optional
 
+from .. import __version__
 from ..data import SessionData
 from ..datasets import load_kuairand, load_retailrocket
 from ..models import BACKBONES
@@ -417,11 +418,18 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prog() -> str:
+    """How the user called the command line: ``rmtl`` (the installed command) or ``python -m
+    rmtl``."""
+    return "rmtl" if os.path.basename(sys.argv[0]) == "rmtl" else "python -m rmtl"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand (each adds itself with an add_<name> function)."""
     parser = argparse.ArgumentParser(
-        prog="python -m rmtl", description="rmtl: multi-task recommendation with RL critics"
+        prog=_prog(), description="rmtl: multi-task recommendation with RL critics"
     )
+    parser.add_argument("--version", action="version", version=f"rmtl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_run(sub)
     add_sweep(sub)
