@@ -202,7 +202,7 @@ def test_version_and_program_name(capsys, tmp_path):
     script = Path(sys.executable).parent / "rmtl"  # the installed command beside this Python
     installed = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert installed.returncode == 0 and installed.stdout.startswith("usage: rmtl ")
-    module = subprocess.run(
-        [sys.executable, "-m", "rmtl", "--help"], capture_output=True, text=True
+    module = subprocess.run(  # from elsewhere: the checkout would shadow the installed package
+        [sys.executable, "-m", "rmtl", "--help"], capture_output=True, text=True, cwd=tmp_path
     )
     assert module.stdout.startswith("usage: python -m rmtl ")
