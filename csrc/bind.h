@@ -123,5 +123,7 @@ int rmtl_bind_env_init(PyObject *mod);
 int rmtl_bind_synth_init(PyObject *mod);
 /* auc, logloss, oracle metrics */
 int rmtl_bind_metrics_init(PyObject *mod);
+/* Balancer, balancer_specs */
+int rmtl_bind_balancers_init(PyObject *mod);
 
 #endif

@@ -10,7 +10,8 @@ static int rmtl_exec(PyObject *mod) {
     }
     if (PyArray_ImportNumPyAPI() < 0 || rmtl_bind_models_init(mod) < 0 ||
         rmtl_bind_learning_init(mod) < 0 || rmtl_bind_env_init(mod) < 0 ||
-        rmtl_bind_synth_init(mod) < 0 || rmtl_bind_metrics_init(mod) < 0) {
+        rmtl_bind_synth_init(mod) < 0 || rmtl_bind_metrics_init(mod) < 0 ||
+        rmtl_bind_balancers_init(mod) < 0) {
         return -1;
     }
     if (PyModule_AddIntConstant(mod, "max_layers", RMTL_MAX_LAYERS) < 0 ||

@@ -13,7 +13,7 @@ except ImportError as _e:  # the source tree shadows the installed package
         "source checkout shadowing the installed package. Run from another directory, use the "
         "`rmtl` command, or build in place with `pip install -e .`"
     ) from _e
-from . import _moved, datasets, metrics, models
+from . import _moved, balancers, datasets, metrics, models
 from ._io import CorruptFileError
 from .agent import RMTL
 from .backend import blas_info, get_num_threads, set_gemm_backend, set_num_threads
@@ -51,6 +51,7 @@ __all__ = [
     "experiment",
     "ExperimentResult",
     "datasets",
+    "balancers",
     "SessionEnv",
     "VecSessionEnv",
     "ReplayBuffer",

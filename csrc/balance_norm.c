@@ -1,0 +1,4 @@
+/* (being written) */
+#include "balancers.h"
+
+const rmtl_bal_spec *const rmtl_bal_norm_family[] = {NULL};

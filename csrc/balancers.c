@@ -1,0 +1,181 @@
+/* The balancer table and the calls every balancer shares (balancers.h). */
+#include <math.h>
+#include <string.h>
+
+#include "balancers.h"
+#include "rng.h"
+
+static const rmtl_bal_spec *const *const rmtl_bal_families[] = {
+    rmtl_bal_scale_family, rmtl_bal_norm_family, rmtl_bal_project_family, rmtl_bal_solve_family};
+
+const rmtl_bal_spec *rmtl_bal_at(int i) {
+    for (size_t f = 0; f < sizeof rmtl_bal_families / sizeof rmtl_bal_families[0]; f++) {
+        for (const rmtl_bal_spec *const *s = rmtl_bal_families[f]; *s != NULL; s++) {
+            if (i-- == 0) {
+                return *s;
+            }
+        }
+    }
+    return NULL;
+}
+
+void rmtl_balancer_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work) {
+    *n_state = *n_work = 0;
+    if (b->spec->sizes != NULL) {
+        b->spec->sizes(b, n_state, n_work);
+    }
+}
+
+void rmtl_balancer_init(rmtl_balancer *b) {
+    b->steps = b->epoch = 0;
+    b->epoch_rows = 0.0;
+    for (int k = 0; k < RMTL_MAX_TASKS; k++) {
+        b->epoch_sum[k] = b->loss_first[k] = b->loss_last[k] = b->loss_before[k] = 0.0;
+        b->weights[k] = 1.0;
+    }
+    b->has_weights = 0;
+    if (b->spec->init != NULL) {
+        b->spec->init(b);
+    }
+}
+
+/* 1 if the n floats of x are finite */
+static int rmtl_bal_finite(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* every sample's losses join the epoch's sums, weighted by its rows */
+static void rmtl_bal_count_losses(rmtl_balancer *b, const float *losses, int S, double rows) {
+    for (int s = 0; s < S; s++) {
+        for (int k = 0; k < b->K; k++) {
+            b->epoch_sum[k] += rows * losses[s * b->K + k];
+        }
+        b->epoch_rows += rows;
+    }
+}
+
+int rmtl_balancer_step_weights(rmtl_balancer *b, double *w, const float *losses, double rows) {
+    if (b->spec->family != RMTL_BAL_LOSSES) {
+        return RMTL_ERR_ARG;
+    }
+    if (!rmtl_bal_finite(losses, b->K)) {
+        return RMTL_ERR_NONFINITE;
+    }
+    RMTL_TRY(b->spec->weights(b, w, losses));
+    for (int k = 0; k < b->K; k++) {
+        b->weights[k] = w[k];
+    }
+    b->has_weights = 1;
+    rmtl_bal_count_losses(b, losses, 1, rows);
+    b->steps++;
+    return RMTL_OK;
+}
+
+int rmtl_balancer_step(rmtl_balancer *b, float *dir, const float *losses, const float *jac,
+                       double rows) {
+    int64_t n = (int64_t)b->S * b->K;
+    if (!rmtl_bal_finite(losses, n) || !rmtl_bal_finite(jac, n * b->P)) {
+        return RMTL_ERR_NONFINITE;
+    }
+    if (b->spec->family == RMTL_BAL_LOSSES) {
+        double w[RMTL_MAX_TASKS];
+        RMTL_TRY(rmtl_balancer_step_weights(b, w, losses, rows));
+        rmtl_bal_combine(dir, w, jac, b->K, b->P);
+        return RMTL_OK;
+    }
+    RMTL_TRY(b->spec->direction(b, dir, losses, jac));
+    rmtl_bal_count_losses(b, losses, b->S, rows);
+    b->steps++;
+    return RMTL_OK;
+}
+
+int rmtl_balancer_after_step(rmtl_balancer *b, const float *losses) {
+    if (b->spec->after_step == NULL) {
+        return RMTL_OK;
+    }
+    if (!rmtl_bal_finite(losses, b->K)) {
+        return RMTL_ERR_NONFINITE;
+    }
+    return b->spec->after_step(b, losses);
+}
+
+void rmtl_balancer_end_epoch(rmtl_balancer *b) {
+    for (int k = 0; k < b->K; k++) {
+        double mean = b->epoch_rows > 0.0 ? b->epoch_sum[k] / b->epoch_rows : 0.0;
+        if (b->epoch == 0) {
+            b->loss_first[k] = mean;
+        }
+        b->loss_before[k] = b->loss_last[k];
+        b->loss_last[k] = mean;
+        b->epoch_sum[k] = 0.0;
+    }
+    b->epoch_rows = 0.0;
+    b->epoch++;
+}
+
+/* the stream of balancer draws ("BALA") */
+#define RMTL_BAL_STREAM 0x42414C41ULL
+
+double rmtl_bal_uniform(const rmtl_balancer *b, int64_t index) {
+    uint64_t key = rmtl_rng_key(b->seed, RMTL_BAL_STREAM ^ ((uint64_t)b->steps << 32));
+    return (double)(rmtl_rng_at(key, (uint64_t)index) >> 11) * 0x1.0p-53;
+}
+
+double rmtl_bal_normal(const rmtl_balancer *b, int64_t index) {
+    double u1 = rmtl_bal_uniform(b, 2 * index), u2 = rmtl_bal_uniform(b, 2 * index + 1);
+    return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
+}
+
+void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P) {
+    for (int64_t j = 0; j < P; j++) {
+        double acc = 0.0;
+        for (int k = 0; k < K; k++) {
+            acc += w[k] * jac[(size_t)k * P + j];
+        }
+        dir[j] = (float)acc;
+    }
+}
+
+void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P) {
+    for (int a = 0; a < K; a++) {
+        for (int c = 0; c <= a; c++) {
+            const float *x = jac + (size_t)a * P, *y = jac + (size_t)c * P;
+            double acc = 0.0;
+            for (int64_t j = 0; j < P; j++) {
+                acc += (double)x[j] * y[j];
+            }
+            G[a * K + c] = G[c * K + a] = acc;
+        }
+    }
+}
+
+void rmtl_bal_softmax(double *out, const double *x, int n) {
+    double top = x[0], sum = 0.0;
+    for (int i = 1; i < n; i++) {
+        top = x[i] > top ? x[i] : top;
+    }
+    for (int i = 0; i < n; i++) {
+        out[i] = exp(x[i] - top);
+        sum += out[i];
+    }
+    for (int i = 0; i < n; i++) {
+        out[i] /= sum;
+    }
+}
+
+void rmtl_bal_adam(double *x, const double *g, double *m, double *v, int64_t t, int n,
+                   const rmtl_adam *opt) {
+    double b1 = opt->beta1, b2 = opt->beta2, step = (double)t + 1.0;
+    double c1 = 1.0 - pow(b1, step), c2 = sqrt(1.0 - pow(b2, step));
+    for (int i = 0; i < n; i++) {
+        double gi = g[i] + opt->weight_decay * x[i];
+        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+        x[i] -= opt->lr / c1 * m[i] / (sqrt(v[i]) / c2 + opt->eps);
+    }
+}

@@ -1,0 +1,125 @@
+/* Loss balancers of the multi-task literature (LibMTL's weighting strategies, MetaBalance and
+   fixed linear weights). A balancer turns the K task losses of a step and their gradients with
+   respect to the shared parameters (a Jacobian (K, P), or S of them for the methods that sample
+   S batches per step) into one direction (P) that training applies to the shared parameters,
+   advancing its own state as one training step would.
+
+   balancers.c holds the table of balancers and the calls below; each family of concern has its
+   own file: balance_scale.c (weights from the losses: ew, linear, gls, uw, dwa, rlw, famo, stch),
+   balance_norm.c (weights from gradient norms: gradnorm, db_mtl, excess_mtl, metabalance, imtl),
+   balance_project.c (projections and min-norm combinations: mgda, pcgrad, gradvac, graddrop,
+   aligned_mtl, moco) and balance_solve.c (iterative solvers: cagrad, nash_mtl, upgrad,
+   fairgrad, modo, sdmgrad). Scale convention: LibMTL's, the direction of the summed loss
+   sum_k w_k L_k (ew's direction is the sum of the task gradients). */
+#ifndef RMTL_BALANCERS_H
+#define RMTL_BALANCERS_H
+#include "params.h"
+
+/* hyperparameters of one balancer */
+#define RMTL_BAL_MAX_HYPER 6
+/* the longest balancer name, with its NUL */
+#define RMTL_BAL_NAME_LEN 16
+
+/* what a balancer reads: the losses alone (its direction is sum_k w_k g_k with weights from the
+   losses, so training needs one backward) or the per-task gradients */
+enum { RMTL_BAL_LOSSES = 0, RMTL_BAL_GRADIENTS = 1 };
+
+/* One hyperparameter: LibMTL's name without its method prefix, default and allowed range
+   (integers when integer is set). choices, when set, lists the allowed words separated by '|'
+   and the value is the chosen word's index. */
+typedef struct {
+    const char *name;
+    double value, low, high;
+    int open_low, open_high, integer;
+    const char *choices;
+} rmtl_bal_hyper;
+
+typedef struct rmtl_balancer rmtl_balancer;
+
+/* A balancer's description and calls (each family file defines its balancers' specs) */
+typedef struct {
+    const char *name;
+    int family;  /* RMTL_BAL_LOSSES or RMTL_BAL_GRADIENTS */
+    int samples; /* Jacobians per step: 1, or 3 for the double-sampling methods */
+    const rmtl_bal_hyper hyper[RMTL_BAL_MAX_HYPER]; /* up to a NULL name */
+    /* doubles of state (kept across steps, saved in checkpoints) and of scratch per step */
+    void (*sizes)(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work);
+    /* the state at creation (state arrives zeroed) */
+    void (*init)(rmtl_balancer *b);
+    /* RMTL_BAL_LOSSES: the weights w (K) of this step from the losses (K) */
+    int (*weights)(rmtl_balancer *b, double *w, const float *losses);
+    /* RMTL_BAL_GRADIENTS: the direction (P) from losses (S,K) and jac (S,K,P); sets b->weights
+       when the method has task weights */
+    int (*direction)(rmtl_balancer *b, float *dir, const float *losses, const float *jac);
+    /* after the training step, the losses (K) of the same batch at the new parameters (FAMO);
+       NULL when unused */
+    int (*after_step)(rmtl_balancer *b, const float *losses);
+} rmtl_bal_spec;
+
+/* A balancer's settings and state. The caller allocates state and work (rmtl_balancer_sizes)
+   and segments; the calls never allocate. */
+struct rmtl_balancer {
+    const rmtl_bal_spec *spec;
+    int K, S;
+    int64_t P;
+    uint64_t seed;
+    double h[RMTL_BAL_MAX_HYPER]; /* hyperparameters in spec order */
+    rmtl_adam opt; /* the optimiser of trainable balancer parameters (UW, GradNorm) */
+    double fixed[RMTL_MAX_TASKS]; /* linear's weights */
+    /* the parameter tensors' lengths (summing to P) for methods that work per tensor */
+    const int64_t *segments;
+    int n_segments;
+    /* steps taken, epochs finished; per-epoch mean losses: the first epoch's, the last two */
+    int64_t steps;
+    int64_t epoch;
+    double epoch_sum[RMTL_MAX_TASKS], epoch_rows;
+    double loss_first[RMTL_MAX_TASKS], loss_last[RMTL_MAX_TASKS], loss_before[RMTL_MAX_TASKS];
+    /* the task weights of the last step (has_weights: the method has them) */
+    double weights[RMTL_MAX_TASKS];
+    int has_weights;
+    double *state, *work;
+    int64_t n_state, n_work;
+};
+
+/* each family file's balancers, up to a NULL */
+extern const rmtl_bal_spec *const rmtl_bal_scale_family[];
+extern const rmtl_bal_spec *const rmtl_bal_norm_family[];
+extern const rmtl_bal_spec *const rmtl_bal_project_family[];
+extern const rmtl_bal_spec *const rmtl_bal_solve_family[];
+/* balancer i of all families in the order above, or NULL past the last */
+const rmtl_bal_spec *rmtl_bal_at(int i);
+
+/* the doubles of state and work b needs (spec, K, S, P, segments set) */
+void rmtl_balancer_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work);
+/* sets the counters and weights and initialises the state (zeroed by the caller) */
+void rmtl_balancer_init(rmtl_balancer *b);
+/* One training step's direction dir (P) from losses (S,K) and jac (S,K,P) of batches of rows
+   rows each (every sample's losses count for the epoch means, weighted by rows, as LibMTL's
+   loss meter does); RMTL_ERR_NONFINITE when a loss or the Jacobian is not finite (nothing is
+   advanced then). */
+int rmtl_balancer_step(rmtl_balancer *b, float *dir, const float *losses, const float *jac,
+                       double rows);
+/* RMTL_BAL_LOSSES only: the weights w (K) of one training step from its losses (K), advancing the
+   state as rmtl_balancer_step would; training then runs one backward of sum_k w_k L_k */
+int rmtl_balancer_step_weights(rmtl_balancer *b, double *w, const float *losses, double rows);
+/* the losses (K) of the step's batch at the updated parameters, for methods with after_step */
+int rmtl_balancer_after_step(rmtl_balancer *b, const float *losses);
+/* an epoch ended: its mean losses join the history (DWA, GradNorm, STCH read it) */
+void rmtl_balancer_end_epoch(rmtl_balancer *b);
+
+/* ---- helpers the family files share (balancers.c) */
+
+/* uniform in [0, 1) and standard normal draws of the balancer's stream at (step, index) */
+double rmtl_bal_uniform(const rmtl_balancer *b, int64_t index);
+double rmtl_bal_normal(const rmtl_balancer *b, int64_t index);
+/* dir (P) = sum_k w[k] jac[k] (jac (K,P)), accumulated in double per element */
+void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P);
+/* the Gram matrix G (K,K) = jac jac^T in double */
+void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P);
+/* softmax of x (n) into out */
+void rmtl_bal_softmax(double *out, const double *x, int n);
+/* one torch.optim.Adam step of the n values x with gradient g, moments m, v and step count t
+   (counted before this step) */
+void rmtl_bal_adam(double *x, const double *g, double *m, double *v, int64_t t, int n,
+                   const rmtl_adam *opt);
+#endif

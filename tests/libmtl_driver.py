@@ -1,0 +1,136 @@
+"""LibMTL's weighting classes driven on given task losses and Jacobians: the reference side of
+the parity tests of :mod:`rmtl.balancers` (tests/test_balancers.py) and of
+benchmarks/parity_libmtl.py (the methods only LibMTL's repository has).
+
+A LibMTL weighting class is a mixin of its model: it reads ``task_num``, ``epoch``,
+``train_loss_buffer``, the shared parameters and the task losses, and leaves the direction in
+the shared parameters' ``.grad``. Here the shared parameters are one vector ``theta`` at zero
+and task ``k``'s loss is ``L_k(theta) = c_k + g_k . theta``, so at ``theta = 0`` the losses are
+exactly ``c`` and their gradients exactly the rows ``g_k`` of the given Jacobian: every method
+sees the same inputs as rmtl's balancer. Trainable balancer parameters (UW's and GradNorm's
+``loss_scale``) are stepped by Adam as LibMTL's trainer steps them with the model's optimizer.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+
+def import_weighting(path: Optional[str] = None) -> types.ModuleType:
+    """``LibMTL.weighting`` from the installed package, or from a checkout at ``path``.
+
+    LibMTL's package imports torchvision for its ResNet (unused here): a stub stands in when
+    torchvision is not installed."""
+    try:
+        import torchvision  # noqa: F401  (optional: only LibMTL's ResNet needs it)
+    except ImportError:
+        tv = types.ModuleType("torchvision")
+        tv.models = types.ModuleType("torchvision.models")
+        tv.models.utils = types.ModuleType("torchvision.models.utils")
+        tv.models.utils.load_state_dict_from_url = None
+        sys.modules.update(
+            {
+                "torchvision": tv,
+                "torchvision.models": tv.models,
+                "torchvision.models.utils": tv.models.utils,
+            }
+        )
+    if path is not None:
+        sys.path.insert(0, path)
+        for name in [m for m in sys.modules if m == "LibMTL" or m.startswith("LibMTL.")]:
+            del sys.modules[name]
+    import LibMTL.weighting as weighting
+
+    return weighting
+
+
+def host(cls: type, num_tasks: int, dim: int, epochs: int) -> Any:
+    """An instance of LibMTL weighting class ``cls`` over ``num_tasks`` tasks whose shared
+    parameters are one vector of ``dim`` zeros."""
+
+    class Host(cls):
+        def __init__(self) -> None:
+            super().__init__()
+            self.task_num, self.device, self.rep_grad = num_tasks, torch.device("cpu"), False
+            self.task_name = [f"task{k}" for k in range(num_tasks)]
+            self.encoder = torch.nn.Module()
+            self.encoder.theta = torch.nn.Parameter(torch.zeros(dim))
+            self.decoders = torch.nn.ModuleDict()
+            self.epoch, self.epochs = 0, epochs
+            self.train_loss_buffer = np.zeros([num_tasks, epochs])
+            self.init_param()
+
+        def get_share_params(self):
+            return self.encoder.parameters()
+
+        def zero_grad_share_params(self) -> None:
+            self.encoder.zero_grad(set_to_none=False)
+
+    return Host()
+
+
+def run(
+    cls: type,
+    steps: Sequence[tuple[np.ndarray, np.ndarray]],
+    hyper: Mapping[str, Any],
+    *,
+    epoch_ends: Sequence[int] = (),
+    after: Optional[Sequence[np.ndarray]] = None,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+) -> list[tuple[np.ndarray, Optional[np.ndarray]]]:
+    """LibMTL's directions and returned weights for ``steps``, each ``(losses (S, K),
+    jacobian (S, K, P))`` (S = 3 for MoDo and SDMGrad, else 1). An epoch ends after every
+    step index in ``epoch_ends`` (its mean losses go to ``train_loss_buffer``, as LibMTL's
+    trainer records them); ``after[i]`` are the losses at the updated parameters that
+    ``update_w`` reads after step ``i`` (FAMO). ``hyper`` holds LibMTL's keyword arguments
+    (with their prefixes)."""
+    S, K, P = steps[0][1].shape
+    h = host(cls, K, P, epochs=len(epoch_ends) + 1)
+    own = [p for n, p in h.named_parameters() if not n.startswith("encoder.")]
+    opt = torch.optim.Adam(own, lr=lr, weight_decay=weight_decay) if own else None
+    theta = h.encoder.theta
+    sums, count, out = np.zeros(K), 0, []
+    for i, (losses, jac) in enumerate(steps):
+        if opt is not None:
+            opt.zero_grad(set_to_none=False)
+        h.encoder.zero_grad(set_to_none=False)
+        c = torch.tensor(np.asarray(losses, np.float32).reshape(S, K))
+        g = torch.tensor(np.asarray(jac, np.float32).reshape(S, K, P))
+        loss = c + g @ theta
+        w = h.backward(loss[0] if S == 1 else loss, **hyper)
+        out.append((theta.grad.detach().numpy().copy(), None if w is None else np.asarray(w)))
+        if opt is not None:
+            opt.step()
+        with torch.no_grad():
+            theta.zero_()
+        if after is not None:
+            h.update_w(torch.tensor(np.asarray(after[i], np.float32)))
+        sums += c.numpy().sum(0)
+        count += S
+        if i in epoch_ends:
+            h.train_loss_buffer[:, h.epoch] = sums / count
+            sums, count = np.zeros(K), 0
+            h.epoch += 1
+    return out
+
+
+def random_steps(
+    rng: np.random.Generator, n: int, num_tasks: int, dim: int, samples: int = 1
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` steps of positive losses (shrinking slowly, as in training) and Jacobians with
+    conflicting rows, float32."""
+    out = []
+    for i in range(n):
+        losses = (rng.uniform(0.2, 1.5, (samples, num_tasks)) * 0.97**i).astype(np.float32)
+        base = rng.normal(size=dim)
+        jac = rng.normal(size=(samples, num_tasks, dim)) + 0.5 * base
+        jac *= rng.uniform(0.1, 3.0, (samples, num_tasks, 1))  # unequal gradient scales
+        out.append((losses, jac.astype(np.float32)))
+    return out
