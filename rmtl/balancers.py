@@ -227,7 +227,10 @@ class Balancer:
 
     def __repr__(self) -> str:
         hyper = "".join(f", {k}={v!r}" for k, v in self.hyper.items())
-        return f"rmtl.balancers.create({self.name!r}, num_tasks={self.num_tasks}, space={self.space!r}, seed={self.seed}{hyper})"
+        return (
+            f"rmtl.balancers.create({self.name!r}, num_tasks={self.num_tasks}, "
+            f"space={self.space!r}, seed={self.seed}{hyper})"
+        )
 
 
 def create(
