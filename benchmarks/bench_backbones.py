@@ -151,25 +151,25 @@ def _ple_uses(c: rmtl.models.BackboneConfig, name: str) -> int:
 
 
 def first_layer_flops(
-    model: rmtl.models.Backbone, rows: list[int], batch: int, folded: bool
+    model: rmtl.models.Backbone, rows: list[int], batch: int, distinct_fold: bool
 ) -> float:
     """Matrix-product FLOPs of one training step's first layers over the embedding and of the
     numerical layer (forward, input and weight gradients) when field f runs over rows[f] rows
     (its distinct codes or the batch), and the numerical layer's block either over the batch
-    or folded into each first layer (forward x (W_c w)^T, backward dout^T x and the folded
-    weights' gradients)."""
+    or folded into each distinct first layer (forward x (W_c w)^T, backward dout^T x and the
+    folded weights' gradients)."""
     c = model.config
     E, F, D = c.embed_dim, len(c.field_dims), c.num_dense
     total = 0.0
     for name, w in model.named_parameters():
-        if name.startswith("numerical_layer") and w.ndim == 2 and not folded:
+        if name.startswith("numerical_layer") and w.ndim == 2 and not distinct_fold:
             total += 2.0 * batch * E * D * 2  # its own forward and weight gradient
         elif w.ndim == 2 and w.shape[1] == (F + 1) * E and not name.startswith("embedding"):
             out = w.shape[0]
             total += 2.0 * out * E * sum(rows) * 3
             total += (
                 2.0 * out * (2 * batch * D + 3 * E * D + 3 * E)
-                if folded
+                if distinct_fold
                 else 2.0 * out * E * batch * 3
             )
     return total
@@ -254,7 +254,7 @@ def time_rmtl(model, data, steps: int) -> dict:
     """Training speed with automatic and with plain first layers (timed automatic, plain, plain,
     automatic, each the mean of its two: a drift over the four windows cancels), then with
     automatic first layers on one thread; the rows per field of the last automatic step and
-    whether it folded the numerical layer; prediction speed"""
+    whether the distinct first layer folded the numerical layer; prediction speed"""
     speed = {"auto": [], "plain": []}
     for mode in ("auto", "plain", "plain", "auto"):
         model.first_layer = mode
@@ -263,7 +263,7 @@ def time_rmtl(model, data, steps: int) -> dict:
         "train": np.mean(speed["auto"]),
         "train_plain": np.mean(speed["plain"]),
         "rows": model._core.first_layer_rows,
-        "folded": model._core.first_layer_folded,
+        "distinct_fold": model._core.distinct_fold,
     }
     rmtl.set_num_threads(1)
     out["train_1"] = time_train(model, data, steps)
@@ -375,7 +375,7 @@ def main() -> None:
             ours = (
                 plain
                 - first_layer_flops(model, [BATCH] * len(DIMS), BATCH, False)
-                + first_layer_flops(model, list(r["rows"]), BATCH, r["folded"])
+                + first_layer_flops(model, list(r["rows"]), BATCH, r["distinct_fold"])
                 - attention_flops(model, BATCH, False)
                 + attention_flops(model, BATCH, True)
             )

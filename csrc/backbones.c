@@ -15,22 +15,22 @@ static int rmtl_model_has_experts(const rmtl_model *m) {
 }
 
 /* the first layers over the front ends: each bottom's first layer, or the experts' op 0 */
-static void rmtl_model_lookup_declare(rmtl_model *m) {
-    m->n_lookup = rmtl_model_has_experts(m) ? 1 : m->n_bottom_mlp;
-    for (int i = 0; i < m->n_lookup; i++) {
-        rmtl_lookup *l = &m->lookup[i];
+static void rmtl_model_first_declare(rmtl_model *m) {
+    m->n_first = rmtl_model_has_experts(m) ? 1 : m->n_bottom_mlp;
+    for (int i = 0; i < m->n_first; i++) {
+        rmtl_first *l = &m->first[i];
         if (rmtl_model_has_experts(m)) {
-            *l = rmtl_experts_lookup(m);
+            *l = rmtl_experts_first(m);
         } else {
-            const rmtl_linear *first = &m->bottoms[i].layer[0];
-            rmtl_lookup b = {m->n_front == 1 ? 0 : i,
-                             first->out,
-                             first->out,
-                             first->w,
-                             first->b,
-                             first->act,
-                             0,
-                             first->salt};
+            const rmtl_linear *lin = &m->bottoms[i].layer[0];
+            rmtl_first b = {m->n_front == 1 ? 0 : i,
+                            lin->out,
+                            lin->out,
+                            lin->w,
+                            lin->b,
+                            lin->act,
+                            0,
+                            lin->salt};
             *l = b;
         }
         l->tab = m->tab_size;
@@ -71,7 +71,7 @@ static int rmtl_model_build(rmtl_model *m, const rmtl_model_config *cfg) {
         RMTL_TRY(rmtl_mlp_build(m, &m->towers[k], name, m->bottom[m->n_bottom - 1], m->tower,
                                 m->n_tower, 1));
     }
-    rmtl_model_lookup_declare(m);
+    rmtl_model_first_declare(m);
     return rmtl_params_alloc(&m->params, m->seed);
 }
 
@@ -157,7 +157,7 @@ static void rmtl_model_free_batch(rmtl_model *m) {
 void rmtl_model_release(rmtl_model *m) {
     rmtl_params_free(&m->params);
     rmtl_arena_free(&m->arena);
-    rmtl_unique_free(&m->uniq);
+    rmtl_distinct_free(&m->distinct);
     rmtl_model_free_batch(m);
     rmtl_experts_free(m);
     free(m->bottoms);
@@ -186,7 +186,7 @@ static int rmtl_model_alloc_batch(rmtl_model *m, int batch) {
         return RMTL_ERR_NOMEM;
     }
     RMTL_TRY(rmtl_arena_resize(&m->arena, batch));
-    return rmtl_unique_reserve(m, batch);
+    return rmtl_distinct_reserve(m, batch);
 }
 
 int rmtl_model_reserve(rmtl_model *m, int batch) {
@@ -222,15 +222,15 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
     }
     /* the first layers over the front ends: from tables, or over the batch's codes */
     if (!m->use_tab) {
-        rmtl_unique_build(m, codes, B);
+        rmtl_distinct_build(m, codes, B);
     }
     for (int f = 0; f < m->n_front && !m->use_tab; f++) {
         rmtl_frontend_forward(m, &m->front[f], codes, dense, B);
     }
-    for (int i = 0; i < m->n_lookup; i++) {
-        const rmtl_lookup *l = &m->lookup[i];
+    for (int i = 0; i < m->n_first; i++) {
+        const rmtl_first *l = &m->first[i];
         if (m->use_tab) {
-            rmtl_lookup_forward(rmtl_arena_val(&m->arena, l->act), l->out, codes, dense,
+            rmtl_tables_forward(rmtl_arena_val(&m->arena, l->act), l->out, codes, dense,
                                 m->tab + l->tab, m->field_offset, l->n_relu, B, m->F, m->D, l->out,
                                 (int64_t)m->front[l->front].table_rows);
         } else {
@@ -274,8 +274,8 @@ void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense
     if (rmtl_model_has_experts(m)) {
         rmtl_experts_backward(m, 1, B);
     }
-    for (int i = 0; i < m->n_lookup; i++) {
-        rmtl_first_backward(m, &m->lookup[i], B);
+    for (int i = 0; i < m->n_first; i++) {
+        rmtl_first_backward(m, &m->first[i], B);
     }
     for (int f = 0; f < m->n_front; f++) {
         rmtl_frontend_backward(m, &m->front[f], codes, B);

@@ -482,22 +482,22 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
 }
 
 static PyObject *Model_predict(ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"sparse", "dense", "out", "batch_size", "lookup", NULL};
+    static char *kwlist[] = {"sparse", "dense", "out", "batch_size", "tables", NULL};
     PyObject *co, *dob, *oo;
-    int B, lookup = RMTL_LOOKUP_AUTO;
+    int B, tables = RMTL_TABLES_AUTO;
     PyArrayObject *codes, *dense, *out = NULL;
     rmtl_holds h = RMTL_HOLDS_INIT;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi|i:predict", kwlist, &co, &dob, &oo, &B,
-                                     &lookup)) {
+                                     &tables)) {
         return NULL;
     }
     if (B < 1) {
         PyErr_Format(PyExc_ValueError, "batch_size: expected >= 1, got %d", B);
         return NULL;
     }
-    if (lookup < RMTL_LOOKUP_AUTO || lookup > RMTL_LOOKUP_ALWAYS) {
-        PyErr_Format(PyExc_ValueError, "lookup: expected 0 (auto), 1 (never) or 2 (always), got %d",
-                     lookup);
+    if (tables < RMTL_TABLES_AUTO || tables > RMTL_TABLES_ALWAYS) {
+        PyErr_Format(PyExc_ValueError, "tables: expected 0 (auto), 1 (never) or 2 (always), got %d",
+                     tables);
         return NULL;
     }
     if (rmtl_hold(&h, self) < 0) {
@@ -511,7 +511,7 @@ static PyObject *Model_predict(ModelObject *self, PyObject *args, PyObject *kwds
     }
     PyThreadState *ts = rmtl_holds_begin(&h);
     int st = rmtl_model_predict(self->m, PyArray_DATA(out), PyArray_DATA(codes),
-                                PyArray_DATA(dense), (int64_t)n, B, lookup);
+                                PyArray_DATA(dense), (int64_t)n, B, tables);
     rmtl_holds_end(&h, ts);
     if (st != RMTL_OK) {
         return rmtl_raise(st, "predict");
@@ -634,26 +634,26 @@ static int Model_set_training(ModelObject *self, PyObject *value, void *closure)
     return 0;
 }
 
-/* RMTL_UNIQUE_*: how first layers run (rmtl.models.Net.first_layer) */
-static PyObject *Model_get_unique(ModelObject *self, void *closure) {
+/* RMTL_FIRST_LAYER_*: how first layers run (rmtl.models.Net.first_layer) */
+static PyObject *Model_get_first_layer(ModelObject *self, void *closure) {
     if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
-    return PyLong_FromLong(self->m->unique);
+    return PyLong_FromLong(self->m->first_layer);
 }
 
-static int Model_set_unique(ModelObject *self, PyObject *value, void *closure) {
+static int Model_set_first_layer(ModelObject *self, PyObject *value, void *closure) {
     if (rmtl_net_ready(self) < 0) {
         return -1;
     }
     long u = value ? PyLong_AsLong(value) : -1;
-    if (u < RMTL_UNIQUE_AUTO || u > RMTL_UNIQUE_ALWAYS) {
+    if (u < RMTL_FIRST_LAYER_AUTO || u > RMTL_FIRST_LAYER_DISTINCT) {
         PyErr_Clear();
         PyErr_SetString(PyExc_ValueError,
-                        "unique: expected a value of rmtl._core.enums['first_layer']");
+                        "first_layer: expected a value of rmtl._core.enums['first_layer']");
         return -1;
     }
-    self->m->unique = (int)u;
+    self->m->first_layer = (int)u;
     return 0;
 }
 
@@ -661,7 +661,7 @@ static PyObject *Model_get_first_layer_rows(ModelObject *self, void *closure) {
     if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
-    const rmtl_unique *u = &self->m->uniq;
+    const rmtl_distinct *u = &self->m->distinct;
     PyObject *out = PyTuple_New(self->m->F);
     for (int f = 0; out != NULL && f < self->m->F; f++) {
         PyTuple_SET_ITEM(out, f, PyLong_FromLong(u->cap == 0 ? 0 : u->use[f] ? u->u[f] : u->B));
@@ -669,11 +669,11 @@ static PyObject *Model_get_first_layer_rows(ModelObject *self, void *closure) {
     return out;
 }
 
-static PyObject *Model_get_first_layer_folded(ModelObject *self, void *closure) {
+static PyObject *Model_get_distinct_fold(ModelObject *self, void *closure) {
     if (rmtl_net_ready(self) < 0) {
         return NULL;
     }
-    return PyBool_FromLong(self->m->front[0].fold);
+    return PyBool_FromLong(self->m->front[0].distinct_fold);
 }
 
 static PyObject *Model_get_steps(ModelObject *self, void *closure) {
@@ -709,8 +709,9 @@ static PyMethodDef Model_methods[] = {
     {"forward", (PyCFunction)Model_forward, METH_VARARGS,
      "forward(sparse, dense) -> (n, T) probabilities in the current mode"},
     {"predict", RMTL_KW(Model_predict), METH_VARARGS | METH_KEYWORDS,
-     "predict(sparse, dense, out, batch_size, lookup=0): eval-mode probabilities into out; lookup "
-     "0 lets the size rule choose whether first layers come from tables, 1 never, 2 always"},
+     "predict(sparse, dense, out, batch_size, tables=0): eval-mode probabilities into out; tables "
+     "0 lets the size rule choose whether first layers come from per-code tables, 1 never, 2 "
+     "always"},
     {"loss_backward", RMTL_KW(Model_loss_backward), METH_VARARGS | METH_KEYWORDS,
      "loss_backward(sparse, dense, labels, weights=None) -> loss; gradients in buffer('grad')"},
     {NULL}};
@@ -739,15 +740,15 @@ static PyMethodDef Net_methods[] = {
 
 static PyGetSetDef Net_getset[] = {
     {"training", (getter)Model_get_training, (setter)Model_set_training, "dropout active", NULL},
-    {"unique", (getter)Model_get_unique, (setter)Model_set_unique,
+    {"first_layer", (getter)Model_get_first_layer, (setter)Model_set_first_layer,
      "how first layers run: a value of rmtl._core.enums['first_layer']", NULL},
     {"first_layer_rows", (getter)Model_get_first_layer_rows, NULL,
      "per field, the rows the first layers ran over in the last forward over a batch's codes "
      "(its distinct codes, or the batch's rows)",
      NULL},
-    {"first_layer_folded", (getter)Model_get_first_layer_folded, NULL,
+    {"distinct_fold", (getter)Model_get_distinct_fold, NULL,
      "whether the last forward over a batch's codes folded the numerical (and action) layers "
-     "into the first layers instead of computing them",
+     "into the distinct first layers instead of computing them",
      NULL},
     {"steps", (getter)Model_get_steps, (setter)Model_set_steps,
      "(adam steps taken, training forwards taken)", NULL},
@@ -790,21 +791,21 @@ static const rmtl_enum_entry rmtl_backbone_enum[] = {{"singletask", RMTL_SINGLET
                                                      {"ple_paper", RMTL_PLE_PAPER},
                                                      {NULL, 0}};
 
-static const rmtl_enum_entry rmtl_lookup_enum[] = {{"auto", RMTL_LOOKUP_AUTO},
-                                                   {"never", RMTL_LOOKUP_NEVER},
-                                                   {"always", RMTL_LOOKUP_ALWAYS},
+static const rmtl_enum_entry rmtl_tables_enum[] = {{"auto", RMTL_TABLES_AUTO},
+                                                   {"never", RMTL_TABLES_NEVER},
+                                                   {"always", RMTL_TABLES_ALWAYS},
                                                    {NULL, 0}};
 
-static const rmtl_enum_entry rmtl_unique_enum[] = {{"auto", RMTL_UNIQUE_AUTO},
-                                                   {"plain", RMTL_UNIQUE_NEVER},
-                                                   {"distinct", RMTL_UNIQUE_ALWAYS},
-                                                   {NULL, 0}};
+static const rmtl_enum_entry rmtl_first_layer_enum[] = {{"auto", RMTL_FIRST_LAYER_AUTO},
+                                                        {"plain", RMTL_FIRST_LAYER_PLAIN},
+                                                        {"distinct", RMTL_FIRST_LAYER_DISTINCT},
+                                                        {NULL, 0}};
 
 int rmtl_bind_models_init(PyObject *mod) {
     if (PyModule_AddFunctions(mod, rmtl_models_functions) < 0 ||
         rmtl_add_enum(mod, "backbone", rmtl_backbone_enum) < 0 ||
-        rmtl_add_enum(mod, "lookup", rmtl_lookup_enum) < 0 ||
-        rmtl_add_enum(mod, "first_layer", rmtl_unique_enum) < 0 ||
+        rmtl_add_enum(mod, "tables", rmtl_tables_enum) < 0 ||
+        rmtl_add_enum(mod, "first_layer", rmtl_first_layer_enum) < 0 ||
         rmtl_add_type(mod, &Net_spec, NULL) < 0) {
         return -1;
     }

@@ -80,11 +80,12 @@ int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int
     return RMTL_OK;
 }
 
-/* Folding a block into a first layer of width OC costs B d OC + E d OC multiply-adds per
-   product instead of B E OC: it pays for narrow inputs (the numerical and action layers) */
-static int rmtl_frontend_fold(const rmtl_model *m, const rmtl_frontend *fe, int B) {
-    if (m->unique != RMTL_UNIQUE_AUTO) {
-        return m->unique == RMTL_UNIQUE_ALWAYS;
+/* The distinct first layer folding a block into itself (width OC) costs B d OC + E d OC
+   multiply-adds per product instead of B E OC: it pays for narrow inputs (the numerical and action
+   layers) */
+static int rmtl_frontend_distinct_fold(const rmtl_model *m, const rmtl_frontend *fe, int B) {
+    if (m->first_layer != RMTL_FIRST_LAYER_AUTO) {
+        return m->first_layer == RMTL_FIRST_LAYER_DISTINCT;
     }
     for (int k = 0; k < fe->n_lin; k++) {
         if ((long)fe->lin[k].d * (B + fe->E) >= (long)B * fe->E) {
@@ -99,11 +100,11 @@ void rmtl_frontend_forward(rmtl_model *m, rmtl_frontend *fe, const int32_t *code
     int W = fe->width;
     float *out = rmtl_arena_val(&m->arena, fe->act), *p = m->params.param;
     rmtl_dropout none = {0.0f, 0, 0};
-    rmtl_embedding_forward(out, codes, &m->uniq, p + fe->table, m->field_offset, B, fe->F, fe->E,
-                           W);
+    rmtl_embedding_forward(out, codes, &m->distinct, p + fe->table, m->field_offset, B, fe->F,
+                           fe->E, W);
     fe->lin[0].x = dense;
-    fe->fold = rmtl_frontend_fold(m, fe, B);
-    for (int k = 0; k < fe->n_lin && !fe->fold; k++) {
+    fe->distinct_fold = rmtl_frontend_distinct_fold(m, fe, B);
+    for (int k = 0; k < fe->n_lin && !fe->distinct_fold; k++) {
         const rmtl_front_linear *l = &fe->lin[k];
         rmtl_dense_forward(out + (size_t)(fe->F + k) * fe->E, W, l->x, l->d, p + l->w, p + l->b, 0,
                            none, B, l->d, fe->E);
@@ -114,9 +115,9 @@ void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_
     int W = fe->width;
     float *dout = rmtl_arena_grad(&m->arena, fe->act), *g = m->params.grad;
     const float *out = rmtl_arena_val(&m->arena, fe->act);
-    rmtl_embedding_backward(g + fe->table, dout, codes, &m->uniq, m->field_offset, B, fe->F, fe->E,
-                            W);
-    for (int k = 0; k < fe->n_lin && !fe->fold; k++) {
+    rmtl_embedding_backward(g + fe->table, dout, codes, &m->distinct, m->field_offset, B, fe->F,
+                            fe->E, W);
+    for (int k = 0; k < fe->n_lin && !fe->distinct_fold; k++) {
         const rmtl_front_linear *l = &fe->lin[k];
         size_t c = (size_t)(fe->F + k) * fe->E;
         rmtl_dense_backward(l->dx, l->d, g + l->w, g + l->b, dout + c, W, out + c, l->x,

@@ -19,10 +19,10 @@ enum {
     RMTL_NUM_BACKBONES = 8
 };
 
-/* How first layers treat a field (rmtl_model.unique): RMTL_UNIQUE_AUTO chooses per field and
-   batch by cost, NEVER always runs the plain product over the batch's rows, ALWAYS the product
-   over the field's distinct codes */
-enum { RMTL_UNIQUE_AUTO = 0, RMTL_UNIQUE_NEVER = 1, RMTL_UNIQUE_ALWAYS = 2 };
+/* How first layers treat a field (rmtl_model.first_layer): RMTL_FIRST_LAYER_AUTO chooses per
+   field and batch by cost, PLAIN always runs the plain product over the batch's rows, DISTINCT
+   the product over the field's distinct codes (the distinct first layer, rmtl_distinct) */
+enum { RMTL_FIRST_LAYER_AUTO = 0, RMTL_FIRST_LAYER_PLAIN = 1, RMTL_FIRST_LAYER_DISTINCT = 2 };
 
 /* Activation buffers sized per batch row: for a pass over B rows (rows = B, set by the
    forward pass or by zeroing the gradients), an activation of width w at column offset c lives
@@ -67,16 +67,18 @@ typedef struct {
     size_t num_w, num_b;      /* numerical_layer (E, D), (E) */
     size_t act;               /* arena column of the (B, width) front-end output */
     /* the blocks after the fields, columns [(F + k) E, (F + k + 1) E): lin[0] is the
-       numerical layer. With fold (set by each forward), the first layers read the blocks'
-       inputs through their folded weights (first.c) and the blocks are not computed. */
-    int n_lin, fold;
+       numerical layer. With distinct_fold (set by each forward), the distinct first layers
+       fold the blocks in: they read the blocks' inputs through their folded weights (first.c)
+       and the blocks are not computed. */
+    int n_lin, distinct_fold;
     rmtl_front_linear lin[RMTL_MAX_FRONT_LIN];
 } rmtl_frontend;
 
-/* A first layer over a front end (first.c). Training and prediction run it over the distinct
-   codes of each field in the batch (rmtl_unique); prediction may instead evaluate it from
-   per-code tables over the whole vocabulary (rmtl_lookup_build): its output is then a sum
-   of table rows instead of a GEMM over the front-end output */
+/* A first layer over a front end (first.c). Training and prediction run it over the batch's
+   codes, as the distinct first layer (over each field's distinct codes, rmtl_distinct) or the
+   plain product; prediction may instead evaluate it from per-code tables over the whole
+   vocabulary (rmtl_tables_build): its output is then a sum of table rows instead of a GEMM
+   over the front-end output */
 typedef struct {
     int front;       /* index into rmtl_model.front */
     int out, n_relu; /* output width; columns [0, n_relu) get ReLU + dropout */
@@ -84,7 +86,7 @@ typedef struct {
     size_t act;      /* arena column of the (B, out) output */
     size_t tab;      /* offset of its (table_rows + D + 1, out) tables in rmtl_model.tab */
     uint32_t salt;   /* the layer's dropout salt */
-} rmtl_lookup;
+} rmtl_first;
 
 /* A net: its sizes, parameter table, arena, mode and dropout state, and the blocks the
    backbones (backbones.c) and critics (critic.c) are built of */
@@ -107,10 +109,10 @@ typedef struct {
     struct rmtl_experts
         *experts; /* ESMM, OMoE, MMoE, PLE, AITM: the layers between front end and towers */
 
-    int n_lookup; /* the first layers over the front ends */
-    int unique;   /* RMTL_UNIQUE_* */
-    rmtl_unique uniq;
-    rmtl_lookup lookup[RMTL_MAX_TASKS];
+    int n_first;     /* the first layers over the front ends */
+    int first_layer; /* how they run: RMTL_FIRST_LAYER_* */
+    rmtl_distinct distinct;
+    rmtl_first first[RMTL_MAX_TASKS];
     float *tab; /* their tables, tab_size floats, alive during a prediction using them */
     size_t tab_size;
     int use_tab; /* forward reads the first layers from tab (inside rmtl_model_predict only) */
@@ -142,14 +144,14 @@ void rmtl_arena_zero_grad(rmtl_arena *a, int rows);
    "embedding.0.embedding.weight"; extra fields of width E follow the numerical field in the
    output (a critic's action) */
 int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int extra);
-/* codes (B,F) dense (B,D) -> fe's (B, width) output. The front end reads m->uniq
-   (rmtl_unique_build on the same codes must come first): a field using its distinct codes
+/* codes (B,F) dense (B,D) -> fe's (B, width) output. The front end reads m->distinct
+   (rmtl_distinct_build on the same codes must come first): a field using its distinct codes
    gathers and scatters only their rows. The inputs of lin[1..] (and the gradients wanted of
-   them) are set before; forward chooses fe->fold for the batch. */
+   them) are set before; forward chooses fe->distinct_fold for the batch. */
 void rmtl_frontend_forward(rmtl_model *m, rmtl_frontend *fe, const int32_t *codes,
                            const float *dense, int B);
 /* after the output's gradient is in the arena: adds the embedding table's gradient and, unless
-   folded, the blocks' (and their input gradients wanted) */
+   distinct_fold, the blocks' (and their input gradients wanted) */
 void rmtl_frontend_backward(rmtl_model *m, const rmtl_frontend *fe, const int32_t *codes, int B);
 
 /* declares an MLP over `in` columns with hidden widths dims (n), named e.g. "tower.1.mlp";
@@ -159,7 +161,7 @@ int rmtl_mlp_build(rmtl_model *m, rmtl_mlp *mlp, const char *name, int in, const
 /* layers [first, n) of `count` MLPs of the same depth (count <= RMTL_MAX_TASKS), layer j of
    all of them one group of products. With first == 0 MLP k reads inp[k], whose rows are
    ld_in[k] floats apart; with first > 0 it reads its own layer first - 1 in the arena (a
-   lookup wrote it) and inp, ld_in may be NULL. out[k] (unless out is NULL) receives MLP k's
+   first layer wrote it) and inp, ld_in may be NULL. out[k] (unless out is NULL) receives MLP k's
    output. */
 void rmtl_mlps_forward(rmtl_model *m, const rmtl_mlp *mlp, int count, int first,
                        const float *const *inp, const int *ld_in, int B, const float **out);

@@ -20,10 +20,10 @@ static int rmtl_critic_build(rmtl_critic *c, const rmtl_model_config *cfg) {
     RMTL_TRY(rmtl_mlp_build(m, &c->bottom, "bottom.mlp", in, m->bottom, m->n_bottom, 0));
     /* the bottom's first layer reads the front end: one first layer over it */
     const rmtl_linear *l = &c->bottom.layer[0];
-    rmtl_lookup first = {0, l->out, l->out, l->w, l->b, l->act, 0, l->salt};
+    rmtl_first layer = {0, l->out, l->out, l->w, l->b, l->act, 0, l->salt};
     rmtl_front_linear act = {c->act_w, c->act_b, 1, NULL, NULL};
-    m->lookup[0] = first;
-    m->n_lookup = 1;
+    m->first[0] = layer;
+    m->n_first = 1;
     m->front[0].lin[m->front[0].n_lin++] = act;
     RMTL_TRY(rmtl_mlp_build(m, &c->tower, "tower.mlp", m->bottom[m->n_bottom - 1], m->tower,
                             m->n_tower, 1));
@@ -64,7 +64,7 @@ int rmtl_critic_reserve(rmtl_critic *c, int batch) {
     float *block = malloc(5 * (size_t)batch * sizeof(float));
     int st = block != NULL ? rmtl_arena_resize(&c->net.arena, batch) : RMTL_ERR_NOMEM;
     if (st == RMTL_OK) {
-        st = rmtl_unique_reserve(&c->net, batch);
+        st = rmtl_distinct_reserve(&c->net, batch);
     }
     if (st != RMTL_OK) {
         free(block);
@@ -92,10 +92,10 @@ int rmtl_critic_forward(rmtl_critic *c, const int32_t *codes, const float *dense
         m->counter++;
     }
     /* the reference concatenates [embedding fields, numerical field, action field] */
-    rmtl_unique_build(m, codes, B);
+    rmtl_distinct_build(m, codes, B);
     m->front[0].lin[1].x = action;
     rmtl_frontend_forward(m, &m->front[0], codes, dense, B);
-    rmtl_first_forward(m, &m->lookup[0], B);
+    rmtl_first_forward(m, &m->first[0], B);
     const float *h, *out;
     rmtl_mlps_forward(m, &c->bottom, 1, 1, NULL, NULL, B, &h);
     rmtl_mlps_forward(m, &c->tower, 1, 0, &h, &c->tower.layer[0].in, B, &out);
@@ -122,7 +122,7 @@ void rmtl_critic_backward(rmtl_critic *c, float *daction, const float *dq, const
     m->front[0].lin[0].x = dense;
     m->front[0].lin[1].x = action;
     m->front[0].lin[1].dx = daction;
-    rmtl_first_backward(m, &m->lookup[0], B);
+    rmtl_first_backward(m, &m->first[0], B);
     rmtl_frontend_backward(m, &m->front[0], codes, B);
 }
 

@@ -474,10 +474,10 @@ static rmtl_dropout rmtl_fan_dropout(const rmtl_model *m, const rmtl_fanout *f) 
     return d;
 }
 
-rmtl_lookup rmtl_experts_lookup(const rmtl_model *m) {
+rmtl_first rmtl_experts_first(const rmtl_model *m) {
     const rmtl_op *op = &m->experts->op[0];
     const rmtl_fanout *f = &m->experts->fan[op->fan];
-    rmtl_lookup l = {0, f->out, f->n_relu, f->w, f->b, op->out.col, 0, f->salt};
+    rmtl_first l = {0, f->out, f->n_relu, f->w, f->b, op->out.col, 0, f->salt};
     return l;
 }
 

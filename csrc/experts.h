@@ -17,14 +17,14 @@ int rmtl_experts_build(rmtl_model *m);
 /* frees m->experts */
 void rmtl_experts_free(rmtl_model *m);
 /* after the front end: ops [first, n_op) in order, then the features are ready; op 0 is the
-   fanout over the front end (every program starts with it), skipped (first = 1) when a lookup
-   wrote its output */
+   fanout over the front end (every program starts with it), skipped (first = 1) when a first
+   layer (rmtl_first) wrote its output */
 void rmtl_experts_forward(rmtl_model *m, int first, int B);
 /* after the towers' backward filled the feature gradients: ops (n_op, first] in reverse, down
    to the front end's gradient with first = 0, to op 0's output gradient with first = 1 */
 void rmtl_experts_backward(rmtl_model *m, int first, int B);
-/* op 0, the fanout over the front end, as a lookup (without its table offset) */
-rmtl_lookup rmtl_experts_lookup(const rmtl_model *m);
+/* op 0, the fanout over the front end, as a first layer (without its tables' offset) */
+rmtl_first rmtl_experts_first(const rmtl_model *m);
 /* where task k's tower input (B, bottom[-1]) lives */
 rmtl_loc rmtl_experts_feature(const rmtl_model *m, int k);
 #endif

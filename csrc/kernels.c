@@ -315,11 +315,11 @@ void rmtl_dense_backward(float *dinp, int ld_in, float *dw, float *db, float *do
 }
 
 /* field f's n-th looked-up code: the batch's row n, or its n-th distinct code */
-static int32_t rmtl_field_code(const int32_t *codes, const rmtl_unique *u, int f, int F, int n) {
+static int32_t rmtl_field_code(const int32_t *codes, const rmtl_distinct *u, int f, int F, int n) {
     return u != NULL && u->use[f] ? u->code[(size_t)f * u->cap + n] : codes[(size_t)n * F + f];
 }
 
-static int rmtl_field_rows(const rmtl_unique *u, int f, int B) {
+static int rmtl_field_rows(const rmtl_distinct *u, int f, int B) {
     return u != NULL && u->use[f] ? u->u[f] : B;
 }
 
@@ -329,7 +329,7 @@ typedef struct {
     float *dst;
     const float *src;
     const int32_t *codes;
-    const rmtl_unique *u;
+    const rmtl_distinct *u;
     const int64_t *field_offset;
     int B, F, E, ld_out;
 } rmtl_embedding_args;
@@ -351,7 +351,7 @@ RMTL_CLONES static void rmtl_embedding_gather_range(void *ctx, int64_t lo, int64
     }
 }
 
-void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
+void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_distinct *u,
                             const float *table, const int64_t *field_offset, int B, int F, int E,
                             int ld_out) {
     rmtl_embedding_args embedding_gather_args = {out, table, codes, u,     field_offset,
@@ -381,8 +381,8 @@ RMTL_CLONES static void rmtl_embedding_scatter_range(void *ctx, int64_t lo, int6
 }
 
 void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
-                             const rmtl_unique *u, const int64_t *field_offset, int B, int F, int E,
-                             int ld_out) {
+                             const rmtl_distinct *u, const int64_t *field_offset, int B, int F,
+                             int E, int ld_out) {
     /* fields own disjoint row ranges, so threads split by field never collide;
        row 0 is the padding row (padding_idx=0) and never receives a gradient */
     rmtl_embedding_args embedding_scatter_args = {dtable, dout, codes, u,     field_offset,
@@ -391,7 +391,7 @@ void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *co
                       &embedding_scatter_args);
 }
 
-void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const float *num_b,
+void rmtl_tables_build(float *tab, const float *table, const float *num_w, const float *num_b,
                        const float *w, const float *b, const int64_t *field_offset, int64_t rows,
                        int F, int D, int E, int OC) {
     int C = (F + 1) * E;
@@ -402,13 +402,13 @@ void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const
         rmtl_gemm(0, 1, (int)(hi - lo), OC, E, 1.0f, table + (size_t)lo * E, E, w + (size_t)f * E,
                   C, 0.0f, tab + (size_t)lo * OC, OC);
     }
-    /* (D,OC) = num_w^T (D,E) wd^T: the dense Linear folded into w's dense block */
+    /* (D,OC) = num_w^T (D,E) wd^T: the dense Linear multiplied into w's dense block */
     rmtl_gemm(1, 1, D, OC, E, 1.0f, num_w, D, wd, C, 0.0f, tab + (size_t)rows * OC, OC);
     memcpy(last, b, (size_t)OC * sizeof(float));
     rmtl_gemm(0, 1, 1, OC, E, 1.0f, num_b, E, wd, C, 1.0f, last, OC);
 }
 
-/* rmtl_lookup_forward's arguments; last: the tables' last row (bias) */
+/* rmtl_tables_forward's arguments; last: the tables' last row (bias) */
 typedef struct {
     float *out;
     int ld_out;
@@ -419,12 +419,12 @@ typedef struct {
     int n_relu, F, D, OC;
     int64_t rows;
     const float *last;
-} rmtl_lookup_rows_args;
+} rmtl_tables_rows_args;
 
-/* batch rows [lo, hi) of rmtl_lookup_forward */
-RMTL_CLONES static void rmtl_lookup_rows_range(void *ctx, int64_t lo, int64_t hi) {
+/* batch rows [lo, hi) of rmtl_tables_forward */
+RMTL_CLONES static void rmtl_tables_rows_range(void *ctx, int64_t lo, int64_t hi) {
     /* a copy of the arguments (see the note at the top) */
-    const rmtl_lookup_rows_args a = *(const rmtl_lookup_rows_args *)ctx;
+    const rmtl_tables_rows_args a = *(const rmtl_tables_rows_args *)ctx;
     for (int64_t i = lo; i < hi; i++) {
         float *restrict o = a.out + (size_t)i * a.ld_out;
         const int32_t *c = a.codes + (size_t)i * a.F;
@@ -448,14 +448,14 @@ RMTL_CLONES static void rmtl_lookup_rows_range(void *ctx, int64_t lo, int64_t hi
     }
 }
 
-void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const float *dense,
+void rmtl_tables_forward(float *out, int ld_out, const int32_t *codes, const float *dense,
                          const float *tab, const int64_t *field_offset, int n_relu, int B, int F,
                          int D, int OC, int64_t rows) {
     const float *last = tab + (size_t)(rows + D) * OC;
-    rmtl_lookup_rows_args lookup_rows_args = {out,    ld_out, codes, dense, tab,  field_offset,
+    rmtl_tables_rows_args tables_rows_args = {out,    ld_out, codes, dense, tab,  field_offset,
                                               n_relu, F,      D,     OC,    rows, last};
-    rmtl_parallel_for(B, rmtl_grain(OC, RMTL_GRAIN_COMPUTE), rmtl_lookup_rows_range,
-                      &lookup_rows_args);
+    rmtl_parallel_for(B, rmtl_grain(OC, RMTL_GRAIN_COMPUTE), rmtl_tables_rows_range,
+                      &tables_rows_args);
 }
 
 void rmtl_head_forward(float *prob, float *sig, const float *const *logit, int esmm, int B, int T) {

@@ -5,7 +5,7 @@
 #include "gemm.h"
 
 /* The distinct codes of each field in a batch and the workspace of the products over them,
-   sized for cap rows by rmtl_unique_reserve and built by rmtl_unique_build (first.c); the
+   sized for cap rows by rmtl_distinct_reserve and built by rmtl_distinct_build (first.c); the
    embedding kernels read it. For a field with use[f]: its u[f] distinct codes in
    first-occurrence order at code + f * cap, row i's index among them at slot[f * cap + i], the
    rows holding slot s at order[f * cap + start[f * (cap + 1) + s] ..], and the (u[f], out)
@@ -24,10 +24,10 @@ typedef struct {
     int *field, *field_u;                       /* (F) each */
     float **rows;                               /* (F) */
     const int32_t **field_start, **field_order; /* (F) each */
-    float *fold;                                /* a first layer's folded blocks (first.c) */
-    int fold_d;                                 /* the widest block's d */
+    float *fold;       /* the distinct first layer's folded blocks (first.c) */
+    int fold_d;        /* the widest block's d */
     rmtl_gemm_op *ops; /* (4 F + 2): a first layer's products, run together (first.c) */
-} rmtl_unique;
+} rmtl_distinct;
 
 /* dropout of one layer: p == 0 means identity; masks are keyed by (seed, stream, element) */
 typedef struct {
@@ -48,7 +48,7 @@ typedef struct {
 } rmtl_gather;
 
 /* low-rank terms of a layer's output: row i adds x[k][i, :] v[k] for k < n, x[k] (B, d[k]) and
-   v[k] (d[k], OC) (a front end's Linear blocks folded into a first layer, first.c) */
+   v[k] (d[k], OC) (a front end's Linear blocks folded into the distinct first layer, first.c) */
 typedef struct {
     int n;
     const float *x[RMTL_MAX_FRONT_LIN];
@@ -114,25 +114,25 @@ void rmtl_attention2_backward(float *dx0, float *dx1, float *y, int ld_z, const 
 
 /* codes (B,F) table (rows,E) out (B,ld_out), field f at columns f*E; a field with u->use[f]
    (u may be NULL) gathers its u->u[f] distinct codes into rows [0, u->u[f]) instead */
-void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_unique *u,
+void rmtl_embedding_forward(float *out, const int32_t *codes, const rmtl_distinct *u,
                             const float *table, const int64_t *field_offset, int B, int F, int E,
                             int ld_out);
 /* adds the gradient of the rows rmtl_embedding_forward wrote into dtable, except row 0 */
 void rmtl_embedding_backward(float *dtable, const float *dout, const int32_t *codes,
-                             const rmtl_unique *u, const int64_t *field_offset, int B, int F, int E,
-                             int ld_out);
+                             const rmtl_distinct *u, const int64_t *field_offset, int B, int F,
+                             int E, int ld_out);
 
 /* Tables of a Linear w (OC,(F+1)E), b (OC) over the front end [emb_1 .. emb_F | num_w x + num_b]:
    tab (rows + D + 1, OC) holds table (rows,E) times each field's column block of w in rows
    [0, rows), w's dense block times num_w (E,D) column d in row rows + d, and b + w's dense
    block times num_b (E) in the last row. Calls rmtl_gemm: not inside a parallel region. */
-void rmtl_lookup_build(float *tab, const float *table, const float *num_w, const float *num_b,
+void rmtl_tables_build(float *tab, const float *table, const float *num_w, const float *num_b,
                        const float *w, const float *b, const int64_t *field_offset, int64_t rows,
                        int F, int D, int E, int OC);
 /* eval-mode output of that Linear from its tables: codes (B,F), dense (B,D) -> out (B,OC)
    row stride ld_out = last row + sum_f tab[field_offset[f] + code] + sum_d dense_d tab[rows + d];
    columns [0, n_relu) get ReLU */
-void rmtl_lookup_forward(float *out, int ld_out, const int32_t *codes, const float *dense,
+void rmtl_tables_forward(float *out, int ld_out, const int32_t *codes, const float *dense,
                          const float *tab, const int64_t *field_offset, int n_relu, int B, int F,
                          int D, int OC, int64_t rows);
 

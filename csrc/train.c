@@ -237,40 +237,40 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
 
 /* Tables cap: PLE's level 0 in bench_backbones.py (12 experts of 512 and 3 gates over 4641
    codes) needs 109 MB */
-#define RMTL_LOOKUP_MAX_BYTES ((size_t)256 << 20)
+#define RMTL_TABLES_MAX_BYTES ((size_t)256 << 20)
 /* Below this embedding width the products are cheap: reading F + D + 1 table rows per output
    costs about what the 2 (F+1) E multiply-adds it replaces do (measured on 2 cores, SharedBottom
    and MMoE: E = 8 0.9x, 16 1.1x, 32 1.1-1.2x, 128 2-2.5x the plain prediction) */
-#define RMTL_LOOKUP_MIN_E 16
+#define RMTL_TABLES_MIN_E 16
 
 /* Tables pay for n rows when they fit and building them (table_rows products of width E per
    output) costs at most a quarter of the n products of width (F+1) E they replace */
-static int rmtl_model_lookup_pays(const rmtl_model *m, int64_t n) {
-    return m->E >= RMTL_LOOKUP_MIN_E && m->tab_size * sizeof(float) <= RMTL_LOOKUP_MAX_BYTES &&
+static int rmtl_model_tables_pay(const rmtl_model *m, int64_t n) {
+    return m->E >= RMTL_TABLES_MIN_E && m->tab_size * sizeof(float) <= RMTL_TABLES_MAX_BYTES &&
            (int64_t)m->front[0].table_rows * 4 <= n * (m->F + 1);
 }
 
-/* Sets m->use_tab for a prediction of n rows (lookup: RMTL_LOOKUP_*) and builds the tables
+/* Sets m->use_tab for a prediction of n rows (tables: RMTL_TABLES_*) and builds the tables
    from the current parameters, which may have changed since the last prediction */
-static int rmtl_model_lookup_begin(rmtl_model *m, int64_t n, int lookup) {
+static int rmtl_model_tables_begin(rmtl_model *m, int64_t n, int tables) {
     const float *p = m->params.param;
-    if (lookup < RMTL_LOOKUP_AUTO || lookup > RMTL_LOOKUP_ALWAYS) {
+    if (tables < RMTL_TABLES_AUTO || tables > RMTL_TABLES_ALWAYS) {
         return RMTL_ERR_ARG;
     }
-    m->use_tab = m->n_lookup > 0 && (lookup == RMTL_LOOKUP_ALWAYS ||
-                                     (lookup == RMTL_LOOKUP_AUTO && rmtl_model_lookup_pays(m, n)));
+    m->use_tab = m->n_first > 0 && (tables == RMTL_TABLES_ALWAYS ||
+                                    (tables == RMTL_TABLES_AUTO && rmtl_model_tables_pay(m, n)));
     if (m->use_tab && m->tab == NULL) {
         m->tab = malloc(m->tab_size * sizeof(float));
     }
     if (m->use_tab && m->tab == NULL) {
-        /* the plain path needs no extra memory: only a forced lookup fails */
+        /* the plain path needs no extra memory: only forced tables fail */
         m->use_tab = 0;
-        return lookup == RMTL_LOOKUP_ALWAYS ? RMTL_ERR_NOMEM : RMTL_OK;
+        return tables == RMTL_TABLES_ALWAYS ? RMTL_ERR_NOMEM : RMTL_OK;
     }
-    for (int i = 0; i < m->n_lookup && m->use_tab; i++) {
-        const rmtl_lookup *l = &m->lookup[i];
+    for (int i = 0; i < m->n_first && m->use_tab; i++) {
+        const rmtl_first *l = &m->first[i];
         const rmtl_frontend *fe = &m->front[l->front];
-        rmtl_lookup_build(m->tab + l->tab, p + fe->table, p + fe->num_w, p + fe->num_b, p + l->w,
+        rmtl_tables_build(m->tab + l->tab, p + fe->table, p + fe->num_w, p + fe->num_b, p + l->w,
                           p + l->b, m->field_offset, (int64_t)fe->table_rows, m->F, m->D, m->E,
                           l->out);
     }
@@ -279,9 +279,9 @@ static int rmtl_model_lookup_begin(rmtl_model *m, int64_t n, int lookup) {
 
 /* rmtl_model_predict's batches, m in eval mode; the caller frees the tables */
 static int rmtl_model_predict_batches(rmtl_model *m, float *out, const int32_t *codes,
-                                      const float *dense, int64_t n, int B, int lookup) {
+                                      const float *dense, int64_t n, int B, int tables) {
     RMTL_TRY(rmtl_model_reserve(m, B));
-    RMTL_TRY(rmtl_model_lookup_begin(m, n, lookup));
+    RMTL_TRY(rmtl_model_tables_begin(m, n, tables));
     for (int64_t start = 0; start < n; start += B) {
         int nb = (int)(n - start < B ? n - start : B);
         RMTL_TRY(
@@ -292,11 +292,11 @@ static int rmtl_model_predict_batches(rmtl_model *m, float *out, const int32_t *
 }
 
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
-                       int64_t n, int B, int lookup) {
+                       int64_t n, int B, int tables) {
     int training = m->training;
     m->training = 0;
     int st = rmtl_model_predict_batches(m, out, codes, dense, n, n < B ? (int)(n > 0 ? n : 1) : B,
-                                        lookup);
+                                        tables);
     /* the tables can be hundreds of MB and are stale after the next step: not kept */
     free(m->tab);
     m->tab = NULL;

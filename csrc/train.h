@@ -6,7 +6,7 @@
 
 /* How rmtl_model_predict runs the first layers over the front ends: from per-code tables when
    that pays (AUTO), never, or always */
-enum { RMTL_LOOKUP_AUTO = 0, RMTL_LOOKUP_NEVER = 1, RMTL_LOOKUP_ALWAYS = 2 };
+enum { RMTL_TABLES_AUTO = 0, RMTL_TABLES_NEVER = 1, RMTL_TABLES_ALWAYS = 2 };
 
 /* a data set's rows: features, labels and the critics' extra state columns */
 typedef struct {
@@ -55,10 +55,10 @@ void rmtl_model_prob_backward(rmtl_model *m, const float *dprob, const int32_t *
    loss into *loss, the gradients stay in the model */
 int rmtl_model_loss_backward(rmtl_model *m, double *loss, const int32_t *codes, const float *dense,
                              const float *labels, const float *weights, int B);
-/* eval-mode probabilities of n rows, B at a time, into out (n,T); lookup (RMTL_LOOKUP_*)
+/* eval-mode probabilities of n rows, B at a time, into out (n,T); tables (RMTL_TABLES_*)
    chooses how the first layers over the front ends run. The workspace holds min(n, B) rows. */
 int rmtl_model_predict(rmtl_model *m, float *out, const int32_t *codes, const float *dense,
-                       int64_t n, int B, int lookup);
+                       int64_t n, int B, int tables);
 
 /* the stage-3 loss weightings: RMTL's and its controls */
 enum {

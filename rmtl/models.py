@@ -105,17 +105,17 @@ class Net:
     def first_layer(self) -> str:
         """How the first layer over the embedding runs, in training and prediction.
 
-        ``"distinct"``: over each field's distinct codes in the batch (``E_f[U_f] @ W_f``
-        once per code, rows sum their codes' results; gradients aggregated by code), which
-        does ``u_f / batch`` of the plain product's work for a field with ``u_f`` distinct
-        codes; and the numerical layer ``Linear(num_dense, embed_dim)`` (a critic's action
-        layer too) folded into the first layer, which then reads the ``num_dense`` inputs
-        instead of ``embed_dim`` columns. ``"plain"``: the product over every row of the
-        concatenated embedding. ``"auto"`` (default) chooses per field, and for the folding,
-        per batch by cost, so a field whose codes are nearly all distinct (an item id with
-        millions of codes) keeps the plain product. All three give the same results up to
-        float rounding."""
-        return {v: k for k, v in _core.enums["first_layer"].items()}[self._core.unique]
+        ``"distinct"``: the distinct first layer, over each field's distinct codes in the batch
+        (``E_f[U_f] @ W_f`` once per code, rows sum their codes' results; gradients aggregated
+        by code), which does ``u_f / batch`` of the plain product's work for a field with
+        ``u_f`` distinct codes; and the numerical layer ``Linear(num_dense, embed_dim)`` (a
+        critic's action layer too) folded into the distinct first layer, which then reads the
+        ``num_dense`` inputs instead of ``embed_dim`` columns. ``"plain"``: the product over
+        every row of the concatenated embedding. ``"auto"`` (default) chooses per field, and
+        for the folding, per batch by cost, so a field whose codes are nearly all distinct (an
+        item id with millions of codes) keeps the plain product. All three give the same
+        results up to float rounding."""
+        return {v: k for k, v in _core.enums["first_layer"].items()}[self._core.first_layer]
 
     @first_layer.setter
     def first_layer(self, mode: str) -> None:
@@ -123,7 +123,7 @@ class Net:
             raise ValueError(
                 f"first_layer: expected one of {sorted(_core.enums['first_layer'])}, got {mode!r}"
             )
-        self._core.unique = _core.enums["first_layer"][mode]
+        self._core.first_layer = _core.enums["first_layer"][mode]
 
     def adam_step(
         self,
@@ -337,16 +337,14 @@ class Backbone(Net):
         dense = as_dense(dense, codes.shape[0], self.config.num_dense)
         out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
         step = max(1, int(batch_size)) * 8
-        lookup = _core.enums["lookup"][
-            "auto" if tables is None else "always" if tables else "never"
-        ]
+        mode = _core.enums["tables"]["auto" if tables is None else "always" if tables else "never"]
         for start in range(0, codes.shape[0], step):
             self._core.predict(
                 sparse=codes[start : start + step],
                 dense=dense[start : start + step],
                 out=out[start : start + step],
                 batch_size=int(batch_size),
-                lookup=lookup,
+                tables=mode,
             )
         return out
 

@@ -13,7 +13,7 @@ def test_enums_table_names_every_backbone_and_choice():
     enums = _core.enums
     assert set(enums) == {
         "backbone",
-        "lookup",
+        "tables",
         "first_layer",
         "weighting",
         "reward",

@@ -141,20 +141,20 @@ def test_auto_takes_distinct_codes_where_they_pay():
     assert np.array_equal(g["auto"], g["distinct"]) and not np.array_equal(g["auto"], g["plain"])
     model.first_layer = "auto"
     model(*data[:2])
-    assert model._core.first_layer_rows == (2, 2, 2) and model._core.first_layer_folded
+    assert model._core.first_layer_rows == (2, 2, 2) and model._core.distinct_fold
     model.first_layer = "plain"
     model(*data[:2])
-    assert model._core.first_layer_rows == (64, 64, 64) and not model._core.first_layer_folded
+    assert model._core.first_layer_rows == (64, 64, 64) and not model._core.distinct_fold
     wide = (data[0], rng.normal(size=(64, 6)).astype(np.float32), data[2])
     model = rmtl.models.SharedBottom(fields, 6, 1, **dict(SMALL, embed_dim=6))
     g = grads_by_mode(model, wide)
     assert np.array_equal(g["auto"], g["plain"]) and not np.array_equal(g["auto"], g["distinct"])
-    assert not model._core.first_layer_folded  # 6 (64 + 6) >= 64 * 6: folding would not pay
+    assert not model._core.distinct_fold  # 6 (64 + 6) >= 64 * 6: folding would not pay
     model = rmtl.models.SharedBottom(fields, 5, 1, **dict(SMALL, embed_dim=6))
     model(wide[0], wide[1][:, :5])
-    assert model._core.first_layer_folded  # 5 (64 + 6) < 64 * 6
+    assert model._core.distinct_fold  # 5 (64 + 6) < 64 * 6
     model(wide[0][:8], wide[1][:8, :5])
-    assert not model._core.first_layer_folded  # 5 (8 + 6) >= 8 * 6
+    assert not model._core.distinct_fold  # 5 (8 + 6) >= 8 * 6
 
 
 def test_auto_at_a_narrow_embedding():

@@ -62,7 +62,7 @@ def test_tables_argument_is_checked():
     model = make("esmm")
     sparse, dense, _ = batch(n=4)
     out = np.empty((4, 2), np.float32)
-    with pytest.raises(ValueError, match="lookup"):
+    with pytest.raises(ValueError, match="tables: expected 0"):
         model._core.predict(sparse, dense, out, 4, 3)
     with pytest.raises(TypeError, match="tables: expected None, True or False"):
         model.predict(sparse, dense, tables="no")
