@@ -41,6 +41,9 @@ typedef struct {
     const char *name;
     int family;  /* RMTL_BAL_LOSSES or RMTL_BAL_GRADIENTS */
     int samples; /* Jacobians per step: 1, or 3 for the double-sampling methods */
+    /* training gives task-specific parameters the mean of their gradients over the samples
+       (MoDo) instead of the sum */
+    int tower_mean;
     const rmtl_bal_hyper hyper[RMTL_BAL_MAX_HYPER]; /* up to a NULL name */
     /* doubles of state (kept across steps, saved in checkpoints) and of scratch per step */
     void (*sizes)(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work);

@@ -125,5 +125,10 @@ int rmtl_bind_synth_init(PyObject *mod);
 int rmtl_bind_metrics_init(PyObject *mod);
 /* Balancer, balancer_specs */
 int rmtl_bind_balancers_init(PyObject *mod);
+/* the core balancer of the rmtl._core.Balancer o, marked busy and kept alive until
+   rmtl_balancer_release(o); NULL with TypeError naming arg (or RuntimeError: not initialised,
+   or another thread's call is running on it) */
+struct rmtl_balancer *rmtl_balancer_claim(PyObject *o, const char *arg);
+void rmtl_balancer_release(PyObject *o);
 
 #endif

@@ -470,6 +470,26 @@ static PyType_Slot Balancer_slots[] = {{Py_tp_init, Balancer_init},
 static PyType_Spec Balancer_spec = {"rmtl._core.Balancer", sizeof(BalancerObject), 0,
                                     Py_TPFLAGS_DEFAULT, Balancer_slots};
 
+rmtl_balancer *rmtl_balancer_claim(PyObject *o, const char *arg) {
+    if (PyType_GetSlot(Py_TYPE(o), Py_tp_dealloc) != (void *)Balancer_dealloc) {
+        PyErr_Format(PyExc_TypeError, "%s: expected rmtl._core.Balancer, got %s", arg,
+                     Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    BalancerObject *self = (BalancerObject *)o;
+    if (rmtl_bal_ready(self) < 0) {
+        return NULL;
+    }
+    self->busy = 1;
+    Py_INCREF(o);
+    return &self->b;
+}
+
+void rmtl_balancer_release(PyObject *o) {
+    ((BalancerObject *)o)->busy = 0;
+    Py_DECREF(o);
+}
+
 static PyMethodDef rmtl_balancer_functions[] = {
     {"balancer_specs", (PyCFunction)rmtl_py_balancer_specs, METH_NOARGS,
      "the balancers and their hyperparameters, in table order"},

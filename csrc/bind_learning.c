@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "rl.h"
+#include "train.h"
 
 typedef struct {
     PyObject_HEAD rmtl_model *m; /* &c->net */
@@ -500,8 +501,55 @@ static PyObject *rmtl_py_loss_weights(PyObject *mod, PyObject *args, PyObject *k
     return (PyObject *)w;
 }
 
+/* Spans [lo, hi) of the model's flat buffers, an int64 (n, 2) array in increasing order, disjoint
+   and inside the buffers, whose lengths sum to the balancer's dim: into lo and hi (PyMem_Raw,
+   freed by the caller); 0 or -1 with ValueError naming shared */
+static int rmtl_parse_shared(PyObject *o, const rmtl_model *m, const rmtl_balancer *b, int64_t **lo,
+                             int64_t **hi, int *n) {
+    npy_intp shape[2] = {-1, 2};
+    PyArrayObject *a = rmtl_check_array(o, "shared", NPY_INT64, 2, shape, 0);
+    if (a == NULL) {
+        return -1;
+    }
+    *n = (int)PyArray_DIM(a, 0);
+    const int64_t *v = PyArray_DATA(a);
+    *lo = PyMem_RawMalloc(((size_t)*n + 1) * sizeof(int64_t));
+    *hi = PyMem_RawMalloc(((size_t)*n + 1) * sizeof(int64_t));
+    if (*lo == NULL || *hi == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int64_t end = 0, total = 0;
+    for (int i = 0; i < *n; i++) {
+        (*lo)[i] = v[2 * i];
+        (*hi)[i] = v[2 * i + 1];
+        if ((*lo)[i] < end || (*hi)[i] <= (*lo)[i] || (*hi)[i] > (int64_t)m->params.total) {
+            PyErr_Format(PyExc_ValueError,
+                         "shared: expected increasing disjoint spans inside the %zu parameters, "
+                         "got [%lld, %lld) at row %d",
+                         m->params.total, (long long)(*lo)[i], (long long)(*hi)[i], i);
+            return -1;
+        }
+        end = (*hi)[i];
+        total += (*hi)[i] - (*lo)[i];
+    }
+    if (total != b->P) {
+        PyErr_Format(PyExc_ValueError,
+                     "shared: expected spans of %lld parameters in all (the balancer's dim), "
+                     "got %lld",
+                     (long long)b->P, (long long)total);
+        return -1;
+    }
+    if (b->K != m->T) {
+        PyErr_Format(PyExc_ValueError, "balancer: balances %d tasks, the model has %d", b->K, m->T);
+        return -1;
+    }
+    return 0;
+}
+
 /* train_chunk(model, rows, sparse, dense, labels, batch_size, lr, beta1, beta2, eps,
-   weight_decay, critics=None, weighting=None, lam=0, extra=None, task_weights=None, seed=0)
+   weight_decay, critics=None, weighting=None, lam=0, extra=None, task_weights=None, seed=0,
+   balancer=None, shared=None)
    -> (sum of batch loss * batch size, [sum of weights per task] or None). One Adam step per
    batch of batch_size consecutive rows (the last may be short) on the BCE loss; with a
    weighting (RMTL_WEIGHT_*) each row's loss is weighted as stage 3 does it, from the critics'
@@ -509,22 +557,25 @@ static PyObject *rmtl_py_loss_weights(PyObject *mod, PyObject *args, PyObject *k
    weightings; static reads task_weights, permuted its seed: rmtl_train_chunk); the critics
    read their state from the first dense columns and extra (rmtl_hold_critics). The arrays are
    a whole training set; only the rows this chunk reads are checked, so a chunk costs
-   validation in proportion to its own work. */
+   validation in proportion to its own work. With a balancer (rmtl._core.Balancer) and shared
+   (rmtl_parse_shared) the task losses are balanced (rmtl_train_chunk). */
 static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"model",        "rows",    "sparse",    "dense", "labels",
-                             "batch_size",   "lr",      "beta1",     "beta2", "eps",
-                             "weight_decay", "critics", "weighting", "lam",   "extra",
-                             "task_weights", "seed",    NULL};
+    static char *kwlist[] = {"model",        "rows",    "sparse",    "dense",  "labels",
+                             "batch_size",   "lr",      "beta1",     "beta2",  "eps",
+                             "weight_decay", "critics", "weighting", "lam",    "extra",
+                             "task_weights", "seed",    "balancer",  "shared", NULL};
     PyObject *mo, *ro, *co, *dob, *lo, *cso = Py_None, *wo = Py_None, *eo = Py_None, *two = Py_None;
+    PyObject *bo = Py_None, *so = Py_None;
     int B, weighting = -1;
     float lam = 0.0f, task_weights[RMTL_MAX_TASKS];
     unsigned long long seed = 0;
     rmtl_adam opt;
     PyArrayObject *rows, *codes, *dense, *labels, *extra = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfOOK:train_chunk", kwlist, &mo, &ro,
-                                     &co, &dob, &lo, &B, &opt.lr, &opt.beta1, &opt.beta2, &opt.eps,
-                                     &opt.weight_decay, &cso, &wo, &lam, &eo, &two, &seed) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfOOKOO:train_chunk", kwlist, &mo,
+                                     &ro, &co, &dob, &lo, &B, &opt.lr, &opt.beta1, &opt.beta2,
+                                     &opt.eps, &opt.weight_decay, &cso, &wo, &lam, &eo, &two, &seed,
+                                     &bo, &so) ||
         rmtl_check_adam(&opt, "adam") < 0 || rmtl_check_batch_size(B) < 0) {
         return NULL;
     }
@@ -564,6 +615,29 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
         rmtl_holds_release(&h);
         return NULL;
     }
+    if ((bo == Py_None) != (so == Py_None)) {
+        rmtl_holds_release(&h);
+        PyErr_SetString(PyExc_ValueError,
+                        "balancer, shared: give both (a Balancer and its shared spans) or neither");
+        return NULL;
+    }
+    rmtl_balanced bal = {NULL, NULL, NULL, 0};
+    int64_t *span_lo = NULL, *span_hi = NULL;
+    if (bo != Py_None) {
+        bal.b = rmtl_balancer_claim(bo, "balancer");
+        if (bal.b == NULL ||
+            rmtl_parse_shared(so, model->m, bal.b, &span_lo, &span_hi, &bal.n) < 0) {
+            if (bal.b != NULL) {
+                rmtl_balancer_release(bo);
+            }
+            PyMem_RawFree(span_lo);
+            PyMem_RawFree(span_hi);
+            rmtl_holds_release(&h);
+            return NULL;
+        }
+        bal.lo = span_lo;
+        bal.hi = span_hi;
+    }
     rmtl_rows data = rmtl_rows_of(codes, dense, labels, extra);
     rmtl_loss_weighting wt = {critic_free ? NULL : critics, weighting, lam,
                               two == Py_None ? NULL : task_weights, (uint64_t)seed};
@@ -572,8 +646,19 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
     PyThreadState *ts = rmtl_holds_begin(&h);
     int st =
         rmtl_train_chunk(model->m, &loss, wsum, PyArray_DATA(rows), (int64_t)PyArray_DIM(rows, 0),
-                         &data, B, wo == Py_None ? NULL : &wt, &opt);
+                         &data, B, wo == Py_None ? NULL : &wt, bal.b == NULL ? NULL : &bal, &opt);
     rmtl_holds_end(&h, ts);
+    if (bal.b != NULL) {
+        rmtl_balancer_release(bo);
+    }
+    PyMem_RawFree(span_lo);
+    PyMem_RawFree(span_hi);
+    if (st == RMTL_ERR_NONFINITE) {
+        PyErr_SetString(PyExc_FloatingPointError,
+                        "train_chunk: a task loss or gradient became NaN or infinite; nothing of "
+                        "that step was applied");
+        return NULL;
+    }
     if (st != RMTL_OK) {
         return rmtl_raise(st, "train_chunk");
     }

@@ -1,4 +1,5 @@
 /* Chunked loops over batches: one call runs many steps with no Python in between. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,8 +16,8 @@ static void rmtl_model_dlogit(rmtl_model *m, float **dlogit) {
 
 /* after rmtl_model_forward on (codes, dense) with zeroed gradients: the weighted BCE head and
    the backward below it; returns the loss */
-static double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float *dense,
-                                       const float *labels, const float *weights, int B) {
+double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float *dense,
+                                const float *labels, const float *weights, int B) {
     float *dlogit[RMTL_MAX_TASKS];
     rmtl_model_dlogit(m, dlogit);
     double loss =
@@ -173,63 +174,223 @@ static void rmtl_permute_rows(float *w, float *copy, int64_t *perm, int B, int T
     }
 }
 
+/* the task losses L (T) = mean_i w_ik BCE(y_ik, p_ik) of m's last forward (w NULL: 1), with the
+   clamping of rmtl_head_backward */
+static void rmtl_task_losses(float *L, const rmtl_model *m, const float *w, int B) {
+    int T = m->T;
+    double acc[RMTL_MAX_TASKS] = {0.0};
+    for (int i = 0; i < B; i++) {
+        for (int k = 0; k < T; k++) {
+            size_t ik = (size_t)i * T + k;
+            double p = m->prob[ik], y = m->labels[ik];
+            double lp = log(p), l1p = log1p(-p);
+            lp = lp < -100.0 ? -100.0 : lp;
+            l1p = l1p < -100.0 ? -100.0 : l1p;
+            acc[k] -= (w ? w[ik] : 1.0) * (y * lp + (1.0 - y) * l1p);
+        }
+    }
+    for (int k = 0; k < T; k++) {
+        L[k] = (float)(acc[k] / B);
+    }
+}
+
+/* What a balanced step needs besides the model: scratch laid out by rmtl_balanced_block */
+typedef struct {
+    float *jac;    /* (S, T, P) the shared spans' per-task gradients */
+    float *dir;    /* (P) the balancer's direction */
+    float *losses; /* (S, T) */
+    float *acc;    /* (total) the task-specific parameters' summed gradients */
+    float *wk;     /* (B, T) one task's weights */
+} rmtl_balanced_scratch;
+
+/* floats of scratch a balanced chunk needs */
+static size_t rmtl_balanced_floats(const rmtl_model *m, const rmtl_balanced *bal, int B) {
+    const rmtl_balancer *b = bal->b;
+    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P;
+    return S * T * P + P + S * T + m->params.total + (size_t)B * T;
+}
+
+static rmtl_balanced_scratch rmtl_balanced_block(float *block, const rmtl_model *m,
+                                                 const rmtl_balanced *bal) {
+    const rmtl_balancer *b = bal->b;
+    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P;
+    rmtl_balanced_scratch sc;
+    sc.jac = block;
+    sc.dir = sc.jac + S * T * P;
+    sc.losses = sc.dir + P;
+    sc.acc = sc.losses + S * T;
+    sc.wk = sc.acc + m->params.total;
+    return sc;
+}
+
+/* copies the shared spans of the gradient buffer, times scale, into out (P) */
+static void rmtl_balanced_gather(float *out, const rmtl_model *m, const rmtl_balanced *bal,
+                                 float scale) {
+    const float *g = m->params.grad;
+    for (int i = 0; i < bal->n; i++) {
+        for (int64_t j = bal->lo[i]; j < bal->hi[i]; j++) {
+            *out++ = g[j] * scale;
+        }
+    }
+}
+
+/* writes v (P) into the shared spans of the gradient buffer */
+static void rmtl_balanced_scatter(rmtl_model *m, const rmtl_balanced *bal, const float *v) {
+    float *g = m->params.grad;
+    for (int i = 0; i < bal->n; i++) {
+        for (int64_t j = bal->lo[i]; j < bal->hi[i]; j++) {
+            g[j] = *v++;
+        }
+    }
+}
+
+/* After m's forward of sample s (nb rows, row weights w or NULL): its task losses and, for a
+   gradient balancer, T backwards (task k's weights T w_ik in column k, 0 elsewhere, so the
+   gradient is that of L_k) into the Jacobian and the task-specific sums. A losses balancer
+   instead takes its weights and runs the one weighted backward (S is 1 then). */
+static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_balanced_scratch *sc,
+                                const float *w, int nb, int s) {
+    rmtl_balancer *b = bal->b;
+    int T = m->T;
+    float *L = sc->losses + (size_t)s * T;
+    rmtl_task_losses(L, m, w, nb);
+    if (b->spec->family == RMTL_BAL_LOSSES) {
+        double v[RMTL_MAX_TASKS];
+        RMTL_TRY(rmtl_balancer_step_weights(b, v, L, nb));
+        for (int i = 0; i < nb; i++) {
+            for (int k = 0; k < T; k++) {
+                size_t ik = (size_t)i * T + k;
+                sc->wk[ik] = (float)(T * v[k]) * (w ? w[ik] : 1.0f);
+            }
+        }
+        rmtl_model_head_backward(m, m->codes, m->dense, m->labels, sc->wk, nb);
+        return RMTL_OK;
+    }
+    size_t P = (size_t)b->P;
+    for (int k = 0; k < T; k++) {
+        for (int i = 0; i < nb; i++) {
+            for (int c = 0; c < T; c++) {
+                size_t ic = (size_t)i * T + c;
+                sc->wk[ic] = c == k ? (float)T * (w ? w[ic] : 1.0f) : 0.0f;
+            }
+        }
+        rmtl_model_zero_grad(m, nb);
+        rmtl_model_head_backward(m, m->codes, m->dense, m->labels, sc->wk, nb);
+        rmtl_balanced_gather(sc->jac + ((size_t)s * T + k) * P, m, bal, 1.0f);
+        const float *g = m->params.grad;
+        for (size_t j = 0; j < m->params.total; j++) {
+            sc->acc[j] += g[j];
+        }
+    }
+    return RMTL_OK;
+}
+
+/* a gradient balancer's direction into the shared spans, the task-specific sums elsewhere */
+static int rmtl_balanced_finish(rmtl_model *m, const rmtl_balanced *bal, rmtl_balanced_scratch *sc,
+                                int nb) {
+    rmtl_balancer *b = bal->b;
+    if (b->spec->family == RMTL_BAL_LOSSES) {
+        return RMTL_OK;
+    }
+    RMTL_TRY(rmtl_balancer_step(b, sc->dir, sc->losses, sc->jac, nb));
+    float scale = b->spec->tower_mean ? 1.0f / (float)b->S : 1.0f;
+    float *g = m->params.grad;
+    for (size_t j = 0; j < m->params.total; j++) {
+        g[j] = sc->acc[j] * scale;
+    }
+    rmtl_balanced_scatter(m, bal, sc->dir);
+    return RMTL_OK;
+}
+
 int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const int64_t *rows,
                      int64_t n_rows, const rmtl_rows *data, int B, const rmtl_loss_weighting *wt,
-                     const rmtl_adam *opt) {
-    int T = m->T;
+                     const rmtl_balanced *bal, const rmtl_adam *opt) {
+    int T = m->T, S = bal != NULL ? bal->b->S : 1;
     RMTL_TRY(rmtl_model_reserve(m, B));
     for (int k = 0; wt != NULL && wt->critics != NULL && k < T; k++) {
         RMTL_TRY(rmtl_critic_reserve(wt->critics[k], B));
     }
     /* one block: the permutation (B int64, permuted only), then w (B,T), its copy (B,T,
-       permuted only) and the critics' states (B, Dc) */
+       permuted only), the critics' states (B, Dc) and the balancer's scratch */
     int Dc = wt != NULL && wt->critics != NULL ? wt->critics[0]->net.D : 0;
     int permuted = wt != NULL && wt->weighting == RMTL_WEIGHT_PERMUTED;
     size_t n_perm = permuted ? (size_t)B : 0, n_w = (size_t)B * T, n_copy = permuted ? n_w : 0;
-    void *block =
-        wt != NULL
-            ? malloc(n_perm * sizeof(int64_t) + (n_w + n_copy + (size_t)B * Dc) * sizeof(float))
-            : NULL;
-    if (wt != NULL && block == NULL) {
+    size_t n_bal = bal != NULL ? rmtl_balanced_floats(m, bal, B) : 0;
+    size_t n_float = (wt != NULL ? n_w + n_copy + (size_t)B * Dc : 0) + n_bal;
+    void *block = n_float > 0 ? malloc(n_perm * sizeof(int64_t) + n_float * sizeof(float)) : NULL;
+    if (n_float > 0 && block == NULL) {
         return RMTL_ERR_NOMEM;
     }
     int64_t *perm = block;
-    float *w = block == NULL ? NULL : (float *)(perm + n_perm);
+    float *w = wt == NULL ? NULL : (float *)(perm + n_perm);
     float *copy = w == NULL ? NULL : w + n_w;
     float *state = copy == NULL ? NULL : copy + n_copy;
+    rmtl_balanced_scratch sc;
+    if (bal != NULL) {
+        sc = rmtl_balanced_block((float *)(perm + n_perm) + (n_float - n_bal), m, bal);
+    }
     *loss_sum = 0.0;
     for (int k = 0; wt != NULL && k < T; k++) {
         weight_sum[k] = 0.0;
     }
-    /* a failing batch breaks out of the loop: the block is freed on every path */
+    /* a failing batch breaks out of the loops: the block is freed on every path */
     int st = RMTL_OK;
-    for (int64_t start = 0; start < n_rows; start += B) {
-        int nb = (int)(n_rows - start < B ? n_rows - start : B);
-        st = rmtl_gather_batch(m->codes, m->dense, m->labels, data, rows + start, nb, m->F, m->D, T,
-                               m->field_dims);
-        if (st != RMTL_OK) {
-            break;
+    for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += (int64_t)B * S) {
+        int nb = 0;
+        if (bal != NULL && bal->b->spec->family == RMTL_BAL_GRADIENTS) {
+            memset(sc.acc, 0, m->params.total * sizeof(float));
         }
-        rmtl_model_zero_grad(m, nb);
-        st = rmtl_model_forward(m, m->codes, m->dense, nb);
-        if (st != RMTL_OK) {
-            break;
-        }
-        if (Dc > 0) {
-            rmtl_gather_state(state, data, rows + start, nb, m->D, Dc - data->X);
-        }
-        if (wt != NULL) {
-            st = rmtl_batch_weights(m, w, weight_sum, state, wt, nb);
+        for (int s = 0; s < S && st == RMTL_OK; s++) {
+            int64_t first = (start + (int64_t)s * B) % n_rows;
+            nb = (int)(n_rows - first < B ? n_rows - first : B);
+            st = rmtl_gather_batch(m->codes, m->dense, m->labels, data, rows + first, nb, m->F,
+                                   m->D, T, m->field_dims);
             if (st != RMTL_OK) {
                 break;
             }
+            rmtl_model_zero_grad(m, nb);
+            st = rmtl_model_forward(m, m->codes, m->dense, nb);
+            if (st != RMTL_OK) {
+                break;
+            }
+            if (Dc > 0) {
+                rmtl_gather_state(state, data, rows + first, nb, m->D, Dc - data->X);
+            }
+            if (wt != NULL) {
+                st = rmtl_batch_weights(m, w, weight_sum, state, wt, nb);
+                if (st != RMTL_OK) {
+                    break;
+                }
+            }
+            if (permuted) {
+                rmtl_permute_rows(w, copy, perm, nb, T, wt->seed, (uint64_t)m->params.adam_step);
+            }
+            if (bal == NULL) {
+                *loss_sum += rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb) * nb;
+            } else {
+                st = rmtl_balanced_sample(m, bal, &sc, w, nb, s);
+                double mean = 0.0;
+                for (int k = 0; s == 0 && k < T; k++) {
+                    mean += sc.losses[k] / T;
+                }
+                *loss_sum += s == 0 ? mean * nb : 0.0;
+            }
         }
-        if (permuted) {
-            rmtl_permute_rows(w, copy, perm, nb, T, wt->seed, (uint64_t)m->params.adam_step);
+        if (st == RMTL_OK && bal != NULL) {
+            st = rmtl_balanced_finish(m, bal, &sc, nb);
         }
-        double loss = rmtl_model_head_backward(m, m->codes, m->dense, m->labels, w, nb);
+        if (st != RMTL_OK) {
+            break;
+        }
         rmtl_params_adam_step(&m->params, opt);
-        *loss_sum += loss * nb;
+        if (bal != NULL && bal->b->spec->after_step != NULL) {
+            /* the last sample's batch at the new parameters (its codes are still gathered) */
+            st = rmtl_model_forward(m, m->codes, m->dense, nb);
+            if (st == RMTL_OK) {
+                rmtl_task_losses(sc.losses, m, w, nb);
+                st = rmtl_balancer_after_step(bal->b, sc.losses);
+            }
+        }
     }
     free(block);
     return st;

@@ -2,6 +2,7 @@
    the loss backward, the one chunked training loop (stages 1 and 3) and batched prediction. */
 #ifndef RMTL_TRAIN_H
 #define RMTL_TRAIN_H
+#include "balancers.h"
 #include "critic.h"
 
 /* How rmtl_model_predict runs the first layers over the front ends: from per-code tables when
@@ -47,6 +48,10 @@ void rmtl_gather_state(float *out, const rmtl_rows *data, const int64_t *rows, i
 /* column k of a (B,T) array into out (B) */
 void rmtl_column(float *out, const float *a, int k, int B, int T);
 
+/* after rmtl_model_forward on (codes, dense) with zeroed gradients: the weighted BCE head
+   (weights (B,T) or NULL) and the backward below it; returns the loss */
+double rmtl_model_head_backward(rmtl_model *m, const int32_t *codes, const float *dense,
+                                const float *labels, const float *weights, int B);
 /* after rmtl_model_forward on (codes, dense) with zeroed gradients: backward of a given
    gradient dprob (B,T) of the probabilities */
 void rmtl_model_prob_backward(rmtl_model *m, const float *dprob, const int32_t *codes,
@@ -87,6 +92,15 @@ typedef struct {
 void rmtl_loss_weights(float *w, const float *q, int64_t q_stride, const float *labels, int k,
                        int64_t n, int T, const rmtl_loss_weighting *wt);
 
+/* Training with a loss balancer (balancers.h): the balancer and the spans [lo[i], hi[i]) of the
+   flat parameter buffer that the tasks share, in buffer order (their lengths sum to the
+   balancer's P). The other parameters are task-specific. */
+typedef struct {
+    rmtl_balancer *b;
+    const int64_t *lo, *hi;
+    int n;
+} rmtl_balanced;
+
 /* One Adam step of m per batch of B consecutive entries of rows (the last may be short) on
    (1/T) sum_k mean_i w_ik BCE(y_ik, p_ik), p from m's forward in its current mode. Without a
    weighting (wt NULL) w = 1; stage 3 (wt) takes w from critic k in eval mode at action p_k
@@ -94,8 +108,17 @@ void rmtl_loss_weights(float *w, const float *q, int64_t q_stride, const float *
    task_weights[k] (no critic read), permuted rmtl's weights with the batch's rows permuted
    (row i takes row perm[i] of every task, perm = rmtl_step_permutation(B, seed, m's Adam
    steps before this one)); weight_sum (T) receives the sums of the weights applied. loss_sum
-   receives the sum over batches of loss * batch size. */
+   receives the sum over batches of loss * batch size.
+   With a balancer (bal not NULL) the task losses L_k = mean_i w_ik BCE_ik are balanced as
+   LibMTL does (its scale: the summed loss). A balancer of the losses family weights them and
+   one backward of sum_k v_k L_k follows (every parameter sees the weights). A gradient
+   balancer reads S batches per step (B consecutive rows each; a sample past the end of rows
+   wraps to its start): for each, one forward and T backwards, one per task, give the Jacobian
+   of the shared spans; the balancer's direction replaces their gradient, and every other
+   parameter gets the sum of its tasks' gradients (their mean over the S samples for balancers
+   with tower_mean). Balancers with after_step (FAMO) then see the last batch's losses after
+   the update (one more forward). RMTL_ERR_NONFINITE when a loss or gradient is not finite. */
 int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const int64_t *rows,
                      int64_t n_rows, const rmtl_rows *data, int B, const rmtl_loss_weighting *wt,
-                     const rmtl_adam *opt);
+                     const rmtl_balanced *bal, const rmtl_adam *opt);
 #endif

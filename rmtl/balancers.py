@@ -135,6 +135,33 @@ class Balancer:
             segments=self.segments,
         )
 
+    def prepare(self, model: Any) -> Any:
+        """Bind to ``model``'s shared parameters (:meth:`rmtl.models.Backbone.shared_parameters`)
+        for training and return the core balancer; the tensor lengths become ``segments``
+        unless :func:`create` was given them. Refuses a model whose tasks share nothing
+        (SingleTask), another task count, or a space training cannot provide."""
+        names = model.shared_parameters()
+        if not names:
+            raise ValueError(
+                f"balancer: {type(model).__name__} shares no parameters between its tasks, so "
+                "there is nothing to balance; use a multi-task backbone (sharedbottom, esmm, "
+                "omoe, mmoe, ple, ple_paper, aitm)"
+            )
+        if model.config.num_tasks != self.num_tasks:
+            raise ValueError(
+                f"balancer: made for {self.num_tasks} tasks, the model has {model.config.num_tasks}"
+            )
+        if self.space != "parameters":
+            raise ValueError(
+                f"space: training takes per-task gradients of the shared parameters only "
+                f"(space='parameters'), got {self.space!r}"
+            )
+        _, lengths = model._shared_spans()
+        if self._core is None and self.segments is None:
+            self.segments = lengths
+        self.bind(int(lengths.sum()))
+        return self._core
+
     def step(self, losses: Any, jacobian: Any, rows: float = 1.0) -> np.ndarray:
         """The direction ``(P,)`` float32 of one training step from the task losses ``(K,)``
         and their gradients ``jacobian`` ``(K, P)`` (``(S, K)`` and ``(S, K, P)`` for a

@@ -22,6 +22,7 @@ import numpy as np
 from . import _core
 from ._arrays import _detach, as_codes, as_dense, as_float, as_labels
 from ._io import CorruptFileError, open_npz, save_npz
+from .balancers import Balancer
 
 __all__ = [
     "Net",
@@ -363,6 +364,34 @@ class Backbone(Net):
             weights=w,
         )
 
+    def shared_parameters(self) -> list[str]:
+        """Names of the parameters the tasks share: where a loss balancer's direction goes
+        (``space="parameters"``; :mod:`rmtl.balancers`). The split follows torch-rechub's
+        for MetaBalance: the embedding, the dense layer and everything before the
+        task-specific parts (SharedBottom's bottom; OMoE's experts and its one gate; MMoE's
+        experts; both PLEs' extraction levels, gates included; AITM's bottoms). ESMM's tasks
+        share the embedding and dense layer; SingleTask shares nothing. Towers, MMoE's gates
+        and AITM's transfer layers are task-specific."""
+        return [n for n, _, _ in self._table if n.startswith(self._shared)]
+
+    def _shared_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """The shared parameters as ``(spans (n, 2) int64, lengths)``: the [lo, hi) ranges of
+        the flat buffers they fill (adjacent tensors merged) and each tensor's length, in
+        buffer order."""
+        names = set(self.shared_parameters())
+        spans: list[list[int]] = []
+        lengths = []
+        for name, off, shape in sorted(self._table, key=lambda t: t[1]):
+            if name not in names:
+                continue
+            size = int(np.prod(shape))
+            lengths.append(size)
+            if spans and spans[-1][1] == off:
+                spans[-1][1] = off + size
+            else:
+                spans.append([off, off + size])
+        return np.asarray(spans, np.int64).reshape(-1, 2), np.asarray(lengths, np.int64)
+
     def train_chunk(
         self,
         rows: np.ndarray,
@@ -381,6 +410,7 @@ class Backbone(Net):
         extra: Optional[np.ndarray] = None,
         task_weights: Optional[Sequence[float]] = None,
         seed: int = 0,
+        balancer: Optional[Balancer] = None,
     ) -> tuple[float, Optional[list[float]]]:
         """Many Adam steps in one C call with the GIL released: one per batch of
         ``batch_size`` consecutive entries of ``rows`` (int64 row indices into the training
@@ -402,6 +432,14 @@ class Backbone(Net):
         The critics read the first ``critic num_dense - X`` columns of ``dense`` and the ``X``
         columns of ``extra`` (n, X) float32 (None: no extra columns), as
         :attr:`rmtl.SessionData.critic_only` lays out session context only the critics see.
+        With ``balancer`` (an :class:`rmtl.balancers.Balancer` over the model's tasks, bound to
+        the length of :meth:`shared_parameters`; see :meth:`rmtl.balancers.Balancer.prepare`),
+        the task losses ``L_k = mean_i w_ik BCE_ik`` are balanced at every step as LibMTL
+        does (on the summed loss): a balancer of the ``"losses"`` family weights them, a
+        ``"gradients"`` one reads the per-task gradients of the shared parameters (one
+        backward per task; ``samples`` batches per step) and its direction replaces their
+        gradient, while every task-specific parameter gets its task's gradient. A NaN or
+        infinite task loss or gradient raises FloatingPointError before the step.
         This is the call :class:`rmtl.Trainer` makes; use it to write your own loop.
         """
         kind = None
@@ -434,6 +472,8 @@ class Backbone(Net):
             if task_weights is None
             else as_float(task_weights, (self.config.num_tasks,), "task_weights", finite=False),
             seed=int(seed),
+            balancer=None if balancer is None else balancer.prepare(self),
+            shared=None if balancer is None else self._shared_spans()[0],
         )
 
     def _rebuild(self) -> Backbone:
@@ -454,12 +494,14 @@ class SingleTask(Backbone):
     """One independent model per task: its own embedding, dense layer, bottom MLP and tower."""
 
     name = "singletask"
+    _shared: tuple[str, ...] = ()
 
 
 class SharedBottom(Backbone):
     """One bottom MLP over the shared embedding, one tower per task."""
 
     name = "sharedbottom"
+    _shared: tuple[str, ...] = ("embedding.", "numerical_layer.", "bottom.")
 
 
 class ESMM(Backbone):
@@ -467,6 +509,7 @@ class ESMM(Backbone):
     output 1 = sigmoid(tower 1), output 2 = sigmoid(tower 2) * output 1 (CTCVR = CTR x CVR)."""
 
     name = "esmm"
+    _shared: tuple[str, ...] = ("embedding.", "numerical_layer.")
 
 
 class OMoE(Backbone):
@@ -476,6 +519,7 @@ class OMoE(Backbone):
     ``tower.<k>.mlp.*``."""
 
     name = "omoe"
+    _shared: tuple[str, ...] = ("embedding.", "numerical_layer.", "expert.", "gate.")
     _default_experts = 8
 
 
@@ -484,6 +528,7 @@ class MMoE(Backbone):
     (``gate.<k>.0.*``); tower k reads the mixture of gate k."""
 
     name = "mmoe"
+    _shared: tuple[str, ...] = ("embedding.", "numerical_layer.", "expert.")
     _default_experts = 8
 
 
@@ -509,6 +554,7 @@ class PLE(Backbone):
     """
 
     name = "ple"
+    _shared: tuple[str, ...] = ("embedding.", "numerical_layer.", "expert.", "gate.")
     _default_experts = 8
 
 
@@ -532,6 +578,14 @@ class PLEPaper(Backbone):
     """
 
     name = "ple_paper"
+    _shared: tuple[str, ...] = (
+        "embedding.",
+        "numerical_layer.",
+        "task_experts.",
+        "share_experts.",
+        "task_gates.",
+        "share_gates.",
+    )
     _default_experts = 8
 
 
@@ -549,6 +603,7 @@ class AITM(Backbone):
     with the reference to float rounding)."""
 
     name = "aitm"
+    _shared: tuple[str, ...] = ("embedding.", "numerical_layer.", "bottom.")
 
 
 BACKBONES: dict[str, type[Backbone]] = {

@@ -134,3 +134,80 @@ def random_steps(
         jac *= rng.uniform(0.1, 3.0, (samples, num_tasks, 1))  # unequal gradient scales
         out.append((losses, jac.astype(np.float32)))
     return out
+
+
+def train(
+    cls: type,
+    net: torch.nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    shared: Sequence[str],
+    hyper: Mapping[str, Any],
+    *,
+    steps: int,
+    samples: int = 1,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    epoch_ends: Sequence[int] = (),
+) -> list[Optional[np.ndarray]]:
+    """``steps`` training steps of the PyTorch twin ``net`` with LibMTL's weighting class
+    ``cls`` balancing its task losses (per-task mean BCE), as LibMTL's trainer runs them:
+    each step reads ``samples`` batches in turn from ``batches`` (``(x_cat, x_num, y)``),
+    the class's ``backward`` leaves the gradients, Adam (over the net's parameters and the
+    class's own) steps, and FAMO's ``update_w`` reads the step's last batch at the new
+    parameters. The tensors named in ``shared`` are the shared parameters; the others are
+    task-specific. Embeddings' padding rows are kept fixed, as in rmtl. Returns the weights
+    ``backward`` returned at each step."""
+    K = net(batches[0][0][:1], batches[0][1][:1]).shape[1]
+    params = dict(net.named_parameters())
+    shared_params = [params[n] for n in shared]
+
+    class Host(cls):
+        def __init__(self) -> None:
+            super().__init__()
+            self.task_num, self.device, self.rep_grad = K, torch.device("cpu"), False
+            self.task_name = [f"task{k}" for k in range(K)]
+            self.decoders = torch.nn.ModuleDict()
+            self.epoch, self.epochs = 0, len(epoch_ends) + 1
+            self.train_loss_buffer = np.zeros([K, self.epochs])
+            self.init_param()
+
+        def get_share_params(self):
+            return iter(shared_params)
+
+        def zero_grad_share_params(self) -> None:
+            for p in shared_params:
+                if p.grad is not None:
+                    p.grad.zero_()
+
+    h = Host()
+    opt = torch.optim.Adam(
+        list(net.parameters()) + list(h.parameters()), lr=lr, weight_decay=weight_decay
+    )
+    tables = [m.weight for m in net.modules() if isinstance(m, torch.nn.Embedding)]
+    bce = torch.nn.functional.binary_cross_entropy
+    out, sums, rows, b = [], np.zeros(K), 0, 0
+    for step in range(steps):
+        losses = []
+        for _ in range(samples):
+            x_cat, x_num, y = batches[b % len(batches)]
+            b += 1
+            p = net(x_cat, x_num)
+            losses.append(torch.stack([bce(p[:, k], y[:, k]) for k in range(K)]))
+            sums += losses[-1].detach().numpy() * len(y)
+            rows += len(y)
+        opt.zero_grad(set_to_none=False)
+        w = h.backward(losses[0] if samples == 1 else torch.stack(losses), **hyper)
+        out.append(None if w is None else np.asarray(w, np.float64))
+        kept = [t.data[0].clone() for t in tables]
+        opt.step()
+        for t, row in zip(tables, kept):
+            t.data[0] = row
+        if hasattr(h, "update_w"):
+            with torch.no_grad():
+                p = net(x_cat, x_num)
+                h.update_w(torch.stack([bce(p[:, k], y[:, k]) for k in range(K)]))
+        if step in epoch_ends:
+            h.train_loss_buffer[:, h.epoch] = sums / rows
+            sums, rows = np.zeros(K), 0
+            h.epoch += 1
+    return out
