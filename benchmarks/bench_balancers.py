@@ -1,0 +1,253 @@
+"""Training speed with every loss balancer, rmtl against LibMTL's class balancing the PyTorch
+twin, same data, same threads, one run.
+
+The reference shape of SPEC section 4 (MMoE: embed 128, 8 experts of (512, 256), towers (128,
+64), dropout 0.2, batch 2048, Adam lr 1e-3, weight decay 1e-6) over RetailRocket-like fields,
+with 2 and 6 tasks. rmtl trains with ``Backbone.train_chunk(..., balancer=...)`` (one C call
+for all timed steps); the reference runs LibMTL's weighting class on the twin
+(tests/torch_reference.py) as LibMTL's trainer does (tests/libmtl_driver.py ``train``): the
+installed LibMTL (PyPI 1.1.5, 12 methods) or, with ``--libmtl PATH``, a checkout of its
+repository (all 23; export one with ``git archive``). ``linear`` is timed against LibMTL's
+EW (the same work: fixed weights), ``metabalance`` against torch-rechub's optimizer when
+``--torch-rechub PATH`` gives a checkout.
+
+Targets (issue 31): a balancer of the losses family costs at most 10% over ``ew`` per step;
+a gradient balancer in parameter space at most 1.1 (1 + 2K) / 3 times ``ew`` (one forward and
+K backwards); every balancer at least 2.5x its PyTorch twin.
+
+    python benchmarks/bench_balancers.py [--steps 4] [--tasks 2,6] [--only uw,mgda]
+        [--threads N] [--libmtl DIR] [--torch-rechub DIR] [--neighbour {busy,torch,membw}]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELD_DIMS = (1202, 1530, 622, 3, 1243, 24, 17)  # as benchmarks/bench_backbones.py
+BATCH = 2048
+
+#: LibMTL's class of every balancer, and the one that stands in for the two it lacks
+CLASSES = {
+    "ew": "EW",
+    "linear": "EW",
+    "uw": "UW",
+    "gls": "GLS",
+    "dwa": "DWA",
+    "rlw": "RLW",
+    "famo": "FAMO",
+    "stch": "STCH",
+    "gradnorm": "GradNorm",
+    "imtl": "IMTL",
+    "db_mtl": "DB_MTL",
+    "excess_mtl": "ExcessMTL",
+    "mgda": "MGDA",
+    "pcgrad": "PCGrad",
+    "gradvac": "GradVac",
+    "graddrop": "GradDrop",
+    "aligned_mtl": "Aligned_MTL",
+    "moco": "MoCo",
+    "cagrad": "CAGrad",
+    "nash_mtl": "Nash_MTL",
+    "upgrad": "UPGrad",
+    "fairgrad": "FairGrad",
+    "modo": "MoDo",
+    "sdmgrad": "SDMGrad",
+}
+#: LibMTL's weighting arguments at the defaults of its config.py (its trainer passes them all)
+LIBMTL_ARGS = {
+    "T": 2.0,
+    "mgda_gn": "none",
+    "GradVac_beta": 0.5,
+    "GradVac_group_type": 0,
+    "beta": 0.5,
+    "alpha": 1.5,
+    "leak": 0.0,
+    "calpha": 0.5,
+    "rescale": 1,
+    "update_weights_every": 1,
+    "optim_niter": 20,
+    "max_norm": 1.0,
+    "MoCo_beta": 0.5,
+    "MoCo_beta_sigma": 0.5,
+    "MoCo_gamma": 0.1,
+    "MoCo_gamma_sigma": 0.5,
+    "MoCo_rho": 0,
+    "DB_beta": 0.9,
+    "DB_beta_sigma": 0,
+    "STCH_mu": 1.0,
+    "STCH_warmup_epoch": 4,
+    "robust_step_size": 1e-2,
+    "FairGrad_alpha": 1.0,
+    "FAMO_w_lr": 0.025,
+    "FAMO_w_gamma": 1e-3,
+    "MoDo_gamma": 1e-3,
+    "MoDo_rho": 0.1,
+    "SDMGrad_lamda": 0.3,
+    "SDMGrad_niter": 20,
+    "UPGrad_norm_eps": 1e-4,
+    "UPGrad_reg_eps": 1e-4,
+    "dist": "Normal",
+}
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--steps", type=int, default=4, help="timed training steps per side")
+    p.add_argument("--tasks", default="2,6", help="comma-separated task counts")
+    p.add_argument("--only", help="comma-separated balancers (default: all)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides")
+    p.add_argument("--libmtl", help="a checkout of LibMTL's repository (default: installed)")
+    p.add_argument("--torch-rechub", help="a checkout of torch-rechub (metabalance's twin)")
+    p.add_argument(
+        "--neighbour", choices=("busy", "torch", "membw"), help="a load beside the timed runs"
+    )
+    return p.parse_args()
+
+
+ARGS = parse()
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import rmtl  # noqa: E402
+from rmtl import balancers  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import libmtl_driver  # noqa: E402
+from torch_reference import twin_of  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+rmtl.set_num_threads(ARGS.threads)
+
+
+def make_data(n: int, T: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    sparse = np.stack([rng.integers(0, d, n) for d in FIELD_DIMS], 1).astype(np.int32)
+    dense = np.zeros((n, 1), np.float32)
+    labels = (rng.random((n, T)) < np.linspace(0.05, 0.3, T)).astype(np.float32)
+    return sparse, dense, labels
+
+
+def make_model(T: int) -> rmtl.models.Backbone:
+    return rmtl.models.create("mmoe", field_dims=FIELD_DIMS, num_dense=1, num_tasks=T, seed=0)
+
+
+def time_rmtl(name: str, T: int, data, steps: int) -> float:
+    """Seconds per training step (after one untimed step)."""
+    model = make_model(T)
+    b = balancers.create(name, T)
+    n = steps * b.samples * BATCH
+    rows = np.arange(n + b.samples * BATCH, dtype=np.int64) % len(data[0])
+    kw = {"batch_size": BATCH, "lr": 1e-3, "weight_decay": 1e-6, "balancer": b}
+    model.train_chunk(rows[: b.samples * BATCH], *data, **kw)
+    t0 = time.perf_counter()
+    model.train_chunk(rows[b.samples * BATCH :], *data, **kw)
+    return (time.perf_counter() - t0) / steps
+
+
+def reference_class(name: str, weighting):
+    """LibMTL's class for ``name`` (or torch-rechub's MetaBalance as a LibMTL-style class),
+    or None when the reference at hand lacks it."""
+    if name == "metabalance":
+        return metabalance_class() if ARGS.torch_rechub else None
+    return getattr(weighting, CLASSES[name], None)
+
+
+def metabalance_class():
+    """torch-rechub's MetaBalance optimizer behind LibMTL's weighting interface."""
+    sys.path.insert(0, ARGS.torch_rechub)
+    from torch_rechub.basic.metaoptimizer import MetaBalance
+
+    class MetaBalanceWeighting(torch.nn.Module):
+        def init_param(self) -> None:
+            self.opt = None
+
+        def backward(self, losses, **kwargs):
+            params = list(self.get_share_params())
+            if self.opt is None:
+                self.opt = MetaBalance(params)
+            self.opt.step(list(losses))
+            return None
+
+    return MetaBalanceWeighting
+
+
+def time_torch(cls, name: str, T: int, data, steps: int) -> float:
+    model = make_model(T)
+    net = twin_of(model)
+    samples = balancers.create(name, T).samples
+    n_batches = (steps + 1) * samples
+    batches = []
+    for i in range(n_batches):
+        lo = (i * BATCH) % len(data[0])
+        s, d, y = (a[lo : lo + BATCH] for a in data)
+        batches.append((torch.from_numpy(s).long(), torch.from_numpy(d), torch.from_numpy(y)))
+    shared = model.shared_parameters()
+    hyper = dict(LIBMTL_ARGS)
+    libmtl_driver.train(cls, net, batches[:samples], shared, hyper, steps=1, samples=samples)
+    t0 = time.perf_counter()
+    libmtl_driver.train(cls, net, batches[samples:], shared, hyper, steps=steps, samples=samples)
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    neighbour = None
+    if ARGS.neighbour:
+        neighbour = subprocess.Popen(
+            [
+                "nice",
+                "-n",
+                "10",
+                sys.executable,
+                os.path.join(ROOT, "benchmarks", "neighbours.py"),
+                ARGS.neighbour,
+            ]
+        )
+    try:
+        weighting = libmtl_driver.import_weighting(ARGS.libmtl)
+        names = ARGS.only.split(",") if ARGS.only else balancers.names()
+        print(
+            f"# rmtl {rmtl.__version__}, torch {torch.__version__}, {ARGS.threads} threads, "
+            f"MMoE reference shape, batch {BATCH}, {ARGS.steps} steps, LibMTL "
+            f"{ARGS.libmtl or 'installed (PyPI)'}, neighbour {ARGS.neighbour or 'none'}"
+        )
+        print(
+            "| balancer | K | family | rmtl ms/step | x ew | target x ew | torch ms/step | "
+            "rmtl speed-up | meets |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for T in (int(t) for t in ARGS.tasks.split(",")):
+            data = make_data(BATCH * 3 * (ARGS.steps + 2), T)
+            ew = time_rmtl("ew", T, data, ARGS.steps)
+            for name in names:
+                family = balancers.create(name, T).family
+                ours = ew if name == "ew" else time_rmtl(name, T, data, ARGS.steps)
+                target = 1.1 if family == "losses" else 1.1 * (1 + 2 * T) / 3
+                cls = reference_class(name, weighting)
+                theirs = None if cls is None else time_torch(cls, name, T, data, ARGS.steps)
+                ratio = None if theirs is None else theirs / ours
+                meets = ours / ew <= target and (ratio is None or ratio >= 2.5)
+                print(
+                    f"| {name} | {T} | {family} | {ours * 1e3:.1f} | {ours / ew:.2f} | "
+                    f"{target:.2f} | {'-' if theirs is None else f'{theirs * 1e3:.1f}'} | "
+                    f"{'-' if ratio is None else f'{ratio:.2f}'} | {'yes' if meets else 'NO'} |",
+                    flush=True,
+                )
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
+
+
+if __name__ == "__main__":
+    main()
