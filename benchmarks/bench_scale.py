@@ -66,7 +66,7 @@ def main() -> None:
         (0.6, 0.2, 0.2)
     )
     jobs = graph(args.models, args.models, range(args.seeds), ("rmtl",), ())
-    settings = Settings(PRESETS["quick"]["backbone"], RunConfig().resolved().rmtl_kwargs())
+    settings = Settings(PRESETS["quick"]["backbone"], RunConfig().resolved().rmtl_config())
     print(
         f"{len(jobs)} jobs: {args.models} with RMTL, {args.seeds} seeds, "
         f"{len(data[0])} training rows; "

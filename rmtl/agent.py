@@ -3,7 +3,6 @@ critic-weighted BCE; transfer critics to other backbones; checkpoint and resume 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -14,7 +13,8 @@ import numpy as np
 from . import _core
 from ._checkpoint import Checkpoint
 from ._stages import CriticStage
-from .config import AUTHORS, CRITIC_FREE, WEIGHTINGS, RMTLConfig, check
+from .config import AUTHORS as AUTHORS  # also importable from here, as it always was
+from .config import CRITIC_FREE, WEIGHTINGS, RMTLConfig, check
 from .critic import Critic
 from .data import SessionData
 from .models import Backbone, check_compat, create
@@ -49,7 +49,9 @@ class RMTL:
     KeyboardInterrupt, never continuing into the next stage or saving the unfinished one.
 
     Each parameter below gives its default and where it comes from: *code* = the authors'
-    public code, *paper* = the WWW 2023 paper, *rmtl* = this package's choice.
+    public code, *paper* = the WWW 2023 paper, *rmtl* = this package's choice. The keywords
+    become ``config``, an :class:`rmtl.RMTLConfig` (whose construction checks every
+    value); :meth:`from_config` builds an agent from a ready one.
 
     Parameters
     ----------
@@ -171,32 +173,55 @@ class RMTL:
         on_epoch: Optional[Callable[[str, dict[str, Any]], None]] = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(backbone, Backbone):
-            raise TypeError(
-                "backbone: expected an rmtl backbone (rmtl.models.*), "
-                f"got {type(backbone).__name__}"
-            )
-        unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(RMTLConfig)})
-        if unknown:
-            raise TypeError(
-                f"unexpected keyword arguments {unknown}; see help(rmtl.RMTL) for the options"
-            )
-        check_compat(backbone.config.name, compat)
-        self.compat = compat
-        if compat == "authors":
-            kwargs = {**AUTHORS, **kwargs}
-        self.config = RMTLConfig(
-            gamma=gamma,
-            tau=tau,
-            lam=lam,
-            critic_lr=critic_lr,
-            behaviour=behaviour,
-            target=target,
-            ips=ips,
-            weighting=weighting,
-            seed=seed,
-            **kwargs,
+        config = RMTLConfig.from_kwargs(
+            {
+                "gamma": gamma,
+                "tau": tau,
+                "lam": lam,
+                "critic_lr": critic_lr,
+                "behaviour": behaviour,
+                "target": target,
+                "ips": ips,
+                "weighting": weighting,
+                "seed": seed,
+                **kwargs,
+            },
+            compat,
         )
+        self._setup(backbone, config, compat, checkpoint_dir, progress, on_epoch)
+
+    @classmethod
+    def from_config(
+        cls,
+        backbone: Backbone,
+        config: RMTLConfig,
+        *,
+        compat: Optional[str] = None,
+        checkpoint_dir: Optional[str | os.PathLike[str]] = None,
+        progress: bool = True,
+        on_epoch: Optional[Callable[[str, dict[str, Any]], None]] = None,
+    ) -> RMTL:
+        """An agent with a ready :class:`rmtl.RMTLConfig` (its construction checked every
+        value, so nothing is checked again); the other arguments as for :class:`RMTL`, except
+        that ``compat`` only restricts the backbones: the authors' switches must already be
+        in ``config`` (``RMTLConfig.from_kwargs(kwargs, compat="authors")`` puts them there)."""
+        if not isinstance(config, RMTLConfig):
+            raise TypeError(f"config: expected an rmtl.RMTLConfig, got {type(config).__name__}")
+        agent = cls.__new__(cls)
+        agent._setup(backbone, config, compat, checkpoint_dir, progress, on_epoch)
+        return agent
+
+    def _setup(
+        self,
+        backbone: Backbone,
+        config: RMTLConfig,
+        compat: Optional[str],
+        checkpoint_dir: Optional[str | os.PathLike[str]],
+        progress: bool,
+        on_epoch: Optional[Callable[[str, dict[str, Any]], None]],
+    ) -> None:
+        check_compat(_backbone(backbone).config.name, compat)
+        self.config, self.compat = config, compat
         self.backbone = backbone
         self.pretrained: Backbone = backbone
         self.critics: list[Critic] = []
@@ -209,7 +234,7 @@ class RMTL:
             if checkpoint_dir is None
             else Checkpoint(
                 checkpoint_dir,
-                {"config": self.config.to_dict(), "backbone": backbone.config.to_dict()},
+                {"config": config.to_dict(), "backbone": backbone.config.to_dict()},
             )
         )
 
@@ -237,16 +262,10 @@ class RMTL:
         c = self.config
         if c.init_output_bias == "prior":
             set_output_prior(self.backbone, train.labels)
-        hist = Trainer(
-            self.backbone,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            batch_size=c.batch_size,
-            seed=c.seed,
-            progress=self.progress,
-            shuffle=c.batch_order == "shuffled",
-            callback=self._epoch_callback("pretrain"),
-        ).fit(train, valid, c.epochs, c.patience, c.min_steps, c.early_stopping)
+        trainer = Trainer._from_config(
+            self.backbone, c, c.seed, self.progress, self._epoch_callback("pretrain")
+        )
+        hist = trainer._fit(train, valid, c.epochs, c.patience, c.min_steps, c.early_stopping)
         self.pretrained = self.backbone
         return self._finish("pretrain", name, self.pretrained, hist)
 
@@ -302,11 +321,10 @@ class RMTL:
         authors' code. Ctrl-C restores the best weights so far and raises KeyboardInterrupt
         without saving the stage.
         """
-        weighting = self.config.weighting if weighting is None else weighting
+        # the overrides are checked here, the agent's own values were when its config was built
+        weighting = self.config.weighting if weighting is None else _weighting(weighting)
         lam = self.config.lam if lam is None else check("lam", lam)
         fixed = None if epochs is None else check("epochs", epochs)
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
         if weighting not in CRITIC_FREE and not self.critics:
             raise RuntimeError(
                 "finetune: the agent has no critics yet; run fit_critics(train) first "
@@ -356,27 +374,25 @@ class RMTL:
             critics or ()
         ):  # the mode Q is computed in: eval (rmtl) or with dropout (authors)
             critic.train(c.stage3_critic_mode == "train")
-        trainer = Trainer(
+        trainer = Trainer._from_config(
             model,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            batch_size=c.batch_size,
-            seed=c.seed + 1,
-            progress=self.progress,
+            c,
+            c.seed + 1,
+            self.progress,
+            self._epoch_callback(key),
             critics=critics,
             weighting=None if weighting == "continued" else weighting,
             lam=lam,
             task_weights=task_weights,
-            shuffle=c.batch_order == "shuffled",
-            callback=self._epoch_callback(key),
         )
         most = c.epochs if c.finetune_epochs is None else c.finetune_epochs
-        hist = trainer.fit(
+        hist = trainer._fit(
             train,
             valid,
             most if fixed is None else fixed,
             None if fixed is not None else c.patience,
-            early_stopping=c.early_stopping,
+            0,
+            c.early_stopping,
         )
         for critic in self.critics:
             critic.eval()
@@ -396,9 +412,7 @@ class RMTL:
         pretrained model's), for inspection, computed by the same C function training uses
         (``continued``: every weight one; ``static`` needs ``task_weights``; ``permuted``:
         RMTL's weights, which training shuffles across each batch's rows)."""
-        weighting = self.config.weighting if weighting is None else weighting
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
+        weighting = self.config.weighting if weighting is None else _weighting(weighting)
         if weighting == "continued":
             return np.ones((len(data), data.num_tasks), np.float32)
         q = None
@@ -466,6 +480,22 @@ class RMTL:
             f"weighting={self.config.weighting!r}, lam={self.config.lam}, "
             f"target={self.config.target!r})"
         )
+
+
+def _weighting(weighting: Any) -> str:
+    """``weighting`` if it is one of :data:`WEIGHTINGS`, else ValueError."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting: expected one of {sorted(WEIGHTINGS)}, got {weighting!r}")
+    return weighting
+
+
+def _backbone(backbone: Any) -> Backbone:
+    """``backbone`` if it is an rmtl backbone, else TypeError."""
+    if not isinstance(backbone, Backbone):
+        raise TypeError(
+            f"backbone: expected an rmtl backbone (rmtl.models.*), got {type(backbone).__name__}"
+        )
+    return backbone
 
 
 def _copy_into(model: Backbone, loaded: Backbone, path: str) -> None:

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from . import _core
@@ -163,24 +165,57 @@ class RMTLConfig:
     stage3_critic_mode: str = "eval"
 
     def __post_init__(self) -> None:
-        for key, allowed in CHOICES.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(
-                    f"{key}: expected one of {list(allowed)}, got {getattr(self, key)!r}"
-                )
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in RANGES and value is not None:
-                object.__setattr__(self, f.name, check(f.name, value))
-        for key in ("critic_bottom_dims", "critic_tower_dims"):
-            dims = tuple(getattr(self, key))
-            object.__setattr__(
-                self, key, tuple(COUNT.check(f"{key}[{i}]", d) for i, d in enumerate(dims))
+        for name in _CHECK_ORDER:
+            object.__setattr__(self, name, _checked(name, getattr(self, name)))
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], compat: Optional[str] = None) -> RMTLConfig:
+        """The config of :class:`rmtl.RMTL`'s keyword arguments ``kwargs`` (names that are no
+        field raise TypeError); with ``compat="authors"`` the authors' switches
+        (:data:`AUTHORS`) fill in what ``kwargs`` leaves out. ``compat`` itself is checked
+        with the backbones it applies to (:func:`rmtl.models.check_compat`)."""
+        unknown = sorted(set(kwargs) - _FIELDS)
+        if unknown:
+            raise TypeError(
+                f"unexpected keyword arguments {unknown}; see help(rmtl.RMTL) for the options"
             )
-        for key in ("ips", "actor_update"):
-            if not isinstance(getattr(self, key), bool):
-                raise TypeError(f"{key}: expected True or False, got {getattr(self, key)!r}")
+        return cls(**{**(AUTHORS if compat == "authors" else {}), **kwargs})
+
+    def replace(self, **changes: Any) -> RMTLConfig:
+        """A copy with ``changes``; only the changed values are checked (the others were
+        when this config was built)."""
+        unknown = sorted(set(changes) - _FIELDS)
+        if unknown:
+            raise TypeError(f"unexpected fields {unknown}; expected fields of rmtl.RMTLConfig")
+        new = copy.copy(self)
+        for name, value in changes.items():
+            object.__setattr__(new, name, _checked(name, value))
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(RMTLConfig))
+_OPTIONAL = ("critic_output_bias", "finetune_epochs")  # the numbers that may be None
+# the choices first, then every other field in declaration order
+_CHECK_ORDER = (
+    *CHOICES,
+    *(f.name for f in dataclasses.fields(RMTLConfig) if f.name not in CHOICES),
+)
+
+
+def _checked(name: str, value: Any) -> Any:
+    """One field of :class:`RMTLConfig`, checked (ValueError/TypeError naming it) and normalised
+    (numbers as int or float, dimensions as a tuple of ints)."""
+    if name in CHOICES:
+        if value not in CHOICES[name]:
+            raise ValueError(f"{name}: expected one of {list(CHOICES[name])}, got {value!r}")
+    elif name in RANGES:
+        return None if value is None and name in _OPTIONAL else check(name, value)
+    elif name in ("critic_bottom_dims", "critic_tower_dims"):
+        return tuple(COUNT.check(f"{name}[{i}]", d) for i, d in enumerate(tuple(value)))
+    elif name in ("ips", "actor_update") and not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return value

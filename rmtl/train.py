@@ -19,6 +19,8 @@ from .metrics import bce_rows, evaluate
 __all__ = ["Trainer", "History", "NonFiniteLossError", "chunks", "EARLY_STOPPING"]
 
 _REF = RMTLConfig()
+_BETAS, _EPS = (0.9, 0.999), 1e-8  # Adam's (PyTorch's defaults)
+_CHUNK_SECONDS = 0.25  # about how long one C call trains
 EARLY_STOPPING = CHOICES["early_stopping"]
 
 
@@ -116,10 +118,10 @@ class Trainer:
         weight_decay: float = _REF.weight_decay,
         batch_size: int = _REF.batch_size,
         seed: int = 0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        betas: tuple[float, float] = _BETAS,
+        eps: float = _EPS,
         progress: bool = True,
-        chunk_seconds: float = 0.25,
+        chunk_seconds: float = _CHUNK_SECONDS,
         critics: Optional[Sequence[Any]] = None,
         weighting: Optional[str] = None,
         lam: float = 0.0,
@@ -138,16 +140,85 @@ class Trainer:
                 f"weighting: expected None or one of {sorted(_core.enums['weighting'])}, "
                 f"got {weighting!r}"
             )
-        self.model = model
-        self.lr, self.weight_decay = check("lr", lr), check("weight_decay", weight_decay)
-        self.batch_size, self.seed = check("batch_size", batch_size), check("seed", seed)
-        self.betas, self.eps = (
-            (check("beta1", betas[0]), check("beta2", betas[1])),
-            check("eps", eps),
+        self._assign(
+            model,
+            lr=check("lr", lr),
+            weight_decay=check("weight_decay", weight_decay),
+            batch_size=check("batch_size", batch_size),
+            seed=check("seed", seed),
+            betas=(check("beta1", betas[0]), check("beta2", betas[1])),
+            eps=check("eps", eps),
+            progress=progress,
+            chunk_seconds=check("chunk_seconds", chunk_seconds),
+            critics=critics,
+            weighting=weighting,
+            lam=check("lam", lam),
+            task_weights=task_weights,
+            shuffle=shuffle,
+            callback=callback,
         )
-        self.progress, self.chunk_seconds = bool(progress), check("chunk_seconds", chunk_seconds)
+
+    @classmethod
+    def _from_config(
+        cls,
+        model: Any,
+        config: RMTLConfig,
+        seed: int,
+        progress: bool,
+        callback: Optional[Callable[[dict[str, Any]], None]],
+        critics: Optional[Sequence[Any]] = None,
+        weighting: Optional[str] = None,
+        lam: float = 0.0,
+        task_weights: Optional[Sequence[float]] = None,
+    ) -> Trainer:
+        """RMTL's stages' Trainer: ``lr``, ``weight_decay``, ``batch_size`` and the batch order
+        of ``config``, the other arguments as for :class:`Trainer`; nothing is checked again
+        (``config``'s construction checked its values, and the agent the others)."""
+        trainer = cls.__new__(cls)
+        trainer._assign(
+            model,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            batch_size=config.batch_size,
+            seed=seed,
+            betas=_BETAS,
+            eps=_EPS,
+            progress=progress,
+            chunk_seconds=_CHUNK_SECONDS,
+            critics=critics,
+            weighting=weighting,
+            lam=lam,
+            task_weights=task_weights,
+            shuffle=config.batch_order == "shuffled",
+            callback=callback,
+        )
+        return trainer
+
+    def _assign(
+        self,
+        model: Any,
+        *,
+        lr: float,
+        weight_decay: float,
+        batch_size: int,
+        seed: int,
+        betas: tuple[float, float],
+        eps: float,
+        progress: bool,
+        chunk_seconds: float,
+        critics: Optional[Sequence[Any]],
+        weighting: Optional[str],
+        lam: float,
+        task_weights: Optional[Sequence[float]],
+        shuffle: bool,
+        callback: Optional[Callable[[dict[str, Any]], None]],
+    ) -> None:
+        self.model = model
+        self.lr, self.weight_decay, self.batch_size, self.seed = lr, weight_decay, batch_size, seed
+        self.betas, self.eps = betas, eps
+        self.progress, self.chunk_seconds = bool(progress), chunk_seconds
         self.shuffle, self.callback = bool(shuffle), callback
-        self.critics, self.weighting, self.lam = critics, weighting, check("lam", lam)
+        self.critics, self.weighting, self.lam = critics, weighting, lam
         self.task_weights = None if task_weights is None else np.asarray(task_weights, np.float32)
         self._epochs_done = 0
         self._weight_sums: Optional[np.ndarray] = None
@@ -265,15 +336,28 @@ class Trainer:
         A loss that becomes NaN or infinite stops training at once: the best weights so far
         (or, before any, the weights ``fit`` started from) are restored and
         :class:`NonFiniteLossError` is raised."""
-        self._check_data(train, "train")
-        if valid is not None:
-            self._check_data(valid, "valid")
         epochs, min_steps = check("epochs", epochs), check("min_steps", min_steps)
         patience = None if patience is None else check("patience", patience)
         if early_stopping not in EARLY_STOPPING:
             raise ValueError(
                 f"early_stopping: expected one of {list(EARLY_STOPPING)}, got {early_stopping!r}"
             )
+        return self._fit(train, valid, epochs, patience, min_steps, early_stopping)
+
+    def _fit(
+        self,
+        train: SessionData,
+        valid: Optional[SessionData],
+        epochs: int,
+        patience: Optional[int],
+        min_steps: int,
+        early_stopping: str,
+    ) -> History:
+        """:meth:`fit` with checked settings (RMTL's stages pass their config's); the data are
+        checked here."""
+        self._check_data(train, "train")
+        if valid is not None:
+            self._check_data(valid, "valid")
         steps = -(-len(train) // self.batch_size)
         hist = History(
             steps_per_epoch=steps,
@@ -328,8 +412,8 @@ class Trainer:
             raise
         except KeyboardInterrupt:
             hist.interrupted = True
-            warnings.warn(
-                "training interrupted; the model holds the best weights so far", stacklevel=2
+            warnings.warn(  # at the caller of fit (or of the RMTL stage)
+                "training interrupted; the model holds the best weights so far", stacklevel=3
             )
         if best is not None:
             self.model.load_state_dict(best)

@@ -288,6 +288,39 @@ def test_bad_calls(splits):
         agent.fit_critics(tr, epochs=0)
 
 
+def test_an_agent_from_a_ready_config_trains_as_from_its_keywords(splits):
+    """RMTL.from_config takes an RMTLConfig as it is (its construction checked it);
+    RMTLConfig.replace checks only what it changes; from_kwargs is RMTL's own conversion."""
+    tr, va, _ = splits
+    kwargs = {k: v for k, v in FAST.items() if k != "progress"}
+    config = rmtl.RMTLConfig.from_kwargs(kwargs)
+    assert config == rmtl.RMTLConfig(**kwargs)
+    model = rmtl.models.create("esmm", tr.field_dims, tr.num_dense, tr.num_tasks, **NET)
+    typed = rmtl.RMTL.from_config(model, config, progress=False)
+    plain = make_agent(tr)
+    assert typed.config is config and typed.config == plain.config
+    a, b = typed.pretrain(tr, va), plain.pretrain(tr, va)
+    assert a.column("train_loss") == b.column("train_loss") and a.best_epoch == b.best_epoch
+    with pytest.raises(TypeError, match="config: expected an rmtl.RMTLConfig"):
+        rmtl.RMTL.from_config(model, kwargs)
+    with pytest.raises(ValueError, match="ple_paper"):
+        rmtl.RMTL.from_config(
+            rmtl.models.create("ple_paper", tr.field_dims, tr.num_dense, tr.num_tasks, **NET),
+            config,
+            compat="authors",
+        )
+    assert config.replace(lam=1, seed=4) == rmtl.RMTLConfig(**dict(kwargs, lam=1.0, seed=4))
+    with pytest.raises(ValueError, match="lam: expected a finite value"):
+        config.replace(lam=-1)
+    with pytest.raises(TypeError, match="unexpected fields"):
+        config.replace(colour=1)
+    authors = rmtl.RMTLConfig.from_kwargs({"reward": "bce"}, compat="authors")
+    assert authors.batch_order == "time" and authors.reward == "bce"  # given beats the authors'
+    with pytest.raises(TypeError, match="lam: expected a number, got None"):
+        rmtl.RMTLConfig(lam=None)  # None only where the field allows it
+    assert rmtl.RMTLConfig(finetune_epochs=None, critic_output_bias=None).finetune_epochs is None
+
+
 def test_finetune_lam_override(splits, tmp_path):
     tr, va, te = splits
     agent = make_agent(tr, checkpoint_dir=tmp_path)

@@ -186,6 +186,45 @@ def test_experiment_runs_baselines_variants_and_transfer(splits, tmp_path):
     assert again.records == res.records
 
 
+def test_a_typed_config_reaches_the_agents_as_its_keywords_do(splits):
+    """rmtl_kwargs as an RMTLConfig: the same records as the equivalent dict, and every
+    job's agent holds that config with its own seed."""
+    tr, va, te = splits
+    kwargs = dict(
+        backbones=("esmm",),
+        seeds=(0, 1),
+        weightings=("rmtl", "continued"),
+        transfer=(),
+        backbone_kwargs=NET,
+    )
+    config, agents = rmtl.RMTLConfig(**dict(TINY, lam=0.5)), {}
+    typed = rmtl.experiment(
+        tr,
+        va,
+        te,
+        rmtl_kwargs=config,
+        on_agent=lambda name, seed, agent: agents.update({seed: agent.config}),
+        **kwargs,
+    )
+    plain = rmtl.experiment(tr, va, te, rmtl_kwargs=dict(TINY, lam=0.5), **kwargs)
+    assert typed.records == plain.records
+    assert agents == {0: config.replace(seed=0), 1: config.replace(seed=1)}
+    assert typed.config["rmtl_kwargs"] == plain.config["rmtl_kwargs"] == config.to_dict()
+    with pytest.raises(ValueError, match="'ple_paper' is not the authors' module"):
+        rmtl.experiment(
+            tr,
+            va,
+            te,
+            **dict(kwargs, backbones=("ple_paper",)),
+            rmtl_kwargs=config,
+            compat="authors",
+        )
+    with pytest.raises(ValueError, match="give it once"):
+        rmtl.experiment(tr, va, te, **kwargs, rmtl_kwargs={"compat": "authors"}, compat="x")
+    with pytest.raises(TypeError, match="rmtl_kwargs: expected a mapping"):
+        rmtl.experiment(tr, va, te, **kwargs, rmtl_kwargs=[("lam", 0.5)])
+
+
 def test_oracle_from_true_probabilities(splits):
     tr, va, te = splits
     res = rmtl.experiment(

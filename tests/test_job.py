@@ -7,7 +7,10 @@ import json
 import pytest
 from conftest import optional
 
+import rmtl
+from rmtl import RMTLConfig
 from rmtl.lab.cli import main
+from rmtl.lab.run import run
 from rmtl.lab.settings import AUTO_MIN_STEPS, PRESETS, RunConfig, describe_budgets, load_config
 
 optional("matplotlib", "plots")  # --out writes plots
@@ -158,8 +161,10 @@ def test_config_file_and_options(tmp_path):
         and c.n_users == PRESETS["quick"]["n_users"]
     )
     assert c.min_steps == AUTO_MIN_STEPS and c.init_output_bias is None
-    kw = RunConfig(min_steps=0, init_output_bias="prior", compat="authors").resolved().rmtl_kwargs()
-    assert kw["min_steps"] == 0 and kw["init_output_bias"] == "prior" and kw["compat"] == "authors"
+    authors = RunConfig(min_steps=0, init_output_bias="prior", compat="authors").resolved()
+    agents = authors.rmtl_config()
+    assert agents.min_steps == 0 and agents.init_output_bias == "prior"
+    assert agents.batch_order == "time" and agents.early_stopping == "auc"  # the authors' switches
     with pytest.raises(ValueError, match="init_output_bias"):
         RunConfig(init_output_bias="zero").resolved()
     paper = RunConfig(preset="paper").resolved()
@@ -176,7 +181,7 @@ def test_explicit_epochs_are_never_raised_by_the_floor():
     assert "500-step floor raising them to 500" in describe_budgets(b)
     four = RunConfig(epochs=4).resolved()
     assert four.min_steps == 0 and four.budgets(2000)["stage1"]["most_epochs"] == 4
-    assert four.rmtl_kwargs()["epochs"] == 4 and four.budgets(2000)["stage3"]["epochs"] == 4
+    assert four.rmtl_config().epochs == 4 and four.budgets(2000)["stage3"]["epochs"] == 4
     both = RunConfig(epochs=4, min_steps=10).resolved()  # both explicit: the header says so
     assert "10-step floor raising them to 10" in describe_budgets(both.budgets(2000))
     authors = RunConfig(compat="authors", models=("esmm",), rmtl_models=("esmm",)).resolved()
@@ -223,3 +228,43 @@ def test_fixed_budget_run_writes_every_file(tmp_path):
         (r["variant"], r["epochs"], r["kept_epoch"]) for r in records if r["variant"] != "baseline"
     } == {("rmtl", 2, 2), ("continued", 2, 2)}
     assert (out / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.filterwarnings("ignore:convergence checks failed")
+def test_an_agent_setting_is_checked_once_where_it_enters(monkeypatch, capsys):
+    """A run's lam is checked by building the agents' RMTLConfig, once for the whole run
+    (no job, stage or Trainer checks it again), and a bad one fails with RMTLConfig's own
+    message, once."""
+    with pytest.raises(ValueError) as own:
+        RMTLConfig(lam=-1.0)
+    with pytest.raises(ValueError) as run_config:
+        RunConfig(lam=-1.0).resolved()
+    assert str(run_config.value) == str(own.value)
+    assert str(own.value) == "lam: expected a finite value in [0, inf), got -1.0"
+    assert main(["run", "--lam", "-1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("lam: expected") == 1 and err.count("\n") == 1
+
+    real, checked = rmtl.config.RANGES["lam"], []
+
+    class Counting:
+        def check(self, name, value):
+            checked.append(value)
+            return real.check(name, value)
+
+    monkeypatch.setitem(rmtl.config.RANGES, "lam", Counting())
+    job = run(
+        RunConfig(
+            models=("esmm",),
+            rmtl_models=("esmm",),
+            controls=("continued",),
+            lam=0.5,
+            n_users=300,
+            seeds=1,
+            epochs=1,
+            critic_epochs=1,
+            progress=False,
+        )
+    )
+    assert checked == [0.5] and job.config.rmtl_config().lam == 0.5
+    assert {r["variant"] for r in job.result.records} == {"baseline", "rmtl", "continued"}

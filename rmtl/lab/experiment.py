@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from ..agent import RMTL, WEIGHTINGS
 from ..config import RMTLConfig
@@ -35,7 +35,7 @@ def experiment(
     weightings: Sequence[str] = ("rmtl", CONTROL),
     transfer: Sequence[tuple[str, str]] = (("esmm", "mmoe"),),
     backbone_kwargs: Optional[Mapping[str, Any]] = None,
-    rmtl_kwargs: Optional[Mapping[str, Any]] = None,
+    rmtl_kwargs: Union[None, Mapping[str, Any], RMTLConfig] = None,
     checkpoint_dir: Optional[str | os.PathLike[str]] = None,
     progress: bool = False,
     rmtl_backbones: Optional[Sequence[str]] = None,
@@ -43,6 +43,7 @@ def experiment(
     executor: ExecutorSpec = None,
     threads_per_job: Optional[int] = None,
     budget: str = "matched",
+    compat: Optional[str] = None,
 ) -> ExperimentResult:
     """Run every backbone with and without RMTL over ``seeds`` and evaluate on ``test``.
 
@@ -62,20 +63,25 @@ def experiment(
     early and trains every control exactly as many epochs as ``rmtl`` kept in the same seed
     (so a critic effect compares equal budgets; other weightings and transfers stop early on
     their own); ``"fixed"`` trains every stage-3 job exactly ``finetune_epochs`` epochs
-    (``rmtl_kwargs``; default ``epochs``) without early stopping. Every record carries the
-    ``epochs`` it ran, its ``kept_epoch`` and ``steps``.
+    (of the agents' settings; default ``epochs``) without early stopping. Every record carries
+    the ``epochs`` it ran, its ``kept_epoch`` and ``steps``.
     Every trained model goes through :func:`rmtl.lab.convergence.check` on ``valid``; each
     failed check is recorded and raises a warning that says what to change.
 
     ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
-    quick run; the seed is the experiment's), ``rmtl_kwargs`` to :class:`rmtl.RMTL`
-    (with ``compat="authors"`` there, every backbone must be the authors' module: not
-    ``ple_paper``). With ``checkpoint_dir``, every job saves in its own subdirectory there
-    (``esmm-seed0/critics``) and an interrupted experiment (or a retried job) resumes from
-    the last finished stage. ``rmtl_backbones`` (default: all of ``backbones``) limits
-    stages 2 and 3 to those; the others are baselines only. ``on_agent(name, seed, agent)``
-    is called in this process once a backbone's own stages have finished for a seed, with an
-    agent holding their results (e.g. to keep diagnostics).
+    quick run; the seed is the experiment's). ``rmtl_kwargs`` sets the agents: keyword
+    arguments of :class:`rmtl.RMTL` (a dict, turned into one :class:`rmtl.RMTLConfig` here,
+    where every value is checked once) or a ready :class:`rmtl.RMTLConfig`; either way each
+    job's seed replaces its ``seed``. ``compat="authors"`` (here or in the dict) requires
+    every backbone to be the authors' module (not ``ple_paper``); in the dict it also sets the
+    authors' switches (see :class:`rmtl.RMTL`), which an RMTLConfig must already hold
+    (``RMTLConfig.from_kwargs(kwargs, compat="authors")``). With ``checkpoint_dir``, every
+    job saves in its own subdirectory there (``esmm-seed0/critics``) and an interrupted
+    experiment (or a retried job) resumes from the last finished stage. ``rmtl_backbones``
+    (default: all of ``backbones``) limits stages 2 and 3 to those; the others are baselines
+    only. ``on_agent(name, seed, agent)`` is called in this process once a backbone's own
+    stages have finished for a seed, with an agent holding their results (e.g. to keep
+    diagnostics).
 
     The work is a graph of jobs (:mod:`rmtl.lab.graph`: stage 1, stage 2, each stage-3 variant
     and transfer per seed and backbone) that ``executor`` runs:
@@ -115,12 +121,10 @@ def experiment(
         raise ValueError(
             f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}"
         )
-    bkw, rkw = dict(backbone_kwargs or {}), dict(rmtl_kwargs or {})
+    bkw = dict(backbone_kwargs or {})
+    config, compat = _agent_settings(rmtl_kwargs, compat)
     for name in backbones:
-        check_compat(str(name).lower(), rkw.get("compat"))
-    cfg = RMTLConfig(
-        **{k: v for k, v in rkw.items() if k in ("epochs", "finetune_epochs") and v is not None}
-    )
+        check_compat(str(name).lower(), compat)
     jobs = graph(
         backbones,
         with_rmtl,
@@ -128,10 +132,14 @@ def experiment(
         weightings,
         transfer,
         budget,
-        cfg.epochs if cfg.finetune_epochs is None else cfg.finetune_epochs,
+        config.epochs if config.finetune_epochs is None else config.finetune_epochs,
     )
     settings = Settings(
-        bkw, rkw, None if checkpoint_dir is None else os.path.abspath(checkpoint_dir), progress
+        bkw,
+        config,
+        None if checkpoint_dir is None else os.path.abspath(checkpoint_dir),
+        progress,
+        compat=compat,
     )
 
     def done(job: Job, outputs: Mapping[Job, JobOutput]) -> None:
@@ -152,7 +160,7 @@ def experiment(
             "weightings": list(weightings),
             "transfer": [list(p) for p in transfer],
             "backbone_kwargs": bkw,
-            "rmtl_kwargs": rkw,
+            "rmtl_kwargs": {**config.to_dict(), **({"compat": compat} if compat else {})},
             "budget": budget,
             "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
             "threads_per_job": runner.threads,
@@ -174,6 +182,26 @@ def experiment(
             stacklevel=2,
         )
     return result
+
+
+def _agent_settings(
+    rmtl_kwargs: Union[None, Mapping[str, Any], RMTLConfig], compat: Optional[str]
+) -> tuple[RMTLConfig, Optional[str]]:
+    """The agents' config and compat from :func:`experiment`'s arguments (the one place a
+    dict of keyword arguments becomes an :class:`rmtl.RMTLConfig`)."""
+    if isinstance(rmtl_kwargs, RMTLConfig):
+        return rmtl_kwargs, compat
+    if rmtl_kwargs is not None and not isinstance(rmtl_kwargs, Mapping):
+        raise TypeError(
+            "rmtl_kwargs: expected a mapping of rmtl.RMTL keyword arguments or an "
+            f"rmtl.RMTLConfig, got {type(rmtl_kwargs).__name__}"
+        )
+    kwargs = dict(rmtl_kwargs or {})
+    given = kwargs.pop("compat", None)
+    if given is not None and compat is not None and given != compat:
+        raise ValueError(f"compat: {compat!r} here and {given!r} in rmtl_kwargs; give it once")
+    compat = compat if given is None else given
+    return RMTLConfig.from_kwargs(kwargs, compat), compat
 
 
 def _oracle(test: SessionData) -> dict[str, dict[str, float]]:

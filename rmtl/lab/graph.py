@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional
 
-from ..config import CRITIC_FREE
+from ..config import CRITIC_FREE, RMTLConfig
 from ..data import SessionData
 
 __all__ = [
@@ -128,15 +128,19 @@ class JobOutput:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What every job of one experiment shares: model and agent keyword arguments, the
-    checkpoint root (every job checkpoints in ``<root>/<job.key>``), progress bars and the
-    threads each job runs with (None: as the process is set)."""
+    """What every job of one experiment shares: the backbones' keyword arguments, the agents'
+    settings ``rmtl`` (checked once, when the :class:`rmtl.RMTLConfig` was built; each job
+    puts in its own seed), the checkpoint root (every job checkpoints in
+    ``<root>/<job.key>``), progress bars, the threads each job runs with (None: as the
+    process is set) and ``compat`` (``"authors"``: every backbone must be the authors'
+    module; the authors' switches are already in ``rmtl``)."""
 
     backbone_kwargs: Mapping[str, Any]
-    rmtl_kwargs: Mapping[str, Any]
+    rmtl: RMTLConfig
     checkpoint_dir: Optional[str] = None
     progress: bool = False
     threads: Optional[int] = None
+    compat: Optional[str] = None
 
 
 def graph(

@@ -18,7 +18,7 @@ import scipy
 
 from .. import __version__
 from ..backend import blas_info
-from ..config import CHOICES, COUNT, RMTLConfig, check
+from ..config import COUNT, RMTLConfig
 from ..context import CONTEXT_MODES
 from ..data import SessionData
 from ..datasets import load_kuairand, load_retailrocket, synthetic
@@ -56,6 +56,19 @@ DATASETS = ("synthetic", "retailrocket", "kuairand")
 # from a trained model and never gets a floor: there it forced 56 epochs and over-trained
 # every arm (issue 29). An explicit --epochs turns the automatic floor off.
 AUTO_MIN_STEPS = 500
+# the fields RunConfig shares with RMTLConfig (checked by building it), and those of them
+# resolving fills in
+_AGENT_FIELDS = (
+    "lam",
+    "gamma",
+    "epochs",
+    "finetune_epochs",
+    "critic_epochs",
+    "min_steps",
+    "early_stopping",
+    "init_output_bias",
+)
+_PRESET_FILLED = ("epochs", "critic_epochs", "min_steps", "early_stopping")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -136,7 +149,8 @@ class RunConfig:
     ray: Union[None, bool, str] = None
 
     def resolved(self) -> RunConfig:
-        """A copy with preset defaults filled in and every value checked."""
+        """A copy with preset defaults filled in and every value checked: the run's own here,
+        the agents' (``lam``, ``gamma``, the epochs, ...) by building :meth:`rmtl_config`."""
         if self.preset not in PRESETS:
             raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.dataset not in DATASETS:
@@ -158,24 +172,18 @@ class RunConfig:
         c.seeds = COUNT.check("seeds", p["seeds"] if c.seeds is None else c.seeds)
         c.n_users = COUNT.check("n_users", p["n_users"] if c.n_users is None else c.n_users)
         default = {"epochs": _REF.epochs, "critic_epochs": _REF.critic_epochs, **p["rmtl"]}
-        c.epochs = check("epochs", default["epochs"] if c.epochs is None else c.epochs)
-        c.critic_epochs = check(
-            "critic_epochs",
-            default["critic_epochs"] if c.critic_epochs is None else c.critic_epochs,
-        )
+        if c.epochs is None:
+            c.epochs = default["epochs"]
+        if c.critic_epochs is None:
+            c.critic_epochs = default["critic_epochs"]
         authors = c.compat == "authors"  # their setting: no floor, stopping on the mean AUC
         if c.min_steps is None:
             c.min_steps = 0 if self.epochs is not None or authors else AUTO_MIN_STEPS
         if c.early_stopping is None:
             c.early_stopping = "auc" if authors else _REF.early_stopping
-        c.min_steps = check("min_steps", c.min_steps)
-        if c.finetune_epochs is not None:
-            c.finetune_epochs = check("finetune_epochs", c.finetune_epochs)
-        if c.early_stopping not in CHOICES["early_stopping"]:
-            raise ValueError(
-                f"early_stopping: expected one of {list(CHOICES['early_stopping'])}, "
-                f"got {c.early_stopping!r}"
-            )
+        agents = c.rmtl_config()  # the one check of the agents' values
+        for name in _AGENT_FIELDS:  # as the config holds them (numbers as int or float)
+            setattr(c, name, getattr(agents, name))
         if c.budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {c.budget!r}")
         c.controls = tuple(c.controls)
@@ -186,13 +194,8 @@ class RunConfig:
             )
         for name in c.models:
             check_compat(name, c.compat)
-        if c.init_output_bias not in CHOICES["init_output_bias"]:
-            raise ValueError(
-                f"init_output_bias: expected 'prior' or None, got {c.init_output_bias!r}"
-            )
         if c.context not in CONTEXT_MODES:
             raise ValueError(f"context: expected one of {list(CONTEXT_MODES)}, got {c.context!r}")
-        c.lam, c.gamma = check("lam", c.lam), check("gamma", c.gamma)
         if c.processes is not None and (c.processes < 1 or c.ray):
             raise ValueError(
                 f"processes: expected a positive number of processes and no ray, got "
@@ -207,6 +210,33 @@ class RunConfig:
             raise FileNotFoundError(f"data: no such file or directory: {c.data}")
         return c
 
+    def rmtl_config(self) -> RMTLConfig:
+        """The agents' settings as one :class:`rmtl.RMTLConfig`: the preset's, then the
+        run's (``lam``, ``gamma``, ``epochs``, ``finetune_epochs``, ``critic_epochs``,
+        ``min_steps``, ``early_stopping``, ``init_output_bias``; with ``compat="authors"``
+        the authors' switches where neither sets them). Its construction is the one check of
+        those values, built once for them (:meth:`resolved` builds it; an unresolved config
+        is resolved first)."""
+        if self.preset not in PRESETS or any(getattr(self, k) is None for k in _PRESET_FILLED):
+            return self.resolved().rmtl_config()
+        values = {**PRESETS[self.preset]["rmtl"], **{k: getattr(self, k) for k in _AGENT_FIELDS}}
+        built = self.__dict__.get("_rmtl_config")  # not a field: asdict and == leave it out
+        if built is None or built[0] != (values, self.compat):
+            built = (values, self.compat), RMTLConfig.from_kwargs(values, self.compat)
+            self.__dict__["_rmtl_config"] = built
+        return built[1]
+
+    def rmtl_kwargs(self) -> dict[str, Any]:
+        """Deprecated: the agents' settings (:meth:`rmtl_config`) as keyword arguments of
+        :class:`rmtl.RMTL`, with ``compat``; goes in the next release."""
+        warnings.warn(
+            "RunConfig.rmtl_kwargs() is now RunConfig.rmtl_config(), an rmtl.RMTLConfig "
+            "(rmtl_kwargs goes in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return {**self.rmtl_config().to_dict(), "compat": self.compat}
+
     def executor(self) -> Any:
         """The ``executor`` argument of :func:`rmtl.experiment`; with ``ray``, connects first."""
         if self.ray:
@@ -214,27 +244,11 @@ class RunConfig:
             return "ray"
         return self.processes
 
-    def rmtl_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`rmtl.RMTL` (on top of the preset's)."""
-        kw = {k: v for k, v in PRESETS[self.preset]["rmtl"].items() if k != "epochs"}
-        kw.update(
-            lam=self.lam,
-            gamma=self.gamma,
-            epochs=self.epochs,
-            finetune_epochs=self.finetune_epochs,
-            critic_epochs=self.critic_epochs,
-            min_steps=self.min_steps,
-            early_stopping=self.early_stopping,
-            init_output_bias=self.init_output_bias,
-            compat=self.compat,
-        )
-        return kw
-
     def budgets(self, train_rows: int) -> dict[str, dict[str, Any]]:
         """What each stage runs on ``train_rows`` training rows (a resolved config): stage 1's
         epoch limit, step floor and the epochs the floor makes; stage 2's epochs; stage 3's
         epoch limit and how its arms are budgeted."""
-        batch = self.rmtl_kwargs().get("batch_size") or _REF.batch_size
+        batch = self.rmtl_config().batch_size
         per_epoch = -(-train_rows // batch)
         stage3 = self.epochs if self.finetune_epochs is None else self.finetune_epochs
         return {

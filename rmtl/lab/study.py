@@ -192,12 +192,18 @@ class StudyConfig:
             self, "backbone_kwargs", _check_backbone(self.backbone, self.backbone_kwargs)
         )
         object.__setattr__(self, "rmtl_kwargs", _check_rmtl(self.rmtl_kwargs))
-        RMTLConfig(**self.rmtl_settings())
+        # the one check of the RMTL settings; kept (not a field: to_dict and == leave it out)
+        object.__setattr__(self, "_rmtl_config", RMTLConfig(**self.rmtl_settings()))
 
     def rmtl_settings(self) -> dict[str, Any]:
         """The keyword arguments of :class:`rmtl.RMTL` every cell uses."""
         own = {k: getattr(self, k) for k in RMTL_FIELDS}
         return {**self.rmtl_kwargs, **{k: v for k, v in own.items() if v is not None}}
+
+    def rmtl_config(self) -> RMTLConfig:
+        """The :class:`rmtl.RMTLConfig` every cell uses (:meth:`rmtl_settings`), built and
+        checked once, with the config."""
+        return self._rmtl_config
 
     def grid(self) -> list[dict[str, Any]]:
         """The cells' axis values, ``{x.knob: ..., y.knob: ...}``, x varying slowest."""
@@ -349,7 +355,7 @@ def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = N
             weightings=WEIGHTINGS,
             transfer=(),
             backbone_kwargs=config.backbone_kwargs,
-            rmtl_kwargs=config.rmtl_settings(),
+            rmtl_kwargs=config.rmtl_config(),
             budget=config.budget,
         )
         cells.append(Cell(dict(at), mode, result))

@@ -123,7 +123,8 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         "backbone": c.run.models[0],
         "seed": 0,
         "backbone_kwargs": PRESETS[c.run.preset]["backbone"],
-        **c.run.rmtl_kwargs(),
+        "rmtl": c.run.rmtl_config(),
+        "compat": c.run.compat,
     }
     space = {**base, **tune.search_space(c.search)}
     storage = None if c.out is None else os.path.abspath(os.path.join(c.out, "tune"))

@@ -16,7 +16,9 @@ Use them with the data in Ray's object store once::
 
 A trial's ``config`` holds ``backbone`` (a name for :func:`rmtl.models.create`, default
 ``esmm``), ``seed`` (default 0), ``backbone_kwargs`` (a dict) and any keyword of
-:class:`rmtl.RMTL` (``lam``, ``gamma``, ``weighting``, ``epochs``, ...).
+:class:`rmtl.RMTL` (``lam``, ``gamma``, ``weighting``, ``epochs``, ..., ``compat``). With
+``rmtl``, an :class:`rmtl.RMTLConfig` (as ``rmtl sweep`` passes its run's settings), the
+keywords change only those fields of it, and only they are checked again.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
     train, valid, test = data
     kwargs = dict(config)
     name, seed = kwargs.pop("backbone", "esmm"), int(kwargs.pop("seed", 0))
+    base = kwargs.pop("rmtl", None)
     model = create(
         name,
         train.field_dims,
@@ -79,14 +82,23 @@ def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
                 metrics.update(_test_metrics(evaluate(model, test)))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
 
-        agent = RMTL(
-            model,
-            seed=seed,
-            checkpoint_dir=work,
-            progress=False,
-            on_epoch=lambda stage, rec: tune.report({"stage": stage, **_epoch_metrics(rec)}),
-            **kwargs,
-        )
+        def on_epoch(stage: str, rec: dict[str, Any]) -> None:
+            tune.report({"stage": stage, **_epoch_metrics(rec)})
+
+        if base is None:
+            agent = RMTL(
+                model, seed=seed, checkpoint_dir=work, progress=False, on_epoch=on_epoch, **kwargs
+            )
+        else:
+            compat = kwargs.pop("compat", None)
+            agent = RMTL.from_config(
+                model,
+                base.replace(seed=seed, **kwargs),
+                compat=compat,
+                checkpoint_dir=work,
+                progress=False,
+                on_epoch=on_epoch,
+            )
         agent.pretrain(train, valid)
         finished("pretrain", agent.pretrained, last=stages == 1)
         if stages == 3:

@@ -122,7 +122,9 @@ def agent_view(
     critics, the last own variant's fine-tuned model and the merged history."""
     own = [j for j in jobs if j.model == model and j.seed == seed and not j.transfer]
     pretrained = _restore(load, outputs[own[0]].networks["pretrained"])
-    agent = RMTL(pretrained, seed=seed, progress=False, **settings.rmtl_kwargs)
+    agent = RMTL.from_config(
+        pretrained, settings.rmtl.replace(seed=seed), compat=settings.compat, progress=False
+    )
     for job in own:
         out = outputs[job]
         agent.history.update(out.history)
@@ -135,7 +137,13 @@ def agent_view(
 
 def _agent(job: Job, s: Settings, backbone: Backbone) -> RMTL:
     ckpt = None if s.checkpoint_dir is None else os.path.join(s.checkpoint_dir, job.key)
-    return RMTL(backbone, seed=job.seed, checkpoint_dir=ckpt, progress=s.progress, **s.rmtl_kwargs)
+    return RMTL.from_config(
+        backbone,
+        s.rmtl.replace(seed=job.seed),
+        compat=s.compat,
+        checkpoint_dir=ckpt,
+        progress=s.progress,
+    )
 
 
 def _finished(interrupted: bool) -> None:
