@@ -221,6 +221,7 @@ static int rmtl_bal_imtl_direction(rmtl_balancer *b, float *dir, const float *lo
         b->weights[k] = vanish ? 0.0 : v[k] / sum;
         coef[k] = b->weights[k] * e[k];
         g[k] = e[k] * losses[k] - 1.0;
+        b->tower[k] = e[k]; /* the task-specific parameters see e^{s_k} L_k */
     }
     b->has_weights = 1;
     rmtl_bal_combine(dir, coef, jac, K, b->P);
@@ -274,6 +275,7 @@ static int rmtl_bal_db_mtl_direction(rmtl_balancer *b, float *dir, const float *
     for (int k = 0; k < K; k++) {
         alpha[k] = top / (norm[k] + 1e-8);
         b->weights[k] = 1.0;
+        b->tower[k] = inv[k]; /* the task-specific parameters see log(L_k + 1e-8) */
     }
     b->has_weights = 1;
     for (int64_t j = 0; j < P; j++) {
@@ -350,6 +352,7 @@ static int rmtl_bal_excess_direction(rmtl_balancer *b, float *dir, const float *
     }
     for (int k = 0; k < K; k++) {
         b->weights[k] = lw[k];
+        b->tower[k] = lw[k]; /* LibMTL ends with a backward of sum_k w_k L_k */
     }
     b->has_weights = 1;
     rmtl_bal_combine(dir, lw, jac, K, P);

@@ -88,6 +88,9 @@ int rmtl_balancer_step(rmtl_balancer *b, float *dir, const float *losses, const 
         rmtl_bal_combine(dir, w, jac, b->K, b->P);
         return RMTL_OK;
     }
+    for (int k = 0; k < b->K; k++) {
+        b->tower[k] = 1.0;
+    }
     RMTL_TRY(b->spec->direction(b, dir, losses, jac));
     rmtl_bal_count_losses(b, losses, b->S, rows);
     b->steps++;

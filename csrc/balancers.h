@@ -77,6 +77,13 @@ struct rmtl_balancer {
     int64_t epoch;
     double epoch_sum[RMTL_MAX_TASKS], epoch_rows;
     double loss_first[RMTL_MAX_TASKS], loss_last[RMTL_MAX_TASKS], loss_before[RMTL_MAX_TASKS];
+    /* the factor training gives task k's gradient of its task-specific parameters in a
+       gradients-family step: LibMTL's per-task backward passes leave c_k g_k there, with c_k
+       the derivative of the loss transform a method applies before taking gradients (IMTL
+       e^{s_k}, DB-MTL 1 / L_k) or, for the methods that end with a backward of
+       sum_k w_k L_k, their weight w_k. rmtl_balancer_step sets every c_k to 1 before the
+       direction callback, which may change them. */
+    double tower[RMTL_MAX_TASKS];
     /* the task weights of the last step (has_weights: the method has them) */
     double weights[RMTL_MAX_TASKS];
     int has_weights;

@@ -194,59 +194,75 @@ static void rmtl_task_losses(float *L, const rmtl_model *m, const float *w, int 
     }
 }
 
-/* What a balanced step needs besides the model: scratch laid out by rmtl_balanced_block */
+/* What a balanced step needs besides the model: scratch laid out by rmtl_balanced_block.
+   The task-specific parameters fill the gaps between the shared spans: N floats. */
 typedef struct {
     float *jac;    /* (S, T, P) the shared spans' per-task gradients */
     float *dir;    /* (P) the balancer's direction */
     float *losses; /* (S, T) */
-    float *acc;    /* (total) the task-specific parameters' summed gradients */
+    float *own;    /* (S, T, N) the task-specific parameters' per-task gradients */
     float *wk;     /* (B, T) one task's weights */
+    int64_t N;
 } rmtl_balanced_scratch;
 
 /* floats of scratch a balanced chunk needs */
 static size_t rmtl_balanced_floats(const rmtl_model *m, const rmtl_balanced *bal, int B) {
     const rmtl_balancer *b = bal->b;
-    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P;
-    return S * T * P + P + S * T + m->params.total + (size_t)B * T;
+    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P, N = m->params.total - P;
+    return S * T * P + P + S * T + S * T * N + (size_t)B * T;
 }
 
 static rmtl_balanced_scratch rmtl_balanced_block(float *block, const rmtl_model *m,
                                                  const rmtl_balanced *bal) {
     const rmtl_balancer *b = bal->b;
-    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P;
+    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P, N = m->params.total - P;
     rmtl_balanced_scratch sc;
     sc.jac = block;
     sc.dir = sc.jac + S * T * P;
     sc.losses = sc.dir + P;
-    sc.acc = sc.losses + S * T;
-    sc.wk = sc.acc + m->params.total;
+    sc.own = sc.losses + S * T;
+    sc.wk = sc.own + S * T * N;
+    sc.N = (int64_t)N;
     return sc;
 }
 
-/* copies the shared spans of the gradient buffer, times scale, into out (P) */
-static void rmtl_balanced_gather(float *out, const rmtl_model *m, const rmtl_balanced *bal,
-                                 float scale) {
+/* the gradient buffer split: its shared spans into shared (P), the rest into own (N) */
+static void rmtl_balanced_gather(float *shared, float *own, const rmtl_model *m,
+                                 const rmtl_balanced *bal) {
     const float *g = m->params.grad;
-    for (int i = 0; i < bal->n; i++) {
-        for (int64_t j = bal->lo[i]; j < bal->hi[i]; j++) {
-            *out++ = g[j] * scale;
+    int64_t at = 0;
+    for (int i = 0; i <= bal->n; i++) {
+        int64_t lo = i < bal->n ? bal->lo[i] : (int64_t)m->params.total;
+        for (; at < lo; at++) {
+            *own++ = g[at];
         }
+        for (int64_t j = lo; i < bal->n && j < bal->hi[i]; j++) {
+            *shared++ = g[j];
+        }
+        at = i < bal->n ? bal->hi[i] : at;
     }
 }
 
-/* writes v (P) into the shared spans of the gradient buffer */
-static void rmtl_balanced_scatter(rmtl_model *m, const rmtl_balanced *bal, const float *v) {
+/* the gradient buffer from shared (P) into its shared spans and own (N) elsewhere */
+static void rmtl_balanced_scatter(rmtl_model *m, const rmtl_balanced *bal, const float *shared,
+                                  const float *own) {
     float *g = m->params.grad;
-    for (int i = 0; i < bal->n; i++) {
-        for (int64_t j = bal->lo[i]; j < bal->hi[i]; j++) {
-            g[j] = *v++;
+    int64_t at = 0;
+    for (int i = 0; i <= bal->n; i++) {
+        int64_t lo = i < bal->n ? bal->lo[i] : (int64_t)m->params.total;
+        for (; at < lo; at++) {
+            g[at] = *own++;
         }
+        for (int64_t j = lo; i < bal->n && j < bal->hi[i]; j++) {
+            g[j] = *shared++;
+        }
+        at = i < bal->n ? bal->hi[i] : at;
     }
 }
 
 /* After m's forward of sample s (nb rows, row weights w or NULL): its task losses and, for a
    gradient balancer, T backwards (task k's weights T w_ik in column k, 0 elsewhere, so the
-   gradient is that of L_k) into the Jacobian and the task-specific sums. A losses balancer
+   gradient is that of L_k) into the Jacobian and the task-specific gradients. A losses balancer
    instead takes its weights and runs the one weighted backward (S is 1 then). */
 static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_balanced_scratch *sc,
                                 const float *w, int nb, int s) {
@@ -276,11 +292,8 @@ static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
         }
         rmtl_model_zero_grad(m, nb);
         rmtl_model_head_backward(m, m->codes, m->dense, m->labels, sc->wk, nb);
-        rmtl_balanced_gather(sc->jac + ((size_t)s * T + k) * P, m, bal, 1.0f);
-        const float *g = m->params.grad;
-        for (size_t j = 0; j < m->params.total; j++) {
-            sc->acc[j] += g[j];
-        }
+        size_t row = (size_t)s * T + k;
+        rmtl_balanced_gather(sc->jac + row * P, sc->own + row * (size_t)sc->N, m, bal);
     }
     return RMTL_OK;
 }
@@ -293,12 +306,19 @@ static int rmtl_balanced_finish(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
         return RMTL_OK;
     }
     RMTL_TRY(rmtl_balancer_step(b, sc->dir, sc->losses, sc->jac, nb));
-    float scale = b->spec->tower_mean ? 1.0f / (float)b->S : 1.0f;
-    float *g = m->params.grad;
-    for (size_t j = 0; j < m->params.total; j++) {
-        g[j] = sc->acc[j] * scale;
+    /* the task-specific gradients: sum over samples and tasks of c_k g_k (their mean over the
+       samples with tower_mean), accumulated in sample 0's first row */
+    int S = b->S, T = m->T;
+    double scale = b->spec->tower_mean ? 1.0 / S : 1.0;
+    float *own = sc->own;
+    for (int64_t j = 0; j < sc->N; j++) {
+        double acc = 0.0;
+        for (int r = 0; r < S * T; r++) {
+            acc += b->tower[r % T] * own[(size_t)r * sc->N + j];
+        }
+        own[j] = (float)(acc * scale);
     }
-    rmtl_balanced_scatter(m, bal, sc->dir);
+    rmtl_balanced_scatter(m, bal, sc->dir, own);
     return RMTL_OK;
 }
 
@@ -337,9 +357,6 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
     int st = RMTL_OK;
     for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += (int64_t)B * S) {
         int nb = 0;
-        if (bal != NULL && bal->b->spec->family == RMTL_BAL_GRADIENTS) {
-            memset(sc.acc, 0, m->params.total * sizeof(float));
-        }
         for (int s = 0; s < S && st == RMTL_OK; s++) {
             int64_t first = (start + (int64_t)s * B) % n_rows;
             nb = (int)(n_rows - first < B ? n_rows - first : B);

@@ -263,7 +263,12 @@ class RMTL:
         if c.init_output_bias == "prior":
             set_output_prior(self.backbone, train.labels)
         trainer = Trainer._from_config(
-            self.backbone, c, c.seed, self.progress, self._epoch_callback("pretrain")
+            self.backbone,
+            c,
+            c.seed,
+            self.progress,
+            self._epoch_callback("pretrain"),
+            balancer=c.make_balancer(train.num_tasks, c.seed),
         )
         hist = trainer._fit(train, valid, c.epochs, c.patience, c.min_steps, c.early_stopping)
         self.pretrained = self.backbone
@@ -302,6 +307,7 @@ class RMTL:
         *,
         epochs: Optional[int] = None,
         task_weights: Optional[Sequence[float]] = None,
+        balancer: Optional[str] = None,
     ) -> History:
         """Stage 3: critic-weighted fine-tuning.
 
@@ -310,7 +316,10 @@ class RMTL:
         the same data), that model is fine-tuned in place with these critics and
         ``self.backbone`` is left alone. ``weighting`` and ``lam`` override the agent's for
         this call (ablations and controls; a checkpoint per setting); ``static`` takes one
-        weight per task in ``task_weights``.
+        weight per task in ``task_weights``. ``balancer`` (a name of
+        :func:`rmtl.balancers.names`, with its defaults) overrides the config's ``balancer``
+        for this call: the task losses, critic-weighted or not, are then balanced at every
+        step (``weighting="continued"`` with a balancer is the balancer's stage-3 control).
 
         The budget: by default at most ``finetune_epochs`` epochs (``epochs`` when None) with
         early stopping on ``early_stopping`` and ``patience``; ``min_steps`` does not apply
@@ -325,6 +334,9 @@ class RMTL:
         weighting = self.config.weighting if weighting is None else _weighting(weighting)
         lam = self.config.lam if lam is None else check("lam", lam)
         fixed = None if epochs is None else check("epochs", epochs)
+        c = self.config
+        if balancer is not None and balancer != c.balancer:
+            c = c.replace(balancer=balancer, balancer_args={})
         if weighting not in CRITIC_FREE and not self.critics:
             raise RuntimeError(
                 "finetune: the agent has no critics yet; run fit_critics(train) first "
@@ -346,6 +358,8 @@ class RMTL:
             setting += "-w" + "_".join(f"{float(w):.6g}" for w in task_weights)
         if fixed is not None:
             setting += f"-epochs{fixed}"
+        if c.balancer is not None and c.balancer != self.config.balancer:
+            setting += f"-{c.balancer}"
         name = (
             f"finetuned-{setting}.npz"
             if own
@@ -358,7 +372,6 @@ class RMTL:
             if own:
                 self.backbone = model
             return self._keep(key, hist)
-        c = self.config
         # a fresh Adam, as the authors' stage 3 builds a new optimizer around the reloaded model
         zeros = np.zeros(model.num_parameters, np.float32)
         model.load_optimizer_state(
@@ -384,6 +397,7 @@ class RMTL:
             weighting=None if weighting == "continued" else weighting,
             lam=lam,
             task_weights=task_weights,
+            balancer=c.make_balancer(train.num_tasks, c.seed + 1),
         )
         most = c.epochs if c.finetune_epochs is None else c.finetune_epochs
         hist = trainer._fit(

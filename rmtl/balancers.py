@@ -31,12 +31,40 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["Balancer", "SPACES", "create", "hyperparameters", "names"]
+__all__ = ["Balancer", "LABELS", "SPACES", "create", "hyperparameters", "names"]
 
 #: where the gradients a balancer reads are taken: every shared parameter (LibMTL's default)
 #: or the shared representation the towers read (LibMTL's ``rep_grad``)
 SPACES = ("parameters", "representation")
 
+#: every balancer's name as its paper writes it (table rows: ``UW-MMoE``)
+LABELS = {
+    "ew": "EW",
+    "linear": "Linear",
+    "uw": "UW",
+    "gls": "GLS",
+    "dwa": "DWA",
+    "rlw": "RLW",
+    "famo": "FAMO",
+    "stch": "STCH",
+    "gradnorm": "GradNorm",
+    "imtl": "IMTL",
+    "db_mtl": "DB-MTL",
+    "excess_mtl": "ExcessMTL",
+    "metabalance": "MetaBalance",
+    "mgda": "MGDA",
+    "pcgrad": "PCGrad",
+    "gradvac": "GradVac",
+    "graddrop": "GradDrop",
+    "aligned_mtl": "Aligned-MTL",
+    "moco": "MoCo",
+    "cagrad": "CAGrad",
+    "nash_mtl": "Nash-MTL",
+    "upgrad": "UPGrad",
+    "fairgrad": "FairGrad",
+    "modo": "MoDo",
+    "sdmgrad": "SDMGrad",
+}
 _SPECS: dict[str, dict[str, Any]] = {s["name"]: s for s in _core.balancer_specs()}
 _ADAM = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
 

@@ -11,7 +11,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from . import _core
+from . import _core, balancers
 
 __all__ = [
     "RMTLConfig",
@@ -46,6 +46,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "batch_order": ("shuffled", "time"),
     "stage3_critic_mode": ("eval", "train"),
     "early_stopping": ("logloss", "auc"),
+    "balancer": (None, *balancers.names()),
 }
 
 
@@ -163,10 +164,36 @@ class RMTLConfig:
     init_output_bias: Optional[str] = None
     batch_order: str = "shuffled"
     stage3_critic_mode: str = "eval"
+    balancer: Optional[str] = None
+    balancer_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in _CHECK_ORDER:
             object.__setattr__(self, name, _checked(name, getattr(self, name)))
+        self._check_balancer()
+
+    def _check_balancer(self) -> None:
+        """``balancer_args`` are hyperparameters of ``balancer`` in range (checked by the
+        core's table, as :func:`rmtl.balancers.create` checks them)."""
+        if self.balancer_args and self.balancer is None:
+            raise ValueError("balancer_args: given without a balancer; set balancer too")
+        if self.balancer is not None:
+            balancers.create(self.balancer, 2, **self.balancer_args)
+
+    def make_balancer(self, num_tasks: int, seed: int) -> Optional[balancers.Balancer]:
+        """The stages' balancer for ``num_tasks`` tasks (None without one): ``balancer`` with
+        ``balancer_args``, its parameters trained with this config's ``lr`` and
+        ``weight_decay``."""
+        if self.balancer is None:
+            return None
+        return balancers.create(
+            self.balancer,
+            num_tasks,
+            seed=seed,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            **self.balancer_args,
+        )
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], compat: Optional[str] = None) -> RMTLConfig:
@@ -190,6 +217,8 @@ class RMTLConfig:
         new = copy.copy(self)
         for name, value in changes.items():
             object.__setattr__(new, name, _checked(name, value))
+        if {"balancer", "balancer_args"} & set(changes):
+            new._check_balancer()
         return new
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,4 +247,8 @@ def _checked(name: str, value: Any) -> Any:
         return tuple(COUNT.check(f"{name}[{i}]", d) for i, d in enumerate(tuple(value)))
     elif name in ("ips", "actor_update") and not isinstance(value, bool):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
+    elif name == "balancer_args":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{name}: expected a dict of hyperparameters, got {value!r}")
+        return dict(value)
     return value

@@ -7,11 +7,12 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import _core, _progress
+from . import _core, _progress, balancers
+from .balancers import Balancer
 from .config import CHOICES, RMTLConfig, check
 from .data import SessionData, row_order
 from .metrics import bce_rows, evaluate
@@ -109,6 +110,14 @@ class Trainer:
     is RMTL's stage-3 critic-weighted BCE or one of its controls (see
     :meth:`~rmtl.models.Backbone.train_chunk`), and every epoch record gains
     ``mean_weight_<task>``, the mean loss weight per task.
+
+    ``balancer`` balances the task losses at every step with a method of the multi-task
+    literature (:mod:`rmtl.balancers`): a name (its defaults; ``seed``, ``lr`` and
+    ``weight_decay`` are this trainer's) or an object of :func:`rmtl.balancers.create`. Its
+    direction goes to the model's shared parameters
+    (:meth:`~rmtl.models.Backbone.shared_parameters`), each task-specific parameter gets
+    its task's gradient, and every epoch's end advances its epoch history (DWA, GradNorm,
+    STCH). A model whose tasks share nothing (SingleTask) is refused.
     """
 
     def __init__(
@@ -128,6 +137,7 @@ class Trainer:
         task_weights: Optional[Sequence[float]] = None,
         shuffle: bool = True,
         callback: Optional[Callable[[dict[str, Any]], None]] = None,
+        balancer: Union[str, Balancer, None] = None,
     ) -> None:
         if not hasattr(model, "_core") or not hasattr(model, "config"):
             raise TypeError(
@@ -156,6 +166,7 @@ class Trainer:
             task_weights=task_weights,
             shuffle=shuffle,
             callback=callback,
+            balancer=balancer,
         )
 
     @classmethod
@@ -170,6 +181,7 @@ class Trainer:
         weighting: Optional[str] = None,
         lam: float = 0.0,
         task_weights: Optional[Sequence[float]] = None,
+        balancer: Optional[Balancer] = None,
     ) -> Trainer:
         """RMTL's stages' Trainer: ``lr``, ``weight_decay``, ``batch_size`` and the batch order
         of ``config``, the other arguments as for :class:`Trainer`; nothing is checked again
@@ -191,6 +203,7 @@ class Trainer:
             task_weights=task_weights,
             shuffle=config.batch_order == "shuffled",
             callback=callback,
+            balancer=balancer,
         )
         return trainer
 
@@ -212,6 +225,7 @@ class Trainer:
         task_weights: Optional[Sequence[float]],
         shuffle: bool,
         callback: Optional[Callable[[dict[str, Any]], None]],
+        balancer: Union[str, Balancer, None] = None,
     ) -> None:
         self.model = model
         self.lr, self.weight_decay, self.batch_size, self.seed = lr, weight_decay, batch_size, seed
@@ -222,6 +236,22 @@ class Trainer:
         self.task_weights = None if task_weights is None else np.asarray(task_weights, np.float32)
         self._epochs_done = 0
         self._weight_sums: Optional[np.ndarray] = None
+        if isinstance(balancer, str):
+            balancer = balancers.create(
+                balancer,
+                model.config.num_tasks,
+                seed=seed,
+                lr=lr,
+                weight_decay=weight_decay,
+            )
+        elif balancer is not None and not isinstance(balancer, Balancer):
+            raise TypeError(
+                "balancer: expected None, a name of rmtl.balancers.names() or an object of "
+                f"rmtl.balancers.create, got {type(balancer).__name__}"
+            )
+        self.balancer: Optional[Balancer] = balancer
+        if balancer is not None:
+            balancer.prepare(model)  # refuses a model or space it cannot balance, now
 
     def _check_data(self, data: SessionData, name: str) -> None:
         c = self.model.config
@@ -270,26 +300,17 @@ class Trainer:
     def train_epoch(self, data: SessionData, bar: Any = None) -> float:
         """One pass over ``data`` in a fresh seeded order; returns the mean training loss."""
         order = row_order(len(data), self.shuffle, self.seed, self._epochs_done)
-        B = self.batch_size
+        B = self.batch_size * (1 if self.balancer is None else self.balancer.samples)
         total, sums = 0.0, np.zeros(data.num_tasks)
         self.model.train()
         for first, n in chunks(-(-len(order) // B), self.chunk_seconds):
-            loss, wsum = self.model.train_chunk(
-                order[first * B : (first + n) * B],
-                data.sparse,
-                data.dense,
-                data.labels,
-                batch_size=B,
-                lr=self.lr,
-                betas=self.betas,
-                eps=self.eps,
-                weight_decay=self.weight_decay,
-                critics=self.critics,
-                weighting=self.weighting,
-                lam=self.lam,
-                extra=data.critic_only,
-                **self._weighting_args(),
-            )
+            try:
+                loss, wsum = self._chunk(order[first * B : (first + n) * B], data)
+            except FloatingPointError as e:
+                raise NonFiniteLossError(
+                    f"{e} (epoch {self._epochs_done + 1}); lower lr, or check the data for "
+                    "extreme values"
+                ) from None
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
                     f"training loss became {loss} in epoch {self._epochs_done + 1}; "
@@ -302,7 +323,29 @@ class Trainer:
                 bar.update(n)
         self._weight_sums = sums / len(order) if self.weighting is not None else None
         self._epochs_done += 1
+        if self.balancer is not None:
+            self.balancer.end_epoch()
         return total / len(order)
+
+    def _chunk(self, rows: np.ndarray, data: SessionData) -> tuple[float, Optional[list[float]]]:
+        """One C call of Adam steps over ``rows`` with this trainer's settings."""
+        return self.model.train_chunk(
+            rows,
+            data.sparse,
+            data.dense,
+            data.labels,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            betas=self.betas,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            critics=self.critics,
+            weighting=self.weighting,
+            lam=self.lam,
+            extra=data.critic_only,
+            balancer=self.balancer,
+            **self._weighting_args(),
+        )
 
     def fit(
         self,
@@ -358,7 +401,8 @@ class Trainer:
         self._check_data(train, "train")
         if valid is not None:
             self._check_data(valid, "valid")
-        steps = -(-len(train) // self.batch_size)
+        samples = 1 if self.balancer is None else self.balancer.samples
+        steps = -(-len(train) // (self.batch_size * samples))
         hist = History(
             steps_per_epoch=steps,
             early_stopping=None if patience is None or valid is None else early_stopping,

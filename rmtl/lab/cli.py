@@ -17,6 +17,7 @@ import sys
 from typing import Optional
 
 from .. import __version__
+from ..balancers import names as balancer_names
 from ..data import SessionData
 from ..datasets import load_kuairand, load_retailrocket
 from ..models import BACKBONES
@@ -198,6 +199,16 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "shuffled across rows)",
     )
     p.add_argument(
+        "--balancers",
+        nargs="+",
+        choices=("all", *balancer_names()),
+        metavar="NAME",
+        help="add loss balancers of the multi-task literature (or 'all'): each backbone trained "
+        "from scratch with each (rows UW-MMoE, ...) and the Continued control of each RMTL "
+        "backbone with each (Continued[UW]-MMoE), tested against equal weights and against "
+        "RMTL; names: " + ", ".join(balancer_names()),
+    )
+    p.add_argument(
         "--init-output-bias",
         choices=("prior",),
         help="start every task's output at the logit of its "
@@ -298,6 +309,7 @@ def run_run(args: argparse.Namespace) -> int:
         "early_stopping",
         "budget",
         "controls",
+        "balancers",
         "init_output_bias",
         "compat",
         "context",

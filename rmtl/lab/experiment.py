@@ -12,11 +12,12 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
+from .. import balancers as rmtl_balancers
 from ..agent import RMTL, WEIGHTINGS
 from ..config import RMTLConfig
 from ..data import SessionData
 from ..metrics import logloss, oracle_auc
-from ..models import check_compat
+from ..models import BACKBONES, check_compat
 from . import convergence
 from .executors import ExecutorSpec, executor_for
 from .graph import CONTROL, Job, JobOutput, Settings, graph, run_graph
@@ -44,6 +45,7 @@ def experiment(
     threads_per_job: Optional[int] = None,
     budget: str = "matched",
     compat: Optional[str] = None,
+    balancers: Sequence[str] = (),
 ) -> ExperimentResult:
     """Run every backbone with and without RMTL over ``seeds`` and evaluate on ``test``.
 
@@ -58,6 +60,15 @@ def experiment(
     of RMTL's weights for that task in the same seed: RMTL's task ratio without its per-row
     information) and ``permuted`` (RMTL's weights shuffled across each batch's rows: their
     distribution without their rows).
+
+    ``balancers`` (names of :func:`rmtl.balancers.names`, or ``"all"``) adds the loss
+    balancers of the multi-task literature: each backbone whose tasks share parameters is
+    also trained from scratch with each balancer (rows ``UW-MMoE``, ..., stage 1 with early
+    stopping like the baseline), and each RMTL backbone gets the Continued control with each
+    balancer (``Continued[UW]-MMoE``, stage 3 without critics, budgeted like the other
+    controls). Each balancer row is compared with the equal-weight baseline and RMTL with
+    each balancer row, Holm-adjusted over those comparisons
+    (:meth:`ExperimentResult.correction`).
 
     ``budget`` decides how long stage 3 trains: ``"matched"`` (default) lets ``rmtl`` stop
     early and trains every control exactly as many epochs as ``rmtl`` kept in the same seed
@@ -122,6 +133,7 @@ def experiment(
             f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}"
         )
     bkw = dict(backbone_kwargs or {})
+    balancers = _balancer_names(balancers)
     config, compat = _agent_settings(rmtl_kwargs, compat)
     for name in backbones:
         check_compat(str(name).lower(), compat)
@@ -133,6 +145,8 @@ def experiment(
         transfer,
         budget,
         config.epochs if config.finetune_epochs is None else config.finetune_epochs,
+        balancers,
+        [b for b in backbones if BACKBONES[str(b).lower()]._shared] if balancers else None,
     )
     settings = Settings(
         bkw,
@@ -162,6 +176,7 @@ def experiment(
             "backbone_kwargs": bkw,
             "rmtl_kwargs": {**config.to_dict(), **({"compat": compat} if compat else {})},
             "budget": budget,
+            "balancers": list(balancers),
             "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
             "threads_per_job": runner.threads,
         },
@@ -182,6 +197,20 @@ def experiment(
             stacklevel=2,
         )
     return result
+
+
+def _balancer_names(balancers: Union[str, Sequence[str]]) -> list[str]:
+    """``balancers`` as a list of distinct names (``"all"``: every balancer)."""
+    if isinstance(balancers, str):
+        balancers = rmtl_balancers.names() if balancers == "all" else [balancers]
+    names = [str(b).lower() for b in balancers]
+    known = rmtl_balancers.names()
+    bad = [b for b in names if b not in known]
+    if bad or len(set(names)) != len(names):
+        raise ValueError(
+            f"balancers: expected distinct names from {known} (or 'all'), got {list(balancers)}"
+        )
+    return names
 
 
 def _agent_settings(

@@ -43,6 +43,29 @@ BUDGETS = ("matched", "fixed")
 Splits = tuple[SessionData, SessionData, SessionData]
 
 
+def balanced(name: str) -> str:
+    """The variant of a backbone trained from scratch with balancer ``name``."""
+    return f"balanced[{name}]"
+
+
+def continued_with(name: str) -> str:
+    """The variant of the Continued control (stage 3, no critics) with balancer ``name``."""
+    return f"{CONTROL}[{name}]"
+
+
+def balancer_of(variant: str) -> Optional[str]:
+    """The balancer of a :func:`balanced` or :func:`continued_with` variant, else None."""
+    for prefix in ("balanced[", f"{CONTROL}["):
+        if variant.startswith(prefix) and variant.endswith("]"):
+            return variant[len(prefix) : -1]
+    return None
+
+
+def is_balanced(variant: str) -> bool:
+    """Whether a variant trains with a loss balancer."""
+    return balancer_of(variant) is not None
+
+
 def needs_critics(weighting: Optional[str]) -> bool:
     """Whether a stage-3 weighting reads the critics (``constant``, ``continued`` and
     ``static`` do not)."""
@@ -61,6 +84,11 @@ class Job:
     A stage-3 budget: ``epochs`` (a fixed budget: exactly that many epochs, the last weights
     kept) or, with ``matched``, as many epochs as the ``rmtl`` job of the same model and seed
     kept (a control trained for RMTL's steps); neither: early stopping.
+
+    ``balancer``: the loss balancer the job trains with (:mod:`rmtl.balancers`): a
+    ``pretrain`` job then trains the backbone from scratch with it (variant
+    ``balanced[<name>]``), a ``finetune`` job with ``weighting="continued"`` is the Continued
+    control with it (``continued[<name>]``).
     """
 
     kind: str
@@ -70,6 +98,7 @@ class Job:
     critics_of: Optional[str] = None
     epochs: Optional[int] = None
     matched: bool = False
+    balancer: Optional[str] = None
 
     @property
     def transfer(self) -> bool:
@@ -82,13 +111,17 @@ class Job:
         stage = {"pretrain": "pretrain", "critics": "critics"}.get(self.kind)
         if stage is None:
             stage = f"transfer-{self.critics_of}" if self.transfer else f"finetune-{self.weighting}"
+        if self.balancer is not None:
+            stage += f"-{self.balancer}"
         return f"{self.model}-seed{self.seed}/{stage}"
 
     @property
     def variant(self) -> str:
         """The ``variant`` of its records."""
         if self.kind == "pretrain":
-            return BASELINE
+            return BASELINE if self.balancer is None else balanced(self.balancer)
+        if self.balancer is not None:
+            return continued_with(self.balancer)
         return f"rmtl[critics of {self.critics_of}]" if self.transfer else str(self.weighting)
 
     @property
@@ -151,13 +184,19 @@ def graph(
     transfer: Sequence[tuple[str, str]],
     budget: str = "matched",
     epochs: Optional[int] = None,
+    balancers: Sequence[str] = (),
+    balanced_backbones: Optional[Sequence[str]] = None,
 ) -> list[Job]:
     """Every job of an experiment, in the order a serial run takes them (and its records
     are listed): per seed, each backbone's stages, then the transfers.
 
     ``budget="matched"``: the controls (:data:`CONTROLS`) train as many epochs as the same
     seed's ``rmtl`` job kept (it must be among ``weightings``), every other stage-3 job stops
-    early; ``"fixed"``: every stage-3 job trains exactly ``epochs`` epochs."""
+    early; ``"fixed"``: every stage-3 job trains exactly ``epochs`` epochs.
+
+    ``balancers``: per balancer, every backbone of ``balanced_backbones`` (default all) is
+    also trained from scratch with it (as its baseline, with early stopping), and every RMTL
+    backbone gets a Continued control with it, budgeted as the other controls."""
     if budget not in BUDGETS:
         raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
     if budget == "fixed" and epochs is None:
@@ -173,9 +212,12 @@ def graph(
     fixed = epochs if budget == "fixed" else None
     matched = budget == "matched" and "rmtl" in weightings
     jobs = []
+    with_balancers = backbones if balanced_backbones is None else balanced_backbones
     for seed in seeds:
         for name in backbones:
             jobs.append(Job("pretrain", name, seed))
+            if name in with_balancers:
+                jobs += [Job("pretrain", name, seed, balancer=b) for b in balancers]
             if name not in rmtl_backbones:
                 continue
             if any(needs_critics(w) for w in weightings) or any(src == name for src, _ in transfer):
@@ -193,6 +235,11 @@ def graph(
                 )
                 for w in ordered
             ]
+            if name in with_balancers:
+                jobs += [
+                    Job("finetune", name, seed, CONTROL, None, fixed, matched, balancer=b)
+                    for b in balancers
+                ]
         jobs += [Job("finetune", dst, seed, None, src, fixed) for src, dst in transfer]
     return jobs
 

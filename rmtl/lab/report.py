@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ..balancers import LABELS as BALANCER_LABELS
 from ..models import BACKBONES
 from . import convergence, stats
-from .graph import BASELINE, CONTROL, CONTROLS, METRICS
+from .graph import BASELINE, CONTROL, CONTROLS, METRICS, balancer_of, is_balanced
 from .stats import ALPHA, TARGET_EFFECT
 
 __all__ = [
@@ -32,13 +33,19 @@ __all__ = [
 ]
 
 HEADERS = {"auc": "AUC", "logloss": "Logloss", "s_logloss": "s-Logloss"}
-COMPARISONS = ("diff", "effect", "vs_static", "vs_permuted")
+COMPARISONS = ("diff", "effect", "vs_static", "vs_permuted", "rmtl_vs")
 STATS = (
     ("mean", "std")
     + tuple(f"{c}{s}" for c in COMPARISONS for s in ("", "_low", "_high", "_p"))
     + ("effect_p_holm", "effect_mde", "effect_seeds_for")
 )
-_AGAINST = {"diff": BASELINE, "effect": CONTROL, "vs_static": "static", "vs_permuted": "permuted"}
+_AGAINST = {
+    "diff": BASELINE,
+    "effect": CONTROL,
+    "vs_static": "static",
+    "vs_permuted": "permuted",
+    "rmtl_vs": "rmtl",
+}
 
 
 # the primary family: the critic effect of this variant (against continued) on these metrics
@@ -112,7 +119,9 @@ class ExperimentResult:
                     continue
                 row[f"{cmp}_checked"] = not row["flags"] and not flags[model, other, task]
                 for m in METRICS:
-                    d = stats.paired([by_seed[s][m] for s in pairs], [ref[s][m] for s in pairs])
+                    own, theirs = [by_seed[s][m] for s in pairs], [ref[s][m] for s in pairs]
+                    # rmtl_vs: RMTL minus this row (RMTL against the balancer)
+                    d = stats.paired(theirs, own) if cmp == "rmtl_vs" else stats.paired(own, theirs)
                     row.update(
                         {
                             f"{m}_{cmp}": d.mean,
@@ -139,6 +148,16 @@ class ExperimentResult:
             row[k + "_p_holm"] = adjusted
             row[k + "_mde"] = stats.detectable_effect(row[k + "_sd"], row["n"], alpha)
             row[k + "_seeds_for"] = stats.seeds_needed(TARGET_EFFECT, row[k + "_sd"], alpha)
+        balanced = [
+            (row, f"{m}_{cmp}")
+            for row in rows
+            if is_balanced(row["variant"])
+            for cmp in ("diff", "rmtl_vs")
+            for m in PRIMARY[1]
+            if f"{m}_{cmp}" in row
+        ]
+        for (row, k), adjusted in zip(balanced, stats.holm([row[k + "_p"] for row, k in balanced])):
+            row[k + "_p_holm"] = adjusted
         return rows
 
     def primary(self) -> int:
@@ -150,13 +169,32 @@ class ExperimentResult:
             if k.endswith("_effect_p_holm") and not np.isnan(row[k])
         )
 
+    def balancer_tests(self) -> int:
+        """How many tests the balancer family holds (those with a p-value)."""
+        return sum(
+            1
+            for row in self.table()
+            if is_balanced(row["variant"])
+            for k in row
+            if k.endswith("_p_holm") and not np.isnan(row[k])
+        )
+
     def correction(self) -> str:
-        """The multiple-comparison correction the table applies, in words."""
+        """The multiple-comparison corrections the table applies, in words."""
+        balancers = self.balancer_tests()
         return (
             "primary family: the critic effect (RMTL - Continued) of each backbone on each "
             f"task's AUC and logloss, {self.primary()} paired t-tests, Holm-adjusted "
             "(family-wise error rate "
-            f"{ALPHA:g}); every other p-value is exploratory (raw, unadjusted)"
+            f"{ALPHA:g})"
+            + (
+                f"; balancer family: every balancer row against the equal-weight baseline and "
+                f"RMTL against every balancer row on AUC and logloss, {balancers} paired "
+                "t-tests, Holm-adjusted"
+                if balancers
+                else ""
+            )
+            + "; every other p-value is exploratory (raw, unadjusted)"
         )
 
     def to_markdown(self) -> str:
@@ -167,6 +205,8 @@ class ExperimentResult:
 def _comparisons(variant: str) -> list[tuple[str, str]]:
     """(comparison name, other variant) pairs of a row: see :meth:`ExperimentResult.table`."""
     out = [] if variant == BASELINE else [("diff", BASELINE)]
+    if is_balanced(variant):
+        return out + [("rmtl_vs", "rmtl")]
     if variant not in (BASELINE, CONTROL):
         out.append(("effect", CONTROL))
     if variant == "rmtl":
@@ -177,11 +217,17 @@ def _comparisons(variant: str) -> list[tuple[str, str]]:
 def display_name(model: str, variant: str) -> str:
     """``("mmoe", "baseline")`` -> ``MMoE``; ``("mmoe", "rmtl")`` -> ``RMTL-MMoE``;
     ``("mmoe", "continued")`` -> ``Continued-MMoE``; the other controls ``Static-MMoE`` and
-    ``Permuted-MMoE``; other weightings and transfers in brackets:
-    ``RMTL-MMoE (critics of esmm)``."""
+    ``Permuted-MMoE``; balancers ``UW-MMoE`` (from scratch) and ``Continued[UW]-MMoE``
+    (stage 3); other weightings and transfers in brackets: ``RMTL-MMoE (critics of esmm)``."""
     name = BACKBONES[model].__name__ if model in BACKBONES else model
     if variant == BASELINE:
         return name
+    balancer = balancer_of(variant)
+    if balancer is not None:
+        label = BALANCER_LABELS.get(balancer, balancer)
+        return (
+            f"{label}-{name}" if variant.startswith("balanced[") else f"Continued[{label}]-{name}"
+        )
     if variant == "rmtl":
         return f"RMTL-{name}"
     if variant in CONTROLS:
@@ -225,9 +271,18 @@ def paper_rows(result: ExperimentResult) -> list[dict[str, Any]]:
         key=lambda row: (
             row["variant"] != BASELINE,
             order.get(row["model"], len(order)),
+            _rank(row["variant"]),
             row["variant"],
         ),
     )
+
+
+def _rank(variant: str) -> int:
+    """Row order within a backbone: balancers from scratch, then RMTL, its controls and other
+    weightings (alphabetically), then the controls with balancers."""
+    if variant.startswith("balanced["):
+        return 0
+    return 2 if is_balanced(variant) else 1
 
 
 def _tasks(result: ExperimentResult) -> list[str]:
@@ -353,11 +408,14 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
             "",
             *markdown_table(["Detectable", "Seeds", *head], mde, "l" + "r" * (len(head) + 1)),
         ]
+    lines += _balancer_lines(result, rows, names, tasks, metrics)
     explo = []
     for row in rows:
         for cmp in COMPARISONS:
-            if cmp not in row[f"{tasks[0]}/{metrics[0]}"] or (
-                cmp == "effect" and row["variant"] == "rmtl"
+            if (
+                cmp not in row[f"{tasks[0]}/{metrics[0]}"]
+                or (cmp == "effect" and row["variant"] == "rmtl")
+                or is_balanced(row["variant"])
             ):
                 continue
             other = _AGAINST[cmp]
@@ -379,6 +437,45 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
         "checks.",
     ]
     return "\n".join(lines)
+
+
+def _balancer_lines(
+    result: ExperimentResult,
+    rows: Sequence[dict[str, Any]],
+    names: dict[tuple[str, str], str],
+    tasks: Sequence[str],
+    metrics: Sequence[str],
+) -> list[str]:
+    """The balancer family's table: each balancer row against the equal-weight baseline and
+    RMTL against it (Holm over the family on AUC and logloss; raw p on the other metrics)."""
+    out = []
+    for row in rows:
+        if not is_balanced(row["variant"]):
+            continue
+        for cmp, label in (
+            ("diff", f"{row['name']} − {names.get((row['model'], BASELINE), BASELINE)}"),
+            ("rmtl_vs", f"{names.get((row['model'], 'rmtl'), 'RMTL')} − {row['name']}"),
+        ):
+            if cmp not in row[f"{tasks[0]}/{metrics[0]}"]:
+                continue
+            cells = []
+            for t in tasks:
+                for m in metrics:
+                    v = row[f"{t}/{m}"]
+                    star = bool(row.get(f"{cmp}_checked")) and v.get(f"{cmp}_p_holm", 1.0) < 0.05
+                    cells.append(_diff_cell(v, cmp, star))
+            out.append([label, str(row["seeds"]), *cells])
+    if not out:
+        return []
+    head = [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
+    return [
+        "",
+        "Balancers against equal weights and RMTL against each balancer (paired by seed; mean "
+        f"[95% CI] (p: Holm-adjusted over the {result.balancer_tests()} AUC and logloss tests "
+        "of this table, raw for s-Logloss)):",
+        "",
+        *markdown_table(["Balancer comparison", "Seeds", *head], out, "l" + "r" * (len(head) + 1)),
+    ]
 
 
 def per_seed(result: ExperimentResult, metric: str = "auc") -> str:

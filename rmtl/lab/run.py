@@ -86,6 +86,7 @@ def run(config: RunConfig) -> RunResult:
         executor=c.executor(),
         checkpoint_dir=c.resume,
         budget=c.budget,
+        balancers=c.balancers,
     )
     bar.close()
     job = RunResult(result, c, diagnostics, time.perf_counter() - t0, c.budgets(len(train)))

@@ -18,6 +18,7 @@ import scipy
 
 from .. import __version__
 from ..backend import blas_info
+from ..balancers import names as balancer_names
 from ..config import COUNT, RMTLConfig
 from ..context import CONTEXT_MODES
 from ..data import SessionData
@@ -101,7 +102,9 @@ class RunConfig:
     are trained as baselines; ``rmtl_models`` (a subset of ``models``) also get stages 2 and
     3 and the ``controls`` of the critic effect (``continued``: every weight one; ``static``:
     each task's weight fixed at RMTL's mean; ``permuted``: RMTL's weights shuffled across
-    rows), trained with the stage-3 ``budget`` (``matched``: as many epochs as RMTL kept in
+    rows) and, per name of ``balancers`` (:mod:`rmtl.balancers`; ``"all"``), a row trained
+    from scratch with that loss balancer and a Continued control with it, trained with the
+    stage-3 ``budget`` (``matched``: as many epochs as RMTL kept in
     the same seed; ``fixed``: exactly ``finetune_epochs`` for every arm, see
     :func:`rmtl.experiment`). ``early_stopping`` (``logloss`` or ``auc``) is the validation
     score stages 1 and 3 stop on (default ``logloss``; ``auc`` with ``compat="authors"``).
@@ -137,6 +140,7 @@ class RunConfig:
     early_stopping: Optional[str] = None
     budget: str = "matched"
     controls: tuple[str, ...] = CONTROLS
+    balancers: tuple[str, ...] = ()
     init_output_bias: Optional[str] = None
     compat: Optional[str] = None
     context: Optional[str] = None
@@ -186,6 +190,13 @@ class RunConfig:
             setattr(c, name, getattr(agents, name))
         if c.budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {c.budget!r}")
+        c.balancers = tuple(balancer_names() if c.balancers in ("all", ("all",)) else c.balancers)
+        bad = [b for b in c.balancers if b not in balancer_names()]
+        if bad or len(set(c.balancers)) != len(c.balancers):
+            raise ValueError(
+                f"balancers: expected distinct names from {balancer_names()} or 'all', got "
+                f"{list(c.balancers)}"
+            )
         c.controls = tuple(c.controls)
         bad = [x for x in c.controls if x not in CONTROLS]
         if bad or len(set(c.controls)) != len(c.controls):

@@ -77,7 +77,12 @@ def _finetune(job: Job, s: Settings, data: Splits, inputs: Sequence[JobOutput]) 
         if job.weighting == "static":
             task_weights = kept_mean_weights(ref, train.task_names)
     hist = agent.finetune(
-        train, valid, weighting=job.weighting, epochs=epochs, task_weights=task_weights
+        train,
+        valid,
+        weighting=job.weighting,
+        epochs=epochs,
+        task_weights=task_weights,
+        balancer=job.balancer,
     )
     _finished(hist.interrupted)
     return JobOutput(
@@ -139,7 +144,9 @@ def _agent(job: Job, s: Settings, backbone: Backbone) -> RMTL:
     ckpt = None if s.checkpoint_dir is None else os.path.join(s.checkpoint_dir, job.key)
     return RMTL.from_config(
         backbone,
-        s.rmtl.replace(seed=job.seed),
+        s.rmtl.replace(seed=job.seed)
+        if job.balancer is None or job.kind != "pretrain"
+        else s.rmtl.replace(seed=job.seed, balancer=job.balancer, balancer_args={}),
         compat=s.compat,
         checkpoint_dir=ckpt,
         progress=s.progress,
