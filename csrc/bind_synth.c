@@ -70,13 +70,18 @@ typedef struct {
 } SynthObject;
 
 /* every rmtl_synth_config member the Python side sets, by name; 'K' uint64, 'L' int64,
-   'i' int, 'f' float */
+   'i' int, 'f' float, 'v' the per-task floats (a number for every task, or one per task:
+   task_corr from the second task on, the others from the first); n_tasks comes before the
+   per-task keys. Optional keys may be left out (n_tasks 2, no label noise). */
 static const struct {
     const char *name;
     size_t offset;
     char type;
+    int optional;
 } rmtl_synth_keys[] = {
-#define RMTL_SYNTH_KEY(name, type) {#name, offsetof(rmtl_synth_config, name), type}
+#define RMTL_SYNTH_KEY(name, type) {#name, offsetof(rmtl_synth_config, name), type, 0}
+#define RMTL_SYNTH_OPTIONAL(name, type) {#name, offsetof(rmtl_synth_config, name), type, 1}
+    RMTL_SYNTH_OPTIONAL(n_tasks, 'i'),
     RMTL_SYNTH_KEY(seed, 'K'),
     RMTL_SYNTH_KEY(n_users, 'L'),
     RMTL_SYNTH_KEY(n_items, 'L'),
@@ -90,7 +95,8 @@ static const struct {
     RMTL_SYNTH_KEY(mood_sd, 'f'),
     RMTL_SYNTH_KEY(segment_weight, 'f'),
     RMTL_SYNTH_KEY(category_weight, 'f'),
-    RMTL_SYNTH_KEY(task_corr, 'f'),
+    RMTL_SYNTH_KEY(task_corr, 'v'),
+    RMTL_SYNTH_OPTIONAL(label_noise, 'v'),
     RMTL_SYNTH_KEY(bias_sd, 'f'),
     RMTL_SYNTH_KEY(pop_sd, 'f'),
     RMTL_SYNTH_KEY(exposure_sd, 'f'),
@@ -125,11 +131,49 @@ static const struct {
     RMTL_SYNTH_KEY(between_min_s, 'f'),
     RMTL_SYNTH_KEY(between_mean_s, 'f'),
 #undef RMTL_SYNTH_KEY
+#undef RMTL_SYNTH_OPTIONAL
 };
+
+/* a per-task key: a number for every task or a sequence of one per task (task_corr: tasks
+   1..n_tasks-1, the others 0..n_tasks-1) into dst (RMTL_SYNTH_MAX_TASKS) */
+static int rmtl_synth_parse_tasks(float *dst, const char *name, const rmtl_synth_config *cfg,
+                                  PyObject *v) {
+    int first = strcmp(name, "task_corr") == 0 ? 1 : 0, T = cfg->n_tasks;
+    if (T < 2 || T > RMTL_SYNTH_MAX_TASKS) {
+        PyErr_Format(PyExc_ValueError, "config: n_tasks: expected 2 to %d, got %d",
+                     RMTL_SYNTH_MAX_TASKS, T);
+        return -1;
+    }
+    if (!PyList_Check(v) && !PyTuple_Check(v)) {
+        double d = PyFloat_AsDouble(v);
+        for (int k = first; k < RMTL_SYNTH_MAX_TASKS; k++) {
+            dst[k] = (float)d;
+        }
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *seq = PySequence_Fast(v, "config: per-task values: expected a list or tuple");
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n != T - first) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "config: %s: expected %d values (one per task%s), got %zd",
+                     name, T - first, first ? " after the first" : "", n);
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n && !PyErr_Occurred(); k++) {
+        dst[first + k] = (float)PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, k));
+    }
+    Py_DECREF(seq);
+    return PyErr_Occurred() ? -1 : 0;
+}
 
 static int rmtl_synth_parse_key(rmtl_synth_config *cfg, size_t k, PyObject *v) {
     char *dst = (char *)cfg + rmtl_synth_keys[k].offset;
     switch (rmtl_synth_keys[k].type) {
+    case 'v':
+        return rmtl_synth_parse_tasks((float *)dst, rmtl_synth_keys[k].name, cfg, v);
     case 'K':
         *(uint64_t *)dst = (uint64_t)PyLong_AsUnsignedLongLongMask(v);
         break;
@@ -151,7 +195,8 @@ static int rmtl_synth_parse_key(rmtl_synth_config *cfg, size_t k, PyObject *v) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* config: dict with exactly the keys above; fields: sequence of (kind, levels, missing, skew) */
+/* config: dict with the keys above (every key not optional); fields: sequence of
+   (kind, levels, missing, skew[, task, effect]) */
 static int rmtl_synth_parse(rmtl_synth_config *cfg, PyObject *co, PyObject *fo) {
     const size_t n_keys = sizeof(rmtl_synth_keys) / sizeof(rmtl_synth_keys[0]);
     if (!PyDict_Check(co)) {
@@ -159,23 +204,29 @@ static int rmtl_synth_parse(rmtl_synth_config *cfg, PyObject *co, PyObject *fo) 
         return -1;
     }
     memset(cfg, 0, sizeof(*cfg));
+    cfg->n_tasks = 2;
+    size_t found = 0;
     for (size_t k = 0; k < n_keys; k++) {
         PyObject *v = PyDict_GetItemString(co, rmtl_synth_keys[k].name);
+        if (v == NULL && rmtl_synth_keys[k].optional) {
+            continue;
+        }
         if (v == NULL) {
             PyErr_Format(PyExc_ValueError, "config: missing key '%s'", rmtl_synth_keys[k].name);
             return -1;
         }
+        found++;
         if (rmtl_synth_parse_key(cfg, k, v) < 0) {
             return -1;
         }
     }
-    if ((size_t)PyDict_Size(co) != n_keys) {
-        PyErr_Format(PyExc_ValueError, "config: expected exactly %zu keys, got %zd", n_keys,
-                     PyDict_Size(co));
+    if ((size_t)PyDict_Size(co) != found) {
+        PyErr_Format(PyExc_ValueError, "config: %zd keys, of which %zu known: unknown keys",
+                     PyDict_Size(co), found);
         return -1;
     }
-    PyObject *seq =
-        PySequence_Fast(fo, "fields: expected a sequence of (kind, levels, missing, skew)");
+    PyObject *seq = PySequence_Fast(
+        fo, "fields: expected a sequence of (kind, levels, missing, skew[, task, effect])");
     if (seq == NULL) {
         return -1;
     }
@@ -190,9 +241,10 @@ static int rmtl_synth_parse(rmtl_synth_config *cfg, PyObject *co, PyObject *fo) 
     for (Py_ssize_t f = 0; f < F; f++) {
         rmtl_synth_field *fd = &cfg->fields[f];
         if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f),
-                              "iiff;fields: expected "
-                              "(kind, levels, missing, skew)",
-                              &fd->kind, &fd->levels, &fd->missing, &fd->skew)) {
+                              "iiff|if;fields: expected "
+                              "(kind, levels, missing, skew[, task, effect])",
+                              &fd->kind, &fd->levels, &fd->missing, &fd->skew, &fd->task,
+                              &fd->effect)) {
             Py_DECREF(seq);
             return -1;
         }
@@ -202,8 +254,9 @@ static int rmtl_synth_parse(rmtl_synth_config *cfg, PyObject *co, PyObject *fo) 
         PyErr_SetString(PyExc_ValueError,
                         "config: a value is out of range (sizes >= 1, n_items >= n_categories >= "
                         "n_parents, n_items >= max_len, latent_dim <= 64, probabilities in [0, 1], "
-                        "sds >= 0, field "
-                        "levels matching n_segments / n_categories / n_parents / 2)");
+                        "sds >= 0, task_corr in [-1, 1], label_noise in [0, 0.5], field "
+                        "levels matching n_segments / n_categories / n_parents / 2, a "
+                        "task_context field's task < n_tasks and effect >= 0)");
         return -1;
     }
     return 0;
@@ -274,22 +327,41 @@ static PyObject *Synth_count(SynthObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", rows, sessions);
 }
 
-/* fill(lo, hi, row_start, session_base, click_offset, task2_offset,
-        session, time, user, item, sparse, labels, truth) */
-static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {
-        "lo",   "hi",   "row_start", "session_base", "click_offset", "task2_offset", "session",
-        "time", "user", "item",      "sparse",       "labels",       "truth",        NULL};
-    long long lo, hi;
-    double a0, b0;
-    PyObject *rso, *sbo, *o[7];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLOOddOOOOOOO:fill", kwlist, &lo, &hi, &rso, &sbo,
-                                     &a0, &b0, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]) ||
-        Synth_range(self, lo, hi) < 0) {
-        return NULL;
+/* the intercepts (n_tasks finite numbers) of a world's tasks from the sequence o */
+static int Synth_offsets(double *offsets, const SynthObject *self, PyObject *o) {
+    int T = self->w->cfg.n_tasks;
+    PyObject *seq = PySequence_Fast(o, "offsets: expected a sequence of numbers");
+    if (seq == NULL) {
+        return -1;
     }
-    if (!isfinite(a0) || !isfinite(b0)) {
-        PyErr_SetString(PyExc_ValueError, "click_offset, task2_offset: expected finite numbers");
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t k = 0; k < n && k < T && !PyErr_Occurred(); k++) {
+        offsets[k] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, k));
+        if (!PyErr_Occurred() && !isfinite(offsets[k])) {
+            PyErr_Format(PyExc_ValueError, "offsets: expected finite numbers, got %R",
+                         PySequence_Fast_GET_ITEM(seq, k));
+        }
+    }
+    Py_DECREF(seq);
+    if (!PyErr_Occurred() && n != T) {
+        PyErr_Format(PyExc_ValueError, "offsets: expected %d intercepts (one per task), got %zd", T,
+                     n);
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* fill(lo, hi, row_start, session_base, offsets, session, time, user, item, sparse, labels,
+        truth) */
+static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"lo",      "hi",    "row_start", "session_base", "offsets",
+                             "session", "time",  "user",      "item",         "sparse",
+                             "labels",  "truth", NULL};
+    long long lo, hi;
+    double offsets[RMTL_SYNTH_MAX_TASKS];
+    PyObject *rso, *sbo, *oo, *o[7];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLOOOOOOOOOO:fill", kwlist, &lo, &hi, &rso, &sbo,
+                                     &oo, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]) ||
+        Synth_range(self, lo, hi) < 0 || Synth_offsets(offsets, self, oo) < 0) {
         return NULL;
     }
     npy_intp nu = (npy_intp)(hi - lo), shape_rs[1] = {nu + 1}, shape_sb[1] = {nu};
@@ -311,11 +383,11 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "row_start: expected non-decreasing offsets from 0");
         goto done;
     }
-    npy_intp m = (npy_intp)r[nu], F = self->w->cfg.n_fields;
+    npy_intp m = (npy_intp)r[nu], F = self->w->cfg.n_fields, T = self->w->cfg.n_tasks;
     static const char *names[7] = {"session", "time", "user", "item", "sparse", "labels", "truth"};
     const int types[7] = {NPY_INT64, NPY_INT64,   NPY_INT64,  NPY_INT64,
                           NPY_INT32, NPY_FLOAT32, NPY_FLOAT32};
-    const npy_intp widths[7] = {0, 0, 0, 0, F, RMTL_SYNTH_TASKS, RMTL_SYNTH_TASKS};
+    const npy_intp widths[7] = {0, 0, 0, 0, F, T, T};
     void *data[7];
     for (int k = 0; k < 7; k++) {
         npy_intp shape[2] = {m, widths[k]};
@@ -328,7 +400,7 @@ static PyObject *Synth_fill(SynthObject *self, PyObject *args, PyObject *kwds) {
     rmtl_synth_rows out = {data[0], data[1], data[2], data[3], data[4], data[5], data[6]};
     int st;
     Py_BEGIN_ALLOW_THREADS;
-    st = rmtl_synth_fill(&out, r, PyArray_DATA(sb), self->w, a0, b0, lo, hi);
+    st = rmtl_synth_fill(&out, r, PyArray_DATA(sb), self->w, offsets, lo, hi);
     Py_END_ALLOW_THREADS;
     if (st != RMTL_OK) {
         PyErr_SetString(PyExc_ValueError,
@@ -344,26 +416,37 @@ done:
 }
 
 static PyObject *Synth_mean_truth(SynthObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"lo", "hi", "click_offset", "task2_offset", NULL};
+    static char *kwlist[] = {"lo", "hi", "offsets", NULL};
     long long lo, hi;
-    double a0, b0, mean[RMTL_SYNTH_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLdd:mean_truth", kwlist, &lo, &hi, &a0, &b0) ||
-        Synth_range(self, lo, hi) < 0) {
+    double offsets[RMTL_SYNTH_MAX_TASKS], mean[RMTL_SYNTH_MAX_TASKS];
+    PyObject *oo;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLO:mean_truth", kwlist, &lo, &hi, &oo) ||
+        Synth_range(self, lo, hi) < 0 || Synth_offsets(offsets, self, oo) < 0) {
         return NULL;
     }
-    if (lo == hi || !isfinite(a0) || !isfinite(b0)) {
-        PyErr_SetString(PyExc_ValueError, "mean_truth: expected lo < hi and finite offsets");
+    if (lo == hi) {
+        PyErr_SetString(PyExc_ValueError, "mean_truth: expected lo < hi");
         return NULL;
     }
-    double *scratch = PyMem_RawMalloc(sizeof(double) * 2 * (size_t)(hi - lo));
+    int T = self->w->cfg.n_tasks;
+    double *scratch = PyMem_RawMalloc(sizeof(double) * (size_t)T * (size_t)(hi - lo));
     if (scratch == NULL) {
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS;
-    rmtl_synth_mean_truth(mean, scratch, self->w, a0, b0, lo, hi);
+    rmtl_synth_mean_truth(mean, scratch, self->w, offsets, lo, hi);
     Py_END_ALLOW_THREADS;
     PyMem_RawFree(scratch);
-    return Py_BuildValue("(dd)", mean[0], mean[1]);
+    PyObject *out = PyTuple_New(T);
+    for (int k = 0; out != NULL && k < T; k++) {
+        PyObject *v = PyFloat_FromDouble(mean[k]);
+        if (v == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, k, v);
+    }
+    return out;
 }
 
 static PyObject *Synth_item_price(SynthObject *self, PyObject *noargs) {
@@ -382,10 +465,10 @@ static PyMethodDef Synth_methods[] = {
     {"count", (PyCFunction)Synth_count, METH_VARARGS,
      "count(lo, hi) -> (rows, sessions) of users [lo, hi), int64 each"},
     {"fill", RMTL_KW(Synth_fill), METH_VARARGS | METH_KEYWORDS,
-     "fill(lo, hi, row_start, session_base, click_offset, task2_offset, session, time, user, "
-     "item, sparse, labels, truth): write the rows of users [lo, hi)"},
+     "fill(lo, hi, row_start, session_base, offsets, session, time, user, item, sparse, labels, "
+     "truth): write the rows of users [lo, hi); offsets: the n_tasks intercepts"},
     {"mean_truth", RMTL_KW(Synth_mean_truth), METH_VARARGS | METH_KEYWORDS,
-     "mean_truth(lo, hi, click_offset, task2_offset) -> mean true probability per task"},
+     "mean_truth(lo, hi, offsets) -> mean probability of each task's unflipped label"},
     {"item_price", (PyCFunction)Synth_item_price, METH_NOARGS,
      "a copy of the items' standardised log prices (float32, n_items)"},
     {NULL}};
@@ -422,6 +505,7 @@ static const rmtl_enum_entry rmtl_field_kind_enum[] = {
     {"item_noise", RMTL_SYNTH_ITEM_NOISE},
     {"context", RMTL_SYNTH_CONTEXT},
     {"item_popularity", RMTL_SYNTH_ITEM_POPULARITY},
+    {"task_context", RMTL_SYNTH_TASK_CONTEXT},
     {NULL, 0}};
 
 int rmtl_bind_synth_init(PyObject *mod) {

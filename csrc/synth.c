@@ -17,7 +17,12 @@ enum {
     DOM_STEP = 6,      /* stream (user, session), index step * STEP_SLOTS + slot */
     DOM_RETRY = 7,     /* stream (user, session), index step * MAX_TRIES + try */
     DOM_DIRECTION = 8, /* stream field, index k: projection directions */
-    DOM_CONTEXT = 9    /* stream field, index level: context effects */
+    DOM_CONTEXT = 9,   /* stream field, index level: context effects */
+    /* the draws of tasks beyond the first two, of label noise and of task-context fields */
+    DOM_TASK_ITEM = 10, /* stream item, index task * RMTL_SYNTH_MAX_LATENT + k: psi noise */
+    DOM_TASK_USER = 11, /* stream user, index task: user biases c_uk, task >= 2 */
+    DOM_LABEL = 12,     /* stream (user, session), index step * LABEL_SLOTS + slot */
+    DOM_TASK_FIELD = 13 /* stream field, index level: task-context effects */
 };
 
 enum { STEP_SLOTS = 16 + RMTL_SYNTH_MAX_FIELDS, MAX_TRIES = 64, FAVOURITE_CANDIDATES = 8 };
@@ -25,6 +30,9 @@ enum { STEP_SLOTS = 16 + RMTL_SYNTH_MAX_FIELDS, MAX_TRIES = 64, FAVOURITE_CANDID
 enum { S_FOCUS, S_PICK, S_CLICK, S_TASK2, S_LEAVE, S_GAP, S_TIE, S_JUMP, S_JUMP_CAT, S_CTX = 16 };
 /* session slots */
 enum { SS_FAV, SS_CAT, SS_GAP, SS_Z = 8 };
+/* label slots of a step: task k >= 2's response at k, task k's label flip at FLIP + k (task 0's
+   and 1's responses are the step slots S_CLICK and S_TASK2) */
+enum { FLIP = RMTL_SYNTH_MAX_TASKS, LABEL_SLOTS = 2 * RMTL_SYNTH_MAX_TASKS };
 
 static uint64_t synth_key(uint64_t seed, int domain) {
     return rmtl_rng_u64(seed, 0x5E17000ULL + (uint64_t)domain, 0);
@@ -119,14 +127,15 @@ int rmtl_synth_check(const rmtl_synth_config *c) {
              c->n_segments >= 1 && c->latent_dim >= 1 && c->latent_dim <= RMTL_SYNTH_MAX_LATENT &&
              c->max_len >= 1 && c->max_len <= RMTL_SYNTH_MAX_LEN && c->max_sessions >= 1 &&
              c->max_sessions <= RMTL_SYNTH_MAX_SESSIONS && c->n_fields >= 1 &&
-             c->n_fields <= RMTL_SYNTH_MAX_FIELDS && c->window_ms >= 0 &&
-             c->segment_weight >= 0.0f && c->segment_weight <= 1.0f && c->category_weight >= 0.0f &&
-             c->category_weight <= 1.0f && c->task_corr >= -1.0f && c->task_corr <= 1.0f &&
-             c->availability >= 0.0f && c->availability <= 1.0f && c->focus >= 0.0f &&
-             c->focus <= 1.0f && c->favourite >= 0.0f && c->favourite <= 1.0f && c->jump >= 0.0f &&
-             c->jump <= 1.0f && c->drift >= 0.0f && c->drift <= 1.0f && c->tie_prob >= 0.0f &&
-             c->tie_prob <= 1.0f && c->sessions_mean >= 0.0f && c->gap_mean_s >= 0.0f &&
-             c->gap_max_s >= 1.0f && c->between_min_s >= 0.0f && c->between_mean_s >= 0.0f;
+             c->n_fields <= RMTL_SYNTH_MAX_FIELDS && c->window_ms >= 0 && c->n_tasks >= 2 &&
+             c->n_tasks <= RMTL_SYNTH_MAX_TASKS && c->segment_weight >= 0.0f &&
+             c->segment_weight <= 1.0f && c->category_weight >= 0.0f &&
+             c->category_weight <= 1.0f && c->availability >= 0.0f && c->availability <= 1.0f &&
+             c->focus >= 0.0f && c->focus <= 1.0f && c->favourite >= 0.0f && c->favourite <= 1.0f &&
+             c->jump >= 0.0f && c->jump <= 1.0f && c->drift >= 0.0f && c->drift <= 1.0f &&
+             c->tie_prob >= 0.0f && c->tie_prob <= 1.0f && c->sessions_mean >= 0.0f &&
+             c->gap_mean_s >= 0.0f && c->gap_max_s >= 1.0f && c->between_min_s >= 0.0f &&
+             c->between_mean_s >= 0.0f;
     const float sds[] = {c->mood_sd,    c->bias_sd,           c->pop_sd,      c->exposure_sd,
                          c->price_sd,   c->price_category_sd, c->activity_sd, c->proj_noise,
                          c->context_sd, c->category_zipf};
@@ -140,6 +149,11 @@ int rmtl_synth_check(const rmtl_synth_config *c) {
     for (size_t i = 0; ok && i < sizeof(any) / sizeof(any[0]); i++) {
         ok = isfinite(any[i]);
     }
+    for (int k = 0; ok && k < c->n_tasks; k++) {
+        /* task_corr[0] is unused; NaN fails the comparisons */
+        ok = (k == 0 || (c->task_corr[k] >= -1.0f && c->task_corr[k] <= 1.0f)) &&
+             c->label_noise[k] >= 0.0f && c->label_noise[k] <= 0.5f;
+    }
     for (int f = 0; ok && f < c->n_fields; f++) {
         const rmtl_synth_field *fd = &c->fields[f];
         ok = fd->kind >= 0 && fd->kind < RMTL_SYNTH_NUM_KINDS && fd->levels >= 1 &&
@@ -147,7 +161,9 @@ int rmtl_synth_check(const rmtl_synth_config *c) {
         ok = ok && (fd->kind != RMTL_SYNTH_USER_SEGMENT || fd->levels == c->n_segments) &&
              (fd->kind != RMTL_SYNTH_ITEM_CATEGORY || fd->levels == c->n_categories) &&
              (fd->kind != RMTL_SYNTH_ITEM_PARENT || fd->levels == c->n_parents) &&
-             (fd->kind != RMTL_SYNTH_ITEM_AVAILABLE || fd->levels == 2);
+             (fd->kind != RMTL_SYNTH_ITEM_AVAILABLE || fd->levels == 2) &&
+             (fd->kind != RMTL_SYNTH_TASK_CONTEXT || (fd->task >= 0 && fd->task < c->n_tasks &&
+                                                      fd->effect >= 0.0f && isfinite(fd->effect)));
     }
     return ok ? RMTL_OK : RMTL_ERR_ARG;
 }
@@ -173,12 +189,22 @@ static void synth_item(rmtl_synth_world *w, int64_t i, int cat) {
     int K = c->latent_dim;
     uint64_t key = synth_key(c->seed, DOM_ITEM), ckey = synth_key(c->seed, DOM_CENTRE);
     double cw = c->category_weight, nw = sqrt(1.0 - cw * cw);
-    double tc = c->task_corr, tn = sqrt(1.0 - tc * tc);
+    double tc = c->task_corr[1], tn = sqrt(1.0 - tc * tc);
     float *phi = w->phi + i * K, *psi = w->psi + i * K;
     for (int k = 0; k < K; k++) {
         phi[k] = (float)(cw * w->centre[(int64_t)cat * K + k] +
                          nw * synth_normal(key, (uint64_t)i, (uint64_t)k));
         psi[k] = (float)(tc * phi[k] + tn * synth_normal(key, (uint64_t)i, (uint64_t)(K + k)));
+    }
+    /* tasks beyond the second: their own noise, from their own domain */
+    uint64_t tkey = synth_key(c->seed, DOM_TASK_ITEM);
+    for (int j = 2; j < c->n_tasks; j++) {
+        double cj = c->task_corr[j], sj = sqrt(1.0 - cj * cj);
+        float *pj = w->psi + ((int64_t)(j - 1) * c->n_items + i) * K;
+        for (int k = 0; k < K; k++) {
+            uint64_t idx = (uint64_t)j * RMTL_SYNTH_MAX_LATENT + (uint64_t)k;
+            pj[k] = (float)(cj * phi[k] + sj * synth_normal(tkey, (uint64_t)i, idx));
+        }
     }
     uint64_t slot = (uint64_t)(2 * K);
     double e1 = synth_normal(key, (uint64_t)i, slot), e2 = synth_normal(key, (uint64_t)i, slot + 1);
@@ -268,7 +294,7 @@ int rmtl_synth_create(rmtl_synth_world **out, const rmtl_synth_config *cfg) {
     w->centre = malloc(sizeof(float) * (size_t)(C * K));
     w->cat_start = malloc(sizeof(int64_t) * (size_t)(C + 1));
     w->phi = malloc(sizeof(float) * (size_t)(n * K));
-    w->psi = malloc(sizeof(float) * (size_t)(n * K));
+    w->psi = malloc(sizeof(float) * (size_t)((cfg->n_tasks - 1) * n * K));
     w->pop = malloc(sizeof(float) * (size_t)n);
     w->price = malloc(sizeof(float) * (size_t)n);
     w->category = malloc(sizeof(int32_t) * (size_t)n);
@@ -297,7 +323,8 @@ int rmtl_synth_create(rmtl_synth_world **out, const rmtl_synth_config *cfg) {
 
 typedef struct {
     float theta[RMTL_SYNTH_MAX_LATENT];
-    double bias_click, bias_task2, activity;
+    double bias[RMTL_SYNTH_MAX_TASKS]; /* b_u (click), c_u1, c_u2, ... */
+    double activity;
     int64_t n_sessions;
     int favourite;
     int64_t first_start;
@@ -346,8 +373,12 @@ static void synth_make_user(synth_user *s, const rmtl_synth_world *w, int64_t u)
     }
     double la = synth_normal(key, us, 1);
     s->activity = exp(c->activity_sd * la - 0.5 * (double)c->activity_sd * c->activity_sd);
-    s->bias_click = c->bias_sd * synth_normal(key, us, 2);
-    s->bias_task2 = c->bias_sd * synth_normal(key, us, 3);
+    s->bias[0] = c->bias_sd * synth_normal(key, us, 2);
+    s->bias[1] = c->bias_sd * synth_normal(key, us, 3);
+    uint64_t tkey = synth_key(c->seed, DOM_TASK_USER);
+    for (int j = 2; j < c->n_tasks; j++) {
+        s->bias[j] = c->bias_sd * synth_normal(tkey, us, (uint64_t)j);
+    }
     int64_t extra = synth_poisson((double)c->sessions_mean * s->activity, synth_u01(key, us, 1));
     s->n_sessions = 1 + extra < c->max_sessions ? 1 + extra : c->max_sessions;
     s->first_start = c->start_ms + (int64_t)(synth_u01(key, us, 2) * 0.5 * (double)c->window_ms);
@@ -386,20 +417,25 @@ static void synth_make_user(synth_user *s, const rmtl_synth_world *w, int64_t u)
 }
 
 /* codes (F) of one impression (when codes != NULL): user fields from the user, item fields
-   from the item, context fields drawn for this step; returns the context's click-logit shift */
-static double synth_row_codes(int32_t *codes, const rmtl_synth_world *w, const synth_user *s,
-                              int64_t i, uint64_t st, uint64_t base) {
+   from the item, context fields drawn for this step; returns the context's click-logit shift
+   and adds the task-context fields' shifts of each task's logit to task_shift (n_tasks) */
+static double synth_row_codes(int32_t *codes, double *task_shift, const rmtl_synth_world *w,
+                              const synth_user *s, int64_t i, uint64_t st, uint64_t base) {
     const rmtl_synth_config *c = &w->cfg;
     uint64_t skey = synth_key(c->seed, DOM_STEP), xkey = synth_key(c->seed, DOM_CONTEXT);
+    uint64_t tkey = synth_key(c->seed, DOM_TASK_FIELD);
     double shift = 0.0;
     for (int f = 0; f < c->n_fields; f++) {
         const rmtl_synth_field *fd = &c->fields[f];
         int32_t code;
-        if (fd->kind == RMTL_SYNTH_CONTEXT) {
+        if (fd->kind == RMTL_SYNTH_CONTEXT || fd->kind == RMTL_SYNTH_TASK_CONTEXT) {
             double x = synth_normal(skey, st, base + S_CTX + (uint64_t)f);
             code = synth_code(fd, x, synth_u01(skey, st, base + S_CTX + (uint64_t)f));
-            if (code > 0) {
+            if (code > 0 && fd->kind == RMTL_SYNTH_CONTEXT) {
                 shift += c->context_sd * synth_normal(xkey, (uint64_t)f, (uint64_t)code);
+            } else if (code > 0) {
+                task_shift[fd->task] +=
+                    fd->effect * synth_normal(tkey, (uint64_t)f, (uint64_t)code);
             }
         } else {
             code = synth_is_user(fd->kind) ? s->codes[f] : w->codes[i * c->n_fields + f];
@@ -500,16 +536,29 @@ static int64_t synth_next_item(const rmtl_synth_world *w, const int64_t *shown, 
     return 0;
 }
 
+/* the recorded labels and truth (T) of one row from the unflipped labels y and their
+   probabilities p: task k's label flips with probability label_noise[k], and its truth becomes
+   the probability of the recorded label */
+static void synth_record(float *labels, float *truth, const rmtl_synth_config *c, const int *y,
+                         const double *p, uint64_t lkey, uint64_t st, uint64_t t) {
+    for (int k = 0; k < c->n_tasks; k++) {
+        double e = c->label_noise[k];
+        int flip = e > 0.0 && synth_u01(lkey, st, t * LABEL_SLOTS + FLIP + (uint64_t)k) < e;
+        labels[k] = (float)(y[k] ^ flip);
+        truth[k] = (float)(e > 0.0 ? e + (1.0 - 2.0 * e) * p[k] : p[k]);
+    }
+}
+
 /* Simulate all sessions of user u. With out != NULL rows go to out at offset `row`; sums
-   (2) accumulate the truth of every row. Returns the number of rows. */
+   (n_tasks) accumulate the unflipped truth of every row. Returns the number of rows. */
 static int64_t synth_run_user(const rmtl_synth_world *w, const synth_user *s, int64_t u,
                               const rmtl_synth_rows *out, int64_t row, int64_t session_id,
-                              double a0, double b0, double *sums) {
+                              const double *offsets, double *sums) {
     const rmtl_synth_config *c = &w->cfg;
-    int K = c->latent_dim, F = c->n_fields;
-    double sqk = sqrt((double)K);
+    int K = c->latent_dim, F = c->n_fields, T = c->n_tasks;
+    double sqk = sqrt((double)K), a0 = offsets[0], b0 = offsets[1];
     uint64_t skey = synth_key(c->seed, DOM_STEP), rkey = synth_key(c->seed, DOM_RETRY);
-    uint64_t sskey = synth_key(c->seed, DOM_SESSION);
+    uint64_t sskey = synth_key(c->seed, DOM_SESSION), lkey = synth_key(c->seed, DOM_LABEL);
     int64_t shown[RMTL_SYNTH_MAX_LEN];
     int clicked[RMTL_SYNTH_MAX_LEN];
     float z[RMTL_SYNTH_MAX_LATENT];
@@ -537,39 +586,50 @@ static int64_t synth_run_user(const rmtl_synth_world *w, const synth_user *s, in
             int64_t i = synth_next_item(w, shown, t, cat, skey, rkey, st);
             shown[t] = i;
             int icat = w->category[i];
-            double logit = a0 + s->bias_click + w->pop[i] +
+            double logit = a0 + s->bias[0] + w->pop[i] +
                            c->affinity * synth_dot(z, w->phi + i * K, K) / sqk -
                            c->fatigue * (double)t + c->momentum * (double)n_clicked;
             int32_t *codes = out ? out->codes + (row + n) * F : NULL;
-            logit += synth_row_codes(codes, w, s, i, st, base);
+            double shift[RMTL_SYNTH_MAX_TASKS] = {0.0};
+            logit += synth_row_codes(codes, shift, w, s, i, st, base);
+            logit += shift[0];
             int same = 0;
             for (int k = 0; k < n_clicked; k++) {
                 same += clicked[k] == icat;
             }
-            double logit2 = b0 + s->bias_task2 +
-                            c->task2_affinity * synth_dot(s->theta, w->psi + i * K, K) / sqk -
-                            c->price_weight * w->price[i] + c->boost * same -
-                            (w->available[i] ? 0.0 : c->unavailable_penalty);
-            double p = synth_sigmoid(logit);
-            double q1 = synth_sigmoid(logit2 + (c->nested ? 0.0 : c->click_lift));
-            double q0 = c->nested ? 0.0 : synth_sigmoid(logit2);
-            int y1 = synth_u01(skey, st, base + S_CLICK) < p;
-            int y2 = synth_u01(skey, st, base + S_TASK2) < (y1 ? q1 : q0);
-            double p2 = p * q1 + (1.0 - p) * q0;
-            sums[0] += p;
-            sums[1] += p2;
+            double p[RMTL_SYNTH_MAX_TASKS];
+            int y[RMTL_SYNTH_MAX_TASKS];
+            p[0] = synth_sigmoid(logit);
+            y[0] = synth_u01(skey, st, base + S_CLICK) < p[0];
+            for (int k = 1; k < T; k++) {
+                const float *psi = w->psi + ((int64_t)(k - 1) * c->n_items + i) * K;
+                double lk = (k == 1 ? b0 : offsets[k]) + s->bias[k] +
+                            c->task2_affinity * synth_dot(s->theta, psi, K) / sqk;
+                if (k == 1) {
+                    lk = lk - c->price_weight * w->price[i] + c->boost * same -
+                         (w->available[i] ? 0.0 : c->unavailable_penalty);
+                }
+                lk += shift[k];
+                double q1 = synth_sigmoid(lk + (c->nested ? 0.0 : c->click_lift));
+                double q0 = c->nested ? 0.0 : synth_sigmoid(lk);
+                double v = k == 1 ? synth_u01(skey, st, base + S_TASK2)
+                                  : synth_u01(lkey, st, (uint64_t)t * LABEL_SLOTS + (uint64_t)k);
+                y[k] = v < (y[0] ? q1 : q0);
+                p[k] = p[0] * q1 + (1.0 - p[0]) * q0;
+            }
+            for (int k = 0; k < T; k++) {
+                sums[k] += p[k];
+            }
             if (out) {
                 int64_t r = row + n;
                 out->session[r] = session_id + j;
                 out->time[r] = clock;
                 out->user[r] = u;
                 out->item[r] = i;
-                out->labels[2 * r] = (float)y1;
-                out->labels[2 * r + 1] = (float)y2;
-                out->truth[2 * r] = (float)p;
-                out->truth[2 * r + 1] = (float)p2;
+                synth_record(out->labels + T * r, out->truth + T * r, c, y, p, lkey, st,
+                             (uint64_t)t);
             }
-            if (y1) {
+            if (y[0]) {
                 const float *phi = w->phi + i * K;
                 for (int k = 0; k < K; k++) {
                     z[k] = (float)((1.0 - c->drift) * z[k] + c->drift * phi[k]);
@@ -595,7 +655,7 @@ typedef struct {
     const int64_t *row_start, *session_base;
     double *scratch;
     const rmtl_synth_world *w;
-    double click_offset, task2_offset;
+    const double *offsets;
     int64_t lo;
     int *bad_out;
     int64_t *n_out;
@@ -613,22 +673,22 @@ static void rmtl_synth_fill_range(void *ctx, int64_t lo, int64_t hi) {
             bad = 1;
             continue;
         }
-        double sums[2] = {0.0, 0.0};
-        synth_run_user(a->w, &s, a->lo + k, a->out, a->row_start[k], a->session_base[k],
-                       a->click_offset, a->task2_offset, sums);
+        double sums[RMTL_SYNTH_MAX_TASKS] = {0.0};
+        synth_run_user(a->w, &s, a->lo + k, a->out, a->row_start[k], a->session_base[k], a->offsets,
+                       sums);
     }
     __atomic_or_fetch(a->bad_out, bad, __ATOMIC_RELAXED);
 }
 
 int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
-                    const int64_t *session_base, const rmtl_synth_world *w, double click_offset,
-                    double task2_offset, int64_t lo, int64_t hi) {
+                    const int64_t *session_base, const rmtl_synth_world *w, const double *offsets,
+                    int64_t lo, int64_t hi) {
     if (lo < 0 || hi > w->cfg.n_users || lo > hi) {
         return RMTL_ERR_ARG;
     }
     int bad = 0;
-    rmtl_synth_users_args synth_fill_args = {out,          row_start,    session_base, NULL, w,
-                                             click_offset, task2_offset, lo,           &bad, NULL};
+    rmtl_synth_users_args synth_fill_args = {out,     row_start, session_base, NULL, w,
+                                             offsets, lo,        &bad,         NULL};
     rmtl_parallel_for(hi - lo, 32, rmtl_synth_fill_range, &synth_fill_args);
     return bad ? RMTL_ERR_ARG : RMTL_OK;
 }
@@ -637,34 +697,36 @@ int rmtl_synth_fill(const rmtl_synth_rows *out, const int64_t *row_start,
 static void rmtl_synth_truth_range(void *ctx, int64_t lo, int64_t hi) {
     const rmtl_synth_users_args *a = ctx;
     int64_t n = 0;
+    int T = a->w->cfg.n_tasks;
     for (int64_t k = lo; k < hi; k++) {
-        double *sums = a->scratch + 2 * k;
-        sums[0] = sums[1] = 0.0;
+        double *sums = a->scratch + T * k;
+        for (int j = 0; j < T; j++) {
+            sums[j] = 0.0;
+        }
         synth_user s;
         synth_make_user(&s, a->w, a->lo + k);
-        n +=
-            synth_run_user(a->w, &s, a->lo + k, NULL, 0, 0, a->click_offset, a->task2_offset, sums);
+        n += synth_run_user(a->w, &s, a->lo + k, NULL, 0, 0, a->offsets, sums);
     }
     __atomic_add_fetch(a->n_out, n, __ATOMIC_RELAXED);
 }
 
-/* per-user sums go to scratch (hi - lo, 2) in parallel, then add up in user order, so the
-   result does not depend on the thread count */
+/* per-user sums go to scratch (hi - lo, n_tasks) in parallel, then add up in user order, so
+   the result does not depend on the thread count */
 int rmtl_synth_mean_truth(double *mean, double *scratch, const rmtl_synth_world *w,
-                          double click_offset, double task2_offset, int64_t lo, int64_t hi) {
+                          const double *offsets, int64_t lo, int64_t hi) {
     if (lo < 0 || hi > w->cfg.n_users || lo >= hi) {
         return RMTL_ERR_ARG;
     }
     int64_t n = 0;
-    rmtl_synth_users_args synth_truth_args = {NULL,         NULL,         NULL, scratch, w,
-                                              click_offset, task2_offset, lo,   NULL,    &n};
+    int T = w->cfg.n_tasks;
+    rmtl_synth_users_args synth_truth_args = {NULL, NULL, NULL, scratch, w, offsets, lo, NULL, &n};
     rmtl_parallel_for(hi - lo, 16, rmtl_synth_truth_range, &synth_truth_args);
-    mean[0] = mean[1] = 0.0;
-    for (int64_t u = lo; u < hi; u++) {
-        mean[0] += scratch[2 * (u - lo)];
-        mean[1] += scratch[2 * (u - lo) + 1];
+    for (int k = 0; k < T; k++) {
+        mean[k] = 0.0;
+        for (int64_t u = lo; u < hi; u++) {
+            mean[k] += scratch[T * (u - lo) + k];
+        }
+        mean[k] /= (double)n;
     }
-    mean[0] /= (double)n;
-    mean[1] /= (double)n;
     return RMTL_OK;
 }

@@ -2,24 +2,31 @@
 
 Two presets shape the data like the paper's datasets, with the same fields, tasks and raw
 values the loaders produce, so synthetic data can be written in the raw formats and loaded
-back. Every impression carries the true probability of each label given everything that
-happened before it in the session (``data.truth``).
+back; a third (``kuairand6``) has KuaiRand-Pure's six tasks at their real label rates. Every
+impression carries the true probability of each label given everything that happened before
+it in the session (``data.truth``). The task knobs (2 to 6 tasks, rates down to 0.1%,
+correlated or conflicting utilities, label noise, fields only one task uses) build data on
+which loss balancing can matter.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 
 from .. import _core
 from ..data import SessionData
 
-__all__ = ["FieldSpec", "SyntheticConfig", "PRESETS", "synthetic"]
+__all__ = ["FieldSpec", "SyntheticConfig", "PRESETS", "synthetic", "MAX_TASKS"]
 
 DAY_MS = 86_400_000
+MAX_TASKS = 6  # RMTL_SYNTH_MAX_TASKS of csrc/synth.h
+TASK_FIELD_LEVELS = 8  # levels of the fields ``task_fields`` adds
 
 
 @dataclass(frozen=True)
@@ -29,19 +36,32 @@ class FieldSpec:
     ``"item_category"``, ``"user_proj"``, ``"context"``), its number of levels, the
     probability it is missing (code 0), the skew of its level frequencies (> 1: a long tail
     of rare levels) and the raw value written for each level (code c is
-    ``values[c - 1]``)."""
+    ``values[c - 1]``).
+
+    A ``"task_context"`` field is drawn per impression like ``"context"``, but its levels
+    shift only the logit of the task named ``task``, each level by ``effect`` times its own
+    standard normal draw: a signal only that task's gradient carries."""
 
     name: str
     kind: str
     values: tuple[str, ...]
     missing: float = 0.0
     skew: float = 1.0
+    task: Optional[str] = None  # "task_context": the name of the task whose logit it shifts
+    effect: float = 1.0  # "task_context": sd of the logit shift of each level
 
     def __post_init__(self) -> None:
         if self.kind not in _core.enums["field_kind"]:
             raise ValueError(
                 f"kind: expected one of {sorted(_core.enums['field_kind'])}, got {self.kind!r}"
             )
+        if (self.kind == "task_context") != (self.task is not None):
+            raise ValueError(
+                f"task: a field of kind 'task_context' needs the name of its task and no other "
+                f"kind takes one; got kind {self.kind!r}, task {self.task!r}"
+            )
+        if not (math.isfinite(self.effect) and self.effect >= 0):
+            raise ValueError(f"effect: expected a finite number >= 0, got {self.effect!r}")
 
     @property
     def levels(self) -> int:
@@ -52,11 +72,19 @@ class FieldSpec:
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Everything that shapes a synthetic dataset. Fields without a comment are documented in
-    csrc/synth.h under the same name; the presets in ``PRESETS`` set them all."""
+    csrc/synth.h under the same name; the presets in ``PRESETS`` set them all.
+
+    The number of tasks is ``len(task_names)`` (2 to 6); the first task is the click. Task k
+    >= 2's item factor is ``task_corr * phi_i + sqrt(1 - task_corr**2) * noise_ik``, so its
+    utility ``theta_u . psi_ik`` correlates with the click's ``z . phi_i`` by about
+    ``task_corr`` (negative: conflicting tasks) and two later tasks by the product of their
+    values. ``label_noise`` is the probability a recorded label is flipped. Each is one value
+    for every task, or one per task (after the first, for ``task_corr``) in the
+    ``*_per_task`` field, which wins when not empty."""
 
     fields: tuple[FieldSpec, ...]
-    task_names: tuple[str, str]
-    target_rates: tuple[float, float]  # mean label rates the offsets are calibrated to
+    task_names: tuple[str, ...]
+    target_rates: tuple[float, ...]  # mean unflipped label rates the offsets are calibrated to
     dense: str  # "zero" (authors' dummy) or "log_duration"
     n_users: int  # default number of users
     n_items: int
@@ -71,6 +99,9 @@ class SyntheticConfig:
     segment_weight: float = 0.6
     category_weight: float = 0.7
     task_corr: float = 0.6
+    task_corr_per_task: tuple[float, ...] = ()  # one per task after the first
+    label_noise: float = 0.0
+    label_noise_per_task: tuple[float, ...] = ()  # one per task
     bias_sd: float = 0.5
     pop_sd: float = 0.6
     exposure_sd: float = 1.0
@@ -107,7 +138,13 @@ class SyntheticConfig:
     duration_median_s: float = 20.0  # log_duration: median video length
     calibration_users: int = 2000  # users simulated to calibrate the offsets
     click_offset: float = 0.0  # used as given when calibrate=False
-    task2_offset: float = 0.0
+    task2_offset: float = 0.0  # calibrate=False: the intercept of every task after the first
+    offsets: Optional[tuple[float, ...]] = None  # calibrate=False: all intercepts, if given
+
+    @property
+    def n_tasks(self) -> int:
+        """Number of tasks (``len(task_names)``)."""
+        return len(self.task_names)
 
 
 # ------------------------------------------------------------------ presets
@@ -288,7 +325,41 @@ def _kuairand() -> SyntheticConfig:
     )
 
 
-PRESETS: dict[str, SyntheticConfig] = {"retailrocket": _retailrocket(), "kuairand": _kuairand()}
+# KuaiRand-Pure's label rates: positives over all rows of its two standard logs
+# (log_standard_4_08_to_4_21_pure.csv and log_standard_4_22_to_5_08_pure.csv, 1,436,609
+# rows; KuaiRand, Gao et al., CIKM 2022, https://kuairand.com): is_click 660,342,
+# long_view 476,724, is_like 26,546, is_follow 1,543, is_comment 3,657, is_forward 1,382
+# (counted in KuaiSim's code/preprocess/KuaiRandDataset.ipynb, Zhao et al. 2023). Most of
+# them follow a click (P(click | task): long_view 99.6%, like 84%, follow 89%, comment 97%,
+# forward 88%), so the tasks are not nested.
+KUAIRAND_PURE_RATES = {
+    "click": 660_342 / 1_436_609,
+    "long_view": 476_724 / 1_436_609,
+    "like": 26_546 / 1_436_609,
+    "follow": 1_543 / 1_436_609,
+    "comment": 3_657 / 1_436_609,
+    "forward": 1_382 / 1_436_609,
+}
+
+
+def _kuairand6() -> SyntheticConfig:
+    """The KuaiRand preset with KuaiRand-Pure's six tasks at their real rates (click 46%,
+    long_view 33%, like 1.8%, follow 0.11%, comment 0.25%, forward 0.096%), each
+    interaction's utility moderately tied to the click's."""
+    return dataclasses.replace(
+        _kuairand(),
+        task_names=tuple(KUAIRAND_PURE_RATES),
+        target_rates=tuple(KUAIRAND_PURE_RATES.values()),
+        task_corr_per_task=(0.6, 0.5, 0.3, 0.4, 0.4),
+        click_lift=2.0,
+    )
+
+
+PRESETS: dict[str, SyntheticConfig] = {
+    "retailrocket": _retailrocket(),
+    "kuairand": _kuairand(),
+    "kuairand6": _kuairand6(),
+}
 
 _PY_ONLY = {
     "fields",
@@ -299,6 +370,9 @@ _PY_ONLY = {
     "calibration_users",
     "click_offset",
     "task2_offset",
+    "offsets",
+    "task_corr_per_task",
+    "label_noise_per_task",
 }
 
 
@@ -308,48 +382,78 @@ _PY_ONLY = {
 def _world(cfg: SyntheticConfig, n_users: int, seed: int) -> _core.SynthWorld:
     keys = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _PY_ONLY}
     # the world admits users up to the calibration set too; only [0, n_users) are generated
-    keys.update(n_users=max(n_users, cfg.calibration_users), seed=int(seed) & (2**64 - 1))
-    fields = [(_core.enums["field_kind"][f.kind], f.levels, f.missing, f.skew) for f in cfg.fields]
+    keys.update(
+        n_users=max(n_users, cfg.calibration_users),
+        seed=int(seed) & (2**64 - 1),
+        n_tasks=cfg.n_tasks,
+        task_corr=cfg.task_corr_per_task or cfg.task_corr,
+        label_noise=cfg.label_noise_per_task or cfg.label_noise,
+    )
+    kinds = _core.enums["field_kind"]
+    fields = [
+        (kinds[f.kind], f.levels, f.missing, f.skew)
+        + ((cfg.task_names.index(f.task), f.effect) if f.task is not None else ())
+        for f in cfg.fields
+    ]
     return _core.SynthWorld(keys, fields)
 
 
-def _solve(rate: Callable[[float], float], target: float) -> float:
-    """The offset x with rate(x) == target for an increasing rate, by the Illinois variant of
-    regula falsi on a bracket of logits."""
-    lo, hi = -20.0, 20.0
-    flo, fhi = rate(lo) - target, rate(hi) - target
-    if flo > 0 or fhi < 0:
-        raise ValueError(f"target rate {target} cannot be reached by the offset in [-20, 20]")
-    side = 0
+def _solve(
+    rates: Callable[[list[float]], Sequence[float]], targets: Sequence[float]
+) -> list[float]:
+    """The offsets x with rates(x)[j] == targets[j], each rate increasing in its own offset
+    and independent of the others, by the Illinois variant of regula falsi on a bracket of
+    logits; one call of rates evaluates every coordinate, and a coordinate that has
+    converged stays where it is. A simulated rate is a step function of its offset (a click
+    more or less changes a session), so a coordinate also stops when its bracket has closed
+    on a step larger than the tolerance (few calibration users)."""
+    n = len(targets)
+    lo, hi = [-20.0] * n, [20.0] * n
+    flo = [r - t for r, t in zip(rates(lo), targets)]
+    fhi = [r - t for r, t in zip(rates(hi), targets)]
+    for j in range(n):
+        if flo[j] > 0 or fhi[j] < 0:
+            raise ValueError(
+                f"target rate {targets[j]} cannot be reached by the offset in [-20, 20]"
+            )
+    side, x, done = [0] * n, [0.0] * n, [False] * n
     for _ in range(100):
-        x = (lo * fhi - hi * flo) / (fhi - flo)
-        fx = rate(x) - target
-        if abs(fx) < 1e-5 * max(target, 1e-3):
-            return x
-        if fx < 0:
-            lo, flo = x, fx
-            fhi = fhi / 2 if side == -1 else fhi
-            side = -1
-        else:
-            hi, fhi = x, fx
-            flo = flo / 2 if side == 1 else flo
-            side = 1
+        for j in range(n):
+            if not done[j]:
+                x[j] = (lo[j] * fhi[j] - hi[j] * flo[j]) / (fhi[j] - flo[j])
+        got = rates(list(x))
+        for j in range(n):
+            if done[j]:
+                continue
+            fx = got[j] - targets[j]
+            if abs(fx) < 1e-5 * max(targets[j], 1e-3):
+                done[j] = True
+            elif fx < 0:
+                lo[j], flo[j] = x[j], fx
+                fhi[j] = fhi[j] / 2 if side[j] == -1 else fhi[j]
+                side[j] = -1
+            else:
+                hi[j], fhi[j] = x[j], fx
+                flo[j] = flo[j] / 2 if side[j] == 1 else flo[j]
+                side[j] = 1
+            done[j] = done[j] or hi[j] - lo[j] < 1e-9
+        if all(done):
+            break
     return x
 
 
-def _calibrate(world, cfg: SyntheticConfig) -> tuple[float, float]:
-    """Intercepts a0, b0 whose mean true probabilities over the calibration users hit the
-    preset's target rates (task 1 does not depend on b0, so a0 is solved first)."""
-    m = cfg.calibration_users
-    a0 = _solve(
-        lambda a: world.mean_truth(lo=0, hi=m, click_offset=a, task2_offset=cfg.task2_offset)[0],
-        cfg.target_rates[0],
+def _calibrate(world, cfg: SyntheticConfig) -> tuple[float, ...]:
+    """Intercepts whose mean unflipped probabilities over the calibration users hit the
+    target rates: the click's first (no other task changes it), then every other task's at
+    once (each depends on the click's and its own intercept only)."""
+    m, later = cfg.calibration_users, [cfg.task2_offset] * (cfg.n_tasks - 1)
+    (a0,) = _solve(
+        lambda a: world.mean_truth(lo=0, hi=m, offsets=[a[0]] + later)[:1], cfg.target_rates[:1]
     )
-    b0 = _solve(
-        lambda b: world.mean_truth(lo=0, hi=m, click_offset=a0, task2_offset=b)[1],
-        cfg.target_rates[1],
+    rest = _solve(
+        lambda b: world.mean_truth(lo=0, hi=m, offsets=[a0] + b)[1:], cfg.target_rates[1:]
     )
-    return a0, b0
+    return (a0, *rest)
 
 
 def _chunks(rows: np.ndarray, target_rows: int):
@@ -382,11 +486,117 @@ def log_duration(ms: np.ndarray) -> np.ndarray:
     return np.log1p(np.asarray(ms, np.float64) / 1000.0).astype(np.float32)
 
 
+def _per_task(
+    name: str, value, scalar: float, each: tuple[float, ...], n: int, lo: float, hi: float
+) -> tuple[float, tuple[float, ...]]:
+    """A per-task knob as (one number for every task, n numbers or ()), each in [lo, hi]:
+    from value, one number or n, when given, else from the config's (scalar, each), whose
+    sequence is cut or extended with its last value when the task count changed."""
+    if value is None:
+        value = each[:n] + each[-1:] * (n - len(each)) if each else scalar
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        one, values = float(value), ()
+        checked = (one,)
+    else:
+        try:
+            values = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected a number or {n} numbers, got {value!r}") from None
+        if len(values) != n:
+            raise ValueError(f"{name}: expected one number or {n} numbers, got {len(values)}")
+        one, checked = scalar, values
+    if not all(lo <= v <= hi for v in checked):  # NaN fails too
+        raise ValueError(f"{name}: expected values in [{lo:g}, {hi:g}], got {value!r}")
+    return one, values
+
+
+def _with_tasks(
+    cfg: SyntheticConfig,
+    n_tasks: Optional[int],
+    task_names: Optional[Sequence[str]],
+    task_rates: Optional[Sequence[float]],
+    task_corr,
+    label_noise,
+    task_fields: Optional[Mapping[str, float]],
+) -> SyntheticConfig:
+    """cfg with the task knobs of :func:`synthetic` applied and checked."""
+    if n_tasks is not None:
+        K = n_tasks
+    elif task_names is not None:
+        K = len(task_names)
+    elif task_rates is not None:
+        K = len(task_rates)
+    else:
+        K = cfg.n_tasks
+    if isinstance(K, bool) or not isinstance(K, int) or not 2 <= K <= MAX_TASKS:
+        raise ValueError(f"n_tasks: expected 2 to {MAX_TASKS} tasks, got {K!r}")
+    if task_names is not None:
+        names = tuple(task_names)
+        if len(names) != K:
+            raise ValueError(f"task_names: expected {K} names (n_tasks), got {len(names)}")
+    else:
+        names = cfg.task_names[:K] + tuple(f"task{k + 1}" for k in range(cfg.n_tasks, K))
+    if not all(isinstance(t, str) and t for t in names) or len(set(names)) != K:
+        raise ValueError(f"task_names: expected {K} distinct non-empty strings, got {names!r}")
+    if task_rates is not None:
+        rates = tuple(float(r) for r in task_rates)
+        if len(rates) != K:
+            raise ValueError(f"task_rates: expected {K} rates (n_tasks), got {len(rates)}")
+    else:  # later tasks take the preset's last rate
+        rates = cfg.target_rates[:K] + cfg.target_rates[-1:] * (K - cfg.n_tasks)
+    if not all(0.0 < r < 1.0 for r in rates):
+        raise ValueError(f"task_rates: expected rates in (0, 1), got {rates!r}")
+    if cfg.nested and not all(r < rates[0] for r in rates[1:]):
+        raise ValueError(
+            f"task_rates: with nested=1 every task needs the click, so its rate must be below "
+            f"the first task's {rates[0]:g}; got {rates!r}"
+        )
+    corr, corrs = _per_task(
+        "task_corr", task_corr, cfg.task_corr, cfg.task_corr_per_task, K - 1, -1.0, 1.0
+    )
+    noise, noises = _per_task(
+        "label_noise", label_noise, cfg.label_noise, cfg.label_noise_per_task, K, 0.0, 0.5
+    )
+    fields = cfg.fields
+    for task, effect in (task_fields or {}).items():
+        if task not in names:
+            raise ValueError(f"task_fields: unknown task {task!r}; expected one of {names}")
+        if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not 0 < effect:
+            raise ValueError(f"task_fields: {task!r}: expected an effect > 0, got {effect!r}")
+        if not math.isfinite(effect):
+            raise ValueError(f"task_fields: {task!r}: expected a finite effect, got {effect!r}")
+        values = tuple(str(c) for c in range(TASK_FIELD_LEVELS))
+        fields += (FieldSpec(f"only_{task}", "task_context", values, task=task, effect=effect),)
+    for f in fields:
+        if f.task is not None and f.task not in names:
+            raise ValueError(f"fields: {f.name!r} shifts task {f.task!r}, not one of {names}")
+    if len({f.name for f in fields}) != len(fields):
+        raise ValueError(f"fields: expected distinct names, got {[f.name for f in fields]}")
+    if cfg.offsets is not None and len(cfg.offsets) != K:
+        raise ValueError(f"offsets: expected {K} intercepts (n_tasks), got {len(cfg.offsets)}")
+    return dataclasses.replace(
+        cfg,
+        task_names=names,
+        target_rates=rates,
+        task_corr=corr,
+        task_corr_per_task=corrs,
+        label_noise=noise,
+        label_noise_per_task=noises,
+        fields=fields,
+    )
+
+
 def synthetic(
     preset: str = "retailrocket",
     n_users: Optional[int] = None,
     seed: int = 0,
     *,
+    n_tasks: Optional[int] = None,
+    task_names: Optional[Sequence[str]] = None,
+    task_rates: Optional[Sequence[float]] = None,
+    task_corr: Union[float, Sequence[float], None] = None,
+    label_noise: Union[float, Sequence[float], None] = None,
+    task_fields: Optional[Mapping[str, float]] = None,
     calibrate: bool = True,
     progress: bool = False,
     chunk_rows: int = 250_000,
@@ -396,44 +606,100 @@ def synthetic(
 
     Parameters
     ----------
-    preset : "retailrocket" or "kuairand"
+    preset : "retailrocket", "kuairand" or "kuairand6"
         RetailRocket: tasks ``click`` (CTR, about 5%) and ``pay`` (CTCVR, about 0.85%; pay
         implies click); the authors' 7 item fields ``785, 591, 814, available, categoryid,
         364, 776`` and their dummy dense feature fixed at 0; 14,000 users by default, about
         200k impressions. KuaiRand: tasks ``click`` (about 46%) and ``long_view`` (about 33%,
         more likely after a click); fields ``tab``, 26 user fields and 5 video fields as
         :func:`rmtl.datasets.load_kuairand` codes them; dense ``log1p(duration s)``; 3,300
-        users by default, about 200k impressions.
+        users by default, about 200k impressions. kuairand6: the KuaiRand preset with
+        KuaiRand-Pure's six tasks at their real rates, ``click`` 46%, ``long_view`` 33%,
+        ``like`` 1.8%, ``follow`` 0.11%, ``comment`` 0.25%, ``forward`` 0.096% (not nested;
+        each likelier after a click; about 200 forwards in the default 200k rows, so use
+        more users for the rare tasks; :func:`rmtl.datasets.write_kuairand` writes two
+        tasks only).
     n_users : int, optional
         Number of users (the preset's default when None).
     seed : int
         Same seed, same data, whatever the number of threads.
+    n_tasks : int, optional
+        Number of tasks, 2 to 6 (default: the preset's, or the length of ``task_names`` or
+        ``task_rates``). The first task is the click; with the preset's ``nested=1``
+        (retailrocket) every later task needs a click, with ``nested=0`` each is free (and
+        ``click_lift`` raises its logit after a click). Tasks after the preset's take the
+        names ``task3``, ... and the preset's last rate. Task 2 keeps the preset's price,
+        availability and same-category boost terms; tasks 3 to 6 have only their user bias,
+        their utility ``theta_u . psi_ik`` and their ``task_fields``.
+    task_names : sequence of str, optional
+        One distinct name per task; they become ``data.task_names``.
+    task_rates : sequence of float, optional
+        Mean label rate of each task, each in (0, 1) (0.001 works): the intercepts are
+        calibrated to them (the preset's ``target_rates`` when None). With nested tasks
+        every rate must be below the click's. With ``label_noise`` the rates are those of
+        the unflipped labels; the recorded rate is ``noise + (1 - 2 noise) rate``.
+    task_corr : float or sequence of float, optional
+        In [-1, 1]: task k >= 2's item factor is ``corr * phi_i + sqrt(1 - corr**2) *
+        noise_ik``, so its utility ``theta_u . psi_ik`` correlates with the click's ``z .
+        phi_i`` by about ``corr`` (-0.9: conflicting tasks, the items a user clicks are the
+        ones they do not like). One number for every task, or one per task after the first;
+        two later tasks correlate by the product of their values. None: the preset's (0.6;
+        kuairand6: 0.6, 0.5, 0.3, 0.4, 0.4 for long_view, like, follow, comment, forward).
+        The measured correlation of the true probabilities is smaller than ``corr`` (the
+        click also depends on popularity, session mood and position), and ``nested`` or
+        ``click_lift`` add a positive part of their own.
+    label_noise : float or sequence of float, optional
+        Probability, in [0, 0.5], that a task's recorded label is flipped (one number for
+        every task, or one per task). The session runs on the unflipped responses (a flipped
+        click does not drift the interest, a nested task's flip can break ``pay <= click``);
+        ``truth`` is the probability of the recorded label, ``noise + (1 - 2 noise) p``.
+        None: the preset's (0).
+    task_fields : mapping of task name to float, optional
+        For each named task a field ``only_<task>`` of 8 levels, drawn per impression, each
+        level shifting that task's logit and no other by ``effect`` times its own standard
+        normal draw: a signal a balancer that starves the task's gradient loses.
     calibrate : bool
-        Solve the two logit intercepts so the mean true probabilities over
-        ``calibration_users`` users hit the preset's ``target_rates``; when False the
-        ``click_offset`` and ``task2_offset`` given are used as they are.
+        Solve the logit intercepts so the mean true probabilities over ``calibration_users``
+        users hit the task rates; when False the ``click_offset`` and ``task2_offset`` (for
+        every later task) given, or ``offsets`` (one per task), are used as they are.
     progress : bool
         Show a tqdm progress bar over generation chunks.
     chunk_rows : int
         Rows per C call (Ctrl-C is honoured between calls).
     **overrides
-        Any :class:`SyntheticConfig` field, e.g. ``n_items=5000`` or ``fatigue=0.1``.
+        Any :class:`SyntheticConfig` field, e.g. ``n_items=5000`` or ``fatigue=0.1``
+        (``target_rates`` is ``task_rates``).
 
     Returns
     -------
-    SessionData with ``user``, ``item``, ``truth`` (n, 2) and ``vocab`` (field name -> raw
-    value -> code, the values the raw-format writers emit).
+    SessionData with ``user``, ``item``, ``truth`` (n, n_tasks), ``task_names`` and ``vocab``
+    (field name -> raw value -> code, the values the raw-format writers emit).
     """
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    if "target_rates" in overrides:
+        if task_rates is not None:
+            raise ValueError("task_rates: give task_rates or target_rates, not both")
+        task_rates = overrides.pop("target_rates")
+    if "task_names" in overrides:
+        if task_names is not None:
+            raise ValueError("task_names: given twice")
+        task_names = overrides.pop("task_names")
     cfg = dataclasses.replace(PRESETS[preset], **overrides)
+    cfg = _with_tasks(cfg, n_tasks, task_names, task_rates, task_corr, label_noise, task_fields)
     n_users = cfg.n_users if n_users is None else int(n_users)
     if n_users < 1:
         raise ValueError(f"n_users: expected >= 1, got {n_users}")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows: expected >= 1, got {chunk_rows}")
     world = _world(cfg, n_users, seed)
-    a0, b0 = _calibrate(world, cfg) if calibrate else (cfg.click_offset, cfg.task2_offset)
+    K = cfg.n_tasks
+    if calibrate:
+        offsets = _calibrate(world, cfg)
+    elif cfg.offsets is not None:
+        offsets = tuple(float(v) for v in cfg.offsets)
+    else:
+        offsets = (cfg.click_offset,) + (cfg.task2_offset,) * (K - 1)
     rows, sessions = world.count(0, n_users)
     row_start = np.concatenate(([0], np.cumsum(rows)))
     session_base = np.concatenate(([0], np.cumsum(sessions)[:-1]))
@@ -444,8 +710,8 @@ def synthetic(
         user=np.empty(n, np.int64),
         item=np.empty(n, np.int64),
         sparse=np.empty((n, F), np.int32),
-        labels=np.empty((n, 2), np.float32),
-        truth=np.empty((n, 2), np.float32),
+        labels=np.empty((n, K), np.float32),
+        truth=np.empty((n, K), np.float32),
     )
     order = ("session", "time", "user", "item", "sparse", "labels", "truth")
     chunks = list(_chunks(rows, chunk_rows))
@@ -460,8 +726,7 @@ def synthetic(
             hi=hi,
             row_start=row_start[lo : hi + 1] - a,
             session_base=session_base[lo:hi],
-            click_offset=a0,
-            task2_offset=b0,
+            offsets=offsets,
             **{k: out[k][a:b] for k in order},
         )
     vocab = {f.name: {v: c for c, v in enumerate(f.values, start=1)} for f in cfg.fields}
