@@ -631,7 +631,8 @@ static int rmtl_bal_nash_mtl_direction(rmtl_balancer *b, float *dir, const float
         }
     }
     for (int k = 0; k < K; k++) {
-        b->weights[k] = v[k] = p[k];
+        /* LibMTL ends with a backward of sum_k alpha_k L_k, then clips only the shared part */
+        b->weights[k] = b->tower[k] = v[k] = p[k];
     }
     b->has_weights = 1;
     if (max_norm > 0.0) {
@@ -783,6 +784,9 @@ static int rmtl_bal_fairgrad_direction(rmtl_balancer *b, float *dir, const float
         for (int k = 0; k < K; k++) {
             w[k] = trial[k];
         }
+    }
+    for (int k = 0; k < K; k++) {
+        b->tower[k] = w[k]; /* LibMTL ends with a backward of sum_k w_k L_k */
     }
     b->has_weights = 1;
     rmtl_bal_combine(dir, w, jac, K, b->P);

@@ -21,6 +21,69 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+#: LibMTL's class of every balancer, and the one that stands in for the two it lacks
+CLASSES = {
+    "ew": "EW",
+    "linear": "EW",
+    "uw": "UW",
+    "gls": "GLS",
+    "dwa": "DWA",
+    "rlw": "RLW",
+    "famo": "FAMO",
+    "stch": "STCH",
+    "gradnorm": "GradNorm",
+    "imtl": "IMTL",
+    "db_mtl": "DB_MTL",
+    "excess_mtl": "ExcessMTL",
+    "mgda": "MGDA",
+    "pcgrad": "PCGrad",
+    "gradvac": "GradVac",
+    "graddrop": "GradDrop",
+    "aligned_mtl": "Aligned_MTL",
+    "moco": "MoCo",
+    "cagrad": "CAGrad",
+    "nash_mtl": "Nash_MTL",
+    "upgrad": "UPGrad",
+    "fairgrad": "FairGrad",
+    "modo": "MoDo",
+    "sdmgrad": "SDMGrad",
+}
+#: LibMTL's weighting arguments at the defaults of its config.py (its trainer passes them all)
+LIBMTL_ARGS = {
+    "T": 2.0,
+    "mgda_gn": "none",
+    "GradVac_beta": 0.5,
+    "GradVac_group_type": 0,
+    "beta": 0.5,
+    "alpha": 1.5,
+    "leak": 0.0,
+    "calpha": 0.5,
+    "rescale": 1,
+    "update_weights_every": 1,
+    "optim_niter": 20,
+    "max_norm": 1.0,
+    "MoCo_beta": 0.5,
+    "MoCo_beta_sigma": 0.5,
+    "MoCo_gamma": 0.1,
+    "MoCo_gamma_sigma": 0.5,
+    "MoCo_rho": 0,
+    "DB_beta": 0.9,
+    "DB_beta_sigma": 0,
+    "STCH_mu": 1.0,
+    "STCH_warmup_epoch": 4,
+    "robust_step_size": 1e-2,
+    "FairGrad_alpha": 1.0,
+    "FAMO_w_lr": 0.025,
+    "FAMO_w_gamma": 1e-3,
+    "MoDo_gamma": 1e-3,
+    "MoDo_rho": 0.1,
+    "SDMGrad_lamda": 0.3,
+    "SDMGrad_niter": 20,
+    "UPGrad_norm_eps": 1e-4,
+    "UPGrad_reg_eps": 1e-4,
+    "dist": "Normal",
+}
+
 
 def import_weighting(path: Optional[str] = None) -> types.ModuleType:
     """``LibMTL.weighting`` from the installed package, or from a checkout at ``path``.
