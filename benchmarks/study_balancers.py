@@ -14,6 +14,7 @@ balancer test of the study; every RMTL test) is Holm-adjusted over the whole gri
     python benchmarks/study_balancers.py [--corr 0.9 0 -0.9] [--regimes common rare]
         [--tasks 4] [--seeds 5] [--n-users 2000] [--critic-epochs 8] [--balancers all]
         [--processes 2] [--json benchmarks/results/balancer_study.json]
+        [--png docs/images/balancer_study.png] [--redraw]
 
 The JSON (rewritten atomically after every cell) holds the command, CPU model, threads,
 seconds and one row per (cell, task, comparison); ``notebooks/balancer_testbed.ipynb`` draws it.
@@ -73,6 +74,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--balancers", nargs="+", default=["all"])
     p.add_argument("--processes", type=int, default=None, help="local worker processes")
     p.add_argument("--json", default="benchmarks/results/balancer_study.json")
+    p.add_argument(
+        "--png",
+        help="also draw the AUC heat maps there (rmtl.lab.plots.balancer_maps); with "
+        "--redraw, only that, from the existing --json",
+    )
+    p.add_argument("--redraw", action="store_true", help="draw --png from --json; train nothing")
     return p.parse_args()
 
 
@@ -122,8 +129,23 @@ def adjust(rows: list[dict[str, Any]]) -> None:
                 r[f"{m}_p_holm"] = p
 
 
+def draw(rows: list[dict[str, Any]], path: str) -> None:
+    """The AUC heat maps of ``rows`` into ``path`` (atomically: a temporary name, then rename)."""
+    import os
+
+    from rmtl.lab.plots import balancer_maps
+
+    tmp = f"{path}.{os.getpid()}.tmp.png"
+    balancer_maps(rows, metric="auc").savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     args = parse()
+    if args.redraw:
+        with open(args.json) as f:
+            draw(json.load(f)["rows"], args.png)
+        return
     warnings.simplefilter("ignore")  # flags are kept in the rows
     names = rmtl.balancers.names() if args.balancers == ["all"] else args.balancers
     # small data: more, smaller steps, a step floor for stage 1 and outputs starting at the
@@ -180,6 +202,8 @@ def main() -> None:
                     default=float,
                 ),
             )
+    if args.png:
+        draw(rows, args.png)
     best = max(
         (r for r in rows if r["comparison"] != "rmtl-continued"),
         key=lambda r: abs(r["auc"]) if not np.isnan(r["auc"]) else -1,

@@ -17,6 +17,7 @@ __all__ = [
     "critic_curves",
     "weight_distribution",
     "q_by_position",
+    "balancer_maps",
     "figure",
     "annotate_cell",
 ]
@@ -121,3 +122,58 @@ def annotate_cell(ax: Any, image: Any, i: int, j: int, lines: Sequence[str]) -> 
     r, g, b, _ = image.cmap(image.norm(image.get_array()[i, j]))
     colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
     ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize="x-small", color=colour)
+
+
+def balancer_maps(rows: Sequence[Mapping[str, Any]], metric: str = "auc") -> Any:
+    """Heat maps of a balancer study (``benchmarks/study_balancers.py``'s rows: ``corr``,
+    ``regime``, ``task``, ``comparison``, ``<metric>``, ``<metric>_p_holm``, ``flags``), one
+    panel per task: a row per comparison (each balancer against equal weights, and
+    ``rmtl-continued``), a column per cell of the grid (regime, task correlation).
+
+    Colour is the mean paired test difference on one diverging scale centred on 0 (blue:
+    better, i.e. higher AUC or lower logloss); ``*`` marks a Holm-adjusted p below 0.05 with
+    no convergence flag, ``f`` a flagged pair."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    names = list(dict.fromkeys(r["comparison"] for r in rows))
+    cells = list(dict.fromkeys((r["regime"], r["corr"]) for r in rows))
+    if not rows:
+        raise ValueError("rows: expected the rows of a balancer study, got none")
+    values = np.full((len(tasks), len(names), len(cells)), np.nan)
+    marks = {}
+    for r in rows:
+        at = (
+            tasks.index(r["task"]),
+            names.index(r["comparison"]),
+            cells.index((r["regime"], r["corr"])),
+        )
+        values[at] = r[metric]
+        star = r.get(f"{metric}_p_holm", 1.0) < 0.05
+        marks[at] = "f" if r["flags"] else "*" if star else ""
+    limit = float(np.nanmax(np.abs(values), initial=0.0)) or 1e-12
+    fig, axes = figure(len(tasks), width=0.55 * len(cells) + 1.6, height=0.24 * len(names) + 1.6)
+    for t, (ax, task) in enumerate(zip(axes, tasks)):
+        image = ax.imshow(
+            np.ma.masked_invalid(values[t]),
+            cmap="RdBu" if metric == "auc" else "RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            aspect="auto",
+        )
+        for (tt, i, j), mark in marks.items():
+            if tt == t and mark:
+                annotate_cell(ax, image, i, j, [mark])
+        ax.set(
+            xticks=range(len(cells)),
+            xticklabels=[f"{regime}\n{corr:+g}" for regime, corr in cells],
+            yticks=range(len(names)),
+            yticklabels=names if t == 0 else [],
+            title=task,
+        )
+        ax.tick_params(labelsize="x-small")
+    fig.colorbar(image, ax=list(axes), label=f"test {metric} difference", shrink=0.8)
+    fig.suptitle(
+        f"test {metric}: each balancer minus equal weights, RMTL minus Continued\n"
+        "per rate regime and task correlation; * Holm p < 0.05 (unflagged), f flagged",
+        fontsize="small",
+    )
+    return fig
