@@ -11,15 +11,14 @@ one flat buffer each for values, gradients and Adam moments, exactly like a back
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
 
 from . import _core
 from ._arrays import as_codes, as_dense, as_float
-from .models import Backbone, BackboneConfig, Net, _check_config, _load_net
+from .models import Backbone, BackboneConfig, Net, _check_config
 
 __all__ = ["CriticConfig", "Critic"]
 
@@ -45,6 +44,10 @@ class CriticConfig:
 class Critic(Net):
     """Q network of one task: ``critic(sparse, dense, action) -> (n,)`` values ``<= 0``.
 
+    ``critic.save(path)`` or ``rmtl.save(critic, path)`` writes it; ``Critic.load(path)`` or
+    ``rmtl.load(path)`` reads it back. Critics pickle and copy like backbones
+    (:class:`rmtl.models.Net`).
+
     Parameters
     ----------
     field_dims, num_dense : the data's schema (as for a backbone).
@@ -64,6 +67,9 @@ class Critic(Net):
         degenerates to unweighted fine-tuning). The default 1.0 starts every critic in the
         active region; rmtl's choice, not the reference's.
     """
+
+    _config_key = "critic_config"
+    _what = "critic"
 
     def __init__(
         self,
@@ -175,14 +181,12 @@ class Critic(Net):
     def _rebuild(self) -> Critic:
         return Critic(**self.config.to_dict())
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write config, weights and optimizer state to one .npz file (:meth:`load` reads it)."""
-        self._save(path, "critic_config")
-
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Critic:
-        """Rebuild a critic written by :meth:`save` (in evaluation mode)."""
-        return _load_net(path, "critic_config", "critic", cls)
+    def _build(cls, **config: Any) -> Critic:
+        return Critic(**config)
+
+    def _init_from_config(self, config: Mapping[str, Any]) -> None:
+        Critic.__init__(self, **config)
 
     def __repr__(self) -> str:
         c = self.config

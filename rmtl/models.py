@@ -69,9 +69,24 @@ N = TypeVar("N", bound="Net")
 class Net:
     """What backbones and critics share: a core object (``rmtl._core.Net``) owning one flat
     float32 buffer each for parameters, gradients and Adam's two moments, named zero-copy
-    views into them, PyTorch-like modes, state dicts, optimizer state and files."""
+    views into them, PyTorch-like modes, state dicts, optimizer state and files.
+
+    Networks pickle and copy (:func:`copy.copy` and :func:`copy.deepcopy` alike give an
+    independent network: the buffers belong to the core object, so no copy shares weights)
+    through their state: configuration, weights, Adam moments and counters, modes and any
+    attributes set on the object; the copy predicts and goes on training bit for bit as the
+    original would."""
 
     config: Any
+    # the JSON document of a file that holds a network of this kind, and what such a file is
+    # called in errors (each kind of network sets both; rmtl.load reads every kind)
+    _config_key = ""
+    _what = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_config_key" in cls.__dict__:
+            _KINDS[cls._config_key] = cls
 
     def _bind(self, core: Any) -> None:
         """Attach the core object and build the named views of its buffers."""
@@ -234,23 +249,111 @@ class Net:
     def _restore(self: N, z: Any) -> N:
         """Weights and optimizer state from an opened file :meth:`_save` wrote; eval mode. The
         tensor names the file lists (older files list none) must be this network's."""
-        if "keys" in z and z.json("keys") != list(self._views["param"]):
+        steps = z["steps"]
+        self._load_arrays(
+            z.json("keys") if "keys" in z else None,
+            z["param"],
+            z["adam_m"],
+            z["adam_v"],
+            (int(steps[0]), int(steps[1])),
+            "the file's",
+        )
+        return self.eval()
+
+    def _load_arrays(
+        self,
+        keys: Optional[list[str]],
+        param: Any,
+        adam_m: Any,
+        adam_v: Any,
+        steps: tuple[int, int],
+        whose: str,
+    ) -> None:
+        """Weights, Adam moments and ``(adam steps, dropout counter)`` into this network,
+        checked first; ``keys`` (None: unchecked) must be this network's tensor names."""
+        if keys is not None and list(keys) != list(self._views["param"]):
             raise ValueError(
-                f"{type(self).__name__}: the file's tensors are not this network's (another "
+                f"{type(self).__name__}: {whose} tensors are not this network's (another "
                 "parameter layout under the same configuration); rebuild the network it was saved "
                 "from"
             )
-        self._flat["param"][...] = as_float(z["param"], (self.num_parameters,), "param")
-        steps = z["steps"]
+        param = as_float(param, (self.num_parameters,), "param")
         self.load_optimizer_state(
-            {
-                "adam_m": z["adam_m"],
-                "adam_v": z["adam_v"],
-                "steps": int(steps[0]),
-                "counter": int(steps[1]),
-            }
+            {"adam_m": adam_m, "adam_v": adam_v, "steps": steps[0], "counter": steps[1]}
         )
-        return self.eval()
+        self._flat["param"][...] = param
+
+    # ------------------------------------------------------------------ pickle and copy
+    @classmethod
+    def _build(cls, **config: Any) -> Net:
+        """The network a saved configuration describes."""
+        raise NotImplementedError
+
+    def _init_from_config(self, config: Mapping[str, Any]) -> None:
+        """Run this class's constructor on ``self`` from a saved configuration."""
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle, :func:`copy.copy` and :func:`copy.deepcopy` keep: the configuration,
+        weights, Adam moments and counters (the same as a file holds), the modes (training,
+        ``first_layer``) and any attributes set on the object."""
+        steps, counter = self._core.steps
+        return {
+            "config": self.config.to_dict(),
+            "keys": list(self._views["param"]),
+            "param": self._flat["param"].copy(),
+            "adam_m": self._flat["adam_m"].copy(),
+            "adam_v": self._flat["adam_v"].copy(),
+            "steps": (steps, counter),
+            "training": self.training,
+            "first_layer": self.first_layer,
+            "attributes": {k: v for k, v in self.__dict__.items() if k not in _BOUND},
+        }
+
+    def __setstate__(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the core object from :meth:`__getstate__`'s state: a new network that
+        predicts and goes on training bit for bit as the original would."""
+        self._init_from_config(state["config"])
+        self._load_arrays(
+            state["keys"],
+            state["param"],
+            state["adam_m"],
+            state["adam_v"],
+            tuple(state["steps"]),
+            "the pickled",
+        )
+        self.first_layer = state["first_layer"]
+        self.train(state["training"])
+        self.__dict__.update(state["attributes"])
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write config, weights and optimizer state to one .npz file at exactly ``path`` (no
+        ``.npz`` is appended), atomically; :meth:`load` and :func:`rmtl.load` rebuild it.
+        The same as :func:`rmtl.save(net, path) <rmtl.models.save>`."""
+        self._save(path, self._config_key)
+
+    @classmethod
+    def load(cls: type[N], path: str | os.PathLike[str]) -> N:
+        """Rebuild a network of this class written by :meth:`save` or :func:`rmtl.save` (in
+        evaluation mode). A damaged file, or a file of another kind (a critic's for a
+        backbone), raises :class:`rmtl.CorruptFileError` (a ValueError) naming it; a backbone
+        of another class (``ESMM.load`` of an MMoE's file) raises a TypeError."""
+        net = _load_kinds(path, [cls._config_key])
+        if not isinstance(net, cls):
+            raise TypeError(
+                f"{cls.__name__}.load: {os.fspath(path)} holds a {type(net).__name__}; use "
+                "rmtl.load, which returns whatever the file holds"
+            )
+        return net
+
+
+# what a network's __dict__ holds for its core object; the rest pickles as it is
+_BOUND = frozenset({"_core", "_table", "_flat", "_views", "config"})
+
+
+# the kinds of network a file may hold: its config document -> the class that reads it
+_KINDS: dict[str, type[Net]] = {}
 
 
 class Backbone(Net):
@@ -263,6 +366,8 @@ class Backbone(Net):
 
     name = ""
     _default_experts: Optional[int] = None
+    _config_key = "config"
+    _what = "model"
 
     def __init__(
         self,
@@ -479,6 +584,14 @@ class Backbone(Net):
     def _rebuild(self) -> Backbone:
         return create(**self.config.to_dict())
 
+    @classmethod
+    def _build(cls, **config: Any) -> Backbone:
+        """The backbone a saved configuration describes (its ``name`` picks the class)."""
+        return create(**config)
+
+    def _init_from_config(self, config: Mapping[str, Any]) -> None:
+        Backbone.__init__(self, **{k: v for k, v in config.items() if k != "name"})
+
     def __repr__(self) -> str:
         c = self.config
         return (
@@ -647,26 +760,40 @@ def check_compat(name: str, compat: Optional[str]) -> None:
         )
 
 
-def save(model: Backbone, path: str | os.PathLike[str]) -> None:
-    """Write config, weights and optimizer state to one .npz file at exactly ``path`` (no
-    ``.npz`` is appended), atomically; :func:`load` rebuilds it."""
-    model._save(path, "config")
+def save(net: Net, path: str | os.PathLike[str]) -> None:
+    """Write a backbone's or a critic's config, weights and optimizer state to one .npz file at
+    exactly ``path`` (no ``.npz`` is appended), atomically; :func:`load` rebuilds it. The same
+    as ``net.save(path)``."""
+    if not isinstance(net, Net):
+        raise TypeError(
+            f"net: expected an rmtl backbone or rmtl.Critic, got {type(net).__name__}; "
+            "SessionData and ReplayBuffer save with their own .save(path)"
+        )
+    net.save(path)
 
 
-def load(path: str | os.PathLike[str]) -> Backbone:
-    """Rebuild a model written by :func:`save` (in evaluation mode). A damaged file raises
-    :class:`rmtl.CorruptFileError` (a ValueError) naming it."""
-    return _load_net(path, "config", "model", create)
+def load(path: str | os.PathLike[str]) -> Net:
+    """Rebuild the backbone or critic written by :func:`save` or its ``save`` method (in
+    evaluation mode). A damaged file raises :class:`rmtl.CorruptFileError` (a ValueError)
+    naming it."""
+    return _load_kinds(path, list(_KINDS))
 
 
-def _load_net(path: str | os.PathLike[str], config_key: str, what: str, build: Any) -> Any:
-    """Open a file :meth:`Net._save` wrote, rebuild the network with ``build(**config)`` and
-    restore its weights and optimizer state (evaluation mode)."""
+def _load_kinds(path: str | os.PathLike[str], keys: Sequence[str]) -> Any:
+    """Open a file :meth:`Net._save` wrote, rebuild the network whose config document (the
+    first of ``keys`` the file holds) it holds and restore its weights and optimizer state
+    (evaluation mode)."""
+    what = " or ".join(_KINDS[k]._what for k in keys)
     with open_npz(path, what) as z:
-        config = z.json(config_key)
+        key = next((k for k in keys if k in z), None)
+        if key is None:
+            raise CorruptFileError(
+                path, f"not an rmtl {what} file (no {' or '.join(map(repr, keys))})"
+            )
+        config = z.json(key)
         if not isinstance(config, dict):
-            raise CorruptFileError(path, f"not an rmtl {what} file ({config_key} is not a mapping)")
-        return _build_saved(build, config, z)
+            raise CorruptFileError(path, f"not an rmtl {what} file ({key} is not a mapping)")
+        return _build_saved(_KINDS[key]._build, config, z)
 
 
 def _build_saved(build: Any, config: dict[str, Any], z: Any) -> Any:
