@@ -89,6 +89,7 @@ import torch  # noqa: E402
 import rmtl  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+import neighbours  # noqa: E402
 from torch_reference import TWINS, twin_of, weighted_bce  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
@@ -306,13 +307,6 @@ def time_torch(net, data, steps: int, predict: bool = True):
     return train, BATCH * n_batches / (time.perf_counter() - t0)
 
 
-def start_neighbour(kind: str) -> subprocess.Popen:
-    script = os.path.join(ROOT, "benchmarks", "neighbours.py")
-    proc = subprocess.Popen([sys.executable, script, kind], preexec_fn=lambda: os.nice(10))
-    time.sleep(3.0)  # imports done, load running
-    return proc
-
-
 def compare_import_order() -> None:
     """The benchmark in two fresh processes, rmtl imported first and torch first: rmtl's
     training speed in each (the torch columns are the same code either way)."""
@@ -349,7 +343,7 @@ def main() -> None:
     data = make_data(BATCH * ARGS.steps * 4)
     ceiling = matmul_rate()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the neighbour
-    neighbour = start_neighbour(ARGS.neighbour) if ARGS.neighbour else None
+    neighbour = neighbours.start(ARGS.neighbour) if ARGS.neighbour else None
     print(
         f"threads {ARGS.threads}, torch {torch.__version__}, "
         f"rmtl gemm {rmtl.blas_info()['backend']}, "

@@ -26,7 +26,6 @@ import argparse
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -65,6 +64,7 @@ from rmtl import balancers  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import libmtl_driver  # noqa: E402
+import neighbours  # noqa: E402
 from libmtl_driver import CLASSES, LIBMTL_ARGS  # noqa: E402
 from torch_reference import twin_of  # noqa: E402
 
@@ -152,18 +152,7 @@ def time_torch(cls, name: str, T: int, data, steps: int) -> float:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    neighbour = None
-    if ARGS.neighbour:
-        neighbour = subprocess.Popen(
-            [
-                "nice",
-                "-n",
-                "10",
-                sys.executable,
-                os.path.join(ROOT, "benchmarks", "neighbours.py"),
-                ARGS.neighbour,
-            ]
-        )
+    neighbour = neighbours.start(ARGS.neighbour) if ARGS.neighbour else None
     try:
         weighting = libmtl_driver.import_weighting(ARGS.libmtl)
         names = ARGS.only.split(",") if ARGS.only else balancers.names()

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import time
+
+from neighbours import cpu_model
 
 
 def parse() -> argparse.Namespace:
@@ -37,18 +37,6 @@ def parse() -> argparse.Namespace:
         "--models", nargs="+", default=["esmm", "mmoe"], help="backbones, each with RMTL"
     )
     return p.parse_args()
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(
-            line.split(":", 1)[1].strip()
-            for line in out.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def main() -> None:

@@ -1,6 +1,10 @@
-"""Loads that run beside a benchmark on the same cores, until killed.
+"""Loads that run beside a benchmark on the same cores, until killed, and what the benchmarks
+share about the machine they ran on.
 
     python benchmarks/neighbours.py {busy,torch,membw}
+
+A benchmark imports this file (``import neighbours``: scripts in benchmarks/ see it) for
+:func:`start` (a load at nice 10 beside the timed runs) and :func:`cpu_model`.
 
 busy: one Python busy loop. torch: a PyTorch training job (an MLP on random data fed by a
 DataLoader with one worker process, 2 threads), like another experiment sharing the machine.
@@ -10,7 +14,11 @@ at low priority (nice 10).
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
 import sys
+import time
 
 KINDS = ("busy", "torch", "membw")
 
@@ -57,6 +65,25 @@ def membw() -> None:
     while True:
         np.copyto(dst, src)
         np.copyto(src, dst)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def start(kind: str) -> subprocess.Popen:
+    """Start load ``kind`` at nice 10 and return it after 3 s (imports done, load running);
+    the caller kills it."""
+    proc = subprocess.Popen([sys.executable, __file__, kind], preexec_fn=lambda: os.nice(10))
+    time.sleep(3.0)
+    return proc
 
 
 if __name__ == "__main__":

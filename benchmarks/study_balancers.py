@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -32,6 +31,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+from neighbours import cpu_model
 
 import rmtl
 from rmtl._io import write_text
@@ -47,17 +47,6 @@ REGIMES: dict[str, dict[str, Any]] = {
     },
 }
 NET = {"embed_dim": 16, "bottom_dims": (64, 32), "tower_dims": (32,), "num_experts": 4}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def parse() -> argparse.Namespace:

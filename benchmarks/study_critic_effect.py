@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import ast
-import platform
 import shlex
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from neighbours import cpu_model
 
 import rmtl
 from rmtl._io import write_text
@@ -43,17 +44,6 @@ from rmtl.lab.study import (
     study_markdown,
     study_rows,
 )
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def literal(text: str) -> Any:
