@@ -62,8 +62,11 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """``rmtl.experiments`` and the other moved modules (:mod:`rmtl._moved`), with a
+    """``rmtl.torch`` on first use (it imports torch, which ``import rmtl`` does not), and
+    ``rmtl.experiments`` and the other moved modules (:mod:`rmtl._moved`), with a
     DeprecationWarning."""
+    if name == "torch":
+        return _importlib.import_module("rmtl.torch")
     old = f"rmtl.{name}"
     if old in _moved.MOVED:
         _moved.warn(old)

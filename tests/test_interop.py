@@ -169,3 +169,122 @@ def test_load_refuses_the_wrong_kind(tmp_path):
         rmtl.load(tmp_path / "other.npz")
     with pytest.raises(TypeError, match="expected an rmtl backbone or rmtl.Critic"):
         rmtl.save(random_session_data(n_sessions=5), tmp_path / "d.npz")
+
+
+# ---------------------------------------------------------------------- PyTorch both ways
+def inputs(torch, net, seed=5):
+    sparse, dense, _ = batch(seed=seed)
+    out = (torch.from_numpy(sparse.astype(np.int64)), torch.from_numpy(dense))
+    action = np.random.default_rng(seed).random(len(sparse)).astype(np.float32)
+    if isinstance(net, rmtl.Critic):
+        return (sparse, dense, action), (*out, torch.from_numpy(action))
+    return (sparse, dense), out
+
+
+NETS = sorted(BACKBONES) + ["critic"]
+
+
+def build(name):
+    return make_critic() if name == "critic" else make(name)
+
+
+def test_import_rmtl_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rmtl; assert 'torch' not in sys.modules, 'torch imported'; "
+        "rmtl.torch.to_torch; assert 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_to_torch_and_back_predict_the_same(name, torch):
+    import rmtl.torch as rt
+
+    net = build(name).eval()
+    module = rt.to_torch(net)
+    assert isinstance(module, torch.nn.Module) and not module.training
+    assert module.rmtl_config == net.config.to_dict()
+    assert sorted(module.state_dict()) == sorted(net.state_dict())
+    ours, theirs = inputs(torch, net)
+    with torch.no_grad():
+        np.testing.assert_allclose(module(*theirs).numpy(), net.predict(*ours), atol=1e-5)
+    back = rt.from_torch(module)
+    assert type(back) is type(net) and back.config == net.config and not back.training
+    np.testing.assert_array_equal(back.predict(*ours), net.predict(*ours))
+    assert rt.to_torch(net.train()).training and rt.from_torch(module.train()).training
+
+
+@pytest.mark.parametrize("name", ["mmoe", "critic"])
+def test_weights_trained_in_torch_come_back(name, torch):
+    import rmtl.torch as rt
+
+    net = build(name)
+    module = rt.to_torch(net).eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    ours, theirs = inputs(torch, net)
+    back = rt.from_torch(module, like=net)
+    with torch.no_grad():
+        np.testing.assert_allclose(back.predict(*ours), module(*theirs).numpy(), atol=1e-5)
+    # the other way needs no helper: rmtl takes tensors as they are
+    net.load_state_dict(module.state_dict())
+    np.testing.assert_array_equal(net.predict(*ours), back.predict(*ours))
+
+
+def test_state_dicts_load_into_torch_modules(torch):
+    import rmtl.torch as rt
+
+    model = make("ple")
+    fresh = rt.module_for(model.config)  # PyTorch's own initialisation
+    fresh.load_state_dict(rt.state_dict(model))  # the README's line
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key].numpy(), value)
+    converted = rt.state_dict_to_torch(model.state_dict())
+    assert all(t.dtype == torch.float32 for t in converted.values())
+    converted["tower.0.mlp.0.bias"][0] = 9.0  # copies, not views of the model
+    assert model.state_dict()["tower.0.mlp.0.bias"][0] != 9.0
+    with pytest.raises(TypeError, match="expected an rmtl backbone or rmtl.Critic"):
+        rt.to_torch(fresh)
+
+
+def test_from_torch_needs_a_configuration(torch):
+    import rmtl.torch as rt
+
+    model = make("esmm")
+    # a module of the reference architecture without rmtl's record, as the authors' code
+    foreign = rt.ESMM([5, 7, 3], 2, 2, 6, [12, 8], [7, 5], 0.3)
+    del foreign.rmtl_config
+    with pytest.raises(ValueError, match="carries no rmtl_config; pass like="):
+        rt.from_torch(foreign)
+    back = rt.from_torch(foreign, like=model)
+    assert back.config == model.config
+    with pytest.raises(ValueError, match="missing keys"):
+        rt.from_torch(torch.nn.Linear(2, 2), like=model)
+    # a twin built by hand records its configuration (seed 0)
+    built = rt.from_torch(rt.MMoE([5, 7, 3], 2, 3, 6, [12, 8], [7, 5], 0.3, num_experts=4))
+    assert built.config == make("mmoe", seed=0, num_experts=4).config
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_onnx_export_predicts_as_rmtl(name, torch, tmp_path):
+    import os
+
+    from conftest import require
+
+    required = os.environ.get("RMTL_REQUIRE_TORCH") == "1"
+    require("onnx", required, "pip install 'rmtl[onnx]'")
+    ort = require("onnxruntime", required, "pip install 'rmtl[onnx]'")
+    import rmtl.torch as rt
+
+    net = build(name)
+    rt.export_onnx(net, tmp_path / "net.onnx")
+    ours, _ = inputs(torch, net)
+    feed = dict(zip(["sparse", "dense", "action"], ours))
+    feed["sparse"] = feed["sparse"].astype(np.int64)
+    out = ort.InferenceSession(str(tmp_path / "net.onnx")).run(None, feed)[0]
+    np.testing.assert_allclose(out, net.predict(*ours), atol=1e-5)
+    assert net.training  # the export leaves the network as it was
