@@ -1,5 +1,7 @@
 """experiment(): records, the summary table (means, stds, paired t-tests), Markdown, resume."""
 
+import sys
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -255,6 +257,45 @@ def test_bad_arguments(splits):
         rmtl.experiment(tr, va, te, backbones=("esmm",), weightings=("cubic",), transfer=())
     with pytest.raises(ValueError, match="seed"):
         rmtl.experiment(tr, va, te, backbones=("esmm",), seeds=(), transfer=())
+
+
+def test_the_default_transfer_runs_only_when_its_backbones_are_there(splits, monkeypatch):
+    """transfer=None: ESMM's critics to MMoE when both run (ESMM with RMTL), else nothing, so
+    one backbone runs as it reads; explicit pairs are checked as given."""
+    tr, va, te = splits
+    res = rmtl.experiment(
+        tr,
+        va,
+        te,
+        backbones=("esmm",),
+        seeds=(0,),
+        weightings=("constant",),
+        backbone_kwargs=NET,
+        rmtl_kwargs=TINY,
+    )
+    assert res.config["transfer"] == []
+    assert {r["variant"] for r in res.records} == {"baseline", "constant"}
+
+    class Planned(Exception):
+        pass
+
+    def planned(backbones, with_rmtl, seeds, weightings, transfer, *rest):
+        raise Planned(transfer)
+
+    monkeypatch.setattr(sys.modules["rmtl.lab.experiment"], "graph", planned)
+    for kwargs, expected in (
+        ({}, [("esmm", "mmoe")]),
+        ({"backbones": ("mmoe", "esmm")}, [("esmm", "mmoe")]),
+        ({"backbones": ("esmm", "ple")}, []),
+        ({"rmtl_backbones": ("mmoe",)}, []),
+        ({"transfer": ()}, []),
+        ({"transfer": [["mmoe", "ple"]]}, [("mmoe", "ple")]),
+    ):
+        with pytest.raises(Planned) as e:
+            rmtl.experiment(tr, va, te, **kwargs)
+        assert e.value.args[0] == expected, kwargs
+    with pytest.raises(ValueError, match=r"transfer: expected \(source, target\) pairs"):
+        rmtl.experiment(tr, va, te, transfer=("esmm", "mmoe"))
 
 
 def test_controls_train_exactly_the_steps_rmtl_kept(splits):

@@ -26,6 +26,10 @@ from .units import agent_view, execute
 
 __all__ = ["experiment", "ExperimentResult"]
 
+# the transfer ``experiment(transfer=None)`` runs when its backbones are there: the paper's
+# (critics learned on ESMM weighting MMoE's fine-tuning)
+DEFAULT_TRANSFER: tuple[tuple[str, str], ...] = (("esmm", "mmoe"),)
+
 
 def experiment(
     train: SessionData,
@@ -34,7 +38,7 @@ def experiment(
     backbones: Sequence[str] = ("esmm", "mmoe", "ple"),
     seeds: Iterable[int] = range(5),
     weightings: Sequence[str] = ("rmtl", CONTROL),
-    transfer: Sequence[tuple[str, str]] = (("esmm", "mmoe"),),
+    transfer: Optional[Sequence[tuple[str, str]]] = None,
     backbone_kwargs: Optional[Mapping[str, Any]] = None,
     rmtl_kwargs: Union[None, Mapping[str, Any], RMTLConfig] = None,
     checkpoint_dir: Optional[str | os.PathLike[str]] = None,
@@ -52,7 +56,11 @@ def experiment(
     For each seed and backbone: stage 1 gives the baseline (metrics of the pretrained
     model); stage 2 learns the critics; stage 3 fine-tunes a copy of the baseline once per
     entry of ``weightings``. For each ``(source, target)`` in ``transfer``, the critics of
-    the source backbone's agent fine-tune the target's baseline (same seed). Each variant
+    the source backbone's agent fine-tune the target's baseline (same seed); every backbone
+    named there must be in ``backbones`` and every source in ``rmtl_backbones``. The default
+    ``None`` transfers ESMM's critics to MMoE (``DEFAULT_TRANSFER``) when both are in
+    ``backbones`` and ESMM in ``rmtl_backbones``, and nothing otherwise, so that
+    ``backbones=("esmm",)`` runs as it reads; ``()`` never transfers. Each variant
     is paired with its own backbone's baseline of the same seed, so a difference is the
     effect of stages 2 and 3 alone; the default ``continued`` (stage 3 with every weight
     one) is the control that separates the critics' effect from the extra training. Two more
@@ -119,6 +127,13 @@ def experiment(
             f"got seeds={seeds}, backbones={list(backbones)}, unknown weightings {unknown}"
         )
     with_rmtl = list(backbones) if rmtl_backbones is None else list(rmtl_backbones)
+    if transfer is None:
+        transfer = [(s, t) for s, t in DEFAULT_TRANSFER if s in with_rmtl and t in backbones]
+    if any(isinstance(p, str) or len(p) != 2 for p in transfer):
+        raise ValueError(
+            f"transfer: expected (source, target) pairs of backbone names, got {list(transfer)}"
+        )
+    transfer = [(str(src), str(dst)) for src, dst in transfer]
     missing = sorted(
         (set(with_rmtl) | {name for pair in transfer for name in pair}) - set(backbones)
     )
