@@ -288,3 +288,25 @@ def test_onnx_export_predicts_as_rmtl(name, torch, tmp_path):
     out = ort.InferenceSession(str(tmp_path / "net.onnx")).run(None, feed)[0]
     np.testing.assert_allclose(out, net.predict(*ours), atol=1e-5)
     assert net.training  # the export leaves the network as it was
+
+
+# ---------------------------------------------------------------------- the package's metadata
+def test_metadata_classifiers_urls_and_py_typed():
+    import sys
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        tomllib = pytest.importorskip("tomli")
+    root = Path(__file__).resolve().parents[1]
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    project = meta["project"]
+    assert "Typing :: Typed" in project["classifiers"]
+    versions = [c.rsplit(" ", 1)[1] for c in project["classifiers"] if ":: Python :: 3." in c]
+    assert versions[0] == project["requires-python"].lstrip(">=")
+    assert project["urls"]["Paper"] == "https://dl.acm.org/doi/10.1145/3543507.3583467"
+    assert "Applied-Machine-Learning-Lab/RMTL" in project["urls"]["Authors' code"]
+    assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["rmtl"]
+    assert (root / "rmtl" / "py.typed").is_file()
+    assert {"torch", "onnx"} <= set(project["optional-dependencies"])
