@@ -1,4 +1,4 @@
-"""PyTorch at the edge: rmtl's networks as ``torch.nn.Module``s and back (needs torch).
+"""PyTorch at the edge: rmtl's networks as PyTorch modules and back (needs torch).
 
 Every rmtl network has a PyTorch twin here: the reference module of its backbone (the
 authors' ``SharedBottomModel``, ``ESMMModel``, ``OMoEModel``, ``MMoEModel``, ``PLEModel``,
