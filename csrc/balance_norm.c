@@ -7,15 +7,6 @@
 
 /* ---- shared pieces */
 
-/* the Euclidean norm of the n floats of x, in double */
-static double rmtl_bal_norm2(const float *x, int64_t n) {
-    double acc = 0.0;
-    for (int64_t j = 0; j < n; j++) {
-        acc += (double)x[j] * x[j];
-    }
-    return sqrt(acc);
-}
-
 /* Eigenvalues lam (n) and eigenvectors (columns of V (n,n)) of the symmetric A (n,n), which is
    overwritten, by cyclic Jacobi rotations (n <= RMTL_MAX_TASKS: a few sweeps converge). */
 static void rmtl_bal_eigh(double *lam, double *V, double *A, int n) {
@@ -83,12 +74,6 @@ static void rmtl_bal_gradnorm_sizes(const rmtl_balancer *b, int64_t *n_state, in
     *n_work = 0;
 }
 
-static void rmtl_bal_gradnorm_init(rmtl_balancer *b) {
-    for (int k = 0; k < b->K; k++) {
-        b->state[k] = 1.0;
-    }
-}
-
 static int rmtl_bal_gradnorm_direction(rmtl_balancer *b, float *dir, const float *losses,
                                        const float *jac) {
     int K = b->K;
@@ -132,7 +117,7 @@ static int rmtl_bal_gradnorm_direction(rmtl_balancer *b, float *dir, const float
     for (int k = 0; k < K; k++) {
         b->weights[k] = w[k];
     }
-    rmtl_bal_adam(s, g, s + K, s + 2 * K, (int64_t)*adam_t, K, &b->opt);
+    rmtl_bal_adam(b, g, (int64_t)*adam_t, &b->opt);
     *adam_t += 1.0;
     return RMTL_OK;
 }
@@ -143,7 +128,7 @@ static const rmtl_bal_spec rmtl_bal_gradnorm = {
     .samples = 1,
     .hyper = {{.name = "alpha", .value = 1.5, .low = 0.0, .high = INFINITY, .open_high = 1}},
     .sizes = rmtl_bal_gradnorm_sizes,
-    .init = rmtl_bal_gradnorm_init,
+    .init = rmtl_bal_init_ones,
     .direction = rmtl_bal_gradnorm_direction};
 
 /* ---- imtl: Impartial MTL (Liu et al., ICLR 2021), LibMTL's form, which joins both parts:
@@ -162,11 +147,6 @@ static const rmtl_bal_spec rmtl_bal_gradnorm = {
    free, unlike a cut on G), a zero gradient gets alpha 0, and when sum_k of the unnormalised
    alpha vanishes (below 1e-12 of their absolute sum) every alpha is 0, as in torchjd.
    State: s (K), Adam m (K), v (K) (Adam steps = b->steps: s moves every step). */
-
-static void rmtl_bal_imtl_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work) {
-    *n_state = 3 * (int64_t)b->K;
-    *n_work = 0;
-}
 
 static int rmtl_bal_imtl_direction(rmtl_balancer *b, float *dir, const float *losses,
                                    const float *jac) {
@@ -225,14 +205,14 @@ static int rmtl_bal_imtl_direction(rmtl_balancer *b, float *dir, const float *lo
     }
     b->has_weights = 1;
     rmtl_bal_combine(dir, coef, jac, K, b->P);
-    rmtl_bal_adam(s, g, s + K, s + 2 * K, b->steps, K, &b->opt);
+    rmtl_bal_adam(b, g, b->steps, &b->opt);
     return RMTL_OK;
 }
 
 static const rmtl_bal_spec rmtl_bal_imtl = {.name = "imtl",
                                             .family = RMTL_BAL_GRADIENTS,
                                             .samples = 1,
-                                            .sizes = rmtl_bal_imtl_sizes,
+                                            .sizes = rmtl_bal_adam_sizes,
                                             .direction = rmtl_bal_imtl_direction};
 
 /* ---- db_mtl: Dual-Balancing MTL (Lin et al., 2023), LibMTL's repository form. The gradients
@@ -278,13 +258,7 @@ static int rmtl_bal_db_mtl_direction(rmtl_balancer *b, float *dir, const float *
         b->tower[k] = inv[k]; /* the task-specific parameters see log(L_k + 1e-8) */
     }
     b->has_weights = 1;
-    for (int64_t j = 0; j < P; j++) {
-        double acc = 0.0;
-        for (int k = 0; k < K; k++) {
-            acc += alpha[k] * b->state[(size_t)k * P + j];
-        }
-        dir[j] = (float)acc;
-    }
+    rmtl_bal_combine_rows(dir, alpha, b->state, K, P);
     return RMTL_OK;
 }
 
@@ -403,13 +377,7 @@ static int rmtl_bal_metabalance_direction(rmtl_balancer *b, float *dir, const fl
         for (int k = 0; k < K; k++) {
             scale[k] = m[0] / (m[k] + 1e-5) * relax + (1.0 - relax);
         }
-        for (int64_t j = lo; j < lo + len; j++) {
-            double acc = 0.0;
-            for (int k = 0; k < K; k++) {
-                acc += scale[k] * jac[(size_t)k * P + j];
-            }
-            dir[j] = (float)acc;
-        }
+        rmtl_bal_combine_span(dir, scale, jac, K, P, lo, len);
         lo += len;
     }
     b->has_weights = 0;

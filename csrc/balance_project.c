@@ -305,21 +305,6 @@ static void rmtl_bal_gradvac_sizes(const rmtl_balancer *b, int64_t *n_state, int
     *n_work = 2 * KK * groups;
 }
 
-/* the Gram matrix G (K,K) of columns [from, from + len) of jac (K,P) */
-static void rmtl_gradvac_gram(double *G, const float *jac, int K, int64_t P, int64_t from,
-                              int64_t len) {
-    for (int a = 0; a < K; a++) {
-        for (int c = 0; c <= a; c++) {
-            const float *x = jac + (size_t)a * P + from, *y = jac + (size_t)c * P + from;
-            double acc = 0.0;
-            for (int64_t j = 0; j < len; j++) {
-                acc += (double)x[j] * y[j];
-            }
-            G[a * K + c] = G[c * K + a] = acc;
-        }
-    }
-}
-
 static int rmtl_bal_gradvac_direction(rmtl_balancer *b, float *dir, const float *losses,
                                       const float *jac) {
     (void)losses;
@@ -328,7 +313,7 @@ static int rmtl_bal_gradvac_direction(rmtl_balancer *b, float *dir, const float 
     int64_t from = 0;
     for (int g = 0; g < groups; g++) {
         int64_t len = groups == 1 ? b->P : b->segments[g];
-        rmtl_gradvac_gram(gram + g * KK, jac, K, b->P, from, len);
+        rmtl_bal_gram_span(gram + g * KK, jac, K, b->P, from, len);
         from += len;
         for (int e = 0; e < KK; e++) {
             coef[g * KK + e] = e / K == e % K ? 1.0 : 0.0;
@@ -373,13 +358,7 @@ static int rmtl_bal_gradvac_direction(rmtl_balancer *b, float *dir, const float 
                 w[l] += coef[g * KK + i * K + l];
             }
         }
-        for (int64_t x = from; x < from + len; x++) {
-            double acc = 0.0;
-            for (int l = 0; l < K; l++) {
-                acc += w[l] * jac[(size_t)l * b->P + x];
-            }
-            dir[x] = (float)acc;
-        }
+        rmtl_bal_combine_span(dir, w, jac, K, b->P, from, len);
         if (groups == 1) {
             for (int l = 0; l < K; l++) {
                 b->weights[l] = w[l];
@@ -579,11 +558,7 @@ static int rmtl_bal_moco_direction(rmtl_balancer *b, float *dir, const float *lo
     double A[RMTL_MAX_TASKS * RMTL_MAX_TASKS], z[RMTL_MAX_TASKS];
     for (int k = 0; k < K; k++) {
         const float *g = jac + (size_t)k * P;
-        double *yk = y + (size_t)k * P, norm = 0.0;
-        for (int64_t x = 0; x < P; x++) {
-            norm += (double)g[x] * g[x];
-        }
-        double scale = (double)losses[k] / (sqrt(norm) + 1e-8);
+        double *yk = y + (size_t)k * P, scale = (double)losses[k] / (rmtl_bal_norm2(g, P) + 1e-8);
         for (int64_t x = 0; x < P; x++) {
             yk[x] -= rate_y * (yk[x] - scale * g[x]);
         }
@@ -607,13 +582,7 @@ static int rmtl_bal_moco_direction(rmtl_balancer *b, float *dir, const float *lo
         z[a] = lambda[a] - rate_l * acc;
     }
     rmtl_bal_softmax(lambda, z, K);
-    for (int64_t x = 0; x < P; x++) {
-        double acc = 0.0;
-        for (int k = 0; k < K; k++) {
-            acc += lambda[k] * y[(size_t)k * P + x];
-        }
-        dir[x] = (float)acc;
-    }
+    rmtl_bal_combine_rows(dir, lambda, y, K, P);
     for (int k = 0; k < K; k++) {
         b->weights[k] = lambda[k];
     }

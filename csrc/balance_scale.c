@@ -34,11 +34,6 @@ static const rmtl_bal_spec rmtl_bal_linear = {
    sum_k L_k / (2 exp(s_k)) + s_k / 2 with trainable s (start -0.5), trained by the model's Adam
    (b->opt). State: s (K), Adam m (K), v (K). */
 
-static void rmtl_bal_uw_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work) {
-    *n_state = 3 * (int64_t)b->K;
-    *n_work = 0;
-}
-
 static void rmtl_bal_uw_init(rmtl_balancer *b) {
     for (int k = 0; k < b->K; k++) {
         b->state[k] = -0.5;
@@ -52,14 +47,14 @@ static int rmtl_bal_uw_weights(rmtl_balancer *b, double *w, const float *losses)
         w[k] = 1.0 / (2.0 * exp(s[k]));
         g[k] = 0.5 - losses[k] * w[k];
     }
-    rmtl_bal_adam(s, g, s + K, s + 2 * K, b->steps, K, &b->opt);
+    rmtl_bal_adam(b, g, b->steps, &b->opt);
     return RMTL_OK;
 }
 
 static const rmtl_bal_spec rmtl_bal_uw = {.name = "uw",
                                           .family = RMTL_BAL_LOSSES,
                                           .samples = 1,
-                                          .sizes = rmtl_bal_uw_sizes,
+                                          .sizes = rmtl_bal_adam_sizes,
                                           .init = rmtl_bal_uw_init,
                                           .weights = rmtl_bal_uw_weights};
 
@@ -201,7 +196,7 @@ static int rmtl_bal_famo_after_step(rmtl_balancer *b, const float *losses) {
         g[k] = z[k] * (delta[k] - mean);
     }
     const rmtl_adam opt = {(float)b->h[0], 0.9f, 0.999f, 1e-8f, (float)b->h[1]};
-    rmtl_bal_adam(logits, g, b->state + K, b->state + 2 * K, (int64_t)*t, K, &opt);
+    rmtl_bal_adam(b, g, (int64_t)*t, &opt);
     *t += 1.0;
     return RMTL_OK;
 }

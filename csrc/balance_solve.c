@@ -582,15 +582,10 @@ static int rmtl_nash_solve(double *x, const double *G, double n, const double *p
     return 0;
 }
 
-static void rmtl_bal_nash_mtl_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work) {
+/* the sizes of the balancers whose state is K task weights (nash_mtl, modo, sdmgrad) */
+static void rmtl_bal_weights_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work) {
     *n_state = b->K;
     *n_work = 0;
-}
-
-static void rmtl_bal_nash_mtl_init(rmtl_balancer *b) {
-    for (int k = 0; k < b->K; k++) {
-        b->state[k] = 1.0;
-    }
 }
 
 static int rmtl_bal_nash_mtl_direction(rmtl_balancer *b, float *dir, const float *losses,
@@ -652,8 +647,8 @@ static const rmtl_bal_spec rmtl_bal_nash_mtl = {
     .hyper = {{"update_weights_every", 1, 1, 1e9, 0, 0, 1, NULL},
               {"optim_niter", 20, 1, 1e6, 0, 0, 1, NULL},
               {"max_norm", 1.0, 0.0, INFINITY, 0, 1, 0, NULL}},
-    .sizes = rmtl_bal_nash_mtl_sizes,
-    .init = rmtl_bal_nash_mtl_init,
+    .sizes = rmtl_bal_weights_sizes,
+    .init = rmtl_bal_init_ones,
     .direction = rmtl_bal_nash_mtl_direction};
 
 /* ---- upgrad: Unconflicting Projection of Gradients (Quinton and Rey, "Jacobian Descent for
@@ -806,11 +801,6 @@ static const rmtl_bal_spec rmtl_bal_fairgrad = {
    lambda = proj_simplex(lambda - gamma (J0 J1^T lambda + rho lambda)), the direction is
    J2^T lambda, and LibMTL returns lambda (the task-specific parameters get the mean of their
    three gradients: tower_mean). State: lambda (K), 1/K at the start. Exact up to rounding. */
-
-static void rmtl_bal_weights_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work) {
-    *n_state = b->K;
-    *n_work = 0;
-}
 
 static void rmtl_bal_weights_init(rmtl_balancer *b) {
     for (int k = 0; k < b->K; k++) {

@@ -134,8 +134,9 @@ double rmtl_bal_normal(const rmtl_balancer *b, int64_t index) {
     return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
 }
 
-void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P) {
-    for (int64_t j = 0; j < P; j++) {
+void rmtl_bal_combine_span(float *dir, const double *w, const float *jac, int K, int64_t P,
+                           int64_t from, int64_t n) {
+    for (int64_t j = from; j < from + n; j++) {
         double acc = 0.0;
         for (int k = 0; k < K; k++) {
             acc += w[k] * jac[(size_t)k * P + j];
@@ -144,17 +145,43 @@ void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int6
     }
 }
 
-void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P) {
+void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P) {
+    rmtl_bal_combine_span(dir, w, jac, K, P, 0, P);
+}
+
+void rmtl_bal_combine_rows(float *dir, const double *w, const double *rows, int K, int64_t P) {
+    for (int64_t j = 0; j < P; j++) {
+        double acc = 0.0;
+        for (int k = 0; k < K; k++) {
+            acc += w[k] * rows[(size_t)k * P + j];
+        }
+        dir[j] = (float)acc;
+    }
+}
+
+void rmtl_bal_gram_span(double *G, const float *jac, int K, int64_t P, int64_t from, int64_t n) {
     for (int a = 0; a < K; a++) {
         for (int c = 0; c <= a; c++) {
-            const float *x = jac + (size_t)a * P, *y = jac + (size_t)c * P;
+            const float *x = jac + (size_t)a * P + from, *y = jac + (size_t)c * P + from;
             double acc = 0.0;
-            for (int64_t j = 0; j < P; j++) {
+            for (int64_t j = 0; j < n; j++) {
                 acc += (double)x[j] * y[j];
             }
             G[a * K + c] = G[c * K + a] = acc;
         }
     }
+}
+
+void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P) {
+    rmtl_bal_gram_span(G, jac, K, P, 0, P);
+}
+
+double rmtl_bal_norm2(const float *x, int64_t n) {
+    double acc = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        acc += (double)x[j] * x[j];
+    }
+    return sqrt(acc);
 }
 
 void rmtl_bal_softmax(double *out, const double *x, int n) {
@@ -171,14 +198,26 @@ void rmtl_bal_softmax(double *out, const double *x, int n) {
     }
 }
 
-void rmtl_bal_adam(double *x, const double *g, double *m, double *v, int64_t t, int n,
-                   const rmtl_adam *opt) {
+void rmtl_bal_adam(rmtl_balancer *b, const double *g, int64_t t, const rmtl_adam *opt) {
+    int K = b->K;
+    double *x = b->state, *m = b->state + K, *v = b->state + 2 * K;
     double b1 = opt->beta1, b2 = opt->beta2, step = (double)t + 1.0;
     double c1 = 1.0 - pow(b1, step), c2 = sqrt(1.0 - pow(b2, step));
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < K; i++) {
         double gi = g[i] + opt->weight_decay * x[i];
         m[i] = b1 * m[i] + (1.0 - b1) * gi;
         v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
         x[i] -= opt->lr / c1 * m[i] / (sqrt(v[i]) / c2 + opt->eps);
+    }
+}
+
+void rmtl_bal_adam_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work) {
+    *n_state = 3 * (int64_t)b->K;
+    *n_work = 0;
+}
+
+void rmtl_bal_init_ones(rmtl_balancer *b) {
+    for (int k = 0; k < b->K; k++) {
+        b->state[k] = 1.0;
     }
 }

@@ -124,12 +124,26 @@ double rmtl_bal_uniform(const rmtl_balancer *b, int64_t index);
 double rmtl_bal_normal(const rmtl_balancer *b, int64_t index);
 /* dir (P) = sum_k w[k] jac[k] (jac (K,P)), accumulated in double per element */
 void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P);
+/* the columns [from, from + n) of dir (P) = sum_k w[k] jac[k] (jac (K,P)), as rmtl_bal_combine
+   (the span of one parameter tensor: gradvac's groups, metabalance's segments) */
+void rmtl_bal_combine_span(float *dir, const double *w, const float *jac, int K, int64_t P,
+                           int64_t from, int64_t n);
+/* dir (P) = sum_k w[k] rows[k] for rows (K,P) in double (a balancer's averaged gradients) */
+void rmtl_bal_combine_rows(float *dir, const double *w, const double *rows, int K, int64_t P);
 /* the Gram matrix G (K,K) = jac jac^T in double */
 void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P);
+/* the Gram matrix G (K,K) of the columns [from, from + n) of jac (K,P), as rmtl_bal_gram */
+void rmtl_bal_gram_span(double *G, const float *jac, int K, int64_t P, int64_t from, int64_t n);
+/* the Euclidean norm of the n floats of x, in double */
+double rmtl_bal_norm2(const float *x, int64_t n);
 /* softmax of x (n) into out */
 void rmtl_bal_softmax(double *out, const double *x, int n);
-/* one torch.optim.Adam step of the n values x with gradient g, moments m, v and step count t
-   (counted before this step) */
-void rmtl_bal_adam(double *x, const double *g, double *m, double *v, int64_t t, int n,
-                   const rmtl_adam *opt);
+/* One torch.optim.Adam step (settings opt: b->opt, or FAMO's own) of a balancer's trainable
+   values, the first K doubles of its state, whose moments m (K) and v (K) follow them; g (K) is
+   their gradient and t the Adam steps taken before this one. */
+void rmtl_bal_adam(rmtl_balancer *b, const double *g, int64_t t, const rmtl_adam *opt);
+/* sizes of a balancer whose state is those trainable values and moments alone (3K, no work) */
+void rmtl_bal_adam_sizes(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work);
+/* an init that sets the first K doubles of the state to 1 */
+void rmtl_bal_init_ones(rmtl_balancer *b);
 #endif

@@ -113,6 +113,35 @@ def import_weighting(path: Optional[str] = None) -> types.ModuleType:
     return weighting
 
 
+def import_repository(path: str) -> types.ModuleType:
+    """``LibMTL.weighting`` from LibMTL's repository checkout at ``path``, leaving ``sys.modules``
+    and ``sys.path`` as they were: the installed LibMTL's modules come back afterwards, so later
+    imports still see the release (1.1.5). torch_geometric, which the repository's trainer
+    imports, is stubbed while it imports when it is not installed."""
+
+    def is_libmtl(name: str) -> bool:
+        return name == "LibMTL" or name.startswith("LibMTL.")
+
+    saved = {m: mod for m, mod in sys.modules.items() if is_libmtl(m)}
+    saved_path = list(sys.path)
+    stubbed = False
+    if "torch_geometric" not in sys.modules:
+        try:
+            import torch_geometric  # noqa: F401
+        except ImportError:
+            sys.modules["torch_geometric"] = types.ModuleType("torch_geometric")
+            stubbed = True
+    try:
+        return import_weighting(path)
+    finally:
+        for m in [m for m in sys.modules if is_libmtl(m)]:
+            del sys.modules[m]
+        sys.modules.update(saved)
+        sys.path[:] = saved_path
+        if stubbed:
+            sys.modules.pop("torch_geometric", None)
+
+
 def host(cls: type, num_tasks: int, dim: int, epochs: int) -> Any:
     """An instance of LibMTL weighting class ``cls`` over ``num_tasks`` tasks whose shared
     parameters are one vector of ``dim`` zeros."""
@@ -181,21 +210,6 @@ def run(
             h.train_loss_buffer[:, h.epoch] = sums / count
             sums, count = np.zeros(K), 0
             h.epoch += 1
-    return out
-
-
-def random_steps(
-    rng: np.random.Generator, n: int, num_tasks: int, dim: int, samples: int = 1
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n`` steps of positive losses (shrinking slowly, as in training) and Jacobians with
-    conflicting rows, float32."""
-    out = []
-    for i in range(n):
-        losses = (rng.uniform(0.2, 1.5, (samples, num_tasks)) * 0.97**i).astype(np.float32)
-        base = rng.normal(size=dim)
-        jac = rng.normal(size=(samples, num_tasks, dim)) + 0.5 * base
-        jac *= rng.uniform(0.1, 3.0, (samples, num_tasks, 1))  # unequal gradient scales
-        out.append((losses, jac.astype(np.float32)))
     return out
 
 

@@ -7,12 +7,14 @@ import os
 
 import numpy as np
 import pytest
-from conftest import require_torch
+from balancer_steps import random_steps
+from conftest import require, require_torch
 
 import rmtl
 from rmtl import balancers
 
 REQUIRED = os.environ.get("RMTL_REQUIRE_TORCH") == "1"
+REPO = os.environ.get("RMTL_LIBMTL_REPO")
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,23 @@ def libmtl():
         if REQUIRED:
             pytest.fail(f"LibMTL is not installed but RMTL_REQUIRE_TORCH=1 ({why})")
         pytest.skip(f"LibMTL is not installed ({why})")
+
+
+@pytest.fixture(scope="module")
+def libmtl_repo(request):
+    """LibMTL's repository weighting module from RMTL_LIBMTL_REPO, a path to an exported
+    checkout (skipped when unset), imported by libmtl_driver.import_repository so that later
+    tests still see 1.1.5. The modules a test module lists in ``LIBMTL_REPO_NEEDS`` (the
+    repository's solvers) must be installed when the variable is set."""
+    if not REPO:
+        pytest.skip("RMTL_LIBMTL_REPO is not set (a path to an exported LibMTL checkout)")
+    require_torch()
+    import libmtl_driver
+
+    needs = getattr(request.module, "LIBMTL_REPO_NEEDS", ())
+    for module in needs:
+        require(module, True, f"RMTL_LIBMTL_REPO is set (pip install {' '.join(needs)})")
+    return libmtl_driver.import_repository(REPO)
 
 
 def drive(name, steps, *, epoch_ends=(), after=None, seed=0, **hyper):
@@ -51,8 +70,7 @@ def assert_same(ours, theirs, atol=1e-5, rtol=1e-5, weights=True):
 
 
 def steps_for(K, P=37, n=20, samples=1, seed=0):
-    from libmtl_driver import random_steps
-
+    """The test steps of K tasks (balancer_steps.random_steps, seeded by seed and K)."""
     return random_steps(np.random.default_rng(seed + 10 * K), n, K, P, samples)
 
 

@@ -11,8 +11,6 @@ and has no task weights (None)."""
 
 import importlib.util
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -22,50 +20,11 @@ from test_balancers import assert_same, drive, steps_for
 
 from rmtl import balancers
 
-REPO = os.environ.get("RMTL_LIBMTL_REPO")
 RECHUB = os.environ.get("RMTL_TORCH_RECHUB")
 REQUIRED = os.environ.get("RMTL_REQUIRE_TORCH") == "1"
 
 libmtl = test_balancers.libmtl  # LibMTL 1.1.5's weighting module (fixture)
-
-
-@pytest.fixture(scope="module")
-def libmtl_repo():
-    """LibMTL's repository weighting module from RMTL_LIBMTL_REPO (skipped when unset). The
-    installed LibMTL's modules and sys.path are restored afterwards, so later tests still see
-    1.1.5; torch_geometric, which the repository's trainer imports, is stubbed when missing."""
-    if not REPO:
-        pytest.skip("RMTL_LIBMTL_REPO is not set (a path to an exported LibMTL checkout)")
-    require_torch()
-    import libmtl_driver
-
-    def is_libmtl(name: str) -> bool:
-        return name == "LibMTL" or name.startswith("LibMTL.")
-
-    saved = {m: mod for m, mod in sys.modules.items() if is_libmtl(m)}
-    saved_path = list(sys.path)
-    stubbed = False
-    try:
-        import torch_geometric  # noqa: F401
-    except ImportError:
-        sys.modules["torch_geometric"] = types.ModuleType("torch_geometric")
-        stubbed = True
-    try:
-        return libmtl_driver.import_weighting(REPO)
-    finally:
-        for m in [m for m in sys.modules if is_libmtl(m)]:
-            del sys.modules[m]
-        sys.modules.update(saved)
-        sys.path[:] = saved_path
-        if stubbed:
-            sys.modules.pop("torch_geometric", None)
-
-
-def max_diffs(ours, theirs):
-    """The largest absolute differences of directions and of weights (NaN without weights)."""
-    dd = max(float(np.abs(d - dr).max()) for (d, _), (dr, _) in zip(ours, theirs))
-    dw = [float(np.abs(w - wr).max()) for (_, w), (_, wr) in zip(ours, theirs) if wr is not None]
-    return dd, max(dw) if dw else float("nan")
+libmtl_repo = test_balancers.libmtl_repo  # LibMTL's repository (fixture)
 
 
 # ---------------------------------------------------------------- parity with LibMTL 1.1.5
@@ -263,18 +222,6 @@ def test_metabalance_matches_torch_rechub(rechub_metabalance, K):
 
 
 # ---------------------------------------------------------------- properties
-def local_steps(K, n=20, P=37, seed=0):
-    """Steps as steps_for draws them (positive losses, conflicting rows of unequal scales), in
-    NumPy alone: the property tests run without torch."""
-    rng, out = np.random.default_rng(seed + 10 * K), []
-    for i in range(n):
-        losses = (rng.uniform(0.2, 1.5, (1, K)) * 0.97**i).astype(np.float32)
-        jac = rng.normal(size=(1, K, P)) + 0.5 * rng.normal(size=P)
-        jac *= rng.uniform(0.1, 3.0, (1, K, 1))
-        out.append((losses, jac.astype(np.float32)))
-    return out
-
-
 def test_gradnorm_is_ew_in_the_first_epoch_then_balances_the_norms():
     """Epoch 0 sums the gradients; afterwards the weights stay positive summing to K, and with
     alpha = 0 (no training-rate term) they move toward equal weighted gradient norms."""
@@ -312,7 +259,7 @@ def test_imtl_direction_has_equal_projections_on_the_unit_gradients():
     """IMTL-G at the first step (no loss scale yet): u_k . d is the same for every task, the
     weights sum to 1, and rescaling a task's gradient does not turn the direction."""
     for K in (2, 3, 5):
-        losses, jac = local_steps(K, n=1)[0]
+        losses, jac = steps_for(K, n=1)[0]
         b = balancers.create("imtl", K)
         d = b.step(losses, jac).astype(np.float64)
         units = jac[0] / np.linalg.norm(jac[0], axis=1, keepdims=True)
@@ -349,7 +296,7 @@ def test_imtl_stays_finite_on_degenerate_gradients():
 def test_db_mtl_scales_every_averaged_log_gradient_to_the_largest():
     """First step: the buffer is (1 - beta) times the log-loss gradients g_k / L_k, each scaled
     to the largest norm; weights are 1."""
-    losses, jac = local_steps(3, n=1)[0]
+    losses, jac = steps_for(3, n=1)[0]
     b = balancers.create("db_mtl", 3, beta=0.6)
     d = b.step(losses, jac).astype(np.float64)
     h = 0.4 * jac[0].astype(np.float64) / losses[0][:, None]
@@ -359,7 +306,7 @@ def test_db_mtl_scales_every_averaged_log_gradient_to_the_largest():
 
 
 def test_db_mtl_rejects_losses_without_a_logarithm():
-    losses, jac = local_steps(2, n=1)[0]
+    losses, jac = steps_for(2, n=1)[0]
     b = balancers.create("db_mtl", 2)
     b.step(losses, jac)
     before = b.state_dict()
@@ -390,7 +337,7 @@ def test_excess_mtl_raises_the_weight_of_the_task_with_growing_excess():
 def test_metabalance_limits():
     """relax_factor 0 is the sum of the gradients; relax_factor 1 with beta 0 scales every
     tensor's auxiliary gradient to the target task's norm on that tensor."""
-    losses, jac = local_steps(3, n=1)[0]
+    losses, jac = steps_for(3, n=1)[0]
     b = balancers.create("metabalance", 3, segments=SEGMENTS, relax_factor=0.0)
     np.testing.assert_allclose(b.step(losses, jac), jac[0].sum(0), rtol=1e-6, atol=1e-6)
     b = balancers.create("metabalance", 3, segments=SEGMENTS, relax_factor=1.0, beta=0.0)
@@ -415,7 +362,7 @@ def test_metabalance_limits():
     ],
 )
 def test_state_dict_continues_bit_for_bit(name, hyper):
-    steps = local_steps(3, n=10)
+    steps = steps_for(3, n=10)
     a = balancers.create(name, 3, **hyper)
     for i, s in enumerate(steps[:5]):
         a.step(*s)
@@ -462,6 +409,6 @@ def test_bad_hyperparameters_name_the_argument(name, hyper, match):
 
 def test_metabalance_segments_must_cover_the_gradient():
     b = balancers.create("metabalance", 2, segments=SEGMENTS)
-    losses, jac = local_steps(2, n=1)[0]
+    losses, jac = steps_for(2, n=1)[0]
     with pytest.raises(ValueError, match="jacobian: expected 37 columns"):
         b.step(losses, jac[:, :, :30])

@@ -25,38 +25,21 @@ LibMTL returns ``B 1``, so rmtl's aligned_mtl is K times torchjd's; GradDrop is 
 import contextlib
 import os
 import random
-import sys
-import types
 
 import numpy as np
 import pytest
 import test_balancers
 from conftest import require, require_torch
-from test_balancers import assert_same, drive
+from test_balancers import assert_same, drive, steps_for
 
 from rmtl import balancers
 
-REPO = os.environ.get("RMTL_LIBMTL_REPO")
 REQUIRED = os.environ.get("RMTL_REQUIRE_TORCH") == "1"
 
 libmtl = test_balancers.libmtl  # LibMTL 1.1.5's weighting module (fixture)
+libmtl_repo = test_balancers.libmtl_repo  # LibMTL's repository (fixture)
 
 M64 = (1 << 64) - 1
-
-
-def steps_for(K, P=37, n=20, samples=1, seed=0):
-    """test_balancers.steps_for without torch (it imports libmtl_driver, which imports torch):
-    the same steps (libmtl_driver.random_steps' generator), so that the properties run where
-    torch is missing (the sanitizer job hides it)."""
-    rng = np.random.default_rng(seed + 10 * K)
-    out = []
-    for i in range(n):
-        losses = (rng.uniform(0.2, 1.5, (samples, K)) * 0.97**i).astype(np.float32)
-        base = rng.normal(size=P)
-        jac = rng.normal(size=(samples, K, P)) + 0.5 * base
-        jac *= rng.uniform(0.1, 3.0, (samples, K, 1))
-        out.append((losses, jac.astype(np.float32)))
-    return out
 
 
 # ---------------------------------------------------------------- rmtl's random stream
@@ -114,47 +97,7 @@ def drive_seg(name, steps, segments=None, seed=0, **hyper):
     return [(b.step(losses, jac), b.weights) for losses, jac in steps]
 
 
-def max_diff(ours, theirs):
-    """(max |direction difference|, max |weights difference| or None) over the steps."""
-    dd = max(float(np.abs(d - d_ref).max()) for (d, _), (d_ref, _) in zip(ours, theirs))
-    pairs = [(w, w_ref) for (_, w), (_, w_ref) in zip(ours, theirs) if w_ref is not None]
-    dw = max(float(np.abs(w - w_ref).max()) for w, w_ref in pairs) if pairs else None
-    return dd, dw
-
-
 # ---------------------------------------------------------------- the LibMTL side
-@pytest.fixture(scope="module")
-def libmtl_repo():
-    """LibMTL's repository weighting module from RMTL_LIBMTL_REPO (skipped when unset). The
-    installed LibMTL's modules are restored afterwards, so that later tests still see 1.1.5."""
-    if not REPO:
-        pytest.skip("RMTL_LIBMTL_REPO is not set (a path to an exported LibMTL checkout)")
-    require_torch()
-    import libmtl_driver
-
-    def is_libmtl(m):
-        return m == "LibMTL" or m.startswith("LibMTL.")
-
-    saved = {m: mod for m, mod in sys.modules.items() if is_libmtl(m)}
-    saved_path = list(sys.path)
-    stub = "torch_geometric" not in sys.modules
-    try:
-        import torch_geometric  # noqa: F401
-    except ImportError:
-        sys.modules["torch_geometric"] = types.ModuleType("torch_geometric")
-    else:
-        stub = False
-    try:
-        return libmtl_driver.import_weighting(REPO)
-    finally:
-        for m in [m for m in sys.modules if is_libmtl(m)]:
-            del sys.modules[m]
-        sys.modules.update(saved)
-        sys.path[:] = saved_path
-        if stub:
-            sys.modules.pop("torch_geometric", None)
-
-
 @contextlib.contextmanager
 def default_dtype(dtype):
     import torch

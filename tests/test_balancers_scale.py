@@ -8,54 +8,15 @@ balancer are the gradient's weights (training backpropagates ``sum_k w_k L_k``).
 three the tests compare ``weights`` with the weights recovered from LibMTL's direction (least
 squares over the Jacobian's rows, which are linearly independent here)."""
 
-import os
-import sys
-import types
-
 import numpy as np
 import pytest
 import test_balancers
-from conftest import require_torch
 from test_balancers import assert_same, drive, steps_for
 
 from rmtl import balancers
 
-REPO = os.environ.get("RMTL_LIBMTL_REPO")
-
 libmtl = test_balancers.libmtl  # LibMTL 1.1.5's weighting module (fixture)
-
-
-@pytest.fixture(scope="module")
-def libmtl_repo():
-    """LibMTL's repository weighting module from RMTL_LIBMTL_REPO (skipped when unset). The
-    modules of the installed LibMTL are restored afterwards, so that later tests still see
-    1.1.5; torch_geometric, which the repository's trainer imports, is stubbed when missing."""
-    if not REPO:
-        pytest.skip("RMTL_LIBMTL_REPO is not set (a path to an exported LibMTL checkout)")
-    require_torch()
-    import libmtl_driver
-
-    def is_libmtl(m):
-        return m == "LibMTL" or m.startswith("LibMTL.")
-
-    saved = {m: mod for m, mod in sys.modules.items() if is_libmtl(m)}
-    saved_path = list(sys.path)
-    stub = "torch_geometric" not in sys.modules
-    try:
-        import torch_geometric  # noqa: F401
-    except ImportError:
-        sys.modules["torch_geometric"] = types.ModuleType("torch_geometric")
-    else:
-        stub = False
-    try:
-        return libmtl_driver.import_weighting(REPO)
-    finally:
-        for m in [m for m in sys.modules if is_libmtl(m)]:
-            del sys.modules[m]
-        sys.modules.update(saved)
-        sys.path[:] = saved_path
-        if stub:
-            sys.modules.pop("torch_geometric", None)
+libmtl_repo = test_balancers.libmtl_repo  # LibMTL's repository (fixture)
 
 
 def recovered_weights(direction, jac):

@@ -29,8 +29,6 @@ the same scale.
 
 import functools
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -43,10 +41,12 @@ from rmtl import balancers
 # cvxpy warns that Nash-MTL's problem (LibMTL's and torchjd's) is not DPP at every solve
 pytestmark = pytest.mark.filterwarnings("ignore:You are solving a parameterized problem")
 
-REPO = os.environ.get("RMTL_LIBMTL_REPO")
 REQUIRED = os.environ.get("RMTL_REQUIRE_TORCH") == "1"
+#: the repository's solvers, required when RMTL_LIBMTL_REPO is set (test_balancers.libmtl_repo)
+LIBMTL_REPO_NEEDS = ("scipy", "cvxpy", "ecos", "qpsolvers", "quadprog")
 
 libmtl = test_balancers.libmtl  # LibMTL 1.1.5's weighting module (fixture)
+libmtl_repo = test_balancers.libmtl_repo  # LibMTL's repository (fixture)
 
 HYPER = {
     "cagrad": {"calpha": 0.5, "rescale": 1},
@@ -247,44 +247,6 @@ def test_sdmgrad_matches_torchjd_in_double(torchjd, K):
 
 
 # ---------------------------------------------------------------- LibMTL's repository
-@pytest.fixture(scope="module")
-def libmtl_repo():
-    """LibMTL's repository weighting module from RMTL_LIBMTL_REPO (skipped when unset; its
-    solvers must be installed then). The installed LibMTL's modules and sys.path are restored
-    afterwards, so later tests still see 1.1.5; torch_geometric, which the repository's
-    trainer imports, is stubbed when missing."""
-    if not REPO:
-        pytest.skip("RMTL_LIBMTL_REPO is not set (a path to an exported LibMTL checkout)")
-    require_torch()
-    import libmtl_driver
-
-    for module in ("scipy", "cvxpy", "ecos", "qpsolvers", "quadprog"):
-        require(module, True, "RMTL_LIBMTL_REPO is set (pip install cvxpy ecos qpsolvers quadprog)")
-
-    def is_libmtl(name: str) -> bool:
-        return name == "LibMTL" or name.startswith("LibMTL.")
-
-    saved = {m: mod for m, mod in sys.modules.items() if is_libmtl(m)}
-    saved_path = list(sys.path)
-    stubbed = "torch_geometric" not in sys.modules
-    if stubbed:
-        try:
-            import torch_geometric  # noqa: F401
-        except ImportError:
-            sys.modules["torch_geometric"] = types.ModuleType("torch_geometric")
-        else:
-            stubbed = False
-    try:
-        return libmtl_driver.import_weighting(REPO)
-    finally:
-        for m in [m for m in sys.modules if is_libmtl(m)]:
-            del sys.modules[m]
-        sys.modules.update(saved)
-        sys.path[:] = saved_path
-        if stubbed:
-            sys.modules.pop("torch_geometric", None)
-
-
 @pytest.fixture
 def np_alltrue(monkeypatch):
     """The repository's SDMGrad calls np.alltrue, which NumPy 2 removed (reached only when the
@@ -411,19 +373,6 @@ def test_solver_parity_table(libmtl_repo, np_alltrue):
 
 
 # ---------------------------------------------------------------- properties
-def data(K, n=20, samples=1, P=37, seed=0):
-    """Steps like libmtl_driver.random_steps (positive losses, rows with a shared component and
-    unequal scales), drawn here without torch so that the properties run everywhere."""
-    rng = np.random.default_rng(1000 + seed + 10 * K)
-    out = []
-    for _ in range(n):
-        losses = rng.uniform(0.2, 1.5, (samples, K)).astype(np.float32)
-        jac = rng.normal(size=(samples, K, P)) + 0.5 * rng.normal(size=P)
-        jac *= rng.uniform(0.1, 3.0, (samples, K, 1))
-        out.append((losses, jac.astype(np.float32)))
-    return out
-
-
 def simplex_points(rng, K, n):
     return rng.dirichlet(np.full(K, 0.3), n)
 
@@ -436,7 +385,7 @@ def test_cagrad_weights_minimise_its_objective(K, calpha):
     radius) from g0 (rescale 1)."""
     rng = np.random.default_rng(K)
     b = balancers.create("cagrad", K, calpha=calpha)
-    for losses, jac in data(K, n=5):
+    for losses, jac in steps_for(K, n=5):
         d = b.step(losses, jac).astype(np.float64)
         w = b.weights
         assert (w >= 0).all() and abs(w.sum() - 1) < 1e-12
@@ -455,7 +404,7 @@ def test_cagrad_weights_minimise_its_objective(K, calpha):
 
 
 def test_cagrad_with_calpha_zero_is_the_mean_gradient():
-    losses, jac = data(4, n=1)[0]
+    losses, jac = steps_for(4, n=1)[0]
     d = balancers.create("cagrad", 4, calpha=0.0, rescale=0).step(losses, jac)
     np.testing.assert_allclose(d, jac[0].mean(0), rtol=1e-5, atol=1e-4)
 
@@ -468,7 +417,7 @@ def test_nash_mtl_weights_are_the_bargaining_solution(K):
     max_norm (torch's clip_grad_norm_), unclipped with max_norm 0."""
     for max_norm in (1.0, 0.0):
         b = balancers.create("nash_mtl", K, max_norm=max_norm)
-        for losses, jac in data(K, n=8):
+        for losses, jac in steps_for(K, n=8):
             d = b.step(losses, jac).astype(np.float64)
             g = jac[0].astype(np.float64)
             a = b.weights
@@ -489,7 +438,7 @@ def test_nash_mtl_weights_are_the_bargaining_solution(K):
 def test_nash_mtl_keeps_its_weights_between_updates():
     b = balancers.create("nash_mtl", 3, update_weights_every=3)
     seen = []
-    for losses, jac in data(3, n=7):
+    for losses, jac in steps_for(3, n=7):
         b.step(losses, jac)
         seen.append(b.weights.copy())
     np.testing.assert_array_equal(seen[0], seen[1])
@@ -514,7 +463,7 @@ def test_upgrad_direction_does_not_conflict(K):
     is at least 1/K (each v_i >= e_i / K and all v_i >= 0)."""
     for seed in range(3):
         b = balancers.create("upgrad", K)
-        for losses, jac in data(K, n=10, seed=seed):
+        for losses, jac in steps_for(K, n=10, seed=seed):
             d = b.step(losses, jac).astype(np.float64)
             g = jac[0].astype(np.float64)
             scale = np.linalg.norm(g, axis=1) * np.linalg.norm(d)
@@ -537,7 +486,7 @@ def test_upgrad_without_conflict_is_the_mean_gradient():
 def test_fairgrad_weights_solve_its_equation(alpha, K):
     """G w = w^(-1/alpha) with w > 0."""
     b = balancers.create("fairgrad", K, alpha=alpha)
-    for losses, jac in data(K, n=5):
+    for losses, jac in steps_for(K, n=5):
         d = b.step(losses, jac)
         g = jac[0].astype(np.float64)
         w = b.weights
@@ -552,7 +501,7 @@ def test_modo_weights_stay_on_the_simplex(K):
     (1/K at the start); the direction combines J2."""
     b = balancers.create("modo", K, gamma=0.05)
     lam = np.full(K, 1.0 / K)
-    for losses, jac in data(K, n=10, samples=3):
+    for losses, jac in steps_for(K, n=10, samples=3):
         d = b.step(losses, jac)
         J = jac.astype(np.float64)
         y = lam - 0.05 * (J[0] @ (J[1].T @ lam) + 0.1 * lam)
@@ -571,7 +520,7 @@ def test_sdmgrad_weights_stay_on_the_simplex(K):
     """SDMGrad returns no weights (None, as LibMTL); its state w stays on the simplex and the
     direction is (J0^T w + lamda mean_k J0_k) / (1 + lamda)."""
     b = balancers.create("sdmgrad", K)
-    for losses, jac in data(K, n=10, samples=3):
+    for losses, jac in steps_for(K, n=10, samples=3):
         d = b.step(losses, jac)
         assert b.weights is None
         w = b.state_dict()["state"]["state"]
@@ -588,7 +537,7 @@ def test_defaults_are_libmtls(name):
 
 @pytest.mark.parametrize("name", list(HYPER))
 def test_same_seed_same_bits_and_state_dict_continues(name):
-    steps = data(3, n=8, samples=SAMPLES.get(name, 1))
+    steps = steps_for(3, n=8, samples=SAMPLES.get(name, 1))
     a, b = balancers.create(name, 3), balancers.create(name, 3)
     for s in steps[:4]:
         np.testing.assert_array_equal(a.step(*s), b.step(*s))
@@ -621,7 +570,7 @@ def test_parallel_gradients_give_a_finite_direction(name):
 
 
 def test_double_sampling_balancers_need_three_jacobians():
-    losses, jac = data(2, n=1)[0]
+    losses, jac = steps_for(2, n=1)[0]
     with pytest.raises(ValueError, match=r"jacobian: expected shape \(3, 2, P\)"):
         balancers.create("modo", 2).step(np.ones((3, 2)), jac[0])
     with pytest.raises(ValueError, match=r"losses: expected 6 values"):

@@ -2,11 +2,10 @@
 each balancer give the task weights and parameters of LibMTL's class balancing the PyTorch
 twin (tests/libmtl_driver.py's ``train``), and Trainer(balancer=...) end to end."""
 
-import os
-
 import numpy as np
 import pytest
-from conftest import random_session_data, require_torch
+import test_balancers
+from conftest import random_session_data
 
 import rmtl
 from rmtl import balancers
@@ -35,17 +34,7 @@ RANDOM_ORDER = ("pcgrad", "gradvac")
 OTHER_WEIGHTS = ("gls",)
 
 
-@pytest.fixture(scope="module")
-def weighting():
-    require_torch()
-    import libmtl_driver
-
-    try:
-        return libmtl_driver.import_weighting()
-    except ImportError:
-        if os.environ.get("RMTL_REQUIRE_TORCH") == "1":
-            pytest.fail("LibMTL is not installed but RMTL_REQUIRE_TORCH=1")
-        pytest.skip("LibMTL is not installed (pip install --no-deps LibMTL==1.1.5)")
+weighting = test_balancers.libmtl  # LibMTL 1.1.5's weighting module (fixture)
 
 
 def make(name, T, seed=3):
