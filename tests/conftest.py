@@ -1,19 +1,10 @@
 import importlib
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rmtl
-
-
-def shared_dir() -> Path:
-    """The project's shared directory: $RMTL_SHARED, else ``../shared`` beside the repository
-    root."""
-    if os.environ.get("RMTL_SHARED"):
-        return Path(os.environ["RMTL_SHARED"])
-    return Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def require(module, required, why):

@@ -1,12 +1,15 @@
-"""KuaiRand: typed readers on the real feature files, the loader on a hand-written fixture,
-the writer round trip, bad input."""
+"""KuaiRand: typed readers on feature files written in the real files' format, the loader on a
+hand-written fixture, the writer round trip, bad input."""
 
+import csv
+import datetime
+import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import optional, shared_dir
+from conftest import optional
 
 from rmtl.datasets import (
     DataFormatError,
@@ -16,14 +19,189 @@ from rmtl.datasets import (
     synthetic,
     write_kuairand,
 )
-from rmtl.datasets.kuairand import FIELDS, LOG_HEADER, LOGS
+from rmtl.datasets.kuairand import FIELDS, LOG_HEADER, LOGS, USER_HEADER, VIDEO_HEADER
 
 optional("pyarrow", "data")
 
 FIXTURE = Path(__file__).parent / "data" / "kuairand"
-# third-party files shared beside the repository (in CI too); read in place, never copied
-REAL = shared_dir() / "data" / "kuairand-pure"
 T1, T2 = 1649556000000, 1650901800000  # 2022-04-10 10:00 and 2022-04-25 23:50, UTC+8
+
+# The real KuaiRand-Pure feature files are third-party data and stay outside the repository
+# (nothing in the suite reads outside it): the tests write files in their format instead,
+# with the real headers, the real values of the categorical columns (most frequent first) and
+# every quirk of the real files: UNKNOWN and -124 for missing values, integer columns written
+# as floats (1.0) or left empty, range labels and tag lists quoted when they hold a comma.
+ACTIVE = (
+    "full_active",
+    "high_active",
+    "middle_active",
+    "2_14_day_new",
+    "low_active",
+    "single_low_active",
+    "30day_retention",
+    "day_new",
+    "UNKNOWN",
+)
+RANGE_LABELS = {
+    "follow_user_num_range": (
+        "500+",
+        "(10,50]",
+        "(250,500]",
+        "(50,100]",
+        "(150,250]",
+        "(100,150]",
+        "(0,10]",
+        "0",
+    ),
+    "fans_user_num_range": (
+        "[10,100)",
+        "[100,1k)",
+        "[1,10)",
+        "[1k,5k)",
+        "0",
+        "[5k,1w)",
+        "[1w,10w)",
+        "[10w,100w)",
+        "[100w,1000w)",
+    ),
+    "friend_user_num_range": ("[5,30)", "[1,5)", "0", "250+", "[30,60)", "[60,120)", "[120,250)"),
+    "register_days_range": (
+        "730+",
+        "366-730",
+        "181-365",
+        "91-180",
+        "61-90",
+        "31-60",
+        "15-30",
+        "8-14",
+    ),
+}
+UPLOAD = (
+    "LongImport",
+    "Web",
+    "ShortImport",
+    "Kmovie",
+    "LongPicture",
+    "UNKNOWN",
+    "PictureSet",
+    "LongCamera",
+    "ShortCamera",
+    "ShareFromOtherApp",
+    "FollowShoot",
+    "AiCutVideo",
+    "PhotoCopy",
+    "LipsSync",
+)
+USER_STRINGS = ("user_active_degree",) + tuple(RANGE_LABELS)
+
+
+def pick(rng, values, i):
+    """Row i's value: rows 1 to len(values) take each value once (so every value occurs),
+    later rows draw with weights halving down the list (the first value is the most frequent)."""
+    if 1 <= i <= len(values):
+        return values[i - 1]
+    return rng.choices(values, [0.5**k for k in range(len(values))])[0]
+
+
+def user_row(rng, i):
+    """Row i of user_features_pure.csv: user 0 is full_active; user 1 a live streamer; user 2
+    has -124 and empty cells."""
+    row = {
+        "user_id": str(i),
+        "user_active_degree": "full_active" if i == 0 else pick(rng, ACTIVE, i),
+        "is_lowactive_period": "0",
+        "is_live_streamer": "1" if i == 1 or (i > 2 and rng.random() < 0.25) else "-124",
+        "is_video_author": str(rng.randrange(2)),
+    }
+    for name, labels in RANGE_LABELS.items():
+        row[name[: -len("_range")]] = str(rng.randrange(3000))
+        row[name] = pick(rng, labels, i)
+    empty = i == 2 or rng.random() < 0.05  # onehot_feat12 to 17 are empty together
+    for k in range(18):
+        if k == 4:
+            value = "" if i == 2 or rng.random() < 0.05 else f"{rng.randrange(15)}.0"
+        elif k >= 12:
+            value = "" if empty else f"{rng.randrange(2)}.0"
+        else:
+            value = str(rng.randrange(1500 if k == 3 else 50))
+        row[f"onehot_feat{k}"] = value
+    return [row[name] for name in USER_HEADER]
+
+
+def video_row(rng, i):
+    """Row i of video_features_basic_pure.csv: video 0 pinned, video 1 with two tags, video 2
+    with empty duration, music type and tag."""
+    tag = str(rng.randrange(70))
+    if rng.random() < 0.1:
+        tag += f",{rng.randrange(70)}"
+    width = rng.choice(("720.0", "1280.0"))
+    row = [
+        str(i),
+        str(rng.randrange(10**6, 10**7)),
+        pick(rng, ("NORMAL", "AD", "UNKNOWN"), i),
+        rng.choice(("2022-04-09", "2022-04-10", "2022-04-11")),
+        pick(rng, UPLOAD, i),
+        "0.0",
+        "" if i == 2 or rng.random() < 0.03 else f"{rng.randrange(3000, 300000)}.0",
+        width,
+        "1280.0" if width == "720.0" else "720.0",
+        str(rng.randrange(4 * 10**9, 10**10)),
+        "" if i == 2 or rng.random() < 0.03 else rng.choice(("9.0", "4.0", "8.0", "7.0", "11.0")),
+        "" if i == 2 or rng.random() < 0.02 else tag,
+    ]
+    if i == 0:
+        row[6:9], row[10:] = ["87433.0", "720.0", "1280.0"], ["9.0", "39"]
+    if i == 1:
+        row[11] = "20,43"
+    return row
+
+
+def write_feature_files(directory, n_users=400, n_videos=400, seed=0):
+    """user_features_pure.csv and video_features_basic_pure.csv in the real files' format."""
+    rng = random.Random(seed)
+    for name, header, row, n in (
+        ("user_features_pure.csv", USER_HEADER, user_row, n_users),
+        ("video_features_basic_pure.csv", VIDEO_HEADER, video_row, n_videos),
+    ):
+        with open(directory / name, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")  # quotes only cells with a comma
+            w.writerow(header)
+            w.writerows(row(rng, i) for i in range(n))
+
+
+def user_cell(name, value):
+    """What read_user_features should make of a cell, by the format's rules."""
+    if name in USER_STRINGS:
+        return None if value == "UNKNOWN" else value
+    return None if value in ("", "-124") else int(float(value))
+
+
+def video_cell(name, value):
+    """What read_video_features should make of a cell, by the format's rules."""
+    if name in ("video_type", "upload_type"):
+        return None if value == "UNKNOWN" else value
+    if name == "upload_dt":
+        return datetime.date.fromisoformat(value)
+    if value == "":
+        return None
+    if name == "video_duration":
+        return float(value)
+    if name == "tag":
+        return [int(x) for x in value.split(",")]
+    return int(float(value))
+
+
+def expected_rows(path, cell):
+    """The rows of a feature file parsed by the csv module, each cell as ``cell`` says."""
+    with open(path, newline="") as f:
+        return [{k: cell(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("kuairand-pure")
+    write_feature_files(directory)
+    return directory
 
 
 def code(d, name):
@@ -81,13 +259,10 @@ def test_fixture_options():
         load_kuairand(FIXTURE, variant="27k")
 
 
-def test_real_user_features_are_typed():
-    path = REAL / "user_features_pure.csv"
-    assert path.is_file(), (
-        f"{path} is missing: the shared KuaiRand-Pure feature files belong beside the repo"
-    )
+def test_user_features_are_typed(features):
+    path = features / "user_features_pure.csv"
+    text = path.read_text()
     t = read_user_features(path)
-    assert t.num_rows == 27285
     strings = {
         "user_active_degree",
         "follow_user_num_range",
@@ -99,23 +274,17 @@ def test_real_user_features_are_typed():
         name: "string" if name in strings else "int64" for name in t.column_names
     }
     assert t.column_names[:3] == ["user_id", "user_active_degree", "is_lowactive_period"]
-    assert t.column("is_live_streamer").null_count == 21127  # the -124 sentinel
+    assert t.to_pylist() == expected_rows(path, user_cell)
+    for name in ("user_active_degree", "is_live_streamer", "onehot_feat4", "onehot_feat12"):
+        assert t.column(name).null_count > 0, name  # UNKNOWN, -124, empty cells
     assert set(t.column("is_live_streamer").drop_null().to_pylist()) == {1}
-    assert t.column("onehot_feat4").null_count == 874  # empty cells among "1.0" floats
-    assert t.column("onehot_feat12").null_count == 714
-    assert t.column("user_active_degree").null_count == 6  # UNKNOWN
-    assert "[100,1k)" in set(t.column("fans_user_num_range").to_pylist())  # unquoted
-    row = t.slice(4, 1).to_pylist()[0]
-    assert row["onehot_feat4"] is None and row["onehot_feat3"] == 27
+    assert '"[100,1k)"' in text and "[100,1k)" in set(t.column("fans_user_num_range").to_pylist())
+    assert ",1.0," in text and ",," in text  # floats among ints, empty cells
 
 
-def test_real_video_features_are_typed():
-    path = REAL / "video_features_basic_pure.csv"
-    assert path.is_file(), (
-        f"{path} is missing: the shared KuaiRand-Pure feature files belong beside the repo"
-    )
+def test_video_features_are_typed(features):
+    path = features / "video_features_basic_pure.csv"
     t = read_video_features(path)
-    assert t.num_rows == 7583
     assert {f.name: str(f.type) for f in t.schema} == {
         "video_id": "int64",
         "author_id": "int64",
@@ -130,8 +299,9 @@ def test_real_video_features_are_typed():
         "music_type": "int64",
         "tag": "list<item: int64>",
     }
-    assert t.column("video_duration").null_count == 239 and t.column("music_type").null_count == 203
-    assert t.column("tag").null_count == 96
+    assert t.to_pylist() == expected_rows(path, video_cell)
+    for name in ("video_type", "upload_type", "video_duration", "music_type", "tag"):
+        assert t.column(name).null_count > 0, name
     tags = t.column("tag").to_pylist()
     assert [20, 43] in tags and max(len(x or []) for x in tags) >= 2
     assert set(t.column("visible_status").to_pylist()) == {0}
@@ -141,26 +311,28 @@ def test_real_video_features_are_typed():
     )
 
 
-def test_real_features_code_a_log(tmp_path):
-    """The real feature files with a small log: every field codes, unknown ids give 0."""
+def test_features_code_a_log(features, tmp_path):
+    """The feature files with a small log: every field codes, unknown ids give 0."""
     for name in ("user_features_pure.csv", "video_features_basic_pure.csv"):
-        (tmp_path / name).symlink_to(REAL / name)
+        shutil.copy(features / name, tmp_path / name)
+    untagged = read_video_features(tmp_path / "video_features_basic_pure.csv")
+    untagged = untagged.filter(untagged.column("tag").is_null()).column("video_id")[0].as_py()
     row = "0,{v},20220410,1000,{t},1,0,0,0,0,0,0,100,1000,0,0,0,0,1\n"
     log = (
         ",".join(LOG_HEADER)
         + "\n"
-        + "".join(row.format(v=v, t=T1 + 1000 * i) for i, v in enumerate((0, 75, 999_999)))
+        + "".join(row.format(v=v, t=T1 + 1000 * i) for i, v in enumerate((0, untagged, 999_999)))
     )
     (tmp_path / LOGS[0].format(v="pure")).write_text(log)
     (tmp_path / LOGS[1].format(v="pure")).write_text(",".join(LOG_HEADER) + "\n")
     d = load_kuairand(tmp_path, include_random=False)
-    assert len(d) == 3 and len(d.vocab["user_active_degree"]) == 8
-    assert len(d.vocab["upload_type"]) == 13 and "39" in d.vocab["tag"]
+    assert len(d) == 3 and len(d.vocab["user_active_degree"]) == len(ACTIVE) - 1  # no UNKNOWN
+    assert len(d.vocab["upload_type"]) == len(UPLOAD) - 1 and "39" in d.vocab["tag"]
     assert code(d, "user_active_degree")[0] == d.vocab["user_active_degree"]["full_active"] == 1
     assert code(d, "tag")[1] == 0 and (d.sparse[2, FIELDS.index("video_type") :] == 0).all()
 
 
-def test_round_trip_through_raw_files(tmp_path):
+def test_round_trip_through_raw_files(features, tmp_path):
     d = synthetic("kuairand", n_users=400, seed=6)
     write_kuairand(d, tmp_path, duplicates=0.02)
     back = load_kuairand(tmp_path)
@@ -179,7 +351,7 @@ def test_round_trip_through_raw_files(tmp_path):
     assert ",-124," in users and ",," in users  # sentinel ints, empty float cells
     assert (
         read_user_features(tmp_path / "user_features_pure.csv").schema
-        == read_user_features(REAL / "user_features_pure.csv").schema
+        == read_user_features(features / "user_features_pure.csv").schema
     )
 
 
@@ -281,14 +453,3 @@ def test_non_utf8_bytes_name_file_line_and_column(raw, file, old, new, where):
     path.write_bytes(data.replace(old, new, 1))
     with pytest.raises(DataFormatError, match=f"{file}, {where}.*not UTF-8"):
         load_kuairand(raw)
-
-
-def test_shared_directory_can_be_moved(monkeypatch, tmp_path):
-    from conftest import shared_dir
-
-    monkeypatch.setenv("RMTL_SHARED", str(tmp_path))
-    assert shared_dir() == tmp_path
-    monkeypatch.delenv("RMTL_SHARED")
-    assert (
-        shared_dir().name == "shared" and shared_dir().parent == Path(__file__).resolve().parents[2]
-    )

@@ -36,4 +36,4 @@ def test_no_absolute_machine_paths():
     ]
     assert files
     found = [str(p.relative_to(ROOT)) for p in files if machine in p.read_text(errors="replace")]
-    assert found == [], "find ../shared relative to the repository root (or $RMTL_SHARED) instead"
+    assert found == [], "use paths relative to the repository root (or tmp_path) instead"
