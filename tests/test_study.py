@@ -260,9 +260,10 @@ def test_heat_maps_draw_every_cell_with_its_annotation():
         effect_maps(rows, "watch")
 
 
-def test_the_command_line_sets_every_field():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "study_critic_effect.py"
-    spec = importlib.util.spec_from_file_location("study_cli", path)
+def test_the_command_line_sets_every_field(monkeypatch):
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))  # as `python benchmarks/...` sees its neighbours
+    spec = importlib.util.spec_from_file_location("study_cli", bench / "study_critic_effect.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     d = StudyConfig()
