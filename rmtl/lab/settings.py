@@ -11,7 +11,7 @@ import platform
 import sys
 import warnings
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import scipy
@@ -155,6 +155,7 @@ class RunConfig:
     def resolved(self) -> RunConfig:
         """A copy with preset defaults filled in and every value checked: the run's own here,
         the agents' (``lam``, ``gamma``, the epochs, ...) by building :meth:`rmtl_config`."""
+        _check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.preset not in PRESETS:
             raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.dataset not in DATASETS:
@@ -303,13 +304,76 @@ def describe_budgets(b: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def read_toml(path: str) -> dict[str, Any]:
-    """A TOML file as a dict."""
+    """A TOML file as a dict; a syntax error is a ValueError naming the file."""
     try:
         import tomllib
     except ImportError:  # Python < 3.11
         import tomli as tomllib  # type: ignore[no-redef]
     with open(path, "rb") as f:
-        return tomllib.load(f)
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: not valid TOML ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not valid TOML (not UTF-8 text: {e})") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_names(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+
+
+# what each RunConfig field holds, as (test, what is expected): checked where a table enters
+# (config_from_table, naming the file) and by RunConfig.resolved, before any value is used
+_OPTIONAL_TEXT = (lambda v: v is None or isinstance(v, str), "a string")
+_OPTIONAL_INT = (lambda v: v is None or _is_int(v), "an integer")
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "dataset": (lambda v: isinstance(v, str), "a string"),
+    "data": _OPTIONAL_TEXT,
+    "preset": (lambda v: isinstance(v, str), "a string"),
+    "models": (_is_names, 'a list of backbone names, e.g. ["esmm", "mmoe"]'),
+    "rmtl_models": (_is_names, 'a list of backbone names, e.g. ["esmm"]'),
+    "seeds": _OPTIONAL_INT,
+    "lam": (_is_number, "a number"),
+    "gamma": (_is_number, "a number"),
+    "epochs": _OPTIONAL_INT,
+    "finetune_epochs": _OPTIONAL_INT,
+    "critic_epochs": _OPTIONAL_INT,
+    "min_steps": _OPTIONAL_INT,
+    "early_stopping": _OPTIONAL_TEXT,
+    "budget": (lambda v: isinstance(v, str), "a string"),
+    "controls": (_is_names, 'a list of control names, e.g. ["continued"]'),
+    "balancers": (
+        lambda v: v == "all" or _is_names(v),
+        'a list of balancer names, e.g. ["uw"], or "all"',
+    ),
+    "init_output_bias": _OPTIONAL_TEXT,
+    "compat": _OPTIONAL_TEXT,
+    "context": _OPTIONAL_TEXT,
+    "n_users": _OPTIONAL_INT,
+    "data_seed": (_is_int, "an integer"),
+    "out": (_OPTIONAL_TEXT[0], "a directory path (a string)"),
+    "resume": (_OPTIONAL_TEXT[0], "a directory path (a string)"),
+    "progress": (lambda v: isinstance(v, bool), "true or false"),
+    "processes": (_OPTIONAL_INT[0], "a number of processes (an integer)"),
+    "ray": (lambda v: v is None or isinstance(v, (bool, str)), "true or a cluster address"),
+}
+
+
+def _check_types(values: Mapping[str, Any], where: str = "") -> None:
+    """TypeError naming the first key of ``values`` (RunConfig fields) whose value is not of
+    the field's type, what it expects and (``where``, e.g. the file) where it came from."""
+    for key, value in values.items():
+        test, expected = _FIELD_TYPES[key]
+        if not test(value):
+            raise TypeError(f"{where}{key}: expected {expected}, got {value!r}")
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -320,19 +384,27 @@ def load_config(path: str) -> dict[str, Any]:
 
 
 def config_from_table(table: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """A TOML table as RunConfig keyword arguments; unknown keys are an error naming them.
-    The key ``jobs`` (renamed ``processes``) still works, with a DeprecationWarning."""
+    """A TOML table as RunConfig keyword arguments; an unknown key or a value of the wrong type
+    is a ValueError naming the file, the key and what it expects. The key ``jobs`` (renamed
+    ``processes``) still works, with a DeprecationWarning."""
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{path}: [run]: expected a table of settings, got {table!r}")
     known = {f.name for f in dataclasses.fields(RunConfig)}
-    if "jobs" in table and "processes" not in table:
+    renamed = "jobs" in table and "processes" not in table
+    unknown = sorted(set(table) - known - ({"jobs"} if renamed else set()))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    for key, value in table.items():  # named as written in the file
+        test, expected = _FIELD_TYPES["processes" if key == "jobs" else key]
+        if not test(value):
+            raise ValueError(f"{path}: {key}: expected {expected}, got {value!r}")
+    if renamed:
         warnings.warn(
             f"{path}: the key 'jobs' is now 'processes' ('jobs' goes in the next release)",
             DeprecationWarning,
             stacklevel=3,
         )
         table = {("processes" if k == "jobs" else k): v for k, v in table.items()}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
 
 

@@ -25,7 +25,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from . import tune
 from ._ray import connect
@@ -68,6 +68,9 @@ def load_sweep(path: str) -> SweepConfig:
     unknown = sorted(set(raw) - set(TABLES))
     if unknown:
         raise ValueError(f"{path}: unknown table(s) {unknown}; expected some of {list(TABLES)}")
+    for table in TABLES:
+        if not isinstance(raw.get(table, {}), dict):
+            raise ValueError(f"{path}: {table}: expected a table [{table}], got {raw[table]!r}")
     tune = dict(raw.get("tune", {}))
     known = {f.name for f in dataclasses.fields(SweepConfig)} - {"run", "search"}
     bad = sorted(set(tune) - known)
@@ -75,8 +78,35 @@ def load_sweep(path: str) -> SweepConfig:
         raise ValueError(
             f"{path}: unknown key(s) {bad} in [tune]; expected some of {sorted(known)}"
         )
+    for key, value in tune.items():
+        test, expected = _TUNE_TYPES[key]
+        if not test(value):
+            raise ValueError(f"{path}: [tune] {key}: expected {expected}, got {value!r}")
     run = RunConfig(**config_from_table(raw.get("run", {}), path))
     return SweepConfig(run=run, search=dict(raw.get("search", {})), **tune)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# what each [tune] key holds, as (test, what is expected)
+_TUNE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "trials": (_is_int, "a number of trials (an integer)"),
+    "stages": (_is_int, "1 or 3"),
+    "metric": (lambda v: isinstance(v, str), "a metric name (a string)"),
+    "mode": (lambda v: isinstance(v, str), '"max" or "min"'),
+    "scheduler": (lambda v: isinstance(v, str), '"asha" or "fifo"'),
+    "grace_period": (_is_int, "an integer"),
+    "reduction_factor": (_is_int, "an integer"),
+    "cpus_per_trial": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "a number of CPUs",
+    ),
+    "max_failures": (_is_int, "an integer"),
+    "ray": (lambda v: isinstance(v, (bool, str)), "true or a cluster address"),
+    "out": (lambda v: v is None or isinstance(v, str), "a directory path (a string)"),
+}
 
 
 @dataclasses.dataclass
