@@ -72,9 +72,11 @@ class Range:
         inside = (v > self.low if self.open_low else v >= self.low) and (
             v < self.high if self.open_high else v <= self.high
         )
-        if not (math.isfinite(v) and inside):
+        if not (inside and (self.integer or math.isfinite(v))):  # an int of any size is finite
             lo = "(" if self.open_low else "["
-            hi = f"{self.high:g}" + (")" if self.open_high or not math.isfinite(self.high) else "]")
+            top = int(self.high) if self.integer and math.isfinite(self.high) else self.high
+            hi = f"{top:g}" if isinstance(top, float) else str(top)
+            hi += ")" if self.open_high or not math.isfinite(self.high) else "]"
             raise ValueError(
                 f"{name}: expected a finite {'integer' if self.integer else 'value'} in "
                 f"{lo}{self.low:g}, {hi}, got {value!r}"
@@ -85,6 +87,10 @@ class Range:
 POSITIVE, NON_NEGATIVE = Range(0.0, open_low=True), Range(0.0)
 COUNT, NON_NEGATIVE_COUNT = Range(1, integer=True), Range(0, integer=True)
 PROBABILITY = Range(0.0, 1.0)
+
+# the most optimizer steps a step floor may ask for: days of training at the smallest sizes
+# (a larger floor is a typo, and would train for ever)
+MOST_STEPS = 10**8
 
 RANGES: dict[str, Range] = {
     "gamma": PROBABILITY,
@@ -113,7 +119,7 @@ RANGES: dict[str, Range] = {
     "beta2": Range(0.0, 1.0, open_high=True),
     "eps": POSITIVE,
     "chunk_seconds": POSITIVE,
-    "min_steps": NON_NEGATIVE_COUNT,
+    "min_steps": Range(0, MOST_STEPS, integer=True),
     "finetune_epochs": COUNT,
 }  # critic_output_bias: any finite number (or None); finetune_epochs: or None (= epochs)
 

@@ -3,13 +3,25 @@ user found is a clear error naming what to change (or the right behaviour), one 
 
 import pytest
 
+import rmtl
+from rmtl.config import MOST_STEPS
+from rmtl.lab import run as run_module
 from rmtl.lab.cli import main
+from rmtl.lab.executors import MAX_PROCESSES
 from rmtl.lab.settings import RunConfig
 from rmtl.lab.sweep import load_sweep
 
 
+def splits(n_users=60, seed=0):
+    return rmtl.datasets.synthetic("retailrocket", n_users=n_users, seed=seed).split(
+        (0.6, 0.2, 0.2)
+    )
+
+
 def one_line_error(capsys):
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.replace(
+        "rmtl run: --jobs is now --processes (--jobs goes in the next release)\n", ""
+    )
     assert err.count("\n") == 1 and "Traceback" not in err, err
     return err
 
@@ -68,3 +80,65 @@ def test_sweep_file_value_of_the_wrong_type_names_key_and_file(tmp_path, capsys,
     assert f"{path}: {message}" in str(e.value)
     assert main(["sweep", str(path)]) == 2
     assert message in one_line_error(capsys)
+
+
+# a run of seconds: one baseline, no RMTL stages
+TINY = ["run", "--models", "sharedbottom", "--rmtl-models", "--no-progress", "--n-users", "300"]
+TINY += ["--seeds", "1", "--epochs", "1", "--min-steps", "0"]
+
+
+@pytest.mark.parametrize("text", ["{", '["not", "settings"]', "\xff"])
+def test_damaged_job_json_in_resume_dir_names_the_file(tmp_path, capsys, text):
+    (tmp_path / "job.json").write_bytes(text.encode("latin-1"))
+    assert main(TINY + ["--resume", str(tmp_path)]) == 2
+    err = one_line_error(capsys)
+    assert f"{tmp_path / 'job.json'}: not a" in err
+
+
+def test_refused_run_does_not_lock_the_resume_dir_to_its_settings(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an archive")
+    ckpt = tmp_path / "ckpt"
+    assert main(TINY + ["--data", str(bad), "--resume", str(ckpt)]) == 2
+    assert str(bad) in one_line_error(capsys)
+    assert not (ckpt / "job.json").exists()
+    assert main(TINY + ["--resume", str(ckpt)]) == 0  # the directory takes the corrected run
+    assert (ckpt / "job.json").exists()
+
+
+def test_resume_with_another_executor_gives_the_same_table(tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt")
+    assert main(TINY + ["--resume", ckpt]) == 0
+    first = capsys.readouterr().out.split("\n", 1)[1]
+    assert main(TINY + ["--resume", ckpt, "--processes", "2"]) == 0
+    assert capsys.readouterr().out.split("\n", 1)[1] == first
+    assert main(TINY + ["--resume", ckpt, "--seeds", "2"]) == 2  # settings that decide records
+    assert "holds a run with other settings (seeds" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("option", ["--processes", "--jobs"])
+def test_absurd_number_of_processes_is_a_clear_error(capsys, option):
+    assert main(["run", option, str(10**12)]) == 2
+    assert f"processes: expected 1 to {MAX_PROCESSES} processes" in one_line_error(capsys)
+    with pytest.raises(ValueError, match=f"expected 1 to {MAX_PROCESSES} worker processes"):
+        rmtl.experiment(*splits(), executor=10**12)
+
+
+def test_absurd_min_steps_is_refused_with_its_bound(capsys):
+    assert main(["run", "--min-steps", str(10**12)]) == 2
+    assert (
+        f"min_steps: expected a finite integer in [0, {MOST_STEPS}], got {10**12}"
+        in one_line_error(capsys)
+    )
+    with pytest.raises(ValueError, match="min_steps"):
+        rmtl.RMTLConfig(min_steps=10**400)
+
+
+def test_memory_error_in_run_is_one_line_exit_2(monkeypatch, capsys):
+    def no_memory(c):
+        raise MemoryError("cannot allocate the training workspace")
+
+    monkeypatch.setattr(run_module, "load_dataset", no_memory)
+    assert main(TINY) == 2
+    err = one_line_error(capsys)
+    assert "rmtl run: error: out of memory (cannot allocate the training workspace)" in err

@@ -1,9 +1,9 @@
 """The command line: ``python -m rmtl <command> ...``, one function per subcommand.
 
-User errors (a missing path, a malformed file, an unknown option value) print one line to
-stderr and exit with status 2, without a traceback. Ctrl-C stops at once and exits with
-status 130 (``rmtl run --resume DIR`` then continues); a training loss that diverges prints
-one line and exits with status 1.
+User errors (a missing path, a malformed file, an unknown option value) and running out of
+memory print one line to stderr and exit with status 2, without a traceback. Ctrl-C stops at
+once and exits with status 130 (``rmtl run --resume DIR`` then continues); a training loss
+that diverges prints one line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -255,8 +255,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="checkpoint directory of the run: created if missing; after a "
         "kill or Ctrl-C the same command continues from the last finished stage (a directory of a "
-        "run with other settings or data is refused); every job saves its stages there, so a job "
-        "Ray retries resumes too (on a cluster: storage every node sees)",
+        "run with other settings or data is refused; another --processes or --ray is not); every "
+        "job saves its stages there, so a job Ray retries resumes too (on a cluster: storage "
+        "every node sees)",
     )
     p.add_argument(
         "--config",
@@ -458,6 +459,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return args.func(args)
     except (OSError, ValueError, ImportError) as e:
         print(f"rmtl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError as e:  # one line, not a traceback (which may itself not fit)
+        detail = f" ({e})" if str(e) else ""
+        print(
+            f"rmtl {args.command}: error: out of memory{detail}; use smaller data (--n-users), "
+            "fewer --processes or a smaller --preset, or raise the memory limit",
+            file=sys.stderr,
+        )
         return 2
     except FloatingPointError as e:
         print(f"rmtl {args.command}: error: {e}", file=sys.stderr)

@@ -21,6 +21,11 @@ __all__ = ["ExecutorSpec", "SerialExecutor", "FuturesExecutor", "RayExecutor", "
 
 ExecutorSpec = Union[None, int, str, cf.Executor]
 
+# the most local worker processes: each holds a copy of the data and of the interpreter, so
+# far fewer are ever useful; more is a typo (and beyond a C int, an OverflowError deep inside
+# multiprocessing)
+MAX_PROCESSES = 256
+
 
 class SerialExecutor(Executor):
     """Each job runs in this process when submitted: the serial run."""
@@ -100,8 +105,10 @@ def executor_for(
             f"'ray', got {executor!r}"
         )
     if isinstance(executor, int):
-        if executor < 1:
-            raise ValueError(f"executor: expected at least 1 worker process, got {executor}")
+        if not 1 <= executor <= MAX_PROCESSES:
+            raise ValueError(
+                f"executor: expected 1 to {MAX_PROCESSES} worker processes, got {executor}"
+            )
         threads = threads_per_job or max(1, _threads.available_cores() // executor)
         # spawned, not forked: rmtl's pool survives a fork, but a fork of a process whose other
         # libraries ran OpenMP loops (torch's) can hang in the child

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import _progress
-from .._io import atomic_write, write_json, write_text
+from .._io import CorruptFileError, atomic_write, write_json, write_text
 from ..context import with_context
 from ..data import SessionData
 from ..models import BACKBONES
@@ -50,10 +50,13 @@ def run(config: RunConfig) -> RunResult:
     if c.out is not None:
         check_out(c.out)
     if c.resume is not None:
-        claim_checkpoint_dir(c)
+        check_checkpoint_dir(c)
     t0 = time.perf_counter()
     data = load_dataset(c)
     train, valid, test = (with_context(part, c.context) for part in data.split((0.6, 0.2, 0.2)))
+    executor = c.executor()
+    if c.resume is not None:  # everything is checked: the directory is this run's
+        claim_checkpoint_dir(c)
     diagnostics: dict[str, dict[str, Any]] = {}
     # one bar over (seed, backbone) runs: per-epoch bars of ~70 runs would flood the terminal
     bar = _progress.bar(c.progress, total=c.seeds * len(c.models), desc="rmtl run", unit="model")
@@ -83,7 +86,7 @@ def run(config: RunConfig) -> RunResult:
         rmtl_kwargs=c.rmtl_config(),
         compat=c.compat,
         on_agent=observe,
-        executor=c.executor(),
+        executor=executor,
         checkpoint_dir=c.resume,
         budget=c.budget,
         balancers=c.balancers,
@@ -128,27 +131,59 @@ def check_out(out: str) -> None:
         raise PermissionError(f"--out: {out} is not writable")
 
 
-def claim_checkpoint_dir(c: RunConfig) -> None:
-    """Record the settings that decide the run in ``c.resume``/job.json, or refuse a
-    directory that holds a run with other settings."""
-    os.makedirs(c.resume, exist_ok=True)
-    mine = {
+# fields of RunConfig that do not decide the records: where the outputs go, the directory
+# itself, progress bars and where the jobs run (the same seeds give the same records on any
+# executor); a resume may change them
+_NOT_RECORDED = ("out", "resume", "progress", "processes", "ray")
+
+
+def _identity(c: RunConfig) -> dict[str, Any]:
+    """The settings of ``c`` that decide its records, as job.json holds them."""
+    return {
         k: v
         for k, v in json.loads(json.dumps(dataclasses.asdict(c))).items()
-        if k not in ("out", "resume", "progress")
+        if k not in _NOT_RECORDED
     }
+
+
+def check_checkpoint_dir(c: RunConfig) -> bool:
+    """Refuse ``c.resume`` when its job.json records a run with other settings (ValueError
+    naming them) or is damaged (:class:`rmtl.CorruptFileError` naming it); whether it holds
+    one. Writes nothing: :func:`claim_checkpoint_dir` records the run once it is checked."""
     path = os.path.join(c.resume, "job.json")
-    if os.path.exists(path):
+    if os.path.exists(c.resume) and not os.path.isdir(c.resume):
+        raise FileExistsError(f"--resume: {c.resume} exists and is not a directory")
+    if not os.path.exists(path):
+        return False
+    try:
         with open(path, encoding="utf-8") as f:
             theirs = json.load(f)
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            raise ValueError(
-                f"--resume: {c.resume} holds a run with other settings ({', '.join(diff)}: "
-                f"{[theirs.get(k) for k in diff]} there); use the same settings or a new directory"
-            )
-    else:
-        write_json(path, mine)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptFileError(
+            path, f"not a readable job.json of rmtl run ({e}); remove it or use a new directory"
+        ) from None
+    if not isinstance(theirs, dict):
+        raise CorruptFileError(
+            path, "not a job.json of rmtl run (no table of settings); use a new directory"
+        )
+    mine = _identity(c)
+    diff = sorted(
+        k for k in (set(mine) | set(theirs)) - set(_NOT_RECORDED) if mine.get(k) != theirs.get(k)
+    )
+    if diff:
+        raise ValueError(
+            f"--resume: {c.resume} holds a run with other settings ({', '.join(diff)}: "
+            f"{[theirs.get(k) for k in diff]} there); use the same settings or a new directory"
+        )
+    return True
+
+
+def claim_checkpoint_dir(c: RunConfig) -> None:
+    """Record the settings that decide the run in ``c.resume``/job.json, or refuse a
+    directory that holds a run with other settings (:func:`check_checkpoint_dir`)."""
+    if not check_checkpoint_dir(c):
+        os.makedirs(c.resume, exist_ok=True)
+        write_json(os.path.join(c.resume, "job.json"), _identity(c))
 
 
 def write_outputs(job: RunResult, test: SessionData) -> list[str]:

@@ -25,6 +25,7 @@ from ..data import SessionData
 from ..datasets import load_kuairand, load_retailrocket, synthetic
 from ..models import BACKBONES, check_compat
 from ._ray import connect
+from .executors import MAX_PROCESSES
 from .graph import BUDGETS, CONTROLS
 
 __all__ = [
@@ -118,8 +119,9 @@ class RunConfig:
     (``"critic"``, ``"backbone"``, ``"both"`` or None) adds every row's session context to the
     critics' state, the backbones' input or both (:func:`rmtl.with_context`). ``resume`` is
     the run's checkpoint directory (created if missing, continued if it holds a run of the
-    same settings): every job saves its stages there and a rerun (or a job Ray retries)
-    resumes from the last finished stage; on a cluster it must be storage every node sees.
+    same settings; the executor may differ, the records do not depend on it): every job saves
+    its stages there and a rerun (or a job Ray retries) resumes from the last finished stage;
+    on a cluster it must be storage every node sees.
     ``processes`` runs the experiment's jobs in that many local processes; ``ray`` on a Ray
     cluster (True: the one ``ray.init()`` finds or a new local one; a string: its address);
     neither: one after another in this process.
@@ -208,9 +210,9 @@ class RunConfig:
             check_compat(name, c.compat)
         if c.context not in CONTEXT_MODES:
             raise ValueError(f"context: expected one of {list(CONTEXT_MODES)}, got {c.context!r}")
-        if c.processes is not None and (c.processes < 1 or c.ray):
+        if c.processes is not None and (not 1 <= c.processes <= MAX_PROCESSES or c.ray):
             raise ValueError(
-                f"processes: expected a positive number of processes and no ray, got "
+                f"processes: expected 1 to {MAX_PROCESSES} processes and no ray, got "
                 f"processes={c.processes}, ray={c.ray!r}"
             )
         if c.dataset != "synthetic" and c.data is None:
