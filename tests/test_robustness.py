@@ -142,3 +142,32 @@ def test_memory_error_in_run_is_one_line_exit_2(monkeypatch, capsys):
     assert main(TINY) == 2
     err = one_line_error(capsys)
     assert "rmtl run: error: out of memory (cannot allocate the training workspace)" in err
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seeds": [0, 0]}, r"seeds: expected distinct values, got \[0\] more than once"),
+        (
+            {"backbones": ("mmoe", "mmoe")},
+            r"backbones: expected distinct values, got \['mmoe'\] more than once",
+        ),
+        ({"backbones": ("esmm", "ESMM")}, "backbones: expected distinct values"),
+        (
+            {"backbones": ("esmm",), "rmtl_backbones": ("esmm", "esmm")},
+            "rmtl_backbones: expected distinct values",
+        ),
+        ({"weightings": ("rmtl", "rmtl")}, "weightings: expected distinct values"),
+        (
+            {"backbones": ("esmm",), "transfer": (("esmm", "esmm"),)},
+            "transfer: expected distinct pairs of two different backbones",
+        ),
+        (
+            {"backbones": ("esmm", "mmoe"), "transfer": (("esmm", "mmoe"), ("esmm", "mmoe"))},
+            "transfer: expected distinct pairs",
+        ),
+    ],
+)
+def test_experiment_refuses_duplicates_instead_of_running_them_twice(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        rmtl.experiment(*splits(), **kwargs)

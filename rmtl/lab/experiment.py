@@ -127,6 +127,16 @@ def experiment(
             f"got seeds={seeds}, backbones={list(backbones)}, unknown weightings {unknown}"
         )
     with_rmtl = list(backbones) if rmtl_backbones is None else list(rmtl_backbones)
+    # a name given twice would run twice and the table would count it once (n per row)
+    for what, given in (
+        ("seeds", seeds),
+        ("backbones", [str(b).lower() for b in backbones]),
+        ("rmtl_backbones", [str(b).lower() for b in with_rmtl]),
+        ("weightings", list(weightings)),
+    ):
+        twice = sorted({x for x in given if given.count(x) > 1}, key=str)
+        if twice:
+            raise ValueError(f"{what}: expected distinct values, got {twice} more than once")
     if transfer is None:
         transfer = [(s, t) for s, t in DEFAULT_TRANSFER if s in with_rmtl and t in backbones]
     if any(isinstance(p, str) or len(p) != 2 for p in transfer):
@@ -134,6 +144,12 @@ def experiment(
             f"transfer: expected (source, target) pairs of backbone names, got {list(transfer)}"
         )
     transfer = [(str(src), str(dst)) for src, dst in transfer]
+    same = [p for p in transfer if p[0].lower() == p[1].lower()]
+    if same or len({(s.lower(), t.lower()) for s, t in transfer}) != len(transfer):
+        raise ValueError(
+            "transfer: expected distinct pairs of two different backbones (a backbone's own "
+            f"critics are its RMTL variant), got {[list(p) for p in transfer]}"
+        )
     missing = sorted(
         (set(with_rmtl) | {name for pair in transfer for name in pair}) - set(backbones)
     )
