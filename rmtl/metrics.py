@@ -4,6 +4,7 @@ oracle AUC and logloss of known true probabilities (synthetic data)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -20,6 +21,8 @@ __all__ = [
     "oracle_auc",
     "oracle_logloss",
     "evaluate",
+    "one_class",
+    "UndefinedMetricWarning",
 ]
 
 
@@ -105,13 +108,18 @@ def oracle_logloss(truth: Any) -> float:
 
 
 def evaluate(
-    model: Any, data: Any, batch_size: int = 16384, prob: Optional[np.ndarray] = None
+    model: Any,
+    data: Any,
+    batch_size: int = 16384,
+    prob: Optional[np.ndarray] = None,
+    warn: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Per-task AUC, logloss, s-logloss (and GAUC when the data has user ids).
 
     ``model`` is any object with ``predict(sparse, dense, batch_size)``; pass ``prob``
     (n, T) to score predictions already made. Returns ``{task_name: {metric: value}}``;
-    a metric that is undefined on this data (one class only) is NaN.
+    a metric that is undefined on this data (a task with one class only) is NaN, with an
+    :class:`UndefinedMetricWarning` saying which task and why (``warn=False``: silently).
     """
     if prob is None:
         prob = model.predict(data.sparse, data.dense, batch_size=batch_size)
@@ -119,18 +127,40 @@ def evaluate(
     for k, name in enumerate(data.task_names):
         y, p = data.labels[:, k], np.ascontiguousarray(prob[:, k])
         row = {
-            "auc": _or_nan(auc, y, p),
+            "auc": _or_nan(name, "AUC", warn, auc, y, p),
             "logloss": logloss(y, p),
             "s_logloss": session_logloss(y, p, data.session),
         }
         if data.user is not None:
-            row["gauc"] = _or_nan(gauc, y, p, data.user)
+            row["gauc"] = _or_nan(name, "GAUC", warn, gauc, y, p, data.user)
         out[name] = row
     return out
 
 
-def _or_nan(fn, *args) -> float:
+class UndefinedMetricWarning(UserWarning):
+    """:func:`evaluate` reports a metric as NaN because the data cannot define it (a task
+    whose labels hold one class only)."""
+
+
+def one_class(labels: Any) -> Optional[str]:
+    """Why an AUC of these 0/1 ``labels`` is undefined (``"only 0 of 90 rows positive"``),
+    or None when both classes are present."""
+    y = np.asarray(labels)
+    positives = int(np.count_nonzero(y))
+    if 0 < positives < y.size:
+        return None
+    return f"only one class in {y.size} rows ({positives} positive)"
+
+
+def _or_nan(task: str, metric: str, warn: bool, fn, *args) -> float:
     try:
         return fn(*args)
-    except ValueError:
+    except ValueError as e:
+        if warn:
+            why = one_class(args[0]) or str(e)
+            warnings.warn(
+                f"{metric} of task {task!r} is undefined (NaN): {why}",
+                UndefinedMetricWarning,
+                stacklevel=3,
+            )
         return float("nan")

@@ -1,6 +1,7 @@
 """Issue 33's reproducers of the Python side: each wrong or unclear behaviour an adversarial
 user found is a clear error naming what to change (or the right behaviour), one test each."""
 
+import numpy as np
 import pytest
 
 import rmtl
@@ -171,3 +172,28 @@ def test_memory_error_in_run_is_one_line_exit_2(monkeypatch, capsys):
 def test_experiment_refuses_duplicates_instead_of_running_them_twice(kwargs, message):
     with pytest.raises(ValueError, match=message):
         rmtl.experiment(*splits(), **kwargs)
+
+
+def test_one_class_task_says_why_its_auc_is_nan():
+    train, valid, test = splits()  # 60 users: no purchase in the test set
+    assert test.labels[:, 1].sum() == 0 < test.labels[:, 0].sum()
+    model = rmtl.models.create(
+        "esmm", train.field_dims, train.num_dense, train.num_tasks, seed=0, embed_dim=4
+    )
+    with pytest.warns(rmtl.metrics.UndefinedMetricWarning) as w:
+        res = rmtl.evaluate(model, test)
+    assert np.isnan(res["pay"]["auc"]) and not np.isnan(res["click"]["auc"])
+    assert [str(x.message) for x in w] == [
+        f"{m} of task 'pay' is undefined (NaN): only one class in {len(test)} rows (0 positive)"
+        for m in ("AUC", "GAUC")
+    ]
+    result = rmtl.experiment(
+        train, valid, test, backbones=("esmm",), rmtl_backbones=(), seeds=[0],
+        rmtl_kwargs={"epochs": 1}, backbone_kwargs={"embed_dim": 4},
+    )  # fmt: skip
+    table = rmtl.lab.report.to_markdown(result)
+    assert table.endswith(
+        f"AUC undefined (nan): task pay has only one class in the test set (0 positive of "
+        f"{len(test)} rows)."
+    )
+    assert "click has" not in table

@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
+import numpy as np
+
 from .. import balancers as rmtl_balancers
 from ..agent import RMTL, WEIGHTINGS
 from ..config import RMTLConfig
@@ -209,6 +211,10 @@ def experiment(
             "budget": budget,
             "balancers": list(balancers),
             "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
+            "test_positives": {
+                task: int(np.count_nonzero(test.labels[:, k]))
+                for k, task in enumerate(test.task_names)
+            },
             "threads_per_job": runner.threads,
         },
     )

@@ -30,6 +30,7 @@ __all__ = [
     "per_seed",
     "to_csv",
     "to_json",
+    "undefined_notes",
 ]
 
 HEADERS = {"auc": "AUC", "logloss": "Logloss", "s_logloss": "s-Logloss"}
@@ -339,7 +340,8 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
     paired difference, 95% confidence interval, Holm-adjusted p over the family, starred
     below 0.05 when neither row is flagged) with the smallest effect the run could detect
     and the seeds a 0.001 effect needs; then every other paired difference as exploratory
-    (raw p, never starred); the oracle (true probabilities) when the data knows it."""
+    (raw p, never starred); the oracle (true probabilities) when the data knows it; a note
+    for each task whose AUC is undefined (nan), saying why (:func:`undefined_notes`)."""
     tasks = _tasks(result)
     values = [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
     rows = paper_rows(result)
@@ -436,7 +438,34 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
         f"{result.correction()}; * Holm-adjusted p < 0.05 and both rows pass the convergence "
         "checks.",
     ]
+    lines += undefined_notes(result)
     return "\n".join(lines)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))  # None: NaN after JSON
+
+
+def undefined_notes(result: ExperimentResult) -> list[str]:
+    """A line for each task whose AUC is NaN in some record, saying why (the test set's
+    labels of that task hold one class only, or the records' count where the reason is not
+    known); none when every AUC is defined."""
+    notes = []
+    rows = result.config.get("rows", {}).get("test")
+    positives = result.config.get("test_positives", {})
+    for task in _tasks(result):
+        undefined = [r for r in result.records if r["task"] == task and _missing(r.get("auc"))]
+        if not undefined:
+            continue
+        if task in positives and rows is not None and positives[task] in (0, rows):
+            why = (
+                f"task {task} has only one class in the test set ({positives[task]} positive "
+                f"of {rows} rows)"
+            )
+        else:
+            why = f"task {task} has no AUC in {len(undefined)} of its records"
+        notes.append(f"AUC undefined (nan): {why}.")
+    return ["", *notes] if notes else []
 
 
 def _balancer_lines(
