@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from . import _core, _progress
-from ._arrays import as_float
+from ._arrays import as_float, as_labels
 from ._io import CorruptFileError, open_npz, save_npz
 from .data import SessionData
 from .env import _ORDERS, _SEED_MASK, REWARDS, _check_data, _choice
@@ -181,6 +181,9 @@ def collect(
         raise ValueError("model: only used with policy='actor'; leave it None")
     if not callable(policy) and policy not in ("uniform", "actor"):
         raise ValueError(f"policy: expected 'uniform', 'actor' or a callable, got {policy!r}")
+    # checked again here (the arrays of a SessionData can be changed after it checked them) and
+    # copied, so nothing can change them between chunks
+    labels = np.array(as_labels(data.labels, len(data), data.num_tasks), copy=True)
     seed = int(seed) & _SEED_MASK
     if episodes is None:
         sessions = np.arange(data.num_sessions, dtype=np.int64)
@@ -203,7 +206,7 @@ def collect(
             bar.update(
                 buffer._core.collect(
                     offsets=data.offsets,
-                    labels=data.labels,
+                    labels=labels,
                     sessions=sessions[a:b],
                     first=first,
                     reward=rkind,

@@ -197,3 +197,14 @@ def test_one_class_task_says_why_its_auc_is_nan():
         f"{len(test)} rows)."
     )
     assert "click has" not in table
+
+
+def test_collect_rechecks_labels_changed_after_construction():
+    data = rmtl.datasets.synthetic("retailrocket", n_users=20, seed=0)
+    data.labels[3, 0] = 0.5  # the SessionData checked its labels when it was built
+    buffer = rmtl.ReplayBuffer(1000, data.num_tasks)
+    with pytest.raises(ValueError, match="labels: expected 0/1 labels, got 0.5"):
+        rmtl.collect(data, buffer)
+    assert len(buffer) == 0
+    data.labels[3, 0] = 1.0
+    assert rmtl.collect(data, buffer) == len(data) == len(buffer)
