@@ -14,32 +14,53 @@
 
 /* ---------------------------------------------------------------- BLAS */
 
-static rmtl_sgemm_fn rmtl_scipy_sgemm = NULL;
-static rmtl_blas_threads_fn rmtl_scipy_set_local = NULL;
+static rmtl_blas rmtl_scipy_blas = {NULL, NULL, NULL};
 
-/* OpenBLAS's per-thread thread count, from the library that defines sgemm or one it links
-   (SciPy's bundled OpenBLAS names it with or without its prefix), or NULL: another BLAS */
-static rmtl_blas_threads_fn rmtl_find_blas_set_local(void *sgemm) {
+/* GIL-free calls on nets running now (rmtl_holds_begin to rmtl_holds_end); read and written
+   with the GIL held only, so a backend switch that sees 0 runs before any of them starts */
+static int rmtl_calls = 0;
+
+/* the function named name, with or without SciPy's prefix for its bundled OpenBLAS, in lib */
+static void *rmtl_blas_symbol(void *lib, const char *name) {
 #ifdef _WIN32
-    (void)sgemm;
+    (void)lib;
+    (void)name;
     return NULL;
 #else
-    static const char *names[] = {"openblas_set_num_threads_local",
-                                  "scipy_openblas_set_num_threads_local"};
+    char prefixed[64];
+    void *fn = dlsym(lib, name);
+    snprintf(prefixed, sizeof prefixed, "scipy_%s", name);
+    return fn != NULL ? fn : dlsym(lib, prefixed);
+#endif
+}
+
+/* OpenBLAS's process-wide thread count, from the library that defines sgemm or one it links,
+   when that OpenBLAS runs its threads as pthreads or none (openblas_get_parallel 1 or 0):
+   then a call made with the count at 1 runs on the calling thread alone, whichever thread
+   that is. Left NULL for another BLAS, and for an OpenMP OpenBLAS (each thread has its own
+   OpenMP count there, which a pool thread cannot be relied on to read as 1). */
+static void rmtl_find_blas_threads(rmtl_blas *blas) {
+#ifndef _WIN32
     Dl_info info;
-    void *lib = NULL, *fn = NULL;
+    void *sgemm, *lib = NULL;
+    memcpy(&sgemm, &blas->sgemm, sizeof sgemm);
     if (dladdr(sgemm, &info) != 0 && info.dli_fname != NULL) {
         lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
     }
-    for (int i = 0; lib != NULL && fn == NULL && i < 2; i++) {
-        fn = dlsym(lib, names[i]);
+    if (lib == NULL) {
+        return;
     }
-    if (lib != NULL) {
-        dlclose(lib);
+    void *parallel = rmtl_blas_symbol(lib, "openblas_get_parallel");
+    void *get = rmtl_blas_symbol(lib, "openblas_get_num_threads");
+    void *set = rmtl_blas_symbol(lib, "openblas_set_num_threads");
+    int (*get_parallel)(void);
+    memcpy(&get_parallel, &parallel, sizeof get_parallel); /* as POSIX dlsym intends */
+    if (get_parallel != NULL && get != NULL && set != NULL &&
+        (get_parallel() == 0 || get_parallel() == 1)) {
+        memcpy(&blas->get_threads, &get, sizeof get);
+        memcpy(&blas->set_threads, &set, sizeof set);
     }
-    rmtl_blas_threads_fn out;
-    memcpy(&out, &fn, sizeof out); /* object to function pointer, as POSIX dlsym intends */
-    return out;
+    dlclose(lib);
 #endif
 }
 
@@ -64,12 +85,10 @@ static int rmtl_load_scipy_blas(void) {
         strstr(name, "cython_blas_s *") == NULL) {
         goto cleanup;
     }
-    rmtl_scipy_sgemm = (rmtl_sgemm_fn)PyCapsule_GetPointer(cap, name);
-    ok = rmtl_scipy_sgemm != NULL ? 0 : -1;
+    rmtl_scipy_blas.sgemm = (rmtl_sgemm_fn)PyCapsule_GetPointer(cap, name);
+    ok = rmtl_scipy_blas.sgemm != NULL ? 0 : -1;
     if (ok == 0) {
-        void *addr;
-        memcpy(&addr, &rmtl_scipy_sgemm, sizeof addr);
-        rmtl_scipy_set_local = rmtl_find_blas_set_local(addr);
+        rmtl_find_blas_threads(&rmtl_scipy_blas);
     }
 cleanup:
     PyErr_Clear();
@@ -84,32 +103,53 @@ static PyObject *rmtl_py_set_gemm_backend(PyObject *self, PyObject *arg) {
     if (name == NULL) {
         return NULL;
     }
-    if (strcmp(name, "builtin") == 0) {
-        rmtl_gemm_set_blas(NULL, NULL);
-    } else if (strcmp(name, "blas") == 0) {
-        if (rmtl_scipy_sgemm == NULL) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "backend: SciPy's BLAS sgemm could not be loaded; use 'builtin'");
-            return NULL;
-        }
-        rmtl_gemm_set_blas(rmtl_scipy_sgemm, rmtl_scipy_set_local);
-    } else {
+    int blas = strcmp(name, "blas") == 0;
+    if (!blas && strcmp(name, "builtin") != 0) {
         PyErr_Format(PyExc_ValueError, "backend: expected 'blas' or 'builtin', got '%s'", name);
         return NULL;
     }
+    if (blas && rmtl_scipy_blas.sgemm == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "backend: SciPy's BLAS sgemm could not be loaded; use 'builtin'");
+        return NULL;
+    }
+    /* the GIL orders this check against every call's start and end (rmtl_calls) */
+    if (blas != rmtl_gemm_uses_blas() && rmtl_calls > 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "backend: another thread is running a call of the core (training, "
+                        "prediction, a critic step); switch the backend between calls");
+        return NULL;
+    }
+    rmtl_gemm_use(blas);
     Py_RETURN_NONE;
 }
 
 static PyObject *rmtl_py_set_num_threads(PyObject *self, PyObject *arg) {
-    long n = PyLong_AsLong(arg);
-    if (n == -1 && PyErr_Occurred()) {
+    if (PyBool_Check(arg)) {
+        PyErr_Format(PyExc_ValueError, "n: expected an integer 1..%d, got %R", RMTL_MAX_THREADS,
+                     arg);
         return NULL;
     }
-    if (n < 1 || n > 4096) {
-        PyErr_Format(PyExc_ValueError, "n: expected 1..4096 threads, got %ld", n);
+    PyObject *index = PyNumber_Index(arg);
+    if (index == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "n: expected an integer 1..%d, got %R", RMTL_MAX_THREADS,
+                     arg);
         return NULL;
     }
+    int overflow = 0;
+    long n = PyLong_AsLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+    if (overflow != 0 || n < 1 || n > RMTL_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError,
+                     "n: expected 1..%d threads (the pool's maximum is %d), got %R",
+                     RMTL_MAX_THREADS, RMTL_MAX_THREADS, arg);
+        return NULL;
+    }
+    /* waits for a parallel loop another thread is running to finish */
+    Py_BEGIN_ALLOW_THREADS;
     rmtl_threads_set((int)n);
+    Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
 }
 
@@ -394,11 +434,13 @@ PyThreadState *rmtl_holds_begin(rmtl_holds *h) {
     for (int i = 0; i < h->n; i++) {
         h->obj[i]->busy = 1;
     }
+    rmtl_calls++;
     return PyEval_SaveThread();
 }
 
 void rmtl_holds_end(rmtl_holds *h, PyThreadState *ts) {
     PyEval_RestoreThread(ts);
+    rmtl_calls--;
     rmtl_holds_release(h);
 }
 
@@ -821,8 +863,10 @@ int rmtl_bind_models_init(PyObject *mod) {
     int loaded = rmtl_load_scipy_blas() == 0;
     const char *env = getenv("RMTL_BLAS");
     int forced = env != NULL && strcmp(env, "builtin") == 0;
-    rmtl_gemm_set_blas(loaded && !forced ? rmtl_scipy_sgemm : NULL, rmtl_scipy_set_local);
-    if (PyModule_AddIntConstant(mod, "blas_per_thread", rmtl_scipy_set_local != NULL) < 0) {
+    rmtl_gemm_init(loaded ? &rmtl_scipy_blas : NULL);
+    rmtl_gemm_use(loaded && !forced);
+    if (PyModule_AddIntConstant(mod, "blas_per_thread", rmtl_scipy_blas.set_threads != NULL) < 0 ||
+        PyModule_AddIntConstant(mod, "max_threads", RMTL_MAX_THREADS) < 0) {
         return -1;
     }
     return PyModule_AddIntConstant(mod, "blas_available", loaded);

@@ -2,22 +2,89 @@
    Goes to the BLAS sgemm handed in by the binding (Fortran, column-major), or to
    the blocked kernel below, which is also the oracle the tests compare BLAS with. */
 #include "gemm.h"
+
+#ifndef _WIN32
+#include <pthread.h>
+#endif
+
 #include "pool.h"
 
-static rmtl_sgemm_fn rmtl_blas_sgemm = NULL;
-static rmtl_blas_threads_fn rmtl_blas_set_local = NULL;
+/* The backends: [0] the built-in kernel, [1] the BLAS, filled once by rmtl_gemm_init before
+   any product; the choice is an index, read once per rmtl_gemm_many, so a switch while
+   products run on other threads never shows them a half-set backend (it used to be a pointer
+   the pool's threads read part by part: a switch made them call NULL). */
+static rmtl_blas gemm_backends[2];
+static int gemm_backend = 0;
 #define GEMM_MAX_PARTS 8
 static int rmtl_gemm_max_parts = 1; /* the machine's CPUs, at most GEMM_MAX_PARTS */
 
-void rmtl_gemm_set_blas(rmtl_sgemm_fn fn, rmtl_blas_threads_fn set_local) {
+void rmtl_gemm_init(const rmtl_blas *blas) {
     int cpus = rmtl_machine_cpus();
-    rmtl_blas_sgemm = fn;
-    rmtl_blas_set_local = fn != NULL ? set_local : NULL;
+    rmtl_blas none = {NULL, NULL, NULL};
+    gemm_backends[1] = blas != NULL ? *blas : none;
+    if (gemm_backends[1].get_threads == NULL || gemm_backends[1].set_threads == NULL) {
+        gemm_backends[1].get_threads = NULL;
+        gemm_backends[1].set_threads = NULL;
+    }
     rmtl_gemm_max_parts = cpus < GEMM_MAX_PARTS ? cpus : GEMM_MAX_PARTS;
 }
 
+int rmtl_gemm_use(int blas) {
+    if (blas && gemm_backends[1].sgemm == NULL) {
+        return RMTL_ERR_ARG;
+    }
+    __atomic_store_n(&gemm_backend, blas ? 1 : 0, __ATOMIC_RELEASE);
+    return RMTL_OK;
+}
+
 int rmtl_gemm_uses_blas(void) {
-    return rmtl_blas_sgemm != NULL;
+    return __atomic_load_n(&gemm_backend, __ATOMIC_ACQUIRE);
+}
+
+/* OpenBLAS's thread count is one number for the process (openblas_set_num_threads_local sets
+   it too, in the pthreads builds SciPy ships), and a product it splits over its own threads
+   can round differently from the same product on one (K not a multiple of its blocks). Parts
+   used to set it to 1 around each call and put back what they found: two pool threads doing
+   that at once left it at 2 under some parts, by timing, and one run in 20 under load trained
+   to other bits. Now it is 1 from the first to the last of any of rmtl's BLAS calls in
+   flight, on any thread (a count of them under a lock), and back to what it was after. */
+#ifndef _WIN32
+static pthread_mutex_t gemm_blas_lock = PTHREAD_MUTEX_INITIALIZER;
+#endif
+static int gemm_blas_users = 0, gemm_blas_before = 1;
+
+static void rmtl_gemm_blas_enter(const rmtl_blas *blas) {
+    if (blas->set_threads == NULL) {
+        return;
+    }
+#ifndef _WIN32
+    pthread_mutex_lock(&gemm_blas_lock);
+#endif
+    if (gemm_blas_users++ == 0) {
+        gemm_blas_before = blas->get_threads();
+        if (gemm_blas_before != 1) {
+            blas->set_threads(1);
+        }
+    }
+#ifndef _WIN32
+    pthread_mutex_unlock(&gemm_blas_lock);
+#endif
+}
+
+static void rmtl_gemm_blas_leave(const rmtl_blas *blas) {
+    if (blas->set_threads == NULL) {
+        return;
+    }
+#ifndef _WIN32
+    pthread_mutex_lock(&gemm_blas_lock);
+#endif
+    /* put back unless someone else changed it meanwhile */
+    if (--gemm_blas_users == 0 && gemm_blas_before != 1 && blas->get_threads() == 1) {
+        blas->set_threads(gemm_blas_before);
+    }
+#ifndef _WIN32
+    pthread_mutex_unlock(&gemm_blas_lock);
+#endif
 }
 
 /* Tile sizes: a (KC, NC) panel of op(B) packed on the stack stays in L2. */
@@ -78,8 +145,9 @@ static void rmtl_gemm_builtin(int ta, int tb, int M, int N, int K, float alpha, 
                       rmtl_gemm_tiles, &g);
 }
 
-/* BLAS on the rows (or columns) [lo, hi) of C, on this thread alone */
-static void rmtl_gemm_blas_part(const rmtl_gemm_op *g, int split_rows, int lo, int hi) {
+/* BLAS on the rows (or columns) [lo, hi) of C, one sgemm call on this thread */
+static void rmtl_gemm_blas_part(rmtl_sgemm_fn sgemm, const rmtl_gemm_op *g, int split_rows, int lo,
+                                int hi) {
     int M = g->M, N = g->N;
     const float *A = g->A, *B = g->B;
     float *C = g->C;
@@ -96,12 +164,7 @@ static void rmtl_gemm_blas_part(const rmtl_gemm_op *g, int split_rows, int lo, i
     char tra = g->tb ? 'T' : 'N', trb = g->ta ? 'T' : 'N';
     int K = g->K, lda = g->lda, ldb = g->ldb, ldc = g->ldc;
     float alpha = g->alpha, beta = g->beta;
-    int before = rmtl_blas_set_local != NULL ? rmtl_blas_set_local(1) : 0;
-    rmtl_blas_sgemm(&tra, &trb, &N, &M, &K, &alpha, (float *)B, &ldb, (float *)A, &lda, &beta, C,
-                    &ldc);
-    if (rmtl_blas_set_local != NULL) {
-        rmtl_blas_set_local(before);
-    }
+    sgemm(&tra, &trb, &N, &M, &K, &alpha, (float *)B, &ldb, (float *)A, &lda, &beta, C, &ldc);
 }
 
 /* The products' parts: blocks of at least GEMM_PART_MIN rows or columns of C (the longer side,
@@ -138,6 +201,7 @@ typedef struct {
     const rmtl_gemm_op *ops;
     int n;
     double share;
+    rmtl_sgemm_fn sgemm;
 } rmtl_gemm_many_args;
 
 /* how long the parts of a group take on the machine's CPUs when each CPU claims the next part
@@ -169,13 +233,15 @@ static void rmtl_gemm_parts(void *ctx, int64_t p0, int64_t p1) {
         int part = rmtl_gemm_part(g, a->share), parts = (len + part - 1) / part;
         for (int64_t p = p0 > first ? p0 : first; p < p1 && p < first + parts; p++) {
             int lo = (int)(p - first) * part, hi = lo + part < len ? lo + part : len;
-            rmtl_gemm_blas_part(g, split_rows, lo, hi);
+            rmtl_gemm_blas_part(a->sgemm, g, split_rows, lo, hi);
         }
         first += parts;
     }
 }
 
 void rmtl_gemm_many(rmtl_gemm_op *ops, int n) {
+    /* the backend once, for every product and part of this call */
+    const rmtl_blas *blas = &gemm_backends[__atomic_load_n(&gemm_backend, __ATOMIC_ACQUIRE)];
     double total = 0.0;
     int64_t parts = 0;
     int k = 0;
@@ -184,7 +250,7 @@ void rmtl_gemm_many(rmtl_gemm_op *ops, int n) {
         if (g->M == 0 || g->N == 0) {
             continue;
         }
-        if (rmtl_blas_sgemm == NULL || g->K == 0) {
+        if (blas->sgemm == NULL || g->K == 0) {
             rmtl_gemm_builtin(g->ta, g->tb, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb,
                               g->beta, g->C, g->ldc);
             continue;
@@ -206,10 +272,10 @@ void rmtl_gemm_many(rmtl_gemm_op *ops, int n) {
        (a large product beside a small one), 1/(d CPUs) for d up to 4, each finer d taken only
        if it finishes more than 2% sooner in the claim order (every extra part packs its shared
        operand again) */
-    rmtl_gemm_many_args a = {ops, k, total / rmtl_gemm_max_parts};
+    rmtl_gemm_many_args a = {ops, k, total / rmtl_gemm_max_parts, blas->sgemm};
     double best = rmtl_gemm_makespan(&a);
     for (int d = 2; d <= 4 && best > 1.05 * total / rmtl_gemm_max_parts; d++) {
-        rmtl_gemm_many_args finer = {ops, k, total / rmtl_gemm_max_parts / d};
+        rmtl_gemm_many_args finer = {ops, k, total / rmtl_gemm_max_parts / d, blas->sgemm};
         double span = rmtl_gemm_makespan(&finer);
         if (span < 0.98 * best) {
             a = finer;
@@ -221,15 +287,17 @@ void rmtl_gemm_many(rmtl_gemm_op *ops, int n) {
         int len = g->M >= g->N ? g->M : g->N, part = rmtl_gemm_part(g, a.share);
         parts += (len + part - 1) / part;
     }
-    if (parts == 1 || rmtl_blas_set_local == NULL) {
+    rmtl_gemm_blas_enter(blas);
+    if (parts == 1 || blas->set_threads == NULL) {
         /* whole calls one after another: one small product, or a BLAS whose own threads split
-           each (no per-thread control) */
+           each (its thread count not ours to set) */
         for (int i = 0; i < k; i++) {
-            rmtl_gemm_blas_part(&ops[i], 1, 0, ops[i].M);
+            rmtl_gemm_blas_part(blas->sgemm, &ops[i], 1, 0, ops[i].M);
         }
-        return;
+    } else {
+        rmtl_parallel_for(parts, 1, rmtl_gemm_parts, &a);
     }
-    rmtl_parallel_for(parts, 1, rmtl_gemm_parts, &a);
+    rmtl_gemm_blas_leave(blas);
 }
 
 void rmtl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,

@@ -15,11 +15,24 @@ typedef struct {
 /* a Fortran BLAS sgemm (column-major, arguments by reference) */
 typedef void (*rmtl_sgemm_fn)(char *ta, char *tb, int *m, int *n, int *k, float *alpha, float *a,
                               int *lda, float *b, int *ldb, float *beta, float *c, int *ldc);
-/* OpenBLAS's openblas_set_num_threads_local: sets this thread's count, returns the previous */
-typedef int (*rmtl_blas_threads_fn)(int n);
-/* products go to fn (NULL: the built-in kernel); with set_local (or NULL), large products are
-   split over the pool, each part on one thread */
-void rmtl_gemm_set_blas(rmtl_sgemm_fn fn, rmtl_blas_threads_fn set_local);
+/* OpenBLAS's process-wide thread count: get, and set (returns nothing useful) */
+typedef int (*rmtl_blas_threads_fn)(void);
+typedef void (*rmtl_blas_set_threads_fn)(int n);
+/* a BLAS: its sgemm, and OpenBLAS's process-wide thread count when its threads are pthreads
+   (get_threads and set_threads both set; then large products are split over the pool, each
+   part one single-threaded sgemm call), else NULL (another BLAS, whose own threads split each
+   product called whole from the calling thread) */
+typedef struct {
+    rmtl_sgemm_fn sgemm;
+    rmtl_blas_threads_fn get_threads;
+    rmtl_blas_set_threads_fn set_threads;
+} rmtl_blas;
+/* the BLAS rmtl_gemm_use(1) selects (NULL or no sgemm: none); once, before any product */
+void rmtl_gemm_init(const rmtl_blas *blas);
+/* products go to the BLAS (blas 1; RMTL_ERR_ARG if rmtl_gemm_init gave none) or to the
+   built-in kernel (0). Safe while products run on other threads: each rmtl_gemm_many reads
+   the choice once and uses it for all its parts. */
+int rmtl_gemm_use(int blas);
 /* 1 if products go to a BLAS */
 int rmtl_gemm_uses_blas(void);
 /* C (M, N) row stride ldc = alpha op(A) op(B) + beta C; ta, tb: A, B transposed */

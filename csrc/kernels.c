@@ -278,14 +278,15 @@ void rmtl_dense_prologue(float *db, float *colsum, const rmtl_gather *scatter,
     /* ReLU columns become pre-activation gradients here, and the bias gradient and the sums by
        slot are taken over column blocks. Threads own column blocks (and fields' sums by slot)
        and sum in row order: the same bits for any thread count. */
-    int w = TILE_COLS; /* narrower blocks where there are fewer than threads: same sums */
-    while (w > 64 && (OC + w - 1) / w < rmtl_threads()) {
+    int w = TILE_COLS, threads = rmtl_threads(); /* narrower blocks where there are fewer than
+                                                     threads: same sums */
+    while (w > 64 && (OC + w - 1) / w < threads) {
         w /= 2;
     }
     int nblk = (OC + w - 1) / w;
     rmtl_prologue_args prologue_args = {db,     colsum, scatter, lowrank, dout, ld_out, out,
                                         n_relu, B,      OC,      scale,   n,    w};
-    if (nblk >= rmtl_threads()) {
+    if (nblk >= threads) {
         rmtl_parallel_for(nblk, rmtl_grain((double)B * w * (n + 1), RMTL_GRAIN_COMPUTE),
                           rmtl_prologue_range, &prologue_args);
         return;

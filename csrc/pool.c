@@ -24,9 +24,11 @@
 
 #define POOL_MAX_CHUNKS 64  /* per job: enough to even out a slow thread */
 #define POOL_SPIN_NS 100000 /* a worker's wait for the next job before it sleeps */
-#define POOL_MAX_THREADS 256
 
-static int pool_threads = 0; /* 0: OMP_NUM_THREADS, else the cores this process may use */
+/* 0: OMP_NUM_THREADS, else the cores this process may use; read and written atomically (a
+   setter on one thread, loops on others) */
+static int pool_threads = 0;
+static int pool_default = 0; /* pool_default_threads(), once found (the same on any thread) */
 
 static int pool_default_threads(void) {
     const char *env = getenv("OMP_NUM_THREADS");
@@ -58,10 +60,15 @@ int rmtl_machine_cpus(void) {
 }
 
 int rmtl_threads(void) {
-    if (pool_threads <= 0) {
-        pool_threads = pool_default_threads();
+    int n = __atomic_load_n(&pool_threads, __ATOMIC_ACQUIRE);
+    if (n <= 0) {
+        n = __atomic_load_n(&pool_default, __ATOMIC_ACQUIRE);
     }
-    return pool_threads < POOL_MAX_THREADS ? pool_threads : POOL_MAX_THREADS;
+    if (n <= 0) {
+        n = pool_default_threads();
+        __atomic_store_n(&pool_default, n, __ATOMIC_RELEASE);
+    }
+    return n < RMTL_MAX_THREADS ? n : RMTL_MAX_THREADS;
 }
 
 int64_t rmtl_grain(double work_per_index, double min_work) {
@@ -84,7 +91,7 @@ static int64_t pool_grain(int64_t n, int64_t grain) {
 #ifdef _WIN32
 
 void rmtl_threads_set(int n) {
-    pool_threads = n > 0 ? n : 0;
+    __atomic_store_n(&pool_threads, n > 0 ? n : 0, __ATOMIC_RELEASE);
 }
 
 void rmtl_parallel_for(int64_t n, int64_t grain, rmtl_range_fn fn, void *ctx) {
@@ -102,7 +109,7 @@ static struct {
     pthread_mutex_t submit; /* held by the thread running a job, and while the pool changes */
     pthread_mutex_t lock;   /* with wake: sleeping workers */
     pthread_cond_t wake;
-    pthread_t thread[POOL_MAX_THREADS];
+    pthread_t thread[RMTL_MAX_THREADS];
     int n_workers, quit, sleepers;
     uint64_t state;
     int64_t done; /* chunks finished in the current job */
@@ -223,7 +230,7 @@ static void pool_register_fork(void) {
 void rmtl_threads_set(int n) {
     pthread_once(&pool_once, pool_register_fork);
     pthread_mutex_lock(&pool.submit);
-    pool_threads = n > 0 ? n : 0;
+    __atomic_store_n(&pool_threads, n > 0 ? n : 0, __ATOMIC_RELEASE);
     if (pool.n_workers > rmtl_threads() - 1) {
         pool_stop();
     }

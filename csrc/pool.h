@@ -28,7 +28,11 @@ typedef void (*rmtl_range_fn)(void *ctx, int64_t lo, int64_t hi);
 void rmtl_parallel_for(int64_t n, int64_t grain, rmtl_range_fn fn, void *ctx);
 /* the grain of a loop whose index costs work_per_index: chunks of at least min_work */
 int64_t rmtl_grain(double work_per_index, double min_work);
-/* the pool's thread count; n <= 0: OMP_NUM_THREADS, else the cores this process may use */
+/* the most threads the pool runs, the caller included */
+#define RMTL_MAX_THREADS 256
+/* the pool's thread count (at most RMTL_MAX_THREADS); n <= 0: OMP_NUM_THREADS, else the cores
+   this process may use. Safe while loops run on other threads: waits for the running loop to
+   finish (a loop reads the count once, as it starts) */
 void rmtl_threads_set(int n);
 /* the pool's thread count, the caller included */
 int rmtl_threads(void);

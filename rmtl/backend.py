@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 
 from . import _core
@@ -13,9 +14,9 @@ def blas_info() -> dict:
     Returns a dict with ``backend`` (``"blas"``: SciPy's BLAS ``sgemm`` taken from
     ``scipy.linalg.cython_blas``; ``"builtin"``: rmtl's blocked C kernel),
     ``blas_available`` (whether SciPy's sgemm could be loaded), ``forced_builtin``
-    (``RMTL_BLAS=builtin`` was set at import) and ``blas_per_thread`` (the BLAS lets each
-    thread set its own thread count, as OpenBLAS does: then rmtl splits large products over
-    its own thread pool, each part on one thread).
+    (``RMTL_BLAS=builtin`` was set at import) and ``blas_per_thread`` (the BLAS is an
+    OpenBLAS whose thread count rmtl can hold at 1 while its products run: then rmtl splits
+    large products over its own thread pool, each part one single-threaded call).
     """
     return {
         "backend": _core.gemm_backend(),
@@ -30,7 +31,9 @@ def set_gemm_backend(name: str) -> None:
 
     Both give the same results to float32 rounding; ``"builtin"`` exists as a fallback and
     as the oracle the tests compare BLAS with. Set ``RMTL_BLAS=builtin`` in the environment
-    to start with the fallback.
+    to start with the fallback. A switch while another thread is inside a call of the core
+    (training, prediction, a critic step) raises RuntimeError: a call runs on one path from
+    start to end; switch between calls.
     """
     _core.set_gemm_backend(name)
 
@@ -51,14 +54,25 @@ def set_num_threads(n: int) -> None:
 
     Both run on rmtl's own thread pool (``n - 1`` workers beside the calling thread, started
     on first use; idle workers sleep), which large products split into parts that each call
-    the BLAS on one thread, so SciPy's and numpy's BLAS settings stay yours. Where the BLAS
-    cannot be told per thread (not OpenBLAS), SciPy's BLAS is set to ``n`` threads too and
-    splits the products itself. Process-wide and effective at once, from any thread
-    (``torch.set_num_threads`` likewise). One thread per worker is what scale-out needs; the
-    results do not depend on ``n`` (same seed, same bits for any thread count). The default
-    is ``OMP_NUM_THREADS``, else the cores the process may run on."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected an int >= 1, got {n!r}")
+    the BLAS on one thread. SciPy's OpenBLAS is held at 1 thread while rmtl's products run
+    and put back to its own count after them, so its splits cannot change rmtl's bits
+    (numpy's BLAS is not touched). Where the BLAS cannot be told so (not OpenBLAS, or an
+    OpenMP OpenBLAS), SciPy's BLAS is set to ``n`` threads too and splits the products itself.
+    Process-wide and effective at once, from any thread, also while another thread trains
+    (the change waits for the parallel loop running then); ``torch.set_num_threads``
+    likewise. One thread per worker is what scale-out needs; the results do not depend on
+    ``n`` (same seed, same bits for any thread count). The default is ``OMP_NUM_THREADS``,
+    else the cores the process may run on. ``n`` is any integer (``numpy.int64`` included)
+    from 1 to the pool's maximum, ``rmtl._core.max_threads`` (256); anything else raises
+    ValueError."""
+    try:
+        count = operator.index(n)
+    except TypeError:
+        count = None
+    most = _core.max_threads
+    if isinstance(n, bool) or count is None or not 1 <= count <= most:
+        raise ValueError(f"n: expected an integer 1..{most} (the pool's maximum), got {n!r}")
+    n = count
     _core.set_num_threads(n)
     if not _core.blas_per_thread:
         for c in _blas_controllers():

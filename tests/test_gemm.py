@@ -193,3 +193,25 @@ def test_env_variable_forces_builtin(tmp_path):
         cwd=tmp_path,
     )
     assert out.stdout.strip() == "builtin"
+
+
+def test_pool_size_takes_any_integer_up_to_the_maximum():
+    """issue 33: set_num_threads(np.int64(2)) was refused while 4096 was taken and read back
+    256; any integer 1..max_threads is taken as is, anything else names the range"""
+    import numpy as np
+
+    from rmtl import _core
+
+    before = rmtl.get_num_threads()
+    most = _core.max_threads
+    try:
+        for n in (np.int64(2), np.int32(1), 2, most):
+            rmtl.set_num_threads(n)
+            assert rmtl.get_num_threads() == int(n)
+        for bad in (0, -1, most + 1, 4096, 10**30, True, 2.0, "2", None, np.float64(2)):
+            with pytest.raises(ValueError, match=f"1..{most}"):
+                rmtl.set_num_threads(bad)
+            with pytest.raises(ValueError, match=f"1..{most}"):
+                _core.set_num_threads(bad)
+    finally:
+        rmtl.set_num_threads(before)

@@ -317,3 +317,143 @@ maps = open("/proc/self/maps").read()
 assert "libgomp" not in maps and "libomp" not in maps and "libiomp" not in maps
 """
     )
+
+
+SWITCHER = """
+import threading
+import time
+
+stop = threading.Event()
+outcomes = {"done": 0, "refused": 0}
+
+def hammer(step):
+    i = 0
+    while not stop.is_set():
+        try:
+            step(i)
+            outcomes["done"] += 1
+        except RuntimeError as e:
+            assert "between calls" in str(e), e
+            outcomes["refused"] += 1
+        i += 1
+        time.sleep(0.0002)
+
+def hammering(step, work):
+    t = threading.Thread(target=hammer, args=(step,))
+    t.start()
+    try:
+        return work()
+    finally:
+        stop.set()
+        t.join()
+"""
+
+
+def test_backend_switch_during_training_cannot_crash():
+    """issue 33: set_gemm_backend from another thread while a model trains and predicts (it
+    called a NULL sgemm on the pool's threads): a switch during a call is refused, so every
+    call runs on one path and the weights are the bits of a run on one backend or the other"""
+    run_child(
+        POOL
+        + SWITCHER
+        + """
+rmtl.set_num_threads(2)
+want = {}
+for backend in ("builtin", "blas"):
+    rmtl.set_gemm_backend(backend)
+    want[backend] = trained()
+
+def work():
+    got = []
+    for _ in range(4):
+        w = trained()
+        assert np.isfinite(w).all()
+        got.append(w)
+    return got
+
+got = hammering(lambda i: rmtl.set_gemm_backend(("builtin", "blas")[i % 2]), work)
+for w in got:
+    assert any(np.array_equal(w, v) for v in want.values())
+assert outcomes["refused"] > 0, outcomes
+"""
+    )
+
+
+def test_backend_switch_during_products_cannot_crash():
+    """the core reads the backend once per group of products, so even a switch the binding
+    lets through (rmtl._core.gemm_many, which holds no model) never reaches the pool's threads
+    half-done: every product is one backend's bits"""
+    run_child(
+        SWITCHER
+        + """
+import numpy as np
+import rmtl
+from rmtl import _core
+
+rmtl.set_num_threads(2)
+rng = np.random.default_rng(0)
+a = rng.normal(size=(2048, 300)).astype(np.float32)
+b = rng.normal(size=(300, 257)).astype(np.float32)
+
+def products():
+    cs = [np.zeros((2048, 257), np.float32) for _ in range(2)]
+    _core.gemm_many([(a, b, c, False, False, 1.0, 0.0) for c in cs])
+    return cs
+
+want = []
+for backend in ("builtin", "blas"):
+    rmtl.set_gemm_backend(backend)
+    want.append(products()[0])
+
+def work():
+    for _ in range(300):
+        for c in products():
+            assert any(np.array_equal(c, w) for w in want)
+
+hammering(lambda i: rmtl.set_gemm_backend(("builtin", "blas")[i % 2]), work)
+assert outcomes["done"] > 0, outcomes
+"""
+    )
+
+
+def test_thread_count_changes_during_training_keep_the_bits():
+    """set_num_threads from another thread while a model trains and predicts: it waits for
+    the running parallel loop, and the weights stay the bits of an undisturbed run"""
+    run_child(
+        POOL
+        + SWITCHER
+        + """
+rmtl.set_num_threads(2)
+want = trained()
+
+def work():
+    for _ in range(3):
+        assert np.array_equal(trained(), want)
+
+hammering(lambda i: rmtl.set_num_threads(np.int64(1 + i % 3)), work)
+assert outcomes["done"] > 0 and outcomes["refused"] == 0, outcomes
+"""
+    )
+
+
+def test_same_bits_beside_a_busy_neighbour_on_2_threads():
+    """issue 33: on 2 threads with a busy process beside it, one run in 20 trained to other
+    bits (parts of the products set OpenBLAS's one process-wide thread count to 1 and back,
+    racing each other, so some ran split over OpenBLAS's threads): 40 runs, one set of bits"""
+    run_child(
+        POOL
+        + """
+import subprocess
+import sys
+
+rmtl.set_num_threads(2)
+want = trained()
+busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+try:
+    differ = sum(not np.array_equal(trained(), want) for _ in range(40))
+finally:
+    busy.kill()
+    busy.wait()
+assert differ == 0, f"{differ} of 40 runs trained to other bits"
+"""
+    )
