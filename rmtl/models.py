@@ -442,14 +442,17 @@ class Backbone(Net):
         codes = as_codes(sparse, len(self.config.field_dims))
         dense = as_dense(dense, codes.shape[0], self.config.num_dense)
         out = np.empty((codes.shape[0], self.config.num_tasks), np.float32)
-        step = max(1, int(batch_size)) * 8
+        batch_size = int(batch_size)
+        if 0 < codes.shape[0] < batch_size:  # the same one batch, a workspace of its rows only
+            batch_size = codes.shape[0]
+        step = max(1, batch_size) * 8
         mode = _core.enums["tables"]["auto" if tables is None else "always" if tables else "never"]
         for start in range(0, codes.shape[0], step):
             self._core.predict(
                 sparse=codes[start : start + step],
                 dense=dense[start : start + step],
                 out=out[start : start + step],
-                batch_size=int(batch_size),
+                batch_size=batch_size,
                 tables=mode,
             )
         return out
@@ -557,13 +560,19 @@ class Backbone(Net):
             kind = _core.enums["weighting"][weighting]
         if critics is not None:
             critics = [c._core for c in critics]
+        batch_size = int(batch_size)
+        n_rows = len(rows) if hasattr(rows, "__len__") else 0
+        if (balancer is None or balancer.samples == 1) and 0 < n_rows < batch_size:
+            # one batch of every row either way: the C call reserves a workspace for
+            # batch_size rows, so never more than there are (Trainer(batch_size=2**28) on 90)
+            batch_size = n_rows
         return _core.train_chunk(
             model=self._core,
             rows=rows,
             sparse=sparse,
             dense=dense,
             labels=labels,
-            batch_size=int(batch_size),
+            batch_size=batch_size,
             lr=lr,
             beta1=betas[0],
             beta2=betas[1],

@@ -1,6 +1,9 @@
 """Issue 33's reproducers of the Python side: each wrong or unclear behaviour an adversarial
 user found is a clear error naming what to change (or the right behaviour), one test each."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -208,3 +211,33 @@ def test_collect_rechecks_labels_changed_after_construction():
     assert len(buffer) == 0
     data.labels[3, 0] = 1.0
     assert rmtl.collect(data, buffer) == len(data) == len(buffer)
+
+
+def test_huge_batch_size_reserves_a_workspace_of_the_data_rows_only():
+    """Under a 2 GB address-space limit: a workspace of 2**28 rows would not fit."""
+    script = """
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+import subprocess
+import sys
+
+import numpy as np
+import rmtl
+train, valid, test = rmtl.datasets.synthetic("retailrocket", n_users=8, seed=0).split(
+    (0.6, 0.2, 0.2)
+)
+def make():
+    return rmtl.models.create(
+        "sharedbottom", train.field_dims, train.num_dense, train.num_tasks, seed=0, embed_dim=4
+    )
+huge, small = make(), make()
+rmtl.Trainer(huge, batch_size=2**28, progress=False).fit(train, valid, epochs=2)
+rmtl.Trainer(small, batch_size=len(train), progress=False).fit(train, valid, epochs=2)
+a = huge.predict(test.sparse, test.dense, batch_size=2**28)
+assert np.array_equal(a, small.predict(test.sparse, test.dense)), "not the same training"
+print("ok", len(train))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
