@@ -9,6 +9,7 @@ import pytest
 
 import rmtl
 from rmtl.config import MOST_STEPS
+from rmtl.lab import cli
 from rmtl.lab import run as run_module
 from rmtl.lab.cli import main
 from rmtl.lab.executors import MAX_PROCESSES
@@ -241,3 +242,13 @@ print("ok", len(train))
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
+
+
+def test_prepare_into_an_existing_directory_fails_at_once_naming_it(tmp_path, capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("loaded the raw files before checking --out")
+
+    monkeypatch.setattr(cli, "load_retailrocket", never)
+    argv = ["prepare", "retailrocket", "--raw", str(tmp_path), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert f"--out: {tmp_path} is a directory" in one_line_error(capsys)

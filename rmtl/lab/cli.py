@@ -70,7 +70,17 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    """Load, save and print a short summary."""
+    """Check --out, load, save and print a short summary."""
+    parent = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(args.out):  # before the load, which can take minutes
+        raise IsADirectoryError(
+            f"--out: {args.out} is a directory; give the path of the file to write, e.g. "
+            f"{os.path.join(args.out, args.dataset + '.npz')}"
+        )
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"--out: no such directory: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out: {parent} is not writable")
     vocab = None
     if args.vocab_from:
         vocab = SessionData.load(args.vocab_from).vocab
@@ -80,9 +90,6 @@ def run_prepare(args: argparse.Namespace) -> int:
         data = load_retailrocket(args.raw, args.session_gap_minutes, vocab=vocab)
     else:
         data = load_kuairand(args.raw, args.variant, args.session_gap_minutes, vocab=vocab)
-    parent = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"--out: no such directory: {parent}")
     data.save(args.out)
     print(data.describe())
     print(f"saved {args.out}")
