@@ -3,6 +3,8 @@ user found is a clear error naming what to change (or the right behaviour), one 
 
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -221,6 +223,8 @@ import resource
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import rmtl
@@ -252,3 +256,42 @@ def test_prepare_into_an_existing_directory_fails_at_once_naming_it(tmp_path, ca
     argv = ["prepare", "retailrocket", "--raw", str(tmp_path), "--out", str(tmp_path)]
     assert main(argv) == 2
     assert f"--out: {tmp_path} is a directory" in one_line_error(capsys)
+
+
+def test_overlapping_jobs_restore_the_process_count_of_cores():
+    """Two jobs on a thread pool: A limits, B limits, A ends, B ends; the count from before A
+    comes back (each restoring what it found left B's limit, 1, in place)."""
+    from rmtl.lab import _threads
+
+    before = rmtl.get_num_threads()
+    rmtl.set_num_threads(2)
+    try:
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+        def job_a():
+            with _threads.limit(1):
+                a_in.set()
+                b_in.wait(10)
+            a_out.set()
+
+        def job_b():
+            a_in.wait(10)
+            with _threads.limit(1):
+                b_in.set()
+                a_out.wait(10)
+
+        threads = [threading.Thread(target=job_a), threading.Thread(target=job_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert rmtl.get_num_threads() == 2
+        with ThreadPoolExecutor(2) as pool:
+            rmtl.experiment(
+                *splits(), backbones=("esmm", "mmoe"), rmtl_backbones=(), seeds=[0, 1],
+                rmtl_kwargs={"epochs": 1}, backbone_kwargs={"embed_dim": 4},
+                executor=pool, threads_per_job=1,
+            )  # fmt: skip
+        assert rmtl.get_num_threads() == 2
+    finally:
+        rmtl.set_num_threads(before)

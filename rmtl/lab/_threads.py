@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import Optional
 
@@ -19,19 +20,35 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# the blocks inside limit() in this process and the count before the first of them: jobs of
+# a thread pool overlap, and each restoring the count it found would leave the last one's
+# (the limit) in place
+_lock = threading.Lock()
+_inside = 0
+_before = 0
+
+
 @contextlib.contextmanager
 def limit(threads: Optional[int]) -> Iterator[None]:
     """Run the block with ``threads`` threads (:func:`rmtl.set_num_threads`; None: leave them
-    as they are), restoring the previous count afterwards. With OpenBLAS or the builtin GEMM
+    as they are); when the last block running in this process ends (jobs on a thread pool
+    overlap), the count from before the first is restored. With OpenBLAS or the builtin GEMM
     the results do not depend on it."""
+    global _inside, _before
     if threads is None:
         yield
         return
     if threads < 1:
         raise ValueError(f"threads: expected >= 1, got {threads}")
-    before = get_num_threads()
-    set_num_threads(int(threads))
+    with _lock:
+        if _inside == 0:
+            _before = get_num_threads()
+        set_num_threads(int(threads))
+        _inside += 1
     try:
         yield
     finally:
-        set_num_threads(before)
+        with _lock:
+            _inside -= 1
+            if _inside == 0:
+                set_num_threads(_before)
