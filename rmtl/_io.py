@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import zipfile
 import zlib
@@ -25,6 +26,32 @@ class CorruptFileError(ValueError):
     def __init__(self, path: PathLike, problem: str) -> None:
         self.path = os.fspath(path)
         super().__init__(f"{self.path}: {problem}")
+
+
+# the names atomic_write's temporary files take (tempfile.mkstemp: 8 characters of
+# [a-z0-9_] between the prefix ".<name>." and the suffix ".tmp")
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(
+    directory: PathLike, before: float, recursive: bool = True
+) -> list[str]:
+    """Remove the temporary files of :func:`atomic_write` that a kill left in ``directory``
+    (and its subdirectories with ``recursive``): only names matching :data:`TEMP_NAME`, and
+    only files last changed before the time ``before`` (``time.time()``), so a write still
+    running elsewhere keeps its file. Returns the paths removed; files that cannot be removed
+    are left."""
+    removed = []
+    for root, dirs, files in os.walk(os.fspath(directory)):
+        for name in files:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if TEMP_NAME.fullmatch(name) and os.stat(path).st_mtime < before:
+                    os.unlink(path)
+                    removed.append(path)
+        if not recursive:
+            dirs.clear()
+    return removed
 
 
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from . import _core
 from ._checkpoint import Checkpoint
+from ._io import remove_stale_temporaries
 from ._stages import CriticStage
 from .config import AUTHORS as AUTHORS  # also importable from here, as it always was
 from .config import CRITIC_FREE, WEIGHTINGS, RMTLConfig, check
@@ -240,10 +242,15 @@ class RMTL:
 
     # ------------------------------------------------------------------ stages
     def fit(self, train: SessionData, valid: SessionData) -> RMTL:
-        """Run (or resume) all three stages; the fine-tuned model ends up in ``self.backbone``."""
+        """Run (or resume) all three stages; the fine-tuned model ends up in ``self.backbone``.
+        With a checkpoint directory, the temporary files kills left there are removed once
+        the stages have finished."""
+        started = time.time()
         self.pretrain(train, valid)
         self.fit_critics(train)
         self.finetune(train, valid)
+        if self.checkpoint_dir is not None:
+            remove_stale_temporaries(self.checkpoint_dir, started, recursive=False)
         return self
 
     def pretrain(self, train: SessionData, valid: SessionData) -> History:

@@ -1,9 +1,11 @@
 """Issue 33's reproducers of the Python side: each wrong or unclear behaviour an adversarial
 user found is a clear error naming what to change (or the right behaviour), one test each."""
 
+import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -221,9 +223,11 @@ def test_huge_batch_size_reserves_a_workspace_of_the_data_rows_only():
     script = """
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -295,3 +299,36 @@ def test_overlapping_jobs_restore_the_process_count_of_cores():
         assert rmtl.get_num_threads() == 2
     finally:
         rmtl.set_num_threads(before)
+
+
+def test_successful_resume_removes_the_temporaries_kills_left(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    assert main(TINY + ["--resume", str(ckpt)]) == 0
+    (job,) = [d for d in ckpt.iterdir() if d.is_dir()]
+    stale = [
+        job / "pretrain" / ".baseline.npz.k3_9x0ab.tmp",  # what atomic_write names them
+        ckpt / ".job.json.abcdefgh.tmp",
+    ]
+    kept = [
+        ckpt / "notes.tmp",  # not the project's pattern
+        job / "pretrain" / ".baseline.npz.toolong123.tmp",
+    ]
+    for path in stale + kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a file")
+        os.utime(path, (time.time() - 3600,) * 2)
+    assert main(TINY + ["--resume", str(ckpt)]) == 0
+    assert [p.exists() for p in stale + kept] == [False, False, True, True]
+
+
+def test_successful_fit_removes_the_temporaries_of_its_checkpoint_dir(tmp_path):
+    train, valid, _ = splits()
+    stale = tmp_path / ".critics.npz.q1w2e3r4.tmp"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    backbone = rmtl.models.create(
+        "esmm", train.field_dims, train.num_dense, train.num_tasks, seed=0, embed_dim=4
+    )
+    config = rmtl.RMTLConfig(epochs=1, critic_epochs=1)
+    rmtl.RMTL.from_config(backbone, config, checkpoint_dir=tmp_path).fit(train, valid)
+    assert not stale.exists() and (tmp_path / "agent.json").exists()

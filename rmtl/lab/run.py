@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import _progress
-from .._io import CorruptFileError, atomic_write, write_json, write_text
+from .._io import (
+    CorruptFileError,
+    atomic_write,
+    remove_stale_temporaries,
+    write_json,
+    write_text,
+)
 from ..context import with_context
 from ..data import SessionData
 from ..models import BACKBONES
@@ -47,6 +53,7 @@ def run(config: RunConfig) -> RunResult:
     """Run the experiment of ``config`` (see :class:`RunConfig`); with ``config.out`` also
     write the table (Markdown, CSV, JSON), ``config.json`` and the plots there."""
     c = config.resolved()
+    started = time.time()
     if c.out is not None:
         check_out(c.out)
     if c.resume is not None:
@@ -92,6 +99,8 @@ def run(config: RunConfig) -> RunResult:
         balancers=c.balancers,
     )
     bar.close()
+    if c.resume is not None:  # the kills before this run left nothing half-written behind
+        remove_stale_temporaries(c.resume, started)
     job = RunResult(result, c, diagnostics, time.perf_counter() - t0, c.budgets(len(train)))
     if c.out is not None:
         write_outputs(job, test)
