@@ -14,7 +14,7 @@ balancer test of the study; every RMTL test) is Holm-adjusted over the whole gri
     python benchmarks/study_balancers.py [--corr 0.9 0 -0.9] [--regimes common rare]
         [--tasks 4] [--seeds 5] [--n-users 2000] [--critic-epochs 8] [--balancers all]
         [--processes 2] [--json benchmarks/results/balancer_study.json]
-        [--png docs/images/balancer_study.png] [--redraw]
+        [--png docs/images/balancer_study.png] [--redraw] [--resume]
 
 The JSON (rewritten atomically after every cell) holds the command, CPU model, threads,
 seconds and one row per (cell, task, comparison); ``notebooks/balancer_testbed.ipynb`` draws it.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -69,6 +70,11 @@ def parse() -> argparse.Namespace:
         "--redraw, only that, from the existing --json",
     )
     p.add_argument("--redraw", action="store_true", help="draw --png from --json; train nothing")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the cells --json already holds (same settings) and run only the others",
+    )
     return p.parse_args()
 
 
@@ -120,8 +126,6 @@ def adjust(rows: list[dict[str, Any]]) -> None:
 
 def draw(rows: list[dict[str, Any]], path: str) -> None:
     """The AUC heat maps of ``rows`` into ``path`` (atomically: a temporary name, then rename)."""
-    import os
-
     from rmtl.lab.plots import balancer_maps
 
     tmp = f"{path}.{os.getpid()}.tmp.png"
@@ -147,9 +151,25 @@ def main() -> None:
         "init_output_bias": "prior",
     }
     rows: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    spent = 0.0
+    if args.resume and os.path.exists(args.json):
+        with open(args.json) as f:
+            saved = json.load(f)
+        same = (saved["tasks"], saved["seeds"], saved["n_users"], saved["rmtl"]) == (
+            args.tasks,
+            args.seeds,
+            args.n_users,
+            settings,
+        )
+        if not same:
+            sys.exit(f"--resume: {args.json} holds a study of other settings")
+        rows, spent = saved["rows"], saved["seconds"]
+    done = {(r["regime"], r["corr"]) for r in rows}
+    t0 = time.perf_counter() - spent
     for regime in args.regimes:
         for corr in args.corr:
+            if (regime, corr) in done:
+                continue
             data = cell_data(corr, regime, args.tasks, args.n_users)
             train, valid, test = data.split()
             common = dict(

@@ -326,6 +326,8 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
                      int64_t n_rows, const rmtl_rows *data, int B, const rmtl_loss_weighting *wt,
                      const rmtl_balanced *bal, const rmtl_adam *opt) {
     int T = m->T, S = bal != NULL ? bal->b->S : 1;
+    /* no batch holds more rows than the chunk: a huge B on small data reserves only those */
+    B = n_rows < B ? (int)(n_rows > 0 ? n_rows : 1) : B;
     RMTL_TRY(rmtl_model_reserve(m, B));
     for (int k = 0; wt != NULL && wt->critics != NULL && k < T; k++) {
         RMTL_TRY(rmtl_critic_reserve(wt->critics[k], B));
