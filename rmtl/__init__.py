@@ -1,6 +1,7 @@
 """rmtl: Multi-Task Recommendations with Reinforcement Learning, with a C core."""
 
 import importlib as _importlib
+import logging as _logging
 import os as _os
 
 __version__ = "0.1.0"  # before the imports: modules of the package read it
@@ -29,6 +30,9 @@ from .replay import ReplayBuffer, collect
 from .train import History, NonFiniteLossError, Trainer
 
 _moved.install()
+# per-epoch lines are INFO records of "rmtl.*" loggers; shown only if the user configures
+# logging (e.g. logging.basicConfig(level=logging.INFO))
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "SessionData",

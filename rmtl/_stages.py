@@ -3,6 +3,7 @@ checkpoint file), apart from the agent that runs it."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Optional
 
@@ -18,6 +19,8 @@ from .replay import ReplayBuffer, collect
 from .train import NonFiniteLossError, chunks
 
 __all__ = ["CriticStage"]
+
+_log = logging.getLogger(__name__)
 
 _NOISE_STREAM = 0x5444  # keys the TD3 target-action noise apart from other uses of the seed
 STATE_FILE = "critics.npz"
@@ -122,7 +125,7 @@ class CriticStage:
             self.records.append(rec)
             self.complete = epoch + 1 == epochs
             self._commit()
-            _progress.log_record(self.progress, rec)
+            _progress.log_record(self.progress, rec, _log)
         if not self.complete:
             self.complete = True
             self._commit()

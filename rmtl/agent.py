@@ -145,7 +145,9 @@ class RMTL:
     checkpoint_dir : path or None
         Where every stage saves and resumes.
     progress : bool
-        tqdm progress bars and per-epoch lines.
+        tqdm progress bars; per-epoch lines go to the ``rmtl`` loggers at INFO (at DEBUG
+        without progress), shown once logging is configured, e.g.
+        ``logging.basicConfig(level=logging.INFO)``.
     on_epoch : callable or None
         ``on_epoch(stage, record)`` after every epoch of stages 1 and 3 (``stage``:
         ``pretrain`` or ``finetuned-<weighting>``; ``record``: the :class:`rmtl.History`

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 import warnings
@@ -18,6 +19,8 @@ from .data import SessionData, row_order
 from .metrics import bce_rows, evaluate
 
 __all__ = ["Trainer", "History", "NonFiniteLossError", "chunks", "EARLY_STOPPING"]
+
+_log = logging.getLogger(__name__)
 
 _REF = RMTLConfig()
 _BETAS, _EPS = (0.9, 0.999), 1e-8  # Adam's (PyTorch's defaults)
@@ -105,6 +108,11 @@ class Trainer:
     ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops training, restores
     the best weights so far and returns the history. ``callback``, if given, is called with
     every epoch's record as soon as it is complete (e.g. to report to Ray Tune).
+
+    ``progress`` shows tqdm bars (on stderr). Each epoch's record is logged as a
+    ``key=value`` line to the ``rmtl.train`` logger, at INFO with ``progress`` and at DEBUG
+    without; nothing is printed, so the lines show only once logging is configured (e.g.
+    ``logging.basicConfig(level=logging.INFO)``).
 
     With ``weighting`` (and ``critics``, ``lam``; ``task_weights`` for ``"static"``), the loss
     is RMTL's stage-3 critic-weighted BCE or one of its controls (see
@@ -439,7 +447,7 @@ class Trainer:
                     else:
                         bad += 1
                 hist.epochs.append(rec)
-                _progress.log_record(self.progress, rec)
+                _progress.log_record(self.progress, rec, _log)
                 if self.callback is not None:
                     self.callback(rec)
                 if (
