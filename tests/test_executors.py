@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -318,3 +319,100 @@ def test_sweep_file_mistakes_are_named(tmp_path, text, message):
     with pytest.raises(ValueError) as e:
         load_sweep(str(path))
     assert message in str(e.value)
+
+
+def _descendants(pid):
+    """The pids of every living process below ``pid`` (from /proc), zombies left out."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[0] != "Z":
+            children.setdefault(int(stat[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_exit_when_the_parent_of_run_processes_dies(tmp_path, sig):
+    argv = ["run", "--models", "esmm", "--n-users", "3000", "--seeds", "2", "--epochs", "50"]
+    argv += ["--critic-epochs", "50", "--processes", "2", "--no-progress", "--out", str(tmp_path)]
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "rmtl", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline, workers, others = time.monotonic() + 120, [], []
+        while time.monotonic() < deadline and parent.poll() is None:
+            workers = [
+                p
+                for p in _descendants(parent.pid)
+                if "spawn_main" in open(f"/proc/{p}/cmdline").read()
+            ]
+            if len(workers) == 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, parent.stderr.read() if parent.poll() is not None else workers
+        others = _descendants(parent.pid)  # the workers and multiprocessing's resource tracker
+        os.kill(parent.pid, sig)
+        parent.wait(30)
+        if sig == signal.SIGTERM:
+            assert parent.returncode == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while _alive(others) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive(others) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for pid in _alive(others):  # what a failure left behind
+            os.kill(pid, signal.SIGKILL)
+
+
+NO_MAIN_GUARD = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_agent import NET, FAST, session_data
+import rmtl
+kw = dict(FAST, critic_epochs=1, epochs=1)
+kw.pop("progress", None)
+splits = session_data(n_sessions={n}, seed=1).split()
+rmtl.experiment(*splits, executor=2, backbones=("esmm",), seeds=(0,), backbone_kwargs=NET,
+                rmtl_kwargs=kw, threads_per_job=1)
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("n", [200, 100_000])  # data that fit in a pipe's buffer, and not
+def test_executor_n_from_a_script_without_main_guard_raises(tmp_path, n):
+    script = tmp_path / "no_guard.py"
+    script.write_text(NO_MAIN_GUARD.format(tests=os.path.dirname(__file__), n=n))
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert run.returncode != 0 and "finished" not in run.stdout
+    assert "RuntimeError: a worker process died" in run.stderr
+    assert 'need `if __name__ == "__main__":`' in run.stderr
+    assert time.monotonic() - start < 60

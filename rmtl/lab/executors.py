@@ -9,8 +9,18 @@ what it computes (each job's randomness comes from its own seed).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing
+import ctypes
+import ctypes.util
+import io
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import context as mp_context
+from multiprocessing import popen_spawn_posix, reduction, resource_tracker, spawn, util
 from typing import Any, Optional, Union
 
 from . import _threads
@@ -25,6 +35,14 @@ ExecutorSpec = Union[None, int, str, cf.Executor]
 # far fewer are ever useful; more is a typo (and beyond a C int, an OverflowError deep inside
 # multiprocessing)
 MAX_PROCESSES = 256
+
+# how often a worker checks that the process that started it is still alive
+PARENT_POLL = 0.5
+
+MAIN_GUARD = (
+    'scripts that use executor=N need `if __name__ == "__main__":` around the call '
+    "(multiprocessing's spawn start method re-imports the script in every worker)"
+)
 
 
 class SerialExecutor(Executor):
@@ -43,7 +61,11 @@ class SerialExecutor(Executor):
 
 class FuturesExecutor(Executor):
     """A ``concurrent.futures.Executor``: ours (N spawned processes that receive the data once,
-    when they start; ``data`` None) or the caller's (``data`` travel with every job)."""
+    when they start; ``data`` None) or the caller's (``data`` travel with every job).
+
+    Ours (``own``) raises a clear error when a worker dies (at start-up, as in a script without
+    a main guard, or later) instead of hanging, and while it runs a SIGTERM of this process
+    (from the main thread, where no handler was set) terminates its workers and exits 143."""
 
     def __init__(
         self,
@@ -63,23 +85,153 @@ class FuturesExecutor(Executor):
         )
         if capacity is not None:
             self.capacity = capacity
+        self.sigterm: Any = None
+        if own and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                self.sigterm = signal.signal(signal.SIGTERM, _terminated)
 
     def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
-        if self.data is None:
-            return self.executor.submit(_run_on_worker_data, self.work, job, settings, list(inputs))
-        return self.executor.submit(self.work, job, settings, self.data, list(inputs))
+        try:
+            if self.data is None:
+                return self.executor.submit(
+                    _run_on_worker_data, self.work, job, settings, list(inputs)
+                )
+            return self.executor.submit(self.work, job, settings, self.data, list(inputs))
+        except BrokenProcessPool as e:
+            raise self._died(e) from e
+
+    def result(self, future: cf.Future) -> JobOutput:
+        try:
+            return future.result()
+        except BrokenProcessPool as e:
+            raise self._died(e) from e
+
+    def _died(self, error: BaseException) -> BaseException:
+        if not self.own:
+            return error
+        return RuntimeError(
+            "a worker process died (at start-up, or killed while running a job, e.g. for "
+            f"memory); {MAIN_GUARD}"
+        )
 
     def close(self) -> None:
-        if self.own:
+        if not self.own:
+            return
+        try:
+            if sys.exc_info()[0] is _Terminated:
+                _terminate_workers(self.executor)
             self.executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if self.sigterm is not None:
+                signal.signal(signal.SIGTERM, self.sigterm)
+                self.sigterm = None
+
+
+class _Terminated(SystemExit):
+    """SIGTERM while our worker processes run: they are terminated and this process exits."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated(128 + signum)
+
+
+def _terminate_workers(pool: cf.Executor) -> None:
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.terminate()
+        except (OSError, ValueError):  # already gone
+            pass
+
+
+class _Popen(popen_spawn_posix.Popen):
+    """multiprocessing's spawn, except that this process closes its copy of the child's end of
+    the pipe before writing the child's arguments (the data) into it: a child that dies before
+    reading them (a script without a main guard fails in its re-import) then breaks the pipe
+    and raises here, where multiprocessing's own write blocks forever once the data fill the
+    pipe."""
+
+    def _launch(self, process_obj: Any) -> None:
+        tracker_fd = resource_tracker.getfd()
+        self._fds.append(tracker_fd)
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        fp = io.BytesIO()
+        mp_context.set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, fp)
+            reduction.dump(process_obj, fp)
+        finally:
+            mp_context.set_spawning_popen(None)
+        parent_r = child_w = child_r = parent_w = None
+        try:
+            parent_r, child_w = os.pipe()
+            child_r, parent_w = os.pipe()
+            cmd = spawn.get_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
+            self._fds.extend([child_r, child_w])
+            self.pid = util.spawnv_passfds(spawn.get_executable(), cmd, self._fds)
+            self.sentinel = parent_r
+            os.close(child_r)
+            os.close(child_w)
+            child_r = child_w = None
+            try:
+                with open(parent_w, "wb", closefd=False) as f:
+                    f.write(fp.getbuffer())
+            except BrokenPipeError:
+                self.wait(10)  # reap it
+                raise RuntimeError(f"a worker process died at start-up; {MAIN_GUARD}") from None
+        finally:
+            self.finalizer = util.Finalize(
+                self, util.close_fds, [fd for fd in (parent_r, parent_w) if fd is not None]
+            )
+            for fd in (child_r, child_w):
+                if fd is not None:
+                    os.close(fd)
+
+
+class _SpawnProcess(mp_context.SpawnProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _Popen(process_obj)
+
+
+class _SpawnContext(mp_context.SpawnContext):
+    Process = _SpawnProcess
 
 
 _WORKER_DATA: Optional[Splits] = None
 
 
-def _keep_worker_data(data: Splits) -> None:
+def _keep_worker_data(data: Splits, parent: Optional[int] = None) -> None:
+    """A worker's initializer: keep the data, and exit when ``parent`` (the pid that started
+    this worker) dies, so that no worker outlives it holding a copy of the data."""
     global _WORKER_DATA
     _WORKER_DATA = data
+    if parent is not None:
+        _exit_with_parent(parent)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):  # the kernel kills us when the parent dies
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # died before we asked
+        os._exit(1)
+
+    def watch() -> None:  # everywhere, and where the signal was not set
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rmtl-parent-watch", daemon=True).start()
 
 
 def _run_on_worker_data(
@@ -114,9 +266,9 @@ def executor_for(
         # libraries ran OpenMP loops (torch's) can hang in the child
         pool = cf.ProcessPoolExecutor(
             executor,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=_SpawnContext(),
             initializer=_keep_worker_data,
-            initargs=(data,),
+            initargs=(data, os.getpid()),
         )
         return FuturesExecutor(work, pool, None, threads, capacity=executor, own=True)
     if isinstance(executor, str):

@@ -260,6 +260,10 @@ class Executor:
         """Start ``job`` with the handles of its inputs (in ``job.deps`` order)."""
         raise NotImplementedError
 
+    def result(self, future: cf.Future) -> JobOutput:
+        """The output of the finished ``future`` (or its error, raised)."""
+        return future.result()
+
     def handle(self, future: cf.Future) -> Any:
         """What jobs depending on the finished ``future`` receive: its output here."""
         return future.result()
@@ -300,7 +304,7 @@ def run_graph(
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in sorted(done, key=lambda f: jobs.index(running[f])):
                 job = running.pop(future)
-                outputs[job], handles[job] = future.result(), runner.handle(future)
+                outputs[job], handles[job] = runner.result(future), runner.handle(future)
                 if on_done is not None:
                     on_done(job, outputs)
     finally:
