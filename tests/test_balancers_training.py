@@ -260,6 +260,7 @@ def test_cli_takes_balancers(tmp_path):
         [sys.executable, "-m", "rmtl", "run", "--balancers", "nope"],
         capture_output=True,
         text=True,
+        cwd=tmp_path,  # from the checkout's root its unbuilt rmtl/ would shadow the package
     )
     assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr
     from rmtl.lab.settings import RunConfig

@@ -360,7 +360,10 @@ def test_workers_exit_when_the_parent_of_run_processes_dies(tmp_path, sig):
     argv = ["run", "--models", "esmm", "--n-users", "3000", "--seeds", "2", "--epochs", "50"]
     argv += ["--critic-epochs", "50", "--processes", "2", "--no-progress", "--out", str(tmp_path)]
     parent = subprocess.Popen(
-        [sys.executable, "-m", "rmtl", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "rmtl", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,  # from the checkout's root its unbuilt rmtl/ would shadow the package
     )
     try:
         deadline, workers, others = time.monotonic() + 120, [], []

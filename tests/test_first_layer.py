@@ -224,5 +224,5 @@ def test_set_num_threads_applies_and_validates():
         rmtl.set_num_threads(before)
     assert rmtl.get_num_threads() == before
     for bad in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match="n: expected an int >= 1"):
+        with pytest.raises(ValueError, match="n: expected an integer 1..256"):
             rmtl.set_num_threads(bad)

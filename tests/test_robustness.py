@@ -4,6 +4,7 @@ user found is a clear error naming what to change (or the right behaviour), one 
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -247,7 +248,11 @@ assert np.array_equal(a, small.predict(test.sparse, test.dense)), "not the same 
 print("ok", len(train))
 """
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tempfile.gettempdir(),  # from the checkout's root its unbuilt rmtl/ would shadow
     )
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
 
