@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
 from . import _core
 from ._arrays import as_codes, as_dense, as_float, as_labels, run_offsets
 from ._io import CorruptFileError, open_npz, save_npz
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -285,6 +288,190 @@ class SessionData:
         if self.vocab is not None:
             schema["vocab"] = self.vocab
         save_npz(path, arrays, {"schema": schema})
+
+    # ------------------------------------------------------------------ pandas / Parquet
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        *,
+        session: Union[None, str, Sequence[str]] = None,
+        order: Optional[str] = None,
+        sparse: Union[None, str, Sequence[str]] = None,
+        dense: Union[None, str, Sequence[str]] = None,
+        labels: Union[None, str, Sequence[str]] = None,
+        user: Optional[str] = None,
+        item: Optional[str] = None,
+        field_dims: Optional[Sequence[int]] = None,
+        vocab: Optional[Mapping[str, Mapping[str, int]]] = None,
+        truth: Union[None, str, Sequence[str]] = None,
+        critic_only: Union[None, str, Sequence[str]] = None,
+        backbone_only: int = 0,
+    ) -> SessionData:
+        """Build a SessionData from a pandas DataFrame of impressions, one row per impression.
+
+        Rows are grouped by ``session`` (sessions in order of first appearance) and sorted by
+        ``order`` inside each session; equal keys keep the frame's order, so a frame that is
+        already grouped and sorted keeps its row order.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            The impressions; the index is ignored (errors name rows by index label).
+        session : str or list of str, default ``"session"``
+            Session key column(s). An integer column gives the session ids as they are; any
+            other key (strings, several columns) gets ids 0, 1, ... by first appearance.
+        order : str, default ``"time"``
+            Order key inside a session, stored as :attr:`time`: datetimes (tz-aware or naive,
+            as milliseconds since the epoch, UTC), durations (milliseconds) or integers (a
+            timestamp in milliseconds or a position).
+        sparse : str or list of str
+            Categorical feature columns, one field each. Without ``field_dims`` their values
+            are coded like the raw-file loaders do: codes 1, 2, ... by descending frequency
+            (ties by value), 0 for missing values; the mapping is kept in :attr:`vocab`.
+        dense : str or list of str, optional
+            Numerical feature columns (none by default); no missing values.
+        labels : str or list of str
+            One 0/1 (or boolean) column per task; the column names become
+            :attr:`task_names`. No missing values.
+        user, item : str, optional
+            Raw user and item id columns (``user`` enables GAUC); non-integer ids get codes by
+            first appearance.
+        field_dims : list of int, optional
+            Give it when the ``sparse`` columns already hold integer codes in
+            ``[0, field_dims[f])`` (as :meth:`to_frame` writes them); they are kept as they are.
+        vocab : mapping, optional
+            Field name -> {value: code}, e.g. ``train.vocab``: code the ``sparse`` columns
+            with it (values it does not hold become 0), so another frame is coded exactly like
+            a training set. Its keys must be the ``sparse`` column names.
+        truth : str or list of str, optional
+            True response probabilities, one column per label column (synthetic data).
+        critic_only : str or list of str, optional
+            Features only RMTL's critics read (see the class parameters).
+        backbone_only : int, default 0
+            How many of the last ``dense`` columns only the backbone reads.
+
+        Returns
+        -------
+        SessionData
+            The impressions, sessions contiguous and time-sorted.
+
+        Raises
+        ------
+        ImportError
+            When pandas is not installed (``pip install 'rmtl[data]'``).
+        ValueError
+            Naming the column: a column that is not in the frame, a missing value in a
+            session, order, label, dense or id column, a label other than 0/1, a code
+            outside its ``field_dims`` entry.
+
+        See Also
+        --------
+        to_frame : the inverse; ``SessionData.from_frame(data.to_frame())`` equals ``data``.
+        from_parquet : the same from a Parquet file.
+
+        Notes
+        -----
+        Called with none of ``sparse`` and ``labels``, the schema :meth:`to_frame` leaves in
+        ``df.attrs`` supplies every argument not given.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({
+        ...     "user": [7, 7, 7, 9, 9],
+        ...     "ts": pd.to_datetime([3, 1, 2, 5, 4], unit="s"),
+        ...     "category": ["shoes", "hats", "shoes", "bags", "shoes"],
+        ...     "price": [10.0, 5.0, 12.0, 30.0, 8.0],
+        ...     "click": [1, 0, 0, 1, 1],
+        ...     "buy": [0, 0, 0, 1, 0],
+        ... })
+        >>> data = SessionData.from_frame(
+        ...     df, session="user", order="ts", sparse="category", dense="price",
+        ...     labels=["click", "buy"], user="user")
+        >>> data.num_sessions, data.sparse[:, 0].tolist(), data.vocab["category"]["shoes"]
+        (2, [3, 1, 1, 1, 2], 1)
+        """
+        from ._frames import from_frame
+
+        return from_frame(
+            cls,
+            df,
+            session=session,
+            order=order,
+            sparse=sparse,
+            dense=dense,
+            labels=labels,
+            user=user,
+            item=item,
+            field_dims=field_dims,
+            vocab=vocab,
+            truth=truth,
+            critic_only=critic_only,
+            backbone_only=backbone_only,
+        )
+
+    @classmethod
+    def from_parquet(cls, path: PathLike, **kwargs: Any) -> SessionData:
+        """Read a Parquet file (or a directory of them) of impressions with
+        :meth:`from_frame`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The Parquet file or dataset directory.
+        **kwargs
+            The column arguments of :meth:`from_frame` (``session``, ``order``, ``sparse``,
+            ``dense``, ``labels``, ...). When ``sparse`` and ``labels`` are given only the
+            columns named are read. Without them, the schema that :meth:`to_frame` left in
+            the frame (pandas keeps ``DataFrame.attrs`` in the file) is used.
+
+        Returns
+        -------
+        SessionData
+
+        Raises
+        ------
+        ImportError
+            When pyarrow or pandas is not installed (``pip install 'rmtl[data]'``).
+        FileNotFoundError
+            When ``path`` does not exist.
+        ValueError
+            As :meth:`from_frame`, naming the column.
+
+        Examples
+        --------
+        >>> data.to_frame().to_parquet("impressions.parquet")  # doctest: +SKIP
+        >>> SessionData.from_parquet("impressions.parquet")  # doctest: +SKIP
+        """
+        from ._frames import from_parquet
+
+        return from_parquet(cls, path, **kwargs)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The impressions as a pandas DataFrame, one row per impression in stored order.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``session`` and ``time`` (int64), ``user`` and ``item`` when present,
+            one integer code column per field (named by :attr:`vocab`'s keys, else
+            ``field0, field1, ...``), ``dense0, dense1, ...`` (float32), one 0/1 int8 column
+            per task (named by :attr:`task_names`), ``truth_<task>`` and
+            ``critic0, critic1, ...`` when present. ``df.attrs["rmtl"]`` holds the schema
+            (column roles, ``field_dims``, ``vocab``, ``backbone_only``) that lets
+            :meth:`from_frame` rebuild this SessionData exactly.
+
+        Raises
+        ------
+        ImportError
+            When pandas is not installed (``pip install 'rmtl[data]'``).
+        ValueError
+            When a field, task or id name would name two columns.
+        """
+        from ._frames import to_frame
+
+        return to_frame(self)
 
     @classmethod
     def load(cls, path: PathLike) -> SessionData:

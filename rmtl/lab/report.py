@@ -1,7 +1,8 @@
 """What an experiment reports: :class:`ExperimentResult` (every seed's records, the summary
 with paired comparisons, confidence intervals, the primary family's Holm adjustment and
 power) and its tables, one row per model with AUC / Logloss / s-Logloss per task, as
-Markdown (the terminal and README form), CSV (one number per cell) and JSON.
+Markdown (the terminal and README form), CSV (one number per cell) and JSON, and every
+per-seed record as a tidy pandas DataFrame (:meth:`ExperimentResult.to_frame`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import json
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from ..models import BACKBONES
 from . import convergence, stats
 from .graph import BASELINE, CONTROL, CONTROLS, METRICS, balancer_of, is_balanced
 from .stats import ALPHA, TARGET_EFFECT
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = [
     "ExperimentResult",
@@ -201,6 +205,66 @@ class ExperimentResult:
     def to_markdown(self) -> str:
         """The paper-style Markdown table of :func:`to_markdown`."""
         return to_markdown(self)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Every per-seed record as a tidy (long) pandas DataFrame: one row per model,
+        variant, seed, task and metric.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns:
+
+            - ``model`` (backbone, e.g. ``mmoe``), ``variant`` (``baseline``, ``rmtl``,
+              ``continued``, ...) and ``name`` (the tables' label, e.g. ``RMTL-MMoE``);
+            - ``seed`` (int), ``task`` (e.g. ``click``);
+            - ``metric`` (``auc``, ``logloss``, ``s_logloss``) and ``value`` (float; NaN where
+              the metric is undefined, e.g. an AUC on one class);
+            - ``epochs``, ``kept_epoch``, ``steps``: the budget the arm ran in that seed
+              (NaN when not recorded);
+            - ``flags``: the convergence checks the run failed, comma-separated (empty when
+              it passed).
+
+            ``df.attrs["oracle"]`` and ``df.attrs["config"]`` hold :attr:`oracle` and
+            :attr:`config`. Summaries are one ``groupby`` away, e.g.
+            ``df.groupby(["name", "task", "metric"])["value"].agg(["mean", "std"])``.
+
+        Raises
+        ------
+        ImportError
+            When pandas is not installed (``pip install 'rmtl[data]'``).
+        """
+        from .._frames import pandas
+
+        pd = pandas()
+        rows = [
+            {
+                "model": r["model"],
+                "variant": r["variant"],
+                "name": display_name(r["model"], r["variant"]),
+                "seed": int(r["seed"]),
+                "task": r["task"],
+                "metric": m,
+                "value": float("nan") if _missing(r.get(m)) else float(r[m]),
+                "epochs": _number(r.get("epochs")),
+                "kept_epoch": _number(r.get("kept_epoch")),
+                "steps": _number(r.get("steps")),
+                "flags": ",".join(r.get("flags") or ()),
+            }
+            for r in self.records
+            for m in METRICS
+        ]
+        columns = ["model", "variant", "name", "seed", "task", "metric", "value"]
+        columns += ["epochs", "kept_epoch", "steps", "flags"]
+        df = pd.DataFrame(rows, columns=columns)
+        df["seed"] = df["seed"].astype(np.int64)
+        df.attrs["oracle"] = self.oracle
+        df.attrs["config"] = self.config
+        return df
+
+
+def _number(x: Any) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def _comparisons(variant: str) -> list[tuple[str, str]]:
