@@ -1,4 +1,5 @@
 """Builds rmtl._core from csrc/ with the NumPy C API, -O3 and POSIX threads."""
+
 import os
 import sys
 
@@ -15,6 +16,14 @@ class BuildExt(build_ext):
             # -fno-math-errno: sqrtf becomes one instruction and loops around it vectorize (the
             # core never reads errno; results are the same bits)
             ext.extra_compile_args += ["-O3", "-std=c99", "-fno-strict-aliasing", "-fno-math-errno"]
+            # warnings on (.ci/warnings makes them errors in CI; not here, compilers differ);
+            # the C API's fixed signatures leave parameters unused and its tables end in {NULL}
+            ext.extra_compile_args += [
+                "-Wall",
+                "-Wextra",
+                "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers",
+            ]
             if sys.platform != "win32":  # the core's thread pool (csrc/pool.c)
                 ext.extra_compile_args.append("-pthread")
                 ext.extra_link_args.append("-pthread")

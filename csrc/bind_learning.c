@@ -208,7 +208,8 @@ static PyObject *Critic_predict(CriticObject *self, PyObject *args, PyObject *kw
     static char *kwlist[] = {"sparse", "dense", "action", "out", "batch_size", NULL};
     PyObject *co, *dob, *ao, *oo;
     int B;
-    PyArrayObject *codes, *dense, *action, *out;
+    /* NULL: rmtl_check_states sets them on success only, which gcc cannot see */
+    PyArrayObject *codes = NULL, *dense = NULL, *action = NULL, *out;
     rmtl_holds h = RMTL_HOLDS_INIT;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOi:predict", kwlist, &co, &dob, &ao, &oo,
                                      &B) ||
@@ -250,7 +251,7 @@ static int rmtl_critic_grad(rmtl_critic *c, float *daction, const float *dq, con
 static PyObject *Critic_backward(CriticObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"sparse", "dense", "action", "grad_q", NULL};
     PyObject *co, *dob, *ao, *go;
-    PyArrayObject *codes, *dense, *action, *dq;
+    PyArrayObject *codes = NULL, *dense = NULL, *action = NULL, *dq; /* as in predict */
     rmtl_holds h = RMTL_HOLDS_INIT;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO:backward", kwlist, &co, &dob, &ao, &go) ||
         rmtl_hold(&h, (ModelObject *)self) < 0) {
@@ -305,8 +306,8 @@ static PyObject *rmtl_py_td_backward(PyObject *mod, PyObject *args, PyObject *kw
     PyObject *qo, *qto, *co, *dob, *ao, *nco, *ndo, *nao, *ro, *doo, *wo;
     float gamma;
     int td3;
-    PyArrayObject *codes, *dense, *action, *ncodes, *ndense, *naction, *reward, *done,
-        *weight = NULL;
+    PyArrayObject *codes = NULL, *dense = NULL, *action = NULL, *ncodes = NULL, *ndense = NULL,
+                  *naction = NULL, *reward, *done, *weight = NULL; /* as in Critic.predict */
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOfp:td_backward", kwlist, &qo, &qto,
                                      &co, &dob, &ao, &nco, &ndo, &nao, &ro, &doo, &wo, &gamma,
                                      &td3)) {
