@@ -202,8 +202,7 @@ int rmtl_model_reserve(rmtl_model *m, int batch) {
     return st;
 }
 
-/* where task k's tower input lives */
-static rmtl_loc rmtl_model_feature(const rmtl_model *m, int k) {
+rmtl_loc rmtl_model_feature(const rmtl_model *m, int k) {
     if (rmtl_model_has_experts(m)) {
         return rmtl_experts_feature(m, k);
     }
@@ -253,11 +252,7 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
     return RMTL_OK;
 }
 
-/* after the head's logit gradients are in the arena: everything below them */
-void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
-    for (int f = 0; f < m->n_front; f++) {
-        m->front[f].lin[0].x = dense;
-    }
+void rmtl_model_backward_towers(rmtl_model *m, int B) {
     const float *inp[RMTL_MAX_TASKS];
     float *dinp[RMTL_MAX_TASKS];
     int ld[RMTL_MAX_TASKS];
@@ -268,6 +263,12 @@ void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense
         ld[k] = in.ld;
     }
     rmtl_mlps_backward(m, m->towers, m->T, 0, dinp, inp, ld, B);
+}
+
+void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
+    for (int f = 0; f < m->n_front; f++) {
+        m->front[f].lin[0].x = dense;
+    }
     if (m->n_bottom_mlp > 0) {
         rmtl_mlps_backward(m, m->bottoms, m->n_bottom_mlp, 1, NULL, NULL, NULL, B);
     }
@@ -280,6 +281,11 @@ void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense
     for (int f = 0; f < m->n_front; f++) {
         rmtl_frontend_backward(m, &m->front[f], codes, B);
     }
+}
+
+void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
+    rmtl_model_backward_towers(m, B);
+    rmtl_model_backward_shared(m, codes, dense, B);
 }
 
 void rmtl_model_zero_grad(rmtl_model *m, int B) {

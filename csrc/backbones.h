@@ -3,6 +3,7 @@
 #ifndef RMTL_BACKBONES_H
 #define RMTL_BACKBONES_H
 #include "blocks.h"
+#include "experts.h"
 
 /* the sizes and settings of a net */
 typedef struct {
@@ -28,8 +29,17 @@ void rmtl_model_release(rmtl_model *m);
 int rmtl_model_reserve(rmtl_model *m, int batch);
 /* codes (B,F) dense (B,D) -> m->prob (B,T) in the current mode; the caller reserved B rows */
 int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
-/* after the head's logit gradients are in the arena: everything below them */
+/* after the head's logit gradients are in the arena: everything below them
+   (rmtl_model_backward_towers, then rmtl_model_backward_shared) */
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
+/* the towers' backward: from the logit gradients to their parameters and the gradients of
+   their inputs (rmtl_model_feature) in the arena */
+void rmtl_model_backward_towers(rmtl_model *m, int B);
+/* the backward below the towers' inputs, whose gradients are in the arena: every other layer */
+void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int B);
+/* where task k's tower input lives in the arena: a (B, width) block at column col, offset off,
+   leading dimension ld; the width is the last bottom layer's */
+rmtl_loc rmtl_model_feature(const rmtl_model *m, int k);
 /* zeroes the parameter gradients and the arena's gradients of B rows */
 void rmtl_model_zero_grad(rmtl_model *m, int B);
 #endif

@@ -86,7 +86,7 @@ static int rmtl_bal_gradnorm_direction(rmtl_balancer *b, float *dir, const float
         for (int k = 0; k < K; k++) {
             w[k] = b->weights[k] = 1.0;
         }
-        rmtl_bal_combine(dir, w, jac, K, P);
+        rmtl_bal_combine_coef(b, dir, w, jac);
         return RMTL_OK;
     }
     rmtl_bal_softmax(p, s, K);
@@ -113,7 +113,7 @@ static int rmtl_bal_gradnorm_direction(rmtl_balancer *b, float *dir, const float
     for (int k = 0; k < K; k++) { /* through w = K softmax(s) */
         g[k] = dw[k] * w[k] - p[k] * dot;
     }
-    rmtl_bal_combine(dir, w, jac, K, P);
+    rmtl_bal_combine_coef(b, dir, w, jac);
     for (int k = 0; k < K; k++) {
         b->weights[k] = w[k];
     }
@@ -125,6 +125,7 @@ static int rmtl_bal_gradnorm_direction(rmtl_balancer *b, float *dir, const float
 static const rmtl_bal_spec rmtl_bal_gradnorm = {
     .name = "gradnorm",
     .family = RMTL_BAL_GRADIENTS,
+    .rep = RMTL_BAL_REP_COEF,
     .samples = 1,
     .hyper = {{.name = "alpha", .value = 1.5, .low = 0.0, .high = INFINITY, .open_high = 1}},
     .sizes = rmtl_bal_gradnorm_sizes,
@@ -204,12 +205,13 @@ static int rmtl_bal_imtl_direction(rmtl_balancer *b, float *dir, const float *lo
         b->tower[k] = e[k]; /* the task-specific parameters see e^{s_k} L_k */
     }
     b->has_weights = 1;
-    rmtl_bal_combine(dir, coef, jac, K, b->P);
+    rmtl_bal_combine_coef(b, dir, coef, jac);
     rmtl_bal_adam(b, g, b->steps, &b->opt);
     return RMTL_OK;
 }
 
 static const rmtl_bal_spec rmtl_bal_imtl = {.name = "imtl",
+                                            .rep = RMTL_BAL_REP_COEF,
                                             .family = RMTL_BAL_GRADIENTS,
                                             .samples = 1,
                                             .sizes = rmtl_bal_adam_sizes,
@@ -329,11 +331,12 @@ static int rmtl_bal_excess_direction(rmtl_balancer *b, float *dir, const float *
         b->tower[k] = lw[k]; /* LibMTL ends with a backward of sum_k w_k L_k */
     }
     b->has_weights = 1;
-    rmtl_bal_combine(dir, lw, jac, K, P);
+    rmtl_bal_combine_coef(b, dir, lw, jac);
     return RMTL_OK;
 }
 
 static const rmtl_bal_spec rmtl_bal_excess_mtl = {.name = "excess_mtl",
+                                                  .rep = RMTL_BAL_REP_COEF,
                                                   .family = RMTL_BAL_GRADIENTS,
                                                   .samples = 1,
                                                   .hyper = {{.name = "robust_step_size",

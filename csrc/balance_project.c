@@ -213,11 +213,12 @@ static int rmtl_bal_mgda_direction(rmtl_balancer *b, float *dir, const float *lo
         w[k] = b->weights[k] / norm[k];
     }
     b->has_weights = 1;
-    rmtl_bal_combine(dir, w, jac, K, b->P);
+    rmtl_bal_combine_coef(b, dir, w, jac);
     return RMTL_OK;
 }
 
 static const rmtl_bal_spec rmtl_bal_mgda = {.name = "mgda",
+                                            .rep = RMTL_BAL_REP_COEF,
                                             .family = RMTL_BAL_GRADIENTS,
                                             .samples = 1,
                                             .hyper = {{.name = "gn",
@@ -385,13 +386,14 @@ static const rmtl_bal_spec rmtl_bal_gradvac = {
    and one uniform draw U_x (rmtl_bal_uniform at index x): task k's gradient passes when
    P_x > U_x and J_kx > 0, or P_x < U_x and J_kx < 0; the output is
    sum_k J_kx (leak + (1 - leak) M_kx). With leak 0 every element keeps gradients of one sign.
-   What the Jacobian holds: column x is one element of the representation (LibMTL's rep_grad:
+   What the Jacobian holds: column x is one feature of the representation (LibMTL's rep_grad:
    the gradients of the task losses with respect to the shared representation the towers read),
-   and the direction is the gradient to send back into the shared bottom. LibMTL pools the batch
-   rows of one feature for P (summing J times the sign of the representation's value over the
-   rows) and draws U per feature; here every column is its own feature, which equals LibMTL for
-   a representation of one row with positive values (e.g. after a ReLU), and is torchjd's
-   GradDrop (per column, no 1e-7) for any Jacobian. No weights (LibMTL returns None), no state. */
+   and the direction is the gradient to send back into the shared bottom. Training in the
+   representation space pools the batch rows of one feature as LibMTL does (J_kx sums task k's
+   per-row gradients times the sign of the representation's value) and sends each row's
+   gradients down multiplied by leak + (1 - leak) M_kx (b->mult). On any other Jacobian every
+   column is its own feature: torchjd's GradDrop (per column, no 1e-7). No weights (LibMTL
+   returns None), no state. */
 
 static int rmtl_bal_graddrop_direction(rmtl_balancer *b, float *dir, const float *losses,
                                        const float *jac) {
@@ -410,7 +412,11 @@ static int rmtl_bal_graddrop_direction(rmtl_balancer *b, float *dir, const float
         for (int k = 0; k < K; k++) {
             double v = jac[(size_t)k * P + x];
             int keep = (purity > u && v > 0.0) || (purity < u && v < 0.0);
-            acc += v * (leak + (1.0 - leak) * keep);
+            double mult = leak + (1.0 - leak) * keep;
+            acc += v * mult;
+            if (b->mult != NULL) {
+                b->mult[(size_t)k * P + x] = (float)mult;
+            }
         }
         dir[x] = (float)acc;
     }
@@ -421,6 +427,7 @@ static int rmtl_bal_graddrop_direction(rmtl_balancer *b, float *dir, const float
 static const rmtl_bal_spec rmtl_bal_graddrop = {
     .name = "graddrop",
     .family = RMTL_BAL_GRADIENTS,
+    .rep = RMTL_BAL_REP_MULT,
     .samples = 1,
     .hyper = {{.name = "leak", .value = 0.0, .low = 0.0, .high = 1.0}},
     .direction = rmtl_bal_graddrop_direction};
@@ -521,11 +528,12 @@ static int rmtl_bal_aligned_mtl_direction(rmtl_balancer *b, float *dir, const fl
         b->weights[a] = rank == 0 ? 1.0 : sqrt(low) * acc;
     }
     b->has_weights = 1;
-    rmtl_bal_combine(dir, b->weights, jac, K, b->P);
+    rmtl_bal_combine_coef(b, dir, b->weights, jac);
     return RMTL_OK;
 }
 
 static const rmtl_bal_spec rmtl_bal_aligned_mtl = {.name = "aligned_mtl",
+                                                   .rep = RMTL_BAL_REP_COEF,
                                                    .family = RMTL_BAL_GRADIENTS,
                                                    .samples = 1,
                                                    .direction = rmtl_bal_aligned_mtl_direction};

@@ -33,7 +33,8 @@ void rmtl_balancer_init(rmtl_balancer *b) {
         b->epoch_sum[k] = b->loss_first[k] = b->loss_last[k] = b->loss_before[k] = 0.0;
         b->weights[k] = 1.0;
     }
-    b->has_weights = 0;
+    b->has_weights = b->has_coef = 0;
+    b->mult = NULL;
     if (b->spec->init != NULL) {
         b->spec->init(b);
     }
@@ -85,12 +86,13 @@ int rmtl_balancer_step(rmtl_balancer *b, float *dir, const float *losses, const 
     if (b->spec->family == RMTL_BAL_LOSSES) {
         double w[RMTL_MAX_TASKS];
         RMTL_TRY(rmtl_balancer_step_weights(b, w, losses, rows));
-        rmtl_bal_combine(dir, w, jac, b->K, b->P);
+        rmtl_bal_combine_coef(b, dir, w, jac);
         return RMTL_OK;
     }
     for (int k = 0; k < b->K; k++) {
         b->tower[k] = 1.0;
     }
+    b->has_coef = 0;
     RMTL_TRY(b->spec->direction(b, dir, losses, jac));
     rmtl_bal_count_losses(b, losses, b->S, rows);
     b->steps++;
@@ -147,6 +149,14 @@ void rmtl_bal_combine_span(float *dir, const double *w, const float *jac, int K,
 
 void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P) {
     rmtl_bal_combine_span(dir, w, jac, K, P, 0, P);
+}
+
+void rmtl_bal_combine_coef(rmtl_balancer *b, float *dir, const double *coef, const float *jac) {
+    for (int k = 0; k < b->K; k++) {
+        b->coef[k] = coef[k];
+    }
+    b->has_coef = 1;
+    rmtl_bal_combine(dir, coef, jac, b->K, b->P);
 }
 
 void rmtl_bal_combine_rows(float *dir, const double *w, const double *rows, int K, int64_t P) {

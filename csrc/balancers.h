@@ -24,6 +24,15 @@
    losses, so training needs one backward) or the per-task gradients */
 enum { RMTL_BAL_LOSSES = 0, RMTL_BAL_GRADIENTS = 1 };
 
+/* How a gradients-family balancer works on the representation the towers read (training's
+   space "representation", LibMTL's rep_grad: its Jacobian row k is the batch sum of task k's
+   per-row gradients of its tower input): not at all (LibMTL refuses it too), by task
+   coefficients (its direction is sum_k c_k J_k and training sends sum_k c_k of the per-row
+   gradients down; b->coef), or by per-element multipliers (GradDrop: the Jacobian pools the
+   per-row gradients times the sign of the representation, and training sends down
+   sum_k M_kx of the per-row gradients; b->mult) */
+enum { RMTL_BAL_REP_NONE = 0, RMTL_BAL_REP_COEF = 1, RMTL_BAL_REP_MULT = 2 };
+
 /* One hyperparameter: LibMTL's name without its method prefix, default and allowed range
    (integers when integer is set). choices, when set, lists the allowed words separated by '|'
    and the value is the chosen word's index. */
@@ -44,6 +53,7 @@ typedef struct {
     /* training gives task-specific parameters the mean of their gradients over the samples
        (MoDo) instead of the sum */
     int tower_mean;
+    int rep; /* RMTL_BAL_REP_*: the losses family works in either space */
     const rmtl_bal_hyper hyper[RMTL_BAL_MAX_HYPER]; /* up to a NULL name */
     /* doubles of state (kept across steps, saved in checkpoints) and of scratch per step */
     void (*sizes)(const rmtl_balancer *b, int64_t *n_state, int64_t *n_work);
@@ -87,6 +97,12 @@ struct rmtl_balancer {
     /* the task weights of the last step (has_weights: the method has them) */
     double weights[RMTL_MAX_TASKS];
     int has_weights;
+    /* the coefficients c of the last direction, sum_k c_k J_k, when it is one (has_coef; set by
+       rmtl_bal_combine_coef); mult, when the caller sets it, receives the per-element
+       multipliers (K,P) of a RMTL_BAL_REP_MULT balancer's step */
+    double coef[RMTL_MAX_TASKS];
+    int has_coef;
+    float *mult;
     double *state, *work;
     int64_t n_state, n_work;
 };
@@ -124,6 +140,9 @@ double rmtl_bal_uniform(const rmtl_balancer *b, int64_t index);
 double rmtl_bal_normal(const rmtl_balancer *b, int64_t index);
 /* dir (P) = sum_k w[k] jac[k] (jac (K,P)), accumulated in double per element */
 void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P);
+/* rmtl_bal_combine with b's sizes, the coefficients kept in b->coef (training in the
+   representation space applies them to the per-row gradients) */
+void rmtl_bal_combine_coef(rmtl_balancer *b, float *dir, const double *coef, const float *jac);
 /* the columns [from, from + n) of dir (P) = sum_k w[k] jac[k] (jac (K,P)), as rmtl_bal_combine
    (the span of one parameter tensor: gradvac's groups, metabalance's segments) */
 void rmtl_bal_combine_span(float *dir, const double *w, const float *jac, int K, int64_t P,

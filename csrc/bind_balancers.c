@@ -405,8 +405,9 @@ static PyObject *Balancer_get_info(BalancerObject *self, void *closure) {
                          (long long)b->epoch);
 }
 
-/* balancer_specs() -> [{name, family, samples, hyper: [{name, default, low, high, open_low,
-   open_high, integer, choices}]}] in table order */
+/* balancer_specs() -> [{name, family, samples, representation (works on the representation
+   the towers read), hyper: [{name, default, low, high, open_low, open_high, integer,
+   choices}]}] in table order */
 static PyObject *rmtl_py_balancer_specs(PyObject *mod, PyObject *unused) {
     PyObject *out = PyList_New(0);
     const rmtl_bal_spec *s;
@@ -427,9 +428,14 @@ static PyObject *rmtl_py_balancer_specs(PyObject *mod, PyObject *unused) {
             }
         }
         PyObject *e = hyper == NULL ? NULL
-                                    : Py_BuildValue("{s:s,s:s,s:i,s:N}", "name", s->name, "family",
-                                                    rmtl_bal_family_name(s->family), "samples",
-                                                    s->samples, "hyper", hyper);
+                                    : Py_BuildValue("{s:s,s:s,s:i,s:O,s:N}", "name", s->name,
+                                                    "family", rmtl_bal_family_name(s->family),
+                                                    "samples", s->samples, "representation",
+                                                    s->family == RMTL_BAL_LOSSES ||
+                                                            s->rep != RMTL_BAL_REP_NONE
+                                                        ? Py_True
+                                                        : Py_False,
+                                                    "hyper", hyper);
         if (e == NULL || PyList_Append(out, e) < 0) {
             Py_XDECREF(e);
             Py_CLEAR(out);

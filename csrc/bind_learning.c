@@ -503,10 +503,11 @@ static PyObject *rmtl_py_loss_weights(PyObject *mod, PyObject *args, PyObject *k
 }
 
 /* Spans [lo, hi) of the model's flat buffers, an int64 (n, 2) array in increasing order, disjoint
-   and inside the buffers, whose lengths sum to the balancer's dim: into lo and hi (PyMem_Raw,
-   freed by the caller); 0 or -1 with ValueError naming shared */
-static int rmtl_parse_shared(PyObject *o, const rmtl_model *m, const rmtl_balancer *b, int64_t **lo,
-                             int64_t **hi, int *n) {
+   and inside the buffers, whose lengths sum to the balancer's dim (rep 0), or a balancer over
+   the towers' input width that can work there (rep 1): into lo and hi (PyMem_Raw, freed by the
+   caller); 0 or -1 with ValueError naming shared, balancer or representation */
+static int rmtl_parse_shared(PyObject *o, const rmtl_model *m, const rmtl_balancer *b, int rep,
+                             int64_t **lo, int64_t **hi, int *n) {
     npy_intp shape[2] = {-1, 2};
     PyArrayObject *a = rmtl_check_array(o, "shared", NPY_INT64, 2, shape, 0);
     if (a == NULL) {
@@ -534,7 +535,22 @@ static int rmtl_parse_shared(PyObject *o, const rmtl_model *m, const rmtl_balanc
         end = (*hi)[i];
         total += (*hi)[i] - (*lo)[i];
     }
-    if (total != b->P) {
+    int width = m->bottom[m->n_bottom - 1];
+    if (rep && b->P != width) {
+        PyErr_Format(PyExc_ValueError,
+                     "balancer: expected dim %d (the width of the representation the towers "
+                     "read), got %lld",
+                     width, (long long)b->P);
+        return -1;
+    }
+    if (rep && b->spec->family != RMTL_BAL_LOSSES && b->spec->rep == RMTL_BAL_REP_NONE) {
+        PyErr_Format(PyExc_ValueError,
+                     "representation: %s cannot work on the representation the towers read "
+                     "(as in LibMTL); train it with space='parameters'",
+                     b->spec->name);
+        return -1;
+    }
+    if (!rep && total != b->P) {
         PyErr_Format(PyExc_ValueError,
                      "shared: expected spans of %lld parameters in all (the balancer's dim), "
                      "got %lld",
@@ -561,22 +577,22 @@ static int rmtl_parse_shared(PyObject *o, const rmtl_model *m, const rmtl_balanc
    validation in proportion to its own work. With a balancer (rmtl._core.Balancer) and shared
    (rmtl_parse_shared) the task losses are balanced (rmtl_train_chunk). */
 static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"model",        "rows",    "sparse",    "dense",  "labels",
-                             "batch_size",   "lr",      "beta1",     "beta2",  "eps",
-                             "weight_decay", "critics", "weighting", "lam",    "extra",
-                             "task_weights", "seed",    "balancer",  "shared", NULL};
+    static char *kwlist[] = {
+        "model", "rows",         "sparse", "dense",        "labels",  "batch_size",     "lr",
+        "beta1", "beta2",        "eps",    "weight_decay", "critics", "weighting",      "lam",
+        "extra", "task_weights", "seed",   "balancer",     "shared",  "representation", NULL};
     PyObject *mo, *ro, *co, *dob, *lo, *cso = Py_None, *wo = Py_None, *eo = Py_None, *two = Py_None;
     PyObject *bo = Py_None, *so = Py_None;
-    int B, weighting = -1;
+    int B, weighting = -1, rep = 0;
     float lam = 0.0f, task_weights[RMTL_MAX_TASKS];
     unsigned long long seed = 0;
     rmtl_adam opt;
     PyArrayObject *rows, *codes, *dense, *labels, *extra = NULL;
     rmtl_critic *critics[RMTL_MAX_TASKS];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfOOKOO:train_chunk", kwlist, &mo,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOifffff|OOfOOKOOp:train_chunk", kwlist, &mo,
                                      &ro, &co, &dob, &lo, &B, &opt.lr, &opt.beta1, &opt.beta2,
                                      &opt.eps, &opt.weight_decay, &cso, &wo, &lam, &eo, &two, &seed,
-                                     &bo, &so) ||
+                                     &bo, &so, &rep) ||
         rmtl_check_adam(&opt, "adam") < 0 || rmtl_check_batch_size(B) < 0) {
         return NULL;
     }
@@ -622,12 +638,12 @@ static PyObject *rmtl_py_train_chunk(PyObject *mod, PyObject *args, PyObject *kw
                         "balancer, shared: give both (a Balancer and its shared spans) or neither");
         return NULL;
     }
-    rmtl_balanced bal = {NULL, NULL, NULL, 0};
+    rmtl_balanced bal = {NULL, NULL, NULL, 0, rep};
     int64_t *span_lo = NULL, *span_hi = NULL;
     if (bo != Py_None) {
         bal.b = rmtl_balancer_claim(bo, "balancer");
         if (bal.b == NULL ||
-            rmtl_parse_shared(so, model->m, bal.b, &span_lo, &span_hi, &bal.n) < 0) {
+            rmtl_parse_shared(so, model->m, bal.b, rep, &span_lo, &span_hi, &bal.n) < 0) {
             if (bal.b != NULL) {
                 rmtl_balancer_release(bo);
             }

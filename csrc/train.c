@@ -194,76 +194,181 @@ static void rmtl_task_losses(float *L, const rmtl_model *m, const float *w, int 
     }
 }
 
+/* The representation the towers read (space "representation"): the distinct tower inputs
+   at[l] (l < n; SharedBottom's and OMoE's towers read one, MMoE's and PLE's one each), loc[k]
+   the one task k's tower reads, H their width */
+typedef struct {
+    rmtl_loc at[RMTL_MAX_TASKS];
+    int loc[RMTL_MAX_TASKS];
+    int n, H;
+} rmtl_rep_layout;
+
+static rmtl_rep_layout rmtl_rep_layout_of(const rmtl_model *m) {
+    rmtl_rep_layout r;
+    r.n = 0;
+    r.H = m->bottom[m->n_bottom - 1];
+    for (int k = 0; k < m->T; k++) {
+        rmtl_loc f = rmtl_model_feature(m, k);
+        int l = 0;
+        while (l < r.n && !(r.at[l].col == f.col && r.at[l].off == f.off)) {
+            l++;
+        }
+        if (l == r.n) {
+            r.at[r.n++] = f;
+        }
+        r.loc[k] = l;
+    }
+    return r;
+}
+
 /* What a balanced step needs besides the model: scratch laid out by rmtl_balanced_block.
    The task-specific parameters fill the gaps between the shared spans: N floats. */
 typedef struct {
-    float *jac;    /* (S, T, P) the shared spans' per-task gradients */
+    float *jac;    /* (S, T, P) the per-task gradients the balancer reads */
     float *dir;    /* (P) the balancer's direction */
     float *losses; /* (S, T) */
     float *own;    /* (S, T, N) the task-specific parameters' per-task gradients */
     float *wk;     /* (B, T) one task's weights */
+    /* representation space: rep (T, lay.n, B, H) task k's per-row gradients of every tower
+       input, mult (T, H) the balancer's per-element multipliers (RMTL_BAL_REP_MULT) */
+    float *rep, *mult;
+    rmtl_rep_layout lay;
     int64_t N;
 } rmtl_balanced_scratch;
+
+/* the floats the shared spans hold */
+static int64_t rmtl_balanced_shared_len(const rmtl_balanced *bal) {
+    int64_t n = 0;
+    for (int i = 0; i < bal->n; i++) {
+        n += bal->hi[i] - bal->lo[i];
+    }
+    return n;
+}
 
 /* floats of scratch a balanced chunk needs */
 static size_t rmtl_balanced_floats(const rmtl_model *m, const rmtl_balanced *bal, int B) {
     const rmtl_balancer *b = bal->b;
-    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P, N = m->params.total - P;
-    return S * T * P + P + S * T + S * T * N + (size_t)B * T;
+    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P;
+    size_t N = m->params.total - (size_t)rmtl_balanced_shared_len(bal);
+    size_t rep = 0;
+    if (bal->rep) {
+        rmtl_rep_layout lay = rmtl_rep_layout_of(m);
+        rep = T * (size_t)lay.n * (size_t)B * (size_t)lay.H + T * P;
+    }
+    return S * T * P + P + S * T + S * T * N + (size_t)B * T + rep;
 }
 
 static rmtl_balanced_scratch rmtl_balanced_block(float *block, const rmtl_model *m,
-                                                 const rmtl_balanced *bal) {
+                                                 const rmtl_balanced *bal, int B) {
     const rmtl_balancer *b = bal->b;
-    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P, N = m->params.total - P;
+    size_t S = (size_t)b->S, T = (size_t)m->T, P = (size_t)b->P;
     rmtl_balanced_scratch sc;
+    sc.N = (int64_t)m->params.total - rmtl_balanced_shared_len(bal);
     sc.jac = block;
     sc.dir = sc.jac + S * T * P;
     sc.losses = sc.dir + P;
     sc.own = sc.losses + S * T;
-    sc.wk = sc.own + S * T * N;
-    sc.N = (int64_t)N;
+    sc.wk = sc.own + S * T * (size_t)sc.N;
+    sc.rep = sc.wk + (size_t)B * T;
+    sc.lay = rmtl_rep_layout_of(m);
+    sc.mult = sc.rep + (bal->rep ? T * (size_t)sc.lay.n * (size_t)B * (size_t)sc.lay.H : 0);
     return sc;
 }
 
-/* the gradient buffer split: its shared spans into shared (P), the rest into own (N) */
-static void rmtl_balanced_gather(float *shared, float *own, const rmtl_model *m,
-                                 const rmtl_balanced *bal) {
-    const float *g = m->params.grad;
-    int64_t at = 0;
-    for (int i = 0; i <= bal->n; i++) {
-        int64_t lo = i < bal->n ? bal->lo[i] : (int64_t)m->params.total;
-        for (; at < lo; at++) {
-            *own++ = g[at];
-        }
-        for (int64_t j = lo; i < bal->n && j < bal->hi[i]; j++) {
-            *shared++ = g[j];
-        }
-        at = i < bal->n ? bal->hi[i] : at;
-    }
-}
+/* what rmtl_balanced_own does with the task-specific positions of the gradient buffer */
+enum { RMTL_OWN_GET, RMTL_OWN_ADD, RMTL_OWN_SET, RMTL_OWN_ZERO };
 
-/* the gradient buffer from shared (P) into its shared spans and own (N) elsewhere */
-static void rmtl_balanced_scatter(rmtl_model *m, const rmtl_balanced *bal, const float *shared,
-                                  const float *own) {
+/* the gradient buffer's task-specific positions (outside the shared spans, in order) and own
+   (N): copied into own, own added into them, own copied into them, or zeroed */
+static void rmtl_balanced_own(rmtl_model *m, const rmtl_balanced *bal, float *own, int op) {
     float *g = m->params.grad;
     int64_t at = 0;
     for (int i = 0; i <= bal->n; i++) {
         int64_t lo = i < bal->n ? bal->lo[i] : (int64_t)m->params.total;
         for (; at < lo; at++) {
-            g[at] = *own++;
-        }
-        for (int64_t j = lo; i < bal->n && j < bal->hi[i]; j++) {
-            g[j] = *shared++;
+            if (op == RMTL_OWN_GET) {
+                *own++ = g[at];
+            } else if (op == RMTL_OWN_ADD) {
+                g[at] += *own++;
+            } else if (op == RMTL_OWN_SET) {
+                g[at] = *own++;
+            } else {
+                g[at] = 0.0f;
+            }
         }
         at = i < bal->n ? bal->hi[i] : at;
     }
 }
 
+/* the gradient buffer's shared spans, in order, copied into shared (P), or from it (set) */
+static void rmtl_balanced_shared(rmtl_model *m, const rmtl_balanced *bal, float *shared, int set) {
+    float *g = m->params.grad;
+    for (int i = 0; i < bal->n; i++) {
+        size_t len = (size_t)(bal->hi[i] - bal->lo[i]);
+        if (set) {
+            memcpy(g + bal->lo[i], shared, len * sizeof(float));
+        } else {
+            memcpy(shared, g + bal->lo[i], len * sizeof(float));
+        }
+        shared += len;
+    }
+}
+
+/* sc->wk (nb, T): task k's row weights T w_ik (w NULL: 1) in column k, 0 elsewhere, so a
+   backward gives the gradient of L_k */
+static void rmtl_balanced_task_weights(rmtl_balanced_scratch *sc, const float *w, int k, int nb,
+                                       int T) {
+    for (int i = 0; i < nb; i++) {
+        for (int c = 0; c < T; c++) {
+            size_t ic = (size_t)i * T + c;
+            sc->wk[ic] = c == k ? (float)T * (w ? w[ic] : 1.0f) : 0.0f;
+        }
+    }
+}
+
+/* Representation space, after m's forward (nb rows, row weights w or NULL): for each task k
+   the towers' backward of L_k alone gives its per-row gradients of every tower input (sc->rep)
+   and of the task-specific parameters above them (sc->own); the Jacobian row k pools the
+   rows of task k's own tower input (times the sign of its value for RMTL_BAL_REP_MULT). */
+static void rmtl_balanced_rep_sample(rmtl_model *m, const rmtl_balanced *bal,
+                                     rmtl_balanced_scratch *sc, const float *w, int nb) {
+    const rmtl_rep_layout *lay = &sc->lay;
+    int T = m->T, H = lay->H, sign = bal->b->spec->rep == RMTL_BAL_REP_MULT;
+    float *dlogit[RMTL_MAX_TASKS];
+    for (int k = 0; k < T; k++) {
+        rmtl_balanced_task_weights(sc, w, k, nb, T);
+        rmtl_arena_zero_grad(&m->arena, nb);
+        rmtl_balanced_own(m, bal, NULL, RMTL_OWN_ZERO);
+        rmtl_model_dlogit(m, dlogit);
+        rmtl_head_backward(dlogit, m->prob, m->sig, m->labels, sc->wk, m->kind == RMTL_ESMM, nb, T);
+        rmtl_model_backward_towers(m, nb);
+        for (int l = 0; l < lay->n; l++) {
+            const float *src = rmtl_arena_grad(&m->arena, lay->at[l].col) + lay->at[l].off;
+            float *dst = sc->rep + ((size_t)k * lay->n + l) * (size_t)nb * H;
+            for (int i = 0; i < nb; i++) {
+                memcpy(dst + (size_t)i * H, src + (size_t)i * lay->at[l].ld, H * sizeof(float));
+            }
+        }
+        rmtl_balanced_own(m, bal, sc->own + (size_t)k * sc->N, RMTL_OWN_GET);
+        const rmtl_loc *at = &lay->at[lay->loc[k]];
+        const float *g = sc->rep + ((size_t)k * lay->n + lay->loc[k]) * (size_t)nb * H;
+        const float *val = rmtl_arena_val(&m->arena, at->col) + at->off;
+        for (int j = 0; j < H; j++) {
+            double acc = 0.0;
+            for (int i = 0; i < nb; i++) {
+                float v = val[(size_t)i * at->ld + j];
+                double s = sign ? (v > 0.0f) - (v < 0.0f) : 1.0;
+                acc += s * g[(size_t)i * H + j];
+            }
+            sc->jac[(size_t)k * H + j] = (float)acc;
+        }
+    }
+}
+
 /* After m's forward of sample s (nb rows, row weights w or NULL): its task losses and, for a
-   gradient balancer, T backwards (task k's weights T w_ik in column k, 0 elsewhere, so the
-   gradient is that of L_k) into the Jacobian and the task-specific gradients. A losses balancer
-   instead takes its weights and runs the one weighted backward (S is 1 then). */
+   gradient balancer, T backwards (rmtl_balanced_task_weights) into the Jacobian and the
+   task-specific gradients (in the representation space: rmtl_balanced_rep_sample). A losses
+   balancer instead takes its weights and runs the one weighted backward (S is 1 then). */
 static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_balanced_scratch *sc,
                                 const float *w, int nb, int s) {
     rmtl_balancer *b = bal->b;
@@ -282,33 +387,26 @@ static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
         rmtl_model_head_backward(m, m->codes, m->dense, m->labels, sc->wk, nb);
         return RMTL_OK;
     }
+    if (bal->rep) {
+        rmtl_balanced_rep_sample(m, bal, sc, w, nb);
+        return RMTL_OK;
+    }
     size_t P = (size_t)b->P;
     for (int k = 0; k < T; k++) {
-        for (int i = 0; i < nb; i++) {
-            for (int c = 0; c < T; c++) {
-                size_t ic = (size_t)i * T + c;
-                sc->wk[ic] = c == k ? (float)T * (w ? w[ic] : 1.0f) : 0.0f;
-            }
-        }
+        rmtl_balanced_task_weights(sc, w, k, nb, T);
         rmtl_model_zero_grad(m, nb);
         rmtl_model_head_backward(m, m->codes, m->dense, m->labels, sc->wk, nb);
         size_t row = (size_t)s * T + k;
-        rmtl_balanced_gather(sc->jac + row * P, sc->own + row * (size_t)sc->N, m, bal);
+        rmtl_balanced_shared(m, bal, sc->jac + row * P, 0);
+        rmtl_balanced_own(m, bal, sc->own + row * (size_t)sc->N, RMTL_OWN_GET);
     }
     return RMTL_OK;
 }
 
-/* a gradient balancer's direction into the shared spans, the task-specific sums elsewhere */
-static int rmtl_balanced_finish(rmtl_model *m, const rmtl_balanced *bal, rmtl_balanced_scratch *sc,
-                                int nb) {
-    rmtl_balancer *b = bal->b;
-    if (b->spec->family == RMTL_BAL_LOSSES) {
-        return RMTL_OK;
-    }
-    RMTL_TRY(rmtl_balancer_step(b, sc->dir, sc->losses, sc->jac, nb));
-    /* the task-specific gradients: sum over samples and tasks of c_k g_k (their mean over the
-       samples with tower_mean), accumulated in sample 0's first row */
-    int S = b->S, T = m->T;
+/* own (N) = the task-specific gradients of the step: the sum over samples and tasks of
+   c_k g_k (their mean over the samples with tower_mean), accumulated in sample 0's first row */
+static void rmtl_balanced_own_sum(const rmtl_balancer *b, rmtl_balanced_scratch *sc, int T) {
+    int S = b->S;
     double scale = b->spec->tower_mean ? 1.0 / S : 1.0;
     float *own = sc->own;
     for (int64_t j = 0; j < sc->N; j++) {
@@ -318,7 +416,60 @@ static int rmtl_balanced_finish(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
         }
         own[j] = (float)(acc * scale);
     }
-    rmtl_balanced_scatter(m, bal, sc->dir, own);
+}
+
+/* Representation space, after the balancer's step: every tower input's gradient becomes
+   sum_k c_kx G_k (c_kx the step's coefficient c_k, or GradDrop's multiplier M_kx), one
+   backward below the towers takes it to every parameter there, and the towers' parameters
+   get their task sums */
+static void rmtl_balanced_rep_finish(rmtl_model *m, const rmtl_balanced *bal,
+                                     rmtl_balanced_scratch *sc, int nb) {
+    const rmtl_balancer *b = bal->b;
+    const rmtl_rep_layout *lay = &sc->lay;
+    int T = m->T, H = lay->H, mult = b->spec->rep == RMTL_BAL_REP_MULT;
+    rmtl_model_zero_grad(m, nb);
+    for (int l = 0; l < lay->n; l++) {
+        float *dst = rmtl_arena_grad(&m->arena, lay->at[l].col) + lay->at[l].off;
+        for (int i = 0; i < nb; i++) {
+            for (int j = 0; j < H; j++) {
+                double acc = 0.0;
+                for (int k = 0; k < T; k++) {
+                    double c = mult ? sc->mult[(size_t)k * H + j] : b->coef[k];
+                    acc += c * sc->rep[(((size_t)k * lay->n + l) * nb + i) * H + j];
+                }
+                dst[(size_t)i * lay->at[l].ld + j] = (float)acc;
+            }
+        }
+    }
+    rmtl_model_backward_shared(m, m->codes, m->dense, nb);
+    rmtl_balanced_own_sum(b, sc, T);
+    rmtl_balanced_own(m, bal, sc->own, RMTL_OWN_ADD);
+}
+
+/* a gradient balancer's direction into the shared spans, the task-specific sums elsewhere */
+static int rmtl_balanced_finish(rmtl_model *m, const rmtl_balanced *bal, rmtl_balanced_scratch *sc,
+                                int nb) {
+    rmtl_balancer *b = bal->b;
+    if (b->spec->family == RMTL_BAL_LOSSES) {
+        return RMTL_OK;
+    }
+    if (bal->rep && b->spec->rep == RMTL_BAL_REP_NONE) {
+        return RMTL_ERR_ARG;
+    }
+    b->mult = bal->rep ? sc->mult : NULL;
+    int st = rmtl_balancer_step(b, sc->dir, sc->losses, sc->jac, nb);
+    b->mult = NULL;
+    RMTL_TRY(st);
+    if (bal->rep) {
+        if (b->spec->rep == RMTL_BAL_REP_COEF && !b->has_coef) {
+            return RMTL_ERR_ARG;
+        }
+        rmtl_balanced_rep_finish(m, bal, sc, nb);
+        return RMTL_OK;
+    }
+    rmtl_balanced_own_sum(b, sc, m->T);
+    rmtl_balanced_shared(m, bal, sc->dir, 1);
+    rmtl_balanced_own(m, bal, sc->own, RMTL_OWN_SET);
     return RMTL_OK;
 }
 
@@ -349,7 +500,7 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
     float *state = copy == NULL ? NULL : copy + n_copy;
     rmtl_balanced_scratch sc;
     if (bal != NULL) {
-        sc = rmtl_balanced_block((float *)(perm + n_perm) + (n_float - n_bal), m, bal);
+        sc = rmtl_balanced_block((float *)(perm + n_perm) + (n_float - n_bal), m, bal, B);
     }
     *loss_sum = 0.0;
     for (int k = 0; wt != NULL && k < T; k++) {

@@ -93,12 +93,14 @@ void rmtl_loss_weights(float *w, const float *q, int64_t q_stride, const float *
                        int64_t n, int T, const rmtl_loss_weighting *wt);
 
 /* Training with a loss balancer (balancers.h): the balancer and the spans [lo[i], hi[i]) of the
-   flat parameter buffer that the tasks share, in buffer order (their lengths sum to the
-   balancer's P). The other parameters are task-specific. */
+   flat parameter buffer that the tasks share, in buffer order. The other parameters are
+   task-specific. rep 0: the balancer reads the gradients of the shared spans (their lengths
+   sum to its P); rep 1: of the representation the towers read (its P is their input width,
+   rmtl_model_feature), and the spans only tell the task-specific parameters apart. */
 typedef struct {
     rmtl_balancer *b;
     const int64_t *lo, *hi;
-    int n;
+    int n, rep;
 } rmtl_balanced;
 
 /* One Adam step of m per batch of B consecutive entries of rows (the last may be short) on
@@ -116,7 +118,10 @@ typedef struct {
    wraps to its start): for each, one forward and T backwards, one per task, give the Jacobian
    of the shared spans; the balancer's direction replaces their gradient, and every other
    parameter gets the sum of its tasks' gradients (their mean over the S samples for balancers
-   with tower_mean). Balancers with after_step (FAMO) then see the last batch's losses after
+   with tower_mean). In the representation space (bal->rep) the T backwards stop at the
+   towers' inputs, the balancer reads their batch sums, and one backward below the towers
+   follows from the combination it gives (RMTL_BAL_REP_*; RMTL_ERR_ARG for a balancer that has
+   none). Balancers with after_step (FAMO) then see the last batch's losses after
    the update (one more forward). RMTL_ERR_NONFINITE when a loss or gradient is not finite. */
 int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const int64_t *rows,
                      int64_t n_rows, const rmtl_rows *data, int B, const rmtl_loss_weighting *wt,

@@ -31,10 +31,19 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["Balancer", "LABELS", "SPACES", "create", "hyperparameters", "names"]
+__all__ = [
+    "Balancer",
+    "LABELS",
+    "SPACES",
+    "create",
+    "hyperparameters",
+    "names",
+    "representation_names",
+]
 
 #: where the gradients a balancer reads are taken: every shared parameter (LibMTL's default)
-#: or the shared representation the towers read (LibMTL's ``rep_grad``)
+#: or the representation the towers read (LibMTL's ``rep_grad``: the Jacobian's row k is the
+#: batch sum of task k's per-row gradients of its tower's input, ``(K, bottom_dims[-1])``)
 SPACES = ("parameters", "representation")
 
 #: every balancer's name as its paper writes it (table rows: ``UW-MMoE``)
@@ -72,6 +81,16 @@ _ADAM = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 
 def names() -> list[str]:
     """Every balancer's name, in the core's table order."""
     return list(_SPECS)
+
+
+def representation_names() -> list[str]:
+    """The balancers that work in ``space="representation"``: every ``"losses"`` balancer
+    (its weights do not read gradients, so both spaces train alike) and the gradient
+    balancers whose direction is a combination of the task gradients (``gradnorm``,
+    ``imtl``, ``excess_mtl``, ``mgda``, ``aligned_mtl``) or, for ``graddrop``, a per-feature
+    mask of them; the others (``pcgrad``, ``cagrad``, ``nash_mtl``, ...) are refused there,
+    as LibMTL refuses them."""
+    return [n for n, s in _SPECS.items() if s["representation"]]
 
 
 def hyperparameters(name: str) -> dict[str, Any]:
@@ -164,10 +183,12 @@ class Balancer:
         )
 
     def prepare(self, model: Any) -> Any:
-        """Bind to ``model``'s shared parameters (:meth:`rmtl.models.Backbone.shared_parameters`)
-        for training and return the core balancer; the tensor lengths become ``segments``
-        unless :func:`create` was given them. Refuses a model whose tasks share nothing
-        (SingleTask), another task count, or a space training cannot provide."""
+        """Bind to ``model`` for training and return the core balancer: to its shared
+        parameters (:meth:`rmtl.models.Backbone.shared_parameters`; their tensor lengths
+        become ``segments`` unless :func:`create` was given them) in the ``"parameters"``
+        space, to the width of the towers' input (``bottom_dims[-1]``) in the
+        ``"representation"`` space. Refuses a model whose tasks share nothing (SingleTask) or
+        another task count."""
         names = model.shared_parameters()
         if not names:
             raise ValueError(
@@ -179,11 +200,9 @@ class Balancer:
             raise ValueError(
                 f"balancer: made for {self.num_tasks} tasks, the model has {model.config.num_tasks}"
             )
-        if self.space != "parameters":
-            raise ValueError(
-                f"space: training takes per-task gradients of the shared parameters only "
-                f"(space='parameters'), got {self.space!r}"
-            )
+        if self.space == "representation":
+            self.bind(int(model.config.bottom_dims[-1]))
+            return self._core
         _, lengths = model._shared_spans()
         if self._core is None and self.segments is None:
             self.segments = lengths
@@ -322,6 +341,11 @@ def create(
         )
     if space not in SPACES:
         raise ValueError(f"space: expected one of {list(SPACES)}, got {space!r}")
+    if space == "representation" and not spec["representation"]:
+        raise ValueError(
+            f"space: {name} cannot work on the representation the towers read (LibMTL "
+            f"refuses it too); use space='parameters', or one of {representation_names()}"
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: expected an integer, got {seed!r}")
     known = [h["name"] for h in spec["hyper"]]

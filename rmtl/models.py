@@ -546,7 +546,10 @@ class Backbone(Net):
         does (on the summed loss): a balancer of the ``"losses"`` family weights them, a
         ``"gradients"`` one reads the per-task gradients of the shared parameters (one
         backward per task; ``samples`` batches per step) and its direction replaces their
-        gradient, while every task-specific parameter gets its task's gradient. A NaN or
+        gradient, while every task-specific parameter gets its task's gradient. With
+        ``space="representation"`` it reads the batch sums of the per-task gradients of the
+        towers' inputs instead (the backwards stop there) and one backward below the towers
+        sends down the combination of the per-row gradients it gives. A NaN or
         infinite task loss or gradient raises FloatingPointError before the step.
         This is the call :class:`rmtl.Trainer` makes; use it to write your own loop.
         """
@@ -588,6 +591,7 @@ class Backbone(Net):
             seed=int(seed),
             balancer=None if balancer is None else balancer.prepare(self),
             shared=None if balancer is None else self._shared_spans()[0],
+            representation=balancer is not None and balancer.space == "representation",
         )
 
     def _rebuild(self) -> Backbone:

@@ -225,6 +225,7 @@ def train(
     lr: float = 1e-2,
     weight_decay: float = 0.0,
     epoch_ends: Sequence[int] = (),
+    rep_grad: bool = False,
 ) -> list[Optional[np.ndarray]]:
     """``steps`` training steps of the PyTorch twin ``net`` with LibMTL's weighting class
     ``cls`` balancing its task losses (per-task mean BCE), as LibMTL's trainer runs them:
@@ -232,8 +233,14 @@ def train(
     the class's ``backward`` leaves the gradients, Adam (over the net's parameters and the
     class's own) steps, and FAMO's ``update_w`` reads the step's last batch at the new
     parameters. The tensors named in ``shared`` are the shared parameters; the others are
-    task-specific. Embeddings' padding rows are kept fixed, as in rmtl. Returns the weights
-    ``backward`` returned at each step."""
+    task-specific. Embeddings' padding rows are kept fixed, as in rmtl. With ``rep_grad``
+    the class works on the representation the towers read, as LibMTL's architectures
+    prepare it: each tower ``net.tower[k]`` reads a detached copy of its input
+    (``rep_tasks``), and ``rep`` is that input (one tensor when every tower reads the same,
+    else one per task). A class whose ``backward`` ends with a plain ``loss.backward()``
+    (GradNorm's first epoch, the loss-weight methods) leaves the copies' gradients where
+    LibMTL leaves them, so its shared layers never train; here they are sent on into ``rep``
+    as the undetached net would. Returns the weights ``backward`` returned at each step."""
     K = net(batches[0][0][:1], batches[0][1][:1]).shape[1]
     params = dict(net.named_parameters())
     shared_params = [params[n] for n in shared]
@@ -241,12 +248,13 @@ def train(
     class Host(cls):
         def __init__(self) -> None:
             super().__init__()
-            self.task_num, self.device, self.rep_grad = K, torch.device("cpu"), False
+            self.task_num, self.device, self.rep_grad = K, torch.device("cpu"), rep_grad
             self.task_name = [f"task{k}" for k in range(K)]
             self.decoders = torch.nn.ModuleDict()
             self.epoch, self.epochs = 0, len(epoch_ends) + 1
             self.train_loss_buffer = np.zeros([K, self.epochs])
             self.init_param()
+            self.sent_down = False
 
         def get_share_params(self):
             return iter(shared_params)
@@ -256,7 +264,30 @@ def train(
                 if p.grad is not None:
                     p.grad.zero_()
 
+        def _backward_new_grads(self, *args: Any, **kwargs: Any) -> None:
+            self.sent_down = True
+            super()._backward_new_grads(*args, **kwargs)
+
     h = Host()
+    if rep_grad:
+        seen: list[torch.Tensor] = []
+
+        def prepare(k: int) -> Any:
+            def hook(module: torch.nn.Module, args: tuple) -> tuple:
+                if k == 0:
+                    seen.clear()
+                seen.append(args[0])
+                h.rep_tasks[h.task_name[k]] = args[0].detach().clone().requires_grad_(True)
+                if k == K - 1:
+                    same = all(x is seen[0] for x in seen)
+                    h.rep = seen[0] if same else dict(zip(h.task_name, seen))
+                return (h.rep_tasks[h.task_name[k]], *args[1:])
+
+            return hook
+
+        h.rep_tasks = {}
+        for k, tower in enumerate(net.tower):
+            tower.register_forward_pre_hook(prepare(k))
     opt = torch.optim.Adam(
         list(net.parameters()) + list(h.parameters()), lr=lr, weight_decay=weight_decay
     )
@@ -273,7 +304,14 @@ def train(
             sums += losses[-1].detach().numpy() * len(y)
             rows += len(y)
         opt.zero_grad(set_to_none=False)
+        h.sent_down = False
         w = h.backward(losses[0] if samples == 1 else torch.stack(losses), **hyper)
+        if rep_grad and not h.sent_down:
+            grads = [h.rep_tasks[t].grad for t in h.task_name]
+            if isinstance(h.rep, dict):
+                torch.autograd.backward(list(h.rep.values()), grads)
+            else:
+                h.rep.backward(sum(grads))
         out.append(None if w is None else np.asarray(w, np.float64))
         kept = [t.data[0].clone() for t in tables]
         opt.step()

@@ -62,6 +62,7 @@ def data(T, n_batches, seed=0):
 
 
 def train_rmtl(model, b, arrays, steps, epoch_ends, lr=1e-2):
+    """``steps`` train_chunk calls of one step each with balancer ``b``; its weights after each"""
     sparse, dense, labels = arrays
     weights, n = [], len(sparse)
     for step in range(steps):
@@ -75,14 +76,14 @@ def train_rmtl(model, b, arrays, steps, epoch_ends, lr=1e-2):
     return weights
 
 
-def check_training_parity(weighting, name, backbone, T, cls, hyper, atol=1e-5):
+def check_training_parity(weighting, name, backbone, T, cls, hyper, atol=1e-5, space="parameters"):
     import torch
     from libmtl_driver import train
     from torch_reference import twin_of
 
     model = make(backbone, T)
     net = twin_of(model)
-    b = balancers.create(name, T, lr=1e-2)
+    b = balancers.create(name, T, space=space, lr=1e-2)
     arrays = data(T, n_batches=STEPS * b.samples)
     ends = (4, 9, 14)
     ours = train_rmtl(model, b, arrays, STEPS, ends)
@@ -101,6 +102,7 @@ def check_training_parity(weighting, name, backbone, T, cls, hyper, atol=1e-5):
         samples=b.samples,
         lr=1e-2,
         epoch_ends=ends,
+        rep_grad=space == "representation",
     )
     for step, (w, w_ref) in enumerate(zip(ours, theirs)):
         if w_ref is not None and name not in OTHER_WEIGHTS:
@@ -129,6 +131,79 @@ def test_training_matches_libmtl(weighting, name, backbone, T):
         pytest.skip(f"LibMTL's float32 {name} is ill-conditioned for {T} tasks here")
     cls, hyper = LIBMTL_115[name]
     check_training_parity(weighting, name, backbone, T, cls, hyper)
+
+
+#: the gradient balancers LibMTL 1.1.5 runs on the representation (rep_grad=True)
+LIBMTL_115_REP = ("gradnorm", "imtl", "mgda")
+
+
+@pytest.mark.parametrize("T", [2, 4])
+@pytest.mark.parametrize("backbone", ["sharedbottom", "mmoe"])
+@pytest.mark.parametrize("name", LIBMTL_115_REP)
+def test_representation_training_matches_libmtl(weighting, name, backbone, T):
+    """space="representation": the towers read detached copies of their input, the class
+    balances the batch sums of the per-task gradients there and sends its combination of the
+    per-row gradients down (one tensor for SharedBottom's towers, one per task for MMoE's)"""
+    if T > 2 and name in ("mgda", "imtl"):
+        pytest.skip(f"LibMTL's float32 {name} is ill-conditioned for {T} tasks here (see above)")
+    cls, hyper = LIBMTL_115[name]
+    # IMTL's weights come from LibMTL's float32 inverse: 20 Adam steps leave one of 128 MMoE
+    # tower weights 2e-5 apart
+    atol = 5e-5 if name == "imtl" else 1e-5
+    check_training_parity(weighting, name, backbone, T, cls, hyper, atol, "representation")
+
+
+@pytest.mark.parametrize("backbone", ["sharedbottom", "esmm", "omoe", "mmoe", "ple", "aitm"])
+@pytest.mark.parametrize("name", ["ew", "uw", "dwa"])
+def test_losses_balancers_train_alike_in_both_spaces(name, backbone):
+    """a balancer whose weights read only the losses needs no per-task gradients: one weighted
+    backward in either space, the same bits (LibMTL's rep_grad leaves these methods' shared
+    parameters untrained, a limitation not copied)"""
+    arrays = data(2, n_batches=6)
+    runs = []
+    for space in balancers.SPACES:
+        model = make(backbone, 2)
+        train_rmtl(model, balancers.create(name, 2, space=space), arrays, 6, (2,))
+        runs.append(model.state_dict())
+    for k, v in runs[0].items():
+        np.testing.assert_array_equal(runs[1][k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("backbone", ["sharedbottom", "esmm", "omoe", "mmoe", "ple", "aitm"])
+def test_representation_space_keeps_the_towers_gradients(backbone):
+    """graddrop with leak 1 drops nothing: its representation-space step is the summed loss's
+    gradient everywhere, as plain training with equal weights (up to summation order)"""
+    arrays = data(2, n_batches=4)
+    plain, dropped = make(backbone, 2), make(backbone, 2)
+    b_ew = balancers.create("ew", 2)
+    b_gd = balancers.create("graddrop", 2, space="representation", leak=1.0)
+    train_rmtl(plain, b_ew, arrays, 4, ())
+    train_rmtl(dropped, b_gd, arrays, 4, ())
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(dropped.state_dict()[k], v, rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_representation_space_refusals():
+    with pytest.raises(ValueError, match="pcgrad cannot work on the representation"):
+        balancers.create("pcgrad", 2, space="representation")
+    assert "mgda" in balancers.representation_names()
+    assert "nash_mtl" not in balancers.representation_names()
+
+
+def test_representation_space_is_deterministic_on_any_thread_count():
+    arrays = data(2, n_batches=4)
+    states, before = [], rmtl.get_num_threads()
+    for threads in (1, 2):
+        rmtl.set_num_threads(threads)
+        try:
+            model = make("mmoe", 2)
+            b = balancers.create("graddrop", 2, "representation", seed=5)
+            train_rmtl(model, b, arrays, 4, ())
+            states.append(model.state_dict())
+        finally:
+            rmtl.set_num_threads(before)
+    for k, v in states[0].items():
+        np.testing.assert_array_equal(states[1][k], v, err_msg=k)
 
 
 def test_trainer_takes_a_name_or_an_object():
