@@ -5,10 +5,14 @@ error naming it."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
+import shutil
+import signal
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
@@ -17,30 +21,39 @@ from typing import IO, Any, Callable, Union
 import numpy as np
 
 PathLike = Union[str, "os.PathLike[str]"]
+# where save_npz writes and open_npz reads: a path, or an in-memory binary file (io.BytesIO)
+# for the bytes of a file that never touches the disk
+Target = Union[str, "os.PathLike[str]", io.BytesIO]
+
+
+def _name(target: Target) -> str:
+    return "<in-memory .npz>" if isinstance(target, io.BytesIO) else os.fspath(target)
 
 
 class CorruptFileError(ValueError):
     """A file exists but cannot be read: truncated, damaged, or not the expected format.
     ``path`` names it."""
 
-    def __init__(self, path: PathLike, problem: str) -> None:
-        self.path = os.fspath(path)
+    def __init__(self, path: Target, problem: str) -> None:
+        self.path = _name(path)
         super().__init__(f"{self.path}: {problem}")
 
 
-# the names atomic_write's temporary files take (tempfile.mkstemp: 8 characters of
-# [a-z0-9_] between the prefix ".<name>." and the suffix ".tmp")
+# the names the project's temporary files and directories take (tempfile.mkstemp and
+# mkdtemp: 8 characters of [a-z0-9_] between a prefix ".<name>." and the suffix ".tmp"):
+# atomic_write's files and the staging directories of :func:`staged_directory`
 TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def remove_stale_temporaries(
     directory: PathLike, before: float, recursive: bool = True
 ) -> list[str]:
-    """Remove the temporary files of :func:`atomic_write` that a kill left in ``directory``
-    (and its subdirectories with ``recursive``): only names matching :data:`TEMP_NAME`, and
-    only files last changed before the time ``before`` (``time.time()``), so a write still
-    running elsewhere keeps its file. Returns the paths removed; files that cannot be removed
-    are left."""
+    """Remove the temporary files of :func:`atomic_write` and the staging directories of
+    :func:`staged_directory` (with everything in them) that a kill left in ``directory``
+    (and at any depth below it with ``recursive``): only names matching :data:`TEMP_NAME`,
+    and only those last changed before the time ``before`` (``time.time()``), so a write
+    still running elsewhere keeps its file. Returns the paths removed; what cannot be
+    removed is left."""
     removed = []
     for root, dirs, files in os.walk(os.fspath(directory)):
         for name in files:
@@ -49,17 +62,77 @@ def remove_stale_temporaries(
                 if TEMP_NAME.fullmatch(name) and os.stat(path).st_mtime < before:
                     os.unlink(path)
                     removed.append(path)
+        for name in list(dirs):
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if TEMP_NAME.fullmatch(name) and os.lstat(path).st_mtime < before:
+                    dirs.remove(name)
+                    shutil.rmtree(path)
+                    removed.append(path)
         if not recursive:
             dirs.clear()
     return removed
 
 
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) for the block, then deliver it to the handler that was
+    there before (Python's raises KeyboardInterrupt): a few renames that must all happen or
+    none run to the end. Off the main thread (where signals cannot be handled) the block
+    just runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
+
+
+def publish(stage: str, directory: str, names: list[str], replaces: tuple[str, ...]) -> list[str]:
+    """Move the files ``names`` from the staging directory ``stage`` into ``directory``
+    (renames within one file system), and remove the files of ``replaces`` there that
+    ``names`` leaves out, so that ``directory`` holds one complete set of them: an
+    interrupt (SIGINT) waits until every rename is done. Returns the paths published."""
+    with sigint_deferred():
+        published = []
+        for name in names:
+            path = os.path.join(directory, name)
+            os.replace(os.path.join(stage, name), path)
+            published.append(path)
+        for name in replaces:
+            if name not in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
+        _fsync_dir(directory)
+    return published
+
+
+@contextlib.contextmanager
+def staged_directory(directory: PathLike, what: str) -> Iterator[str]:
+    """A fresh staging directory ``.<what>.XXXXXXXX.tmp`` inside ``directory`` (a name
+    :func:`remove_stale_temporaries` recognises), removed with what is left in it when the
+    block ends, however it ends."""
+    stage = tempfile.mkdtemp(prefix=f".{what}.", suffix=".tmp", dir=os.fspath(directory))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def atomic_write(path: Target, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(f)`` on a fresh temporary file next to ``path``, flush and fsync it, then
     rename it to exactly ``path`` and fsync the directory. Readers see the old file or the
     whole new one, never a part; concurrent writers never share a temporary file. On any
     error (including KeyboardInterrupt) the temporary file is removed and ``path`` is left
-    as it was."""
+    as it was. An in-memory ``path`` (io.BytesIO) is written directly."""
+    if isinstance(path, io.BytesIO):
+        write(path)
+        return
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
@@ -95,11 +168,10 @@ def write_json(path: PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1))
 
 
-def save_npz(
-    path: PathLike, arrays: Mapping[str, np.ndarray], documents: Mapping[str, Any]
-) -> None:
+def save_npz(path: Target, arrays: Mapping[str, np.ndarray], documents: Mapping[str, Any]) -> None:
     """Atomically write arrays and JSON ``documents`` (stored as uint8 bytes, read back with
-    ``open_npz(...).json(key)``) to one .npz file at exactly ``path`` (nothing appended)."""
+    ``open_npz(...).json(key)``) to one .npz file at exactly ``path`` (nothing appended), or
+    into an in-memory file (io.BytesIO)."""
     items: dict[str, np.ndarray] = dict(arrays)
     for key, doc in documents.items():
         items[key] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
@@ -118,13 +190,15 @@ _DAMAGED = (
 
 
 @contextlib.contextmanager
-def open_npz(path: PathLike, what: str) -> Iterator[Any]:
-    """The opened .npz file ``path`` (a mapping of arrays); FileNotFoundError when missing and
-    :class:`CorruptFileError` naming the file when it is damaged or not an .npz archive.
-    Errors raised by the caller's own checks inside the block pass through unchanged."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: no such file: {path}")
+def open_npz(path: Target, what: str) -> Iterator[Any]:
+    """The opened .npz file ``path`` (a mapping of arrays; or an in-memory file, io.BytesIO);
+    FileNotFoundError when missing and :class:`CorruptFileError` naming the file when it is
+    damaged or not an .npz archive. Errors raised by the caller's own checks inside the block
+    pass through unchanged."""
+    if not isinstance(path, io.BytesIO):
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"path: no such file: {path}")
     try:
         z = np.load(path, allow_pickle=False)
     except _DAMAGED as e:
@@ -135,7 +209,7 @@ def open_npz(path: PathLike, what: str) -> Iterator[Any]:
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise CorruptFileError(path, f"not an rmtl {what} file (expected an .npz archive)")
     with z:
-        yield _Checked(z, path, what)
+        yield _Checked(z, _name(path), what)
 
 
 class _Checked:

@@ -21,7 +21,7 @@ from ..balancers import names as balancer_names
 from ..data import SessionData
 from ..datasets import load_kuairand, load_retailrocket
 from ..models import BACKBONES
-from .run import run
+from .run import RunResult, run
 from .settings import AUTO_MIN_STEPS, DATASETS, PRESETS, RunConfig, describe_budgets, load_config
 from .sweep import describe_best, load_sweep
 from .sweep import run_sweep as sweep
@@ -341,7 +341,15 @@ def run_run(args: argparse.Namespace) -> int:
         config = RunConfig(**settings)
     except TypeError as e:
         raise ValueError(f"--config: {e}") from e
-    job = run(config)
+    job = run(config, on_result=_print_run)
+    if job.config.out:
+        print(f"wrote {job.config.out}")
+    return 0
+
+
+def _print_run(job: RunResult) -> None:
+    """The table of ``rmtl run``, printed (and flushed) before the output files are written,
+    so a full disk or a failed write under --out never loses it."""
     c = job.config
     print(
         f"rmtl run: {c.dataset} data, preset {c.preset}, {c.seeds} seeds, output bias "
@@ -349,10 +357,7 @@ def run_run(args: argparse.Namespace) -> int:
         f"{', compat ' + c.compat if c.compat else ''}, {job.seconds:.0f} s"
     )
     print(f"budgets: {describe_budgets(job.budgets)}")
-    print(job.table())
-    if c.out:
-        print(f"wrote {c.out}")
-    return 0
+    print(job.table(), flush=True)
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:

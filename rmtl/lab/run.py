@@ -13,15 +13,16 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any, Callable, Optional
 
 from .. import _progress
 from .._io import (
     CorruptFileError,
     atomic_write,
+    publish,
     remove_stale_temporaries,
+    staged_directory,
     write_json,
-    write_text,
 )
 from ..context import with_context
 from ..data import SessionData
@@ -49,9 +50,13 @@ class RunResult:
         return report.to_markdown(self.result)
 
 
-def run(config: RunConfig) -> RunResult:
+def run(config: RunConfig, on_result: Optional[Callable[[RunResult], None]] = None) -> RunResult:
     """Run the experiment of ``config`` (see :class:`RunConfig`); with ``config.out`` also
-    write the table (Markdown, CSV, JSON), ``config.json`` and the plots there."""
+    write the table (Markdown, CSV, JSON), ``config.json`` and the plots there
+    (:func:`write_outputs`). ``on_result(result)`` is called before any of them is written
+    (``rmtl run`` prints the table there, so a failed write never loses it). A successful
+    run removes the temporaries that kills of earlier runs left anywhere under
+    ``config.out`` and ``config.resume``."""
     c = config.resolved()
     started = time.time()
     if c.out is not None:
@@ -99,11 +104,14 @@ def run(config: RunConfig) -> RunResult:
         balancers=c.balancers,
     )
     bar.close()
-    if c.resume is not None:  # the kills before this run left nothing half-written behind
-        remove_stale_temporaries(c.resume, started)
     job = RunResult(result, c, diagnostics, time.perf_counter() - t0, c.budgets(len(train)))
+    if on_result is not None:
+        on_result(job)
     if c.out is not None:
         write_outputs(job, test)
+    for directory in (c.resume, c.out):  # the kills before this run left nothing behind
+        if directory is not None:
+            remove_stale_temporaries(directory, started)
     return job
 
 
@@ -197,7 +205,13 @@ def claim_checkpoint_dir(c: RunConfig) -> None:
 
 def write_outputs(job: RunResult, test: SessionData) -> list[str]:
     """Write results.md (the table, then :func:`rmtl.lab.report.per_seed`), results.csv/.json,
-    config.json and the PNG plots into ``job.config.out``; returns the paths written."""
+    config.json and the PNG plots into ``job.config.out``; returns the paths written.
+
+    All of them are written into a staging directory inside ``out`` first and then renamed
+    into place together (a Ctrl-C waits for the renames; the :data:`OUTPUTS` this run does
+    not write are removed), so ``out`` holds the complete outputs of one run: the earlier
+    run's if this one is interrupted or fails, this run's once it returns. A failed write is
+    an OSError naming the output file."""
     out = job.config.out
     os.makedirs(out, exist_ok=True)
     files = {
@@ -216,17 +230,24 @@ def write_outputs(job: RunResult, test: SessionData) -> list[str]:
             default=list,
         ),
     }
-    written = []
-    for name, text in files.items():
-        path = os.path.join(out, name)
-        write_text(path, text)
-        written.append(path)
-    figures = _figures(job.diagnostics, test)
-    for name, fig in figures.items():
-        path = os.path.join(out, name)
-        atomic_write(path, functools.partial(fig.savefig, format="png", dpi=110))
-        written.append(path)
-    return written
+    writers: dict[str, Callable[[IO[bytes]], Any]] = {
+        name: functools.partial(_write_bytes, text.encode("utf-8")) for name, text in files.items()
+    }
+    for name, fig in _figures(job.diagnostics, test).items():
+        writers[name] = functools.partial(fig.savefig, format="png", dpi=110)
+    with staged_directory(out, "outputs") as stage:
+        for name, write in writers.items():
+            try:
+                atomic_write(os.path.join(stage, name), write)
+            except OSError as e:
+                raise OSError(
+                    e.errno, f"--out: cannot write {os.path.join(out, name)}: {e.strerror or e}"
+                ) from e
+        return publish(stage, out, list(writers), OUTPUTS)
+
+
+def _write_bytes(data: bytes, f: IO[bytes]) -> None:
+    f.write(data)
 
 
 def _figures(diag: Mapping[str, Mapping[str, Any]], test: SessionData) -> dict[str, Any]:

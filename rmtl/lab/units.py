@@ -6,8 +6,8 @@ convergence checks and the budget it ran) and the agent's history entries."""
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
@@ -186,17 +186,12 @@ def _records(job: Job, model: Backbone, hist: History, data: Splits) -> list[dic
     ]
 
 
-def _dump(save_fn: Callable[[Any, str], None], net: Any) -> bytes:
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "net.npz")
-        save_fn(net, path)
-        with open(path, "rb") as f:
-            return f.read()
+def _dump(save_fn: Callable[[Any, io.BytesIO], None], net: Any) -> bytes:
+    """The bytes of the .npz file ``save_fn`` writes, written in memory (no temporary file)."""
+    buffer = io.BytesIO()
+    save_fn(net, buffer)
+    return buffer.getvalue()
 
 
-def _restore(load_fn: Callable[[str], Any], blob: bytes) -> Any:
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "net.npz")
-        with open(path, "wb") as f:
-            f.write(blob)
-        return load_fn(path)
+def _restore(load_fn: Callable[[io.BytesIO], Any], blob: bytes) -> Any:
+    return load_fn(io.BytesIO(blob))
