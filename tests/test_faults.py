@@ -113,6 +113,31 @@ def drive(tmp_path, mode, ckpt, out, spec):
     )  # the rmtl this test imports
 
 
+def temporaries(root):
+    """Every temporary file or directory (``*.tmp``) at any depth under ``root``."""
+    return {
+        os.path.join(parent, name)
+        for parent, dirs, files in os.walk(root)
+        for name in dirs + files
+        if name.endswith(".tmp")
+    }
+
+
+def test_temporaries_finds_them_at_any_depth(tmp_path):
+    (tmp_path / "job" / "pretrain").mkdir(parents=True)
+    (tmp_path / "top.npz").write_bytes(b"")
+    assert temporaries(tmp_path) == set() and temporaries(tmp_path / "missing") == set()
+    planted = [
+        tmp_path / ".top.npz.abcdefgh.tmp",
+        tmp_path / "job" / "pretrain" / ".baseline.npz.k3_9x0ab.tmp",
+        tmp_path / ".outputs.q1w2e3r4.tmp",  # a staging directory
+    ]
+    planted[0].write_bytes(b"")
+    planted[1].write_bytes(b"")
+    planted[2].mkdir()
+    assert temporaries(tmp_path) == {str(p) for p in planted}
+
+
 def result(mode, out):
     if mode == "fit":
         return np.load(str(out) + ".npy").tobytes()
@@ -131,14 +156,14 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, mode, sequence):
     expected = result(mode, tmp_path / "ref")
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     for spec in SEQUENCES[mode][sequence]:
-        before = set(os.listdir(ckpt)) if ckpt.exists() else set()
+        before = temporaries(ckpt) | temporaries(out)
         p = drive(tmp_path, mode, ckpt, out, spec)
         want = -signal.SIGKILL if spec.startswith("SIGKILL") else 130
         assert p.returncode == want, (spec, p.returncode, p.stderr[-2000:])
         if want == 130:
             assert "Traceback" not in p.stderr
-        if want == 130:  # an interrupted writer removes its temporary file
-            assert [n for n in set(os.listdir(ckpt)) - before if n.endswith(".tmp")] == [], spec
+        if want == 130:  # an interrupted writer removes its temporary file, at any depth
+            assert (temporaries(ckpt) | temporaries(out)) - before == set(), spec
     final = drive(tmp_path, mode, ckpt, out, "none")
     assert final.returncode == 0, final.stderr
     assert result(mode, out) == expected
