@@ -9,6 +9,7 @@ build, ``RMTL_DOCS_SCREENSHOTS`` at another folder for the screenshots).
 import functools
 import http.server
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -102,7 +103,43 @@ def test_index(browser, site):
         assert any(href and href.endswith(target) for href in links), (
             f"index has no link to {target}"
         )
+    for url in (  # the paper and the authors' code
+        "https://dl.acm.org/doi/10.1145/3543507.3583467",
+        "https://github.com/Applied-Machine-Learning-Lab/RMTL",
+    ):
+        assert url in links, f"index has no link to {url}"
     assert not page["broken"], page["broken"]
+
+
+# A parameter name as numpydoc renders it: names (or *args, **kwargs), comma-separated; a
+# paragraph after a Parameters section would render as a bold "parameter" of many words.
+PARAMETER_NAMES_JS = """
+return [...document.querySelectorAll('dl.field-list > dd > dl > dt > strong')]
+    .map(e => e.textContent.trim());
+"""
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["rmtl.RMTL", "rmtl.SessionData", "rmtl.SessionEnv", "rmtl.collect", "rmtl.experiment"],
+)
+def test_api_parameters_are_names(browser, site, page):
+    load(browser, site, f"generated/{page}.html", f"api_params_{page}")
+    names = browser.execute_script(PARAMETER_NAMES_JS)
+    assert names, f"{page}: no Parameters section rendered"
+    bad = [n for n in names if not re.fullmatch(r"\*{0,2}\w+(, \*{0,2}\w+)*", n)]
+    assert not bad, f"{page}: prose rendered as parameters: {bad}"
+
+
+def test_api_pages_cite_no_spec():
+    """The pages cite the paper or explain inline, never a SPEC file users do not have."""
+    if not (HTML / "generated").is_dir():
+        pytest.fail(f"no built API pages in {HTML / 'generated'}")
+    pages = sorted(HTML.rglob("*.html"))
+    citing = [
+        str(p.relative_to(HTML)) for p in pages if re.search(r"SPEC (section|\d)", p.read_text())
+    ]
+    assert not citing, f"pages citing SPEC: {citing}"
 
 
 def test_api_page_of_rmtl_class(browser, site):

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .data import SessionData
-
+# SessionData is the ``cls`` argument (rmtl.data imports this module, not the reverse)
+SessionData = Any
 Columns = Union[str, Sequence[str]]
 
 # the key of the schema to_frame leaves in DataFrame.attrs

@@ -152,10 +152,43 @@ class RMTL:
         ``on_epoch(stage, record)`` after every epoch of stages 1 and 3 (``stage``:
         ``pretrain`` or ``finetuned-<weighting>``; ``record``: the :class:`rmtl.History`
         entry with the validation metrics), e.g. to report to Ray Tune (:mod:`rmtl.lab.tune`).
+    **kwargs
+        The other fields of :class:`rmtl.RMTLConfig` (``critic_epochs``, ``lr``, ...).
 
+    Attributes
+    ----------
+    config : RMTLConfig
+        The checked settings.
+    backbone : Backbone
+        The current model: the pretrained one after stage 1, the fine-tuned one after 3.
+    pretrained : Backbone
+        The stage-1 model (stage 3 fine-tunes a copy).
+    critics : list of Critic
+        One critic per task after stage 2.
+    history : dict
+        Per-stage training histories (:class:`rmtl.History`) and the stage-2 summary.
+
+    See Also
+    --------
+    RMTLConfig : the settings, checked once.
+    rmtl.experiment : every backbone with and without RMTL over several seeds.
+
+    Notes
+    -----
+    The method is that of the paper, "Multi-Task Recommendations with Reinforcement
+    Learning" (Liu et al., WWW 2023, https://dl.acm.org/doi/10.1145/3543507.3583467); the
+    defaults follow the authors' code (https://github.com/Applied-Machine-Learning-Lab/RMTL).
     Not reproduced from the code: its TD3-BC agent standardises the categorical codes of
     every state batch before the embedding lookup, which scrambles the features (a bug);
     ``actor_reg`` (0 in its main script).
+
+    Examples
+    --------
+    >>> import rmtl
+    >>> train, valid, test = rmtl.datasets.synthetic(n_users=300).split()
+    >>> model = rmtl.models.create("esmm", train.field_dims, train.num_dense, embed_dim=8)
+    >>> agent = rmtl.RMTL(model, critic_epochs=1, progress=False).fit(train, valid)
+    >>> scores = rmtl.evaluate(agent.backbone, test)  # doctest: +SKIP
     """
 
     def __init__(
@@ -206,9 +239,25 @@ class RMTL:
         on_epoch: Optional[Callable[[str, dict[str, Any]], None]] = None,
     ) -> RMTL:
         """An agent with a ready :class:`rmtl.RMTLConfig` (its construction checked every
-        value, so nothing is checked again); the other arguments as for :class:`RMTL`, except
-        that ``compat`` only restricts the backbones: the authors' switches must already be
-        in ``config`` (``RMTLConfig.from_kwargs(kwargs, compat="authors")`` puts them there)."""
+        value, so nothing is checked again).
+
+        Parameters
+        ----------
+        backbone : Backbone
+            The multi-task model, as for :class:`RMTL`.
+        config : RMTLConfig
+            The settings.
+        compat : None or "authors"
+            Only restricts the backbones: the authors' switches must already be in
+            ``config`` (``RMTLConfig.from_kwargs(kwargs, compat="authors")`` puts them there).
+        checkpoint_dir, progress, on_epoch :
+            As for :class:`RMTL`.
+
+        Returns
+        -------
+        RMTL
+            The agent, no stage run yet.
+        """
         if not isinstance(config, RMTLConfig):
             raise TypeError(f"config: expected an rmtl.RMTLConfig, got {type(config).__name__}")
         agent = cls.__new__(cls)
@@ -245,8 +294,22 @@ class RMTL:
     # ------------------------------------------------------------------ stages
     def fit(self, train: SessionData, valid: SessionData) -> RMTL:
         """Run (or resume) all three stages; the fine-tuned model ends up in ``self.backbone``.
+
         With a checkpoint directory, the temporary files kills left there are removed once
-        the stages have finished."""
+        the stages have finished.
+
+        Parameters
+        ----------
+        train : SessionData
+            Training sessions (stages 1 to 3).
+        valid : SessionData
+            Validation sessions for early stopping (stages 1 and 3).
+
+        Returns
+        -------
+        RMTL
+            This agent, so that ``rmtl.RMTL(model).fit(train, valid)`` chains.
+        """
         started = time.time()
         self.pretrain(train, valid)
         self.fit_critics(train)
@@ -260,7 +323,20 @@ class RMTL:
 
         Ctrl-C restores the best weights so far and raises KeyboardInterrupt; nothing is
         saved, so a resumed run (a new agent and backbone on the checkpoint directory)
-        repeats the whole stage."""
+        repeats the whole stage.
+
+        Parameters
+        ----------
+        train : SessionData
+            Training sessions.
+        valid : SessionData
+            Validation sessions for early stopping.
+
+        Returns
+        -------
+        History
+            One record per epoch with the training loss and the validation metrics.
+        """
         name = "pretrained.npz"
         self._check_data(train=train, valid=valid)
         if self._done(name):
@@ -288,11 +364,23 @@ class RMTL:
     ) -> list[dict[str, float]]:
         """Stage 2: fill the replay buffer from ``train`` and train one critic per task.
 
-        Returns one record per epoch (mean TD loss per task, mean actor loss when the actor
-        is updated). With a checkpoint directory every finished epoch is committed (one file,
-        atomically) and the next call resumes from the last one. Ctrl-C (or a non-finite TD
-        loss) restores the state of the last finished epoch and raises KeyboardInterrupt
-        (or :class:`rmtl.NonFiniteLossError`).
+        With a checkpoint directory every finished epoch is committed (one file, atomically)
+        and the next call resumes from the last one. Ctrl-C (or a non-finite TD loss)
+        restores the state of the last finished epoch and raises KeyboardInterrupt (or
+        :class:`rmtl.NonFiniteLossError`).
+
+        Parameters
+        ----------
+        train : SessionData
+            The sessions replayed with the behaviour policy.
+        epochs : int, optional
+            Passes over the replay buffer (default: the config's ``critic_epochs``).
+
+        Returns
+        -------
+        list of dict
+            One record per epoch: the mean TD loss per task, and the mean actor loss when
+            the actor is updated.
         """
         epochs = self.config.critic_epochs if epochs is None else check("epochs", epochs)
         self._check_data(train=train)
@@ -320,16 +408,39 @@ class RMTL:
     ) -> History:
         """Stage 3: critic-weighted fine-tuning.
 
-        Without ``backbone``, a copy of the pretrained model is fine-tuned and becomes
-        ``self.backbone``. With ``backbone`` (transfer: a pretrained model of any kind for
-        the same data), that model is fine-tuned in place with these critics and
-        ``self.backbone`` is left alone. ``weighting`` and ``lam`` override the agent's for
-        this call (ablations and controls; a checkpoint per setting); ``static`` takes one
-        weight per task in ``task_weights``. ``balancer`` (a name of
-        :func:`rmtl.balancers.names`, with its defaults) overrides the config's ``balancer``
-        for this call: the task losses, critic-weighted or not, are then balanced at every
-        step (``weighting="continued"`` with a balancer is the balancer's stage-3 control).
+        Parameters
+        ----------
+        train : SessionData
+            Training sessions.
+        valid : SessionData
+            Validation sessions for early stopping.
+        backbone : Backbone, optional
+            Without it, a copy of the pretrained model is fine-tuned and becomes
+            ``self.backbone``. With it (transfer: a pretrained model of any kind for the same
+            data), that model is fine-tuned in place with these critics and
+            ``self.backbone`` is left alone.
+        weighting : str, optional
+            Overrides the agent's weighting for this call (ablations and controls; a
+            checkpoint per setting).
+        lam : float, optional
+            Overrides the agent's ``lam`` for this call.
+        epochs : int, optional
+            Train exactly this many epochs and keep the last weights (a fixed budget).
+        task_weights : sequence of float, optional
+            One weight per task, for ``weighting="static"`` (and only then).
+        balancer : str, optional
+            A name of :func:`rmtl.balancers.names` (with its defaults) that overrides the
+            config's ``balancer`` for this call: the task losses, critic-weighted or not, are
+            then balanced at every step (``weighting="continued"`` with a balancer is the
+            balancer's stage-3 control).
 
+        Returns
+        -------
+        History
+            One record per epoch with the training loss and the validation metrics.
+
+        Notes
+        -----
         The budget: by default at most ``finetune_epochs`` epochs (``epochs`` when None) with
         early stopping on ``early_stopping`` and ``patience``; ``min_steps`` does not apply
         (the model is already trained). With ``epochs``, exactly that many epochs run and the
@@ -431,10 +542,27 @@ class RMTL:
         weighting: Optional[str] = None,
         task_weights: Optional[Sequence[float]] = None,
     ) -> np.ndarray:
-        """The stage-3 weights (n, T) of ``data`` at predictions ``prob`` (default: the
-        pretrained model's), for inspection, computed by the same C function training uses
-        (``continued``: every weight one; ``static`` needs ``task_weights``; ``permuted``:
-        RMTL's weights, which training shuffles across each batch's rows)."""
+        """The stage-3 loss weights of ``data``, for inspection, computed by the same C
+        function training uses.
+
+        Parameters
+        ----------
+        data : SessionData
+            The rows to weight.
+        prob : array (n, T), optional
+            The predictions the critics score (default: the pretrained model's).
+        weighting : str, optional
+            Default: the agent's. ``continued``: every weight one; ``static`` needs
+            ``task_weights``; ``permuted``: RMTL's weights, which training shuffles across
+            each batch's rows.
+        task_weights : sequence of float, optional
+            One weight per task for ``static``.
+
+        Returns
+        -------
+        ndarray (n, T) float32
+            The weight of every row and task.
+        """
         weighting = self.config.weighting if weighting is None else _weighting(weighting)
         if weighting == "continued":
             return np.ones((len(data), data.num_tasks), np.float32)
@@ -452,7 +580,20 @@ class RMTL:
         )
 
     def q_values(self, data: SessionData, action: np.ndarray) -> np.ndarray:
-        """Q_k(s, a_k) (n, T) of every row of ``data`` at actions ``action`` (n, T), eval mode."""
+        """The critics' values ``Q_k(s, a_k)`` of every row of ``data`` (eval mode).
+
+        Parameters
+        ----------
+        data : SessionData
+            The states (rows).
+        action : array (n, T)
+            One action (a predicted probability) per row and task.
+
+        Returns
+        -------
+        ndarray (n, T) float32
+            ``Q_k`` of every row and task (at most 0).
+        """
         if not self.critics:
             raise RuntimeError(
                 "q_values: the agent has no critics yet; run fit_critics(train) first"

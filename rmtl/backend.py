@@ -11,12 +11,15 @@ from . import _core
 def blas_info() -> dict:
     """Describe the active sgemm.
 
-    Returns a dict with ``backend`` (``"blas"``: SciPy's BLAS ``sgemm`` taken from
-    ``scipy.linalg.cython_blas``; ``"builtin"``: rmtl's blocked C kernel),
-    ``blas_available`` (whether SciPy's sgemm could be loaded), ``forced_builtin``
-    (``RMTL_BLAS=builtin`` was set at import) and ``blas_per_thread`` (the BLAS is an
-    OpenBLAS whose thread count rmtl can hold at 1 while its products run: then rmtl splits
-    large products over its own thread pool, each part one single-threaded call).
+    Returns
+    -------
+    dict
+        ``backend`` (``"blas"``: SciPy's BLAS ``sgemm`` taken from
+        ``scipy.linalg.cython_blas``; ``"builtin"``: rmtl's blocked C kernel),
+        ``blas_available`` (whether SciPy's sgemm could be loaded), ``forced_builtin``
+        (``RMTL_BLAS=builtin`` was set at import) and ``blas_per_thread`` (the BLAS is an
+        OpenBLAS whose thread count rmtl can hold at 1 while its products run: then rmtl
+        splits large products over its own thread pool, each part one single-threaded call).
     """
     return {
         "backend": _core.gemm_backend(),
@@ -27,8 +30,15 @@ def blas_info() -> dict:
 
 
 def set_gemm_backend(name: str) -> None:
-    """Switch the matrix-multiply path for the whole process: ``"blas"`` or ``"builtin"``.
+    """Switch the matrix-multiply path for the whole process.
 
+    Parameters
+    ----------
+    name : "blas" or "builtin"
+        The path.
+
+    Notes
+    -----
     Both give the same results to float32 rounding; ``"builtin"`` exists as a fallback and
     as the oracle the tests compare BLAS with. Set ``RMTL_BLAS=builtin`` in the environment
     to start with the fallback. A switch while another thread is inside a call of the core
@@ -52,6 +62,14 @@ def _blas_controllers() -> list:
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for rmtl's loops and matrix products.
 
+    Parameters
+    ----------
+    n : int
+        Any integer (``numpy.int64`` included) from 1 to the pool's maximum,
+        ``rmtl._core.max_threads`` (256); anything else raises ValueError.
+
+    Notes
+    -----
     Both run on rmtl's own thread pool (``n - 1`` workers beside the calling thread, started
     on first use; idle workers sleep), which large products split into parts that each call
     the BLAS on one thread. SciPy's OpenBLAS is held at 1 thread while rmtl's products run
@@ -62,9 +80,8 @@ def set_num_threads(n: int) -> None:
     (the change waits for the parallel loop running then); ``torch.set_num_threads``
     likewise. One thread per worker is what scale-out needs; the results do not depend on
     ``n`` (same seed, same bits for any thread count). The default is ``OMP_NUM_THREADS``,
-    else the cores the process may run on. ``n`` is any integer (``numpy.int64`` included)
-    from 1 to the pool's maximum, ``rmtl._core.max_threads`` (256); anything else raises
-    ValueError."""
+    else the cores the process may run on.
+    """
     try:
         count = operator.index(n)
     except TypeError:
@@ -80,5 +97,10 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The thread count of rmtl's loops and products (see :func:`set_num_threads`)."""
+    """The thread count of rmtl's loops and products (see :func:`set_num_threads`).
+
+    Returns
+    -------
+    int
+    """
     return _core.get_num_threads()

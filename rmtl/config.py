@@ -62,7 +62,21 @@ class Range:
     integer: bool = False
 
     def check(self, name: str, value: Any) -> Any:
-        """``value`` as int or float, or ValueError/TypeError naming ``name`` and the range."""
+        """Check a value against this range.
+
+        Parameters
+        ----------
+        name : str
+            The parameter's name, for the error message.
+        value : number
+            The value.
+
+        Returns
+        -------
+        int or float
+            ``value`` as int (``integer``) or float; ValueError or TypeError naming ``name``
+            and the range when it is outside.
+        """
         kind = numbers.Integral if self.integer else numbers.Real
         if isinstance(value, bool) or not isinstance(value, kind):
             raise TypeError(
@@ -125,14 +139,101 @@ RANGES: dict[str, Range] = {
 
 
 def check(name: str, value: Any) -> Any:
-    """Check one parameter against :data:`RANGES`."""
+    """Check one parameter against :data:`RANGES`.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`RANGES`.
+    value : number
+        The value.
+
+    Returns
+    -------
+    int or float
+        The value, normalised; ValueError or TypeError naming it when it is out of range.
+    """
     return RANGES[name].check(name, value)
 
 
 @dataclasses.dataclass(frozen=True)
 class RMTLConfig:
-    """Every knob of the three stages with its reference value; see :class:`rmtl.RMTL` for
-    meanings and sources. Construction checks every value (ValueError/TypeError naming it)."""
+    """Every knob of the three stages with its reference value.
+
+    A frozen dataclass: construction checks every value (ValueError or TypeError naming it),
+    :meth:`replace` makes a checked copy. :class:`rmtl.RMTL` documents each parameter's
+    meaning and source (the paper, the authors' code or rmtl).
+
+    Parameters
+    ----------
+    gamma, tau, lam, critic_lr : float
+        Discount (0.9), target soft-update rate (0.2), the ``lam`` of ``w = 1 - lam Q``
+        (0.7) and the critics' learning rate (1e-3).
+    behaviour : "uniform" or "actor"
+        Stage-2 behaviour policy; ``behaviour_noise`` (0.1) is the actor's noise std.
+    behaviour_noise : float
+        See ``behaviour``.
+    target : "td3" or "ddpg"
+        TD target; ``target_noise`` (0.4) and ``target_noise_clip`` (3e-3) shape TD3's
+        target action noise.
+    target_noise, target_noise_clip : float
+        See ``target``.
+    ips : bool
+        Inverse propensity weights in the TD loss (False).
+    weighting : str
+        Stage-3 loss weights: ``rmtl`` (default) or an ablation or control (see
+        :class:`rmtl.RMTL`).
+    seed : int
+        Batch order, critic initialisation, replay sampling and target noise.
+    reward : "bce", "abs" or "bce_wrapped"
+        Per-task reward of the session MDP.
+    critic_bottom_dims, critic_tower_dims : tuple of int
+        The critics' MLP widths, (512, 256) and (128, 64).
+    critic_dropout : float
+        0.2.
+    critic_output_bias : float or None
+        The critics' initial output bias, 1.0 (None: PyTorch's default initialisation).
+    critic_epochs, critic_batch_size, buffer_capacity, soft_update_freq : int
+        Stage 2: 96 passes over the replay buffer, batches of 2048, 500,000 transitions,
+        a target update every 2 critic steps.
+    actor_update : bool
+        Apply the paper's actor loss (False); ``actor_lr`` (1e-3), ``actor_update_freq``
+        (1) and ``init_training_step`` (1000) set it.
+    actor_lr : float
+        See ``actor_update``.
+    actor_update_freq, init_training_step : int
+        See ``actor_update``.
+    lr, weight_decay : float
+        Stages 1 and 3: Adam's learning rate (1e-3) and weight decay (1e-6).
+    batch_size, epochs, patience, min_steps : int
+        Stages 1 and 3: batch 2048, at most 100 epochs, early stopping patience 2, at least
+        ``min_steps`` Adam steps in stage 1 (0: off).
+    finetune_epochs : int or None
+        Stage 3's most epochs (None: ``epochs``).
+    early_stopping : "logloss" or "auc"
+        The validation score early stopping follows.
+    init_output_bias : None or "prior"
+        Start the output biases at the training label rates' logits.
+    batch_order : "shuffled" or "time"
+        Row order of stages 1 and 3.
+    stage3_critic_mode : "eval" or "train"
+        The critics' mode when stage 3 computes ``Q``.
+    balancer : str or None
+        A loss balancer of :func:`rmtl.balancers.names` for stages 1 and 3 (None: none).
+    balancer_args : mapping
+        Its hyperparameters (checked by :func:`rmtl.balancers.create`).
+
+    See Also
+    --------
+    RMTL.from_config : an agent from a ready config.
+
+    Examples
+    --------
+    >>> import rmtl
+    >>> config = rmtl.RMTLConfig(critic_epochs=4, lam=0.5)
+    >>> config.replace(lam=1.0).lam
+    1.0
+    """
 
     gamma: float = 0.9
     tau: float = 0.2
@@ -187,9 +288,21 @@ class RMTLConfig:
             balancers.create(self.balancer, 2, **self.balancer_args)
 
     def make_balancer(self, num_tasks: int, seed: int) -> Optional[balancers.Balancer]:
-        """The stages' balancer for ``num_tasks`` tasks (None without one): ``balancer`` with
-        ``balancer_args``, its parameters trained with this config's ``lr`` and
-        ``weight_decay``."""
+        """The stages' loss balancer: ``balancer`` with ``balancer_args``, its parameters
+        trained with this config's ``lr`` and ``weight_decay``.
+
+        Parameters
+        ----------
+        num_tasks : int
+            The number of tasks it balances.
+        seed : int
+            Its random state.
+
+        Returns
+        -------
+        rmtl.balancers.Balancer or None
+            None when the config has no ``balancer``.
+        """
         if self.balancer is None:
             return None
         return balancers.create(
@@ -203,10 +316,21 @@ class RMTLConfig:
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], compat: Optional[str] = None) -> RMTLConfig:
-        """The config of :class:`rmtl.RMTL`'s keyword arguments ``kwargs`` (names that are no
-        field raise TypeError); with ``compat="authors"`` the authors' switches
-        (:data:`AUTHORS`) fill in what ``kwargs`` leaves out. ``compat`` itself is checked
-        with the backbones it applies to (:func:`rmtl.models.check_compat`)."""
+        """The config of :class:`rmtl.RMTL`'s keyword arguments.
+
+        Parameters
+        ----------
+        kwargs : mapping
+            Field names and values; a name that is no field raises TypeError.
+        compat : None or "authors"
+            With ``"authors"`` the authors' switches (:data:`AUTHORS`) fill in what
+            ``kwargs`` leaves out. ``compat`` itself is checked with the backbones it applies
+            to (:func:`rmtl.models.check_compat`).
+
+        Returns
+        -------
+        RMTLConfig
+        """
         unknown = sorted(set(kwargs) - _FIELDS)
         if unknown:
             raise TypeError(
@@ -215,8 +339,18 @@ class RMTLConfig:
         return cls(**{**(AUTHORS if compat == "authors" else {}), **kwargs})
 
     def replace(self, **changes: Any) -> RMTLConfig:
-        """A copy with ``changes``; only the changed values are checked (the others were
-        when this config was built)."""
+        """A copy with some fields changed; only the changed values are checked (the others
+        were when this config was built).
+
+        Parameters
+        ----------
+        **changes
+            Field names and their new values.
+
+        Returns
+        -------
+        RMTLConfig
+        """
         unknown = sorted(set(changes) - _FIELDS)
         if unknown:
             raise TypeError(f"unexpected fields {unknown}; expected fields of rmtl.RMTLConfig")
@@ -228,7 +362,13 @@ class RMTLConfig:
         return new
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field as a plain dict (JSON-ready)."""
+        """Every field as a plain dict.
+
+        Returns
+        -------
+        dict
+            Field name -> value, JSON-ready; ``RMTLConfig(**d)`` rebuilds the config.
+        """
         return dataclasses.asdict(self)
 
 

@@ -35,8 +35,18 @@ def context_names(data: SessionData) -> tuple[str, ...]:
 
 
 def session_context(data: SessionData) -> np.ndarray:
-    """The session context features (n, 2 + T) float32 of every row (see the module
-    docstring), computed in one C pass over the sessions."""
+    """The session context features of every row (see the module docstring), computed in
+    one C pass over the sessions.
+
+    Parameters
+    ----------
+    data : SessionData
+
+    Returns
+    -------
+    ndarray (n, 2 + T) float32
+        Columns named by ``context_names(data)``.
+    """
     if not isinstance(data, SessionData):
         raise TypeError(f"data: expected rmtl.SessionData, got {type(data).__name__}")
     return _core.session_context(offsets=data.offsets, time=data.time, labels=data.labels)
@@ -49,7 +59,18 @@ def with_context(data: SessionData, mode: Optional[str]) -> SessionData:
     ``backbone_only``; ``"critic"`` stores it as ``critic_only`` (the backbone's input is
     unchanged); ``"both"`` appends it to ``dense`` (everyone reads it). Build the backbone
     for the returned data (``num_dense=data.num_dense``); the critics' state width is
-    :attr:`rmtl.SessionData.critic_num_dense`. ``None`` returns ``data`` itself.
+    :attr:`rmtl.SessionData.critic_num_dense`.
+
+    Parameters
+    ----------
+    data : SessionData
+        Data without ``backbone_only`` or ``critic_only`` features yet.
+    mode : "backbone", "critic", "both" or None
+        Who reads the context; None returns ``data`` itself.
+
+    Returns
+    -------
+    SessionData
     """
     if mode not in CONTEXT_MODES:
         raise ValueError(f"mode: expected one of {list(CONTEXT_MODES)}, got {mode!r}")

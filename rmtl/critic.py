@@ -1,6 +1,6 @@
 """Critics: one network per task that scores the task's action in its session context.
 
-A critic (SPEC section 4, the reference ``CriticNeg``) has its own embedding and
+A critic (the authors' reference module ``CriticNeg``) has its own embedding and
 ``numerical_layer`` (the backbones' front end), an ``action_layer = Linear(1, embed_dim)``
 whose output is one more field, a bottom MLP and a tower MLP ending in ``Linear(.., 1)``;
 its value is ``Q = -ReLU(out) <= 0`` because every reward is at most 0. Parameters live in
@@ -25,7 +25,25 @@ __all__ = ["CriticConfig", "Critic"]
 
 @dataclasses.dataclass(frozen=True)
 class CriticConfig:
-    """Everything needed to rebuild a critic (reference values from SPEC section 4)."""
+    """Everything needed to rebuild a critic (defaults: the values of the authors' code).
+
+    Parameters
+    ----------
+    field_dims : tuple of int
+        Cardinality of every categorical field.
+    num_dense : int
+        Width of the dense state.
+    embed_dim : int
+        Embedding width.
+    bottom_dims, tower_dims : tuple of int
+        Hidden widths.
+    dropout : float
+        Dropout rate.
+    seed : int
+        Initialisation and dropout seed.
+    output_bias : float or None
+        Initial bias of the final layer (None: PyTorch's default).
+    """
 
     field_dims: tuple[int, ...]
     num_dense: int
@@ -37,7 +55,13 @@ class CriticConfig:
     output_bias: Optional[float] = 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field as a plain dict (JSON-ready)."""
+        """Every field as a plain dict.
+
+        Returns
+        -------
+        dict
+            JSON-ready; ``CriticConfig(**d)`` rebuilds the config.
+        """
         return dataclasses.asdict(self)
 
 
@@ -50,7 +74,10 @@ class Critic(Net):
 
     Parameters
     ----------
-    field_dims, num_dense : the data's schema (as for a backbone).
+    field_dims : sequence of int
+        Cardinality of every categorical field (as for a backbone).
+    num_dense : int
+        Width of the critics' dense state (``SessionData.critic_num_dense``).
     embed_dim : int
         Must equal the actor's to initialise the embedding from it (:meth:`copy_embedding`).
     bottom_dims, tower_dims : sequences of int
@@ -117,7 +144,22 @@ class Critic(Net):
         return codes, as_dense(dense, n, self.config.num_dense), as_float(action, (n,), "action")
 
     def __call__(self, sparse: Any, dense: Any, action: Any) -> np.ndarray:
-        """Q values (n,) float32 of one action per row, in the current mode, in one forward."""
+        """Q values of one action per row, in the current mode, in one forward pass.
+
+        Parameters
+        ----------
+        sparse : int array (n, F)
+            Categorical codes.
+        dense : float array (n, D)
+            Dense state.
+        action : float array (n,)
+            One action per row.
+
+        Returns
+        -------
+        ndarray (n,) float32
+            Q values (at most 0).
+        """
         codes, dense, action = self._inputs(sparse, dense, action)
         out = np.empty(codes.shape[0], np.float32)
         self._core.predict(
@@ -128,8 +170,25 @@ class Critic(Net):
     forward = __call__
 
     def predict(self, sparse: Any, dense: Any, action: Any, batch_size: int = 16384) -> np.ndarray:
-        """Evaluation-mode Q values (n,) float32, in batches (Ctrl-C stops between them);
-        the critic's mode is restored afterwards."""
+        """Evaluation-mode Q values, in batches (Ctrl-C stops between them); the critic's
+        mode is restored afterwards.
+
+        Parameters
+        ----------
+        sparse : int array (n, F)
+            Categorical codes.
+        dense : float array (n, D)
+            Dense state.
+        action : float array (n,)
+            One action per row.
+        batch_size : int
+            Rows per forward pass.
+
+        Returns
+        -------
+        ndarray (n,) float32
+            Q values (at most 0).
+        """
         codes, dense, action = self._inputs(sparse, dense, action)
         out = np.empty(codes.shape[0], np.float32)
         step, mode = max(1, int(batch_size)) * 8, self.training
@@ -149,8 +208,24 @@ class Critic(Net):
 
     def backward(self, sparse: Any, dense: Any, action: Any, grad_q: Any = None) -> np.ndarray:
         """Zero the gradients, run forward (current mode) and backpropagate
-        ``sum_i grad_q[i] * Q_i`` (``grad_q`` defaults to ones); parameter gradients land in
-        :meth:`named_grads` and the gradient with respect to the action is returned (n,)."""
+        ``sum_i grad_q[i] * Q_i``; parameter gradients land in :meth:`named_grads`.
+
+        Parameters
+        ----------
+        sparse : int array (n, F)
+            Categorical codes.
+        dense : float array (n, D)
+            Dense state.
+        action : float array (n,)
+            One action per row.
+        grad_q : float array (n,), optional
+            The upstream gradient (default: ones).
+
+        Returns
+        -------
+        ndarray (n,) float32
+            The gradient with respect to the action.
+        """
         codes, dense, action = self._inputs(sparse, dense, action)
         n = codes.shape[0]
         g = np.ones(n, np.float32) if grad_q is None else as_float(grad_q, (n,), "grad_q")
@@ -158,8 +233,16 @@ class Critic(Net):
 
     # ------------------------------------------------------------------ parameters
     def copy_embedding(self, backbone: Backbone, task: int = 0) -> None:
-        """Initialise this critic's embedding table from a backbone's (SPEC: critics start
-        from the actor's embedding). Per-task embeddings (SingleTask) give task ``task``'s."""
+        """Initialise this critic's embedding table from a backbone's (as in the authors'
+        code, critics start from the actor's embedding).
+
+        Parameters
+        ----------
+        backbone : Backbone
+            The actor, with the same ``field_dims`` and ``embed_dim``.
+        task : int
+            With per-task embeddings (SingleTask), whose table to copy.
+        """
         theirs = dict(backbone.named_parameters())
         key = next(
             (

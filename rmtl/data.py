@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _frames
 from ._arrays import as_codes, as_dense, as_float, as_labels, run_offsets
 from ._io import CorruptFileError, open_npz, save_npz
 
@@ -51,10 +51,30 @@ class SessionData:
         Features only RMTL's critics read, appended to their state (session context for the
         critics, :func:`rmtl.with_context`).
 
-    The critics' dense state is ``dense[:, :num_dense - backbone_only]`` followed by
-    ``critic_only`` (:meth:`critic_dense`, :attr:`critic_num_dense` columns).
+    Attributes
+    ----------
+    offsets : int64 array (S+1,)
+        The CSR session boundaries: session ``s`` is rows ``offsets[s]:offsets[s+1]``.
 
-    Rows are stored as given. ``offsets`` (S+1 int64) are the CSR session boundaries.
+    See Also
+    --------
+    from_frame, from_parquet : a SessionData from a pandas DataFrame or a Parquet file.
+    rmtl.datasets.synthetic : synthetic sessions with known truth.
+    rmtl.datasets.load_retailrocket, rmtl.datasets.load_kuairand : the public datasets.
+
+    Notes
+    -----
+    Rows are stored as given (arrays are converted to int64 ids, int32 codes and float32
+    features). The critics' dense state is ``dense[:, :num_dense - backbone_only]`` followed
+    by ``critic_only`` (:meth:`critic_dense`, :attr:`critic_num_dense` columns).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = SessionData(session=[0, 0, 1], time=[1, 2, 5], sparse=[[1], [2], [1]],
+    ...                 dense=None, labels=[[1], [0], [0]], field_dims=[3])
+    >>> d.num_sessions, d.offsets.tolist()
+    (2, [0, 2, 3])
     """
 
     def __init__(
@@ -162,8 +182,12 @@ class SessionData:
         return self.num_dense - self.backbone_only + extra
 
     def critic_dense(self) -> np.ndarray:
-        """The critics' dense state (n, :attr:`critic_num_dense`) float32: the dense columns
-        they see, then ``critic_only``."""
+        """The critics' dense state: the dense columns they see, then ``critic_only``.
+
+        Returns
+        -------
+        ndarray (n, critic_num_dense) float32
+        """
         seen = self.dense[:, : self.num_dense - self.backbone_only]
         parts = [seen] if self.critic_only is None else [seen, self.critic_only]
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
@@ -188,7 +212,18 @@ class SessionData:
 
     # ------------------------------------------------------------------ selection
     def subset(self, sessions: Sequence[int]) -> SessionData:
-        """The sessions at these positions (0..num_sessions-1), in the order given."""
+        """The sessions at these positions, in the order given.
+
+        Parameters
+        ----------
+        sessions : sequence of int
+            Session positions in ``0..num_sessions-1`` (not session ids).
+
+        Returns
+        -------
+        SessionData
+            A new SessionData of those sessions' rows.
+        """
         idx = np.asarray(sessions, dtype=np.int64)
         if idx.ndim != 1 or idx.size == 0:
             raise ValueError("sessions: expected a non-empty 1-D sequence of session positions")
@@ -201,7 +236,17 @@ class SessionData:
         return self.take_rows(rows)
 
     def take_rows(self, rows: np.ndarray) -> SessionData:
-        """A new SessionData of these rows (whole sessions, contiguous, in order)."""
+        """A new SessionData of these rows.
+
+        Parameters
+        ----------
+        rows : int array
+            Row indices forming whole sessions, each contiguous and in time order.
+
+        Returns
+        -------
+        SessionData
+        """
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
         return SessionData(
             self.session[rows],
@@ -222,8 +267,16 @@ class SessionData:
     def split(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> tuple[SessionData, ...]:
         """Split by session in order of session start time (train, validation, test, ...).
 
-        Every part gets ``round(cumulative fraction * S)`` sessions; fractions must be
-        positive and sum to 1. Ties in start time keep the stored order.
+        Parameters
+        ----------
+        fractions : sequence of float, default (0.6, 0.2, 0.2)
+            At least two positive fractions summing to 1; part ``i`` ends at session
+            ``round(cumulative fraction * S)``. Ties in start time keep the stored order.
+
+        Returns
+        -------
+        tuple of SessionData
+            One part per fraction, earliest sessions first.
         """
         fr = np.asarray(fractions, dtype=np.float64)
         if fr.ndim != 1 or fr.size < 2 or (fr <= 0).any() or abs(fr.sum() - 1.0) > 1e-6:
@@ -244,8 +297,23 @@ class SessionData:
     def batches(
         self, batch_size: int = 2048, shuffle: bool = True, seed: int = 0, epoch: int = 0
     ) -> Iterator[np.ndarray]:
-        """Row indices in batches; shuffled by rmtl's counter-based generator keyed by
-        (seed, epoch), so the same arguments always give the same batches."""
+        """Row indices in batches.
+
+        Parameters
+        ----------
+        batch_size : int, default 2048
+            Rows per batch (the last batch may be smaller).
+        shuffle : bool, default True
+            Shuffle by rmtl's counter-based generator keyed by (seed, epoch), so the same
+            arguments always give the same batches; False: stored order.
+        seed, epoch : int
+            The generator's key.
+
+        Yields
+        ------
+        ndarray of int64
+            The row indices of one batch.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         order = row_order(len(self), shuffle, seed, epoch)
@@ -254,7 +322,13 @@ class SessionData:
 
     # ------------------------------------------------------------------ summary
     def describe(self) -> str:
-        """A short human-readable summary: sizes, session lengths, label rates, fields."""
+        """A short human-readable summary.
+
+        Returns
+        -------
+        str
+            Sizes, session lengths, label rates (and oracle AUCs with ``truth``), fields.
+        """
         lengths = np.diff(self.offsets)
         lines = [
             f"rows {len(self)}, sessions {self.num_sessions}, "
@@ -273,8 +347,17 @@ class SessionData:
 
     # ------------------------------------------------------------------ files
     def save(self, path: PathLike) -> None:
-        """Write every array and the schema to one .npz file at exactly ``path`` (no ``.npz``
-        is appended), atomically."""
+        """Write every array and the schema to one .npz file, atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, exactly (no ``.npz`` is appended).
+
+        See Also
+        --------
+        load : the inverse.
+        """
         arrays = {k: getattr(self, k) for k in ("session", "time", "sparse", "dense", "labels")}
         for k in ("user", "item", "truth", "critic_only"):
             if getattr(self, k) is not None:
@@ -392,9 +475,7 @@ class SessionData:
         >>> data.num_sessions, data.sparse[:, 0].tolist(), data.vocab["category"]["shoes"]
         (2, [3, 1, 1, 1, 2], 1)
         """
-        from ._frames import from_frame
-
-        return from_frame(
+        return _frames.from_frame(
             cls,
             df,
             session=session,
@@ -444,9 +525,7 @@ class SessionData:
         >>> data.to_frame().to_parquet("impressions.parquet")  # doctest: +SKIP
         >>> SessionData.from_parquet("impressions.parquet")  # doctest: +SKIP
         """
-        from ._frames import from_parquet
-
-        return from_parquet(cls, path, **kwargs)
+        return _frames.from_parquet(cls, path, **kwargs)
 
     def to_frame(self) -> pd.DataFrame:
         """The impressions as a pandas DataFrame, one row per impression in stored order.
@@ -469,14 +548,26 @@ class SessionData:
         ValueError
             When a field, task or id name would name two columns.
         """
-        from ._frames import to_frame
-
-        return to_frame(self)
+        return _frames.to_frame(self)
 
     @classmethod
     def load(cls, path: PathLike) -> SessionData:
-        """Read a file written by :meth:`save`; a damaged file raises
-        :class:`rmtl.CorruptFileError` (a ValueError) naming it."""
+        """Read a file written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+
+        Returns
+        -------
+        SessionData
+
+        Raises
+        ------
+        rmtl.CorruptFileError
+            (a ValueError) naming the file when it is damaged or not a SessionData file.
+        """
         with open_npz(path, "SessionData") as z:
             schema = z.json("schema")
             if (
@@ -503,7 +594,22 @@ class SessionData:
 
 
 def row_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
-    """0..n-1, or its permutation drawn from (seed, epoch) by the core's generator."""
+    """The order rows are visited in.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+    shuffle : bool
+        Permute (True) or not.
+    seed, epoch : int
+        The key of the core's counter-based generator.
+
+    Returns
+    -------
+    ndarray (n,) int64
+        ``0..n-1``, or its permutation drawn from (seed, epoch).
+    """
     if not shuffle:
         return np.arange(n, dtype=np.int64)
     return _core.shuffle(n, int(seed) & (2**64 - 1), int(epoch))

@@ -1,4 +1,5 @@
-"""The session MDP of SPEC section 3 over :class:`rmtl.SessionData`, stepped in C.
+"""The session MDP of the paper (each session an episode) over :class:`rmtl.SessionData`,
+stepped in C.
 
 An episode is one session, played in time order. The state ``s_t`` is row ``t`` of the
 session; an observation is the dict ``{"sparse": int32 (F,), "dense": float32 (D,)}`` of that
@@ -63,17 +64,38 @@ class BoxSpace:
         self._rng = np.random.default_rng()
 
     def seed(self, seed: Optional[int] = None) -> None:
-        """Reseed :meth:`sample`."""
+        """Reseed :meth:`sample`.
+
+        Parameters
+        ----------
+        seed : int, optional
+            NumPy's seed (None: fresh entropy).
+        """
         self._rng = np.random.default_rng(seed)
 
     def sample(self) -> np.ndarray:
-        """A uniform draw from the box."""
+        """A uniform draw from the box.
+
+        Returns
+        -------
+        ndarray
+            Of the box's shape and dtype.
+        """
         if self.dtype.kind in "iu":
             return self._rng.integers(self.low, self.high, endpoint=True).astype(self.dtype)
         return self._rng.uniform(self.low, self.high).astype(self.dtype)
 
     def contains(self, x: Any) -> bool:
-        """Whether ``x`` has this shape and lies inside the bounds."""
+        """Whether ``x`` has this shape and lies inside the bounds.
+
+        Parameters
+        ----------
+        x : array_like
+
+        Returns
+        -------
+        bool
+        """
         a = np.asarray(x)
         return a.shape == self.shape and bool(np.all((a >= self.low) & (a <= self.high)))
 
@@ -182,21 +204,33 @@ class SessionEnv(_EnvBase):
     data : SessionData
         The sessions to play.
     reward : "bce", "abs" or "bce_wrapped"
-        Reward per task (SPEC section 3): clipped negative BCE (paper) or ``-|a - y|`` (code).
+        Reward per task (see the module docstring): clipped negative BCE (paper) or
+        ``-|a - y|`` (authors' code).
     seed : int
         Keys the session draws of ``order="random"``; ``reset(seed=...)`` restarts them.
     order : "random" or "sequential"
         Episodes draw sessions uniformly with replacement, or play sessions 0, 1, 2, ... in
         stored order (cycling).
 
-    ``reset(seed=None, options=None) -> (obs, info)``: ``options={"session": i}`` plays session
-    ``i`` (not counted as a draw); info holds ``session`` and ``row`` (the row index in
-    ``data``). ``step(action) -> (obs, reward, terminated, truncated, info)``: ``action`` (T,)
-    in [0, 1]; ``reward`` float32 (T,), one per task (Gymnasium's checker warns that it expects
-    a scalar; RMTL needs one reward per task); ``terminated`` at the session's last row, whose
-    observation is then that row again; ``truncated`` is always False; info holds ``labels``
-    (T,) of the row acted on, ``session``, ``row`` and ``next_row``. Stepping a finished episode
-    raises RuntimeError until ``reset()``.
+    See Also
+    --------
+    VecSessionEnv : many sessions stepped in one call.
+    rmtl.collect : every training session replayed into a replay buffer at once.
+
+    Notes
+    -----
+    :meth:`reset` and :meth:`step` follow Gymnasium's API; the reward is one value per task
+    (Gymnasium's checker warns that it expects a scalar; RMTL needs one reward per task).
+    Stepping a finished episode raises RuntimeError until :meth:`reset`.
+
+    Examples
+    --------
+    >>> import numpy as np, rmtl
+    >>> env = rmtl.SessionEnv(rmtl.datasets.synthetic(n_users=20), order="sequential")
+    >>> obs, info = env.reset()
+    >>> obs, reward, terminated, truncated, info = env.step(np.full(2, 0.5))
+    >>> reward.shape
+    (2,)
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -212,7 +246,22 @@ class SessionEnv(_EnvBase):
     def reset(
         self, *, seed: Optional[int] = None, options: Optional[dict] = None
     ) -> tuple[dict, dict]:
-        """Start an episode: the next session drawn, or ``options["session"]``."""
+        """Start an episode: the next session drawn, or ``options["session"]``.
+
+        Parameters
+        ----------
+        seed : int, optional
+            Restart the session draws from this seed.
+        options : dict, optional
+            ``{"session": i}`` plays session ``i`` (not counted as a draw).
+
+        Returns
+        -------
+        obs : dict
+            ``{"sparse": int32 (F,), "dense": float32 (D,)}`` of the session's first row.
+        info : dict
+            ``session`` and ``row`` (the row index in ``data``).
+        """
         super().reset(seed=seed)
         session = _session_option(options, "session", self.data.num_sessions)
         sessions = None if session is None else np.array([session], np.int64)
@@ -223,7 +272,26 @@ class SessionEnv(_EnvBase):
         }
 
     def step(self, action: Any) -> tuple[dict, np.ndarray, bool, bool, dict]:
-        """Act on the current row; see the class docstring for what comes back."""
+        """Act on the current row.
+
+        Parameters
+        ----------
+        action : array (T,)
+            One predicted probability in [0, 1] per task.
+
+        Returns
+        -------
+        obs : dict
+            The next row's observation; at the session's last row, that row again.
+        reward : ndarray (T,) float32
+            One reward per task.
+        terminated : bool
+            True at the session's last row.
+        truncated : bool
+            Always False.
+        info : dict
+            ``labels`` (T,) of the row acted on, ``session``, ``row`` and ``next_row``.
+        """
         a = _as_action(action, (self.data.num_tasks,))
         sparse, dense, reward, done, labels, state, nxt, sess = self._core.step(a.reshape(1, -1))
         info = {
@@ -241,14 +309,22 @@ class SessionEnv(_EnvBase):
 class VecSessionEnv(_VecBase):
     """``num_envs`` sessions stepped together in one C call, with automatic reset.
 
-    Same MDP and parameters as :class:`SessionEnv`; episodes are drawn in environment order.
-    ``reset(seed=None, options=None) -> (obs, info)`` with ``obs = {"sparse": (N, F),
-    "dense": (N, D)}``; ``options={"sessions": (N,) ints}`` picks every environment's session.
-    ``step(actions (N, T)) -> (obs, reward (N, T), terminated (N,), truncated (N,), info)``.
+    Same MDP as :class:`SessionEnv`; episodes are drawn in environment order.
+
+    Parameters
+    ----------
+    data : SessionData
+        The sessions to play.
+    num_envs : int
+        Environments ``N`` stepped together.
+    reward, seed, order :
+        As for :class:`SessionEnv`.
+
+    Notes
+    -----
     Reset is same-step (Gymnasium's ``AutoresetMode.SAME_STEP``): an environment whose
     session ends in this step returns the first row of its next session as observation; the
-    transition itself is in info: ``row`` (rows acted on), ``next_row`` (next-state rows, the
-    last row itself where terminated), ``labels`` (N, T) and ``session`` (N,).
+    transition itself is in the step's info.
     """
 
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": _SAME_STEP}
@@ -274,7 +350,22 @@ class VecSessionEnv(_VecBase):
     def reset(
         self, *, seed: Optional[int] = None, options: Optional[dict] = None
     ) -> tuple[dict, dict]:
-        """Start an episode in every environment."""
+        """Start an episode in every environment.
+
+        Parameters
+        ----------
+        seed : int, optional
+            Restart the session draws from this seed.
+        options : dict, optional
+            ``{"sessions": (N,) ints}`` picks every environment's session.
+
+        Returns
+        -------
+        obs : dict
+            ``{"sparse": (N, F), "dense": (N, D)}``.
+        info : dict
+            ``session`` (N,) and ``row`` (N,).
+        """
         super().reset(seed=seed)
         sessions = _session_option(options, "sessions", self.data.num_sessions, self.num_envs)
         sparse, dense, sess, row = self._core.reset(seed, sessions)
@@ -282,7 +373,26 @@ class VecSessionEnv(_VecBase):
         return {"sparse": sparse, "dense": dense}, {"session": sess, "row": row}
 
     def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """One step of every environment; see the class docstring."""
+        """One step of every environment.
+
+        Parameters
+        ----------
+        actions : array (N, T)
+            One predicted probability in [0, 1] per environment and task.
+
+        Returns
+        -------
+        obs : dict
+            The next observations (``sparse`` (N, F), ``dense`` (N, D)); the first row of
+            the next session where an episode ended.
+        reward : ndarray (N, T) float32
+        terminated : ndarray (N,) bool
+        truncated : ndarray (N,) bool
+            Always False.
+        info : dict
+            The transitions: ``row`` (rows acted on), ``next_row`` (next-state rows, the last
+            row itself where terminated), ``labels`` (N, T) and ``session`` (N,).
+        """
         if not self._started:
             raise RuntimeError("step: call reset() before the first step")
         a = _as_action(actions, (self.num_envs, self.data.num_tasks))

@@ -43,30 +43,90 @@ def _ranked(y_true: Any, y_score: Any):
 
 
 def auc(y_true: Any, y_score: Any) -> float:
-    """Area under the ROC curve; tied scores count one half; scores are ranked at their own
-    precision (float64 scores exactly). Raises ValueError when only one class is present
-    (the AUC is undefined), like scikit-learn."""
+    """Area under the ROC curve, equal to ``sklearn.metrics.roc_auc_score``.
+
+    Parameters
+    ----------
+    y_true : array (n,)
+        0/1 labels.
+    y_score : array (n,)
+        Scores; tied scores count one half; scores are ranked at their own precision
+        (float64 scores exactly).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        When only one class is present (the AUC is undefined), like scikit-learn.
+
+    Examples
+    --------
+    >>> from rmtl.metrics import auc
+    >>> auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
+    """
     y, s = _ranked(y_true, y_score)
     return _core.auc(s, y)
 
 
 def logloss(y_true: Any, y_prob: Any) -> float:
-    """Mean binary cross-entropy, each log clamped at -100 (torch.nn.BCELoss)."""
+    """Mean binary cross-entropy, each log clamped at -100 (as ``torch.nn.BCELoss``).
+
+    Parameters
+    ----------
+    y_true : array (n,)
+        0/1 labels.
+    y_prob : array (n,)
+        Predicted probabilities.
+
+    Returns
+    -------
+    float
+    """
     y, p = _pair(y_true, y_prob, "y_prob")
     return _core.logloss(p, y)
 
 
 def bce_rows(labels: Any, prob: Any) -> np.ndarray:
-    """Per-row binary cross-entropy (float64, same shape as ``prob``), each log clamped at
-    -100 as :func:`logloss`; its mean over rows is the logloss."""
+    """Per-row binary cross-entropy, each log clamped at -100 as :func:`logloss`.
+
+    Parameters
+    ----------
+    labels : array
+        0/1 labels.
+    prob : array
+        Predicted probabilities, the same shape.
+
+    Returns
+    -------
+    ndarray float64
+        The shape of ``prob``; its mean over rows is the logloss.
+    """
     y, p = np.asarray(labels, np.float64), np.asarray(prob, np.float64)
     with np.errstate(divide="ignore"):
         return -(y * np.maximum(np.log(p), -100) + (1 - y) * np.maximum(np.log1p(-p), -100))
 
 
 def session_logloss(y_true: Any, y_prob: Any, sessions: Any) -> float:
-    """Mean over sessions of each session's mean BCE; ``sessions`` are the session ids of the
-    rows (n,) integers, as ``SessionData.session``; the rows of a session must be contiguous."""
+    """Session logloss: the mean over sessions of each session's mean BCE.
+
+    Parameters
+    ----------
+    y_true : array (n,)
+        0/1 labels.
+    y_prob : array (n,)
+        Predicted probabilities.
+    sessions : int array (n,)
+        The session id of every row, as ``SessionData.session``; the rows of a session must
+        be contiguous.
+
+    Returns
+    -------
+    float
+    """
     y, p = _pair(y_true, y_prob, "y_prob")
     s = np.asarray(sessions)
     if s.dtype.kind not in "iu" or s.shape != p.shape:
@@ -78,7 +138,21 @@ def session_logloss(y_true: Any, y_prob: Any, sessions: Any) -> float:
 
 def gauc(y_true: Any, y_score: Any, groups: Any) -> float:
     """Group AUC: per-group (e.g. per-user) AUC weighted by the group's rows, over the
-    groups that hold both classes."""
+    groups that hold both classes.
+
+    Parameters
+    ----------
+    y_true : array (n,)
+        0/1 labels.
+    y_score : array (n,)
+        Scores.
+    groups : int array (n,)
+        The group id of every row (e.g. ``SessionData.user``).
+
+    Returns
+    -------
+    float
+    """
     y, s = _ranked(y_true, y_score)
     g = np.asarray(groups)
     if g.dtype.kind not in "iu" or g.shape != s.shape:
@@ -96,14 +170,37 @@ def oracle_auc(truth: Any) -> float:
     E[positive-negative pairs] = sum_{i != j} p_i (1 - p_j) ([p_i > p_j] + [p_i = p_j] / 2)
     / sum_{i != j} p_i (1 - p_j). This ratio of expectations is the AUC of the population the
     rows represent; the expected AUC of one draw of labels differs from it by O(1/n).
-    Raises ValueError when no positive-negative pair is possible.
+
+    Parameters
+    ----------
+    truth : array (n,)
+        True probabilities (``SessionData.truth[:, k]``).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        When no positive-negative pair is possible.
     """
     return _core.oracle(as_float(truth, (-1,), "truth"), 0)
 
 
 def oracle_logloss(truth: Any) -> float:
     """Expected logloss of predicting the true probabilities: the mean over rows of
-    -(p log p + (1 - p) log(1 - p)) (each log clamped at -100, as :func:`logloss`)."""
+    -(p log p + (1 - p) log(1 - p)) (each log clamped at -100, as :func:`logloss`).
+
+    Parameters
+    ----------
+    truth : array (n,)
+        True probabilities.
+
+    Returns
+    -------
+    float
+    """
     return _core.oracle(as_float(truth, (-1,), "truth"), 1)
 
 
@@ -116,10 +213,35 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Per-task AUC, logloss, s-logloss (and GAUC when the data has user ids).
 
-    ``model`` is any object with ``predict(sparse, dense, batch_size)``; pass ``prob``
-    (n, T) to score predictions already made. Returns ``{task_name: {metric: value}}``;
-    a metric that is undefined on this data (a task with one class only) is NaN, with an
-    :class:`UndefinedMetricWarning` saying which task and why (``warn=False``: silently).
+    Parameters
+    ----------
+    model : Backbone or object with ``predict(sparse, dense, batch_size)``
+        The model scored (ignored when ``prob`` is given).
+    data : SessionData
+        The rows to score.
+    batch_size : int
+        Rows per prediction call.
+    prob : array (n, T), optional
+        Predictions already made, scored instead of the model's.
+    warn : bool
+        Warn about undefined metrics (below); False: silently.
+
+    Returns
+    -------
+    dict
+        ``{task_name: {metric: value}}`` with metrics ``auc``, ``logloss``, ``s_logloss``
+        (and ``gauc``). A metric that is undefined on this data (a task with one class only)
+        is NaN.
+
+    Warns
+    -----
+    UndefinedMetricWarning
+        For each NaN metric, saying which task and why.
+
+    Examples
+    --------
+    >>> rmtl.evaluate(agent.backbone, test)["click"]["auc"]  # doctest: +SKIP
+    0.7031
     """
     if prob is None:
         prob = model.predict(data.sparse, data.dense, batch_size=batch_size)
@@ -143,8 +265,18 @@ class UndefinedMetricWarning(UserWarning):
 
 
 def one_class(labels: Any) -> Optional[str]:
-    """Why an AUC of these 0/1 ``labels`` is undefined (``"only 0 of 90 rows positive"``),
-    or None when both classes are present."""
+    """Why an AUC of these labels is undefined.
+
+    Parameters
+    ----------
+    labels : array
+        0/1 labels.
+
+    Returns
+    -------
+    str or None
+        ``"only one class in 90 rows (0 positive)"``, or None when both classes are present.
+    """
     y = np.asarray(labels)
     positives = int(np.count_nonzero(y))
     if 0 < positives < y.size:

@@ -45,7 +45,29 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
-    """Everything needed to rebuild a backbone (reference values from SPEC section 4)."""
+    """Everything needed to rebuild a backbone (defaults: the values of the authors' code).
+
+    Parameters
+    ----------
+    name : str
+        The backbone's name (a key of :data:`BACKBONES`).
+    field_dims : tuple of int
+        Cardinality of every categorical field.
+    num_dense : int
+        Number of numerical features.
+    num_tasks : int
+        Number of tasks.
+    embed_dim : int
+        Embedding width (128).
+    bottom_dims, tower_dims : tuple of int
+        MLP widths of the shared bottom (or experts) and of each task's tower.
+    dropout : float
+        Dropout rate (0.2).
+    seed : int
+        Initialisation and dropout seed.
+    num_experts : int or None
+        Experts of OMoE, MMoE and the PLEs (None for the others).
+    """
 
     name: str
     field_dims: tuple[int, ...]
@@ -59,7 +81,13 @@ class BackboneConfig:
     num_experts: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field as a plain dict (JSON-ready)."""
+        """Every field as a plain dict.
+
+        Returns
+        -------
+        dict
+            JSON-ready; ``BackboneConfig(**d)`` rebuilds the config.
+        """
         return dataclasses.asdict(self)
 
 
@@ -109,12 +137,29 @@ class Net:
         return self._core.training
 
     def train(self: N, mode: bool = True) -> N:
-        """Set training mode (dropout on) and return self, like ``torch.nn.Module.train``."""
+        """Set training mode (dropout on), like ``torch.nn.Module.train``.
+
+        Parameters
+        ----------
+        mode : bool
+            True: training mode; False: evaluation mode.
+
+        Returns
+        -------
+        Net
+            self.
+        """
         self._core.training = bool(mode)
         return self
 
     def eval(self: N) -> N:
-        """Set evaluation mode (dropout off) and return self."""
+        """Set evaluation mode (dropout off).
+
+        Returns
+        -------
+        Net
+            self.
+        """
         return self.train(False)
 
     @property
@@ -148,7 +193,19 @@ class Net:
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        """One Adam step with torch.optim.Adam semantics over the current gradients."""
+        """One Adam step with ``torch.optim.Adam`` semantics over the current gradients.
+
+        Parameters
+        ----------
+        lr : float
+            Learning rate.
+        betas : (float, float)
+            Adam's moment decay rates.
+        eps : float
+            Adam's epsilon.
+        weight_decay : float
+            L2 penalty added to the gradients (torch.optim.Adam's ``weight_decay``).
+        """
         self._core.adam_step(
             lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay
         )
@@ -172,13 +229,28 @@ class Net:
         return int(self._flat["param"].size)
 
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Copies of every parameter under the reference PyTorch module's key and shape."""
+        """Copies of every parameter under the reference PyTorch module's key and shape.
+
+        Returns
+        -------
+        collections.OrderedDict
+            Name -> float32 array copy.
+        """
         return OrderedDict((k, v.copy()) for k, v in self._views["param"].items())
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy parameters in from a mapping of name -> array-like (NumPy arrays, torch
-        tensors, ...). Everything is checked before anything is written, so a bad dict
-        leaves the model unchanged. ``strict=False`` ignores missing and unexpected keys."""
+        """Copy parameters in from a mapping of name -> array-like.
+
+        Everything is checked before anything is written, so a bad dict leaves the model
+        unchanged.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            Name -> array-like (NumPy arrays, torch tensors, ...), as :meth:`state_dict`.
+        strict : bool
+            False: ignore missing and unexpected keys (else a ValueError names them).
+        """
         views = self._views["param"]
         missing = [k for k in views if k not in state_dict]
         unexpected = [k for k in state_dict if k not in views]
@@ -197,7 +269,13 @@ class Net:
             views[k][...] = a
 
     def optimizer_state(self) -> dict[str, Any]:
-        """Adam moments and counters (copies), for checkpoints that resume training."""
+        """Adam moments and counters, for checkpoints that resume training.
+
+        Returns
+        -------
+        dict
+            ``adam_m``, ``adam_v`` (copies), ``steps`` and ``counter``.
+        """
         steps, counter = self._core.steps
         return {
             "adam_m": self._flat["adam_m"].copy(),
@@ -207,7 +285,13 @@ class Net:
         }
 
     def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`optimizer_state` returned."""
+        """Restore what :meth:`optimizer_state` returned.
+
+        Parameters
+        ----------
+        state : mapping
+            ``adam_m``, ``adam_v``, ``steps`` and ``counter``.
+        """
         n = self._flat["param"].size
         m = as_float(state["adam_m"], (n,), "adam_m")
         v = as_float(state["adam_v"], (n,), "adam_v")
@@ -216,8 +300,14 @@ class Net:
         self._flat["adam_v"][...] = v
 
     def clone(self: N) -> N:
-        """A new model with the same config, weights, modes (training, first_layer) and optimizer
-        state."""
+        """A copy of this model.
+
+        Returns
+        -------
+        Net
+            A new model with the same config, weights, modes (training, first_layer) and
+            optimizer state.
+        """
         other = self._rebuild()
         other._flat["param"][...] = self._flat["param"]
         other.load_optimizer_state(self.optimizer_state())
@@ -328,17 +418,40 @@ class Net:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write config, weights and optimizer state to one .npz file at exactly ``path`` (no
-        ``.npz`` is appended), atomically; :meth:`load` and :func:`rmtl.load` rebuild it.
-        The same as :func:`rmtl.save(net, path) <rmtl.models.save>`."""
+        """Write config, weights and optimizer state to one .npz file, atomically.
+
+        The same as :func:`rmtl.save(net, path) <rmtl.models.save>`; :meth:`load` and
+        :func:`rmtl.load` rebuild it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, exactly (no ``.npz`` is appended).
+        """
         self._save(path, self._config_key)
 
     @classmethod
     def load(cls: type[N], path: str | os.PathLike[str]) -> N:
-        """Rebuild a network of this class written by :meth:`save` or :func:`rmtl.save` (in
-        evaluation mode). A damaged file, or a file of another kind (a critic's for a
-        backbone), raises :class:`rmtl.CorruptFileError` (a ValueError) naming it; a backbone
-        of another class (``ESMM.load`` of an MMoE's file) raises a TypeError."""
+        """Rebuild a network of this class written by :meth:`save` or :func:`rmtl.save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+
+        Returns
+        -------
+        Net
+            The network, in evaluation mode.
+
+        Raises
+        ------
+        rmtl.CorruptFileError
+            (a ValueError) naming the file when it is damaged or of another kind (a critic's
+            for a backbone).
+        TypeError
+            When it holds a backbone of another class (``ESMM.load`` of an MMoE's file).
+        """
         net = _load_kinds(path, [cls._config_key])
         if not isinstance(net, cls):
             raise TypeError(
@@ -359,9 +472,35 @@ _KINDS: dict[str, type[Net]] = {}
 class Backbone(Net):
     """Base class: a multi-task model predicting one probability per task.
 
-    Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); construction arguments
-    are those of :class:`BackboneConfig` without ``name``. ``num_experts`` applies to the expert
-    backbones (OMoE, MMoE, both PLEs; default 8) and must stay ``None`` for the others.
+    Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one with
+    :func:`rmtl.models.create` or its class, and train it with :class:`rmtl.Trainer` or
+    :class:`rmtl.RMTL`.
+
+    Parameters
+    ----------
+    field_dims : sequence of int
+        Cardinality of every categorical field (``SessionData.field_dims``).
+    num_dense : int
+        Number of numerical features (``SessionData.num_dense``).
+    num_tasks : int
+        Number of tasks.
+    embed_dim : int
+        Embedding width (128).
+    bottom_dims, tower_dims : sequence of int
+        MLP widths of the bottom (or experts), (512, 256), and of each task's tower,
+        (128, 64).
+    dropout : float
+        Dropout rate (0.2).
+    seed : int
+        Initialisation and dropout seed.
+    num_experts : int or None
+        Experts of the expert backbones (OMoE, MMoE, both PLEs; default 8); must stay
+        None for the others.
+
+    Attributes
+    ----------
+    config : BackboneConfig
+        Everything needed to rebuild it.
     """
 
     name = ""
@@ -418,7 +557,20 @@ class Backbone(Net):
 
     # ------------------------------------------------------------------ compute
     def __call__(self, sparse: Any, dense: Any = None) -> np.ndarray:
-        """Forward pass in the current mode: (n, T) float32 probabilities."""
+        """Forward pass in the current mode.
+
+        Parameters
+        ----------
+        sparse : int array (n, F)
+            Categorical codes.
+        dense : float array (n, D) or None
+            Numerical features.
+
+        Returns
+        -------
+        ndarray (n, T) float32
+            Probabilities.
+        """
         codes = as_codes(sparse, len(self.config.field_dims))
         return self._core.forward(codes, as_dense(dense, codes.shape[0], self.config.num_dense))
 
@@ -427,8 +579,26 @@ class Backbone(Net):
     def predict(
         self, sparse: Any, dense: Any = None, batch_size: int = 16384, tables: Optional[bool] = None
     ) -> np.ndarray:
-        """Evaluation-mode probabilities (n, T) float32, in batches (Ctrl-C stops between them).
+        """Evaluation-mode probabilities, in batches (Ctrl-C stops between them).
 
+        Parameters
+        ----------
+        sparse : int array (n, F)
+            Categorical codes (``SessionData.sparse``).
+        dense : float array (n, D) or None
+            Numerical features (``SessionData.dense``).
+        batch_size : int
+            Rows per forward pass.
+        tables : None, True or False
+            Whether the first layers run from tables (Notes).
+
+        Returns
+        -------
+        ndarray (n, T) float32
+            One probability per row and task.
+
+        Notes
+        -----
         The first layers over the embedding (bottoms, or the experts' and gates' first layers)
         may run from tables: for every code, its embedding row times the layer's weights,
         built from the current weights at every call of ``batch_size * 8`` rows; a row's
@@ -459,7 +629,24 @@ class Backbone(Net):
 
     def loss_and_grad(self, sparse: Any, dense: Any, labels: Any, weights: Any = None) -> float:
         """Zero the gradients, run forward (current mode) and backward of
-        ``(1/T) sum_k mean_i w_ik BCE(y_ik, p_ik)``; gradients land in :meth:`named_grads`."""
+        ``(1/T) sum_k mean_i w_ik BCE(y_ik, p_ik)``; gradients land in :meth:`named_grads`.
+
+        Parameters
+        ----------
+        sparse : int array (n, F)
+            Categorical codes.
+        dense : float array (n, D) or None
+            Numerical features.
+        labels : array (n, T)
+            0/1 labels.
+        weights : array (n, T), optional
+            Non-negative loss weights (default: all one).
+
+        Returns
+        -------
+        float
+            The loss.
+        """
         codes = as_codes(sparse, len(self.config.field_dims))
         n, T = codes.shape[0], self.config.num_tasks
         w = None if weights is None else as_float(weights, (n, T), "weights")
@@ -748,10 +935,39 @@ def create(
     compat: Optional[str] = None,
     **kwargs: Any,
 ) -> Backbone:
-    """Build a backbone by name: ``singletask``, ``sharedbottom``, ``esmm``, ``omoe``, ``mmoe``,
-    ``ple`` (the authors' PLE), ``ple_paper`` (the PLE paper's) or ``aitm``; keyword arguments
-    go to the class (e.g. ``num_experts=8``). ``compat="authors"`` asks for the authors'
-    module, which every backbone is except ``ple_paper`` (a ValueError names the one to use)."""
+    """Build a backbone by name.
+
+    Parameters
+    ----------
+    name : str
+        ``singletask``, ``sharedbottom``, ``esmm``, ``omoe``, ``mmoe``, ``ple`` (the authors'
+        PLE), ``ple_paper`` (the PLE paper's) or ``aitm``.
+    field_dims : sequence of int
+        Cardinality of every categorical field (``data.field_dims``).
+    num_dense : int
+        Number of numerical features (``data.num_dense``).
+    num_tasks : int
+        Number of tasks (``data.num_tasks``).
+    compat : None or "authors"
+        ``"authors"`` asks for the authors' module, which every backbone is except
+        ``ple_paper`` (a ValueError names the one to use).
+    **kwargs
+        Go to the class (:class:`Backbone`'s parameters, e.g. ``embed_dim=16``,
+        ``num_experts=8``).
+
+    Returns
+    -------
+    Backbone
+
+    Examples
+    --------
+    >>> import rmtl
+    >>> data = rmtl.datasets.synthetic(n_users=20)
+    >>> model = rmtl.models.create("mmoe", data.field_dims, data.num_dense, data.num_tasks,
+    ...                            embed_dim=8)
+    >>> model.predict(data.sparse, data.dense).shape == (len(data), 2)
+    True
+    """
     key = str(name).lower()
     if key not in BACKBONES:
         raise ValueError(f"name: unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
@@ -762,8 +978,19 @@ def create(
 def check_compat(name: str, compat: Optional[str]) -> None:
     """Check that a backbone may run with a compat setting.
 
-    Raises ValueError unless ``compat`` is None or ``"authors"``, and, with ``"authors"``,
-    unless backbone ``name`` is the authors' module (every backbone but ``ple_paper``)."""
+    Parameters
+    ----------
+    name : str
+        A backbone name (lower case).
+    compat : None or "authors"
+        The setting.
+
+    Raises
+    ------
+    ValueError
+        Unless ``compat`` is None or ``"authors"``, and, with ``"authors"``, unless backbone
+        ``name`` is the authors' module (every backbone but ``ple_paper``).
+    """
     if compat not in (None, "authors"):
         raise ValueError(f"compat: expected None or 'authors', got {compat!r}")
     if compat == "authors" and name in NOT_AUTHORS:
@@ -774,9 +1001,16 @@ def check_compat(name: str, compat: Optional[str]) -> None:
 
 
 def save(net: Net, path: str | os.PathLike[str]) -> None:
-    """Write a backbone's or a critic's config, weights and optimizer state to one .npz file at
-    exactly ``path`` (no ``.npz`` is appended), atomically; :func:`load` rebuilds it. The same
-    as ``net.save(path)``."""
+    """Write a backbone's or a critic's config, weights and optimizer state to one .npz file,
+    atomically; :func:`load` rebuilds it. The same as ``net.save(path)``.
+
+    Parameters
+    ----------
+    net : Backbone or Critic
+        The network.
+    path : str or os.PathLike
+        The file, exactly (no ``.npz`` is appended).
+    """
     if not isinstance(net, Net):
         raise TypeError(
             f"net: expected an rmtl backbone or rmtl.Critic, got {type(net).__name__}; "
@@ -786,9 +1020,23 @@ def save(net: Net, path: str | os.PathLike[str]) -> None:
 
 
 def load(path: str | os.PathLike[str]) -> Net:
-    """Rebuild the backbone or critic written by :func:`save` or its ``save`` method (in
-    evaluation mode). A damaged file raises :class:`rmtl.CorruptFileError` (a ValueError)
-    naming it."""
+    """Rebuild the backbone or critic written by :func:`save` or its ``save`` method.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    Backbone or Critic
+        Whatever the file holds, in evaluation mode.
+
+    Raises
+    ------
+    rmtl.CorruptFileError
+        (a ValueError) naming the file when it is damaged.
+    """
     return _load_kinds(path, list(_KINDS))
 
 

@@ -32,6 +32,19 @@ class ReplayBuffer:
     :meth:`sample` draws a batch of distinct transitions; the i-th call after construction
     (or the i-th overall for a loaded buffer) depends only on ``seed``, i and the stored
     sequence, so the same seed gives the same batches.
+
+    Parameters
+    ----------
+    capacity : int
+        Transitions kept at most.
+    num_tasks : int
+        Values per action and reward (the data's tasks).
+    seed : int
+        Seed of the sampling sequence.
+
+    See Also
+    --------
+    rmtl.collect : fills a buffer by replaying sessions.
     """
 
     def __init__(self, capacity: int, num_tasks: int, seed: int = 0) -> None:
@@ -57,8 +70,19 @@ class ReplayBuffer:
         return self._seed
 
     def add(self, state: Any, next_state: Any, action: Any, reward: Any, done: Any) -> None:
-        """Append transitions (oldest first): rows ``state`` and ``next_state`` (n,), actions
-        in [0, 1] and rewards (n, T), done flags (n,) of 0/1."""
+        """Append transitions, oldest first.
+
+        Parameters
+        ----------
+        state, next_state : int array (n,)
+            Row indices of the states and next states.
+        action : float array (n, T)
+            Actions in [0, 1].
+        reward : float array (n, T)
+            Rewards.
+        done : array (n,)
+            0/1 flags: 1 where the session ended.
+        """
         state = _as_rows(state, "state")
         n, T = len(state), self.num_tasks
         self._core.push(
@@ -70,18 +94,40 @@ class ReplayBuffer:
         )
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        """``batch_size`` distinct transitions as a dict of fresh C-contiguous arrays:
-        ``state``, ``next_state`` int64 (B,), ``action``, ``reward`` float32 (B, T),
-        ``done`` float32 (B,)."""
+        """Draw distinct transitions.
+
+        Parameters
+        ----------
+        batch_size : int
+            Transitions ``B`` drawn.
+
+        Returns
+        -------
+        dict of ndarray
+            Fresh C-contiguous arrays: ``state``, ``next_state`` int64 (B,), ``action``,
+            ``reward`` float32 (B, T), ``done`` float32 (B,).
+        """
         return dict(zip(_KEYS, self._core.sample(int(batch_size))))
 
     def transitions(self) -> dict[str, np.ndarray]:
-        """Every stored transition, oldest first, as the dict :meth:`sample` returns."""
+        """Every stored transition, oldest first.
+
+        Returns
+        -------
+        dict of ndarray
+            As :meth:`sample` returns.
+        """
         return dict(zip(_KEYS, self._core.export()))
 
     def save(self, path: Union[str, os.PathLike[str]]) -> None:
-        """Write the transitions, capacity, seed and sampling position to one .npz file at
-        exactly ``path``, atomically."""
+        """Write the transitions, capacity, seed and sampling position to one .npz file,
+        atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, exactly (no ``.npz`` is appended).
+        """
         meta = {
             "format": _FORMAT,
             "capacity": self.capacity,
@@ -93,8 +139,22 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike[str]]) -> ReplayBuffer:
-        """Read a buffer written by :meth:`save`; its sampling continues where it stopped. A
-        damaged file raises :class:`rmtl.CorruptFileError` (a ValueError) naming it."""
+        """Read a buffer written by :meth:`save`; its sampling continues where it stopped.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+
+        Returns
+        -------
+        ReplayBuffer
+
+        Raises
+        ------
+        rmtl.CorruptFileError
+            (a ValueError) naming the file when it is damaged.
+        """
         with open_npz(path, "ReplayBuffer") as z:
             meta = z.json("meta")
             if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
@@ -138,13 +198,14 @@ def collect(
     batch_size: int = 16384,
     progress: bool = False,
 ) -> int:
-    """Replay sessions of ``data`` into ``buffer``; returns the number of transitions added.
+    """Replay sessions of ``data`` into ``buffer`` with a behaviour policy.
 
     Parameters
     ----------
-    data, buffer :
-        The sessions and a buffer with ``data.num_tasks`` tasks; the buffer's rows index
-        ``data``.
+    data : SessionData
+        The sessions.
+    buffer : ReplayBuffer
+        A buffer with ``data.num_tasks`` tasks; its rows index ``data``.
     policy : "uniform", "actor" or callable
         The behaviour action of every transition. ``"uniform"`` (authors' code): uniform in
         [0, 1)^T. ``"actor"``: ``model``'s evaluation-mode predictions (rmtl backbone, all rows
@@ -153,6 +214,8 @@ def collect(
         ``batch_size`` states and returns actions (m, T) in [0, 1] (slower, for research).
     noise : float
         Std of the actor's exploration noise (``policy="actor"`` only).
+    model : Backbone, optional
+        The actor of ``policy="actor"`` (and only then).
     reward : "bce", "abs" or "bce_wrapped"
         As in :class:`SessionEnv`.
     seed : int
@@ -161,11 +224,28 @@ def collect(
     episodes : int or None
         None: every session once, in stored order. An int k: the first k episodes a
         ``SessionEnv(data, seed=seed)`` plays (sessions drawn with replacement).
+    batch_size : int
+        States per call of a callable policy (and per actor prediction batch).
     progress : bool
         A tqdm bar over transitions.
 
+    Returns
+    -------
+    int
+        The number of transitions added.
+
+    Notes
+    -----
     The uniform and actor policies run as one C pass over the rows (in chunks of about 4M
     transitions, so Ctrl-C can stop between them).
+
+    Examples
+    --------
+    >>> import rmtl
+    >>> data = rmtl.datasets.synthetic(n_users=20)
+    >>> buffer = rmtl.ReplayBuffer(capacity=len(data), num_tasks=data.num_tasks)
+    >>> rmtl.collect(data, buffer) == len(data)
+    True
     """
     _check_data(data)
     if not isinstance(buffer, ReplayBuffer):

@@ -14,6 +14,7 @@ OPTIONAL = {
     "matplotlib",
     "ray",
     "pyarrow",
+    "pandas",
     "tqdm",
     "threadpoolctl",
     "tomllib",

@@ -1,6 +1,6 @@
 """Session datasets: the synthetic generator with known truth, and loaders and writers for
-the raw RetailRocket and KuaiRand files (SPEC section 2; reading and writing raw files needs
-pyarrow: ``pip install 'rmtl[data]'``)."""
+the raw RetailRocket and KuaiRand files (each loader's docstring gives its recipe; reading
+and writing raw files needs pyarrow: ``pip install 'rmtl[data]'``)."""
 
 from ._csv import DataFormatError
 from .kuairand import load_kuairand, read_user_features, read_video_features, write_kuairand

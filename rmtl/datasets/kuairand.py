@@ -1,5 +1,6 @@
-"""KuaiRand (KuaiRand-1K and KuaiRand-Pure): typed readers for the raw files, the loader
-recipe of SPEC section 2.2, and a writer that emits a SessionData in the same raw format."""
+"""KuaiRand (KuaiRand-1K and KuaiRand-Pure): typed readers for the raw files, the
+loader (:func:`load_kuairand`, its recipe in its docstring), and a writer that emits a
+SessionData in the same raw format."""
 
 from __future__ import annotations
 
@@ -282,7 +283,7 @@ def load_kuairand(
     include_random: bool = True,
     vocab: Optional[Mapping[str, Mapping[str, int]]] = None,
 ) -> SessionData:
-    """Load raw KuaiRand-``variant`` ("1k" or "pure") files with the recipe of SPEC 2.2.
+    """Load raw KuaiRand-``variant`` ("1k" or "pure") files with rmtl's recipe (below).
 
     The logs (both standard logs, and the random log with ``include_random``) are
     concatenated, sorted by (user_id, time_ms) keeping file order on equal times, and rows
@@ -296,8 +297,34 @@ def load_kuairand(
     duration is missing (``-124``; no real video lasts 0 ms, so 0 plays the part of code 0).
     ``video_features_statistic_<v>.csv`` is not used (its statistics span the log period).
 
-    Pass ``vocab=train.vocab`` to code other files exactly like a training set.
-    Raises FileNotFoundError or DataFormatError (file, line, column) on bad input.
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Holds the logs and ``user_features_<v>.csv`` / ``video_features_basic_<v>.csv``.
+    variant : "1k" or "pure"
+        Which KuaiRand release.
+    session_gap_minutes : float
+        A gap longer than this starts a new session (30; ``sessions="gap"``).
+    sessions : "gap" or "day"
+        Split sessions on time gaps or per user and date.
+    include_random : bool
+        Also read the random-exposure log.
+    vocab : mapping, optional
+        ``train.vocab``: code these files exactly like a training set (unseen values as 0).
+
+    Returns
+    -------
+    SessionData
+        Tasks ``click`` and ``long_view``; ``user``, ``item`` (video_id) and ``vocab`` set.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming a missing directory or file.
+    DataFormatError
+        Naming file, line and column of bad input.
+    ImportError
+        Without pyarrow (``pip install 'rmtl[data]'``).
     """
     pa = pyarrow()
     if variant not in ("1k", "pure"):

@@ -1,5 +1,5 @@
 """RetailRocket (Kaggle "retailrocket/ecommerce-dataset"): the raw files, the loader recipe of
-SPEC section 2.1, and a writer that emits a SessionData in the same raw format."""
+:func:`load_retailrocket`, and a writer that emits a SessionData in the same raw format."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def load_retailrocket(
     tail_fields: Sequence[str] = TAIL_FIELDS,
     tail_fraction: float = 0.2,
 ) -> SessionData:
-    """Load the raw RetailRocket files of ``directory`` with the recipe of SPEC section 2.1.
+    """Load the raw RetailRocket files of ``directory`` with rmtl's recipe (below).
 
     Events are sorted by (visitorid, timestamp) (equal times keep file order); a session
     starts after a gap of more than ``session_gap_minutes``; each (session, item) becomes one
@@ -144,8 +144,35 @@ def load_retailrocket(
     a value the vocabulary has not seen. Dense: the authors' dummy feature, fixed at 0.
     ``category_tree.csv`` is not used by the recipe.
 
-    Pass ``vocab=train.vocab`` to code other files exactly like a training set.
-    Raises FileNotFoundError or DataFormatError (file, line, column) on bad input.
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Holds ``events.csv`` and ``item_properties_part1.csv`` / ``_part2.csv``.
+    session_gap_minutes : float
+        A gap longer than this starts a new session (30).
+    vocab : mapping, optional
+        ``train.vocab``: code these files exactly like a training set (unseen values as 0).
+    fields : sequence of str
+        The item properties used as fields (default the authors' seven).
+    tail_fields : sequence of str
+        Fields whose long tail shares one code.
+    tail_fraction : float
+        Where the tail starts, as a cumulative frequency (0.2).
+
+    Returns
+    -------
+    SessionData
+        Tasks ``click`` and ``pay``; ``user`` (visitorid), ``item`` (itemid) and ``vocab``
+        set.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming a missing directory or file.
+    DataFormatError
+        Naming file, line and column of bad input.
+    ImportError
+        Without pyarrow (``pip install 'rmtl[data]'``).
     """
     pyarrow()
     directory = os.fspath(directory)

@@ -57,69 +57,108 @@ def experiment(
 
     For each seed and backbone: stage 1 gives the baseline (metrics of the pretrained
     model); stage 2 learns the critics; stage 3 fine-tunes a copy of the baseline once per
-    entry of ``weightings``. For each ``(source, target)`` in ``transfer``, the critics of
-    the source backbone's agent fine-tune the target's baseline (same seed); every backbone
-    named there must be in ``backbones`` and every source in ``rmtl_backbones``. The default
-    ``None`` transfers ESMM's critics to MMoE (``DEFAULT_TRANSFER``) when both are in
-    ``backbones`` and ESMM in ``rmtl_backbones``, and nothing otherwise, so that
-    ``backbones=("esmm",)`` runs as it reads; ``()`` never transfers. Each variant
-    is paired with its own backbone's baseline of the same seed, so a difference is the
-    effect of stages 2 and 3 alone; the default ``continued`` (stage 3 with every weight
-    one) is the control that separates the critics' effect from the extra training. Two more
-    controls can join it in ``weightings``: ``static`` (each task's weight fixed at the mean
-    of RMTL's weights for that task in the same seed: RMTL's task ratio without its per-row
-    information) and ``permuted`` (RMTL's weights shuffled across each batch's rows: their
-    distribution without their rows).
+    entry of ``weightings``. Each variant is paired with its own backbone's baseline of the
+    same seed, so a difference is the effect of stages 2 and 3 alone.
 
-    ``balancers`` (names of :func:`rmtl.balancers.names`, or ``"all"``) adds the loss
-    balancers of the multi-task literature: each backbone whose tasks share parameters is
-    also trained from scratch with each balancer (rows ``UW-MMoE``, ..., stage 1 with early
-    stopping like the baseline), and each RMTL backbone gets the Continued control with each
-    balancer (``Continued[UW]-MMoE``, stage 3 without critics, budgeted like the other
-    controls). Each balancer row is compared with the equal-weight baseline and RMTL with
-    each balancer row, Holm-adjusted over those comparisons
-    (:meth:`ExperimentResult.correction`).
+    Parameters
+    ----------
+    train, valid, test : SessionData
+        Training, validation (early stopping, convergence checks) and test sessions.
+    backbones : sequence of str, default ("esmm", "mmoe", "ple")
+        Names of :func:`rmtl.models.create`.
+    seeds : iterable of int, default range(5)
+        One run of everything per seed.
+    weightings : sequence of str, default ("rmtl", "continued")
+        Stage-3 variants. The default ``continued`` (stage 3 with every weight one) is the
+        control that separates the critics' effect from the extra training. Two more
+        controls can join it: ``static`` (each task's weight fixed at the mean of RMTL's
+        weights for that task in the same seed: RMTL's task ratio without its per-row
+        information) and ``permuted`` (RMTL's weights shuffled across each batch's rows:
+        their distribution without their rows).
+    transfer : sequence of (source, target) pairs, optional
+        For each pair, the critics of the source backbone's agent fine-tune the target's
+        baseline (same seed); every backbone named there must be in ``backbones`` and every
+        source in ``rmtl_backbones``. The default ``None`` transfers ESMM's critics to MMoE
+        (``DEFAULT_TRANSFER``) when both are in ``backbones`` and ESMM in
+        ``rmtl_backbones``, and nothing otherwise, so that ``backbones=("esmm",)`` runs as it
+        reads; ``()`` never transfers.
+    backbone_kwargs : mapping, optional
+        Keyword arguments of :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
+        quick run; the seed is the experiment's).
+    rmtl_kwargs : mapping or RMTLConfig, optional
+        The agents' settings: keyword arguments of :class:`rmtl.RMTL` (a dict, turned into
+        one :class:`rmtl.RMTLConfig` here, where every value is checked once) or a ready
+        :class:`rmtl.RMTLConfig`; either way each job's seed replaces its ``seed``.
+    checkpoint_dir : path, optional
+        Every job saves in its own subdirectory there (``esmm-seed0/critics``) and an
+        interrupted experiment (or a retried job) resumes from the last finished stage.
+    progress : bool, default False
+        Progress bars (``executor=None`` only).
+    rmtl_backbones : sequence of str, optional
+        Limits stages 2 and 3 to these (default: all of ``backbones``); the others are
+        baselines only.
+    on_agent : callable, optional
+        ``on_agent(name, seed, agent)`` is called in this process once a backbone's own
+        stages have finished for a seed, with an agent holding their results (e.g. to keep
+        diagnostics).
+    executor : None, int, Executor or "ray"
+        Who runs the graph of jobs (:mod:`rmtl.lab.graph`: stage 1, stage 2, each stage-3
+        variant and transfer per seed and backbone). ``None``: one after another in this
+        process; an integer N: N local worker processes, which receive the data once; any
+        ``concurrent.futures.Executor`` (the data travel with every job); ``"ray"``: tasks
+        on the Ray cluster ``ray.init()`` connects to; the data go into the object store
+        once, a job whose worker dies is retried (``pip install 'rmtl[ray]'``).
+    threads_per_job : int, optional
+        Threads per job (:func:`rmtl.set_num_threads`); default: as this process is set for
+        ``None`` and for a given executor, the cores divided by N for N processes, 1 on Ray
+        (where it is also the CPUs a task reserves).
+    budget : "matched" or "fixed"
+        How long stage 3 trains: ``"matched"`` lets ``rmtl`` stop early and trains every
+        control exactly as many epochs as ``rmtl`` kept in the same seed (so a critic effect
+        compares equal budgets; other weightings and transfers stop early on their own);
+        ``"fixed"`` trains every stage-3 job exactly ``finetune_epochs`` epochs (of the
+        agents' settings; default ``epochs``) without early stopping.
+    compat : None or "authors"
+        ``"authors"`` (here or in ``rmtl_kwargs``) requires every backbone to be the authors'
+        module (not ``ple_paper``); in the dict it also sets the authors' switches (see
+        :class:`rmtl.RMTL`), which an RMTLConfig must already hold
+        (``RMTLConfig.from_kwargs(kwargs, compat="authors")``).
+    balancers : sequence of str or "all"
+        Loss balancers of the multi-task literature (names of :func:`rmtl.balancers.names`):
+        each backbone whose tasks share parameters is also trained from scratch with each
+        balancer (rows ``UW-MMoE``, ..., stage 1 with early stopping like the baseline), and
+        each RMTL backbone gets the Continued control with each balancer
+        (``Continued[UW]-MMoE``, stage 3 without critics, budgeted like the other controls).
+        Each balancer row is compared with the equal-weight baseline and RMTL with each
+        balancer row, Holm-adjusted over those comparisons
+        (:meth:`ExperimentResult.correction`).
 
-    ``budget`` decides how long stage 3 trains: ``"matched"`` (default) lets ``rmtl`` stop
-    early and trains every control exactly as many epochs as ``rmtl`` kept in the same seed
-    (so a critic effect compares equal budgets; other weightings and transfers stop early on
-    their own); ``"fixed"`` trains every stage-3 job exactly ``finetune_epochs`` epochs
-    (of the agents' settings; default ``epochs``) without early stopping. Every record carries
-    the ``epochs`` it ran, its ``kept_epoch`` and ``steps``.
-    Every trained model goes through :func:`rmtl.lab.convergence.check` on ``valid``; each
-    failed check is recorded and raises a warning that says what to change.
+    Returns
+    -------
+    ExperimentResult
+        Every record (model, variant, seed, task; with the ``epochs`` it ran, its
+        ``kept_epoch`` and ``steps``), the summary table with paired comparisons, and the
+        Markdown, CSV, JSON and DataFrame forms.
 
-    ``backbone_kwargs`` go to :func:`rmtl.models.create` (e.g. small ``embed_dim`` for a
-    quick run; the seed is the experiment's). ``rmtl_kwargs`` sets the agents: keyword
-    arguments of :class:`rmtl.RMTL` (a dict, turned into one :class:`rmtl.RMTLConfig` here,
-    where every value is checked once) or a ready :class:`rmtl.RMTLConfig`; either way each
-    job's seed replaces its ``seed``. ``compat="authors"`` (here or in the dict) requires
-    every backbone to be the authors' module (not ``ple_paper``); in the dict it also sets the
-    authors' switches (see :class:`rmtl.RMTL`), which an RMTLConfig must already hold
-    (``RMTLConfig.from_kwargs(kwargs, compat="authors")``). With ``checkpoint_dir``, every
-    job saves in its own subdirectory there (``esmm-seed0/critics``) and an interrupted
-    experiment (or a retried job) resumes from the last finished stage. ``rmtl_backbones``
-    (default: all of ``backbones``) limits stages 2 and 3 to those; the others are baselines
-    only. ``on_agent(name, seed, agent)`` is called in this process once a backbone's own
-    stages have finished for a seed, with an agent holding their results (e.g. to keep
-    diagnostics).
+    Warns
+    -----
+    UserWarning
+        When a trained model fails a convergence check (:func:`rmtl.lab.convergence.check`,
+        on ``valid``): the warning says what to change, and the check is recorded.
 
-    The work is a graph of jobs (:mod:`rmtl.lab.graph`: stage 1, stage 2, each stage-3 variant
-    and transfer per seed and backbone) that ``executor`` runs:
+    Notes
+    -----
+    The records depend neither on the executor nor on the threads per job: the same seeds
+    give the same numbers, bit for bit (with OpenBLAS or ``RMTL_BLAS=builtin``; another BLAS
+    splits the products by its own thread count, and then the numbers agree to rounding).
 
-    - ``None``: one after another in this process (progress bars with ``progress``);
-    - an integer N: N local worker processes, which receive the data once;
-    - any ``concurrent.futures.Executor`` (the data travel with every job);
-    - ``"ray"``: tasks on the Ray cluster ``ray.init()`` connects to (joined already, or
-      ``$RAY_ADDRESS``, or a new local one); the data go into the object store once, a job
-      whose worker dies is retried (``pip install 'rmtl[ray]'``).
-
-    Each job runs with ``threads_per_job`` threads (:func:`rmtl.set_num_threads`); default:
-    as this process is set for ``None`` and for a given executor, the cores divided by N for
-    N processes, 1 on Ray (where it is also the CPUs a task reserves). The records depend
-    neither on the executor nor on the threads per job: the same seeds give the same numbers,
-    bit for bit (with OpenBLAS or ``RMTL_BLAS=builtin``; another BLAS splits the products by
-    its own thread count, and then the numbers agree to rounding).
+    Examples
+    --------
+    >>> import rmtl
+    >>> train, valid, test = rmtl.datasets.synthetic(n_users=2000).split()
+    >>> res = rmtl.experiment(train, valid, test, backbones=("esmm",), seeds=range(3),
+    ...                       rmtl_kwargs={"critic_epochs": 4})  # doctest: +SKIP
+    >>> print(res.to_markdown())  # doctest: +SKIP
     """
     seeds = [int(s) for s in seeds]
     unknown = [w for w in weightings if w not in WEIGHTINGS]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._frames import pandas
 from ..balancers import LABELS as BALANCER_LABELS
 from ..models import BACKBONES
 from . import convergence, stats
@@ -69,6 +70,29 @@ class ExperimentResult:
     ``rmtl[critics of X]`` (stage 3 with the critics learned with backbone X: transfer).
     ``oracle`` gives, per task, the AUC and logloss of the true probabilities when the test
     data carries them (synthetic data).
+
+    Parameters
+    ----------
+    records : list of dict
+        One dict per model, variant, seed and task: ``model``, ``variant``, ``seed``,
+        ``task``, ``auc``, ``logloss``, ``s_logloss``, ``flags`` and the budget (``epochs``,
+        ``kept_epoch``, ``steps``).
+    oracle : dict
+        Task -> {"auc": ..., "logloss": ...} of the true probabilities (empty without them).
+    config : dict
+        The experiment's settings, as :func:`rmtl.experiment` records them.
+
+    See Also
+    --------
+    rmtl.experiment : what makes one.
+    to_frame : every record as a tidy pandas DataFrame.
+    rmtl.lab.report.to_csv, rmtl.lab.report.to_json : the other output forms.
+
+    Examples
+    --------
+    >>> res = rmtl.experiment(train, valid, test)  # doctest: +SKIP
+    >>> print(res.to_markdown())  # doctest: +SKIP
+    >>> res.to_frame().groupby(["name", "task", "metric"])["value"].mean()  # doctest: +SKIP
     """
 
     records: list[dict[str, Any]]
@@ -76,14 +100,23 @@ class ExperimentResult:
     config: dict[str, Any]
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per (model, variant, task): ``n`` seeds, ``<metric>_mean``, ``<metric>_std``
-        (sample std), the budget the arm ran (``epochs``, ``kept_epoch``, ``steps``: means
-        over seeds; ``steps_by_seed``) and its paired comparisons by seed (lower logloss is
-        better). Each comparison ``c`` against another variant of the same backbone gives
+        """The summary: one row per (model, variant, task).
+
+        Returns
+        -------
+        list of dict
+            One dict per row, with the keys below.
+
+        Notes
+        -----
+        Each row has ``model``, ``variant``, ``task``, ``flags``, ``n`` seeds, ``<metric>_mean``,
+        ``<metric>_std`` (sample std), the budget the arm ran (``epochs``, ``kept_epoch``,
+        ``steps``: means over seeds; ``steps_by_seed``) and its paired comparisons by seed (lower
+        logloss is better). Each comparison ``c`` against another variant of the same backbone gives
         ``<metric>_<c>`` (mean difference, this row minus the other), ``<metric>_<c>_low`` and
-        ``_high`` (95% confidence interval), ``<metric>_<c>_p`` (two-sided paired t-test;
-        NaN with fewer than two seeds or identical differences) and ``<c>_checked`` (True when
-        neither side failed a convergence check):
+        ``_high`` (95% confidence interval), ``<metric>_<c>_p`` (two-sided paired t-test; NaN with
+        fewer than two seeds or identical differences) and ``<c>_checked`` (True when neither side
+        failed a convergence check):
 
         - ``diff``: against ``baseline`` (every other variant);
         - ``effect``: against ``continued``, the critic effect (every variant but those two);
@@ -166,7 +199,13 @@ class ExperimentResult:
         return rows
 
     def primary(self) -> int:
-        """How many tests the primary family holds (those with a p-value)."""
+        """How many tests the primary family holds.
+
+        Returns
+        -------
+        int
+            The critic-effect tests with a p-value (see :meth:`table`).
+        """
         return sum(
             1
             for row in self.table()
@@ -175,7 +214,13 @@ class ExperimentResult:
         )
 
     def balancer_tests(self) -> int:
-        """How many tests the balancer family holds (those with a p-value)."""
+        """How many tests the balancer family holds.
+
+        Returns
+        -------
+        int
+            The balancer comparisons with a p-value.
+        """
         return sum(
             1
             for row in self.table()
@@ -185,7 +230,13 @@ class ExperimentResult:
         )
 
     def correction(self) -> str:
-        """The multiple-comparison corrections the table applies, in words."""
+        """The multiple-comparison corrections the table applies, in words.
+
+        Returns
+        -------
+        str
+            One sentence per family, for a report.
+        """
         balancers = self.balancer_tests()
         return (
             "primary family: the critic effect (RMTL - Continued) of each backbone on each "
@@ -203,7 +254,13 @@ class ExperimentResult:
         )
 
     def to_markdown(self) -> str:
-        """The paper-style Markdown table of :func:`to_markdown`."""
+        """The paper-style Markdown report.
+
+        Returns
+        -------
+        str
+            See :func:`rmtl.lab.report.to_markdown`.
+        """
         return to_markdown(self)
 
     def to_frame(self) -> pd.DataFrame:
@@ -234,8 +291,6 @@ class ExperimentResult:
         ImportError
             When pandas is not installed (``pip install 'rmtl[data]'``).
         """
-        from .._frames import pandas
-
         pd = pandas()
         rows = [
             {
@@ -307,7 +362,17 @@ def paper_rows(result: ExperimentResult) -> list[dict[str, Any]]:
     (seeds that failed each convergence check), ``<comparison>_checked`` and, per task and
     metric, ``<task>/<metric>`` -> the statistics of :meth:`ExperimentResult.table` with the
     metric's prefix removed (``mean``, ``std``, ``diff``, ``diff_low``, ``diff_high``,
-    ``diff_p``, ``effect``, ..., ``effect_p_holm``, ``effect_mde``, ``effect_seeds_for``)."""
+    ``diff_p``, ``effect``, ..., ``effect_p_holm``, ``effect_mde``, ``effect_seeds_for``).
+
+    Parameters
+    ----------
+    result : ExperimentResult
+
+    Returns
+    -------
+    list of dict
+        One per (model, variant), as above.
+    """
     rows: dict[tuple, dict[str, Any]] = {}
     for r in result.table():
         key = (r["model"], r["variant"])
@@ -405,7 +470,19 @@ def to_markdown(result: ExperimentResult, metrics: Sequence[str] = METRICS) -> s
     below 0.05 when neither row is flagged) with the smallest effect the run could detect
     and the seeds a 0.001 effect needs; then every other paired difference as exploratory
     (raw p, never starred); the oracle (true probabilities) when the data knows it; a note
-    for each task whose AUC is undefined (nan), saying why (:func:`undefined_notes`)."""
+    for each task whose AUC is undefined (nan), saying why (:func:`undefined_notes`).
+
+    Parameters
+    ----------
+    result : ExperimentResult
+    metrics : sequence of str
+        The table's metrics (default ``auc``, ``logloss``, ``s_logloss``).
+
+    Returns
+    -------
+    str
+        Markdown.
+    """
     tasks = _tasks(result)
     values = [f"{t} {HEADERS[m]}" for t in tasks for m in metrics]
     rows = paper_rows(result)
@@ -513,7 +590,16 @@ def _missing(v: Any) -> bool:
 def undefined_notes(result: ExperimentResult) -> list[str]:
     """A line for each task whose AUC is NaN in some record, saying why (the test set's
     labels of that task hold one class only, or the records' count where the reason is not
-    known); none when every AUC is defined."""
+    known); none when every AUC is defined.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+
+    Returns
+    -------
+    list of str
+    """
     notes = []
     rows = result.config.get("rows", {}).get("test")
     positives = result.config.get("test_positives", {})
@@ -574,7 +660,19 @@ def _balancer_lines(
 def per_seed(result: ExperimentResult, metric: str = "auc") -> str:
     """Per backbone and seed, what every arm ran and did, as Markdown: the epochs kept / run
     and, for the first task, ``metric`` minus the same seed's baseline. Shows whether arms
-    compared with each other trained equal budgets, and how a difference follows them."""
+    compared with each other trained equal budgets, and how a difference follows them.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+    metric : str
+        ``auc``, ``logloss`` or ``s_logloss``.
+
+    Returns
+    -------
+    str
+        Markdown.
+    """
     task = _tasks(result)[0]
     by = {(r["model"], r["seed"], r["variant"]): r for r in result.records if r["task"] == task}
     variants = list(dict.fromkeys(r["variant"] for r in result.records if r["variant"] != BASELINE))
@@ -607,8 +705,19 @@ def _detectable(v: dict[str, float]) -> str:
 
 
 def to_csv(result: ExperimentResult) -> str:
-    """Long form: model, variant, name, task, metric, seeds, epochs, kept_epoch, steps and
-    :data:`STATS` (see :func:`paper_rows`; empty where a statistic does not apply)."""
+    """The summary as CSV, in long form.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+
+    Returns
+    -------
+    str
+        CSV text with the columns model, variant, name, task, metric, seeds, epochs,
+        kept_epoch, steps and :data:`STATS` (see :func:`paper_rows`; empty where a statistic
+        does not apply), and one ``oracle`` row per task and metric when the data knows them.
+    """
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(
@@ -653,8 +762,18 @@ def to_csv(result: ExperimentResult) -> str:
 
 
 def to_json(result: ExperimentResult) -> str:
-    """Every per-seed record, the summary rows, the multiple-comparison correction applied,
-    the oracle and the experiment's config."""
+    """The whole result as JSON.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+
+    Returns
+    -------
+    str
+        JSON text holding every per-seed record, the summary rows, the multiple-comparison
+        correction applied, the oracle and the experiment's config (NaN as null).
+    """
 
     def clean(x: Any) -> Any:
         if isinstance(x, float) and math.isnan(x):

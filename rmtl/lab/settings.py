@@ -48,8 +48,8 @@ DATASETS = ("synthetic", "retailrocket", "kuairand")
 # quick: sized for a few minutes on 2 cores (small widths, few critic epochs, ~72k rows); 5
 # seeds, because with 3 the default run's smallest detectable critic effect (80% power at
 # 0.05 / 12) was 0.0009-0.0014 click AUC, above the 0.001 the table should resolve
-# (benchmarks/RESULTS.md, issue 29); paper: the reference hyperparameters of SPEC sections 4
-# and 5 (the defaults of the backbones and of RMTLConfig) and the default data size.
+# (benchmarks/RESULTS.md, issue 29); paper: the reference hyperparameters of the authors' code
+# (the defaults of the backbones and of RMTLConfig) and the default data size.
 # the fewest Adam steps of stage 1 (training from scratch) when neither --min-steps nor
 # --epochs is given. Measured on 2,000 synthetic users (9 steps per epoch, quick widths, 12
 # epochs, early stopping on AUC): MMoE (2 of 2 seeds), SingleTask and SharedBottom (1 of 2)
