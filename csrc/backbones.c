@@ -159,6 +159,7 @@ void rmtl_model_release(rmtl_model *m) {
     rmtl_arena_free(&m->arena);
     rmtl_distinct_free(&m->distinct);
     rmtl_model_free_batch(m);
+    free(m->chunk);
     rmtl_experts_free(m);
     free(m->bottoms);
     free(m->towers);

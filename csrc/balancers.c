@@ -3,7 +3,20 @@
 #include <string.h>
 
 #include "balancers.h"
+#include "pool.h"
 #include "rng.h"
+
+/* The passes over a Jacobian run on the pool. Sums over its columns add per block of
+   RMTL_BAL_BLOCK columns (more when P needs more than RMTL_BAL_MAX_BLOCKS of them), then the
+   blocks in order: the blocks depend on P alone, so the bits do not depend on the threads. */
+#define RMTL_BAL_BLOCK 16384
+#define RMTL_BAL_MAX_BLOCKS 128
+
+/* the columns per block of a sum over n columns */
+static int64_t rmtl_bal_block(int64_t n) {
+    int64_t per = (n + RMTL_BAL_MAX_BLOCKS - 1) / RMTL_BAL_MAX_BLOCKS;
+    return per > RMTL_BAL_BLOCK ? per : RMTL_BAL_BLOCK;
+}
 
 static const rmtl_bal_spec *const *const rmtl_bal_families[] = {
     rmtl_bal_scale_family, rmtl_bal_norm_family, rmtl_bal_project_family, rmtl_bal_solve_family};
@@ -40,14 +53,27 @@ void rmtl_balancer_init(rmtl_balancer *b) {
     }
 }
 
+typedef struct {
+    const float *x;
+    int bad;
+} rmtl_bal_finite_args;
+
+static void rmtl_bal_finite_range(void *ctx, int64_t lo, int64_t hi) {
+    rmtl_bal_finite_args *a = ctx;
+    int bad = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        bad |= !isfinite(a->x[i]);
+    }
+    if (bad) {
+        __atomic_store_n(&a->bad, 1, __ATOMIC_RELAXED);
+    }
+}
+
 /* 1 if the n floats of x are finite */
 static int rmtl_bal_finite(const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(x[i])) {
-            return 0;
-        }
-    }
-    return 1;
+    rmtl_bal_finite_args a = {x, 0};
+    rmtl_parallel_for(n, RMTL_GRAIN_STREAM, rmtl_bal_finite_range, &a);
+    return !a.bad;
 }
 
 /* every sample's losses join the epoch's sums, weighted by its rows */
@@ -136,15 +162,32 @@ double rmtl_bal_normal(const rmtl_balancer *b, int64_t index) {
     return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
 }
 
-void rmtl_bal_combine_span(float *dir, const double *w, const float *jac, int K, int64_t P,
-                           int64_t from, int64_t n) {
-    for (int64_t j = from; j < from + n; j++) {
+typedef struct {
+    float *dir;
+    const double *w;
+    const float *jac;
+    const double *rows;
+    int K;
+    int64_t P, from;
+} rmtl_bal_combine_args;
+
+static void rmtl_bal_combine_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_bal_combine_args *a = ctx;
+    int K = a->K;
+    for (int64_t j = a->from + lo; j < a->from + hi; j++) {
         double acc = 0.0;
         for (int k = 0; k < K; k++) {
-            acc += w[k] * jac[(size_t)k * P + j];
+            size_t at = (size_t)k * a->P + j;
+            acc += a->w[k] * (a->jac != NULL ? (double)a->jac[at] : a->rows[at]);
         }
-        dir[j] = (float)acc;
+        a->dir[j] = (float)acc;
     }
+}
+
+void rmtl_bal_combine_span(float *dir, const double *w, const float *jac, int K, int64_t P,
+                           int64_t from, int64_t n) {
+    rmtl_bal_combine_args a = {dir, w, jac, NULL, K, P, from};
+    rmtl_parallel_for(n, RMTL_GRAIN_STREAM / K, rmtl_bal_combine_range, &a);
 }
 
 void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P) {
@@ -160,22 +203,48 @@ void rmtl_bal_combine_coef(rmtl_balancer *b, float *dir, const double *coef, con
 }
 
 void rmtl_bal_combine_rows(float *dir, const double *w, const double *rows, int K, int64_t P) {
-    for (int64_t j = 0; j < P; j++) {
-        double acc = 0.0;
-        for (int k = 0; k < K; k++) {
-            acc += w[k] * rows[(size_t)k * P + j];
+    rmtl_bal_combine_args a = {dir, w, NULL, rows, K, P, 0};
+    rmtl_parallel_for(P, RMTL_GRAIN_STREAM / K, rmtl_bal_combine_range, &a);
+}
+
+/* the products of K rows over blocks of columns: partial[blk][a (a + 1) / 2 + c] for c <= a */
+typedef struct {
+    double *partial;
+    const float *jac;
+    int K;
+    int64_t P, from, n, block;
+} rmtl_bal_gram_args;
+
+static void rmtl_bal_gram_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_bal_gram_args *g = ctx;
+    int K = g->K, pairs = K * (K + 1) / 2;
+    for (int64_t blk = lo; blk < hi; blk++) {
+        int64_t start = g->from + blk * g->block, end = start + g->block;
+        end = end < g->from + g->n ? end : g->from + g->n;
+        for (int a = 0; a < K; a++) {
+            for (int c = 0; c <= a; c++) {
+                const float *x = g->jac + (size_t)a * g->P, *y = g->jac + (size_t)c * g->P;
+                double acc = 0.0;
+                for (int64_t j = start; j < end; j++) {
+                    acc += (double)x[j] * y[j];
+                }
+                g->partial[blk * pairs + a * (a + 1) / 2 + c] = acc;
+            }
         }
-        dir[j] = (float)acc;
     }
 }
 
 void rmtl_bal_gram_span(double *G, const float *jac, int K, int64_t P, int64_t from, int64_t n) {
+    double partial[RMTL_BAL_MAX_BLOCKS * RMTL_MAX_TASKS * (RMTL_MAX_TASKS + 1) / 2];
+    int64_t block = rmtl_bal_block(n), blocks = n > 0 ? (n + block - 1) / block : 0;
+    int pairs = K * (K + 1) / 2;
+    rmtl_bal_gram_args g = {partial, jac, K, P, from, n, block};
+    rmtl_parallel_for(blocks, 1, rmtl_bal_gram_range, &g);
     for (int a = 0; a < K; a++) {
         for (int c = 0; c <= a; c++) {
-            const float *x = jac + (size_t)a * P + from, *y = jac + (size_t)c * P + from;
             double acc = 0.0;
-            for (int64_t j = 0; j < n; j++) {
-                acc += (double)x[j] * y[j];
+            for (int64_t blk = 0; blk < blocks; blk++) {
+                acc += partial[blk * pairs + a * (a + 1) / 2 + c];
             }
             G[a * K + c] = G[c * K + a] = acc;
         }
@@ -187,11 +256,9 @@ void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P) {
 }
 
 double rmtl_bal_norm2(const float *x, int64_t n) {
-    double acc = 0.0;
-    for (int64_t j = 0; j < n; j++) {
-        acc += (double)x[j] * x[j];
-    }
-    return sqrt(acc);
+    double G;
+    rmtl_bal_gram_span(&G, x, 1, n, 0, n);
+    return sqrt(G);
 }
 
 void rmtl_bal_softmax(double *out, const double *x, int n) {

@@ -123,6 +123,11 @@ typedef struct {
     /* batch buffers, cap rows each: gathered inputs and the head */
     int32_t *codes;
     float *dense, *labels, *prob, *sig;
+    /* a training chunk's workspace (rmtl_train_chunk: loss weights, critics' states, a
+       balancer's Jacobian), chunk_bytes long, kept for the next chunk: fresh pages for a
+       Jacobian of the shared parameters each chunk cost more than the balancer itself */
+    void *chunk;
+    size_t chunk_bytes;
 } rmtl_model;
 
 /* reserves an activation of `width` columns; returns its column */

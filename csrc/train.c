@@ -490,10 +490,16 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
     size_t n_perm = permuted ? (size_t)B : 0, n_w = (size_t)B * T, n_copy = permuted ? n_w : 0;
     size_t n_bal = bal != NULL ? rmtl_balanced_floats(m, bal, B) : 0;
     size_t n_float = (wt != NULL ? n_w + n_copy + (size_t)B * Dc : 0) + n_bal;
-    void *block = n_float > 0 ? malloc(n_perm * sizeof(int64_t) + n_float * sizeof(float)) : NULL;
-    if (n_float > 0 && block == NULL) {
-        return RMTL_ERR_NOMEM;
+    size_t bytes = n_perm * sizeof(int64_t) + n_float * sizeof(float);
+    if (bytes > m->chunk_bytes) {
+        free(m->chunk);
+        m->chunk = malloc(bytes);
+        m->chunk_bytes = m->chunk != NULL ? bytes : 0;
+        if (m->chunk == NULL) {
+            return RMTL_ERR_NOMEM;
+        }
     }
+    void *block = m->chunk;
     int64_t *perm = block;
     float *w = wt == NULL ? NULL : (float *)(perm + n_perm);
     float *copy = w == NULL ? NULL : w + n_w;
@@ -506,7 +512,6 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
     for (int k = 0; wt != NULL && k < T; k++) {
         weight_sum[k] = 0.0;
     }
-    /* a failing batch breaks out of the loops: the block is freed on every path */
     int st = RMTL_OK;
     for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += (int64_t)B * S) {
         int nb = 0;
@@ -518,7 +523,10 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
             if (st != RMTL_OK) {
                 break;
             }
-            rmtl_model_zero_grad(m, nb);
+            if (bal == NULL || bal->b->spec->family == RMTL_BAL_LOSSES) {
+                /* a gradient balancer's backwards zero what they use */
+                rmtl_model_zero_grad(m, nb);
+            }
             st = rmtl_model_forward(m, m->codes, m->dense, nb);
             if (st != RMTL_OK) {
                 break;
@@ -562,7 +570,6 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
             }
         }
     }
-    free(block);
     return st;
 }
 
