@@ -14,9 +14,11 @@ EW (the same work: fixed weights), ``metabalance`` against torch-rechub's optimi
 Each side is timed ``--rounds`` times and the fastest counts; ``ew`` is timed again beside
 every balancer. Targets (issue 31): a balancer of the losses family costs at most 10% over
 ``ew`` per step; a gradient balancer in parameter space at most 1.1 (1 + 2K) / 3 times ``ew``
-(one forward and K backwards); every balancer at least 2.5x its PyTorch twin.
+(one forward and K backwards); in representation space (``--spaces``) at most 1.3x ``ew``;
+every balancer at least 2.5x its PyTorch twin.
 
     python benchmarks/bench_balancers.py [--steps 4] [--tasks 2,6] [--only uw,mgda]
+        [--spaces parameters,representation]
         [--threads N] [--libmtl DIR] [--torch-rechub DIR] [--neighbour {busy,torch,membw}]
 """
 
@@ -44,6 +46,12 @@ def parse() -> argparse.Namespace:
     )
     p.add_argument("--tasks", default="2,6", help="comma-separated task counts")
     p.add_argument("--only", help="comma-separated balancers (default: all)")
+    p.add_argument(
+        "--spaces",
+        default="parameters",
+        help="comma-separated spaces (parameters, representation); a balancer that cannot work "
+        "in a space is left out there",
+    )
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides")
     p.add_argument("--libmtl", help="a checkout of LibMTL's repository (default: installed)")
     p.add_argument("--torch-rechub", help="a checkout of torch-rechub (metabalance's twin)")
@@ -84,10 +92,10 @@ def make_model(T: int) -> rmtl.models.Backbone:
     return rmtl.models.create("mmoe", field_dims=FIELD_DIMS, num_dense=1, num_tasks=T, seed=0)
 
 
-def time_rmtl(name: str, T: int, data, steps: int) -> float:
+def time_rmtl(name: str, T: int, data, steps: int, space: str = "parameters") -> float:
     """Seconds per training step (after one untimed step), the fastest of ``--rounds``."""
     model = make_model(T)
-    b = balancers.create(name, T)
+    b = balancers.create(name, T, space=space)
     n = steps * b.samples * BATCH
     rows = np.arange(n + b.samples * BATCH, dtype=np.int64) % len(data[0])
     kw = {"batch_size": BATCH, "lr": 1e-3, "weight_decay": 1e-6, "balancer": b}
@@ -127,7 +135,7 @@ def metabalance_class():
     return MetaBalanceWeighting
 
 
-def time_torch(cls, name: str, T: int, data, steps: int) -> float:
+def time_torch(cls, name: str, T: int, data, steps: int, space: str) -> float:
     model = make_model(T)
     net = twin_of(model)
     samples = balancers.create(name, T).samples
@@ -139,13 +147,12 @@ def time_torch(cls, name: str, T: int, data, steps: int) -> float:
         batches.append((torch.from_numpy(s).long(), torch.from_numpy(d), torch.from_numpy(y)))
     shared = model.shared_parameters()
     hyper = dict(LIBMTL_ARGS)
-    libmtl_driver.train(cls, net, batches[:samples], shared, hyper, steps=1, samples=samples)
+    kw = {"samples": samples, "rep_grad": space == "representation"}
+    libmtl_driver.train(cls, net, batches[:samples], shared, hyper, steps=1, **kw)
     best = math.inf
     for _ in range(ARGS.rounds):
         t0 = time.perf_counter()
-        libmtl_driver.train(
-            cls, net, batches[samples:], shared, hyper, steps=steps, samples=samples
-        )
+        libmtl_driver.train(cls, net, batches[samples:], shared, hyper, steps=steps, **kw)
         best = min(best, (time.perf_counter() - t0) / steps)
     return best
 
@@ -166,31 +173,40 @@ def main() -> None:
             f"{ARGS.libmtl or 'installed (PyPI)'}, neighbour {ARGS.neighbour or 'none'}"
         )
         print(
-            "| balancer | K | family | rmtl ms/step | x ew | target x ew | torch ms/step | "
-            "rmtl speed-up | meets |"
+            "| balancer | K | space | family | rmtl ms/step | x ew | target x ew | "
+            "torch ms/step | rmtl speed-up | meets |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
-        for T in (int(t) for t in ARGS.tasks.split(",")):
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        cases = [
+            (T, space, name)
+            for T in (int(t) for t in ARGS.tasks.split(","))
+            for space in ARGS.spaces.split(",")
+            for name in names
+            if space == "parameters" or name in balancers.representation_names()
+        ]
+        for T, space, name in cases:
             data = make_data(BATCH * 3 * (ARGS.steps + 2), T)
-            for name in names:
-                family = balancers.create(name, T).family
-                # ew timed beside each balancer, so a load that comes and goes hits both
-                ew = time_rmtl("ew", T, data, ARGS.steps)
-                ours = ew if name == "ew" else time_rmtl(name, T, data, ARGS.steps)
-                target = 1.1 if family == "losses" else 1.1 * (1 + 2 * T) / 3
-                cls = reference_class(name, weighting)
-                try:
-                    theirs = None if cls is None else time_torch(cls, name, T, data, ARGS.steps)
-                except ValueError:  # LibMTL 1.1.5's CAGrad runs for 3 tasks only
-                    theirs = None
-                ratio = None if theirs is None else theirs / ours
-                meets = ours / ew <= target and (ratio is None or ratio >= 2.5)
-                print(
-                    f"| {name} | {T} | {family} | {ours * 1e3:.1f} | {ours / ew:.2f} | "
-                    f"{target:.2f} | {'-' if theirs is None else f'{theirs * 1e3:.1f}'} | "
-                    f"{'-' if ratio is None else f'{ratio:.2f}'} | {'yes' if meets else 'NO'} |",
-                    flush=True,
-                )
+            family = balancers.create(name, T).family
+            # ew timed beside each balancer, so a load that comes and goes hits both
+            ew = time_rmtl("ew", T, data, ARGS.steps)
+            ours = ew if name == "ew" else time_rmtl(name, T, data, ARGS.steps, space)
+            if family == "losses":
+                target = 1.1
+            else:
+                target = 1.3 if space == "representation" else 1.1 * (1 + 2 * T) / 3
+            cls = reference_class(name, weighting)
+            try:
+                theirs = None if cls is None else time_torch(cls, name, T, data, ARGS.steps, space)
+            except ValueError:  # LibMTL 1.1.5's CAGrad runs for 3 tasks only
+                theirs = None
+            ratio = None if theirs is None else theirs / ours
+            meets = ours / ew <= target and (ratio is None or ratio >= 2.5)
+            print(
+                f"| {name} | {T} | {space} | {family} | {ours * 1e3:.1f} | {ours / ew:.2f} | "
+                f"{target:.2f} | {'-' if theirs is None else f'{theirs * 1e3:.1f}'} | "
+                f"{'-' if ratio is None else f'{ratio:.2f}'} | {'yes' if meets else 'NO'} |",
+                flush=True,
+            )
     finally:
         if neighbour is not None:
             neighbour.kill()
