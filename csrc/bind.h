@@ -73,11 +73,12 @@ typedef struct {
     int busy; /* a GIL-free call is running on this model */
 } ModelObject;
 
-/* 0 if the net is initialised and idle, else -1 with RuntimeError */
+/* 0 once the net is initialised and idle (a GIL-free call another thread is running on it
+   is waited for, the GIL released meanwhile), else -1 with RuntimeError (not initialised) */
 int rmtl_net_ready(ModelObject *self);
 
 /* What one GIL-free call uses: every net, checked ready and kept alive until released, all
-   marked busy together while the GIL is released (another thread's call on them fails fast),
+   marked busy together while the GIL is released (another thread's call on them waits),
    and private copies of index arrays the core reads then, so no other thread can change
    them after they were checked. Start with {{NULL}, 0, {NULL}, 0}; release on every path. */
 typedef struct {
@@ -92,7 +93,8 @@ int rmtl_hold(rmtl_holds *h, ModelObject *o);
 PyArrayObject *rmtl_hold_copy(rmtl_holds *h, PyArrayObject *a);
 /* releases every net (no longer busy) and copy h holds */
 void rmtl_holds_release(rmtl_holds *h);
-/* marks the held nets busy and releases the GIL (Py_BEGIN_ALLOW_THREADS) for a core call */
+/* waits until the held nets are idle, marks them busy and releases the GIL
+   (Py_BEGIN_ALLOW_THREADS) for a core call */
 PyThreadState *rmtl_holds_begin(rmtl_holds *h);
 /* takes the GIL back (Py_END_ALLOW_THREADS) and releases everything held */
 void rmtl_holds_end(rmtl_holds *h, PyThreadState *ts);

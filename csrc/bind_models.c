@@ -5,8 +5,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#ifndef _WIN32
+#ifdef _WIN32
+#include <windows.h>
+#else
 #include <dlfcn.h>
+#include <time.h>
 #endif
 
 #include "pool.h"
@@ -332,16 +335,44 @@ static void Model_dealloc(ModelObject *self) {
     Py_DECREF(tp);
 }
 
+/* a pause of about 50 microseconds, called with the GIL released */
+static void rmtl_pause(void) {
+#ifdef _WIN32
+    Sleep(0);
+#else
+    struct timespec ts = {0, 50000};
+    nanosleep(&ts, NULL);
+#endif
+}
+
+/* 1 if another thread's GIL-free call is running on any of the n nets */
+static int rmtl_any_busy(ModelObject *const *obj, int n) {
+    for (int i = 0; i < n; i++) {
+        if (obj[i]->busy) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Waits until no other thread's GIL-free call runs on any of the n nets: the GIL is released
+   while waiting (the running call needs it to end), and a call marks its nets busy only with
+   the GIL held after every one of them was seen idle, so a waiting thread holds no net busy and
+   two threads never wait for each other. On return (GIL held) all n are idle. */
+static void rmtl_wait_idle(ModelObject *const *obj, int n) {
+    while (rmtl_any_busy(obj, n)) {
+        Py_BEGIN_ALLOW_THREADS;
+        rmtl_pause();
+        Py_END_ALLOW_THREADS;
+    }
+}
+
 int rmtl_net_ready(ModelObject *self) {
     if (self->m == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "model: not initialised");
         return -1;
     }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "model: another thread is running a call on this model; wait for it");
-        return -1;
-    }
+    rmtl_wait_idle(&self, 1);
     return 0;
 }
 
@@ -431,6 +462,9 @@ void rmtl_holds_release(rmtl_holds *h) {
 }
 
 PyThreadState *rmtl_holds_begin(rmtl_holds *h) {
+    /* another thread may have started a call on one of them since rmtl_hold (the GIL can be
+       released in between, by numpy's copies of the inputs) */
+    rmtl_wait_idle(h->obj, h->n);
     for (int i = 0; i < h->n; i++) {
         h->obj[i]->busy = 1;
     }
