@@ -41,22 +41,44 @@ def _integer_epochs(*axes: Any) -> None:
 
 
 def training_curves(histories: Mapping[str, Mapping[str, Any]]) -> Any:
-    """Training loss and mean validation AUC per epoch, one line per run.
+    """Training loss per epoch, one panel per run, and mean validation AUC, one line per run.
 
     ``histories`` maps a label (e.g. ``"MMoE stage 1"``) to a history as
     :class:`rmtl.History` or its dict form (``{"epochs": [{"epoch", "train_loss",
-    "valid_auc", ...}, ...]}``, as ``RMTL.history`` holds it).
+    "valid_auc", ...}, ...]}``, as ``RMTL.history`` holds it). Each run's loss gets its own
+    panel and scale: stage 3's loss is weighted (``1 - lam Q`` per row), so it is not on the
+    scale of stage 1's unweighted BCE. The validation AUCs are comparable and share a panel.
     """
-    fig, (ax_loss, ax_auc) = figure(2)
-    for label, hist in histories.items():
+    runs = list(histories.items())
+    ncols = min(len(runs) + 1, 3)
+    nrows = -(-(len(runs) + 1) // ncols)
+    fig, axes = figure(ncols)
+    if nrows > 1:  # many runs: panels wrap into rows of three
+        fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() * nrows)
+        for ax in axes:
+            fig.delaxes(ax)
+        axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+        for ax in axes[len(runs) + 1 :]:
+            ax.set_visible(False)
+        axes = axes[: len(runs) + 1]
+    ax_auc = axes[len(runs)]
+    colours = [f"C{k % 10}" for k in range(len(runs))]
+    for (label, hist), ax_loss, colour in zip(runs, axes, colours):
         epochs = hist["epochs"] if isinstance(hist, Mapping) else hist.epochs
         x = [e["epoch"] for e in epochs]
-        ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", ms=3, label=label)
-        ax_auc.plot(x, [e.get("valid_auc", np.nan) for e in epochs], marker="o", ms=3, label=label)
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+        ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", ms=3, color=colour)
+        ax_loss.set(xlabel="epoch", ylabel="training loss", title=f"training loss, {label}")
+        ax_auc.plot(
+            x,
+            [e.get("valid_auc", np.nan) for e in epochs],
+            marker="o",
+            ms=3,
+            color=colour,
+            label=label,
+        )
     ax_auc.set(xlabel="epoch", ylabel="mean validation AUC", title="validation AUC")
     ax_auc.legend(fontsize="small")
-    _integer_epochs(ax_loss, ax_auc)
+    _integer_epochs(*axes)
     return fig
 
 
