@@ -186,9 +186,11 @@ class RMTL:
     --------
     >>> import rmtl
     >>> train, valid, test = rmtl.datasets.synthetic(n_users=300).split()
-    >>> model = rmtl.models.create("esmm", train.field_dims, train.num_dense, embed_dim=8)
-    >>> agent = rmtl.RMTL(model, critic_epochs=1, progress=False).fit(train, valid)
-    >>> scores = rmtl.evaluate(agent.backbone, test)  # doctest: +SKIP
+    >>> model = rmtl.models.create("esmm", train.field_dims, train.num_dense, train.num_tasks,
+    ...                            embed_dim=8, bottom_dims=(16,), tower_dims=(8,))
+    >>> agent = rmtl.RMTL(model, critic_epochs=1, epochs=2, progress=False).fit(train, valid)
+    >>> sorted(rmtl.evaluate(agent.backbone, test))
+    ['click', 'pay']
     """
 
     def __init__(
