@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -16,11 +17,13 @@ from ._io import CorruptFileError, open_npz, save_npz, write_json
 from .critic import Critic
 from .data import SessionData
 from .models import _build_saved
+from .replay import ReplayBuffer
 
 __all__ = ["Checkpoint", "fingerprint"]
 
 _FORMAT = 2
 _MANIFEST = "agent.json"
+_DATA = "data"  # a stage file's document: {role: fingerprint} of the data it was trained on
 
 
 def fingerprint(data: SessionData) -> str:
@@ -44,7 +47,13 @@ class Checkpoint:
     configuration) given here and the data fingerprints recorded by :meth:`check_data`. Any
     later use with another identity or other data raises ValueError, so a resume never
     returns models of another run. Every stage result is one file (:meth:`save_net`,
-    :meth:`save_nets`) holding the weights, optimizer state and the stage's history.
+    :meth:`save_nets`, :meth:`save_replay`) holding the weights, optimizer state and the
+    stage's history, and the fingerprints of the data the stage was trained on (those
+    recorded when it was written). Loading a stage file whose fingerprints differ from this
+    run's data (a file copied from another run's directory, or left beside a rewritten
+    ``agent.json``) raises ValueError naming it. A stage file without fingerprints, written
+    before they were recorded, is accepted with a warning naming it: ``agent.json``'s
+    fingerprints, checked on every use, still vouch for its directory.
     """
 
     def __init__(self, directory: str | os.PathLike[str], identity: Mapping[str, Any]) -> None:
@@ -100,15 +109,52 @@ class Checkpoint:
         write_json(self.path(_MANIFEST), {"format": _FORMAT, **self._identity, "data": self.data})
 
     # ------------------------------------------------------------------ stage files
+    def _trained_on(self, z: Any) -> None:
+        """Refuse the open stage file ``z`` when the data fingerprints it records differ from
+        this run's (ValueError naming it); warn when it records none (an older file)."""
+        if _DATA not in z:
+            warnings.warn(
+                f"{z.path}: records no fingerprint of the data it was trained on (written by an "
+                f"older rmtl); resuming from it because {_MANIFEST}'s fingerprints match this "
+                "data; delete it to train its stage again",
+                UserWarning,
+                stacklevel=4,
+            )
+            return
+        theirs = z.json(_DATA)
+        if not isinstance(theirs, dict):
+            raise CorruptFileError(z.path, f"not an rmtl checkpoint file ({_DATA!r} not a mapping)")
+        differ = sorted(r for r in theirs if r in self.data and theirs[r] != self.data[r])
+        if differ:
+            raise ValueError(
+                f"{z.path}: trained on other {' and '.join(differ)} data than this run's "
+                f"(data fingerprints differ); delete the file, or use a fresh checkpoint "
+                "directory (rmtl run: a fresh --resume or --out directory), to train it again"
+            )
+
     def save_net(self, name: str, net: Any, history: Any) -> None:
-        """One backbone (a file :func:`rmtl.load` reads) and its stage's history, atomically."""
-        net._save(self.path(name), "config", {"history": history})
+        """One backbone (a file :func:`rmtl.load` reads), its stage's history and the data
+        fingerprints, atomically."""
+        net._save(self.path(name), "config", {"history": history, _DATA: self.data})
 
     def load_net(self, name: str, build: Callable[..., Any]) -> tuple[Any, Any]:
-        """(backbone, history) of a file :meth:`save_net` wrote; ``build(**config)`` makes the
-        backbone (weights and optimizer state are then restored, evaluation mode)."""
+        """(backbone, history) of a file :meth:`save_net` wrote from this run's data;
+        ``build(**config)`` makes the backbone (weights and optimizer state are then restored,
+        evaluation mode)."""
         with open_npz(self.path(name), "checkpoint") as z:
+            self._trained_on(z)
             return _build_saved(build, z.json("config"), z), z.json("history")
+
+    def save_replay(self, name: str, buffer: ReplayBuffer) -> None:
+        """A replay buffer (a file :meth:`rmtl.ReplayBuffer.load` reads) and the data
+        fingerprints, atomically."""
+        buffer.save(self.path(name), {_DATA: self.data})
+
+    def load_replay(self, name: str) -> ReplayBuffer:
+        """The replay buffer of a file :meth:`save_replay` wrote from this run's data."""
+        with open_npz(self.path(name), "checkpoint") as z:
+            self._trained_on(z)
+        return ReplayBuffer.load(self.path(name))
 
     def save_nets(self, name: str, nets: Mapping[str, Any], state: Any) -> None:
         """Several networks and a JSON ``state`` in one file, atomically (stage 2's epochs)."""
@@ -117,14 +163,15 @@ class Checkpoint:
         for role, net in nets.items():
             arrays.update({f"{role}.{k}": v for k, v in net._arrays().items()})
             configs[role] = {"key": _config_key(net), "config": net.config.to_dict()}
-        save_npz(self.path(name), arrays, {"state": state, "nets": configs})
+        save_npz(self.path(name), arrays, {"state": state, "nets": configs, _DATA: self.data})
 
     def load_nets(
         self, name: str, build: Mapping[str, Callable[..., Any]]
     ) -> tuple[dict[str, Any], Any]:
-        """({role: network}, state) of a file :meth:`save_nets` wrote; ``build[config key]``
-        makes each network."""
+        """({role: network}, state) of a file :meth:`save_nets` wrote from this run's data;
+        ``build[config key]`` makes each network."""
         with open_npz(self.path(name), "checkpoint") as z:
+            self._trained_on(z)
             nets = {}
             for role, spec in z.json("nets").items():
                 nets[role] = _build_saved(

@@ -170,7 +170,7 @@ class CriticStage:
         if self.buffer is not None:
             return self.buffer
         if ckpt is not None and ckpt.has(REPLAY_FILE):
-            self.buffer = ReplayBuffer.load(ckpt.path(REPLAY_FILE))
+            self.buffer = ckpt.load_replay(REPLAY_FILE)
         else:
             self.buffer = ReplayBuffer(c.buffer_capacity, self.train.num_tasks, seed=c.seed)
             collect(
@@ -183,7 +183,7 @@ class CriticStage:
                 seed=c.seed,
             )
             if ckpt is not None:
-                self.buffer.save(ckpt.path(REPLAY_FILE))
+                ckpt.save_replay(REPLAY_FILE, self.buffer)
         if len(self.buffer) == 0:
             raise ValueError("train: produced no transitions; expected at least one session")
         self.transitions = self.buffer.transitions()

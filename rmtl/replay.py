@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -119,7 +119,9 @@ class ReplayBuffer:
         """
         return dict(zip(_KEYS, self._core.export()))
 
-    def save(self, path: Union[str, os.PathLike[str]]) -> None:
+    def save(
+        self, path: Union[str, os.PathLike[str]], documents: Optional[Mapping[str, Any]] = None
+    ) -> None:
         """Write the transitions, capacity, seed and sampling position to one .npz file,
         atomically.
 
@@ -127,6 +129,9 @@ class ReplayBuffer:
         ----------
         path : str or os.PathLike
             The file, exactly (no ``.npz`` is appended).
+        documents : mapping, optional
+            Further JSON documents stored in the file (checkpoints record the data
+            fingerprints there); :meth:`load` ignores them.
         """
         meta = {
             "format": _FORMAT,
@@ -135,7 +140,7 @@ class ReplayBuffer:
             "seed": self._seed,
             "draws": self._core.draws,
         }
-        save_npz(path, self.transitions(), {"meta": meta})
+        save_npz(path, self.transitions(), {**(documents or {}), "meta": meta})
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike[str]]) -> ReplayBuffer:

@@ -44,6 +44,49 @@ def test_resume_with_other_training_data_is_refused(splits, tmp_path):
         make_agent(tr, checkpoint_dir=tmp_path).fit_critics(other[0])
 
 
+def stage_files(directory):
+    return sorted(n for n in os.listdir(directory) if n.endswith(".npz"))
+
+
+def test_stage_file_of_other_data_is_refused_naming_it(splits, tmp_path):
+    """issue 33: every stage file records the fingerprints of the data it was trained on; one
+    copied into another run's directory (or left beside a rewritten agent.json) is refused."""
+    tr, va, _ = splits
+    theirs = tmp_path / "theirs"
+    make_agent(tr, checkpoint_dir=theirs).fit(tr, va)
+    names = stage_files(theirs)
+    assert {"pretrained.npz", "replay.npz", "critics.npz"} <= set(names) and len(names) == 4
+    other_tr, other_va, _ = session_data(n_sessions=150, seed=1).split()
+    for name in names:
+        mine = tmp_path / f"mine-{name}"
+        mine.mkdir()
+        (mine / name).write_bytes((theirs / name).read_bytes())
+        with pytest.raises(ValueError) as e:
+            make_agent(other_tr, checkpoint_dir=mine).fit(other_tr, other_va)
+        assert str(e.value).startswith(f"{mine / name}: trained on other train and valid data")
+        assert "delete the file, or use a fresh checkpoint directory" in str(e.value)
+    os.remove(theirs / "agent.json")  # a new manifest for other data: the files still refuse
+    with pytest.raises(ValueError, match="pretrained.npz: trained on other"):
+        make_agent(other_tr, checkpoint_dir=theirs).fit(other_tr, other_va)
+
+
+def test_stage_file_without_fingerprints_is_resumed_with_a_warning(splits, tmp_path):
+    tr, va, te = splits
+    expected = predictions(make_agent(tr, checkpoint_dir=tmp_path).fit(tr, va), te)
+    for name in stage_files(tmp_path):  # as an older rmtl wrote them: no "data" member
+        with np.load(tmp_path / name) as z:
+            members = {k: z[k] for k in z.files if k != "data"}
+        assert len(members) == len(z.files) - 1, name
+        with open(tmp_path / name, "wb") as f:
+            np.savez(f, **members)
+    with pytest.warns(UserWarning, match="records no fingerprint") as seen:
+        agent = make_agent(tr, checkpoint_dir=tmp_path).fit(tr, va)
+    warned = {str(w.message).split(":")[0] for w in seen if "fingerprint" in str(w.message)}
+    # every stage file the resume reads (stage 2 finished: its replay buffer is not reopened)
+    assert warned == {str(tmp_path / n) for n in stage_files(tmp_path) if n != "replay.npz"}
+    assert all(np.array_equal(a, b) for a, b in zip(predictions(agent, te), expected))
+
+
 def test_fingerprint_sees_every_array(splits):
     tr = splits[0]
     base = fingerprint(tr)
