@@ -563,7 +563,7 @@ static int rmtl_bal_moco_direction(rmtl_balancer *b, float *dir, const float *lo
     int64_t P = b->P;
     double *y = b->state, *lambda = b->state + (int64_t)K * P, t = (double)b->steps + 1.0;
     double rate_y = b->h[0] / pow(t, b->h[1]), rate_l = b->h[2] / pow(t, b->h[3]);
-    double A[RMTL_MAX_TASKS * RMTL_MAX_TASKS], z[RMTL_MAX_TASKS];
+    double A[RMTL_MAX_TASKS * RMTL_MAX_TASKS], z[RMTL_MAX_TASKS] = {0.0};
     for (int k = 0; k < K; k++) {
         const float *g = jac + (size_t)k * P;
         double *yk = y + (size_t)k * P, scale = (double)losses[k] / (rmtl_bal_norm2(g, P) + 1e-8);

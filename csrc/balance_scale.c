@@ -99,7 +99,7 @@ static int rmtl_bal_dwa_weights(rmtl_balancer *b, double *w, const float *losses
         }
         return RMTL_OK;
     }
-    double r[RMTL_MAX_TASKS];
+    double r[RMTL_MAX_TASKS] = {0.0};
     for (int k = 0; k < K; k++) {
         r[k] = b->loss_last[k] / b->loss_before[k] / b->h[0];
         if (!isfinite(r[k])) {

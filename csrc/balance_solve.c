@@ -719,7 +719,7 @@ static int rmtl_bal_fairgrad_direction(rmtl_balancer *b, float *dir, const float
                                        const float *jac) {
     (void)losses;
     int K = b->K;
-    double alpha = b->h[0], G[RMTL_SOLVE_KK], L[RMTL_SOLVE_KK], J[RMTL_SOLVE_KK];
+    double alpha = b->h[0], G[RMTL_SOLVE_KK], L[RMTL_SOLVE_KK], J[RMTL_SOLVE_KK] = {0.0};
     double *w = b->weights, Gw[RMTL_MAX_TASKS], r[RMTL_MAX_TASKS], dw[RMTL_MAX_TASKS];
     double trial[RMTL_MAX_TASKS], Gt[RMTL_MAX_TASKS];
     rmtl_bal_gram(G, jac, K, b->P);
@@ -813,7 +813,8 @@ static int rmtl_bal_modo_direction(rmtl_balancer *b, float *dir, const float *lo
     (void)losses;
     int K = b->K;
     size_t KP = (size_t)K * b->P;
-    double gamma = b->h[0], rho = b->h[1], *lam = b->state, M[RMTL_SOLVE_KK], Ml[RMTL_MAX_TASKS];
+    double gamma = b->h[0], rho = b->h[1], *lam = b->state, M[RMTL_SOLVE_KK],
+           Ml[RMTL_MAX_TASKS] = {0.0};
     rmtl_solve_cross(M, jac, jac + KP, K, b->P);
     rmtl_solve_matvec(Ml, M, lam, K);
     for (int k = 0; k < K; k++) {

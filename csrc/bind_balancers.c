@@ -427,15 +427,15 @@ static PyObject *rmtl_py_balancer_specs(PyObject *mod, PyObject *unused) {
                 Py_DECREF(e);
             }
         }
-        PyObject *e = hyper == NULL ? NULL
-                                    : Py_BuildValue("{s:s,s:s,s:i,s:O,s:N}", "name", s->name,
-                                                    "family", rmtl_bal_family_name(s->family),
-                                                    "samples", s->samples, "representation",
-                                                    s->family == RMTL_BAL_LOSSES ||
-                                                            s->rep != RMTL_BAL_REP_NONE
-                                                        ? Py_True
-                                                        : Py_False,
-                                                    "hyper", hyper);
+        PyObject *e =
+            hyper == NULL
+                ? NULL
+                : Py_BuildValue(
+                      "{s:s,s:s,s:i,s:O,s:N}", "name", s->name, "family",
+                      rmtl_bal_family_name(s->family), "samples", s->samples, "representation",
+                      s->family == RMTL_BAL_LOSSES || s->rep != RMTL_BAL_REP_NONE ? Py_True
+                                                                                  : Py_False,
+                      "hyper", hyper);
         if (e == NULL || PyList_Append(out, e) < 0) {
             Py_XDECREF(e);
             Py_CLEAR(out);

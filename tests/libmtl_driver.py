@@ -239,8 +239,8 @@ def train(
     (``rep_tasks``), and ``rep`` is that input (one tensor when every tower reads the same,
     else one per task). A class whose ``backward`` ends with a plain ``loss.backward()``
     (GradNorm's first epoch, the loss-weight methods) leaves the copies' gradients where
-    LibMTL leaves them, so its shared layers never train; here they are sent on into ``rep``
-    as the undetached net would. Returns the weights ``backward`` returned at each step."""
+    LibMTL leaves them, so its shared layers never train; when no shared parameter got a
+    gradient they are sent on into ``rep`` as the undetached net would. Returns the weights ``backward`` returned at each step."""
     K = net(batches[0][0][:1], batches[0][1][:1]).shape[1]
     params = dict(net.named_parameters())
     shared_params = [params[n] for n in shared]
@@ -254,7 +254,6 @@ def train(
             self.epoch, self.epochs = 0, len(epoch_ends) + 1
             self.train_loss_buffer = np.zeros([K, self.epochs])
             self.init_param()
-            self.sent_down = False
 
         def get_share_params(self):
             return iter(shared_params)
@@ -263,10 +262,6 @@ def train(
             for p in shared_params:
                 if p.grad is not None:
                     p.grad.zero_()
-
-        def _backward_new_grads(self, *args: Any, **kwargs: Any) -> None:
-            self.sent_down = True
-            super()._backward_new_grads(*args, **kwargs)
 
     h = Host()
     if rep_grad:
@@ -304,9 +299,8 @@ def train(
             sums += losses[-1].detach().numpy() * len(y)
             rows += len(y)
         opt.zero_grad(set_to_none=False)
-        h.sent_down = False
         w = h.backward(losses[0] if samples == 1 else torch.stack(losses), **hyper)
-        if rep_grad and not h.sent_down:
+        if rep_grad and not any(p.grad is not None and p.grad.any() for p in shared_params):
             grads = [h.rep_tasks[t].grad for t in h.task_name]
             if isinstance(h.rep, dict):
                 torch.autograd.backward(list(h.rep.values()), grads)

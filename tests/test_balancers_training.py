@@ -76,14 +76,18 @@ def train_rmtl(model, b, arrays, steps, epoch_ends, lr=1e-2):
     return weights
 
 
-def check_training_parity(weighting, name, backbone, T, cls, hyper, atol=1e-5, space="parameters"):
+def check_training_parity(
+    weighting, name, backbone, T, cls, hyper, atol=1e-5, space="parameters", **ours
+):
+    """20 steps of ``backbone`` with balancer ``name`` (keywords ``ours``) against LibMTL's
+    ``cls`` (keywords ``hyper``) on the PyTorch twin: weights and parameters to ``atol``"""
     import torch
     from libmtl_driver import train
     from torch_reference import twin_of
 
     model = make(backbone, T)
     net = twin_of(model)
-    b = balancers.create(name, T, space=space, lr=1e-2)
+    b = balancers.create(name, T, space=space, lr=1e-2, **ours)
     arrays = data(T, n_batches=STEPS * b.samples)
     ends = (4, 9, 14)
     ours = train_rmtl(model, b, arrays, STEPS, ends)
@@ -151,6 +155,30 @@ def test_representation_training_matches_libmtl(weighting, name, backbone, T):
     # tower weights 2e-5 apart
     atol = 5e-5 if name == "imtl" else 1e-5
     check_training_parity(weighting, name, backbone, T, cls, hyper, atol, "representation")
+
+
+@pytest.mark.parametrize("T", [2, 4])
+@pytest.mark.parametrize("backbone", ["sharedbottom", "mmoe"])
+@pytest.mark.parametrize("leak", [0.0, 0.3])
+def test_representation_graddrop_matches_libmtl(weighting, monkeypatch, leak, backbone, T):
+    """GradDrop, which LibMTL runs on the representation only: its sign purity per feature
+    pools the per-row gradients times the representation's sign, and each row's gradient is
+    masked per task and feature; LibMTL's draws (torch.rand_like) replaced by rmtl's stream"""
+    import torch
+    from test_balancers_project import bal_uniform
+
+    calls = [0]
+
+    def rand_like(x, **kw):
+        step, calls[0] = calls[0], calls[0] + 1
+        u = [bal_uniform(0, step, j) for j in range(x.numel())]
+        return torch.tensor(u, dtype=x.dtype).reshape(x.shape)
+
+    monkeypatch.setattr(torch, "rand_like", rand_like)
+    hyper = {"leak": leak}
+    check_training_parity(
+        weighting, "graddrop", backbone, T, "GradDrop", hyper, 1e-5, "representation", leak=leak
+    )
 
 
 @pytest.mark.parametrize("backbone", ["sharedbottom", "esmm", "omoe", "mmoe", "ple", "aitm"])
