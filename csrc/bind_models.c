@@ -9,6 +9,7 @@
 #include <windows.h>
 #else
 #include <dlfcn.h>
+#include <sys/resource.h>
 #include <time.h>
 #endif
 
@@ -877,6 +878,20 @@ static const rmtl_enum_entry rmtl_first_layer_enum[] = {{"auto", RMTL_FIRST_LAYE
                                                         {"distinct", RMTL_FIRST_LAYER_DISTINCT},
                                                         {NULL, 0}};
 
+/* 1 if the process runs under an address-space limit (ulimit -v, RLIMIT_AS). OpenBLAS then
+   hangs instead of failing when its 32 MB buffer for a new calling thread cannot be mapped
+   (its blas_memory_alloc retries forever): `rmtl run` under ulimit -v 400000 spun in
+   scipy_sgemm_ until killed. The built-in kernel fails such an allocation cleanly
+   (MemoryError), so it is the default there; set_gemm_backend("blas") still chooses BLAS. */
+static int rmtl_address_space_limited(void) {
+#ifdef _WIN32
+    return 0;
+#else
+    struct rlimit lim;
+    return getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY;
+#endif
+}
+
 int rmtl_bind_models_init(PyObject *mod) {
     if (PyModule_AddFunctions(mod, rmtl_models_functions) < 0 ||
         rmtl_add_enum(mod, "backbone", rmtl_backbone_enum) < 0 ||
@@ -897,9 +912,11 @@ int rmtl_bind_models_init(PyObject *mod) {
     int loaded = rmtl_load_scipy_blas() == 0;
     const char *env = getenv("RMTL_BLAS");
     int forced = env != NULL && strcmp(env, "builtin") == 0;
+    int limited = rmtl_address_space_limited();
     rmtl_gemm_init(loaded ? &rmtl_scipy_blas : NULL);
-    rmtl_gemm_use(loaded && !forced);
+    rmtl_gemm_use(loaded && !forced && !limited);
     if (PyModule_AddIntConstant(mod, "blas_per_thread", rmtl_scipy_blas.set_threads != NULL) < 0 ||
+        PyModule_AddIntConstant(mod, "address_space_limited", limited) < 0 ||
         PyModule_AddIntConstant(mod, "max_threads", RMTL_MAX_THREADS) < 0) {
         return -1;
     }

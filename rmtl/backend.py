@@ -17,14 +17,19 @@ def blas_info() -> dict:
         ``backend`` (``"blas"``: SciPy's BLAS ``sgemm`` taken from
         ``scipy.linalg.cython_blas``; ``"builtin"``: rmtl's blocked C kernel),
         ``blas_available`` (whether SciPy's sgemm could be loaded), ``forced_builtin``
-        (``RMTL_BLAS=builtin`` was set at import) and ``blas_per_thread`` (the BLAS is an
-        OpenBLAS whose thread count rmtl can hold at 1 while its products run: then rmtl
-        splits large products over its own thread pool, each part one single-threaded call).
+        (``RMTL_BLAS=builtin`` was set at import), ``address_space_limited`` (the process
+        ran under an address-space limit, ``ulimit -v``, at import: the default is then
+        ``"builtin"``, because OpenBLAS hangs, retrying forever, when it cannot map the buffer
+        a new calling thread needs, where the built-in kernel raises MemoryError) and
+        ``blas_per_thread`` (the BLAS is an OpenBLAS whose thread count rmtl can hold at 1
+        while its products run: then rmtl splits large products over its own thread pool,
+        each part one single-threaded call).
     """
     return {
         "backend": _core.gemm_backend(),
         "blas_available": bool(_core.blas_available),
         "forced_builtin": os.environ.get("RMTL_BLAS") == "builtin",
+        "address_space_limited": bool(_core.address_space_limited),
         "blas_per_thread": bool(_core.blas_per_thread),
     }
 
@@ -41,9 +46,11 @@ def set_gemm_backend(name: str) -> None:
     -----
     Both give the same results to float32 rounding; ``"builtin"`` exists as a fallback and
     as the oracle the tests compare BLAS with. Set ``RMTL_BLAS=builtin`` in the environment
-    to start with the fallback. A switch while another thread is inside a call of the core
-    (training, prediction, a critic step) raises RuntimeError: a call runs on one path from
-    start to end; switch between calls.
+    to start with the fallback; under an address-space limit (``ulimit -v``) it is the
+    default (:func:`blas_info`), and ``"blas"`` there risks a hang when memory runs out. A
+    switch while another thread is inside a call of the core (training, prediction, a
+    critic step) raises RuntimeError: a call runs on one path from start to end; switch
+    between calls.
     """
     _core.set_gemm_backend(name)
 

@@ -1,6 +1,7 @@
 """Issue 33's reproducers of the Python side: each wrong or unclear behaviour an adversarial
 user found is a clear error naming what to change (or the right behaviour), one test each."""
 
+import json
 import os
 import subprocess
 import sys
@@ -224,6 +225,7 @@ def test_huge_batch_size_reserves_a_workspace_of_the_data_rows_only():
     script = """
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+import json
 import os
 import subprocess
 import sys
@@ -337,3 +339,42 @@ def test_successful_fit_removes_the_temporaries_of_its_checkpoint_dir(tmp_path):
     config = rmtl.RMTLConfig(epochs=1, critic_epochs=1)
     rmtl.RMTL.from_config(backbone, config, checkpoint_dir=tmp_path).fit(train, valid)
     assert not stale.exists() and (tmp_path / "agent.json").exists()
+
+
+def test_address_space_limit_makes_the_builtin_kernel_the_default(tmp_path):
+    """issue 33: under ulimit -v, OpenBLAS retries a buffer it cannot map forever (a hang);
+    the built-in kernel raises MemoryError instead, so it is the default there."""
+    code = "import rmtl, json; print(json.dumps(rmtl.blas_info()))"
+    limited = subprocess.run(
+        ["bash", "-c", f"ulimit -v 8000000; exec {sys.executable} -c '{code}'"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert limited.returncode == 0, limited.stderr
+    info = json.loads(limited.stdout)
+    assert info["address_space_limited"] is True and info["backend"] == "builtin"
+    free = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        ).stdout
+    )
+    assert free["address_space_limited"] is False
+    assert free["backend"] == ("blas" if free["blas_available"] else "builtin")
+
+
+@pytest.mark.parametrize("kilobytes", [400_000, 450_000])
+def test_run_under_ulimit_v_ends_instead_of_hanging(tmp_path, kilobytes):
+    """`rmtl run` under ulimit -v 400000 hung in scipy_sgemm_ (OpenBLAS's allocation retry
+    loop) until killed; now it finishes or stops with the one-line out-of-memory error."""
+    args = "run --models esmm --rmtl-models esmm --n-users 250 --seeds 1 --epochs 1 "
+    args += "--critic-epochs 1 --no-progress --out out"
+    p = subprocess.run(
+        ["bash", "-c", f"ulimit -v {kilobytes}; exec {sys.executable} -m rmtl {args}"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+    )  # fmt: skip
+    assert p.returncode in (0, 2), p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    if p.returncode == 2:
+        assert "rmtl run: error: " in p.stderr and "memory" in p.stderr
+        assert not (tmp_path / "out" / "results.md").exists()
+    else:
+        assert (tmp_path / "out" / "results.md").exists()

@@ -139,9 +139,14 @@ def check_out(out: str) -> None:
         )
     try:
         import matplotlib  # noqa: F401
-    except ImportError:
+    except ModuleNotFoundError:
         raise ImportError(
             "--out: the plots need matplotlib; pip install 'rmtl[plots]' (or leave out --out)"
+        ) from None
+    except ImportError as e:  # installed, but a library of it cannot be loaded
+        raise ImportError(
+            f"--out: the plots need matplotlib, which is installed but cannot be imported ({e}); "
+            "under a memory limit (ulimit -v) raise it, or leave out --out"
         ) from None
     os.makedirs(out, exist_ok=True)
     if not os.access(out, os.W_OK | os.X_OK):
