@@ -1,12 +1,12 @@
 """Training and prediction throughput of all eight backbones, rmtl against PyTorch.
 
-Reference hyperparameters (SPEC section 4): embed 128, bottom (512, 256), tower (128, 64),
-8 experts, dropout 0.2, batch 2048, Adam (lr 1e-3, weight decay 1e-6), 2 tasks, 7
-categorical fields with cardinalities like RetailRocket's processed item fields plus one
-dense feature. The PyTorch models are the twins in tests/torch_reference.py, built as the
-authors' modules build them (one Linear per expert), run with the same thread count on the
-same data. The script also measures numpy.matmul's float32 rate and prints rmtl's training
-FLOP rate (matrix products only) as a fraction of it.
+Reference hyperparameters (those of the authors' code, rmtl's defaults): embed 128, bottom
+(512, 256), tower (128, 64), 8 experts, dropout 0.2, batch 2048, Adam (lr 1e-3, weight decay
+1e-6), 2 tasks, 7 categorical fields with cardinalities like RetailRocket's processed item
+fields plus one dense feature. The PyTorch models are the twins in tests/torch_reference.py,
+built as the authors' modules build them (one Linear per expert), run with the same thread
+count on the same data. The script also measures numpy.matmul's float32 rate and prints rmtl's
+training FLOP rate (matrix products only) as a fraction of it.
 
 Per backbone it reports rmtl's training speed with its first layers chosen automatically
 (over each field's distinct codes in the batch where that pays), with the plain products
@@ -36,8 +36,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # RetailRocket-like cardinalities of the 7 item fields (785, 591, 814, available,
-# categoryid, 364, 776) after the recipe of SPEC section 2.1; the long-tail 364 and 776
-# are cut at 20% cumulative frequency, hence small
+# categoryid, 364, 776) after the recipe of rmtl.datasets.load_retailrocket (its docstring);
+# the long-tail 364 and 776 are cut at 20% cumulative frequency, hence small
 FIELD_DIMS = (1202, 1530, 622, 3, 1243, 24, 17)
 HIGH_CARDINALITY = 1_000_000
 NEIGHBOURS = ("busy", "torch", "membw")

@@ -1,15 +1,15 @@
 """Training speed with every loss balancer, rmtl against LibMTL's class balancing the PyTorch
 twin, same data, same threads, one run.
 
-The reference shape of SPEC section 4 (MMoE: embed 128, 8 experts of (512, 256), towers (128,
-64), dropout 0.2, batch 2048, Adam lr 1e-3, weight decay 1e-6) over RetailRocket-like fields,
-with 2 and 6 tasks. rmtl trains with ``Backbone.train_chunk(..., balancer=...)`` (one C call
-for all timed steps); the reference runs LibMTL's weighting class on the twin
-(tests/torch_reference.py) as LibMTL's trainer does (tests/libmtl_driver.py ``train``): the
-installed LibMTL (PyPI 1.1.5, 12 methods) or, with ``--libmtl PATH``, a checkout of its
-repository (all 23; export one with ``git archive``). ``linear`` is timed against LibMTL's
-EW (the same work: fixed weights), ``metabalance`` against torch-rechub's optimizer when
-``--torch-rechub PATH`` gives a checkout.
+The reference shape (the hyperparameters of the authors' code, rmtl's defaults; MMoE: embed
+128, 8 experts of (512, 256), towers (128, 64), dropout 0.2, batch 2048, Adam lr 1e-3, weight
+decay 1e-6) over RetailRocket-like fields, with 2 and 6 tasks. rmtl trains with
+``Backbone.train_chunk(..., balancer=...)`` (one C call for all timed steps); the reference
+runs LibMTL's weighting class on the twin (tests/torch_reference.py) as LibMTL's trainer does
+(tests/libmtl_driver.py ``train``): the installed LibMTL (PyPI 1.1.5, 12 methods) or, with
+``--libmtl PATH``, a checkout of its repository (all 23; export one with ``git archive``).
+``linear`` is timed against LibMTL's EW (the same work: fixed weights), ``metabalance``
+against torch-rechub's optimizer when ``--torch-rechub PATH`` gives a checkout.
 
 Each side is timed ``--rounds`` times and the fastest counts; ``ew`` is timed again beside
 every balancer. Targets (issue 31): a balancer of the losses family costs at most 10% over

@@ -121,7 +121,21 @@ return [...document.querySelectorAll('dl.field-list > dd > dl > dt > strong')]
 
 @pytest.mark.parametrize(
     "page",
-    ["rmtl.RMTL", "rmtl.SessionData", "rmtl.SessionEnv", "rmtl.collect", "rmtl.experiment"],
+    [
+        "rmtl.RMTL",
+        "rmtl.SessionData",
+        "rmtl.SessionEnv",
+        "rmtl.collect",
+        "rmtl.experiment",
+        "rmtl.Trainer",
+        "rmtl.History",
+        "rmtl.train.chunks",
+        "rmtl.balancers.Balancer",
+        "rmtl.balancers.create",
+        "rmtl.balancers.hyperparameters",
+        "rmtl.models.Net",
+        "rmtl.models.Backbone",
+    ],
 )
 def test_api_parameters_are_names(browser, site, page):
     load(browser, site, f"generated/{page}.html", f"api_params_{page}")

@@ -79,22 +79,59 @@ _ADAM = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 
 
 
 def names() -> list[str]:
-    """Every balancer's name, in the core's table order."""
+    """Every balancer's name, in the core's table order.
+
+    Returns
+    -------
+    list of str
+        The names :func:`create` takes (``ew``, ``linear``, ``uw``, ...).
+    """
     return list(_SPECS)
 
 
 def representation_names() -> list[str]:
-    """The balancers that work in ``space="representation"``: every ``"losses"`` balancer
-    (its weights do not read gradients, so both spaces train alike) and the gradient
-    balancers whose direction is a combination of the task gradients (``gradnorm``,
-    ``imtl``, ``excess_mtl``, ``mgda``, ``aligned_mtl``) or, for ``graddrop``, a per-feature
-    mask of them; the others (``pcgrad``, ``cagrad``, ``nash_mtl``, ...) are refused there,
-    as LibMTL refuses them."""
+    """The balancers that work in ``space="representation"``.
+
+    Returns
+    -------
+    list of str
+        Every ``"losses"`` balancer (its weights do not read gradients, so both spaces train
+        alike) and the gradient balancers whose direction is a combination of the task
+        gradients (``gradnorm``, ``imtl``, ``excess_mtl``, ``mgda``, ``aligned_mtl``) or, for
+        ``graddrop``, a per-feature mask of them, in the order of :func:`names`.
+
+    Notes
+    -----
+    The others (``pcgrad``, ``cagrad``, ``nash_mtl``, ...) are refused there, as LibMTL
+    refuses them.
+    """
     return [n for n, s in _SPECS.items() if s["representation"]]
 
 
 def hyperparameters(name: str) -> dict[str, Any]:
-    """``{hyperparameter: default}`` of balancer ``name`` (a choice's default as its word)."""
+    """The hyperparameters of a balancer and their defaults.
+
+    Parameters
+    ----------
+    name : str
+        A balancer's name (:func:`names`).
+
+    Returns
+    -------
+    dict
+        ``{hyperparameter: default}`` (a choice's default as its word), the keywords
+        :func:`create` takes for ``name``; empty for a method without hyperparameters.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is no balancer's name.
+
+    Examples
+    --------
+    >>> hyperparameters("graddrop")
+    {'leak': 0.0}
+    """
     spec = _spec(name)
     return {h["name"]: _default(h) for h in spec["hyper"]}
 
@@ -129,12 +166,57 @@ def _encode(name: str, h: Mapping[str, Any], value: Any) -> float:
 class Balancer:
     """One balancer and its state; make it with :func:`create`.
 
-    The core object is built at the first :meth:`step` (or :meth:`bind`), when the gradient
-    length ``P`` is known. ``name``, ``num_tasks``, ``space``, ``seed``, ``hyper`` (every
-    hyperparameter, defaults filled in) and ``weights`` (the fixed weights of ``linear``)
-    describe it; ``family`` is ``"losses"`` (weights from the losses alone: training needs one
-    backward) or ``"gradients"`` (reads the per-task gradients); ``samples`` is the number of
-    batches a step reads (3 for ``modo`` and ``sdmgrad``, else 1).
+    The arguments are :func:`create`'s, checked and with defaults filled in.
+
+    Parameters
+    ----------
+    name : str
+        The method (:func:`names`).
+    num_tasks : int
+        The number of tasks ``K`` it balances.
+    space : str
+        Where training takes the gradients (:data:`SPACES`).
+    seed : int
+        The random state of the methods that draw random numbers.
+    hyper : mapping
+        Every hyperparameter (:func:`hyperparameters`).
+    fixed : float32 array (K,) or None
+        ``linear``'s fixed task weights (None: all 1).
+    adam : mapping
+        The Adam settings of its trainable parameters: ``lr``, ``beta1``, ``beta2``, ``eps``,
+        ``weight_decay``.
+    segments : int64 array or None
+        The lengths of the parameter tensors the gradient concatenates; given, the core
+        object is built (and the settings checked) at once.
+
+    Attributes
+    ----------
+    name : str
+        The method.
+    num_tasks : int
+        The number of tasks ``K``.
+    space : str
+        ``"parameters"`` or ``"representation"``.
+    seed : int
+        As given.
+    hyper : dict
+        Every hyperparameter, defaults filled in.
+    fixed : float32 array (K,) or None
+        The fixed weights of ``linear``.
+    family : str
+        ``"losses"`` (weights from the losses alone: training needs one backward) or
+        ``"gradients"`` (reads the per-task gradients).
+    samples : int
+        The number of batches a step reads (3 for ``modo`` and ``sdmgrad``, else 1).
+
+    See Also
+    --------
+    create : makes one, checking every setting.
+
+    Notes
+    -----
+    The core object is built at the first :meth:`step` (or :meth:`bind`, or
+    :meth:`prepare`), when the gradient length ``P`` is known.
     """
 
     def __init__(
@@ -161,8 +243,23 @@ class Balancer:
             self.bind(int(segments.sum()))  # checks the settings now
 
     def bind(self, dim: int) -> None:
-        """Build the core balancer for gradients of length ``dim`` (once; later calls check
-        that ``dim`` is the same)."""
+        """Build the core balancer for gradients of length ``dim``.
+
+        Parameters
+        ----------
+        dim : int
+            The gradient length ``P`` (the Jacobian's columns).
+
+        Raises
+        ------
+        ValueError
+            When the balancer is already built for another length, or a hyperparameter is
+            out of its range.
+
+        Notes
+        -----
+        The core object is built once; later calls only check that ``dim`` is the same.
+        """
         if self._core is not None:
             if self._core.info["dim"] != dim:
                 raise ValueError(
@@ -183,12 +280,29 @@ class Balancer:
         )
 
     def prepare(self, model: Any) -> Any:
-        """Bind to ``model`` for training and return the core balancer: to its shared
-        parameters (:meth:`rmtl.models.Backbone.shared_parameters`; their tensor lengths
-        become ``segments`` unless :func:`create` was given them) in the ``"parameters"``
-        space, to the width of the towers' input (``bottom_dims[-1]``) in the
-        ``"representation"`` space. Refuses a model whose tasks share nothing (SingleTask) or
-        another task count."""
+        """Bind to ``model`` for training and return the core balancer.
+
+        In the ``"parameters"`` space it binds to the model's shared parameters
+        (:meth:`rmtl.models.Backbone.shared_parameters`; their tensor lengths become
+        ``segments`` unless :func:`create` was given them), in the ``"representation"``
+        space to the width of the towers' input (``bottom_dims[-1]``).
+
+        Parameters
+        ----------
+        model : rmtl.models.Backbone
+            The backbone to train, with this balancer's number of tasks.
+
+        Returns
+        -------
+        rmtl._core.Balancer
+            The core object, which :meth:`rmtl.models.Backbone.train_chunk` passes to C.
+
+        Raises
+        ------
+        ValueError
+            When the model's tasks share nothing (SingleTask), it has another task count,
+            or the balancer is already bound to another gradient length.
+        """
         names = model.shared_parameters()
         if not names:
             raise ValueError(
@@ -210,11 +324,32 @@ class Balancer:
         return self._core
 
     def step(self, losses: Any, jacobian: Any, rows: float = 1.0) -> np.ndarray:
-        """The direction ``(P,)`` float32 of one training step from the task losses ``(K,)``
-        and their gradients ``jacobian`` ``(K, P)`` (``(S, K)`` and ``(S, K, P)`` for a
-        balancer with ``samples`` S > 1); ``rows`` is the batch size, which weights the
-        losses in the epoch means that DWA, GradNorm and STCH read. A NaN or infinite loss or
-        gradient raises ValueError and changes nothing."""
+        """The direction of one training step, advancing the balancer's state.
+
+        Parameters
+        ----------
+        losses : array (K,) or (S, K)
+            The task losses (``(S, K)``: one row per batch for a balancer with ``samples``
+            S > 1).
+        jacobian : array (K, P) or (S, K, P)
+            Their gradients with respect to the shared parameters (or the representation).
+            The first call binds the balancer to ``P`` (:meth:`bind`).
+        rows : float
+            The batch size, which weights the losses in the epoch means that DWA, GradNorm
+            and STCH read.
+
+        Returns
+        -------
+        float32 array (P,)
+            The direction to apply to the shared parameters (LibMTL's scale: that of
+            ``sum_k w_k L_k``).
+
+        Raises
+        ------
+        ValueError
+            When a shape is wrong, ``P`` differs from the bound length, or a loss or gradient
+            is NaN or infinite (the state is then unchanged).
+        """
         S, K = self.samples, self.num_tasks
         lo = (
             np.ascontiguousarray(losses, np.float32).reshape(S, K)
@@ -237,15 +372,40 @@ class Balancer:
         return out
 
     def step_weights(self, losses: Any, rows: float = 1.0) -> np.ndarray:
-        """A ``"losses"`` balancer's task weights ``(K,)`` of one training step, advancing its
-        state as :meth:`step` would (its direction is ``sum_k w_k g_k``)."""
+        """A ``"losses"`` balancer's task weights of one training step, advancing its
+        state as :meth:`step` would (its direction is ``sum_k w_k g_k``).
+
+        Parameters
+        ----------
+        losses : array (K,)
+            The task losses.
+        rows : float
+            The batch size, as for :meth:`step`.
+
+        Returns
+        -------
+        float64 array (K,)
+            The task weights ``w_k``.
+
+        Raises
+        ------
+        RuntimeError
+            Before the core object is built (call :meth:`bind` or :meth:`step` first).
+        """
         if self._core is None:
             raise RuntimeError("step_weights: call bind(dim) or step() first")
         return self._core.step_weights(np.ascontiguousarray(losses, np.float32), float(rows))
 
     def after_step(self, losses: Any) -> None:
-        """The step's batch losses ``(K,)`` at the updated parameters (FAMO reads them; the
-        others ignore them)."""
+        """Report the step's batch losses at the updated parameters.
+
+        FAMO reads them; the others ignore them, as does a balancer not yet built.
+
+        Parameters
+        ----------
+        losses : array (K,)
+            The task losses of the step's batch, evaluated after the step.
+        """
         if self._core is not None:
             self._core.after_step(np.ascontiguousarray(losses, np.float32))
 
@@ -257,18 +417,25 @@ class Balancer:
 
     @property
     def weights(self) -> Optional[np.ndarray]:
-        """The last step's task weights ``(K,)`` float64, or None (before a step, or for a
-        method without task weights)."""
+        """The last step's task weights ``(K,)`` float64, or None (before the core object
+        is built, or for a method without task weights)."""
         return None if self._core is None else self._core.weights
 
     @property
     def steps(self) -> int:
-        """Steps taken."""
+        """The number of steps taken (0 before the core object is built)."""
         return 0 if self._core is None else self._core.info["steps"]
 
     def state_dict(self) -> dict[str, Any]:
-        """Settings and state, for checkpoints: :meth:`load_state_dict` of a balancer made
-        with the same settings continues bit for bit."""
+        """Settings and state, for checkpoints.
+
+        Returns
+        -------
+        dict
+            ``settings`` (:meth:`settings`), ``dim`` (the bound gradient length, or None
+            before binding) and ``state`` (the core's state, or None). :meth:`load_state_dict`
+            of a balancer made with the same settings continues bit for bit.
+        """
         state = None if self._core is None else self._core.get_state()
         return {
             "settings": self.settings(),
@@ -277,7 +444,20 @@ class Balancer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (of a balancer with the same settings)."""
+        """Restore what :meth:`state_dict` returned.
+
+        Parameters
+        ----------
+        state : mapping
+            A :meth:`state_dict` of a balancer with the same settings. With ``dim`` None
+            (saved before binding) nothing is restored.
+
+        Raises
+        ------
+        ValueError
+            When it was saved from a balancer with other settings, or this one is bound to
+            another gradient length.
+        """
         if dict(state["settings"]) != self.settings():
             raise ValueError(
                 f"state: saved from a balancer with settings {dict(state['settings'])}, "
@@ -288,7 +468,15 @@ class Balancer:
             self._core.set_state(dict(state["state"]))
 
     def settings(self) -> dict[str, Any]:
-        """What :func:`create` was given, defaults filled in (JSON-ready)."""
+        """What :func:`create` was given, defaults filled in.
+
+        Returns
+        -------
+        dict
+            JSON-ready: ``name``, ``num_tasks``, ``space``, ``seed``, ``hyper``, ``weights``
+            (``linear``'s fixed weights or None) and the Adam settings ``lr``, ``beta1``,
+            ``beta2``, ``eps``, ``weight_decay``.
+        """
         return {
             "name": self.name,
             "num_tasks": self.num_tasks,
@@ -319,18 +507,45 @@ def create(
     weight_decay: float = _ADAM["weight_decay"],
     **hyper: Any,
 ) -> Balancer:
-    """Balancer ``name`` over ``num_tasks`` tasks (2 to ``rmtl._core.max_tasks``).
+    """Balancer ``name`` over ``num_tasks`` tasks.
 
-    ``space`` is where training takes the gradients (:data:`SPACES`); ``seed`` drives the
-    methods that draw random numbers (``rlw``, ``graddrop``, ``pcgrad``'s task order, ...)
-    from the counter-based generator, so the same seed gives the same bits on any thread
-    count. ``weights`` are ``linear``'s fixed task weights (default all 1). ``segments`` are
-    the lengths of the parameter tensors the gradient concatenates (methods that work per
-    tensor, such as ``metabalance``, read them; default one tensor). ``lr`` and
-    ``weight_decay`` train the balancers with trainable parameters (``uw``, ``gradnorm``) by
-    Adam, as LibMTL trains them with the model's optimizer (:class:`rmtl.Trainer` passes its
-    own). Other keywords are the method's hyperparameters (:func:`hyperparameters`); a
-    wrong name, type or range raises naming the argument and what is allowed.
+    Parameters
+    ----------
+    name : str
+        The method (:func:`names`).
+    num_tasks : int
+        The number of tasks to balance, 2 to ``rmtl._core.max_tasks``.
+    space : str
+        Where training takes the gradients (:data:`SPACES`): ``"parameters"`` (the
+        default) or ``"representation"`` (only the methods of
+        :func:`representation_names`).
+    seed : int
+        Drives the methods that draw random numbers (``rlw``, ``graddrop``, ``pcgrad``'s
+        task order, ...) from the counter-based generator, so the same seed gives the same
+        bits on any thread count.
+    weights : sequence of float, optional
+        ``linear``'s fixed task weights, finite and >= 0 (default all 1); refused by the
+        other methods.
+    segments : sequence of int, optional
+        The lengths of the parameter tensors the gradient concatenates (methods that work
+        per tensor, such as ``metabalance``, read them; default one tensor, or the model's
+        shared tensors when :meth:`Balancer.prepare` binds it).
+    lr, weight_decay : float
+        Adam's settings for the balancers with trainable parameters (``uw``,
+        ``gradnorm``), as LibMTL trains them with the model's optimizer
+        (:class:`rmtl.Trainer` passes its own).
+    **hyper
+        The method's hyperparameters (:func:`hyperparameters`); the ones left out take
+        their defaults.
+
+    Returns
+    -------
+    Balancer
+
+    Raises
+    ------
+    TypeError, ValueError
+        When a name, type or range is wrong, naming the argument and what is allowed.
     """
     spec = _spec(name)
     if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)):

@@ -212,15 +212,36 @@ class Net:
 
     # ------------------------------------------------------------------ parameters
     def named_parameters(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(name, zero-copy float32 view) for every tensor; writing a view changes the model."""
+        """Every parameter tensor with its name.
+
+        Returns
+        -------
+        iterator of (str, float32 array)
+            (name, zero-copy view) for every tensor, in the core's table order; writing a
+            view changes the model.
+        """
         return iter(self._views["param"].items())
 
     def parameters(self) -> list[np.ndarray]:
-        """Zero-copy views of every parameter tensor."""
+        """Every parameter tensor.
+
+        Returns
+        -------
+        list of float32 array
+            Zero-copy views of every parameter tensor, in the order of
+            :meth:`named_parameters`; writing a view changes the model.
+        """
         return list(self._views["param"].values())
 
     def named_grads(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(name, zero-copy view of its gradient) from the last backward call."""
+        """Every parameter's gradient with its name.
+
+        Returns
+        -------
+        iterator of (str, float32 array)
+            (name, zero-copy view of its gradient) from the last backward call, in the order
+            of :meth:`named_parameters`.
+        """
         return iter(self._views["grad"].items())
 
     @property
@@ -661,12 +682,22 @@ class Backbone(Net):
 
     def shared_parameters(self) -> list[str]:
         """Names of the parameters the tasks share: where a loss balancer's direction goes
-        (``space="parameters"``; :mod:`rmtl.balancers`). The split follows torch-rechub's
-        for MetaBalance: the embedding, the dense layer and everything before the
-        task-specific parts (SharedBottom's bottom; OMoE's experts and its one gate; MMoE's
-        experts; both PLEs' extraction levels, gates included; AITM's bottoms). ESMM's tasks
-        share the embedding and dense layer; SingleTask shares nothing. Towers, MMoE's gates
-        and AITM's transfer layers are task-specific."""
+        (``space="parameters"``; :mod:`rmtl.balancers`).
+
+        Returns
+        -------
+        list of str
+            Parameter names (as in :meth:`named_parameters`), in the core's table order;
+            empty for SingleTask.
+
+        Notes
+        -----
+        The split follows torch-rechub's for MetaBalance: the embedding, the dense layer and
+        everything before the task-specific parts (SharedBottom's bottom; OMoE's experts and
+        its one gate; MMoE's experts; both PLEs' extraction levels, gates included; AITM's
+        bottoms). ESMM's tasks share the embedding and dense layer; SingleTask shares
+        nothing. Towers, MMoE's gates and AITM's transfer layers are task-specific.
+        """
         return [n for n, _, _ in self._table if n.startswith(self._shared)]
 
     def _shared_spans(self) -> tuple[np.ndarray, np.ndarray]:
@@ -707,38 +738,87 @@ class Backbone(Net):
         seed: int = 0,
         balancer: Optional[Balancer] = None,
     ) -> tuple[float, Optional[list[float]]]:
-        """Many Adam steps in one C call with the GIL released: one per batch of
-        ``batch_size`` consecutive entries of ``rows`` (int64 row indices into the training
-        arrays ``sparse`` (n, F) int32, ``dense`` (n, D) float32, ``labels`` (n, T) float32;
-        the last batch may be short), each on the mean per-task BCE in training mode.
+        """Many Adam steps in one C call with the GIL released, one per batch of ``rows``,
+        each on the mean per-task BCE in training mode.
 
-        With ``weighting`` (``"rmtl"``, ``"constant"``, ``"label"`` or ``"neg_q"``), each
-        row's loss is weighted as RMTL's stage 3 does (``1 - lam Q_k``, 0.5, ``1 - lam y Q_k``,
-        ``-Q_k``), with ``critics`` (one :class:`rmtl.Critic` per task, in their current mode:
-        ``eval()`` for Q without dropout, as the paper) scoring the model's predictions;
-        ``"constant"`` needs no critics. Two controls of the critics' effect: ``"static"``
-        weights every row of task k by ``task_weights[k]`` (T finite values >= 0, required by
-        this weighting and refused by the others; no critics read), and ``"permuted"`` computes
-        the ``"rmtl"`` weights, then permutes the rows of each batch's (B, T) weight matrix by
-        one permutation of the batch (the same for every task), drawn from ``seed`` and the
-        model's Adam step count (``_core.permutation(B, seed, step)``; the same seed gives the
-        same permutations whatever the thread count or chunking). Returns the sum over batches
-        of batch loss times batch size and, with a weighting, the sum of the weights per task.
-        The critics read the first ``critic num_dense - X`` columns of ``dense`` and the ``X``
-        columns of ``extra`` (n, X) float32 (None: no extra columns), as
-        :attr:`rmtl.SessionData.critic_only` lays out session context only the critics see.
-        With ``balancer`` (an :class:`rmtl.balancers.Balancer` over the model's tasks, bound to
-        the length of :meth:`shared_parameters`; see :meth:`rmtl.balancers.Balancer.prepare`),
-        the task losses ``L_k = mean_i w_ik BCE_ik`` are balanced at every step as LibMTL
-        does (on the summed loss): a balancer of the ``"losses"`` family weights them, a
-        ``"gradients"`` one reads the per-task gradients of the shared parameters (one
-        backward per task; ``samples`` batches per step) and its direction replaces their
-        gradient, while every task-specific parameter gets its task's gradient. With
-        ``space="representation"`` it reads the batch sums of the per-task gradients of the
-        towers' inputs instead (the backwards stop there) and one backward below the towers
-        sends down the combination of the per-row gradients it gives. A NaN or
-        infinite task loss or gradient raises FloatingPointError before the step.
         This is the call :class:`rmtl.Trainer` makes; use it to write your own loop.
+
+        Parameters
+        ----------
+        rows : int64 array
+            Row indices into the training arrays; each batch is ``batch_size`` consecutive
+            entries (the last batch may be short).
+        sparse : int32 array (n, F)
+            The training rows' categorical codes.
+        dense : float32 array (n, D)
+            Their numerical features.
+        labels : float32 array (n, T)
+            Their labels.
+        batch_size : int
+            Rows per Adam step (keyword-only, like every argument after ``labels``).
+        lr : float
+            Adam's learning rate.
+        betas : (float, float)
+            Adam's moment decay rates.
+        eps : float
+            Adam's epsilon.
+        weight_decay : float
+            L2 penalty added to the gradients (torch.optim.Adam's ``weight_decay``).
+        critics : sequence of rmtl.Critic, optional
+            One critic per task, in their current mode (``eval()`` for Q without dropout, as
+            the paper), scoring the model's predictions for the weightings that read Q.
+        weighting : str, optional
+            Weights each row's loss as RMTL's stage 3 does: ``"rmtl"`` (``1 - lam Q_k``),
+            ``"constant"`` (0.5; needs no critics), ``"label"`` (``1 - lam y Q_k``),
+            ``"neg_q"`` (``-Q_k``), or one of two controls of the critics' effect,
+            ``"static"`` and ``"permuted"`` (see Notes). None: the plain mean BCE.
+        lam : float
+            The weighting's lambda.
+        extra : float32 array (n, X), optional
+            Columns only the critics read, after the first ``critic num_dense - X`` columns of
+            ``dense``, as :attr:`rmtl.SessionData.critic_only` lays out session context only
+            the critics see (None: no extra columns).
+        task_weights : sequence of float, optional
+            The ``"static"`` weighting's weight per task: T finite values >= 0, required by
+            this weighting and refused by the others.
+        seed : int
+            The ``"permuted"`` weighting's seed.
+        balancer : rmtl.balancers.Balancer, optional
+            Balances the task losses at every step (see Notes): a balancer over the model's
+            tasks, bound to the length of :meth:`shared_parameters` (see
+            :meth:`rmtl.balancers.Balancer.prepare`).
+
+        Returns
+        -------
+        loss : float
+            The sum over batches of batch loss times batch size.
+        weight_sums : list of float or None
+            With a weighting, the sum of the weights per task; else None.
+
+        Raises
+        ------
+        FloatingPointError
+            When a task loss or gradient becomes NaN or infinite, before the step.
+        ValueError
+            When ``weighting`` is unknown, or an argument does not fit the model.
+
+        Notes
+        -----
+        ``"static"`` weights every row of task k by ``task_weights[k]`` (no critics read).
+        ``"permuted"`` computes the ``"rmtl"`` weights, then permutes the rows of each
+        batch's (B, T) weight matrix by one permutation of the batch (the same for every
+        task), drawn from ``seed`` and the model's Adam step count
+        (``_core.permutation(B, seed, step)``; the same seed gives the same permutations
+        whatever the thread count or chunking).
+
+        With ``balancer``, the task losses ``L_k = mean_i w_ik BCE_ik`` are balanced at every
+        step as LibMTL does (on the summed loss): a balancer of the ``"losses"`` family
+        weights them, a ``"gradients"`` one reads the per-task gradients of the shared
+        parameters (one backward per task; ``samples`` batches per step) and its direction
+        replaces their gradient, while every task-specific parameter gets its task's
+        gradient. With ``space="representation"`` it reads the batch sums of the per-task
+        gradients of the towers' inputs instead (the backwards stop there) and one backward
+        below the towers sends down the combination of the per-row gradients it gives.
         """
         kind = None
         if weighting is not None:

@@ -29,13 +29,53 @@ EARLY_STOPPING = CHOICES["early_stopping"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A training loss became NaN or infinite; the model holds the best weights so far."""
+    """A training loss became NaN or infinite; the model holds the best weights so far.
+
+    Its message names the epoch and suggests a lower ``lr`` or a look at the data for extreme
+    values.
+
+    See Also
+    --------
+    Trainer.fit : restores the best weights so far, then raises it.
+
+    Notes
+    -----
+    :meth:`Trainer.fit` (and so every training stage of :class:`rmtl.RMTL`) restores the best
+    weights so far, or before any epoch completed the weights ``fit`` started from, and puts
+    the model in evaluation mode before it raises this error. :meth:`Trainer.train_epoch`
+    called directly raises it without restoring anything.
+    """
 
 
 def chunks(steps: int, seconds: float = 0.25) -> Iterator[tuple[int, int]]:
-    """Split ``steps`` steps into C calls of about ``seconds`` each: yields ``(first, count)``
-    and sizes the next call by the time the caller spent on the last (1 to 256 steps), so
-    Ctrl-C and progress bars land between calls without a Python round trip per step."""
+    """Split ``steps`` steps into C calls of about ``seconds`` each.
+
+    Parameters
+    ----------
+    steps : int
+        The number of steps to split (0 yields nothing).
+    seconds : float
+        About how long each call should take.
+
+    Yields
+    ------
+    first : int
+        The index of the call's first step (0 for the first call).
+    count : int
+        How many steps the call runs: 1 for the first call, then sized by the time the
+        caller spent on the last (from this yield until it asked for the next) per step,
+        from 1 to 256 steps, never past ``steps``.
+
+    Notes
+    -----
+    Sizing the calls by time lets Ctrl-C and progress bars land between calls without a
+    Python round trip per step; :meth:`Trainer.train_epoch` splits its batches this way.
+
+    Examples
+    --------
+    >>> sum(count for _, count in chunks(1000))
+    1000
+    """
     done, per_call = 0, 1
     while done < steps:
         n = min(per_call, steps - done)
@@ -48,7 +88,38 @@ def chunks(steps: int, seconds: float = 0.25) -> Iterator[tuple[int, int]]:
 
 @dataclasses.dataclass
 class History:
-    """Per-epoch records of one :meth:`Trainer.fit` call."""
+    """Per-epoch records of one :meth:`Trainer.fit` call.
+
+    :meth:`Trainer.fit` fills it in; the arguments are its fields, so :meth:`from_dict` and
+    ``History(**fields)`` rebuild one.
+
+    Parameters
+    ----------
+    epochs : list of dict
+        One record per epoch that ran, in order: ``epoch`` (1-based), ``train_loss`` (the mean
+        training loss), ``seconds``; with a weighting ``mean_weight_<task>``; with validation
+        data ``valid_auc_<task>``, ``valid_logloss_<task>`` and their means over tasks
+        ``valid_auc`` (over the tasks whose AUC is defined) and ``valid_logloss``.
+    best_epoch : int or None
+        The 1-based epoch whose weights the model kept; None when ``fit`` had no validation
+        data (the last epoch's weights are kept) or no epoch completed.
+    best_score : float
+        That epoch's early-stopping score, higher is better: ``valid_auc`` or minus
+        ``valid_logloss``; ``-inf`` without validation data.
+    stopped_early : bool
+        True when early stopping ended training before the epoch limit.
+    interrupted : bool
+        True when Ctrl-C ended training.
+    steps_per_epoch : int
+        Optimizer steps per epoch.
+    early_stopping : str or None
+        The score that chose ``best_epoch`` (``"logloss"`` or ``"auc"``); None when early
+        stopping was off (``patience=None``) or there was no validation data.
+    logloss_change : dict of str to (float, float)
+        Per task, the mean and standard error of the per-row change of validation BCE from
+        the weights ``fit`` started with to the kept ones (positive: worse); empty without
+        validation data.
+    """
 
     epochs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     best_epoch: Optional[int] = None
@@ -61,13 +132,22 @@ class History:
 
     @property
     def steps(self) -> int:
-        """Adam steps that produced the kept weights: ``best_epoch`` (the last epoch when
-        training ran without validation) times ``steps_per_epoch``."""
+        """Adam steps that produced the kept weights: ``best_epoch`` (the number of epochs
+        recorded when training ran without validation) times ``steps_per_epoch``."""
         kept = self.best_epoch if self.best_epoch is not None else len(self.epochs)
         return kept * self.steps_per_epoch
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form kept in checkpoints and :attr:`rmtl.RMTL.history`."""
+        """The JSON form kept in checkpoints and :attr:`rmtl.RMTL.history`.
+
+        Returns
+        -------
+        dict
+            ``epochs``, ``best_epoch``, ``best_score``, ``steps_per_epoch``,
+            ``early_stopping`` and ``logloss_change`` (each pair as a list); the epoch
+            records are the same objects, not copies. ``stopped_early`` and ``interrupted``
+            are not kept.
+        """
         return {
             "epochs": self.epochs,
             "best_epoch": self.best_epoch,
@@ -79,7 +159,27 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of :meth:`to_dict`.
+
+        Parameters
+        ----------
+        d : dict
+            What :meth:`to_dict` returned (or its JSON read back). ``epochs``, ``best_epoch``
+            and ``best_score`` are required; ``steps_per_epoch`` (default 0),
+            ``early_stopping`` (None) and ``logloss_change`` (empty) may be missing, as in
+            files of older rmtl versions.
+
+        Returns
+        -------
+        History
+            ``stopped_early`` and ``interrupted`` are False (:meth:`to_dict` does not keep
+            them).
+
+        Raises
+        ------
+        KeyError
+            When a required key is missing.
+        """
         return cls(
             epochs=d["epochs"],
             best_epoch=d["best_epoch"],
@@ -92,40 +192,109 @@ class History:
         )
 
     def column(self, key: str) -> list[Any]:
-        """One field over epochs, e.g. ``history.column("valid_auc")``."""
+        """One field over epochs, e.g. ``history.column("valid_auc")``.
+
+        Parameters
+        ----------
+        key : str
+            A key of the epoch records (see :attr:`epochs`).
+
+        Returns
+        -------
+        list
+            Its value in every epoch's record, in order; None where a record lacks it.
+        """
         return [e.get(key) for e in self.epochs]
 
 
 class Trainer:
-    """Adam on the mean per-task BCE, with early stopping on mean validation AUC.
+    """Adam on the mean per-task BCE, with early stopping on mean validation AUC or logloss.
 
-    Parameters follow the reference: ``lr=1e-3``, ``weight_decay=1e-6`` (added to the
-    gradient, as ``torch.optim.Adam``), ``batch_size=2048``. ``seed`` drives the batch
-    order (``shuffle=False``: the rows in stored order, every epoch; time order for
-    :meth:`rmtl.SessionData.split` parts); dropout masks come from the model's own seed. Every
-    argument is checked up front (e.g. a non-finite ``lr`` raises ValueError naming it). Each C call
-    (:meth:`rmtl.models.Backbone.train_chunk`) runs as many batches as fit in about
-    ``chunk_seconds``, with the GIL released; Ctrl-C between chunks stops training, restores
-    the best weights so far and returns the history. ``callback``, if given, is called with
-    every epoch's record as soon as it is complete (e.g. to report to Ray Tune).
+    Every argument is checked up front (e.g. a non-finite ``lr`` raises ValueError naming
+    it).
 
-    ``progress`` shows tqdm bars (on stderr). Each epoch's record is logged as a
-    ``key=value`` line to the ``rmtl.train`` logger, at INFO with ``progress`` and at DEBUG
-    without; nothing is printed, so the lines show only once logging is configured (e.g.
-    ``logging.basicConfig(level=logging.INFO)``).
+    Parameters
+    ----------
+    model : rmtl.models.Backbone
+        The backbone to train (:func:`rmtl.models.create`), in place.
+    lr : float
+        Adam's learning rate (> 0; the reference's 1e-3).
+    weight_decay : float
+        L2 penalty added to the gradient, as ``torch.optim.Adam`` (>= 0; the reference's
+        1e-6).
+    batch_size : int
+        Rows per Adam step (>= 1; the reference's 2048). The last batch of an epoch may be
+        short.
+    seed : int
+        Drives the batch order (with ``shuffle``), the ``"permuted"`` weighting's
+        permutations and a ``balancer`` given by name; dropout masks come from the model's
+        own seed.
+    betas : (float, float)
+        Adam's moment decay rates, each in [0, 1) (PyTorch's defaults).
+    eps : float
+        Adam's epsilon (> 0).
+    progress : bool
+        Show tqdm bars (on stderr) and log each epoch's record at INFO instead of DEBUG.
+    chunk_seconds : float
+        About how long each C call (:meth:`rmtl.models.Backbone.train_chunk`) trains (> 0).
+    critics : sequence of rmtl.Critic, optional
+        One critic per task, for the weightings that read Q values.
+    weighting : str, optional
+        The loss weighting: None (the plain mean BCE), ``"rmtl"``, ``"constant"``,
+        ``"label"``, ``"neg_q"``, ``"static"`` or ``"permuted"``; see
+        :meth:`~rmtl.models.Backbone.train_chunk` for each.
+    lam : float
+        The weighting's lambda (>= 0), as in ``1 - lam Q_k``.
+    task_weights : sequence of float, optional
+        The ``"static"`` weighting's weight per task (required by it, refused by the others).
+    shuffle : bool
+        True: every epoch reads the rows in a fresh order drawn from ``seed`` and the epoch;
+        False: the rows in stored order, every epoch (time order for
+        :meth:`rmtl.SessionData.split` parts).
+    callback : callable, optional
+        Called with every epoch's record (a dict, as in :attr:`History.epochs`) as soon as it
+        is complete (e.g. to report to Ray Tune).
+    balancer : str or rmtl.balancers.Balancer, optional
+        Balances the task losses at every step with a method of the multi-task literature
+        (:mod:`rmtl.balancers`): a name of :func:`rmtl.balancers.names` (its defaults;
+        ``seed``, ``lr`` and ``weight_decay`` are this trainer's) or an object of
+        :func:`rmtl.balancers.create`.
+
+    Raises
+    ------
+    TypeError
+        When ``model`` is no rmtl backbone, ``betas`` no pair, ``balancer`` neither a name nor
+        a Balancer, or a number has the wrong type.
+    ValueError
+        When a value is out of range, ``weighting`` unknown, or the balancer refuses the
+        model (see :meth:`rmtl.balancers.Balancer.prepare`).
+
+    See Also
+    --------
+    rmtl.RMTL : runs its stages with this trainer.
+    rmtl.models.Backbone.train_chunk : the call the trainer makes, to write your own loop.
+
+    Notes
+    -----
+    The defaults follow the reference: ``lr=1e-3``, ``weight_decay=1e-6``,
+    ``batch_size=2048``. Each C call (:meth:`rmtl.models.Backbone.train_chunk`) runs as many
+    batches as fit in about ``chunk_seconds``, with the GIL released; Ctrl-C between chunks
+    stops training, restores the best weights so far and returns the history.
+
+    Each epoch's record is logged as a ``key=value`` line to the ``rmtl.train`` logger, at
+    INFO with ``progress`` and at DEBUG without; nothing is printed, so the lines show only
+    once logging is configured (e.g. ``logging.basicConfig(level=logging.INFO)``).
 
     With ``weighting`` (and ``critics``, ``lam``; ``task_weights`` for ``"static"``), the loss
     is RMTL's stage-3 critic-weighted BCE or one of its controls (see
     :meth:`~rmtl.models.Backbone.train_chunk`), and every epoch record gains
     ``mean_weight_<task>``, the mean loss weight per task.
 
-    ``balancer`` balances the task losses at every step with a method of the multi-task
-    literature (:mod:`rmtl.balancers`): a name (its defaults; ``seed``, ``lr`` and
-    ``weight_decay`` are this trainer's) or an object of :func:`rmtl.balancers.create`. Its
-    direction goes to the model's shared parameters
+    With ``balancer``, its direction goes to the model's shared parameters
     (:meth:`~rmtl.models.Backbone.shared_parameters`), each task-specific parameter gets
     its task's gradient, and every epoch's end advances its epoch history (DWA, GradNorm,
-    STCH). A model whose tasks share nothing (SingleTask) is refused.
+    STCH). A step reads ``batch_size`` rows per batch the balancer samples (3 batches for
+    ``modo`` and ``sdmgrad``). A model whose tasks share nothing (SingleTask) is refused.
     """
 
     def __init__(
@@ -306,7 +475,32 @@ class Trainer:
         return {"seed": self.seed} if self.weighting == "permuted" else {}
 
     def train_epoch(self, data: SessionData, bar: Any = None) -> float:
-        """One pass over ``data`` in a fresh seeded order; returns the mean training loss."""
+        """One pass over ``data`` in training mode: Adam steps over its rows in batches.
+
+        The rows come in a fresh order drawn from the trainer's seed and the number of
+        epochs this trainer has run (with ``shuffle``), or in stored order; the balancer, if
+        any, ends its epoch afterwards. Nothing is checked or restored: :meth:`fit` checks
+        the data and keeps the best weights.
+
+        Parameters
+        ----------
+        data : rmtl.SessionData
+            The training data, of the model's fields and tasks.
+        bar : tqdm bar, optional
+            Advanced by the number of steps after every C call.
+
+        Returns
+        -------
+        float
+            The mean training loss over the epoch's rows (the batch losses weighted by batch
+            size).
+
+        Raises
+        ------
+        NonFiniteLossError
+            When a loss or gradient becomes NaN or infinite (the weights are left as they
+            are).
+        """
         order = row_order(len(data), self.shuffle, self.seed, self._epochs_done)
         B = self.batch_size * (1 if self.balancer is None else self.balancer.samples)
         total, sums = 0.0, np.zeros(data.num_tasks)
@@ -367,18 +561,52 @@ class Trainer:
         """Train for up to ``epochs`` epochs; with ``valid``, stop after ``patience`` epochs
         without a better validation score and restore the weights of the best epoch.
 
-        ``early_stopping`` is the score: ``"logloss"`` (the mean over tasks of the validation
-        logloss, lower is better; the default) or ``"auc"`` (the mean validation AUC, the
-        authors' criterion). A mean of AUCs lets a task with few positives decide the epoch:
-        its AUC creeps up on noise while the other tasks' AUC and every logloss get worse
-        (benchmarks/RESULTS.md, "Early stopping"); the logloss of a rare task is small, so it
-        cannot. ``patience=None`` turns early stopping off: exactly ``epochs`` epochs run and the
-        last weights are kept (a fixed budget, as a matched control needs).
+        Parameters
+        ----------
+        train : rmtl.SessionData
+            The training data, of the model's fields and tasks (and, with critics, of their
+            dense state's width).
+        valid : rmtl.SessionData, optional
+            Validation data, scored after every epoch; without it every epoch runs and the
+            last weights are kept.
+        epochs : int
+            The most epochs to run (>= 1; more when ``min_steps`` needs them).
+        patience : int or None
+            Epochs without a better validation score before training stops (>= 1). None
+            turns early stopping off: exactly ``epochs`` epochs run and the last weights are
+            kept (a fixed budget, as a matched control needs).
+        min_steps : int
+            Train for at least this many optimizer steps (>= 0): whole epochs, so the epoch
+            limit grows to ``ceil(min_steps / steps per epoch)`` when that is more, and early
+            stopping waits until they are done.
+        early_stopping : {"logloss", "auc"}
+            The validation score: ``"logloss"`` (the mean over tasks of the validation
+            logloss, lower is better; the default) or ``"auc"`` (the mean validation AUC,
+            the authors' criterion).
 
-        ``min_steps``: train for at least this many optimizer steps (whole epochs, so the
-        epoch limit grows to ``ceil(min_steps / steps per epoch)`` when that is more, and
-        early stopping waits until they are done). Meant for training from scratch on small
-        data, where an epoch is a few steps; the returned history's epochs show what ran.
+        Returns
+        -------
+        History
+            One record per epoch that ran, the kept epoch and, with ``valid``,
+            :attr:`History.logloss_change`.
+
+        Raises
+        ------
+        NonFiniteLossError
+            When a loss becomes NaN or infinite, after restoring the best weights so far (or,
+            before any, the weights ``fit`` started from).
+        TypeError, ValueError
+            When a setting is out of range or the data do not fit the model or its critics.
+
+        Notes
+        -----
+        A mean of AUCs lets a task with few positives decide the epoch: its AUC creeps up on
+        noise while the other tasks' AUC and every logloss get worse (benchmarks/RESULTS.md,
+        "Early stopping"); the logloss of a rare task is small, so it cannot, hence the
+        ``"logloss"`` default.
+
+        ``min_steps`` is meant for training from scratch on small data, where an epoch is a
+        few steps; the returned history's epochs show what ran.
 
         With ``valid``, :attr:`History.logloss_change` gives per task the mean and standard
         error of the per-row change of validation BCE from the weights ``fit`` started with to
@@ -386,7 +614,10 @@ class Trainer:
 
         A loss that becomes NaN or infinite stops training at once: the best weights so far
         (or, before any, the weights ``fit`` started from) are restored and
-        :class:`NonFiniteLossError` is raised."""
+        :class:`NonFiniteLossError` is raised. Ctrl-C stops training between C calls: the
+        best weights so far are restored, a warning says so, and the history (with
+        ``interrupted``) is returned. The model is left in evaluation mode.
+        """
         epochs, min_steps = check("epochs", epochs), check("min_steps", min_steps)
         patience = None if patience is None else check("patience", patience)
         if early_stopping not in EARLY_STOPPING:
