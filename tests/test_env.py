@@ -1,4 +1,4 @@
-"""The session MDP (SPEC section 3): SessionEnv and VecSessionEnv against hand-built sessions."""
+"""The session MDP: SessionEnv and VecSessionEnv against hand-built sessions."""
 
 import warnings
 
@@ -35,7 +35,7 @@ def test_bce_reward_values_by_hand():
     # row 0, labels (1, 0): a = (0.5, 0.2) -> (log 0.5, log 0.8)
     _, r, *_ = env.step([0.5, 0.2])
     np.testing.assert_allclose(r, [np.log(0.5), np.log(0.8)], rtol=1e-6)
-    # row 1, labels (0, 0): a = (1, 0) -> (log clip(0) = log 1e-4, log 1 = 0): the clipping of SPEC
+    # row 1, labels (0, 0): a = (1, 0) -> (log clip(0) = log 1e-4, log 1 = 0): reward clipping
     _, r, *_ = env.step([1.0, 0.0])
     np.testing.assert_allclose(r, [CLIP, 0.0], rtol=1e-6, atol=1e-7)
     # row 2, labels (1, 1): a = (0, 1) -> (log 1e-4, 0)
