@@ -279,6 +279,22 @@ def test_sweep_of_stage_1_runs_four_tune_trials_and_writes_the_table(cluster, tm
     }
 
 
+def test_sweep_searches_a_balancer_and_its_hyperparameters(cluster, tmp_path, capsys):
+    """[search] takes the stages' balancer and a table of its hyperparameters' distributions"""
+    text = SWEEP.replace(
+        "seed = {grid = [0, 1]}",
+        'balancer = {grid = ["dwa"]}\nbalancer_args = {T = {uniform = [1.0, 4.0]}}',
+    ).replace("lr = {loguniform = [1e-3, 3e-2]}\n", "")
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(rows) == 2 and all(r["balancer"] == "dwa" for r in rows)
+    temperatures = [r["balancer_args"]["T"] for r in rows]
+    assert all(1.0 <= t <= 4.0 for t in temperatures) and len(set(temperatures)) == 2
+    assert all(r["status"] != "error" and 0 < r["valid_auc"] < 1 for r in rows)
+
+
 def test_run_with_ray_and_with_jobs_print_the_same_table(cluster, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(
         _threads, "available_cores", lambda: 2

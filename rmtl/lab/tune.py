@@ -135,15 +135,20 @@ def search_space(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Tune's ``param_space`` from a plain mapping (a TOML table): a one-key table naming a
     distribution draws the value: ``{choice = [...]}``, ``{grid = [...]}`` (every value,
     times the number of trials), ``{uniform = [lo, hi]}``, ``{loguniform = [lo, hi]}``,
-    ``{randint = [lo, hi]}`` (hi excluded); anything else is a fixed value."""
+    ``{randint = [lo, hi]}`` (hi excluded); any other table is searched the same way inside
+    (``balancer_args = {T = {uniform = [1, 4]}}`` searches DWA's temperature); anything else
+    is a fixed value."""
     _ray.require()
     from ray import tune
 
-    space = {}
+    space: dict[str, Any] = {}
     for key, value in spec.items():
-        if not (
-            isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+        if isinstance(value, Mapping) and not (
+            len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
         ):
+            space[key] = search_space(value)
+            continue
+        if not isinstance(value, Mapping):
             space[key] = value
             continue
         kind, args = next(iter(value.items()))
