@@ -10,8 +10,8 @@ The file has three tables::
     [search]   # what Tune varies: any rmtl.RMTL keyword, `seed`; see rmtl.lab.tune.search_space
     lam = {uniform = [0.2, 1.0]}
     weighting = {choice = ["rmtl", "label", "neg_q"]}
-    balancer = {choice = ["uw", "dwa"]}         # a loss balancer for stages 1 and 3
-    balancer_args = {T = {uniform = [1, 4]}}    # and its hyperparameters (DWA's T here)
+    balancer = "dwa"                            # a loss balancer for stages 1 and 3
+    balancer_args = {T = {uniform = [1, 4]}}    # and its hyperparameters (DWA's T)
 
     [tune]     # the search itself (SweepConfig fields)
     trials = 8
