@@ -380,7 +380,7 @@ def test_run_settings_take_a_context(monkeypatch):
         job.RunConfig(context="actor").resolved()
     seen = []
 
-    def stop(config):
+    def stop(config, on_result=None):
         seen.append(config)
         raise SystemExit
 
