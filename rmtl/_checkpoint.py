@@ -17,7 +17,6 @@ from ._io import CorruptFileError, open_npz, save_npz, write_json
 from .critic import Critic
 from .data import SessionData
 from .models import _build_saved
-from .replay import ReplayBuffer
 
 __all__ = ["Checkpoint", "fingerprint"]
 
@@ -145,16 +144,18 @@ class Checkpoint:
             self._trained_on(z)
             return _build_saved(build, z.json("config"), z), z.json("history")
 
-    def save_replay(self, name: str, buffer: ReplayBuffer) -> None:
+    def save_replay(self, name: str, buffer: Any) -> None:
         """A replay buffer (a file :meth:`rmtl.ReplayBuffer.load` reads) and the data
         fingerprints, atomically."""
         buffer.save(self.path(name), {_DATA: self.data})
 
-    def load_replay(self, name: str) -> ReplayBuffer:
-        """The replay buffer of a file :meth:`save_replay` wrote from this run's data."""
+    def load_replay(self, name: str, load: Callable[[str], Any]) -> Any:
+        """The replay buffer of a file :meth:`save_replay` wrote from this run's data;
+        ``load(path)`` reads it (:meth:`rmtl.ReplayBuffer.load`; passed in so that checkpoints
+        stay below the replay buffer in the import graph)."""
         with open_npz(self.path(name), "checkpoint") as z:
             self._trained_on(z)
-        return ReplayBuffer.load(self.path(name))
+        return load(self.path(name))
 
     def save_nets(self, name: str, nets: Mapping[str, Any], state: Any) -> None:
         """Several networks and a JSON ``state`` in one file, atomically (stage 2's epochs)."""

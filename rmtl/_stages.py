@@ -170,7 +170,7 @@ class CriticStage:
         if self.buffer is not None:
             return self.buffer
         if ckpt is not None and ckpt.has(REPLAY_FILE):
-            self.buffer = ckpt.load_replay(REPLAY_FILE)
+            self.buffer = ckpt.load_replay(REPLAY_FILE, ReplayBuffer.load)
         else:
             self.buffer = ReplayBuffer(c.buffer_capacity, self.train.num_tasks, seed=c.seed)
             collect(
