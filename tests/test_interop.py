@@ -315,3 +315,16 @@ def test_metadata_classifiers_urls_and_py_typed():
     assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["rmtl"]
     assert (root / "rmtl" / "py.typed").is_file()
     assert {"torch", "onnx"} <= set(project["optional-dependencies"])
+
+
+def test_readme_links_work_on_a_package_index():
+    """the README is the package's page on an index, where a link relative to the repository
+    leads nowhere: every link and image is absolute (files of the checkout are named in code)"""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert targets and all(t.startswith(("https://", "http://")) for t in targets), [
+        t for t in targets if not t.startswith(("https://", "http://"))
+    ]
