@@ -253,7 +253,7 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
     return RMTL_OK;
 }
 
-void rmtl_model_backward_towers(rmtl_model *m, int B) {
+void rmtl_model_backward_towers(rmtl_model *m, int B, int task) {
     const float *inp[RMTL_MAX_TASKS];
     float *dinp[RMTL_MAX_TASKS];
     int ld[RMTL_MAX_TASKS];
@@ -263,7 +263,9 @@ void rmtl_model_backward_towers(rmtl_model *m, int B) {
         dinp[k] = rmtl_arena_grad(&m->arena, in.col) + in.off;
         ld[k] = in.ld;
     }
-    rmtl_mlps_backward(m, m->towers, m->T, 0, dinp, inp, ld, B);
+    /* ESMM's CTCVR logit gradient reaches both towers */
+    int all = task < 0 || m->kind == RMTL_ESMM, k = all ? 0 : task, n = all ? m->T : 1;
+    rmtl_mlps_backward(m, m->towers + k, n, 0, dinp + k, inp + k, ld + k, B);
 }
 
 void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
@@ -285,7 +287,7 @@ void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float
 }
 
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
-    rmtl_model_backward_towers(m, B);
+    rmtl_model_backward_towers(m, B, -1);
     rmtl_model_backward_shared(m, codes, dense, B);
 }
 

@@ -33,8 +33,9 @@ int rmtl_model_forward(rmtl_model *m, const int32_t *codes, const float *dense, 
    (rmtl_model_backward_towers, then rmtl_model_backward_shared) */
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B);
 /* the towers' backward: from the logit gradients to their parameters and the gradients of
-   their inputs (rmtl_model_feature) in the arena */
-void rmtl_model_backward_towers(rmtl_model *m, int B);
+   their inputs (rmtl_model_feature) in the arena; task >= 0: only that task's tower (whose
+   logit alone has a gradient; ESMM's both), -1: all */
+void rmtl_model_backward_towers(rmtl_model *m, int B, int task);
 /* the backward below the towers' inputs, whose gradients are in the arena: every other layer */
 void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int B);
 /* where task k's tower input lives in the arena: a (B, width) block at column col, offset off,

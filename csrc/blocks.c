@@ -54,8 +54,12 @@ int rmtl_arena_layout(rmtl_arena *a, int rows) {
 }
 
 void rmtl_arena_zero_grad(rmtl_arena *a, int rows) {
+    rmtl_arena_zero_grad_from(a, 0, rows);
+}
+
+void rmtl_arena_zero_grad_from(rmtl_arena *a, size_t col, int rows) {
     a->rows = rows;
-    rmtl_zero(a->grad, a->width * (size_t)rows);
+    rmtl_zero(a->grad + col * (size_t)rows, (a->width - col) * (size_t)rows);
 }
 
 int rmtl_frontend_build(rmtl_model *m, rmtl_frontend *fe, const char *index, int extra) {

@@ -144,6 +144,8 @@ float *rmtl_arena_grad(const rmtl_arena *a, size_t col);
 int rmtl_arena_layout(rmtl_arena *a, int rows);
 /* lays the arena out for a pass over `rows` rows (reserved) and zeroes those rows' gradients */
 void rmtl_arena_zero_grad(rmtl_arena *a, int rows);
+/* the same for the activations reserved from column col on (those after it in build order) */
+void rmtl_arena_zero_grad_from(rmtl_arena *a, size_t col, int rows);
 
 /* declares fe's tensors: prefix "" gives "embedding.embedding.weight"; "0." gives
    "embedding.0.embedding.weight"; extra fields of width E follow the numerical field in the

@@ -196,11 +196,14 @@ static void rmtl_task_losses(float *L, const rmtl_model *m, const float *w, int 
 
 /* The representation the towers read (space "representation"): the distinct tower inputs
    at[l] (l < n; SharedBottom's and OMoE's towers read one, MMoE's and PLE's one each), loc[k]
-   the one task k's tower reads, H their width */
+   the one task k's tower reads, H their width; from, the first arena column among them (the
+   towers' activations are reserved after them, so a towers' backward touches only the
+   arena's columns from there on) */
 typedef struct {
     rmtl_loc at[RMTL_MAX_TASKS];
     int loc[RMTL_MAX_TASKS];
     int n, H;
+    size_t from;
 } rmtl_rep_layout;
 
 static rmtl_rep_layout rmtl_rep_layout_of(const rmtl_model *m) {
@@ -217,6 +220,7 @@ static rmtl_rep_layout rmtl_rep_layout_of(const rmtl_model *m) {
             r.at[r.n++] = f;
         }
         r.loc[k] = l;
+        r.from = k == 0 || f.col < r.from ? f.col : r.from;
     }
     return r;
 }
@@ -337,11 +341,11 @@ static void rmtl_balanced_rep_sample(rmtl_model *m, const rmtl_balanced *bal,
     float *dlogit[RMTL_MAX_TASKS];
     for (int k = 0; k < T; k++) {
         rmtl_balanced_task_weights(sc, w, k, nb, T);
-        rmtl_arena_zero_grad(&m->arena, nb);
+        rmtl_arena_zero_grad_from(&m->arena, lay->from, nb);
         rmtl_balanced_own(m, bal, NULL, RMTL_OWN_ZERO);
         rmtl_model_dlogit(m, dlogit);
         rmtl_head_backward(dlogit, m->prob, m->sig, m->labels, sc->wk, m->kind == RMTL_ESMM, nb, T);
-        rmtl_model_backward_towers(m, nb);
+        rmtl_model_backward_towers(m, nb, k);
         for (int l = 0; l < lay->n; l++) {
             const float *src = rmtl_arena_grad(&m->arena, lay->at[l].col) + lay->at[l].off;
             float *dst = sc->rep + ((size_t)k * lay->n + l) * (size_t)nb * H;
@@ -395,7 +399,11 @@ static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
     for (int k = 0; k < T; k++) {
         rmtl_balanced_task_weights(sc, w, k, nb, T);
         rmtl_model_zero_grad(m, nb);
-        rmtl_model_head_backward(m, m->codes, m->dense, m->labels, sc->wk, nb);
+        float *dlogit[RMTL_MAX_TASKS];
+        rmtl_model_dlogit(m, dlogit);
+        rmtl_head_backward(dlogit, m->prob, m->sig, m->labels, sc->wk, m->kind == RMTL_ESMM, nb, T);
+        rmtl_model_backward_towers(m, nb, k);
+        rmtl_model_backward_shared(m, m->codes, m->dense, nb);
         size_t row = (size_t)s * T + k;
         rmtl_balanced_shared(m, bal, sc->jac + row * P, 0);
         rmtl_balanced_own(m, bal, sc->own + row * (size_t)sc->N, RMTL_OWN_GET);
