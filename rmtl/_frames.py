@@ -42,6 +42,25 @@ def pyarrow_parquet():
     return pq
 
 
+def arrow_frame(obj: Any):
+    """A pandas DataFrame of a table that speaks the Arrow C stream interface
+    (``__arrow_c_stream__``: pyarrow tables, polars DataFrames, ...), or a TypeError naming
+    what is accepted."""
+    if not hasattr(obj, "__arrow_c_stream__"):
+        raise TypeError(
+            "df: expected a pandas DataFrame or a table with the Arrow C stream interface "
+            f"(a pyarrow Table, a polars DataFrame, ...), got {type(obj).__name__}"
+        )
+    try:
+        import pyarrow as pa
+    except ImportError as e:
+        raise ImportError(
+            "SessionData.from_frame reads Arrow tables through pyarrow; install it with: "
+            "pip install 'rmtl[data]'"
+        ) from e
+    return pa.table(obj).to_pandas()
+
+
 def _names(cols: Optional[Columns]) -> list[str]:
     if cols is None:
         return []
@@ -169,7 +188,7 @@ def from_frame(
     """See :meth:`rmtl.SessionData.from_frame`."""
     pd = pandas()
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"df: expected a pandas DataFrame, got {type(df).__name__}")
+        df = arrow_frame(df)
     schema = df.attrs.get(ATTRS_KEY) if sparse is None and labels is None else None
     if isinstance(schema, Mapping):  # written by to_frame
         session = schema["session"] if session is None else session

@@ -376,7 +376,7 @@ class SessionData:
     @classmethod
     def from_frame(
         cls,
-        df: pd.DataFrame,
+        df: Any,
         *,
         session: Union[None, str, Sequence[str]] = None,
         order: Optional[str] = None,
@@ -391,7 +391,9 @@ class SessionData:
         critic_only: Union[None, str, Sequence[str]] = None,
         backbone_only: int = 0,
     ) -> SessionData:
-        """Build a SessionData from a pandas DataFrame of impressions, one row per impression.
+        """Build a SessionData from a table of impressions, one row per impression: a pandas
+        DataFrame, or any table with the Arrow C stream interface (a pyarrow Table, a polars
+        DataFrame, ...; read through pyarrow).
 
         Rows are grouped by ``session`` (sessions in order of first appearance) and sorted by
         ``order`` inside each session; equal keys keep the frame's order, so a frame that is
@@ -399,8 +401,8 @@ class SessionData:
 
         Parameters
         ----------
-        df : pandas.DataFrame
-            The impressions; the index is ignored (errors name rows by index label).
+        df : pandas.DataFrame or Arrow table
+            The impressions; a pandas index is ignored (errors name rows by index label).
         session : str or list of str, default ``"session"``
             Session key column(s). An integer column gives the session ids as they are; any
             other key (strings, several columns) gets ids 0, 1, ... by first appearance.

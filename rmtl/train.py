@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import _core, _progress, balancers
+from . import _core, _frames, _progress, balancers
 from .balancers import Balancer
 from .config import CHOICES, RMTLConfig, check
 from .data import SessionData, row_order
@@ -205,6 +205,22 @@ class History:
             Its value in every epoch's record, in order; None where a record lacks it.
         """
         return [e.get(key) for e in self.epochs]
+
+    def to_frame(self) -> Any:
+        """The epoch records as a pandas DataFrame (pandas: the ``data`` extra).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per epoch in order, one column per record key (``epoch``,
+            ``train_loss``, ``valid_auc``, ...; missing values NaN).
+
+        Raises
+        ------
+        ImportError
+            Without pandas, naming the extra that installs it.
+        """
+        return _frames.pandas().DataFrame.from_records(self.epochs)
 
 
 class Trainer:

@@ -75,6 +75,34 @@ def test_from_frame_by_hand():
     assert d.user is None and d.item is None and d.truth is None
 
 
+class ArrowStream:
+    """Only the Arrow C stream interface of a table (what polars, DuckDB and others export)"""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return self.table.__arrow_c_stream__(requested_schema)
+
+
+def test_arrow_tables_give_what_pandas_gives():
+    """a pyarrow Table, a polars DataFrame and any object with __arrow_c_stream__ are read
+    through pyarrow into the same SessionData as the pandas frame of the same rows"""
+    pa = optional("pyarrow", "data")
+    frame = impressions()
+    expected = from_impressions(frame)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    assert_same(from_impressions(table), expected)
+    assert_same(from_impressions(ArrowStream(table)), expected)
+    pl = pytest.importorskip("polars")
+    assert_same(from_impressions(pl.from_arrow(table)), expected)
+
+
+def test_a_table_without_the_arrow_interface_is_named():
+    with pytest.raises(TypeError, match="Arrow C stream interface.*got dict"):
+        from_impressions(impressions().to_dict())
+
+
 def test_integer_ids_datetimes_and_ids():
     df = impressions()
     df["sid"] = [40, 7, 7, 40, 7]
@@ -293,6 +321,16 @@ def session_tables(draw):
 @given(session_tables())
 def test_round_trip_property(data):
     assert_same(rmtl.SessionData.from_frame(data.to_frame()), data)
+
+
+def test_history_to_frame():
+    data = random_session_data(n_sessions=30, seed=1)
+    train, valid = data.split([0.7, 0.3])
+    model = rmtl.models.create("esmm", data.field_dims, data.num_dense, data.num_tasks, seed=0)
+    history = rmtl.Trainer(model, batch_size=64, progress=False).fit(train, valid, epochs=3)
+    df = history.to_frame()
+    assert len(df) == len(history.epochs) and list(df["epoch"]) == history.column("epoch")
+    np.testing.assert_array_equal(df["valid_auc"], history.column("valid_auc"))
 
 
 def test_experiment_result_to_frame():
