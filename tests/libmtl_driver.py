@@ -240,7 +240,8 @@ def train(
     else one per task). A class whose ``backward`` ends with a plain ``loss.backward()``
     (GradNorm's first epoch, the loss-weight methods) leaves the copies' gradients where
     LibMTL leaves them, so its shared layers never train; when no shared parameter got a
-    gradient they are sent on into ``rep`` as the undetached net would. Returns the weights ``backward`` returned at each step."""
+    gradient they are sent on into ``rep`` as the undetached net would. Returns the weights
+    ``backward`` returned at each step."""
     K = net(batches[0][0][:1], batches[0][1][:1]).shape[1]
     params = dict(net.named_parameters())
     shared_params = [params[n] for n in shared]
