@@ -122,6 +122,11 @@ static int rmtl_bal_gradnorm_direction(rmtl_balancer *b, float *dir, const float
     return RMTL_OK;
 }
 
+/* the first epoch's steps are ew's */
+static int rmtl_bal_gradnorm_equal(const rmtl_balancer *b) {
+    return b->epoch == 0;
+}
+
 static const rmtl_bal_spec rmtl_bal_gradnorm = {
     .name = "gradnorm",
     .family = RMTL_BAL_GRADIENTS,
@@ -130,7 +135,8 @@ static const rmtl_bal_spec rmtl_bal_gradnorm = {
     .hyper = {{.name = "alpha", .value = 1.5, .low = 0.0, .high = INFINITY, .open_high = 1}},
     .sizes = rmtl_bal_gradnorm_sizes,
     .init = rmtl_bal_init_ones,
-    .direction = rmtl_bal_gradnorm_direction};
+    .direction = rmtl_bal_gradnorm_direction,
+    .equal = rmtl_bal_gradnorm_equal};
 
 /* ---- imtl: Impartial MTL (Liu et al., ICLR 2021), LibMTL's form, which joins both parts:
    IMTL-L scales task k's loss to e^{s_k} L_k - s_k with trainable s (start 0; the gradient

@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "balancers.h"
+#include "pool.h"
 
 /* Python's random.shuffle of order (n): for t = n - 1 down to 1, swap element t with element
    floor(u (t + 1)) of the draws u at base + t */
@@ -395,22 +396,30 @@ static const rmtl_bal_spec rmtl_bal_gradvac = {
    column is its own feature: torchjd's GradDrop (per column, no 1e-7). No weights (LibMTL
    returns None), no state. */
 
-static int rmtl_bal_graddrop_direction(rmtl_balancer *b, float *dir, const float *losses,
-                                       const float *jac) {
-    (void)losses;
+typedef struct {
+    rmtl_balancer *b;
+    float *dir;
+    const float *jac;
+} rmtl_bal_graddrop_args;
+
+/* columns [lo, hi): each its own draw (rmtl_bal_uniform at its index), so any split of the
+   columns gives the same bits */
+static void rmtl_bal_graddrop_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_bal_graddrop_args *a = ctx;
+    rmtl_balancer *b = a->b;
     int K = b->K;
     int64_t P = b->P;
     double leak = b->h[0];
-    for (int64_t x = 0; x < P; x++) {
+    for (int64_t x = lo; x < hi; x++) {
         double sum = 0.0, size = 0.0, acc = 0.0;
         for (int k = 0; k < K; k++) {
-            double v = jac[(size_t)k * P + x];
+            double v = a->jac[(size_t)k * P + x];
             sum += v;
             size += fabs(v);
         }
         double purity = 0.5 * (1.0 + sum / (size + 1e-7)), u = rmtl_bal_uniform(b, x);
         for (int k = 0; k < K; k++) {
-            double v = jac[(size_t)k * P + x];
+            double v = a->jac[(size_t)k * P + x];
             int keep = (purity > u && v > 0.0) || (purity < u && v < 0.0);
             double mult = leak + (1.0 - leak) * keep;
             acc += v * mult;
@@ -418,8 +427,15 @@ static int rmtl_bal_graddrop_direction(rmtl_balancer *b, float *dir, const float
                 b->mult[(size_t)k * P + x] = (float)mult;
             }
         }
-        dir[x] = (float)acc;
+        a->dir[x] = (float)acc;
     }
+}
+
+static int rmtl_bal_graddrop_direction(rmtl_balancer *b, float *dir, const float *losses,
+                                       const float *jac) {
+    (void)losses;
+    rmtl_bal_graddrop_args a = {b, dir, jac};
+    rmtl_parallel_for(b->P, RMTL_GRAIN_COMPUTE / b->K, rmtl_bal_graddrop_range, &a);
     b->has_weights = 0;
     return RMTL_OK;
 }

@@ -86,14 +86,24 @@ static void rmtl_bal_count_losses(rmtl_balancer *b, const float *losses, int S, 
     }
 }
 
+int rmtl_balancer_losses_only(const rmtl_balancer *b) {
+    return b->spec->family == RMTL_BAL_LOSSES || (b->spec->equal != NULL && b->spec->equal(b));
+}
+
 int rmtl_balancer_step_weights(rmtl_balancer *b, double *w, const float *losses, double rows) {
-    if (b->spec->family != RMTL_BAL_LOSSES) {
+    if (!rmtl_balancer_losses_only(b)) {
         return RMTL_ERR_ARG;
     }
     if (!rmtl_bal_finite(losses, b->K)) {
         return RMTL_ERR_NONFINITE;
     }
-    RMTL_TRY(b->spec->weights(b, w, losses));
+    if (b->spec->family == RMTL_BAL_LOSSES) {
+        RMTL_TRY(b->spec->weights(b, w, losses));
+    } else {
+        for (int k = 0; k < b->K; k++) {
+            w[k] = 1.0;
+        }
+    }
     for (int k = 0; k < b->K; k++) {
         b->weights[k] = w[k];
     }

@@ -67,6 +67,10 @@ typedef struct {
     /* after the training step, the losses (K) of the same batch at the new parameters (FAMO);
        NULL when unused */
     int (*after_step)(rmtl_balancer *b, const float *losses);
+    /* RMTL_BAL_GRADIENTS, optional: 1 when the coming step's direction is the plain sum of the
+       task gradients whatever they are (GradNorm's first epoch), so training runs the one
+       backward of the summed loss (rmtl_balancer_step_weights gives weights 1) */
+    int (*equal)(const rmtl_balancer *b);
 } rmtl_bal_spec;
 
 /* A balancer's settings and state. The caller allocates state and work (rmtl_balancer_sizes)
@@ -125,8 +129,12 @@ void rmtl_balancer_init(rmtl_balancer *b);
    advanced then). */
 int rmtl_balancer_step(rmtl_balancer *b, float *dir, const float *losses, const float *jac,
                        double rows);
-/* RMTL_BAL_LOSSES only: the weights w (K) of one training step from its losses (K), advancing the
-   state as rmtl_balancer_step would; training then runs one backward of sum_k w_k L_k */
+/* 1 when b's coming step needs no per-task gradients: a losses balancer, or a gradient
+   balancer whose step is the plain sum (its spec's equal) */
+int rmtl_balancer_losses_only(const rmtl_balancer *b);
+/* For a step that needs no per-task gradients (rmtl_balancer_losses_only): the weights w (K)
+   from its losses (K), advancing the state as rmtl_balancer_step would; training then runs one
+   backward of sum_k w_k L_k */
 int rmtl_balancer_step_weights(rmtl_balancer *b, double *w, const float *losses, double rows);
 /* the losses (K) of the step's batch at the updated parameters, for methods with after_step */
 int rmtl_balancer_after_step(rmtl_balancer *b, const float *losses);

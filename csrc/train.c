@@ -379,7 +379,7 @@ static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
     int T = m->T;
     float *L = sc->losses + (size_t)s * T;
     rmtl_task_losses(L, m, w, nb);
-    if (b->spec->family == RMTL_BAL_LOSSES) {
+    if (rmtl_balancer_losses_only(b)) {
         double v[RMTL_MAX_TASKS];
         RMTL_TRY(rmtl_balancer_step_weights(b, v, L, nb));
         for (int i = 0; i < nb; i++) {
@@ -456,9 +456,9 @@ static void rmtl_balanced_rep_finish(rmtl_model *m, const rmtl_balanced *bal,
 
 /* a gradient balancer's direction into the shared spans, the task-specific sums elsewhere */
 static int rmtl_balanced_finish(rmtl_model *m, const rmtl_balanced *bal, rmtl_balanced_scratch *sc,
-                                int nb) {
+                                int nb, int losses_only) {
     rmtl_balancer *b = bal->b;
-    if (b->spec->family == RMTL_BAL_LOSSES) {
+    if (losses_only) {
         return RMTL_OK;
     }
     if (bal->rep && b->spec->rep == RMTL_BAL_REP_NONE) {
@@ -523,6 +523,8 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
     int st = RMTL_OK;
     for (int64_t start = 0; start < n_rows && st == RMTL_OK; start += (int64_t)B * S) {
         int nb = 0;
+        /* this step needs one backward only (a losses balancer, GradNorm's first epoch) */
+        int losses_only = bal != NULL && rmtl_balancer_losses_only(bal->b);
         for (int s = 0; s < S && st == RMTL_OK; s++) {
             int64_t first = (start + (int64_t)s * B) % n_rows;
             nb = (int)(n_rows - first < B ? n_rows - first : B);
@@ -531,7 +533,7 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
             if (st != RMTL_OK) {
                 break;
             }
-            if (bal == NULL || bal->b->spec->family == RMTL_BAL_LOSSES) {
+            if (bal == NULL || losses_only) {
                 /* a gradient balancer's backwards zero what they use */
                 rmtl_model_zero_grad(m, nb);
             }
@@ -563,7 +565,7 @@ int rmtl_train_chunk(rmtl_model *m, double *loss_sum, double *weight_sum, const 
             }
         }
         if (st == RMTL_OK && bal != NULL) {
-            st = rmtl_balanced_finish(m, bal, &sc, nb);
+            st = rmtl_balanced_finish(m, bal, &sc, nb, losses_only);
         }
         if (st != RMTL_OK) {
             break;
