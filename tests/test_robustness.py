@@ -371,10 +371,13 @@ def test_run_under_ulimit_v_ends_instead_of_hanging(tmp_path, kilobytes):
         ["bash", "-c", f"ulimit -v {kilobytes}; exec {sys.executable} -m rmtl {args}"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )  # fmt: skip
-    assert p.returncode in (0, 2), p.stderr[-2000:]
+    # numpy's own OpenBLAS (plots, metrics) can give up under the limit too: it prints its
+    # message and exits 1 by itself, which rmtl cannot catch (a known limit, not a hang)
+    numpy_blas = p.returncode == 1 and "OpenBLAS error: Memory allocation still failed" in p.stderr
+    assert p.returncode in (0, 2) or numpy_blas, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     if p.returncode == 2:
         assert "rmtl run: error: " in p.stderr and "memory" in p.stderr
         assert not (tmp_path / "out" / "results.md").exists()
-    else:
+    elif p.returncode == 0:
         assert (tmp_path / "out" / "results.md").exists()
