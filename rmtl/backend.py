@@ -5,6 +5,8 @@ from __future__ import annotations
 import operator
 import os
 
+import numpy as np
+
 from . import _core
 
 
@@ -24,6 +26,13 @@ def blas_info() -> dict:
         ``blas_per_thread`` (the BLAS is an OpenBLAS whose thread count rmtl can hold at 1
         while its products run: then rmtl splits large products over its own thread pool,
         each part one single-threaded call).
+
+    Notes
+    -----
+    Under an address-space limit ``import rmtl`` also has NumPy's own BLAS map the work
+    buffers of its threads at once (one small matrix product): an OpenBLAS that cannot map
+    them later, when memory has run out, ends the whole process with status 1 instead of
+    raising, while NumPy's own allocations raise MemoryError, which rmtl reports.
     """
     return {
         "backend": _core.gemm_backend(),
@@ -111,3 +120,14 @@ def get_num_threads() -> int:
     int
     """
     return _core.get_num_threads()
+
+
+def _reserve_numpy_blas() -> None:
+    """Have NumPy's BLAS map the work buffers of all its threads now (OpenBLAS keeps them for
+    later calls), while the address space is still free: see :func:`blas_info`."""
+    a = np.ones((256, 256))
+    a @ a
+
+
+if _core.address_space_limited:
+    _reserve_numpy_blas()

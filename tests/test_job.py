@@ -11,7 +11,14 @@ import rmtl
 from rmtl import RMTLConfig
 from rmtl.lab.cli import main
 from rmtl.lab.run import run
-from rmtl.lab.settings import AUTO_MIN_STEPS, PRESETS, RunConfig, describe_budgets, load_config
+from rmtl.lab.settings import (
+    AUTO_MIN_STEPS,
+    PRESETS,
+    RunConfig,
+    describe_budgets,
+    describe_gemm,
+    load_config,
+)
 
 optional("matplotlib", "plots")  # --out writes plots
 
@@ -68,6 +75,7 @@ def test_run_prints_paper_table_and_writes_every_file(tmp_path, capsys):
         effect.strip()[0] in "+-" and "[" in effect and "(" in effect
     )  # mean [95% CI] (adjusted p)
     assert "primary family" in text and "budgets: stage 1: up to 2 epochs" in text
+    assert f"matrix products: {describe_gemm(rmtl.blas_info())}" in text
     # every control trained exactly the epochs RMTL kept (the Epochs column: kept/run (steps))
     epochs = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in lines[1:7]}
     assert epochs["Continued-ESMM"] == epochs["Static-ESMM"] == epochs["Permuted-ESMM"]
@@ -268,3 +276,22 @@ def test_an_agent_setting_is_checked_once_where_it_enters(monkeypatch, capsys):
     )
     assert checked == [0.5] and job.config.rmtl_config().lam == 0.5
     assert {r["variant"] for r in job.result.records} == {"baseline", "rmtl", "continued"}
+
+
+@pytest.mark.parametrize(
+    "info, expected",
+    [
+        (dict(backend="blas", blas_per_thread=True), "SciPy's BLAS sgemm, one thread per call"),
+        (dict(backend="blas", blas_per_thread=False), "SciPy's BLAS sgemm"),
+        (dict(backend="builtin", forced_builtin=True), "(RMTL_BLAS=builtin)"),
+        (dict(backend="builtin", blas_available=False), "could not be loaded"),
+        (dict(backend="builtin", address_space_limited=True), "address-space limit (ulimit -v)"),
+        (dict(backend="builtin"), "set with rmtl.set_gemm_backend"),
+    ],
+)
+def test_the_run_header_says_which_gemm_ran_and_why(info, expected):
+    """issue 33: under ulimit -v the built-in kernel is the default; the header says so."""
+    full = dict(
+        blas_per_thread=True, forced_builtin=False, blas_available=True, address_space_limited=False
+    )
+    assert expected in describe_gemm({**full, **info})

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 import rmtl
 from rmtl.config import MOST_STEPS
@@ -361,6 +362,45 @@ def test_address_space_limit_makes_the_builtin_kernel_the_default(tmp_path):
     assert free["backend"] == ("blas" if free["blas_available"] else "builtin")
 
 
+_FILL_THEN_MULTIPLY = """
+import sys
+import numpy as np
+if sys.argv[1] == "rmtl":
+    import rmtl
+hold = []
+try:
+    while True:
+        hold.append(np.ones(1 << 17))
+except MemoryError:
+    pass
+del hold[-2:]
+b = np.ones((300, 300))
+print("ok", (b @ b)[0, 0])
+"""
+
+
+def test_numpy_blas_buffers_are_reserved_under_an_address_space_limit(tmp_path):
+    """issue 33: NumPy's own OpenBLAS (matplotlib's transforms in `rmtl run`) ends the process
+    with status 1 when it cannot map its work buffers once memory has run out; importing
+    rmtl under ulimit -v maps them first, so the product after the fill succeeds."""
+    script = tmp_path / "fill.py"
+    script.write_text(_FILL_THEN_MULTIPLY)
+
+    def fill(mode):
+        return subprocess.run(
+            ["bash", "-c", f"ulimit -v 1500000; exec {sys.executable} {script} {mode}"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )  # fmt: skip
+
+    done = fill("rmtl")
+    assert done.returncode == 0 and done.stdout.startswith("ok 300.0"), done.stderr[-2000:]
+    blas = [c for c in threadpoolctl.threadpool_info() if "numpy" in c["filepath"]]
+    if blas and blas[0]["internal_api"] == "openblas":
+        # the control: without the reservation NumPy's OpenBLAS gives up
+        control = fill("numpy")
+        assert control.returncode == 1 and "OpenBLAS" in control.stderr, control.stderr
+
+
 @pytest.mark.parametrize("kilobytes", [400_000, 450_000])
 def test_run_under_ulimit_v_ends_instead_of_hanging(tmp_path, kilobytes):
     """`rmtl run` under ulimit -v 400000 hung in scipy_sgemm_ (OpenBLAS's allocation retry
@@ -371,10 +411,7 @@ def test_run_under_ulimit_v_ends_instead_of_hanging(tmp_path, kilobytes):
         ["bash", "-c", f"ulimit -v {kilobytes}; exec {sys.executable} -m rmtl {args}"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )  # fmt: skip
-    # numpy's own OpenBLAS (plots, metrics) can give up under the limit too: it prints its
-    # message and exits 1 by itself, which rmtl cannot catch (a known limit, not a hang)
-    numpy_blas = p.returncode == 1 and "OpenBLAS error: Memory allocation still failed" in p.stderr
-    assert p.returncode in (0, 2) or numpy_blas, p.stderr[-2000:]
+    assert p.returncode in (0, 2), p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     if p.returncode == 2:
         assert "rmtl run: error: " in p.stderr and "memory" in p.stderr

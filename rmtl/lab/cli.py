@@ -17,12 +17,21 @@ import sys
 from typing import Optional
 
 from .. import __version__
+from ..backend import blas_info
 from ..balancers import names as balancer_names
 from ..data import SessionData
 from ..datasets import load_kuairand, load_retailrocket
 from ..models import BACKBONES
 from .run import RunResult, run
-from .settings import AUTO_MIN_STEPS, DATASETS, PRESETS, RunConfig, describe_budgets, load_config
+from .settings import (
+    AUTO_MIN_STEPS,
+    DATASETS,
+    PRESETS,
+    RunConfig,
+    describe_budgets,
+    describe_gemm,
+    load_config,
+)
 from .sweep import describe_best, load_sweep
 from .sweep import run_sweep as sweep
 
@@ -357,6 +366,7 @@ def _print_run(job: RunResult) -> None:
         f"{', compat ' + c.compat if c.compat else ''}, {job.seconds:.0f} s"
     )
     print(f"budgets: {describe_budgets(job.budgets)}")
+    print(f"matrix products: {describe_gemm(blas_info())}")
     print(job.table(), flush=True)
 
 

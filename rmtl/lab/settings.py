@@ -31,6 +31,7 @@ from .graph import BUDGETS, CONTROLS
 __all__ = [
     "RunConfig",
     "describe_budgets",
+    "describe_gemm",
     "PRESETS",
     "DATASETS",
     "AUTO_MIN_STEPS",
@@ -419,6 +420,23 @@ def load_dataset(c: RunConfig) -> SessionData:
     if os.path.isfile(c.data):
         return SessionData.load(c.data)
     return load_retailrocket(c.data) if c.dataset == "retailrocket" else load_kuairand(c.data)
+
+
+def describe_gemm(info: Mapping[str, Any]) -> str:
+    """:func:`rmtl.blas_info` in one line, for the run's header: the path the core's matrix
+    products take and, for the built-in kernel, why."""
+    if info["backend"] == "blas":
+        split = ", one thread per call on rmtl's pool" if info["blas_per_thread"] else ""
+        return f"SciPy's BLAS sgemm{split}"
+    if info["forced_builtin"]:
+        why = "RMTL_BLAS=builtin"
+    elif not info["blas_available"]:
+        why = "SciPy's sgemm could not be loaded"
+    elif info["address_space_limited"]:
+        why = "the default under an address-space limit (ulimit -v), where OpenBLAS can hang"
+    else:
+        why = "set with rmtl.set_gemm_backend"
+    return f"rmtl's built-in kernel ({why})"
 
 
 def environment() -> dict[str, str]:
