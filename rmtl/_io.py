@@ -124,6 +124,47 @@ def staged_directory(directory: PathLike, what: str) -> Iterator[str]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def check_out_directory(out: str, names: tuple[str, ...], option: str = "--out") -> None:
+    """Before any work: ``out`` must be (or become) a writable directory with no directory in
+    the way of the files ``names`` to write there; errors name ``option`` and the path."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"{option}: {out} exists and is not a directory; choose another path")
+    blocked = [n for n in names if os.path.isdir(os.path.join(out, n))]
+    if blocked:
+        raise FileExistsError(
+            f"{option}: {os.path.join(out, blocked[0])} is a directory in the way of an output file"
+        )
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option}: {out} is not writable")
+
+
+def write_set(
+    out: str,
+    writers: Mapping[str, Union[str, Callable[[IO[bytes]], Any]]],
+    replaces: tuple[str, ...],
+    option: str = "--out",
+) -> list[str]:
+    """Write the files of ``writers`` (name: text, written as UTF-8, or ``write(f)``) into
+    ``out`` as one set: each
+    into a staging directory inside ``out`` first, then all renamed into place together
+    (:func:`publish`: a Ctrl-C waits for the renames; the files of ``replaces`` the set
+    leaves out are removed), so ``out`` holds the earlier set if writing fails or is
+    interrupted, this one once it returns. A failed write is an OSError naming ``option``
+    and the output file. Returns the paths published."""
+    os.makedirs(out, exist_ok=True)
+    with staged_directory(out, "outputs") as stage:
+        for name, content in writers.items():
+            write = _text_writer(content) if isinstance(content, str) else content
+            try:
+                atomic_write(os.path.join(stage, name), write)
+            except OSError as e:
+                raise OSError(
+                    e.errno, f"{option}: cannot write {os.path.join(out, name)}: {e.strerror or e}"
+                ) from e
+        return publish(stage, out, list(writers), replaces)
+
+
 def atomic_write(path: Target, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(f)`` on a fresh temporary file next to ``path``, flush and fsync it, then
     rename it to exactly ``path`` and fsync the directory. Readers see the old file or the
@@ -158,9 +199,13 @@ def _fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
+def _text_writer(text: str) -> Callable[[IO[bytes]], Any]:
+    return lambda f: f.write(text.encode("utf-8"))
+
+
 def write_text(path: PathLike, text: str) -> None:
     """Atomically write UTF-8 text to ``path``."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, _text_writer(text))
 
 
 def write_json(path: PathLike, obj: Any) -> None:

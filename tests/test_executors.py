@@ -256,8 +256,19 @@ reduction_factor = 2
 def test_sweep_of_stage_1_runs_four_tune_trials_and_writes_the_table(cluster, tmp_path, capsys):
     path = tmp_path / "sweep.toml"
     path.write_text(SWEEP)
+    # what kills of an earlier sweep left: a trial's scratch directory and a half-written table
+    stale = [
+        tmp_path / "out/tune/old/trial_1/.trial.abcd1234.tmp",
+        tmp_path / "out/.x.abcd1234.tmp",
+    ]
+    stale[0].mkdir(parents=True)
+    stale[1].write_text("half")
+    for p in stale:
+        os.utime(p, (1, 1))
     ctrl_c = signal.getsignal(signal.SIGINT)
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert not any(p.exists() for p in stale)
+    assert not list((tmp_path / "out").rglob(".*.tmp"))  # the trials removed their scratch
     assert signal.getsignal(signal.SIGINT) is ctrl_c  # Tune's handler does not outlive the search
     printed = capsys.readouterr().out
     rows = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -199,15 +199,17 @@ OUTPUTS_DRIVER = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGINT)
 
         if point == "stage":  # inside the write of an output file into the staging directory
-            import rmtl.lab.run
-            real_write = rmtl.lab.run.atomic_write
+            import rmtl._io
+            real_write = rmtl._io.atomic_write
             def atomic_write(path, write):
+                if not (isinstance(path, str) and ".outputs." in os.path.dirname(path)):
+                    return real_write(path, write)
                 def written_(f):
                     write(f)
                     f.flush()
                     hit()
                 return real_write(path, written_)
-            rmtl.lab.run.atomic_write = atomic_write
+            rmtl._io.atomic_write = atomic_write
         elif point == "publish":  # right after the first output is renamed into place
             real_replace = os.replace
             def replace(src, dst):

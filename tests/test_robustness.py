@@ -74,6 +74,18 @@ def test_toml_syntax_error_names_the_file(tmp_path, capsys):
     assert f"{path}: not valid TOML" in one_line_error(capsys)
 
 
+def test_sweep_out_that_is_a_file_is_refused_before_ray_starts(tmp_path, capsys):
+    """issue 33: --out errors name the path, for `rmtl sweep` as for `rmtl run`, before any
+    trial runs."""
+    path = tmp_path / "sweep.toml"
+    path.write_text('[run]\nmodels = ["esmm"]\n[search]\nlr = {uniform = [0.001, 0.01]}\n')
+    (tmp_path / "taken").write_text("")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: {tmp_path / 'taken'} exists and is not a directory" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

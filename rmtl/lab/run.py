@@ -13,16 +13,15 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Optional, Union
 
 from .. import _progress
 from .._io import (
     CorruptFileError,
-    atomic_write,
-    publish,
+    check_out_directory,
     remove_stale_temporaries,
-    staged_directory,
     write_json,
+    write_set,
 )
 from ..context import with_context
 from ..data import SessionData
@@ -130,13 +129,6 @@ OUTPUTS = (
 def check_out(out: str) -> None:
     """Before any training: ``out`` must be (or become) a writable directory with nothing in
     the way of the files to write, and matplotlib must be there for the plots."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise FileExistsError(f"--out: {out} exists and is not a directory; choose another path")
-    blocked = [n for n in OUTPUTS if os.path.isdir(os.path.join(out, n))]
-    if blocked:
-        raise FileExistsError(
-            f"--out: {os.path.join(out, blocked[0])} is a directory in the way of an output file"
-        )
     try:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError:
@@ -148,9 +140,7 @@ def check_out(out: str) -> None:
             f"--out: the plots need matplotlib, which is installed but cannot be imported ({e}); "
             "under a memory limit (ulimit -v) raise it, or leave out --out"
         ) from None
-    os.makedirs(out, exist_ok=True)
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out: {out} is not writable")
+    check_out_directory(out, OUTPUTS)
 
 
 # fields of RunConfig that do not decide the records: where the outputs go, the directory
@@ -218,7 +208,6 @@ def write_outputs(job: RunResult, test: SessionData) -> list[str]:
     run's if this one is interrupted or fails, this run's once it returns. A failed write is
     an OSError naming the output file."""
     out = job.config.out
-    os.makedirs(out, exist_ok=True)
     files = {
         "results.md": job.table() + "\n\n" + report.per_seed(job.result) + "\n",
         "results.csv": report.to_csv(job.result),
@@ -235,24 +224,10 @@ def write_outputs(job: RunResult, test: SessionData) -> list[str]:
             default=list,
         ),
     }
-    writers: dict[str, Callable[[IO[bytes]], Any]] = {
-        name: functools.partial(_write_bytes, text.encode("utf-8")) for name, text in files.items()
-    }
+    writers: dict[str, Union[str, Callable[[IO[bytes]], Any]]] = dict(files)
     for name, fig in _figures(job.diagnostics, test).items():
         writers[name] = functools.partial(fig.savefig, format="png", dpi=110)
-    with staged_directory(out, "outputs") as stage:
-        for name, write in writers.items():
-            try:
-                atomic_write(os.path.join(stage, name), write)
-            except OSError as e:
-                raise OSError(
-                    e.errno, f"--out: cannot write {os.path.join(out, name)}: {e.strerror or e}"
-                ) from e
-        return publish(stage, out, list(writers), OUTPUTS)
-
-
-def _write_bytes(data: bytes, f: IO[bytes]) -> None:
-    f.write(data)
+    return write_set(out, writers, OUTPUTS)
 
 
 def _figures(diag: Mapping[str, Mapping[str, Any]], test: SessionData) -> dict[str, Any]:

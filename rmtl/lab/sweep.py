@@ -25,10 +25,10 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 import time
 from typing import Any, Callable, Optional, Union
 
+from .._io import check_out_directory, remove_stale_temporaries, write_set
 from . import tune
 from ._ray import connect
 from .report import markdown_table
@@ -148,8 +148,10 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         raise ValueError(
             f"stages, trials: expected stages 1 or 3 and trials >= 1, got {c.stages}, {c.trials}"
         )
+    if c.out is not None:
+        check_out_directory(c.out, OUTPUTS)
     connect(None if c.ray is True else c.ray)
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     train, valid, test = load_dataset(c.run).split((0.6, 0.2, 0.2))
     base = {
         "backbone": c.run.models[0],
@@ -200,12 +202,17 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     )
     if c.out is not None:
         _write_outputs(result)
+        # what kills of earlier sweeps left there, trials' working directories included
+        remove_stale_temporaries(c.out, started)
     return result
 
 
+OUTPUTS = ("results.md", "results.csv", "results.json", "config.json")
+
+
 def _write_outputs(result: SweepResult) -> None:
-    out = result.config.out
-    os.makedirs(out, exist_ok=True)
+    """The outputs of ``rmtl sweep`` in ``out``, written and renamed into place as one set
+    (:func:`rmtl._io.write_set`)."""
     config = dataclasses.asdict(result.config)
     files = {
         "results.md": result.to_markdown() + "\n",
@@ -217,24 +224,7 @@ def _write_outputs(result: SweepResult) -> None:
             default=list,
         ),
     }
-    for name, text in files.items():
-        _write_atomic(os.path.join(out, name), text)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to a unique temporary file next to ``path``, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(
-        dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + "."
-    )
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_set(result.config.out, files, OUTPUTS)
 
 
 def _cell(value: Any) -> str:

@@ -23,6 +23,7 @@ keywords change only those fields of it, and only they are checked again.
 
 from __future__ import annotations
 
+import os
 import signal
 import tempfile
 import threading
@@ -71,7 +72,12 @@ def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
         **kwargs.pop("backbone_kwargs", {}),
     )
     threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    with tempfile.TemporaryDirectory() as work, _threads.limit(threads):
+    # the stages' files live in the trial's directory (under the sweep's storage path), named
+    # so that a later sweep there removes what a killed trial left
+    trial_dir = tune.get_context().get_trial_dir()
+    os.makedirs(trial_dir, exist_ok=True)
+    scratch = tempfile.TemporaryDirectory(prefix=".trial.", suffix=".tmp", dir=trial_dir)
+    with scratch as work, _threads.limit(threads):
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:  # a restarted trial: its finished stages load from here
             checkpoint.to_directory(work)
@@ -184,7 +190,10 @@ def run(
     ``scheduler`` ``asha`` (stop trials whose ``metric`` falls behind after
     ``grace_period`` reports) or ``fifo`` (run all to the end); each trial reserves
     ``cpus_per_trial`` CPUs and runs that many threads; a trial whose worker dies is
-    restarted from its last checkpoint up to ``max_failures`` times.
+    restarted from its last checkpoint up to ``max_failures`` times. A trial's stage files
+    live in a ``.trial.XXXXXXXX.tmp`` directory inside its trial directory (under
+    ``storage_path``), removed when the trial ends; what a killed trial leaves there,
+    ``rmtl sweep`` removes on its next successful search into the same ``--out``.
 
     Ctrl-C during the search is Tune's (it stops the trials); the process's Ctrl-C handler is
     restored afterwards, so later training in this process stops on Ctrl-C again."""
