@@ -10,6 +10,7 @@ modules (``embedding.embedding.weight``, ``bottom.mlp.0.weight``, ``tower.1.mlp.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import warnings
@@ -490,44 +491,63 @@ _BOUND = frozenset({"_core", "_table", "_flat", "_views", "config"})
 _KINDS: dict[str, type[Net]] = {}
 
 
+# The constructor's parameters, shared by Backbone and every backbone class (appended to
+# each subclass's docstring by Backbone.__init_subclass__).
+_BACKBONE_PARAMETERS = """Parameters
+----------
+field_dims : sequence of int
+    Cardinality of every categorical field (``SessionData.field_dims``); at least one
+    field, each >= 1.
+num_dense : int
+    Number of numerical features (``SessionData.num_dense``), >= 0.
+num_tasks : int
+    Number of tasks, 1 to ``rmtl._core.max_tasks`` (ESMM: exactly 2).
+embed_dim : int, default 128
+    Embedding width.
+bottom_dims : sequence of int, default (512, 256)
+    MLP widths of the bottom (or of every expert; the PLEs: one level per width); 1 to
+    ``rmtl._core.max_layers`` positive widths.
+tower_dims : sequence of int, default (128, 64)
+    Hidden widths of each task's tower, 0 to ``rmtl._core.max_layers`` positive widths.
+dropout : float, default 0.2
+    Dropout rate, in [0, 1).
+seed : int, default 0
+    Initialisation and dropout seed.
+num_experts : int or None, default None
+    Experts of the expert backbones (OMoE, MMoE, both PLEs; None means 8; the PLEs need an
+    even count); must stay None for the others (a ValueError otherwise)."""
+
+_BACKBONE_ATTRIBUTES = """Attributes
+----------
+config : BackboneConfig
+    Everything needed to rebuild it."""
+
+
 class Backbone(Net):
-    """Base class: a multi-task model predicting one probability per task.
+    __doc__ = f"""Base class: a multi-task model predicting one probability per task.
 
-    Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one with
-    :func:`rmtl.models.create` or its class, and train it with :class:`rmtl.Trainer` or
-    :class:`rmtl.RMTL`.
+Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one with
+:func:`rmtl.models.create` or its class, and train it with :class:`rmtl.Trainer` or
+:class:`rmtl.RMTL`.
 
-    Parameters
-    ----------
-    field_dims : sequence of int
-        Cardinality of every categorical field (``SessionData.field_dims``).
-    num_dense : int
-        Number of numerical features (``SessionData.num_dense``).
-    num_tasks : int
-        Number of tasks.
-    embed_dim : int
-        Embedding width (128).
-    bottom_dims, tower_dims : sequence of int
-        MLP widths of the bottom (or experts), (512, 256), and of each task's tower,
-        (128, 64).
-    dropout : float
-        Dropout rate (0.2).
-    seed : int
-        Initialisation and dropout seed.
-    num_experts : int or None
-        Experts of the expert backbones (OMoE, MMoE, both PLEs; default 8); must stay
-        None for the others.
+{_BACKBONE_PARAMETERS}
 
-    Attributes
-    ----------
-    config : BackboneConfig
-        Everything needed to rebuild it.
-    """
+{_BACKBONE_ATTRIBUTES}
+"""
 
     name = ""
     _default_experts: Optional[int] = None
     _config_key = "config"
     _what = "model"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # a backbone's docstring describes the model; the parameters are the shared ones
+        super().__init_subclass__(**kwargs)
+        doc = cls.__dict__.get("__doc__")
+        if doc and "Parameters\n----------" not in inspect.cleandoc(doc):
+            cls.__doc__ = (
+                f"{inspect.cleandoc(doc)}\n\n{_BACKBONE_PARAMETERS}\n\n{_BACKBONE_ATTRIBUTES}\n"
+            )
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ first use of ``rmtl.torch``) does (``pip install 'rmtl[torch]'``).
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -102,11 +103,58 @@ def _gate(in_dim, n):
     return torch.nn.Sequential(torch.nn.Linear(in_dim, n), torch.nn.Softmax(dim=1))
 
 
+# The twins' constructor and forward parameters, appended to every twin's docstrings by
+# _Twin.__init_subclass__ (num_experts only where the constructor takes it).
+_TWIN_PARAMETERS = """Parameters
+----------
+field_dims : sequence of int
+    Cardinality of every categorical field.
+num_dense : int
+    Number of numerical features.
+num_tasks : int
+    Number of tasks.
+embed_dim : int
+    Embedding width.
+bottom_dims : sequence of int
+    MLP widths of the bottom (or of every expert; the PLEs: one level per width).
+tower_dims : sequence of int
+    Hidden widths of each task's tower.
+dropout : float
+    Dropout rate."""
+
+_TWIN_EXPERTS = """
+num_experts : int, default 8
+    Number of experts (the PLEs: half per task, half shared; an even count)."""
+
+_TWIN_FORWARD = """Parameters
+----------
+x_cat : torch.Tensor (n, F) int64
+    Categorical codes.
+x_num : torch.Tensor (n, D) float32
+    Numerical features.
+
+Returns
+-------
+torch.Tensor (n, T) float32
+    One probability per row and task."""
+
+
 class _Twin(torch.nn.Module):
     """A backbone twin: records the rmtl configuration it was built with (``rmtl_config``,
     which :func:`from_torch` reads) and turns tower outputs into probabilities."""
 
     name = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        doc = cls.__dict__.get("__doc__")
+        if doc:
+            experts = "num_experts" in inspect.signature(cls.__init__).parameters
+            section = _TWIN_PARAMETERS + (_TWIN_EXPERTS if experts else "")
+            cls.__doc__ = f"{inspect.cleandoc(doc)}\n\n{section}\n"
+        forward = cls.__dict__.get("forward")
+        if forward is not None and forward.__doc__:
+            forward.__doc__ = f"{inspect.cleandoc(forward.__doc__)}\n\n{_TWIN_FORWARD}\n"
 
     def _record(
         self,
@@ -491,7 +539,23 @@ TWINS: dict[str, type[_Twin]] = {
 # ---------------------------------------------------------------------- critic
 class CriticNeg(torch.nn.Module):
     """The reference critic: embedding and numerical layer, the action as one more field
-    (``action_layer = Linear(1, embed_dim)``), bottom and tower MLPs, ``Q = -ReLU(out)``."""
+    (``action_layer = Linear(1, embed_dim)``), bottom and tower MLPs, ``Q = -ReLU(out)``.
+
+    Parameters
+    ----------
+    field_dims : sequence of int
+        Cardinality of every categorical field.
+    num_dense : int
+        Number of numerical features.
+    embed_dim : int
+        Embedding width (of the fields, the numerical layer and the action layer).
+    bottom_dims : sequence of int
+        Widths of the bottom MLP.
+    tower_dims : sequence of int
+        Hidden widths of the tower MLP (its output layer has width 1).
+    dropout : float
+        Dropout rate.
+    """
 
     def __init__(
         self,
@@ -521,7 +585,22 @@ class CriticNeg(torch.nn.Module):
     def forward(
         self, x_cat: torch.Tensor, x_num: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
-        """Codes (n, F) int64, dense features (n, D) and actions (n,) float32 -> Q (n,)."""
+        """Codes (n, F) int64, dense features (n, D) and actions (n,) float32 -> Q (n,).
+
+        Parameters
+        ----------
+        x_cat : torch.Tensor (n, F) int64
+            Categorical codes.
+        x_num : torch.Tensor (n, D) float32
+            Numerical features.
+        action : torch.Tensor (n,) float32
+            One action per row.
+
+        Returns
+        -------
+        torch.Tensor (n,) float32
+            Q values, <= 0.
+        """
         act = self.action_layer(action.unsqueeze(1))
         x = torch.cat([_front(self.embedding, self.numerical_layer, x_cat, x_num), act], 1)
         return -torch.relu(self.tower(self.bottom(x))).squeeze(1)
@@ -531,7 +610,20 @@ class CriticNeg(torch.nn.Module):
 def module_for(config: Union[BackboneConfig, CriticConfig, Mapping[str, Any]]) -> torch.nn.Module:
     """A new PyTorch twin (PyTorch's own initialisation) of the network a configuration
     describes: a backbone's :class:`rmtl.models.BackboneConfig` or a critic's
-    :class:`rmtl.critic.CriticConfig`, or either as a dict (``net.config.to_dict()``)."""
+    :class:`rmtl.critic.CriticConfig`, or either as a dict (``net.config.to_dict()``).
+
+    Parameters
+    ----------
+    config : BackboneConfig, CriticConfig or mapping
+        The configuration; a mapping with a ``name`` key is a backbone's (a ValueError if
+        the name is not a backbone), one without is a critic's.
+
+    Returns
+    -------
+    torch.nn.Module
+        A backbone twin (:class:`SingleTask`, ..., :class:`AITM`) or :class:`CriticNeg`,
+        whose ``rmtl_config`` holds every entry of the configuration.
+    """
     c = dict(config.to_dict() if hasattr(config, "to_dict") else config)
     args = [
         list(c["field_dims"]),
@@ -555,7 +647,18 @@ def module_for(config: Union[BackboneConfig, CriticConfig, Mapping[str, Any]]) -
 
 def state_dict_to_torch(state: Mapping[str, Any]) -> OrderedDict[str, torch.Tensor]:
     """A state dict of arrays (``net.state_dict()``: NumPy float32) as one of torch tensors
-    (copies, float32, on the CPU) that ``torch.nn.Module.load_state_dict`` accepts."""
+    (copies, float32, on the CPU) that ``torch.nn.Module.load_state_dict`` accepts.
+
+    Parameters
+    ----------
+    state : mapping of str to array-like
+        Parameter names to arrays.
+
+    Returns
+    -------
+    OrderedDict of str to torch.Tensor
+        The same keys, in the same order.
+    """
     return OrderedDict(
         (k, torch.from_numpy(np.array(_detach(v), dtype=np.float32, copy=True)))
         for k, v in state.items()
@@ -564,7 +667,18 @@ def state_dict_to_torch(state: Mapping[str, Any]) -> OrderedDict[str, torch.Tens
 
 def state_dict(net: Net) -> OrderedDict[str, torch.Tensor]:
     """A backbone's or critic's weights as torch tensors (copies) under the reference module's
-    keys: ``torch_module.load_state_dict(rmtl.torch.state_dict(model))``."""
+    keys: ``torch_module.load_state_dict(rmtl.torch.state_dict(model))``.
+
+    Parameters
+    ----------
+    net : Net
+        An rmtl backbone or :class:`rmtl.Critic` (a TypeError otherwise).
+
+    Returns
+    -------
+    OrderedDict of str to torch.Tensor
+        Float32 CPU tensors, keyed as ``net.state_dict()``.
+    """
     if not isinstance(net, Net):
         raise TypeError(f"net: expected an rmtl backbone or rmtl.Critic, got {type(net).__name__}")
     return state_dict_to_torch(net.state_dict())
@@ -578,7 +692,18 @@ def to_torch(net: Net) -> torch.nn.Module:
 
     Backbones take ``(x_cat, x_num)``: codes (n, F) int64 and dense features (n, D)
     float32, and return (n, T) probabilities; critics take ``(x_cat, x_num, action)`` and
-    return Q (n,)."""
+    return Q (n,).
+
+    Parameters
+    ----------
+    net : Net
+        An rmtl backbone or :class:`rmtl.Critic` (a TypeError otherwise).
+
+    Returns
+    -------
+    torch.nn.Module
+        The twin (a backbone twin of this module or :class:`CriticNeg`).
+    """
     if not isinstance(net, Net):
         raise TypeError(f"net: expected an rmtl backbone or rmtl.Critic, got {type(net).__name__}")
     module = module_for(net.config)
@@ -594,7 +719,23 @@ def from_torch(module: torch.nn.Module, like: Optional[Net] = None, strict: bool
     module's ``rmtl_config`` (every module of :func:`to_torch` and :func:`module_for`, and the
     twin classes here, carry one). Any module with the reference module's ``state_dict()``
     keys works with ``like``: the authors' own models, for one. The Adam state starts fresh
-    (a torch module holds none). ``strict=False`` ignores missing and unexpected keys."""
+    (a torch module holds none). ``strict=False`` ignores missing and unexpected keys.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module whose ``state_dict()`` is copied.
+    like : Net or None, default None
+        An rmtl network whose configuration to use; None reads ``module.rmtl_config``
+        (a ValueError if the module has none).
+    strict : bool, default True
+        Whether the keys must match exactly (as ``load_state_dict``'s ``strict``).
+
+    Returns
+    -------
+    Net
+        A backbone (when the configuration names one) or an :class:`rmtl.Critic`.
+    """
     if like is not None:
         if not isinstance(like, Net):
             raise TypeError(
@@ -627,7 +768,19 @@ def export_onnx(
 
     The export traces :func:`to_torch`'s module with PyTorch's TorchScript exporter (its
     deprecation warning is silenced here); ``dynamo=True`` uses the ``torch.export`` one,
-    which also needs ``onnxscript``."""
+    which also needs ``onnxscript``.
+
+    Parameters
+    ----------
+    net : Net
+        An rmtl backbone or :class:`rmtl.Critic`.
+    path : str or os.PathLike
+        The ONNX file to write.
+    opset_version : int or None, default None
+        ONNX opset; None takes PyTorch's default.
+    dynamo : bool, default False
+        Use the ``torch.export`` exporter instead of the TorchScript one.
+    """
     module = to_torch(net).eval()
     c = net.config
     args: tuple[torch.Tensor, ...] = (
