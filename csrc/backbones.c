@@ -263,9 +263,15 @@ void rmtl_model_backward_towers(rmtl_model *m, int B, int task) {
         dinp[k] = rmtl_arena_grad(&m->arena, in.col) + in.off;
         ld[k] = in.ld;
     }
-    /* ESMM's CTCVR logit gradient reaches both towers */
-    int all = task < 0 || m->kind == RMTL_ESMM, k = all ? 0 : task, n = all ? m->T : 1;
+    int k, n = rmtl_model_towers_of(m, task, &k);
     rmtl_mlps_backward(m, m->towers + k, n, 0, dinp + k, inp + k, ld + k, B);
+}
+
+int rmtl_model_towers_of(const rmtl_model *m, int task, int *first) {
+    /* ESMM's CTCVR logit gradient reaches both towers */
+    int all = task < 0 || m->kind == RMTL_ESMM;
+    *first = all ? 0 : task;
+    return all ? m->T : 1;
 }
 
 void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int B) {

@@ -36,6 +36,9 @@ void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense
    their inputs (rmtl_model_feature) in the arena; task >= 0: only that task's tower (whose
    logit alone has a gradient; ESMM's both), -1: all */
 void rmtl_model_backward_towers(rmtl_model *m, int B, int task);
+/* the towers rmtl_model_backward_towers(m, B, task) runs: n of them from *first (task -1:
+   all) */
+int rmtl_model_towers_of(const rmtl_model *m, int task, int *first);
 /* the backward below the towers' inputs, whose gradients are in the arena: every other layer */
 void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int B);
 /* where task k's tower input lives in the arena: a (B, width) block at column col, offset off,

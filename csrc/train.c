@@ -202,6 +202,9 @@ static void rmtl_task_losses(float *L, const rmtl_model *m, const float *w, int 
 typedef struct {
     rmtl_loc at[RMTL_MAX_TASKS];
     int loc[RMTL_MAX_TASKS];
+    /* touches[k][l]: task k's towers' backward writes a gradient into tower input l (the
+       other gradients of task k's stay zero: neither copied nor combined) */
+    unsigned char touches[RMTL_MAX_TASKS][RMTL_MAX_TASKS];
     int n, H;
     size_t from;
 } rmtl_rep_layout;
@@ -221,6 +224,13 @@ static rmtl_rep_layout rmtl_rep_layout_of(const rmtl_model *m) {
         }
         r.loc[k] = l;
         r.from = k == 0 || f.col < r.from ? f.col : r.from;
+    }
+    memset(r.touches, 0, sizeof r.touches);
+    for (int k = 0; k < m->T; k++) {
+        int first, n = rmtl_model_towers_of(m, k, &first);
+        for (int j = first; j < first + n; j++) {
+            r.touches[k][r.loc[j]] = 1;
+        }
     }
     return r;
 }
@@ -330,6 +340,18 @@ static void rmtl_balanced_task_weights(rmtl_balanced_scratch *sc, const float *w
     }
 }
 
+/* After m's forward and with the gradients zeroed: the backward of task k's loss L_k alone
+   through the head and task k's tower (rmtl_balanced_task_weights), leaving the gradients of
+   its tower input and of the task-specific parameters above it */
+static void rmtl_balanced_task_backward(rmtl_model *m, rmtl_balanced_scratch *sc, const float *w,
+                                        int k, int nb) {
+    float *dlogit[RMTL_MAX_TASKS];
+    rmtl_balanced_task_weights(sc, w, k, nb, m->T);
+    rmtl_model_dlogit(m, dlogit);
+    rmtl_head_backward(dlogit, m->prob, m->sig, m->labels, sc->wk, m->kind == RMTL_ESMM, nb, m->T);
+    rmtl_model_backward_towers(m, nb, k);
+}
+
 /* Representation space, after m's forward (nb rows, row weights w or NULL): for each task k
    the towers' backward of L_k alone gives its per-row gradients of every tower input (sc->rep)
    and of the task-specific parameters above them (sc->own); the Jacobian row k pools the
@@ -338,15 +360,14 @@ static void rmtl_balanced_rep_sample(rmtl_model *m, const rmtl_balanced *bal,
                                      rmtl_balanced_scratch *sc, const float *w, int nb) {
     const rmtl_rep_layout *lay = &sc->lay;
     int T = m->T, H = lay->H, sign = bal->b->spec->rep == RMTL_BAL_REP_MULT;
-    float *dlogit[RMTL_MAX_TASKS];
     for (int k = 0; k < T; k++) {
-        rmtl_balanced_task_weights(sc, w, k, nb, T);
         rmtl_arena_zero_grad_from(&m->arena, lay->from, nb);
         rmtl_balanced_own(m, bal, NULL, RMTL_OWN_ZERO);
-        rmtl_model_dlogit(m, dlogit);
-        rmtl_head_backward(dlogit, m->prob, m->sig, m->labels, sc->wk, m->kind == RMTL_ESMM, nb, T);
-        rmtl_model_backward_towers(m, nb, k);
+        rmtl_balanced_task_backward(m, sc, w, k, nb);
         for (int l = 0; l < lay->n; l++) {
+            if (!lay->touches[k][l]) {
+                continue;
+            }
             const float *src = rmtl_arena_grad(&m->arena, lay->at[l].col) + lay->at[l].off;
             float *dst = sc->rep + ((size_t)k * lay->n + l) * (size_t)nb * H;
             for (int i = 0; i < nb; i++) {
@@ -397,12 +418,8 @@ static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
     }
     size_t P = (size_t)b->P;
     for (int k = 0; k < T; k++) {
-        rmtl_balanced_task_weights(sc, w, k, nb, T);
         rmtl_model_zero_grad(m, nb);
-        float *dlogit[RMTL_MAX_TASKS];
-        rmtl_model_dlogit(m, dlogit);
-        rmtl_head_backward(dlogit, m->prob, m->sig, m->labels, sc->wk, m->kind == RMTL_ESMM, nb, T);
-        rmtl_model_backward_towers(m, nb, k);
+        rmtl_balanced_task_backward(m, sc, w, k, nb);
         rmtl_model_backward_shared(m, m->codes, m->dense, nb);
         size_t row = (size_t)s * T + k;
         rmtl_balanced_shared(m, bal, sc->jac + row * P, 0);
@@ -430,27 +447,47 @@ static void rmtl_balanced_own_sum(const rmtl_balancer *b, rmtl_balanced_scratch 
    sum_k c_kx G_k (c_kx the step's coefficient c_k, or GradDrop's multiplier M_kx), one
    backward below the towers takes it to every parameter there, and the towers' parameters
    get their task sums */
-static void rmtl_balanced_rep_finish(rmtl_model *m, const rmtl_balanced *bal,
-                                     rmtl_balanced_scratch *sc, int nb) {
-    const rmtl_balancer *b = bal->b;
+typedef struct {
+    rmtl_model *m;
+    const rmtl_balancer *b;
+    const rmtl_balanced_scratch *sc;
+    int nb;
+} rmtl_rep_combine_args;
+
+/* rows [lo, hi) of every tower input's gradient: sum_k c_kx G_k over the tasks whose towers
+   touch it, in task order (the same bits however the rows are split) */
+static void rmtl_rep_combine_rows(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_rep_combine_args *a = ctx;
+    const rmtl_balanced_scratch *sc = a->sc;
     const rmtl_rep_layout *lay = &sc->lay;
-    int T = m->T, H = lay->H, mult = b->spec->rep == RMTL_BAL_REP_MULT;
-    rmtl_model_zero_grad(m, nb);
+    int T = a->m->T, H = lay->H, nb = a->nb, mult = a->b->spec->rep == RMTL_BAL_REP_MULT;
     for (int l = 0; l < lay->n; l++) {
-        float *dst = rmtl_arena_grad(&m->arena, lay->at[l].col) + lay->at[l].off;
-        for (int i = 0; i < nb; i++) {
+        float *dst = rmtl_arena_grad(&a->m->arena, lay->at[l].col) + lay->at[l].off;
+        for (int64_t i = lo; i < hi; i++) {
             for (int j = 0; j < H; j++) {
                 double acc = 0.0;
                 for (int k = 0; k < T; k++) {
-                    double c = mult ? sc->mult[(size_t)k * H + j] : b->coef[k];
-                    acc += c * sc->rep[(((size_t)k * lay->n + l) * nb + i) * H + j];
+                    if (lay->touches[k][l]) {
+                        double c = mult ? sc->mult[(size_t)k * H + j] : a->b->coef[k];
+                        acc += c * sc->rep[(((size_t)k * lay->n + l) * nb + i) * H + j];
+                    }
                 }
                 dst[(size_t)i * lay->at[l].ld + j] = (float)acc;
             }
         }
     }
+}
+
+static void rmtl_balanced_rep_finish(rmtl_model *m, const rmtl_balanced *bal,
+                                     rmtl_balanced_scratch *sc, int nb) {
+    const rmtl_balancer *b = bal->b;
+    const rmtl_rep_layout *lay = &sc->lay;
+    rmtl_model_zero_grad(m, nb);
+    rmtl_rep_combine_args args = {m, b, sc, nb};
+    double per_row = (double)lay->n * lay->H * m->T;
+    rmtl_parallel_for(nb, rmtl_grain(per_row, RMTL_GRAIN_COMPUTE), rmtl_rep_combine_rows, &args);
     rmtl_model_backward_shared(m, m->codes, m->dense, nb);
-    rmtl_balanced_own_sum(b, sc, T);
+    rmtl_balanced_own_sum(b, sc, m->T);
     rmtl_balanced_own(m, bal, sc->own, RMTL_OWN_ADD);
 }
 
