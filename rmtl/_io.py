@@ -32,7 +32,16 @@ def _name(target: Target) -> str:
 
 class CorruptFileError(ValueError):
     """A file exists but cannot be read: truncated, damaged, or not the expected format.
-    ``path`` names it."""
+    ``path`` names it.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or io.BytesIO
+        The file (an in-memory one is named ``<in-memory .npz>``); its name is kept as the
+        ``path`` attribute.
+    problem : str
+        What is wrong with it; the message is ``"<path>: <problem>"``.
+    """
 
     def __init__(self, path: Target, problem: str) -> None:
         self.path = _name(path)

@@ -53,7 +53,19 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 @dataclasses.dataclass(frozen=True)
 class Range:
     """Allowed values of one parameter: finite numbers from ``low`` to ``high`` (excluded with
-    ``open_low`` / ``open_high``), integers only with ``integer``."""
+    ``open_low`` / ``open_high``), integers only with ``integer``.
+
+    Parameters
+    ----------
+    low : float
+        The lower bound.
+    high : float, default inf
+        The upper bound (infinite: no upper bound).
+    open_low, open_high : bool, default False
+        Whether ``low`` (``high``) itself is excluded.
+    integer : bool, default False
+        Whether only integers are allowed.
+    """
 
     low: float
     high: float = math.inf

@@ -30,7 +30,18 @@ CONTEXT_MODES: tuple[Optional[str], ...] = (None, "critic", "backbone", "both")
 
 
 def context_names(data: SessionData) -> tuple[str, ...]:
-    """Names of the context columns of ``data``, in order."""
+    """Names of the context columns of ``data``, in order.
+
+    Parameters
+    ----------
+    data : SessionData
+        The data set (only its ``task_names`` are read).
+
+    Returns
+    -------
+    tuple of str
+        ``ctx_position``, ``ctx_seconds``, then ``ctx_<task>_so_far`` for every task.
+    """
     return ("ctx_position", "ctx_seconds") + tuple(f"ctx_{name}_so_far" for name in data.task_names)
 
 

@@ -54,7 +54,15 @@ _SEED_MASK = 2**64 - 1
 class BoxSpace:
     """A box of values between ``low`` and ``high`` (inclusive) with a fixed shape and dtype:
     the stand-in for ``gymnasium.spaces.Box`` / ``MultiDiscrete`` when Gymnasium is not
-    installed. Integer boxes hold categorical codes ``0 .. high``."""
+    installed. Integer boxes hold categorical codes ``0 .. high``.
+
+    Parameters
+    ----------
+    low, high : array-like
+        The bounds, element by element (inclusive); ``low`` sets the box's shape.
+    dtype : dtype-like
+        The values' dtype (an integer dtype for codes, a float dtype otherwise).
+    """
 
     def __init__(self, low: np.ndarray, high: np.ndarray, dtype: Any) -> None:
         self.dtype = np.dtype(dtype)

@@ -22,7 +22,18 @@ _TOWER_BIAS = re.compile(r"^tower\.(\d+)\.mlp\.(\d+)\.bias$")
 
 
 def output_bias_keys(model: Backbone) -> dict[int, str]:
-    """Task index -> state-dict key of its output layer's bias (the last layer of its tower)."""
+    """Task index -> state-dict key of its output layer's bias (the last layer of its tower).
+
+    Parameters
+    ----------
+    model : Backbone
+        Any backbone (its ``tower.<k>.mlp.<layer>.bias`` parameters of one element).
+
+    Returns
+    -------
+    dict of int to str
+        One entry per task, in task order.
+    """
     last: dict[int, tuple] = {}
     for name, value in model.named_parameters():
         m = _TOWER_BIAS.match(name)
@@ -37,7 +48,15 @@ def set_output_prior(model: Backbone, labels: np.ndarray) -> None:
     """Set each task's output bias of ``model`` (in place) to the logit of the task's rate in
     ``labels`` (n, T), clipped to [1e-4, 1 - 1e-4]. For ESMM, whose second output is the
     product of the CTR and CVR towers, the CVR tower gets the rate of task 1 among task-0
-    positives (purchases per click)."""
+    positives (purchases per click).
+
+    Parameters
+    ----------
+    model : Backbone
+        The backbone whose output biases to set.
+    labels : array-like (n, T)
+        Training labels, n > 0 rows and one column per task (a ValueError otherwise).
+    """
     labels = np.asarray(labels, np.float64)
     keys = output_bias_keys(model)
     T = model.config.num_tasks

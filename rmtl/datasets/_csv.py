@@ -17,6 +17,18 @@ class DataFormatError(ValueError):
 
     Attributes ``path``, ``line`` (1-based, the header is line 1; None when unknown) and
     ``column`` (None when the problem is not in one column) say where.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    line : int or None
+        The 1-based line (the header is line 1), or None when unknown.
+    column : str or None
+        The column, or None when the problem is not in one column.
+    problem : str
+        What is wrong; the message is ``"<path>, line <line>, column '<column>': <problem>"``
+        (the parts that are None left out).
     """
 
     def __init__(

@@ -117,7 +117,18 @@ def read_user_features(path: str | os.PathLike[str]):
     """``user_features_<v>.csv`` as a typed pyarrow Table: ids and counts int64; the string
     columns (user_active_degree and the quoted range columns) string with ``UNKNOWN`` as
     null; flags and ``onehot_feat*`` nullable int64, including those written as floats
-    (``1.0``) or left empty, with the ``-124`` sentinel as null."""
+    (``1.0``) or left empty, with the ``-124`` sentinel as null.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file (FileNotFoundError if missing; DataFormatError if malformed).
+
+    Returns
+    -------
+    pyarrow.Table
+        The columns of ``USER_HEADER``, in that order.
+    """
     pa = pyarrow()
     path = require_file(path, "KuaiRand user features")
     t = read_table(path, _user_types(pa), required=("user_id",))
@@ -138,7 +149,18 @@ def read_video_features(path: str | os.PathLike[str]):
     upload_type string (``UNKNOWN`` as null); upload_dt date32; visible_status,
     server_width, server_height and music_type nullable int64 (written as floats, may be
     empty); video_duration float64 (ms, may be empty); tag list<int64> (a quoted
-    comma-separated list; empty cells are null)."""
+    comma-separated list; empty cells are null).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file (FileNotFoundError if missing; DataFormatError if malformed).
+
+    Returns
+    -------
+    pyarrow.Table
+        The columns of ``VIDEO_HEADER``, in that order.
+    """
     pa = pyarrow()
     pc = pa.compute
     path = require_file(path, "KuaiRand video features")
@@ -440,6 +462,20 @@ def write_kuairand(
     ``data`` needs ``user``, ``item``, two tasks, one dense feature log1p(duration s) and a
     ``vocab`` with :data:`FIELDS`, as :func:`rmtl.datasets.synthetic` (preset "kuairand")
     and :func:`load_kuairand` give.
+
+    Parameters
+    ----------
+    data : SessionData
+        The sessions to write.
+    directory : str or os.PathLike
+        Where the files go (created if missing; files of the same names are replaced).
+    variant : str, default "pure"
+        The variant named in the file names (``"pure"`` or ``"1k"`` for
+        :func:`load_kuairand`).
+    duplicates : float, default 0.0
+        Fraction of log rows written twice, in [0, 1).
+    seed : int, default 0
+        Seed of the choice of duplicated rows.
     """
     pa = pyarrow()
     if data.vocab is None or tuple(data.vocab) != FIELDS:

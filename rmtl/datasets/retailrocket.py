@@ -258,6 +258,21 @@ def write_retailrocket(
     RetailRocket fields, as :func:`rmtl.datasets.synthetic` and :func:`load_retailrocket`
     give. Loading the files back reproduces sessions, labels and feature values when the
     sessions are more than 30 minutes apart.
+
+    Parameters
+    ----------
+    data : SessionData
+        The sessions to write (vocab values may hold no comma, quote or newline).
+    directory : str or os.PathLike
+        Where the files go (created if missing; files of the same names are replaced).
+    snapshots : int, default 3
+        Rows per item and property in the change log, >= 1.
+    extra_properties : int, default 2
+        Unused properties per item, >= 0.
+    category_parent : mapping of str to str or None, optional
+        The parent of each categoryid in ``category_tree.csv`` (None or missing: empty).
+    seed : int, default 0
+        Seed of the shuffles, the addtocart delays and the earlier snapshot values.
     """
     pa = pyarrow()
     if data.vocab is None or tuple(data.vocab) != ITEM_FIELDS:

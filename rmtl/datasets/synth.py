@@ -41,7 +41,27 @@ class FieldSpec:
 
     A ``"task_context"`` field is drawn per impression like ``"context"``, but its levels
     shift only the logit of the task named ``task``, each level by ``effect`` times its own
-    standard normal draw: a signal only that task's gradient carries."""
+    standard normal draw: a signal only that task's gradient carries.
+
+    Parameters
+    ----------
+    name : str
+        The field's column name.
+    kind : str
+        Where its values come from (a key of ``rmtl._core.enums["field_kind"]``).
+    values : tuple of str
+        The raw value of each level (code c is ``values[c - 1]``).
+    missing : float, default 0.0
+        Probability the field is missing (code 0).
+    skew : float, default 1.0
+        Skew of the level frequencies: 1 gives equal-frequency levels, > 1 a long tail of
+        rare levels.
+    task : str or None, default None
+        ``"task_context"`` only (and required there): the name of the task whose logit it
+        shifts.
+    effect : float, default 1.0
+        ``"task_context"``: standard deviation of each level's logit shift (finite, >= 0).
+    """
 
     name: str
     kind: str
@@ -81,7 +101,104 @@ class SyntheticConfig:
     ``task_corr`` (negative: conflicting tasks) and two later tasks by the product of their
     values. ``label_noise`` is the probability a recorded label is flipped. Each is one value
     for every task, or one per task (after the first, for ``task_corr``) in the
-    ``*_per_task`` field, which wins when not empty."""
+    ``*_per_task`` field, which wins when not empty.
+
+    Parameters
+    ----------
+    fields : tuple of FieldSpec
+        The observed categorical fields, in column order.
+    task_names : tuple of str
+        The tasks, the click first (2 to :data:`MAX_TASKS`).
+    target_rates : tuple of float
+        Mean unflipped label rate of each task, which calibration fits the intercepts to.
+    dense : str
+        The dense feature: ``"zero"`` (the authors' dummy 0) or ``"log_duration"``.
+    n_users : int
+        Default number of users.
+    n_items, n_categories, n_parents, n_segments : int
+        Numbers of items, item categories, parent categories and user segments.
+    nested : int
+        1: every task after the click needs a click (``y_k = click * Bern(q_k)``); 0: all
+        tasks are free.
+    latent_dim : int, default 16
+        Width K of the user and item factors.
+    max_len, max_sessions : int, default 60, 200
+        Most impressions per session and sessions per user.
+    mood_sd : float, default 0.5
+        The session interest z starts at ``theta_u + mood_sd * noise``.
+    segment_weight, category_weight : float, default 0.6, 0.7
+        Share of theta_u explained by the user's segment centre, and of phi_i by its
+        category centre.
+    task_corr : float, default 0.6
+        Correlation of every later task's item factor with the click's (above).
+    task_corr_per_task : tuple of float, default ()
+        One ``task_corr`` per task after the first.
+    label_noise : float, default 0.0
+        Probability a recorded label is flipped, in [0, 0.5].
+    label_noise_per_task : tuple of float, default ()
+        One ``label_noise`` per task.
+    bias_sd, pop_sd, exposure_sd : float, default 0.5, 0.6, 1.0
+        Standard deviations of the user biases of every task, of the item click
+        popularity and of the log exposure weight of an item.
+    price_mean, price_sd, price_category_sd : float, default 0.0, 0.6, 0.8
+        Log price: a category mean (``price_mean``, sd ``price_category_sd``) plus item
+        noise (sd ``price_sd``).
+    availability : float, default 0.85
+        Probability an item is available.
+    category_zipf : float, default 0.9
+        Category sizes are proportional to ``(c + 1) ** -category_zipf``.
+    activity_sd : float, default 0.8
+        Standard deviation of the users' log activity (mean activity 1).
+    proj_noise : float, default 0.7
+        Noise sd added to projections before quantising them into levels (signal sd 1).
+    context_sd : float, default 0.3
+        Standard deviation of the click-logit shift of each context level.
+    affinity : float, default 1.2
+        Weight of ``z . phi_i / sqrt(K)`` in the click logit.
+    task2_affinity : float, default 1.0
+        Weight of ``theta_u . psi_ik / sqrt(K)`` in the logit of every later task.
+    fatigue : float, default 0.03
+        The click logit falls by ``fatigue * t`` at step t of a session.
+    momentum : float, default 0.0
+        The click logit rises by this per earlier click in the session (a testbed knob).
+    drift : float, default 0.3
+        After a click, ``z <- (1 - drift) z + drift phi_i``.
+    boost : float, default 0.5
+        The second task's logit rises by this per earlier same-category click.
+    price_weight : float, default 0.5
+        The second task's logit falls by ``price_weight`` times the standardised log price.
+    unavailable_penalty : float, default 2.0
+        The second task's logit falls by this for unavailable items.
+    click_lift : float, default 1.5
+        Not nested: every later task's logit rises by this after a click.
+    focus : float, default 0.6
+        Probability the next item comes from the current category.
+    favourite : float, default 0.5
+        Probability a session starts in the user's favourite category.
+    jump : float, default 0.15
+        Probability the current category changes after a non-click.
+    sessions_mean : float, default 1.5
+        Extra sessions per user ~ Poisson(``sessions_mean * activity``).
+    leave_base, leave_slope : float, default -1.8, 0.05
+        The user leaves after step t with probability ``sigmoid(leave_base + leave_slope t)``.
+    start_ms, window_ms : int, default 1_430_600_000_000, 120 days
+        First sessions start in ``[start_ms, start_ms + window_ms / 2)`` (milliseconds).
+    gap_mean_s, gap_max_s : float, default 40.0, 600.0
+        Gap between impressions of a session: 1 s + Exp(``gap_mean_s``), at most
+        ``gap_max_s`` seconds.
+    tie_prob : float, default 0.0
+        Probability an in-session gap is 0 ms.
+    between_min_s, between_mean_s : float, default 7200.0, 4 days
+        Gap between sessions: ``between_min_s`` + Exp(``between_mean_s``) seconds.
+    duration_median_s : float, default 20.0
+        ``dense="log_duration"``: the median video length in seconds.
+    calibration_users : int, default 2000
+        Users simulated to calibrate the intercepts.
+    click_offset, task2_offset : float, default 0.0
+        Without calibration: the intercept of the click and of every later task.
+    offsets : tuple of float or None, default None
+        Without calibration: every task's intercept, if given (wins over the two above).
+    """
 
     fields: tuple[FieldSpec, ...]
     task_names: tuple[str, ...]
