@@ -474,7 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Run the command line with argv (default sys.argv[1:]); returns the exit status."""
+    """Run the command line with argv (default sys.argv[1:]); returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success; 2 for a bad argument, file, missing dependency or lack of memory, 1 for
+        a numerical failure (FloatingPointError), 130 after Ctrl-C (each with one line on
+        stderr).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

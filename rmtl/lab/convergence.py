@@ -70,7 +70,20 @@ ADVICE: dict[str, str] = {
 
 def prior_logloss(rates: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per task, the logloss of predicting ``rates`` (T,) (clipped to [1e-7, 1 - 1e-7]) for
-    every row of ``labels`` (n, T): the constant predictor a trained model must beat."""
+    every row of ``labels`` (n, T): the constant predictor a trained model must beat.
+
+    Parameters
+    ----------
+    rates : array-like (T,)
+        The constant probability predicted for each task.
+    labels : array-like (n, T)
+        The labels.
+
+    Returns
+    -------
+    ndarray (T,) float64
+        The mean binary cross-entropy per task.
+    """
     r = np.clip(np.asarray(rates, np.float64), 1e-7, 1 - 1e-7)
     y = np.asarray(labels, np.float64).mean(0)
     return -(y * np.log(r) + (1 - y) * np.log1p(-r))
@@ -100,6 +113,24 @@ def check(
       per-row change (:attr:`rmtl.History.logloss_change`);
     - ``worse_than_prior``: with ``rates`` (T,), the training label rates, some task's
       logloss on ``valid`` or ``test`` is above :func:`prior_logloss` of those rates.
+
+    Parameters
+    ----------
+    history : rmtl.History
+        The training history of the stage judged.
+    model : Backbone
+        The trained model (anything with ``predict(sparse, dense)``).
+    valid : SessionData
+        The validation split.
+    test : SessionData, optional
+        The test split, read only for ``worse_than_prior``.
+    rates : ndarray (T,), optional
+        The training label rates; None leaves out ``worse_than_prior``.
+
+    Returns
+    -------
+    list of str
+        The flags raised, in :data:`ADVICE` order.
     """
     epochs = list(history.epochs)
     prob = np.asarray(model.predict(valid.sparse, valid.dense), np.float64)
@@ -142,5 +173,16 @@ def check(
 
 
 def summary(flags_per_seed: list[list[str]]) -> dict[str, int]:
-    """How many seeds raised each flag, in :data:`ADVICE` order."""
+    """How many seeds raised each flag, in :data:`ADVICE` order.
+
+    Parameters
+    ----------
+    flags_per_seed : list of list of str
+        The flags of :func:`check`, one list per seed.
+
+    Returns
+    -------
+    dict of str to int
+        Flag -> number of seeds that raised it (flags no seed raised left out).
+    """
     return {f: n for f in ADVICE if (n := sum(f in fl for fl in flags_per_seed))}

@@ -46,7 +46,17 @@ MAIN_GUARD = (
 
 
 class SerialExecutor(Executor):
-    """Each job runs in this process when submitted: the serial run."""
+    """Each job runs in this process when submitted: the serial run.
+
+    Parameters
+    ----------
+    work : Work
+        What runs one job (:func:`rmtl.lab.units.execute`).
+    data : tuple of SessionData
+        The (train, valid, test) splits every job reads.
+    threads : int or None
+        Threads each job runs with (None: as the process is set).
+    """
 
     capacity = 1
 
@@ -65,7 +75,25 @@ class FuturesExecutor(Executor):
 
     Ours (``own``) raises a clear error when a worker dies (at start-up, as in a script without
     a main guard, or later) instead of hanging, and while it runs a SIGTERM of this process
-    (from the main thread, where no handler was set) terminates its workers and exits 143."""
+    (from the main thread, where no handler was set) terminates its workers and exits 143.
+
+    Parameters
+    ----------
+    work : Work
+        What runs one job (:func:`rmtl.lab.units.execute`, a module-level function).
+    executor : concurrent.futures.Executor
+        Where jobs run.
+    data : tuple of SessionData or None
+        The (train, valid, test) splits sent with every job; None when the workers already
+        hold them (ours).
+    threads : int or None
+        Threads each job runs with (None: as the worker is set).
+    capacity : int, optional
+        Jobs in flight at once (None: no limit but the graph's).
+    own : bool, default False
+        Whether ``executor`` is ours (:func:`executor_for` started it): its workers' deaths
+        are reported clearly, SIGTERM terminates them, and :meth:`close` shuts it down.
+    """
 
     def __init__(
         self,
@@ -246,7 +274,28 @@ def executor_for(
 ) -> Executor:
     """The :class:`Executor` for ``executor`` (see :func:`rmtl.experiment`) that runs each
     job as ``work(job, settings, data, inputs)`` (:func:`rmtl.lab.units.execute`; a
-    module-level function, so worker processes and Ray can receive it)."""
+    module-level function, so worker processes and Ray can receive it).
+
+    Parameters
+    ----------
+    executor : None, int, "ray" or concurrent.futures.Executor
+        None runs serially in this process; an int starts that many worker processes (1 to
+        ``MAX_PROCESSES``); ``"ray"`` runs Ray tasks; an executor of the caller's is used as
+        it is.
+    work : Work
+        What runs one job.
+    data : tuple of SessionData
+        The (train, valid, test) splits.
+    threads_per_job : int or None
+        Threads each job runs with, >= 1 (None: as the process is set for a serial run or
+        the caller's executor, the cores shared out over our worker processes, 1 per Ray
+        task).
+
+    Returns
+    -------
+    Executor
+        A :class:`SerialExecutor`, :class:`FuturesExecutor` or :class:`RayExecutor`.
+    """
     if threads_per_job is not None and threads_per_job < 1:
         raise ValueError(f"threads_per_job: expected >= 1 or None, got {threads_per_job}")
     if executor is None:
@@ -284,7 +333,17 @@ def _task(work: Work, job: Job, settings: Settings, data: Splits, *inputs: JobOu
 
 class RayExecutor(Executor):
     """Jobs as Ray tasks; dependent jobs receive their inputs as object references, so outputs
-    go from worker to worker without passing through this process."""
+    go from worker to worker without passing through this process.
+
+    Parameters
+    ----------
+    work : Work
+        What runs one job (:func:`rmtl.lab.units.execute`).
+    data : tuple of SessionData
+        The (train, valid, test) splits, put into Ray's object store once.
+    threads : int
+        CPUs (and threads) each Ray task takes.
+    """
 
     def __init__(self, work: Work, data: Splits, threads: int) -> None:
         self.ray, self.work = connect(), work

@@ -68,7 +68,17 @@ def is_balanced(variant: str) -> bool:
 
 def needs_critics(weighting: Optional[str]) -> bool:
     """Whether a stage-3 weighting reads the critics (``constant``, ``continued`` and
-    ``static`` do not)."""
+    ``static`` do not).
+
+    Parameters
+    ----------
+    weighting : str or None
+        A stage-3 weighting (None: the agent's own, which reads them).
+
+    Returns
+    -------
+    bool
+    """
     return weighting not in CRITIC_FREE
 
 
@@ -89,6 +99,25 @@ class Job:
     ``pretrain`` job then trains the backbone from scratch with it (variant
     ``balanced[<name>]``), a ``finetune`` job with ``weighting="continued"`` is the Continued
     control with it (``continued[<name>]``).
+
+    Parameters
+    ----------
+    kind : str
+        ``"pretrain"``, ``"critics"`` or ``"finetune"``.
+    model : str
+        The backbone's name.
+    seed : int
+        The seed of the model and its agent.
+    weighting : str, optional
+        ``finetune``: the stage-3 weighting (None: the agent's own).
+    critics_of : str, optional
+        ``finetune``: the backbone whose critics weight the losses (None: no critics read).
+    epochs : int, optional
+        ``finetune``: a fixed budget of exactly that many epochs.
+    matched : bool, default False
+        ``finetune``: train as many epochs as the ``rmtl`` job of the same model and seed kept.
+    balancer : str, optional
+        The loss balancer the job trains with (None: the agent's own losses).
     """
 
     kind: str
@@ -151,7 +180,19 @@ class JobOutput:
     """What a job hands on: ``networks`` (``pretrained``, ``finetuned`` or ``critic<k>`` ->
     the bytes of the file :func:`rmtl.save` / :meth:`rmtl.Critic.save` writes), ``records``
     (test metrics per task), ``history`` (the agent's history entries) and ``seconds`` (the
-    job's wall time where it ran)."""
+    job's wall time where it ran).
+
+    Parameters
+    ----------
+    networks : dict of str to bytes
+        ``pretrained``, ``finetuned`` or ``critic<k>`` -> the bytes of the network's file.
+    records : list of dict
+        Test metrics per task.
+    history : dict
+        The agent's history entries.
+    seconds : float, default 0.0
+        The job's wall time where it ran.
+    """
 
     networks: dict[str, bytes]
     records: list[dict[str, Any]]
@@ -166,7 +207,23 @@ class Settings:
     puts in its own seed), the checkpoint root (every job checkpoints in
     ``<root>/<job.key>``), progress bars, the threads each job runs with (None: as the
     process is set) and ``compat`` (``"authors"``: every backbone must be the authors'
-    module; the authors' switches are already in ``rmtl``)."""
+    module; the authors' switches are already in ``rmtl``).
+
+    Parameters
+    ----------
+    backbone_kwargs : mapping
+        Keyword arguments of every backbone (:func:`rmtl.models.create`).
+    rmtl : RMTLConfig
+        The agents' settings (each job puts in its own seed).
+    checkpoint_dir : str, optional
+        The checkpoint root (None: no checkpoints).
+    progress : bool, default False
+        Whether jobs show progress bars.
+    threads : int, optional
+        Threads each job runs with (None: as the process is set).
+    compat : str, optional
+        ``"authors"``: every backbone must be the authors' module.
+    """
 
     backbone_kwargs: Mapping[str, Any]
     rmtl: RMTLConfig
@@ -196,7 +253,33 @@ def graph(
 
     ``balancers``: per balancer, every backbone of ``balanced_backbones`` (default all) is
     also trained from scratch with it (as its baseline, with early stopping), and every RMTL
-    backbone gets a Continued control with it, budgeted as the other controls."""
+    backbone gets a Continued control with it, budgeted as the other controls.
+
+    Parameters
+    ----------
+    backbones : sequence of str
+        The backbones, each pretrained (stage 1) per seed.
+    rmtl_backbones : sequence of str
+        Those of ``backbones`` that also go through RMTL's stages 2 and 3.
+    seeds : sequence of int
+        The seeds.
+    weightings : sequence of str
+        The stage-3 weightings (``"rmtl"`` and the controls) of every RMTL backbone.
+    transfer : sequence of (str, str)
+        (source, destination) pairs: destination fine-tuned with the source's critics.
+    budget : {"matched", "fixed"}, default "matched"
+        The stage-3 budget of the controls (above).
+    epochs : int, optional
+        The epochs of every stage-3 job with ``budget="fixed"`` (required there).
+    balancers : sequence of str, default ()
+        Loss balancers (:mod:`rmtl.balancers`) to train with as well.
+    balanced_backbones : sequence of str, optional
+        The backbones trained with each balancer (None: all of ``backbones``).
+
+    Returns
+    -------
+    list of Job
+    """
     if budget not in BUDGETS:
         raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
     if budget == "fixed" and epochs is None:
@@ -257,15 +340,52 @@ class Executor:
     threads: Optional[int] = None
 
     def submit(self, job: Job, settings: Settings, inputs: Sequence[Any]) -> cf.Future:
-        """Start ``job`` with the handles of its inputs (in ``job.deps`` order)."""
+        """Start ``job`` with the handles of its inputs (in ``job.deps`` order).
+
+        Parameters
+        ----------
+        job : Job
+            The job.
+        settings : Settings
+            What every job of the experiment shares.
+        inputs : sequence
+            The handles (:meth:`handle`) of the outputs of ``job.deps``.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            A future of the job's :class:`JobOutput`.
+        """
         raise NotImplementedError
 
     def result(self, future: cf.Future) -> JobOutput:
-        """The output of the finished ``future`` (or its error, raised)."""
+        """The output of the finished ``future`` (or its error, raised).
+
+        Parameters
+        ----------
+        future : concurrent.futures.Future
+            A finished future of :meth:`submit`.
+
+        Returns
+        -------
+        JobOutput
+        """
         return future.result()
 
     def handle(self, future: cf.Future) -> Any:
-        """What jobs depending on the finished ``future`` receive: its output here."""
+        """What jobs depending on the finished ``future`` receive: its output here.
+
+        Parameters
+        ----------
+        future : concurrent.futures.Future
+            A finished future of :meth:`submit`.
+
+        Returns
+        -------
+        object
+            The :class:`JobOutput`, or what stands for it where the jobs run (a Ray object
+            reference).
+        """
         return future.result()
 
     def close(self) -> None:
@@ -282,7 +402,23 @@ def run_graph(
 
     Ready jobs are submitted in list order up to the executor's capacity; ``on_done(job,
     outputs)`` is called in this process as each job finishes. A failure (or Ctrl-C) cancels
-    the jobs not yet started and is raised."""
+    the jobs not yet started and is raised.
+
+    Parameters
+    ----------
+    jobs : sequence of Job
+        The graph (:func:`graph`).
+    settings : Settings
+        What every job shares.
+    runner : Executor
+        Where jobs run (closed at the end).
+    on_done : callable, optional
+        ``on_done(job, outputs)`` after each job, with the outputs so far.
+
+    Returns
+    -------
+    dict of Job to JobOutput
+    """
     outputs: dict[Job, JobOutput] = {}
     handles: dict[Job, Any] = {}
     running: dict[cf.Future, Job] = {}

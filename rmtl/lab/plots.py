@@ -24,7 +24,20 @@ __all__ = [
 
 
 def figure(ncols: int, width: float = 4.6, height: float = 3.4) -> Any:
-    """A figure of ``ncols`` panels side by side (without pyplot): ``(figure, axes)``."""
+    """A figure of ``ncols`` panels side by side (without pyplot): ``(figure, axes)``.
+
+    Parameters
+    ----------
+    ncols : int
+        Number of panels.
+    width, height : float, default 4.6, 3.4
+        Size of one panel in inches.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, array of Axes)
+        The figure and its ``ncols`` axes.
+    """
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
@@ -48,6 +61,15 @@ def training_curves(histories: Mapping[str, Mapping[str, Any]]) -> Any:
     "valid_auc", ...}, ...]}``, as ``RMTL.history`` holds it). Each run's loss gets its own
     panel and scale: stage 3's loss is weighted (``1 - lam Q`` per row), so it is not on the
     scale of stage 1's unweighted BCE. The validation AUCs are comparable and share a panel.
+
+    Parameters
+    ----------
+    histories : mapping of str to History or dict
+        Label -> the run's history (above).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     runs = list(histories.items())
     ncols = min(len(runs) + 1, 3)
@@ -86,7 +108,19 @@ def critic_curves(
     records: Mapping[str, Sequence[Mapping[str, float]]], task_names: Sequence[str]
 ) -> Any:
     """Mean TD loss per critic-training epoch, one panel per task, one line per run.
-    ``records`` maps a label to the epoch records :meth:`rmtl.RMTL.fit_critics` returns."""
+    ``records`` maps a label to the epoch records :meth:`rmtl.RMTL.fit_critics` returns.
+
+    Parameters
+    ----------
+    records : mapping of str to sequence of dict
+        Label -> the epoch records of the run's critic training (``td_loss_<task>`` keys).
+    task_names : sequence of str
+        The tasks, one panel each.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, axes = figure(len(task_names))
     for ax, task in zip(axes, task_names):
         for label, recs in records.items():
@@ -100,7 +134,21 @@ def critic_curves(
 def weight_distribution(
     weights: Mapping[str, np.ndarray], task_names: Sequence[str], bins: int = 50
 ) -> Any:
-    """Histograms of stage-3 loss weights (n, T) per task, one outline per run."""
+    """Histograms of stage-3 loss weights (n, T) per task, one outline per run.
+
+    Parameters
+    ----------
+    weights : mapping of str to array (n, T)
+        Label -> the run's stage-3 loss weights (:meth:`rmtl.RMTL.loss_weights`).
+    task_names : sequence of str
+        The tasks, one panel each.
+    bins : int, default 50
+        Histogram bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, axes = figure(len(task_names))
     for k, (ax, task) in enumerate(zip(axes, task_names)):
         for label, w in weights.items():
@@ -117,7 +165,23 @@ def q_by_position(
     max_position: int = 30,
 ) -> Any:
     """Mean critic value Q(s, a) (n, T) by step in session (``SessionData.position``), with
-    a band of one standard error; positions beyond ``max_position`` are pooled into the last."""
+    a band of one standard error; positions beyond ``max_position`` are pooled into the last.
+
+    Parameters
+    ----------
+    q : mapping of str to array (n, T)
+        Label -> the run's critic values (:meth:`rmtl.RMTL.q_values`).
+    position : int array (n,)
+        Step in session of every row.
+    task_names : sequence of str
+        The tasks, one panel each.
+    max_position : int, default 30
+        The last position shown (later ones are pooled into it).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, axes = figure(len(task_names))
     pos = np.minimum(np.asarray(position), max_position)
     count = np.bincount(pos, minlength=max_position + 1)
@@ -140,7 +204,19 @@ def q_by_position(
 
 
 def annotate_cell(ax: Any, image: Any, i: int, j: int, lines: Sequence[str]) -> None:
-    """Write ``lines`` in cell (row i, column j) of ``image``, white on dark colours."""
+    """Write ``lines`` in cell (row i, column j) of ``image``, white on dark colours.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes showing ``image``.
+    image : matplotlib.image.AxesImage
+        The heat map (its colour map picks the text colour).
+    i, j : int
+        The cell's row and column.
+    lines : sequence of str
+        The text, one line each.
+    """
     r, g, b, _ = image.cmap(image.norm(image.get_array()[i, j]))
     colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
     ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize="x-small", color=colour)
@@ -154,7 +230,19 @@ def balancer_maps(rows: Sequence[Mapping[str, Any]], metric: str = "auc") -> Any
 
     Colour is the mean paired test difference on one diverging scale centred on 0 (blue:
     better, i.e. higher AUC or lower logloss); ``*`` marks a Holm-adjusted p below 0.05 with
-    no convergence flag, ``f`` a flagged pair."""
+    no convergence flag, ``f`` a flagged pair.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        The study's rows (above); at least one.
+    metric : str, default "auc"
+        The metric shown (``"auc"`` or ``"logloss"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     names = list(dict.fromkeys(r["comparison"] for r in rows))
     cells = list(dict.fromkeys((r["regime"], r["corr"]) for r in rows))

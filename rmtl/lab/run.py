@@ -36,7 +36,22 @@ __all__ = ["RunResult", "run", "write_outputs", "OUTPUTS"]
 @dataclasses.dataclass
 class RunResult:
     """The experiment's result, the resolved config, diagnostics of the first seed, the wall
-    time and what each stage's budget was (:meth:`RunConfig.budgets`)."""
+    time and what each stage's budget was (:meth:`RunConfig.budgets`).
+
+    Parameters
+    ----------
+    result : ExperimentResult
+        The experiment's records.
+    config : RunConfig
+        The resolved configuration.
+    diagnostics : dict
+        Per backbone of the first seed: its ``history`` and, for the RMTL backbones, the
+        stage-3 ``weights`` and critic values ``q`` on the test split.
+    seconds : float
+        The wall time of the experiment.
+    budgets : dict
+        What each stage's budget was (:meth:`RunConfig.budgets`).
+    """
 
     result: ExperimentResult
     config: RunConfig
@@ -55,7 +70,19 @@ def run(config: RunConfig, on_result: Optional[Callable[[RunResult], None]] = No
     (:func:`write_outputs`). ``on_result(result)`` is called before any of them is written
     (``rmtl run`` prints the table there, so a failed write never loses it). A successful
     run removes the temporaries that kills of earlier runs left anywhere under
-    ``config.out`` and ``config.resume``."""
+    ``config.out`` and ``config.resume``.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run.
+    on_result : callable, optional
+        ``on_result(result)`` with the :class:`RunResult`, before any output is written.
+
+    Returns
+    -------
+    RunResult
+    """
     c = config.resolved()
     started = time.time()
     if c.out is not None:
@@ -206,7 +233,20 @@ def write_outputs(job: RunResult, test: SessionData) -> list[str]:
     into place together (a Ctrl-C waits for the renames; the :data:`OUTPUTS` this run does
     not write are removed), so ``out`` holds the complete outputs of one run: the earlier
     run's if this one is interrupted or fails, this run's once it returns. A failed write is
-    an OSError naming the output file."""
+    an OSError naming the output file.
+
+    Parameters
+    ----------
+    job : RunResult
+        The run's result (``job.config.out`` is where the outputs go).
+    test : SessionData
+        The test split the diagnostics' plots are drawn over.
+
+    Returns
+    -------
+    list of str
+        The paths written.
+    """
     out = job.config.out
     files = {
         "results.md": job.table() + "\n\n" + report.per_seed(job.result) + "\n",

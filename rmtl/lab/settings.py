@@ -126,6 +126,58 @@ class RunConfig:
     ``processes`` runs the experiment's jobs in that many local processes; ``ray`` on a Ray
     cluster (True: the one ``ray.init()`` finds or a new local one; a string: its address);
     neither: one after another in this process.
+
+    Parameters
+    ----------
+    dataset : {"synthetic", "retailrocket", "kuairand"}, default "synthetic"
+        The dataset.
+    data : str, optional
+        A prepared ``.npz`` file, or for a real dataset a directory of its raw files (None:
+        synthetic data is generated).
+    preset : {"quick", "paper"}, default "quick"
+        The network sizes, epochs, users and seeds the fields left None take.
+    models : tuple of str, default ("singletask", "sharedbottom", "esmm", "mmoe", "ple")
+        The backbones trained as baselines.
+    rmtl_models : tuple of str, default ("esmm", "mmoe", "ple")
+        The backbones (of ``models``) that also go through stages 2 and 3.
+    seeds : int, optional
+        Seeds per backbone.
+    lam, gamma : float
+        RMTL's weight of the critic value in the loss weights and its discount (the
+        :class:`rmtl.RMTLConfig` defaults).
+    epochs, finetune_epochs, critic_epochs : int, optional
+        Most epochs of stage 1, stage 3 and the critics' training.
+    min_steps : int, optional
+        The fewest Adam steps of stage 1.
+    early_stopping : {"logloss", "auc"}, optional
+        The validation score stages 1 and 3 stop on.
+    budget : {"matched", "fixed"}, default "matched"
+        The stage-3 budget.
+    controls : tuple of str, default ("continued", "static", "permuted")
+        The controls of the critic effect.
+    balancers : tuple of str, default ()
+        Loss balancers (``("all",)``: every one).
+    init_output_bias : {"prior"}, optional
+        ``"prior"`` starts the outputs at the training label rates.
+    compat : {"authors"}, optional
+        The authors' code's behaviour.
+    context : {"critic", "backbone", "both"}, optional
+        Where every row's session context goes.
+    n_users : int, optional
+        Users of the synthetic data.
+    data_seed : int, default 0
+        Seed of the synthetic data.
+    out : str, optional
+        Directory the outputs are written to (None: none written).
+    resume : str, optional
+        The run's checkpoint directory.
+    progress : bool, default True
+        Whether to show progress bars.
+    processes : int, optional
+        Local worker processes.
+    ray : bool or str, optional
+        Run on a Ray cluster (True: the one ``ray.init()`` finds or a new local one; a string:
+        its address).
     """
 
     dataset: str = "synthetic"
@@ -262,7 +314,18 @@ class RunConfig:
     def budgets(self, train_rows: int) -> dict[str, dict[str, Any]]:
         """What each stage runs on ``train_rows`` training rows (a resolved config): stage 1's
         epoch limit, step floor and the epochs the floor makes; stage 2's epochs; stage 3's
-        epoch limit and how its arms are budgeted."""
+        epoch limit and how its arms are budgeted.
+
+        Parameters
+        ----------
+        train_rows : int
+            Rows of the training split.
+
+        Returns
+        -------
+        dict
+            ``stage1``, ``stage2`` and ``stage3``, each a dict of its budget's settings.
+        """
         batch = self.rmtl_config().batch_size
         per_epoch = -(-train_rows // batch)
         stage3 = self.epochs if self.finetune_epochs is None else self.finetune_epochs
@@ -285,7 +348,17 @@ class RunConfig:
 
 
 def describe_budgets(b: Mapping[str, Mapping[str, Any]]) -> str:
-    """:meth:`RunConfig.budgets` in one line, for the run's header."""
+    """:meth:`RunConfig.budgets` in one line, for the run's header.
+
+    Parameters
+    ----------
+    b : mapping
+        What :meth:`RunConfig.budgets` returns.
+
+    Returns
+    -------
+    str
+    """
     s1, s3 = b["stage1"], b["stage3"]
     floor = (
         f", a {s1['min_steps']}-step floor raising them to {s1['most_epochs']}"
@@ -307,7 +380,17 @@ def describe_budgets(b: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def read_toml(path: str) -> dict[str, Any]:
-    """A TOML file as a dict; a syntax error is a ValueError naming the file."""
+    """A TOML file as a dict; a syntax error is a ValueError naming the file.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+
+    Returns
+    -------
+    dict
+    """
     try:
         import tomllib
     except ImportError:  # Python < 3.11
@@ -381,7 +464,18 @@ def _check_types(values: Mapping[str, Any], where: str = "") -> None:
 
 def load_config(path: str) -> dict[str, Any]:
     """The [run] table (or the top level) of a TOML file as RunConfig keyword arguments;
-    unknown keys are an error naming them."""
+    unknown keys are an error naming them.
+
+    Parameters
+    ----------
+    path : str
+        The TOML file.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :class:`RunConfig`.
+    """
     raw = read_toml(path)
     return config_from_table(raw.get("run", raw), path)
 
@@ -389,7 +483,20 @@ def load_config(path: str) -> dict[str, Any]:
 def config_from_table(table: Mapping[str, Any], path: str) -> dict[str, Any]:
     """A TOML table as RunConfig keyword arguments; an unknown key or a value of the wrong type
     is a ValueError naming the file, the key and what it expects. The key ``jobs`` (renamed
-    ``processes``) still works, with a DeprecationWarning."""
+    ``processes``) still works, with a DeprecationWarning.
+
+    Parameters
+    ----------
+    table : mapping
+        The TOML table (a ValueError if it is not one).
+    path : str
+        The file it was read from, for the error messages.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :class:`RunConfig` (lists as tuples).
+    """
     if not isinstance(table, Mapping):
         raise ValueError(f"{path}: [run]: expected a table of settings, got {table!r}")
     known = {f.name for f in dataclasses.fields(RunConfig)}
@@ -412,7 +519,17 @@ def config_from_table(table: Mapping[str, Any], path: str) -> dict[str, Any]:
 
 
 def load_dataset(c: RunConfig) -> SessionData:
-    """The job's dataset: generated, a prepared .npz file, or a raw directory."""
+    """The job's dataset: generated, a prepared .npz file, or a raw directory.
+
+    Parameters
+    ----------
+    c : RunConfig
+        The run (its ``dataset``, ``data``, ``n_users`` and ``data_seed``).
+
+    Returns
+    -------
+    SessionData
+    """
     if c.dataset == "synthetic":
         if c.data is not None:
             return SessionData.load(c.data)
@@ -424,7 +541,17 @@ def load_dataset(c: RunConfig) -> SessionData:
 
 def describe_gemm(info: Mapping[str, Any]) -> str:
     """:func:`rmtl.blas_info` in one line, for the run's header: the path the core's matrix
-    products take and, for the built-in kernel, why."""
+    products take and, for the built-in kernel, why.
+
+    Parameters
+    ----------
+    info : mapping
+        What :func:`rmtl.blas_info` returns.
+
+    Returns
+    -------
+    str
+    """
     if info["backend"] == "blas":
         split = ", one thread per call on rmtl's pool" if info["blas_per_thread"] else ""
         return f"SciPy's BLAS sgemm{split}"

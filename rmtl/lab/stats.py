@@ -42,7 +42,21 @@ class Paired:
     """A paired difference ``a - b`` over seeds: ``mean``, sample ``sd``, ``n`` pairs, the
     95% confidence interval ``low``..``high`` (t-based; NaN with fewer than two pairs) and
     the two-sided paired t-test's ``p`` (NaN with fewer than two pairs or when every
-    difference is the same)."""
+    difference is the same).
+
+    Parameters
+    ----------
+    mean : float
+        Mean difference.
+    sd : float
+        Sample standard deviation of the differences.
+    n : int
+        Number of pairs.
+    low, high : float
+        The 95% confidence interval of the mean.
+    p : float
+        The two-sided paired t-test's p-value.
+    """
 
     mean: float
     sd: float
@@ -53,7 +67,17 @@ class Paired:
 
 
 def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
-    """The paired difference ``a - b`` (same length, paired by position)."""
+    """The paired difference ``a - b`` (same length, paired by position).
+
+    Parameters
+    ----------
+    a, b : sequence of float
+        One value per seed each.
+
+    Returns
+    -------
+    Paired
+    """
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     n = len(d)
     if n == 0:
@@ -73,7 +97,18 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
 
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjustment of ``pvalues`` (NaN entries are left out of the family
-    and stay NaN): the i-th smallest of m becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``."""
+    and stay NaN): the i-th smallest of m becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``.
+
+    Parameters
+    ----------
+    pvalues : sequence of float
+        The family's p-values (NaN: not part of it).
+
+    Returns
+    -------
+    list of float
+        The adjusted p-values, in the same order.
+    """
     p = np.asarray(pvalues, np.float64)
     out = np.full(p.shape, np.nan)
     idx = np.flatnonzero(~np.isnan(p))
@@ -85,7 +120,24 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 def power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
     """Power of the two-sided paired t-test at level ``alpha`` with ``n`` pairs whose
-    differences have standard deviation ``sd``, against a true mean difference ``effect``."""
+    differences have standard deviation ``sd``, against a true mean difference ``effect``.
+
+    Parameters
+    ----------
+    effect : float
+        The true mean difference.
+    sd : float
+        Standard deviation of the differences.
+    n : int
+        Number of pairs.
+    alpha : float, default 0.05
+        The test's level.
+
+    Returns
+    -------
+    float
+        The probability of a rejection (NaN when ``n < 2`` or ``sd`` is not positive).
+    """
     if n < 2 or not sd > 0:
         return math.nan
     df, nc = n - 1, abs(effect) * math.sqrt(n) / sd
@@ -97,7 +149,23 @@ def power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
 def detectable_effect(sd: float, n: int, alpha: float = 0.05, target: float = POWER) -> float:
     """The smallest true mean difference the two-sided paired t-test at level ``alpha`` finds
     with probability ``target`` (80%) from ``n`` pairs of spread ``sd``; NaN when ``n < 2``
-    or ``sd`` is not positive."""
+    or ``sd`` is not positive.
+
+    Parameters
+    ----------
+    sd : float
+        Standard deviation of the differences.
+    n : int
+        Number of pairs.
+    alpha : float, default 0.05
+        The test's level.
+    target : float, default POWER
+        The power wanted.
+
+    Returns
+    -------
+    float
+    """
     if n < 2 or not sd > 0:
         return math.nan
     upper = sd
@@ -113,7 +181,25 @@ def seeds_needed(
 ) -> int:
     """The fewest pairs (at least 2) with which the paired t-test at level ``alpha`` finds a
     true difference ``effect`` with probability ``target``, given differences of spread
-    ``sd``; ``most + 1`` when even ``most`` do not suffice."""
+    ``sd``; ``most + 1`` when even ``most`` do not suffice.
+
+    Parameters
+    ----------
+    effect : float
+        The true mean difference.
+    sd : float
+        Standard deviation of the differences.
+    alpha : float, default 0.05
+        The test's level.
+    target : float, default POWER
+        The power wanted.
+    most : int, default 100000
+        The most pairs considered.
+
+    Returns
+    -------
+    int
+    """
     if not sd > 0:
         return 2
     if power(effect, sd, most, alpha) < target:
