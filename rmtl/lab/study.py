@@ -105,7 +105,15 @@ _NUMBERS = {
 
 @dataclasses.dataclass(frozen=True)
 class Axis:
-    """One axis of the grid: a knob from :data:`KNOBS` and its values (in plotting order)."""
+    """One axis of the grid: a knob from :data:`KNOBS` and its values (in plotting order).
+
+    Parameters
+    ----------
+    knob : str
+        A key of :data:`KNOBS`.
+    values : tuple
+        Its values, in plotting order.
+    """
 
     knob: str
     values: tuple[Any, ...]
@@ -150,6 +158,38 @@ class StudyConfig:
     :func:`rmtl.experiment`) and ``finetune_epochs``; ``rmtl_kwargs`` set any other
     :class:`rmtl.RMTLConfig` field. Construction checks every value once (ValueError or
     TypeError naming the field, the expected and the actual value).
+
+    Parameters
+    ----------
+    x, y : Axis
+        The grid's axes (default: momentum 0 to 0.9 by click rate 0.05 to 0.3).
+    context : str, default "critic"
+        Where the session context goes (``"critic"``, ``"backbone"``, ``"both"`` or
+        ``"none"``).
+    synth : mapping
+        Other knobs of the synthetic preset.
+    n_users : int, default 1000
+        Users generated.
+    data_seed : int, default 0
+        Seed of the generated data.
+    backbone : str, default "esmm"
+        The backbone.
+    backbone_kwargs : mapping
+        Its keyword arguments (default the quick widths).
+    seeds : int, default 10
+        Seeds per cell.
+    critic_epochs : int, default 96
+        Epochs of the critics' training.
+    lam, gamma : float, default 0.7, 0.9
+        RMTL's weight of the critic value in the loss weights, and its discount.
+    batch_size, critic_batch_size : int, default 512, 2048
+        Batch sizes of the backbone's and the critics' training.
+    budget : {"matched", "fixed"}, default "matched"
+        The stage-3 budget.
+    finetune_epochs : int, optional
+        Stage 3's most epochs.
+    rmtl_kwargs : mapping
+        Any other :class:`rmtl.RMTLConfig` field (default the quick settings).
     """
 
     x: Axis = Axis("momentum", (0.0, 0.3, 0.6, 0.9))
@@ -210,12 +250,33 @@ class StudyConfig:
         return [{self.x.knob: a, self.y.knob: b} for a in self.x.values for b in self.y.values]
 
     def context_of(self, at: Mapping[str, Any]) -> str:
-        """Where the session context goes in the cell ``at``."""
+        """Where the session context goes in the cell ``at``.
+
+        Parameters
+        ----------
+        at : mapping
+            The cell's axis values (:meth:`grid`).
+
+        Returns
+        -------
+        str
+        """
         return at.get(CONTEXT, self.context)
 
     def synthetic_overrides(self, at: Mapping[str, Any]) -> dict[str, Any]:
         """The :func:`rmtl.datasets.synthetic` overrides of the cell ``at``: ``synth`` and the
-        axis values (``click_rate`` scales both target rates)."""
+        axis values (``click_rate`` scales both target rates).
+
+        Parameters
+        ----------
+        at : mapping
+            The cell's axis values (:meth:`grid`).
+
+        Returns
+        -------
+        dict
+            Keyword arguments of :func:`rmtl.datasets.synthetic`.
+        """
         out = dict(self.synth)
         for knob, value in at.items():
             if knob == CLICK_RATE:
@@ -231,7 +292,17 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StudyConfig:
-        """The config :meth:`to_dict` wrote (lists read back as tuples)."""
+        """The config :meth:`to_dict` wrote (lists read back as tuples).
+
+        Parameters
+        ----------
+        d : mapping
+            What :meth:`to_dict` returned (or its JSON, read back).
+
+        Returns
+        -------
+        StudyConfig
+        """
         return cls(**{**d, "x": Axis(**d["x"]), "y": Axis(**d["y"])})
 
 
@@ -316,7 +387,17 @@ def _check_rmtl(kwargs: Any) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One finished cell: its axis values ``at``, its ``context`` and the experiment."""
+    """One finished cell: its axis values ``at``, its ``context`` and the experiment.
+
+    Parameters
+    ----------
+    at : dict
+        The cell's axis values.
+    context : str
+        Where the session context went.
+    result : ExperimentResult
+        The cell's experiment.
+    """
 
     at: dict[str, Any]
     context: str
@@ -333,7 +414,19 @@ def _split(config: StudyConfig, overrides: Mapping[str, Any]) -> tuple[SessionDa
 def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = None) -> list[Cell]:
     """Run every cell of ``config.grid()`` (weightings ``rmtl``, ``continued``, ``static``,
     ``permuted``); ``on_cell(cell)`` after each. Returns the cells in grid order. Consecutive
-    cells with the same data (``y`` over the context) generate it once."""
+    cells with the same data (``y`` over the context) generate it once.
+
+    Parameters
+    ----------
+    config : StudyConfig
+        The study (a TypeError otherwise).
+    on_cell : callable, optional
+        ``on_cell(cell)`` after each cell.
+
+    Returns
+    -------
+    list of Cell
+    """
     if not isinstance(config, StudyConfig):
         raise TypeError(
             f"config: expected an rmtl.lab.study.StudyConfig, got {type(config).__name__}"
@@ -368,7 +461,19 @@ def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = N
 class Comparison:
     """A paired comparison of a study row: ``variant`` minus another, read from the
     ``key`` comparison of that variant's row in
-    :meth:`rmtl.lab.experiment.ExperimentResult.table`."""
+    :meth:`rmtl.lab.experiment.ExperimentResult.table`.
+
+    Parameters
+    ----------
+    name : str
+        Its name in the study's rows and column keys.
+    label : str
+        Its label in tables and plots.
+    variant : str
+        The variant whose row holds it.
+    key : str
+        The comparison's key in that row.
+    """
 
     name: str
     label: str
@@ -430,7 +535,17 @@ def study_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     (mean paired difference over seeds), ``<m>_<c>_low``, ``_high`` (95% CI),
     ``<m>_<c>_p`` (raw two-sided paired t-test) and ``<c>_checked`` (no convergence flag on
     either side). The primary family, the critic effect on AUC and logloss of every row, is
-    Holm-adjusted together: ``<m>_effect_p_holm``."""
+    Holm-adjusted together: ``<m>_effect_p_holm``.
+
+    Parameters
+    ----------
+    cells : sequence of Cell
+        The finished cells.
+
+    Returns
+    -------
+    list of dict
+    """
     rows = [row for cell in cells for row in _cell_rows(cell)]
     keys = [(row, f"{m}_{PRIMARY}_p") for row in rows for m in METRICS]
     for (row, key), adjusted in zip(keys, stats.holm([row[key] for row, key in keys])):
@@ -439,13 +554,37 @@ def study_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
 
 
 def primary_size(rows: Sequence[Mapping[str, Any]]) -> int:
-    """How many tests the primary family of ``rows`` holds (those with a p-value)."""
+    """How many tests the primary family of ``rows`` holds (those with a p-value).
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        The study's rows (:func:`study_rows`).
+
+    Returns
+    -------
+    int
+    """
     return sum(not math.isnan(r[f"{m}_{PRIMARY}_p"]) for r in rows for m in METRICS)
 
 
 def significant(row: Mapping[str, Any], comparison: str, metric: str) -> bool:
     """Whether a checked comparison is significant: for the critic effect a Holm-adjusted
-    p below 0.05, for the exploratory ones a 95% CI that excludes 0."""
+    p below 0.05, for the exploratory ones a 95% CI that excludes 0.
+
+    Parameters
+    ----------
+    row : mapping
+        A study row (:func:`study_rows`).
+    comparison : str
+        The comparison's name (:data:`COMPARISONS`).
+    metric : str
+        ``"auc"`` or ``"logloss"``.
+
+    Returns
+    -------
+    bool
+    """
     if not row[f"{comparison}_checked"]:
         return False
     key = f"{metric}_{comparison}"
@@ -462,7 +601,17 @@ def _entry(row: Mapping[str, Any], comparison: str, metric: str) -> str:
 
 
 def value_label(value: Any) -> str:
-    """An axis value as a label: numbers in the shortest form (``0.3``), the rest as text."""
+    """An axis value as a label: numbers in the shortest form (``0.3``), the rest as text.
+
+    Parameters
+    ----------
+    value : object
+        The axis value.
+
+    Returns
+    -------
+    str
+    """
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -499,7 +648,17 @@ def _metric_table(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
 def study_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The study in Markdown: one table per metric, a row per cell and task, each comparison
     as mean paired difference over seeds ``[95% CI] (p)``; ``*`` marks a checked comparison
-    whose CI excludes 0 (critic effect: whose Holm-adjusted p is below 0.05)."""
+    whose CI excludes 0 (critic effect: whose Holm-adjusted p is below 0.05).
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        The study's rows (:func:`study_rows`).
+
+    Returns
+    -------
+    str
+    """
     if not rows:
         return "(no cells yet)"
     lines: list[str] = []
@@ -518,7 +677,17 @@ def study_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 @dataclasses.dataclass
 class SavedStudy:
     """A study on file: its ``config``, its ``rows`` (:func:`study_rows`) and ``run``, how it
-    ran (command, CPU, threads, seconds, ...)."""
+    ran (command, CPU, threads, seconds, ...).
+
+    Parameters
+    ----------
+    config : StudyConfig
+        What the study ran.
+    rows : list of dict
+        Its rows (:func:`study_rows`).
+    run : dict
+        How it ran.
+    """
 
     config: StudyConfig
     rows: list[dict[str, Any]]
@@ -530,7 +699,15 @@ def _json_safe(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_study(path: str | os.PathLike[str], study: SavedStudy) -> None:
-    """Write ``study`` as JSON (NaN as null), atomically; :func:`load_study` reads it back."""
+    """Write ``study`` as JSON (NaN as null), atomically; :func:`load_study` reads it back.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+    study : SavedStudy
+        The study.
+    """
     doc = {
         "config": study.config.to_dict(),
         "run": study.run,
@@ -541,7 +718,17 @@ def save_study(path: str | os.PathLike[str], study: SavedStudy) -> None:
 
 def load_study(path: str | os.PathLike[str]) -> SavedStudy:
     """The study :func:`save_study` wrote to ``path`` (null read back as NaN); a file that is
-    not one raises :class:`rmtl.CorruptFileError` naming it."""
+    not one raises :class:`rmtl.CorruptFileError` naming it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file :func:`save_study` wrote.
+
+    Returns
+    -------
+    SavedStudy
+    """
     with open(path, encoding="utf-8") as f:
         try:
             doc = json.load(f)
@@ -556,7 +743,18 @@ def load_study(path: str | os.PathLike[str]) -> SavedStudy:
 def grid_values(
     rows: Sequence[Mapping[str, Any]],
 ) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
-    """The two axes of ``rows``: (knob, its values in order of first appearance), x then y."""
+    """The two axes of ``rows``: (knob, its values in order of first appearance), x then y.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        The study's rows (:func:`study_rows`).
+
+    Returns
+    -------
+    ((str, list), (str, list))
+        (knob, values) of x, then of y; a ValueError unless the rows have two axes.
+    """
     knobs = list(rows[0]["axes"]) if rows else []
     if len(knobs) != 2:
         raise ValueError(f"rows: expected study rows over two axes, got axes {knobs}")
@@ -589,6 +787,21 @@ def effect_maps(
     side better, i.e. higher AUC or lower logloss); each cell shows the mean and its 95% CI,
     with ``*`` where the comparison is significant and checked (critic effect: Holm p < 0.05;
     controls: the CI excludes 0) and ``flagged`` where a convergence check failed.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        The study's rows (:func:`study_rows`).
+    task : str
+        The task shown.
+    metric : str, default "auc"
+        ``"auc"`` or ``"logloss"``.
+    comparisons : sequence of str, optional
+        Names of the comparisons shown (None: all).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     chosen = [c for c in COMPARISONS if comparisons is None or c.name in comparisons]
     mine = [r for r in rows if r["task"] == task]

@@ -47,7 +47,36 @@ class SweepConfig:
     1/``reduction_factor`` at each rung) or ``fifo``; each trial reserves ``cpus_per_trial``
     CPUs (and runs that many threads) and restarts from its last finished stage up to
     ``max_failures`` times; ``ray`` as for ``rmtl run`` (True or an address; default: what
-    ``ray.init()`` finds, or a new local cluster); ``out`` receives the results table."""
+    ``ray.init()`` finds, or a new local cluster); ``out`` receives the results table.
+
+    Parameters
+    ----------
+    run : RunConfig
+        The data, backbone (the first of ``models``), preset and agent settings of every trial.
+    search : dict
+        The searched values (:func:`rmtl.lab.tune.search_space`).
+    trials : int, default 1
+        Samples of the search.
+    stages : {1, 3}, default 3
+        RMTL's stages each trial runs.
+    metric : str, default "valid_auc"
+        The metric trials are ranked and scheduled by.
+    mode : {"max", "min"}, default "max"
+        Whether higher or lower ``metric`` is better.
+    scheduler : {"asha", "fifo"}, default "asha"
+        Tune's scheduler.
+    grace_period, reduction_factor : int, default 1, 2
+        ASHA's settings.
+    cpus_per_trial : float, default 1.0
+        CPUs each trial reserves.
+    max_failures : int, default 2
+        Restarts of a trial whose worker died.
+    ray : bool or str, default True
+        The Ray cluster (True: what ``ray.init()`` finds, or a new local one; a string: its
+        address).
+    out : str, optional
+        Directory the results go to.
+    """
 
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     search: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -65,7 +94,17 @@ class SweepConfig:
 
 
 def load_sweep(path: str) -> SweepConfig:
-    """Read a sweep TOML file (see the module docstring); unknown tables or keys are errors."""
+    """Read a sweep TOML file (see the module docstring); unknown tables or keys are errors.
+
+    Parameters
+    ----------
+    path : str
+        The TOML file.
+
+    Returns
+    -------
+    SweepConfig
+    """
     raw = read_toml(path)
     unknown = sorted(set(raw) - set(TABLES))
     if unknown:
@@ -114,7 +153,19 @@ _TUNE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
 @dataclasses.dataclass
 class SweepResult:
     """One row per trial (its searched values, ``status``: finished, stopped by the scheduler
-    or error, ``iterations`` and the last reported metrics), best first, and the wall time."""
+    or error, ``iterations`` and the last reported metrics), best first, and the wall time.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One per trial, best first.
+    columns : list of str
+        The columns of the results table.
+    config : SweepConfig
+        The search, its run resolved.
+    seconds : float
+        The wall time.
+    """
 
     rows: list[dict[str, Any]]
     columns: list[str]
@@ -142,7 +193,17 @@ class SweepResult:
 
 def run_sweep(config: SweepConfig) -> SweepResult:
     """Run the search of ``config`` on Ray Tune; with ``config.out``, write results.md/.csv/.json
-    and config.json there."""
+    and config.json there.
+
+    Parameters
+    ----------
+    config : SweepConfig
+        The search.
+
+    Returns
+    -------
+    SweepResult
+    """
     c = dataclasses.replace(config, run=config.run.resolved())
     if c.stages not in (1, 3) or c.trials < 1:
         raise ValueError(
@@ -234,7 +295,17 @@ def _cell(value: Any) -> str:
 
 
 def describe_best(result: SweepResult) -> str:
-    """One line: the best finished trial's searched values and its test metrics."""
+    """One line: the best finished trial's searched values and its test metrics.
+
+    Parameters
+    ----------
+    result : SweepResult
+        The search's result.
+
+    Returns
+    -------
+    str
+    """
     best = result.best
     if best is None:
         return "no trial finished"

@@ -46,12 +46,32 @@ Splits = tuple[SessionData, SessionData, SessionData]
 
 
 def pretrain(config: Mapping[str, Any], data: Splits) -> None:
-    """Tune function trainable: stage 1 (the baseline) of ``config['backbone']``."""
+    """Tune function trainable: stage 1 (the baseline) of ``config['backbone']``.
+
+    Parameters
+    ----------
+    config : mapping
+        The trial's settings: ``backbone`` (default ``"esmm"``), ``seed`` (0),
+        ``backbone_kwargs``, ``rmtl`` (an :class:`rmtl.RMTLConfig`, or None) and ``compat``;
+        every other key is an agent setting (of :class:`rmtl.RMTL`, or replaced in ``rmtl``).
+    data : tuple of SessionData
+        The (train, valid, test) splits.
+    """
     _trial(config, data, stages=1)
 
 
 def three_stages(config: Mapping[str, Any], data: Splits) -> None:
-    """Tune function trainable: RMTL's three stages (pretrain, critics, weighted fine-tuning)."""
+    """Tune function trainable: RMTL's three stages (pretrain, critics, weighted fine-tuning).
+
+    Parameters
+    ----------
+    config : mapping
+        The trial's settings: ``backbone`` (default ``"esmm"``), ``seed`` (0),
+        ``backbone_kwargs``, ``rmtl`` (an :class:`rmtl.RMTLConfig`, or None) and ``compat``;
+        every other key is an agent setting (of :class:`rmtl.RMTL`, or replaced in ``rmtl``).
+    data : tuple of SessionData
+        The (train, valid, test) splits.
+    """
     _trial(config, data, stages=3)
 
 
@@ -143,7 +163,18 @@ def search_space(spec: Mapping[str, Any]) -> dict[str, Any]:
     times the number of trials), ``{uniform = [lo, hi]}``, ``{loguniform = [lo, hi]}``,
     ``{randint = [lo, hi]}`` (hi excluded); any other table is searched the same way inside
     (``balancer_args = {T = {uniform = [1, 4]}}`` searches DWA's temperature); anything else
-    is a fixed value."""
+    is a fixed value.
+
+    Parameters
+    ----------
+    spec : mapping
+        The search, as above.
+
+    Returns
+    -------
+    dict
+        Tune's ``param_space``.
+    """
     _ray.require()
     from ray import tune
 
@@ -196,7 +227,39 @@ def run(
     ``rmtl sweep`` removes on its next successful search into the same ``--out``.
 
     Ctrl-C during the search is Tune's (it stops the trials); the process's Ctrl-C handler is
-    restored afterwards, so later training in this process stops on Ctrl-C again."""
+    restored afterwards, so later training in this process stops on Ctrl-C again.
+
+    Parameters
+    ----------
+    trainable : callable
+        :func:`pretrain` or :func:`three_stages`.
+    data : tuple of SessionData
+        The (train, valid, test) splits.
+    param_space : mapping
+        Every trial's settings (:func:`search_space`).
+    trials : int, default 1
+        Samples of the search.
+    metric : str, default "valid_auc"
+        The metric trials are scheduled and ranked by.
+    mode : {"max", "min"}, default "max"
+        Whether higher or lower ``metric`` is better.
+    scheduler : {"asha", "fifo"}, default "asha"
+        Tune's scheduler.
+    grace_period, reduction_factor : int, default 1, 2
+        ASHA's settings.
+    cpus_per_trial : float, default 1
+        CPUs each trial reserves.
+    max_failures : int, default 2
+        Restarts of a trial whose worker died.
+    storage_path : str, optional
+        Where Tune keeps its results (None: Tune's default).
+    name : str, optional
+        The experiment's name under ``storage_path``.
+
+    Returns
+    -------
+    ray.tune.ResultGrid
+    """
     _ray.connect()
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler

@@ -26,7 +26,24 @@ __all__ = ["execute", "agent_view", "load_critics", "reference_history", "kept_m
 
 
 def execute(job: Job, settings: Settings, data: Splits, inputs: Sequence[JobOutput]) -> JobOutput:
-    """Execute ``job`` on ``data`` = (train, valid, test) given the outputs of ``job.deps``."""
+    """Execute ``job`` on ``data`` = (train, valid, test) given the outputs of ``job.deps``.
+
+    Parameters
+    ----------
+    job : Job
+        The job.
+    settings : Settings
+        What every job of the experiment shares (its ``threads`` limit the job).
+    data : tuple of SessionData
+        The (train, valid, test) splits.
+    inputs : sequence of JobOutput
+        The outputs of ``job.deps``, in that order.
+
+    Returns
+    -------
+    JobOutput
+        Its ``seconds`` set to the job's wall time.
+    """
     t0 = time.perf_counter()
     with _threads.limit(settings.threads):
         out = _RUNNERS[job.kind](job, settings, data, inputs)
@@ -100,7 +117,17 @@ _RUNNERS: dict[str, Callable[[Job, Settings, Splits, Sequence[JobOutput]], JobOu
 
 
 def reference_history(output: JobOutput) -> History:
-    """The stage-3 history in the output of a ``finetune`` job."""
+    """The stage-3 history in the output of a ``finetune`` job.
+
+    Parameters
+    ----------
+    output : JobOutput
+        The output of a ``finetune`` job.
+
+    Returns
+    -------
+    History
+    """
     (key,) = [k for k in output.history if k.startswith("finetuned-")]
     return History.from_dict(output.history[key])
 
@@ -108,13 +135,36 @@ def reference_history(output: JobOutput) -> History:
 def kept_mean_weights(hist: History, tasks: Sequence[str]) -> list[float]:
     """Per task, the mean stage-3 loss weight over the epochs up to the kept one (every epoch
     visits every training row once, so this is the mean over the rows and steps that made
-    the kept model): the ``static`` control's weights."""
+    the kept model): the ``static`` control's weights.
+
+    Parameters
+    ----------
+    hist : History
+        A stage-3 history.
+    tasks : sequence of str
+        The task names.
+
+    Returns
+    -------
+    list of float
+        One weight per task.
+    """
     kept = hist.epochs[: hist.best_epoch or len(hist.epochs)]
     return [float(np.mean([e[f"mean_weight_{t}"] for e in kept])) for t in tasks]
 
 
 def load_critics(output: JobOutput) -> list[Critic]:
-    """The critics a stage-2 job produced, in task order."""
+    """The critics a stage-2 job produced, in task order.
+
+    Parameters
+    ----------
+    output : JobOutput
+        The output of a ``critics`` job.
+
+    Returns
+    -------
+    list of Critic
+    """
     return [
         _restore(Critic.load, output.networks[f"critic{k}"]) for k in range(len(output.networks))
     ]
@@ -124,7 +174,25 @@ def agent_view(
     model: str, seed: int, settings: Settings, outputs: Mapping[Job, JobOutput], jobs: Sequence[Job]
 ) -> RMTL:
     """An agent holding what the jobs of (``model``, ``seed``) produced: pretrained weights,
-    critics, the last own variant's fine-tuned model and the merged history."""
+    critics, the last own variant's fine-tuned model and the merged history.
+
+    Parameters
+    ----------
+    model : str
+        The backbone's name.
+    seed : int
+        The seed.
+    settings : Settings
+        What every job of the experiment shares.
+    outputs : mapping of Job to JobOutput
+        The finished jobs' outputs.
+    jobs : sequence of Job
+        The graph.
+
+    Returns
+    -------
+    RMTL
+    """
     own = [j for j in jobs if j.model == model and j.seed == seed and not j.transfer]
     pretrained = _restore(load, outputs[own[0]].networks["pretrained"])
     agent = RMTL.from_config(

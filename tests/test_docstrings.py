@@ -1,0 +1,121 @@
+"""Every public callable of the installed package that takes parameters documents them: its
+docstring has a numpydoc ``Parameters`` section (a dataclass may use ``Attributes``).
+
+Public means what the API pages show (``docs/conf.py``): the names in ``__all__`` of every
+module that declares it, private ``_`` modules left out, and, for a class, its public methods.
+A module whose import needs a missing optional dependency (``rmtl.torch`` needs torch) is left
+out, except when ``RMTL_REQUIRE_TORCH=1`` or ``RMTL_REQUIRE_RAY=1`` (CI) requires it.
+"""
+
+import dataclasses
+import importlib
+import inspect
+import os
+import pkgutil
+import re
+import warnings
+
+import rmtl
+
+# public modules whose import needs an optional dependency, and the variable that requires it
+OPTIONAL = {"rmtl.torch": "torch", "rmtl.lab.tune": "ray"}
+REQUIRED_BY = {"torch": "RMTL_REQUIRE_TORCH", "ray": "RMTL_REQUIRE_RAY"}
+
+
+def _section(title):
+    return re.compile(rf"^{title}\n-{{3,}}$", re.MULTILINE)
+
+
+PARAMETERS = _section("Parameters")
+ATTRIBUTES = _section("Attributes")
+
+
+def _importable(name):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def _public_modules():
+    """(modules declaring ``__all__``, top level first; what was left out and why)."""
+    modules, left_out = [rmtl], []
+    for info in pkgutil.walk_packages(rmtl.__path__, "rmtl."):
+        if any(p.startswith("_") for p in info.name.split(".")) or info.name.endswith("__main__"):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:
+            dependency = OPTIONAL.get(info.name)
+            if dependency is None or _importable(dependency):
+                raise  # the module itself is broken, not a dependency missing
+            if os.environ.get(REQUIRED_BY[dependency]) == "1":
+                raise
+            left_out.append(f"{info.name} ({dependency} is not installed)")
+            continue
+        if hasattr(module, "__all__"):
+            modules.append(module)
+    return modules, left_out
+
+
+def _parameters(obj):
+    """The parameters of a callable besides self and cls ([] if it has no signature)."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return []
+    return [p for p in signature.parameters if p not in ("self", "cls")]
+
+
+def _ours(obj):
+    return (getattr(obj, "__module__", None) or "").split(".")[0] == "rmtl"
+
+
+def _undocumented(qualname, obj):
+    """The public callables among obj (and, for a class, its public methods) whose parameters
+    have no section."""
+    out = []
+    if inspect.isclass(obj):
+        doc = inspect.getdoc(obj) or ""
+        init = obj.__dict__.get("__init__")
+        if init is not None and inspect.isfunction(init):
+            doc += "\n" + (inspect.getdoc(init) or "")  # numpydoc reads either
+        documented = PARAMETERS.search(doc) or (
+            dataclasses.is_dataclass(obj) and ATTRIBUTES.search(doc)
+        )
+        if _parameters(obj) and not documented:
+            out.append(f"{qualname}({', '.join(_parameters(obj))})")
+        if issubclass(obj, BaseException):
+            return out
+        for name, member in vars(obj).items():
+            function = getattr(member, "__func__", member)  # staticmethod, classmethod
+            if name.startswith("_") or not inspect.isfunction(function):
+                continue
+            out += _undocumented(f"{qualname}.{name}", function)
+    elif callable(obj) and _parameters(obj) and not PARAMETERS.search(inspect.getdoc(obj) or ""):
+        out.append(f"{qualname}({', '.join(_parameters(obj))})")
+    return out
+
+
+def test_public_callables_document_their_parameters():
+    modules, left_out = _public_modules()
+    seen, checked, offenders = set(), 0, []
+    for module in modules:
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if id(obj) in seen or inspect.ismodule(obj) or not _ours(obj):
+                continue
+            seen.add(id(obj))
+            if callable(obj):
+                checked += 1
+                offenders += _undocumented(f"{module.__name__}.{name}", obj)
+    assert checked > 100, f"only {checked} public callables found: is the discovery broken?"
+    assert not offenders, (
+        f"{len(offenders)} public callables take parameters but their docstring has no "
+        "numpydoc 'Parameters' section (dataclasses: or 'Attributes'):\n  "
+        + "\n  ".join(offenders)
+        + (f"\n(not checked: {', '.join(left_out)})" if left_out else "")
+    )
+    if left_out:
+        warnings.warn(f"not checked: {', '.join(left_out)}", stacklevel=1)
