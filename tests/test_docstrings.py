@@ -1,5 +1,6 @@
 """Every public callable of the installed package that takes parameters documents them: its
-docstring has a numpydoc ``Parameters`` section (a dataclass may use ``Attributes``).
+docstring has a numpydoc ``Parameters`` section (a dataclass may use ``Attributes``) that
+names every parameter.
 
 Public means what the API pages show (``docs/conf.py``): the names in ``__all__`` of every
 module that declares it, private ``_`` modules left out, and, for a class, its public methods.
@@ -28,6 +29,19 @@ def _section(title):
 
 PARAMETERS = _section("Parameters")
 ATTRIBUTES = _section("Attributes")
+HEADER = re.compile(r"^\w[\w ]*\n-{3,}$", re.MULTILINE)
+
+
+def _named(doc, section):
+    """The names a section of ``doc`` documents (``a, b : int`` names a and b)."""
+    names = set()
+    for match in section.finditer(doc):
+        following = HEADER.search(doc, match.end())
+        body = doc[match.end() : following.start() if following else len(doc)]
+        for line in body.splitlines():
+            if line and not line[0].isspace():
+                names.update(n.strip().lstrip("*") for n in re.split(r" :", line)[0].split(","))
+    return names
 
 
 def _importable(name):
@@ -73,19 +87,16 @@ def _ours(obj):
 
 
 def _undocumented(qualname, obj):
-    """The public callables among obj (and, for a class, its public methods) whose parameters
-    have no section."""
+    """What is wrong with the parameter documentation of obj (and, for a class, of its public
+    methods): a missing section or parameters it does not name."""
     out = []
     if inspect.isclass(obj):
         doc = inspect.getdoc(obj) or ""
         init = obj.__dict__.get("__init__")
         if init is not None and inspect.isfunction(init):
             doc += "\n" + (inspect.getdoc(init) or "")  # numpydoc reads either
-        documented = PARAMETERS.search(doc) or (
-            dataclasses.is_dataclass(obj) and ATTRIBUTES.search(doc)
-        )
-        if _parameters(obj) and not documented:
-            out.append(f"{qualname}({', '.join(_parameters(obj))})")
+        sections = (PARAMETERS, ATTRIBUTES) if dataclasses.is_dataclass(obj) else (PARAMETERS,)
+        out += _check(qualname, _parameters(obj), doc, sections)
         if issubclass(obj, BaseException):
             return out
         for name, member in vars(obj).items():
@@ -93,9 +104,20 @@ def _undocumented(qualname, obj):
             if name.startswith("_") or not inspect.isfunction(function):
                 continue
             out += _undocumented(f"{qualname}.{name}", function)
-    elif callable(obj) and _parameters(obj) and not PARAMETERS.search(inspect.getdoc(obj) or ""):
-        out.append(f"{qualname}({', '.join(_parameters(obj))})")
+    elif callable(obj):
+        out += _check(qualname, _parameters(obj), inspect.getdoc(obj) or "", (PARAMETERS,))
     return out
+
+
+def _check(qualname, parameters, doc, sections):
+    """[] when ``doc`` has one of ``sections`` naming every parameter, else what is wrong."""
+    if not parameters:
+        return []
+    if not any(s.search(doc) for s in sections):
+        return [f"{qualname}({', '.join(parameters)}): no section"]
+    named = set().union(*(_named(doc, s) for s in sections))
+    missing = [p for p in parameters if p not in named]
+    return [f"{qualname}: {', '.join(missing)} not documented"] if missing else []
 
 
 def test_public_callables_document_their_parameters():
@@ -112,8 +134,8 @@ def test_public_callables_document_their_parameters():
                 offenders += _undocumented(f"{module.__name__}.{name}", obj)
     assert checked > 100, f"only {checked} public callables found: is the discovery broken?"
     assert not offenders, (
-        f"{len(offenders)} public callables take parameters but their docstring has no "
-        "numpydoc 'Parameters' section (dataclasses: or 'Attributes'):\n  "
+        f"{len(offenders)} public callables take parameters that their docstring's numpydoc "
+        "'Parameters' section (dataclasses: or 'Attributes') does not document:\n  "
         + "\n  ".join(offenders)
         + (f"\n(not checked: {', '.join(left_out)})" if left_out else "")
     )
