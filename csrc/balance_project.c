@@ -397,44 +397,63 @@ static const rmtl_bal_spec rmtl_bal_gradvac = {
    returns None), no state. */
 
 typedef struct {
-    rmtl_balancer *b;
-    float *dir;
+    float *dir, *mult;
     const float *jac;
+    uint64_t key; /* the step's draws (rmtl_bal_key) */
+    double leak;
+    int K;
+    int64_t P;
 } rmtl_bal_graddrop_args;
 
 /* columns [lo, hi): each its own draw (rmtl_bal_uniform at its index), so any split of the
-   columns gives the same bits */
-static void rmtl_bal_graddrop_range(void *ctx, int64_t lo, int64_t hi) {
-    const rmtl_bal_graddrop_args *a = ctx;
-    rmtl_balancer *b = a->b;
-    int K = b->K;
-    int64_t P = b->P;
-    double leak = b->h[0];
-    for (int64_t x = lo; x < hi; x++) {
-        double sum = 0.0, size = 0.0, acc = 0.0;
-        for (int k = 0; k < K; k++) {
-            double v = a->jac[(size_t)k * P + x];
-            sum += v;
-            size += fabs(v);
+   columns gives the same bits; in tiles of columns, each pass a loop over the tile that the
+   compiler vectorises (every column sums its tasks in task order, as one loop per column) */
+RMTL_CLONES static void rmtl_bal_graddrop_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_bal_graddrop_args a = *(const rmtl_bal_graddrop_args *)ctx;
+    enum { TILE = 256 };
+    /* u: the draws, then the multipliers of one task */
+    double sum[TILE], size[TILE], purity[TILE], u[2 * TILE], acc[TILE];
+    for (int64_t x0 = lo; x0 < hi; x0 += TILE) {
+        int n = hi - x0 < TILE ? (int)(hi - x0) : TILE;
+        for (int t = 0; t < n; t++) {
+            sum[t] = size[t] = acc[t] = 0.0;
         }
-        double purity = 0.5 * (1.0 + sum / (size + 1e-7)), u = rmtl_bal_uniform(b, x);
-        for (int k = 0; k < K; k++) {
-            double v = a->jac[(size_t)k * P + x];
-            int keep = (purity > u && v > 0.0) || (purity < u && v < 0.0);
-            double mult = leak + (1.0 - leak) * keep;
-            acc += v * mult;
-            if (b->mult != NULL) {
-                b->mult[(size_t)k * P + x] = (float)mult;
+        for (int k = 0; k < a.K; k++) {
+            const float *row = a.jac + (size_t)k * a.P + x0;
+            for (int t = 0; t < n; t++) {
+                double v = row[t];
+                sum[t] += v;
+                size[t] += fabs(v);
             }
         }
-        a->dir[x] = (float)acc;
+        for (int t = 0; t < n; t++) {
+            purity[t] = 0.5 * (1.0 + sum[t] / (size[t] + 1e-7));
+            u[t] = rmtl_bal_uniform_at(a.key, x0 + t);
+        }
+        for (int k = 0; k < a.K; k++) {
+            const float *row = a.jac + (size_t)k * a.P + x0;
+            float *mult = a.mult != NULL ? a.mult + (size_t)k * a.P + x0 : NULL;
+            for (int t = 0; t < n; t++) {
+                double v = row[t];
+                int keep = ((purity[t] > u[t]) & (v > 0.0)) | ((purity[t] < u[t]) & (v < 0.0));
+                double m = a.leak + (1.0 - a.leak) * keep;
+                acc[t] += v * m;
+                u[TILE + t] = m;
+            }
+            for (int t = 0; mult != NULL && t < n; t++) {
+                mult[t] = (float)u[TILE + t];
+            }
+        }
+        for (int t = 0; t < n; t++) {
+            a.dir[x0 + t] = (float)acc[t];
+        }
     }
 }
 
 static int rmtl_bal_graddrop_direction(rmtl_balancer *b, float *dir, const float *losses,
                                        const float *jac) {
     (void)losses;
-    rmtl_bal_graddrop_args a = {b, dir, jac};
+    rmtl_bal_graddrop_args a = {dir, b->mult, jac, rmtl_bal_key(b), b->h[0], b->K, b->P};
     rmtl_parallel_for(b->P, RMTL_GRAIN_COMPUTE / b->K, rmtl_bal_graddrop_range, &a);
     b->has_weights = 0;
     return RMTL_OK;

@@ -162,9 +162,12 @@ void rmtl_balancer_end_epoch(rmtl_balancer *b) {
 /* the stream of balancer draws ("BALA") */
 #define RMTL_BAL_STREAM 0x42414C41ULL
 
+uint64_t rmtl_bal_key(const rmtl_balancer *b) {
+    return rmtl_rng_key(b->seed, RMTL_BAL_STREAM ^ ((uint64_t)b->steps << 32));
+}
+
 double rmtl_bal_uniform(const rmtl_balancer *b, int64_t index) {
-    uint64_t key = rmtl_rng_key(b->seed, RMTL_BAL_STREAM ^ ((uint64_t)b->steps << 32));
-    return (double)(rmtl_rng_at(key, (uint64_t)index) >> 11) * 0x1.0p-53;
+    return rmtl_bal_uniform_at(rmtl_bal_key(b), index);
 }
 
 double rmtl_bal_normal(const rmtl_balancer *b, int64_t index) {

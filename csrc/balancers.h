@@ -14,6 +14,7 @@
 #ifndef RMTL_BALANCERS_H
 #define RMTL_BALANCERS_H
 #include "params.h"
+#include "rng.h"
 
 /* hyperparameters of one balancer */
 #define RMTL_BAL_MAX_HYPER 6
@@ -145,6 +146,12 @@ void rmtl_balancer_end_epoch(rmtl_balancer *b);
 
 /* uniform in [0, 1) and standard normal draws of the balancer's stream at (step, index) */
 double rmtl_bal_uniform(const rmtl_balancer *b, int64_t index);
+/* the key of this step's draws: rmtl_bal_uniform(b, i) is rmtl_bal_uniform_at(key, i), for
+   loops that take many draws of one step */
+uint64_t rmtl_bal_key(const rmtl_balancer *b);
+static inline double rmtl_bal_uniform_at(uint64_t key, int64_t index) {
+    return (double)(rmtl_rng_at(key, (uint64_t)index) >> 11) * 0x1.0p-53;
+}
 double rmtl_bal_normal(const rmtl_balancer *b, int64_t index);
 /* dir (P) = sum_k w[k] jac[k] (jac (K,P)), accumulated in double per element */
 void rmtl_bal_combine(float *dir, const double *w, const float *jac, int K, int64_t P);
