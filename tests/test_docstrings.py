@@ -1,6 +1,7 @@
 """Every public callable of the installed package that takes parameters documents them: its
 docstring has a numpydoc ``Parameters`` section (a dataclass may use ``Attributes``) that
-names every parameter.
+names every parameter; every public function or method annotated to return a value has a
+``Returns`` (or ``Yields``) section.
 
 Public means what the API pages show (``docs/conf.py``): the names in ``__all__`` of every
 module that declares it, private ``_`` modules left out, and, for a class, its public methods.
@@ -29,6 +30,7 @@ def _section(title):
 
 PARAMETERS = _section("Parameters")
 ATTRIBUTES = _section("Attributes")
+RETURNS = re.compile(r"^(Returns|Yields)\n-{3,}$", re.MULTILINE)
 HEADER = re.compile(r"^\w[\w ]*\n-{3,}$", re.MULTILINE)
 
 
@@ -105,8 +107,20 @@ def _undocumented(qualname, obj):
                 continue
             out += _undocumented(f"{qualname}.{name}", function)
     elif callable(obj):
-        out += _check(qualname, _parameters(obj), inspect.getdoc(obj) or "", (PARAMETERS,))
+        doc = inspect.getdoc(obj) or ""
+        out += _check(qualname, _parameters(obj), doc, (PARAMETERS,))
+        if _returns_something(obj) and not RETURNS.search(doc):
+            out.append(f"{qualname}: returns a value but has no Returns (or Yields) section")
     return out
+
+
+def _returns_something(obj):
+    """Whether a function's return annotation says it returns a value (not None)."""
+    try:
+        annotation = inspect.signature(obj).return_annotation
+    except (TypeError, ValueError):
+        return False
+    return annotation not in (inspect.Signature.empty, None, "None")
 
 
 def _check(qualname, parameters, doc, sections):
@@ -135,7 +149,8 @@ def test_public_callables_document_their_parameters():
     assert checked > 100, f"only {checked} public callables found: is the discovery broken?"
     assert not offenders, (
         f"{len(offenders)} public callables take parameters that their docstring's numpydoc "
-        "'Parameters' section (dataclasses: or 'Attributes') does not document:\n  "
+        "'Parameters' section (dataclasses: or 'Attributes') does not document, or return a "
+        "value without a 'Returns' section:\n  "
         + "\n  ".join(offenders)
         + (f"\n(not checked: {', '.join(left_out)})" if left_out else "")
     )

@@ -460,7 +460,13 @@ def _prog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser with every subcommand (each adds itself with an add_<name> function)."""
+    """The parser with every subcommand (each adds itself with an add_<name> function).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``rmtl``'s parser: ``--version`` and the subcommands run, sweep, prepare and bench.
+    """
     parser = argparse.ArgumentParser(
         prog=_prog(), description="rmtl: multi-task recommendation with RL critics"
     )

@@ -60,7 +60,13 @@ class RunResult:
     budgets: dict[str, dict[str, Any]]
 
     def table(self) -> str:
-        """The paper-style Markdown table."""
+        """The paper-style Markdown table.
+
+        Returns
+        -------
+        str
+            :func:`rmtl.lab.report.to_markdown` of the result.
+        """
         return report.to_markdown(self.result)
 
 

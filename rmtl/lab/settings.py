@@ -209,7 +209,13 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """A copy with preset defaults filled in and every value checked: the run's own here,
-        the agents' (``lam``, ``gamma``, the epochs, ...) by building :meth:`rmtl_config`."""
+        the agents' (``lam``, ``gamma``, the epochs, ...) by building :meth:`rmtl_config`.
+
+        Returns
+        -------
+        RunConfig
+            The resolved copy (this config is left as it was).
+        """
         _check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.preset not in PRESETS:
             raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {self.preset!r}")
@@ -283,7 +289,12 @@ class RunConfig:
         ``min_steps``, ``early_stopping``, ``init_output_bias``; with ``compat="authors"``
         the authors' switches where neither sets them). Its construction is the one check of
         those values, built once for them (:meth:`resolved` builds it; an unresolved config
-        is resolved first)."""
+        is resolved first).
+
+        Returns
+        -------
+        RMTLConfig
+        """
         if self.preset not in PRESETS or any(getattr(self, k) is None for k in _PRESET_FILLED):
             return self.resolved().rmtl_config()
         values = {**PRESETS[self.preset]["rmtl"], **{k: getattr(self, k) for k in _AGENT_FIELDS}}
@@ -295,7 +306,13 @@ class RunConfig:
 
     def rmtl_kwargs(self) -> dict[str, Any]:
         """Deprecated: the agents' settings (:meth:`rmtl_config`) as keyword arguments of
-        :class:`rmtl.RMTL`, with ``compat``; goes in the next release."""
+        :class:`rmtl.RMTL`, with ``compat``; goes in the next release.
+
+        Returns
+        -------
+        dict
+            :meth:`rmtl_config` as a dict, plus ``"compat"``.
+        """
         warnings.warn(
             "RunConfig.rmtl_kwargs() is now RunConfig.rmtl_config(), an rmtl.RMTLConfig "
             "(rmtl_kwargs goes in the next release)",
@@ -305,7 +322,13 @@ class RunConfig:
         return {**self.rmtl_config().to_dict(), "compat": self.compat}
 
     def executor(self) -> Any:
-        """The ``executor`` argument of :func:`rmtl.experiment`; with ``ray``, connects first."""
+        """The ``executor`` argument of :func:`rmtl.experiment`; with ``ray``, connects first.
+
+        Returns
+        -------
+        str or int
+            ``"ray"``, or the number of local processes (``processes``).
+        """
         if self.ray:
             connect(None if self.ray is True else self.ray)
             return "ray"
@@ -567,7 +590,14 @@ def describe_gemm(info: Mapping[str, Any]) -> str:
 
 
 def environment() -> dict[str, str]:
-    """Versions that decide the numbers: Python, rmtl, NumPy, SciPy, the BLAS in use."""
+    """Versions that decide the numbers: Python, rmtl, NumPy, SciPy, the BLAS in use.
+
+    Returns
+    -------
+    dict of str to str
+        ``python``, ``platform``, ``rmtl``, ``numpy``, ``scipy`` and ``blas``
+        (:func:`rmtl.blas_info` as JSON).
+    """
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

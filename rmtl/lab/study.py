@@ -236,17 +236,34 @@ class StudyConfig:
         object.__setattr__(self, "_rmtl_config", RMTLConfig(**self.rmtl_settings()))
 
     def rmtl_settings(self) -> dict[str, Any]:
-        """The keyword arguments of :class:`rmtl.RMTL` every cell uses."""
+        """The keyword arguments of :class:`rmtl.RMTL` every cell uses.
+
+        Returns
+        -------
+        dict
+            ``rmtl_kwargs`` updated with the config's own agent fields that are set.
+        """
         own = {k: getattr(self, k) for k in RMTL_FIELDS}
         return {**self.rmtl_kwargs, **{k: v for k, v in own.items() if v is not None}}
 
     def rmtl_config(self) -> RMTLConfig:
         """The :class:`rmtl.RMTLConfig` every cell uses (:meth:`rmtl_settings`), built and
-        checked once, with the config."""
+        checked once, with the config.
+
+        Returns
+        -------
+        RMTLConfig
+        """
         return self._rmtl_config
 
     def grid(self) -> list[dict[str, Any]]:
-        """The cells' axis values, ``{x.knob: ..., y.knob: ...}``, x varying slowest."""
+        """The cells' axis values, x varying slowest.
+
+        Returns
+        -------
+        list of dict
+            One ``{x.knob: value, y.knob: value}`` per cell.
+        """
         return [{self.x.knob: a, self.y.knob: b} for a in self.x.values for b in self.y.values]
 
     def context_of(self, at: Mapping[str, Any]) -> str:
@@ -287,7 +304,12 @@ class StudyConfig:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field as plain JSON-ready values (:meth:`from_dict` reads it back)."""
+        """Every field as plain JSON-ready values (:meth:`from_dict` reads it back).
+
+        Returns
+        -------
+        dict
+        """
         return dataclasses.asdict(self)
 
     @classmethod

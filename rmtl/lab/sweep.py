@@ -178,12 +178,22 @@ class SweepResult:
         return next((r for r in self.rows if r["status"] == "finished"), None)
 
     def to_markdown(self) -> str:
-        """The trials as a Markdown table, best first."""
+        """The trials as a Markdown table, best first.
+
+        Returns
+        -------
+        str
+        """
         table = [[_cell(row.get(c)) for c in self.columns] for row in self.rows]
         return "\n".join(markdown_table(self.columns, table))
 
     def to_csv(self) -> str:
-        """The trials as CSV text, best first."""
+        """The trials as CSV text, best first.
+
+        Returns
+        -------
+        str
+        """
         buf = io.StringIO()
         writer = csv.DictWriter(buf, self.columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
