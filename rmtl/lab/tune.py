@@ -45,7 +45,7 @@ DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 Splits = tuple[SessionData, SessionData, SessionData]
 
 
-def pretrain(config: Mapping[str, Any], data: Splits) -> None:
+def pretrain(config: Mapping[str, Any], data: Splits, scratch: Optional[str] = None) -> None:
     """Tune function trainable: stage 1 (the baseline) of ``config['backbone']``.
 
     Parameters
@@ -56,11 +56,14 @@ def pretrain(config: Mapping[str, Any], data: Splits) -> None:
         every other key is an agent setting (of :class:`rmtl.RMTL`, or replaced in ``rmtl``).
     data : tuple of SessionData
         The (train, valid, test) splits.
+    scratch : str, optional
+        The directory the trial's stage files go in, in a ``.trial.XXXXXXXX.tmp`` directory
+        removed when the trial ends (None: the system's temporary directory).
     """
-    _trial(config, data, stages=1)
+    _trial(config, data, 1, scratch)
 
 
-def three_stages(config: Mapping[str, Any], data: Splits) -> None:
+def three_stages(config: Mapping[str, Any], data: Splits, scratch: Optional[str] = None) -> None:
     """Tune function trainable: RMTL's three stages (pretrain, critics, weighted fine-tuning).
 
     Parameters
@@ -71,11 +74,14 @@ def three_stages(config: Mapping[str, Any], data: Splits) -> None:
         every other key is an agent setting (of :class:`rmtl.RMTL`, or replaced in ``rmtl``).
     data : tuple of SessionData
         The (train, valid, test) splits.
+    scratch : str, optional
+        The directory the trial's stage files go in, in a ``.trial.XXXXXXXX.tmp`` directory
+        removed when the trial ends (None: the system's temporary directory).
     """
-    _trial(config, data, stages=3)
+    _trial(config, data, 3, scratch)
 
 
-def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
+def _trial(config: Mapping[str, Any], data: Splits, stages: int, scratch: Optional[str]) -> None:
     ray = _ray.require()
     from ray import tune
 
@@ -92,12 +98,12 @@ def _trial(config: Mapping[str, Any], data: Splits, stages: int) -> None:
         **kwargs.pop("backbone_kwargs", {}),
     )
     threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    # the stages' files live in the trial's directory (under the sweep's storage path), named
-    # so that a later sweep there removes what a killed trial left
-    trial_dir = tune.get_context().get_trial_dir()
-    os.makedirs(trial_dir, exist_ok=True)
-    scratch = tempfile.TemporaryDirectory(prefix=".trial.", suffix=".tmp", dir=trial_dir)
-    with scratch as work, _threads.limit(threads):
+    # the stages' files, named so that a later sweep into the same storage removes what a
+    # killed trial left; not in the trial's own directory, whose files Tune copies as artifacts
+    if scratch is not None:
+        os.makedirs(scratch, exist_ok=True)
+    stages_dir = tempfile.TemporaryDirectory(prefix=".trial.", suffix=".tmp", dir=scratch)
+    with stages_dir as work, _threads.limit(threads):
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:  # a restarted trial: its finished stages load from here
             checkpoint.to_directory(work)
@@ -222,9 +228,10 @@ def run(
     ``grace_period`` reports) or ``fifo`` (run all to the end); each trial reserves
     ``cpus_per_trial`` CPUs and runs that many threads; a trial whose worker dies is
     restarted from its last checkpoint up to ``max_failures`` times. A trial's stage files
-    live in a ``.trial.XXXXXXXX.tmp`` directory inside its trial directory (under
-    ``storage_path``), removed when the trial ends; what a killed trial leaves there,
-    ``rmtl sweep`` removes on its next successful search into the same ``--out``.
+    live in a ``.trial.XXXXXXXX.tmp`` directory, removed when the trial ends, in
+    ``storage_path/.trials`` for a local ``storage_path`` (else the system's temporary
+    directory); what a killed trial leaves there, ``rmtl sweep`` removes on its next
+    successful search into the same ``--out``.
 
     Ctrl-C during the search is Tune's (it stops the trials); the process's Ctrl-C handler is
     restored afterwards, so later training in this process stops on Ctrl-C again.
@@ -264,6 +271,9 @@ def run(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    local = storage_path is not None and "://" not in storage_path
+    scratch = os.path.join(os.path.abspath(storage_path), ".trials") if local else None
+
     if scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler: expected one of {list(SCHEDULERS)}, got {scheduler!r}")
     sched = (
@@ -272,7 +282,9 @@ def run(
         else FIFOScheduler()
     )
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": cpus_per_trial}),
+        tune.with_resources(
+            tune.with_parameters(trainable, data=data, scratch=scratch), {"cpu": cpus_per_trial}
+        ),
         param_space=dict(param_space),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched, num_samples=trials),
         run_config=tune.RunConfig(
