@@ -443,10 +443,6 @@ static void rmtl_balanced_own_sum(const rmtl_balancer *b, rmtl_balanced_scratch 
     }
 }
 
-/* Representation space, after the balancer's step: every tower input's gradient becomes
-   sum_k c_kx G_k (c_kx the step's coefficient c_k, or GradDrop's multiplier M_kx), one
-   backward below the towers takes it to every parameter there, and the towers' parameters
-   get their task sums */
 typedef struct {
     rmtl_model *m;
     const rmtl_balancer *b;
@@ -478,6 +474,10 @@ static void rmtl_rep_combine_rows(void *ctx, int64_t lo, int64_t hi) {
     }
 }
 
+/* Representation space, after the balancer's step: every tower input's gradient becomes
+   sum_k c_kx G_k (c_kx the step's coefficient c_k, or GradDrop's multiplier M_kx), one
+   backward below the towers takes it to every parameter there, and the towers' parameters
+   get their task sums */
 static void rmtl_balanced_rep_finish(rmtl_model *m, const rmtl_balanced *bal,
                                      rmtl_balanced_scratch *sc, int nb) {
     const rmtl_balancer *b = bal->b;
