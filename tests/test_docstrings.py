@@ -1,7 +1,8 @@
 """Every public callable of the installed package that takes parameters documents them: its
 docstring has a numpydoc ``Parameters`` section (a dataclass may use ``Attributes``) that
 names every parameter; every public function or method annotated to return a value has a
-``Returns`` (or ``Yields``) section.
+``Returns`` (or ``Yields``) section; and every exception class a public callable raises in its
+own body (a class: in ``__init__`` or ``__post_init__``) is named in its ``Raises`` section.
 
 Public means what the API pages show (``docs/conf.py``): the names in ``__all__`` of every
 module that declares it, private ``_`` modules left out, and, for a class, its public methods.
@@ -9,12 +10,14 @@ A module whose import needs a missing optional dependency (``rmtl.torch`` needs 
 out, except when ``RMTL_REQUIRE_TORCH=1`` or ``RMTL_REQUIRE_RAY=1`` (CI) requires it.
 """
 
+import ast
 import dataclasses
 import importlib
 import inspect
 import os
 import pkgutil
 import re
+import textwrap
 import warnings
 
 import rmtl
@@ -31,6 +34,7 @@ def _section(title):
 PARAMETERS = _section("Parameters")
 ATTRIBUTES = _section("Attributes")
 RETURNS = re.compile(r"^(Returns|Yields)\n-{3,}$", re.MULTILINE)
+RAISES = _section("Raises")
 HEADER = re.compile(r"^\w[\w ]*\n-{3,}$", re.MULTILINE)
 
 
@@ -101,17 +105,57 @@ def _undocumented(qualname, obj):
         out += _check(qualname, _parameters(obj), doc, sections)
         if issubclass(obj, BaseException):
             return out
+        for special in ("__init__", "__post_init__"):
+            if inspect.isfunction(obj.__dict__.get(special)):
+                out += _check_raises(qualname, obj.__dict__[special], doc)
         for name, member in vars(obj).items():
-            function = getattr(member, "__func__", member)  # staticmethod, classmethod
-            if name.startswith("_") or not inspect.isfunction(function):
+            if name.startswith("_"):
                 continue
-            out += _undocumented(f"{qualname}.{name}", function)
+            if isinstance(member, property) and member.fget is not None:
+                out += _check_raises(f"{qualname}.{name}", member.fget, inspect.getdoc(member))
+                continue
+            function = getattr(member, "__func__", member)  # staticmethod, classmethod
+            if inspect.isfunction(function):
+                out += _undocumented(f"{qualname}.{name}", function)
     elif callable(obj):
         doc = inspect.getdoc(obj) or ""
         out += _check(qualname, _parameters(obj), doc, (PARAMETERS,))
         if _returns_something(obj) and not RETURNS.search(doc):
             out.append(f"{qualname}: returns a value but has no Returns (or Yields) section")
+        out += _check_raises(qualname, obj, doc)
     return out
+
+
+def _raised(function):
+    """The exception classes ``function`` raises by name in its own body: ``raise X(...)`` and
+    ``raise X``, not a bare ``raise`` or a re-raised variable, nor raises of nested functions."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError):
+        return set()
+    names, pending = set(), list(ast.iter_child_nodes(tree.body[0]))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            name = exc.attr if isinstance(exc, ast.Attribute) else getattr(exc, "id", "")
+            if name[:1].isupper():
+                names.add(name)
+        pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _check_raises(qualname, function, doc):
+    """[] when ``doc``'s Raises section names every exception class ``function`` raises."""
+    raised = _raised(function)
+    if not raised:
+        return []
+    if not RAISES.search(doc or ""):
+        return [f"{qualname}: raises {', '.join(sorted(raised))} but has no Raises section"]
+    missing = sorted(raised - _named(doc, RAISES))
+    return [f"{qualname}: raises {', '.join(missing)}, not in its Raises section"] if missing else []
 
 
 def _returns_something(obj):
@@ -149,8 +193,9 @@ def test_public_callables_document_their_parameters():
     assert checked > 100, f"only {checked} public callables found: is the discovery broken?"
     assert not offenders, (
         f"{len(offenders)} public callables take parameters that their docstring's numpydoc "
-        "'Parameters' section (dataclasses: or 'Attributes') does not document, or return a "
-        "value without a 'Returns' section:\n  "
+        "'Parameters' section (dataclasses: or 'Attributes') does not document, return a "
+        "value without a 'Returns' section, or raise exceptions their 'Raises' section does "
+        "not name:\n  "
         + "\n  ".join(offenders)
         + (f"\n(not checked: {', '.join(left_out)})" if left_out else "")
     )
