@@ -259,6 +259,16 @@ class RMTL:
         -------
         RMTL
             The agent, no stage run yet.
+
+        Raises
+        ------
+        TypeError
+            When ``config`` is not an :class:`rmtl.RMTLConfig` or ``backbone`` is not an rmtl
+            backbone.
+        ValueError
+            When ``compat`` is neither None nor ``"authors"``, when ``compat="authors"`` and
+            the backbone is not the authors' module (:func:`rmtl.models.check_compat`), or
+            when ``checkpoint_dir`` holds a run with another configuration.
         """
         if not isinstance(config, RMTLConfig):
             raise TypeError(f"config: expected an rmtl.RMTLConfig, got {type(config).__name__}")
@@ -441,6 +451,23 @@ class RMTL:
         History
             One record per epoch with the training loss and the validation metrics.
 
+        Raises
+        ------
+        RuntimeError
+            When the weighting uses critics (any but ``constant``, ``continued`` and
+            ``static``) and the agent has none yet (run :meth:`fit_critics` first).
+        TypeError
+            When ``backbone`` is given but is not an rmtl backbone, or ``lam`` or ``epochs``
+            is not a number (an integer for ``epochs``).
+        ValueError
+            When ``weighting`` is not one of :data:`WEIGHTINGS`; ``lam`` is negative or not
+            finite; ``epochs`` is below 1; ``balancer`` is no balancer's name;
+            ``task_weights`` is None with ``weighting="static"`` or given with another
+            weighting; ``compat="authors"`` and the backbone is not the authors' module; or,
+            with ``checkpoint_dir``, ``train`` or ``valid`` differ from the data the
+            directory recorded, or the stage file of this setting holds a backbone with
+            another configuration than the one fine-tuned.
+
         Notes
         -----
         The budget: by default at most ``finetune_epochs`` epochs (``epochs`` when None) with
@@ -595,6 +622,13 @@ class RMTL:
         -------
         ndarray (n, T) float32
             ``Q_k`` of every row and task (at most 0).
+
+        Raises
+        ------
+        RuntimeError
+            When the agent has no critics yet (run :meth:`fit_critics` first).
+        ValueError
+            When ``action`` does not have the shape ``(len(data), data.num_tasks)``.
         """
         if not self.critics:
             raise RuntimeError(

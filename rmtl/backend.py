@@ -84,6 +84,12 @@ def set_num_threads(n: int) -> None:
         Any integer (``numpy.int64`` included) from 1 to the pool's maximum,
         ``rmtl._core.max_threads`` (256); anything else raises ValueError.
 
+    Raises
+    ------
+    ValueError
+        When ``n`` is not an integer (a bool included: ``True`` is refused) or is outside
+        1 to ``rmtl._core.max_threads``.
+
     Notes
     -----
     Both run on rmtl's own thread pool (``n - 1`` workers beside the calling thread, started

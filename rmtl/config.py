@@ -86,8 +86,16 @@ class Range:
         Returns
         -------
         int or float
-            ``value`` as int (``integer``) or float; ValueError or TypeError naming ``name``
-            and the range when it is outside.
+            ``value`` as int (``integer``) or float.
+
+        Raises
+        ------
+        TypeError
+            When ``value`` is a bool or not a number (not an integer, with ``integer``),
+            naming ``name``.
+        ValueError
+            When ``value`` is outside the range, or (without ``integer``) NaN or infinite,
+            naming ``name`` and the range.
         """
         kind = numbers.Integral if self.integer else numbers.Real
         if isinstance(value, bool) or not isinstance(value, kind):
@@ -342,6 +350,17 @@ class RMTLConfig:
         Returns
         -------
         RMTLConfig
+
+        Raises
+        ------
+        TypeError
+            When a name in ``kwargs`` is no field, or a value has the wrong type (checked by
+            the construction, as for :class:`RMTLConfig`; also a ``balancer_args`` name that
+            is not a hyperparameter of ``balancer``).
+        ValueError
+            When a value is out of its range or not one of its choices, ``balancer_args``
+            are given without a ``balancer``, or a balancer hyperparameter is out of its
+            range (checked by the construction).
         """
         unknown = sorted(set(kwargs) - _FIELDS)
         if unknown:
@@ -362,6 +381,16 @@ class RMTLConfig:
         Returns
         -------
         RMTLConfig
+
+        Raises
+        ------
+        TypeError
+            When a name in ``changes`` is no field, or a new value has the wrong type (also
+            a ``balancer_args`` name that is not a hyperparameter of the balancer).
+        ValueError
+            When a new value is out of its range or not one of its choices, the copy would
+            have ``balancer_args`` without a ``balancer``, or a balancer hyperparameter is
+            out of its range.
         """
         unknown = sorted(set(changes) - _FIELDS)
         if unknown:

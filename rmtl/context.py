@@ -57,6 +57,11 @@ def session_context(data: SessionData) -> np.ndarray:
     -------
     ndarray (n, 2 + T) float32
         Columns named by ``context_names(data)``.
+
+    Raises
+    ------
+    TypeError
+        When ``data`` is not a :class:`rmtl.SessionData`.
     """
     if not isinstance(data, SessionData):
         raise TypeError(f"data: expected rmtl.SessionData, got {type(data).__name__}")
@@ -82,6 +87,12 @@ def with_context(data: SessionData, mode: Optional[str]) -> SessionData:
     Returns
     -------
     SessionData
+
+    Raises
+    ------
+    ValueError
+        When ``mode`` is not one of :data:`CONTEXT_MODES`, or (``mode`` not None) when
+        ``data`` already has ``backbone_only`` columns or ``critic_only`` features.
     """
     if mode not in CONTEXT_MODES:
         raise ValueError(f"mode: expected one of {list(CONTEXT_MODES)}, got {mode!r}")

@@ -242,6 +242,13 @@ class Critic(Net):
             The actor, with the same ``field_dims`` and ``embed_dim``.
         task : int
             With per-task embeddings (SingleTask), whose table to copy.
+
+        Raises
+        ------
+        ValueError
+            When ``backbone`` has no embedding table for ``task`` (its own, with per-task
+            embeddings, else the shared ``embedding.embedding.weight``), or the table's
+            shape differs from this critic's (other ``field_dims`` or ``embed_dim``).
         """
         theirs = dict(backbone.named_parameters())
         key = next(

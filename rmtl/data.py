@@ -56,6 +56,20 @@ class SessionData:
     offsets : int64 array (S+1,)
         The CSR session boundaries: session ``s`` is rows ``offsets[s]:offsets[s+1]``.
 
+    Raises
+    ------
+    TypeError
+        When ``session``, ``time``, ``user``, ``item`` or ``sparse`` is not an integer array,
+        or ``dense``, ``labels``, ``truth`` or ``critic_only`` is not a real numeric array.
+    ValueError
+        Naming the argument: ``field_dims`` empty or with an entry below 1; no rows; an array
+        of the wrong shape (``labels`` with no task column, ``critic_only`` with no column,
+        ``task_names`` not one name per task); NaN or infinity in ``dense``, ``labels``,
+        ``truth`` or ``critic_only``; a label other than 0/1; ``truth`` outside [0, 1]; a
+        code outside ``[0, field_dims[f])``; a ``vocab`` without one entry per field or
+        with a code outside ``[1, field_dims[f])``; ``backbone_only`` not an integer in
+        ``[0, D]``; the rows of a session not contiguous, or time decreasing inside one.
+
     See Also
     --------
     from_frame, from_parquet : a SessionData from a pandas DataFrame or a Parquet file.
@@ -223,6 +237,12 @@ class SessionData:
         -------
         SessionData
             A new SessionData of those sessions' rows.
+
+        Raises
+        ------
+        ValueError
+            When ``sessions`` is not a non-empty 1-D sequence, or a position is outside
+            ``[0, num_sessions)``.
         """
         idx = np.asarray(sessions, dtype=np.int64)
         if idx.ndim != 1 or idx.size == 0:
@@ -277,6 +297,12 @@ class SessionData:
         -------
         tuple of SessionData
             One part per fraction, earliest sessions first.
+
+        Raises
+        ------
+        ValueError
+            When ``fractions`` is not a 1-D sequence of at least two positive numbers summing
+            to 1, or when there are too few sessions to give every part at least one.
         """
         fr = np.asarray(fractions, dtype=np.float64)
         if fr.ndim != 1 or fr.size < 2 or (fr <= 0).any() or abs(fr.sum() - 1.0) > 1e-6:
@@ -313,6 +339,12 @@ class SessionData:
         ------
         ndarray of int64
             The row indices of one batch.
+
+        Raises
+        ------
+        ValueError
+            When ``batch_size`` is below 1 (on the first iteration: the call itself returns
+            a generator).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
@@ -567,8 +599,14 @@ class SessionData:
 
         Raises
         ------
-        rmtl.CorruptFileError
-            (a ValueError) naming the file when it is damaged or not a SessionData file.
+        FileNotFoundError
+            When ``path`` does not exist.
+        CorruptFileError
+            (:class:`rmtl.CorruptFileError`, a ValueError) naming the file when it is damaged
+            or not a SessionData file (a member or the schema missing or unreadable).
+        ValueError
+            When the arrays it holds fail the checks of the class (see :class:`SessionData`;
+            an array of the wrong dtype is a TypeError there).
         """
         with open_npz(path, "SessionData") as z:
             schema = z.json("schema")

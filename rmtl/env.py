@@ -328,6 +328,14 @@ class VecSessionEnv(_VecBase):
     reward, seed, order :
         As for :class:`SessionEnv`.
 
+    Raises
+    ------
+    TypeError
+        When ``data`` is not an :class:`rmtl.SessionData`.
+    ValueError
+        When ``data`` holds no sessions, ``num_envs`` is below 1, or ``reward`` or ``order``
+        is not one of its choices.
+
     Notes
     -----
     Reset is same-step (Gymnasium's ``AutoresetMode.SAME_STEP``): an environment whose
@@ -400,6 +408,16 @@ class VecSessionEnv(_VecBase):
         info : dict
             The transitions: ``row`` (rows acted on), ``next_row`` (next-state rows, the last
             row itself where terminated), ``labels`` (N, T) and ``session`` (N,).
+
+        Raises
+        ------
+        RuntimeError
+            Before the first :meth:`reset`.
+        TypeError
+            When ``actions`` cannot be read as numbers.
+        ValueError
+            When ``actions`` does not have the shape (N, T), or holds NaN, infinity or a
+            value outside [0, 1].
         """
         if not self._started:
             raise RuntimeError("step: call reset() before the first step")

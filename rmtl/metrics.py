@@ -126,6 +126,16 @@ def session_logloss(y_true: Any, y_prob: Any, sessions: Any) -> float:
     Returns
     -------
     float
+
+    Raises
+    ------
+    TypeError
+        When ``y_true`` or ``y_prob`` is not a real numeric array.
+    ValueError
+        When there are no rows; ``y_prob`` is not 1-D or ``y_true`` not of its shape; a value
+        is NaN or infinite; a label is not 0/1; a probability is outside [0, 1];
+        ``sessions`` is not an integer array of the same shape; or the rows of a session are
+        not contiguous.
     """
     y, p = _pair(y_true, y_prob, "y_prob")
     s = np.asarray(sessions)
@@ -152,6 +162,15 @@ def gauc(y_true: Any, y_score: Any, groups: Any) -> float:
     Returns
     -------
     float
+
+    Raises
+    ------
+    TypeError
+        When ``y_true`` or ``y_score`` is not a real numeric array.
+    ValueError
+        When there are no rows; ``y_score`` is not 1-D or ``y_true`` not of its shape; a
+        value is NaN or infinite; a label is not 0/1; ``groups`` is not an integer array of
+        the same shape; or no group holds both classes (the GAUC is undefined).
     """
     y, s = _ranked(y_true, y_score)
     g = np.asarray(groups)

@@ -272,6 +272,14 @@ class Net:
             Name -> array-like (NumPy arrays, torch tensors, ...), as :meth:`state_dict`.
         strict : bool
             False: ignore missing and unexpected keys (else a ValueError names them).
+
+        Raises
+        ------
+        TypeError
+            When a value is not a real numeric array.
+        ValueError
+            With ``strict``, when keys are missing or unexpected (naming them); and when a
+            value does not have its parameter's shape or holds NaN or infinity.
         """
         views = self._views["param"]
         missing = [k for k in views if k not in state_dict]
@@ -522,6 +530,17 @@ _BACKBONE_ATTRIBUTES = """Attributes
 config : BackboneConfig
     Everything needed to rebuild it."""
 
+_BACKBONE_RAISES = """Raises
+------
+ValueError
+    Naming the parameter: ``num_experts`` given to a backbone without experts, or a value
+    outside the ranges above: ``field_dims`` empty or with an entry below 1, ``num_dense``
+    below 0, ``num_tasks`` outside 1 to ``rmtl._core.max_tasks`` (ESMM: not 2), ``embed_dim``
+    below 1, ``bottom_dims`` empty, ``bottom_dims`` or ``tower_dims`` with a width below 1 or
+    more than ``rmtl._core.max_layers`` widths, ``dropout`` outside [0, 1), ``num_experts``
+    outside 1 to ``rmtl._core.max_experts`` (OMoE, MMoE), or odd, below 2 or with
+    ``(num_tasks + 1) * num_experts / 2`` above ``rmtl._core.max_experts`` (the PLEs)."""
+
 
 class Backbone(Net):
     __doc__ = f"""Base class: a multi-task model predicting one probability per task.
@@ -533,6 +552,8 @@ Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one w
 {_BACKBONE_PARAMETERS}
 
 {_BACKBONE_ATTRIBUTES}
+
+{_BACKBONE_RAISES}
 """
 
     name = ""
@@ -546,7 +567,8 @@ Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one w
         doc = cls.__dict__.get("__doc__")
         if doc and "Parameters\n----------" not in inspect.cleandoc(doc):
             cls.__doc__ = (
-                f"{inspect.cleandoc(doc)}\n\n{_BACKBONE_PARAMETERS}\n\n{_BACKBONE_ATTRIBUTES}\n"
+                f"{inspect.cleandoc(doc)}\n\n{_BACKBONE_PARAMETERS}\n\n{_BACKBONE_ATTRIBUTES}"
+                f"\n\n{_BACKBONE_RAISES}\n"
             )
 
     def __init__(
@@ -638,6 +660,16 @@ Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one w
         ndarray (n, T) float32
             One probability per row and task.
 
+        Raises
+        ------
+        TypeError
+            When ``tables`` is not None, True or False, ``sparse`` is not an integer array
+            or ``dense`` not a real numeric one.
+        ValueError
+            When ``sparse`` is not (n, F) or holds a code outside its field's
+            ``[0, field_dims[f])``; ``dense`` is None for a model with numerical features,
+            not (n, D) or not finite; or ``batch_size`` is below 1.
+
         Notes
         -----
         The first layers over the embedding (bottoms, or the experts' and gates' first layers)
@@ -687,6 +719,17 @@ Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one w
         -------
         float
             The loss.
+
+        Raises
+        ------
+        TypeError
+            When ``sparse`` is not an integer array, or ``dense``, ``labels`` or ``weights``
+            not a real numeric one.
+        ValueError
+            When ``weights`` is negative somewhere; an array does not have its shape above
+            (``n`` rows, at least one) or holds NaN or infinity; ``dense`` is None for a model
+            with numerical features; a label is not 0/1; or a code is outside its field's
+            ``[0, field_dims[f])``.
         """
         codes = as_codes(sparse, len(self.config.field_dims))
         n, T = codes.shape[0], self.config.num_tasks
@@ -1059,6 +1102,13 @@ def create(
     -------
     Backbone
 
+    Raises
+    ------
+    ValueError
+        When ``name`` is not a backbone; when ``compat`` is neither None nor ``"authors"``,
+        or is ``"authors"`` for ``ple_paper`` (:func:`check_compat`); or when the class
+        refuses an argument (see :class:`Backbone`).
+
     Examples
     --------
     >>> import rmtl
@@ -1110,6 +1160,12 @@ def save(net: Net, path: str | os.PathLike[str]) -> None:
         The network.
     path : str or os.PathLike
         The file, exactly (no ``.npz`` is appended).
+
+    Raises
+    ------
+    TypeError
+        When ``net`` is not an rmtl backbone or :class:`rmtl.Critic` (e.g. a SessionData or
+        ReplayBuffer, which save with their own ``.save(path)``).
     """
     if not isinstance(net, Net):
         raise TypeError(

@@ -56,6 +56,13 @@ def set_output_prior(model: Backbone, labels: np.ndarray) -> None:
         The backbone whose output biases to set.
     labels : array-like (n, T)
         Training labels, n > 0 rows and one column per task (a ValueError otherwise).
+
+    Raises
+    ------
+    ValueError
+        When ``labels`` is not 2-D with at least one row and ``model.config.num_tasks``
+        columns, or when ``model`` does not have one single-element output bias
+        (``tower.<k>.mlp.<layer>.bias``) for each task ``0..T-1``.
     """
     labels = np.asarray(labels, np.float64)
     keys = output_bias_keys(model)

@@ -157,8 +157,11 @@ class ReplayBuffer:
 
         Raises
         ------
-        rmtl.CorruptFileError
-            (a ValueError) naming the file when it is damaged.
+        FileNotFoundError
+            When ``path`` does not exist.
+        CorruptFileError
+            (:class:`rmtl.CorruptFileError`, a ValueError) naming the file when it is damaged
+            or not a ReplayBuffer file of this format.
         """
         with open_npz(path, "ReplayBuffer") as z:
             meta = z.json("meta")
@@ -238,6 +241,22 @@ def collect(
     -------
     int
         The number of transitions added.
+
+    Raises
+    ------
+    TypeError
+        When ``data`` is not an :class:`rmtl.SessionData`, ``buffer`` is not an
+        :class:`rmtl.ReplayBuffer`, ``policy="actor"`` and ``model`` is not an rmtl
+        backbone, or a callable policy returns actions that are not numbers.
+    ValueError
+        When ``data`` holds no sessions; ``buffer`` holds another number of tasks than
+        ``data``; ``reward`` is not one of :data:`rmtl.env.REWARDS`; ``noise`` is negative
+        or not finite; ``batch_size`` or ``episodes`` is below 1; ``model`` is given with
+        another policy than ``"actor"``; ``policy`` is neither ``"uniform"``, ``"actor"``
+        nor a callable; with ``policy="actor"``, ``model`` was built for other fields,
+        dense features or tasks than ``data``; a callable policy returns actions of another
+        shape than (m, T), NaN or infinite, or outside [0, 1]; or ``data.labels`` are no
+        longer 0/1 of shape (n, T) (changed after the SessionData checked them).
 
     Notes
     -----

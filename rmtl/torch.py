@@ -623,6 +623,11 @@ def module_for(config: Union[BackboneConfig, CriticConfig, Mapping[str, Any]]) -
     torch.nn.Module
         A backbone twin (:class:`SingleTask`, ..., :class:`AITM`) or :class:`CriticNeg`,
         whose ``rmtl_config`` holds every entry of the configuration.
+
+    Raises
+    ------
+    ValueError
+        When the configuration's ``name`` is not a backbone with a twin here.
     """
     c = dict(config.to_dict() if hasattr(config, "to_dict") else config)
     args = [
@@ -678,6 +683,11 @@ def state_dict(net: Net) -> OrderedDict[str, torch.Tensor]:
     -------
     OrderedDict of str to torch.Tensor
         Float32 CPU tensors, keyed as ``net.state_dict()``.
+
+    Raises
+    ------
+    TypeError
+        When ``net`` is not an rmtl backbone or :class:`rmtl.Critic`.
     """
     if not isinstance(net, Net):
         raise TypeError(f"net: expected an rmtl backbone or rmtl.Critic, got {type(net).__name__}")
@@ -703,6 +713,11 @@ def to_torch(net: Net) -> torch.nn.Module:
     -------
     torch.nn.Module
         The twin (a backbone twin of this module or :class:`CriticNeg`).
+
+    Raises
+    ------
+    TypeError
+        When ``net`` is not an rmtl backbone or :class:`rmtl.Critic`.
     """
     if not isinstance(net, Net):
         raise TypeError(f"net: expected an rmtl backbone or rmtl.Critic, got {type(net).__name__}")
@@ -735,6 +750,16 @@ def from_torch(module: torch.nn.Module, like: Optional[Net] = None, strict: bool
     -------
     Net
         A backbone (when the configuration names one) or an :class:`rmtl.Critic`.
+
+    Raises
+    ------
+    TypeError
+        When ``like`` is given and is not an rmtl backbone or :class:`rmtl.Critic`.
+    ValueError
+        When ``like`` is None and ``module`` has no ``rmtl_config`` mapping; or when the
+        module's weights do not load (:meth:`rmtl.models.Net.load_state_dict`: with
+        ``strict``, keys that are not the network's; a tensor not of its parameter's shape
+        or holding NaN or infinity).
     """
     if like is not None:
         if not isinstance(like, Net):

@@ -160,6 +160,17 @@ def read_video_features(path: str | os.PathLike[str]):
     -------
     pyarrow.Table
         The columns of ``VIDEO_HEADER``, in that order.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist, naming it.
+    DataFormatError
+        Naming file, line and column of bad input: a missing column, an empty ``video_id``,
+        a row with the wrong number of cells, a value that does not parse as its type (or
+        a fraction in an integer column), or a malformed ``tag`` list.
+    ImportError
+        Without pyarrow (``pip install 'rmtl[data]'``).
     """
     pa = pyarrow()
     pc = pa.compute
@@ -347,6 +358,10 @@ def load_kuairand(
         Naming file, line and column of bad input.
     ImportError
         Without pyarrow (``pip install 'rmtl[data]'``).
+    ValueError
+        When ``variant`` is not ``"1k"`` or ``"pure"``, ``sessions`` not ``"gap"`` or
+        ``"day"``, ``session_gap_minutes`` not above 0, ``vocab`` does not have exactly the
+        entries of :data:`FIELDS` (in their order), or the logs hold no rows.
     """
     pa = pyarrow()
     if variant not in ("1k", "pure"):
@@ -476,6 +491,15 @@ def write_kuairand(
         Fraction of log rows written twice, in [0, 1).
     seed : int, default 0
         Seed of the choice of duplicated rows.
+
+    Raises
+    ------
+    ImportError
+        Without pyarrow (``pip install 'rmtl[data]'``).
+    ValueError
+        When ``data`` has no ``vocab`` with exactly the fields of :data:`FIELDS` (in their
+        order), no ``user`` or ``item`` ids, not two tasks or not one dense feature; or
+        ``duplicates`` is not in [0, 1).
     """
     pa = pyarrow()
     if data.vocab is None or tuple(data.vocab) != FIELDS:

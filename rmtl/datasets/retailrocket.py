@@ -173,6 +173,9 @@ def load_retailrocket(
         Naming file, line and column of bad input.
     ImportError
         Without pyarrow (``pip install 'rmtl[data]'``).
+    ValueError
+        When ``session_gap_minutes`` is not above 0, or ``vocab`` does not have exactly the
+        entries of ``fields``, in their order.
     """
     pyarrow()
     directory = os.fspath(directory)
@@ -273,6 +276,15 @@ def write_retailrocket(
         The parent of each categoryid in ``category_tree.csv`` (None or missing: empty).
     seed : int, default 0
         Seed of the shuffles, the addtocart delays and the earlier snapshot values.
+
+    Raises
+    ------
+    ImportError
+        Without pyarrow (``pip install 'rmtl[data]'``).
+    ValueError
+        When ``data`` has no ``vocab`` with exactly the seven RetailRocket fields (in
+        their order), no ``user`` or ``item`` ids, or not two tasks; ``snapshots`` is below
+        1 or ``extra_properties`` below 0; or a vocab value holds a comma, quote or newline.
     """
     pa = pyarrow()
     if data.vocab is None or tuple(data.vocab) != ITEM_FIELDS:

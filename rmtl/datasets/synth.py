@@ -61,6 +61,13 @@ class FieldSpec:
         shifts.
     effect : float, default 1.0
         ``"task_context"``: standard deviation of each level's logit shift (finite, >= 0).
+
+    Raises
+    ------
+    ValueError
+        When ``kind`` is not a key of ``rmtl._core.enums["field_kind"]``, a
+        ``"task_context"`` field has no ``task`` or a field of another kind has one, or
+        ``effect`` is negative or not finite.
     """
 
     name: str
@@ -792,6 +799,20 @@ def synthetic(
     -------
     SessionData with ``user``, ``item``, ``truth`` (n, n_tasks), ``task_names`` and ``vocab``
     (field name -> raw value -> code, the values the raw-format writers emit).
+
+    Raises
+    ------
+    TypeError
+        When ``overrides`` names no :class:`SyntheticConfig` field.
+    ValueError
+        When ``preset`` is no preset; ``task_rates`` and an override ``target_rates`` are
+        both given; ``n_users`` or ``chunk_rows`` is below 1; or a task knob is wrong:
+        ``n_tasks`` no integer 2 to 6, ``task_names`` not one distinct non-empty string per task,
+        ``task_rates`` not one rate in (0, 1) per task (with nested tasks, each later one
+        below the click's), ``task_corr`` not one number or one per task after the first
+        in [-1, 1], ``label_noise`` not one number or one per task in [0, 0.5], a
+        ``task_fields`` task unknown or its effect not a finite number above 0, field names
+        not distinct, a field shifting an unknown task, or ``offsets`` not one per task.
     """
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")

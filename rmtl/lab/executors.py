@@ -295,6 +295,15 @@ def executor_for(
     -------
     Executor
         A :class:`SerialExecutor`, :class:`FuturesExecutor` or :class:`RayExecutor`.
+
+    Raises
+    ------
+    TypeError
+        When ``executor`` is a bool or none of None, an int, a str and a
+        ``concurrent.futures.Executor``.
+    ValueError
+        When ``threads_per_job`` is below 1, ``executor`` is an int outside 1 to
+        ``MAX_PROCESSES``, or a string other than ``"ray"``.
     """
     if threads_per_job is not None and threads_per_job < 1:
         raise ValueError(f"threads_per_job: expected >= 1 or None, got {threads_per_job}")

@@ -140,6 +140,25 @@ def experiment(
         ``kept_epoch`` and ``steps``), the summary table with paired comparisons, and the
         Markdown, CSV, JSON and DataFrame forms.
 
+    Raises
+    ------
+    ValueError
+        Before any job runs, naming the argument: when ``seeds`` or ``backbones`` is empty, a
+        weighting is unknown, ``seeds``, ``backbones``, ``rmtl_backbones`` or ``weightings``
+        holds a value twice, ``transfer`` is not a sequence of distinct (source, target)
+        pairs of two different backbones, a name of ``rmtl_backbones`` or ``transfer`` is not
+        in ``backbones``, a transfer's source is not in ``rmtl_backbones``, ``balancers``
+        names an unknown balancer or one twice, ``compat`` is given here and in
+        ``rmtl_kwargs`` with different values, ``compat`` is neither None nor ``"authors"``
+        or, with ``"authors"``, a backbone is not the authors' module, ``budget`` is neither
+        ``"matched"`` nor ``"fixed"``, or ``weightings`` holds ``static`` (or, with
+        ``budget="matched"``, ``permuted``) without ``rmtl``; also when a value of a
+        ``rmtl_kwargs`` mapping is out of its range (checked by :class:`rmtl.RMTLConfig`).
+    TypeError
+        When ``rmtl_kwargs`` is neither a mapping nor an :class:`rmtl.RMTLConfig`, or (from
+        :meth:`rmtl.RMTLConfig.from_kwargs`) a key of the mapping is no setting of
+        :class:`rmtl.RMTL`.
+
     Warns
     -----
     UserWarning

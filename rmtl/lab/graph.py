@@ -279,6 +279,13 @@ def graph(
     Returns
     -------
     list of Job
+
+    Raises
+    ------
+    ValueError
+        When ``budget`` is neither ``"matched"`` nor ``"fixed"``, ``budget="fixed"`` comes
+        without ``epochs``, or ``weightings`` holds ``static`` (or, with ``budget="matched"``,
+        ``permuted``) without ``rmtl``, whose arm they read.
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
@@ -355,6 +362,12 @@ class Executor:
         -------
         concurrent.futures.Future
             A future of the job's :class:`JobOutput`.
+
+        Raises
+        ------
+        NotImplementedError
+            Always, here: an abstract method, which every subclass (the kinds in
+            :mod:`rmtl.lab.executors`) implements.
         """
         raise NotImplementedError
 
@@ -418,6 +431,12 @@ def run_graph(
     Returns
     -------
     dict of Job to JobOutput
+
+    Raises
+    ------
+    ValueError
+        When no job is running and the waiting ones cannot start because an input (a job of
+        ``job.deps``) is not in ``jobs``; the message names the missing inputs.
     """
     outputs: dict[Job, JobOutput] = {}
     handles: dict[Job, Any] = {}

@@ -37,6 +37,11 @@ def figure(ncols: int, width: float = 4.6, height: float = 3.4) -> Any:
     -------
     (matplotlib.figure.Figure, array of Axes)
         The figure and its ``ncols`` axes.
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed (``pip install 'rmtl[plots]'``).
     """
     try:
         from matplotlib.figure import Figure
@@ -242,6 +247,11 @@ def balancer_maps(rows: Sequence[Mapping[str, Any]], metric: str = "auc") -> Any
     Returns
     -------
     matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        When ``rows`` is empty.
     """
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     names = list(dict.fromkeys(r["comparison"] for r in rows))

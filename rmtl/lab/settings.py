@@ -215,6 +215,25 @@ class RunConfig:
         -------
         RunConfig
             The resolved copy (this config is left as it was).
+
+        Raises
+        ------
+        TypeError
+            When a field's value is not of its type (e.g. ``seeds`` not an integer), naming
+            the first such field.
+        ValueError
+            Naming the field: when ``preset`` or ``dataset`` is unknown, ``models`` or
+            ``rmtl_models`` names an unknown backbone, ``models`` is empty, ``seeds`` or
+            ``n_users`` (given or the preset's) is below 1, ``budget`` is neither
+            ``"matched"`` nor ``"fixed"``, ``balancers`` names an unknown balancer or one
+            twice, ``controls`` an unknown control or one twice, ``compat`` is neither None
+            nor ``"authors"`` or, with ``"authors"``, a model is not the authors' module,
+            ``context`` is unknown, ``processes`` is outside 1 to ``MAX_PROCESSES`` or given
+            with ``ray``, or a dataset other than ``synthetic`` comes without ``data``; also
+            when an agent setting (``lam``, ``gamma``, the epochs, ...) is out of its range,
+            as :class:`rmtl.RMTLConfig` reports it.
+        FileNotFoundError
+            When ``data`` is given but no such file or directory exists.
         """
         _check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.preset not in PRESETS:
@@ -413,6 +432,11 @@ def read_toml(path: str) -> dict[str, Any]:
     Returns
     -------
     dict
+
+    Raises
+    ------
+    ValueError
+        When the file is not valid TOML or not UTF-8 text, naming it.
     """
     try:
         import tomllib
@@ -519,6 +543,13 @@ def config_from_table(table: Mapping[str, Any], path: str) -> dict[str, Any]:
     -------
     dict
         Keyword arguments of :class:`RunConfig` (lists as tuples).
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``: when ``table`` is not a mapping, holds a key that is no field of
+        :class:`RunConfig` (``jobs`` is one only without ``processes``), or a value not of
+        its field's type, naming the key and what it expects.
     """
     if not isinstance(table, Mapping):
         raise ValueError(f"{path}: [run]: expected a table of settings, got {table!r}")

@@ -77,6 +77,11 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
     Returns
     -------
     Paired
+
+    Raises
+    ------
+    ValueError
+        When there is no pair (``a`` and ``b`` are empty).
     """
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     n = len(d)

@@ -113,6 +113,16 @@ class Axis:
         A key of :data:`KNOBS`.
     values : tuple
         Its values, in plotting order.
+
+    Raises
+    ------
+    ValueError
+        When ``knob`` is not in :data:`KNOBS`; ``values`` is a string or not a non-empty
+        sequence, or holds a value twice; for ``context``, a value is not in
+        :data:`CONTEXTS`; for ``click_rate``, a value is not in (0, 1); for any other knob,
+        a value is not finite.
+    TypeError
+        When a value of a numeric knob (any but ``context``) is not a number (or is a bool).
     """
 
     knob: str
@@ -190,6 +200,27 @@ class StudyConfig:
         Stage 3's most epochs.
     rmtl_kwargs : mapping
         Any other :class:`rmtl.RMTLConfig` field (default the quick settings).
+
+    Raises
+    ------
+    TypeError
+        When ``x`` or ``y`` is not an :class:`Axis`; ``synth``, ``backbone_kwargs`` or
+        ``rmtl_kwargs`` is not a mapping; ``n_users``, ``data_seed`` or ``seeds`` is not an
+        integer; a value of ``synth`` (or of its ``target_rates``) is not a number, or not an
+        integer for an integer field; or the backbone (built once with
+        ``backbone_kwargs``) or :class:`rmtl.RMTLConfig` (from the RMTL fields and
+        ``rmtl_kwargs``) rejects an argument or a value's type.
+    ValueError
+        When ``x`` and ``y`` vary the same knob; ``context`` is not in :data:`CONTEXTS`;
+        ``budget`` is neither ``"matched"`` nor ``"fixed"``; ``n_users`` is below 1,
+        ``data_seed`` below 0 or ``seeds`` below 2; ``synth`` sets an axis's knob,
+        ``n_users``, a key that is neither a numeric field of
+        :class:`rmtl.datasets.synth.SyntheticConfig` nor ``target_rates``, a non-finite
+        number, or ``target_rates`` other than a (click, pay) pair of rates in (0, 1) with
+        pay below click; ``backbone`` is unknown or ``backbone_kwargs`` holds ``seed``;
+        ``rmtl_kwargs`` sets a field of this class (:data:`RMTL_FIELDS`) or no field of
+        :class:`rmtl.RMTLConfig`; or the backbone or :class:`rmtl.RMTLConfig` rejects a
+        value (e.g. ``lam`` below 0).
     """
 
     x: Axis = Axis("momentum", (0.0, 0.3, 0.6, 0.9))
@@ -448,6 +479,11 @@ def run_study(config: StudyConfig, on_cell: Optional[Callable[[Cell], None]] = N
     Returns
     -------
     list of Cell
+
+    Raises
+    ------
+    TypeError
+        When ``config`` is not a :class:`StudyConfig`.
     """
     if not isinstance(config, StudyConfig):
         raise TypeError(
@@ -750,6 +786,13 @@ def load_study(path: str | os.PathLike[str]) -> SavedStudy:
     Returns
     -------
     SavedStudy
+
+    Raises
+    ------
+    CorruptFileError
+        When the file is not UTF-8 JSON holding ``rows`` (a list of objects), ``config`` (a
+        valid :class:`StudyConfig`, as :meth:`StudyConfig.to_dict` wrote it) and ``run``,
+        naming the file.
     """
     with open(path, encoding="utf-8") as f:
         try:
@@ -776,6 +819,11 @@ def grid_values(
     -------
     ((str, list), (str, list))
         (knob, values) of x, then of y; a ValueError unless the rows have two axes.
+
+    Raises
+    ------
+    ValueError
+        When ``rows`` is empty or its first row's ``axes`` do not hold exactly two knobs.
     """
     knobs = list(rows[0]["axes"]) if rows else []
     if len(knobs) != 2:
@@ -824,6 +872,12 @@ def effect_maps(
     Returns
     -------
     matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        When no row is of ``task``, ``comparisons`` names none of :data:`COMPARISONS`, or
+        the rows are not over two axes (:func:`grid_values`).
     """
     chosen = [c for c in COMPARISONS if comparisons is None or c.name in comparisons]
     mine = [r for r in rows if r["task"] == task]

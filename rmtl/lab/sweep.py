@@ -104,6 +104,16 @@ def load_sweep(path: str) -> SweepConfig:
     Returns
     -------
     SweepConfig
+
+    Raises
+    ------
+    ValueError
+        Naming the file: when it is not valid TOML (:func:`~rmtl.lab.settings.read_toml`), has
+        a top-level key other than the tables ``run``, ``search`` and ``tune``, one of these
+        is not a table, ``[tune]`` holds a key that is not a field of :class:`SweepConfig`
+        other than ``run`` and ``search``, or a value of the wrong type, or ``[run]`` is
+        rejected by :func:`~rmtl.lab.settings.config_from_table` (an unknown key or a value
+        of the wrong type).
     """
     raw = read_toml(path)
     unknown = sorted(set(raw) - set(TABLES))
@@ -213,6 +223,18 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     Returns
     -------
     SweepResult
+
+    Raises
+    ------
+    ValueError
+        When ``config.stages`` is neither 1 nor 3 or ``config.trials`` is below 1; checked
+        after ``config.run`` passes :meth:`~rmtl.lab.settings.RunConfig.resolved`, whose
+        errors are raised as they are.
+    FileExistsError
+        When ``config.out`` exists and is not a directory, or a directory stands where an
+        output file goes (before anything runs).
+    PermissionError
+        When ``config.out`` is not writable (before anything runs).
     """
     c = dataclasses.replace(config, run=config.run.resolved())
     if c.stages not in (1, 3) or c.trials < 1:

@@ -180,6 +180,12 @@ def search_space(spec: Mapping[str, Any]) -> dict[str, Any]:
     -------
     dict
         Tune's ``param_space``.
+
+    Raises
+    ------
+    ValueError
+        When a ``uniform``, ``loguniform`` or ``randint`` table (at any depth) does not give
+        exactly two values, ``[low, high]``, naming the key.
     """
     _ray.require()
     from ray import tune
@@ -266,6 +272,12 @@ def run(
     Returns
     -------
     ray.tune.ResultGrid
+
+    Raises
+    ------
+    ValueError
+        When ``scheduler`` is neither ``"asha"`` nor ``"fifo"`` (checked after connecting
+        to Ray, before the search starts).
     """
     _ray.connect()
     from ray import tune
