@@ -152,6 +152,43 @@ def test_api_parameters_are_names(browser, site, page):
     assert not bad, f"{page}: prose rendered as parameters: {bad}"
 
 
+# Each exception a Raises section names, with its description (numpydoc renders the section
+# as a field whose entries are the exception classes).
+RAISES_JS = """
+const fields = [...document.querySelectorAll('dl.field-list > dt')]
+    .filter(dt => dt.textContent.trim().startsWith('Raises'));
+return fields.flatMap(dt => [...dt.nextElementSibling.querySelectorAll(':scope > dl > dt')]
+    .map(e => [e.textContent.trim(), e.nextElementSibling.textContent.trim()]));
+"""
+
+
+@pytest.mark.parametrize(
+    "page, expected",
+    [
+        ("rmtl.models.create", {"ValueError"}),
+        ("rmtl.SessionData", {"TypeError", "ValueError"}),
+        ("rmtl.models.MMoE", {"ValueError"}),  # appended by __init_subclass__
+        ("rmtl.lab.study.StudyConfig", {"TypeError", "ValueError"}),
+        ("rmtl.ReplayBuffer", {"CorruptFileError", "FileNotFoundError"}),  # a method's
+    ],
+)
+def test_api_raises_sections_render(browser, site, page, expected):
+    load(browser, site, f"generated/{page}.html", f"api_raises_{page}")
+    entries = browser.execute_script(RAISES_JS)
+    browser.execute_script(  # the screenshot shows the section
+        "const dt = [...document.querySelectorAll('dl.field-list > dt')]"
+        ".find(d => d.textContent.trim().startsWith('Raises'));"
+        "if (dt) dt.scrollIntoView({block: 'center'});"
+    )
+    assert browser.save_screenshot(str(SHOTS / f"api_raises_{page}.png"))
+    names = {name.rsplit(".", 1)[-1] for name, _ in entries}
+    assert expected <= names, f"{page}: Raises renders {sorted(names)}, expected {expected}"
+    bad = [name for name, _ in entries if not re.fullmatch(r"[\w.]+", name)]
+    assert not bad, f"{page}: prose rendered as exception names: {bad}"
+    bare = [name for name, text in entries if not text]
+    assert not bare, f"{page}: exceptions without a description: {bare}"
+
+
 def test_api_pages_cite_no_spec():
     """The pages cite the paper or explain inline, never a SPEC file users do not have."""
     if not (HTML / "generated").is_dir():
