@@ -369,3 +369,13 @@ def test_cli_takes_balancers(tmp_path):
     from rmtl.lab.settings import RunConfig
 
     assert RunConfig(balancers=("all",)).resolved().balancers == tuple(balancers.names())
+
+
+def test_run_config_takes_all_balancers_in_any_sequence():
+    from rmtl.lab.settings import RunConfig
+
+    for every in ("all", ("all",), ["all"]):
+        assert RunConfig(balancers=every).resolved().balancers == tuple(balancers.names())
+    assert RunConfig(balancers=["uw", "dwa"]).resolved().balancers == ("uw", "dwa")
+    with pytest.raises(ValueError, match=r"balancers: expected distinct names.*\['all', 'uw'\]"):
+        RunConfig(balancers=["all", "uw"]).resolved()

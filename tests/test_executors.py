@@ -4,6 +4,7 @@ trials run and report. Ray tests skip without Ray, except with RMTL_REQUIRE_RAY=
 they fail."""
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -21,7 +22,7 @@ import rmtl
 from rmtl.lab import _ray, _threads
 from rmtl.lab.cli import main
 from rmtl.lab.executors import RayExecutor
-from rmtl.lab.graph import Job, graph
+from rmtl.lab.graph import Executor, Job, JobOutput, Settings, graph, run_graph
 from rmtl.lab.sweep import load_sweep
 from rmtl.lab.units import execute
 
@@ -84,6 +85,34 @@ def test_graph_stages_variants_and_transfer_dependencies():
     assert jobs[3].deps == (Job("pretrain", "esmm", 0),)  # constant weights read no critics
     for i, job in enumerate(jobs):
         assert all(jobs.index(d) < i for d in job.deps)
+
+
+def test_run_graph_says_what_keeps_the_jobs_from_starting():
+    """No runnable job: a runner taking none is named as such, not as missing inputs; a
+    missing input is named, also when a job of the same key but other settings is there."""
+
+    class Now(Executor):
+        def __init__(self, capacity):
+            self.capacity, self.ran = capacity, []
+
+        def submit(self, job, settings, inputs):
+            self.ran.append(job.key)
+            future = cf.Future()
+            future.set_result(JobOutput({}, [], {}))
+            return future
+
+    settings = Settings({}, rmtl.RMTLConfig())
+    jobs = graph(("esmm",), ("esmm",), (0,), ("rmtl", "continued"), ())
+    runner = Now(1)
+    assert set(run_graph(jobs, settings, runner)) == set(jobs) and len(runner.ran) == 4
+    with pytest.raises(ValueError, match="runner: expected a capacity of at least 1 job, got 0"):
+        run_graph(jobs, settings, Now(0))
+    with pytest.raises(ValueError, match=r"jobs: inputs \['esmm-seed0/pretrain'\] are not in"):
+        run_graph(jobs[1:], settings, Now(1))
+    # the control's reference is the rmtl job of its own budget (epochs None), not this one
+    other = [dataclasses.replace(j, epochs=3) if j.weighting == "rmtl" else j for j in jobs]
+    with pytest.raises(ValueError, match=r"inputs \['esmm-seed0/finetune-rmtl'\] are not in"):
+        run_graph(other, settings, Now(1))
 
 
 @pytest.mark.parametrize("how", ["processes", "executor"])
@@ -346,6 +375,44 @@ def test_sweep_file_mistakes_are_named(tmp_path, text, message):
     with pytest.raises(ValueError) as e:
         load_sweep(str(path))
     assert message in str(e.value)
+
+
+def test_search_tables_and_search_settings_are_refused_before_ray_starts(
+    splits, tmp_path, monkeypatch
+):
+    """A distribution table without its list, an unknown mode or scheduler: a ValueError
+    naming it, from tune.run and run_sweep before connecting to Ray or loading data."""
+    require("ray", os.environ.get("RMTL_REQUIRE_RAY") == "1", "RMTL_REQUIRE_RAY=1")
+    import rmtl.lab.sweep
+    import rmtl.lab.tune
+
+    for spec, message in (
+        ({"lam": {"uniform": 3}}, r"search.lam: uniform expects \[low, high\], got 3"),
+        ({"lam": {"randint": [1, 2, 3]}}, r"search.lam: randint expects \[low, high\]"),
+        ({"w": {"choice": 3}}, "search.w: choice expects a non-empty list of values, got 3"),
+        ({"w": {"choice": "rmtl"}}, "search.w: choice expects .*, got 'rmtl'"),
+        ({"w": {"grid": []}}, r"search.w: grid expects .*, got \[\]"),
+        ({"args": {"T": {"loguniform": 1}}}, "search.T: loguniform expects"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            rmtl.lab.tune.search_space(spec)
+
+    def never(*args, **kwargs):
+        raise AssertionError("connected to Ray or loaded data before checking")
+
+    monkeypatch.setattr(_ray, "connect", never)
+    monkeypatch.setattr(rmtl.lab.sweep, "connect", never)
+    monkeypatch.setattr(rmtl.lab.sweep, "load_dataset", never)
+    for kwargs, message in (
+        ({"mode": "maximum"}, "mode: expected 'max' or 'min', got 'maximum'"),
+        ({"scheduler": "hyperband"}, r"scheduler: expected one of \['asha', 'fifo'\], got 'hy"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            rmtl.lab.tune.run(rmtl.lab.tune.pretrain, splits, {}, **kwargs)
+        with pytest.raises(ValueError, match=message):
+            rmtl.lab.sweep.run_sweep(rmtl.lab.sweep.SweepConfig(**kwargs))
+    with pytest.raises(ValueError, match="search.lam: uniform expects"):
+        rmtl.lab.sweep.run_sweep(rmtl.lab.sweep.SweepConfig(search={"lam": {"uniform": 3}}))
 
 
 def _descendants(pid):

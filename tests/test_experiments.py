@@ -298,6 +298,32 @@ def test_the_default_transfer_runs_only_when_its_backbones_are_there(splits, mon
         rmtl.experiment(tr, va, te, transfer=("esmm", "mmoe"))
 
 
+def test_backbone_names_are_checked_up_front_and_compare_in_any_case(splits, monkeypatch):
+    """An unknown backbone is refused before any job (with or without balancers); names in
+    rmtl_backbones and transfer match backbones in any case and reach the graph as spelled
+    there."""
+    tr, va, te = splits
+
+    class Planned(Exception):
+        pass
+
+    def planned(backbones, with_rmtl, seeds, weightings, transfer, *rest):
+        raise Planned(list(backbones), with_rmtl, transfer)
+
+    monkeypatch.setattr(sys.modules["rmtl.lab.experiment"], "graph", planned)
+    for balancers in ((), ("uw",)):
+        with pytest.raises(ValueError, match=r"backbones: expected names .*'esmm'.*\['nosuch'\]"):
+            rmtl.experiment(tr, va, te, backbones=("esmm", "nosuch"), balancers=balancers)
+    with pytest.raises(Planned) as e:
+        rmtl.experiment(tr, va, te, backbones=("ESMM", "MMoE"), rmtl_backbones=("esmm",))
+    assert e.value.args == (["ESMM", "MMoE"], ["ESMM"], [("ESMM", "MMoE")])
+    with pytest.raises(Planned) as e:
+        rmtl.experiment(tr, va, te, backbones=("ESMM", "mmoe"), transfer=[("esmm", "MMOE")])
+    assert e.value.args == (["ESMM", "mmoe"], ["ESMM", "mmoe"], [("ESMM", "mmoe")])
+    with pytest.raises(ValueError, match=r"backbones \['Ple'\] are not in"):
+        rmtl.experiment(tr, va, te, backbones=("ESMM",), rmtl_backbones=("Ple",))
+
+
 def test_controls_train_exactly_the_steps_rmtl_kept(splits):
     """budget="matched": in every seed, Continued, Static and Permuted train as many epochs
     (so Adam steps) as RMTL kept, without early stopping; Static's per-task weights are the

@@ -34,6 +34,15 @@ def test_paired_degenerate_cases():
         stats.paired([], [])
 
 
+def test_paired_refuses_unequal_lengths_and_non_1d_input():
+    with pytest.raises(ValueError, match=r"a, b: expected the same length.*got 3 and 1"):
+        stats.paired([1, 2, 3], [0])
+    with pytest.raises(ValueError, match=r"a: expected a 1-D sequence.*shape \(\)"):
+        stats.paired(0.5, [0.5])
+    with pytest.raises(ValueError, match=r"b: expected a 1-D sequence.*shape \(2, 1\)"):
+        stats.paired([1, 2], [[1], [2]])
+
+
 def test_detectable_effect_has_the_target_power_by_simulation():
     """Draw 20,000 runs of n paired differences with mean = the detectable effect: the
     paired t-test at alpha rejects in 80% of them."""

@@ -260,6 +260,45 @@ def test_heat_maps_draw_every_cell_with_its_annotation():
         effect_maps(rows, "watch")
 
 
+def test_heat_maps_take_known_comparison_names_only():
+    """A plain string is one name (not a substring of names); an unknown name is refused."""
+    pytest.importorskip("matplotlib")
+    from rmtl.lab.study import effect_maps
+
+    rows = study_rows(
+        [Cell({"momentum": m, "context": "critic"}, "critic", result(UP)) for m in (0.0, 0.6)]
+    )
+    one = effect_maps(rows, "click", comparisons="static_effect")
+    assert [ax.get_title() for ax in one.axes if ax.get_title()] == ["static - continued"]
+    known = str([c.name for c in COMPARISONS]).replace("[", r"\[").replace("]", r"\]")
+    for bad, given in (
+        (("effect", "nosuch"), r"\['effect', 'nosuch'\] \(unknown: \['nosuch'\]\)"),
+        ("static", r"\['static'\] \(unknown: \['static'\]\)"),
+        ((), r"\[\]$"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"comparisons: expected names from {known}, got {given}"
+        ):
+            effect_maps(rows, "click", comparisons=bad)
+
+
+def test_grid_values_needs_every_row_over_the_same_two_axes():
+    from rmtl.lab.study import grid_values
+
+    rows = [
+        {"axes": {"momentum": 0.0, "context": "none"}},
+        {"axes": {"context": "both", "momentum": 0.6}},
+    ]
+    assert grid_values(rows) == (("momentum", [0.0, 0.6]), ("context", ["none", "both"]))
+    rows.append({"axes": {"momentum": 0.3, "click_rate": 0.1}})
+    with pytest.raises(
+        ValueError,
+        match=r"rows: expected every row over the first row's axes \['momentum', 'context'\], "
+        r"got a row over \['momentum', 'click_rate'\]",
+    ):
+        grid_values(rows)
+
+
 def test_the_command_line_sets_every_field(monkeypatch):
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
     monkeypatch.syspath_prepend(str(bench))  # as `python benchmarks/...` sees its neighbours

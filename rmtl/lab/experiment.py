@@ -65,7 +65,8 @@ def experiment(
     train, valid, test : SessionData
         Training, validation (early stopping, convergence checks) and test sessions.
     backbones : sequence of str, default ("esmm", "mmoe", "ple")
-        Names of :func:`rmtl.models.create`.
+        Names of :func:`rmtl.models.create`; here, in ``rmtl_backbones`` and in ``transfer``
+        names compare in any case, as there (the records spell them as here).
     seeds : iterable of int, default range(5)
         One run of everything per seed.
     weightings : sequence of str, default ("rmtl", "continued")
@@ -144,7 +145,8 @@ def experiment(
     ------
     ValueError
         Before any job runs, naming the argument: when ``seeds`` or ``backbones`` is empty, a
-        weighting is unknown, ``seeds``, ``backbones``, ``rmtl_backbones`` or ``weightings``
+        name of ``backbones`` is no backbone of :func:`rmtl.models.create`, a weighting is
+        unknown, ``seeds``, ``backbones``, ``rmtl_backbones`` or ``weightings``
         holds a value twice, ``transfer`` is not a sequence of distinct (source, target)
         pairs of two different backbones, a name of ``rmtl_backbones`` or ``transfer`` is not
         in ``backbones``, a transfer's source is not in ``rmtl_backbones``, ``balancers``
@@ -186,19 +188,28 @@ def experiment(
             f"expected at least one seed and backbone and weightings from {sorted(WEIGHTINGS)}; "
             f"got seeds={seeds}, backbones={list(backbones)}, unknown weightings {unknown}"
         )
+    # names compare in lower case, as rmtl.models.create reads them
+    keys = [str(b).lower() for b in backbones]
+    strange = [b for b, k in zip(backbones, keys) if k not in BACKBONES]
+    if strange:
+        raise ValueError(
+            f"backbones: expected names of rmtl.models.create from {sorted(BACKBONES)} (any "
+            f"case), got unknown {strange}"
+        )
     with_rmtl = list(backbones) if rmtl_backbones is None else list(rmtl_backbones)
+    rmtl_keys = [str(b).lower() for b in with_rmtl]
     # a name given twice would run twice and the table would count it once (n per row)
     for what, given in (
         ("seeds", seeds),
-        ("backbones", [str(b).lower() for b in backbones]),
-        ("rmtl_backbones", [str(b).lower() for b in with_rmtl]),
+        ("backbones", keys),
+        ("rmtl_backbones", rmtl_keys),
         ("weightings", list(weightings)),
     ):
         twice = sorted({x for x in given if given.count(x) > 1}, key=str)
         if twice:
             raise ValueError(f"{what}: expected distinct values, got {twice} more than once")
     if transfer is None:
-        transfer = [(s, t) for s, t in DEFAULT_TRANSFER if s in with_rmtl and t in backbones]
+        transfer = [(s, t) for s, t in DEFAULT_TRANSFER if s in rmtl_keys and t in keys]
     if any(isinstance(p, str) or len(p) != 2 for p in transfer):
         raise ValueError(
             f"transfer: expected (source, target) pairs of backbone names, got {list(transfer)}"
@@ -210,19 +221,22 @@ def experiment(
             "transfer: expected distinct pairs of two different backbones (a backbone's own "
             f"critics are its RMTL variant), got {[list(p) for p in transfer]}"
         )
-    missing = sorted(
-        (set(with_rmtl) | {name for pair in transfer for name in pair}) - set(backbones)
-    )
+    named = [str(n) for n in with_rmtl] + [n for pair in transfer for n in pair]
+    missing = sorted({n for n in named if n.lower() not in keys})
     if missing:
         raise ValueError(
             f"rmtl_backbones, transfer: backbones {missing} are not in "
             f"backbones={list(backbones)}; "
             "add them"
         )
-    if any(src not in with_rmtl for src, _ in transfer):
+    if any(src.lower() not in rmtl_keys for src, _ in transfer):
         raise ValueError(
             f"transfer: every source needs critics, so must be in rmtl_backbones={with_rmtl}"
         )
+    # every name as spelled in backbones, so that the graph's comparisons hold
+    spelled = dict(zip(keys, backbones))
+    with_rmtl = [spelled[k] for k in rmtl_keys]
+    transfer = [(spelled[s.lower()], spelled[t.lower()]) for s, t in transfer]
     bkw = dict(backbone_kwargs or {})
     balancers = _balancer_names(balancers)
     config, compat = _agent_settings(rmtl_kwargs, compat)

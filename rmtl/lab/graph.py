@@ -435,8 +435,10 @@ def run_graph(
     Raises
     ------
     ValueError
-        When no job is running and the waiting ones cannot start because an input (a job of
-        ``job.deps``) is not in ``jobs``; the message names the missing inputs.
+        When no job is running and the waiting ones cannot start: because ``runner`` takes
+        no job at all (its ``capacity`` is below 1), or because an input (a job of
+        ``job.deps``) is not in ``jobs``; the message names the capacity or the missing
+        inputs.
     """
     outputs: dict[Job, JobOutput] = {}
     handles: dict[Job, Any] = {}
@@ -453,8 +455,13 @@ def run_graph(
                     break
                 waiting.remove(job)
                 running[runner.submit(job, settings, [handles[d] for d in job.deps])] = job
-            if not running:
-                missing = sorted({d.key for j in waiting for d in j.deps} - {j.key for j in jobs})
+            if not running:  # deps form no cycle: nothing can start for one of these
+                if runner.capacity < 1:
+                    raise ValueError(
+                        f"runner: expected a capacity of at least 1 job, got {runner.capacity}"
+                    )
+                given = set(jobs)
+                missing = sorted({d.key for j in waiting for d in j.deps if d not in given})
                 raise ValueError(f"jobs: inputs {missing} are not in the graph")
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in sorted(done, key=lambda f: jobs.index(running[f])):

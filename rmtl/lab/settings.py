@@ -271,7 +271,8 @@ class RunConfig:
             setattr(c, name, getattr(agents, name))
         if c.budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {c.budget!r}")
-        c.balancers = tuple(balancer_names() if c.balancers in ("all", ("all",)) else c.balancers)
+        every = c.balancers == "all" or tuple(c.balancers) == ("all",)  # any sequence
+        c.balancers = tuple(balancer_names() if every else c.balancers)
         bad = [b for b in c.balancers if b not in balancer_names()]
         if bad or len(set(c.balancers)) != len(c.balancers):
             raise ValueError(

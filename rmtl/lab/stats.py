@@ -81,9 +81,20 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
     Raises
     ------
     ValueError
-        When there is no pair (``a`` and ``b`` are empty).
+        When ``a`` or ``b`` is not one-dimensional, when they differ in length, or when
+        there is no pair (both are empty).
     """
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    for name, v in (("a", x), ("b", y)):
+        if v.ndim != 1:
+            raise ValueError(
+                f"{name}: expected a 1-D sequence of floats, got an array of shape {v.shape}"
+            )
+    if len(x) != len(y):
+        raise ValueError(
+            f"a, b: expected the same length (one value per seed each), got {len(x)} and {len(y)}"
+        )
+    d = x - y
     n = len(d)
     if n == 0:
         raise ValueError("a, b: expected at least one pair, got none")

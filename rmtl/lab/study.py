@@ -823,11 +823,17 @@ def grid_values(
     Raises
     ------
     ValueError
-        When ``rows`` is empty or its first row's ``axes`` do not hold exactly two knobs.
+        When ``rows`` is empty, its first row's ``axes`` do not hold exactly two knobs, or
+        another row's ``axes`` hold other knobs than the first's.
     """
     knobs = list(rows[0]["axes"]) if rows else []
     if len(knobs) != 2:
         raise ValueError(f"rows: expected study rows over two axes, got axes {knobs}")
+    other = next((list(r["axes"]) for r in rows if set(r["axes"]) != set(knobs)), None)
+    if other is not None:
+        raise ValueError(
+            f"rows: expected every row over the first row's axes {knobs}, got a row over {other}"
+        )
     x, y = (list(dict.fromkeys(r["axes"][k] for r in rows)) for k in knobs)
     return (knobs[0], x), (knobs[1], y)
 
@@ -866,8 +872,8 @@ def effect_maps(
         The task shown.
     metric : str, default "auc"
         ``"auc"`` or ``"logloss"``.
-    comparisons : sequence of str, optional
-        Names of the comparisons shown (None: all).
+    comparisons : str or sequence of str, optional
+        Names of the comparisons shown (a string: one name; None: all).
 
     Returns
     -------
@@ -876,15 +882,24 @@ def effect_maps(
     Raises
     ------
     ValueError
-        When no row is of ``task``, ``comparisons`` names none of :data:`COMPARISONS`, or
-        the rows are not over two axes (:func:`grid_values`).
+        When no row is of ``task``, ``comparisons`` is empty or holds a name not in
+        :data:`COMPARISONS`, or the rows are not over two axes (:func:`grid_values`).
     """
-    chosen = [c for c in COMPARISONS if comparisons is None or c.name in comparisons]
-    mine = [r for r in rows if r["task"] == task]
-    if not mine or not chosen:
+    known = [c.name for c in COMPARISONS]
+    if isinstance(comparisons, str):  # one name, not a substring of names
+        comparisons = [comparisons]
+    names = None if comparisons is None else list(comparisons)
+    unknown = [n for n in names or () if n not in known]
+    if names is not None and (unknown or not names):
         raise ValueError(
-            f"task, comparisons: expected a task of the rows and names from "
-            f"{[c.name for c in COMPARISONS]}, got {task!r}, {comparisons}"
+            f"comparisons: expected names from {known}, got {names}"
+            + (f" (unknown: {unknown})" if unknown else "")
+        )
+    chosen = [c for c in COMPARISONS if names is None or c.name in names]
+    mine = [r for r in rows if r["task"] == task]
+    if not mine:
+        raise ValueError(
+            f"task: expected a task of the rows, {sorted({r['task'] for r in rows})}, got {task!r}"
         )
     (xk, xs), (yk, ys) = grid_values(rows)
     where = [(ys.index(r["axes"][yk]), xs.index(r["axes"][xk])) for r in mine]

@@ -227,9 +227,12 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     Raises
     ------
     ValueError
-        When ``config.stages`` is neither 1 nor 3 or ``config.trials`` is below 1; checked
-        after ``config.run`` passes :meth:`~rmtl.lab.settings.RunConfig.resolved`, whose
-        errors are raised as they are.
+        When ``config.stages`` is neither 1 nor 3, ``config.trials`` is below 1,
+        ``config.mode`` is neither ``"max"`` nor ``"min"`` or ``config.scheduler`` neither
+        ``"asha"`` nor ``"fifo"``; checked after ``config.run`` passes
+        :meth:`~rmtl.lab.settings.RunConfig.resolved`, whose errors are raised as they are,
+        and like those of :func:`rmtl.lab.tune.search_space` on ``config.search``, before
+        connecting to Ray or loading the data.
     FileExistsError
         When ``config.out`` exists and is not a directory, or a directory stands where an
         output file goes (before anything runs).
@@ -241,6 +244,8 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         raise ValueError(
             f"stages, trials: expected stages 1 or 3 and trials >= 1, got {c.stages}, {c.trials}"
         )
+    tune._check_search(c.mode, c.scheduler)
+    searching = tune.search_space(c.search)
     if c.out is not None:
         check_out_directory(c.out, OUTPUTS)
     connect(None if c.ray is True else c.ray)
@@ -253,7 +258,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         "rmtl": c.run.rmtl_config(),
         "compat": c.run.compat,
     }
-    space = {**base, **tune.search_space(c.search)}
+    space = {**base, **searching}
     storage = None if c.out is None else os.path.abspath(os.path.join(c.out, "tune"))
     grid = tune.run(
         tune.three_stages if c.stages == 3 else tune.pretrain,

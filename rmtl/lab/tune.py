@@ -27,7 +27,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 import numpy as np
@@ -185,7 +185,8 @@ def search_space(spec: Mapping[str, Any]) -> dict[str, Any]:
     ------
     ValueError
         When a ``uniform``, ``loguniform`` or ``randint`` table (at any depth) does not give
-        exactly two values, ``[low, high]``, naming the key.
+        a list of exactly two values, ``[low, high]``, or a ``choice`` or ``grid`` table no
+        non-empty list of values, naming the key.
     """
     _ray.require()
     from ray import tune
@@ -201,13 +202,28 @@ def search_space(spec: Mapping[str, Any]) -> dict[str, Any]:
             space[key] = value
             continue
         kind, args = next(iter(value.items()))
-        if kind in ("choice", "grid"):
-            space[key] = (tune.choice if kind == "choice" else tune.grid_search)(list(args))
+        bounds = kind not in ("choice", "grid")
+        values = (
+            None
+            if isinstance(args, (str, bytes, Mapping)) or not isinstance(args, Iterable)
+            else list(args)
+        )
+        if values is None or (len(values) != 2 if bounds else not values):
+            expects = "[low, high]" if bounds else "a non-empty list of values"
+            raise ValueError(f"search.{key}: {kind} expects {expects}, got {args!r}")
+        if bounds:
+            space[key] = getattr(tune, kind)(*values)
         else:
-            if len(args) != 2:
-                raise ValueError(f"search.{key}: {kind} expects [low, high], got {args}")
-            space[key] = getattr(tune, kind)(*args)
+            space[key] = (tune.choice if kind == "choice" else tune.grid_search)(values)
     return space
+
+
+def _check_search(mode: str, scheduler: str) -> None:
+    """ValueError naming ``mode`` or ``scheduler`` when it is not one :func:`run` knows."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode: expected 'max' or 'min', got {mode!r}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler: expected one of {list(SCHEDULERS)}, got {scheduler!r}")
 
 
 def run(
@@ -276,9 +292,10 @@ def run(
     Raises
     ------
     ValueError
-        When ``scheduler`` is neither ``"asha"`` nor ``"fifo"`` (checked after connecting
-        to Ray, before the search starts).
+        When ``mode`` is neither ``"max"`` nor ``"min"`` or ``scheduler`` is neither
+        ``"asha"`` nor ``"fifo"`` (checked before connecting to Ray).
     """
+    _check_search(mode, scheduler)
     _ray.connect()
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -286,8 +303,6 @@ def run(
     local = storage_path is not None and "://" not in storage_path
     scratch = os.path.join(os.path.abspath(storage_path), ".trials") if local else None
 
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler: expected one of {list(SCHEDULERS)}, got {scheduler!r}")
     sched = (
         ASHAScheduler(grace_period=grace_period, reduction_factor=reduction_factor, max_t=10_000)
         if scheduler == "asha"
