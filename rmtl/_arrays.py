@@ -11,7 +11,9 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 def as_codes(x: Any, num_fields: int, name: str = "sparse") -> np.ndarray:
-    """Categorical codes as C-contiguous int32 (n, num_fields); any integer dtype accepted."""
+    """Categorical codes as C-contiguous int32 (n, num_fields); any integer dtype accepted.
+    Checks that codes are non-negative and fit in int32; the C core checks each field's range
+    ``[0, field_dims[f])``."""
     a = np.asarray(_detach(x))
     if a.dtype.kind not in "iu":
         raise TypeError(
@@ -23,7 +25,10 @@ def as_codes(x: Any, num_fields: int, name: str = "sparse") -> np.ndarray:
         lo, hi = int(a.min()), int(a.max()) if a.dtype != np.int32 else 0
         if lo < 0 or hi > _INT32_MAX:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"{name}: codes must lie in [0, field_dims), got {bad}")
+            raise ValueError(
+                f"{name}: expected non-negative codes that fit in int32 (at most {_INT32_MAX}), "
+                f"got {bad}"
+            )
     return np.ascontiguousarray(a, dtype=np.int32)
 
 

@@ -107,6 +107,8 @@ class Range:
             v < self.high if self.open_high else v <= self.high
         )
         if not (inside and (self.integer or math.isfinite(v))):  # an int of any size is finite
+            if math.isinf(self.low) and math.isinf(self.high):  # no bounds: NaN or infinite
+                raise ValueError(f"{name}: expected a finite number, got {value!r}")
             lo = "(" if self.open_low else "["
             top = int(self.high) if self.integer and math.isfinite(self.high) else self.high
             hi = f"{top:g}" if isinstance(top, float) else str(top)

@@ -90,10 +90,14 @@ def with_context(data: SessionData, mode: Optional[str]) -> SessionData:
 
     Raises
     ------
+    TypeError
+        When ``data`` is not a :class:`rmtl.SessionData`.
     ValueError
         When ``mode`` is not one of :data:`CONTEXT_MODES`, or (``mode`` not None) when
         ``data`` already has ``backbone_only`` columns or ``critic_only`` features.
     """
+    if not isinstance(data, SessionData):
+        raise TypeError(f"data: expected rmtl.SessionData, got {type(data).__name__}")
     if mode not in CONTEXT_MODES:
         raise ValueError(f"mode: expected one of {list(CONTEXT_MODES)}, got {mode!r}")
     if mode is None:

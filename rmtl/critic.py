@@ -11,6 +11,7 @@ one flat buffer each for values, gradients and Adam moments, exactly like a back
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -246,11 +247,19 @@ class Critic(Net):
         Raises
         ------
         ValueError
-            When ``backbone`` has no embedding table for ``task`` (its own, with per-task
-            embeddings, else the shared ``embedding.embedding.weight``), or the table's
-            shape differs from this critic's (other ``field_dims`` or ``embed_dim``).
+            When ``task`` is not a task index of a backbone with per-task embeddings; when
+            ``backbone`` has no embedding table (``embedding.embedding.weight``, or one per
+            task), or the table's shape differs from this critic's (other ``field_dims`` or
+            ``embed_dim``).
         """
         theirs = dict(backbone.named_parameters())
+        per_task = [k for k in theirs if re.fullmatch(r"embedding\.\d+\.embedding\.weight", k)]
+        is_index = isinstance(task, (int, np.integer)) and not isinstance(task, bool)
+        if per_task and not (is_index and 0 <= task < len(per_task)):
+            raise ValueError(
+                f"task: expected a task index in [0, {len(per_task)}) (the backbone has one "
+                f"embedding table per task), got {task!r}"
+            )
         key = next(
             (
                 k
@@ -261,9 +270,10 @@ class Critic(Net):
         )
         mine = self._views["param"]["embedding.embedding.weight"]
         if key is None or theirs[key].shape != mine.shape:
+            got = "no embedding table" if key is None else f"shape {theirs[key].shape}"
             raise ValueError(
                 f"backbone: needs an embedding table of shape {mine.shape} (same field_dims and "
-                f"embed_dim={self.config.embed_dim}); "
+                f"embed_dim={self.config.embed_dim}), got {got}; "
                 "build the critic with the backbone's embed_dim"
             )
         mine[...] = theirs[key]

@@ -240,15 +240,30 @@ class SessionData:
 
         Raises
         ------
+        TypeError
+            When ``sessions`` holds positions that are not integers (floats, bools).
         ValueError
             When ``sessions`` is not a non-empty 1-D sequence, or a position is outside
             ``[0, num_sessions)``.
         """
-        idx = np.asarray(sessions, dtype=np.int64)
+        want = "sessions: expected a non-empty 1-D sequence of session positions"
+        try:
+            idx = np.asarray(sessions)
+        except ValueError:
+            raise ValueError(f"{want}, got a ragged nesting of sequences") from None
         if idx.ndim != 1 or idx.size == 0:
-            raise ValueError("sessions: expected a non-empty 1-D sequence of session positions")
+            raise ValueError(f"{want}, got {type(sessions).__name__} of shape {idx.shape}")
+        if idx.dtype.kind not in "iu":
+            raise TypeError(
+                f"sessions: expected integer session positions, got dtype {idx.dtype} "
+                f"({idx[:5].tolist()}{' ...' if idx.size > 5 else ''})"
+            )
         if idx.min() < 0 or idx.max() >= self.num_sessions:
-            raise ValueError(f"sessions: positions must lie in [0, {self.num_sessions})")
+            bad = idx.min() if idx.min() < 0 else idx.max()
+            raise ValueError(
+                f"sessions: expected positions in [0, {self.num_sessions}), got {int(bad)}"
+            )
+        idx = idx.astype(np.int64)
         lengths = np.diff(self.offsets)[idx]
         starts = self.offsets[idx]
         rows = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
@@ -301,13 +316,23 @@ class SessionData:
         Raises
         ------
         ValueError
-            When ``fractions`` is not a 1-D sequence of at least two positive numbers summing
-            to 1, or when there are too few sessions to give every part at least one.
+            When ``fractions`` is not a 1-D sequence of at least two positive finite numbers
+            summing to 1, or when there are too few sessions to give every part at least one.
         """
-        fr = np.asarray(fractions, dtype=np.float64)
-        if fr.ndim != 1 or fr.size < 2 or (fr <= 0).any() or abs(fr.sum() - 1.0) > 1e-6:
+        try:
+            fr = np.asarray(fractions, dtype=np.float64)
+        except (TypeError, ValueError):  # not numbers, or a ragged nesting
+            fr = np.empty(0)
+        if (
+            fr.ndim != 1
+            or fr.size < 2
+            or not np.isfinite(fr).all()
+            or (fr <= 0).any()
+            or abs(fr.sum() - 1.0) > 1e-6
+        ):
             raise ValueError(
-                f"fractions: expected >= 2 positive numbers summing to 1, got {tuple(fractions)}"
+                "fractions: expected a sequence of >= 2 positive finite numbers summing to 1, "
+                f"got {fractions!r}"
             )
         order = np.argsort(self.time[self.offsets[:-1]], kind="stable")
         cuts = np.round(np.cumsum(fr) * self.num_sessions).astype(np.int64)
@@ -316,7 +341,7 @@ class SessionData:
         if (np.diff(bounds) < 1).any():
             raise ValueError(
                 f"fractions: {self.num_sessions} sessions cannot fill every part of "
-                f"{tuple(fractions)}"
+                f"{tuple(fr.tolist())}"
             )
         return tuple(self.subset(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
 

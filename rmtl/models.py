@@ -554,6 +554,9 @@ Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one w
 {_BACKBONE_ATTRIBUTES}
 
 {_BACKBONE_RAISES}
+TypeError
+    When ``Backbone`` itself (or a subclass without a backbone ``name``) is constructed:
+    build a subclass such as :class:`MMoE`, or use :func:`rmtl.models.create`.
 """
 
     name = ""
@@ -583,6 +586,12 @@ Subclasses set ``name`` (a key of ``rmtl._core.enums["backbone"]``); build one w
         seed: int = 0,
         num_experts: Optional[int] = None,
     ) -> None:
+        if self.name not in _core.enums["backbone"]:
+            raise TypeError(
+                f"{type(self).__name__}: expected a backbone class with a name among "
+                f"{sorted(_core.enums['backbone'])}, got name {self.name!r}; build a subclass "
+                "(e.g. rmtl.models.MMoE) or use rmtl.models.create(name, ...)"
+            )
         if num_experts is None:
             num_experts = self._default_experts
         elif self._default_experts is None:

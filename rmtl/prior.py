@@ -60,23 +60,26 @@ def set_output_prior(model: Backbone, labels: np.ndarray) -> None:
     Raises
     ------
     ValueError
-        When ``labels`` is not 2-D with at least one row and ``model.config.num_tasks``
-        columns, or when ``model`` does not have one single-element output bias
-        (``tower.<k>.mlp.<layer>.bias``) for each task ``0..T-1``.
+        When ``model`` does not have one single-element output bias
+        (``tower.<k>.mlp.<layer>.bias``) for each task ``0..T-1``, or when ``labels`` is not
+        2-D with at least one row and ``model.config.num_tasks`` columns.
     """
-    labels = np.asarray(labels, np.float64)
     keys = output_bias_keys(model)
     T = model.config.num_tasks
-    if (
-        labels.ndim != 2
-        or labels.shape[1] != T
-        or len(labels) == 0
-        or sorted(keys) != list(range(T))
-    ):
+    if sorted(keys) != list(range(T)):
         raise ValueError(
-            f"labels: expected shape (n > 0, {T}) for a backbone with one output bias per task; "
-            f"got {labels.shape} and output biases {sorted(keys)}"
+            f"model: expected one single-element output bias (tower.<k>.mlp.<layer>.bias) for "
+            f"each task 0..{T - 1}, got output biases for tasks {sorted(keys)}"
         )
+    try:
+        labels = np.asarray(labels, np.float64)
+    except (TypeError, ValueError):  # not numbers, or a ragged nesting
+        raise ValueError(
+            f"labels: expected a numeric array of shape (n > 0, {T}), "
+            f"got a non-numeric {type(labels).__name__}"
+        ) from None
+    if labels.ndim != 2 or labels.shape[1] != T or len(labels) == 0:
+        raise ValueError(f"labels: expected shape (n > 0, {T}), got {labels.shape}")
     rates = labels.mean(0)
     if model.config.name == "esmm" and T > 1:
         rates[1] = rates[1] / rates[0] if rates[0] > 0 else rates[1]

@@ -615,8 +615,9 @@ def module_for(config: Union[BackboneConfig, CriticConfig, Mapping[str, Any]]) -
     Parameters
     ----------
     config : BackboneConfig, CriticConfig or mapping
-        The configuration; a mapping with a ``name`` key is a backbone's (a ValueError if
-        the name is not a backbone), one without is a critic's.
+        The configuration; a mapping with a ``name`` key is a backbone's (the name matched
+        case-insensitively, as :func:`rmtl.models.create` does; a ValueError if it is not a
+        backbone), one without is a critic's.
 
     Returns
     -------
@@ -641,8 +642,9 @@ def module_for(config: Union[BackboneConfig, CriticConfig, Mapping[str, Any]]) -
     if "name" not in c:
         module: torch.nn.Module = CriticNeg(*args)
     else:
-        if c["name"] not in TWINS:
+        if str(c["name"]).lower() not in TWINS:
             raise ValueError(f"config: unknown backbone {c['name']!r}; one of {sorted(TWINS)}")
+        c["name"] = str(c["name"]).lower()  # as rmtl.models.create reads it
         args.insert(2, c["num_tasks"])
         experts = {} if c.get("num_experts") is None else {"num_experts": c["num_experts"]}
         module = TWINS[c["name"]](*args, **experts)

@@ -312,6 +312,9 @@ def test_an_agent_from_a_ready_config_trains_as_from_its_keywords(splits):
     assert config.replace(lam=1, seed=4) == rmtl.RMTLConfig(**dict(kwargs, lam=1.0, seed=4))
     with pytest.raises(ValueError, match="lam: expected a finite value"):
         config.replace(lam=-1)
+    for bad in (float("inf"), float("nan")):  # no bounds to show: just finite
+        with pytest.raises(ValueError, match=r"critic_output_bias: expected a finite number, got"):
+            config.replace(critic_output_bias=bad)
     with pytest.raises(TypeError, match="unexpected fields"):
         config.replace(colour=1)
     authors = rmtl.RMTLConfig.from_kwargs({"reward": "bce"}, compat="authors")

@@ -105,6 +105,17 @@ def test_bad_configs(kw, match):
         rmtl.models.create(**args)
 
 
+def test_the_backbone_base_class_is_refused():
+    with pytest.raises(TypeError, match=r"Backbone: .*got name ''; build a subclass .*create"):
+        rmtl.models.Backbone((3, 3), 1, 2)
+
+    class Nameless(rmtl.models.Backbone):
+        """A subclass that forgot its name."""
+
+    with pytest.raises(TypeError, match="Nameless: expected a backbone class with a name"):
+        Nameless((3, 3), 1, 2)
+
+
 def test_load_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         rmtl.load(tmp_path / "nope.npz")
@@ -146,6 +157,15 @@ def test_negative_int32_codes_are_rejected_by_name():
             np.zeros((2, 2), np.float32),
             (4, 5),
         )
+
+
+def test_codes_beyond_int32_say_what_is_checked():
+    """as_codes checks the sign and the int32 range; the C core checks each field's range."""
+    sparse = np.array([[0, 1], [2**31, 1]], np.int64)
+    with pytest.raises(ValueError, match=r"sparse: expected non-negative codes that fit in int32"):
+        model().predict(sparse, GOOD[1])
+    with pytest.raises(ValueError, match=r"sparse: .*int32 .*, got -3$"):
+        model().predict(np.array([[0, 1], [-3, 1]], np.int64), GOOD[1])
 
 
 def test_auc_ranks_float64_scores_exactly():

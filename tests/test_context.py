@@ -8,7 +8,7 @@ from conftest import optional, random_session_data
 
 import rmtl
 from rmtl.agent import RMTL
-from rmtl.context import context_names, session_context, with_context
+from rmtl.context import CONTEXT_MODES, context_names, session_context, with_context
 from rmtl.datasets import synthetic
 
 optional("hypothesis")
@@ -225,6 +225,9 @@ def test_with_context_checks_its_arguments():
         with_context(with_context(data, "critic"), "both")
     with pytest.raises(TypeError, match="data"):
         session_context(data.labels)
+    for mode in CONTEXT_MODES:
+        with pytest.raises(TypeError, match="data: expected rmtl.SessionData, got ndarray"):
+            with_context(data.labels, mode)
 
 
 def test_momentum_raises_the_click_probability_after_a_click():
@@ -311,15 +314,21 @@ def test_session_data_checks_the_one_sided_features(backbone_only, extra):
 @given(
     mode=st.one_of(
         st.text(max_size=8), st.integers(), st.none(), st.sampled_from(["critic", "both"])
-    )
+    ),
+    what=st.sampled_from(["session data", "labels", None, 3, "text"]),
 )
-def test_with_context_accepts_only_its_modes(mode):
+def test_with_context_accepts_only_its_modes(mode, what):
     data = random_session_data(n_sessions=3, seed=1)
+    data = {"session data": data, "labels": data.labels}.get(what, what)
     try:
         out = with_context(data, mode)
+    except TypeError as e:
+        assert str(e).startswith("data:") and not isinstance(data, rmtl.SessionData)
+        return
     except ValueError as e:
         assert str(e).startswith("mode:") and mode not in (None, "critic", "backbone", "both")
         return
+    assert isinstance(data, rmtl.SessionData)
     assert out.critic_num_dense >= data.critic_num_dense
 
 

@@ -579,3 +579,19 @@ def test_save_load_clone_keep_weights_and_optimizer(tmp_path):
         Critic.load(tmp_path / "m.npz")
     with pytest.raises(FileNotFoundError):
         Critic.load(tmp_path / "missing.npz")
+
+
+def test_copy_embedding_names_a_task_out_of_range():
+    single = rmtl.models.create("singletask", FIELDS, 2, 2, **SMALL)
+    critic = make_critic()
+    critic.copy_embedding(single, task=1)
+    np.testing.assert_array_equal(
+        dict(critic.named_parameters())["embedding.embedding.weight"],
+        dict(single.named_parameters())["embedding.1.embedding.weight"],
+    )
+    for task in (2, -1, True, 1.0):
+        with pytest.raises(ValueError, match=r"task: expected a task index in \[0, 2\) .*, got"):
+            critic.copy_embedding(single, task=task)
+    shared = rmtl.models.create("sharedbottom", FIELDS, 2, 2, **dict(SMALL, embed_dim=4))
+    with pytest.raises(ValueError, match=r"backbone: .*embed_dim=6\), got shape \(15, 4\)"):
+        critic.copy_embedding(shared)

@@ -119,3 +119,29 @@ def test_bad_split_and_load(tmp_path):
         d.split((0.2, 0.2, 0.2, 0.2, 0.2))
     with pytest.raises(FileNotFoundError):
         rmtl.SessionData.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize(
+    "fractions",
+    [0.5, (0.5, float("nan")), (0.5, float("inf")), (0.5, "a"), None, [[0.5], [0.3, 0.2]]],
+)
+def test_split_refuses_a_scalar_and_non_finite_fractions(fractions):
+    with pytest.raises(ValueError, match=r"fractions: expected .* positive finite numbers .*, got"):
+        tiny().split(fractions)
+
+
+@pytest.mark.parametrize(
+    "sessions,err,match",
+    [
+        ([0.7, 1.2], TypeError, r"sessions: expected integer session positions, got dtype float64"),
+        ([True, False], TypeError, "sessions: expected integer session positions, got dtype bool"),
+        ([], ValueError, r"sessions: expected a non-empty 1-D sequence .*, got list of shape"),
+        ([[0], [1, 2]], ValueError, "sessions: expected a non-empty 1-D sequence .* ragged"),
+        ([0, 3], ValueError, r"sessions: expected positions in \[0, 3\), got 3"),
+        ([-1, 0], ValueError, r"sessions: expected positions in \[0, 3\), got -1"),
+    ],
+)
+def test_subset_refuses_non_integer_and_out_of_range_positions(sessions, err, match):
+    with pytest.raises(err, match=match):
+        tiny().subset(sessions)
+    assert list(tiny().subset(np.array([2, 0], np.uint8)).session) == [9, 7, 7]

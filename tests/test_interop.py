@@ -256,6 +256,17 @@ def test_state_dicts_load_into_torch_modules(torch):
         rt.to_torch(fresh)
 
 
+def test_module_for_reads_backbone_names_as_create_does(torch):
+    import rmtl.torch as rt
+
+    config = dict(make("mmoe").config.to_dict(), name="MMoE")
+    module = rt.module_for(config)
+    assert isinstance(module, rt.MMoE) and module.rmtl_config["name"] == "mmoe"
+    assert rmtl.models.create("MMoE", FIELDS, 2, 3, **SMALL).config.name == "mmoe"
+    with pytest.raises(ValueError, match="config: unknown backbone 'nope'"):
+        rt.module_for(dict(config, name="nope"))
+
+
 def test_from_torch_needs_a_configuration(torch):
     import rmtl.torch as rt
 

@@ -1,5 +1,8 @@
 """init_output_bias="prior": every task's output starts at the logit of its training rate."""
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from test_agent import FAST, NET
@@ -33,8 +36,21 @@ def test_output_biases_start_at_label_logits(rare, name):
     )
     prob = model.eval().predict(tr.sparse, tr.dense).mean(0)
     np.testing.assert_allclose(prob, rate, rtol=0.5)  # the other weights move it a little
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match=r"labels: expected shape \(n > 0, 2\), got \(\d+, 1\)"):
         set_output_prior(model, tr.labels[:, :1])
+
+
+def test_a_model_without_an_output_bias_per_task_is_named(rare):
+    tr = rare[0]
+    model = rmtl.models.create("mmoe", tr.field_dims, tr.num_dense, tr.num_tasks, **NET)
+    three = SimpleNamespace(  # a model claiming a task it has no output bias for
+        config=dataclasses.replace(model.config, num_tasks=3),
+        named_parameters=model.named_parameters,
+    )
+    with pytest.raises(ValueError, match=r"^model: .* for each task 0..2, got .* \[0, 1\]"):
+        set_output_prior(three, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="labels: expected a numeric array"):
+        set_output_prior(model, [["a", "b"]])
 
 
 def test_agent_with_prior_starts_calibrated(rare):

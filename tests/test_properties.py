@@ -108,6 +108,35 @@ def session_data(draw, n_max=30):
     return rmtl.SessionData(session, np.arange(n), sparse, dense, labels, FIELD_DIMS)
 
 
+SCALARS = (
+    st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(-3, 40)
+    | st.booleans()
+    | st.sampled_from(["0.5", None])
+)
+
+
+@FAST
+@given(
+    data=session_data(),
+    fractions=SCALARS | st.lists(SCALARS, max_size=5) | arrays(),
+    sessions=SCALARS | st.lists(SCALARS, max_size=6) | arrays(),
+)
+def test_split_and_subset_random_arguments(data, fractions, sessions):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clear refusal, never a RuntimeWarning
+        parts, err = call(lambda: data.split(fractions), "fractions")
+        part, err = call(lambda: data.subset(sessions), "sessions")
+    if parts is not None:
+        assert len(parts) >= 2 and sum(p.num_sessions for p in parts) == data.num_sessions
+        assert np.isfinite(np.asarray(fractions, np.float64)).all()
+    if part is not None:
+        idx = np.asarray(sessions)
+        assert idx.dtype.kind in "iu" and part.num_sessions == idx.size
+        lengths = np.diff(data.offsets)[idx]
+        assert len(part) == lengths.sum()
+
+
 # ------------------------------------------------------------------ models
 MODEL = rmtl.models.create(
     "mmoe", FIELD_DIMS, 1, 2, embed_dim=4, bottom_dims=(8,), tower_dims=(4,), num_experts=2

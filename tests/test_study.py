@@ -153,7 +153,7 @@ def test_a_flagged_comparison_is_never_starred():
         ({"synth": {"n_users": 5}}, "set by the field n_users"),
         ({"synth": {"target_rates": (0.1, 0.2)}}, "expected pay < click"),
         ({"synth": {"fields": ()}}, "numeric fields of rmtl.datasets.synth.SyntheticConfig"),
-        ({"synth": {"fatigue": math.inf}}, "synth fatigue: expected a finite value"),
+        ({"synth": {"fatigue": math.inf}}, "synth fatigue: expected a finite number, got inf"),
         ({"seeds": 1}, "seeds .*got 1"),
         ({"n_users": 0}, "n_users: expected a finite integer"),
         ({"lam": -1.0}, "lam: expected a finite value"),

@@ -275,6 +275,20 @@ def test_bad_task_arguments(kw, match):
         synthetic("retailrocket", n_users=10, **kw)
 
 
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(task_corr="x"), "task_corr: expected one number or a sequence of 1 number, got 'x'"),
+        (dict(task_corr=(0.1, 0.2)), "sequence of 1 number, got 2 numbers"),
+        (dict(n_tasks=4, task_corr=(0.5,)), "sequence of 3 numbers, got 1 number$"),
+        (dict(label_noise="ab"), "label_noise: expected one number or a sequence of 2 numbers"),
+    ],
+)
+def test_per_task_knob_errors_count_in_good_english(kw, match):
+    with pytest.raises(ValueError, match=match):
+        synthetic("retailrocket", n_users=10, **kw)
+
+
 def test_the_core_checks_the_task_settings_too():
     cfg = rmtl.datasets.PRESETS["retailrocket"]
     world = _world(cfg, 10, 0)

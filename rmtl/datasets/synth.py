@@ -623,12 +623,13 @@ def _per_task(
         one, values = float(value), ()
         checked = (one,)
     else:
+        want = f"{name}: expected one number or a sequence of {n} number{'s' * (n != 1)}"
         try:
             values = tuple(float(v) for v in value)
         except (TypeError, ValueError):
-            raise ValueError(f"{name}: expected a number or {n} numbers, got {value!r}") from None
+            raise ValueError(f"{want}, got {value!r}") from None
         if len(values) != n:
-            raise ValueError(f"{name}: expected one number or {n} numbers, got {len(values)}")
+            raise ValueError(f"{want}, got {len(values)} number{'s' * (len(values) != 1)}")
         one, checked = scalar, values
     if not all(lo <= v <= hi for v in checked):  # NaN fails too
         raise ValueError(f"{name}: expected values in [{lo:g}, {hi:g}], got {value!r}")
@@ -820,10 +821,6 @@ def synthetic(
         if task_rates is not None:
             raise ValueError("task_rates: give task_rates or target_rates, not both")
         task_rates = overrides.pop("target_rates")
-    if "task_names" in overrides:
-        if task_names is not None:
-            raise ValueError("task_names: given twice")
-        task_names = overrides.pop("task_names")
     cfg = dataclasses.replace(PRESETS[preset], **overrides)
     cfg = _with_tasks(cfg, n_tasks, task_names, task_rates, task_corr, label_noise, task_fields)
     n_users = cfg.n_users if n_users is None else int(n_users)
