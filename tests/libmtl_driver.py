@@ -264,7 +264,7 @@ def train(
                 if p.grad is not None:
                     p.grad.zero_()
 
-    h = Host()
+    h, hooks = Host(), []
     if rep_grad:
         seen: list[torch.Tensor] = []
 
@@ -282,8 +282,19 @@ def train(
             return hook
 
         h.rep_tasks = {}
-        for k, tower in enumerate(net.tower):
-            tower.register_forward_pre_hook(prepare(k))
+        hooks = [t.register_forward_pre_hook(prepare(k)) for k, t in enumerate(net.tower)]
+    try:
+        return _steps(
+            h, net, batches, shared_params, hyper, steps, samples, lr, weight_decay, epoch_ends
+        )
+    finally:  # a later call on the same net must not run this call's hooks before its own
+        for hook in hooks:
+            hook.remove()
+
+
+def _steps(h, net, batches, shared_params, hyper, steps, samples, lr, weight_decay, epoch_ends):
+    """:func:`train`'s steps, with LibMTL's weighting object ``h`` prepared."""
+    K, rep_grad = h.task_num, h.rep_grad
     opt = torch.optim.Adam(
         list(net.parameters()) + list(h.parameters()), lr=lr, weight_decay=weight_decay
     )
