@@ -245,9 +245,9 @@ def run_sweep(config: SweepConfig) -> SweepResult:
             f"stages, trials: expected stages 1 or 3 and trials >= 1, got {c.stages}, {c.trials}"
         )
     tune._check_search(c.mode, c.scheduler)
-    searching = tune.search_space(c.search)
-    if c.out is not None:
+    if c.out is not None:  # before the search space, which needs Ray installed
         check_out_directory(c.out, OUTPUTS)
+    searching = tune.search_space(c.search)
     connect(None if c.ray is True else c.ray)
     started, t0 = time.time(), time.perf_counter()
     train, valid, test = load_dataset(c.run).split((0.6, 0.2, 0.2))
