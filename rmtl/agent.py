@@ -348,6 +348,13 @@ class RMTL:
         -------
         History
             One record per epoch with the training loss and the validation metrics.
+
+        Raises
+        ------
+        ValueError
+            With ``checkpoint_dir``: when ``train`` or ``valid`` differ from the data the
+            directory recorded, or its stage file ``pretrained.npz`` holds a backbone with
+            another configuration than this agent's backbone.
         """
         name = "pretrained.npz"
         self._check_data(train=train, valid=valid)
@@ -591,6 +598,17 @@ class RMTL:
         -------
         ndarray (n, T) float32
             The weight of every row and task.
+
+        Raises
+        ------
+        RuntimeError
+            When the weighting uses critics (any but ``constant``, ``continued`` and
+            ``static``) and the agent has none yet (run :meth:`fit_critics` first).
+        ValueError
+            When ``weighting`` is not one of :data:`WEIGHTINGS`; the weighting uses critics
+            and ``prob`` is given without the shape ``(len(data), data.num_tasks)``; or
+            ``task_weights`` is None with ``static``, given with another weighting, not one
+            weight per task, or holds a negative or non-finite weight.
         """
         weighting = self.config.weighting if weighting is None else _weighting(weighting)
         if weighting == "continued":

@@ -209,6 +209,16 @@ class Balancer:
     samples : int
         The number of batches a step reads (3 for ``modo`` and ``sdmgrad``, else 1).
 
+    Raises
+    ------
+    TypeError
+        With ``segments`` given (the core object is built at once, :meth:`bind`): when a
+        numeric hyperparameter is a bool or not a number.
+    ValueError
+        When ``name`` is no balancer's name (:func:`names`); with ``segments`` given, when a
+        hyperparameter is not one of its choices, not whole where an integer is expected, or
+        out of its range.
+
     See Also
     --------
     create : makes one, checking every setting.
@@ -252,9 +262,13 @@ class Balancer:
 
         Raises
         ------
+        TypeError
+            When the core object is built and a numeric hyperparameter is a bool or not a
+            number.
         ValueError
-            When the balancer is already built for another length, or a hyperparameter is
-            out of its range.
+            When the balancer is already built for another length, or, building it, a
+            hyperparameter is not one of its choices, not whole where an integer is expected,
+            or out of its range.
 
         Notes
         -----

@@ -245,6 +245,23 @@ class RMTLConfig:
     balancer_args : mapping
         Its hyperparameters (checked by :func:`rmtl.balancers.create`).
 
+    Raises
+    ------
+    TypeError
+        Naming the field: a number that is a bool or not a number (not an integer for the
+        integer fields, such as ``seed`` or ``epochs``); ``ips`` or ``actor_update`` not True
+        or False; a ``critic_bottom_dims`` or ``critic_tower_dims`` entry that is not an
+        integer; ``balancer_args`` not a dict with string keys, naming something that is not
+        a hyperparameter of ``balancer``, or giving a numeric hyperparameter a non-number.
+    ValueError
+        Naming the field: a value not one of its choices (``behaviour``, ``target``,
+        ``weighting``, ``reward``, ``init_output_bias``, ``batch_order``,
+        ``stage3_critic_mode``, ``early_stopping``, ``balancer``); a number outside its range
+        (:data:`RANGES`), NaN or infinite; a ``critic_bottom_dims`` or ``critic_tower_dims``
+        entry below 1; ``balancer_args`` given without a ``balancer``; or a balancer
+        hyperparameter not one of its choices, not whole where an integer is expected, or out
+        of its range.
+
     See Also
     --------
     RMTL.from_config : an agent from a ready config.

@@ -94,6 +94,14 @@ class Critic(Net):
         start with ``out <= 0`` on every row and never learn (their Q stays 0 and stage 3
         degenerates to unweighted fine-tuning). The default 1.0 starts every critic in the
         active region; rmtl's choice, not the reference's.
+
+    Raises
+    ------
+    ValueError
+        When ``field_dims`` is empty or has an entry below 1, ``num_dense`` is negative,
+        ``embed_dim`` is below 1, ``bottom_dims`` is empty, ``bottom_dims`` or ``tower_dims``
+        has more than ``rmtl._core.max_layers`` widths or one below 1, or ``dropout`` is not
+        in [0, 1).
     """
 
     _config_key = "critic_config"

@@ -220,6 +220,13 @@ class SessionEnv(_EnvBase):
         Episodes draw sessions uniformly with replacement, or play sessions 0, 1, 2, ... in
         stored order (cycling).
 
+    Raises
+    ------
+    TypeError
+        When ``data`` is not an :class:`rmtl.SessionData`.
+    ValueError
+        When ``data`` holds no sessions, or ``reward`` or ``order`` is not one of its choices.
+
     See Also
     --------
     VecSessionEnv : many sessions stepped in one call.
@@ -269,6 +276,12 @@ class SessionEnv(_EnvBase):
             ``{"sparse": int32 (F,), "dense": float32 (D,)}`` of the session's first row.
         info : dict
             ``session`` and ``row`` (the row index in ``data``).
+
+        Raises
+        ------
+        ValueError
+            When ``options`` has a key other than ``"session"``, or ``options["session"]`` is
+            not one integer in ``[0, data.num_sessions)``.
         """
         super().reset(seed=seed)
         session = _session_option(options, "session", self.data.num_sessions)
@@ -299,6 +312,16 @@ class SessionEnv(_EnvBase):
             Always False.
         info : dict
             ``labels`` (T,) of the row acted on, ``session``, ``row`` and ``next_row``.
+
+        Raises
+        ------
+        RuntimeError
+            Before the first :meth:`reset`, or after the episode has ended (reset again).
+        TypeError
+            When ``action`` cannot be read as numbers.
+        ValueError
+            When ``action`` does not have the shape (T,), or holds NaN, infinity or a value
+            outside [0, 1].
         """
         a = _as_action(action, (self.data.num_tasks,))
         sparse, dense, reward, done, labels, state, nxt, sess = self._core.step(a.reshape(1, -1))
@@ -381,6 +404,12 @@ class VecSessionEnv(_VecBase):
             ``{"sparse": (N, F), "dense": (N, D)}``.
         info : dict
             ``session`` (N,) and ``row`` (N,).
+
+        Raises
+        ------
+        ValueError
+            When ``options`` has a key other than ``"sessions"``, or ``options["sessions"]`` is
+            not N integers, each in ``[0, data.num_sessions)``.
         """
         super().reset(seed=seed)
         sessions = _session_option(options, "sessions", self.data.num_sessions, self.num_envs)

@@ -85,6 +85,14 @@ def logloss(y_true: Any, y_prob: Any) -> float:
     Returns
     -------
     float
+
+    Raises
+    ------
+    TypeError
+        When ``y_true`` or ``y_prob`` is not a real numeric array.
+    ValueError
+        When there are no rows; ``y_prob`` is not 1-D or ``y_true`` not of its shape; a value
+        is NaN or infinite; a label is not 0/1; or a probability is outside [0, 1].
     """
     y, p = _pair(y_true, y_prob, "y_prob")
     return _core.logloss(p, y)

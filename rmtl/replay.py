@@ -82,6 +82,16 @@ class ReplayBuffer:
             Rewards.
         done : array (n,)
             0/1 flags: 1 where the session ended.
+
+        Raises
+        ------
+        TypeError
+            When ``action``, ``reward`` or ``done`` does not hold real numbers.
+        ValueError
+            When ``state`` is not a 1-D integer array or ``next_state`` not one of the same
+            length; ``action``, ``reward`` or ``done`` is not of shape (n, T), (n, T) or (n,),
+            or holds NaN or infinity; ``action`` holds a value outside [0, 1]; a row index is
+            negative; or ``done`` holds a value other than 0 or 1.
         """
         state = _as_rows(state, "state")
         n, T = len(state), self.num_tasks

@@ -2,7 +2,8 @@
 docstring has a numpydoc ``Parameters`` section (a dataclass may use ``Attributes``) that
 names every parameter; every public function or method annotated to return a value has a
 ``Returns`` (or ``Yields``) section; and every exception class a public callable raises in its
-own body (a class: in ``__init__`` or ``__post_init__``) is named in its ``Raises`` section.
+own body (a class: in ``__init__`` or ``__post_init__``), or in a private rmtl function it calls by
+name (one level down: the checks of its arguments), is named in its ``Raises`` section.
 
 Public means what the API pages show (``docs/conf.py``): the names in ``__all__`` of every
 module that declares it, private ``_`` modules left out, and, for a class, its public methods.
@@ -126,9 +127,11 @@ def _undocumented(qualname, obj):
     return out
 
 
-def _raised(function):
-    """The exception classes ``function`` raises by name in its own body: ``raise X(...)`` and
-    ``raise X``, not a bare ``raise`` or a re-raised variable, nor raises of nested functions."""
+def _raised(function, depth=1):
+    """The exception classes ``function`` raises by name in its own body (``raise X(...)`` and
+    ``raise X``, not a bare ``raise`` or a re-raised variable, nor raises of nested functions)
+    and, ``depth`` levels down, in the private rmtl functions it calls by name (``_check(...)``
+    or ``module._check(...)``): the checks of its arguments."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     except (OSError, TypeError):
@@ -143,8 +146,27 @@ def _raised(function):
             name = exc.attr if isinstance(exc, ast.Attribute) else getattr(exc, "id", "")
             if name[:1].isupper():
                 names.add(name)
+        if isinstance(node, ast.Call) and depth > 0:
+            helper = _private_callee(function, node.func)
+            if helper is not None:
+                names |= _raised(helper, depth - 1)
         pending.extend(ast.iter_child_nodes(node))
     return names
+
+
+def _private_callee(function, func):
+    """The private rmtl function a call's ``func`` names from ``function``'s module, or None."""
+    scope = getattr(function, "__globals__", {})
+    if isinstance(func, ast.Name):
+        name, target = func.id, scope.get(func.id)
+    elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        module = scope.get(func.value.id)
+        name = func.attr
+        target = getattr(module, name, None) if inspect.ismodule(module) else None
+    else:
+        return None
+    private = name.startswith("_") and not name.startswith("__")
+    return target if private and inspect.isfunction(target) and _ours(target) else None
 
 
 def _check_raises(qualname, function, doc):
