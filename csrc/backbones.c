@@ -274,7 +274,13 @@ int rmtl_model_towers_of(const rmtl_model *m, int task, int *first) {
     return all ? m->T : 1;
 }
 
-void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
+void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int task,
+                                int B) {
+    int k, n = rmtl_model_towers_of(m, task, &k);
+    unsigned towers = 0;
+    for (int t = k; t < k + n; t++) {
+        towers |= 1u << t;
+    }
     for (int f = 0; f < m->n_front; f++) {
         m->front[f].lin[0].x = dense;
     }
@@ -282,7 +288,7 @@ void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float
         rmtl_mlps_backward(m, m->bottoms, m->n_bottom_mlp, 1, NULL, NULL, NULL, B);
     }
     if (rmtl_model_has_experts(m)) {
-        rmtl_experts_backward(m, 1, B);
+        rmtl_experts_backward(m, 1, towers, B);
     }
     for (int i = 0; i < m->n_first; i++) {
         rmtl_first_backward(m, &m->first[i], B);
@@ -294,7 +300,7 @@ void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float
 
 void rmtl_model_backward(rmtl_model *m, const int32_t *codes, const float *dense, int B) {
     rmtl_model_backward_towers(m, B, -1);
-    rmtl_model_backward_shared(m, codes, dense, B);
+    rmtl_model_backward_shared(m, codes, dense, -1, B);
 }
 
 void rmtl_model_zero_grad(rmtl_model *m, int B) {

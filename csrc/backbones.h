@@ -39,8 +39,11 @@ void rmtl_model_backward_towers(rmtl_model *m, int B, int task);
 /* the towers rmtl_model_backward_towers(m, B, task) runs: n of them from *first (task -1:
    all) */
 int rmtl_model_towers_of(const rmtl_model *m, int task, int *first);
-/* the backward below the towers' inputs, whose gradients are in the arena: every other layer */
-void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int B);
+/* the backward below the towers' inputs, whose gradients are in the arena: every other layer.
+   task >= 0: only the towers rmtl_model_backward_towers(m, B, task) ran have input gradients,
+   and the layers none of them reaches are skipped; -1: all */
+void rmtl_model_backward_shared(rmtl_model *m, const int32_t *codes, const float *dense, int task,
+                                int B);
 /* where task k's tower input lives in the arena: a (B, width) block at column col, offset off,
    leading dimension ld; the width is the last bottom layer's */
 rmtl_loc rmtl_model_feature(const rmtl_model *m, int k);

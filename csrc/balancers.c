@@ -58,7 +58,7 @@ typedef struct {
     int bad;
 } rmtl_bal_finite_args;
 
-static void rmtl_bal_finite_range(void *ctx, int64_t lo, int64_t hi) {
+RMTL_CLONES static void rmtl_bal_finite_range(void *ctx, int64_t lo, int64_t hi) {
     rmtl_bal_finite_args *a = ctx;
     int bad = 0;
     for (int64_t i = lo; i < hi; i++) {
@@ -184,16 +184,34 @@ typedef struct {
     int64_t P, from;
 } rmtl_bal_combine_args;
 
-static void rmtl_bal_combine_range(void *ctx, int64_t lo, int64_t hi) {
+/* columns a combine job sums at a time, task by task (each column's sum in task order) */
+#define RMTL_BAL_COMBINE_CHUNK 512
+
+RMTL_CLONES static void rmtl_bal_combine_range(void *ctx, int64_t lo, int64_t hi) {
     const rmtl_bal_combine_args *a = ctx;
-    int K = a->K;
-    for (int64_t j = a->from + lo; j < a->from + hi; j++) {
-        double acc = 0.0;
-        for (int k = 0; k < K; k++) {
-            size_t at = (size_t)k * a->P + j;
-            acc += a->w[k] * (a->jac != NULL ? (double)a->jac[at] : a->rows[at]);
+    double acc[RMTL_BAL_COMBINE_CHUNK];
+    for (int64_t j0 = a->from + lo; j0 < a->from + hi; j0 += RMTL_BAL_COMBINE_CHUNK) {
+        int64_t left = a->from + hi - j0;
+        int n = left < RMTL_BAL_COMBINE_CHUNK ? (int)left : RMTL_BAL_COMBINE_CHUNK;
+        memset(acc, 0, sizeof acc);
+        for (int k = 0; k < a->K; k++) {
+            double w = a->w[k];
+            size_t at = (size_t)k * a->P + (size_t)j0;
+            if (a->jac != NULL) {
+                const float *restrict x = a->jac + at;
+                for (int j = 0; j < n; j++) {
+                    acc[j] += w * (double)x[j];
+                }
+            } else {
+                const double *restrict x = a->rows + at;
+                for (int j = 0; j < n; j++) {
+                    acc[j] += w * x[j];
+                }
+            }
         }
-        a->dir[j] = (float)acc;
+        for (int j = 0; j < n; j++) {
+            a->dir[j0 + j] = (float)acc[j];
+        }
     }
 }
 
@@ -228,7 +246,34 @@ typedef struct {
     int64_t P, from, n, block;
 } rmtl_bal_gram_args;
 
-static void rmtl_bal_gram_range(void *ctx, int64_t lo, int64_t hi) {
+/* partial sums a dot product keeps: column j adds into lane j % RMTL_BAL_LANES, and the lanes
+   add in one fixed order at the end (the same bits on every machine and clone; the lanes let the
+   sums run as vectors instead of one chain of dependent adds) */
+#define RMTL_BAL_LANES 16
+
+#if defined(__GNUC__)
+__attribute__((always_inline)) /* into each clone */
+#endif
+static inline double rmtl_bal_dot(const float *restrict x, const float *restrict y, int64_t n) {
+    double acc[RMTL_BAL_LANES] = {0};
+    int64_t j = 0;
+    for (; j + RMTL_BAL_LANES <= n; j += RMTL_BAL_LANES) {
+        for (int l = 0; l < RMTL_BAL_LANES; l++) {
+            acc[l] += (double)x[j + l] * y[j + l];
+        }
+    }
+    for (int l = 0; j + l < n; l++) {
+        acc[l] += (double)x[j + l] * y[j + l];
+    }
+    for (int w = RMTL_BAL_LANES / 2; w > 0; w /= 2) {
+        for (int l = 0; l < w; l++) {
+            acc[l] += acc[l + w];
+        }
+    }
+    return acc[0];
+}
+
+RMTL_CLONES static void rmtl_bal_gram_range(void *ctx, int64_t lo, int64_t hi) {
     const rmtl_bal_gram_args *g = ctx;
     int K = g->K, pairs = K * (K + 1) / 2;
     for (int64_t blk = lo; blk < hi; blk++) {
@@ -237,11 +282,8 @@ static void rmtl_bal_gram_range(void *ctx, int64_t lo, int64_t hi) {
         for (int a = 0; a < K; a++) {
             for (int c = 0; c <= a; c++) {
                 const float *x = g->jac + (size_t)a * g->P, *y = g->jac + (size_t)c * g->P;
-                double acc = 0.0;
-                for (int64_t j = start; j < end; j++) {
-                    acc += (double)x[j] * y[j];
-                }
-                g->partial[blk * pairs + a * (a + 1) / 2 + c] = acc;
+                g->partial[blk * pairs + a * (a + 1) / 2 + c] =
+                    rmtl_bal_dot(x + start, y + start, end - start);
             }
         }
     }

@@ -32,6 +32,7 @@ typedef struct {
     int type, fan, n, W;
     rmtl_loc in, out, gate;
     rmtl_loc x[RMTL_MAX_EXPERTS];
+    unsigned reach; /* bit k: tower k's input gradient reaches the output (rmtl_experts_reach) */
 } rmtl_op;
 
 /* a net's program (rmtl_model.experts) */
@@ -435,7 +436,67 @@ static int rmtl_aitm_build(rmtl_model *m, rmtl_loc emb) {
     return RMTL_OK;
 }
 
-int rmtl_experts_build(rmtl_model *m) {
+static int rmtl_loc_apart(rmtl_loc a, int wa, rmtl_loc b, int wb) {
+    return a.col != b.col || a.off + wa <= b.off || b.off + wb <= a.off;
+}
+
+/* the width of op's output (a SOFTMAX's is its gate, in place) */
+static int rmtl_op_width(const struct rmtl_experts *ex, const rmtl_op *op) {
+    switch (op->type) {
+    case RMTL_OP_DENSE:
+        return ex->fan[op->fan].out;
+    case RMTL_OP_SOFTMAX:
+        return op->n;
+    default:
+        return op->W;
+    }
+}
+
+/* whether op reads columns of (at, width): its input, gate and experts, or for a SOFTMAX the
+   gate it rewrites (an ATTN's x[2], x[3] and gate are its own workspace) */
+static int rmtl_op_reads(const struct rmtl_experts *ex, const rmtl_op *op, rmtl_loc at, int width) {
+    switch (op->type) {
+    case RMTL_OP_DENSE:
+        return !rmtl_loc_apart(op->in, ex->fan[op->fan].in, at, width);
+    case RMTL_OP_SOFTMAX:
+        return !rmtl_loc_apart(op->out, op->n, at, width);
+    case RMTL_OP_MIX:
+        for (int e = 0; e < op->n; e++) {
+            if (!rmtl_loc_apart(op->x[e], op->W, at, width)) {
+                return 1;
+            }
+        }
+        return !rmtl_loc_apart(op->gate, op->n, at, width);
+    default:
+        return !rmtl_loc_apart(op->x[0], op->W, at, width) ||
+               !rmtl_loc_apart(op->x[1], op->W, at, width);
+    }
+}
+
+/* every op's reach, from the last op back: the towers whose inputs its output is, and the
+   reach of every later op that reads it. A backward from some towers' inputs alone leaves
+   the gradients of the other ops' outputs zero, so it can skip them. */
+static void rmtl_experts_reach(const rmtl_model *m) {
+    struct rmtl_experts *ex = m->experts;
+    int W = m->bottom[m->n_bottom - 1];
+    for (int i = ex->n_op - 1; i >= 0; i--) {
+        rmtl_op *op = &ex->op[i];
+        int width = rmtl_op_width(ex, op);
+        op->reach = 0;
+        for (int k = 0; k < m->T; k++) {
+            if (!rmtl_loc_apart(ex->feature[k], W, op->out, width)) {
+                op->reach |= 1u << k;
+            }
+        }
+        for (int j = i + 1; j < ex->n_op; j++) {
+            if (rmtl_op_reads(ex, &ex->op[j], op->out, width)) {
+                op->reach |= ex->op[j].reach;
+            }
+        }
+    }
+}
+
+static int rmtl_experts_program(rmtl_model *m) {
     m->experts = calloc(1, sizeof(struct rmtl_experts));
     if (m->experts == NULL) {
         return RMTL_ERR_NOMEM;
@@ -453,6 +514,12 @@ int rmtl_experts_build(rmtl_model *m) {
     default:
         return rmtl_moe_build(m, emb);
     }
+}
+
+int rmtl_experts_build(rmtl_model *m) {
+    RMTL_TRY(rmtl_experts_program(m));
+    rmtl_experts_reach(m);
+    return RMTL_OK;
 }
 
 void rmtl_experts_free(rmtl_model *m) {
@@ -484,10 +551,6 @@ rmtl_first rmtl_experts_first(const rmtl_model *m) {
 /* Consecutive DENSE ops that share no columns (none reads another's output, no two read the
    same input, whose gradients they would both add into) run their products together. */
 #define RMTL_DENSE_RUN 16
-
-static int rmtl_loc_apart(rmtl_loc a, int wa, rmtl_loc b, int wb) {
-    return a.col != b.col || a.off + wa <= b.off || b.off + wb <= a.off;
-}
 
 /* whether op may join the ops run[0], run[step], .. (n of them): a DENSE op with other
    weights (a fanout's views share them), sharing no columns with them */
@@ -535,7 +598,7 @@ static int rmtl_dense_run_forward(rmtl_model *m, int i, int B) {
 
 /* the run of DENSE ops from i down to first: prologues, then products; returns the op
    before it */
-static int rmtl_dense_run_backward(rmtl_model *m, int i, int first, int B) {
+static int rmtl_dense_run_backward(rmtl_model *m, int i, int first, unsigned towers, int B) {
     const struct rmtl_experts *ex = m->experts;
     const float *p = m->params.param;
     float *g = m->params.grad;
@@ -544,6 +607,9 @@ static int rmtl_dense_run_backward(rmtl_model *m, int i, int first, int B) {
     while (i - k >= first && rmtl_dense_joins(ex, &ex->op[i - k], &ex->op[i], k, -1)) {
         const rmtl_op *op = &ex->op[i - k++];
         const rmtl_fanout *f = &ex->fan[op->fan];
+        if (!(op->reach & towers)) {
+            continue;
+        }
         float *dout = rmtl_loc_grad(m, op->out);
         rmtl_dense_prologue(g + f->b, NULL, NULL, NULL, dout, op->out.ld, rmtl_loc_val(m, op->out),
                             f->n_relu, rmtl_fan_dropout(m, f).p, B, f->out);
@@ -675,16 +741,19 @@ void rmtl_experts_forward(rmtl_model *m, int first, int B) {
     }
 }
 
-void rmtl_experts_backward(rmtl_model *m, int first, int B) {
+void rmtl_experts_backward(rmtl_model *m, int first, unsigned towers, int B) {
     const struct rmtl_experts *ex = m->experts;
     float *dx[RMTL_MAX_EXPERTS];
     const float *x[RMTL_MAX_EXPERTS];
     int ld[RMTL_MAX_EXPERTS];
     for (int i = ex->n_op - 1; i >= first; i--) {
         const rmtl_op *op = &ex->op[i];
+        if (op->type != RMTL_OP_DENSE && !(op->reach & towers)) {
+            continue;
+        }
         switch (op->type) {
         case RMTL_OP_DENSE:
-            i = rmtl_dense_run_backward(m, i, first, B) + 1;
+            i = rmtl_dense_run_backward(m, i, first, towers, B) + 1;
             break;
         case RMTL_OP_SOFTMAX:
             rmtl_softmax_backward(rmtl_loc_grad(m, op->out), rmtl_loc_val(m, op->out), op->out.ld,

@@ -21,8 +21,10 @@ void rmtl_experts_free(rmtl_model *m);
    layer (rmtl_first) wrote its output */
 void rmtl_experts_forward(rmtl_model *m, int first, int B);
 /* after the towers' backward filled the feature gradients: ops (n_op, first] in reverse, down
-   to the front end's gradient with first = 0, to op 0's output gradient with first = 1 */
-void rmtl_experts_backward(rmtl_model *m, int first, int B);
+   to the front end's gradient with first = 0, to op 0's output gradient with first = 1.
+   towers: bit k set where tower k's input has a gradient; the ops no such input reaches are
+   skipped (their outputs' gradients are zero) */
+void rmtl_experts_backward(rmtl_model *m, int first, unsigned towers, int B);
 /* op 0, the fanout over the front end, as a first layer (without its tables' offset) */
 rmtl_first rmtl_experts_first(const rmtl_model *m);
 /* where task k's tower input (B, bottom[-1]) lives */

@@ -420,7 +420,7 @@ static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
     for (int k = 0; k < T; k++) {
         rmtl_model_zero_grad(m, nb);
         rmtl_balanced_task_backward(m, sc, w, k, nb);
-        rmtl_model_backward_shared(m, m->codes, m->dense, nb);
+        rmtl_model_backward_shared(m, m->codes, m->dense, k, nb);
         size_t row = (size_t)s * T + k;
         rmtl_balanced_shared(m, bal, sc->jac + row * P, 0);
         rmtl_balanced_own(m, bal, sc->own + row * (size_t)sc->N, RMTL_OWN_GET);
@@ -486,7 +486,7 @@ static void rmtl_balanced_rep_finish(rmtl_model *m, const rmtl_balanced *bal,
     rmtl_rep_combine_args args = {m, b, sc, nb};
     double per_row = (double)lay->n * lay->H * m->T;
     rmtl_parallel_for(nb, rmtl_grain(per_row, RMTL_GRAIN_COMPUTE), rmtl_rep_combine_rows, &args);
-    rmtl_model_backward_shared(m, m->codes, m->dense, nb);
+    rmtl_model_backward_shared(m, m->codes, m->dense, -1, nb);
     rmtl_balanced_own_sum(b, sc, m->T);
     rmtl_balanced_own(m, bal, sc->own, RMTL_OWN_ADD);
 }
