@@ -251,7 +251,9 @@ def train(
             super().__init__()
             self.task_num, self.device, self.rep_grad = K, torch.device("cpu"), rep_grad
             self.task_name = [f"task{k}" for k in range(K)]
-            self.decoders = torch.nn.ModuleDict()
+            # the towers, as LibMTL's trainer passes its decoders (MoDo averages their
+            # gradients over its three samples); a plain dict, so they stay the net's alone
+            object.__setattr__(self, "decoders", dict(zip(self.task_name, net.tower)))
             self.epoch, self.epochs = 0, len(epoch_ends) + 1
             self.train_loss_buffer = np.zeros([K, self.epochs])
             self.init_param()
@@ -263,6 +265,11 @@ def train(
             for p in shared_params:
                 if p.grad is not None:
                     p.grad.zero_()
+
+        @property
+        def encoder(self) -> Any:
+            """the shared layers as LibMTL's ExcessMTL zeroes them (``encoder.zero_grad()``)"""
+            return types.SimpleNamespace(zero_grad=self.zero_grad_share_params)
 
     h, hooks = Host(), []
     if rep_grad:

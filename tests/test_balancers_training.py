@@ -89,7 +89,16 @@ def read_shared_parameters(model, net, batch):
 
 
 def check_training_parity(
-    weighting, name, backbone, T, cls, hyper, atol=1e-5, space="parameters", **ours
+    weighting,
+    name,
+    backbone,
+    T,
+    cls,
+    hyper,
+    atol=1e-5,
+    space="parameters",
+    other_weights=(),
+    **ours,
 ):
     """20 steps of ``backbone`` with balancer ``name`` (keywords ``ours``) against LibMTL's
     ``cls`` (keywords ``hyper``) on the PyTorch twin: weights and parameters to ``atol``"""
@@ -121,7 +130,7 @@ def check_training_parity(
         rep_grad=space == "representation",
     )
     for step, (w, w_ref) in enumerate(zip(ours, theirs)):
-        if w_ref is not None and name not in OTHER_WEIGHTS:
+        if w_ref is not None and name not in OTHER_WEIGHTS + other_weights:
             np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=atol, err_msg=f"weights {step}")
     for k, v in net.state_dict().items():
         np.testing.assert_allclose(
@@ -435,3 +444,78 @@ def test_run_config_takes_all_balancers_in_any_sequence():
     assert RunConfig(balancers=["uw", "dwa"]).resolved().balancers == ("uw", "dwa")
     with pytest.raises(ValueError, match=r"balancers: expected distinct names.*\['all', 'uw'\]"):
         RunConfig(balancers=["all", "uw"]).resolved()
+
+
+#: the methods LibMTL's repository adds, and its CAGrad and GradVac (the balancers rmtl follows
+#: there); rlw draws its weights at random, metabalance has its own test. nash_mtl and fairgrad
+#: match the repository on random Jacobians (tests/test_balancers_solve.py) but not in training
+#: this small net, whose gradients are tiny (Nash-MTL's weights near 1/|g|, about 100): the
+#: parameters part by 1e-2 within 20 steps (benchmarks/RESULTS.md)
+REPO_TRAINING = (
+    "famo",
+    "stch",
+    "db_mtl",
+    "excess_mtl",
+    "aligned_mtl",
+    "moco",
+    "cagrad",
+    "upgrad",
+    "modo",
+    "sdmgrad",
+    "gradvac",
+)
+libmtl_repo = test_balancers.libmtl_repo
+
+
+def repository_difference(name, backbone, T, space):
+    """why rmtl and the repository's class part in this case, or None"""
+    if space == "representation" and name not in balancers.representation_names():
+        return f"{name} cannot work on the representation"
+    if name in RANDOM_ORDER and T > 2:
+        return f"{name} draws a random task order for more than 2 tasks"
+    if (name, space) == ("excess_mtl", "representation"):
+        return "the repository's ExcessMTL under rep_grad drives the twin to NaN here"
+    if (name, backbone) == ("modo", "mmoe"):
+        return "LibMTL sums MMoE's gate gradients over MoDo's 3 samples (rmtl: the mean)"
+    if (name, backbone, T) == ("sdmgrad", "mmoe", 2):
+        return "SDMGrad's inner SGD (learning rate 5) is chaotic: float32 rounding moves it"
+    if (name, backbone, T) == ("cagrad", "mmoe", 4):
+        return "SLSQP, even tightened, stops at another point of this 4-task problem"
+    return None
+
+
+@pytest.mark.parametrize("space", balancers.SPACES)
+@pytest.mark.parametrize("T", [2, 4])
+@pytest.mark.parametrize("backbone", ["sharedbottom", "mmoe"])
+@pytest.mark.parametrize("name", REPO_TRAINING)
+def test_training_matches_libmtl_repository(libmtl_repo, monkeypatch, name, backbone, T, space):
+    """20 training steps against the class of LibMTL's repository (RMTL_LIBMTL_REPO) with the
+    arguments of its config.py: the parameters to 1e-5. The weights it returns follow other
+    conventions for some methods (compared on random Jacobians in the pure-contract tests).
+    The repository's Aligned-MTL calls torch.symeig (removed from torch): torch.linalg.eigh
+    stands in; its CAGrad's SLSQP runs at ftol 1e-15 (at its default it stops at the start
+    point on this net's tiny gradients)."""
+    import functools
+
+    import torch
+    from libmtl_driver import CLASSES, LIBMTL_ARGS
+    from scipy.optimize import minimize
+
+    why = repository_difference(name, backbone, T, space)
+    if why is not None:
+        pytest.skip(why)
+    monkeypatch.setattr(
+        torch, "symeig", lambda M, eigenvectors=True: torch.linalg.eigh(M), raising=False
+    )
+    tight = functools.partial(minimize, options={"ftol": 1e-15, "maxiter": 1000})
+    monkeypatch.setitem(libmtl_repo.CAGrad.backward.__globals__, "minimize", tight)
+    check_training_parity(
+        libmtl_repo,
+        name,
+        backbone,
+        T,
+        CLASSES[name],
+        dict(LIBMTL_ARGS),
+        space=space,
+        other_weights=(name,),
+    )
