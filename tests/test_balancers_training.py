@@ -479,7 +479,9 @@ def repository_difference(name, backbone, T, space):
     if name in RANDOM_ORDER and T > 2:
         return f"{name} draws a random task order for more than 2 tasks"
     if (name, space) == ("excess_mtl", "representation"):
-        return "the repository's ExcessMTL under rep_grad drives the twin to NaN here"
+        # LibMTL's _compute_grad has no representation branch for the 'autograd' mode
+        # ExcessMTL asks for: its gradients stay zero and 0 / 0 makes its weights NaN
+        return "the repository's ExcessMTL gets zero gradients under rep_grad (NaN weights)"
     if (name, backbone) == ("modo", "mmoe"):
         return "LibMTL sums MMoE's gate gradients over MoDo's 3 samples (rmtl: the mean)"
     if (name, backbone, T) == ("sdmgrad", "mmoe", 2):
