@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "balancers.h"
+#include "lanes.h"
 #include "pool.h"
 #include "rng.h"
 
@@ -246,33 +247,6 @@ typedef struct {
     int64_t P, from, n, block;
 } rmtl_bal_gram_args;
 
-/* partial sums a dot product keeps: column j adds into lane j % RMTL_BAL_LANES, and the lanes
-   add in one fixed order at the end (the same bits on every machine and clone; the lanes let the
-   sums run as vectors instead of one chain of dependent adds) */
-#define RMTL_BAL_LANES 16
-
-#if defined(__GNUC__)
-__attribute__((always_inline)) /* into each clone */
-#endif
-static inline double rmtl_bal_dot(const float *restrict x, const float *restrict y, int64_t n) {
-    double acc[RMTL_BAL_LANES] = {0};
-    int64_t j = 0;
-    for (; j + RMTL_BAL_LANES <= n; j += RMTL_BAL_LANES) {
-        for (int l = 0; l < RMTL_BAL_LANES; l++) {
-            acc[l] += (double)x[j + l] * y[j + l];
-        }
-    }
-    for (int l = 0; j + l < n; l++) {
-        acc[l] += (double)x[j + l] * y[j + l];
-    }
-    for (int w = RMTL_BAL_LANES / 2; w > 0; w /= 2) {
-        for (int l = 0; l < w; l++) {
-            acc[l] += acc[l + w];
-        }
-    }
-    return acc[0];
-}
-
 RMTL_CLONES static void rmtl_bal_gram_range(void *ctx, int64_t lo, int64_t hi) {
     const rmtl_bal_gram_args *g = ctx;
     int K = g->K, pairs = K * (K + 1) / 2;
@@ -283,7 +257,7 @@ RMTL_CLONES static void rmtl_bal_gram_range(void *ctx, int64_t lo, int64_t hi) {
             for (int c = 0; c <= a; c++) {
                 const float *x = g->jac + (size_t)a * g->P, *y = g->jac + (size_t)c * g->P;
                 g->partial[blk * pairs + a * (a + 1) / 2 + c] =
-                    rmtl_bal_dot(x + start, y + start, end - start);
+                    rmtl_dot_lanes(x + start, y + start, end - start);
             }
         }
     }

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "lanes.h"
 #include "pool.h"
 #include "rng.h"
 
@@ -616,33 +617,6 @@ void rmtl_mix_forward(float *out, int ld_out, const float *gate, int ld_gate, co
                       &mix_rows_args);
 }
 
-/* partial sums rmtl_dot_lanes keeps: element c adds into lane c % RMTL_DOT_LANES, and the lanes
-   add in one fixed order at the end (the same bits in every clone; the lanes let the sum run as
-   vectors instead of one chain of dependent adds) */
-#define RMTL_DOT_LANES 16
-
-#if defined(__GNUC__)
-__attribute__((always_inline)) /* into each clone */
-#endif
-static inline float rmtl_dot_lanes(const float *restrict x, const float *restrict y, int n) {
-    float acc[RMTL_DOT_LANES] = {0};
-    int c = 0;
-    for (; c + RMTL_DOT_LANES <= n; c += RMTL_DOT_LANES) {
-        for (int l = 0; l < RMTL_DOT_LANES; l++) {
-            acc[l] += x[c + l] * y[c + l];
-        }
-    }
-    for (int l = 0; c + l < n; l++) {
-        acc[l] += x[c + l] * y[c + l];
-    }
-    for (int w = RMTL_DOT_LANES / 2; w > 0; w /= 2) {
-        for (int l = 0; l < w; l++) {
-            acc[l] += acc[l + w];
-        }
-    }
-    return acc[0];
-}
-
 /* rows [lo, hi) of rmtl_mix_backward */
 RMTL_CLONES static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo, int64_t hi) {
     /* a copy of the arguments (see the note at the top) */
@@ -658,7 +632,7 @@ RMTL_CLONES static void rmtl_mix_grad_rows_range(void *ctx, int64_t lo, int64_t 
             for (int c = 0; c < a.W; c++) {
                 dxe[c] += ge * d[c];
             }
-            dg[e] += rmtl_dot_lanes(d, xe, a.W);
+            dg[e] += (float)rmtl_dot_lanes(d, xe, a.W);
         }
     }
 }
