@@ -447,11 +447,9 @@ def test_run_config_takes_all_balancers_in_any_sequence():
 
 
 #: the methods LibMTL's repository adds, and its CAGrad and GradVac (the balancers rmtl follows
-#: there); rlw draws its weights at random, metabalance has its own test. nash_mtl matches the
-#: repository on random Jacobians (tests/test_balancers_solve.py) but not in training this
-#: small net: on its tiny gradients the repository's ECOS iterations leave the bargaining
-#: equation G a = 1 / a unsolved, which rmtl solves to rounding (benchmarks/RESULTS.md)
+#: there); rlw draws its weights at random, metabalance has its own test
 REPO_TRAINING = (
+    "nash_mtl",
     "famo",
     "stch",
     "db_mtl",
@@ -470,6 +468,8 @@ REPO_TRAINING = (
 #: out); FAMO and SDMGrad return None
 REPO_OTHER_WEIGHTS = ("stch", "gradvac")
 libmtl_repo = test_balancers.libmtl_repo
+#: what the repository's solvers import (Nash-MTL's cvxpy runs CLARABEL here)
+LIBMTL_REPO_NEEDS = ("scipy", "cvxpy", "clarabel", "ecos", "qpsolvers", "quadprog")
 
 
 def repository_difference(name, backbone, T, space):
@@ -505,9 +505,13 @@ def test_training_matches_libmtl_repository(libmtl_repo, monkeypatch, name, back
     stands in; its CAGrad's SLSQP runs at ftol 1e-15 and its FairGrad's least_squares at
     tolerances 1e-15 (at their defaults they stop early on this net's tiny gradients: SLSQP
     at its starting point, least_squares with G w = 1 / w off by 5e-4 of 1 / w where the
-    Jacobian is 1e-3 the size of the pure-contract tests')."""
+    Jacobian is 1e-3 the size of the pure-contract tests'). Its Nash-MTL's convex problems are
+    solved by CLARABEL at tolerances 1e-10 instead of ECOS: on these gradients ECOS fails from
+    the first step (the repository then keeps its starting weights, ones) where CLARABEL solves
+    G a = 1 / a as rmtl does."""
     import functools
 
+    import cvxpy
     import torch
     from libmtl_driver import CLASSES, LIBMTL_ARGS
     from scipy.optimize import least_squares, minimize
@@ -522,6 +526,13 @@ def test_training_matches_libmtl_repository(libmtl_repo, monkeypatch, name, back
     monkeypatch.setitem(libmtl_repo.CAGrad.backward.__globals__, "minimize", tight)
     tight_lsq = functools.partial(least_squares, ftol=1e-15, xtol=1e-15, gtol=1e-15)
     monkeypatch.setitem(libmtl_repo.FairGrad.backward.__globals__, "least_squares", tight_lsq)
+    solve = cvxpy.Problem.solve
+
+    def clarabel(problem, *args, solver=None, max_iters=None, **kw):
+        tol = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+        return solve(problem, *args, solver=cvxpy.CLARABEL, **tol, **kw)
+
+    monkeypatch.setattr(cvxpy.Problem, "solve", clarabel)
     check_training_parity(
         libmtl_repo,
         name,
