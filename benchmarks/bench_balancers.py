@@ -9,7 +9,7 @@ runs LibMTL's weighting class on the twin (tests/torch_reference.py) as LibMTL's
 (tests/libmtl_driver.py ``train``): the installed LibMTL (PyPI 1.1.5, 12 methods) or, with
 ``--libmtl PATH``, a checkout of its repository (all 23; export one with ``git archive``).
 ``linear`` is timed against LibMTL's EW (the same work: fixed weights), ``metabalance``
-against torch-rechub's optimizer when ``--torch-rechub PATH`` gives a checkout.
+against torch-rechub's optimizer (installed, or a checkout at ``--torch-rechub PATH``).
 
 Each side is timed ``--rounds`` times and the fastest counts, the sides taking turns round by
 round (rmtl's ``ew``, rmtl's balancer, its twin), so a load that comes and goes hits all three;
@@ -125,27 +125,17 @@ def reference_class(name: str, weighting):
     """LibMTL's class for ``name`` (or torch-rechub's MetaBalance as a LibMTL-style class),
     or None when the reference at hand lacks it."""
     if name == "metabalance":
-        return metabalance_class() if ARGS.torch_rechub else None
+        return metabalance_class()
     return getattr(weighting, CLASSES[name], None)
 
 
 def metabalance_class():
-    """torch-rechub's MetaBalance optimizer behind LibMTL's weighting interface."""
-    sys.path.insert(0, ARGS.torch_rechub)
-    from torch_rechub.basic.metaoptimizer import MetaBalance
-
-    class MetaBalanceWeighting(torch.nn.Module):
-        def init_param(self) -> None:
-            self.opt = None
-
-        def backward(self, losses, **kwargs):
-            params = list(self.get_share_params())
-            if self.opt is None:
-                self.opt = MetaBalance(params)
-            self.opt.step(list(losses))
-            return None
-
-    return MetaBalanceWeighting
+    """torch-rechub's MetaBalance behind LibMTL's weighting interface (from ``--torch-rechub``
+    or the installed torch-rechub), or None without either."""
+    try:
+        return libmtl_driver.metabalance_weighting(ARGS.torch_rechub)
+    except ImportError:
+        return None
 
 
 def torch_timer(cls, name: str, T: int, data, steps: int, space: str):

@@ -142,6 +142,48 @@ def import_repository(path: str) -> types.ModuleType:
             sys.modules.pop("torch_geometric", None)
 
 
+def metabalance_weighting(
+    path: Optional[str] = None, relax_factor: float = 0.7, beta: float = 0.9
+) -> type:
+    """torch-rechub's MetaBalance optimizer behind LibMTL's weighting interface, for
+    :func:`train`: ``backward`` runs the optimizer's ``step(losses)`` over the shared parameters
+    (each task's backward, the per-tensor scaling, their sum left in the shared gradients; the
+    towers' gradients add up over the tasks), as torch-rechub's MTLTrainer does before its Adam
+    steps, and ignores LibMTL's arguments. The class comes from the checkout at ``path``, else
+    from the installed torch-rechub (ImportError without either). Only its file
+    torch_rechub/basic/metaoptimizer.py is loaded: it needs torch alone, where the package's own
+    import pulls in its trainers and their dependencies."""
+    import importlib.util
+    import os
+
+    if path is not None:
+        root = os.path.join(path, "torch_rechub")
+    else:
+        spec = importlib.util.find_spec("torch_rechub")
+        if spec is None:
+            raise ImportError("torch-rechub is not installed")
+        root = spec.submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location(
+        "rechub_metaoptimizer", os.path.join(root, "basic", "metaoptimizer.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class MetaBalanceWeighting(torch.nn.Module):
+        meta_balance = module.MetaBalance  # the optimizer class itself
+
+        def init_param(self) -> None:
+            self.meta = None
+
+        def backward(self, losses: torch.Tensor, **kwargs: Any) -> None:
+            if self.meta is None:
+                params = list(self.get_share_params())
+                self.meta = self.meta_balance(params, relax_factor=relax_factor, beta=beta)
+            self.meta.step(list(losses))
+
+    return MetaBalanceWeighting
+
+
 def host(cls: type, num_tasks: int, dim: int, epochs: int) -> Any:
     """An instance of LibMTL weighting class ``cls`` over ``num_tasks`` tasks whose shared
     parameters are one vector of ``dim`` zeros."""

@@ -2,14 +2,14 @@
 and imtl against LibMTL 1.1.5 (CI), imtl's IMTL-G direction against torchjd 0.18's IMTLG,
 db_mtl and excess_mtl against LibMTL's repository (gated on RMTL_LIBMTL_REPO, a path to an
 exported checkout), metabalance against a PyTorch twin written here from the paper and
-torch-rechub's form (and against torch-rechub's own MetaBalance, gated on RMTL_TORCH_RECHUB, a
-path to an exported checkout), and their properties.
+torch-rechub's form and against torch-rechub's own MetaBalance (PyPI torch-rechub 0.9.0 in CI,
+or a checkout at RMTL_TORCH_RECHUB), on given Jacobians and in training, and their
+properties.
 
 LibMTL's DB_MTL returns weights of 1 (its direction is not a combination of the step's
 gradients), and so does rmtl's db_mtl; metabalance scales every parameter tensor differently
 and has no task weights (None)."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -180,16 +180,19 @@ def test_metabalance_matches_its_twin_with_other_settings():
 
 @pytest.fixture(scope="module")
 def rechub_metabalance():
-    """torch-rechub's MetaBalance class from RMTL_TORCH_RECHUB (a checkout; only the file
-    torch_rechub/basic/metaoptimizer.py is loaded, which needs torch alone)."""
-    if not RECHUB:
-        pytest.skip("RMTL_TORCH_RECHUB is not set (a path to an exported torch-rechub checkout)")
+    """torch-rechub's MetaBalance, LibMTL-style (libmtl_driver.metabalance_weighting), from a
+    checkout at RMTL_TORCH_RECHUB or the installed torch-rechub (required when
+    RMTL_REQUIRE_TORCH=1, as in CI); its optimizer class is the ``meta_balance`` attribute"""
     require_torch()
-    path = os.path.join(RECHUB, "torch_rechub", "basic", "metaoptimizer.py")
-    spec = importlib.util.spec_from_file_location("rechub_metaoptimizer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.MetaBalance
+    import libmtl_driver
+
+    try:
+        return libmtl_driver.metabalance_weighting(RECHUB)
+    except ImportError:
+        why = "pip install torch-rechub==0.9.0, or set RMTL_TORCH_RECHUB to a checkout"
+        if REQUIRED:
+            pytest.fail(f"torch-rechub is not installed but RMTL_REQUIRE_TORCH=1 ({why})")
+        pytest.skip(f"torch-rechub is not installed ({why})")
 
 
 def run_rechub(cls, steps, segments, **hyper):
@@ -216,9 +219,24 @@ def run_rechub(cls, steps, segments, **hyper):
 @pytest.mark.parametrize("K", [2, 4])
 def test_metabalance_matches_torch_rechub(rechub_metabalance, K):
     steps = steps_for(K)
-    theirs = run_rechub(rechub_metabalance, steps, SEGMENTS, relax_factor=0.7, beta=0.9)
+    theirs = run_rechub(
+        rechub_metabalance.meta_balance, steps, SEGMENTS, relax_factor=0.7, beta=0.9
+    )
     assert_same(drive_metabalance(steps, SEGMENTS), theirs)
     assert_same(metabalance_twin(steps, SEGMENTS), theirs)
+
+
+@pytest.mark.parametrize("T", [2, 4])
+@pytest.mark.parametrize("backbone", ["sharedbottom", "mmoe"])
+def test_metabalance_trains_like_torch_rechub(rechub_metabalance, backbone, T):
+    """20 training steps of rmtl's metabalance (one segment per shared parameter tensor)
+    against torch-rechub's MetaBalance and Adam on the PyTorch twin: the parameters to 1e-5"""
+    import types
+
+    from test_balancers_training import check_training_parity
+
+    reference = types.SimpleNamespace(MetaBalance=rechub_metabalance)
+    check_training_parity(reference, "metabalance", backbone, T, "MetaBalance", {})
 
 
 # ---------------------------------------------------------------- properties
