@@ -116,8 +116,15 @@ int rmtl_balancer_step_weights(rmtl_balancer *b, double *w, const float *losses,
 
 int rmtl_balancer_step(rmtl_balancer *b, float *dir, const float *losses, const float *jac,
                        double rows) {
-    int64_t n = (int64_t)b->S * b->K;
-    if (!rmtl_bal_finite(losses, n) || !rmtl_bal_finite(jac, n * b->P)) {
+    if (!rmtl_bal_finite(jac, (int64_t)b->S * b->K * b->P)) {
+        return RMTL_ERR_NONFINITE;
+    }
+    return rmtl_balancer_step_finite(b, dir, losses, jac, rows);
+}
+
+int rmtl_balancer_step_finite(rmtl_balancer *b, float *dir, const float *losses, const float *jac,
+                              double rows) {
+    if (!rmtl_bal_finite(losses, (int64_t)b->S * b->K)) {
         return RMTL_ERR_NONFINITE;
     }
     if (b->spec->family == RMTL_BAL_LOSSES) {

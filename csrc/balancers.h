@@ -130,6 +130,10 @@ void rmtl_balancer_init(rmtl_balancer *b);
    advanced then). */
 int rmtl_balancer_step(rmtl_balancer *b, float *dir, const float *losses, const float *jac,
                        double rows);
+/* rmtl_balancer_step on a Jacobian its caller found finite as it filled it (training's copy
+   of each task's gradient): the losses are checked, the Jacobian is not read again for it */
+int rmtl_balancer_step_finite(rmtl_balancer *b, float *dir, const float *losses, const float *jac,
+                              double rows);
 /* 1 when b's coming step needs no per-task gradients: a losses balancer, or a gradient
    balancer whose step is the plain sum (its spec's equal) */
 int rmtl_balancer_losses_only(const rmtl_balancer *b);

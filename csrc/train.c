@@ -314,18 +314,47 @@ static void rmtl_balanced_own(rmtl_model *m, const rmtl_balanced *bal, float *ow
     }
 }
 
-/* the gradient buffer's shared spans, in order, copied into shared (P), or from it (set) */
-static void rmtl_balanced_shared(rmtl_model *m, const rmtl_balanced *bal, float *shared, int set) {
-    float *g = m->params.grad;
-    for (int i = 0; i < bal->n; i++) {
-        size_t len = (size_t)(bal->hi[i] - bal->lo[i]);
-        if (set) {
-            memcpy(g + bal->lo[i], shared, len * sizeof(float));
-        } else {
-            memcpy(shared, g + bal->lo[i], len * sizeof(float));
+/* rmtl_balanced_shared's arguments: the gradient buffer g, the concatenation shared (P) of its
+   shared spans, the direction of the copy and where a non-finite gradient is reported */
+typedef struct {
+    float *g, *shared;
+    const rmtl_balanced *bal;
+    int set;
+    int *bad;
+} rmtl_shared_copy_args;
+
+/* floats [lo, hi) of the concatenated shared spans */
+RMTL_CLONES static void rmtl_shared_copy_range(void *ctx, int64_t lo, int64_t hi) {
+    /* a copy of the arguments: the copy loops' stores cannot alias it */
+    const rmtl_shared_copy_args a = *(const rmtl_shared_copy_args *)ctx;
+    int bad = 0;
+    int64_t at = 0; /* where span i starts in shared */
+    for (int i = 0; i < a.bal->n && at < hi; i++) {
+        int64_t len = a.bal->hi[i] - a.bal->lo[i];
+        int64_t j0 = lo > at ? lo - at : 0, j1 = hi - at < len ? hi - at : len;
+        float *restrict g = a.g + a.bal->lo[i], *restrict x = a.shared + at;
+        if (j0 < j1 && a.set) {
+            memcpy(g + j0, x + j0, (size_t)(j1 - j0) * sizeof(float));
+        } else if (j0 < j1) {
+            for (int64_t j = j0; j < j1; j++) {
+                x[j] = g[j];
+                bad |= !isfinite(g[j]);
+            }
         }
-        shared += len;
+        at += len;
     }
+    if (bad) {
+        __atomic_store_n(a.bad, 1, __ATOMIC_RELAXED);
+    }
+}
+
+/* the gradient buffer's shared spans, in order, copied into shared (P), or from it (set);
+   copying into shared checks each gradient where it is read: 0 when one is not finite */
+static int rmtl_balanced_shared(rmtl_model *m, const rmtl_balanced *bal, float *shared, int set) {
+    int bad = 0;
+    rmtl_shared_copy_args a = {m->params.grad, shared, bal, set, &bad};
+    rmtl_parallel_for(rmtl_balanced_shared_len(bal), RMTL_GRAIN_STREAM, rmtl_shared_copy_range, &a);
+    return !bad;
 }
 
 /* sc->wk (nb, T): task k's row weights T w_ik (w NULL: 1) in column k, 0 elsewhere, so a
@@ -422,7 +451,9 @@ static int rmtl_balanced_sample(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
         rmtl_balanced_task_backward(m, sc, w, k, nb);
         rmtl_model_backward_shared(m, m->codes, m->dense, k, nb);
         size_t row = (size_t)s * T + k;
-        rmtl_balanced_shared(m, bal, sc->jac + row * P, 0);
+        if (!rmtl_balanced_shared(m, bal, sc->jac + row * P, 0)) {
+            return RMTL_ERR_NONFINITE;
+        }
         rmtl_balanced_own(m, bal, sc->own + row * (size_t)sc->N, RMTL_OWN_GET);
     }
     return RMTL_OK;
@@ -502,7 +533,9 @@ static int rmtl_balanced_finish(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
         return RMTL_ERR_ARG;
     }
     b->mult = bal->rep ? sc->mult : NULL;
-    int st = rmtl_balancer_step(b, sc->dir, sc->losses, sc->jac, nb);
+    /* the parameter space's Jacobian was checked as its rows were copied */
+    int st = bal->rep ? rmtl_balancer_step(b, sc->dir, sc->losses, sc->jac, nb)
+                      : rmtl_balancer_step_finite(b, sc->dir, sc->losses, sc->jac, nb);
     b->mult = NULL;
     RMTL_TRY(st);
     if (bal->rep) {
@@ -513,7 +546,7 @@ static int rmtl_balanced_finish(rmtl_model *m, const rmtl_balanced *bal, rmtl_ba
         return RMTL_OK;
     }
     rmtl_balanced_own_sum(b, sc, m->T);
-    rmtl_balanced_shared(m, bal, sc->dir, 1);
+    (void)rmtl_balanced_shared(m, bal, sc->dir, 1);
     rmtl_balanced_own(m, bal, sc->own, RMTL_OWN_SET);
     return RMTL_OK;
 }

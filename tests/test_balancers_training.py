@@ -345,6 +345,28 @@ def test_non_finite_loss_restores_and_raises():
     assert set(before) == set(model.state_dict())
 
 
+@pytest.mark.parametrize("space", balancers.SPACES)
+def test_a_non_finite_step_of_a_gradient_balancer_applies_nothing(space):
+    """task 0's tower scaled by 1e19 overflows its step: train_chunk raises FloatingPointError
+    before the Adam step (the Trainer turns it into NonFiniteLossError), the parameters as
+    they were"""
+    d = random_session_data(n_sessions=40)
+    model = rmtl.models.create(
+        "sharedbottom", field_dims=d.field_dims, num_dense=d.num_dense, num_tasks=2
+    )
+    sd = model.state_dict()
+    for k in sd:
+        if k.startswith("tower.0.") and k.endswith("weight"):
+            sd[k] = sd[k] * np.float32(1e19)
+    model.load_state_dict(sd)
+    b = balancers.create("mgda", 2, space=space)
+    rows = np.arange(64, dtype=np.int64)
+    with pytest.raises(FloatingPointError, match="nothing of that step was applied"):
+        model.train_chunk(rows, d.sparse, d.dense, d.labels, batch_size=32, lr=1e-3, balancer=b)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, sd[k], err_msg=k)
+
+
 def test_same_seed_same_bits_on_any_thread_count():
     d = random_session_data(n_sessions=40)
     out = []
