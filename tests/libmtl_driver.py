@@ -13,6 +13,8 @@ sees the same inputs as rmtl's balancer. Trainable balancer parameters (UW's and
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 import types
 from collections.abc import Mapping, Sequence
@@ -153,9 +155,6 @@ def metabalance_weighting(
     from the installed torch-rechub (ImportError without either). Only its file
     torch_rechub/basic/metaoptimizer.py is loaded: it needs torch alone, where the package's own
     import pulls in its trainers and their dependencies."""
-    import importlib.util
-    import os
-
     if path is not None:
         root = os.path.join(path, "torch_rechub")
     else:
