@@ -7,7 +7,8 @@ decay 1e-6) over RetailRocket-like fields, with 2 and 6 tasks. rmtl trains with
 ``Backbone.train_chunk(..., balancer=...)`` (one C call for all timed steps); the reference
 runs LibMTL's weighting class on the twin (tests/torch_reference.py) as LibMTL's trainer does
 (tests/libmtl_driver.py ``train``): the installed LibMTL (PyPI 1.1.5, 12 methods) or, with
-``--libmtl PATH``, a checkout of its repository (all 23; export one with ``git archive``).
+``--libmtl PATH``, a checkout of its repository (all 23; export one with ``git archive``;
+its Aligned-MTL and ExcessMTL run with the stand-ins of :func:`repository_runnable`).
 ``linear`` is timed against LibMTL's EW (the same work: fixed weights), ``metabalance``
 against torch-rechub's optimizer (installed, or a checkout at ``--torch-rechub PATH``).
 
@@ -138,6 +139,16 @@ def metabalance_class():
         return None
 
 
+def repository_runnable(weighting):
+    """LibMTL's repository with the two stand-ins its classes need to run at all here (as the
+    parity tests run them): ``torch.symeig`` for Aligned-MTL, and the representation branch of
+    the ``autograd`` mode for ExcessMTL (without it its weights go NaN at the second step)."""
+    torch.symeig = libmtl_driver.symeig
+    excess = weighting.ExcessMTL
+    excess._compute_grad = libmtl_driver.autograd_on_the_representation(excess._compute_grad)
+    return weighting
+
+
 def torch_timer(cls, name: str, T: int, data, steps: int, space: str):
     """:func:`rmtl_timer` for LibMTL's class ``cls`` balancing the PyTorch twin."""
     model = make_model(T)
@@ -167,7 +178,7 @@ def main() -> None:
     neighbour = neighbours.start(ARGS.neighbour) if ARGS.neighbour else None
     try:
         weighting = (
-            libmtl_driver.import_repository(ARGS.libmtl)
+            repository_runnable(libmtl_driver.import_repository(ARGS.libmtl))
             if ARGS.libmtl
             else libmtl_driver.import_weighting()
         )

@@ -144,6 +144,31 @@ def import_repository(path: str) -> types.ModuleType:
             sys.modules.pop("torch_geometric", None)
 
 
+def symeig(M: torch.Tensor, eigenvectors: bool = True) -> Any:
+    """``torch.symeig``, removed from torch, which the repository's Aligned-MTL calls:
+    ``torch.linalg.eigh`` (eigenvalues ascending, as symeig gave them)."""
+    return torch.linalg.eigh(M)
+
+
+def autograd_on_the_representation(compute_grad: Any) -> Any:
+    """LibMTL's ``_compute_grad`` with the representation branch of the ``autograd`` mode it
+    lacks (ExcessMTL asks for that mode; without the branch its gradients stay zero and 0 / 0
+    makes its weights NaN at step 2): each task's gradient of the copy of the representation
+    its tower reads, by torch.autograd.grad as in the parameter branch, so nothing accumulates
+    in ``.grad``; one tensor (K, B, H) when every tower reads the same, else a list"""
+
+    def patched(self: Any, losses: torch.Tensor, mode: str, rep_grad: bool = False) -> Any:
+        if not (rep_grad and mode == "autograd"):
+            return compute_grad(self, losses, mode, rep_grad)
+        grads = [
+            torch.autograd.grad(losses[k], self.rep_tasks[task], retain_graph=True)[0]
+            for k, task in enumerate(self.task_name)
+        ]
+        return grads if isinstance(self.rep, dict) else torch.stack(grads)
+
+    return patched
+
+
 def metabalance_weighting(
     path: Optional[str] = None, relax_factor: float = 0.7, beta: float = 0.9
 ) -> type:

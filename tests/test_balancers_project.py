@@ -307,9 +307,7 @@ def test_gradvac_matches_libmtl_repo(libmtl_repo, replayed, K, group_type):
 def test_aligned_mtl_matches_libmtl_repo(libmtl_repo, monkeypatch, K):
     """The repository calls torch.symeig (removed from torch): torch.linalg.eigh stands in."""
     import torch
-
-    def symeig(M, eigenvectors=True):
-        return torch.linalg.eigh(M)
+    from libmtl_driver import symeig
 
     monkeypatch.setattr(torch, "symeig", symeig, raising=False)
     steps = steps_for(K)
