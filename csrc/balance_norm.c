@@ -301,22 +301,33 @@ static void rmtl_bal_excess_init(rmtl_balancer *b) {
     }
 }
 
+typedef struct {
+    double *sq; /* A (K,P) */
+    const float *jac;
+    int64_t P;
+} rmtl_excess_args;
+
+/* A_kj += g_kj^2 over the columns [lo, hi) of row k, and their sum of g_kj^2 / sqrt(A_kj + 1e-7) */
+static double rmtl_bal_excess_part(void *ctx, int k, int64_t lo, int64_t hi) {
+    const rmtl_excess_args *a = ctx;
+    double *sq = a->sq + (size_t)k * a->P, acc = 0.0;
+    const float *row = a->jac + (size_t)k * a->P;
+    for (int64_t j = lo; j < hi; j++) {
+        double g2 = (double)row[j] * row[j];
+        sq[j] += g2;
+        acc += g2 / sqrt(sq[j] + 1e-7);
+    }
+    return acc;
+}
+
 static int rmtl_bal_excess_direction(rmtl_balancer *b, float *dir, const float *losses,
                                      const float *jac) {
     (void)losses;
     int K = b->K;
     int64_t P = b->P;
     double *w0 = b->state + (size_t)K * P, *lw = w0 + K, w[RMTL_MAX_TASKS];
-    for (int k = 0; k < K; k++) {
-        double *acc2 = b->state + (size_t)k * P, acc = 0.0;
-        const float *row = jac + (size_t)k * P;
-        for (int64_t j = 0; j < P; j++) {
-            double g2 = (double)row[j] * row[j];
-            acc2[j] += g2;
-            acc += g2 / sqrt(acc2[j] + 1e-7);
-        }
-        w[k] = acc;
-    }
+    rmtl_excess_args args = {b->state, jac, P};
+    rmtl_bal_row_sums(w, K, P, rmtl_bal_excess_part, &args);
     if (b->steps == 0) {
         for (int k = 0; k < K; k++) {
             w0[k] = w[k];

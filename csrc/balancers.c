@@ -291,6 +291,38 @@ void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P) {
     rmtl_bal_gram_span(G, jac, K, P, 0, P);
 }
 
+typedef struct {
+    double *partial; /* (blocks, K) */
+    rmtl_bal_part_fn part;
+    void *ctx;
+    int K;
+    int64_t P, block;
+} rmtl_bal_sums_args;
+
+static void rmtl_bal_sums_range(void *ctx, int64_t lo, int64_t hi) {
+    const rmtl_bal_sums_args *a = ctx;
+    for (int64_t blk = lo; blk < hi; blk++) {
+        int64_t start = blk * a->block, end = start + a->block < a->P ? start + a->block : a->P;
+        for (int k = 0; k < a->K; k++) {
+            a->partial[blk * a->K + k] = a->part(a->ctx, k, start, end);
+        }
+    }
+}
+
+void rmtl_bal_row_sums(double *out, int K, int64_t P, rmtl_bal_part_fn part, void *ctx) {
+    double partial[RMTL_BAL_MAX_BLOCKS * RMTL_MAX_TASKS];
+    int64_t block = rmtl_bal_block(P), blocks = P > 0 ? (P + block - 1) / block : 0;
+    rmtl_bal_sums_args a = {partial, part, ctx, K, P, block};
+    rmtl_parallel_for(blocks, 1, rmtl_bal_sums_range, &a);
+    for (int k = 0; k < K; k++) {
+        double acc = 0.0;
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            acc += partial[blk * K + k];
+        }
+        out[k] = acc;
+    }
+}
+
 double rmtl_bal_norm2(const float *x, int64_t n) {
     double G;
     rmtl_bal_gram_span(&G, x, 1, n, 0, n);

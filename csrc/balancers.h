@@ -172,6 +172,12 @@ void rmtl_bal_combine_rows(float *dir, const double *w, const double *rows, int 
 void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P);
 /* the Gram matrix G (K,K) of the columns [from, from + n) of jac (K,P), as rmtl_bal_gram */
 void rmtl_bal_gram_span(double *G, const float *jac, int K, int64_t P, int64_t from, int64_t n);
+/* part (ctx, k, lo, hi): row k's contribution from the columns [lo, hi) of a sum over P
+   columns; it may also update what it owns in those columns */
+typedef double (*rmtl_bal_part_fn)(void *ctx, int k, int64_t lo, int64_t hi);
+/* out (K): for each row k < K the sum over the columns [0, P) of part's contributions, taken
+   per block of columns on the pool and added in block order, as rmtl_bal_gram */
+void rmtl_bal_row_sums(double *out, int K, int64_t P, rmtl_bal_part_fn part, void *ctx);
 /* the Euclidean norm of the n floats of x, in double */
 double rmtl_bal_norm2(const float *x, int64_t n);
 /* softmax of x (n) into out */
