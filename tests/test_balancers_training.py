@@ -176,6 +176,11 @@ REPRESENTATION_ATOL = {
 }
 
 
+def parity_atol(name, backbone, T, space):
+    """the tolerance of a training comparison: 1e-5, or REPRESENTATION_ATOL's"""
+    return REPRESENTATION_ATOL.get((name, backbone, T), 1e-5) if space != "parameters" else 1e-5
+
+
 def frank_wolfe_steps(weighting, monkeypatch):
     """the steps each call of LibMTL 1.1.5's MGDA min-norm solver takes (its one
     torch.matmul per Frank-Wolfe step, counted), a list the calls extend"""
@@ -220,7 +225,7 @@ def test_mgda_matches_libmtl_while_frank_wolfe_stops_by_itself(
     assert len(counts) == STEPS
     steps = next((i for i, c in enumerate(counts) if c > 250), STEPS)
     assert steps >= 3, counts
-    atol = REPRESENTATION_ATOL.get(("mgda", backbone, 4), 1e-5) if space != "parameters" else 1e-5
+    atol = parity_atol("mgda", backbone, 4, space)
     check_training_parity(weighting, "mgda", backbone, 4, cls, hyper, atol, space, steps=steps)
 
 
@@ -318,7 +323,7 @@ def test_representation_training_matches_libmtl(weighting, name, backbone, T):
     balances the batch sums of the per-task gradients there and sends its combination of the
     per-row gradients down (one tensor for SharedBottom's towers, one per task for MMoE's)"""
     cls, hyper = LIBMTL_115[name]
-    atol = REPRESENTATION_ATOL.get((name, backbone, T), 1e-5)
+    atol = parity_atol(name, backbone, T, "representation")
     check_training_parity(weighting, name, backbone, T, cls, hyper, atol, "representation")
 
 
@@ -685,6 +690,7 @@ def test_training_matches_libmtl_repository(libmtl_repo, monkeypatch, name, back
         T,
         CLASSES[name],
         dict(LIBMTL_ARGS),
+        parity_atol(name, backbone, T, space),
         space=space,
         other_weights=REPO_OTHER_WEIGHTS,
     )
