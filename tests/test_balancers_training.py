@@ -596,8 +596,8 @@ def test_run_config_takes_all_balancers_in_any_sequence():
         RunConfig(balancers=["all", "uw"]).resolved()
 
 
-#: the methods LibMTL's repository adds, and its CAGrad and GradVac (the balancers rmtl follows
-#: there); rlw draws its weights at random, metabalance has its own test
+#: the methods LibMTL's repository adds, and its MGDA, CAGrad and GradVac (the balancers rmtl
+#: follows there); rlw draws its weights at random, metabalance has its own test
 REPO_TRAINING = (
     "mgda",
     "nash_mtl",
