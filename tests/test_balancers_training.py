@@ -165,20 +165,24 @@ FOUR_TASK_CASES = {
     ("mgda", "sharedbottom"): "test_mgda_matches_libmtl_while_frank_wolfe_stops_by_itself",
     ("imtl", "mmoe"): "test_imtl_matches_libmtl_until_a_task_gradient_vanishes",
 }
-#: IMTL's weights come from LibMTL's float32 inverse: 20 Adam steps leave one of 128 MMoE
-#: tower weights 2e-5 apart. MGDA's 4-task MMoE: its weights agree to 3e-6 at every step,
-#: but 9 of the 96 weights of one expert end up to 8e-5 apart after 20 Adam steps.
-REPRESENTATION_ATOL = {
-    ("imtl", "sharedbottom", 2): 5e-5,
-    ("imtl", "sharedbottom", 4): 5e-5,
-    ("imtl", "mmoe", 2): 5e-5,
-    ("mgda", "mmoe", 4): 1e-4,
+#: The comparisons that run at more than atol 1e-5, (name, backbone, T, space): IMTL's weights
+#: come from LibMTL's float32 inverse (20 Adam steps leave one of 128 MMoE tower weights 2e-5
+#: apart). MGDA's 4-task MMoE in the representation space: its weights agree to 3e-6 at every
+#: step, but 9 of the 96 weights of one expert end up to 8e-5 apart after 20 Adam steps.
+#: Aligned-MTL's 4-task MMoE against the repository (its float32 eigh): weights within 1e-5,
+#: one of 288 expert weights 1.4e-5 apart after 20 steps on an AMD EPYC (within 1e-5 on a Xeon).
+PARITY_ATOL = {
+    ("imtl", "sharedbottom", 2, "representation"): 5e-5,
+    ("imtl", "sharedbottom", 4, "representation"): 5e-5,
+    ("imtl", "mmoe", 2, "representation"): 5e-5,
+    ("mgda", "mmoe", 4, "representation"): 1e-4,
+    ("aligned_mtl", "mmoe", 4, "parameters"): 2e-5,
 }
 
 
 def parity_atol(name, backbone, T, space):
-    """the tolerance of a training comparison: 1e-5, or REPRESENTATION_ATOL's"""
-    return REPRESENTATION_ATOL.get((name, backbone, T), 1e-5) if space != "parameters" else 1e-5
+    """the tolerance of a training comparison: 1e-5, or PARITY_ATOL's"""
+    return PARITY_ATOL.get((name, backbone, T, space), 1e-5)
 
 
 def frank_wolfe_steps(weighting, monkeypatch):
