@@ -12,6 +12,8 @@
    blocks in order: the blocks depend on P alone, so the bits do not depend on the threads. */
 #define RMTL_BAL_BLOCK 16384
 #define RMTL_BAL_MAX_BLOCKS 128
+/* the Gram matrix's pairs c <= a of RMTL_MAX_TASKS rows: the most sums rmtl_bal_row_sums takes */
+#define RMTL_BAL_MAX_PAIRS (RMTL_MAX_TASKS * (RMTL_MAX_TASKS + 1) / 2)
 
 /* the columns per block of a sum over n columns */
 static int64_t rmtl_bal_block(int64_t n) {
@@ -246,51 +248,6 @@ void rmtl_bal_combine_rows(float *dir, const double *w, const double *rows, int 
     rmtl_parallel_for(P, RMTL_GRAIN_STREAM / K, rmtl_bal_combine_range, &a);
 }
 
-/* the products of K rows over blocks of columns: partial[blk][a (a + 1) / 2 + c] for c <= a */
-typedef struct {
-    double *partial;
-    const float *jac;
-    int K;
-    int64_t P, from, n, block;
-} rmtl_bal_gram_args;
-
-RMTL_CLONES static void rmtl_bal_gram_range(void *ctx, int64_t lo, int64_t hi) {
-    const rmtl_bal_gram_args *g = ctx;
-    int K = g->K, pairs = K * (K + 1) / 2;
-    for (int64_t blk = lo; blk < hi; blk++) {
-        int64_t start = g->from + blk * g->block, end = start + g->block;
-        end = end < g->from + g->n ? end : g->from + g->n;
-        for (int a = 0; a < K; a++) {
-            for (int c = 0; c <= a; c++) {
-                const float *x = g->jac + (size_t)a * g->P, *y = g->jac + (size_t)c * g->P;
-                g->partial[blk * pairs + a * (a + 1) / 2 + c] =
-                    rmtl_dot_lanes(x + start, y + start, end - start);
-            }
-        }
-    }
-}
-
-void rmtl_bal_gram_span(double *G, const float *jac, int K, int64_t P, int64_t from, int64_t n) {
-    double partial[RMTL_BAL_MAX_BLOCKS * RMTL_MAX_TASKS * (RMTL_MAX_TASKS + 1) / 2];
-    int64_t block = rmtl_bal_block(n), blocks = n > 0 ? (n + block - 1) / block : 0;
-    int pairs = K * (K + 1) / 2;
-    rmtl_bal_gram_args g = {partial, jac, K, P, from, n, block};
-    rmtl_parallel_for(blocks, 1, rmtl_bal_gram_range, &g);
-    for (int a = 0; a < K; a++) {
-        for (int c = 0; c <= a; c++) {
-            double acc = 0.0;
-            for (int64_t blk = 0; blk < blocks; blk++) {
-                acc += partial[blk * pairs + a * (a + 1) / 2 + c];
-            }
-            G[a * K + c] = G[c * K + a] = acc;
-        }
-    }
-}
-
-void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P) {
-    rmtl_bal_gram_span(G, jac, K, P, 0, P);
-}
-
 typedef struct {
     double *partial; /* (blocks, K) */
     rmtl_bal_part_fn part;
@@ -310,7 +267,7 @@ static void rmtl_bal_sums_range(void *ctx, int64_t lo, int64_t hi) {
 }
 
 void rmtl_bal_row_sums(double *out, int K, int64_t P, rmtl_bal_part_fn part, void *ctx) {
-    double partial[RMTL_BAL_MAX_BLOCKS * RMTL_MAX_TASKS];
+    double partial[RMTL_BAL_MAX_BLOCKS * RMTL_BAL_MAX_PAIRS];
     int64_t block = rmtl_bal_block(P), blocks = P > 0 ? (P + block - 1) / block : 0;
     rmtl_bal_sums_args a = {partial, part, ctx, K, P, block};
     rmtl_parallel_for(blocks, 1, rmtl_bal_sums_range, &a);
@@ -321,6 +278,42 @@ void rmtl_bal_row_sums(double *out, int K, int64_t P, rmtl_bal_part_fn part, voi
         }
         out[k] = acc;
     }
+}
+
+/* the Gram matrix's pairs c <= a of the rows of jac (K,P), pair a (a + 1) / 2 + c */
+typedef struct {
+    const float *jac;
+    int64_t P, from;
+    int a[RMTL_BAL_MAX_PAIRS], c[RMTL_BAL_MAX_PAIRS];
+} rmtl_bal_gram_args;
+
+/* pair p's product over the columns [from + lo, from + hi) */
+RMTL_CLONES static double rmtl_bal_gram_part(void *ctx, int p, int64_t lo, int64_t hi) {
+    const rmtl_bal_gram_args *g = ctx;
+    const float *x = g->jac + (size_t)g->a[p] * g->P + g->from;
+    const float *y = g->jac + (size_t)g->c[p] * g->P + g->from;
+    return rmtl_dot_lanes(x + lo, y + lo, hi - lo);
+}
+
+void rmtl_bal_gram_span(double *G, const float *jac, int K, int64_t P, int64_t from, int64_t n) {
+    double pair[RMTL_BAL_MAX_PAIRS];
+    rmtl_bal_gram_args g = {.jac = jac, .P = P, .from = from};
+    for (int a = 0; a < K; a++) {
+        for (int c = 0; c <= a; c++) {
+            g.a[a * (a + 1) / 2 + c] = a;
+            g.c[a * (a + 1) / 2 + c] = c;
+        }
+    }
+    rmtl_bal_row_sums(pair, K * (K + 1) / 2, n, rmtl_bal_gram_part, &g);
+    for (int a = 0; a < K; a++) {
+        for (int c = 0; c <= a; c++) {
+            G[a * K + c] = G[c * K + a] = pair[a * (a + 1) / 2 + c];
+        }
+    }
+}
+
+void rmtl_bal_gram(double *G, const float *jac, int K, int64_t P) {
+    rmtl_bal_gram_span(G, jac, K, P, 0, P);
 }
 
 double rmtl_bal_norm2(const float *x, int64_t n) {

@@ -176,7 +176,8 @@ void rmtl_bal_gram_span(double *G, const float *jac, int K, int64_t P, int64_t f
    columns; it may also update what it owns in those columns */
 typedef double (*rmtl_bal_part_fn)(void *ctx, int k, int64_t lo, int64_t hi);
 /* out (K): for each row k < K the sum over the columns [0, P) of part's contributions, taken
-   per block of columns on the pool and added in block order, as rmtl_bal_gram */
+   per block of columns on the pool and added in block order (rmtl_bal_gram's sums too); K at
+   most RMTL_MAX_TASKS (RMTL_MAX_TASKS + 1) / 2 */
 void rmtl_bal_row_sums(double *out, int K, int64_t P, rmtl_bal_part_fn part, void *ctx);
 /* the Euclidean norm of the n floats of x, in double */
 double rmtl_bal_norm2(const float *x, int64_t n);
