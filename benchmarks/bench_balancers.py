@@ -203,7 +203,8 @@ def main() -> None:
         ]
         for T, space, name in cases:
             data = make_data(BATCH * 3 * (ARGS.steps + 2), T)
-            family, samples = (getattr(balancers.create(name, T), a) for a in ("family", "samples"))
+            b = balancers.create(name, T)
+            family, samples = b.family, b.samples
             if family == "losses":
                 target = 1.1
             else:  # a step of MoDo or SDMGrad reads 3 batches: 3 forwards, 3 K backwards

@@ -136,7 +136,7 @@ def check_training_parity(
     T,
     cls,
     hyper,
-    atol=1e-5,
+    atol=None,
     space="parameters",
     other_weights=(),
     steps=STEPS,
@@ -144,7 +144,9 @@ def check_training_parity(
 ):
     """``steps`` steps of ``backbone`` with balancer ``name`` (keywords ``ours``) against
     LibMTL's ``cls`` (keywords ``hyper``) on the PyTorch twin: weights and parameters to
-    ``atol``. Returns rmtl's model and balancer, the twin and the data, for a next step."""
+    ``atol`` (None: :func:`parity_atol`'s). Returns rmtl's model and balancer, the twin and
+    the data, for a next step."""
+    atol = parity_atol(name, backbone, T, space) if atol is None else atol
     model = make(backbone, T)
     b = balancers.create(name, T, space=space, lr=1e-2, **ours)
     arrays = data(T, n_batches=STEPS * b.samples)
@@ -229,8 +231,7 @@ def test_mgda_matches_libmtl_while_frank_wolfe_stops_by_itself(
     assert len(counts) == STEPS
     steps = next((i for i, c in enumerate(counts) if c > 250), STEPS)
     assert steps >= 3, counts
-    atol = parity_atol("mgda", backbone, 4, space)
-    check_training_parity(weighting, "mgda", backbone, 4, cls, hyper, atol, space, steps=steps)
+    check_training_parity(weighting, "mgda", backbone, 4, cls, hyper, space=space, steps=steps)
 
 
 @pytest.mark.parametrize("space", balancers.SPACES)
@@ -327,8 +328,7 @@ def test_representation_training_matches_libmtl(weighting, name, backbone, T):
     balances the batch sums of the per-task gradients there and sends its combination of the
     per-row gradients down (one tensor for SharedBottom's towers, one per task for MMoE's)"""
     cls, hyper = LIBMTL_115[name]
-    atol = parity_atol(name, backbone, T, "representation")
-    check_training_parity(weighting, name, backbone, T, cls, hyper, atol, "representation")
+    check_training_parity(weighting, name, backbone, T, cls, hyper, space="representation")
 
 
 @pytest.mark.parametrize("name", ["ew", "mgda"])
@@ -694,7 +694,6 @@ def test_training_matches_libmtl_repository(libmtl_repo, monkeypatch, name, back
         T,
         CLASSES[name],
         dict(LIBMTL_ARGS),
-        parity_atol(name, backbone, T, space),
         space=space,
         other_weights=REPO_OTHER_WEIGHTS,
     )
